@@ -1,0 +1,934 @@
+"""Plain-numpy reference implementations of the cnnext layer kernels.
+
+This module is the test oracle for the compiled kernels and the ``numpy``
+backend of :mod:`cnnext.functional`. It is **slow on purpose**: every
+function is written to be obviously correct, not fast.
+
+To avoid sharing bugs with the fast kernels (which use im2col + GEMM and
+col2im), nothing here builds an im2col matrix. Forward convolutions and
+pools gather with :func:`numpy.lib.stride_tricks.sliding_window_view` and a
+windowed :func:`numpy.einsum`; backward passes *scatter* with an explicit
+loop over the kernel taps (each tap adds its contribution into a strided
+slice of a padded buffer); ``conv_transpose2d`` is computed a third way, as
+a stride-1 correlation of the stride-dilated, padded input with the
+180-degree-rotated kernel.
+
+Semantics are those of PyTorch's CPU ``torch.nn.functional``: NCHW layout,
+convolution weight ``(C_out, C_in, kH, kW)``, the forward pass is a
+cross-correlation (the kernel is not flipped), ``dilation=1`` means no
+dilation, and ``stride``/``padding``/``dilation``/``kernel_size``/
+``output_padding`` are an int or an ``(h, w)`` pair.
+
+Nothing here validates its arguments: :mod:`cnnext.functional` checks shapes
+and dtypes, coerces to C-contiguous float32/float64 and turns unbatched 3-D
+input into 4-D before it calls in. Inputs are never modified. Results have
+the dtype of the corresponding input; sums are accumulated in float64 and
+cast back.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
+    "full_conv2d",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "relu",
+    "relu_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "softmax",
+    "softmax_backward",
+    "log_softmax",
+    "log_softmax_backward",
+    "softmax_cross_entropy",
+]
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+def _pair(v):
+    """Return ``v`` as a ``(h, w)`` tuple of Python ints."""
+    if isinstance(v, (tuple, list)):
+        h, w = v
+        return int(h), int(w)
+    return int(v), int(v)
+
+
+def _f64(a):
+    """A float64 view or copy of ``a`` (never the caller's array to write)."""
+    return np.asarray(a, dtype=np.float64)
+
+
+def _pad_hw(x, ph, pw, value=0.0):
+    """Pad the last two axes of a 4-D array by ``ph`` rows and ``pw`` columns
+    on each side (returns a new array)."""
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+                  mode="constant", constant_values=value)
+
+
+def _windows(xp, kernel, stride, dilation):
+    """Strided windows of an already padded 4-D array.
+
+    Returns a read-only view of shape ``(N, C, OH, OW, kH, kW)`` with
+    ``view[n, c, oh, ow, i, j] == xp[n, c, oh*sh + i*dh, ow*sw + j*dw]``.
+    """
+    kh, kw = kernel
+    sh, sw = stride
+    dh, dw = dilation
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    v = sliding_window_view(xp, span, axis=(2, 3))
+    return v[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _conv_out(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+# --------------------------------------------------------------------------
+# convolution
+# --------------------------------------------------------------------------
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (groups=1).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+        Input batch, float32 or float64.
+    weight : ndarray, shape (C_out, C_in, kH, kW)
+        Filters. They are *not* flipped (cross-correlation).
+    bias : ndarray of shape (C_out,) or None, optional
+        Added to every output position of the matching channel.
+    stride, padding, dilation : int or (int, int), optional
+        Step between windows, zero padding added to each side, and spacing
+        between kernel taps (1 means no dilation).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, OH, OW), dtype of ``x``
+        ``y[n, o, oh, ow] = bias[o] + sum_{c,i,j} weight[o, c, i, j] *
+        xpad[n, c, oh*sh + i*dh, ow*sw + j*dw]``.
+
+    Notes
+    -----
+    ``OH = (H + 2*ph - dh*(kH - 1) - 1) // sh + 1`` and likewise for ``OW``.
+    Computed as an einsum over a ``sliding_window_view`` of the padded input.
+
+    Examples
+    --------
+    >>> x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    >>> w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> conv2d(x, w)
+    array([[[[37., 47.],
+             [67., 77.]]]])
+    """
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    kernel = weight.shape[2:]
+    xp = _pad_hw(_f64(x), *padding)
+    win = _windows(xp, kernel, stride, dilation)
+    y = np.einsum("nchwij,ocij->nohw", win, _f64(weight), optimize=True)
+    if bias is not None:
+        y = y + _f64(bias)[None, :, None, None]
+    return y.astype(x.dtype, copy=False)
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
+                    bias=True):
+    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C_out, OH, OW)
+        Upstream gradient dL/dy.
+    x : ndarray, shape (N, C_in, H, W)
+        The forward input.
+    weight : ndarray, shape (C_out, C_in, kH, kW)
+        The forward weight.
+    stride, padding, dilation : int or (int, int), optional
+        As given to the forward call.
+    bias : bool, optional
+        Whether the forward call had a bias; if False ``grad_bias`` is None.
+
+    Returns
+    -------
+    grad_x : ndarray, shape (N, C_in, H, W), dtype of ``x``
+    grad_weight : ndarray, shape (C_out, C_in, kH, kW), dtype of ``weight``
+    grad_bias : ndarray of shape (C_out,) or None, dtype of ``grad_out``
+        ``grad_out.sum((0, 2, 3))``.
+
+    Notes
+    -----
+    ``grad_weight[o, c, i, j] = sum_{n,oh,ow} grad_out[n, o, oh, ow] *
+    xpad[n, c, oh*sh + i*dh, ow*sw + j*dw]``: the correlation of the padded
+    input (read at dilated taps) with ``grad_out``.
+
+    ``grad_x`` is a scatter-add: every output position adds
+    ``weight * grad_out`` back into the window it read, one kernel tap at a
+    time, into a padded buffer of shape ``(N, C_in, H + 2*ph, W + 2*pw)``
+    that is then cropped to ``[ph:ph+H, pw:pw+W]``. Rows and columns that no
+    window reads (when ``(H + 2*ph - dh*(kH-1) - 1) % sh != 0``) get 0. At
+    stride 1 this equals a full convolution of ``grad_out`` with the
+    180-degree-rotated kernel (see :func:`full_conv2d`).
+
+    Examples
+    --------
+    >>> x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    >>> w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> g = np.array([[[[1.0, 0.0], [0.0, 2.0]]]])
+    >>> gx, gw, gb = conv2d_backward(g, x, w)
+    >>> gx[0, 0]
+    array([[1., 2., 0.],
+           [3., 6., 4.],
+           [0., 6., 8.]])
+    >>> gw[0, 0]
+    array([[11., 14.],
+           [20., 23.]])
+    >>> gb
+    array([3.])
+    """
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    n, c_in, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    g = _f64(grad_out)
+    wt = _f64(weight)
+    oh, ow = g.shape[2:]
+
+    # weight gradient: windowed correlation of the padded input with g
+    xp = _pad_hw(_f64(x), ph, pw)
+    win = _windows(xp, (kh, kw), (sh, sw), (dh, dw))
+    grad_w = np.einsum("nchwij,nohw->ocij", win, g, optimize=True)
+
+    # input gradient: scatter-add tap by tap into the padded buffer
+    gxp = np.zeros((n, c_in, h + 2 * ph, w + 2 * pw), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dh, j * dw
+            gxp[:, :, r0:r0 + sh * (oh - 1) + 1:sh,
+                c0:c0 + sw * (ow - 1) + 1:sw] += np.einsum(
+                    "nohw,oc->nchw", g, wt[:, :, i, j])
+    grad_x = gxp[:, :, ph:ph + h, pw:pw + w]
+
+    grad_b = g.sum(axis=(0, 2, 3)).astype(grad_out.dtype) if bias else None
+    return (grad_x.astype(x.dtype), grad_w.astype(weight.dtype, copy=False),
+            grad_b)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
+                     output_padding=0, dilation=1):
+    """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+        Input batch.
+    weight : ndarray, shape (C_in, C_out, kH, kW)
+        Filters, laid out as in PyTorch (input channels first). groups=1.
+    bias : ndarray of shape (C_out,) or None, optional
+        Added to every output position (including ``output_padding`` rows).
+    stride, padding, output_padding, dilation : int or (int, int), optional
+        ``padding`` is removed from each side of the full output;
+        ``output_padding`` adds rows/columns at the bottom/right only.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, OH, OW), dtype of ``x``
+        ``y[n, o, r, s] = bias[o] + sum x[n, c, h, w] * weight[c, o, i, j]``
+        over all ``h, w, i, j`` with ``r = h*sh - ph + i*dh`` and
+        ``s = w*sw - pw + j*dw``.
+
+    Notes
+    -----
+    ``OH = (H - 1)*sh - 2*ph + dh*(kH - 1) + oph + 1`` and likewise for
+    ``OW``. This is the adjoint of :func:`conv2d` with the same stride,
+    padding and dilation, and equals ``conv2d_backward``'s ``grad_x`` for the
+    weight read as ``(C_out_conv, C_in_conv, kH, kW)``.
+
+    Computed by gathering, not scattering: the input is dilated by the stride
+    (``sh - 1`` zero rows between rows), zero-padded by ``dh*(kH - 1)`` on
+    each side, cross-correlated at stride 1 with the 180-degree-rotated,
+    dilated kernel, extended by ``output_padding`` zero rows/columns at the
+    end and cropped to ``[ph:ph+OH, pw:pw+OW]``.
+
+    Examples
+    --------
+    >>> x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> conv_transpose2d(x, w, stride=2)[0, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]])
+    """
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    oph, opw = _pair(output_padding)
+    dh, dw = _pair(dilation)
+    n, c_in, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+    out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+
+    # dilate by the stride: x lands on every sh-th row / sw-th column
+    xd = np.zeros((n, c_in, (h - 1) * sh + 1, (w - 1) * sw + 1))
+    xd[:, :, ::sh, ::sw] = x
+    eh, ew = dh * (kh - 1), dw * (kw - 1)
+    xq = _pad_hw(xd, eh, ew)
+    # rotated kernel, as a conv2d weight (C_out, C_in, kH, kW)
+    wr = _f64(weight)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    win = _windows(xq, (kh, kw), (1, 1), (dh, dw))
+    full = np.einsum("nchwij,ocij->nohw", win, wr, optimize=True)
+    # full has (H-1)*sh + eh + 1 rows; extend by output_padding, then crop
+    full = np.pad(full, ((0, 0), (0, 0), (0, oph), (0, opw)))
+    y = full[:, :, ph:ph + out_h, pw:pw + out_w]
+    if bias is not None:
+        y = y + _f64(bias)[None, :, None, None]
+    return y.astype(x.dtype, copy=False)
+
+
+def full_conv2d(x, weight):
+    """Full 2-D convolution summed over input channels.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, K, H, W)
+        Input batch (e.g. an upstream gradient with K channels).
+    weight : ndarray, shape (K, C, kH, kW)
+        One kernel per (input channel k, output channel c) pair.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, H + kH - 1, W + kW - 1), dtype of ``x``
+        ``y[n, c] = sum_k full_convolution(x[n, k], weight[k, c])``.
+
+    Notes
+    -----
+    Implemented literally: ``x`` is zero-padded by ``(kH - 1, kW - 1)`` on
+    each side and cross-correlated with the 180-degree-rotated kernel
+    ``weight[k, c, ::-1, ::-1]``. This is the input gradient of
+    :func:`conv2d` at stride 1, padding 0, dilation 1:
+    ``conv2d_backward(g, x, w)[0] == full_conv2d(g, w)``.
+
+    Examples
+    --------
+    >>> a = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> full_conv2d(a, a)[0, 0]
+    array([[ 1.,  4.,  4.],
+           [ 6., 20., 16.],
+           [ 9., 24., 16.]])
+    """
+    kh, kw = weight.shape[2:]
+    xp = _pad_hw(_f64(x), kh - 1, kw - 1)
+    rot = _f64(weight)[:, :, ::-1, ::-1]
+    win = _windows(xp, (kh, kw), (1, 1), (1, 1))
+    y = np.einsum("nkhwij,kcij->nchw", win, rot, optimize=True)
+    return y.astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        Input batch.
+    kernel_size : int or (int, int)
+        Window size.
+    stride : int or (int, int) or None, optional
+        Step between windows; None means ``kernel_size``.
+    padding : int or (int, int), optional
+        Implicit ``-inf`` padding on each side (never selected).
+    return_indices : bool, optional
+        Also return the position of each maximum.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW), dtype of ``x``
+    indices : ndarray of int64, shape (N, C, OH, OW)
+        Only if ``return_indices``. Flat position ``h*W + w`` of the selected
+        element inside its input plane (as PyTorch's ``return_indices``).
+
+    Notes
+    -----
+    ``OH = (H + 2*ph - kH) // sh + 1`` (no ``ceil_mode``, no dilation).
+
+    PyTorch's CPU rule, reproduced exactly: for each window the running
+    maximum starts at ``-inf`` and the running index at the first in-bounds
+    position of the window; in-bounds taps are scanned in row-major order
+    and a tap replaces the maximum if it is strictly greater *or* NaN. So
+    the first maximum wins ties, NaN propagates (with several NaNs the last
+    one's index is reported), and a window of ``-inf`` values reports its
+    first in-bounds position.
+
+    Examples
+    --------
+    >>> x = np.array([[[[1.0, 3.0], [3.0, 2.0]]]])
+    >>> y, idx = max_pool2d(x, 2, return_indices=True)
+    >>> y[0, 0, 0, 0], idx[0, 0, 0, 0]
+    (np.float64(3.0), np.int64(1))
+    """
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    n, c, h, w = x.shape
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+
+    # top-left corner of each window in input coordinates
+    r0 = np.arange(oh) * sh - ph                      # (OH,)
+    c0 = np.arange(ow) * sw - pw                      # (OW,)
+    first = (np.maximum(r0, 0)[:, None] * w
+             + np.maximum(c0, 0)[None, :]).astype(np.int64)
+    best = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
+    best_idx = np.broadcast_to(first, (n, c, oh, ow)).copy()
+
+    for i in range(kh):                 # row-major scan over window taps
+        for j in range(kw):
+            rr = r0 + i
+            cc = c0 + j
+            rin = (rr >= 0) & (rr < h)
+            cin = (cc >= 0) & (cc < w)
+            inb = rin[:, None] & cin[None, :]          # (OH, OW)
+            val = x[:, :, np.clip(rr, 0, h - 1)[:, None],
+                    np.clip(cc, 0, w - 1)[None, :]]    # (N, C, OH, OW)
+            take = inb & ((val > best) | np.isnan(val))
+            best = np.where(take, val, best)
+            idx = (rr[:, None] * w + cc[None, :]).astype(np.int64)
+            best_idx = np.where(take, idx, best_idx)
+
+    if return_indices:
+        return best, best_idx
+    return best
+
+
+def max_pool2d_backward(grad_out, indices, input_shape):
+    """Gradient of :func:`max_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C, OH, OW)
+        Upstream gradient.
+    indices : ndarray of int64, shape (N, C, OH, OW)
+        The indices returned by ``max_pool2d(..., return_indices=True)``.
+    input_shape : tuple of int
+        ``(N, C, H, W)`` of the forward input.
+
+    Returns
+    -------
+    grad_x : ndarray, shape ``input_shape``, dtype of ``grad_out``
+        Zero except at selected positions, which receive the *sum* of the
+        gradients of every window that selected them.
+
+    Notes
+    -----
+    ``grad_x.reshape(N, C, H*W)[n, c, indices[n, c, oh, ow]] +=
+    grad_out[n, c, oh, ow]`` for every output element (``np.add.at``, so
+    overlapping windows that pick the same input accumulate).
+
+    Examples
+    --------
+    >>> g = np.array([[[[1.0, 2.0]]]])
+    >>> idx = np.array([[[[1, 1]]]])
+    >>> max_pool2d_backward(g, idx, (1, 1, 1, 3))
+    array([[[[0., 3., 0.]]]])
+    """
+    n, c, h, w = input_shape
+    gx = np.zeros((n * c, h * w), dtype=np.float64)
+    rows = np.arange(n * c)[:, None]
+    np.add.at(gx, (rows, np.asarray(indices).reshape(n * c, -1)),
+              _f64(grad_out).reshape(n * c, -1))
+    return gx.reshape(n, c, h, w).astype(grad_out.dtype, copy=False)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        Input batch.
+    kernel_size : int or (int, int)
+        Window size.
+    stride : int or (int, int) or None, optional
+        Step between windows; None means ``kernel_size``.
+    padding : int or (int, int), optional
+        Zero padding on each side; padded zeros count in the average.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW), dtype of ``x``
+
+    Notes
+    -----
+    ``OH = (H + 2*ph - kH) // sh + 1``. ``count_include_pad=True`` and no
+    ``ceil_mode``: the divisor is always ``kH*kW``.
+
+    Examples
+    --------
+    >>> x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    >>> avg_pool2d(x, 2, stride=1)
+    array([[[[3., 4.],
+             [6., 7.]]]])
+    """
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    xp = _pad_hw(_f64(x), ph, pw)
+    win = _windows(xp, (kh, kw), (sh, sw), (1, 1))
+    y = win.sum(axis=(4, 5)) / (kh * kw)
+    return y.astype(x.dtype, copy=False)
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
+                        padding=0):
+    """Gradient of :func:`avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C, OH, OW)
+        Upstream gradient.
+    input_shape : tuple of int
+        ``(N, C, H, W)`` of the forward input.
+    kernel_size, stride, padding : int or (int, int)
+        As given to the forward call (``stride=None`` means ``kernel_size``).
+
+    Returns
+    -------
+    grad_x : ndarray, shape ``input_shape``, dtype of ``grad_out``
+
+    Notes
+    -----
+    Each output position spreads ``grad_out / (kH*kW)`` over the window it
+    averaged (scatter-add, tap by tap, into a padded buffer that is then
+    cropped); overlapping windows accumulate and padding absorbs its share.
+
+    Examples
+    --------
+    >>> g = np.array([[[[4.0]]]])
+    >>> avg_pool2d_backward(g, (1, 1, 2, 3), 2)
+    array([[[[1., 1., 0.],
+             [1., 1., 0.]]]])
+    """
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    n, c, h, w = input_shape
+    g = _f64(grad_out) / (kh * kw)
+    oh, ow = g.shape[2:]
+    gxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            gxp[:, :, i:i + sh * (oh - 1) + 1:sh,
+                j:j + sw * (ow - 1) + 1:sw] += g
+    return gxp[:, :, ph:ph + h, pw:pw + w].astype(grad_out.dtype)
+
+
+# --------------------------------------------------------------------------
+# activations and loss
+# --------------------------------------------------------------------------
+
+def relu(x):
+    """Rectified linear unit, ``max(x, 0)``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape.
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``x``
+
+    Notes
+    -----
+    NaN propagates (as ``torch.relu``).
+
+    Examples
+    --------
+    >>> relu(np.array([-1.0, 0.0, 2.0]))
+    array([0., 0., 2.])
+    """
+    return np.where(x > 0, x, np.where(np.isnan(x), x, 0)).astype(
+        x.dtype, copy=False)
+
+
+def relu_backward(grad_out, x):
+    """Gradient of :func:`relu`.
+
+    Parameters
+    ----------
+    grad_out : ndarray
+        Upstream gradient, same shape as ``x``.
+    x : ndarray
+        The forward input (or output: they have the same sign).
+
+    Returns
+    -------
+    grad_x : ndarray, dtype of ``grad_out``
+        ``grad_out`` where ``x > 0``, else 0; at ``x == 0`` the gradient is 0.
+
+    Notes
+    -----
+    Written as PyTorch's ``threshold_backward``: ``0 if x <= 0 else grad``,
+    so a NaN ``x`` passes the gradient through.
+
+    Examples
+    --------
+    >>> relu_backward(np.array([5.0, 5.0, 5.0]), np.array([-1.0, 0.0, 2.0]))
+    array([0., 0., 5.])
+    """
+    return np.where(x <= 0, 0, grad_out).astype(grad_out.dtype, copy=False)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """Leaky rectified linear unit.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape.
+    negative_slope : float, optional
+        Slope for ``x <= 0``.
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``x``
+        ``x if x > 0 else x * negative_slope``.
+
+    Notes
+    -----
+    Elementwise; the output has the shape of the input.
+
+    Examples
+    --------
+    >>> leaky_relu(np.array([-2.0, 3.0]), 0.5)
+    array([-1.,  3.])
+    """
+    s = x.dtype.type(negative_slope)
+    return np.where(x > 0, x, x * s).astype(x.dtype, copy=False)
+
+
+def leaky_relu_backward(grad_out, x, negative_slope=0.01):
+    """Gradient of :func:`leaky_relu`.
+
+    Parameters
+    ----------
+    grad_out : ndarray
+        Upstream gradient, same shape as ``x``.
+    x : ndarray
+        The forward input.
+    negative_slope : float, optional
+        As given to the forward call.
+
+    Returns
+    -------
+    grad_x : ndarray, dtype of ``grad_out``
+        ``grad_out if x > 0 else grad_out * negative_slope`` (so the slope
+        applies at ``x == 0``, as PyTorch).
+
+    Notes
+    -----
+    Elementwise; the output has the shape of the input.
+
+    Examples
+    --------
+    >>> leaky_relu_backward(np.array([2.0, 2.0]), np.array([0.0, 1.0]), 0.5)
+    array([1., 2.])
+    """
+    s = grad_out.dtype.type(negative_slope)
+    return np.where(x > 0, grad_out, grad_out * s).astype(
+        grad_out.dtype, copy=False)
+
+
+def sigmoid(x):
+    """Logistic sigmoid ``1 / (1 + exp(-x))``, without overflow.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape.
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``x``
+
+    Notes
+    -----
+    With ``z = exp(-|x|)`` (which never overflows), ``sigmoid(x)`` is
+    ``1 / (1 + z)`` for ``x >= 0`` and ``z / (1 + z)`` for ``x < 0``.
+
+    Examples
+    --------
+    >>> sigmoid(np.array([0.0, np.log(3.0)]))
+    array([0.5 , 0.75])
+    """
+    x64 = _f64(x)
+    z = np.exp(-np.abs(x64))
+    y = np.where(x64 >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+    return y.astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(grad_out, y):
+    """Gradient of :func:`sigmoid`, from its output.
+
+    Parameters
+    ----------
+    grad_out : ndarray
+        Upstream gradient.
+    y : ndarray
+        The sigmoid *output*.
+
+    Returns
+    -------
+    grad_x : ndarray, dtype of ``grad_out``
+        ``grad_out * y * (1 - y)``.
+
+    Notes
+    -----
+    Elementwise; the output has the shape of the input.
+
+    Examples
+    --------
+    >>> sigmoid_backward(np.array([2.0]), np.array([0.75]))
+    array([0.375])
+    """
+    y64 = _f64(y)
+    return (_f64(grad_out) * y64 * (1.0 - y64)).astype(
+        grad_out.dtype, copy=False)
+
+
+def tanh(x):
+    """Hyperbolic tangent.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape.
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``x``
+
+    Notes
+    -----
+    ``np.tanh`` saturates to +-1 without overflow.
+
+    Examples
+    --------
+    >>> tanh(np.array([np.log(2.0)]))
+    array([0.6])
+    """
+    return np.tanh(_f64(x)).astype(x.dtype, copy=False)
+
+
+def tanh_backward(grad_out, y):
+    """Gradient of :func:`tanh`, from its output.
+
+    Parameters
+    ----------
+    grad_out : ndarray
+        Upstream gradient.
+    y : ndarray
+        The tanh *output*.
+
+    Returns
+    -------
+    grad_x : ndarray, dtype of ``grad_out``
+        ``grad_out * (1 - y**2)``.
+
+    Notes
+    -----
+    Elementwise; the output has the shape of the input.
+
+    Examples
+    --------
+    >>> tanh_backward(np.array([2.0]), np.array([0.5]))
+    array([1.5])
+    """
+    y64 = _f64(y)
+    return (_f64(grad_out) * (1.0 - y64 * y64)).astype(
+        grad_out.dtype, copy=False)
+
+
+def softmax(x, axis=-1):
+    """Softmax along one axis, shifted by the maximum for stability.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape.
+    axis : int, optional
+        Axis to normalise over.
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``x``
+        ``exp(x - max) / sum(exp(x - max))`` along ``axis``.
+
+    Notes
+    -----
+    Subtracting the maximum keeps every exponent <= 0, so nothing overflows.
+
+    Examples
+    --------
+    >>> softmax(np.array([0.0, np.log(3.0)]))
+    array([0.25, 0.75])
+    """
+    x64 = _f64(x)
+    e = np.exp(x64 - np.max(x64, axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False)
+
+
+def softmax_backward(grad_out, y, axis=-1):
+    """Gradient of :func:`softmax`, from its output.
+
+    Parameters
+    ----------
+    grad_out : ndarray
+        Upstream gradient.
+    y : ndarray
+        The softmax *output*.
+    axis : int, optional
+        As given to the forward call.
+
+    Returns
+    -------
+    grad_x : ndarray, dtype of ``grad_out``
+        ``y * (grad_out - sum(grad_out * y, axis))``.
+
+    Notes
+    -----
+    The Jacobian-vector product of ``diag(y) - y y^T``.
+
+    Examples
+    --------
+    >>> softmax_backward(np.array([1.0, 0.0]), np.array([0.25, 0.75]))
+    array([ 0.1875, -0.1875])
+    """
+    g = _f64(grad_out)
+    y64 = _f64(y)
+    s = (g * y64).sum(axis=axis, keepdims=True)
+    return (y64 * (g - s)).astype(grad_out.dtype, copy=False)
+
+
+def log_softmax(x, axis=-1):
+    """Logarithm of :func:`softmax`, computed directly (log-sum-exp).
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape.
+    axis : int, optional
+        Axis to normalise over.
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``x``
+        ``x - max - log(sum(exp(x - max)))`` along ``axis``.
+
+    Notes
+    -----
+    Never takes the log of an underflowed softmax, so large negative
+    outputs stay finite.
+
+    Examples
+    --------
+    >>> np.exp(log_softmax(np.array([0.0, np.log(3.0)])))
+    array([0.25, 0.75])
+    """
+    x64 = _f64(x)
+    shifted = x64 - np.max(x64, axis=axis, keepdims=True)
+    lse = np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return (shifted - lse).astype(x.dtype, copy=False)
+
+
+def log_softmax_backward(grad_out, y, axis=-1):
+    """Gradient of :func:`log_softmax`, from its output.
+
+    Parameters
+    ----------
+    grad_out : ndarray
+        Upstream gradient.
+    y : ndarray
+        The log_softmax *output*.
+    axis : int, optional
+        As given to the forward call.
+
+    Returns
+    -------
+    grad_x : ndarray, dtype of ``grad_out``
+        ``grad_out - exp(y) * sum(grad_out, axis)``.
+
+    Notes
+    -----
+    The Jacobian-vector product of ``I - 1 softmax^T``.
+
+    Examples
+    --------
+    >>> log_softmax_backward(np.array([1.0, 0.0]), np.log([0.25, 0.75]))
+    array([ 0.75, -0.75])
+    """
+    g = _f64(grad_out)
+    s = g.sum(axis=axis, keepdims=True)
+    return (g - np.exp(_f64(y)) * s).astype(grad_out.dtype, copy=False)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean softmax cross-entropy loss and its gradient.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (N, K)
+        Unnormalised class scores.
+    labels : ndarray of int, shape (N,)
+        Target class of each row, in ``[0, K)``.
+
+    Returns
+    -------
+    loss : float
+        ``mean_i(-log_softmax(logits)[i, labels[i]])``; 0.0 when ``N == 0``.
+    grad_logits : ndarray, shape (N, K), dtype of ``logits``
+        ``(softmax(logits) - onehot(labels)) / N``.
+
+    Notes
+    -----
+    As ``torch.nn.functional.cross_entropy`` with ``reduction='mean'``,
+    except that an empty batch gives 0.0 rather than NaN.
+
+    Examples
+    --------
+    >>> loss, g = softmax_cross_entropy(np.array([[0.0, np.log(3.0)]]),
+    ...                                 np.array([1]))
+    >>> print(f"{loss:.6f}")  # -log(0.75)
+    0.287682
+    >>> g
+    array([[ 0.25, -0.25]])
+    """
+    lsm = log_softmax(_f64(logits), axis=-1)
+    n = lsm.shape[0]
+    labels = np.asarray(labels, dtype=np.intp)
+    if n == 0:
+        return 0.0, np.zeros(logits.shape, dtype=logits.dtype)
+    rows = np.arange(n)
+    loss = float(-lsm[rows, labels].mean())
+    grad = np.exp(lsm)
+    grad[rows, labels] -= 1.0
+    grad /= n
+    return loss, grad.astype(logits.dtype, copy=False)
