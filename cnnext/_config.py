@@ -1,0 +1,126 @@
+"""Process-wide settings: the compute backend and the kernel thread count."""
+import contextlib
+import contextvars
+import os
+
+from . import _openmp
+
+__all__ = [
+    "set_backend",
+    "get_backend",
+    "use_backend",
+    "set_num_threads",
+    "get_num_threads",
+]
+
+_BACKENDS = ("cython", "numpy")
+# A ContextVar: ``use_backend`` in one thread (or asyncio task) never changes
+# what another one computes with.  ``set_backend`` sets the default for
+# contexts that have not overridden it.
+_default_backend = "cython"
+_backend_override = contextvars.ContextVar("cnnext_backend", default=None)
+
+
+def _check_backend(name):
+    if not isinstance(name, str) or name not in _BACKENDS:
+        raise ValueError(
+            f"set_backend: backend must be one of {_BACKENDS}, got {name!r}"
+        )
+    return name
+
+
+def set_backend(name):
+    """Select the implementation behind :mod:`cnnext.functional`.
+
+    Parameters
+    ----------
+    name : {"cython", "numpy"}
+        ``"cython"`` (default) runs the compiled kernels; ``"numpy"`` runs
+        :mod:`cnnext.reference`, the slow, independent numpy implementation
+        (useful to cross-check a result).
+
+    Examples
+    --------
+    >>> import cnnext
+    >>> cnnext.set_backend("numpy"); cnnext.get_backend()
+    'numpy'
+    >>> cnnext.set_backend("cython")
+    """
+    global _default_backend
+    _default_backend = _check_backend(name)
+
+
+def get_backend():
+    """Name of the backend in force in the current context."""
+    override = _backend_override.get()
+    return override if override is not None else _default_backend
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager: use backend ``name`` inside the ``with`` block only.
+
+    Examples
+    --------
+    >>> import cnnext
+    >>> with cnnext.use_backend("numpy"):
+    ...     cnnext.get_backend()
+    'numpy'
+    >>> cnnext.get_backend()
+    'cython'
+    """
+    token = _backend_override.set(_check_backend(name))
+    try:
+        yield
+    finally:
+        _backend_override.reset(token)
+
+
+def _threads_from_env():
+    raw = os.environ.get("OMP_NUM_THREADS", "")
+    try:
+        # OMP_NUM_THREADS may be a list ("4,2"); the first level counts.
+        n = int(raw.split(",")[0])
+    except ValueError:
+        n = 0
+    if n >= 1:
+        return n
+    return max(1, os.cpu_count() or 1)
+
+
+_num_threads = _threads_from_env()
+
+
+def set_num_threads(n):
+    """Set how many threads the kernels use (OpenMP team size).
+
+    The default honours ``OMP_NUM_THREADS`` and otherwise uses every core.
+    Safe to call at any time, from any thread.  Results of the pooling
+    kernels are bitwise independent of the thread count; convolution results
+    can differ in the last bits when BLAS changes its summation order.
+
+    Parameters
+    ----------
+    n : int
+        Number of threads, >= 1.
+
+    Examples
+    --------
+    >>> import cnnext
+    >>> old = cnnext.get_num_threads()
+    >>> cnnext.set_num_threads(1); cnnext.get_num_threads()
+    1
+    >>> cnnext.set_num_threads(old)
+    """
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+        raise TypeError(f"set_num_threads: n must be an integer, got {type(n).__name__}")
+    n = int(n.__index__() if not isinstance(n, int) else n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _num_threads = min(n, 1024)
+
+
+def get_num_threads():
+    """Number of threads the kernels use (see :func:`set_num_threads`)."""
+    return _num_threads if _openmp.openmp_available() else 1
