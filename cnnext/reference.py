@@ -450,10 +450,11 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     array([[[[0., 3., 0.]]]])
     """
     n, c, h, w = input_shape
+    m = grad_out.shape[2] * grad_out.shape[3]
     gx = np.zeros((n * c, h * w), dtype=np.float64)
     rows = np.arange(n * c)[:, None]
-    np.add.at(gx, (rows, np.asarray(indices).reshape(n * c, -1)),
-              _f64(grad_out).reshape(n * c, -1))
+    np.add.at(gx, (rows, np.asarray(indices).reshape(n * c, m)),
+              _f64(grad_out).reshape(n * c, m))
     return gx.reshape(n, c, h, w).astype(grad_out.dtype, copy=False)
 
 

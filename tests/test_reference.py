@@ -1,0 +1,916 @@
+"""Tests of the numpy reference ``cnnext.reference`` (the test oracle).
+
+The oracle is checked against things that do not share its code:
+
+* float64 central differences with a *random* upstream gradient (an
+  all-ones gradient cannot see a backward that routes to the wrong window);
+* literal scalar loops written from the definitions (and, for the max-pool
+  tie rules, a transcription of PyTorch's CPU loop);
+* ``scipy.signal`` correlate/convolve;
+* algebraic identities (conv_transpose2d is the adjoint of conv2d and equals
+  conv2d's input gradient; full_conv2d is that gradient at stride 1);
+* small examples worked by hand.
+"""
+
+import doctest
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from scipy import signal
+
+from cnnext import reference as R
+
+FAST = settings(max_examples=25, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+DTYPES = [np.float32, np.float64]
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+def _pair(v):
+    return tuple(v) if isinstance(v, tuple) else (v, v)
+
+
+def fd_grad(f, arr, g, eps=1e-6):
+    """Central-difference gradient of ``sum(f(arr) * g)`` w.r.t. ``arr``."""
+    arr = np.array(arr, dtype=np.float64)
+    out = np.zeros_like(arr)
+    for idx in np.ndindex(arr.shape):
+        old = arr[idx]
+        arr[idx] = old + eps
+        fp = np.sum(f(arr) * g)
+        arr[idx] = old - eps
+        fm = np.sum(f(arr) * g)
+        arr[idx] = old
+        out[idx] = (fp - fm) / (2 * eps)
+    return out
+
+
+def conv_out(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def naive_conv2d(x, w, b, stride, padding, dilation):
+    """conv2d from its definition, one scalar at a time."""
+    (sh, sw), (ph, pw), (dh, dw) = (_pair(stride), _pair(padding),
+                                    _pair(dilation))
+    n, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    oh = conv_out(h, kh, sh, ph, dh)
+    ow = conv_out(wd, kw, sw, pw, dw)
+    y = np.zeros((n, c_out, oh, ow))
+    for a in range(n):
+        for o in range(c_out):
+            for r in range(oh):
+                for s in range(ow):
+                    acc = 0.0 if b is None else float(b[o])
+                    for c in range(c_in):
+                        for i in range(kh):
+                            for j in range(kw):
+                                hh = r * sh - ph + i * dh
+                                ww = s * sw - pw + j * dw
+                                if 0 <= hh < h and 0 <= ww < wd:
+                                    acc += float(x[a, c, hh, ww]) * float(
+                                        w[o, c, i, j])
+                    y[a, o, r, s] = acc
+    return y
+
+
+def naive_avg_pool2d(x, k, s, p):
+    (kh, kw), (sh, sw), (ph, pw) = _pair(k), _pair(s), _pair(p)
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    y = np.zeros((n, c, oh, ow))
+    for a in range(n):
+        for b in range(c):
+            for r in range(oh):
+                for q in range(ow):
+                    acc = 0.0
+                    for i in range(kh):
+                        for j in range(kw):
+                            hh, ww = r * sh - ph + i, q * sw - pw + j
+                            if 0 <= hh < h and 0 <= ww < w:
+                                acc += x[a, b, hh, ww]
+                    y[a, b, r, q] = acc / (kh * kw)
+    return y
+
+
+def torch_max_pool_loop(x, k, s, p):
+    """Transcription of PyTorch's CPU max_pool2d loop (NCHW, no dilation)."""
+    (kh, kw), (sh, sw), (ph, pw) = _pair(k), _pair(s), _pair(p)
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    ind = np.empty((n, c, oh, ow), dtype=np.int64)
+    for a in range(n):
+        for b in range(c):
+            plane = x[a, b].ravel()
+            for r in range(oh):
+                for q in range(ow):
+                    ih0, iw0 = r * sh - ph, q * sw - pw
+                    ih1, iw1 = min(ih0 + kh, h), min(iw0 + kw, w)
+                    ih0, iw0 = max(ih0, 0), max(iw0, 0)
+                    maxindex = ih0 * w + iw0
+                    maxval = -np.inf
+                    for ih in range(ih0, ih1):
+                        for iw in range(iw0, iw1):
+                            val = plane[ih * w + iw]
+                            if val > maxval or np.isnan(val):
+                                maxval, maxindex = val, ih * w + iw
+                    y[a, b, r, q], ind[a, b, r, q] = maxval, maxindex
+    return y, ind
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+# Convolution geometries: (N, C_in, H, W, C_out, kernel, stride, padding,
+# dilation).
+CONV_GEOMS = [
+    pytest.param(2, 3, 5, 4, 2, (1, 1), 1, 0, 1, id="1x1"),
+    pytest.param(1, 2, 5, 7, 3, (2, 3), 1, 0, 1, id="2x3"),
+    pytest.param(2, 1, 7, 11, 2, (3, 5), (1, 2), (1, 2), 1,
+                 id="3x5-pad-mixed-stride"),
+    pytest.param(2, 2, 7, 7, 2, (2, 2), 3, 0, 1, id="stride>kernel"),
+    pytest.param(1, 1, 7, 5, 1, (3, 2), 1, 1, 2, id="dilation2-N1-C1"),
+    pytest.param(1, 3, 11, 13, 2, (3, 3), 2, 2, 2, id="prime-s2-p2-d2"),
+    pytest.param(3, 2, 5, 5, 1, (3, 3), 2, 2, 1, id="pad-near-kernel"),
+    pytest.param(1, 1, 2, 3, 1, (2, 3), 1, 0, 1, id="kernel=input"),
+    pytest.param(2, 2, 6, 5, 3, (2, 1), (2, 3), (0, 1), (2, 1),
+                 id="all-mixed"),
+]
+
+
+def conv_case(rng, n, c_in, h, w, c_out, k, dtype=np.float64):
+    x = rand(rng, n, c_in, h, w).astype(dtype)
+    wt = rand(rng, c_out, c_in, *k).astype(dtype)
+    b = rand(rng, c_out).astype(dtype)
+    return x, wt, b
+
+
+def matching_output_padding(h, k, s, p, d):
+    """output_padding that makes conv_transpose2d return size ``h``."""
+    oh = conv_out(h, k, s, p, d)
+    return h - ((oh - 1) * s - 2 * p + d * (k - 1) + 1)
+
+
+# --------------------------------------------------------------------------
+# module hygiene
+# --------------------------------------------------------------------------
+
+def test_docstring_examples_run():
+    result = doctest.testmod(R, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 20
+    assert result.failed == 0
+
+
+def test_all_lists_public_functions():
+    public = {name for name in dir(R) if not name.startswith("_")
+              and callable(getattr(R, name))
+              and getattr(getattr(R, name), "__module__", "") == R.__name__}
+    assert public == set(R.__all__)
+    for name in R.__all__:
+        doc = getattr(R, name).__doc__
+        for section in ("Parameters", "Returns", "Notes"):
+            assert section in doc, (name, section)
+
+
+# --------------------------------------------------------------------------
+# conv2d
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,c_in,h,w,c_out,k,s,p,d", CONV_GEOMS)
+def test_conv2d_matches_scalar_loops(n, c_in, h, w, c_out, k, s, p, d, dtype):
+    rng = np.random.default_rng(0)
+    x, wt, b = conv_case(rng, n, c_in, h, w, c_out, k, dtype)
+    y = R.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+    assert y.dtype == dtype
+    ref = naive_conv2d(x, wt, b, s, p, d)
+    assert y.shape == ref.shape
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+
+
+def test_conv2d_matches_scipy_correlate_at_stride_1():
+    rng = np.random.default_rng(1)
+    x, wt, _ = conv_case(rng, 2, 3, 6, 7, 2, (2, 3))
+    y = R.conv2d(x, wt)
+    for a in range(2):
+        for o in range(2):
+            ref = sum(signal.correlate2d(x[a, c], wt[o, c], mode="valid")
+                      for c in range(3))
+            np.testing.assert_allclose(y[a, o], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_int_and_pair_arguments_agree():
+    rng = np.random.default_rng(2)
+    x, wt, b = conv_case(rng, 1, 2, 7, 7, 2, (3, 3))
+    np.testing.assert_array_equal(
+        R.conv2d(x, wt, b, stride=2, padding=1, dilation=2),
+        R.conv2d(x, wt, b, stride=(2, 2), padding=(1, 1), dilation=(2, 2)))
+
+
+@pytest.mark.parametrize("n,c_in,h,w,c_out,k,s,p,d", CONV_GEOMS)
+def test_conv2d_backward_matches_finite_differences(n, c_in, h, w, c_out, k,
+                                                    s, p, d):
+    rng = np.random.default_rng(3)
+    x, wt, b = conv_case(rng, n, c_in, h, w, c_out, k)
+    y = R.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+    g = rand(rng, *y.shape)
+    gx, gw, gb = R.conv2d_backward(g, x, wt, stride=s, padding=p, dilation=d)
+    kw_ = dict(stride=s, padding=p, dilation=d)
+    fx = fd_grad(lambda v: R.conv2d(v, wt, b, **kw_), x, g)
+    fw = fd_grad(lambda v: R.conv2d(x, v, b, **kw_), wt, g)
+    fb = fd_grad(lambda v: R.conv2d(x, wt, v, **kw_), b, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fw, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fb, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), rtol=1e-12)
+    assert gx.shape == x.shape and gw.shape == wt.shape
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_backward_dtypes_and_no_bias(dtype):
+    rng = np.random.default_rng(4)
+    x, wt, _ = conv_case(rng, 2, 2, 5, 5, 3, (3, 2), dtype)
+    g = rand(rng, 2, 3, 3, 4).astype(dtype)
+    gx, gw, gb = R.conv2d_backward(g, x, wt, bias=False)
+    assert gb is None
+    assert gx.dtype == dtype and gw.dtype == dtype
+    _, _, gb = R.conv2d_backward(g, x, wt, bias=True)
+    assert gb.dtype == dtype and gb.shape == (3,)
+
+
+def test_conv2d_backward_rows_never_read_get_zero():
+    # H = W = 7, k = 2, s = 3: windows read rows/cols {0,1} and {3,4};
+    # 2, 5 and 6 are never read.
+    rng = np.random.default_rng(5)
+    x, wt, _ = conv_case(rng, 2, 2, 7, 7, 2, (2, 2))
+    g = rand(rng, 2, 2, 2, 2)
+    gx, _, _ = R.conv2d_backward(g, x, wt, stride=3)
+    unread = [2, 5, 6]
+    assert np.all(gx[:, :, unread, :] == 0)
+    assert np.all(gx[:, :, :, unread] == 0)
+    read = np.ix_([0, 1, 3, 4], [0, 1, 3, 4])
+    assert np.all(gx[:, :, read[0], read[1]] != 0)
+
+
+# --------------------------------------------------------------------------
+# conv_transpose2d and full_conv2d
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,c_in,h,w,c_out,k,s,p,d", CONV_GEOMS)
+def test_conv_transpose2d_is_adjoint_of_conv2d(n, c_in, h, w, c_out, k, s, p,
+                                               d):
+    rng = np.random.default_rng(6)
+    x, wt, _ = conv_case(rng, n, c_in, h, w, c_out, k)
+    (sh, sw), (ph, pw), (dh, dw) = _pair(s), _pair(p), _pair(d)
+    op = (matching_output_padding(h, k[0], sh, ph, dh),
+          matching_output_padding(w, k[1], sw, pw, dw))
+    assert 0 <= op[0] < sh and 0 <= op[1] < sw
+    y = R.conv2d(x, wt, stride=s, padding=p, dilation=d)
+    g = rand(rng, *y.shape)
+    # conv2d's weight (C_out, C_in, ...) is conv_transpose2d's
+    # (C_in_t, C_out_t, ...) with C_in_t = C_out.
+    xt = R.conv_transpose2d(g, wt, stride=s, padding=p, output_padding=op,
+                            dilation=d)
+    assert xt.shape == x.shape
+    np.testing.assert_allclose(np.vdot(y, g), np.vdot(x, xt), rtol=1e-10)
+    gx, _, _ = R.conv2d_backward(g, x, wt, stride=s, padding=p, dilation=d)
+    np.testing.assert_allclose(xt, gx, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_transpose2d_hand_examples():
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    ones = np.ones((1, 1, 2, 2))
+    np.testing.assert_array_equal(
+        R.conv_transpose2d(x, ones)[0, 0],
+        [[1, 3, 2], [4, 10, 6], [3, 7, 4]])
+    np.testing.assert_array_equal(
+        R.conv_transpose2d(x, ones, stride=2)[0, 0],
+        [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+    # padding 1 crops the first row/column; output_padding 1 keeps the last
+    np.testing.assert_array_equal(
+        R.conv_transpose2d(x, ones, stride=2, padding=1,
+                           output_padding=1)[0, 0],
+        [[1, 2, 2], [3, 4, 4], [3, 4, 4]])
+    # output_padding larger than padding: zero rows/cols (plus bias) appended
+    y = R.conv_transpose2d(np.array([[[[5.0]]]]), ones, bias=np.array([1.0]),
+                           stride=3, output_padding=2)
+    np.testing.assert_array_equal(
+        y[0, 0], [[6, 6, 1, 1], [6, 6, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+    # dilation 2: the two taps land two apart
+    y = R.conv_transpose2d(np.array([[[[1.0]]]]),
+                           np.array([[[[1.0, 2.0]]]]), dilation=2)
+    np.testing.assert_array_equal(y[0, 0], [[1, 0, 2]])
+
+
+def test_conv_transpose2d_channels_and_bias():
+    rng = np.random.default_rng(7)
+    x = rand(rng, 2, 3, 4, 3)
+    wt = rand(rng, 3, 2, 2, 3)          # (C_in, C_out, kH, kW)
+    b = rand(rng, 2)
+    y0 = R.conv_transpose2d(x, wt, stride=(2, 1), padding=(1, 0),
+                            output_padding=(1, 0))
+    # OH = (4-1)*2 - 2 + 1 + 1 + 1 = 7, OW = (3-1)*1 - 0 + 2 + 0 + 1 = 5
+    assert y0.shape == (2, 2, 7, 5)
+    yb = R.conv_transpose2d(x, wt, b, stride=(2, 1), padding=(1, 0),
+                            output_padding=(1, 0))
+    np.testing.assert_allclose(yb - y0, np.broadcast_to(
+        b[None, :, None, None], y0.shape), rtol=1e-12, atol=1e-12)
+
+
+@given(data=st.data())
+@FAST
+def test_conv_adjoint_identities_on_random_geometry(data):
+    draw = data.draw
+    kh = draw(st.integers(1, 4), label="kH")
+    kw = draw(st.integers(1, 4), label="kW")
+    sh = draw(st.integers(1, 4), label="sH")
+    sw = draw(st.integers(1, 4), label="sW")
+    dh = draw(st.integers(1, 3), label="dH")
+    dw = draw(st.integers(1, 3), label="dW")
+    ph = draw(st.integers(0, 3), label="pH")
+    pw = draw(st.integers(0, 3), label="pW")
+    h = draw(st.integers(1, 9), label="H")
+    w = draw(st.integers(1, 9), label="W")
+    oh, ow = conv_out(h, kh, sh, ph, dh), conv_out(w, kw, sw, pw, dw)
+    assume(oh >= 1 and ow >= 1)
+    n = draw(st.integers(1, 2), label="N")
+    c_in = draw(st.integers(1, 3), label="C_in")
+    c_out = draw(st.integers(1, 3), label="C_out")
+    rng = np.random.default_rng(draw(st.integers(0, 2**16), label="seed"))
+    x, wt, _ = conv_case(rng, n, c_in, h, w, c_out, (kh, kw))
+    kwargs = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw))
+    y = R.conv2d(x, wt, **kwargs)
+    assert y.shape == (n, c_out, oh, ow)
+    g = rand(rng, *y.shape)
+    op = (matching_output_padding(h, kh, sh, ph, dh),
+          matching_output_padding(w, kw, sw, pw, dw))
+    xt = R.conv_transpose2d(g, wt, output_padding=op, **kwargs)
+    gx, gw, _ = R.conv2d_backward(g, x, wt, **kwargs)
+    np.testing.assert_allclose(xt, gx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.vdot(y, g), np.vdot(x, gx), rtol=1e-9,
+                               atol=1e-12)
+    # <conv2d(x, w), g> is linear in w too: <dL/dw, w> == <y, g>
+    np.testing.assert_allclose(np.vdot(gw, wt), np.vdot(y, g), rtol=1e-9,
+                               atol=1e-12)
+
+
+@given(data=st.data())
+@settings(max_examples=10, deadline=None)
+def test_conv2d_backward_finite_differences_on_random_geometry(data):
+    draw = data.draw
+    kh = draw(st.integers(1, 3), label="kH")
+    kw = draw(st.integers(1, 3), label="kW")
+    s = (draw(st.integers(1, 3), label="sH"), draw(st.integers(1, 3),
+                                                  label="sW"))
+    p = (draw(st.integers(0, 2), label="pH"), draw(st.integers(0, 2),
+                                                  label="pW"))
+    d = (draw(st.integers(1, 2), label="dH"), draw(st.integers(1, 2),
+                                                  label="dW"))
+    h = draw(st.integers(1, 6), label="H")
+    w = draw(st.integers(1, 6), label="W")
+    assume(conv_out(h, kh, s[0], p[0], d[0]) >= 1)
+    assume(conv_out(w, kw, s[1], p[1], d[1]) >= 1)
+    rng = np.random.default_rng(draw(st.integers(0, 2**16), label="seed"))
+    x, wt, b = conv_case(rng, 1, 2, h, w, 2, (kh, kw))
+    kwargs = dict(stride=s, padding=p, dilation=d)
+    g = rand(rng, *R.conv2d(x, wt, b, **kwargs).shape)
+    gx, gw, gb = R.conv2d_backward(g, x, wt, **kwargs)
+    np.testing.assert_allclose(
+        gx, fd_grad(lambda v: R.conv2d(v, wt, b, **kwargs), x, g),
+        rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        gw, fd_grad(lambda v: R.conv2d(x, v, b, **kwargs), wt, g),
+        rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("k", [(1, 1), (2, 3), (3, 5), (4, 2)])
+def test_full_conv2d_equals_conv2d_input_gradient_at_stride_1(k):
+    rng = np.random.default_rng(8)
+    x, wt, _ = conv_case(rng, 2, 3, 7, 6, 2, k)
+    g = rand(rng, *R.conv2d(x, wt).shape)
+    gx, _, _ = R.conv2d_backward(g, x, wt)
+    y = R.full_conv2d(g, wt)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y, gx, rtol=1e-10, atol=1e-12)
+
+
+def test_full_conv2d_matches_scipy_full_convolution():
+    rng = np.random.default_rng(9)
+    x = rand(rng, 2, 3, 4, 5)             # (N, K, H, W)
+    wt = rand(rng, 3, 2, 2, 3)            # (K, C, kH, kW)
+    y = R.full_conv2d(x, wt)
+    assert y.shape == (2, 2, 5, 7)
+    for a in range(2):
+        for c in range(2):
+            ref = sum(signal.convolve2d(x[a, k], wt[k, c], mode="full")
+                      for k in range(3))
+            np.testing.assert_allclose(y[a, c], ref, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# hand-worked examples
+# --------------------------------------------------------------------------
+
+X9 = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)     # [[1,2,3],[4,5,6],[7,8,9]]
+W4 = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+
+
+def test_conv2d_by_hand():
+    # y[i,j] = x[i,j] + 2 x[i,j+1] + 3 x[i+1,j] + 4 x[i+1,j+1]
+    np.testing.assert_array_equal(R.conv2d(X9, W4)[0, 0], [[37, 47],
+                                                           [67, 77]])
+    np.testing.assert_array_equal(R.conv2d(X9, W4, np.array([0.5]))[0, 0],
+                                  [[37.5, 47.5], [67.5, 77.5]])
+    # stride 2, padding 1, all-ones kernel: windows at rows/cols -1..0, 1..2
+    ones = np.ones((1, 1, 2, 2))
+    np.testing.assert_array_equal(
+        R.conv2d(X9, ones, stride=2, padding=1)[0, 0], [[1, 5], [11, 28]])
+    # dilation 2: the taps are the four corners, 1*1 + 2*3 + 3*7 + 4*9
+    np.testing.assert_array_equal(R.conv2d(X9, W4, dilation=2)[0, 0], [[64]])
+    # two input channels, two output channels
+    x = np.concatenate([X9, -X9], axis=1)             # (1, 2, 3, 3)
+    w = np.zeros((2, 2, 1, 1))
+    w[0, 0], w[0, 1], w[1, 1] = 1.0, 3.0, 1.0
+    y = R.conv2d(x, w)
+    np.testing.assert_array_equal(y[0, 0], -2 * X9[0, 0])
+    np.testing.assert_array_equal(y[0, 1], -X9[0, 0])
+
+
+def test_conv2d_backward_by_hand():
+    g = np.array([[[[1.0, 0.0], [0.0, 2.0]]]])
+    gx, gw, gb = R.conv2d_backward(g, X9, W4)
+    # g00 = 1 puts w on x[0:2,0:2]; g11 = 2 puts 2w on x[1:3,1:3]
+    np.testing.assert_array_equal(gx[0, 0], [[1, 2, 0], [3, 6, 4], [0, 6, 8]])
+    # gw[i,j] = x[i,j] + 2 x[i+1,j+1]
+    np.testing.assert_array_equal(gw[0, 0], [[11, 14], [20, 23]])
+    np.testing.assert_array_equal(gb, [3])
+    # 1x1 kernel (value 2), stride 3 on a 4x4 input reads only rows/cols 0, 3
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    w = np.full((1, 1, 1, 1), 2.0)
+    np.testing.assert_array_equal(R.conv2d(x, w, stride=3)[0, 0],
+                                  [[0, 6], [24, 30]])
+    g = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    gx, gw, _ = R.conv2d_backward(g, x, w, stride=3)
+    np.testing.assert_array_equal(
+        gx[0, 0], [[2, 0, 0, 4], [0, 0, 0, 0], [0, 0, 0, 0], [6, 0, 0, 8]])
+    np.testing.assert_array_equal(gw[0, 0], [[0 + 2 * 3 + 3 * 12 + 4 * 15]])
+
+
+def test_full_conv2d_by_hand():
+    # (1 + 2z + 3y + 4yz)^2, coefficients of y^r z^c
+    a = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    np.testing.assert_array_equal(R.full_conv2d(a, a)[0, 0],
+                                  [[1, 4, 4], [6, 20, 16], [9, 24, 16]])
+
+
+def test_pools_by_hand():
+    np.testing.assert_array_equal(R.avg_pool2d(X9, 2, stride=1)[0, 0],
+                                  [[3, 4], [6, 7]])
+    # padding counts as zeros and the divisor stays 4
+    np.testing.assert_array_equal(R.avg_pool2d(X9, 2, stride=2,
+                                               padding=1)[0, 0],
+                                  [[0.25, 1.25], [2.75, 7.0]])
+    g = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    np.testing.assert_array_equal(
+        R.avg_pool2d_backward(g, (1, 1, 3, 3), 2, stride=1)[0, 0],
+        np.array([[1, 3, 2], [4, 10, 6], [3, 7, 4]]) / 4)
+    np.testing.assert_array_equal(
+        R.avg_pool2d_backward(g, (1, 1, 3, 3), 2, stride=2, padding=1)[0, 0],
+        np.array([[1, 2, 2], [3, 4, 4], [3, 4, 4]]) / 4)
+    y, idx = R.max_pool2d(X9, 2, stride=1, return_indices=True)
+    np.testing.assert_array_equal(y[0, 0], [[5, 6], [8, 9]])
+    np.testing.assert_array_equal(idx[0, 0], [[4, 5], [7, 8]])
+
+
+def test_activations_by_hand():
+    np.testing.assert_allclose(R.sigmoid(np.array([0.0, np.log(3.0)])),
+                               [0.5, 0.75], rtol=1e-15)
+    np.testing.assert_allclose(R.sigmoid(np.array([-np.log(3.0)])), [0.25],
+                               rtol=1e-15)
+    np.testing.assert_allclose(R.sigmoid_backward(np.array([2.0]),
+                                                  np.array([0.75])), [0.375])
+    np.testing.assert_allclose(R.tanh(np.array([np.log(2.0)])), [0.6],
+                               rtol=1e-15)
+    np.testing.assert_allclose(R.tanh_backward(np.array([2.0]),
+                                               np.array([0.5])), [1.5])
+    x = np.array([-2.0, -0.0, 0.0, 3.0])
+    np.testing.assert_array_equal(R.relu(x), [0, 0, 0, 3])
+    np.testing.assert_array_equal(R.relu_backward(np.full(4, 7.0), x),
+                                  [0, 0, 0, 7])
+    np.testing.assert_array_equal(R.leaky_relu(x, 0.5), [-1, 0, 0, 3])
+    np.testing.assert_array_equal(
+        R.leaky_relu_backward(np.full(4, 8.0), x, 0.5), [4, 4, 4, 8])
+    np.testing.assert_allclose(R.leaky_relu(np.array([-100.0])), [-1.0])
+
+
+def test_softmax_and_loss_by_hand():
+    x = np.array([[0.0, np.log(3.0)], [np.log(2.0), np.log(2.0)]])
+    np.testing.assert_allclose(R.softmax(x), [[0.25, 0.75], [0.5, 0.5]],
+                               rtol=1e-15)
+    np.testing.assert_allclose(R.softmax(x, axis=0),
+                               [[1 / 3, 3 / 5], [2 / 3, 2 / 5]], rtol=1e-15)
+    np.testing.assert_allclose(R.log_softmax(x),
+                               np.log([[0.25, 0.75], [0.5, 0.5]]), rtol=1e-15)
+    np.testing.assert_allclose(
+        R.softmax_backward(np.array([1.0, 0.0]), np.array([0.25, 0.75])),
+        [0.1875, -0.1875], rtol=1e-15)
+    logits = np.array([[0.0, 0.0], [0.0, np.log(3.0)]])
+    loss, grad = R.softmax_cross_entropy(logits, np.array([0, 1]))
+    assert isinstance(loss, float)
+    assert loss == pytest.approx((np.log(2.0) - np.log(0.75)) / 2, rel=1e-15)
+    np.testing.assert_allclose(grad, [[-0.25, 0.25], [0.125, -0.125]],
+                               rtol=1e-15)
+
+
+# --------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------
+
+POOL_GEOMS = [
+    pytest.param(2, 2, 0, id="k2s2"),
+    pytest.param(3, 2, 1, id="k3s2p1-overlap"),
+    pytest.param((2, 3), (1, 2), (1, 1), id="k2x3-s1x2-p1"),
+    pytest.param(3, 1, 1, id="k3s1p1"),
+    pytest.param(1, 1, 0, id="k1"),
+    pytest.param((3, 2), None, 0, id="stride-None"),
+    pytest.param(2, 3, 1, id="stride>kernel"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", POOL_GEOMS)
+def test_avg_pool2d_matches_scalar_loops(k, s, p, dtype):
+    rng = np.random.default_rng(10)
+    x = rand(rng, 2, 3, 7, 8).astype(dtype)
+    y = R.avg_pool2d(x, k, stride=s, padding=p)
+    assert y.dtype == dtype
+    ref = naive_avg_pool2d(x, k, k if s is None else s, p)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("k,s,p", POOL_GEOMS)
+def test_avg_pool2d_backward_matches_finite_differences(k, s, p):
+    rng = np.random.default_rng(11)
+    x = rand(rng, 2, 2, 5, 7)
+    y = R.avg_pool2d(x, k, stride=s, padding=p)
+    g = rand(rng, *y.shape)
+    gx = R.avg_pool2d_backward(g, x.shape, k, stride=s, padding=p)
+    fx = fd_grad(lambda v: R.avg_pool2d(v, k, stride=s, padding=p), x, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", POOL_GEOMS)
+def test_max_pool2d_matches_torch_loop_on_distinct_values(k, s, p, dtype):
+    rng = np.random.default_rng(12)
+    x = rand(rng, 2, 3, 7, 8).astype(dtype)
+    y, idx = R.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
+    ry, ridx = torch_max_pool_loop(x, k, k if s is None else s, p)
+    assert y.dtype == dtype and idx.dtype == np.int64
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    # indices are flat positions in each input plane
+    planes = x.reshape(2, 3, -1)
+    np.testing.assert_array_equal(
+        np.take_along_axis(planes, idx.reshape(2, 3, -1), axis=2),
+        y.reshape(2, 3, -1))
+    np.testing.assert_array_equal(R.max_pool2d(x, k, stride=s, padding=p), y)
+
+
+@pytest.mark.parametrize("k,s,p", POOL_GEOMS)
+def test_max_pool2d_backward_matches_finite_differences(k, s, p):
+    rng = np.random.default_rng(13)
+    # distinct values in [0, 1) spaced by 1/140, so a 1e-6 step never changes
+    # a window's argmax and finite differences are valid
+    x = (rng.permutation(2 * 2 * 5 * 7) / 140.0).reshape(2, 2, 5, 7)
+    y, idx = R.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
+    g = rand(rng, *y.shape)
+    gx = R.max_pool2d_backward(g, idx, x.shape)
+    fx = fd_grad(lambda v: R.max_pool2d(v, k, stride=s, padding=p), x, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-8)
+
+
+def test_max_pool2d_backward_accumulates_overlapping_windows():
+    x = np.array([[[[1.0, 2.0, 3.0], [4.0, 9.0, 5.0], [6.0, 7.0, 8.0]]]])
+    y, idx = R.max_pool2d(x, 2, stride=1, return_indices=True)
+    np.testing.assert_array_equal(idx[0, 0], [[4, 4], [4, 4]])
+    g = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    gx = R.max_pool2d_backward(g, idx, x.shape)
+    np.testing.assert_array_equal(gx[0, 0], [[0, 0, 0], [0, 10, 0], [0, 0, 0]])
+    # the overlapping 3x3 / s2 / p1 geometry on 5x5: windows cover rows
+    # -1..1, 1..3, 3..5, so (1, 1) lies in 4 windows; make it the maximum
+    x = np.arange(25.0).reshape(1, 1, 5, 5)
+    x[0, 0, 1, 1] = 100.0
+    y, idx = R.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    np.testing.assert_array_equal(idx[0, 0], [[6, 6, 9], [6, 6, 19],
+                                              [21, 23, 24]])
+    g = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    gx = R.max_pool2d_backward(g, idx, x.shape)
+    assert gx[0, 0, 1, 1] == 1 + 2 + 4 + 5
+    assert gx.sum() == g.sum()
+
+
+def test_max_pool2d_backward_dtype_and_input_unchanged():
+    g = np.ones((1, 2, 2, 2), dtype=np.float32)
+    idx = np.zeros((1, 2, 2, 2), dtype=np.int64)
+    gx = R.max_pool2d_backward(g, idx, (1, 2, 3, 3))
+    assert gx.dtype == np.float32 and gx.shape == (1, 2, 3, 3)
+    assert np.all(gx[:, :, 0, 0] == 4) and gx.sum() == 8
+
+
+# -- (b) ties, -inf and NaN ---------------------------------------------------
+
+def pool1(plane, k, s=None, p=0):
+    """max_pool2d of one 2-D plane; returns (values, indices) as 2-D."""
+    x = np.asarray(plane, dtype=np.float64)[None, None]
+    y, idx = R.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
+    ry, ridx = torch_max_pool_loop(x, k, k if s is None else s, p)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    return y[0, 0], idx[0, 0]
+
+
+def test_max_pool2d_first_maximum_wins_ties():
+    y, idx = pool1(np.zeros((4, 4)), 2)               # all ties (post-ReLU)
+    np.testing.assert_array_equal(idx, [[0, 2], [8, 10]])
+    np.testing.assert_array_equal(y, 0)
+    y, idx = pool1([[1, 3], [3, 2]], 2)
+    assert y[0, 0] == 3 and idx[0, 0] == 1
+    y, idx = pool1([[0, 1], [1, 1]], 2)
+    assert idx[0, 0] == 1
+    # overlapping windows over a constant row: each picks its first tap
+    y, idx = pool1([[2, 2, 2, 2]], (1, 2), 1)
+    np.testing.assert_array_equal(idx, [[0, 1, 2]])
+    # a tie straddling two windows: each window reports its own first max
+    y, idx = pool1([[5, 1, 5, 5]], (1, 2), 2)
+    np.testing.assert_array_equal(idx, [[0, 2]])
+    # -0.0 and 0.0 compare equal, so the first one wins, sign included
+    y, idx = pool1([[-0.0, 0.0]], (1, 2))
+    assert idx[0, 0] == 0 and np.signbit(y[0, 0])
+    y, idx = pool1([[0.0, -0.0]], (1, 2))
+    assert idx[0, 0] == 0 and not np.signbit(y[0, 0])
+
+
+def test_max_pool2d_padding_is_never_selected():
+    # all-negative input: zero padding would win, -inf padding does not
+    y, idx = pool1(-X9[0, 0], 2, 2, 1)
+    np.testing.assert_array_equal(y, [[-1, -2], [-4, -5]])
+    np.testing.assert_array_equal(idx, [[0, 1], [3, 4]])
+
+
+def test_max_pool2d_minus_infinity():
+    # a window of -inf reports -inf and its first in-bounds position
+    y, idx = pool1(np.full((3, 3), -np.inf), 2, 1, 1)
+    assert np.all(y == -np.inf)
+    np.testing.assert_array_equal(
+        idx, [[0, 0, 1, 2], [0, 0, 1, 2], [3, 3, 4, 5], [6, 6, 7, 8]])
+    y, idx = pool1([[-np.inf, -np.inf], [-np.inf, -3.0]], 2)
+    assert y[0, 0] == -3 and idx[0, 0] == 3
+    y, idx = pool1([[-np.inf, -np.inf], [-np.inf, -np.inf]], 2)
+    assert y[0, 0] == -np.inf and idx[0, 0] == 0
+    y, idx = pool1([[1.0, np.inf], [np.inf, 2.0]], 2)
+    assert y[0, 0] == np.inf and idx[0, 0] == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_nan_propagates_last_nan_index(dtype):
+    nan = np.nan
+    cases = [
+        ([[1.0, nan], [nan, 0.0]], 2),     # two NaNs: the last one
+        ([[nan, 5.0], [7.0, 1.0]], 0),     # nothing is > NaN afterwards
+        ([[5.0, nan], [7.0, 1.0]], 1),
+        ([[np.inf, nan], [1.0, 2.0]], 1),
+        ([[-np.inf, -np.inf], [-np.inf, nan]], 3),
+        ([[nan, nan], [nan, nan]], 3),
+    ]
+    for plane, want in cases:
+        x = np.array(plane, dtype=dtype)[None, None]
+        y, idx = R.max_pool2d(x, 2, return_indices=True)
+        assert np.isnan(y[0, 0, 0, 0]), plane
+        assert idx[0, 0, 0, 0] == want, plane
+        assert y.dtype == dtype
+    # NaN next to padding, in a padded corner window
+    y, idx = pool1([[nan, 1.0], [2.0, 3.0]], 2, 1, 1)
+    assert np.isnan(y[0, 0]) and idx[0, 0] == 0
+    assert np.isnan(y[1, 1]) and idx[1, 1] == 0
+    assert y[2, 2] == 3 and idx[2, 2] == 3
+
+
+@given(data=st.data())
+@FAST
+def test_max_pool2d_tie_heavy_random_matches_torch_loop(data):
+    draw = data.draw
+    kh = draw(st.integers(1, 3), label="kH")
+    kw = draw(st.integers(1, 3), label="kW")
+    sh = draw(st.integers(1, 3), label="sH")
+    sw = draw(st.integers(1, 3), label="sW")
+    ph = draw(st.integers(0, kh // 2), label="pH")   # PyTorch: p <= k/2
+    pw = draw(st.integers(0, kw // 2), label="pW")
+    h = draw(st.integers(1, 6), label="H")
+    w = draw(st.integers(1, 6), label="W")
+    assume(h + 2 * ph >= kh and w + 2 * pw >= kw)
+    values = st.sampled_from([0.0, 0.0, 1.0, 2.0, -np.inf, np.inf, np.nan])
+    flat = draw(st.lists(values, min_size=2 * h * w, max_size=2 * h * w),
+                label="values")
+    x = np.array(flat).reshape(1, 2, h, w)
+    y, idx = R.max_pool2d(x, (kh, kw), stride=(sh, sw), padding=(ph, pw),
+                          return_indices=True)
+    ry, ridx = torch_max_pool_loop(x, (kh, kw), (sh, sw), (ph, pw))
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+
+
+# --------------------------------------------------------------------------
+# activations and loss
+# --------------------------------------------------------------------------
+
+def test_elementwise_activation_backwards_match_finite_differences():
+    rng = np.random.default_rng(14)
+    x = rand(rng, 2, 3, 2, 4)
+    x[np.abs(x) < 0.1] += 0.3          # keep away from the kink at 0
+    g = rand(rng, *x.shape)
+    np.testing.assert_allclose(R.relu_backward(g, x),
+                               fd_grad(R.relu, x, g), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        R.leaky_relu_backward(g, x, 0.2),
+        fd_grad(lambda v: R.leaky_relu(v, 0.2), x, g), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        R.leaky_relu_backward(g, x),
+        fd_grad(R.leaky_relu, x, g), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(R.sigmoid_backward(g, R.sigmoid(x)),
+                               fd_grad(R.sigmoid, x, g), rtol=1e-6,
+                               atol=1e-9)
+    np.testing.assert_allclose(R.tanh_backward(g, R.tanh(x)),
+                               fd_grad(R.tanh, x, g), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((3, 5), 0),
+                                        ((2, 4, 3), 1), ((1, 1), -1)])
+def test_softmax_backwards_match_finite_differences(shape, axis):
+    rng = np.random.default_rng(15)
+    x = 3 * rand(rng, *shape)
+    g = rand(rng, *shape)
+    np.testing.assert_allclose(
+        R.softmax_backward(g, R.softmax(x, axis=axis), axis=axis),
+        fd_grad(lambda v: R.softmax(v, axis=axis), x, g),
+        rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        R.log_softmax_backward(g, R.log_softmax(x, axis=axis), axis=axis),
+        fd_grad(lambda v: R.log_softmax(v, axis=axis), x, g),
+        rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(R.softmax(x, axis=axis).sum(axis=axis), 1.0,
+                               rtol=1e-14)
+    np.testing.assert_allclose(np.exp(R.log_softmax(x, axis=axis)),
+                               R.softmax(x, axis=axis), rtol=1e-13)
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (1, 4), (5, 3), (7, 10)])
+def test_softmax_cross_entropy_gradient_matches_finite_differences(n, k):
+    rng = np.random.default_rng(16)
+    logits = 2 * rand(rng, n, k)
+    labels = rng.integers(0, k, size=n)
+    loss, grad = R.softmax_cross_entropy(logits, labels)
+    fx = fd_grad(lambda v: np.array(R.softmax_cross_entropy(v, labels)[0]),
+                 logits, 1.0)
+    np.testing.assert_allclose(grad, fx, rtol=1e-6, atol=1e-9)
+    want = -np.mean(np.log(R.softmax(logits))[np.arange(n), labels])
+    assert loss == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_are_stable_for_large_inputs(dtype):
+    x = np.array([-1e4, -50.0, 0.0, 50.0, 1e4], dtype=dtype)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        s = R.sigmoid(x)
+        np.testing.assert_array_equal(s[[0, 2, 4]], [0.0, 0.5, 1.0])
+        assert np.all(np.isfinite(R.sigmoid_backward(np.ones_like(x), s)))
+        t = R.tanh(x)
+        np.testing.assert_array_equal(t[[0, 2, 4]], [-1.0, 0.0, 1.0])
+        sm = R.softmax(x)
+        assert sm[-1] == 1.0 and np.all(np.isfinite(sm))
+        ls = R.log_softmax(x)
+        assert ls[-1] == 0.0 and ls[0] == pytest.approx(-2e4)
+        assert np.all(np.isfinite(ls))
+        assert np.all(np.isfinite(R.log_softmax_backward(np.ones_like(x),
+                                                         ls)))
+        loss, grad = R.softmax_cross_entropy(
+            np.array([[1e4, -1e4], [-1e4, 1e4]], dtype=dtype),
+            np.array([1, 1]))
+        assert loss == pytest.approx(1e4)
+        np.testing.assert_allclose(grad, [[0.5, -0.5], [0.0, 0.0]],
+                                   atol=1e-7)
+        assert grad.dtype == dtype
+    for out in (s, t, sm, ls):
+        assert out.dtype == dtype
+
+
+def test_relu_nan_and_zero_semantics():
+    x = np.array([np.nan, 0.0, -1.0, 1.0])
+    y = R.relu(x)
+    assert np.isnan(y[0]) and list(y[1:]) == [0, 0, 1]
+    g = np.array([2.0, 3.0, 4.0, 5.0])
+    # PyTorch threshold_backward: 0 where x <= 0, else grad (NaN passes)
+    np.testing.assert_array_equal(R.relu_backward(g, x), [2, 0, 0, 5])
+
+
+# --------------------------------------------------------------------------
+# dtype, empty batch, inputs never modified
+# --------------------------------------------------------------------------
+
+def all_calls(dtype, n=2):
+    """(name, thunk) for every public function on small inputs."""
+    rng = np.random.default_rng(17)
+
+    def a(*shape):
+        arr = rand(rng, *shape).astype(dtype)
+        arr.flags.writeable = False
+        return arr
+
+    x, w, b = a(n, 2, 5, 6), a(3, 2, 2, 3), a(3)
+    gy = a(n, 3, 3, 3)           # conv2d(x, w, stride=2, padding=1) shape
+    wt = a(3, 2, 2, 2)           # conv_transpose2d weight (C_in=3, C_out=2)
+    gp = a(n, 2, 3, 4)           # pool output shape for k=2, s=2, p=1
+    idx = np.zeros((n, 2, 3, 4), dtype=np.int64)
+    idx.flags.writeable = False
+    z = a(n, 4)
+    labels = np.zeros(n, dtype=np.int64)
+    return [
+        ("conv2d", lambda: R.conv2d(x, w, b, stride=2, padding=1)),
+        ("conv2d_backward",
+         lambda: R.conv2d_backward(gy, x, w, stride=2, padding=1)),
+        ("conv_transpose2d",
+         lambda: R.conv_transpose2d(gy, wt, b[:2], stride=2, padding=1,
+                                    output_padding=1)),
+        ("full_conv2d", lambda: R.full_conv2d(x, a(2, 3, 2, 3))),
+        ("max_pool2d",
+         lambda: R.max_pool2d(x, 2, 2, 1, return_indices=True)),
+        ("max_pool2d_backward",
+         lambda: R.max_pool2d_backward(gp, idx, x.shape)),
+        ("avg_pool2d", lambda: R.avg_pool2d(x, 2, 2, 1)),
+        ("avg_pool2d_backward",
+         lambda: R.avg_pool2d_backward(gp, x.shape, 2, 2, 1)),
+        ("relu", lambda: R.relu(x)),
+        ("relu_backward", lambda: R.relu_backward(x, x)),
+        ("leaky_relu", lambda: R.leaky_relu(x)),
+        ("leaky_relu_backward", lambda: R.leaky_relu_backward(x, x)),
+        ("sigmoid", lambda: R.sigmoid(x)),
+        ("sigmoid_backward", lambda: R.sigmoid_backward(x, x)),
+        ("tanh", lambda: R.tanh(x)),
+        ("tanh_backward", lambda: R.tanh_backward(x, x)),
+        ("softmax", lambda: R.softmax(z)),
+        ("softmax_backward", lambda: R.softmax_backward(z, z)),
+        ("log_softmax", lambda: R.log_softmax(z)),
+        ("log_softmax_backward", lambda: R.log_softmax_backward(z, z)),
+        ("softmax_cross_entropy", lambda: R.softmax_cross_entropy(z, labels)),
+    ]
+
+
+def _arrays(result):
+    out = result if isinstance(result, tuple) else (result,)
+    return [r for r in out if isinstance(r, np.ndarray)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_function_preserves_dtype_and_accepts_read_only(dtype):
+    calls = all_calls(dtype)
+    assert {name for name, _ in calls} == set(R.__all__)
+    for name, thunk in calls:
+        for arr in _arrays(thunk()):        # read-only inputs: no writes
+            if arr.dtype.kind == "f":
+                assert arr.dtype == dtype, name
+            assert arr.flags.writeable, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch(dtype):
+    shapes = {
+        "conv2d": [(0, 3, 3, 3)],
+        "conv2d_backward": [(0, 2, 5, 6), (3, 2, 2, 3), (3,)],
+        "conv_transpose2d": [(0, 2, 5, 5)],
+        "full_conv2d": [(0, 3, 6, 8)],
+        "max_pool2d": [(0, 2, 3, 4), (0, 2, 3, 4)],
+        "max_pool2d_backward": [(0, 2, 5, 6)],
+        "avg_pool2d": [(0, 2, 3, 4)],
+        "avg_pool2d_backward": [(0, 2, 5, 6)],
+        "softmax_cross_entropy": [(0, 4)],
+    }
+    for name, thunk in all_calls(dtype, n=0):
+        got = [a.shape for a in _arrays(thunk())]
+        if name in shapes:
+            assert got == shapes[name], name
+        else:
+            assert all(0 in s for s in got), name
+    loss, grad = R.softmax_cross_entropy(np.zeros((0, 4), dtype=dtype),
+                                         np.zeros(0, dtype=np.int64))
+    assert loss == 0.0 and isinstance(loss, float) and grad.dtype == dtype
