@@ -10,20 +10,20 @@ The oracle is checked against things that do not share its code:
 * algebraic identities (conv_transpose2d is the adjoint of conv2d and equals
   conv2d's input gradient; full_conv2d is that gradient at stride 1);
 * small examples worked by hand.
+
+Hypothesis example counts come from the profile that tests/conftest.py
+loads (``ci`` by default, ``HYPOTHESIS_PROFILE=dev`` for a longer hunt).
 """
 
 import doctest
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy import signal
 
 from cnnext import reference as R
-
-FAST = settings(max_examples=25, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
 
 DTYPES = [np.float32, np.float64]
 
@@ -328,7 +328,6 @@ def test_conv_transpose2d_channels_and_bias():
 
 
 @given(data=st.data())
-@FAST
 def test_conv_adjoint_identities_on_random_geometry(data):
     draw = data.draw
     kh = draw(st.integers(1, 4), label="kH")
@@ -365,7 +364,6 @@ def test_conv_adjoint_identities_on_random_geometry(data):
 
 
 @given(data=st.data())
-@settings(max_examples=10, deadline=None)
 def test_conv2d_backward_finite_differences_on_random_geometry(data):
     draw = data.draw
     kh = draw(st.integers(1, 3), label="kH")
@@ -708,7 +706,6 @@ def test_max_pool2d_nan_propagates_last_nan_index(dtype):
 
 
 @given(data=st.data())
-@FAST
 def test_max_pool2d_tie_heavy_random_matches_torch_loop(data):
     draw = data.draw
     kh = draw(st.integers(1, 3), label="kH")
