@@ -1,0 +1,44 @@
+"""Drop-in adapters: run from-scratch tutorial CNN code on cnnext kernels.
+
+Much CNN code in the wild follows one of three well-known tutorials.  Each
+submodule here offers the same names, signatures, layouts and return values,
+computed by :mod:`cnnext.functional` (compiled kernels, no Python pixel
+loops), so such code switches with an import change:
+
+:mod:`cnnext.compat.deeplearning`
+    The deeplearning.ai "Convolutional Model: step by step" functions
+    ``conv_forward``, ``conv_backward``, ``pool_forward``, ``pool_backward``
+    (NHWC, weights ``(f, f, n_C_prev, n_C)``, ``hparameters`` dicts).
+:mod:`cnnext.compat.zhihu`
+    Victor Zhou's "CNNs from scratch" classes (translated on zhihu)
+    ``Conv3x3``, ``MaxPool2``, ``Softmax`` with ``forward`` / ``backprop``
+    on one image at a time.
+:mod:`cnnext.compat.paddle`
+    hanbingtao's ``ConvLayer``, ``MaxPoolingLayer``, ``Filter`` and the
+    ``ReluActivator`` / ``SigmoidActivator`` / ``IdentityActivator``
+    classes (reused in huxiaoman7/PaddlePaddle_code), channels-first, one
+    sample at a time.
+
+The adapters implement the *correct* math, which differs from the
+tutorials' own loops where those are wrong (stride ignored in backward,
+``pad = 0`` giving empty gradients, tied maxima all receiving the gradient,
+overlapping pooling windows overwriting instead of accumulating).  Each
+module's docstring lists the differences; ``docs/compat.md`` has
+before/after examples.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cnnext import compat
+>>> A = np.ones((1, 3, 3, 1)); W = np.ones((2, 2, 1, 1)); b = np.zeros((1, 1, 1, 1))
+>>> Z, cache = compat.deeplearning.conv_forward(A, W, b, {"stride": 1, "pad": 0})
+>>> Z[0, :, :, 0]
+array([[4., 4.],
+       [4., 4.]])
+>>> compat.zhihu.MaxPool2().forward(np.arange(16.0).reshape(4, 4, 1))[:, :, 0]
+array([[ 5.,  7.],
+       [13., 15.]])
+"""
+from . import deeplearning, paddle, zhihu
+
+__all__ = ["deeplearning", "zhihu", "paddle"]
