@@ -1,0 +1,57 @@
+"""Type stubs for the compiled pooling kernels (``src/_pool.pyx``).
+
+Private tier-1 module: inputs are C-contiguous ``(planes, H, W)`` views of
+one floating dtype (float32 or float64, the Cython fused type ``floating``);
+max-pool indices are int64 flat positions ``h * W + w`` in each plane.
+Nothing is validated here: :mod:`cnnext.functional` does all checking.
+"""
+
+# Cython's doctest registry, present on every compiled module.
+__test__: dict[str, str]
+
+import numpy as np
+import numpy.typing as npt
+
+_Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+_Index = npt.NDArray[np.int64]
+
+def max_pool2d_forward(
+    x: _Float,
+    out: _Float,
+    idx: _Index,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    n_threads: int,
+) -> None: ...
+def max_pool2d_backward(
+    gout: _Float,
+    idx: _Index,
+    gx: _Float,
+    n_threads: int,
+) -> None: ...
+def avg_pool2d_forward(
+    x: _Float,
+    out: _Float,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    n_threads: int,
+) -> None: ...
+def avg_pool2d_backward(
+    gout: _Float,
+    gx: _Float,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    n_threads: int,
+) -> None: ...
