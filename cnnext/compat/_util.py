@@ -80,16 +80,18 @@ def generator(fname, seed):
 
 def randn(rng, shape):
     if rng is None:
-        return np.random.randn(*shape)
+        return np.random.randn(*shape)  # noqa: NPY002 (the tutorials' global state)
     return rng.standard_normal(shape)
 
 
 def uniform(rng, low, high, shape):
     if rng is None:
-        return np.random.uniform(low, high, shape)
+        return np.random.uniform(low, high, shape)  # noqa: NPY002 (as in the tutorial)
     return rng.uniform(low, high, shape)
 
 
 def not_before_forward(fname, state):
     if state is None:
-        raise RuntimeError(f"{fname}: called before forward (there is no forward pass to differentiate)")
+        raise RuntimeError(
+            f"{fname}: called before forward (there is no forward pass to differentiate)"
+        )
