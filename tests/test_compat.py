@@ -11,6 +11,8 @@ which the tutorial computes correctly.
 import contextlib
 import doctest
 import importlib
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -799,3 +801,33 @@ def test_submodule_doctests(modname):
         result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "compat.md"
+
+
+def _doc_blocks():
+    if not DOCS.is_file():
+        return []
+    return re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_docs_after_examples_run(index, capsys):
+    blocks = _doc_blocks()
+    if not blocks:
+        pytest.skip(f"{DOCS} not found")
+    assert len(blocks) == 3, "docs/compat.md should have one runnable block per adapter"
+    code = blocks[index]
+    assert "from cnnext.compat" in code
+    state = np.random.get_state()  # noqa: NPY002 (the zhihu example seeds the global state)
+    try:
+        with np.printoptions(legacy=False):
+            exec(compile(code, f"{DOCS}[block {index}]", "exec"), {"__name__": "__docs__"})
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+    if index == 2:
+        # The page shows the printed output of the tutorial's test(); check it.
+        shown = re.search(r"```text\n(\[\[\[ 6\..*?)```", DOCS.read_text(encoding="utf-8"), re.S)
+        assert shown is not None
+        assert capsys.readouterr().out == shown.group(1)
