@@ -728,7 +728,10 @@ def relu(x):
 
 
 def relu_backward(grad_out, x):
-    """Gradient of :func:`relu`: ``grad_out`` where ``x > 0``, else 0.
+    """Gradient of :func:`relu`: 0 where ``x <= 0``, else ``grad_out``.
+
+    As in PyTorch (``threshold_backward``), a NaN in ``x`` passes the
+    gradient through.
 
     Examples
     --------
@@ -739,7 +742,7 @@ def relu_backward(grad_out, x):
     g, x = _elementwise("relu_backward", [("grad_out", grad_out), ("x", x)])
     if _numpy_backend():
         return _ref.relu_backward(g, x)
-    return np.where(x > 0, g, g.dtype.type(0))
+    return np.where(x <= 0, g.dtype.type(0), g)
 
 
 def _slope(fname, negative_slope):
