@@ -175,6 +175,17 @@ def test_conv_backward_pad0_stride2_not_the_tutorial_bug(rng, close):
     assert np.all(dA != 0)
 
 
+def test_conv_forward_adds_bias_once(rng, close):
+    # The seed's conv_single_step sums (a * W + b), adding b f*f*C times.
+    A = rng.standard_normal((1, 4, 4, 3))
+    W = rng.standard_normal((3, 3, 3, 2))
+    b = rng.standard_normal((1, 1, 1, 2))
+    hp = {"stride": 1, "pad": 0}
+    Z, _ = dl.conv_forward(A, W, b, hp)
+    Z0, _ = dl.conv_forward(A, W, np.zeros_like(b), hp)
+    close(Z - Z0, np.broadcast_to(b, Z.shape))
+
+
 def test_conv_gradient_matches_finite_differences(rng):
     A = rng.standard_normal((1, 5, 5, 2))
     W = rng.standard_normal((3, 3, 2, 2))

@@ -25,6 +25,9 @@ kernels, no Python loops over pixels) and transposes back.
 Differences from the tutorial code (all deliberate; this is the correct
 math):
 
+* ``conv_forward`` adds each bias once per output value.  The seed's
+  ``conv_single_step`` computes ``np.sum(a_slice * W + b)``, which adds it
+  ``f*f*n_C_prev`` times (the course's original adds it once).
 * ``conv_backward`` and ``pool_backward`` honour the stride.  The tutorial
   loops place every output position at ``(h, w)`` instead of
   ``(h*stride, w*stride)``, so their gradients are wrong for ``stride > 1``.
