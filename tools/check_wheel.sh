@@ -241,7 +241,7 @@ if [[ "${CNNEXT_CHECK_OLDEST:-1}" != "0" ]]; then
     else
         "$PY" -m venv "$WORK/venv-old"
         OLD_ENV=(env "PATH=$WORK/venv-old/bin:$WORK/nocc:$PATH" CC=/bin/false CXX=/bin/false
-                 VIRTUAL_ENV="$WORK/venv-old" PYTHONNOUSERSITE=1)
+                 VIRTUAL_ENV="$WORK/venv-old" PYTHONNOUSERSITE=1 CNNEXT_REQUIRE_OPENMP=1)
         "${OLD_ENV[@]}" python -m pip install -q --upgrade pip
         # shellcheck disable=SC2086
         "${OLD_ENV[@]}" python -m pip install -q --only-binary=:all: "${REPAIRED}[test]" $PINS
