@@ -127,6 +127,7 @@ def extensions():
             f"cnnext.{name}",
             [f"src/{name}.pyx"],
             include_dirs=[numpy.get_include(), "src"],
+            depends=["src/cnnext_ukernel.h"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
         for name in MODULES

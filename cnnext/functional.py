@@ -46,14 +46,11 @@ __all__ = [
     "log_softmax",
     "log_softmax_backward",
     "softmax_cross_entropy",
-    "SCRATCH_BYTES",
 ]
 
-#: Upper bound, in bytes, on the im2col scratch a convolution call allocates
-#: (per call, so concurrent calls never share it).  The batch is processed in
-#: chunks small enough to fit; only when a *single* sample's im2col matrix
-#: ``C_in*kH*kW x OH*OW`` is larger is that one sample's matrix allocated.
-SCRATCH_BYTES = 16 * 2**20
+#: Below this many multiply-adds a convolution runs on one thread: waking a
+#: second thread costs more than it saves.
+PARALLEL_MIN_MACS = 1 << 17
 
 
 def _numpy_backend():
@@ -71,7 +68,8 @@ def _prepare(fname, named, ndims, layout):
         if nd is not None:
             V.check_ndim(fname, n, a, nd, layout.get(n, ""))
     dt = V.compute_dtype(fname, arrays)
-    return [np.ascontiguousarray(a, dtype=dt) for _, a in arrays], dt
+    # order='C' (not ascontiguousarray, which turns 0-d into 1-d).
+    return [np.asarray(a, dtype=dt, order="C") for _, a in arrays], dt
 
 
 def _batched(fname, name, x):
@@ -90,10 +88,58 @@ def _threads():
     return _config.get_num_threads()
 
 
-def _chunk(per_sample_elems, itemsize):
-    """Samples per im2col chunk so the scratch stays within SCRATCH_BYTES."""
-    per = max(1, per_sample_elems * itemsize)
-    return max(1, SCRATCH_BYTES // per)
+def _conv_threads(macs):
+    return 1 if macs < PARALLEL_MIN_MACS else _threads()
+
+
+def _forward_kernel(x, weight, bias, s, p, d, OH, OW, dt):
+    """Run the fused-packing forward kernel: y (N, Co, OH, OW) = conv2d(x, weight)."""
+    N, C, H, W = x.shape
+    Co, _, kh, kw = weight.shape
+    K, P = C * kh * kw, OH * OW
+    if N == 0 or Co == 0 or K == 0:
+        y = np.zeros((N, Co, OH, OW), dtype=dt)
+        if bias is not None:
+            y += bias[:, None, None]
+        return y
+    out = np.empty((N, Co, P), dtype=dt)
+    _conv.conv2d_forward(
+        x, _conv.pack_weights(weight.reshape(Co, K)), bias, out,
+        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW,
+        _conv_threads(N * Co * K * P),
+    )
+    return out.reshape(N, Co, OH, OW)
+
+
+def _rotated_transposed(weight):
+    """(A, B, kH, kW) -> (B, A, kH, kW) rotated by 180 degrees, contiguous."""
+    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+
+
+def _grad_input(g, weight, x_shape, s, p, d, dt):
+    """dL/dx of conv2d(x, weight) for upstream g (N, Co, OH, OW).
+
+    At stride 1 this *is* a full convolution with the 180-degree-rotated
+    kernel: a forward correlation of g, padded by ``d*(k-1) - p``, with the
+    rotated, channel-transposed weight.  Otherwise (or when the padding
+    exceeds the effective kernel) columns ``Wmat^T @ g`` are scattered back
+    with col2im.
+    """
+    N, Co, OH, OW = g.shape
+    _, C, kh, kw = weight.shape
+    H, W = x_shape[2], x_shape[3]
+    pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
+    if N == 0 or C == 0 or Co == 0:
+        return np.zeros((N, C, H, W), dtype=dt)
+    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
+        return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W, dt)
+    gx = np.empty((N, C, H, W), dtype=dt)
+    _conv.conv_grad_input(
+        g.reshape(N, Co, OH * OW), weight.reshape(Co, C * kh * kw), gx,
+        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW,
+        _conv_threads(N * Co * C * kh * kw * OH * OW),
+    )
+    return gx
 
 
 def _conv_params(fname, stride, padding, dilation):
@@ -185,21 +231,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     if _numpy_backend():
         y = _ref.conv2d(x, weight, bias, stride=s, padding=p, dilation=d)
         return _unbatch(np.asarray(y, dtype=dt), unb)
-    K, P = C * kh * kw, OH * OW
-    if N == 0 or Co == 0 or K == 0:
-        y = np.zeros((N, Co, OH, OW), dtype=dt)
-        if bias is not None:
-            y += bias[:, None, None]
-        return _unbatch(y, unb)
-    chunk = min(N, _chunk(K * P + Co * P, dt.itemsize))
-    col = np.empty((K, chunk * P), dtype=dt)
-    tmp = np.empty((Co, chunk * P) if chunk > 1 else (1, 1), dtype=dt)
-    out = np.empty((N, Co, P), dtype=dt)
-    _conv.conv2d_forward(
-        x, weight.reshape(Co, K), bias, out, col, tmp,
-        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, chunk, _threads(),
-    )
-    return _unbatch(out.reshape(N, Co, OH, OW), unb)
+    return _unbatch(_forward_kernel(x, weight, bias, s, p, d, OH, OW, dt), unb)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=True):
@@ -284,16 +316,15 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
             np.zeros(weight.shape, dtype=dt),
             gb,
         )
-    chunk = min(N, _chunk(K * P + Co * P, dt.itemsize))
-    col = np.empty((K, chunk * P), dtype=dt)
-    gbuf = np.empty((Co, chunk * P) if chunk > 1 else (1, 1), dtype=dt)
-    g3 = grad_out.reshape(N, Co, P)
-    wmat = weight.reshape(Co, K)
-    gw = np.empty((Co, K), dtype=dt)
-    geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, chunk, _threads())
-    _conv.conv2d_grad_weight(x, g3, gw, col, gbuf, *geom)
-    gx = np.empty(x.shape, dtype=dt)
-    _conv.conv_transpose_core(g3, wmat, gx, col, gbuf, *geom)
+    _, _, kc = _conv.block_sizes(dt)
+    units = N * -(-P // kc)
+    tasks = max(1, min(_conv_threads(N * Co * K * P), units))
+    gwp = np.empty((tasks, Co, K), dtype=dt)
+    _conv.conv2d_grad_weight(
+        x, grad_out.reshape(N, Co, P), gwp, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW
+    )
+    gw = gwp[0] if tasks == 1 else gwp.sum(axis=0)
+    gx = _grad_input(grad_out, weight, x.shape, s, p, d, dt)
     return _unbatch(gx, unb), gw.reshape(weight.shape), gb
 
 
@@ -365,29 +396,21 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
             x, weight, bias, stride=s, padding=p, output_padding=op, dilation=d
         )
         return _unbatch(np.asarray(y, dtype=dt), unb)
-    y = _transpose_core(fname, x, weight.reshape(Ci, Co * kh * kw), (N, Co, OH, OW),
-                        kh, kw, s, p, d, dt)
+    # The transposed convolution is conv2d's input gradient with weight
+    # (C_in, C_out, kH, kW) read as a conv2d weight of C_in outputs.
+    if op == (0, 0):
+        y = _grad_input(x, weight, (N, Co, OH, OW), s, p, d, dt)
+    else:
+        y = np.empty((N, Co, OH, OW), dtype=dt)
+        if y.size:
+            _conv.conv_grad_input(
+                x.reshape(N, Ci, H * W), weight.reshape(Ci, Co * kh * kw), y,
+                kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], H, W,
+                _conv_threads(N * Ci * Co * kh * kw * H * W),
+            )
     if bias is not None:
         y += bias[:, None, None]
     return _unbatch(y, unb)
-
-
-def _transpose_core(fname, g, wmat, out_shape, kh, kw, s, p, d, dt):
-    """y = col2im(wmat^T @ g): shared by conv_transpose2d and full_conv2d."""
-    N, Cg, H, W = g.shape
-    K = wmat.shape[1]
-    P = H * W
-    if N == 0 or K == 0 or Cg == 0 or P == 0:
-        return np.zeros(out_shape, dtype=dt)
-    chunk = min(N, _chunk(K * P + Cg * P, dt.itemsize))
-    col = np.empty((K, chunk * P), dtype=dt)
-    gbuf = np.empty((Cg, chunk * P) if chunk > 1 else (1, 1), dtype=dt)
-    y = np.empty(out_shape, dtype=dt)
-    _conv.conv_transpose_core(
-        g.reshape(N, Cg, P), wmat, y, col, gbuf,
-        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], H, W, chunk, _threads(),
-    )
-    return y
 
 
 def full_conv2d(x, weight):
@@ -427,8 +450,11 @@ def full_conv2d(x, weight):
     V.check_alloc(fname, out_shape, dt.itemsize)
     if _numpy_backend():
         return _unbatch(np.asarray(_ref.full_conv2d(x, weight), dtype=dt), unb)
-    y = _transpose_core(fname, x, weight.reshape(K, C * kh * kw), out_shape,
-                        kh, kw, (1, 1), (0, 0), (1, 1), dt)
+    # Literally: pad by (kH-1, kW-1) and correlate with the rotated kernel.
+    y = _forward_kernel(
+        x, _rotated_transposed(weight), None, (1, 1), (kh - 1, kw - 1), (1, 1),
+        out_shape[2], out_shape[3], dt,
+    )
     return _unbatch(y, unb)
 
 

@@ -1,239 +1,402 @@
-# cython: freethreading_compatible = False
 """Private convolution kernels (tier 1).
 
 Stateless, GIL-free kernels over typed memoryviews.  They assume valid,
 C-contiguous, correctly typed input and never validate: ``cnnext.functional``
 is the only caller and does all checking.
 
-Design: the batch is processed in chunks of ``nb`` samples.  For each chunk a
-scratch matrix in the im2col layout ``col[K, nb*P]`` (``K = C*kH*kW`` taps,
-``P = OH*OW`` output positions) is filled in an OpenMP ``prange`` (memory-bound
-work) and then one large GEMM runs *outside* the parallel region (threaded BLAS
-is never called from inside an OpenMP region).  The scratch buffers are
-allocated by the caller with a fixed, documented bound on their size.
+Design (BLIS-style GEMM with the im2col step fused into packing):
 
-* forward:          out[n] = Wmat(Cout, K) @ col_n(K, P)            (+ bias)
-* weight gradient:  dW     = sum_n gout_n(Cout, P) @ col_n(K, P)^T  -- the
-                    correlation of the input with the output gradient
-* input gradient / transposed convolution / full convolution:
-                    col_n  = Wmat^T(K, Cout) @ gout_n(Cout, P), then col2im
-                    scatter-adds every column back to the window it came from.
-                    At stride 1 this is exactly the full convolution of the
-                    output gradient with the 180-degree-rotated kernel.
+* The arithmetic is done by register-blocked micro-kernels
+  (``src/cnnext_ukernel.h``: AVX-512, AVX2+FMA or portable C, chosen at run
+  time) on packed panels: A panels of MR rows, B panels of NR columns.
+* **forward**: ``out[n] = Wmat(Cout, K) @ col_n(K, P)``.  The weight is packed
+  once per call; the im2col matrix is never materialised: each thread packs
+  the B panel for NR output positions straight from the image
+  (``pack_conv``), contiguous row segments at a time.
+* **weight gradient**: ``dW = sum_n g_n(Cout, P) @ col_n(K, P)^T`` -- the
+  correlation of the input with the output gradient.  The reduction over
+  (sample, position block) units is split statically over the threads, each
+  accumulating into its own partial ``dW`` (summed by the caller in a fixed
+  order, so a given thread count gives bitwise-reproducible results).
+* **input gradient** (any stride), ``conv_transpose2d``: per sample,
+  ``col = Wmat^T @ g_n`` one position block at a time, then ``col2im``
+  scatter-adds each column into the window it came from; one thread owns a
+  sample.  (At stride 1, ``cnnext.functional`` instead runs the forward
+  kernel as a full convolution with the 180-degree-rotated kernel.)
+
+All scratch is allocated per call (never shared between calls) and is
+bounded by the block sizes, independent of the batch size.
 """
 from cython cimport floating
-from cython.parallel cimport prange
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+import numpy as np
+
+cdef extern from "cnnext_ukernel.h" nogil:
+    ctypedef void (*cnx_ukr_s)(int64_t kc, const float *a, const float *b, float *c,
+                               int64_t ldc, int mr, int nr, int accumulate,
+                               const float *bias) noexcept nogil
+    ctypedef void (*cnx_ukr_d)(int64_t kc, const double *a, const double *b, double *c,
+                               int64_t ldc, int mr, int nr, int accumulate,
+                               const double *bias) noexcept nogil
+    ctypedef struct cnx_kernels:
+        cnx_ukr_s s
+        cnx_ukr_d d
+        int s_mr, s_nr, d_mr, d_nr
+        const char *name
+    cnx_kernels cnx_select_kernels() noexcept nogil
+
+cdef cnx_kernels KER = cnx_select_kernels()
+
+# Block sizes (elements).  KC: reduction depth of one packed panel pair;
+# PB: output positions per block in the col2im path.
+cdef Py_ssize_t KC = 256
+cdef Py_ssize_t MC = 256
+cdef Py_ssize_t COL_ELEMS = 1 << 16
 
 
-cdef inline void gemm_rm(bint trans_a, bint trans_b,
-                         int m, int n, int k, floating alpha,
-                         const floating* a, int lda,
-                         const floating* b, int ldb,
-                         floating beta, floating* c, int ldc) noexcept nogil:
-    """Row-major C(m, n) = alpha * op(A) @ op(B) + beta * C.
+def isa():
+    """Name of the micro-kernel variant in use ("avx512", "avx2", "generic")."""
+    return KER.name.decode()
 
-    Fortran BLAS is column-major, so compute C^T = op(B)^T @ op(A)^T.
-    """
-    cdef char ta = b'T' if trans_a else b'N'
-    cdef char tb = b'T' if trans_b else b'N'
-    if m == 0 or n == 0:
-        return
+
+def block_sizes(dtype):
+    """(MR, NR, KC) for ``dtype`` (float32 or float64)."""
+    if np.dtype(dtype) == np.float32:
+        return KER.s_mr, KER.s_nr, KC
+    return KER.d_mr, KER.d_nr, KC
+
+
+cdef inline void ukr(Py_ssize_t kc, const floating* a, const floating* b, floating* c,
+                     Py_ssize_t ldc, int mr, int nr, int accumulate,
+                     const floating* bias) noexcept nogil:
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
-              &beta, c, &ldc)
+        KER.s(kc, a, b, c, ldc, mr, nr, accumulate, bias)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
-              &beta, c, &ldc)
+        KER.d(kc, a, b, c, ldc, mr, nr, accumulate, bias)
 
 
-cdef void im2col(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
-                 floating[:, ::1] col,              # OUT (K, nb*P)
-                 Py_ssize_t n0, Py_ssize_t nb,
-                 Py_ssize_t kh, Py_ssize_t kw,
-                 Py_ssize_t sh, Py_ssize_t sw,
-                 Py_ssize_t ph, Py_ssize_t pw,
-                 Py_ssize_t dh, Py_ssize_t dw,
-                 Py_ssize_t oh_n, Py_ssize_t ow_n,
-                 int n_threads) noexcept nogil:
-    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = x.shape[1] * kh * kw
-    cdef Py_ssize_t P = oh_n * ow_n
-    cdef Py_ssize_t r, c, i, j, nl, oh, ow, ih, iw, base
-    for r in prange(K, schedule="static", num_threads=n_threads):
-        c = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        for nl in range(nb):
-            base = nl * P
-            for oh in range(oh_n):
-                ih = oh * sh - ph + i * dh
-                if ih < 0 or ih >= H:
-                    for ow in range(ow_n):
-                        col[r, base + oh * ow_n + ow] = 0
-                else:
-                    for ow in range(ow_n):
-                        iw = ow * sw - pw + j * dw
-                        if iw >= 0 and iw < W:
-                            col[r, base + oh * ow_n + ow] = x[n0 + nl, c, ih, iw]
-                        else:
-                            col[r, base + oh * ow_n + ow] = 0
+cdef inline Py_ssize_t cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
 
 
-cdef void col2im(const floating[:, ::1] col,        # IN  (K, nb*P)
-                 floating[:, :, :, ::1] out,        # OUT (N, C, H, W), overwritten
-                 Py_ssize_t n0, Py_ssize_t nb,
-                 Py_ssize_t kh, Py_ssize_t kw,
-                 Py_ssize_t sh, Py_ssize_t sw,
-                 Py_ssize_t ph, Py_ssize_t pw,
-                 Py_ssize_t dh, Py_ssize_t dw,
-                 Py_ssize_t oh_n, Py_ssize_t ow_n,
-                 int n_threads) noexcept nogil:
-    """Scatter-add each column back to its window; one thread owns a plane."""
-    cdef Py_ssize_t C = out.shape[1], H = out.shape[2], W = out.shape[3]
-    cdef Py_ssize_t P = oh_n * ow_n
-    cdef Py_ssize_t q, nl, c, i, j, r, oh, ow, ih, iw, base
-    for q in prange(nb * C, schedule="static", num_threads=n_threads):
-        nl = q // C
-        c = q % C
-        base = nl * P
-        for ih in range(H):
-            for iw in range(W):
-                out[n0 + nl, c, ih, iw] = 0
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for oh in range(oh_n):
-                    ih = oh * sh - ph + i * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    for ow in range(ow_n):
-                        iw = ow * sw - pw + j * dw
-                        if iw >= 0 and iw < W:
-                            out[n0 + nl, c, ih, iw] += col[r, base + oh * ow_n + ow]
+cdef void pack_a(const floating* src, Py_ssize_t rs, Py_ssize_t cs,
+                 Py_ssize_t m, Py_ssize_t k, Py_ssize_t MR,
+                 floating* dst) noexcept nogil:
+    """Pack A(m, k) (element (i, kk) at src[i*rs + kk*cs]) into MR-row panels:
+    dst[panel*k*MR + kk*MR + i], rows past m zero-filled."""
+    cdef Py_ssize_t panel, i, kk, rows
+    cdef floating* d
+    cdef const floating* s
+    for panel in range(cdiv(m, MR)):
+        d = dst + panel * k * MR
+        rows = min(MR, m - panel * MR)
+        for i in range(rows):
+            s = src + (panel * MR + i) * rs
+            for kk in range(k):
+                d[kk * MR + i] = s[kk * cs]
+        for i in range(rows, MR):
+            for kk in range(k):
+                d[kk * MR + i] = 0
 
 
-cdef void gather_chunk(const floating[:, :, ::1] g,  # IN  (N, Cout, P)
-                       floating[:, ::1] buf,          # OUT (Cout, nb*P)
-                       Py_ssize_t n0, Py_ssize_t nb, int n_threads) noexcept nogil:
-    cdef Py_ssize_t Co = g.shape[1], P = g.shape[2]
-    cdef Py_ssize_t q, nl, co, p
-    for q in prange(nb * Co, schedule="static", num_threads=n_threads):
-        nl = q // Co
-        co = q % Co
-        for p in range(P):
-            buf[co, nl * P + p] = g[n0 + nl, co, p]
+cdef void pack_b(const floating* src, Py_ssize_t rs, Py_ssize_t cs,
+                 Py_ssize_t k, Py_ssize_t n, Py_ssize_t NR,
+                 floating* dst) noexcept nogil:
+    """Pack one B panel B(k, n <= NR) (element (kk, j) at src[kk*rs + j*cs])
+    as dst[kk*NR + j], columns past n zero-filled."""
+    cdef Py_ssize_t kk, j
+    if cs == 1:
+        for kk in range(k):
+            for j in range(n):
+                dst[kk * NR + j] = src[kk * rs + j]
+            for j in range(n, NR):
+                dst[kk * NR + j] = 0
+    else:
+        for j in range(n):
+            for kk in range(k):
+                dst[kk * NR + j] = src[kk * rs + j * cs]
+        for kk in range(k):
+            for j in range(n, NR):
+                dst[kk * NR + j] = 0
+
+
+cdef void pack_conv(const floating* xn,
+                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                    Py_ssize_t p0, Py_ssize_t npos, Py_ssize_t k0, Py_ssize_t ntap,
+                    floating* dst, Py_ssize_t pos_stride,
+                    Py_ssize_t tap_stride) noexcept nogil:
+    """Fused im2col packing from one sample ``xn`` (C, H, W).
+
+    Writes the im2col entry for output position ``p0 + q`` and tap ``k0 + t``
+    to ``dst[q*pos_stride + t*tap_stride]``.  Positions are walked in runs
+    that share an output row, so at stride 1 each (tap, run) is a contiguous
+    copy with zero fill at the image borders.
+    """
+    cdef Py_ssize_t p = p0, pend = p0 + npos, oh, ow, L, q0, t, k, c, r, i, j
+    cdef Py_ssize_t ih, iw0, lo, hi, q, iw, khw = kh * kw
+    cdef floating* d
+    cdef const floating* s
+    while p < pend:
+        oh = p // OW
+        ow = p - oh * OW
+        L = min(OW - ow, pend - p)
+        q0 = p - p0
+        for t in range(ntap):
+            k = k0 + t
+            c = k // khw
+            r = k - c * khw
+            i = r // kw
+            j = r - i * kw
+            d = dst + t * tap_stride + q0 * pos_stride
+            ih = oh * sh - ph + i * dh
+            if ih < 0 or ih >= H:
+                for q in range(L):
+                    d[q * pos_stride] = 0
+                continue
+            s = xn + (c * H + ih) * W
+            iw0 = ow * sw - pw + j * dw
+            if sw == 1 and pos_stride == 1:
+                lo = min(max(-iw0, 0), L)
+                hi = max(min(W - iw0, L), lo)
+                for q in range(lo):
+                    d[q] = 0
+                for q in range(lo, hi):
+                    d[q] = s[iw0 + q]
+                for q in range(hi, L):
+                    d[q] = 0
+            else:
+                for q in range(L):
+                    iw = iw0 + q * sw
+                    if iw >= 0 and iw < W:
+                        d[q * pos_stride] = s[iw]
+                    else:
+                        d[q * pos_stride] = 0
+        p += L
+
+
+cdef void gemm_st(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
+                  const floating* A, Py_ssize_t rsa, Py_ssize_t csa,
+                  const floating* B, Py_ssize_t rsb, Py_ssize_t csb,
+                  floating* C, Py_ssize_t ldc, bint accumulate,
+                  floating* apack, floating* bpack,
+                  Py_ssize_t MR, Py_ssize_t NR) noexcept nogil:
+    """Single-threaded C(M, N) (+)= A(M, Kd) @ B(Kd, N) with packing.
+
+    apack needs MC*KC elements (MC rounded up to MR), bpack KC*NR.
+    """
+    cdef Py_ssize_t pc, kc, ic, mc, jc, nr, ir, mr, i, j
+    if Kd == 0:
+        if not accumulate:
+            for i in range(M):
+                for j in range(N):
+                    C[i * ldc + j] = 0
+        return
+    pc = 0
+    while pc < Kd:
+        kc = min(KC, Kd - pc)
+        ic = 0
+        while ic < M:
+            mc = min(MC, M - ic)
+            pack_a(A + ic * rsa + pc * csa, rsa, csa, mc, kc, MR, apack)
+            jc = 0
+            while jc < N:
+                nr = min(NR, N - jc)
+                pack_b(B + pc * rsb + jc * csb, rsb, csb, kc, nr, NR, bpack)
+                ir = 0
+                while ir < mc:
+                    mr = min(MR, mc - ir)
+                    ukr(kc, apack + (ir // MR) * kc * MR, bpack,
+                        C + (ic + ir) * ldc + jc, ldc, <int>mr, <int>nr,
+                        accumulate or pc > 0, NULL)
+                    ir += MR
+                jc += NR
+            ic += MC
+        pc += KC
+
+
+def _mr_nr(dtype):
+    if dtype == np.float32:
+        return KER.s_mr, KER.s_nr
+    return KER.d_mr, KER.d_nr
+
+
+def pack_weights(const floating[:, ::1] wmat):
+    """Pack Wmat(Cout, K) into MR-row panels of full depth K."""
+    cdef Py_ssize_t Co = wmat.shape[0], K = wmat.shape[1], MR
+    dt = np.float32 if floating is float else np.float64
+    MR, _ = _mr_nr(dt)
+    cdef floating[::1] ap = np.empty(cdiv(Co, MR) * MR * K, dtype=dt)
+    with nogil:
+        pack_a(&wmat[0, 0], K, 1, Co, K, MR, &ap[0])
+    return np.asarray(ap)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
-                   const floating[:, ::1] wmat,        # IN  (Cout, K)
+                   const floating[::1] apw,            # IN  packed weight (pack_weights)
                    const floating[::1] bias,           # IN  (Cout,) or None
                    floating[:, :, ::1] out,            # OUT (N, Cout, P)
-                   floating[:, ::1] col,               # SCRATCH (K, nb*P)
-                   floating[:, ::1] tmp,               # SCRATCH (Cout, nb*P) or unused
                    Py_ssize_t kh, Py_ssize_t kw,
                    Py_ssize_t sh, Py_ssize_t sw,
                    Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw,
                    Py_ssize_t oh_n, Py_ssize_t ow_n,
-                   Py_ssize_t chunk, int n_threads):
-    cdef Py_ssize_t N = x.shape[0], Co = wmat.shape[0], K = wmat.shape[1]
-    cdef Py_ssize_t P = oh_n * ow_n
-    cdef Py_ssize_t n0, nb, q, nl, co, p
+                   int n_threads):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Co = out.shape[1], P = out.shape[2], K = C * kh * kw
+    cdef Py_ssize_t MR, NR
+    dt = np.float32 if floating is float else np.float64
+    MR, NR = _mr_nr(dt)
+    cdef Py_ssize_t ntp = cdiv(P, NR), npanel = cdiv(Co, MR)
+    cdef Py_ssize_t T = N * ntp
+    cdef floating[:, ::1] bscr = np.empty((max(n_threads, 1), KC * NR), dtype=dt)
+    cdef Py_ssize_t t, n, p0, nr, pc, kc, panel, co0, mr, tid
+    cdef floating* bp
+    cdef const floating* bptr
     cdef bint has_bias = bias is not None
-    cdef floating bv
+    if T == 0:
+        return
     with nogil:
-        n0 = 0
-        while n0 < N:
-            nb = min(chunk, N - n0)
-            im2col(x, col, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh_n, ow_n, n_threads)
-            if nb == 1:
-                gemm_rm(False, False, <int>Co, <int>P, <int>K, <floating>1,
-                        &wmat[0, 0], <int>K, &col[0, 0], <int>(nb * P),
-                        <floating>0, &out[n0, 0, 0], <int>P)
-                if has_bias:
-                    for co in range(Co):
-                        bv = bias[co]
-                        for p in range(P):
-                            out[n0, co, p] += bv
-            else:
-                gemm_rm(False, False, <int>Co, <int>(nb * P), <int>K, <floating>1,
-                        &wmat[0, 0], <int>K, &col[0, 0], <int>(nb * P),
-                        <floating>0, &tmp[0, 0], <int>(nb * P))
-                for q in prange(nb * Co, schedule="static", num_threads=n_threads):
-                    nl = q // Co
-                    co = q % Co
-                    bv = bias[co] if has_bias else 0
-                    for p in range(P):
-                        out[n0 + nl, co, p] = tmp[co, nl * P + p] + bv
-            n0 = n0 + nb
+        for t in prange(T, schedule="static", num_threads=n_threads):
+            tid = threadid()
+            bp = &bscr[tid, 0]
+            n = t // ntp
+            p0 = (t - n * ntp) * NR
+            nr = min(NR, P - p0)
+            pc = 0
+            while pc < K:
+                kc = min(KC, K - pc)
+                pack_conv(&x[n, 0, 0, 0], H, W, ow_n, kh, kw, sh, sw, ph, pw, dh, dw,
+                          p0, nr, pc, kc, bp, 1, NR)
+                if nr < NR:
+                    for mr in range(kc):
+                        for co0 in range(nr, NR):
+                            bp[mr * NR + co0] = 0
+                for panel in range(npanel):
+                    co0 = panel * MR
+                    mr = min(MR, Co - co0)
+                    bptr = NULL
+                    if has_bias and pc == 0:
+                        bptr = &bias[co0]
+                    ukr(kc, &apw[panel * K * MR + pc * MR], bp, &out[n, co0, p0], P,
+                        <int>mr, <int>nr, pc > 0, bptr)
+                pc = pc + KC
 
 
 def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
-                       const floating[:, :, ::1] gout,    # IN  (N, Cout, P)
-                       floating[:, ::1] gw,               # OUT (Cout, K)
-                       floating[:, ::1] col,              # SCRATCH (K, nb*P)
-                       floating[:, ::1] gbuf,             # SCRATCH (Cout, nb*P) or unused
+                       const floating[:, :, ::1] g,       # IN  (N, Cout, P)
+                       floating[:, :, ::1] gwp,           # OUT (T, Cout, K) partials
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw,
-                       Py_ssize_t oh_n, Py_ssize_t ow_n,
-                       Py_ssize_t chunk, int n_threads):
-    """dW = sum_n gout_n @ col_n^T: correlation of the input with the gradient."""
-    cdef Py_ssize_t N = x.shape[0], Co = gw.shape[0], K = gw.shape[1]
-    cdef Py_ssize_t P = oh_n * ow_n
-    cdef Py_ssize_t n0, nb, a, b
-    cdef floating beta = 0
+                       Py_ssize_t oh_n, Py_ssize_t ow_n):
+    """gwp[task] = sum over the task's (sample, position block) units of
+    g_n[:, block] @ col_n[:, block]^T.  The caller sums gwp over axis 0."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t T = gwp.shape[0], Co = gwp.shape[1], K = gwp.shape[2]
+    cdef Py_ssize_t P = g.shape[2]
+    cdef Py_ssize_t MR, NR
+    dt = np.float32 if floating is float else np.float64
+    MR, NR = _mr_nr(dt)
+    cdef Py_ssize_t nblk = cdiv(P, KC), units = N * nblk, npanel = cdiv(Co, MR)
+    cdef floating[:, ::1] ascr = np.empty((T, npanel * MR * KC), dtype=dt)
+    cdef floating[:, ::1] bscr = np.empty((T, KC * NR), dtype=dt)
+    cdef Py_ssize_t task, u, u0, u1, n, pb, kc, jc, nr, panel, co0, mr, q, tt
+    cdef floating* ap
+    cdef floating* bp
     with nogil:
-        for a in range(Co):
-            for b in range(K):
-                gw[a, b] = 0
-        n0 = 0
-        while n0 < N:
-            nb = min(chunk, N - n0)
-            im2col(x, col, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh_n, ow_n, n_threads)
-            if nb == 1:
-                gemm_rm(False, True, <int>Co, <int>K, <int>P, <floating>1,
-                        &gout[n0, 0, 0], <int>P, &col[0, 0], <int>P,
-                        beta, &gw[0, 0], <int>K)
-            else:
-                gather_chunk(gout, gbuf, n0, nb, n_threads)
-                gemm_rm(False, True, <int>Co, <int>K, <int>(nb * P), <floating>1,
-                        &gbuf[0, 0], <int>(nb * P), &col[0, 0], <int>(nb * P),
-                        beta, &gw[0, 0], <int>K)
-            beta = 1
-            n0 = n0 + nb
+        for task in prange(T, schedule="static", chunksize=1, num_threads=T):
+            ap = &ascr[task, 0]
+            bp = &bscr[task, 0]
+            memset(&gwp[task, 0, 0], 0, Co * K * sizeof(floating))
+            u0 = units * task // T
+            u1 = units * (task + 1) // T
+            for u in range(u0, u1):
+                n = u // nblk
+                pb = (u - n * nblk) * KC
+                kc = min(KC, P - pb)
+                pack_a(&g[n, 0, pb], P, 1, Co, kc, MR, ap)
+                jc = 0
+                while jc < K:
+                    nr = min(NR, K - jc)
+                    pack_conv(&x[n, 0, 0, 0], H, W, ow_n, kh, kw, sh, sw, ph, pw, dh, dw,
+                              pb, kc, jc, nr, bp, NR, 1)
+                    if nr < NR:
+                        for q in range(kc):
+                            for tt in range(nr, NR):
+                                bp[q * NR + tt] = 0
+                    for panel in range(npanel):
+                        co0 = panel * MR
+                        mr = min(MR, Co - co0)
+                        ukr(kc, ap + panel * kc * MR, bp, &gwp[task, co0, jc], K,
+                            <int>mr, <int>nr, 1, NULL)
+                    jc = jc + NR
 
 
-def conv_transpose_core(const floating[:, :, ::1] g,      # IN  (N, Cg, P)
-                        const floating[:, ::1] wmat,      # IN  (Cg, K) with K = C*kh*kw
-                        floating[:, :, :, ::1] out,       # OUT (N, C, H, W), overwritten
-                        floating[:, ::1] col,             # SCRATCH (K, nb*P)
-                        floating[:, ::1] gbuf,            # SCRATCH (Cg, nb*P) or unused
-                        Py_ssize_t kh, Py_ssize_t kw,
-                        Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t ph, Py_ssize_t pw,
-                        Py_ssize_t dh, Py_ssize_t dw,
-                        Py_ssize_t oh_n, Py_ssize_t ow_n,
-                        Py_ssize_t chunk, int n_threads):
-    """out_n = col2im(Wmat^T @ g_n): conv2d's input gradient, conv_transpose2d
-    and (stride 1, no padding) the full convolution with the rotated kernel."""
+cdef void col2im_block(const floating* col, Py_ssize_t ldcol,
+                       floating* outn,                 # (C, H, W) of one sample
+                       Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW,
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                       Py_ssize_t p0, Py_ssize_t npos) noexcept nogil:
+    """Scatter-add col(K, npos) (positions p0..p0+npos) into outn."""
+    cdef Py_ssize_t k, c, i, j, q, p, oh, ow, ih, iw, khw = kh * kw
+    cdef const floating* row
+    for k in range(C * khw):
+        c = k // khw
+        i = (k - c * khw) // kw
+        j = k - c * khw - i * kw
+        row = col + k * ldcol
+        oh = p0 // OW
+        ow = p0 - oh * OW
+        for q in range(npos):
+            ih = oh * sh - ph + i * dh
+            iw = ow * sw - pw + j * dw
+            if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                outn[(c * H + ih) * W + iw] += row[q]
+            ow = ow + 1
+            if ow == OW:
+                ow = 0
+                oh = oh + 1
+
+
+def conv_grad_input(const floating[:, :, ::1] g,          # IN  (N, Cg, P)
+                    const floating[:, ::1] wmat,          # IN  (Cg, K), K = C*kh*kw
+                    floating[:, :, :, ::1] out,           # OUT (N, C, H, W), overwritten
+                    Py_ssize_t kh, Py_ssize_t kw,
+                    Py_ssize_t sh, Py_ssize_t sw,
+                    Py_ssize_t ph, Py_ssize_t pw,
+                    Py_ssize_t dh, Py_ssize_t dw,
+                    Py_ssize_t oh_n, Py_ssize_t ow_n,
+                    int n_threads):
+    """out_n = col2im(Wmat^T @ g_n): conv2d's input gradient for any stride,
+    and conv_transpose2d.  One thread owns a sample."""
     cdef Py_ssize_t N = g.shape[0], Cg = wmat.shape[0], K = wmat.shape[1]
+    cdef Py_ssize_t C = out.shape[1], H = out.shape[2], W = out.shape[3]
     cdef Py_ssize_t P = oh_n * ow_n
-    cdef Py_ssize_t n0, nb
+    cdef Py_ssize_t MR, NR
+    dt = np.float32 if floating is float else np.float64
+    MR, NR = _mr_nr(dt)
+    cdef Py_ssize_t PB = max(NR, min(P, (COL_ELEMS // max(K, 1)) // NR * NR))
+    cdef int nt = <int>max(1, min(n_threads, N))
+    cdef floating[:, ::1] cscr = np.empty((nt, K * PB), dtype=dt)
+    cdef floating[:, ::1] ascr = np.empty((nt, (min(MC, K) + MR) * KC), dtype=dt)
+    cdef floating[:, ::1] bscr = np.empty((nt, KC * NR), dtype=dt)
+    cdef Py_ssize_t n, pb, npos, tid
     with nogil:
-        n0 = 0
-        while n0 < N:
-            nb = min(chunk, N - n0)
-            if nb == 1:
-                gemm_rm(True, False, <int>K, <int>P, <int>Cg, <floating>1,
-                        &wmat[0, 0], <int>K, &g[n0, 0, 0], <int>P,
-                        <floating>0, &col[0, 0], <int>P)
-            else:
-                gather_chunk(g, gbuf, n0, nb, n_threads)
-                gemm_rm(True, False, <int>K, <int>(nb * P), <int>Cg, <floating>1,
-                        &wmat[0, 0], <int>K, &gbuf[0, 0], <int>(nb * P),
-                        <floating>0, &col[0, 0], <int>(nb * P))
-            col2im(col, out, n0, nb, kh, kw, sh, sw, ph, pw, dh, dw, oh_n, ow_n, n_threads)
-            n0 = n0 + nb
+        for n in prange(N, schedule="static", num_threads=nt):
+            tid = threadid()
+            memset(&out[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
+            pb = 0
+            while pb < P:
+                npos = min(PB, P - pb)
+                gemm_st(K, npos, Cg, &wmat[0, 0], 1, K, &g[n, 0, pb], P, 1,
+                        &cscr[tid, 0], npos, False, &ascr[tid, 0], &bscr[tid, 0], MR, NR)
+                col2im_block(&cscr[tid, 0], npos, &out[n, 0, 0, 0], C, H, W, ow_n,
+                             kh, kw, sh, sw, ph, pw, dh, dw, pb, npos)
+                pb = pb + PB
