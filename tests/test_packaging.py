@@ -310,6 +310,35 @@ def test_readme_and_ci_share_the_test_command():
         assert re.search(r"^pytest$", text, re.M)
 
 
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """The README's ```python blocks run verbatim, in order, in one namespace."""
+    readme = _need(ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 4, "the README's API tour has lost its examples"
+    monkeypatch.chdir(tmp_path)  # the tour saves model.npz
+    namespace = {"__name__": "__readme__"}
+    threads = cnnext.get_num_threads()
+    try:
+        for i, code in enumerate(blocks):
+            exec(compile(code, f"README.md[python block {i}]", "exec"), namespace)
+    finally:
+        cnnext.set_num_threads(threads)
+    assert (tmp_path / "model.npz").is_file()
+
+
+def test_readme_error_example_is_current():
+    readme = _need(ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"`F\.conv2d\(x, w\[:, :2\]\)` raises `ValueError: (.*?)`", readme, re.S)
+    assert m, "README no longer shows the conv2d error example"
+    import numpy as np
+
+    x = np.zeros((8, 3, 32, 32), dtype=np.float32)
+    w = np.zeros((16, 3, 3, 3), dtype=np.float32)
+    with pytest.raises(ValueError) as info:
+        cnnext.functional.conv2d(x, w[:, :2])
+    assert str(info.value) == " ".join(m.group(1).split())
+
+
 def test_version_is_reported_and_changelogged(pyproject):
     version = pyproject["project"]["version"]
     assert cnnext.__version__ == version
