@@ -297,7 +297,7 @@ def test_wheels_workflow_builds_natively_and_publishes_on_tags(wheels_wf, cibw):
 def test_manifest_ships_pyx_not_generated_c():
     text = _need(ROOT / "MANIFEST.in").read_text(encoding="utf-8")
     lines = [ln.split("#")[0].split() for ln in text.splitlines()]
-    assert ["recursive-include", "src", "*.pyx", "*.pxd", "*.pxi"] in lines
+    assert ["recursive-include", "src", "*.pyx", "*.pxd", "*.pxi", "*.h"] in lines
     excluded = {p for ln in lines if ln[:1] == ["global-exclude"] for p in ln[1:]}
     assert {"*.c", "*.so", "*.pyd"} <= excluded
 

@@ -106,7 +106,7 @@ step "sdist contents: .pyx sources in, generated C and binaries out"
 import fnmatch, sys, tarfile
 names = [m.name.split("/", 1)[1] for m in tarfile.open(sys.argv[1]) if "/" in m.name]
 need = ["pyproject.toml", "setup.py", "README.md", "MANIFEST.in",
-        "src/_conv.pyx", "src/_pool.pyx", "src/_openmp.pyx",
+        "src/_conv.pyx", "src/_pool.pyx", "src/_openmp.pyx", "src/cnnext_ukernel.h",
         "cnnext/__init__.py", "cnnext/functional.py", "cnnext/py.typed",
         "cnnext/_conv.pyi", "cnnext/_pool.pyi", "cnnext/_openmp.pyi",
         "tests/conftest.py"]
