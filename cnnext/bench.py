@@ -62,6 +62,9 @@ __all__ = [
     "summarize",
     "format_table",
     "format_summary",
+    "run_scaling",
+    "format_scaling",
+    "SCALING_CASES",
     "main",
 ]
 
@@ -215,6 +218,7 @@ class _Peer:
     fn: object = None  # zero-argument callable, or None when unavailable
     status: str = "ok"
     probe: object = None  # () -> estimated seconds of one fn() call
+    setup: object = None  # () -> None, run untimed before each sample
 
 
 def _import_torch():
@@ -546,7 +550,8 @@ def make_peers(case, pass_, dtype, *, seed=0, torch="auto", torch_autograd=False
     """
     if torch == "auto":
         torch, _ = _import_torch()
-    peers = _build_peers(case, pass_, np.dtype(dtype), np.random.default_rng(seed), torch, torch_autograd)
+    rng = np.random.default_rng(seed)
+    peers = _build_peers(case, pass_, np.dtype(dtype), rng, torch, torch_autograd)
     return {name: peers[name].fn for name in PEERS}
 
 
@@ -572,13 +577,17 @@ class BenchConfig:
     ``row_budget`` seconds per row.  The reference gets at most
     ``ref_max_repeats`` samples within ``ref_budget`` seconds, and is
     skipped when one call is estimated to exceed ``ref_limit`` seconds
-    (unless ``full_reference``).
+    (unless ``full_reference``).  Each fast peer first gets ``warmup``
+    calls (fewer once they exceed ``warmup_budget`` seconds), the last one
+    timed to choose how many calls make one sample of at least
+    ``min_sample`` seconds.
     """
 
     repeats: int = None
     min_repeats: int = 5
     max_repeats: int = 21
     warmup: int = 2
+    warmup_budget: float = 1.0
     min_sample: float = 0.005
     row_budget: float = 1.2
     ref_budget: float = 2.0
@@ -637,9 +646,14 @@ def _err(exc):
 
 
 def _measure(peers, cfg, note=lambda msg: None):
-    """Time the peers interleaved; return ``{name: stats or {"status": ...}}``."""
+    """Time the peers interleaved; return ``{name: stats or {"status": ...}}``.
+
+    ``peers`` is an ordered ``{name: _Peer}``; the peer named
+    ``"reference"`` (if any) is the slow one with its own budget.
+    """
     out, est, number = {}, {}, {}
-    fast = [n for n in PEERS if n != "reference"]
+    names = list(peers)
+    fast = [n for n in names if n != "reference"]
     # Warm-up and calibration of the fast peers.
     for name in fast:
         peer = peers[name]
@@ -648,15 +662,23 @@ def _measure(peers, cfg, note=lambda msg: None):
             continue
         note(f"warm-up {name}")
         try:
-            for _ in range(cfg.warmup):
-                peer.fn()
-            est[name] = _time_once(peer.fn)
+            if peer.setup is not None:
+                peer.setup()
+            # Warm-up calls, the last one timed to calibrate; stop early
+            # (after at least one) once they exceed the warm-up budget.
+            spent = 0.0
+            for _ in range(max(1, cfg.warmup)):
+                t = _time_once(peer.fn)
+                spent += t
+                if spent > cfg.warmup_budget:
+                    break
+            est[name] = t
         except Exception as exc:
             out[name] = _err(exc)
             continue
         number[name] = _number_for(est[name], cfg.min_sample)
     # The reference: estimate (probe), maybe skip, else calibrate with one call.
-    ref = peers["reference"]
+    ref = peers.get("reference", _Peer(None))
     ref_runs = 0
     if ref.fn is not None:
         try:
@@ -671,11 +693,11 @@ def _measure(peers, cfg, note=lambda msg: None):
                 t = _time_once(ref.fn)
                 est["reference"] = t
                 number["reference"] = _number_for(t, cfg.min_sample)
-                per = t * number["reference"]
+                per = max(t * number["reference"], 1e-9)
                 ref_runs = int(max(1, min(cfg.ref_max_repeats, cfg.ref_budget // per)))
         except Exception as exc:
             out["reference"] = _err(exc)
-    running = [n for n in PEERS if n in number]
+    running = [n for n in names if n in number]
     timed_fast = [n for n in running if n != "reference"]
     if cfg.repeats is not None:
         rounds = cfg.repeats
@@ -686,6 +708,7 @@ def _measure(peers, cfg, note=lambda msg: None):
         ref_runs = min(ref_runs, rounds)
     samples = {n: [] for n in running}
     fns = {n: peers[n].fn for n in running}
+    setups = {n: peers[n].setup for n in running}
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -698,6 +721,8 @@ def _measure(peers, cfg, note=lambda msg: None):
             for name in order:
                 if name == "reference" and not with_ref:
                     continue
+                if setups[name] is not None:
+                    setups[name]()
                 samples[name].append(_sample(fns[name], number[name]))
     finally:
         if gc_was_enabled:
@@ -985,9 +1010,9 @@ def run_suite(
         try:
             for case, pass_, dt in rows:
                 progress.row(f"{case.name} {pass_} {dt}")
-                results.append(
-                    _run_row(case, pass_, dt, config, torch, torch_status, torch_autograd, seed, progress)
-                )
+                row = _run_row(case, pass_, dt, config, torch, torch_status, torch_autograd,
+                               seed, progress)
+                results.append(row)
         finally:
             progress.close()
     return results
@@ -1023,6 +1048,125 @@ def _run_row(case, pass_, dt, cfg, torch, torch_status, torch_autograd, seed, pr
     return row
 
 
+#: Cases of the thread-scaling check (issue 4: 2 threads >= 1.6x 1 thread).
+SCALING_CASES = ("cifar-3x3", "resnet-3x3")
+SCALING_TARGET = 1.6
+
+
+def run_scaling(
+    cases=SCALING_CASES,
+    dtypes=("float32", "float64"),
+    threads=None,
+    config=None,
+    quick=False,
+    torch="auto",
+    seed=0,
+    progress=None,
+):
+    """Thread scaling: ``fwd+bwd`` at 1 thread vs ``threads``, interleaved.
+
+    cnnext at 1 and at ``threads`` threads (and PyTorch likewise, for
+    context) run round-robin in one process; the thread count is set,
+    untimed, before each sample.
+
+    Parameters
+    ----------
+    cases : str or list of str or list of Case
+        Convolution cases (default: :data:`SCALING_CASES`).
+    dtypes, config, quick, torch, seed, progress
+        As for :func:`run_suite`.
+    threads : int, optional
+        The multi-threaded count (default: ``cnnext.get_num_threads()``).
+
+    Returns
+    -------
+    list of dict
+        One per (case, dtype): ``cnnext_1``, ``cnnext_n``, ``pytorch_1``,
+        ``pytorch_n`` timing stats, ``threads`` and ``speedup_cnnext`` /
+        ``speedup_pytorch`` (1-thread median / n-thread median).
+
+    Examples
+    --------
+    >>> from cnnext.bench import run_scaling
+    >>> rows = run_scaling("seed-mnist", dtypes=["float64"], threads=2,
+    ...                    quick=True, torch=None)
+    >>> rows[0]["threads"], rows[0]["speedup_cnnext"] > 0
+    (2, True)
+    """
+    import cnnext
+
+    if torch == "auto":
+        torch, _ = _import_torch()
+    if config is None:
+        config = BenchConfig.quick() if quick else BenchConfig()
+    if cases is None or isinstance(cases, str) or (cases and isinstance(cases[0], str)):
+        cases = select_cases(cases)
+    cases = [c for c in cases if c.kind == "conv"]
+    n = _default_threads() if threads is None else threads
+    rows = [(c, np.dtype(d).name) for c in cases for d in dtypes]
+    if not isinstance(progress, _Progress):
+        progress = _Progress(len(rows), enabled=progress)
+
+    def set_threads(k):
+        def setup():
+            cnnext.set_num_threads(k)
+            if torch is not None:
+                torch.set_num_threads(k)
+
+        return setup
+
+    out = []
+    with _threads(n, torch):
+        try:
+            for case, dt in rows:
+                progress.row(f"scaling {case.name} {dt}")
+                rng = np.random.default_rng([seed, 7])
+                base = _build_peers(case, "fwd+bwd", np.dtype(dt), rng, torch, False)
+                peers = {}
+                for name in ("cnnext", "pytorch"):
+                    for k, tag in ((1, "1"), (n, "n")):
+                        p = base[name]
+                        peers[f"{name}_{tag}"] = _Peer(p.fn, p.status, setup=set_threads(k))
+                res = _measure(peers, config, note=progress.show)
+                row = {"case": case.name, "pass": "fwd+bwd", "dtype": dt, "threads": n, **res}
+                for name in ("cnnext", "pytorch"):
+                    t1 = res[f"{name}_1"].get("median")
+                    tn = res[f"{name}_n"].get("median")
+                    row[f"speedup_{name}"] = t1 / tn if t1 and tn else None
+                out.append(row)
+        finally:
+            progress.close()
+    return out
+
+
+def format_scaling(rows):
+    """The thread-scaling rows as a text table plus target lines."""
+    if not rows:
+        return ""
+    n = rows[0]["threads"]
+    head = ["case", "dtype", "cnnext 1t", f"cnnext {n}t", "speed-up",
+            "PyTorch 1t", f"PyTorch {n}t", "speed-up"]
+    lines = []
+    for r in rows:
+        lines.append([
+            r["case"], r["dtype"],
+            _fmt_cell(r["cnnext_1"]), _fmt_cell(r["cnnext_n"]),
+            "-" if r["speedup_cnnext"] is None else f"{r['speedup_cnnext']:.2f}x",
+            _fmt_cell(r["pytorch_1"]), _fmt_cell(r["pytorch_n"]),
+            "-" if r["speedup_pytorch"] is None else f"{r['speedup_pytorch']:.2f}x",
+        ])
+    out = [f"thread scaling, fwd+bwd, 1 vs {n} threads (interleaved):",
+           _format_cells(head, lines, left=2)]
+    if n >= 2:
+        for r in rows:
+            s = r["speedup_cnnext"]
+            if s is not None and r["case"] in SCALING_CASES:
+                ok = "met" if s >= SCALING_TARGET else "NOT met"
+                out.append(f"  [{ok}] {r['case']} {r['dtype']}: {n} threads >= "
+                           f"{SCALING_TARGET}x 1-thread throughput: {s:.2f}x")
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------
@@ -1050,6 +1194,18 @@ def _fmt_ratio(r):
 
 def _fmt_mib(b):
     return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def _format_cells(head, lines, left):
+    """Fixed-width columns: the first ``left`` left-aligned, the rest right."""
+    widths = [max([len(h)] + [len(cells[i]) for cells in lines]) for i, h in enumerate(head)]
+
+    def fmt(cells):
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(c) for c in lines])
 
 
 def format_table(results, memory=False):
@@ -1085,15 +1241,7 @@ def format_table(results, memory=False):
                 _fmt_mib(max(rss)) if rss else "-",
             ]
         lines.append(line)
-    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
-    left = 3  # case, pass, dtype are left-aligned; numbers right-aligned
-
-    def fmt(cells):
-        return "  ".join(
-            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(l) for l in lines]
+    out = [_format_cells(head, lines, left=3)]
     errors = [
         f"  {r['case']} {r['pass']} {r['dtype']} {n}: {r[n]['status']}"
         for r in results for n in PEERS if r[n].get("status", "").startswith("error")
@@ -1160,10 +1308,12 @@ def _targets(results, summary):
     pool = ratio(pass_="fwd+bwd", kind=("maxpool", "avgpool"))
     if pool:
         worst = max(pool, key=lambda t: t[1])
+        where = f"{worst[0]['case']} {worst[0]['dtype']}"
         out.append(("pooling fwd+bwd: cnnext/PyTorch <= 1.0",
-                    f"worst {worst[1]:.2f} ({worst[0]['case']} {worst[0]['dtype']})", worst[1] <= 1.0))
+                    f"worst {worst[1]:.2f} ({where})", worst[1] <= 1.0))
     for r, v in ratio(kind=("train",)):
-        out.append((f"LeNet-5 train step {r['dtype']}: cnnext/PyTorch <= 0.5", f"{v:.2f}", v <= 0.5))
+        out.append((f"LeNet-5 train step {r['dtype']}: cnnext/PyTorch <= 0.5",
+                    f"{v:.2f}", v <= 0.5))
     for r, v in ratio(case="seed-mnist", pass_="fwd"):
         out.append((f"seed-mnist fwd {r['dtype']}: cnnext/PyTorch <= 1.0", f"{v:.2f}", v <= 1.0))
     return out
@@ -1173,18 +1323,19 @@ def format_summary(results):
     """Summary lines: geomeans per dtype and the issue's targets."""
     summary = summarize(results)
     lines = []
+    keys = ("fwd", "fwd+bwd", "all")
     for dt, d in summary.items():
         p, r = d["pytorch"], d["reference"]
         if d["pytorch"]["n"]:
             lines.append(
                 f"geomean cnnext/PyTorch, conv cases, {dt}: "
-                + ", ".join(f"{k} {p[k]:.2f}" for k in ("fwd", "fwd+bwd", "all") if p[k] is not None)
+                + ", ".join(f"{k} {p[k]:.2f}" for k in keys if p[k] is not None)
                 + f"  ({p['n']} rows)"
             )
         if d["reference"]["n"]:
             lines.append(
                 f"geomean cnnext/reference, conv cases, {dt}: "
-                + ", ".join(f"{k} {r[k]:.3f}" for k in ("fwd", "fwd+bwd", "all") if r[k] is not None)
+                + ", ".join(f"{k} {r[k]:.3f}" for k in keys if r[k] is not None)
                 + f"  (speed-up over reference {1 / r['all']:.1f}x, {r['n']} rows)"
             )
     targets = _targets(results, summary)
@@ -1204,12 +1355,24 @@ def _header(info, cfg, torch_status, torch_autograd):
     how = ("autograd.grad" if torch_autograd else "aten.convolution_backward (no autograd)")
     return "\n".join([
         f"cnnext bench: cnnext {v['cnnext']}, numpy {v['numpy']}, scipy {v['scipy']}, {torch_desc}",
-        f"CPU: {info['cpu_model']} ({cores} cores); threads: cnnext {t['cnnext']}, torch {t['torch'] if t['torch'] is not None else '-'}",
+        f"CPU: {info['cpu_model']} ({cores} cores); threads: cnnext {t['cnnext']}, "
+        f"torch {t['torch'] if t['torch'] is not None else '-'}",
         f"timing: medians of {reps} interleaved samples (>= {cfg.min_sample * 1e3:g} ms each), "
         f"{cfg.warmup} warm-up calls; reference <= {cfg.ref_max_repeats} samples; "
         f"PyTorch fwd+bwd via {how}",
         "ratios are cnnext time / peer time (< 1: cnnext faster)",
-    ])
+    ] + _load_warning(info, t["cnnext"]))
+
+
+def _load_warning(info, threads):
+    load, cores = info.get("loadavg"), info.get("cores_available") or info.get("cores")
+    if not load or not cores or load[0] <= cores - 0.5:
+        return []
+    return [
+        f"warning: load average {load[0]:.1f} on {cores} cores -- other processes compete for "
+        "the CPU; timings are noisy"
+        + (f", most of all with {threads} threads (--threads 1 is steadier)" if threads > 1 else "")
+    ]
 
 
 # --------------------------------------------------------------------------
@@ -1287,6 +1450,9 @@ def _parser():
                    help="also report peak traced (numpy) allocation per call and maxrss growth")
     p.add_argument("--full-reference", action="store_true",
                    help="time the numpy reference even where it is estimated to be very slow")
+    p.add_argument("--scaling", action="store_true",
+                   help="instead of the suite: fwd+bwd at 1 thread vs --threads threads, "
+                   f"interleaved, on {' and '.join(SCALING_CASES)} (or the --cases given)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--torch-autograd", action="store_true",
                    help="time PyTorch fwd+bwd through torch.autograd.grad instead of "
@@ -1315,7 +1481,8 @@ def main(argv=None):
     cases = select_cases(args.cases)
     if not cases:
         names = ", ".join(c.name for c in SUITE)
-        print(f"cnnext bench: --cases {args.cases!r} matches no case; cases: {names}", file=sys.stderr)
+        print(f"cnnext bench: --cases {args.cases!r} matches no case; cases: {names}",
+              file=sys.stderr)
         return 2
     passes = None
     if args.passes:
@@ -1340,21 +1507,34 @@ def main(argv=None):
         info = machine_info(torch=torch)
     print(_header(info, cfg, torch_status, args.torch_autograd), flush=True)
     t0 = time.perf_counter()
-    results = run_suite(
-        cases, dtypes=dtypes, passes=passes, threads=threads, config=cfg, torch=torch,
-        torch_autograd=args.torch_autograd, seed=args.seed, progress=args.progress,
-    )
-    if torch is None:
-        for r in results:
-            r["pytorch"] = {"status": torch_status}
-    elapsed = time.perf_counter() - t0
-    print()
-    print(format_table(results, memory=args.memory))
-    summary = format_summary(results)
-    if summary:
+    results, scaling = [], []
+    if args.scaling:
+        chosen = [c for c in cases if c.name in SCALING_CASES] if args.cases is None else cases
+        scaling = run_scaling(
+            chosen, dtypes=dtypes, threads=threads, config=cfg, torch=torch, seed=args.seed,
+            progress=args.progress,
+        )
+        if torch is None:
+            for r in scaling:
+                r["pytorch_1"] = r["pytorch_n"] = {"status": torch_status}
         print()
-        print(summary)
-    print(f"\n{len(results)} rows in {elapsed:.0f} s")
+        print(format_scaling(scaling) or "no convolution case selected for --scaling")
+    else:
+        results = run_suite(
+            cases, dtypes=dtypes, passes=passes, threads=threads, config=cfg, torch=torch,
+            torch_autograd=args.torch_autograd, seed=args.seed, progress=args.progress,
+        )
+        if torch is None:
+            for r in results:
+                r["pytorch"] = {"status": torch_status}
+        print()
+        print(format_table(results, memory=args.memory))
+        summary = format_summary(results)
+        if summary:
+            print()
+            print(summary)
+    elapsed = time.perf_counter() - t0
+    print(f"\n{len(results) + len(scaling)} rows in {elapsed:.0f} s")
     if args.json:
         try:
             loadavg_end = os.getloadavg()
@@ -1371,10 +1551,13 @@ def main(argv=None):
                 "threads": threads,
                 "dtypes": list(dtypes),
                 "torch_status": torch_status,
-                "torch_fwd_bwd": "autograd.grad" if args.torch_autograd else "aten.convolution_backward",
+                "torch_fwd_bwd": (
+                    "autograd.grad" if args.torch_autograd else "aten.convolution_backward"
+                ),
                 "seed": args.seed,
             },
             "results": results,
+            "scaling": scaling,
             "summary": summarize(results),
             "targets": [{"target": t, "measured": m, "met": ok}
                         for t, m, ok in _targets(results, summarize(results))],
