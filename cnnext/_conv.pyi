@@ -1,26 +1,28 @@
 """Type stubs for the compiled convolution kernels (``src/_conv.pyx``).
 
-Private tier-1 module: every function assumes valid, C-contiguous input of
-one floating dtype (float32 *or* float64 for all array arguments of a call,
-the Cython fused type ``floating``) and never validates.
+Private tier-1 module: every kernel assumes valid, C-contiguous input of one
+floating dtype (float32 *or* float64 for all array arguments of a call, the
+Cython fused type ``floating``) and never validates.
 :mod:`cnnext.functional` is the only caller.
 """
 
-# Cython's doctest registry, present on every compiled module.
-__test__: dict[str, str]
 
 import numpy as np
 import numpy.typing as npt
 
+# Cython's doctest registry, present on every compiled module.
+__test__: dict[str, str]
+
 _Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
+def isa() -> str: ...
+def block_sizes(dtype: npt.DTypeLike) -> tuple[int, int, int]: ...
+def pack_weights(wmat: _Float) -> _Float: ...
 def conv2d_forward(
     x: _Float,
-    wmat: _Float,
+    apw: _Float,
     bias: _Float | None,
     out: _Float,
-    col: _Float,
-    tmp: _Float,
     kh: int,
     kw: int,
     sh: int,
@@ -31,15 +33,12 @@ def conv2d_forward(
     dw: int,
     oh_n: int,
     ow_n: int,
-    chunk: int,
     n_threads: int,
 ) -> None: ...
 def conv2d_grad_weight(
     x: _Float,
-    gout: _Float,
-    gw: _Float,
-    col: _Float,
-    gbuf: _Float,
+    g: _Float,
+    gwp: _Float,
     kh: int,
     kw: int,
     sh: int,
@@ -50,15 +49,11 @@ def conv2d_grad_weight(
     dw: int,
     oh_n: int,
     ow_n: int,
-    chunk: int,
-    n_threads: int,
 ) -> None: ...
-def conv_transpose_core(
+def conv_grad_input(
     g: _Float,
     wmat: _Float,
     out: _Float,
-    col: _Float,
-    gbuf: _Float,
     kh: int,
     kw: int,
     sh: int,
@@ -69,6 +64,5 @@ def conv_transpose_core(
     dw: int,
     oh_n: int,
     ow_n: int,
-    chunk: int,
     n_threads: int,
 ) -> None: ...
