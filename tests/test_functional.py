@@ -1,0 +1,1080 @@
+"""The compiled (cython) backend of ``cnnext.functional`` against the oracle.
+
+The oracle is :mod:`cnnext.reference` (its own correctness is established in
+``tests/test_reference.py`` against finite differences, scalar loops and
+scipy); here it is always evaluated in float64 on the *same* input values,
+and the kernel result of dtype ``dt`` is compared with the per-dtype
+tolerance of ``conftest.TOLERANCES``.  Max-pool values and indices are
+compared *exactly*.
+
+Coverage follows STYLE.md: dtype x odd geometry (1x1 and non-square kernels,
+stride larger than the kernel, padding near the kernel size, dilation, prime
+sizes, N=1, C=1, N=0, unbatched 3-D) x memory layout (non-contiguous,
+Fortran-ordered, read-only; inputs never modified), dtype promotion, the
+backend switch, thread counts and scratch chunking.  Upstream gradients are
+always random.
+"""
+import threading
+import warnings
+from collections import namedtuple
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from scipy import signal
+
+import cnnext
+from cnnext import functional as F
+from cnnext import reference as R
+
+DTYPES = [np.float32, np.float64]
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def conv_out(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def pool_out(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def f64(*arrays):
+    return [np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+def randn(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+Conv = namedtuple("Conv", "n cin cout h w k s p d")
+
+
+def conv_arrays(g, dtype, rng):
+    x = randn(rng, (g.n, g.cin, g.h, g.w), dtype)
+    w = randn(rng, (g.cout, g.cin) + g.k, dtype)
+    b = randn(rng, (g.cout,), dtype)
+    return x, w, b
+
+
+def conv_kwargs(g):
+    return dict(stride=g.s, padding=g.p, dilation=g.d)
+
+
+def conv_out_shape(g):
+    return (
+        g.n,
+        g.cout,
+        conv_out(g.h, g.k[0], g.s[0], g.p[0], g.d[0]),
+        conv_out(g.w, g.k[1], g.s[1], g.p[1], g.d[1]),
+    )
+
+
+def draw_pair(data, label, lo, hi):
+    return (
+        data.draw(st.integers(lo, hi), label=f"{label}_h"),
+        data.draw(st.integers(lo, hi), label=f"{label}_w"),
+    )
+
+
+def draw_conv(data, max_hw=9):
+    """A valid conv geometry; invalid combinations are rejected with assume."""
+    g = Conv(
+        n=data.draw(st.integers(1, 3), label="N"),
+        cin=data.draw(st.integers(1, 3), label="C_in"),
+        cout=data.draw(st.integers(1, 4), label="C_out"),
+        h=data.draw(st.integers(1, max_hw), label="H"),
+        w=data.draw(st.integers(1, max_hw), label="W"),
+        k=draw_pair(data, "kernel", 1, 5),
+        s=draw_pair(data, "stride", 1, 4),
+        p=draw_pair(data, "padding", 0, 4),
+        d=draw_pair(data, "dilation", 1, 3),
+    )
+    _, _, oh, ow = conv_out_shape(g)
+    assume(oh >= 1 and ow >= 1)
+    return g
+
+
+# Explicit odd geometries: (id, Conv).  A 2x3 kernel catches im2col code
+# that mixes up kH and kW; stride > kernel skips input rows; padding near the
+# kernel size gives output rows that see mostly zeros; primes avoid any
+# accidental divisibility.
+CASES = [
+    ("1x1", Conv(2, 3, 4, 5, 6, (1, 1), (1, 1), (0, 0), (1, 1))),
+    ("1x1-stride2", Conv(2, 3, 2, 7, 5, (1, 1), (2, 2), (0, 0), (1, 1))),
+    ("2x3", Conv(2, 2, 3, 6, 7, (2, 3), (1, 1), (0, 0), (1, 1))),
+    ("3x5-pad", Conv(2, 3, 2, 7, 9, (3, 5), (1, 1), (1, 2), (1, 1))),
+    ("3x2-stride-2x1", Conv(3, 2, 2, 8, 7, (3, 2), (2, 1), (1, 0), (1, 1))),
+    ("stride>kernel", Conv(2, 2, 3, 11, 13, (2, 2), (3, 4), (0, 0), (1, 1))),
+    ("pad-near-kernel", Conv(2, 2, 2, 5, 4, (3, 3), (1, 1), (2, 2), (1, 1))),
+    ("pad=kernel-1x4", Conv(1, 1, 2, 3, 5, (2, 4), (1, 2), (1, 3), (1, 1))),
+    ("dilation", Conv(2, 2, 3, 9, 8, (3, 2), (1, 1), (0, 1), (2, 3))),
+    ("dilation-stride-pad", Conv(2, 3, 2, 11, 10, (3, 3), (2, 3), (2, 1), (2, 2))),
+    ("primes", Conv(3, 5, 7, 13, 11, (3, 5), (2, 3), (1, 2), (1, 1))),
+    ("N1-C1", Conv(1, 1, 1, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1))),
+    ("kernel=input", Conv(2, 2, 3, 4, 5, (4, 5), (1, 1), (0, 0), (1, 1))),
+    ("1-pixel-input", Conv(2, 3, 2, 1, 1, (3, 3), (1, 1), (1, 1), (1, 1))),
+]
+CASE_IDS = [c[0] for c in CASES]
+CASE_GEOMS = [c[1] for c in CASES]
+
+
+# --------------------------------------------------------------------------
+# convolution vs reference
+# --------------------------------------------------------------------------
+
+
+def check_conv2d(g, dtype, rng, close):
+    x, w, b = conv_arrays(g, dtype, rng)
+    kw = conv_kwargs(g)
+    y = F.conv2d(x, w, b, **kw)
+    assert y.dtype == dtype and y.shape == conv_out_shape(g)
+    close(y, R.conv2d(*f64(x, w, b), **kw), dtype)
+    y0 = F.conv2d(x, w, **kw)  # no bias
+    close(y0, R.conv2d(*f64(x, w), **kw), dtype)
+
+
+def check_conv2d_backward(g, dtype, rng, close):
+    x, w, _ = conv_arrays(g, dtype, rng)
+    kw = conv_kwargs(g)
+    go = randn(rng, conv_out_shape(g), dtype)
+    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
+    rx, rw, rb = R.conv2d_backward(*f64(go, x, w), **kw)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (g.cout,)
+    close(gx, rx, dtype, err_msg="grad_x")
+    close(gw, rw, dtype, err_msg="grad_weight")
+    close(gb, rb, dtype, err_msg="grad_bias")
+    gx2, gw2, gb2 = F.conv2d_backward(go, x, w, bias=False, **kw)
+    assert gb2 is None
+    close(gx2, rx, dtype)
+    close(gw2, rw, dtype)
+
+
+def check_conv_transpose2d(g, dtype, rng, close, op=(0, 0)):
+    # conv_transpose2d's input plays the role of conv2d's output gradient.
+    x = randn(rng, (g.n, g.cin, g.h, g.w), dtype)
+    w = randn(rng, (g.cin, g.cout) + g.k, dtype)
+    b = randn(rng, (g.cout,), dtype)
+    kw = dict(stride=g.s, padding=g.p, dilation=g.d, output_padding=op)
+    want = R.conv_transpose2d(*f64(x, w, b), **kw)
+    y = F.conv_transpose2d(x, w, b, **kw)
+    assert y.dtype == dtype and y.shape == want.shape
+    close(y, want, dtype)
+    close(F.conv_transpose2d(x, w, **kw), R.conv_transpose2d(*f64(x, w), **kw), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", CASE_GEOMS, ids=CASE_IDS)
+def test_conv2d_cases(g, dtype, rng, close):
+    check_conv2d(g, dtype, rng, close)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", CASE_GEOMS, ids=CASE_IDS)
+def test_conv2d_backward_cases(g, dtype, rng, close):
+    check_conv2d_backward(g, dtype, rng, close)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", CASE_GEOMS, ids=CASE_IDS)
+def test_conv_transpose2d_cases(g, dtype, rng, close):
+    op = tuple(max(s, d) - 1 for s, d in zip(g.s, g.d))  # largest allowed
+    check_conv_transpose2d(g, dtype, rng, close, op=(0, 0))
+    check_conv_transpose2d(g, dtype, rng, close, op=op)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_conv2d_hypothesis(data, dtype, close):
+    g = draw_conv(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    check_conv2d(g, dtype, rng, close)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_conv2d_backward_hypothesis(data, dtype, close):
+    g = draw_conv(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    check_conv2d_backward(g, dtype, rng, close)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_conv_transpose2d_hypothesis(data, dtype, close):
+    g = draw_conv(data, max_hw=6)
+    oph = data.draw(st.integers(0, max(g.s[0], g.d[0]) - 1), label="output_padding_h")
+    opw = data.draw(st.integers(0, max(g.s[1], g.d[1]) - 1), label="output_padding_w")
+    for size, k, s, p, d, op in zip((g.h, g.w), g.k, g.s, g.p, g.d, (oph, opw)):
+        assume((size - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    check_conv_transpose2d(g, dtype, rng, close, op=(oph, opw))
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_conv_transpose2d_is_conv2d_input_gradient(data, dtype, close):
+    """The same operation through two public doors must agree."""
+    g = draw_conv(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x, w, _ = conv_arrays(g, dtype, rng)
+    go = randn(rng, conv_out_shape(g), dtype)
+    gx, _, _ = F.conv2d_backward(go, x, w, **conv_kwargs(g))
+    # output_padding recovers the input rows the strided forward never read
+    op = [
+        size - ((o - 1) * s - 2 * p + d * (k - 1) + 1)
+        for size, o, k, s, p, d in zip((g.h, g.w), go.shape[2:], g.k, g.s, g.p, g.d)
+    ]
+    assume(all(o < max(s, d) for o, s, d in zip(op, g.s, g.d)))
+    y = F.conv_transpose2d(go, w, output_padding=tuple(op), **conv_kwargs(g))
+    close(y, gx, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_backward_matches_float64_finite_differences_via_oracle_chain(dtype, rng, close):
+    """Adjoint identity <conv2d(x), g> = <x, grad_x(g)> on the fast kernels.
+
+    Independent of the oracle: a backward routed to the wrong position
+    breaks this identity for a random ``g``.
+    """
+    g = Conv(2, 3, 2, 7, 6, (2, 3), (2, 1), (1, 2), (1, 2))
+    x, w, _ = conv_arrays(g, np.float64, rng)
+    go = randn(rng, conv_out_shape(g), np.float64)
+    gx, gw, _ = F.conv2d_backward(go, x, w, **conv_kwargs(g))
+    y = F.conv2d(x, w, **conv_kwargs(g))
+    lhs = float(np.sum(y * go))
+    assert np.isclose(lhs, float(np.sum(x * gx)), rtol=1e-10)
+    assert np.isclose(lhs, float(np.sum(w * gw)), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------
+# full convolution
+# --------------------------------------------------------------------------
+
+
+def scipy_full_conv2d(x, w):
+    """Literal definition: per plane scipy full convolution, summed over K."""
+    n, kk, h, wd = x.shape
+    _, c, kh, kw = w.shape
+    y = np.zeros((n, c, h + kh - 1, wd + kw - 1))
+    for i in range(n):
+        for o in range(c):
+            for k in range(kk):
+                y[i, o] += signal.convolve2d(x[i, k], w[k, o], mode="full")
+    return y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "xshape,wshape",
+    [
+        ((2, 3, 5, 7), (3, 2, 2, 3)),
+        ((1, 1, 4, 4), (1, 1, 1, 1)),
+        ((3, 2, 7, 5), (2, 4, 3, 5)),
+        ((2, 1, 1, 1), (1, 3, 3, 2)),
+        ((1, 2, 6, 3), (2, 1, 5, 1)),
+    ],
+)
+def test_full_conv2d_matches_scipy_convolve2d(xshape, wshape, dtype, rng, close):
+    x = randn(rng, xshape, dtype)
+    w = randn(rng, wshape, dtype)
+    y = F.full_conv2d(x, w)
+    assert y.dtype == dtype
+    want = scipy_full_conv2d(*f64(x, w))
+    assert y.shape == want.shape
+    close(y, want, dtype)
+    close(y, R.full_conv2d(*f64(x, w)), dtype)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_full_conv2d_equals_conv2d_grad_x_at_stride_1(data, dtype, close):
+    n = data.draw(st.integers(1, 3), label="N")
+    cin = data.draw(st.integers(1, 3), label="C_in")
+    cout = data.draw(st.integers(1, 3), label="C_out")
+    kh, kw = draw_pair(data, "kernel", 1, 4)
+    h = data.draw(st.integers(kh, 8), label="H")
+    w_ = data.draw(st.integers(kw, 8), label="W")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = randn(rng, (n, cin, h, w_), dtype)
+    w = randn(rng, (cout, cin, kh, kw), dtype)
+    go = randn(rng, (n, cout, h - kh + 1, w_ - kw + 1), dtype)
+    gx, _, _ = F.conv2d_backward(go, x, w)
+    y = F.full_conv2d(go, w)
+    assert y.shape == x.shape
+    close(y, gx, dtype)
+    close(y, scipy_full_conv2d(*f64(go, w)), dtype)
+
+
+# --------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------
+
+VALUE_MODES = ["distinct", "small_int", "relu", "nan", "neginf", "constant"]
+
+
+def pool_input(rng, shape, mode, dtype):
+    """Inputs that stress the tie and special-value rules of max pooling."""
+    if mode == "distinct":
+        x = rng.permutation(int(np.prod(shape))).reshape(shape) - 7.0
+    elif mode == "small_int":
+        x = rng.integers(-1, 2, size=shape).astype(float)  # ties everywhere
+    elif mode == "relu":
+        x = np.maximum(rng.integers(-3, 3, size=shape), 0).astype(float)  # mostly 0
+    elif mode == "nan":
+        x = rng.integers(0, 3, size=shape).astype(float)
+        x[rng.random(shape) < 0.2] = np.nan
+    elif mode == "neginf":
+        x = rng.integers(0, 3, size=shape).astype(float)
+        x[rng.random(shape) < 0.6] = -np.inf
+    elif mode == "constant":
+        x = np.full(shape, 2.5)
+    else:  # pragma: no cover
+        raise AssertionError(mode)
+    return x.astype(dtype)
+
+
+def check_max_pool(x, k, s, p):
+    y, idx = F.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
+    ry, ridx = R.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
+    assert y.dtype == x.dtype and idx.dtype == np.int64
+    np.testing.assert_array_equal(y, ry)  # NaN == NaN here
+    np.testing.assert_array_equal(idx, ridx)
+    # The index points at the value reported (NaN windows: at a NaN).
+    n, c, h, w = x.shape
+    picked = np.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), axis=2)
+    np.testing.assert_array_equal(picked.reshape(y.shape), y)
+    # Without return_indices: the same values.
+    np.testing.assert_array_equal(F.max_pool2d(x, k, stride=s, padding=p), y)
+    return y, idx
+
+
+def draw_pool(data):
+    kh, kw = draw_pair(data, "kernel", 1, 4)
+    s = draw_pair(data, "stride", 1, 4)
+    ph = data.draw(st.integers(0, kh // 2), label="padding_h")
+    pw = data.draw(st.integers(0, kw // 2), label="padding_w")
+    n = data.draw(st.integers(1, 2), label="N")
+    c = data.draw(st.integers(1, 3), label="C")
+    h = data.draw(st.integers(1, 9), label="H")
+    w = data.draw(st.integers(1, 9), label="W")
+    assume(pool_out(h, kh, s[0], ph) >= 1 and pool_out(w, kw, s[1], pw) >= 1)
+    return (n, c, h, w), (kh, kw), s, (ph, pw)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), mode=st.sampled_from(VALUE_MODES))
+def test_max_pool2d_hypothesis_exact(data, dtype, mode):
+    shape, k, s, p = draw_pool(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = pool_input(rng, shape, mode, dtype)
+    check_max_pool(x, k, s, p)
+
+
+POOL_CASES = [
+    ((2, 2), (2, 2), (0, 0)),
+    ((3, 3), (1, 1), (1, 1)),  # overlapping, padded
+    ((2, 3), (1, 2), (1, 1)),
+    ((3, 2), (2, 1), (1, 1)),
+    ((1, 1), (2, 3), (0, 0)),  # stride > kernel
+    ((2, 2), (3, 3), (1, 0)),
+    ((5, 3), (2, 2), (2, 1)),  # padding = half the kernel
+]
+
+
+@pytest.mark.parametrize("mode", VALUE_MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", POOL_CASES)
+def test_max_pool2d_cases_exact(k, s, p, dtype, mode, rng):
+    x = pool_input(rng, (2, 3, 7, 11), mode, dtype)
+    check_max_pool(x, k, s, p)
+
+
+def test_max_pool2d_tie_and_special_rules_by_hand():
+    x = np.array(
+        [
+            [1.0, 1.0, 0.0, 0.0, -np.inf, -np.inf],
+            [1.0, 1.0, 0.0, 0.0, -np.inf, -np.inf],
+            [np.nan, 5.0, 2.0, np.nan, 3.0, 3.0],
+            [5.0, np.nan, np.nan, 2.0, 3.0, 4.0],
+        ],
+        dtype=np.float32,
+    )[None, None]
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    # ties: first in row-major order; all -inf: first in-bounds; NaN: last NaN wins
+    np.testing.assert_array_equal(idx[0, 0], [[0, 2, 4], [19, 20, 23]])
+    np.testing.assert_array_equal(y[0, 0], [[1, 0, -np.inf], [np.nan, np.nan, 4]])
+    # padding is never selected, even against all -inf / negative inputs
+    y, idx = F.max_pool2d(-np.ones((1, 1, 2, 2)), 3, stride=1, padding=1, return_indices=True)
+    np.testing.assert_array_equal(y, -np.ones((1, 1, 2, 2)))
+    np.testing.assert_array_equal(idx[0, 0], [[0, 0], [0, 0]])
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), mode=st.sampled_from(VALUE_MODES))
+def test_max_pool2d_backward_hypothesis(data, dtype, mode, close):
+    shape, k, s, p = draw_pool(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = pool_input(rng, shape, mode, dtype)
+    _, idx = F.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
+    go = randn(rng, idx.shape, dtype)
+    gx = F.max_pool2d_backward(go, idx, x.shape)
+    assert gx.dtype == dtype and gx.shape == x.shape
+    close(gx, R.max_pool2d_backward(*f64(go), idx, x.shape), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_backward_overlapping_windows_accumulate(dtype, rng, close):
+    # Constant input: every 3x3/stride-1 window's first element wins, so
+    # interior positions are chosen by up to 1 window and corners by several
+    # (with padding 1, position 0 is the argmax of 4 windows).
+    x = np.zeros((2, 2, 5, 6), dtype=dtype)
+    _, idx = F.max_pool2d(x, 3, stride=1, padding=1, return_indices=True)
+    go = randn(rng, idx.shape, dtype)
+    gx = F.max_pool2d_backward(go, idx, x.shape)
+    want = np.zeros((2, 2, 30))
+    for n in range(2):
+        for c in range(2):
+            for q, flat in enumerate(idx[n, c].ravel()):
+                want[n, c, flat] += go[n, c].ravel()[q]
+    close(gx, want.reshape(x.shape), dtype)
+    counts = np.bincount(idx[0, 0].ravel(), minlength=30)
+    assert counts.max() >= 4  # the test really exercises accumulation
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_avg_pool2d_and_backward_hypothesis(data, dtype, close):
+    shape, k, s, p = draw_pool(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = randn(rng, shape, dtype)
+    y = F.avg_pool2d(x, k, stride=s, padding=p)
+    assert y.dtype == dtype
+    close(y, R.avg_pool2d(*f64(x), k, stride=s, padding=p), dtype)
+    go = randn(rng, y.shape, dtype)
+    gx = F.avg_pool2d_backward(go, x.shape, k, stride=s, padding=p)
+    assert gx.dtype == dtype and gx.shape == x.shape
+    close(gx, R.avg_pool2d_backward(*f64(go), x.shape, k, stride=s, padding=p), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", POOL_CASES)
+def test_avg_pool2d_cases(k, s, p, dtype, rng, close):
+    x = randn(rng, (2, 3, 7, 11), dtype)
+    y = F.avg_pool2d(x, k, stride=s, padding=p)
+    close(y, R.avg_pool2d(*f64(x), k, stride=s, padding=p), dtype)
+    go = randn(rng, y.shape, dtype)
+    gx = F.avg_pool2d_backward(go, x.shape, k, stride=s, padding=p)
+    close(gx, R.avg_pool2d_backward(*f64(go), x.shape, k, stride=s, padding=p), dtype)
+    # adjoint identity, independent of the oracle
+    assert np.isclose(np.sum(y * go, dtype=np.float64), np.sum(x * gx, dtype=np.float64),
+                      rtol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+def test_pool_stride_defaults_to_kernel_size():
+    x = np.arange(2 * 3 * 6 * 9, dtype=np.float64).reshape(2, 3, 6, 9)
+    np.testing.assert_array_equal(F.max_pool2d(x, (2, 3)), F.max_pool2d(x, (2, 3), stride=(2, 3)))
+    np.testing.assert_array_equal(F.avg_pool2d(x, 3), F.avg_pool2d(x, 3, stride=3))
+    assert F.max_pool2d(x, (2, 3)).shape == (2, 3, 3, 3)
+
+
+# --------------------------------------------------------------------------
+# activations and loss: cython backend vs numpy backend
+# --------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "relu": lambda x, g, y: F.relu(x),
+    "relu_backward": lambda x, g, y: F.relu_backward(g, x),
+    "leaky_relu": lambda x, g, y: F.leaky_relu(x, 0.2),
+    "leaky_relu_backward": lambda x, g, y: F.leaky_relu_backward(g, x, 0.2),
+    "sigmoid": lambda x, g, y: F.sigmoid(x),
+    "sigmoid_backward": lambda x, g, y: F.sigmoid_backward(g, y),
+    "tanh": lambda x, g, y: F.tanh(x),
+    "tanh_backward": lambda x, g, y: F.tanh_backward(g, y),
+    "softmax": lambda x, g, y: F.softmax(x, axis=1),
+    "softmax_backward": lambda x, g, y: F.softmax_backward(g, y, axis=1),
+    "softmax_last": lambda x, g, y: F.softmax(x),
+    "log_softmax": lambda x, g, y: F.log_softmax(x, axis=-2),
+    "log_softmax_backward": lambda x, g, y: F.log_softmax_backward(g, np.log(y), axis=-2),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_cython_vs_numpy_backend(name, dtype, rng, close):
+    fn = ACTIVATIONS[name]
+    x = randn(rng, (3, 4, 5), dtype) * 3
+    x[0, 0, :2] = 0.0  # the kink of relu/leaky_relu
+    g = randn(rng, x.shape, dtype)
+    y = rng.uniform(0.05, 0.95, size=x.shape).astype(dtype)
+    got = fn(x, g, y)
+    with cnnext.use_backend("numpy"):
+        want = fn(*f64(x, g, y))
+    assert got.dtype == dtype and got.shape == x.shape
+    close(got, want, dtype)
+
+
+def test_activation_values_by_definition(rng):
+    x = rng.standard_normal((4, 6))
+    g = rng.standard_normal((4, 6))
+    np.testing.assert_allclose(F.sigmoid(x), 1 / (1 + np.exp(-x)), rtol=1e-12)
+    np.testing.assert_allclose(F.tanh(x), np.tanh(x), rtol=1e-12)
+    np.testing.assert_array_equal(F.relu_backward(g, x), np.where(x > 0, g, 0))
+    np.testing.assert_allclose(F.leaky_relu(x, 0.1), np.where(x > 0, x, 0.1 * x), rtol=1e-15)
+    sm = np.exp(x) / np.exp(x).sum(axis=0, keepdims=True)
+    np.testing.assert_allclose(F.softmax(x, axis=0), sm, rtol=1e-12)
+    np.testing.assert_allclose(F.log_softmax(x, axis=0), np.log(sm), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", [(1, 2), (5, 3), (8, 10), (0, 4)])
+def test_softmax_cross_entropy_cython_vs_numpy(n, k, dtype, rng, close):
+    z = randn(rng, (n, k), dtype) * 4
+    labels = rng.integers(0, k, size=n)
+    loss, g = F.softmax_cross_entropy(z, labels)
+    with cnnext.use_backend("numpy"):
+        rloss, rg = F.softmax_cross_entropy(z.astype(np.float64), labels)
+    assert isinstance(loss, float)
+    assert g.dtype == dtype and g.shape == (n, k)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert loss == pytest.approx(rloss, rel=tol, abs=tol)
+    close(g, rg, dtype)
+    if n:
+        # definition: mean of -log softmax at the label
+        lsm = R.log_softmax(z.astype(np.float64))
+        assert loss == pytest.approx(-lsm[np.arange(n), labels].mean(), rel=tol, abs=tol)
+    else:
+        assert loss == 0.0
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_logits_are_stable_and_silent(backend, dtype):
+    z = np.array([[1e4, 0.0, -1e4], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4]], dtype=dtype)
+    labels = np.array([0, 2, 2])
+    # Overflow, invalid (inf - inf, 0 * inf) and divide-by-zero are bugs;
+    # underflow of exp(-2e4) to 0 is the correct, silent result.
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        with cnnext.use_backend(backend):
+            loss, g = F.softmax_cross_entropy(z, labels)
+            sm = F.softmax(z)
+            lsm = F.log_softmax(z)
+            sg = F.sigmoid(z)
+            th = F.tanh(z)
+    for a in (g, sm, lsm, sg, th):
+        assert np.all(np.isfinite(a))
+    # loss terms: 0, log 3, 2e4 + log 2
+    assert loss == pytest.approx((0 + np.log(3) + 2e4 + np.log(2)) / 3, rel=1e-6)
+    np.testing.assert_allclose(sm[0], [1, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(sm[1], [1 / 3] * 3, rtol=1e-6)
+    np.testing.assert_allclose(lsm[0], [0, -1e4, -2e4], rtol=1e-6)
+    np.testing.assert_allclose(sg[0], [1, 0.5, 0], atol=1e-7)
+    np.testing.assert_allclose(th[0], [1, 0, -1], atol=1e-7)
+    np.testing.assert_allclose(g.sum(axis=1), 0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# a call table for the cross-cutting tests (layout, dtype, batch shapes)
+# --------------------------------------------------------------------------
+
+
+def _calls(rng):
+    """name -> (function, list of array arguments, extra kwargs).
+
+    Every array argument can be re-laid-out or re-typed by the tests below;
+    integer index/label arrays stay as they are.
+    """
+    x = rng.standard_normal((3, 2, 7, 6))
+    w = rng.standard_normal((4, 2, 2, 3))
+    b = rng.standard_normal(4)
+    ck = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+    go = rng.standard_normal(R.conv2d(x, w, **ck).shape)
+    wt = rng.standard_normal((2, 3, 3, 2))
+    tk = dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 1))
+    wf = rng.standard_normal((2, 3, 2, 3))
+    pk = dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1))
+    xp = np.round(rng.standard_normal((3, 2, 7, 6)))  # ties
+    _, idx = R.max_pool2d(xp, return_indices=True, **pk)
+    gp = rng.standard_normal(idx.shape)
+    ga = rng.standard_normal(R.avg_pool2d(x, **pk).shape)
+    z = rng.standard_normal((5, 4))
+    labels = rng.integers(0, 4, size=5)
+    return {
+        "conv2d": (F.conv2d, [x, w, b], ck),
+        "conv2d_backward": (F.conv2d_backward, [go, x, w], ck),
+        "conv_transpose2d": (F.conv_transpose2d, [x, wt, rng.standard_normal(3)], tk),
+        "full_conv2d": (F.full_conv2d, [x, wf], {}),
+        "max_pool2d": (lambda a, **k: F.max_pool2d(a, return_indices=True, **k), [xp], pk),
+        "max_pool2d_backward": (lambda g, **k: F.max_pool2d_backward(g, idx, xp.shape), [gp], {}),
+        "avg_pool2d": (F.avg_pool2d, [x], pk),
+        "avg_pool2d_backward": (lambda g, **k: F.avg_pool2d_backward(g, x.shape, **k), [ga], pk),
+        "relu_backward": (F.relu_backward, [go, go[::-1]], {}),
+        "leaky_relu": (F.leaky_relu, [x], {"negative_slope": 0.3}),
+        "sigmoid_backward": (F.sigmoid_backward, [ga, ga * 0.1], {}),
+        "softmax_backward": (F.softmax_backward, [z, np.abs(z)], {"axis": 0}),
+        "log_softmax": (F.log_softmax, [x], {"axis": 1}),
+        "softmax_cross_entropy": (lambda a: F.softmax_cross_entropy(a, labels), [z], {}),
+    }
+
+
+CALL_NAMES = sorted(_calls(np.random.default_rng(0)))
+
+
+def _flatten(result):
+    """Tuple of ndarrays/floats from any function's result (None dropped)."""
+    if isinstance(result, tuple):
+        return tuple(r for r in result if r is not None)
+    return (result,)
+
+
+def _assert_results_equal(a, b):
+    a, b = _flatten(a), _flatten(b)
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        if isinstance(u, float):
+            assert u == v
+        else:
+            assert u.dtype == v.dtype and u.shape == v.shape
+            np.testing.assert_array_equal(u, v)
+
+
+def _transposed(a):
+    """Same values, non-contiguous: a transposed copy transposed back."""
+    axes = tuple(range(a.ndim))[::-1]
+    return np.ascontiguousarray(a.transpose(axes)).transpose(axes)
+
+
+def _sliced(a):
+    """Same values, non-contiguous: every other element of a bigger array."""
+    big = np.zeros(tuple(2 * s + 1 for s in a.shape), dtype=a.dtype)
+    view = big[tuple(slice(1, None, 2) for _ in a.shape)]
+    view[...] = a
+    return view
+
+
+def _readonly(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+LAYOUTS = {
+    "transposed": _transposed,
+    "sliced": _sliced,
+    "fortran": np.asfortranarray,
+    "readonly": _readonly,
+    "negative_strides": lambda a: np.ascontiguousarray(a[..., ::-1])[..., ::-1],
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", CALL_NAMES)
+def test_memory_layout_does_not_change_result_and_inputs_unmodified(name, dtype, layout):
+    fn, arrays, kw = _calls(np.random.default_rng(1))[name]
+    arrays = [a.astype(dtype) for a in arrays]
+    want = fn(*arrays, **kw)
+    laid = [LAYOUTS[layout](a) for a in arrays]
+    for a, l in zip(arrays, laid):
+        np.testing.assert_array_equal(a, l)
+        if layout != "readonly" and a.ndim > 1:
+            assert not l.flags.c_contiguous
+    copies = [l.copy() for l in laid]
+    got = fn(*laid, **kw)
+    _assert_results_equal(got, want)
+    for l, c in zip(laid, copies):
+        np.testing.assert_array_equal(l, c)  # inputs never modified
+    # results never alias an input
+    for r in _flatten(got):
+        if isinstance(r, np.ndarray):
+            assert not any(np.shares_memory(r, l) for l in laid)
+
+
+@pytest.mark.parametrize("name", CALL_NAMES)
+def test_results_are_writeable_and_own_nothing_of_inputs(name):
+    fn, arrays, kw = _calls(np.random.default_rng(2))[name]
+    arrays = [_readonly(a) for a in arrays]
+    for r in _flatten(fn(*arrays, **kw)):
+        if isinstance(r, np.ndarray):
+            assert r.flags.writeable
+
+
+@pytest.mark.parametrize(
+    "in_dtypes,want",
+    [
+        ((np.int64,), np.float64),
+        ((np.int32,), np.float64),
+        ((np.uint8,), np.float32),
+        ((np.int8,), np.float32),
+        ((np.float16,), np.float32),
+        ("mixed-32-64", np.float64),
+        ("mixed-64-32", np.float64),
+        ("mixed-uint8-32", np.float32),
+        ("mixed-int64-32", np.float64),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("name", CALL_NAMES)
+def test_dtype_promotion(name, in_dtypes, want):
+    fn, arrays, kw = _calls(np.random.default_rng(3))[name]
+    # Small integers are exact in every dtype involved, so the promoted
+    # computation must equal the same computation on float inputs.
+    ints = [np.round(np.clip(a * 2, -6, 6)) for a in arrays]
+    if in_dtypes in (np.uint8,) or in_dtypes == (np.uint8,):
+        ints = [np.abs(a) for a in ints]
+    if isinstance(in_dtypes, str):
+        first, second = {
+            "mixed-32-64": (np.float32, np.float64),
+            "mixed-64-32": (np.float64, np.float32),
+            "mixed-uint8-32": (np.uint8, np.float32),
+            "mixed-int64-32": (np.int64, np.float32),
+        }[in_dtypes]
+        if len(ints) < 2:
+            pytest.skip("single array argument: mixing needs two")
+        if first == np.uint8:
+            ints[0] = np.abs(ints[0])
+        typed = [ints[0].astype(first)] + [a.astype(second) for a in ints[1:]]
+    else:
+        typed = [a.astype(in_dtypes[0]) for a in ints]
+    got = fn(*typed, **kw)
+    ref = fn(*[a.astype(want) for a in ints], **kw)
+    for r in _flatten(got):
+        if isinstance(r, np.ndarray) and r.dtype.kind == "f":
+            assert r.dtype == want, (name, in_dtypes, r.dtype)
+    _assert_results_equal(got, ref)
+
+
+def test_python_lists_are_float64():
+    assert F.relu([[-1.0, 2.0]]).dtype == np.float64
+    assert F.conv2d([[[[1, 2], [3, 4]]]], [[[[1]]]]).dtype == np.float64
+    y = F.max_pool2d(np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4), 2)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y[0, 0], [[5, 7], [13, 15]])
+
+
+# --------------------------------------------------------------------------
+# batch shapes: empty batch, unbatched 3-D input
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch(dtype, backend):
+    x = np.zeros((0, 2, 7, 6), dtype=dtype)
+    w = np.ones((4, 2, 2, 3), dtype=dtype)
+    b = np.arange(4, dtype=dtype)
+    with cnnext.use_backend(backend):
+        y = F.conv2d(x, w, b, stride=2, padding=1)
+        assert y.shape == (0, 4, 4, 3) and y.dtype == dtype
+        go = np.zeros(y.shape, dtype=dtype)
+        gx, gw, gb = F.conv2d_backward(go, x, w, stride=2, padding=1)
+        assert gx.shape == x.shape and gx.dtype == dtype
+        np.testing.assert_array_equal(gw, np.zeros(w.shape))
+        assert gw.dtype == dtype
+        np.testing.assert_array_equal(gb, np.zeros(4))
+        assert gb.dtype == dtype
+        assert F.conv2d_backward(go, x, w, stride=2, padding=1, bias=False)[2] is None
+        t = F.conv_transpose2d(x, w.transpose(1, 0, 2, 3), b, stride=2)
+        assert t.shape == (0, 4, 14, 13) and t.dtype == dtype
+        fc = F.full_conv2d(np.zeros((0, 4, 3, 3), dtype=dtype), w)
+        assert fc.shape == (0, 2, 4, 5) and fc.dtype == dtype
+        mp, idx = F.max_pool2d(x, 2, return_indices=True)
+        assert mp.shape == idx.shape == (0, 2, 3, 3) and idx.dtype == np.int64
+        gmp = F.max_pool2d_backward(np.zeros(mp.shape, dtype), idx, x.shape)
+        assert gmp.shape == x.shape and gmp.dtype == dtype
+        ap = F.avg_pool2d(x, 3, stride=2, padding=1)
+        assert ap.shape == (0, 2, 4, 3) and ap.dtype == dtype
+        gap = F.avg_pool2d_backward(ap, x.shape, 3, stride=2, padding=1)
+        assert gap.shape == x.shape and gap.dtype == dtype
+        loss, g = F.softmax_cross_entropy(np.zeros((0, 5), dtype), np.zeros(0, dtype=int))
+        assert loss == 0.0 and g.shape == (0, 5) and g.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unbatched_3d_input(dtype, rng):
+    g = Conv(1, 3, 2, 7, 6, (2, 3), (2, 1), (1, 1), (1, 2))
+    x, w, b = conv_arrays(g, dtype, rng)
+    kw = conv_kwargs(g)
+    y = F.conv2d(x[0], w, b, **kw)
+    assert y.ndim == 3
+    np.testing.assert_array_equal(y, F.conv2d(x, w, b, **kw)[0])
+
+    go = randn(rng, conv_out_shape(g), dtype)
+    gx3, gw3, gb3 = F.conv2d_backward(go[0], x[0], w, **kw)
+    gx4, gw4, gb4 = F.conv2d_backward(go, x, w, **kw)
+    assert gx3.shape == x.shape[1:]
+    np.testing.assert_array_equal(gx3, gx4[0])
+    np.testing.assert_array_equal(gw3, gw4)
+    np.testing.assert_array_equal(gb3, gb4)
+
+    wt = randn(rng, (3, 2, 3, 2), dtype)
+    t = F.conv_transpose2d(x[0], wt, b, stride=2, output_padding=1)
+    assert t.ndim == 3
+    np.testing.assert_array_equal(t, F.conv_transpose2d(x, wt, b, stride=2, output_padding=1)[0])
+
+    fc = F.full_conv2d(x[0], wt)
+    np.testing.assert_array_equal(fc, F.full_conv2d(x, wt)[0])
+
+    xp = np.round(x * 2)
+    mp, idx = F.max_pool2d(xp[0], (3, 2), stride=(2, 1), padding=1, return_indices=True)
+    mp4, idx4 = F.max_pool2d(xp, (3, 2), stride=(2, 1), padding=1, return_indices=True)
+    assert mp.ndim == idx.ndim == 3
+    np.testing.assert_array_equal(mp, mp4[0])
+    np.testing.assert_array_equal(idx, idx4[0])
+    gp = randn(rng, mp.shape, dtype)
+    np.testing.assert_array_equal(
+        F.max_pool2d_backward(gp, idx, xp.shape[1:]),
+        F.max_pool2d_backward(gp[None], idx4, xp.shape)[0],
+    )
+    ap = F.avg_pool2d(x[0], 3, stride=2, padding=1)
+    np.testing.assert_array_equal(ap, F.avg_pool2d(x, 3, stride=2, padding=1)[0])
+    np.testing.assert_array_equal(
+        F.avg_pool2d_backward(ap, x.shape[1:], 3, stride=2, padding=1),
+        F.avg_pool2d_backward(ap[None], x.shape, 3, stride=2, padding=1)[0],
+    )
+
+
+def test_int_and_pair_arguments_agree(rng):
+    x = rng.standard_normal((2, 2, 7, 7))
+    w = rng.standard_normal((3, 2, 3, 3))
+    a = F.conv2d(x, w, stride=2, padding=1, dilation=2)
+    np.testing.assert_array_equal(a, F.conv2d(x, w, stride=(2, 2), padding=[1, 1], dilation=(2, 2)))
+    np.testing.assert_array_equal(
+        a, F.conv2d(x, w, stride=np.int64(2), padding=np.array([1, 1]), dilation=np.int32(2))
+    )
+    np.testing.assert_array_equal(F.max_pool2d(x, 3, 2, 1), F.max_pool2d(x, (3, 3), (2, 2), (1, 1)))
+
+
+# --------------------------------------------------------------------------
+# backend switch
+# --------------------------------------------------------------------------
+
+
+def _big_float32_conv(rng):
+    # K = 8*5*5 = 200 float32 products per output: the cython GEMM
+    # (accumulating in float32) cannot agree bit-for-bit with the reference
+    # (accumulating in float64, rounded once) on all of 2*6*10*10 outputs.
+    x = rng.standard_normal((2, 8, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((6, 8, 5, 5)).astype(np.float32)
+    return x, w
+
+
+@pytest.fixture
+def restore_backend():
+    old = cnnext.get_backend()
+    yield
+    cnnext.set_backend(old)
+
+
+def test_set_backend_switches_implementation(rng, close, restore_backend):
+    x, w = _big_float32_conv(rng)
+    oracle = R.conv2d(x, w, padding=1)  # float32 result, float64 accumulation
+
+    assert cnnext.get_backend() == "cython"
+    fast = F.conv2d(x, w, padding=1)
+    cnnext.set_backend("numpy")
+    assert cnnext.get_backend() == "numpy"
+    slow = F.conv2d(x, w, padding=1)
+    cnnext.set_backend("cython")
+    fast_again = F.conv2d(x, w, padding=1)
+
+    np.testing.assert_array_equal(slow, oracle)  # numpy backend *is* the reference
+    assert not np.array_equal(fast, oracle)  # ... and cython is not
+    close(fast, oracle, np.float32)
+    np.testing.assert_array_equal(fast_again, fast)
+
+
+def test_use_backend_is_scoped_and_restores(rng, close):
+    x, w = _big_float32_conv(rng)
+    oracle = R.conv2d(x, w)
+    with cnnext.use_backend("numpy"):
+        assert cnnext.get_backend() == "numpy"
+        slow = F.conv2d(x, w)
+        with cnnext.use_backend("cython"):
+            assert cnnext.get_backend() == "cython"
+            inner = F.conv2d(x, w)
+        assert cnnext.get_backend() == "numpy"
+    assert cnnext.get_backend() == "cython"
+    np.testing.assert_array_equal(slow, oracle)
+    assert not np.array_equal(inner, oracle)
+    close(inner, oracle, np.float32)
+    # restored even when the block raises
+    with pytest.raises(RuntimeError, match="boom"):
+        with cnnext.use_backend("numpy"):
+            raise RuntimeError("boom")
+    assert cnnext.get_backend() == "cython"
+
+
+def test_use_backend_is_thread_local(rng):
+    x, w = _big_float32_conv(rng)
+    oracle = R.conv2d(x, w)
+    inside = threading.Event()
+    release = threading.Event()
+    seen = {}
+
+    def worker():
+        with cnnext.use_backend("numpy"):
+            seen["worker"] = cnnext.get_backend()
+            seen["worker_y"] = F.conv2d(x, w)
+            inside.set()
+            release.wait(30)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        assert inside.wait(30)
+        # The worker is inside use_backend("numpy") right now.
+        seen["main"] = cnnext.get_backend()
+        seen["main_y"] = F.conv2d(x, w)
+    finally:
+        release.set()
+        t.join(30)
+    assert seen["worker"] == "numpy" and seen["main"] == "cython"
+    np.testing.assert_array_equal(seen["worker_y"], oracle)
+    assert not np.array_equal(seen["main_y"], oracle)
+
+    # A thread started inside use_backend does not inherit the override.
+    child = {}
+    with cnnext.use_backend("numpy"):
+        th = threading.Thread(target=lambda: child.setdefault("b", cnnext.get_backend()))
+        th.start()
+        th.join(30)
+    assert child["b"] == "cython"
+
+
+def test_set_backend_is_the_default_for_other_threads(restore_backend):
+    cnnext.set_backend("numpy")
+    out = {}
+    th = threading.Thread(target=lambda: out.setdefault("b", cnnext.get_backend()))
+    th.start()
+    th.join(30)
+    assert out["b"] == "numpy"
+
+
+@pytest.mark.parametrize("name", CALL_NAMES)
+def test_every_function_agrees_across_backends(name, close):
+    fn, arrays, kw = _calls(np.random.default_rng(4))[name]
+    got = _flatten(fn(*arrays, **kw))
+    with cnnext.use_backend("numpy"):
+        want = _flatten(fn(*arrays, **kw))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        if isinstance(a, float):
+            assert a == pytest.approx(b, rel=1e-12)
+        elif a.dtype.kind in "iu":
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a.dtype == b.dtype
+            close(a, b, np.float64)
+
+
+# --------------------------------------------------------------------------
+# threads and scratch chunking
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_threads():
+    old = cnnext.get_num_threads()
+    yield
+    cnnext.set_num_threads(old)
+
+
+def test_pooling_bitwise_independent_of_thread_count(rng, restore_threads):
+    x = np.round(rng.standard_normal((4, 5, 17, 13)) * 2).astype(np.float32)
+    x[0, 0, :3, :3] = np.nan
+    results = []
+    for n in (1, 2):
+        cnnext.set_num_threads(n)
+        assert cnnext.get_num_threads() in (n, 1)
+        y, idx = F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+        g = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)[..., ::-1]
+        results.append(
+            (y, idx, F.max_pool2d_backward(g, idx, x.shape),
+             F.avg_pool2d(x, (2, 3), stride=1, padding=1),
+             F.avg_pool2d_backward(g, x.shape, 3, stride=2, padding=1))
+        )
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv_close_across_thread_counts(rng, close, restore_threads):
+    g = Conv(5, 3, 4, 12, 11, (3, 2), (1, 2), (1, 1), (2, 1))
+    x, w, b = conv_arrays(g, np.float32, rng)
+    go = randn(rng, conv_out_shape(g), np.float32)
+    res = []
+    for n in (1, 2):
+        cnnext.set_num_threads(n)
+        res.append(
+            (F.conv2d(x, w, b, **conv_kwargs(g)),)
+            + F.conv2d_backward(go, x, w, **conv_kwargs(g))
+            + (F.conv_transpose2d(x, w.transpose(1, 0, 2, 3), stride=2),
+               F.full_conv2d(go, w))
+        )
+    for a, c in zip(*res):
+        close(a, c, np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "n,samples_per_chunk",
+    [(7, 1), (6, 3), (7, 3), (8, 3)],
+    ids=["7x1", "6=3+3", "7=3+3+1", "8=3+3+2"],
+)
+def test_scratch_chunking_gives_same_results(dtype, n, samples_per_chunk, monkeypatch, rng, close):
+    """A batch much larger than the scratch: many chunks, incl. a ragged last one."""
+    g = Conv(n, 3, 4, 9, 8, (3, 2), (2, 1), (1, 1), (1, 2))
+    x, w, b = conv_arrays(g, dtype, rng)
+    kw = conv_kwargs(g)
+    go = randn(rng, conv_out_shape(g), dtype)
+    wt = randn(rng, (3, 2, 2, 3), dtype)
+    fw = randn(rng, (4, 3, 3, 2), dtype)
+
+    def run():
+        return (
+            F.conv2d(x, w, b, **kw),
+            *F.conv2d_backward(go, x, w, **kw),
+            F.conv_transpose2d(x, wt, stride=2, padding=1, output_padding=1),
+            F.full_conv2d(go, fw),
+        )
+
+    whole = run()
+    itemsize = np.dtype(dtype).itemsize
+    _, _, oh, ow = conv_out_shape(g)
+    K, P = 3 * 3 * 2, oh * ow
+    # e.g. 7 samples in chunks of 3 -> 3 + 3 + 1 (forward); 1 -> nb=1 chunks.
+    # ``1`` byte is below even one sample's matrix: one sample at a time.
+    budget = 1 if samples_per_chunk == 1 else samples_per_chunk * (K * P + 4 * P) * itemsize
+    monkeypatch.setattr(F, "SCRATCH_BYTES", budget)
+    chunked = run()
+    for name, a, c in zip(
+        ["conv2d", "grad_x", "grad_weight", "grad_bias", "conv_transpose2d", "full_conv2d"],
+        chunked, whole,
+    ):
+        assert a.shape == c.shape and a.dtype == c.dtype
+        close(a, c, dtype, err_msg=name)
+    # and still right, not just self-consistent
+    close(chunked[0], R.conv2d(*f64(x, w, b), **kw), dtype)
+    rx, rw, _ = R.conv2d_backward(*f64(go, x, w), **kw)
+    close(chunked[1], rx, dtype)
+    close(chunked[2], rw, dtype)
+
+
+def test_realistic_layer_with_default_scratch_budget(rng, close):
+    """A CNN layer whose batch does not divide into the default scratch chunks.
+
+    With ``SCRATCH_BYTES = 16 MiB`` a 32->64 channel 3x3 layer on 14x14
+    float32 maps fits 60 samples per chunk, so a batch of 64 ends with a
+    ragged chunk of 4: the case a training loop hits every step.
+    """
+    x = rng.standard_normal((64, 32, 14, 14)).astype(np.float32)
+    w = (rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    x64, w64, b64 = f64(x, w, b)
+    y = F.conv2d(x, w, b, padding=1)
+    close(y, R.conv2d(x64, w64, b64, padding=1), np.float32, err_msg="conv2d")
+    go = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = F.conv2d_backward(go, x, w, padding=1)
+    rx, rw, rb = R.conv2d_backward(*f64(go), x64, w64, padding=1)
+    close(gx, rx, np.float32, err_msg="grad_x")
+    close(gw, rw, np.float32, err_msg="grad_weight")
+    close(gb, rb, np.float32, err_msg="grad_bias")
