@@ -15,7 +15,9 @@
 #   6. stubtest: the shipped .pyi stubs match the compiled modules.
 #   7. The same wheel against the oldest numpy/scipy that have wheels for
 #      this Python (numpy >= 1.23 is the declared floor).
-#   8. `cibuildwheel --print-build-identifiers` for linux, macos and windows
+#   8. If a cross gcc for aarch64 is installed (Debian: gcc-aarch64-linux-gnu),
+#      the Cython-generated C and src/*.h compile for aarch64 with -fopenmp.
+#   9. `cibuildwheel --print-build-identifiers` for linux, macos and windows
 #      lists exactly the intended builds.
 #
 # It checks the *committed* HEAD of the repository it lives in (uncommitted
@@ -250,6 +252,30 @@ if [[ "${CNNEXT_CHECK_OLDEST:-1}" != "0" ]]; then
         (cd "$WORK/testrun" && "${OLD_ENV[@]}" pytest $PYTEST_ARGS -p no:cacheprovider)
         ok
     fi
+fi
+
+if command -v aarch64-linux-gnu-gcc >/dev/null; then
+    step "portability: the generated C and headers compile for aarch64 (cross gcc, -fopenmp)"
+    # The release directives of setup.py; the wheels for aarch64 are built on
+    # native runners, this only catches x86-only code early.
+    mkdir -p "$WORK/xc"
+    PYINC=$("$WORK/tools/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+    "$WORK/tools/bin/python" -m pip install -q "Cython>=3.0.10" "numpy>=2" scipy
+    NPINC=$("$WORK/tools/bin/python" -c "import numpy; print(numpy.get_include())")
+    for m in _conv _pool _openmp; do
+        "$WORK/tools/bin/cython" -3 -I "$WORK/src/src" \
+            -X boundscheck=False,wraparound=False,initializedcheck=False,cdivision=True \
+            "$WORK/src/src/$m.pyx" -o "$WORK/xc/$m.c" > "$WORK/xc/$m.cython.log" 2>&1 \
+            || { cat "$WORK/xc/$m.cython.log"; die "cython failed on $m.pyx"; }
+        aarch64-linux-gnu-gcc -c -O2 -fPIC -fopenmp -DCNNEXT_HAVE_OPENMP=1 \
+            -DNPY_NO_DEPRECATED_API=NPY_1_9_API_VERSION -Wno-unused-function \
+            -I "$WORK/src/src" -I "$PYINC" -I "$NPINC" "$WORK/xc/$m.c" -o "$WORK/xc/$m.o"
+        echo "$m: $(file -b "$WORK/xc/$m.o" | cut -d, -f1-2)"
+    done
+    ok
+else
+    echo
+    echo "note: aarch64-linux-gnu-gcc not found (apt-get install gcc-aarch64-linux-gnu); aarch64 compile check skipped"
 fi
 
 step "cibuildwheel --print-build-identifiers (linux, macos, windows)"
