@@ -219,6 +219,8 @@ class _Peer:
     status: str = "ok"
     probe: object = None  # () -> estimated seconds of one fn() call
     setup: object = None  # () -> None, run untimed before each sample
+    impl: str = None  # what the callable runs, when not obvious (JSON "impl")
+    state: object = None  # () -> {name: ndarray}, e.g. a model's parameters (tests)
 
 
 def _import_torch():
@@ -472,20 +474,77 @@ def _lenet_functional_step(x, labels, params):
     return step
 
 
+def _lenet_nn_step(x, labels, init):
+    """One LeNet-5 training step from :mod:`cnnext.nn` and :mod:`cnnext.optim`.
+
+    ``model.forward``, ``SoftmaxCrossEntropy``, ``model.backward``,
+    ``optim.Adam.step`` -- what a user of the layer API runs.  Returns None
+    when those modules (or the names used here) are not available, else
+    ``(step, state)`` where ``state()`` gives the live parameters.
+    """
+    try:
+        from . import nn, optim
+    except ImportError:
+        return None
+    names = ("Sequential", "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense",
+             "SoftmaxCrossEntropy")
+    if not all(hasattr(nn, n) for n in names) or not hasattr(optim, "Adam"):
+        return None
+    dt = x.dtype
+    model = nn.Sequential(
+        nn.Conv2D(1, 6, 5, dtype=dt), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(6, 16, 5, dtype=dt), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(),
+        nn.Dense(256, 120, dtype=dt), nn.ReLU(), nn.Dense(120, 84, dtype=dt), nn.ReLU(),
+        nn.Dense(84, 10, dtype=dt),
+    )
+    layers = [m for m in model.layers if isinstance(m, (nn.Conv2D, nn.Dense))]
+    for i, layer in enumerate(layers, start=1):
+        layer.params["weight"][...] = init[f"w{i}"]
+        layer.params["bias"][...] = init[f"b{i}"]
+    loss = nn.SoftmaxCrossEntropy()
+    opt = optim.Adam(model, lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss(model.forward(x), labels)
+        model.backward(loss.backward())
+        opt.step()
+
+    def state():
+        out = {}
+        for i, layer in enumerate(layers, start=1):
+            out[f"w{i}"], out[f"b{i}"] = layer.params["weight"], layer.params["bias"]
+        return out
+
+    return step, state
+
+
+def _lenet_step(x, labels, init):
+    """(step, implementation name, params getter): cnnext.nn if present, else functional."""
+    init = {n: a.copy() for n, a in init.items()}
+    got = _lenet_nn_step(x, labels, init)
+    if got is not None:
+        return got[0], "cnnext.nn + cnnext.optim.Adam", got[1]
+    step = _lenet_functional_step(x, labels, init)
+    return step, "cnnext.functional + numpy Adam", lambda: init
+
+
 def _train_peers(case, dt, rng, torch):
     import cnnext
 
     x = rng.standard_normal((case.N, 1, 28, 28)).astype(dt)
     labels = rng.integers(0, 10, size=case.N)
     init = _lenet_params(rng, dt)
-    cn_step = _lenet_functional_step(x, labels, {n: a.copy() for n, a in init.items()})
-    ref_inner = _lenet_functional_step(x, labels, {n: a.copy() for n, a in init.items()})
+    cn_step, impl, cn_state = _lenet_step(x, labels, init)
+    ref_inner, _, ref_state = _lenet_step(x, labels, init)
 
     def ref_step():
         with cnnext.use_backend("numpy"):
             ref_inner()
 
-    peers = {"cnnext": _Peer(cn_step), "reference": _Peer(ref_step)}
+    peers = {"cnnext": _Peer(cn_step, impl=impl, state=cn_state),
+             "reference": _Peer(ref_step, impl=impl + ' under use_backend("numpy")',
+                                state=ref_state)}
     if torch is None:
         peers["pytorch"] = _Peer(None, NOT_INSTALLED)
         return peers
@@ -512,7 +571,15 @@ def _train_peers(case, dt, rng, torch):
         loss.backward()
         opt.step()
 
-    peers["pytorch"] = _Peer(torch_step)
+    def torch_state():
+        out = {}
+        for i, layer in enumerate(layers, start=1):
+            out[f"w{i}"] = layer.weight.detach().numpy()
+            out[f"b{i}"] = layer.bias.detach().numpy()
+        return out
+
+    peers["pytorch"] = _Peer(torch_step, impl="torch.nn + torch.optim.Adam + cross_entropy",
+                             state=torch_state)
     return peers
 
 
@@ -1028,6 +1095,7 @@ def _run_row(case, pass_, dt, cfg, torch, torch_status, torch_autograd, seed, pr
         res = _measure(peers, cfg, note=progress.show)
     except Exception as exc:  # e.g. a kernel under construction
         res = {n: _err(exc) for n in PEERS}
+    impl = {n: p.impl for n, p in (peers or {}).items() if p.impl}
     del peers
     row = {
         "case": case.name,
@@ -1037,6 +1105,8 @@ def _run_row(case, pass_, dt, cfg, torch, torch_status, torch_autograd, seed, pr
         "flops": case.flops(pass_),
         **{n: res[n] for n in PEERS},
     }
+    if impl:
+        row["impl"] = impl
     cn = res["cnnext"].get("median")
     for peer, key in (("pytorch", "ratio_pytorch"), ("reference", "ratio_reference")):
         other = res[peer].get("median")

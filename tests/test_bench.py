@@ -352,3 +352,32 @@ def test_docstring_examples():
 
     result = doctest.testmod(bench, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 10 and result.failed == 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_lenet_step_peers_do_the_same_training(dtype):
+    """cnnext, reference and PyTorch steps start equal and stay equal.
+
+    Two Adam steps on a small batch: the timed callables do the same math,
+    so the benchmark compares like with like.
+    """
+    c = bench.select_cases("lenet5-train")[0]
+    small = bench.Case(c.name, c.kind, 8, c.C, c.H, c.C_out, c.kernel, c.stride, c.padding,
+                       passes=c.passes)
+    torch, _ = bench._import_torch()
+    peers = bench._build_peers(small, "step", np.dtype(dtype), np.random.default_rng(1),
+                               torch, False)
+    names = ["cnnext", "reference"] + (["pytorch"] if torch is not None else [])
+    before = {n: {k: v.copy() for k, v in peers[n].state().items()} for n in names}
+    for n in names:
+        for _ in range(2):
+            peers[n].fn()
+    after = {n: peers[n].state() for n in names}
+    tol = {"float32": dict(rtol=1e-3, atol=1e-5), "float64": dict(rtol=1e-7, atol=1e-10)}[dtype]
+    for k in before["cnnext"]:
+        moved = np.abs(after["cnnext"][k] - before["cnnext"][k]).max()
+        assert moved > 1e-4, f"{k} did not move ({moved})"  # Adam moves each entry ~lr
+        for n in names[1:]:
+            np.testing.assert_array_equal(before[n][k], before["cnnext"][k])
+            np.testing.assert_allclose(after[n][k], after["cnnext"][k], **tol,
+                                       err_msg=f"{n} {k}")
