@@ -1,0 +1,203 @@
+"""Optimizers: update ``(param, grad)`` pairs in place with PyTorch's formulas.
+
+An optimizer takes a model (anything with a ``parameters()`` method returning
+``(param, grad)`` pairs, such as every :class:`cnnext.nn.Module`) or the list
+of pairs itself.  ``step()`` updates each ``param`` array *in place* from its
+``grad`` array; ``zero_grad()`` sets the gradients to zero (layers accumulate
+into them).  The learning rate is the public attribute ``lr`` and may be
+changed between steps (a schedule).
+"""
+import numbers
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Adam"]
+
+
+def _real(fname, name, value, low, high=None, low_open=False, high_open=True):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fname}: {name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    ok = np.isfinite(v) and (v > low if low_open else v >= low)
+    if high is not None:
+        ok = ok and (v < high if high_open else v <= high)
+    if not ok:
+        lo = f"{'(' if low_open else '['}{low}"
+        hi = f"{high}{')' if high_open else ']'}" if high is not None else "inf)"
+        raise ValueError(f"{fname}: {name} must be finite and in {lo}, {hi}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class: holds the ``(param, grad)`` pairs and ``zero_grad``.
+
+    Parameters
+    ----------
+    params : model or iterable of (ndarray, ndarray)
+        A model with ``parameters()``, or ``(param, grad)`` pairs of
+        floating-point arrays of equal shape; ``param`` must be writeable.
+    """
+
+    def __init__(self, params):
+        fname = type(self).__name__
+        if hasattr(params, "parameters") and callable(params.parameters):
+            params = params.parameters()
+        if isinstance(params, np.ndarray):
+            raise TypeError(
+                f"{fname}: params must be a model or a list of (param, grad) pairs, got "
+                f"a single ndarray"
+            )
+        try:
+            pairs = list(params)
+        except TypeError:
+            raise TypeError(
+                f"{fname}: params must be a model or a list of (param, grad) pairs, got "
+                f"{type(params).__name__}"
+            ) from None
+        if not pairs:
+            raise ValueError(f"{fname}: params is empty; there is nothing to optimize")
+        seen = set()
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"{fname}: params[{i}] must be a (param, grad) pair, got {pair!r}")
+            p, g = pair
+            for name, a in (("param", p), ("grad", g)):
+                if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+                    what = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+                    raise TypeError(
+                        f"{fname}: params[{i}] {name} must be a floating-point ndarray, got {what}"
+                    )
+            if p.shape != g.shape:
+                raise ValueError(
+                    f"{fname}: params[{i}] param.shape {p.shape} must equal grad.shape {g.shape}"
+                )
+            if not p.flags.writeable:
+                raise ValueError(f"{fname}: params[{i}] param is read-only; it is updated in place")
+            if id(p) in seen:
+                raise ValueError(f"{fname}: params[{i}] appears more than once")
+            seen.add(id(p))
+        self._pairs = [(p, g) for p, g in pairs]
+
+    def zero_grad(self):
+        """Set every gradient to zero, in place."""
+        for _, g in self._pairs:
+            g.fill(0)
+
+    def step(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum and weight decay, as ``torch.optim.SGD``.
+
+    For each parameter ``p`` with gradient ``g``::
+
+        d = g + weight_decay * p
+        buf = d                      (first step)
+        buf = momentum * buf + d     (later steps; only if momentum > 0)
+        p -= lr * buf                (p -= lr * d without momentum)
+
+    Parameters
+    ----------
+    params : model or list of (param, grad)
+    lr : float > 0
+    momentum : float >= 0
+    weight_decay : float >= 0
+        L2 penalty added to the gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext.optim import SGD
+    >>> p, g = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    >>> opt = SGD([(p, g)], lr=0.1)
+    >>> opt.step(); p
+    array([0.95, 2.1 ])
+    """
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(params)
+        self.lr = _real("SGD", "lr", lr, 0.0, low_open=True)
+        self.momentum = _real("SGD", "momentum", momentum, 0.0)
+        self.weight_decay = _real("SGD", "weight_decay", weight_decay, 0.0)
+        self._buffers = [None] * len(self._pairs)
+
+    def step(self):
+        """Update every parameter in place."""
+        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        for i, (p, g) in enumerate(self._pairs):
+            d = g + wd * p if wd else g
+            if mu:
+                buf = self._buffers[i]
+                if buf is None:
+                    buf = self._buffers[i] = np.array(d, dtype=p.dtype, copy=True)
+                else:
+                    buf *= mu
+                    buf += d
+                d = buf
+            p -= lr * d
+
+
+class Adam(Optimizer):
+    """Adam, as ``torch.optim.Adam`` (``amsgrad=False``).
+
+    At step ``t`` (from 1), for each parameter ``p`` with gradient ``g``::
+
+        g = g + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        p -= (lr / (1 - beta1**t)) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Parameters
+    ----------
+    params : model or list of (param, grad)
+    lr : float > 0
+    betas : (float, float), each in [0, 1)
+    eps : float > 0
+    weight_decay : float >= 0
+        L2 penalty added to the gradient (not AdamW's decoupled decay).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext.optim import Adam
+    >>> p, g = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    >>> opt = Adam([(p, g)], lr=0.1)
+    >>> opt.step(); p  # the first step moves each entry by about lr
+    array([0.9, 2.1])
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params)
+        self.lr = _real("Adam", "lr", lr, 0.0, low_open=True)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (
+            _real("Adam", "betas[0]", betas[0], 0.0, 1.0),
+            _real("Adam", "betas[1]", betas[1], 0.0, 1.0),
+        )
+        self.eps = _real("Adam", "eps", eps, 0.0, low_open=True)
+        self.weight_decay = _real("Adam", "weight_decay", weight_decay, 0.0)
+        self.t = 0
+        self._m = [np.zeros_like(p) for p, _ in self._pairs]
+        self._v = [np.zeros_like(p) for p, _ in self._pairs]
+
+    def step(self):
+        """Update every parameter in place."""
+        self.t += 1
+        b1, b2 = self.betas
+        bc1 = 1.0 - b1**self.t
+        bc2_sqrt = float(np.sqrt(1.0 - b2**self.t))
+        step_size = self.lr / bc1
+        wd = self.weight_decay
+        for (p, g), m, v in zip(self._pairs, self._m, self._v):
+            if wd:
+                g = g + wd * p
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            v += (1.0 - b2) * (g * g)
+            denom = np.sqrt(v)
+            denom /= bc2_sqrt
+            denom += self.eps
+            p -= step_size * (m / denom)
