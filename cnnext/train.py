@@ -1,0 +1,346 @@
+"""A small training loop: :func:`fit` and :func:`evaluate`.
+
+The loop is the textbook one -- for each mini-batch: ``optimizer.zero_grad()``,
+``out = model.forward(xb)``, ``loss.forward(out, yb)``,
+``model.backward(loss.backward())``, ``optimizer.step()`` -- plus seeded
+shuffling, per-epoch history and an optional progress bar.
+
+Progress bar (``progress=``): ``None`` (default) shows one only when standard
+error is a terminal; ``True`` always shows one (on ``sys.stderr``);
+``False`` never.  It uses ``tqdm`` when installed and otherwise a small
+built-in text bar.  Nothing else is ever written.
+"""
+import numbers
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["fit", "evaluate"]
+
+
+# --------------------------------------------------------------------------
+# progress bar
+# --------------------------------------------------------------------------
+
+
+class _TextBar:
+    """Minimal stand-in for tqdm: ``update``, ``set_postfix_str``, ``close``.
+
+    Redraws at most ~10 times a second with a carriage return.
+    """
+
+    _WIDTH = 24
+
+    def __init__(self, total, desc, stream):
+        self.total, self.desc, self.stream = total, desc, stream
+        self.n = 0
+        self.postfix = ""
+        self._start = self._last = time.perf_counter()
+        self._draw()
+
+    def update(self, n):
+        self.n += n
+        now = time.perf_counter()
+        if now - self._last >= 0.1 or self.n >= self.total:
+            self._last = now
+            self._draw()
+
+    def set_postfix_str(self, s, refresh=False):
+        self.postfix = s
+
+    def _draw(self):
+        frac = self.n / self.total if self.total else 1.0
+        filled = int(round(frac * self._WIDTH))
+        bar = "#" * filled + "." * (self._WIDTH - filled)
+        elapsed = time.perf_counter() - self._start
+        post = f" {self.postfix}" if self.postfix else ""
+        self.stream.write(
+            f"\r{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.1f}s{post}"
+        )
+        self.stream.flush()
+
+    def close(self):
+        self._draw()
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _stderr_is_terminal():
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed or unusual stream
+        return False
+
+
+def _make_bar(progress, total, desc):
+    if progress is False:
+        return None
+    if progress is None and not _stderr_is_terminal():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _TextBar(total, desc, sys.stderr)
+    return tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, leave=True)
+
+
+# --------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------
+
+
+def _int(fname, name, value, minimum):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{fname}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_api(fname, name, obj, methods):
+    for m in methods:
+        if not callable(getattr(obj, m, None)):
+            raise TypeError(
+                f"{fname}: {name} must have a {m}() method ({type(obj).__name__} has none)"
+            )
+
+
+def _xy(fname, x, y, xname="x", yname="y"):
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim < 1 or y.ndim < 1:
+        raise ValueError(f"{fname}: {xname} and {yname} must have a sample axis, got 0-D input")
+    if len(x) != len(y):
+        raise ValueError(
+            f"{fname}: {xname} and {yname} must have the same number of samples, got "
+            f"{len(x)} and {len(y)}"
+        )
+    return x, y
+
+
+def _n_correct(out, y):
+    """Correct predictions in a batch, or None when accuracy does not apply.
+
+    Applies to integer labels ``(N,)`` against scores ``(N, K)``, and to
+    targets ``(N, K)`` (one-hot) against outputs of the same shape.
+    """
+    out = np.asarray(out)
+    if out.ndim != 2:
+        return None
+    if y.ndim == 1 and y.dtype.kind in "iu":
+        return int(np.count_nonzero(out.argmax(axis=1) == y))
+    if y.shape == out.shape:
+        return int(np.count_nonzero(out.argmax(axis=1) == y.argmax(axis=1)))
+    return None
+
+
+def _restore_mode(model, was_training):
+    if was_training is not None and hasattr(model, "train"):
+        model.train(bool(was_training))
+
+
+# --------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------
+
+
+def evaluate(model, loss, x, y, batch_size=256):
+    """Mean loss and accuracy of ``model`` on ``(x, y)``, in evaluation mode.
+
+    The model is switched to ``eval()`` for the pass and back to its
+    previous mode afterwards; parameters and gradients are not touched.
+
+    Parameters
+    ----------
+    model : cnnext.nn.Module
+    loss : loss object with ``forward(pred, target) -> float``
+    x, y : array_like
+        Inputs and targets, same length.
+    batch_size : int >= 1
+
+    Returns
+    -------
+    dict
+        ``{"loss": float, "accuracy": float}``: the sample-weighted mean of
+        the batch losses, and the fraction of samples whose argmax output is
+        the label (NaN when accuracy does not apply, e.g. regression
+        targets, and both NaN for an empty set).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import nn
+    >>> from cnnext.train import evaluate
+    >>> model = nn.Sequential(nn.Dense(2, 2, seed=0))
+    >>> model.params["0.weight"][...] = np.eye(2); model.params["0.bias"][...] = 0
+    >>> r = evaluate(model, nn.SoftmaxCrossEntropy(), np.array([[1., 0.], [0., 1.]]), np.array([0, 0]))
+    >>> r["accuracy"]
+    0.5
+    """
+    fname = "evaluate"
+    _check_api(fname, "model", model, ("forward",))
+    _check_api(fname, "loss", loss, ("forward",))
+    x, y = _xy(fname, x, y)
+    batch_size = _int(fname, "batch_size", batch_size, 1)
+    was_training = getattr(model, "training", None)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        total_loss, correct, n_acc = 0.0, 0, 0
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            out = model.forward(xb)
+            total_loss += float(loss.forward(out, yb)) * len(xb)
+            c = _n_correct(out, yb)
+            if c is not None:
+                correct += c
+                n_acc += len(xb)
+    finally:
+        _restore_mode(model, was_training)
+    n = len(x)
+    return {
+        "loss": total_loss / n if n else float("nan"),
+        "accuracy": correct / n_acc if n_acc and n_acc == n else float("nan"),
+    }
+
+
+def fit(model, loss, optimizer, x, y, epochs, batch_size, shuffle=True, seed=None,
+        validation_data=None, progress=None, on_epoch_end=None):
+    """Train ``model`` on ``(x, y)`` with mini-batch gradient descent.
+
+    Each step runs ``optimizer.zero_grad()``, ``model.forward``,
+    ``loss.forward``, ``model.backward(loss.backward())`` and
+    ``optimizer.step()``.  The model is in training mode during the epochs,
+    in evaluation mode during validation, and is left in the mode it had
+    before the call.
+
+    Parameters
+    ----------
+    model : cnnext.nn.Module
+    loss : loss with ``forward(pred, target) -> float`` and ``backward()``
+    optimizer : optimizer with ``zero_grad()`` and ``step()`` over the
+        model's parameters
+    x, y : array_like
+        Training inputs and targets (same length); never modified.
+    epochs : int >= 0
+    batch_size : int >= 1
+        The last batch of an epoch may be smaller.
+    shuffle : bool
+        Visit the samples in a new random order every epoch.
+    seed : int, numpy.random.Generator or None
+        Source of the shuffling order (None: fresh entropy).
+    validation_data : (x_val, y_val), optional
+        Evaluated (:func:`evaluate`) after every epoch.
+    progress : bool or None
+        Progress bar on ``sys.stderr``: None shows it only when stderr is a
+        terminal, True always, False never (module docstring).
+    on_epoch_end : callable, optional
+        Called as ``on_epoch_end(epoch, logs)`` after each epoch, with the
+        1-based epoch number and that epoch's entries of the history (e.g.
+        for printing or early checkpoints).
+
+    Returns
+    -------
+    history : dict of lists, one entry per epoch
+        ``"epoch"`` (1-based), ``"loss"`` (sample-weighted mean training
+        loss of the epoch, measured during training), ``"accuracy"``
+        (training accuracy measured the same way; NaN when it does not
+        apply), ``"time"`` (seconds of training, excluding validation),
+        and with ``validation_data`` also ``"val_loss"`` and
+        ``"val_accuracy"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import nn, optim
+    >>> from cnnext.train import fit
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(64, 2)).astype(np.float32); y = (x[:, 0] > 0).astype(np.int64)
+    >>> model = nn.Sequential(nn.Dense(2, 8, seed=rng), nn.ReLU(), nn.Dense(8, 2, seed=rng))
+    >>> hist = fit(model, nn.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.5), x, y,
+    ...            epochs=20, batch_size=16, seed=0, progress=False)
+    >>> hist["accuracy"][-1] > 0.9
+    True
+    """
+    fname = "fit"
+    _check_api(fname, "model", model, ("forward", "backward"))
+    _check_api(fname, "loss", loss, ("forward", "backward"))
+    _check_api(fname, "optimizer", optimizer, ("zero_grad", "step"))
+    x, y = _xy(fname, x, y)
+    epochs = _int(fname, "epochs", epochs, 0)
+    batch_size = _int(fname, "batch_size", batch_size, 1)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"{fname}: shuffle must be a bool, got {shuffle!r}")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"{fname}: progress must be True, False or None, got {progress!r}")
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise TypeError(f"{fname}: on_epoch_end must be callable, got {on_epoch_end!r}")
+    if validation_data is not None:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise TypeError(f"{fname}: validation_data must be a pair (x_val, y_val)")
+        x_val, y_val = _xy(fname, *validation_data, xname="x_val", yname="y_val")
+    if isinstance(seed, np.random.Generator):
+        rng = seed
+    elif seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        if seed is not None and seed < 0:
+            raise ValueError(f"{fname}: seed must be >= 0, got {seed}")
+        rng = np.random.default_rng(seed)
+    else:
+        raise TypeError(f"{fname}: seed must be an int, a numpy.random.Generator or None, got {seed!r}")
+
+    n = len(x)
+    history = {"epoch": [], "loss": [], "accuracy": [], "time": []}
+    if validation_data is not None:
+        history["val_loss"] = []
+        history["val_accuracy"] = []
+    was_training = getattr(model, "training", None)
+    try:
+        for epoch in range(1, epochs + 1):
+            if hasattr(model, "train"):
+                model.train()
+            order = rng.permutation(n) if shuffle else None
+            bar = _make_bar(progress, n, f"epoch {epoch}/{epochs}")
+            start_time = time.perf_counter()
+            total_loss, correct, n_acc = 0.0, 0, 0
+            try:
+                for start in range(0, n, batch_size):
+                    if order is None:
+                        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                    else:
+                        idx = order[start:start + batch_size]
+                        xb, yb = x[idx], y[idx]
+                    optimizer.zero_grad()
+                    out = model.forward(xb)
+                    batch_loss = float(loss.forward(out, yb))
+                    model.backward(loss.backward())
+                    optimizer.step()
+                    total_loss += batch_loss * len(xb)
+                    c = _n_correct(out, yb)
+                    if c is not None:
+                        correct += c
+                        n_acc += len(xb)
+                    if bar is not None:
+                        bar.update(len(xb))
+                        seen = start + len(xb)
+                        bar.set_postfix_str(f"loss {total_loss / seen:.4f}", refresh=False)
+            finally:
+                if bar is not None:
+                    bar.close()
+            elapsed = time.perf_counter() - start_time
+            logs = {
+                "epoch": epoch,
+                "loss": total_loss / n if n else float("nan"),
+                "accuracy": correct / n_acc if n_acc and n_acc == n else float("nan"),
+                "time": elapsed,
+            }
+            if validation_data is not None:
+                r = evaluate(model, loss, x_val, y_val, batch_size=max(batch_size, 256))
+                logs["val_loss"], logs["val_accuracy"] = r["loss"], r["accuracy"]
+            for key, value in logs.items():
+                history[key].append(value)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, dict(logs))
+    finally:
+        _restore_mode(model, was_training)
+    return history
