@@ -914,6 +914,16 @@ def machine_info(torch="auto"):
             },
         },
     }
+    try:  # the micro-kernel the runtime CPU dispatch chose, if the build reports it
+        from . import _conv
+
+        info["cnnext_isa"] = _conv.isa() if hasattr(_conv, "isa") else None
+        if hasattr(_conv, "block_sizes"):
+            info["cnnext_block_sizes"] = {
+                d: list(_conv.block_sizes(d)) for d in ("float32", "float64")
+            }
+    except Exception:
+        info["cnnext_isa"] = None
     try:
         import threadpoolctl
 
@@ -1425,7 +1435,9 @@ def _header(info, cfg, torch_status, torch_autograd):
     how = ("autograd.grad" if torch_autograd else "aten.convolution_backward (no autograd)")
     return "\n".join([
         f"cnnext bench: cnnext {v['cnnext']}, numpy {v['numpy']}, scipy {v['scipy']}, {torch_desc}",
-        f"CPU: {info['cpu_model']} ({cores} cores); threads: cnnext {t['cnnext']}, "
+        f"CPU: {info['cpu_model']} ({cores} cores"
+        + (f", cnnext kernels: {info['cnnext_isa']}" if info.get("cnnext_isa") else "")
+        + f"); threads: cnnext {t['cnnext']}, "
         f"torch {t['torch'] if t['torch'] is not None else '-'}",
         f"timing: medians of {reps} interleaved samples (>= {cfg.min_sample * 1e3:g} ms each), "
         f"{cfg.warmup} warm-up calls; reference <= {cfg.ref_max_repeats} samples; "
