@@ -7,6 +7,7 @@ be imported) are skipped, not silently passed.
 import doctest
 import importlib
 import importlib.util
+import pkgutil
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +16,42 @@ import pytest
 import cnnext
 
 CORE = ("functional", "reference", "_config")
-OPTIONAL = ("nn", "optim", "train", "datasets", "compat")
+OPTIONAL = ("nn", "optim", "train", "datasets", "compat", "losses")
+
+
+def _modules(modname):
+    """The module, and every submodule if it is a package."""
+    mod = importlib.import_module(f"cnnext.{modname}")
+    mods = [mod]
+    if hasattr(mod, "__path__"):
+        for info in pkgutil.walk_packages(mod.__path__, prefix=f"{mod.__name__}."):
+            mods.append(importlib.import_module(info.name))
+    return mods
 
 
 def _run(modname):
-    mod = importlib.import_module(f"cnnext.{modname}")
-    # The installed copy, never the source tree (see test_build.py).
-    assert Path(mod.__file__).resolve().parent == Path(cnnext.__file__).resolve().parent
-    backend, threads = cnnext.get_backend(), cnnext.get_num_threads()
-    try:
-        with np.printoptions(legacy=False):
-            return doctest.testmod(
-                mod,
-                optionflags=doctest.NORMALIZE_WHITESPACE,
-                raise_on_error=False,
-                report=True,
-                verbose=False,
-            )
-    finally:
-        # A doctest that changes global settings must not leak them.
-        cnnext.set_backend(backend)
-        cnnext.set_num_threads(threads)
+    installed = Path(cnnext.__file__).resolve().parent
+    failed = attempted = 0
+    for mod in _modules(modname):
+        # The installed copy, never the source tree (see test_build.py).
+        assert Path(mod.__file__).resolve().is_relative_to(installed), mod.__file__
+        backend, threads = cnnext.get_backend(), cnnext.get_num_threads()
+        try:
+            with np.printoptions(legacy=False):
+                res = doctest.testmod(
+                    mod,
+                    optionflags=doctest.NORMALIZE_WHITESPACE,
+                    raise_on_error=False,
+                    report=True,
+                    verbose=False,
+                )
+        finally:
+            # A doctest that changes global settings must not leak them.
+            cnnext.set_backend(backend)
+            cnnext.set_num_threads(threads)
+        failed += res.failed
+        attempted += res.attempted
+    return doctest.TestResults(failed, attempted)
 
 
 @pytest.mark.parametrize("modname", CORE)

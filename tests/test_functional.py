@@ -11,9 +11,14 @@ Coverage follows STYLE.md: dtype x odd geometry (1x1 and non-square kernels,
 stride larger than the kernel, padding near the kernel size, dilation, prime
 sizes, N=1, C=1, N=0, unbatched 3-D) x memory layout (non-contiguous,
 Fortran-ordered, read-only; inputs never modified), dtype promotion, the
-backend switch, thread counts and scratch chunking.  Upstream gradients are
+backend switch, thread counts, the kernels' block boundaries and every
+micro-kernel variant (``CNNEXT_ISA``).  Upstream gradients are
 always random.
 """
+import json
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from collections import namedtuple
@@ -968,7 +973,7 @@ def test_every_function_agrees_across_backends(name, close):
 
 
 # --------------------------------------------------------------------------
-# threads and scratch chunking
+# threads and kernel blocking
 # --------------------------------------------------------------------------
 
 
@@ -1014,57 +1019,106 @@ def test_conv_close_across_thread_counts(rng, close, restore_threads):
         close(a, c, np.float32)
 
 
+# Geometries that straddle the kernels' blocking: the reduction depth
+# K = C*kH*kW or the number of output positions P just above the KC = 256
+# panel depth, C_out not a multiple of the MR rows of a micro-tile, P not a
+# multiple of its NR columns, and (stride > 1, input-gradient path) more
+# positions than fit one col2im block of 2**16 elements.  Each is run at
+# stride 1 (the specialised path) and stride 2, on 1 and 2 threads.
+BLOCK_CASES = [
+    ("K=261>KC", Conv(3, 29, 9, 9, 10, (3, 3), (1, 1), (1, 1), (1, 1))),
+    ("K=261>KC-s2", Conv(3, 29, 9, 9, 10, (3, 3), (2, 2), (1, 1), (1, 1))),
+    ("K=512=2KC", Conv(2, 32, 3, 6, 5, (4, 4), (1, 1), (2, 1), (1, 1))),
+    ("P=270>KC", Conv(3, 2, 3, 19, 17, (2, 3), (1, 1), (0, 0), (1, 1))),
+    ("P>KC-pad-dil", Conv(2, 3, 17, 17, 19, (3, 2), (1, 1), (2, 1), (2, 3))),
+    ("P>KC-s2", Conv(2, 2, 5, 37, 35, (3, 3), (2, 2), (1, 1), (1, 1))),
+    ("col2im-blocks-s2", Conv(2, 16, 5, 48, 47, (3, 3), (2, 2), (1, 1), (1, 1))),
+    ("Co=17-odd-all", Conv(3, 7, 17, 13, 11, (5, 3), (1, 2), (2, 1), (1, 1))),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "n,samples_per_chunk",
-    [(7, 1), (6, 3), (7, 3), (8, 3)],
-    ids=["7x1", "6=3+3", "7=3+3+1", "8=3+3+2"],
-)
-def test_scratch_chunking_gives_same_results(dtype, n, samples_per_chunk, monkeypatch, rng, close):
-    """A batch much larger than the scratch: many chunks, incl. a ragged last one."""
-    g = Conv(n, 3, 4, 9, 8, (3, 2), (2, 1), (1, 1), (1, 2))
-    x, w, b = conv_arrays(g, dtype, rng)
-    kw = conv_kwargs(g)
-    go = randn(rng, conv_out_shape(g), dtype)
-    wt = randn(rng, (3, 2, 2, 3), dtype)
-    fw = randn(rng, (4, 3, 3, 2), dtype)
-
-    def run():
-        return (
-            F.conv2d(x, w, b, **kw),
-            *F.conv2d_backward(go, x, w, **kw),
-            F.conv_transpose2d(x, wt, stride=2, padding=1, output_padding=1),
-            F.full_conv2d(go, fw),
-        )
-
-    whole = run()
-    itemsize = np.dtype(dtype).itemsize
-    _, _, oh, ow = conv_out_shape(g)
-    K, P = 3 * 3 * 2, oh * ow
-    # e.g. 7 samples in chunks of 3 -> 3 + 3 + 1 (forward); 1 -> nb=1 chunks.
-    # ``1`` byte is below even one sample's matrix: one sample at a time.
-    budget = 1 if samples_per_chunk == 1 else samples_per_chunk * (K * P + 4 * P) * itemsize
-    monkeypatch.setattr(F, "SCRATCH_BYTES", budget)
-    chunked = run()
-    for name, a, c in zip(
-        ["conv2d", "grad_x", "grad_weight", "grad_bias", "conv_transpose2d", "full_conv2d"],
-        chunked, whole,
-    ):
-        assert a.shape == c.shape and a.dtype == c.dtype
-        close(a, c, dtype, err_msg=name)
-    # and still right, not just self-consistent
-    close(chunked[0], R.conv2d(*f64(x, w, b), **kw), dtype)
-    rx, rw, _ = R.conv2d_backward(*f64(go, x, w), **kw)
-    close(chunked[1], rx, dtype)
-    close(chunked[2], rw, dtype)
+@pytest.mark.parametrize("g", [c[1] for c in BLOCK_CASES], ids=[c[0] for c in BLOCK_CASES])
+def test_block_boundaries(g, dtype, threads, rng, close, restore_threads):
+    cnnext.set_num_threads(threads)
+    check_conv2d(g, dtype, rng, close)
+    check_conv2d_backward(g, dtype, rng, close)
+    op = tuple(max(s, d) - 1 for s, d in zip(g.s, g.d))
+    check_conv_transpose2d(g, dtype, rng, close, op=op)
 
 
-def test_realistic_layer_with_default_scratch_budget(rng, close):
-    """A CNN layer whose batch does not divide into the default scratch chunks.
+_ISA_SCRIPT = """
+import json, sys
+import numpy as np
+import cnnext
+from cnnext import _conv, functional as F, reference as R
 
-    With ``SCRATCH_BYTES = 16 MiB`` a 32->64 channel 3x3 layer on 14x14
-    float32 maps fits 60 samples per chunk, so a batch of 64 ends with a
-    ragged chunk of 4: the case a training loop hits every step.
+print(_conv.isa())
+geoms, tols = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+rng = np.random.default_rng(0)
+worst = 0.0
+for n, cin, cout, h, w, k, s, p, d in geoms:
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal((n, cin, h, w)).astype(dt)
+        wt = rng.standard_normal((cout, cin, *k)).astype(dt)
+        b = rng.standard_normal(cout).astype(dt)
+        kw = dict(stride=s, padding=p, dilation=d)
+        y = F.conv2d(x, wt, b, **kw)
+        go = rng.standard_normal(y.shape).astype(dt)
+        f = [np.float64(a) if a.ndim == 0 else a.astype(np.float64) for a in (x, wt, b, go)]
+        pairs = [(y, R.conv2d(f[0], f[1], f[2], **kw))]
+        pairs += list(zip(F.conv2d_backward(go, x, wt, **kw),
+                          R.conv2d_backward(f[3], f[0], f[1], **kw)))
+        pairs.append((F.full_conv2d(go, wt), R.full_conv2d(f[3], f[1])))
+        pairs.append((F.conv_transpose2d(go, wt, **kw), R.conv_transpose2d(f[3], f[1], **kw)))
+        t = tols[np.dtype(dt).name]
+        for got, want in pairs:
+            scale = max(1.0, float(np.abs(want).max()))
+            err = np.abs(got - want) - t["rtol"] * np.abs(want)
+            worst = max(worst, float((err / (t["atol"] * scale)).max()))
+print(worst)
+"""
+
+
+def _isa_rank(name):
+    return ["generic", "avx2", "avx512"].index(name)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_microkernel_variant(isa, tmp_path, tolerances):
+    """CNNEXT_ISA selects each micro-kernel variant the CPU supports.
+
+    Only one variant runs in the main test process (the best the CPU has);
+    this runs the conv functions under each one in a subprocess.
+    """
+    from cnnext import _conv
+
+    native = _conv.isa()
+    if native not in ("generic", "avx2", "avx512"):
+        pytest.fail(f"unknown micro-kernel variant {native!r}")
+    if _isa_rank(isa) > _isa_rank(native):
+        pytest.skip(f"this CPU runs {native}, not {isa}")
+    geoms = [list(g) for g in CASE_GEOMS[:4] + [c[1] for c in BLOCK_CASES[:5]]]
+    tols = {np.dtype(t).name: v for t, v in tolerances.items()}
+    env = dict(os.environ, CNNEXT_ISA=isa)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ISA_SCRIPT, json.dumps(geoms), json.dumps(tols)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    name, worst = proc.stdout.split()
+    assert name == isa
+    # worst = largest (|err| - rtol*|want|) / (atol*scale); <= 0 is within rtol
+    assert float(worst) <= 1.0, f"{isa}: error {worst} x the allowed tolerance"
+
+
+def test_realistic_layer(rng, close):
+    """A typical second CNN layer (32->64 channels, 3x3, 14x14 maps, batch 64).
+
+    Sizes no blocking scheme divides evenly; this shape once exposed a
+    ragged-last-chunk bug (wrong GEMM leading dimension) in the im2col
+    kernels that tiny test shapes never reached.
     """
     x = rng.standard_normal((64, 32, 14, 14)).astype(np.float32)
     w = (rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32)
