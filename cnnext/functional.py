@@ -103,11 +103,9 @@ def _forward_kernel(x, weight, bias, s, p, d, OH, OW, dt):
             y += bias[:, None, None]
         return y
     out = np.empty((N, Co, P), dtype=dt)
-    _conv.conv2d_forward(
-        x, _conv.pack_weights(weight.reshape(Co, K)), bias, out,
-        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW,
-        _conv_threads(N * Co * K * P),
-    )
+    apw = _conv.pack_weights(weight.reshape(Co, K))
+    nt = _conv_threads(N * Co * K * P)
+    _conv.conv2d_forward(x, apw, bias, out, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, nt)
     return out.reshape(N, Co, OH, OW)
 
 
@@ -317,7 +315,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
             gb,
         )
     _, _, kc = _conv.block_sizes(dt)
-    units = N * -(-P // kc)
+    # Work units: (sample, block of kc "padded-width" positions), see _conv.
+    units = N * -(-(OH * -(-(W + 2 * p[1]) // s[1])) // kc)
     tasks = max(1, min(_conv_threads(N * Co * K * P), units))
     gwp = np.empty((tasks, Co, K), dtype=dt)
     _conv.conv2d_grad_weight(

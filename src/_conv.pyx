@@ -123,62 +123,6 @@ cdef void pack_b(const floating* src, Py_ssize_t rs, Py_ssize_t cs,
                 dst[kk * NR + j] = 0
 
 
-cdef void pack_conv(const floating* xn,
-                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW,
-                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                    Py_ssize_t p0, Py_ssize_t npos, Py_ssize_t k0, Py_ssize_t ntap,
-                    floating* dst, Py_ssize_t pos_stride,
-                    Py_ssize_t tap_stride) noexcept nogil:
-    """Fused im2col packing from one sample ``xn`` (C, H, W).
-
-    Writes the im2col entry for output position ``p0 + q`` and tap ``k0 + t``
-    to ``dst[q*pos_stride + t*tap_stride]``.  Positions are walked in runs
-    that share an output row, so at stride 1 each (tap, run) is a contiguous
-    copy with zero fill at the image borders.
-    """
-    cdef Py_ssize_t p = p0, pend = p0 + npos, oh, ow, L, q0, t, k, c, r, i, j
-    cdef Py_ssize_t ih, iw0, lo, hi, q, iw, khw = kh * kw
-    cdef floating* d
-    cdef const floating* s
-    while p < pend:
-        oh = p // OW
-        ow = p - oh * OW
-        L = min(OW - ow, pend - p)
-        q0 = p - p0
-        for t in range(ntap):
-            k = k0 + t
-            c = k // khw
-            r = k - c * khw
-            i = r // kw
-            j = r - i * kw
-            d = dst + t * tap_stride + q0 * pos_stride
-            ih = oh * sh - ph + i * dh
-            if ih < 0 or ih >= H:
-                for q in range(L):
-                    d[q * pos_stride] = 0
-                continue
-            s = xn + (c * H + ih) * W
-            iw0 = ow * sw - pw + j * dw
-            if sw == 1 and pos_stride == 1:
-                lo = min(max(-iw0, 0), L)
-                hi = max(min(W - iw0, L), lo)
-                for q in range(lo):
-                    d[q] = 0
-                for q in range(lo, hi):
-                    d[q] = s[iw0 + q]
-                for q in range(hi, L):
-                    d[q] = 0
-            else:
-                for q in range(L):
-                    iw = iw0 + q * sw
-                    if iw >= 0 and iw < W:
-                        d[q * pos_stride] = s[iw]
-                    else:
-                        d[q * pos_stride] = 0
-        p += L
-
-
 cdef void gemm_st(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
                   const floating* A, Py_ssize_t rsa, Py_ssize_t csa,
                   const floating* B, Py_ssize_t rsb, Py_ssize_t csb,
@@ -234,108 +178,6 @@ def pack_weights(const floating[:, ::1] wmat):
     with nogil:
         pack_a(&wmat[0, 0], K, 1, Co, K, MR, &ap[0])
     return np.asarray(ap)
-
-
-def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
-                   const floating[::1] apw,            # IN  packed weight (pack_weights)
-                   const floating[::1] bias,           # IN  (Cout,) or None
-                   floating[:, :, ::1] out,            # OUT (N, Cout, P)
-                   Py_ssize_t kh, Py_ssize_t kw,
-                   Py_ssize_t sh, Py_ssize_t sw,
-                   Py_ssize_t ph, Py_ssize_t pw,
-                   Py_ssize_t dh, Py_ssize_t dw,
-                   Py_ssize_t oh_n, Py_ssize_t ow_n,
-                   int n_threads):
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t Co = out.shape[1], P = out.shape[2], K = C * kh * kw
-    cdef Py_ssize_t MR, NR
-    dt = np.float32 if floating is float else np.float64
-    MR, NR = _mr_nr(dt)
-    cdef Py_ssize_t ntp = cdiv(P, NR), npanel = cdiv(Co, MR)
-    cdef Py_ssize_t T = N * ntp
-    cdef floating[:, ::1] bscr = np.empty((max(n_threads, 1), KC * NR), dtype=dt)
-    cdef Py_ssize_t t, n, p0, nr, pc, kc, panel, co0, mr, tid
-    cdef floating* bp
-    cdef const floating* bptr
-    cdef bint has_bias = bias is not None
-    if T == 0:
-        return
-    with nogil:
-        for t in prange(T, schedule="static", num_threads=n_threads):
-            tid = threadid()
-            bp = &bscr[tid, 0]
-            n = t // ntp
-            p0 = (t - n * ntp) * NR
-            nr = min(NR, P - p0)
-            pc = 0
-            while pc < K:
-                kc = min(KC, K - pc)
-                pack_conv(&x[n, 0, 0, 0], H, W, ow_n, kh, kw, sh, sw, ph, pw, dh, dw,
-                          p0, nr, pc, kc, bp, 1, NR)
-                if nr < NR:
-                    for mr in range(kc):
-                        for co0 in range(nr, NR):
-                            bp[mr * NR + co0] = 0
-                for panel in range(npanel):
-                    co0 = panel * MR
-                    mr = min(MR, Co - co0)
-                    bptr = NULL
-                    if has_bias and pc == 0:
-                        bptr = &bias[co0]
-                    ukr(kc, &apw[panel * K * MR + pc * MR], bp, &out[n, co0, p0], P,
-                        <int>mr, <int>nr, pc > 0, bptr)
-                pc = pc + KC
-
-
-def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
-                       const floating[:, :, ::1] g,       # IN  (N, Cout, P)
-                       floating[:, :, ::1] gwp,           # OUT (T, Cout, K) partials
-                       Py_ssize_t kh, Py_ssize_t kw,
-                       Py_ssize_t sh, Py_ssize_t sw,
-                       Py_ssize_t ph, Py_ssize_t pw,
-                       Py_ssize_t dh, Py_ssize_t dw,
-                       Py_ssize_t oh_n, Py_ssize_t ow_n):
-    """gwp[task] = sum over the task's (sample, position block) units of
-    g_n[:, block] @ col_n[:, block]^T.  The caller sums gwp over axis 0."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t T = gwp.shape[0], Co = gwp.shape[1], K = gwp.shape[2]
-    cdef Py_ssize_t P = g.shape[2]
-    cdef Py_ssize_t MR, NR
-    dt = np.float32 if floating is float else np.float64
-    MR, NR = _mr_nr(dt)
-    cdef Py_ssize_t nblk = cdiv(P, KC), units = N * nblk, npanel = cdiv(Co, MR)
-    cdef floating[:, ::1] ascr = np.empty((T, npanel * MR * KC), dtype=dt)
-    cdef floating[:, ::1] bscr = np.empty((T, KC * NR), dtype=dt)
-    cdef Py_ssize_t task, u, u0, u1, n, pb, kc, jc, nr, panel, co0, mr, q, tt
-    cdef floating* ap
-    cdef floating* bp
-    with nogil:
-        for task in prange(T, schedule="static", chunksize=1, num_threads=T):
-            ap = &ascr[task, 0]
-            bp = &bscr[task, 0]
-            memset(&gwp[task, 0, 0], 0, Co * K * sizeof(floating))
-            u0 = units * task // T
-            u1 = units * (task + 1) // T
-            for u in range(u0, u1):
-                n = u // nblk
-                pb = (u - n * nblk) * KC
-                kc = min(KC, P - pb)
-                pack_a(&g[n, 0, pb], P, 1, Co, kc, MR, ap)
-                jc = 0
-                while jc < K:
-                    nr = min(NR, K - jc)
-                    pack_conv(&x[n, 0, 0, 0], H, W, ow_n, kh, kw, sh, sw, ph, pw, dh, dw,
-                              pb, kc, jc, nr, bp, NR, 1)
-                    if nr < NR:
-                        for q in range(kc):
-                            for tt in range(nr, NR):
-                                bp[q * NR + tt] = 0
-                    for panel in range(npanel):
-                        co0 = panel * MR
-                        mr = min(MR, Co - co0)
-                        ukr(kc, ap + panel * kc * MR, bp, &gwp[task, co0, jc], K,
-                            <int>mr, <int>nr, 1, NULL)
-                    jc = jc + NR
 
 
 cdef void col2im_block(const floating* col, Py_ssize_t ldcol,
@@ -400,3 +242,240 @@ def conv_grad_input(const floating[:, :, ::1] g,          # IN  (N, Cg, P)
                 col2im_block(&cscr[tid, 0], npos, &out[n, 0, 0, 0], C, H, W, ow_n,
                              kh, kw, sh, sw, ph, pw, dh, dw, pb, npos)
                 pb = pb + PB
+
+
+# --------------------------------------------------------------------------
+# Fused im2col packing over "padded-width" positions.
+#
+# The sample is zero-padded and split into its sh*sw stride phases
+# (prep_sample), each of shape (C, Hq, Wq).  Output positions are laid out
+# as p' = oh*Wq + ow with 0 <= ow < Wq (the Wq - OW extra columns are junk).
+# Then the im2col row of tap (c, i, j) is a *contiguous* run of the prepared
+# sample starting at
+#     toff[k] = phase(i*dh % sh, j*dw % sw) + c*Hq*Wq
+#               + (i*dh // sh)*Wq + (j*dw // sw),
+# so packing a B panel is one short contiguous copy per tap, for every
+# stride and dilation.  Junk columns are not stored (forward) or multiplied
+# by zero (weight gradient).  Each thread keeps one prepared sample in its
+# own scratch, so scratch does not grow with the batch.
+# --------------------------------------------------------------------------
+
+
+cdef void prep_sample(const floating* xn, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t Hq, Py_ssize_t Wq, floating* dst) noexcept nogil:
+    """Zero-pad xn (C, H, W) and split it into sh*sw stride phases:
+    dst[a, b, c, u, v] = xpad[c, u*sh + a, v*sw + b], each phase (C, Hq, Wq).
+    At stride 1 this is plain zero padding."""
+    cdef Py_ssize_t c, h, w, hp, wp, a, u, base
+    cdef Py_ssize_t ph_sz = C * Hq * Wq
+    cdef floating* d
+    cdef const floating* s
+    memset(dst, 0, sh * sw * ph_sz * sizeof(floating))
+    for c in range(C):
+        for h in range(H):
+            hp = h + ph
+            a = hp % sh
+            u = hp // sh
+            s = xn + (c * H + h) * W
+            if sw == 1:
+                d = dst + a * ph_sz + (c * Hq + u) * Wq + pw
+                for w in range(W):
+                    d[w] = s[w]
+            else:
+                base = a * sw * ph_sz + (c * Hq + u) * Wq
+                for w in range(W):
+                    wp = w + pw
+                    dst[base + (wp % sw) * ph_sz + wp // sw] = s[w]
+
+
+cdef inline void copy_run(const floating* src, Py_ssize_t start, Py_ssize_t limit,
+                          Py_ssize_t n, floating* dst, Py_ssize_t dst_stride) noexcept nogil:
+    """dst[q*dst_stride] = src[start + q] for q < n, 0 where start+q >= limit."""
+    cdef Py_ssize_t m = max(0, min(n, limit - start)), q
+    if dst_stride == 1:
+        for q in range(m):
+            dst[q] = src[start + q]
+        for q in range(m, n):
+            dst[q] = 0
+    else:
+        for q in range(m):
+            dst[q * dst_stride] = src[start + q]
+        for q in range(m, n):
+            dst[q * dst_stride] = 0
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
+                      const floating[::1] apw,            # IN  packed weight
+                      const floating[::1] bias,           # IN  (Cout,) or None
+                      floating[:, :, ::1] out,            # OUT (N, Cout, OH*OW)
+                   Py_ssize_t kh, Py_ssize_t kw,
+                   Py_ssize_t sh, Py_ssize_t sw,
+                   Py_ssize_t ph, Py_ssize_t pw,
+                   Py_ssize_t dh, Py_ssize_t dw,
+                   Py_ssize_t oh_n, Py_ssize_t ow_n,
+                   int n_threads):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Co = out.shape[1], P = oh_n * ow_n, K = C * kh * kw
+    cdef Py_ssize_t Hq = cdiv(H + 2 * ph, sh), Wq = cdiv(W + 2 * pw, sw)
+    cdef Py_ssize_t plane = Hq * Wq, L = sh * sw * C * plane, Wp = Wq
+    cdef Py_ssize_t MR, NR
+    dt = np.float32 if floating is float else np.float64
+    MR, NR = _mr_nr(dt)
+    cdef Py_ssize_t Pp = oh_n * Wp, ntp = cdiv(Pp, NR), npanel = cdiv(Co, MR)
+    cdef Py_ssize_t T = N * ntp
+    cdef int nt = <int>max(1, min(n_threads, T))
+    cdef bint padded = ph > 0 or pw > 0 or sh > 1 or sw > 1
+    cdef Py_ssize_t[::1] toff = np.empty(max(K, 1), dtype=np.intp)
+    cdef floating[:, ::1] bscr = np.empty((nt, KC * NR), dtype=dt)
+    cdef floating[:, ::1] cscr = np.empty((nt, npanel * MR * NR), dtype=dt)
+    cdef floating[:, ::1] xscr = np.empty((nt, L if padded else 1), dtype=dt)
+    cdef Py_ssize_t k, c, i, j, tid, t, t0, t1, n, cur, p0, pc, kc, kk, panel, co0, mr
+    cdef Py_ssize_t q, pp, oh, ow, run
+    cdef floating* bp
+    cdef floating* ct
+    cdef const floating* src
+    cdef const floating* bptr
+    cdef bint has_bias = bias is not None
+    if T == 0:
+        return
+    for k in range(K):
+        c = k // (kh * kw)
+        i = (k // kw) % kh
+        j = k % kw
+        toff[k] = ((((i * dh) % sh) * sw + (j * dw) % sw) * C + c) * plane \
+            + ((i * dh) // sh) * Wq + (j * dw) // sw
+    with nogil:
+        for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+            bp = &bscr[tid, 0]
+            ct = &cscr[tid, 0]
+            t0 = T * tid // nt
+            t1 = T * (tid + 1) // nt
+            cur = -1
+            src = NULL
+            for t in range(t0, t1):
+                n = t // ntp
+                p0 = (t - n * ntp) * NR
+                if n != cur:
+                    cur = n
+                    if padded:
+                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, &xscr[tid, 0])
+                        src = &xscr[tid, 0]
+                    else:
+                        src = &x[n, 0, 0, 0]
+                pc = 0
+                while pc < K:
+                    kc = min(KC, K - pc)
+                    for kk in range(kc):
+                        copy_run(src, toff[pc + kk] + p0, L, NR, bp + kk * NR, 1)
+                    for panel in range(npanel):
+                        co0 = panel * MR
+                        bptr = NULL
+                        if has_bias and pc == 0:
+                            bptr = &bias[co0]
+                        ukr(kc, &apw[panel * K * MR + pc * MR], bp, ct + co0 * NR, NR,
+                            <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
+                    pc = pc + KC
+                # Store the valid columns (ow < OW) of the tile, run by run.
+                pp = p0
+                while pp < min(p0 + NR, Pp):
+                    oh = pp // Wp
+                    ow = pp - oh * Wp
+                    run = min(Wp - ow, p0 + NR - pp)
+                    if ow < ow_n:
+                        q = min(run, ow_n - ow)
+                        for co0 in range(Co):
+                            for kk in range(q):
+                                out[n, co0, oh * ow_n + ow + kk] = ct[co0 * NR + pp - p0 + kk]
+                    pp = pp + run
+
+
+def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                          const floating[:, :, ::1] g,       # IN  (N, Cout, OH*OW)
+                          floating[:, :, ::1] gwp,           # OUT (T, Cout, K) partials
+                       Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t ph, Py_ssize_t pw,
+                       Py_ssize_t dh, Py_ssize_t dw,
+                       Py_ssize_t oh_n, Py_ssize_t ow_n):
+    """Stride-1 weight gradient over padded-width positions (junk columns of
+    the gradient are packed as zeros)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t T = gwp.shape[0], Co = gwp.shape[1], K = gwp.shape[2]
+    cdef Py_ssize_t Hq = cdiv(H + 2 * ph, sh), Wq = cdiv(W + 2 * pw, sw)
+    cdef Py_ssize_t plane = Hq * Wq, L = sh * sw * C * plane, Wp = Wq
+    cdef Py_ssize_t MR, NR
+    dt = np.float32 if floating is float else np.float64
+    MR, NR = _mr_nr(dt)
+    cdef Py_ssize_t Pp = oh_n * Wp, nblk = cdiv(Pp, KC), units = N * nblk
+    cdef Py_ssize_t npanel = cdiv(Co, MR)
+    cdef bint padded = ph > 0 or pw > 0 or sh > 1 or sw > 1
+    cdef Py_ssize_t[::1] toff = np.empty(max(K, 1), dtype=np.intp)
+    cdef floating[:, ::1] ascr = np.empty((T, npanel * MR * KC), dtype=dt)
+    cdef floating[:, ::1] bscr = np.empty((T, KC * NR), dtype=dt)
+    cdef floating[:, ::1] xscr = np.empty((T, L if padded else 1), dtype=dt)
+    cdef Py_ssize_t k, c, i, j, task, u, u0, u1, n, cur, pb, kc, jc, nr, panel, co0
+    cdef Py_ssize_t q, pp, oh, ow, tt
+    cdef floating* ap
+    cdef floating* bp
+    cdef floating* arow
+    cdef const floating* src
+    for k in range(K):
+        c = k // (kh * kw)
+        i = (k // kw) % kh
+        j = k % kw
+        toff[k] = ((((i * dh) % sh) * sw + (j * dw) % sw) * C + c) * plane \
+            + ((i * dh) // sh) * Wq + (j * dw) // sw
+    with nogil:
+        for task in prange(T, schedule="static", chunksize=1, num_threads=T):
+            ap = &ascr[task, 0]
+            bp = &bscr[task, 0]
+            memset(&gwp[task, 0, 0], 0, Co * K * sizeof(floating))
+            u0 = units * task // T
+            u1 = units * (task + 1) // T
+            cur = -1
+            src = NULL
+            for u in range(u0, u1):
+                n = u // nblk
+                pb = (u - n * nblk) * KC
+                kc = min(KC, Pp - pb)
+                if n != cur:
+                    cur = n
+                    if padded:
+                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, &xscr[task, 0])
+                        src = &xscr[task, 0]
+                    else:
+                        src = &x[n, 0, 0, 0]
+                # A panels: gradient rows in padded-width layout, junk = 0.
+                for panel in range(npanel):
+                    for tt in range(MR):
+                        co0 = panel * MR + tt
+                        arow = ap + panel * kc * MR + tt
+                        if co0 >= Co:
+                            for q in range(kc):
+                                arow[q * MR] = 0
+                            continue
+                        oh = pb // Wp
+                        ow = pb - oh * Wp
+                        for q in range(kc):
+                            if ow < ow_n:
+                                arow[q * MR] = g[n, co0, oh * ow_n + ow]
+                            else:
+                                arow[q * MR] = 0
+                            ow = ow + 1
+                            if ow == Wp:
+                                ow = 0
+                                oh = oh + 1
+                jc = 0
+                while jc < K:
+                    nr = min(NR, K - jc)
+                    for tt in range(nr):
+                        copy_run(src, toff[jc + tt] + pb, L, kc, bp + tt, NR)
+                    for tt in range(nr, NR):
+                        for q in range(kc):
+                            bp[q * NR + tt] = 0
+                    for panel in range(npanel):
+                        co0 = panel * MR
+                        ukr(kc, ap + panel * kc * MR, bp, &gwp[task, co0, jc], K,
+                            <int>min(MR, Co - co0), <int>nr, 1, NULL)
+                    jc = jc + NR
