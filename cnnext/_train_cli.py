@@ -1,0 +1,247 @@
+"""``cnnext train``: train a CNN on MNIST from the command line.
+
+Models
+------
+``tiny``
+    The seeds' network (seed 000): Conv2D(1, 8, 3, bias=False) ->
+    MaxPool2D(2) -> Flatten -> Dense(1352, 10); input ``image - 0.5``; SGD,
+    lr 0.005, batch size 1, 3 epochs.
+``lenet5``
+    conv 6@5x5 (padding 2) -> ReLU -> pool -> conv 16@5x5 -> ReLU -> pool ->
+    Dense 120 -> ReLU -> Dense 84 -> ReLU -> Dense 10; inputs standardised
+    with MNIST's mean/std; Adam, lr 2e-3, batch size 32, 3 epochs.
+
+Data and splits
+---------------
+``--data DIR`` (default: ``$CNNEXT_DATA/mnist`` or ``~/.cache/cnnext/mnist``)
+holds the IDX files, raw or ``.gz``; ``--download`` fetches the four official
+files there first.  With ``--split auto`` (default) the model trains on the
+60,000-image train split and is tested on the 10,000-image test split when the
+train files are present.  When only the test split is present (as in a
+checkout next to ``shared/data/mnist``), or with ``--split test``, both sets
+are ranges of the test split: by default the seeds' ranges, ``--train-range
+0:1000 --test-range 5000:6000`` for ``tiny`` and ``0:8000`` / ``8000:10000``
+for ``lenet5``.
+
+Exit status: 0 on success, 2 for bad arguments or a missing/corrupt dataset
+(a one-line message, no traceback).
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+_MEAN, _STD = np.float32(0.1307), np.float32(0.3081)
+
+_DEFAULTS = {
+    # model: epochs, batch size, lr, test-split ranges (train, test)
+    "tiny": dict(epochs=3, batch_size=1, lr=0.005, ranges=((0, 1000), (5000, 6000))),
+    "lenet5": dict(epochs=3, batch_size=32, lr=2e-3, ranges=((0, 8000), (8000, 10000))),
+}
+
+
+def build_model(name, seed):
+    """The named model (``"tiny"`` or ``"lenet5"``) and its input transform."""
+    from cnnext import nn
+
+    rng = np.random.default_rng(seed)
+    if name == "tiny":
+        model = nn.Sequential(
+            nn.Conv2D(1, 8, 3, bias=False, seed=rng),
+            nn.MaxPool2D(2),
+            nn.Flatten(),
+            nn.Dense(13 * 13 * 8, 10, init="glorot", seed=rng),
+        )
+        return model, lambda x: x - np.float32(0.5)
+    model = nn.Sequential(
+        nn.Conv2D(1, 6, 5, padding=2, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(6, 16, 5, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Flatten(),
+        nn.Dense(16 * 5 * 5, 120, seed=rng), nn.ReLU(),
+        nn.Dense(120, 84, seed=rng), nn.ReLU(),
+        nn.Dense(84, 10, init="glorot", seed=rng),
+    )
+    return model, lambda x: (x - _MEAN) / _STD
+
+
+def _range(text):
+    """'A:B' (either end may be omitted) -> (A or None, B or None)."""
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected START:STOP, got {text!r}")
+    try:
+        lo, hi = (int(p) if p.strip() else None for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers START:STOP, got {text!r}") from None
+    return lo, hi
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not v > 0 or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text!r}")
+        return v
+    return parse
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="cnnext train",
+        description="Train a CNN on MNIST with cnnext and print its test accuracy.",
+        epilog="When only the MNIST test split is available, training and test sets are "
+        "ranges of it (defaults: tiny 0:1000 / 5000:6000, lenet5 0:8000 / 8000:10000).",
+    )
+    p.add_argument("--model", choices=sorted(_DEFAULTS), default="tiny",
+                   help="network to train (default: tiny, the seeds' network)")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="directory with the MNIST IDX files, raw or .gz "
+                   "(default: $CNNEXT_DATA/mnist or ~/.cache/cnnext/mnist)")
+    p.add_argument("--download", action="store_true",
+                   help="download the official MNIST files into DIR first (md5-checked)")
+    p.add_argument("--split", choices=("auto", "train", "test"), default="auto",
+                   help="train on the train split (train), on a range of the test split "
+                   "(test), or the train split when present (auto, default)")
+    p.add_argument("--train-range", type=_range, metavar="A:B", default=None,
+                   help="training images [A, B) of the training source")
+    p.add_argument("--test-range", type=_range, metavar="A:B", default=None,
+                   help="test images [A, B) of the test split")
+    p.add_argument("--epochs", type=int, default=None, help="default 3")
+    p.add_argument("--batch-size", type=_positive(int), default=None,
+                   help="default 1 (tiny) or 32 (lenet5)")
+    p.add_argument("--lr", type=_positive(float), default=None,
+                   help="learning rate; default 0.005 (tiny, SGD) or 0.002 (lenet5, Adam)")
+    p.add_argument("--seed", type=int, default=0, help="initialization and shuffling seed (default 0)")
+    p.add_argument("--threads", type=_positive(int), default=None,
+                   help="kernel threads (cnnext.set_num_threads); 1 is fastest for tiny batches "
+                   "on a busy machine")
+    p.add_argument("--save", metavar="PATH", default=None, help="save the trained model (.npz)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _slice(name, rng, n, split):
+    lo, hi = rng
+    lo = 0 if lo is None else lo
+    hi = n if hi is None else hi
+    if not 0 <= lo < hi <= n:
+        raise ValueError(
+            f"{name} [{lo}, {hi}) must satisfy 0 <= start < stop <= {n} (the {split} split "
+            f"has {n} images)"
+        )
+    return slice(lo, hi)
+
+
+def _fail(msg):
+    print(f"cnnext train: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None):
+    """Run ``cnnext train``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 0:
+        parser.error(f"--epochs must be >= 0, got {args.epochs}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+
+    import cnnext
+    from cnnext import datasets, nn, optim
+    from cnnext.train import evaluate, fit
+
+    if args.threads is not None:
+        cnnext.set_num_threads(args.threads)
+    d = _DEFAULTS[args.model]
+    epochs = d["epochs"] if args.epochs is None else args.epochs
+    batch_size = d["batch_size"] if args.batch_size is None else args.batch_size
+    lr = d["lr"] if args.lr is None else args.lr
+    root = datasets.default_root() if args.data is None else args.data
+
+    try:
+        if args.download:
+            print(f"downloading MNIST into {root} ...", file=sys.stderr)
+            datasets.download_mnist(root)
+        split = args.split
+        if split == "auto":
+            try:
+                train_x, train_y = datasets.load_mnist(root, "train")
+                split = "train"
+            except FileNotFoundError:
+                split = "test"
+        if split == "train":
+            if args.split != "auto":
+                train_x, train_y = datasets.load_mnist(root, "train")
+            test_x, test_y = datasets.load_mnist(root, "test")
+            train_range = args.train_range or (None, None)
+            test_range = args.test_range or (None, None)
+            train_src = "train"
+        else:
+            test_x, test_y = datasets.load_mnist(root, "test")
+            train_x, train_y = test_x, test_y
+            train_range = args.train_range or d["ranges"][0]
+            test_range = args.test_range or d["ranges"][1]
+            train_src = "test"
+        tr = _slice("--train-range", train_range, len(train_x), train_src)
+        te = _slice("--test-range", test_range, len(test_x), "test")
+    except FileNotFoundError as exc:
+        if args.split == "auto":
+            return _fail(
+                f"no MNIST data in {root!r} (neither train-* nor t10k-* IDX files, raw or "
+                f".gz). Point --data at the directory holding them, or pass --download."
+            )
+        return _fail(str(exc))
+    except (ValueError, datasets.DownloadError) as exc:
+        return _fail(str(exc))
+
+    if args.split == "auto" and split == "test":
+        print(
+            f"note: no MNIST train split in {root}; training on test-split images "
+            f"[{tr.start}, {tr.stop}) and testing on [{te.start}, {te.stop}) (as --split test)",
+            file=sys.stderr,
+        )
+    model, transform = build_model(args.model, args.seed)
+    x_train, y_train = transform(train_x[tr]), train_y[tr]
+    x_test, y_test = transform(test_x[te]), test_y[te]
+    loss = nn.SoftmaxCrossEntropy()
+    if args.model == "tiny":
+        opt = optim.SGD(model, lr=lr)
+    else:
+        opt = optim.Adam(model, lr=lr)
+    print(
+        f"training {args.model} on {len(x_train)} images ({train_src} split "
+        f"[{tr.start}, {tr.stop})), testing on {len(x_test)} (test split [{te.start}, {te.stop})): "
+        f"{epochs} epochs, batch size {batch_size}, {type(opt).__name__} lr {lr:g}, seed {args.seed}",
+        flush=True,
+    )
+
+    def report(epoch, logs):
+        print(
+            f"epoch {epoch}/{epochs}: loss {logs['loss']:.4f}, accuracy {logs['accuracy']:.4f}, "
+            f"test accuracy {logs['val_accuracy']:.4f} ({logs['time']:.1f} s)",
+            flush=True,
+        )
+
+    start = time.perf_counter()
+    fit(model, loss, opt, x_train, y_train, epochs=epochs, batch_size=batch_size,
+        seed=args.seed, validation_data=(x_test, y_test),
+        progress=False if args.no_progress else None, on_epoch_end=report)
+    wall = time.perf_counter() - start
+    result = evaluate(model, loss, x_test, y_test)
+    print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}); "
+          f"wall time {wall:.1f} s")
+    if args.save:
+        try:
+            model.save(args.save)
+        except OSError as exc:
+            return _fail(f"could not save the model to {args.save}: {exc}")
+        print(f"saved model to {args.save}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
