@@ -1,0 +1,249 @@
+"""cnnext.functional against torch.nn.functional (PyTorch CPU), the
+semantics cnnext promises to reproduce.
+
+Forward values, autograd gradients (for a *random* upstream gradient) and
+max-pool indices -- compared exactly, including ties, NaN and -inf -- over a
+handful of odd geometries in float32 and float64.  Skipped when torch is not
+installed.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+
+from cnnext import functional as F  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+DTYPES = [np.float32, np.float64]
+
+# (id, N, C_in, C_out, H, W, kernel, stride, padding, dilation)
+CONV_GEOMS = [
+    ("1x1", 2, 3, 4, 5, 6, (1, 1), (1, 1), (0, 0), (1, 1)),
+    ("2x3", 2, 2, 3, 6, 7, (2, 3), (1, 1), (0, 0), (1, 1)),
+    ("3x5-pad-stride", 3, 3, 2, 9, 11, (3, 5), (2, 1), (1, 2), (1, 1)),
+    ("stride>kernel", 2, 2, 3, 11, 13, (2, 2), (3, 4), (0, 0), (1, 1)),
+    ("pad-near-kernel", 1, 1, 2, 5, 4, (3, 3), (1, 1), (2, 2), (1, 1)),
+    ("dilation", 2, 3, 2, 11, 10, (3, 2), (2, 3), (2, 1), (2, 3)),
+    ("primes", 3, 5, 7, 13, 11, (3, 5), (2, 3), (1, 2), (1, 1)),
+    ("K>256", 2, 29, 9, 9, 10, (3, 3), (1, 1), (1, 1), (1, 1)),
+]
+CONV_IDS = [g[0] for g in CONV_GEOMS]
+
+
+def t(a, requires_grad=False):
+    return torch.from_numpy(np.array(a, copy=True)).requires_grad_(requires_grad)
+
+
+def n(tensor):
+    return tensor.detach().numpy()
+
+
+def _geom(g):
+    _, N, Ci, Co, H, W, k, s, p, d = g
+    return N, Ci, Co, H, W, k, dict(stride=s, padding=p, dilation=d)
+
+
+# --------------------------------------------------------------------------
+# convolutions
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", CONV_GEOMS, ids=CONV_IDS)
+def test_conv2d_and_backward(g, dtype, rng, close):
+    N, Ci, Co, H, W, k, kw = _geom(g)
+    x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
+    w = rng.standard_normal((Co, Ci) + k).astype(dtype)
+    b = rng.standard_normal(Co).astype(dtype)
+    tx, tw, tb = t(x, True), t(w, True), t(b, True)
+    ty = TF.conv2d(tx, tw, tb, **kw)
+    y = F.conv2d(x, w, b, **kw)
+    assert y.shape == tuple(ty.shape) and y.dtype == dtype
+    close(y, n(ty), dtype)
+
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
+    close(gx, n(tx.grad), dtype, err_msg="grad_x")
+    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
+    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", CONV_GEOMS, ids=CONV_IDS)
+def test_conv_transpose2d_and_its_gradients(g, dtype, rng, close):
+    N, Ci, Co, H, W, k, kw = _geom(g)
+    op = tuple(max(s, d) - 1 for s, d in zip(kw["stride"], kw["dilation"]))
+    kw = dict(kw, output_padding=op)
+    x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
+    w = rng.standard_normal((Ci, Co) + k).astype(dtype)
+    b = rng.standard_normal(Co).astype(dtype)
+    tx, tw = t(x, True), t(w, True)
+    ty = TF.conv_transpose2d(tx, tw, t(b), **kw)
+    y = F.conv_transpose2d(x, w, b, **kw)
+    assert y.shape == tuple(ty.shape) and y.dtype == dtype
+    close(y, n(ty), dtype)
+    # The gradient of a transposed convolution w.r.t. its input is conv2d.
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    no_op = {key: v for key, v in kw.items() if key != "output_padding"}
+    close(F.conv2d(go, w, **no_op), n(tx.grad), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "xshape,wshape",
+    [((2, 3, 5, 7), (3, 2, 2, 3)), ((1, 1, 4, 4), (1, 1, 1, 1)), ((3, 2, 7, 5), (2, 4, 3, 5)),
+     ((2, 1, 1, 1), (1, 3, 3, 2))],
+)
+def test_full_conv2d_is_conv_transpose2d_at_stride_1(xshape, wshape, dtype, rng, close):
+    x = rng.standard_normal(xshape).astype(dtype)
+    w = rng.standard_normal(wshape).astype(dtype)
+    want = n(TF.conv_transpose2d(t(x), t(w), stride=1))
+    y = F.full_conv2d(x, w)
+    assert y.shape == want.shape
+    close(y, want, dtype)
+
+
+# --------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------
+
+POOL_GEOMS = [
+    ((2, 2), (2, 2), (0, 0)),
+    ((3, 3), (1, 1), (1, 1)),
+    ((2, 3), (1, 2), (1, 1)),
+    ((3, 2), (2, 1), (1, 1)),
+    ((1, 1), (2, 3), (0, 0)),
+    ((5, 3), (2, 2), (2, 1)),
+    ((4, 4), (3, 3), (2, 2)),
+]
+
+
+def _pool_input(rng, mode, dtype, shape=(2, 3, 9, 11)):
+    if mode == "distinct":
+        x = rng.standard_normal(shape)
+    elif mode == "small_int":
+        x = rng.integers(-1, 2, size=shape).astype(float)
+    elif mode == "relu":
+        x = np.maximum(rng.integers(-3, 3, size=shape), 0).astype(float)
+    elif mode == "nan":
+        x = rng.integers(0, 3, size=shape).astype(float)
+        x[rng.random(shape) < 0.15] = np.nan
+    elif mode == "neginf":
+        x = rng.integers(0, 3, size=shape).astype(float)
+        x[rng.random(shape) < 0.7] = -np.inf
+    else:  # constant
+        x = np.full(shape, -1.5)
+    return x.astype(dtype)
+
+
+POOL_MODES = ["distinct", "small_int", "relu", "nan", "neginf", "constant"]
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", POOL_GEOMS)
+def test_max_pool2d_values_and_indices_exact(k, s, p, dtype, mode, rng, close):
+    x = _pool_input(rng, mode, dtype)
+    tx = t(x, True)
+    ty, tidx = TF.max_pool2d(tx, k, s, p, return_indices=True)
+    y, idx = F.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
+    np.testing.assert_array_equal(y, n(ty))  # NaN positions must agree too
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    gx = F.max_pool2d_backward(go, idx, x.shape)
+    close(gx, n(tx.grad), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", POOL_GEOMS)
+def test_avg_pool2d_and_backward(k, s, p, dtype, rng, close):
+    x = rng.standard_normal((2, 3, 9, 11)).astype(dtype)
+    tx = t(x, True)
+    ty = TF.avg_pool2d(tx, k, s, p)  # count_include_pad=True, ceil_mode=False
+    y = F.avg_pool2d(x, k, stride=s, padding=p)
+    close(y, n(ty), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    close(F.avg_pool2d_backward(go, x.shape, k, stride=s, padding=p), n(tx.grad), dtype)
+
+
+def test_pool_default_stride_matches_torch(rng):
+    x = rng.standard_normal((1, 2, 7, 8))
+    np.testing.assert_array_equal(F.max_pool2d(x, 3), n(TF.max_pool2d(t(x), 3)))
+    np.testing.assert_allclose(F.avg_pool2d(x, (2, 3)), n(TF.avg_pool2d(t(x), (2, 3))),
+                               rtol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# activations, softmax, loss
+# --------------------------------------------------------------------------
+
+
+def _act_input(rng, dtype):
+    x = (rng.standard_normal((3, 4, 5)) * 3).astype(dtype)
+    x[0, 0, :3] = 0.0  # kinks
+    x[0, 1, 0] = np.nan  # relu_backward: NaN passes the gradient (threshold_backward)
+    return x
+
+
+ACTS = {
+    "relu": (F.relu, F.relu_backward, TF.relu, "x"),
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.15),
+                   lambda g, x: F.leaky_relu_backward(g, x, 0.15),
+                   lambda tx: TF.leaky_relu(tx, 0.15), "x"),
+    "sigmoid": (F.sigmoid, F.sigmoid_backward, torch.sigmoid, "y"),
+    "tanh": (F.tanh, F.tanh_backward, torch.tanh, "y"),
+    "softmax": (lambda x: F.softmax(x, axis=1), lambda g, y: F.softmax_backward(g, y, axis=1),
+                lambda tx: TF.softmax(tx, dim=1), "y"),
+    "log_softmax": (lambda x: F.log_softmax(x, axis=-1),
+                    lambda g, y: F.log_softmax_backward(g, y, axis=-1),
+                    lambda tx: TF.log_softmax(tx, dim=-1), "y"),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(ACTS))
+def test_activation_and_backward(name, dtype, rng, close):
+    fwd, bwd, tfn, from_ = ACTS[name]
+    x = _act_input(rng, dtype)
+    if name not in ("relu", "leaky_relu"):
+        x = np.nan_to_num(x)  # NaN handling is only specified for the relus
+    tx = t(x, True)
+    ty = tfn(tx)
+    y = fwd(x)
+    assert y.dtype == dtype
+    close(np.nan_to_num(y, nan=123.0), np.nan_to_num(n(ty), nan=123.0), dtype)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(n(ty)))
+    go = rng.standard_normal(x.shape).astype(dtype)
+    ty.backward(t(go))
+    gx = bwd(go, x if from_ == "x" else y)
+    close(np.nan_to_num(gx, nan=123.0), np.nan_to_num(n(tx.grad), nan=123.0), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+@pytest.mark.parametrize("nk", [(1, 2), (7, 3), (16, 10)])
+def test_softmax_cross_entropy(nk, scale, dtype, rng, close):
+    N, K = nk
+    z = (rng.standard_normal((N, K)) * scale).astype(dtype)
+    labels = rng.integers(0, K, size=N)
+    tz = t(z, True)
+    tl = TF.cross_entropy(tz, torch.from_numpy(labels))
+    tl.backward()
+    loss, g = F.softmax_cross_entropy(z, labels)
+    rel = 1e-5 if dtype == np.float32 else 1e-12
+    assert loss == pytest.approx(tl.item(), rel=rel, abs=rel)
+    close(g, n(tz.grad), dtype)
+
+
+def test_cross_entropy_is_mean_reduction(rng):
+    z = rng.standard_normal((5, 4))
+    labels = rng.integers(0, 4, size=5)
+    total = TF.cross_entropy(t(z), torch.from_numpy(labels), reduction="sum").item()
+    loss, _ = F.softmax_cross_entropy(z, labels)
+    assert loss == pytest.approx(total / 5, rel=1e-12)
