@@ -6,7 +6,6 @@ Cython fused type ``floating``) and never validates.
 :mod:`cnnext.functional` is the only caller.
 """
 
-
 import numpy as np
 import numpy.typing as npt
 
