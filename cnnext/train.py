@@ -123,16 +123,20 @@ def _n_correct(out, y):
     """Correct predictions in a batch, or None when accuracy does not apply.
 
     Applies to integer labels ``(N,)`` against scores ``(N, K)``, and to
-    targets ``(N, K)`` (one-hot) against outputs of the same shape.
+    one-hot targets ``(N, K)``, K >= 2, against outputs of the same shape.
     """
     out = np.asarray(out)
     if out.ndim != 2:
         return None
     if y.ndim == 1 and y.dtype.kind in "iu":
         return int(np.count_nonzero(out.argmax(axis=1) == y))
-    if y.shape == out.shape:
+    if y.shape == out.shape and out.shape[1] > 1 and _is_one_hot(y):
         return int(np.count_nonzero(out.argmax(axis=1) == y.argmax(axis=1)))
     return None
+
+
+def _is_one_hot(y):
+    return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
 
 
 def _restore_mode(model, was_training):
