@@ -1117,15 +1117,35 @@ def _run_row(case, pass_, dt, cfg, torch, torch_status, torch_autograd, seed, pr
     }
     if impl:
         row["impl"] = impl
-    cn = res["cnnext"].get("median")
+    cn, cn_min = res["cnnext"].get("median"), res["cnnext"].get("min")
     for peer, key in (("pytorch", "ratio_pytorch"), ("reference", "ratio_reference")):
-        other = res[peer].get("median")
+        other, other_min = res[peer].get("median"), res[peer].get("min")
         row[key] = cn / other if cn and other else None
+        row[key + "_min"] = cn_min / other_min if cn_min and other_min else None
+    row["noisy"] = _noisy(res)
     fl = row["flops"]
     row["gflops"] = fl / cn / 1e9 if fl and cn else None
     pt = res["pytorch"].get("median")
     row["gflops_pytorch"] = fl / pt / 1e9 if fl and pt else None
     return row
+
+
+#: A row is flagged noisy when a peer's median exceeds its fastest sample by this factor.
+NOISY_SPREAD = 2.0
+
+
+def _noisy(res):
+    """True when the median of cnnext or PyTorch is far above its fastest sample.
+
+    On a busy machine multi-threaded calls stall for whole scheduler time
+    slices, so the samples become bimodal and the median measures the load,
+    not the kernel.
+    """
+    for name in ("cnnext", "pytorch"):
+        r = res.get(name, {})
+        if r.get("status") == "ok" and r["repeats"] >= 3 and r["median"] > NOISY_SPREAD * r["min"]:
+            return True
+    return False
 
 
 #: Cases of the thread-scaling check (issue 4: 2 threads >= 1.6x 1 thread).
@@ -1297,12 +1317,13 @@ def format_table(results, memory=False):
     >>> rows = run_suite("seed-mnist", dtypes=["float64"], passes=["fwd"],
     ...                  quick=True, torch=None)
     >>> print(format_table(rows).splitlines()[0])  # doctest: +NORMALIZE_WHITESPACE
-    case pass dtype cnnext reference PyTorch cnnext/PyTorch cnnext/ref GFLOP/s PyTorch GFLOP/s
+    case pass dtype cnnext reference PyTorch cnnext/PyTorch cnnext/ref GFLOP/s PyTorch GFLOP/s note
     """
     head = ["case", "pass", "dtype", "cnnext", "reference", "PyTorch",
             "cnnext/PyTorch", "cnnext/ref", "GFLOP/s", "PyTorch GFLOP/s"]
     if memory:
         head += ["cnnext peak MiB", "ref peak MiB", "maxrss+ MiB"]
+    head.append("note")
     lines = []
     for r in results:
         line = [
@@ -1320,8 +1341,14 @@ def format_table(results, memory=False):
                 _fmt_mib(r["reference"].get("traced_peak_bytes")),
                 _fmt_mib(max(rss)) if rss else "-",
             ]
+        line.append("noisy" if r.get("noisy") else "")
         lines.append(line)
     out = [_format_cells(head, lines, left=3)]
+    if any(r.get("noisy") for r in results):
+        out.append(
+            f"\nnoisy: a peer's median is over {NOISY_SPREAD:g}x its fastest sample (the machine "
+            "was busy); rerun that row (--cases) or use --threads 1"
+        )
     errors = [
         f"  {r['case']} {r['pass']} {r['dtype']} {n}: {r[n]['status']}"
         for r in results for n in PEERS if r[n].get("status", "").startswith("error")
@@ -1342,8 +1369,10 @@ def summarize(results):
     Returns
     -------
     dict
-        ``{dtype: {"pytorch": {"fwd": g, "fwd+bwd": g, "all": g},
-        "reference": {...}}}`` (None where nothing was measured).
+        ``{dtype: {"pytorch": {"fwd": g, "fwd+bwd": g, "all": g, "n": rows,
+        "all_min": g}, "reference": {...}}}`` (None where nothing was
+        measured); ``all_min`` is the geomean of the ratios of the fastest
+        samples, a check on medians inflated by a busy machine.
     """
     out = {}
     for dt in sorted({r["dtype"] for r in results}):
@@ -1355,6 +1384,7 @@ def summarize(results):
                 for p in ("fwd", "fwd+bwd", "all")
             }
             d[peer]["n"] = sum(1 for r in conv if r[key])
+            d[peer]["all_min"] = _geomean([r.get(key + "_min") for r in conv])
         out[dt] = d
     return out
 
@@ -1410,7 +1440,8 @@ def format_summary(results):
             lines.append(
                 f"geomean cnnext/PyTorch, conv cases, {dt}: "
                 + ", ".join(f"{k} {p[k]:.2f}" for k in keys if p[k] is not None)
-                + f"  ({p['n']} rows)"
+                + f"  ({p['n']} rows"
+                + (f"; from fastest samples: all {p['all_min']:.2f})" if p["all_min"] else ")")
             )
         if d["reference"]["n"]:
             lines.append(
@@ -1549,6 +1580,15 @@ def _parser():
 
 def main(argv=None):
     """Entry point of ``cnnext bench``; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # e.g. ``cnnext bench | head``: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv):
     args = _parser().parse_args(argv)
     if args.plot:
         try:

@@ -381,3 +381,16 @@ def test_lenet_step_peers_do_the_same_training(dtype):
             np.testing.assert_array_equal(before[n][k], before["cnnext"][k])
             np.testing.assert_allclose(after[n][k], after["cnnext"][k], **tol,
                                        err_msg=f"{n} {k}")
+
+
+def test_noisy_rows_are_flagged():
+    def stats(median, lo):
+        return {"status": "ok", "median": median, "min": lo, "repeats": 5}
+
+    calm = {"cnnext": stats(1.0, 0.9), "pytorch": stats(2.0, 1.5)}
+    assert not bench._noisy(calm)
+    assert bench._noisy({**calm, "pytorch": stats(2.0, 0.5)})
+    assert bench._noisy({**calm, "cnnext": stats(1.0, 0.3)})
+    # The slow reference, with its few samples, does not decide.
+    assert not bench._noisy({**calm, "reference": stats(9.0, 1.0)})
+    assert not bench._noisy({**calm, "pytorch": {"status": "not installed"}})
