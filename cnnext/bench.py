@@ -1500,7 +1500,7 @@ def _plot(results, path):
     import matplotlib.pyplot as plt
 
     rows = [r for r in results if r["ratio_pytorch"] or r["ratio_reference"]]
-    labels = [f"{r['case']} {r['pass']} {r['dtype'][-2:]}" for r in rows]
+    labels = [f"{r['case']} {r['pass']} f{r['dtype'][-2:]}" for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(rows) + 2), 5))
     xs = np.arange(len(rows))
     wdt = 0.4

@@ -394,3 +394,13 @@ def test_noisy_rows_are_flagged():
     # The slow reference, with its few samples, does not decide.
     assert not bench._noisy({**calm, "reference": stats(9.0, 1.0)})
     assert not bench._noisy({**calm, "pytorch": {"status": "not installed"}})
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "ratios.png"
+    argv = ["--quick", "--cases", "seed-mnist", "--dtype", "float32", "--passes", "fwd",
+            "--threads", "1", "--no-torch", "--plot", str(out)]
+    assert bench.main(argv) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {out}" in capsys.readouterr().out
