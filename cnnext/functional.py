@@ -103,9 +103,10 @@ def _forward_kernel(x, weight, bias, s, p, d, OH, OW, dt):
             y += bias[:, None, None]
         return y
     out = np.empty((N, Co, P), dtype=dt)
-    apw = _conv.pack_weights(weight.reshape(Co, K))
-    nt = _conv_threads(N * Co * K * P)
-    _conv.conv2d_forward(x, apw, bias, out, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, nt)
+    _conv.conv2d_forward(
+        x, weight.reshape(Co, K), bias, out, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1],
+        OH, OW, _conv_threads(N * Co * K * P),
+    )
     return out.reshape(N, Co, OH, OW)
 
 

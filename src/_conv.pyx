@@ -30,20 +30,23 @@ bounded by the block sizes, independent of the batch size.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 import numpy as np
 
 cdef extern from "cnnext_ukernel.h" nogil:
-    ctypedef void (*cnx_ukr_s)(int64_t kc, const float *a, const float *b, float *c,
-                               int64_t ldc, int mr, int nr, int accumulate,
-                               const float *bias) noexcept nogil
-    ctypedef void (*cnx_ukr_d)(int64_t kc, const double *a, const double *b, double *c,
-                               int64_t ldc, int mr, int nr, int accumulate,
-                               const double *bias) noexcept nogil
+    ctypedef void (*cnx_ukr_s)(int64_t kc, const float *a, const float *b,
+                               const int64_t *boff, float *c, int64_t ldc, int mr,
+                               int nr, int accumulate, const float *bias) noexcept nogil
+    ctypedef void (*cnx_ukr_d)(int64_t kc, const double *a, const double *b,
+                               const int64_t *boff, double *c, int64_t ldc, int mr,
+                               int nr, int accumulate, const double *bias) noexcept nogil
     ctypedef struct cnx_kernels:
         cnx_ukr_s s
+        cnx_ukr_s s_ind
         cnx_ukr_d d
+        cnx_ukr_d d_ind
         int s_mr, s_nr, d_mr, d_nr
         const char *name
     cnx_kernels cnx_select_kernels() noexcept nogil
@@ -72,10 +75,22 @@ def block_sizes(dtype):
 cdef inline void ukr(Py_ssize_t kc, const floating* a, const floating* b, floating* c,
                      Py_ssize_t ldc, int mr, int nr, int accumulate,
                      const floating* bias) noexcept nogil:
+    """Micro-kernel on a packed B panel (row k at b + k*NR)."""
     if floating is float:
-        KER.s(kc, a, b, c, ldc, mr, nr, accumulate, bias)
+        KER.s(kc, a, b, NULL, c, ldc, mr, nr, accumulate, bias)
     else:
-        KER.d(kc, a, b, c, ldc, mr, nr, accumulate, bias)
+        KER.d(kc, a, b, NULL, c, ldc, mr, nr, accumulate, bias)
+
+
+cdef inline void ukr_ind(Py_ssize_t kc, const floating* a, const floating* b,
+                         const int64_t* boff, floating* c,
+                         Py_ssize_t ldc, int mr, int nr, int accumulate,
+                         const floating* bias) noexcept nogil:
+    """Micro-kernel reading B in place: row k at b + boff[k]."""
+    if floating is float:
+        KER.s_ind(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias)
+    else:
+        KER.d_ind(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias)
 
 
 cdef inline Py_ssize_t cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -163,23 +178,6 @@ cdef void gemm_st(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
         pc += KC
 
 
-def _mr_nr(dtype):
-    if dtype == np.float32:
-        return KER.s_mr, KER.s_nr
-    return KER.d_mr, KER.d_nr
-
-
-def pack_weights(const floating[:, ::1] wmat):
-    """Pack Wmat(Cout, K) into MR-row panels of full depth K."""
-    cdef Py_ssize_t Co = wmat.shape[0], K = wmat.shape[1], MR
-    dt = np.float32 if floating is float else np.float64
-    MR, _ = _mr_nr(dt)
-    cdef floating[::1] ap = np.empty(cdiv(Co, MR) * MR * K, dtype=dt)
-    with nogil:
-        pack_a(&wmat[0, 0], K, 1, Co, K, MR, &ap[0])
-    return np.asarray(ap)
-
-
 cdef void col2im_block(const floating* col, Py_ssize_t ldcol,
                        floating* outn,                 # (C, H, W) of one sample
                        Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW,
@@ -207,43 +205,6 @@ cdef void col2im_block(const floating* col, Py_ssize_t ldcol,
                 oh = oh + 1
 
 
-def conv_grad_input(const floating[:, :, ::1] g,          # IN  (N, Cg, P)
-                    const floating[:, ::1] wmat,          # IN  (Cg, K), K = C*kh*kw
-                    floating[:, :, :, ::1] out,           # OUT (N, C, H, W), overwritten
-                    Py_ssize_t kh, Py_ssize_t kw,
-                    Py_ssize_t sh, Py_ssize_t sw,
-                    Py_ssize_t ph, Py_ssize_t pw,
-                    Py_ssize_t dh, Py_ssize_t dw,
-                    Py_ssize_t oh_n, Py_ssize_t ow_n,
-                    int n_threads):
-    """out_n = col2im(Wmat^T @ g_n): conv2d's input gradient for any stride,
-    and conv_transpose2d.  One thread owns a sample."""
-    cdef Py_ssize_t N = g.shape[0], Cg = wmat.shape[0], K = wmat.shape[1]
-    cdef Py_ssize_t C = out.shape[1], H = out.shape[2], W = out.shape[3]
-    cdef Py_ssize_t P = oh_n * ow_n
-    cdef Py_ssize_t MR, NR
-    dt = np.float32 if floating is float else np.float64
-    MR, NR = _mr_nr(dt)
-    cdef Py_ssize_t PB = max(NR, min(P, (COL_ELEMS // max(K, 1)) // NR * NR))
-    cdef int nt = <int>max(1, min(n_threads, N))
-    cdef floating[:, ::1] cscr = np.empty((nt, K * PB), dtype=dt)
-    cdef floating[:, ::1] ascr = np.empty((nt, (min(MC, K) + MR) * KC), dtype=dt)
-    cdef floating[:, ::1] bscr = np.empty((nt, KC * NR), dtype=dt)
-    cdef Py_ssize_t n, pb, npos, tid
-    with nogil:
-        for n in prange(N, schedule="static", num_threads=nt):
-            tid = threadid()
-            memset(&out[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
-            pb = 0
-            while pb < P:
-                npos = min(PB, P - pb)
-                gemm_st(K, npos, Cg, &wmat[0, 0], 1, K, &g[n, 0, pb], P, 1,
-                        &cscr[tid, 0], npos, False, &ascr[tid, 0], &bscr[tid, 0], MR, NR)
-                col2im_block(&cscr[tid, 0], npos, &out[n, 0, 0, 0], C, H, W, ow_n,
-                             kh, kw, sh, sw, ph, pw, dh, dw, pb, npos)
-                pb = pb + PB
-
-
 # --------------------------------------------------------------------------
 # Fused im2col packing over "padded-width" positions.
 #
@@ -267,7 +228,7 @@ cdef void prep_sample(const floating* xn, Py_ssize_t C, Py_ssize_t H, Py_ssize_t
     """Zero-pad xn (C, H, W) and split it into sh*sw stride phases:
     dst[a, b, c, u, v] = xpad[c, u*sh + a, v*sw + b], each phase (C, Hq, Wq).
     At stride 1 this is plain zero padding."""
-    cdef Py_ssize_t c, h, w, hp, wp, a, u, base
+    cdef Py_ssize_t c, h, w, hp, a, b, u, v
     cdef Py_ssize_t ph_sz = C * Hq * Wq
     cdef floating* d
     cdef const floating* s
@@ -283,10 +244,16 @@ cdef void prep_sample(const floating* xn, Py_ssize_t C, Py_ssize_t H, Py_ssize_t
                 for w in range(W):
                     d[w] = s[w]
             else:
-                base = a * sw * ph_sz + (c * Hq + u) * Wq
-                for w in range(W):
-                    wp = w + pw
-                    dst[base + (wp % sw) * ph_sz + wp // sw] = s[w]
+                # Column phase b holds padded columns v*sw + b, i.e. input
+                # columns w = v*sw + b - pw; walk them without division.
+                for b in range(sw):
+                    d = dst + (a * sw + b) * ph_sz + (c * Hq + u) * Wq
+                    v = (pw - b + sw - 1) // sw if pw > b else 0
+                    w = v * sw + b - pw
+                    while w < W:
+                        d[v] = s[w]
+                        v = v + 1
+                        w = w + sw
 
 
 cdef inline void copy_run(const floating* src, Py_ssize_t start, Py_ssize_t limit,
@@ -305,50 +272,92 @@ cdef inline void copy_run(const floating* src, Py_ssize_t start, Py_ssize_t limi
             dst[q * dst_stride] = 0
 
 
-def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
-                      const floating[::1] apw,            # IN  packed weight
-                      const floating[::1] bias,           # IN  (Cout,) or None
-                      floating[:, :, ::1] out,            # OUT (N, Cout, OH*OW)
-                   Py_ssize_t kh, Py_ssize_t kw,
-                   Py_ssize_t sh, Py_ssize_t sw,
-                   Py_ssize_t ph, Py_ssize_t pw,
-                   Py_ssize_t dh, Py_ssize_t dw,
-                   Py_ssize_t oh_n, Py_ssize_t ow_n,
-                   int n_threads):
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t Co = out.shape[1], P = oh_n * ow_n, K = C * kh * kw
-    cdef Py_ssize_t Hq = cdiv(H + 2 * ph, sh), Wq = cdiv(W + 2 * pw, sw)
-    cdef Py_ssize_t plane = Hq * Wq, L = sh * sw * C * plane, Wp = Wq
-    cdef Py_ssize_t MR, NR
-    dt = np.float32 if floating is float else np.float64
-    MR, NR = _mr_nr(dt)
-    cdef Py_ssize_t Pp = oh_n * Wp, ntp = cdiv(Pp, NR), npanel = cdiv(Co, MR)
-    cdef Py_ssize_t T = N * ntp
-    cdef int nt = <int>max(1, min(n_threads, T))
-    cdef bint padded = ph > 0 or pw > 0 or sh > 1 or sw > 1
-    cdef Py_ssize_t[::1] toff = np.empty(max(K, 1), dtype=np.intp)
-    cdef floating[:, ::1] bscr = np.empty((nt, KC * NR), dtype=dt)
-    cdef floating[:, ::1] cscr = np.empty((nt, npanel * MR * NR), dtype=dt)
-    cdef floating[:, ::1] xscr = np.empty((nt, L if padded else 1), dtype=dt)
-    cdef Py_ssize_t k, c, i, j, tid, t, t0, t1, n, cur, p0, pc, kc, kk, panel, co0, mr
-    cdef Py_ssize_t q, pp, oh, ow, run
-    cdef floating* bp
-    cdef floating* ct
-    cdef const floating* src
-    cdef const floating* bptr
-    cdef bint has_bias = bias is not None
-    if T == 0:
-        return
+
+cdef inline Py_ssize_t round16(Py_ssize_t n) noexcept nogil:
+    """Round a per-thread scratch size up to 16 elements (>= 64 bytes), so
+    neighbouring threads' blocks never share a cache line."""
+    return (n + 15) // 16 * 16
+
+
+cdef void* alloc_scratch(Py_ssize_t nbytes) except NULL:
+    cdef void* ptr = malloc(max(nbytes, 1))
+    if ptr == NULL:
+        raise MemoryError(f"cnnext: could not allocate {nbytes} bytes of kernel scratch")
+    return ptr
+
+
+cdef int64_t* tap_offsets(Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
+                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                          Py_ssize_t Hq, Py_ssize_t Wq, Py_ssize_t* toff_max) except NULL:
+    """toff[k] for tap k = (c, i, j): start of its run in a prepared sample."""
+    cdef Py_ssize_t K = C * kh * kw, k, c, i, j, plane = Hq * Wq
+    cdef int64_t* toff = <int64_t*>alloc_scratch(K * sizeof(int64_t))
+    toff_max[0] = 0
     for k in range(K):
         c = k // (kh * kw)
         i = (k // kw) % kh
         j = k % kw
         toff[k] = ((((i * dh) % sh) * sw + (j * dw) % sw) * C + c) * plane \
             + ((i * dh) // sh) * Wq + (j * dw) // sw
+        toff_max[0] = max(toff_max[0], toff[k])
+    return toff
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
+                   const floating[:, ::1] wmat,        # IN  (Cout, K), K = C*kh*kw
+                   const floating[::1] bias,           # IN  (Cout,) or None
+                   floating[:, :, ::1] out,            # OUT (N, Cout, OH*OW)
+                   Py_ssize_t kh, Py_ssize_t kw,
+                   Py_ssize_t sh, Py_ssize_t sw,
+                   Py_ssize_t ph, Py_ssize_t pw,
+                   Py_ssize_t dh, Py_ssize_t dw,
+                   Py_ssize_t oh_n, Py_ssize_t ow_n,
+                   int n_threads):
+    """out[n] = Wmat @ im2col(x[n]) (+ bias), tiles of NR positions split
+    into contiguous ranges, one per thread."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Co = out.shape[1], K = C * kh * kw
+    cdef Py_ssize_t Hq = cdiv(H + 2 * ph, sh), Wq = cdiv(W + 2 * pw, sw)
+    cdef Py_ssize_t L = sh * sw * C * Hq * Wq
+    cdef Py_ssize_t MR, NR
+    if floating is float:
+        MR, NR = KER.s_mr, KER.s_nr
+    else:
+        MR, NR = KER.d_mr, KER.d_nr
+    cdef Py_ssize_t Pp = oh_n * Wq, ntp = cdiv(Pp, NR), npanel = cdiv(Co, MR)
+    cdef Py_ssize_t T = N * ntp
+    cdef int nt = <int>max(1, min(n_threads, T))
+    cdef bint prepared = ph > 0 or pw > 0 or sh > 1 or sw > 1
+    # Per thread: B panel, C tile for all panels, prepared sample.
+    cdef Py_ssize_t s_b = round16(KC * NR), s_c = round16(npanel * MR * NR)
+    cdef Py_ssize_t s_x = round16(L) if prepared else 0
+    cdef Py_ssize_t per = s_b + s_c + s_x
+    cdef Py_ssize_t k, tid, t, t0, t1, n, cur, p0, pc, kc, kk, panel, co0
+    cdef Py_ssize_t q, pp, oh, ow, run
+    cdef floating* scr
+    cdef floating* apw
+    cdef floating* bp
+    cdef floating* ct
+    cdef const floating* src
+    cdef const floating* bptr
+    cdef int64_t* toff
+    cdef Py_ssize_t toff_max
+    cdef bint has_bias = bias is not None
+    cdef bint direct
+    if T == 0 or K == 0:
+        return
+    toff = tap_offsets(C, kh, kw, sh, sw, dh, dw, Hq, Wq, &toff_max)
+    try:
+        apw = <floating*>alloc_scratch((npanel * MR * K + nt * per) * sizeof(floating))
+    except MemoryError:
+        free(toff)
+        raise
     with nogil:
+        pack_a(&wmat[0, 0], K, 1, Co, K, MR, apw)
+        scr = apw + npanel * MR * K
         for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-            bp = &bscr[tid, 0]
-            ct = &cscr[tid, 0]
+            bp = scr + tid * per
+            ct = bp + s_b
             t0 = T * tid // nt
             t1 = T * (tid + 1) // nt
             cur = -1
@@ -358,79 +367,98 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 p0 = (t - n * ntp) * NR
                 if n != cur:
                     cur = n
-                    if padded:
-                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, &xscr[tid, 0])
-                        src = &xscr[tid, 0]
+                    if prepared:
+                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, ct + s_c)
+                        src = ct + s_c
                     else:
                         src = &x[n, 0, 0, 0]
+                # Read B in place unless the tile's runs would cross the end
+                # of the sample buffer (then pack, zero-filling past it).
+                direct = toff_max + p0 + NR <= L
                 pc = 0
                 while pc < K:
                     kc = min(KC, K - pc)
-                    for kk in range(kc):
-                        copy_run(src, toff[pc + kk] + p0, L, NR, bp + kk * NR, 1)
+                    if not direct:
+                        for kk in range(kc):
+                            copy_run(src, toff[pc + kk] + p0, L, NR, bp + kk * NR, 1)
                     for panel in range(npanel):
                         co0 = panel * MR
                         bptr = NULL
                         if has_bias and pc == 0:
                             bptr = &bias[co0]
-                        ukr(kc, &apw[panel * K * MR + pc * MR], bp, ct + co0 * NR, NR,
-                            <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
+                        if direct:
+                            ukr_ind(kc, apw + panel * K * MR + pc * MR, src + p0, toff + pc,
+                                    ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR,
+                                    pc > 0, bptr)
+                        else:
+                            ukr(kc, apw + panel * K * MR + pc * MR, bp, ct + co0 * NR, NR,
+                                <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
                     pc = pc + KC
                 # Store the valid columns (ow < OW) of the tile, run by run.
                 pp = p0
                 while pp < min(p0 + NR, Pp):
-                    oh = pp // Wp
-                    ow = pp - oh * Wp
-                    run = min(Wp - ow, p0 + NR - pp)
+                    oh = pp // Wq
+                    ow = pp - oh * Wq
+                    run = min(Wq - ow, p0 + NR - pp)
                     if ow < ow_n:
                         q = min(run, ow_n - ow)
                         for co0 in range(Co):
                             for kk in range(q):
                                 out[n, co0, oh * ow_n + ow + kk] = ct[co0 * NR + pp - p0 + kk]
                     pp = pp + run
+        free(apw)
+        free(toff)
 
 
 def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
-                          const floating[:, :, ::1] g,       # IN  (N, Cout, OH*OW)
-                          floating[:, :, ::1] gwp,           # OUT (T, Cout, K) partials
+                       const floating[:, :, ::1] g,       # IN  (N, Cout, OH*OW)
+                       floating[:, :, ::1] gwp,           # OUT (T, Cout, K) partials
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw,
                        Py_ssize_t oh_n, Py_ssize_t ow_n):
-    """Stride-1 weight gradient over padded-width positions (junk columns of
-    the gradient are packed as zeros)."""
+    """gwp[task] = sum over the task's (sample, position block) units of
+    g_n[:, block] @ im2col(x_n)[:, block]^T (junk columns of the gradient
+    packed as zeros).  The caller sums gwp over axis 0 in a fixed order."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t T = gwp.shape[0], Co = gwp.shape[1], K = gwp.shape[2]
     cdef Py_ssize_t Hq = cdiv(H + 2 * ph, sh), Wq = cdiv(W + 2 * pw, sw)
-    cdef Py_ssize_t plane = Hq * Wq, L = sh * sw * C * plane, Wp = Wq
+    cdef Py_ssize_t L = sh * sw * C * Hq * Wq
     cdef Py_ssize_t MR, NR
-    dt = np.float32 if floating is float else np.float64
-    MR, NR = _mr_nr(dt)
-    cdef Py_ssize_t Pp = oh_n * Wp, nblk = cdiv(Pp, KC), units = N * nblk
+    if floating is float:
+        MR, NR = KER.s_mr, KER.s_nr
+    else:
+        MR, NR = KER.d_mr, KER.d_nr
+    cdef Py_ssize_t Pp = oh_n * Wq, nblk = cdiv(Pp, KC), units = N * nblk
     cdef Py_ssize_t npanel = cdiv(Co, MR)
-    cdef bint padded = ph > 0 or pw > 0 or sh > 1 or sw > 1
-    cdef Py_ssize_t[::1] toff = np.empty(max(K, 1), dtype=np.intp)
-    cdef floating[:, ::1] ascr = np.empty((T, npanel * MR * KC), dtype=dt)
-    cdef floating[:, ::1] bscr = np.empty((T, KC * NR), dtype=dt)
-    cdef floating[:, ::1] xscr = np.empty((T, L if padded else 1), dtype=dt)
-    cdef Py_ssize_t k, c, i, j, task, u, u0, u1, n, cur, pb, kc, jc, nr, panel, co0
-    cdef Py_ssize_t q, pp, oh, ow, tt
+    cdef bint prepared = ph > 0 or pw > 0 or sh > 1 or sw > 1
+    cdef Py_ssize_t s_a = round16(npanel * MR * KC), s_b = round16(KC * NR)
+    cdef Py_ssize_t per = s_a + s_b + (round16(L) if prepared else 0)
+    cdef Py_ssize_t task, u, u0, u1, n, cur, pb, kc, jc, nr, panel, co0
+    cdef Py_ssize_t q, oh, ow, tt
+    cdef floating* scr
     cdef floating* ap
     cdef floating* bp
     cdef floating* arow
     cdef const floating* src
-    for k in range(K):
-        c = k // (kh * kw)
-        i = (k // kw) % kh
-        j = k % kw
-        toff[k] = ((((i * dh) % sh) * sw + (j * dw) % sw) * C + c) * plane \
-            + ((i * dh) // sh) * Wq + (j * dw) // sw
+    cdef int64_t* toff
+    cdef Py_ssize_t toff_max, filled
+    if T == 0:
+        return
+    toff = tap_offsets(C, kh, kw, sh, sw, dh, dw, Hq, Wq, &toff_max)
+    try:
+        scr = <floating*>alloc_scratch(T * per * sizeof(floating))
+    except MemoryError:
+        free(toff)
+        raise
     with nogil:
         for task in prange(T, schedule="static", chunksize=1, num_threads=T):
-            ap = &ascr[task, 0]
-            bp = &bscr[task, 0]
+            ap = scr + task * per
+            bp = ap + s_a
             memset(&gwp[task, 0, 0], 0, Co * K * sizeof(floating))
+            memset(bp, 0, KC * NR * sizeof(floating))
+            filled = 0
             u0 = units * task // T
             u1 = units * (task + 1) // T
             cur = -1
@@ -441,9 +469,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
                 kc = min(KC, Pp - pb)
                 if n != cur:
                     cur = n
-                    if padded:
-                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, &xscr[task, 0])
-                        src = &xscr[task, 0]
+                    if prepared:
+                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, bp + s_b)
+                        src = bp + s_b
                     else:
                         src = &x[n, 0, 0, 0]
                 # A panels: gradient rows in padded-width layout, junk = 0.
@@ -455,15 +483,15 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
                             for q in range(kc):
                                 arow[q * MR] = 0
                             continue
-                        oh = pb // Wp
-                        ow = pb - oh * Wp
+                        oh = pb // Wq
+                        ow = pb - oh * Wq
                         for q in range(kc):
                             if ow < ow_n:
                                 arow[q * MR] = g[n, co0, oh * ow_n + ow]
                             else:
                                 arow[q * MR] = 0
                             ow = ow + 1
-                            if ow == Wp:
+                            if ow == Wq:
                                 ow = 0
                                 oh = oh + 1
                 jc = 0
@@ -471,11 +499,61 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
                     nr = min(NR, K - jc)
                     for tt in range(nr):
                         copy_run(src, toff[jc + tt] + pb, L, kc, bp + tt, NR)
-                    for tt in range(nr, NR):
-                        for q in range(kc):
+                    # Columns past nr must be zero; only clear what an
+                    # earlier, wider panel may have left there.
+                    for tt in range(nr, filled):
+                        for q in range(KC):
                             bp[q * NR + tt] = 0
+                    filled = nr
                     for panel in range(npanel):
                         co0 = panel * MR
                         ukr(kc, ap + panel * kc * MR, bp, &gwp[task, co0, jc], K,
                             <int>min(MR, Co - co0), <int>nr, 1, NULL)
                     jc = jc + NR
+        free(scr)
+        free(toff)
+
+
+def conv_grad_input(const floating[:, :, ::1] g,          # IN  (N, Cg, P)
+                    const floating[:, ::1] wmat,          # IN  (Cg, K), K = C*kh*kw
+                    floating[:, :, :, ::1] out,           # OUT (N, C, H, W), overwritten
+                    Py_ssize_t kh, Py_ssize_t kw,
+                    Py_ssize_t sh, Py_ssize_t sw,
+                    Py_ssize_t ph, Py_ssize_t pw,
+                    Py_ssize_t dh, Py_ssize_t dw,
+                    Py_ssize_t oh_n, Py_ssize_t ow_n,
+                    int n_threads):
+    """out_n = col2im(Wmat^T @ g_n): conv2d's input gradient for any stride,
+    and conv_transpose2d.  One thread owns a sample."""
+    cdef Py_ssize_t N = g.shape[0], Cg = wmat.shape[0], K = wmat.shape[1]
+    cdef Py_ssize_t C = out.shape[1], H = out.shape[2], W = out.shape[3]
+    cdef Py_ssize_t P = oh_n * ow_n
+    cdef Py_ssize_t MR, NR
+    if floating is float:
+        MR, NR = KER.s_mr, KER.s_nr
+    else:
+        MR, NR = KER.d_mr, KER.d_nr
+    cdef Py_ssize_t PB = max(NR, min(P, (COL_ELEMS // max(K, 1)) // NR * NR))
+    cdef int nt = <int>max(1, min(n_threads, N))
+    cdef Py_ssize_t s_c = round16(K * PB), s_a = round16((min(MC, K) + MR) * KC)
+    cdef Py_ssize_t per = s_c + s_a + round16(KC * NR)
+    cdef Py_ssize_t n, pb, npos, tid
+    cdef floating* scr
+    cdef floating* cp
+    if N == 0:
+        return
+    scr = <floating*>alloc_scratch(nt * per * sizeof(floating))
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=nt):
+            tid = threadid()
+            cp = scr + tid * per
+            memset(&out[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
+            pb = 0
+            while pb < P:
+                npos = min(PB, P - pb)
+                gemm_st(K, npos, Cg, &wmat[0, 0], 1, K, &g[n, 0, pb], P, 1,
+                        cp, npos, False, cp + s_c, cp + s_c + s_a, MR, NR)
+                col2im_block(cp, npos, &out[n, 0, 0, 0], C, H, W, ow_n,
+                             kh, kw, sh, sw, ph, pw, dh, dw, pb, npos)
+                pb = pb + PB
+        free(scr)

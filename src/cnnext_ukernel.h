@@ -3,7 +3,7 @@
  *
  * A micro-kernel computes one MR x NR block of C from packed panels:
  *
- *     acc[i][j] = sum_k a[k*MR + i] * b[k*NR + j]      (0 <= k < kc)
+ *     acc[i][j] = sum_k a[k*MR + i] * B_k[j]      (0 <= k < kc)
  *     c[i*ldc + j] = base + acc[i][j]                 for i < mr, j < nr
  *
  * where base is c[i*ldc + j] when `accumulate`, else bias[i] (or 0 when bias
@@ -24,23 +24,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef void (*cnx_ukr_s)(int64_t kc, const float *a, const float *b, float *c,
-                          int64_t ldc, int mr, int nr, int accumulate,
-                          const float *bias);
+/* Every micro-kernel has this signature.  Row k of the B panel is
+ *     packed variant:    b + k*NR           (boff unused)
+ *     indirect variant:  b + boff[k]         (B read in place: no packing)
+ * The indirect variant lets the convolution read each tap's contiguous run
+ * straight from the prepared image. */
+typedef void (*cnx_ukr_s)(int64_t kc, const float *a, const float *b,
+                          const int64_t *boff, float *c, int64_t ldc, int mr,
+                          int nr, int accumulate, const float *bias);
 typedef void (*cnx_ukr_d)(int64_t kc, const double *a, const double *b,
-                          double *c, int64_t ldc, int mr, int nr,
-                          int accumulate, const double *bias);
+                          const int64_t *boff, double *c, int64_t ldc, int mr,
+                          int nr, int accumulate, const double *bias);
 
 typedef struct {
-    cnx_ukr_s s;
-    cnx_ukr_d d;
+    cnx_ukr_s s, s_ind;
+    cnx_ukr_d d, d_ind;
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
 
-/* Largest MR / NR of any variant (stack buffers are sized with these). */
-#define CNX_MAX_MR 8
-#define CNX_MAX_NR 32
+#define CNX_BROW_PACKED(NR_) (b + k * (NR_))
+#define CNX_BROW_IND(NR_) (b + boff[k])
 
 /* ---------------------------------------------------------------- store */
 
@@ -65,39 +69,29 @@ typedef struct {
 #define CNX_GEN_NR_S 16
 #define CNX_GEN_NR_D 8
 
-static void cnx_ukr_s_generic(int64_t kc, const float *a, const float *b,
-                              float *c, int64_t ldc, int mr, int nr,
-                              int accumulate, const float *bias) {
-    float acc[CNX_GEN_MR * CNX_GEN_NR_S];
-    int64_t k;
-    int i, j;
-    memset(acc, 0, sizeof(acc));
-    for (k = 0; k < kc; k++) {
-        for (i = 0; i < CNX_GEN_MR; i++) {
-            float ai = a[k * CNX_GEN_MR + i];
-            for (j = 0; j < CNX_GEN_NR_S; j++)
-                acc[i * CNX_GEN_NR_S + j] += ai * b[k * CNX_GEN_NR_S + j];
-        }
+#define CNX_DEF_GENERIC(NAME, T, NR_, BROW)                                    \
+    static void NAME(int64_t kc, const T *a, const T *b, const int64_t *boff,  \
+                     T *c, int64_t ldc, int mr, int nr, int accumulate,        \
+                     const T *bias) {                                          \
+        T acc[CNX_GEN_MR * (NR_)];                                             \
+        int64_t k;                                                             \
+        int i, j;                                                              \
+        (void)boff;                                                            \
+        memset(acc, 0, sizeof(acc));                                           \
+        for (k = 0; k < kc; k++) {                                             \
+            const T *bk = BROW(NR_);                                           \
+            for (i = 0; i < CNX_GEN_MR; i++) {                                 \
+                T ai = a[k * CNX_GEN_MR + i];                                  \
+                for (j = 0; j < (NR_); j++) acc[i * (NR_) + j] += ai * bk[j];  \
+            }                                                                  \
+        }                                                                      \
+        CNX_STORE_TILE(T, CNX_GEN_MR, (NR_), acc);                             \
     }
-    CNX_STORE_TILE(float, CNX_GEN_MR, CNX_GEN_NR_S, acc);
-}
 
-static void cnx_ukr_d_generic(int64_t kc, const double *a, const double *b,
-                              double *c, int64_t ldc, int mr, int nr,
-                              int accumulate, const double *bias) {
-    double acc[CNX_GEN_MR * CNX_GEN_NR_D];
-    int64_t k;
-    int i, j;
-    memset(acc, 0, sizeof(acc));
-    for (k = 0; k < kc; k++) {
-        for (i = 0; i < CNX_GEN_MR; i++) {
-            double ai = a[k * CNX_GEN_MR + i];
-            for (j = 0; j < CNX_GEN_NR_D; j++)
-                acc[i * CNX_GEN_NR_D + j] += ai * b[k * CNX_GEN_NR_D + j];
-        }
-    }
-    CNX_STORE_TILE(double, CNX_GEN_MR, CNX_GEN_NR_D, acc);
-}
+CNX_DEF_GENERIC(cnx_ukr_s_generic, float, CNX_GEN_NR_S, CNX_BROW_PACKED)
+CNX_DEF_GENERIC(cnx_ukr_s_generic_ind, float, CNX_GEN_NR_S, CNX_BROW_IND)
+CNX_DEF_GENERIC(cnx_ukr_d_generic, double, CNX_GEN_NR_D, CNX_BROW_PACKED)
+CNX_DEF_GENERIC(cnx_ukr_d_generic_ind, double, CNX_GEN_NR_D, CNX_BROW_IND)
 
 /* ---------------------------------------------------------------- x86-64 */
 
@@ -113,189 +107,116 @@ static void cnx_ukr_d_generic(int64_t kc, const double *a, const double *b,
 #define CNX_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #endif
 
-/* AVX2 + FMA: float 6 x 16 (12 ymm accumulators), double 6 x 8. */
-#define CNX_AVX2_MR 6
+/* AVX2 + FMA: 6 rows x 2 vectors (float 6 x 16, double 6 x 8); 12 ymm
+ * accumulators.  Partial tiles go through a stack tile. */
+#define CNX_Y_ROW(SUF, BC, i, lo, hi)                                          \
+    t = BC(a + (i));                                                           \
+    lo = _mm256_fmadd_##SUF(t, b0, lo);                                        \
+    hi = _mm256_fmadd_##SUF(t, b1, hi);
 
-CNX_TARGET_AVX2
-static void cnx_ukr_s_avx2(int64_t kc, const float *a, const float *b,
-                           float *c, int64_t ldc, int mr, int nr,
-                           int accumulate, const float *bias) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    int64_t k;
-    for (k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), t;
-        t = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
-        t = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(t, b0, c10); c11 = _mm256_fmadd_ps(t, b1, c11);
-        t = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(t, b0, c20); c21 = _mm256_fmadd_ps(t, b1, c21);
-        t = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(t, b0, c30); c31 = _mm256_fmadd_ps(t, b1, c31);
-        t = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(t, b0, c40); c41 = _mm256_fmadd_ps(t, b1, c41);
-        t = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(t, b0, c50); c51 = _mm256_fmadd_ps(t, b1, c51);
-        a += 6;
-        b += 16;
+#define CNX_DEF_AVX2(NAME, T, VT, SUF, BC, W, BROW)                            \
+    CNX_TARGET_AVX2                                                            \
+    static void NAME(int64_t kc, const T *a, const T *b, const int64_t *boff,  \
+                     T *c, int64_t ldc, int mr, int nr, int accumulate,        \
+                     const T *bias) {                                          \
+        VT r00 = _mm256_setzero_##SUF(), r01 = _mm256_setzero_##SUF();         \
+        VT r10 = _mm256_setzero_##SUF(), r11 = _mm256_setzero_##SUF();         \
+        VT r20 = _mm256_setzero_##SUF(), r21 = _mm256_setzero_##SUF();         \
+        VT r30 = _mm256_setzero_##SUF(), r31 = _mm256_setzero_##SUF();         \
+        VT r40 = _mm256_setzero_##SUF(), r41 = _mm256_setzero_##SUF();         \
+        VT r50 = _mm256_setzero_##SUF(), r51 = _mm256_setzero_##SUF();         \
+        T tile[6 * 2 * (W)];                                                   \
+        int64_t k;                                                             \
+        (void)boff;                                                            \
+        for (k = 0; k < kc; k++) {                                             \
+            const T *bk = BROW(2 * (W));                                       \
+            VT b0 = _mm256_loadu_##SUF(bk), b1 = _mm256_loadu_##SUF(bk + (W)), \
+               t;                                                              \
+            CNX_Y_ROW(SUF, BC, 0, r00, r01) CNX_Y_ROW(SUF, BC, 1, r10, r11)    \
+            CNX_Y_ROW(SUF, BC, 2, r20, r21) CNX_Y_ROW(SUF, BC, 3, r30, r31)    \
+            CNX_Y_ROW(SUF, BC, 4, r40, r41) CNX_Y_ROW(SUF, BC, 5, r50, r51)    \
+            a += 6;                                                            \
+        }                                                                      \
+        _mm256_storeu_##SUF(tile + 0 * (W), r00);                              \
+        _mm256_storeu_##SUF(tile + 1 * (W), r01);                              \
+        _mm256_storeu_##SUF(tile + 2 * (W), r10);                              \
+        _mm256_storeu_##SUF(tile + 3 * (W), r11);                              \
+        _mm256_storeu_##SUF(tile + 4 * (W), r20);                              \
+        _mm256_storeu_##SUF(tile + 5 * (W), r21);                              \
+        _mm256_storeu_##SUF(tile + 6 * (W), r30);                              \
+        _mm256_storeu_##SUF(tile + 7 * (W), r31);                              \
+        _mm256_storeu_##SUF(tile + 8 * (W), r40);                              \
+        _mm256_storeu_##SUF(tile + 9 * (W), r41);                              \
+        _mm256_storeu_##SUF(tile + 10 * (W), r50);                             \
+        _mm256_storeu_##SUF(tile + 11 * (W), r51);                             \
+        CNX_STORE_TILE(T, 6, 2 * (W), tile);                                   \
     }
-    if (mr == 6 && nr == 16) {
-        __m256 r[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-        int i;
-        for (i = 0; i < 6; i++) {
-            float *row = c + i * ldc;
-            __m256 lo = r[2 * i], hi = r[2 * i + 1];
-            if (accumulate) {
-                lo = _mm256_add_ps(lo, _mm256_loadu_ps(row));
-                hi = _mm256_add_ps(hi, _mm256_loadu_ps(row + 8));
-            } else if (bias) {
-                __m256 bv = _mm256_set1_ps(bias[i]);
-                lo = _mm256_add_ps(lo, bv);
-                hi = _mm256_add_ps(hi, bv);
-            }
-            _mm256_storeu_ps(row, lo);
-            _mm256_storeu_ps(row + 8, hi);
-        }
-    } else {
-        float tile[6 * 16];
-        _mm256_storeu_ps(tile + 0, c00);  _mm256_storeu_ps(tile + 8, c01);
-        _mm256_storeu_ps(tile + 16, c10); _mm256_storeu_ps(tile + 24, c11);
-        _mm256_storeu_ps(tile + 32, c20); _mm256_storeu_ps(tile + 40, c21);
-        _mm256_storeu_ps(tile + 48, c30); _mm256_storeu_ps(tile + 56, c31);
-        _mm256_storeu_ps(tile + 64, c40); _mm256_storeu_ps(tile + 72, c41);
-        _mm256_storeu_ps(tile + 80, c50); _mm256_storeu_ps(tile + 88, c51);
-        CNX_STORE_TILE(float, 6, 16, tile);
-    }
-}
 
-CNX_TARGET_AVX2
-static void cnx_ukr_d_avx2(int64_t kc, const double *a, const double *b,
-                           double *c, int64_t ldc, int mr, int nr,
-                           int accumulate, const double *bias) {
-    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
-    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
-    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
-    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
-    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
-    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
-    int64_t k;
-    for (k = 0; k < kc; k++) {
-        __m256d b0 = _mm256_loadu_pd(b), b1 = _mm256_loadu_pd(b + 4), t;
-        t = _mm256_broadcast_sd(a + 0); c00 = _mm256_fmadd_pd(t, b0, c00); c01 = _mm256_fmadd_pd(t, b1, c01);
-        t = _mm256_broadcast_sd(a + 1); c10 = _mm256_fmadd_pd(t, b0, c10); c11 = _mm256_fmadd_pd(t, b1, c11);
-        t = _mm256_broadcast_sd(a + 2); c20 = _mm256_fmadd_pd(t, b0, c20); c21 = _mm256_fmadd_pd(t, b1, c21);
-        t = _mm256_broadcast_sd(a + 3); c30 = _mm256_fmadd_pd(t, b0, c30); c31 = _mm256_fmadd_pd(t, b1, c31);
-        t = _mm256_broadcast_sd(a + 4); c40 = _mm256_fmadd_pd(t, b0, c40); c41 = _mm256_fmadd_pd(t, b1, c41);
-        t = _mm256_broadcast_sd(a + 5); c50 = _mm256_fmadd_pd(t, b0, c50); c51 = _mm256_fmadd_pd(t, b1, c51);
-        a += 6;
-        b += 8;
-    }
-    {
-        double tile[6 * 8];
-        _mm256_storeu_pd(tile + 0, c00);  _mm256_storeu_pd(tile + 4, c01);
-        _mm256_storeu_pd(tile + 8, c10);  _mm256_storeu_pd(tile + 12, c11);
-        _mm256_storeu_pd(tile + 16, c20); _mm256_storeu_pd(tile + 20, c21);
-        _mm256_storeu_pd(tile + 24, c30); _mm256_storeu_pd(tile + 28, c31);
-        _mm256_storeu_pd(tile + 32, c40); _mm256_storeu_pd(tile + 36, c41);
-        _mm256_storeu_pd(tile + 40, c50); _mm256_storeu_pd(tile + 44, c51);
-        CNX_STORE_TILE(double, 6, 8, tile);
-    }
-}
+CNX_DEF_AVX2(cnx_ukr_s_avx2, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_PACKED)
+CNX_DEF_AVX2(cnx_ukr_s_avx2_ind, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_IND)
+CNX_DEF_AVX2(cnx_ukr_d_avx2, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_PACKED)
+CNX_DEF_AVX2(cnx_ukr_d_avx2_ind, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_IND)
 
-/* AVX-512F: float 8 x 32 (16 zmm accumulators), double 8 x 16. */
-#define CNX_AVX512_ROW(T, SUF, i)                                              \
+/* AVX-512F: 8 rows x 2 vectors (float 8 x 32, double 8 x 16); 16 zmm
+ * accumulators kept in named registers; rows stored by unrolled,
+ * constant-index code with masks for partial tiles. */
+#define CNX_Z_ROW(SUF, i, lo, hi)                                              \
     t = _mm512_set1_##SUF(a[i]);                                               \
-    r[2 * (i)] = _mm512_fmadd_##SUF(t, b0, r[2 * (i)]);                        \
-    r[2 * (i) + 1] = _mm512_fmadd_##SUF(t, b1, r[2 * (i) + 1]);
+    lo = _mm512_fmadd_##SUF(t, b0, lo);                                        \
+    hi = _mm512_fmadd_##SUF(t, b1, hi);
 
-CNX_TARGET_AVX512
-static void cnx_ukr_s_avx512(int64_t kc, const float *a, const float *b,
-                             float *c, int64_t ldc, int mr, int nr,
-                             int accumulate, const float *bias) {
-    __m512 r[16];
-    int64_t k;
-    int i;
-    for (i = 0; i < 16; i++) r[i] = _mm512_setzero_ps();
-    for (k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
-        CNX_AVX512_ROW(float, ps, 0) CNX_AVX512_ROW(float, ps, 1)
-        CNX_AVX512_ROW(float, ps, 2) CNX_AVX512_ROW(float, ps, 3)
-        CNX_AVX512_ROW(float, ps, 4) CNX_AVX512_ROW(float, ps, 5)
-        CNX_AVX512_ROW(float, ps, 6) CNX_AVX512_ROW(float, ps, 7)
-        a += 8;
-        b += 32;
+#define CNX_Z_STORE(SUF, T, i, lo, hi, W)                                      \
+    if (mr > i) {                                                              \
+        T *row_ = c + (i) * ldc;                                               \
+        if (accumulate) {                                                      \
+            lo = _mm512_add_##SUF(lo, _mm512_maskz_loadu_##SUF(m0, row_));     \
+            hi = _mm512_add_##SUF(hi, _mm512_maskz_loadu_##SUF(m1, row_ + W)); \
+        } else if (bias) {                                                     \
+            lo = _mm512_add_##SUF(lo, _mm512_set1_##SUF(bias[i]));             \
+            hi = _mm512_add_##SUF(hi, _mm512_set1_##SUF(bias[i]));             \
+        }                                                                      \
+        _mm512_mask_storeu_##SUF(row_, m0, lo);                                \
+        _mm512_mask_storeu_##SUF(row_ + W, m1, hi);                            \
     }
-    if (nr == 32) {
-        for (i = 0; i < mr; i++) {
-            float *row = c + i * ldc;
-            __m512 lo = r[2 * i], hi = r[2 * i + 1];
-            if (accumulate) {
-                lo = _mm512_add_ps(lo, _mm512_loadu_ps(row));
-                hi = _mm512_add_ps(hi, _mm512_loadu_ps(row + 16));
-            } else if (bias) {
-                __m512 bv = _mm512_set1_ps(bias[i]);
-                lo = _mm512_add_ps(lo, bv);
-                hi = _mm512_add_ps(hi, bv);
-            }
-            _mm512_storeu_ps(row, lo);
-            _mm512_storeu_ps(row + 16, hi);
-        }
-    } else {
-        /* Masked loads/stores: never touch C beyond column nr. */
-        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : ((1u << nr) - 1u));
-        __mmask16 m1 = (__mmask16)(nr <= 16 ? 0 : ((1u << (nr - 16)) - 1u));
-        for (i = 0; i < mr; i++) {
-            float *row = c + i * ldc;
-            __m512 lo = r[2 * i], hi = r[2 * i + 1];
-            if (accumulate) {
-                lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(m0, row));
-                hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(m1, row + 16));
-            } else if (bias) {
-                __m512 bv = _mm512_set1_ps(bias[i]);
-                lo = _mm512_add_ps(lo, bv);
-                hi = _mm512_add_ps(hi, bv);
-            }
-            _mm512_mask_storeu_ps(row, m0, lo);
-            _mm512_mask_storeu_ps(row + 16, m1, hi);
-        }
-    }
-}
 
-CNX_TARGET_AVX512
-static void cnx_ukr_d_avx512(int64_t kc, const double *a, const double *b,
-                             double *c, int64_t ldc, int mr, int nr,
-                             int accumulate, const double *bias) {
-    __m512d r[16];
-    int64_t k;
-    int i;
-    for (i = 0; i < 16; i++) r[i] = _mm512_setzero_pd();
-    for (k = 0; k < kc; k++) {
-        __m512d b0 = _mm512_loadu_pd(b), b1 = _mm512_loadu_pd(b + 8), t;
-        CNX_AVX512_ROW(double, pd, 0) CNX_AVX512_ROW(double, pd, 1)
-        CNX_AVX512_ROW(double, pd, 2) CNX_AVX512_ROW(double, pd, 3)
-        CNX_AVX512_ROW(double, pd, 4) CNX_AVX512_ROW(double, pd, 5)
-        CNX_AVX512_ROW(double, pd, 6) CNX_AVX512_ROW(double, pd, 7)
-        a += 8;
-        b += 16;
+#define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW)                    \
+    CNX_TARGET_AVX512                                                          \
+    static void NAME(int64_t kc, const T *a, const T *b, const int64_t *boff,  \
+                     T *c, int64_t ldc, int mr, int nr, int accumulate,        \
+                     const T *bias) {                                          \
+        VT r00 = _mm512_setzero_##SUF(), r01 = _mm512_setzero_##SUF();         \
+        VT r10 = _mm512_setzero_##SUF(), r11 = _mm512_setzero_##SUF();         \
+        VT r20 = _mm512_setzero_##SUF(), r21 = _mm512_setzero_##SUF();         \
+        VT r30 = _mm512_setzero_##SUF(), r31 = _mm512_setzero_##SUF();         \
+        VT r40 = _mm512_setzero_##SUF(), r41 = _mm512_setzero_##SUF();         \
+        VT r50 = _mm512_setzero_##SUF(), r51 = _mm512_setzero_##SUF();         \
+        VT r60 = _mm512_setzero_##SUF(), r61 = _mm512_setzero_##SUF();         \
+        VT r70 = _mm512_setzero_##SUF(), r71 = _mm512_setzero_##SUF();         \
+        MT m0 = (MT)(nr >= (W) ? FULL : ((1u << nr) - 1u));                    \
+        MT m1 = (MT)(nr <= (W) ? 0 : (nr >= 2 * (W) ? FULL                     \
+                                        : ((1u << (nr - (W))) - 1u)));         \
+        int64_t k;                                                             \
+        (void)boff;                                                            \
+        for (k = 0; k < kc; k++) {                                             \
+            const T *bk = BROW(2 * (W));                                       \
+            VT b0 = _mm512_loadu_##SUF(bk), b1 = _mm512_loadu_##SUF(bk + (W)), \
+               t;                                                              \
+            CNX_Z_ROW(SUF, 0, r00, r01) CNX_Z_ROW(SUF, 1, r10, r11)            \
+            CNX_Z_ROW(SUF, 2, r20, r21) CNX_Z_ROW(SUF, 3, r30, r31)            \
+            CNX_Z_ROW(SUF, 4, r40, r41) CNX_Z_ROW(SUF, 5, r50, r51)            \
+            CNX_Z_ROW(SUF, 6, r60, r61) CNX_Z_ROW(SUF, 7, r70, r71)            \
+            a += 8;                                                            \
+        }                                                                      \
+        CNX_Z_STORE(SUF, T, 0, r00, r01, W) CNX_Z_STORE(SUF, T, 1, r10, r11, W) \
+        CNX_Z_STORE(SUF, T, 2, r20, r21, W) CNX_Z_STORE(SUF, T, 3, r30, r31, W) \
+        CNX_Z_STORE(SUF, T, 4, r40, r41, W) CNX_Z_STORE(SUF, T, 5, r50, r51, W) \
+        CNX_Z_STORE(SUF, T, 6, r60, r61, W) CNX_Z_STORE(SUF, T, 7, r70, r71, W) \
     }
-    {
-        __mmask8 m0 = (__mmask8)(nr >= 8 ? 0xFF : ((1u << nr) - 1u));
-        __mmask8 m1 = (__mmask8)(nr <= 8 ? 0 : ((1u << (nr - 8)) - 1u));
-        for (i = 0; i < mr; i++) {
-            double *row = c + i * ldc;
-            __m512d lo = r[2 * i], hi = r[2 * i + 1];
-            if (accumulate) {
-                lo = _mm512_add_pd(lo, _mm512_maskz_loadu_pd(m0, row));
-                hi = _mm512_add_pd(hi, _mm512_maskz_loadu_pd(m1, row + 8));
-            } else if (bias) {
-                __m512d bv = _mm512_set1_pd(bias[i]);
-                lo = _mm512_add_pd(lo, bv);
-                hi = _mm512_add_pd(hi, bv);
-            }
-            _mm512_mask_storeu_pd(row, m0, lo);
-            _mm512_mask_storeu_pd(row + 8, m1, hi);
-        }
-    }
-}
+
+CNX_DEF_AVX512(cnx_ukr_s_avx512, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND)
+CNX_DEF_AVX512(cnx_ukr_d_avx512, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND)
 
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
@@ -350,16 +271,19 @@ static cnx_kernels cnx_select_kernels(void) {
     cnx_kernels k;
     int isa = cnx_isa_from_env(cnx_detect_isa());
     k.s = cnx_ukr_s_generic; k.d = cnx_ukr_d_generic;
+    k.s_ind = cnx_ukr_s_generic_ind; k.d_ind = cnx_ukr_d_generic_ind;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
     k.name = "generic";
 #ifdef CNX_X86
     if (isa == 2) {
         k.s = cnx_ukr_s_avx512; k.d = cnx_ukr_d_avx512;
+        k.s_ind = cnx_ukr_s_avx512_ind; k.d_ind = cnx_ukr_d_avx512_ind;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
         k.s = cnx_ukr_s_avx2; k.d = cnx_ukr_d_avx2;
+        k.s_ind = cnx_ukr_s_avx2_ind; k.d_ind = cnx_ukr_d_avx2_ind;
         k.s_mr = 6; k.s_nr = 16; k.d_mr = 6; k.d_nr = 8;
         k.name = "avx2";
     }
