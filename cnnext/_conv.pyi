@@ -16,10 +16,9 @@ _Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
 def isa() -> str: ...
 def block_sizes(dtype: npt.DTypeLike) -> tuple[int, int, int]: ...
-def pack_weights(wmat: _Float) -> _Float: ...
 def conv2d_forward(
     x: _Float,
-    apw: _Float,
+    wmat: _Float,
     bias: _Float | None,
     out: _Float,
     kh: int,

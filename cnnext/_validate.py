@@ -40,6 +40,8 @@ def as_int(fname, name, value, minimum=None):
 
 def pair(fname, name, value, minimum):
     """Normalise an int or an (h, w) pair of ints to a tuple of two ints."""
+    if type(value) is int and minimum <= value <= MAX_SIZE:  # fast path
+        return (value, value)
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(

@@ -53,6 +53,9 @@ __all__ = [
 PARALLEL_MIN_MACS = 1 << 17
 
 
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _numpy_backend():
     return _config.get_backend() == "numpy"
 
@@ -63,6 +66,24 @@ def _prepare(fname, named, ndims, layout):
     ``named`` is a list of (name, value); ``ndims`` the allowed ndim per
     array (None: any).  Copies only when the dtype or layout requires it.
     """
+    # Fast path (the common case in a training loop): native float32/float64
+    # C-contiguous ndarrays of one dtype need no conversion at all.
+    first = named[0][1]
+    if type(first) is np.ndarray:
+        dt = first.dtype
+        if dt in _FLOAT_DTYPES:
+            ok = True
+            for (_, a), nd in zip(named, ndims):
+                if (
+                    type(a) is not np.ndarray
+                    or a.dtype != dt
+                    or not a.flags.c_contiguous
+                    or (nd is not None and a.ndim not in nd)
+                ):
+                    ok = False
+                    break
+            if ok:
+                return [a for _, a in named], dt
     arrays = [(n, V.as_array(fname, n, v)) for n, v in named]
     for (n, a), nd in zip(arrays, ndims):
         if nd is not None:
@@ -521,6 +542,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     N, C, H, W = x.shape
     OH, OW = _pool_geometry(fname, H, W, k, s, p)
     V.check_alloc(fname, (N, C, OH, OW), dt.itemsize + 8)
+    if H * W >= 2**31:
+        raise ValueError(
+            f"{fname}: an input plane must have fewer than 2**31 elements "
+            f"(H*W = {H}*{W} = {H * W})"
+        )
     if _numpy_backend():
         y, idx = _ref.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
         y, idx = np.asarray(y, dtype=dt), np.asarray(idx, dtype=np.int64)

@@ -6,8 +6,29 @@ No validation here: ``cnnext.functional`` checks shapes and indices.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
-from libc.math cimport INFINITY, isnan
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+from libc.math cimport INFINITY
+
+
+cdef inline void _max_row(const floating* row, floating* m, int32_t* b,
+                          Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t sw, Py_ssize_t off,
+                          int32_t base) noexcept nogil:
+    """One window position (row, column offset) for output columns [lo, hi).
+
+    Branch-free and free of cross-iteration dependencies, so the compiler
+    vectorises it (the int32 argmax has the width of a float lane)."""
+    cdef Py_ssize_t ow, iw
+    cdef floating v, mo
+    cdef bint take
+    for ow in range(lo, hi):
+        iw = ow * sw + off
+        v = row[iw]
+        mo = m[ow]
+        # Strictly greater (the first maximum wins) or NaN (propagates).
+        take = (v > mo) | (v != v)
+        m[ow] = v if take else mo
+        b[ow] = <int32_t>(base + iw) if take else b[ow]
 
 
 def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
@@ -18,31 +39,45 @@ def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
                        Py_ssize_t ph, Py_ssize_t pw,
                        int n_threads):
     """First maximum in row-major window order wins; NaN propagates
-    (PyTorch's ``val > maxval || isnan(val)`` rule); padding is never chosen."""
+    (PyTorch's ``val > maxval || isnan(val)`` rule); padding is never chosen.
+
+    Window positions are visited in row-major order, each for a whole output
+    row at once; the output row is the running max and an int32 buffer the
+    running argmax (requires H*W < 2**31, checked by the caller)."""
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
-    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw, best
-    cdef floating v, m
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    cdef Py_ssize_t tid, q, q0, q1, oh, ow, h0, h1, ih, j, lo, hi
+    cdef floating* mrow
+    cdef int32_t* bbuf
+    cdef int32_t* scratch = <int32_t*>malloc(nt * (OW + 16) * sizeof(int32_t))
+    if scratch == NULL:
+        raise MemoryError("max_pool2d: could not allocate scratch")
     with nogil:
-        for q in prange(planes, schedule="static", num_threads=n_threads):
-            for oh in range(OH):
-                h0 = oh * sh - ph
-                h1 = min(h0 + kh, H)
-                h0 = max(h0, 0)
-                for ow in range(OW):
-                    w0 = ow * sw - pw
-                    w1 = min(w0 + kw, W)
-                    w0 = max(w0, 0)
-                    m = -INFINITY
-                    best = h0 * W + w0
+        for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+            bbuf = scratch + tid * (OW + 16)
+            q0 = planes * tid // nt
+            q1 = planes * (tid + 1) // nt
+            for q in range(q0, q1):
+                for oh in range(OH):
+                    h0 = oh * sh - ph
+                    h1 = min(h0 + kh, H)
+                    h0 = max(h0, 0)
+                    mrow = &out[q, oh, 0]
+                    for ow in range(OW):
+                        mrow[ow] = -INFINITY
+                        bbuf[ow] = <int32_t>(h0 * W + max(ow * sw - pw, 0))
                     for ih in range(h0, h1):
-                        for iw in range(w0, w1):
-                            v = x[q, ih, iw]
-                            if v > m or isnan(v):
-                                m = v
-                                best = ih * W + iw
-                    out[q, oh, ow] = m
-                    idx[q, oh, ow] = best
+                        for j in range(kw):
+                            # Output columns whose window has column offset j
+                            # inside the image.
+                            lo = max(0, (pw - j + sw - 1) // sw)
+                            hi = min(OW, (W + pw - j + sw - 1) // sw)
+                            _max_row(&x[q, ih, 0], mrow, bbuf, lo, hi, sw, j - pw,
+                                     <int32_t>(ih * W))
+                    for ow in range(OW):
+                        idx[q, oh, ow] = bbuf[ow]
+        free(scratch)
 
 
 def max_pool2d_backward(const floating[:, ::1] gout,   # IN  (planes, OH*OW)
