@@ -77,7 +77,7 @@ def _root(fname, root):
     if root is None:
         return default_root()
     try:
-        return os.fspath(root)
+        return os.path.expanduser(os.fspath(root))
     except TypeError:
         raise TypeError(f"{fname}: root must be a path or None, got {type(root).__name__}") from None
 
@@ -311,7 +311,7 @@ def download_mnist(root=None, splits=("train", "test"), mirrors=MIRRORS, timeout
     >>> paths = download_mnist("~/mnist", splits=("test",))  # doctest: +SKIP
     """
     fname = "download_mnist"
-    root = os.path.expanduser(_root(fname, root))
+    root = _root(fname, root)
     splits = (splits,) if isinstance(splits, str) else tuple(splits)
     for s in splits:
         if s not in _FILES:

@@ -11,6 +11,13 @@ images [0, 8000), test on [8000, 10000).  Run from the repository root::
     python examples/lenet5_mnist.py [--data ../shared/data/mnist] [--seed 0]
 
 Prints the per-epoch loss, the test accuracy and the wall time.
+
+Measured here (2-core shared machine, ``OMP_NUM_THREADS=1``): accuracy 0.968
+for seed 0 (0.968-0.981 over seeds 0-4), about 5-8 s of training.  With Adam
+lr 1e-3 instead, seed 0 reached only 0.93 (seeds 2-4: 0.97-0.98), hence 2e-3.
+On a busy machine pin one thread (``OMP_NUM_THREADS=1``): small batches gain
+nothing from threads, and spinning thread teams on busy cores made the same
+run take 139 s.
 """
 import argparse
 import time

@@ -11,6 +11,12 @@ Run from the repository root::
     python examples/seeds_tiny_mnist.py [--data ../shared/data/mnist] [--seed 0]
 
 Prints the per-epoch loss, the test accuracy and the wall time.
+
+Measured here (2-core shared machine): accuracy 0.877 (seed 0; 0.892 and
+0.909 for seeds 1 and 2), 0.7-1.2 s of training with ``OMP_NUM_THREADS=1``.
+At batch size 1 every kernel call is tiny: on a busy machine, pin one thread
+(``OMP_NUM_THREADS=1`` or ``cnnext.set_num_threads(1)``); with two spinning
+threads competing for busy cores the same run took 12-50 s.
 """
 import argparse
 import time
