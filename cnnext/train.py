@@ -74,7 +74,7 @@ def _stderr_is_terminal():
 
 
 def _make_bar(progress, total, desc):
-    if progress is False:
+    if progress is False or sys.stderr is None:  # pythonw: no stderr at all
         return None
     if progress is None and not _stderr_is_terminal():
         return None

@@ -252,3 +252,11 @@ def test_zero_epochs_is_a_no_op(rng):
     assert hist == {"epoch": [], "loss": [], "accuracy": [], "time": []}
     for k, v in before.items():
         np.testing.assert_array_equal(model.params[k], v)
+
+
+def test_no_stderr_at_all(rng, monkeypatch):
+    """pythonw-style processes have sys.stderr = None: no bar, no crash."""
+    monkeypatch.setattr(sys, "stderr", None)
+    x, y = _data(rng, n=8)
+    hist = _fit(_model(), x, y, epochs=1, batch_size=4, progress=True)
+    assert len(hist["loss"]) == 1
