@@ -26,6 +26,7 @@ for ``lenet5``.
 Exit status: 0 on success, 2 for bad arguments or a missing/corrupt dataset
 (a one-line message, no traceback).
 """
+
 import argparse
 import sys
 import time
@@ -55,11 +56,17 @@ def build_model(name, seed):
         )
         return model, lambda x: x - np.float32(0.5)
     model = nn.Sequential(
-        nn.Conv2D(1, 6, 5, padding=2, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
-        nn.Conv2D(6, 16, 5, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(1, 6, 5, padding=2, seed=rng),
+        nn.ReLU(),
+        nn.MaxPool2D(2),
+        nn.Conv2D(6, 16, 5, seed=rng),
+        nn.ReLU(),
+        nn.MaxPool2D(2),
         nn.Flatten(),
-        nn.Dense(16 * 5 * 5, 120, seed=rng), nn.ReLU(),
-        nn.Dense(120, 84, seed=rng), nn.ReLU(),
+        nn.Dense(16 * 5 * 5, 120, seed=rng),
+        nn.ReLU(),
+        nn.Dense(120, 84, seed=rng),
+        nn.ReLU(),
         nn.Dense(84, 10, init="glorot", seed=rng),
     )
     return model, lambda x: (x - _MEAN) / _STD
@@ -86,6 +93,7 @@ def _positive(kind):
         if not v > 0 or v != v or v == float("inf"):
             raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text!r}")
         return v
+
     return parse
 
 
@@ -96,29 +104,65 @@ def _parser():
         epilog="When only the MNIST test split is available, training and test sets are "
         "ranges of it (defaults: tiny 0:1000 / 5000:6000, lenet5 0:8000 / 8000:10000).",
     )
-    p.add_argument("--model", choices=sorted(_DEFAULTS), default="tiny",
-                   help="network to train (default: tiny, the seeds' network)")
-    p.add_argument("--data", metavar="DIR", default=None,
-                   help="directory with the MNIST IDX files, raw or .gz "
-                   "(default: $CNNEXT_DATA/mnist or ~/.cache/cnnext/mnist)")
-    p.add_argument("--download", action="store_true",
-                   help="download the official MNIST files into DIR first (md5-checked)")
-    p.add_argument("--split", choices=("auto", "train", "test"), default="auto",
-                   help="train on the train split (train), on a range of the test split "
-                   "(test), or the train split when present (auto, default)")
-    p.add_argument("--train-range", type=_range, metavar="A:B", default=None,
-                   help="training images [A, B) of the training source")
-    p.add_argument("--test-range", type=_range, metavar="A:B", default=None,
-                   help="test images [A, B) of the test split")
+    p.add_argument(
+        "--model",
+        choices=sorted(_DEFAULTS),
+        default="tiny",
+        help="network to train (default: tiny, the seeds' network)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="directory with the MNIST IDX files, raw or .gz "
+        "(default: $CNNEXT_DATA/mnist or ~/.cache/cnnext/mnist)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download the official MNIST files into DIR first (md5-checked)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("auto", "train", "test"),
+        default="auto",
+        help="train on the train split (train), on a range of the test split "
+        "(test), or the train split when present (auto, default)",
+    )
+    p.add_argument(
+        "--train-range",
+        type=_range,
+        metavar="A:B",
+        default=None,
+        help="training images [A, B) of the training source",
+    )
+    p.add_argument(
+        "--test-range",
+        type=_range,
+        metavar="A:B",
+        default=None,
+        help="test images [A, B) of the test split",
+    )
     p.add_argument("--epochs", type=int, default=None, help="default 3")
-    p.add_argument("--batch-size", type=_positive(int), default=None,
-                   help="default 1 (tiny) or 32 (lenet5)")
-    p.add_argument("--lr", type=_positive(float), default=None,
-                   help="learning rate; default 0.005 (tiny, SGD) or 0.002 (lenet5, Adam)")
-    p.add_argument("--seed", type=int, default=0, help="initialization and shuffling seed (default 0)")
-    p.add_argument("--threads", type=_positive(int), default=None,
-                   help="kernel threads (cnnext.set_num_threads); 1 is fastest for tiny batches "
-                   "on a busy machine")
+    p.add_argument(
+        "--batch-size", type=_positive(int), default=None, help="default 1 (tiny) or 32 (lenet5)"
+    )
+    p.add_argument(
+        "--lr",
+        type=_positive(float),
+        default=None,
+        help="learning rate; default 0.005 (tiny, SGD) or 0.002 (lenet5, Adam)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="initialization and shuffling seed (default 0)"
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive(int),
+        default=None,
+        help="kernel threads (cnnext.set_num_threads); 1 is fastest for tiny batches "
+        "on a busy machine",
+    )
     p.add_argument("--save", metavar="PATH", default=None, help="save the trained model (.npz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -215,7 +259,8 @@ def main(argv=None):
     print(
         f"training {args.model} on {len(x_train)} images ({train_src} split "
         f"[{tr.start}, {tr.stop})), testing on {len(x_test)} (test split [{te.start}, {te.stop})): "
-        f"{epochs} epochs, batch size {batch_size}, {type(opt).__name__} lr {lr:g}, seed {args.seed}",
+        f"{epochs} epochs, batch size {batch_size}, {type(opt).__name__} lr {lr:g}, "
+        f"seed {args.seed}",
         flush=True,
     )
 
@@ -227,13 +272,25 @@ def main(argv=None):
         )
 
     start = time.perf_counter()
-    fit(model, loss, opt, x_train, y_train, epochs=epochs, batch_size=batch_size,
-        seed=args.seed, validation_data=(x_test, y_test),
-        progress=False if args.no_progress else None, on_epoch_end=report)
+    fit(
+        model,
+        loss,
+        opt,
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=args.seed,
+        validation_data=(x_test, y_test),
+        progress=False if args.no_progress else None,
+        on_epoch_end=report,
+    )
     wall = time.perf_counter() - start
     result = evaluate(model, loss, x_test, y_test)
-    print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}); "
-          f"wall time {wall:.1f} s")
+    print(
+        f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}); "
+        f"wall time {wall:.1f} s"
+    )
     if args.save:
         try:
             model.save(args.save)

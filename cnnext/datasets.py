@@ -12,6 +12,7 @@ verifies their MD5 checksums.
 The default directory is ``$CNNEXT_DATA/mnist`` when the environment variable
 ``CNNEXT_DATA`` is set, else ``~/.cache/cnnext/mnist``.
 """
+
 import gzip
 import hashlib
 import http.client
@@ -79,7 +80,9 @@ def _root(fname, root):
     try:
         return os.path.expanduser(os.fspath(root))
     except TypeError:
-        raise TypeError(f"{fname}: root must be a path or None, got {type(root).__name__}") from None
+        raise TypeError(
+            f"{fname}: root must be a path or None, got {type(root).__name__}"
+        ) from None
 
 
 def _find(root, base):
@@ -103,7 +106,7 @@ def _read_idx(path, magic, kind):
     where = f"load_mnist: {path}"
     compressed = _is_gzip(path)
     try:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
             header = f.read(header_len)
             if len(header) < header_len:
                 raise ValueError(
@@ -134,10 +137,8 @@ def _read_idx(path, magic, kind):
                         break
                     buf += chunk
                 actual = len(buf)
-                more = actual > expected
             else:
                 actual = os.path.getsize(path) - header_len
-                more = actual > expected
                 buf = None
             if actual != expected:
                 if actual < expected:
@@ -317,7 +318,9 @@ def download_mnist(root=None, splits=("train", "test"), mirrors=MIRRORS, timeout
         if s not in _FILES:
             raise ValueError(f"{fname}: splits must contain 'train' and/or 'test', got {s!r}")
     if isinstance(mirrors, str) or not mirrors:
-        raise ValueError(f"{fname}: mirrors must be a non-empty sequence of base URLs, got {mirrors!r}")
+        raise ValueError(
+            f"{fname}: mirrors must be a non-empty sequence of base URLs, got {mirrors!r}"
+        )
     os.makedirs(root, exist_ok=True)
     paths = []
     for split in splits:
@@ -336,7 +339,12 @@ def download_mnist(root=None, splits=("train", "test"), mirrors=MIRRORS, timeout
                 try:
                     _fetch(url, dest, MD5[name], timeout)
                     break
-                except (OSError, ValueError, http.client.HTTPException, urllib.error.URLError) as exc:
+                except (
+                    OSError,
+                    ValueError,
+                    http.client.HTTPException,
+                    urllib.error.URLError,
+                ) as exc:
                     errors.append(f"{url}: {type(exc).__name__}: {exc}")
             else:
                 raise DownloadError(

@@ -4,6 +4,7 @@ Losses live here, outside the layers (a layer never knows its loss); they are
 re-exported from :mod:`cnnext.nn`.  Each loss keeps one named cache, the
 gradient of its last ``forward``, and ``backward()`` returns a fresh copy of it.
 """
+
 import numpy as np
 
 from . import _validate as V

@@ -49,6 +49,7 @@ for a reproducible model -- or None for fresh entropy) and then cast to
 ``dtype``, so a float32 and a float64 layer with the same seed agree up to
 rounding.
 """
+
 import numbers
 import os
 import tempfile
@@ -235,8 +236,7 @@ class Module:
         """The forward cache; RuntimeError when there was no forward yet."""
         if self._cache is None:
             raise RuntimeError(
-                f"{type(self).__name__}.backward: called before forward; call "
-                f"forward(x) first"
+                f"{type(self).__name__}.backward: called before forward; call forward(x) first"
             )
         return self._cache
 
@@ -260,7 +260,9 @@ class Module:
         """
         fname = f"{type(self).__name__}.load_state_dict"
         if not hasattr(state, "keys"):
-            raise TypeError(f"{fname}: state must be a mapping name -> array, got {type(state).__name__}")
+            raise TypeError(
+                f"{fname}: state must be a mapping name -> array, got {type(state).__name__}"
+            )
         arrays = self._checked_state(fname, {k: state[k] for k in state.keys()})
         for name, p, _ in self.named_parameters():
             np.copyto(p, arrays[name])
@@ -398,8 +400,20 @@ class Conv2D(Module):
     ((2, 8, 26, 26), (2, 1, 28, 28))
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, bias=True, *, init="he", dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        *,
+        init="he",
+        dtype=np.float32,
+        seed=None,
+    ):
         super().__init__()
         fname = "Conv2D"
         self.in_channels = V.as_int(fname, "in_channels", in_channels, 1)
@@ -489,8 +503,9 @@ class Dense(Module):
     array([[1., 5.]], dtype=float32)
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, init="he",
-                 dtype=np.float32, seed=None):
+    def __init__(
+        self, in_features, out_features, bias=True, *, init="he", dtype=np.float32, seed=None
+    ):
         super().__init__()
         fname = "Dense"
         self.in_features = V.as_int(fname, "in_features", in_features, 1)
@@ -593,7 +608,8 @@ class MaxPool2D(Module):
         return F.max_pool2d_backward(grad_y, idx, shape)
 
     def __repr__(self):
-        return f"MaxPool2D(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding})"
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return f"MaxPool2D(kernel_size={k}, stride={s}, padding={p})"
 
 
 class AvgPool2D(Module):
@@ -634,7 +650,8 @@ class AvgPool2D(Module):
         return F.avg_pool2d_backward(grad_y, shape, self.kernel_size, self.stride, self.padding)
 
     def __repr__(self):
-        return f"AvgPool2D(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding})"
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return f"AvgPool2D(kernel_size={k}, stride={s}, padding={p})"
 
 
 class Flatten(Module):
@@ -852,7 +869,8 @@ class Dropout(Module):
             return g
         if g.shape != mask.shape:
             raise ValueError(
-                f"Dropout.backward: grad_y.shape {g.shape} must equal the forward shape {mask.shape}"
+                f"Dropout.backward: grad_y.shape {g.shape} must equal the forward shape "
+                f"{mask.shape}"
             )
         return g * mask
 

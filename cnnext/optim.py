@@ -7,6 +7,7 @@ of pairs itself.  ``step()`` updates each ``param`` array *in place* from its
 into them).  The learning rate is the public attribute ``lr`` and may be
 changed between steps (a schedule).
 """
+
 import numbers
 
 import numpy as np
@@ -16,7 +17,9 @@ __all__ = ["Optimizer", "SGD", "Adam"]
 
 def _real(fname, name, value, low, high=None, low_open=False, high_open=True):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fname}: {name} must be a real number, got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{fname}: {name} must be a real number, got {type(value).__name__} {value!r}"
+        )
     v = float(value)
     ok = np.isfinite(v) and (v > low if low_open else v >= low)
     if high is not None:

@@ -10,6 +10,7 @@ error is a terminal; ``True`` always shows one (on ``sys.stderr``);
 ``False`` never.  It uses ``tqdm`` when installed and otherwise a small
 built-in text bar.  Nothing else is ever written.
 """
+
 import numbers
 import sys
 import time
@@ -55,9 +56,7 @@ class _TextBar:
         bar = "#" * filled + "." * (self._WIDTH - filled)
         elapsed = time.perf_counter() - self._start
         post = f" {self.postfix}" if self.postfix else ""
-        self.stream.write(
-            f"\r{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.1f}s{post}"
-        )
+        self.stream.write(f"\r{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.1f}s{post}")
         self.stream.flush()
 
     def close(self):
@@ -178,7 +177,8 @@ def evaluate(model, loss, x, y, batch_size=256):
     >>> from cnnext.train import evaluate
     >>> model = nn.Sequential(nn.Dense(2, 2, seed=0))
     >>> model.params["0.weight"][...] = np.eye(2); model.params["0.bias"][...] = 0
-    >>> r = evaluate(model, nn.SoftmaxCrossEntropy(), np.array([[1., 0.], [0., 1.]]), np.array([0, 0]))
+    >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 0])
+    >>> r = evaluate(model, nn.SoftmaxCrossEntropy(), x, y)
     >>> r["accuracy"]
     0.5
     """
@@ -193,7 +193,7 @@ def evaluate(model, loss, x, y, batch_size=256):
     try:
         total_loss, correct, n_acc = 0.0, 0, 0
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             out = model.forward(xb)
             total_loss += float(loss.forward(out, yb)) * len(xb)
             c = _n_correct(out, yb)
@@ -209,8 +209,20 @@ def evaluate(model, loss, x, y, batch_size=256):
     }
 
 
-def fit(model, loss, optimizer, x, y, epochs, batch_size, shuffle=True, seed=None,
-        validation_data=None, progress=None, on_epoch_end=None):
+def fit(
+    model,
+    loss,
+    optimizer,
+    x,
+    y,
+    epochs,
+    batch_size,
+    shuffle=True,
+    seed=None,
+    validation_data=None,
+    progress=None,
+    on_epoch_end=None,
+):
     """Train ``model`` on ``(x, y)`` with mini-batch gradient descent.
 
     Each step runs ``optimizer.zero_grad()``, ``model.forward``,
@@ -291,7 +303,9 @@ def fit(model, loss, optimizer, x, y, epochs, batch_size, shuffle=True, seed=Non
             raise ValueError(f"{fname}: seed must be >= 0, got {seed}")
         rng = np.random.default_rng(seed)
     else:
-        raise TypeError(f"{fname}: seed must be an int, a numpy.random.Generator or None, got {seed!r}")
+        raise TypeError(
+            f"{fname}: seed must be an int, a numpy.random.Generator or None, got {seed!r}"
+        )
 
     n = len(x)
     history = {"epoch": [], "loss": [], "accuracy": [], "time": []}
@@ -310,9 +324,9 @@ def fit(model, loss, optimizer, x, y, epochs, batch_size, shuffle=True, seed=Non
             try:
                 for start in range(0, n, batch_size):
                     if order is None:
-                        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
                     else:
-                        idx = order[start:start + batch_size]
+                        idx = order[start : start + batch_size]
                         xb, yb = x[idx], y[idx]
                     optimizer.zero_grad()
                     out = model.forward(xb)

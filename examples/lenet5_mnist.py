@@ -19,6 +19,7 @@ On a busy machine pin one thread (``OMP_NUM_THREADS=1``): small batches gain
 nothing from threads, and spinning thread teams on busy cores made the same
 run take 139 s.
 """
+
 import argparse
 import time
 
@@ -35,19 +36,28 @@ def build_model(seed=0):
     """LeNet-5: He init before the ReLUs, Glorot for the classifier."""
     rng = np.random.default_rng(seed)
     return nn.Sequential(
-        nn.Conv2D(1, 6, 5, padding=2, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
-        nn.Conv2D(6, 16, 5, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(1, 6, 5, padding=2, seed=rng),
+        nn.ReLU(),
+        nn.MaxPool2D(2),
+        nn.Conv2D(6, 16, 5, seed=rng),
+        nn.ReLU(),
+        nn.MaxPool2D(2),
         nn.Flatten(),
-        nn.Dense(16 * 5 * 5, 120, seed=rng), nn.ReLU(),
-        nn.Dense(120, 84, seed=rng), nn.ReLU(),
+        nn.Dense(16 * 5 * 5, 120, seed=rng),
+        nn.ReLU(),
+        nn.Dense(120, 84, seed=rng),
+        nn.ReLU(),
         nn.Dense(84, 10, init="glorot", seed=rng),
     )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/mnist",
-                        help="directory with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
+    parser.add_argument(
+        "--data",
+        default="../shared/data/mnist",
+        help="directory with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -63,15 +73,29 @@ def main(argv=None):
     loss = nn.SoftmaxCrossEntropy()
     opt = optim.Adam(model, lr=args.lr)
     start = time.perf_counter()
-    history = fit(model, loss, opt, x_train, y_train, epochs=args.epochs,
-                  batch_size=args.batch_size, seed=args.seed)
+    history = fit(
+        model,
+        loss,
+        opt,
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     train_time = time.perf_counter() - start
-    for e, l, a, t in zip(history["epoch"], history["loss"], history["accuracy"], history["time"]):
-        print(f"epoch {e}: train loss {l:.4f}, train accuracy {a:.3f} ({t:.1f} s)")
+    h = history
+    for e, loss_, a, t in zip(h["epoch"], h["loss"], h["accuracy"], h["time"]):
+        print(f"epoch {e}: train loss {loss_:.4f}, train accuracy {a:.3f} ({t:.1f} s)")
     result = evaluate(model, loss, x_test, y_test)
-    print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) on images [8000, 10000)")
-    print(f"training wall time {train_time:.2f} s ({args.epochs} epochs x 8000 images, "
-          f"batch size {args.batch_size})")
+    print(
+        f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) "
+        f"on images [8000, 10000)"
+    )
+    print(
+        f"training wall time {train_time:.2f} s ({args.epochs} epochs x 8000 images, "
+        f"batch size {args.batch_size})"
+    )
     return 0
 
 

@@ -18,6 +18,7 @@ At batch size 1 every kernel call is tiny: on a busy machine, pin one thread
 (``OMP_NUM_THREADS=1`` or ``cnnext.set_num_threads(1)``); with two spinning
 threads competing for busy cores the same run took 12-50 s.
 """
+
 import argparse
 import time
 
@@ -41,8 +42,11 @@ def build_model(seed=0):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/mnist",
-                        help="directory with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
+    parser.add_argument(
+        "--data",
+        default="../shared/data/mnist",
+        help="directory with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
@@ -56,14 +60,19 @@ def main(argv=None):
     loss = nn.SoftmaxCrossEntropy()
     opt = optim.SGD(model, lr=0.005)
     start = time.perf_counter()
-    history = fit(model, loss, opt, x_train, y_train, epochs=args.epochs, batch_size=1,
-                  seed=args.seed)
+    history = fit(
+        model, loss, opt, x_train, y_train, epochs=args.epochs, batch_size=1, seed=args.seed
+    )
     train_time = time.perf_counter() - start
-    for e, l, a in zip(history["epoch"], history["loss"], history["accuracy"]):
-        print(f"epoch {e}: train loss {l:.4f}, train accuracy {a:.3f}")
+    for e, loss_, a in zip(history["epoch"], history["loss"], history["accuracy"]):
+        print(f"epoch {e}: train loss {loss_:.4f}, train accuracy {a:.3f}")
     result = evaluate(model, loss, x_test, y_test)
-    print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) on images [5000, 6000)")
-    print(f"training wall time {train_time:.2f} s ({args.epochs} epochs x 1000 images, batch size 1)")
+    print(
+        f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) on images [5000, 6000)"
+    )
+    print(
+        f"training wall time {train_time:.2f} s ({args.epochs} epochs x 1000 images, batch size 1)"
+    )
     return 0
 
 

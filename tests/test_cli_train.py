@@ -1,8 +1,7 @@
 """``cnnext train``: argument handling, data discovery, messages, saving."""
+
 import gzip
-import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -30,7 +29,7 @@ def _write_split(root, split, n, rng):
     labels = rng.integers(0, 10, n).astype(np.uint8)
     pix = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
     for i, c in enumerate(labels):
-        pix[i, 2 + 2 * c:4 + 2 * c, 4:24] = 255
+        pix[i, 2 + 2 * c : 4 + 2 * c, 4:24] = 255
     img = struct.pack(">IIII", 2051, n, 28, 28) + pix.tobytes()
     lab = struct.pack(">II", 2049, n) + labels.tobytes()
     (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(img))
@@ -54,20 +53,45 @@ def test_console_script_and_module_report_missing_data(tmp_path):
     if script.exists():
         runs.append([str(script), "train"])
     for cmd in runs:
-        proc = subprocess.run(cmd + ["--data", str(tmp_path)], capture_output=True, text=True,
-                              cwd=tmp_path, timeout=120)
+        proc = subprocess.run(
+            cmd + ["--data", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
         assert proc.returncode == 2, proc.stderr
         assert "no MNIST data in" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "cnnext", "train", "--help"], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnext", "train", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "--train-range" in proc.stdout and "--download" in proc.stdout
 
 
 def test_trains_on_test_split_ranges_and_saves(tmp_path, capsys, rng):
     _write_split(tmp_path, "test", 300, rng)
     path = tmp_path / "tiny.npz"
-    code = cli.main(["--data", str(tmp_path), "--train-range", "0:200", "--test-range", "200:300",
-                     "--epochs", "2", "--no-progress", "--threads", "1", "--save", str(path)])
+    code = cli.main(
+        [
+            "--data",
+            str(tmp_path),
+            "--train-range",
+            "0:200",
+            "--test-range",
+            "200:300",
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--threads",
+            "1",
+            "--save",
+            str(path),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "note: no MNIST train split" in err and "[0, 200)" in err and "[200, 300)" in err
@@ -85,9 +109,25 @@ def test_trains_on_test_split_ranges_and_saves(tmp_path, capsys, rng):
 def test_lenet5_and_train_split_when_present(tmp_path, capsys, rng):
     _write_split(tmp_path, "train", 256, rng)
     _write_split(tmp_path, "test", 64, rng)
-    code = cli.main(["--model", "lenet5", "--data", str(tmp_path), "--epochs", "2",
-                     "--batch-size", "16", "--lr", "0.003", "--seed", "1", "--no-progress",
-                     "--threads", "1"])
+    code = cli.main(
+        [
+            "--model",
+            "lenet5",
+            "--data",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.003",
+            "--seed",
+            "1",
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "note:" not in err
@@ -113,8 +153,15 @@ def test_bad_split_or_range_exit_2(tmp_path, capsys, rng, args, match):
 
 @pytest.mark.parametrize(
     "args",
-    [["--model", "vgg"], ["--lr", "0"], ["--batch-size", "-3"], ["--train-range", "a:b"],
-     ["--epochs", "-1"], ["--seed", "-2"], ["--threads", "0"]],
+    [
+        ["--model", "vgg"],
+        ["--lr", "0"],
+        ["--batch-size", "-3"],
+        ["--train-range", "a:b"],
+        ["--epochs", "-1"],
+        ["--seed", "-2"],
+        ["--threads", "0"],
+    ],
 )
 def test_bad_arguments_are_usage_errors(args, capsys):
     with pytest.raises(SystemExit) as info:
@@ -125,7 +172,9 @@ def test_bad_arguments_are_usage_errors(args, capsys):
 
 def test_corrupt_dataset_exits_2(tmp_path, capsys, rng):
     _write_split(tmp_path, "test", 20, rng)
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 2051, 20)))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">II", 2051, 20))
+    )
     assert cli.main(["--data", str(tmp_path)]) == 2
     assert "magic number 2051" in capsys.readouterr().err
 
@@ -142,15 +191,40 @@ def test_download_offline_exits_2(tmp_path, capsys, monkeypatch):
 
 def test_save_into_missing_directory_exits_2(tmp_path, capsys, rng):
     _write_split(tmp_path, "test", 30, rng)
-    code = cli.main(["--data", str(tmp_path), "--epochs", "0", "--train-range", "0:10",
-                     "--test-range", "10:30", "--save", str(tmp_path / "no" / "dir" / "m.npz")])
+    code = cli.main(
+        [
+            "--data",
+            str(tmp_path),
+            "--epochs",
+            "0",
+            "--train-range",
+            "0:10",
+            "--test-range",
+            "10:30",
+            "--save",
+            str(tmp_path / "no" / "dir" / "m.npz"),
+        ]
+    )
     assert code == 2
     assert "could not save the model" in capsys.readouterr().err
 
 
 def test_real_data_short_run(mnist_dir, capsys):
-    code = cli.main(["--data", str(mnist_dir), "--train-range", "0:300", "--test-range",
-                     "5000:5500", "--epochs", "1", "--threads", "1", "--no-progress"])
+    code = cli.main(
+        [
+            "--data",
+            str(mnist_dir),
+            "--train-range",
+            "0:300",
+            "--test-range",
+            "5000:5500",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "training tiny on 300 images (test split [0, 300)), testing on 500" in out

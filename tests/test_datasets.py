@@ -1,5 +1,6 @@
 """cnnext.datasets: IDX parsing and validation on tiny hand-built files,
 downloads through fake (server-free) openers, and the real test split."""
+
 import gzip
 import hashlib
 import io
@@ -36,8 +37,14 @@ def _make_split(root, rng, n=5, split="test", compress=True, images=None, labels
     prefix = "t10k" if split == "test" else "train"
     pix = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) if images is None else images
     lab = rng.integers(0, 10, n, dtype=np.uint8) if labels is None else labels
-    _write(root / f"{prefix}-images-idx3-ubyte", _idx_bytes(IMG, (len(pix), 28, 28), pix.tobytes()), compress)
-    _write(root / f"{prefix}-labels-idx1-ubyte", _idx_bytes(LBL, (len(lab),), lab.tobytes()), compress)
+    _write(
+        root / f"{prefix}-images-idx3-ubyte",
+        _idx_bytes(IMG, (len(pix), 28, 28), pix.tobytes()),
+        compress,
+    )
+    _write(
+        root / f"{prefix}-labels-idx1-ubyte", _idx_bytes(LBL, (len(lab),), lab.tobytes()), compress
+    )
     return pix, lab
 
 
@@ -81,15 +88,28 @@ GOOD = np.zeros(4 * 784, np.uint8).tobytes()
         (_idx_bytes(LBL, (4, 28, 28), GOOD), None, r"magic number 2049 \(0x00000801\) is not 2051"),
         (None, _idx_bytes(IMG, (4,), b"\x00" * 4), "magic number 2051.*is not 2049"),
         (_idx_bytes(IMG, (4, 27, 28), GOOD[: 4 * 27 * 28]), None, "must be 28x28.*27x28"),
-        (_idx_bytes(IMG, (4, 28, 28), GOOD[:-1]), None, r"declares 4 images .* holds only 3135 bytes \(truncated\?\)"),
+        (
+            _idx_bytes(IMG, (4, 28, 28), GOOD[:-1]),
+            None,
+            r"declares 4 images .* holds only 3135 bytes \(truncated\?\)",
+        ),
         (_idx_bytes(IMG, (4, 28, 28), GOOD + b"\x00"), None, "trailing data"),
         (None, _idx_bytes(LBL, (4,), b"\x00\x01"), "truncated"),
         (b"\x00\x00\x08", None, "truncated IDX header"),
         (None, _idx_bytes(LBL, (3,), b"\x00\x01\x02"), "4 images but .* 3 labels"),
         (None, _idx_bytes(LBL, (4,), b"\x00\x01\x0a\x03"), "digits 0-9, got a label 10"),
     ],
-    ids=["swapped-magic", "label-magic", "dims", "truncated", "trailing", "labels-short",
-         "header", "count-mismatch", "label-range"],
+    ids=[
+        "swapped-magic",
+        "label-magic",
+        "dims",
+        "truncated",
+        "trailing",
+        "labels-short",
+        "header",
+        "count-mismatch",
+        "label-range",
+    ],
 )
 def test_invalid_files_rejected(tmp_path, rng, images, labels, match, compress):
     _only(tmp_path, rng, images, labels, compress)
@@ -129,7 +149,10 @@ def test_corrupt_gzip_rejected(tmp_path, rng):
 
 
 def test_missing_files_and_bad_arguments(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"test split not found .*t10k-images-idx3-ubyte\[.gz\].*download=True"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"test split not found .*t10k-images-idx3-ubyte\[.gz\].*download=True",
+    ):
         load_mnist(tmp_path, "test")
     with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
         load_mnist(tmp_path, "val")
@@ -163,7 +186,10 @@ def _offline(monkeypatch):
 def test_offline_download_gives_a_clear_error(tmp_path, monkeypatch):
     calls = _offline(monkeypatch)
     target = tmp_path / "cache"
-    with pytest.raises(DownloadError, match="(?s)could not download t10k-images-idx3-ubyte.gz.*Network is unreachable.*offline") as info:
+    with pytest.raises(
+        DownloadError,
+        match="(?s)could not download t10k-images-idx3-ubyte.gz.*Network is unreachable.*offline",
+    ) as info:
         load_mnist(target, "test", download=True)
     assert isinstance(info.value, OSError)
     assert calls == [m + "t10k-images-idx3-ubyte.gz" for m in D.MIRRORS]
@@ -192,7 +218,9 @@ def test_checksum_mismatch_rejected(tmp_path, monkeypatch):
     name = "t10k-images-idx3-ubyte.gz"
     server = _Server({m + name: b"definitely not mnist" for m in D.MIRRORS})
     monkeypatch.setattr(urllib.request, "urlopen", server)
-    with pytest.raises(DownloadError, match=f"(?s)checksum mismatch: md5 [0-9a-f]{{32}}, expected {D.MD5[name]}"):
+    with pytest.raises(
+        DownloadError, match=f"(?s)checksum mismatch: md5 [0-9a-f]{{32}}, expected {D.MD5[name]}"
+    ):
         D.download_mnist(tmp_path, splits="test")
     assert server.calls == [m + "t10k-images-idx3-ubyte.gz" for m in D.MIRRORS]
     assert os.listdir(tmp_path) == []  # the bad bytes were never kept
@@ -217,8 +245,9 @@ def test_download_then_load_with_fallback_mirror(tmp_path, monkeypatch, rng):
     assert len(server.calls) == 4  # both files: first mirror failed, second served
     load_mnist(cache, "test", download=True)  # present and verified: no new requests
     assert len(server.calls) == 4
-    assert D.download_mnist(cache, splits=["test"]) == [str(cache / n) for n in
-                                                          ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]
+    assert D.download_mnist(cache, splits=["test"]) == [
+        str(cache / n) for n in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    ]
     assert len(server.calls) == 4
 
 
@@ -241,6 +270,8 @@ def test_real_test_split(mnist_dir):
     assert x.shape == (10000, 1, 28, 28) and x.dtype == np.float32
     assert y.dtype == np.int64
     np.testing.assert_array_equal(y[:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
-    np.testing.assert_array_equal(np.bincount(y), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    np.testing.assert_array_equal(
+        np.bincount(y), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    )
     assert x.min() == 0.0 and x.max() == 1.0
     assert 0.12 < x.mean() < 0.14  # MNIST's mean pixel is ~0.133

@@ -10,6 +10,7 @@ tiny batch sizes were measured 10-200x slower (spinning thread teams), which
 would make the suite take minutes instead of seconds.  The PyTorch comparison
 trains both libraries from identical weights on the identical sample order.
 """
+
 import os
 import re
 import subprocess
@@ -31,7 +32,10 @@ def _run_example(script, mnist_dir):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--data", str(mnist_dir)],
-        capture_output=True, text=True, env=env, timeout=900,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     acc = float(re.search(r"test accuracy ([0-9.]+)", proc.stdout).group(1))
@@ -69,16 +73,33 @@ def test_tiny_network_trains_like_pytorch(mnist_dir, one_thread):
     x = images - np.float32(0.5)
     x_tr, y_tr, x_te, y_te = x[:1000], labels[:1000], x[5000:6000], labels[5000:6000]
     rng = np.random.default_rng(0)
-    model = nn.Sequential(nn.Conv2D(1, 8, 3, bias=False, seed=rng), nn.MaxPool2D(2),
-                          nn.Flatten(), nn.Dense(13 * 13 * 8, 10, init="glorot", seed=rng))
-    tnet = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, bias=False), torch.nn.MaxPool2d(2),
-                               torch.nn.Flatten(), torch.nn.Linear(1352, 10))
+    model = nn.Sequential(
+        nn.Conv2D(1, 8, 3, bias=False, seed=rng),
+        nn.MaxPool2D(2),
+        nn.Flatten(),
+        nn.Dense(13 * 13 * 8, 10, init="glorot", seed=rng),
+    )
+    tnet = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, bias=False),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(1352, 10),
+    )
     with torch.no_grad():
         for k, v in model.params.items():
             tnet.state_dict()[k].copy_(torch.from_numpy(v))
     loss = nn.SoftmaxCrossEntropy()
-    fit(model, loss, optim.SGD(model, lr=0.005), x_tr, y_tr, epochs=3, batch_size=1, seed=0,
-        progress=False)
+    fit(
+        model,
+        loss,
+        optim.SGD(model, lr=0.005),
+        x_tr,
+        y_tr,
+        epochs=3,
+        batch_size=1,
+        seed=0,
+        progress=False,
+    )
     ours = evaluate(model, loss, x_te, y_te)["accuracy"]
 
     torch.manual_seed(0)
@@ -91,7 +112,7 @@ def test_tiny_network_trains_like_pytorch(mnist_dir, one_thread):
         for _ in range(3):
             for i in order.permutation(1000):
                 opt.zero_grad()
-                torch.nn.functional.cross_entropy(tnet(xt[i:i + 1]), yt[i:i + 1]).backward()
+                torch.nn.functional.cross_entropy(tnet(xt[i : i + 1]), yt[i : i + 1]).backward()
                 opt.step()
         with torch.no_grad():
             pred = tnet(torch.from_numpy(x_te)).argmax(1).numpy()
@@ -101,5 +122,6 @@ def test_tiny_network_trains_like_pytorch(mnist_dir, one_thread):
     assert ours >= 0.85 and theirs >= 0.85
     assert abs(ours - theirs) <= 0.005, (ours, theirs)
     for name, p in tnet.named_parameters():
-        np.testing.assert_allclose(model.params[name], p.detach().numpy(), rtol=0, atol=2e-4,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            model.params[name], p.detach().numpy(), rtol=0, atol=2e-4, err_msg=name
+        )

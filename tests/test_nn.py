@@ -4,6 +4,7 @@ Oracles: cnnext.reference for the conv/pool math, plain numpy for dense and
 activations, float64 central differences for whole chains, and PyTorch when
 it is importable.  Upstream gradients are always random.
 """
+
 import os
 import zipfile
 
@@ -29,8 +30,13 @@ def _layers():
         ("tanh", lambda: nn.Tanh(), (3, 5)),
         ("softmax", lambda: nn.Softmax(), (3, 5)),
         ("dropout", lambda: nn.Dropout(0.3, seed=0), (3, 5)),
-        ("sequential", lambda: nn.Sequential(nn.Conv2D(1, 2, 3, seed=0), nn.ReLU(), nn.Flatten(),
-                                             nn.Dense(2 * 3 * 3, 3, seed=1)), (2, 1, 5, 5)),
+        (
+            "sequential",
+            lambda: nn.Sequential(
+                nn.Conv2D(1, 2, 3, seed=0), nn.ReLU(), nn.Flatten(), nn.Dense(2 * 3 * 3, 3, seed=1)
+            ),
+            (2, 1, 5, 5),
+        ),
     ]
 
 
@@ -114,7 +120,13 @@ def test_pools_match_reference(rng, close):
 
 def test_maxpool_ties_after_relu_route_to_first(rng):
     """After ReLU most windows tie at 0: the gradient goes to the first (row-major) zero."""
-    x = np.array([[[[-1.0, -2.0], [-3.0, 4.0]], ]])[:, :, :, :]
+    x = np.array(
+        [
+            [
+                [[-1.0, -2.0], [-3.0, 4.0]],
+            ]
+        ]
+    )[:, :, :, :]
     x = np.concatenate([x, -np.abs(x)], axis=1)  # channel 1: all negative -> all ties
     model = nn.Sequential(nn.ReLU(), nn.MaxPool2D(2))
     y = model.forward(x)
@@ -147,8 +159,16 @@ def test_dense_matches_numpy_and_torch_layout(rng, close):
     "layer, f, df",
     [
         (nn.ReLU(), lambda x: np.maximum(x, 0), lambda x: (x > 0) * 1.0),
-        (nn.LeakyReLU(0.3), lambda x: np.where(x > 0, x, 0.3 * x), lambda x: np.where(x > 0, 1.0, 0.3)),
-        (nn.Sigmoid(), lambda x: 1 / (1 + np.exp(-x)), lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2),
+        (
+            nn.LeakyReLU(0.3),
+            lambda x: np.where(x > 0, x, 0.3 * x),
+            lambda x: np.where(x > 0, 1.0, 0.3),
+        ),
+        (
+            nn.Sigmoid(),
+            lambda x: 1 / (1 + np.exp(-x)),
+            lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2,
+        ),
         (nn.Tanh(), np.tanh, lambda x: 1 - np.tanh(x) ** 2),
     ],
     ids=["relu", "leaky", "sigmoid", "tanh"],
@@ -204,11 +224,17 @@ def _numeric_grad(f, a, eps=1e-6):
 def test_chain_gradients_match_central_differences(rng):
     f64 = np.float64
     model = nn.Sequential(
-        nn.Conv2D(2, 3, 3, padding=1, dtype=f64, seed=rng), nn.Tanh(),
-        nn.AvgPool2D(2), nn.Conv2D(3, 2, (1, 2), dtype=f64, seed=rng), nn.LeakyReLU(0.1),
-        nn.MaxPool2D((1, 2), stride=1), nn.Flatten(),
-        nn.Dense(2 * 2 * 2, 3, dtype=f64, seed=rng), nn.Sigmoid(),
-        nn.Dense(3, 4, init="torch", dtype=f64, seed=rng), nn.Softmax(),
+        nn.Conv2D(2, 3, 3, padding=1, dtype=f64, seed=rng),
+        nn.Tanh(),
+        nn.AvgPool2D(2),
+        nn.Conv2D(3, 2, (1, 2), dtype=f64, seed=rng),
+        nn.LeakyReLU(0.1),
+        nn.MaxPool2D((1, 2), stride=1),
+        nn.Flatten(),
+        nn.Dense(2 * 2 * 2, 3, dtype=f64, seed=rng),
+        nn.Sigmoid(),
+        nn.Dense(3, 4, init="torch", dtype=f64, seed=rng),
+        nn.Softmax(),
     )
     x = rng.standard_normal((2, 2, 4, 8))
     upstream = rng.standard_normal((2, 4))
@@ -269,7 +295,7 @@ def test_seed_and_generator_reproducible():
     assert not np.array_equal(a, c)
     m1 = nn.Sequential(*(nn.Dense(4, 4, seed=g) for g in [np.random.default_rng(3)] * 2))
     m2 = nn.Sequential(*(nn.Dense(4, 4, seed=g) for g in [np.random.default_rng(3)] * 2))
-    for (n1, p1, _), (n2, p2, _) in zip(m1.named_parameters(), m2.named_parameters()):
+    for (_, p1, _), (_, p2, _) in zip(m1.named_parameters(), m2.named_parameters()):
         np.testing.assert_array_equal(p1, p2)
     # one shared generator: the two layers get different weights
     assert not np.array_equal(m1.params["0.weight"], m1.params["1.weight"])
@@ -364,16 +390,18 @@ def test_sequential_train_eval_propagate():
 
 def test_sequential_names_and_live_parameters():
     inner = nn.Sequential(nn.Dense(3, 3, seed=2), nn.ReLU())
-    model = nn.Sequential(nn.Conv2D(1, 2, 3, bias=False, seed=0), nn.Flatten(),
-                          nn.Dense(8, 3, seed=1), inner)
+    model = nn.Sequential(
+        nn.Conv2D(1, 2, 3, bias=False, seed=0), nn.Flatten(), nn.Dense(8, 3, seed=1), inner
+    )
     assert list(model.params) == ["0.weight", "2.weight", "2.bias", "3.0.weight", "3.0.bias"]
     assert list(model.grads) == list(model.params)
     assert model.params["2.weight"] is model[2].params["weight"]
     assert model.grads["3.0.bias"] is inner[0].grads["bias"]
     pairs = model.parameters()
     assert [p.shape for p, _ in pairs] == [(2, 1, 3, 3), (3, 8), (3,), (3, 3), (3,)]
-    assert all(p is model.params[n] and g is model.grads[n]
-               for (n, p, g) in model.named_parameters())
+    assert all(
+        p is model.params[n] and g is model.grads[n] for (n, p, g) in model.named_parameters()
+    )
     assert len(model) == 4 and "Dense(8, 3" in repr(model)
 
 
@@ -390,8 +418,9 @@ def test_sequential_rejects_a_layer_twice():
 
 def _model(seed):
     rng = np.random.default_rng(seed)
-    return nn.Sequential(nn.Conv2D(1, 2, 3, seed=rng), nn.ReLU(), nn.Flatten(),
-                         nn.Dense(2 * 3 * 3, 4, seed=rng))
+    return nn.Sequential(
+        nn.Conv2D(1, 2, 3, seed=rng), nn.ReLU(), nn.Flatten(), nn.Dense(2 * 3 * 3, 4, seed=rng)
+    )
 
 
 def test_save_load_roundtrip_atomic(tmp_path, rng):
@@ -439,15 +468,18 @@ def _corruptions(tmp_path, state):
     good = tmp_path / "good.npz"
     _write_npz(good, **state)
     raw = good.read_bytes()
-    for name, data in [("truncated", raw[: len(raw) // 2]), ("garbage", b"not a zip at all" * 10),
-                       ("empty", b"")]:
+    for name, data in [
+        ("truncated", raw[: len(raw) // 2]),
+        ("garbage", b"not a zip at all" * 10),
+        ("empty", b""),
+    ]:
         p = tmp_path / f"{name}.npz"
         p.write_bytes(data)
         out.append((name, p))
     # a member whose data is damaged (valid zip directory, bad payload)
     bad = bytearray(raw)
     start = raw.index(b"\x93NUMPY")
-    bad[start:start + 6] = b"XXXXXX"
+    bad[start : start + 6] = b"XXXXXX"
     p = tmp_path / "badmember.npz"
     p.write_bytes(bytes(bad))
     out.append(("badmember", p))
@@ -551,14 +583,26 @@ def test_mse_loss(rng, close):
 def test_lenet_forward_backward_matches_torch(rng):
     torch = pytest.importorskip("torch")
     model = nn.Sequential(
-        nn.Conv2D(1, 6, 5, padding=2, dtype=np.float64, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
-        nn.Conv2D(6, 16, 5, dtype=np.float64, seed=rng), nn.ReLU(), nn.AvgPool2D(2),
-        nn.Flatten(), nn.Dense(16 * 4 * 4, 10, dtype=np.float64, seed=rng), nn.Tanh(),
+        nn.Conv2D(1, 6, 5, padding=2, dtype=np.float64, seed=rng),
+        nn.ReLU(),
+        nn.MaxPool2D(2),
+        nn.Conv2D(6, 16, 5, dtype=np.float64, seed=rng),
+        nn.ReLU(),
+        nn.AvgPool2D(2),
+        nn.Flatten(),
+        nn.Dense(16 * 4 * 4, 10, dtype=np.float64, seed=rng),
+        nn.Tanh(),
     )
     tnet = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(256, 10), torch.nn.Tanh(),
+        torch.nn.Conv2d(1, 6, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 16, 5),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(256, 10),
+        torch.nn.Tanh(),
     ).double()
     with torch.no_grad():
         sd = tnet.state_dict()
@@ -575,5 +619,6 @@ def test_lenet_forward_backward_matches_torch(rng):
     tl.backward()
     assert value == pytest.approx(tl.item(), rel=1e-10)
     for name, p in tnet.named_parameters():
-        np.testing.assert_allclose(model.grads[name], p.grad.numpy(), rtol=1e-8, atol=1e-12,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            model.grads[name], p.grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=name
+        )

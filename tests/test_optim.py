@@ -1,4 +1,5 @@
 """Optimizers: hand-computed steps, PyTorch's torch.optim, validation."""
+
 import numpy as np
 import pytest
 

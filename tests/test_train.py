@@ -1,4 +1,5 @@
 """cnnext.train: fit/evaluate semantics, shuffling, history, progress output."""
+
 import io
 import sys
 import types
@@ -28,8 +29,16 @@ def _model(seed=0, dropout=0.0):
 
 def _fit(model, x, y, **kw):
     kw.setdefault("progress", False)
-    return fit(model, nn.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.2), x, y,
-               kw.pop("epochs", 3), kw.pop("batch_size", 8), **kw)
+    return fit(
+        model,
+        nn.SoftmaxCrossEntropy(),
+        optim.SGD(model, lr=0.2),
+        x,
+        y,
+        kw.pop("epochs", 3),
+        kw.pop("batch_size", 8),
+        **kw,
+    )
 
 
 def test_fit_learns_and_reports_history(rng):
@@ -45,7 +54,10 @@ def test_fit_learns_and_reports_history(rng):
     assert hist["accuracy"][-1] >= 0.9
     after = evaluate(model, nn.SoftmaxCrossEntropy(), x, y)
     assert after["loss"] < before["loss"] and after["accuracy"] >= 0.9
-    assert hist["val_accuracy"][-1] == evaluate(model, nn.SoftmaxCrossEntropy(), x[:40], y[:40])["accuracy"]
+    assert (
+        hist["val_accuracy"][-1]
+        == evaluate(model, nn.SoftmaxCrossEntropy(), x[:40], y[:40])["accuracy"]
+    )
 
 
 def test_fit_equals_hand_written_loop_without_shuffle(rng):
@@ -56,7 +68,7 @@ def test_fit_equals_hand_written_loop_without_shuffle(rng):
     for _ in range(2):
         for s in range(0, 30, 7):  # last batch has 2 samples
             opt.zero_grad()
-            loss.forward(b.forward(x[s:s + 7]), y[s:s + 7])
+            loss.forward(b.forward(x[s : s + 7]), y[s : s + 7])
             b.backward(loss.backward())
             opt.step()
     for k in a.params:
@@ -237,8 +249,16 @@ def test_text_bar_draws():
 def test_fit_validation(kw, exc, match, rng):
     x, y = _data(rng, n=8)
     model = _model()
-    args = dict(model=model, loss=nn.SoftmaxCrossEntropy(), optimizer=optim.SGD(model, lr=0.1),
-                x=x, y=y, epochs=1, batch_size=2, progress=False)
+    args = dict(
+        model=model,
+        loss=nn.SoftmaxCrossEntropy(),
+        optimizer=optim.SGD(model, lr=0.1),
+        x=x,
+        y=y,
+        epochs=1,
+        batch_size=2,
+        progress=False,
+    )
     args.update(kw)
     with pytest.raises(exc, match=match):
         fit(**args)
