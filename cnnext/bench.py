@@ -986,20 +986,98 @@ def _default_threads():
     return cnnext.get_num_threads()
 
 
+def _openblas_handles():
+    """(set, get) ctypes functions of every OpenBLAS loaded in this process.
+
+    numpy and scipy wheels each bundle an OpenBLAS with prefixed symbols
+    (``scipy_openblas_set_num_threads64_``, ...).  Linux only (reads
+    ``/proc/self/maps``); an empty list elsewhere.
+    """
+    import ctypes
+
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS)
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted({ln.split()[-1] for ln in fh
+                            if "openblas" in ln.rsplit("/", 1)[-1].lower()})
+    except OSError:
+        return []
+    out = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pre, suf in itertools.product(("", "scipy_"), ("", "64_")):
+            setter = getattr(lib, f"{pre}openblas_set_num_threads{suf}", None)
+            getter = getattr(lib, f"{pre}openblas_get_num_threads{suf}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                out.append((setter, getter))
+                break
+    return out
+
+
+class _BlasThreads:
+    """Sets the BLAS thread pools' size: threadpoolctl if installed, else
+    OpenBLAS through ctypes.  ``method`` says which (None: cannot pin)."""
+
+    def __init__(self):
+        try:
+            import threadpoolctl
+        except ImportError:
+            threadpoolctl = None
+        self._tpc, self._handles, self._saved = threadpoolctl, [], []
+        if threadpoolctl is not None:
+            self.method = "threadpoolctl"
+        else:
+            try:
+                self._handles = _openblas_handles()
+            except Exception:
+                self._handles = []
+            self.method = "OpenBLAS via ctypes" if self._handles else None
+
+    def set(self, n):
+        if self._tpc is not None:
+            limiter = self._tpc.threadpool_limits(limits=n, user_api="blas")
+            if not self._saved:
+                self._saved.append(limiter)
+        else:
+            if not self._saved:
+                self._saved = [g() for _, g in self._handles]
+            for setter, _ in self._handles:
+                setter(n)
+
+    def restore(self):
+        if self._tpc is not None:
+            for limiter in self._saved:
+                limiter.restore_original_limits()
+        else:
+            for (setter, _), v in zip(self._handles, self._saved):
+                setter(v)
+        self._saved = []
+
+
 @contextlib.contextmanager
-def _threads(n, torch):
+def _threads(n, torch, blas=None):
+    """cnnext, PyTorch and (``blas``, a _BlasThreads) BLAS on ``n`` threads."""
     import cnnext
 
     old = cnnext.get_num_threads(), (torch.get_num_threads() if torch is not None else None)
     cnnext.set_num_threads(n)
     if torch is not None:
         torch.set_num_threads(n)
+    if blas is not None:
+        blas.set(n)
     try:
         yield
     finally:
         cnnext.set_num_threads(old[0])
         if torch is not None:
             torch.set_num_threads(old[1])
+        if blas is not None:
+            blas.restore()
 
 
 def run_suite(
@@ -1025,9 +1103,10 @@ def run_suite(
     passes : sequence of {"fwd", "fwd+bwd", "step"}, optional
         Only these passes (default: all passes of each case).
     threads : int, optional
-        Thread count for cnnext *and* PyTorch (default:
-        ``cnnext.get_num_threads()``, i.e. ``OMP_NUM_THREADS`` or every
-        core).  Restored afterwards.
+        Thread count for cnnext, PyTorch *and* the BLAS libraries (these
+        through threadpoolctl when installed, else OpenBLAS via ctypes; the
+        numpy reference runs on BLAS) -- default: ``cnnext.get_num_threads()``,
+        i.e. ``OMP_NUM_THREADS`` or every core.  Restored afterwards.
     config : BenchConfig, optional
     quick : bool
         Use :meth:`BenchConfig.quick` when ``config`` is None.
@@ -1083,7 +1162,7 @@ def run_suite(
     if not isinstance(progress, _Progress):
         progress = _Progress(len(rows), enabled=progress)
     results = []
-    with _threads(threads, torch):
+    with _threads(threads, torch, _BlasThreads()):
         try:
             for case, pass_, dt in rows:
                 progress.row(f"{case.name} {pass_} {dt}")
@@ -1207,16 +1286,19 @@ def run_scaling(
     if not isinstance(progress, _Progress):
         progress = _Progress(len(rows), enabled=progress)
 
+    blas = _BlasThreads()
+
     def set_threads(k):
         def setup():
             cnnext.set_num_threads(k)
             if torch is not None:
                 torch.set_num_threads(k)
+            blas.set(k)
 
         return setup
 
     out = []
-    with _threads(n, torch):
+    with _threads(n, torch, blas):
         try:
             for case, dt in rows:
                 progress.row(f"scaling {case.name} {dt}")
@@ -1469,7 +1551,8 @@ def _header(info, cfg, torch_status, torch_autograd):
         f"CPU: {info['cpu_model']} ({cores} cores"
         + (f", cnnext kernels: {info['cnnext_isa']}" if info.get("cnnext_isa") else "")
         + f"); threads: cnnext {t['cnnext']}, "
-        f"torch {t['torch'] if t['torch'] is not None else '-'}",
+        f"torch {t['torch'] if t['torch'] is not None else '-'}"
+        + (f", BLAS {t['blas']}" if t.get("blas") else ""),
         f"timing: medians of {reps} interleaved samples (>= {cfg.min_sample * 1e3:g} ms each), "
         f"{cfg.warmup} warm-up calls; reference <= {cfg.ref_max_repeats} samples; "
         f"PyTorch fwd+bwd via {how}",
@@ -1546,8 +1629,8 @@ def _parser():
     p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both",
                    help="dtype(s) to run (default: both)")
     p.add_argument("--threads", type=_positive_int, default=None,
-                   help="threads for cnnext and PyTorch alike (default: cnnext.get_num_threads(), "
-                   "i.e. OMP_NUM_THREADS or all cores)")
+                   help="threads for cnnext, PyTorch and BLAS alike (default: "
+                   "cnnext.get_num_threads(), i.e. OMP_NUM_THREADS or all cores)")
     p.add_argument("--cases", default=None, metavar="PATTERN",
                    help="comma-separated fnmatch patterns or substrings of case names/kinds "
                    "(conv, maxpool, avgpool, train); default: all")
@@ -1625,8 +1708,13 @@ def _main(argv):
         cfg.ref_max_repeats = min(cfg.ref_max_repeats, args.repeats)
     threads = args.threads if args.threads is not None else _default_threads()
 
-    with _threads(threads, torch):
+    blas = _BlasThreads()
+    with _threads(threads, torch, blas):
         info = machine_info(torch=torch)
+    info["threads"]["blas"] = (
+        f"{threads} ({blas.method})" if blas.method
+        else "library default (install threadpoolctl to pin)"
+    )
     print(_header(info, cfg, torch_status, args.torch_autograd), flush=True)
     t0 = time.perf_counter()
     results, scaling = [], []

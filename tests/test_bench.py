@@ -404,3 +404,14 @@ def test_plot_writes_a_png(tmp_path, capsys):
     assert bench.main(argv) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_blas_threads_are_pinned_and_restored():
+    blas = bench._BlasThreads()
+    if blas.method != "OpenBLAS via ctypes":
+        pytest.skip(f"BLAS pinned by {blas.method!r}, not the OpenBLAS ctypes path")
+    before = [g() for _, g in blas._handles]
+    blas.set(1)
+    assert [g() for _, g in blas._handles] == [1] * len(before)
+    blas.restore()
+    assert [g() for _, g in blas._handles] == before
