@@ -141,9 +141,12 @@ def _grad_input(g, weight, x_shape, s, p, d, dt):
 
     At stride 1 this *is* a full convolution with the 180-degree-rotated
     kernel: a forward correlation of g, padded by ``d*(k-1) - p``, with the
-    rotated, channel-transposed weight.  Otherwise (or when the padding
-    exceeds the effective kernel) columns ``Wmat^T @ g`` are scattered back
-    with col2im.
+    rotated, channel-transposed weight, run by the forward kernel.  At
+    stride s > 1 (no dilation) the padded gradient splits into s*s phases,
+    each the full convolution of g with the rotated sub-kernel
+    ``weight[..., a::s, b::s]`` (:func:`_grad_input_phases`).  Otherwise
+    (dilation with stride, or padding beyond the effective kernel) columns
+    ``Wmat^T @ g`` are scattered back with col2im.
     """
     N, Co, OH, OW = g.shape
     _, C, kh, kw = weight.shape
@@ -153,6 +156,8 @@ def _grad_input(g, weight, x_shape, s, p, d, dt):
         return np.zeros((N, C, H, W), dtype=dt)
     if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
         return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W, dt)
+    if d == (1, 1):
+        return _grad_input_phases(g, weight, H, W, s, p, dt)
     gx = np.empty((N, C, H, W), dtype=dt)
     _conv.conv_grad_input(
         g.reshape(N, Co, OH * OW), weight.reshape(Co, C * kh * kw), gx,
@@ -160,6 +165,37 @@ def _grad_input(g, weight, x_shape, s, p, d, dt):
         _conv_threads(N * Co * C * kh * kw * OH * OW),
     )
     return gx
+
+
+def _grad_input_phases(g, weight, H, W, s, p, dt):
+    """Strided input gradient as s_h*s_w stride-1 full convolutions.
+
+    Padded input row ``hp = u*s + a`` receives ``sum_t W[a + s*t] g[u - t]``:
+    for each phase (a, b) a full convolution of ``g`` with the sub-kernel of
+    taps ``a::s, b::s`` (rotated), computed by the fast forward kernel and
+    written to rows ``a::s``, columns ``b::s`` of the padded gradient.
+    """
+    N, Co, OH, OW = g.shape
+    _, C, kh, kw = weight.shape
+    Hp, Wp = H + 2 * p[0], W + 2 * p[1]
+    gxp = np.zeros((N, C, Hp, Wp), dtype=dt)
+    for a in range(min(s[0], Hp)):
+        ka = -(-(kh - a) // s[0]) if kh > a else 0
+        U = -(-(Hp - a) // s[0])
+        for b in range(min(s[1], Wp)):
+            kb = -(-(kw - b) // s[1]) if kw > b else 0
+            V = -(-(Wp - b) // s[1])
+            if ka == 0 or kb == 0:
+                continue  # no tap lands on this phase: its gradient is zero
+            Ph, Pw = max(ka - 1, U - OH, 0), max(kb - 1, V - OW, 0)
+            R, S = OH + 2 * Ph - ka + 1, OW + 2 * Pw - kb + 1
+            y = _forward_kernel(
+                g, _rotated_transposed(weight[:, :, a :: s[0], b :: s[1]]), None,
+                (1, 1), (Ph, Pw), (1, 1), R, S, dt,
+            )
+            r0, c0 = Ph - ka + 1, Pw - kb + 1
+            gxp[:, :, a :: s[0], b :: s[1]] = y[:, :, r0 : r0 + U, c0 : c0 + V]
+    return np.ascontiguousarray(gxp[:, :, p[0] : p[0] + H, p[1] : p[1] + W])
 
 
 def _conv_params(fname, stride, padding, dilation):

@@ -499,6 +499,16 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
                     nr = min(NR, K - jc)
                     for tt in range(nr):
                         copy_run(src, toff[jc + tt] + pb, L, kc, bp + tt, NR)
+                    # Junk positions (ow >= OW) read real image values; zero
+                    # them so an inf/NaN there cannot leak in as 0*inf.
+                    ow = pb - (pb // Wq) * Wq
+                    for q in range(kc):
+                        if ow >= ow_n:
+                            for tt in range(nr):
+                                bp[q * NR + tt] = 0
+                        ow = ow + 1
+                        if ow == Wq:
+                            ow = 0
                     # Columns past nr must be zero; only clear what an
                     # earlier, wider panel may have left there.
                     for tt in range(nr, filled):
