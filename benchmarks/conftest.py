@@ -1,11 +1,11 @@
 """pytest-benchmark configuration for the cnnext benchmark suite.
 
 Thread counts are pinned so that results stay comparable over time:
-cnnext and PyTorch both use ``CNNEXT_BENCH_THREADS`` threads (default 1).
-The BLAS libraries are pinned through the usual environment variables,
-which only take effect if they are set before numpy is first imported --
-this file sets defaults early, but exporting them in the shell is the
-reliable way (see benchmarks/README.md).
+cnnext, PyTorch and the BLAS pools all use ``CNNEXT_BENCH_THREADS`` threads
+(default 1).  BLAS is pinned at run time the way ``cnnext bench`` does it
+(threadpoolctl if installed, else OpenBLAS through ctypes), and the usual
+environment variables are set as defaults too (they only act if set
+before numpy is first imported; see benchmarks/README.md).
 """
 import os
 
@@ -15,7 +15,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import pytest  # noqa: E402
 
-import cnnext  # noqa: E402
 from cnnext import bench  # noqa: E402
 
 try:
@@ -37,16 +36,9 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session", autouse=True)
 def pinned_threads():
-    """cnnext and PyTorch run with the same, fixed thread count."""
-    old = cnnext.get_num_threads()
-    cnnext.set_num_threads(THREADS)
-    if torch is not None:
-        old_t = torch.get_num_threads()
-        torch.set_num_threads(THREADS)
-    yield THREADS
-    cnnext.set_num_threads(old)
-    if torch is not None:
-        torch.set_num_threads(old_t)
+    """cnnext, PyTorch and BLAS run with the same, fixed thread count."""
+    with bench._threads(THREADS, torch, bench._BlasThreads()):
+        yield THREADS
 
 
 @pytest.fixture(scope="session")
