@@ -33,6 +33,8 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "linear",
+    "linear_backward",
     "relu",
     "relu_backward",
     "leaky_relu",
@@ -111,6 +113,11 @@ def _threads():
 
 def _conv_threads(macs):
     return 1 if macs < PARALLEL_MIN_MACS else _threads()
+
+
+def _pool_threads(elements):
+    """Pooling is memory-bound: one thread below ~256 KiB of input."""
+    return 1 if elements < (1 << 16) else _threads()
 
 
 def _forward_kernel(x, weight, bias, s, p, d, OH, OW, dt):
@@ -592,7 +599,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
         if y.size:
             _pool.max_pool2d_forward(
                 x.reshape(N * C, H, W), y.reshape(N * C, OH, OW), idx.reshape(N * C, OH, OW),
-                k[0], k[1], s[0], s[1], p[0], p[1], _threads(),
+                k[0], k[1], s[0], s[1], p[0], p[1], _pool_threads(x.size),
             )
     if return_indices:
         return _unbatch(y, unb), _unbatch(idx, unb)
@@ -674,7 +681,8 @@ def max_pool2d_backward(grad_out, indices, input_shape):
         gx.fill(0)
         return gx
     _pool.max_pool2d_backward(
-        g.reshape(planes, -1), idx.reshape(planes, -1), gx.reshape(planes, H * W), _threads()
+        g.reshape(planes, -1), idx.reshape(planes, -1), gx.reshape(planes, H * W),
+        _pool_threads(gx.size),
     )
     return gx
 
@@ -722,7 +730,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     if y.size:
         _pool.avg_pool2d_forward(
             x.reshape(N * C, H, W), y.reshape(N * C, OH, OW),
-            k[0], k[1], s[0], s[1], p[0], p[1], _threads(),
+            k[0], k[1], s[0], s[1], p[0], p[1], _pool_threads(x.size),
         )
     return _unbatch(y, unb)
 
@@ -774,9 +782,125 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     if gx.size:
         _pool.avg_pool2d_backward(
             g.reshape(planes, OH, OW), gx.reshape(planes, H, W),
-            k[0], k[1], s[0], s[1], p[0], p[1], _threads(),
+            k[0], k[1], s[0], s[1], p[0], p[1], _pool_threads(gx.size),
         )
     return gx
+
+
+# --------------------------------------------------------------------------
+# Dense
+# --------------------------------------------------------------------------
+
+
+def _check_linear(fname, x, weight):
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"{fname}: x.shape[1] ({x.shape[1]}) must equal weight.shape[1] "
+            f"({weight.shape[1]}), the number of input features"
+        )
+
+
+def linear(x, weight, bias=None):
+    """Fully connected layer ``y = x @ weight.T + bias``, as
+    ``torch.nn.functional.linear``.
+
+    Runs on cnnext's own GEMM micro-kernels and thread count (no BLAS
+    threads competing with the OpenMP kernels).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, in_features)
+    weight : array_like, shape (out_features, in_features)
+    bias : array_like, shape (out_features,), optional
+
+    Returns
+    -------
+    y : ndarray, shape (N, out_features)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> F.linear(np.ones((1, 2)), np.array([[1., 2.], [3., 4.]]), np.array([0.5, 0.]))
+    array([[3.5, 7. ]])
+    """
+    fname = "linear"
+    named = [("x", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
+    arrs, dt = _prepare(fname, named, [(2,), (2,), (1,)], {"x": "(N, in_features)"})
+    x, weight = arrs[0], arrs[1]
+    bias = arrs[2] if bias is not None else None
+    _check_linear(fname, x, weight)
+    _check_bias(fname, bias, weight.shape[0])
+    if _numpy_backend():
+        return np.asarray(_ref.linear(x, weight, bias), dtype=dt)
+    N, O = x.shape[0], weight.shape[0]
+    y = np.empty((N, O), dtype=dt)
+    if bias is not None:
+        y[...] = bias
+    elif x.shape[1] == 0:
+        y.fill(0)
+    _conv.gemm(x, weight, y, False, True, bias is not None,
+               _conv_threads(N * O * x.shape[1]))
+    return y
+
+
+def linear_backward(grad_out, x, weight, bias=True):
+    """Gradients of :func:`linear`.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape (N, out_features)
+    x : array_like, shape (N, in_features)
+    weight : array_like, shape (out_features, in_features)
+    bias : bool
+        Whether the layer has a bias (``grad_bias`` is None if not).
+
+    Returns
+    -------
+    grad_x : ndarray, shape (N, in_features)
+        ``grad_out @ weight``.
+    grad_weight : ndarray, shape (out_features, in_features)
+        ``grad_out.T @ x``.
+    grad_bias : ndarray of shape (out_features,), or None
+        ``grad_out.sum(axis=0)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> F.linear_backward(np.ones((1, 1)), np.array([[2., 3.]]), np.array([[1., 1.]]))
+    (array([[1., 1.]]), array([[2., 3.]]), array([1.]))
+    """
+    fname = "linear_backward"
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"{fname}: bias must be a bool (whether the layer has a bias), got {bias!r}")
+    arrs, dt = _prepare(
+        fname, [("grad_out", grad_out), ("x", x), ("weight", weight)], [(2,), (2,), (2,)],
+        {"grad_out": "(N, out_features)"},
+    )
+    g, x, weight = arrs
+    _check_linear(fname, x, weight)
+    N, O, I = x.shape[0], weight.shape[0], weight.shape[1]
+    if g.shape != (N, O):
+        raise ValueError(
+            f"{fname}: grad_out.shape must be (N, out_features) = {(N, O)} for x "
+            f"{x.shape} and weight {weight.shape}; got {g.shape}"
+        )
+    if _numpy_backend():
+        gx, gw, gb = _ref.linear_backward(g, x, weight, bias=bool(bias))
+        gb = np.asarray(gb, dtype=dt) if bias else None
+        return np.asarray(gx, dtype=dt), np.asarray(gw, dtype=dt), gb
+    nt = _conv_threads(N * O * I)
+    gx = np.empty((N, I), dtype=dt)
+    gw = np.empty((O, I), dtype=dt)
+    if O == 0 or N == 0:
+        gx.fill(0)
+        gw.fill(0)
+    else:
+        _conv.gemm(g, weight, gx, False, False, False, nt)
+        _conv.gemm(g, x, gw, True, False, False, nt)
+    gb = g.sum(axis=0) if bias else None
+    return gx, gw, gb
 
 
 # --------------------------------------------------------------------------

@@ -536,9 +536,7 @@ class Dense(Module):
                 f"Dense.forward: x must be 2-D (N, in_features={self.in_features}), got "
                 f"shape {x.shape}"
             )
-        y = x @ self._params["weight"].T
-        if self.bias:
-            y += self._params["bias"]
+        y = F.linear(x, self._params["weight"], self._params.get("bias"))
         self._cache = x
         return y
 
@@ -550,10 +548,11 @@ class Dense(Module):
                 f"Dense.backward: grad_y.shape must be {(x.shape[0], self.out_features)} "
                 f"(the forward output shape), got {g.shape}"
             )
-        self._accumulate("weight", g.T @ x)
-        if self.bias:
-            self._accumulate("bias", g.sum(axis=0))
-        return g @ self._params["weight"]
+        gx, gw, gb = F.linear_backward(g, x, self._params["weight"], bias=self.bias)
+        self._accumulate("weight", gw)
+        if gb is not None:
+            self._accumulate("bias", gb)
+        return gx
 
     def __repr__(self):
         return f"Dense({self.in_features}, {self.out_features}, bias={self.bias})"

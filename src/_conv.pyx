@@ -567,3 +567,50 @@ def conv_grad_input(const floating[:, :, ::1] g,          # IN  (N, Cg, P)
                              kh, kw, sh, sw, ph, pw, dh, dw, pb, npos)
                 pb = pb + PB
         free(scr)
+
+
+def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
+         const floating[:, ::1] B,      # IN  (K, N), or (N, K) if trans_b
+         floating[:, ::1] C,            # OUT (M, N)
+         bint trans_a, bint trans_b, bint accumulate, int n_threads):
+    """C (+)= op(A) @ op(B) on the packed micro-kernels, no BLAS.
+
+    The larger of M and N is split into contiguous, panel-aligned ranges,
+    one per thread; each thread packs its own panels (no shared scratch)."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
+    cdef Py_ssize_t Kd = A.shape[0] if trans_a else A.shape[1]
+    cdef Py_ssize_t rsa = 1 if trans_a else A.shape[1], csa = A.shape[1] if trans_a else 1
+    cdef Py_ssize_t rsb = 1 if trans_b else B.shape[1], csb = B.shape[1] if trans_b else 1
+    cdef Py_ssize_t MR, NR
+    if floating is float:
+        MR, NR = KER.s_mr, KER.s_nr
+    else:
+        MR, NR = KER.d_mr, KER.d_nr
+    cdef bint split_n = N >= M
+    cdef Py_ssize_t unit = NR if split_n else MR
+    cdef Py_ssize_t nunits = cdiv(N if split_n else M, unit)
+    cdef int nt = <int>max(1, min(n_threads, nunits))
+    cdef Py_ssize_t s_a = round16((min(MC, M) + MR) * KC), per = s_a + round16(KC * NR)
+    cdef Py_ssize_t tid, u0, u1, lo, hi
+    cdef floating* scr
+    if M == 0 or N == 0:
+        return
+    scr = <floating*>alloc_scratch(nt * per * sizeof(floating))
+    with nogil:
+        for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+            u0 = nunits * tid // nt
+            u1 = nunits * (tid + 1) // nt
+            lo = u0 * unit
+            if split_n:
+                hi = min(N, u1 * unit)
+                if hi > lo:
+                    gemm_st(M, hi - lo, Kd, &A[0, 0], rsa, csa, &B[0, 0] + lo * csb, rsb, csb,
+                            &C[0, 0] + lo, N, accumulate,
+                            scr + tid * per, scr + tid * per + s_a, MR, NR)
+            else:
+                hi = min(M, u1 * unit)
+                if hi > lo:
+                    gemm_st(hi - lo, N, Kd, &A[0, 0] + lo * rsa, rsa, csa, &B[0, 0], rsb, csb,
+                            &C[0, 0] + lo * N, N, accumulate,
+                            scr + tid * per, scr + tid * per + s_a, MR, NR)
+        free(scr)

@@ -1135,3 +1135,63 @@ def test_realistic_layer(rng, close):
     close(gx, rx, np.float32, err_msg="grad_x")
     close(gw, rw, np.float32, err_msg="grad_weight")
     close(gb, rb, np.float32, err_msg="grad_bias")
+
+
+# --------------------------------------------------------------------------
+# linear (dense) on the GEMM micro-kernels
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "n,i,o", [(1, 1, 1), (3, 5, 7), (64, 400, 120), (7, 33, 65), (0, 4, 3), (5, 0, 3), (9, 13, 0)]
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_reference(dtype, n, i, o, bias, rng, close):
+    x = rng.standard_normal((n, i)).astype(dtype)
+    w = rng.standard_normal((o, i)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype) if bias else None
+    g = rng.standard_normal((n, o)).astype(dtype)
+    copies = [a.copy() for a in (x, w, g)]
+    y = F.linear(x, w, b)
+    assert y.dtype == dtype and y.shape == (n, o)
+    close(y, R.linear(x, w, b), dtype)
+    got = F.linear_backward(g, x, w, bias=bias)
+    want = R.linear_backward(g, x, w, bias=bias)
+    for a, r in zip(got[:2], want[:2]):
+        assert a.dtype == dtype
+        close(a, r, dtype)
+    if bias:
+        close(got[2], want[2], dtype)
+    else:
+        assert got[2] is None
+    for a, c in zip((x, w, g), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_linear_threads_and_layouts(rng, close):
+    x = np.asfortranarray(rng.standard_normal((200, 300)))
+    w = rng.standard_normal((70, 300))[:, ::1]
+    old = cnnext.get_num_threads()
+    try:
+        cnnext.set_num_threads(1)
+        y1 = F.linear(x, w)
+        cnnext.set_num_threads(2)
+        y2 = F.linear(x, w)
+    finally:
+        cnnext.set_num_threads(old)
+    close(y1, R.linear(x, w), np.float64)
+    close(y2, y1, np.float64)
+
+
+def test_linear_validation():
+    with pytest.raises(ValueError, match=r"linear: x.shape\[1\] \(3\) must equal weight.shape\[1\] \(4\)"):
+        F.linear(np.ones((2, 3)), np.ones((5, 4)))
+    with pytest.raises(ValueError, match="linear: x must be 2-D"):
+        F.linear(np.ones(3), np.ones((5, 3)))
+    with pytest.raises(ValueError, match="linear: bias must have shape"):
+        F.linear(np.ones((2, 3)), np.ones((5, 3)), np.ones(4))
+    with pytest.raises(ValueError, match="linear_backward: grad_out.shape"):
+        F.linear_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones((5, 3)))
+    with pytest.raises(TypeError, match="linear: .*complex"):
+        F.linear(np.ones((2, 3), dtype=complex), np.ones((5, 3)))

@@ -857,6 +857,8 @@ def all_calls(dtype, n=2):
         ("avg_pool2d", lambda: R.avg_pool2d(x, 2, 2, 1)),
         ("avg_pool2d_backward",
          lambda: R.avg_pool2d_backward(gp, x.shape, 2, 2, 1)),
+        ("linear", lambda: R.linear(z, a(3, 4), b)),
+        ("linear_backward", lambda: R.linear_backward(a(n, 3), z, a(3, 4))),
         ("relu", lambda: R.relu(x)),
         ("relu_backward", lambda: R.relu_backward(x, x)),
         ("leaky_relu", lambda: R.leaky_relu(x)),
@@ -901,6 +903,7 @@ def test_empty_batch(dtype):
         "avg_pool2d": [(0, 2, 3, 4)],
         "avg_pool2d_backward": [(0, 2, 5, 6)],
         "softmax_cross_entropy": [(0, 4)],
+        "linear_backward": [(0, 4), (3, 4), (3,)],
     }
     for name, thunk in all_calls(dtype, n=0):
         got = [a.shape for a in _arrays(thunk())]
@@ -911,3 +914,39 @@ def test_empty_batch(dtype):
     loss, grad = R.softmax_cross_entropy(np.zeros((0, 4), dtype=dtype),
                                          np.zeros(0, dtype=np.int64))
     assert loss == 0.0 and isinstance(loss, float) and grad.dtype == dtype
+
+
+# --------------------------------------------------------------------------
+# linear
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_backward_matches_finite_differences(bias):
+    rng = np.random.default_rng(5)
+    x, w = rand(rng, 3, 4), rand(rng, 2, 4)
+    b = rand(rng, 2) if bias else None
+    g = rand(rng, 3, 2)
+    gx, gw, gb = R.linear_backward(g, x, w, bias=bias)
+
+    def loss(xx, ww, bb):
+        return float(np.sum(R.linear(xx, ww, bb) * g))
+
+    eps = 1e-6
+    for arr, grad in ((x, gx), (w, gw)) + (((b, gb),) if bias else ()):
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + eps
+            up = loss(x, w, b)
+            arr[i] = old - eps
+            down = loss(x, w, b)
+            arr[i] = old
+            num[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+    if not bias:
+        assert gb is None
+
+
+def test_linear_hand_computed():
+    y = R.linear(np.array([[1.0, 2.0]]), np.array([[3.0, 4.0], [5.0, 6.0]]), np.array([1.0, -1.0]))
+    np.testing.assert_array_equal(y, [[12.0, 16.0]])
