@@ -802,6 +802,34 @@ def _measure(peers, cfg, note=lambda msg: None):
     return out
 
 
+def _cpu_snapshot():
+    """(busy seconds of all CPUs, CPU seconds of this process), or None.
+
+    From ``/proc/stat`` (Linux); the difference of two snapshots tells how
+    much CPU *other* processes used meanwhile.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    vals = [int(v) for v in fields[1:]]
+    busy = sum(vals[:8]) - vals[3] - (vals[4] if len(vals) > 4 else 0)  # minus idle, iowait
+    t = os.times()
+    return busy / hz, t.user + t.system
+
+
+def _others_cores(before, after, elapsed):
+    """Average number of cores other processes kept busy between two snapshots."""
+    if before is None or after is None or elapsed <= 0:
+        return None
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, others / elapsed)
+
+
 def _maxrss_bytes():
     try:
         import resource
@@ -1311,6 +1339,11 @@ def run_scaling(
                         peers[f"{name}_{tag}"] = _Peer(p.fn, p.status, setup=set_threads(k))
                 res = _measure(peers, config, note=progress.show)
                 row = {"case": case.name, "pass": "fwd+bwd", "dtype": dt, "threads": n, **res}
+                row["noisy"] = any(
+                    r.get("status") == "ok" and r["repeats"] >= 3
+                    and r["median"] > NOISY_SPREAD * r["min"]
+                    for r in res.values()
+                )
                 for name in ("cnnext", "pytorch"):
                     t1 = res[f"{name}_1"].get("median")
                     tn = res[f"{name}_n"].get("median")
@@ -1327,7 +1360,7 @@ def format_scaling(rows):
         return ""
     n = rows[0]["threads"]
     head = ["case", "dtype", "cnnext 1t", f"cnnext {n}t", "speed-up",
-            "PyTorch 1t", f"PyTorch {n}t", "speed-up"]
+            "PyTorch 1t", f"PyTorch {n}t", "speed-up", "note"]
     lines = []
     for r in rows:
         lines.append([
@@ -1336,6 +1369,7 @@ def format_scaling(rows):
             "-" if r["speedup_cnnext"] is None else f"{r['speedup_cnnext']:.2f}x",
             _fmt_cell(r["pytorch_1"]), _fmt_cell(r["pytorch_n"]),
             "-" if r["speedup_pytorch"] is None else f"{r['speedup_pytorch']:.2f}x",
+            "noisy" if r.get("noisy") else "",
         ])
     out = [f"thread scaling, fwd+bwd, 1 vs {n} threads (interleaved):",
            _format_cells(head, lines, left=2)]
@@ -1717,6 +1751,7 @@ def _main(argv):
     )
     print(_header(info, cfg, torch_status, args.torch_autograd), flush=True)
     t0 = time.perf_counter()
+    cpu0 = _cpu_snapshot()
     results, scaling = [], []
     if args.scaling:
         chosen = [c for c in cases if c.name in SCALING_CASES] if args.cases is None else cases
@@ -1744,7 +1779,15 @@ def _main(argv):
             print()
             print(summary)
     elapsed = time.perf_counter() - t0
+    others = _others_cores(cpu0, _cpu_snapshot(), elapsed)
     print(f"\n{len(results) + len(scaling)} rows in {elapsed:.0f} s")
+    if others is not None:
+        cores = info.get("cores_available") or info.get("cores")
+        msg = f"other processes kept {others:.1f} of {cores} cores busy during the run"
+        if threads > 1 and others > 0.25:
+            msg += (f": {threads}-thread calls had to wait for a free core, so multi-threaded "
+                    "times (and their ratios) are unreliable; compare with --threads 1")
+        print(msg)
     if args.json:
         try:
             loadavg_end = os.getloadavg()
@@ -1755,6 +1798,7 @@ def _main(argv):
             "command": ["cnnext", "bench", *(sys.argv[2:] if argv is None else argv)],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "elapsed_s": elapsed,
+            "other_processes_cores": others,
             "machine": {**info, "loadavg_end": loadavg_end},
             "settings": {
                 **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},

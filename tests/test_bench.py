@@ -415,3 +415,14 @@ def test_blas_threads_are_pinned_and_restored():
     assert [g() for _, g in blas._handles] == [1] * len(before)
     blas.restore()
     assert [g() for _, g in blas._handles] == before
+
+
+def test_other_processes_load_estimate():
+    # 10 s of wall time; all CPUs busy 25 s in total, 6 s of them ours -> 1.9 cores.
+    assert bench._others_cores((100.0, 1.0), (125.0, 7.0), 10.0) == pytest.approx(1.9)
+    assert bench._others_cores((100.0, 1.0), (103.0, 4.0), 10.0) == 0.0
+    assert bench._others_cores(None, (1.0, 1.0), 10.0) is None
+    snap = bench._cpu_snapshot()
+    if sys.platform.startswith("linux"):
+        busy, ours = snap
+        assert busy > 0 and ours > 0
