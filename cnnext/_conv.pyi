@@ -64,3 +64,12 @@ def conv_grad_input(
     ow_n: int,
     n_threads: int,
 ) -> None: ...
+def gemm(
+    A: _Float,
+    B: _Float,
+    C: _Float,
+    trans_a: bool,
+    trans_b: bool,
+    accumulate: bool,
+    n_threads: int,
+) -> None: ...

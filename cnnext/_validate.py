@@ -96,8 +96,9 @@ def as_array(fname, name, value):
 def check_ndim(fname, name, a, allowed, layout):
     if a.ndim not in allowed:
         want = " or ".join(f"{n}-D" for n in allowed)
+        layout = f" {layout}" if layout else ""
         raise ValueError(
-            f"{fname}: {name} must be {want} {layout}, got {a.ndim}-D array of shape {a.shape}"
+            f"{fname}: {name} must be {want}{layout}, got {a.ndim}-D array of shape {a.shape}"
         )
 
 

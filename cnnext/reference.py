@@ -383,8 +383,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     --------
     >>> x = np.array([[[[1.0, 3.0], [3.0, 2.0]]]])
     >>> y, idx = max_pool2d(x, 2, return_indices=True)
-    >>> y[0, 0, 0, 0], idx[0, 0, 0, 0]
-    (np.float64(3.0), np.int64(1))
+    >>> float(y[0, 0, 0, 0]), int(idx[0, 0, 0, 0])
+    (3.0, 1)
     """
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)

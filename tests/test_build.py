@@ -93,6 +93,11 @@ def test_unbuilt_copy_imports_when_extensions_present(tmp_path):
     src = Path(cnnext.__file__).parent
     dst = tmp_path / "cnnext"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    # auditwheel/delvewheel-repaired wheels keep the bundled OpenMP runtime
+    # in a sibling cnnext.libs/ folder that the extensions load by rpath.
+    libs = src.parent / "cnnext.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, tmp_path / "cnnext.libs")
     code = (
         f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import cnnext; "
         f"print(cnnext.__file__)"
