@@ -907,10 +907,12 @@ def machine_info(torch="auto"):
     >>> info["cores"] >= 1 and "numpy" in info["versions"]
     True
     """
-    import scipy
-
     import cnnext
 
+    try:  # not a runtime dependency of cnnext
+        import scipy
+    except ImportError:
+        scipy = None
     if torch == "auto":
         torch, _ = _import_torch()
     try:
@@ -927,10 +929,11 @@ def machine_info(torch="auto"):
         "versions": {
             "cnnext": cnnext.__version__,
             "numpy": np.__version__,
-            "scipy": scipy.__version__,
+            "scipy": None if scipy is None else scipy.__version__,
             "torch": None if torch is None else torch.__version__,
         },
-        "blas": {"numpy": _show_config(np), "scipy": _show_config(scipy)},
+        "blas": {"numpy": _show_config(np),
+                 "scipy": None if scipy is None else _show_config(scipy)},
         "threads": {
             "cnnext": cnnext.get_num_threads(),
             "torch": None if torch is None else torch.get_num_threads(),
@@ -1023,7 +1026,10 @@ def _openblas_handles():
     """
     import ctypes
 
-    import scipy.linalg  # noqa: F401  (loads scipy's BLAS)
+    try:
+        import scipy.linalg  # noqa: F401  (loads scipy's BLAS, if scipy is there)
+    except ImportError:
+        pass
 
     try:
         with open("/proc/self/maps") as fh:
@@ -1581,7 +1587,8 @@ def _header(info, cfg, torch_status, torch_autograd):
     reps = f"{cfg.repeats}" if cfg.repeats else f"{cfg.min_repeats}-{cfg.max_repeats} (adaptive)"
     how = ("autograd.grad" if torch_autograd else "aten.convolution_backward (no autograd)")
     return "\n".join([
-        f"cnnext bench: cnnext {v['cnnext']}, numpy {v['numpy']}, scipy {v['scipy']}, {torch_desc}",
+        f"cnnext bench: cnnext {v['cnnext']}, numpy {v['numpy']}, "
+        f"scipy {v['scipy'] or 'not installed'}, {torch_desc}",
         f"CPU: {info['cpu_model']} ({cores} cores"
         + (f", cnnext kernels: {info['cnnext_isa']}" if info.get("cnnext_isa") else "")
         + f"); threads: cnnext {t['cnnext']}, "

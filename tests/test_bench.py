@@ -426,3 +426,13 @@ def test_other_processes_load_estimate():
     if sys.platform.startswith("linux"):
         busy, ours = snap
         assert busy > 0 and ours > 0
+
+
+def test_runs_without_scipy(outside):
+    """scipy is not a runtime dependency: the bench must not need it."""
+    hide = NO_TORCH.replace("sys.modules['torch'] = None",
+                            "sys.modules['torch'] = None; sys.modules['scipy'] = None")
+    stdout = _run([sys.executable, "-c", hide, "bench", "--quick", "--cases", "seed-mnist",
+                   "--dtype", "float32", "--passes", "fwd", "--threads", "1"], outside)
+    assert "scipy not installed" in stdout.splitlines()[0]
+    assert list(_table_rows(stdout)) == [("seed-mnist", "fwd", "float32")]
