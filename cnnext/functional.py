@@ -294,6 +294,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     if _numpy_backend():
         y = _ref.conv2d(x, weight, bias, stride=s, padding=p, dilation=d)
         return _unbatch(np.asarray(y, dtype=dt), unb)
+    if N and Co:
+        V.check_conv_scratch(fname, C, H, W, s, p, dt.itemsize)
     return _unbatch(_forward_kernel(x, weight, bias, s, p, d, OH, OW, dt), unb)
 
 
@@ -383,6 +385,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     # Work units: (sample, block of kc "padded-width" positions), see _conv.
     units = N * -(-(OH * -(-(W + 2 * p[1]) // s[1])) // kc)
     tasks = max(1, min(_conv_threads(N * Co * K * P), units))
+    V.check_conv_scratch(fname, C, H, W, s, p, dt.itemsize)
     gwp = np.empty((tasks, Co, K), dtype=dt)
     _conv.conv2d_grad_weight(
         x, grad_out.reshape(N, Co, P), gwp, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW
@@ -954,7 +957,9 @@ def relu_backward(grad_out, x):
     g, x = _elementwise("relu_backward", [("grad_out", grad_out), ("x", x)])
     if _numpy_backend():
         return _ref.relu_backward(g, x)
-    return np.where(x <= 0, g.dtype.type(0), g)
+    out = np.empty_like(g)
+    _pool.relu_backward(g.reshape(-1), x.reshape(-1), out.reshape(-1), _pool_threads(g.size))
+    return out
 
 
 def _slope(fname, negative_slope):
@@ -996,7 +1001,11 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
     g, x = _elementwise("leaky_relu_backward", [("grad_out", grad_out), ("x", x)])
     if _numpy_backend():
         return _ref.leaky_relu_backward(g, x, a)
-    return np.where(x > 0, g, g * g.dtype.type(a))
+    out = np.empty_like(g)
+    _pool.leaky_relu_backward(
+        g.reshape(-1), x.reshape(-1), out.reshape(-1), a, _pool_threads(g.size)
+    )
+    return out
 
 
 def sigmoid(x):
