@@ -957,7 +957,9 @@ def relu_backward(grad_out, x):
     g, x = _elementwise("relu_backward", [("grad_out", grad_out), ("x", x)])
     if _numpy_backend():
         return _ref.relu_backward(g, x)
-    return np.where(x <= 0, g.dtype.type(0), g)
+    out = np.empty_like(g)
+    _pool.relu_backward(g.reshape(-1), x.reshape(-1), out.reshape(-1), _pool_threads(g.size))
+    return out
 
 
 def _slope(fname, negative_slope):
@@ -999,7 +1001,11 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
     g, x = _elementwise("leaky_relu_backward", [("grad_out", grad_out), ("x", x)])
     if _numpy_backend():
         return _ref.leaky_relu_backward(g, x, a)
-    return np.where(x > 0, g, g * g.dtype.type(a))
+    out = np.empty_like(g)
+    _pool.leaky_relu_backward(
+        g.reshape(-1), x.reshape(-1), out.reshape(-1), a, _pool_threads(g.size)
+    )
+    return out
 
 
 def sigmoid(x):

@@ -31,6 +31,36 @@ cdef inline void _max_row(const floating* row, floating* m, int32_t* b,
         b[ow] = <int32_t>(base + iw) if take else b[ow]
 
 
+cdef inline void _max_2x2(const floating* r0, Py_ssize_t W, floating* m, int32_t* b,
+                          Py_ssize_t OW, int32_t base) noexcept nogil:
+    """The common 2x2, stride-2, unpadded window as straight-line selects
+    over a whole output row (vectorised by the compiler)."""
+    cdef const floating* r1 = r0 + W
+    cdef Py_ssize_t ow
+    cdef floating v, mo
+    cdef int32_t bo
+    cdef bint take
+    for ow in range(OW):
+        mo = r0[2 * ow]
+        bo = base + <int32_t>(2 * ow)
+        # -inf start: the first element is taken unless ... it is taken anyway
+        # (v > -inf or NaN), except -inf itself, which keeps the same index.
+        v = r0[2 * ow + 1]
+        take = (v > mo) | (v != v)
+        bo = bo + 1 if take else bo
+        mo = v if take else mo
+        v = r1[2 * ow]
+        take = (v > mo) | (v != v)
+        bo = base + <int32_t>(W + 2 * ow) if take else bo
+        mo = v if take else mo
+        v = r1[2 * ow + 1]
+        take = (v > mo) | (v != v)
+        bo = base + <int32_t>(W + 2 * ow + 1) if take else bo
+        mo = v if take else mo
+        m[ow] = mo
+        b[ow] = bo
+
+
 def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
                        floating[:, :, ::1] out,       # OUT (planes, OH, OW)
                        int64_t[:, :, ::1] idx,        # OUT (planes, OH, OW) flat h*W+w
@@ -67,7 +97,10 @@ def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
                     for ow in range(OW):
                         mrow[ow] = -INFINITY
                         bbuf[ow] = <int32_t>(h0 * W + max(ow * sw - pw, 0))
-                    for ih in range(h0, h1):
+                    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+                        _max_2x2(&x[q, 2 * oh, 0], W, mrow, bbuf, OW, <int32_t>(2 * oh * W))
+                    else:
+                      for ih in range(h0, h1):
                         for j in range(kw):
                             # Output columns whose window has column offset j
                             # inside the image.
@@ -152,3 +185,28 @@ def avg_pool2d_backward(const floating[:, :, ::1] gout,   # IN  (planes, OH, OW)
                     for ih in range(h0, h1):
                         for iw in range(w0, w1):
                             gx[q, ih, iw] += g
+
+
+def relu_backward(const floating[::1] g,      # IN  upstream gradient (flat)
+                  const floating[::1] x,      # IN  forward input (flat)
+                  floating[::1] out,          # OUT
+                  int n_threads):
+    """out = 0 where x <= 0, else g (a NaN x passes g, as PyTorch's
+    threshold_backward)."""
+    cdef Py_ssize_t n = g.shape[0], i
+    with nogil:
+        for i in prange(n, schedule="static", num_threads=n_threads):
+            out[i] = 0 if x[i] <= 0 else g[i]
+
+
+def leaky_relu_backward(const floating[::1] g,
+                        const floating[::1] x,
+                        floating[::1] out,
+                        double slope,
+                        int n_threads):
+    """out = g where x > 0, else slope * g (PyTorch's rule)."""
+    cdef Py_ssize_t n = g.shape[0], i
+    cdef floating a = <floating>slope
+    with nogil:
+        for i in prange(n, schedule="static", num_threads=n_threads):
+            out[i] = g[i] if x[i] > 0 else a * g[i]
