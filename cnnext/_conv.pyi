@@ -73,3 +73,18 @@ def gemm(
     accumulate: bool,
     n_threads: int,
 ) -> None: ...
+def conv2d_grad_weight_t(
+    x: _Float,
+    g: _Float,
+    gwtp: _Float,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    oh_n: int,
+    ow_n: int,
+) -> None: ...

@@ -386,13 +386,20 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     units = N * -(-(OH * -(-(W + 2 * p[1]) // s[1])) // kc)
     tasks = max(1, min(_conv_threads(N * Co * K * P), units))
     V.check_conv_scratch(fname, C, H, W, s, p, dt.itemsize)
-    gwp = np.empty((tasks, Co, K), dtype=dt)
-    _conv.conv2d_grad_weight(
-        x, grad_out.reshape(N, Co, P), gwp, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW
-    )
-    gw = gwp[0] if tasks == 1 else gwp.sum(axis=0)
+    geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
+    _, nr, _ = _conv.block_sizes(dt)
+    if 4 * Co >= 3 * nr and np.isfinite(x).all():
+        # Taps read in place (only the gradient is packed); pays off once
+        # C_out fills most of a micro-kernel panel (see _conv).
+        gwp = np.empty((tasks, K, Co), dtype=dt)
+        _conv.conv2d_grad_weight_t(x, grad_out.reshape(N, Co, P), gwp, *geom)
+        gw = (gwp[0] if tasks == 1 else gwp.sum(axis=0)).T
+    else:
+        gwp = np.empty((tasks, Co, K), dtype=dt)
+        _conv.conv2d_grad_weight(x, grad_out.reshape(N, Co, P), gwp, *geom)
+        gw = gwp[0] if tasks == 1 else gwp.sum(axis=0)
     gx = _grad_input(grad_out, weight, x.shape, s, p, d, dt)
-    return _unbatch(gx, unb), gw.reshape(weight.shape), gb
+    return _unbatch(gx, unb), np.ascontiguousarray(gw).reshape(weight.shape), gb
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):

@@ -36,17 +36,21 @@ from libc.string cimport memset
 import numpy as np
 
 cdef extern from "cnnext_ukernel.h" nogil:
-    ctypedef void (*cnx_ukr_s)(int64_t kc, const float *a, const float *b,
-                               const int64_t *boff, float *c, int64_t ldc, int mr,
-                               int nr, int accumulate, const float *bias) noexcept nogil
-    ctypedef void (*cnx_ukr_d)(int64_t kc, const double *a, const double *b,
-                               const int64_t *boff, double *c, int64_t ldc, int mr,
-                               int nr, int accumulate, const double *bias) noexcept nogil
+    ctypedef void (*cnx_ukr_s)(int64_t kc, const float *a, const int64_t *aoff,
+                               const float *b, const int64_t *boff, float *c,
+                               int64_t ldc, int mr, int nr, int accumulate,
+                               const float *bias) noexcept nogil
+    ctypedef void (*cnx_ukr_d)(int64_t kc, const double *a, const int64_t *aoff,
+                               const double *b, const int64_t *boff, double *c,
+                               int64_t ldc, int mr, int nr, int accumulate,
+                               const double *bias) noexcept nogil
     ctypedef struct cnx_kernels:
         cnx_ukr_s s
         cnx_ukr_s s_ind
+        cnx_ukr_s s_inda
         cnx_ukr_d d
         cnx_ukr_d d_ind
+        cnx_ukr_d d_inda
         int s_mr, s_nr, d_mr, d_nr
         const char *name
     cnx_kernels cnx_select_kernels() noexcept nogil
@@ -77,9 +81,9 @@ cdef inline void ukr(Py_ssize_t kc, const floating* a, const floating* b, floati
                      const floating* bias) noexcept nogil:
     """Micro-kernel on a packed B panel (row k at b + k*NR)."""
     if floating is float:
-        KER.s(kc, a, b, NULL, c, ldc, mr, nr, accumulate, bias)
+        KER.s(kc, a, NULL, b, NULL, c, ldc, mr, nr, accumulate, bias)
     else:
-        KER.d(kc, a, b, NULL, c, ldc, mr, nr, accumulate, bias)
+        KER.d(kc, a, NULL, b, NULL, c, ldc, mr, nr, accumulate, bias)
 
 
 cdef inline void ukr_ind(Py_ssize_t kc, const floating* a, const floating* b,
@@ -88,9 +92,19 @@ cdef inline void ukr_ind(Py_ssize_t kc, const floating* a, const floating* b,
                          const floating* bias) noexcept nogil:
     """Micro-kernel reading B in place: row k at b + boff[k]."""
     if floating is float:
-        KER.s_ind(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias)
+        KER.s_ind(kc, a, NULL, b, boff, c, ldc, mr, nr, accumulate, bias)
     else:
-        KER.d_ind(kc, a, b, boff, c, ldc, mr, nr, accumulate, bias)
+        KER.d_ind(kc, a, NULL, b, boff, c, ldc, mr, nr, accumulate, bias)
+
+
+cdef inline void ukr_inda(Py_ssize_t kc, const floating* a, const int64_t* aoff,
+                          const floating* b, floating* c,
+                          Py_ssize_t ldc, int mr, int nr, int accumulate) noexcept nogil:
+    """Micro-kernel reading A rows in place: element (i, k) at a[aoff[i] + k]."""
+    if floating is float:
+        KER.s_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
+    else:
+        KER.d_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
 
 
 cdef inline Py_ssize_t cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -614,3 +628,113 @@ def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
                             &C[0, 0] + lo * N, N, accumulate,
                             scr + tid * per, scr + tid * per + s_a, MR, NR)
         free(scr)
+
+
+def conv2d_grad_weight_t(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W), all finite
+                         const floating[:, :, ::1] g,       # IN  (N, Cout, OH*OW)
+                         floating[:, :, ::1] gwtp,          # OUT (T, K, Cout) partials
+                         Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t ph, Py_ssize_t pw,
+                         Py_ssize_t dh, Py_ssize_t dw,
+                         Py_ssize_t oh_n, Py_ssize_t ow_n):
+    """Transposed weight gradient: gwtp[task] = sum over units of
+    im2col(x_n)[:, block] @ g_n[:, block]^T, shape (K, Cout).
+
+    The im2col rows (taps) are read in place from the prepared sample by
+    the indirect-A micro-kernel, so only the small gradient block is packed
+    (Cout x block instead of K x block).  Junk positions pair an image value
+    with a zero gradient, so the caller uses this only for finite ``x``
+    (0 * inf would be NaN); otherwise :func:`conv2d_grad_weight`."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t T = gwtp.shape[0], K = gwtp.shape[1], Co = gwtp.shape[2]
+    cdef Py_ssize_t Hq = cdiv(H + 2 * ph, sh), Wq = cdiv(W + 2 * pw, sw)
+    cdef Py_ssize_t L = sh * sw * C * Hq * Wq
+    cdef Py_ssize_t MR, NR
+    if floating is float:
+        MR, NR = KER.s_mr, KER.s_nr
+    else:
+        MR, NR = KER.d_mr, KER.d_nr
+    cdef Py_ssize_t Pp = oh_n * Wq, nblk = cdiv(Pp, KC), units = N * nblk
+    cdef Py_ssize_t ncp = cdiv(Co, NR), ntp = cdiv(K, MR)
+    cdef bint prepared = ph > 0 or pw > 0 or sh > 1 or sw > 1
+    cdef Py_ssize_t s_b = round16(ncp * KC * NR), s_a = round16(MR * KC)
+    cdef Py_ssize_t per = s_b + s_a + (round16(L) if prepared else 0)
+    cdef Py_ssize_t task, u, u0, u1, n, cur, pb, kc, jc, ip, q, oh, ow, j, i, mr, nr
+    cdef floating* scr
+    cdef floating* bp
+    cdef floating* ap
+    cdef floating* bcol
+    cdef const floating* src
+    cdef int64_t* toff
+    cdef Py_ssize_t toff_max
+    if T == 0:
+        return
+    toff = tap_offsets(C, kh, kw, sh, sw, dh, dw, Hq, Wq, &toff_max)
+    try:
+        scr = <floating*>alloc_scratch(T * per * sizeof(floating))
+    except MemoryError:
+        free(toff)
+        raise
+    with nogil:
+        for task in prange(T, schedule="static", chunksize=1, num_threads=T):
+            bp = scr + task * per
+            ap = bp + s_b
+            memset(&gwtp[task, 0, 0], 0, K * Co * sizeof(floating))
+            u0 = units * task // T
+            u1 = units * (task + 1) // T
+            cur = -1
+            src = NULL
+            for u in range(u0, u1):
+                n = u // nblk
+                pb = (u - n * nblk) * KC
+                kc = min(KC, Pp - pb)
+                if n != cur:
+                    cur = n
+                    if prepared:
+                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, ap + s_a)
+                        src = ap + s_a
+                    else:
+                        src = &x[n, 0, 0, 0]
+                # B panels: gradient block transposed, padded-width positions
+                # (junk columns zero), NR output channels per panel.
+                for jc in range(ncp):
+                    for j in range(NR):
+                        bcol = bp + jc * KC * NR + j
+                        if jc * NR + j >= Co:
+                            for q in range(kc):
+                                bcol[q * NR] = 0
+                            continue
+                        oh = pb // Wq
+                        ow = pb - oh * Wq
+                        for q in range(kc):
+                            if ow < ow_n:
+                                bcol[q * NR] = g[n, jc * NR + j, oh * ow_n + ow]
+                            else:
+                                bcol[q * NR] = 0
+                            ow = ow + 1
+                            if ow == Wq:
+                                ow = 0
+                                oh = oh + 1
+                for ip in range(ntp):
+                    mr = min(MR, K - ip * MR)
+                    if toff_max + pb + kc <= L:
+                        for jc in range(ncp):
+                            nr = min(NR, Co - jc * NR)
+                            ukr_inda(kc, src + pb, toff + ip * MR, bp + jc * KC * NR,
+                                     &gwtp[task, ip * MR, jc * NR], Co, <int>mr, <int>nr, 1)
+                    else:
+                        # Runs would cross the end of the sample buffer:
+                        # pack this A panel (zero-filled past the end).
+                        for i in range(MR):
+                            if i < mr:
+                                copy_run(src, toff[ip * MR + i] + pb, L, kc, ap + i, MR)
+                            else:
+                                for q in range(kc):
+                                    ap[q * MR + i] = 0
+                        for jc in range(ncp):
+                            nr = min(NR, Co - jc * NR)
+                            ukr(kc, ap, bp + jc * KC * NR, &gwtp[task, ip * MR, jc * NR], Co,
+                                <int>mr, <int>nr, 1, NULL)
+        free(scr)
+        free(toff)

@@ -25,26 +25,43 @@
 #include <string.h>
 
 /* Every micro-kernel has this signature.  Row k of the B panel is
- *     packed variant:    b + k*NR           (boff unused)
- *     indirect variant:  b + boff[k]         (B read in place: no packing)
- * The indirect variant lets the convolution read each tap's contiguous run
- * straight from the prepared image. */
-typedef void (*cnx_ukr_s)(int64_t kc, const float *a, const float *b,
-                          const int64_t *boff, float *c, int64_t ldc, int mr,
-                          int nr, int accumulate, const float *bias);
-typedef void (*cnx_ukr_d)(int64_t kc, const double *a, const double *b,
-                          const int64_t *boff, double *c, int64_t ldc, int mr,
-                          int nr, int accumulate, const double *bias);
+ *     packed B:    b + k*NR           (boff unused)
+ *     indirect B:  b + boff[k]         (B read in place: no packing)
+ * and element (i, k) of the A panel is
+ *     packed A:    a[k*MR + i]        (aoff unused)
+ *     indirect A:  a[aoff[i] + k]     (A rows read in place, i < mr)
+ * The indirect variants let the convolution read each tap's contiguous run
+ * straight from the prepared image (forward: B rows; weight gradient: A
+ * rows). */
+typedef void (*cnx_ukr_s)(int64_t kc, const float *a, const int64_t *aoff,
+                          const float *b, const int64_t *boff, float *c,
+                          int64_t ldc, int mr, int nr, int accumulate,
+                          const float *bias);
+typedef void (*cnx_ukr_d)(int64_t kc, const double *a, const int64_t *aoff,
+                          const double *b, const int64_t *boff, double *c,
+                          int64_t ldc, int mr, int nr, int accumulate,
+                          const double *bias);
 
 typedef struct {
-    cnx_ukr_s s, s_ind;
-    cnx_ukr_d d, d_ind;
+    cnx_ukr_s s, s_ind, s_inda;
+    cnx_ukr_d d, d_ind, d_inda;
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
 
 #define CNX_BROW_PACKED(NR_) (b + k * (NR_))
 #define CNX_BROW_IND(NR_) (b + boff[k])
+/* A access: CNX_APRE declares what the element macro needs. */
+#define CNX_APRE_PACKED(MR_) (void)aoff;
+#define CNX_AEL_PACKED(MR_, i) a[k * (MR_) + (i)]
+#define CNX_APRE_IND(MR_)                                                      \
+    const T *pa_[MR_];                                                         \
+    {                                                                          \
+        int i_;                                                                \
+        for (i_ = 0; i_ < (MR_); i_++)                                         \
+            pa_[i_] = a + aoff[i_ < mr ? i_ : 0];                              \
+    }
+#define CNX_AEL_IND(MR_, i) pa_[i][k]
 
 /* ---------------------------------------------------------------- store */
 
@@ -69,29 +86,36 @@ typedef struct {
 #define CNX_GEN_NR_S 16
 #define CNX_GEN_NR_D 8
 
-#define CNX_DEF_GENERIC(NAME, T, NR_, BROW)                                    \
-    static void NAME(int64_t kc, const T *a, const T *b, const int64_t *boff,  \
-                     T *c, int64_t ldc, int mr, int nr, int accumulate,        \
-                     const T *bias) {                                          \
+#define CNX_DEF_GENERIC(NAME, T, NR_, BROW, APRE, AEL)                        \
+    static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
+                     const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
+                     int accumulate, const T *bias) {                          \
         T acc[CNX_GEN_MR * (NR_)];                                             \
         int64_t k;                                                             \
         int i, j;                                                              \
+        APRE(CNX_GEN_MR)                                                       \
         (void)boff;                                                            \
         memset(acc, 0, sizeof(acc));                                           \
         for (k = 0; k < kc; k++) {                                             \
             const T *bk = BROW(NR_);                                           \
             for (i = 0; i < CNX_GEN_MR; i++) {                                 \
-                T ai = a[k * CNX_GEN_MR + i];                                  \
+                T ai = AEL(CNX_GEN_MR, i);                                     \
                 for (j = 0; j < (NR_); j++) acc[i * (NR_) + j] += ai * bk[j];  \
             }                                                                  \
         }                                                                      \
         CNX_STORE_TILE(T, CNX_GEN_MR, (NR_), acc);                             \
     }
 
-CNX_DEF_GENERIC(cnx_ukr_s_generic, float, CNX_GEN_NR_S, CNX_BROW_PACKED)
-CNX_DEF_GENERIC(cnx_ukr_s_generic_ind, float, CNX_GEN_NR_S, CNX_BROW_IND)
-CNX_DEF_GENERIC(cnx_ukr_d_generic, double, CNX_GEN_NR_D, CNX_BROW_PACKED)
-CNX_DEF_GENERIC(cnx_ukr_d_generic_ind, double, CNX_GEN_NR_D, CNX_BROW_IND)
+#define T float
+CNX_DEF_GENERIC(cnx_ukr_s_generic, float, CNX_GEN_NR_S, CNX_BROW_PACKED, CNX_APRE_PACKED, CNX_AEL_PACKED)
+CNX_DEF_GENERIC(cnx_ukr_s_generic_ind, float, CNX_GEN_NR_S, CNX_BROW_IND, CNX_APRE_PACKED, CNX_AEL_PACKED)
+CNX_DEF_GENERIC(cnx_ukr_s_generic_inda, float, CNX_GEN_NR_S, CNX_BROW_PACKED, CNX_APRE_IND, CNX_AEL_IND)
+#undef T
+#define T double
+CNX_DEF_GENERIC(cnx_ukr_d_generic, double, CNX_GEN_NR_D, CNX_BROW_PACKED, CNX_APRE_PACKED, CNX_AEL_PACKED)
+CNX_DEF_GENERIC(cnx_ukr_d_generic_ind, double, CNX_GEN_NR_D, CNX_BROW_IND, CNX_APRE_PACKED, CNX_AEL_PACKED)
+CNX_DEF_GENERIC(cnx_ukr_d_generic_inda, double, CNX_GEN_NR_D, CNX_BROW_PACKED, CNX_APRE_IND, CNX_AEL_IND)
+#undef T
 
 /* ---------------------------------------------------------------- x86-64 */
 
@@ -110,15 +134,15 @@ CNX_DEF_GENERIC(cnx_ukr_d_generic_ind, double, CNX_GEN_NR_D, CNX_BROW_IND)
 /* AVX2 + FMA: 6 rows x 2 vectors (float 6 x 16, double 6 x 8); 12 ymm
  * accumulators.  Partial tiles go through a stack tile. */
 #define CNX_Y_ROW(SUF, BC, i, lo, hi)                                          \
-    t = BC(a + (i));                                                           \
+    t = BC(&AEL(6, i));                                                        \
     lo = _mm256_fmadd_##SUF(t, b0, lo);                                        \
     hi = _mm256_fmadd_##SUF(t, b1, hi);
 
-#define CNX_DEF_AVX2(NAME, T, VT, SUF, BC, W, BROW)                            \
+#define CNX_DEF_AVX2(NAME, T, VT, SUF, BC, W, BROW, APRE, AEL)                \
     CNX_TARGET_AVX2                                                            \
-    static void NAME(int64_t kc, const T *a, const T *b, const int64_t *boff,  \
-                     T *c, int64_t ldc, int mr, int nr, int accumulate,        \
-                     const T *bias) {                                          \
+    static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
+                     const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
+                     int accumulate, const T *bias) {                          \
         VT r00 = _mm256_setzero_##SUF(), r01 = _mm256_setzero_##SUF();         \
         VT r10 = _mm256_setzero_##SUF(), r11 = _mm256_setzero_##SUF();         \
         VT r20 = _mm256_setzero_##SUF(), r21 = _mm256_setzero_##SUF();         \
@@ -127,6 +151,7 @@ CNX_DEF_GENERIC(cnx_ukr_d_generic_ind, double, CNX_GEN_NR_D, CNX_BROW_IND)
         VT r50 = _mm256_setzero_##SUF(), r51 = _mm256_setzero_##SUF();         \
         T tile[6 * 2 * (W)];                                                   \
         int64_t k;                                                             \
+        APRE(6)                                                                \
         (void)boff;                                                            \
         for (k = 0; k < kc; k++) {                                             \
             const T *bk = BROW(2 * (W));                                       \
@@ -135,7 +160,6 @@ CNX_DEF_GENERIC(cnx_ukr_d_generic_ind, double, CNX_GEN_NR_D, CNX_BROW_IND)
             CNX_Y_ROW(SUF, BC, 0, r00, r01) CNX_Y_ROW(SUF, BC, 1, r10, r11)    \
             CNX_Y_ROW(SUF, BC, 2, r20, r21) CNX_Y_ROW(SUF, BC, 3, r30, r31)    \
             CNX_Y_ROW(SUF, BC, 4, r40, r41) CNX_Y_ROW(SUF, BC, 5, r50, r51)    \
-            a += 6;                                                            \
         }                                                                      \
         _mm256_storeu_##SUF(tile + 0 * (W), r00);                              \
         _mm256_storeu_##SUF(tile + 1 * (W), r01);                              \
@@ -152,16 +176,30 @@ CNX_DEF_GENERIC(cnx_ukr_d_generic_ind, double, CNX_GEN_NR_D, CNX_BROW_IND)
         CNX_STORE_TILE(T, 6, 2 * (W), tile);                                   \
     }
 
-CNX_DEF_AVX2(cnx_ukr_s_avx2, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_PACKED)
-CNX_DEF_AVX2(cnx_ukr_s_avx2_ind, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_IND)
-CNX_DEF_AVX2(cnx_ukr_d_avx2, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_PACKED)
-CNX_DEF_AVX2(cnx_ukr_d_avx2_ind, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_IND)
+#define T float
+#define AEL CNX_AEL_PACKED
+CNX_DEF_AVX2(cnx_ukr_s_avx2, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL)
+CNX_DEF_AVX2(cnx_ukr_s_avx2_ind, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL)
+#undef AEL
+#define AEL CNX_AEL_IND
+CNX_DEF_AVX2(cnx_ukr_s_avx2_inda, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL)
+#undef AEL
+#undef T
+#define T double
+#define AEL CNX_AEL_PACKED
+CNX_DEF_AVX2(cnx_ukr_d_avx2, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL)
+CNX_DEF_AVX2(cnx_ukr_d_avx2_ind, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_IND, CNX_APRE_PACKED, AEL)
+#undef AEL
+#define AEL CNX_AEL_IND
+CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_PACKED, CNX_APRE_IND, AEL)
+#undef AEL
+#undef T
 
 /* AVX-512F: 8 rows x 2 vectors (float 8 x 32, double 8 x 16); 16 zmm
  * accumulators kept in named registers; rows stored by unrolled,
  * constant-index code with masks for partial tiles. */
 #define CNX_Z_ROW(SUF, i, lo, hi)                                              \
-    t = _mm512_set1_##SUF(a[i]);                                               \
+    t = _mm512_set1_##SUF(AEL(8, i));                                          \
     lo = _mm512_fmadd_##SUF(t, b0, lo);                                        \
     hi = _mm512_fmadd_##SUF(t, b1, hi);
 
@@ -179,11 +217,11 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_ind, double, __m256d, pd, _mm256_broadcast_sd, 4, CN
         _mm512_mask_storeu_##SUF(row_ + W, m1, hi);                            \
     }
 
-#define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW)                    \
+#define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW, APRE, AEL)        \
     CNX_TARGET_AVX512                                                          \
-    static void NAME(int64_t kc, const T *a, const T *b, const int64_t *boff,  \
-                     T *c, int64_t ldc, int mr, int nr, int accumulate,        \
-                     const T *bias) {                                          \
+    static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
+                     const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
+                     int accumulate, const T *bias) {                          \
         VT r00 = _mm512_setzero_##SUF(), r01 = _mm512_setzero_##SUF();         \
         VT r10 = _mm512_setzero_##SUF(), r11 = _mm512_setzero_##SUF();         \
         VT r20 = _mm512_setzero_##SUF(), r21 = _mm512_setzero_##SUF();         \
@@ -196,6 +234,7 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_ind, double, __m256d, pd, _mm256_broadcast_sd, 4, CN
         MT m1 = (MT)(nr <= (W) ? 0 : (nr >= 2 * (W) ? FULL                     \
                                         : ((1u << (nr - (W))) - 1u)));         \
         int64_t k;                                                             \
+        APRE(8)                                                                \
         (void)boff;                                                            \
         for (k = 0; k < kc; k++) {                                             \
             const T *bk = BROW(2 * (W));                                       \
@@ -205,7 +244,6 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_ind, double, __m256d, pd, _mm256_broadcast_sd, 4, CN
             CNX_Z_ROW(SUF, 2, r20, r21) CNX_Z_ROW(SUF, 3, r30, r31)            \
             CNX_Z_ROW(SUF, 4, r40, r41) CNX_Z_ROW(SUF, 5, r50, r51)            \
             CNX_Z_ROW(SUF, 6, r60, r61) CNX_Z_ROW(SUF, 7, r70, r71)            \
-            a += 8;                                                            \
         }                                                                      \
         CNX_Z_STORE(SUF, T, 0, r00, r01, W) CNX_Z_STORE(SUF, T, 1, r10, r11, W) \
         CNX_Z_STORE(SUF, T, 2, r20, r21, W) CNX_Z_STORE(SUF, T, 3, r30, r31, W) \
@@ -213,10 +251,24 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_ind, double, __m256d, pd, _mm256_broadcast_sd, 4, CN
         CNX_Z_STORE(SUF, T, 6, r60, r61, W) CNX_Z_STORE(SUF, T, 7, r70, r71, W) \
     }
 
-CNX_DEF_AVX512(cnx_ukr_s_avx512, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED)
-CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND)
-CNX_DEF_AVX512(cnx_ukr_d_avx512, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED)
-CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND)
+#define T float
+#define AEL CNX_AEL_PACKED
+CNX_DEF_AVX512(cnx_ukr_s_avx512, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL)
+#undef AEL
+#define AEL CNX_AEL_IND
+CNX_DEF_AVX512(cnx_ukr_s_avx512_inda, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_IND, AEL)
+#undef AEL
+#undef T
+#define T double
+#define AEL CNX_AEL_PACKED
+CNX_DEF_AVX512(cnx_ukr_d_avx512, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL)
+#undef AEL
+#define AEL CNX_AEL_IND
+CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL)
+#undef AEL
+#undef T
 
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
@@ -272,6 +324,7 @@ static cnx_kernels cnx_select_kernels(void) {
     int isa = cnx_isa_from_env(cnx_detect_isa());
     k.s = cnx_ukr_s_generic; k.d = cnx_ukr_d_generic;
     k.s_ind = cnx_ukr_s_generic_ind; k.d_ind = cnx_ukr_d_generic_ind;
+    k.s_inda = cnx_ukr_s_generic_inda; k.d_inda = cnx_ukr_d_generic_inda;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
     k.name = "generic";
@@ -279,11 +332,13 @@ static cnx_kernels cnx_select_kernels(void) {
     if (isa == 2) {
         k.s = cnx_ukr_s_avx512; k.d = cnx_ukr_d_avx512;
         k.s_ind = cnx_ukr_s_avx512_ind; k.d_ind = cnx_ukr_d_avx512_ind;
+        k.s_inda = cnx_ukr_s_avx512_inda; k.d_inda = cnx_ukr_d_avx512_inda;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
         k.s = cnx_ukr_s_avx2; k.d = cnx_ukr_d_avx2;
         k.s_ind = cnx_ukr_s_avx2_ind; k.d_ind = cnx_ukr_d_avx2_ind;
+        k.s_inda = cnx_ukr_s_avx2_inda; k.d_inda = cnx_ukr_d_avx2_inda;
         k.s_mr = 6; k.s_nr = 16; k.d_mr = 6; k.d_nr = 8;
         k.name = "avx2";
     }
