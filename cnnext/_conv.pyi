@@ -88,3 +88,18 @@ def conv2d_grad_weight_t(
     oh_n: int,
     ow_n: int,
 ) -> None: ...
+def conv2d_grad_weight_dot(
+    x: _Float,
+    g: _Float,
+    gwp: _Float,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    oh_n: int,
+    ow_n: int,
+) -> None: ...

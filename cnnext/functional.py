@@ -388,9 +388,17 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     V.check_conv_scratch(fname, C, H, W, s, p, dt.itemsize)
     geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
     _, nr, _ = _conv.block_sizes(dt)
-    if 4 * Co >= 3 * nr and np.isfinite(x).all():
-        # Taps read in place (only the gradient is packed); pays off once
-        # C_out fills most of a micro-kernel panel (see _conv).
+    # Three schedules (all read taps from the prepared sample, see _conv):
+    # few taps -> 4x4 dot-product blocks, nothing packed; C_out filling a
+    # panel -> transposed GEMM packing only the gradient; otherwise GEMM
+    # packing the im2col panel.  The first two pair junk positions' image
+    # values with a zero gradient, so they need finite x (0*inf = NaN).
+    finite = (K <= 64 or 4 * Co >= 3 * nr) and bool(np.isfinite(x).all())
+    if finite and K <= 64:
+        gwp = np.empty((tasks, Co, K), dtype=dt)
+        _conv.conv2d_grad_weight_dot(x, grad_out.reshape(N, Co, P), gwp, *geom)
+        gw = gwp[0] if tasks == 1 else gwp.sum(axis=0)
+    elif finite:
         gwp = np.empty((tasks, K, Co), dtype=dt)
         _conv.conv2d_grad_weight_t(x, grad_out.reshape(N, Co, P), gwp, *geom)
         gw = (gwp[0] if tasks == 1 else gwp.sum(axis=0)).T

@@ -44,7 +44,13 @@ cdef extern from "cnnext_ukernel.h" nogil:
                                const double *b, const int64_t *boff, double *c,
                                int64_t ldc, int mr, int nr, int accumulate,
                                const double *bias) noexcept nogil
+    ctypedef void (*cnx_dot_s)(int64_t n, const float *const *a, int ma,
+                               const float *const *b, int nb, float *c, int64_t ldc) noexcept nogil
+    ctypedef void (*cnx_dot_d)(int64_t n, const double *const *a, int ma,
+                               const double *const *b, int nb, double *c, int64_t ldc) noexcept nogil
     ctypedef struct cnx_kernels:
+        cnx_dot_s dot_s
+        cnx_dot_d dot_d
         cnx_ukr_s s
         cnx_ukr_s s_ind
         cnx_ukr_s s_inda
@@ -737,4 +743,115 @@ def conv2d_grad_weight_t(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W), 
                             ukr(kc, ap, bp + jc * KC * NR, &gwtp[task, ip * MR, jc * NR], Co,
                                 <int>mr, <int>nr, 1, NULL)
         free(scr)
+        free(toff)
+
+
+# Positions per dot-product unit: long runs amortise the horizontal sums.
+cdef Py_ssize_t DOT_BLOCK = 2048
+
+
+def conv2d_grad_weight_dot(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W), all finite
+                           const floating[:, :, ::1] g,       # IN  (N, Cout, OH*OW)
+                           floating[:, :, ::1] gwp,           # OUT (T, Cout, K) partials
+                           Py_ssize_t kh, Py_ssize_t kw,
+                           Py_ssize_t sh, Py_ssize_t sw,
+                           Py_ssize_t ph, Py_ssize_t pw,
+                           Py_ssize_t dh, Py_ssize_t dw,
+                           Py_ssize_t oh_n, Py_ssize_t ow_n):
+    """Weight gradient of small layers as 4x4 blocks of dot products.
+
+    dW[co, k] = sum_q g_n[co, q] * im2col(x_n)[k, q]: both operands are
+    contiguous runs (the gradient re-laid in padded-width positions, the
+    tap's run in the prepared sample), so nothing is packed; worthwhile when
+    C_out and K are too small to amortise GEMM packing.  Finite x only (junk
+    positions pair image values with zero gradient)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t T = gwp.shape[0], Co = gwp.shape[1], K = gwp.shape[2]
+    cdef Py_ssize_t Hq = cdiv(H + 2 * ph, sh), Wq = cdiv(W + 2 * pw, sw)
+    cdef Py_ssize_t L = sh * sw * C * Hq * Wq
+    cdef Py_ssize_t Pp = oh_n * Wq, DB = min(DOT_BLOCK, Pp)
+    cdef Py_ssize_t nblk = cdiv(Pp, DB), units = N * nblk
+    cdef bint prepared = ph > 0 or pw > 0 or sh > 1 or sw > 1
+    cdef Py_ssize_t s_g = round16(Co * DB), s_t = round16(4 * DB)
+    cdef Py_ssize_t per = s_g + s_t + (round16(L) if prepared else 0)
+    cdef Py_ssize_t task, u, u0, u1, n, cur, pb, kc, co, k0, c0, q, oh, ow, i, ma, nb
+    cdef floating* scr
+    cdef floating* gb
+    cdef floating* tmp
+    cdef floating* grow
+    cdef const floating* src
+    cdef const floating** ptrs
+    cdef const floating** pa
+    cdef const floating** pbp
+    cdef int64_t* toff
+    cdef Py_ssize_t toff_max
+    if T == 0:
+        return
+    toff = tap_offsets(C, kh, kw, sh, sw, dh, dw, Hq, Wq, &toff_max)
+    scr = NULL
+    ptrs = NULL
+    try:
+        scr = <floating*>alloc_scratch(T * per * sizeof(floating))
+        ptrs = <const floating**>alloc_scratch(T * 8 * sizeof(floating*))
+    except MemoryError:
+        free(toff)
+        free(scr)
+        raise
+    with nogil:
+        for task in prange(T, schedule="static", chunksize=1, num_threads=T):
+            gb = scr + task * per
+            tmp = gb + s_g
+            pa = ptrs + task * 8
+            pbp = pa + 4
+            memset(&gwp[task, 0, 0], 0, Co * K * sizeof(floating))
+            u0 = units * task // T
+            u1 = units * (task + 1) // T
+            cur = -1
+            src = NULL
+            for u in range(u0, u1):
+                n = u // nblk
+                pb = (u - n * nblk) * DB
+                kc = min(DB, Pp - pb)
+                if n != cur:
+                    cur = n
+                    if prepared:
+                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, tmp + s_t)
+                        src = tmp + s_t
+                    else:
+                        src = &x[n, 0, 0, 0]
+                # Gradient rows in padded-width layout, junk columns zero.
+                for co in range(Co):
+                    grow = gb + co * DB
+                    oh = pb // Wq
+                    ow = pb - oh * Wq
+                    for q in range(kc):
+                        if ow < ow_n:
+                            grow[q] = g[n, co, oh * ow_n + ow]
+                        else:
+                            grow[q] = 0
+                        ow = ow + 1
+                        if ow == Wq:
+                            ow = 0
+                            oh = oh + 1
+                for k0 in range(0, K, 4):
+                    nb = min(4, K - k0)
+                    for i in range(4):
+                        c0 = k0 + min(i, nb - 1)
+                        if toff[c0] + pb + kc <= L:
+                            pbp[i] = src + toff[c0] + pb
+                        else:
+                            copy_run(src, toff[c0] + pb, L, kc, tmp + i * DB, 1)
+                            pbp[i] = tmp + i * DB
+                    for co in range(0, Co, 4):
+                        ma = min(4, Co - co)
+                        for i in range(4):
+                            pa[i] = gb + (co + min(i, ma - 1)) * DB
+                        if floating is float:
+                            KER.dot_s(kc, <const float* const*>pa, <int>ma,
+                                      <const float* const*>pbp, <int>nb, &gwp[task, co, k0], K)
+                        else:
+                            KER.dot_d(kc, <const double* const*>pa, <int>ma,
+                                      <const double* const*>pbp, <int>nb, &gwp[task, co, k0], K)
+        free(scr)
+        free(ptrs)
         free(toff)

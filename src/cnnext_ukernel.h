@@ -42,9 +42,21 @@ typedef void (*cnx_ukr_d)(int64_t kc, const double *a, const int64_t *aoff,
                           int64_t ldc, int mr, int nr, int accumulate,
                           const double *bias);
 
+/* Dot-product block: c[i*ldc + j] += sum_{t<n} a[i][t] * b[j][t] for
+ * i < ma <= 4, j < nb <= 4 (rows of a/b past ma/nb must still be valid
+ * pointers; their results are dropped).  Used for weight gradients of small
+ * layers, where both operands are contiguous runs and packing would cost
+ * more than the arithmetic. */
+typedef void (*cnx_dot_s)(int64_t n, const float *const *a, int ma,
+                          const float *const *b, int nb, float *c, int64_t ldc);
+typedef void (*cnx_dot_d)(int64_t n, const double *const *a, int ma,
+                          const double *const *b, int nb, double *c, int64_t ldc);
+
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
+    cnx_dot_s dot_s;
+    cnx_dot_d dot_d;
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -116,6 +128,21 @@ CNX_DEF_GENERIC(cnx_ukr_d_generic, double, CNX_GEN_NR_D, CNX_BROW_PACKED, CNX_AP
 CNX_DEF_GENERIC(cnx_ukr_d_generic_ind, double, CNX_GEN_NR_D, CNX_BROW_IND, CNX_APRE_PACKED, CNX_AEL_PACKED)
 CNX_DEF_GENERIC(cnx_ukr_d_generic_inda, double, CNX_GEN_NR_D, CNX_BROW_PACKED, CNX_APRE_IND, CNX_AEL_IND)
 #undef T
+
+#define CNX_DEF_DOT_GENERIC(NAME, T)                                           \
+    static void NAME(int64_t n, const T *const *a, int ma, const T *const *b,  \
+                     int nb, T *c, int64_t ldc) {                              \
+        int i, j;                                                              \
+        int64_t t;                                                             \
+        for (i = 0; i < ma; i++)                                               \
+            for (j = 0; j < nb; j++) {                                         \
+                T acc = 0;                                                     \
+                for (t = 0; t < n; t++) acc += a[i][t] * b[j][t];              \
+                c[i * ldc + j] += acc;                                         \
+            }                                                                  \
+    }
+CNX_DEF_DOT_GENERIC(cnx_dot_s_generic, float)
+CNX_DEF_DOT_GENERIC(cnx_dot_d_generic, double)
 
 /* ---------------------------------------------------------------- x86-64 */
 
@@ -270,6 +297,75 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
 #undef AEL
 #undef T
 
+/* Dot-product blocks, 4 x 4 vector accumulators. */
+#define CNX_DOT_BODY(T, VT, SUF, W, LOAD, LOADTAIL, FMA, REDUCE, ZERO)         \
+    VT acc[16];                                                                \
+    int i, j;                                                                  \
+    int64_t t = 0;                                                             \
+    for (i = 0; i < 16; i++) acc[i] = ZERO();                                  \
+    for (; t + (W) <= n; t += (W)) {                                           \
+        VT a0 = LOAD(a[0] + t), a1 = LOAD(a[1] + t), a2 = LOAD(a[2] + t),      \
+           a3 = LOAD(a[3] + t);                                                \
+        VT bv;                                                                 \
+        bv = LOAD(b[0] + t);                                                   \
+        acc[0] = FMA(a0, bv, acc[0]); acc[4] = FMA(a1, bv, acc[4]);            \
+        acc[8] = FMA(a2, bv, acc[8]); acc[12] = FMA(a3, bv, acc[12]);          \
+        bv = LOAD(b[1] + t);                                                   \
+        acc[1] = FMA(a0, bv, acc[1]); acc[5] = FMA(a1, bv, acc[5]);            \
+        acc[9] = FMA(a2, bv, acc[9]); acc[13] = FMA(a3, bv, acc[13]);          \
+        bv = LOAD(b[2] + t);                                                   \
+        acc[2] = FMA(a0, bv, acc[2]); acc[6] = FMA(a1, bv, acc[6]);            \
+        acc[10] = FMA(a2, bv, acc[10]); acc[14] = FMA(a3, bv, acc[14]);        \
+        bv = LOAD(b[3] + t);                                                   \
+        acc[3] = FMA(a0, bv, acc[3]); acc[7] = FMA(a1, bv, acc[7]);            \
+        acc[11] = FMA(a2, bv, acc[11]); acc[15] = FMA(a3, bv, acc[15]);        \
+    }                                                                          \
+    for (i = 0; i < ma; i++)                                                   \
+        for (j = 0; j < nb; j++) {                                             \
+            T tail = 0;                                                        \
+            int64_t u;                                                         \
+            for (u = t; u < n; u++) tail += a[i][u] * b[j][u];                 \
+            c[i * ldc + j] += REDUCE(acc[i * 4 + j]) + tail;                   \
+        }
+
+CNX_TARGET_AVX2 static float cnx_hsum_ps256(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+}
+CNX_TARGET_AVX2 static double cnx_hsum_pd256(__m256d v) {
+    __m128d x = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    x = _mm_add_sd(x, _mm_unpackhi_pd(x, x));
+    return _mm_cvtsd_f64(x);
+}
+CNX_TARGET_AVX2 static void cnx_dot_s_avx2(int64_t n, const float *const *a, int ma,
+                                           const float *const *b, int nb, float *c,
+                                           int64_t ldc) {
+    CNX_DOT_BODY(float, __m256, ps, 8, _mm256_loadu_ps, , _mm256_fmadd_ps,
+                 cnx_hsum_ps256, _mm256_setzero_ps)
+}
+CNX_TARGET_AVX2 static void cnx_dot_d_avx2(int64_t n, const double *const *a, int ma,
+                                           const double *const *b, int nb, double *c,
+                                           int64_t ldc) {
+    CNX_DOT_BODY(double, __m256d, pd, 4, _mm256_loadu_pd, , _mm256_fmadd_pd,
+                 cnx_hsum_pd256, _mm256_setzero_pd)
+}
+CNX_TARGET_AVX512 static float cnx_hsum_ps512(__m512 v) { return _mm512_reduce_add_ps(v); }
+CNX_TARGET_AVX512 static double cnx_hsum_pd512(__m512d v) { return _mm512_reduce_add_pd(v); }
+CNX_TARGET_AVX512 static void cnx_dot_s_avx512(int64_t n, const float *const *a, int ma,
+                                               const float *const *b, int nb, float *c,
+                                               int64_t ldc) {
+    CNX_DOT_BODY(float, __m512, ps, 16, _mm512_loadu_ps, , _mm512_fmadd_ps,
+                 cnx_hsum_ps512, _mm512_setzero_ps)
+}
+CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a, int ma,
+                                               const double *const *b, int nb, double *c,
+                                               int64_t ldc) {
+    CNX_DOT_BODY(double, __m512d, pd, 8, _mm512_loadu_pd, , _mm512_fmadd_pd,
+                 cnx_hsum_pd512, _mm512_setzero_pd)
+}
+
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -325,6 +421,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.s = cnx_ukr_s_generic; k.d = cnx_ukr_d_generic;
     k.s_ind = cnx_ukr_s_generic_ind; k.d_ind = cnx_ukr_d_generic_ind;
     k.s_inda = cnx_ukr_s_generic_inda; k.d_inda = cnx_ukr_d_generic_inda;
+    k.dot_s = cnx_dot_s_generic; k.dot_d = cnx_dot_d_generic;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
     k.name = "generic";
@@ -333,12 +430,14 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s = cnx_ukr_s_avx512; k.d = cnx_ukr_d_avx512;
         k.s_ind = cnx_ukr_s_avx512_ind; k.d_ind = cnx_ukr_d_avx512_ind;
         k.s_inda = cnx_ukr_s_avx512_inda; k.d_inda = cnx_ukr_d_avx512_inda;
+        k.dot_s = cnx_dot_s_avx512; k.dot_d = cnx_dot_d_avx512;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
         k.s = cnx_ukr_s_avx2; k.d = cnx_ukr_d_avx2;
         k.s_ind = cnx_ukr_s_avx2_ind; k.d_ind = cnx_ukr_d_avx2_ind;
         k.s_inda = cnx_ukr_s_avx2_inda; k.d_inda = cnx_ukr_d_avx2_inda;
+        k.dot_s = cnx_dot_s_avx2; k.dot_d = cnx_dot_d_avx2;
         k.s_mr = 6; k.s_nr = 16; k.d_mr = 6; k.d_nr = 8;
         k.name = "avx2";
     }
