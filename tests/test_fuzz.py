@@ -501,7 +501,9 @@ def mutate(draw, fn, args, kinds):
                 (2**63, 1, 1, 1), np.array([1, 1, 4, 4]), [1, 1, 4, 4], {1: 2},
                 (1, 1, 0, 0), (0, 1, 4, 4),
             ]))
-            names = (target,)
+            # A well-formed but inconsistent shape surfaces as a geometry
+            # error ("input size 0, kernel_size 1, ...").
+            names = (target, "input size")
     ordered = SIGNATURES[fn]
     return {"kind": "call", "fn": fn, "args": [args[n] for n in ordered], "kwargs": {},
             "names": names}

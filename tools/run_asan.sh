@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# AddressSanitizer run: cnnext's extensions built with -fsanitize=address
+# (CNNEXT_SANITIZE=address, see setup.py) in their own virtual environment,
+# then a representative part of the test suite with libasan preloaded into
+# an ordinary CPython.  Every heap/stack/global out-of-bounds access or
+# use-after-free in the kernels (and in anything else in the process) is
+# reported; leak detection is off because CPython keeps memory until exit by
+# design.  PYTHONMALLOC=malloc routes Python's own small objects through
+# malloc so ASan guards them too.
+#
+# The fuzz worker subprocesses inherit the preload, so every fuzz case runs
+# under ASan as well (a report kills the worker and test_fuzz names the case).
+#
+# Builds the *committed* HEAD, exported to a scratch directory.  Not run by
+# CI (the instrumented run is slow).  Exit code: non-zero if pytest failed or
+# ASan reported anything; the reports are in $WORK/asan.*.
+#
+# Usage:  bash tools/run_asan.sh [test files ...]
+# Environment:
+#   PYTHON=python3            interpreter for the venv
+#   CNNEXT_ASAN_DIR=DIR       scratch directory (default: a new /tmp/cnnext-asan.*)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-python3}
+CC_=${CC:-gcc}
+WORK=${CNNEXT_ASAN_DIR:-$(mktemp -d /tmp/cnnext-asan.XXXXXX)}
+mkdir -p "$WORK/src"
+echo "== ASan build of $(git -C "$REPO" rev-parse --short HEAD) in $WORK"
+git -C "$REPO" archive HEAD | tar -x -C "$WORK/src"
+"$PY" -m venv --system-site-packages "$WORK/venv"
+CNNEXT_SANITIZE=address "$WORK/venv/bin/pip" install --no-build-isolation --no-deps \
+    --force-reinstall -q "$WORK/src"
+
+LIBASAN=$("$CC_" -print-file-name=libasan.so)
+[ -e "$LIBASAN" ] || { echo "libasan not found (tried $LIBASAN)"; exit 2; }
+for m in _conv _pool; do
+    so=$(ls "$WORK"/venv/lib/python*/site-packages/cnnext/$m.*.so)
+    nm -D "$so" | grep -q __asan_ || { echo "$so is not instrumented"; exit 2; }
+done
+echo "   extensions instrumented; preloading $LIBASAN"
+
+if [ $# -eq 0 ]; then
+    set -- tests/test_functional.py tests/test_validation.py tests/test_fuzz.py \
+        tests/test_nonfinite.py tests/test_threads.py tests/test_nn.py tests/test_compat.py \
+        tests/test_torch_compat.py tests/test_files.py
+fi
+args=()
+for t in "$@"; do args+=("$WORK/src/$t"); done
+
+cd "$WORK"
+rm -f "$WORK"/asan.*
+start=$(date +%s)
+set +e
+LD_PRELOAD="$LIBASAN" PYTHONMALLOC=malloc \
+ASAN_OPTIONS="detect_leaks=0:log_path=$WORK/asan:abort_on_error=1:allocator_may_return_null=1" \
+    "$WORK/venv/bin/python" -m pytest -c "$WORK/src/pyproject.toml" --rootdir "$WORK/src" \
+    -p no:cacheprovider -q "${args[@]}"
+rc=$?
+set -e
+echo "== ASan run finished in $(( $(date +%s) - start )) s, pytest exit code $rc"
+reports=$(ls "$WORK"/asan.* 2>/dev/null || true)
+if [ -z "$reports" ]; then
+    echo "== ASan: no reports"
+else
+    echo "== ASan reports:"
+    for r in $reports; do
+        echo "--- $r"
+        grep -m1 "ERROR: AddressSanitizer" "$r" || head -5 "$r"
+        if grep -q "cnnext/_\(conv\|pool\|openmp\)" "$r"; then
+            echo "    (stack involves cnnext's kernels)"
+        fi
+    done
+    rc=1
+fi
+exit $rc
