@@ -161,9 +161,13 @@ def _grad_input(g, weight, x_shape, s, p, d, dt):
     pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
     if N == 0 or C == 0 or Co == 0:
         return np.zeros((N, C, H, W), dtype=dt)
-    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
+    # The full-convolution forms multiply the implicit zero padding of g by
+    # the weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch
+    # (summing valid taps only) gives a number, so such weights take col2im.
+    finite_w = bool(np.isfinite(weight).all())
+    if finite_w and s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
         return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W, dt)
-    if d == (1, 1):
+    if finite_w and d == (1, 1):
         return _grad_input_phases(g, weight, H, W, s, p, dt)
     gx = np.empty((N, C, H, W), dtype=dt)
     _conv.conv_grad_input(
@@ -532,11 +536,9 @@ def full_conv2d(x, weight):
     V.check_alloc(fname, out_shape, dt.itemsize)
     if _numpy_backend():
         return _unbatch(np.asarray(_ref.full_conv2d(x, weight), dtype=dt), unb)
-    # Literally: pad by (kH-1, kW-1) and correlate with the rotated kernel.
-    y = _forward_kernel(
-        x, _rotated_transposed(weight), None, (1, 1), (kh - 1, kw - 1), (1, 1),
-        out_shape[2], out_shape[3], dt,
-    )
+    # Literally: pad by (kH-1, kW-1) and correlate with the rotated kernel
+    # (for inf/NaN weights the scatter form, see _grad_input).
+    y = _grad_input(x, weight, out_shape, (1, 1), (0, 0), (1, 1), dt)
     return _unbatch(y, unb)
 
 

@@ -45,22 +45,19 @@ def _same(got, want):
     np.testing.assert_allclose(got[fin], want[fin], rtol=1e-9, atol=1e-9)
 
 
-#: Known bug, reported: the stride-1 input-gradient path (conv2d_backward's
-#: grad_x, conv_transpose2d at stride 1, full_conv2d) runs the forward kernel
-#: over a zero-padded gradient, so an inf/NaN in the *weight* meets the
-#: padding zeros (0*inf = NaN) and NaN appears where PyTorch's scatter gives
-#: finite values, e.g. full_conv2d(ones((1,1,2,2)), w with w[0,0,0,0]=inf)
-#: is [[inf, inf, nan], [inf, inf, nan], [nan, nan, nan]], torch gives
-#: [[inf, inf, 1], [inf, inf, 2], [1, 2, 1]].
-WEIGHT_NAN_STRIDE1 = pytest.mark.xfail(
-    strict=True, reason="inf/NaN in weight leaks into padding on the stride-1 grad-input path"
-)
+#: Regression: the stride-1 input-gradient path (conv2d_backward's grad_x,
+#: conv_transpose2d at stride 1, full_conv2d) used to run the forward kernel
+#: over a zero-padded gradient even for an inf/NaN weight, so 0*inf = NaN
+#: appeared where PyTorch's scatter gives finite values, e.g.
+#: full_conv2d(ones((1,1,2,2)), w with w[0,0,0,0]=inf) must be
+#: [[inf, inf, 1], [inf, inf, 2], [1, 2, 1]].  Non-finite weights now take
+#: the scatter (col2im) path.
 
 
 @pytest.fixture(params=[
     "x", "grad_out",
-    pytest.param("weight", marks=WEIGHT_NAN_STRIDE1),
-    pytest.param("all", marks=WEIGHT_NAN_STRIDE1),
+    "weight",
+    "all",
 ])
 def poisoned_s1(request, rng):
     return _make_poisoned(request.param, rng, (2, 4, 7, 9), dict(stride=1, padding=(0, 1)))
@@ -237,3 +234,11 @@ def test_layer_backward_never_modifies_inputs(rng, make, shape, dtype):
         assert gx.shape == x.shape
         assert x.tobytes() == xc.tobytes()
         assert g.tobytes() == gc.tobytes()
+
+
+def test_full_conv2d_inf_weight_matches_torch_example():
+    w = np.ones((1, 1, 2, 2))
+    w[0, 0, 0, 0] = np.inf
+    got = F.full_conv2d(np.ones((1, 1, 2, 2)), w)[0, 0]
+    want = np.array([[np.inf, np.inf, 1.0], [np.inf, np.inf, 2.0], [1.0, 2.0, 1.0]])
+    np.testing.assert_array_equal(got, want)
