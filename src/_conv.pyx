@@ -51,6 +51,8 @@ cdef extern from "cnnext_ukernel.h" nogil:
     ctypedef struct cnx_kernels:
         cnx_dot_s dot_s
         cnx_dot_d dot_d
+        cnx_ukr_s s_ind_small[3]
+        cnx_ukr_d d_ind_small[3]
         cnx_ukr_s s
         cnx_ukr_s s_ind
         cnx_ukr_s s_inda
@@ -340,10 +342,25 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef Py_ssize_t Hq = cdiv(H + 2 * ph, sh), Wq = cdiv(W + 2 * pw, sw)
     cdef Py_ssize_t L = sh * sw * C * Hq * Wq
     cdef Py_ssize_t MR, NR
+    cdef cnx_ukr_s fs = KER.s_ind
+    cdef cnx_ukr_d fd = KER.d_ind
+    cdef int small
     if floating is float:
         MR, NR = KER.s_mr, KER.s_nr
     else:
         MR, NR = KER.d_mr, KER.d_nr
+    # Few output channels (e.g. the input gradient of a grayscale or RGB
+    # layer): a kernel with fewer rows instead of mostly-empty 8-row tiles.
+    if Co <= 4:
+        small = 0 if Co == 1 else (1 if Co == 2 else 2)
+        if floating is float:
+            if KER.s_ind_small[small] != NULL:
+                fs = KER.s_ind_small[small]
+                MR = 1 << small
+        else:
+            if KER.d_ind_small[small] != NULL:
+                fd = KER.d_ind_small[small]
+                MR = 1 << small
     cdef Py_ssize_t Pp = oh_n * Wq, ntp = cdiv(Pp, NR), npanel = cdiv(Co, MR)
     cdef Py_ssize_t T = N * ntp
     cdef int nt = <int>max(1, min(n_threads, T))
@@ -361,17 +378,27 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef const floating* src
     cdef const floating* bptr
     cdef int64_t* toff
+    cdef int64_t* poff
+    cdef const int64_t* boff
+    cdef const floating* bsrc
     cdef Py_ssize_t toff_max
     cdef bint has_bias = bias is not None
     cdef bint direct
     if T == 0 or K == 0:
         return
     toff = tap_offsets(C, kh, kw, sh, sw, dh, dw, Hq, Wq, &toff_max)
+    poff = NULL
     try:
+        # Row offsets of a packed B panel, so packed tiles use the same
+        # (indirect-B) kernel as tiles read in place.
+        poff = <int64_t*>alloc_scratch(KC * sizeof(int64_t))
         apw = <floating*>alloc_scratch((npanel * MR * K + nt * per) * sizeof(floating))
     except MemoryError:
         free(toff)
+        free(poff)
         raise
+    for k in range(KC):
+        poff[k] = k * NR
     with nogil:
         pack_a(&wmat[0, 0], K, 1, Co, K, MR, apw)
         scr = apw + npanel * MR * K
@@ -401,18 +428,23 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                     if not direct:
                         for kk in range(kc):
                             copy_run(src, toff[pc + kk] + p0, L, NR, bp + kk * NR, 1)
+                    if direct:
+                        bsrc = src + p0
+                        boff = toff + pc
+                    else:
+                        bsrc = bp
+                        boff = poff
                     for panel in range(npanel):
                         co0 = panel * MR
                         bptr = NULL
                         if has_bias and pc == 0:
                             bptr = &bias[co0]
-                        if direct:
-                            ukr_ind(kc, apw + panel * K * MR + pc * MR, src + p0, toff + pc,
-                                    ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR,
-                                    pc > 0, bptr)
+                        if floating is float:
+                            fs(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
+                               ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
                         else:
-                            ukr(kc, apw + panel * K * MR + pc * MR, bp, ct + co0 * NR, NR,
-                                <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
+                            fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
+                               ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
                     pc = pc + KC
                 # Store the valid columns (ow < OW) of the tile, run by run.
                 pp = p0
@@ -427,6 +459,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                                 out[n, co0, oh * ow_n + ow + kk] = ct[co0 * NR + pp - p0 + kk]
                     pp = pp + run
         free(apw)
+        free(poff)
         free(toff)
 
 

@@ -57,6 +57,10 @@ typedef struct {
     cnx_ukr_d d, d_ind, d_inda;
     cnx_dot_s dot_s;
     cnx_dot_d dot_d;
+    /* Indirect-B kernels for few output rows: MR = 1, 2, 4 (index 0..2);
+     * NULL where the variant has none (then the full kernel is used). */
+    cnx_ukr_s s_ind_small[3];
+    cnx_ukr_d d_ind_small[3];
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -226,9 +230,11 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
  * accumulators kept in named registers; rows stored by unrolled,
  * constant-index code with masks for partial tiles. */
 #define CNX_Z_ROW(SUF, i, lo, hi)                                              \
-    t = _mm512_set1_##SUF(AEL(8, i));                                          \
-    lo = _mm512_fmadd_##SUF(t, b0, lo);                                        \
-    hi = _mm512_fmadd_##SUF(t, b1, hi);
+    if (MRV_ > (i)) {                                                          \
+        t = _mm512_set1_##SUF(AEL(MRV_, i));                                   \
+        lo = _mm512_fmadd_##SUF(t, b0, lo);                                    \
+        hi = _mm512_fmadd_##SUF(t, b1, hi);                                    \
+    }
 
 #define CNX_Z_STORE(SUF, T, i, lo, hi, W)                                      \
     if (mr > i) {                                                              \
@@ -244,7 +250,7 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
         _mm512_mask_storeu_##SUF(row_ + W, m1, hi);                            \
     }
 
-#define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW, APRE, AEL)        \
+#define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW, APRE, AEL, MRV)   \
     CNX_TARGET_AVX512                                                          \
     static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
                      const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
@@ -261,7 +267,8 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
         MT m1 = (MT)(nr <= (W) ? 0 : (nr >= 2 * (W) ? FULL                     \
                                         : ((1u << (nr - (W))) - 1u)));         \
         int64_t k;                                                             \
-        APRE(8)                                                                \
+        enum { MRV_ = MRV };                                                   \
+        APRE(MRV)                                                              \
         (void)boff;                                                            \
         for (k = 0; k < kc; k++) {                                             \
             const T *bk = BROW(2 * (W));                                       \
@@ -280,20 +287,26 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
 
 #define T float
 #define AEL CNX_AEL_PACKED
-CNX_DEF_AVX512(cnx_ukr_s_avx512, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL)
-CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL)
+CNX_DEF_AVX512(cnx_ukr_s_avx512, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL, 8)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind1, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind2, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind4, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4)
 #undef AEL
 #define AEL CNX_AEL_IND
-CNX_DEF_AVX512(cnx_ukr_s_avx512_inda, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_IND, AEL)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_inda, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8)
 #undef AEL
 #undef T
 #define T double
 #define AEL CNX_AEL_PACKED
-CNX_DEF_AVX512(cnx_ukr_d_avx512, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL)
-CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL)
+CNX_DEF_AVX512(cnx_ukr_d_avx512, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL, 8)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind1, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind2, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind4, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4)
 #undef AEL
 #define AEL CNX_AEL_IND
-CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8)
 #undef AEL
 #undef T
 
@@ -422,6 +435,8 @@ static cnx_kernels cnx_select_kernels(void) {
     k.s_ind = cnx_ukr_s_generic_ind; k.d_ind = cnx_ukr_d_generic_ind;
     k.s_inda = cnx_ukr_s_generic_inda; k.d_inda = cnx_ukr_d_generic_inda;
     k.dot_s = cnx_dot_s_generic; k.dot_d = cnx_dot_d_generic;
+    k.s_ind_small[0] = k.s_ind_small[1] = k.s_ind_small[2] = NULL;
+    k.d_ind_small[0] = k.d_ind_small[1] = k.d_ind_small[2] = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
     k.name = "generic";
@@ -431,6 +446,10 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_ind = cnx_ukr_s_avx512_ind; k.d_ind = cnx_ukr_d_avx512_ind;
         k.s_inda = cnx_ukr_s_avx512_inda; k.d_inda = cnx_ukr_d_avx512_inda;
         k.dot_s = cnx_dot_s_avx512; k.dot_d = cnx_dot_d_avx512;
+        k.s_ind_small[0] = cnx_ukr_s_avx512_ind1; k.s_ind_small[1] = cnx_ukr_s_avx512_ind2;
+        k.s_ind_small[2] = cnx_ukr_s_avx512_ind4;
+        k.d_ind_small[0] = cnx_ukr_d_avx512_ind1; k.d_ind_small[1] = cnx_ukr_d_avx512_ind2;
+        k.d_ind_small[2] = cnx_ukr_d_avx512_ind4;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
