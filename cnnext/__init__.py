@@ -5,10 +5,28 @@ weight ``(C_out, C_in, kH, kW)``, cross-correlation, first maximum wins), a
 validated functional API (:mod:`cnnext.functional`, also ``cnnext.F``), and
 an independent numpy reference (:mod:`cnnext.reference`).
 """
+import os as _os
+
 from ._check_build import check_build as _check_build
 
-_check_build()
-del _check_build
+# Idle OpenMP workers sleep instead of spinning, unless the user chose
+# otherwise.  With the runtimes' default (spin for a while after every
+# parallel region) a machine shared with other busy processes stalls each
+# region for whole scheduler time slices: measured 90x slower for a loop of
+# small calls on a busy 2-core machine, with no loss on a quiet one.  The
+# runtime reads the variable once, when the compiled modules load it, so
+# it is set only for that moment: OpenMP runtimes loaded later (e.g.
+# PyTorch's) see the environment as the user left it.
+_WAIT = "OMP_WAIT_POLICY"
+_user_wait = _WAIT in _os.environ
+if not _user_wait:
+    _os.environ[_WAIT] = "PASSIVE"
+try:
+    _check_build()
+finally:
+    if not _user_wait:
+        _os.environ.pop(_WAIT, None)
+del _check_build, _WAIT, _user_wait, _os
 
 from ._config import (  # noqa: E402
     get_backend,

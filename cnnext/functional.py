@@ -52,7 +52,7 @@ __all__ = [
 
 #: Below this many multiply-adds a convolution runs on one thread: waking a
 #: second thread costs more than it saves.
-PARALLEL_MIN_MACS = 1 << 17
+PARALLEL_MIN_MACS = 1 << 20
 
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

@@ -107,3 +107,22 @@ def test_unbuilt_copy_imports_when_extensions_present(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).parent == dst
+
+
+@pytest.mark.parametrize("user_value", [None, "ACTIVE"])
+def test_import_leaves_omp_wait_policy_as_the_user_set_it(user_value):
+    """cnnext sets OMP_WAIT_POLICY=PASSIVE only while its OpenMP runtime
+    loads (idle workers then sleep instead of spinning), and leaves the
+    environment as it found it for other runtimes loaded later."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_value is not None:
+        env["OMP_WAIT_POLICY"] = user_value
+    code = "import os, cnnext; print(os.environ.get('OMP_WAIT_POLICY'))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+        cwd=Path(cnnext.__file__).parent.parent.parent,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(user_value)
