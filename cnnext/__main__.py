@@ -10,7 +10,9 @@ _COMMANDS = {
     "train": ("cnnext._train_cli", "Train a CNN on MNIST."),
 }
 
-_USAGE = "usage: cnnext {bench,train} [options]   (cnnext COMMAND --help for options)\n\n" + "\n".join(
+_USAGE = (
+    "usage: cnnext {bench,train} [options]   (cnnext COMMAND --help for options)\n\n"
+) + "\n".join(
     f"  {name:<7}{help_}" for name, (_, help_) in _COMMANDS.items()
 )
 

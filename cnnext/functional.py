@@ -233,6 +233,13 @@ def _check_weight(fname, x, weight, cin_axis, what):
     return kh, kw
 
 
+def _check_bias_flag(fname, bias):
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(
+            f"{fname}: bias must be a bool (whether the layer has a bias), got {bias!r}"
+        )
+
+
 def _check_bias(fname, bias, n_out):
     if bias is None:
         return
@@ -345,8 +352,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
            [4., 4.]]), array([4.]))
     """
     fname = "conv2d_backward"
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"{fname}: bias must be a bool (whether the layer has a bias), got {bias!r}")
+    _check_bias_flag(fname, bias)
     arrs, dt = _prepare(
         fname, [("grad_out", grad_out), ("x", x), ("weight", weight)], [(3, 4), (3, 4), (4,)], {}
     )
@@ -853,14 +859,14 @@ def linear(x, weight, bias=None):
     _check_bias(fname, bias, weight.shape[0])
     if _numpy_backend():
         return np.asarray(_ref.linear(x, weight, bias), dtype=dt)
-    N, O = x.shape[0], weight.shape[0]
-    y = np.empty((N, O), dtype=dt)
+    n, n_out = x.shape[0], weight.shape[0]
+    y = np.empty((n, n_out), dtype=dt)
     if bias is not None:
         y[...] = bias
     elif x.shape[1] == 0:
         y.fill(0)
     _conv.gemm(x, weight, y, False, True, bias is not None,
-               _conv_threads(N * O * x.shape[1]))
+               _conv_threads(n * n_out * x.shape[1]))
     return y
 
 
@@ -892,28 +898,27 @@ def linear_backward(grad_out, x, weight, bias=True):
     (array([[1., 1.]]), array([[2., 3.]]), array([1.]))
     """
     fname = "linear_backward"
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"{fname}: bias must be a bool (whether the layer has a bias), got {bias!r}")
+    _check_bias_flag(fname, bias)
     arrs, dt = _prepare(
         fname, [("grad_out", grad_out), ("x", x), ("weight", weight)], [(2,), (2,), (2,)],
         {"grad_out": "(N, out_features)"},
     )
     g, x, weight = arrs
     _check_linear(fname, x, weight)
-    N, O, I = x.shape[0], weight.shape[0], weight.shape[1]
-    if g.shape != (N, O):
+    n, n_out, n_in = x.shape[0], weight.shape[0], weight.shape[1]
+    if g.shape != (n, n_out):
         raise ValueError(
-            f"{fname}: grad_out.shape must be (N, out_features) = {(N, O)} for x "
+            f"{fname}: grad_out.shape must be (N, out_features) = {(n, n_out)} for x "
             f"{x.shape} and weight {weight.shape}; got {g.shape}"
         )
     if _numpy_backend():
         gx, gw, gb = _ref.linear_backward(g, x, weight, bias=bool(bias))
         gb = np.asarray(gb, dtype=dt) if bias else None
         return np.asarray(gx, dtype=dt), np.asarray(gw, dtype=dt), gb
-    nt = _conv_threads(N * O * I)
-    gx = np.empty((N, I), dtype=dt)
-    gw = np.empty((O, I), dtype=dt)
-    if O == 0 or N == 0:
+    nt = _conv_threads(n * n_out * n_in)
+    gx = np.empty((n, n_in), dtype=dt)
+    gw = np.empty((n_out, n_in), dtype=dt)
+    if n_out == 0 or n == 0:
         gx.fill(0)
         gw.fill(0)
     else:
@@ -1187,7 +1192,9 @@ def softmax_cross_entropy(logits, labels):
         raise TypeError(f"{fname}: labels must be integer class indices, got dtype {y.dtype}")
     N, K = z.shape
     if y.shape != (N,):
-        raise ValueError(f"{fname}: labels.shape must be ({N},) to match logits {z.shape}, got {y.shape}")
+        raise ValueError(
+            f"{fname}: labels.shape must be ({N},) to match logits {z.shape}, got {y.shape}"
+        )
     if N and (y.min() < 0 or y.max() >= K):
         raise ValueError(
             f"{fname}: labels must lie in [0, {K}) for {K} classes, got values in "

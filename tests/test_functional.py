@@ -680,19 +680,19 @@ def test_memory_layout_does_not_change_result_and_inputs_unmodified(name, dtype,
     arrays = [a.astype(dtype) for a in arrays]
     want = fn(*arrays, **kw)
     laid = [LAYOUTS[layout](a) for a in arrays]
-    for a, l in zip(arrays, laid):
-        np.testing.assert_array_equal(a, l)
+    for a, arr in zip(arrays, laid):
+        np.testing.assert_array_equal(a, arr)
         if layout != "readonly" and a.ndim > 1:
-            assert not l.flags.c_contiguous
-    copies = [l.copy() for l in laid]
+            assert not arr.flags.c_contiguous
+    copies = [arr.copy() for arr in laid]
     got = fn(*laid, **kw)
     _assert_results_equal(got, want)
-    for l, c in zip(laid, copies):
-        np.testing.assert_array_equal(l, c)  # inputs never modified
+    for arr, c in zip(laid, copies):
+        np.testing.assert_array_equal(arr, c)  # inputs never modified
     # results never alias an input
     for r in _flatten(got):
         if isinstance(r, np.ndarray):
-            assert not any(np.shares_memory(r, l) for l in laid)
+            assert not any(np.shares_memory(r, arr) for arr in laid)
 
 
 @pytest.mark.parametrize("name", CALL_NAMES)
@@ -1185,7 +1185,8 @@ def test_linear_threads_and_layouts(rng, close):
 
 
 def test_linear_validation():
-    with pytest.raises(ValueError, match=r"linear: x.shape\[1\] \(3\) must equal weight.shape\[1\] \(4\)"):
+    msg = r"linear: x.shape\[1\] \(3\) must equal weight.shape\[1\] \(4\)"
+    with pytest.raises(ValueError, match=msg):
         F.linear(np.ones((2, 3)), np.ones((5, 4)))
     with pytest.raises(ValueError, match="linear: x must be 2-D"):
         F.linear(np.ones(3), np.ones((5, 3)))
