@@ -95,9 +95,11 @@ def set_num_threads(n):
     """Set how many threads the kernels use (OpenMP team size).
 
     The default honours ``OMP_NUM_THREADS`` and otherwise uses every core.
-    Safe to call at any time, from any thread.  Results of the pooling
-    kernels are bitwise independent of the thread count; convolution results
-    can differ in the last bits when BLAS changes its summation order.
+    Safe to call at any time, from any thread.  Pooling, activations, the
+    convolution forward pass and input gradient, and ``linear`` are bitwise
+    independent of the thread count; a convolution's weight gradient adds
+    per-thread partial sums in a fixed order, so it is bitwise reproducible
+    for a given thread count and may differ in the last bits between counts.
 
     Parameters
     ----------

@@ -490,8 +490,9 @@ class Dense(Module):
     Notes
     -----
     Input must be 2-D ``(N, in_features)``; put a :class:`Flatten` before
-    it after convolutions.  :mod:`cnnext.functional` has no linear layer,
-    so this one calls numpy's matrix product (BLAS) directly.
+    it after convolutions.  Calls :func:`cnnext.functional.linear` and
+    :func:`~cnnext.functional.linear_backward` (cnnext's own GEMM kernels and
+    threads, no BLAS).
 
     Examples
     --------

@@ -4,8 +4,8 @@ This module is the test oracle for the compiled kernels and the ``numpy``
 backend of :mod:`cnnext.functional`. It is **slow on purpose**: every
 function is written to be obviously correct, not fast.
 
-To avoid sharing bugs with the fast kernels (which use im2col + GEMM and
-col2im), nothing here builds an im2col matrix. Forward convolutions and
+To avoid sharing bugs with the fast kernels (GEMM micro-kernels over
+im2col-ordered panels, and col2im), nothing here builds an im2col matrix. Forward convolutions and
 pools gather with :func:`numpy.lib.stride_tricks.sliding_window_view` and a
 windowed :func:`numpy.einsum`; backward passes *scatter* with an explicit
 loop over the kernel taps (each tap adds its contribution into a strided
