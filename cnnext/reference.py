@@ -5,8 +5,8 @@ backend of :mod:`cnnext.functional`. It is **slow on purpose**: every
 function is written to be obviously correct, not fast.
 
 To avoid sharing bugs with the fast kernels (GEMM micro-kernels over
-im2col-ordered panels, and col2im), nothing here builds an im2col matrix. Forward convolutions and
-pools gather with :func:`numpy.lib.stride_tricks.sliding_window_view` and a
+im2col-ordered panels, and col2im), nothing here builds an im2col matrix.
+Forward convolutions and pools gather with :func:`numpy.lib.stride_tricks.sliding_window_view` and a
 windowed :func:`numpy.einsum`; backward passes *scatter* with an explicit
 loop over the kernel taps (each tap adds its contribution into a strided
 slice of a padded buffer); ``conv_transpose2d`` is computed a third way, as
