@@ -101,7 +101,10 @@ def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
                         _max_2x2(&x[q, 2 * oh, 0], W, mrow, bbuf, OW, <int32_t>(2 * oh * W))
                     else:
                       for ih in range(h0, h1):
-                        for j in range(kw):
+                        # Only column offsets that land inside the image for
+                        # some output column (a huge kernel is clipped, not
+                        # iterated); increasing j keeps row-major order.
+                        for j in range(max(0, pw - (OW - 1) * sw), min(kw, W + pw)):
                             # Output columns whose window has column offset j
                             # inside the image.
                             lo = max(0, (pw - j + sw - 1) // sw)
