@@ -843,8 +843,11 @@ def _memory(fn):
     """Peak traced (numpy/Python) allocation of one call, and maxrss growth."""
     import tracemalloc
 
+    from cnnext import _conv
+
     gc.collect()
     rss0 = _maxrss_bytes()
+    _conv.scratch_high_water(reset=True)
     tracemalloc.start()
     try:
         fn()
@@ -854,6 +857,9 @@ def _memory(fn):
     rss1 = _maxrss_bytes()
     return {
         "traced_peak_bytes": peak,
+        # The kernels' malloc'd scratch (not seen by tracemalloc); only
+        # meaningful for cnnext's own calls.
+        "kernel_scratch_bytes": _conv.scratch_high_water(reset=True),
         "maxrss_delta_bytes": None if rss0 is None else rss1 - rss0,
     }
 
@@ -1444,7 +1450,7 @@ def format_table(results, memory=False):
     head = ["case", "pass", "dtype", "cnnext", "reference", "PyTorch",
             "cnnext/PyTorch", "cnnext/ref", "GFLOP/s", "PyTorch GFLOP/s"]
     if memory:
-        head += ["cnnext peak MiB", "ref peak MiB", "maxrss+ MiB"]
+        head += ["cnnext peak MiB", "kernel scratch MiB", "ref peak MiB", "maxrss+ MiB"]
     head.append("note")
     lines = []
     for r in results:
@@ -1460,6 +1466,7 @@ def format_table(results, memory=False):
             rss = [v for v in rss if v is not None]
             line += [
                 _fmt_mib(r["cnnext"].get("traced_peak_bytes")),
+                _fmt_mib(r["cnnext"].get("kernel_scratch_bytes")),
                 _fmt_mib(r["reference"].get("traced_peak_bytes")),
                 _fmt_mib(max(rss)) if rss else "-",
             ]

@@ -301,10 +301,32 @@ cdef inline Py_ssize_t round16(Py_ssize_t n) noexcept nogil:
     return (n + 15) // 16 * 16
 
 
+# Largest scratch request since the last reset (bytes).  Updated with the
+# GIL held (alloc_scratch runs before ``with nogil``), so no race.
+cdef Py_ssize_t _scratch_high_water = 0
+
+
+def scratch_high_water(reset=False):
+    """Largest single kernel scratch allocation (bytes) since the last reset.
+
+    Kernel scratch is ``malloc``'d per call (invisible to ``tracemalloc``);
+    this lets ``cnnext bench --memory`` and the tests show that it stays
+    bounded whatever the batch size.
+    """
+    global _scratch_high_water
+    value = _scratch_high_water
+    if reset:
+        _scratch_high_water = 0
+    return value
+
+
 cdef void* alloc_scratch(Py_ssize_t nbytes) except NULL:
+    global _scratch_high_water
     cdef void* ptr = malloc(max(nbytes, 1))
     if ptr == NULL:
         raise MemoryError(f"cnnext: could not allocate {nbytes} bytes of kernel scratch")
+    if nbytes > _scratch_high_water:
+        _scratch_high_water = nbytes
     return ptr
 
 

@@ -1196,3 +1196,30 @@ def test_linear_validation():
         F.linear_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones((5, 3)))
     with pytest.raises(TypeError, match="linear: .*complex"):
         F.linear(np.ones((2, 3), dtype=complex), np.ones((5, 3)))
+
+
+# --------------------------------------------------------------------------
+# bounded kernel scratch (issue: a batch of 512 CIFAR images needs no more
+# scratch than a small batch)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_kernel_scratch_does_not_grow_with_the_batch(stride):
+    from cnnext import _conv
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 3, 3, 3)).astype(np.float32)
+    seen = {}
+    # Both batches are large enough to run on every thread (scratch is per
+    # thread), so only the batch size differs.
+    for n in (32, 512):
+        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+        _conv.scratch_high_water(reset=True)
+        y = F.conv2d(x, w, stride=stride, padding=1)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        F.conv2d_backward(g, x, w, stride=stride, padding=1)
+        seen[n] = _conv.scratch_high_water(reset=True)
+    assert 0 < seen[512] <= seen[32] * 1.01 + 4096, seen
+    # The documented bound: a few MiB at most for this layer.
+    assert seen[512] < 4 * 2**20, seen
