@@ -209,6 +209,16 @@ def _grad_input_phases(g, weight, H, W, s, p, dt):
     return np.ascontiguousarray(gxp[:, :, p[0] : p[0] + H, p[1] : p[1] + W])
 
 
+def _effective_stride(s, out, padded, k, d):
+    """With a single output along an axis the stride is never used; replace
+    a huge one by the smallest that still gives one output (<= the padded
+    size), so the kernels' stride-phase scratch stays bounded."""
+    return tuple(
+        min(s_i, n_i - (d_i * (k_i - 1) + 1) + 1) if o_i == 1 else s_i
+        for s_i, o_i, n_i, k_i, d_i in zip(s, out, padded, k, d)
+    )
+
+
 def _conv_params(fname, stride, padding, dilation):
     s = V.pair(fname, "stride", stride, 1)
     p = V.pair(fname, "padding", padding, 0)
@@ -300,6 +310,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     N, C, H, W = x.shape
     OH = V.conv_out_size(fname, H, kh, s[0], p[0], d[0], "height")
     OW = V.conv_out_size(fname, W, kw, s[1], p[1], d[1], "width")
+    s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
     Co = weight.shape[0]
     V.check_alloc(fname, (N, Co, OH, OW), dt.itemsize)
     if _numpy_backend():
@@ -370,6 +381,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     Co = weight.shape[0]
     OH = V.conv_out_size(fname, H, kh, s[0], p[0], d[0], "height")
     OW = V.conv_out_size(fname, W, kw, s[1], p[1], d[1], "width")
+    s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
     if grad_out.shape != (N, Co, OH, OW):
         raise ValueError(
             f"{fname}: grad_out.shape must be the conv2d output shape {(N, Co, OH, OW)} "
@@ -483,6 +495,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         out_hw.append(o)
     OH, OW = out_hw
     V.check_alloc(fname, (N, Co, OH, OW), dt.itemsize)
+    if x.size == 0:  # nothing to scatter (an empty batch or image): bias only
+        y = np.zeros((N, Co, OH, OW), dtype=dt)
+        if bias is not None:
+            y += bias[:, None, None]
+        return _unbatch(y, unb)
     if _numpy_backend():
         y = _ref.conv_transpose2d(
             x, weight, bias, stride=s, padding=p, output_padding=op, dilation=d
@@ -540,6 +557,8 @@ def full_conv2d(x, weight):
     C = weight.shape[1]
     out_shape = (N, C, H + kh - 1, W + kw - 1)
     V.check_alloc(fname, out_shape, dt.itemsize)
+    if x.size == 0 or weight.size == 0:
+        return _unbatch(np.zeros(out_shape, dtype=dt), unb)
     if _numpy_backend():
         return _unbatch(np.asarray(_ref.full_conv2d(x, weight), dtype=dt), unb)
     # Literally: pad by (kH-1, kW-1) and correlate with the rotated kernel
@@ -698,6 +717,10 @@ def max_pool2d_backward(grad_out, indices, input_shape):
         )
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     if _numpy_backend():
+        if g.ndim == 3:  # the reference takes batched arrays
+            return np.asarray(
+                _ref.max_pool2d_backward(g[None], idx[None], (1,) + shape), dtype=dt
+            )[0]
         return np.asarray(_ref.max_pool2d_backward(g, idx, shape), dtype=dt)
     planes = int(np.prod(shape[:-2]))
     gx = np.empty(shape, dtype=dt)
@@ -800,6 +823,9 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
         )
     V.check_alloc(fname, shape, dt.itemsize)
     if _numpy_backend():
+        if g.ndim == 3:  # the reference takes batched arrays
+            gx = _ref.avg_pool2d_backward(g[None], (1,) + shape, k, stride=s, padding=p)
+            return np.asarray(gx, dtype=dt)[0]
         return np.asarray(
             _ref.avg_pool2d_backward(g, shape, k, stride=s, padding=p), dtype=dt
         )
@@ -1103,6 +1129,8 @@ def softmax(x, axis=-1):
     """
     (x,) = _elementwise("softmax", [("x", x)])
     axis = _axis("softmax", axis, x.ndim)
+    if x.size == 0:
+        return np.empty_like(x)
     if _numpy_backend():
         return _ref.softmax(x, axis=axis)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
@@ -1122,6 +1150,8 @@ def softmax_backward(grad_out, y, axis=-1):
     """
     g, y = _elementwise("softmax_backward", [("grad_out", grad_out), ("y", y)])
     axis = _axis("softmax_backward", axis, y.ndim)
+    if y.size == 0:
+        return np.empty_like(y)
     if _numpy_backend():
         return _ref.softmax_backward(g, y, axis=axis)
     return y * (g - (g * y).sum(axis=axis, keepdims=True))
@@ -1138,6 +1168,8 @@ def log_softmax(x, axis=-1):
     """
     (x,) = _elementwise("log_softmax", [("x", x)])
     axis = _axis("log_softmax", axis, x.ndim)
+    if x.size == 0:
+        return np.empty_like(x)
     if _numpy_backend():
         return _ref.log_softmax(x, axis=axis)
     z = x - x.max(axis=axis, keepdims=True)
@@ -1157,6 +1189,8 @@ def log_softmax_backward(grad_out, y, axis=-1):
     """
     g, y = _elementwise("log_softmax_backward", [("grad_out", grad_out), ("y", y)])
     axis = _axis("log_softmax_backward", axis, y.ndim)
+    if y.size == 0:
+        return np.empty_like(y)
     if _numpy_backend():
         return _ref.log_softmax_backward(g, y, axis=axis)
     return g - np.exp(y) * g.sum(axis=axis, keepdims=True)

@@ -121,6 +121,15 @@ def _check_init(fname, init):
 
 
 def _init_weight(rng, init, shape, fan_in, fan_out, dtype):
+    n = 1
+    for v in shape:
+        n *= int(v)
+    if n * np.dtype(dtype).itemsize > V._MEMORY_LIMIT:
+        raise MemoryError(
+            f"the weight of shape {tuple(int(v) for v in shape)} would need "
+            f"{n * np.dtype(dtype).itemsize / 2**30:.1f} GiB, more than this machine has "
+            f"(check in_channels/out_channels/kernel_size or in/out_features)"
+        )
     if init == "he":
         w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
     elif init == "glorot":
@@ -672,7 +681,8 @@ class Flatten(Module):
         if x.ndim < 1:
             raise ValueError("Flatten.forward: x must have a batch axis, got a 0-D array")
         self._cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        # Explicit feature count: reshape(N, -1) is ambiguous for N = 0.
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
     def backward(self, grad_y):
         shape = self._saved()
