@@ -123,6 +123,9 @@ def set_num_threads(n):
     _num_threads = min(n, 1024)
 
 
+_HAVE_OPENMP = _openmp.openmp_available()
+
+
 def get_num_threads():
     """Number of threads the kernels use (see :func:`set_num_threads`)."""
-    return _num_threads if _openmp.openmp_available() else 1
+    return _num_threads if _HAVE_OPENMP else 1

@@ -310,7 +310,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     N, C, H, W = x.shape
     OH = V.conv_out_size(fname, H, kh, s[0], p[0], d[0], "height")
     OW = V.conv_out_size(fname, W, kw, s[1], p[1], d[1], "width")
-    s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
+    if OH == 1 or OW == 1:
+        s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
     Co = weight.shape[0]
     V.check_alloc(fname, (N, Co, OH, OW), dt.itemsize)
     if _numpy_backend():
@@ -381,7 +382,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     Co = weight.shape[0]
     OH = V.conv_out_size(fname, H, kh, s[0], p[0], d[0], "height")
     OW = V.conv_out_size(fname, W, kw, s[1], p[1], d[1], "width")
-    s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
+    if OH == 1 or OW == 1:
+        s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
     if grad_out.shape != (N, Co, OH, OW):
         raise ValueError(
             f"{fname}: grad_out.shape must be the conv2d output shape {(N, Co, OH, OW)} "
