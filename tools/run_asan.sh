@@ -36,7 +36,8 @@ LIBASAN=$("$CC_" -print-file-name=libasan.so)
 [ -e "$LIBASAN" ] || { echo "libasan not found (tried $LIBASAN)"; exit 2; }
 for m in _conv _pool; do
     so=$(ls "$WORK"/venv/lib/python*/site-packages/cnnext/$m.*.so)
-    nm -D "$so" | grep -q __asan_ || { echo "$so is not instrumented"; exit 2; }
+    # (no grep -q: it would close the pipe early and pipefail would trip)
+    nm -D "$so" | grep __asan_init >/dev/null || { echo "$so is not instrumented"; exit 2; }
 done
 echo "   extensions instrumented; preloading $LIBASAN"
 
