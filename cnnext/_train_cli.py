@@ -37,8 +37,10 @@ _MEAN, _STD = np.float32(0.1307), np.float32(0.3081)
 
 _DEFAULTS = {
     # model: epochs, batch size, lr, test-split ranges (train, test)
-    "tiny": dict(epochs=3, batch_size=1, lr=0.005, ranges=((0, 1000), (5000, 6000))),
-    "lenet5": dict(epochs=3, batch_size=32, lr=2e-3, ranges=((0, 8000), (8000, 10000))),
+    "tiny": dict(epochs=3, batch_size=1, lr=0.005, lr_decay=1.0,
+                 ranges=((0, 1000), (5000, 6000))),
+    "lenet5": dict(epochs=3, batch_size=32, lr=2e-3, lr_decay=0.5,
+                   ranges=((0, 8000), (8000, 10000))),
 }
 
 
@@ -154,6 +156,13 @@ def _parser():
         help="learning rate; default 0.005 (tiny, SGD) or 0.002 (lenet5, Adam)",
     )
     p.add_argument(
+        "--lr-decay",
+        type=_positive(float),
+        default=None,
+        help="multiply the learning rate by this after each epoch; default 1 (tiny) or 0.5 "
+        "(lenet5)",
+    )
+    p.add_argument(
         "--seed", type=int, default=0, help="initialization and shuffling seed (default 0)"
     )
     p.add_argument(
@@ -204,6 +213,7 @@ def main(argv=None):
     epochs = d["epochs"] if args.epochs is None else args.epochs
     batch_size = d["batch_size"] if args.batch_size is None else args.batch_size
     lr = d["lr"] if args.lr is None else args.lr
+    lr_decay = d["lr_decay"] if args.lr_decay is None else args.lr_decay
     root = datasets.default_root() if args.data is None else args.data
 
     try:
@@ -259,7 +269,8 @@ def main(argv=None):
     print(
         f"training {args.model} on {len(x_train)} images ({train_src} split "
         f"[{tr.start}, {tr.stop})), testing on {len(x_test)} (test split [{te.start}, {te.stop})): "
-        f"{epochs} epochs, batch size {batch_size}, {type(opt).__name__} lr {lr:g}, "
+        f"{epochs} epochs, batch size {batch_size}, {type(opt).__name__} lr {lr:g} "
+        f"(x{lr_decay:g} per epoch), "
         f"seed {args.seed}",
         flush=True,
     )
@@ -270,6 +281,7 @@ def main(argv=None):
             f"test accuracy {logs['val_accuracy']:.4f} ({logs['time']:.1f} s)",
             flush=True,
         )
+        opt.lr *= lr_decay
 
     start = time.perf_counter()
     fit(
