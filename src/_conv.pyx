@@ -347,6 +347,36 @@ cdef int64_t* tap_offsets(Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
     return toff
 
 
+cdef inline const floating* sample_src(const floating* xn, bint prepared,
+                                      Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw,
+                                      Py_ssize_t Hq, Py_ssize_t Wq,
+                                      floating* buf) noexcept nogil:
+    """The sample the taps' runs index: the input itself when no padding or
+    stride phases are needed, else its prepared copy in ``buf``."""
+    if not prepared:
+        return xn
+    prep_sample(xn, C, H, W, ph, pw, sh, sw, Hq, Wq, buf)
+    return buf
+
+
+cdef inline void grad_run(const floating* grow, Py_ssize_t pb, Py_ssize_t kc,
+                          Py_ssize_t Wq, Py_ssize_t ow_n,
+                          floating* dst, Py_ssize_t dst_stride) noexcept nogil:
+    """dst[q*dst_stride] = gradient row ``grow`` (OH x OW) at padded-width
+    position pb + q, or 0 at junk positions (ow >= OW)."""
+    cdef Py_ssize_t oh = pb // Wq, ow = pb - (pb // Wq) * Wq, q
+    for q in range(kc):
+        if ow < ow_n:
+            dst[q * dst_stride] = grow[oh * ow_n + ow]
+        else:
+            dst[q * dst_stride] = 0
+        ow = ow + 1
+        if ow == Wq:
+            ow = 0
+            oh = oh + 1
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                    const floating[:, ::1] wmat,        # IN  (Cout, K), K = C*kh*kw
                    const floating[::1] bias,           # IN  (Cout,) or None
@@ -436,11 +466,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 p0 = (t - n * ntp) * NR
                 if n != cur:
                     cur = n
-                    if prepared:
-                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, ct + s_c)
-                        src = ct + s_c
-                    else:
-                        src = &x[n, 0, 0, 0]
+                    src = sample_src(&x[n, 0, 0, 0], prepared, C, H, W, ph, pw, sh, sw, Hq, Wq,
+                                     ct + s_c)
                 # Read B in place unless the tile's runs would cross the end
                 # of the sample buffer (then pack, zero-filling past it).
                 direct = toff_max + p0 + NR <= L
@@ -544,11 +571,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
                 kc = min(KC, Pp - pb)
                 if n != cur:
                     cur = n
-                    if prepared:
-                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, bp + s_b)
-                        src = bp + s_b
-                    else:
-                        src = &x[n, 0, 0, 0]
+                    src = sample_src(&x[n, 0, 0, 0], prepared, C, H, W, ph, pw, sh, sw, Hq, Wq,
+                                     bp + s_b)
                 # A panels: gradient rows in padded-width layout, junk = 0.
                 for panel in range(npanel):
                     for tt in range(MR):
@@ -558,17 +582,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
                             for q in range(kc):
                                 arow[q * MR] = 0
                             continue
-                        oh = pb // Wq
-                        ow = pb - oh * Wq
-                        for q in range(kc):
-                            if ow < ow_n:
-                                arow[q * MR] = g[n, co0, oh * ow_n + ow]
-                            else:
-                                arow[q * MR] = 0
-                            ow = ow + 1
-                            if ow == Wq:
-                                ow = 0
-                                oh = oh + 1
+                        grad_run(&g[n, co0, 0], pb, kc, Wq, ow_n, arow, MR)
                 jc = 0
                 while jc < K:
                     nr = min(NR, K - jc)
@@ -752,11 +766,8 @@ def conv2d_grad_weight_t(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W), 
                 kc = min(KC, Pp - pb)
                 if n != cur:
                     cur = n
-                    if prepared:
-                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, ap + s_a)
-                        src = ap + s_a
-                    else:
-                        src = &x[n, 0, 0, 0]
+                    src = sample_src(&x[n, 0, 0, 0], prepared, C, H, W, ph, pw, sh, sw, Hq, Wq,
+                                     ap + s_a)
                 # B panels: gradient block transposed, padded-width positions
                 # (junk columns zero), NR output channels per panel.
                 for jc in range(ncp):
@@ -766,17 +777,7 @@ def conv2d_grad_weight_t(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W), 
                             for q in range(kc):
                                 bcol[q * NR] = 0
                             continue
-                        oh = pb // Wq
-                        ow = pb - oh * Wq
-                        for q in range(kc):
-                            if ow < ow_n:
-                                bcol[q * NR] = g[n, jc * NR + j, oh * ow_n + ow]
-                            else:
-                                bcol[q * NR] = 0
-                            ow = ow + 1
-                            if ow == Wq:
-                                ow = 0
-                                oh = oh + 1
+                        grad_run(&g[n, jc * NR + j, 0], pb, kc, Wq, ow_n, bcol, NR)
                 for ip in range(ntp):
                     mr = min(MR, K - ip * MR)
                     if toff_max + pb + kc <= L:
@@ -869,25 +870,11 @@ def conv2d_grad_weight_dot(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
                 kc = min(DB, Pp - pb)
                 if n != cur:
                     cur = n
-                    if prepared:
-                        prep_sample(&x[n, 0, 0, 0], C, H, W, ph, pw, sh, sw, Hq, Wq, tmp + s_t)
-                        src = tmp + s_t
-                    else:
-                        src = &x[n, 0, 0, 0]
+                    src = sample_src(&x[n, 0, 0, 0], prepared, C, H, W, ph, pw, sh, sw, Hq, Wq,
+                                     tmp + s_t)
                 # Gradient rows in padded-width layout, junk columns zero.
                 for co in range(Co):
-                    grow = gb + co * DB
-                    oh = pb // Wq
-                    ow = pb - oh * Wq
-                    for q in range(kc):
-                        if ow < ow_n:
-                            grow[q] = g[n, co, oh * ow_n + ow]
-                        else:
-                            grow[q] = 0
-                        ow = ow + 1
-                        if ow == Wq:
-                            ow = 0
-                            oh = oh + 1
+                    grad_run(&g[n, co, 0], pb, kc, Wq, ow_n, gb + co * DB, 1)
                 for k0 in range(0, K, 4):
                     nb = min(4, K - k0)
                     for i in range(4):
