@@ -360,12 +360,36 @@ class Module:
             raise _npz_error(path, "it holds a single array (.npy), not an .npz archive")
         try:
             with npz:
+                # Check names, shapes and dtypes from the .npy headers first,
+                # so a hostile header declaring a huge array is a clear
+                # ValueError, not an attempt to allocate it.
+                self._check_headers(path, npz)
                 state = {name: npz[name] for name in npz.files}
         except readable as exc:
             raise _npz_error(path, f"{type(exc).__name__}: {exc}") from None
         arrays = self._checked_state("load", state)
         for name, p, _ in self.named_parameters():
             np.copyto(p, arrays[name])
+
+    def _check_headers(self, path, npz):
+        own = {name: p for name, p, _ in self.named_parameters()}
+        if sorted(npz.files) != sorted(own):
+            return  # names are reported by _checked_state
+        fmt = np.lib.format
+        for name in npz.files:
+            with npz.zip.open(name + ".npy") as fh:
+                version = fmt.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = fmt.read_array_header_1_0(fh)
+                else:
+                    shape, _, dtype = fmt.read_array_header_2_0(fh)
+            p = own[name]
+            if shape != p.shape or dtype != p.dtype:
+                raise _npz_error(
+                    path,
+                    f"{name!r} must have shape {p.shape} and dtype {p.dtype}, the file declares "
+                    f"shape {shape} and dtype {dtype}",
+                )
 
     def __repr__(self):
         return f"{type(self).__name__}()"
