@@ -53,6 +53,11 @@ AS_LIMIT = int(os.environ.get("CNNEXT_FUZZ_AS_LIMIT", str(2 << 30)))
 
 
 def _cap_memory():
+    # 0 disables the cap: AddressSanitizer reserves terabytes of shadow
+    # address space (tools/run_asan.sh sets 0 and caps allocations through
+    # ASAN_OPTIONS=max_allocation_size_mb instead).
+    if AS_LIMIT <= 0:
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = AS_LIMIT if hard == resource.RLIM_INFINITY else min(AS_LIMIT, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))

@@ -53,8 +53,11 @@ cd "$WORK"
 rm -f "$WORK"/asan.*
 start=$(date +%s)
 set +e
-LD_PRELOAD="$LIBASAN" PYTHONMALLOC=malloc \
-ASAN_OPTIONS="detect_leaks=0:log_path=$WORK/asan:abort_on_error=1:allocator_may_return_null=1" \
+# No RLIMIT_AS under ASan (its shadow memory needs terabytes of address
+# space): the fuzz worker's cap is off (CNNEXT_FUZZ_AS_LIMIT=0) and single
+# allocations above 2 GiB fail (return NULL -> MemoryError) instead.
+LD_PRELOAD="$LIBASAN" PYTHONMALLOC=malloc CNNEXT_FUZZ_AS_LIMIT=0 \
+ASAN_OPTIONS="detect_leaks=0:log_path=$WORK/asan:abort_on_error=1:allocator_may_return_null=1:max_allocation_size_mb=2048" \
     "$WORK/venv/bin/python" -m pytest -c "$WORK/src/pyproject.toml" --rootdir "$WORK/src" \
     -p no:cacheprovider -q "${args[@]}"
 rc=$?
