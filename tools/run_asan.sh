@@ -56,10 +56,12 @@ set +e
 # No RLIMIT_AS under ASan (its shadow memory needs terabytes of address
 # space): the fuzz worker's cap is off (CNNEXT_FUZZ_AS_LIMIT=0) and single
 # allocations above 2 GiB fail (return NULL -> MemoryError) instead.
+# test_validation's test_huge_requests_do_not_touch_memory sets RLIMIT_AS
+# in its subprocess, which ASan cannot run under: it is deselected.
 LD_PRELOAD="$LIBASAN" PYTHONMALLOC=malloc CNNEXT_FUZZ_AS_LIMIT=0 \
 ASAN_OPTIONS="detect_leaks=0:log_path=$WORK/asan:abort_on_error=1:allocator_may_return_null=1:max_allocation_size_mb=2048" \
     "$WORK/venv/bin/python" -m pytest -c "$WORK/src/pyproject.toml" --rootdir "$WORK/src" \
-    -p no:cacheprovider -q "${args[@]}"
+    -p no:cacheprovider -q -k "not test_huge_requests_do_not_touch_memory" "${args[@]}"
 rc=$?
 set -e
 echo "== ASan run finished in $(( $(date +%s) - start )) s, pytest exit code $rc"
