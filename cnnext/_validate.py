@@ -144,21 +144,3 @@ def pool_out_size(fname, size, k, s, p, axis):
             f"would be {out}"
         )
     return out
-
-
-def check_conv_scratch(fname, C, H, W, s, p, itemsize):
-    """MemoryError before the conv kernels size an impossible scratch buffer.
-
-    The forward and weight-gradient kernels copy each padded sample into
-    ``s_h*s_w`` stride-phase planes: ``s_h*s_w*C*ceil((H+2p_h)/s_h)*
-    ceil((W+2p_w)/s_w)`` elements per thread, computed there in
-    ``Py_ssize_t``.  For strides near 2**31 that product overflows (a heap
-    overflow, not an exception), so it is checked here, exactly, first.
-    """
-    elems = s[0] * s[1] * C * (-(-(H + 2 * p[0]) // s[0])) * (-(-(W + 2 * p[1]) // s[1]))
-    if elems * itemsize > _MEMORY_LIMIT:
-        raise MemoryError(
-            f"{fname}: the convolution kernel's scratch for one padded sample would need "
-            f"{elems * itemsize / 2**30:.1f} GiB (stride {s}, padding {p}, input "
-            f"{C}x{H}x{W}), more than this machine's {_MEMORY_LIMIT / 2**30:.1f} GiB of memory"
-        )

@@ -219,6 +219,50 @@ def _effective_stride(s, out, padded, k, d):
     )
 
 
+def _needs_gather(C, H, W, s, p, itemsize):
+    """True when the kernels' padded, phase-split sample would not fit in
+    memory (padding near 2**31, say) although the output may be small."""
+    elems = s[0] * s[1] * C * (-(-(H + 2 * p[0]) // s[0])) * (-(-(W + 2 * p[1]) // s[1]))
+    return elems * itemsize > V._MEMORY_LIMIT // 4
+
+
+def _gather_taps(fname, x, kh, kw, s, p, d, OH, OW):
+    """im2col without padding: (N, C, OH, kH, OW, kW) values and 0/1 mask,
+    from index arithmetic only (for geometries whose padding is too large to
+    materialise; the windows that reach the input are few)."""
+    N, C, H, W = x.shape
+    V.check_alloc(fname, (N, C, OH, kh, OW, kw), x.dtype.itemsize, what="gathered input")
+    ih = np.arange(OH, dtype=np.int64)[:, None] * s[0] - p[0] + np.arange(kh)[None, :] * d[0]
+    iw = np.arange(OW, dtype=np.int64)[:, None] * s[1] - p[1] + np.arange(kw)[None, :] * d[1]
+    vh, vw = (ih >= 0) & (ih < H), (iw >= 0) & (iw < W)
+    ih, iw = np.clip(ih, 0, H - 1), np.clip(iw, 0, W - 1)
+    mask = (vh[:, :, None, None] & vw[None, None, :, :]).astype(x.dtype)
+    cols = x[:, :, ih[:, :, None, None], iw[None, None, :, :]] * mask
+    return cols, mask, ih, iw
+
+
+def _conv_gather(fname, x, weight, bias, s, p, d, OH, OW):
+    kh, kw = weight.shape[2:]
+    cols, _, _, _ = _gather_taps(fname, x, kh, kw, s, p, d, OH, OW)
+    y = np.einsum("ncakbl,ockl->noab", cols, weight)
+    if bias is not None:
+        y += bias[:, None, None]
+    return np.ascontiguousarray(y, dtype=x.dtype)
+
+
+def _conv_backward_gather(fname, g, x, weight, s, p, d):
+    N, C, H, W = x.shape
+    kh, kw = weight.shape[2:]
+    OH, OW = g.shape[2:]
+    cols, mask, ih, iw = _gather_taps(fname, x, kh, kw, s, p, d, OH, OW)
+    gw = np.einsum("noab,ncakbl->ockl", g, cols).astype(x.dtype)
+    contrib = np.einsum("noab,ockl->ncakbl", g, weight) * mask
+    gx = np.zeros_like(x)
+    np.add.at(gx, (slice(None), slice(None), ih[:, :, None, None], iw[None, None, :, :]),
+              contrib)
+    return gx, gw
+
+
 def _conv_params(fname, stride, padding, dilation):
     s = V.pair(fname, "stride", stride, 1)
     p = V.pair(fname, "padding", padding, 0)
@@ -314,11 +358,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
         s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
     Co = weight.shape[0]
     V.check_alloc(fname, (N, Co, OH, OW), dt.itemsize)
+    if N and Co and _needs_gather(C, H, W, s, p, dt.itemsize):
+        # Both backends: neither the kernels' nor the reference's padded
+        # copy of the input fits in memory.
+        return _unbatch(_conv_gather(fname, x, weight, bias, s, p, d, OH, OW), unb)
     if _numpy_backend():
         y = _ref.conv2d(x, weight, bias, stride=s, padding=p, dilation=d)
         return _unbatch(np.asarray(y, dtype=dt), unb)
-    if N and Co:
-        V.check_conv_scratch(fname, C, H, W, s, p, dt.itemsize)
     return _unbatch(_forward_kernel(x, weight, bias, s, p, d, OH, OW, dt), unb)
 
 
@@ -390,6 +436,12 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
             f"for x {x.shape}, weight {weight.shape}, stride {s}, padding {p}, "
             f"dilation {d}; got {grad_out.shape}"
         )
+    K, P = C * kh * kw, OH * OW
+    if N and Co and K and _needs_gather(C, H, W, s, p, dt.itemsize):
+        # Both backends: the padded input does not fit in memory (see conv2d).
+        gx, gw = _conv_backward_gather(fname, grad_out, x, weight, s, p, d)
+        gb = grad_out.sum(axis=(0, 2, 3)) if bias else None
+        return _unbatch(gx, unb), gw, gb
     if _numpy_backend():
         gx, gw, gb = _ref.conv2d_backward(
             grad_out, x, weight, stride=s, padding=p, dilation=d, bias=bool(bias)
@@ -398,7 +450,6 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
         gb = np.asarray(gb, dtype=dt) if bias else None
         return _unbatch(gx, unb), gw, gb
     gb = grad_out.sum(axis=(0, 2, 3)) if bias else None
-    K, P = C * kh * kw, OH * OW
     if N == 0 or Co == 0 or K == 0:
         return (
             _unbatch(np.zeros(x.shape, dtype=dt), unb),
@@ -409,7 +460,6 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     # Work units: (sample, block of kc "padded-width" positions), see _conv.
     units = N * -(-(OH * -(-(W + 2 * p[1]) // s[1])) // kc)
     tasks = max(1, min(_conv_threads(N * Co * K * P), units))
-    V.check_conv_scratch(fname, C, H, W, s, p, dt.itemsize)
     geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
     _, nr, _ = _conv.block_sizes(dt)
     # Three schedules (all read taps from the prepared sample, see _conv):

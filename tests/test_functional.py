@@ -1223,3 +1223,45 @@ def test_kernel_scratch_does_not_grow_with_the_batch(stride):
     assert 0 < seen[512] <= seen[32] * 1.01 + 4096, seen
     # The documented bound: a few MiB at most for this layer.
     assert seen[512] < 4 * 2**20, seen
+
+
+# --------------------------------------------------------------------------
+# padding too large to materialise: the padding-free gather path
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("geom", [((2, 1), (1, 2), (1, 2)), ((1, 1), (0, 0), (1, 1)),
+                                  ((3, 2), (2, 1), (2, 1))])
+def test_gather_path_matches_kernels(geom, monkeypatch, rng):
+    """The gather path (taken when the padded sample cannot be allocated)
+    computes the same conv2d and conv2d_backward as the kernels."""
+    import cnnext.functional as FF
+
+    x = rng.standard_normal((3, 2, 9, 8))
+    w = rng.standard_normal((4, 2, 3, 2))
+    b = rng.standard_normal(4)
+    y = F.conv2d(x, w, b, *geom)
+    g = rng.standard_normal(y.shape)
+    want = F.conv2d_backward(g, x, w, *geom)
+    monkeypatch.setattr(FF, "_needs_gather", lambda *a: True)
+    np.testing.assert_allclose(F.conv2d(x, w, b, *geom), y, rtol=1e-12, atol=1e-12)
+    for got, ref in zip(F.conv2d_backward(g, x, w, *geom), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_padding_near_2_31_gives_the_right_answer(backend):
+    """Stride and padding 2**31 - 1 on a 1x1 image: three windows per axis,
+    only the middle one touches the input (PyTorch's answer)."""
+    x = np.ones((1, 1, 1, 1))
+    w = np.full((1, 1, 1, 1), 2.0)
+    with cnnext.use_backend(backend):
+        y = F.conv2d(x, w, stride=2**31 - 1, padding=2**31 - 1)
+        gx, gw, gb = F.conv2d_backward(np.ones_like(y), x, w, stride=2**31 - 1,
+                                       padding=2**31 - 1)
+    want = np.zeros((1, 1, 3, 3))
+    want[0, 0, 1, 1] = 2.0
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(gx, [[[[2.0]]]])
+    np.testing.assert_array_equal(gw, [[[[1.0]]]])
+    np.testing.assert_array_equal(gb, [9.0])

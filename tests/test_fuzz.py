@@ -99,23 +99,19 @@ def _case_name(case):
 #: is counted, not failed; ``test_known_bug_still_reproduces`` (strict
 #: xfail) turns red when one is fixed, so its entry can be deleted.
 KNOWN_BUGS = {
-    # Six bugs this fuzz found are fixed (reproducers in FIXED_BUGS below).
-    # Still open: with padding near 2**31 *and* several outputs the conv
-    # kernels' zero-padded sample cannot be allocated, so conv2d raises a
-    # MemoryError naming stride and padding (before allocating anything)
-    # where PyTorch returns the (mostly zero) result.  The fix is to crop
-    # the output range to windows that touch the input.
-    "conv-scratch-huge-padding": (
-        lambda c, v: v["status"] == "scratch" and (_conv_prepared_elems(c) or 0) * 8 > 2**30,
-        lambda: call("conv2d", np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1)),
-                     stride=2**31 - 1, padding=2**31 - 1),
-    ),
+    # Empty: the bugs this fuzz found are fixed; their reproducers stay in
+    # FIXED_BUGS below as regression tests.
 }
 
 #: The reproducers of the fixed bugs: each must now give a good verdict.
 FIXED_BUGS = {
     "conv-scratch-stride":
         lambda: call("conv2d", np.ones((1, 1, 28, 28)), np.ones((1, 1, 3, 3)), stride=10**5),
+    # Padding near 2**31 with several outputs: the padded sample cannot be
+    # materialised, so such geometries take a padding-free gather path.
+    "conv-scratch-huge-padding":
+        lambda: call("conv2d", np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1)),
+                     stride=2**31 - 1, padding=2**31 - 1),
     "pool-backward-unbatched-numpy-backend":
         lambda: call("max_pool2d_backward", np.ones((1, 1, 1)), np.zeros((1, 1, 1), np.int64),
                      (1, 2, 2)),
