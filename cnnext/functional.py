@@ -1011,6 +1011,12 @@ def linear_backward(grad_out, x, weight, bias=True):
 # --------------------------------------------------------------------------
 
 
+# Elementwise results with Python-number constants end in
+# .astype(dtype, copy=False): with numpy 1.x, 0-d operands follow
+# value-based casting, so a Python 1 could turn a float32 result into
+# float64.
+
+
 def _elementwise(fname, named):
     arrs, _ = _prepare(fname, named, [None] * len(named), {})
     shapes = {a.shape for a in arrs}
@@ -1137,7 +1143,7 @@ def sigmoid_backward(grad_out, y):
     g, y = _elementwise("sigmoid_backward", [("grad_out", grad_out), ("y", y)])
     if _numpy_backend():
         return _ref.sigmoid_backward(g, y)
-    return g * y * (1 - y)
+    return (g * y * (1 - y)).astype(g.dtype, copy=False)
 
 
 def tanh(x):
@@ -1167,7 +1173,7 @@ def tanh_backward(grad_out, y):
     g, y = _elementwise("tanh_backward", [("grad_out", grad_out), ("y", y)])
     if _numpy_backend():
         return _ref.tanh_backward(g, y)
-    return g * (1 - y * y)
+    return (g * (1 - y * y)).astype(g.dtype, copy=False)
 
 
 def softmax(x, axis=-1):
@@ -1206,7 +1212,7 @@ def softmax_backward(grad_out, y, axis=-1):
         return np.empty_like(y)
     if _numpy_backend():
         return _ref.softmax_backward(g, y, axis=axis)
-    return y * (g - (g * y).sum(axis=axis, keepdims=True))
+    return (y * (g - (g * y).sum(axis=axis, keepdims=True))).astype(g.dtype, copy=False)
 
 
 def log_softmax(x, axis=-1):
@@ -1225,7 +1231,7 @@ def log_softmax(x, axis=-1):
     if _numpy_backend():
         return _ref.log_softmax(x, axis=axis)
     z = x - x.max(axis=axis, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return (z - np.log(np.exp(z).sum(axis=axis, keepdims=True))).astype(x.dtype, copy=False)
 
 
 def log_softmax_backward(grad_out, y, axis=-1):
@@ -1245,7 +1251,7 @@ def log_softmax_backward(grad_out, y, axis=-1):
         return np.empty_like(y)
     if _numpy_backend():
         return _ref.log_softmax_backward(g, y, axis=axis)
-    return g - np.exp(y) * g.sum(axis=axis, keepdims=True)
+    return (g - np.exp(y) * g.sum(axis=axis, keepdims=True)).astype(g.dtype, copy=False)
 
 
 def softmax_cross_entropy(logits, labels):
