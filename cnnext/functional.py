@@ -125,7 +125,8 @@ def _forward_kernel(x, weight, bias, s, p, d, OH, OW, dt):
     N, C, H, W = x.shape
     Co, _, kh, kw = weight.shape
     K, P = C * kh * kw, OH * OW
-    if N == 0 or Co == 0 or K == 0:
+    if N == 0 or Co == 0 or K == 0 or H == 0 or W == 0:
+        # Nothing to read (an empty image: every tap is padding): bias only.
         y = np.zeros((N, Co, OH, OW), dtype=dt)
         if bias is not None:
             y += bias[:, None, None]
@@ -159,7 +160,7 @@ def _grad_input(g, weight, x_shape, s, p, d, dt):
     _, C, kh, kw = weight.shape
     H, W = x_shape[2], x_shape[3]
     pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-    if N == 0 or C == 0 or Co == 0:
+    if N == 0 or C == 0 or Co == 0 or H == 0 or W == 0 or OH == 0 or OW == 0:
         return np.zeros((N, C, H, W), dtype=dt)
     # The full-convolution forms multiply the implicit zero padding of g by
     # the weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch
@@ -450,7 +451,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
         gb = np.asarray(gb, dtype=dt) if bias else None
         return _unbatch(gx, unb), gw, gb
     gb = grad_out.sum(axis=(0, 2, 3)) if bias else None
-    if N == 0 or Co == 0 or K == 0:
+    if N == 0 or Co == 0 or K == 0 or H == 0 or W == 0:
         return (
             _unbatch(np.zeros(x.shape, dtype=dt), unb),
             np.zeros(weight.shape, dtype=dt),

@@ -682,7 +682,14 @@ def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
     cdef Py_ssize_t s_a = round16((min(MC, M) + MR) * KC), per = s_a + round16(KC * NR)
     cdef Py_ssize_t tid, u0, u1, lo, hi
     cdef floating* scr
+    cdef Py_ssize_t i, j
     if M == 0 or N == 0:
+        return
+    if Kd == 0:  # empty reduction: never form a pointer into an empty operand
+        if not accumulate:
+            for i in range(M):
+                for j in range(N):
+                    C[i, j] = 0
         return
     scr = <floating*>alloc_scratch(nt * per * sizeof(floating))
     with nogil:

@@ -1265,3 +1265,21 @@ def test_padding_near_2_31_gives_the_right_answer(backend):
     np.testing.assert_array_equal(gx, [[[[2.0]]]])
     np.testing.assert_array_equal(gw, [[[[1.0]]]])
     np.testing.assert_array_equal(gb, [9.0])
+
+
+def test_empty_operands_never_touch_kernel_pointers():
+    """Regression (found by the bounds-checked debug build): an empty
+    reduction in linear and an empty image with padding in conv2d used to
+    form a pointer to element [0, 0] of an empty operand."""
+    y = F.linear(np.ones((3, 0)), np.ones((2, 0)), np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(y, [[1.0, 2.0]] * 3)
+    gx, gw, gb = F.linear_backward(np.ones((3, 2)), np.ones((3, 0)), np.ones((2, 0)))
+    assert gx.shape == (3, 0) and gw.shape == (2, 0)
+    np.testing.assert_array_equal(gb, [3.0, 3.0])
+    x, w = np.zeros((1, 1, 0, 1)), np.ones((1, 1, 2, 1))
+    y = F.conv2d(x, w, np.array([0.5]), padding=(1, 0))
+    np.testing.assert_array_equal(y, np.full((1, 1, 1, 1), 0.5))
+    gx, gw, gb = F.conv2d_backward(np.ones_like(y), x, w, padding=(1, 0))
+    assert gx.shape == x.shape
+    np.testing.assert_array_equal(gw, np.zeros_like(w))
+    np.testing.assert_array_equal(gb, [1.0])
