@@ -883,10 +883,11 @@ class Dropout(Module):
 
     def forward(self, x):
         x = V.as_array("Dropout.forward", "x", x)
+        # Same dtype rule in every mode (eval must not pass str/complex on).
+        V.compute_dtype("Dropout.forward", [("x", x)])
         if not self.training or self.p == 0.0:
             self._cache = False  # identity: no mask
             return x
-        V.compute_dtype("Dropout.forward", [("x", x)])
         dt = np.result_type(x.dtype, np.float32)
         if self.p == 1.0:
             mask = np.zeros(x.shape, dtype=dt)
