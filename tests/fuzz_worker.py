@@ -99,17 +99,17 @@ def _snapshot(case):
 
 
 def _mutated(snap):
-    for a, copy, writeable in snap:
+    for a, saved, writeable in snap:
         if a.dtype.kind == "O":
-            same = a.shape == copy.shape and all(
-                x is y for x, y in zip(a.ravel().tolist(), copy.ravel().tolist())
+            same = a.shape == saved.shape and all(
+                x is y for x, y in zip(a.ravel().tolist(), saved.ravel().tolist())
             )
         else:
-            same = a.shape == copy.shape and a.dtype == copy.dtype and (
-                a.tobytes() == copy.tobytes()
+            same = a.shape == saved.shape and a.dtype == saved.dtype and (
+                a.tobytes() == saved.tobytes()
             )
         if not same or a.flags.writeable != writeable:
-            return f"input array of shape {copy.shape} dtype {copy.dtype} was modified"
+            return f"input array of shape {saved.shape} dtype {saved.dtype} was modified"
     return None
 
 
@@ -259,7 +259,8 @@ def evaluate(case):
             signal.alarm(0)
     if how_ref == "raise":
         if isinstance(want, (MemoryError, _TooSlow)):
-            return {"status": "unverified", "detail": f"reference: {type(want).__name__} {want}"[:200]}
+            detail = f"reference: {type(want).__name__} {want}"[:200]
+            return {"status": "unverified", "detail": detail}
         return {
             "status": "backend-disagree",
             "detail": f"cython returned, numpy backend raised {type(want).__name__}: {want}",

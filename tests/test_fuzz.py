@@ -22,7 +22,6 @@ The case count and the outcome counts are printed at the end of the module
 (``pytest -rA tests/test_fuzz.py`` or ``-s`` shows them).
 """
 import collections
-import math
 import os
 import pickle
 import select
@@ -264,7 +263,9 @@ def describe(value, depth=0):
                f"{', '.join(flags)}){body}"
     if isinstance(value, (list, tuple)) and depth < 3:
         inner = ", ".join(describe(v, depth + 1) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+        if isinstance(value, list):
+            return f"[{inner}]"
+        return f"({inner}{',' if len(value) == 1 else ''})"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}={describe(v, depth + 1)}" for k, v in value.items()) + "}"
     r = repr(value)
@@ -631,15 +632,16 @@ def elementwise_case(draw, fn):
 
 @st.composite
 def linear_case(draw, fn):
-    N, I, O = draw(st.integers(0, 4)), draw(st.integers(0, 5)), draw(st.integers(0, 4))
+    n, n_in, n_out = draw(st.integers(0, 4)), draw(st.integers(0, 5)), draw(st.integers(0, 4))
     dt = draw(st.sampled_from([np.float32, np.float64, np.int64]))
-    x, w = arr(draw, (N, I), dt, "x"), arr(draw, (O, I), dt, "w")
+    x, w = arr(draw, (n, n_in), dt, "x"), arr(draw, (n_out, n_in), dt, "w")
     if fn == "linear":
-        b = arr(draw, (O,), dt, "b") if draw(st.booleans()) else None
+        b = arr(draw, (n_out,), dt, "b") if draw(st.booleans()) else None
         args, kinds = dict(x=x, weight=w, bias=b), {"x": "array", "weight": "array",
                                                     "bias": "array"}
     else:
-        args = dict(grad_out=arr(draw, (N, O), dt, "g"), x=x, weight=w, bias=draw(st.booleans()))
+        g = arr(draw, (n, n_out), dt, "g")
+        args = dict(grad_out=g, x=x, weight=w, bias=draw(st.booleans()))
         kinds = {"grad_out": "array", "x": "array", "weight": "array", "bias": "bool"}
     return mutate(draw, fn, args, kinds)
 

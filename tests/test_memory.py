@@ -97,5 +97,5 @@ def test_rss_stays_flat():
     for what, (before, after) in figures.items():
         lines.append(f"{what}: RSS {before:.1f} MB -> {after:.1f} MB ({after - before:+.1f} MB)")
     print("\n" + "\n".join(lines))
-    for what, (before, after) in figures.items():
+    for before, after in figures.values():
         assert after - before < BOUND_MB, lines

@@ -473,7 +473,9 @@ def test_softmax_cross_entropy_labels(labels, exc, fragments):
         F.softmax_cross_entropy(np.zeros((2, 3)), labels)
 
 
-@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize(
+    "fn", ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward"]
+)
 @pytest.mark.parametrize("axis", [2, -3, 10])
 def test_softmax_axis_out_of_range(fn, axis):
     a = np.zeros((2, 3))
