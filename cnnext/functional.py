@@ -18,6 +18,8 @@ Which implementation runs is chosen by :func:`cnnext.set_backend`:
 ``"cython"`` (default, compiled kernels) or ``"numpy"``
 (:mod:`cnnext.reference`).
 """
+import functools
+
 import numpy as np
 
 from . import _config, _conv, _pool
@@ -441,7 +443,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     if N and Co and K and _needs_gather(C, H, W, s, p, dt.itemsize):
         # Both backends: the padded input does not fit in memory (see conv2d).
         gx, gw = _conv_backward_gather(fname, grad_out, x, weight, s, p, d)
-        gb = grad_out.sum(axis=(0, 2, 3)) if bias else None
+        gb = _sum_quiet(grad_out, (0, 2, 3)) if bias else None
         return _unbatch(gx, unb), gw, gb
     if _numpy_backend():
         gx, gw, gb = _ref.conv2d_backward(
@@ -450,7 +452,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
         gx, gw = np.asarray(gx, dtype=dt), np.asarray(gw, dtype=dt)
         gb = np.asarray(gb, dtype=dt) if bias else None
         return _unbatch(gx, unb), gw, gb
-    gb = grad_out.sum(axis=(0, 2, 3)) if bias else None
+    gb = _sum_quiet(grad_out, (0, 2, 3)) if bias else None
     if N == 0 or Co == 0 or K == 0 or H == 0 or W == 0:
         return (
             _unbatch(np.zeros(x.shape, dtype=dt), unb),
@@ -1003,7 +1005,7 @@ def linear_backward(grad_out, x, weight, bias=True):
     else:
         _conv.gemm(g, weight, gx, False, False, False, nt)
         _conv.gemm(g, x, gw, True, False, False, nt)
-    gb = g.sum(axis=0) if bias else None
+    gb = _sum_quiet(g, 0) if bias else None
     return gx, gw, gb
 
 
@@ -1016,6 +1018,24 @@ def linear_backward(grad_out, x, weight, bias=True):
 # .astype(dtype, copy=False): with numpy 1.x, 0-d operands follow
 # value-based casting, so a Python 1 could turn a float32 result into
 # float64.
+
+
+def _nan_quiet(fn):
+    """Run ``fn`` without numpy's RuntimeWarnings for NaN/inf arithmetic:
+    non-finite values propagate silently, as in PyTorch."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _sum_quiet(a, axis):
+    """Bias gradient: a sum where inf + -inf = NaN propagates silently."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return a.sum(axis=axis)
 
 
 def _elementwise(fname, named):
@@ -1079,6 +1099,7 @@ def _slope(fname, negative_slope):
     return float(negative_slope)
 
 
+@_nan_quiet
 def leaky_relu(x, negative_slope=0.01):
     """``x`` where ``x > 0``, else ``negative_slope * x``.
 
@@ -1115,6 +1136,7 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
     return out
 
 
+@_nan_quiet
 def sigmoid(x):
     """Logistic sigmoid ``1 / (1 + exp(-x))``, without overflow for large ``|x|``.
 
@@ -1132,6 +1154,7 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def sigmoid_backward(grad_out, y):
     """Gradient of :func:`sigmoid` given its *output* ``y``: ``grad_out * y * (1 - y)``.
 
@@ -1162,6 +1185,7 @@ def tanh(x):
     return np.tanh(x)
 
 
+@_nan_quiet
 def tanh_backward(grad_out, y):
     """Gradient of :func:`tanh` given its *output* ``y``: ``grad_out * (1 - y**2)``.
 
@@ -1177,6 +1201,7 @@ def tanh_backward(grad_out, y):
     return (g * (1 - y * y)).astype(g.dtype, copy=False)
 
 
+@_nan_quiet
 def softmax(x, axis=-1):
     """Softmax along ``axis``, stable for large inputs (max subtracted).
 
@@ -1197,6 +1222,7 @@ def softmax(x, axis=-1):
     return e
 
 
+@_nan_quiet
 def softmax_backward(grad_out, y, axis=-1):
     """Gradient of :func:`softmax` given its output ``y``:
     ``y * (grad_out - sum(grad_out * y, axis))``.
@@ -1216,6 +1242,7 @@ def softmax_backward(grad_out, y, axis=-1):
     return (y * (g - (g * y).sum(axis=axis, keepdims=True))).astype(g.dtype, copy=False)
 
 
+@_nan_quiet
 def log_softmax(x, axis=-1):
     """``log(softmax(x))`` computed stably (log-sum-exp).
 
@@ -1235,6 +1262,7 @@ def log_softmax(x, axis=-1):
     return (z - np.log(np.exp(z).sum(axis=axis, keepdims=True))).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def log_softmax_backward(grad_out, y, axis=-1):
     """Gradient of :func:`log_softmax` given its output ``y``:
     ``grad_out - exp(y) * sum(grad_out, axis)``.
@@ -1255,6 +1283,7 @@ def log_softmax_backward(grad_out, y, axis=-1):
     return (g - np.exp(y) * g.sum(axis=axis, keepdims=True)).astype(g.dtype, copy=False)
 
 
+@_nan_quiet
 def softmax_cross_entropy(logits, labels):
     """Mean softmax cross-entropy and its gradient, in one stable pass.
 

@@ -895,7 +895,8 @@ class Dropout(Module):
             keep = self._rng.random(x.shape) >= self.p
             mask = keep.astype(dt) * dt.type(1.0 / (1.0 - self.p))
         self._cache = mask
-        return x * mask
+        with np.errstate(invalid="ignore"):  # NaN/inf propagate silently
+            return x * mask
 
     def backward(self, grad_y):
         mask = self._saved()
@@ -907,7 +908,8 @@ class Dropout(Module):
                 f"Dropout.backward: grad_y.shape {g.shape} must equal the forward shape "
                 f"{mask.shape}"
             )
-        return g * mask
+        with np.errstate(invalid="ignore"):  # NaN/inf propagate silently
+            return g * mask
 
     def __repr__(self):
         return f"Dropout(p={self.p})"
