@@ -94,17 +94,6 @@ cdef inline void ukr(Py_ssize_t kc, const floating* a, const floating* b, floati
         KER.d(kc, a, NULL, b, NULL, c, ldc, mr, nr, accumulate, bias)
 
 
-cdef inline void ukr_ind(Py_ssize_t kc, const floating* a, const floating* b,
-                         const int64_t* boff, floating* c,
-                         Py_ssize_t ldc, int mr, int nr, int accumulate,
-                         const floating* bias) noexcept nogil:
-    """Micro-kernel reading B in place: row k at b + boff[k]."""
-    if floating is float:
-        KER.s_ind(kc, a, NULL, b, boff, c, ldc, mr, nr, accumulate, bias)
-    else:
-        KER.d_ind(kc, a, NULL, b, boff, c, ldc, mr, nr, accumulate, bias)
-
-
 cdef inline void ukr_inda(Py_ssize_t kc, const floating* a, const int64_t* aoff,
                           const floating* b, floating* c,
                           Py_ssize_t ldc, int mr, int nr, int accumulate) noexcept nogil:
