@@ -12,6 +12,7 @@ CNNEXT_SANITIZE=address
     Build with AddressSanitizer (gcc/clang only) for the sanitizer run.
 """
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,9 @@ COMPILER_DIRECTIVES = {
     "embedsignature": True,
 }
 
-MODULES = ["_conv", "_pool", "_openmp"]
+# The list of compiled modules lives in cnnext/_extensions.py (also read by
+# the import-time build check, the tests and the wheel check).
+MODULES = runpy.run_path(os.path.join("cnnext", "_extensions.py"))["EXTENSIONS"]
 
 
 def _openmp_flags(compiler_type):
@@ -127,7 +130,7 @@ def extensions():
             f"cnnext.{name}",
             [f"src/{name}.pyx"],
             include_dirs=[numpy.get_include(), "src"],
-            depends=["src/cnnext_ukernel.h"],
+            depends=["src/cnnext_ukernel.h", "src/cnnext/_common.pxd", "src/cnnext/_gemm.pxd"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
         for name in MODULES
@@ -136,7 +139,7 @@ def extensions():
         exts,
         compiler_directives=COMPILER_DIRECTIVES,
         include_path=["src"],
-        # Debug builds get line tracing-friendly annotate output.
+        # CNNEXT_CYTHON_ANNOTATE=1: HTML annotation next to each .pyx.
         annotate=os.environ.get("CNNEXT_CYTHON_ANNOTATE", "0") not in ("", "0"),
     )
 

@@ -6,7 +6,6 @@ error, or silently run something else.
 """
 import os
 
-_MODULES = ("_conv", "_pool", "_openmp")
 
 _MSG = """\
 cnnext's compiled kernels ({missing}) could not be imported from {where}.
@@ -27,8 +26,10 @@ Building needs a C compiler; see README.md, "Building from source".
 def check_build():
     import importlib
 
+    from ._extensions import EXTENSIONS
+
     where = os.path.dirname(os.path.abspath(__file__))
-    for name in _MODULES:
+    for name in EXTENSIONS:
         try:
             importlib.import_module(f"cnnext.{name}")
         except ImportError as exc:

@@ -3,7 +3,7 @@
 Private tier-1 module: inputs are C-contiguous ``(planes, H, W)`` views of
 one floating dtype (float32 or float64, the Cython fused type ``floating``);
 max-pool indices are int64 flat positions ``h * W + w`` in each plane.
-Nothing is validated here: :mod:`cnnext.functional` does all checking.
+Nothing is validated here: :mod:`cnnext._plan` is the caller.
 """
 
 # Cython's doctest registry, present on every compiled module.
@@ -54,8 +54,4 @@ def avg_pool2d_backward(
     ph: int,
     pw: int,
     n_threads: int,
-) -> None: ...
-def relu_backward(g: _Float, x: _Float, out: _Float, n_threads: int) -> None: ...
-def leaky_relu_backward(
-    g: _Float, x: _Float, out: _Float, slope: float, n_threads: int
 ) -> None: ...

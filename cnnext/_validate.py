@@ -1,8 +1,11 @@
-"""Argument checking shared by the public API (tier 2).
+"""Every argument rule of the public API, written once.
 
-Every message names the function, the parameter, the rule and the value
-received, e.g. ``conv2d: x.shape[1] (3) must equal weight.shape[1] (4)``.
+Each helper raises ``TypeError`` (wrong kind) or ``ValueError`` (bad value)
+with a message that names the function, the parameter, the rule and the
+value received, e.g. ``conv2d: x.shape[1] (3) must equal weight.shape[1]
+(4)``, and adds a hint where a common mistake is likely.
 """
+import math
 import numbers
 import operator
 import os
@@ -13,6 +16,8 @@ import numpy as np
 # overflow index arithmetic downstream; reject them up front.
 MAX_SIZE = 2**31 - 1
 
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def _total_memory_bytes():
     try:
@@ -21,15 +26,24 @@ def _total_memory_bytes():
         return 2**40
 
 
-_MEMORY_LIMIT = _total_memory_bytes()
+MEMORY_LIMIT = _total_memory_bytes()
+
+_KIND_NAMES = {"b": "bool", "c": "complex", "O": "object", "U": "str", "S": "bytes"}
+
+
+# --------------------------------------------------------------------------
+# scalars
+# --------------------------------------------------------------------------
+
+
+def _is_bool(value):
+    return isinstance(value, (bool, np.bool_))
 
 
 def as_int(fname, name, value, minimum=None):
     """A Python int from an integer-like (never bool, never float)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}"
-        )
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}")
     v = operator.index(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{fname}: {name} must be >= {minimum}, got {v}")
@@ -55,29 +69,70 @@ def pair(fname, name, value, minimum):
     return (v, v)
 
 
-def compute_dtype(fname, arrays):
-    """numpy.result_type(*arrays, float32) restricted to float32/float64."""
-    for name, a in arrays:
-        k = a.dtype.kind
-        if k not in "fiu":
-            kind = {
-                "b": "bool",
-                "c": "complex",
-                "O": "object",
-                "U": "str",
-                "S": "bytes",
-            }.get(k, str(a.dtype))
-            raise TypeError(
-                f"{fname}: {name} must hold real numbers (float or integer), "
-                f"got dtype {a.dtype} ({kind})"
-            )
-    dt = np.result_type(*(a.dtype for _, a in arrays), np.float32)
-    if dt not in (np.float32, np.float64):
+def real(fname, name, value, low=None, high=None, low_open=False, high_open=False):
+    """A finite Python float, optionally within [low, high] (ends open or closed)."""
+    if _is_bool(value) or not isinstance(value, numbers.Real):
         raise TypeError(
-            f"{fname}: inputs promote to {dt}, but only float32 and float64 are "
-            f"supported (dtypes: {', '.join(f'{n}={a.dtype}' for n, a in arrays)})"
+            f"{fname}: {name} must be a real number, got {type(value).__name__} {value!r}"
         )
+    v = float(value)
+    ok = math.isfinite(v)
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    if not ok:
+        if low is None and high is None:
+            raise ValueError(f"{fname}: {name} must be finite, got {value!r}")
+        lo = f"{'(' if low_open else '['}{low}" if low is not None else "(-inf"
+        hi = f"{high}{')' if high_open else ']'}" if high is not None else "inf)"
+        raise ValueError(f"{fname}: {name} must be finite and in {lo}, {hi}, got {value!r}")
+    return v
+
+
+def boolean(fname, name, value):
+    """A Python bool from a bool or numpy.bool_ (never 0/1 or a string)."""
+    if not _is_bool(value):
+        raise TypeError(f"{fname}: {name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def rng(fname, seed):
+    """A numpy Generator from an int seed >= 0, a Generator, or None (fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return np.random.default_rng()
+    if _is_bool(seed) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"{fname}: seed must be an int, a numpy.random.Generator or None, got "
+            f"{type(seed).__name__} {seed!r}"
+        )
+    if seed < 0:
+        raise ValueError(f"{fname}: seed must be >= 0, got {seed}")
+    return np.random.default_rng(int(seed))
+
+
+def float_dtype(fname, dtype):
+    """numpy.dtype(dtype), which must be float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{fname}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{fname}: dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def one_of(fname, name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{fname}: {name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------
+# arrays
+# --------------------------------------------------------------------------
 
 
 def as_array(fname, name, value):
@@ -93,7 +148,26 @@ def as_array(fname, name, value):
     return a
 
 
-def check_ndim(fname, name, a, allowed, layout):
+def compute_dtype(fname, arrays):
+    """numpy.result_type(*arrays, float32) restricted to float32/float64."""
+    for name, a in arrays:
+        k = a.dtype.kind
+        if k not in "fiu":
+            kind = _KIND_NAMES.get(k, str(a.dtype))
+            raise TypeError(
+                f"{fname}: {name} must hold real numbers (float or integer), "
+                f"got dtype {a.dtype} ({kind})"
+            )
+    dt = np.result_type(*(a.dtype for _, a in arrays), np.float32)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{fname}: inputs promote to {dt}, but only float32 and float64 are "
+            f"supported (dtypes: {', '.join(f'{n}={a.dtype}' for n, a in arrays)})"
+        )
+    return dt
+
+
+def check_ndim(fname, name, a, allowed, layout=""):
     if a.ndim not in allowed:
         want = " or ".join(f"{n}-D" for n in allowed)
         layout = f" {layout}" if layout else ""
@@ -102,17 +176,115 @@ def check_ndim(fname, name, a, allowed, layout):
         )
 
 
+def float_arrays(fname, named, ndims, layouts=None):
+    """Arrays -> (list of C-contiguous arrays of the compute dtype, dtype).
+
+    ``named`` is a list of (name, value); ``ndims`` the allowed ndim per
+    array (None: any); ``layouts`` an optional name -> layout text for the
+    ndim message.  Copies only when the dtype or layout requires it; native
+    float32/float64 C-contiguous arrays of one dtype (a training loop's
+    common case) pass straight through.
+    """
+    first = named[0][1]
+    if type(first) is np.ndarray:
+        dt = first.dtype
+        if dt in FLOAT_DTYPES:
+            for (_, a), nd in zip(named, ndims):
+                if (
+                    type(a) is not np.ndarray
+                    or a.dtype != dt
+                    or not a.flags.c_contiguous
+                    or (nd is not None and a.ndim not in nd)
+                ):
+                    break
+            else:
+                return [a for _, a in named], dt
+    arrays = [(n, as_array(fname, n, v)) for n, v in named]
+    for (n, a), nd in zip(arrays, ndims):
+        if nd is not None:
+            check_ndim(fname, n, a, nd, (layouts or {}).get(n, ""))
+    dt = compute_dtype(fname, arrays)
+    # order='C' (not ascontiguousarray, which turns 0-d into 1-d).
+    return [np.asarray(a, dtype=dt, order="C") for _, a in arrays], dt
+
+
+def index_array(fname, name, value, shape=None):
+    """An int64 C-contiguous copy-if-needed of an integer array."""
+    a = as_array(fname, name, value)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{fname}: {name} must be an integer array, got dtype {a.dtype}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{fname}: {name}.shape {a.shape} must equal {shape}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def shape_tuple(fname, name, value, ndim):
+    """A tuple of ``ndim`` ints >= 0 (an input shape given to a backward pass)."""
+    if not isinstance(value, (tuple, list)) and not (
+        isinstance(value, np.ndarray) and value.ndim == 1
+    ):
+        raise TypeError(f"{fname}: {name} must be a tuple of ints, got {type(value).__name__}")
+    shape = tuple(as_int(fname, f"{name}[{i}]", v, 0) for i, v in enumerate(value))
+    if len(shape) != ndim:
+        raise ValueError(
+            f"{fname}: {name} must have {ndim} entries to match grad_out ({ndim}-D), got {shape}"
+        )
+    return shape
+
+
 def check_alloc(fname, shape, itemsize, what="output"):
     """MemoryError *before* allocating a request larger than physical memory."""
     n = 1
     for s in shape:
         n *= int(s)
     nbytes = n * itemsize
-    if nbytes > _MEMORY_LIMIT:
+    if nbytes > MEMORY_LIMIT:
         raise MemoryError(
             f"{fname}: the {what} of shape {tuple(int(s) for s in shape)} would need "
             f"{nbytes / 2**30:.1f} GiB, more than this machine's "
-            f"{_MEMORY_LIMIT / 2**30:.1f} GiB of memory"
+            f"{MEMORY_LIMIT / 2**30:.1f} GiB of memory"
+        )
+
+
+# --------------------------------------------------------------------------
+# layer geometry
+# --------------------------------------------------------------------------
+
+
+def channels_match(fname, x_shape, n_channels, what):
+    """x.shape[1] (batched) or x.shape[0] (unbatched) must equal n_channels.
+
+    ``x_shape`` is 3-D (one unbatched sample) or 4-D (NCHW).  The message
+    names the likely mistake: channels-last (NHWC) data, or a batch of
+    single-channel images without a channel axis read as one sample.
+    """
+    axis = 1 if len(x_shape) == 4 else 0
+    if x_shape[axis] == n_channels:
+        return
+    msg = (
+        f"{fname}: x.shape[{axis}] ({x_shape[axis]}) must equal {what} ({n_channels}), "
+        f"the number of input channels"
+    )
+    if len(x_shape) == 4 and x_shape[3] == n_channels:
+        msg += (
+            f"; x looks channels-last (N, H, W, C) = {tuple(x_shape)}: cnnext expects NCHW, "
+            f"use x.transpose(0, 3, 1, 2)"
+        )
+    elif len(x_shape) == 3:
+        msg += f"; a 3-D x is read as ONE unbatched (C, H, W) sample with {x_shape[0]} channels"
+        if n_channels == 1:
+            msg += (
+                ": for a batch of single-channel images (N, H, W) add the channel "
+                "axis, x[:, None]"
+            )
+    raise ValueError(msg)
+
+
+def bias_shape(fname, shape, n_out):
+    if shape is not None and tuple(shape) != (n_out,):
+        raise ValueError(
+            f"{fname}: bias must have shape ({n_out},) (one value per output "
+            f"channel), got {tuple(shape)}"
         )
 
 

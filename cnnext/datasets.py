@@ -18,12 +18,13 @@ import hashlib
 import http.client
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 
 import numpy as np
+
+from . import _io
 
 __all__ = ["load_mnist", "download_mnist", "default_root", "DownloadError", "MIRRORS", "MD5"]
 
@@ -242,31 +243,23 @@ def load_mnist(root=None, split="train", download=False):
 def _fetch(url, dest, md5, timeout):
     """Download ``url`` to ``dest`` atomically if its MD5 is ``md5``; else raise."""
     request = urllib.request.Request(url, headers={"User-Agent": "cnnext"})
-    directory = os.path.dirname(dest)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".gz", dir=directory)
-    try:
+    with _io.atomic_write(dest, ".gz") as out, urllib.request.urlopen(
+        request, timeout=timeout
+    ) as resp:
         digest = hashlib.md5()
         size = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
-            while True:
-                chunk = resp.read(_CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > _MAX_DOWNLOAD:
-                    raise ValueError(f"response larger than {_MAX_DOWNLOAD >> 20} MiB")
-                digest.update(chunk)
-                out.write(chunk)
+        while True:
+            chunk = resp.read(_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > _MAX_DOWNLOAD:
+                raise ValueError(f"response larger than {_MAX_DOWNLOAD >> 20} MiB")
+            digest.update(chunk)
+            out.write(chunk)
         got = digest.hexdigest()
         if got != md5:
             raise ValueError(f"checksum mismatch: md5 {got}, expected {md5}")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _md5_of(path):

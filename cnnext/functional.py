@@ -22,7 +22,7 @@ import functools
 
 import numpy as np
 
-from . import _config, _conv, _pool
+from . import _config, _eltwise, _plan
 from . import _validate as V
 from . import reference as _ref
 
@@ -52,259 +52,83 @@ __all__ = [
     "softmax_cross_entropy",
 ]
 
-#: Below this many multiply-adds a convolution runs on one thread: waking a
-#: second thread costs more than it saves.
-PARALLEL_MIN_MACS = 1 << 20
-
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def _numpy_backend():
     return _config.get_backend() == "numpy"
 
 
-def _prepare(fname, named, ndims, layout):
-    """Arrays -> (list of C-contiguous arrays of the compute dtype, dtype).
-
-    ``named`` is a list of (name, value); ``ndims`` the allowed ndim per
-    array (None: any).  Copies only when the dtype or layout requires it.
-    """
-    # Fast path (the common case in a training loop): native float32/float64
-    # C-contiguous ndarrays of one dtype need no conversion at all.
-    first = named[0][1]
-    if type(first) is np.ndarray:
-        dt = first.dtype
-        if dt in _FLOAT_DTYPES:
-            ok = True
-            for (_, a), nd in zip(named, ndims):
-                if (
-                    type(a) is not np.ndarray
-                    or a.dtype != dt
-                    or not a.flags.c_contiguous
-                    or (nd is not None and a.ndim not in nd)
-                ):
-                    ok = False
-                    break
-            if ok:
-                return [a for _, a in named], dt
-    arrays = [(n, V.as_array(fname, n, v)) for n, v in named]
-    for (n, a), nd in zip(arrays, ndims):
-        if nd is not None:
-            V.check_ndim(fname, n, a, nd, layout.get(n, ""))
-    dt = V.compute_dtype(fname, arrays)
-    # order='C' (not ascontiguousarray, which turns 0-d into 1-d).
-    return [np.asarray(a, dtype=dt, order="C") for _, a in arrays], dt
+def _as(a, dt):
+    """The numpy backend's result as an array of the compute dtype."""
+    return np.asarray(a, dtype=dt)
 
 
-def _batched(fname, name, x):
-    """(4-D view, was_unbatched).  3-D (C, H, W) gets a leading batch axis."""
-    V.check_ndim(fname, name, x, (3, 4), "(N, C, H, W) or unbatched (C, H, W)")
-    if x.ndim == 3:
-        return x[None], True
-    return x, False
+# Allowed ndim of (x, weight, bias) and of (x, weight, bias) for linear.
+_CONV_NDIM = [(3, 4), (4,), (1,)]
+_LINEAR_NDIM = [(2,), (2,), (1,)]
+_LINEAR_LAYOUT = {"x": "(N, in_features)"}
+_POOL_LAYOUT = {"x": "(N, C, H, W) or (C, H, W)"}
+_GRAD_LAYOUT = {"grad_out": "(N, C, OH, OW) or (C, OH, OW)"}
 
 
-def _unbatch(y, unbatched):
-    return y[0] if unbatched else y
-
-
-def _threads():
-    return _config.get_num_threads()
-
-
-def _conv_threads(macs):
-    return 1 if macs < PARALLEL_MIN_MACS else _threads()
-
-
-def _pool_threads(elements):
-    """Pooling is memory-bound: one thread below ~256 KiB of input."""
-    return 1 if elements < (1 << 16) else _threads()
-
-
-def _forward_kernel(x, weight, bias, s, p, d, OH, OW, dt):
-    """Run the fused-packing forward kernel: y (N, Co, OH, OW) = conv2d(x, weight)."""
-    N, C, H, W = x.shape
-    Co, _, kh, kw = weight.shape
-    K, P = C * kh * kw, OH * OW
-    if N == 0 or Co == 0 or K == 0 or H == 0 or W == 0:
-        # Nothing to read (an empty image: every tap is padding): bias only.
-        y = np.zeros((N, Co, OH, OW), dtype=dt)
-        if bias is not None:
-            y += bias[:, None, None]
-        return y
-    out = np.empty((N, Co, P), dtype=dt)
-    _conv.conv2d_forward(
-        x, weight.reshape(Co, K), bias, out, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1],
-        OH, OW, _conv_threads(N * Co * K * P),
-    )
-    return out.reshape(N, Co, OH, OW)
-
-
-def _rotated_transposed(weight):
-    """(A, B, kH, kW) -> (B, A, kH, kW) rotated by 180 degrees, contiguous."""
-    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-
-
-def _grad_input(g, weight, x_shape, s, p, d, dt):
-    """dL/dx of conv2d(x, weight) for upstream g (N, Co, OH, OW).
-
-    At stride 1 this *is* a full convolution with the 180-degree-rotated
-    kernel: a forward correlation of g, padded by ``d*(k-1) - p``, with the
-    rotated, channel-transposed weight, run by the forward kernel.  At
-    stride s > 1 (no dilation) the padded gradient splits into s*s phases,
-    each the full convolution of g with the rotated sub-kernel
-    ``weight[..., a::s, b::s]`` (:func:`_grad_input_phases`).  Otherwise
-    (dilation with stride, or padding beyond the effective kernel) columns
-    ``Wmat^T @ g`` are scattered back with col2im.
-    """
-    N, Co, OH, OW = g.shape
-    _, C, kh, kw = weight.shape
-    H, W = x_shape[2], x_shape[3]
-    pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-    if N == 0 or C == 0 or Co == 0 or H == 0 or W == 0 or OH == 0 or OW == 0:
-        return np.zeros((N, C, H, W), dtype=dt)
-    # The full-convolution forms multiply the implicit zero padding of g by
-    # the weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch
-    # (summing valid taps only) gives a number, so such weights take col2im.
-    finite_w = bool(np.isfinite(weight).all())
-    if finite_w and s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
-        return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W, dt)
-    if finite_w and d == (1, 1):
-        return _grad_input_phases(g, weight, H, W, s, p, dt)
-    gx = np.empty((N, C, H, W), dtype=dt)
-    _conv.conv_grad_input(
-        g.reshape(N, Co, OH * OW), weight.reshape(Co, C * kh * kw), gx,
-        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW,
-        _conv_threads(N * Co * C * kh * kw * OH * OW),
-    )
-    return gx
-
-
-def _grad_input_phases(g, weight, H, W, s, p, dt):
-    """Strided input gradient as s_h*s_w stride-1 full convolutions.
-
-    Padded input row ``hp = u*s + a`` receives ``sum_t W[a + s*t] g[u - t]``:
-    for each phase (a, b) a full convolution of ``g`` with the sub-kernel of
-    taps ``a::s, b::s`` (rotated), computed by the fast forward kernel and
-    written to rows ``a::s``, columns ``b::s`` of the padded gradient.
-    """
-    N, Co, OH, OW = g.shape
-    _, C, kh, kw = weight.shape
-    Hp, Wp = H + 2 * p[0], W + 2 * p[1]
-    gxp = np.zeros((N, C, Hp, Wp), dtype=dt)
-    for a in range(min(s[0], Hp)):
-        ka = -(-(kh - a) // s[0]) if kh > a else 0
-        U = -(-(Hp - a) // s[0])
-        for b in range(min(s[1], Wp)):
-            kb = -(-(kw - b) // s[1]) if kw > b else 0
-            V = -(-(Wp - b) // s[1])
-            if ka == 0 or kb == 0:
-                continue  # no tap lands on this phase: its gradient is zero
-            Ph, Pw = max(ka - 1, U - OH, 0), max(kb - 1, V - OW, 0)
-            R, S = OH + 2 * Ph - ka + 1, OW + 2 * Pw - kb + 1
-            y = _forward_kernel(
-                g, _rotated_transposed(weight[:, :, a :: s[0], b :: s[1]]), None,
-                (1, 1), (Ph, Pw), (1, 1), R, S, dt,
-            )
-            r0, c0 = Ph - ka + 1, Pw - kb + 1
-            gxp[:, :, a :: s[0], b :: s[1]] = y[:, :, r0 : r0 + U, c0 : c0 + V]
-    return np.ascontiguousarray(gxp[:, :, p[0] : p[0] + H, p[1] : p[1] + W])
-
-
-def _effective_stride(s, out, padded, k, d):
-    """With a single output along an axis the stride is never used; replace
-    a huge one by the smallest that still gives one output (<= the padded
-    size), so the kernels' stride-phase scratch stays bounded."""
-    return tuple(
-        min(s_i, n_i - (d_i * (k_i - 1) + 1) + 1) if o_i == 1 else s_i
-        for s_i, o_i, n_i, k_i, d_i in zip(s, out, padded, k, d)
-    )
-
-
-def _needs_gather(C, H, W, s, p, itemsize):
-    """True when the kernels' padded, phase-split sample would not fit in
-    memory (padding near 2**31, say) although the output may be small."""
-    elems = s[0] * s[1] * C * (-(-(H + 2 * p[0]) // s[0])) * (-(-(W + 2 * p[1]) // s[1]))
-    return elems * itemsize > V._MEMORY_LIMIT // 4
-
-
-def _gather_taps(fname, x, kh, kw, s, p, d, OH, OW):
-    """im2col without padding: (N, C, OH, kH, OW, kW) values and 0/1 mask,
-    from index arithmetic only (for geometries whose padding is too large to
-    materialise; the windows that reach the input are few)."""
-    N, C, H, W = x.shape
-    V.check_alloc(fname, (N, C, OH, kh, OW, kw), x.dtype.itemsize, what="gathered input")
-    ih = np.arange(OH, dtype=np.int64)[:, None] * s[0] - p[0] + np.arange(kh)[None, :] * d[0]
-    iw = np.arange(OW, dtype=np.int64)[:, None] * s[1] - p[1] + np.arange(kw)[None, :] * d[1]
-    vh, vw = (ih >= 0) & (ih < H), (iw >= 0) & (iw < W)
-    ih, iw = np.clip(ih, 0, H - 1), np.clip(iw, 0, W - 1)
-    mask = (vh[:, :, None, None] & vw[None, None, :, :]).astype(x.dtype)
-    cols = x[:, :, ih[:, :, None, None], iw[None, None, :, :]] * mask
-    return cols, mask, ih, iw
-
-
-def _conv_gather(fname, x, weight, bias, s, p, d, OH, OW):
-    kh, kw = weight.shape[2:]
-    cols, _, _, _ = _gather_taps(fname, x, kh, kw, s, p, d, OH, OW)
-    y = np.einsum("ncakbl,ockl->noab", cols, weight)
+def _with_bias(x, weight, bias):
+    named = [("x", x), ("weight", weight)]
     if bias is not None:
-        y += bias[:, None, None]
-    return np.ascontiguousarray(y, dtype=x.dtype)
+        named.append(("bias", bias))
+    return named
 
 
-def _conv_backward_gather(fname, g, x, weight, s, p, d):
-    N, C, H, W = x.shape
-    kh, kw = weight.shape[2:]
-    OH, OW = g.shape[2:]
-    cols, mask, ih, iw = _gather_taps(fname, x, kh, kw, s, p, d, OH, OW)
-    gw = np.einsum("noab,ncakbl->ockl", g, cols).astype(x.dtype)
-    contrib = np.einsum("noab,ockl->ncakbl", g, weight) * mask
-    gx = np.zeros_like(x)
-    np.add.at(gx, (slice(None), slice(None), ih[:, :, None, None], iw[None, None, :, :]),
-              contrib)
-    return gx, gw
+def _shape_of(arrs, bias):
+    return arrs[2].shape if bias is not None else None
+
+
+def _ref_arrays(arrs, x, weight, bias):
+    """(x, weight, bias) for the numpy backend: the caller's arrays (shapes as
+    given, 3-D unbatched included), converted to the compute dtype only."""
+    return arrs[0], arrs[1], (arrs[2] if bias is not None else None)
 
 
 def _conv_params(fname, stride, padding, dilation):
-    s = V.pair(fname, "stride", stride, 1)
+    if type(stride) is int and type(padding) is int and type(dilation) is int and (
+        stride >= 1 and padding >= 0 and dilation >= 1
+    ) and max(stride, padding, dilation) <= V.MAX_SIZE:
+        return (stride, stride), (padding, padding), (dilation, dilation)
+    return (
+        V.pair(fname, "stride", stride, 1),
+        V.pair(fname, "padding", padding, 0),
+        V.pair(fname, "dilation", dilation, 1),
+    )
+
+
+def _conv2d_plan(fname, arrs, dt, bias, stride, padding, dilation):
+    """The cached :class:`cnnext._plan.ConvPlan` for these arrays and options."""
+    x, w = arrs[0], arrs[1]
+    s, p, d = _conv_params(fname, stride, padding, dilation)
+    bshape = _shape_of(arrs, bias)
+    return _plan.cached(
+        ("conv2d", fname, x.shape, w.shape, dt, bshape, s, p, d, _config.get_num_threads()),
+        _plan.conv2d_plan, fname, x.shape, w.shape, bshape, dt, s, p, d,
+    )
+
+
+def _linear_plan(fname, x, w, dt):
+    return _plan.cached(
+        ("linear", x.shape, w.shape, dt, _config.get_num_threads()),
+        _plan.linear_plan, fname, x.shape, w.shape, dt,
+    )
+
+
+def _pool_params(fname, kernel_size, stride, padding):
+    k = V.pair(fname, "kernel_size", kernel_size, 1)
+    s = k if stride is None else V.pair(fname, "stride", stride, 1)
     p = V.pair(fname, "padding", padding, 0)
-    d = V.pair(fname, "dilation", dilation, 1)
-    return s, p, d
+    return k, s, p
 
 
-def _check_weight(fname, x, weight, cin_axis, what):
-    if weight.ndim != 4:
-        raise ValueError(
-            f"{fname}: weight must be 4-D {what}, got {weight.ndim}-D array of "
-            f"shape {weight.shape}"
-        )
-    if x.shape[1] != weight.shape[cin_axis]:
-        raise ValueError(
-            f"{fname}: x.shape[1] ({x.shape[1]}) must equal weight.shape[{cin_axis}] "
-            f"({weight.shape[cin_axis]}), the number of input channels"
-        )
-    kh, kw = weight.shape[2], weight.shape[3]
-    if kh < 1 or kw < 1:
-        raise ValueError(f"{fname}: weight kernel size must be >= 1, got {kh}x{kw}")
-    return kh, kw
-
-
-def _check_bias_flag(fname, bias):
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(
-            f"{fname}: bias must be a bool (whether the layer has a bias), got {bias!r}"
-        )
-
-
-def _check_bias(fname, bias, n_out):
-    if bias is None:
-        return
-    if bias.shape != (n_out,):
-        raise ValueError(
-            f"{fname}: bias must have shape ({n_out},) (one value per output "
-            f"channel), got {bias.shape}"
-        )
+def _pool_plan(fname, kind, x, dt, kernel_size, stride, padding):
+    k, s, p = _pool_params(fname, kernel_size, stride, padding)
+    return _plan.cached(
+        (kind, x.shape, dt, k, s, p, _config.get_num_threads()),
+        _plan.pool2d_plan, fname, kind, x.shape, dt, k, s, p,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -346,29 +170,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
              [42., 50.]]]], dtype=float32)
     """
     fname = "conv2d"
-    named = [("x", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
-    arrs, dt = _prepare(fname, named, [(3, 4), (4,), (1,)], {})
-    x, weight = arrs[0], arrs[1]
-    bias = arrs[2] if bias is not None else None
-    x, unb = _batched(fname, "x", x)
-    kh, kw = _check_weight(fname, x, weight, 1, "(C_out, C_in, kH, kW)")
-    _check_bias(fname, bias, weight.shape[0])
-    s, p, d = _conv_params(fname, stride, padding, dilation)
-    N, C, H, W = x.shape
-    OH = V.conv_out_size(fname, H, kh, s[0], p[0], d[0], "height")
-    OW = V.conv_out_size(fname, W, kw, s[1], p[1], d[1], "width")
-    if OH == 1 or OW == 1:
-        s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
-    Co = weight.shape[0]
-    V.check_alloc(fname, (N, Co, OH, OW), dt.itemsize)
-    if N and Co and _needs_gather(C, H, W, s, p, dt.itemsize):
-        # Both backends: neither the kernels' nor the reference's padded
-        # copy of the input fits in memory.
-        return _unbatch(_conv_gather(fname, x, weight, bias, s, p, d, OH, OW), unb)
+    arrs, dt = V.float_arrays(fname, _with_bias(x, weight, bias), _CONV_NDIM)
+    plan = _conv2d_plan(fname, arrs, dt, bias, stride, padding, dilation)
     if _numpy_backend():
-        y = _ref.conv2d(x, weight, bias, stride=s, padding=p, dilation=d)
-        return _unbatch(np.asarray(y, dtype=dt), unb)
-    return _unbatch(_forward_kernel(x, weight, bias, s, p, d, OH, OW, dt), unb)
+        return _as(_ref.conv2d(*_ref_arrays(arrs, x, weight, bias), stride=stride,
+                               padding=padding, dilation=dilation), dt)
+    return plan.forward(arrs[0], arrs[1], arrs[2] if bias is not None else None)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=True):
@@ -413,78 +220,27 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
            [4., 4.]]), array([4.]))
     """
     fname = "conv2d_backward"
-    _check_bias_flag(fname, bias)
-    arrs, dt = _prepare(
-        fname, [("grad_out", grad_out), ("x", x), ("weight", weight)], [(3, 4), (3, 4), (4,)], {}
+    bias = V.boolean(fname, "bias", bias)
+    (g, xa, w), dt = V.float_arrays(
+        fname, [("grad_out", grad_out), ("x", x), ("weight", weight)], [(3, 4), (3, 4), (4,)]
     )
-    grad_out, x, weight = arrs
-    if grad_out.ndim != x.ndim:
+    if g.ndim != xa.ndim:
         raise ValueError(
-            f"{fname}: grad_out ({grad_out.ndim}-D) and x ({x.ndim}-D) must both be "
+            f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
             f"batched (4-D) or both unbatched (3-D)"
         )
-    x, unb = _batched(fname, "x", x)
-    grad_out, _ = _batched(fname, "grad_out", grad_out)
-    kh, kw = _check_weight(fname, x, weight, 1, "(C_out, C_in, kH, kW)")
-    s, p, d = _conv_params(fname, stride, padding, dilation)
-    N, C, H, W = x.shape
-    Co = weight.shape[0]
-    OH = V.conv_out_size(fname, H, kh, s[0], p[0], d[0], "height")
-    OW = V.conv_out_size(fname, W, kw, s[1], p[1], d[1], "width")
-    if OH == 1 or OW == 1:
-        s = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
-    if grad_out.shape != (N, Co, OH, OW):
+    plan = _conv2d_plan(fname, [xa, w], dt, None, stride, padding, dilation)
+    if g.shape != plan.out_shape:
         raise ValueError(
-            f"{fname}: grad_out.shape must be the conv2d output shape {(N, Co, OH, OW)} "
-            f"for x {x.shape}, weight {weight.shape}, stride {s}, padding {p}, "
-            f"dilation {d}; got {grad_out.shape}"
+            f"{fname}: grad_out.shape must be the conv2d output shape {plan.out_shape} "
+            f"for x {xa.shape}, weight {w.shape}, stride {plan.stride}, padding "
+            f"{plan.padding}, dilation {plan.dilation}; got {g.shape}"
         )
-    K, P = C * kh * kw, OH * OW
-    if N and Co and K and _needs_gather(C, H, W, s, p, dt.itemsize):
-        # Both backends: the padded input does not fit in memory (see conv2d).
-        gx, gw = _conv_backward_gather(fname, grad_out, x, weight, s, p, d)
-        gb = _sum_quiet(grad_out, (0, 2, 3)) if bias else None
-        return _unbatch(gx, unb), gw, gb
     if _numpy_backend():
-        gx, gw, gb = _ref.conv2d_backward(
-            grad_out, x, weight, stride=s, padding=p, dilation=d, bias=bool(bias)
-        )
-        gx, gw = np.asarray(gx, dtype=dt), np.asarray(gw, dtype=dt)
-        gb = np.asarray(gb, dtype=dt) if bias else None
-        return _unbatch(gx, unb), gw, gb
-    gb = _sum_quiet(grad_out, (0, 2, 3)) if bias else None
-    if N == 0 or Co == 0 or K == 0 or H == 0 or W == 0:
-        return (
-            _unbatch(np.zeros(x.shape, dtype=dt), unb),
-            np.zeros(weight.shape, dtype=dt),
-            gb,
-        )
-    _, _, kc = _conv.block_sizes(dt)
-    # Work units: (sample, block of kc "padded-width" positions), see _conv.
-    units = N * -(-(OH * -(-(W + 2 * p[1]) // s[1])) // kc)
-    tasks = max(1, min(_conv_threads(N * Co * K * P), units))
-    geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
-    _, nr, _ = _conv.block_sizes(dt)
-    # Three schedules (all read taps from the prepared sample, see _conv):
-    # few taps -> 4x4 dot-product blocks, nothing packed; C_out filling a
-    # panel -> transposed GEMM packing only the gradient; otherwise GEMM
-    # packing the im2col panel.  The first two pair junk positions' image
-    # values with a zero gradient, so they need finite x (0*inf = NaN).
-    finite = (K <= 64 or 4 * Co >= 3 * nr) and bool(np.isfinite(x).all())
-    if finite and K <= 64:
-        gwp = np.empty((tasks, Co, K), dtype=dt)
-        _conv.conv2d_grad_weight_dot(x, grad_out.reshape(N, Co, P), gwp, *geom)
-        gw = gwp[0] if tasks == 1 else gwp.sum(axis=0)
-    elif finite:
-        gwp = np.empty((tasks, K, Co), dtype=dt)
-        _conv.conv2d_grad_weight_t(x, grad_out.reshape(N, Co, P), gwp, *geom)
-        gw = (gwp[0] if tasks == 1 else gwp.sum(axis=0)).T
-    else:
-        gwp = np.empty((tasks, Co, K), dtype=dt)
-        _conv.conv2d_grad_weight(x, grad_out.reshape(N, Co, P), gwp, *geom)
-        gw = gwp[0] if tasks == 1 else gwp.sum(axis=0)
-    gx = _grad_input(grad_out, weight, x.shape, s, p, d, dt)
-    return _unbatch(gx, unb), np.ascontiguousarray(gw).reshape(weight.shape), gb
+        gx, gw, gb = _ref.conv2d_backward(g, xa, w, stride=stride, padding=padding,
+                                          dilation=dilation, bias=bias)
+        return _as(gx, dt), _as(gw, dt), _as(gb, dt) if bias else None
+    return plan.backward(g, xa, w, bias)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
@@ -521,60 +277,21 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
            [1., 1., 1., 1.]])
     """
     fname = "conv_transpose2d"
-    named = [("x", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
-    arrs, dt = _prepare(fname, named, [(3, 4), (4,), (1,)], {})
-    x, weight = arrs[0], arrs[1]
-    bias = arrs[2] if bias is not None else None
-    x, unb = _batched(fname, "x", x)
-    kh, kw = _check_weight(fname, x, weight, 0, "(C_in, C_out, kH, kW)")
-    Co = weight.shape[1]
-    _check_bias(fname, bias, Co)
+    arrs, dt = V.float_arrays(fname, _with_bias(x, weight, bias), _CONV_NDIM)
+    xa, w = arrs[0], arrs[1]
     s, p, d = _conv_params(fname, stride, padding, dilation)
     op = V.pair(fname, "output_padding", output_padding, 0)
-    for ax, name in enumerate(("height", "width")):
-        if op[ax] >= max(s[ax], d[ax]):
-            raise ValueError(
-                f"{fname}: output_padding must be smaller than stride or dilation "
-                f"along {name}: output_padding {op[ax]}, stride {s[ax]}, dilation {d[ax]}"
-            )
-    N, Ci, H, W = x.shape
-    out_hw = []
-    for ax, (size, k, name) in enumerate(((H, kh, "height"), (W, kw, "width"))):
-        o = (size - 1) * s[ax] - 2 * p[ax] + d[ax] * (k - 1) + op[ax] + 1
-        if o < 1:
-            raise ValueError(
-                f"{fname}: output size along {name} would be {o} (< 1): input size "
-                f"{size}, kernel {k}, stride {s[ax]}, padding {p[ax]}, dilation "
-                f"{d[ax]}, output_padding {op[ax]}"
-            )
-        out_hw.append(o)
-    OH, OW = out_hw
-    V.check_alloc(fname, (N, Co, OH, OW), dt.itemsize)
-    if x.size == 0:  # nothing to scatter (an empty batch or image): bias only
-        y = np.zeros((N, Co, OH, OW), dtype=dt)
-        if bias is not None:
-            y += bias[:, None, None]
-        return _unbatch(y, unb)
+    plan = _plan.cached(
+        ("conv_transpose2d", xa.shape, w.shape, dt, _shape_of(arrs, bias), s, p, op, d,
+         _config.get_num_threads()),
+        _plan.conv_transpose2d_plan, fname, xa.shape, w.shape, _shape_of(arrs, bias), dt,
+        s, p, op, d,
+    )
     if _numpy_backend():
-        y = _ref.conv_transpose2d(
-            x, weight, bias, stride=s, padding=p, output_padding=op, dilation=d
-        )
-        return _unbatch(np.asarray(y, dtype=dt), unb)
-    # The transposed convolution is conv2d's input gradient with weight
-    # (C_in, C_out, kH, kW) read as a conv2d weight of C_in outputs.
-    if op == (0, 0):
-        y = _grad_input(x, weight, (N, Co, OH, OW), s, p, d, dt)
-    else:
-        y = np.empty((N, Co, OH, OW), dtype=dt)
-        if y.size:
-            _conv.conv_grad_input(
-                x.reshape(N, Ci, H * W), weight.reshape(Ci, Co * kh * kw), y,
-                kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], H, W,
-                _conv_threads(N * Ci * Co * kh * kw * H * W),
-            )
-    if bias is not None:
-        y += bias[:, None, None]
-    return _unbatch(y, unb)
+        return _as(_ref.conv_transpose2d(*_ref_arrays(arrs, x, weight, bias), stride=stride,
+                                         padding=padding, output_padding=output_padding,
+                                         dilation=dilation), dt)
+    return plan.forward(xa, w, arrs[2] if bias is not None else None)
 
 
 def full_conv2d(x, weight):
@@ -604,40 +321,22 @@ def full_conv2d(x, weight):
     array([[ 1., 12., 20.]])
     """
     fname = "full_conv2d"
-    arrs, dt = _prepare(fname, [("x", x), ("weight", weight)], [(3, 4), (4,)], {})
-    x, weight = arrs
-    x, unb = _batched(fname, "x", x)
-    kh, kw = _check_weight(fname, x, weight, 0, "(K, C, kH, kW)")
-    N, K, H, W = x.shape
-    C = weight.shape[1]
-    out_shape = (N, C, H + kh - 1, W + kw - 1)
-    V.check_alloc(fname, out_shape, dt.itemsize)
-    if x.size == 0 or weight.size == 0:
-        return _unbatch(np.zeros(out_shape, dtype=dt), unb)
+    (xa, w), dt = V.float_arrays(fname, [("x", x), ("weight", weight)], [(3, 4), (4,)])
+    one, zero = (1, 1), (0, 0)
+    plan = _plan.cached(
+        ("full_conv2d", xa.shape, w.shape, dt, _config.get_num_threads()),
+        _plan.conv_transpose2d_plan, fname, xa.shape, w.shape, None, dt, one, zero, zero, one,
+    )
     if _numpy_backend():
-        return _unbatch(np.asarray(_ref.full_conv2d(x, weight), dtype=dt), unb)
+        return _as(_ref.full_conv2d(xa, w), dt)
     # Literally: pad by (kH-1, kW-1) and correlate with the rotated kernel
-    # (for inf/NaN weights the scatter form, see _grad_input).
-    y = _grad_input(x, weight, out_shape, (1, 1), (0, 0), (1, 1), dt)
-    return _unbatch(y, unb)
+    # (for inf/NaN weights the scatter form, see cnnext._plan.grad_input).
+    return plan.forward(xa, w, None)
 
 
 # --------------------------------------------------------------------------
 # Pooling
 # --------------------------------------------------------------------------
-
-
-def _pool_params(fname, kernel_size, stride, padding):
-    k = V.pair(fname, "kernel_size", kernel_size, 1)
-    s = k if stride is None else V.pair(fname, "stride", stride, 1)
-    p = V.pair(fname, "padding", padding, 0)
-    return k, s, p
-
-
-def _pool_geometry(fname, H, W, k, s, p):
-    OH = V.pool_out_size(fname, H, k[0], s[0], p[0], "height")
-    OW = V.pool_out_size(fname, W, k[1], s[1], p[1], "width")
-    return OH, OW
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
@@ -677,49 +376,16 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     (array([[[[3., 2.]]]]), array([[[[1, 2]]]]))
     """
     fname = "max_pool2d"
-    if not isinstance(return_indices, (bool, np.bool_)):
-        raise TypeError(f"{fname}: return_indices must be a bool, got {return_indices!r}")
-    (x,), dt = _prepare(fname, [("x", x)], [(3, 4)], {"x": "(N, C, H, W) or (C, H, W)"})
-    x, unb = _batched(fname, "x", x)
-    k, s, p = _pool_params(fname, kernel_size, stride, padding)
-    N, C, H, W = x.shape
-    OH, OW = _pool_geometry(fname, H, W, k, s, p)
-    V.check_alloc(fname, (N, C, OH, OW), dt.itemsize + 8)
-    if H * W >= 2**31:
-        raise ValueError(
-            f"{fname}: an input plane must have fewer than 2**31 elements "
-            f"(H*W = {H}*{W} = {H * W})"
-        )
+    return_indices = V.boolean(fname, "return_indices", return_indices)
+    (xa,), dt = V.float_arrays(fname, [("x", x)], [(3, 4)], _POOL_LAYOUT)
+    plan = _pool_plan(fname, "max", xa, dt, kernel_size, stride, padding)
     if _numpy_backend():
-        y, idx = _ref.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
-        y, idx = np.asarray(y, dtype=dt), np.asarray(idx, dtype=np.int64)
+        y, idx = _ref.max_pool2d(xa, kernel_size, stride=stride, padding=padding,
+                                 return_indices=True)
+        y, idx = _as(y, dt), np.asarray(idx, dtype=np.int64)
     else:
-        y = np.empty((N, C, OH, OW), dtype=dt)
-        idx = np.empty((N, C, OH, OW), dtype=np.int64)
-        if y.size:
-            _pool.max_pool2d_forward(
-                x.reshape(N * C, H, W), y.reshape(N * C, OH, OW), idx.reshape(N * C, OH, OW),
-                k[0], k[1], s[0], s[1], p[0], p[1], _pool_threads(x.size),
-            )
-    if return_indices:
-        return _unbatch(y, unb), _unbatch(idx, unb)
-    return _unbatch(y, unb)
-
-
-def _input_shape(fname, input_shape, ndim):
-    if not isinstance(input_shape, (tuple, list)) and not (
-        isinstance(input_shape, np.ndarray) and input_shape.ndim == 1
-    ):
-        raise TypeError(
-            f"{fname}: input_shape must be a tuple of ints, got {type(input_shape).__name__}"
-        )
-    shape = tuple(V.as_int(fname, f"input_shape[{i}]", v, 0) for i, v in enumerate(input_shape))
-    if len(shape) != ndim:
-        raise ValueError(
-            f"{fname}: input_shape must have {ndim} entries to match grad_out "
-            f"({ndim}-D), got {shape}"
-        )
-    return shape
+        y, idx = plan.forward(xa)
+    return (y, idx) if return_indices else y
 
 
 def max_pool2d_backward(grad_out, indices, input_shape):
@@ -748,12 +414,11 @@ def max_pool2d_backward(grad_out, indices, input_shape):
              [0., 5.]]]])
     """
     fname = "max_pool2d_backward"
-    g = V.as_array(fname, "grad_out", grad_out)
     idx = V.as_array(fname, "indices", indices)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{fname}: indices must be an integer array, got dtype {idx.dtype}")
-    (g,), dt = _prepare(fname, [("grad_out", g)], [(3, 4)], {"grad_out": "(N, C, OH, OW)"})
-    shape = _input_shape(fname, input_shape, g.ndim)
+    (g,), dt = V.float_arrays(fname, [("grad_out", grad_out)], [(3, 4)], _GRAD_LAYOUT)
+    shape = V.shape_tuple(fname, "input_shape", input_shape, g.ndim)
     if idx.shape != g.shape:
         raise ValueError(
             f"{fname}: indices.shape {idx.shape} must equal grad_out.shape {g.shape}"
@@ -765,30 +430,17 @@ def max_pool2d_backward(grad_out, indices, input_shape):
         )
     H, W = shape[-2:]
     V.check_alloc(fname, shape, dt.itemsize)
-    if idx.size and (idx.min() < 0 or idx.max() >= H * W):
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    if idx.size and not _eltwise.indices_within(idx.reshape(-1), 0, H * W):
         raise ValueError(
             f"{fname}: indices must lie in [0, H*W) = [0, {H * W}) for input_shape "
             f"{shape}; got values in [{idx.min()}, {idx.max()}]"
         )
-    idx = np.ascontiguousarray(idx, dtype=np.int64)
     if _numpy_backend():
-        if g.ndim == 3:  # the reference takes batched arrays
-            return np.asarray(
-                _ref.max_pool2d_backward(g[None], idx[None], (1,) + shape), dtype=dt
-            )[0]
-        return np.asarray(_ref.max_pool2d_backward(g, idx, shape), dtype=dt)
-    planes = int(np.prod(shape[:-2]))
-    gx = np.empty(shape, dtype=dt)
-    if gx.size == 0:
-        return gx
-    if g.size == 0:
-        gx.fill(0)
-        return gx
-    _pool.max_pool2d_backward(
-        g.reshape(planes, -1), idx.reshape(planes, -1), gx.reshape(planes, H * W),
-        _pool_threads(gx.size),
-    )
-    return gx
+        return _as(_ref.max_pool2d_backward(g, idx, shape), dt)
+    plan = _plan.PoolPlan(fname, "max", dt, shape, g.shape, None, None, None,
+                          _plan.threads_for(int(np.prod(shape)), _plan.PARALLEL_MIN_ELEMENTS))
+    return plan.backward(g, idx)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
@@ -822,21 +474,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     array([[[[1.5]]]])
     """
     fname = "avg_pool2d"
-    (x,), dt = _prepare(fname, [("x", x)], [(3, 4)], {"x": "(N, C, H, W) or (C, H, W)"})
-    x, unb = _batched(fname, "x", x)
-    k, s, p = _pool_params(fname, kernel_size, stride, padding)
-    N, C, H, W = x.shape
-    OH, OW = _pool_geometry(fname, H, W, k, s, p)
-    V.check_alloc(fname, (N, C, OH, OW), dt.itemsize)
+    (xa,), dt = V.float_arrays(fname, [("x", x)], [(3, 4)], _POOL_LAYOUT)
+    plan = _pool_plan(fname, "avg", xa, dt, kernel_size, stride, padding)
     if _numpy_backend():
-        return _unbatch(np.asarray(_ref.avg_pool2d(x, k, stride=s, padding=p), dtype=dt), unb)
-    y = np.empty((N, C, OH, OW), dtype=dt)
-    if y.size:
-        _pool.avg_pool2d_forward(
-            x.reshape(N * C, H, W), y.reshape(N * C, OH, OW),
-            k[0], k[1], s[0], s[1], p[0], p[1], _pool_threads(x.size),
-        )
-    return _unbatch(y, unb)
+        return _as(_ref.avg_pool2d(xa, kernel_size, stride=stride, padding=padding), dt)
+    return plan.forward(xa)
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0):
@@ -865,46 +507,28 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
              [1., 1.]]]])
     """
     fname = "avg_pool2d_backward"
-    (g,), dt = _prepare(fname, [("grad_out", grad_out)], [(3, 4)], {"grad_out": "(N, C, OH, OW)"})
-    shape = _input_shape(fname, input_shape, g.ndim)
+    (g,), dt = V.float_arrays(fname, [("grad_out", grad_out)], [(3, 4)], _GRAD_LAYOUT)
+    shape = V.shape_tuple(fname, "input_shape", input_shape, g.ndim)
     k, s, p = _pool_params(fname, kernel_size, stride, padding)
-    H, W = shape[-2:]
-    OH, OW = _pool_geometry(fname, H, W, k, s, p)
-    want = shape[:-2] + (OH, OW)
-    if g.shape != want:
-        raise ValueError(
-            f"{fname}: grad_out.shape must be the avg_pool2d output shape {want} for "
-            f"input_shape {shape}, kernel_size {k}, stride {s}, padding {p}; got {g.shape}"
-        )
     V.check_alloc(fname, shape, dt.itemsize)
+    plan = _plan.cached(
+        ("avg_pool2d", shape, dt, k, s, p, _config.get_num_threads()),
+        _plan.pool2d_plan, fname, "avg", shape, dt, k, s, p,
+    )
+    if g.shape != plan.out_shape:
+        raise ValueError(
+            f"{fname}: grad_out.shape must be the avg_pool2d output shape {plan.out_shape} "
+            f"for input_shape {shape}, kernel_size {k}, stride {s}, padding {p}; got {g.shape}"
+        )
     if _numpy_backend():
-        if g.ndim == 3:  # the reference takes batched arrays
-            gx = _ref.avg_pool2d_backward(g[None], (1,) + shape, k, stride=s, padding=p)
-            return np.asarray(gx, dtype=dt)[0]
-        return np.asarray(
-            _ref.avg_pool2d_backward(g, shape, k, stride=s, padding=p), dtype=dt
-        )
-    planes = int(np.prod(shape[:-2]))
-    gx = np.empty(shape, dtype=dt)
-    if gx.size:
-        _pool.avg_pool2d_backward(
-            g.reshape(planes, OH, OW), gx.reshape(planes, H, W),
-            k[0], k[1], s[0], s[1], p[0], p[1], _pool_threads(gx.size),
-        )
-    return gx
+        return _as(_ref.avg_pool2d_backward(g, input_shape, kernel_size, stride=stride,
+                                            padding=padding), dt)
+    return plan.backward(g)
 
 
 # --------------------------------------------------------------------------
 # Dense
 # --------------------------------------------------------------------------
-
-
-def _check_linear(fname, x, weight):
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"{fname}: x.shape[1] ({x.shape[1]}) must equal weight.shape[1] "
-            f"({weight.shape[1]}), the number of input features"
-        )
 
 
 def linear(x, weight, bias=None):
@@ -932,23 +556,15 @@ def linear(x, weight, bias=None):
     array([[3.5, 7. ]])
     """
     fname = "linear"
-    named = [("x", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
-    arrs, dt = _prepare(fname, named, [(2,), (2,), (1,)], {"x": "(N, in_features)"})
-    x, weight = arrs[0], arrs[1]
-    bias = arrs[2] if bias is not None else None
-    _check_linear(fname, x, weight)
-    _check_bias(fname, bias, weight.shape[0])
+    arrs, dt = V.float_arrays(fname, _with_bias(x, weight, bias), _LINEAR_NDIM, _LINEAR_LAYOUT)
+    xa, w = arrs[0], arrs[1]
+    b = arrs[2] if bias is not None else None
+    plan = _linear_plan(fname, xa, w, dt)
+    if b is not None:
+        V.bias_shape(fname, b.shape, w.shape[0])
     if _numpy_backend():
-        return np.asarray(_ref.linear(x, weight, bias), dtype=dt)
-    n, n_out = x.shape[0], weight.shape[0]
-    y = np.empty((n, n_out), dtype=dt)
-    if bias is not None:
-        y[...] = bias
-    elif x.shape[1] == 0:
-        y.fill(0)
-    _conv.gemm(x, weight, y, False, True, bias is not None,
-               _conv_threads(n * n_out * x.shape[1]))
-    return y
+        return _as(_ref.linear(*_ref_arrays(arrs, x, weight, bias)), dt)
+    return plan.forward(xa, w, b)
 
 
 def linear_backward(grad_out, x, weight, bias=True):
@@ -979,34 +595,22 @@ def linear_backward(grad_out, x, weight, bias=True):
     (array([[1., 1.]]), array([[2., 3.]]), array([1.]))
     """
     fname = "linear_backward"
-    _check_bias_flag(fname, bias)
-    arrs, dt = _prepare(
+    bias = V.boolean(fname, "bias", bias)
+    (g, xa, w), dt = V.float_arrays(
         fname, [("grad_out", grad_out), ("x", x), ("weight", weight)], [(2,), (2,), (2,)],
         {"grad_out": "(N, out_features)"},
     )
-    g, x, weight = arrs
-    _check_linear(fname, x, weight)
-    n, n_out, n_in = x.shape[0], weight.shape[0], weight.shape[1]
+    plan = _linear_plan(fname, xa, w, dt)
+    n, n_out = xa.shape[0], w.shape[0]
     if g.shape != (n, n_out):
         raise ValueError(
             f"{fname}: grad_out.shape must be (N, out_features) = {(n, n_out)} for x "
-            f"{x.shape} and weight {weight.shape}; got {g.shape}"
+            f"{xa.shape} and weight {w.shape}; got {g.shape}"
         )
     if _numpy_backend():
-        gx, gw, gb = _ref.linear_backward(g, x, weight, bias=bool(bias))
-        gb = np.asarray(gb, dtype=dt) if bias else None
-        return np.asarray(gx, dtype=dt), np.asarray(gw, dtype=dt), gb
-    nt = _conv_threads(n * n_out * n_in)
-    gx = np.empty((n, n_in), dtype=dt)
-    gw = np.empty((n_out, n_in), dtype=dt)
-    if n_out == 0 or n == 0:
-        gx.fill(0)
-        gw.fill(0)
-    else:
-        _conv.gemm(g, weight, gx, False, False, False, nt)
-        _conv.gemm(g, x, gw, True, False, False, nt)
-    gb = _sum_quiet(g, 0) if bias else None
-    return gx, gw, gb
+        gx, gw, gb = _ref.linear_backward(g, xa, w, bias=bias)
+        return _as(gx, dt), _as(gw, dt), _as(gb, dt) if bias else None
+    return plan.backward(g, xa, w, bias)
 
 
 # --------------------------------------------------------------------------
@@ -1032,14 +636,8 @@ def _nan_quiet(fn):
     return wrapper
 
 
-def _sum_quiet(a, axis):
-    """Bias gradient: a sum where inf + -inf = NaN propagates silently."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return a.sum(axis=axis)
-
-
 def _elementwise(fname, named):
-    arrs, _ = _prepare(fname, named, [None] * len(named), {})
+    arrs, _ = V.float_arrays(fname, named, [None] * len(named))
     shapes = {a.shape for a in arrs}
     if len(shapes) > 1:
         desc = ", ".join(f"{n}.shape {a.shape}" for (n, _), a in zip(named, arrs))
@@ -1085,18 +683,16 @@ def relu_backward(grad_out, x):
     if _numpy_backend():
         return _ref.relu_backward(g, x)
     out = np.empty_like(g)
-    _pool.relu_backward(g.reshape(-1), x.reshape(-1), out.reshape(-1), _pool_threads(g.size))
+    _eltwise.relu_backward(g.reshape(-1), x.reshape(-1), out.reshape(-1), _elt_threads(g.size))
     return out
 
 
 def _slope(fname, negative_slope):
-    if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(
-        negative_slope, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(f"{fname}: negative_slope must be a real number, got {negative_slope!r}")
-    if not np.isfinite(negative_slope):
-        raise ValueError(f"{fname}: negative_slope must be finite, got {negative_slope}")
-    return float(negative_slope)
+    return V.real(fname, "negative_slope", negative_slope)
+
+
+def _elt_threads(n):
+    return _plan.threads_for(n, _plan.PARALLEL_MIN_ELEMENTS)
 
 
 @_nan_quiet
@@ -1130,8 +726,8 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
     if _numpy_backend():
         return _ref.leaky_relu_backward(g, x, a)
     out = np.empty_like(g)
-    _pool.leaky_relu_backward(
-        g.reshape(-1), x.reshape(-1), out.reshape(-1), a, _pool_threads(g.size)
+    _eltwise.leaky_relu_backward(
+        g.reshape(-1), x.reshape(-1), out.reshape(-1), a, _elt_threads(g.size)
     )
     return out
 
@@ -1308,7 +904,7 @@ def softmax_cross_entropy(logits, labels):
     (0.693147, array([[ 0.5, -0.5]]))
     """
     fname = "softmax_cross_entropy"
-    (z,), dt = _prepare(fname, [("logits", logits)], [(2,)], {"logits": "(N, K)"})
+    (z,), dt = V.float_arrays(fname, [("logits", logits)], [(2,)], {"logits": "(N, K)"})
     y = V.as_array(fname, "labels", labels)
     if y.dtype.kind not in "iu":
         raise TypeError(f"{fname}: labels must be integer class indices, got dtype {y.dtype}")
@@ -1317,22 +913,17 @@ def softmax_cross_entropy(logits, labels):
         raise ValueError(
             f"{fname}: labels.shape must be ({N},) to match logits {z.shape}, got {y.shape}"
         )
-    if N and (y.min() < 0 or y.max() >= K):
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    if N and not _eltwise.indices_within(y.reshape(-1), 0, K):
         raise ValueError(
             f"{fname}: labels must lie in [0, {K}) for {K} classes, got values in "
             f"[{y.min()}, {y.max()}]"
         )
     if _numpy_backend():
         loss, g = _ref.softmax_cross_entropy(z, y)
-        return float(loss), np.asarray(g, dtype=dt)
+        return float(loss), _as(g, dt)
     if N == 0:
         return 0.0, np.zeros((0, K), dtype=dt)
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    s = e.sum(axis=1, keepdims=True)
-    rows = np.arange(N)
-    loss = float(np.mean(np.log(s[:, 0]) - shifted[rows, y]))
-    g = e / s
-    g[rows, y] -= 1
-    g /= N
-    return loss, g
+    g = np.empty((N, K), dtype=dt)
+    loss = _eltwise.softmax_cross_entropy(z, y, g)
+    return float(loss), g

@@ -8,27 +8,11 @@ into them).  The learning rate is the public attribute ``lr`` and may be
 changed between steps (a schedule).
 """
 
-import numbers
-
 import numpy as np
 
+from . import _validate as V
+
 __all__ = ["Optimizer", "SGD", "Adam"]
-
-
-def _real(fname, name, value, low, high=None, low_open=False, high_open=True):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{fname}: {name} must be a real number, got {type(value).__name__} {value!r}"
-        )
-    v = float(value)
-    ok = np.isfinite(v) and (v > low if low_open else v >= low)
-    if high is not None:
-        ok = ok and (v < high if high_open else v <= high)
-    if not ok:
-        lo = f"{'(' if low_open else '['}{low}"
-        hi = f"{high}{')' if high_open else ']'}" if high is not None else "inf)"
-        raise ValueError(f"{fname}: {name} must be finite and in {lo}, {hi}, got {value!r}")
-    return v
 
 
 class Optimizer:
@@ -120,9 +104,9 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params)
-        self.lr = _real("SGD", "lr", lr, 0.0, low_open=True)
-        self.momentum = _real("SGD", "momentum", momentum, 0.0)
-        self.weight_decay = _real("SGD", "weight_decay", weight_decay, 0.0)
+        self.lr = V.real("SGD", "lr", lr, 0.0, low_open=True)
+        self.momentum = V.real("SGD", "momentum", momentum, 0.0)
+        self.weight_decay = V.real("SGD", "weight_decay", weight_decay, 0.0)
         self._buffers = [None] * len(self._pairs)
 
     def step(self):
@@ -172,15 +156,15 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params)
-        self.lr = _real("Adam", "lr", lr, 0.0, low_open=True)
+        self.lr = V.real("Adam", "lr", lr, 0.0, low_open=True)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = (
-            _real("Adam", "betas[0]", betas[0], 0.0, 1.0),
-            _real("Adam", "betas[1]", betas[1], 0.0, 1.0),
+            V.real("Adam", "betas[0]", betas[0], 0.0, 1.0, high_open=True),
+            V.real("Adam", "betas[1]", betas[1], 0.0, 1.0, high_open=True),
         )
-        self.eps = _real("Adam", "eps", eps, 0.0, low_open=True)
-        self.weight_decay = _real("Adam", "weight_decay", weight_decay, 0.0)
+        self.eps = V.real("Adam", "eps", eps, 0.0, low_open=True)
+        self.weight_decay = V.real("Adam", "weight_decay", weight_decay, 0.0)
         self.t = 0
         self._m = [np.zeros_like(p) for p, _ in self._pairs]
         self._v = [np.zeros_like(p) for p, _ in self._pairs]

@@ -62,7 +62,7 @@ __all__ = [
 
 def _pair(v):
     """Return ``v`` as a ``(h, w)`` tuple of Python ints."""
-    if isinstance(v, (tuple, list)):
+    if isinstance(v, (tuple, list, np.ndarray)):
         h, w = v
         return int(h), int(w)
     return int(v), int(v)
@@ -96,6 +96,49 @@ def _windows(xp, kernel, stride, dilation):
 
 def _conv_out(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+#: Above this many padded elements the convolutions loop over output
+#: positions instead of padding the input (padding near 2**31 leaves few
+#: outputs but a padded input no machine can hold).
+_PAD_LIMIT = 1 << 24
+
+
+def _huge_padding(x, padding):
+    n, c, h, w = np.shape(x)
+    return n * c * (h + 2 * padding[0]) * (w + 2 * padding[1]) > _PAD_LIMIT
+
+
+def _taps(size, k, s, p, d, o):
+    """Input indices, and their tap indices, of output position ``o`` along
+    one axis that fall inside the input (the rest read padding)."""
+    idx = o * s - p + np.arange(k) * d
+    keep = (idx >= 0) & (idx < size)
+    return idx[keep], np.flatnonzero(keep)
+
+
+def _by_position(x, weight, g, stride, padding, dilation):
+    """conv2d (``g is None``) or its (grad_x, grad_w) by a loop over output
+    positions, reading only the taps inside the input (no padded copy)."""
+    n, c, h, w = x.shape
+    co, _, kh, kw = weight.shape
+    oh_n = _conv_out(h, kh, stride[0], padding[0], dilation[0])
+    ow_n = _conv_out(w, kw, stride[1], padding[1], dilation[1])
+    y = np.zeros((n, co, oh_n, ow_n)) if g is None else None
+    gx, gw = np.zeros((n, c, h, w)), np.zeros((co, c, kh, kw))
+    for oh in range(oh_n):
+        rows, ti = _taps(h, kh, stride[0], padding[0], dilation[0], oh)
+        for ow in range(ow_n):
+            cols, tj = _taps(w, kw, stride[1], padding[1], dilation[1], ow)
+            xs = x[:, :, rows][:, :, :, cols]
+            ws = weight[:, :, ti][:, :, :, tj]
+            if g is None:
+                y[:, :, oh, ow] = np.einsum("ncij,ocij->no", xs, ws)
+            else:
+                go = g[:, :, oh, ow]
+                gw[np.ix_(range(co), range(c), ti, tj)] += np.einsum("no,ncij->ocij", go, xs)
+                gx[np.ix_(range(n), range(c), rows, cols)] += np.einsum("no,ocij->ncij", go, ws)
+    return y if g is None else (gx, gw)
 
 
 # --------------------------------------------------------------------------
@@ -136,11 +179,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     array([[[[37., 47.],
              [67., 77.]]]])
     """
+    if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
+        return conv2d(np.asarray(x)[None], weight, bias, stride, padding, dilation)[0]
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     kernel = weight.shape[2:]
-    xp = _pad_hw(_f64(x), *padding)
-    win = _windows(xp, kernel, stride, dilation)
-    y = np.einsum("nchwij,ocij->nohw", win, _f64(weight), optimize=True)
+    if _huge_padding(x, padding):
+        y = _by_position(_f64(x), _f64(weight), None, stride, padding, dilation)
+    else:
+        xp = _pad_hw(_f64(x), *padding)
+        win = _windows(xp, kernel, stride, dilation)
+        y = np.einsum("nchwij,ocij->nohw", win, _f64(weight), optimize=True)
     if bias is not None:
         y = y + _f64(bias)[None, :, None, None]
     return y.astype(x.dtype, copy=False)
@@ -200,6 +248,10 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
     >>> gb
     array([3.])
     """
+    if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
+        gx, gw, gb = conv2d_backward(np.asarray(grad_out)[None], np.asarray(x)[None], weight,
+                                     stride, padding, dilation, bias)
+        return gx[0], gw, gb
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
     dh, dw = _pair(dilation)
@@ -208,6 +260,10 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
     g = _f64(grad_out)
     wt = _f64(weight)
     oh, ow = g.shape[2:]
+    grad_b = g.sum(axis=(0, 2, 3)).astype(grad_out.dtype) if bias else None
+    if _huge_padding(x, (ph, pw)):
+        grad_x, grad_w = _by_position(_f64(x), wt, g, (sh, sw), (ph, pw), (dh, dw))
+        return (grad_x.astype(x.dtype), grad_w.astype(weight.dtype, copy=False), grad_b)
 
     # weight gradient: windowed correlation of the padded input with g
     xp = _pad_hw(_f64(x), ph, pw)
@@ -223,8 +279,6 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
                 c0:c0 + sw * (ow - 1) + 1:sw] += np.einsum(
                     "nohw,oc->nchw", g, wt[:, :, i, j])
     grad_x = gxp[:, :, ph:ph + h, pw:pw + w]
-
-    grad_b = g.sum(axis=(0, 2, 3)).astype(grad_out.dtype) if bias else None
     return (grad_x.astype(x.dtype), grad_w.astype(weight.dtype, copy=False),
             grad_b)
 
@@ -275,6 +329,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
            [3., 3., 4., 4.],
            [3., 3., 4., 4.]])
     """
+    if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
+        return conv_transpose2d(np.asarray(x)[None], weight, bias, stride, padding,
+                                output_padding, dilation)[0]
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
     oph, opw = _pair(output_padding)
@@ -332,6 +389,8 @@ def full_conv2d(x, weight):
            [ 6., 20., 16.],
            [ 9., 24., 16.]])
     """
+    if np.ndim(x) == 3:  # one unbatched (K, H, W) sample
+        return full_conv2d(np.asarray(x)[None], weight)[0]
     kh, kw = weight.shape[2:]
     xp = _pad_hw(_f64(x), kh - 1, kw - 1)
     rot = _f64(weight)[:, :, ::-1, ::-1]
@@ -386,6 +445,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     >>> float(y[0, 0, 0, 0]), int(idx[0, 0, 0, 0])
     (3.0, 1)
     """
+    if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
+        out = max_pool2d(np.asarray(x)[None], kernel_size, stride, padding, True)
+        return (out[0][0], out[1][0]) if return_indices else out[0][0]
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
@@ -451,6 +513,9 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     >>> max_pool2d_backward(g, idx, (1, 1, 1, 3))
     array([[[[0., 3., 0.]]]])
     """
+    if len(input_shape) == 3:  # one unbatched (C, H, W) sample
+        return max_pool2d_backward(np.asarray(grad_out)[None], np.asarray(indices)[None],
+                                   (1,) + tuple(input_shape))[0]
     n, c, h, w = input_shape
     m = grad_out.shape[2] * grad_out.shape[3]
     gx = np.zeros((n * c, h * w), dtype=np.float64)
@@ -490,6 +555,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     array([[[[3., 4.],
              [6., 7.]]]])
     """
+    if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
+        return avg_pool2d(np.asarray(x)[None], kernel_size, stride, padding)[0]
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
@@ -529,6 +596,9 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
     array([[[[1., 1., 0.],
              [1., 1., 0.]]]])
     """
+    if len(input_shape) == 3:  # one unbatched (C, H, W) sample
+        return avg_pool2d_backward(np.asarray(grad_out)[None], (1,) + tuple(input_shape),
+                                   kernel_size, stride, padding)[0]
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)

@@ -11,11 +11,12 @@ error is a terminal; ``True`` always shows one (on ``sys.stderr``);
 built-in text bar.  Nothing else is ever written.
 """
 
-import numbers
 import sys
 import time
 
 import numpy as np
+
+from . import _validate as V
 
 __all__ = ["fit", "evaluate"]
 
@@ -87,14 +88,6 @@ def _make_bar(progress, total, desc):
 # --------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------
-
-
-def _int(fname, name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{fname}: {name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_api(fname, name, obj, methods):
@@ -186,7 +179,7 @@ def evaluate(model, loss, x, y, batch_size=256):
     _check_api(fname, "model", model, ("forward",))
     _check_api(fname, "loss", loss, ("forward",))
     x, y = _xy(fname, x, y)
-    batch_size = _int(fname, "batch_size", batch_size, 1)
+    batch_size = V.as_int(fname, "batch_size", batch_size, 1)
     was_training = getattr(model, "training", None)
     if hasattr(model, "eval"):
         model.eval()
@@ -284,10 +277,9 @@ def fit(
     _check_api(fname, "loss", loss, ("forward", "backward"))
     _check_api(fname, "optimizer", optimizer, ("zero_grad", "step"))
     x, y = _xy(fname, x, y)
-    epochs = _int(fname, "epochs", epochs, 0)
-    batch_size = _int(fname, "batch_size", batch_size, 1)
-    if not isinstance(shuffle, (bool, np.bool_)):
-        raise TypeError(f"{fname}: shuffle must be a bool, got {shuffle!r}")
+    epochs = V.as_int(fname, "epochs", epochs, 0)
+    batch_size = V.as_int(fname, "batch_size", batch_size, 1)
+    shuffle = V.boolean(fname, "shuffle", shuffle)
     if progress is not None and not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"{fname}: progress must be True, False or None, got {progress!r}")
     if on_epoch_end is not None and not callable(on_epoch_end):
@@ -296,16 +288,7 @@ def fit(
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise TypeError(f"{fname}: validation_data must be a pair (x_val, y_val)")
         x_val, y_val = _xy(fname, *validation_data, xname="x_val", yname="y_val")
-    if isinstance(seed, np.random.Generator):
-        rng = seed
-    elif seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        if seed is not None and seed < 0:
-            raise ValueError(f"{fname}: seed must be >= 0, got {seed}")
-        rng = np.random.default_rng(seed)
-    else:
-        raise TypeError(
-            f"{fname}: seed must be an int, a numpy.random.Generator or None, got {seed!r}"
-        )
+    rng = V.rng(fname, seed)
 
     n = len(x)
     history = {"epoch": [], "loss": [], "accuracy": [], "time": []}

@@ -7,16 +7,13 @@ cdef extern from *:
     #include <omp.h>
     static int cnnext_omp_available(void) { return 1; }
     static int cnnext_omp_get_max_threads(void) { return omp_get_max_threads(); }
-    static void cnnext_omp_set_num_threads(int n) { omp_set_num_threads(n); }
     #else
     static int cnnext_omp_available(void) { return 0; }
     static int cnnext_omp_get_max_threads(void) { return 1; }
-    static void cnnext_omp_set_num_threads(int n) { (void)n; }
     #endif
     """
     int cnnext_omp_available() noexcept nogil
     int cnnext_omp_get_max_threads() noexcept nogil
-    void cnnext_omp_set_num_threads(int n) noexcept nogil
 
 
 def openmp_available():
@@ -28,7 +25,3 @@ def get_max_threads():
     """OpenMP's current maximum team size for the calling thread."""
     return cnnext_omp_get_max_threads()
 
-
-def set_max_threads(int n):
-    """Set the OpenMP team size used by subsequent parallel regions."""
-    cnnext_omp_set_num_threads(n)

@@ -1,14 +1,16 @@
 """Private pooling kernels (tier 1).
 
-Inputs are viewed as ``(planes, H, W)`` with ``planes = N*C``; one OpenMP
-thread owns a whole plane at a time, so backward scatter-adds never race.
-No validation here: ``cnnext.functional`` checks shapes and indices.
+Inputs are viewed as ``(planes, H, W)`` with ``planes = N*C``; each thread
+owns a contiguous range of whole planes, so backward scatter-adds never race,
+and with one thread no OpenMP region is entered.  No validation here:
+``cnnext.functional`` checks shapes and indices.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.math cimport INFINITY
+from libc.string cimport memset
 
 
 cdef inline void _max_row(const floating* row, floating* m, int32_t* b,
@@ -61,6 +63,57 @@ cdef inline void _max_2x2(const floating* r0, Py_ssize_t W, floating* m, int32_t
         b[ow] = bo
 
 
+ctypedef struct PoolGeom:
+    Py_ssize_t planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw
+
+
+cdef inline PoolGeom pool_geom(Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t OH, Py_ssize_t OW,
+                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
+    cdef PoolGeom g
+    g.planes = planes; g.H = H; g.W = W; g.OH = OH; g.OW = OW
+    g.kh = kh; g.kw = kw; g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw
+    return g
+
+
+cdef void max_planes(const floating* x, floating* out, int64_t* idx, int32_t* bbuf,
+                     const PoolGeom* g, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """Max-pool planes [q0, q1); ``bbuf`` holds OW running argmaxes."""
+    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW, kh = g.kh, kw = g.kw
+    cdef Py_ssize_t sh = g.sh, sw = g.sw, ph = g.ph, pw = g.pw
+    cdef Py_ssize_t q, oh, ow, h0, h1, ih, j, lo, hi
+    cdef floating* mrow
+    cdef const floating* xq
+    cdef bint is2x2 = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    for q in range(q0, q1):
+        xq = x + q * H * W
+        for oh in range(OH):
+            h0 = oh * sh - ph
+            h1 = min(h0 + kh, H)
+            h0 = max(h0, 0)
+            mrow = out + (q * OH + oh) * OW
+            for ow in range(OW):
+                mrow[ow] = -INFINITY
+                bbuf[ow] = <int32_t>(h0 * W + max(ow * sw - pw, 0))
+            if is2x2:
+                _max_2x2(xq + 2 * oh * W, W, mrow, bbuf, OW, <int32_t>(2 * oh * W))
+            else:
+                for ih in range(h0, h1):
+                    # Only column offsets that land inside the image for some
+                    # output column (a huge kernel is clipped, not iterated);
+                    # increasing j keeps row-major order.
+                    for j in range(max(0, pw - (OW - 1) * sw), min(kw, W + pw)):
+                        # Output columns whose window has column offset j
+                        # inside the image.
+                        lo = max(0, (pw - j + sw - 1) // sw)
+                        hi = min(OW, (W + pw - j + sw - 1) // sw)
+                        _max_row(xq + ih * W, mrow, bbuf, lo, hi, sw, j - pw,
+                                 <int32_t>(ih * W))
+            for ow in range(OW):
+                idx[(q * OH + oh) * OW + ow] = bbuf[ow]
+
+
 def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
                        floating[:, :, ::1] out,       # OUT (planes, OH, OW)
                        int64_t[:, :, ::1] idx,        # OUT (planes, OH, OW) flat h*W+w
@@ -74,46 +127,39 @@ def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
     Window positions are visited in row-major order, each for a whole output
     row at once; the output row is the running max and an int32 buffer the
     running argmax (requires H*W < 2**31, checked by the caller)."""
-    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
-    cdef int nt = <int>max(1, min(n_threads, planes))
-    cdef Py_ssize_t tid, q, q0, q1, oh, ow, h0, h1, ih, j, lo, hi
-    cdef floating* mrow
-    cdef int32_t* bbuf
-    cdef int32_t* scratch = <int32_t*>malloc(nt * (OW + 16) * sizeof(int32_t))
+    cdef PoolGeom g = pool_geom(x.shape[0], x.shape[1], x.shape[2], out.shape[1],
+                                out.shape[2], kh, kw, sh, sw, ph, pw)
+    cdef int nt = <int>max(1, min(n_threads, g.planes))
+    cdef Py_ssize_t tid, per = g.OW + 16
+    cdef int32_t* scratch
+    if g.planes == 0 or g.OH == 0 or g.OW == 0:
+        return
+    scratch = <int32_t*>malloc(nt * per * sizeof(int32_t))
     if scratch == NULL:
         raise MemoryError("max_pool2d: could not allocate scratch")
     with nogil:
-        for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-            bbuf = scratch + tid * (OW + 16)
-            q0 = planes * tid // nt
-            q1 = planes * (tid + 1) // nt
-            for q in range(q0, q1):
-                for oh in range(OH):
-                    h0 = oh * sh - ph
-                    h1 = min(h0 + kh, H)
-                    h0 = max(h0, 0)
-                    mrow = &out[q, oh, 0]
-                    for ow in range(OW):
-                        mrow[ow] = -INFINITY
-                        bbuf[ow] = <int32_t>(h0 * W + max(ow * sw - pw, 0))
-                    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-                        _max_2x2(&x[q, 2 * oh, 0], W, mrow, bbuf, OW, <int32_t>(2 * oh * W))
-                    else:
-                      for ih in range(h0, h1):
-                        # Only column offsets that land inside the image for
-                        # some output column (a huge kernel is clipped, not
-                        # iterated); increasing j keeps row-major order.
-                        for j in range(max(0, pw - (OW - 1) * sw), min(kw, W + pw)):
-                            # Output columns whose window has column offset j
-                            # inside the image.
-                            lo = max(0, (pw - j + sw - 1) // sw)
-                            hi = min(OW, (W + pw - j + sw - 1) // sw)
-                            _max_row(&x[q, ih, 0], mrow, bbuf, lo, hi, sw, j - pw,
-                                     <int32_t>(ih * W))
-                    for ow in range(OW):
-                        idx[q, oh, ow] = bbuf[ow]
-        free(scratch)
+        if nt == 1:
+            max_planes(&x[0, 0, 0], &out[0, 0, 0], &idx[0, 0, 0], scratch, &g, 0, g.planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                max_planes(&x[0, 0, 0], &out[0, 0, 0], &idx[0, 0, 0], scratch + tid * per,
+                           &g, g.planes * tid // nt, g.planes * (tid + 1) // nt)
+    free(scratch)
+
+
+cdef void max_bwd_planes(const floating* gout, const int64_t* idx, floating* gx,
+                         Py_ssize_t P, Py_ssize_t HW, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t q, p
+    cdef floating* gq
+    cdef const floating* goq
+    cdef const int64_t* iq
+    for q in range(q0, q1):
+        gq = gx + q * HW
+        goq = gout + q * P
+        iq = idx + q * P
+        memset(gq, 0, HW * sizeof(floating))
+        for p in range(P):
+            gq[iq[p]] += goq[p]
 
 
 def max_pool2d_backward(const floating[:, ::1] gout,   # IN  (planes, OH*OW)
@@ -122,13 +168,41 @@ def max_pool2d_backward(const floating[:, ::1] gout,   # IN  (planes, OH*OW)
                         int n_threads):
     """Route each gradient to its argmax; overlapping windows accumulate."""
     cdef Py_ssize_t planes = gout.shape[0], P = gout.shape[1], HW = gx.shape[1]
-    cdef Py_ssize_t q, p
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    cdef Py_ssize_t tid
+    if planes == 0 or HW == 0:
+        return
     with nogil:
-        for q in prange(planes, schedule="static", num_threads=n_threads):
-            for p in range(HW):
-                gx[q, p] = 0
-            for p in range(P):
-                gx[q, idx[q, p]] += gout[q, p]
+        if nt == 1:
+            max_bwd_planes(&gout[0, 0], &idx[0, 0], &gx[0, 0], P, HW, 0, planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                max_bwd_planes(&gout[0, 0], &idx[0, 0], &gx[0, 0], P, HW,
+                               planes * tid // nt, planes * (tid + 1) // nt)
+
+
+cdef void avg_planes(const floating* x, floating* out, const PoolGeom* g,
+                     Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
+    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef floating s
+    cdef floating inv = <floating>1 / <floating>(g.kh * g.kw)
+    cdef const floating* xq
+    for q in range(q0, q1):
+        xq = x + q * H * W
+        for oh in range(OH):
+            h0 = oh * g.sh - g.ph
+            h1 = min(h0 + g.kh, H)
+            h0 = max(h0, 0)
+            for ow in range(OW):
+                w0 = ow * g.sw - g.pw
+                w1 = min(w0 + g.kw, W)
+                w0 = max(w0, 0)
+                s = 0
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        s = s + xq[ih * W + iw]
+                out[(q * OH + oh) * OW + ow] = s * inv
 
 
 def avg_pool2d_forward(const floating[:, :, ::1] x,    # IN  (planes, H, W)
@@ -138,26 +212,43 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,    # IN  (planes, H, W)
                        Py_ssize_t ph, Py_ssize_t pw,
                        int n_threads):
     """count_include_pad=True: the divisor is always kh*kw."""
-    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
-    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw
-    cdef floating s
-    cdef floating inv = <floating>1 / <floating>(kh * kw)
+    cdef PoolGeom g = pool_geom(x.shape[0], x.shape[1], x.shape[2], out.shape[1],
+                                out.shape[2], kh, kw, sh, sw, ph, pw)
+    cdef int nt = <int>max(1, min(n_threads, g.planes))
+    cdef Py_ssize_t tid
+    if g.planes == 0 or g.OH == 0 or g.OW == 0:
+        return
     with nogil:
-        for q in prange(planes, schedule="static", num_threads=n_threads):
-            for oh in range(OH):
-                h0 = oh * sh - ph
-                h1 = min(h0 + kh, H)
-                h0 = max(h0, 0)
-                for ow in range(OW):
-                    w0 = ow * sw - pw
-                    w1 = min(w0 + kw, W)
-                    w0 = max(w0, 0)
-                    s = 0
-                    for ih in range(h0, h1):
-                        for iw in range(w0, w1):
-                            s = s + x[q, ih, iw]
-                    out[q, oh, ow] = s * inv
+        if nt == 1:
+            avg_planes(&x[0, 0, 0], &out[0, 0, 0], &g, 0, g.planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                avg_planes(&x[0, 0, 0], &out[0, 0, 0], &g,
+                           g.planes * tid // nt, g.planes * (tid + 1) // nt)
+
+
+cdef void avg_bwd_planes(const floating* gout, floating* gx, const PoolGeom* g,
+                         Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
+    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef floating gv
+    cdef floating inv = <floating>1 / <floating>(g.kh * g.kw)
+    cdef floating* gq
+    for q in range(q0, q1):
+        gq = gx + q * H * W
+        memset(gq, 0, H * W * sizeof(floating))
+        for oh in range(OH):
+            h0 = oh * g.sh - g.ph
+            h1 = min(h0 + g.kh, H)
+            h0 = max(h0, 0)
+            for ow in range(OW):
+                w0 = ow * g.sw - g.pw
+                w1 = min(w0 + g.kw, W)
+                w0 = max(w0, 0)
+                gv = gout[(q * OH + oh) * OW + ow] * inv
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        gq[ih * W + iw] += gv
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] gout,   # IN  (planes, OH, OW)
@@ -166,103 +257,18 @@ def avg_pool2d_backward(const floating[:, :, ::1] gout,   # IN  (planes, OH, OW)
                         Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw,
                         int n_threads):
-    cdef Py_ssize_t planes = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
-    cdef Py_ssize_t OH = gout.shape[1], OW = gout.shape[2]
-    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw
-    cdef floating g
-    cdef floating inv = <floating>1 / <floating>(kh * kw)
-    with nogil:
-        for q in prange(planes, schedule="static", num_threads=n_threads):
-            for ih in range(H):
-                for iw in range(W):
-                    gx[q, ih, iw] = 0
-            for oh in range(OH):
-                h0 = oh * sh - ph
-                h1 = min(h0 + kh, H)
-                h0 = max(h0, 0)
-                for ow in range(OW):
-                    w0 = ow * sw - pw
-                    w1 = min(w0 + kw, W)
-                    w0 = max(w0, 0)
-                    g = gout[q, oh, ow] * inv
-                    for ih in range(h0, h1):
-                        for iw in range(w0, w1):
-                            gx[q, ih, iw] += g
-
-
-cdef extern from *:
-    """
-    /* Plain loops the C compiler vectorises: both operands are loaded
-     * unconditionally, so the select needs no branch (a conditional load
-     * blocks if-conversion: measured 20x slower). */
-    #define CNX_RELU_BWD(NAME, T)                                              \
-        static void NAME(Py_ssize_t n, const T *g, const T *x, T *o) {         \
-            Py_ssize_t i;                                                      \
-            for (i = 0; i < n; i++) {                                          \
-                T gv = g[i], xv = x[i];                                        \
-                o[i] = xv <= (T)0 ? (T)0 : gv;                                 \
-            }                                                                  \
-        }
-    #define CNX_LRELU_BWD(NAME, T)                                             \
-        static void NAME(Py_ssize_t n, const T *g, const T *x, T *o, T a) {    \
-            Py_ssize_t i;                                                      \
-            for (i = 0; i < n; i++) {                                          \
-                T gv = g[i], xv = x[i], ag = a * gv;                           \
-                o[i] = xv > (T)0 ? gv : ag;                                    \
-            }                                                                  \
-        }
-    CNX_RELU_BWD(cnx_relu_bwd_s, float)
-    CNX_RELU_BWD(cnx_relu_bwd_d, double)
-    CNX_LRELU_BWD(cnx_lrelu_bwd_s, float)
-    CNX_LRELU_BWD(cnx_lrelu_bwd_d, double)
-    """
-    void cnx_relu_bwd_s(Py_ssize_t n, const float* g, const float* x, float* o) noexcept nogil
-    void cnx_relu_bwd_d(Py_ssize_t n, const double* g, const double* x, double* o) noexcept nogil
-    void cnx_lrelu_bwd_s(Py_ssize_t n, const float* g, const float* x, float* o, float a) noexcept nogil
-    void cnx_lrelu_bwd_d(Py_ssize_t n, const double* g, const double* x, double* o, double a) noexcept nogil
-
-
-cdef Py_ssize_t ELT_CHUNK = 1 << 14
-
-
-def relu_backward(const floating[::1] g,      # IN  upstream gradient (flat)
-                  const floating[::1] x,      # IN  forward input (flat)
-                  floating[::1] out,          # OUT
-                  int n_threads):
-    """out = 0 where x <= 0, else g (a NaN x passes g, as PyTorch's
-    threshold_backward)."""
-    cdef Py_ssize_t n = g.shape[0], c, lo, m
-    if n == 0:
+    cdef PoolGeom g = pool_geom(gx.shape[0], gx.shape[1], gx.shape[2], gout.shape[1],
+                                gout.shape[2], kh, kw, sh, sw, ph, pw)
+    cdef int nt = <int>max(1, min(n_threads, g.planes))
+    cdef Py_ssize_t tid
+    if g.planes == 0 or g.H == 0 or g.W == 0:
         return
     with nogil:
-        for c in prange(cdiv_(n, ELT_CHUNK), schedule="static", num_threads=n_threads):
-            lo = c * ELT_CHUNK
-            m = min(ELT_CHUNK, n - lo)
-            if floating is float:
-                cnx_relu_bwd_s(m, &g[lo], &x[lo], &out[lo])
-            else:
-                cnx_relu_bwd_d(m, &g[lo], &x[lo], &out[lo])
+        if nt == 1:
+            avg_bwd_planes(&gout[0, 0, 0], &gx[0, 0, 0], &g, 0, g.planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                avg_bwd_planes(&gout[0, 0, 0], &gx[0, 0, 0], &g,
+                               g.planes * tid // nt, g.planes * (tid + 1) // nt)
 
 
-def leaky_relu_backward(const floating[::1] g,
-                        const floating[::1] x,
-                        floating[::1] out,
-                        double slope,
-                        int n_threads):
-    """out = g where x > 0, else slope * g (PyTorch's rule)."""
-    cdef Py_ssize_t n = g.shape[0], c, lo, m
-    cdef floating a = <floating>slope
-    if n == 0:
-        return
-    with nogil:
-        for c in prange(cdiv_(n, ELT_CHUNK), schedule="static", num_threads=n_threads):
-            lo = c * ELT_CHUNK
-            m = min(ELT_CHUNK, n - lo)
-            if floating is float:
-                cnx_lrelu_bwd_s(m, &g[lo], &x[lo], &out[lo], a)
-            else:
-                cnx_lrelu_bwd_d(m, &g[lo], &x[lo], &out[lo], a)
-
-
-cdef inline Py_ssize_t cdiv_(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return (a + b - 1) // b

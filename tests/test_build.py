@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import cnnext
+from cnnext._extensions import EXTENSIONS as COMPILED
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-COMPILED = ("_conv", "_pool", "_openmp")
 
 
 @pytest.mark.parametrize("name", COMPILED)

@@ -1055,9 +1055,9 @@ _ISA_SCRIPT = """
 import json, sys
 import numpy as np
 import cnnext
-from cnnext import _conv, functional as F, reference as R
+from cnnext import _gemm, functional as F, reference as R
 
-print(_conv.isa())
+print(_gemm.isa())
 geoms, tols = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 rng = np.random.default_rng(0)
 worst = 0.0
@@ -1095,9 +1095,9 @@ def test_every_microkernel_variant(isa, tmp_path, tolerances):
     Only one variant runs in the main test process (the best the CPU has);
     this runs the conv functions under each one in a subprocess.
     """
-    from cnnext import _conv
+    from cnnext import _gemm
 
-    native = _conv.isa()
+    native = _gemm.isa()
     if native not in ("generic", "avx2", "avx512"):
         pytest.fail(f"unknown micro-kernel variant {native!r}")
     if _isa_rank(isa) > _isa_rank(native):
@@ -1206,7 +1206,7 @@ def test_linear_validation():
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_kernel_scratch_does_not_grow_with_the_batch(stride):
-    from cnnext import _conv
+    from cnnext import _gemm
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((64, 3, 3, 3)).astype(np.float32)
@@ -1215,11 +1215,11 @@ def test_kernel_scratch_does_not_grow_with_the_batch(stride):
     # thread), so only the batch size differs.
     for n in (32, 512):
         x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
-        _conv.scratch_high_water(reset=True)
+        _gemm.scratch_high_water(reset=True)
         y = F.conv2d(x, w, stride=stride, padding=1)
         g = rng.standard_normal(y.shape).astype(np.float32)
         F.conv2d_backward(g, x, w, stride=stride, padding=1)
-        seen[n] = _conv.scratch_high_water(reset=True)
+        seen[n] = _gemm.scratch_high_water(reset=True)
     assert 0 < seen[512] <= seen[32] * 1.01 + 4096, seen
     # The documented bound: a few MiB at most for this layer.
     assert seen[512] < 4 * 2**20, seen
@@ -1232,10 +1232,12 @@ def test_kernel_scratch_does_not_grow_with_the_batch(stride):
 
 @pytest.mark.parametrize("geom", [((2, 1), (1, 2), (1, 2)), ((1, 1), (0, 0), (1, 1)),
                                   ((3, 2), (2, 1), (2, 1))])
-def test_gather_path_matches_kernels(geom, monkeypatch, rng):
+def test_gather_path_matches_kernels(geom, rng):
     """The gather path (taken when the padded sample cannot be allocated)
     computes the same conv2d and conv2d_backward as the kernels."""
-    import cnnext.functional as FF
+    import dataclasses
+
+    from cnnext import _plan
 
     x = rng.standard_normal((3, 2, 9, 8))
     w = rng.standard_normal((4, 2, 3, 2))
@@ -1243,9 +1245,12 @@ def test_gather_path_matches_kernels(geom, monkeypatch, rng):
     y = F.conv2d(x, w, b, *geom)
     g = rng.standard_normal(y.shape)
     want = F.conv2d_backward(g, x, w, *geom)
-    monkeypatch.setattr(FF, "_needs_gather", lambda *a: True)
-    np.testing.assert_allclose(F.conv2d(x, w, b, *geom), y, rtol=1e-12, atol=1e-12)
-    for got, ref in zip(F.conv2d_backward(g, x, w, *geom), want):
+    plan = _plan.conv2d_plan("conv2d", x.shape, w.shape, b.shape, x.dtype,
+                             *[(v, v) if isinstance(v, int) else v for v in geom])
+    assert plan.method == "direct"
+    gather = dataclasses.replace(plan, method="gather", grad_input="gather")
+    np.testing.assert_allclose(gather.forward(x, w, b), y, rtol=1e-12, atol=1e-12)
+    for got, ref in zip(gather.backward(g, x, w, True), want):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 

@@ -337,8 +337,13 @@ def test_constructor_validation(make, exc, match):
 
 
 def test_forward_validation():
-    with pytest.raises(ValueError, match=r"Dense.forward: x must be 2-D \(N, in_features=3\)"):
+    # A 2-D input of the wrong width names the width, not the ndim.
+    with pytest.raises(ValueError, match=r"Dense.forward: x.shape\[1\] \(4\) must equal "
+                                         r"in_features \(3\)"):
         nn.Dense(3, 2, seed=0).forward(np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"Dense.forward: x must be 2-D \(N, in_features=3\)"
+                                         r".*Flatten"):
+        nn.Dense(3, 2, seed=0).forward(np.ones((2, 3, 1)))
     with pytest.raises(ValueError, match="conv2d"):
         nn.Conv2D(2, 2, 3, seed=0).forward(np.ones((1, 3, 5, 5)))
     with pytest.raises(TypeError, match="Conv2D.forward"):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import cnnext
+from cnnext._extensions import EXTENSIONS as COMPILED
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,7 +29,6 @@ TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent
 PYPROJECT = ROOT / "pyproject.toml"
 WORKFLOWS = ROOT / ".github" / "workflows"
-COMPILED = ("_conv", "_pool", "_openmp")
 # The supported CPython versions: cibuildwheel builds, CI test matrix and
 # requires-python must all agree with this list.
 PYTHONS = ["3.10", "3.11", "3.12", "3.13", "3.14"]

@@ -79,7 +79,13 @@ def test_batched_and_unbatched_must_not_mix():
         (lambda: F.conv2d(X, np.zeros((4, 2, 3, 2))), "conv2d",
          ["x.shape[1] (3)", "weight.shape[1] (2)"]),
         (lambda: F.conv2d(X[0], np.zeros((4, 5, 3, 2))), "conv2d",
-         ["x.shape[1] (3)", "weight.shape[1] (5)"]),
+         ["x.shape[0] (3)", "weight.shape[1] (5)", "unbatched"]),
+        # Channels-last data: the hint names NCHW and the transpose.
+        (lambda: F.conv2d(np.zeros((2, 28, 28, 1)), np.zeros((8, 1, 3, 3))), "conv2d",
+         ["x.shape[1] (28)", "weight.shape[1] (1)", "NCHW", "transpose(0, 3, 1, 2)"]),
+        # A batch of (N, H, W) grayscale images read as one (C, H, W) sample.
+        (lambda: F.conv2d(np.zeros((16, 28, 28)), np.zeros((8, 1, 3, 3))), "conv2d",
+         ["x.shape[0] (16)", "unbatched", "x[:, None]"]),
         (lambda: F.conv2d_backward(GO, X, np.zeros((4, 1, 3, 2))), "conv2d_backward",
          ["x.shape[1] (3)", "weight.shape[1] (1)"]),
         (lambda: F.conv_transpose2d(X, np.zeros((4, 3, 3, 2))), "conv_transpose2d",

@@ -104,14 +104,15 @@ ls -l "$WORK/dist"
 ok
 
 step "sdist contents: .pyx sources in, generated C and binaries out"
-"$WORK/tools/bin/python" - "$SDIST" <<'EOF'
-import fnmatch, sys, tarfile
+"$WORK/tools/bin/python" - "$SDIST" "$WORK/src/cnnext/_extensions.py" <<'EOF'
+import fnmatch, runpy, sys, tarfile
 names = [m.name.split("/", 1)[1] for m in tarfile.open(sys.argv[1]) if "/" in m.name]
-need = ["pyproject.toml", "setup.py", "README.md", "MANIFEST.in",
-        "src/_conv.pyx", "src/_pool.pyx", "src/_openmp.pyx", "src/cnnext_ukernel.h",
+mods = runpy.run_path(sys.argv[2])["EXTENSIONS"]
+need = ["pyproject.toml", "setup.py", "README.md", "MANIFEST.in", "src/cnnext_ukernel.h",
+        "src/cnnext/_common.pxd", "src/cnnext/_gemm.pxd",
         "cnnext/__init__.py", "cnnext/functional.py", "cnnext/py.typed",
-        "cnnext/_conv.pyi", "cnnext/_pool.pyi", "cnnext/_openmp.pyi",
         "tests/conftest.py"]
+need += [f"src/{m}.pyx" for m in mods] + [f"cnnext/{m}.pyi" for m in mods]
 missing = [n for n in need if n not in names]
 banned = [n for n in names
           if any(fnmatch.fnmatch(n, p) for p in
@@ -124,12 +125,12 @@ EOF
 ok
 
 step "wheel contents: compiled modules, stubs, py.typed; no sources; no debug info"
-"$WORK/tools/bin/python" - "$WHEEL" "$WORK/wheel-x" <<'EOF'
-import sys, zipfile
+"$WORK/tools/bin/python" - "$WHEEL" "$WORK/wheel-x" "$WORK/src/cnnext/_extensions.py" <<'EOF'
+import runpy, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 names = z.namelist()
 errors = []
-for mod in ("_conv", "_pool", "_openmp"):
+for mod in runpy.run_path(sys.argv[3])["EXTENSIONS"]:
     so = [n for n in names if n.startswith(f"cnnext/{mod}.") and n.endswith(".so")]
     if len(so) != 1:
         errors.append(f"cnnext/{mod}.*.so: found {so}")
@@ -225,7 +226,9 @@ ok
 
 step "stubtest: shipped .pyi stubs match the compiled modules"
 "${NOCC_ENV[@]}" python -m pip install -q --only-binary=:all: mypy
-(cd "$WORK/testrun" && "${NOCC_ENV[@]}" python -m mypy.stubtest cnnext._conv cnnext._pool cnnext._openmp)
+# shellcheck disable=SC2046
+(cd "$WORK/testrun" && "${NOCC_ENV[@]}" python -m mypy.stubtest $(python -c \
+    'from cnnext._extensions import EXTENSIONS; print(" ".join("cnnext." + m for m in EXTENSIONS))'))
 ok
 
 if [[ "${CNNEXT_CHECK_OLDEST:-1}" != "0" ]]; then
@@ -262,7 +265,7 @@ if command -v aarch64-linux-gnu-gcc >/dev/null; then
     PYINC=$("$WORK/tools/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
     "$WORK/tools/bin/python" -m pip install -q "Cython>=3.0.10" "numpy>=2" scipy
     NPINC=$("$WORK/tools/bin/python" -c "import numpy; print(numpy.get_include())")
-    for m in _conv _pool _openmp; do
+    for m in $("$WORK/tools/bin/python" -c 'import runpy, sys; print(" ".join(runpy.run_path(sys.argv[1])["EXTENSIONS"]))' "$WORK/src/cnnext/_extensions.py"); do
         "$WORK/tools/bin/cython" -3 -I "$WORK/src/src" \
             -X boundscheck=False,wraparound=False,initializedcheck=False,cdivision=True \
             "$WORK/src/src/$m.pyx" -o "$WORK/xc/$m.c" > "$WORK/xc/$m.cython.log" 2>&1 \

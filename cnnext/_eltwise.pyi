@@ -1,0 +1,23 @@
+"""Type stubs for the compiled elementwise kernels (``src/_eltwise.pyx``).
+
+Private tier-1 module: flat or 2-D C-contiguous operands of one floating
+dtype (float32 or float64); nothing is validated here.
+"""
+
+import numpy as np
+import numpy.typing as npt
+
+# Cython's doctest registry, present on every compiled module.
+__test__: dict[str, str]
+
+_Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+_Index = npt.NDArray[np.int64]
+
+def relu_backward(g: _Float, x: _Float, out: _Float, n_threads: int) -> None: ...
+def leaky_relu_backward(
+    g: _Float, x: _Float, out: _Float, slope: float, n_threads: int
+) -> None: ...
+def all_finite(a: _Float) -> bool: ...
+def softmax_cross_entropy(z: _Float, labels: _Index, grad: _Float) -> float: ...
+def fill_rows(bias: _Float, out: _Float) -> None: ...
+def indices_within(a: _Index, lo: int, hi: int) -> bool: ...

@@ -1,0 +1,26 @@
+"""Type stubs for the compiled GEMM kernels (``src/_gemm.pyx``).
+
+Private tier-1 module: C-contiguous operands of one floating dtype (float32
+or float64); nothing is validated here.
+"""
+
+import numpy as np
+import numpy.typing as npt
+
+# Cython's doctest registry, present on every compiled module.
+__test__: dict[str, str]
+
+_Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+def isa() -> str: ...
+def block_sizes(dtype: npt.DTypeLike) -> tuple[int, int, int]: ...
+def scratch_high_water(reset: bool = ...) -> int: ...
+def gemm(
+    A: _Float,
+    B: _Float,
+    C: _Float,
+    trans_a: bool,
+    trans_b: bool,
+    accumulate: bool,
+    n_threads: int,
+) -> None: ...

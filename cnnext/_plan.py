@@ -1,0 +1,582 @@
+"""How each operation runs: plans, built once, run many times.
+
+A plan is a small immutable object built from *validated* arguments (prior
+validation of the arrays is assumed; the builders check only what depends
+on the geometry).  It records the sizes, the output shape, the algorithm it
+chose and why, the thread count and the scratch it needs, and its ``run``
+methods call the compiled kernels with nothing left to decide -- oneDNN's
+"create a primitive once, execute it many times".
+
+:mod:`cnnext.functional` builds (or fetches from :func:`cached`) a plan per
+call; a layer keeps the plan for the input it sees and, while the input
+stays the same kind of array, only checks that before running it.
+
+Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
+
+``direct``
+    the fused-im2col GEMM kernels on the input.
+``gather``
+    index arithmetic without padding, for geometries whose padded input
+    cannot be allocated (padding near 2**31); numpy einsum.
+``empty``
+    nothing to read (an empty batch, image or channel axis): zeros or bias.
+``full-rotated``
+    input gradient at stride 1: the full convolution of the output gradient
+    with the 180-degree-rotated kernel, on the forward kernel.
+``phases``
+    input gradient at stride s > 1: s*s such full convolutions, one per
+    stride phase.
+``col2im``
+    input gradient by ``Wmat^T @ g`` scattered back (any geometry).
+``dot`` / ``transposed`` / ``packed``
+    weight-gradient schedules of ``_conv.conv2d_grad_weight``.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _config, _conv, _eltwise, _gemm, _pool
+from . import _validate as V
+
+#: Below this many multiply-adds a kernel runs on one thread: waking a second
+#: thread costs more than it saves.
+PARALLEL_MIN_MACS = 1 << 20
+
+#: Pooling and elementwise work is memory-bound: one thread below this many
+#: elements.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+_CACHE = {}
+_CACHE_MAX = 512
+
+
+def cached(key, build, *args):
+    """The plan for ``key``, built by ``build(*args)`` on first use.
+
+    Keys hold only hashable, already-normalised values (shapes, dtypes, int
+    tuples, the thread count), so equal keys mean equal validated arguments.
+    """
+    plan = _CACHE.get(key)
+    if plan is None:
+        plan = build(*args)
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[key] = plan
+    return plan
+
+
+def threads_for(work, minimum=PARALLEL_MIN_MACS):
+    """The kernel thread count for ``work`` (MACs or elements)."""
+    return 1 if work < minimum else _config.get_num_threads()
+
+
+def _sum_quiet(a, axis):
+    """A bias gradient: a sum where inf + -inf = NaN propagates silently."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return a.sum(axis=axis)
+
+
+def _needs_gather(C, H, W, s, p, itemsize):
+    """True when the kernels' padded, phase-split sample would not fit in
+    memory (padding near 2**31, say) although the output may be small."""
+    elems = s[0] * s[1] * C * (-(-(H + 2 * p[0]) // s[0])) * (-(-(W + 2 * p[1]) // s[1]))
+    return elems * itemsize > V.MEMORY_LIMIT // 4
+
+
+def _effective_stride(s, out, padded, k, d):
+    """With a single output along an axis the stride is never used; replace
+    a huge one by the smallest that still gives one output (<= the padded
+    size), so the kernels' stride-phase scratch stays bounded."""
+    return tuple(
+        min(s_i, n_i - (d_i * (k_i - 1) + 1) + 1) if o_i == 1 else s_i
+        for s_i, o_i, n_i, k_i, d_i in zip(s, out, padded, k, d)
+    )
+
+
+# --------------------------------------------------------------------------
+# Convolution
+# --------------------------------------------------------------------------
+
+
+def _forward_kernel(x, wmat, bias, kh, kw, s, p, d, OH, OW, threads):
+    """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel."""
+    N, Co = x.shape[0], wmat.shape[0]
+    out = np.empty((N, Co, OH * OW), dtype=x.dtype)
+    _conv.conv2d_forward(
+        x, wmat, bias, out, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads
+    )
+    return out.reshape(N, Co, OH, OW)
+
+
+def _rotated_transposed(weight):
+    """(A, B, kH, kW) -> (B, A*kH*kW) of the 180-degree-rotated kernel."""
+    A, B, kh, kw = weight.shape
+    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]).reshape(
+        B, A * kh * kw
+    )
+
+
+def grad_input(g, weight, out_hw, s, p, d, method, threads):
+    """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) for upstream
+    ``g`` (N, Co, OH, OW), into an (N, C, H, W) array, by ``method``.
+
+    ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
+    weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
+    valid taps only) gives a number, so such weights take ``col2im``.
+    """
+    N, Co, OH, OW = g.shape
+    _, C, kh, kw = weight.shape
+    H, W = out_hw
+    if method != "col2im" and not _eltwise.all_finite(weight.reshape(-1)):
+        method = "col2im"
+    if method == "full-rotated":
+        pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
+        return _forward_kernel(g, _rotated_transposed(weight), None, kh, kw, (1, 1), pf, d,
+                               H, W, threads)
+    if method == "phases":
+        return _grad_input_phases(g, weight, H, W, s, p, threads)
+    gx = np.empty((N, C, H, W), dtype=g.dtype)
+    _conv.conv_grad_input(
+        g.reshape(N, Co, OH * OW), weight.reshape(Co, C * kh * kw), gx,
+        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads,
+    )
+    return gx
+
+
+def _grad_input_phases(g, weight, H, W, s, p, threads):
+    """Strided input gradient as s_h*s_w stride-1 full convolutions.
+
+    Padded input row ``hp = u*s + a`` receives ``sum_t W[a + s*t] g[u - t]``:
+    for each phase (a, b) a full convolution of ``g`` with the sub-kernel of
+    taps ``a::s, b::s`` (rotated), computed by the forward kernel and written
+    to rows ``a::s``, columns ``b::s`` of the padded gradient.
+    """
+    N, Co, OH, OW = g.shape
+    _, C, kh, kw = weight.shape
+    Hp, Wp = H + 2 * p[0], W + 2 * p[1]
+    gxp = np.zeros((N, C, Hp, Wp), dtype=g.dtype)
+    for a in range(min(s[0], Hp)):
+        ka = -(-(kh - a) // s[0]) if kh > a else 0
+        U = -(-(Hp - a) // s[0])
+        for b in range(min(s[1], Wp)):
+            kb = -(-(kw - b) // s[1]) if kw > b else 0
+            Vb = -(-(Wp - b) // s[1])
+            if ka == 0 or kb == 0:
+                continue  # no tap lands on this phase: its gradient is zero
+            Ph, Pw = max(ka - 1, U - OH, 0), max(kb - 1, Vb - OW, 0)
+            R, S = OH + 2 * Ph - ka + 1, OW + 2 * Pw - kb + 1
+            y = _forward_kernel(
+                g, _rotated_transposed(weight[:, :, a :: s[0], b :: s[1]]), None, ka, kb,
+                (1, 1), (Ph, Pw), (1, 1), R, S, threads,
+            )
+            r0, c0 = Ph - ka + 1, Pw - kb + 1
+            gxp[:, :, a :: s[0], b :: s[1]] = y[:, :, r0 : r0 + U, c0 : c0 + Vb]
+    return np.ascontiguousarray(gxp[:, :, p[0] : p[0] + H, p[1] : p[1] + W])
+
+
+def _grad_input_method(s, p, d, k):
+    """(name, reason) of the input-gradient algorithm for this geometry."""
+    pf = (d[0] * (k[0] - 1) - p[0], d[1] * (k[1] - 1) - p[1])
+    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
+        return "full-rotated", "stride 1: full convolution with the rotated kernel"
+    if d == (1, 1):
+        return "phases", "stride > 1: one full convolution per stride phase"
+    return "col2im", "dilation with stride, or padding beyond the kernel: col2im scatter"
+
+
+def _gather_taps(fname, x, kh, kw, s, p, d, OH, OW):
+    """im2col without padding: (N, C, OH, kH, OW, kW) values and 0/1 mask,
+    from index arithmetic only (for geometries whose padding is too large to
+    materialise; the windows that reach the input are few)."""
+    N, C, H, W = x.shape
+    V.check_alloc(fname, (N, C, OH, kh, OW, kw), x.dtype.itemsize, what="gathered input")
+    ih = np.arange(OH, dtype=np.int64)[:, None] * s[0] - p[0] + np.arange(kh)[None, :] * d[0]
+    iw = np.arange(OW, dtype=np.int64)[:, None] * s[1] - p[1] + np.arange(kw)[None, :] * d[1]
+    vh, vw = (ih >= 0) & (ih < H), (iw >= 0) & (iw < W)
+    ih, iw = np.clip(ih, 0, H - 1), np.clip(iw, 0, W - 1)
+    mask = (vh[:, :, None, None] & vw[None, None, :, :]).astype(x.dtype)
+    cols = x[:, :, ih[:, :, None, None], iw[None, None, :, :]] * mask
+    return cols, mask, ih, iw
+
+
+@dataclass(frozen=True, slots=True)
+class ConvPlan:
+    """How one ``conv2d`` geometry runs, forward and backward.
+
+    Built by :func:`conv2d_plan`.  ``x_shape``/``out_shape`` are the shapes
+    the user sees (3-D for an unbatched sample); the kernels see the 4-D
+    ``(N, C, H, W)`` view and ``kernel_stride`` (the stride with unused huge
+    values clamped, see :func:`_effective_stride`).
+    """
+
+    fname: str
+    dtype: np.dtype
+    x_shape: tuple
+    weight_shape: tuple
+    out_shape: tuple
+    has_bias: bool
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    kernel_stride: tuple
+    method: str
+    reason: str
+    grad_input: str
+    grad_input_reason: str
+    grad_weight: str
+    grad_weight_reason: str
+    grad_weight_tasks: int
+    threads: int
+    scratch_bytes: int
+
+    @property
+    def unbatched(self):
+        return len(self.x_shape) == 3
+
+    def forward(self, x, weight, bias):
+        """y = conv2d(x, weight, bias) for arrays of this plan's shapes/dtype."""
+        x4 = x[None] if len(self.x_shape) == 3 else x
+        N, Co, OH, OW = self.out4
+        if self.method == "direct":
+            kh, kw = self.weight_shape[2:]
+            y = _forward_kernel(x4, weight.reshape(Co, -1), bias, kh, kw, self.kernel_stride,
+                                self.padding, self.dilation, OH, OW, self.threads)
+        elif self.method == "gather":
+            y = self._gather_forward(x4, weight, bias)
+        else:
+            y = np.zeros(self.out4, dtype=self.dtype)
+            if bias is not None:
+                y += bias[:, None, None]
+        return y[0] if len(self.x_shape) == 3 else y
+
+    @property
+    def out4(self):
+        return self.out_shape if len(self.out_shape) == 4 else (1,) + self.out_shape
+
+    def backward(self, g, x, weight, bias, need_input=True):
+        """(grad_x or None, grad_weight, grad_bias or None) for upstream ``g``."""
+        unb = len(self.x_shape) == 3
+        g4, x4 = (g[None], x[None]) if unb else (g, x)
+        gb = _sum_quiet(g4, (0, 2, 3)) if bias else None
+        if self.method == "gather":
+            gx, gw = self._gather_backward(g4, x4, weight)
+        elif self.method == "empty":
+            gx = np.zeros(x4.shape, dtype=self.dtype) if need_input else None
+            gw = np.zeros(self.weight_shape, dtype=self.dtype)
+        else:
+            gw = self._grad_weight(g4, x4)
+            gx = None
+            if need_input:
+                gx = grad_input(g4, weight, x4.shape[2:], self.kernel_stride, self.padding,
+                                self.dilation, self.grad_input, self.threads)
+        if unb and gx is not None:
+            gx = gx[0]
+        return gx, gw, gb
+
+    def _grad_weight(self, g, x):
+        Co, C, kh, kw = self.weight_shape
+        K = C * kh * kw
+        N, _, OH, OW = g.shape
+        s, p, d = self.kernel_stride, self.padding, self.dilation
+        geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
+        g3 = g.reshape(N, Co, OH * OW)
+        schedule = self.grad_weight
+        gw = self._grad_weight_run(x, g3, schedule, geom, K)
+        if schedule != "packed" and not _eltwise.all_finite(gw.reshape(-1)):
+            # The fast schedules pair junk positions' image values with a
+            # zero gradient: an inf/NaN input can turn 0*inf into NaN there.
+            gw = self._grad_weight_run(x, g3, "packed", geom, K)
+        return gw.reshape(self.weight_shape)
+
+    def _grad_weight_run(self, x, g3, schedule, geom, K):
+        T, Co = self.grad_weight_tasks, self.weight_shape[0]
+        transposed = schedule == "transposed"
+        gwp = np.empty((T, K, Co) if transposed else (T, Co, K), dtype=self.dtype)
+        _conv.conv2d_grad_weight(x, g3, gwp, schedule, *geom)
+        gw = gwp[0] if T == 1 else gwp.sum(axis=0)
+        return np.ascontiguousarray(gw.T) if transposed else gw
+
+    def _gather_forward(self, x, weight, bias):
+        kh, kw = self.weight_shape[2:]
+        OH, OW = self.out4[2:]
+        cols, _, _, _ = _gather_taps(self.fname, x, kh, kw, self.kernel_stride, self.padding,
+                                     self.dilation, OH, OW)
+        y = np.einsum("ncakbl,ockl->noab", cols, weight)
+        if bias is not None:
+            y += bias[:, None, None]
+        return np.ascontiguousarray(y, dtype=self.dtype)
+
+    def _gather_backward(self, g, x, weight):
+        kh, kw = self.weight_shape[2:]
+        OH, OW = g.shape[2:]
+        cols, mask, ih, iw = _gather_taps(self.fname, x, kh, kw, self.kernel_stride,
+                                          self.padding, self.dilation, OH, OW)
+        gw = np.einsum("noab,ncakbl->ockl", g, cols).astype(self.dtype)
+        contrib = np.einsum("noab,ockl->ncakbl", g, weight) * mask
+        gx = np.zeros_like(x)
+        np.add.at(gx, (slice(None), slice(None), ih[:, :, None, None], iw[None, None, :, :]),
+                  contrib)
+        return gx, gw
+
+
+def conv2d_plan(fname, x_shape, weight_shape, bias_shape, dtype, stride, padding, dilation):
+    """Validate a conv2d geometry and decide how it runs (a :class:`ConvPlan`).
+
+    ``x_shape`` is 3-D or 4-D and ``weight_shape`` 4-D (checked by the
+    caller); ``bias_shape`` is None without a bias; ``stride``/``padding``/
+    ``dilation`` are normalised pairs.
+    """
+    Co, Cw, kh, kw = weight_shape
+    V.channels_match(fname, x_shape, Cw, "weight.shape[1]")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{fname}: weight kernel size must be >= 1, got {kh}x{kw}")
+    V.bias_shape(fname, bias_shape, Co)
+    has_bias = bias_shape is not None
+    unb = len(x_shape) == 3
+    N, C, H, W = ((1,) + tuple(x_shape)) if unb else tuple(x_shape)
+    s, p, d = stride, padding, dilation
+    OH = V.conv_out_size(fname, H, kh, s[0], p[0], d[0], "height")
+    OW = V.conv_out_size(fname, W, kw, s[1], p[1], d[1], "width")
+    ks = s
+    if OH == 1 or OW == 1:
+        ks = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
+    V.check_alloc(fname, (N, Co, OH, OW), dtype.itemsize)
+    K = C * kh * kw
+    macs = N * Co * K * OH * OW
+    threads = threads_for(macs)
+    gi, gi_why = _grad_input_method(ks, p, d, (kh, kw))
+    if N == 0 or Co == 0 or K == 0 or H == 0 or W == 0:
+        method, why = "empty", "nothing to read: the result is zeros (or the bias)"
+        gi, gi_why = "empty", why
+    elif _needs_gather(C, H, W, ks, p, dtype.itemsize):
+        method, why = "gather", "the padded input would not fit in memory"
+        gi, gi_why = "gather", why
+    else:
+        method, why = "direct", "fused-im2col GEMM on the micro-kernels"
+    MR, NR, KC = _gemm.block_sizes(dtype)
+    Wq = -(-(W + 2 * p[1]) // ks[1])
+    Hq = -(-(H + 2 * p[0]) // ks[0])
+    units = N * -(-(OH * Wq) // KC)
+    tasks = max(1, min(threads, units))
+    if K <= 64:
+        gw, gw_why = "dot", f"few taps (K = {K} <= 64): dot products, nothing packed"
+    elif 4 * Co >= 3 * NR:
+        gw, gw_why = "transposed", f"C_out ({Co}) fills a {NR}-wide panel: pack the gradient only"
+    else:
+        gw, gw_why = "packed", "general case: pack both operands"
+    prepared = ks[0] * ks[1] * C * Hq * Wq if (p != (0, 0) or ks != (1, 1)) else 0
+    scratch = (tasks * (KC * NR + -(-Co // MR) * MR * NR + prepared) + -(-Co // MR) * MR * K)
+    out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
+    return ConvPlan(
+        fname, dtype, tuple(x_shape), tuple(weight_shape), out_shape, has_bias, s, p, d, ks,
+        method, why, gi, gi_why, gw, gw_why, tasks, threads, scratch * dtype.itemsize,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConvTransposePlan:
+    """How one ``conv_transpose2d`` (or ``full_conv2d``) geometry runs: the
+    input gradient of the convolution whose weight it shares, ``grad_input``
+    naming the algorithm as for :class:`ConvPlan`."""
+
+    dtype: np.dtype
+    x_shape: tuple
+    weight_shape: tuple
+    out_shape: tuple
+    stride: tuple
+    padding: tuple
+    output_padding: tuple
+    dilation: tuple
+    grad_input: str
+    reason: str
+    threads: int
+
+    def forward(self, x, weight, bias):
+        unb = len(self.x_shape) == 3
+        out4 = ((1,) + self.out_shape) if unb else self.out_shape
+        x4 = x[None] if unb else x
+        if self.grad_input == "empty":
+            y = np.zeros(out4, dtype=self.dtype)
+        else:
+            y = grad_input(x4, weight, out4[2:], self.stride, self.padding, self.dilation,
+                           self.grad_input, self.threads)
+        if bias is not None:
+            y += bias[:, None, None]
+        return y[0] if unb else y
+
+
+def conv_transpose2d_plan(fname, x_shape, weight_shape, bias_shape, dtype, stride, padding,
+                          output_padding, dilation):
+    """Validate a transposed-convolution geometry (normalised pairs) and plan it."""
+    Ci, Co, kh, kw = weight_shape
+    V.channels_match(fname, x_shape, Ci, "weight.shape[0]")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{fname}: weight kernel size must be >= 1, got {kh}x{kw}")
+    V.bias_shape(fname, bias_shape, Co)
+    s, p, op, d = stride, padding, output_padding, dilation
+    for ax, name in enumerate(("height", "width")):
+        if op[ax] >= max(s[ax], d[ax]):
+            raise ValueError(
+                f"{fname}: output_padding must be smaller than stride or dilation "
+                f"along {name}: output_padding {op[ax]}, stride {s[ax]}, dilation {d[ax]}"
+            )
+    unb = len(x_shape) == 3
+    N, _, H, W = ((1,) + tuple(x_shape)) if unb else tuple(x_shape)
+    out_hw = []
+    for ax, (size, k, name) in enumerate(((H, kh, "height"), (W, kw, "width"))):
+        o = (size - 1) * s[ax] - 2 * p[ax] + d[ax] * (k - 1) + op[ax] + 1
+        if o < 1:
+            raise ValueError(
+                f"{fname}: output size along {name} would be {o} (< 1): input size "
+                f"{size}, kernel {k}, stride {s[ax]}, padding {p[ax]}, dilation "
+                f"{d[ax]}, output_padding {op[ax]}"
+            )
+        out_hw.append(o)
+    OH, OW = out_hw
+    V.check_alloc(fname, (N, Co, OH, OW), dtype.itemsize)
+    if N * Ci * H * W == 0 or Co == 0:
+        method, why = "empty", "nothing to scatter: the result is zeros (or the bias)"
+    elif op != (0, 0):
+        method, why = "col2im", "output_padding: col2im scatter"
+    else:
+        method, why = _grad_input_method(s, p, d, (kh, kw))
+    out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
+    threads = threads_for(N * Ci * Co * kh * kw * H * W)
+    return ConvTransposePlan(dtype, tuple(x_shape), tuple(weight_shape), out_shape, s, p, op,
+                             d, method, why, threads)
+
+
+# --------------------------------------------------------------------------
+# Pooling
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPlan:
+    """How one ``max_pool2d``/``avg_pool2d`` geometry runs, forward and backward."""
+
+    fname: str
+    kind: str            # "max" or "avg"
+    dtype: np.dtype
+    x_shape: tuple
+    out_shape: tuple
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+    threads: int
+
+    def forward(self, x):
+        """max: (y, indices); avg: y."""
+        H, W = self.x_shape[-2:]
+        OH, OW = self.out_shape[-2:]
+        planes = x.size // (H * W) if H * W else int(np.prod(self.x_shape[:-2]))
+        k, s, p = self.kernel_size, self.stride, self.padding
+        y = np.empty(self.out_shape, dtype=self.dtype)
+        if self.kind == "max":
+            idx = np.empty(self.out_shape, dtype=np.int64)
+            if y.size:
+                _pool.max_pool2d_forward(
+                    x.reshape(planes, H, W), y.reshape(planes, OH, OW),
+                    idx.reshape(planes, OH, OW), k[0], k[1], s[0], s[1], p[0], p[1],
+                    self.threads,
+                )
+            return y, idx
+        if y.size:
+            _pool.avg_pool2d_forward(
+                x.reshape(planes, H, W), y.reshape(planes, OH, OW),
+                k[0], k[1], s[0], s[1], p[0], p[1], self.threads,
+            )
+        return y
+
+    def backward(self, g, indices=None):
+        """grad_x from upstream ``g`` (and, for max, the forward's indices)."""
+        H, W = self.x_shape[-2:]
+        OH, OW = self.out_shape[-2:]
+        planes = int(np.prod(self.x_shape[:-2]))
+        gx = np.empty(self.x_shape, dtype=self.dtype)
+        if gx.size == 0:
+            return gx
+        if g.size == 0:
+            gx.fill(0)
+            return gx
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if self.kind == "max":
+            _pool.max_pool2d_backward(
+                g.reshape(planes, OH * OW), indices.reshape(planes, OH * OW),
+                gx.reshape(planes, H * W), self.threads,
+            )
+        else:
+            _pool.avg_pool2d_backward(
+                g.reshape(planes, OH, OW), gx.reshape(planes, H, W),
+                k[0], k[1], s[0], s[1], p[0], p[1], self.threads,
+            )
+        return gx
+
+
+def pool2d_plan(fname, kind, x_shape, dtype, kernel_size, stride, padding):
+    """Validate a pooling geometry (normalised pairs) and plan it."""
+    H, W = x_shape[-2:]
+    k, s, p = kernel_size, stride, padding
+    OH = V.pool_out_size(fname, H, k[0], s[0], p[0], "height")
+    OW = V.pool_out_size(fname, W, k[1], s[1], p[1], "width")
+    out_shape = tuple(x_shape[:-2]) + (OH, OW)
+    V.check_alloc(fname, out_shape, dtype.itemsize + (8 if kind == "max" else 0))
+    if kind == "max" and H * W >= 2**31:
+        raise ValueError(
+            f"{fname}: an input plane must have fewer than 2**31 elements "
+            f"(H*W = {H}*{W} = {H * W})"
+        )
+    elems = int(np.prod(x_shape))
+    threads = threads_for(elems, PARALLEL_MIN_ELEMENTS)
+    return PoolPlan(fname, kind, dtype, tuple(x_shape), out_shape, k, s, p, threads)
+
+
+# --------------------------------------------------------------------------
+# Dense
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinearPlan:
+    """How one ``linear`` shape runs.  ``method`` names the product's path in
+    :func:`cnnext._gemm.gemm`: ``dot`` (few rows: dot products),
+    ``gemm`` (packed micro-kernels)."""
+
+    dtype: np.dtype
+    x_shape: tuple
+    weight_shape: tuple
+    method: str
+    threads: int
+
+    def forward(self, x, weight, bias):
+        n, n_out = self.x_shape[0], self.weight_shape[0]
+        y = np.empty((n, n_out), dtype=self.dtype)
+        if bias is not None:
+            _eltwise.fill_rows(bias, y)
+        _gemm.gemm(x, weight, y, False, True, bias is not None, self.threads)
+        return y
+
+    def backward(self, g, x, weight, bias, need_input=True):
+        n, n_in = self.x_shape
+        n_out = self.weight_shape[0]
+        gx = np.empty((n, n_in), dtype=self.dtype) if need_input else None
+        gw = np.empty((n_out, n_in), dtype=self.dtype)
+        if need_input:
+            _gemm.gemm(g, weight, gx, False, False, False, self.threads)
+        _gemm.gemm(g, x, gw, True, False, False, self.threads)
+        gb = _sum_quiet(g, 0) if bias else None
+        return gx, gw, gb
+
+
+def linear_plan(fname, x_shape, weight_shape, dtype):
+    if x_shape[1] != weight_shape[1]:
+        raise ValueError(
+            f"{fname}: x.shape[1] ({x_shape[1]}) must equal weight.shape[1] "
+            f"({weight_shape[1]}), the number of input features"
+        )
+    n, n_in = x_shape
+    n_out = weight_shape[0]
+    V.check_alloc(fname, (n, n_out), dtype.itemsize)
+    method = "dot" if n <= 4 else "gemm"
+    return LinearPlan(dtype, tuple(x_shape), tuple(weight_shape), method,
+                      threads_for(n * n_out * n_in))

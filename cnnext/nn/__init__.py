@@ -1,0 +1,86 @@
+"""Layers: thin, stateful wrappers around :mod:`cnnext.functional`.
+
+Every layer has ``forward(x) -> y`` and ``backward(grad_y) -> grad_x``, keeps
+its parameters in ``layer.params`` (name -> ndarray, ``"weight"`` and
+``"bias"`` as in PyTorch; layers with parameters also offer them as
+``layer.weight``/``layer.bias``) and their gradients in ``layer.grads``
+(same names, shapes and dtypes), and keeps *one* named forward cache,
+replaced on every ``forward`` so it never grows.
+
+Conventions
+-----------
+* ``backward`` *accumulates* into ``grads`` (like PyTorch's ``.grad``); call
+  ``optimizer.zero_grad()`` (or ``model.zero_grad()``) before each backward
+  pass.  Optimizers update ``params`` in place, so the arrays in ``params``
+  and ``grads`` keep their identity for the life of the layer.
+* ``backward`` before ``forward`` raises ``RuntimeError``.  ``backward`` uses
+  the input of the *last* ``forward``; the caller's arrays (``x``,
+  ``grad_y``) are never modified, so do not modify them between the two
+  calls either.
+* Layers with parameters (:class:`Conv2D`, :class:`Dense`) compute in their
+  ``dtype`` (float32 by default): inputs of another dtype are converted (a
+  copy; the caller's array is untouched).  The other layers keep the dtype
+  they receive.
+* A layer keeps the plan of the input it last saw (see
+  :mod:`cnnext.functional`): while the input keeps its shape, dtype and
+  memory layout, a call only confirms that and runs the kernels; another
+  batch size, dtype or layout simply makes a new plan.  Results are
+  bitwise those of the functional call.
+* ``train()``/``eval()`` switch the mode (only :class:`Dropout` behaves
+  differently).
+* :class:`Sequential` exposes the parameters of its layers under
+  PyTorch-``state_dict``-style names (``"0.weight"``, ``"3.bias"``, ...);
+  ``model.parameters()`` is the list of ``(param, grad)`` pairs optimizers
+  take, and ``model.save(path)``/``model.load(path)`` store them in a
+  ``.npz`` file without pickle.
+
+Initialization (``init=`` of :class:`Conv2D` and :class:`Dense`), with
+``fan_in = in_channels*kH*kW`` (or ``in_features``) and ``fan_out =
+out_channels*kH*kW`` (or ``out_features``):
+
+``"he"`` (default)
+    He/Kaiming *normal*: weight ~ N(0, 2/fan_in), bias 0.  For layers
+    followed by ReLU-style activations (He et al., 2015).
+``"glorot"``
+    Glorot/Xavier *uniform*: weight ~ U(-a, a), a = sqrt(6/(fan_in+fan_out)),
+    bias 0.  For layers followed by tanh/sigmoid/softmax (e.g. the last
+    layer of a classifier).
+``"torch"``
+    PyTorch's default for ``Conv2d``/``Linear`` (``kaiming_uniform_`` with
+    ``a=sqrt(5)``): weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+Random numbers are drawn in float64 from ``seed`` (an int, a
+``numpy.random.Generator`` -- pass one Generator to every layer of a model
+for a reproducible model -- or None for fresh entropy) and then cast to
+``dtype``, so a float32 and a float64 layer with the same seed agree up to
+rounding.
+"""
+from ..losses import MSELoss, SoftmaxCrossEntropy
+from .activation import Dropout, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .containers import Sequential
+from .conv import Conv2D
+from .linear import Dense, Flatten
+from .module import Module
+from .pooling import AvgPool2D, MaxPool2D
+
+__all__ = [
+    "Module",
+    "Conv2D",
+    "MaxPool2D",
+    "AvgPool2D",
+    "Dense",
+    "Flatten",
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Dropout",
+    "Sequential",
+    "SoftmaxCrossEntropy",
+    "MSELoss",
+]
+
+
+def __dir__():
+    return sorted(__all__)

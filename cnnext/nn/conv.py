@@ -1,0 +1,144 @@
+"""Convolution layers."""
+import numpy as np
+
+from .. import _config
+from .. import _validate as V
+from .. import functional as F
+from .module import Module, as_dtype, check_init, init_bias, init_weight, steady
+
+
+class Conv2D(Module):
+    """2-D convolution layer (cross-correlation), as ``torch.nn.Conv2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    stride, padding, dilation : int or (int, int)
+        As in :func:`cnnext.functional.conv2d`.
+    bias : bool
+        Whether to learn a per-channel bias.
+    init : {"he", "glorot", "torch"}
+        Weight initialization (:mod:`cnnext.nn`); default He normal, for a
+        convolution followed by ReLU.
+    dtype : float32 or float64
+    seed : int, numpy.random.Generator or None
+
+    Attributes
+    ----------
+    weight : ndarray, shape (out_channels, in_channels, kH, kW)
+        The live weight (``params["weight"]``).
+    bias : ndarray of shape (out_channels,), or None
+        The live bias (``params["bias"]``), None when ``bias=False``.
+
+    Shape
+    -----
+    - Input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``
+    - Output: ``(N, C_out, OH, OW)`` or ``(C_out, OH, OW)``, with
+      ``OH = floor((H + 2*pH - dH*(kH - 1) - 1) / sH) + 1`` (likewise ``OW``)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import nn
+    >>> conv = nn.Conv2D(1, 8, 3, bias=False, seed=0)
+    >>> y = conv.forward(np.zeros((2, 1, 28, 28), dtype=np.float32))
+    >>> y.shape, conv.backward(np.ones_like(y)).shape
+    ((2, 8, 26, 26), (2, 1, 28, 28))
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        *,
+        init="he",
+        dtype=np.float32,
+        seed=None,
+    ):
+        super().__init__()
+        fname = "Conv2D"
+        self.in_channels = V.as_int(fname, "in_channels", in_channels, 1)
+        self.out_channels = V.as_int(fname, "out_channels", out_channels, 1)
+        self.kernel_size = V.pair(fname, "kernel_size", kernel_size, 1)
+        self.stride = V.pair(fname, "stride", stride, 1)
+        self.padding = V.pair(fname, "padding", padding, 0)
+        self.dilation = V.pair(fname, "dilation", dilation, 1)
+        has_bias = V.boolean(fname, "bias", bias)
+        self.init = check_init(fname, init)
+        self.dtype = V.float_dtype(fname, dtype)
+        rng = V.rng(fname, seed)
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        fan_out = self.out_channels * kh * kw
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        self._params["weight"] = init_weight(fname, rng, init, shape, fan_in, fan_out, self.dtype)
+        if has_bias:
+            self._params["bias"] = init_bias(rng, init, self.out_channels, fan_in, self.dtype)
+        self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+        self._plan = None
+        self._plan_threads = 0
+
+    @property
+    def weight(self):
+        """The weight array (``params["weight"]``), updated in place by optimizers."""
+        return self._params["weight"]
+
+    @property
+    def bias(self):
+        """The bias array (``params["bias"]``), or None for a layer without bias."""
+        return self._params.get("bias")
+
+    def forward(self, x):
+        """Convolve ``x`` with the layer's filters (see Shape); caches ``x``."""
+        plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
+        if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
+            y = plan.forward(x, w, b)
+        else:
+            x = np.ascontiguousarray(as_dtype("Conv2D.forward", "x", x, self.dtype))
+            y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
+            self._keep_plan(x, w, b)
+        self._cache = x
+        return y
+
+    def backward(self, grad_y):
+        """Gradient w.r.t. the last input; accumulates ``grads["weight"]`` (and
+        ``grads["bias"]``).  The input gradient is the full convolution of
+        ``grad_y`` with the 180-degree-rotated kernel."""
+        x = self._saved()
+        plan, w = self._plan, self._params["weight"]
+        if (
+            plan is not None
+            and x.shape == plan.x_shape
+            and steady(grad_y, plan.out_shape, self.dtype, self._plan_threads)
+        ):
+            gx, gw, gb = plan.backward(grad_y, x, w, plan.has_bias)
+        else:
+            g = as_dtype("Conv2D.backward", "grad_y", grad_y, self.dtype)
+            gx, gw, gb = F.conv2d_backward(g, x, w, self.stride, self.padding, self.dilation,
+                                           bias="bias" in self._params)
+        self._grads["weight"] += gw
+        if gb is not None:
+            self._grads["bias"] += gb
+        return gx
+
+    def _keep_plan(self, x, w, b):
+        """Remember the plan ``F.conv2d`` just used (compiled backend only)."""
+        if _config.get_backend() != "cython":
+            self._plan = None
+            return
+        self._plan = F._conv2d_plan("conv2d", [x, w, b], self.dtype, b, self.stride,
+                                    self.padding, self.dilation)
+        self._plan_threads = _config.get_num_threads()
+
+    def __repr__(self):
+        return (
+            f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"bias={self.bias is not None})"
+        )

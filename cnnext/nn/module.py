@@ -1,0 +1,229 @@
+"""The layer contract (:class:`Module`) and what every layer shares."""
+import numpy as np
+
+from .. import _config, _io
+from .. import _validate as V
+
+_INITS = ("he", "glorot", "torch")
+
+
+class Module:
+    """Base class of every layer: mode, parameter access, save and load.
+
+    A layer keeps its parameters in ``params`` (name -> ndarray, updated in
+    place by optimizers) and their gradients in ``grads`` (same names,
+    shapes and dtypes), implements ``forward(x) -> y`` and
+    ``backward(grad_y) -> grad_x``, and keeps one named forward cache,
+    replaced on every ``forward``.  ``module(x)`` is ``module.forward(x)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import nn
+    >>> layer = nn.Dense(3, 2, seed=0)
+    >>> sorted(layer.params), layer.params["weight"].shape
+    (['bias', 'weight'], (2, 3))
+    """
+
+    def __init__(self):
+        self.training = True
+        self._params = {}
+        self._grads = {}
+        self._cache = None
+
+    # -- parameters ---------------------------------------------------------
+
+    @property
+    def params(self):
+        """Parameters by name (the live arrays, updated in place by optimizers)."""
+        return self._params
+
+    @property
+    def grads(self):
+        """Gradients by name, same names/shapes/dtypes as :attr:`params`."""
+        return self._grads
+
+    def named_parameters(self):
+        """List of ``(name, param, grad)`` triples, in a stable order."""
+        return [(name, p, self._grads[name]) for name, p in self._params.items()]
+
+    def parameters(self):
+        """List of ``(param, grad)`` pairs, the input of the optimizers."""
+        return [(p, g) for _, p, g in self.named_parameters()]
+
+    def zero_grad(self):
+        """Set every gradient to zero (in place)."""
+        for _, _, g in self.named_parameters():
+            g.fill(0)
+
+    # -- mode ---------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or evaluation mode; returns self."""
+        self.training = V.boolean(f"{type(self).__name__}.train", "mode", mode)
+        return self
+
+    def eval(self):
+        """Set evaluation mode (``train(False)``); returns self."""
+        return self.train(False)
+
+    # -- forward/backward ---------------------------------------------------
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):  # pragma: no cover - abstract
+        """The layer's output for input ``x``."""
+        raise NotImplementedError
+
+    def backward(self, grad_y):  # pragma: no cover - abstract
+        """The gradient with respect to the last ``forward``'s input."""
+        raise NotImplementedError
+
+    def _saved(self):
+        """The forward cache; RuntimeError when there was no forward yet."""
+        if self._cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward: called before forward; call forward(x) first"
+            )
+        return self._cache
+
+    # -- state --------------------------------------------------------------
+
+    def state_dict(self):
+        """Copies of the parameters, ``{name: ndarray}``."""
+        return {name: p.copy() for name, p, _ in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy ``state`` (name -> array) into the parameters, in place.
+
+        Everything is checked before anything is assigned: the names must be
+        exactly those of :meth:`state_dict`, and every array must have the
+        parameter's shape and dtype.  On error (``ValueError``) the module
+        is unchanged.
+        """
+        fname = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state, "keys"):
+            raise TypeError(
+                f"{fname}: state must be a mapping name -> array, got {type(state).__name__}"
+            )
+        self._assign(self._checked_state(fname, {k: state[k] for k in state.keys()}))
+
+    def _checked_state(self, fname, state):
+        own = {name: p for name, p, _ in self.named_parameters()}
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise ValueError(
+                f"{fname}: parameter names do not match the model: missing {missing}, "
+                f"unexpected {extra}"
+            )
+        for name, p in own.items():
+            a = state[name]
+            if not isinstance(a, np.ndarray):
+                raise ValueError(f"{fname}: {name!r} must be an ndarray, got {type(a).__name__}")
+            if a.dtype != p.dtype or a.shape != p.shape:
+                raise ValueError(
+                    f"{fname}: {name!r} must have shape {p.shape} and dtype {p.dtype}, "
+                    f"got shape {a.shape} and dtype {a.dtype}"
+                )
+        return state
+
+    def _assign(self, arrays):
+        for name, p, _ in self.named_parameters():
+            np.copyto(p, arrays[name])
+
+    def save(self, path):
+        """Save the parameters to ``path`` as an uncompressed ``.npz`` file.
+
+        The file is written exactly at ``path`` (no suffix is added) and
+        atomically: to a temporary file in the same directory, then renamed
+        over ``path``, so a crash never leaves a half-written model behind.
+        Keys are the names of :meth:`named_parameters`; no pickle is involved.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from cnnext import nn
+        >>> model = nn.Sequential(nn.Dense(4, 3, seed=0), nn.ReLU(), nn.Dense(3, 2, seed=1))
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+        >>> model.save(path)
+        >>> other = nn.Sequential(nn.Dense(4, 3, seed=5), nn.ReLU(), nn.Dense(3, 2, seed=6))
+        >>> other.load(path)
+        >>> bool((other.params["2.weight"] == model.params["2.weight"]).all())
+        True
+        """
+        _io.save_npz(path, {name: p for name, p, _ in self.named_parameters()})
+
+    def load(self, path):
+        """Load parameters saved by :meth:`save` (never unpickles anything).
+
+        Raises
+        ------
+        ValueError
+            If the file is not a readable ``.npz`` archive (corrupt,
+            truncated, holding Python objects), or its names, shapes or
+            dtypes do not match this model.  The model is left unchanged.
+        FileNotFoundError
+            If ``path`` does not exist.
+        """
+        expected = {name: (p.shape, p.dtype) for name, p, _ in self.named_parameters()}
+        self._assign(_io.load_npz(path, expected))
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+# --------------------------------------------------------------------------
+# What layers share
+# --------------------------------------------------------------------------
+
+
+def check_init(fname, init):
+    return V.one_of(fname, "init", init, _INITS)
+
+
+def init_weight(fname, rng, init, shape, fan_in, fan_out, dtype):
+    """Initial weights (see the package docstring for the schemes)."""
+    V.check_alloc(fname, shape, np.dtype(dtype).itemsize,
+                  what="weight (check the channel, kernel and feature counts)")
+    if init == "he":
+        w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+    elif init == "glorot":
+        a = np.sqrt(6.0 / (fan_in + fan_out))
+        w = rng.uniform(-a, a, size=shape)
+    else:  # "torch"
+        a = 1.0 / np.sqrt(fan_in)
+        w = rng.uniform(-a, a, size=shape)
+    return w.astype(dtype)
+
+
+def init_bias(rng, init, n, fan_in, dtype):
+    if init == "torch":
+        a = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-a, a, size=n).astype(dtype)
+    return np.zeros(n, dtype=dtype)
+
+
+def as_dtype(fname, name, x, dtype):
+    """``x`` as an array of ``dtype`` (a copy only when the dtype differs)."""
+    a = V.as_array(fname, name, x)
+    if a.dtype != dtype:
+        V.compute_dtype(fname, [(name, a)])  # TypeError for bool/complex/str
+        a = a.astype(dtype)
+    return a
+
+
+def steady(a, shape, dtype, threads):
+    """True when ``a`` is exactly the kind of array a kept plan expects: an
+    ndarray of ``shape`` and ``dtype``, C-contiguous, with the compiled
+    backend and the thread count the plan was made for (a layer's fast path:
+    nothing else to check)."""
+    return (
+        type(a) is np.ndarray
+        and a.shape == shape
+        and a.dtype is dtype
+        and a.flags.c_contiguous
+        and threads == _config.get_num_threads()
+        and _config.get_backend() == "cython"
+    )

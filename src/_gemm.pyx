@@ -1,0 +1,283 @@
+"""Private GEMM kernels and the building blocks the other kernels share (tier 1).
+
+Stateless, GIL-free, no validation: callers pass valid, C-contiguous arrays
+of one floating dtype (``cnnext._plan`` is the only Python caller).
+
+* The arithmetic is done by register-blocked micro-kernels
+  (``src/cnnext_ukernel.h``: AVX-512, AVX2+FMA or portable C, chosen once at
+  import from CPUID and ``CNNEXT_ISA``) on packed panels: A panels of MR
+  rows, B panels of NR columns (BLIS's scheme).  Other kernel modules reach
+  the chosen variant through :c:func:`kernels`.
+* :func:`gemm` routes by shape: a product whose rows are few (a batch-1
+  dense layer) is a set of dot products (no packing); one whose reduction is
+  short (a dense layer's weight gradient at batch 1) is a sum of scaled rows;
+  everything else is the packed GEMM, split over threads.  With one thread
+  no OpenMP region is entered.
+* Kernel scratch is ``malloc``'d per call through :c:func:`alloc_scratch`,
+  which records the largest request (``scratch_high_water``).
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+
+from cnnext._common cimport (
+    cnx_kernels, cnx_select_kernels, KC, MC, cdiv, round16, ukr,
+)
+
+cdef cnx_kernels KER = cnx_select_kernels()
+
+
+cdef const cnx_kernels* kernels() noexcept nogil:
+    """The micro-kernel variant chosen for this CPU."""
+    return &KER
+
+
+def isa():
+    """Name of the micro-kernel variant in use ("avx512", "avx2", "generic")."""
+    return KER.name.decode()
+
+
+def block_sizes(dtype):
+    """(MR, NR, KC) for ``dtype`` (float32 or float64)."""
+    if np.dtype(dtype) == np.float32:
+        return KER.s_mr, KER.s_nr, KC
+    return KER.d_mr, KER.d_nr, KC
+
+
+# Largest scratch request since the last reset (bytes).  Updated with the
+# GIL held (alloc_scratch runs before ``with nogil``), so no race.
+cdef Py_ssize_t _scratch_high_water = 0
+
+
+def scratch_high_water(reset=False):
+    """Largest single kernel scratch allocation (bytes) since the last reset.
+
+    Kernel scratch is ``malloc``'d per call (invisible to ``tracemalloc``);
+    this lets ``cnnext bench --memory`` and the tests show that it stays
+    bounded whatever the batch size.
+    """
+    global _scratch_high_water
+    value = _scratch_high_water
+    if reset:
+        _scratch_high_water = 0
+    return value
+
+
+cdef void* alloc_scratch(Py_ssize_t nbytes) except NULL:
+    global _scratch_high_water
+    cdef void* ptr = malloc(max(nbytes, 1))
+    if ptr == NULL:
+        raise MemoryError(f"cnnext: could not allocate {nbytes} bytes of kernel scratch")
+    if nbytes > _scratch_high_water:
+        _scratch_high_water = nbytes
+    return ptr
+
+
+cdef void pack_a(const floating* src, Py_ssize_t rs, Py_ssize_t cs,
+                 Py_ssize_t m, Py_ssize_t k, Py_ssize_t MR,
+                 floating* dst) noexcept nogil:
+    """Pack A(m, k) (element (i, kk) at src[i*rs + kk*cs]) into MR-row panels:
+    dst[panel*k*MR + kk*MR + i], rows past m zero-filled."""
+    cdef Py_ssize_t panel, i, kk, rows
+    cdef floating* d
+    cdef const floating* s
+    for panel in range(cdiv(m, MR)):
+        d = dst + panel * k * MR
+        rows = min(MR, m - panel * MR)
+        for i in range(rows):
+            s = src + (panel * MR + i) * rs
+            for kk in range(k):
+                d[kk * MR + i] = s[kk * cs]
+        for i in range(rows, MR):
+            for kk in range(k):
+                d[kk * MR + i] = 0
+
+
+cdef void pack_b(const floating* src, Py_ssize_t rs, Py_ssize_t cs,
+                 Py_ssize_t k, Py_ssize_t n, Py_ssize_t NR,
+                 floating* dst) noexcept nogil:
+    """Pack one B panel B(k, n <= NR) (element (kk, j) at src[kk*rs + j*cs])
+    as dst[kk*NR + j], columns past n zero-filled."""
+    cdef Py_ssize_t kk, j
+    if cs == 1:
+        for kk in range(k):
+            for j in range(n):
+                dst[kk * NR + j] = src[kk * rs + j]
+            for j in range(n, NR):
+                dst[kk * NR + j] = 0
+    else:
+        for j in range(n):
+            for kk in range(k):
+                dst[kk * NR + j] = src[kk * rs + j * cs]
+        for kk in range(k):
+            for j in range(n, NR):
+                dst[kk * NR + j] = 0
+
+
+cdef void gemm_st(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
+                  const floating* A, Py_ssize_t rsa, Py_ssize_t csa,
+                  const floating* B, Py_ssize_t rsb, Py_ssize_t csb,
+                  floating* C, Py_ssize_t ldc, bint accumulate,
+                  floating* apack, floating* bpack,
+                  Py_ssize_t MR, Py_ssize_t NR) noexcept nogil:
+    """Single-threaded C(M, N) (+)= A(M, Kd) @ B(Kd, N) with packing.
+
+    apack needs (min(MC, M) + MR) * KC elements, bpack KC*NR.
+    """
+    cdef Py_ssize_t pc, kc, ic, mc, jc, nr, ir, mr, i, j
+    if Kd == 0:
+        if not accumulate:
+            for i in range(M):
+                for j in range(N):
+                    C[i * ldc + j] = 0
+        return
+    pc = 0
+    while pc < Kd:
+        kc = min(<Py_ssize_t>KC, Kd - pc)
+        ic = 0
+        while ic < M:
+            mc = min(<Py_ssize_t>MC, M - ic)
+            pack_a(A + ic * rsa + pc * csa, rsa, csa, mc, kc, MR, apack)
+            jc = 0
+            while jc < N:
+                nr = min(NR, N - jc)
+                pack_b(B + pc * rsb + jc * csb, rsb, csb, kc, nr, NR, bpack)
+                ir = 0
+                while ir < mc:
+                    mr = min(MR, mc - ir)
+                    ukr(&KER, kc, apack + (ir // MR) * kc * MR, bpack,
+                        C + (ic + ir) * ldc + jc, ldc, <int>mr, <int>nr,
+                        accumulate or pc > 0, <const floating*>NULL)
+                    ir += MR
+                jc += NR
+            ic += MC
+        pc += KC
+
+
+# --------------------------------------------------------------------------
+# Small products: no packing, no threads.
+# --------------------------------------------------------------------------
+
+# Rows of op(A) up to which C = A @ B^T (B's rows contiguous) is computed as
+# dot products, and reduction depths up to which C = op(A) @ B is a sum of
+# scaled rows of B.
+cdef enum:
+    DOT_MAX_ROWS = 4
+    AXPY_MAX_DEPTH = 16
+
+
+cdef void gemm_dot_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
+                        const floating* A, const floating* B, floating* C,
+                        bint accumulate) noexcept nogil:
+    """C(M, N) (+)= A(M, Kd) @ B(N, Kd)^T for M <= 4: 4x4 blocks of dot
+    products over contiguous rows of A and B."""
+    cdef const floating* pa[4]
+    cdef const floating* pb[4]
+    cdef Py_ssize_t i, j, j0, nb
+    if not accumulate:
+        for i in range(M * N):
+            C[i] = 0
+    for i in range(4):
+        pa[i] = A + min(i, M - 1) * Kd
+    for j0 in range(0, N, 4):
+        nb = min(4, N - j0)
+        for j in range(4):
+            pb[j] = B + (j0 + min(j, nb - 1)) * Kd
+        if floating is float:
+            KER.dot_s(Kd, <const float* const*>pa, <int>M, <const float* const*>pb, <int>nb,
+                      C + j0, N)
+        else:
+            KER.dot_d(Kd, <const double* const*>pa, <int>M, <const double* const*>pb,
+                      <int>nb, C + j0, N)
+
+
+cdef void gemm_scaled_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
+                           const floating* A, Py_ssize_t rsa, Py_ssize_t csa,
+                           const floating* B, floating* C, bint accumulate) noexcept nogil:
+    """C(M, N) (+)= op(A)(M, Kd) @ B(Kd, N) for a short reduction: row i of C
+    is the sum of the rows of B scaled by A[i, k] (contiguous, vectorised)."""
+    cdef Py_ssize_t i, j, k
+    cdef floating a
+    cdef floating* c
+    cdef const floating* b
+    for i in range(M):
+        c = C + i * N
+        if not accumulate:
+            for j in range(N):
+                c[j] = 0
+        for k in range(Kd):
+            a = A[i * rsa + k * csa]
+            b = B + k * N
+            for j in range(N):
+                c[j] += a * b[j]
+
+
+def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
+         const floating[:, ::1] B,      # IN  (K, N), or (N, K) if trans_b
+         floating[:, ::1] C,            # OUT (M, N); holds the addend if accumulate
+         bint trans_a, bint trans_b, bint accumulate, int n_threads):
+    """C (+)= op(A) @ op(B) on the micro-kernels, no BLAS.
+
+    Few rows times a transposed B: dot products.  A short reduction: scaled
+    rows.  Otherwise the packed GEMM with the larger of M and N split into
+    contiguous, panel-aligned ranges, one per thread (each thread packs its
+    own panels)."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
+    cdef Py_ssize_t Kd = A.shape[0] if trans_a else A.shape[1]
+    cdef Py_ssize_t rsa = 1 if trans_a else A.shape[1], csa = A.shape[1] if trans_a else 1
+    cdef Py_ssize_t rsb = 1 if trans_b else B.shape[1], csb = B.shape[1] if trans_b else 1
+    cdef Py_ssize_t MR, NR
+    if floating is float:
+        MR, NR = KER.s_mr, KER.s_nr
+    else:
+        MR, NR = KER.d_mr, KER.d_nr
+    cdef bint split_n = N >= M
+    cdef Py_ssize_t unit = NR if split_n else MR
+    cdef Py_ssize_t nunits = cdiv(N if split_n else M, unit)
+    cdef int nt = <int>max(1, min(n_threads, nunits))
+    cdef Py_ssize_t s_a = round16((min(<Py_ssize_t>MC, M) + MR) * KC)
+    cdef Py_ssize_t per = s_a + round16(KC * NR)
+    cdef Py_ssize_t tid, u0, u1, lo, hi
+    cdef floating* scr
+    cdef Py_ssize_t i, j
+    if M == 0 or N == 0:
+        return
+    if Kd == 0:  # empty reduction: never form a pointer into an empty operand
+        if not accumulate:
+            for i in range(M):
+                for j in range(N):
+                    C[i, j] = 0
+        return
+    if trans_b and not trans_a and M <= DOT_MAX_ROWS:
+        with nogil:
+            gemm_dot_rows(M, N, Kd, &A[0, 0], &B[0, 0], &C[0, 0], accumulate)
+        return
+    if not trans_b and Kd <= AXPY_MAX_DEPTH:
+        with nogil:
+            gemm_scaled_rows(M, N, Kd, &A[0, 0], rsa, csa, &B[0, 0], &C[0, 0], accumulate)
+        return
+    scr = <floating*>alloc_scratch(nt * per * sizeof(floating))
+    with nogil:
+        if nt == 1:
+            gemm_st(M, N, Kd, &A[0, 0], rsa, csa, &B[0, 0], rsb, csb, &C[0, 0], N,
+                    accumulate, scr, scr + s_a, MR, NR)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                u0 = nunits * tid // nt
+                u1 = nunits * (tid + 1) // nt
+                lo = u0 * unit
+                if split_n:
+                    hi = min(N, u1 * unit)
+                    if hi > lo:
+                        gemm_st(M, hi - lo, Kd, &A[0, 0], rsa, csa, &B[0, 0] + lo * csb,
+                                rsb, csb, &C[0, 0] + lo, N, accumulate,
+                                scr + tid * per, scr + tid * per + s_a, MR, NR)
+                else:
+                    hi = min(M, u1 * unit)
+                    if hi > lo:
+                        gemm_st(hi - lo, N, Kd, &A[0, 0] + lo * rsa, rsa, csa, &B[0, 0],
+                                rsb, csb, &C[0, 0] + lo * N, N, accumulate,
+                                scr + tid * per, scr + tid * per + s_a, MR, NR)
+        free(scr)

@@ -1,0 +1,104 @@
+# Declarations shared by every kernel module: ``from cnnext._common cimport ...``.
+#
+# (Cython finds a cimported module's declarations at <include path>/cnnext/
+# <name>.pxd, which is why the .pxd files live in src/cnnext/ while the .pyx
+# files sit in src/.)
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+cdef extern from "cnnext_ukernel.h" nogil:
+    ctypedef void (*cnx_ukr_s)(int64_t kc, const float *a, const int64_t *aoff,
+                               const float *b, const int64_t *boff, float *c,
+                               int64_t ldc, int mr, int nr, int accumulate,
+                               const float *bias) noexcept nogil
+    ctypedef void (*cnx_ukr_d)(int64_t kc, const double *a, const int64_t *aoff,
+                               const double *b, const int64_t *boff, double *c,
+                               int64_t ldc, int mr, int nr, int accumulate,
+                               const double *bias) noexcept nogil
+    ctypedef void (*cnx_dot_s)(int64_t n, const float *const *a, int ma,
+                               const float *const *b, int nb, float *c, int64_t ldc) noexcept nogil
+    ctypedef void (*cnx_dot_d)(int64_t n, const double *const *a, int ma,
+                               const double *const *b, int nb, double *c, int64_t ldc) noexcept nogil
+    ctypedef struct cnx_kernels:
+        cnx_dot_s dot_s
+        cnx_dot_d dot_d
+        cnx_ukr_s s_ind_small[3]
+        cnx_ukr_d d_ind_small[3]
+        cnx_ukr_s s
+        cnx_ukr_s s_ind
+        cnx_ukr_s s_inda
+        cnx_ukr_d d
+        cnx_ukr_d d_ind
+        cnx_ukr_d d_inda
+        int s_mr, s_nr, d_mr, d_nr
+        const char *name
+    cnx_kernels cnx_select_kernels() noexcept nogil
+
+
+# Block sizes (elements).  KC: reduction depth of one packed panel pair;
+# MC: rows of A packed at once by the single-threaded GEMM; COL_ELEMS: the
+# column block of the col2im input gradient (K x positions elements).
+cdef enum:
+    KC = 256
+    MC = 256
+    COL_ELEMS = 65536
+
+
+ctypedef struct Geom:
+    # One convolution's geometry, computed once per call from the caller's
+    # (already validated) sizes.
+    Py_ssize_t N, C, H, W        # input (N, C, H, W)
+    Py_ssize_t Co, kh, kw, K     # filters (Co, C, kh, kw), K = C*kh*kw
+    Py_ssize_t sh, sw, ph, pw, dh, dw
+    Py_ssize_t OH, OW            # output size
+    # The "prepared sample": the zero-padded input split into its sh*sw
+    # stride phases, each (C, Hq, Wq); L elements in all.
+    Py_ssize_t Hq, Wq, L
+    bint prepared                # False: the input itself is the prepared sample
+
+
+cdef inline Py_ssize_t cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline Py_ssize_t round16(Py_ssize_t n) noexcept nogil:
+    """Round a per-thread scratch size up to 16 elements (>= 64 bytes), so
+    neighbouring threads' blocks never share a cache line."""
+    return (n + 15) // 16 * 16
+
+
+cdef inline Geom make_geom(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t Co, Py_ssize_t kh, Py_ssize_t kw,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                           Py_ssize_t dh, Py_ssize_t dw,
+                           Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    cdef Geom g
+    g.N = N; g.C = C; g.H = H; g.W = W
+    g.Co = Co; g.kh = kh; g.kw = kw; g.K = C * kh * kw
+    g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw; g.dh = dh; g.dw = dw
+    g.OH = OH; g.OW = OW
+    g.Hq = cdiv(H + 2 * ph, sh)
+    g.Wq = cdiv(W + 2 * pw, sw)
+    g.L = sh * sw * C * g.Hq * g.Wq
+    g.prepared = ph > 0 or pw > 0 or sh > 1 or sw > 1
+    return g
+
+
+cdef inline void ukr(const cnx_kernels* ker, Py_ssize_t kc, const floating* a,
+                     const floating* b, floating* c, Py_ssize_t ldc, int mr, int nr,
+                     int accumulate, const floating* bias) noexcept nogil:
+    """Micro-kernel on a packed A panel and a packed B panel (row k at b + k*NR)."""
+    if floating is float:
+        ker.s(kc, a, NULL, b, NULL, c, ldc, mr, nr, accumulate, bias)
+    else:
+        ker.d(kc, a, NULL, b, NULL, c, ldc, mr, nr, accumulate, bias)
+
+
+cdef inline void ukr_inda(const cnx_kernels* ker, Py_ssize_t kc, const floating* a,
+                          const int64_t* aoff, const floating* b, floating* c,
+                          Py_ssize_t ldc, int mr, int nr, int accumulate) noexcept nogil:
+    """Micro-kernel reading A rows in place: element (i, k) at a[aoff[i] + k]."""
+    if floating is float:
+        ker.s_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
+    else:
+        ker.d_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
