@@ -23,4 +23,5 @@ def gemm(
     trans_b: bool,
     accumulate: bool,
     n_threads: int,
+    bias: _Float | None = ...,
 ) -> None: ...

@@ -70,10 +70,13 @@ def threads_for(work, minimum=PARALLEL_MIN_MACS):
     return 1 if work < minimum else _config.get_num_threads()
 
 
-def _sum_quiet(a, axis):
-    """A bias gradient: a sum where inf + -inf = NaN propagates silently."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return a.sum(axis=axis)
+def bias_grad(g):
+    """The bias gradient of an (N, C, ...) upstream gradient: its sum over
+    every axis but the channel axis."""
+    N, C = g.shape[0], g.shape[1]
+    out = np.empty(C, dtype=g.dtype)
+    _eltwise.channel_sums(g.reshape(N, C, -1) if g.size else np.zeros((N, C, 0), g.dtype), out)
+    return out
 
 
 def _needs_gather(C, H, W, s, p, itemsize):
@@ -257,7 +260,7 @@ class ConvPlan:
         """(grad_x or None, grad_weight, grad_bias or None) for upstream ``g``."""
         unb = len(self.x_shape) == 3
         g4, x4 = (g[None], x[None]) if unb else (g, x)
-        gb = _sum_quiet(g4, (0, 2, 3)) if bias else None
+        gb = bias_grad(g4) if bias else None
         if self.method == "gather":
             gx, gw = self._gather_backward(g4, x4, weight)
         elif self.method == "empty":
@@ -358,12 +361,11 @@ def conv2d_plan(fname, x_shape, weight_shape, bias_shape, dtype, stride, padding
     Hq = -(-(H + 2 * p[0]) // ks[0])
     units = N * -(-(OH * Wq) // KC)
     tasks = max(1, min(threads, units))
-    if K <= 64:
-        gw, gw_why = "dot", f"few taps (K = {K} <= 64): dot products, nothing packed"
-    elif 4 * Co >= 3 * NR:
-        gw, gw_why = "transposed", f"C_out ({Co}) fills a {NR}-wide panel: pack the gradient only"
+    if K <= 64 or Co <= NR // 4:
+        gw, gw_why = "dot", (f"few taps (K = {K}) or output channels (C_out = {Co}): "
+                             f"dot products, nothing packed")
     else:
-        gw, gw_why = "packed", "general case: pack both operands"
+        gw, gw_why = "transposed", "taps read in place, only the gradient packed"
     prepared = ks[0] * ks[1] * C * Hq * Wq if (p != (0, 0) or ks != (1, 1)) else 0
     scratch = (tasks * (KC * NR + -(-Co // MR) * MR * NR + prepared) + -(-Co // MR) * MR * K)
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
@@ -551,9 +553,7 @@ class LinearPlan:
     def forward(self, x, weight, bias):
         n, n_out = self.x_shape[0], self.weight_shape[0]
         y = np.empty((n, n_out), dtype=self.dtype)
-        if bias is not None:
-            _eltwise.fill_rows(bias, y)
-        _gemm.gemm(x, weight, y, False, True, bias is not None, self.threads)
+        _gemm.gemm(x, weight, y, False, True, False, self.threads, bias)
         return y
 
     def backward(self, g, x, weight, bias, need_input=True):
@@ -564,11 +564,12 @@ class LinearPlan:
         if need_input:
             _gemm.gemm(g, weight, gx, False, False, False, self.threads)
         _gemm.gemm(g, x, gw, True, False, False, self.threads)
-        gb = _sum_quiet(g, 0) if bias else None
+        gb = bias_grad(g) if bias else None
         return gx, gw, gb
 
 
-def linear_plan(fname, x_shape, weight_shape, dtype):
+def linear_plan(fname, x_shape, weight_shape, bias_shape, dtype):
+    """Validate a linear layer's shapes (2-D x and weight) and plan it."""
     if x_shape[1] != weight_shape[1]:
         raise ValueError(
             f"{fname}: x.shape[1] ({x_shape[1]}) must equal weight.shape[1] "
@@ -576,6 +577,7 @@ def linear_plan(fname, x_shape, weight_shape, dtype):
         )
     n, n_in = x_shape
     n_out = weight_shape[0]
+    V.bias_shape(fname, bias_shape, n_out)
     V.check_alloc(fname, (n, n_out), dtype.itemsize)
     method = "dot" if n <= 4 else "gemm"
     return LinearPlan(dtype, tuple(x_shape), tuple(weight_shape), method,

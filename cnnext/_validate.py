@@ -17,6 +17,7 @@ import numpy as np
 MAX_SIZE = 2**31 - 1
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES
 
 
 def _total_memory_bytes():
@@ -188,11 +189,13 @@ def float_arrays(fname, named, ndims, layouts=None):
     first = named[0][1]
     if type(first) is np.ndarray:
         dt = first.dtype
-        if dt in FLOAT_DTYPES:
+        # Identity, not ==: numpy's dtype comparison costs more than the
+        # rest of this check; the native float dtypes are singletons.
+        if dt is _F32 or dt is _F64:
             for (_, a), nd in zip(named, ndims):
                 if (
                     type(a) is not np.ndarray
-                    or a.dtype != dt
+                    or a.dtype is not dt
                     or not a.flags.c_contiguous
                     or (nd is not None and a.ndim not in nd)
                 ):

@@ -61,29 +61,45 @@ def _as(a, dt):
     return np.asarray(a, dtype=dt)
 
 
-# Allowed ndim of (x, weight, bias) and of (x, weight, bias) for linear.
-_CONV_NDIM = [(3, 4), (4,), (1,)]
-_LINEAR_NDIM = [(2,), (2,), (1,)]
+# Allowed ndim of each operand.
+_CONV_NDIM = ((3, 4), (4,), (1,))
+_CONV_GRAD_NDIM = ((3, 4), (3, 4), (4,))
+_LINEAR_NDIM = ((2,), (2,), (1,))
+_LINEAR_GRAD_NDIM = ((2,), (2,), (2,))
 _LINEAR_LAYOUT = {"x": "(N, in_features)"}
+_POOL_NDIM = ((3, 4),)
 _POOL_LAYOUT = {"x": "(N, C, H, W) or (C, H, W)"}
 _GRAD_LAYOUT = {"grad_out": "(N, C, OH, OW) or (C, OH, OW)"}
 
 
-def _with_bias(x, weight, bias):
-    named = [("x", x), ("weight", weight)]
-    if bias is not None:
-        named.append(("bias", bias))
-    return named
+_XWB = ("x", "weight", "bias")
+_GXW = ("grad_out", "x", "weight")
 
 
-def _shape_of(arrs, bias):
-    return arrs[2].shape if bias is not None else None
+def _operands(fname, arrays, names, ndims, layouts=None):
+    """Check -> (arrays as C-contiguous arrays of the compute dtype, dtype).
+
+    A None bias (an absent one) stays None.  The common case (native
+    float32/float64 C-contiguous arrays of one dtype) is one check in C;
+    anything else gets the full validation and a converted copy.  The arrays
+    keep the caller's shapes (3-D unbatched included): the numpy backend
+    receives exactly these.
+    """
+    dt = _eltwise.float_operands(arrays, ndims)
+    if dt is not None:
+        return arrays, dt
+    present = [i for i, a in enumerate(arrays) if a is not None or names[i] != "bias"]
+    arrs, dt = V.float_arrays(
+        fname, [(names[i], arrays[i]) for i in present], [ndims[i] for i in present], layouts
+    )
+    out = list(arrays)
+    for i, a in zip(present, arrs):
+        out[i] = a
+    return tuple(out), dt
 
 
-def _ref_arrays(arrs, x, weight, bias):
-    """(x, weight, bias) for the numpy backend: the caller's arrays (shapes as
-    given, 3-D unbatched included), converted to the compute dtype only."""
-    return arrs[0], arrs[1], (arrs[2] if bias is not None else None)
+def _shape(a):
+    return None if a is None else a.shape
 
 
 def _conv_params(fname, stride, padding, dilation):
@@ -98,21 +114,21 @@ def _conv_params(fname, stride, padding, dilation):
     )
 
 
-def _conv2d_plan(fname, arrs, dt, bias, stride, padding, dilation):
+def _conv2d_plan(fname, x, w, bias, dt, stride, padding, dilation):
     """The cached :class:`cnnext._plan.ConvPlan` for these arrays and options."""
-    x, w = arrs[0], arrs[1]
     s, p, d = _conv_params(fname, stride, padding, dilation)
-    bshape = _shape_of(arrs, bias)
+    bshape = _shape(bias)
     return _plan.cached(
         ("conv2d", fname, x.shape, w.shape, dt, bshape, s, p, d, _config.get_num_threads()),
         _plan.conv2d_plan, fname, x.shape, w.shape, bshape, dt, s, p, d,
     )
 
 
-def _linear_plan(fname, x, w, dt):
+def _linear_plan(fname, x, w, bias, dt):
+    bshape = _shape(bias)
     return _plan.cached(
-        ("linear", x.shape, w.shape, dt, _config.get_num_threads()),
-        _plan.linear_plan, fname, x.shape, w.shape, dt,
+        ("linear", x.shape, w.shape, bshape, dt, _config.get_num_threads()),
+        _plan.linear_plan, fname, x.shape, w.shape, bshape, dt,
     )
 
 
@@ -170,12 +186,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
              [42., 50.]]]], dtype=float32)
     """
     fname = "conv2d"
-    arrs, dt = V.float_arrays(fname, _with_bias(x, weight, bias), _CONV_NDIM)
-    plan = _conv2d_plan(fname, arrs, dt, bias, stride, padding, dilation)
+    (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
+    plan = _conv2d_plan(fname, x, weight, bias, dt, stride, padding, dilation)
     if _numpy_backend():
-        return _as(_ref.conv2d(*_ref_arrays(arrs, x, weight, bias), stride=stride,
-                               padding=padding, dilation=dilation), dt)
-    return plan.forward(arrs[0], arrs[1], arrs[2] if bias is not None else None)
+        return _as(_ref.conv2d(x, weight, bias, stride=stride, padding=padding,
+                               dilation=dilation), dt)
+    return plan.forward(x, weight, bias)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=True):
@@ -221,15 +237,13 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     """
     fname = "conv2d_backward"
     bias = V.boolean(fname, "bias", bias)
-    (g, xa, w), dt = V.float_arrays(
-        fname, [("grad_out", grad_out), ("x", x), ("weight", weight)], [(3, 4), (3, 4), (4,)]
-    )
+    (g, xa, w), dt = _operands(fname, (grad_out, x, weight), _GXW, _CONV_GRAD_NDIM)
     if g.ndim != xa.ndim:
         raise ValueError(
             f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
             f"batched (4-D) or both unbatched (3-D)"
         )
-    plan = _conv2d_plan(fname, [xa, w], dt, None, stride, padding, dilation)
+    plan = _conv2d_plan(fname, xa, w, None, dt, stride, padding, dilation)
     if g.shape != plan.out_shape:
         raise ValueError(
             f"{fname}: grad_out.shape must be the conv2d output shape {plan.out_shape} "
@@ -277,21 +291,19 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
            [1., 1., 1., 1.]])
     """
     fname = "conv_transpose2d"
-    arrs, dt = V.float_arrays(fname, _with_bias(x, weight, bias), _CONV_NDIM)
-    xa, w = arrs[0], arrs[1]
+    (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
     s, p, d = _conv_params(fname, stride, padding, dilation)
     op = V.pair(fname, "output_padding", output_padding, 0)
     plan = _plan.cached(
-        ("conv_transpose2d", xa.shape, w.shape, dt, _shape_of(arrs, bias), s, p, op, d,
+        ("conv_transpose2d", x.shape, weight.shape, dt, _shape(bias), s, p, op, d,
          _config.get_num_threads()),
-        _plan.conv_transpose2d_plan, fname, xa.shape, w.shape, _shape_of(arrs, bias), dt,
+        _plan.conv_transpose2d_plan, fname, x.shape, weight.shape, _shape(bias), dt,
         s, p, op, d,
     )
     if _numpy_backend():
-        return _as(_ref.conv_transpose2d(*_ref_arrays(arrs, x, weight, bias), stride=stride,
-                                         padding=padding, output_padding=output_padding,
-                                         dilation=dilation), dt)
-    return plan.forward(xa, w, arrs[2] if bias is not None else None)
+        return _as(_ref.conv_transpose2d(x, weight, bias, stride=stride, padding=padding,
+                                         output_padding=output_padding, dilation=dilation), dt)
+    return plan.forward(x, weight, bias)
 
 
 def full_conv2d(x, weight):
@@ -321,7 +333,7 @@ def full_conv2d(x, weight):
     array([[ 1., 12., 20.]])
     """
     fname = "full_conv2d"
-    (xa, w), dt = V.float_arrays(fname, [("x", x), ("weight", weight)], [(3, 4), (4,)])
+    (xa, w, _), dt = _operands(fname, (x, weight, None), _XWB, _CONV_NDIM)
     one, zero = (1, 1), (0, 0)
     plan = _plan.cached(
         ("full_conv2d", xa.shape, w.shape, dt, _config.get_num_threads()),
@@ -377,7 +389,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     """
     fname = "max_pool2d"
     return_indices = V.boolean(fname, "return_indices", return_indices)
-    (xa,), dt = V.float_arrays(fname, [("x", x)], [(3, 4)], _POOL_LAYOUT)
+    (xa,), dt = _operands(fname, (x,), ("x",), _POOL_NDIM, _POOL_LAYOUT)
     plan = _pool_plan(fname, "max", xa, dt, kernel_size, stride, padding)
     if _numpy_backend():
         y, idx = _ref.max_pool2d(xa, kernel_size, stride=stride, padding=padding,
@@ -417,7 +429,7 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     idx = V.as_array(fname, "indices", indices)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{fname}: indices must be an integer array, got dtype {idx.dtype}")
-    (g,), dt = V.float_arrays(fname, [("grad_out", grad_out)], [(3, 4)], _GRAD_LAYOUT)
+    (g,), dt = _operands(fname, (grad_out,), ("grad_out",), _POOL_NDIM, _GRAD_LAYOUT)
     shape = V.shape_tuple(fname, "input_shape", input_shape, g.ndim)
     if idx.shape != g.shape:
         raise ValueError(
@@ -474,7 +486,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     array([[[[1.5]]]])
     """
     fname = "avg_pool2d"
-    (xa,), dt = V.float_arrays(fname, [("x", x)], [(3, 4)], _POOL_LAYOUT)
+    (xa,), dt = _operands(fname, (x,), ("x",), _POOL_NDIM, _POOL_LAYOUT)
     plan = _pool_plan(fname, "avg", xa, dt, kernel_size, stride, padding)
     if _numpy_backend():
         return _as(_ref.avg_pool2d(xa, kernel_size, stride=stride, padding=padding), dt)
@@ -507,7 +519,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
              [1., 1.]]]])
     """
     fname = "avg_pool2d_backward"
-    (g,), dt = V.float_arrays(fname, [("grad_out", grad_out)], [(3, 4)], _GRAD_LAYOUT)
+    (g,), dt = _operands(fname, (grad_out,), ("grad_out",), _POOL_NDIM, _GRAD_LAYOUT)
     shape = V.shape_tuple(fname, "input_shape", input_shape, g.ndim)
     k, s, p = _pool_params(fname, kernel_size, stride, padding)
     V.check_alloc(fname, shape, dt.itemsize)
@@ -556,15 +568,12 @@ def linear(x, weight, bias=None):
     array([[3.5, 7. ]])
     """
     fname = "linear"
-    arrs, dt = V.float_arrays(fname, _with_bias(x, weight, bias), _LINEAR_NDIM, _LINEAR_LAYOUT)
-    xa, w = arrs[0], arrs[1]
-    b = arrs[2] if bias is not None else None
-    plan = _linear_plan(fname, xa, w, dt)
-    if b is not None:
-        V.bias_shape(fname, b.shape, w.shape[0])
+    (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _LINEAR_NDIM,
+                                      _LINEAR_LAYOUT)
+    plan = _linear_plan(fname, x, weight, bias, dt)
     if _numpy_backend():
-        return _as(_ref.linear(*_ref_arrays(arrs, x, weight, bias)), dt)
-    return plan.forward(xa, w, b)
+        return _as(_ref.linear(x, weight, bias), dt)
+    return plan.forward(x, weight, bias)
 
 
 def linear_backward(grad_out, x, weight, bias=True):
@@ -596,11 +605,9 @@ def linear_backward(grad_out, x, weight, bias=True):
     """
     fname = "linear_backward"
     bias = V.boolean(fname, "bias", bias)
-    (g, xa, w), dt = V.float_arrays(
-        fname, [("grad_out", grad_out), ("x", x), ("weight", weight)], [(2,), (2,), (2,)],
-        {"grad_out": "(N, out_features)"},
-    )
-    plan = _linear_plan(fname, xa, w, dt)
+    (g, xa, w), dt = _operands(fname, (grad_out, x, weight), _GXW, _LINEAR_GRAD_NDIM,
+                               {"grad_out": "(N, out_features)"})
+    plan = _linear_plan(fname, xa, w, None, dt)
     n, n_out = xa.shape[0], w.shape[0]
     if g.shape != (n, n_out):
         raise ValueError(
@@ -637,9 +644,9 @@ def _nan_quiet(fn):
 
 
 def _elementwise(fname, named):
-    arrs, _ = V.float_arrays(fname, named, [None] * len(named))
-    shapes = {a.shape for a in arrs}
-    if len(shapes) > 1:
+    arrs, _ = _operands(fname, tuple(a for _, a in named), tuple(n for n, _ in named),
+                        (None,) * len(named))
+    if len(arrs) > 1 and arrs[0].shape != arrs[1].shape:
         desc = ", ".join(f"{n}.shape {a.shape}" for (n, _), a in zip(named, arrs))
         raise ValueError(f"{fname}: arrays must have the same shape, got {desc}")
     return arrs

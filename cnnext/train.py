@@ -314,7 +314,11 @@ def fit(
                     optimizer.zero_grad()
                     out = model.forward(xb)
                     batch_loss = float(loss.forward(out, yb))
-                    model.backward(loss.backward())
+                    if getattr(model, "_skips_input_grad", False):
+                        # Nothing needs the gradient of the data itself.
+                        model.backward(loss.backward(), input_grad=False)
+                    else:
+                        model.backward(loss.backward())
                     optimizer.step()
                     total_loss += batch_loss * len(xb)
                     c = _n_correct(out, yb)

@@ -36,7 +36,7 @@ from libc.stdlib cimport free
 from libc.string cimport memset
 
 from cnnext._common cimport (
-    COL_ELEMS, KC, MC, Geom, cdiv, cnx_kernels, cnx_ukr_d, cnx_ukr_s, make_geom,
+    COL_ELEMS, KC, MC, Geom, cdiv, cnx_kernels, cnx_ukr_d, cnx_ukr_s, make_geom, reach,
     round16, ukr, ukr_inda,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
@@ -84,7 +84,7 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
     cdef Py_ssize_t ph_sz = g.C * Hq * Wq
     cdef floating* d
     cdef const floating* s
-    memset(dst, 0, g.L * sizeof(floating))
+    memset(dst, 0, g.Lbuf * sizeof(floating))
     for c in range(g.C):
         for h in range(g.H):
             hp = h + g.ph
@@ -178,8 +178,7 @@ ctypedef struct FwdArgs:
     void* out                # (N, Co, OH*OW)
     void* scr                # per-thread scratch, ``per`` elements each
     const int64_t* toff
-    const int64_t* poff      # row offsets of a packed B panel
-    Py_ssize_t toff_max, per, s_b, s_c, MR, NR, npanel, ntp, T
+    Py_ssize_t toff_max, per, s_c, MR, NR, npanel, ntp, T
     cnx_ukr_s fs
     cnx_ukr_d fd
     int nt
@@ -192,10 +191,9 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef const floating* apw = <const floating*>a.apw
     cdef const floating* bias = <const floating*>a.bias
     cdef floating* out = <floating*>a.out
-    cdef Py_ssize_t NR = a.NR, MR = a.MR, K = g.K, Co = g.Co, L = g.L
+    cdef Py_ssize_t NR = a.NR, MR = a.MR, K = g.K, Co = g.Co
     cdef Py_ssize_t Wq = g.Wq, OW = g.OW, P = g.OH * g.OW, Pp = g.OH * g.Wq
-    cdef floating* bp = <floating*>a.scr + tid * a.per
-    cdef floating* ct = bp + a.s_b
+    cdef floating* ct = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
     cdef Py_ssize_t t, n, cur = -1, p0, pc, kc, kk, panel, co0, pp, oh, ow, run, q
     cdef const floating* src = NULL
@@ -203,27 +201,19 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef const floating* bptr
     cdef const int64_t* boff
     cdef floating* orow
-    cdef bint direct
     for t in range(t0, t1):
         n = t // a.ntp
         p0 = (t - n * a.ntp) * NR
         if n != cur:
             cur = n
             src = sample_src(x + n * g.C * g.H * g.W, g, ct + a.s_c)
-        # Read B in place unless the tile's runs would cross the end of the
-        # sample buffer (then pack, zero-filling past it).
-        direct = a.toff_max + p0 + NR <= L
+        # B is read in place: every tap's run of NR positions lies inside the
+        # (prepared) sample, see reach().
+        bsrc = src + p0
         pc = 0
         while pc < K:
             kc = min(<Py_ssize_t>KC, K - pc)
-            if direct:
-                bsrc = src + p0
-                boff = a.toff + pc
-            else:
-                for kk in range(kc):
-                    copy_run(src, a.toff[pc + kk] + p0, L, NR, bp + kk * NR, 1)
-                bsrc = bp
-                boff = a.poff
+            boff = a.toff + pc
             for panel in range(a.npanel):
                 co0 = panel * MR
                 bptr = NULL
@@ -264,7 +254,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
     """out[n] = Wmat @ im2col(x[n]) (+ bias), tiles of NR positions split
     into contiguous ranges, one per thread."""
     cdef FwdArgs a
-    cdef Py_ssize_t k, tid, small
+    cdef Py_ssize_t tid, small
     a.g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], kh, kw,
                     sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
@@ -288,31 +278,25 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
     a.npanel = cdiv(Co, a.MR)
     a.T = a.g.N * a.ntp
     a.nt = <int>max(1, min(n_threads, a.T))
-    # Per thread: B panel, C tile for all panels, prepared sample.
-    a.s_b = round16(KC * a.NR)
-    a.s_c = round16(a.npanel * a.MR * a.NR)
-    a.per = a.s_b + a.s_c + (round16(a.g.L) if a.g.prepared else 0)
     if a.T == 0 or K == 0:
         return
-    cdef int64_t* poff = NULL
     cdef floating* apw = NULL
     cdef int64_t* toff = tap_offsets(&a.g, &a.toff_max)
+    reach(&a.g, a.toff_max + a.ntp * a.NR)
+    # Per thread: C tile for all panels, prepared sample.
+    a.s_c = round16(a.npanel * a.MR * a.NR)
+    a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
     try:
-        poff = <int64_t*>alloc_scratch(KC * sizeof(int64_t))
         apw = <floating*>alloc_scratch((a.npanel * a.MR * K + a.nt * a.per) * sizeof(floating))
     except MemoryError:
         free(toff)
-        free(poff)
         raise
-    for k in range(KC):
-        poff[k] = k * a.NR
     a.x = &x[0, 0, 0, 0]
     a.apw = apw
     a.bias = &bias[0] if bias is not None else NULL
     a.out = &out[0, 0, 0]
     a.scr = apw + a.npanel * a.MR * K
     a.toff = toff
-    a.poff = poff
     with nogil:
         pack_a(&wmat[0, 0], K, 1, Co, K, a.MR, apw)
         if a.nt == 1:
@@ -321,7 +305,6 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
             for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
                 fwd_task(&a, <int>tid, <floating*>NULL)
     free(apw)
-    free(poff)
     free(toff)
 
 
@@ -409,7 +392,7 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
     are read in place by the indirect-A micro-kernel, only the gradient block
     is packed.  Junk positions pair image values with a zero gradient."""
     cdef const Geom* g = &a.g
-    cdef Py_ssize_t Co = g.Co, K = g.K, L = g.L, Wq = g.Wq, OW = g.OW
+    cdef Py_ssize_t Co = g.Co, K = g.K, Wq = g.Wq, OW = g.OW
     cdef Py_ssize_t MR = a.MR, NR = a.NR, P = g.OH * g.OW, Pp = g.OH * g.Wq
     cdef Py_ssize_t ncp = cdiv(Co, NR), ntp = cdiv(K, MR)
     cdef floating* bp = <floating*>a.scr + task * a.per
@@ -418,7 +401,7 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
     cdef const floating* gout = <const floating*>a.gout
     cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
-    cdef Py_ssize_t n, cur = -1, pb, kc, jc, ip, q, j, i, mr, nr
+    cdef Py_ssize_t n, cur = -1, pb, kc, jc, ip, q, j, mr, nr
     cdef floating* bcol
     cdef const floating* src = NULL
     memset(gwt, 0, K * Co * sizeof(floating))
@@ -441,24 +424,10 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
                 grad_run(gout + (n * Co + jc * NR + j) * P, pb, kc, Wq, OW, bcol, NR)
         for ip in range(ntp):
             mr = min(MR, K - ip * MR)
-            if a.toff_max + pb + kc <= L:
-                for jc in range(ncp):
-                    nr = min(NR, Co - jc * NR)
-                    ukr_inda(KER, kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR,
-                             gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1)
-            else:
-                # Runs would cross the end of the sample buffer: pack this A
-                # panel (zero-filled past the end).
-                for i in range(MR):
-                    if i < mr:
-                        copy_run(src, a.toff[ip * MR + i] + pb, L, kc, ap + i, MR)
-                    else:
-                        for q in range(kc):
-                            ap[q * MR + i] = 0
-                for jc in range(ncp):
-                    nr = min(NR, Co - jc * NR)
-                    ukr(KER, kc, ap, bp + jc * KC * NR, gwt + ip * MR * Co + jc * NR, Co,
-                        <int>mr, <int>nr, 1, <const floating*>NULL)
+            for jc in range(ncp):
+                nr = min(NR, Co - jc * NR)
+                ukr_inda(KER, kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR,
+                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1)
 
 
 cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
@@ -466,17 +435,17 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
     (re-laid in padded-width positions) and the taps' runs: nothing packed.
     Junk positions pair image values with a zero gradient."""
     cdef const Geom* g = &a.g
-    cdef Py_ssize_t Co = g.Co, K = g.K, L = g.L, Wq = g.Wq, OW = g.OW
+    cdef Py_ssize_t Co = g.Co, K = g.K, Wq = g.Wq, OW = g.OW
     cdef Py_ssize_t P = g.OH * g.OW, Pp = g.OH * g.Wq, DB = a.block
     cdef floating* gb = <floating*>a.scr + task * a.per
-    cdef floating* tmp = gb + a.s_a
+    cdef floating* sbuf = gb + a.s_a
     cdef const floating** pa = <const floating**>(a.ptrs + task * 8)
     cdef const floating** pbp = pa + 4
     cdef floating* gw = <floating*>a.gwp + task * Co * K
     cdef const floating* gout = <const floating*>a.gout
     cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
-    cdef Py_ssize_t n, cur = -1, pb, kc, co, k0, c0, i, ma, nb
+    cdef Py_ssize_t n, cur = -1, pb, kc, co, k0, i, ma, nb
     cdef const floating* src = NULL
     memset(gw, 0, Co * K * sizeof(floating))
     for u in range(u0, u1):
@@ -485,19 +454,14 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
         kc = min(DB, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, tmp + a.s_b)
+            src = sample_src(x + n * g.C * g.H * g.W, g, sbuf)
         # Gradient rows in padded-width layout, junk columns zero.
         for co in range(Co):
             grad_run(gout + (n * Co + co) * P, pb, kc, Wq, OW, gb + co * DB, 1)
         for k0 in range(0, K, 4):
             nb = min(4, K - k0)
             for i in range(4):
-                c0 = k0 + min(i, nb - 1)
-                if a.toff[c0] + pb + kc <= L:
-                    pbp[i] = src + a.toff[c0] + pb
-                else:
-                    copy_run(src, a.toff[c0] + pb, L, kc, tmp + i * DB, 1)
-                    pbp[i] = tmp + i * DB
+                pbp[i] = src + a.toff[k0 + min(i, nb - 1)] + pb
             for co in range(0, Co, 4):
                 ma = min(4, Co - co)
                 for i in range(4):
@@ -546,7 +510,13 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
     a.T = <int>gwp.shape[0]
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
-    cdef Py_ssize_t Pp = oh_n * a.g.Wq, s_x = round16(a.g.L) if a.g.prepared else 0
+    cdef Py_ssize_t Pp = oh_n * a.g.Wq
+    if a.T == 0:
+        return
+    cdef int64_t* toff = tap_offsets(&a.g, &a.toff_max)
+    if kind != 0:  # the taps' runs are read in place
+        reach(&a.g, a.toff_max + Pp)
+    cdef Py_ssize_t s_x = round16(a.g.Lbuf) if a.g.prepared else 0
     a.block = KC if kind != 2 else min(DOT_BLOCK, Pp)
     a.nblk = cdiv(Pp, a.block)
     a.units = a.g.N * a.nblk
@@ -555,16 +525,13 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
         a.s_b = round16(KC * a.NR)
     elif kind == 1:
         a.s_b = round16(cdiv(a.g.Co, a.NR) * KC * a.NR)
-        a.s_a = round16(a.MR * KC)
+        a.s_a = 0
     else:
         a.s_a = round16(a.g.Co * a.block)
-        a.s_b = round16(4 * a.block)
+        a.s_b = 0
     a.per = a.s_a + a.s_b + s_x
     a.ptrs = NULL
-    if a.T == 0:
-        return
     cdef floating* scr = NULL
-    cdef int64_t* toff = tap_offsets(&a.g, &a.toff_max)
     try:
         scr = <floating*>alloc_scratch(a.T * a.per * sizeof(floating))
         if kind == 2:

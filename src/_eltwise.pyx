@@ -1,6 +1,5 @@
 """Private elementwise and row-wise kernels (tier 1): activation gradients,
-the fused softmax cross-entropy, a finiteness test and the bias fill of a
-dense layer.
+the fused softmax cross-entropy, and finiteness and index-range tests.
 
 Flat, C-contiguous operands of one floating dtype; no validation.  Large
 arrays are split into chunks over threads; small ones (and one-thread calls)
@@ -12,6 +11,10 @@ from libc.math cimport exp, expf, log, logf, isfinite
 from libc.stdint cimport int64_t
 
 from cnnext._common cimport cdiv
+
+cimport numpy as cnp
+
+cnp.import_array()
 
 
 cdef extern from *:
@@ -167,17 +170,6 @@ def softmax_cross_entropy(const floating[:, ::1] z,     # IN  logits (N, K), N >
     return total / N
 
 
-def fill_rows(const floating[::1] bias,     # IN  (M,)
-              floating[:, ::1] out):        # OUT (N, M): every row = bias
-    """out[i, :] = bias for every row i (a dense layer's bias, before the
-    product is accumulated onto it)."""
-    cdef Py_ssize_t N = out.shape[0], M = out.shape[1], i, j
-    with nogil:
-        for i in range(N):
-            for j in range(M):
-                out[i, j] = bias[j]
-
-
 def indices_within(const int64_t[::1] a, int64_t lo, int64_t hi):
     """True when lo <= a[i] < hi for every i (a validation helper that costs
     nothing next to the numpy reductions it replaces on small arrays)."""
@@ -189,3 +181,51 @@ def indices_within(const int64_t[::1] a, int64_t lo, int64_t hi):
                 ok = False
                 break
     return ok
+
+
+def float_operands(tuple arrays, tuple ndims):
+    """The dtype of ``arrays`` if each is a native-byte-order float32 or
+    float64 (all the same), C-contiguous ``numpy.ndarray`` whose ndim is in
+    ``ndims[i]`` (None: any); the last entry may be None (an absent bias).
+    Otherwise None.
+
+    The check a training loop's calls pass, done in C: anything else goes
+    through the full validation (``cnnext._validate.float_arrays``)."""
+    cdef Py_ssize_t i, n = len(arrays)
+    cdef int tn, t = -1
+    cdef object o, nd
+    cdef cnp.ndarray a = None
+    for i in range(n):
+        o = arrays[i]
+        if o is None and i == n - 1 and i > 0:
+            continue
+        if type(o) is not cnp.ndarray:
+            return None
+        a = <cnp.ndarray>o
+        tn = cnp.PyArray_TYPE(a)
+        if (tn != cnp.NPY_FLOAT and tn != cnp.NPY_DOUBLE) or (t != -1 and tn != t):
+            return None
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+            return None
+        nd = ndims[i]
+        if nd is not None and cnp.PyArray_NDIM(a) not in nd:
+            return None
+        t = tn
+    return (<cnp.ndarray>arrays[0]).dtype
+
+
+def channel_sums(const floating[:, :, ::1] g,   # IN  (N, C, P)
+                 floating[::1] out):            # OUT (C,)
+    """out[c] = sum of g[:, c, :], accumulated in double (a bias gradient;
+    inf + -inf gives NaN without a floating-point warning)."""
+    cdef Py_ssize_t N = g.shape[0], C = g.shape[1], P = g.shape[2], n, c, p
+    cdef double acc
+    cdef const floating* row
+    with nogil:
+        for c in range(C):
+            acc = 0
+            for n in range(N):
+                row = &g[n, c, 0] if P else NULL
+                for p in range(P):
+                    acc += row[p]
+            out[c] = <floating>acc

@@ -171,26 +171,22 @@ cdef enum:
 cdef void gemm_dot_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
                         const floating* A, const floating* B, floating* C,
                         bint accumulate) noexcept nogil:
-    """C(M, N) (+)= A(M, Kd) @ B(N, Kd)^T for M <= 4: 4x4 blocks of dot
-    products over contiguous rows of A and B."""
-    cdef const floating* pa[4]
+    """C(M, N) (+)= A(M, Kd) @ B(N, Kd)^T for few rows: each row of A against
+    four rows of B at a time, dot products over contiguous rows."""
     cdef const floating* pb[4]
     cdef Py_ssize_t i, j, j0, nb
     if not accumulate:
         for i in range(M * N):
             C[i] = 0
-    for i in range(4):
-        pa[i] = A + min(i, M - 1) * Kd
     for j0 in range(0, N, 4):
         nb = min(4, N - j0)
         for j in range(4):
             pb[j] = B + (j0 + min(j, nb - 1)) * Kd
-        if floating is float:
-            KER.dot_s(Kd, <const float* const*>pa, <int>M, <const float* const*>pb, <int>nb,
-                      C + j0, N)
-        else:
-            KER.dot_d(Kd, <const double* const*>pa, <int>M, <const double* const*>pb,
-                      <int>nb, C + j0, N)
+        for i in range(M):
+            if floating is float:
+                KER.dot1_s(Kd, A + i * Kd, <const float* const*>pb, <int>nb, C + i * N + j0)
+            else:
+                KER.dot1_d(Kd, A + i * Kd, <const double* const*>pb, <int>nb, C + i * N + j0)
 
 
 cdef void gemm_scaled_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
@@ -217,8 +213,10 @@ cdef void gemm_scaled_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t Kd,
 def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
          const floating[:, ::1] B,      # IN  (K, N), or (N, K) if trans_b
          floating[:, ::1] C,            # OUT (M, N); holds the addend if accumulate
-         bint trans_a, bint trans_b, bint accumulate, int n_threads):
-    """C (+)= op(A) @ op(B) on the micro-kernels, no BLAS.
+         bint trans_a, bint trans_b, bint accumulate, int n_threads,
+         const floating[::1] bias=None):  # IN  (N,): C = bias + op(A) @ op(B)
+    """C (+)= op(A) @ op(B) on the micro-kernels, no BLAS; with ``bias``,
+    every row of C starts from it (a dense layer's forward).
 
     Few rows times a transposed B: dot products.  A short reduction: scaled
     rows.  Otherwise the packed GEMM with the larger of M and N split into
@@ -244,6 +242,11 @@ def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
     cdef Py_ssize_t i, j
     if M == 0 or N == 0:
         return
+    if bias is not None:
+        for i in range(M):
+            for j in range(N):
+                C[i, j] = bias[j]
+        accumulate = True
     if Kd == 0:  # empty reduction: never form a pointer into an empty operand
         if not accumulate:
             for i in range(M):

@@ -8,7 +8,8 @@
  *
  * where base is c[i*ldc + j] when `accumulate`, else bias[i] (or 0 when bias
  * is NULL).  Panels are zero-padded to MR rows / NR columns by the packing
- * code (src/_conv.pyx), so the kernels never read out of bounds.
+ * code (src/_gemm.pyx, src/_conv.pyx), so the kernels never read out of
+ * bounds.
  *
  * Variants: AVX-512F (x86-64), AVX2+FMA (x86-64) and portable C.  Wheels
  * cannot be built with -march=native, so the vector variants are compiled
@@ -52,11 +53,21 @@ typedef void (*cnx_dot_s)(int64_t n, const float *const *a, int ma,
 typedef void (*cnx_dot_d)(int64_t n, const double *const *a, int ma,
                           const double *const *b, int nb, double *c, int64_t ldc);
 
+/* One row against up to four: c[j] += sum_{t<n} a[t] * b[j][t] for j < nb
+ * <= 4 (b rows past nb must still be valid pointers).  A batch-1 dense
+ * layer's forward pass. */
+typedef void (*cnx_dot1_s)(int64_t n, const float *a, const float *const *b, int nb,
+                           float *c);
+typedef void (*cnx_dot1_d)(int64_t n, const double *a, const double *const *b, int nb,
+                           double *c);
+
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
     cnx_dot_s dot_s;
     cnx_dot_d dot_d;
+    cnx_dot1_s dot1_s;
+    cnx_dot1_d dot1_d;
     /* Indirect-B kernels for few output rows: MR = 1, 2, 4 (index 0..2);
      * NULL where the variant has none (then the full kernel is used). */
     cnx_ukr_s s_ind_small[3];
@@ -147,6 +158,19 @@ CNX_DEF_GENERIC(cnx_ukr_d_generic_inda, double, CNX_GEN_NR_D, CNX_BROW_PACKED, C
     }
 CNX_DEF_DOT_GENERIC(cnx_dot_s_generic, float)
 CNX_DEF_DOT_GENERIC(cnx_dot_d_generic, double)
+
+#define CNX_DEF_DOT1_GENERIC(NAME, T)                                          \
+    static void NAME(int64_t n, const T *a, const T *const *b, int nb, T *c) { \
+        int j;                                                                 \
+        int64_t t;                                                             \
+        for (j = 0; j < nb; j++) {                                             \
+            T acc = 0;                                                         \
+            for (t = 0; t < n; t++) acc += a[t] * b[j][t];                     \
+            c[j] += acc;                                                       \
+        }                                                                      \
+    }
+CNX_DEF_DOT1_GENERIC(cnx_dot1_s_generic, float)
+CNX_DEF_DOT1_GENERIC(cnx_dot1_d_generic, double)
 
 /* ---------------------------------------------------------------- x86-64 */
 
@@ -311,7 +335,7 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
 #undef T
 
 /* Dot-product blocks, 4 x 4 vector accumulators. */
-#define CNX_DOT_BODY(T, VT, SUF, W, LOAD, LOADTAIL, FMA, REDUCE, ZERO)         \
+#define CNX_DOT_BODY(T, VT, SUF, W, LOAD, FMA, REDUCE, ZERO)                   \
     VT acc[16];                                                                \
     int i, j;                                                                  \
     int64_t t = 0;                                                             \
@@ -341,6 +365,30 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
             c[i * ldc + j] += REDUCE(acc[i * 4 + j]) + tail;                   \
         }
 
+
+/* One row against four, two vectors per step (eight accumulators). */
+#define CNX_DOT1_BODY(T, VT, W, LOAD, FMA, REDUCE, ZERO)                       \
+    VT acc[8];                                                                 \
+    int j;                                                                     \
+    int64_t t = 0, u;                                                          \
+    for (j = 0; j < 8; j++) acc[j] = ZERO();                                   \
+    for (; t + 2 * (W) <= n; t += 2 * (W)) {                                   \
+        VT a0 = LOAD(a + t), a1 = LOAD(a + t + (W));                           \
+        for (j = 0; j < 4; j++) {                                              \
+            acc[j] = FMA(a0, LOAD(b[j] + t), acc[j]);                          \
+            acc[j + 4] = FMA(a1, LOAD(b[j] + t + (W)), acc[j + 4]);            \
+        }                                                                      \
+    }                                                                          \
+    for (; t + (W) <= n; t += (W)) {                                           \
+        VT a0 = LOAD(a + t);                                                   \
+        for (j = 0; j < 4; j++) acc[j] = FMA(a0, LOAD(b[j] + t), acc[j]);      \
+    }                                                                          \
+    for (j = 0; j < nb; j++) {                                                 \
+        T tail = 0;                                                            \
+        for (u = t; u < n; u++) tail += a[u] * b[j][u];                        \
+        c[j] += REDUCE(acc[j]) + REDUCE(acc[j + 4]) + tail;                    \
+    }
+
 CNX_TARGET_AVX2 static float cnx_hsum_ps256(__m256 v) {
     __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     x = _mm_add_ps(x, _mm_movehl_ps(x, x));
@@ -355,27 +403,47 @@ CNX_TARGET_AVX2 static double cnx_hsum_pd256(__m256d v) {
 CNX_TARGET_AVX2 static void cnx_dot_s_avx2(int64_t n, const float *const *a, int ma,
                                            const float *const *b, int nb, float *c,
                                            int64_t ldc) {
-    CNX_DOT_BODY(float, __m256, ps, 8, _mm256_loadu_ps, , _mm256_fmadd_ps,
+    CNX_DOT_BODY(float, __m256, ps, 8, _mm256_loadu_ps, _mm256_fmadd_ps,
                  cnx_hsum_ps256, _mm256_setzero_ps)
 }
 CNX_TARGET_AVX2 static void cnx_dot_d_avx2(int64_t n, const double *const *a, int ma,
                                            const double *const *b, int nb, double *c,
                                            int64_t ldc) {
-    CNX_DOT_BODY(double, __m256d, pd, 4, _mm256_loadu_pd, , _mm256_fmadd_pd,
+    CNX_DOT_BODY(double, __m256d, pd, 4, _mm256_loadu_pd, _mm256_fmadd_pd,
                  cnx_hsum_pd256, _mm256_setzero_pd)
+}
+CNX_TARGET_AVX2 static void cnx_dot1_s_avx2(int64_t n, const float *a, const float *const *b,
+                                            int nb, float *c) {
+    CNX_DOT1_BODY(float, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, cnx_hsum_ps256,
+                  _mm256_setzero_ps)
+}
+CNX_TARGET_AVX2 static void cnx_dot1_d_avx2(int64_t n, const double *a, const double *const *b,
+                                            int nb, double *c) {
+    CNX_DOT1_BODY(double, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, cnx_hsum_pd256,
+                  _mm256_setzero_pd)
 }
 CNX_TARGET_AVX512 static float cnx_hsum_ps512(__m512 v) { return _mm512_reduce_add_ps(v); }
 CNX_TARGET_AVX512 static double cnx_hsum_pd512(__m512d v) { return _mm512_reduce_add_pd(v); }
 CNX_TARGET_AVX512 static void cnx_dot_s_avx512(int64_t n, const float *const *a, int ma,
                                                const float *const *b, int nb, float *c,
                                                int64_t ldc) {
-    CNX_DOT_BODY(float, __m512, ps, 16, _mm512_loadu_ps, , _mm512_fmadd_ps,
+    CNX_DOT_BODY(float, __m512, ps, 16, _mm512_loadu_ps, _mm512_fmadd_ps,
                  cnx_hsum_ps512, _mm512_setzero_ps)
+}
+CNX_TARGET_AVX512 static void cnx_dot1_s_avx512(int64_t n, const float *a,
+                                                const float *const *b, int nb, float *c) {
+    CNX_DOT1_BODY(float, __m512, 16, _mm512_loadu_ps, _mm512_fmadd_ps, cnx_hsum_ps512,
+                  _mm512_setzero_ps)
+}
+CNX_TARGET_AVX512 static void cnx_dot1_d_avx512(int64_t n, const double *a,
+                                                const double *const *b, int nb, double *c) {
+    CNX_DOT1_BODY(double, __m512d, 8, _mm512_loadu_pd, _mm512_fmadd_pd, cnx_hsum_pd512,
+                  _mm512_setzero_pd)
 }
 CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a, int ma,
                                                const double *const *b, int nb, double *c,
                                                int64_t ldc) {
-    CNX_DOT_BODY(double, __m512d, pd, 8, _mm512_loadu_pd, , _mm512_fmadd_pd,
+    CNX_DOT_BODY(double, __m512d, pd, 8, _mm512_loadu_pd, _mm512_fmadd_pd,
                  cnx_hsum_pd512, _mm512_setzero_pd)
 }
 
@@ -435,6 +503,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.s_ind = cnx_ukr_s_generic_ind; k.d_ind = cnx_ukr_d_generic_ind;
     k.s_inda = cnx_ukr_s_generic_inda; k.d_inda = cnx_ukr_d_generic_inda;
     k.dot_s = cnx_dot_s_generic; k.dot_d = cnx_dot_d_generic;
+    k.dot1_s = cnx_dot1_s_generic; k.dot1_d = cnx_dot1_d_generic;
     k.s_ind_small[0] = k.s_ind_small[1] = k.s_ind_small[2] = NULL;
     k.d_ind_small[0] = k.d_ind_small[1] = k.d_ind_small[2] = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
@@ -446,6 +515,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_ind = cnx_ukr_s_avx512_ind; k.d_ind = cnx_ukr_d_avx512_ind;
         k.s_inda = cnx_ukr_s_avx512_inda; k.d_inda = cnx_ukr_d_avx512_inda;
         k.dot_s = cnx_dot_s_avx512; k.dot_d = cnx_dot_d_avx512;
+        k.dot1_s = cnx_dot1_s_avx512; k.dot1_d = cnx_dot1_d_avx512;
         k.s_ind_small[0] = cnx_ukr_s_avx512_ind1; k.s_ind_small[1] = cnx_ukr_s_avx512_ind2;
         k.s_ind_small[2] = cnx_ukr_s_avx512_ind4;
         k.d_ind_small[0] = cnx_ukr_d_avx512_ind1; k.d_ind_small[1] = cnx_ukr_d_avx512_ind2;
@@ -457,6 +527,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_ind = cnx_ukr_s_avx2_ind; k.d_ind = cnx_ukr_d_avx2_ind;
         k.s_inda = cnx_ukr_s_avx2_inda; k.d_inda = cnx_ukr_d_avx2_inda;
         k.dot_s = cnx_dot_s_avx2; k.dot_d = cnx_dot_d_avx2;
+        k.dot1_s = cnx_dot1_s_avx2; k.dot1_d = cnx_dot1_d_avx2;
         k.s_mr = 6; k.s_nr = 16; k.d_mr = 6; k.d_nr = 8;
         k.name = "avx2";
     }

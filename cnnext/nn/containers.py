@@ -84,11 +84,25 @@ class Sequential(Module):
         self._cache = True
         return x
 
-    def backward(self, grad_y):
-        """Run the layers' backward passes in reverse order."""
+    _skips_input_grad = True
+
+    def backward(self, grad_y, input_grad=True):
+        """Run the layers' backward passes in reverse order.
+
+        With ``input_grad=False`` the gradient with respect to the model's
+        input is not needed (training on data): the first layer skips it
+        where that saves work, and None is returned.
+        """
         self._saved()
         g = grad_y
-        for layer in reversed(self.layers):
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == 0 and not input_grad:
+                if getattr(layer, "_skips_input_grad", False):
+                    layer.backward(g, input_grad=False)
+                else:
+                    layer.backward(g)
+                return None
             g = layer.backward(g)
         return g
 

@@ -106,10 +106,14 @@ class Conv2D(Module):
         self._cache = x
         return y
 
-    def backward(self, grad_y):
+    _skips_input_grad = True
+
+    def backward(self, grad_y, input_grad=True):
         """Gradient w.r.t. the last input; accumulates ``grads["weight"]`` (and
         ``grads["bias"]``).  The input gradient is the full convolution of
-        ``grad_y`` with the 180-degree-rotated kernel."""
+        ``grad_y`` with the 180-degree-rotated kernel; with
+        ``input_grad=False`` (a first layer) it is not computed and None is
+        returned."""
         x = self._saved()
         plan, w = self._plan, self._params["weight"]
         if (
@@ -117,11 +121,13 @@ class Conv2D(Module):
             and x.shape == plan.x_shape
             and steady(grad_y, plan.out_shape, self.dtype, self._plan_threads)
         ):
-            gx, gw, gb = plan.backward(grad_y, x, w, plan.has_bias)
+            gx, gw, gb = plan.backward(grad_y, x, w, plan.has_bias, input_grad)
         else:
             g = as_dtype("Conv2D.backward", "grad_y", grad_y, self.dtype)
             gx, gw, gb = F.conv2d_backward(g, x, w, self.stride, self.padding, self.dilation,
                                            bias="bias" in self._params)
+            if not input_grad:
+                gx = None
         self._grads["weight"] += gw
         if gb is not None:
             self._grads["bias"] += gb
@@ -132,7 +138,7 @@ class Conv2D(Module):
         if _config.get_backend() != "cython":
             self._plan = None
             return
-        self._plan = F._conv2d_plan("conv2d", [x, w, b], self.dtype, b, self.stride,
+        self._plan = F._conv2d_plan("conv2d", x, w, b, self.dtype, self.stride,
                                     self.padding, self.dilation)
         self._plan_threads = _config.get_num_threads()
 

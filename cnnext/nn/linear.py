@@ -93,12 +93,16 @@ class Dense(Module):
             x = np.ascontiguousarray(as_dtype("Dense.forward", "x", x, self.dtype))
             self._check_input(x)
             y = F.linear(x, w, b)
-            self._keep_plan(x, w)
+            self._keep_plan(x, w, b)
         self._cache = x
         return y
 
-    def backward(self, grad_y):
-        """Gradient w.r.t. the last input; accumulates ``grads``."""
+    _skips_input_grad = True
+
+    def backward(self, grad_y, input_grad=True):
+        """Gradient w.r.t. the last input; accumulates ``grads``.  With
+        ``input_grad=False`` (a first layer) only the parameter gradients are
+        computed and None is returned."""
         x = self._saved()
         plan, w = self._plan, self._params["weight"]
         has_bias = "bias" in self._params
@@ -107,7 +111,7 @@ class Dense(Module):
             and x.shape == plan.x_shape
             and steady(grad_y, (x.shape[0], self.out_features), self.dtype, self._plan_threads)
         ):
-            gx, gw, gb = plan.backward(grad_y, x, w, has_bias)
+            gx, gw, gb = plan.backward(grad_y, x, w, has_bias, input_grad)
         else:
             g = as_dtype("Dense.backward", "grad_y", grad_y, self.dtype)
             if g.shape != (x.shape[0], self.out_features):
@@ -116,6 +120,8 @@ class Dense(Module):
                     f"(the forward output shape), got {g.shape}"
                 )
             gx, gw, gb = F.linear_backward(g, x, w, bias=has_bias)
+            if not input_grad:
+                gx = None
         self._grads["weight"] += gw
         if gb is not None:
             self._grads["bias"] += gb
@@ -135,11 +141,11 @@ class Dense(Module):
                 f"sample"
             )
 
-    def _keep_plan(self, x, w):
+    def _keep_plan(self, x, w, b):
         if _config.get_backend() != "cython":
             self._plan = None
             return
-        self._plan = F._linear_plan("linear", x, w, self.dtype)
+        self._plan = F._linear_plan("linear", x, w, b, self.dtype)
         self._plan_threads = _config.get_num_threads()
 
     def __repr__(self):

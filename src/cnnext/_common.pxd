@@ -19,9 +19,15 @@ cdef extern from "cnnext_ukernel.h" nogil:
                                const float *const *b, int nb, float *c, int64_t ldc) noexcept nogil
     ctypedef void (*cnx_dot_d)(int64_t n, const double *const *a, int ma,
                                const double *const *b, int nb, double *c, int64_t ldc) noexcept nogil
+    ctypedef void (*cnx_dot1_s)(int64_t n, const float *a, const float *const *b, int nb,
+                                float *c) noexcept nogil
+    ctypedef void (*cnx_dot1_d)(int64_t n, const double *a, const double *const *b, int nb,
+                                double *c) noexcept nogil
     ctypedef struct cnx_kernels:
         cnx_dot_s dot_s
         cnx_dot_d dot_d
+        cnx_dot1_s dot1_s
+        cnx_dot1_d dot1_d
         cnx_ukr_s s_ind_small[3]
         cnx_ukr_d d_ind_small[3]
         cnx_ukr_s s
@@ -52,8 +58,10 @@ ctypedef struct Geom:
     Py_ssize_t sh, sw, ph, pw, dh, dw
     Py_ssize_t OH, OW            # output size
     # The "prepared sample": the zero-padded input split into its sh*sw
-    # stride phases, each (C, Hq, Wq); L elements in all.
-    Py_ssize_t Hq, Wq, L
+    # stride phases, each (C, Hq, Wq); L elements in all, in a buffer of Lbuf
+    # >= L elements whose tail is zero, so that every tap's run of positions
+    # (junk columns included) can be read in place.
+    Py_ssize_t Hq, Wq, L, Lbuf
     bint prepared                # False: the input itself is the prepared sample
 
 
@@ -80,8 +88,18 @@ cdef inline Geom make_geom(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t 
     g.Hq = cdiv(H + 2 * ph, sh)
     g.Wq = cdiv(W + 2 * pw, sw)
     g.L = sh * sw * C * g.Hq * g.Wq
+    g.Lbuf = g.L
     g.prepared = ph > 0 or pw > 0 or sh > 1 or sw > 1
     return g
+
+
+cdef inline void reach(Geom* g, Py_ssize_t end) noexcept nogil:
+    """Make the prepared sample cover element ``end - 1``: the furthest a
+    kernel reads in place.  An input that would be read past its end gets a
+    prepared copy with a zero tail."""
+    if end > g.L:
+        g.prepared = True
+        g.Lbuf = end
 
 
 cdef inline void ukr(const cnx_kernels* ker, Py_ssize_t kc, const floating* a,
