@@ -7,7 +7,8 @@ accumulate) -- never the tutorials' own loops, whose bugs the adapters
 deliberately do not reproduce.  The one place where printed tutorial numbers
 are the oracle is ``init_test`` of hanbingtao's "零基础入门深度学习(4) -
 卷积神经网络" (https://www.zybuluo.com/hanbingtao/note/485480), which the
-tutorial computes correctly.
+tutorial computes correctly.  The CS231n adapter has its own test file,
+``test_compat_cs231n.py``.
 """
 import contextlib
 import doctest
@@ -459,8 +460,8 @@ def test_maxpool2_backprop_equals_the_tutorial_without_ties(rng):
     pool.forward(x)
     d = pool.backprop(g)
     np.testing.assert_array_equal(d, _tutorial_maxpool2_backprop(x, g))
-    # The shared copy puts the gradients elsewhere (docs/compat.md, section 2):
-    # nothing below row/column 13, and overwritten values lost.
+    # The shared copy puts the gradients elsewhere (docs/compat.md, section 3):
+    # nothing past row/column 13, and overwritten values are lost.
     copy = _tutorial_maxpool2_backprop(x, g, shared_copy=True)
     assert not np.array_equal(d, copy)
     assert not copy[14:].any() and not copy[:, 14:].any()
@@ -867,7 +868,7 @@ def _doc_blocks():
 
 
 #: The modules whose "After" block docs/compat.md runs, in page order.
-DOC_MODULES = ["deeplearning_ai", "victorzhou", "hanbingtao"]
+DOC_MODULES = ["cs231n", "deeplearning_ai", "victorzhou", "hanbingtao"]
 
 
 @pytest.mark.parametrize("index", range(len(DOC_MODULES)))

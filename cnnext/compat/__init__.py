@@ -5,6 +5,11 @@ tutorials.  Each submodule here offers the same names, signatures, layouts
 and return values, computed by :mod:`cnnext.functional` (compiled kernels,
 no Python pixel loops), so such code switches with an import change:
 
+:mod:`cnnext.compat.cs231n`
+    Stanford CS231n's assignment layers (``conv_forward_naive``,
+    ``max_pool_forward_fast``, ``affine_forward``, ``softmax_loss``, the
+    ``layer_utils`` sandwiches, ...): NCHW, ``(out, cache)`` pairs,
+    ``conv_param`` / ``pool_param`` dicts.
 :mod:`cnnext.compat.deeplearning_ai`
     The deeplearning.ai assignment "Convolutional Neural Networks: Step by
     Step" (Andrew Ng's Deep Learning Specialization): ``conv_forward``,
@@ -38,7 +43,10 @@ array([[4., 4.],
 >>> compat.victorzhou.MaxPool2().forward(np.arange(16.0).reshape(4, 4, 1))[:, :, 0]
 array([[ 5.,  7.],
        [13., 15.]])
+>>> out, cache = compat.cs231n.relu_forward(np.array([-1.0, 2.0]))
+>>> out
+array([0., 2.])
 """
-from . import deeplearning_ai, hanbingtao, victorzhou
+from . import cs231n, deeplearning_ai, hanbingtao, victorzhou
 
-__all__ = ["deeplearning_ai", "victorzhou", "hanbingtao"]
+__all__ = ["cs231n", "deeplearning_ai", "victorzhou", "hanbingtao"]
