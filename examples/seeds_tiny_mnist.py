@@ -1,20 +1,25 @@
-"""The seeds' experiment (seed 000): a tiny CNN on 1,000 MNIST images.
+"""Victor Zhou's tiny MNIST CNN on cnnext: 1,000 training images, 3 epochs.
 
+The network and training of "CNNs, Part 2: Training a Convolutional Neural
+Network" by Victor Zhou (https://victorzhou.com/blog/intro-to-cnns-part-2/):
 Conv2D(1, 8, 3, bias=False) -> MaxPool2D(2) -> Flatten -> Dense(13*13*8, 10)
 -> softmax (inside the loss), input ``image/255 - 0.5``, plain SGD with
-learning rate 0.005, batch size 1, 3 epochs.  Trained on images [0, 1000) of
-the MNIST test split and tested on [5000, 6000), as in the tutorial the seed
-comes from (which reports ~0.87 with its own numpy loops).
+learning rate 0.005, batch size 1, 3 epochs.  The tutorial trains on the
+first 1,000 training images and tests on the first 1,000 test images; this
+example reads only the MNIST test split, so it trains on its images
+[0, 1000) and tests on [5000, 6000).
 
 Run from the repository root::
 
-    python examples/seeds_tiny_mnist.py [--data ../shared/data/mnist] [--seed 0]
+    python examples/seeds_tiny_mnist.py [--data DIR] [--seed 0]
 
-Prints the per-epoch loss, the test accuracy and the wall time.
+where ``DIR`` holds the MNIST test split (``t10k-images-idx3-ubyte[.gz]``
+and ``t10k-labels-idx1-ubyte[.gz]``).  Prints the per-epoch loss, the test
+accuracy and the wall time.
 
-Measured here (2-core shared machine): accuracy 0.877 (seed 0; 0.892 and
-0.909 for seeds 1 and 2), 0.7-1.2 s of training with ``OMP_NUM_THREADS=1``.
-At batch size 1 every kernel call is tiny: on a busy machine, pin one thread
+Measured on a 2-core machine: accuracy 0.877 (seed 0; 0.892 and 0.909 for
+seeds 1 and 2), 0.7-1.2 s of training with ``OMP_NUM_THREADS=1``.  At batch
+size 1 every kernel call is tiny: on a busy machine, pin one thread
 (``OMP_NUM_THREADS=1`` or ``cnnext.set_num_threads(1)``); with two spinning
 threads competing for busy cores the same run took 12-50 s.
 """
@@ -30,7 +35,7 @@ from cnnext.train import evaluate, fit
 
 
 def build_model(seed=0):
-    """The seed's network; He init for the conv, Glorot for the classifier."""
+    """The tutorial's network; He init for the conv, Glorot for the classifier."""
     rng = np.random.default_rng(seed)
     return nn.Sequential(
         nn.Conv2D(1, 8, 3, bias=False, seed=rng),

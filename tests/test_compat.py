@@ -5,8 +5,10 @@ implementation written here (the *correct* math: stride honoured in
 backward, ``x[p:p+H]`` unpadding, first maximum wins, overlapping windows
 accumulate) -- never the tutorials' own loops, whose bugs the adapters
 deliberately do not reproduce.  The one place where printed tutorial numbers
-are the oracle is ``init_test`` of shared/seeds/002_fca2f09fca44957d.txt,
-which the tutorial computes correctly.
+are the oracle is ``init_test`` of hanbingtao's "零基础入门深度学习(4) -
+卷积神经网络" (https://www.zybuluo.com/hanbingtao/note/485480), which the
+tutorial computes correctly.  The CS231n adapter has its own test file,
+``test_compat_cs231n.py``.
 """
 import contextlib
 import doctest
@@ -19,8 +21,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from cnnext.compat import deeplearning as dl
-from cnnext.compat import paddle, zhihu
+from cnnext.compat import deeplearning_ai as dl
+from cnnext.compat import hanbingtao, victorzhou
 
 # --------------------------------------------------------------------------
 # Independent loop oracles (NHWC, weights (fh, fw, C_in, C_out))
@@ -120,7 +122,7 @@ def _readonly(a):
 
 
 # --------------------------------------------------------------------------
-# deeplearning.ai functions
+# deeplearning.ai functions (cnnext.compat.deeplearning_ai)
 # --------------------------------------------------------------------------
 
 # (fh, fw, stride, pad): pad 0, stride 2, stride > kernel, pad >= kernel,
@@ -176,7 +178,8 @@ def test_conv_backward_pad0_stride2_not_the_tutorial_bug(rng, close):
 
 
 def test_conv_forward_adds_bias_once(rng, close):
-    # The seed's conv_single_step sums (a * W + b), adding b f*f*C times.
+    # A widely shared copy of conv_single_step sums (a * W + b), adding b
+    # f*f*C times; the assignment adds it once.
     A = rng.standard_normal((1, 4, 4, 3))
     W = rng.standard_normal((3, 3, 3, 2))
     b = rng.standard_normal((1, 1, 1, 2))
@@ -318,7 +321,7 @@ def test_inputs_not_mutated(rng):
     assert hp == {"stride": 2, "pad": 1}
 
 
-def test_deeplearning_errors(rng):
+def test_deeplearning_ai_errors(rng):
     A = rng.standard_normal((1, 5, 5, 2))
     W = rng.standard_normal((3, 3, 2, 2))
     b = np.zeros((1, 1, 1, 2))
@@ -382,7 +385,7 @@ def test_deeplearning_errors(rng):
 
 def test_conv3x3_forward_backprop_match_loops(rng, close):
     img = rng.standard_normal((7, 9))
-    conv = zhihu.Conv3x3(4, seed=3)
+    conv = victorzhou.Conv3x3(4, seed=3)
     filters0 = conv.filters.copy()
     W = filters0.transpose(1, 2, 0)[:, :, None, :]  # (3, 3, 1, 4)
     out = conv.forward(_readonly(img))
@@ -401,23 +404,23 @@ def test_conv3x3_uses_global_random_state_like_the_tutorial():
     # The tutorial draws from numpy's global legacy state; np.random.seed(s)
     # makes that stream equal to RandomState(s)'s.
     with _global_seed(123):
-        conv = zhihu.Conv3x3(8)
-        sm = zhihu.Softmax(13 * 13 * 8, 10)
+        conv = victorzhou.Conv3x3(8)
+        sm = victorzhou.Softmax(13 * 13 * 8, 10)
     legacy = np.random.RandomState(123)
     want_filters = legacy.randn(8, 3, 3) / 9
     want_weights = legacy.randn(13 * 13 * 8, 10) / (13 * 13 * 8)
     np.testing.assert_array_equal(conv.filters, want_filters)
     np.testing.assert_array_equal(sm.weights, want_weights)
     np.testing.assert_array_equal(sm.biases, np.zeros(10))
-    a, b = zhihu.Conv3x3(8, seed=5), zhihu.Conv3x3(8, seed=5)
+    a, b = victorzhou.Conv3x3(8, seed=5), victorzhou.Conv3x3(8, seed=5)
     np.testing.assert_array_equal(a.filters, b.filters)
-    assert not np.array_equal(a.filters, zhihu.Conv3x3(8, seed=6).filters)
+    assert not np.array_equal(a.filters, victorzhou.Conv3x3(8, seed=6).filters)
 
 
 @pytest.mark.parametrize("shape", [(6, 6, 3), (7, 9, 2), (5, 4)])
 def test_maxpool2_matches_loops_with_ties(rng, close, shape):
     x = np.maximum(rng.integers(-1, 3, size=shape), 0).astype(np.float64)
-    pool = zhihu.MaxPool2()
+    pool = victorzhou.MaxPool2()
     y = pool.forward(_readonly(x))
     x4 = x[None] if x.ndim == 3 else x[None, :, :, None]
     ey = loop_pool(x4, 2, 2, 0, "max")[0]
@@ -432,13 +435,52 @@ def test_maxpool2_matches_loops_with_ties(rng, close, shape):
     close(pool.backprop(g, 0.5), d)
 
 
+def _tutorial_maxpool2_backprop(x, d_L_d_out, shared_copy=False):
+    """``MaxPool2.backprop`` of Victor Zhou's tutorial (``[i * 2 + i2, ...]``),
+    or of the widely shared copy that writes to ``[i + i2, j + j2]``."""
+    d_L_d_input = np.zeros(x.shape)
+    h, w, _ = x.shape
+    for i in range(h // 2):
+        for j in range(w // 2):
+            im_region = x[i * 2:i * 2 + 2, j * 2:j * 2 + 2]
+            amax = np.amax(im_region, axis=(0, 1))
+            for i2 in range(2):
+                for j2 in range(2):
+                    for f2 in range(x.shape[2]):
+                        if im_region[i2, j2, f2] == amax[f2]:
+                            r, c = (i + i2, j + j2) if shared_copy else (i * 2 + i2, j * 2 + j2)
+                            d_L_d_input[r, c, f2] = d_L_d_out[i, j, f2]
+    return d_L_d_input
+
+
+def test_maxpool2_backprop_equals_the_tutorial_without_ties(rng):
+    x = rng.standard_normal((26, 26, 4))          # continuous values: no ties
+    g = rng.standard_normal((13, 13, 4))
+    pool = victorzhou.MaxPool2()
+    pool.forward(x)
+    d = pool.backprop(g)
+    np.testing.assert_array_equal(d, _tutorial_maxpool2_backprop(x, g))
+    # The shared copy puts the gradients elsewhere (docs/compat.md, section 3):
+    # nothing past row/column 13, and overwritten values are lost.
+    copy = _tutorial_maxpool2_backprop(x, g, shared_copy=True)
+    assert not np.array_equal(d, copy)
+    assert not copy[14:].any() and not copy[:, 14:].any()
+    assert np.count_nonzero(copy) < np.count_nonzero(d) == g.size
+    # With ties (after a ReLU) the tutorial over-counts; cnnext passes each
+    # gradient back exactly once.
+    xr = np.maximum(x, 0)
+    pool.forward(xr)
+    np.testing.assert_allclose(pool.backprop(g).sum(), g.sum(), rtol=1e-12)
+    assert np.count_nonzero(_tutorial_maxpool2_backprop(xr, g)) > g.size
+
+
 def _softmax(t):
     e = np.exp(t - t.max())
     return e / e.sum()
 
 
 def test_softmax_forward_and_cross_entropy_backprop(rng, close):
-    sm = zhihu.Softmax(24, 5, seed=0)
+    sm = victorzhou.Softmax(24, 5, seed=0)
     W0, b0 = sm.weights.copy(), sm.biases.copy()
     x = rng.standard_normal((2, 3, 4))
     p = sm.forward(_readonly(x))
@@ -457,7 +499,7 @@ def test_softmax_forward_and_cross_entropy_backprop(rng, close):
 
 
 def test_softmax_backprop_general_gradient_finite_differences(rng):
-    sm = zhihu.Softmax(6, 4, seed=1)
+    sm = victorzhou.Softmax(6, 4, seed=1)
     x = rng.standard_normal(6)
     G = rng.standard_normal(4)  # dense upstream gradient, not one-hot
     sm.forward(x)
@@ -492,9 +534,9 @@ def test_tutorial_trio_training_decreases_loss():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(8, 12, 12)).astype(np.uint8)
     labels = rng.integers(0, 10, size=8)
-    conv = zhihu.Conv3x3(8, seed=1)
-    pool = zhihu.MaxPool2()
-    softmax = zhihu.Softmax(5 * 5 * 8, 10, seed=2)
+    conv = victorzhou.Conv3x3(8, seed=1)
+    pool = victorzhou.MaxPool2()
+    softmax = victorzhou.Softmax(5 * 5 * 8, 10, seed=2)
     filters0 = conv.filters.copy()
     images0 = images.copy()
 
@@ -516,8 +558,9 @@ def test_tutorial_trio_training_decreases_loss():
     np.testing.assert_array_equal(images, images0)  # inputs untouched
 
 
-def test_zhihu_errors():
-    conv, pool, sm = zhihu.Conv3x3(2, seed=0), zhihu.MaxPool2(), zhihu.Softmax(4, 2, seed=0)
+def test_victorzhou_errors():
+    conv = victorzhou.Conv3x3(2, seed=0)
+    pool, sm = victorzhou.MaxPool2(), victorzhou.Softmax(4, 2, seed=0)
     with pytest.raises(RuntimeError, match=r"Conv3x3.backprop: called before forward"):
         conv.backprop(np.zeros((1, 1, 2)), 0.1)
     with pytest.raises(RuntimeError, match=r"MaxPool2.backprop: called before forward"):
@@ -543,32 +586,32 @@ def test_zhihu_errors():
     ):
         sm.forward(np.zeros(5))
     with pytest.raises(TypeError, match=r"Conv3x3: num_filters must be an int"):
-        zhihu.Conv3x3(2.0)
+        victorzhou.Conv3x3(2.0)
     with pytest.raises(TypeError, match=r"Softmax: seed must be None, an int"):
-        zhihu.Softmax(4, 2, seed="x")
+        victorzhou.Softmax(4, 2, seed="x")
 
 
 # --------------------------------------------------------------------------
 # ConvLayer / MaxPoolingLayer / activators
 # --------------------------------------------------------------------------
 
-SEED2_A = np.array(
+INIT_TEST_A = np.array(
     [[[0, 1, 1, 0, 2], [2, 2, 2, 2, 1], [1, 0, 0, 2, 0], [0, 1, 1, 0, 0], [1, 2, 0, 0, 2]],
      [[1, 0, 2, 2, 0], [0, 0, 0, 2, 0], [1, 2, 1, 2, 1], [1, 0, 0, 0, 0], [1, 2, 1, 1, 1]],
      [[2, 1, 2, 0, 0], [1, 0, 0, 1, 0], [0, 2, 1, 0, 1], [0, 1, 2, 2, 2], [2, 1, 0, 0, 1]]])
-SEED2_B = np.array(
+INIT_TEST_B = np.array(
     [[[0, 1, 1], [2, 2, 2], [1, 0, 0]],
      [[1, 0, 2], [0, 0, 0], [1, 2, 1]]])
-SEED2_W0 = np.array(
+INIT_TEST_W0 = np.array(
     [[[-1, 1, 0], [0, 1, 0], [0, 1, 1]],
      [[-1, -1, 0], [0, 0, 0], [0, -1, 0]],
      [[0, 0, -1], [0, 1, 0], [1, -1, -1]]], dtype=np.float64)
-SEED2_W1 = np.array(
+INIT_TEST_W1 = np.array(
     [[[1, 1, -1], [-1, -1, 1], [0, -1, 1]],
      [[0, 1, 0], [-1, 0, -1], [-1, 1, 0]],
      [[-1, 0, 0], [-1, 0, 1], [-1, 0, 0]]], dtype=np.float64)
 
-# Printed by the tutorial's test() (shared/seeds/002_fca2f09fca44957d.txt).
+# Printed by the tutorial's test() (hanbingtao, 零基础入门深度学习(4)).
 PRINTED_FORWARD = np.array(
     [[[6., 7., 5.], [3., -1., -1.], [2., -1., 4.]],
      [[2., -5., -8.], [1., -4., -4.], [0., -5., -5.]]])
@@ -586,11 +629,11 @@ PRINTED_FILTER2 = np.array(
 
 def init_test():
     """The tutorial's init_test(), verbatim apart from the names."""
-    a, b = SEED2_A.copy(), SEED2_B.copy()
-    cl = paddle.ConvLayer(5, 5, 3, 3, 3, 2, 1, 2, paddle.IdentityActivator(), 0.001)
-    cl.filters[0].weights = SEED2_W0.copy()
+    a, b = INIT_TEST_A.copy(), INIT_TEST_B.copy()
+    cl = hanbingtao.ConvLayer(5, 5, 3, 3, 3, 2, 1, 2, hanbingtao.IdentityActivator(), 0.001)
+    cl.filters[0].weights = INIT_TEST_W0.copy()
     cl.filters[0].bias = 1
-    cl.filters[1].weights = SEED2_W1.copy()
+    cl.filters[1].weights = INIT_TEST_W1.copy()
     return a, b, cl
 
 
@@ -598,7 +641,7 @@ def test_init_test_reproduces_the_printed_tutorial_run():
     a, b, cl = init_test()
     cl.forward(a)
     np.testing.assert_array_equal(cl.output_array, PRINTED_FORWARD)
-    cl.backward(a, b, paddle.IdentityActivator())
+    cl.backward(a, b, hanbingtao.IdentityActivator())
     cl.update()
     np.testing.assert_allclose(cl.filters[0].weights, PRINTED_FILTER1, rtol=0, atol=1e-12)
     np.testing.assert_allclose(cl.filters[1].weights, PRINTED_FILTER2, rtol=0, atol=1e-12)
@@ -610,8 +653,8 @@ def test_init_test_reproduces_the_printed_tutorial_run():
     assert text.endswith("bias:\n0.991")
     assert repr(cl.filters[1]).endswith("bias:\n-0.007")
     # And the inputs of the run are untouched.
-    np.testing.assert_array_equal(a, SEED2_A)
-    np.testing.assert_array_equal(b, SEED2_B)
+    np.testing.assert_array_equal(a, INIT_TEST_A)
+    np.testing.assert_array_equal(b, INIT_TEST_B)
 
 
 def _chw_to_nhwc(x):
@@ -633,7 +676,7 @@ class ScalarRelu:
 
 
 # (H, W, C, fh, fw, K, pad, stride)
-PADDLE_GEOMS = [
+HANBINGTAO_GEOMS = [
     (5, 5, 3, 3, 3, 2, 1, 2),
     (6, 7, 2, 3, 3, 3, 0, 1),
     (6, 7, 2, 3, 3, 3, 0, 2),
@@ -643,28 +686,28 @@ PADDLE_GEOMS = [
 ]
 
 
-@pytest.mark.parametrize("H, W, C, fh, fw, K, pad, stride", PADDLE_GEOMS)
-@pytest.mark.parametrize("act", [paddle.ReluActivator, paddle.SigmoidActivator,
-                                 paddle.IdentityActivator, ScalarRelu])
+@pytest.mark.parametrize("H, W, C, fh, fw, K, pad, stride", HANBINGTAO_GEOMS)
+@pytest.mark.parametrize("act", [hanbingtao.ReluActivator, hanbingtao.SigmoidActivator,
+                                 hanbingtao.IdentityActivator, ScalarRelu])
 def test_convlayer_matches_loops(rng, close, H, W, C, fh, fw, K, pad, stride, act):
-    cl = paddle.ConvLayer(W, H, C, fw, fh, K, pad, stride, act(), 0.01, seed=rng)
+    cl = hanbingtao.ConvLayer(W, H, C, fw, fh, K, pad, stride, act(), 0.01, seed=rng)
     for f in cl.filters:
         f.weights = rng.standard_normal((C, fh, fw))
         f.bias = float(rng.standard_normal())
     Wt = _filters_to_hwio(cl)
     bias = np.array([f.bias for f in cl.filters])
     x = rng.standard_normal((C, H, W))
-    if act in (paddle.ReluActivator, ScalarRelu):
+    if act in (hanbingtao.ReluActivator, ScalarRelu):
         x = np.maximum(x, 0)  # the previous layer's output
-    elif act is paddle.SigmoidActivator:
+    elif act is hanbingtao.SigmoidActivator:
         x = 1 / (1 + np.exp(-x))
     cl.forward(_readonly(x))
     z = loop_conv(_chw_to_nhwc(x), Wt, bias, stride, pad)[0].transpose(2, 0, 1)
     ref_act = {
-        paddle.ReluActivator: lambda t: np.maximum(t, 0),
+        hanbingtao.ReluActivator: lambda t: np.maximum(t, 0),
         ScalarRelu: lambda t: np.maximum(t, 0),
-        paddle.SigmoidActivator: lambda t: 1 / (1 + np.exp(-t)),
-        paddle.IdentityActivator: lambda t: t,
+        hanbingtao.SigmoidActivator: lambda t: 1 / (1 + np.exp(-t)),
+        hanbingtao.IdentityActivator: lambda t: t,
     }[act]
     assert cl.output_array.shape == (K, cl.output_height, cl.output_width)
     close(cl.output_array, ref_act(z))
@@ -672,9 +715,9 @@ def test_convlayer_matches_loops(rng, close, H, W, C, fh, fw, K, pad, stride, ac
     sens = rng.standard_normal(cl.output_array.shape)
     cl.backward(_readonly(x), _readonly(sens), act())
     eA, eW, eb = loop_conv_backward(sens.transpose(1, 2, 0)[None], _chw_to_nhwc(x), Wt, stride, pad)
-    deriv = {paddle.ReluActivator: lambda y: (y > 0) * 1.0, ScalarRelu: lambda y: (y > 0) * 1.0,
-             paddle.SigmoidActivator: lambda y: y * (1 - y),
-             paddle.IdentityActivator: lambda y: np.ones_like(y)}[act]
+    deriv = {hanbingtao.ReluActivator: lambda y: (y > 0) * 1.0, ScalarRelu: lambda y: (y > 0) * 1.0,
+             hanbingtao.SigmoidActivator: lambda y: y * (1 - y),
+             hanbingtao.IdentityActivator: lambda y: np.ones_like(y)}[act]
     close(cl.delta_array, eA[0].transpose(2, 0, 1) * deriv(x))
     for k, f in enumerate(cl.filters):
         close(f.weights_grad, eW[..., k].transpose(2, 0, 1))
@@ -690,7 +733,7 @@ def test_convlayer_matches_loops(rng, close, H, W, C, fh, fw, K, pad, stride, ac
 @pytest.mark.parametrize("fh, fw, stride", [(2, 2, 2), (3, 3, 1), (3, 2, 2), (2, 2, 3)])
 def test_maxpoolinglayer_matches_loops_with_ties(rng, close, fh, fw, stride):
     C, H, W = 2, 7, 8
-    mp = paddle.MaxPoolingLayer(W, H, C, fw, fh, stride)
+    mp = hanbingtao.MaxPoolingLayer(W, H, C, fw, fh, stride)
     x = np.maximum(rng.integers(-2, 3, size=(C, H, W)), 0).astype(np.float64)
     mp.forward(_readonly(x))
     # non-square windows: the NHWC loop oracle only knows square windows, so
@@ -712,7 +755,8 @@ def test_maxpoolinglayer_matches_loops_with_ties(rng, close, fh, fw, stride):
 
 
 def test_activators_on_scalars_and_arrays():
-    relu, sig, ident = paddle.ReluActivator(), paddle.SigmoidActivator(), paddle.IdentityActivator()
+    relu, sig = hanbingtao.ReluActivator(), hanbingtao.SigmoidActivator()
+    ident = hanbingtao.IdentityActivator()
     assert relu.forward(-3.0) == 0.0 and relu.forward(2.5) == 2.5
     assert relu.backward(0.0) == 0.0 and relu.backward(0.1) == 1.0
     assert sig.forward(0.0) == 0.5 and sig.backward(0.25) == pytest.approx(0.1875)
@@ -726,7 +770,7 @@ def test_activators_on_scalars_and_arrays():
 
 
 def test_filter_assignment_copies_and_update_does_not_touch_user_arrays(rng):
-    f = paddle.Filter(2, 2, 1, seed=0)
+    f = hanbingtao.Filter(2, 2, 1, seed=0)
     user = np.array([[[1, 2], [3, 4]]])  # integer, as people type them
     f.weights = user
     f.weights_grad = np.ones((1, 2, 2))
@@ -747,7 +791,7 @@ def test_filter_assignment_copies_and_update_does_not_touch_user_arrays(rng):
 
 def test_filter_global_random_state_like_the_tutorial():
     with _global_seed(9):
-        cl = paddle.ConvLayer(5, 5, 2, 3, 3, 2, 0, 1, paddle.ReluActivator(), 0.1)
+        cl = hanbingtao.ConvLayer(5, 5, 2, 3, 3, 2, 0, 1, hanbingtao.ReluActivator(), 0.1)
     legacy = np.random.RandomState(9)
     w0 = legacy.uniform(-1e-4, 1e-4, (2, 3, 3))
     w1 = legacy.uniform(-1e-4, 1e-4, (2, 3, 3))
@@ -757,18 +801,18 @@ def test_filter_global_random_state_like_the_tutorial():
 
 
 def test_convlayer_single_channel_2d_input(rng, close):
-    cl = paddle.ConvLayer(6, 5, 1, 3, 3, 2, 1, 2, paddle.IdentityActivator(), 0.1, seed=1)
+    cl = hanbingtao.ConvLayer(6, 5, 1, 3, 3, 2, 1, 2, hanbingtao.IdentityActivator(), 0.1, seed=1)
     x = rng.standard_normal((5, 6))
     cl.forward(x)
     out2d = cl.output_array.copy()
     cl.forward(x[None])
     close(out2d, cl.output_array)
-    cl.backward(x, rng.standard_normal(cl.output_array.shape), paddle.IdentityActivator())
+    cl.backward(x, rng.standard_normal(cl.output_array.shape), hanbingtao.IdentityActivator())
     assert cl.delta_array.shape == (1, 5, 6)
 
 
-def test_paddle_errors(rng):
-    cl = paddle.ConvLayer(5, 5, 3, 3, 3, 2, 1, 2, paddle.IdentityActivator(), 0.001)
+def test_hanbingtao_errors(rng):
+    cl = hanbingtao.ConvLayer(5, 5, 3, 3, 3, 2, 1, 2, hanbingtao.IdentityActivator(), 0.001)
     with pytest.raises(
         ValueError,
         match=(
@@ -784,12 +828,12 @@ def test_paddle_errors(rng):
             r"3\), got \(2, 2, 2\)"
         ),
     ):
-        cl.backward(np.zeros((3, 5, 5)), np.zeros((2, 2, 2)), paddle.IdentityActivator())
+        cl.backward(np.zeros((3, 5, 5)), np.zeros((2, 2, 2)), hanbingtao.IdentityActivator())
     with pytest.raises(ValueError, match=r"ConvLayer: the filter is larger than the padded input"):
-        paddle.ConvLayer(2, 2, 1, 5, 5, 1, 0, 1, paddle.IdentityActivator(), 0.1)
+        hanbingtao.ConvLayer(2, 2, 1, 5, 5, 1, 0, 1, hanbingtao.IdentityActivator(), 0.1)
     with pytest.raises(ValueError, match=r"ConvLayer: zero_padding must be >= 0, got -1"):
-        paddle.ConvLayer(5, 5, 1, 3, 3, 1, -1, 1, paddle.IdentityActivator(), 0.1)
-    mp = paddle.MaxPoolingLayer(4, 4, 1, 2, 2, 2)
+        hanbingtao.ConvLayer(5, 5, 1, 3, 3, 1, -1, 1, hanbingtao.IdentityActivator(), 0.1)
+    mp = hanbingtao.MaxPoolingLayer(4, 4, 1, 2, 2, 2)
     with pytest.raises(
         ValueError,
         match=(
@@ -805,7 +849,7 @@ def test_paddle_errors(rng):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("modname", ["deeplearning", "zhihu", "paddle"])
+@pytest.mark.parametrize("modname", ["deeplearning_ai", "victorzhou", "hanbingtao"])
 def test_submodule_doctests(modname):
     mod = importlib.import_module(f"cnnext.compat.{modname}")
     with np.printoptions(legacy=False):
@@ -823,21 +867,27 @@ def _doc_blocks():
     return re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.S)
 
 
-@pytest.mark.parametrize("index", range(3))
+#: The modules whose "After" block docs/compat.md runs, in page order.
+DOC_MODULES = ["cs231n", "deeplearning_ai", "victorzhou", "hanbingtao"]
+
+
+@pytest.mark.parametrize("index", range(len(DOC_MODULES)))
 def test_docs_after_examples_run(index, capsys):
     blocks = _doc_blocks()
     if not blocks:
         pytest.skip(f"{DOCS} not found")
-    assert len(blocks) == 3, "docs/compat.md should have one runnable block per adapter"
+    assert len(blocks) == len(DOC_MODULES), (
+        "docs/compat.md should have one runnable block per adapter"
+    )
     code = blocks[index]
-    assert "from cnnext.compat" in code
-    state = np.random.get_state()  # noqa: NPY002 (the zhihu example seeds the global state)
+    assert f"from cnnext.compat.{DOC_MODULES[index]} import" in code
+    state = np.random.get_state()  # noqa: NPY002 (the victorzhou example seeds the global state)
     try:
         with np.printoptions(legacy=False):
             exec(compile(code, f"{DOCS}[block {index}]", "exec"), {"__name__": "__docs__"})
     finally:
         np.random.set_state(state)  # noqa: NPY002
-    if index == 2:
+    if DOC_MODULES[index] == "hanbingtao":
         # The page shows the printed output of the tutorial's test(); check it.
         shown = re.search(r"```text\n(\[\[\[ 6\..*?)```", DOCS.read_text(encoding="utf-8"), re.S)
         assert shown is not None

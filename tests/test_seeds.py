@@ -1,15 +1,19 @@
-"""Reference values printed in the seed material, through the public API.
+"""Values printed in published tutorials, reproduced through the public API.
 
 Each value is checked on both backends: the compiled kernels and the numpy
 reference.
 
-* shared/seeds/002_fca2f09fca44957d.txt, ``init_test``: a 3x5x5 input, two
-  3x3x3 filters (biases 1 and 0), zero padding 1, stride 2, identity
-  activation; the printed forward output, and the printed filters and
-  biases after one SGD step (learning rate 0.001) with the seed's ``b`` as
-  the output gradient.
-* shared/seeds/004_509d153665a609b9.txt: the 2x2 kernel gradient of a
-  stride-1 convolution from a 5x5 input ``o`` and a 4x4 delta map ``d``.
+* ``init_test`` of hanbingtao's "零基础入门深度学习(4) - 卷积神经网络"
+  (https://www.zybuluo.com/hanbingtao/note/485480), also reposted with
+  huxiaoman7's PaddlePaddle examples: a 3x5x5 input, two 3x3x3 filters
+  (biases 1 and 0), zero padding 1, stride 2, identity activation; the
+  printed forward output, and the printed filters and biases after one SGD
+  step (learning rate 0.001) with the tutorial's ``b`` as the output
+  gradient.
+* The answer to "Back-propagation in CNN" on Data Science Stack Exchange
+  (https://datascience.stackexchange.com/questions/27506/back-propagation-in-cnn):
+  the 2x2 kernel gradient of a stride-1 convolution from a 5x5 input ``o``
+  and a 4x4 delta map ``d``.
 """
 
 import numpy as np
@@ -25,9 +29,9 @@ def backend(request):
         yield request.param
 
 
-# -- seed 002 ----------------------------------------------------------------
+# -- hanbingtao, init_test -------------------------------------------------
 
-SEED2_A = np.array(
+INIT_TEST_A = np.array(
     [[[0, 1, 1, 0, 2],
       [2, 2, 2, 2, 1],
       [1, 0, 0, 2, 0],
@@ -44,7 +48,7 @@ SEED2_A = np.array(
       [0, 1, 2, 2, 2],
       [2, 1, 0, 0, 1]]], dtype=np.float64)
 
-SEED2_B = np.array(
+INIT_TEST_B = np.array(
     [[[0, 1, 1],
       [2, 2, 2],
       [1, 0, 0]],
@@ -52,7 +56,7 @@ SEED2_B = np.array(
       [0, 0, 0],
       [1, 2, 1]]], dtype=np.float64)
 
-SEED2_W = np.array(
+INIT_TEST_W = np.array(
     [[[[-1, 1, 0],
        [0, 1, 0],
        [0, 1, 1]],
@@ -72,10 +76,10 @@ SEED2_W = np.array(
        [-1, 0, 1],
        [-1, 0, 0]]]], dtype=np.float64)
 
-SEED2_BIAS = np.array([1.0, 0.0])
+INIT_TEST_BIAS = np.array([1.0, 0.0])
 
 # "前向传播结果" (forward result)
-SEED2_FORWARD = np.array(
+INIT_TEST_FORWARD = np.array(
     [[[6., 7., 5.],
       [3., -1., -1.],
       [2., -1., 4.]],
@@ -84,7 +88,7 @@ SEED2_FORWARD = np.array(
       [0., -5., -5.]]])
 
 # "反向传播后更新得到的filter1/filter2" (filters after the update)
-SEED2_FILTER1 = np.array(
+INIT_TEST_FILTER1 = np.array(
     [[[-1.008, 0.99, -0.009],
       [-0.005, 0.994, -0.006],
       [-0.006, 0.995, 0.996]],
@@ -94,7 +98,7 @@ SEED2_FILTER1 = np.array(
      [[-0.002, -0.002, -1.003],
       [-0.005, 0.992, -0.005],
       [0.993, -1.008, -1.007]]])
-SEED2_FILTER2 = np.array(
+INIT_TEST_FILTER2 = np.array(
     [[[9.98000000e-01, 9.98000000e-01, -1.00100000e+00],
       [-1.00400000e+00, -1.00700000e+00, 9.97000000e-01],
       [-4.00000000e-03, -1.00400000e+00, 9.98000000e-01]],
@@ -104,50 +108,50 @@ SEED2_FILTER2 = np.array(
      [[-1.00400000e+00, -6.00000000e-03, -5.00000000e-03],
       [-1.00200000e+00, -5.00000000e-03, 9.98000000e-01],
       [-1.00200000e+00, -1.00000000e-03, 0.00000000e+00]]])
-SEED2_BIAS1 = 0.99099999999999999
-SEED2_BIAS2 = -0.0070000000000000001
+INIT_TEST_BIAS1 = 0.99099999999999999
+INIT_TEST_BIAS2 = -0.0070000000000000001
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_seed_002_conv_forward_stride2_pad1(backend, dtype):
-    y = F.conv2d(SEED2_A.astype(dtype), SEED2_W.astype(dtype),
-                 SEED2_BIAS.astype(dtype), stride=2, padding=1)
+def test_init_test_conv_forward_stride2_pad1(backend, dtype):
+    y = F.conv2d(INIT_TEST_A.astype(dtype), INIT_TEST_W.astype(dtype),
+                 INIT_TEST_BIAS.astype(dtype), stride=2, padding=1)
     assert y.shape == (2, 3, 3) and y.dtype == dtype
-    np.testing.assert_array_equal(y, SEED2_FORWARD)
+    np.testing.assert_array_equal(y, INIT_TEST_FORWARD)
 
 
-def test_seed_002_sgd_step_after_backward(backend):
+def test_init_test_sgd_step_after_backward(backend):
     lr = 0.001
-    gx, gw, gb = F.conv2d_backward(SEED2_B, SEED2_A, SEED2_W, stride=2,
+    gx, gw, gb = F.conv2d_backward(INIT_TEST_B, INIT_TEST_A, INIT_TEST_W, stride=2,
                                    padding=1)
-    assert gx.shape == SEED2_A.shape
-    new_w = SEED2_W - lr * gw
-    new_b = SEED2_BIAS - lr * gb
-    np.testing.assert_allclose(new_w[0], SEED2_FILTER1, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(new_w[1], SEED2_FILTER2, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(new_b, [SEED2_BIAS1, SEED2_BIAS2], rtol=0,
+    assert gx.shape == INIT_TEST_A.shape
+    new_w = INIT_TEST_W - lr * gw
+    new_b = INIT_TEST_BIAS - lr * gb
+    np.testing.assert_allclose(new_w[0], INIT_TEST_FILTER1, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(new_w[1], INIT_TEST_FILTER2, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(new_b, [INIT_TEST_BIAS1, INIT_TEST_BIAS2], rtol=0,
                                atol=1e-12)
 
 
-# -- seed 004 ----------------------------------------------------------------
+# -- "Back-propagation in CNN" (Data Science Stack Exchange) ----------------
 
-SEED4_O = np.array([(0.51, 0.9, 0.88, 0.84, 0.05),
+QA_O = np.array([(0.51, 0.9, 0.88, 0.84, 0.05),
                     (0.4, 0.62, 0.22, 0.59, 0.1),
                     (0.11, 0.2, 0.74, 0.33, 0.14),
                     (0.47, 0.01, 0.85, 0.7, 0.09),
                     (0.76, 0.19, 0.72, 0.17, 0.57)])
-SEED4_D = np.array([(0, 0, 0.0686, 0),
+QA_D = np.array([(0, 0, 0.0686, 0),
                     (0, 0.0364, 0, 0),
                     (0, 0.0467, 0, 0),
                     (0, 0, 0, -0.0681)])
-SEED4_GRADIENT = np.array([[0.044606, 0.094061], [0.011262, 0.068288]])
+QA_GRADIENT = np.array([[0.044606, 0.094061], [0.011262, 0.068288]])
 
 
-def test_seed_004_kernel_gradient_2x2_stride1(backend):
-    x = SEED4_O[None, None]                       # (1, 1, 5, 5)
-    g = SEED4_D[None, None]                       # (1, 1, 4, 4)
+def test_back_propagation_in_cnn_kernel_gradient_2x2_stride1(backend):
+    x = QA_O[None, None]                       # (1, 1, 5, 5)
+    g = QA_D[None, None]                       # (1, 1, 4, 4)
     w = np.random.default_rng(0).standard_normal((1, 1, 2, 2))
     _, gw, gb = F.conv2d_backward(g, x, w, stride=1)
     assert gw.shape == (1, 1, 2, 2)
-    np.testing.assert_allclose(gw[0, 0], SEED4_GRADIENT, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(gb, [SEED4_D.sum()], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gw[0, 0], QA_GRADIENT, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gb, [QA_D.sum()], rtol=0, atol=1e-12)

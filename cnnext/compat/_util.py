@@ -4,18 +4,40 @@ Messages follow the rest of cnnext: they name the function, the parameter,
 the rule and the value received.  Shapes and dtypes of the arrays that reach
 :mod:`cnnext.functional` are checked there as well; what is checked here is
 what only the adapter knows (the tutorial's layout and its dict keys).
+
+The adapters are built on the public API only (:mod:`cnnext.functional`),
+so the few generic checks they need live here too.
 """
 import numbers
+import operator
 from collections.abc import Mapping
 
 import numpy as np
 
-from .. import _validate as V
+#: Largest size or hyper-parameter the kernels index with 32-bit ints.
+_MAX_INT = 2**31 - 1
+
+
+def as_int(fname, name, value, minimum=None):
+    """A Python int from an integer-like value (never a bool or a float)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}")
+    v = operator.index(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{fname}: {name} must be >= {minimum}, got {v}")
+    if v > _MAX_INT:
+        raise ValueError(f"{fname}: {name} must be <= {_MAX_INT} (2**31 - 1), got {v}")
+    return v
 
 
 def array(fname, name, value, ndim, layout):
     """``np.asarray(value)`` of real numbers with exactly ``ndim`` dimensions."""
-    a = V.as_array(fname, name, value)
+    if value is None:
+        raise TypeError(f"{fname}: {name} must be an array, got None")
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists, ...
+        raise TypeError(f"{fname}: {name} could not be converted to an array: {exc}") from None
     if a.dtype.kind not in "fiu":
         raise TypeError(
             f"{fname}: {name} must hold real numbers (float or integer), got dtype {a.dtype}"
@@ -28,24 +50,40 @@ def array(fname, name, value, ndim, layout):
     return a
 
 
-def hparam(fname, hparameters, key, minimum, default=None):
-    """An int hyper-parameter from an ``hparameters`` dict."""
+def hparam(fname, hparameters, key, minimum, default=None, dict_name="hparameters"):
+    """An int hyper-parameter from a tutorial's dict (``hparameters``, ``conv_param``...)."""
     if not isinstance(hparameters, Mapping):
         raise TypeError(
-            f"{fname}: hparameters must be a dict, got {type(hparameters).__name__}"
+            f"{fname}: {dict_name} must be a dict, got {type(hparameters).__name__}"
         )
     if key not in hparameters:
         if default is not None:
             return default
         raise ValueError(
-            f"{fname}: hparameters must contain the key {key!r}, got keys "
+            f"{fname}: {dict_name} must contain the key {key!r}, got keys "
             f"{sorted(map(str, hparameters))}"
         )
-    return V.as_int(fname, f"hparameters[{key!r}]", hparameters[key], minimum)
+    return as_int(fname, f"{dict_name}[{key!r}]", hparameters[key], minimum)
 
 
 def positive_int(fname, name, value, minimum=1):
-    return V.as_int(fname, name, value, minimum)
+    return as_int(fname, name, value, minimum)
+
+
+def out_size(fname, size, k, s, p, axis):
+    """Output length ``(size + 2*p - k) // s + 1`` of a window sliding along ``axis``.
+
+    Only used to check the shape of an upstream gradient against its
+    forward pass; the forward functions leave the geometry checks to
+    :mod:`cnnext.functional`.
+    """
+    out = (size + 2 * p - k) // s + 1
+    if out < 1:
+        raise ValueError(
+            f"{fname}: the window ({k}) is larger than the padded input along {axis} "
+            f"(size {size}, padding {p})"
+        )
+    return out
 
 
 def real(fname, name, value):

@@ -1,11 +1,14 @@
 """Drop-in for the ``ConvLayer`` / ``MaxPoolingLayer`` / activator classes of
-hanbingtao's "零基础入门深度学习 (4): 卷积神经网络", reused in
-huxiaoman7/PaddlePaddle_code ``1.mnist/cnn.py`` and reproduced in
-``shared/seeds/002_fca2f09fca44957d.txt``.
+hanbingtao's tutorial "零基础入门深度学习(4) - 卷积神经网络" (deep learning for
+beginners, part 4: convolutional neural networks,
+https://www.zybuluo.com/hanbingtao/note/485480).  The same classes are
+reused in huxiaoman7's PaddlePaddle examples
+(https://github.com/huxiaoman7/PaddlePaddle_code/blob/master/1.mnist/cnn.py)
+and in many reposts.
 
 Code written against that tutorial switches with one import::
 
-    from cnnext.compat.paddle import (
+    from cnnext.compat.hanbingtao import (
         ConvLayer, MaxPoolingLayer, Filter,
         ReluActivator, SigmoidActivator, IdentityActivator)
 
@@ -72,7 +75,7 @@ class IdentityActivator:
 
     Examples
     --------
-    >>> from cnnext.compat.paddle import IdentityActivator
+    >>> from cnnext.compat.hanbingtao import IdentityActivator
     >>> act = IdentityActivator()
     >>> act.forward(-2.0), act.backward(-2.0)
     (-2.0, 1.0)
@@ -91,7 +94,7 @@ class ReluActivator:
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.paddle import ReluActivator
+    >>> from cnnext.compat.hanbingtao import ReluActivator
     >>> act = ReluActivator()
     >>> act.forward(np.array([-1.0, 2.0])), act.backward(np.array([0.0, 2.0]))
     (array([0., 2.]), array([0., 1.]))
@@ -109,7 +112,7 @@ class SigmoidActivator:
 
     Examples
     --------
-    >>> from cnnext.compat.paddle import SigmoidActivator
+    >>> from cnnext.compat.hanbingtao import SigmoidActivator
     >>> act = SigmoidActivator()
     >>> float(act.forward(0.0)), float(act.backward(0.5))
     (0.5, 0.25)
@@ -164,7 +167,7 @@ class Filter:
 
     Examples
     --------
-    >>> from cnnext.compat.paddle import Filter
+    >>> from cnnext.compat.hanbingtao import Filter
     >>> f = Filter(2, 2, 1, seed=0)
     >>> f.weights = [[[1.0, 2.0], [3.0, 4.0]]]
     >>> f.weights_grad = f.weights.copy(); f.bias_grad = 10.0
@@ -276,7 +279,7 @@ class ConvLayer:
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.paddle import ConvLayer, IdentityActivator
+    >>> from cnnext.compat.hanbingtao import ConvLayer, IdentityActivator
     >>> cl = ConvLayer(4, 4, 1, 2, 2, 1, 0, 2, IdentityActivator(), 0.1, seed=0)
     >>> cl.filters[0].weights = np.ones((1, 2, 2))
     >>> cl.forward(np.arange(16.0).reshape(1, 4, 4))
@@ -426,7 +429,7 @@ class MaxPoolingLayer:
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.paddle import MaxPoolingLayer
+    >>> from cnnext.compat.hanbingtao import MaxPoolingLayer
     >>> mp = MaxPoolingLayer(2, 2, 1, 2, 2, 2)
     >>> x = np.array([[[1., 3.], [3., 0.]]])
     >>> mp.forward(x); mp.output_array

@@ -1,10 +1,13 @@
 """Drop-in for the NHWC ``hparameters``-dict functions of the deeplearning.ai
-convolution assignment ("Convolutional Model: step by step").
+assignment "Convolutional Neural Networks: Step by Step".
 
-Code written against that assignment (reproduced in many blogs, e.g.
-``shared/seeds/001_6ead60a8c07b635b.txt``) switches with one import::
+The assignment opens course 4, *Convolutional Neural Networks*, of Andrew
+Ng's Deep Learning Specialization (deeplearning.ai, on Coursera:
+https://www.coursera.org/learn/convolutional-neural-networks), and its
+functions are reproduced in many blog posts.  Code written against them
+switches with one import::
 
-    from cnnext.compat.deeplearning import (
+    from cnnext.compat.deeplearning_ai import (
         conv_forward, conv_backward, pool_forward, pool_backward)
 
 The signatures, argument layouts and return values are the assignment's:
@@ -22,31 +25,31 @@ The signatures, argument layouts and return values are the assignment's:
 Each function transposes to NCHW, calls :mod:`cnnext.functional` (compiled
 kernels, no Python loops over pixels) and transposes back.
 
-Differences from the tutorial code (all deliberate; this is the correct
-math):
+Differences from the assignment's loop code as it is commonly shared (all
+deliberate; this is the correct math):
 
-* ``conv_forward`` adds each bias once per output value.  The seed's
-  ``conv_single_step`` computes ``np.sum(a_slice * W + b)``, which adds it
-  ``f*f*n_C_prev`` times (the course's original adds it once).
-* ``conv_backward`` and ``pool_backward`` honour the stride.  The tutorial
-  loops place every output position at ``(h, w)`` instead of
+* ``conv_forward`` adds each bias once per output value, as the
+  assignment intends.  A widely shared copy of the code computes
+  ``np.sum(a_slice * W + b)`` in ``conv_single_step``, which adds it
+  ``f*f*n_C_prev`` times.
+* ``conv_backward`` and ``pool_backward`` honour the stride.  Those loops
+  place every output position at ``(h, w)`` instead of
   ``(h*stride, w*stride)``, so their gradients are wrong for ``stride > 1``.
-* ``conv_backward`` works for ``pad = 0``.  The tutorial unpads with
+* ``conv_backward`` works for ``pad = 0``.  That code unpads with
   ``da_prev_pad[pad:-pad, pad:-pad]``, which is *empty* when ``pad = 0``.
 * Max-pool backward sends each gradient to the *first* maximum of its
-  window (row-major order, PyTorch's rule).  The tutorial's mask
-  ``x == np.max(x)`` sends the full gradient to *every* tied maximum, which
-  multiplies it (ties are common after a ReLU).
+  window (row-major order, PyTorch's rule).  The assignment's mask
+  ``x == np.max(x)`` sends the full gradient to *every* tied maximum,
+  which multiplies it (ties are common after a ReLU).
 * Overlapping windows accumulate their gradients, as they must.
 * Results have the compute dtype of :mod:`cnnext.functional`: float32 when
-  every input is float32, float64 otherwise (the tutorial always returns
-  float64).  Inputs are never modified.
-* Bad arguments raise ``ValueError``/``TypeError`` (the tutorial returns
-  zeros for an unknown ``mode``).
+  every input is float32, float64 otherwise (the assignment always
+  returns float64).  Inputs are never modified.
+* Bad arguments raise ``ValueError``/``TypeError`` (the assignment code
+  returns zeros for an unknown ``mode``).
 """
 import numpy as np
 
-from .. import _validate as V
 from .. import functional as F
 from . import _util as U
 
@@ -113,7 +116,7 @@ def conv_forward(A_prev, W, b, hparameters):
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.deeplearning import conv_forward
+    >>> from cnnext.compat.deeplearning_ai import conv_forward
     >>> A = np.arange(16.0).reshape(1, 4, 4, 1)
     >>> W = np.ones((2, 2, 1, 1)); b = np.full((1, 1, 1, 1), 0.5)
     >>> Z, cache = conv_forward(A, W, b, {"stride": 2, "pad": 0})
@@ -149,7 +152,7 @@ def conv_backward(dZ, cache):
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.deeplearning import conv_forward, conv_backward
+    >>> from cnnext.compat.deeplearning_ai import conv_forward, conv_backward
     >>> A = np.ones((1, 3, 3, 1)); W = np.ones((2, 2, 1, 1)); b = np.zeros((1, 1, 1, 1))
     >>> Z, cache = conv_forward(A, W, b, {"stride": 1, "pad": 0})
     >>> dA, dW, db = conv_backward(np.ones_like(Z), cache)
@@ -174,8 +177,8 @@ def conv_backward(dZ, cache):
     fh, fw, _, C = Wa.shape
     want = (
         m,
-        V.conv_out_size(fname, H, fh, stride, pad, 1, "height"),
-        V.conv_out_size(fname, W_, fw, stride, pad, 1, "width"),
+        U.out_size(fname, H, fh, stride, pad, "height"),
+        U.out_size(fname, W_, fw, stride, pad, "width"),
         C,
     )
     if g.shape != want:
@@ -223,7 +226,7 @@ def pool_forward(A_prev, hparameters, mode="max"):
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.deeplearning import pool_forward
+    >>> from cnnext.compat.deeplearning_ai import pool_forward
     >>> A = np.arange(16.0).reshape(1, 4, 4, 1)
     >>> P, cache = pool_forward(A, {"f": 2, "stride": 2}, mode="max")
     >>> P[0, :, :, 0]
@@ -265,7 +268,7 @@ def pool_backward(dA, cache, mode="max"):
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.deeplearning import pool_forward, pool_backward
+    >>> from cnnext.compat.deeplearning_ai import pool_forward, pool_backward
     >>> A = np.array([[1., 3.], [3., 0.]]).reshape(1, 2, 2, 1)
     >>> P, cache = pool_forward(A, {"f": 2, "stride": 2})
     >>> pool_backward(np.full((1, 1, 1, 1), 5.0), cache)[0, :, :, 0]
@@ -284,8 +287,8 @@ def pool_backward(dA, cache, mode="max"):
     m, H, W, C = A.shape
     want = (
         m,
-        V.pool_out_size(fname, H, f, stride, pad, "height"),
-        V.pool_out_size(fname, W, f, stride, pad, "width"),
+        U.out_size(fname, H, f, stride, pad, "height"),
+        U.out_size(fname, W, f, stride, pad, "width"),
         C,
     )
     if g.shape != want:
@@ -295,7 +298,7 @@ def pool_backward(dA, cache, mode="max"):
         )
     g, x = _to_nchw(g), _to_nchw(A)
     if mode == "max":
-        # The cache format is the tutorial's, so the argmax is recomputed
+        # The cache format is the assignment's, so the argmax is recomputed
         # (one pooling pass) instead of stored.
         _, idx = F.max_pool2d(x, f, stride=stride, padding=pad, return_indices=True)
         gx = F.max_pool2d_backward(g, idx, x.shape)

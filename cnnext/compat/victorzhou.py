@@ -1,10 +1,14 @@
 """Drop-in for the ``Conv3x3`` / ``MaxPool2`` / ``Softmax`` classes of Victor
-Zhou's "CNNs from scratch" tutorial (translated on zhihu, p/102119808, and
-reproduced in ``shared/seeds/000_c4f318e17aac550d.txt``).
+Zhou's two-part tutorial "CNNs, Part 1: An Introduction to Convolutional
+Neural Networks" (https://victorzhou.com/blog/intro-to-cnns-part-1/) and
+"CNNs, Part 2: Training a Convolutional Neural Network"
+(https://victorzhou.com/blog/intro-to-cnns-part-2/), whose code is at
+https://github.com/vzhou842/cnn-from-scratch and has been translated and
+reposted widely.
 
 Code written against that tutorial switches with one import::
 
-    from cnnext.compat.zhihu import Conv3x3, MaxPool2, Softmax
+    from cnnext.compat.victorzhou import Conv3x3, MaxPool2, Softmax
 
 The classes keep the tutorial's constructors, attributes (``filters``,
 ``weights``, ``biases``, ``last_input``, ``last_input_shape``,
@@ -30,6 +34,9 @@ Differences from the tutorial code (deliberate; this is the correct math):
   2x2 window (row-major order, PyTorch's rule).  The tutorial sends the
   full gradient to *every* position equal to the maximum, so tied values
   (common after a ReLU, or in flat image regions) receive it several times.
+  (A widely shared copy of the tutorial code also writes the gradient to
+  ``[i + i2, j + j2]`` instead of ``[i * 2 + i2, j * 2 + j2]``, i.e. to the
+  wrong pixels; the adapter follows the original.)
 * ``Conv3x3.backprop`` returns ``d_L_d_input`` (shape of the image); the
   tutorial returns ``None`` because its first layer needs no input
   gradient.  Code that ignores the return value is unaffected.
@@ -78,7 +85,7 @@ class Conv3x3:
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.zhihu import Conv3x3
+    >>> from cnnext.compat.victorzhou import Conv3x3
     >>> conv = Conv3x3(8, seed=0)
     >>> out = conv.forward(np.zeros((28, 28)))
     >>> out.shape
@@ -158,7 +165,7 @@ class MaxPool2:
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.zhihu import MaxPool2
+    >>> from cnnext.compat.victorzhou import MaxPool2
     >>> pool = MaxPool2()
     >>> x = np.array([[1., 2.], [2., 0.]])[:, :, None]
     >>> pool.forward(x)[:, :, 0]
@@ -247,7 +254,7 @@ class Softmax:
     Examples
     --------
     >>> import numpy as np
-    >>> from cnnext.compat.zhihu import Softmax
+    >>> from cnnext.compat.victorzhou import Softmax
     >>> sm = Softmax(4, 3, seed=0)
     >>> p = sm.forward(np.ones((2, 2)))
     >>> p.shape, round(float(p.sum()), 12)
