@@ -26,6 +26,8 @@ the dtype of the corresponding input; sums are accumulated in float64 and
 cast back.
 """
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -73,6 +75,19 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def _nan_quiet(fn):
+    """Run ``fn`` without numpy's RuntimeWarnings for NaN/inf arithmetic:
+    non-finite values propagate silently, as in PyTorch and
+    :mod:`cnnext.functional`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _pad_hw(x, ph, pw, value=0.0):
     """Pad the last two axes of a 4-D array by ``ph`` rows and ``pw`` columns
     on each side (returns a new array)."""
@@ -102,6 +117,7 @@ def _conv_out(size, k, s, p, d):
 # convolution
 # --------------------------------------------------------------------------
 
+@_nan_quiet
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (groups=1).
 
@@ -146,6 +162,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     return y.astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
                     bias=True):
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
@@ -229,6 +246,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
             grad_b)
 
 
+@_nan_quiet
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
                      output_padding=0, dilation=1):
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
@@ -301,6 +319,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
     return y.astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def full_conv2d(x, weight):
     """Full 2-D convolution summed over input channels.
 
@@ -420,6 +439,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     return best
 
 
+@_nan_quiet
 def max_pool2d_backward(grad_out, indices, input_shape):
     """Gradient of :func:`max_pool2d` with respect to its input.
 
@@ -460,6 +480,7 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     return gx.reshape(n, c, h, w).astype(grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
@@ -499,6 +520,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return y.astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
                         padding=0):
     """Gradient of :func:`avg_pool2d` with respect to its input.
@@ -547,6 +569,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
 # dense (fully connected)
 # --------------------------------------------------------------------------
 
+@_nan_quiet
 def linear(x, weight, bias=None):
     """Fully connected layer ``y = x @ weight.T + bias``, as
     ``torch.nn.functional.linear``, by explicit sums (``einsum``) in float64.
@@ -577,6 +600,7 @@ def linear(x, weight, bias=None):
     return y.astype(x.dtype)
 
 
+@_nan_quiet
 def linear_backward(grad_out, x, weight, bias=True):
     """Gradients of :func:`linear`: ``(grad_x, grad_weight, grad_bias)``.
 
@@ -671,6 +695,7 @@ def relu_backward(grad_out, x):
     return np.where(x <= 0, 0, grad_out).astype(grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def leaky_relu(x, negative_slope=0.01):
     """Leaky rectified linear unit.
 
@@ -699,6 +724,7 @@ def leaky_relu(x, negative_slope=0.01):
     return np.where(x > 0, x, x * s).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def leaky_relu_backward(grad_out, x, negative_slope=0.01):
     """Gradient of :func:`leaky_relu`.
 
@@ -731,6 +757,7 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
         grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def sigmoid(x):
     """Logistic sigmoid ``1 / (1 + exp(-x))``, without overflow.
 
@@ -759,6 +786,7 @@ def sigmoid(x):
     return y.astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def sigmoid_backward(grad_out, y):
     """Gradient of :func:`sigmoid`, from its output.
 
@@ -788,6 +816,7 @@ def sigmoid_backward(grad_out, y):
         grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def tanh(x):
     """Hyperbolic tangent.
 
@@ -812,6 +841,7 @@ def tanh(x):
     return np.tanh(_f64(x)).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def tanh_backward(grad_out, y):
     """Gradient of :func:`tanh`, from its output.
 
@@ -841,6 +871,7 @@ def tanh_backward(grad_out, y):
         grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def softmax(x, axis=-1):
     """Softmax along one axis, shifted by the maximum for stability.
 
@@ -870,6 +901,7 @@ def softmax(x, axis=-1):
     return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def softmax_backward(grad_out, y, axis=-1):
     """Gradient of :func:`softmax`, from its output.
 
@@ -902,6 +934,7 @@ def softmax_backward(grad_out, y, axis=-1):
     return (y64 * (g - s)).astype(grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def log_softmax(x, axis=-1):
     """Logarithm of :func:`softmax`, computed directly (log-sum-exp).
 
@@ -933,6 +966,7 @@ def log_softmax(x, axis=-1):
     return (shifted - lse).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def log_softmax_backward(grad_out, y, axis=-1):
     """Gradient of :func:`log_softmax`, from its output.
 
@@ -964,6 +998,7 @@ def log_softmax_backward(grad_out, y, axis=-1):
     return (g - np.exp(_f64(y)) * s).astype(grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def softmax_cross_entropy(logits, labels):
     """Mean softmax cross-entropy loss and its gradient.
 
