@@ -18,11 +18,13 @@ import sys
 _MODULES = ("_conv", "_pool", "_openmp")
 
 _SHADOWED = """\
-cnnext is being imported from {where}, a source tree under the current
-directory that has no compiled kernels: it shadows {installed}.
-Either run Python (or pytest) from another directory (cd elsewhere), or
-build the kernels in this source tree with an editable install, the way
-to work in a clone of cnnext:
+cnnext is being imported from {where},
+a source tree under the current directory that has no compiled kernels;
+it shadows {installed}.
+
+To fix it, either run Python (or pytest) from another directory (cd
+elsewhere), or build the kernels in this source tree with an editable
+install, the way to work in a clone of cnnext:
 
     pip install -e .
 
