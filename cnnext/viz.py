@@ -180,8 +180,8 @@ def plot_filters(layer_or_weight, path=None, *, ncols=None, cmap="gray"):
     ncols : int, optional
         Images per row (default: a square grid).
     cmap : str
-        Colormap for one-channel filters (default ``"gray"``: dark is
-        negative, bright is positive).
+        Colormap for one-channel filters (default ``"gray"``: dark is the
+        filter's lowest weight, bright its highest).
 
     Returns
     -------
