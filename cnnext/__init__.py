@@ -55,7 +55,7 @@ __all__ = [
 
 # Higher-level modules are imported on first use, so ``import cnnext`` stays
 # cheap and a problem in one of them cannot break the kernels.
-_LAZY = ("nn", "losses", "optim", "train", "datasets", "compat", "bench")
+_LAZY = ("nn", "losses", "optim", "train", "datasets", "compat", "bench", "viz")
 
 
 def __getattr__(name):

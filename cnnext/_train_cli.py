@@ -173,6 +173,14 @@ def _parser():
         "on a busy machine",
     )
     p.add_argument("--save", metavar="PATH", default=None, help="save the trained model (.npz)")
+    p.add_argument(
+        "--plot",
+        metavar="PATH",
+        default=None,
+        help="write the per-epoch loss and accuracy curves (training and test) to PATH; "
+        "the format follows the extension (.png, .pdf, .svg); needs matplotlib "
+        '(pip install "cnnext[plot]")',
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -184,9 +192,14 @@ def _slice(name, rng, n, split):
     if not 0 <= lo < hi <= n:
         raise ValueError(
             f"{name} [{lo}, {hi}) must satisfy 0 <= start < stop <= {n} (the {split} split "
-            f"has {n} images)"
+            f"has {_plural(n, 'image')})"
         )
     return slice(lo, hi)
+
+
+def _plural(n, word):
+    """``"1 epoch"``, ``"3 epochs"``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _fail(msg):
@@ -215,6 +228,16 @@ def main(argv=None):
     lr = d["lr"] if args.lr is None else args.lr
     lr_decay = d["lr_decay"] if args.lr_decay is None else args.lr_decay
     root = datasets.default_root() if args.data is None else args.data
+    if args.plot is not None:
+        # Before the data and the training: a missing matplotlib or a bad
+        # path is reported at once, not after minutes of training.
+        from cnnext import viz
+
+        try:
+            viz._require_matplotlib("cnnext train --plot")
+            viz._check_path("cnnext train --plot", args.plot)
+        except (ImportError, ValueError) as exc:
+            return _fail(str(exc))
 
     try:
         if args.download:
@@ -267,9 +290,9 @@ def main(argv=None):
     else:
         opt = optim.Adam(model, lr=lr)
     print(
-        f"training {args.model} on {len(x_train)} images ({train_src} split "
+        f"training {args.model} on {_plural(len(x_train), 'image')} ({train_src} split "
         f"[{tr.start}, {tr.stop})), testing on {len(x_test)} (test split [{te.start}, {te.stop})): "
-        f"{epochs} epochs, batch size {batch_size}, {type(opt).__name__} lr {lr:g} "
+        f"{_plural(epochs, 'epoch')}, batch size {batch_size}, {type(opt).__name__} lr {lr:g} "
         f"(x{lr_decay:g} per epoch), "
         f"seed {args.seed}",
         flush=True,
@@ -284,7 +307,7 @@ def main(argv=None):
         opt.lr *= lr_decay
 
     start = time.perf_counter()
-    fit(
+    history = fit(
         model,
         loss,
         opt,
@@ -309,6 +332,14 @@ def main(argv=None):
         except OSError as exc:
             return _fail(f"could not save the model to {args.save}: {exc}")
         print(f"saved model to {args.save}")
+    if args.plot is not None:
+        from cnnext import viz
+
+        try:
+            viz.plot_history(history, args.plot, val_label="test")
+        except (OSError, ValueError) as exc:
+            return _fail(f"could not write the plot to {args.plot}: {exc}")
+        print(f"saved the loss and accuracy curves to {args.plot}")
     return 0
 
 

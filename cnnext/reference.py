@@ -26,6 +26,8 @@ the dtype of the corresponding input; sums are accumulated in float64 and
 cast back.
 """
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -71,6 +73,19 @@ def _pair(v):
 def _f64(a):
     """A float64 view or copy of ``a`` (never the caller's array to write)."""
     return np.asarray(a, dtype=np.float64)
+
+
+def _nan_quiet(fn):
+    """Run ``fn`` without numpy's RuntimeWarnings for NaN/inf arithmetic:
+    non-finite values propagate silently, as in PyTorch and
+    :mod:`cnnext.functional`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _pad_hw(x, ph, pw, value=0.0):
@@ -145,6 +160,7 @@ def _by_position(x, weight, g, stride, padding, dilation):
 # convolution
 # --------------------------------------------------------------------------
 
+@_nan_quiet
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (groups=1).
 
@@ -194,6 +210,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     return y.astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
                     bias=True):
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
@@ -283,6 +300,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
             grad_b)
 
 
+@_nan_quiet
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
                      output_padding=0, dilation=1):
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
@@ -358,6 +376,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
     return y.astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def full_conv2d(x, weight):
     """Full 2-D convolution summed over input channels.
 
@@ -482,6 +501,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     return best
 
 
+@_nan_quiet
 def max_pool2d_backward(grad_out, indices, input_shape):
     """Gradient of :func:`max_pool2d` with respect to its input.
 
@@ -525,6 +545,7 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     return gx.reshape(n, c, h, w).astype(grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
@@ -566,6 +587,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return y.astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
                         padding=0):
     """Gradient of :func:`avg_pool2d` with respect to its input.
@@ -617,6 +639,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
 # dense (fully connected)
 # --------------------------------------------------------------------------
 
+@_nan_quiet
 def linear(x, weight, bias=None):
     """Fully connected layer ``y = x @ weight.T + bias``, as
     ``torch.nn.functional.linear``, by explicit sums (``einsum``) in float64.
@@ -647,6 +670,7 @@ def linear(x, weight, bias=None):
     return y.astype(x.dtype)
 
 
+@_nan_quiet
 def linear_backward(grad_out, x, weight, bias=True):
     """Gradients of :func:`linear`: ``(grad_x, grad_weight, grad_bias)``.
 
@@ -741,6 +765,7 @@ def relu_backward(grad_out, x):
     return np.where(x <= 0, 0, grad_out).astype(grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def leaky_relu(x, negative_slope=0.01):
     """Leaky rectified linear unit.
 
@@ -769,6 +794,7 @@ def leaky_relu(x, negative_slope=0.01):
     return np.where(x > 0, x, x * s).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def leaky_relu_backward(grad_out, x, negative_slope=0.01):
     """Gradient of :func:`leaky_relu`.
 
@@ -801,6 +827,7 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
         grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def sigmoid(x):
     """Logistic sigmoid ``1 / (1 + exp(-x))``, without overflow.
 
@@ -829,6 +856,7 @@ def sigmoid(x):
     return y.astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def sigmoid_backward(grad_out, y):
     """Gradient of :func:`sigmoid`, from its output.
 
@@ -858,6 +886,7 @@ def sigmoid_backward(grad_out, y):
         grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def tanh(x):
     """Hyperbolic tangent.
 
@@ -882,6 +911,7 @@ def tanh(x):
     return np.tanh(_f64(x)).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def tanh_backward(grad_out, y):
     """Gradient of :func:`tanh`, from its output.
 
@@ -911,6 +941,7 @@ def tanh_backward(grad_out, y):
         grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def softmax(x, axis=-1):
     """Softmax along one axis, shifted by the maximum for stability.
 
@@ -940,6 +971,7 @@ def softmax(x, axis=-1):
     return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def softmax_backward(grad_out, y, axis=-1):
     """Gradient of :func:`softmax`, from its output.
 
@@ -972,6 +1004,7 @@ def softmax_backward(grad_out, y, axis=-1):
     return (y64 * (g - s)).astype(grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def log_softmax(x, axis=-1):
     """Logarithm of :func:`softmax`, computed directly (log-sum-exp).
 
@@ -1003,6 +1036,7 @@ def log_softmax(x, axis=-1):
     return (shifted - lse).astype(x.dtype, copy=False)
 
 
+@_nan_quiet
 def log_softmax_backward(grad_out, y, axis=-1):
     """Gradient of :func:`log_softmax`, from its output.
 
@@ -1034,6 +1068,7 @@ def log_softmax_backward(grad_out, y, axis=-1):
     return (g - np.exp(_f64(y)) * s).astype(grad_out.dtype, copy=False)
 
 
+@_nan_quiet
 def softmax_cross_entropy(logits, labels):
     """Mean softmax cross-entropy loss and its gradient.
 

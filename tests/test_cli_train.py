@@ -229,3 +229,86 @@ def test_real_data_short_run(mnist_dir, capsys):
     assert code == 0, err
     assert "training tiny on 300 images (test split [0, 300)), testing on 500" in out
     assert _accuracy(out) >= 0.6
+
+
+def test_one_epoch_and_one_image_are_singular(tmp_path, capsys, rng):
+    _write_split(tmp_path, "test", 20, rng)
+    args = ["--data", str(tmp_path), "--train-range", "0:1", "--test-range", "1:20"]
+    code = cli.main(args + ["--epochs", "1", "--no-progress", "--threads", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "training tiny on 1 image (test split [0, 1)), testing on 19" in out
+    assert ": 1 epoch, batch size 1," in out
+    assert "1 epochs" not in out + err and "1 images" not in out + err
+    cli.main(args + ["--epochs", "2", "--no-progress"])
+    assert ": 2 epochs, batch size 1," in capsys.readouterr().out
+    assert cli.main(["--data", str(tmp_path), "--train-range", "0:25", "--epochs", "0"]) == 2
+    assert "(the test split has 20 images)" in capsys.readouterr().err
+
+
+def test_plot_writes_the_loss_and_accuracy_curves(tmp_path, capsys, rng, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from cnnext import viz
+
+    figures = []
+
+    def recording_plot_history(*args, **kwargs):
+        figures.append(plot_history(*args, **kwargs))
+        return figures[-1]
+
+    plot_history = viz.plot_history
+    monkeypatch.setattr(viz, "plot_history", recording_plot_history)
+    _write_split(tmp_path, "test", 120, rng)
+    path = tmp_path / "curves.png"
+    code = cli.main(
+        ["--data", str(tmp_path), "--train-range", "0:80", "--test-range", "80:120",
+         "--epochs", "3", "--no-progress", "--threads", "1", "--plot", str(path)]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"saved the loss and accuracy curves to {path}" in out
+    (fig,) = figures
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy"]
+    for ax in fig.axes:
+        assert [line.get_label() for line in ax.get_lines()] == ["training", "test"]
+        for line in ax.get_lines():
+            assert list(line.get_xdata()) == [1, 2, 3]
+    # The last test-accuracy point is the accuracy printed for epoch 3.
+    last = float(re.search(r"^epoch 3/3: .*test accuracy ([0-9.]+)", out, re.M).group(1))
+    assert fig.axes[1].get_lines()[1].get_ydata()[-1] == pytest.approx(last, abs=5e-5)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == tuple(round(v) for v in fig.get_size_inches() * fig.dpi)
+
+
+@pytest.mark.parametrize(
+    "plot, match",
+    [
+        ("curves.bmpx", r"--plot: path must end in one of .*\.png"),
+        ("no/such/dir/curves.png", "directory of path .* does not exist"),
+    ],
+)
+def test_bad_plot_path_fails_before_training(tmp_path, capsys, rng, plot, match):
+    pytest.importorskip("matplotlib")
+    _write_split(tmp_path, "test", 20, rng)
+    assert cli.main(["--data", str(tmp_path), "--plot", str(tmp_path / plot)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("cnnext train: error: ") and re.search(match, err)
+    assert "training" not in out
+
+
+def test_plot_without_matplotlib_names_the_extra_before_training(
+    tmp_path, capsys, rng, monkeypatch
+):
+    for name in list(sys.modules):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    _write_split(tmp_path, "test", 20, rng)
+    assert cli.main(["--data", str(tmp_path), "--plot", str(tmp_path / "c.png")]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("cnnext train: error: cnnext train --plot needs matplotlib")
+    assert 'pip install "cnnext[plot]"' in err and "Traceback" not in err
+    assert "training" not in out and not (tmp_path / "c.png").exists()
