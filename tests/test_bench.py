@@ -242,6 +242,7 @@ def test_small_calls_at_one_thread(capsys):
     text = capsys.readouterr().out
     assert "small calls, one image at a time (1 thread;" in text
     assert "case  " not in text.split("small calls")[0]  # no layer table
+    assert "timing: medians" not in text  # nor its timing line
     rows = _small_rows(text)
     assert [case for case, _ in rows] == SMALL_NAMES
     torch_there = _torch_or_none() is not None

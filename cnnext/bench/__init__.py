@@ -8,7 +8,8 @@ Two groups of rows, each timed with its peers interleaved in one process:
   against :mod:`cnnext.reference` (the slow numpy oracle) and PyTorch;
 * the **small calls** (:data:`SMALL_CALLS`, group ``small-calls``): the
   one-image-at-a-time regime of tutorial code -- a batch-1 training step of
-  the seed network (also through the tutorial adapter
+  the seed network, the small MNIST network of Victor Zhou's CNN tutorial
+  (also through the tutorial adapter
   :mod:`cnnext.compat.zhihu`, against the tutorial's own numpy code), its
   forward pass, and single ``linear`` / ``conv2d`` / ``max_pool2d`` calls --
   against PyTorch or numpy.

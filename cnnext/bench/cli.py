@@ -149,8 +149,8 @@ def _main(argv):
         f"{threads} ({blas.method})" if blas.method
         else "library default (install threadpoolctl to pin)"
     )
-    print(header(info, cfg, small_cfg if small else None, torch_status, args.torch_autograd),
-          flush=True)
+    print(header(info, cfg if layer else None, small_cfg if small else None, torch_status,
+                 args.torch_autograd), flush=True)
     common = dict(threads=threads, torch=torch, torch_status=torch_status, seed=args.seed,
                   progress=args.progress)
     cores = info.get("cores_available") or info.get("cores")

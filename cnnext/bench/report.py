@@ -286,14 +286,16 @@ def load_line(others, cores, threads):
 
 
 def header(info, cfg, small_cfg, torch_status, torch_autograd):
-    """The lines printed before the tables: versions, CPU, threads, timing."""
+    """The lines printed before the tables: versions, CPU, threads, timing.
+
+    ``cfg`` / ``small_cfg``: the BenchConfig of the layer suite / of the
+    small calls, or None when that group does not run.
+    """
     v, t = info["versions"], info["threads"]
     cores = info["cores"]
     if info.get("cores_available") not in (None, cores):
         cores = f"{info['cores_available']} of {cores}"
     torch_desc = f"torch {v['torch']}" if v["torch"] else f"torch {torch_status}"
-    reps = f"{cfg.repeats}" if cfg.repeats else f"{cfg.min_repeats}-{cfg.max_repeats} (adaptive)"
-    how = "autograd.grad" if torch_autograd else "aten.convolution_backward (no autograd)"
     lines = [
         f"cnnext bench: cnnext {v['cnnext']}, numpy {v['numpy']}, "
         f"scipy {v['scipy'] or 'not installed'}, {torch_desc}",
@@ -302,10 +304,15 @@ def header(info, cfg, small_cfg, torch_status, torch_autograd):
         + f"); threads: cnnext {t['cnnext']}, "
         f"torch {t['torch'] if t['torch'] is not None else '-'}"
         + (f", BLAS {t['blas']}" if t.get("blas") else ""),
-        f"timing: medians of {reps} interleaved samples (>= {cfg.min_sample * 1e3:g} ms each), "
-        f"{cfg.warmup} warm-up calls; reference <= {cfg.ref_max_repeats} samples; "
-        f"PyTorch fwd+bwd via {how}",
     ]
+    if cfg is not None:
+        reps = (f"{cfg.repeats}" if cfg.repeats
+                else f"{cfg.min_repeats}-{cfg.max_repeats} (adaptive)")
+        how = "autograd.grad" if torch_autograd else "aten.convolution_backward (no autograd)"
+        lines.append(
+            f"timing: medians of {reps} interleaved samples (>= {cfg.min_sample * 1e3:g} ms "
+            f"each), {cfg.warmup} warm-up calls; reference <= {cfg.ref_max_repeats} samples; "
+            f"PyTorch fwd+bwd via {how}")
     if small_cfg is not None:
         sreps = (f"{small_cfg.repeats}" if small_cfg.repeats
                  else f"{small_cfg.min_repeats}-{small_cfg.max_repeats}")

@@ -6,9 +6,10 @@ start-up), not arithmetic.  Each row builds cnnext's callable and its
 peers' on the same inputs and weights:
 
 ``seed-step``
-    One SGD step at batch 1 of the seed network (``Conv2D(1, 8, 3,
-    bias=False)``, ``MaxPool2D(2)``, ``Flatten()``, ``Dense(1352, 10)``,
-    ``SoftmaxCrossEntropy``, ``optim.SGD(lr=0.005)``) against the same loop
+    One SGD step at batch 1 of the seed network -- the small MNIST network
+    of Victor Zhou's CNN tutorial: ``Conv2D(1, 8, 3, bias=False)``,
+    ``MaxPool2D(2)``, ``Flatten()``, ``Dense(1352, 10)``, with
+    ``SoftmaxCrossEntropy`` and ``optim.SGD(lr=0.005)`` -- against the same loop
     in PyTorch (``torch.nn``, ``F.cross_entropy``, ``torch.optim.SGD``).
 ``seed-step-compat``
     The same network and step written against the tutorial API of
