@@ -9,6 +9,8 @@ before numpy is first imported; see benchmarks/README.md).
 """
 import os
 
+# The environment as the user left it (test_targets.py runs the bench with it).
+USER_ENVIRON = dict(os.environ)
 THREADS = int(os.environ.get("CNNEXT_BENCH_THREADS", "1"))
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, str(THREADS))
@@ -16,11 +18,19 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import pytest  # noqa: E402
 
 from cnnext import bench  # noqa: E402
+from cnnext.bench import machine  # noqa: E402
 
 try:
     import torch  # noqa: E402
 except ImportError:
     torch = None
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--targets", action="store_true", default=False,
+        help="test_targets.py: run cnnext bench and grade it against the speed targets",
+    )
 
 
 def pytest_report_header(config):
@@ -37,7 +47,7 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session", autouse=True)
 def pinned_threads():
     """cnnext, PyTorch and BLAS run with the same, fixed thread count."""
-    with bench._threads(THREADS, torch, bench._BlasThreads()):
+    with machine.pinned_threads(THREADS, torch):
         yield THREADS
 
 
@@ -47,6 +57,13 @@ def torch_module():
     return torch
 
 
+@pytest.fixture(scope="session")
+def user_environ():
+    """os.environ before this file pinned the BLAS/OpenMP thread variables."""
+    return dict(USER_ENVIRON)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-benchmark hook; absent without the plugin
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Store cnnext's machine/BLAS/thread details with every saved run."""
     machine_info["cnnext"] = bench.machine_info(torch=torch)

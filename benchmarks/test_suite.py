@@ -15,6 +15,8 @@ import pytest
 
 from cnnext import bench
 
+pytest.importorskip("pytest_benchmark", reason="pip install pytest-benchmark")
+
 ROWS = [
     (case, pass_, dtype)
     for case in bench.SUITE

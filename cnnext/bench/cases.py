@@ -1,0 +1,235 @@
+"""The benchmark cases: layer geometries (:data:`SUITE`) and small calls.
+
+Two kinds of rows:
+
+* :class:`Case` -- one layer geometry (a convolution, a pooling layer or a
+  LeNet-5 training step) timed for cnnext, the numpy reference and PyTorch;
+* :class:`SmallCall` -- one call in the one-image-at-a-time regime of
+  tutorial code (a batch-1 training step, a single ``linear`` ...), timed for
+  cnnext and its peer (PyTorch, numpy, or a tutorial's own numpy code).
+
+:func:`select_cases` picks rows by name or group.
+"""
+import fnmatch
+from dataclasses import dataclass
+
+__all__ = [
+    "Case",
+    "SmallCall",
+    "SUITE",
+    "SMALL_CALLS",
+    "ALL_CASES",
+    "QUICK_CASES",
+    "SCALING_CASES",
+    "GROUPS",
+    "select_cases",
+]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One layer case: a geometry and the passes timed on it.
+
+    Parameters
+    ----------
+    name : str
+        Short name shown in the table (``--cases`` matches against it).
+    kind : {"conv", "maxpool", "avgpool", "train"}
+        Also the case's group.
+    N, C, H : int
+        Input batch ``(N, C, H, H)``.
+    C_out : int
+        Output channels (convolutions only; 0 otherwise).
+    kernel, stride, padding : int
+        Square kernel, stride and padding.
+    passes : tuple of str
+        ``"fwd"``, ``"fwd+bwd"`` or ``"step"`` (training step).
+
+    Examples
+    --------
+    >>> from cnnext.bench import Case
+    >>> c = Case("tiny", "conv", 2, 3, 8, 4, 3, 1, 1)
+    >>> c.out_size, c.flops("fwd"), c.flops("fwd+bwd")
+    (8, 27648, 82944)
+    """
+
+    name: str
+    kind: str
+    N: int
+    C: int
+    H: int
+    C_out: int
+    kernel: int
+    stride: int
+    padding: int
+    passes: tuple = ("fwd", "fwd+bwd")
+
+    @property
+    def group(self):
+        """The group ``--cases`` can select: the kind."""
+        return self.kind
+
+    @property
+    def out_size(self):
+        """Output height (= width)."""
+        return (self.H + 2 * self.padding - self.kernel) // self.stride + 1
+
+    def flops(self, pass_):
+        """Floating-point operations of one call (convolutions), else None.
+
+        ``2 * N * C_out * OH * OW * C_in * kH * kW`` for the forward pass;
+        the backward pass (``grad_x`` and ``grad_weight``) costs twice that,
+        so ``fwd+bwd`` counts three times the forward.
+        """
+        if self.kind != "conv":
+            return None
+        fwd = 2 * self.N * self.C_out * self.out_size**2 * self.C * self.kernel**2
+        return fwd * (3 if pass_ == "fwd+bwd" else 1)
+
+    def describe(self):
+        """Geometry as a dict (for JSON output)."""
+        return {
+            "kind": self.kind,
+            "N": self.N,
+            "C": self.C,
+            "H": self.H,
+            "W": self.H,
+            "C_out": self.C_out,
+            "kernel": self.kernel,
+            "stride": self.stride,
+            "padding": self.padding,
+        }
+
+
+@dataclass(frozen=True)
+class SmallCall:
+    """One call of the small-calls group: one image at a time, as tutorial code runs.
+
+    Parameters
+    ----------
+    name : str
+    what : str
+        What cnnext runs, in one line.
+    peers : tuple of {"pytorch", "numpy"}
+        The peers timed against cnnext, interleaved with it.  ``"numpy"`` is
+        plain numpy code doing the same thing (for ``seed-step-compat``: the
+        tutorial's own numpy classes).
+    dtype : str or None
+        The dtype the row always computes in (the tutorial adapter works in
+        float64); None: the dtype selected on the command line.
+
+    Examples
+    --------
+    >>> from cnnext.bench import SMALL_CALLS
+    >>> [c.name for c in SMALL_CALLS][:2]
+    ['seed-step', 'seed-step-compat']
+    """
+
+    name: str
+    what: str
+    peers: tuple
+    dtype: str = None
+    kind: str = "small-calls"
+
+    @property
+    def group(self):
+        """The group ``--cases`` can select: ``"small-calls"``."""
+        return self.kind
+
+
+_POOL_SHAPE = (32, 64, 32)
+
+#: The layer suite, in the order it runs.
+SUITE = (
+    Case("seed-mnist", "conv", 1, 1, 28, 8, 3, 1, 0),
+    Case("lenet-conv1", "conv", 64, 1, 28, 6, 5, 1, 0),
+    Case("lenet-conv2", "conv", 64, 6, 12, 16, 5, 1, 0),
+    Case("cs231n", "conv", 100, 3, 31, 25, 3, 2, 1),
+    Case("cifar-3x3", "conv", 32, 64, 32, 64, 3, 1, 1),
+    Case("resnet-3x3", "conv", 8, 128, 28, 128, 3, 1, 1),
+    Case("strided", "conv", 32, 16, 32, 32, 3, 2, 1),
+    Case("maxpool-2x2", "maxpool", *_POOL_SHAPE, 0, 2, 2, 0),
+    Case("maxpool-3x3s2p1", "maxpool", *_POOL_SHAPE, 0, 3, 2, 1),
+    Case("avgpool-2x2", "avgpool", *_POOL_SHAPE, 0, 2, 2, 0),
+    # LeNet-5 on MNIST-sized input: conv(1->6, 5) relu maxpool2
+    # conv(6->16, 5) relu maxpool2 fc(256->120) relu fc(120->84) relu fc(84->10),
+    # softmax cross-entropy, Adam.
+    Case("lenet5-train", "train", 64, 1, 28, 10, 5, 1, 0, passes=("step",)),
+)
+
+_SEED_NET = "Conv2D(1, 8, 3, bias=False), MaxPool2D(2), Flatten(), Dense(1352, 10)"
+
+#: The small-calls group: batch-1 calls of the kind tutorial code makes.
+SMALL_CALLS = (
+    SmallCall("seed-step", f"one SGD training step at batch 1 of {_SEED_NET}",
+              ("pytorch",)),
+    SmallCall("seed-step-compat", "the same step through cnnext.compat.victorzhou, as the "
+              "tutorial's train loop runs it", ("pytorch", "numpy"), dtype="float64"),
+    SmallCall("linear-b1", "F.linear, x (1, 1352), weight (10, 1352), bias (10,)", ("numpy",)),
+    SmallCall("conv2d-seed", "F.conv2d, x (1, 1, 28, 28), weight (8, 1, 3, 3)", ("pytorch",)),
+    SmallCall("maxpool-seed", "F.max_pool2d, x (1, 8, 26, 26), kernel 2", ("pytorch",)),
+    SmallCall("seed-fwd", f"model.forward at batch 1 of {_SEED_NET}", ("pytorch",)),
+)
+
+#: Every row ``cnnext bench`` runs by default, layer cases first.
+ALL_CASES = SUITE + SMALL_CALLS
+
+#: The rows of ``cnnext bench --quick`` (a smoke run): one cheap case per
+#: code path, and the small calls.
+QUICK_CASES = ("seed-mnist", "lenet-conv2", "maxpool-2x2", "avgpool-2x2", "lenet5-train",
+               *(c.name for c in SMALL_CALLS))
+
+#: Default cases of ``cnnext bench --scaling``.
+SCALING_CASES = ("cifar-3x3", "resnet-3x3")
+
+#: The groups ``--cases`` accepts besides case names.
+GROUPS = ("conv", "maxpool", "avgpool", "train", "small-calls")
+
+
+def select_cases(patterns=None, suite=ALL_CASES):
+    """Cases whose name (or group) matches any of ``patterns``.
+
+    Parameters
+    ----------
+    patterns : str or list of str, optional
+        Case names or groups (:data:`GROUPS`), fnmatch patterns
+        (``"*-3x3"``) or plain substrings (``"lenet"``), comma-separated
+        when a single string.  A pattern equal to a case name or a group
+        selects just that (``"seed-step"`` is not ``"seed-step-compat"``).
+        None or empty: every case.
+    suite : sequence of Case or SmallCall
+
+    Returns
+    -------
+    list of Case or SmallCall
+        In suite order.
+
+    Examples
+    --------
+    >>> from cnnext.bench import select_cases
+    >>> [c.name for c in select_cases("*-3x3")]
+    ['cifar-3x3', 'resnet-3x3']
+    >>> [c.name for c in select_cases("maxpool")]
+    ['maxpool-2x2', 'maxpool-3x3s2p1']
+    >>> [c.name for c in select_cases("seed-step")]
+    ['seed-step']
+    >>> [c.name for c in select_cases("small-calls")][-2:]
+    ['maxpool-seed', 'seed-fwd']
+    """
+    if not patterns:
+        return list(suite)
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+
+    exact = {c.name.lower() for c in suite} | {c.group for c in suite}
+
+    def hit(case, pat):
+        pat = pat.lower()
+        keys = (case.name.lower(), case.group)
+        if pat in exact:
+            return pat in keys
+        if any(ch in pat for ch in "*?["):
+            return any(fnmatch.fnmatchcase(k, pat) for k in keys)
+        return any(pat in k for k in keys)
+
+    return [c for c in suite if any(hit(c, p) for p in patterns)]

@@ -1,0 +1,319 @@
+"""The timing harness: interleaved samples, calibration, medians.
+
+Every input is generated before timing starts; each peer is warmed up, then
+calibrated: the number of calls that make one *sample* is raised until a
+sample lasts at least ``min_sample`` seconds, so the timer's resolution and
+the loop overhead are negligible even for calls of a microsecond.  The peers
+then run *interleaved*, round-robin, with the order rotated every round
+(cnnext, torch, reference / torch, reference, cnnext / ...) and the garbage
+collector disabled, so a burst of load from another process hits all peers
+alike.  Samples are timed with :func:`time.perf_counter_ns` around a plain
+loop of calls.  Reported times are medians of the per-call time over the
+samples.
+"""
+import gc
+import itertools
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+__all__ = ["BenchConfig", "Peer", "measure", "noisy", "NOISY_SPREAD", "SKIPPED_SLOW"]
+
+SKIPPED_SLOW = "skipped (slow)"
+
+#: A row is flagged noisy when a peer's median exceeds its fastest sample by this factor.
+NOISY_SPREAD = 2.0
+
+# Upper bound of calls per sample (a call of 20 ns would otherwise ask for 10^4+).
+_MAX_NUMBER = 100_000
+
+
+@dataclass
+class BenchConfig:
+    """Knobs of the timing harness (see ``cnnext bench --help``).
+
+    ``repeats`` fixes the number of counted samples per fast peer; None
+    chooses between ``min_repeats`` and ``max_repeats`` to fit
+    ``row_budget`` seconds per row.  The reference gets at most
+    ``ref_max_repeats`` samples within ``ref_budget`` seconds, and is
+    skipped when one call is estimated to exceed ``ref_limit`` seconds
+    (unless ``full_reference``).  Each fast peer first gets ``warmup``
+    calls (fewer once they exceed ``warmup_budget`` seconds), then as many
+    calls per sample as make a sample of at least ``min_sample`` seconds.
+    """
+
+    repeats: int = None
+    min_repeats: int = 5
+    max_repeats: int = 21
+    warmup: int = 2
+    warmup_budget: float = 1.0
+    min_sample: float = 0.005
+    row_budget: float = 1.2
+    ref_budget: float = 2.0
+    ref_max_repeats: int = 5
+    ref_limit: float = 20.0
+    full_reference: bool = False
+    memory: bool = False
+
+    @classmethod
+    def quick(cls, **kw):
+        """Settings for a smoke run: few, short samples."""
+        base = dict(
+            repeats=3, warmup=1, min_sample=0.001, row_budget=0.2,
+            ref_budget=0.3, ref_max_repeats=1, ref_limit=1.0,
+        )
+        base.update(kw)
+        return cls(**base)
+
+    @classmethod
+    def small_calls(cls, quick=False, **kw):
+        """Settings for calls of microseconds: samples of >= 200 us, many rounds."""
+        if quick:
+            base = dict(repeats=5, warmup=5, warmup_budget=0.05, min_sample=200e-6)
+        else:
+            base = dict(min_repeats=15, max_repeats=101, warmup=20, warmup_budget=0.2,
+                        min_sample=200e-6, row_budget=1.0)
+        base.update(kw)
+        return cls(**base)
+
+
+@dataclass
+class Peer:
+    """One implementation of a row, ready to time.
+
+    Attributes
+    ----------
+    fn : callable or None
+        Zero-argument callable doing one call; None when unavailable.
+    status : str
+        Why ``fn`` is None (e.g. ``"not installed"``); ``"ok"`` otherwise.
+    probe : callable, optional
+        ``() -> estimated seconds of one fn() call`` (the slow reference).
+    setup : callable, optional
+        Run, untimed, before each sample.
+    impl : str, optional
+        What ``fn`` runs, when not obvious (JSON ``"impl"``).
+    state : callable, optional
+        ``() -> {name: ndarray}``, e.g. a model's parameters (tests).
+    """
+
+    fn: object = None
+    status: str = "ok"
+    probe: object = None
+    setup: object = None
+    impl: str = None
+    state: object = None
+
+
+def _time_once(fn):
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) * 1e-9
+
+
+def _sample(fn, number):
+    """Mean seconds per call over ``number`` back-to-back calls."""
+    it = itertools.repeat(None, number)
+    t0 = time.perf_counter_ns()
+    for _ in it:
+        fn()
+    return (time.perf_counter_ns() - t0) * 1e-9 / number
+
+
+def _calibrate(fn, t, min_sample):
+    """(seconds per call, calls per sample) so that a sample lasts >= ``min_sample``.
+
+    ``t`` is the time of one call already measured.  The count grows from
+    the estimate ``min_sample / t`` until a measured sample is long enough.
+    """
+    number = 1
+    while t * number < min_sample and number < _MAX_NUMBER:
+        number = min(_MAX_NUMBER, max(2 * number, math.ceil(min_sample / max(t, 1e-9))))
+        t = _sample(fn, number)
+    return t, number
+
+
+def _warm_up(fn, cfg):
+    """Warm-up calls (at least one; stop after ``warmup_budget`` s), then calibrate."""
+    spent = 0.0
+    for _ in range(max(1, cfg.warmup)):
+        t = _time_once(fn)
+        spent += t
+        if spent > cfg.warmup_budget:
+            break
+    return _calibrate(fn, t, cfg.min_sample)
+
+
+def _stats(samples, number):
+    q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
+    return {
+        "status": "ok",
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "q1": q[0],
+        "q3": q[2],
+        "repeats": len(samples),
+        "number": number,
+        "samples": samples,
+    }
+
+
+def error_status(exc):
+    """A peer's result when it raised: ``{"status": "error: ..."}``."""
+    return {"status": f"error: {type(exc).__name__}: {exc}"[:200]}
+
+
+def measure(peers, cfg, note=lambda msg: None):
+    """Time the peers interleaved; return ``{name: stats or {"status": ...}}``.
+
+    Parameters
+    ----------
+    peers : dict of {str: Peer}
+        In display order.  The peer named ``"reference"`` (if any) is the
+        slow one, with its own budget (see :class:`BenchConfig`).
+    cfg : BenchConfig
+    note : callable, optional
+        Progress messages.
+
+    Returns
+    -------
+    dict
+        Per peer: ``median``, ``min``, ``q1``, ``q3`` (seconds per call),
+        ``samples``, ``repeats`` (samples) and ``number`` (calls per
+        sample), or only a ``status`` when it was not timed.
+    """
+    out, est, number = {}, {}, {}
+    names = list(peers)
+    for name in names:
+        peer = peers[name]
+        if name == "reference":
+            continue
+        if peer.fn is None:
+            out[name] = {"status": peer.status}
+            continue
+        note(f"warm-up {name}")
+        try:
+            if peer.setup is not None:
+                peer.setup()
+            est[name], number[name] = _warm_up(peer.fn, cfg)
+        except Exception as exc:
+            out[name] = error_status(exc)
+    ref_runs = _prepare_reference(peers, cfg, out, est, number, note)
+    running = [n for n in names if n in number]
+    if cfg.repeats is not None:
+        rounds = cfg.repeats
+    else:
+        cost = sum(est[n] * number[n] for n in running if n != "reference") or 1e-3
+        rounds = int(min(cfg.max_repeats, max(cfg.min_repeats, cfg.row_budget // cost)))
+    ref_runs = min(ref_runs, rounds)
+    samples = {n: [] for n in running}
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            note(f"round {r + 1}/{rounds}")
+            k = r % len(running) if running else 0
+            # The reference takes part in ref_runs rounds spread evenly.
+            with_ref = (r + 1) * ref_runs // rounds > r * ref_runs // rounds
+            for name in running[k:] + running[:k]:
+                if name == "reference" and not with_ref:
+                    continue
+                if peers[name].setup is not None:
+                    peers[name].setup()
+                samples[name].append(_sample(peers[name].fn, number[name]))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    for name in running:
+        out[name] = _stats(samples[name], number[name])
+        if cfg.memory:
+            out[name].update(_memory(peers[name].fn))
+    return out
+
+
+def _prepare_reference(peers, cfg, out, est, number, note):
+    """Probe, maybe skip, else time one call of the slow reference.
+
+    Fills ``out``/``est``/``number`` for it; returns how many samples it gets.
+    """
+    ref = peers.get("reference")
+    if ref is None:
+        return 0
+    if ref.fn is None:
+        out["reference"] = {"status": ref.status}
+        return 0
+    try:
+        guess = None
+        if ref.probe is not None:
+            note("probe reference")
+            guess = ref.probe()
+        if guess is not None and guess > cfg.ref_limit and not cfg.full_reference:
+            out["reference"] = {"status": SKIPPED_SLOW, "estimate": guess}
+            return 0
+        note("warm-up reference")
+        t = _time_once(ref.fn)
+        est["reference"], number["reference"] = t, _calls_for(t, cfg.min_sample)
+        per = max(t * number["reference"], 1e-9)
+        return int(max(1, min(cfg.ref_max_repeats, cfg.ref_budget // per)))
+    except Exception as exc:
+        out["reference"] = error_status(exc)
+        return 0
+
+
+def _calls_for(t, min_sample):
+    """Calls per sample for a call of ``t`` seconds (the reference: from one call)."""
+    if t >= min_sample:
+        return 1
+    return int(min(_MAX_NUMBER, max(1, math.ceil(min_sample / max(t, 1e-9)))))
+
+
+def noisy(res, names=("cnnext", "pytorch")):
+    """True when the median of one of ``names`` is far above its fastest sample.
+
+    On a busy machine multi-threaded calls stall for whole scheduler time
+    slices, so the samples become bimodal and the median measures the load,
+    not the kernel.  The slow reference, with its few samples, does not
+    count.
+    """
+    for name in names:
+        r = res.get(name, {})
+        if r.get("status") == "ok" and r["repeats"] >= 3 and r["median"] > NOISY_SPREAD * r["min"]:
+            return True
+    return False
+
+
+def _maxrss_bytes():
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def _memory(fn):
+    """Peak traced (numpy/Python) allocation of one call, and maxrss growth."""
+    import tracemalloc
+
+    from .. import _gemm
+
+    gc.collect()
+    rss0 = _maxrss_bytes()
+    _gemm.scratch_high_water(reset=True)
+    tracemalloc.start()
+    try:
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rss1 = _maxrss_bytes()
+    return {
+        "traced_peak_bytes": peak,
+        # The kernels' malloc'd scratch (not seen by tracemalloc); only
+        # meaningful for cnnext's own calls.
+        "kernel_scratch_bytes": _gemm.scratch_high_water(reset=True),
+        "maxrss_delta_bytes": None if rss0 is None else rss1 - rss0,
+    }

@@ -1,0 +1,350 @@
+"""The peers of the layer suite: one zero-argument callable per implementation.
+
+``cnnext``
+    :mod:`cnnext.functional` (the compiled kernels); the training step uses
+    :mod:`cnnext.nn` and :mod:`cnnext.optim`.
+``reference``
+    :mod:`cnnext.reference`, the slow numpy oracle (the training step runs
+    the cnnext step under ``cnnext.use_backend("numpy")``).
+``pytorch``
+    ``torch`` CPU, when it is installed.  ``fwd+bwd`` calls
+    ``torch.nn.functional.conv2d`` and then
+    ``torch.ops.aten.convolution_backward`` with ``output_mask [True, True,
+    True]`` -- the very kernel autograd's ``ConvolutionBackward0`` node runs,
+    without the autograd bookkeeping, so both sides do exactly the same
+    work.  With ``torch_autograd=True`` it times ``torch.autograd.grad``
+    instead.  Pooling uses the matching ``aten.*_backward`` ops the same way.
+
+All inputs (and upstream gradients) are generated when the peers are built,
+before any timing.  PyTorch is passed in as a module (or None): nothing here
+imports it.
+"""
+import math
+import time
+
+import numpy as np
+
+from .cases import SUITE
+from .harness import Peer
+from .machine import NOT_INSTALLED, import_torch
+
+__all__ = ["PEERS", "make_peers", "build_peers"]
+
+#: The peers of a layer-suite row, in table order.
+PEERS = ("cnnext", "pytorch", "reference")
+
+
+def uniform(rng, shape, fan_in, dt):
+    """PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape).astype(dt)
+
+
+def _conv_inputs(case, dt, rng):
+    x = rng.standard_normal((case.N, case.C, case.H, case.H)).astype(dt)
+    fan_in = case.C * case.kernel**2
+    w = uniform(rng, (case.C_out, case.C, case.kernel, case.kernel), fan_in, dt)
+    b = uniform(rng, (case.C_out,), fan_in, dt)
+    g = rng.standard_normal((case.N, case.C_out, case.out_size, case.out_size)).astype(dt)
+    return x, w, b, g
+
+
+def _conv_peers(case, pass_, dt, rng, torch, torch_autograd):
+    from .. import functional as F
+    from .. import reference as R
+
+    x, w, b, g = _conv_inputs(case, dt, rng)
+    s, p = case.stride, case.padding
+    peers = {}
+    if pass_ == "fwd":
+        peers["cnnext"] = Peer(lambda: F.conv2d(x, w, b, s, p))
+
+        def ref(xx=x, gg=None):
+            return R.conv2d(xx, w, b, s, p)
+    else:
+
+        def cn():
+            F.conv2d(x, w, b, s, p)
+            F.conv2d_backward(g, x, w, s, p, bias=True)
+
+        def ref(xx=x, gg=g):
+            R.conv2d(xx, w, b, s, p)
+            R.conv2d_backward(gg, xx, w, s, p, bias=True)
+
+        peers["cnnext"] = Peer(cn)
+
+    def probe():
+        # One sample of the batch, scaled by N: the reference is linear in N.
+        t0 = time.perf_counter()
+        ref(x[:1], g[:1])
+        return (time.perf_counter() - t0) * case.N
+
+    peers["reference"] = Peer(ref, probe=probe if case.N > 1 else None)
+    peers["pytorch"] = _torch_conv_peer(case, pass_, x, w, b, g, torch, torch_autograd)
+    return peers
+
+
+def _torch_conv_peer(case, pass_, x, w, b, g, torch, torch_autograd):
+    if torch is None:
+        return Peer(None, NOT_INSTALLED)
+    tf = torch.nn.functional
+    s, p = case.stride, case.padding
+    xt, wt, bt, gt = (torch.from_numpy(a.copy()) for a in (x, w, b, g))
+    if pass_ == "fwd":
+        return Peer(lambda: tf.conv2d(xt, wt, bt, s, p))
+    if torch_autograd:
+        xa, wa, ba = (t.clone().requires_grad_(True) for t in (xt, wt, bt))
+
+        def fb_autograd():
+            y = tf.conv2d(xa, wa, ba, s, p)
+            torch.autograd.grad(y, (xa, wa, ba), gt)
+
+        return Peer(fb_autograd)
+    conv_bwd = torch.ops.aten.convolution_backward.default
+    bias_sizes, st, pd, dil = [case.C_out], [s, s], [p, p], [1, 1]
+    mask = [True, True, True]
+
+    def fb():
+        tf.conv2d(xt, wt, bt, s, p)
+        conv_bwd(gt, xt, wt, bias_sizes, st, pd, dil, False, [0, 0], 1, mask)
+
+    return Peer(fb)
+
+
+def _pool_peers(case, pass_, dt, rng, torch):
+    from .. import functional as F
+    from .. import reference as R
+
+    x = rng.standard_normal((case.N, case.C, case.H, case.H)).astype(dt)
+    k, s, p = case.kernel, case.stride, case.padding
+    g = rng.standard_normal((case.N, case.C, case.out_size, case.out_size)).astype(dt)
+    shape = x.shape
+    peers = {}
+    if case.kind == "maxpool":
+        if pass_ == "fwd":
+            peers["cnnext"] = Peer(lambda: F.max_pool2d(x, k, s, p))
+            peers["reference"] = Peer(lambda: R.max_pool2d(x, k, s, p))
+        else:
+
+            def cn():
+                _, idx = F.max_pool2d(x, k, s, p, return_indices=True)
+                F.max_pool2d_backward(g, idx, shape)
+
+            def ref():
+                _, idx = R.max_pool2d(x, k, s, p, return_indices=True)
+                R.max_pool2d_backward(g, idx, shape)
+
+            peers["cnnext"], peers["reference"] = Peer(cn), Peer(ref)
+    else:
+        if pass_ == "fwd":
+            peers["cnnext"] = Peer(lambda: F.avg_pool2d(x, k, s, p))
+            peers["reference"] = Peer(lambda: R.avg_pool2d(x, k, s, p))
+        else:
+
+            def cn():
+                F.avg_pool2d(x, k, s, p)
+                F.avg_pool2d_backward(g, shape, k, s, p)
+
+            def ref():
+                R.avg_pool2d(x, k, s, p)
+                R.avg_pool2d_backward(g, shape, k, s, p)
+
+            peers["cnnext"], peers["reference"] = Peer(cn), Peer(ref)
+    peers["pytorch"] = _torch_pool_peer(case, pass_, x, g, torch)
+    return peers
+
+
+def _torch_pool_peer(case, pass_, x, g, torch):
+    if torch is None:
+        return Peer(None, NOT_INSTALLED)
+    xt, gt = torch.from_numpy(x.copy()), torch.from_numpy(g.copy())
+    k, s, p = case.kernel, case.stride, case.padding
+    kk, ss, pp, dd = [k, k], [s, s], [p, p], [1, 1]
+    aten = torch.ops.aten
+    if case.kind == "maxpool":
+        if pass_ == "fwd":
+            mp = torch.nn.functional.max_pool2d
+            return Peer(lambda: mp(xt, k, s, p))
+        fwd_op = aten.max_pool2d_with_indices.default
+        bwd_op = aten.max_pool2d_with_indices_backward.default
+
+        def max_fb():
+            _, idx = fwd_op(xt, kk, ss, pp, dd, False)
+            bwd_op(gt, xt, kk, ss, pp, dd, False, idx)
+
+        return Peer(max_fb)
+    avg_op = aten.avg_pool2d.default
+    if pass_ == "fwd":
+        return Peer(lambda: avg_op(xt, kk, ss, pp, False, True, None))
+    avg_bwd = aten.avg_pool2d_backward.default
+
+    def avg_fb():
+        avg_op(xt, kk, ss, pp, False, True, None)
+        avg_bwd(gt, xt, kk, ss, pp, False, True, None)
+
+    return Peer(avg_fb)
+
+
+# ---- LeNet-5 training step ------------------------------------------------
+
+_LENET_SHAPES = {
+    # name: (shape, fan_in)
+    "w1": ((6, 1, 5, 5), 25),
+    "b1": ((6,), 25),
+    "w2": ((16, 6, 5, 5), 150),
+    "b2": ((16,), 150),
+    "w3": ((120, 256), 256),
+    "b3": ((120,), 256),
+    "w4": ((84, 120), 120),
+    "b4": ((84,), 120),
+    "w5": ((10, 84), 84),
+    "b5": ((10,), 84),
+}
+
+
+def _lenet_nn_step(x, labels, init):
+    """One LeNet-5 training step from :mod:`cnnext.nn` and :mod:`cnnext.optim`.
+
+    ``zero_grad``, ``model.forward``, ``SoftmaxCrossEntropy``,
+    ``model.backward``, ``optim.Adam.step`` -- what a user of the layer API
+    runs.  Returns ``(step, state)``; ``state()`` gives the live parameters.
+    """
+    from .. import nn, optim
+
+    dt = x.dtype
+    model = nn.Sequential(
+        nn.Conv2D(1, 6, 5, dtype=dt), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(6, 16, 5, dtype=dt), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(),
+        nn.Dense(256, 120, dtype=dt), nn.ReLU(), nn.Dense(120, 84, dtype=dt), nn.ReLU(),
+        nn.Dense(84, 10, dtype=dt),
+    )
+    layers = [m for m in model.layers if isinstance(m, (nn.Conv2D, nn.Dense))]
+    for i, layer in enumerate(layers, start=1):
+        layer.params["weight"][...] = init[f"w{i}"]
+        layer.params["bias"][...] = init[f"b{i}"]
+    loss = nn.SoftmaxCrossEntropy()
+    opt = optim.Adam(model, lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss(model.forward(x), labels)
+        model.backward(loss.backward())
+        opt.step()
+
+    def state():
+        out = {}
+        for i, layer in enumerate(layers, start=1):
+            out[f"w{i}"], out[f"b{i}"] = layer.params["weight"], layer.params["bias"]
+        return out
+
+    return step, state
+
+
+def _train_peers(case, dt, rng, torch):
+    import cnnext
+
+    x = rng.standard_normal((case.N, 1, 28, 28)).astype(dt)
+    labels = rng.integers(0, 10, size=case.N)
+    init = {n: uniform(rng, shape, fan, dt) for n, (shape, fan) in _LENET_SHAPES.items()}
+    cn_step, cn_state = _lenet_nn_step(x, labels, init)
+    ref_inner, ref_state = _lenet_nn_step(x, labels, init)
+
+    def ref_step():
+        with cnnext.use_backend("numpy"):
+            ref_inner()
+
+    impl = "cnnext.nn + cnnext.optim.Adam"
+    peers = {"cnnext": Peer(cn_step, impl=impl, state=cn_state),
+             "reference": Peer(ref_step, impl=impl + ' under use_backend("numpy")',
+                               state=ref_state)}
+    peers["pytorch"] = _torch_train_peer(x, labels, init, torch)
+    return peers
+
+
+def _torch_train_peer(x, labels, init, torch):
+    if torch is None:
+        return Peer(None, NOT_INSTALLED)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    )
+    model = model.to(torch.float64 if x.dtype == np.float64 else torch.float32)
+    layers = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for i, layer in enumerate(layers, start=1):
+            layer.weight.copy_(torch.from_numpy(init[f"w{i}"]))
+            layer.bias.copy_(torch.from_numpy(init[f"b{i}"]))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(labels.copy())
+    ce = torch.nn.functional.cross_entropy
+
+    def torch_step():
+        opt.zero_grad(set_to_none=True)
+        loss = ce(model(xt), yt)
+        loss.backward()
+        opt.step()
+
+    def torch_state():
+        out = {}
+        for i, layer in enumerate(layers, start=1):
+            out[f"w{i}"] = layer.weight.detach().numpy()
+            out[f"b{i}"] = layer.bias.detach().numpy()
+        return out
+
+    return Peer(torch_step, impl="torch.nn + torch.optim.Adam + cross_entropy",
+                state=torch_state)
+
+
+def build_peers(case, pass_, dt, rng, torch, torch_autograd=False):
+    """``{"cnnext": Peer, "reference": Peer, "pytorch": Peer}`` for one row."""
+    if case.kind == "conv":
+        return _conv_peers(case, pass_, dt, rng, torch, torch_autograd)
+    if case.kind in ("maxpool", "avgpool"):
+        return _pool_peers(case, pass_, dt, rng, torch)
+    return _train_peers(case, dt, rng, torch)
+
+
+def row_rng(case, seed):
+    """The random generator of a row's inputs (the same for every pass and dtype)."""
+    return np.random.default_rng([seed, SUITE.index(case) if case in SUITE else 99])
+
+
+def make_peers(case, pass_, dtype, *, seed=0, torch="auto", torch_autograd=False):
+    """Zero-argument callables timing ``case``/``pass_`` for each peer.
+
+    All inputs are generated here, before any timing.
+
+    Parameters
+    ----------
+    case : Case
+    pass_ : {"fwd", "fwd+bwd", "step"}
+    dtype : {"float32", "float64"}
+    seed : int
+        Seed of the random inputs.
+    torch : "auto", module or None
+        ``"auto"`` imports torch if it is installed; None leaves it out.
+    torch_autograd : bool
+        Time PyTorch's ``fwd+bwd`` through ``torch.autograd.grad`` instead
+        of calling ``aten.convolution_backward`` directly.
+
+    Returns
+    -------
+    dict
+        ``{"cnnext": fn, "reference": fn, "pytorch": fn or None}``.
+
+    Examples
+    --------
+    >>> from cnnext.bench import SUITE, make_peers
+    >>> fns = make_peers(SUITE[0], "fwd", "float32", torch=None)
+    >>> sorted(fns), fns["pytorch"]
+    (['cnnext', 'pytorch', 'reference'], None)
+    >>> fns["cnnext"]().shape
+    (1, 8, 26, 26)
+    """
+    if torch == "auto":
+        torch, _ = import_torch()
+    rng = np.random.default_rng(seed)
+    peers = build_peers(case, pass_, np.dtype(dtype), rng, torch, torch_autograd)
+    return {name: peers[name].fn for name in PEERS}
