@@ -31,6 +31,7 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
 ``dot`` / ``transposed`` / ``packed``
     weight-gradient schedules of ``_conv.conv2d_grad_weight``.
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,15 +54,24 @@ _CACHE_MAX = 512
 def cached(key, build, *args):
     """The plan for ``key``, built by ``build(*args)`` on first use.
 
-    Keys hold only hashable, already-normalised values (shapes, dtypes, int
-    tuples, the thread count), so equal keys mean equal validated arguments.
+    Keys hold only hashable values in a canonical form (shapes, dtypes, int
+    tuples, plain ints, the thread count), so equal keys mean equal
+    validated arguments.
     """
     plan = _CACHE.get(key)
     if plan is None:
-        plan = build(*args)
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        _CACHE[key] = plan
+        plan = store(key, build(*args))
+    return plan
+
+
+lookup = _CACHE.get
+
+
+def store(key, plan):
+    """Remember ``plan`` under ``key`` (the cache is bounded); returns it."""
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[key] = plan
     return plan
 
 
@@ -101,22 +111,16 @@ def _effective_stride(s, out, padded, k, d):
 # --------------------------------------------------------------------------
 
 
-def _forward_kernel(x, wmat, bias, kh, kw, s, p, d, OH, OW, threads):
+def _forward_kernel(x, weight, bias, s, p, d, OH, OW, threads):
     """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel."""
-    N, Co = x.shape[0], wmat.shape[0]
-    out = np.empty((N, Co, OH * OW), dtype=x.dtype)
-    _conv.conv2d_forward(
-        x, wmat, bias, out, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads
-    )
-    return out.reshape(N, Co, OH, OW)
+    out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
+    _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads)
+    return out
 
 
 def _rotated_transposed(weight):
-    """(A, B, kH, kW) -> (B, A*kH*kW) of the 180-degree-rotated kernel."""
-    A, B, kh, kw = weight.shape
-    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]).reshape(
-        B, A * kh * kw
-    )
+    """(A, B, kH, kW) -> (B, A, kH, kW), rotated by 180 degrees, contiguous."""
+    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
 
 
 def grad_input(g, weight, out_hw, s, p, d, method, threads):
@@ -134,8 +138,8 @@ def grad_input(g, weight, out_hw, s, p, d, method, threads):
         method = "col2im"
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-        return _forward_kernel(g, _rotated_transposed(weight), None, kh, kw, (1, 1), pf, d,
-                               H, W, threads)
+        return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W,
+                               threads)
     if method == "phases":
         return _grad_input_phases(g, weight, H, W, s, p, threads)
     gx = np.empty((N, C, H, W), dtype=g.dtype)
@@ -169,7 +173,7 @@ def _grad_input_phases(g, weight, H, W, s, p, threads):
             Ph, Pw = max(ka - 1, U - OH, 0), max(kb - 1, Vb - OW, 0)
             R, S = OH + 2 * Ph - ka + 1, OW + 2 * Pw - kb + 1
             y = _forward_kernel(
-                g, _rotated_transposed(weight[:, :, a :: s[0], b :: s[1]]), None, ka, kb,
+                g, _rotated_transposed(weight[:, :, a :: s[0], b :: s[1]]), None,
                 (1, 1), (Ph, Pw), (1, 1), R, S, threads,
             )
             r0, c0 = Ph - ka + 1, Pw - kb + 1
@@ -232,29 +236,33 @@ class ConvPlan:
     threads: int
     scratch_bytes: int
 
+    # Derived once at construction (see conv2d_plan): the kernels' 4-D view
+    # of the input and output, and the geometry arguments of
+    # _conv.conv2d_forward.
+    x4: tuple
+    out4: tuple
+    kernel_args: tuple
+
     @property
     def unbatched(self):
         return len(self.x_shape) == 3
 
     def forward(self, x, weight, bias):
         """y = conv2d(x, weight, bias) for arrays of this plan's shapes/dtype."""
-        x4 = x[None] if len(self.x_shape) == 3 else x
-        N, Co, OH, OW = self.out4
         if self.method == "direct":
-            kh, kw = self.weight_shape[2:]
-            y = _forward_kernel(x4, weight.reshape(Co, -1), bias, kh, kw, self.kernel_stride,
-                                self.padding, self.dilation, OH, OW, self.threads)
-        elif self.method == "gather":
-            y = self._gather_forward(x4, weight, bias)
+            out = np.empty(self.out_shape, dtype=self.dtype)
+            if len(self.x_shape) == 3:
+                _conv.conv2d_forward(x[None], weight, bias, out[None], *self.kernel_args)
+            else:
+                _conv.conv2d_forward(x, weight, bias, out, *self.kernel_args)
+            return out
+        if self.method == "gather":
+            y = self._gather_forward(x.reshape(self.x4), weight, bias)
         else:
             y = np.zeros(self.out4, dtype=self.dtype)
             if bias is not None:
                 y += bias[:, None, None]
-        return y[0] if len(self.x_shape) == 3 else y
-
-    @property
-    def out4(self):
-        return self.out_shape if len(self.out_shape) == 4 else (1,) + self.out_shape
+        return y.reshape(self.out_shape)
 
     def backward(self, g, x, weight, bias, need_input=True):
         """(grad_x or None, grad_weight, grad_bias or None) for upstream ``g``."""
@@ -369,9 +377,11 @@ def conv2d_plan(fname, x_shape, weight_shape, bias_shape, dtype, stride, padding
     prepared = ks[0] * ks[1] * C * Hq * Wq if (p != (0, 0) or ks != (1, 1)) else 0
     scratch = (tasks * (KC * NR + -(-Co // MR) * MR * NR + prepared) + -(-Co // MR) * MR * K)
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
+    kernel_args = (ks[0], ks[1], p[0], p[1], d[0], d[1], threads)
     return ConvPlan(
         fname, dtype, tuple(x_shape), tuple(weight_shape), out_shape, has_bias, s, p, d, ks,
         method, why, gi, gi_why, gw, gw_why, tasks, threads, scratch * dtype.itemsize,
+        (N, C, H, W), (N, Co, OH, OW), kernel_args,
     )
 
 
@@ -469,50 +479,39 @@ class PoolPlan:
 
     def forward(self, x):
         """max: (y, indices); avg: y."""
-        H, W = self.x_shape[-2:]
-        OH, OW = self.out_shape[-2:]
-        planes = x.size // (H * W) if H * W else int(np.prod(self.x_shape[:-2]))
-        k, s, p = self.kernel_size, self.stride, self.padding
+        unb = len(self.x_shape) == 3
+        x4 = x[None] if unb else x
         y = np.empty(self.out_shape, dtype=self.dtype)
+        y4 = y[None] if unb else y
+        k, s, p = self.kernel_size, self.stride, self.padding
         if self.kind == "max":
             idx = np.empty(self.out_shape, dtype=np.int64)
-            if y.size:
-                _pool.max_pool2d_forward(
-                    x.reshape(planes, H, W), y.reshape(planes, OH, OW),
-                    idx.reshape(planes, OH, OW), k[0], k[1], s[0], s[1], p[0], p[1],
-                    self.threads,
-                )
+            _pool.max_pool2d_forward(x4, y4, idx[None] if unb else idx, k[0], k[1], s[0], s[1],
+                                     p[0], p[1], self.threads)
             return y, idx
-        if y.size:
-            _pool.avg_pool2d_forward(
-                x.reshape(planes, H, W), y.reshape(planes, OH, OW),
-                k[0], k[1], s[0], s[1], p[0], p[1], self.threads,
-            )
+        _pool.avg_pool2d_forward(x4, y4, k[0], k[1], s[0], s[1], p[0], p[1], self.threads)
         return y
 
     def backward(self, g, indices=None):
         """grad_x from upstream ``g`` (and, for max, the forward's indices)."""
-        H, W = self.x_shape[-2:]
-        OH, OW = self.out_shape[-2:]
-        planes = int(np.prod(self.x_shape[:-2]))
+        unb = len(self.x_shape) == 3
         gx = np.empty(self.x_shape, dtype=self.dtype)
-        if gx.size == 0:
-            return gx
-        if g.size == 0:
-            gx.fill(0)
-            return gx
-        k, s, p = self.kernel_size, self.stride, self.padding
+        g4, gx4 = (g[None], gx[None]) if unb else (g, gx)
         if self.kind == "max":
-            _pool.max_pool2d_backward(
-                g.reshape(planes, OH * OW), indices.reshape(planes, OH * OW),
-                gx.reshape(planes, H * W), self.threads,
-            )
+            _pool.max_pool2d_backward(g4, indices[None] if unb else indices, gx4, self.threads)
         else:
-            _pool.avg_pool2d_backward(
-                g.reshape(planes, OH, OW), gx.reshape(planes, H, W),
-                k[0], k[1], s[0], s[1], p[0], p[1], self.threads,
-            )
+            k, s, p = self.kernel_size, self.stride, self.padding
+            _pool.avg_pool2d_backward(g4, gx4, k[0], k[1], s[0], s[1], p[0], p[1],
+                                      self.threads)
         return gx
+
+
+def max_pool2d_backward_plan(fname, x_shape, out_shape, dtype):
+    """The plan of a max-pool backward pass from shapes alone (the argmax
+    indices carry the geometry)."""
+    threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
+    return PoolPlan(fname, "max", dtype, tuple(x_shape), tuple(out_shape), None, None, None,
+                    threads)
 
 
 def pool2d_plan(fname, kind, x_shape, dtype, kernel_size, stride, padding):
@@ -528,8 +527,7 @@ def pool2d_plan(fname, kind, x_shape, dtype, kernel_size, stride, padding):
             f"{fname}: an input plane must have fewer than 2**31 elements "
             f"(H*W = {H}*{W} = {H * W})"
         )
-    elems = int(np.prod(x_shape))
-    threads = threads_for(elems, PARALLEL_MIN_ELEMENTS)
+    threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
     return PoolPlan(fname, kind, dtype, tuple(x_shape), out_shape, k, s, p, threads)
 
 

@@ -1,6 +1,6 @@
 """Type stubs for the compiled pooling kernels (``src/_pool.pyx``).
 
-Private tier-1 module: inputs are C-contiguous ``(planes, H, W)`` views of
+Private tier-1 module: inputs are C-contiguous ``(N, C, H, W)`` arrays of
 one floating dtype (float32 or float64, the Cython fused type ``floating``);
 max-pool indices are int64 flat positions ``h * W + w`` in each plane.
 Nothing is validated here: :mod:`cnnext._plan` is the caller.

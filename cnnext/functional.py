@@ -88,6 +88,9 @@ def _operands(fname, arrays, names, ndims, layouts=None):
     dt = _eltwise.float_operands(arrays, ndims)
     if dt is not None:
         return arrays, dt
+    dt = _eltwise.float_operands(arrays, ndims, False)
+    if dt is not None:  # the right kind of arrays, in another memory layout
+        return tuple(None if a is None else np.ascontiguousarray(a) for a in arrays), dt
     present = [i for i, a in enumerate(arrays) if a is not None or names[i] != "bias"]
     arrs, dt = V.float_arrays(
         fname, [(names[i], arrays[i]) for i in present], [ndims[i] for i in present], layouts
@@ -116,12 +119,23 @@ def _conv_params(fname, stride, padding, dilation):
 
 def _conv2d_plan(fname, x, w, bias, dt, stride, padding, dilation):
     """The cached :class:`cnnext._plan.ConvPlan` for these arrays and options."""
+    bshape = None if bias is None else bias.shape
+    nt = _config.get_num_threads()
+    # Plain ints (never bool, never float) are their own normal form: a
+    # steady-state call finds its plan before normalising anything.
+    plain = type(stride) is int and type(padding) is int and type(dilation) is int
+    if plain:
+        key = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, nt)
+        plan = _plan.lookup(key)
+        if plan is not None:
+            return plan
     s, p, d = _conv_params(fname, stride, padding, dilation)
-    bshape = _shape(bias)
-    return _plan.cached(
-        ("conv2d", fname, x.shape, w.shape, dt, bshape, s, p, d, _config.get_num_threads()),
-        _plan.conv2d_plan, fname, x.shape, w.shape, bshape, dt, s, p, d,
-    )
+    if not plain:
+        key = (fname, x.shape, w.shape, dt, bshape, s, p, d, nt)
+        plan = _plan.lookup(key)
+        if plan is not None:
+            return plan
+    return _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p, d))
 
 
 def _linear_plan(fname, x, w, bias, dt):
@@ -140,11 +154,22 @@ def _pool_params(fname, kernel_size, stride, padding):
 
 
 def _pool_plan(fname, kind, x, dt, kernel_size, stride, padding):
-    k, s, p = _pool_params(fname, kernel_size, stride, padding)
-    return _plan.cached(
-        (kind, x.shape, dt, k, s, p, _config.get_num_threads()),
-        _plan.pool2d_plan, fname, kind, x.shape, dt, k, s, p,
+    nt = _config.get_num_threads()
+    plain = type(kernel_size) is int and type(padding) is int and (
+        stride is None or type(stride) is int
     )
+    if plain:  # see _conv2d_plan
+        key = (kind, x.shape, dt, kernel_size, stride, padding, nt)
+        plan = _plan.lookup(key)
+        if plan is not None:
+            return plan
+    k, s, p = _pool_params(fname, kernel_size, stride, padding)
+    if not plain:
+        key = (kind, x.shape, dt, k, s, p, nt)
+        plan = _plan.lookup(key)
+        if plan is not None:
+            return plan
+    return _plan.store(key, _plan.pool2d_plan(fname, kind, x.shape, dt, k, s, p))
 
 
 # --------------------------------------------------------------------------
@@ -388,7 +413,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     (array([[[[3., 2.]]]]), array([[[[1, 2]]]]))
     """
     fname = "max_pool2d"
-    return_indices = V.boolean(fname, "return_indices", return_indices)
+    if return_indices is not True and return_indices is not False:
+        return_indices = V.boolean(fname, "return_indices", return_indices)
     (xa,), dt = _operands(fname, (x,), ("x",), _POOL_NDIM, _POOL_LAYOUT)
     plan = _pool_plan(fname, "max", xa, dt, kernel_size, stride, padding)
     if _numpy_backend():
@@ -450,8 +476,8 @@ def max_pool2d_backward(grad_out, indices, input_shape):
         )
     if _numpy_backend():
         return _as(_ref.max_pool2d_backward(g, idx, shape), dt)
-    plan = _plan.PoolPlan(fname, "max", dt, shape, g.shape, None, None, None,
-                          _plan.threads_for(int(np.prod(shape)), _plan.PARALLEL_MIN_ELEMENTS))
+    plan = _plan.cached(("max_pool2d_backward", shape, g.shape, dt, _config.get_num_threads()),
+                        _plan.max_pool2d_backward_plan, fname, shape, g.shape, dt)
     return plan.backward(g, idx)
 
 

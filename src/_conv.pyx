@@ -175,7 +175,7 @@ ctypedef struct FwdArgs:
     const void* x            # (N, C, H, W)
     const void* apw          # weight packed in MR-row panels
     const void* bias         # (Co,) or NULL
-    void* out                # (N, Co, OH*OW)
+    void* out                # (N, Co, OH, OW)
     void* scr                # per-thread scratch, ``per`` elements each
     const int64_t* toff
     Py_ssize_t toff_max, per, s_c, MR, NR, npanel, ntp, T
@@ -241,22 +241,20 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             pp = pp + run
 
 
-def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
-                   const floating[:, ::1] wmat,        # IN  (Cout, K), K = C*kh*kw
-                   const floating[::1] bias,           # IN  (Cout,) or None
-                   floating[:, :, ::1] out,            # OUT (N, Cout, OH*OW)
-                   Py_ssize_t kh, Py_ssize_t kw,
+def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
+                   const floating[:, :, :, ::1] weight,  # IN  (Cout, C, kh, kw)
+                   const floating[::1] bias,             # IN  (Cout,) or None
+                   floating[:, :, :, ::1] out,           # OUT (N, Cout, OH, OW)
                    Py_ssize_t sh, Py_ssize_t sw,
                    Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw,
-                   Py_ssize_t oh_n, Py_ssize_t ow_n,
                    int n_threads):
-    """out[n] = Wmat @ im2col(x[n]) (+ bias), tiles of NR positions split
-    into contiguous ranges, one per thread."""
+    """out[n] = Wmat @ im2col(x[n]) (+ bias), Wmat = weight as (Cout, C*kh*kw);
+    tiles of NR positions split into contiguous ranges, one per thread."""
     cdef FwdArgs a
-    cdef Py_ssize_t tid, small
-    a.g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], kh, kw,
-                    sh, sw, ph, pw, dh, dw, oh_n, ow_n)
+    cdef Py_ssize_t tid, small, oh_n = out.shape[2]
+    a.g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1],
+                    weight.shape[2], weight.shape[3], sh, sw, ph, pw, dh, dw, oh_n, out.shape[3])
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
     a.fs = KER.s_ind
     a.fd = KER.d_ind
@@ -294,11 +292,11 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
     a.x = &x[0, 0, 0, 0]
     a.apw = apw
     a.bias = &bias[0] if bias is not None else NULL
-    a.out = &out[0, 0, 0]
+    a.out = &out[0, 0, 0, 0]
     a.scr = apw + a.npanel * a.MR * K
     a.toff = toff
     with nogil:
-        pack_a(&wmat[0, 0], K, 1, Co, K, a.MR, apw)
+        pack_a(&weight[0, 0, 0, 0], K, 1, Co, K, a.MR, apw)
         if a.nt == 1:
             fwd_task(&a, 0, <floating*>NULL)
         else:

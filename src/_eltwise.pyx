@@ -183,11 +183,11 @@ def indices_within(const int64_t[::1] a, int64_t lo, int64_t hi):
     return ok
 
 
-def float_operands(tuple arrays, tuple ndims):
+def float_operands(tuple arrays, tuple ndims, bint contiguous=True):
     """The dtype of ``arrays`` if each is a native-byte-order float32 or
     float64 (all the same), C-contiguous ``numpy.ndarray`` whose ndim is in
     ``ndims[i]`` (None: any); the last entry may be None (an absent bias).
-    Otherwise None.
+    Otherwise None.  ``contiguous=False`` accepts any memory layout.
 
     The check a training loop's calls pass, done in C: anything else goes
     through the full validation (``cnnext._validate.float_arrays``)."""
@@ -205,7 +205,7 @@ def float_operands(tuple arrays, tuple ndims):
         tn = cnp.PyArray_TYPE(a)
         if (tn != cnp.NPY_FLOAT and tn != cnp.NPY_DOUBLE) or (t != -1 and tn != t):
             return None
-        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+        if (contiguous and not cnp.PyArray_IS_C_CONTIGUOUS(a)) or not cnp.PyArray_ISNOTSWAPPED(a):
             return None
         nd = ndims[i]
         if nd is not None and cnp.PyArray_NDIM(a) not in nd:

@@ -23,6 +23,12 @@ peers' on the same inputs and weights:
 ``seed-fwd``
     ``model.forward`` at batch 1 against PyTorch's ``model(x)`` in eval
     mode under ``torch.no_grad()``.
+``*-layer-fwd``, ``*-layer-bwd``
+    A layer's ``forward``/``backward`` against the functional call it makes
+    (peer ``inner``): the difference is the layer's own cost.  Likewise the
+    ``inner`` peer of ``conv2d-f`` and ``maxpool-f`` (the calls of
+    ``conv2d-seed`` and ``maxpool-seed``) is the compiled kernel alone, on
+    preallocated outputs.
 """
 import contextlib
 
@@ -212,11 +218,18 @@ def _linear_b1(dt, rng, torch):
 
 
 def _conv2d_seed(dt, rng, torch):
+    from .. import _conv
     from .. import functional as F
 
     x = rng.standard_normal((1, 1, 28, 28)).astype(dt)
     w = uniform(rng, (8, 1, 3, 3), 9, dt)
-    peers = {"cnnext": Peer(lambda: F.conv2d(x, w))}
+    out = np.empty((1, 8, 26, 26), dtype=dt)
+
+    def kernel():
+        _conv.conv2d_forward(x, w, None, out, 1, 1, 0, 0, 1, 1, 1)
+
+    peers = {"cnnext": Peer(lambda: F.conv2d(x, w)),
+             "inner": Peer(kernel, impl="the compiled kernel on a preallocated output")}
     if torch is not None:
         xt, wt = torch.from_numpy(x.copy()), torch.from_numpy(w.copy())
         conv2d = torch.nn.functional.conv2d
@@ -225,15 +238,77 @@ def _conv2d_seed(dt, rng, torch):
 
 
 def _maxpool_seed(dt, rng, torch):
+    from .. import _pool
     from .. import functional as F
 
     x = rng.standard_normal((1, 8, 26, 26)).astype(dt)
-    peers = {"cnnext": Peer(lambda: F.max_pool2d(x, 2))}
+    y, idx = np.empty((1, 8, 13, 13), dtype=dt), np.empty((1, 8, 13, 13), dtype=np.int64)
+
+    def kernel():
+        _pool.max_pool2d_forward(x, y, idx, 2, 2, 2, 2, 0, 0, 1)
+
+    peers = {"cnnext": Peer(lambda: F.max_pool2d(x, 2)),
+             "inner": Peer(kernel, impl="the compiled kernel on preallocated outputs")}
     if torch is not None:
         xt = torch.from_numpy(x.copy())
         max_pool2d = torch.nn.functional.max_pool2d
         peers["pytorch"] = Peer(lambda: max_pool2d(xt, 2))
     return peers
+
+
+# ---- a layer against the functional call it makes ---------------------------
+
+
+def _layer_rows(dt, rng):
+    """{row name: (layer call, inner call)} on the seed network's sizes."""
+    from .. import functional as F
+    from .. import nn
+
+    x = rng.standard_normal((1, 1, 28, 28)).astype(dt)
+    conv = nn.Conv2D(1, 8, 3, bias=False, dtype=dt, seed=rng)
+    y = conv.forward(x)
+    gy = rng.standard_normal(y.shape).astype(dt)
+    conv.backward(gy)
+    w = conv.weight
+
+    def conv_inner_bwd():
+        _, gw, _ = F.conv2d_backward(gy, x, w, bias=False)
+        conv.grads["weight"] += gw
+
+    pool = nn.MaxPool2D(2)
+    p = pool.forward(y)
+    gp = rng.standard_normal(p.shape).astype(dt)
+    _, idx = F.max_pool2d(y, 2, return_indices=True)
+    flat = p.reshape(1, -1)
+    dense = nn.Dense(13 * 13 * 8, 10, dtype=dt, seed=rng)
+    z = dense.forward(flat)
+    gz = rng.standard_normal(z.shape).astype(dt)
+    dense.backward(gz)
+
+    def dense_inner_bwd():
+        _, gw, gb = F.linear_backward(gz, flat, dense.weight)
+        dense.grads["weight"] += gw
+        dense.grads["bias"] += gb
+
+    return {
+        "conv2d-layer-fwd": (lambda: conv.forward(x), lambda: F.conv2d(x, w)),
+        "conv2d-layer-bwd": (lambda: conv.backward(gy), conv_inner_bwd),
+        "maxpool-layer-fwd": (lambda: pool.forward(y),
+                              lambda: F.max_pool2d(y, 2, return_indices=True)),
+        "maxpool-layer-bwd": (lambda: pool.backward(gp),
+                              lambda: F.max_pool2d_backward(gp, idx, y.shape)),
+        "dense-layer-fwd": (lambda: dense.forward(flat),
+                            lambda: F.linear(flat, dense.weight, dense.bias)),
+        "dense-layer-bwd": (lambda: dense.backward(gz), dense_inner_bwd),
+    }
+
+
+def _layer_row(name):
+    def build(dt, rng, torch):
+        outer, inner = _layer_rows(dt, rng)[name]
+        return {"cnnext": Peer(outer), "inner": Peer(inner)}
+
+    return build
 
 
 _BUILDERS = {
@@ -242,7 +317,12 @@ _BUILDERS = {
     "linear-b1": _linear_b1,
     "conv2d-seed": _conv2d_seed,
     "maxpool-seed": _maxpool_seed,
+    "conv2d-f": _conv2d_seed,
+    "maxpool-f": _maxpool_seed,
     "seed-fwd": _seed_fwd,
+    **{name: _layer_row(name) for name in (
+        "conv2d-layer-fwd", "conv2d-layer-bwd", "maxpool-layer-fwd", "maxpool-layer-bwd",
+        "dense-layer-fwd", "dense-layer-bwd")},
 }
 
 
