@@ -7,7 +7,7 @@ and the kernel result of dtype ``dt`` is compared with the per-dtype
 tolerance of ``conftest.TOLERANCES``.  Max-pool values and indices are
 compared *exactly*.
 
-Coverage follows STYLE.md: dtype x odd geometry (1x1 and non-square kernels,
+Coverage: dtype x odd geometry (1x1 and non-square kernels,
 stride larger than the kernel, padding near the kernel size, dilation, prime
 sizes, N=1, C=1, N=0, unbatched 3-D) x memory layout (non-contiguous,
 Fortran-ordered, read-only; inputs never modified), dtype promotion, the
@@ -1199,8 +1199,8 @@ def test_linear_validation():
 
 
 # --------------------------------------------------------------------------
-# bounded kernel scratch (issue: a batch of 512 CIFAR images needs no more
-# scratch than a small batch)
+# bounded kernel scratch: a batch of 512 CIFAR images needs no more scratch
+# than a small batch
 # --------------------------------------------------------------------------
 
 
