@@ -6,11 +6,13 @@ start-up), not arithmetic.  Each row builds cnnext's callable and its
 peers' on the same inputs and weights:
 
 ``seed-step``
-    One SGD step at batch 1 of the seed network -- the small MNIST network
-    of Victor Zhou's CNN tutorial: ``Conv2D(1, 8, 3, bias=False)``,
-    ``MaxPool2D(2)``, ``Flatten()``, ``Dense(1352, 10)``, with
-    ``SoftmaxCrossEntropy`` and ``optim.SGD(lr=0.005)`` -- against the same loop
-    in PyTorch (``torch.nn``, ``F.cross_entropy``, ``torch.optim.SGD``).
+    One SGD step at batch 1 of the tutorial network -- the small MNIST
+    network of Victor Zhou's "CNNs, Part 2: Training a Convolutional Neural
+    Network" (https://victorzhou.com/blog/intro-to-cnns-part-2/):
+    ``Conv2D(1, 8, 3, bias=False)``, ``MaxPool2D(2)``, ``Flatten()``,
+    ``Dense(1352, 10)``, with ``SoftmaxCrossEntropy`` and
+    ``optim.SGD(lr=0.005)`` -- against the same loop in PyTorch
+    (``torch.nn``, ``F.cross_entropy``, ``torch.optim.SGD``).
 ``seed-step-compat``
     The same network and step written against the tutorial API of
     :mod:`cnnext.compat.victorzhou` (``Conv3x3(8)``, ``MaxPool2()``,
@@ -18,7 +20,7 @@ peers' on the same inputs and weights:
     float64) against PyTorch in float64 and against the tutorial's own
     numpy classes (:mod:`cnnext.bench._tutorial`).
 ``linear-b1``, ``conv2d-seed``, ``maxpool-seed``
-    Single :mod:`cnnext.functional` calls at the seed network's sizes,
+    Single :mod:`cnnext.functional` calls at the tutorial network's sizes,
     against ``x @ w.T + b`` in numpy or ``torch.nn.functional``.
 ``seed-fwd``
     ``model.forward`` at batch 1 against PyTorch's ``model(x)`` in eval
@@ -54,7 +56,7 @@ def _global_rng_kept():
         np.random.set_state(state)  # noqa: NPY002
 
 
-# ---- the seed network -----------------------------------------------------
+# ---- the tutorial network -------------------------------------------------
 
 
 def _seed_model(dt, rng):
@@ -67,7 +69,7 @@ def _seed_model(dt, rng):
 
 
 def _torch_seed_model(torch, params, dt):
-    """The seed network in ``torch.nn`` with the weights of ``params`` (cnnext names)."""
+    """The tutorial network in ``torch.nn`` with the weights of ``params`` (cnnext names)."""
     tnn = torch.nn
     model = tnn.Sequential(
         tnn.Conv2d(1, 8, 3, bias=False), tnn.MaxPool2d(2), tnn.Flatten(),
