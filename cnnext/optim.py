@@ -10,9 +10,17 @@ changed between steps (a schedule).
 
 import numpy as np
 
+from . import _eltwise
 from . import _validate as V
 
 __all__ = ["Optimizer", "SGD", "Adam"]
+
+
+def _fused(*arrays):
+    """Whether the one-pass kernels can update these arrays in place: native
+    float32/float64 of one dtype, C-contiguous (layers' parameters are);
+    anything else takes the numpy expressions, which compute the same."""
+    return _eltwise.float_operands(arrays, (None,) * len(arrays)) is not None
 
 
 class Optimizer:
@@ -113,6 +121,14 @@ class SGD(Optimizer):
         """Update every parameter in place."""
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         for i, (p, g) in enumerate(self._pairs):
+            if _fused(p, g):
+                first = bool(mu) and self._buffers[i] is None
+                if first:
+                    self._buffers[i] = np.empty_like(p)
+                buf = self._buffers[i] if mu else p
+                _eltwise.sgd_update(p.reshape(-1), g.reshape(-1), buf.reshape(-1), lr, mu, wd,
+                                    first)
+                continue
             d = g + wd * p if wd else g
             if mu:
                 buf = self._buffers[i]
@@ -178,6 +194,10 @@ class Adam(Optimizer):
         step_size = self.lr / bc1
         wd = self.weight_decay
         for (p, g), m, v in zip(self._pairs, self._m, self._v):
+            if _fused(p, g, m, v):
+                _eltwise.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                                     b1, b2, step_size, bc2_sqrt, self.eps, wd)
+                continue
             if wd:
                 g = g + wd * p
             m *= b1
