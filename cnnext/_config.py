@@ -56,6 +56,13 @@ def get_backend():
     return override if override is not None else _default_backend
 
 
+def compiled_backend():
+    """True when the compiled kernels are the backend in force (the hot-path
+    form of ``get_backend() == "cython"``)."""
+    override = _backend_override.get()
+    return (override or _default_backend) == "cython"
+
+
 @contextlib.contextmanager
 def use_backend(name):
     """Context manager: use backend ``name`` inside the ``with`` block only.
@@ -114,18 +121,22 @@ def set_num_threads(n):
     1
     >>> cnnext.set_num_threads(old)
     """
-    global _num_threads
+    global _num_threads, _kernel_threads
     if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: n must be an integer, got {type(n).__name__}")
     n = int(n.__index__() if not isinstance(n, int) else n)
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
     _num_threads = min(n, 1024)
+    _kernel_threads = _num_threads if _HAVE_OPENMP else 1
 
 
 _HAVE_OPENMP = _openmp.openmp_available()
+# What get_num_threads returns, kept up to date by set_num_threads (read on
+# every call, so it is a plain module attribute).
+_kernel_threads = _num_threads if _HAVE_OPENMP else 1
 
 
 def get_num_threads():
     """Number of threads the kernels use (see :func:`set_num_threads`)."""
-    return _num_threads if _HAVE_OPENMP else 1
+    return _kernel_threads

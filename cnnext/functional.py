@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 def _numpy_backend():
-    return _config.get_backend() == "numpy"
+    return not _config.compiled_backend()
 
 
 def _as(a, dt):
@@ -120,7 +120,7 @@ def _conv_params(fname, stride, padding, dilation):
 def _conv2d_plan(fname, x, w, bias, dt, stride, padding, dilation):
     """The cached :class:`cnnext._plan.ConvPlan` for these arrays and options."""
     bshape = None if bias is None else bias.shape
-    nt = _config.get_num_threads()
+    nt = _config._kernel_threads
     # Plain ints (never bool, never float) are their own normal form: a
     # steady-state call finds its plan before normalising anything.
     plain = type(stride) is int and type(padding) is int and type(dilation) is int
@@ -154,7 +154,7 @@ def _pool_params(fname, kernel_size, stride, padding):
 
 
 def _pool_plan(fname, kind, x, dt, kernel_size, stride, padding):
-    nt = _config.get_num_threads()
+    nt = _config._kernel_threads
     plain = type(kernel_size) is int and type(padding) is int and (
         stride is None or type(stride) is int
     )
