@@ -5,29 +5,17 @@ the rule and the value received.  Shapes and dtypes of the arrays that reach
 :mod:`cnnext.functional` are checked there as well; what is checked here is
 what only the adapter knows (the tutorial's layout and its dict keys).
 
-The adapters are built on the public API only (:mod:`cnnext.functional`),
-so the few generic checks they need live here too.
+The generic rules (ints, reals, seeds, arrays) are cnnext's own
+(:mod:`cnnext._validate`), so an adapter reports a bad value exactly as the
+rest of the package does.
 """
-import numbers
-import operator
 from collections.abc import Mapping
 
 import numpy as np
 
-#: Largest size or hyper-parameter the kernels index with 32-bit ints.
-_MAX_INT = 2**31 - 1
+from .. import _validate as V
 
-
-def as_int(fname, name, value, minimum=None):
-    """A Python int from an integer-like value (never a bool or a float)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}")
-    v = operator.index(value)
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{fname}: {name} must be >= {minimum}, got {v}")
-    if v > _MAX_INT:
-        raise ValueError(f"{fname}: {name} must be <= {_MAX_INT} (2**31 - 1), got {v}")
-    return v
+as_int = V.as_int
 
 
 def array(fname, name, value, ndim, layout):
@@ -88,12 +76,7 @@ def out_size(fname, size, k, s, p, axis):
 
 def real(fname, name, value):
     """A finite Python float (learning rates and the like)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fname}: {name} must be a real number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise ValueError(f"{fname}: {name} must be finite, got {v}")
-    return v
+    return V.real(fname, name, value)
 
 
 def generator(fname, seed):
@@ -105,15 +88,7 @@ def generator(fname, seed):
     ``numpy.random.Generator``) gives an independent, reproducible
     :class:`numpy.random.Generator` instead.
     """
-    if seed is None:
-        return None
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(
-            f"{fname}: seed must be None, an int or a numpy.random.Generator, got {seed!r}"
-        )
-    return np.random.default_rng(int(seed))
+    return None if seed is None else V.rng(fname, seed)
 
 
 def randn(rng, shape):
