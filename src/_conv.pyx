@@ -108,11 +108,13 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
                         w = w + sw
 
 
-cdef inline const floating* sample_src(const floating* xn, const Geom* g,
+cdef inline const floating* sample_src(const floating* x, Py_ssize_t n, const Geom* g,
                                       floating* buf) noexcept nogil:
-    """The sample the taps' runs index: the input itself when no padding or
-    stride phases are needed, else its prepared copy in ``buf``."""
-    if not g.prepared:
+    """The sample n the taps' runs index: the input itself when no padding
+    or stride phases are needed (and the runs stay inside the array), else
+    its prepared copy in ``buf``."""
+    cdef const floating* xn = x + n * g.C * g.H * g.W
+    if not g.prepared or (g.tail_only and n < g.N - 1):
         return xn
     prep_sample(xn, g, buf)
     return buf
@@ -206,7 +208,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
         p0 = (t - n * a.ntp) * NR
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, ct + a.s_c)
+            src = sample_src(x, n, g, ct + a.s_c)
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
         bsrc = src + p0
@@ -346,7 +348,7 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, bp + a.s_b)
+            src = sample_src(x, n, g, bp + a.s_b)
         # A panels: gradient rows in padded-width layout, junk = 0.
         for panel in range(npanel):
             for tt in range(MR):
@@ -409,7 +411,7 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, ap + a.s_a)
+            src = sample_src(x, n, g, ap + a.s_a)
         # B panels: gradient block transposed, padded-width positions (junk
         # columns zero), NR output channels per panel.
         for jc in range(ncp):
@@ -452,7 +454,7 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
         kc = min(DB, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, sbuf)
+            src = sample_src(x, n, g, sbuf)
         # Gradient rows in padded-width layout, junk columns zero.
         for co in range(Co):
             grad_run(gout + (n * Co + co) * P, pb, kc, Wq, OW, gb + co * DB, 1)
