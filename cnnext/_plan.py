@@ -476,20 +476,22 @@ class PoolPlan:
     stride: tuple
     padding: tuple
     threads: int
+    kernel_args: tuple   # (kh, kw, sh, sw, ph, pw, threads) of the _pool kernels
 
-    def forward(self, x):
-        """max: (y, indices); avg: y."""
+    def forward(self, x, indices=True):
+        """max: (y, indices), or (y, None) with ``indices=False``; avg: y."""
         unb = len(self.x_shape) == 3
-        x4 = x[None] if unb else x
         y = np.empty(self.out_shape, dtype=self.dtype)
-        y4 = y[None] if unb else y
-        k, s, p = self.kernel_size, self.stride, self.padding
         if self.kind == "max":
-            idx = np.empty(self.out_shape, dtype=np.int64)
-            _pool.max_pool2d_forward(x4, y4, idx[None] if unb else idx, k[0], k[1], s[0], s[1],
-                                     p[0], p[1], self.threads)
+            idx = np.empty(self.out_shape, dtype=np.int64) if indices else None
+            if unb:
+                _pool.max_pool2d_forward(x[None], y[None], None if idx is None else idx[None],
+                                         *self.kernel_args)
+            else:
+                _pool.max_pool2d_forward(x, y, idx, *self.kernel_args)
             return y, idx
-        _pool.avg_pool2d_forward(x4, y4, k[0], k[1], s[0], s[1], p[0], p[1], self.threads)
+        _pool.avg_pool2d_forward(x[None] if unb else x, y[None] if unb else y,
+                                 *self.kernel_args)
         return y
 
     def backward(self, g, indices=None):
@@ -500,9 +502,7 @@ class PoolPlan:
         if self.kind == "max":
             _pool.max_pool2d_backward(g4, indices[None] if unb else indices, gx4, self.threads)
         else:
-            k, s, p = self.kernel_size, self.stride, self.padding
-            _pool.avg_pool2d_backward(g4, gx4, k[0], k[1], s[0], s[1], p[0], p[1],
-                                      self.threads)
+            _pool.avg_pool2d_backward(g4, gx4, *self.kernel_args)
         return gx
 
 
@@ -511,7 +511,7 @@ def max_pool2d_backward_plan(fname, x_shape, out_shape, dtype):
     indices carry the geometry)."""
     threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
     return PoolPlan(fname, "max", dtype, tuple(x_shape), tuple(out_shape), None, None, None,
-                    threads)
+                    threads, ())
 
 
 def pool2d_plan(fname, kind, x_shape, dtype, kernel_size, stride, padding):
@@ -528,7 +528,9 @@ def pool2d_plan(fname, kind, x_shape, dtype, kernel_size, stride, padding):
             f"(H*W = {H}*{W} = {H * W})"
         )
     threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
-    return PoolPlan(fname, kind, dtype, tuple(x_shape), out_shape, k, s, p, threads)
+    kernel_args = (k[0], k[1], s[0], s[1], p[0], p[1], threads)
+    return PoolPlan(fname, kind, dtype, tuple(x_shape), out_shape, k, s, p, threads,
+                    kernel_args)
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ _Index = npt.NDArray[np.int64]
 def max_pool2d_forward(
     x: _Float,
     out: _Float,
-    idx: _Index,
+    idx: _Index | None,
     kh: int,
     kw: int,
     sh: int,

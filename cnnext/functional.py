@@ -72,6 +72,7 @@ _POOL_LAYOUT = {"x": "(N, C, H, W) or (C, H, W)"}
 _GRAD_LAYOUT = {"grad_out": "(N, C, OH, OW) or (C, OH, OW)"}
 
 
+_float_operands = _eltwise.float_operands  # the one-step check of a steady call
 _XWB = ("x", "weight", "bias")
 _GXW = ("grad_out", "x", "weight")
 
@@ -211,7 +212,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
              [42., 50.]]]], dtype=float32)
     """
     fname = "conv2d"
-    (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
+    dt = _float_operands((x, weight, bias), _CONV_NDIM)
+    if dt is None:
+        (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
     plan = _conv2d_plan(fname, x, weight, bias, dt, stride, padding, dilation)
     if _numpy_backend():
         return _as(_ref.conv2d(x, weight, bias, stride=stride, padding=padding,
@@ -415,14 +418,16 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     fname = "max_pool2d"
     if return_indices is not True and return_indices is not False:
         return_indices = V.boolean(fname, "return_indices", return_indices)
-    (xa,), dt = _operands(fname, (x,), ("x",), _POOL_NDIM, _POOL_LAYOUT)
+    xa, dt = x, _float_operands((x,), _POOL_NDIM)
+    if dt is None:
+        (xa,), dt = _operands(fname, (x,), ("x",), _POOL_NDIM, _POOL_LAYOUT)
     plan = _pool_plan(fname, "max", xa, dt, kernel_size, stride, padding)
     if _numpy_backend():
         y, idx = _ref.max_pool2d(xa, kernel_size, stride=stride, padding=padding,
                                  return_indices=True)
         y, idx = _as(y, dt), np.asarray(idx, dtype=np.int64)
     else:
-        y, idx = plan.forward(xa)
+        y, idx = plan.forward(xa, return_indices)
     return (y, idx) if return_indices else y
 
 
@@ -594,8 +599,10 @@ def linear(x, weight, bias=None):
     array([[3.5, 7. ]])
     """
     fname = "linear"
-    (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _LINEAR_NDIM,
-                                      _LINEAR_LAYOUT)
+    dt = _float_operands((x, weight, bias), _LINEAR_NDIM)
+    if dt is None:
+        (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _LINEAR_NDIM,
+                                          _LINEAR_LAYOUT)
     plan = _linear_plan(fname, x, weight, bias, dt)
     if _numpy_backend():
         return _as(_ref.linear(x, weight, bias), dt)

@@ -110,13 +110,14 @@ cdef void max_planes(const floating* x, floating* out, int64_t* idx, int32_t* bb
                         hi = min(OW, (W + pw - j + sw - 1) // sw)
                         _max_row(xq + ih * W, mrow, bbuf, lo, hi, sw, j - pw,
                                  <int32_t>(ih * W))
-            for ow in range(OW):
-                idx[(q * OH + oh) * OW + ow] = bbuf[ow]
+            if idx != NULL:
+                for ow in range(OW):
+                    idx[(q * OH + oh) * OW + ow] = bbuf[ow]
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                        floating[:, :, :, ::1] out,       # OUT (N, C, OH, OW)
-                       int64_t[:, :, :, ::1] idx,        # OUT (N, C, OH, OW) flat h*W+w
+                       int64_t[:, :, :, ::1] idx,        # OUT (N, C, OH, OW) flat h*W+w, or None
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
@@ -126,24 +127,27 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
 
     Window positions are visited in row-major order, each for a whole output
     row at once; the output row is the running max and an int32 buffer the
-    running argmax (requires H*W < 2**31, checked by the caller)."""
+    running argmax (requires H*W < 2**31, checked by the caller); with
+    ``idx`` None the argmax is not stored."""
     cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], out.shape[2],
                                 out.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int nt = <int>max(1, min(n_threads, g.planes))
     cdef Py_ssize_t tid, per = g.OW + 16
     cdef int32_t* scratch
+    cdef int64_t* ip = NULL
     if g.planes == 0 or g.OH == 0 or g.OW == 0:
         return
+    if idx is not None:
+        ip = &idx[0, 0, 0, 0]
     scratch = <int32_t*>malloc(nt * per * sizeof(int32_t))
     if scratch == NULL:
         raise MemoryError("max_pool2d: could not allocate scratch")
     with nogil:
         if nt == 1:
-            max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &idx[0, 0, 0, 0], scratch, &g, 0,
-                       g.planes)
+            max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], ip, scratch, &g, 0, g.planes)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &idx[0, 0, 0, 0], scratch + tid * per,
+                max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], ip, scratch + tid * per,
                            &g, g.planes * tid // nt, g.planes * (tid + 1) // nt)
     free(scratch)
 
