@@ -86,10 +86,11 @@ def _operands(fname, arrays, names, ndims, layouts=None):
     keep the caller's shapes (3-D unbatched included): the numpy backend
     receives exactly these.
     """
-    dt = _eltwise.float_operands(arrays, ndims)
+    optional = names[-1] == "bias"
+    dt = _eltwise.float_operands(arrays, ndims, True, optional)
     if dt is not None:
         return arrays, dt
-    dt = _eltwise.float_operands(arrays, ndims, False)
+    dt = _eltwise.float_operands(arrays, ndims, False, optional)
     if dt is not None:  # the right kind of arrays, in another memory layout
         return tuple(None if a is None else np.ascontiguousarray(a) for a in arrays), dt
     present = [i for i, a in enumerate(arrays) if a is not None or names[i] != "bias"]
@@ -212,7 +213,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
              [42., 50.]]]], dtype=float32)
     """
     fname = "conv2d"
-    dt = _float_operands((x, weight, bias), _CONV_NDIM)
+    dt = _float_operands((x, weight, bias), _CONV_NDIM, True, True)
     if dt is None:
         (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
     plan = _conv2d_plan(fname, x, weight, bias, dt, stride, padding, dilation)
@@ -599,7 +600,7 @@ def linear(x, weight, bias=None):
     array([[3.5, 7. ]])
     """
     fname = "linear"
-    dt = _float_operands((x, weight, bias), _LINEAR_NDIM)
+    dt = _float_operands((x, weight, bias), _LINEAR_NDIM, True, True)
     if dt is None:
         (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _LINEAR_NDIM,
                                           _LINEAR_LAYOUT)

@@ -225,11 +225,12 @@ def indices_within(const int64_t[::1] a, int64_t lo, int64_t hi):
     return ok
 
 
-def float_operands(tuple arrays, tuple ndims, bint contiguous=True):
+def float_operands(tuple arrays, tuple ndims, bint contiguous=True, bint last_optional=False):
     """The dtype of ``arrays`` if each is a native-byte-order float32 or
     float64 (all the same), C-contiguous ``numpy.ndarray`` whose ndim is in
-    ``ndims[i]`` (None: any); the last entry may be None (an absent bias).
-    Otherwise None.  ``contiguous=False`` accepts any memory layout.
+    ``ndims[i]`` (None: any); with ``last_optional`` the last entry may be
+    None (an absent bias).  Otherwise None.  ``contiguous=False`` accepts
+    any memory layout.
 
     The check a training loop's calls pass, done in C: anything else goes
     through the full validation (``cnnext._validate.float_arrays``)."""
@@ -239,7 +240,7 @@ def float_operands(tuple arrays, tuple ndims, bint contiguous=True):
     cdef cnp.ndarray a = None
     for i in range(n):
         o = arrays[i]
-        if o is None and i == n - 1 and i > 0:
+        if o is None and last_optional and i == n - 1 and i > 0:
             continue
         if type(o) is not cnp.ndarray:
             return None
