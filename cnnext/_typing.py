@@ -1,0 +1,33 @@
+"""Type aliases used in cnnext's annotations.
+
+Annotations only: the modules import these names under
+``typing.TYPE_CHECKING``, so nothing here runs when cnnext is imported.
+"""
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+#: An array of the compute dtype: float32 or float64.
+FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
+
+#: An int64 array (max-pooling argmax positions, class labels).
+IndexArray: TypeAlias = npt.NDArray[np.int64]
+
+#: A float32 or float64 dtype.
+FloatDType: TypeAlias = np.dtype[np.floating[Any]]
+
+#: An array shape.
+Shape: TypeAlias = tuple[int, ...]
+
+#: A normalised (height, width) pair: stride, padding, dilation, kernel size.
+Pair: TypeAlias = tuple[int, int]
+
+#: What the public API takes for stride, padding, dilation and kernel size:
+#: one int for both axes, or an (h, w) pair.
+IntOrPair: TypeAlias = int | tuple[int, int]
+
+#: A random seed: an int >= 0, a numpy Generator, or None (fresh entropy).
+Seed: TypeAlias = int | np.random.Generator | None
