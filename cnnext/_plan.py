@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
@@ -277,6 +277,15 @@ class ConvPlan:
     def out4(self) -> Shape:
         return self.out_shape if len(self.out_shape) == 4 else (1,) + self.out_shape
 
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: Literal[True] = True,
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool, need_input: bool
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]: ...
     def backward(
         self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
         need_input: bool = True,
@@ -601,6 +610,15 @@ class LinearPlan:
         _gemm.gemm(x, weight, y, False, True, False, self.threads, bias)
         return y
 
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: Literal[True] = True,
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool, need_input: bool
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]: ...
     def backward(
         self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
         need_input: bool = True,
