@@ -5,7 +5,8 @@ Annotations only: the modules import these names under
 """
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+import os
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -31,3 +32,9 @@ IntOrPair: TypeAlias = int | tuple[int, int]
 
 #: A random seed: an int >= 0, a numpy Generator, or None (fresh entropy).
 Seed: TypeAlias = int | np.random.Generator | None
+
+#: A weight initialization scheme of cnnext.nn's layers.
+Init: TypeAlias = Literal["he", "glorot", "torch"]
+
+#: A file system path.
+StrPath: TypeAlias = str | os.PathLike[str]
