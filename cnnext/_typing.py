@@ -6,7 +6,8 @@ Annotations only: the modules import these names under
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, TypeAlias
+from collections.abc import Iterable
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -38,3 +39,14 @@ Init: TypeAlias = Literal["he", "glorot", "torch"]
 
 #: A file system path.
 StrPath: TypeAlias = str | os.PathLike[str]
+
+
+class HasParameters(Protocol):
+    """A model: anything whose ``parameters()`` gives ``(param, grad)`` pairs
+    (every :class:`cnnext.nn.Module`)."""
+
+    def parameters(self) -> list[tuple[FloatArray, FloatArray]]: ...
+
+
+#: What an optimizer takes: a model or its ``(param, grad)`` pairs.
+Params: TypeAlias = HasParameters | Iterable[tuple[FloatArray, FloatArray]]
