@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, SupportsFloat, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -50,3 +50,43 @@ class HasParameters(Protocol):
 
 #: What an optimizer takes: a model or its ``(param, grad)`` pairs.
 Params: TypeAlias = HasParameters | Iterable[tuple[FloatArray, FloatArray]]
+
+
+class SkipsInputGrad(Protocol):
+    """A layer or model whose class sets ``_skips_input_grad``: its backward
+    takes ``input_grad`` (False: only the parameter gradients, None returned)."""
+
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
+
+
+class Model(Protocol):
+    """What :func:`cnnext.train.evaluate` needs of a model (a
+    :class:`cnnext.nn.Module` has it)."""
+
+    def forward(self, x: npt.NDArray[Any]) -> npt.ArrayLike: ...
+
+
+class TrainableModel(Model, Protocol):
+    """What :func:`cnnext.train.fit` needs of a model: forward and backward."""
+
+    def backward(self, grad_y: npt.ArrayLike) -> object: ...
+
+
+class Loss(Protocol):
+    """What :func:`cnnext.train.evaluate` needs of a loss."""
+
+    def forward(self, pred: npt.ArrayLike, target: npt.ArrayLike) -> SupportsFloat: ...
+
+
+class TrainableLoss(Loss, Protocol):
+    """What :func:`cnnext.train.fit` needs of a loss: forward and backward."""
+
+    def backward(self) -> npt.ArrayLike: ...
+
+
+class Optimizer(Protocol):
+    """What :func:`cnnext.train.fit` needs of an optimizer."""
+
+    def zero_grad(self) -> object: ...
+
+    def step(self) -> object: ...

@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal, Protocol, SupportsIndex, cast, overload
+from typing import TYPE_CHECKING, Literal, SupportsIndex, cast, overload
 
 import numpy.typing as npt
 
 from .module import Module
 
 if TYPE_CHECKING:
-    from .._typing import FloatArray
-
-    class _SkipsInputGrad(Protocol):
-        """A layer whose class sets ``_skips_input_grad``: its backward takes
-        ``input_grad`` (False: compute only the parameter gradients)."""
-
-        def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
+    from .._typing import FloatArray, SkipsInputGrad
 
 
 class Sequential(Module):
@@ -123,7 +117,7 @@ class Sequential(Module):
             layer = self.layers[i]
             if i == 0 and not input_grad:
                 if getattr(layer, "_skips_input_grad", False):
-                    cast("_SkipsInputGrad", layer).backward(g, input_grad=False)
+                    cast("SkipsInputGrad", layer).backward(g, input_grad=False)
                 else:
                     layer.backward(g)
                 return None
