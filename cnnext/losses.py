@@ -6,7 +6,7 @@ gradient of its last ``forward``, and ``backward()`` returns a fresh copy of it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,7 @@ class _Loss:
                 f"{type(self).__name__}.backward: called before forward; call "
                 f"forward(pred, target) first"
             )
-        return cast("FloatArray", self._grad.copy())
+        return self._grad.copy()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
