@@ -247,6 +247,16 @@ def conv2d(
     return plan.forward(x, weight, bias)
 
 
+@overload
+def conv2d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: Literal[True] = True,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def conv2d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
 def conv2d_backward(
     grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
     padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: bool = True,
@@ -670,6 +680,15 @@ def linear(
     return plan.forward(x, weight, bias)
 
 
+@overload
+def linear_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike,
+    bias: Literal[True] = True,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def linear_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, bias: bool = True
+) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
 def linear_backward(
     grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, bias: bool = True
 ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
