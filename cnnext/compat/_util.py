@@ -8,17 +8,24 @@ what only the adapter knows (the tutorial's layout and its dict keys).
 The adapters are built on the public API only (:mod:`cnnext.functional`),
 so the few generic checks they need live here too.
 """
+from __future__ import annotations
+
 import numbers
 import operator
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from .._typing import FloatArray
 
 #: Largest size or hyper-parameter the kernels index with 32-bit ints.
 _MAX_INT = 2**31 - 1
 
 
-def as_int(fname, name, value, minimum=None):
+def as_int(fname: str, name: str, value: object, minimum: int | None = None) -> int:
     """A Python int from an integer-like value (never a bool or a float)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}")
@@ -30,7 +37,9 @@ def as_int(fname, name, value, minimum=None):
     return v
 
 
-def array(fname, name, value, ndim, layout):
+def array(
+    fname: str, name: str, value: object, ndim: Collection[int], layout: str
+) -> npt.NDArray[Any]:
     """``np.asarray(value)`` of real numbers with exactly ``ndim`` dimensions."""
     if value is None:
         raise TypeError(f"{fname}: {name} must be an array, got None")
@@ -50,7 +59,14 @@ def array(fname, name, value, ndim, layout):
     return a
 
 
-def hparam(fname, hparameters, key, minimum, default=None, dict_name="hparameters"):
+def hparam(
+    fname: str,
+    hparameters: Mapping[str, object],
+    key: str,
+    minimum: int,
+    default: int | None = None,
+    dict_name: str = "hparameters",
+) -> int:
     """An int hyper-parameter from a tutorial's dict (``hparameters``, ``conv_param``...)."""
     if not isinstance(hparameters, Mapping):
         raise TypeError(
@@ -66,11 +82,11 @@ def hparam(fname, hparameters, key, minimum, default=None, dict_name="hparameter
     return as_int(fname, f"{dict_name}[{key!r}]", hparameters[key], minimum)
 
 
-def positive_int(fname, name, value, minimum=1):
+def positive_int(fname: str, name: str, value: object, minimum: int = 1) -> int:
     return as_int(fname, name, value, minimum)
 
 
-def out_size(fname, size, k, s, p, axis):
+def out_size(fname: str, size: int, k: int, s: int, p: int, axis: str) -> int:
     """Output length ``(size + 2*p - k) // s + 1`` of a window sliding along ``axis``.
 
     Only used to check the shape of an upstream gradient against its
@@ -86,7 +102,7 @@ def out_size(fname, size, k, s, p, axis):
     return out
 
 
-def real(fname, name, value):
+def real(fname: str, name: str, value: object) -> float:
     """A finite Python float (learning rates and the like)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fname}: {name} must be a real number, got {value!r}")
@@ -96,7 +112,7 @@ def real(fname, name, value):
     return v
 
 
-def generator(fname, seed):
+def generator(fname: str, seed: object) -> np.random.Generator | None:
     """The random source for a tutorial-style initialisation.
 
     ``None`` keeps the tutorials' behaviour: numpy's *global* legacy random
@@ -116,19 +132,21 @@ def generator(fname, seed):
     return np.random.default_rng(int(seed))
 
 
-def randn(rng, shape):
+def randn(rng: np.random.Generator | None, shape: Sequence[int]) -> FloatArray:
     if rng is None:
         return np.random.randn(*shape)  # noqa: NPY002 (the tutorials' global state)
     return rng.standard_normal(shape)
 
 
-def uniform(rng, low, high, shape):
+def uniform(
+    rng: np.random.Generator | None, low: float, high: float, shape: Sequence[int]
+) -> FloatArray:
     if rng is None:
         return np.random.uniform(low, high, shape)  # noqa: NPY002 (as in the tutorial)
     return rng.uniform(low, high, shape)
 
 
-def not_before_forward(fname, state):
+def not_before_forward(fname: str, state: object) -> None:
     if state is None:
         raise RuntimeError(
             f"{fname}: called before forward (there is no forward pass to differentiate)"
