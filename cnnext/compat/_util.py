@@ -13,13 +13,15 @@ from __future__ import annotations
 import numbers
 import operator
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
     from .._typing import FloatArray
+
+_T = TypeVar("_T")
 
 #: Largest size or hyper-parameter the kernels index with 32-bit ints.
 _MAX_INT = 2**31 - 1
@@ -146,8 +148,9 @@ def uniform(
     return rng.uniform(low, high, shape)
 
 
-def not_before_forward(fname: str, state: object) -> None:
+def not_before_forward(fname: str, state: _T | None) -> _T:
     if state is None:
         raise RuntimeError(
             f"{fname}: called before forward (there is no forward pass to differentiate)"
         )
+    return state
