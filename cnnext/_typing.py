@@ -6,7 +6,7 @@ Annotations only: the modules import these names under
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol, SupportsFloat, TypeAlias
 
 import numpy as np
@@ -90,3 +90,12 @@ class Optimizer(Protocol):
     def zero_grad(self) -> object: ...
 
     def step(self) -> object: ...
+
+
+#: One record of :mod:`cnnext.bench`, ready for JSON: a peer's measurement
+#: (``status``, ``median``, ``min``, ``q1``, ``q3``, ...) or a report row
+#: (``case``, ``dtype``, one measurement per peer, ratios, ...).
+Record: TypeAlias = dict[str, Any]
+
+#: A zero-argument callable whose result is ignored (a timed call).
+Thunk: TypeAlias = Callable[[], object]
