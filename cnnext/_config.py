@@ -62,6 +62,13 @@ def get_backend() -> str:
     return override if override is not None else _default_backend
 
 
+def compiled_backend() -> bool:
+    """True when the compiled kernels are the backend in force (the hot-path
+    form of ``get_backend() == "cython"``)."""
+    override = _backend_override.get()
+    return (override or _default_backend) == "cython"
+
+
 @contextlib.contextmanager
 def use_backend(name: Literal["cython", "numpy"]) -> Iterator[None]:
     """Context manager: use backend ``name`` inside the ``with`` block only.
@@ -120,18 +127,22 @@ def set_num_threads(n: SupportsIndex) -> None:
     1
     >>> cnnext.set_num_threads(old)
     """
-    global _num_threads
+    global _num_threads, _kernel_threads
     if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: n must be an integer, got {type(n).__name__}")
     count = int(n.__index__() if not isinstance(n, int) else n)
     if count < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {count}")
     _num_threads = min(count, 1024)
+    _kernel_threads = _num_threads if _HAVE_OPENMP else 1
 
 
 _HAVE_OPENMP = _openmp.openmp_available()
+# What get_num_threads returns, kept up to date by set_num_threads (read on
+# every call, so it is a plain module attribute).
+_kernel_threads = _num_threads if _HAVE_OPENMP else 1
 
 
 def get_num_threads() -> int:
     """Number of threads the kernels use (see :func:`set_num_threads`)."""
-    return _num_threads if _HAVE_OPENMP else 1
+    return _kernel_threads

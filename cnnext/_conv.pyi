@@ -18,19 +18,15 @@ SCHEDULES: tuple[str, ...]
 
 def conv2d_forward(
     x: _Float,
-    wmat: _Float,
+    weight: _Float,
     bias: _Float | None,
     out: _Float,
-    kh: int,
-    kw: int,
     sh: int,
     sw: int,
     ph: int,
     pw: int,
     dh: int,
     dw: int,
-    oh_n: int,
-    ow_n: int,
     n_threads: int,
 ) -> None: ...
 def conv2d_grad_weight(

@@ -33,6 +33,7 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
@@ -62,15 +63,24 @@ _CACHE_MAX = 512
 def cached(key: Hashable, build: Callable[..., _PlanT], *args: Any) -> _PlanT:
     """The plan for ``key``, built by ``build(*args)`` on first use.
 
-    Keys hold only hashable, already-normalised values (shapes, dtypes, int
-    tuples, the thread count), so equal keys mean equal validated arguments.
+    Keys hold only hashable values in a canonical form (shapes, dtypes, int
+    tuples, plain ints, the thread count), so equal keys mean equal
+    validated arguments.
     """
     plan: _PlanT | None = _CACHE.get(key)
     if plan is None:
-        plan = build(*args)
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        _CACHE[key] = plan
+        plan = store(key, build(*args))
+    return plan
+
+
+lookup = _CACHE.get
+
+
+def store(key: Hashable, plan: _PlanT) -> _PlanT:
+    """Remember ``plan`` under ``key`` (the cache is bounded); returns it."""
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[key] = plan
     return plan
 
 
@@ -111,24 +121,18 @@ def _effective_stride(s: Pair, out: Pair, padded: Pair, k: Pair, d: Pair) -> Pai
 
 
 def _forward_kernel(
-    x: FloatArray, wmat: FloatArray, bias: FloatArray | None, kh: int, kw: int, s: Pair,
-    p: Pair, d: Pair, OH: int, OW: int, threads: int,
+    x: FloatArray, weight: FloatArray, bias: FloatArray | None, s: Pair, p: Pair, d: Pair,
+    OH: int, OW: int, threads: int,
 ) -> FloatArray:
     """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel."""
-    N, Co = x.shape[0], wmat.shape[0]
-    out = np.empty((N, Co, OH * OW), dtype=x.dtype)
-    _conv.conv2d_forward(
-        x, wmat, bias, out, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads
-    )
-    return out.reshape(N, Co, OH, OW)
+    out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
+    _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads)
+    return out
 
 
 def _rotated_transposed(weight: FloatArray) -> FloatArray:
-    """(A, B, kH, kW) -> (B, A*kH*kW) of the 180-degree-rotated kernel."""
-    A, B, kh, kw = weight.shape
-    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]).reshape(
-        B, A * kh * kw
-    )
+    """(A, B, kH, kW) -> (B, A, kH, kW), rotated by 180 degrees, contiguous."""
+    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
 
 
 def grad_input(
@@ -149,8 +153,8 @@ def grad_input(
         method = "col2im"
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-        return _forward_kernel(g, _rotated_transposed(weight), None, kh, kw, (1, 1), pf, d,
-                               H, W, threads)
+        return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W,
+                               threads)
     if method == "phases":
         return _grad_input_phases(g, weight, H, W, s, p, threads)
     gx = np.empty((N, C, H, W), dtype=g.dtype)
@@ -186,7 +190,7 @@ def _grad_input_phases(
             Ph, Pw = max(ka - 1, U - OH, 0), max(kb - 1, Vb - OW, 0)
             R, S = OH + 2 * Ph - ka + 1, OW + 2 * Pw - kb + 1
             y = _forward_kernel(
-                g, _rotated_transposed(weight[:, :, a :: s[0], b :: s[1]]), None, ka, kb,
+                g, _rotated_transposed(weight[:, :, a :: s[0], b :: s[1]]), None,
                 (1, 1), (Ph, Pw), (1, 1), R, S, threads,
             )
             r0, c0 = Ph - ka + 1, Pw - kb + 1
@@ -251,6 +255,13 @@ class ConvPlan:
     threads: int
     scratch_bytes: int
 
+    # Derived once at construction (see conv2d_plan): the kernels' 4-D view
+    # of the input and output, and the geometry arguments of
+    # _conv.conv2d_forward.
+    x4: Shape
+    out4: Shape
+    kernel_args: tuple[int, ...]
+
     @property
     def unbatched(self) -> bool:
         return len(self.x_shape) == 3
@@ -259,23 +270,20 @@ class ConvPlan:
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
     ) -> FloatArray:
         """y = conv2d(x, weight, bias) for arrays of this plan's shapes/dtype."""
-        x4 = x[None] if len(self.x_shape) == 3 else x
-        N, Co, OH, OW = self.out4
         if self.method == "direct":
-            kh, kw = self.weight_shape[2:]
-            y = _forward_kernel(x4, weight.reshape(Co, -1), bias, kh, kw, self.kernel_stride,
-                                self.padding, self.dilation, OH, OW, self.threads)
-        elif self.method == "gather":
-            y = self._gather_forward(x4, weight, bias)
+            out = np.empty(self.out_shape, dtype=self.dtype)
+            if len(self.x_shape) == 3:
+                _conv.conv2d_forward(x[None], weight, bias, out[None], *self.kernel_args)
+            else:
+                _conv.conv2d_forward(x, weight, bias, out, *self.kernel_args)
+            return out
+        if self.method == "gather":
+            y = self._gather_forward(x.reshape(self.x4), weight, bias)
         else:
             y = np.zeros(self.out4, dtype=self.dtype)
             if bias is not None:
                 y += bias[:, None, None]
-        return y[0] if len(self.x_shape) == 3 else y
-
-    @property
-    def out4(self) -> Shape:
-        return self.out_shape if len(self.out_shape) == 4 else (1,) + self.out_shape
+        return y.reshape(self.out_shape)
 
     @overload
     def backward(
@@ -414,9 +422,11 @@ def conv2d_plan(
     prepared = ks[0] * ks[1] * C * Hq * Wq if (p != (0, 0) or ks != (1, 1)) else 0
     scratch = (tasks * (KC * NR + -(-Co // MR) * MR * NR + prepared) + -(-Co // MR) * MR * K)
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
+    kernel_args = (ks[0], ks[1], p[0], p[1], d[0], d[1], threads)
     return ConvPlan(
         fname, dtype, tuple(x_shape), tuple(weight_shape), out_shape, has_bias, s, p, d, ks,
         method, why, gi, gi_why, gw, gw_why, tasks, threads, scratch * dtype.itemsize,
+        (N, C, H, W), (N, Co, OH, OW), kernel_args,
     )
 
 
@@ -511,57 +521,51 @@ class PoolPlan:
     dtype: FloatDType
     x_shape: Shape
     out_shape: Shape
-    kernel_size: Pair
-    stride: Pair
-    padding: Pair
+    kernel_size: Pair | None   # None: a max-pool backward plan from shapes
+    stride: Pair | None
+    padding: Pair | None
     threads: int
+    kernel_args: tuple[int, ...]   # (kh, kw, sh, sw, ph, pw, threads) of the _pool kernels
 
-    def forward(self, x: FloatArray) -> FloatArray | tuple[FloatArray, IndexArray]:
-        """max: (y, indices); avg: y."""
-        H, W = self.x_shape[-2:]
-        OH, OW = self.out_shape[-2:]
-        planes = x.size // (H * W) if H * W else int(np.prod(self.x_shape[:-2]))
-        k, s, p = self.kernel_size, self.stride, self.padding
+    def forward(
+        self, x: FloatArray, indices: bool = True
+    ) -> FloatArray | tuple[FloatArray, IndexArray | None]:
+        """max: (y, indices), or (y, None) with ``indices=False``; avg: y."""
+        unb = len(self.x_shape) == 3
         y = np.empty(self.out_shape, dtype=self.dtype)
         if self.kind == "max":
-            idx = np.empty(self.out_shape, dtype=np.int64)
-            if y.size:
-                _pool.max_pool2d_forward(
-                    x.reshape(planes, H, W), y.reshape(planes, OH, OW),
-                    idx.reshape(planes, OH, OW), k[0], k[1], s[0], s[1], p[0], p[1],
-                    self.threads,
-                )
+            idx = np.empty(self.out_shape, dtype=np.int64) if indices else None
+            if unb:
+                _pool.max_pool2d_forward(x[None], y[None], None if idx is None else idx[None],
+                                         *self.kernel_args)
+            else:
+                _pool.max_pool2d_forward(x, y, idx, *self.kernel_args)
             return y, idx
-        if y.size:
-            _pool.avg_pool2d_forward(
-                x.reshape(planes, H, W), y.reshape(planes, OH, OW),
-                k[0], k[1], s[0], s[1], p[0], p[1], self.threads,
-            )
+        _pool.avg_pool2d_forward(x[None] if unb else x, y[None] if unb else y,
+                                 *self.kernel_args)
         return y
 
     def backward(self, g: FloatArray, indices: IndexArray | None = None) -> FloatArray:
         """grad_x from upstream ``g`` (and, for max, the forward's indices)."""
-        H, W = self.x_shape[-2:]
-        OH, OW = self.out_shape[-2:]
-        planes = int(np.prod(self.x_shape[:-2]))
+        unb = len(self.x_shape) == 3
         gx = np.empty(self.x_shape, dtype=self.dtype)
-        if gx.size == 0:
-            return gx
-        if g.size == 0:
-            gx.fill(0)
-            return gx
-        k, s, p = self.kernel_size, self.stride, self.padding
+        g4, gx4 = (g[None], gx[None]) if unb else (g, gx)
         if self.kind == "max":
-            _pool.max_pool2d_backward(
-                g.reshape(planes, OH * OW), cast("IndexArray", indices).reshape(planes, OH * OW),
-                gx.reshape(planes, H * W), self.threads,
-            )
+            idx = cast("IndexArray", indices)  # the forward's, given for max pooling
+            _pool.max_pool2d_backward(g4, idx[None] if unb else idx, gx4, self.threads)
         else:
-            _pool.avg_pool2d_backward(
-                g.reshape(planes, OH, OW), gx.reshape(planes, H, W),
-                k[0], k[1], s[0], s[1], p[0], p[1], self.threads,
-            )
+            _pool.avg_pool2d_backward(g4, gx4, *self.kernel_args)
         return gx
+
+
+def max_pool2d_backward_plan(
+    fname: str, x_shape: Shape, out_shape: Shape, dtype: FloatDType
+) -> PoolPlan:
+    """The plan of a max-pool backward pass from shapes alone (the argmax
+    indices carry the geometry)."""
+    threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
+    return PoolPlan(fname, "max", dtype, tuple(x_shape), tuple(out_shape), None, None, None,
+                    threads, ())
 
 
 def pool2d_plan(
@@ -580,9 +584,10 @@ def pool2d_plan(
             f"{fname}: an input plane must have fewer than 2**31 elements "
             f"(H*W = {H}*{W} = {H * W})"
         )
-    elems = int(np.prod(x_shape))
-    threads = threads_for(elems, PARALLEL_MIN_ELEMENTS)
-    return PoolPlan(fname, kind, dtype, tuple(x_shape), out_shape, k, s, p, threads)
+    threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
+    kernel_args = (k[0], k[1], s[0], s[1], p[0], p[1], threads)
+    return PoolPlan(fname, kind, dtype, tuple(x_shape), out_shape, k, s, p, threads,
+                    kernel_args)
 
 
 # --------------------------------------------------------------------------

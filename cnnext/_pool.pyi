@@ -1,6 +1,6 @@
 """Type stubs for the compiled pooling kernels (``src/_pool.pyx``).
 
-Private tier-1 module: inputs are C-contiguous ``(planes, H, W)`` views of
+Private tier-1 module: inputs are C-contiguous ``(N, C, H, W)`` arrays of
 one floating dtype (float32 or float64, the Cython fused type ``floating``);
 max-pool indices are int64 flat positions ``h * W + w`` in each plane.
 Nothing is validated here: :mod:`cnnext._plan` is the caller.
@@ -18,7 +18,7 @@ _Index = npt.NDArray[np.int64]
 def max_pool2d_forward(
     x: _Float,
     out: _Float,
-    idx: _Index,
+    idx: _Index | None,
     kh: int,
     kw: int,
     sh: int,

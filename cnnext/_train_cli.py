@@ -3,9 +3,13 @@
 Models
 ------
 ``tiny``
-    The seeds' network (seed 000): Conv2D(1, 8, 3, bias=False) ->
-    MaxPool2D(2) -> Flatten -> Dense(1352, 10); input ``image - 0.5``; SGD,
-    lr 0.005, batch size 1, 3 epochs.
+    The small network of Victor Zhou's "CNNs, Part 2: Training a
+    Convolutional Neural Network"
+    (https://victorzhou.com/blog/intro-to-cnns-part-2/): a 3x3 convolution
+    with 8 filters (no bias), a 2x2 max-pool and a dense layer to the 10
+    classes -- Conv2D(1, 8, 3, bias=False) -> MaxPool2D(2) -> Flatten ->
+    Dense(1352, 10); input ``image - 0.5``; SGD, lr 0.005, batch size 1,
+    3 epochs.
 ``lenet5``
     conv 6@5x5 (padding 2) -> ReLU -> pool -> conv 16@5x5 -> ReLU -> pool ->
     Dense 120 -> ReLU -> Dense 84 -> ReLU -> Dense 10; inputs standardised
@@ -17,11 +21,10 @@ Data and splits
 holds the IDX files, raw or ``.gz``; ``--download`` fetches the four official
 files there first.  With ``--split auto`` (default) the model trains on the
 60,000-image train split and is tested on the 10,000-image test split when the
-train files are present.  When only the test split is present (as in a
-checkout next to ``shared/data/mnist``), or with ``--split test``, both sets
-are ranges of the test split: by default the seeds' ranges, ``--train-range
-0:1000 --test-range 5000:6000`` for ``tiny`` and ``0:8000`` / ``8000:10000``
-for ``lenet5``.
+train files are present.  When only the test split is present, or with
+``--split test``, both sets are ranges of the test split: by default
+``--train-range 0:1000 --test-range 5000:6000`` for ``tiny`` and ``0:8000`` /
+``8000:10000`` for ``lenet5``.
 
 Exit status: 0 on success, 2 for bad arguments or a missing/corrupt dataset
 (a one-line message, no traceback).
@@ -129,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         choices=sorted(_DEFAULTS),
         default="tiny",
-        help="network to train (default: tiny, the seeds' network)",
+        help="network to train (default: tiny): tiny, a 3x3 convolution with 8 filters, a "
+        "2x2 max-pool and a dense layer to the 10 classes (the network of Victor Zhou's "
+        "CNN tutorial); lenet5, LeNet-5",
     )
     p.add_argument(
         "--data",

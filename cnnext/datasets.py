@@ -235,7 +235,7 @@ def load_mnist(
     Examples
     --------
     >>> from cnnext.datasets import load_mnist
-    >>> x, y = load_mnist("../shared/data/mnist", split="test")  # doctest: +SKIP
+    >>> x, y = load_mnist("~/data/mnist", split="test")  # doctest: +SKIP
     >>> x.shape, x.dtype, y[:5]  # doctest: +SKIP
     ((10000, 1, 28, 28), dtype('float32'), array([7, 2, 1, 0, 4]))
     """

@@ -21,7 +21,7 @@ Which implementation runs is chosen by :func:`cnnext.set_backend`:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar, cast, overload
 
 import numpy as np
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 def _numpy_backend() -> bool:
-    return _config.get_backend() == "numpy"
+    return not _config.compiled_backend()
 
 
 def _as(a: npt.ArrayLike, dt: FloatDType) -> FloatArray:
@@ -83,6 +83,7 @@ _POOL_LAYOUT = {"x": "(N, C, H, W) or (C, H, W)"}
 _GRAD_LAYOUT = {"grad_out": "(N, C, OH, OW) or (C, OH, OW)"}
 
 
+_float_operands = _eltwise.float_operands  # the one-step check of a steady call
 _XWB = ("x", "weight", "bias")
 _GXW = ("grad_out", "x", "weight")
 
@@ -126,6 +127,9 @@ def _operands(
     dt = _eltwise.float_operands(arrays, ndims)
     if dt is not None:
         return cast("tuple[FloatArray | None, ...]", arrays), dt
+    dt = _eltwise.float_operands(arrays, ndims, False)
+    if dt is not None:  # the right kind of arrays, in another memory layout
+        return tuple(None if a is None else np.ascontiguousarray(a) for a in arrays), dt
     present = [i for i, a in enumerate(arrays) if a is not None or names[i] != "bias"]
     arrs, dt = V.float_arrays(
         fname, [(names[i], arrays[i]) for i in present], [ndims[i] for i in present], layouts
@@ -159,12 +163,23 @@ def _conv2d_plan(
     stride: IntOrPair, padding: IntOrPair, dilation: IntOrPair,
 ) -> _plan.ConvPlan:
     """The cached :class:`cnnext._plan.ConvPlan` for these arrays and options."""
+    bshape = None if bias is None else bias.shape
+    nt = _config._kernel_threads
+    # Plain ints (never bool, never float) are their own normal form: a
+    # steady-state call finds its plan before normalising anything.
+    plain = type(stride) is int and type(padding) is int and type(dilation) is int
+    if plain:
+        key: Hashable = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, nt)
+        plan: _plan.ConvPlan | None = _plan.lookup(key)
+        if plan is not None:
+            return plan
     s, p, d = _conv_params(fname, stride, padding, dilation)
-    bshape = _shape(bias)
-    return _plan.cached(
-        ("conv2d", fname, x.shape, w.shape, dt, bshape, s, p, d, _config.get_num_threads()),
-        _plan.conv2d_plan, fname, x.shape, w.shape, bshape, dt, s, p, d,
-    )
+    if not plain:
+        key = (fname, x.shape, w.shape, dt, bshape, s, p, d, nt)
+        plan = _plan.lookup(key)
+        if plan is not None:
+            return plan  # type: ignore[no-any-return]  # a conv2d key's plan is a ConvPlan
+    return _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p, d))
 
 
 def _linear_plan(
@@ -190,11 +205,22 @@ def _pool_plan(
     fname: str, kind: str, x: FloatArray, dt: FloatDType, kernel_size: IntOrPair,
     stride: IntOrPair | None, padding: IntOrPair,
 ) -> _plan.PoolPlan:
-    k, s, p = _pool_params(fname, kernel_size, stride, padding)
-    return _plan.cached(
-        (kind, x.shape, dt, k, s, p, _config.get_num_threads()),
-        _plan.pool2d_plan, fname, kind, x.shape, dt, k, s, p,
+    nt = _config._kernel_threads
+    plain = type(kernel_size) is int and type(padding) is int and (
+        stride is None or type(stride) is int
     )
+    if plain:  # see _conv2d_plan
+        key: Hashable = (kind, x.shape, dt, kernel_size, stride, padding, nt)
+        plan: _plan.PoolPlan | None = _plan.lookup(key)
+        if plan is not None:
+            return plan
+    k, s, p = _pool_params(fname, kernel_size, stride, padding)
+    if not plain:
+        key = (kind, x.shape, dt, k, s, p, nt)
+        plan = _plan.lookup(key)
+        if plan is not None:
+            return plan  # type: ignore[no-any-return]  # a pooling key's plan is a PoolPlan
+    return _plan.store(key, _plan.pool2d_plan(fname, kind, x.shape, dt, k, s, p))
 
 
 # --------------------------------------------------------------------------
@@ -239,7 +265,12 @@ def conv2d(
              [42., 50.]]]], dtype=float32)
     """
     fname = "conv2d"
-    (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
+    dt = _float_operands((x, weight, bias), _CONV_NDIM)
+    if dt is None:
+        (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
+    elif TYPE_CHECKING:  # the one-step check passed: native float arrays
+        x, weight, bias = cast("tuple[FloatArray, FloatArray, FloatArray | None]",
+                               (x, weight, bias))
     plan = _conv2d_plan(fname, x, weight, bias, dt, stride, padding, dilation)
     if _numpy_backend():
         return _as(_ref.conv2d(x, weight, bias, stride=stride, padding=padding,
@@ -481,16 +512,23 @@ def max_pool2d(
     (array([[[[3., 2.]]]]), array([[[[1, 2]]]]))
     """
     fname = "max_pool2d"
-    return_indices = V.boolean(fname, "return_indices", return_indices)
-    (xa,), dt = _operands(fname, (x,), ("x",), _POOL_NDIM, _POOL_LAYOUT)
+    if return_indices is not True and return_indices is not False:
+        return_indices = V.boolean(fname, "return_indices", return_indices)
+    xa, dt = x, _float_operands((x,), _POOL_NDIM)
+    if dt is None:
+        (xa,), dt = _operands(fname, (x,), ("x",), _POOL_NDIM, _POOL_LAYOUT)
+    elif TYPE_CHECKING:  # the one-step check passed: a native float array
+        xa = cast("FloatArray", xa)
     plan = _pool_plan(fname, "max", xa, dt, kernel_size, stride, padding)
+    idx: IndexArray | None  # None: not computed (return_indices=False)
     if _numpy_backend():
         y, idx = _ref.max_pool2d(xa, kernel_size, stride=stride, padding=padding,
                                  return_indices=True)
         y, idx = _as(y, dt), np.asarray(idx, dtype=np.int64)
     else:
-        y, idx = plan.forward(xa)
-    return (y, idx) if return_indices else y
+        y, idx = plan.forward(xa, return_indices)
+    # (idx is an array whenever return_indices is True)
+    return (y, idx) if return_indices else y  # type: ignore[return-value]
 
 
 def max_pool2d_backward(
@@ -545,9 +583,8 @@ def max_pool2d_backward(
         )
     if _numpy_backend():
         return _as(_ref.max_pool2d_backward(g, idx, shape), dt)
-    # The backward pass from indices needs no window geometry (None).
-    plan = _plan.PoolPlan(fname, "max", dt, shape, g.shape, None, None, None,  # type: ignore[arg-type]
-                          _plan.threads_for(int(np.prod(shape)), _plan.PARALLEL_MIN_ELEMENTS))
+    plan = _plan.cached(("max_pool2d_backward", shape, g.shape, dt, _config.get_num_threads()),
+                        _plan.max_pool2d_backward_plan, fname, shape, g.shape, dt)
     return plan.backward(g, idx)
 
 
@@ -672,8 +709,13 @@ def linear(
     array([[3.5, 7. ]])
     """
     fname = "linear"
-    (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _LINEAR_NDIM,
-                                      _LINEAR_LAYOUT)
+    dt = _float_operands((x, weight, bias), _LINEAR_NDIM)
+    if dt is None:
+        (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _LINEAR_NDIM,
+                                          _LINEAR_LAYOUT)
+    elif TYPE_CHECKING:  # the one-step check passed: native float arrays
+        x, weight, bias = cast("tuple[FloatArray, FloatArray, FloatArray | None]",
+                               (x, weight, bias))
     plan = _linear_plan(fname, x, weight, bias, dt)
     if _numpy_backend():
         return _as(_ref.linear(x, weight, bias), dt)
@@ -786,7 +828,9 @@ def relu(x: npt.ArrayLike) -> FloatArray:
     (x,) = _elementwise("relu", [("x", x)])
     if _numpy_backend():
         return _ref.relu(x)
-    return np.maximum(x, 0, dtype=x.dtype)
+    out = np.empty_like(x)
+    _eltwise.relu(x.reshape(-1), out.reshape(-1), _elt_threads(x.size))
+    return out
 
 
 def relu_backward(grad_out: npt.ArrayLike, x: npt.ArrayLike) -> FloatArray:

@@ -14,12 +14,20 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from . import _eltwise
 from . import _validate as V
 
 if TYPE_CHECKING:
     from ._typing import FloatArray, Params
 
 __all__ = ["Optimizer", "SGD", "Adam"]
+
+
+def _fused(*arrays: FloatArray) -> bool:
+    """Whether the one-pass kernels can update these arrays in place: native
+    float32/float64 of one dtype, C-contiguous (layers' parameters are);
+    anything else takes the numpy expressions, which compute the same."""
+    return _eltwise.float_operands(arrays, (None,) * len(arrays)) is not None
 
 
 class Optimizer:
@@ -123,6 +131,15 @@ class SGD(Optimizer):
         """Update every parameter in place."""
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         for i, (p, g) in enumerate(self._pairs):
+            if _fused(p, g):
+                first = bool(mu) and self._buffers[i] is None
+                if first:
+                    self._buffers[i] = np.empty_like(p)
+                buf = self._buffers[i] if mu else p
+                # (buf is an array: with momentum, made just above on the first step)
+                _eltwise.sgd_update(p.reshape(-1), g.reshape(-1), buf.reshape(-1), lr, mu, wd,  # type: ignore[union-attr]
+                                    first)
+                continue
             d = g + wd * p if wd else g
             if mu:
                 buf = self._buffers[i]
@@ -195,6 +212,10 @@ class Adam(Optimizer):
         step_size = self.lr / bc1
         wd = self.weight_decay
         for (p, g), m, v in zip(self._pairs, self._m, self._v):
+            if _fused(p, g, m, v):
+                _eltwise.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                                     b1, b2, step_size, bc2_sqrt, self.eps, wd)
+                continue
             if wd:
                 g = g + wd * p
             m *= b1

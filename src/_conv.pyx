@@ -108,11 +108,13 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
                         w = w + sw
 
 
-cdef inline const floating* sample_src(const floating* xn, const Geom* g,
+cdef inline const floating* sample_src(const floating* x, Py_ssize_t n, const Geom* g,
                                       floating* buf) noexcept nogil:
-    """The sample the taps' runs index: the input itself when no padding or
-    stride phases are needed, else its prepared copy in ``buf``."""
-    if not g.prepared:
+    """The sample n the taps' runs index: the input itself when no padding
+    or stride phases are needed (and the runs stay inside the array), else
+    its prepared copy in ``buf``."""
+    cdef const floating* xn = x + n * g.C * g.H * g.W
+    if not g.prepared or (g.tail_only and n < g.N - 1):
         return xn
     prep_sample(xn, g, buf)
     return buf
@@ -175,7 +177,7 @@ ctypedef struct FwdArgs:
     const void* x            # (N, C, H, W)
     const void* apw          # weight packed in MR-row panels
     const void* bias         # (Co,) or NULL
-    void* out                # (N, Co, OH*OW)
+    void* out                # (N, Co, OH, OW)
     void* scr                # per-thread scratch, ``per`` elements each
     const int64_t* toff
     Py_ssize_t toff_max, per, s_c, MR, NR, npanel, ntp, T
@@ -206,7 +208,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
         p0 = (t - n * a.ntp) * NR
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, ct + a.s_c)
+            src = sample_src(x, n, g, ct + a.s_c)
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
         bsrc = src + p0
@@ -241,22 +243,20 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             pp = pp + run
 
 
-def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
-                   const floating[:, ::1] wmat,        # IN  (Cout, K), K = C*kh*kw
-                   const floating[::1] bias,           # IN  (Cout,) or None
-                   floating[:, :, ::1] out,            # OUT (N, Cout, OH*OW)
-                   Py_ssize_t kh, Py_ssize_t kw,
+def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
+                   const floating[:, :, :, ::1] weight,  # IN  (Cout, C, kh, kw)
+                   const floating[::1] bias,             # IN  (Cout,) or None
+                   floating[:, :, :, ::1] out,           # OUT (N, Cout, OH, OW)
                    Py_ssize_t sh, Py_ssize_t sw,
                    Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw,
-                   Py_ssize_t oh_n, Py_ssize_t ow_n,
                    int n_threads):
-    """out[n] = Wmat @ im2col(x[n]) (+ bias), tiles of NR positions split
-    into contiguous ranges, one per thread."""
+    """out[n] = Wmat @ im2col(x[n]) (+ bias), Wmat = weight as (Cout, C*kh*kw);
+    tiles of NR positions split into contiguous ranges, one per thread."""
     cdef FwdArgs a
-    cdef Py_ssize_t tid, small
-    a.g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], kh, kw,
-                    sh, sw, ph, pw, dh, dw, oh_n, ow_n)
+    cdef Py_ssize_t tid, small, oh_n = out.shape[2]
+    a.g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1],
+                    weight.shape[2], weight.shape[3], sh, sw, ph, pw, dh, dw, oh_n, out.shape[3])
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
     a.fs = KER.s_ind
     a.fd = KER.d_ind
@@ -294,11 +294,11 @@ def conv2d_forward(const floating[:, :, :, ::1] x,     # IN  (N, C, H, W)
     a.x = &x[0, 0, 0, 0]
     a.apw = apw
     a.bias = &bias[0] if bias is not None else NULL
-    a.out = &out[0, 0, 0]
+    a.out = &out[0, 0, 0, 0]
     a.scr = apw + a.npanel * a.MR * K
     a.toff = toff
     with nogil:
-        pack_a(&wmat[0, 0], K, 1, Co, K, a.MR, apw)
+        pack_a(&weight[0, 0, 0, 0], K, 1, Co, K, a.MR, apw)
         if a.nt == 1:
             fwd_task(&a, 0, <floating*>NULL)
         else:
@@ -348,7 +348,7 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, bp + a.s_b)
+            src = sample_src(x, n, g, bp + a.s_b)
         # A panels: gradient rows in padded-width layout, junk = 0.
         for panel in range(npanel):
             for tt in range(MR):
@@ -411,7 +411,7 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, ap + a.s_a)
+            src = sample_src(x, n, g, ap + a.s_a)
         # B panels: gradient block transposed, padded-width positions (junk
         # columns zero), NR output channels per panel.
         for jc in range(ncp):
@@ -454,7 +454,7 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
         kc = min(DB, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x + n * g.C * g.H * g.W, g, sbuf)
+            src = sample_src(x, n, g, sbuf)
         # Gradient rows in padded-width layout, junk columns zero.
         for co in range(Co):
             grad_run(gout + (n * Co + co) * P, pb, kc, Wq, OW, gb + co * DB, 1)

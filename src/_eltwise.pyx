@@ -7,7 +7,7 @@ never enter an OpenMP region.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, log, logf, isfinite
+from libc.math cimport exp, expf, isfinite, log, logf, sqrt, sqrtf
 from libc.stdint cimport int64_t
 
 from cnnext._common cimport cdiv
@@ -38,11 +38,23 @@ cdef extern from *:
                 o[i] = xv > (T)0 ? gv : ag;                                    \\
             }                                                                  \\
         }
+    #define CNX_RELU_FWD(NAME, T)                                              \
+        static void NAME(Py_ssize_t n, const T *x, T *o) {                     \
+            Py_ssize_t i;                                                      \
+            for (i = 0; i < n; i++) {                                          \
+                T xv = x[i];                                                   \
+                o[i] = (xv > (T)0 || xv != xv) ? xv : (T)0;                    \
+            }                                                                  \
+        }
+    CNX_RELU_FWD(cnx_relu_fwd_s, float)
+    CNX_RELU_FWD(cnx_relu_fwd_d, double)
     CNX_RELU_BWD(cnx_relu_bwd_s, float)
     CNX_RELU_BWD(cnx_relu_bwd_d, double)
     CNX_LRELU_BWD(cnx_lrelu_bwd_s, float)
     CNX_LRELU_BWD(cnx_lrelu_bwd_d, double)
     """
+    void cnx_relu_fwd_s(Py_ssize_t n, const float* x, float* o) noexcept nogil
+    void cnx_relu_fwd_d(Py_ssize_t n, const double* x, double* o) noexcept nogil
     void cnx_relu_bwd_s(Py_ssize_t n, const float* g, const float* x, float* o) noexcept nogil
     void cnx_relu_bwd_d(Py_ssize_t n, const double* g, const double* x, double* o) noexcept nogil
     void cnx_lrelu_bwd_s(Py_ssize_t n, const float* g, const float* x, float* o, float a) noexcept nogil
@@ -51,6 +63,29 @@ cdef extern from *:
 
 # Elements per chunk of the parallel elementwise loops.
 cdef Py_ssize_t ELT_CHUNK = 1 << 14
+
+
+cdef inline void relu_fwd_chunk(const floating* x, floating* o, Py_ssize_t m) noexcept nogil:
+    if floating is float:
+        cnx_relu_fwd_s(m, x, o)
+    else:
+        cnx_relu_fwd_d(m, x, o)
+
+
+def relu(const floating[::1] x,       # IN  (flat)
+         floating[::1] out,           # OUT
+         int n_threads):
+    """out = max(x, 0); NaN propagates; -0.0 gives 0.0 (numpy's maximum)."""
+    cdef Py_ssize_t n = x.shape[0], c, lo, nchunks = cdiv(n, ELT_CHUNK)
+    if n == 0:
+        return
+    with nogil:
+        if n_threads == 1 or nchunks == 1:
+            relu_fwd_chunk(&x[0], &out[0], n)
+        else:
+            for c in prange(nchunks, schedule="static", num_threads=n_threads):
+                lo = c * ELT_CHUNK
+                relu_fwd_chunk(&x[lo], &out[lo], min(ELT_CHUNK, n - lo))
 
 
 cdef inline void relu_bwd_chunk(const floating* g, const floating* x, floating* o,
@@ -125,6 +160,13 @@ cdef inline floating exp_(floating v) noexcept nogil:
         return exp(v)
 
 
+cdef inline floating sqrt_(floating v) noexcept nogil:
+    if floating is float:
+        return sqrtf(v)
+    else:
+        return sqrt(v)
+
+
 cdef inline floating log_(floating v) noexcept nogil:
     if floating is float:
         return logf(v)
@@ -183,11 +225,11 @@ def indices_within(const int64_t[::1] a, int64_t lo, int64_t hi):
     return ok
 
 
-def float_operands(tuple arrays, tuple ndims):
+def float_operands(tuple arrays, tuple ndims, bint contiguous=True):
     """The dtype of ``arrays`` if each is a native-byte-order float32 or
     float64 (all the same), C-contiguous ``numpy.ndarray`` whose ndim is in
     ``ndims[i]`` (None: any); the last entry may be None (an absent bias).
-    Otherwise None.
+    Otherwise None.  ``contiguous=False`` accepts any memory layout.
 
     The check a training loop's calls pass, done in C: anything else goes
     through the full validation (``cnnext._validate.float_arrays``)."""
@@ -205,7 +247,7 @@ def float_operands(tuple arrays, tuple ndims):
         tn = cnp.PyArray_TYPE(a)
         if (tn != cnp.NPY_FLOAT and tn != cnp.NPY_DOUBLE) or (t != -1 and tn != t):
             return None
-        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+        if (contiguous and not cnp.PyArray_IS_C_CONTIGUOUS(a)) or not cnp.PyArray_ISNOTSWAPPED(a):
             return None
         nd = ndims[i]
         if nd is not None and cnp.PyArray_NDIM(a) not in nd:
@@ -217,15 +259,79 @@ def float_operands(tuple arrays, tuple ndims):
 def channel_sums(const floating[:, :, ::1] g,   # IN  (N, C, P)
                  floating[::1] out):            # OUT (C,)
     """out[c] = sum of g[:, c, :], accumulated in double (a bias gradient;
-    inf + -inf gives NaN without a floating-point warning)."""
-    cdef Py_ssize_t N = g.shape[0], C = g.shape[1], P = g.shape[2], n, c, p
-    cdef double acc
+    inf + -inf gives NaN without a floating-point warning).  Eight
+    independent partial sums per row keep the adds pipelined."""
+    cdef Py_ssize_t N = g.shape[0], C = g.shape[1], P = g.shape[2], n, c, p, j
+    cdef double acc[8]
+    cdef double total
     cdef const floating* row
     with nogil:
         for c in range(C):
-            acc = 0
+            for j in range(8):
+                acc[j] = 0
             for n in range(N):
-                row = &g[n, c, 0] if P else NULL
-                for p in range(P):
-                    acc += row[p]
-            out[c] = <floating>acc
+                if P == 0:
+                    break
+                row = &g[n, c, 0]
+                p = 0
+                while p + 8 <= P:
+                    for j in range(8):
+                        acc[j] += row[p + j]
+                    p = p + 8
+                while p < P:
+                    acc[0] += row[p]
+                    p = p + 1
+            total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+            out[c] = <floating>total
+
+
+def adam_update(floating[::1] p,           # INOUT parameter
+                const floating[::1] g,     # IN    gradient
+                floating[::1] m,           # INOUT first moment
+                floating[::1] v,           # INOUT second moment
+                double beta1, double beta2, double step_size, double bc2_sqrt,
+                double eps, double weight_decay):
+    """One Adam step in one pass, as ``cnnext.optim.Adam`` writes it:
+    g += wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+    p -= step_size * m / (sqrt(v)/bc2_sqrt + eps)."""
+    cdef Py_ssize_t i, n = p.shape[0]
+    cdef floating b1 = <floating>beta1, b2 = <floating>beta2
+    cdef floating c1 = <floating>(1.0 - beta1), c2 = <floating>(1.0 - beta2)
+    cdef floating st = <floating>step_size, bc = <floating>bc2_sqrt, ep = <floating>eps
+    cdef floating wd = <floating>weight_decay, gi, mi, vi
+    with nogil:
+        for i in range(n):
+            gi = g[i]
+            if weight_decay != 0:
+                gi = gi + wd * p[i]
+            mi = m[i] * b1
+            mi = mi + c1 * gi
+            vi = v[i] * b2
+            vi = vi + c2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] - st * (mi / (sqrt_(vi) / bc + ep))
+
+
+def sgd_update(floating[::1] p,            # INOUT parameter
+               const floating[::1] g,      # IN    gradient
+               floating[::1] buf,          # INOUT momentum buffer (unused without momentum)
+               double lr, double momentum, double weight_decay, bint first):
+    """One SGD step in one pass, as ``cnnext.optim.SGD`` writes it:
+    d = g + wd*p; with momentum buf = d (first step) or mu*buf + d, d = buf;
+    p -= lr*d."""
+    cdef Py_ssize_t i, n = p.shape[0]
+    cdef floating a = <floating>lr, mu = <floating>momentum, wd = <floating>weight_decay
+    cdef floating d
+    with nogil:
+        for i in range(n):
+            d = g[i]
+            if weight_decay != 0:
+                d = d + wd * p[i]
+            if momentum != 0:
+                if first:
+                    buf[i] = d
+                else:
+                    buf[i] = buf[i] * mu + d
+                d = buf[i]
+            p[i] = p[i] - a * d

@@ -1,6 +1,6 @@
 """Private pooling kernels (tier 1).
 
-Inputs are viewed as ``(planes, H, W)`` with ``planes = N*C``; each thread
+Inputs are (N, C, H, W), seen as ``N*C`` planes of (H, W); each thread
 owns a contiguous range of whole planes, so backward scatter-adds never race,
 and with one thread no OpenMP region is entered.  No validation here:
 ``cnnext.functional`` checks shapes and indices.
@@ -110,13 +110,14 @@ cdef void max_planes(const floating* x, floating* out, int64_t* idx, int32_t* bb
                         hi = min(OW, (W + pw - j + sw - 1) // sw)
                         _max_row(xq + ih * W, mrow, bbuf, lo, hi, sw, j - pw,
                                  <int32_t>(ih * W))
-            for ow in range(OW):
-                idx[(q * OH + oh) * OW + ow] = bbuf[ow]
+            if idx != NULL:
+                for ow in range(OW):
+                    idx[(q * OH + oh) * OW + ow] = bbuf[ow]
 
 
-def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
-                       floating[:, :, ::1] out,       # OUT (planes, OH, OW)
-                       int64_t[:, :, ::1] idx,        # OUT (planes, OH, OW) flat h*W+w
+def max_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                       floating[:, :, :, ::1] out,       # OUT (N, C, OH, OW)
+                       int64_t[:, :, :, ::1] idx,        # OUT (N, C, OH, OW) flat h*W+w, or None
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
@@ -126,23 +127,27 @@ def max_pool2d_forward(const floating[:, :, ::1] x,   # IN  (planes, H, W)
 
     Window positions are visited in row-major order, each for a whole output
     row at once; the output row is the running max and an int32 buffer the
-    running argmax (requires H*W < 2**31, checked by the caller)."""
-    cdef PoolGeom g = pool_geom(x.shape[0], x.shape[1], x.shape[2], out.shape[1],
-                                out.shape[2], kh, kw, sh, sw, ph, pw)
+    running argmax (requires H*W < 2**31, checked by the caller); with
+    ``idx`` None the argmax is not stored."""
+    cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], out.shape[2],
+                                out.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int nt = <int>max(1, min(n_threads, g.planes))
     cdef Py_ssize_t tid, per = g.OW + 16
     cdef int32_t* scratch
+    cdef int64_t* ip = NULL
     if g.planes == 0 or g.OH == 0 or g.OW == 0:
         return
+    if idx is not None:
+        ip = &idx[0, 0, 0, 0]
     scratch = <int32_t*>malloc(nt * per * sizeof(int32_t))
     if scratch == NULL:
         raise MemoryError("max_pool2d: could not allocate scratch")
     with nogil:
         if nt == 1:
-            max_planes(&x[0, 0, 0], &out[0, 0, 0], &idx[0, 0, 0], scratch, &g, 0, g.planes)
+            max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], ip, scratch, &g, 0, g.planes)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                max_planes(&x[0, 0, 0], &out[0, 0, 0], &idx[0, 0, 0], scratch + tid * per,
+                max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], ip, scratch + tid * per,
                            &g, g.planes * tid // nt, g.planes * (tid + 1) // nt)
     free(scratch)
 
@@ -162,22 +167,27 @@ cdef void max_bwd_planes(const floating* gout, const int64_t* idx, floating* gx,
             gq[iq[p]] += goq[p]
 
 
-def max_pool2d_backward(const floating[:, ::1] gout,   # IN  (planes, OH*OW)
-                        const int64_t[:, ::1] idx,     # IN  (planes, OH*OW), all in [0, H*W)
-                        floating[:, ::1] gx,           # OUT (planes, H*W), overwritten
+def max_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW)
+                        const int64_t[:, :, :, ::1] idx,     # IN  same, all in [0, H*W)
+                        floating[:, :, :, ::1] gx,           # OUT (N, C, H, W), overwritten
                         int n_threads):
     """Route each gradient to its argmax; overlapping windows accumulate."""
-    cdef Py_ssize_t planes = gout.shape[0], P = gout.shape[1], HW = gx.shape[1]
+    cdef Py_ssize_t planes = gout.shape[0] * gout.shape[1]
+    cdef Py_ssize_t P = gout.shape[2] * gout.shape[3], HW = gx.shape[2] * gx.shape[3]
     cdef int nt = <int>max(1, min(n_threads, planes))
     cdef Py_ssize_t tid
     if planes == 0 or HW == 0:
         return
+    if P == 0:
+        memset(&gx[0, 0, 0, 0], 0, planes * HW * sizeof(floating))
+        return
     with nogil:
         if nt == 1:
-            max_bwd_planes(&gout[0, 0], &idx[0, 0], &gx[0, 0], P, HW, 0, planes)
+            max_bwd_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], P, HW, 0,
+                           planes)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                max_bwd_planes(&gout[0, 0], &idx[0, 0], &gx[0, 0], P, HW,
+                max_bwd_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], P, HW,
                                planes * tid // nt, planes * (tid + 1) // nt)
 
 
@@ -205,25 +215,25 @@ cdef void avg_planes(const floating* x, floating* out, const PoolGeom* g,
                 out[(q * OH + oh) * OW + ow] = s * inv
 
 
-def avg_pool2d_forward(const floating[:, :, ::1] x,    # IN  (planes, H, W)
-                       floating[:, :, ::1] out,        # OUT (planes, OH, OW)
+def avg_pool2d_forward(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                       floating[:, :, :, ::1] out,        # OUT (N, C, OH, OW)
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
                        int n_threads):
     """count_include_pad=True: the divisor is always kh*kw."""
-    cdef PoolGeom g = pool_geom(x.shape[0], x.shape[1], x.shape[2], out.shape[1],
-                                out.shape[2], kh, kw, sh, sw, ph, pw)
+    cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], out.shape[2],
+                                out.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int nt = <int>max(1, min(n_threads, g.planes))
     cdef Py_ssize_t tid
     if g.planes == 0 or g.OH == 0 or g.OW == 0:
         return
     with nogil:
         if nt == 1:
-            avg_planes(&x[0, 0, 0], &out[0, 0, 0], &g, 0, g.planes)
+            avg_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &g, 0, g.planes)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                avg_planes(&x[0, 0, 0], &out[0, 0, 0], &g,
+                avg_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &g,
                            g.planes * tid // nt, g.planes * (tid + 1) // nt)
 
 
@@ -251,24 +261,27 @@ cdef void avg_bwd_planes(const floating* gout, floating* gx, const PoolGeom* g,
                         gq[ih * W + iw] += gv
 
 
-def avg_pool2d_backward(const floating[:, :, ::1] gout,   # IN  (planes, OH, OW)
-                        floating[:, :, ::1] gx,           # OUT (planes, H, W), overwritten
+def avg_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW)
+                        floating[:, :, :, ::1] gx,           # OUT (N, C, H, W), overwritten
                         Py_ssize_t kh, Py_ssize_t kw,
                         Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw,
                         int n_threads):
-    cdef PoolGeom g = pool_geom(gx.shape[0], gx.shape[1], gx.shape[2], gout.shape[1],
-                                gout.shape[2], kh, kw, sh, sw, ph, pw)
+    cdef PoolGeom g = pool_geom(gx.shape[0] * gx.shape[1], gx.shape[2], gx.shape[3],
+                                gout.shape[2], gout.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int nt = <int>max(1, min(n_threads, g.planes))
     cdef Py_ssize_t tid
     if g.planes == 0 or g.H == 0 or g.W == 0:
         return
+    if g.OH == 0 or g.OW == 0:
+        memset(&gx[0, 0, 0, 0], 0, g.planes * g.H * g.W * sizeof(floating))
+        return
     with nogil:
         if nt == 1:
-            avg_bwd_planes(&gout[0, 0, 0], &gx[0, 0, 0], &g, 0, g.planes)
+            avg_bwd_planes(&gout[0, 0, 0, 0], &gx[0, 0, 0, 0], &g, 0, g.planes)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                avg_bwd_planes(&gout[0, 0, 0], &gx[0, 0, 0], &g,
+                avg_bwd_planes(&gout[0, 0, 0, 0], &gx[0, 0, 0, 0], &g,
                                g.planes * tid // nt, g.planes * (tid + 1) // nt)
 
 

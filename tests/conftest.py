@@ -1,4 +1,4 @@
-"""Shared test configuration: hypothesis profiles, tolerances, data paths.
+"""Shared test configuration: hypothesis profiles, tolerances, the MNIST location.
 
 The tests import the *installed* cnnext (pyproject sets
 ``--import-mode=importlib`` and there is no ``tests/__init__.py``);
@@ -46,8 +46,6 @@ TOLERANCES = {
     np.dtype(np.float64): {"rtol": 1e-10, "atol": 1e-10},
 }
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MNIST_DIR = (REPO_ROOT / ".." / "shared" / "data" / "mnist").resolve()
 
 
 def assert_close(actual, desired, dtype=None, err_msg=""):
@@ -85,17 +83,36 @@ def close():
     return assert_close
 
 
+def _has_mnist_test_split(root):
+    """Whether ``root`` holds both test-split IDX files, raw or ``.gz``."""
+    return all(
+        (root / base).is_file() or (root / (base + ".gz")).is_file()
+        for base in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    )
+
+
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """Path to the real MNIST test split (IDX gzip files); skip if absent.
+    """Directory holding the real MNIST test split; skip the test if there is none.
 
-    Lives outside the repository at ``<repo>/../shared/data/mnist`` and is
-    never copied into it.
+    The directory named by the environment variable ``CNNEXT_MNIST`` when it
+    is set, else cnnext's default data directory
+    (:func:`cnnext.datasets.default_root`: ``$CNNEXT_DATA/mnist`` or
+    ``~/.cache/cnnext/mnist``).  It must hold ``t10k-images-idx3-ubyte`` and
+    ``t10k-labels-idx1-ubyte`` (raw or ``.gz``); ``cnnext train --download``
+    fetches them into the default directory.
     """
-    required = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-    if not all((MNIST_DIR / name).is_file() for name in required):
-        pytest.skip(f"MNIST test split not found in {MNIST_DIR}")
-    return MNIST_DIR
+    from cnnext.datasets import default_root
+
+    env = os.environ.get("CNNEXT_MNIST")
+    root = Path(env if env else default_root()).expanduser().resolve()
+    if not _has_mnist_test_split(root):
+        if env:
+            pytest.skip(f"MNIST test split not found in CNNEXT_MNIST={env}")
+        pytest.skip(
+            f"MNIST test split not found in {root}; set CNNEXT_MNIST to the directory holding it"
+        )
+    return root
 
 
 @pytest.fixture

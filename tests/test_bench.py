@@ -25,8 +25,7 @@ from cnnext.bench.small_calls import build_small_peers
 COLUMNS = ["case", "pass", "dtype", "cnnext", "reference", "PyTorch",
            "cnnext/PyTorch", "cnnext/ref", "GFLOP/s"]
 SMALL_COLUMNS = ["case", "dtype", "cnnext", "PyTorch", "cnnext/PyTorch", "numpy", "cnnext/numpy"]
-SMALL_NAMES = ["seed-step", "seed-step-compat", "linear-b1", "conv2d-seed", "maxpool-seed",
-               "seed-fwd"]
+SMALL_NAMES = [c.name for c in bench.cases.SMALL_CALLS]
 MODULES = ["cases", "harness", "peers", "small_calls", "_tutorial", "runner", "machine",
            "report", "cli"]
 # Words of internal grading that must never reach the user's output.
@@ -246,16 +245,22 @@ def test_small_calls_at_one_thread(capsys):
     rows = _small_rows(text)
     assert [case for case, _ in rows] == SMALL_NAMES
     torch_there = _torch_or_none() is not None
+    calls = {c.name: c for c in bench.cases.SMALL_CALLS}
     for (case, _), cells in rows.items():
-        # case, dtype, cnnext, PyTorch, cnnext/PyTorch, numpy, cnnext/numpy
+        # case, dtype, cnnext, PyTorch, cnnext/PyTorch, numpy, cnnext/numpy,
+        # inner call, cnnext - inner
         assert cells[2].endswith(("us", "ms")), cells
-        has_torch = case not in ("linear-b1",)
-        has_numpy = case in ("linear-b1", "seed-step-compat")
+        has_torch = "pytorch" in calls[case].peers
+        has_numpy = "numpy" in calls[case].peers
+        has_inner = "inner" in calls[case].peers
         if has_torch and torch_there:
             assert float(cells[4]) > 0, cells
         else:
             assert cells[4] == "-", cells
         assert (cells[6] != "-") == has_numpy, cells
+        assert (cells[8] != "-") == has_inner, cells
+        if has_inner:
+            assert cells[8].endswith(" us") and cells[8][0] in "+-", cells
     assert "other processes kept" in text
 
 
@@ -356,7 +361,9 @@ def test_select_cases_patterns():
     assert names("seed-step*") == ["seed-step", "seed-step-compat"]
     assert names("conv") == [c.name for c in bench.SUITE if c.kind == "conv"]
     assert names("maxpool") == ["maxpool-2x2", "maxpool-3x3s2p1"]
-    assert names("pool") == ["maxpool-2x2", "maxpool-3x3s2p1", "avgpool-2x2", "maxpool-seed"]
+    assert names("pool") == ["maxpool-2x2", "maxpool-3x3s2p1", "avgpool-2x2", "maxpool-seed",
+                             "maxpool-f", "maxpool-layer-fwd", "maxpool-layer-bwd"]
+    assert names("*-layer-*") == [n for n in SMALL_NAMES if "-layer-" in n]
     assert names("nothing-like-this") == []
 
 

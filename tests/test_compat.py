@@ -587,7 +587,7 @@ def test_victorzhou_errors():
         sm.forward(np.zeros(5))
     with pytest.raises(TypeError, match=r"Conv3x3: num_filters must be an int"):
         victorzhou.Conv3x3(2.0)
-    with pytest.raises(TypeError, match=r"Softmax: seed must be None, an int"):
+    with pytest.raises(TypeError, match=r"Softmax: seed must be an int, a numpy.random.Generator or None"):
         victorzhou.Softmax(4, 2, seed="x")
 
 

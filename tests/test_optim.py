@@ -156,3 +156,30 @@ def test_matches_torch_optim(kind, rng):
         theirs.step()
     for p, tp in zip(params, tparams):
         np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda pairs: Adam(pairs, lr=1e-2, weight_decay=0.1),
+        lambda pairs: SGD(pairs, lr=0.1, momentum=0.9, weight_decay=0.01),
+        lambda pairs: SGD(pairs, lr=0.1),
+    ],
+)
+def test_one_pass_update_equals_the_numpy_expressions(make, dtype):
+    """Contiguous float parameters take the one-pass kernels; other layouts
+    the numpy expressions.  Both compute the same updates."""
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal((6, 5)).astype(dtype)
+    fast_p, slow_p = p0.copy(), np.asfortranarray(p0)
+    fast_g, slow_g = np.zeros_like(fast_p), np.asfortranarray(np.zeros_like(p0))
+    fast, slow = make([(fast_p, fast_g)]), make([(slow_p, slow_g)])
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    for _ in range(4):
+        g = rng.standard_normal(p0.shape).astype(dtype)
+        fast_g[...] = g
+        slow_g[...] = g
+        fast.step()
+        slow.step()
+        np.testing.assert_allclose(fast_p, slow_p, rtol=tol, atol=tol)

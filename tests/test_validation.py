@@ -1,7 +1,8 @@
 """Bad input raises the right exception, with a message naming the function,
-the parameter, the rule and the value received (STYLE.md, "Errors and
-validation").  Validation happens at the public boundary, before anything is
-allocated or computed, under both backends.
+the parameter, the rule and the value received: ValueError for a bad value,
+TypeError for a bad type (and MemoryError, up front, for a valid call whose
+output cannot fit in memory).  Validation happens at the public boundary,
+before anything is allocated or computed, under both backends.
 """
 import re
 import subprocess

@@ -15,6 +15,8 @@
 # Environment:
 #   PYTHON=python3            interpreter for the venv
 #   CNNEXT_DEBUG_DIR=DIR      scratch directory (default: a new /tmp/cnnext-debug.*)
+#   CNNEXT_MNIST=DIR          the MNIST test split for the tests that train on it
+#                             (default: cnnext's data directory; they skip without it)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,10 +25,6 @@ WORK=${CNNEXT_DEBUG_DIR:-$(mktemp -d /tmp/cnnext-debug.XXXXXX)}
 mkdir -p "$WORK/src"
 echo "== debug build of $(git -C "$REPO" rev-parse --short HEAD) in $WORK"
 git -C "$REPO" archive HEAD | tar -x -C "$WORK/src"
-# The tests look for the MNIST test split at <repo>/../shared/data/mnist.
-if [ -d "$REPO/../shared" ] && [ ! -e "$WORK/shared" ]; then
-    ln -s "$(cd "$REPO/../shared" && pwd)" "$WORK/shared"
-fi
 "$PY" -m venv --system-site-packages "$WORK/venv"
 CNNEXT_CYTHON_DEBUG=1 "$WORK/venv/bin/pip" install --no-build-isolation --no-deps \
     --force-reinstall -q "$WORK/src"

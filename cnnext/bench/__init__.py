@@ -8,11 +8,12 @@ Two groups of rows, each timed with its peers interleaved in one process:
   against :mod:`cnnext.reference` (the slow numpy oracle) and PyTorch;
 * the **small calls** (:data:`SMALL_CALLS`, group ``small-calls``): the
   one-image-at-a-time regime of tutorial code -- a batch-1 training step of
-  the seed network, the small MNIST network of Victor Zhou's CNN tutorial
-  (also through the tutorial adapter
-  :mod:`cnnext.compat.victorzhou`, against the tutorial's own numpy code), its
-  forward pass, and single ``linear`` / ``conv2d`` / ``max_pool2d`` calls --
-  against PyTorch or numpy.
+  the tutorial network, the small MNIST network of Victor Zhou's "CNNs,
+  Part 2: Training a Convolutional Neural Network"
+  (https://victorzhou.com/blog/intro-to-cnns-part-2/), also through the
+  tutorial adapter :mod:`cnnext.compat.victorzhou` against the tutorial's
+  own numpy code; its forward pass; and single ``linear`` / ``conv2d`` /
+  ``max_pool2d`` calls -- against PyTorch or numpy.
 
 Ratios are ``cnnext time / peer time`` (below 1: cnnext is faster).  On a
 shared machine absolute times are noise -- the ratios are the signal.

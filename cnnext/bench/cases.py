@@ -113,10 +113,12 @@ class SmallCall:
     name : str
     what : str
         What cnnext runs, in one line.
-    peers : tuple of {"pytorch", "numpy"}
+    peers : tuple of {"pytorch", "numpy", "inner"}
         The peers timed against cnnext, interleaved with it.  ``"numpy"`` is
         plain numpy code doing the same thing (for ``seed-step-compat``: the
-        tutorial's own numpy classes).
+        tutorial's own numpy classes); ``"inner"`` is the call one level
+        down (the compiled kernel under a functional call, the functional
+        call under a layer), so the difference is what the outer level adds.
     dtype : str or None
         The dtype the row always computes in (the tutorial adapter works in
         float64); None: the dtype selected on the command line.
@@ -172,6 +174,22 @@ SMALL_CALLS = (
     SmallCall("conv2d-seed", "F.conv2d, x (1, 1, 28, 28), weight (8, 1, 3, 3)", ("pytorch",)),
     SmallCall("maxpool-seed", "F.max_pool2d, x (1, 8, 26, 26), kernel 2", ("pytorch",)),
     SmallCall("seed-fwd", f"model.forward at batch 1 of {_SEED_NET}", ("pytorch",)),
+    SmallCall("conv2d-f", "F.conv2d as conv2d-seed (inner: the compiled kernel on a "
+              "preallocated output)", ("inner",)),
+    SmallCall("maxpool-f", "F.max_pool2d as maxpool-seed (inner: the compiled kernel on "
+              "preallocated outputs)", ("inner",)),
+    SmallCall("conv2d-layer-fwd", "Conv2D(1, 8, 3).forward at batch 1 (inner: F.conv2d)",
+              ("inner",)),
+    SmallCall("conv2d-layer-bwd", "Conv2D(1, 8, 3).backward at batch 1 (inner: "
+              "F.conv2d_backward and the gradient accumulation)", ("inner",)),
+    SmallCall("maxpool-layer-fwd", "MaxPool2D(2).forward on (1, 8, 26, 26) (inner: "
+              "F.max_pool2d with indices)", ("inner",)),
+    SmallCall("maxpool-layer-bwd", "MaxPool2D(2).backward (inner: F.max_pool2d_backward)",
+              ("inner",)),
+    SmallCall("dense-layer-fwd", "Dense(1352, 10).forward at batch 1 (inner: F.linear)",
+              ("inner",)),
+    SmallCall("dense-layer-bwd", "Dense(1352, 10).backward at batch 1 (inner: "
+              "F.linear_backward and the gradient accumulation)", ("inner",)),
 )
 
 #: Every row ``cnnext bench`` runs by default, layer cases first.
@@ -219,7 +237,7 @@ def select_cases(
     >>> [c.name for c in select_cases("seed-step")]
     ['seed-step']
     >>> [c.name for c in select_cases("small-calls")][-2:]
-    ['maxpool-seed', 'seed-fwd']
+    ['dense-layer-fwd', 'dense-layer-bwd']
     """
     if not patterns:
         return list(suite)

@@ -261,7 +261,9 @@ def _lenet_nn_step(
     def step() -> None:
         opt.zero_grad()
         loss(model.forward(x), labels)
-        model.backward(loss.backward())
+        # As cnnext.train.fit does (and PyTorch, whose input needs no
+        # gradient): the first layer's input gradient is not computed.
+        model.backward(loss.backward(), input_grad=False)
         opt.step()
 
     def state() -> Params:

@@ -234,13 +234,16 @@ def format_small_calls(
         return ""
     threads = rows[0]["threads"]
     head = ["case", "dtype", "cnnext", "PyTorch", "cnnext/PyTorch", "numpy", "cnnext/numpy",
-            "note"]
+            "inner call", "cnnext - inner", "note"]
     lines = []
     for r in rows:
+        over = r.get("overhead")
         lines.append([
             r["case"], r["dtype"], _fmt_cell(r["cnnext"]),
             _fmt_cell(r["pytorch"]) if "pytorch" in r else "-", _fmt_ratio(r["ratio_pytorch"]),
             _fmt_cell(r["numpy"]) if "numpy" in r else "-", _fmt_ratio(r["ratio_numpy"]),
+            _fmt_cell(r["inner"]) if "inner" in r else "-",
+            f"{over * 1e6:+.2f} us" if over is not None else "-",
             "noisy" if r["noisy"] else "",
         ])
     plural = "s" if threads != 1 else ""
@@ -253,6 +256,9 @@ def format_small_calls(
                          f"is {1 / r['ratio_numpy']:.0f}x faster")
         if r["case"] == "linear-b1" and "numpy" in r:
             notes.append("linear-b1: numpy is x @ w.T + b")
+    if any(r.get("overhead") is not None for r in rows):
+        notes.append("inner call: the call one level down (the compiled kernel under F, the "
+                      "F call under a layer); cnnext - inner is what the outer level adds")
     if others is not None:
         notes.append(_load_line(others, cores, threads, "these rows"))
     if any(r["noisy"] for r in rows):

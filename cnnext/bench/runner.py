@@ -250,9 +250,11 @@ def run_small_calls(
     list of dict
         Keys: ``case``, ``group`` (``"small-calls"``), ``dtype``,
         ``threads``, ``what``, ``cnnext`` and one entry per peer of the call
-        (``pytorch``, ``numpy``; timing stats in seconds per call, or a
-        ``status``), ``ratio_pytorch`` and ``ratio_numpy`` (cnnext median /
-        peer median, None where not measured), ``impl``, ``noisy``.
+        (``pytorch``, ``numpy``, ``inner``; timing stats in seconds per call,
+        or a ``status``), ``ratio_pytorch`` and ``ratio_numpy`` (cnnext
+        median / peer median, None where not measured), ``overhead`` (cnnext
+        median minus the median of ``inner``, the call one level down, in
+        seconds; None where the row has no inner call), ``impl``, ``noisy``.
 
     Examples
     --------
@@ -300,6 +302,8 @@ def _small_row(
     cn = res["cnnext"].get("median")
     for peer in ("pytorch", "numpy"):
         row[f"ratio_{peer}"] = _ratio(cn, res.get(peer, {}).get("median"))
+    inner = res.get("inner", {}).get("median")
+    row["overhead"] = cn - inner if cn is not None and inner is not None else None
     row["impl"] = impl
     row["noisy"] = noisy(res, names)
     return row

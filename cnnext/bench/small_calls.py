@@ -6,11 +6,13 @@ start-up), not arithmetic.  Each row builds cnnext's callable and its
 peers' on the same inputs and weights:
 
 ``seed-step``
-    One SGD step at batch 1 of the seed network -- the small MNIST network
-    of Victor Zhou's CNN tutorial: ``Conv2D(1, 8, 3, bias=False)``,
-    ``MaxPool2D(2)``, ``Flatten()``, ``Dense(1352, 10)``, with
-    ``SoftmaxCrossEntropy`` and ``optim.SGD(lr=0.005)`` -- against the same loop
-    in PyTorch (``torch.nn``, ``F.cross_entropy``, ``torch.optim.SGD``).
+    One SGD step at batch 1 of the tutorial network -- the small MNIST
+    network of Victor Zhou's "CNNs, Part 2: Training a Convolutional Neural
+    Network" (https://victorzhou.com/blog/intro-to-cnns-part-2/):
+    ``Conv2D(1, 8, 3, bias=False)``, ``MaxPool2D(2)``, ``Flatten()``,
+    ``Dense(1352, 10)``, with ``SoftmaxCrossEntropy`` and
+    ``optim.SGD(lr=0.005)`` -- against the same loop in PyTorch
+    (``torch.nn``, ``F.cross_entropy``, ``torch.optim.SGD``).
 ``seed-step-compat``
     The same network and step written against the tutorial API of
     :mod:`cnnext.compat.victorzhou` (``Conv3x3(8)``, ``MaxPool2()``,
@@ -18,11 +20,17 @@ peers' on the same inputs and weights:
     float64) against PyTorch in float64 and against the tutorial's own
     numpy classes (:mod:`cnnext.bench._tutorial`).
 ``linear-b1``, ``conv2d-seed``, ``maxpool-seed``
-    Single :mod:`cnnext.functional` calls at the seed network's sizes,
+    Single :mod:`cnnext.functional` calls at the tutorial network's sizes,
     against ``x @ w.T + b`` in numpy or ``torch.nn.functional``.
 ``seed-fwd``
     ``model.forward`` at batch 1 against PyTorch's ``model(x)`` in eval
     mode under ``torch.no_grad()``.
+``*-layer-fwd``, ``*-layer-bwd``
+    A layer's ``forward``/``backward`` against the functional call it makes
+    (peer ``inner``): the difference is the layer's own cost.  Likewise the
+    ``inner`` peer of ``conv2d-f`` and ``maxpool-f`` (the calls of
+    ``conv2d-seed`` and ``maxpool-seed``) is the compiled kernel alone, on
+    preallocated outputs.
 """
 from __future__ import annotations
 
@@ -40,6 +48,7 @@ from .peers import uniform
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from .._typing import Thunk
     from ..compat.victorzhou import Conv3x3, MaxPool2, Softmax
     from ..nn import Sequential
     from .cases import SmallCall
@@ -65,7 +74,7 @@ def _global_rng_kept() -> Iterator[None]:
         np.random.set_state(state)  # noqa: NPY002
 
 
-# ---- the seed network -----------------------------------------------------
+# ---- the tutorial network -------------------------------------------------
 
 
 def _seed_model(dt: np.dtype[Any], rng: np.random.Generator) -> Sequential:
@@ -78,7 +87,7 @@ def _seed_model(dt: np.dtype[Any], rng: np.random.Generator) -> Sequential:
 
 
 def _torch_seed_model(torch: ModuleType, params: Arrays, dt: npt.DTypeLike) -> Any:
-    """The seed network in ``torch.nn`` with the weights of ``params`` (cnnext names)."""
+    """The tutorial network in ``torch.nn`` with the weights of ``params`` (cnnext names)."""
     tnn = torch.nn
     model = tnn.Sequential(
         tnn.Conv2d(1, 8, 3, bias=False), tnn.MaxPool2d(2), tnn.Flatten(),
@@ -244,11 +253,18 @@ def _linear_b1(
 def _conv2d_seed(
     dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
 ) -> dict[str, Peer]:
+    from .. import _conv
     from .. import functional as F
 
     x = rng.standard_normal((1, 1, 28, 28)).astype(dt)
     w = uniform(rng, (8, 1, 3, 3), 9, dt)
-    peers = {"cnnext": Peer(lambda: F.conv2d(x, w))}
+    out = np.empty((1, 8, 26, 26), dtype=dt)
+
+    def kernel() -> None:
+        _conv.conv2d_forward(x, w, None, out, 1, 1, 0, 0, 1, 1, 1)
+
+    peers = {"cnnext": Peer(lambda: F.conv2d(x, w)),
+             "inner": Peer(kernel, impl="the compiled kernel on a preallocated output")}
     if torch is not None:
         xt, wt = torch.from_numpy(x.copy()), torch.from_numpy(w.copy())
         conv2d = torch.nn.functional.conv2d
@@ -259,15 +275,81 @@ def _conv2d_seed(
 def _maxpool_seed(
     dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
 ) -> dict[str, Peer]:
+    from .. import _pool
     from .. import functional as F
 
     x = rng.standard_normal((1, 8, 26, 26)).astype(dt)
-    peers = {"cnnext": Peer(lambda: F.max_pool2d(x, 2))}
+    y = np.empty((1, 8, 13, 13), dtype=dt)
+
+    def kernel() -> None:  # F.max_pool2d(x, 2) asks for no indices, so neither does this
+        _pool.max_pool2d_forward(x, y, None, 2, 2, 2, 2, 0, 0, 1)
+
+    peers = {"cnnext": Peer(lambda: F.max_pool2d(x, 2)),
+             "inner": Peer(kernel, impl="the compiled kernel on preallocated outputs")}
     if torch is not None:
         xt = torch.from_numpy(x.copy())
         max_pool2d = torch.nn.functional.max_pool2d
         peers["pytorch"] = Peer(lambda: max_pool2d(xt, 2))
     return peers
+
+
+# ---- a layer against the functional call it makes ---------------------------
+
+
+def _layer_rows(
+    dt: np.dtype[Any], rng: np.random.Generator
+) -> dict[str, tuple[Thunk, Thunk]]:
+    """{row name: (layer call, inner call)} on the seed network's sizes."""
+    from .. import functional as F
+    from .. import nn
+
+    x = rng.standard_normal((1, 1, 28, 28)).astype(dt)
+    conv = nn.Conv2D(1, 8, 3, bias=False, dtype=dt, seed=rng)
+    y = conv.forward(x)
+    gy = rng.standard_normal(y.shape).astype(dt)
+    conv.backward(gy)
+    w = conv.weight
+
+    def conv_inner_bwd() -> None:
+        _, gw, _ = F.conv2d_backward(gy, x, w, bias=False)
+        conv.grads["weight"] += gw
+
+    pool = nn.MaxPool2D(2)
+    p = pool.forward(y)
+    gp = rng.standard_normal(p.shape).astype(dt)
+    _, idx = F.max_pool2d(y, 2, return_indices=True)
+    flat = p.reshape(1, -1)
+    dense = nn.Dense(13 * 13 * 8, 10, dtype=dt, seed=rng)
+    z = dense.forward(flat)
+    gz = rng.standard_normal(z.shape).astype(dt)
+    dense.backward(gz)
+
+    def dense_inner_bwd() -> None:
+        _, gw, gb = F.linear_backward(gz, flat, dense.weight)
+        dense.grads["weight"] += gw
+        dense.grads["bias"] += gb
+
+    return {
+        "conv2d-layer-fwd": (lambda: conv.forward(x), lambda: F.conv2d(x, w)),
+        "conv2d-layer-bwd": (lambda: conv.backward(gy), conv_inner_bwd),
+        "maxpool-layer-fwd": (lambda: pool.forward(y),
+                              lambda: F.max_pool2d(y, 2, return_indices=True)),
+        "maxpool-layer-bwd": (lambda: pool.backward(gp),
+                              lambda: F.max_pool2d_backward(gp, idx, y.shape)),
+        "dense-layer-fwd": (lambda: dense.forward(flat),
+                            lambda: F.linear(flat, dense.weight, dense.bias)),
+        "dense-layer-bwd": (lambda: dense.backward(gz), dense_inner_bwd),
+    }
+
+
+def _layer_row(name: str) -> Builder:
+    def build(
+        dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+    ) -> dict[str, Peer]:
+        outer, inner = _layer_rows(dt, rng)[name]
+        return {"cnnext": Peer(outer), "inner": Peer(inner)}
+
+    return build
 
 
 _BUILDERS: dict[str, Builder] = {
@@ -276,7 +358,12 @@ _BUILDERS: dict[str, Builder] = {
     "linear-b1": _linear_b1,
     "conv2d-seed": _conv2d_seed,
     "maxpool-seed": _maxpool_seed,
+    "conv2d-f": _conv2d_seed,
+    "maxpool-f": _maxpool_seed,
     "seed-fwd": _seed_fwd,
+    **{name: _layer_row(name) for name in (
+        "conv2d-layer-fwd", "conv2d-layer-bwd", "maxpool-layer-fwd", "maxpool-layer-bwd",
+        "dense-layer-fwd", "dense-layer-bwd")},
 }
 
 

@@ -5,38 +5,26 @@ the rule and the value received.  Shapes and dtypes of the arrays that reach
 :mod:`cnnext.functional` are checked there as well; what is checked here is
 what only the adapter knows (the tutorial's layout and its dict keys).
 
-The adapters are built on the public API only (:mod:`cnnext.functional`),
-so the few generic checks they need live here too.
+The generic rules (ints, reals, seeds, arrays) are cnnext's own
+(:mod:`cnnext._validate`), so an adapter reports a bad value exactly as the
+rest of the package does.
 """
 from __future__ import annotations
 
-import numbers
-import operator
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from .. import _validate as V
+
 if TYPE_CHECKING:
     from .._typing import FloatArray
 
 _T = TypeVar("_T")
 
-#: Largest size or hyper-parameter the kernels index with 32-bit ints.
-_MAX_INT = 2**31 - 1
-
-
-def as_int(fname: str, name: str, value: object, minimum: int | None = None) -> int:
-    """A Python int from an integer-like value (never a bool or a float)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}")
-    v = operator.index(value)
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{fname}: {name} must be >= {minimum}, got {v}")
-    if v > _MAX_INT:
-        raise ValueError(f"{fname}: {name} must be <= {_MAX_INT} (2**31 - 1), got {v}")
-    return v
+as_int = V.as_int
 
 
 def array(
@@ -106,12 +94,7 @@ def out_size(fname: str, size: int, k: int, s: int, p: int, axis: str) -> int:
 
 def real(fname: str, name: str, value: object) -> float:
     """A finite Python float (learning rates and the like)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fname}: {name} must be a real number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise ValueError(f"{fname}: {name} must be finite, got {v}")
-    return v
+    return V.real(fname, name, value)
 
 
 def generator(fname: str, seed: object) -> np.random.Generator | None:
@@ -123,15 +106,7 @@ def generator(fname: str, seed: object) -> np.random.Generator | None:
     ``numpy.random.Generator``) gives an independent, reproducible
     :class:`numpy.random.Generator` instead.
     """
-    if seed is None:
-        return None
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(
-            f"{fname}: seed must be None, an int or a numpy.random.Generator, got {seed!r}"
-        )
-    return np.random.default_rng(int(seed))
+    return None if seed is None else V.rng(fname, seed)
 
 
 def randn(rng: np.random.Generator | None, shape: Sequence[int]) -> FloatArray:

@@ -243,6 +243,6 @@ def steady(a: object, shape: Shape, dtype: FloatDType, threads: int) -> TypeGuar
         and a.shape == shape
         and a.dtype is dtype
         and a.flags.c_contiguous
-        and threads == _config.get_num_threads()
-        and _config.get_backend() == "cython"
+        and threads == _config._kernel_threads
+        and _config.compiled_backend()
     )

@@ -63,6 +63,8 @@ ctypedef struct Geom:
     # (junk columns included) can be read in place.
     Py_ssize_t Hq, Wq, L, Lbuf
     bint prepared                # False: the input itself is the prepared sample
+    bint tail_only               # prepared only so that the last sample's runs
+                                 # stay in bounds (the others read into the next)
 
 
 cdef inline Py_ssize_t cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -90,14 +92,17 @@ cdef inline Geom make_geom(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t 
     g.L = sh * sw * C * g.Hq * g.Wq
     g.Lbuf = g.L
     g.prepared = ph > 0 or pw > 0 or sh > 1 or sw > 1
+    g.tail_only = False
     return g
 
 
 cdef inline void reach(Geom* g, Py_ssize_t end) noexcept nogil:
     """Make the prepared sample cover element ``end - 1``: the furthest a
-    kernel reads in place.  An input that would be read past its end gets a
-    prepared copy with a zero tail."""
+    kernel reads in place.  An unpadded input is then still read in place,
+    except its last sample, which would be read past the end of the array:
+    that one gets a prepared copy with a zero tail."""
     if end > g.L:
+        g.tail_only = not g.prepared
         g.prepared = True
         g.Lbuf = end
 

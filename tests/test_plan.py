@@ -1,0 +1,257 @@
+"""Plans: how each operation runs, decided once and reused.
+
+Tested directly (geometry, the algorithm chosen for representative shapes,
+immutability, the cache), and through the public API: a kept or cached plan
+gives bitwise the result of a fresh functional call, also when a layer sees
+a new batch size, dtype or memory layout, and the numpy backend receives the
+caller's own arguments.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import cnnext
+from cnnext import _plan, nn
+from cnnext import functional as F
+
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+
+
+def conv_plan(x_shape, w_shape, s=1, p=0, d=1, bias=False, dtype=F32):
+    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+    return _plan.conv2d_plan("conv2d", x_shape, w_shape, (w_shape[0],) if bias else None,
+                             dtype, pair(s), pair(p), pair(d))
+
+
+# --------------------------------------------------------------------------
+# geometry and algorithm choice
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,s,p,d,out_shape",
+    [
+        ((2, 3, 9, 8), (4, 3, 3, 2), 1, 0, 1, (2, 4, 7, 7)),
+        ((2, 3, 9, 8), (4, 3, 3, 2), 2, 1, 1, (2, 4, 5, 5)),
+        ((2, 3, 9, 8), (4, 3, 3, 2), (2, 3), (1, 2), (2, 1), (2, 4, 4, 4)),
+        ((3, 9, 8), (4, 3, 3, 2), 1, 1, 1, (4, 9, 9)),  # unbatched
+        ((1, 1, 5, 5), (1, 1, 5, 5), 7, 0, 1, (1, 1, 1, 1)),
+    ],
+)
+def test_conv_plan_geometry(x_shape, w_shape, s, p, d, out_shape):
+    plan = conv_plan(x_shape, w_shape, s, p, d)
+    assert plan.out_shape == out_shape
+    assert plan.unbatched == (len(x_shape) == 3)
+    assert plan.x4 == ((1,) + x_shape if len(x_shape) == 3 else x_shape)
+    x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal(w_shape).astype(np.float32)
+    assert plan.forward(x, w, None).shape == out_shape
+
+
+def test_unused_huge_stride_is_clamped_for_the_kernels_only():
+    """One output along an axis never uses the stride: the kernels get the
+    smallest stride that still gives one output; the plan keeps the user's."""
+    plan = conv_plan((1, 1, 5, 5), (1, 1, 3, 3), s=10**6)
+    assert plan.stride == (10**6, 10**6)
+    assert plan.out_shape == (1, 1, 1, 1)
+    assert plan.kernel_stride == (3, 3)
+
+
+def test_algorithm_choice_is_named_and_explained():
+    small = conv_plan((1, 1, 28, 28), (8, 1, 3, 3))
+    assert (small.method, small.grad_input, small.grad_weight) == (
+        "direct", "full-rotated", "dot")
+    assert small.threads == 1  # 48k multiply-adds: one thread
+    big = conv_plan((8, 64, 28, 28), (64, 64, 3, 3), p=1)
+    assert big.grad_weight == "transposed"
+    assert big.threads == cnnext.get_num_threads()
+    assert conv_plan((2, 3, 9, 9), (4, 3, 3, 3), s=2).grad_input == "phases"
+    assert conv_plan((2, 3, 9, 9), (4, 3, 3, 3), s=2, d=2).grad_input == "col2im"
+    # Padding beyond the (effective) kernel: the rotated form would need a
+    # negative padding; the phase form crops instead, unless dilated.
+    assert conv_plan((2, 3, 9, 9), (4, 3, 3, 3), p=3).grad_input == "phases"
+    assert conv_plan((2, 3, 12, 12), (4, 3, 3, 3), p=5, d=2).grad_input == "col2im"
+    empty = conv_plan((0, 3, 9, 9), (4, 3, 3, 3))
+    assert (empty.method, empty.grad_input) == ("empty", "empty")
+    huge = conv_plan((1, 1, 1, 1), (1, 1, 1, 1), s=2**31 - 1, p=2**31 - 1)
+    assert huge.method == "gather" and huge.out_shape == (1, 1, 3, 3)
+    for plan in (small, big, empty, huge):
+        assert plan.reason and plan.grad_input_reason and plan.grad_weight_reason
+        assert plan.scratch_bytes >= 0
+
+
+def test_plans_are_immutable():
+    plan = conv_plan((1, 1, 8, 8), (2, 1, 3, 3))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.method = "gather"
+
+
+def test_plan_builders_validate_geometry():
+    with pytest.raises(ValueError, match=r"conv2d: kernel is larger than the padded input"):
+        conv_plan((1, 1, 2, 2), (1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"x.shape\[1\] \(2\) must equal weight.shape\[1\] \(3\)"):
+        conv_plan((1, 2, 8, 8), (4, 3, 3, 3))
+    with pytest.raises(ValueError, match=r"padding must be at most half the kernel"):
+        _plan.pool2d_plan("max_pool2d", "max", (1, 1, 8, 8), F32, (2, 2), (2, 2), (2, 2))
+
+
+def test_linear_plan_names_its_product():
+    assert _plan.linear_plan("linear", (1, 1352), (10, 1352), (10,), F32).method == "dot"
+    assert _plan.linear_plan("linear", (64, 256), (120, 256), None, F32).method == "gemm"
+
+
+# --------------------------------------------------------------------------
+# the cache
+# --------------------------------------------------------------------------
+
+
+def test_a_steady_call_reuses_its_plan_and_the_thread_count_is_part_of_it():
+    x = np.ones((2, 1, 8, 8), np.float32)
+    w = np.ones((3, 1, 3, 3), np.float32)
+    F.conv2d(x, w)
+    a = F._conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1)
+    assert F._conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1) is a
+    old = cnnext.get_num_threads()
+    try:
+        cnnext.set_num_threads(old + 1)
+        b = F._conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1)
+    finally:
+        cnnext.set_num_threads(old)
+    assert b is not a
+
+
+@pytest.mark.parametrize("bad,exc", [(True, TypeError), (1.0, TypeError), (0, ValueError)])
+def test_a_cached_plan_never_admits_an_invalid_option(bad, exc):
+    """True == 1 and 1.0 == 1 in Python: the cache must not let them through."""
+    x, w = np.ones((1, 1, 6, 6)), np.ones((1, 1, 3, 3))
+    F.conv2d(x, w, stride=1)
+    F.max_pool2d(x, 2, stride=1)
+    with pytest.raises(exc, match="conv2d: stride"):
+        F.conv2d(x, w, stride=bad)
+    with pytest.raises(exc, match="max_pool2d: stride"):
+        F.max_pool2d(x, 2, stride=bad)
+
+
+# --------------------------------------------------------------------------
+# reuse is bitwise the same as a fresh call
+# --------------------------------------------------------------------------
+
+
+def _fresh(fn, *args, **kwargs):
+    _plan._CACHE.clear()
+    return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layers_match_fresh_functional_calls_bitwise(dtype, rng):
+    conv = nn.Conv2D(2, 5, 3, stride=1, padding=1, dtype=dtype, seed=0)
+    pool = nn.MaxPool2D(2)
+    dense = nn.Dense(5 * 4 * 4, 3, dtype=dtype, seed=1)
+    for n in (2, 2, 3, 1):  # a repeat (kept plan), then new batch sizes
+        x = rng.standard_normal((n, 2, 8, 8)).astype(dtype)
+        y = conv.forward(x)
+        np.testing.assert_array_equal(y, _fresh(F.conv2d, x, conv.weight, conv.bias, 1, 1))
+        p = pool.forward(y)
+        np.testing.assert_array_equal(p, _fresh(F.max_pool2d, y, 2))
+        f = p.reshape(n, -1)
+        z = dense.forward(f)
+        np.testing.assert_array_equal(z, _fresh(F.linear, f, dense.weight, dense.bias))
+        gz = rng.standard_normal(z.shape).astype(dtype)
+        for layer in (conv, dense):
+            layer.zero_grad()
+        gf = dense.backward(gz)
+        want = _fresh(F.linear_backward, gz, f, dense.weight)
+        for got, ref in zip((gf, dense.grads["weight"], dense.grads["bias"]), want):
+            np.testing.assert_array_equal(got, ref)
+        gp = gf.reshape(p.shape)
+        gy = pool.backward(gp)
+        _, idx = F.max_pool2d(y, 2, return_indices=True)
+        np.testing.assert_array_equal(gy, _fresh(F.max_pool2d_backward, gp, idx, y.shape))
+        gx = conv.backward(gy)
+        want = _fresh(F.conv2d_backward, gy, x, conv.weight, 1, 1)
+        for got, ref in zip((gx, conv.grads["weight"], conv.grads["bias"]), want):
+            np.testing.assert_array_equal(got, ref)
+
+
+def test_a_layer_follows_a_new_dtype_and_layout(rng):
+    conv = nn.Conv2D(3, 4, 3, seed=0)  # float32
+    x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    y = conv.forward(x)
+    # float64 and Fortran-ordered / strided inputs: converted, same answer.
+    for other in (x.astype(np.float64), np.asfortranarray(x),
+                  np.ascontiguousarray(x[:, :, ::-1])[:, :, ::-1]):
+        np.testing.assert_array_equal(conv.forward(other), y)
+    # and back to the kept kind of array
+    np.testing.assert_array_equal(conv.forward(x), y)
+    # A non-contiguous view: the functional call and the layer agree.
+    xs = rng.standard_normal((2, 3, 14, 7)).astype(np.float32)[:, :, ::2]
+    np.testing.assert_array_equal(conv.forward(xs), F.conv2d(xs, conv.weight, conv.bias))
+
+
+def test_a_steady_layer_follows_the_thread_count(rng):
+    conv = nn.Conv2D(8, 8, 3, padding=1, seed=0)
+    x = rng.standard_normal((16, 8, 32, 32)).astype(np.float32)
+    conv.forward(x)
+    kept = conv._plan
+    old = cnnext.get_num_threads()
+    try:
+        cnnext.set_num_threads(1)
+        conv.forward(x)
+        assert conv._plan is not kept and conv._plan.threads == 1
+    finally:
+        cnnext.set_num_threads(old)
+
+
+def test_first_layer_skips_the_input_gradient_only_when_asked(rng):
+    model = nn.Sequential(nn.Conv2D(1, 2, 3, seed=0), nn.Flatten(), nn.Dense(2 * 6 * 6, 3, seed=1))
+    x = rng.standard_normal((4, 1, 8, 8)).astype(np.float32)
+    g = rng.standard_normal((4, 3)).astype(np.float32)
+    model.forward(x)
+    gx = model.backward(g)
+    grads = {k: v.copy() for k, v in model.grads.items()}
+    model.zero_grad()
+    model.forward(x)
+    assert model.backward(g, input_grad=False) is None
+    for k, v in model.grads.items():
+        np.testing.assert_array_equal(v, grads[k])
+    assert gx.shape == x.shape
+
+
+# --------------------------------------------------------------------------
+# the numpy backend sees the caller's arguments
+# --------------------------------------------------------------------------
+
+
+def test_the_reference_receives_the_callers_arguments(monkeypatch):
+    calls = []
+    real = cnnext.reference.conv2d
+
+    def spy(x, weight, bias=None, stride=1, padding=0, dilation=1):
+        calls.append(dict(x_shape=np.shape(x), stride=stride, padding=padding,
+                          dilation=dilation))
+        return real(x, weight, bias, stride, padding, dilation)
+
+    monkeypatch.setattr(cnnext.reference, "conv2d", spy)
+    x = np.ones((1, 5, 5))  # unbatched
+    w = np.ones((2, 1, 3, 3))
+    with cnnext.use_backend("numpy"):
+        y = F.conv2d(x, w, stride=[10**6, 2], padding=(0, 1))
+    # Not rewritten: 3-D stays 3-D, the unused huge stride is not clamped.
+    assert calls[0] == {"x_shape": (1, 5, 5), "stride": [10**6, 2], "padding": (0, 1),
+                        "dilation": 1}
+    np.testing.assert_array_equal(y, F.conv2d(x, w, stride=[10**6, 2], padding=(0, 1)))
+
+
+def test_the_reference_computes_huge_paddings_itself():
+    """Padding near 2**31: the reference loops over output positions, an
+    algorithm of its own, instead of sharing the kernels' gather path."""
+    x, w = np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 2.0)
+    kw = dict(stride=2**31 - 1, padding=2**31 - 1)
+    want = np.zeros((1, 1, 3, 3))
+    want[0, 0, 1, 1] = 2.0
+    np.testing.assert_array_equal(cnnext.reference.conv2d(x, w, **kw), want)
+    gx, gw, gb = cnnext.reference.conv2d_backward(np.ones((1, 1, 3, 3)), x, w, **kw)
+    np.testing.assert_array_equal(gx, [[[[2.0]]]])
+    np.testing.assert_array_equal(gw, [[[[1.0]]]])
