@@ -6,6 +6,7 @@ validated functional API (:mod:`cnnext.functional`, also ``cnnext.F``), and
 an independent numpy reference (:mod:`cnnext.reference`).
 """
 import os as _os
+import typing as _typing
 
 from ._check_build import check_build as _check_build
 
@@ -58,7 +59,21 @@ __all__ = [
 _LAZY = ("nn", "losses", "optim", "train", "datasets", "compat", "bench", "viz")
 
 
-def __getattr__(name):
+if _typing.TYPE_CHECKING:  # the lazily imported modules, for type checkers
+    from types import ModuleType
+
+    from . import bench as bench
+    from . import compat as compat
+    from . import datasets as datasets
+    from . import losses as losses
+    from . import nn as nn
+    from . import optim as optim
+    from . import train as train
+    from . import viz as viz
+del _typing
+
+
+def __getattr__(name: str) -> "ModuleType":
     if name in _LAZY:
         import importlib
 
@@ -66,5 +81,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))

@@ -3,7 +3,11 @@
 Also runnable as ``python -m cnnext ...``.  Each sub-command lives in its own
 module and is imported only when used.
 """
+from __future__ import annotations
+
 import sys
+from collections.abc import Sequence
+from typing import cast
 
 _COMMANDS = {
     "bench": ("cnnext.bench", "Benchmark cnnext against the numpy reference and PyTorch."),
@@ -17,7 +21,7 @@ _USAGE = (
 )
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_USAGE)
@@ -34,7 +38,7 @@ def main(argv=None):
     import importlib
 
     module = importlib.import_module(_COMMANDS[cmd][0])
-    return module.main(rest)
+    return cast(int, module.main(rest))  # the sub-command's exit status
 
 
 if __name__ == "__main__":

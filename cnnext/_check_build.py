@@ -10,6 +10,8 @@ directory, which Python imports before the installed package (``python -c``,
 directory first on ``sys.path``); the message says so first when that is
 the case.
 """
+from __future__ import annotations
+
 import importlib
 import importlib.machinery
 import os
@@ -45,7 +47,7 @@ Building needs a C compiler; see README.md, "Building from source".
 """
 
 
-def _has_compiled_modules(folder):
+def _has_compiled_modules(folder: str) -> bool:
     """Whether ``folder`` holds any compiled extension module."""
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     try:
@@ -54,7 +56,7 @@ def _has_compiled_modules(folder):
         return False
 
 
-def _installed_elsewhere(package_dir):
+def _installed_elsewhere(package_dir: str) -> str | None:
     """Directory of another ``cnnext`` package on ``sys.path``, or None."""
     parent = os.path.dirname(os.path.realpath(package_dir))
     others = [p for p in sys.path if os.path.realpath(p or os.curdir) != parent]
@@ -67,7 +69,7 @@ def _installed_elsewhere(package_dir):
     return os.path.realpath(list(spec.submodule_search_locations)[0])
 
 
-def _is_shadowing_source_tree(package_dir):
+def _is_shadowing_source_tree(package_dir: str) -> bool:
     """An uncompiled source tree under the current directory."""
     try:
         cwd = os.path.realpath(os.getcwd())
@@ -77,7 +79,7 @@ def _is_shadowing_source_tree(package_dir):
     return under_cwd and not _has_compiled_modules(package_dir)
 
 
-def _message(package_dir, missing, error):
+def _message(package_dir: str, missing: str, error: ImportError) -> str:
     if _is_shadowing_source_tree(package_dir):
         other = _installed_elsewhere(package_dir)
         installed = (
@@ -89,7 +91,7 @@ def _message(package_dir, missing, error):
     return _NOT_BUILT.format(missing=missing, where=package_dir, error=error)
 
 
-def check_build():
+def check_build() -> None:
     """Import the compiled modules; ImportError with what to do if one is missing."""
     package_dir = os.path.dirname(os.path.abspath(__file__))
     for name in EXTENSIONS:

@@ -1,7 +1,11 @@
 """Process-wide settings: the compute backend and the kernel thread count."""
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import os
+from collections.abc import Iterator
+from typing import Literal, SupportsIndex
 
 from . import _openmp
 
@@ -18,10 +22,12 @@ _BACKENDS = ("cython", "numpy")
 # what another one computes with.  ``set_backend`` sets the default for
 # contexts that have not overridden it.
 _default_backend = "cython"
-_backend_override = contextvars.ContextVar("cnnext_backend", default=None)
+_backend_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cnnext_backend", default=None
+)
 
 
-def _check_backend(name):
+def _check_backend(name: object) -> str:
     if not isinstance(name, str) or name not in _BACKENDS:
         raise ValueError(
             f"set_backend: backend must be one of {_BACKENDS}, got {name!r}"
@@ -29,7 +35,7 @@ def _check_backend(name):
     return name
 
 
-def set_backend(name):
+def set_backend(name: Literal["cython", "numpy"]) -> None:
     """Select the implementation behind :mod:`cnnext.functional`.
 
     Parameters
@@ -50,13 +56,13 @@ def set_backend(name):
     _default_backend = _check_backend(name)
 
 
-def get_backend():
+def get_backend() -> str:
     """Name of the backend in force in the current context."""
     override = _backend_override.get()
     return override if override is not None else _default_backend
 
 
-def compiled_backend():
+def compiled_backend() -> bool:
     """True when the compiled kernels are the backend in force (the hot-path
     form of ``get_backend() == "cython"``)."""
     override = _backend_override.get()
@@ -64,7 +70,7 @@ def compiled_backend():
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: Literal["cython", "numpy"]) -> Iterator[None]:
     """Context manager: use backend ``name`` inside the ``with`` block only.
 
     Examples
@@ -83,7 +89,7 @@ def use_backend(name):
         _backend_override.reset(token)
 
 
-def _threads_from_env():
+def _threads_from_env() -> int:
     raw = os.environ.get("OMP_NUM_THREADS", "")
     try:
         # OMP_NUM_THREADS may be a list ("4,2"); the first level counts.
@@ -98,7 +104,7 @@ def _threads_from_env():
 _num_threads = _threads_from_env()
 
 
-def set_num_threads(n):
+def set_num_threads(n: SupportsIndex) -> None:
     """Set how many threads the kernels use (OpenMP team size).
 
     The default honours ``OMP_NUM_THREADS`` and otherwise uses every core.
@@ -124,10 +130,10 @@ def set_num_threads(n):
     global _num_threads, _kernel_threads
     if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: n must be an integer, got {type(n).__name__}")
-    n = int(n.__index__() if not isinstance(n, int) else n)
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _num_threads = min(n, 1024)
+    count = int(n.__index__() if not isinstance(n, int) else n)
+    if count < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {count}")
+    _num_threads = min(count, 1024)
     _kernel_threads = _num_threads if _HAVE_OPENMP else 1
 
 
@@ -137,6 +143,6 @@ _HAVE_OPENMP = _openmp.openmp_available()
 _kernel_threads = _num_threads if _HAVE_OPENMP else 1
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads the kernels use (see :func:`set_num_threads`)."""
     return _kernel_threads

@@ -9,6 +9,8 @@ import numpy.typing as npt
 
 # Cython's doctest registry, present on every compiled module.
 __test__: dict[str, str]
+# The C functions the other kernel modules cimport (Cython's capsules).
+__pyx_capi__: dict[str, object]
 
 _Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 

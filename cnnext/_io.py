@@ -1,15 +1,23 @@
 """Files: atomic writes, and model parameters in ``.npz`` archives (no pickle)."""
+from __future__ import annotations
+
 import contextlib
 import os
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ._typing import Shape, StrPath
 
 
 @contextlib.contextmanager
-def atomic_write(path, suffix=""):
+def atomic_write(path: StrPath, suffix: str = "") -> Iterator[BinaryIO]:
     """Write ``path`` all at once: yields a binary file object for a temporary
     file in the same directory, which is fsynced and renamed over ``path``
     (:func:`os.replace`) when the block ends normally, and deleted when it
@@ -28,19 +36,20 @@ def atomic_write(path, suffix=""):
         raise
 
 
-def save_npz(path, state):
+def save_npz(path: StrPath, state: Mapping[str, npt.ArrayLike]) -> None:
     """Save ``state`` (name -> ndarray) as an uncompressed ``.npz`` at exactly ``path``."""
     path = os.fspath(path)
     arrays = {name: np.ascontiguousarray(a) for name, a in state.items()}
     with atomic_write(path, ".npz") as fh:
-        np.savez(fh, **arrays)
+        # (mypy: a key could be savez's own allow_pickle; the keys are parameter names.)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
-def _bad(path, why):
+def _bad(path: StrPath, why: str) -> ValueError:
     return ValueError(f"load: {os.fspath(path)!r} is not a valid cnnext model file: {why}")
 
 
-def _reason(exc):
+def _reason(exc: BaseException) -> str:
     """Why numpy could not read an archive member, in cnnext's words."""
     text = str(exc)
     if "allow_pickle" in text or "pickle" in text.lower():
@@ -51,7 +60,9 @@ def _reason(exc):
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
-def load_npz(path, expected):
+def load_npz(
+    path: StrPath, expected: Mapping[str, tuple[Shape, np.dtype[Any]]]
+) -> dict[str, npt.NDArray[Any]]:
     """Read the arrays of a ``.npz`` file made by :func:`save_npz`.
 
     ``expected`` maps name -> (shape, dtype).  Names, shapes and dtypes are
@@ -98,9 +109,10 @@ def load_npz(path, expected):
             raise _bad(path, _reason(exc)) from None
 
 
-def _header(npz, name):
+def _header(npz: np.lib.npyio.NpzFile, name: str) -> tuple[Shape, np.dtype[Any]]:
     fmt = np.lib.format
-    with npz.zip.open(name + ".npy") as fh:
+    # npz.zip is None only once the archive is closed (the caller holds it open).
+    with cast("zipfile.ZipFile", npz.zip).open(name + ".npy") as fh:
         version = fmt.read_magic(fh)
         if version == (1, 0):
             shape, _, dtype = fmt.read_array_header_1_0(fh)

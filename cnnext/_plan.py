@@ -31,13 +31,22 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
 ``dot`` / ``transposed`` / ``packed``
     weight-gradient schedules of ``_conv.conv2d_grad_weight``.
 """
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
 from . import _config, _conv, _eltwise, _gemm, _pool
 from . import _validate as V
+
+if TYPE_CHECKING:
+    from ._typing import FloatArray, FloatDType, IndexArray, Pair, Shape
+
+_PlanT = TypeVar("_PlanT")
 
 #: Below this many multiply-adds a kernel runs on one thread: waking a second
 #: thread costs more than it saves.
@@ -47,18 +56,18 @@ PARALLEL_MIN_MACS = 1 << 20
 #: elements.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
-_CACHE = {}
+_CACHE: dict[Hashable, Any] = {}
 _CACHE_MAX = 512
 
 
-def cached(key, build, *args):
+def cached(key: Hashable, build: Callable[..., _PlanT], *args: Any) -> _PlanT:
     """The plan for ``key``, built by ``build(*args)`` on first use.
 
     Keys hold only hashable values in a canonical form (shapes, dtypes, int
     tuples, plain ints, the thread count), so equal keys mean equal
     validated arguments.
     """
-    plan = _CACHE.get(key)
+    plan: _PlanT | None = _CACHE.get(key)
     if plan is None:
         plan = store(key, build(*args))
     return plan
@@ -67,7 +76,7 @@ def cached(key, build, *args):
 lookup = _CACHE.get
 
 
-def store(key, plan):
+def store(key: Hashable, plan: _PlanT) -> _PlanT:
     """Remember ``plan`` under ``key`` (the cache is bounded); returns it."""
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
@@ -75,12 +84,12 @@ def store(key, plan):
     return plan
 
 
-def threads_for(work, minimum=PARALLEL_MIN_MACS):
+def threads_for(work: int, minimum: int = PARALLEL_MIN_MACS) -> int:
     """The kernel thread count for ``work`` (MACs or elements)."""
     return 1 if work < minimum else _config.get_num_threads()
 
 
-def bias_grad(g):
+def bias_grad(g: FloatArray) -> FloatArray:
     """The bias gradient of an (N, C, ...) upstream gradient: its sum over
     every axis but the channel axis."""
     N, C = g.shape[0], g.shape[1]
@@ -89,21 +98,21 @@ def bias_grad(g):
     return out
 
 
-def _needs_gather(C, H, W, s, p, itemsize):
+def _needs_gather(C: int, H: int, W: int, s: Pair, p: Pair, itemsize: int) -> bool:
     """True when the kernels' padded, phase-split sample would not fit in
     memory (padding near 2**31, say) although the output may be small."""
     elems = s[0] * s[1] * C * (-(-(H + 2 * p[0]) // s[0])) * (-(-(W + 2 * p[1]) // s[1]))
     return elems * itemsize > V.MEMORY_LIMIT // 4
 
 
-def _effective_stride(s, out, padded, k, d):
+def _effective_stride(s: Pair, out: Pair, padded: Pair, k: Pair, d: Pair) -> Pair:
     """With a single output along an axis the stride is never used; replace
     a huge one by the smallest that still gives one output (<= the padded
     size), so the kernels' stride-phase scratch stays bounded."""
-    return tuple(
+    return cast("Pair", tuple(
         min(s_i, n_i - (d_i * (k_i - 1) + 1) + 1) if o_i == 1 else s_i
         for s_i, o_i, n_i, k_i, d_i in zip(s, out, padded, k, d)
-    )
+    ))
 
 
 # --------------------------------------------------------------------------
@@ -111,19 +120,25 @@ def _effective_stride(s, out, padded, k, d):
 # --------------------------------------------------------------------------
 
 
-def _forward_kernel(x, weight, bias, s, p, d, OH, OW, threads):
+def _forward_kernel(
+    x: FloatArray, weight: FloatArray, bias: FloatArray | None, s: Pair, p: Pair, d: Pair,
+    OH: int, OW: int, threads: int,
+) -> FloatArray:
     """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel."""
     out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
     _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads)
     return out
 
 
-def _rotated_transposed(weight):
+def _rotated_transposed(weight: FloatArray) -> FloatArray:
     """(A, B, kH, kW) -> (B, A, kH, kW), rotated by 180 degrees, contiguous."""
     return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
 
 
-def grad_input(g, weight, out_hw, s, p, d, method, threads):
+def grad_input(
+    g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, method: str,
+    threads: int,
+) -> FloatArray:
     """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) for upstream
     ``g`` (N, Co, OH, OW), into an (N, C, H, W) array, by ``method``.
 
@@ -150,7 +165,9 @@ def grad_input(g, weight, out_hw, s, p, d, method, threads):
     return gx
 
 
-def _grad_input_phases(g, weight, H, W, s, p, threads):
+def _grad_input_phases(
+    g: FloatArray, weight: FloatArray, H: int, W: int, s: Pair, p: Pair, threads: int
+) -> FloatArray:
     """Strided input gradient as s_h*s_w stride-1 full convolutions.
 
     Padded input row ``hp = u*s + a`` receives ``sum_t W[a + s*t] g[u - t]``:
@@ -181,7 +198,7 @@ def _grad_input_phases(g, weight, H, W, s, p, threads):
     return np.ascontiguousarray(gxp[:, :, p[0] : p[0] + H, p[1] : p[1] + W])
 
 
-def _grad_input_method(s, p, d, k):
+def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:
     """(name, reason) of the input-gradient algorithm for this geometry."""
     pf = (d[0] * (k[0] - 1) - p[0], d[1] * (k[1] - 1) - p[1])
     if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
@@ -191,7 +208,9 @@ def _grad_input_method(s, p, d, k):
     return "col2im", "dilation with stride, or padding beyond the kernel: col2im scatter"
 
 
-def _gather_taps(fname, x, kh, kw, s, p, d, OH, OW):
+def _gather_taps(
+    fname: str, x: FloatArray, kh: int, kw: int, s: Pair, p: Pair, d: Pair, OH: int, OW: int
+) -> tuple[FloatArray, FloatArray, IndexArray, IndexArray]:
     """im2col without padding: (N, C, OH, kH, OW, kW) values and 0/1 mask,
     from index arithmetic only (for geometries whose padding is too large to
     materialise; the windows that reach the input are few)."""
@@ -217,15 +236,15 @@ class ConvPlan:
     """
 
     fname: str
-    dtype: np.dtype
-    x_shape: tuple
-    weight_shape: tuple
-    out_shape: tuple
+    dtype: FloatDType
+    x_shape: Shape
+    weight_shape: Shape
+    out_shape: Shape
     has_bias: bool
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    kernel_stride: tuple
+    stride: Pair
+    padding: Pair
+    dilation: Pair
+    kernel_stride: Pair
     method: str
     reason: str
     grad_input: str
@@ -239,15 +258,17 @@ class ConvPlan:
     # Derived once at construction (see conv2d_plan): the kernels' 4-D view
     # of the input and output, and the geometry arguments of
     # _conv.conv2d_forward.
-    x4: tuple
-    out4: tuple
-    kernel_args: tuple
+    x4: Shape
+    out4: Shape
+    kernel_args: tuple[int, ...]
 
     @property
-    def unbatched(self):
+    def unbatched(self) -> bool:
         return len(self.x_shape) == 3
 
-    def forward(self, x, weight, bias):
+    def forward(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+    ) -> FloatArray:
         """y = conv2d(x, weight, bias) for arrays of this plan's shapes/dtype."""
         if self.method == "direct":
             out = np.empty(self.out_shape, dtype=self.dtype)
@@ -264,11 +285,24 @@ class ConvPlan:
                 y += bias[:, None, None]
         return y.reshape(self.out_shape)
 
-    def backward(self, g, x, weight, bias, need_input=True):
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: Literal[True] = True,
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool, need_input: bool
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]: ...
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: bool = True,
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]:
         """(grad_x or None, grad_weight, grad_bias or None) for upstream ``g``."""
         unb = len(self.x_shape) == 3
         g4, x4 = (g[None], x[None]) if unb else (g, x)
         gb = bias_grad(g4) if bias else None
+        gx: FloatArray | None
         if self.method == "gather":
             gx, gw = self._gather_backward(g4, x4, weight)
         elif self.method == "empty":
@@ -284,7 +318,7 @@ class ConvPlan:
             gx = gx[0]
         return gx, gw, gb
 
-    def _grad_weight(self, g, x):
+    def _grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
         Co, C, kh, kw = self.weight_shape
         K = C * kh * kw
         N, _, OH, OW = g.shape
@@ -299,7 +333,9 @@ class ConvPlan:
             gw = self._grad_weight_run(x, g3, "packed", geom, K)
         return gw.reshape(self.weight_shape)
 
-    def _grad_weight_run(self, x, g3, schedule, geom, K):
+    def _grad_weight_run(
+        self, x: FloatArray, g3: FloatArray, schedule: str, geom: tuple[int, ...], K: int
+    ) -> FloatArray:
         T, Co = self.grad_weight_tasks, self.weight_shape[0]
         transposed = schedule == "transposed"
         gwp = np.empty((T, K, Co) if transposed else (T, Co, K), dtype=self.dtype)
@@ -307,7 +343,9 @@ class ConvPlan:
         gw = gwp[0] if T == 1 else gwp.sum(axis=0)
         return np.ascontiguousarray(gw.T) if transposed else gw
 
-    def _gather_forward(self, x, weight, bias):
+    def _gather_forward(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+    ) -> FloatArray:
         kh, kw = self.weight_shape[2:]
         OH, OW = self.out4[2:]
         cols, _, _, _ = _gather_taps(self.fname, x, kh, kw, self.kernel_stride, self.padding,
@@ -317,7 +355,9 @@ class ConvPlan:
             y += bias[:, None, None]
         return np.ascontiguousarray(y, dtype=self.dtype)
 
-    def _gather_backward(self, g, x, weight):
+    def _gather_backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
         kh, kw = self.weight_shape[2:]
         OH, OW = g.shape[2:]
         cols, mask, ih, iw = _gather_taps(self.fname, x, kh, kw, self.kernel_stride,
@@ -325,12 +365,17 @@ class ConvPlan:
         gw = np.einsum("noab,ncakbl->ockl", g, cols).astype(self.dtype)
         contrib = np.einsum("noab,ockl->ncakbl", g, weight) * mask
         gx = np.zeros_like(x)
-        np.add.at(gx, (slice(None), slice(None), ih[:, :, None, None], iw[None, None, :, :]),
+        # numpy's stub types ufunc.at's indices as an integer array only; a
+        # tuple of slices and arrays is valid (numpy.ufunc.at's documentation).
+        np.add.at(gx, (slice(None), slice(None), ih[:, :, None, None], iw[None, None, :, :]),  # type: ignore[arg-type]
                   contrib)
         return gx, gw
 
 
-def conv2d_plan(fname, x_shape, weight_shape, bias_shape, dtype, stride, padding, dilation):
+def conv2d_plan(
+    fname: str, x_shape: Shape, weight_shape: Shape, bias_shape: Shape | None,
+    dtype: FloatDType, stride: Pair, padding: Pair, dilation: Pair,
+) -> ConvPlan:
     """Validate a conv2d geometry and decide how it runs (a :class:`ConvPlan`).
 
     ``x_shape`` is 3-D or 4-D and ``weight_shape`` 4-D (checked by the
@@ -391,19 +436,21 @@ class ConvTransposePlan:
     input gradient of the convolution whose weight it shares, ``grad_input``
     naming the algorithm as for :class:`ConvPlan`."""
 
-    dtype: np.dtype
-    x_shape: tuple
-    weight_shape: tuple
-    out_shape: tuple
-    stride: tuple
-    padding: tuple
-    output_padding: tuple
-    dilation: tuple
+    dtype: FloatDType
+    x_shape: Shape
+    weight_shape: Shape
+    out_shape: Shape
+    stride: Pair
+    padding: Pair
+    output_padding: Pair
+    dilation: Pair
     grad_input: str
     reason: str
     threads: int
 
-    def forward(self, x, weight, bias):
+    def forward(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+    ) -> FloatArray:
         unb = len(self.x_shape) == 3
         out4 = ((1,) + self.out_shape) if unb else self.out_shape
         x4 = x[None] if unb else x
@@ -417,8 +464,10 @@ class ConvTransposePlan:
         return y[0] if unb else y
 
 
-def conv_transpose2d_plan(fname, x_shape, weight_shape, bias_shape, dtype, stride, padding,
-                          output_padding, dilation):
+def conv_transpose2d_plan(
+    fname: str, x_shape: Shape, weight_shape: Shape, bias_shape: Shape | None,
+    dtype: FloatDType, stride: Pair, padding: Pair, output_padding: Pair, dilation: Pair,
+) -> ConvTransposePlan:
     """Validate a transposed-convolution geometry (normalised pairs) and plan it."""
     Ci, Co, kh, kw = weight_shape
     V.channels_match(fname, x_shape, Ci, "weight.shape[0]")
@@ -469,16 +518,18 @@ class PoolPlan:
 
     fname: str
     kind: str            # "max" or "avg"
-    dtype: np.dtype
-    x_shape: tuple
-    out_shape: tuple
-    kernel_size: tuple
-    stride: tuple
-    padding: tuple
+    dtype: FloatDType
+    x_shape: Shape
+    out_shape: Shape
+    kernel_size: Pair | None   # None: a max-pool backward plan from shapes
+    stride: Pair | None
+    padding: Pair | None
     threads: int
-    kernel_args: tuple   # (kh, kw, sh, sw, ph, pw, threads) of the _pool kernels
+    kernel_args: tuple[int, ...]   # (kh, kw, sh, sw, ph, pw, threads) of the _pool kernels
 
-    def forward(self, x, indices=True):
+    def forward(
+        self, x: FloatArray, indices: bool = True
+    ) -> FloatArray | tuple[FloatArray, IndexArray | None]:
         """max: (y, indices), or (y, None) with ``indices=False``; avg: y."""
         unb = len(self.x_shape) == 3
         y = np.empty(self.out_shape, dtype=self.dtype)
@@ -494,19 +545,22 @@ class PoolPlan:
                                  *self.kernel_args)
         return y
 
-    def backward(self, g, indices=None):
+    def backward(self, g: FloatArray, indices: IndexArray | None = None) -> FloatArray:
         """grad_x from upstream ``g`` (and, for max, the forward's indices)."""
         unb = len(self.x_shape) == 3
         gx = np.empty(self.x_shape, dtype=self.dtype)
         g4, gx4 = (g[None], gx[None]) if unb else (g, gx)
         if self.kind == "max":
-            _pool.max_pool2d_backward(g4, indices[None] if unb else indices, gx4, self.threads)
+            idx = cast("IndexArray", indices)  # the forward's, given for max pooling
+            _pool.max_pool2d_backward(g4, idx[None] if unb else idx, gx4, self.threads)
         else:
             _pool.avg_pool2d_backward(g4, gx4, *self.kernel_args)
         return gx
 
 
-def max_pool2d_backward_plan(fname, x_shape, out_shape, dtype):
+def max_pool2d_backward_plan(
+    fname: str, x_shape: Shape, out_shape: Shape, dtype: FloatDType
+) -> PoolPlan:
     """The plan of a max-pool backward pass from shapes alone (the argmax
     indices carry the geometry)."""
     threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
@@ -514,7 +568,10 @@ def max_pool2d_backward_plan(fname, x_shape, out_shape, dtype):
                     threads, ())
 
 
-def pool2d_plan(fname, kind, x_shape, dtype, kernel_size, stride, padding):
+def pool2d_plan(
+    fname: str, kind: str, x_shape: Shape, dtype: FloatDType, kernel_size: Pair, stride: Pair,
+    padding: Pair,
+) -> PoolPlan:
     """Validate a pooling geometry (normalised pairs) and plan it."""
     H, W = x_shape[-2:]
     k, s, p = kernel_size, stride, padding
@@ -544,31 +601,48 @@ class LinearPlan:
     :func:`cnnext._gemm.gemm`: ``dot`` (few rows: dot products),
     ``gemm`` (packed micro-kernels)."""
 
-    dtype: np.dtype
-    x_shape: tuple
-    weight_shape: tuple
+    dtype: FloatDType
+    x_shape: Shape
+    weight_shape: Shape
     method: str
     threads: int
 
-    def forward(self, x, weight, bias):
+    def forward(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+    ) -> FloatArray:
         n, n_out = self.x_shape[0], self.weight_shape[0]
         y = np.empty((n, n_out), dtype=self.dtype)
         _gemm.gemm(x, weight, y, False, True, False, self.threads, bias)
         return y
 
-    def backward(self, g, x, weight, bias, need_input=True):
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: Literal[True] = True,
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool, need_input: bool
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]: ...
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: bool = True,
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]:
         n, n_in = self.x_shape
         n_out = self.weight_shape[0]
         gx = np.empty((n, n_in), dtype=self.dtype) if need_input else None
         gw = np.empty((n_out, n_in), dtype=self.dtype)
         if need_input:
-            _gemm.gemm(g, weight, gx, False, False, False, self.threads)
+            _gemm.gemm(g, weight, cast("FloatArray", gx), False, False, False, self.threads)
         _gemm.gemm(g, x, gw, True, False, False, self.threads)
         gb = bias_grad(g) if bias else None
         return gx, gw, gb
 
 
-def linear_plan(fname, x_shape, weight_shape, bias_shape, dtype):
+def linear_plan(
+    fname: str, x_shape: Shape, weight_shape: Shape, bias_shape: Shape | None,
+    dtype: FloatDType,
+) -> LinearPlan:
     """Validate a linear layer's shapes (2-D x and weight) and plan it."""
     if x_shape[1] != weight_shape[1]:
         raise ValueError(

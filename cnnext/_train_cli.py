@@ -30,15 +30,32 @@ Exit status: 0 on success, 2 for bad arguments or a missing/corrupt dataset
 (a one-line message, no traceback).
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from .nn import Sequential
+
+    class _Defaults(TypedDict):
+        epochs: int
+        batch_size: int
+        lr: float
+        lr_decay: float
+        ranges: tuple[tuple[int, int], tuple[int, int]]
+
+_NumT = TypeVar("_NumT", int, float)
 
 _MEAN, _STD = np.float32(0.1307), np.float32(0.3081)
 
-_DEFAULTS = {
+_DEFAULTS: dict[str, _Defaults] = {
     # model: epochs, batch size, lr, test-split ranges (train, test)
     "tiny": dict(epochs=3, batch_size=1, lr=0.005, lr_decay=1.0,
                  ranges=((0, 1000), (5000, 6000))),
@@ -47,7 +64,9 @@ _DEFAULTS = {
 }
 
 
-def build_model(name, seed):
+def build_model(
+    name: str, seed: int
+) -> tuple[Sequential, Callable[[npt.NDArray[np.float32]], npt.NDArray[np.floating[Any]]]]:
     """The named model (``"tiny"`` or ``"lenet5"``) and its input transform."""
     from cnnext import nn
 
@@ -77,7 +96,7 @@ def build_model(name, seed):
     return model, lambda x: (x - _MEAN) / _STD
 
 
-def _range(text):
+def _range(text: str) -> tuple[int | None, int | None]:
     """'A:B' (either end may be omitted) -> (A or None, B or None)."""
     parts = text.split(":")
     if len(parts) != 2:
@@ -89,8 +108,8 @@ def _range(text):
     return lo, hi
 
 
-def _positive(kind):
-    def parse(text):
+def _positive(kind: Callable[[str], _NumT]) -> Callable[[str], _NumT]:
+    def parse(text: str) -> _NumT:
         try:
             v = kind(text)
         except ValueError:
@@ -102,7 +121,7 @@ def _positive(kind):
     return parse
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnext train",
         description="Train a CNN on MNIST with cnnext and print its test accuracy.",
@@ -190,7 +209,7 @@ def _parser():
     return p
 
 
-def _slice(name, rng, n, split):
+def _slice(name: str, rng: tuple[int | None, int | None], n: int, split: str) -> slice:
     lo, hi = rng
     lo = 0 if lo is None else lo
     hi = n if hi is None else hi
@@ -202,17 +221,17 @@ def _slice(name, rng, n, split):
     return slice(lo, hi)
 
 
-def _plural(n, word):
+def _plural(n: int, word: str) -> str:
     """``"1 epoch"``, ``"3 epochs"``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _fail(msg):
+def _fail(msg: str) -> int:
     print(f"cnnext train: error: {msg}", file=sys.stderr)
     return 2
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cnnext train``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -290,6 +309,7 @@ def main(argv=None):
     x_train, y_train = transform(train_x[tr]), train_y[tr]
     x_test, y_test = transform(test_x[te]), test_y[te]
     loss = nn.SoftmaxCrossEntropy()
+    opt: optim.SGD | optim.Adam
     if args.model == "tiny":
         opt = optim.SGD(model, lr=lr)
     else:
@@ -303,7 +323,7 @@ def main(argv=None):
         flush=True,
     )
 
-    def report(epoch, logs):
+    def report(epoch: int, logs: dict[str, float]) -> None:
         print(
             f"epoch {epoch}/{epochs}: loss {logs['loss']:.4f}, accuracy {logs['accuracy']:.4f}, "
             f"test accuracy {logs['val_accuracy']:.4f} ({logs['time']:.1f} s)",

@@ -5,12 +5,22 @@ with a message that names the function, the parameter, the rule and the
 value received, e.g. ``conv2d: x.shape[1] (3) must equal weight.shape[1]
 (4)``, and adds a hint where a common mistake is likely.
 """
+from __future__ import annotations
+
 import math
 import numbers
 import operator
 import os
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ._typing import FloatArray, FloatDType, IndexArray, Pair, Shape
+
+_T = TypeVar("_T")
 
 # Hyper-parameters beyond this are nonsense for an image layer and would
 # overflow index arithmetic downstream; reject them up front.
@@ -20,7 +30,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
 
 
-def _total_memory_bytes():
+def _total_memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # Windows, exotic platforms
@@ -37,11 +47,11 @@ _KIND_NAMES = {"b": "bool", "c": "complex", "O": "object", "U": "str", "S": "byt
 # --------------------------------------------------------------------------
 
 
-def _is_bool(value):
+def _is_bool(value: object) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
-def as_int(fname, name, value, minimum=None):
+def as_int(fname: str, name: str, value: object, minimum: int | None = None) -> int:
     """A Python int from an integer-like (never bool, never float)."""
     if _is_bool(value) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{fname}: {name} must be an int, got {type(value).__name__} {value!r}")
@@ -53,7 +63,7 @@ def as_int(fname, name, value, minimum=None):
     return v
 
 
-def pair(fname, name, value, minimum):
+def pair(fname: str, name: str, value: object, minimum: int) -> Pair:
     """Normalise an int or an (h, w) pair of ints to a tuple of two ints."""
     if type(value) is int and minimum <= value <= MAX_SIZE:  # fast path
         return (value, value)
@@ -63,14 +73,24 @@ def pair(fname, name, value, minimum):
                 f"{fname}: {name} must be an int or a pair (h, w), got a sequence "
                 f"of length {len(value)}: {value!r}"
             )
-        return tuple(as_int(fname, f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
+        return cast(
+            "Pair", tuple(as_int(fname, f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
+        )
     if isinstance(value, np.ndarray) and value.shape == (2,):
         return pair(fname, name, value.tolist(), minimum)
     v = as_int(fname, name, value, minimum)
     return (v, v)
 
 
-def real(fname, name, value, low=None, high=None, low_open=False, high_open=False):
+def real(
+    fname: str,
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite Python float, optionally within [low, high] (ends open or closed)."""
     if _is_bool(value) or not isinstance(value, numbers.Real):
         raise TypeError(
@@ -91,14 +111,14 @@ def real(fname, name, value, low=None, high=None, low_open=False, high_open=Fals
     return v
 
 
-def boolean(fname, name, value):
+def boolean(fname: str, name: str, value: object) -> bool:
     """A Python bool from a bool or numpy.bool_ (never 0/1 or a string)."""
     if not _is_bool(value):
         raise TypeError(f"{fname}: {name} must be a bool, got {value!r}")
     return bool(value)
 
 
-def rng(fname, seed):
+def rng(fname: str, seed: object) -> np.random.Generator:
     """A numpy Generator from an int seed >= 0, a Generator, or None (fresh entropy)."""
     if isinstance(seed, np.random.Generator):
         return seed
@@ -114,7 +134,7 @@ def rng(fname, seed):
     return np.random.default_rng(int(seed))
 
 
-def float_dtype(fname, dtype):
+def float_dtype(fname: str, dtype: npt.DTypeLike) -> FloatDType:
     """numpy.dtype(dtype), which must be float32 or float64."""
     try:
         dt = np.dtype(dtype)
@@ -122,10 +142,10 @@ def float_dtype(fname, dtype):
         raise TypeError(f"{fname}: dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"{fname}: dtype must be float32 or float64, got {dt}")
-    return dt
+    return cast("FloatDType", dt)
 
 
-def one_of(fname, name, value, allowed):
+def one_of(fname: str, name: str, value: _T, allowed: Collection[object]) -> _T:
     if value not in allowed:
         raise ValueError(f"{fname}: {name} must be one of {allowed}, got {value!r}")
     return value
@@ -136,7 +156,7 @@ def one_of(fname, name, value, allowed):
 # --------------------------------------------------------------------------
 
 
-def as_array(fname, name, value):
+def as_array(fname: str, name: str, value: object) -> npt.NDArray[Any]:
     """np.asarray with a clear error for things that are not arrays of numbers."""
     if value is None:
         raise TypeError(f"{fname}: {name} must be an array, got None")
@@ -149,7 +169,7 @@ def as_array(fname, name, value):
     return a
 
 
-def compute_dtype(fname, arrays):
+def compute_dtype(fname: str, arrays: Sequence[tuple[str, npt.NDArray[Any]]]) -> FloatDType:
     """numpy.result_type(*arrays, float32) restricted to float32/float64."""
     for name, a in arrays:
         k = a.dtype.kind
@@ -168,7 +188,9 @@ def compute_dtype(fname, arrays):
     return dt
 
 
-def check_ndim(fname, name, a, allowed, layout=""):
+def check_ndim(
+    fname: str, name: str, a: npt.NDArray[Any], allowed: Collection[int], layout: str = ""
+) -> None:
     if a.ndim not in allowed:
         want = " or ".join(f"{n}-D" for n in allowed)
         layout = f" {layout}" if layout else ""
@@ -177,7 +199,12 @@ def check_ndim(fname, name, a, allowed, layout=""):
         )
 
 
-def float_arrays(fname, named, ndims, layouts=None):
+def float_arrays(
+    fname: str,
+    named: Sequence[tuple[str, object]],
+    ndims: Sequence[Collection[int] | None],
+    layouts: Mapping[str, str] | None = None,
+) -> tuple[list[FloatArray], FloatDType]:
     """Arrays -> (list of C-contiguous arrays of the compute dtype, dtype).
 
     ``named`` is a list of (name, value); ``ndims`` the allowed ndim per
@@ -201,7 +228,7 @@ def float_arrays(fname, named, ndims, layouts=None):
                 ):
                     break
             else:
-                return [a for _, a in named], dt
+                return cast("list[FloatArray]", [a for _, a in named]), dt
     arrays = [(n, as_array(fname, n, v)) for n, v in named]
     for (n, a), nd in zip(arrays, ndims):
         if nd is not None:
@@ -211,7 +238,7 @@ def float_arrays(fname, named, ndims, layouts=None):
     return [np.asarray(a, dtype=dt, order="C") for _, a in arrays], dt
 
 
-def index_array(fname, name, value, shape=None):
+def index_array(fname: str, name: str, value: object, shape: Shape | None = None) -> IndexArray:
     """An int64 C-contiguous copy-if-needed of an integer array."""
     a = as_array(fname, name, value)
     if a.dtype.kind not in "iu":
@@ -221,7 +248,7 @@ def index_array(fname, name, value, shape=None):
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def shape_tuple(fname, name, value, ndim):
+def shape_tuple(fname: str, name: str, value: object, ndim: int) -> Shape:
     """A tuple of ``ndim`` ints >= 0 (an input shape given to a backward pass)."""
     if not isinstance(value, (tuple, list)) and not (
         isinstance(value, np.ndarray) and value.ndim == 1
@@ -235,7 +262,7 @@ def shape_tuple(fname, name, value, ndim):
     return shape
 
 
-def check_alloc(fname, shape, itemsize, what="output"):
+def check_alloc(fname: str, shape: Sequence[int], itemsize: int, what: str = "output") -> None:
     """MemoryError *before* allocating a request larger than physical memory."""
     n = 1
     for s in shape:
@@ -254,7 +281,7 @@ def check_alloc(fname, shape, itemsize, what="output"):
 # --------------------------------------------------------------------------
 
 
-def channels_match(fname, x_shape, n_channels, what):
+def channels_match(fname: str, x_shape: Sequence[int], n_channels: int, what: str) -> None:
     """x.shape[1] (batched) or x.shape[0] (unbatched) must equal n_channels.
 
     ``x_shape`` is 3-D (one unbatched sample) or 4-D (NCHW).  The message
@@ -283,7 +310,7 @@ def channels_match(fname, x_shape, n_channels, what):
     raise ValueError(msg)
 
 
-def bias_shape(fname, shape, n_out):
+def bias_shape(fname: str, shape: Sequence[int] | None, n_out: int) -> None:
     if shape is not None and tuple(shape) != (n_out,):
         raise ValueError(
             f"{fname}: bias must have shape ({n_out},) (one value per output "
@@ -291,7 +318,7 @@ def bias_shape(fname, shape, n_out):
         )
 
 
-def conv_out_size(fname, size, k, s, p, d, axis):
+def conv_out_size(fname: str, size: int, k: int, s: int, p: int, d: int, axis: str) -> int:
     """PyTorch's conv output size; ValueError naming everything when <= 0."""
     eff = d * (k - 1) + 1
     out = (size + 2 * p - eff) // s + 1
@@ -305,7 +332,7 @@ def conv_out_size(fname, size, k, s, p, d, axis):
     return out
 
 
-def pool_out_size(fname, size, k, s, p, axis):
+def pool_out_size(fname: str, size: int, k: int, s: int, p: int, axis: str) -> int:
     if 2 * p > k:
         raise ValueError(
             f"{fname}: padding must be at most half the kernel size along {axis}: "

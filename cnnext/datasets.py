@@ -12,6 +12,7 @@ verifies their MD5 checksums.
 The default directory is ``$CNNEXT_DATA/mnist`` when the environment variable
 ``CNNEXT_DATA`` is set, else ``~/.cache/cnnext/mnist``.
 """
+from __future__ import annotations
 
 import gzip
 import hashlib
@@ -21,10 +22,16 @@ import struct
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _io
+
+if TYPE_CHECKING:
+    from ._typing import StrPath
 
 __all__ = ["load_mnist", "download_mnist", "default_root", "DownloadError", "MIRRORS", "MD5"]
 
@@ -60,7 +67,7 @@ class DownloadError(OSError):
     """Every mirror failed (offline, HTTP error, or checksum mismatch)."""
 
 
-def default_root():
+def default_root() -> str:
     """The default MNIST directory: ``$CNNEXT_DATA/mnist`` or ``~/.cache/cnnext/mnist``.
 
     Examples
@@ -75,7 +82,7 @@ def default_root():
     return os.path.join(os.path.expanduser("~"), ".cache", "cnnext", "mnist")
 
 
-def _root(fname, root):
+def _root(fname: str, root: StrPath | None) -> str:
     if root is None:
         return default_root()
     try:
@@ -86,7 +93,7 @@ def _root(fname, root):
         ) from None
 
 
-def _find(root, base):
+def _find(root: str, base: str) -> str | None:
     """Path of ``base`` or ``base.gz`` in ``root`` (raw preferred), or None."""
     for name in (base, base + ".gz"):
         path = os.path.join(root, name)
@@ -95,12 +102,12 @@ def _find(root, base):
     return None
 
 
-def _is_gzip(path):
+def _is_gzip(path: str) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _read_idx(path, magic, kind):
+def _read_idx(path: str, magic: int, kind: str) -> tuple[npt.NDArray[np.uint8], tuple[int, ...]]:
     """uint8 payload of an IDX file and its dimensions, fully validated."""
     ndim = 3 if magic == _IMAGE_MAGIC else 1
     header_len = 4 * (1 + ndim)
@@ -127,6 +134,7 @@ def _read_idx(path, magic, kind):
                     f"{dims[1]}x{dims[2]}"
                 )
             expected = int(np.prod(dims, dtype=np.int64))
+            buf: bytearray | None
             if compressed:
                 # Read in bounded chunks and stop one byte past the declared
                 # size: an absurd declared count costs only the file's real
@@ -163,7 +171,7 @@ def _read_idx(path, magic, kind):
     return data, dims
 
 
-def _load_split(root, split):
+def _load_split(root: str, split: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     img_base, lbl_base = _FILES[split]
     img_path, lbl_path = _find(root, img_base), _find(root, lbl_base)
     if img_path is None or lbl_path is None:
@@ -189,7 +197,9 @@ def _load_split(root, split):
     return images, labels.astype(np.int64)
 
 
-def load_mnist(root=None, split="train", download=False):
+def load_mnist(
+    root: StrPath | None = None, split: Literal["train", "test"] = "train", download: bool = False
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Load an MNIST split from its IDX files (raw or ``.gz``).
 
     Parameters
@@ -240,7 +250,7 @@ def load_mnist(root=None, split="train", download=False):
     return _load_split(root, split)
 
 
-def _fetch(url, dest, md5, timeout):
+def _fetch(url: str, dest: str, md5: str, timeout: float) -> None:
     """Download ``url`` to ``dest`` atomically if its MD5 is ``md5``; else raise."""
     request = urllib.request.Request(url, headers={"User-Agent": "cnnext"})
     with _io.atomic_write(dest, ".gz") as out, urllib.request.urlopen(
@@ -262,7 +272,7 @@ def _fetch(url, dest, md5, timeout):
             raise ValueError(f"checksum mismatch: md5 {got}, expected {md5}")
 
 
-def _md5_of(path):
+def _md5_of(path: str) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -270,7 +280,12 @@ def _md5_of(path):
     return digest.hexdigest()
 
 
-def download_mnist(root=None, splits=("train", "test"), mirrors=MIRRORS, timeout=30.0):
+def download_mnist(
+    root: StrPath | None = None,
+    splits: str | Iterable[str] = ("train", "test"),
+    mirrors: Sequence[str] = MIRRORS,
+    timeout: float = 30.0,
+) -> list[str]:
     """Download the official MNIST ``.gz`` files into ``root``, verifying MD5s.
 
     Files already present (raw, or ``.gz`` with the right checksum) are not

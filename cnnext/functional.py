@@ -18,13 +18,24 @@ Which implementation runs is chosen by :func:`cnnext.set_backend`:
 ``"cython"`` (default, compiled kernels) or ``"numpy"``
 (:mod:`cnnext.reference`).
 """
+from __future__ import annotations
+
 import functools
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar, cast, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _config, _eltwise, _plan
 from . import _validate as V
 from . import reference as _ref
+
+if TYPE_CHECKING:
+    from ._typing import FloatArray, FloatDType, IndexArray, IntOrPair, Pair, Shape
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 __all__ = [
     "conv2d",
@@ -52,11 +63,11 @@ __all__ = [
     "softmax_cross_entropy",
 ]
 
-def _numpy_backend():
+def _numpy_backend() -> bool:
     return not _config.compiled_backend()
 
 
-def _as(a, dt):
+def _as(a: npt.ArrayLike, dt: FloatDType) -> FloatArray:
     """The numpy backend's result as an array of the compute dtype."""
     return np.asarray(a, dtype=dt)
 
@@ -77,7 +88,34 @@ _XWB = ("x", "weight", "bias")
 _GXW = ("grad_out", "x", "weight")
 
 
-def _operands(fname, arrays, names, ndims, layouts=None):
+@overload
+def _operands(
+    fname: str, arrays: tuple[npt.ArrayLike, npt.ArrayLike, None], names: tuple[str, ...],
+    ndims: tuple[tuple[int, ...] | None, ...], layouts: Mapping[str, str] | None = None,
+) -> tuple[tuple[FloatArray, FloatArray, None], FloatDType]: ...
+@overload
+def _operands(
+    fname: str, arrays: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike],
+    names: tuple[str, ...], ndims: tuple[tuple[int, ...] | None, ...],
+    layouts: Mapping[str, str] | None = None,
+) -> tuple[tuple[FloatArray, FloatArray, FloatArray], FloatDType]: ...
+# A 3-tuple without None also matches the variadic overload below; the
+# first match wins.
+@overload
+def _operands(  # type: ignore[overload-overlap]
+    fname: str, arrays: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike | None],
+    names: tuple[str, ...], ndims: tuple[tuple[int, ...] | None, ...],
+    layouts: Mapping[str, str] | None = None,
+) -> tuple[tuple[FloatArray, FloatArray, FloatArray | None], FloatDType]: ...
+@overload
+def _operands(
+    fname: str, arrays: tuple[npt.ArrayLike, ...], names: tuple[str, ...],
+    ndims: tuple[tuple[int, ...] | None, ...], layouts: Mapping[str, str] | None = None,
+) -> tuple[tuple[FloatArray, ...], FloatDType]: ...
+def _operands(
+    fname: str, arrays: tuple[npt.ArrayLike | None, ...], names: tuple[str, ...],
+    ndims: tuple[tuple[int, ...] | None, ...], layouts: Mapping[str, str] | None = None,
+) -> tuple[tuple[FloatArray | None, ...], FloatDType]:
     """Check -> (arrays as C-contiguous arrays of the compute dtype, dtype).
 
     A None bias (an absent one) stays None.  The common case (native
@@ -89,7 +127,7 @@ def _operands(fname, arrays, names, ndims, layouts=None):
     optional = names[-1] == "bias"
     dt = _eltwise.float_operands(arrays, ndims, True, optional)
     if dt is not None:
-        return arrays, dt
+        return cast("tuple[FloatArray | None, ...]", arrays), dt
     dt = _eltwise.float_operands(arrays, ndims, False, optional)
     if dt is not None:  # the right kind of arrays, in another memory layout
         return tuple(None if a is None else np.ascontiguousarray(a) for a in arrays), dt
@@ -100,14 +138,16 @@ def _operands(fname, arrays, names, ndims, layouts=None):
     out = list(arrays)
     for i, a in zip(present, arrs):
         out[i] = a
-    return tuple(out), dt
+    return cast("tuple[FloatArray | None, ...]", tuple(out)), dt
 
 
-def _shape(a):
+def _shape(a: FloatArray | None) -> Shape | None:
     return None if a is None else a.shape
 
 
-def _conv_params(fname, stride, padding, dilation):
+def _conv_params(
+    fname: str, stride: IntOrPair, padding: IntOrPair, dilation: IntOrPair
+) -> tuple[Pair, Pair, Pair]:
     if type(stride) is int and type(padding) is int and type(dilation) is int and (
         stride >= 1 and padding >= 0 and dilation >= 1
     ) and max(stride, padding, dilation) <= V.MAX_SIZE:
@@ -119,7 +159,10 @@ def _conv_params(fname, stride, padding, dilation):
     )
 
 
-def _conv2d_plan(fname, x, w, bias, dt, stride, padding, dilation):
+def _conv2d_plan(
+    fname: str, x: FloatArray, w: FloatArray, bias: FloatArray | None, dt: FloatDType,
+    stride: IntOrPair, padding: IntOrPair, dilation: IntOrPair,
+) -> _plan.ConvPlan:
     """The cached :class:`cnnext._plan.ConvPlan` for these arrays and options."""
     bshape = None if bias is None else bias.shape
     nt = _config._kernel_threads
@@ -127,8 +170,8 @@ def _conv2d_plan(fname, x, w, bias, dt, stride, padding, dilation):
     # steady-state call finds its plan before normalising anything.
     plain = type(stride) is int and type(padding) is int and type(dilation) is int
     if plain:
-        key = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, nt)
-        plan = _plan.lookup(key)
+        key: Hashable = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, nt)
+        plan: _plan.ConvPlan | None = _plan.lookup(key)
         if plan is not None:
             return plan
     s, p, d = _conv_params(fname, stride, padding, dilation)
@@ -136,11 +179,13 @@ def _conv2d_plan(fname, x, w, bias, dt, stride, padding, dilation):
         key = (fname, x.shape, w.shape, dt, bshape, s, p, d, nt)
         plan = _plan.lookup(key)
         if plan is not None:
-            return plan
+            return plan  # type: ignore[no-any-return]  # a conv2d key's plan is a ConvPlan
     return _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p, d))
 
 
-def _linear_plan(fname, x, w, bias, dt):
+def _linear_plan(
+    fname: str, x: FloatArray, w: FloatArray, bias: FloatArray | None, dt: FloatDType
+) -> _plan.LinearPlan:
     bshape = _shape(bias)
     return _plan.cached(
         ("linear", x.shape, w.shape, bshape, dt, _config.get_num_threads()),
@@ -148,21 +193,26 @@ def _linear_plan(fname, x, w, bias, dt):
     )
 
 
-def _pool_params(fname, kernel_size, stride, padding):
+def _pool_params(
+    fname: str, kernel_size: IntOrPair, stride: IntOrPair | None, padding: IntOrPair
+) -> tuple[Pair, Pair, Pair]:
     k = V.pair(fname, "kernel_size", kernel_size, 1)
     s = k if stride is None else V.pair(fname, "stride", stride, 1)
     p = V.pair(fname, "padding", padding, 0)
     return k, s, p
 
 
-def _pool_plan(fname, kind, x, dt, kernel_size, stride, padding):
+def _pool_plan(
+    fname: str, kind: str, x: FloatArray, dt: FloatDType, kernel_size: IntOrPair,
+    stride: IntOrPair | None, padding: IntOrPair,
+) -> _plan.PoolPlan:
     nt = _config._kernel_threads
     plain = type(kernel_size) is int and type(padding) is int and (
         stride is None or type(stride) is int
     )
     if plain:  # see _conv2d_plan
-        key = (kind, x.shape, dt, kernel_size, stride, padding, nt)
-        plan = _plan.lookup(key)
+        key: Hashable = (kind, x.shape, dt, kernel_size, stride, padding, nt)
+        plan: _plan.PoolPlan | None = _plan.lookup(key)
         if plan is not None:
             return plan
     k, s, p = _pool_params(fname, kernel_size, stride, padding)
@@ -170,7 +220,7 @@ def _pool_plan(fname, kind, x, dt, kernel_size, stride, padding):
         key = (kind, x.shape, dt, k, s, p, nt)
         plan = _plan.lookup(key)
         if plan is not None:
-            return plan
+            return plan  # type: ignore[no-any-return]  # a pooling key's plan is a PoolPlan
     return _plan.store(key, _plan.pool2d_plan(fname, kind, x.shape, dt, k, s, p))
 
 
@@ -179,7 +229,10 @@ def _pool_plan(fname, kind, x, dt, kernel_size, stride, padding):
 # --------------------------------------------------------------------------
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+def conv2d(
+    x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None,
+    stride: IntOrPair = 1, padding: IntOrPair = 0, dilation: IntOrPair = 1,
+) -> FloatArray:
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -216,6 +269,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     dt = _float_operands((x, weight, bias), _CONV_NDIM, True, True)
     if dt is None:
         (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
+    elif TYPE_CHECKING:  # the one-step check passed: native float arrays
+        x, weight, bias = cast("tuple[FloatArray, FloatArray, FloatArray | None]",
+                               (x, weight, bias))
     plan = _conv2d_plan(fname, x, weight, bias, dt, stride, padding, dilation)
     if _numpy_backend():
         return _as(_ref.conv2d(x, weight, bias, stride=stride, padding=padding,
@@ -223,7 +279,20 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     return plan.forward(x, weight, bias)
 
 
-def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=True):
+@overload
+def conv2d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: Literal[True] = True,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def conv2d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+def conv2d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -282,11 +351,15 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     if _numpy_backend():
         gx, gw, gb = _ref.conv2d_backward(g, xa, w, stride=stride, padding=padding,
                                           dilation=dilation, bias=bias)
-        return _as(gx, dt), _as(gw, dt), _as(gb, dt) if bias else None
+        return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
     return plan.backward(g, xa, w, bias)
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
+def conv_transpose2d(
+    x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None,
+    stride: IntOrPair = 1, padding: IntOrPair = 0, output_padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+) -> FloatArray:
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
     The adjoint of :func:`conv2d`: ``conv_transpose2d(g, w, ...)`` is the
@@ -335,7 +408,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return plan.forward(x, weight, bias)
 
 
-def full_conv2d(x, weight):
+def full_conv2d(x: npt.ArrayLike, weight: npt.ArrayLike) -> FloatArray:
     """Full convolution with the 180-degree-rotated kernel, summed over K.
 
     ``y[n, c] = sum_k conv_full(x[n, k], weight[k, c])`` where ``conv_full``
@@ -380,7 +453,30 @@ def full_conv2d(x, weight):
 # --------------------------------------------------------------------------
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
+@overload
+def max_pool2d(
+    x: npt.ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0, return_indices: Literal[False] = False,
+) -> FloatArray: ...
+@overload
+def max_pool2d(
+    x: npt.ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None, padding: IntOrPair,
+    return_indices: Literal[True],
+) -> tuple[FloatArray, IndexArray]: ...
+@overload
+def max_pool2d(
+    x: npt.ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0, *, return_indices: Literal[True],
+) -> tuple[FloatArray, IndexArray]: ...
+@overload
+def max_pool2d(
+    x: npt.ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0, return_indices: bool = False,
+) -> FloatArray | tuple[FloatArray, IndexArray]: ...
+def max_pool2d(
+    x: npt.ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0, return_indices: bool = False,
+) -> FloatArray | tuple[FloatArray, IndexArray]:
     """2-D max pooling with argmax, as ``torch.nn.functional.max_pool2d``.
 
     Parameters
@@ -422,17 +518,23 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     xa, dt = x, _float_operands((x,), _POOL_NDIM)
     if dt is None:
         (xa,), dt = _operands(fname, (x,), ("x",), _POOL_NDIM, _POOL_LAYOUT)
+    elif TYPE_CHECKING:  # the one-step check passed: a native float array
+        xa = cast("FloatArray", xa)
     plan = _pool_plan(fname, "max", xa, dt, kernel_size, stride, padding)
+    idx: IndexArray | None  # None: not computed (return_indices=False)
     if _numpy_backend():
         y, idx = _ref.max_pool2d(xa, kernel_size, stride=stride, padding=padding,
                                  return_indices=True)
         y, idx = _as(y, dt), np.asarray(idx, dtype=np.int64)
     else:
         y, idx = plan.forward(xa, return_indices)
-    return (y, idx) if return_indices else y
+    # (idx is an array whenever return_indices is True)
+    return (y, idx) if return_indices else y  # type: ignore[return-value]
 
 
-def max_pool2d_backward(grad_out, indices, input_shape):
+def max_pool2d_backward(
+    grad_out: npt.ArrayLike, indices: npt.ArrayLike, input_shape: Sequence[int]
+) -> FloatArray:
     """Gradient of :func:`max_pool2d`: route each gradient to its argmax.
 
     Parameters
@@ -487,7 +589,10 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     return plan.backward(g, idx)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(
+    x: npt.ArrayLike, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0,
+) -> FloatArray:
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Zero padding counts towards the average (``count_include_pad=True``): the
@@ -522,10 +627,13 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     plan = _pool_plan(fname, "avg", xa, dt, kernel_size, stride, padding)
     if _numpy_backend():
         return _as(_ref.avg_pool2d(xa, kernel_size, stride=stride, padding=padding), dt)
-    return plan.forward(xa)
+    return cast("FloatArray", plan.forward(xa))
 
 
-def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0):
+def avg_pool2d_backward(
+    grad_out: npt.ArrayLike, input_shape: Sequence[int], kernel_size: IntOrPair,
+    stride: IntOrPair | None = None, padding: IntOrPair = 0,
+) -> FloatArray:
     """Gradient of :func:`avg_pool2d` (``count_include_pad=True``).
 
     Parameters
@@ -575,7 +683,9 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
 # --------------------------------------------------------------------------
 
 
-def linear(x, weight, bias=None):
+def linear(
+    x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None
+) -> FloatArray:
     """Fully connected layer ``y = x @ weight.T + bias``, as
     ``torch.nn.functional.linear``.
 
@@ -604,13 +714,27 @@ def linear(x, weight, bias=None):
     if dt is None:
         (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _LINEAR_NDIM,
                                           _LINEAR_LAYOUT)
+    elif TYPE_CHECKING:  # the one-step check passed: native float arrays
+        x, weight, bias = cast("tuple[FloatArray, FloatArray, FloatArray | None]",
+                               (x, weight, bias))
     plan = _linear_plan(fname, x, weight, bias, dt)
     if _numpy_backend():
         return _as(_ref.linear(x, weight, bias), dt)
     return plan.forward(x, weight, bias)
 
 
-def linear_backward(grad_out, x, weight, bias=True):
+@overload
+def linear_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike,
+    bias: Literal[True] = True,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def linear_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, bias: bool = True
+) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+def linear_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, bias: bool = True
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     """Gradients of :func:`linear`.
 
     Parameters
@@ -650,7 +774,7 @@ def linear_backward(grad_out, x, weight, bias=True):
         )
     if _numpy_backend():
         gx, gw, gb = _ref.linear_backward(g, xa, w, bias=bias)
-        return _as(gx, dt), _as(gw, dt), _as(gb, dt) if bias else None
+        return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
     return plan.backward(g, xa, w, bias)
 
 
@@ -665,19 +789,19 @@ def linear_backward(grad_out, x, weight, bias=True):
 # float64.
 
 
-def _nan_quiet(fn):
+def _nan_quiet(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run ``fn`` without numpy's RuntimeWarnings for NaN/inf arithmetic:
     non-finite values propagate silently, as in PyTorch."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             return fn(*args, **kwargs)
 
     return wrapper
 
 
-def _elementwise(fname, named):
+def _elementwise(fname: str, named: Sequence[tuple[str, npt.ArrayLike]]) -> tuple[FloatArray, ...]:
     arrs, _ = _operands(fname, tuple(a for _, a in named), tuple(n for n, _ in named),
                         (None,) * len(named))
     if len(arrs) > 1 and arrs[0].shape != arrs[1].shape:
@@ -686,14 +810,14 @@ def _elementwise(fname, named):
     return arrs
 
 
-def _axis(fname, axis, ndim):
+def _axis(fname: str, axis: int, ndim: int) -> int:
     a = V.as_int(fname, "axis", axis)
     if not -ndim <= a < ndim:
         raise ValueError(f"{fname}: axis must be in [{-ndim}, {ndim}), got {a}")
     return a
 
 
-def relu(x):
+def relu(x: npt.ArrayLike) -> FloatArray:
     """``max(x, 0)`` elementwise.
 
     Examples
@@ -710,7 +834,7 @@ def relu(x):
     return out
 
 
-def relu_backward(grad_out, x):
+def relu_backward(grad_out: npt.ArrayLike, x: npt.ArrayLike) -> FloatArray:
     """Gradient of :func:`relu`: 0 where ``x <= 0``, else ``grad_out``.
 
     As in PyTorch (``threshold_backward``), a NaN in ``x`` passes the
@@ -730,16 +854,16 @@ def relu_backward(grad_out, x):
     return out
 
 
-def _slope(fname, negative_slope):
+def _slope(fname: str, negative_slope: float) -> float:
     return V.real(fname, "negative_slope", negative_slope)
 
 
-def _elt_threads(n):
+def _elt_threads(n: int) -> int:
     return _plan.threads_for(n, _plan.PARALLEL_MIN_ELEMENTS)
 
 
 @_nan_quiet
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: npt.ArrayLike, negative_slope: float = 0.01) -> FloatArray:
     """``x`` where ``x > 0``, else ``negative_slope * x``.
 
     Examples
@@ -755,7 +879,9 @@ def leaky_relu(x, negative_slope=0.01):
     return np.where(x > 0, x, x * x.dtype.type(a))
 
 
-def leaky_relu_backward(grad_out, x, negative_slope=0.01):
+def leaky_relu_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, negative_slope: float = 0.01
+) -> FloatArray:
     """Gradient of :func:`leaky_relu` (slope 1 where ``x > 0``, else ``negative_slope``).
 
     Examples
@@ -776,7 +902,7 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
 
 
 @_nan_quiet
-def sigmoid(x):
+def sigmoid(x: npt.ArrayLike) -> FloatArray:
     """Logistic sigmoid ``1 / (1 + exp(-x))``, without overflow for large ``|x|``.
 
     Examples
@@ -794,7 +920,7 @@ def sigmoid(x):
 
 
 @_nan_quiet
-def sigmoid_backward(grad_out, y):
+def sigmoid_backward(grad_out: npt.ArrayLike, y: npt.ArrayLike) -> FloatArray:
     """Gradient of :func:`sigmoid` given its *output* ``y``: ``grad_out * y * (1 - y)``.
 
     Examples
@@ -809,7 +935,7 @@ def sigmoid_backward(grad_out, y):
     return (g * y * (1 - y)).astype(g.dtype, copy=False)
 
 
-def tanh(x):
+def tanh(x: npt.ArrayLike) -> FloatArray:
     """Hyperbolic tangent.
 
     Examples
@@ -825,7 +951,7 @@ def tanh(x):
 
 
 @_nan_quiet
-def tanh_backward(grad_out, y):
+def tanh_backward(grad_out: npt.ArrayLike, y: npt.ArrayLike) -> FloatArray:
     """Gradient of :func:`tanh` given its *output* ``y``: ``grad_out * (1 - y**2)``.
 
     Examples
@@ -841,7 +967,7 @@ def tanh_backward(grad_out, y):
 
 
 @_nan_quiet
-def softmax(x, axis=-1):
+def softmax(x: npt.ArrayLike, axis: int = -1) -> FloatArray:
     """Softmax along ``axis``, stable for large inputs (max subtracted).
 
     Examples
@@ -858,11 +984,11 @@ def softmax(x, axis=-1):
         return _ref.softmax(x, axis=axis)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     e /= e.sum(axis=axis, keepdims=True)
-    return e
+    return cast("FloatArray", e)
 
 
 @_nan_quiet
-def softmax_backward(grad_out, y, axis=-1):
+def softmax_backward(grad_out: npt.ArrayLike, y: npt.ArrayLike, axis: int = -1) -> FloatArray:
     """Gradient of :func:`softmax` given its output ``y``:
     ``y * (grad_out - sum(grad_out * y, axis))``.
 
@@ -878,11 +1004,13 @@ def softmax_backward(grad_out, y, axis=-1):
         return np.empty_like(y)
     if _numpy_backend():
         return _ref.softmax_backward(g, y, axis=axis)
-    return (y * (g - (g * y).sum(axis=axis, keepdims=True))).astype(g.dtype, copy=False)
+    return cast(
+        "FloatArray", (y * (g - (g * y).sum(axis=axis, keepdims=True))).astype(g.dtype, copy=False)
+    )
 
 
 @_nan_quiet
-def log_softmax(x, axis=-1):
+def log_softmax(x: npt.ArrayLike, axis: int = -1) -> FloatArray:
     """``log(softmax(x))`` computed stably (log-sum-exp).
 
     Examples
@@ -898,11 +1026,16 @@ def log_softmax(x, axis=-1):
     if _numpy_backend():
         return _ref.log_softmax(x, axis=axis)
     z = x - x.max(axis=axis, keepdims=True)
-    return (z - np.log(np.exp(z).sum(axis=axis, keepdims=True))).astype(x.dtype, copy=False)
+    return cast(
+        "FloatArray",
+        (z - np.log(np.exp(z).sum(axis=axis, keepdims=True))).astype(x.dtype, copy=False),
+    )
 
 
 @_nan_quiet
-def log_softmax_backward(grad_out, y, axis=-1):
+def log_softmax_backward(
+    grad_out: npt.ArrayLike, y: npt.ArrayLike, axis: int = -1
+) -> FloatArray:
     """Gradient of :func:`log_softmax` given its output ``y``:
     ``grad_out - exp(y) * sum(grad_out, axis)``.
 
@@ -919,11 +1052,15 @@ def log_softmax_backward(grad_out, y, axis=-1):
         return np.empty_like(y)
     if _numpy_backend():
         return _ref.log_softmax_backward(g, y, axis=axis)
-    return (g - np.exp(y) * g.sum(axis=axis, keepdims=True)).astype(g.dtype, copy=False)
+    return cast(
+        "FloatArray", (g - np.exp(y) * g.sum(axis=axis, keepdims=True)).astype(g.dtype, copy=False)
+    )
 
 
 @_nan_quiet
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(
+    logits: npt.ArrayLike, labels: npt.ArrayLike
+) -> tuple[float, FloatArray]:
     """Mean softmax cross-entropy and its gradient, in one stable pass.
 
     Parameters

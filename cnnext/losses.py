@@ -4,11 +4,18 @@ Losses live here, outside the layers (a layer never knows its loss); they are
 re-exported from :mod:`cnnext.nn`.  Each loss keeps one named cache, the
 gradient of its last ``forward``, and ``backward()`` returns a fresh copy of it.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _validate as V
 from . import functional as F
+
+if TYPE_CHECKING:
+    from ._typing import FloatArray
 
 __all__ = ["SoftmaxCrossEntropy", "MSELoss"]
 
@@ -16,13 +23,16 @@ __all__ = ["SoftmaxCrossEntropy", "MSELoss"]
 class _Loss:
     """Shared plumbing: ``__call__`` is ``forward``, backward needs a forward first."""
 
-    def __init__(self):
-        self._grad = None
+    def __init__(self) -> None:
+        self._grad: FloatArray | None = None
 
-    def __call__(self, pred, target):
+    if TYPE_CHECKING:
+        def forward(self, pred: npt.ArrayLike, target: npt.ArrayLike) -> float: ...
+
+    def __call__(self, pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
         return self.forward(pred, target)
 
-    def backward(self):
+    def backward(self) -> FloatArray:
         """Gradient of the last ``forward``'s loss with respect to its ``pred``.
 
         Returns
@@ -42,7 +52,7 @@ class _Loss:
             )
         return self._grad.copy()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
@@ -65,7 +75,7 @@ class SoftmaxCrossEntropy(_Loss):
     array([[ 0.5, -0.5]])
     """
 
-    def forward(self, logits, labels):
+    def forward(self, logits: npt.ArrayLike, labels: npt.ArrayLike) -> float:
         """Loss of ``logits`` (N, K) for integer ``labels`` (N,) in [0, K).
 
         Returns
@@ -94,7 +104,7 @@ class MSELoss(_Loss):
     array([1., 3.])
     """
 
-    def forward(self, pred, target):
+    def forward(self, pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
         """Mean squared error of ``pred`` against ``target`` (same shape).
 
         Returns

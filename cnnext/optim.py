@@ -7,16 +7,23 @@ of pairs itself.  ``step()`` updates each ``param`` array *in place* from its
 into them).  The learning rate is the public attribute ``lr`` and may be
 changed between steps (a schedule).
 """
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from . import _eltwise
 from . import _validate as V
 
+if TYPE_CHECKING:
+    from ._typing import FloatArray, Params
+
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
-def _fused(*arrays):
+def _fused(*arrays: FloatArray) -> bool:
     """Whether the one-pass kernels can update these arrays in place: native
     float32/float64 of one dtype, C-contiguous (layers' parameters are);
     anything else takes the numpy expressions, which compute the same."""
@@ -33,7 +40,7 @@ class Optimizer:
         floating-point arrays of equal shape; ``param`` must be writeable.
     """
 
-    def __init__(self, params):
+    def __init__(self, params: Params) -> None:
         fname = type(self).__name__
         if hasattr(params, "parameters") and callable(params.parameters):
             params = params.parameters()
@@ -43,7 +50,8 @@ class Optimizer:
                 f"a single ndarray"
             )
         try:
-            pairs = list(params)
+            # A model was replaced by its pairs above; the pairs are checked below.
+            pairs = list(cast("Iterable[tuple[FloatArray, FloatArray]]", params))
         except TypeError:
             raise TypeError(
                 f"{fname}: params must be a model or a list of (param, grad) pairs, got "
@@ -51,7 +59,7 @@ class Optimizer:
             ) from None
         if not pairs:
             raise ValueError(f"{fname}: params is empty; there is nothing to optimize")
-        seen = set()
+        seen: set[int] = set()
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise TypeError(f"{fname}: params[{i}] must be a (param, grad) pair, got {pair!r}")
@@ -73,12 +81,12 @@ class Optimizer:
             seen.add(id(p))
         self._pairs = [(p, g) for p, g in pairs]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient to zero, in place."""
         for _, g in self._pairs:
             g.fill(0)
 
-    def step(self):  # pragma: no cover - abstract
+    def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -110,14 +118,16 @@ class SGD(Optimizer):
     array([0.95, 2.1 ])
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+    def __init__(
+        self, params: Params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    ) -> None:
         super().__init__(params)
         self.lr = V.real("SGD", "lr", lr, 0.0, low_open=True)
         self.momentum = V.real("SGD", "momentum", momentum, 0.0)
         self.weight_decay = V.real("SGD", "weight_decay", weight_decay, 0.0)
-        self._buffers = [None] * len(self._pairs)
+        self._buffers: list[FloatArray | None] = [None] * len(self._pairs)
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter in place."""
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         for i, (p, g) in enumerate(self._pairs):
@@ -126,7 +136,8 @@ class SGD(Optimizer):
                 if first:
                     self._buffers[i] = np.empty_like(p)
                 buf = self._buffers[i] if mu else p
-                _eltwise.sgd_update(p.reshape(-1), g.reshape(-1), buf.reshape(-1), lr, mu, wd,
+                # (buf is an array: with momentum, made just above on the first step)
+                _eltwise.sgd_update(p.reshape(-1), g.reshape(-1), buf.reshape(-1), lr, mu, wd,  # type: ignore[union-attr]
                                     first)
                 continue
             d = g + wd * p if wd else g
@@ -170,7 +181,14 @@ class Adam(Optimizer):
     array([0.9, 2.1])
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params)
         self.lr = V.real("Adam", "lr", lr, 0.0, low_open=True)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -185,7 +203,7 @@ class Adam(Optimizer):
         self._m = [np.zeros_like(p) for p, _ in self._pairs]
         self._v = [np.zeros_like(p) for p, _ in self._pairs]
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter in place."""
         self.t += 1
         b1, b2 = self.betas

@@ -26,10 +26,21 @@ the dtype of the corresponding input; sums are accumulated in float64 and
 cast back.
 """
 
+from __future__ import annotations
+
 import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 
 import numpy as np
+import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
+
+if TYPE_CHECKING:
+    from ._typing import FloatArray, IndexArray, IntOrPair, Pair
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 __all__ = [
     "conv2d",
@@ -62,7 +73,7 @@ __all__ = [
 # helpers
 # --------------------------------------------------------------------------
 
-def _pair(v):
+def _pair(v: IntOrPair | list[int] | npt.NDArray[np.integer[Any]]) -> Pair:
     """Return ``v`` as a ``(h, w)`` tuple of Python ints."""
     if isinstance(v, (tuple, list, np.ndarray)):
         h, w = v
@@ -70,32 +81,32 @@ def _pair(v):
     return int(v), int(v)
 
 
-def _f64(a):
+def _f64(a: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """A float64 view or copy of ``a`` (never the caller's array to write)."""
     return np.asarray(a, dtype=np.float64)
 
 
-def _nan_quiet(fn):
+def _nan_quiet(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run ``fn`` without numpy's RuntimeWarnings for NaN/inf arithmetic:
     non-finite values propagate silently, as in PyTorch and
     :mod:`cnnext.functional`."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             return fn(*args, **kwargs)
 
     return wrapper
 
 
-def _pad_hw(x, ph, pw, value=0.0):
+def _pad_hw(x: FloatArray, ph: int, pw: int, value: float = 0.0) -> FloatArray:
     """Pad the last two axes of a 4-D array by ``ph`` rows and ``pw`` columns
     on each side (returns a new array)."""
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
                   mode="constant", constant_values=value)
 
 
-def _windows(xp, kernel, stride, dilation):
+def _windows(xp: FloatArray, kernel: Pair, stride: Pair, dilation: Pair) -> FloatArray:
     """Strided windows of an already padded 4-D array.
 
     Returns a read-only view of shape ``(N, C, OH, OW, kH, kW)`` with
@@ -109,7 +120,7 @@ def _windows(xp, kernel, stride, dilation):
     return v[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
-def _conv_out(size, k, s, p, d):
+def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
@@ -119,12 +130,14 @@ def _conv_out(size, k, s, p, d):
 _PAD_LIMIT = 1 << 24
 
 
-def _huge_padding(x, padding):
+def _huge_padding(x: npt.ArrayLike, padding: Pair) -> bool:
     n, c, h, w = np.shape(x)
-    return n * c * (h + 2 * padding[0]) * (w + 2 * padding[1]) > _PAD_LIMIT
+    return bool(n * c * (h + 2 * padding[0]) * (w + 2 * padding[1]) > _PAD_LIMIT)
 
 
-def _taps(size, k, s, p, d, o):
+def _taps(
+    size: int, k: int, s: int, p: int, d: int, o: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Input indices, and their tap indices, of output position ``o`` along
     one axis that fall inside the input (the rest read padding)."""
     idx = o * s - p + np.arange(k) * d
@@ -132,7 +145,19 @@ def _taps(size, k, s, p, d, o):
     return idx[keep], np.flatnonzero(keep)
 
 
-def _by_position(x, weight, g, stride, padding, dilation):
+@overload
+def _by_position(
+    x: FloatArray, weight: FloatArray, g: None, stride: Pair, padding: Pair, dilation: Pair
+) -> FloatArray: ...
+@overload
+def _by_position(
+    x: FloatArray, weight: FloatArray, g: FloatArray, stride: Pair, padding: Pair,
+    dilation: Pair,
+) -> tuple[FloatArray, FloatArray]: ...
+def _by_position(
+    x: FloatArray, weight: FloatArray, g: FloatArray | None, stride: Pair, padding: Pair,
+    dilation: Pair,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
     """conv2d (``g is None``) or its (grad_x, grad_w) by a loop over output
     positions, reading only the taps inside the input (no padded copy)."""
     n, c, h, w = x.shape
@@ -148,12 +173,13 @@ def _by_position(x, weight, g, stride, padding, dilation):
             xs = x[:, :, rows][:, :, :, cols]
             ws = weight[:, :, ti][:, :, :, tj]
             if g is None:
-                y[:, :, oh, ow] = np.einsum("ncij,ocij->no", xs, ws)
+                cast("FloatArray", y)[:, :, oh, ow] = np.einsum("ncij,ocij->no", xs, ws)
             else:
                 go = g[:, :, oh, ow]
-                gw[np.ix_(range(co), range(c), ti, tj)] += np.einsum("no,ncij->ocij", go, xs)
-                gx[np.ix_(range(n), range(c), rows, cols)] += np.einsum("no,ocij->ncij", go, ws)
-    return y if g is None else (gx, gw)
+                # numpy's stub for ix_ does not take a range (any integer sequence works).
+                gw[np.ix_(range(co), range(c), ti, tj)] += np.einsum("no,ncij->ocij", go, xs)  # type: ignore[arg-type]
+                gx[np.ix_(range(n), range(c), rows, cols)] += np.einsum("no,ocij->ncij", go, ws)  # type: ignore[arg-type]
+    return cast("FloatArray", y) if g is None else (gx, gw)
 
 
 # --------------------------------------------------------------------------
@@ -161,7 +187,10 @@ def _by_position(x, weight, g, stride, padding, dilation):
 # --------------------------------------------------------------------------
 
 @_nan_quiet
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+def conv2d(
+    x: FloatArray, weight: FloatArray, bias: FloatArray | None = None, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, dilation: IntOrPair = 1,
+) -> FloatArray:
     """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (groups=1).
 
     Parameters
@@ -196,7 +225,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
              [67., 77.]]]])
     """
     if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
-        return conv2d(np.asarray(x)[None], weight, bias, stride, padding, dilation)[0]
+        return cast(
+            "FloatArray", conv2d(np.asarray(x)[None], weight, bias, stride, padding, dilation)[0]
+        )
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     kernel = weight.shape[2:]
     if _huge_padding(x, padding):
@@ -211,8 +242,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
 
 
 @_nan_quiet
-def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
-                    bias=True):
+def conv2d_backward(
+    grad_out: FloatArray, x: FloatArray, weight: FloatArray, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -301,8 +334,10 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
 
 
 @_nan_quiet
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
-                     output_padding=0, dilation=1):
+def conv_transpose2d(
+    x: FloatArray, weight: FloatArray, bias: FloatArray | None = None, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, output_padding: IntOrPair = 0, dilation: IntOrPair = 1,
+) -> FloatArray:
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
     Parameters
@@ -348,8 +383,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
            [3., 3., 4., 4.]])
     """
     if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
-        return conv_transpose2d(np.asarray(x)[None], weight, bias, stride, padding,
-                                output_padding, dilation)[0]
+        return cast("FloatArray", conv_transpose2d(np.asarray(x)[None], weight, bias, stride,
+                                                   padding, output_padding, dilation)[0])
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
     oph, opw = _pair(output_padding)
@@ -377,7 +412,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0,
 
 
 @_nan_quiet
-def full_conv2d(x, weight):
+def full_conv2d(x: FloatArray, weight: FloatArray) -> FloatArray:
     """Full 2-D convolution summed over input channels.
 
     Parameters
@@ -409,20 +444,43 @@ def full_conv2d(x, weight):
            [ 9., 24., 16.]])
     """
     if np.ndim(x) == 3:  # one unbatched (K, H, W) sample
-        return full_conv2d(np.asarray(x)[None], weight)[0]
+        return cast("FloatArray", full_conv2d(np.asarray(x)[None], weight)[0])
     kh, kw = weight.shape[2:]
     xp = _pad_hw(_f64(x), kh - 1, kw - 1)
     rot = _f64(weight)[:, :, ::-1, ::-1]
     win = _windows(xp, (kh, kw), (1, 1), (1, 1))
     y = np.einsum("nkhwij,kcij->nchw", win, rot, optimize=True)
-    return y.astype(x.dtype, copy=False)
+    return cast("FloatArray", y.astype(x.dtype, copy=False))
 
 
 # --------------------------------------------------------------------------
 # pooling
 # --------------------------------------------------------------------------
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
+@overload
+def max_pool2d(
+    x: FloatArray, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0, return_indices: Literal[False] = False,
+) -> FloatArray: ...
+@overload
+def max_pool2d(
+    x: FloatArray, kernel_size: IntOrPair, stride: IntOrPair | None, padding: IntOrPair,
+    return_indices: Literal[True],
+) -> tuple[FloatArray, IndexArray]: ...
+@overload
+def max_pool2d(
+    x: FloatArray, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0, *, return_indices: Literal[True],
+) -> tuple[FloatArray, IndexArray]: ...
+@overload
+def max_pool2d(
+    x: FloatArray, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0, return_indices: bool = False,
+) -> FloatArray | tuple[FloatArray, IndexArray]: ...
+def max_pool2d(
+    x: FloatArray, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0, return_indices: bool = False,
+) -> FloatArray | tuple[FloatArray, IndexArray]:
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
     Parameters
@@ -502,7 +560,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
 
 
 @_nan_quiet
-def max_pool2d_backward(grad_out, indices, input_shape):
+def max_pool2d_backward(
+    grad_out: FloatArray, indices: npt.NDArray[np.integer[Any]], input_shape: Sequence[int]
+) -> FloatArray:
     """Gradient of :func:`max_pool2d` with respect to its input.
 
     Parameters
@@ -534,8 +594,9 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     array([[[[0., 3., 0.]]]])
     """
     if len(input_shape) == 3:  # one unbatched (C, H, W) sample
-        return max_pool2d_backward(np.asarray(grad_out)[None], np.asarray(indices)[None],
-                                   (1,) + tuple(input_shape))[0]
+        return cast("FloatArray", max_pool2d_backward(np.asarray(grad_out)[None],
+                                                      np.asarray(indices)[None],
+                                                      (1,) + tuple(input_shape))[0])
     n, c, h, w = input_shape
     m = grad_out.shape[2] * grad_out.shape[3]
     gx = np.zeros((n * c, h * w), dtype=np.float64)
@@ -546,7 +607,10 @@ def max_pool2d_backward(grad_out, indices, input_shape):
 
 
 @_nan_quiet
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(
+    x: FloatArray, kernel_size: IntOrPair, stride: IntOrPair | None = None,
+    padding: IntOrPair = 0,
+) -> FloatArray:
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Parameters
@@ -577,19 +641,21 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
              [6., 7.]]]])
     """
     if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
-        return avg_pool2d(np.asarray(x)[None], kernel_size, stride, padding)[0]
+        return cast("FloatArray", avg_pool2d(np.asarray(x)[None], kernel_size, stride, padding)[0])
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
     xp = _pad_hw(_f64(x), ph, pw)
     win = _windows(xp, (kh, kw), (sh, sw), (1, 1))
     y = win.sum(axis=(4, 5)) / (kh * kw)
-    return y.astype(x.dtype, copy=False)
+    return cast("FloatArray", y.astype(x.dtype, copy=False))
 
 
 @_nan_quiet
-def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
-                        padding=0):
+def avg_pool2d_backward(
+    grad_out: FloatArray, input_shape: Sequence[int], kernel_size: IntOrPair,
+    stride: IntOrPair | None = None, padding: IntOrPair = 0,
+) -> FloatArray:
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Parameters
@@ -619,8 +685,9 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
              [1., 1., 0.]]]])
     """
     if len(input_shape) == 3:  # one unbatched (C, H, W) sample
-        return avg_pool2d_backward(np.asarray(grad_out)[None], (1,) + tuple(input_shape),
-                                   kernel_size, stride, padding)[0]
+        return cast("FloatArray", avg_pool2d_backward(np.asarray(grad_out)[None],
+                                                      (1,) + tuple(input_shape),
+                                                      kernel_size, stride, padding)[0])
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
@@ -640,7 +707,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
 # --------------------------------------------------------------------------
 
 @_nan_quiet
-def linear(x, weight, bias=None):
+def linear(x: FloatArray, weight: FloatArray, bias: FloatArray | None = None) -> FloatArray:
     """Fully connected layer ``y = x @ weight.T + bias``, as
     ``torch.nn.functional.linear``, by explicit sums (``einsum``) in float64.
 
@@ -667,11 +734,13 @@ def linear(x, weight, bias=None):
     y = np.einsum("ni,oi->no", _f64(x), _f64(weight))
     if bias is not None:
         y = y + _f64(bias)
-    return y.astype(x.dtype)
+    return cast("FloatArray", y.astype(x.dtype))
 
 
 @_nan_quiet
-def linear_backward(grad_out, x, weight, bias=True):
+def linear_backward(
+    grad_out: FloatArray, x: FloatArray, weight: FloatArray, bias: bool = True
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     """Gradients of :func:`linear`: ``(grad_x, grad_weight, grad_bias)``.
 
     ``grad_x[n, i] = sum_o g[n, o] w[o, i]``, ``grad_weight[o, i] =
@@ -712,7 +781,7 @@ def linear_backward(grad_out, x, weight, bias=True):
 # activations and loss
 # --------------------------------------------------------------------------
 
-def relu(x):
+def relu(x: FloatArray) -> FloatArray:
     """Rectified linear unit, ``max(x, 0)``.
 
     Parameters
@@ -737,7 +806,7 @@ def relu(x):
         x.dtype, copy=False)
 
 
-def relu_backward(grad_out, x):
+def relu_backward(grad_out: FloatArray, x: FloatArray) -> FloatArray:
     """Gradient of :func:`relu`.
 
     Parameters
@@ -766,7 +835,7 @@ def relu_backward(grad_out, x):
 
 
 @_nan_quiet
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: FloatArray, negative_slope: float = 0.01) -> FloatArray:
     """Leaky rectified linear unit.
 
     Parameters
@@ -795,7 +864,9 @@ def leaky_relu(x, negative_slope=0.01):
 
 
 @_nan_quiet
-def leaky_relu_backward(grad_out, x, negative_slope=0.01):
+def leaky_relu_backward(
+    grad_out: FloatArray, x: FloatArray, negative_slope: float = 0.01
+) -> FloatArray:
     """Gradient of :func:`leaky_relu`.
 
     Parameters
@@ -828,7 +899,7 @@ def leaky_relu_backward(grad_out, x, negative_slope=0.01):
 
 
 @_nan_quiet
-def sigmoid(x):
+def sigmoid(x: FloatArray) -> FloatArray:
     """Logistic sigmoid ``1 / (1 + exp(-x))``, without overflow.
 
     Parameters
@@ -857,7 +928,7 @@ def sigmoid(x):
 
 
 @_nan_quiet
-def sigmoid_backward(grad_out, y):
+def sigmoid_backward(grad_out: FloatArray, y: FloatArray) -> FloatArray:
     """Gradient of :func:`sigmoid`, from its output.
 
     Parameters
@@ -887,7 +958,7 @@ def sigmoid_backward(grad_out, y):
 
 
 @_nan_quiet
-def tanh(x):
+def tanh(x: FloatArray) -> FloatArray:
     """Hyperbolic tangent.
 
     Parameters
@@ -912,7 +983,7 @@ def tanh(x):
 
 
 @_nan_quiet
-def tanh_backward(grad_out, y):
+def tanh_backward(grad_out: FloatArray, y: FloatArray) -> FloatArray:
     """Gradient of :func:`tanh`, from its output.
 
     Parameters
@@ -942,7 +1013,7 @@ def tanh_backward(grad_out, y):
 
 
 @_nan_quiet
-def softmax(x, axis=-1):
+def softmax(x: FloatArray, axis: int = -1) -> FloatArray:
     """Softmax along one axis, shifted by the maximum for stability.
 
     Parameters
@@ -968,11 +1039,11 @@ def softmax(x, axis=-1):
     """
     x64 = _f64(x)
     e = np.exp(x64 - np.max(x64, axis=axis, keepdims=True))
-    return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False)
+    return cast("FloatArray", (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False))
 
 
 @_nan_quiet
-def softmax_backward(grad_out, y, axis=-1):
+def softmax_backward(grad_out: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
     """Gradient of :func:`softmax`, from its output.
 
     Parameters
@@ -1001,11 +1072,11 @@ def softmax_backward(grad_out, y, axis=-1):
     g = _f64(grad_out)
     y64 = _f64(y)
     s = (g * y64).sum(axis=axis, keepdims=True)
-    return (y64 * (g - s)).astype(grad_out.dtype, copy=False)
+    return cast("FloatArray", (y64 * (g - s)).astype(grad_out.dtype, copy=False))
 
 
 @_nan_quiet
-def log_softmax(x, axis=-1):
+def log_softmax(x: FloatArray, axis: int = -1) -> FloatArray:
     """Logarithm of :func:`softmax`, computed directly (log-sum-exp).
 
     Parameters
@@ -1033,11 +1104,13 @@ def log_softmax(x, axis=-1):
     x64 = _f64(x)
     shifted = x64 - np.max(x64, axis=axis, keepdims=True)
     lse = np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
-    return (shifted - lse).astype(x.dtype, copy=False)
+    return cast("FloatArray", (shifted - lse).astype(x.dtype, copy=False))
 
 
 @_nan_quiet
-def log_softmax_backward(grad_out, y, axis=-1):
+def log_softmax_backward(
+    grad_out: FloatArray, y: FloatArray, axis: int = -1
+) -> FloatArray:
     """Gradient of :func:`log_softmax`, from its output.
 
     Parameters
@@ -1065,11 +1138,13 @@ def log_softmax_backward(grad_out, y, axis=-1):
     """
     g = _f64(grad_out)
     s = g.sum(axis=axis, keepdims=True)
-    return (g - np.exp(_f64(y)) * s).astype(grad_out.dtype, copy=False)
+    return cast("FloatArray", (g - np.exp(_f64(y)) * s).astype(grad_out.dtype, copy=False))
 
 
 @_nan_quiet
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(
+    logits: FloatArray, labels: npt.NDArray[np.integer[Any]]
+) -> tuple[float, FloatArray]:
     """Mean softmax cross-entropy loss and its gradient.
 
     Parameters

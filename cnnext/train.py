@@ -11,12 +11,37 @@ error is a terminal; ``True`` always shows one (on ``sys.stderr``);
 built-in text bar.  Nothing else is ever written.
 """
 
+from __future__ import annotations
+
 import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _validate as V
+
+if TYPE_CHECKING:
+    from ._typing import (
+        Loss,
+        Model,
+        Optimizer,
+        Seed,
+        SkipsInputGrad,
+        TrainableLoss,
+        TrainableModel,
+    )
+
+    class _Bar(Protocol):
+        """A progress bar: tqdm's, or :class:`_TextBar`."""
+
+        def update(self, n: int) -> object: ...
+
+        def set_postfix_str(self, s: str, refresh: bool = ...) -> object: ...
+
+        def close(self) -> object: ...
 
 __all__ = ["fit", "evaluate"]
 
@@ -34,24 +59,24 @@ class _TextBar:
 
     _WIDTH = 24
 
-    def __init__(self, total, desc, stream):
+    def __init__(self, total: int, desc: str, stream: TextIO) -> None:
         self.total, self.desc, self.stream = total, desc, stream
         self.n = 0
         self.postfix = ""
         self._start = self._last = time.perf_counter()
         self._draw()
 
-    def update(self, n):
+    def update(self, n: int) -> None:
         self.n += n
         now = time.perf_counter()
         if now - self._last >= 0.1 or self.n >= self.total:
             self._last = now
             self._draw()
 
-    def set_postfix_str(self, s, refresh=False):
+    def set_postfix_str(self, s: str, refresh: bool = False) -> None:
         self.postfix = s
 
-    def _draw(self):
+    def _draw(self) -> None:
         frac = self.n / self.total if self.total else 1.0
         filled = int(round(frac * self._WIDTH))
         bar = "#" * filled + "." * (self._WIDTH - filled)
@@ -60,20 +85,20 @@ class _TextBar:
         self.stream.write(f"\r{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.1f}s{post}")
         self.stream.flush()
 
-    def close(self):
+    def close(self) -> None:
         self._draw()
         self.stream.write("\n")
         self.stream.flush()
 
 
-def _stderr_is_terminal():
+def _stderr_is_terminal() -> bool:
     try:
         return sys.stderr is not None and sys.stderr.isatty()
     except (AttributeError, ValueError):  # closed or unusual stream
         return False
 
 
-def _make_bar(progress, total, desc):
+def _make_bar(progress: bool | None, total: int, desc: str) -> _Bar | None:
     if progress is False or sys.stderr is None:  # pythonw: no stderr at all
         return None
     if progress is None and not _stderr_is_terminal():
@@ -82,7 +107,7 @@ def _make_bar(progress, total, desc):
         from tqdm.auto import tqdm
     except ImportError:
         return _TextBar(total, desc, sys.stderr)
-    return tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, leave=True)
+    return cast("_Bar", tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, leave=True))
 
 
 # --------------------------------------------------------------------------
@@ -90,7 +115,7 @@ def _make_bar(progress, total, desc):
 # --------------------------------------------------------------------------
 
 
-def _check_api(fname, name, obj, methods):
+def _check_api(fname: str, name: str, obj: object, methods: Iterable[str]) -> None:
     for m in methods:
         if not callable(getattr(obj, m, None)):
             raise TypeError(
@@ -98,7 +123,9 @@ def _check_api(fname, name, obj, methods):
             )
 
 
-def _xy(fname, x, y, xname="x", yname="y"):
+def _xy(
+    fname: str, x: npt.ArrayLike, y: npt.ArrayLike, xname: str = "x", yname: str = "y"
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim < 1 or y.ndim < 1:
@@ -111,7 +138,7 @@ def _xy(fname, x, y, xname="x", yname="y"):
     return x, y
 
 
-def _n_correct(out, y):
+def _n_correct(out: npt.ArrayLike, y: npt.NDArray[Any]) -> int | None:
     """Correct predictions in a batch, or None when accuracy does not apply.
 
     Applies to integer labels ``(N,)`` against scores ``(N, K)``, and to
@@ -127,11 +154,11 @@ def _n_correct(out, y):
     return None
 
 
-def _is_one_hot(y):
+def _is_one_hot(y: npt.NDArray[Any]) -> bool:
     return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
 
 
-def _restore_mode(model, was_training):
+def _restore_mode(model: object, was_training: object) -> None:
     if was_training is not None and hasattr(model, "train"):
         model.train(bool(was_training))
 
@@ -141,7 +168,9 @@ def _restore_mode(model, was_training):
 # --------------------------------------------------------------------------
 
 
-def evaluate(model, loss, x, y, batch_size=256):
+def evaluate(
+    model: Model, loss: Loss, x: npt.ArrayLike, y: npt.ArrayLike, batch_size: int = 256
+) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` on ``(x, y)``, in evaluation mode.
 
     The model is switched to ``eval()`` for the pass and back to its
@@ -203,19 +232,19 @@ def evaluate(model, loss, x, y, batch_size=256):
 
 
 def fit(
-    model,
-    loss,
-    optimizer,
-    x,
-    y,
-    epochs,
-    batch_size,
-    shuffle=True,
-    seed=None,
-    validation_data=None,
-    progress=None,
-    on_epoch_end=None,
-):
+    model: TrainableModel,
+    loss: TrainableLoss,
+    optimizer: Optimizer,
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: Seed = None,
+    validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    progress: bool | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], object] | None = None,
+) -> dict[str, list[float]]:
     """Train ``model`` on ``(x, y)`` with mini-batch gradient descent.
 
     Each step runs ``optimizer.zero_grad()``, ``model.forward``,
@@ -291,7 +320,7 @@ def fit(
     rng = V.rng(fname, seed)
 
     n = len(x)
-    history = {"epoch": [], "loss": [], "accuracy": [], "time": []}
+    history: dict[str, list[float]] = {"epoch": [], "loss": [], "accuracy": [], "time": []}
     if validation_data is not None:
         history["val_loss"] = []
         history["val_accuracy"] = []
@@ -316,7 +345,7 @@ def fit(
                     batch_loss = float(loss.forward(out, yb))
                     if getattr(model, "_skips_input_grad", False):
                         # Nothing needs the gradient of the data itself.
-                        model.backward(loss.backward(), input_grad=False)
+                        cast("SkipsInputGrad", model).backward(loss.backward(), input_grad=False)
                     else:
                         model.backward(loss.backward())
                     optimizer.step()

@@ -22,12 +22,22 @@ Examples
 >>> len(fig.axes)
 6
 """
+from __future__ import annotations
 
 import math
 import numbers
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ._typing import StrPath
+    from .nn import Module, Sequential
 
 __all__ = ["plot_filters", "plot_feature_maps", "plot_history"]
 
@@ -42,7 +52,7 @@ _DPI = 100
 # --------------------------------------------------------------------------
 
 
-def _require_matplotlib(fname):
+def _require_matplotlib(fname: str) -> type[Figure]:
     """``matplotlib.figure.Figure``, or an ImportError naming the extra."""
     try:
         from matplotlib.figure import Figure
@@ -52,15 +62,16 @@ def _require_matplotlib(fname):
             f"(or pip install matplotlib)",
             name="matplotlib",
         ) from exc
-    return Figure
+    # Figure is Any to the checker when matplotlib is not installed.
+    return Figure  # type: ignore[no-any-return, unused-ignore]
 
 
-def _figure(fname):
+def _figure(fname: str) -> Figure:
     """A new, empty figure (not registered with pyplot)."""
     return _require_matplotlib(fname)(dpi=_DPI)
 
 
-def _check_path(fname, path):
+def _check_path(fname: str, path: StrPath | None) -> str | None:
     """Validate ``path`` before any work: a str or os.PathLike in an existing
     directory, with an extension matplotlib can write (or none: PNG)."""
     if path is None:
@@ -88,13 +99,13 @@ def _check_path(fname, path):
     return path
 
 
-def _save(fig, path):
+def _save(fig: Figure, path: str | None) -> Figure:
     if path is not None:
         fig.savefig(path, format=None if os.path.splitext(path)[1] else "png")
     return fig
 
 
-def _grid(n, ncols, fname):
+def _grid(n: int, ncols: int | None, fname: str) -> tuple[int, int]:
     """(rows, cols) of a grid of ``n`` cells, ``ncols`` wide (default: square)."""
     if ncols is None:
         ncols = max(1, math.ceil(math.sqrt(n)))
@@ -106,7 +117,9 @@ def _grid(n, ncols, fname):
     return math.ceil(n / ncols), ncols
 
 
-def _image_axes(fig, n, ncols, fname, title):
+def _image_axes(
+    fig: Figure, n: int, ncols: int | None, fname: str, title: str
+) -> list[Axes]:
     """``n`` image axes on a grid (no ticks, equal aspect), in reading order."""
     nrows, ncols = _grid(n, ncols, fname)
     fig.set_size_inches(ncols * _CELL + 0.3, nrows * _CELL + 0.6)
@@ -120,7 +133,7 @@ def _image_axes(fig, n, ncols, fname, title):
     return axes
 
 
-def _unit_range(a):
+def _unit_range(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``a`` scaled to [0, 1] by its own finite min and max (0.5 if constant)."""
     finite = np.isfinite(a)
     if not finite.any():
@@ -131,7 +144,7 @@ def _unit_range(a):
     return np.where(finite, (a - lo) / (hi - lo), 0.0)
 
 
-def _conv_weight(fname, layer_or_weight):
+def _conv_weight(fname: str, layer_or_weight: object) -> npt.NDArray[Any]:
     """The 4-D weight of a Conv2D layer, of a model's first such layer, or an array."""
     obj = layer_or_weight
     if hasattr(obj, "layers"):  # a Sequential: its first layer with a 4-D weight
@@ -165,7 +178,13 @@ def _conv_weight(fname, layer_or_weight):
 # --------------------------------------------------------------------------
 
 
-def plot_filters(layer_or_weight, path=None, *, ncols=None, cmap="gray"):
+def plot_filters(
+    layer_or_weight: Module | npt.ArrayLike,
+    path: StrPath | None = None,
+    *,
+    ncols: int | None = None,
+    cmap: str = "gray",
+) -> Figure:
     """Show convolution filters as a grid of small images.
 
     Parameters
@@ -232,7 +251,15 @@ def plot_filters(layer_or_weight, path=None, *, ncols=None, cmap="gray"):
     return _save(fig, path)
 
 
-def plot_feature_maps(model, image, layer_index, path=None, *, ncols=None, cmap="viridis"):
+def plot_feature_maps(
+    model: Sequential,
+    image: npt.ArrayLike,
+    layer_index: int,
+    path: StrPath | None = None,
+    *,
+    ncols: int | None = None,
+    cmap: str = "viridis",
+) -> Figure:
     """Show one image's feature maps after a given layer of a model.
 
     The image runs through ``model.layers[0]`` to ``model.layers[layer_index]``
@@ -329,7 +356,9 @@ def plot_feature_maps(model, image, layer_index, path=None, *, ncols=None, cmap=
     return _save(fig, path)
 
 
-def plot_history(history, path=None, *, val_label="validation"):
+def plot_history(
+    history: dict[str, list[float]], path: StrPath | None = None, *, val_label: str = "validation"
+) -> Figure:
     """Plot the per-epoch loss and accuracy of a training run.
 
     Parameters
@@ -376,7 +405,7 @@ def plot_history(history, path=None, *, val_label="validation"):
             f"got {type(history).__name__}"
         )
     n = len(history["loss"])
-    curves = {}
+    curves: dict[str, npt.NDArray[np.float64]] = {}
     for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy"):
         if key in history:
             values = np.asarray(history[key], dtype=np.float64)

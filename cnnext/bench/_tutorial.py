@@ -13,18 +13,26 @@ published.)
 
 Not part of the public API.
 """
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, cast
+
 import numpy as np
+import numpy.typing as npt
 
 
 class Conv3x3:
     """A convolution layer using 3x3 filters (valid padding, no bias)."""
 
-    def __init__(self, num_filters):
+    def __init__(self, num_filters: int) -> None:
         self.num_filters = num_filters
         # Divided by 9 to reduce the variance of the initial values.
         self.filters = np.random.randn(num_filters, 3, 3) / 9  # noqa: NPY002 (as published)
 
-    def iterate_regions(self, image):
+    def iterate_regions(
+        self, image: npt.NDArray[np.float64]
+    ) -> Iterator[tuple[npt.NDArray[np.float64], int, int]]:
         """Yield every 3x3 region of the 2-D ``image`` with its position."""
         h, w = image.shape
         for i in range(h - 2):
@@ -32,7 +40,7 @@ class Conv3x3:
                 im_region = image[i:(i + 3), j:(j + 3)]
                 yield im_region, i, j
 
-    def forward(self, input):
+    def forward(self, input: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """(h, w) image -> (h - 2, w - 2, num_filters)."""
         self.last_input = input
         h, w = input.shape
@@ -41,7 +49,7 @@ class Conv3x3:
             output[i, j] = np.sum(im_region * self.filters, axis=(1, 2))
         return output
 
-    def backprop(self, d_L_d_out, learn_rate):
+    def backprop(self, d_L_d_out: npt.NDArray[np.float64], learn_rate: float) -> None:
         """SGD step on the filters; returns None (the first layer needs no input gradient)."""
         d_L_d_filters = np.zeros(self.filters.shape)
         for im_region, i, j in self.iterate_regions(self.last_input):
@@ -54,7 +62,9 @@ class Conv3x3:
 class MaxPool2:
     """Max pooling over non-overlapping 2x2 regions of an (h, w, c) input."""
 
-    def iterate_regions(self, image):
+    def iterate_regions(
+        self, image: npt.NDArray[np.float64]
+    ) -> Iterator[tuple[npt.NDArray[np.float64], int, int]]:
         """Yield every 2x2 region of ``image`` with its output position."""
         h, w, _ = image.shape
         new_h = h // 2
@@ -64,7 +74,7 @@ class MaxPool2:
                 im_region = image[(i * 2):(i * 2 + 2), (j * 2):(j * 2 + 2)]
                 yield im_region, i, j
 
-    def forward(self, input):
+    def forward(self, input: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """(h, w, c) -> (h // 2, w // 2, c)."""
         self.last_input = input
         h, w, num_filters = input.shape
@@ -73,7 +83,7 @@ class MaxPool2:
             output[i, j] = np.amax(im_region, axis=(0, 1))
         return output
 
-    def backprop(self, d_L_d_out):
+    def backprop(self, d_L_d_out: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Copy each gradient to the input pixel(s) equal to the region's maximum."""
         d_L_d_input = np.zeros(self.last_input.shape)
         for im_region, i, j in self.iterate_regions(self.last_input):
@@ -90,12 +100,12 @@ class MaxPool2:
 class Softmax:
     """A fully connected layer with softmax activation."""
 
-    def __init__(self, input_len, nodes):
+    def __init__(self, input_len: int, nodes: int) -> None:
         # Divided by input_len to reduce the variance of the initial values.
         self.weights = np.random.randn(input_len, nodes) / input_len  # noqa: NPY002 (as published)
         self.biases = np.zeros(nodes)
 
-    def forward(self, input):
+    def forward(self, input: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Any input with ``input_len`` values -> the ``nodes`` probabilities."""
         self.last_input_shape = input.shape
         input = input.flatten()
@@ -104,9 +114,12 @@ class Softmax:
         totals = np.dot(input, self.weights) + self.biases
         self.last_totals = totals
         exp = np.exp(totals)
-        return exp / np.sum(exp, axis=0)
+        return cast("npt.NDArray[np.float64]", exp / np.sum(exp, axis=0))
 
-    def backprop(self, d_L_d_out, learn_rate):
+    # Falls through to None when every gradient is 0 (as published).
+    def backprop(  # type: ignore[return]
+        self, d_L_d_out: npt.NDArray[np.float64], learn_rate: float
+    ) -> npt.NDArray[np.float64] | None:
         """SGD step on weights and biases; returns the input gradient.
 
         Only one entry of ``d_L_d_out`` is nonzero (the cross-entropy gradient).
@@ -129,10 +142,12 @@ class Softmax:
             d_L_d_inputs = d_t_d_inputs @ d_L_d_t
             self.weights -= learn_rate * d_L_d_w
             self.biases -= learn_rate * d_L_d_b
-            return d_L_d_inputs.reshape(self.last_input_shape)
+            return cast("npt.NDArray[np.float64]", d_L_d_inputs.reshape(self.last_input_shape))
 
 
-def train(conv, pool, softmax, im, label, lr=0.005):
+def train(
+    conv: Any, pool: Any, softmax: Any, im: npt.NDArray[Any], label: int, lr: float = 0.005
+) -> tuple[float, int]:
     """The tutorial's training step on one (28, 28) uint8 image.
 
     Works with these classes and with :mod:`cnnext.compat.victorzhou`'s, which

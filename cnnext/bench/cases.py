@@ -10,7 +10,10 @@ Two kinds of rows:
 
 :func:`select_cases` picks rows by name or group.
 """
+from __future__ import annotations
+
 import fnmatch
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -62,19 +65,19 @@ class Case:
     kernel: int
     stride: int
     padding: int
-    passes: tuple = ("fwd", "fwd+bwd")
+    passes: tuple[str, ...] = ("fwd", "fwd+bwd")
 
     @property
-    def group(self):
+    def group(self) -> str:
         """The group ``--cases`` can select: the kind."""
         return self.kind
 
     @property
-    def out_size(self):
+    def out_size(self) -> int:
         """Output height (= width)."""
         return (self.H + 2 * self.padding - self.kernel) // self.stride + 1
 
-    def flops(self, pass_):
+    def flops(self, pass_: str) -> int | None:
         """Floating-point operations of one call (convolutions), else None.
 
         ``2 * N * C_out * OH * OW * C_in * kH * kW`` for the forward pass;
@@ -86,7 +89,7 @@ class Case:
         fwd = 2 * self.N * self.C_out * self.out_size**2 * self.C * self.kernel**2
         return fwd * (3 if pass_ == "fwd+bwd" else 1)
 
-    def describe(self):
+    def describe(self) -> dict[str, str | int]:
         """Geometry as a dict (for JSON output)."""
         return {
             "kind": self.kind,
@@ -129,12 +132,12 @@ class SmallCall:
 
     name: str
     what: str
-    peers: tuple
-    dtype: str = None
+    peers: tuple[str, ...]
+    dtype: str | None = None
     kind: str = "small-calls"
 
     @property
-    def group(self):
+    def group(self) -> str:
         """The group ``--cases`` can select: ``"small-calls"``."""
         return self.kind
 
@@ -204,7 +207,9 @@ SCALING_CASES = ("cifar-3x3", "resnet-3x3")
 GROUPS = ("conv", "maxpool", "avgpool", "train", "small-calls")
 
 
-def select_cases(patterns=None, suite=ALL_CASES):
+def select_cases(
+    patterns: str | Iterable[str] | None = None, suite: Sequence[Case | SmallCall] = ALL_CASES
+) -> list[Case | SmallCall]:
     """Cases whose name (or group) matches any of ``patterns``.
 
     Parameters
@@ -241,7 +246,7 @@ def select_cases(patterns=None, suite=ALL_CASES):
 
     exact = {c.name.lower() for c in suite} | {c.group for c in suite}
 
-    def hit(case, pat):
+    def hit(case: Case | SmallCall, pat: str) -> bool:
         pat = pat.lower()
         keys = (case.name.lower(), case.group)
         if pat in exact:

@@ -1,9 +1,13 @@
 """``cnnext bench``: the command line."""
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .cases import ALL_CASES, GROUPS, QUICK_CASES, SCALING_CASES, Case, SmallCall, select_cases
 from .harness import BenchConfig
@@ -13,10 +17,15 @@ from .report import (format_scaling, format_small_calls, format_summary, format_
                      json_document, load_line, plot)
 from .runner import run_scaling, run_small_calls, run_suite
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .._typing import Record
+
 __all__ = ["main"]
 
 
-def _positive_int(s):
+def _positive_int(s: str) -> int:
     try:
         v = int(s)
     except ValueError:
@@ -26,7 +35,7 @@ def _positive_int(s):
     return v
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnext bench",
         description="Time cnnext against the numpy reference and PyTorch CPU, interleaved in one "
@@ -76,7 +85,7 @@ def _parser():
     return p
 
 
-def _list_cases():
+def _list_cases() -> str:
     lines = []
     for group in GROUPS:
         names = [c.name for c in ALL_CASES if c.group == group]
@@ -86,7 +95,7 @@ def _list_cases():
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cnnext bench``; returns the exit status."""
     try:
         return _main(argv)
@@ -96,12 +105,12 @@ def main(argv=None):
         return 0
 
 
-def _fail(msg):
+def _fail(msg: str) -> int:
     print(f"cnnext bench: {msg}", file=sys.stderr)
     return 2
 
 
-def _main(argv):
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         print(_list_cases())
@@ -128,6 +137,7 @@ def _main(argv):
     dtype = args.dtype or ("float32" if args.quick else "both")
     dtypes = ("float32", "float64") if dtype == "both" else (dtype,)
     small_dtypes = ["float32"] if "float32" in dtypes else list(dtypes)
+    torch: ModuleType | None
     if args.no_torch:
         torch, torch_status = None, "not used (--no-torch)"
     else:
@@ -151,10 +161,14 @@ def _main(argv):
     )
     print(header(info, cfg if layer else None, small_cfg if small else None, torch_status,
                  args.torch_autograd), flush=True)
-    common = dict(threads=threads, torch=torch, torch_status=torch_status, seed=args.seed,
-                  progress=args.progress)
+    common: dict[str, Any] = dict(threads=threads, torch=torch, torch_status=torch_status,
+                                  seed=args.seed, progress=args.progress)
     cores = info.get("cores_available") or info.get("cores")
     t0, cpu0 = time.perf_counter(), cpu_snapshot()
+    results: list[Record]
+    small_rows: list[Record]
+    scaling: list[Record]
+    small_others: float | None
     results, small_rows, scaling, small_others = [], [], [], None
     if args.scaling:
         scaling = run_scaling(layer, dtypes=dtypes, config=cfg, **common)

@@ -11,13 +11,22 @@ alike.  Samples are timed with :func:`time.perf_counter_ns` around a plain
 loop of calls.  Reported times are medians of the per-call time over the
 samples.
 """
+from __future__ import annotations
+
 import gc
 import itertools
 import math
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .._typing import Record, Thunk
 
 __all__ = ["BenchConfig", "Peer", "measure", "noisy", "NOISY_SPREAD", "SKIPPED_SLOW"]
 
@@ -44,7 +53,7 @@ class BenchConfig:
     calls per sample as make a sample of at least ``min_sample`` seconds.
     """
 
-    repeats: int = None
+    repeats: int | None = None
     min_repeats: int = 5
     max_repeats: int = 21
     warmup: int = 2
@@ -58,9 +67,9 @@ class BenchConfig:
     memory: bool = False
 
     @classmethod
-    def quick(cls, **kw):
+    def quick(cls, **kw: Any) -> BenchConfig:
         """Settings for a smoke run: few, short samples."""
-        base = dict(
+        base: dict[str, Any] = dict(
             repeats=3, warmup=1, min_sample=0.001, row_budget=0.2,
             ref_budget=0.3, ref_max_repeats=1, ref_limit=1.0,
         )
@@ -68,8 +77,9 @@ class BenchConfig:
         return cls(**base)
 
     @classmethod
-    def small_calls(cls, quick=False, **kw):
+    def small_calls(cls, quick: bool = False, **kw: Any) -> BenchConfig:
         """Settings for calls of microseconds: samples of >= 200 us, many rounds."""
+        base: dict[str, Any]
         if quick:
             base = dict(repeats=5, warmup=5, warmup_budget=0.05, min_sample=200e-6)
         else:
@@ -99,21 +109,21 @@ class Peer:
         ``() -> {name: ndarray}``, e.g. a model's parameters (tests).
     """
 
-    fn: object = None
+    fn: Thunk | None = None
     status: str = "ok"
-    probe: object = None
-    setup: object = None
-    impl: str = None
-    state: object = None
+    probe: Callable[[], float | None] | None = None
+    setup: Thunk | None = None
+    impl: str | None = None
+    state: Callable[[], dict[str, npt.NDArray[Any]]] | None = None
 
 
-def _time_once(fn):
+def _time_once(fn: Thunk) -> float:
     t0 = time.perf_counter_ns()
     fn()
     return (time.perf_counter_ns() - t0) * 1e-9
 
 
-def _sample(fn, number):
+def _sample(fn: Thunk, number: int) -> float:
     """Mean seconds per call over ``number`` back-to-back calls."""
     it = itertools.repeat(None, number)
     t0 = time.perf_counter_ns()
@@ -122,7 +132,7 @@ def _sample(fn, number):
     return (time.perf_counter_ns() - t0) * 1e-9 / number
 
 
-def _calibrate(fn, t, min_sample):
+def _calibrate(fn: Thunk, t: float, min_sample: float) -> tuple[float, int]:
     """(seconds per call, calls per sample) so that a sample lasts >= ``min_sample``.
 
     ``t`` is the time of one call already measured.  The count grows from
@@ -135,7 +145,7 @@ def _calibrate(fn, t, min_sample):
     return t, number
 
 
-def _warm_up(fn, cfg):
+def _warm_up(fn: Thunk, cfg: BenchConfig) -> tuple[float, int]:
     """Warm-up calls (at least one; stop after ``warmup_budget`` s), then calibrate."""
     spent = 0.0
     for _ in range(max(1, cfg.warmup)):
@@ -146,7 +156,7 @@ def _warm_up(fn, cfg):
     return _calibrate(fn, t, cfg.min_sample)
 
 
-def _stats(samples, number):
+def _stats(samples: list[float], number: int) -> Record:
     q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
     return {
         "status": "ok",
@@ -160,12 +170,14 @@ def _stats(samples, number):
     }
 
 
-def error_status(exc):
+def error_status(exc: BaseException) -> Record:
     """A peer's result when it raised: ``{"status": "error: ..."}``."""
     return {"status": f"error: {type(exc).__name__}: {exc}"[:200]}
 
 
-def measure(peers, cfg, note=lambda msg: None):
+def measure(
+    peers: Mapping[str, Peer], cfg: BenchConfig, note: Callable[[str], object] = lambda msg: None
+) -> dict[str, Record]:
     """Time the peers interleaved; return ``{name: stats or {"status": ...}}``.
 
     Parameters
@@ -184,7 +196,9 @@ def measure(peers, cfg, note=lambda msg: None):
         ``samples``, ``repeats`` (samples) and ``number`` (calls per
         sample), or only a ``status`` when it was not timed.
     """
-    out, est, number = {}, {}, {}
+    out: dict[str, Record] = {}
+    est: dict[str, float] = {}
+    number: dict[str, int] = {}
     names = list(peers)
     for name in names:
         peer = peers[name]
@@ -208,7 +222,7 @@ def measure(peers, cfg, note=lambda msg: None):
         cost = sum(est[n] * number[n] for n in running if n != "reference") or 1e-3
         rounds = int(min(cfg.max_repeats, max(cfg.min_repeats, cfg.row_budget // cost)))
     ref_runs = min(ref_runs, rounds)
-    samples = {n: [] for n in running}
+    samples: dict[str, list[float]] = {n: [] for n in running}
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -221,20 +235,25 @@ def measure(peers, cfg, note=lambda msg: None):
             for name in running[k:] + running[:k]:
                 if name == "reference" and not with_ref:
                     continue
-                if peers[name].setup is not None:
-                    peers[name].setup()
-                samples[name].append(_sample(peers[name].fn, number[name]))
+                setup = peers[name].setup
+                if setup is not None:
+                    setup()
+                # A running peer has a fn (one without never got a calibrated number).
+                samples[name].append(_sample(cast("Thunk", peers[name].fn), number[name]))
     finally:
         if gc_was_enabled:
             gc.enable()
     for name in running:
         out[name] = _stats(samples[name], number[name])
         if cfg.memory:
-            out[name].update(_memory(peers[name].fn))
+            out[name].update(_memory(cast("Thunk", peers[name].fn)))
     return out
 
 
-def _prepare_reference(peers, cfg, out, est, number, note):
+def _prepare_reference(
+    peers: Mapping[str, Peer], cfg: BenchConfig, out: dict[str, Record], est: dict[str, float],
+    number: dict[str, int], note: Callable[[str], object],
+) -> int:
     """Probe, maybe skip, else time one call of the slow reference.
 
     Fills ``out``/``est``/``number`` for it; returns how many samples it gets.
@@ -263,14 +282,14 @@ def _prepare_reference(peers, cfg, out, est, number, note):
         return 0
 
 
-def _calls_for(t, min_sample):
+def _calls_for(t: float, min_sample: float) -> int:
     """Calls per sample for a call of ``t`` seconds (the reference: from one call)."""
     if t >= min_sample:
         return 1
     return int(min(_MAX_NUMBER, max(1, math.ceil(min_sample / max(t, 1e-9)))))
 
 
-def noisy(res, names=("cnnext", "pytorch")):
+def noisy(res: Mapping[str, Record], names: Iterable[str] = ("cnnext", "pytorch")) -> bool:
     """True when the median of one of ``names`` is far above its fastest sample.
 
     On a busy machine multi-threaded calls stall for whole scheduler time
@@ -285,7 +304,7 @@ def noisy(res, names=("cnnext", "pytorch")):
     return False
 
 
-def _maxrss_bytes():
+def _maxrss_bytes() -> int | None:
     try:
         import resource
     except ImportError:  # Windows
@@ -294,7 +313,7 @@ def _maxrss_bytes():
     return rss if sys.platform == "darwin" else rss * 1024
 
 
-def _memory(fn):
+def _memory(fn: Thunk) -> Record:
     """Peak traced (numpy/Python) allocation of one call, and maxrss growth."""
     import tracemalloc
 
@@ -315,5 +334,5 @@ def _memory(fn):
         # The kernels' malloc'd scratch (not seen by tracemalloc); only
         # meaningful for cnnext's own calls.
         "kernel_scratch_bytes": _gemm.scratch_high_water(reset=True),
-        "maxrss_delta_bytes": None if rss0 is None else rss1 - rss0,
+        "maxrss_delta_bytes": None if rss0 is None else cast(int, rss1) - rss0,
     }

@@ -5,12 +5,21 @@ the JSON output); :func:`cpu_snapshot` and :func:`others_cores` tell how busy
 *other* processes kept the CPU during a run; :func:`pinned_threads` runs
 cnnext, PyTorch and the BLAS libraries on the same number of threads.
 """
+from __future__ import annotations
+
 import contextlib
 import itertools
 import os
 import platform
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .._typing import Record
 
 __all__ = [
     "NOT_INSTALLED",
@@ -26,7 +35,7 @@ __all__ = [
 NOT_INSTALLED = "not installed"
 
 
-def import_torch():
+def import_torch() -> tuple[ModuleType | None, str]:
     """(torch module or None, status string); PyTorch is imported only here."""
     try:
         import torch
@@ -37,7 +46,7 @@ def import_torch():
     return torch, "ok"
 
 
-def _cpu_model():
+def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -48,7 +57,7 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
-def _cpu_flags():
+def _cpu_flags() -> list[str] | None:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -61,7 +70,7 @@ def _cpu_flags():
     return None
 
 
-def _show_config(module):
+def _show_config(module: ModuleType) -> dict[str, Any] | None:
     """The BLAS/LAPACK numpy or scipy was built with (None if unknown)."""
     try:
         with contextlib.redirect_stdout(None):
@@ -72,7 +81,7 @@ def _show_config(module):
         return None
 
 
-def _kernel_info():
+def _kernel_info() -> Record:
     """The micro-kernel the runtime CPU dispatch chose, and its block sizes."""
     try:
         from .. import _gemm
@@ -85,7 +94,7 @@ def _kernel_info():
         return {"cnnext_isa": None}
 
 
-def machine_info(torch="auto"):
+def machine_info(torch: ModuleType | Literal["auto"] | None = "auto") -> Record:
     """Machine, library versions, BLAS and thread settings, as a dict.
 
     Parameters
@@ -171,7 +180,7 @@ def machine_info(torch="auto"):
 # --------------------------------------------------------------------------
 
 
-def cpu_snapshot():
+def cpu_snapshot() -> tuple[float, float] | None:
     """(busy seconds of all CPUs, CPU seconds of this process), or None.
 
     From ``/proc/stat`` (Linux); the difference of two snapshots tells how
@@ -191,7 +200,9 @@ def cpu_snapshot():
     return busy / hz, t.user + t.system
 
 
-def others_cores(before, after, elapsed):
+def others_cores(
+    before: tuple[float, float] | None, after: tuple[float, float] | None, elapsed: float
+) -> float | None:
     """Average number of cores other processes kept busy between two snapshots.
 
     Examples
@@ -211,7 +222,7 @@ def others_cores(before, after, elapsed):
 # --------------------------------------------------------------------------
 
 
-def _openblas_handles():
+def _openblas_handles() -> list[tuple[Any, Any]]:
     """(set, get) ctypes functions of every OpenBLAS loaded in this process.
 
     numpy and scipy wheels each bundle an OpenBLAS with prefixed symbols
@@ -251,11 +262,14 @@ class BlasThreads:
     """Sets the BLAS thread pools' size: threadpoolctl if installed, else
     OpenBLAS through ctypes.  ``method`` says which (None: cannot pin)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         try:
             import threadpoolctl
         except ImportError:
             threadpoolctl = None
+        self._handles: list[tuple[Any, Any]]  # OpenBLAS (setter, getter) functions
+        self._saved: list[Any]  # threadpoolctl limiters, or OpenBLAS thread counts
+        self.method: str | None
         self._tpc, self._handles, self._saved = threadpoolctl, [], []
         if threadpoolctl is not None:
             self.method = "threadpoolctl"
@@ -266,7 +280,7 @@ class BlasThreads:
                 self._handles = []
             self.method = "OpenBLAS via ctypes" if self._handles else None
 
-    def set(self, n):
+    def set(self, n: int) -> None:
         """Run BLAS on ``n`` threads (the first call saves the previous setting)."""
         if self._tpc is not None:
             limiter = self._tpc.threadpool_limits(limits=n, user_api="blas")
@@ -278,7 +292,7 @@ class BlasThreads:
             for setter, _ in self._handles:
                 setter(n)
 
-    def restore(self):
+    def restore(self) -> None:
         """Back to the setting before the first :meth:`set`."""
         if self._tpc is not None:
             for limiter in self._saved:
@@ -289,14 +303,14 @@ class BlasThreads:
         self._saved = []
 
 
-def default_threads():
+def default_threads() -> int:
     """cnnext's thread count: ``OMP_NUM_THREADS`` or every core, unless set."""
     import cnnext
 
     return cnnext.get_num_threads()
 
 
-def set_threads(n, torch, blas):
+def set_threads(n: int, torch: ModuleType | None, blas: BlasThreads) -> None:
     """cnnext, PyTorch (if not None) and ``blas`` (a BlasThreads) on ``n`` threads."""
     import cnnext
 
@@ -307,7 +321,9 @@ def set_threads(n, torch, blas):
 
 
 @contextlib.contextmanager
-def pinned_threads(n, torch, blas=None):
+def pinned_threads(
+    n: int, torch: ModuleType | None, blas: BlasThreads | None = None
+) -> Iterator[None]:
     """cnnext, PyTorch and BLAS on ``n`` threads inside the block; restored after."""
     import cnnext
 

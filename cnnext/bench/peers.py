@@ -19,14 +19,28 @@ All inputs (and upstream gradients) are generated when the peers are built,
 before any timing.  PyTorch is passed in as a module (or None): nothing here
 imports it.
 """
+from __future__ import annotations
+
 import math
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from .cases import SUITE
 from .harness import Peer
 from .machine import NOT_INSTALLED, import_torch
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .._typing import FloatArray, Thunk
+    from .cases import Case
+
+    #: One LeNet-5 parameter set by name (``w1``, ``b1``, ..., ``b5``).
+    Params = dict[str, npt.NDArray[Any]]
 
 __all__ = ["PEERS", "make_peers", "build_peers"]
 
@@ -34,13 +48,17 @@ __all__ = ["PEERS", "make_peers", "build_peers"]
 PEERS = ("cnnext", "pytorch", "reference")
 
 
-def uniform(rng, shape, fan_in, dt):
+def uniform(
+    rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, dt: npt.DTypeLike
+) -> FloatArray:
     """PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape).astype(dt)
 
 
-def _conv_inputs(case, dt, rng):
+def _conv_inputs(
+    case: Case, dt: np.dtype[Any], rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     x = rng.standard_normal((case.N, case.C, case.H, case.H)).astype(dt)
     fan_in = case.C * case.kernel**2
     w = uniform(rng, (case.C_out, case.C, case.kernel, case.kernel), fan_in, dt)
@@ -49,31 +67,36 @@ def _conv_inputs(case, dt, rng):
     return x, w, b, g
 
 
-def _conv_peers(case, pass_, dt, rng, torch, torch_autograd):
+def _conv_peers(
+    case: Case, pass_: str, dt: np.dtype[Any], rng: np.random.Generator,
+    torch: ModuleType | None, torch_autograd: bool,
+) -> dict[str, Peer]:
     from .. import functional as F
     from .. import reference as R
 
     x, w, b, g = _conv_inputs(case, dt, rng)
     s, p = case.stride, case.padding
-    peers = {}
+    peers: dict[str, Peer] = {}
     if pass_ == "fwd":
         peers["cnnext"] = Peer(lambda: F.conv2d(x, w, b, s, p))
 
-        def ref(xx=x, gg=None):
+        # The reference on the batch, or on one sample (probe); gg is unused
+        # in the forward pass and the result is ignored.
+        def ref(xx: FloatArray = x, gg: Any = None) -> Any:
             return R.conv2d(xx, w, b, s, p)
     else:
 
-        def cn():
+        def cn() -> None:
             F.conv2d(x, w, b, s, p)
             F.conv2d_backward(g, x, w, s, p, bias=True)
 
-        def ref(xx=x, gg=g):
+        def ref(xx: FloatArray = x, gg: Any = g) -> Any:
             R.conv2d(xx, w, b, s, p)
             R.conv2d_backward(gg, xx, w, s, p, bias=True)
 
         peers["cnnext"] = Peer(cn)
 
-    def probe():
+    def probe() -> float:
         # One sample of the batch, scaled by N: the reference is linear in N.
         t0 = time.perf_counter()
         ref(x[:1], g[:1])
@@ -84,7 +107,10 @@ def _conv_peers(case, pass_, dt, rng, torch, torch_autograd):
     return peers
 
 
-def _torch_conv_peer(case, pass_, x, w, b, g, torch, torch_autograd):
+def _torch_conv_peer(
+    case: Case, pass_: str, x: FloatArray, w: FloatArray, b: FloatArray, g: FloatArray,
+    torch: ModuleType | None, torch_autograd: bool,
+) -> Peer:
     if torch is None:
         return Peer(None, NOT_INSTALLED)
     tf = torch.nn.functional
@@ -95,7 +121,7 @@ def _torch_conv_peer(case, pass_, x, w, b, g, torch, torch_autograd):
     if torch_autograd:
         xa, wa, ba = (t.clone().requires_grad_(True) for t in (xt, wt, bt))
 
-        def fb_autograd():
+        def fb_autograd() -> None:
             y = tf.conv2d(xa, wa, ba, s, p)
             torch.autograd.grad(y, (xa, wa, ba), gt)
 
@@ -104,14 +130,17 @@ def _torch_conv_peer(case, pass_, x, w, b, g, torch, torch_autograd):
     bias_sizes, st, pd, dil = [case.C_out], [s, s], [p, p], [1, 1]
     mask = [True, True, True]
 
-    def fb():
+    def fb() -> None:
         tf.conv2d(xt, wt, bt, s, p)
         conv_bwd(gt, xt, wt, bias_sizes, st, pd, dil, False, [0, 0], 1, mask)
 
     return Peer(fb)
 
 
-def _pool_peers(case, pass_, dt, rng, torch):
+def _pool_peers(
+    case: Case, pass_: str, dt: np.dtype[Any], rng: np.random.Generator,
+    torch: ModuleType | None,
+) -> dict[str, Peer]:
     from .. import functional as F
     from .. import reference as R
 
@@ -119,18 +148,18 @@ def _pool_peers(case, pass_, dt, rng, torch):
     k, s, p = case.kernel, case.stride, case.padding
     g = rng.standard_normal((case.N, case.C, case.out_size, case.out_size)).astype(dt)
     shape = x.shape
-    peers = {}
+    peers: dict[str, Peer] = {}
     if case.kind == "maxpool":
         if pass_ == "fwd":
             peers["cnnext"] = Peer(lambda: F.max_pool2d(x, k, s, p))
             peers["reference"] = Peer(lambda: R.max_pool2d(x, k, s, p))
         else:
 
-            def cn():
+            def cn() -> None:
                 _, idx = F.max_pool2d(x, k, s, p, return_indices=True)
                 F.max_pool2d_backward(g, idx, shape)
 
-            def ref():
+            def ref() -> None:
                 _, idx = R.max_pool2d(x, k, s, p, return_indices=True)
                 R.max_pool2d_backward(g, idx, shape)
 
@@ -141,11 +170,11 @@ def _pool_peers(case, pass_, dt, rng, torch):
             peers["reference"] = Peer(lambda: R.avg_pool2d(x, k, s, p))
         else:
 
-            def cn():
+            def cn() -> None:
                 F.avg_pool2d(x, k, s, p)
                 F.avg_pool2d_backward(g, shape, k, s, p)
 
-            def ref():
+            def ref() -> None:
                 R.avg_pool2d(x, k, s, p)
                 R.avg_pool2d_backward(g, shape, k, s, p)
 
@@ -154,7 +183,9 @@ def _pool_peers(case, pass_, dt, rng, torch):
     return peers
 
 
-def _torch_pool_peer(case, pass_, x, g, torch):
+def _torch_pool_peer(
+    case: Case, pass_: str, x: FloatArray, g: FloatArray, torch: ModuleType | None
+) -> Peer:
     if torch is None:
         return Peer(None, NOT_INSTALLED)
     xt, gt = torch.from_numpy(x.copy()), torch.from_numpy(g.copy())
@@ -168,7 +199,7 @@ def _torch_pool_peer(case, pass_, x, g, torch):
         fwd_op = aten.max_pool2d_with_indices.default
         bwd_op = aten.max_pool2d_with_indices_backward.default
 
-        def max_fb():
+        def max_fb() -> None:
             _, idx = fwd_op(xt, kk, ss, pp, dd, False)
             bwd_op(gt, xt, kk, ss, pp, dd, False, idx)
 
@@ -178,7 +209,7 @@ def _torch_pool_peer(case, pass_, x, g, torch):
         return Peer(lambda: avg_op(xt, kk, ss, pp, False, True, None))
     avg_bwd = aten.avg_pool2d_backward.default
 
-    def avg_fb():
+    def avg_fb() -> None:
         avg_op(xt, kk, ss, pp, False, True, None)
         avg_bwd(gt, xt, kk, ss, pp, False, True, None)
 
@@ -202,7 +233,9 @@ _LENET_SHAPES = {
 }
 
 
-def _lenet_nn_step(x, labels, init):
+def _lenet_nn_step(
+    x: FloatArray, labels: npt.NDArray[np.int64], init: Params
+) -> tuple[Thunk, Callable[[], Params]]:
     """One LeNet-5 training step from :mod:`cnnext.nn` and :mod:`cnnext.optim`.
 
     ``zero_grad``, ``model.forward``, ``SoftmaxCrossEntropy``,
@@ -225,7 +258,7 @@ def _lenet_nn_step(x, labels, init):
     loss = nn.SoftmaxCrossEntropy()
     opt = optim.Adam(model, lr=1e-3)
 
-    def step():
+    def step() -> None:
         opt.zero_grad()
         loss(model.forward(x), labels)
         # As cnnext.train.fit does (and PyTorch, whose input needs no
@@ -233,7 +266,7 @@ def _lenet_nn_step(x, labels, init):
         model.backward(loss.backward(), input_grad=False)
         opt.step()
 
-    def state():
+    def state() -> Params:
         out = {}
         for i, layer in enumerate(layers, start=1):
             out[f"w{i}"], out[f"b{i}"] = layer.params["weight"], layer.params["bias"]
@@ -242,7 +275,9 @@ def _lenet_nn_step(x, labels, init):
     return step, state
 
 
-def _train_peers(case, dt, rng, torch):
+def _train_peers(
+    case: Case, dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
     import cnnext
 
     x = rng.standard_normal((case.N, 1, 28, 28)).astype(dt)
@@ -251,7 +286,7 @@ def _train_peers(case, dt, rng, torch):
     cn_step, cn_state = _lenet_nn_step(x, labels, init)
     ref_inner, ref_state = _lenet_nn_step(x, labels, init)
 
-    def ref_step():
+    def ref_step() -> None:
         with cnnext.use_backend("numpy"):
             ref_inner()
 
@@ -263,7 +298,9 @@ def _train_peers(case, dt, rng, torch):
     return peers
 
 
-def _torch_train_peer(x, labels, init, torch):
+def _torch_train_peer(
+    x: FloatArray, labels: npt.NDArray[np.int64], init: Params, torch: ModuleType | None
+) -> Peer:
     if torch is None:
         return Peer(None, NOT_INSTALLED)
     nn = torch.nn
@@ -282,13 +319,13 @@ def _torch_train_peer(x, labels, init, torch):
     xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(labels.copy())
     ce = torch.nn.functional.cross_entropy
 
-    def torch_step():
+    def torch_step() -> None:
         opt.zero_grad(set_to_none=True)
         loss = ce(model(xt), yt)
         loss.backward()
         opt.step()
 
-    def torch_state():
+    def torch_state() -> Params:
         out = {}
         for i, layer in enumerate(layers, start=1):
             out[f"w{i}"] = layer.weight.detach().numpy()
@@ -299,7 +336,10 @@ def _torch_train_peer(x, labels, init, torch):
                 state=torch_state)
 
 
-def build_peers(case, pass_, dt, rng, torch, torch_autograd=False):
+def build_peers(
+    case: Case, pass_: str, dt: np.dtype[Any], rng: np.random.Generator,
+    torch: ModuleType | None, torch_autograd: bool = False,
+) -> dict[str, Peer]:
     """``{"cnnext": Peer, "reference": Peer, "pytorch": Peer}`` for one row."""
     if case.kind == "conv":
         return _conv_peers(case, pass_, dt, rng, torch, torch_autograd)
@@ -308,12 +348,20 @@ def build_peers(case, pass_, dt, rng, torch, torch_autograd=False):
     return _train_peers(case, dt, rng, torch)
 
 
-def row_rng(case, seed):
+def row_rng(case: Case, seed: int) -> np.random.Generator:
     """The random generator of a row's inputs (the same for every pass and dtype)."""
     return np.random.default_rng([seed, SUITE.index(case) if case in SUITE else 99])
 
 
-def make_peers(case, pass_, dtype, *, seed=0, torch="auto", torch_autograd=False):
+def make_peers(
+    case: Case,
+    pass_: str,
+    dtype: npt.DTypeLike,
+    *,
+    seed: int = 0,
+    torch: ModuleType | Literal["auto"] | None = "auto",
+    torch_autograd: bool = False,
+) -> dict[str, Thunk | None]:
     """Zero-argument callables timing ``case``/``pass_`` for each peer.
 
     All inputs are generated here, before any timing.

@@ -1,9 +1,17 @@
 """Reporting: the text tables, geometric means, the JSON document and the plot."""
+from __future__ import annotations
+
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .harness import NOISY_SPREAD
 from .peers import PEERS
+
+if TYPE_CHECKING:
+    from .._typing import Record, StrPath
+    from .harness import BenchConfig
 
 __all__ = [
     "format_table",
@@ -19,7 +27,7 @@ __all__ = [
 SCHEMA = "cnnext-bench/2"
 
 
-def _fmt_time(s):
+def _fmt_time(s: float | None) -> str:
     if s is None:
         return "-"
     if s >= 1:
@@ -29,7 +37,7 @@ def _fmt_time(s):
     return f"{s * 1e6:.1f} us"
 
 
-def _fmt_cell(res):
+def _fmt_cell(res: Record) -> str:
     """A peer's median, or why there is none."""
     status = res.get("status", "-")
     if status != "ok":
@@ -37,21 +45,21 @@ def _fmt_cell(res):
     return _fmt_time(res["median"])
 
 
-def _fmt_ratio(r):
+def _fmt_ratio(r: float | None) -> str:
     if r is None:
         return "-"
     return f"{r:.2f}" if r >= 0.095 else f"{r:.2g}"
 
 
-def _fmt_mib(b):
+def _fmt_mib(b: float | None) -> str:
     return "-" if b is None else f"{b / 2**20:.1f}"
 
 
-def _format_cells(head, lines, left):
+def _format_cells(head: Sequence[str], lines: Sequence[Sequence[str]], left: int) -> str:
     """Fixed-width columns: the first ``left`` left-aligned, the rest right."""
     widths = [max([len(h)] + [len(cells[i]) for cells in lines]) for i, h in enumerate(head)]
 
-    def fmt(cells):
+    def fmt(cells: Sequence[str]) -> str:
         return "  ".join(
             c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
         ).rstrip()
@@ -59,7 +67,9 @@ def _format_cells(head, lines, left):
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(c) for c in lines])
 
 
-def _errors(rows, label, peers):
+def _errors(
+    rows: Iterable[Record], label: Callable[[Record], str], peers: Iterable[str]
+) -> list[str]:
     return [
         f"  {label(r)} {n}: {r[n]['status']}"
         for r in rows for n in peers if r.get(n, {}).get("status", "").startswith("error")
@@ -72,7 +82,7 @@ _NOISY_NOTE = (
 )
 
 
-def format_table(results, memory=False):
+def format_table(results: Sequence[Record], memory: bool = False) -> str:
     """The layer-suite results as a fixed-width text table (one line per row).
 
     Parameters
@@ -128,12 +138,12 @@ def format_table(results, memory=False):
     return "\n".join(out)
 
 
-def _geomean(xs):
-    xs = [x for x in xs if x]
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+def _geomean(xs: Iterable[float | None]) -> float | None:
+    vals = [x for x in xs if x]
+    return math.exp(sum(math.log(x) for x in vals) / len(vals)) if vals else None
 
 
-def summarize(results):
+def summarize(results: Sequence[Record]) -> dict[str, dict[str, Record]]:
     """Geometric means of the ratios over the convolution rows, per dtype.
 
     Parameters
@@ -172,7 +182,7 @@ def summarize(results):
     return out
 
 
-def format_summary(results):
+def format_summary(results: Sequence[Record]) -> str:
     """Geomean lines of :func:`summarize`, per dtype and peer.
 
     Examples
@@ -203,7 +213,9 @@ def format_summary(results):
     return "\n".join(lines)
 
 
-def format_small_calls(rows, others=None, cores=None):
+def format_small_calls(
+    rows: Sequence[Record], others: float | None = None, cores: int | None = None
+) -> str:
     """The small-calls rows as a text table, with the load during them.
 
     Parameters
@@ -257,7 +269,7 @@ def format_small_calls(rows, others=None, cores=None):
     return "\n".join(out + notes)
 
 
-def format_scaling(rows):
+def format_scaling(rows: Sequence[Record]) -> str:
     """The thread-scaling rows (:func:`~cnnext.bench.run_scaling`) as a text table."""
     if not rows:
         return ""
@@ -278,7 +290,7 @@ def format_scaling(rows):
                       _format_cells(head, lines, left=2)])
 
 
-def _load_line(others, cores, threads, during):
+def _load_line(others: float, cores: int | None, threads: int, during: str) -> str:
     msg = f"other processes kept {others:.1f} of {cores} cores busy during {during}"
     if threads > 1 and others > 0.25:
         msg += (f": {threads}-thread calls had to wait for a free core, so multi-threaded "
@@ -286,12 +298,15 @@ def _load_line(others, cores, threads, during):
     return msg
 
 
-def load_line(others, cores, threads):
+def load_line(others: float, cores: int | None, threads: int) -> str:
     """The closing line: how busy other processes kept the machine during the run."""
     return _load_line(others, cores, threads, "the run")
 
 
-def header(info, cfg, small_cfg, torch_status, torch_autograd):
+def header(
+    info: Record, cfg: BenchConfig | None, small_cfg: BenchConfig | None, torch_status: str,
+    torch_autograd: bool,
+) -> str:
     """The lines printed before the tables: versions, CPU, threads, timing.
 
     ``cfg`` / ``small_cfg``: the BenchConfig of the layer suite / of the
@@ -328,7 +343,7 @@ def header(info, cfg, small_cfg, torch_status, torch_autograd):
     return "\n".join(lines + _load_warning(info, t["cnnext"]))
 
 
-def _load_warning(info, threads):
+def _load_warning(info: Record, threads: int) -> list[str]:
     load, cores = info.get("loadavg"), info.get("cores_available") or info.get("cores")
     if not load or not cores or load[0] <= cores - 0.5:
         return []
@@ -339,8 +354,11 @@ def _load_warning(info, threads):
     ]
 
 
-def json_document(command, elapsed, others, info, settings, results, small_calls, scaling,
-                  small_others=None):
+def json_document(
+    command: list[str], elapsed: float, others: float | None, info: Record, settings: Record,
+    results: Sequence[Record], small_calls: Sequence[Record], scaling: Sequence[Record],
+    small_others: float | None = None,
+) -> Record:
     """The ``--json`` document (schema ``cnnext-bench/2``).
 
     Top-level keys: ``schema``, ``command``, ``created``, ``elapsed_s``,
@@ -370,7 +388,9 @@ _SERIES = (("ratio_pytorch", "cnnext / PyTorch"), ("ratio_reference", "cnnext / 
            ("ratio_numpy", "cnnext / numpy"))
 
 
-def _bars(rows):
+def _bars(
+    rows: Sequence[Record],
+) -> tuple[list[Record], list[tuple[str, str]], list[tuple[float, float, str]]]:
     """(rows with a ratio, [(key, label)] of the series drawn, [(x, height, key)] of the bars).
 
     A series appears only when some row has it, and each row's bars are
@@ -388,7 +408,7 @@ def _bars(rows):
     return rows, series, bars
 
 
-def plot(rows, path):
+def plot(rows: Sequence[Record], path: StrPath) -> list[str]:
     """Bar chart of the ratios of ``rows`` (suite and small-calls rows).
 
     Parameters

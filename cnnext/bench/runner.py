@@ -5,10 +5,15 @@ run, builds each row's peers (inputs generated up front), times them
 interleaved (:func:`cnnext.bench.harness.measure`) and returns one dict per
 row with the timings and the ratios ``cnnext time / peer time``.
 """
+from __future__ import annotations
+
 import sys
 import time
+from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Literal, TextIO, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .cases import SCALING_CASES, Case, SmallCall, select_cases
 from .harness import BenchConfig, Peer, error_status, measure, noisy
@@ -16,13 +21,27 @@ from .machine import BlasThreads, default_threads, import_torch, pinned_threads,
 from .peers import PEERS, build_peers, row_rng
 from .small_calls import build_small_peers
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .._typing import Record
+
+    #: The torch argument: the module, None (not installed), or "auto" (import it).
+    TorchArg = ModuleType | Literal["auto"] | None
+    #: Cases to run: names or patterns (str, comma-separated), case objects, or None.
+    Cases = str | Sequence[str] | Sequence[Case | SmallCall] | None
+
+_CaseT = TypeVar("_CaseT", Case, SmallCall)
+
 __all__ = ["run_suite", "run_small_calls", "run_scaling"]
 
 
 class Progress:
     """A one-line progress display on a terminal (nothing otherwise)."""
 
-    def __init__(self, total, stream=None, enabled=None):
+    def __init__(
+        self, total: int, stream: TextIO | None = None, enabled: bool | None = None
+    ) -> None:
         self.stream = sys.stderr if stream is None else stream
         if enabled is None:
             enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -30,12 +49,12 @@ class Progress:
         self.t0 = time.perf_counter()
         self._width = 0
 
-    def row(self, label):
+    def row(self, label: str) -> None:
         self.i += 1
         self.label = label
         self.show("")
 
-    def show(self, msg):
+    def show(self, msg: str) -> None:
         if not self.enabled:
             return
         el = time.perf_counter() - self.t0
@@ -45,13 +64,15 @@ class Progress:
         self.stream.flush()
         self._width = len(line)
 
-    def close(self):
+    def close(self) -> None:
         if self.enabled and self._width:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
 
 
-def _resolve(torch, torch_status):
+def _resolve(
+    torch: TorchArg, torch_status: str | None
+) -> tuple[ModuleType | None, str]:
     """(torch module or None, status) from a ``torch`` argument."""
     if torch == "auto":
         return import_torch()
@@ -60,14 +81,14 @@ def _resolve(torch, torch_status):
     return torch, "ok"
 
 
-def _cases(cases, kind):
+def _cases(cases: Cases, kind: type[_CaseT]) -> list[_CaseT]:
     """The ``kind`` rows (Case or SmallCall) among ``cases`` (patterns or objects)."""
     if cases is None or isinstance(cases, str) or (cases and isinstance(cases[0], str)):
-        cases = select_cases(cases)
+        cases = select_cases(cast("str | Sequence[str] | None", cases))  # names, not objects
     return [c for c in cases if isinstance(c, kind)]
 
 
-def _dtypes(fname, dtypes):
+def _dtypes(fname: str, dtypes: Iterable[npt.DTypeLike]) -> list[str]:
     names = [np.dtype(d).name for d in dtypes]
     for d in names:
         if d not in ("float32", "float64"):
@@ -75,13 +96,24 @@ def _dtypes(fname, dtypes):
     return names
 
 
-def _ratio(a, b):
+def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
-def run_suite(cases=None, dtypes=("float32", "float64"), passes=None, threads=None, config=None,
-              quick=False, torch="auto", torch_autograd=False, seed=0, progress=None, *,
-              torch_status=None):
+def run_suite(
+    cases: Cases = None,
+    dtypes: Iterable[npt.DTypeLike] = ("float32", "float64"),
+    passes: Collection[str] | None = None,
+    threads: int | None = None,
+    config: BenchConfig | None = None,
+    quick: bool = False,
+    torch: TorchArg = "auto",
+    torch_autograd: bool = False,
+    seed: int = 0,
+    progress: bool | None = None,
+    *,
+    torch_status: str | None = None,
+) -> list[Record]:
     """Run the layer suite and return one result dict per row.
 
     Parameters
@@ -151,7 +183,10 @@ def run_suite(cases=None, dtypes=("float32", "float64"), passes=None, threads=No
     return results
 
 
-def _suite_row(case, pass_, dt, cfg, torch, torch_status, torch_autograd, seed, bar):
+def _suite_row(
+    case: Case, pass_: str, dt: str, cfg: BenchConfig, torch: ModuleType | None,
+    torch_status: str, torch_autograd: bool, seed: int, bar: Progress,
+) -> Record:
     peers = None
     try:
         peers = build_peers(case, pass_, np.dtype(dt), row_rng(case, seed), torch, torch_autograd)
@@ -162,7 +197,7 @@ def _suite_row(case, pass_, dt, cfg, torch, torch_status, torch_autograd, seed, 
         res = {n: error_status(exc) for n in PEERS}
     impl = {n: p.impl for n, p in (peers or {}).items() if p.impl}
     del peers
-    row = {
+    row: Record = {
         "case": case.name,
         "pass": pass_,
         "dtype": dt,
@@ -182,8 +217,18 @@ def _suite_row(case, pass_, dt, cfg, torch, torch_status, torch_autograd, seed, 
     return row
 
 
-def run_small_calls(cases=None, dtypes=("float32",), threads=None, config=None, quick=False,
-                    torch="auto", seed=0, progress=None, *, torch_status=None):
+def run_small_calls(
+    cases: Cases = None,
+    dtypes: Iterable[npt.DTypeLike] = ("float32",),
+    threads: int | None = None,
+    config: BenchConfig | None = None,
+    quick: bool = False,
+    torch: TorchArg = "auto",
+    seed: int = 0,
+    progress: bool | None = None,
+    *,
+    torch_status: str | None = None,
+) -> list[Record]:
     """Time the small calls: cnnext and each peer interleaved, one call at a time.
 
     Parameters
@@ -239,7 +284,10 @@ def run_small_calls(cases=None, dtypes=("float32",), threads=None, config=None, 
     return out
 
 
-def _small_row(call, dt, threads, cfg, torch, torch_status, rng, bar):
+def _small_row(
+    call: SmallCall, dt: str, threads: int, cfg: BenchConfig, torch: ModuleType | None,
+    torch_status: str, rng: np.random.Generator, bar: Progress,
+) -> Record:
     names = ("cnnext",) + call.peers
     peers = None
     try:
@@ -261,8 +309,18 @@ def _small_row(call, dt, threads, cfg, torch, torch_status, rng, bar):
     return row
 
 
-def run_scaling(cases=SCALING_CASES, dtypes=("float32", "float64"), threads=None, config=None,
-                quick=False, torch="auto", seed=0, progress=None, *, torch_status=None):
+def run_scaling(
+    cases: Cases = SCALING_CASES,
+    dtypes: Iterable[npt.DTypeLike] = ("float32", "float64"),
+    threads: int | None = None,
+    config: BenchConfig | None = None,
+    quick: bool = False,
+    torch: TorchArg = "auto",
+    seed: int = 0,
+    progress: bool | None = None,
+    *,
+    torch_status: str | None = None,
+) -> list[Record]:
     """Thread scaling: ``fwd+bwd`` at 1 thread vs ``threads``, interleaved.
 
     cnnext at 1 and at ``threads`` threads (and PyTorch likewise, for
@@ -313,7 +371,8 @@ def run_scaling(cases=SCALING_CASES, dtypes=("float32", "float64"), threads=None
                     for k, tag in ((1, "1"), (n, "n")):
                         peers[f"{name}_{tag}"] = Peer(
                             base[name].fn, base[name].status,
-                            setup=lambda k=k: set_threads(k, torch, blas))
+                            # (mypy cannot type a lambda with a default argument)
+                            setup=lambda k=k: set_threads(k, torch, blas))  # type: ignore[misc]
                 res = measure(peers, config, note=bar.show)
                 row = {"case": case.name, "pass": "fwd+bwd", "dtype": dt, "threads": n, **res,
                        "noisy": noisy(res, list(res))}

@@ -32,13 +32,31 @@ peers' on the same inputs and weights:
     ``conv2d-seed`` and ``maxpool-seed``) is the compiled kernel alone, on
     preallocated outputs.
 """
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _tutorial
 from .harness import Peer
 from .peers import uniform
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .._typing import Thunk
+    from ..compat.victorzhou import Conv3x3, MaxPool2, Softmax
+    from ..nn import Sequential
+    from .cases import SmallCall
+
+    #: Builds one small call's peers from (dtype, rng, torch).
+    Builder = Callable[[np.dtype[Any], np.random.Generator, ModuleType | None], dict[str, Peer]]
+    #: Arrays by name (a model's parameters, a peer's final state).
+    Arrays = dict[str, npt.NDArray[Any]]
 
 __all__ = ["build_small_peers"]
 
@@ -46,7 +64,7 @@ _LR = 0.005
 
 
 @contextlib.contextmanager
-def _global_rng_kept():
+def _global_rng_kept() -> Iterator[None]:
     """numpy's global random state is restored after the block (the tutorial
     classes draw their initial weights from it)."""
     state = np.random.get_state()  # noqa: NPY002 (saved to leave it untouched)
@@ -59,7 +77,7 @@ def _global_rng_kept():
 # ---- the tutorial network -------------------------------------------------
 
 
-def _seed_model(dt, rng):
+def _seed_model(dt: np.dtype[Any], rng: np.random.Generator) -> Sequential:
     from .. import nn
 
     return nn.Sequential(
@@ -68,7 +86,7 @@ def _seed_model(dt, rng):
     )
 
 
-def _torch_seed_model(torch, params, dt):
+def _torch_seed_model(torch: ModuleType, params: Arrays, dt: npt.DTypeLike) -> Any:
     """The tutorial network in ``torch.nn`` with the weights of ``params`` (cnnext names)."""
     tnn = torch.nn
     model = tnn.Sequential(
@@ -81,11 +99,13 @@ def _torch_seed_model(torch, params, dt):
     return model
 
 
-def _torch_state(model):
+def _torch_state(model: Any) -> Arrays:
     return {name: p.detach().numpy() for name, p in model.named_parameters()}
 
 
-def _seed_step(dt, rng, torch):
+def _seed_step(
+    dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
     from .. import nn, optim
 
     model = _seed_model(dt, rng)
@@ -94,7 +114,7 @@ def _seed_step(dt, rng, torch):
     loss = nn.SoftmaxCrossEntropy()
     opt = optim.SGD(model, lr=_LR)
 
-    def step():
+    def step() -> None:
         opt.zero_grad()
         loss(model.forward(x), label)
         model.backward(loss.backward())
@@ -108,7 +128,7 @@ def _seed_step(dt, rng, torch):
         ce = torch.nn.functional.cross_entropy
         xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(label.copy())
 
-        def torch_step():
+        def torch_step() -> None:
             topt.zero_grad(set_to_none=True)
             ce(tmodel(xt), yt).backward()
             topt.step()
@@ -118,7 +138,9 @@ def _seed_step(dt, rng, torch):
     return peers
 
 
-def _seed_fwd(dt, rng, torch):
+def _seed_fwd(
+    dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
     model = _seed_model(dt, rng).eval()
     x = rng.standard_normal((1, 1, 28, 28)).astype(dt)
     peers = {"cnnext": Peer(lambda: model.forward(x), impl="cnnext.nn.Sequential.forward")}
@@ -126,7 +148,7 @@ def _seed_fwd(dt, rng, torch):
         tmodel = _torch_seed_model(torch, model.params, dt).eval()
         xt = torch.from_numpy(x.copy())
 
-        def torch_fwd():
+        def torch_fwd() -> Any:
             with torch.no_grad():
                 return tmodel(xt)
 
@@ -137,18 +159,22 @@ def _seed_fwd(dt, rng, torch):
 # ---- the tutorial's train step -------------------------------------------
 
 
-def _tutorial_api():
+def _tutorial_api() -> ModuleType:
     """The cnnext adapter of the tutorial's classes."""
     from ..compat import victorzhou
 
     return victorzhou
 
 
-def _compat_state(conv, softmax):
+def _compat_state(
+    conv: Conv3x3 | _tutorial.Conv3x3, softmax: Softmax | _tutorial.Softmax
+) -> Arrays:
     return {"filters": conv.filters, "weights": softmax.weights, "biases": softmax.biases}
 
 
-def _seed_step_compat(rng, torch):
+def _seed_step_compat(
+    rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
     api = _tutorial_api()
     im = rng.integers(0, 256, size=(28, 28), dtype=np.uint8)
     label = int(rng.integers(0, 10))
@@ -172,7 +198,10 @@ def _seed_step_compat(rng, torch):
     return peers
 
 
-def _torch_compat_peer(torch, layers, im, label):
+def _torch_compat_peer(
+    torch: ModuleType, layers: tuple[Conv3x3, MaxPool2, Softmax], im: npt.NDArray[np.uint8],
+    label: int,
+) -> Peer:
     """The tutorial's step in PyTorch, float64, on the same weights.
 
     The tutorial flattens (h, w, c) and stores the dense weights as
@@ -190,13 +219,13 @@ def _torch_compat_peer(torch, layers, im, label):
     ce = torch.nn.functional.cross_entropy
     imt, yt = torch.from_numpy(im.copy()), torch.tensor([label])
 
-    def torch_step():
+    def torch_step() -> None:
         x = (imt.double() / 255 - 0.5)[None, None]
         opt.zero_grad(set_to_none=True)
         ce(model(x), yt).backward()
         opt.step()
 
-    def state():
+    def state() -> Arrays:
         w = model[3].weight.detach().numpy()
         return {"filters": model[0].weight.detach().numpy().reshape(8, 3, 3),
                 "weights": w.reshape(10, 8, 13, 13).transpose(2, 3, 1, 0).reshape(-1, 10),
@@ -209,7 +238,9 @@ def _torch_compat_peer(torch, layers, im, label):
 # ---- single functional calls ----------------------------------------------
 
 
-def _linear_b1(dt, rng, torch):
+def _linear_b1(
+    dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
     from .. import functional as F
 
     x = rng.standard_normal((1, 13 * 13 * 8)).astype(dt)
@@ -219,7 +250,9 @@ def _linear_b1(dt, rng, torch):
             "numpy": Peer(lambda: x @ w.T + b, impl="x @ w.T + b")}
 
 
-def _conv2d_seed(dt, rng, torch):
+def _conv2d_seed(
+    dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
     from .. import _conv
     from .. import functional as F
 
@@ -227,7 +260,7 @@ def _conv2d_seed(dt, rng, torch):
     w = uniform(rng, (8, 1, 3, 3), 9, dt)
     out = np.empty((1, 8, 26, 26), dtype=dt)
 
-    def kernel():
+    def kernel() -> None:
         _conv.conv2d_forward(x, w, None, out, 1, 1, 0, 0, 1, 1, 1)
 
     peers = {"cnnext": Peer(lambda: F.conv2d(x, w)),
@@ -239,14 +272,16 @@ def _conv2d_seed(dt, rng, torch):
     return peers
 
 
-def _maxpool_seed(dt, rng, torch):
+def _maxpool_seed(
+    dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
     from .. import _pool
     from .. import functional as F
 
     x = rng.standard_normal((1, 8, 26, 26)).astype(dt)
     y = np.empty((1, 8, 13, 13), dtype=dt)
 
-    def kernel():  # F.max_pool2d(x, 2) asks for no indices, so neither does this
+    def kernel() -> None:  # F.max_pool2d(x, 2) asks for no indices, so neither does this
         _pool.max_pool2d_forward(x, y, None, 2, 2, 2, 2, 0, 0, 1)
 
     peers = {"cnnext": Peer(lambda: F.max_pool2d(x, 2)),
@@ -261,7 +296,9 @@ def _maxpool_seed(dt, rng, torch):
 # ---- a layer against the functional call it makes ---------------------------
 
 
-def _layer_rows(dt, rng):
+def _layer_rows(
+    dt: np.dtype[Any], rng: np.random.Generator
+) -> dict[str, tuple[Thunk, Thunk]]:
     """{row name: (layer call, inner call)} on the seed network's sizes."""
     from .. import functional as F
     from .. import nn
@@ -273,7 +310,7 @@ def _layer_rows(dt, rng):
     conv.backward(gy)
     w = conv.weight
 
-    def conv_inner_bwd():
+    def conv_inner_bwd() -> None:
         _, gw, _ = F.conv2d_backward(gy, x, w, bias=False)
         conv.grads["weight"] += gw
 
@@ -287,7 +324,7 @@ def _layer_rows(dt, rng):
     gz = rng.standard_normal(z.shape).astype(dt)
     dense.backward(gz)
 
-    def dense_inner_bwd():
+    def dense_inner_bwd() -> None:
         _, gw, gb = F.linear_backward(gz, flat, dense.weight)
         dense.grads["weight"] += gw
         dense.grads["bias"] += gb
@@ -305,15 +342,17 @@ def _layer_rows(dt, rng):
     }
 
 
-def _layer_row(name):
-    def build(dt, rng, torch):
+def _layer_row(name: str) -> Builder:
+    def build(
+        dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+    ) -> dict[str, Peer]:
         outer, inner = _layer_rows(dt, rng)[name]
         return {"cnnext": Peer(outer), "inner": Peer(inner)}
 
     return build
 
 
-_BUILDERS = {
+_BUILDERS: dict[str, Builder] = {
     "seed-step": _seed_step,
     "seed-step-compat": lambda dt, rng, torch: _seed_step_compat(rng, torch),
     "linear-b1": _linear_b1,
@@ -328,7 +367,10 @@ _BUILDERS = {
 }
 
 
-def build_small_peers(call, dt, rng, torch, torch_status="not installed"):
+def build_small_peers(
+    call: SmallCall, dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None,
+    torch_status: str = "not installed",
+) -> dict[str, Peer]:
     """``{"cnnext": Peer, <peer>: Peer, ...}`` for one small call.
 
     Parameters

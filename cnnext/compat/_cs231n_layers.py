@@ -2,15 +2,37 @@
 ``fast_layers.py`` of the course): convolution, max pooling, affine, ReLU
 and the two losses.  Import them from :mod:`cnnext.compat.cs231n`.
 """
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import functional as F
 from . import _util as U
 
+if TYPE_CHECKING:
+    from .._typing import FloatArray, Pair
+
+    #: ``(x, w, b, conv_param)``: the convolution forward's cache.
+    ConvCache: TypeAlias = tuple[
+        npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], dict[str, int]
+    ]
+    #: ``(x, pool_param)``: the max-pooling forward's cache.
+    PoolCache: TypeAlias = tuple[npt.NDArray[Any], dict[str, int]]
+    #: ``(x, w, b)``: the affine forward's cache.
+    AffineCache: TypeAlias = tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]
+    #: ``x``: the ReLU forward's cache.
+    ReluCache: TypeAlias = npt.NDArray[Any]
+
+_TupleT = TypeVar("_TupleT", bound=tuple[Any, ...])
+
 _NCHW = "(N, C, H, W)"
 
 
-def unpack_cache(fname, cache, length, what, made_by):
+def unpack_cache(fname: str, cache: _TupleT, length: int, what: str, made_by: str) -> _TupleT:
     """``cache`` if it is the tuple of ``length`` items that ``made_by`` returns."""
     if not isinstance(cache, tuple) or len(cache) != length:
         raise TypeError(
@@ -21,7 +43,9 @@ def unpack_cache(fname, cache, length, what, made_by):
     return cache
 
 
-def _same_shape(fname, name, a, want, made_by):
+def _same_shape(
+    fname: str, name: str, a: npt.NDArray[Any], want: tuple[int, ...], made_by: str
+) -> None:
     if a.shape != want:
         raise ValueError(
             f"{fname}: {name}.shape must be the {made_by} output shape {want}, got {a.shape}"
@@ -33,7 +57,12 @@ def _same_shape(fname, name, a, want, made_by):
 # --------------------------------------------------------------------------
 
 
-def _conv_args(fname, x, w, b, conv_param):
+def _conv_args(
+    fname: str, x: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike,
+    conv_param: Mapping[str, int],
+) -> tuple[
+    npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], int, int, tuple[int, int, int, int]
+]:
     xa = U.array(fname, "x", x, (4,), _NCHW)
     wa = U.array(fname, "w", w, (4,), "(F, C, HH, WW)")
     ba = U.array(fname, "b", b, (1,), "(F,)")
@@ -60,13 +89,18 @@ def _conv_args(fname, x, w, b, conv_param):
     return xa, wa, ba, stride, pad, out_shape
 
 
-def _conv_forward(fname, x, w, b, conv_param):
+def _conv_forward(
+    fname: str, x: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike,
+    conv_param: Mapping[str, int],
+) -> tuple[FloatArray, ConvCache]:
     xa, wa, ba, stride, pad, _ = _conv_args(fname, x, w, b, conv_param)
     out = F.conv2d(xa, wa, ba, stride=stride, padding=pad)
     return out, (xa, wa, ba, dict(conv_param))
 
 
-def _conv_backward(fname, dout, cache, made_by):
+def _conv_backward(
+    fname: str, dout: npt.ArrayLike, cache: ConvCache, made_by: str
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     x, w, b, conv_param = unpack_cache(fname, cache, 4, "(x, w, b, conv_param)", made_by)
     xa, wa, _, stride, pad, out_shape = _conv_args(fname, x, w, b, conv_param)
     g = U.array(fname, "dout", dout, (4,), _NCHW)
@@ -74,7 +108,9 @@ def _conv_backward(fname, dout, cache, made_by):
     return F.conv2d_backward(g, xa, wa, stride=stride, padding=pad)
 
 
-def conv_forward_naive(x, w, b, conv_param):
+def conv_forward_naive(
+    x: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike, conv_param: Mapping[str, int]
+) -> tuple[FloatArray, ConvCache]:
     """Forward pass of a convolutional layer (cross-correlation, zero padding).
 
     Parameters
@@ -110,7 +146,9 @@ def conv_forward_naive(x, w, b, conv_param):
     return _conv_forward("conv_forward_naive", x, w, b, conv_param)
 
 
-def conv_backward_naive(dout, cache):
+def conv_backward_naive(
+    dout: npt.ArrayLike, cache: ConvCache
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Backward pass of a convolutional layer.
 
     Parameters
@@ -146,7 +184,9 @@ def conv_backward_naive(dout, cache):
     return _conv_backward("conv_backward_naive", dout, cache, "conv_forward_naive")
 
 
-def conv_forward_fast(x, w, b, conv_param):
+def conv_forward_fast(
+    x: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike, conv_param: Mapping[str, int]
+) -> tuple[FloatArray, ConvCache]:
     """Forward pass of a convolutional layer; the same as :func:`conv_forward_naive`.
 
     Parameters
@@ -177,7 +217,9 @@ def conv_forward_fast(x, w, b, conv_param):
     return _conv_forward("conv_forward_fast", x, w, b, conv_param)
 
 
-def conv_backward_fast(dout, cache):
+def conv_backward_fast(
+    dout: npt.ArrayLike, cache: ConvCache
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Backward pass of a convolutional layer; the same as :func:`conv_backward_naive`.
 
     Parameters
@@ -210,7 +252,9 @@ def conv_backward_fast(dout, cache):
 # --------------------------------------------------------------------------
 
 
-def _pool_args(fname, x, pool_param):
+def _pool_args(
+    fname: str, x: npt.ArrayLike, pool_param: Mapping[str, int]
+) -> tuple[npt.NDArray[Any], Pair, int, tuple[int, int, int, int]]:
     xa = U.array(fname, "x", x, (4,), _NCHW)
     ph = U.hparam(fname, pool_param, "pool_height", 1, dict_name="pool_param")
     pw = U.hparam(fname, pool_param, "pool_width", 1, dict_name="pool_param")
@@ -225,12 +269,16 @@ def _pool_args(fname, x, pool_param):
     return xa, (ph, pw), stride, out_shape
 
 
-def _pool_forward(fname, x, pool_param):
+def _pool_forward(
+    fname: str, x: npt.ArrayLike, pool_param: Mapping[str, int]
+) -> tuple[FloatArray, PoolCache]:
     xa, k, stride, _ = _pool_args(fname, x, pool_param)
     return F.max_pool2d(xa, k, stride=stride), (xa, dict(pool_param))
 
 
-def _pool_backward(fname, dout, cache, made_by):
+def _pool_backward(
+    fname: str, dout: npt.ArrayLike, cache: PoolCache, made_by: str
+) -> FloatArray:
     x, pool_param = unpack_cache(fname, cache, 2, "(x, pool_param)", made_by)
     xa, k, stride, out_shape = _pool_args(fname, x, pool_param)
     g = U.array(fname, "dout", dout, (4,), _NCHW)
@@ -240,7 +288,9 @@ def _pool_backward(fname, dout, cache, made_by):
     return F.max_pool2d_backward(g, idx, xa.shape)
 
 
-def max_pool_forward_naive(x, pool_param):
+def max_pool_forward_naive(
+    x: npt.ArrayLike, pool_param: Mapping[str, int]
+) -> tuple[FloatArray, PoolCache]:
     """Forward pass of a max-pooling layer (no padding).
 
     Parameters
@@ -271,7 +321,7 @@ def max_pool_forward_naive(x, pool_param):
     return _pool_forward("max_pool_forward_naive", x, pool_param)
 
 
-def max_pool_backward_naive(dout, cache):
+def max_pool_backward_naive(dout: npt.ArrayLike, cache: PoolCache) -> FloatArray:
     """Backward pass of a max-pooling layer.
 
     Parameters
@@ -302,7 +352,9 @@ def max_pool_backward_naive(dout, cache):
     return _pool_backward("max_pool_backward_naive", dout, cache, "max_pool_forward_naive")
 
 
-def max_pool_forward_fast(x, pool_param):
+def max_pool_forward_fast(
+    x: npt.ArrayLike, pool_param: Mapping[str, int]
+) -> tuple[FloatArray, PoolCache]:
     """Forward pass of a max-pooling layer; the same as :func:`max_pool_forward_naive`.
 
     Parameters
@@ -334,7 +386,7 @@ def max_pool_forward_fast(x, pool_param):
     return _pool_forward("max_pool_forward_fast", x, pool_param)
 
 
-def max_pool_backward_fast(dout, cache):
+def max_pool_backward_fast(dout: npt.ArrayLike, cache: PoolCache) -> FloatArray:
     """Backward pass of a max-pooling layer; the same as :func:`max_pool_backward_naive`.
 
     Parameters
@@ -369,7 +421,9 @@ def max_pool_backward_fast(dout, cache):
 # --------------------------------------------------------------------------
 
 
-def _affine_args(fname, x, w, b):
+def _affine_args(
+    fname: str, x: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
     xa = U.array(fname, "x", x, range(1, 33), "(N, d_1, ..., d_k)")
     wa = U.array(fname, "w", w, (2,), "(D, M)")
     ba = U.array(fname, "b", b, (1,), "(M,)")
@@ -387,7 +441,9 @@ def _affine_args(fname, x, w, b):
     return xa, x2, wa, ba
 
 
-def affine_forward(x, w, b):
+def affine_forward(
+    x: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike
+) -> tuple[FloatArray, AffineCache]:
     """Forward pass of an affine (fully connected) layer, ``x.reshape(N, D) @ w + b``.
 
     Parameters
@@ -421,7 +477,9 @@ def affine_forward(x, w, b):
     return F.linear(x2, wa.T, ba), (xa, wa, ba)
 
 
-def affine_backward(dout, cache):
+def affine_backward(
+    dout: npt.ArrayLike, cache: AffineCache
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Backward pass of an affine layer.
 
     Parameters
@@ -463,7 +521,7 @@ def affine_backward(dout, cache):
     return dx2.reshape(xa.shape), np.ascontiguousarray(dwt.T), db
 
 
-def relu_forward(x):
+def relu_forward(x: npt.ArrayLike) -> tuple[FloatArray, ReluCache]:
     """Forward pass of a ReLU layer, ``max(x, 0)``.
 
     Parameters
@@ -488,7 +546,7 @@ def relu_forward(x):
     return F.relu(xa), xa
 
 
-def relu_backward(dout, cache):
+def relu_backward(dout: npt.ArrayLike, cache: ReluCache) -> FloatArray:
     """Backward pass of a ReLU layer: ``dout`` where ``x > 0``, else 0.
 
     Parameters
@@ -516,7 +574,9 @@ def relu_backward(dout, cache):
     return F.relu_backward(g, xa)
 
 
-def _loss_args(fname, x, y):
+def _loss_args(
+    fname: str, x: npt.ArrayLike, y: npt.ArrayLike
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     xa = U.array(fname, "x", x, (2,), "(N, C) class scores")
     ya = U.array(fname, "y", y, (1,), "(N,) labels")
     if ya.dtype.kind not in "iu":
@@ -532,7 +592,7 @@ def _loss_args(fname, x, y):
     return xa, ya
 
 
-def softmax_loss(x, y):
+def softmax_loss(x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[float, FloatArray]:
     """Softmax (cross-entropy) loss and its gradient, averaged over the samples.
 
     Parameters
@@ -561,7 +621,7 @@ def softmax_loss(x, y):
     return F.softmax_cross_entropy(xa, ya)
 
 
-def svm_loss(x, y):
+def svm_loss(x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[float, FloatArray]:
     """Multiclass SVM (hinge) loss with margin 1 and its gradient, averaged over the samples.
 
     Parameters

@@ -9,16 +9,27 @@ The generic rules (ints, reals, seeds, arrays) are cnnext's own
 (:mod:`cnnext._validate`), so an adapter reports a bad value exactly as the
 rest of the package does.
 """
-from collections.abc import Mapping
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as V
+
+if TYPE_CHECKING:
+    from .._typing import FloatArray
+
+_T = TypeVar("_T")
 
 as_int = V.as_int
 
 
-def array(fname, name, value, ndim, layout):
+def array(
+    fname: str, name: str, value: object, ndim: Collection[int], layout: str
+) -> npt.NDArray[Any]:
     """``np.asarray(value)`` of real numbers with exactly ``ndim`` dimensions."""
     if value is None:
         raise TypeError(f"{fname}: {name} must be an array, got None")
@@ -38,7 +49,14 @@ def array(fname, name, value, ndim, layout):
     return a
 
 
-def hparam(fname, hparameters, key, minimum, default=None, dict_name="hparameters"):
+def hparam(
+    fname: str,
+    hparameters: Mapping[str, object],
+    key: str,
+    minimum: int,
+    default: int | None = None,
+    dict_name: str = "hparameters",
+) -> int:
     """An int hyper-parameter from a tutorial's dict (``hparameters``, ``conv_param``...)."""
     if not isinstance(hparameters, Mapping):
         raise TypeError(
@@ -54,11 +72,11 @@ def hparam(fname, hparameters, key, minimum, default=None, dict_name="hparameter
     return as_int(fname, f"{dict_name}[{key!r}]", hparameters[key], minimum)
 
 
-def positive_int(fname, name, value, minimum=1):
+def positive_int(fname: str, name: str, value: object, minimum: int = 1) -> int:
     return as_int(fname, name, value, minimum)
 
 
-def out_size(fname, size, k, s, p, axis):
+def out_size(fname: str, size: int, k: int, s: int, p: int, axis: str) -> int:
     """Output length ``(size + 2*p - k) // s + 1`` of a window sliding along ``axis``.
 
     Only used to check the shape of an upstream gradient against its
@@ -74,12 +92,12 @@ def out_size(fname, size, k, s, p, axis):
     return out
 
 
-def real(fname, name, value):
+def real(fname: str, name: str, value: object) -> float:
     """A finite Python float (learning rates and the like)."""
     return V.real(fname, name, value)
 
 
-def generator(fname, seed):
+def generator(fname: str, seed: object) -> np.random.Generator | None:
     """The random source for a tutorial-style initialisation.
 
     ``None`` keeps the tutorials' behaviour: numpy's *global* legacy random
@@ -91,20 +109,23 @@ def generator(fname, seed):
     return None if seed is None else V.rng(fname, seed)
 
 
-def randn(rng, shape):
+def randn(rng: np.random.Generator | None, shape: Sequence[int]) -> FloatArray:
     if rng is None:
         return np.random.randn(*shape)  # noqa: NPY002 (the tutorials' global state)
     return rng.standard_normal(shape)
 
 
-def uniform(rng, low, high, shape):
+def uniform(
+    rng: np.random.Generator | None, low: float, high: float, shape: Sequence[int]
+) -> FloatArray:
     if rng is None:
         return np.random.uniform(low, high, shape)  # noqa: NPY002 (as in the tutorial)
     return rng.uniform(low, high, shape)
 
 
-def not_before_forward(fname, state):
+def not_before_forward(fname: str, state: _T | None) -> _T:
     if state is None:
         raise RuntimeError(
             f"{fname}: called before forward (there is no forward pass to differentiate)"
         )
+    return state

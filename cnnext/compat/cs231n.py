@@ -65,6 +65,13 @@ Differences from the course's code (see ``docs/compat.md``):
   ``TypeError`` naming the function, the parameter and the value received
   (the course's code fails later, or asserts).
 """
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy.typing as npt
+
 from ._cs231n_layers import (
     unpack_cache,
     affine_backward,
@@ -82,6 +89,10 @@ from ._cs231n_layers import (
     softmax_loss,
     svm_loss,
 )
+
+if TYPE_CHECKING:
+    from .._typing import FloatArray
+    from ._cs231n_layers import AffineCache, ConvCache, PoolCache, ReluCache
 
 __all__ = [
     "conv_forward_naive",
@@ -112,7 +123,9 @@ __all__ = [
 # --------------------------------------------------------------------------
 
 
-def affine_relu_forward(x, w, b):
+def affine_relu_forward(
+    x: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike
+) -> tuple[FloatArray, tuple[AffineCache, ReluCache]]:
     """An affine layer followed by a ReLU.
 
     Parameters
@@ -140,7 +153,9 @@ def affine_relu_forward(x, w, b):
     return out, (fc_cache, relu_cache)
 
 
-def affine_relu_backward(dout, cache):
+def affine_relu_backward(
+    dout: npt.ArrayLike, cache: tuple[AffineCache, ReluCache]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Backward pass of :func:`affine_relu_forward`.
 
     Parameters
@@ -171,7 +186,9 @@ def affine_relu_backward(dout, cache):
     return affine_backward(da, fc_cache)
 
 
-def conv_relu_forward(x, w, b, conv_param):
+def conv_relu_forward(
+    x: npt.ArrayLike, w: npt.ArrayLike, b: npt.ArrayLike, conv_param: Mapping[str, int]
+) -> tuple[FloatArray, tuple[ConvCache, ReluCache]]:
     """A convolution followed by a ReLU.
 
     Parameters
@@ -203,7 +220,9 @@ def conv_relu_forward(x, w, b, conv_param):
     return out, (conv_cache, relu_cache)
 
 
-def conv_relu_backward(dout, cache):
+def conv_relu_backward(
+    dout: npt.ArrayLike, cache: tuple[ConvCache, ReluCache]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Backward pass of :func:`conv_relu_forward`.
 
     Parameters
@@ -236,7 +255,13 @@ def conv_relu_backward(dout, cache):
     return conv_backward_fast(da, conv_cache)
 
 
-def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
+def conv_relu_pool_forward(
+    x: npt.ArrayLike,
+    w: npt.ArrayLike,
+    b: npt.ArrayLike,
+    conv_param: Mapping[str, int],
+    pool_param: Mapping[str, int],
+) -> tuple[FloatArray, tuple[ConvCache, ReluCache, PoolCache]]:
     """A convolution, a ReLU and a max pooling.
 
     Parameters
@@ -275,7 +300,9 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
     return out, (conv_cache, relu_cache, pool_cache)
 
 
-def conv_relu_pool_backward(dout, cache):
+def conv_relu_pool_backward(
+    dout: npt.ArrayLike, cache: tuple[ConvCache, ReluCache, PoolCache]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Backward pass of :func:`conv_relu_pool_forward`.
 
     Parameters

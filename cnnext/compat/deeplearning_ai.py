@@ -48,25 +48,44 @@ deliberate; this is the correct math):
 * Bad arguments raise ``ValueError``/``TypeError`` (the assignment code
   returns zeros for an unknown ``mode``).
 """
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import functional as F
 from . import _util as U
 
+if TYPE_CHECKING:
+    from .._typing import FloatArray
+
+    #: ``conv_forward``'s cache: its arguments ``(A_prev, W, b, hparameters)``.
+    ConvCache: TypeAlias = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike, dict[str, int]]
+    #: ``pool_forward``'s cache: its arguments ``(A_prev, hparameters)``.
+    PoolCache: TypeAlias = tuple[npt.ArrayLike, dict[str, int]]
+
 __all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward"]
+
+_ScalarT = TypeVar("_ScalarT", bound=np.generic)
 
 _NHWC = "(m, n_H, n_W, n_C) (NHWC)"
 
 
-def _to_nchw(a):
+def _to_nchw(a: npt.NDArray[_ScalarT]) -> npt.NDArray[_ScalarT]:
     return a.transpose(0, 3, 1, 2)
 
 
-def _to_nhwc(a):
+def _to_nhwc(a: FloatArray) -> FloatArray:
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 
 
-def _conv_args(fname, A_prev, W, b, hparameters):
+def _conv_args(
+    fname: str, A_prev: npt.ArrayLike, W: npt.ArrayLike, b: npt.ArrayLike,
+    hparameters: Mapping[str, int],
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], int, int]:
     A = U.array(fname, "A_prev", A_prev, (4,), _NHWC)
     Wa = U.array(fname, "W", W, (4,), "(f, f, n_C_prev, n_C)")
     ba = U.array(fname, "b", b, (1, 2, 3, 4), "(1, 1, 1, n_C)")
@@ -86,7 +105,9 @@ def _conv_args(fname, A_prev, W, b, hparameters):
     return A, Wa, ba, Wa.transpose(3, 2, 0, 1), stride, pad
 
 
-def conv_forward(A_prev, W, b, hparameters):
+def conv_forward(
+    A_prev: npt.ArrayLike, W: npt.ArrayLike, b: npt.ArrayLike, hparameters: Mapping[str, int]
+) -> tuple[FloatArray, ConvCache]:
     """Convolution forward pass in the deeplearning.ai layout.
 
     Parameters
@@ -130,7 +151,9 @@ def conv_forward(A_prev, W, b, hparameters):
     return _to_nhwc(Z), (A_prev, W, b, dict(hparameters))
 
 
-def conv_backward(dZ, cache):
+def conv_backward(
+    dZ: npt.ArrayLike, cache: ConvCache
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Gradients of :func:`conv_forward`, correct for every stride and padding.
 
     Parameters
@@ -191,7 +214,9 @@ def conv_backward(dZ, cache):
     return _to_nhwc(gx), dW, gb.reshape(ba.shape)
 
 
-def _pool_args(fname, A_prev, hparameters, mode):
+def _pool_args(
+    fname: str, A_prev: npt.ArrayLike, hparameters: Mapping[str, int], mode: str
+) -> tuple[npt.NDArray[Any], int, int, int]:
     A = U.array(fname, "A_prev", A_prev, (4,), _NHWC)
     if mode not in ("max", "average"):
         raise ValueError(f"{fname}: mode must be 'max' or 'average', got {mode!r}")
@@ -201,7 +226,11 @@ def _pool_args(fname, A_prev, hparameters, mode):
     return A, f, stride, pad
 
 
-def pool_forward(A_prev, hparameters, mode="max"):
+def pool_forward(
+    A_prev: npt.ArrayLike,
+    hparameters: Mapping[str, int],
+    mode: Literal["max", "average"] = "max",
+) -> tuple[FloatArray, PoolCache]:
     """Max or average pooling forward pass in the deeplearning.ai layout.
 
     Parameters
@@ -246,7 +275,9 @@ def pool_forward(A_prev, hparameters, mode="max"):
     return _to_nhwc(y), (A_prev, dict(hparameters))
 
 
-def pool_backward(dA, cache, mode="max"):
+def pool_backward(
+    dA: npt.ArrayLike, cache: PoolCache, mode: Literal["max", "average"] = "max"
+) -> FloatArray:
     """Gradient of :func:`pool_forward`, correct for every stride.
 
     Parameters

@@ -49,10 +49,27 @@ is the correct math):
 * Inputs are never modified; shapes are checked against the constructor
   arguments with clear errors.
 """
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import functional as F
 from . import _util as U
+
+if TYPE_CHECKING:
+    from .._typing import FloatArray, IndexArray, Seed
+
+    class Activator(Protocol):
+        """An activator: ``forward`` and ``backward`` take an array, or one
+        element at a time, and return the values (or value)."""
+
+        def forward(self, weighted_input: Any) -> npt.ArrayLike: ...
+
+        def backward(self, output: Any) -> npt.ArrayLike: ...
 
 __all__ = [
     "ConvLayer",
@@ -63,8 +80,10 @@ __all__ = [
     "SigmoidActivator",
 ]
 
+_T = TypeVar("_T")
 
-def _same_shape(result, x):
+
+def _same_shape(result: npt.ArrayLike, x: npt.ArrayLike) -> float | npt.NDArray[Any]:
     """``result`` shaped like ``x``: a scalar input gives a Python float."""
     r = np.reshape(result, np.shape(x))
     return float(r) if r.ndim == 0 else r
@@ -81,10 +100,10 @@ class IdentityActivator:
     (-2.0, 1.0)
     """
 
-    def forward(self, weighted_input):
+    def forward(self, weighted_input: _T) -> _T:
         return weighted_input
 
-    def backward(self, output):
+    def backward(self, output: npt.ArrayLike) -> float | npt.NDArray[Any]:
         return _same_shape(np.ones(np.shape(output)), output)
 
 
@@ -100,10 +119,10 @@ class ReluActivator:
     (array([0., 2.]), array([0., 1.]))
     """
 
-    def forward(self, weighted_input):
+    def forward(self, weighted_input: npt.ArrayLike) -> float | npt.NDArray[Any]:
         return _same_shape(F.relu(weighted_input), weighted_input)
 
-    def backward(self, output):
+    def backward(self, output: npt.ArrayLike) -> float | npt.NDArray[Any]:
         return _same_shape((np.asarray(output) > 0).astype(np.float64), output)
 
 
@@ -118,15 +137,17 @@ class SigmoidActivator:
     (0.5, 0.25)
     """
 
-    def forward(self, weighted_input):
+    def forward(self, weighted_input: npt.ArrayLike) -> float | npt.NDArray[Any]:
         return _same_shape(F.sigmoid(weighted_input), weighted_input)
 
-    def backward(self, output):
+    def backward(self, output: npt.ArrayLike) -> float | npt.NDArray[Any]:
         y = np.asarray(output, dtype=np.float64)
         return _same_shape(y * (1 - y), output)
 
 
-def _apply(fname, op, x):
+def _apply(
+    fname: str, op: Callable[[Any], npt.ArrayLike], x: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
     """``op`` on the whole array, or element by element if it only takes scalars.
 
     The tutorial applies activators with ``np.nditer`` one element at a
@@ -143,7 +164,7 @@ def _apply(fname, op, x):
     r = np.vectorize(op, otypes=[np.float64])(x)
     if r.shape != x.shape:
         raise ValueError(f"{fname}: the activator must map each element to one number")
-    return r
+    return cast("npt.NDArray[np.float64]", r)  # (np.vectorize's result is untyped)
 
 
 class Filter:
@@ -180,7 +201,7 @@ class Filter:
     -5.0
     """
 
-    def __init__(self, width, height, depth, seed=None):
+    def __init__(self, width: int, height: int, depth: int, seed: Seed = None) -> None:
         fname = "Filter"
         shape = (
             U.positive_int(fname, "depth", depth),
@@ -190,15 +211,15 @@ class Filter:
         self._shape = shape
         self._weights = U.uniform(U.generator(fname, seed), -1e-4, 1e-4, shape)
         self._bias = 0.0
-        self.weights_grad = np.zeros(shape)
+        self.weights_grad: npt.NDArray[np.floating[Any]] = np.zeros(shape)
         self.bias_grad = 0.0
 
     @property
-    def weights(self):
+    def weights(self) -> FloatArray:
         return self._weights
 
     @weights.setter
-    def weights(self, value):
+    def weights(self, value: npt.ArrayLike) -> None:
         w = np.array(U.array("Filter.weights", "weights", value, (3,), "(depth, height, width)"),
                      dtype=np.float64)
         if w.shape != self._shape:
@@ -209,30 +230,32 @@ class Filter:
         self._weights = w
 
     @property
-    def bias(self):
+    def bias(self) -> float:
         return self._bias
 
     @bias.setter
-    def bias(self, value):
+    def bias(self, value: float) -> None:
         self._bias = U.real("Filter.bias", "bias", value)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "filter weights:\n%s\nbias:\n%s" % (repr(self.weights), repr(self.bias))
 
-    def get_weights(self):
+    def get_weights(self) -> FloatArray:
         return self.weights
 
-    def get_bias(self):
+    def get_bias(self) -> float:
         return self.bias
 
-    def update(self, learning_rate):
+    def update(self, learning_rate: float) -> None:
         """``weights -= learning_rate * weights_grad``, likewise the bias."""
         lr = U.real("Filter.update", "learning_rate", learning_rate)
         self._weights -= lr * np.asarray(self.weights_grad, dtype=np.float64)
         self._bias -= lr * float(self.bias_grad)
 
 
-def _chw(fname, value, channels, height, width):
+def _chw(
+    fname: str, value: npt.ArrayLike, channels: int, height: int, width: int
+) -> npt.NDArray[np.float64]:
     """A float64 (C, H, W) copy; 2-D accepted for one channel."""
     x = U.array(fname, "input_array", value, (2, 3), "(channel_number, height, width)")
     if x.ndim == 2:
@@ -291,9 +314,10 @@ class ConvLayer:
     ((1, 4, 4), 4.0)
     """
 
-    def __init__(self, input_width, input_height, channel_number, filter_width,
-                 filter_height, filter_number, zero_padding, stride, activator,
-                 learning_rate, seed=None):
+    def __init__(self, input_width: int, input_height: int, channel_number: int,
+                 filter_width: int, filter_height: int, filter_number: int, zero_padding: int,
+                 stride: int, activator: Activator, learning_rate: float,
+                 seed: Seed = None) -> None:
         fname = "ConvLayer"
         self.input_width = U.positive_int(fname, "input_width", input_width)
         self.input_height = U.positive_int(fname, "input_height", input_height)
@@ -322,22 +346,24 @@ class ConvLayer:
         ]
         self.activator = activator
         self.learning_rate = U.real(fname, "learning_rate", learning_rate)
-        self.input_array = None
-        self.delta_array = None
+        self.input_array: npt.NDArray[np.float64] | None = None
+        self.delta_array: FloatArray | None = None
 
     @staticmethod
-    def calculate_output_size(input_size, filter_size, zero_padding, stride):
+    def calculate_output_size(
+        input_size: int, filter_size: int, zero_padding: int, stride: int
+    ) -> int:
         return (input_size - filter_size + 2 * zero_padding) // stride + 1
 
     @property
-    def padded_input_array(self):
+    def padded_input_array(self) -> npt.NDArray[np.float64] | None:
         """The last forward input with its zero padding (computed on access)."""
         if self.input_array is None:
             return None
         p = self.zero_padding
         return np.pad(self.input_array, ((0, 0), (p, p), (p, p)))
 
-    def _params(self, fname):
+    def _params(self, fname: str) -> tuple[FloatArray, npt.NDArray[np.float64]]:
         for i, f in enumerate(self.filters):
             if not isinstance(f, Filter):
                 raise TypeError(f"{fname}: filters[{i}] must be a Filter, got {type(f).__name__}")
@@ -350,7 +376,7 @@ class ConvLayer:
         bias = np.array([f.bias for f in self.filters])
         return weight, bias
 
-    def forward(self, input_array):
+    def forward(self, input_array: npt.ArrayLike) -> None:
         """Convolve, add the biases, apply ``activator``; result in ``output_array``.
 
         Parameters
@@ -364,7 +390,9 @@ class ConvLayer:
         self.input_array = x
         self.output_array = _apply(fname, self.activator.forward, z)
 
-    def backward(self, input_array, sensitivity_array, activator):
+    def backward(
+        self, input_array: npt.ArrayLike, sensitivity_array: npt.ArrayLike, activator: Activator
+    ) -> None:
         """Gradients for ``input_array``; results in ``delta_array`` and the filters.
 
         Parameters
@@ -404,7 +432,7 @@ class ConvLayer:
         self.input_array = x
         self.delta_array = gx * _apply(fname, activator.backward, x)
 
-    def update(self):
+    def update(self) -> None:
         """One SGD step on every filter with ``learning_rate``."""
         for f in self.filters:
             f.update(self.learning_rate)
@@ -439,8 +467,8 @@ class MaxPoolingLayer:
             [0., 0.]]])
     """
 
-    def __init__(self, input_width, input_height, channel_number, filter_width,
-                 filter_height, stride):
+    def __init__(self, input_width: int, input_height: int, channel_number: int,
+                 filter_width: int, filter_height: int, stride: int) -> None:
         fname = "MaxPoolingLayer"
         self.input_width = U.positive_int(fname, "input_width", input_width)
         self.input_height = U.positive_int(fname, "input_height", input_height)
@@ -456,20 +484,24 @@ class MaxPoolingLayer:
                 f"{self.input_height}x{self.input_width}, window "
                 f"{self.filter_height}x{self.filter_width}"
             )
-        self.output_array = np.zeros((self.channel_number, self.output_height, self.output_width))
-        self.delta_array = None
+        self.output_array: FloatArray = np.zeros(
+            (self.channel_number, self.output_height, self.output_width)
+        )
+        self.delta_array: FloatArray | None = None
 
-    def _pool(self, fname, input_array):
+    def _pool(
+        self, fname: str, input_array: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float64], tuple[FloatArray, IndexArray]]:
         x = _chw(fname, input_array, self.channel_number, self.input_height, self.input_width)
         return x, F.max_pool2d(
             x, (self.filter_height, self.filter_width), stride=self.stride, return_indices=True
         )
 
-    def forward(self, input_array):
+    def forward(self, input_array: npt.ArrayLike) -> None:
         """Max of every window; result in ``output_array``."""
         _, (self.output_array, _) = self._pool("MaxPoolingLayer.forward", input_array)
 
-    def backward(self, input_array, sensitivity_array):
+    def backward(self, input_array: npt.ArrayLike, sensitivity_array: npt.ArrayLike) -> None:
         """Route each sensitivity to its window's first maximum; result in ``delta_array``.
 
         Parameters

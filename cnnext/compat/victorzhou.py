@@ -51,15 +51,26 @@ Differences from the tutorial code (deliberate; this is the correct math):
   ``seed=`` (int or ``numpy.random.Generator``) for an independent source.
 * Inputs are never modified; the layer keeps its own copy of the last input.
 """
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import functional as F
 from . import _util as U
 
+if TYPE_CHECKING:
+    from .._typing import FloatArray, IndexArray, Seed
+
 __all__ = ["Conv3x3", "MaxPool2", "Softmax"]
 
 
-def _float64(fname, name, value, ndim, layout):
+def _float64(
+    fname: str, name: str, value: object, ndim: Collection[int], layout: str
+) -> npt.NDArray[np.float64]:
     return np.array(U.array(fname, name, value, ndim, layout), dtype=np.float64)
 
 
@@ -94,17 +105,17 @@ class Conv3x3:
     (28, 28)
     """
 
-    def __init__(self, num_filters, seed=None):
+    def __init__(self, num_filters: int, seed: Seed = None) -> None:
         fname = "Conv3x3"
         self.num_filters = U.positive_int(fname, "num_filters", num_filters)
         rng = U.generator(fname, seed)
         self.filters = U.randn(rng, (self.num_filters, 3, 3)) / 9
-        self.last_input = None
+        self.last_input: npt.NDArray[np.float64] | None = None
 
-    def _weight(self):
+    def _weight(self) -> FloatArray:
         return self.filters.reshape(self.num_filters, 1, 3, 3)
 
-    def forward(self, input):
+    def forward(self, input: npt.ArrayLike) -> FloatArray:
         """Correlate the image with every filter.
 
         Parameters
@@ -122,7 +133,7 @@ class Conv3x3:
         y = F.conv2d(x[None], self._weight())
         return np.ascontiguousarray(y.transpose(1, 2, 0))
 
-    def backprop(self, d_L_d_out, learn_rate):
+    def backprop(self, d_L_d_out: npt.ArrayLike, learn_rate: float) -> FloatArray:
         """Update ``filters`` by one SGD step and return the image gradient.
 
         Parameters
@@ -137,19 +148,19 @@ class Conv3x3:
             returns None here).
         """
         fname = "Conv3x3.backprop"
-        U.not_before_forward(fname, self.last_input)
+        x = U.not_before_forward(fname, self.last_input)
         lr = U.real(fname, "learn_rate", learn_rate)
         g = U.array(fname, "d_L_d_out", d_L_d_out, (3,), "(h - 2, w - 2, num_filters)")
-        want = (self.last_input.shape[0] - 2, self.last_input.shape[1] - 2, self.num_filters)
+        want = (x.shape[0] - 2, x.shape[1] - 2, self.num_filters)
         if g.shape != want:
             raise ValueError(
                 f"{fname}: d_L_d_out.shape must be the forward output shape {want}, got {g.shape}"
             )
         gx, gw, _ = F.conv2d_backward(
-            g.transpose(2, 0, 1), self.last_input[None], self._weight(), bias=False
+            g.transpose(2, 0, 1), x[None], self._weight(), bias=False
         )
         self.filters -= lr * gw.reshape(self.filters.shape)
-        return gx[0]
+        return cast("FloatArray", gx[0])
 
 
 class MaxPool2:
@@ -175,11 +186,11 @@ class MaxPool2:
            [0., 0.]])
     """
 
-    def __init__(self):
-        self.last_input = None
-        self._indices = None
+    def __init__(self) -> None:
+        self.last_input: npt.NDArray[np.float64] | None = None
+        self._indices: IndexArray | None = None
 
-    def forward(self, input):
+    def forward(self, input: npt.ArrayLike) -> FloatArray:
         """Max over non-overlapping 2x2 windows.
 
         Parameters
@@ -196,7 +207,7 @@ class MaxPool2:
         y, self._indices = F.max_pool2d(chw, 2, return_indices=True)
         return y[0] if x.ndim == 2 else np.ascontiguousarray(y.transpose(1, 2, 0))
 
-    def backprop(self, d_L_d_out, learn_rate=None):
+    def backprop(self, d_L_d_out: npt.ArrayLike, learn_rate: object = None) -> FloatArray:
         """Route each gradient to the first maximum of its window.
 
         Parameters
@@ -211,8 +222,7 @@ class MaxPool2:
         d_L_d_input : ndarray, shape of the last input
         """
         fname = "MaxPool2.backprop"
-        U.not_before_forward(fname, self.last_input)
-        x = self.last_input
+        x = U.not_before_forward(fname, self.last_input)
         want = (x.shape[0] // 2, x.shape[1] // 2) + x.shape[2:]
         g = U.array(fname, "d_L_d_out", d_L_d_out, (x.ndim,), "(the forward output shape)")
         if g.shape != want:
@@ -221,7 +231,7 @@ class MaxPool2:
             )
         chw_shape = (1,) + x.shape if x.ndim == 2 else (x.shape[2],) + x.shape[:2]
         g = g[None] if x.ndim == 2 else g.transpose(2, 0, 1)
-        gx = F.max_pool2d_backward(g, self._indices, chw_shape)
+        gx = F.max_pool2d_backward(g, cast("IndexArray", self._indices), chw_shape)
         return gx[0] if x.ndim == 2 else np.ascontiguousarray(gx.transpose(1, 2, 0))
 
 
@@ -264,19 +274,19 @@ class Softmax:
     (2, 2)
     """
 
-    def __init__(self, input_len, nodes, seed=None):
+    def __init__(self, input_len: int, nodes: int, seed: Seed = None) -> None:
         fname = "Softmax"
         self.input_len = U.positive_int(fname, "input_len", input_len)
         self.nodes = U.positive_int(fname, "nodes", nodes)
         rng = U.generator(fname, seed)
         self.weights = U.randn(rng, (self.input_len, self.nodes)) / self.input_len
         self.biases = np.zeros(self.nodes)
-        self.last_input_shape = None
-        self.last_input = None
-        self.last_totals = None
-        self._last_out = None
+        self.last_input_shape: tuple[int, ...] | None = None
+        self.last_input: npt.NDArray[np.float64] | None = None
+        self.last_totals: FloatArray | None = None
+        self._last_out: FloatArray | None = None
 
-    def forward(self, input):
+    def forward(self, input: npt.ArrayLike) -> FloatArray:
         """Class probabilities ``softmax(input.flatten() @ weights + biases)``.
 
         Parameters
@@ -300,7 +310,7 @@ class Softmax:
         self._last_out = F.softmax(self.last_totals)
         return self._last_out.copy()
 
-    def backprop(self, d_L_d_out, learn_rate):
+    def backprop(self, d_L_d_out: npt.ArrayLike, learn_rate: float) -> FloatArray:
         """Update ``weights``/``biases`` by one SGD step and return the input gradient.
 
         Parameters
@@ -316,15 +326,15 @@ class Softmax:
             Computed with the weights *before* the update.
         """
         fname = "Softmax.backprop"
-        U.not_before_forward(fname, self._last_out)
+        out = U.not_before_forward(fname, self._last_out)
         lr = U.real(fname, "learn_rate", learn_rate)
         g = U.array(fname, "d_L_d_out", d_L_d_out, (1,), "(nodes,)")
         if g.shape != (self.nodes,):
             raise ValueError(
                 f"{fname}: d_L_d_out.shape must be (nodes,) = ({self.nodes},), got {g.shape}"
             )
-        d_L_d_t = F.softmax_backward(g, self._last_out)
+        d_L_d_t = F.softmax_backward(g, out)
         d_L_d_input = self.weights @ d_L_d_t
-        self.weights -= lr * np.outer(self.last_input, d_L_d_t)
+        self.weights -= lr * np.outer(cast("npt.NDArray[np.float64]", self.last_input), d_L_d_t)
         self.biases -= lr * d_L_d_t
         return d_L_d_input.reshape(self.last_input_shape)

@@ -1,9 +1,17 @@
 """Activation layers and dropout."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validate as V
 from .. import functional as F
 from .module import Module
+
+if TYPE_CHECKING:
+    from .._typing import FloatArray, Seed
 
 
 class ReLU(Module):
@@ -16,13 +24,13 @@ class ReLU(Module):
     array([0., 2.])
     """
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``max(x, 0)``; caches ``x``."""
         x = V.as_array("ReLU.forward", "x", x)
         self._cache = x
         return F.relu(x)
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """Zero where the last input was <= 0, else ``grad_y``."""
         return F.relu_backward(grad_y, self._saved())
 
@@ -42,21 +50,21 @@ class LeakyReLU(Module):
     array([-0.1,  2. ])
     """
 
-    def __init__(self, alpha=0.01):
+    def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
         self.alpha = V.real("LeakyReLU", "alpha", alpha)
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``x`` where positive, else ``alpha * x``; caches ``x``."""
         x = V.as_array("LeakyReLU.forward", "x", x)
         self._cache = x
         return F.leaky_relu(x, self.alpha)
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """``grad_y`` where the last input was positive, else ``alpha * grad_y``."""
         return F.leaky_relu_backward(grad_y, self._saved(), self.alpha)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LeakyReLU(alpha={self.alpha})"
 
 
@@ -70,13 +78,13 @@ class Sigmoid(Module):
     array([0.5])
     """
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``1 / (1 + exp(-x))``; caches the output."""
         y = F.sigmoid(x)
         self._cache = y
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """``grad_y * y * (1 - y)`` for the cached output ``y``."""
         return F.sigmoid_backward(grad_y, self._saved())
 
@@ -91,13 +99,13 @@ class Tanh(Module):
     array([0.])
     """
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``tanh(x)``; caches the output."""
         y = F.tanh(x)
         self._cache = y
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """``grad_y * (1 - y**2)`` for the cached output ``y``."""
         return F.tanh_backward(grad_y, self._saved())
 
@@ -117,21 +125,21 @@ class Softmax(Module):
     array([[0.5, 0.5]])
     """
 
-    def __init__(self, axis=1):
+    def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = V.as_int("Softmax", "axis", axis)
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """Softmax along ``axis``; caches the output."""
         y = F.softmax(x, axis=self.axis)
         self._cache = y
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """The softmax gradient for the cached output."""
         return F.softmax_backward(grad_y, self._saved(), axis=self.axis)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Softmax(axis={self.axis})"
 
 
@@ -160,12 +168,12 @@ class Dropout(Module):
     array([1., 1., 1.])
     """
 
-    def __init__(self, p=0.5, *, seed=None):
+    def __init__(self, p: float = 0.5, *, seed: Seed = None) -> None:
         super().__init__()
         self.p = V.real("Dropout", "p", p, 0, 1)
         self._rng = V.rng("Dropout", seed)
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``x`` with elements zeroed (training mode) and survivors scaled by ``1/(1-p)``."""
         x = V.as_array("Dropout.forward", "x", x)
         # Same dtype rule in every mode (eval must not pass str/complex on).
@@ -183,9 +191,9 @@ class Dropout(Module):
         with np.errstate(invalid="ignore"):  # NaN/inf propagate silently
             return x * mask
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """``grad_y`` masked and scaled as the last forward was."""
-        mask = self._saved()
+        mask: FloatArray | Literal[False] = self._saved()
         g = V.as_array("Dropout.backward", "grad_y", grad_y)
         if mask is False:
             return g
@@ -197,5 +205,5 @@ class Dropout(Module):
         with np.errstate(invalid="ignore"):  # NaN/inf propagate silently
             return g * mask
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Dropout(p={self.p})"

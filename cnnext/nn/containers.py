@@ -1,5 +1,15 @@
 """Containers: layers composed of layers."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal, SupportsIndex, cast, overload
+
+import numpy.typing as npt
+
 from .module import Module
+
+if TYPE_CHECKING:
+    from .._typing import FloatArray, SkipsInputGrad
 
 
 class Sequential(Module):
@@ -29,9 +39,9 @@ class Sequential(Module):
     ((4, 10), (4, 1, 28, 28))
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: Module) -> None:
         super().__init__()
-        seen = set()
+        seen: set[int] = set()
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(
@@ -45,48 +55,56 @@ class Sequential(Module):
             seen.add(id(layer))
         self.layers = list(layers)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: SupportsIndex) -> Module: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Module]: ...
+    def __getitem__(self, i: SupportsIndex | slice) -> Module | list[Module]:
         return self.layers[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
 
     @property
-    def params(self):
+    def params(self) -> dict[str, FloatArray]:
         """All parameters, ``{"<index>.<name>": ndarray}`` (live arrays)."""
         return {name: p for name, p, _ in self.named_parameters()}
 
     @property
-    def grads(self):
+    def grads(self) -> dict[str, FloatArray]:
         """All gradients, same names as :attr:`params`."""
         return {name: g for name, _, g in self.named_parameters()}
 
-    def named_parameters(self):
+    def named_parameters(self) -> list[tuple[str, FloatArray, FloatArray]]:
         return [
             (f"{i}.{name}", p, g)
             for i, layer in enumerate(self.layers)
             for name, p, g in layer.named_parameters()
         ]
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Sequential:
         super().train(mode)
         for layer in self.layers:
             layer.train(mode)
         return self
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """Run the layers in order."""
         for layer in self.layers:
             x = layer.forward(x)
         self._cache = True
-        return x
+        return cast("FloatArray", x)  # (with no layers, x as given)
 
     _skips_input_grad = True
 
-    def backward(self, grad_y, input_grad=True):
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: Literal[True] = True) -> FloatArray: ...
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool = True) -> FloatArray | None:
         """Run the layers' backward passes in reverse order.
 
         With ``input_grad=False`` the gradient with respect to the model's
@@ -99,13 +117,13 @@ class Sequential(Module):
             layer = self.layers[i]
             if i == 0 and not input_grad:
                 if getattr(layer, "_skips_input_grad", False):
-                    layer.backward(g, input_grad=False)
+                    cast("SkipsInputGrad", layer).backward(g, input_grad=False)
                 else:
                     layer.backward(g)
                 return None
             g = layer.backward(g)
-        return g
+        return cast("FloatArray", g)  # (with no layers, grad_y as given)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         body = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({body}\n)"

@@ -1,10 +1,19 @@
 """Convolution layers."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, overload
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import _config
 from .. import _validate as V
 from .. import functional as F
 from .module import Module, as_dtype, check_init, init_bias, init_weight, steady
+
+if TYPE_CHECKING:
+    from .._plan import ConvPlan
+    from .._typing import FloatArray, Init, IntOrPair, Seed
 
 
 class Conv2D(Module):
@@ -49,18 +58,18 @@ class Conv2D(Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias=True,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrPair,
+        stride: IntOrPair = 1,
+        padding: IntOrPair = 0,
+        dilation: IntOrPair = 1,
+        bias: bool = True,
         *,
-        init="he",
-        dtype=np.float32,
-        seed=None,
-    ):
+        init: Init = "he",
+        dtype: npt.DTypeLike = np.float32,
+        seed: Seed = None,
+    ) -> None:
         super().__init__()
         fname = "Conv2D"
         self.in_channels = V.as_int(fname, "in_channels", in_channels, 1)
@@ -81,20 +90,20 @@ class Conv2D(Module):
         if has_bias:
             self._params["bias"] = init_bias(rng, init, self.out_channels, fan_in, self.dtype)
         self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
-        self._plan = None
+        self._plan: ConvPlan | None = None
         self._plan_threads = 0
 
     @property
-    def weight(self):
+    def weight(self) -> FloatArray:
         """The weight array (``params["weight"]``), updated in place by optimizers."""
         return self._params["weight"]
 
     @property
-    def bias(self):
+    def bias(self) -> FloatArray | None:
         """The bias array (``params["bias"]``), or None for a layer without bias."""
         return self._params.get("bias")
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """Convolve ``x`` with the layer's filters (see Shape); caches ``x``."""
         plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
         if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
@@ -108,13 +117,17 @@ class Conv2D(Module):
 
     _skips_input_grad = True
 
-    def backward(self, grad_y, input_grad=True):
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: Literal[True] = True) -> FloatArray: ...
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool = True) -> FloatArray | None:
         """Gradient w.r.t. the last input; accumulates ``grads["weight"]`` (and
         ``grads["bias"]``).  The input gradient is the full convolution of
         ``grad_y`` with the 180-degree-rotated kernel; with
         ``input_grad=False`` (a first layer) it is not computed and None is
         returned."""
-        x = self._saved()
+        x: FloatArray = self._saved()
         plan, w = self._plan, self._params["weight"]
         if (
             plan is not None
@@ -133,7 +146,7 @@ class Conv2D(Module):
             self._grads["bias"] += gb
         return gx
 
-    def _keep_plan(self, x, w, b):
+    def _keep_plan(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> None:
         """Remember the plan ``F.conv2d`` just used (compiled backend only)."""
         if _config.get_backend() != "cython":
             self._plan = None
@@ -142,7 +155,7 @@ class Conv2D(Module):
                                     self.padding, self.dilation)
         self._plan_threads = _config.get_num_threads()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "

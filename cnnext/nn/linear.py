@@ -1,12 +1,20 @@
 """Dense (fully connected) layer and Flatten."""
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _config
 from .. import _validate as V
 from .. import functional as F
 from .module import Module, as_dtype, check_init, init_bias, init_weight, steady
+
+if TYPE_CHECKING:
+    from .._plan import LinearPlan
+    from .._typing import FloatArray, Init, Seed, Shape
 
 
 class Dense(Module):
@@ -52,8 +60,15 @@ class Dense(Module):
     """
 
     def __init__(
-        self, in_features, out_features, bias=True, *, init="he", dtype=np.float32, seed=None
-    ):
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        init: Init = "he",
+        dtype: npt.DTypeLike = np.float32,
+        seed: Seed = None,
+    ) -> None:
         super().__init__()
         fname = "Dense"
         self.in_features = V.as_int(fname, "in_features", in_features, 1)
@@ -71,20 +86,20 @@ class Dense(Module):
                 rng, init, self.out_features, self.in_features, self.dtype
             )
         self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
-        self._plan = None
+        self._plan: LinearPlan | None = None
         self._plan_threads = 0
 
     @property
-    def weight(self):
+    def weight(self) -> FloatArray:
         """The weight array (``params["weight"]``), updated in place by optimizers."""
         return self._params["weight"]
 
     @property
-    def bias(self):
+    def bias(self) -> FloatArray | None:
         """The bias array (``params["bias"]``), or None for a layer without bias."""
         return self._params.get("bias")
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``x @ weight.T + bias`` for ``x`` of shape (N, in_features); caches ``x``."""
         plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
         if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
@@ -99,11 +114,15 @@ class Dense(Module):
 
     _skips_input_grad = True
 
-    def backward(self, grad_y, input_grad=True):
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: Literal[True] = True) -> FloatArray: ...
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool = True) -> FloatArray | None:
         """Gradient w.r.t. the last input; accumulates ``grads``.  With
         ``input_grad=False`` (a first layer) only the parameter gradients are
         computed and None is returned."""
-        x = self._saved()
+        x: FloatArray = self._saved()
         plan, w = self._plan, self._params["weight"]
         has_bias = "bias" in self._params
         if (
@@ -127,7 +146,7 @@ class Dense(Module):
             self._grads["bias"] += gb
         return gx
 
-    def _check_input(self, x):
+    def _check_input(self, x: FloatArray) -> None:
         if x.ndim != 2:
             hint = " (put a Flatten layer before it)" if x.ndim > 2 else ""
             raise ValueError(
@@ -141,14 +160,14 @@ class Dense(Module):
                 f"sample"
             )
 
-    def _keep_plan(self, x, w, b):
+    def _keep_plan(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> None:
         if _config.get_backend() != "cython":
             self._plan = None
             return
         self._plan = F._linear_plan("linear", x, w, b, self.dtype)
         self._plan_threads = _config.get_num_threads()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Dense({self.in_features}, {self.out_features}, bias={self.bias is not None})"
 
 
@@ -170,7 +189,7 @@ class Flatten(Module):
     (2, 1352)
     """
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``x`` reshaped to ``(N, features)`` (a view when possible)."""
         if type(x) is not np.ndarray:
             x = V.as_array("Flatten.forward", "x", x)
@@ -181,9 +200,9 @@ class Flatten(Module):
         # Explicit feature count: reshape(N, -1) is ambiguous for N = 0.
         return x.reshape(shape[0], math.prod(shape[1:]))
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """``grad_y`` reshaped back to the last input's shape."""
-        shape = self._saved()
+        shape: Shape = self._saved()
         g = grad_y if type(grad_y) is np.ndarray else V.as_array("Flatten.backward", "grad_y",
                                                                   grad_y)
         if g.shape[:1] != shape[:1] or g.size != math.prod(shape):

@@ -1,8 +1,19 @@
 """The layer contract (:class:`Module`) and what every layer shares."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import _config, _io
 from .. import _validate as V
+
+if TYPE_CHECKING:
+    from .._typing import FloatArray, FloatDType, Shape, StrPath
+
+_ModuleT = TypeVar("_ModuleT", bound="Module")
 
 _INITS = ("he", "glorot", "torch")
 
@@ -25,62 +36,63 @@ class Module:
     (['bias', 'weight'], (2, 3))
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.training = True
-        self._params = {}
-        self._grads = {}
-        self._cache = None
+        self._params: dict[str, FloatArray] = {}
+        self._grads: dict[str, FloatArray] = {}
+        # What the last forward left for backward; each layer keeps its own kind.
+        self._cache: Any = None
 
     # -- parameters ---------------------------------------------------------
 
     @property
-    def params(self):
+    def params(self) -> dict[str, FloatArray]:
         """Parameters by name (the live arrays, updated in place by optimizers)."""
         return self._params
 
     @property
-    def grads(self):
+    def grads(self) -> dict[str, FloatArray]:
         """Gradients by name, same names/shapes/dtypes as :attr:`params`."""
         return self._grads
 
-    def named_parameters(self):
+    def named_parameters(self) -> list[tuple[str, FloatArray, FloatArray]]:
         """List of ``(name, param, grad)`` triples, in a stable order."""
         return [(name, p, self._grads[name]) for name, p in self._params.items()]
 
-    def parameters(self):
+    def parameters(self) -> list[tuple[FloatArray, FloatArray]]:
         """List of ``(param, grad)`` pairs, the input of the optimizers."""
         return [(p, g) for _, p, g in self.named_parameters()]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient to zero (in place)."""
         for _, _, g in self.named_parameters():
             g.fill(0)
 
     # -- mode ---------------------------------------------------------------
 
-    def train(self, mode=True):
+    def train(self: _ModuleT, mode: bool = True) -> _ModuleT:
         """Set training mode (``mode=True``) or evaluation mode; returns self."""
         self.training = V.boolean(f"{type(self).__name__}.train", "mode", mode)
         return self
 
-    def eval(self):
+    def eval(self: _ModuleT) -> _ModuleT:
         """Set evaluation mode (``train(False)``); returns self."""
         return self.train(False)
 
     # -- forward/backward ---------------------------------------------------
 
-    def __call__(self, x):
+    def __call__(self, x: npt.ArrayLike) -> FloatArray:
         return self.forward(x)
 
-    def forward(self, x):  # pragma: no cover - abstract
+    def forward(self, x: npt.ArrayLike) -> FloatArray:  # pragma: no cover - abstract
         """The layer's output for input ``x``."""
         raise NotImplementedError
 
-    def backward(self, grad_y):  # pragma: no cover - abstract
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:  # pragma: no cover - abstract
         """The gradient with respect to the last ``forward``'s input."""
         raise NotImplementedError
 
-    def _saved(self):
+    def _saved(self) -> Any:
         """The forward cache; RuntimeError when there was no forward yet."""
         if self._cache is None:
             raise RuntimeError(
@@ -90,11 +102,11 @@ class Module:
 
     # -- state --------------------------------------------------------------
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, FloatArray]:
         """Copies of the parameters, ``{name: ndarray}``."""
         return {name: p.copy() for name, p, _ in self.named_parameters()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, npt.ArrayLike]) -> None:
         """Copy ``state`` (name -> array) into the parameters, in place.
 
         Everything is checked before anything is assigned: the names must be
@@ -109,7 +121,9 @@ class Module:
             )
         self._assign(self._checked_state(fname, {k: state[k] for k in state.keys()}))
 
-    def _checked_state(self, fname, state):
+    def _checked_state(
+        self, fname: str, state: dict[str, npt.ArrayLike]
+    ) -> dict[str, npt.ArrayLike]:
         own = {name: p for name, p, _ in self.named_parameters()}
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
@@ -129,11 +143,11 @@ class Module:
                 )
         return state
 
-    def _assign(self, arrays):
+    def _assign(self, arrays: Mapping[str, npt.ArrayLike]) -> None:
         for name, p, _ in self.named_parameters():
             np.copyto(p, arrays[name])
 
-    def save(self, path):
+    def save(self, path: StrPath) -> None:
         """Save the parameters to ``path`` as an uncompressed ``.npz`` file.
 
         The file is written exactly at ``path`` (no suffix is added) and
@@ -155,7 +169,7 @@ class Module:
         """
         _io.save_npz(path, {name: p for name, p, _ in self.named_parameters()})
 
-    def load(self, path):
+    def load(self, path: StrPath) -> None:
         """Load parameters saved by :meth:`save` (never unpickles anything).
 
         Raises
@@ -170,7 +184,7 @@ class Module:
         expected = {name: (p.shape, p.dtype) for name, p, _ in self.named_parameters()}
         self._assign(_io.load_npz(path, expected))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
@@ -179,11 +193,14 @@ class Module:
 # --------------------------------------------------------------------------
 
 
-def check_init(fname, init):
+def check_init(fname: str, init: str) -> str:
     return V.one_of(fname, "init", init, _INITS)
 
 
-def init_weight(fname, rng, init, shape, fan_in, fan_out, dtype):
+def init_weight(
+    fname: str, rng: np.random.Generator, init: str, shape: Shape, fan_in: int, fan_out: int,
+    dtype: FloatDType,
+) -> FloatArray:
     """Initial weights (see the package docstring for the schemes)."""
     V.check_alloc(fname, shape, np.dtype(dtype).itemsize,
                   what="weight (check the channel, kernel and feature counts)")
@@ -198,14 +215,16 @@ def init_weight(fname, rng, init, shape, fan_in, fan_out, dtype):
     return w.astype(dtype)
 
 
-def init_bias(rng, init, n, fan_in, dtype):
+def init_bias(
+    rng: np.random.Generator, init: str, n: int, fan_in: int, dtype: FloatDType
+) -> FloatArray:
     if init == "torch":
         a = 1.0 / np.sqrt(fan_in)
         return rng.uniform(-a, a, size=n).astype(dtype)
     return np.zeros(n, dtype=dtype)
 
 
-def as_dtype(fname, name, x, dtype):
+def as_dtype(fname: str, name: str, x: object, dtype: FloatDType) -> FloatArray:
     """``x`` as an array of ``dtype`` (a copy only when the dtype differs)."""
     a = V.as_array(fname, name, x)
     if a.dtype != dtype:
@@ -214,7 +233,7 @@ def as_dtype(fname, name, x, dtype):
     return a
 
 
-def steady(a, shape, dtype, threads):
+def steady(a: object, shape: Shape, dtype: FloatDType, threads: int) -> TypeGuard[FloatArray]:
     """True when ``a`` is exactly the kind of array a kept plan expects: an
     ndarray of ``shape`` and ``dtype``, C-contiguous, with the compiled
     backend and the thread count the plan was made for (a layer's fast path:

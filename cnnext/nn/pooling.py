@@ -1,8 +1,18 @@
 """Pooling layers."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import numpy.typing as npt
+
 from .. import _config
 from .. import _validate as V
 from .. import functional as F
 from .module import Module, steady
+
+if TYPE_CHECKING:
+    from .._plan import PoolPlan
+    from .._typing import FloatArray, IndexArray, IntOrPair, Shape
 
 
 class _Pool2D(Module):
@@ -10,23 +20,25 @@ class _Pool2D(Module):
 
     _kind = ""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(
+        self, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0
+    ) -> None:
         super().__init__()
         fname = type(self).__name__
         self.kernel_size = V.pair(fname, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else V.pair(fname, "stride", stride, 1)
         self.padding = V.pair(fname, "padding", padding, 0)
-        self._plan = None
+        self._plan: PoolPlan | None = None
         self._plan_threads = 0
 
-    def _steady_plan(self, x):
+    def _steady_plan(self, x: object) -> PoolPlan | None:
         """The kept plan if ``x`` is what it expects, else None."""
         plan = self._plan
         if plan is not None and steady(x, plan.x_shape, plan.dtype, self._plan_threads):
             return plan
         return None
 
-    def _keep_plan(self, x):
+    def _keep_plan(self, x: npt.ArrayLike) -> None:
         if _config.get_backend() != "cython":
             self._plan = None
             return
@@ -35,7 +47,7 @@ class _Pool2D(Module):
                                   self.kernel_size, self.stride, self.padding)
         self._plan_threads = _config.get_num_threads()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         k, s, p = self.kernel_size, self.stride, self.padding
         return f"{type(self).__name__}(kernel_size={k}, stride={s}, padding={p})"
 
@@ -74,11 +86,12 @@ class MaxPool2D(_Pool2D):
 
     _kind = "max"
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """The maximum of each window; caches the argmax positions."""
         plan = self._steady_plan(x)
         if plan is not None:
-            y, idx = plan.forward(x)
+            x = cast("FloatArray", x)  # what _steady_plan checked
+            y, idx = cast("tuple[FloatArray, IndexArray]", plan.forward(x))
         else:
             x = V.as_array("MaxPool2D.forward", "x", x)
             y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
@@ -88,8 +101,11 @@ class MaxPool2D(_Pool2D):
         self._cache = (idx, x.shape, plan)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """Each upstream value routed to its window's argmax (accumulating)."""
+        idx: IndexArray
+        shape: Shape
+        plan: PoolPlan | None
         idx, shape, plan = self._saved()
         if plan is not None and steady(grad_y, plan.out_shape, plan.dtype, self._plan_threads):
             return plan.backward(grad_y, idx)
@@ -123,11 +139,12 @@ class AvgPool2D(_Pool2D):
 
     _kind = "avg"
 
-    def forward(self, x):
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
         """The mean of each window (padding counts as zeros)."""
         plan = self._steady_plan(x)
         if plan is not None:
-            y = plan.forward(x)
+            x = cast("FloatArray", x)  # what _steady_plan checked
+            y = cast("FloatArray", plan.forward(x))
         else:
             x = V.as_array("AvgPool2D.forward", "x", x)
             y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
@@ -136,8 +153,10 @@ class AvgPool2D(_Pool2D):
         self._cache = (x.shape, plan)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """Each upstream value spread evenly over its window (accumulating)."""
+        shape: Shape
+        plan: PoolPlan | None
         shape, plan = self._saved()
         if plan is not None and steady(grad_y, plan.out_shape, plan.dtype, self._plan_threads):
             return plan.backward(grad_y)
