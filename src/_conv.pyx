@@ -140,17 +140,29 @@ cdef inline void grad_run(const floating* grow, Py_ssize_t pb, Py_ssize_t kc,
                           Py_ssize_t Wq, Py_ssize_t ow_n,
                           floating* dst, Py_ssize_t dst_stride) noexcept nogil:
     """dst[q*dst_stride] = gradient row ``grow`` (OH x OW) at padded-width
-    position pb + q, or 0 at junk positions (ow >= OW)."""
-    cdef Py_ssize_t oh = pb // Wq, ow = pb - (pb // Wq) * Wq, q
-    for q in range(kc):
-        if ow < ow_n:
-            dst[q * dst_stride] = grow[oh * ow_n + ow]
+    position pb + q, or 0 at junk positions (ow >= OW); one output row at a
+    time (a contiguous copy, then the junk columns)."""
+    cdef Py_ssize_t oh = pb // Wq, ow = pb - (pb // Wq) * Wq, q = 0, run, valid, j
+    cdef const floating* src
+    cdef floating* d
+    while q < kc:
+        run = min(Wq - ow, kc - q)
+        valid = max(0, min(run, ow_n - ow))
+        src = grow + oh * ow_n + ow
+        d = dst + q * dst_stride
+        if dst_stride == 1:
+            for j in range(valid):
+                d[j] = src[j]
+            for j in range(valid, run):
+                d[j] = 0
         else:
-            dst[q * dst_stride] = 0
-        ow = ow + 1
-        if ow == Wq:
-            ow = 0
-            oh = oh + 1
+            for j in range(valid):
+                d[j * dst_stride] = src[j]
+            for j in range(valid, run):
+                d[j * dst_stride] = 0
+        q = q + run
+        ow = 0
+        oh = oh + 1
 
 
 cdef int64_t* tap_offsets(const Geom* g, Py_ssize_t* toff_max) except NULL:
