@@ -40,8 +40,10 @@ class Conv2D(Module):
     bias : ndarray of shape (out_channels,), or None
         The live bias (``params["bias"]``), None when ``bias=False``.
 
-    Shape
+    Notes
     -----
+    Shape:
+
     - Input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``
     - Output: ``(N, C_out, OH, OW)`` or ``(C_out, OH, OW)``, with
       ``OH = floor((H + 2*pH - dH*(kH - 1) - 1) / sH) + 1`` (likewise ``OW``)
@@ -104,7 +106,7 @@ class Conv2D(Module):
         return self._params.get("bias")
 
     def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """Convolve ``x`` with the layer's filters (see Shape); caches ``x``."""
+        """Convolve ``x`` with the layer's filters (see Notes); caches ``x``."""
         plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
         if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
             y = plan.forward(x, w, b)

@@ -37,14 +37,14 @@ class Dense(Module):
         PyTorch's layout (``params["weight"]``).
     bias : ndarray of shape (out_features,), or None
 
-    Shape
+    Notes
     -----
+    Shape:
+
     - Input: ``(N, in_features)``; put a :class:`Flatten` before it after
       convolutions.
     - Output: ``(N, out_features)``
 
-    Notes
-    -----
     Calls :func:`cnnext.functional.linear` and
     :func:`~cnnext.functional.linear_backward` (cnnext's own GEMM kernels and
     threads, no BLAS).
@@ -176,8 +176,10 @@ class Flatten(Module):
 
     Returns a view when possible (as ``torch.flatten``), never modifying it.
 
-    Shape
+    Notes
     -----
+    Shape:
+
     - Input: ``(N, *)``
     - Output: ``(N, prod(*))``
 

@@ -63,14 +63,14 @@ class MaxPool2D(_Pool2D):
     padding : int or (int, int)
         ``-inf`` padding (never selected), at most half the kernel.
 
-    Shape
+    Notes
     -----
+    Shape:
+
     - Input: ``(N, C, H, W)`` or ``(C, H, W)``
     - Output: ``(N, C, OH, OW)`` or ``(C, OH, OW)``, with
       ``OH = floor((H + 2*pH - kH) / sH) + 1`` (likewise ``OW``)
 
-    Notes
-    -----
     The first maximum of each window (row-major) wins; in backward, the
     gradient goes to that position only, and overlapping windows accumulate.
 
@@ -123,8 +123,10 @@ class AvgPool2D(_Pool2D):
     padding : int or (int, int)
         Zero padding, counted in the average; at most half the kernel.
 
-    Shape
+    Notes
     -----
+    Shape:
+
     - Input: ``(N, C, H, W)`` or ``(C, H, W)``
     - Output: ``(N, C, OH, OW)`` or ``(C, OH, OW)``, as :class:`MaxPool2D`
 
