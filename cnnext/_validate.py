@@ -263,10 +263,20 @@ def shape_tuple(fname: str, name: str, value: object, ndim: int) -> Shape:
 
 
 def check_alloc(fname: str, shape: Sequence[int], itemsize: int, what: str = "output") -> None:
-    """MemoryError *before* allocating a request larger than physical memory."""
+    """MemoryError *before* allocating a request larger than physical memory;
+    ValueError for an empty shape numpy cannot represent all the same (a size
+    is 0 but the others multiply past 2**63 bytes)."""
     n = 1
+    span = itemsize
     for s in shape:
         n *= int(s)
+        span *= max(int(s), 1)
+    if n == 0 and span >= 2**63:
+        raise ValueError(
+            f"{fname}: the {what} of shape {tuple(int(s) for s in shape)} cannot be "
+            f"represented (its sizes multiply past 2**63 bytes); check the padding and "
+            f"the input size"
+        )
     nbytes = n * itemsize
     if nbytes > MEMORY_LIMIT:
         raise MemoryError(

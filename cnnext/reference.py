@@ -393,6 +393,11 @@ def conv_transpose2d(
     kh, kw = weight.shape[2:]
     out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
     out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    if np.size(x) == 0:  # nothing to scatter: the bias alone
+        y0 = np.zeros((n, weight.shape[1], out_h, out_w))
+        if bias is not None:
+            y0 = y0 + _f64(bias)[None, :, None, None]
+        return y0.astype(x.dtype, copy=False)
 
     # dilate by the stride: x lands on every sh-th row / sw-th column
     xd = np.zeros((n, c_in, (h - 1) * sh + 1, (w - 1) * sw + 1))

@@ -31,21 +31,12 @@ def array(
     fname: str, name: str, value: object, ndim: Collection[int], layout: str
 ) -> npt.NDArray[Any]:
     """``np.asarray(value)`` of real numbers with exactly ``ndim`` dimensions."""
-    if value is None:
-        raise TypeError(f"{fname}: {name} must be an array, got None")
-    try:
-        a = np.asarray(value)
-    except (ValueError, TypeError) as exc:  # ragged nested lists, ...
-        raise TypeError(f"{fname}: {name} could not be converted to an array: {exc}") from None
+    a = V.as_array(fname, name, value)
     if a.dtype.kind not in "fiu":
         raise TypeError(
             f"{fname}: {name} must hold real numbers (float or integer), got dtype {a.dtype}"
         )
-    if a.ndim not in ndim:
-        want = " or ".join(f"{n}-D" for n in ndim)
-        raise ValueError(
-            f"{fname}: {name} must be {want} {layout}, got {a.ndim}-D array of shape {a.shape}"
-        )
+    V.check_ndim(fname, name, a, tuple(ndim), layout)
     return a
 
 

@@ -9,14 +9,14 @@ import numpy.typing as npt
 from .. import _config
 from .. import _validate as V
 from .. import functional as F
-from .module import Module, as_dtype, check_init, init_bias, init_weight, steady
+from .module import Weighted, as_dtype, check_init, init_bias, init_weight, steady
 
 if TYPE_CHECKING:
     from .._plan import ConvPlan
     from .._typing import FloatArray, Init, IntOrPair, Seed
 
 
-class Conv2D(Module):
+class Conv2D(Weighted):
     """2-D convolution layer (cross-correlation), as ``torch.nn.Conv2d``.
 
     Parameters
@@ -94,16 +94,6 @@ class Conv2D(Module):
         self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
         self._plan: ConvPlan | None = None
         self._plan_threads = 0
-
-    @property
-    def weight(self) -> FloatArray:
-        """The weight array (``params["weight"]``), updated in place by optimizers."""
-        return self._params["weight"]
-
-    @property
-    def bias(self) -> FloatArray | None:
-        """The bias array (``params["bias"]``), or None for a layer without bias."""
-        return self._params.get("bias")
 
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """Convolve ``x`` with the layer's filters (see Notes); caches ``x``."""

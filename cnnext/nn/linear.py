@@ -10,14 +10,14 @@ import numpy.typing as npt
 from .. import _config
 from .. import _validate as V
 from .. import functional as F
-from .module import Module, as_dtype, check_init, init_bias, init_weight, steady
+from .module import Module, Weighted, as_dtype, check_init, init_bias, init_weight, steady
 
 if TYPE_CHECKING:
     from .._plan import LinearPlan
     from .._typing import FloatArray, Init, Seed, Shape
 
 
-class Dense(Module):
+class Dense(Weighted):
     """Fully connected layer ``y = x @ weight.T + bias``, as ``torch.nn.Linear``.
 
     Parameters
@@ -88,16 +88,6 @@ class Dense(Module):
         self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
         self._plan: LinearPlan | None = None
         self._plan_threads = 0
-
-    @property
-    def weight(self) -> FloatArray:
-        """The weight array (``params["weight"]``), updated in place by optimizers."""
-        return self._params["weight"]
-
-    @property
-    def bias(self) -> FloatArray | None:
-        """The bias array (``params["bias"]``), or None for a layer without bias."""
-        return self._params.get("bias")
 
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``x @ weight.T + bias`` for ``x`` of shape (N, in_features); caches ``x``."""

@@ -188,6 +188,21 @@ class Module:
         return f"{type(self).__name__}()"
 
 
+class Weighted(Module):
+    """A layer with a ``weight`` and an optional ``bias`` parameter, offered
+    as attributes (views of :attr:`params`, as PyTorch users expect)."""
+
+    @property
+    def weight(self) -> FloatArray:
+        """The weight array (``params["weight"]``), updated in place by optimizers."""
+        return self._params["weight"]
+
+    @property
+    def bias(self) -> FloatArray | None:
+        """The bias array (``params["bias"]``), or None for a layer without bias."""
+        return self._params.get("bias")
+
+
 # --------------------------------------------------------------------------
 # What layers share
 # --------------------------------------------------------------------------
