@@ -536,6 +536,10 @@ def max_pool2d(
     n, c, h, w = x.shape
     oh = (h + 2 * ph - kh) // sh + 1
     ow = (w + 2 * pw - kw) // sw + 1
+    if n * c == 0:  # no planes: empty results
+        y0 = np.zeros((n, c, oh, ow), dtype=x.dtype)
+        i0 = np.zeros((n, c, oh, ow), dtype=np.int64)
+        return (y0, i0) if return_indices else y0
 
     # top-left corner of each window in input coordinates
     r0 = np.arange(oh) * sh - ph                      # (OH,)

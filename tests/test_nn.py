@@ -344,7 +344,8 @@ def test_forward_validation():
     with pytest.raises(ValueError, match=r"Dense.forward: x must be 2-D \(N, in_features=3\)"
                                          r".*Flatten"):
         nn.Dense(3, 2, seed=0).forward(np.ones((2, 3, 1)))
-    with pytest.raises(ValueError, match="conv2d"):
+    with pytest.raises(ValueError, match=r"Conv2D.forward: x.shape\[1\] \(3\) must equal "
+                                         r"in_channels \(2\)"):
         nn.Conv2D(2, 2, 3, seed=0).forward(np.ones((1, 3, 5, 5)))
     with pytest.raises(TypeError, match="Conv2D.forward"):
         nn.Conv2D(1, 2, 3, seed=0).forward(np.ones((1, 1, 5, 5), dtype=complex))

@@ -102,6 +102,8 @@ class Conv2D(Weighted):
             y = plan.forward(x, w, b)
         else:
             x = np.ascontiguousarray(as_dtype("Conv2D.forward", "x", x, self.dtype))
+            if x.ndim in (3, 4):  # the layer's own terms: in_channels
+                V.channels_match("Conv2D.forward", x.shape, self.in_channels, "in_channels")
             y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
             self._keep_plan(x, w, b)
         self._cache = x
