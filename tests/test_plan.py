@@ -140,7 +140,7 @@ def test_a_cached_plan_never_admits_an_invalid_option(bad, exc):
 
 
 def _fresh(fn, *args, **kwargs):
-    _plan._CACHE.clear()
+    F._forget_plans()
     return fn(*args, **kwargs)
 
 
@@ -255,3 +255,29 @@ def test_the_reference_computes_huge_paddings_itself():
     gx, gw, gb = cnnext.reference.conv2d_backward(np.ones((1, 1, 3, 3)), x, w, **kw)
     np.testing.assert_array_equal(gx, [[[[2.0]]]])
     np.testing.assert_array_equal(gw, [[[[1.0]]]])
+
+
+def test_threads_calling_different_shapes_never_share_a_plan():
+    """The one-entry memo of the last call is replaced as a whole: threads
+    alternating between two geometries always get their own plan."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    xs = [rng.standard_normal((1, 2, h, h)).astype(np.float32) for h in (5, 9)]
+    want = [F.conv2d(x, w) for x in xs]
+    bad = []
+
+    def work(i):
+        for _ in range(300):
+            y = F.conv2d(xs[i], w)
+            if y.shape != want[i].shape or not np.array_equal(y, want[i]):
+                bad.append(i)
+                return
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1, 0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
