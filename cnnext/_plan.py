@@ -63,11 +63,11 @@ _CACHE_MAX = 512
 def cached(key: Hashable, build: Callable[..., _PlanT], *args: Any) -> _PlanT:
     """The plan for ``key``, built by ``build(*args)`` on first use.
 
-    Keys hold only hashable values in a canonical form (shapes, dtypes, int
-    tuples, plain ints, the thread count), so equal keys mean equal
-    validated arguments.
+    Keys are tuples of hashable values in a canonical form (the op's name
+    first, then shapes, dtypes, int tuples, plain ints, the thread count), so
+    equal keys mean equal validated arguments.
     """
-    plan: _PlanT | None = _CACHE.get(key)
+    plan: _PlanT | None = lookup(key)
     if plan is None:
         plan = store(key, build(*args))
     return plan
@@ -82,6 +82,11 @@ def store(key: Hashable, plan: _PlanT) -> _PlanT:
         _CACHE.clear()
     _CACHE[key] = plan
     return plan
+
+
+def forget() -> None:
+    """Drop every plan (the next call of each op builds a new one)."""
+    _CACHE.clear()
 
 
 def threads_for(work: int, minimum: int = PARALLEL_MIN_MACS) -> int:
@@ -606,6 +611,10 @@ class LinearPlan:
     weight_shape: Shape
     method: str
     threads: int
+
+    @property
+    def out_shape(self) -> Shape:
+        return (self.x_shape[0], self.weight_shape[0])
 
     def forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None

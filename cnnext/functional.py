@@ -148,10 +148,6 @@ def _shape(a: FloatArray | None) -> Shape | None:
 def _conv_params(
     fname: str, stride: IntOrPair, padding: IntOrPair, dilation: IntOrPair
 ) -> tuple[Pair, Pair, Pair]:
-    if type(stride) is int and type(padding) is int and type(dilation) is int and (
-        stride >= 1 and padding >= 0 and dilation >= 1
-    ) and max(stride, padding, dilation) <= V.MAX_SIZE:
-        return (stride, stride), (padding, padding), (dilation, dilation)
     return (
         V.pair(fname, "stride", stride, 1),
         V.pair(fname, "padding", padding, 0),
@@ -171,29 +167,16 @@ def _conv2d_plan(
     plain = type(stride) is int and type(padding) is int and type(dilation) is int
     if plain:
         key: Hashable = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, nt)
-        last = _LAST_CONV[0]  # one (key, plan) tuple, read once: safe across threads
-        if key == last[0]:  # the previous call's plan: a comparison, no hashing
-            return last[1]
         plan: _plan.ConvPlan | None = _plan.lookup(key)
-        if plan is None:
-            s, p, d = _conv_params(fname, stride, padding, dilation)
-            plan = _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p,
-                                                      d))
-        _LAST_CONV[0] = (key, plan)
-        return plan
+        if plan is not None:
+            return plan
     s, p, d = _conv_params(fname, stride, padding, dilation)
-    key = (fname, x.shape, w.shape, dt, bshape, s, p, d, nt)
-    plan = _plan.lookup(key)
-    if plan is not None:
-        return plan  # type: ignore[no-any-return]  # a conv2d key's plan is a ConvPlan
+    if not plain:
+        key = (fname, x.shape, w.shape, dt, bshape, s, p, d, nt)
+        plan = _plan.lookup(key)
+        if plan is not None:
+            return plan  # type: ignore[no-any-return]  # a conv2d key's plan is a ConvPlan
     return _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p, d))
-
-
-# The last plain-int conv2d call, as one (key, plan) tuple replaced whole (so
-# a thread never pairs one call's key with another's plan).  A loop calling
-# the same convolution again finds its plan by one tuple comparison.
-# (The initial empty key matches no call.)
-_LAST_CONV: list[tuple[Hashable, _plan.ConvPlan]] = [((), cast("_plan.ConvPlan", None))]
 
 
 def _linear_plan(
@@ -225,31 +208,16 @@ def _pool_plan(
     )
     if plain:  # see _conv2d_plan
         key: Hashable = (kind, x.shape, dt, kernel_size, stride, padding, nt)
-        last = _LAST_POOL[0]
-        if key == last[0]:
-            return last[1]
         plan: _plan.PoolPlan | None = _plan.lookup(key)
-        if plan is None:
-            k, s, p = _pool_params(fname, kernel_size, stride, padding)
-            plan = _plan.store(key, _plan.pool2d_plan(fname, kind, x.shape, dt, k, s, p))
-        _LAST_POOL[0] = (key, plan)
-        return plan
+        if plan is not None:
+            return plan
     k, s, p = _pool_params(fname, kernel_size, stride, padding)
-    key = (kind, x.shape, dt, k, s, p, nt)
-    plan = _plan.lookup(key)
-    if plan is not None:
-        return plan  # type: ignore[no-any-return]  # a pooling key's plan is a PoolPlan
+    if not plain:
+        key = (kind, x.shape, dt, k, s, p, nt)
+        plan = _plan.lookup(key)
+        if plan is not None:
+            return plan  # type: ignore[no-any-return]  # a pooling key's plan is a PoolPlan
     return _plan.store(key, _plan.pool2d_plan(fname, kind, x.shape, dt, k, s, p))
-
-
-_LAST_POOL: list[tuple[Hashable, _plan.PoolPlan]] = [((), cast("_plan.PoolPlan", None))]
-
-
-def _forget_plans() -> None:
-    """Drop every cached plan (the next call of each op builds a new one)."""
-    _plan._CACHE.clear()
-    _LAST_CONV[0] = ((), cast("_plan.ConvPlan", None))
-    _LAST_POOL[0] = ((), cast("_plan.PoolPlan", None))
 
 
 # --------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def test_a_cached_plan_never_admits_an_invalid_option(bad, exc):
 
 
 def _fresh(fn, *args, **kwargs):
-    F._forget_plans()
+    _plan.forget()
     return fn(*args, **kwargs)
 
 
@@ -258,8 +258,7 @@ def test_the_reference_computes_huge_paddings_itself():
 
 
 def test_threads_calling_different_shapes_never_share_a_plan():
-    """The one-entry memo of the last call is replaced as a whole: threads
-    alternating between two geometries always get their own plan."""
+    """Threads alternating between two geometries always get their own plan."""
     import threading
 
     rng = np.random.default_rng(0)

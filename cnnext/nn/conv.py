@@ -1,15 +1,14 @@
 """Convolution layers."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from .. import _config
 from .. import _validate as V
 from .. import functional as F
-from .module import Weighted, as_dtype, check_init, init_bias, init_weight, steady
+from .module import Weighted, check_init, init_bias, init_weight
 
 if TYPE_CHECKING:
     from .._plan import ConvPlan
@@ -92,62 +91,24 @@ class Conv2D(Weighted):
         if has_bias:
             self._params["bias"] = init_bias(rng, init, self.out_channels, fan_in, self.dtype)
         self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
-        self._plan: ConvPlan | None = None
-        self._plan_threads = 0
 
-    def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """Convolve ``x`` with the layer's filters (see Notes); caches ``x``."""
-        plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
-        if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
-            y = plan.forward(x, w, b)
-        else:
-            x = np.ascontiguousarray(as_dtype("Conv2D.forward", "x", x, self.dtype))
-            if x.ndim in (3, 4):  # the layer's own terms: in_channels
-                V.channels_match("Conv2D.forward", x.shape, self.in_channels, "in_channels")
-            y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
-            self._keep_plan(x, w, b)
-        self._cache = x
-        return y
+    def _call_forward(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> FloatArray:
+        if x.ndim in (3, 4):  # the layer's own terms: in_channels
+            V.channels_match("Conv2D.forward", x.shape, self.in_channels, "in_channels")
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
 
-    _skips_input_grad = True
+    def _call_backward(
+        self, g: FloatArray, x: FloatArray, w: FloatArray, has_bias: bool
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+        # The input gradient is the full convolution of g with the
+        # 180-degree-rotated kernel.
+        return F.conv2d_backward(g, x, w, self.stride, self.padding, self.dilation,
+                                 bias=has_bias)
 
-    @overload
-    def backward(self, grad_y: npt.ArrayLike, input_grad: Literal[True] = True) -> FloatArray: ...
-    @overload
-    def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
-    def backward(self, grad_y: npt.ArrayLike, input_grad: bool = True) -> FloatArray | None:
-        """Gradient w.r.t. the last input; accumulates ``grads["weight"]`` (and
-        ``grads["bias"]``).  The input gradient is the full convolution of
-        ``grad_y`` with the 180-degree-rotated kernel; with
-        ``input_grad=False`` (a first layer) it is not computed and None is
-        returned."""
-        x: FloatArray = self._saved()
-        plan, w = self._plan, self._params["weight"]
-        if (
-            plan is not None
-            and x.shape == plan.x_shape
-            and steady(grad_y, plan.out_shape, self.dtype, self._plan_threads)
-        ):
-            gx, gw, gb = plan.backward(grad_y, x, w, plan.has_bias, input_grad)
-        else:
-            g = as_dtype("Conv2D.backward", "grad_y", grad_y, self.dtype)
-            gx, gw, gb = F.conv2d_backward(g, x, w, self.stride, self.padding, self.dilation,
-                                           bias="bias" in self._params)
-            if not input_grad:
-                gx = None
-        self._grads["weight"] += gw
-        if gb is not None:
-            self._grads["bias"] += gb
-        return gx
-
-    def _keep_plan(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> None:
-        """Remember the plan ``F.conv2d`` just used (compiled backend only)."""
-        if _config.get_backend() != "cython":
-            self._plan = None
-            return
-        self._plan = F._conv2d_plan("conv2d", x, w, b, self.dtype, self.stride,
-                                    self.padding, self.dilation)
-        self._plan_threads = _config.get_num_threads()
+    def _plan_of(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> ConvPlan:
+        """The plan ``F.conv2d`` just used."""
+        return F._conv2d_plan("conv2d", x, w, b, self.dtype, self.stride, self.padding,
+                              self.dilation)
 
     def __repr__(self) -> str:
         return (

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from .. import _config
 from .. import _validate as V
 from .. import functional as F
-from .module import Module, Weighted, as_dtype, check_init, init_bias, init_weight, steady
+from .module import Module, Weighted, check_init, init_bias, init_weight
 
 if TYPE_CHECKING:
     from .._plan import LinearPlan
@@ -86,55 +85,20 @@ class Dense(Weighted):
                 rng, init, self.out_features, self.in_features, self.dtype
             )
         self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
-        self._plan: LinearPlan | None = None
-        self._plan_threads = 0
 
-    def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """``x @ weight.T + bias`` for ``x`` of shape (N, in_features); caches ``x``."""
-        plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
-        if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
-            y = plan.forward(x, w, b)
-        else:
-            x = np.ascontiguousarray(as_dtype("Dense.forward", "x", x, self.dtype))
-            self._check_input(x)
-            y = F.linear(x, w, b)
-            self._keep_plan(x, w, b)
-        self._cache = x
-        return y
+    def _call_forward(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> FloatArray:
+        self._check_input(x)
+        return F.linear(x, w, b)
 
-    _skips_input_grad = True
-
-    @overload
-    def backward(self, grad_y: npt.ArrayLike, input_grad: Literal[True] = True) -> FloatArray: ...
-    @overload
-    def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
-    def backward(self, grad_y: npt.ArrayLike, input_grad: bool = True) -> FloatArray | None:
-        """Gradient w.r.t. the last input; accumulates ``grads``.  With
-        ``input_grad=False`` (a first layer) only the parameter gradients are
-        computed and None is returned."""
-        x: FloatArray = self._saved()
-        plan, w = self._plan, self._params["weight"]
-        has_bias = "bias" in self._params
-        if (
-            plan is not None
-            and x.shape == plan.x_shape
-            and steady(grad_y, (x.shape[0], self.out_features), self.dtype, self._plan_threads)
-        ):
-            gx, gw, gb = plan.backward(grad_y, x, w, has_bias, input_grad)
-        else:
-            g = as_dtype("Dense.backward", "grad_y", grad_y, self.dtype)
-            if g.shape != (x.shape[0], self.out_features):
-                raise ValueError(
-                    f"Dense.backward: grad_y.shape must be {(x.shape[0], self.out_features)} "
-                    f"(the forward output shape), got {g.shape}"
-                )
-            gx, gw, gb = F.linear_backward(g, x, w, bias=has_bias)
-            if not input_grad:
-                gx = None
-        self._grads["weight"] += gw
-        if gb is not None:
-            self._grads["bias"] += gb
-        return gx
+    def _call_backward(
+        self, g: FloatArray, x: FloatArray, w: FloatArray, has_bias: bool
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+        if g.shape != (x.shape[0], self.out_features):
+            raise ValueError(
+                f"Dense.backward: grad_y.shape must be {(x.shape[0], self.out_features)} "
+                f"(the forward output shape), got {g.shape}"
+            )
+        return F.linear_backward(g, x, w, bias=has_bias)
 
     def _check_input(self, x: FloatArray) -> None:
         if x.ndim != 2:
@@ -150,12 +114,9 @@ class Dense(Weighted):
                 f"sample"
             )
 
-    def _keep_plan(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> None:
-        if _config.get_backend() != "cython":
-            self._plan = None
-            return
-        self._plan = F._linear_plan("linear", x, w, b, self.dtype)
-        self._plan_threads = _config.get_num_threads()
+    def _plan_of(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> LinearPlan:
+        """The plan ``F.linear`` just used."""
+        return F._linear_plan("linear", x, w, b, self.dtype)
 
     def __repr__(self) -> str:
         return f"Dense({self.in_features}, {self.out_features}, bias={self.bias is not None})"

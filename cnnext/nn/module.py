@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +11,10 @@ from .. import _config, _io
 from .. import _validate as V
 
 if TYPE_CHECKING:
+    from .._plan import ConvPlan, LinearPlan
     from .._typing import FloatArray, FloatDType, Shape, StrPath
+
+    LayerPlan = ConvPlan | LinearPlan
 
 _ModuleT = TypeVar("_ModuleT", bound="Module")
 
@@ -189,8 +192,24 @@ class Module:
 
 
 class Weighted(Module):
-    """A layer with a ``weight`` and an optional ``bias`` parameter, offered
-    as attributes (views of :attr:`params`, as PyTorch users expect)."""
+    """A layer with a ``weight`` and an optional ``bias`` that runs through a
+    kept plan.
+
+    ``weight``/``bias`` are the parameter arrays (views of :attr:`params`, as
+    PyTorch users expect).  ``forward``/``backward`` here are the fast path
+    every such layer shares: while the input (and upstream gradient) is the
+    kind of array the kept plan expects, run the plan; otherwise convert,
+    call the functional op (``_call_forward``/``_call_backward``, the
+    subclass's) and keep its plan (``_plan_of``).
+    """
+
+    dtype: FloatDType
+    _skips_input_grad = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._plan: LayerPlan | None = None
+        self._plan_threads = 0
 
     @property
     def weight(self) -> FloatArray:
@@ -201,6 +220,62 @@ class Weighted(Module):
     def bias(self) -> FloatArray | None:
         """The bias array (``params["bias"]``), or None for a layer without bias."""
         return self._params.get("bias")
+
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
+        """The layer's output for ``x`` (see the class's Notes); caches ``x``."""
+        plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
+        if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
+            y = plan.forward(x, w, b)
+        else:
+            name = type(self).__name__
+            x = np.ascontiguousarray(as_dtype(f"{name}.forward", "x", x, self.dtype))
+            y = self._call_forward(x, w, b)
+            self._plan = self._plan_of(x, w, b) if _config.compiled_backend() else None
+            self._plan_threads = _config.get_num_threads()
+        self._cache = x
+        return y
+
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: Literal[True] = True) -> FloatArray: ...
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool = True) -> FloatArray | None:
+        """Gradient w.r.t. the last input; accumulates ``grads["weight"]`` (and
+        ``grads["bias"]``).  With ``input_grad=False`` (a first layer) only the
+        parameter gradients are computed and None is returned."""
+        x: FloatArray = self._saved()
+        plan, w = self._plan, self._params["weight"]
+        has_bias = "bias" in self._params
+        if (
+            plan is not None
+            and x.shape == plan.x_shape
+            and steady(grad_y, plan.out_shape, self.dtype, self._plan_threads)
+        ):
+            gx, gw, gb = plan.backward(grad_y, x, w, has_bias, input_grad)
+        else:
+            g = as_dtype(f"{type(self).__name__}.backward", "grad_y", grad_y, self.dtype)
+            gx, gw, gb = self._call_backward(g, x, w, has_bias)
+            if not input_grad:
+                gx = None
+        self._grads["weight"] += gw
+        if gb is not None:
+            self._grads["bias"] += gb
+        return gx
+
+    def _call_forward(
+        self, x: FloatArray, w: FloatArray, b: FloatArray | None
+    ) -> FloatArray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _call_backward(
+        self, g: FloatArray, x: FloatArray, w: FloatArray, has_bias: bool
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _plan_of(
+        self, x: FloatArray, w: FloatArray, b: FloatArray | None
+    ) -> LayerPlan:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------
