@@ -517,20 +517,36 @@ def conv_transpose2d_plan(
 # --------------------------------------------------------------------------
 
 
+_MAX_KINDS = ("max", "adaptive_max")
+
+
 @dataclass(frozen=True, slots=True)
 class PoolPlan:
-    """How one ``max_pool2d``/``avg_pool2d`` geometry runs, forward and backward."""
+    """How one pooling geometry runs, forward and backward.
+
+    ``kind`` is ``"max"``/``"avg"`` (a kernel window) or
+    ``"adaptive_max"``/``"adaptive_avg"`` (PyTorch's adaptive windows);
+    ``method`` names the kernels: ``"windows"``, ``"adaptive"``,
+    ``"global"`` (an adaptive average to 1x1: one sum per plane, the head of
+    a ResNet) or ``"indices"`` (a max-pool backward from shapes alone).
+    """
 
     fname: str
-    kind: str            # "max" or "avg"
+    kind: str
     dtype: FloatDType
     x_shape: Shape
     out_shape: Shape
-    kernel_size: Pair | None   # None: a max-pool backward plan from shapes
+    kernel_size: Pair | None   # None: adaptive, or a max-pool backward plan from shapes
     stride: Pair | None
     padding: Pair | None
     threads: int
-    kernel_args: tuple[int, ...]   # (kh, kw, sh, sw, ph, pw, threads) of the _pool kernels
+    kernel_args: tuple[int, ...]   # the kernel's geometry arguments, then the thread count
+    dilation: Pair = (1, 1)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+    method: str = "windows"
+    reason: str = ""
 
     def forward(
         self, x: FloatArray, indices: bool = True
@@ -538,16 +554,21 @@ class PoolPlan:
         """max: (y, indices), or (y, None) with ``indices=False``; avg: y."""
         unb = len(self.x_shape) == 3
         y = np.empty(self.out_shape, dtype=self.dtype)
-        if self.kind == "max":
+        x4, y4 = (x[None], y[None]) if unb else (x, y)
+        if self.kind in _MAX_KINDS:
             idx = np.empty(self.out_shape, dtype=np.int64) if indices else None
-            if unb:
-                _pool.max_pool2d_forward(x[None], y[None], None if idx is None else idx[None],
-                                         *self.kernel_args)
+            i4 = idx[None] if unb and idx is not None else idx
+            if self.method == "windows":
+                _pool.max_pool2d_forward(x4, y4, i4, *self.kernel_args)
             else:
-                _pool.max_pool2d_forward(x, y, idx, *self.kernel_args)
+                _pool.adaptive_max_pool2d_forward(x4, y4, i4, *self.kernel_args)
             return y, idx
-        _pool.avg_pool2d_forward(x[None] if unb else x, y[None] if unb else y,
-                                 *self.kernel_args)
+        if self.method == "windows":
+            _pool.avg_pool2d_forward(x4, y4, *self.kernel_args)
+        elif self.method == "global":
+            _pool.global_avg_pool2d_forward(x4, y4, *self.kernel_args)
+        else:
+            _pool.adaptive_avg_pool2d_forward(x4, y4, *self.kernel_args)
         return y
 
     def backward(self, g: FloatArray, indices: IndexArray | None = None) -> FloatArray:
@@ -555,11 +576,15 @@ class PoolPlan:
         unb = len(self.x_shape) == 3
         gx = np.empty(self.x_shape, dtype=self.dtype)
         g4, gx4 = (g[None], gx[None]) if unb else (g, gx)
-        if self.kind == "max":
+        if self.kind in _MAX_KINDS:
             idx = cast("IndexArray", indices)  # the forward's, given for max pooling
             _pool.max_pool2d_backward(g4, idx[None] if unb else idx, gx4, self.threads)
-        else:
+        elif self.method == "windows":
             _pool.avg_pool2d_backward(g4, gx4, *self.kernel_args)
+        elif self.method == "global":
+            _pool.global_avg_pool2d_backward(g4, gx4, *self.kernel_args)
+        else:
+            _pool.adaptive_avg_pool2d_backward(g4, gx4, *self.kernel_args)
         return gx
 
 
@@ -567,21 +592,26 @@ def max_pool2d_backward_plan(
     fname: str, x_shape: Shape, out_shape: Shape, dtype: FloatDType
 ) -> PoolPlan:
     """The plan of a max-pool backward pass from shapes alone (the argmax
-    indices carry the geometry)."""
+    indices carry the geometry: kernel, dilation, ceil_mode or adaptive)."""
     threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
     return PoolPlan(fname, "max", dtype, tuple(x_shape), tuple(out_shape), None, None, None,
-                    threads, ())
+                    threads, (), method="indices", reason="the indices carry the geometry")
 
 
 def pool2d_plan(
     fname: str, kind: str, x_shape: Shape, dtype: FloatDType, kernel_size: Pair, stride: Pair,
-    padding: Pair,
+    padding: Pair, dilation: Pair = (1, 1), ceil_mode: bool = False,
+    count_include_pad: bool = True, divisor_override: int | None = None,
+    axes: tuple[str, str] = ("height", "width"),
 ) -> PoolPlan:
-    """Validate a pooling geometry (normalised pairs) and plan it."""
+    """Validate a max/avg pooling geometry (normalised pairs) and plan it.
+
+    ``axes`` names the two spatial axes in messages (a 1-D pool is a 2-D
+    pool of height 1)."""
     H, W = x_shape[-2:]
-    k, s, p = kernel_size, stride, padding
-    OH = V.pool_out_size(fname, H, k[0], s[0], p[0], "height")
-    OW = V.pool_out_size(fname, W, k[1], s[1], p[1], "width")
+    k, s, p, d = kernel_size, stride, padding, dilation
+    OH = V.pool_out_size(fname, H, k[0], s[0], p[0], axes[0], d[0], ceil_mode)
+    OW = V.pool_out_size(fname, W, k[1], s[1], p[1], axes[1], d[1], ceil_mode)
     out_shape = tuple(x_shape[:-2]) + (OH, OW)
     V.check_alloc(fname, out_shape, dtype.itemsize + (8 if kind == "max" else 0))
     if kind == "max" and H * W >= 2**31:
@@ -590,9 +620,68 @@ def pool2d_plan(
             f"(H*W = {H}*{W} = {H * W})"
         )
     threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
-    kernel_args = (k[0], k[1], s[0], s[1], p[0], p[1], threads)
+    geom = (k[0], k[1], s[0], s[1], p[0], p[1])
+    if kind == "max":
+        kernel_args: tuple[int, ...] = geom + (d[0], d[1], threads)
+    else:
+        kernel_args = geom + (int(count_include_pad), divisor_override or 0, threads)
     return PoolPlan(fname, kind, dtype, tuple(x_shape), out_shape, k, s, p, threads,
-                    kernel_args)
+                    kernel_args, d, ceil_mode, count_include_pad, divisor_override)
+
+
+def adaptive_pool2d_plan(
+    fname: str, kind: str, x_shape: Shape, dtype: FloatDType, output_size: Pair
+) -> PoolPlan:
+    """Plan an adaptive pool (``kind`` "adaptive_max"/"adaptive_avg") of an
+    input with non-empty planes (checked by the caller) to ``output_size``."""
+    out_shape = tuple(x_shape[:-2]) + tuple(output_size)
+    V.check_alloc(fname, out_shape, dtype.itemsize + (8 if kind == "adaptive_max" else 0))
+    threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
+    if kind == "adaptive_avg" and tuple(output_size) == (1, 1):
+        method, why = "global", "a 1x1 output: the mean of each plane, one contiguous sum"
+    else:
+        method, why = "adaptive", "windows [floor(i*H/OH), ceil((i+1)*H/OH))"
+    return PoolPlan(fname, kind, dtype, tuple(x_shape), out_shape, None, None, None, threads,
+                    (threads,), method=method, reason=why)
+
+
+@dataclass(frozen=True, slots=True)
+class UnpoolPlan:
+    """How one ``max_unpool2d`` geometry runs: a scatter forward, a gather backward."""
+
+    fname: str
+    dtype: FloatDType
+    x_shape: Shape
+    out_shape: Shape
+    threads: int
+
+    def forward(self, x: FloatArray, indices: IndexArray) -> FloatArray:
+        """Zeros of ``out_shape`` with each value of ``x`` at its index."""
+        y = np.empty(self.out_shape, dtype=self.dtype)
+        if len(self.x_shape) == 3:
+            _pool.max_unpool2d_forward(x[None], indices[None], y[None], self.threads)
+        else:
+            _pool.max_unpool2d_forward(x, indices, y, self.threads)
+        return y
+
+    def backward(self, g: FloatArray, indices: IndexArray) -> FloatArray:
+        """The upstream gradient read back at each index."""
+        gx = np.empty(self.x_shape, dtype=self.dtype)
+        if len(self.x_shape) == 3:
+            _pool.max_unpool2d_backward(g[None], indices[None], gx[None], self.threads)
+        else:
+            _pool.max_unpool2d_backward(g, indices, gx, self.threads)
+        return gx
+
+
+def max_unpool2d_plan(
+    fname: str, x_shape: Shape, dtype: FloatDType, output_size: Pair
+) -> UnpoolPlan:
+    """Plan a max unpooling of ``x_shape`` to planes of ``output_size``."""
+    out_shape = tuple(x_shape[:-2]) + tuple(output_size)
+    V.check_alloc(fname, out_shape, dtype.itemsize)
+    threads = threads_for(max(math.prod(out_shape), math.prod(x_shape)), PARALLEL_MIN_ELEMENTS)
+    return UnpoolPlan(fname, dtype, tuple(x_shape), out_shape, threads)
 
 
 # --------------------------------------------------------------------------

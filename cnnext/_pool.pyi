@@ -25,6 +25,8 @@ def max_pool2d_forward(
     sw: int,
     ph: int,
     pw: int,
+    dh: int,
+    dw: int,
     n_threads: int,
 ) -> None: ...
 def max_pool2d_backward(
@@ -42,6 +44,8 @@ def avg_pool2d_forward(
     sw: int,
     ph: int,
     pw: int,
+    count_include_pad: int,  # a bint: 0 or 1
+    divisor: int,
     n_threads: int,
 ) -> None: ...
 def avg_pool2d_backward(
@@ -53,5 +57,16 @@ def avg_pool2d_backward(
     sw: int,
     ph: int,
     pw: int,
+    count_include_pad: int,  # a bint: 0 or 1
+    divisor: int,
     n_threads: int,
 ) -> None: ...
+def adaptive_avg_pool2d_forward(x: _Float, out: _Float, n_threads: int) -> None: ...
+def adaptive_avg_pool2d_backward(gout: _Float, gx: _Float, n_threads: int) -> None: ...
+def global_avg_pool2d_forward(x: _Float, out: _Float, n_threads: int) -> None: ...
+def global_avg_pool2d_backward(gout: _Float, gx: _Float, n_threads: int) -> None: ...
+def adaptive_max_pool2d_forward(
+    x: _Float, out: _Float, idx: _Index | None, n_threads: int
+) -> None: ...
+def max_unpool2d_forward(x: _Float, idx: _Index, out: _Float, n_threads: int) -> None: ...
+def max_unpool2d_backward(gout: _Float, idx: _Index, gx: _Float, n_threads: int) -> None: ...

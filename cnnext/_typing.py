@@ -31,6 +31,13 @@ Pair: TypeAlias = tuple[int, int]
 #: one int for both axes, or an (h, w) pair.
 IntOrPair: TypeAlias = int | tuple[int, int]
 
+#: An adaptive pool's output size: an int, or a pair whose None entries keep
+#: the input size.
+AdaptiveSize: TypeAlias = int | tuple[int | None, int | None] | list[int | None]
+
+#: A 1-D pool's size: an int or a 1-tuple.
+IntOrSingle: TypeAlias = int | tuple[int]
+
 #: A random seed: an int >= 0, a numpy Generator, or None (fresh entropy).
 Seed: TypeAlias = int | np.random.Generator | None
 

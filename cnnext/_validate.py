@@ -342,17 +342,122 @@ def conv_out_size(fname: str, size: int, k: int, s: int, p: int, d: int, axis: s
     return out
 
 
-def pool_out_size(fname: str, size: int, k: int, s: int, p: int, axis: str) -> int:
+def pool_out_size(
+    fname: str, size: int, k: int, s: int, p: int, axis: str, d: int = 1, ceil_mode: bool = False
+) -> int:
+    """PyTorch's pooling output size (``ceil_mode``: rounded up, but a last
+    window that would start in the right/bottom padding is dropped);
+    ValueError naming everything when <= 0 or when the padding exceeds half
+    the kernel."""
     if 2 * p > k:
         raise ValueError(
             f"{fname}: padding must be at most half the kernel size along {axis}: "
             f"kernel_size {k}, padding {p}"
         )
-    out = (size + 2 * p - k) // s + 1
+    eff = d * (k - 1) + 1
+    out = (size + 2 * p - eff + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
     if out < 1:
+        extra = f", dilation {d} (effective kernel {eff})" if d != 1 else ""
         raise ValueError(
             f"{fname}: kernel is larger than the padded input along {axis}: input "
-            f"size {size}, kernel_size {k}, stride {s}, padding {p}; output size "
+            f"size {size}, kernel_size {k}, stride {s}, padding {p}{extra}; output size "
             f"would be {out}"
         )
     return out
+
+
+def divisor_override(fname: str, value: object) -> int | None:
+    """None, or a nonzero int (an average pool's fixed divisor, as PyTorch)."""
+    if value is None:
+        return None
+    v = as_int(fname, "divisor_override", value)
+    if v == 0:
+        raise ValueError(f"{fname}: divisor_override must be nonzero or None, got 0")
+    if v < -MAX_SIZE:
+        raise ValueError(f"{fname}: divisor_override must be >= {-MAX_SIZE}, got {v}")
+    return v
+
+
+def adaptive_output_size(fname: str, value: object, in_size: Pair) -> Pair:
+    """An adaptive pool's (OH, OW) from an int, or a pair whose entries are
+    ints >= 0 or None (None keeps the input size along that axis)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(
+                f"{fname}: output_size must be an int or a pair (h, w), got a sequence "
+                f"of length {len(value)}: {value!r}"
+            )
+        return cast("Pair", tuple(
+            in_size[i] if v is None else as_int(fname, f"output_size[{i}]", v, 0)
+            for i, v in enumerate(value)
+        ))
+    if value is None:
+        raise TypeError(f"{fname}: output_size must be an int or a pair (h, w), got None")
+    return pair(fname, "output_size", value, 0)
+
+
+def nonempty_planes(fname: str, shape: Shape) -> None:
+    """Every axis but the batch axis of an (N, C, H, W) or (C, H, W) input is
+    non-empty (adaptive pooling has no window on an empty axis)."""
+    dims = shape[1:] if len(shape) == 4 else shape
+    if 0 in dims:
+        raise ValueError(
+            f"{fname}: x must have non-empty channel, height and width axes (only the "
+            f"batch axis may be 0), got shape {tuple(shape)}"
+        )
+
+
+def unpool_output_size(
+    fname: str, output_size: object, default: Pair, stride: Pair, batch_shape: Shape
+) -> Pair:
+    """max_unpool2d's (OH, OW): ``default`` or a given ``(OH, OW)`` (or a
+    full shape ending in it) within ``stride`` of the default, as PyTorch."""
+    if output_size is None:
+        return default
+    if not isinstance(output_size, (tuple, list)) and not (
+        isinstance(output_size, np.ndarray) and output_size.ndim == 1
+    ):
+        raise TypeError(
+            f"{fname}: output_size must be None or a tuple (OH, OW), got "
+            f"{type(output_size).__name__} {output_size!r}"
+        )
+    n = len(output_size)
+    if n not in (2, len(batch_shape) + 2):
+        raise ValueError(
+            f"{fname}: output_size must have 2 entries (OH, OW) or {len(batch_shape) + 2} "
+            f"(the full output shape), got {tuple(output_size)}"
+        )
+    size = cast("Pair", tuple(
+        as_int(fname, f"output_size[{i}]", v, 0)
+        for i, v in enumerate(output_size) if i >= n - 2
+    ))
+    if n > 2:
+        lead = tuple(as_int(fname, f"output_size[{i}]", v, 0)
+                     for i, v in enumerate(output_size) if i < n - 2)
+        if lead != tuple(batch_shape):
+            raise ValueError(
+                f"{fname}: output_size {tuple(output_size)} must start with the batch and "
+                f"channel sizes of x {tuple(batch_shape)}"
+            )
+    for i, axis in enumerate(("height", "width")):
+        lo, hi = default[i] - stride[i], default[i] + stride[i]
+        if not lo < size[i] < hi:
+            raise ValueError(
+                f"{fname}: output_size along {axis} must be strictly between {lo} and {hi} "
+                f"(the default size {default[i]} -/+ the stride {stride[i]}), got {size[i]}"
+            )
+    return size
+
+
+def single(fname: str, name: str, value: object, minimum: int) -> int:
+    """A 1-D pool's size: an int or a 1-tuple of one (as PyTorch's 1-D pools)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(
+                f"{fname}: {name} must be an int or a 1-tuple, got a sequence of length "
+                f"{len(value)}: {value!r}"
+            )
+        return as_int(fname, f"{name}[0]", value[0], minimum)
+    return as_int(fname, name, value, minimum)

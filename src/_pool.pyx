@@ -4,6 +4,12 @@ Inputs are (N, C, H, W), seen as ``N*C`` planes of (H, W); each thread
 owns a contiguous range of whole planes, so backward scatter-adds never race,
 and with one thread no OpenMP region is entered.  No validation here:
 ``cnnext.functional`` checks shapes and indices.
+
+Windows follow PyTorch's CPU kernels: output position ``o`` starts at input
+``o*s - p``; a window is clipped to the input (max pooling, and the in-bounds
+part of an average) or to the input plus its padding (the divisor of an
+average with ``count_include_pad``).  Adaptive windows are
+``[floor(o*I/O), ceil((o+1)*I/O))``.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -11,6 +17,16 @@ from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.math cimport INFINITY
 from libc.string cimport memset
+
+
+cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
+    """The smallest tap ``i >= 0`` with ``start + i*d >= 0``."""
+    return 0 if start >= 0 else (d - 1 - start) // d
+
+
+cdef inline Py_ssize_t _taps_below(Py_ssize_t start, Py_ssize_t d, Py_ssize_t n) noexcept nogil:
+    """The number of taps ``i`` with ``start + i*d < n`` (0 if none; ``start < n`` or not)."""
+    return 0 if start >= n else (n - start + d - 1) // d
 
 
 cdef inline void _max_row(const floating* row, floating* m, int32_t* b,
@@ -64,7 +80,9 @@ cdef inline void _max_2x2(const floating* r0, Py_ssize_t W, floating* m, int32_t
 
 
 ctypedef struct PoolGeom:
-    Py_ssize_t planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw
+    Py_ssize_t planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw
+    bint include_pad       # average: the divisor counts the padding
+    Py_ssize_t divisor     # average: a fixed divisor, or 0
 
 
 cdef inline PoolGeom pool_geom(Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
@@ -74,42 +92,54 @@ cdef inline PoolGeom pool_geom(Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
     cdef PoolGeom g
     g.planes = planes; g.H = H; g.W = W; g.OH = OH; g.OW = OW
     g.kh = kh; g.kw = kw; g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw
+    g.dh = 1; g.dw = 1; g.include_pad = True; g.divisor = 0
     return g
+
+
+# --------------------------------------------------------------------------
+# max pooling
+# --------------------------------------------------------------------------
 
 
 cdef void max_planes(const floating* x, floating* out, int64_t* idx, int32_t* bbuf,
                      const PoolGeom* g, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     """Max-pool planes [q0, q1); ``bbuf`` holds OW running argmaxes."""
     cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW, kh = g.kh, kw = g.kw
-    cdef Py_ssize_t sh = g.sh, sw = g.sw, ph = g.ph, pw = g.pw
-    cdef Py_ssize_t q, oh, ow, h0, h1, ih, j, lo, hi
+    cdef Py_ssize_t sh = g.sh, sw = g.sw, ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw
+    cdef Py_ssize_t q, oh, ow, hs, ws, i, i0, i1, ih, h0, j, j0, j1, off, lo, hi
     cdef floating* mrow
     cdef const floating* xq
-    cdef bint is2x2 = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    # The 2x2 fast path only where every window is whole (not the clipped
+    # last window of ceil_mode).
+    cdef bint is2x2 = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+                       and dh == 1 and dw == 1 and 2 * OH <= H and 2 * OW <= W)
+    # Column taps that land inside the image for some output column (a huge
+    # kernel is clipped, not iterated); increasing j keeps row-major order.
+    j0 = _first_tap((OW - 1) * sw - pw, dw)
+    j1 = min(kw, _taps_below(-pw, dw, W))
     for q in range(q0, q1):
         xq = x + q * H * W
         for oh in range(OH):
-            h0 = oh * sh - ph
-            h1 = min(h0 + kh, H)
-            h0 = max(h0, 0)
+            hs = oh * sh - ph
+            i0 = _first_tap(hs, dh)
+            i1 = min(kh, _taps_below(hs, dh, H))
+            h0 = hs + i0 * dh          # PyTorch's initial argmax row
             mrow = out + (q * OH + oh) * OW
             for ow in range(OW):
+                ws = ow * sw - pw
                 mrow[ow] = -INFINITY
-                bbuf[ow] = <int32_t>(h0 * W + max(ow * sw - pw, 0))
+                bbuf[ow] = <int32_t>(h0 * W + ws + _first_tap(ws, dw) * dw)
             if is2x2:
                 _max_2x2(xq + 2 * oh * W, W, mrow, bbuf, OW, <int32_t>(2 * oh * W))
             else:
-                for ih in range(h0, h1):
-                    # Only column offsets that land inside the image for some
-                    # output column (a huge kernel is clipped, not iterated);
-                    # increasing j keeps row-major order.
-                    for j in range(max(0, pw - (OW - 1) * sw), min(kw, W + pw)):
-                        # Output columns whose window has column offset j
-                        # inside the image.
-                        lo = max(0, (pw - j + sw - 1) // sw)
-                        hi = min(OW, (W + pw - j + sw - 1) // sw)
-                        _max_row(xq + ih * W, mrow, bbuf, lo, hi, sw, j - pw,
-                                 <int32_t>(ih * W))
+                for i in range(i0, i1):
+                    ih = hs + i * dh
+                    for j in range(j0, j1):
+                        # Output columns whose tap j is inside the image.
+                        off = j * dw - pw
+                        lo = _first_tap(off, sw)
+                        hi = min(OW, _taps_below(off, sw, W))
+                        _max_row(xq + ih * W, mrow, bbuf, lo, hi, sw, off, <int32_t>(ih * W))
             if idx != NULL:
                 for ow in range(OW):
                     idx[(q * OH + oh) * OW + ow] = bbuf[ow]
@@ -121,20 +151,24 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
+                       Py_ssize_t dh, Py_ssize_t dw,
                        int n_threads):
     """First maximum in row-major window order wins; NaN propagates
     (PyTorch's ``val > maxval || isnan(val)`` rule); padding is never chosen.
 
-    Window positions are visited in row-major order, each for a whole output
-    row at once; the output row is the running max and an int32 buffer the
+    Window taps are visited in row-major order, each for a whole output row
+    at once; the output row is the running max and an int32 buffer the
     running argmax (requires H*W < 2**31, checked by the caller); with
-    ``idx`` None the argmax is not stored."""
+    ``idx`` None the argmax is not stored.  The output size may include a
+    last, clipped window (``ceil_mode``)."""
     cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], out.shape[2],
                                 out.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int nt = <int>max(1, min(n_threads, g.planes))
     cdef Py_ssize_t tid, per = g.OW + 16
     cdef int32_t* scratch
     cdef int64_t* ip = NULL
+    g.dh = dh
+    g.dw = dw
     if g.planes == 0 or g.OH == 0 or g.OW == 0:
         return
     if idx is not None:
@@ -171,7 +205,9 @@ def max_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW
                         const int64_t[:, :, :, ::1] idx,     # IN  same, all in [0, H*W)
                         floating[:, :, :, ::1] gx,           # OUT (N, C, H, W), overwritten
                         int n_threads):
-    """Route each gradient to its argmax; overlapping windows accumulate."""
+    """Route each gradient to its argmax; overlapping windows accumulate.
+
+    Any geometry (dilation, ceil_mode, adaptive windows): the indices carry it."""
     cdef Py_ssize_t planes = gout.shape[0] * gout.shape[1]
     cdef Py_ssize_t P = gout.shape[2] * gout.shape[3], HW = gx.shape[2] * gx.shape[3]
     cdef int nt = <int>max(1, min(n_threads, planes))
@@ -191,28 +227,47 @@ def max_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW
                                planes * tid // nt, planes * (tid + 1) // nt)
 
 
+# --------------------------------------------------------------------------
+# average pooling
+# --------------------------------------------------------------------------
+
+
+cdef inline Py_ssize_t _avg_window(const PoolGeom* g, Py_ssize_t oh, Py_ssize_t ow,
+                                   Py_ssize_t* h0, Py_ssize_t* h1, Py_ssize_t* w0,
+                                   Py_ssize_t* w1) noexcept nogil:
+    """The in-bounds window [h0, h1) x [w0, w1) of output (oh, ow) and its
+    divisor (PyTorch's: the window clipped to the padded input, or only its
+    in-bounds part, or the fixed divisor)."""
+    cdef Py_ssize_t hs = oh * g.sh - g.ph, ws = ow * g.sw - g.pw
+    cdef Py_ssize_t he = min(hs + g.kh, g.H + g.ph), we = min(ws + g.kw, g.W + g.pw)
+    h0[0] = max(hs, 0)
+    h1[0] = min(he, g.H)
+    w0[0] = max(ws, 0)
+    w1[0] = min(we, g.W)
+    if g.divisor != 0:
+        return g.divisor
+    if g.include_pad:
+        return (he - hs) * (we - ws)
+    return (h1[0] - h0[0]) * (w1[0] - w0[0])
+
+
 cdef void avg_planes(const floating* x, floating* out, const PoolGeom* g,
                      Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
-    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw, div
     cdef floating s
-    cdef floating inv = <floating>1 / <floating>(g.kh * g.kw)
     cdef const floating* xq
     for q in range(q0, q1):
         xq = x + q * H * W
         for oh in range(OH):
-            h0 = oh * g.sh - g.ph
-            h1 = min(h0 + g.kh, H)
-            h0 = max(h0, 0)
             for ow in range(OW):
-                w0 = ow * g.sw - g.pw
-                w1 = min(w0 + g.kw, W)
-                w0 = max(w0, 0)
+                div = _avg_window(g, oh, ow, &h0, &h1, &w0, &w1)
                 s = 0
                 for ih in range(h0, h1):
                     for iw in range(w0, w1):
                         s = s + xq[ih * W + iw]
-                out[(q * OH + oh) * OW + ow] = s * inv
+                # An empty window (never produced by a valid geometry) gives 0.
+                out[(q * OH + oh) * OW + ow] = s / <floating>div if h0 < h1 and w0 < w1 else 0
 
 
 def avg_pool2d_forward(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
@@ -220,12 +275,16 @@ def avg_pool2d_forward(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
+                       bint count_include_pad, Py_ssize_t divisor,
                        int n_threads):
-    """count_include_pad=True: the divisor is always kh*kw."""
+    """Sum of the in-bounds window / divisor (``divisor`` 0: PyTorch's
+    divisor for ``count_include_pad``)."""
     cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], out.shape[2],
                                 out.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int nt = <int>max(1, min(n_threads, g.planes))
     cdef Py_ssize_t tid
+    g.include_pad = count_include_pad
+    g.divisor = divisor
     if g.planes == 0 or g.OH == 0 or g.OW == 0:
         return
     with nogil:
@@ -240,22 +299,16 @@ def avg_pool2d_forward(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
 cdef void avg_bwd_planes(const floating* gout, floating* gx, const PoolGeom* g,
                          Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
-    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw, div
     cdef floating gv
-    cdef floating inv = <floating>1 / <floating>(g.kh * g.kw)
     cdef floating* gq
     for q in range(q0, q1):
         gq = gx + q * H * W
         memset(gq, 0, H * W * sizeof(floating))
         for oh in range(OH):
-            h0 = oh * g.sh - g.ph
-            h1 = min(h0 + g.kh, H)
-            h0 = max(h0, 0)
             for ow in range(OW):
-                w0 = ow * g.sw - g.pw
-                w1 = min(w0 + g.kw, W)
-                w0 = max(w0, 0)
-                gv = gout[(q * OH + oh) * OW + ow] * inv
+                div = _avg_window(g, oh, ow, &h0, &h1, &w0, &w1)
+                gv = gout[(q * OH + oh) * OW + ow] / <floating>div
                 for ih in range(h0, h1):
                     for iw in range(w0, w1):
                         gq[ih * W + iw] += gv
@@ -266,11 +319,15 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW
                         Py_ssize_t kh, Py_ssize_t kw,
                         Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw,
+                        bint count_include_pad, Py_ssize_t divisor,
                         int n_threads):
+    """Each upstream value / divisor added over its in-bounds window."""
     cdef PoolGeom g = pool_geom(gx.shape[0] * gx.shape[1], gx.shape[2], gx.shape[3],
                                 gout.shape[2], gout.shape[3], kh, kw, sh, sw, ph, pw)
     cdef int nt = <int>max(1, min(n_threads, g.planes))
     cdef Py_ssize_t tid
+    g.include_pad = count_include_pad
+    g.divisor = divisor
     if g.planes == 0 or g.H == 0 or g.W == 0:
         return
     if g.OH == 0 or g.OW == 0:
@@ -285,3 +342,293 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW
                                g.planes * tid // nt, g.planes * (tid + 1) // nt)
 
 
+# --------------------------------------------------------------------------
+# adaptive pooling
+# --------------------------------------------------------------------------
+
+
+cdef inline Py_ssize_t _astart(Py_ssize_t o, Py_ssize_t O, Py_ssize_t I) noexcept nogil:
+    return (o * I) // O
+
+
+cdef inline Py_ssize_t _aend(Py_ssize_t o, Py_ssize_t O, Py_ssize_t I) noexcept nogil:
+    return ((o + 1) * I + O - 1) // O
+
+
+cdef inline floating _plane_sum(const floating* p, Py_ssize_t n) noexcept nogil:
+    """Sum of n contiguous values with eight independent partial sums (the
+    compiler vectorises them without reassociating a single chain)."""
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t i, n8 = n - n % 8
+    for i in range(0, n8, 8):
+        s0 = s0 + p[i]
+        s1 = s1 + p[i + 1]
+        s2 = s2 + p[i + 2]
+        s3 = s3 + p[i + 3]
+        s4 = s4 + p[i + 4]
+        s5 = s5 + p[i + 5]
+        s6 = s6 + p[i + 6]
+        s7 = s7 + p[i + 7]
+    for i in range(n8, n):
+        s0 = s0 + p[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+cdef void adaptive_avg_planes(const floating* x, floating* out, const PoolGeom* g,
+                              Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
+    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef floating s
+    cdef const floating* xq
+    for q in range(q0, q1):
+        xq = x + q * H * W
+        for oh in range(OH):
+            h0 = _astart(oh, OH, H)
+            h1 = _aend(oh, OH, H)
+            for ow in range(OW):
+                w0 = _astart(ow, OW, W)
+                w1 = _aend(ow, OW, W)
+                s = 0
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        s = s + xq[ih * W + iw]
+                out[(q * OH + oh) * OW + ow] = s / <floating>(h1 - h0) / <floating>(w1 - w0)
+
+
+def adaptive_avg_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W), H, W > 0
+                                floating[:, :, :, ::1] out,       # OUT (N, C, OH, OW)
+                                int n_threads):
+    """Mean of each adaptive window (``sum / kh / kw`` as PyTorch)."""
+    cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], out.shape[2],
+                                out.shape[3], 0, 0, 0, 0, 0, 0)
+    cdef int nt = <int>max(1, min(n_threads, g.planes))
+    cdef Py_ssize_t tid
+    if g.planes == 0 or g.OH == 0 or g.OW == 0:
+        return
+    with nogil:
+        if nt == 1:
+            adaptive_avg_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &g, 0, g.planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                adaptive_avg_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &g,
+                                    g.planes * tid // nt, g.planes * (tid + 1) // nt)
+
+
+cdef void adaptive_avg_bwd_planes(const floating* gout, floating* gx, const PoolGeom* g,
+                                  Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
+    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef floating gv
+    cdef floating* gq
+    for q in range(q0, q1):
+        gq = gx + q * H * W
+        memset(gq, 0, H * W * sizeof(floating))
+        for oh in range(OH):
+            h0 = _astart(oh, OH, H)
+            h1 = _aend(oh, OH, H)
+            for ow in range(OW):
+                w0 = _astart(ow, OW, W)
+                w1 = _aend(ow, OW, W)
+                gv = gout[(q * OH + oh) * OW + ow] / <floating>(h1 - h0) / <floating>(w1 - w0)
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        gq[ih * W + iw] += gv
+
+
+def adaptive_avg_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW)
+                                 floating[:, :, :, ::1] gx,           # OUT (N, C, H, W), overwritten
+                                 int n_threads):
+    """Each upstream value / window size added over its adaptive window."""
+    cdef PoolGeom g = pool_geom(gx.shape[0] * gx.shape[1], gx.shape[2], gx.shape[3],
+                                gout.shape[2], gout.shape[3], 0, 0, 0, 0, 0, 0)
+    cdef int nt = <int>max(1, min(n_threads, g.planes))
+    cdef Py_ssize_t tid
+    if g.planes == 0 or g.H == 0 or g.W == 0:
+        return
+    if g.OH == 0 or g.OW == 0:
+        memset(&gx[0, 0, 0, 0], 0, g.planes * g.H * g.W * sizeof(floating))
+        return
+    with nogil:
+        if nt == 1:
+            adaptive_avg_bwd_planes(&gout[0, 0, 0, 0], &gx[0, 0, 0, 0], &g, 0, g.planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                adaptive_avg_bwd_planes(&gout[0, 0, 0, 0], &gx[0, 0, 0, 0], &g,
+                                        g.planes * tid // nt, g.planes * (tid + 1) // nt)
+
+
+cdef void global_avg_planes(const floating* x, floating* out, Py_ssize_t HW, floating H,
+                            floating W, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t q
+    for q in range(q0, q1):
+        out[q] = _plane_sum(x + q * HW, HW) / H / W
+
+
+def global_avg_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W), H, W > 0
+                              floating[:, :, :, ::1] out,       # OUT (N, C, 1, 1)
+                              int n_threads):
+    """The mean of each plane (adaptive average pooling to 1x1)."""
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], HW = x.shape[2] * x.shape[3]
+    cdef floating H = <floating>x.shape[2], W = <floating>x.shape[3]
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    cdef Py_ssize_t tid
+    if planes == 0:
+        return
+    with nogil:
+        if nt == 1:
+            global_avg_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], HW, H, W, 0, planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                global_avg_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], HW, H, W,
+                                  planes * tid // nt, planes * (tid + 1) // nt)
+
+
+cdef void global_avg_bwd_planes(const floating* gout, floating* gx, Py_ssize_t HW, floating H,
+                                floating W, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t q, i
+    cdef floating gv
+    cdef floating* gq
+    for q in range(q0, q1):
+        gv = gout[q] / H / W
+        gq = gx + q * HW
+        for i in range(HW):
+            gq[i] = gv
+
+
+def global_avg_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, 1, 1)
+                               floating[:, :, :, ::1] gx,           # OUT (N, C, H, W)
+                               int n_threads):
+    """Each plane filled with its upstream value / (H*W)."""
+    cdef Py_ssize_t planes = gx.shape[0] * gx.shape[1], HW = gx.shape[2] * gx.shape[3]
+    cdef floating H = <floating>gx.shape[2], W = <floating>gx.shape[3]
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    cdef Py_ssize_t tid
+    if planes == 0 or HW == 0:
+        return
+    with nogil:
+        if nt == 1:
+            global_avg_bwd_planes(&gout[0, 0, 0, 0], &gx[0, 0, 0, 0], HW, H, W, 0, planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                global_avg_bwd_planes(&gout[0, 0, 0, 0], &gx[0, 0, 0, 0], HW, H, W,
+                                      planes * tid // nt, planes * (tid + 1) // nt)
+
+
+cdef void adaptive_max_planes(const floating* x, floating* out, int64_t* idx,
+                              const PoolGeom* g, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
+    cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw, o
+    cdef int64_t b
+    cdef floating m, v
+    cdef const floating* xq
+    for q in range(q0, q1):
+        xq = x + q * H * W
+        for oh in range(OH):
+            h0 = _astart(oh, OH, H)
+            h1 = _aend(oh, OH, H)
+            for ow in range(OW):
+                w0 = _astart(ow, OW, W)
+                w1 = _aend(ow, OW, W)
+                m = -INFINITY
+                b = h0 * W + w0
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        v = xq[ih * W + iw]
+                        if v > m or v != v:  # first maximum wins; NaN propagates
+                            m = v
+                            b = ih * W + iw
+                o = (q * OH + oh) * OW + ow
+                out[o] = m
+                if idx != NULL:
+                    idx[o] = b
+
+
+def adaptive_max_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W), H, W > 0
+                                floating[:, :, :, ::1] out,       # OUT (N, C, OH, OW)
+                                int64_t[:, :, :, ::1] idx,        # OUT same, flat h*W+w, or None
+                                int n_threads):
+    """Maximum of each adaptive window, with max_pool2d_forward's tie and
+    NaN rules; its backward is :func:`max_pool2d_backward`."""
+    cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], out.shape[2],
+                                out.shape[3], 0, 0, 0, 0, 0, 0)
+    cdef int nt = <int>max(1, min(n_threads, g.planes))
+    cdef Py_ssize_t tid
+    cdef int64_t* ip = NULL
+    if g.planes == 0 or g.OH == 0 or g.OW == 0:
+        return
+    if idx is not None:
+        ip = &idx[0, 0, 0, 0]
+    with nogil:
+        if nt == 1:
+            adaptive_max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], ip, &g, 0, g.planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                adaptive_max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], ip, &g,
+                                    g.planes * tid // nt, g.planes * (tid + 1) // nt)
+
+
+# --------------------------------------------------------------------------
+# max unpooling
+# --------------------------------------------------------------------------
+
+
+cdef void unpool_planes(const floating* x, const int64_t* idx, floating* out, Py_ssize_t P,
+                        Py_ssize_t HW, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t q, p
+    cdef floating* oq
+    for q in range(q0, q1):
+        oq = out + q * HW
+        memset(oq, 0, HW * sizeof(floating))
+        for p in range(P):  # in order: of repeated indices the last one wins
+            oq[idx[q * P + p]] = x[q * P + p]
+
+
+def max_unpool2d_forward(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                         const int64_t[:, :, :, ::1] idx,  # IN  same, all in [0, OH*OW)
+                         floating[:, :, :, ::1] out,       # OUT (N, C, OH, OW), overwritten
+                         int n_threads):
+    """Each value written to its index in a zero plane (last write wins)."""
+    cdef Py_ssize_t planes = out.shape[0] * out.shape[1]
+    cdef Py_ssize_t P = x.shape[2] * x.shape[3], HW = out.shape[2] * out.shape[3]
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    cdef Py_ssize_t tid
+    if planes == 0 or HW == 0:
+        return
+    if P == 0:
+        memset(&out[0, 0, 0, 0], 0, planes * HW * sizeof(floating))
+        return
+    with nogil:
+        if nt == 1:
+            unpool_planes(&x[0, 0, 0, 0], &idx[0, 0, 0, 0], &out[0, 0, 0, 0], P, HW, 0, planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                unpool_planes(&x[0, 0, 0, 0], &idx[0, 0, 0, 0], &out[0, 0, 0, 0], P, HW,
+                              planes * tid // nt, planes * (tid + 1) // nt)
+
+
+cdef void gather_planes(const floating* gout, const int64_t* idx, floating* gx, Py_ssize_t P,
+                        Py_ssize_t HW, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t q, p
+    for q in range(q0, q1):
+        for p in range(P):
+            gx[q * P + p] = gout[q * HW + idx[q * P + p]]
+
+
+def max_unpool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW)
+                          const int64_t[:, :, :, ::1] idx,     # IN  (N, C, H, W), in [0, OH*OW)
+                          floating[:, :, :, ::1] gx,           # OUT (N, C, H, W)
+                          int n_threads):
+    """The gradient at each index (a gather)."""
+    cdef Py_ssize_t planes = gx.shape[0] * gx.shape[1]
+    cdef Py_ssize_t P = gx.shape[2] * gx.shape[3], HW = gout.shape[2] * gout.shape[3]
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    cdef Py_ssize_t tid
+    if planes == 0 or P == 0:
+        return
+    with nogil:
+        if nt == 1:
+            gather_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], P, HW, 0, planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                gather_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], P, HW,
+                              planes * tid // nt, planes * (tid + 1) // nt)

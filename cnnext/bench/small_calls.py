@@ -282,7 +282,7 @@ def _maxpool_seed(
     y = np.empty((1, 8, 13, 13), dtype=dt)
 
     def kernel() -> None:  # F.max_pool2d(x, 2) asks for no indices, so neither does this
-        _pool.max_pool2d_forward(x, y, None, 2, 2, 2, 2, 0, 0, 1)
+        _pool.max_pool2d_forward(x, y, None, 2, 2, 2, 2, 0, 0, 1, 1, 1)
 
     peers = {"cnnext": Peer(lambda: F.max_pool2d(x, 2)),
              "inner": Peer(kernel, impl="the compiled kernel on preallocated outputs")}

@@ -61,13 +61,26 @@ from .containers import Sequential
 from .conv import Conv2D
 from .linear import Dense, Flatten
 from .module import Module
-from .pooling import AvgPool2D, MaxPool2D
+from .pooling import (
+    AdaptiveAvgPool2D,
+    AdaptiveMaxPool2D,
+    AvgPool1D,
+    AvgPool2D,
+    MaxPool1D,
+    MaxPool2D,
+    MaxUnpool2D,
+)
 
 __all__ = [
     "Module",
     "Conv2D",
     "MaxPool2D",
     "AvgPool2D",
+    "MaxPool1D",
+    "AvgPool1D",
+    "AdaptiveAvgPool2D",
+    "AdaptiveMaxPool2D",
+    "MaxUnpool2D",
     "Dense",
     "Flatten",
     "ReLU",
