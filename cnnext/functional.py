@@ -1001,6 +1001,8 @@ def max_unpool2d(
             f"{fname}: the output size {o} would be negative: input size {(H, W)}, "
             f"kernel_size {k}, stride {s}, padding {p}"
         )
+    V.check_alloc(fname, xa.shape[:-2] + o, dt.itemsize,
+                  f"output for kernel_size {k}, stride {s}, padding {p}")
     size = o[0] * o[1]
     if idx.size and not _eltwise.indices_within(idx.reshape(-1), 0, size):
         raise ValueError(

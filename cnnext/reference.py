@@ -910,11 +910,12 @@ def adaptive_max_pool2d(
         rs = _adaptive_window(i, oh, h)
         for j in range(ow):
             cs = _adaptive_window(j, ow, w)
-            win: npt.NDArray[Any] = xa[..., rs, cs].reshape(lead + (-1,))
-            nan = np.isnan(win)
-            last_nan = win.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
-            k = np.where(nan.any(axis=-1), last_nan, np.argmax(np.where(nan, 0, win), axis=-1))
             width = cs.stop - cs.start
+            size = (rs.stop - rs.start) * width
+            win: npt.NDArray[Any] = xa[..., rs, cs].reshape(lead + (size,))
+            nan = np.isnan(win)
+            last_nan = size - 1 - np.argmax(nan[..., ::-1], axis=-1)
+            k = np.where(nan.any(axis=-1), last_nan, np.argmax(np.where(nan, 0, win), axis=-1))
             idx[..., i, j] = (rs.start + k // width) * w + cs.start + k % width
             y[..., i, j] = np.take_along_axis(win, k[..., None], axis=-1)[..., 0]
     return (y, idx) if return_indices else y
@@ -978,8 +979,8 @@ def max_unpool2d(
         oh, ow = (int(v) for v in tuple(output_size)[-2:])
     planes = int(np.prod(xa.shape[:-2]))
     flat = (np.arange(planes)[:, None] * (oh * ow)
-            + np.asarray(indices, dtype=np.int64).reshape(planes, -1)).ravel()[::-1]
-    vals = xa.reshape(planes, -1).ravel()[::-1]
+            + np.asarray(indices, dtype=np.int64).reshape(planes, h * w)).ravel()[::-1]
+    vals = xa.reshape(planes, h * w).ravel()[::-1]
     y = np.zeros(planes * oh * ow, dtype=xa.dtype)
     where, first = np.unique(flat, return_index=True)
     y[where] = vals[first]
@@ -999,7 +1000,8 @@ def max_unpool2d_backward(
     g = np.asarray(grad_out)
     idx = np.asarray(indices, dtype=np.int64)
     lead = idx.shape[:-2]
-    gx = np.take_along_axis(g.reshape(lead + (-1,)), idx.reshape(lead + (-1,)), axis=-1)
+    gx = np.take_along_axis(g.reshape(lead + (g.shape[-2] * g.shape[-1],)),
+                            idx.reshape(lead + (idx.shape[-2] * idx.shape[-1],)), axis=-1)
     return cast("FloatArray", gx.reshape(idx.shape))
 
 

@@ -312,6 +312,11 @@ LAYER_INNER = {
     "Conv2D": ("conv2d", "conv2d_backward"), "Dense": ("linear", "linear_backward"),
     "MaxPool2D": ("max_pool2d", "max_pool2d_backward"),
     "AvgPool2D": ("avg_pool2d", "avg_pool2d_backward"),
+    "MaxPool1D": ("max_pool1d", "max_pool1d_backward"),
+    "AvgPool1D": ("avg_pool1d", "avg_pool1d_backward"),
+    "AdaptiveAvgPool2D": ("adaptive_avg_pool2d", "adaptive_avg_pool2d_backward"),
+    "AdaptiveMaxPool2D": ("adaptive_max_pool2d", "adaptive_max_pool2d_backward"),
+    "MaxUnpool2D": ("max_unpool2d", "max_unpool2d_backward"),
     "LeakyReLU": ("leaky_relu", "leaky_relu_backward"), "ReLU": ("relu", "relu_backward"),
     "Sigmoid": ("sigmoid", "sigmoid_backward"), "Tanh": ("tanh", "tanh_backward"),
     "Softmax": ("softmax", "softmax_backward"),
@@ -340,10 +345,25 @@ SIGNATURES = {
     "conv_transpose2d": ("x", "weight", "bias", "stride", "padding", "output_padding",
                          "dilation"),
     "full_conv2d": ("x", "weight"),
-    "max_pool2d": ("x", "kernel_size", "stride", "padding", "return_indices"),
+    "max_pool2d": ("x", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                   "return_indices"),
     "max_pool2d_backward": ("grad_out", "indices", "input_shape"),
-    "avg_pool2d": ("x", "kernel_size", "stride", "padding"),
-    "avg_pool2d_backward": ("grad_out", "input_shape", "kernel_size", "stride", "padding"),
+    "avg_pool2d": ("x", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                   "divisor_override"),
+    "avg_pool2d_backward": ("grad_out", "input_shape", "kernel_size", "stride", "padding",
+                            "ceil_mode", "count_include_pad", "divisor_override"),
+    "adaptive_avg_pool2d": ("x", "output_size"),
+    "adaptive_avg_pool2d_backward": ("grad_out", "input_shape"),
+    "adaptive_max_pool2d": ("x", "output_size", "return_indices"),
+    "adaptive_max_pool2d_backward": ("grad_out", "indices", "input_shape"),
+    "max_unpool2d": ("x", "indices", "kernel_size", "stride", "padding", "output_size"),
+    "max_unpool2d_backward": ("grad_out", "indices"),
+    "max_pool1d": ("x", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                   "return_indices"),
+    "max_pool1d_backward": ("grad_out", "indices", "input_shape"),
+    "avg_pool1d": ("x", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+    "avg_pool1d_backward": ("grad_out", "input_shape", "kernel_size", "stride", "padding",
+                            "ceil_mode", "count_include_pad"),
     "linear": ("x", "weight", "bias"),
     "linear_backward": ("grad_out", "x", "weight", "bias"),
     "relu": ("x",),
@@ -560,15 +580,43 @@ def conv_case(draw, fn):
     return mutate(draw, fn, args, kinds)
 
 
+def _pool_idx(draw, shape, size):
+    """Random int indices in [0, size) of ``shape``, sometimes out of range or
+    of another integer dtype."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    idx = rng.integers(0, max(1, size), size=shape)
+    if draw(st.booleans()):
+        idx = idx + draw(st.sampled_from([-size, size, 2**62, -1]))
+    return idx.astype(draw(st.sampled_from([np.int64, np.int32, np.uint8, np.int64])))
+
+
+def _pool_out(size, k, s, p, d, ceil_mode):
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return max(1, out)
+
+
 @st.composite
 def pool_case(draw, fn):
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    k = kh if kh == kw and draw(st.booleans()) else (kh, kw)
-    s = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3),
-                                                                st.integers(1, 3))))
-    p = draw(st.sampled_from([0, (0, 0), (kh // 2, kw // 2), kh // 2 if kh == kw else 0]))
+    one_d = fn in ("max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward")
+    kh, kw = (1 if one_d else draw(st.integers(1, 3))), draw(st.integers(1, 3))
+    if one_d:
+        k = draw(st.sampled_from([kw, (kw,)]))
+        s = draw(st.one_of(st.none(), st.integers(1, 3)))
+        p = draw(st.sampled_from([0, kw // 2, (kw // 2,)]))
+        d = draw(st.integers(1, 2)) if "max" in fn else 1
+    else:
+        k = kh if kh == kw and draw(st.booleans()) else (kh, kw)
+        s = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3),
+                                                                    st.integers(1, 3))))
+        p = draw(st.sampled_from([0, (0, 0), (kh // 2, kw // 2), kh // 2 if kh == kw else 0]))
+        d = draw(st.sampled_from([1, 2, (1, 2)])) if "max" in fn else 1
+    cm = draw(st.booleans())
+    cip = draw(st.booleans())
+    dov = draw(st.sampled_from([None, None, 3, -2]))
     N, C = draw(st.integers(0, 2)), draw(st.integers(1, 3))
-    H, W = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    H, W = (1 if one_d else draw(st.integers(1, 7))), draw(st.integers(1, 9))
     dt = draw(st.sampled_from([np.float32, np.float64, np.int64]))
     x = arr(draw, (N, C, H, W), dt, "x")
     if draw(st.booleans()):
@@ -577,32 +625,107 @@ def pool_case(draw, fn):
     unbatched = N > 0 and draw(st.booleans())
     if unbatched:
         x = x[0]
-    kk, ss, pp = _pair2(k), _pair2(s if s is not None else k), _pair2(p)
-    oh = max(1, (H + 2 * pp[0] - kk[0]) // ss[0] + 1)
-    ow = max(1, (W + 2 * pp[1] - kk[1]) // ss[1] + 1)
+    if one_d:
+        x = x[..., 0, :]
+    kk = (1, k if isinstance(k, int) else k[0]) if one_d else _pair2(k)
+    ss = kk if s is None else ((1, s) if one_d else _pair2(s))
+    pp = (0, p if isinstance(p, int) else p[0]) if one_d else _pair2(p)
+    dd = (1, d) if one_d else _pair2(d)
+    oh = _pool_out(H, kk[0], ss[0], pp[0], dd[0], cm)
+    ow = _pool_out(W, kk[1], ss[1], pp[1], dd[1], cm)
     in_shape = x.shape
     gshape = (N, C, oh, ow)[1 if unbatched else 0:]
-    if fn == "max_pool2d":
-        args = dict(x=x, kernel_size=k, stride=s, padding=p, return_indices=draw(st.booleans()))
-        kinds = {"x": "array", "kernel_size": "size", "stride": "size", "padding": "size",
-                 "return_indices": "bool"}
-    elif fn == "avg_pool2d":
-        args = dict(x=x, kernel_size=k, stride=s, padding=p)
-        kinds = {"x": "array", "kernel_size": "size", "stride": "size", "padding": "size"}
-    elif fn == "avg_pool2d_backward":
+    if one_d:
+        gshape = gshape[:-2] + (ow,)
+    sizes = {"kernel_size": "size", "stride": "size", "padding": "size"}
+    if fn in ("max_pool2d", "max_pool1d"):
+        args = dict(x=x, kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=cm,
+                    return_indices=draw(st.booleans()))
+        kinds = dict(sizes, x="array", dilation="size", ceil_mode="bool", return_indices="bool")
+    elif fn in ("avg_pool2d", "avg_pool1d"):
+        args = dict(x=x, kernel_size=k, stride=s, padding=p, ceil_mode=cm, count_include_pad=cip)
+        kinds = dict(sizes, x="array", ceil_mode="bool", count_include_pad="bool")
+        if fn == "avg_pool2d":
+            args["divisor_override"] = dov
+            kinds["divisor_override"] = "size"
+    elif fn in ("avg_pool2d_backward", "avg_pool1d_backward"):
         args = dict(grad_out=arr(draw, gshape, None, "g"), input_shape=in_shape, kernel_size=k,
-                    stride=s, padding=p)
-        kinds = {"grad_out": "array", "input_shape": "shape", "kernel_size": "size",
-                 "stride": "size", "padding": "size"}
-    else:  # max_pool2d_backward
-        seed = draw(st.integers(0, 2**32 - 1))
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, max(1, H * W), size=gshape)
-        if draw(st.booleans()):
-            idx = idx + draw(st.sampled_from([-H * W, H * W, 2**62, -1]))
-        idx = idx.astype(draw(st.sampled_from([np.int64, np.int32, np.uint8, np.int64])))
-        args = dict(grad_out=arr(draw, gshape, None, "g"), indices=idx, input_shape=in_shape)
+                    stride=s, padding=p, ceil_mode=cm, count_include_pad=cip)
+        kinds = dict(sizes, grad_out="array", input_shape="shape", ceil_mode="bool",
+                     count_include_pad="bool")
+        if fn == "avg_pool2d_backward":
+            args["divisor_override"] = dov
+            kinds["divisor_override"] = "size"
+    else:  # max_pool2d_backward, max_pool1d_backward
+        args = dict(grad_out=arr(draw, gshape, None, "g"),
+                    indices=_pool_idx(draw, gshape, H * W), input_shape=in_shape)
         kinds = {"grad_out": "array", "indices": "array", "input_shape": "shape"}
+    return mutate(draw, fn, args, kinds)
+
+
+@st.composite
+def adaptive_case(draw, fn):
+    N, C = draw(st.integers(0, 2)), draw(st.integers(1, 3))
+    H, W = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    o = draw(st.one_of(st.integers(0, 4),
+                       st.tuples(st.one_of(st.none(), st.integers(0, 9)),
+                                 st.one_of(st.none(), st.integers(1, 9)))))
+    oh, ow = (o, o) if isinstance(o, int) else (H if o[0] is None else o[0],
+                                                 W if o[1] is None else o[1])
+    dt = draw(st.sampled_from([np.float32, np.float64, np.int64]))
+    x = arr(draw, (N, C, H, W), dt, "x")
+    if draw(st.booleans()):
+        x = np.maximum(np.round(x), 0).astype(x.dtype)
+    unbatched = N > 0 and draw(st.booleans())
+    if unbatched:
+        x = x[0]
+    gshape = (N, C, oh, ow)[1 if unbatched else 0:]
+    if fn == "adaptive_avg_pool2d":
+        args, kinds = dict(x=x, output_size=o), {"x": "array", "output_size": "size"}
+    elif fn == "adaptive_max_pool2d":
+        args = dict(x=x, output_size=o, return_indices=draw(st.booleans()))
+        kinds = {"x": "array", "output_size": "size", "return_indices": "bool"}
+    elif fn == "adaptive_avg_pool2d_backward":
+        args = dict(grad_out=arr(draw, gshape, None, "g"), input_shape=x.shape)
+        kinds = {"grad_out": "array", "input_shape": "shape"}
+    else:  # adaptive_max_pool2d_backward
+        args = dict(grad_out=arr(draw, gshape, None, "g"),
+                    indices=_pool_idx(draw, gshape, H * W), input_shape=x.shape)
+        kinds = {"grad_out": "array", "indices": "array", "input_shape": "shape"}
+    return mutate(draw, fn, args, kinds)
+
+
+@st.composite
+def unpool_case(draw, fn):
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    k = kh if kh == kw and draw(st.booleans()) else (kh, kw)
+    s = draw(st.one_of(st.none(), st.integers(1, 3)))
+    p = draw(st.sampled_from([0, (kh // 2, kw // 2)]))
+    N, C = draw(st.integers(0, 2)), draw(st.integers(1, 3))
+    H, W = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    dt = draw(st.sampled_from([np.float32, np.float64, np.int64]))
+    x = arr(draw, (N, C, H, W), dt, "x")
+    kk, ss, pp = _pair2(k), _pair2(k if s is None else s), _pair2(p)
+    oh, ow = ((H - 1) * ss[0] - 2 * pp[0] + kk[0], (W - 1) * ss[1] - 2 * pp[1] + kk[1])
+    grow = draw(st.booleans())
+    out = None
+    if grow and ss[0] > 1 and ss[1] > 1:
+        oh, ow = oh + 1, ow + 1
+        out = draw(st.sampled_from([(oh, ow), [N, C, oh, ow]]))
+    unbatched = N > 0 and draw(st.booleans())
+    if unbatched:
+        x = x[0]
+        if isinstance(out, list):
+            out = out[1:]
+    idx = _pool_idx(draw, x.shape, max(1, oh) * max(1, ow))
+    if fn == "max_unpool2d":
+        args = dict(x=x, indices=idx, kernel_size=k, stride=s, padding=p, output_size=out)
+        kinds = {"x": "array", "indices": "array", "kernel_size": "size", "stride": "size",
+                 "padding": "size", "output_size": "shape"}
+    else:
+        gshape = x.shape[:-2] + (max(1, oh), max(1, ow))
+        args = dict(grad_out=arr(draw, gshape, None, "g"), indices=idx)
+        kinds = {"grad_out": "array", "indices": "array"}
     return mutate(draw, fn, args, kinds)
 
 
@@ -664,8 +787,14 @@ def xent_case(draw, fn):
 STRATEGIES = {}
 for _fn in ("conv2d", "conv2d_backward", "conv_transpose2d", "full_conv2d"):
     STRATEGIES[_fn] = conv_case(_fn)
-for _fn in ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"):
+for _fn in ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+            "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward"):
     STRATEGIES[_fn] = pool_case(_fn)
+for _fn in ("adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
+            "adaptive_max_pool2d_backward"):
+    STRATEGIES[_fn] = adaptive_case(_fn)
+for _fn in ("max_unpool2d", "max_unpool2d_backward"):
+    STRATEGIES[_fn] = unpool_case(_fn)
 for _fn in ("linear", "linear_backward"):
     STRATEGIES[_fn] = linear_case(_fn)
 STRATEGIES["softmax_cross_entropy"] = xent_case("softmax_cross_entropy")
@@ -725,14 +854,31 @@ def layer_case(draw, cls):
                      bias=("kw", "bias", "bool"), dtype=("kw", "dtype", "dtype"),
                      seed=("kw", "seed", "seed"), init=("kw", "init", "init"))
         inner = ("linear", "linear_backward")
-    elif cls in ("MaxPool2D", "AvgPool2D"):
+    elif cls in ("MaxPool2D", "AvgPool2D", "MaxPool1D", "AvgPool1D", "MaxUnpool2D"):
         k = draw(st.integers(1, 3))
         ctor = [k]
         kw = dict(stride=draw(st.sampled_from([None, 1, 2])), padding=draw(st.integers(0, k // 2)))
         kinds = dict(kernel_size=("ctor", 0, "size"), stride=("kw", "stride", "size"),
                      padding=("kw", "padding", "size"))
-        inner = ("max_pool2d", "max_pool2d_backward") if cls == "MaxPool2D" else (
-            "avg_pool2d", "avg_pool2d_backward")
+        if cls != "MaxUnpool2D":
+            kw["ceil_mode"] = draw(st.booleans())
+            kinds["ceil_mode"] = ("kw", "ceil_mode", "bool")
+        if cls in ("MaxPool2D", "MaxPool1D"):
+            kw["dilation"] = draw(st.integers(1, 2))
+            kinds["dilation"] = ("kw", "dilation", "size")
+        if cls in ("AvgPool2D", "AvgPool1D"):
+            kw["count_include_pad"] = draw(st.booleans())
+            kinds["count_include_pad"] = ("kw", "count_include_pad", "bool")
+        if cls == "AvgPool2D":
+            kw["divisor_override"] = draw(st.sampled_from([None, 2]))
+            kinds["divisor_override"] = ("kw", "divisor_override", "size")
+        if cls.endswith("1D"):
+            x_shape = (N, 2, 9)
+        inner = LAYER_INNER[cls]
+    elif cls in ("AdaptiveAvgPool2D", "AdaptiveMaxPool2D"):
+        ctor = [draw(st.sampled_from([1, 2, (3, None), (None, 1), (4, 7)]))]
+        kinds = dict(output_size=("ctor", 0, "size"))
+        inner = LAYER_INNER[cls]
     elif cls == "LeakyReLU":
         ctor = [draw(st.floats(0, 1))]
         kinds = dict(alpha=("ctor", 0, "real"))
@@ -749,7 +895,9 @@ def layer_case(draw, cls):
         inner = {"ReLU": ("relu", "relu_backward"), "Sigmoid": ("sigmoid", "sigmoid_backward"),
                  "Tanh": ("tanh", "tanh_backward")}.get(cls, ())
     x = arr(draw, x_shape, dt, "x")
-    calls = [("forward", [x]), ("backward", [LIKE])]
+    # MaxUnpool2D takes the indices of a max pool as a second input.
+    extra = [np.random.default_rng(0).integers(0, 4, x_shape)] if cls == "MaxUnpool2D" else []
+    calls = [("forward", [x, *extra]), ("backward", [LIKE])]
     names = None
     what = draw(st.sampled_from(["none", "ctor", "x", "grad", "order", "mode"]))
     if what == "ctor" and kinds:
@@ -773,7 +921,7 @@ def layer_case(draw, cls):
             kw[key] = value
         names = (param,)
     elif what == "x":
-        calls[0] = ("forward", [draw(nasty_array(x))])
+        calls[0] = ("forward", [draw(nasty_array(x)), *extra])
         names = ARRAY_WORDS + ("grad_y",)
     elif what == "grad":
         shape = draw(st.sampled_from(["bad", "dtype", "value"]))
@@ -795,8 +943,9 @@ def layer_case(draw, cls):
                  inner=inner)
 
 
-LAYERS = ["Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "Flatten", "ReLU", "LeakyReLU",
-          "Sigmoid", "Tanh", "Softmax", "Dropout"]
+LAYERS = ["Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MaxPool1D", "AvgPool1D",
+          "AdaptiveAvgPool2D", "AdaptiveMaxPool2D", "MaxUnpool2D", "Flatten", "ReLU",
+          "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout"]
 
 
 def test_every_layer_is_fuzzed():

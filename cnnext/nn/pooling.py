@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
+import numpy as np
 import numpy.typing as npt
 
 from .. import _config
@@ -377,12 +378,13 @@ class AvgPool1D(_Pool1D):
 
 def _output_size(fname: str, output_size: AdaptiveSize) -> AdaptiveSize:
     """Check an adaptive output size without an input (None entries stay)."""
+    if isinstance(output_size, np.ndarray) and output_size.shape == (2,):
+        output_size = output_size.tolist()
     V.adaptive_output_size(fname, output_size, (1, 1))
     if isinstance(output_size, (tuple, list)):
-        return cast("AdaptiveSize", tuple(
-            None if v is None else V.as_int(fname, "output_size", v, 0) for v in output_size
-        ))
-    return V.as_int(fname, "output_size", output_size, 0)
+        return (None if output_size[0] is None else int(output_size[0]),
+                None if output_size[1] is None else int(output_size[1]))
+    return int(output_size)
 
 
 class AdaptiveAvgPool2D(_KeepsPlan):
