@@ -482,6 +482,238 @@ def test_pool_stride_defaults_to_kernel_size():
     assert F.max_pool2d(x, (2, 3)).shape == (2, 3, 3, 3)
 
 
+# -- the full PyTorch options: dilation, ceil_mode, count_include_pad,
+# -- divisor_override; adaptive pooling; unpooling; 1-D pooling
+
+
+def pool_out_full(size, k, s, p, d, ceil_mode):
+    """PyTorch's rule, written out: rounded up with ceil_mode, then a last
+    window that starts at or past the end of the input is dropped."""
+    eff = d * (k - 1) + 1
+    if ceil_mode:
+        out = -(-(size + 2 * p - eff) // s) + 1
+        if (out - 1) * s >= size + p:
+            out -= 1
+        return out
+    return (size + 2 * p - eff) // s + 1
+
+
+def draw_pool_full(data, dilation=True):
+    shape, k, s, p = draw_pool(data)
+    d = draw_pair(data, "dilation", 1, 3) if dilation else (1, 1)
+    ceil_mode = data.draw(st.booleans(), label="ceil_mode")
+    h, w = shape[2:]
+    assume(all(pool_out_full(n, k[i], s[i], p[i], d[i], ceil_mode) >= 1
+               for i, n in enumerate((h, w))))
+    return shape, k, s, p, d, ceil_mode
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), mode=st.sampled_from(VALUE_MODES))
+def test_max_pool2d_dilation_ceil_mode_hypothesis_exact(data, dtype, mode, close):
+    shape, k, s, p, d, cm = draw_pool_full(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = pool_input(rng, shape, mode, dtype)
+    y, idx = F.max_pool2d(x, k, s, p, d, cm, return_indices=True)
+    ry, ridx = R.max_pool2d(x, k, s, p, d, cm, return_indices=True)
+    assert y.shape == ry.shape == shape[:2] + tuple(
+        pool_out_full(n, k[i], s[i], p[i], d[i], cm) for i, n in enumerate(shape[2:]))
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_array_equal(F.max_pool2d(x, k, s, p, d, cm), y)
+    g = randn(rng, y.shape, dtype)
+    close(F.max_pool2d_backward(g, idx, x.shape), R.max_pool2d_backward(*f64(g), idx, x.shape),
+          dtype)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), cip=st.booleans(),
+       dov=st.sampled_from([None, 1, 4, -3]))
+def test_avg_pool2d_options_and_backward_hypothesis(data, dtype, cip, dov, close):
+    shape, k, s, p, _, cm = draw_pool_full(data, dilation=False)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = randn(rng, shape, dtype)
+    y = F.avg_pool2d(x, k, s, p, cm, cip, dov)
+    assert y.dtype == dtype
+    close(y, R.avg_pool2d(*f64(x), k, s, p, cm, cip, dov), dtype)
+    go = randn(rng, y.shape, dtype)
+    gx = F.avg_pool2d_backward(go, x.shape, k, s, p, cm, cip, dov)
+    close(gx, R.avg_pool2d_backward(*f64(go), x.shape, k, s, p, cm, cip, dov), dtype)
+
+
+# (H, k, s, p): ceil_mode adds a last, clipped window -- or would add one
+# that starts in the padding, which is dropped.
+CEIL_EDGES = [
+    (5, 2, 2, 0, 3),   # clipped last window [4, 6) -> one element
+    (5, 2, 2, 1, 3),   # rounding up gives 4, the 4th starts at 5 (padding): dropped
+    (6, 3, 2, 1, 4),   # last window starts at 5 (in the input), reaches the padding
+    (7, 4, 3, 2, 3),   # rounding up gives 4, the 4th starts at 7 (padding): dropped
+    (8, 4, 3, 2, 4),   # the 4th starts at 7, the last input row: kept
+    (1, 2, 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("h,k,s,p,want", CEIL_EDGES)
+def test_ceil_mode_edge_cases(h, k, s, p, want, dtype, rng, close):
+    x = pool_input(rng, (2, 3, h, h + 2), "small_int", dtype)
+    y, idx = F.max_pool2d(x, k, s, p, ceil_mode=True, return_indices=True)
+    assert y.shape[2] == want
+    ry, ridx = R.max_pool2d(x, k, s, p, ceil_mode=True, return_indices=True)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    for cip in (True, False):
+        a = F.avg_pool2d(x, k, s, p, ceil_mode=True, count_include_pad=cip)
+        assert a.shape == y.shape
+        close(a, R.avg_pool2d(*f64(x), k, s, p, True, cip), dtype)
+        g = randn(rng, a.shape, dtype)
+        close(F.avg_pool2d_backward(g, x.shape, k, s, p, True, cip),
+              R.avg_pool2d_backward(*f64(g), x.shape, k, s, p, True, cip), dtype)
+
+
+def test_avg_pool2d_divisors_by_hand():
+    x = np.ones((1, 1, 3, 3))
+    # ceil_mode: windows [0, 2) and [2, 4) -> the second is clipped to the
+    # input (and to input + padding for the divisor).
+    np.testing.assert_array_equal(F.avg_pool2d(x, 2, ceil_mode=True)[0, 0], [[1, 1], [1, 1]])
+    # count_include_pad with padding 1: the corner window covers 1 input
+    # element of 4 (the padded ones count).
+    y = F.avg_pool2d(x, 2, padding=1)
+    np.testing.assert_array_equal(y[0, 0], [[0.25, 0.5], [0.5, 1.0]])
+    np.testing.assert_array_equal(F.avg_pool2d(x, 2, padding=1, count_include_pad=False),
+                                  np.ones((1, 1, 2, 2)))
+    np.testing.assert_array_equal(F.avg_pool2d(x, 3, divisor_override=2), [[[[4.5]]]])
+
+
+def draw_adaptive(data):
+    n = data.draw(st.integers(1, 2), label="N")
+    c = data.draw(st.integers(1, 3), label="C")
+    h = data.draw(st.integers(1, 11), label="H")
+    w = data.draw(st.integers(1, 11), label="W")
+    oh = data.draw(st.one_of(st.none(), st.integers(1, 13)), label="OH")
+    ow = data.draw(st.one_of(st.none(), st.integers(1, 13)), label="OW")
+    return (n, c, h, w), (oh, ow)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), mode=st.sampled_from(VALUE_MODES))
+def test_adaptive_pools_hypothesis(data, dtype, mode, close):
+    shape, o = draw_adaptive(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = pool_input(rng, shape, mode, dtype)
+    want_hw = (shape[2] if o[0] is None else o[0], shape[3] if o[1] is None else o[1])
+    y, idx = F.adaptive_max_pool2d(x, o, return_indices=True)
+    ry, ridx = R.adaptive_max_pool2d(x, o, return_indices=True)
+    assert y.shape == shape[:2] + want_hw
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    g = randn(rng, y.shape, dtype)
+    close(F.adaptive_max_pool2d_backward(g, idx, x.shape),
+          R.adaptive_max_pool2d_backward(*f64(g), idx, x.shape), dtype)
+    xf = randn(rng, shape, dtype)
+    a = F.adaptive_avg_pool2d(xf, o)
+    close(a, R.adaptive_avg_pool2d(*f64(xf), o), dtype)
+    close(F.adaptive_avg_pool2d_backward(g, x.shape),
+          R.adaptive_avg_pool2d_backward(*f64(g), x.shape), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 1, 1, 1), (3, 2, 1, 13), (2, 5, 33, 31)])
+def test_global_average_pool(shape, dtype, rng, close):
+    x = randn(rng, shape, dtype)
+    y = F.adaptive_avg_pool2d(x, 1)
+    close(y, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), dtype)
+    np.testing.assert_array_equal(F.adaptive_avg_pool2d(x, (1, 1)), y)
+    g = randn(rng, y.shape, dtype)
+    gx = F.adaptive_avg_pool2d_backward(g, x.shape)
+    close(gx, np.broadcast_to(g.astype(np.float64) / (shape[2] * shape[3]), shape), dtype)
+    # the same as an average pool over the whole plane
+    close(y, F.avg_pool2d(x, shape[2:]), dtype)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_max_unpool2d_hypothesis(data, dtype):
+    shape, k, s, p = draw_pool(data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = pool_input(rng, shape, "small_int", dtype)  # ties: repeated indices
+    y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
+    default = tuple((n - 1) * s[i] - 2 * p[i] + k[i] for i, n in enumerate(y.shape[2:]))
+    out = tuple(max(d, n) for d, n in zip(default, shape[2:]))
+    assume(all(o - s[i] < default[i] < o + s[i] or o == default[i]
+               for i, o in enumerate(out)))
+    u = F.max_unpool2d(y, idx, k, s, p, output_size=out)
+    ru = R.max_unpool2d(y, idx, k, s, p, output_size=out)
+    np.testing.assert_array_equal(u, ru)
+    assert u.shape == shape[:2] + out
+    g = randn(rng, u.shape, dtype)
+    np.testing.assert_array_equal(F.max_unpool2d_backward(g, idx),
+                                  R.max_unpool2d_backward(g, idx))
+
+
+def test_max_unpool2d_repeated_indices_last_wins():
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    idx = np.array([[[[5, 5], [0, 5]]]])
+    u = F.max_unpool2d(x, idx, 2)
+    assert u.shape == (1, 1, 4, 4)
+    assert u[0, 0].ravel()[5] == 4.0 and u[0, 0].ravel()[0] == 3.0
+    assert np.count_nonzero(u) == 2
+    g = np.arange(16.0).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(F.max_unpool2d_backward(g, idx), [[[[5, 5], [0, 5]]]])
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), mode=st.sampled_from(VALUE_MODES))
+def test_pool1d_hypothesis(data, dtype, mode, close):
+    shape, k, s, p, d, cm = draw_pool_full(data)
+    n, c, _, L = shape
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = pool_input(rng, (n, c, L), mode, dtype)
+    y, idx = F.max_pool1d(x, k[1], s[1], p[1], d[1], cm, return_indices=True)
+    ry, ridx = R.max_pool1d(x, k[1], s[1], p[1], d[1], cm, return_indices=True)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    g = randn(rng, y.shape, dtype)
+    close(F.max_pool1d_backward(g, idx, x.shape), R.max_pool1d_backward(*f64(g), idx, x.shape),
+          dtype)
+    xf = randn(rng, (n, c, L), dtype)
+    for cip in (True, False):
+        a = F.avg_pool1d(xf, k[1], s[1], p[1], cm, cip)
+        close(a, R.avg_pool1d(*f64(xf), k[1], s[1], p[1], cm, cip), dtype)
+        ga = randn(rng, a.shape, dtype)
+        close(F.avg_pool1d_backward(ga, xf.shape, k[1], s[1], p[1], cm, cip),
+              R.avg_pool1d_backward(*f64(ga), xf.shape, k[1], s[1], p[1], cm, cip), dtype)
+
+
+def test_pool1d_is_pool2d_of_height_one(rng):
+    x = rng.standard_normal((2, 3, 17))
+    y, idx = F.max_pool1d(x, (3,), 2, 1, 2, True, return_indices=True)
+    y2, idx2 = F.max_pool2d(x[:, :, None], (1, 3), (1, 2), (0, 1), (1, 2), True,
+                            return_indices=True)
+    np.testing.assert_array_equal(y, y2[:, :, 0])
+    np.testing.assert_array_equal(idx, idx2[:, :, 0])
+    np.testing.assert_array_equal(F.avg_pool1d(x[0], 4, padding=2, count_include_pad=False),
+                                  F.avg_pool2d(x[0][:, None], (1, 4), padding=(0, 2),
+                                               count_include_pad=False)[:, 0])
+
+
+def test_new_pools_bitwise_independent_of_thread_count(rng, restore_threads):
+    x = np.round(rng.standard_normal((4, 5, 17, 13)) * 2).astype(np.float32)
+    x[0, 0, :3, :3] = np.nan
+    results = []
+    for n in (1, 2):
+        cnnext.set_num_threads(n)
+        y, idx = F.max_pool2d(x, 3, 2, 1, 2, True, return_indices=True)
+        ya, ida = F.adaptive_max_pool2d(x, (5, 4), return_indices=True)
+        yp, idp = F.max_pool2d(x, 2, return_indices=True)
+        g = np.linspace(-1, 1, ya.size, dtype=np.float32).reshape(ya.shape)
+        results.append(
+            (y, idx, F.avg_pool2d(x, 3, 2, 1, True, False, None), ya, ida,
+             F.adaptive_avg_pool2d(x, (5, 4)), F.adaptive_avg_pool2d(x, 1),
+             F.adaptive_avg_pool2d_backward(g, x.shape),
+             F.adaptive_avg_pool2d_backward(g[..., :1, :1], x.shape),
+             F.max_unpool2d(yp, idp, 2, output_size=x.shape[2:]),
+             F.max_unpool2d_backward(x, idp))
+        )
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 # --------------------------------------------------------------------------
 # activations and loss: cython backend vs numpy backend
 # --------------------------------------------------------------------------
@@ -602,6 +834,19 @@ def _calls(rng):
     _, idx = R.max_pool2d(xp, return_indices=True, **pk)
     gp = rng.standard_normal(idx.shape)
     ga = rng.standard_normal(R.avg_pool2d(x, **pk).shape)
+    mk = dict(kernel_size=(2, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 1), ceil_mode=True)
+    _, idm = R.max_pool2d(xp, return_indices=True, **mk)
+    ak = dict(kernel_size=(3, 2), stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+    gak = rng.standard_normal(R.avg_pool2d(x, **ak).shape)
+    _, ida = R.adaptive_max_pool2d(xp, (3, 4), return_indices=True)
+    gad = rng.standard_normal(ida.shape)
+    _, idu = R.max_pool2d(xp, 2, return_indices=True)
+    yu = rng.standard_normal(idu.shape)
+    gu = rng.standard_normal(xp.shape[:2] + (6, 6))
+    x1 = np.round(rng.standard_normal((3, 2, 11)))
+    k1 = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+    _, id1 = R.max_pool1d(x1, return_indices=True, **k1)
+    g1 = rng.standard_normal(id1.shape)
     z = rng.standard_normal((5, 4))
     labels = rng.integers(0, 4, size=5)
     return {
@@ -613,6 +858,27 @@ def _calls(rng):
         "max_pool2d_backward": (lambda g, **k: F.max_pool2d_backward(g, idx, xp.shape), [gp], {}),
         "avg_pool2d": (F.avg_pool2d, [x], pk),
         "avg_pool2d_backward": (lambda g, **k: F.avg_pool2d_backward(g, x.shape, **k), [ga], pk),
+        "max_pool2d_dilated_ceil": (lambda a, **k: F.max_pool2d(a, return_indices=True, **k),
+                                    [xp], mk),
+        "avg_pool2d_ceil_exclude_pad": (F.avg_pool2d, [x], ak),
+        "avg_pool2d_backward_ceil_exclude_pad":
+            (lambda g, **k: F.avg_pool2d_backward(g, x.shape, **k), [gak], ak),
+        "avg_pool2d_divisor": (F.avg_pool2d, [x], dict(pk, divisor_override=5)),
+        "adaptive_avg_pool2d": (F.adaptive_avg_pool2d, [x], {"output_size": (3, 4)}),
+        "adaptive_avg_pool2d_global": (F.adaptive_avg_pool2d, [x], {"output_size": 1}),
+        "adaptive_avg_pool2d_backward":
+            (lambda g: F.adaptive_avg_pool2d_backward(g, x.shape), [gad], {}),
+        "adaptive_max_pool2d":
+            (lambda a: F.adaptive_max_pool2d(a, (3, 4), return_indices=True), [xp], {}),
+        "adaptive_max_pool2d_backward":
+            (lambda g: F.adaptive_max_pool2d_backward(g, ida, xp.shape), [gad], {}),
+        "max_unpool2d": (lambda a: F.max_unpool2d(a, idu, 2, output_size=(7, 7)), [yu], {}),
+        "max_unpool2d_backward": (lambda g: F.max_unpool2d_backward(g, idu), [gu], {}),
+        "max_pool1d": (lambda a, **k: F.max_pool1d(a, return_indices=True, **k), [x1], k1),
+        "max_pool1d_backward": (lambda g: F.max_pool1d_backward(g, id1, x1.shape), [g1], {}),
+        "avg_pool1d": (F.avg_pool1d, [x1], k1),
+        "avg_pool1d_backward": (lambda g, **k: F.avg_pool1d_backward(g, x1.shape, **k), [g1],
+                                k1),
         "relu_backward": (F.relu_backward, [go, go[::-1]], {}),
         "leaky_relu": (F.leaky_relu, [x], {"negative_slope": 0.3}),
         "sigmoid_backward": (F.sigmoid_backward, [ga, ga * 0.1], {}),
