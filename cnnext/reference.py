@@ -846,6 +846,11 @@ def adaptive_avg_pool2d_backward(grad_out: FloatArray, input_shape: Sequence[int
     -------
     grad_x : ndarray, shape ``input_shape``, dtype of ``grad_out``
 
+    Notes
+    -----
+    A loop over output positions, each adding ``grad_out / window size``
+    to its window.
+
     Examples
     --------
     >>> adaptive_avg_pool2d_backward(np.array([[[[3.0]]]]), (1, 1, 1, 3))
@@ -924,8 +929,21 @@ def adaptive_max_pool2d(
 def adaptive_max_pool2d_backward(
     grad_out: FloatArray, indices: npt.NDArray[np.integer[Any]], input_shape: Sequence[int]
 ) -> FloatArray:
-    """Gradient of :func:`adaptive_max_pool2d`: that of :func:`max_pool2d`
-    (each gradient added at its index).
+    """Gradient of :func:`adaptive_max_pool2d`.
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C, OH, OW) or (C, OH, OW)
+    indices : ndarray of int, same shape
+    input_shape : tuple of int
+
+    Returns
+    -------
+    grad_x : ndarray, shape ``input_shape``, dtype of ``grad_out``
+
+    Notes
+    -----
+    That of :func:`max_pool2d`: each gradient added at its index.
 
     Examples
     --------
@@ -990,7 +1008,20 @@ def max_unpool2d(
 def max_unpool2d_backward(
     grad_out: FloatArray, indices: npt.NDArray[np.integer[Any]]
 ) -> FloatArray:
-    """Gradient of :func:`max_unpool2d`: ``grad_out`` read at each index.
+    """Gradient of :func:`max_unpool2d`.
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C, OH, OW) or (C, OH, OW)
+    indices : ndarray of int, shape (N, C, H, W) or (C, H, W)
+
+    Returns
+    -------
+    grad_x : ndarray, shape of ``indices``, dtype of ``grad_out``
+
+    Notes
+    -----
+    ``grad_out`` read at each index (:func:`numpy.take_along_axis`).
 
     Examples
     --------
@@ -1014,8 +1045,22 @@ def max_pool1d(
     padding: IntOrSingle = 0, dilation: IntOrSingle = 1, ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> FloatArray | tuple[FloatArray, IndexArray]:
-    """1-D max pooling, as ``torch.nn.functional.max_pool1d``: :func:`max_pool2d`
-    of height 1 on ``(N, C, L)`` or ``(C, L)``.
+    """1-D max pooling, as ``torch.nn.functional.max_pool1d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, L) or (C, L)
+    kernel_size, stride, padding, dilation : int or 1-tuple
+    ceil_mode, return_indices : bool
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OL) or (C, OL)
+    indices : ndarray of int64, same shape (only if ``return_indices``)
+
+    Notes
+    -----
+    :func:`max_pool2d` of height 1.
 
     Examples
     --------
@@ -1032,7 +1077,21 @@ def max_pool1d(
 def max_pool1d_backward(
     grad_out: FloatArray, indices: npt.NDArray[np.integer[Any]], input_shape: Sequence[int]
 ) -> FloatArray:
-    """Gradient of :func:`max_pool1d` (each gradient added at its index).
+    """Gradient of :func:`max_pool1d`.
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C, OL) or (C, OL)
+    indices : ndarray of int, same shape
+    input_shape : tuple of int
+
+    Returns
+    -------
+    grad_x : ndarray, shape ``input_shape``
+
+    Notes
+    -----
+    Each gradient added at its index (:func:`max_pool2d_backward`).
 
     Examples
     --------
@@ -1049,8 +1108,21 @@ def avg_pool1d(
     x: FloatArray, kernel_size: IntOrSingle, stride: IntOrSingle | None = None,
     padding: IntOrSingle = 0, ceil_mode: bool = False, count_include_pad: bool = True,
 ) -> FloatArray:
-    """1-D average pooling, as ``torch.nn.functional.avg_pool1d``: :func:`avg_pool2d`
-    of height 1 on ``(N, C, L)`` or ``(C, L)``.
+    """1-D average pooling, as ``torch.nn.functional.avg_pool1d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, L) or (C, L)
+    kernel_size, stride, padding : int or 1-tuple
+    ceil_mode, count_include_pad : bool
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OL) or (C, OL)
+
+    Notes
+    -----
+    :func:`avg_pool2d` of height 1.
 
     Examples
     --------
@@ -1070,6 +1142,21 @@ def avg_pool1d_backward(
     count_include_pad: bool = True,
 ) -> FloatArray:
     """Gradient of :func:`avg_pool1d`.
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C, OL) or (C, OL)
+    input_shape : tuple of int
+    kernel_size, stride, padding, ceil_mode, count_include_pad
+        As given to :func:`avg_pool1d`.
+
+    Returns
+    -------
+    grad_x : ndarray, shape ``input_shape``
+
+    Notes
+    -----
+    :func:`avg_pool2d_backward` of height 1.
 
     Examples
     --------

@@ -842,7 +842,21 @@ def all_calls(dtype, n=2):
     idx.flags.writeable = False
     z = a(n, 4)
     labels = np.zeros(n, dtype=np.int64)
+    ga, idxa = a(n, 2, 3, 2), np.zeros((n, 2, 3, 2), dtype=np.int64)  # adaptive (3, 2)
+    x1, g1 = a(n, 2, 7), a(n, 2, 4)  # 1-D: k=3, s=2, p=1, ceil_mode
+    idx1 = np.zeros((n, 2, 4), dtype=np.int64)
     return [
+        ("adaptive_avg_pool2d", lambda: R.adaptive_avg_pool2d(x, (3, 2))),
+        ("adaptive_avg_pool2d_backward", lambda: R.adaptive_avg_pool2d_backward(ga, x.shape)),
+        ("adaptive_max_pool2d", lambda: R.adaptive_max_pool2d(x, (3, None), True)),
+        ("adaptive_max_pool2d_backward",
+         lambda: R.adaptive_max_pool2d_backward(ga, idxa, x.shape)),
+        ("max_unpool2d", lambda: R.max_unpool2d(gp, idx, 2, 2, 1)),
+        ("max_unpool2d_backward", lambda: R.max_unpool2d_backward(x, idx)),
+        ("max_pool1d", lambda: R.max_pool1d(x1, 3, 2, 1, 1, True, return_indices=True)),
+        ("max_pool1d_backward", lambda: R.max_pool1d_backward(g1, idx1, x1.shape)),
+        ("avg_pool1d", lambda: R.avg_pool1d(x1, 3, 2, 1, True)),
+        ("avg_pool1d_backward", lambda: R.avg_pool1d_backward(g1, x1.shape, 3, 2, 1, True)),
         ("conv2d", lambda: R.conv2d(x, w, b, stride=2, padding=1)),
         ("conv2d_backward",
          lambda: R.conv2d_backward(gy, x, w, stride=2, padding=1)),
@@ -950,3 +964,218 @@ def test_linear_backward_matches_finite_differences(bias):
 def test_linear_hand_computed():
     y = R.linear(np.array([[1.0, 2.0]]), np.array([[3.0, 4.0], [5.0, 6.0]]), np.array([1.0, -1.0]))
     np.testing.assert_array_equal(y, [[12.0, 16.0]])
+
+
+# --------------------------------------------------------------------------
+# pooling with every PyTorch option, adaptive pooling, unpooling, 1-D
+# --------------------------------------------------------------------------
+
+
+def torch_out_size(size, k, s, p, d, ceil_mode):
+    """Transcription of PyTorch's pooling_output_shape."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def torch_pool_loops(x, k, s, p, d=1, ceil_mode=False, kind="max", count_include_pad=True,
+                     divisor_override=None):
+    """Transcription of PyTorch's CPU max/avg pooling loops (NCHW), every option."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _pair(k), _pair(s), _pair(p), _pair(d)
+    n, c, h, w = x.shape
+    oh = torch_out_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = torch_out_size(w, kw, sw, pw, dw, ceil_mode)
+    y = np.empty((n, c, oh, ow))
+    ind = np.empty((n, c, oh, ow), dtype=np.int64)
+    for a in range(n):
+        for b in range(c):
+            plane = x[a, b].ravel()
+            for r in range(oh):
+                for q in range(ow):
+                    ih0, iw0 = r * sh - ph, q * sw - pw
+                    if kind == "max":
+                        ih1 = min(ih0 + (kh - 1) * dh + 1, h)
+                        iw1 = min(iw0 + (kw - 1) * dw + 1, w)
+                        while ih0 < 0:
+                            ih0 += dh
+                        while iw0 < 0:
+                            iw0 += dw
+                        maxindex, maxval = ih0 * w + iw0, -np.inf
+                        for ih in range(ih0, ih1, dh):
+                            for iw in range(iw0, iw1, dw):
+                                val = plane[ih * w + iw]
+                                if val > maxval or np.isnan(val):
+                                    maxval, maxindex = val, ih * w + iw
+                        y[a, b, r, q], ind[a, b, r, q] = maxval, maxindex
+                        continue
+                    ih1, iw1 = min(ih0 + kh, h + ph), min(iw0 + kw, w + pw)
+                    pool_size = (ih1 - ih0) * (iw1 - iw0)
+                    ih0, iw0, ih1, iw1 = max(ih0, 0), max(iw0, 0), min(ih1, h), min(iw1, w)
+                    acc = sum(float(plane[ih * w + iw])
+                              for ih in range(ih0, ih1) for iw in range(iw0, iw1))
+                    if divisor_override is not None:
+                        div = divisor_override
+                    elif count_include_pad:
+                        div = pool_size
+                    else:
+                        div = (ih1 - ih0) * (iw1 - iw0)
+                    y[a, b, r, q] = acc / div
+    return y, ind
+
+
+def torch_adaptive_loops(x, oh, ow):
+    """Transcription of PyTorch's CPU adaptive avg/max pooling loops."""
+    n, c, h, w = x.shape
+    avg, mx = np.empty((n, c, oh, ow)), np.empty((n, c, oh, ow))
+    ind = np.empty((n, c, oh, ow), dtype=np.int64)
+    for a in range(n):
+        for b in range(c):
+            for r in range(oh):
+                ih0, ih1 = (r * h) // oh, -(-((r + 1) * h) // oh)
+                for q in range(ow):
+                    iw0, iw1 = (q * w) // ow, -(-((q + 1) * w) // ow)
+                    acc, maxval, maxindex = 0.0, -np.inf, ih0 * w + iw0
+                    for ih in range(ih0, ih1):
+                        for iw in range(iw0, iw1):
+                            val = x[a, b, ih, iw]
+                            acc += float(val)
+                            if val > maxval or np.isnan(val):
+                                maxval, maxindex = val, ih * w + iw
+                    avg[a, b, r, q] = acc / (ih1 - ih0) / (iw1 - iw0)
+                    mx[a, b, r, q], ind[a, b, r, q] = maxval, maxindex
+    return avg, mx, ind
+
+
+FULL_POOL_GEOMS = [
+    pytest.param(2, 2, 0, 1, True, id="k2s2-ceil"),
+    pytest.param(3, 2, 1, 2, True, id="k3s2p1d2-ceil"),
+    pytest.param((2, 3), (1, 2), (1, 1), (2, 1), False, id="k2x3-d2x1"),
+    pytest.param(4, 3, 2, 1, True, id="k4s3p2-ceil-last-window-dropped"),
+    pytest.param((3, 2), (3, 3), (1, 0), 1, True, id="stride>kernel-ceil"),
+    pytest.param(1, 2, 0, 3, True, id="k1-ceil"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p,d,cm", FULL_POOL_GEOMS)
+def test_max_pool2d_all_options_match_torch_loop(k, s, p, d, cm, dtype):
+    rng = np.random.default_rng(30)
+    for x in (rand(rng, 2, 3, 7, 8), np.round(rand(rng, 2, 3, 7, 8))):  # distinct, ties
+        x = x.astype(dtype)
+        x[0, 0, 1, :3] = np.nan
+        y, idx = R.max_pool2d(x, k, s, p, d, cm, return_indices=True)
+        ry, ridx = torch_pool_loops(x, k, s, p, d, cm)
+        np.testing.assert_array_equal(y, ry.astype(dtype))
+        np.testing.assert_array_equal(idx, ridx)
+
+
+@pytest.mark.parametrize("cip,dov", [(True, None), (False, None), (True, 3), (False, -2)])
+@pytest.mark.parametrize("k,s,p,d,cm", FULL_POOL_GEOMS)
+def test_avg_pool2d_all_options_match_torch_loop(k, s, p, d, cm, cip, dov):
+    rng = np.random.default_rng(31)
+    x = rand(rng, 2, 3, 7, 8)
+    y = R.avg_pool2d(x, k, s, p, cm, cip, dov)
+    ry, _ = torch_pool_loops(x, k, s, p, 1, cm, "avg", cip, dov)
+    np.testing.assert_allclose(y, ry, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("cip,dov", [(True, None), (False, None), (False, 5)])
+@pytest.mark.parametrize("k,s,p,d,cm", FULL_POOL_GEOMS)
+def test_avg_pool2d_options_backward_matches_finite_differences(k, s, p, d, cm, cip, dov):
+    rng = np.random.default_rng(32)
+    x = rand(rng, 1, 2, 5, 7)
+    y = R.avg_pool2d(x, k, s, p, cm, cip, dov)
+    g = rand(rng, *y.shape)
+    gx = R.avg_pool2d_backward(g, x.shape, k, s, p, cm, cip, dov)
+    fx = fd_grad(lambda v: R.avg_pool2d(v, k, s, p, cm, cip, dov), x, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("k,s,p,d,cm", FULL_POOL_GEOMS)
+def test_max_pool2d_options_backward_matches_finite_differences(k, s, p, d, cm):
+    rng = np.random.default_rng(33)
+    x = (rng.permutation(2 * 5 * 7) / 140.0).reshape(1, 2, 5, 7)  # tie-free
+    y, idx = R.max_pool2d(x, k, s, p, d, cm, return_indices=True)
+    g = rand(rng, *y.shape)
+    gx = R.max_pool2d_backward(g, idx, x.shape)
+    fx = fd_grad(lambda v: R.max_pool2d(v, k, s, p, d, cm), x, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-8)
+
+
+ADAPTIVE_SIZES = [(1, 1), (2, 3), (3, 3), (5, 7), (7, 11), (4, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("o", ADAPTIVE_SIZES)
+def test_adaptive_pools_match_torch_loops(o, dtype):
+    rng = np.random.default_rng(34)
+    for x in (rand(rng, 2, 3, 5, 7), np.round(rand(rng, 2, 3, 5, 7))):
+        x = x.astype(dtype)
+        x[1, 2, 0, :2] = np.nan
+        x[0, 1] = -np.inf
+        avg, mx, ind = torch_adaptive_loops(x, *o)
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_allclose(R.adaptive_avg_pool2d(x, o), avg.astype(dtype),
+                                       rtol=1e-6, atol=1e-6)
+        y, idx = R.adaptive_max_pool2d(x, o, return_indices=True)
+        np.testing.assert_array_equal(y, mx.astype(dtype))
+        np.testing.assert_array_equal(idx, ind)
+
+
+def test_adaptive_output_size_none_keeps_the_input_size():
+    x = np.arange(2 * 5 * 7.0).reshape(1, 2, 5, 7)
+    assert R.adaptive_avg_pool2d(x, (None, 3)).shape == (1, 2, 5, 3)
+    assert R.adaptive_max_pool2d(x, (2, None)).shape == (1, 2, 2, 7)
+    np.testing.assert_array_equal(R.adaptive_avg_pool2d(x, (None, None)), x)
+
+
+@pytest.mark.parametrize("o", ADAPTIVE_SIZES)
+def test_adaptive_backward_matches_finite_differences(o):
+    rng = np.random.default_rng(35)
+    x = (rng.permutation(2 * 5 * 7) / 140.0).reshape(1, 2, 5, 7)  # tie-free
+    g = rand(rng, 1, 2, *o)
+    gx = R.adaptive_avg_pool2d_backward(g, x.shape)
+    np.testing.assert_allclose(gx, fd_grad(lambda v: R.adaptive_avg_pool2d(v, o), x, g),
+                               rtol=1e-6, atol=1e-8)
+    _, idx = R.adaptive_max_pool2d(x, o, return_indices=True)
+    gx = R.adaptive_max_pool2d_backward(g, idx, x.shape)
+    np.testing.assert_allclose(gx, fd_grad(lambda v: R.adaptive_max_pool2d(v, o), x, g),
+                               rtol=1e-6, atol=1e-8)
+
+
+def test_max_unpool2d_by_loops_and_finite_differences():
+    rng = np.random.default_rng(36)
+    x = rand(rng, 2, 2, 3, 4)
+    idx = rng.integers(0, 7 * 9, size=x.shape)
+    idx[0, 0, 0, :3] = 5  # repeated: the last one in row-major order wins
+    u = R.max_unpool2d(x, idx, 3, 2, 0, output_size=(7, 9))
+    want = np.zeros((2, 2, 63))
+    for a, b, i, j in np.ndindex(x.shape):
+        want[a, b, idx[a, b, i, j]] = x[a, b, i, j]
+    np.testing.assert_array_equal(u, want.reshape(2, 2, 7, 9))
+    assert R.max_unpool2d(x, idx % 35, 3, 2, 1).shape == (2, 2, 5, 7)  # default size
+    # unpooling is linear: its backward is its transpose (without repeats)
+    idx = np.stack([rng.permutation(63)[:12].reshape(3, 4) for _ in range(4)]).reshape(x.shape)
+    g = rand(rng, 2, 2, 7, 9)
+    gx = R.max_unpool2d_backward(g, idx)
+    fx = fd_grad(lambda v: R.max_unpool2d(v, idx, 3, 2, output_size=(7, 9)), x, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-8)
+
+
+def test_pool1d_backward_matches_finite_differences():
+    rng = np.random.default_rng(37)
+    x = (rng.permutation(2 * 11) / 40.0).reshape(1, 2, 11)
+    for k, s, p, d, cm in [(3, 2, 1, 1, True), (2, None, 0, 2, False), (4, 3, 2, 1, True)]:
+        y, idx = R.max_pool1d(x, k, s, p, d, cm, return_indices=True)
+        g = rand(rng, *y.shape)
+        np.testing.assert_allclose(R.max_pool1d_backward(g, idx, x.shape),
+                                   fd_grad(lambda v: R.max_pool1d(v, k, s, p, d, cm), x, g),
+                                   rtol=1e-6, atol=1e-8)
+        for cip in (True, False):
+            y = R.avg_pool1d(x, k, s, p, cm, cip)
+            g = rand(rng, *y.shape)
+            np.testing.assert_allclose(
+                R.avg_pool1d_backward(g, x.shape, k, s, p, cm, cip),
+                fd_grad(lambda v: R.avg_pool1d(v, k, s, p, cm, cip), x, g),
+                rtol=1e-6, atol=1e-8)
