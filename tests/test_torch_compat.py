@@ -179,6 +179,113 @@ def test_pool_default_stride_matches_torch(rng):
                                rtol=1e-12)
 
 
+# -- every pooling option, adaptive pooling, unpooling, 1-D pooling
+
+# (kernel, stride, padding, dilation, ceil_mode); some ceil_mode geometries
+# would start their last window in the padding (dropped, as PyTorch does).
+FULL_POOL_GEOMS = [
+    ((2, 2), (2, 2), (0, 0), (1, 1), True),
+    ((3, 3), (2, 2), (1, 1), (2, 2), True),
+    ((2, 3), (3, 2), (1, 1), (1, 2), False),
+    ((4, 4), (3, 3), (2, 2), (1, 1), True),    # the last window is dropped
+    ((3, 2), (2, 3), (1, 1), (3, 1), True),
+    ((1, 1), (2, 2), (0, 0), (1, 1), True),
+]
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p,d,cm", FULL_POOL_GEOMS)
+def test_max_pool2d_dilation_ceil_mode_exact(k, s, p, d, cm, dtype, mode, rng, close):
+    x = _pool_input(rng, mode, dtype, shape=(2, 3, 9, 10))
+    tx = t(x, True)
+    ty, tidx = TF.max_pool2d(tx, k, s, p, d, cm, return_indices=True)
+    y, idx = F.max_pool2d(x, k, s, p, d, cm, return_indices=True)
+    np.testing.assert_array_equal(y, n(ty))
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    close(F.max_pool2d_backward(go, idx, x.shape), n(tx.grad), dtype)
+
+
+@pytest.mark.parametrize("cip,dov", [(True, None), (False, None), (True, 3), (False, -2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p,d,cm", FULL_POOL_GEOMS)
+def test_avg_pool2d_all_options(k, s, p, d, cm, cip, dov, dtype, rng, close):
+    x = rng.standard_normal((2, 3, 9, 10)).astype(dtype)
+    tx = t(x, True)
+    ty = TF.avg_pool2d(tx, k, s, p, cm, cip, dov)
+    y = F.avg_pool2d(x, k, s, p, cm, cip, dov)
+    close(y, n(ty), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    close(F.avg_pool2d_backward(go, x.shape, k, s, p, cm, cip, dov), n(tx.grad), dtype)
+
+
+ADAPTIVE = [1, (1, 1), (2, 3), 3, (5, 7), (9, 4), (None, 4), (13, None)]
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("o", ADAPTIVE, ids=str)
+def test_adaptive_pools(o, dtype, mode, rng, close):
+    x = _pool_input(rng, mode, dtype, shape=(2, 3, 9, 11))
+    tx = t(x, True)
+    ty, tidx = TF.adaptive_max_pool2d(tx, o, return_indices=True)
+    y, idx = F.adaptive_max_pool2d(x, o, return_indices=True)
+    np.testing.assert_array_equal(y, n(ty))
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    close(F.adaptive_max_pool2d_backward(go, idx, x.shape), n(tx.grad), dtype)
+    if mode != "distinct":
+        return
+    tx = t(x, True)
+    ty = TF.adaptive_avg_pool2d(tx, o)
+    close(F.adaptive_avg_pool2d(x, o), n(ty), dtype)
+    ty.backward(t(go))
+    close(F.adaptive_avg_pool2d_backward(go, x.shape), n(tx.grad), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw,out", [((7, 9), None), ((8, 10), (8, 10)),
+                                    ((8, 10), (2, 3, 8, 10))], ids=str)
+def test_max_unpool2d_and_backward(hw, out, dtype, rng, close):
+    x = _pool_input(rng, "small_int", dtype, shape=(2, 3) + hw)
+    py, pidx = TF.max_pool2d(t(x), 3, 2, 1, return_indices=True)  # overlapping: repeats
+    ty = t(n(py), True)
+    tu = TF.max_unpool2d(ty, pidx, 3, 2, 1, output_size=out)
+    u = F.max_unpool2d(n(py), pidx.numpy(), 3, 2, 1, output_size=out)
+    np.testing.assert_array_equal(u, n(tu))
+    go = rng.standard_normal(u.shape).astype(dtype)
+    tu.backward(t(go))
+    np.testing.assert_array_equal(F.max_unpool2d_backward(go, pidx.numpy()), n(ty.grad))
+
+
+@pytest.mark.parametrize("mode", ["distinct", "relu", "nan"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p,d,cm", [(3, 2, 1, 1, True), (2, None, 0, 2, False),
+                                        (4, 3, 2, 1, True), (1, 3, 0, 1, True)])
+def test_pool1d(k, s, p, d, cm, dtype, mode, rng, close):
+    x = _pool_input(rng, mode, dtype, shape=(2, 3, 13))
+    tx = t(x, True)
+    ty, tidx = TF.max_pool1d(tx, k, s, p, d, cm, return_indices=True)
+    y, idx = F.max_pool1d(x, k, s, p, d, cm, return_indices=True)
+    np.testing.assert_array_equal(y, n(ty))
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    close(F.max_pool1d_backward(go, idx, x.shape), n(tx.grad), dtype)
+    xa = rng.standard_normal((3, 13)).astype(dtype)  # unbatched (C, L)
+    for cip in (True, False):
+        ta = t(xa, True)
+        tya = TF.avg_pool1d(ta, k, s, p, cm, cip)
+        close(F.avg_pool1d(xa, k, s, p, cm, cip), n(tya), dtype)
+        ga = rng.standard_normal(tuple(tya.shape)).astype(dtype)
+        tya.backward(t(ga))
+        close(F.avg_pool1d_backward(ga, xa.shape, k, s, p, cm, cip), n(ta.grad), dtype)
+
+
 # --------------------------------------------------------------------------
 # activations, softmax, loss
 # --------------------------------------------------------------------------
