@@ -280,3 +280,111 @@ def test_threads_calling_different_shapes_never_share_a_plan():
     for t in threads:
         t.join()
     assert not bad
+
+
+# --------------------------------------------------------------------------
+# pooling plans: geometry, options, method
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "H,k,s,p,d,ceil_mode,want",
+    [
+        (5, 2, 2, 0, 1, False, 2),
+        (5, 2, 2, 0, 1, True, 3),    # a last, clipped window
+        (5, 2, 2, 1, 1, True, 3),    # rounding up gives 4; the 4th starts in the padding
+        (7, 4, 3, 2, 1, True, 3),    # likewise
+        (8, 4, 3, 2, 1, True, 4),    # the 4th starts on the last input row: kept
+        (9, 3, 2, 1, 2, False, 4),   # dilation: effective kernel 5
+        (10, 3, 2, 1, 2, False, 4),
+        (10, 3, 2, 1, 2, True, 5),
+    ],
+)
+def test_pool_plan_output_size(H, k, s, p, d, ceil_mode, want):
+    plan = _plan.pool2d_plan("max_pool2d", "max", (1, 2, H, 3), F32, (k, 1), (s, 1), (p, 0),
+                             (d, 1), ceil_mode)
+    assert plan.out_shape == (1, 2, want, 3)
+    assert plan.method == "windows" and plan.dilation == (d, 1)
+    assert plan.kernel_args == (k, 1, s, 1, p, 0, d, 1, plan.threads)
+
+
+def test_avg_pool_plan_carries_its_divisor_options():
+    plan = _plan.pool2d_plan("avg_pool2d", "avg", (2, 3, 7, 7), F32, (3, 3), (2, 2), (1, 1),
+                             (1, 1), True, False, 5)
+    assert (plan.ceil_mode, plan.count_include_pad, plan.divisor_override) == (True, False, 5)
+    assert plan.kernel_args == (3, 3, 2, 2, 1, 1, 0, 5, plan.threads)
+    assert _plan.pool2d_plan("avg_pool2d", "avg", (2, 3, 7, 7), F32, (3, 3), (2, 2), (1, 1)
+                             ).kernel_args[6:8] == (1, 0)
+
+
+def test_adaptive_plans_name_the_global_path():
+    glob = _plan.adaptive_pool2d_plan("adaptive_avg_pool2d", "adaptive_avg", (8, 512, 7, 7),
+                                      F32, (1, 1))
+    assert glob.method == "global" and glob.out_shape == (8, 512, 1, 1)
+    assert "mean" in glob.reason
+    for kind, o in (("adaptive_avg", (2, 1)), ("adaptive_max", (1, 1)), ("adaptive_max", (3, 5))):
+        plan = _plan.adaptive_pool2d_plan("f", kind, (8, 512, 7, 7), F32, o)
+        assert plan.method == "adaptive" and plan.out_shape == (8, 512) + o
+
+
+def test_functional_pools_reuse_their_plans():
+    x = np.ones((2, 3, 9, 9), np.float32)
+    a = F._pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, True)
+    assert F._pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, True) is a
+    assert F._pool_plan("max_pool2d", "max", x, F32, (3, 3), (2, 2), (1, 1), (2, 2), True) \
+        .out_shape == a.out_shape
+    assert F._pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, False) is not a
+    g = F._adaptive_plan("adaptive_avg_pool2d", "adaptive_avg", x.shape, F32, 1)
+    assert g is F._adaptive_plan("adaptive_avg_pool2d", "adaptive_avg", x.shape, F32, 1)
+    assert g.method == "global"
+    assert F._adaptive_plan("f", "adaptive_avg", x.shape, F32, (None, 1)).out_shape == (2, 3, 9, 1)
+
+
+@pytest.mark.parametrize(
+    "option,bad,exc",
+    [("ceil_mode", 1, TypeError), ("dilation", True, TypeError), ("dilation", 0, ValueError)],
+)
+def test_a_cached_pool_plan_never_admits_an_invalid_option(option, bad, exc):
+    x = np.ones((1, 1, 6, 6))
+    F.max_pool2d(x, 2, ceil_mode=True, dilation=1)
+    with pytest.raises(exc, match=f"max_pool2d: {option}"):
+        F.max_pool2d(x, 2, **{option: bad})
+    F.avg_pool2d(x, 2, count_include_pad=True)
+    with pytest.raises(TypeError, match="avg_pool2d: count_include_pad"):
+        F.avg_pool2d(x, 2, count_include_pad=1)
+    F.adaptive_avg_pool2d(x, 1)
+    with pytest.raises(TypeError, match="adaptive_avg_pool2d: output_size"):
+        F.adaptive_avg_pool2d(x, True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_layers_match_fresh_functional_calls_bitwise(dtype, rng):
+    mp = nn.MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True)
+    ap = nn.AvgPool2D(3, 2, 1, ceil_mode=True, count_include_pad=False)
+    gap = nn.AdaptiveAvgPool2D(1)
+    amp = nn.AdaptiveMaxPool2D((3, None))
+    for n in (2, 2, 3):  # a repeat (kept plan), then a new batch size
+        x = np.round(rng.standard_normal((n, 4, 11, 10)) * 2).astype(dtype)
+        y = mp.forward(x)
+        want, idx = _fresh(F.max_pool2d, x, 3, 2, 1, 2, True, True)
+        np.testing.assert_array_equal(y, want)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_array_equal(mp.backward(g), _fresh(F.max_pool2d_backward, g, idx,
+                                                             x.shape))
+        y = ap.forward(x)
+        np.testing.assert_array_equal(y, _fresh(F.avg_pool2d, x, 3, 2, 1, True, False))
+        g = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_array_equal(
+            ap.backward(g), _fresh(F.avg_pool2d_backward, g, x.shape, 3, 2, 1, True, False))
+        y = gap.forward(x)
+        np.testing.assert_array_equal(y, _fresh(F.adaptive_avg_pool2d, x, 1))
+        g = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_array_equal(gap.backward(g),
+                                      _fresh(F.adaptive_avg_pool2d_backward, g, x.shape))
+        y = amp.forward(x)
+        want, idx = _fresh(F.adaptive_max_pool2d, x, (3, None), True)
+        np.testing.assert_array_equal(y, want)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_array_equal(amp.backward(g),
+                                      _fresh(F.adaptive_max_pool2d_backward, g, idx, x.shape))
+    assert gap._plan is not None and gap._plan.method == "global"

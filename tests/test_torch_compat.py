@@ -190,6 +190,7 @@ FULL_POOL_GEOMS = [
     ((4, 4), (3, 3), (2, 2), (1, 1), True),    # the last window is dropped
     ((3, 2), (2, 3), (1, 1), (3, 1), True),
     ((1, 1), (2, 2), (0, 0), (1, 1), True),
+    ((12, 12), (12, 12), (1, 1), (1, 1), True),  # kernel > padded input: one clipped window
 ]
 
 

@@ -644,3 +644,150 @@ def test_failed_validation_leaves_inputs_untouched():
     with pytest.raises(ValueError):
         F.max_pool2d(x, 3, padding=2)
     np.testing.assert_array_equal(x, before)
+
+
+# --------------------------------------------------------------------------
+# pooling options, adaptive pooling, unpooling, 1-D pooling
+# --------------------------------------------------------------------------
+
+X1 = np.zeros((2, 3, 9))  # (N, C, L)
+
+
+@pytest.mark.parametrize(
+    "call,exc,fname,fragments",
+    [
+        (lambda: F.max_pool2d(X, 2, dilation=0), ValueError, "max_pool2d", ["dilation", ">= 1"]),
+        (lambda: F.max_pool2d(X, 2, dilation=1.5), TypeError, "max_pool2d", ["dilation"]),
+        (lambda: F.max_pool2d(X, 3, dilation=3), ValueError, "max_pool2d",
+         ["height", "input size 6", "kernel_size 3", "dilation 3", "effective kernel 7"]),
+        (lambda: F.max_pool2d(X, 2, ceil_mode=1), TypeError, "max_pool2d", ["ceil_mode", "bool"]),
+        (lambda: F.max_pool2d(X, 2, ceil_mode="yes"), TypeError, "max_pool2d", ["ceil_mode"]),
+        (lambda: F.avg_pool2d(X, 2, ceil_mode=None), TypeError, "avg_pool2d", ["ceil_mode"]),
+        (lambda: F.avg_pool2d(X, 2, count_include_pad=0), TypeError, "avg_pool2d",
+         ["count_include_pad", "bool"]),
+        (lambda: F.avg_pool2d(X, 2, divisor_override=0), ValueError, "avg_pool2d",
+         ["divisor_override", "nonzero", "0"]),
+        (lambda: F.avg_pool2d(X, 2, divisor_override=2.0), TypeError, "avg_pool2d",
+         ["divisor_override", "int", "2.0"]),
+        (lambda: F.avg_pool2d(X, 2, divisor_override=True), TypeError, "avg_pool2d",
+         ["divisor_override"]),
+        (lambda: F.avg_pool2d_backward(PG, X.shape, 2, divisor_override=0), ValueError,
+         "avg_pool2d_backward", ["divisor_override", "nonzero"]),
+        (lambda: F.avg_pool2d_backward(PG, X.shape, 2, ceil_mode=True, count_include_pad="no"),
+         TypeError, "avg_pool2d_backward", ["count_include_pad"]),
+        (lambda: F.avg_pool2d_backward(np.zeros((2, 3, 2, 2)), (2, 3, 5, 3), 2, ceil_mode=True),
+         ValueError, "avg_pool2d_backward", ["grad_out", "(2, 3, 3, 2)", "(2, 3, 2, 2)",
+                                             "ceil_mode True"]),
+    ],
+)
+def test_pool_option_messages(call, exc, fname, fragments):
+    with raises(exc, fname, *fragments):
+        call()
+
+
+def test_ceil_mode_still_needs_one_window():
+    # Rounding up gives one (clipped) window to a kernel larger than the
+    # padded input when the stride is large enough, as in PyTorch ...
+    assert F.max_pool2d(X, 9, padding=1, ceil_mode=True).shape == (2, 3, 1, 1)
+    # ... but not otherwise.
+    with raises(ValueError, "max_pool2d", "kernel is larger", "input size 6", "kernel_size 9",
+                "stride 1"):
+        F.max_pool2d(X, 9, stride=1, padding=1, ceil_mode=True)
+
+
+@pytest.mark.parametrize(
+    "call,exc,fname,fragments",
+    [
+        (lambda: F.adaptive_avg_pool2d(X, -1), ValueError, "adaptive_avg_pool2d",
+         ["output_size", ">= 0", "-1"]),
+        (lambda: F.adaptive_avg_pool2d(X, (2, 3, 4)), ValueError, "adaptive_avg_pool2d",
+         ["output_size", "pair", "length 3"]),
+        (lambda: F.adaptive_avg_pool2d(X, None), TypeError, "adaptive_avg_pool2d",
+         ["output_size", "None"]),
+        (lambda: F.adaptive_avg_pool2d(X, 2.0), TypeError, "adaptive_avg_pool2d",
+         ["output_size", "int"]),
+        (lambda: F.adaptive_max_pool2d(X, (None, "2")), TypeError, "adaptive_max_pool2d",
+         ["output_size[1]"]),
+        (lambda: F.adaptive_max_pool2d(X, 2, return_indices=1), TypeError,
+         "adaptive_max_pool2d", ["return_indices"]),
+        (lambda: F.adaptive_avg_pool2d(np.zeros((2, 0, 4, 4)), 1), ValueError,
+         "adaptive_avg_pool2d", ["x", "non-empty", "(2, 0, 4, 4)"]),
+        (lambda: F.adaptive_max_pool2d(np.zeros((3, 4, 0)), 1), ValueError,
+         "adaptive_max_pool2d", ["x", "non-empty", "(3, 4, 0)"]),
+        (lambda: F.adaptive_avg_pool2d(X[0, 0], 1), ValueError, "adaptive_avg_pool2d",
+         ["x", "2-D"]),
+        (lambda: F.adaptive_avg_pool2d_backward(PG, (2, 4, 6, 5)), ValueError,
+         "adaptive_avg_pool2d_backward", ["grad_out.shape", "input_shape", "channel"]),
+        (lambda: F.adaptive_avg_pool2d_backward(PG, (2, 3, 0, 5)), ValueError,
+         "adaptive_avg_pool2d_backward", ["non-empty"]),
+        (lambda: F.adaptive_max_pool2d_backward(PG, IDX + 30, X.shape), ValueError,
+         "adaptive_max_pool2d_backward", ["indices", "[0, 30)"]),
+        (lambda: F.adaptive_max_pool2d_backward(PG, IDX[..., :1], X.shape), ValueError,
+         "adaptive_max_pool2d_backward", ["indices.shape"]),
+    ],
+)
+def test_adaptive_pool_messages(call, exc, fname, fragments):
+    with raises(exc, fname, *fragments):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call,exc,fname,fragments",
+    [
+        (lambda: F.max_unpool2d(PG, IDX[..., :1], 2), ValueError, "max_unpool2d",
+         ["indices.shape", "x.shape"]),
+        (lambda: F.max_unpool2d(PG, IDX.astype(float), 2), TypeError, "max_unpool2d",
+         ["indices", "integer"]),
+        (lambda: F.max_unpool2d(PG, IDX + 30, 2), ValueError, "max_unpool2d",
+         ["indices", "[0, 24)", "(6, 4)"]),
+        (lambda: F.max_unpool2d(PG, IDX, 2, output_size=(9, 4)), ValueError, "max_unpool2d",
+         ["output_size", "height", "between 4 and 8", "9"]),
+        (lambda: F.max_unpool2d(PG, IDX, 2, output_size=(6, 2)), ValueError, "max_unpool2d",
+         ["output_size", "width", "between 2 and 6", "2"]),
+        (lambda: F.max_unpool2d(PG, IDX, 2, output_size=(2, 6, 4)), ValueError, "max_unpool2d",
+         ["output_size", "2 entries", "4"]),
+        (lambda: F.max_unpool2d(PG, IDX, 2, output_size=(1, 3, 6, 4)), ValueError,
+         "max_unpool2d", ["output_size", "batch and channel", "(2, 3)"]),
+        (lambda: F.max_unpool2d(PG, IDX, 2, output_size=6), TypeError, "max_unpool2d",
+         ["output_size", "tuple"]),
+        (lambda: F.max_unpool2d(PG, IDX, 2, output_size=(6.0, 4)), TypeError, "max_unpool2d",
+         ["output_size[0]"]),
+        (lambda: F.max_unpool2d(PG, IDX, 0), ValueError, "max_unpool2d",
+         ["kernel_size", ">= 1"]),
+        (lambda: F.max_unpool2d_backward(X, IDX + 30), ValueError, "max_unpool2d_backward",
+         ["indices", "[0, 30)"]),
+        (lambda: F.max_unpool2d_backward(X, IDX[0]), ValueError, "max_unpool2d_backward",
+         ["indices.shape", "grad_out.shape"]),
+    ],
+)
+def test_max_unpool2d_messages(call, exc, fname, fragments):
+    with raises(exc, fname, *fragments):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call,exc,fname,fragments",
+    [
+        (lambda: F.max_pool1d(X, 2), ValueError, "max_pool1d", ["x", "4-D", "(N, C, L)"]),
+        (lambda: F.avg_pool1d(X1[0, 0], 2), ValueError, "avg_pool1d", ["x", "1-D"]),
+        (lambda: F.max_pool1d(X1, (2, 2)), ValueError, "max_pool1d",
+         ["kernel_size", "1-tuple", "length 2"]),
+        (lambda: F.max_pool1d(X1, 2, dilation=0), ValueError, "max_pool1d", ["dilation", ">= 1"]),
+        (lambda: F.avg_pool1d(X1, 3, padding=2), ValueError, "avg_pool1d",
+         ["padding", "half", "length"]),
+        (lambda: F.max_pool1d(X1, 10), ValueError, "max_pool1d",
+         ["kernel is larger", "length", "input size 9", "kernel_size 10"]),
+        (lambda: F.avg_pool1d(X1, 2, ceil_mode=1), TypeError, "avg_pool1d", ["ceil_mode"]),
+        (lambda: F.max_pool1d(X1, 2, return_indices="no"), TypeError, "max_pool1d",
+         ["return_indices"]),
+        (lambda: F.max_pool1d_backward(np.zeros((2, 3, 4)), np.full((2, 3, 4), 9), X1.shape),
+         ValueError, "max_pool1d_backward", ["indices", "[0, L)", "[0, 9)"]),
+        (lambda: F.max_pool1d_backward(np.zeros((2, 3, 4)), np.zeros((2, 3, 4), int), (2, 9)),
+         ValueError, "max_pool1d_backward", ["input_shape", "3 entries"]),
+        (lambda: F.avg_pool1d_backward(np.zeros((2, 3, 5)), X1.shape, 2), ValueError,
+         "avg_pool1d_backward", ["grad_out", "(2, 3, 4)", "(2, 3, 5)"]),
+    ],
+)
+def test_pool1d_messages(call, exc, fname, fragments):
+    with raises(exc, fname, *fragments):
+        call()
