@@ -22,6 +22,16 @@ def _layers():
         ("conv_nobias", lambda: nn.Conv2D(2, 3, 3, bias=False, dilation=2, seed=0), (2, 2, 7, 7)),
         ("maxpool", lambda: nn.MaxPool2D(3, stride=2, padding=1), (2, 2, 5, 5)),
         ("avgpool", lambda: nn.AvgPool2D(2, stride=1), (2, 2, 4, 5)),
+        ("maxpool_dilated_ceil", lambda: nn.MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True),
+         (2, 2, 7, 6)),
+        ("avgpool_options", lambda: nn.AvgPool2D(3, 2, 1, ceil_mode=True,
+                                                 count_include_pad=False), (2, 2, 6, 7)),
+        ("avgpool_divisor", lambda: nn.AvgPool2D(2, divisor_override=3), (2, 2, 4, 5)),
+        ("maxpool1d", lambda: nn.MaxPool1D(3, 2, 1, ceil_mode=True), (2, 3, 9)),
+        ("avgpool1d", lambda: nn.AvgPool1D(2, padding=1, count_include_pad=False), (2, 3, 8)),
+        ("global_avgpool", lambda: nn.AdaptiveAvgPool2D(1), (2, 3, 5, 4)),
+        ("adaptive_avgpool", lambda: nn.AdaptiveAvgPool2D((3, None)), (2, 3, 5, 4)),
+        ("adaptive_maxpool", lambda: nn.AdaptiveMaxPool2D((2, 3)), (2, 3, 5, 4)),
         ("dense", lambda: nn.Dense(6, 4, seed=0), (3, 6)),
         ("flatten", lambda: nn.Flatten(), (2, 3, 2, 2)),
         ("relu", lambda: nn.ReLU(), (3, 5)),
@@ -116,6 +126,114 @@ def test_pools_match_reference(rng, close):
     close(y, R.avg_pool2d(x, (2, 3), stride=(2, 2), padding=(1, 1)))
     g = rng.standard_normal(y.shape)
     close(ap.backward(g), R.avg_pool2d_backward(g, x.shape, (2, 3), stride=(2, 2), padding=(1, 1)))
+
+
+def test_new_pool_layers_match_reference(rng, close):
+    x = np.round(rng.standard_normal((2, 3, 7, 8)) * 2)
+    cases = [
+        (nn.MaxPool2D((3, 2), 2, 1, dilation=(1, 2), ceil_mode=True),
+         lambda v: R.max_pool2d(v, (3, 2), 2, 1, (1, 2), True, True)),
+        (nn.AdaptiveMaxPool2D((3, 5)), lambda v: R.adaptive_max_pool2d(v, (3, 5), True)),
+    ]
+    for layer, ref in cases:
+        y = layer.forward(x)
+        ry, idx = ref(x)
+        close(y, ry)
+        np.testing.assert_array_equal(layer.indices, idx)
+        g = rng.standard_normal(y.shape)
+        close(layer.backward(g), R.max_pool2d_backward(g, idx, x.shape))
+    ap = nn.AvgPool2D(3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=None)
+    y = ap.forward(x)
+    close(y, R.avg_pool2d(x, 3, 2, 1, True, False))
+    g = rng.standard_normal(y.shape)
+    close(ap.backward(g), R.avg_pool2d_backward(g, x.shape, 3, 2, 1, True, False))
+    for o in (1, (2, None)):
+        aa = nn.AdaptiveAvgPool2D(o)
+        y = aa.forward(x)
+        close(y, R.adaptive_avg_pool2d(x, o))
+        g = rng.standard_normal(y.shape)
+        close(aa.backward(g), R.adaptive_avg_pool2d_backward(g, x.shape))
+    x1 = x[:, :, 0]
+    mp1 = nn.MaxPool1D(3, 2, 1, dilation=2, ceil_mode=True)
+    y = mp1.forward(x1)
+    ry, idx = R.max_pool1d(x1, 3, 2, 1, 2, True, return_indices=True)
+    close(y, ry)
+    g = rng.standard_normal(y.shape)
+    close(mp1.backward(g), R.max_pool1d_backward(g, idx, x1.shape))
+    ap1 = nn.AvgPool1D(4, 3, 2, ceil_mode=True, count_include_pad=False)
+    y = ap1.forward(x1[0])  # unbatched (C, L)
+    close(y, R.avg_pool1d(x1[0], 4, 3, 2, True, False))
+    g = rng.standard_normal(y.shape)
+    close(ap1.backward(g), R.avg_pool1d_backward(g, x1[0].shape, 4, 3, 2, True, False))
+
+
+def test_max_unpool2d_layer_inverts_a_max_pool(rng, close):
+    x = np.abs(rng.standard_normal((2, 3, 6, 7))) + 0.1  # positive: the zeros never win
+    pool, unpool = nn.MaxPool2D(2), nn.MaxUnpool2D(2)
+    y = pool.forward(x)
+    u = unpool(y, pool.indices, output_size=x.shape[2:])
+    assert u.shape == x.shape
+    np.testing.assert_array_equal(u, R.max_unpool2d(y, pool.indices, 2, output_size=(6, 7)))
+    np.testing.assert_array_equal(pool.forward(u), y)  # the maxima are back in place
+    g = rng.standard_normal(u.shape)
+    np.testing.assert_array_equal(unpool.backward(g), R.max_unpool2d_backward(g, pool.indices))
+    with pytest.raises(RuntimeError, match="MaxUnpool2D.backward: called before forward"):
+        nn.MaxUnpool2D(2).backward(g)
+
+
+def test_pool_layer_reprs_show_every_option():
+    assert repr(nn.MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True)) == (
+        "MaxPool2D(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2), "
+        "ceil_mode=True)")
+    assert repr(nn.AvgPool2D(2, count_include_pad=False, divisor_override=3)) == (
+        "AvgPool2D(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0), count_include_pad=False, "
+        "divisor_override=3, ceil_mode=False)")
+    assert repr(nn.MaxPool1D(3)) == (
+        "MaxPool1D(kernel_size=3, stride=3, padding=0, dilation=1, ceil_mode=False)")
+    assert repr(nn.AvgPool1D((4,), 2)) == (
+        "AvgPool1D(kernel_size=4, stride=2, padding=0, count_include_pad=True, ceil_mode=False)")
+    assert repr(nn.AdaptiveAvgPool2D((None, 7))) == "AdaptiveAvgPool2D(output_size=(None, 7))"
+    assert repr(nn.AdaptiveMaxPool2D(np.array([2, 3]))) == "AdaptiveMaxPool2D(output_size=(2, 3))"
+    assert repr(nn.MaxUnpool2D(2, 1)) == (
+        "MaxUnpool2D(kernel_size=(2, 2), stride=(1, 1), padding=(0, 0))")
+
+
+@pytest.mark.parametrize(
+    "make,exc,fragments",
+    [
+        (lambda: nn.MaxPool2D(2, dilation=0), ValueError, ["MaxPool2D", "dilation", ">= 1"]),
+        (lambda: nn.MaxPool2D(2, padding=2), ValueError, ["MaxPool2D", "padding", "half"]),
+        (lambda: nn.MaxPool2D(2, ceil_mode=1), TypeError, ["MaxPool2D", "ceil_mode"]),
+        (lambda: nn.AvgPool2D(2, count_include_pad=None), TypeError,
+         ["AvgPool2D", "count_include_pad"]),
+        (lambda: nn.AvgPool2D(2, divisor_override=0), ValueError,
+         ["AvgPool2D", "divisor_override", "nonzero"]),
+        (lambda: nn.MaxPool1D((2, 2)), ValueError, ["MaxPool1D", "kernel_size", "1-tuple"]),
+        (lambda: nn.AvgPool1D(2, padding=2), ValueError, ["AvgPool1D", "padding", "half"]),
+        (lambda: nn.AdaptiveAvgPool2D(-1), ValueError, ["AdaptiveAvgPool2D", "output_size"]),
+        (lambda: nn.AdaptiveMaxPool2D((2, 2.5)), TypeError,
+         ["AdaptiveMaxPool2D", "output_size[1]"]),
+        (lambda: nn.AdaptiveMaxPool2D(None), TypeError, ["AdaptiveMaxPool2D", "output_size"]),
+        (lambda: nn.MaxUnpool2D(0), ValueError, ["MaxUnpool2D", "kernel_size"]),
+    ],
+)
+def test_pool_layer_constructors_check_their_options(make, exc, fragments):
+    with pytest.raises(exc) as info:
+        make()
+    msg = str(info.value)
+    assert msg.startswith(fragments[0] + ":") and all(f in msg for f in fragments), msg
+
+
+def test_global_average_pool_head_keeps_its_plan(rng):
+    head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Dense(8, 3, seed=0))
+    x = rng.standard_normal((4, 8, 7, 7)).astype(np.float32)
+    y = head.forward(x)
+    plan = head[0]._plan
+    assert plan is not None and plan.method == "global"
+    np.testing.assert_array_equal(head.forward(x), y)
+    assert head[0]._plan is plan  # the steady path kept it
+    gx = head.backward(np.ones_like(y))
+    assert gx.shape == x.shape and gx.dtype == np.float32
 
 
 def test_maxpool_ties_after_relu_route_to_first(rng):
