@@ -1081,6 +1081,18 @@ def _pool1d_params(
     return (1, k), (1, s), (0, p), (1, d)
 
 
+def _pool1d_plan(
+    fname: str, kind: str, shape2: Shape, dt: FloatDType, k: Pair, s: Pair, p: Pair, d: Pair,
+    ceil_mode: bool, count_include_pad: bool,
+) -> _plan.PoolPlan:
+    """The cached 2-D plan of a 1-D pool (validated options; ``shape2`` has H = 1)."""
+    return _plan.cached(
+        (fname, shape2, dt, k, s, p, d, ceil_mode, count_include_pad, _config._kernel_threads),
+        _plan.pool2d_plan, fname, kind, shape2, dt, k, s, p, d, ceil_mode, count_include_pad,
+        None, _AXES1D,
+    )
+
+
 def _as_2d(a: FloatArray) -> FloatArray:
     """(N, C, L) -> (N, C, 1, L) and (C, L) -> (C, 1, L), a view."""
     return a[..., None, :]
@@ -1152,10 +1164,7 @@ def max_pool1d(
     x2 = _as_2d(xa)
     k, s, p, d = _pool1d_params(fname, kernel_size, stride, padding, dilation)
     cm = V.boolean(fname, "ceil_mode", ceil_mode)
-    plan = _plan.cached(
-        ("max_pool1d", x2.shape, dt, k, s, p, d, cm, _config._kernel_threads),
-        _plan.pool2d_plan, fname, "max", x2.shape, dt, k, s, p, d, cm, True, None, _AXES1D,
-    )
+    plan = _pool1d_plan(fname, "max", x2.shape, dt, k, s, p, d, cm, True)
     idx: IndexArray | None
     if _numpy_backend():
         y, idx = _ref.max_pool1d(xa, kernel_size, stride, padding, dilation, ceil_mode,
@@ -1239,10 +1248,7 @@ def avg_pool1d(
     k, s, p, _ = _pool1d_params(fname, kernel_size, stride, padding)
     opts = (V.boolean(fname, "ceil_mode", ceil_mode),
             V.boolean(fname, "count_include_pad", count_include_pad))
-    plan = _plan.cached(
-        ("avg_pool1d", x2.shape, dt, k, s, p, opts, _config._kernel_threads),
-        _plan.pool2d_plan, fname, "avg", x2.shape, dt, k, s, p, (1, 1), *opts, None, _AXES1D,
-    )
+    plan = _pool1d_plan(fname, "avg", x2.shape, dt, k, s, p, (1, 1), *opts)
     if _numpy_backend():
         return _as(_ref.avg_pool1d(xa, kernel_size, stride, padding, ceil_mode,
                                    count_include_pad), dt)

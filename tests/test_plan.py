@@ -7,6 +7,7 @@ a new batch size, dtype or memory layout, and the numpy backend receives the
 caller's own arguments.
 """
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -363,6 +364,8 @@ def test_pool_layers_match_fresh_functional_calls_bitwise(dtype, rng):
     ap = nn.AvgPool2D(3, 2, 1, ceil_mode=True, count_include_pad=False)
     gap = nn.AdaptiveAvgPool2D(1)
     amp = nn.AdaptiveMaxPool2D((3, None))
+    mp1 = nn.MaxPool1D(3, 2, 1, dilation=2, ceil_mode=True)
+    ap1 = nn.AvgPool1D(4, 3, 2, ceil_mode=True, count_include_pad=False)
     for n in (2, 2, 3):  # a repeat (kept plan), then a new batch size
         x = np.round(rng.standard_normal((n, 4, 11, 10)) * 2).astype(dtype)
         y = mp.forward(x)
@@ -387,4 +390,20 @@ def test_pool_layers_match_fresh_functional_calls_bitwise(dtype, rng):
         g = rng.standard_normal(y.shape).astype(dtype)
         np.testing.assert_array_equal(amp.backward(g),
                                       _fresh(F.adaptive_max_pool2d_backward, g, idx, x.shape))
+        x1 = x[:, :, 0]
+        for layer, fwd, bwd in (
+            (mp1, lambda v: F.max_pool1d(v, 3, 2, 1, 2, True, True), None),
+            (ap1, lambda v: F.avg_pool1d(v, 4, 3, 2, True, False),
+             lambda g, shape: F.avg_pool1d_backward(g, shape, 4, 3, 2, True, False)),
+        ):
+            y = layer.forward(x1)
+            want = _fresh(fwd, x1)
+            if bwd is None:
+                want, idx = want
+                bwd = functools.partial(lambda i, g, shape: F.max_pool1d_backward(g, i, shape),
+                                        idx)
+            np.testing.assert_array_equal(y, want)
+            g = rng.standard_normal(y.shape).astype(dtype)
+            np.testing.assert_array_equal(layer.backward(g), _fresh(bwd, g, x1.shape))
     assert gap._plan is not None and gap._plan.method == "global"
+    assert mp1._plan is not None and mp1._plan.x_shape == (3, 4, 1, 10)

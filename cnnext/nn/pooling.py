@@ -35,11 +35,13 @@ class _KeepsPlan(Module):
     def _new_plan(self, x: FloatArray) -> PoolPlan:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    _ndims = (3, 4)
+
     def _keep_plan(self, x: npt.ArrayLike) -> None:
         if _config.get_backend() != "cython":
             self._plan = None
             return
-        xa = V.float_arrays(type(self).__name__, [("x", x)], [(3, 4)])[0][0]
+        xa = V.float_arrays(type(self).__name__, [("x", x)], [self._ndims])[0][0]
         self._plan = self._new_plan(xa)
         self._plan_threads = _config.get_num_threads()
 
@@ -251,8 +253,16 @@ class AvgPool2D(_Pool2D):
                                      self.divisor_override)
 
 
-class _Pool1D(Module):
-    """What the 1-D pools share: options and repr (they run the functional calls)."""
+def _drop_h(shape: Shape) -> Shape:
+    """(N, C, 1, L) -> (N, C, L): a 1-D pool's shape from its 2-D plan's."""
+    return shape[:-2] + shape[-1:]
+
+
+class _Pool1D(_KeepsPlan):
+    """What the 1-D pools share: options, repr, and a kept 2-D plan of height 1."""
+
+    _ndims = (2, 3)
+    _kind = ""
 
     def __init__(
         self, kernel_size: IntOrSingle, stride: IntOrSingle | None, padding: IntOrSingle,
@@ -270,6 +280,27 @@ class _Pool1D(Module):
                 f"{self.kernel_size}, padding {self.padding}"
             )
         self.ceil_mode = V.boolean(fname, "ceil_mode", ceil_mode)
+        self.dilation = 1
+        self.count_include_pad = True
+
+    def _new_plan(self, x: FloatArray) -> PoolPlan:
+        return F._pool1d_plan(
+            f"{self._kind}_pool1d", self._kind, x.shape[:-1] + (1, x.shape[-1]), x.dtype,
+            (1, self.kernel_size), (1, self.stride), (0, self.padding), (1, self.dilation),
+            self.ceil_mode, self.count_include_pad,
+        )
+
+    def _steady_plan(self, x: object) -> PoolPlan | None:
+        plan = self._plan
+        if plan is not None and steady(x, _drop_h(plan.x_shape), plan.dtype, self._plan_threads):
+            return plan
+        return None
+
+    def _steady_grad(self, grad_y: object, plan: PoolPlan | None) -> PoolPlan | None:
+        if plan is not None and steady(grad_y, _drop_h(plan.out_shape), plan.dtype,
+                                       self._plan_threads):
+            return plan
+        return None
 
     def _options(self) -> str:
         return ""
@@ -305,6 +336,8 @@ class MaxPool1D(_Pool1D):
     array([[[4., 3.]]])
     """
 
+    _kind = "max"
+
     def __init__(
         self, kernel_size: IntOrSingle, stride: IntOrSingle | None = None,
         padding: IntOrSingle = 0, dilation: IntOrSingle = 1, ceil_mode: bool = False,
@@ -317,15 +350,30 @@ class MaxPool1D(_Pool1D):
 
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """The maximum of each window; caches the argmax positions."""
-        xa = V.as_array("MaxPool1D.forward", "x", x)
-        y, idx = F.max_pool1d(xa, self.kernel_size, self.stride, self.padding, self.dilation,
-                              self.ceil_mode, return_indices=True)
-        self._cache = (idx, xa.shape)
+        plan = self._steady_plan(x)
+        if plan is not None:
+            x = cast("FloatArray", x)  # what _steady_plan checked
+            y2, idx2 = cast("tuple[FloatArray, IndexArray]", plan.forward(x[..., None, :]))
+            y, idx = y2[..., 0, :], idx2[..., 0, :]
+        else:
+            x = V.as_array("MaxPool1D.forward", "x", x)
+            y, idx = F.max_pool1d(x, self.kernel_size, self.stride, self.padding,
+                                  self.dilation, self.ceil_mode, return_indices=True)
+            self._keep_plan(x)
+            plan = self._plan
+        self._cache = (idx, x.shape, plan)
         return y
 
     def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """Each upstream value routed to its window's argmax (accumulating)."""
-        idx, shape = self._saved()
+        idx: IndexArray
+        shape: Shape
+        plan: PoolPlan | None
+        idx, shape, plan = self._saved()
+        plan = self._steady_grad(grad_y, plan)
+        if plan is not None:
+            g = cast("FloatArray", grad_y)
+            return plan.backward(g[..., None, :], idx[..., None, :])[..., 0, :]
         return F.max_pool1d_backward(grad_y, idx, shape)
 
 
@@ -351,6 +399,8 @@ class AvgPool1D(_Pool1D):
     array([[[2., 6.]]])
     """
 
+    _kind = "avg"
+
     def __init__(
         self, kernel_size: IntOrSingle, stride: IntOrSingle | None = None,
         padding: IntOrSingle = 0, ceil_mode: bool = False, count_include_pad: bool = True,
@@ -364,15 +414,28 @@ class AvgPool1D(_Pool1D):
 
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """The mean of each window."""
-        xa = V.as_array("AvgPool1D.forward", "x", x)
-        y = F.avg_pool1d(xa, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                         self.count_include_pad)
-        self._cache = xa.shape
+        plan = self._steady_plan(x)
+        if plan is not None:
+            x = cast("FloatArray", x)  # what _steady_plan checked
+            y = cast("FloatArray", plan.forward(x[..., None, :]))[..., 0, :]
+        else:
+            x = V.as_array("AvgPool1D.forward", "x", x)
+            y = F.avg_pool1d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                             self.count_include_pad)
+            self._keep_plan(x)
+            plan = self._plan
+        self._cache = (x.shape, plan)
         return y
 
     def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """Each upstream value spread over its window (accumulating)."""
-        return F.avg_pool1d_backward(grad_y, self._saved(), self.kernel_size, self.stride,
+        shape: Shape
+        plan: PoolPlan | None
+        shape, plan = self._saved()
+        plan = self._steady_grad(grad_y, plan)
+        if plan is not None:
+            return plan.backward(cast("FloatArray", grad_y)[..., None, :])[..., 0, :]
+        return F.avg_pool1d_backward(grad_y, shape, self.kernel_size, self.stride,
                                      self.padding, self.ceil_mode, self.count_include_pad)
 
 
