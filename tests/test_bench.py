@@ -390,7 +390,8 @@ def test_suite_geometry():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("case", ["seed-mnist", "maxpool-3x3s2p1", "avgpool-2x2"])
+@pytest.mark.parametrize("case", ["seed-mnist", "maxpool-3x3s2p1", "avgpool-2x2",
+                                  "resnet-head-gap"])
 def test_peers_compute_the_same_thing(case, dtype):
     """The timed callables of the peers agree (same inputs, same op)."""
     c = bench.select_cases(case)[0]
@@ -402,6 +403,14 @@ def test_peers_compute_the_same_thing(case, dtype):
     y_ref = y_ref[0] if isinstance(y_ref, tuple) else y_ref
     assert y_cn.dtype == np.dtype(dtype) and y_cn.shape == y_ref.shape
     np.testing.assert_allclose(y_cn, y_ref, rtol=1e-4 if dtype == "float32" else 1e-10, atol=1e-5)
+
+
+def test_torch_global_average_pool_peer_matches_cnnext():
+    torch = pytest.importorskip("torch")
+    c = bench.select_cases("resnet-head-gap")[0]
+    c = bench.Case(c.name, c.kind, 2, 8, c.H, c.C_out, c.kernel, c.stride, c.padding)
+    fns = bench.make_peers(c, "fwd", "float64", seed=5, torch=torch)
+    np.testing.assert_allclose(fns["pytorch"]().numpy(), fns["cnnext"](), rtol=1e-12)
 
 
 def test_torch_peer_matches_cnnext():

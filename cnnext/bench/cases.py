@@ -37,8 +37,9 @@ class Case:
     ----------
     name : str
         Short name shown in the table (``--cases`` matches against it).
-    kind : {"conv", "maxpool", "avgpool", "train"}
-        Also the case's group.
+    kind : {"conv", "maxpool", "avgpool", "gap", "train"}
+        Also the case's group (``"gap"``: global average pooling, an
+        adaptive average pool to 1x1 with ``kernel == H``).
     N, C, H : int
         Input batch ``(N, C, H, H)``.
     C_out : int
@@ -156,6 +157,8 @@ SUITE = (
     Case("maxpool-2x2", "maxpool", *_POOL_SHAPE, 0, 2, 2, 0),
     Case("maxpool-3x3s2p1", "maxpool", *_POOL_SHAPE, 0, 3, 2, 1),
     Case("avgpool-2x2", "avgpool", *_POOL_SHAPE, 0, 2, 2, 0),
+    # the head of a ResNet: the mean of each 7x7 plane of the last stage
+    Case("resnet-head-gap", "gap", 32, 512, 7, 0, 7, 1, 0),
     # LeNet-5 on MNIST-sized input: conv(1->6, 5) relu maxpool2
     # conv(6->16, 5) relu maxpool2 fc(256->120) relu fc(120->84) relu fc(84->10),
     # softmax cross-entropy, Adam.
@@ -204,7 +207,7 @@ QUICK_CASES = ("seed-mnist", "lenet-conv2", "maxpool-2x2", "avgpool-2x2", "lenet
 SCALING_CASES = ("cifar-3x3", "resnet-3x3")
 
 #: The groups ``--cases`` accepts besides case names.
-GROUPS = ("conv", "maxpool", "avgpool", "train", "small-calls")
+GROUPS = ("conv", "maxpool", "avgpool", "gap", "train", "small-calls")
 
 
 def select_cases(

@@ -164,6 +164,21 @@ def _pool_peers(
                 R.max_pool2d_backward(g, idx, shape)
 
             peers["cnnext"], peers["reference"] = Peer(cn), Peer(ref)
+    elif case.kind == "gap":
+        if pass_ == "fwd":
+            peers["cnnext"] = Peer(lambda: F.adaptive_avg_pool2d(x, 1))
+            peers["reference"] = Peer(lambda: R.adaptive_avg_pool2d(x, 1))
+        else:
+
+            def cn() -> None:
+                F.adaptive_avg_pool2d(x, 1)
+                F.adaptive_avg_pool2d_backward(g, shape)
+
+            def ref() -> None:
+                R.adaptive_avg_pool2d(x, 1)
+                R.adaptive_avg_pool2d_backward(g, shape)
+
+            peers["cnnext"], peers["reference"] = Peer(cn), Peer(ref)
     else:
         if pass_ == "fwd":
             peers["cnnext"] = Peer(lambda: F.avg_pool2d(x, k, s, p))
@@ -204,6 +219,17 @@ def _torch_pool_peer(
             bwd_op(gt, xt, kk, ss, pp, dd, False, idx)
 
         return Peer(max_fb)
+    if case.kind == "gap":
+        gap_op = aten._adaptive_avg_pool2d.default
+        if pass_ == "fwd":
+            return Peer(lambda: gap_op(xt, [1, 1]))
+        gap_bwd = aten._adaptive_avg_pool2d_backward.default
+
+        def gap_fb() -> None:
+            gap_op(xt, [1, 1])
+            gap_bwd(gt, xt)
+
+        return Peer(gap_fb)
     avg_op = aten.avg_pool2d.default
     if pass_ == "fwd":
         return Peer(lambda: avg_op(xt, kk, ss, pp, False, True, None))
@@ -343,7 +369,7 @@ def build_peers(
     """``{"cnnext": Peer, "reference": Peer, "pytorch": Peer}`` for one row."""
     if case.kind == "conv":
         return _conv_peers(case, pass_, dt, rng, torch, torch_autograd)
-    if case.kind in ("maxpool", "avgpool"):
+    if case.kind in ("maxpool", "avgpool", "gap"):
         return _pool_peers(case, pass_, dt, rng, torch)
     return _train_peers(case, dt, rng, torch)
 
