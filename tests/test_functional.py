@@ -1059,6 +1059,24 @@ def test_empty_batch(dtype, backend):
         assert ap.shape == (0, 2, 4, 3) and ap.dtype == dtype
         gap = F.avg_pool2d_backward(ap, x.shape, 3, stride=2, padding=1)
         assert gap.shape == x.shape and gap.dtype == dtype
+        mc, ic = F.max_pool2d(x, 3, 2, 1, 2, True, True)
+        assert mc.shape == ic.shape == (0, 2, 3, 3) and mc.dtype == dtype
+        assert F.avg_pool2d(x, 2, ceil_mode=True, count_include_pad=False).shape == (0, 2, 4, 3)
+        for o, want in ((1, (1, 1)), ((None, 2), (7, 2))):
+            a = F.adaptive_avg_pool2d(x, o)
+            assert a.shape == (0, 2) + want and a.dtype == dtype
+            m, i = F.adaptive_max_pool2d(x, o, True)
+            assert m.shape == i.shape == a.shape
+            assert F.adaptive_avg_pool2d_backward(a, x.shape).shape == x.shape
+            assert F.adaptive_max_pool2d_backward(m, i, x.shape).shape == x.shape
+        u = F.max_unpool2d(mp, idx, 2, output_size=(7, 6))
+        assert u.shape == x.shape and u.dtype == dtype
+        assert F.max_unpool2d_backward(u, idx).shape == mp.shape
+        x1 = np.zeros((0, 2, 9), dtype)
+        m1, i1 = F.max_pool1d(x1, 2, ceil_mode=True, return_indices=True)
+        assert m1.shape == (0, 2, 5) and F.max_pool1d_backward(m1, i1, x1.shape).shape == x1.shape
+        a1 = F.avg_pool1d(x1, 2)
+        assert a1.shape == (0, 2, 4) and F.avg_pool1d_backward(a1, x1.shape, 2).shape == x1.shape
         loss, g = F.softmax_cross_entropy(np.zeros((0, 5), dtype), np.zeros(0, dtype=int))
         assert loss == 0.0 and g.shape == (0, 5) and g.dtype == dtype
 
@@ -1105,6 +1123,44 @@ def test_unbatched_3d_input(dtype, rng):
         F.avg_pool2d_backward(ap, x.shape[1:], 3, stride=2, padding=1),
         F.avg_pool2d_backward(ap[None], x.shape, 3, stride=2, padding=1)[0],
     )
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unbatched_3d_input_new_pools(dtype, backend, rng):
+    x = np.round(randn(rng, (1, 3, 7, 6), dtype) * 2)
+    with cnnext.use_backend(backend):
+        for call in (
+            lambda a: F.max_pool2d(a, 3, 2, 1, 2, True, True),
+            lambda a: F.avg_pool2d(a, 3, 2, 1, True, False, None),
+            lambda a: F.adaptive_avg_pool2d(a, (3, None)),
+            lambda a: F.adaptive_avg_pool2d(a, 1),
+            lambda a: F.adaptive_max_pool2d(a, (4, 5), True),
+        ):
+            three, four = _flatten(call(x[0])), _flatten(call(x))
+            for a, b in zip(three, four):
+                assert a.ndim == 3
+                np.testing.assert_array_equal(a, b[0])
+        _, idx = F.max_pool2d(x, 2, return_indices=True)
+        y = randn(rng, idx.shape, dtype)
+        u3 = F.max_unpool2d(y[0], idx[0], 2, output_size=(7, 6))
+        np.testing.assert_array_equal(u3, F.max_unpool2d(y, idx, 2, output_size=(7, 6))[0])
+        np.testing.assert_array_equal(F.max_unpool2d_backward(u3, idx[0]),
+                                      F.max_unpool2d_backward(u3[None], idx)[0])
+        g = randn(rng, (1, 3, 2, 2), dtype)
+        np.testing.assert_array_equal(F.adaptive_avg_pool2d_backward(g[0], x.shape[1:]),
+                                      F.adaptive_avg_pool2d_backward(g, x.shape)[0])
+        x1 = x[0, :, 0]  # (C, L)
+        y1, i1 = F.max_pool1d(x1, 3, 2, 1, 1, True, True)
+        y2, i2 = F.max_pool1d(x1[None], 3, 2, 1, 1, True, True)
+        np.testing.assert_array_equal(y1, y2[0])
+        np.testing.assert_array_equal(F.max_pool1d_backward(y1, i1, x1.shape),
+                                      F.max_pool1d_backward(y2, i2, x1[None].shape)[0])
+        a1 = F.avg_pool1d(x1, 2, ceil_mode=True)
+        np.testing.assert_array_equal(a1, F.avg_pool1d(x1[None], 2, ceil_mode=True)[0])
+        np.testing.assert_array_equal(F.avg_pool1d_backward(a1, x1.shape, 2, ceil_mode=True),
+                                      F.avg_pool1d_backward(a1[None], (1,) + x1.shape, 2,
+                                                            ceil_mode=True)[0])
 
 
 def test_int_and_pair_arguments_agree(rng):
