@@ -26,9 +26,10 @@ Examples
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _validate as V
 from . import nn
@@ -39,13 +40,59 @@ if TYPE_CHECKING:
 __all__ = ["lenet5", "resnet8", "mobilenet_small"]
 
 
-def _args(fname: str, in_channels: int, num_classes: int, seed: Seed) -> np.random.Generator:
-    V.as_int(fname, "in_channels", in_channels, 1)
-    V.as_int(fname, "num_classes", num_classes, 1)
-    return V.rng(fname, seed)
+class _Layers:
+    """Layer factory of one model: its random generator and dtype."""
+
+    def __init__(
+        self, fname: str, in_channels: int, num_classes: int, seed: Seed, dtype: npt.DTypeLike
+    ) -> None:
+        V.as_int(fname, "in_channels", in_channels, 1)
+        V.as_int(fname, "num_classes", num_classes, 1)
+        self.dtype = V.float_dtype(fname, dtype)
+        self.rng = V.rng(fname, seed)
+
+    def conv(self, c_in: int, c_out: int, k: int, **kw: Any) -> nn.Conv2D:
+        return nn.Conv2D(c_in, c_out, k, seed=self.rng, dtype=self.dtype, **kw)
+
+    def dense(self, n_in: int, n_out: int, **kw: Any) -> nn.Dense:
+        return nn.Dense(n_in, n_out, seed=self.rng, dtype=self.dtype, **kw)
+
+    def conv_bn(self, c_in: int, c_out: int, k: int, stride: int, groups: int = 1
+                ) -> list[nn.Module]:
+        """Convolution (no bias: batch norm follows) and batch norm."""
+        return [
+            self.conv(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False),
+            nn.BatchNorm2D(c_out, dtype=self.dtype),
+        ]
+
+    def basic_block(self, c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+        """ResNet basic block: ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
+
+        The shortcut is the identity when the shape is kept, else a 1x1
+        convolution with the block's stride and batch norm (a projection).
+        """
+        block = nn.Sequential(
+            *self.conv_bn(c_in, c_out, 3, stride), nn.ReLU(), *self.conv_bn(c_out, c_out, 3, 1)
+        )
+        shortcut = None
+        if stride != 1 or c_in != c_out:
+            shortcut = nn.Sequential(*self.conv_bn(c_in, c_out, 1, stride))
+        return [nn.Residual(block, shortcut), nn.ReLU()]
+
+    def separable(self, c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+        """Depthwise 3x3 (with the stride) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU."""
+        return [
+            *self.conv_bn(c_in, c_in, 3, stride, groups=c_in),
+            nn.ReLU(),
+            *self.conv_bn(c_in, c_out, 1, 1),
+            nn.ReLU(),
+        ]
 
 
-def lenet5(in_channels: int = 1, num_classes: int = 10, seed: Seed = None) -> nn.Sequential:
+def lenet5(
+    in_channels: int = 1, num_classes: int = 10, seed: Seed = None, *,
+    dtype: npt.DTypeLike = np.float32,
+) -> nn.Sequential:
     """LeNet-5 for 28x28 input.
 
     conv 6@5x5 (padding 2) -> ReLU -> max-pool 2 -> conv 16@5x5 -> ReLU ->
@@ -58,6 +105,8 @@ def lenet5(in_channels: int = 1, num_classes: int = 10, seed: Seed = None) -> nn
     in_channels : int
     num_classes : int
     seed : int, numpy.random.Generator or None
+    dtype : {float32, float64}
+        Of the parameters and the computation.
 
     Returns
     -------
@@ -65,51 +114,26 @@ def lenet5(in_channels: int = 1, num_classes: int = 10, seed: Seed = None) -> nn
         Input ``(N, in_channels, 28, 28)``, output ``(N, num_classes)``
         logits.
     """
-    rng = _args("lenet5", in_channels, num_classes, seed)
+    make = _Layers("lenet5", in_channels, num_classes, seed, dtype)
     return nn.Sequential(
-        nn.Conv2D(in_channels, 6, 5, padding=2, seed=rng),
+        make.conv(in_channels, 6, 5, padding=2),
         nn.ReLU(),
         nn.MaxPool2D(2),
-        nn.Conv2D(6, 16, 5, seed=rng),
+        make.conv(6, 16, 5),
         nn.ReLU(),
         nn.MaxPool2D(2),
         nn.Flatten(),
-        nn.Dense(16 * 5 * 5, 120, seed=rng),
+        make.dense(16 * 5 * 5, 120),
         nn.ReLU(),
-        nn.Dense(120, 84, seed=rng),
+        make.dense(120, 84),
         nn.ReLU(),
-        nn.Dense(84, num_classes, init="glorot", seed=rng),
+        make.dense(84, num_classes, init="glorot"),
     )
-
-
-def _conv_bn(
-    c_in: int, c_out: int, k: int, stride: int, rng: np.random.Generator, groups: int = 1
-) -> list[nn.Module]:
-    """Convolution (no bias: batch norm follows) and batch norm."""
-    return [
-        nn.Conv2D(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False,
-                  seed=rng),
-        nn.BatchNorm2D(c_out),
-    ]
-
-
-def _basic_block(c_in: int, c_out: int, stride: int, rng: np.random.Generator) -> list[nn.Module]:
-    """ResNet basic block: ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
-
-    The shortcut is the identity when the shape is kept, else a 1x1
-    convolution with the block's stride and batch norm (a projection).
-    """
-    block = nn.Sequential(
-        *_conv_bn(c_in, c_out, 3, stride, rng), nn.ReLU(), *_conv_bn(c_out, c_out, 3, 1, rng)
-    )
-    shortcut = None
-    if stride != 1 or c_in != c_out:
-        shortcut = nn.Sequential(*_conv_bn(c_in, c_out, 1, stride, rng))
-    return [nn.Residual(block, shortcut), nn.ReLU()]
 
 
 def resnet8(
-    in_channels: int = 1, num_classes: int = 10, seed: Seed = None, width: int = 16
+    in_channels: int = 1, num_classes: int = 10, seed: Seed = None, width: int = 16, *,
+    dtype: npt.DTypeLike = np.float32,
 ) -> nn.Sequential:
     """A small ResNet: a stem, three stages of one basic block, a dense head.
 
@@ -125,6 +149,8 @@ def resnet8(
     in_channels : int
     num_classes : int
     seed : int, numpy.random.Generator or None
+    dtype : {float32, float64}
+        Of the parameters and the computation.
     width : int
         Channels of the stem and the first stage.
 
@@ -134,32 +160,23 @@ def resnet8(
         Input ``(N, in_channels, H, W)``, output ``(N, num_classes)``
         logits.
     """
-    rng = _args("resnet8", in_channels, num_classes, seed)
-    V.as_int("resnet8", "width", width, 1)
+    make = _Layers("resnet8", in_channels, num_classes, seed, dtype)
+    width = V.as_int("resnet8", "width", width, 1)
     return nn.Sequential(
-        *_conv_bn(in_channels, width, 3, 1, rng),
+        *make.conv_bn(in_channels, width, 3, 1),
         nn.ReLU(),
-        *_basic_block(width, width, 1, rng),
-        *_basic_block(width, 2 * width, 2, rng),
-        *_basic_block(2 * width, 4 * width, 2, rng),
+        *make.basic_block(width, width, 1),
+        *make.basic_block(width, 2 * width, 2),
+        *make.basic_block(2 * width, 4 * width, 2),
         nn.AdaptiveAvgPool2D(1),
         nn.Flatten(),
-        nn.Dense(4 * width, num_classes, init="torch", seed=rng),
+        make.dense(4 * width, num_classes, init="torch"),
     )
 
 
-def _separable(c_in: int, c_out: int, stride: int, rng: np.random.Generator) -> list[nn.Module]:
-    """Depthwise 3x3 (with the stride) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU."""
-    return [
-        *_conv_bn(c_in, c_in, 3, stride, rng, groups=c_in),
-        nn.ReLU(),
-        *_conv_bn(c_in, c_out, 1, 1, rng),
-        nn.ReLU(),
-    ]
-
-
 def mobilenet_small(
-    in_channels: int = 1, num_classes: int = 10, seed: Seed = None
+    in_channels: int = 1, num_classes: int = 10, seed: Seed = None, *,
+    dtype: npt.DTypeLike = np.float32,
 ) -> nn.Sequential:
     """A MobileNet-style network of depthwise-separable blocks.
 
@@ -174,6 +191,8 @@ def mobilenet_small(
     in_channels : int
     num_classes : int
     seed : int, numpy.random.Generator or None
+    dtype : {float32, float64}
+        Of the parameters and the computation.
 
     Returns
     -------
@@ -181,15 +200,15 @@ def mobilenet_small(
         Input ``(N, in_channels, H, W)``, output ``(N, num_classes)``
         logits.
     """
-    rng = _args("mobilenet_small", in_channels, num_classes, seed)
+    make = _Layers("mobilenet_small", in_channels, num_classes, seed, dtype)
     return nn.Sequential(
-        *_conv_bn(in_channels, 16, 3, 1, rng),
+        *make.conv_bn(in_channels, 16, 3, 1),
         nn.ReLU(),
-        *_separable(16, 32, 2, rng),
-        *_separable(32, 64, 1, rng),
-        *_separable(64, 128, 2, rng),
-        *_separable(128, 128, 1, rng),
+        *make.separable(16, 32, 2),
+        *make.separable(32, 64, 1),
+        *make.separable(64, 128, 2),
+        *make.separable(128, 128, 1),
         nn.AdaptiveAvgPool2D(1),
         nn.Flatten(),
-        nn.Dense(128, num_classes, init="torch", seed=rng),
+        make.dense(128, num_classes, init="torch"),
     )
