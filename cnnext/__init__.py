@@ -56,7 +56,7 @@ __all__ = [
 
 # Higher-level modules are imported on first use, so ``import cnnext`` stays
 # cheap and a problem in one of them cannot break the kernels.
-_LAZY = ("nn", "losses", "optim", "train", "datasets", "compat", "bench", "viz")
+_LAZY = ("nn", "losses", "optim", "train", "datasets", "models", "compat", "bench", "viz")
 
 
 if _typing.TYPE_CHECKING:  # the lazily imported modules, for type checkers
@@ -66,6 +66,7 @@ if _typing.TYPE_CHECKING:  # the lazily imported modules, for type checkers
     from . import compat as compat
     from . import datasets as datasets
     from . import losses as losses
+    from . import models as models
     from . import nn as nn
     from . import optim as optim
     from . import train as train

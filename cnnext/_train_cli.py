@@ -12,8 +12,19 @@ Models
     3 epochs.
 ``lenet5``
     conv 6@5x5 (padding 2) -> ReLU -> pool -> conv 16@5x5 -> ReLU -> pool ->
-    Dense 120 -> ReLU -> Dense 84 -> ReLU -> Dense 10; inputs standardised
-    with MNIST's mean/std; Adam, lr 2e-3, batch size 32, 3 epochs.
+    Dense 120 -> ReLU -> Dense 84 -> ReLU -> Dense 10
+    (:func:`cnnext.models.lenet5`).
+``resnet8``
+    a small ResNet: a stem, three stages of one basic block with batch norm
+    and projection shortcuts, global average pooling, a dense head
+    (:func:`cnnext.models.resnet8`).
+``mobilenet``
+    a MobileNet-style network of depthwise-separable blocks with batch norm
+    (:func:`cnnext.models.mobilenet_small`).
+
+``lenet5``, ``resnet8`` and ``mobilenet`` share one recipe: inputs
+standardised with MNIST's mean/std; Adam, lr 2e-3 halved after each epoch,
+batch size 32, 3 epochs.
 
 Data and splits
 ---------------
@@ -24,7 +35,7 @@ files there first.  With ``--split auto`` (default) the model trains on the
 train files are present.  When only the test split is present, or with
 ``--split test``, both sets are ranges of the test split: by default
 ``--train-range 0:1000 --test-range 5000:6000`` for ``tiny`` and ``0:8000`` /
-``8000:10000`` for ``lenet5``.
+``8000:10000`` for the others.
 
 Exit status: 0 on success, 2 for bad arguments or a missing/corrupt dataset
 (a one-line message, no traceback).
@@ -59,16 +70,19 @@ _DEFAULTS: dict[str, _Defaults] = {
     # model: epochs, batch size, lr, test-split ranges (train, test)
     "tiny": dict(epochs=3, batch_size=1, lr=0.005, lr_decay=1.0,
                  ranges=((0, 1000), (5000, 6000))),
-    "lenet5": dict(epochs=3, batch_size=32, lr=2e-3, lr_decay=0.5,
-                   ranges=((0, 8000), (8000, 10000))),
+    **{
+        name: dict(epochs=3, batch_size=32, lr=2e-3, lr_decay=0.5,
+                   ranges=((0, 8000), (8000, 10000)))
+        for name in ("lenet5", "resnet8", "mobilenet")
+    },
 }
 
 
 def build_model(
     name: str, seed: int
 ) -> tuple[Sequential, Callable[[npt.NDArray[np.float32]], npt.NDArray[np.floating[Any]]]]:
-    """The named model (``"tiny"`` or ``"lenet5"``) and its input transform."""
-    from cnnext import nn
+    """The named model (see the module docstring) and its input transform."""
+    from cnnext import models, nn
 
     rng = np.random.default_rng(seed)
     if name == "tiny":
@@ -79,20 +93,9 @@ def build_model(
             nn.Dense(13 * 13 * 8, 10, init="glorot", seed=rng),
         )
         return model, lambda x: x - np.float32(0.5)
-    model = nn.Sequential(
-        nn.Conv2D(1, 6, 5, padding=2, seed=rng),
-        nn.ReLU(),
-        nn.MaxPool2D(2),
-        nn.Conv2D(6, 16, 5, seed=rng),
-        nn.ReLU(),
-        nn.MaxPool2D(2),
-        nn.Flatten(),
-        nn.Dense(16 * 5 * 5, 120, seed=rng),
-        nn.ReLU(),
-        nn.Dense(120, 84, seed=rng),
-        nn.ReLU(),
-        nn.Dense(84, 10, init="glorot", seed=rng),
-    )
+    builders = {"lenet5": models.lenet5, "resnet8": models.resnet8,
+                "mobilenet": models.mobilenet_small}
+    model = builders[name](seed=rng)
     return model, lambda x: (x - _MEAN) / _STD
 
 
@@ -126,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="cnnext train",
         description="Train a CNN on MNIST with cnnext and print its test accuracy.",
         epilog="When only the MNIST test split is available, training and test sets are "
-        "ranges of it (defaults: tiny 0:1000 / 5000:6000, lenet5 0:8000 / 8000:10000).",
+        "ranges of it (defaults: tiny 0:1000 / 5000:6000, the others 0:8000 / 8000:10000).",
     )
     p.add_argument(
         "--model",
@@ -134,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
         default="tiny",
         help="network to train (default: tiny): tiny, a 3x3 convolution with 8 filters, a "
         "2x2 max-pool and a dense layer to the 10 classes (the network of Victor Zhou's "
-        "CNN tutorial); lenet5, LeNet-5",
+        "CNN tutorial); lenet5, LeNet-5; resnet8, a small ResNet with batch norm; "
+        "mobilenet, a MobileNet-style network of depthwise-separable blocks",
     )
     p.add_argument(
         "--data",
@@ -171,20 +175,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, default=None, help="default 3")
     p.add_argument(
-        "--batch-size", type=_positive(int), default=None, help="default 1 (tiny) or 32 (lenet5)"
+        "--batch-size", type=_positive(int), default=None, help="default 1 (tiny) or 32 (others)"
     )
     p.add_argument(
         "--lr",
         type=_positive(float),
         default=None,
-        help="learning rate; default 0.005 (tiny, SGD) or 0.002 (lenet5, Adam)",
+        help="learning rate; default 0.005 (tiny, SGD) or 0.002 (others, Adam)",
     )
     p.add_argument(
         "--lr-decay",
         type=_positive(float),
         default=None,
         help="multiply the learning rate by this after each epoch; default 1 (tiny) or 0.5 "
-        "(lenet5)",
+        "(others)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="initialization and shuffling seed (default 0)"

@@ -312,3 +312,18 @@ def test_plot_without_matplotlib_names_the_extra_before_training(
     assert err.startswith("cnnext train: error: cnnext train --plot needs matplotlib")
     assert 'pip install "cnnext[plot]"' in err and "Traceback" not in err
     assert "training" not in out and not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("model", ["resnet8", "mobilenet"])
+def test_resnet8_and_mobilenet_train_and_save_their_statistics(tmp_path, capsys, rng, model):
+    _write_split(tmp_path, "test", 160, rng)
+    path = tmp_path / "model.npz"
+    code = cli.main(["--model", model, "--data", str(tmp_path), "--epochs", "2",
+                     "--train-range", "0:128", "--test-range", "128:160", "--batch-size", "16",
+                     "--no-progress", "--threads", "1", "--save", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"training {model} on 128 images" in out and "Adam lr 0.002" in out
+    assert _accuracy(out) >= 0.5
+    with np.load(path) as saved:
+        assert any(k.endswith("running_mean") for k in saved.files)

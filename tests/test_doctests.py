@@ -27,6 +27,7 @@ MODULES = (
     "optim",
     "train",
     "datasets",
+    "models",
     "compat",
     "bench",
     "viz",

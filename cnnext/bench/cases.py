@@ -163,6 +163,9 @@ SUITE = (
     # conv(6->16, 5) relu maxpool2 fc(256->120) relu fc(120->84) relu fc(84->10),
     # softmax cross-entropy, Adam.
     Case("lenet5-train", "train", 64, 1, 28, 10, 5, 1, 0, passes=("step",)),
+    # cnnext.models.resnet8 (batch norm, residual blocks, global average
+    # pooling) on MNIST-sized input, softmax cross-entropy, Adam.
+    Case("resnet8-train", "train", 64, 1, 28, 10, 3, 1, 1, passes=("step",)),
 )
 
 _SEED_NET = "Conv2D(1, 8, 3, bias=False), MaxPool2D(2), Flatten(), Dense(1352, 10)"

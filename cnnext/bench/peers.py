@@ -306,6 +306,9 @@ def _train_peers(
 ) -> dict[str, Peer]:
     import cnnext
 
+    if case.name == "resnet8-train":
+        return _resnet8_peers(case, dt, rng, torch)
+
     x = rng.standard_normal((case.N, 1, 28, 28)).astype(dt)
     labels = rng.integers(0, 10, size=case.N)
     init = {n: uniform(rng, shape, fan, dt) for n, (shape, fan) in _LENET_SHAPES.items()}
@@ -360,6 +363,56 @@ def _torch_train_peer(
 
     return Peer(torch_step, impl="torch.nn + torch.optim.Adam + cross_entropy",
                 state=torch_state)
+
+
+# ---- resnet8 training step --------------------------------------------------
+
+
+def _model_step(model: Any, x: FloatArray, labels: npt.NDArray[np.int64]) -> Thunk:
+    """One Adam training step of a cnnext model, as :func:`cnnext.train.fit` runs it."""
+    from .. import nn, optim
+
+    loss = nn.SoftmaxCrossEntropy()
+    opt = optim.Adam(model, lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss(model.forward(x), labels)
+        model.backward(loss.backward(), input_grad=False)
+        opt.step()
+
+    return step
+
+
+def _resnet8_peers(
+    case: Case, dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
+    from .. import models
+    from .twin import torch_twin
+
+    x = rng.standard_normal((case.N, case.C, case.H, case.H)).astype(dt)
+    labels = rng.integers(0, case.C_out, size=case.N)
+    seed = int(rng.integers(1 << 31))
+    model = models.resnet8(case.C, case.C_out, seed=seed, dtype=dt)
+    peers = {"cnnext": Peer(_model_step(model, x, labels),
+                            impl="cnnext.models.resnet8 + cnnext.optim.Adam"),
+             # The numpy reference takes minutes per step at this size.
+             "reference": Peer(None, "not timed (minutes per step)")}
+    if torch is None:
+        peers["pytorch"] = Peer(None, NOT_INSTALLED)
+        return peers
+    twin = torch_twin(models.resnet8(case.C, case.C_out, seed=seed, dtype=dt), torch)
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(labels.copy())
+    ce = torch.nn.functional.cross_entropy
+
+    def torch_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        ce(twin(xt), yt).backward()
+        opt.step()
+
+    peers["pytorch"] = Peer(torch_step, impl="the same network in torch.nn + torch.optim.Adam")
+    return peers
 
 
 def build_peers(
