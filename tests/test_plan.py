@@ -228,10 +228,10 @@ def test_the_reference_receives_the_callers_arguments(monkeypatch):
     calls = []
     real = cnnext.reference.conv2d
 
-    def spy(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    def spy(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         calls.append(dict(x_shape=np.shape(x), stride=stride, padding=padding,
-                          dilation=dilation))
-        return real(x, weight, bias, stride, padding, dilation)
+                          dilation=dilation, groups=groups))
+        return real(x, weight, bias, stride, padding, dilation, groups)
 
     monkeypatch.setattr(cnnext.reference, "conv2d", spy)
     x = np.ones((1, 5, 5))  # unbatched
@@ -240,7 +240,7 @@ def test_the_reference_receives_the_callers_arguments(monkeypatch):
         y = F.conv2d(x, w, stride=[10**6, 2], padding=(0, 1))
     # Not rewritten: 3-D stays 3-D, the unused huge stride is not clamped.
     assert calls[0] == {"x_shape": (1, 5, 5), "stride": [10**6, 2], "padding": (0, 1),
-                        "dilation": 1}
+                        "dilation": 1, "groups": 1}
     np.testing.assert_array_equal(y, F.conv2d(x, w, stride=[10**6, 2], padding=(0, 1)))
 
 
