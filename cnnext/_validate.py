@@ -451,3 +451,10 @@ def conv_groups(
             f"weight.shape[1] * groups ({weight_shape[1]} * {n_groups} = {want}), the "
             f"number of input channels"
         )
+
+
+def group_channels(fname: str, n_groups: int, in_channels: int, out_channels: int) -> None:
+    """A layer's channel counts must both be divisible by ``groups``."""
+    for name, n in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if n % n_groups:
+            raise ValueError(f"{fname}: {name} ({n}) must be divisible by groups ({n_groups})")

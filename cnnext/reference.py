@@ -149,7 +149,7 @@ def _pad_sides(x: FloatArray, before: Pair, after: Pair) -> FloatArray:
     return np.pad(_f64(x), ((0, 0), (0, 0), (before[0], after[0]), (before[1], after[1])))
 
 
-def _split(a: npt.NDArray[np.float64], groups: int, axis: int) -> npt.NDArray[np.float64]:
+def _split(a: FloatArray, groups: int, axis: int) -> FloatArray:
     """``a`` with ``axis`` split into (groups, size // groups) (a view)."""
     shape = a.shape[:axis] + (groups, a.shape[axis] // groups) + a.shape[axis + 1:]
     return a.reshape(shape)
@@ -157,9 +157,7 @@ def _split(a: npt.NDArray[np.float64], groups: int, axis: int) -> npt.NDArray[np
 
 def _single(v: int | Sequence[int]) -> int:
     """A 1-D option (int or 1-sequence) as an int."""
-    if isinstance(v, (tuple, list, np.ndarray)):
-        (v,) = v
-    return int(v)
+    return int(np.asarray(v).reshape(-1)[0])
 
 
 def _as_2d_option(v: str | int | Sequence[int], fill: int) -> str | Pair:
@@ -580,7 +578,7 @@ def conv1d(
     x4 = np.asarray(x)[..., None, :]
     y = conv2d(x4, np.asarray(weight)[:, :, None, :], bias, (1, _single(stride)),
                _as_2d_option(padding, 0), (1, _single(dilation)), groups)
-    return cast("FloatArray", y[..., 0, :])
+    return y[..., 0, :]
 
 
 def conv1d_backward(
