@@ -9,9 +9,10 @@ im2col-ordered panels, and col2im), nothing here builds an im2col matrix.
 Forward convolutions and pools gather with :func:`numpy.lib.stride_tricks.sliding_window_view` and a
 windowed :func:`numpy.einsum`; backward passes *scatter* with an explicit
 loop over the kernel taps (each tap adds its contribution into a strided
-slice of a padded buffer); ``conv_transpose2d`` is computed a third way, as
-a stride-1 correlation of the stride-dilated, padded input with the
-180-degree-rotated kernel.
+slice of a padded buffer); ``conv_transpose2d`` and ``full_conv2d`` scatter
+the same way from its definition (every input value times every tap, added
+at its output position), and the gradients of ``conv_transpose2d`` gather
+windows of the padded output gradient.
 
 Semantics are those of PyTorch's CPU ``torch.nn.functional``: NCHW layout,
 convolution weight ``(C_out, C_in, kH, kW)``, the forward pass is a
@@ -391,6 +392,26 @@ def conv2d_backward(
             grad_b)
 
 
+def _scatter_taps(
+    x: FloatArray, weight: FloatArray, groups: int, stride: Pair, dilation: Pair
+) -> FloatArray:
+    """The uncropped transposed convolution of a non-empty 4-D ``x`` with
+    weight (C_in, C_out/groups, kH, kW): for each tap (i, j), input (h, w)
+    adds ``x * weight[:, :, i, j]`` at output (h*sh + i*dh, w*sw + j*dw)."""
+    n, _, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    c_out = weight.shape[1] * groups
+    full = np.zeros((n, c_out, (h - 1) * sh + dh * (kh - 1) + 1, (w - 1) * sw + dw * (kw - 1) + 1))
+    x5, w5 = _split(_f64(x), groups, 1), _split(_f64(weight), groups, 0)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i * dh:i * dh + (h - 1) * sh + 1:sh,
+                 j * dw:j * dw + (w - 1) * sw + 1:sw] += np.einsum(
+                     "ngchw,gco->ngohw", x5, w5[:, :, :, i, j]).reshape(n, c_out, h, w)
+    return full
+
+
 @_nan_quiet
 def conv_transpose2d(
     x: FloatArray, weight: FloatArray, bias: FloatArray | None = None, stride: IntOrPair = 1,
@@ -426,11 +447,11 @@ def conv_transpose2d(
     padding, dilation and groups, and equals ``conv2d_backward``'s ``grad_x``
     for the weight read as ``(C_out_conv, C_in_conv / groups, kH, kW)``.
 
-    Computed by gathering, not scattering: the input is dilated by the stride
-    (``sh - 1`` zero rows between rows), zero-padded by ``dh*(kH - 1)`` on
-    each side, cross-correlated at stride 1 with the 180-degree-rotated,
-    dilated kernel, extended by ``output_padding`` zero rows/columns at the
-    end and cropped to ``[ph:ph+OH, pw:pw+OW]``.
+    Computed by scattering, tap by tap, into the uncropped output of
+    ``(H - 1)*sh + dh*(kH - 1) + 1`` rows (only real products of an input
+    value and a weight are summed, so a non-finite weight reaches only the
+    outputs it touches, as in PyTorch), extended by ``output_padding`` zero
+    rows/columns at the end and cropped to ``[ph:ph+OH, pw:pw+OW]``.
 
     Examples
     --------
@@ -461,17 +482,8 @@ def conv_transpose2d(
             y0 = y0 + _f64(bias)[None, :, None, None]
         return y0.astype(x.dtype, copy=False)
 
-    # dilate by the stride: x lands on every sh-th row / sw-th column
-    xd = np.zeros((n, c_in, (h - 1) * sh + 1, (w - 1) * sw + 1))
-    xd[:, :, ::sh, ::sw] = x
-    eh, ew = dh * (kh - 1), dw * (kw - 1)
-    xq = _pad_hw(xd, eh, ew)
-    # rotated kernel, (groups, C_in/groups, C_out/groups, kH, kW)
-    wr = _split(_f64(weight)[:, :, ::-1, ::-1], groups, 0)
-    win = _split(_windows(xq, (kh, kw), (1, 1), (dh, dw)), groups, 1)
-    full5 = np.einsum("ngchwij,gcoij->ngohw", win, wr, optimize=True)
-    full = full5.reshape(n, c_out, *full5.shape[3:])
-    # full has (H-1)*sh + eh + 1 rows; extend by output_padding, then crop
+    full = _scatter_taps(x, weight, groups, (sh, sw), (dh, dw))
+    # extend by output_padding, then crop
     full = np.pad(full, ((0, 0), (0, 0), (0, oph), (0, opw)))
     y = full[:, :, ph:ph + out_h, pw:pw + out_w]
     if bias is not None:
@@ -533,6 +545,8 @@ def conv_transpose2d_backward(
     kh, kw = weight.shape[2:]
     g = _f64(grad_out)
     grad_b = g.sum(axis=(0, 2, 3)).astype(grad_out.dtype) if bias else None
+    if np.size(x) == 0:  # nothing was scattered
+        return np.zeros_like(x), np.zeros_like(weight), grad_b
     # Window (h, w) of the padded gradient holds the outputs input (h, w) fed;
     # the padded gradient is long enough for h < H (see the output size).
     gp = _pad_hw(g, p[0], p[1])
@@ -637,9 +651,11 @@ def full_conv2d(x: FloatArray, weight: FloatArray) -> FloatArray:
 
     Notes
     -----
-    Implemented literally: ``x`` is zero-padded by ``(kH - 1, kW - 1)`` on
-    each side and cross-correlated with the 180-degree-rotated kernel
-    ``weight[k, c, ::-1, ::-1]``. This is the input gradient of
+    Equivalently, ``x`` zero-padded by ``(kH - 1, kW - 1)`` on each side
+    and cross-correlated with the 180-degree-rotated kernel ``weight[k, c,
+    ::-1, ::-1]``; computed by the tap-by-tap scatter of
+    :func:`conv_transpose2d` (stride 1), so that a non-finite weight reaches
+    only the outputs it touches, as in PyTorch. This is the input gradient of
     :func:`conv2d` at stride 1, padding 0, dilation 1:
     ``conv2d_backward(g, x, w)[0] == full_conv2d(g, w)``.
 
@@ -653,12 +669,12 @@ def full_conv2d(x: FloatArray, weight: FloatArray) -> FloatArray:
     """
     if np.ndim(x) == 3:  # one unbatched (K, H, W) sample
         return cast("FloatArray", full_conv2d(np.asarray(x)[None], weight)[0])
-    kh, kw = weight.shape[2:]
-    xp = _pad_hw(_f64(x), kh - 1, kw - 1)
-    rot = _f64(weight)[:, :, ::-1, ::-1]
-    win = _windows(xp, (kh, kw), (1, 1), (1, 1))
-    y = np.einsum("nkhwij,kcij->nchw", win, rot, optimize=True)
-    return cast("FloatArray", y.astype(x.dtype, copy=False))
+    if np.size(x) == 0:
+        n, _, h, w = np.shape(x)
+        kh, kw = weight.shape[2:]
+        return np.zeros((n, weight.shape[1], h + kh - 1, w + kw - 1), dtype=x.dtype)
+    y = _scatter_taps(x, weight, 1, (1, 1), (1, 1))
+    return y.astype(x.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------
