@@ -130,11 +130,15 @@ def _effective_stride(s: Pair, out: Pair, padded: Pair, k: Pair, d: Pair) -> Pai
 
 def _forward_kernel(
     x: FloatArray, weight: FloatArray, bias: FloatArray | None, s: Pair, p: Pair, d: Pair,
-    OH: int, OW: int, threads: int,
+    OH: int, OW: int, threads: int, out: FloatArray | None = None, x_c0: int = 0,
+    out_c0: int = 0,
 ) -> FloatArray:
-    """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel."""
-    out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
-    _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads)
+    """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel; with
+    ``out``, into its channels from ``out_c0``, reading x's from ``x_c0``."""
+    if out is None:
+        out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
+    _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads,
+                         x_c0, out_c0)
     return out
 
 
@@ -145,30 +149,39 @@ def _rotated_transposed(weight: FloatArray) -> FloatArray:
 
 def grad_input(
     g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, method: str,
-    threads: int,
+    threads: int, out: FloatArray | None = None, g_c0: int = 0, out_c0: int = 0,
 ) -> FloatArray:
     """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) for upstream
     ``g`` (N, Co, OH, OW), into an (N, C, H, W) array, by ``method``.
+
+    A group's: the upstream channels ``g[:, g_c0:g_c0+Co]`` and the result
+    into ``out[:, out_c0:out_c0+C]`` of the whole batch's arrays.
 
     ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
     weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
     valid taps only) gives a number, so such weights take ``col2im``.
     """
-    N, Co, OH, OW = g.shape
-    _, C, kh, kw = weight.shape
+    N, Cg, OH, OW = g.shape
+    Co, C, kh, kw = weight.shape
     H, W = out_hw
     if method != "col2im" and not _eltwise.all_finite(weight.reshape(-1)):
         method = "col2im"
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
         return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W,
-                               threads)
+                               threads, out, g_c0, out_c0)
     if method == "phases":
-        return _grad_input_phases(g, weight, H, W, s, p, threads)
-    gx = np.empty((N, C, H, W), dtype=g.dtype)
+        if Cg != Co:
+            g = np.ascontiguousarray(g[:, g_c0 : g_c0 + Co])
+        gxp = _grad_input_phases(g, weight, H, W, s, p, threads)
+        if out is None:
+            return gxp
+        out[:, out_c0 : out_c0 + C] = gxp
+        return out
+    gx = np.empty((N, C, H, W), dtype=g.dtype) if out is None else out
     _conv.conv_grad_input(
-        g.reshape(N, Co, OH * OW), weight.reshape(Co, C * kh * kw), gx,
-        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads,
+        g.reshape(N, Cg, OH * OW), weight.reshape(Co, C * kh * kw), gx,
+        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads, g_c0, out_c0,
     )
     return gx
 
@@ -357,44 +370,58 @@ class ConvPlan:
     def _grouped_forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
     ) -> FloatArray:
-        """The group plan on each group's slice of x, weight and bias."""
+        """The group plan on each group's channels of x, weight, bias and the
+        output: in place (channel windows) for the direct kernel, else on
+        copies."""
         G, gp = self.groups, cast("ConvPlan", self.group_plan)
-        Cog = self.weight_shape[0] // G
-        xs = _by_group(x, G)
-        N, _, OH, OW = self.out4
-        ys = np.empty((G, N, Cog, OH, OW), dtype=self.dtype)
+        Cog, Cg = self.weight_shape[0] // G, self.x4[1] // G
+        OH, OW = self.out4[2:]
+        y = np.empty(self.out4, dtype=self.dtype)
         for i in range(G):
-            sl = slice(i * Cog, (i + 1) * Cog)
+            sl, xsl = slice(i * Cog, (i + 1) * Cog), slice(i * Cg, (i + 1) * Cg)
             b = None if bias is None else bias[sl]
             if gp.method == "direct":
-                _conv.conv2d_forward(xs[i], weight[sl], b, ys[i], *gp.kernel_args)
+                _forward_kernel(x, weight[sl], b, gp.kernel_stride, gp.padding, gp.dilation,
+                                OH, OW, gp.threads, y, i * Cg, i * Cog)
             else:
-                ys[i] = gp.forward(xs[i], weight[sl], b)
-        return _from_groups(ys)
+                y[:, sl] = gp.forward(np.ascontiguousarray(x[:, xsl]), weight[sl], b)
+        return y
 
     def _grouped_backward(
         self, g: FloatArray, x: FloatArray, weight: FloatArray, need_input: bool
     ) -> tuple[FloatArray | None, FloatArray]:
-        """The group plan's backward on each group's slice; (grad_x or None, grad_w)."""
+        """The group plan's backward on each group's channels (in place for the
+        direct kernels, else on copies); (grad_x or None, grad_w)."""
         G, gp = self.groups, cast("ConvPlan", self.group_plan)
-        Cog = self.weight_shape[0] // G
-        gs, xs = _by_group(g, G), _by_group(x, G)
+        Cog, Cg = self.weight_shape[0] // G, self.x4[1] // G
         gw = np.empty(self.weight_shape, dtype=self.dtype)
-        gxs = np.empty(xs.shape, dtype=self.dtype) if need_input else None
+        gx = np.empty(x.shape, dtype=self.dtype) if need_input else None
         for i in range(G):
-            sl = slice(i * Cog, (i + 1) * Cog)
-            gxi, gw[sl], _ = gp.backward(gs[i], xs[i], weight[sl], False, need_input)
-            if gxs is not None:
-                gxs[i] = gxi
-        return (None if gxs is None else _from_groups(gxs)), gw
+            sl, xsl = slice(i * Cog, (i + 1) * Cog), slice(i * Cg, (i + 1) * Cg)
+            if gp.method == "direct":
+                gw[sl] = gp._grad_weight(g, x, i * Cog, i * Cg)
+                if gx is not None:
+                    grad_input(g, weight[sl], x.shape[2:], gp.kernel_stride, gp.padding,
+                               gp.dilation, gp.grad_input, gp.threads, gx, i * Cog, i * Cg)
+            else:
+                gxi, gw[sl], _ = gp.backward(np.ascontiguousarray(g[:, sl]),
+                                             np.ascontiguousarray(x[:, xsl]), weight[sl],
+                                             False, need_input)
+                if gx is not None:
+                    gx[:, xsl] = gxi
+        return gx, gw
 
-    def _grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
+    def _grad_weight(
+        self, g: FloatArray, x: FloatArray, g_c0: int = 0, x_c0: int = 0
+    ) -> FloatArray:
+        """The weight gradient; a group's: from the channels of ``g`` and
+        ``x`` (the whole batch's arrays) that start at ``g_c0``/``x_c0``."""
         Co, C, kh, kw = self.weight_shape
         K = C * kh * kw
-        N, _, OH, OW = g.shape
+        N, Cg, OH, OW = g.shape
         s, p, d = self.kernel_stride, self.padding, self.dilation
-        geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
-        g3 = g.reshape(N, Co, OH * OW)
+        geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, x_c0, C, g_c0, Co)
+        g3 = g.reshape(N, Cg, OH * OW)
         schedule = self.grad_weight
         gw = self._grad_weight_run(x, g3, schedule, geom, K)
         if schedule != "packed" and not _eltwise.all_finite(gw.reshape(-1)):
@@ -440,18 +467,6 @@ class ConvPlan:
         np.add.at(gx, (slice(None), slice(None), ih[:, :, None, None], iw[None, None, :, :]),  # type: ignore[arg-type]
                   contrib)
         return gx, gw
-
-
-def _by_group(a: FloatArray, groups: int) -> FloatArray:
-    """(N, G*Cg, ...) -> (G, N, Cg, ...), C-contiguous (a view when N == 1)."""
-    N, C = a.shape[:2]
-    return np.ascontiguousarray(a.reshape((N, groups, C // groups) + a.shape[2:]).swapaxes(0, 1))
-
-
-def _from_groups(a: FloatArray) -> FloatArray:
-    """(G, N, Cg, ...) -> (N, G*Cg, ...), C-contiguous: the inverse of :func:`_by_group`."""
-    G, N, Cg = a.shape[:3]
-    return np.ascontiguousarray(a.swapaxes(0, 1)).reshape((N, G * Cg) + a.shape[3:])
 
 
 def _conv_method(
@@ -576,16 +591,14 @@ class ConvTransposePlan:
         elif self.groups == 1:
             y = grad_input(x4, weight, out4[2:], self.stride, self.padding, self.dilation,
                            self.grad_input, self.threads)
-        else:
+        else:  # each group's channel slices, in place
             G = self.groups
-            Cig = self.weight_shape[0] // G
-            xs = _by_group(x4, G)
-            ys = np.empty((G, out4[0], out4[1] // G) + out4[2:], dtype=self.dtype)
+            Cig, Cog = self.weight_shape[0] // G, out4[1] // G
+            y = np.empty(out4, dtype=self.dtype)
             for i in range(G):
-                ys[i] = grad_input(xs[i], weight[i * Cig : (i + 1) * Cig], out4[2:],
-                                   self.stride, self.padding, self.dilation, self.grad_input,
-                                   self.threads)
-            y = _from_groups(ys)
+                grad_input(x4, weight[i * Cig : (i + 1) * Cig], out4[2:], self.stride,
+                           self.padding, self.dilation, self.grad_input, self.threads, y,
+                           i * Cig, i * Cog)
         if bias is not None:
             y += bias[:, None, None]
         return y[0] if unb else y

@@ -422,6 +422,39 @@ def test_padding_same_and_valid_are_their_explicit_paddings(dtype, rng):
     np.testing.assert_array_equal(F.conv2d(x, w4, padding="same"), F.conv2d(xp, w4))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", [((3, 3), 1, 0), ((2, 3), 1, 1), ((3, 2), 2, 0)])
+def test_grouped_conv2d_keeps_each_groups_non_finite_values_to_itself(k, s, p, dtype, rng):
+    """The kernels read a group's channels in place: a tap's run may pass the
+    end of its channels, but an inf/NaN of another group never reaches this
+    group's results (as the reference, which slices)."""
+    x = randn(rng, (2, 4, 6, 7), dtype)
+    x[1, 2, 5, 6], x[0, 3, 0, 0], x[1, 0, 3, 2] = np.inf, np.nan, -np.inf
+    w = randn(rng, (6, 2) + k, dtype)
+    kw = dict(stride=s, padding=p, groups=2)
+    y = F.conv2d(x, w, **kw)
+    want = R.conv2d(*f64(x, w), **kw)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    go = randn(rng, y.shape, dtype)
+    got_all = F.conv2d_backward(go, x, w, **kw)
+    for got, ref in zip(got_all, R.conv2d_backward(*f64(go, x, w), **kw)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(y[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv2d_with_huge_padding_gathers_each_group(rng):
+    x, w = rng.standard_normal((1, 4, 2, 2)), rng.standard_normal((2, 2, 1, 1))
+    kw = dict(stride=2**31 - 1, padding=2**31 - 1, groups=2)
+    plan = F._conv2d_plan("conv2d", x, w, None, np.dtype(np.float64), dilation=1, **kw)
+    assert plan.method == "grouped" and plan.group_plan.method == "gather"
+    y = F.conv2d(x, w, **kw)
+    np.testing.assert_allclose(y, R.conv2d(x, w, **kw), rtol=1e-12)
+    go = rng.standard_normal(y.shape)
+    for got, ref in zip(F.conv2d_backward(go, x, w, **kw), R.conv2d_backward(go, x, w, **kw)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
 GT_CASES = [
     ("g2-2x3-stride-op", GConv(2, 4, 6, 2, 5, 6, (2, 3), (2, 2), (1, 1), (1, 1)), (1, 1)),
     ("g2-dilation-op", GConv(2, 6, 4, 2, 4, 5, (3, 2), (1, 1), (0, 0), (2, 2)), (1, 1)),
