@@ -533,6 +533,9 @@ def conv2d_plan(
     if K <= 64 or Co <= NR // 4:
         gw, gw_why = "dot", (f"few taps (K = {K}) or output channels (C_out = {Co}): "
                              f"dot products, nothing packed")
+    elif Co <= NR // 2 and OH * Wq >= 256:
+        gw, gw_why = "dot", (f"C_out = {Co} fills at most half a {NR}-column panel, and "
+                             f"long rows ({OH * Wq} positions per sample): dot products")
     else:
         gw, gw_why = "transposed", "taps read in place, only the gradient packed"
     prepared = ks[0] * ks[1] * C * Hq * Wq if (p != (0, 0) or ks != (1, 1)) else 0

@@ -92,6 +92,14 @@ def test_grouped_plans_run_one_group_plan_per_channel_block():
     assert gp is not None and gp.groups == 1 and gp.group_plan is None
     assert gp.x_shape == (32, 16, 32, 32) and gp.weight_shape == (16, 16, 3, 3)
     assert (gp.method, gp.grad_input) == ("direct", "full-rotated")
+    # 16 output channels fill half a float32 panel (32 columns): dot
+    # products; a float64 panel (16 columns) is full: the packed gradient
+    assert gp.grad_weight == "dot" and "half" in gp.grad_weight_reason
+    g64 = _plan.conv2d_plan("conv2d", (32, 64, 32, 32), (64, 16, 3, 3), None, F64, (1, 1),
+                            (1, 1), (1, 1), 4).group_plan
+    assert g64.grad_weight == "transposed"
+    # short rows (8x12 positions) keep the packed gradient
+    assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5)).grad_weight == "transposed"
     assert plan.threads == gp.threads and plan.scratch_bytes > gp.scratch_bytes
     # depthwise is a grouped plan too, its group a one-channel convolution
     dw = _plan.conv2d_plan("conv2d", (2, 8, 9, 9), (8, 1, 3, 3), None, F32, (2, 2), (1, 1),
