@@ -548,8 +548,7 @@ def conv2d_plan(
         gi = gw = "grouped"
         gi_why = gw_why = "per group: see group_plan"
         tasks, threads = group_plan.grad_weight_tasks, group_plan.threads
-        # the group's scratch, and the input/output rearranged by group
-        scratch = group_plan.scratch_bytes + (N * C * H * W + N * Co * OH * OW) * dtype.itemsize
+        scratch = group_plan.scratch_bytes  # the groups run one after the other
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
     kernel_args = (ks[0], ks[1], p[0], p[1], d[0], d[1], threads)
     return ConvPlan(
@@ -752,10 +751,9 @@ def conv1d_plan(
                          f"weight.shape[1] ({Cw}), the number of input channels")
     if k < 1:
         raise ValueError(f"{fname}: weight kernel size must be >= 1, got {k}")
-    (p,), _ = V.resolve_padding(fname, padding if isinstance(padding, str) else (padding,),
-                                (stride,), (k,), (dilation,))
-    if not isinstance(padding, str):
-        V.conv_out_size(fname, x_shape[-1], k, stride, p, dilation, "length")
+    (p,), (extra,) = V.resolve_padding(
+        fname, padding if isinstance(padding, str) else (padding,), (stride,), (k,), (dilation,))
+    V.conv_out_size(fname, x_shape[-1] + extra, k, stride, p, dilation, "length")
     N = x_shape[0] if len(x_shape) == 3 else 1
     plan2d = conv2d_plan(fname, (N, x_shape[axis], 1, x_shape[-1]), (Co, Cw, 1, k), bias_shape,
                          dtype, (1, stride), padding if isinstance(padding, str) else (0, padding),
