@@ -595,7 +595,30 @@ def conv_case(draw, fn):
         w = arr(draw, (C, Co, kh, kw), dt, "w")
         args = dict(x=x, weight=w)
         kinds = {"x": "array", "weight": "array"}
-    return mutate(draw, fn, args, kinds)
+    valid = _valid_conv_geometry(fn, H, W, kh, kw, g, args)
+    case = mutate(draw, fn, args, kinds)
+    if case["names"] and not valid:
+        # The unmutated geometry is already invalid: its own error may come first.
+        case["names"] = tuple(case["names"]) + ("kernel is larger", "output size",
+                                                "padding='same'")
+    return case
+
+
+def _valid_conv_geometry(fn, H, W, kh, kw, g, args):
+    """Whether a conv_case's unmutated geometry has a non-empty output."""
+    s, d = _pair2(g["s"]), _pair2(g["d"])
+    pad = args.get("padding", g["p"])
+    if fn in ("conv_transpose2d", "conv_transpose2d_backward"):
+        p, op = _pair2(g["p"]), args["output_padding"]
+        return all((n - 1) * s_ - 2 * p_ + d_ * (k - 1) + op + 1 >= 1
+                   for n, s_, p_, d_, k in zip((H, W), s, p, d, (kh, kw)))
+    if fn == "full_conv2d":
+        return True
+    if pad == "same":
+        return s == (1, 1)
+    p = (0, 0) if pad == "valid" else _pair2(pad)
+    return all(conv_out(n, k, s_, p_, d_) >= 1
+               for n, k, s_, p_, d_ in zip((H, W), (kh, kw), s, p, d))
 
 
 @st.composite
