@@ -22,7 +22,9 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     nothing to read (an empty batch, image or channel axis): zeros or bias.
 ``grouped``
     ``groups > 1``: the plan of one group's convolution (``plan.group_plan``)
-    run on each group's channel slice, forward and backward.
+    run on each group's channels of the batch, forward and backward (in
+    place: the kernels take channel windows).  :func:`_conv_method` makes
+    every ``method`` choice.
 ``full-rotated``
     input gradient at stride 1: the full convolution of the output gradient
     with the 180-degree-rotated kernel, on the forward kernel.
