@@ -20,6 +20,11 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     cannot be allocated (padding near 2**31); numpy einsum.
 ``empty``
     nothing to read (an empty batch, image or channel axis): zeros or bias.
+``grouped``
+    ``groups > 1``: the plan of one group's convolution (``plan.group_plan``)
+    run on each group's channels of the batch, forward and backward (in
+    place: the kernels take channel windows).  :func:`_conv_method` makes
+    every ``method`` choice.
 ``full-rotated``
     input gradient at stride 1: the full convolution of the output gradient
     with the 180-degree-rotated kernel, on the forward kernel.
@@ -127,11 +132,15 @@ def _effective_stride(s: Pair, out: Pair, padded: Pair, k: Pair, d: Pair) -> Pai
 
 def _forward_kernel(
     x: FloatArray, weight: FloatArray, bias: FloatArray | None, s: Pair, p: Pair, d: Pair,
-    OH: int, OW: int, threads: int,
+    OH: int, OW: int, threads: int, out: FloatArray | None = None, x_c0: int = 0,
+    out_c0: int = 0,
 ) -> FloatArray:
-    """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel."""
-    out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
-    _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads)
+    """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel; with
+    ``out``, into its channels from ``out_c0``, reading x's from ``x_c0``."""
+    if out is None:
+        out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
+    _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads,
+                         x_c0, out_c0)
     return out
 
 
@@ -142,30 +151,39 @@ def _rotated_transposed(weight: FloatArray) -> FloatArray:
 
 def grad_input(
     g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, method: str,
-    threads: int,
+    threads: int, out: FloatArray | None = None, g_c0: int = 0, out_c0: int = 0,
 ) -> FloatArray:
     """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) for upstream
     ``g`` (N, Co, OH, OW), into an (N, C, H, W) array, by ``method``.
+
+    A group's: the upstream channels ``g[:, g_c0:g_c0+Co]`` and the result
+    into ``out[:, out_c0:out_c0+C]`` of the whole batch's arrays.
 
     ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
     weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
     valid taps only) gives a number, so such weights take ``col2im``.
     """
-    N, Co, OH, OW = g.shape
-    _, C, kh, kw = weight.shape
+    N, Cg, OH, OW = g.shape
+    Co, C, kh, kw = weight.shape
     H, W = out_hw
     if method != "col2im" and not _eltwise.all_finite(weight.reshape(-1)):
         method = "col2im"
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
         return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W,
-                               threads)
+                               threads, out, g_c0, out_c0)
     if method == "phases":
-        return _grad_input_phases(g, weight, H, W, s, p, threads)
-    gx = np.empty((N, C, H, W), dtype=g.dtype)
+        if Cg != Co:
+            g = np.ascontiguousarray(g[:, g_c0 : g_c0 + Co])
+        gxp = _grad_input_phases(g, weight, H, W, s, p, threads)
+        if out is None:
+            return gxp
+        out[:, out_c0 : out_c0 + C] = gxp
+        return out
+    gx = np.empty((N, C, H, W), dtype=g.dtype) if out is None else out
     _conv.conv_grad_input(
-        g.reshape(N, Co, OH * OW), weight.reshape(Co, C * kh * kw), gx,
-        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads,
+        g.reshape(N, Cg, OH * OW), weight.reshape(Co, C * kh * kw), gx,
+        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads, g_c0, out_c0,
     )
     return gx
 
@@ -261,11 +279,20 @@ class ConvPlan:
     scratch_bytes: int
 
     # Derived once at construction (see conv2d_plan): the kernels' 4-D view
-    # of the input and output, and the geometry arguments of
-    # _conv.conv2d_forward.
+    # of the input (after pad_extra) and output, and the geometry arguments
+    # of _conv.conv2d_forward.
     x4: Shape
     out4: Shape
     kernel_args: tuple[int, ...]
+
+    #: Channel groups; with more than one, ``method`` is ``grouped``.
+    groups: int = 1
+    #: Zero rows/columns added after the input before ``padding`` (``"same"``
+    #: with an odd total padding, the extra one at the bottom/right, as
+    #: PyTorch); None when there are none.
+    pad_extra: Pair | None = None
+    #: ``grouped``: the plan of one group's convolution.
+    group_plan: ConvPlan | None = None
 
     @property
     def unbatched(self) -> bool:
@@ -275,15 +302,21 @@ class ConvPlan:
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
     ) -> FloatArray:
         """y = conv2d(x, weight, bias) for arrays of this plan's shapes/dtype."""
-        if self.method == "direct":
+        if self.method == "direct" and self.pad_extra is None:
             out = np.empty(self.out_shape, dtype=self.dtype)
             if len(self.x_shape) == 3:
                 _conv.conv2d_forward(x[None], weight, bias, out[None], *self.kernel_args)
             else:
                 _conv.conv2d_forward(x, weight, bias, out, *self.kernel_args)
             return out
-        if self.method == "gather":
-            y = self._gather_forward(x.reshape(self.x4), weight, bias)
+        x4 = self._input4(x)
+        if self.method == "direct":
+            y = np.empty(self.out4, dtype=self.dtype)
+            _conv.conv2d_forward(x4, weight, bias, y, *self.kernel_args)
+        elif self.method == "grouped":
+            y = self._grouped_forward(x4, weight, bias)
+        elif self.method == "gather":
+            y = self._gather_forward(x4, weight, bias)
         else:
             y = np.zeros(self.out4, dtype=self.dtype)
             if bias is not None:
@@ -305,7 +338,8 @@ class ConvPlan:
     ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]:
         """(grad_x or None, grad_weight, grad_bias or None) for upstream ``g``."""
         unb = len(self.x_shape) == 3
-        g4, x4 = (g[None], x[None]) if unb else (g, x)
+        g4 = g[None] if unb else g
+        x4 = self._input4(x)
         gb = bias_grad(g4) if bias else None
         gx: FloatArray | None
         if self.method == "gather":
@@ -313,23 +347,83 @@ class ConvPlan:
         elif self.method == "empty":
             gx = np.zeros(x4.shape, dtype=self.dtype) if need_input else None
             gw = np.zeros(self.weight_shape, dtype=self.dtype)
+        elif self.method == "grouped":
+            gx, gw = self._grouped_backward(g4, x4, weight, need_input)
         else:
             gw = self._grad_weight(g4, x4)
             gx = None
             if need_input:
                 gx = grad_input(g4, weight, x4.shape[2:], self.kernel_stride, self.padding,
                                 self.dilation, self.grad_input, self.threads)
+        if gx is not None and self.pad_extra is not None:
+            H, W = self.x_shape[-2:]
+            gx = np.ascontiguousarray(gx[:, :, :H, :W])
         if unb and gx is not None:
             gx = gx[0]
         return gx, gw, gb
 
-    def _grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
+    def _input4(self, x: FloatArray) -> FloatArray:
+        """The kernels' (N, C, H, W) input: batched, with ``pad_extra`` zeros."""
+        x4 = x[None] if len(self.x_shape) == 3 else x
+        if self.pad_extra is not None:
+            x4 = np.pad(x4, ((0, 0), (0, 0), (0, self.pad_extra[0]), (0, self.pad_extra[1])))
+        return x4
+
+    def _grouped_forward(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+    ) -> FloatArray:
+        """The group plan on each group's channels of x, weight, bias and the
+        output: in place (channel windows) for the direct kernel, else on
+        copies."""
+        G, gp = self.groups, cast("ConvPlan", self.group_plan)
+        Cog, Cg = self.weight_shape[0] // G, self.x4[1] // G
+        OH, OW = self.out4[2:]
+        y = np.empty(self.out4, dtype=self.dtype)
+        for i in range(G):
+            sl, xsl = slice(i * Cog, (i + 1) * Cog), slice(i * Cg, (i + 1) * Cg)
+            b = None if bias is None else bias[sl]
+            if gp.method == "direct":
+                _forward_kernel(x, weight[sl], b, gp.kernel_stride, gp.padding, gp.dilation,
+                                OH, OW, gp.threads, y, i * Cg, i * Cog)
+            else:
+                y[:, sl] = gp.forward(np.ascontiguousarray(x[:, xsl]), weight[sl], b)
+        return y
+
+    def _grouped_backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, need_input: bool
+    ) -> tuple[FloatArray | None, FloatArray]:
+        """The group plan's backward on each group's channels (in place for the
+        direct kernels, else on copies); (grad_x or None, grad_w)."""
+        G, gp = self.groups, cast("ConvPlan", self.group_plan)
+        Cog, Cg = self.weight_shape[0] // G, self.x4[1] // G
+        gw = np.empty(self.weight_shape, dtype=self.dtype)
+        gx = np.empty(x.shape, dtype=self.dtype) if need_input else None
+        for i in range(G):
+            sl, xsl = slice(i * Cog, (i + 1) * Cog), slice(i * Cg, (i + 1) * Cg)
+            if gp.method == "direct":
+                gw[sl] = gp._grad_weight(g, x, i * Cog, i * Cg)
+                if gx is not None:
+                    grad_input(g, weight[sl], x.shape[2:], gp.kernel_stride, gp.padding,
+                               gp.dilation, gp.grad_input, gp.threads, gx, i * Cog, i * Cg)
+            else:
+                gxi, gw[sl], _ = gp.backward(np.ascontiguousarray(g[:, sl]),
+                                             np.ascontiguousarray(x[:, xsl]), weight[sl],
+                                             False, need_input)
+                if gx is not None:
+                    gx[:, xsl] = gxi
+        return gx, gw
+
+    def _grad_weight(
+        self, g: FloatArray, x: FloatArray, g_c0: int = 0, x_c0: int = 0
+    ) -> FloatArray:
+        """The weight gradient; a group's: from the channels of ``g`` and
+        ``x`` (the whole batch's arrays) that start at ``g_c0``/``x_c0``."""
         Co, C, kh, kw = self.weight_shape
         K = C * kh * kw
-        N, _, OH, OW = g.shape
+        N, Cg, OH, OW = g.shape
         s, p, d = self.kernel_stride, self.padding, self.dilation
-        geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
-        g3 = g.reshape(N, Co, OH * OW)
+        geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, x_c0, C, g_c0, Co)
+        g3 = g.reshape(N, Cg, OH * OW)
         schedule = self.grad_weight
         gw = self._grad_weight_run(x, g3, schedule, geom, K)
         if schedule != "packed" and not _eltwise.all_finite(gw.reshape(-1)):
@@ -377,43 +471,62 @@ class ConvPlan:
         return gx, gw
 
 
+def _conv_method(
+    x4: Shape, weight_shape: Shape, groups: int, stride: Pair, padding: Pair, itemsize: int
+) -> tuple[str, str]:
+    """(name, reason) of the algorithm of a conv2d geometry: every choice of
+    ``ConvPlan.method`` is made here (one branch per method)."""
+    N, C, H, W = x4
+    Co, Cw, kh, kw = weight_shape
+    if N == 0 or Co == 0 or Cw * kh * kw == 0 or H == 0 or W == 0:
+        return "empty", "nothing to read: the result is zeros (or the bias)"
+    if groups > 1:
+        return "grouped", (f"groups = {groups}: the plan of one group's convolution on each "
+                           f"group's channel slice")
+    if _needs_gather(C, H, W, stride, padding, itemsize):
+        return "gather", "the padded input would not fit in memory"
+    return "direct", "fused-im2col GEMM on the micro-kernels"
+
+
 def conv2d_plan(
     fname: str, x_shape: Shape, weight_shape: Shape, bias_shape: Shape | None,
-    dtype: FloatDType, stride: Pair, padding: Pair, dilation: Pair,
+    dtype: FloatDType, stride: Pair, padding: Pair | str, dilation: Pair, groups: int = 1,
 ) -> ConvPlan:
     """Validate a conv2d geometry and decide how it runs (a :class:`ConvPlan`).
 
     ``x_shape`` is 3-D or 4-D and ``weight_shape`` 4-D (checked by the
     caller); ``bias_shape`` is None without a bias; ``stride``/``padding``/
-    ``dilation`` are normalised pairs.
+    ``dilation`` are normalised pairs (``padding`` may be ``"same"`` or
+    ``"valid"``) and ``groups`` an int >= 1.
     """
     Co, Cw, kh, kw = weight_shape
-    V.channels_match(fname, x_shape, Cw, "weight.shape[1]")
+    V.conv_groups(fname, x_shape, len(x_shape) - 3, weight_shape, groups)
+    if groups == 1:
+        V.channels_match(fname, x_shape, Cw, "weight.shape[1]")
     if kh < 1 or kw < 1:
         raise ValueError(f"{fname}: weight kernel size must be >= 1, got {kh}x{kw}")
     V.bias_shape(fname, bias_shape, Co)
     has_bias = bias_shape is not None
     unb = len(x_shape) == 3
     N, C, H, W = ((1,) + tuple(x_shape)) if unb else tuple(x_shape)
-    s, p, d = stride, padding, dilation
+    s, d = stride, dilation
+    p2, extra = V.resolve_padding(fname, padding, s, (kh, kw), d)
+    p = cast("Pair", p2)
+    pad_extra = cast("Pair", extra) if any(extra) else None
+    H, W = H + extra[0], W + extra[1]
     OH = V.conv_out_size(fname, H, kh, s[0], p[0], d[0], "height")
     OW = V.conv_out_size(fname, W, kw, s[1], p[1], d[1], "width")
     ks = s
     if OH == 1 or OW == 1:
         ks = _effective_stride(s, (OH, OW), (H + 2 * p[0], W + 2 * p[1]), (kh, kw), d)
     V.check_alloc(fname, (N, Co, OH, OW), dtype.itemsize)
-    K = C * kh * kw
+    K = Cw * kh * kw
     macs = N * Co * K * OH * OW
     threads = threads_for(macs)
     gi, gi_why = _grad_input_method(ks, p, d, (kh, kw))
-    if N == 0 or Co == 0 or K == 0 or H == 0 or W == 0:
-        method, why = "empty", "nothing to read: the result is zeros (or the bias)"
-        gi, gi_why = "empty", why
-    elif _needs_gather(C, H, W, ks, p, dtype.itemsize):
-        method, why = "gather", "the padded input would not fit in memory"
-        gi, gi_why = "gather", why
-    else:
-        method, why = "direct", "fused-im2col GEMM on the micro-kernels"
+    method, why = _conv_method((N, C, H, W), weight_shape, groups, ks, p, dtype.itemsize)
+    if method in ("empty", "gather"):
+        gi, gi_why = method, why
     MR, NR, KC = _gemm.block_sizes(dtype)
     Wq = -(-(W + 2 * p[1]) // ks[1])
     Hq = -(-(H + 2 * p[0]) // ks[0])
@@ -422,16 +535,29 @@ def conv2d_plan(
     if K <= 64 or Co <= NR // 4:
         gw, gw_why = "dot", (f"few taps (K = {K}) or output channels (C_out = {Co}): "
                              f"dot products, nothing packed")
+    elif Co <= NR // 2 and OH * Wq >= 256:
+        gw, gw_why = "dot", (f"C_out = {Co} fills at most half a {NR}-column panel, and "
+                             f"long rows ({OH * Wq} positions per sample): dot products")
     else:
         gw, gw_why = "transposed", "taps read in place, only the gradient packed"
     prepared = ks[0] * ks[1] * C * Hq * Wq if (p != (0, 0) or ks != (1, 1)) else 0
     scratch = (tasks * (KC * NR + -(-Co // MR) * MR * NR + prepared) + -(-Co // MR) * MR * K)
+    scratch *= dtype.itemsize
+    group_plan = None
+    if method == "grouped":
+        group_plan = conv2d_plan(fname, (N, C // groups, H, W), (Co // groups, Cw, kh, kw),
+                                 None, dtype, s, p, d)
+        gi = gw = "grouped"
+        gi_why = gw_why = "per group: see group_plan"
+        tasks, threads = group_plan.grad_weight_tasks, group_plan.threads
+        scratch = group_plan.scratch_bytes  # the groups run one after the other
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
     kernel_args = (ks[0], ks[1], p[0], p[1], d[0], d[1], threads)
     return ConvPlan(
         fname, dtype, tuple(x_shape), tuple(weight_shape), out_shape, has_bias, s, p, d, ks,
-        method, why, gi, gi_why, gw, gw_why, tasks, threads, scratch * dtype.itemsize,
+        method, why, gi, gi_why, gw, gw_why, tasks, threads, scratch,
         (N, C, H, W), (N, Co, OH, OW), kernel_args,
+        groups=groups, pad_extra=pad_extra, group_plan=group_plan,
     )
 
 
@@ -439,7 +565,10 @@ def conv2d_plan(
 class ConvTransposePlan:
     """How one ``conv_transpose2d`` (or ``full_conv2d``) geometry runs: the
     input gradient of the convolution whose weight it shares, ``grad_input``
-    naming the algorithm as for :class:`ConvPlan`."""
+    naming the algorithm as for :class:`ConvPlan` (run on each group's
+    channel slice when ``groups > 1``).  ``adjoint`` is the plan of that
+    convolution applied to this op's output: its forward is this op's input
+    gradient and its weight gradient this op's (see :meth:`backward`)."""
 
     dtype: FloatDType
     x_shape: Shape
@@ -452,6 +581,8 @@ class ConvTransposePlan:
     grad_input: str
     reason: str
     threads: int
+    groups: int = 1
+    adjoint: ConvPlan | None = None
 
     def forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
@@ -461,21 +592,74 @@ class ConvTransposePlan:
         x4 = x[None] if unb else x
         if self.grad_input == "empty":
             y = np.zeros(out4, dtype=self.dtype)
-        else:
+        elif self.groups == 1:
             y = grad_input(x4, weight, out4[2:], self.stride, self.padding, self.dilation,
                            self.grad_input, self.threads)
+        else:  # each group's channel slices, in place
+            G = self.groups
+            Cig, Cog = self.weight_shape[0] // G, out4[1] // G
+            y = np.empty(out4, dtype=self.dtype)
+            for i in range(G):
+                grad_input(x4, weight[i * Cig : (i + 1) * Cig], out4[2:], self.stride,
+                           self.padding, self.dilation, self.grad_input, self.threads, y,
+                           i * Cig, i * Cog)
         if bias is not None:
             y += bias[:, None, None]
         return y[0] if unb else y
+
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: Literal[True] = True,
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool, need_input: bool
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]: ...
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: bool = True,
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]:
+        """(grad_x or None, grad_weight, grad_bias or None) for upstream ``g``.
+
+        grad_x is the adjoint convolution of ``g`` (cropped to x: with
+        ``output_padding`` it can see a row or column more); grad_weight is
+        that convolution's weight gradient with ``x`` (zero-extended to its
+        output) as the upstream gradient.
+        """
+        unb = len(self.x_shape) == 3
+        g4, x4 = (g[None], x[None]) if unb else (g, x)
+        gb = bias_grad(g4) if bias else None
+        adj = self.adjoint
+        if adj is None:  # nothing was scattered
+            gx = np.zeros(x.shape, dtype=self.dtype) if need_input else None
+            return gx, np.zeros(self.weight_shape, dtype=self.dtype), gb
+        H, W = x4.shape[2:]
+        OH, OW = adj.out4[2:]
+        gx = None
+        if need_input:
+            gx = adj.forward(g4, weight, None)
+            if (OH, OW) != (H, W):
+                gx = np.ascontiguousarray(gx[:, :, :H, :W])
+            if unb:
+                gx = gx[0]
+        xe = x4 if (OH, OW) == (H, W) else np.pad(
+            x4, ((0, 0), (0, 0), (0, OH - H), (0, OW - W)))
+        _, gw, _ = adj.backward(xe, g4, weight, False, False)
+        return gx, gw, gb
 
 
 def conv_transpose2d_plan(
     fname: str, x_shape: Shape, weight_shape: Shape, bias_shape: Shape | None,
     dtype: FloatDType, stride: Pair, padding: Pair, output_padding: Pair, dilation: Pair,
+    groups: int = 1,
 ) -> ConvTransposePlan:
-    """Validate a transposed-convolution geometry (normalised pairs) and plan it."""
-    Ci, Co, kh, kw = weight_shape
+    """Validate a transposed-convolution geometry (normalised pairs, ``groups``
+    an int >= 1) and plan it."""
+    Ci, Cog, kh, kw = weight_shape
+    Co = Cog * groups
     V.channels_match(fname, x_shape, Ci, "weight.shape[0]")
+    V.conv_groups(fname, x_shape, len(x_shape) - 3, weight_shape, groups, transposed=True)
     if kh < 1 or kw < 1:
         raise ValueError(f"{fname}: weight kernel size must be >= 1, got {kh}x{kw}")
     V.bias_shape(fname, bias_shape, Co)
@@ -506,10 +690,78 @@ def conv_transpose2d_plan(
         method, why = "col2im", "output_padding: col2im scatter"
     else:
         method, why = _grad_input_method(s, p, d, (kh, kw))
+    if groups > 1:
+        why += f", on each of the {groups} groups' channel slices"
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
-    threads = threads_for(N * Ci * Co * kh * kw * H * W)
+    threads = threads_for(N * Ci * Cog * kh * kw * H * W)
+    adjoint = None
+    if method != "empty":
+        adjoint = conv2d_plan(fname, (N, Co, OH, OW), tuple(weight_shape), None, dtype, s, p, d,
+                              groups)
     return ConvTransposePlan(dtype, tuple(x_shape), tuple(weight_shape), out_shape, s, p, op,
-                             d, method, why, threads)
+                             d, method, why, threads, groups, adjoint)
+
+
+@dataclass(frozen=True, slots=True)
+class Conv1dPlan:
+    """How one ``conv1d`` geometry runs: ``plan2d``, the :class:`ConvPlan` of
+    the ``(N, C, 1, L)`` images, with the user's shapes around it."""
+
+    x_shape: Shape
+    weight_shape: Shape
+    out_shape: Shape
+    plan2d: ConvPlan
+
+    def forward(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+    ) -> FloatArray:
+        p = self.plan2d
+        return p.forward(x.reshape(p.x_shape), weight[:, :, None], bias).reshape(self.out_shape)
+
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: Literal[True] = True,
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+    @overload
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool, need_input: bool
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]: ...
+    def backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, bias: bool,
+        need_input: bool = True,
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray | None]:
+        """(grad_x or None, grad_weight, grad_bias or None) for upstream ``g``."""
+        p = self.plan2d
+        gx, gw, gb = p.backward(g.reshape(p.out_shape), x.reshape(p.x_shape), weight[:, :, None],
+                                bias, need_input)
+        return (None if gx is None else gx.reshape(self.x_shape)), gw.reshape(
+            self.weight_shape), gb
+
+
+def conv1d_plan(
+    fname: str, x_shape: Shape, weight_shape: Shape, bias_shape: Shape | None,
+    dtype: FloatDType, stride: int, padding: int | str, dilation: int, groups: int,
+) -> Conv1dPlan:
+    """Validate a conv1d geometry ((N, C, L) or (C, L) input, (C_out, C/groups,
+    k) weight, normalised ints) and plan it as a conv2d of (1, L) images."""
+    Co, Cw, k = weight_shape
+    axis = len(x_shape) - 2
+    V.conv_groups(fname, x_shape, axis, weight_shape, groups)
+    if x_shape[axis] != Cw * groups:  # groups == 1 (conv_groups checked the others)
+        raise ValueError(f"{fname}: x.shape[{axis}] ({x_shape[axis]}) must equal "
+                         f"weight.shape[1] ({Cw}), the number of input channels")
+    if k < 1:
+        raise ValueError(f"{fname}: weight kernel size must be >= 1, got {k}")
+    (p,), (extra,) = V.resolve_padding(
+        fname, padding if isinstance(padding, str) else (padding,), (stride,), (k,), (dilation,))
+    V.conv_out_size(fname, x_shape[-1] + extra, k, stride, p, dilation, "length")
+    N = x_shape[0] if len(x_shape) == 3 else 1
+    plan2d = conv2d_plan(fname, (N, x_shape[axis], 1, x_shape[-1]), (Co, Cw, 1, k), bias_shape,
+                         dtype, (1, stride), padding if isinstance(padding, str) else (0, padding),
+                         (1, dilation), groups)
+    out_shape = tuple(x_shape[:-2]) + (Co, plan2d.out_shape[-1])
+    return Conv1dPlan(tuple(x_shape), tuple(weight_shape), out_shape, plan2d)
 
 
 # --------------------------------------------------------------------------

@@ -451,13 +451,103 @@ def unpool_output_size(
     return size
 
 
+# --------------------------------------------------------------------------
+# convolution options: groups, padding modes, 1-D options
+# --------------------------------------------------------------------------
+
+#: The padding strings of the convolutions (PyTorch's).
+PADDING_MODES = ("same", "valid")
+
+
+def conv_padding(fname: str, value: object) -> Pair | str:
+    """A convolution's padding: an int or (h, w) pair >= 0, or ``"same"``/``"valid"``."""
+    if isinstance(value, str):
+        if value not in PADDING_MODES:
+            raise ValueError(
+                f"{fname}: padding must be an int, a pair (h, w), 'same' or 'valid', "
+                f"got {value!r}"
+            )
+        return value
+    return pair(fname, "padding", value, 0)
+
+
 def single(fname: str, name: str, value: object, minimum: int) -> int:
-    """A 1-D pool's size: an int or a 1-tuple of one (as PyTorch's 1-D pools)."""
-    if isinstance(value, (tuple, list)):
+    """A 1-D option: an int or a sequence of one int."""
+    if isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim == 1):
         if len(value) != 1:
             raise ValueError(
-                f"{fname}: {name} must be an int or a 1-tuple, got a sequence of length "
-                f"{len(value)}: {value!r}"
+                f"{fname}: {name} must be an int or a sequence of one int, got a sequence "
+                f"of length {len(value)}: {value!r}"
             )
         return as_int(fname, f"{name}[0]", value[0], minimum)
     return as_int(fname, name, value, minimum)
+
+
+def conv1d_padding(fname: str, value: object) -> int | str:
+    """A 1-D convolution's padding: an int (or 1-sequence) >= 0, ``"same"`` or ``"valid"``."""
+    if isinstance(value, str):
+        return cast("str", conv_padding(fname, value))
+    return single(fname, "padding", value, 0)
+
+
+def resolve_padding(
+    fname: str, padding: Sequence[int] | str, stride: Sequence[int], kernel: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(padding on each side, extra padding after) per axis.
+
+    A number pads both sides alike (no extra).  ``"valid"`` pads nothing.
+    ``"same"`` (stride 1 only) pads ``d*(k - 1)`` in total along each axis,
+    ``total // 2`` on each side and the odd one at the end, as PyTorch.
+    """
+    if not isinstance(padding, str):
+        return tuple(padding), tuple(0 for _ in padding)
+    if padding == "valid":
+        return tuple(0 for _ in kernel), tuple(0 for _ in kernel)
+    if any(s != 1 for s in stride):
+        shown = stride[0] if len(stride) == 1 else tuple(stride)
+        raise ValueError(
+            f"{fname}: padding='same' needs stride 1 (PyTorch does not define it for "
+            f"strided convolutions), got stride {shown}"
+        )
+    total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+    return tuple(t // 2 for t in total), tuple(t % 2 for t in total)
+
+
+def groups(fname: str, value: object) -> int:
+    """The ``groups`` option: an int >= 1."""
+    return as_int(fname, "groups", value, 1)
+
+
+def conv_groups(
+    fname: str, x_shape: Sequence[int], channel_axis: int, weight_shape: Sequence[int],
+    n_groups: int, transposed: bool = False,
+) -> None:
+    """Channel counts of a (transposed) convolution with ``n_groups`` groups.
+
+    conv: weight ``(C_out, C_in / groups, ...)``, C_out divisible by groups
+    and ``x.shape[channel_axis] == weight.shape[1] * groups``.  Transposed:
+    weight ``(C_in, C_out / groups, ...)``, C_in divisible by groups.
+    """
+    if weight_shape[0] % n_groups:
+        what = "C_in" if transposed else "C_out"
+        raise ValueError(
+            f"{fname}: weight.shape[0] ({what} = {weight_shape[0]}) must be divisible by "
+            f"groups ({n_groups})"
+        )
+    if transposed or n_groups == 1:
+        return
+    want = weight_shape[1] * n_groups
+    if x_shape[channel_axis] != want:
+        raise ValueError(
+            f"{fname}: x.shape[{channel_axis}] ({x_shape[channel_axis]}) must equal "
+            f"weight.shape[1] * groups ({weight_shape[1]} * {n_groups} = {want}), the "
+            f"number of input channels"
+        )
+
+
+def group_channels(fname: str, n_groups: int, in_channels: int, out_channels: int) -> None:
+    """A layer's channel counts must both be divisible by ``groups``."""
+    for name, n in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if n % n_groups:
+            raise ValueError(f"{fname}: {name} ({n}) must be divisible by groups ({n_groups})")

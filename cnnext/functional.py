@@ -44,6 +44,9 @@ __all__ = [
     "conv2d",
     "conv2d_backward",
     "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "conv1d",
+    "conv1d_backward",
     "full_conv2d",
     "max_pool2d",
     "max_pool2d_backward",
@@ -88,6 +91,8 @@ def _as(a: npt.ArrayLike, dt: FloatDType) -> FloatArray:
 # Allowed ndim of each operand.
 _CONV_NDIM = ((3, 4), (4,), (1,))
 _CONV_GRAD_NDIM = ((3, 4), (3, 4), (4,))
+_CONV1D_NDIM = ((2, 3), (3,), (1,))
+_CONV1D_GRAD_NDIM = ((2, 3), (2, 3), (3,))
 _LINEAR_NDIM = ((2,), (2,), (1,))
 _LINEAR_GRAD_NDIM = ((2,), (2,), (2,))
 _LINEAR_LAYOUT = {"x": "(N, in_features)"}
@@ -170,26 +175,30 @@ def _conv_params(
 
 def _conv2d_plan(
     fname: str, x: FloatArray, w: FloatArray, bias: FloatArray | None, dt: FloatDType,
-    stride: IntOrPair, padding: IntOrPair, dilation: IntOrPair,
+    stride: IntOrPair, padding: str | IntOrPair, dilation: IntOrPair, groups: int = 1,
 ) -> _plan.ConvPlan:
     """The cached :class:`cnnext._plan.ConvPlan` for these arrays and options."""
     bshape = None if bias is None else bias.shape
     nt = _config._kernel_threads
     # Plain ints (never bool, never float) are their own normal form: a
     # steady-state call finds its plan before normalising anything.
-    plain = type(stride) is int and type(padding) is int and type(dilation) is int
+    plain = (type(stride) is int and type(padding) is int and type(dilation) is int
+             and type(groups) is int)
     if plain:
-        key: Hashable = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, nt)
+        key: Hashable = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, groups,
+                         nt)
         plan: _plan.ConvPlan | None = _plan.lookup(key)
         if plan is not None:
             return plan
-    s, p, d = _conv_params(fname, stride, padding, dilation)
+    s, d = V.pair(fname, "stride", stride, 1), V.pair(fname, "dilation", dilation, 1)
+    p = V.conv_padding(fname, padding)
+    G = V.groups(fname, groups)
     if not plain:
-        key = (fname, x.shape, w.shape, dt, bshape, s, p, d, nt)
+        key = (fname, x.shape, w.shape, dt, bshape, s, p, d, G, nt)
         plan = _plan.lookup(key)
         if plan is not None:
             return plan  # type: ignore[no-any-return]  # a conv2d key's plan is a ConvPlan
-    return _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p, d))
+    return _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p, d, G))
 
 
 def _linear_plan(
@@ -269,7 +278,8 @@ def _adaptive_plan(
 
 def conv2d(
     x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None,
-    stride: IntOrPair = 1, padding: IntOrPair = 0, dilation: IntOrPair = 1,
+    stride: IntOrPair = 1, padding: str | IntOrPair = 0, dilation: IntOrPair = 1,
+    groups: int = 1,
 ) -> FloatArray:
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
@@ -277,12 +287,21 @@ def conv2d(
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
         Input batch (or one unbatched sample).
-    weight : array_like, shape (C_out, C_in, kH, kW)
+    weight : array_like, shape (C_out, C_in / groups, kH, kW)
         Filters.  Not flipped: ``y[n, o, i, j] = b[o] + sum_{c, u, v}
-        w[o, c, u, v] * x_pad[n, c, i*sH + u*dH, j*sW + v*dW]``.
+        w[o, c, u, v] * x_pad[n, c, i*sH + u*dH, j*sW + v*dW]`` (``c`` over
+        the input channels of ``o``'s group).
     bias : array_like, shape (C_out,), optional
     stride, padding, dilation : int or (int, int)
         ``stride >= 1``, ``padding >= 0`` (zeros), ``dilation >= 1`` (1: none).
+        ``padding`` may also be ``"valid"`` (no padding) or ``"same"``
+        (stride 1 only: the output has the input's size; ``dH*(kH - 1)``
+        rows of zeros in total, half above and the rest -- one more for an
+        odd total -- below; likewise columns).
+    groups : int
+        ``>= 1``, dividing ``C_in`` and ``C_out``: input channel block ``g``
+        feeds only output channel block ``g`` (``groups == C_in``: a
+        depthwise convolution).
 
     Returns
     -------
@@ -291,7 +310,8 @@ def conv2d(
 
     Notes
     -----
-    ``OH = floor((H + 2*pH - dH*(kH - 1) - 1) / sH) + 1`` and likewise ``OW``.
+    ``OH = floor((H + 2*pH - dH*(kH - 1) - 1) / sH) + 1`` and likewise ``OW``
+    (``OH = H`` for ``"same"``).
 
     Examples
     --------
@@ -310,26 +330,29 @@ def conv2d(
     elif TYPE_CHECKING:  # the one-step check passed: native float arrays
         x, weight, bias = cast("tuple[FloatArray, FloatArray, FloatArray | None]",
                                (x, weight, bias))
-    plan = _conv2d_plan(fname, x, weight, bias, dt, stride, padding, dilation)
+    plan = _conv2d_plan(fname, x, weight, bias, dt, stride, padding, dilation, groups)
     if _numpy_backend():
         return _as(_ref.conv2d(x, weight, bias, stride=stride, padding=padding,
-                               dilation=dilation), dt)
+                               dilation=dilation, groups=groups), dt)
     return plan.forward(x, weight, bias)
 
 
 @overload
 def conv2d_backward(
     grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
-    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: Literal[True] = True,
+    padding: str | IntOrPair = 0, dilation: IntOrPair = 1, groups: int = 1,
+    bias: Literal[True] = True,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def conv2d_backward(
     grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
-    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: bool = True,
+    padding: str | IntOrPair = 0, dilation: IntOrPair = 1, groups: int = 1,
+    bias: bool = True,
 ) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
 def conv2d_backward(
     grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
-    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: bool = True,
+    padding: str | IntOrPair = 0, dilation: IntOrPair = 1, groups: int = 1,
+    bias: bool = True,
 ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
@@ -339,8 +362,8 @@ def conv2d_backward(
         Upstream gradient ``dL/dy``.
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
         The forward input.
-    weight : array_like, shape (C_out, C_in, kH, kW)
-    stride, padding, dilation : int or (int, int)
+    weight : array_like, shape (C_out, C_in / groups, kH, kW)
+    stride, padding, dilation, groups
         As given to :func:`conv2d`.
     bias : bool
         Whether the forward pass had a bias (``grad_bias`` is None if not).
@@ -352,8 +375,9 @@ def conv2d_backward(
         the 180-degree-rotated kernel, summed over C_out, cropped by the
         padding.  At stride 1 without padding it equals
         ``full_conv2d(grad_out, weight)``.
-    grad_weight : ndarray, shape (C_out, C_in, kH, kW)
-        The correlation of the (padded) input with ``grad_out``.
+    grad_weight : ndarray, shape (C_out, C_in / groups, kH, kW)
+        The correlation of the (padded) input with ``grad_out``, within
+        each group.
     grad_bias : ndarray of shape (C_out,), or None
         ``grad_out.sum(axis=(0, 2, 3))``.
 
@@ -379,24 +403,40 @@ def conv2d_backward(
             f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
             f"batched (4-D) or both unbatched (3-D)"
         )
-    plan = _conv2d_plan(fname, xa, w, None, dt, stride, padding, dilation)
+    plan = _conv2d_plan(fname, xa, w, None, dt, stride, padding, dilation, groups)
     if g.shape != plan.out_shape:
         raise ValueError(
             f"{fname}: grad_out.shape must be the conv2d output shape {plan.out_shape} "
             f"for x {xa.shape}, weight {w.shape}, stride {plan.stride}, padding "
-            f"{plan.padding}, dilation {plan.dilation}; got {g.shape}"
+            f"{plan.padding}, dilation {plan.dilation}, groups {plan.groups}; got {g.shape}"
         )
     if _numpy_backend():
         gx, gw, gb = _ref.conv2d_backward(g, xa, w, stride=stride, padding=padding,
-                                          dilation=dilation, bias=bias)
+                                          dilation=dilation, groups=groups, bias=bias)
         return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
     return plan.backward(g, xa, w, bias)
+
+
+def _conv_transpose2d_plan(
+    fname: str, x: FloatArray, w: FloatArray, bias: FloatArray | None, dt: FloatDType,
+    stride: IntOrPair, padding: IntOrPair, output_padding: IntOrPair, groups: int,
+    dilation: IntOrPair,
+) -> _plan.ConvTransposePlan:
+    """The cached :class:`cnnext._plan.ConvTransposePlan` for these arrays and options."""
+    s, p, d = _conv_params(fname, stride, padding, dilation)
+    op = V.pair(fname, "output_padding", output_padding, 0)
+    G = V.groups(fname, groups)
+    return _plan.cached(
+        ("conv_transpose2d", x.shape, w.shape, dt, _shape(bias), s, p, op, d, G,
+         _config.get_num_threads()),
+        _plan.conv_transpose2d_plan, fname, x.shape, w.shape, _shape(bias), dt, s, p, op, d, G,
+    )
 
 
 def conv_transpose2d(
     x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None,
     stride: IntOrPair = 1, padding: IntOrPair = 0, output_padding: IntOrPair = 0,
-    dilation: IntOrPair = 1,
+    groups: int = 1, dilation: IntOrPair = 1,
 ) -> FloatArray:
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
@@ -406,11 +446,14 @@ def conv_transpose2d(
     Parameters
     ----------
     x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
-    weight : array_like, shape (C_in, C_out, kH, kW)
+    weight : array_like, shape (C_in, C_out / groups, kH, kW)
         Note the order: input channels first, as in PyTorch.
     bias : array_like, shape (C_out,), optional
     stride, padding, output_padding, dilation : int or (int, int)
         ``output_padding`` must be smaller than ``stride`` or ``dilation``.
+    groups : int
+        ``>= 1``, dividing ``C_in``: input channel block ``g`` feeds only
+        output channel block ``g``.
 
     Returns
     -------
@@ -432,18 +475,226 @@ def conv_transpose2d(
     """
     fname = "conv_transpose2d"
     (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV_NDIM)
-    s, p, d = _conv_params(fname, stride, padding, dilation)
-    op = V.pair(fname, "output_padding", output_padding, 0)
-    plan = _plan.cached(
-        ("conv_transpose2d", x.shape, weight.shape, dt, _shape(bias), s, p, op, d,
-         _config.get_num_threads()),
-        _plan.conv_transpose2d_plan, fname, x.shape, weight.shape, _shape(bias), dt,
-        s, p, op, d,
-    )
+    plan = _conv_transpose2d_plan(fname, x, weight, bias, dt, stride, padding, output_padding,
+                                  groups, dilation)
     if _numpy_backend():
         return _as(_ref.conv_transpose2d(x, weight, bias, stride=stride, padding=padding,
-                                         output_padding=output_padding, dilation=dilation), dt)
+                                         output_padding=output_padding, groups=groups,
+                                         dilation=dilation), dt)
     return plan.forward(x, weight, bias)
+
+
+@overload
+def conv_transpose2d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1,
+    dilation: IntOrPair = 1, bias: Literal[True] = True,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def conv_transpose2d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1,
+    dilation: IntOrPair = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+def conv_transpose2d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1,
+    dilation: IntOrPair = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """Gradients of :func:`conv_transpose2d` w.r.t. its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape (N, C_out, OH, OW) or (C_out, OH, OW)
+        Upstream gradient ``dL/dy``.
+    x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
+        The forward input.
+    weight : array_like, shape (C_in, C_out / groups, kH, kW)
+    stride, padding, output_padding, groups, dilation
+        As given to :func:`conv_transpose2d`.
+    bias : bool
+        Whether the forward pass had a bias (``grad_bias`` is None if not).
+
+    Returns
+    -------
+    grad_x : ndarray, shape of ``x``
+        ``conv2d(grad_out, weight, stride=stride, padding=padding,
+        dilation=dilation, groups=groups)`` (the convolution it is the
+        adjoint of), cropped to ``x``'s size.
+    grad_weight : ndarray, shape of ``weight``
+        That convolution's weight gradient, with ``grad_out`` as its input
+        and ``x`` as its upstream gradient.
+    grad_bias : ndarray of shape (C_out,), or None
+        ``grad_out.sum(axis=(0, 2, 3))``.
+
+    Notes
+    -----
+    ``grad_out`` must have the :func:`conv_transpose2d` output shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> x = np.array([[[[1., 2.]]]]); w = np.array([[[[1., 10.]]]])
+    >>> gx, gw, gb = F.conv_transpose2d_backward(np.array([[[[1., 0., 2.]]]]), x, w)
+    >>> gx[0, 0], gw[0, 0], gb
+    (array([[ 1., 20.]]), array([[1., 4.]]), array([3.]))
+    """
+    fname = "conv_transpose2d_backward"
+    bias = V.boolean(fname, "bias", bias)
+    (g, xa, w), dt = _operands(fname, (grad_out, x, weight), _GXW, _CONV_GRAD_NDIM)
+    if g.ndim != xa.ndim:
+        raise ValueError(
+            f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
+            f"batched (4-D) or both unbatched (3-D)"
+        )
+    plan = _conv_transpose2d_plan(fname, xa, w, None, dt, stride, padding, output_padding,
+                                  groups, dilation)
+    if g.shape != plan.out_shape:
+        raise ValueError(
+            f"{fname}: grad_out.shape must be the conv_transpose2d output shape "
+            f"{plan.out_shape} for x {xa.shape}, weight {w.shape}, stride {plan.stride}, "
+            f"padding {plan.padding}, output_padding {plan.output_padding}, groups "
+            f"{plan.groups}, dilation {plan.dilation}; got {g.shape}"
+        )
+    if _numpy_backend():
+        gx, gw, gb = _ref.conv_transpose2d_backward(
+            g, xa, w, stride=stride, padding=padding, output_padding=output_padding,
+            groups=groups, dilation=dilation, bias=bias)
+        return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
+    return plan.backward(g, xa, w, bias)
+
+
+def _conv1d_plan(
+    fname: str, x: FloatArray, w: FloatArray, bias: FloatArray | None, dt: FloatDType,
+    stride: int | Sequence[int], padding: str | int | Sequence[int],
+    dilation: int | Sequence[int], groups: int,
+) -> _plan.Conv1dPlan:
+    """The cached :class:`cnnext._plan.Conv1dPlan` for these arrays and options."""
+    s, d = V.single(fname, "stride", stride, 1), V.single(fname, "dilation", dilation, 1)
+    p = V.conv1d_padding(fname, padding)
+    G = V.groups(fname, groups)
+    bshape = _shape(bias)
+    return _plan.cached(
+        ("conv1d", fname, x.shape, w.shape, dt, bshape, s, p, d, G, _config.get_num_threads()),
+        _plan.conv1d_plan, fname, x.shape, w.shape, bshape, dt, s, p, d, G,
+    )
+
+
+def conv1d(
+    x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None,
+    stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1,
+) -> FloatArray:
+    """1-D convolution (cross-correlation), as ``torch.nn.functional.conv1d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, L) or (C_in, L)
+    weight : array_like, shape (C_out, C_in / groups, k)
+    bias : array_like, shape (C_out,), optional
+    stride, padding, dilation : int or (int,)
+        As for :func:`conv2d`, along the one axis; ``padding`` may be
+        ``"valid"`` or ``"same"`` (stride 1; the odd one of an odd total
+        padding at the end).
+    groups : int
+        As for :func:`conv2d`.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, OL) (2-D when ``x`` was 2-D)
+
+    Notes
+    -----
+    ``OL = floor((L + 2*p - d*(k - 1) - 1) / s) + 1``.  Runs as
+    :func:`conv2d` of the ``(1, L)`` images with the ``(1, k)`` kernels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> F.conv1d(np.array([[[1., 2., 3., 4.]]]), np.array([[[1., 10.]]]), padding="same")
+    array([[[21., 32., 43.,  4.]]])
+    """
+    fname = "conv1d"
+    (x, weight, bias), dt = _operands(fname, (x, weight, bias), _XWB, _CONV1D_NDIM,
+                                      {"x": "(N, C, L) or (C, L)", "weight": "(C_out, C_in, k)"})
+    plan = _conv1d_plan(fname, x, weight, bias, dt, stride, padding, dilation, groups)
+    if _numpy_backend():
+        return _as(_ref.conv1d(x, weight, bias, stride, padding, dilation, groups),
+                   dt)
+    return plan.forward(x, weight, bias)
+
+
+@overload
+def conv1d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike,
+    stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1, bias: Literal[True] = True,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def conv1d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike,
+    stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]: ...
+def conv1d_backward(
+    grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike,
+    stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """Gradients of :func:`conv1d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape (N, C_out, OL) or (C_out, OL)
+    x : array_like, shape (N, C_in, L) or (C_in, L)
+    weight : array_like, shape (C_out, C_in / groups, k)
+    stride, padding, dilation, groups
+        As given to :func:`conv1d`.
+    bias : bool
+        Whether the forward pass had a bias (``grad_bias`` is None if not).
+
+    Returns
+    -------
+    grad_x : ndarray, shape of ``x``
+    grad_weight : ndarray, shape of ``weight``
+    grad_bias : ndarray of shape (C_out,), or None
+
+    Notes
+    -----
+    :func:`conv2d_backward` of the ``(1, L)`` images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import functional as F
+    >>> gx, gw, gb = F.conv1d_backward(np.ones((1, 1, 2)), np.ones((1, 1, 3)),
+    ...                                np.array([[[1., 10.]]]))
+    >>> gx, gw, gb
+    (array([[[ 1., 11., 10.]]]), array([[[2., 2.]]]), array([2.]))
+    """
+    fname = "conv1d_backward"
+    bias = V.boolean(fname, "bias", bias)
+    (g, xa, w), dt = _operands(fname, (grad_out, x, weight), _GXW, _CONV1D_GRAD_NDIM)
+    if g.ndim != xa.ndim:
+        raise ValueError(
+            f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
+            f"batched (3-D) or both unbatched (2-D)"
+        )
+    plan = _conv1d_plan(fname, xa, w, None, dt, stride, padding, dilation, groups)
+    if g.shape != plan.out_shape:
+        p2 = plan.plan2d
+        raise ValueError(
+            f"{fname}: grad_out.shape must be the conv1d output shape {plan.out_shape} "
+            f"for x {xa.shape}, weight {w.shape}, stride {p2.stride[1]}, padding "
+            f"{p2.padding[1]}, dilation {p2.dilation[1]}, groups {p2.groups}; got {g.shape}"
+        )
+    if _numpy_backend():
+        gx, gw, gb = _ref.conv1d_backward(g, xa, w, stride, padding, dilation,
+                                          groups, bias)
+        return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
+    return plan.backward(g, xa, w, bias)
 
 
 def full_conv2d(x: npt.ArrayLike, weight: npt.ArrayLike) -> FloatArray:

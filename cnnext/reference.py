@@ -9,9 +9,10 @@ im2col-ordered panels, and col2im), nothing here builds an im2col matrix.
 Forward convolutions and pools gather with :func:`numpy.lib.stride_tricks.sliding_window_view` and a
 windowed :func:`numpy.einsum`; backward passes *scatter* with an explicit
 loop over the kernel taps (each tap adds its contribution into a strided
-slice of a padded buffer); ``conv_transpose2d`` is computed a third way, as
-a stride-1 correlation of the stride-dilated, padded input with the
-180-degree-rotated kernel.
+slice of a padded buffer); ``conv_transpose2d`` and ``full_conv2d`` scatter
+the same way from its definition (every input value times every tap, added
+at its output position), and the gradients of ``conv_transpose2d`` gather
+windows of the padded output gradient.
 
 Semantics are those of PyTorch's CPU ``torch.nn.functional``: NCHW layout,
 convolution weight ``(C_out, C_in, kH, kW)``, the forward pass is a
@@ -46,6 +47,9 @@ __all__ = [
     "conv2d",
     "conv2d_backward",
     "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "conv1d",
+    "conv1d_backward",
     "full_conv2d",
     "max_pool2d",
     "max_pool2d_backward",
@@ -134,6 +138,44 @@ def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+def _sides(padding: str | IntOrPair, kernel: Sequence[int], dilation: Pair) -> tuple[Pair, Pair]:
+    """((top, left), (bottom, right)) zero padding of a convolution.
+
+    An int or pair pads both sides alike; ``"valid"`` pads nothing;
+    ``"same"`` pads ``d*(k - 1)`` in total along each axis, ``total // 2``
+    before and the rest (one more for an odd total) after, as PyTorch does.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        return (total[0] // 2, total[1] // 2), (total[0] - total[0] // 2, total[1] - total[1] // 2)
+    p = _pair(padding)
+    return p, p
+
+
+def _pad_sides(x: FloatArray, before: Pair, after: Pair) -> FloatArray:
+    """Zero-pad the last two axes of a 4-D array, ``before`` rows/columns at
+    the top/left and ``after`` at the bottom/right (a new float64 array)."""
+    return np.pad(_f64(x), ((0, 0), (0, 0), (before[0], after[0]), (before[1], after[1])))
+
+
+def _split(a: FloatArray, groups: int, axis: int) -> FloatArray:
+    """``a`` with ``axis`` split into (groups, size // groups) (a view)."""
+    shape = a.shape[:axis] + (groups, a.shape[axis] // groups) + a.shape[axis + 1:]
+    return a.reshape(shape)
+
+
+def _single(v: int | Sequence[int]) -> int:
+    """A 1-D option (int or 1-sequence) as an int."""
+    return int(np.asarray(v).reshape(-1)[0])
+
+
+def _as_2d_option(v: str | int | Sequence[int], fill: int) -> str | Pair:
+    """A 1-D option as the 2-D option of the (1, L) image (``fill`` along H)."""
+    return v if isinstance(v, str) else (fill, _single(v))
+
+
 #: Above this many padded elements the convolutions loop over output
 #: positions instead of padding the input (padding near 2**31 leaves few
 #: outputs but a padded input no machine can hold).
@@ -199,32 +241,39 @@ def _by_position(
 @_nan_quiet
 def conv2d(
     x: FloatArray, weight: FloatArray, bias: FloatArray | None = None, stride: IntOrPair = 1,
-    padding: IntOrPair = 0, dilation: IntOrPair = 1,
+    padding: str | IntOrPair = 0, dilation: IntOrPair = 1, groups: int = 1,
 ) -> FloatArray:
-    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (groups=1).
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
 
     Parameters
     ----------
     x : ndarray, shape (N, C_in, H, W)
         Input batch, float32 or float64.
-    weight : ndarray, shape (C_out, C_in, kH, kW)
+    weight : ndarray, shape (C_out, C_in / groups, kH, kW)
         Filters. They are *not* flipped (cross-correlation).
     bias : ndarray of shape (C_out,) or None, optional
         Added to every output position of the matching channel.
     stride, padding, dilation : int or (int, int), optional
         Step between windows, zero padding added to each side, and spacing
-        between kernel taps (1 means no dilation).
+        between kernel taps (1 means no dilation).  ``padding`` may also be
+        ``"valid"`` (none) or ``"same"`` (stride 1; ``dH*(kH - 1)`` rows in
+        total, the odd one at the bottom, likewise for columns).
+    groups : int, optional
+        Input and output channels split into ``groups`` blocks; output block
+        ``g`` sees input block ``g`` only.
 
     Returns
     -------
     y : ndarray, shape (N, C_out, OH, OW), dtype of ``x``
         ``y[n, o, oh, ow] = bias[o] + sum_{c,i,j} weight[o, c, i, j] *
-        xpad[n, c, oh*sh + i*dh, ow*sw + j*dw]``.
+        xpad[n, g*C_in/groups + c, oh*sh + i*dh, ow*sw + j*dw]`` with
+        ``g = o // (C_out/groups)``.
 
     Notes
     -----
     ``OH = (H + 2*ph - dh*(kH - 1) - 1) // sh + 1`` and likewise for ``OW``.
-    Computed as an einsum over a ``sliding_window_view`` of the padded input.
+    Computed as an einsum over a ``sliding_window_view`` of the padded input,
+    with the channel axes split into groups.
 
     Examples
     --------
@@ -235,17 +284,21 @@ def conv2d(
              [67., 77.]]]])
     """
     if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
-        return cast(
-            "FloatArray", conv2d(np.asarray(x)[None], weight, bias, stride, padding, dilation)[0]
-        )
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+        return cast("FloatArray", conv2d(np.asarray(x)[None], weight, bias, stride, padding,
+                                         dilation, groups)[0])
+    stride, dilation = _pair(stride), _pair(dilation)
     kernel = weight.shape[2:]
-    if _huge_padding(x, padding):
-        y = _by_position(_f64(x), _f64(weight), None, stride, padding, dilation)
+    before, after = _sides(padding, kernel, dilation)
+    n, co = x.shape[0], weight.shape[0]
+    if _huge_padding(x, before):
+        xs, ws = _split(_f64(x), groups, 1), _split(_f64(weight), groups, 0)
+        y = np.concatenate([_by_position(xs[:, g], ws[g], None, stride, before, dilation)
+                            for g in range(groups)], axis=1)
     else:
-        xp = _pad_hw(_f64(x), *padding)
-        win = _windows(xp, kernel, stride, dilation)
-        y = np.einsum("nchwij,ocij->nohw", win, _f64(weight), optimize=True)
+        win = _windows(_pad_sides(x, before, after), kernel, stride, dilation)
+        y5 = np.einsum("ngchwij,gocij->ngohw", _split(win, groups, 1),
+                       _split(_f64(weight), groups, 0), optimize=True)
+        y = y5.reshape(n, co, *y5.shape[3:])
     if bias is not None:
         y = y + _f64(bias)[None, :, None, None]
     return y.astype(x.dtype, copy=False)
@@ -254,7 +307,7 @@ def conv2d(
 @_nan_quiet
 def conv2d_backward(
     grad_out: FloatArray, x: FloatArray, weight: FloatArray, stride: IntOrPair = 1,
-    padding: IntOrPair = 0, dilation: IntOrPair = 1, bias: bool = True,
+    padding: str | IntOrPair = 0, dilation: IntOrPair = 1, groups: int = 1, bias: bool = True,
 ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
@@ -264,9 +317,9 @@ def conv2d_backward(
         Upstream gradient dL/dy.
     x : ndarray, shape (N, C_in, H, W)
         The forward input.
-    weight : ndarray, shape (C_out, C_in, kH, kW)
+    weight : ndarray, shape (C_out, C_in / groups, kH, kW)
         The forward weight.
-    stride, padding, dilation : int or (int, int), optional
+    stride, padding, dilation, groups : optional
         As given to the forward call.
     bias : bool, optional
         Whether the forward call had a bias; if False ``grad_bias`` is None.
@@ -274,7 +327,7 @@ def conv2d_backward(
     Returns
     -------
     grad_x : ndarray, shape (N, C_in, H, W), dtype of ``x``
-    grad_weight : ndarray, shape (C_out, C_in, kH, kW), dtype of ``weight``
+    grad_weight : ndarray, shape (C_out, C_in / groups, kH, kW), dtype of ``weight``
     grad_bias : ndarray of shape (C_out,) or None, dtype of ``grad_out``
         ``grad_out.sum((0, 2, 3))``.
 
@@ -282,13 +335,13 @@ def conv2d_backward(
     -----
     ``grad_weight[o, c, i, j] = sum_{n,oh,ow} grad_out[n, o, oh, ow] *
     xpad[n, c, oh*sh + i*dh, ow*sw + j*dw]``: the correlation of the padded
-    input (read at dilated taps) with ``grad_out``.
+    input (read at dilated taps) with ``grad_out`` (within each group).
 
     ``grad_x`` is a scatter-add: every output position adds
     ``weight * grad_out`` back into the window it read, one kernel tap at a
-    time, into a padded buffer of shape ``(N, C_in, H + 2*ph, W + 2*pw)``
-    that is then cropped to ``[ph:ph+H, pw:pw+W]``. Rows and columns that no
-    window reads (when ``(H + 2*ph - dh*(kH-1) - 1) % sh != 0``) get 0. At
+    time, into a padded buffer of shape ``(N, C_in, H + top + bottom, W +
+    left + right)`` that is then cropped to the input. Rows and columns that
+    no window reads (when ``(H + 2*ph - dh*(kH-1) - 1) % sh != 0``) get 0. At
     stride 1 this equals a full convolution of ``grad_out`` with the
     180-degree-rotated kernel (see :func:`full_conv2d`).
 
@@ -310,43 +363,70 @@ def conv2d_backward(
     """
     if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
         gx, gw, gb = conv2d_backward(np.asarray(grad_out)[None], np.asarray(x)[None], weight,
-                                     stride, padding, dilation, bias)
+                                     stride, padding, dilation, groups, bias)
         return gx[0], gw, gb
     sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
     dh, dw = _pair(dilation)
     n, c_in, h, w = x.shape
     kh, kw = weight.shape[2:]
+    before, after = _sides(padding, (kh, kw), (dh, dw))
     g = _f64(grad_out)
     wt = _f64(weight)
     oh, ow = g.shape[2:]
     grad_b = g.sum(axis=(0, 2, 3)).astype(grad_out.dtype) if bias else None
-    if _huge_padding(x, (ph, pw)):
-        grad_x, grad_w = _by_position(_f64(x), wt, g, (sh, sw), (ph, pw), (dh, dw))
+    if _huge_padding(x, before):
+        xs, ws, gs = _split(_f64(x), groups, 1), _split(wt, groups, 0), _split(g, groups, 1)
+        parts = [_by_position(xs[:, i], ws[i], gs[:, i], (sh, sw), before, (dh, dw))
+                 for i in range(groups)]
+        grad_x = np.concatenate([gx for gx, _ in parts], axis=1)
+        grad_w = np.concatenate([gw for _, gw in parts], axis=0)
         return (grad_x.astype(x.dtype), grad_w.astype(weight.dtype, copy=False), grad_b)
 
     # weight gradient: windowed correlation of the padded input with g
-    xp = _pad_hw(_f64(x), ph, pw)
-    win = _windows(xp, (kh, kw), (sh, sw), (dh, dw))
-    grad_w = np.einsum("nchwij,nohw->ocij", win, g, optimize=True)
+    win = _windows(_pad_sides(x, before, after), (kh, kw), (sh, sw), (dh, dw))
+    g5 = _split(g, groups, 1)
+    grad_w = np.einsum("ngchwij,ngohw->gocij", _split(win, groups, 1), g5,
+                       optimize=True).reshape(wt.shape)
 
     # input gradient: scatter-add tap by tap into the padded buffer
-    gxp = np.zeros((n, c_in, h + 2 * ph, w + 2 * pw), dtype=np.float64)
+    w5 = _split(wt, groups, 0)
+    gxp = np.zeros((n, c_in, h + before[0] + after[0], w + before[1] + after[1]))
     for i in range(kh):
         for j in range(kw):
             r0, c0 = i * dh, j * dw
             gxp[:, :, r0:r0 + sh * (oh - 1) + 1:sh,
                 c0:c0 + sw * (ow - 1) + 1:sw] += np.einsum(
-                    "nohw,oc->nchw", g, wt[:, :, i, j])
-    grad_x = gxp[:, :, ph:ph + h, pw:pw + w]
+                    "ngohw,goc->ngchw", g5, w5[:, :, :, i, j]).reshape(n, c_in, oh, ow)
+    grad_x = gxp[:, :, before[0]:before[0] + h, before[1]:before[1] + w]
     return (grad_x.astype(x.dtype), grad_w.astype(weight.dtype, copy=False),
             grad_b)
+
+
+def _scatter_taps(
+    x: FloatArray, weight: FloatArray, groups: int, stride: Pair, dilation: Pair
+) -> FloatArray:
+    """The uncropped transposed convolution of a non-empty 4-D ``x`` with
+    weight (C_in, C_out/groups, kH, kW): for each tap (i, j), input (h, w)
+    adds ``x * weight[:, :, i, j]`` at output (h*sh + i*dh, w*sw + j*dw)."""
+    n, _, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    (sh, sw), (dh, dw) = stride, dilation
+    c_out = weight.shape[1] * groups
+    full = np.zeros((n, c_out, (h - 1) * sh + dh * (kh - 1) + 1, (w - 1) * sw + dw * (kw - 1) + 1))
+    x5, w5 = _split(_f64(x), groups, 1), _split(_f64(weight), groups, 0)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i * dh:i * dh + (h - 1) * sh + 1:sh,
+                 j * dw:j * dw + (w - 1) * sw + 1:sw] += np.einsum(
+                     "ngchw,gco->ngohw", x5, w5[:, :, :, i, j]).reshape(n, c_out, h, w)
+    return full
 
 
 @_nan_quiet
 def conv_transpose2d(
     x: FloatArray, weight: FloatArray, bias: FloatArray | None = None, stride: IntOrPair = 1,
-    padding: IntOrPair = 0, output_padding: IntOrPair = 0, dilation: IntOrPair = 1,
+    padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1,
+    dilation: IntOrPair = 1,
 ) -> FloatArray:
     """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
@@ -354,33 +434,34 @@ def conv_transpose2d(
     ----------
     x : ndarray, shape (N, C_in, H, W)
         Input batch.
-    weight : ndarray, shape (C_in, C_out, kH, kW)
-        Filters, laid out as in PyTorch (input channels first). groups=1.
+    weight : ndarray, shape (C_in, C_out / groups, kH, kW)
+        Filters, laid out as in PyTorch (input channels first).
     bias : ndarray of shape (C_out,) or None, optional
         Added to every output position (including ``output_padding`` rows).
-    stride, padding, output_padding, dilation : int or (int, int), optional
+    stride, padding, output_padding, groups, dilation : optional
         ``padding`` is removed from each side of the full output;
-        ``output_padding`` adds rows/columns at the bottom/right only.
+        ``output_padding`` adds rows/columns at the bottom/right only; input
+        block ``g`` of ``groups`` feeds output block ``g`` only.
 
     Returns
     -------
     y : ndarray, shape (N, C_out, OH, OW), dtype of ``x``
         ``y[n, o, r, s] = bias[o] + sum x[n, c, h, w] * weight[c, o, i, j]``
-        over all ``h, w, i, j`` with ``r = h*sh - ph + i*dh`` and
-        ``s = w*sw - pw + j*dw``.
+        over all ``h, w, i, j`` (and ``c`` of the group of ``o``) with
+        ``r = h*sh - ph + i*dh`` and ``s = w*sw - pw + j*dw``.
 
     Notes
     -----
     ``OH = (H - 1)*sh - 2*ph + dh*(kH - 1) + oph + 1`` and likewise for
     ``OW``. This is the adjoint of :func:`conv2d` with the same stride,
-    padding and dilation, and equals ``conv2d_backward``'s ``grad_x`` for the
-    weight read as ``(C_out_conv, C_in_conv, kH, kW)``.
+    padding, dilation and groups, and equals ``conv2d_backward``'s ``grad_x``
+    for the weight read as ``(C_out_conv, C_in_conv / groups, kH, kW)``.
 
-    Computed by gathering, not scattering: the input is dilated by the stride
-    (``sh - 1`` zero rows between rows), zero-padded by ``dh*(kH - 1)`` on
-    each side, cross-correlated at stride 1 with the 180-degree-rotated,
-    dilated kernel, extended by ``output_padding`` zero rows/columns at the
-    end and cropped to ``[ph:ph+OH, pw:pw+OW]``.
+    Computed by scattering, tap by tap, into the uncropped output of
+    ``(H - 1)*sh + dh*(kH - 1) + 1`` rows (only real products of an input
+    value and a weight are summed, so a non-finite weight reaches only the
+    outputs it touches, as in PyTorch), extended by ``output_padding`` zero
+    rows/columns at the end and cropped to ``[ph:ph+OH, pw:pw+OW]``.
 
     Examples
     --------
@@ -394,36 +475,172 @@ def conv_transpose2d(
     """
     if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
         return cast("FloatArray", conv_transpose2d(np.asarray(x)[None], weight, bias, stride,
-                                                   padding, output_padding, dilation)[0])
+                                                   padding, output_padding, groups,
+                                                   dilation)[0])
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
     oph, opw = _pair(output_padding)
     dh, dw = _pair(dilation)
     n, c_in, h, w = x.shape
     kh, kw = weight.shape[2:]
+    c_out = weight.shape[1] * groups
     out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
     out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
     if np.size(x) == 0:  # nothing to scatter: the bias alone
-        y0 = np.zeros((n, weight.shape[1], out_h, out_w))
+        y0 = np.zeros((n, c_out, out_h, out_w))
         if bias is not None:
             y0 = y0 + _f64(bias)[None, :, None, None]
         return y0.astype(x.dtype, copy=False)
 
-    # dilate by the stride: x lands on every sh-th row / sw-th column
-    xd = np.zeros((n, c_in, (h - 1) * sh + 1, (w - 1) * sw + 1))
-    xd[:, :, ::sh, ::sw] = x
-    eh, ew = dh * (kh - 1), dw * (kw - 1)
-    xq = _pad_hw(xd, eh, ew)
-    # rotated kernel, as a conv2d weight (C_out, C_in, kH, kW)
-    wr = _f64(weight)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    win = _windows(xq, (kh, kw), (1, 1), (dh, dw))
-    full = np.einsum("nchwij,ocij->nohw", win, wr, optimize=True)
-    # full has (H-1)*sh + eh + 1 rows; extend by output_padding, then crop
+    full = _scatter_taps(x, weight, groups, (sh, sw), (dh, dw))
+    # extend by output_padding, then crop
     full = np.pad(full, ((0, 0), (0, 0), (0, oph), (0, opw)))
     y = full[:, :, ph:ph + out_h, pw:pw + out_w]
     if bias is not None:
         y = y + _f64(bias)[None, :, None, None]
     return y.astype(x.dtype, copy=False)
+
+
+@_nan_quiet
+def conv_transpose2d_backward(
+    grad_out: FloatArray, x: FloatArray, weight: FloatArray, stride: IntOrPair = 1,
+    padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1,
+    dilation: IntOrPair = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """Gradients of :func:`conv_transpose2d` w.r.t. its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C_out, OH, OW)
+        Upstream gradient dL/dy.
+    x : ndarray, shape (N, C_in, H, W)
+        The forward input.
+    weight : ndarray, shape (C_in, C_out / groups, kH, kW)
+    stride, padding, output_padding, groups, dilation : optional
+        As given to the forward call.
+    bias : bool, optional
+        Whether the forward call had a bias; if False ``grad_bias`` is None.
+
+    Returns
+    -------
+    grad_x : ndarray, shape (N, C_in, H, W)
+        ``sum_{o,i,j} grad_out[n, o, h*sh - ph + i*dh, w*sw - pw + j*dw] *
+        weight[c, o, i, j]`` over the taps inside ``grad_out``.
+    grad_weight : ndarray, shape of ``weight``
+        ``sum_{n,h,w} x[n, c, h, w] * grad_out[n, o, h*sh - ph + i*dh,
+        w*sw - pw + j*dw]``.
+    grad_bias : ndarray of shape (C_out,) or None
+
+    Notes
+    -----
+    Both gradients read strided, dilated windows of the zero-padded
+    ``grad_out`` at every input position (a gather, where the forward pass
+    is computed on the stride-dilated input).
+
+    Examples
+    --------
+    >>> x = np.array([[[[1.0, 2.0]]]])
+    >>> w = np.array([[[[1.0, 10.0]]]])
+    >>> gx, gw, gb = conv_transpose2d_backward(np.array([[[[1.0, 0.0, 2.0]]]]), x, w)
+    >>> gx[0, 0], gw[0, 0], gb
+    (array([[ 1., 20.]]), array([[1., 4.]]), array([3.]))
+    """
+    if np.ndim(x) == 3:  # one unbatched (C, H, W) sample
+        gx, gw, gb = conv_transpose2d_backward(
+            np.asarray(grad_out)[None], np.asarray(x)[None], weight, stride, padding,
+            output_padding, groups, dilation, bias)
+        return gx[0], gw, gb
+    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    n, c_in, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    g = _f64(grad_out)
+    grad_b = g.sum(axis=(0, 2, 3)).astype(grad_out.dtype) if bias else None
+    if np.size(x) == 0:  # nothing was scattered
+        return np.zeros_like(x), np.zeros_like(weight), grad_b
+    # Window (h, w) of the padded gradient holds the outputs input (h, w) fed;
+    # the padded gradient is long enough for h < H (see the output size).
+    gp = _pad_hw(g, p[0], p[1])
+    win = _windows(gp, (kh, kw), s, d)[:, :, :h, :w]
+    win5 = _split(win, groups, 1)
+    w5 = _split(_f64(weight), groups, 0)
+    gx = np.einsum("ngohwij,gcoij->ngchw", win5, w5, optimize=True).reshape(n, c_in, h, w)
+    gw = np.einsum("ngchw,ngohwij->gcoij", _split(_f64(x), groups, 1), win5,
+                   optimize=True).reshape(weight.shape)
+    return gx.astype(x.dtype), gw.astype(weight.dtype), grad_b
+
+
+def conv1d(
+    x: FloatArray, weight: FloatArray, bias: FloatArray | None = None,
+    stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1,
+) -> FloatArray:
+    """1-D cross-correlation, as ``torch.nn.functional.conv1d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, L) or (C_in, L)
+    weight : ndarray, shape (C_out, C_in / groups, k)
+    bias : ndarray of shape (C_out,) or None, optional
+    stride, padding, dilation : int or (int,), optional
+        ``padding`` may also be ``"valid"`` or ``"same"``.
+    groups : int, optional
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, OL) (2-D for a 2-D ``x``)
+
+    Notes
+    -----
+    ``OL = (L + 2*p - d*(k - 1) - 1) // s + 1``: :func:`conv2d` of the
+    ``(1, L)`` images.
+
+    Examples
+    --------
+    >>> conv1d(np.array([[[1.0, 2.0, 3.0]]]), np.array([[[1.0, 10.0]]]))
+    array([[[21., 32.]]])
+    """
+    x4 = np.asarray(x)[..., None, :]
+    y = conv2d(x4, np.asarray(weight)[:, :, None, :], bias, (1, _single(stride)),
+               _as_2d_option(padding, 0), (1, _single(dilation)), groups)
+    return y[..., 0, :]
+
+
+def conv1d_backward(
+    grad_out: FloatArray, x: FloatArray, weight: FloatArray, stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+    groups: int = 1, bias: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """Gradients of :func:`conv1d` (see :func:`conv2d_backward`).
+
+    Parameters
+    ----------
+    grad_out : ndarray, shape (N, C_out, OL) or (C_out, OL)
+    x : ndarray, shape (N, C_in, L) or (C_in, L)
+    weight : ndarray, shape (C_out, C_in / groups, k)
+    stride, padding, dilation, groups, bias : optional
+        As given to :func:`conv1d` (``bias``: whether it had one).
+
+    Returns
+    -------
+    grad_x, grad_weight, grad_bias : ndarrays of the shapes of x, weight, (C_out,)
+        ``grad_bias`` is None without a bias.
+
+    Notes
+    -----
+    :func:`conv2d_backward` of the ``(1, L)`` images.
+
+    Examples
+    --------
+    >>> gx, gw, gb = conv1d_backward(np.ones((1, 1, 2)), np.ones((1, 1, 3)),
+    ...                              np.array([[[1.0, 10.0]]]))
+    >>> gx, gw, gb
+    (array([[[ 1., 11., 10.]]]), array([[[2., 2.]]]), array([2.]))
+    """
+    gx, gw, gb = conv2d_backward(
+        np.asarray(grad_out)[..., None, :], np.asarray(x)[..., None, :],
+        np.asarray(weight)[:, :, None, :], (1, _single(stride)), _as_2d_option(padding, 0),
+        (1, _single(dilation)), groups, bias)
+    return gx[..., 0, :], gw[:, :, 0, :], gb
 
 
 @_nan_quiet
@@ -444,9 +661,11 @@ def full_conv2d(x: FloatArray, weight: FloatArray) -> FloatArray:
 
     Notes
     -----
-    Implemented literally: ``x`` is zero-padded by ``(kH - 1, kW - 1)`` on
-    each side and cross-correlated with the 180-degree-rotated kernel
-    ``weight[k, c, ::-1, ::-1]``. This is the input gradient of
+    Equivalently, ``x`` zero-padded by ``(kH - 1, kW - 1)`` on each side
+    and cross-correlated with the 180-degree-rotated kernel ``weight[k, c,
+    ::-1, ::-1]``; computed by the tap-by-tap scatter of
+    :func:`conv_transpose2d` (stride 1), so that a non-finite weight reaches
+    only the outputs it touches, as in PyTorch. This is the input gradient of
     :func:`conv2d` at stride 1, padding 0, dilation 1:
     ``conv2d_backward(g, x, w)[0] == full_conv2d(g, w)``.
 
@@ -460,12 +679,12 @@ def full_conv2d(x: FloatArray, weight: FloatArray) -> FloatArray:
     """
     if np.ndim(x) == 3:  # one unbatched (K, H, W) sample
         return cast("FloatArray", full_conv2d(np.asarray(x)[None], weight)[0])
-    kh, kw = weight.shape[2:]
-    xp = _pad_hw(_f64(x), kh - 1, kw - 1)
-    rot = _f64(weight)[:, :, ::-1, ::-1]
-    win = _windows(xp, (kh, kw), (1, 1), (1, 1))
-    y = np.einsum("nkhwij,kcij->nchw", win, rot, optimize=True)
-    return cast("FloatArray", y.astype(x.dtype, copy=False))
+    if np.size(x) == 0:
+        n, _, h, w = np.shape(x)
+        kh, kw = weight.shape[2:]
+        return np.zeros((n, weight.shape[1], h + kh - 1, w + kw - 1), dtype=x.dtype)
+    y = _scatter_taps(x, weight, 1, (1, 1), (1, 1))
+    return y.astype(x.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------

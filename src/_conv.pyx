@@ -28,6 +28,15 @@ Every kernel body is a ``*_task(args, tid)`` function: with one thread it is
 called directly (no OpenMP region), otherwise once per thread in a
 ``prange``.  All scratch is allocated per call and is bounded by the block
 sizes, independent of the batch size.
+
+Each kernel can work on a *channel window* of its activation arrays
+(``x_c0``/``out_c0``/``g_c0``: the first channel; the count comes from the
+weight): a grouped convolution runs each group on its channels of the whole
+batch, without copying them.  Samples are then ``C_total*H*W`` elements
+apart.  A tap's run may read past the end of a window into the memory that
+follows it (junk positions, never stored, or multiplied by a zero
+gradient); the last sample gets a prepared copy when its runs would leave
+the window (``reach``).
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -108,12 +117,12 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
                         w = w + sw
 
 
-cdef inline const floating* sample_src(const floating* x, Py_ssize_t n, const Geom* g,
-                                      floating* buf) noexcept nogil:
-    """The sample n the taps' runs index: the input itself when no padding
-    or stride phases are needed (and the runs stay inside the array), else
-    its prepared copy in ``buf``."""
-    cdef const floating* xn = x + n * g.C * g.H * g.W
+cdef inline const floating* sample_src(const floating* x, Py_ssize_t n, Py_ssize_t xs,
+                                      const Geom* g, floating* buf) noexcept nogil:
+    """The sample n (``xs`` elements apart) the taps' runs index: the input
+    itself when no padding or stride phases are needed (and the runs stay
+    inside the array), else its prepared copy in ``buf``."""
+    cdef const floating* xn = x + n * xs
     if not g.prepared or (g.tail_only and n < g.N - 1):
         return xn
     prep_sample(xn, g, buf)
@@ -193,6 +202,7 @@ ctypedef struct FwdArgs:
     void* scr                # per-thread scratch, ``per`` elements each
     const int64_t* toff
     Py_ssize_t toff_max, per, s_c, MR, NR, npanel, ntp, T
+    Py_ssize_t xs, os          # elements between samples of x and out
     cnx_ukr_s fs
     cnx_ukr_d fd
     int nt
@@ -220,7 +230,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
         p0 = (t - n * a.ntp) * NR
         if n != cur:
             cur = n
-            src = sample_src(x, n, g, ct + a.s_c)
+            src = sample_src(x, n, a.xs, g, ct + a.s_c)
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
         bsrc = src + p0
@@ -249,25 +259,27 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             if ow < OW:
                 q = min(run, OW - ow)
                 for co0 in range(Co):
-                    orow = out + (n * Co + co0) * P + oh * OW + ow
+                    orow = out + n * a.os + co0 * P + oh * OW + ow
                     for kk in range(q):
                         orow[kk] = ct[co0 * NR + pp - p0 + kk]
             pp = pp + run
 
 
-def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
+def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C_x, H, W)
                    const floating[:, :, :, ::1] weight,  # IN  (Cout, C, kh, kw)
                    const floating[::1] bias,             # IN  (Cout,) or None
-                   floating[:, :, :, ::1] out,           # OUT (N, Cout, OH, OW)
+                   floating[:, :, :, ::1] out,           # OUT (N, C_out, OH, OW)
                    Py_ssize_t sh, Py_ssize_t sw,
                    Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw,
-                   int n_threads):
-    """out[n] = Wmat @ im2col(x[n]) (+ bias), Wmat = weight as (Cout, C*kh*kw);
-    tiles of NR positions split into contiguous ranges, one per thread."""
+                   int n_threads,
+                   Py_ssize_t x_c0=0, Py_ssize_t out_c0=0):
+    """out[n, out_c0:out_c0+Cout] = Wmat @ im2col(x[n, x_c0:x_c0+C]) (+ bias),
+    Wmat = weight as (Cout, C*kh*kw) (the whole arrays by default); tiles of
+    NR positions split into contiguous ranges, one per thread."""
     cdef FwdArgs a
     cdef Py_ssize_t tid, small, oh_n = out.shape[2]
-    a.g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1],
+    a.g = make_geom(x.shape[0], weight.shape[1], x.shape[2], x.shape[3], weight.shape[0],
                     weight.shape[2], weight.shape[3], sh, sw, ph, pw, dh, dw, oh_n, out.shape[3])
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
     a.fs = KER.s_ind
@@ -303,10 +315,12 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
     except MemoryError:
         free(toff)
         raise
-    a.x = &x[0, 0, 0, 0]
+    a.xs = x.shape[1] * x.shape[2] * x.shape[3]
+    a.os = out.shape[1] * oh_n * out.shape[3]
+    a.x = &x[0, 0, 0, 0] + x_c0 * x.shape[2] * x.shape[3]
     a.apw = apw
     a.bias = &bias[0] if bias is not None else NULL
-    a.out = &out[0, 0, 0, 0]
+    a.out = &out[0, 0, 0, 0] + out_c0 * oh_n * out.shape[3]
     a.scr = apw + a.npanel * a.MR * K
     a.toff = toff
     with nogil:
@@ -333,6 +347,7 @@ ctypedef struct GwArgs:
     const int64_t* toff
     const void** ptrs        # dot schedule: 8 row pointers per task
     Py_ssize_t toff_max, per, s_a, s_b, MR, NR, nblk, units, block
+    Py_ssize_t xs, gs          # elements between samples of x and gout
     int T
 
 
@@ -360,7 +375,7 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x, n, g, bp + a.s_b)
+            src = sample_src(x, n, a.xs, g, bp + a.s_b)
         # A panels: gradient rows in padded-width layout, junk = 0.
         for panel in range(npanel):
             for tt in range(MR):
@@ -370,7 +385,7 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
                     for q in range(kc):
                         arow[q * MR] = 0
                     continue
-                grad_run(gout + (n * Co + co0) * P, pb, kc, Wq, OW, arow, MR)
+                grad_run(gout + n * a.gs + co0 * P, pb, kc, Wq, OW, arow, MR)
         jc = 0
         while jc < K:
             nr = min(NR, K - jc)
@@ -423,7 +438,7 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x, n, g, ap + a.s_a)
+            src = sample_src(x, n, a.xs, g, ap + a.s_a)
         # B panels: gradient block transposed, padded-width positions (junk
         # columns zero), NR output channels per panel.
         for jc in range(ncp):
@@ -433,7 +448,7 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
                     for q in range(kc):
                         bcol[q * NR] = 0
                     continue
-                grad_run(gout + (n * Co + jc * NR + j) * P, pb, kc, Wq, OW, bcol, NR)
+                grad_run(gout + n * a.gs + (jc * NR + j) * P, pb, kc, Wq, OW, bcol, NR)
         for ip in range(ntp):
             mr = min(MR, K - ip * MR)
             for jc in range(ncp):
@@ -466,10 +481,10 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
         kc = min(DB, Pp - pb)
         if n != cur:
             cur = n
-            src = sample_src(x, n, g, sbuf)
+            src = sample_src(x, n, a.xs, g, sbuf)
         # Gradient rows in padded-width layout, junk columns zero.
         for co in range(Co):
-            grad_run(gout + (n * Co + co) * P, pb, kc, Wq, OW, gb + co * DB, 1)
+            grad_run(gout + n * a.gs + co * P, pb, kc, Wq, OW, gb + co * DB, 1)
         for k0 in range(0, K, 4):
             nb = min(4, K - k0)
             for i in range(4):
@@ -493,18 +508,21 @@ cdef Py_ssize_t DOT_BLOCK = 2048
 SCHEDULES = ("packed", "transposed", "dot")
 
 
-def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
-                       const floating[:, :, ::1] gout,    # IN  (N, Cout, OH*OW)
+def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C_x, H, W)
+                       const floating[:, :, ::1] gout,    # IN  (N, C_g, OH*OW)
                        floating[:, :, ::1] gwp,           # OUT (T, Cout, K) or (T, K, Cout)
                        str schedule,
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw,
-                       Py_ssize_t oh_n, Py_ssize_t ow_n):
+                       Py_ssize_t oh_n, Py_ssize_t ow_n,
+                       Py_ssize_t x_c0=0, Py_ssize_t c_n=-1,
+                       Py_ssize_t g_c0=0, Py_ssize_t co_n=-1):
     """gwp[task] = the task's share of the weight gradient, T = gwp.shape[0]
     tasks (one thread each); the caller sums gwp over axis 0 in a fixed
-    order.  ``schedule``:
+    order.  The input channels are ``x[:, x_c0:x_c0+c_n]`` and the output
+    channels ``gout[:, g_c0:g_c0+co_n]`` (a count of -1: all).  ``schedule``:
 
     ``"packed"``      (Co, K) partials; both operands packed; any input.
     ``"transposed"``  (K, Co) partials; only the gradient packed (C_out
@@ -517,7 +535,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
     cdef GwArgs a
     cdef int kind = SCHEDULES.index(schedule)
     cdef int task
-    a.g = make_geom(x.shape[0], x.shape[1], x.shape[2], x.shape[3], gout.shape[1], kh, kw,
+    a.g = make_geom(x.shape[0], c_n if c_n >= 0 else x.shape[1], x.shape[2], x.shape[3],
+                    co_n if co_n >= 0 else gout.shape[1], kh, kw,
                     sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     a.T = <int>gwp.shape[0]
     a.MR = mr_of(<floating*>NULL)
@@ -552,8 +571,10 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C, H, W)
         free(toff)
         free(scr)
         raise
-    a.x = &x[0, 0, 0, 0]
-    a.gout = &gout[0, 0, 0]
+    a.x = &x[0, 0, 0, 0] + x_c0 * x.shape[2] * x.shape[3]
+    a.xs = x.shape[1] * x.shape[2] * x.shape[3]
+    a.gout = &gout[0, 0, 0] + g_c0 * gout.shape[2]
+    a.gs = gout.shape[1] * gout.shape[2]
     a.gwp = &gwp[0, 0, 0]
     a.scr = scr
     a.toff = toff
@@ -614,37 +635,41 @@ ctypedef struct GiArgs:
     void* out                # (N, C, H, W)
     void* scr
     Py_ssize_t per, s_c, s_a, PB, MR, NR
+    Py_ssize_t gs, os          # elements between samples of gout and out
 
 
 cdef void gi_sample(const GiArgs* a, Py_ssize_t n, floating* cp) noexcept nogil:
     cdef const Geom* g = &a.g
     cdef Py_ssize_t P = g.OH * g.OW, K = g.K, pb = 0, npos
-    cdef floating* outn = <floating*>a.out + n * g.C * g.H * g.W
+    cdef floating* outn = <floating*>a.out + n * a.os
     memset(outn, 0, g.C * g.H * g.W * sizeof(floating))
     while pb < P:
         npos = min(a.PB, P - pb)
         gemm_st(K, npos, g.Co, <const floating*>a.wmat, 1, K,
-                <const floating*>a.gout + n * g.Co * P + pb, P, 1,
+                <const floating*>a.gout + n * a.gs + pb, P, 1,
                 cp, npos, False, cp + a.s_c, cp + a.s_c + a.s_a, a.MR, a.NR)
         col2im_block(cp, npos, outn, g, pb, npos)
         pb = pb + a.PB
 
 
-def conv_grad_input(const floating[:, :, ::1] gout,       # IN  (N, Cg, P)
+def conv_grad_input(const floating[:, :, ::1] gout,       # IN  (N, C_g, P)
                     const floating[:, ::1] wmat,          # IN  (Cg, K), K = C*kh*kw
-                    floating[:, :, :, ::1] out,           # OUT (N, C, H, W), overwritten
+                    floating[:, :, :, ::1] out,           # OUT (N, C_out, H, W); its
+                                                          #     window overwritten
                     Py_ssize_t kh, Py_ssize_t kw,
                     Py_ssize_t sh, Py_ssize_t sw,
                     Py_ssize_t ph, Py_ssize_t pw,
                     Py_ssize_t dh, Py_ssize_t dw,
                     Py_ssize_t oh_n, Py_ssize_t ow_n,
-                    int n_threads):
-    """out_n = col2im(Wmat^T @ g_n): conv2d's input gradient for any stride,
-    and conv_transpose2d.  One thread owns a sample."""
+                    int n_threads,
+                    Py_ssize_t g_c0=0, Py_ssize_t out_c0=0):
+    """out[n, out_c0:out_c0+C] = col2im(Wmat^T @ gout[n, g_c0:g_c0+Cg]):
+    conv2d's input gradient for any stride, and conv_transpose2d.  One
+    thread owns a sample."""
     cdef GiArgs a
     cdef Py_ssize_t n, tid, N = gout.shape[0]
-    a.g = make_geom(N, out.shape[1], out.shape[2], out.shape[3], wmat.shape[0], kh, kw,
-                    sh, sw, ph, pw, dh, dw, oh_n, ow_n)
+    a.g = make_geom(N, wmat.shape[1] // (kh * kw), out.shape[2], out.shape[3], wmat.shape[0],
+                    kh, kw, sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
     cdef Py_ssize_t K = a.g.K, P = oh_n * ow_n
@@ -657,9 +682,11 @@ def conv_grad_input(const floating[:, :, ::1] gout,       # IN  (N, Cg, P)
     if N == 0:
         return
     cdef floating* scr = <floating*>alloc_scratch(nt * a.per * sizeof(floating))
-    a.gout = &gout[0, 0, 0]
+    a.gout = &gout[0, 0, 0] + g_c0 * gout.shape[2]
+    a.gs = gout.shape[1] * gout.shape[2]
     a.wmat = &wmat[0, 0]
-    a.out = &out[0, 0, 0, 0]
+    a.out = &out[0, 0, 0, 0] + out_c0 * out.shape[2] * out.shape[3]
+    a.os = out.shape[1] * out.shape[2] * out.shape[3]
     a.scr = scr
     with nogil:
         if nt == 1:

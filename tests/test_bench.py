@@ -379,6 +379,7 @@ def test_suite_geometry():
         "cifar-3x3": (32, 64, 32, 64, 3, 1, 1),
         "resnet-3x3": (8, 128, 28, 128, 3, 1, 1),
         "strided": (32, 16, 32, 32, 3, 2, 1),
+        "cifar-grouped-g4": (32, 64, 32, 64, 3, 1, 1),
     }
     conv = {c.name: (c.N, c.C, c.H, c.C_out, c.kernel, c.stride, c.padding)
             for c in bench.SUITE if c.kind == "conv"}
@@ -387,16 +388,19 @@ def test_suite_geometry():
     assert cs.out_size == 16  # (31 + 2 - 3) // 2 + 1
     assert cs.flops("fwd") == 2 * 100 * 25 * 16 * 16 * 3 * 9
     assert cs.flops("fwd+bwd") == 3 * cs.flops("fwd")
+    gr = next(c for c in bench.SUITE if c.name == "cifar-grouped-g4")
+    assert gr.groups == 4 and gr.flops("fwd") == 2 * 32 * 64 * 32 * 32 * 16 * 9
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", ["seed-mnist", "maxpool-3x3s2p1", "avgpool-2x2",
-                                  "resnet-head-gap"])
+                                  "resnet-head-gap", "cifar-grouped-g4"])
 def test_peers_compute_the_same_thing(case, dtype):
     """The timed callables of the peers agree (same inputs, same op)."""
     c = bench.select_cases(case)[0]
-    if c.N > 1:  # keep the test fast: a 4-sample version of the pooling case
-        c = bench.Case(c.name, c.kind, 4, 8, c.H, c.C_out, c.kernel, c.stride, c.padding)
+    if c.N > 1:  # keep the test fast: a 4-sample version of the case
+        c = bench.Case(c.name, c.kind, 4, 8, c.H, c.C_out and 8, c.kernel, c.stride, c.padding,
+                       groups=c.groups)
     fns = bench.make_peers(c, "fwd", dtype, seed=3, torch=None)
     y_cn, y_ref = fns["cnnext"](), fns["reference"]()
     y_cn = y_cn[0] if isinstance(y_cn, tuple) else y_cn
@@ -413,9 +417,12 @@ def test_torch_global_average_pool_peer_matches_cnnext():
     np.testing.assert_allclose(fns["pytorch"]().numpy(), fns["cnnext"](), rtol=1e-12)
 
 
-def test_torch_peer_matches_cnnext():
+@pytest.mark.parametrize("case", ["seed-mnist", "cifar-grouped-g4"])
+def test_torch_peer_matches_cnnext(case):
     torch = pytest.importorskip("torch")
-    c = bench.select_cases("seed-mnist")[0]
+    c = bench.select_cases(case)[0]
+    c = bench.Case(c.name, c.kind, 1, c.C, 12, c.C_out, c.kernel, c.stride, c.padding,
+                   groups=c.groups)
     fns = bench.make_peers(c, "fwd", "float64", seed=5, torch=torch)
     np.testing.assert_allclose(fns["pytorch"]().numpy(), fns["cnnext"](), rtol=1e-10, atol=1e-12)
 

@@ -314,6 +314,280 @@ def test_full_conv2d_equals_conv2d_grad_x_at_stride_1(data, dtype, close):
 
 
 # --------------------------------------------------------------------------
+# groups, padding modes, conv1d, grouped conv_transpose2d and its backward
+# --------------------------------------------------------------------------
+
+GConv = namedtuple("GConv", "n cin cout groups h w k s p d")
+
+# Grouped/padded geometries: 2x3 kernels with groups, stride > kernel,
+# dilation, "same" with even kernels (the odd padding row/column at the
+# bottom/right), depthwise (groups == C_in), one output channel per group,
+# N=1, primes.
+GROUP_CASES = [
+    ("g2-2x3", GConv(2, 4, 6, 2, 6, 7, (2, 3), (1, 1), (0, 0), (1, 1))),
+    ("g3-2x3-stride-pad", GConv(2, 6, 3, 3, 7, 8, (2, 3), (2, 1), (1, 2), (1, 1))),
+    ("g2-stride>kernel", GConv(2, 4, 4, 2, 11, 13, (2, 2), (3, 4), (0, 0), (1, 1))),
+    ("g2-dilation", GConv(2, 4, 2, 2, 9, 8, (3, 2), (1, 1), (0, 1), (2, 3))),
+    ("depthwise-3x3", GConv(2, 5, 5, 5, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1))),
+    ("depthwise-x2", GConv(1, 3, 6, 3, 5, 7, (3, 2), (2, 1), (1, 0), (1, 1))),
+    ("g4-1x1", GConv(3, 8, 4, 4, 5, 5, (1, 1), (1, 1), (0, 0), (1, 1))),
+    ("g2-same-2x3", GConv(2, 4, 6, 2, 6, 7, (2, 3), (1, 1), "same", (1, 1))),
+    ("g1-same-4x2-dil", GConv(2, 3, 2, 1, 7, 5, (4, 2), (1, 1), "same", (1, 2))),
+    ("g2-same-1x4", GConv(1, 2, 2, 2, 1, 9, (1, 4), (1, 1), "same", (1, 1))),
+    ("g3-valid", GConv(2, 3, 6, 3, 5, 6, (2, 3), (2, 2), "valid", (1, 1))),
+    ("g1-same-3x3", GConv(2, 2, 3, 1, 5, 5, (3, 3), (1, 1), "same", (1, 1))),
+    ("g2-primes", GConv(3, 10, 14, 2, 13, 11, (3, 5), (2, 3), (1, 2), (1, 1))),
+]
+GROUP_IDS = [c[0] for c in GROUP_CASES]
+GROUP_GEOMS = [c[1] for c in GROUP_CASES]
+
+
+def gconv_arrays(g, dtype, rng):
+    x = randn(rng, (g.n, g.cin, g.h, g.w), dtype)
+    w = randn(rng, (g.cout, g.cin // g.groups) + g.k, dtype)
+    b = randn(rng, (g.cout,), dtype)
+    return x, w, b
+
+
+def gconv_kwargs(g):
+    return dict(stride=g.s, padding=g.p, dilation=g.d, groups=g.groups)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GROUP_GEOMS, ids=GROUP_IDS)
+def test_grouped_and_padded_conv2d_and_backward_cases(g, dtype, rng, close):
+    x, w, b = gconv_arrays(g, dtype, rng)
+    kw = gconv_kwargs(g)
+    want = R.conv2d(*f64(x, w, b), **kw)
+    y = F.conv2d(x, w, b, **kw)
+    assert y.dtype == dtype and y.shape == want.shape
+    if g.p == "same":
+        assert y.shape[2:] == x.shape[2:]
+    close(y, want, dtype)
+    close(F.conv2d(x, w, **kw), R.conv2d(*f64(x, w), **kw), dtype)
+    go = randn(rng, y.shape, dtype)
+    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
+    rx, rw, rb = R.conv2d_backward(*f64(go, x, w), **kw)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    assert gx.shape == x.shape and gw.shape == w.shape
+    close(gx, rx, dtype, err_msg="grad_x")
+    close(gw, rw, dtype, err_msg="grad_weight")
+    close(gb, rb, dtype, err_msg="grad_bias")
+    # unbatched input: the batched result's first sample
+    np.testing.assert_array_equal(F.conv2d(x[0], w, b, **kw), F.conv2d(x[:1], w, b, **kw)[0])
+    gx3, gw3, _ = F.conv2d_backward(go[0], x[0], w, **kw)
+    gx1, gw1, _ = F.conv2d_backward(go[:1], x[:1], w, **kw)
+    np.testing.assert_array_equal(gx3, gx1[0])
+    np.testing.assert_array_equal(gw3, gw1)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_grouped_conv2d_hypothesis(data, dtype, close):
+    groups = data.draw(st.integers(1, 4), label="groups")
+    base = draw_conv(data)
+    g = GConv(base.n, base.cin * groups, base.cout * groups, groups, base.h, base.w, base.k,
+              base.s, base.p, base.d)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x, w, b = gconv_arrays(g, dtype, rng)
+    kw = gconv_kwargs(g)
+    y = F.conv2d(x, w, b, **kw)
+    close(y, R.conv2d(*f64(x, w, b), **kw), dtype)
+    go = randn(rng, y.shape, dtype)
+    got = F.conv2d_backward(go, x, w, **kw)
+    for a, b in zip(got, R.conv2d_backward(*f64(go, x, w), **kw)):
+        close(a, b, dtype)
+
+
+def test_grouped_conv2d_is_one_conv2d_per_group(rng):
+    """groups=G equals G independent convolutions of the channel blocks."""
+    x, w, b = gconv_arrays(GConv(2, 6, 4, 2, 7, 6, (2, 3), (2, 1), (1, 1), (1, 2)),
+                           np.float64, rng)
+    kw = dict(stride=(2, 1), padding=1, dilation=(1, 2))
+    y = F.conv2d(x, w, b, groups=2, **kw)
+    np.testing.assert_allclose(y[:, :2], F.conv2d(x[:, :3], w[:2], b[:2], **kw), rtol=1e-13)
+    np.testing.assert_allclose(y[:, 2:], F.conv2d(x[:, 3:], w[2:], b[2:], **kw), rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_padding_same_and_valid_are_their_explicit_paddings(dtype, rng):
+    """'valid' is padding 0; 'same' with an odd total padding equals padding
+    the input explicitly, the extra row/column at the bottom/right."""
+    x = randn(rng, (2, 3, 6, 7), dtype)
+    w = randn(rng, (4, 3, 2, 3), dtype)  # total padding (1, 2)
+    np.testing.assert_array_equal(F.conv2d(x, w, padding="valid"), F.conv2d(x, w))
+    xp = np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)))
+    np.testing.assert_array_equal(F.conv2d(x, w, padding="same"), F.conv2d(xp, w, padding=(0, 1)))
+    w4 = randn(rng, (4, 3, 4, 1), dtype)  # dilation 1: total 3, 1 above and 2 below
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 2), (0, 0)))
+    np.testing.assert_array_equal(F.conv2d(x, w4, padding="same"), F.conv2d(xp, w4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", [((3, 3), 1, 0), ((2, 3), 1, 1), ((3, 2), 2, 0)])
+def test_grouped_conv2d_keeps_each_groups_non_finite_values_to_itself(k, s, p, dtype, rng):
+    """The kernels read a group's channels in place: a tap's run may pass the
+    end of its channels, but an inf/NaN of another group never reaches this
+    group's results (as the reference, which slices)."""
+    x = randn(rng, (2, 4, 6, 7), dtype)
+    x[1, 2, 5, 6], x[0, 3, 0, 0], x[1, 0, 3, 2] = np.inf, np.nan, -np.inf
+    w = randn(rng, (6, 2) + k, dtype)
+    kw = dict(stride=s, padding=p, groups=2)
+    y = F.conv2d(x, w, **kw)
+    want = R.conv2d(*f64(x, w), **kw)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    go = randn(rng, y.shape, dtype)
+    got_all = F.conv2d_backward(go, x, w, **kw)
+    for got, ref in zip(got_all, R.conv2d_backward(*f64(go, x, w), **kw)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(y[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv2d_with_huge_padding_gathers_each_group(rng):
+    x, w = rng.standard_normal((1, 4, 2, 2)), rng.standard_normal((2, 2, 1, 1))
+    kw = dict(stride=2**31 - 1, padding=2**31 - 1, groups=2)
+    plan = F._conv2d_plan("conv2d", x, w, None, np.dtype(np.float64), dilation=1, **kw)
+    assert plan.method == "grouped" and plan.group_plan.method == "gather"
+    y = F.conv2d(x, w, **kw)
+    np.testing.assert_allclose(y, R.conv2d(x, w, **kw), rtol=1e-12)
+    go = rng.standard_normal(y.shape)
+    for got, ref in zip(F.conv2d_backward(go, x, w, **kw), R.conv2d_backward(go, x, w, **kw)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+GT_CASES = [
+    ("g2-2x3-stride-op", GConv(2, 4, 6, 2, 5, 6, (2, 3), (2, 2), (1, 1), (1, 1)), (1, 1)),
+    ("g2-dilation-op", GConv(2, 6, 4, 2, 4, 5, (3, 2), (1, 1), (0, 0), (2, 2)), (1, 1)),
+    ("g3-stride>kernel", GConv(1, 3, 6, 3, 4, 3, (2, 2), (3, 4), (1, 0), (2, 1)), (2, 3)),
+    ("g1-primes", GConv(3, 5, 7, 1, 7, 5, (3, 5), (2, 3), (1, 2), (1, 1)), (1, 0)),
+    ("depthwise", GConv(2, 4, 4, 4, 5, 5, (3, 3), (2, 2), (1, 1), (1, 1)), (0, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g,op", [c[1:] for c in GT_CASES], ids=[c[0] for c in GT_CASES])
+def test_grouped_conv_transpose2d_and_backward_cases(g, op, dtype, rng, close):
+    x = randn(rng, (g.n, g.cin, g.h, g.w), dtype)
+    w = randn(rng, (g.cin, g.cout // g.groups) + g.k, dtype)
+    b = randn(rng, (g.cout,), dtype)
+    kw = dict(stride=g.s, padding=g.p, output_padding=op, groups=g.groups, dilation=g.d)
+    want = R.conv_transpose2d(*f64(x, w, b), **kw)
+    y = F.conv_transpose2d(x, w, b, **kw)
+    assert y.dtype == dtype and y.shape == want.shape
+    close(y, want, dtype)
+    go = randn(rng, y.shape, dtype)
+    gx, gw, gb = F.conv_transpose2d_backward(go, x, w, **kw)
+    rx, rw, rb = R.conv_transpose2d_backward(*f64(go, x, w), **kw)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (g.cout,)
+    close(gx, rx, dtype, err_msg="grad_x")
+    close(gw, rw, dtype, err_msg="grad_weight")
+    close(gb, rb, dtype, err_msg="grad_bias")
+    assert F.conv_transpose2d_backward(go, x, w, bias=False, **kw)[2] is None
+    gx3, gw3, gb3 = F.conv_transpose2d_backward(go[0], x[0], w, **kw)
+    gx1, gw1, gb1 = F.conv_transpose2d_backward(go[:1], x[:1], w, **kw)
+    np.testing.assert_array_equal(gx3, gx1[0])
+    np.testing.assert_array_equal(gw3, gw1)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_conv_transpose2d_backward_hypothesis(data, dtype, close):
+    groups = data.draw(st.integers(1, 3), label="groups")
+    g = draw_conv(data, max_hw=6)
+    oph = data.draw(st.integers(0, max(g.s[0], g.d[0]) - 1), label="output_padding_h")
+    opw = data.draw(st.integers(0, max(g.s[1], g.d[1]) - 1), label="output_padding_w")
+    for size, k, s, p, d, op in zip((g.h, g.w), g.k, g.s, g.p, g.d, (oph, opw)):
+        assume((size - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = randn(rng, (g.n, g.cin * groups, g.h, g.w), dtype)
+    w = randn(rng, (g.cin * groups, g.cout) + g.k, dtype)
+    kw = dict(stride=g.s, padding=g.p, output_padding=(oph, opw), groups=groups, dilation=g.d)
+    y = F.conv_transpose2d(x, w, **kw)
+    close(y, R.conv_transpose2d(*f64(x, w), **kw), dtype)
+    go = randn(rng, y.shape, dtype)
+    got = F.conv_transpose2d_backward(go, x, w, **kw)
+    for a, b in zip(got, R.conv_transpose2d_backward(*f64(go, x, w), **kw)):
+        close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_transpose2d_backward_is_the_conv2d_it_transposes(dtype, rng, close):
+    """grad_x of a transposed convolution is conv2d of the upstream gradient;
+    its grad_weight is that conv2d's weight gradient for upstream x."""
+    x = randn(rng, (2, 4, 5, 6), dtype)
+    w = randn(rng, (4, 3, 3, 2), dtype)
+    kw = dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    y = F.conv_transpose2d(x, w, groups=2, **kw)
+    go = randn(rng, y.shape, dtype)
+    gx, gw, _ = F.conv_transpose2d_backward(go, x, w, groups=2, **kw)
+    close(gx, F.conv2d(go, w, groups=2, **kw), dtype)
+    close(gw, F.conv2d_backward(x, go, w, groups=2, **kw)[1], dtype)
+
+
+C1 = namedtuple("C1", "n cin cout groups l k s p d")
+CONV1D_CASES = [
+    ("k2", C1(2, 3, 4, 1, 9, 2, 1, 0, 1)),
+    ("g2-stride>kernel", C1(2, 4, 6, 2, 13, 2, 3, 1, 1)),
+    ("depthwise-dil", C1(1, 3, 3, 3, 11, 3, 1, 2, 2)),
+    ("same-even", C1(2, 2, 4, 2, 7, 4, 1, "same", 1)),
+    ("same-dil", C1(3, 3, 3, 1, 5, 3, 1, "same", 2)),
+    ("valid-primes", C1(3, 5, 7, 1, 13, 5, 2, "valid", 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [c[1] for c in CONV1D_CASES], ids=[c[0] for c in CONV1D_CASES])
+def test_conv1d_and_backward_cases(g, dtype, rng, close):
+    x = randn(rng, (g.n, g.cin, g.l), dtype)
+    w = randn(rng, (g.cout, g.cin // g.groups, g.k), dtype)
+    b = randn(rng, (g.cout,), dtype)
+    kw = dict(stride=g.s, padding=g.p, dilation=g.d, groups=g.groups)
+    want = R.conv1d(*f64(x, w, b), **kw)
+    y = F.conv1d(x, w, b, **kw)
+    assert y.dtype == dtype and y.shape == want.shape and y.ndim == 3
+    close(y, want, dtype)
+    # the (1, L) images of conv2d
+    np.testing.assert_array_equal(
+        y, F.conv2d(x[:, :, None], w[:, :, None], b, (1, g.s),
+                    g.p if isinstance(g.p, str) else (0, g.p), (1, g.d), g.groups)[:, :, 0])
+    go = randn(rng, y.shape, dtype)
+    gx, gw, gb = F.conv1d_backward(go, x, w, **kw)
+    rx, rw, rb = R.conv1d_backward(*f64(go, x, w), **kw)
+    assert gx.shape == x.shape and gw.shape == w.shape and gx.dtype == gw.dtype == dtype
+    close(gx, rx, dtype, err_msg="grad_x")
+    close(gw, rw, dtype, err_msg="grad_weight")
+    close(gb, rb, dtype, err_msg="grad_bias")
+    y2 = F.conv1d(x[0], w, b, **kw)
+    assert y2.ndim == 2
+    np.testing.assert_array_equal(y2, F.conv1d(x[:1], w, b, **kw)[0])
+    gx2, gw2, _ = F.conv1d_backward(go[0], x[0], w, **kw)
+    np.testing.assert_array_equal(gx2, F.conv1d_backward(go[:1], x[:1], w, **kw)[0][0])
+
+
+def test_conv1d_accepts_one_element_sequences():
+    x, w = np.arange(10.0).reshape(1, 2, 5), np.ones((2, 2, 2))
+    np.testing.assert_array_equal(F.conv1d(x, w, stride=(2,), padding=[1], dilation=(1,)),
+                                  F.conv1d(x, w, stride=2, padding=1))
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_groups_and_padding_modes_with_empty_batch(backend):
+    x = np.zeros((0, 4, 5, 6), np.float32)
+    w = np.ones((6, 2, 2, 3), np.float32)
+    with cnnext.use_backend(backend):
+        y = F.conv2d(x, w, groups=2, padding="same")
+        assert y.shape == (0, 6, 5, 6)
+        gx, gw, gb = F.conv2d_backward(y, x, w, padding="same", groups=2)
+        assert gx.shape == x.shape and not gw.any() and not gb.any()
+        t = F.conv_transpose2d(x, np.ones((4, 3, 2, 2), np.float32), groups=2, stride=2)
+        assert t.shape == (0, 6, 10, 12)
+        tgx, tgw, _ = F.conv_transpose2d_backward(t, x, np.ones((4, 3, 2, 2)), groups=2,
+                                                  stride=2)
+        assert tgx.shape == x.shape and tgw.shape == (4, 3, 2, 2) and not tgw.any()
+        assert F.conv1d(np.zeros((0, 4, 7)), np.ones((2, 2, 3)), groups=2).shape == (0, 2, 5)
+
+
+# --------------------------------------------------------------------------
 # pooling
 # --------------------------------------------------------------------------
 
@@ -829,6 +1103,9 @@ def _calls(rng):
     wt = rng.standard_normal((2, 3, 3, 2))
     tk = dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 1))
     wf = rng.standard_normal((2, 3, 2, 3))
+    tkg = dict(tk, groups=2)
+    gt = rng.standard_normal(R.conv_transpose2d(x, wt[:, :1], **tkg).shape)
+    g1 = rng.standard_normal((3, 4, 6))
     pk = dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1))
     xp = np.round(rng.standard_normal((3, 2, 7, 6)))  # ties
     _, idx = R.max_pool2d(xp, return_indices=True, **pk)
@@ -854,6 +1131,12 @@ def _calls(rng):
         "conv2d_backward": (F.conv2d_backward, [go, x, w], ck),
         "conv_transpose2d": (F.conv_transpose2d, [x, wt, rng.standard_normal(3)], tk),
         "full_conv2d": (F.full_conv2d, [x, wf], {}),
+        "conv2d_grouped_same": (F.conv2d, [x, w[:, :1], b], dict(padding="same", groups=2)),
+        "conv2d_backward_grouped": (F.conv2d_backward, [go, x, w[:, :1]], dict(ck, groups=2)),
+        "conv_transpose2d_backward": (F.conv_transpose2d_backward, [gt, x, wt[:, :1]], tkg),
+        "conv1d": (F.conv1d, [x[:, :, 0], w[:, :, 0], b], dict(stride=2, padding=1)),
+        "conv1d_backward": (F.conv1d_backward, [g1, x[:, :, 0], w[:, :1, 0]],
+                            dict(padding="same", groups=2)),
         "max_pool2d": (lambda a, **k: F.max_pool2d(a, return_indices=True, **k), [xp], pk),
         "max_pool2d_backward": (lambda g, **k: F.max_pool2d_backward(g, idx, xp.shape), [gp], {}),
         "avg_pool2d": (F.avg_pool2d, [x], pk),

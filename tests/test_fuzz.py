@@ -310,6 +310,8 @@ def call(fn, *args, names=None, **kwargs):
 #: grad_out.shape must be ...``).
 LAYER_INNER = {
     "Conv2D": ("conv2d", "conv2d_backward"), "Dense": ("linear", "linear_backward"),
+    "ConvTranspose2D": ("conv_transpose2d", "conv_transpose2d_backward"),
+    "Conv1D": ("conv1d", "conv1d_backward"),
     "MaxPool2D": ("max_pool2d", "max_pool2d_backward"),
     "AvgPool2D": ("avg_pool2d", "avg_pool2d_backward"),
     "MaxPool1D": ("max_pool1d", "max_pool1d_backward"),
@@ -340,10 +342,16 @@ LIKE = ("__like_last__", 7, 1.0)  # a random upstream gradient shaped like the o
 # --------------------------------------------------------------------------
 
 SIGNATURES = {
-    "conv2d": ("x", "weight", "bias", "stride", "padding", "dilation"),
-    "conv2d_backward": ("grad_out", "x", "weight", "stride", "padding", "dilation", "bias"),
+    "conv2d": ("x", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "conv2d_backward": ("grad_out", "x", "weight", "stride", "padding", "dilation", "groups",
+                        "bias"),
     "conv_transpose2d": ("x", "weight", "bias", "stride", "padding", "output_padding",
-                         "dilation"),
+                         "groups", "dilation"),
+    "conv_transpose2d_backward": ("grad_out", "x", "weight", "stride", "padding",
+                                  "output_padding", "groups", "dilation", "bias"),
+    "conv1d": ("x", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "conv1d_backward": ("grad_out", "x", "weight", "stride", "padding", "dilation", "groups",
+                        "bias"),
     "full_conv2d": ("x", "weight"),
     "max_pool2d": ("x", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
                    "return_indices"),
@@ -543,41 +551,94 @@ def conv_out(size, k, s, p, d):
 @st.composite
 def conv_case(draw, fn):
     g = conv_geom(draw)
-    N, C, Co = draw(st.integers(0, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    if fn == "full_conv2d":  # no groups
+        G, N, C, Co = 1, draw(st.integers(0, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    else:
+        G = draw(st.sampled_from([1, 1, 2, 3]), label="groups")
+        N = draw(st.integers(0, 2))
+        C, Co = G * draw(st.integers(1, 2)), G * draw(st.integers(1, 2))
     H, W = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     kh, kw = _pair2(g["k"])
     dt = draw(st.sampled_from([np.float32, np.float64]))
+    one_d = fn.startswith("conv1d")
+    if one_d:  # (N, C, L) images and (C_out, C/G, k) kernels
+        H, kh = 1, 1
+        g = {key: _pair2(v)[1] for key, v in g.items()}
     x = arr(draw, (N, C, H, W), dt, "x")
+    if one_d:
+        x = x[:, :, 0]
     if N and draw(st.booleans()):
         x = x[0]  # unbatched
     kinds = {"x": "array", "weight": "array", "stride": "size", "padding": "size",
-             "dilation": "size"}
-    if fn == "conv2d":
-        w = arr(draw, (Co, C, kh, kw), dt, "w")
-        b = arr(draw, (Co,), dt, "b") if draw(st.booleans()) else None
-        args = dict(x=x, weight=w, bias=b, stride=g["s"], padding=g["p"], dilation=g["d"])
-        kinds["bias"] = "array"
-    elif fn == "conv2d_backward":
-        w = arr(draw, (Co, C, kh, kw), dt, "w")
-        s, p, d = _pair2(g["s"]), _pair2(g["p"]), _pair2(g["d"])
-        oh, ow = conv_out(H, kh, s[0], p[0], d[0]), conv_out(W, kw, s[1], p[1], d[1])
-        gshape = (N, Co, max(oh, 1), max(ow, 1))[4 - x.ndim:]
-        go = arr(draw, gshape, dt, "g")
-        args = dict(grad_out=go, x=x, weight=w, stride=g["s"], padding=g["p"],
-                    dilation=g["d"], bias=draw(st.booleans()))
-        kinds.update(grad_out="array", bias="bool")
-    elif fn == "conv_transpose2d":
-        w = arr(draw, (C, Co, kh, kw), dt, "w")
-        b = arr(draw, (Co,), dt, "b") if draw(st.booleans()) else None
+             "dilation": "size", "groups": "size"}
+    if fn in ("conv2d", "conv2d_backward", "conv1d", "conv1d_backward"):
+        wshape = (Co, C // G, kh, kw) if not one_d else (Co, C // G, kw)
+        w = arr(draw, wshape, dt, "w")
+        pad = g["p"]
+        if draw(st.integers(0, 3)) == 0:
+            pad = draw(st.sampled_from(["same", "valid"]))
+        common = dict(weight=w, stride=g["s"], padding=pad, dilation=g["d"], groups=G)
+        if fn in ("conv2d", "conv1d"):
+            b = arr(draw, (Co,), dt, "b") if draw(st.booleans()) else None
+            args = dict(x=x, bias=b, **common)
+            kinds["bias"] = "array"
+        else:
+            s, d = _pair2(g["s"]), _pair2(g["d"])
+            if pad == "same":
+                p, oh, ow = None, H, W
+            else:
+                p = (0, 0) if pad == "valid" else _pair2(pad)
+                oh, ow = conv_out(H, kh, s[0], p[0], d[0]), conv_out(W, kw, s[1], p[1], d[1])
+            gshape = (N, Co, max(oh, 1), max(ow, 1))
+            if one_d:
+                gshape = gshape[:2] + gshape[3:]
+            go = arr(draw, gshape[1:] if x.ndim < len(gshape) else gshape, dt, "g")
+            args = dict(grad_out=go, x=x, bias=draw(st.booleans()), **common)
+            kinds.update(grad_out="array", bias="bool")
+    elif fn in ("conv_transpose2d", "conv_transpose2d_backward"):
+        w = arr(draw, (C, Co // G, kh, kw), dt, "w")
         op = draw(st.integers(0, 1))
-        args = dict(x=x, weight=w, bias=b, stride=g["s"], padding=g["p"], output_padding=op,
-                    dilation=g["d"])
-        kinds.update(bias="array", output_padding="size")
+        args = dict(x=x, weight=w, stride=g["s"], padding=g["p"], output_padding=op,
+                    groups=G, dilation=g["d"])
+        kinds.update(output_padding="size")
+        if fn == "conv_transpose2d":
+            args["bias"] = arr(draw, (Co,), dt, "b") if draw(st.booleans()) else None
+            kinds["bias"] = "array"
+        else:
+            s, p, d = _pair2(g["s"]), _pair2(g["p"]), _pair2(g["d"])
+            oh, ow = ((n - 1) * s_ - 2 * p_ + d_ * (k - 1) + op + 1
+                      for n, s_, p_, d_, k in zip((H, W), s, p, d, (kh, kw)))
+            gshape = (N, Co, max(oh, 1), max(ow, 1))[4 - x.ndim:]
+            args.update(grad_out=arr(draw, gshape, dt, "g"), bias=draw(st.booleans()))
+            kinds.update(grad_out="array", bias="bool")
     else:  # full_conv2d
         w = arr(draw, (C, Co, kh, kw), dt, "w")
         args = dict(x=x, weight=w)
         kinds = {"x": "array", "weight": "array"}
-    return mutate(draw, fn, args, kinds)
+    valid = _valid_conv_geometry(fn, H, W, kh, kw, g, args)
+    case = mutate(draw, fn, args, kinds)
+    if case["names"] and not valid:
+        # The unmutated geometry is already invalid: its own error may come first.
+        case["names"] = tuple(case["names"]) + ("kernel is larger", "output size",
+                                                "padding='same'")
+    return case
+
+
+def _valid_conv_geometry(fn, H, W, kh, kw, g, args):
+    """Whether a conv_case's unmutated geometry has a non-empty output."""
+    s, d = _pair2(g["s"]), _pair2(g["d"])
+    pad = args.get("padding", g["p"])
+    if fn in ("conv_transpose2d", "conv_transpose2d_backward"):
+        p, op = _pair2(g["p"]), args["output_padding"]
+        return all((n - 1) * s_ - 2 * p_ + d_ * (k - 1) + op + 1 >= 1
+                   for n, s_, p_, d_, k in zip((H, W), s, p, d, (kh, kw)))
+    if fn == "full_conv2d":
+        return True
+    if pad == "same":
+        return s == (1, 1)
+    p = (0, 0) if pad == "valid" else _pair2(pad)
+    return all(conv_out(n, k, s_, p_, d_) >= 1
+               for n, k, s_, p_, d_ in zip((H, W), (kh, kw), s, p, d))
 
 
 def _pool_idx(draw, shape, size):
@@ -785,7 +846,8 @@ def xent_case(draw, fn):
 
 
 STRATEGIES = {}
-for _fn in ("conv2d", "conv2d_backward", "conv_transpose2d", "full_conv2d"):
+for _fn in ("conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
+            "conv1d", "conv1d_backward", "full_conv2d"):
     STRATEGIES[_fn] = conv_case(_fn)
 for _fn in ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
             "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward"):
@@ -845,7 +907,43 @@ def layer_case(draw, cls):
                      padding=("kw", "padding", "size"), dilation=("kw", "dilation", "size"),
                      bias=("kw", "bias", "bool"), dtype=("kw", "dtype", "dtype"),
                      seed=("kw", "seed", "seed"), init=("kw", "init", "init"))
+        if draw(st.booleans()):
+            kw.update(groups=2, padding=draw(st.sampled_from(["same", "valid", 1])))
+            if kw["padding"] == "same":
+                kw["stride"] = 1
+            kinds.update(groups=("kw", "groups", "size"))
+            ctor = [2, 2 * draw(st.integers(1, 2)), k]
         inner = ("conv2d", "conv2d_backward")
+    elif cls == "ConvTranspose2D":
+        G = draw(st.sampled_from([1, 2]))
+        ctor = [2, G * draw(st.integers(1, 2)), draw(st.integers(1, 3))]
+        s = draw(st.integers(1, 2))
+        kw = dict(stride=s, padding=draw(st.integers(0, 1)),
+                  output_padding=draw(st.integers(0, s - 1)), groups=G,
+                  dilation=draw(st.integers(1, 2)), bias=draw(st.booleans()), dtype=dt, seed=0)
+        kinds = dict(in_channels=("ctor", 0, "size"), out_channels=("ctor", 1, "size"),
+                     kernel_size=("ctor", 2, "size"), stride=("kw", "stride", "size"),
+                     padding=("kw", "padding", "size"),
+                     output_padding=("kw", "output_padding", "size"),
+                     groups=("kw", "groups", "size"), dilation=("kw", "dilation", "size"),
+                     bias=("kw", "bias", "bool"), dtype=("kw", "dtype", "dtype"),
+                     seed=("kw", "seed", "seed"), init=("kw", "init", "init"))
+        inner = ("conv_transpose2d", "conv_transpose2d_backward")
+    elif cls == "Conv1D":
+        G = draw(st.sampled_from([1, 2]))
+        ctor = [2, G * draw(st.integers(1, 2)), draw(st.integers(1, 3))]
+        pad = draw(st.sampled_from([0, 1, "same", "valid"]))
+        kw = dict(stride=1 if pad == "same" else draw(st.integers(1, 2)), padding=pad,
+                  dilation=draw(st.integers(1, 2)), groups=G, bias=draw(st.booleans()),
+                  dtype=dt, seed=0)
+        x_shape = (N, 2, 7)
+        kinds = dict(in_channels=("ctor", 0, "size"), out_channels=("ctor", 1, "size"),
+                     kernel_size=("ctor", 2, "size"), stride=("kw", "stride", "size"),
+                     padding=("kw", "padding", "size"), dilation=("kw", "dilation", "size"),
+                     groups=("kw", "groups", "size"), bias=("kw", "bias", "bool"),
+                     dtype=("kw", "dtype", "dtype"), seed=("kw", "seed", "seed"),
+                     init=("kw", "init", "init"))
+        inner = ("conv1d", "conv1d_backward")
     elif cls == "Dense":
         ctor = [draw(st.integers(1, 5)), draw(st.integers(1, 4))]
         kw = dict(bias=draw(st.booleans()), dtype=dt, seed=1)
@@ -946,6 +1044,7 @@ def layer_case(draw, cls):
 LAYERS = ["Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "MaxPool1D", "AvgPool1D",
           "AdaptiveAvgPool2D", "AdaptiveMaxPool2D", "MaxUnpool2D", "Flatten", "ReLU",
           "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout"]
+LAYERS += ["ConvTranspose2D", "Conv1D"]
 
 
 def test_every_layer_is_fuzzed():

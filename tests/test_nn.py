@@ -20,6 +20,12 @@ def _layers():
     return [
         ("conv", lambda: nn.Conv2D(2, 3, (2, 3), stride=(1, 2), padding=1, seed=0), (2, 2, 5, 6)),
         ("conv_nobias", lambda: nn.Conv2D(2, 3, 3, bias=False, dilation=2, seed=0), (2, 2, 7, 7)),
+        ("conv_grouped_same",
+         lambda: nn.Conv2D(4, 6, (2, 3), padding="same", groups=2, seed=0), (2, 4, 5, 6)),
+        ("conv_transpose",
+         lambda: nn.ConvTranspose2D(4, 2, (2, 3), stride=2, output_padding=1, groups=2, seed=0),
+         (2, 4, 3, 4)),
+        ("conv1d", lambda: nn.Conv1D(3, 6, 2, stride=2, dilation=2, groups=3, seed=0), (2, 3, 9)),
         ("maxpool", lambda: nn.MaxPool2D(3, stride=2, padding=1), (2, 2, 5, 5)),
         ("avgpool", lambda: nn.AvgPool2D(2, stride=1), (2, 2, 4, 5)),
         ("maxpool_dilated_ceil", lambda: nn.MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True),
@@ -111,6 +117,64 @@ def test_conv2d_matches_reference(dtype, rng, close):
     close(layer.grads["weight"], rw, dtype)
     close(layer.grads["bias"], rb, dtype)
     assert y.dtype == gx.dtype == layer.grads["weight"].dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grouped_conv_layers_match_reference(dtype, rng, close):
+    cases = [
+        (nn.Conv2D(4, 6, (2, 3), 1, "same", (2, 1), groups=2, dtype=dtype, seed=1),
+         (2, 4, 7, 6), R.conv2d, R.conv2d_backward,
+         dict(stride=1, padding="same", dilation=(2, 1), groups=2)),
+        (nn.ConvTranspose2D(6, 4, (3, 2), 2, 1, 1, 2, True, (1, 2), dtype=dtype, seed=2),
+         (2, 6, 4, 3), R.conv_transpose2d, R.conv_transpose2d_backward,
+         dict(stride=2, padding=1, output_padding=1, groups=2, dilation=(1, 2))),
+        (nn.Conv1D(4, 8, 3, 2, 1, 2, groups=4, dtype=dtype, seed=3), (3, 4, 11), R.conv1d,
+         R.conv1d_backward, dict(stride=2, padding=1, dilation=2, groups=4)),
+    ]
+    for layer, shape, fwd, bwd, kw in cases:
+        x = rng.standard_normal(shape).astype(dtype)
+        w, b = layer.params["weight"], layer.params["bias"]
+        for _ in range(2):  # the second call runs the kept plan
+            layer.zero_grad()
+            y = layer.forward(x)
+            close(y, fwd(x, w, b, **kw), dtype)
+            g = rng.standard_normal(y.shape).astype(dtype)
+            gx = layer.backward(g)
+            rx, rw, rb = bwd(g, x, w, bias=True, **kw)
+            close(gx, rx, dtype)
+            close(layer.grads["weight"], rw, dtype)
+            close(layer.grads["bias"], rb, dtype)
+            assert y.dtype == gx.dtype == layer.grads["weight"].dtype == dtype
+
+
+def test_conv_layers_shapes_and_repr():
+    conv = nn.Conv2D(8, 4, 3, padding="valid", groups=2, bias=False)
+    assert conv.weight.shape == (4, 4, 3, 3) and conv.bias is None
+    assert "groups=2" in repr(conv) and "padding='valid'" in repr(conv)
+    up = nn.ConvTranspose2D(8, 6, (2, 3), groups=2)
+    assert up.weight.shape == (8, 3, 2, 3) and up.bias.shape == (6,)
+    c1 = nn.Conv1D(3, 6, 5, padding="same", groups=3)
+    assert c1.weight.shape == (6, 1, 5) and c1.forward(np.zeros((2, 3, 7))).shape == (2, 6, 7)
+    assert c1.forward(np.zeros((3, 7))).shape == (6, 7)
+    # keyword use of the existing arguments keeps working
+    old = nn.Conv2D(2, 3, 3, stride=1, padding=1, dilation=1, bias=False, seed=0)
+    assert old.groups == 1 and old.weight.shape == (3, 2, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "make,fan_in",
+    [
+        (lambda: nn.Conv2D(64, 32, 3, groups=4, init="torch", seed=0), 16 * 9),
+        (lambda: nn.ConvTranspose2D(64, 32, (3, 2), groups=4, init="torch", seed=0), 8 * 6),
+        (lambda: nn.Conv1D(64, 32, 5, groups=8, init="torch", seed=0), 8 * 5),
+    ],
+)
+def test_conv_layers_init_fans_are_torchs(make, fan_in):
+    """torch: fan_in = weight.shape[1] * kernel size (C_in/groups for a conv)."""
+    p = make().params
+    bound = 1 / np.sqrt(fan_in)
+    for a in (p["weight"], p["bias"]):
+        assert np.abs(a).max() <= bound and np.abs(a).max() > 0.9 * bound
 
 
 def test_pools_match_reference(rng, close):
@@ -208,7 +272,8 @@ def test_pool_layer_reprs_show_every_option():
          ["AvgPool2D", "count_include_pad"]),
         (lambda: nn.AvgPool2D(2, divisor_override=0), ValueError,
          ["AvgPool2D", "divisor_override", "nonzero"]),
-        (lambda: nn.MaxPool1D((2, 2)), ValueError, ["MaxPool1D", "kernel_size", "1-tuple"]),
+        (lambda: nn.MaxPool1D((2, 2)), ValueError,
+         ["MaxPool1D", "kernel_size", "sequence of one int"]),
         (lambda: nn.AvgPool1D(2, padding=2), ValueError, ["AvgPool1D", "padding", "half"]),
         (lambda: nn.AdaptiveAvgPool2D(-1), ValueError, ["AdaptiveAvgPool2D", "output_size"]),
         (lambda: nn.AdaptiveMaxPool2D((2, 2.5)), TypeError,

@@ -83,6 +83,80 @@ def test_algorithm_choice_is_named_and_explained():
         assert plan.scratch_bytes >= 0
 
 
+def test_grouped_plans_run_one_group_plan_per_channel_block():
+    plan = _plan.conv2d_plan("conv2d", (32, 64, 32, 32), (64, 16, 3, 3), None, F32, (1, 1),
+                             (1, 1), (1, 1), 4)
+    assert (plan.method, plan.grad_input, plan.grad_weight) == ("grouped",) * 3
+    assert plan.groups == 4 and "groups = 4" in plan.reason
+    assert plan.grad_input_reason and plan.grad_weight_reason
+    gp = plan.group_plan
+    assert gp is not None and gp.groups == 1 and gp.group_plan is None
+    assert gp.x_shape == (32, 16, 32, 32) and gp.weight_shape == (16, 16, 3, 3)
+    assert (gp.method, gp.grad_input) == ("direct", "full-rotated")
+    # 16 output channels fill half a float32 panel (32 columns): dot
+    # products; a float64 panel (16 columns) is full: the packed gradient
+    assert gp.grad_weight == "dot" and "half" in gp.grad_weight_reason
+    g64 = _plan.conv2d_plan("conv2d", (32, 64, 32, 32), (64, 16, 3, 3), None, F64, (1, 1),
+                            (1, 1), (1, 1), 4).group_plan
+    assert g64.grad_weight == "transposed"
+    # short rows (8x12 positions) keep the packed gradient
+    assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5)).grad_weight == "transposed"
+    assert plan.threads == gp.threads and plan.scratch_bytes == gp.scratch_bytes
+    # depthwise is a grouped plan too, its group a one-channel convolution
+    dw = _plan.conv2d_plan("conv2d", (2, 8, 9, 9), (8, 1, 3, 3), None, F32, (2, 2), (1, 1),
+                           (1, 1), 8)
+    assert dw.method == "grouped" and dw.group_plan.weight_shape == (1, 1, 3, 3)
+    assert dw.group_plan.grad_input == "phases"
+    # nothing to read beats groups; groups=1 never groups
+    assert _plan.conv2d_plan("conv2d", (0, 4, 5, 5), (4, 2, 3, 3), None, F32, (1, 1), (0, 0),
+                             (1, 1), 2).method == "empty"
+    assert conv_plan((2, 4, 5, 5), (4, 4, 3, 3)).group_plan is None
+
+
+@pytest.mark.parametrize(
+    "x_shape,k,d,pad,extra",
+    [
+        ((2, 3, 7, 6), (3, 3), (1, 1), (1, 1), None),
+        ((2, 3, 7, 6), (2, 3), (1, 1), (0, 1), (1, 0)),  # total (1, 2)
+        ((2, 3, 7, 6), (4, 2), (1, 2), (1, 1), (1, 0)),  # total (3, 2)
+        ((3, 7, 6), (2, 2), (2, 2), (1, 1), None),       # total (2, 2), unbatched
+    ],
+)
+def test_same_padding_plan(x_shape, k, d, pad, extra):
+    w_shape = (4, x_shape[-3]) + k
+    plan = _plan.conv2d_plan("conv2d", x_shape, w_shape, None, F32, (1, 1), "same", d)
+    assert plan.padding == pad and plan.pad_extra == extra
+    assert plan.out_shape[-2:] == x_shape[-2:]
+    H, W = x_shape[-2:]
+    assert plan.x4[2:] == (H + (extra or (0, 0))[0], W + (extra or (0, 0))[1])
+    valid = _plan.conv2d_plan("conv2d", x_shape, w_shape, None, F32, (1, 1), "valid", d)
+    assert valid.padding == (0, 0) and valid.pad_extra is None
+
+
+def test_conv_method_is_the_one_place_that_chooses():
+    """Every ConvPlan.method comes from _conv_method (a new method is one
+    branch there)."""
+    choose = _plan._conv_method
+    assert choose((0, 2, 5, 5), (4, 2, 3, 3), 1, (1, 1), (0, 0), 4)[0] == "empty"
+    assert choose((2, 4, 5, 5), (4, 2, 3, 3), 2, (1, 1), (0, 0), 4)[0] == "grouped"
+    assert choose((2, 4, 5, 5), (4, 4, 3, 3), 1, (1, 1), (0, 0), 4)[0] == "direct"
+    assert choose((1, 1, 1, 1), (1, 1, 1, 1), 1, (1, 1), (2**31 - 1,) * 2, 4)[0] == "gather"
+
+
+def test_conv_transpose2d_and_conv1d_plans():
+    t = _plan.conv_transpose2d_plan("conv_transpose2d", (2, 4, 5, 5), (4, 3, 2, 2), (6,), F32,
+                                    (2, 2), (0, 0), (1, 1), (1, 1), 2)
+    assert t.groups == 2 and t.out_shape == (2, 6, 11, 11) and "2 groups" in t.reason
+    # the backward runs the convolution it transposes, on the output's shape
+    assert t.adjoint.x_shape == (2, 6, 11, 11) and t.adjoint.method == "grouped"
+    assert t.adjoint.out4 == (2, 4, 5, 5)
+    c1 = _plan.conv1d_plan("conv1d", (3, 4, 20), (6, 2, 3), None, F32, 2, 1, 1, 2)
+    assert c1.out_shape == (3, 6, 10) and c1.plan2d.x_shape == (3, 4, 1, 20)
+    assert c1.plan2d.method == "grouped" and c1.plan2d.stride == (1, 2)
+    assert _plan.conv1d_plan("conv1d", (4, 20), (6, 4, 4), None, F32, 1, "same", 1,
+                             1).out_shape == (6, 20)
+
+
 def test_plans_are_immutable():
     plan = conv_plan((1, 1, 8, 8), (2, 1, 3, 3))
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -229,10 +303,10 @@ def test_the_reference_receives_the_callers_arguments(monkeypatch):
     calls = []
     real = cnnext.reference.conv2d
 
-    def spy(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    def spy(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         calls.append(dict(x_shape=np.shape(x), stride=stride, padding=padding,
-                          dilation=dilation))
-        return real(x, weight, bias, stride, padding, dilation)
+                          dilation=dilation, groups=groups))
+        return real(x, weight, bias, stride, padding, dilation, groups)
 
     monkeypatch.setattr(cnnext.reference, "conv2d", spy)
     x = np.ones((1, 5, 5))  # unbatched
@@ -241,7 +315,7 @@ def test_the_reference_receives_the_callers_arguments(monkeypatch):
         y = F.conv2d(x, w, stride=[10**6, 2], padding=(0, 1))
     # Not rewritten: 3-D stays 3-D, the unused huge stride is not clamped.
     assert calls[0] == {"x_shape": (1, 5, 5), "stride": [10**6, 2], "padding": (0, 1),
-                        "dilation": 1}
+                        "dilation": 1, "groups": 1}
     np.testing.assert_array_equal(y, F.conv2d(x, w, stride=[10**6, 2], padding=(0, 1)))
 
 
@@ -407,3 +481,35 @@ def test_pool_layers_match_fresh_functional_calls_bitwise(dtype, rng):
             np.testing.assert_array_equal(layer.backward(g), _fresh(bwd, g, x1.shape))
     assert gap._plan is not None and gap._plan.method == "global"
     assert mp1._plan is not None and mp1._plan.x_shape == (3, 4, 1, 10)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_new_conv_layers_match_fresh_functional_calls_bitwise(dtype, rng):
+    conv = nn.Conv2D(4, 6, (2, 3), padding="same", groups=2, dtype=dtype, seed=0)
+    up = nn.ConvTranspose2D(6, 4, 2, stride=2, groups=2, dtype=dtype, seed=1)
+    c1 = nn.Conv1D(4, 4, 3, padding=1, groups=4, dtype=dtype, seed=2)
+    for n in (2, 2, 1):  # a repeat (kept plan), then a new batch size
+        x = rng.standard_normal((n, 4, 6, 5)).astype(dtype)
+        y = conv.forward(x)
+        np.testing.assert_array_equal(
+            y, _fresh(F.conv2d, x, conv.weight, conv.bias, 1, "same", 1, 2))
+        z = up.forward(y)
+        np.testing.assert_array_equal(
+            z, _fresh(F.conv_transpose2d, y, up.weight, up.bias, 2, 0, 0, 2))
+        s = c1.forward(x[:, :, 0])
+        np.testing.assert_array_equal(s, _fresh(F.conv1d, x[:, :, 0], c1.weight, c1.bias, 1, 1,
+                                                1, 4))
+        for layer in (conv, up, c1):
+            layer.zero_grad()
+        gz = rng.standard_normal(z.shape).astype(dtype)
+        gy = up.backward(gz)
+        want = _fresh(F.conv_transpose2d_backward, gz, y, up.weight, 2, 0, 0, 2)
+        for got, ref in zip((gy, up.grads["weight"], up.grads["bias"]), want):
+            np.testing.assert_array_equal(got, ref)
+        gx = conv.backward(gy)
+        want = _fresh(F.conv2d_backward, gy, x, conv.weight, 1, "same", 1, 2)
+        for got, ref in zip((gx, conv.grads["weight"], conv.grads["bias"]), want):
+            np.testing.assert_array_equal(got, ref)
+        gs = rng.standard_normal(s.shape).astype(dtype)
+        g1 = c1.backward(gs)
+        want = _fresh(F.conv1d_backward, gs, x[:, :, 0], c1.weight, 1, 1, 1, 4)
+        for got, ref in zip((g1, c1.grads["weight"], c1.grads["bias"]), want):
+            np.testing.assert_array_equal(got, ref)

@@ -416,6 +416,136 @@ def test_full_conv2d_matches_scipy_full_convolution():
 
 
 # --------------------------------------------------------------------------
+# groups, padding modes, conv1d, grouped conv_transpose2d and its backward
+# --------------------------------------------------------------------------
+
+def naive_grouped_conv2d(x, w, b, stride, before, dilation, groups, out_hw):
+    """Grouped conv2d from its definition: output channel o reads input
+    channels g*C_g .. (g+1)*C_g - 1 of its group g; ``before`` is the
+    padding at the top/left (any rest of the padding only adds zeros)."""
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), before, _pair(dilation)
+    n, c_in, h, wd = x.shape
+    c_out, c_g, kh, kw = w.shape
+    y = np.zeros((n, c_out) + out_hw)
+    for a, o, r, s in np.ndindex(y.shape):
+        grp = o // (c_out // groups)
+        acc = 0.0 if b is None else float(b[o])
+        for c, i, j in np.ndindex(c_g, kh, kw):
+            hh, ww = r * sh - ph + i * dh, s * sw - pw + j * dw
+            if 0 <= hh < h and 0 <= ww < wd:
+                acc += float(x[a, grp * c_g + c, hh, ww]) * float(w[o, c, i, j])
+        y[a, o, r, s] = acc
+    return y
+
+
+# (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups)
+GROUP_GEOMS = [
+    pytest.param(2, 4, 5, 6, 6, (2, 3), 1, 0, 1, 2, id="g2-2x3"),
+    pytest.param(1, 6, 7, 5, 3, (3, 2), (2, 1), (1, 0), (1, 2), 3, id="g3-mixed"),
+    pytest.param(2, 3, 6, 7, 3, (3, 3), 3, 1, 1, 3, id="depthwise-stride>kernel"),
+    pytest.param(2, 4, 5, 6, 2, (2, 3), 1, "same", 1, 2, id="g2-same-even"),
+    pytest.param(1, 2, 6, 5, 3, (4, 3), 1, "same", (1, 2), 1, id="same-4x3-dil"),
+    pytest.param(2, 2, 5, 4, 4, (2, 2), 2, "valid", 1, 2, id="g2-valid"),
+]
+
+
+@pytest.mark.parametrize("n,c_in,h,w,c_out,k,s,p,d,groups", GROUP_GEOMS)
+def test_grouped_and_padded_conv2d_match_scalar_loops(n, c_in, h, w, c_out, k, s, p, d,
+                                                       groups):
+    rng = np.random.default_rng(30)
+    x = rand(rng, n, c_in, h, w)
+    wt, b = rand(rng, c_out, c_in // groups, *k), rand(rng, c_out)
+    y = R.conv2d(x, wt, b, stride=s, padding=p, dilation=d, groups=groups)
+    dd = _pair(d)
+    if p == "same":  # PyTorch: total d*(k-1), the odd one at the bottom/right
+        before = tuple(di * (ki - 1) // 2 for di, ki in zip(dd, k))
+        assert y.shape[2:] == (h, w)
+    else:
+        before = (0, 0) if p == "valid" else _pair(p)
+    want = naive_grouped_conv2d(x, wt, b, s, before, d, groups, y.shape[2:])
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,c_in,h,w,c_out,k,s,p,d,groups", GROUP_GEOMS)
+def test_grouped_conv2d_backward_matches_finite_differences(n, c_in, h, w, c_out, k, s, p,
+                                                             d, groups):
+    rng = np.random.default_rng(31)
+    x = rand(rng, n, c_in, h, w)
+    wt, b = rand(rng, c_out, c_in // groups, *k), rand(rng, c_out)
+    kw_ = dict(stride=s, padding=p, dilation=d, groups=groups)
+    g = rand(rng, *R.conv2d(x, wt, b, **kw_).shape)
+    gx, gw, gb = R.conv2d_backward(g, x, wt, **kw_)
+    np.testing.assert_allclose(gx, fd_grad(lambda v: R.conv2d(v, wt, b, **kw_), x, g),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fd_grad(lambda v: R.conv2d(x, v, b, **kw_), wt, g),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+# (N, C_in, H, W, C_out, kernel, stride, padding, output_padding, dilation, groups)
+TRANSPOSE_GEOMS = [
+    pytest.param(2, 4, 3, 4, 6, (2, 3), 2, 1, 1, 1, 2, id="g2-2x3-s2-op1"),
+    pytest.param(1, 3, 4, 3, 3, (3, 2), (1, 3), (1, 0), (1, 2), (2, 1), 3, id="depthwise-op"),
+    pytest.param(2, 2, 3, 3, 2, (2, 2), 3, 0, 2, 1, 1, id="stride>kernel-op2"),
+    pytest.param(1, 2, 4, 5, 4, (3, 3), 1, 1, 0, 2, 2, id="g2-dilation"),
+]
+
+
+@pytest.mark.parametrize("n,c_in,h,w,c_out,k,s,p,op,d,groups", TRANSPOSE_GEOMS)
+def test_grouped_conv_transpose2d_is_adjoint_and_its_backward_matches_finite_differences(
+        n, c_in, h, w, c_out, k, s, p, op, d, groups):
+    rng = np.random.default_rng(32)
+    x = rand(rng, n, c_in, h, w)
+    wt, b = rand(rng, c_in, c_out // groups, *k), rand(rng, c_out)
+    kw_ = dict(stride=s, padding=p, output_padding=op, groups=groups, dilation=d)
+    y = R.conv_transpose2d(x, wt, b, **kw_)
+    g = rand(rng, *y.shape)
+    # adjoint of the grouped conv2d with the same weight
+    y0 = R.conv_transpose2d(x, wt, None, **kw_)
+    conv = R.conv2d(g, wt, stride=s, padding=p, dilation=d, groups=groups)
+    np.testing.assert_allclose(np.vdot(y0, g), np.vdot(x, conv[:, :, :h, :w]), rtol=1e-10)
+    gx, gw, gb = R.conv_transpose2d_backward(g, x, wt, **kw_)
+    fx = fd_grad(lambda v: R.conv_transpose2d(v, wt, b, **kw_), x, g)
+    fw = fd_grad(lambda v: R.conv_transpose2d(x, v, b, **kw_), wt, g)
+    fb = fd_grad(lambda v: R.conv_transpose2d(x, wt, v, **kw_), b, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fw, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fb, rtol=1e-6, atol=1e-7)
+    assert R.conv_transpose2d_backward(g, x, wt, bias=False, **kw_)[2] is None
+
+
+@pytest.mark.parametrize("padding", [0, 2, "same", "valid"])
+def test_conv1d_and_backward_match_finite_differences(padding):
+    rng = np.random.default_rng(33)
+    x, wt, b = rand(rng, 2, 4, 7), rand(rng, 6, 2, 4), rand(rng, 6)
+    kw_ = dict(stride=1 if padding == "same" else 2, padding=padding, dilation=2, groups=2)
+    y = R.conv1d(x, wt, b, **kw_)
+    # as the grouped conv2d of (1, L) images
+    p2 = padding if isinstance(padding, str) else (0, padding)
+    y2 = R.conv2d(x[:, :, None], wt[:, :, None], b, (1, kw_["stride"]), p2, (1, 2), 2)
+    np.testing.assert_array_equal(y, y2[:, :, 0])
+    if padding == "same":
+        assert y.shape[-1] == 7
+    g = rand(rng, *y.shape)
+    gx, gw, gb = R.conv1d_backward(g, x, wt, **kw_)
+    np.testing.assert_allclose(gx, fd_grad(lambda v: R.conv1d(v, wt, b, **kw_), x, g),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fd_grad(lambda v: R.conv1d(x, v, b, **kw_), wt, g),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, g.sum(axis=(0, 2)), rtol=1e-12)
+
+
+def test_conv_transpose2d_non_finite_weight_reaches_only_its_outputs():
+    """Each output sums real products only (as PyTorch): a NaN tap poisons
+    the outputs it lands on, not the zeros between strided inputs."""
+    x = np.ones((1, 1, 1, 2))
+    wt = np.array([[[[np.nan, 1.0]]]])
+    y = R.conv_transpose2d(x, wt, stride=3)[0, 0, 0]
+    assert np.isnan(y[[0, 3]]).all() and np.array_equal(y[[1, 2, 4]], [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(np.isnan(R.full_conv2d(x, wt)[0, 0, 0]), [True, True, False])
+
+
+# --------------------------------------------------------------------------
 # hand-worked examples
 # --------------------------------------------------------------------------
 
@@ -863,6 +993,12 @@ def all_calls(dtype, n=2):
         ("conv_transpose2d",
          lambda: R.conv_transpose2d(gy, wt, b[:2], stride=2, padding=1,
                                     output_padding=1)),
+        ("conv_transpose2d_backward",
+         lambda: R.conv_transpose2d_backward(x, gy, wt, stride=2, padding=1,
+                                             output_padding=1)),
+        ("conv1d", lambda: R.conv1d(x[:, :, 0], w[:, :, 0], b, 2, 1)),
+        ("conv1d_backward",
+         lambda: R.conv1d_backward(a(n, 3, 3), x[:, :, 0], w[:, :, 0], 2, 1)),
         ("full_conv2d", lambda: R.full_conv2d(x, a(2, 3, 2, 3))),
         ("max_pool2d",
          lambda: R.max_pool2d(x, 2, 2, 1, return_indices=True)),
@@ -911,6 +1047,8 @@ def test_empty_batch(dtype):
         "conv2d": [(0, 3, 3, 3)],
         "conv2d_backward": [(0, 2, 5, 6), (3, 2, 2, 3), (3,)],
         "conv_transpose2d": [(0, 2, 5, 5)],
+        "conv_transpose2d_backward": [(0, 3, 3, 3), (3, 2, 2, 2), (2,)],
+        "conv1d_backward": [(0, 2, 6), (3, 2, 3), (3,)],
         "full_conv2d": [(0, 3, 6, 8)],
         "max_pool2d": [(0, 2, 3, 4), (0, 2, 3, 4)],
         "max_pool2d_backward": [(0, 2, 5, 6)],

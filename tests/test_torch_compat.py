@@ -6,6 +6,8 @@ max-pool indices -- compared exactly, including ties, NaN and -inf -- over a
 handful of odd geometries in float32 and float64.  Skipped when torch is not
 installed.
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -90,6 +92,98 @@ def test_conv_transpose2d_and_its_gradients(g, dtype, rng, close):
     ty.backward(t(go))
     no_op = {key: v for key, v in kw.items() if key != "output_padding"}
     close(F.conv2d(go, w, **no_op), n(tx.grad), dtype)
+
+
+# (id, N, C_in, C_out, groups, H, W, kernel, stride, padding, dilation)
+GROUP_GEOMS = [
+    ("g2-2x3", 2, 4, 6, 2, 6, 7, (2, 3), (1, 1), (0, 0), (1, 1)),
+    ("g3-stride>kernel-pad", 2, 6, 3, 3, 11, 13, (2, 2), (3, 4), (1, 0), (1, 1)),
+    ("depthwise-3x3", 2, 5, 5, 5, 7, 6, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ("depthwise-x2-dilation", 1, 3, 6, 3, 9, 8, (3, 2), (2, 1), (2, 0), (2, 3)),
+    ("g2-same-2x3", 2, 4, 6, 2, 6, 7, (2, 3), (1, 1), "same", (1, 1)),
+    ("same-4x2-dilation", 2, 3, 2, 1, 7, 5, (4, 2), (1, 1), "same", (1, 2)),
+    ("same-2x2-dilation-2", 1, 2, 2, 1, 5, 6, (2, 2), (1, 1), "same", (2, 2)),
+    ("g4-valid-primes", 3, 8, 12, 4, 13, 11, (3, 5), (2, 3), "valid", (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GROUP_GEOMS, ids=[g[0] for g in GROUP_GEOMS])
+def test_grouped_and_padded_conv2d_and_backward(g, dtype, rng, close):
+    _, N, Ci, Co, G, H, W, k, s, p, d = g
+    kw = dict(stride=s, padding=p, dilation=d, groups=G)
+    x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
+    w = rng.standard_normal((Co, Ci // G) + k).astype(dtype)
+    b = rng.standard_normal(Co).astype(dtype)
+    tx, tw, tb = t(x, True), t(w, True), t(b, True)
+    with warnings.catch_warnings():  # "same" with an even kernel: a padded copy
+        warnings.simplefilter("ignore", UserWarning)
+        ty = TF.conv2d(tx, tw, tb, **kw)
+    y = F.conv2d(x, w, b, **kw)
+    assert y.shape == tuple(ty.shape) and y.dtype == dtype
+    close(y, n(ty), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
+    close(gx, n(tx.grad), dtype, err_msg="grad_x")
+    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
+    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+
+
+# (id, N, C_in, C_out, groups, H, W, kernel, stride, padding, output_padding, dilation)
+TRANSPOSE_GEOMS = [
+    ("g2-2x3-s2-op1", 2, 4, 6, 2, 5, 6, (2, 3), (2, 2), (1, 1), (1, 1), (1, 1)),
+    ("g2-dilation-op", 2, 6, 4, 2, 4, 5, (3, 2), (1, 1), (0, 0), (1, 1), (2, 2)),
+    ("depthwise-stride>kernel", 1, 3, 3, 3, 4, 3, (2, 2), (3, 4), (1, 0), (2, 3), (2, 1)),
+    ("primes", 3, 5, 7, 1, 7, 5, (3, 5), (2, 3), (1, 2), (1, 0), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", TRANSPOSE_GEOMS, ids=[g[0] for g in TRANSPOSE_GEOMS])
+def test_grouped_conv_transpose2d_and_backward(g, dtype, rng, close):
+    _, N, Ci, Co, G, H, W, k, s, p, op, d = g
+    kw = dict(stride=s, padding=p, output_padding=op, groups=G, dilation=d)
+    x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
+    w = rng.standard_normal((Ci, Co // G) + k).astype(dtype)
+    b = rng.standard_normal(Co).astype(dtype)
+    tx, tw, tb = t(x, True), t(w, True), t(b, True)
+    ty = TF.conv_transpose2d(tx, tw, tb, **kw)
+    y = F.conv_transpose2d(x, w, b, **kw)
+    assert y.shape == tuple(ty.shape) and y.dtype == dtype
+    close(y, n(ty), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    gx, gw, gb = F.conv_transpose2d_backward(go, x, w, **kw)
+    close(gx, n(tx.grad), dtype, err_msg="grad_x")
+    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
+    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "groups,k,s,p,d",
+    [(1, 2, 1, 0, 1), (2, 3, 3, 1, 1), (4, 3, 1, 2, 2), (2, 4, 1, "same", 1),
+     (1, 3, 1, "same", 3), (2, 2, 2, "valid", 1)],
+)
+def test_conv1d_and_backward(groups, k, s, p, d, dtype, rng, close):
+    x = rng.standard_normal((2, 4, 13)).astype(dtype)
+    w = rng.standard_normal((8, 4 // groups, k)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    kw = dict(stride=s, padding=p, dilation=d, groups=groups)
+    tx, tw, tb = t(x, True), t(w, True), t(b, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ty = TF.conv1d(tx, tw, tb, **kw)
+    y = F.conv1d(x, w, b, **kw)
+    assert y.shape == tuple(ty.shape) and y.dtype == dtype
+    close(y, n(ty), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    gx, gw, gb = F.conv1d_backward(go, x, w, **kw)
+    close(gx, n(tx.grad), dtype, err_msg="grad_x")
+    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
+    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

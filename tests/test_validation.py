@@ -14,6 +14,7 @@ import pytest
 
 import cnnext
 from cnnext import functional as F
+from cnnext import nn
 
 X = np.zeros((2, 3, 6, 5))
 W = np.zeros((4, 3, 3, 2))
@@ -238,6 +239,8 @@ BAD_INTS = [
 @pytest.mark.parametrize("value,exc,fragment", BAD_INTS, ids=repr)
 @pytest.mark.parametrize("param", ["stride", "padding", "dilation"])
 def test_conv_size_arguments_must_be_ints(param, value, exc, fragment):
+    if param == "padding" and isinstance(value, str):  # a padding mode: its own rule
+        exc, fragment = ValueError, "'same' or 'valid'"
     with raises(exc, "conv2d", param, fragment):
         F.conv2d(X, W, **{param: value})
 
@@ -647,6 +650,117 @@ def test_failed_validation_leaves_inputs_untouched():
 
 
 # --------------------------------------------------------------------------
+# groups, padding modes, conv1d
+# --------------------------------------------------------------------------
+
+XG = np.zeros((2, 4, 6, 5))
+WG = np.zeros((6, 2, 3, 2))  # groups=2: (C_out, C_in/2, kH, kW)
+
+
+@pytest.mark.parametrize(
+    "call,exc,fname,fragments",
+    [
+        (lambda: F.conv2d(XG, WG, groups=0), ValueError, "conv2d", ["groups", ">= 1", "0"]),
+        (lambda: F.conv2d(XG, WG, groups=True), TypeError, "conv2d", ["groups", "bool"]),
+        (lambda: F.conv2d(XG, WG, groups=2.0), TypeError, "conv2d", ["groups", "float"]),
+        (lambda: F.conv2d(XG, WG, groups=(2,)), TypeError, "conv2d", ["groups", "tuple"]),
+        (lambda: F.conv2d(XG, np.zeros((5, 2, 3, 2)), groups=2), ValueError, "conv2d",
+         ["weight.shape[0]", "C_out = 5", "divisible by groups (2)"]),
+        (lambda: F.conv2d(XG, WG, groups=3), ValueError, "conv2d",
+         ["x.shape[1] (4)", "weight.shape[1] * groups (2 * 3 = 6)"]),
+        (lambda: F.conv2d(XG, np.zeros((6, 1, 3, 2)), groups=2), ValueError, "conv2d",
+         ["x.shape[1] (4)", "weight.shape[1] * groups (1 * 2 = 2)"]),
+        (lambda: F.conv2d(XG[0], np.zeros((6, 3, 3, 2)), groups=2), ValueError, "conv2d",
+         ["x.shape[0] (4)", "weight.shape[1] * groups (3 * 2 = 6)"]),
+        (lambda: F.conv2d_backward(np.zeros((2, 6, 4, 5)), XG, WG, groups=2), ValueError,
+         "conv2d_backward", ["grad_out.shape", "groups 2", "(2, 6, 4, 4)", "(2, 6, 4, 5)"]),
+        (lambda: F.conv2d(XG, WG, groups=2, padding="same", stride=2), ValueError, "conv2d",
+         ["padding='same'", "stride 1", "(2, 2)"]),
+        (lambda: F.conv2d(XG, WG, groups=2, padding="same", stride=(1, 3)), ValueError,
+         "conv2d", ["padding='same'", "(1, 3)"]),
+        (lambda: F.conv2d(XG, WG, groups=2, padding="SAME"), ValueError, "conv2d",
+         ["padding", "'same' or 'valid'", "'SAME'"]),
+        (lambda: F.conv2d_backward(XG, XG, WG, groups=2, padding="full"), ValueError,
+         "conv2d_backward", ["padding", "'full'"]),
+        (lambda: F.conv2d(XG, np.zeros((6, 2, 7, 2)), groups=2, padding="valid"), ValueError,
+         "conv2d", ["kernel is larger", "height", "input size 6", "kernel 7"]),
+        (lambda: F.conv_transpose2d(XG, np.zeros((4, 3, 2, 2)), groups=3), ValueError,
+         "conv_transpose2d", ["weight.shape[0]", "C_in = 4", "divisible by groups (3)"]),
+        (lambda: F.conv_transpose2d(XG, np.zeros((4, 3, 2, 2)), groups=0), ValueError,
+         "conv_transpose2d", ["groups", ">= 1"]),
+        (lambda: F.conv_transpose2d(XG, np.zeros((4, 3, 2, 2)), padding="same"), TypeError,
+         "conv_transpose2d", ["padding", "str"]),
+        (lambda: F.conv_transpose2d_backward(np.zeros((2, 6, 7, 7)), XG, np.zeros((4, 3, 2, 2)),
+                                             groups=2), ValueError,
+         "conv_transpose2d_backward", ["grad_out.shape", "(2, 6, 7, 6)", "(2, 6, 7, 7)",
+                                       "groups 2"]),
+        (lambda: F.conv_transpose2d_backward(np.zeros((6, 7, 6)), XG, np.zeros((4, 3, 2, 2))),
+         ValueError, "conv_transpose2d_backward", ["grad_out (3-D)", "x (4-D)"]),
+        (lambda: F.conv_transpose2d_backward(np.zeros((2, 3, 7, 6)), XG, np.zeros((4, 3, 2, 2)),
+                                             bias=1), TypeError,
+         "conv_transpose2d_backward", ["bias", "bool"]),
+        (lambda: F.conv1d(XG, WG), ValueError, "conv1d", ["x", "2-D or 3-D", "4-D"]),
+        (lambda: F.conv1d(XG[0], WG[:, :, 0]), ValueError, "conv1d",
+         ["x.shape[1] (6)", "weight.shape[1] (2)"]),
+        (lambda: F.conv1d(XG[0], np.zeros((3, 2, 2)), groups=2), ValueError, "conv1d",
+         ["weight.shape[0]", "C_out = 3", "divisible by groups (2)"]),
+        (lambda: F.conv1d(XG[:, :, 0], np.zeros((6, 4, 9))), ValueError, "conv1d",
+         ["kernel is larger", "length", "input size 5", "kernel 9"]),
+        (lambda: F.conv1d(XG[:, :, 0], np.zeros((6, 4, 2)), stride=(2, 2)), ValueError,
+         "conv1d", ["stride", "sequence of one int", "length 2"]),
+        (lambda: F.conv1d(XG[:, :, 0], np.zeros((6, 4, 2)), dilation=0), ValueError,
+         "conv1d", ["dilation", ">= 1"]),
+        (lambda: F.conv1d(XG[:, :, 0], np.zeros((6, 4, 2)), padding="same", stride=2),
+         ValueError, "conv1d", ["padding='same'", "stride 1", "got stride 2"]),
+        (lambda: F.conv1d(XG[:, :, 0], np.zeros((6, 4, 2)), padding=(1, 1)), ValueError,
+         "conv1d", ["padding", "length 2"]),
+        (lambda: F.conv1d(XG[:, :, 0], np.zeros((6, 4, 2)), padding=-1), ValueError,
+         "conv1d", ["padding", ">= 0"]),
+        (lambda: F.conv1d_backward(np.zeros((2, 6, 9)), XG[:, :, 0], np.zeros((6, 4, 2))),
+         ValueError, "conv1d_backward", ["grad_out.shape", "(2, 6, 4)", "(2, 6, 9)"]),
+        (lambda: F.conv1d_backward(np.zeros((6, 4)), XG[:, :, 0], np.zeros((6, 4, 2))),
+         ValueError, "conv1d_backward", ["grad_out (2-D)", "x (3-D)"]),
+    ],
+)
+def test_groups_padding_modes_and_conv1d_rules(call, exc, fname, fragments):
+    with raises(exc, fname, *fragments):
+        call()
+
+
+@pytest.mark.parametrize(
+    "make,exc,fragments",
+    [
+        (lambda: nn.Conv2D(4, 6, 3, groups=4), ValueError, ["out_channels (6)", "groups (4)"]),
+        (lambda: nn.Conv2D(3, 6, 3, groups=2), ValueError, ["in_channels (3)", "groups (2)"]),
+        (lambda: nn.Conv2D(4, 6, 3, groups=0), ValueError, ["groups", ">= 1"]),
+        (lambda: nn.Conv2D(4, 6, 3, stride=2, padding="same"), ValueError,
+         ["padding='same'", "stride 1"]),
+        (lambda: nn.Conv2D(4, 6, 3, padding="full"), ValueError, ["padding", "'full'"]),
+        (lambda: nn.ConvTranspose2D(4, 6, 3, groups=4), ValueError,
+         ["out_channels (6)", "groups (4)"]),
+        (lambda: nn.ConvTranspose2D(4, 6, 3, stride=2, output_padding=2), ValueError,
+         ["output_padding must be smaller than stride or dilation", "height"]),
+        (lambda: nn.ConvTranspose2D(4, 6, 3, padding="same"), TypeError, ["padding", "str"]),
+        (lambda: nn.Conv1D(4, 6, (3, 3)), ValueError, ["kernel_size", "length 2"]),
+        (lambda: nn.Conv1D(4, 6, 3, groups=3), ValueError, ["in_channels (4)", "groups (3)"]),
+        (lambda: nn.Conv1D(4, 6, 3, stride=2, padding="same"), ValueError,
+         ["padding='same'", "stride 1"]),
+    ],
+)
+def test_conv_layer_constructor_rules(make, exc, fragments):
+    cls = make.__code__.co_names[-1]
+    with raises(exc, cls, *fragments):
+        make()
+
+
+def test_conv_layers_name_their_input_channels():
+    with raises(ValueError, "ConvTranspose2D.forward", "x.shape[1] (3)", "in_channels (4)"):
+        nn.ConvTranspose2D(4, 2, 2, seed=0).forward(np.zeros((1, 3, 5, 5)))
+    with raises(ValueError, "Conv1D.forward", "x.shape[0] (3)", "in_channels (4)"):
+        nn.Conv1D(4, 2, 2, seed=0).forward(np.zeros((3, 5)))
+
+
+# --------------------------------------------------------------------------
 # pooling options, adaptive pooling, unpooling, 1-D pooling
 # --------------------------------------------------------------------------
 
@@ -771,7 +885,7 @@ def test_max_unpool2d_messages(call, exc, fname, fragments):
         (lambda: F.max_pool1d(X, 2), ValueError, "max_pool1d", ["x", "4-D", "(N, C, L)"]),
         (lambda: F.avg_pool1d(X1[0, 0], 2), ValueError, "avg_pool1d", ["x", "1-D"]),
         (lambda: F.max_pool1d(X1, (2, 2)), ValueError, "max_pool1d",
-         ["kernel_size", "1-tuple", "length 2"]),
+         ["kernel_size", "sequence of one int", "length 2"]),
         (lambda: F.max_pool1d(X1, 2, dilation=0), ValueError, "max_pool1d", ["dilation", ">= 1"]),
         (lambda: F.avg_pool1d(X1, 3, padding=2), ValueError, "avg_pool1d",
          ["padding", "half", "length"]),

@@ -48,6 +48,8 @@ class Case:
         Square kernel, stride and padding.
     passes : tuple of str
         ``"fwd"``, ``"fwd+bwd"`` or ``"step"`` (training step).
+    groups : int
+        Channel groups of a convolution (weight ``(C_out, C/groups, k, k)``).
 
     Examples
     --------
@@ -67,6 +69,7 @@ class Case:
     stride: int
     padding: int
     passes: tuple[str, ...] = ("fwd", "fwd+bwd")
+    groups: int = 1
 
     @property
     def group(self) -> str:
@@ -81,13 +84,14 @@ class Case:
     def flops(self, pass_: str) -> int | None:
         """Floating-point operations of one call (convolutions), else None.
 
-        ``2 * N * C_out * OH * OW * C_in * kH * kW`` for the forward pass;
-        the backward pass (``grad_x`` and ``grad_weight``) costs twice that,
-        so ``fwd+bwd`` counts three times the forward.
+        ``2 * N * C_out * OH * OW * (C_in/groups) * kH * kW`` for the
+        forward pass; the backward pass (``grad_x`` and ``grad_weight``)
+        costs twice that, so ``fwd+bwd`` counts three times the forward.
         """
         if self.kind != "conv":
             return None
-        fwd = 2 * self.N * self.C_out * self.out_size**2 * self.C * self.kernel**2
+        fwd = (2 * self.N * self.C_out * self.out_size**2 * (self.C // self.groups)
+               * self.kernel**2)
         return fwd * (3 if pass_ == "fwd+bwd" else 1)
 
     def describe(self) -> dict[str, str | int]:
@@ -102,6 +106,7 @@ class Case:
             "kernel": self.kernel,
             "stride": self.stride,
             "padding": self.padding,
+            "groups": self.groups,
         }
 
 
@@ -154,6 +159,7 @@ SUITE = (
     Case("cifar-3x3", "conv", 32, 64, 32, 64, 3, 1, 1),
     Case("resnet-3x3", "conv", 8, 128, 28, 128, 3, 1, 1),
     Case("strided", "conv", 32, 16, 32, 32, 3, 2, 1),
+    Case("cifar-grouped-g4", "conv", 32, 64, 32, 64, 3, 1, 1, groups=4),
     Case("maxpool-2x2", "maxpool", *_POOL_SHAPE, 0, 2, 2, 0),
     Case("maxpool-3x3s2p1", "maxpool", *_POOL_SHAPE, 0, 3, 2, 1),
     Case("avgpool-2x2", "avgpool", *_POOL_SHAPE, 0, 2, 2, 0),

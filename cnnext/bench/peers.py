@@ -60,8 +60,9 @@ def _conv_inputs(
     case: Case, dt: np.dtype[Any], rng: np.random.Generator
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     x = rng.standard_normal((case.N, case.C, case.H, case.H)).astype(dt)
-    fan_in = case.C * case.kernel**2
-    w = uniform(rng, (case.C_out, case.C, case.kernel, case.kernel), fan_in, dt)
+    c_g = case.C // case.groups
+    fan_in = c_g * case.kernel**2
+    w = uniform(rng, (case.C_out, c_g, case.kernel, case.kernel), fan_in, dt)
     b = uniform(rng, (case.C_out,), fan_in, dt)
     g = rng.standard_normal((case.N, case.C_out, case.out_size, case.out_size)).astype(dt)
     return x, w, b, g
@@ -75,24 +76,24 @@ def _conv_peers(
     from .. import reference as R
 
     x, w, b, g = _conv_inputs(case, dt, rng)
-    s, p = case.stride, case.padding
+    s, p, G = case.stride, case.padding, case.groups
     peers: dict[str, Peer] = {}
     if pass_ == "fwd":
-        peers["cnnext"] = Peer(lambda: F.conv2d(x, w, b, s, p))
+        peers["cnnext"] = Peer(lambda: F.conv2d(x, w, b, s, p, 1, G))
 
         # The reference on the batch, or on one sample (probe); gg is unused
         # in the forward pass and the result is ignored.
         def ref(xx: FloatArray = x, gg: Any = None) -> Any:
-            return R.conv2d(xx, w, b, s, p)
+            return R.conv2d(xx, w, b, s, p, 1, G)
     else:
 
         def cn() -> None:
-            F.conv2d(x, w, b, s, p)
-            F.conv2d_backward(g, x, w, s, p, bias=True)
+            F.conv2d(x, w, b, s, p, 1, G)
+            F.conv2d_backward(g, x, w, s, p, 1, G, bias=True)
 
         def ref(xx: FloatArray = x, gg: Any = g) -> Any:
-            R.conv2d(xx, w, b, s, p)
-            R.conv2d_backward(gg, xx, w, s, p, bias=True)
+            R.conv2d(xx, w, b, s, p, 1, G)
+            R.conv2d_backward(gg, xx, w, s, p, 1, G, bias=True)
 
         peers["cnnext"] = Peer(cn)
 
@@ -114,15 +115,15 @@ def _torch_conv_peer(
     if torch is None:
         return Peer(None, NOT_INSTALLED)
     tf = torch.nn.functional
-    s, p = case.stride, case.padding
+    s, p, G = case.stride, case.padding, case.groups
     xt, wt, bt, gt = (torch.from_numpy(a.copy()) for a in (x, w, b, g))
     if pass_ == "fwd":
-        return Peer(lambda: tf.conv2d(xt, wt, bt, s, p))
+        return Peer(lambda: tf.conv2d(xt, wt, bt, s, p, 1, G))
     if torch_autograd:
         xa, wa, ba = (t.clone().requires_grad_(True) for t in (xt, wt, bt))
 
         def fb_autograd() -> None:
-            y = tf.conv2d(xa, wa, ba, s, p)
+            y = tf.conv2d(xa, wa, ba, s, p, 1, G)
             torch.autograd.grad(y, (xa, wa, ba), gt)
 
         return Peer(fb_autograd)
@@ -131,8 +132,8 @@ def _torch_conv_peer(
     mask = [True, True, True]
 
     def fb() -> None:
-        tf.conv2d(xt, wt, bt, s, p)
-        conv_bwd(gt, xt, wt, bias_sizes, st, pd, dil, False, [0, 0], 1, mask)
+        tf.conv2d(xt, wt, bt, s, p, 1, G)
+        conv_bwd(gt, xt, wt, bias_sizes, st, pd, dil, False, [0, 0], G, mask)
 
     return Peer(fb)
 

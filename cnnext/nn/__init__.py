@@ -58,7 +58,7 @@ rounding.
 from ..losses import MSELoss, SoftmaxCrossEntropy
 from .activation import Dropout, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Sequential
-from .conv import Conv2D
+from .conv import Conv1D, Conv2D, ConvTranspose2D
 from .linear import Dense, Flatten
 from .module import Module
 from .pooling import (
@@ -74,6 +74,8 @@ from .pooling import (
 __all__ = [
     "Module",
     "Conv2D",
+    "ConvTranspose2D",
+    "Conv1D",
     "MaxPool2D",
     "AvgPool2D",
     "MaxPool1D",

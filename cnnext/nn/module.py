@@ -11,10 +11,10 @@ from .. import _config, _io
 from .. import _validate as V
 
 if TYPE_CHECKING:
-    from .._plan import ConvPlan, LinearPlan
+    from .._plan import Conv1dPlan, ConvPlan, ConvTransposePlan, LinearPlan
     from .._typing import FloatArray, FloatDType, Shape, StrPath
 
-    LayerPlan = ConvPlan | LinearPlan
+    LayerPlan = ConvPlan | LinearPlan | ConvTransposePlan | Conv1dPlan
 
 _ModuleT = TypeVar("_ModuleT", bound="Module")
 
