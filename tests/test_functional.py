@@ -785,6 +785,9 @@ def draw_pool_full(data, dilation=True):
 @given(data=st.data(), dtype=st.sampled_from(DTYPES), mode=st.sampled_from(VALUE_MODES))
 def test_max_pool2d_dilation_ceil_mode_hypothesis_exact(data, dtype, mode, close):
     shape, k, s, p, d, cm = draw_pool_full(data)
+    # A window of padding only (dilation can skip every input element) has
+    # no input position; see test_max_pool2d_window_of_padding_only.
+    assume(_every_window_reaches_input(shape, k, s, p, d, cm))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     x = pool_input(rng, shape, mode, dtype)
     y, idx = F.max_pool2d(x, k, s, p, d, cm, return_indices=True)
@@ -797,6 +800,26 @@ def test_max_pool2d_dilation_ceil_mode_hypothesis_exact(data, dtype, mode, close
     g = randn(rng, y.shape, dtype)
     close(F.max_pool2d_backward(g, idx, x.shape), R.max_pool2d_backward(*f64(g), idx, x.shape),
           dtype)
+
+
+def _every_window_reaches_input(shape, k, s, p, d, cm):
+    for i, n in enumerate(shape[2:]):
+        for o in range(pool_out_full(n, k[i], s[i], p[i], d[i], cm)):
+            if not any(0 <= o * s[i] - p[i] + d[i] * t < n for t in range(k[i])):
+                return False
+    return True
+
+
+def test_max_pool2d_window_of_padding_only():
+    # Kernel width 2 with dilation 2 and padding 1 on a 1-wide input: the
+    # only window reads the two padding columns.  As PyTorch: -inf and the
+    # index of the window's first tap (outside the plane); the backward pass
+    # refuses that index rather than route a gradient to a wrong element.
+    x = np.array([[[[5.0]]]], dtype=np.float32)
+    y, idx = F.max_pool2d(x, (1, 2), 1, (0, 1), (1, 2), return_indices=True)
+    assert y[0, 0, 0, 0] == -np.inf and idx[0, 0, 0, 0] == 1
+    with pytest.raises(ValueError, match="indices must lie in"):
+        F.max_pool2d_backward(np.ones_like(y), idx, x.shape)
 
 
 @given(data=st.data(), dtype=st.sampled_from(DTYPES), cip=st.booleans(),
@@ -936,6 +959,7 @@ def test_max_unpool2d_repeated_indices_last_wins():
 def test_pool1d_hypothesis(data, dtype, mode, close):
     shape, k, s, p, d, cm = draw_pool_full(data)
     n, c, _, L = shape
+    assume(_every_window_reaches_input(shape, k, s, p, d, cm))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     x = pool_input(rng, (n, c, L), mode, dtype)
     y, idx = F.max_pool1d(x, k[1], s[1], p[1], d[1], cm, return_indices=True)
@@ -1123,7 +1147,7 @@ def _calls(rng):
     x1 = np.round(rng.standard_normal((3, 2, 11)))
     k1 = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
     _, id1 = R.max_pool1d(x1, return_indices=True, **k1)
-    g1 = rng.standard_normal(id1.shape)
+    gp1 = rng.standard_normal(id1.shape)
     z = rng.standard_normal((5, 4))
     labels = rng.integers(0, 4, size=5)
     return {
@@ -1158,9 +1182,9 @@ def _calls(rng):
         "max_unpool2d": (lambda a: F.max_unpool2d(a, idu, 2, output_size=(7, 7)), [yu], {}),
         "max_unpool2d_backward": (lambda g: F.max_unpool2d_backward(g, idu), [gu], {}),
         "max_pool1d": (lambda a, **k: F.max_pool1d(a, return_indices=True, **k), [x1], k1),
-        "max_pool1d_backward": (lambda g: F.max_pool1d_backward(g, id1, x1.shape), [g1], {}),
+        "max_pool1d_backward": (lambda g: F.max_pool1d_backward(g, id1, x1.shape), [gp1], {}),
         "avg_pool1d": (F.avg_pool1d, [x1], k1),
-        "avg_pool1d_backward": (lambda g, **k: F.avg_pool1d_backward(g, x1.shape, **k), [g1],
+        "avg_pool1d_backward": (lambda g, **k: F.avg_pool1d_backward(g, x1.shape, **k), [gp1],
                                 k1),
         "relu_backward": (F.relu_backward, [go, go[::-1]], {}),
         "leaky_relu": (F.leaky_relu, [x], {"negative_slope": 0.3}),
