@@ -1,0 +1,225 @@
+"""Private batch-normalization kernels (tier 1).
+
+Inputs are C-contiguous ``(N, C, P)`` views (``P`` the product of the
+spatial sizes, 1 for ``(N, C)`` input); channel ``c`` is the ``N`` rows
+``x[n, c, :]``.  Each thread owns a contiguous range of whole channels, so
+no two threads write the same value, and with one thread no OpenMP region is
+entered.  Per-channel statistics (``mean``, ``var``, ``invstd`` and the
+backward sums) are float64 and every sum is accumulated in float64 with
+eight independent partial sums (pipelined, and vectorised by the compiler);
+the elementwise passes run in the input's dtype.  No validation here:
+``cnnext._plan`` is the caller.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+
+
+cdef inline double _row_sum(const floating* r, Py_ssize_t P) noexcept nogil:
+    cdef double a[8]
+    cdef Py_ssize_t p = 0, j
+    for j in range(8):
+        a[j] = 0
+    while p + 8 <= P:
+        for j in range(8):
+            a[j] += r[p + j]
+        p = p + 8
+    while p < P:
+        a[0] += r[p]
+        p = p + 1
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+
+
+cdef inline double _row_sqdev(const floating* r, Py_ssize_t P, double m) noexcept nogil:
+    """sum_p (r[p] - m)**2: the second pass of the two-pass variance (no
+    cancellation, whatever the mean)."""
+    cdef double a[8]
+    cdef double d
+    cdef Py_ssize_t p = 0, j
+    for j in range(8):
+        a[j] = 0
+    while p + 8 <= P:
+        for j in range(8):
+            d = r[p + j] - m
+            a[j] += d * d
+        p = p + 8
+    while p < P:
+        d = r[p] - m
+        a[0] += d * d
+        p = p + 1
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+
+
+cdef inline void _row_sums_bwd(const floating* g, const floating* x, Py_ssize_t P, double m,
+                               double* sg, double* sgx) noexcept nogil:
+    """sg += sum_p g[p];  sgx += sum_p g[p] * (x[p] - m)."""
+    cdef double a[4]
+    cdef double b[4]
+    cdef double gv
+    cdef Py_ssize_t p = 0, j
+    for j in range(4):
+        a[j] = 0
+        b[j] = 0
+    while p + 4 <= P:
+        for j in range(4):
+            gv = g[p + j]
+            a[j] += gv
+            b[j] += gv * (x[p + j] - m)
+        p = p + 4
+    while p < P:
+        gv = g[p]
+        a[0] += gv
+        b[0] += gv * (x[p] - m)
+        p = p + 1
+    sg[0] += (a[0] + a[1]) + (a[2] + a[3])
+    sgx[0] += (b[0] + b[1]) + (b[2] + b[3])
+
+
+cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var,
+                       const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
+                       Py_ssize_t P, double eps, bint training,
+                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Channels [c0, c1): statistics (training) then ``y = x*a + s``."""
+    cdef Py_ssize_t c, n, p
+    cdef double m, v, istd, M = <double>(N * P)
+    cdef floating a, s
+    cdef const floating* xr
+    cdef floating* yr
+    for c in range(c0, c1):
+        if training:
+            m = 0
+            for n in range(N):
+                m += _row_sum(x + (n * C + c) * P, P)
+            m = m / M
+            v = 0
+            for n in range(N):
+                v += _row_sqdev(x + (n * C + c) * P, P, m)
+            mean[c] = m
+            var[c] = v / M
+        if y == NULL:
+            continue
+        istd = 1.0 / sqrt(var[c] + eps)
+        if w != NULL:
+            istd = istd * w[c]
+        a = <floating>istd
+        s = <floating>((b[c] if b != NULL else 0.0) - mean[c] * istd)
+        for n in range(N):
+            xr = x + (n * C + c) * P
+            yr = y + (n * C + c) * P
+            for p in range(P):
+                yr[p] = xr[p] * a + s
+
+
+def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
+                       floating[:, :, ::1] out,         # OUT   (N, C, P), or None: statistics only
+                       double[::1] mean,                # INOUT (C,) out when training, else in
+                       double[::1] var,                 # INOUT (C,) biased variance, likewise
+                       const floating[::1] weight,      # IN    (C,) or None (1)
+                       const floating[::1] bias,        # IN    (C,) or None (0)
+                       double eps,
+                       bint training,
+                       int n_threads):
+    """Training: per channel, the mean and the biased variance (two passes
+    over the channel, accumulated in float64), then the normalisation and
+    affine map in a third pass while the channel is still in cache.
+    Otherwise ``mean``/``var`` are given and only the last pass runs.
+    ``out = (x - mean) / sqrt(var + eps) * weight + bias`` as ``x*a + s``
+    with per-channel ``a``, ``s`` (PyTorch's form).  Needs N*P >= 1."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid
+    cdef int nt = <int>max(1, min(n_threads, C))
+    cdef floating* yp = NULL
+    cdef const floating* wp = NULL
+    cdef const floating* bp = NULL
+    if C == 0 or N * P == 0:
+        return
+    if out is not None:
+        yp = &out[0, 0, 0]
+    if weight is not None:
+        wp = &weight[0]
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        if nt == 1:
+            fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps, training,
+                         0, C)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps,
+                             training, C * tid // nt, C * (tid + 1) // nt)
+
+
+cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
+                       const double* invstd, const floating* w, floating* gx,
+                       double* sum_g, double* sum_gx, Py_ssize_t N, Py_ssize_t C,
+                       Py_ssize_t P, bint training,
+                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Channels [c0, c1): the two sums, then grad_x."""
+    cdef Py_ssize_t c, n, p
+    cdef double sg, sgx, istd, M = <double>(N * P)
+    cdef floating mu, mg, k, scale
+    cdef const floating* gr
+    cdef const floating* xr
+    cdef floating* gxr
+    for c in range(c0, c1):
+        sg = 0
+        sgx = 0
+        for n in range(N):
+            _row_sums_bwd(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], &sg, &sgx)
+        sum_g[c] = sg
+        sum_gx[c] = sgx
+        if gx == NULL:
+            continue
+        istd = invstd[c]
+        scale = <floating>(istd * w[c] if w != NULL else istd)
+        if training:
+            # dx = (g - mean(g) - (x - mean) * invstd**2 * mean(g * (x - mean))) * invstd * w
+            mu = <floating>mean[c]
+            mg = <floating>(sg / M)
+            k = <floating>(sgx / M * istd * istd)
+            for n in range(N):
+                gr = g + (n * C + c) * P
+                xr = x + (n * C + c) * P
+                gxr = gx + (n * C + c) * P
+                for p in range(P):
+                    gxr[p] = (gr[p] - mg - (xr[p] - mu) * k) * scale
+        else:
+            for n in range(N):
+                gr = g + (n * C + c) * P
+                gxr = gx + (n * C + c) * P
+                for p in range(P):
+                    gxr[p] = gr[p] * scale
+
+
+def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstream gradient
+                        const floating[:, :, ::1] x,     # IN  (N, C, P) forward input
+                        const double[::1] mean,          # IN  (C,) the mean used forward
+                        const double[::1] invstd,        # IN  (C,) 1 / sqrt(var + eps) used
+                        const floating[::1] weight,      # IN  (C,) or None (1)
+                        floating[:, :, ::1] gx,          # OUT (N, C, P), or None: sums only
+                        double[::1] sum_g,               # OUT (C,) sum of g
+                        double[::1] sum_gx,              # OUT (C,) sum of g * (x - mean)
+                        bint training,
+                        int n_threads):
+    """One fused pass per channel for the sums (grad_bias = sum_g,
+    grad_weight = sum_gx * invstd), then one for grad_x: with batch
+    statistics (training) the full gradient through the mean and variance,
+    otherwise the per-channel scale ``invstd * weight``.  Needs N*P >= 1."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid
+    cdef int nt = <int>max(1, min(n_threads, C))
+    cdef floating* gxp = NULL
+    cdef const floating* wp = NULL
+    if C == 0 or N * P == 0:
+        return
+    if gx is not None:
+        gxp = &gx[0, 0, 0]
+    if weight is not None:
+        wp = &weight[0]
+    with nogil:
+        if nt == 1:
+            bwd_channels(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp, &sum_g[0],
+                         &sum_gx[0], N, C, P, training, 0, C)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                bwd_channels(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
+                             &sum_g[0], &sum_gx[0], N, C, P, training,
+                             C * tid // nt, C * (tid + 1) // nt)
