@@ -1216,12 +1216,30 @@ def batch_norm(
 ) -> FloatArray:
     """Batch normalization over axis 1 of an (N, C, ...) array.
 
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, ...)
+    running_mean, running_var : ndarray of shape (C,), or None
+        Updated in place in training mode (when not None); the statistics
+        used in evaluation mode.
+    weight, bias : ndarray of shape (C,), optional
+    training : bool
+    momentum : float
+    eps : float
+
+    Returns
+    -------
+    y : ndarray, shape and dtype of ``x``
+        ``(x - mean) / sqrt(var + eps) * weight + bias``.
+
+    Notes
+    -----
     Training mode normalises with the batch mean and biased variance
-    (``numpy.mean``/``numpy.var`` in float64) and updates ``running_mean``
-    and ``running_var`` in place (when not None):
+    (``numpy.mean``/``numpy.var`` in float64, over every axis but axis 1)
+    and updates the running statistics
     ``r = (1 - momentum) * r + momentum * batch_value``, with the *unbiased*
-    variance for ``running_var``.  Evaluation mode uses the running
-    statistics.  ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
+    variance for ``running_var`` (nothing is updated for an empty batch).
+    Evaluation mode uses the running statistics.
 
     Examples
     --------
@@ -1261,6 +1279,22 @@ def batch_norm_backward(
 ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradients of :func:`batch_norm`: (grad_x, grad_weight, grad_bias).
 
+    Parameters
+    ----------
+    grad_out, x : ndarray, shape (N, C, ...)
+    running_mean, running_var : ndarray of shape (C,), or None
+        The statistics of an evaluation-mode forward (unused in training).
+    weight : ndarray of shape (C,), optional
+    training : bool
+    eps : float
+
+    Returns
+    -------
+    grad_x : ndarray, shape and dtype of ``x``
+    grad_weight, grad_bias : ndarray of shape (C,), or None
+
+    Notes
+    -----
     In training mode the mean and variance depend on ``x``:
     ``grad_x = w / sigma * (g - mean(g) - xhat * mean(g * xhat))`` with
     ``xhat = (x - mean) / sigma``, ``sigma = sqrt(var + eps)`` (means over

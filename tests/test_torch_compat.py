@@ -247,3 +247,51 @@ def test_cross_entropy_is_mean_reduction(rng):
     total = TF.cross_entropy(t(z), torch.from_numpy(labels), reduction="sum").item()
     loss, _ = F.softmax_cross_entropy(z, labels)
     assert loss == pytest.approx(total / 5, rel=1e-12)
+
+
+# --------------------------------------------------------------------------
+# batch normalization
+# --------------------------------------------------------------------------
+
+BN_SHAPES = [(6, 3), (4, 5, 7), (3, 4, 5, 6), (1, 2, 3, 5), (2, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batch_norm_matches_torch(shape, dtype, training, affine):
+    rng = np.random.default_rng(11)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 - 1).astype(dtype)
+    w, b = (rng.standard_normal(C).astype(dtype) for _ in range(2))
+    rm, rv = rng.standard_normal(C).astype(dtype), (rng.random(C) + 0.5).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    if not affine:
+        w = b = None
+    xt = t(x, True)
+    wt = None if w is None else t(w, True)
+    bt = None if b is None else t(b, True)
+    tm, tv = t(rm), t(rv)
+    yt = TF.batch_norm(xt, tm, tv, wt, bt, training=training, momentum=0.2, eps=1e-4)
+    yt.backward(t(g))
+    rm1, rv1 = rm.copy(), rv.copy()
+    y = F.batch_norm(x, rm1, rv1, w, b, training=training, momentum=0.2, eps=1e-4)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, n(yt), **tol)
+    np.testing.assert_allclose(rm1, n(tm), **tol)  # running statistics updated in place
+    np.testing.assert_allclose(rv1, n(tv), **tol)
+    gx, gw, gb = F.batch_norm_backward(g, x, rm, rv, w, training=training, eps=1e-4)
+    np.testing.assert_allclose(gx, n(xt.grad), **tol)
+    if affine:
+        np.testing.assert_allclose(gw, n(wt.grad), **tol)
+        np.testing.assert_allclose(gb, n(bt.grad), **tol)
+
+
+def test_batch_norm_one_value_per_channel_raises_as_torch():
+    x = np.ones((1, 3), np.float32)
+    with pytest.raises(ValueError):
+        TF.batch_norm(t(x), None, None, training=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(x, None, None, training=True)
+    F.batch_norm(x, np.zeros(3), np.ones(3), training=False)  # fine in evaluation mode
