@@ -415,3 +415,21 @@ def no_overlap(fname: str, name: str, a: npt.NDArray[Any],
             )
         if b is a:
             raise ValueError(f"{fname}: {name} and {other} must be different arrays")
+
+
+def features_match(fname: str, x_shape: Sequence[int], num_features: int) -> None:
+    """x.shape[1] of an (N, C, ...) input must equal a layer's num_features;
+    hints at channels-last x."""
+    if x_shape[1] == num_features:
+        return
+    msg = (
+        f"{fname}: x.shape[1] ({x_shape[1]}) must equal num_features ({num_features}), "
+        f"the number of channels"
+    )
+    if len(x_shape) >= 3 and x_shape[-1] == num_features:
+        order = (0, len(x_shape) - 1) + tuple(range(1, len(x_shape) - 1))
+        msg += (
+            f"; x looks channels-last {tuple(x_shape)}: cnnext expects the channel axis "
+            f"at 1 (N, C, ...), use x.transpose{order}"
+        )
+    raise ValueError(msg)

@@ -26,8 +26,11 @@ Conventions
   memory layout, a call only confirms that and runs the kernels; another
   batch size, dtype or layout simply makes a new plan.  Results are
   bitwise those of the functional call.
-* ``train()``/``eval()`` switch the mode (only :class:`Dropout` behaves
-  differently).
+* ``train()``/``eval()`` switch the mode, in every container (only
+  :class:`Dropout` and the batch normalizations behave differently).
+* Non-trainable state (the running statistics of :class:`BatchNorm2D`, ...)
+  lives in ``layer.buffers``: saved and loaded with the parameters, never
+  returned by ``parameters()``, so optimizers never touch it.
 * :class:`Sequential` exposes the parameters of its layers under
   PyTorch-``state_dict``-style names (``"0.weight"``, ``"3.bias"``, ...);
   ``model.parameters()`` is the list of ``(param, grad)`` pairs optimizers
@@ -57,10 +60,11 @@ rounding.
 """
 from ..losses import MSELoss, SoftmaxCrossEntropy
 from .activation import Dropout, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .containers import Sequential
+from .containers import Identity, Residual, Sequential
 from .conv import Conv2D
 from .linear import Dense, Flatten
 from .module import Module
+from .norm import BatchNorm1D, BatchNorm2D
 from .pooling import AvgPool2D, MaxPool2D
 
 __all__ = [
@@ -77,6 +81,10 @@ __all__ = [
     "Softmax",
     "Dropout",
     "Sequential",
+    "BatchNorm1D",
+    "BatchNorm2D",
+    "Identity",
+    "Residual",
     "SoftmaxCrossEntropy",
     "MSELoss",
 ]
