@@ -757,7 +757,7 @@ class BatchNormPlan:
                                       sum_g, sum_gx, training, self.threads)
         if weight is None:
             return gx, None, None
-        return gx, (sum_gx * invstd).astype(self.dtype), sum_g.astype(self.dtype)
+        return gx, sum_gx.astype(self.dtype), sum_g.astype(self.dtype)
 
 
 def batch_norm_plan(

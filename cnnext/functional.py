@@ -1123,7 +1123,7 @@ def _bn_operands(
     """Check -> ({name: C-contiguous array of the compute dtype}, dtype) for
     the present operands (``x``, ``grad_out`` and per-channel arrays; None
     ones are left out); per-channel arrays must have shape (C,)."""
-    present = [(n, a) for n, a in named if a is not None]
+    present = [(n, a) for n, a in named if a is not None or n in _BN_FULL]
     ndims = [_BN_NDIM if n in _BN_FULL else None for n, _ in present]
     arrs, dt = V.float_arrays(fname, present, ndims, _BN_LAYOUTS)
     out = dict(zip((n for n, _ in present), arrs))
@@ -1151,10 +1151,12 @@ def _bn_running(
             raise ValueError(
                 f"{fname}: {name} must be given in evaluation mode (training=False), got None"
             )
-    return (np.asarray(ops["running_mean"], dtype=np.float64),
-            np.asarray(ops["running_var"], dtype=np.float64))
+    # copies: the caller's arrays may be read-only or change later
+    return (np.array(ops["running_mean"], dtype=np.float64),
+            np.array(ops["running_var"], dtype=np.float64))
 
 
+@_nan_quiet
 def batch_norm(
     x: npt.ArrayLike, running_mean: npt.ArrayLike | None, running_var: npt.ArrayLike | None,
     weight: npt.ArrayLike | None = None, bias: npt.ArrayLike | None = None,
@@ -1265,6 +1267,7 @@ def batch_norm_backward(
     running_var: npt.ArrayLike | None, weight: npt.ArrayLike, training: bool = False,
     eps: float = 1e-5,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@_nan_quiet
 def batch_norm_backward(
     grad_out: npt.ArrayLike, x: npt.ArrayLike, running_mean: npt.ArrayLike | None,
     running_var: npt.ArrayLike | None, weight: npt.ArrayLike | None = None,

@@ -1321,10 +1321,10 @@ def batch_norm_backward(
     xhat = (x64 - mean.reshape(shape)) / sigma
     w = np.ones(shape) if weight is None else _f64(weight).reshape(shape)
     if training and x.size:
-        gx = w / sigma * (g64 - g64.mean(axis=axes, keepdims=True)
-                          - xhat * (g64 * xhat).mean(axis=axes, keepdims=True))
+        gx = (g64 - g64.mean(axis=axes, keepdims=True)
+              - xhat * (g64 * xhat).mean(axis=axes, keepdims=True)) / sigma * w
     else:
-        gx = g64 * w / sigma
+        gx = g64 / sigma * w
     if weight is None:
         return gx.astype(x.dtype), None, None
     gw = (g64 * xhat).sum(axis=axes)

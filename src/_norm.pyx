@@ -6,8 +6,8 @@ spatial sizes, 1 for ``(N, C)`` input); channel ``c`` is the ``N`` rows
 no two threads write the same value, and with one thread no OpenMP region is
 entered.  Per-channel statistics (``mean``, ``var``, ``invstd`` and the
 backward sums) are float64 and every sum is accumulated in float64 with
-eight independent partial sums (pipelined, and vectorised by the compiler);
-the elementwise passes run in the input's dtype.  No validation here:
+independent partial sums (pipelined, and vectorised by the compiler); the
+elementwise passes also compute in float64 and round once.  No validation here:
 ``cnnext._plan`` is the caller.
 """
 from cython cimport floating
@@ -51,8 +51,10 @@ cdef inline double _row_sqdev(const floating* r, Py_ssize_t P, double m) noexcep
 
 
 cdef inline void _row_sums_bwd(const floating* g, const floating* x, Py_ssize_t P, double m,
-                               double* sg, double* sgx) noexcept nogil:
-    """sg += sum_p g[p];  sgx += sum_p g[p] * (x[p] - m)."""
+                               double istd, double* sg, double* sgx) noexcept nogil:
+    """sg += sum_p g[p];  sgx += sum_p g[p] * (x[p] - m) * istd (float64 data:
+    the products of g and xhat, which overflow only with the result; float32
+    data cannot overflow float64, and the caller applies istd once)."""
     cdef double a[4]
     cdef double b[4]
     cdef double gv
@@ -64,12 +66,18 @@ cdef inline void _row_sums_bwd(const floating* g, const floating* x, Py_ssize_t 
         for j in range(4):
             gv = g[p + j]
             a[j] += gv
-            b[j] += gv * (x[p + j] - m)
+            if floating is float:
+                b[j] += gv * (x[p + j] - m)
+            else:
+                b[j] += gv * ((x[p + j] - m) * istd)
         p = p + 4
     while p < P:
         gv = g[p]
         a[0] += gv
-        b[0] += gv * (x[p] - m)
+        if floating is float:
+            b[0] += gv * (x[p] - m)
+        else:
+            b[0] += gv * ((x[p] - m) * istd)
         p = p + 1
     sg[0] += (a[0] + a[1]) + (a[2] + a[3])
     sgx[0] += (b[0] + b[1]) + (b[2] + b[3])
@@ -79,10 +87,9 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
                        const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
                        Py_ssize_t P, double eps, bint training,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Channels [c0, c1): statistics (training) then ``y = x*a + s``."""
+    """Channels [c0, c1): statistics (training) then the normalisation."""
     cdef Py_ssize_t c, n, p
-    cdef double m, v, istd, M = <double>(N * P)
-    cdef floating a, s
+    cdef double m, v, istd, wc, bc, a, M = <double>(N * P)
     cdef const floating* xr
     cdef floating* yr
     for c in range(c0, c1):
@@ -98,16 +105,21 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
             var[c] = v / M
         if y == NULL:
             continue
+        m = mean[c]
         istd = 1.0 / sqrt(var[c] + eps)
-        if w != NULL:
-            istd = istd * w[c]
-        a = <floating>istd
-        s = <floating>((b[c] if b != NULL else 0.0) - mean[c] * istd)
+        wc = w[c] if w != NULL else 1.0
+        bc = b[c] if b != NULL else 0.0
         for n in range(N):
             xr = x + (n * C + c) * P
             yr = y + (n * C + c) * P
-            for p in range(P):
-                yr[p] = xr[p] * a + s
+            if floating is float:
+                # float data cannot overflow float64 here: one factor
+                a = istd * wc
+                for p in range(P):
+                    yr[p] = <floating>((xr[p] - m) * a + bc)
+            else:
+                for p in range(P):
+                    yr[p] = (xr[p] - m) * istd * wc + bc
 
 
 def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
@@ -123,8 +135,9 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
     over the channel, accumulated in float64), then the normalisation and
     affine map in a third pass while the channel is still in cache.
     Otherwise ``mean``/``var`` are given and only the last pass runs.
-    ``out = (x - mean) / sqrt(var + eps) * weight + bias`` as ``x*a + s``
-    with per-channel ``a``, ``s`` (PyTorch's form).  Needs N*P >= 1."""
+    ``out = (x - mean) * invstd * weight + bias`` evaluated in float64, in
+    that order (no cancellation for a large mean, no overflow unless the
+    result overflows).  Needs N*P >= 1."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid
     cdef int nt = <int>max(1, min(n_threads, C))
     cdef floating* yp = NULL
@@ -155,39 +168,53 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """Channels [c0, c1): the two sums, then grad_x."""
     cdef Py_ssize_t c, n, p
-    cdef double sg, sgx, istd, M = <double>(N * P)
-    cdef floating mu, mg, k, scale
+    cdef double sg, sgx, istd, mu, mg, k, wc, scale, M = <double>(N * P)
     cdef const floating* gr
     cdef const floating* xr
     cdef floating* gxr
     for c in range(c0, c1):
         sg = 0
         sgx = 0
+        istd = invstd[c]
         for n in range(N):
-            _row_sums_bwd(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], &sg, &sgx)
+            _row_sums_bwd(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], istd,
+                          &sg, &sgx)
+        if floating is float:
+            sgx = sgx * istd
         sum_g[c] = sg
         sum_gx[c] = sgx
         if gx == NULL:
             continue
-        istd = invstd[c]
-        scale = <floating>(istd * w[c] if w != NULL else istd)
+        wc = w[c] if w != NULL else 1.0
+        scale = istd * wc  # (float data: no overflow in float64)
         if training:
-            # dx = (g - mean(g) - (x - mean) * invstd**2 * mean(g * (x - mean))) * invstd * w
-            mu = <floating>mean[c]
-            mg = <floating>(sg / M)
-            k = <floating>(sgx / M * istd * istd)
+            # dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)),
+            # xhat = (x - mean) * invstd; in float64, in that order.
+            mu = mean[c]
+            mg = sg / M
+            k = sgx / M
+            if floating is float:
+                k = k * istd  # float data cannot overflow float64 here: one factor
             for n in range(N):
                 gr = g + (n * C + c) * P
                 xr = x + (n * C + c) * P
                 gxr = gx + (n * C + c) * P
-                for p in range(P):
-                    gxr[p] = (gr[p] - mg - (xr[p] - mu) * k) * scale
+                if floating is float:
+                    for p in range(P):
+                        gxr[p] = <floating>(((gr[p] - mg) - (xr[p] - mu) * k) * scale)
+                else:
+                    for p in range(P):
+                        gxr[p] = ((gr[p] - mg) - (xr[p] - mu) * istd * k) * istd * wc
         else:
             for n in range(N):
                 gr = g + (n * C + c) * P
                 gxr = gx + (n * C + c) * P
-                for p in range(P):
-                    gxr[p] = gr[p] * scale
+                if floating is float:
+                    for p in range(P):
+                        gxr[p] = <floating>(gr[p] * scale)
+                else:
+                    for p in range(P):
+                        gxr[p] = gr[p] * istd * wc
 
 
 def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstream gradient
@@ -197,11 +224,11 @@ def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstrea
                         const floating[::1] weight,      # IN  (C,) or None (1)
                         floating[:, :, ::1] gx,          # OUT (N, C, P), or None: sums only
                         double[::1] sum_g,               # OUT (C,) sum of g
-                        double[::1] sum_gx,              # OUT (C,) sum of g * (x - mean)
+                        double[::1] sum_gx,              # OUT (C,) sum of g * xhat
                         bint training,
                         int n_threads):
     """One fused pass per channel for the sums (grad_bias = sum_g,
-    grad_weight = sum_gx * invstd), then one for grad_x: with batch
+    grad_weight = sum_gx, with xhat = (x - mean) * invstd), then one for grad_x: with batch
     statistics (training) the full gradient through the mean and variance,
     otherwise the per-channel scale ``invstd * weight``.  Needs N*P >= 1."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid

@@ -750,3 +750,10 @@ def test_batch_norm_backward_grad_shape():
     with raises(ValueError, "batch_norm_backward", "grad_out.shape must equal x.shape",
                 "(2, 3, 4, 4)"):
         F.batch_norm_backward(np.zeros((2, 3, 4, 4)), BX, *bn_stats())
+
+
+def test_batch_norm_none_arrays():
+    with raises(TypeError, "batch_norm", "x must be an array, got None"):
+        F.batch_norm(None, *bn_stats())
+    with raises(TypeError, "batch_norm_backward", "grad_out must be an array, got None"):
+        F.batch_norm_backward(None, BX, *bn_stats())

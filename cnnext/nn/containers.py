@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast, overload
 import numpy as np
 import numpy.typing as npt
 
+from .. import _validate as V
 from .module import Module
 
 if TYPE_CHECKING:
@@ -156,13 +157,14 @@ class Identity(Module):
 
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``x`` as an array (no copy of an ndarray)."""
+        a = V.as_array("Identity.forward", "x", x)
         self._cache = True
-        return cast("FloatArray", np.asarray(x))
+        return cast("FloatArray", a)
 
     def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
         """``grad_y`` as an array (no copy of an ndarray)."""
         self._saved()
-        return cast("FloatArray", np.asarray(grad_y))
+        return cast("FloatArray", V.as_array("Identity.backward", "grad_y", grad_y))
 
 
 class Residual(Module):

@@ -119,11 +119,11 @@ class _BatchNorm(Module):
                 y = F.batch_norm(x, rm if update else None, rv if update else None, w, b,
                                  training=True, momentum=factor, eps=self.eps)
         else:
-            mean, var = np.asarray(rm, dtype=np.float64), np.asarray(rv, dtype=np.float64)
+            mean, var = np.array(rm, dtype=np.float64), np.array(rv, dtype=np.float64)
             if compiled:
                 y = plan.forward(x, w, b, self.eps, mean, var)[0]
             else:
-                y = F.batch_norm(x, mean, var, w, b, training=False, eps=self.eps)
+                y = F.batch_norm(x, rm, rv, w, b, training=False, eps=self.eps)
         self._cache = (x, mean, var, 1.0 / np.sqrt(var + self.eps), use_batch)
         return y
 
@@ -154,7 +154,9 @@ class _BatchNorm(Module):
         if _config.compiled_backend():
             gx, gw, gb = plan.backward(grad_y, x, mean, invstd, w, use_batch, input_grad)
         else:
-            gx, gw, gb = F.batch_norm_backward(grad_y, x, mean, var, w, training=use_batch,
+            # (the statistics as the layer's dtype: exact, they are its running ones)
+            gx, gw, gb = F.batch_norm_backward(grad_y, x, mean.astype(self.dtype),
+                                               var.astype(self.dtype), w, training=use_batch,
                                                eps=self.eps)
             gx = gx if input_grad else None
         if gw is not None and gb is not None:
