@@ -37,7 +37,7 @@ class Case:
     ----------
     name : str
         Short name shown in the table (``--cases`` matches against it).
-    kind : {"conv", "maxpool", "avgpool", "train"}
+    kind : {"conv", "maxpool", "avgpool", "batchnorm", "train"}
         Also the case's group.
     N, C, H : int
         Input batch ``(N, C, H, H)``.
@@ -160,6 +160,10 @@ SUITE = (
     # conv(6->16, 5) relu maxpool2 fc(256->120) relu fc(120->84) relu fc(84->10),
     # softmax cross-entropy, Adam.
     Case("lenet5-train", "train", 64, 1, 28, 10, 5, 1, 0, passes=("step",)),
+    # Batch normalization as in a ResNet training step: nn.BatchNorm2D forward
+    # in training mode (statistics, normalisation, running-statistics update)
+    # and backward; PyTorch: F.batch_norm(training=True) and autograd.
+    Case("batchnorm-train", "batchnorm", 32, 64, 56, 0, 1, 1, 0, passes=("fwd+bwd",)),
 )
 
 _SEED_NET = "Conv2D(1, 8, 3, bias=False), MaxPool2D(2), Flatten(), Dense(1352, 10)"
@@ -204,7 +208,7 @@ QUICK_CASES = ("seed-mnist", "lenet-conv2", "maxpool-2x2", "avgpool-2x2", "lenet
 SCALING_CASES = ("cifar-3x3", "resnet-3x3")
 
 #: The groups ``--cases`` accepts besides case names.
-GROUPS = ("conv", "maxpool", "avgpool", "train", "small-calls")
+GROUPS = ("conv", "maxpool", "avgpool", "batchnorm", "train", "small-calls")
 
 
 def select_cases(
