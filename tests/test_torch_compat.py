@@ -385,3 +385,26 @@ def test_residual_block_matches_torch():
                                    err_msg=name)
     for name, b in res.named_buffers():  # running statistics updated as torch's
         np.testing.assert_allclose(b, tres.state_dict()[name].numpy(), rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_nonfinite_as_torch(training):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 3, 4)).astype(np.float32)
+    x[1, 0, 2] = np.nan
+    x[0, 1, 1] = np.inf
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    w = np.array([1.0, 2.0, 0.5], np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    tm, tv = t(rm), t(rv)
+    xt, wt = t(x, True), t(w, True)
+    yt = TF.batch_norm(xt, tm, tv, wt, None, training=training)
+    yt.backward(t(g))
+    y = F.batch_norm(x, rm, rv, w, None, training=training)
+    gx, gw, _ = F.batch_norm_backward(g, x, np.zeros(3), np.ones(3), w, training=training)
+    for ours, theirs in ((y, yt), (rm, tm), (rv, tv), (gx, xt.grad), (gw, wt.grad)):
+        theirs = n(theirs)
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+        fin = np.isfinite(theirs)
+        np.testing.assert_array_equal(np.isfinite(ours), fin)
+        np.testing.assert_allclose(ours[fin], theirs[fin], rtol=1e-5, atol=1e-5)
