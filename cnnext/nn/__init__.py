@@ -17,9 +17,9 @@ Conventions
   the input of the *last* ``forward``; the caller's arrays (``x``,
   ``grad_y``) are never modified, so do not modify them between the two
   calls either.
-* Layers with parameters (:class:`Conv2D`, :class:`Dense`) compute in their
-  ``dtype`` (float32 by default): inputs of another dtype are converted (a
-  copy; the caller's array is untouched).  The other layers keep the dtype
+* Layers with parameters (:class:`Conv2D`, :class:`Dense`, the batch
+  normalizations) compute in their ``dtype`` (float32 by default): inputs
+  of another dtype are converted (a copy; the caller's array is untouched).  The other layers keep the dtype
   they receive.
 * A layer keeps the plan of the input it last saw (see
   :mod:`cnnext.functional`): while the input keeps its shape, dtype and
