@@ -872,6 +872,9 @@ def all_calls(dtype, n=2):
         ("log_softmax", lambda: R.log_softmax(z)),
         ("log_softmax_backward", lambda: R.log_softmax_backward(z, z)),
         ("softmax_cross_entropy", lambda: R.softmax_cross_entropy(z, labels)),
+        ("batch_norm", lambda: R.batch_norm(x, None, None, b[:2], b[1:], training=True)),
+        ("batch_norm_backward",
+         lambda: R.batch_norm_backward(x, x, b[:2], b[1:] ** 2, b[:2], training=False)),
     ]
 
 
@@ -904,6 +907,7 @@ def test_empty_batch(dtype):
         "avg_pool2d_backward": [(0, 2, 5, 6)],
         "softmax_cross_entropy": [(0, 4)],
         "linear_backward": [(0, 4), (3, 4), (3,)],
+        "batch_norm_backward": [(0, 2, 5, 6), (2,), (2,)],
     }
     for name, thunk in all_calls(dtype, n=0):
         got = [a.shape for a in _arrays(thunk())]
