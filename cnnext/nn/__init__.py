@@ -19,8 +19,8 @@ Conventions
   calls either.
 * Layers with parameters (:class:`Conv2D`, :class:`Dense`, the batch
   normalizations) compute in their ``dtype`` (float32 by default): inputs
-  of another dtype are converted (a copy; the caller's array is untouched).  The other layers keep the dtype
-  they receive.
+  of another dtype are converted (a copy; the caller's array is untouched).
+  The other layers keep the dtype they receive.
 * A layer keeps the plan of the input it last saw (see
   :mod:`cnnext.functional`): while the input keeps its shape, dtype and
   memory layout, a call only confirms that and runs the kernels; another
