@@ -1,7 +1,7 @@
 """Normalization layers: batch normalization."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -98,33 +98,30 @@ class _BatchNorm(Module):
         x, plan = self._input(x, use_batch)
         w, b = self._params.get("weight"), self._params.get("bias")
         rm, rv = self._buffers.get("running_mean"), self._buffers.get("running_var")
+        update = self.training and self.track_running_stats
+        factor = 0.0
+        if update:
+            nbt = self._buffers["num_batches_tracked"]
+            nbt += 1
+            factor = 1.0 / float(nbt) if self.momentum is None else self.momentum
         compiled = _config.compiled_backend()
-        mean: _F64
-        var: _F64
-        if use_batch:
-            factor = 0.0
-            update = self.training and self.track_running_stats
-            if update:
-                nbt = self._buffers["num_batches_tracked"]
-                nbt += 1
-                factor = 1.0 / float(nbt) if self.momentum is None else self.momentum
-            if compiled:
+        saved: tuple[_F64, _F64] | tuple[FloatArray, FloatArray] | None
+        if compiled:
+            if use_batch:
                 y, mean, var = plan.forward(x, w, b, self.eps)
                 if update:
                     plan.update_running(rm, rv, mean, var, factor)
             else:
-                mean, var = (np.asarray(a, dtype=np.float64) for a in (
-                    x.mean(axis=(0,) + tuple(range(2, x.ndim)), dtype=np.float64),
-                    x.var(axis=(0,) + tuple(range(2, x.ndim)), dtype=np.float64)))
-                y = F.batch_norm(x, rm if update else None, rv if update else None, w, b,
-                                 training=True, momentum=factor, eps=self.eps)
-        else:
-            mean, var = np.array(rm, dtype=np.float64), np.array(rv, dtype=np.float64)
-            if compiled:
+                mean, var = np.array(rm, dtype=np.float64), np.array(rv, dtype=np.float64)
                 y = plan.forward(x, w, b, self.eps, mean, var)[0]
-            else:
-                y = F.batch_norm(x, rm, rv, w, b, training=False, eps=self.eps)
-        self._cache = (x, mean, var, 1.0 / np.sqrt(var + self.eps), use_batch)
+            saved = (mean, 1.0 / np.sqrt(var + self.eps))  # what backward uses
+        else:  # the numpy backend: the functional op, whose backward recomputes
+            given = update or not use_batch
+            y = F.batch_norm(x, rm if given else None, rv if given else None, w, b,
+                             training=use_batch, momentum=factor, eps=self.eps)
+            saved = None if use_batch else (cast("FloatArray", rm).copy(),
+                                            cast("FloatArray", rv).copy())
+        self._cache = (x, use_batch, compiled, saved)
         return y
 
     @overload
@@ -136,7 +133,7 @@ class _BatchNorm(Module):
         used (saved, not recomputed); accumulates ``grads["weight"]`` and
         ``grads["bias"]``.  With ``input_grad=False`` only the parameter
         gradients are computed and None is returned."""
-        x, mean, var, invstd, use_batch = self._saved()
+        x, use_batch, compiled, saved = self._saved()
         plan = self._plan
         w = self._params.get("weight")
         if not (plan is not None and plan.x_shape == x.shape
@@ -151,12 +148,12 @@ class _BatchNorm(Module):
             grad_y = g
             plan = _plan.batch_norm_plan(fname, x.shape, self.dtype, use_batch)
         gx: FloatArray | None
-        if _config.compiled_backend():
+        if compiled:  # the forward's mean and inverse standard deviation
+            mean, invstd = cast("tuple[_F64, _F64]", saved)
             gx, gw, gb = plan.backward(grad_y, x, mean, invstd, w, use_batch, input_grad)
-        else:
-            # (the statistics as the layer's dtype: exact, they are its running ones)
-            gx, gw, gb = F.batch_norm_backward(grad_y, x, mean.astype(self.dtype),
-                                               var.astype(self.dtype), w, training=use_batch,
+        else:  # the forward's running statistics (evaluation mode), or None
+            rm, rv = saved if saved is not None else (None, None)
+            gx, gw, gb = F.batch_norm_backward(grad_y, x, rm, rv, w, training=use_batch,
                                                eps=self.eps)
             gx = gx if input_grad else None
         if gw is not None and gb is not None:
