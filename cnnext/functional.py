@@ -1157,6 +1157,25 @@ def _bn_running(
 
 
 @_nan_quiet
+def _bn_inplace(
+    fname: str, dt: FloatDType, running_mean: object, running_var: object,
+    others: list[tuple[str, object]],
+) -> tuple[FloatArray | None, FloatArray | None]:
+    """Training mode: the caller's running statistics, checked to be
+    updatable in place (writeable arrays of the compute dtype, sharing no
+    memory with each other or with the other operands); None stays None."""
+    rm = None if running_mean is None else V.running_stat(fname, "running_mean",
+                                                          running_mean, dt)
+    rv = None if running_var is None else V.running_stat(fname, "running_var",
+                                                         running_var, dt)
+    if rm is not None:
+        V.no_overlap(fname, "running_mean", rm, others + [("running_var", rv)])
+    if rv is not None:
+        V.no_overlap(fname, "running_var", rv, others)
+    return rm, rv
+
+
+@_nan_quiet
 def batch_norm(
     x: npt.ArrayLike, running_mean: npt.ArrayLike | None, running_var: npt.ArrayLike | None,
     weight: npt.ArrayLike | None = None, bias: npt.ArrayLike | None = None,
@@ -1233,24 +1252,17 @@ def batch_norm(
                                    ("bias", bias)])
     xa, w, b = ops["x"], ops.get("weight"), ops.get("bias")
     running = _bn_running(fname, ops, training)
-    stats: list[FloatArray | None] = [None, None]
-    if training:
-        for i, (name, r) in enumerate((("running_mean", running_mean),
-                                       ("running_var", running_var))):
-            if r is not None:
-                stats[i] = V.running_stat(fname, name, r, dt)
-                V.no_overlap(fname, name, stats[i], [  # type: ignore[arg-type]
-                    ("x", x), ("weight", weight), ("bias", bias),
-                    ("running_var" if i == 0 else "running_mean", running_var if i == 0 else None),
-                ])
+    rm, rv = (None, None) if running is not None else _bn_inplace(
+        fname, dt, running_mean, running_var, [("x", x), ("weight", weight), ("bias", bias)])
     plan = _bn_plan(fname, xa, dt, training)
     if _numpy_backend():
-        rm, rv = (stats[0], stats[1]) if training else (ops["running_mean"], ops["running_var"])
+        if running is not None:
+            rm, rv = ops["running_mean"], ops["running_var"]
         return _as(_ref.batch_norm(xa, rm, rv, w, b, training=training, momentum=momentum,
                                    eps=eps), dt)
     if running is None:
         y, mean, var = plan.forward(xa, w, b, eps)
-        plan.update_running(stats[0], stats[1], mean, var, momentum)
+        plan.update_running(rm, rv, mean, var, momentum)
         return y
     return plan.forward(xa, w, b, eps, *running)[0]
 
