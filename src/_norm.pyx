@@ -2,8 +2,11 @@
 
 Inputs are C-contiguous ``(N, C, P)`` views (``P`` the product of the
 spatial sizes, 1 for ``(N, C)`` input); channel ``c`` is the ``N`` rows
-``x[n, c, :]``.  Each thread owns a contiguous range of whole channels, so
-no two threads write the same value, and with one thread no OpenMP region is
+``x[n, c, :]``, visited channel by channel (``*_channels``) -- or, when
+``P == 1`` and a channel is one strided column, row by row over a range of
+channels with per-channel float64 accumulators (``*_rows``: contiguous inner
+loops).  Each thread owns a contiguous range of whole channels, so no two
+threads write the same value, and with one thread no OpenMP region is
 entered.  Per-channel statistics (``mean``, ``var``, ``invstd`` and the
 backward sums) are float64 and every sum is accumulated in float64 with
 independent partial sums (pipelined, and vectorised by the compiler); the
@@ -13,6 +16,7 @@ elementwise passes also compute in float64 and round once.  No validation here:
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
 
 
 cdef inline double _row_sum(const floating* r, Py_ssize_t P) noexcept nogil:
@@ -122,6 +126,49 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
                     yr[p] = (xr[p] - m) * istd * wc + bc
 
 
+cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, double* scr,
+                   const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
+                   double eps, bint training, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """(N, C) input, channels [c0, c1): the same two-pass statistics and
+    normalisation as fwd_channels, streaming rows; ``scr`` holds 3*C
+    doubles (inverse std, weight, bias per channel)."""
+    cdef Py_ssize_t n, c
+    cdef double d, M = <double>N
+    cdef const floating* xr
+    cdef floating* yr
+    cdef double* istd = scr
+    cdef double* wd = scr + C
+    cdef double* bd = scr + 2 * C
+    if training:
+        for c in range(c0, c1):
+            mean[c] = 0
+            var[c] = 0
+        for n in range(N):
+            xr = x + n * C
+            for c in range(c0, c1):
+                mean[c] += xr[c]
+        for c in range(c0, c1):
+            mean[c] = mean[c] / M
+        for n in range(N):
+            xr = x + n * C
+            for c in range(c0, c1):
+                d = xr[c] - mean[c]
+                var[c] += d * d
+        for c in range(c0, c1):
+            var[c] = var[c] / M
+    if y == NULL:
+        return
+    for c in range(c0, c1):
+        istd[c] = 1.0 / sqrt(var[c] + eps)
+        wd[c] = w[c] if w != NULL else 1.0
+        bd[c] = b[c] if b != NULL else 0.0
+    for n in range(N):
+        xr = x + n * C
+        yr = y + n * C
+        for c in range(c0, c1):
+            yr[c] = <floating>((xr[c] - mean[c]) * istd[c] * wd[c] + bd[c])
+
+
 def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
                        floating[:, :, ::1] out,         # OUT   (N, C, P), or None: statistics only
                        double[::1] mean,                # INOUT (C,) out when training, else in
@@ -143,6 +190,7 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
     cdef floating* yp = NULL
     cdef const floating* wp = NULL
     cdef const floating* bp = NULL
+    cdef double* scr
     if C == 0 or N * P == 0:
         return
     if out is not None:
@@ -151,6 +199,20 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
         wp = &weight[0]
     if bias is not None:
         bp = &bias[0]
+    if P == 1:
+        scr = <double*>malloc(3 * C * sizeof(double))
+        if scr == NULL:
+            raise MemoryError("batch_norm: could not allocate scratch")
+        with nogil:
+            if nt == 1:
+                fwd_rows(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, eps, training,
+                         0, C)
+            else:
+                for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                    fwd_rows(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, eps,
+                             training, C * tid // nt, C * (tid + 1) // nt)
+        free(scr)
+        return
     with nogil:
         if nt == 1:
             fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps, training,
@@ -217,6 +279,48 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
                         gxr[p] = gr[p] * istd * wc
 
 
+cdef void bwd_rows(const floating* g, const floating* x, const double* mean,
+                   const double* invstd, const floating* w, floating* gx, double* sum_g,
+                   double* sum_gx, double* scr, Py_ssize_t N, Py_ssize_t C, bint training,
+                   Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """(N, C) input, channels [c0, c1): bwd_channels streaming rows; ``scr``
+    holds 3*C doubles (mean(g), mean(g * xhat), weight per channel)."""
+    cdef Py_ssize_t n, c
+    cdef double M = <double>N
+    cdef const floating* gr
+    cdef const floating* xr
+    cdef floating* gxr
+    cdef double* mg = scr
+    cdef double* k = scr + C
+    cdef double* wd = scr + 2 * C
+    for c in range(c0, c1):
+        sum_g[c] = 0
+        sum_gx[c] = 0
+    for n in range(N):
+        gr = g + n * C
+        xr = x + n * C
+        for c in range(c0, c1):
+            sum_g[c] += gr[c]
+            sum_gx[c] += gr[c] * ((xr[c] - mean[c]) * invstd[c])
+    if gx == NULL:
+        return
+    for c in range(c0, c1):
+        mg[c] = sum_g[c] / M
+        k[c] = sum_gx[c] / M
+        wd[c] = w[c] if w != NULL else 1.0
+    for n in range(N):
+        gr = g + n * C
+        xr = x + n * C
+        gxr = gx + n * C
+        if training:
+            for c in range(c0, c1):
+                gxr[c] = <floating>(((gr[c] - mg[c]) - (xr[c] - mean[c]) * invstd[c] * k[c])
+                                    * invstd[c] * wd[c])
+        else:  # (the mean plays no part: a NaN there must not leak in)
+            for c in range(c0, c1):
+                gxr[c] = <floating>(gr[c] * invstd[c] * wd[c])
+
+
 def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstream gradient
                         const floating[:, :, ::1] x,     # IN  (N, C, P) forward input
                         const double[::1] mean,          # IN  (C,) the mean used forward
@@ -235,12 +339,28 @@ def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstrea
     cdef int nt = <int>max(1, min(n_threads, C))
     cdef floating* gxp = NULL
     cdef const floating* wp = NULL
+    cdef double* scr
     if C == 0 or N * P == 0:
         return
     if gx is not None:
         gxp = &gx[0, 0, 0]
     if weight is not None:
         wp = &weight[0]
+    if P == 1:
+        scr = <double*>malloc(3 * C * sizeof(double))
+        if scr == NULL:
+            raise MemoryError("batch_norm_backward: could not allocate scratch")
+        with nogil:
+            if nt == 1:
+                bwd_rows(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp, &sum_g[0],
+                         &sum_gx[0], scr, N, C, training, 0, C)
+            else:
+                for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                    bwd_rows(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
+                             &sum_g[0], &sum_gx[0], scr, N, C, training,
+                             C * tid // nt, C * (tid + 1) // nt)
+        free(scr)
+        return
     with nogil:
         if nt == 1:
             bwd_channels(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp, &sum_g[0],
