@@ -54,6 +54,65 @@ cdef inline double _row_sqdev(const floating* r, Py_ssize_t P, double m) noexcep
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 
 
+cdef inline void _row_shifted_sums(const float* r, Py_ssize_t P, double k,
+                                   double* s1, double* s2) noexcept nogil:
+    """s1 += sum_p (r[p] - k);  s2 += sum_p (r[p] - k)**2, in float64."""
+    cdef double a[4]
+    cdef double b[4]
+    cdef double d
+    cdef Py_ssize_t p = 0, j
+    for j in range(4):
+        a[j] = 0
+        b[j] = 0
+    while p + 4 <= P:
+        for j in range(4):
+            d = r[p + j] - k
+            a[j] += d
+            b[j] += d * d
+        p = p + 4
+    while p < P:
+        d = r[p] - k
+        a[0] += d
+        b[0] += d * d
+        p = p + 1
+    s1[0] += (a[0] + a[1]) + (a[2] + a[3])
+    s2[0] += (b[0] + b[1]) + (b[2] + b[3])
+
+
+cdef inline void _channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
+                                Py_ssize_t c, double* mean, double* var) noexcept nogil:
+    """Mean and biased variance of channel c.
+
+    float64 data: two passes (the mean, then the squared deviations).
+    float32 data: one pass of float64 sums shifted by the channel's first
+    value k: ``var = (S2 - S1**2 / M) / M``.  The cancellation costs at most
+    ``eps64 * (mean - k)**2 / var <= eps64 * M`` relative (a data value lies
+    within sqrt(M) standard deviations of the mean), far below float32's
+    precision for any M below 10**8.  A non-finite k shifts by 0 instead, so
+    an infinite mean stays infinite, as with a plain sum."""
+    cdef Py_ssize_t n
+    cdef double m = 0, v = 0, k, M = <double>(N * P)
+    if floating is float:
+        k = x[c * P]
+        if not (k - k == 0):  # inf or NaN
+            k = 0
+        for n in range(N):
+            _row_shifted_sums(x + (n * C + c) * P, P, k, &m, &v)
+        v = (v - m * m / M) / M
+        if v < 0:  # rounding; NaN stays NaN
+            v = 0
+        mean[c] = k + m / M
+        var[c] = v
+    else:
+        for n in range(N):
+            m += _row_sum(x + (n * C + c) * P, P)
+        m = m / M
+        for n in range(N):
+            v += _row_sqdev(x + (n * C + c) * P, P, m)
+        mean[c] = m
+        var[c] = v / M
+
+
 cdef inline void _row_sums_bwd(const floating* g, const floating* x, Py_ssize_t P, double m,
                                double istd, double* sg, double* sgx) noexcept nogil:
     """sg += sum_p g[p];  sgx += sum_p g[p] * (x[p] - m) * istd (float64 data:
@@ -93,20 +152,12 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """Channels [c0, c1): statistics (training) then the normalisation."""
     cdef Py_ssize_t c, n, p
-    cdef double m, v, istd, wc, bc, a, M = <double>(N * P)
+    cdef double m, istd, wc, bc, a
     cdef const floating* xr
     cdef floating* yr
     for c in range(c0, c1):
         if training:
-            m = 0
-            for n in range(N):
-                m += _row_sum(x + (n * C + c) * P, P)
-            m = m / M
-            v = 0
-            for n in range(N):
-                v += _row_sqdev(x + (n * C + c) * P, P, m)
-            mean[c] = m
-            var[c] = v / M
+            _channel_stats(x, N, C, P, c, mean, var)
         if y == NULL:
             continue
         m = mean[c]
@@ -129,9 +180,10 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
 cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, double* scr,
                    const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
                    double eps, bint training, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """(N, C) input, channels [c0, c1): the same two-pass statistics and
-    normalisation as fwd_channels, streaming rows; ``scr`` holds 3*C
-    doubles (inverse std, weight, bias per channel)."""
+    """(N, C) input, channels [c0, c1): two-pass float64 statistics (for
+    both dtypes: the rows are short) and the normalisation of fwd_channels,
+    streaming rows; ``scr`` holds 3*C doubles (inverse std, weight, bias
+    per channel)."""
     cdef Py_ssize_t n, c
     cdef double d, M = <double>N
     cdef const floating* xr
@@ -178,9 +230,9 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
                        double eps,
                        bint training,
                        int n_threads):
-    """Training: per channel, the mean and the biased variance (two passes
-    over the channel, accumulated in float64), then the normalisation and
-    affine map in a third pass while the channel is still in cache.
+    """Training: per channel, the mean and the biased variance (float64
+    sums, see _channel_stats), then the normalisation and affine map in
+    another pass while the channel is still in cache.
     Otherwise ``mean``/``var`` are given and only the last pass runs.
     ``out = (x - mean) * invstd * weight + bias`` evaluated in float64, in
     that order (no cancellation for a large mean, no overflow unless the

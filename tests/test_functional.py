@@ -1438,3 +1438,16 @@ def test_batch_norm_close_across_thread_counts(shape, rng, close, restore_thread
     for a, b2 in zip(*results):
         # channels are independent: the same arithmetic whatever the split
         np.testing.assert_array_equal(a, b2)
+
+
+def test_batch_norm_float32_statistics_with_an_outlier_first(close):
+    # float32 statistics are one pass of float64 sums shifted by the first
+    # value of each channel: an outlier there must cost no accuracy.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 2, 40)).astype(np.float32)
+    x[0, :, 0] = [3e4, -1e6]
+    rm, rv = np.zeros(2, np.float32), np.ones(2, np.float32)
+    F.batch_norm(x, rm, rv, training=True, momentum=1.0)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(rm, x64.mean(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(rv, x64.var(axis=(0, 2), ddof=1), rtol=1e-6)

@@ -684,6 +684,8 @@ def batch_norm_case(draw, fn):
         shape = (2,) + shape[1:]
     dt = draw(st.sampled_from([np.float32, np.float64]))
     x = arr(draw, shape, draw(st.sampled_from([dt, dt, np.int64])), "x")
+    if x.dtype == np.int64:
+        dt = np.float64  # the compute dtype, which updated running statistics must have
     rm = arr(draw, (C,), dt, "rm") if not training or draw(st.booleans()) else None
     rv = np.abs(arr(draw, (C,), dt, "rv")) if rm is not None else None
     w = arr(draw, (C,), dt, "w") if draw(st.booleans()) else None
