@@ -18,6 +18,27 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 
+cdef extern from "cnnext_norm.h" nogil:
+    ctypedef struct cnx_norm_kernels:
+        void (*shifted_sums)(const float* r, Py_ssize_t n, double k, double* s1,
+                             double* s2) noexcept nogil
+        void (*grad_sums)(const float* g, const float* x, Py_ssize_t n, double m,
+                          double* sg, double* sgx) noexcept nogil
+        void (*affine)(const float* x, float* y, Py_ssize_t n, double m, double a,
+                       double b) noexcept nogil
+        void (*grad_input)(const float* g, const float* x, float* gx, Py_ssize_t n,
+                           double mg, double m, double k, double s) noexcept nogil
+        const char* name
+    cnx_norm_kernels cnx_norm_select() noexcept nogil
+
+# The float32 loops (vectorised, AVX2 where the CPU has it), chosen once.
+cdef cnx_norm_kernels KER = cnx_norm_select()
+
+
+def isa():
+    """The variant of the float32 loops in use: ``"avx2"`` or ``"generic"``."""
+    return KER.name.decode()
+
 
 cdef inline double _row_sum(const floating* r, Py_ssize_t P) noexcept nogil:
     cdef double a[8]
@@ -54,31 +75,6 @@ cdef inline double _row_sqdev(const floating* r, Py_ssize_t P, double m) noexcep
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 
 
-cdef inline void _row_shifted_sums(const float* r, Py_ssize_t P, double k,
-                                   double* s1, double* s2) noexcept nogil:
-    """s1 += sum_p (r[p] - k);  s2 += sum_p (r[p] - k)**2, in float64."""
-    cdef double a[4]
-    cdef double b[4]
-    cdef double d
-    cdef Py_ssize_t p = 0, j
-    for j in range(4):
-        a[j] = 0
-        b[j] = 0
-    while p + 4 <= P:
-        for j in range(4):
-            d = r[p + j] - k
-            a[j] += d
-            b[j] += d * d
-        p = p + 4
-    while p < P:
-        d = r[p] - k
-        a[0] += d
-        b[0] += d * d
-        p = p + 1
-    s1[0] += (a[0] + a[1]) + (a[2] + a[3])
-    s2[0] += (b[0] + b[1]) + (b[2] + b[3])
-
-
 cdef inline void _channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
                                 Py_ssize_t c, double* mean, double* var) noexcept nogil:
     """Mean and biased variance of channel c.
@@ -97,7 +93,7 @@ cdef inline void _channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C, P
         if not (k - k == 0):  # inf or NaN
             k = 0
         for n in range(N):
-            _row_shifted_sums(x + (n * C + c) * P, P, k, &m, &v)
+            KER.shifted_sums(x + (n * C + c) * P, P, k, &m, &v)
         v = (v - m * m / M) / M
         if v < 0:  # rounding; NaN stays NaN
             v = 0
@@ -152,7 +148,7 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """Channels [c0, c1): statistics (training) then the normalisation."""
     cdef Py_ssize_t c, n, p
-    cdef double m, istd, wc, bc, a
+    cdef double m, istd, wc, bc
     cdef const floating* xr
     cdef floating* yr
     for c in range(c0, c1):
@@ -169,9 +165,7 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
             yr = y + (n * C + c) * P
             if floating is float:
                 # float data cannot overflow float64 here: one factor
-                a = istd * wc
-                for p in range(P):
-                    yr[p] = <floating>((xr[p] - m) * a + bc)
+                KER.affine(xr, yr, P, m, istd * wc, bc)
             else:
                 for p in range(P):
                     yr[p] = (xr[p] - m) * istd * wc + bc
@@ -291,8 +285,11 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
         sgx = 0
         istd = invstd[c]
         for n in range(N):
-            _row_sums_bwd(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], istd,
-                          &sg, &sgx)
+            if floating is float:
+                KER.grad_sums(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], &sg, &sgx)
+            else:
+                _row_sums_bwd(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], istd,
+                              &sg, &sgx)
         if floating is float:
             sgx = sgx * istd
         sum_g[c] = sg
@@ -314,8 +311,7 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
                 xr = x + (n * C + c) * P
                 gxr = gx + (n * C + c) * P
                 if floating is float:
-                    for p in range(P):
-                        gxr[p] = <floating>(((gr[p] - mg) - (xr[p] - mu) * k) * scale)
+                    KER.grad_input(gr, xr, gxr, P, mg, mu, k, scale)
                 else:
                     for p in range(P):
                         gxr[p] = ((gr[p] - mg) - (xr[p] - mu) * istd * k) * istd * wc
@@ -324,8 +320,7 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
                 gr = g + (n * C + c) * P
                 gxr = gx + (n * C + c) * P
                 if floating is float:
-                    for p in range(P):
-                        gxr[p] = <floating>(gr[p] * scale)
+                    KER.affine(gr, gxr, P, 0.0, scale, 0.0)
                 else:
                     for p in range(P):
                         gxr[p] = gr[p] * istd * wc

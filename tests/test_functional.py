@@ -1451,3 +1451,44 @@ def test_batch_norm_float32_statistics_with_an_outlier_first(close):
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(rm, x64.mean(axis=(0, 2)), rtol=1e-6)
     np.testing.assert_allclose(rv, x64.var(axis=(0, 2), ddof=1), rtol=1e-6)
+
+
+_BN_ISA_SCRIPT = """
+import sys
+import numpy as np
+from cnnext import _norm, functional as F, reference as R
+rng = np.random.default_rng(0)
+worst = 0.0
+for shape in [(4, 3, 7), (2, 5, 13, 11), (3, 2, 1, 33)]:
+    x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    w, b = w.astype(np.float32), b.astype(np.float32)
+    for training in (True, False):
+        rm, rv = np.zeros(shape[1], np.float32), np.full(shape[1], 2.0, np.float32)
+        got = [F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training)]
+        got += F.batch_norm_backward(g, x, rm, rv, w, training=training)
+        x64, g64 = x.astype(np.float64), g.astype(np.float64)
+        want = [R.batch_norm(x64, rm.astype(np.float64), rv.astype(np.float64), w, b,
+                             training=training)]
+        want += R.batch_norm_backward(g64, x64, rm, rv, w, training=training)
+        for a, e in zip(got, want):
+            worst = max(worst, float(np.max(np.abs(a - e) / (1e-5 + 1e-4 * np.abs(e)))))
+print(_norm.isa(), worst)
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_batch_norm_every_loop_variant(isa, tmp_path):
+    """CNNEXT_ISA selects each variant of the float32 batch-norm loops."""
+    from cnnext import _norm
+
+    if isa == "avx2" and _norm.isa() != "avx2":
+        pytest.skip(f"this CPU runs {_norm.isa()}, not avx2")
+    env = dict(os.environ, CNNEXT_ISA=isa)
+    proc = subprocess.run([sys.executable, "-c", _BN_ISA_SCRIPT], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    name, worst = proc.stdout.split()
+    assert name == isa
+    assert float(worst) <= 1.0
