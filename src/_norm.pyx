@@ -109,11 +109,11 @@ cdef inline void _channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C, P
         var[c] = v / M
 
 
-cdef inline void _row_sums_bwd(const floating* g, const floating* x, Py_ssize_t P, double m,
+cdef inline void _row_sums_bwd(const double* g, const double* x, Py_ssize_t P, double m,
                                double istd, double* sg, double* sgx) noexcept nogil:
-    """sg += sum_p g[p];  sgx += sum_p g[p] * (x[p] - m) * istd (float64 data:
-    the products of g and xhat, which overflow only with the result; float32
-    data cannot overflow float64, and the caller applies istd once)."""
+    """sg += sum_p g[p];  sgx += sum_p g[p] * ((x[p] - m) * istd): the
+    products of g and xhat, which overflow only with the result (float64
+    data; float32 rows go to cnnext_norm.h)."""
     cdef double a[4]
     cdef double b[4]
     cdef double gv
@@ -125,18 +125,12 @@ cdef inline void _row_sums_bwd(const floating* g, const floating* x, Py_ssize_t 
         for j in range(4):
             gv = g[p + j]
             a[j] += gv
-            if floating is float:
-                b[j] += gv * (x[p + j] - m)
-            else:
-                b[j] += gv * ((x[p + j] - m) * istd)
+            b[j] += gv * ((x[p + j] - m) * istd)
         p = p + 4
     while p < P:
         gv = g[p]
         a[0] += gv
-        if floating is float:
-            b[0] += gv * (x[p] - m)
-        else:
-            b[0] += gv * ((x[p] - m) * istd)
+        b[0] += gv * ((x[p] - m) * istd)
         p = p + 1
     sg[0] += (a[0] + a[1]) + (a[2] + a[3])
     sgx[0] += (b[0] + b[1]) + (b[2] + b[3])
