@@ -39,7 +39,8 @@ def atomic_write(path: StrPath, suffix: str = "") -> Iterator[BinaryIO]:
 def save_npz(path: StrPath, state: Mapping[str, npt.ArrayLike]) -> None:
     """Save ``state`` (name -> ndarray) as an uncompressed ``.npz`` at exactly ``path``."""
     path = os.fspath(path)
-    arrays = {name: np.ascontiguousarray(a) for name, a in state.items()}
+    # order="C", not ascontiguousarray (which turns a 0-d counter into 1-d).
+    arrays = {name: np.asarray(a, order="C") for name, a in state.items()}
     with atomic_write(path, ".npz") as fh:
         # (mypy: a key could be savez's own allow_pickle; the keys are parameter names.)
         np.savez(fh, **arrays)  # type: ignore[arg-type]

@@ -45,10 +45,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
-from . import _config, _conv, _eltwise, _gemm, _pool
+from . import _config, _conv, _eltwise, _gemm, _norm, _pool
 from . import _validate as V
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from ._typing import FloatArray, FloatDType, IndexArray, Pair, Shape
 
 _PlanT = TypeVar("_PlanT")
@@ -1006,3 +1008,114 @@ def linear_plan(
     method = "dot" if n <= 4 else "gemm"
     return LinearPlan(dtype, tuple(x_shape), tuple(weight_shape), method,
                       threads_for(n * n_out * n_in))
+
+
+# --------------------------------------------------------------------------
+# Batch normalization
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchNormPlan:
+    """How one ``batch_norm`` shape runs.
+
+    The kernels see the ``(N, C, P)`` view ``x3`` of the (N, C), (N, C, L)
+    or (N, C, H, W) input.  ``method`` is ``fused`` (one pass per channel
+    for the statistics and one for the normalisation, channels shared
+    between ``threads``) or ``empty`` (no value per channel: an empty
+    result, statistics untouched).  Per-channel statistics are float64.
+    """
+
+    fname: str
+    dtype: FloatDType
+    x_shape: Shape
+    x3: Shape
+    method: str
+    reason: str
+    threads: int
+
+    @property
+    def count(self) -> int:
+        """Values per channel (N times the spatial size)."""
+        return self.x3[0] * self.x3[2]
+
+    def forward(
+        self, x: FloatArray, weight: FloatArray | None, bias: FloatArray | None, eps: float,
+        mean: npt.NDArray[np.float64] | None = None, var: npt.NDArray[np.float64] | None = None,
+    ) -> tuple[FloatArray, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(y, mean, biased var): with batch statistics when ``mean``/``var``
+        are None (training), else normalised with the given float64 ones."""
+        C = self.x3[1]
+        y = np.empty(self.x_shape, dtype=self.dtype)
+        training = mean is None or var is None
+        if mean is None or var is None:
+            mean, var = np.zeros(C), np.ones(C)
+        if self.method == "fused":
+            _norm.batch_norm_forward(x.reshape(self.x3), y.reshape(self.x3), mean, var,
+                                     weight, bias, eps, training, self.threads)
+        return y, mean, var
+
+    def statistics(self, x: FloatArray) -> tuple[npt.NDArray[np.float64],
+                                                 npt.NDArray[np.float64]]:
+        """(mean, biased var) per channel, float64 (no output written)."""
+        C = self.x3[1]
+        mean, var = np.zeros(C), np.ones(C)
+        if self.method == "fused":
+            _norm.batch_norm_forward(x.reshape(self.x3), None, mean, var, None, None, 0.0,
+                                     True, self.threads)
+        return mean, var
+
+    def update_running(
+        self, running_mean: FloatArray | None, running_var: FloatArray | None,
+        mean: npt.NDArray[np.float64], var: npt.NDArray[np.float64], momentum: float,
+    ) -> None:
+        """``r = (1 - momentum) * r + momentum * batch value`` in place, with
+        the unbiased variance for ``running_var`` (nothing without values)."""
+        M = self.count
+        if self.method == "empty":
+            return
+        if running_mean is not None:
+            np.copyto(running_mean, (1.0 - momentum) * running_mean + momentum * mean,
+                      casting="unsafe")
+        if running_var is not None:
+            unbiased = var * (M / (M - 1))
+            np.copyto(running_var, (1.0 - momentum) * running_var + momentum * unbiased,
+                      casting="unsafe")
+
+    def backward(
+        self, g: FloatArray, x: FloatArray, mean: npt.NDArray[np.float64],
+        invstd: npt.NDArray[np.float64], weight: FloatArray | None, training: bool,
+        need_input: bool = True,
+    ) -> tuple[FloatArray | None, FloatArray | None, FloatArray | None]:
+        """(grad_x or None, grad_weight, grad_bias) -- the last two None
+        without ``weight`` -- for the ``mean``/``invstd`` the forward used."""
+        C = self.x3[1]
+        gx = np.empty(self.x_shape, dtype=self.dtype) if need_input else None
+        sum_g, sum_gx = np.zeros(C), np.zeros(C)
+        if self.method == "fused":
+            _norm.batch_norm_backward(g.reshape(self.x3), x.reshape(self.x3), mean, invstd,
+                                      weight, None if gx is None else gx.reshape(self.x3),
+                                      sum_g, sum_gx, training, self.threads)
+        if weight is None:
+            return gx, None, None
+        return gx, sum_gx.astype(self.dtype), sum_g.astype(self.dtype)
+
+
+def batch_norm_plan(
+    fname: str, x_shape: Shape, dtype: FloatDType, training: bool
+) -> BatchNormPlan:
+    """Validate a batch-norm shape ((N, C, ...), 2-D to 4-D) and plan it."""
+    N, C = x_shape[0], x_shape[1]
+    P = math.prod(x_shape[2:])
+    if training and N * P == 1:
+        raise ValueError(
+            f"{fname}: expected more than 1 value per channel when training, got input of "
+            f"shape {tuple(x_shape)}"
+        )
+    V.check_alloc(fname, x_shape, dtype.itemsize)
+    if N * P == 0 or C == 0:
+        method, why = "empty", "no value per channel: an empty result"
+    else:
+        method, why = "fused", "per channel: statistics, then the normalisation, in cache"
+    threads = threads_for(N * C * P, PARALLEL_MIN_ELEMENTS)
+    return BatchNormPlan(fname, dtype, tuple(x_shape), (N, C, P), method, why, threads)

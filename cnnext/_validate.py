@@ -551,3 +551,78 @@ def group_channels(fname: str, n_groups: int, in_channels: int, out_channels: in
     for name, n in (("in_channels", in_channels), ("out_channels", out_channels)):
         if n % n_groups:
             raise ValueError(f"{fname}: {name} ({n}) must be divisible by groups ({n_groups})")
+# --------------------------------------------------------------------------
+# normalization
+# --------------------------------------------------------------------------
+
+
+def per_channel(fname: str, name: str, shape: Sequence[int], x_shape: Sequence[int]) -> None:
+    """A per-channel array (running statistics, weight, bias) must have shape
+    (C,) for x of shape (N, C, ...); hints at channels-last x."""
+    C = x_shape[1]
+    if tuple(shape) == (C,):
+        return
+    msg = (
+        f"{fname}: {name} must have shape ({C},), one value per channel of x "
+        f"(x.shape[1] = {C}), got {tuple(shape)}"
+    )
+    if len(x_shape) >= 3 and len(shape) == 1 and x_shape[-1] == shape[0]:
+        order = (0, len(x_shape) - 1) + tuple(range(1, len(x_shape) - 1))
+        msg += (
+            f"; x looks channels-last {tuple(x_shape)}: cnnext expects the channel axis "
+            f"at 1 (N, C, ...), use x.transpose{order}"
+        )
+    raise ValueError(msg)
+
+
+def running_stat(fname: str, name: str, value: object, dtype: FloatDType) -> FloatArray:
+    """A running statistic updated in place in training mode: a writeable
+    ndarray of the compute dtype."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(
+            f"{fname}: {name} must be a numpy.ndarray in training mode (it is updated in "
+            f"place), got {type(value).__name__}"
+        )
+    if value.dtype != dtype:
+        raise TypeError(
+            f"{fname}: {name} must have the compute dtype {dtype} in training mode (it is "
+            f"updated in place), got dtype {value.dtype}"
+        )
+    if not value.flags.writeable:
+        raise ValueError(
+            f"{fname}: {name} must be writeable in training mode (it is updated in place), "
+            f"got a read-only array"
+        )
+    return cast("FloatArray", value)
+
+
+def no_overlap(fname: str, name: str, a: npt.NDArray[Any],
+               others: Sequence[tuple[str, object]]) -> None:
+    """An array written in place must not share memory with another operand."""
+    for other, b in others:
+        if b is not None and b is not a and isinstance(b, np.ndarray) and (
+            np.may_share_memory(a, b)
+        ):
+            raise ValueError(
+                f"{fname}: {name} (updated in place) must not share memory with {other}"
+            )
+        if b is a:
+            raise ValueError(f"{fname}: {name} and {other} must be different arrays")
+
+
+def features_match(fname: str, x_shape: Sequence[int], num_features: int) -> None:
+    """x.shape[1] of an (N, C, ...) input must equal a layer's num_features;
+    hints at channels-last x."""
+    if x_shape[1] == num_features:
+        return
+    msg = (
+        f"{fname}: x.shape[1] ({x_shape[1]}) must equal num_features ({num_features}), "
+        f"the number of channels"
+    )
+    if len(x_shape) >= 3 and x_shape[-1] == num_features:
+        order = (0, len(x_shape) - 1) + tuple(range(1, len(x_shape) - 1))
+        msg += (
+            f"; x looks channels-last {tuple(x_shape)}: cnnext expects the channel axis "
+            f"at 1 (N, C, ...), use x.transpose{order}"
+        )
+    raise ValueError(msg)

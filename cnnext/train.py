@@ -174,7 +174,8 @@ def evaluate(
     """Mean loss and accuracy of ``model`` on ``(x, y)``, in evaluation mode.
 
     The model is switched to ``eval()`` for the pass and back to its
-    previous mode afterwards; parameters and gradients are not touched.
+    previous mode afterwards; parameters, gradients and buffers (the running
+    statistics of batch normalization) are not touched.
 
     Parameters
     ----------

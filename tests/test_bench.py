@@ -747,3 +747,17 @@ def test_other_processes_load_estimate():
         busy, ours = snap
         assert busy > 0 and ours > 0
     assert runner  # the runner module is importable on its own
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batchnorm_peers_compute_the_same_gradient(dtype):
+    c = bench.select_cases("batchnorm-train")[0]
+    assert c.kind == "batchnorm" and c.passes == ("fwd+bwd",)
+    small = bench.Case(c.name, c.kind, 4, 3, 5, 0, 1, 1, 0, passes=c.passes)
+    torch = pytest.importorskip("torch")
+    fns = bench.make_peers(small, "fwd+bwd", dtype, seed=2, torch=torch)
+    gx = fns["cnnext"]()
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == "float32" else dict(rtol=1e-10, atol=1e-12)
+    assert gx.shape == (4, 3, 5, 5) and gx.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(gx, fns["reference"](), **tol)
+    np.testing.assert_allclose(gx, fns["pytorch"]().numpy(), **tol)

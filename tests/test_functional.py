@@ -1939,3 +1939,185 @@ def test_empty_operands_never_touch_kernel_pointers():
     assert gx.shape == x.shape
     np.testing.assert_array_equal(gw, np.zeros_like(w))
     np.testing.assert_array_equal(gb, [1.0])
+
+
+# --------------------------------------------------------------------------
+# batch normalization
+# --------------------------------------------------------------------------
+
+BN_SHAPES = [(5, 3), (1, 4, 7), (4, 3, 7), (2, 3, 5, 6), (1, 1, 3, 5), (3, 7, 1, 1),
+             (2, 5, 13, 11), (4, 3, 9, 17)]
+
+
+def bn_arrays(rng, shape, dtype):
+    C = shape[1]
+    x = (randn(rng, shape, dtype) * 3 + 2).astype(dtype)
+    w, b, rm = (randn(rng, (C,), dtype) for _ in range(3))
+    rv = (rng.random(C) + 0.5).astype(dtype)
+    return x, w, b, rm, rv
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batch_norm_vs_reference(shape, dtype, training, affine, rng, close):
+    x, w, b, rm, rv = bn_arrays(rng, shape, dtype)
+    if not affine:
+        w = b = None
+    g = randn(rng, shape, dtype)
+    rm1, rv1, rm2, rv2 = rm.copy(), rv.copy(), rm.astype(np.float64), rv.astype(np.float64)
+    x64, w64, b64 = f64(x)[0], None if w is None else f64(w)[0], None if b is None else f64(b)[0]
+    y = F.batch_norm(x, rm1, rv1, w, b, training=training, momentum=0.3, eps=1e-3)
+    want = R.batch_norm(x64, rm2, rv2, w64, b64, training=training, momentum=0.3, eps=1e-3)
+    assert y.dtype == dtype and y.shape == shape
+    close(y, want)
+    close(rm1, rm2)
+    close(rv1, rv2)
+    if not training:
+        assert (rm1 == rm).all() and (rv1 == rv).all()
+    gx, gw, gb = F.batch_norm_backward(g, x, rm, rv, w, training=training, eps=1e-3)
+    wx, ww, wb = R.batch_norm_backward(f64(g)[0], x64, f64(rm)[0], f64(rv)[0], w64,
+                                       training=training, eps=1e-3)
+    close(gx, wx)
+    if affine:
+        assert gw.dtype == dtype and gb.dtype == dtype
+        close(gw, ww)
+        close(gb, wb)
+    else:
+        assert gw is None and gb is None
+
+
+@pytest.mark.parametrize("layout", ["noncontiguous", "fortran", "readonly"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_layouts_and_inputs_untouched(layout, dtype, rng, close):
+    x, w, b, rm, rv = bn_arrays(rng, (3, 4, 6, 5), dtype)
+    g = randn(rng, x.shape, dtype)
+    if layout == "noncontiguous":
+        x2, g2 = np.repeat(x, 2, axis=3)[..., ::2], np.repeat(g, 2, axis=3)[..., ::2]
+        w2 = np.repeat(w, 2)[::2]
+    elif layout == "fortran":
+        x2, g2, w2 = np.asfortranarray(x), np.asfortranarray(g), w.copy()
+    else:
+        x2, g2, w2 = x.copy(), g.copy(), w.copy()
+        for a in (x2, g2, w2):
+            a.flags.writeable = False
+    keep = [a.copy() for a in (x2, g2, w2, b)]
+    for training in (True, False):
+        rm1, rv1, rm2, rv2 = rm.copy(), rv.copy(), rm.copy(), rv.copy()
+        close(F.batch_norm(x2, rm1, rv1, w2, b, training=training),
+              F.batch_norm(x, rm2, rv2, w, b, training=training))
+        close(rm1, rm2)
+        for got, want in zip(F.batch_norm_backward(g2, x2, rm, rv, w2, training=training),
+                             F.batch_norm_backward(g, x, rm, rv, w, training=training)):
+            close(got, want)
+    for a, k in zip((x2, g2, w2, b), keep):
+        assert (a == k).all()
+
+
+def test_batch_norm_running_stats_strided_and_untouched_in_eval(rng, close):
+    x, w, b, _, _ = bn_arrays(rng, (4, 3, 5), np.float64)
+    buf = np.zeros(6)
+    rm = buf[::2]  # a non-contiguous running_mean is updated through its view
+    rv = np.ones(3)
+    F.batch_norm(x, rm, rv, training=True, momentum=1.0)
+    close(buf[::2], x.mean(axis=(0, 2)))
+    assert (buf[1::2] == 0).all()
+    close(rv, x.var(axis=(0, 2), ddof=1))
+
+
+@pytest.mark.parametrize("shape", [(8, 2, 50), (400, 2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_large_mean_is_accurate(dtype, shape, close):
+    # Two-pass float64 statistics: no cancellation for a mean 1e4 times the spread.
+    rng = np.random.default_rng(1)
+    x = (1e4 + rng.standard_normal(shape)).astype(dtype)
+    axes = (0,) + tuple(range(2, len(shape)))
+    rm, rv = np.zeros(2, dtype), np.ones(2, dtype)
+    y = F.batch_norm(x, rm, rv, training=True, momentum=1.0)
+    x64 = x.astype(np.float64)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(rv, x64.var(axis=axes, ddof=1), rtol=rtol)
+    mean, var = x64.mean(axis=axes, keepdims=True), x64.var(axis=axes, keepdims=True)
+    want = (x64 - mean) / np.sqrt(var + 1e-5)
+    # (x - mean) in float64: nothing lost to the mean (PyTorch's x*a + s form
+    # loses |mean/std| * eps32 in float32)
+    np.testing.assert_allclose(y, want, atol=1e-6 if dtype == np.float32 else 1e-9)
+
+
+def test_batch_norm_empty_batch_keeps_running_stats():
+    x = np.zeros((0, 3, 4), np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    y = F.batch_norm(x, rm, rv, training=True)
+    assert y.shape == (0, 3, 4) and (rm == 0).all() and (rv == 1).all()
+    gx, gw, gb = F.batch_norm_backward(x, x, None, None, np.ones(3, np.float32), training=True)
+    assert gx.shape == x.shape and (gw == 0).all() and (gb == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(8, 16, 33, 35), (300, 257)])  # channels; rows (N, C)
+def test_batch_norm_close_across_thread_counts(shape, rng, close, restore_threads):
+    x, w, b, rm, rv = bn_arrays(rng, shape, np.float32)
+    g = randn(rng, x.shape, np.float32)
+    results = []
+    for n in (1, 2):
+        cnnext.set_num_threads(n)
+        r1, v1 = rm.copy(), rv.copy()
+        y = F.batch_norm(x, r1, v1, w, b, training=True)
+        results.append((y, r1, v1) + F.batch_norm_backward(g, x, None, None, w, training=True))
+    for a, b2 in zip(*results):
+        # channels are independent: the same arithmetic whatever the split
+        np.testing.assert_array_equal(a, b2)
+
+
+def test_batch_norm_float32_statistics_with_an_outlier_first(close):
+    # float32 statistics are one pass of float64 sums shifted by the first
+    # value of each channel: an outlier there must cost no accuracy.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 2, 40)).astype(np.float32)
+    x[0, :, 0] = [3e4, -1e6]
+    rm, rv = np.zeros(2, np.float32), np.ones(2, np.float32)
+    F.batch_norm(x, rm, rv, training=True, momentum=1.0)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(rm, x64.mean(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(rv, x64.var(axis=(0, 2), ddof=1), rtol=1e-6)
+
+
+_BN_ISA_SCRIPT = """
+import sys
+import numpy as np
+from cnnext import _norm, functional as F, reference as R
+rng = np.random.default_rng(0)
+worst = 0.0
+for shape in [(4, 3, 7), (2, 5, 13, 11), (3, 2, 1, 33)]:
+    x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    w, b = w.astype(np.float32), b.astype(np.float32)
+    for training in (True, False):
+        rm, rv = np.zeros(shape[1], np.float32), np.full(shape[1], 2.0, np.float32)
+        got = [F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training)]
+        got += F.batch_norm_backward(g, x, rm, rv, w, training=training)
+        x64, g64 = x.astype(np.float64), g.astype(np.float64)
+        want = [R.batch_norm(x64, rm.astype(np.float64), rv.astype(np.float64), w, b,
+                             training=training)]
+        want += R.batch_norm_backward(g64, x64, rm, rv, w, training=training)
+        for a, e in zip(got, want):
+            worst = max(worst, float(np.max(np.abs(a - e) / (1e-5 + 1e-4 * np.abs(e)))))
+print(_norm.isa(), worst)
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_batch_norm_every_loop_variant(isa, tmp_path):
+    """CNNEXT_ISA selects each variant of the float32 batch-norm loops."""
+    from cnnext import _norm
+
+    if isa == "avx2" and _norm.isa() != "avx2":
+        pytest.skip(f"this CPU runs {_norm.isa()}, not avx2")
+    env = dict(os.environ, CNNEXT_ISA=isa)
+    proc = subprocess.run([sys.executable, "-c", _BN_ISA_SCRIPT], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    name, worst = proc.stdout.split()
+    assert name == isa
+    assert float(worst) <= 1.0

@@ -6,6 +6,7 @@ it is importable.  Upstream gradients are always random.
 """
 
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -46,6 +47,26 @@ def _layers():
         ("tanh", lambda: nn.Tanh(), (3, 5)),
         ("softmax", lambda: nn.Softmax(), (3, 5)),
         ("dropout", lambda: nn.Dropout(0.3, seed=0), (3, 5)),
+        ("bn1d", lambda: nn.BatchNorm1D(4), (3, 4, 5)),
+        ("bn1d_2d_cumulative", lambda: nn.BatchNorm1D(5, momentum=None), (3, 5)),
+        ("bn2d", lambda: nn.BatchNorm2D(2), (2, 2, 3, 4)),
+        ("bn2d_eval", lambda: nn.BatchNorm2D(2).eval(), (2, 2, 3, 4)),
+        ("bn2d_no_stats", lambda: nn.BatchNorm2D(2, affine=False, track_running_stats=False),
+         (2, 2, 3, 4)),
+        ("identity", nn.Identity, (3, 5)),
+        (
+            "residual",
+            lambda: nn.Residual(nn.Sequential(nn.Conv2D(2, 2, 3, padding=1, seed=0),
+                                              nn.BatchNorm2D(2), nn.ReLU())),
+            (2, 2, 5, 5),
+        ),
+        (
+            "residual_projection",
+            lambda: nn.Residual(nn.Sequential(nn.Conv2D(2, 3, 3, stride=2, padding=1, seed=0),
+                                              nn.BatchNorm2D(3)),
+                                nn.Conv2D(2, 3, 1, stride=2, seed=1)),
+            (2, 2, 5, 5),
+        ),
         (
             "sequential",
             lambda: nn.Sequential(
@@ -811,3 +832,256 @@ def test_lenet_forward_backward_matches_torch(rng):
         np.testing.assert_allclose(
             model.grads[name], p.grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=name
         )
+
+
+# --------------------------------------------------------------------------
+# Batch normalization, buffers, residual connections
+# --------------------------------------------------------------------------
+
+
+def _bn_model(seed, dtype=np.float32):
+    return nn.Sequential(
+        nn.Conv2D(2, 3, 3, padding=1, dtype=dtype, seed=seed),
+        nn.BatchNorm2D(3, dtype=dtype),
+        nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2D(3, 3, 3, padding=1, dtype=dtype, seed=seed + 1),
+                                  nn.BatchNorm2D(3, dtype=dtype))),
+        nn.Flatten(),
+        nn.Dense(3 * 4 * 4, 2, dtype=dtype, seed=seed + 2),
+    )
+
+
+def _train_steps(model, rng, steps=3):
+    from cnnext.optim import SGD
+    opt = SGD(model, lr=0.1, momentum=0.9, weight_decay=0.1)
+    for _ in range(steps):
+        x = rng.standard_normal((4, 2, 4, 4)).astype(np.float32)
+        y = model.forward(x)
+        opt.zero_grad()
+        model.backward(rng.standard_normal(y.shape).astype(np.float32), input_grad=False)
+        opt.step()
+
+
+def test_buffers_named_like_torch_and_not_parameters():
+    model = _bn_model(0)
+    names = [n for n, _ in model.named_buffers()]
+    assert names == ["1.running_mean", "1.running_var", "1.num_batches_tracked",
+                     "3.block.1.running_mean", "3.block.1.running_var",
+                     "3.block.1.num_batches_tracked"]
+    assert list(model.buffers) == names
+    assert "1.weight" in model.params and "3.block.0.weight" in model.params
+    assert not set(names) & set(model.params)
+    state = model.state_dict()
+    assert list(state) == list(model.params) + names
+    ids = {id(p) for p, _ in model.parameters()}
+    assert not any(id(b) in ids for _, b in model.named_buffers())
+    assert model.buffers["1.num_batches_tracked"].dtype == np.int64
+
+
+def test_optimizers_never_touch_buffers(rng):
+    from cnnext.optim import SGD, Adam
+    model = _bn_model(0)
+    x = rng.standard_normal((4, 2, 4, 4)).astype(np.float32)
+    y = model.forward(x)
+    model.backward(np.ones_like(y))
+    before = {n: b.copy() for n, b in model.named_buffers()}
+    for opt in (SGD(model, lr=0.5, momentum=0.9, weight_decay=0.1),
+                Adam(model, lr=0.5, weight_decay=0.1)):
+        opt.step()
+    for n, b in model.named_buffers():
+        np.testing.assert_array_equal(b, before[n], err_msg=n)
+
+
+def test_buffers_save_load_and_state_dict_roundtrip(tmp_path, rng):
+    model = _bn_model(0)
+    _train_steps(model, rng)
+    assert int(model.buffers["1.num_batches_tracked"]) == 3
+    assert not np.allclose(model.buffers["1.running_mean"], 0)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        assert "3.block.1.running_var.npy" in z.namelist()
+    other = _bn_model(5)
+    other.load(path)
+    for (n, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=n)
+    x = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(model.eval()(x), other.eval()(x))
+    # a bad buffer leaves everything unchanged (all checked before anything is assigned)
+    third = _bn_model(7)
+    keep = third.state_dict()
+    state = model.state_dict()
+    state["3.block.1.running_var"] = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="running_var"):
+        third.load_state_dict(state)
+    del state["3.block.1.running_var"]
+    with pytest.raises(ValueError, match=r"missing \['3.block.1.running_var'\]"):
+        third.load_state_dict(state)
+    for n, a in third.state_dict().items():
+        np.testing.assert_array_equal(a, keep[n], err_msg=n)
+    np.savez(tmp_path / "params_only.npz", **{n: p for n, p in model.params.items()})
+    with pytest.raises(ValueError, match="missing"):
+        third.load(tmp_path / "params_only.npz")
+
+
+def test_train_eval_propagate_into_every_container():
+    model = _bn_model(0)
+    model.eval()
+    inner = model[3]
+    assert not inner.training and not inner.block.training and not inner.block[1].training
+    model.train()
+    assert inner.block[1].training and model[1].training
+
+
+def test_evaluate_runs_in_eval_mode_and_restores(rng):
+    from cnnext.train import evaluate
+    model = _bn_model(0)
+    _train_steps(model, rng, 1)
+    before = {n: b.copy() for n, b in model.named_buffers()}
+    x = rng.standard_normal((6, 2, 4, 4)).astype(np.float32)
+    evaluate(model, nn.SoftmaxCrossEntropy(), x, rng.integers(0, 2, 6), batch_size=4)
+    for n, b in model.named_buffers():
+        np.testing.assert_array_equal(b, before[n], err_msg=n)  # eval: no statistics update
+    assert model.training and model[3].block[1].training
+    model.eval()
+    evaluate(model, nn.SoftmaxCrossEntropy(), x, rng.integers(0, 2, 6), batch_size=4)
+    assert not model.training
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_layer_matches_functional_and_updates(dtype, momentum, rng, close):
+    from cnnext import functional as F
+    bn = nn.BatchNorm2D(3, momentum=momentum, dtype=dtype)
+    rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
+    for step in range(1, 4):
+        x = (rng.standard_normal((4, 3, 5, 2)) * step + step).astype(dtype)
+        y = bn(x)
+        factor = 1.0 / step if momentum is None else momentum
+        close(y, F.batch_norm(x, rm, rv, training=True, momentum=factor))
+        close(bn.running_mean, rm)
+        close(bn.running_var, rv)
+        g = rng.standard_normal(x.shape).astype(dtype)
+        bn.zero_grad()
+        gx = bn.backward(g)
+        want = F.batch_norm_backward(g, x, None, None, np.ones(3, dtype), training=True)
+        for got, exp in zip((gx, bn.grads["weight"], bn.grads["bias"]), want):
+            close(got, exp)
+    bn.eval()
+    x = rng.standard_normal((2, 3, 5, 2)).astype(dtype)
+    close(bn(x), F.batch_norm(x, rm, rv))
+    g = rng.standard_normal(x.shape).astype(dtype)
+    close(bn.backward(g), F.batch_norm_backward(g, x, rm, rv, np.ones(3, dtype))[0])
+
+
+def test_batchnorm_without_running_stats_uses_batch_stats_in_eval(rng, close):
+    from cnnext import functional as F
+    bn = nn.BatchNorm1D(4, affine=False, track_running_stats=False, dtype=np.float64).eval()
+    assert bn.params == {} and bn.buffers == {} and bn.running_mean is None
+    x = rng.standard_normal((5, 4, 3))
+    close(bn(x), F.batch_norm(x, None, None, training=True))
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: nn.BatchNorm2D(0), ValueError, "num_features must be >= 1"),
+    (lambda: nn.BatchNorm2D(2.0), TypeError, "num_features must be an int"),
+    (lambda: nn.BatchNorm2D(2, eps=0), ValueError, "eps must be finite and in (0.0"),
+    (lambda: nn.BatchNorm1D(2, momentum=2), ValueError, "momentum must be finite and in [0.0"),
+    (lambda: nn.BatchNorm1D(2, affine=1), TypeError, "affine must be a bool"),
+    (lambda: nn.BatchNorm2D(2, dtype=np.int32), TypeError, "dtype must be float32 or float64"),
+    (lambda: nn.Residual(nn.ReLU(), "x"), TypeError, "shortcut must be a cnnext.nn.Module"),
+])
+def test_norm_and_residual_constructor_validation(make, exc, match):
+    with pytest.raises(exc, match=re.escape(match)):
+        make()
+
+
+def test_norm_and_residual_forward_validation(rng):
+    bn2 = nn.BatchNorm2D(3)
+    with pytest.raises(ValueError, match=re.escape("x must be 4-D (N, C, H, W)")):
+        bn2(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="num_features .3.*channels-last.*transpose"):
+        bn2(np.zeros((2, 4, 5, 3)))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn2(np.zeros((1, 3, 1, 1)))
+    bn2.eval()(np.zeros((1, 3, 1, 1)))  # fine with running statistics
+    with pytest.raises(ValueError, match="BatchNorm1D.forward: x must be 2-D or 3-D"):
+        nn.BatchNorm1D(3)(np.zeros((2, 3, 4, 5)))
+    bn2.train()(np.ones((2, 3, 2, 2)))
+    with pytest.raises(ValueError, match="grad_y.shape must equal"):
+        bn2.backward(np.ones((2, 3, 2, 1)))
+    res = nn.Residual(nn.Conv2D(2, 3, 1, seed=0))
+    with pytest.raises(ValueError, match="block's output shape .* give a shortcut"):
+        res(np.zeros((1, 2, 3, 3), np.float32))
+    layer = nn.ReLU()
+    with pytest.raises(ValueError, match="different layers"):
+        nn.Residual(layer, layer)
+
+
+def _residual_model(rng, dtype=np.float64):
+    return nn.Sequential(
+        nn.Residual(nn.Sequential(nn.Conv2D(2, 3, 3, stride=2, padding=1, dtype=dtype, seed=rng),
+                                  nn.BatchNorm2D(3, dtype=dtype), nn.Tanh(),
+                                  nn.Conv2D(3, 3, 3, padding=1, dtype=dtype, seed=rng)),
+                    nn.Sequential(nn.Conv2D(2, 3, 1, stride=2, dtype=dtype, seed=rng),
+                                  nn.BatchNorm2D(3, dtype=dtype))),
+        nn.Tanh(),
+        nn.Residual(nn.Sequential(nn.BatchNorm2D(3, dtype=dtype), nn.Sigmoid())),
+        nn.Flatten(),
+        nn.Dense(3 * 2 * 3, 2, dtype=dtype, seed=rng),
+    )
+
+
+def test_residual_gradients_match_central_differences(rng):
+    model = _residual_model(rng)
+    x = rng.standard_normal((3, 2, 4, 5))
+    upstream = rng.standard_normal((3, 2))
+
+    def objective():
+        return float(np.sum(model.forward(x) * upstream))
+
+    objective()
+    model.zero_grad()
+    gx = model.backward(upstream)
+    np.testing.assert_allclose(gx, _numeric_grad(objective, x), rtol=1e-5, atol=1e-8)
+    for name, p, g in model.named_parameters():
+        np.testing.assert_allclose(g, _numeric_grad(objective, p), rtol=1e-5, atol=1e-8,
+                                   err_msg=name)
+
+
+def test_residual_first_in_sequential_without_input_grad(rng, close):
+    model = _residual_model(rng)
+    nested = nn.Sequential(nn.Sequential(model[0], model[1]), *model.layers[2:])
+    x = rng.standard_normal((3, 2, 4, 5))
+    up = rng.standard_normal((3, 2))
+    for m in (model, nested):
+        m.forward(x)
+        m.zero_grad()
+        m.backward(up)
+        want = {n: g.copy() for n, g in m.grads.items()}
+        m.forward(x)
+        m.zero_grad()
+        assert m.backward(up, input_grad=False) is None
+        for n, g in m.grads.items():
+            close(g, want[n], err_msg=n)
+    assert list(nested.params)[0] == "0.0.block.0.weight"
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_layer_numpy_backend_agrees(training, rng, close):
+    import cnnext
+    x = rng.standard_normal((4, 3, 5, 2))
+    g = rng.standard_normal(x.shape)
+    results = []
+    for backend in ("cython", "numpy"):
+        bn = nn.BatchNorm2D(3, dtype=np.float64)
+        bn.params["weight"][:] = [1.0, 2.0, -1.0]
+        bn.buffers["running_var"][:] = [0.5, 1.0, 2.0]
+        bn.train(training)
+        with cnnext.use_backend(backend):
+            y = bn(x)
+            gx = bn.backward(g)
+        results.append([y, gx, bn.grads["weight"], bn.grads["bias"],
+                        bn.running_mean.copy(), bn.running_var.copy()])
+    for a, b in zip(*results):
+        close(a, b)

@@ -513,3 +513,50 @@ def test_new_conv_layers_match_fresh_functional_calls_bitwise(dtype, rng):
         want = _fresh(F.conv1d_backward, gs, x[:, :, 0], c1.weight, 1, 1, 1, 4)
         for got, ref in zip((g1, c1.grads["weight"], c1.grads["bias"]), want):
             np.testing.assert_array_equal(got, ref)
+# batch normalization
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("x_shape,x3,method", [
+    ((5, 3), (5, 3, 1), "fused"),
+    ((4, 3, 7), (4, 3, 7), "fused"),
+    ((2, 3, 5, 6), (2, 3, 30), "fused"),
+    ((0, 3, 5, 6), (0, 3, 30), "empty"),
+    ((2, 3, 0, 6), (2, 3, 0), "empty"),
+])
+def test_batch_norm_plan_geometry_and_method(x_shape, x3, method):
+    plan = _plan.batch_norm_plan("batch_norm", x_shape, F32, True)
+    assert plan.x3 == x3 and plan.method == method and plan.reason
+    assert plan.count == x3[0] * x3[2]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.method = "other"
+
+
+@pytest.fixture
+def restore_threads():
+    old = cnnext.get_num_threads()
+    yield
+    cnnext.set_num_threads(old)
+
+
+def test_batch_norm_plan_threads_and_one_value_rule(restore_threads):
+    cnnext.set_num_threads(2)
+    assert _plan.batch_norm_plan("bn", (2, 3, 4, 4), F32, True).threads == 1  # small
+    if cnnext.get_num_threads() == 2:
+        assert _plan.batch_norm_plan("bn", (8, 16, 32, 32), F32, True).threads == 2
+    with pytest.raises(ValueError, match="bn: expected more than 1 value per channel"):
+        _plan.batch_norm_plan("bn", (1, 3, 1, 1), F32, True)
+    assert _plan.batch_norm_plan("bn", (1, 3, 1, 1), F32, False).method == "fused"
+
+
+def test_batchnorm_layer_keeps_its_plan_per_mode(rng):
+    bn = nn.BatchNorm2D(3)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    bn(x)
+    kept = bn._plan
+    bn(x)
+    assert bn._plan is kept  # steady: the same plan
+    bn.eval()(x)
+    assert bn._plan is not kept  # evaluation mode: another plan (other rules)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn.train()(x[:1, :, :1, :1])

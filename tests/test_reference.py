@@ -1022,6 +1022,9 @@ def all_calls(dtype, n=2):
         ("log_softmax", lambda: R.log_softmax(z)),
         ("log_softmax_backward", lambda: R.log_softmax_backward(z, z)),
         ("softmax_cross_entropy", lambda: R.softmax_cross_entropy(z, labels)),
+        ("batch_norm", lambda: R.batch_norm(x, None, None, b[:2], b[1:], training=True)),
+        ("batch_norm_backward",
+         lambda: R.batch_norm_backward(x, x, b[:2], b[1:] ** 2, b[:2], training=False)),
     ]
 
 
@@ -1056,6 +1059,7 @@ def test_empty_batch(dtype):
         "avg_pool2d_backward": [(0, 2, 5, 6)],
         "softmax_cross_entropy": [(0, 4)],
         "linear_backward": [(0, 4), (3, 4), (3,)],
+        "batch_norm_backward": [(0, 2, 5, 6), (2,), (2,)],
     }
     for name, thunk in all_calls(dtype, n=0):
         got = [a.shape for a in _arrays(thunk())]
@@ -1317,3 +1321,42 @@ def test_pool1d_backward_matches_finite_differences():
                 R.avg_pool1d_backward(g, x.shape, k, s, p, cm, cip),
                 fd_grad(lambda v: R.avg_pool1d(v, k, s, p, cm, cip), x, g),
                 rtol=1e-6, atol=1e-8)
+# batch normalization
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 4), (2, 3, 2, 3)])
+def test_batch_norm_backward_matches_finite_differences(shape, training):
+    rng = np.random.default_rng(7)
+    C = shape[1]
+    x = rng.standard_normal(shape) * 2 + 1
+    w, b, rm = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal(C)
+    rv = rng.random(C) + 0.5
+    g = rng.standard_normal(shape)
+
+    def fwd(x_=x, w_=w, b_=b):
+        # copies: training mode updates the running statistics in place
+        return R.batch_norm(x_, rm.copy(), rv.copy(), w_, b_, training=training, eps=1e-3)
+
+    gx, gw, gb = R.batch_norm_backward(g, x, rm, rv, w, training=training, eps=1e-3)
+    np.testing.assert_allclose(gx, fd_grad(lambda a: fwd(x_=a), x, g), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gw, fd_grad(lambda a: fwd(w_=a), w, g), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb, fd_grad(lambda a: fwd(b_=a), b, g), rtol=1e-6, atol=1e-8)
+    gx0, gw0, gb0 = R.batch_norm_backward(g, x, rm, rv, None, training=training, eps=1e-3)
+    np.testing.assert_allclose(
+        gx0, fd_grad(lambda a: R.batch_norm(a, rm.copy(), rv.copy(), training=training,
+                                            eps=1e-3), x, g), rtol=1e-6, atol=1e-8)
+    assert gw0 is None and gb0 is None
+
+
+def test_batch_norm_by_definition():
+    x = np.array([[1.0, 10.0], [3.0, 10.0], [5.0, 13.0]])
+    rm, rv = np.array([1.0, 2.0]), np.array([4.0, 9.0])
+    y = R.batch_norm(x, rm, rv, np.array([2.0, 1.0]), np.array([0.0, 1.0]), training=True,
+                     momentum=0.5, eps=0.0)
+    mean, var = np.array([3.0, 11.0]), np.array([8 / 3, 2.0])
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var) * [2.0, 1.0] + [0.0, 1.0])
+    np.testing.assert_allclose(rm, [2.0, 6.5])
+    np.testing.assert_allclose(rv, [0.5 * 4 + 0.5 * 4.0, 0.5 * 9 + 0.5 * 3.0])
+    y = R.batch_norm(x, rm, rv, eps=0.0)  # evaluation mode
+    np.testing.assert_allclose(y, (x - [2.0, 6.5]) / np.sqrt([4.0, 6.0]))

@@ -449,3 +449,164 @@ def test_cross_entropy_is_mean_reduction(rng):
     total = TF.cross_entropy(t(z), torch.from_numpy(labels), reduction="sum").item()
     loss, _ = F.softmax_cross_entropy(z, labels)
     assert loss == pytest.approx(total / 5, rel=1e-12)
+
+
+# --------------------------------------------------------------------------
+# batch normalization
+# --------------------------------------------------------------------------
+
+BN_SHAPES = [(6, 3), (4, 5, 7), (3, 4, 5, 6), (1, 2, 3, 5), (2, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batch_norm_matches_torch(shape, dtype, training, affine):
+    rng = np.random.default_rng(11)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 - 1).astype(dtype)
+    w, b = (rng.standard_normal(C).astype(dtype) for _ in range(2))
+    rm, rv = rng.standard_normal(C).astype(dtype), (rng.random(C) + 0.5).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    if not affine:
+        w = b = None
+    xt = t(x, True)
+    wt = None if w is None else t(w, True)
+    bt = None if b is None else t(b, True)
+    tm, tv = t(rm), t(rv)
+    yt = TF.batch_norm(xt, tm, tv, wt, bt, training=training, momentum=0.2, eps=1e-4)
+    yt.backward(t(g))
+    rm1, rv1 = rm.copy(), rv.copy()
+    y = F.batch_norm(x, rm1, rv1, w, b, training=training, momentum=0.2, eps=1e-4)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, n(yt), **tol)
+    np.testing.assert_allclose(rm1, n(tm), **tol)  # running statistics updated in place
+    np.testing.assert_allclose(rv1, n(tv), **tol)
+    gx, gw, gb = F.batch_norm_backward(g, x, rm, rv, w, training=training, eps=1e-4)
+    np.testing.assert_allclose(gx, n(xt.grad), **tol)
+    if affine:
+        np.testing.assert_allclose(gw, n(wt.grad), **tol)
+        np.testing.assert_allclose(gb, n(bt.grad), **tol)
+
+
+def test_batch_norm_one_value_per_channel_raises_as_torch():
+    x = np.ones((1, 3), np.float32)
+    with pytest.raises(ValueError):
+        TF.batch_norm(t(x), None, None, training=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(x, None, None, training=True)
+    F.batch_norm(x, np.zeros(3), np.ones(3), training=False)  # fine in evaluation mode
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(momentum=None), dict(momentum=0.3, affine=False),
+     dict(track_running_stats=False)],
+    ids=["default", "cumulative", "no-affine", "no-running-stats"],
+)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm2d_layer_matches_torch_over_train_steps_then_eval(kwargs, dtype):
+    from cnnext import nn
+
+    rng = np.random.default_rng(3)
+    tdt = torch.float32 if dtype == np.float32 else torch.float64
+    tl = torch.nn.BatchNorm2d(4, eps=1e-4, dtype=tdt, **kwargs)
+    ours = nn.BatchNorm2D(4, eps=1e-4, dtype=dtype, **kwargs)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    if ours.affine:  # a non-trivial affine map, the same in both
+        w, b = rng.standard_normal(4), rng.standard_normal(4)
+        with torch.no_grad():
+            tl.weight.copy_(torch.from_numpy(w))
+            tl.bias.copy_(torch.from_numpy(b))
+        ours.params["weight"][:] = w
+        ours.params["bias"][:] = b
+    for step, mode in enumerate(["train"] * 3 + ["eval"] * 2):
+        getattr(tl, mode)()
+        getattr(ours, mode)()
+        x = (rng.standard_normal((3, 4, 5, 6)) * (step + 1) + step).astype(dtype)
+        g = rng.standard_normal(x.shape).astype(dtype)
+        xt = t(x, True)
+        tl.zero_grad()
+        ours.zero_grad()
+        yt = tl(xt)
+        yt.backward(t(g))
+        y = ours(x)
+        gx = ours.backward(g)
+        np.testing.assert_allclose(y, n(yt), **tol)
+        np.testing.assert_allclose(gx, n(xt.grad), **tol)
+        if ours.affine:
+            np.testing.assert_allclose(ours.grads["weight"], n(tl.weight.grad), **tol)
+            np.testing.assert_allclose(ours.grads["bias"], n(tl.bias.grad), **tol)
+        torch_state = {k: v.numpy() for k, v in tl.state_dict().items()}
+        assert list(ours.state_dict()) == list(torch_state)
+        for name, a in ours.state_dict().items():
+            np.testing.assert_allclose(a, torch_state[name], **tol, err_msg=name)
+
+
+def test_residual_block_matches_torch():
+    from cnnext import nn
+
+    rng = np.random.default_rng(5)
+    block = nn.Sequential(nn.Conv2D(3, 4, 3, stride=2, padding=1, bias=False, dtype=np.float64,
+                                    seed=0),
+                          nn.BatchNorm2D(4, dtype=np.float64), nn.ReLU(),
+                          nn.Conv2D(4, 4, 3, padding=1, bias=False, dtype=np.float64, seed=1),
+                          nn.BatchNorm2D(4, dtype=np.float64))
+    short = nn.Sequential(nn.Conv2D(3, 4, 1, stride=2, bias=False, dtype=np.float64, seed=2),
+                          nn.BatchNorm2D(4, dtype=np.float64))
+    res = nn.Residual(block, short)
+
+    class TorchResidual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            T = torch.nn
+            self.block = T.Sequential(T.Conv2d(3, 4, 3, 2, 1, bias=False), T.BatchNorm2d(4),
+                                      T.ReLU(), T.Conv2d(4, 4, 3, 1, 1, bias=False),
+                                      T.BatchNorm2d(4))
+            self.shortcut = T.Sequential(T.Conv2d(3, 4, 1, 2, bias=False), T.BatchNorm2d(4))
+
+        def forward(self, x):
+            return self.block(x) + self.shortcut(x)
+
+    tres = TorchResidual().double()
+    tres.load_state_dict({k: torch.from_numpy(v) for k, v in res.state_dict().items()})
+    x = rng.standard_normal((2, 3, 7, 6))
+    g = rng.standard_normal((2, 4, 4, 3))
+    y = res(x)
+    gx = res.backward(g)
+    xt = t(x, True)
+    yt = tres(xt)
+    yt.backward(t(g))
+    np.testing.assert_allclose(y, n(yt), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gx, n(xt.grad), rtol=1e-10, atol=1e-10)
+    tparams = dict(tres.named_parameters())
+    assert set(res.params) == set(tparams)
+    for name, g_ours in res.grads.items():
+        np.testing.assert_allclose(g_ours, n(tparams[name].grad), rtol=1e-10, atol=1e-10,
+                                   err_msg=name)
+    for name, b in res.named_buffers():  # running statistics updated as torch's
+        np.testing.assert_allclose(b, tres.state_dict()[name].numpy(), rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_nonfinite_as_torch(training):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 3, 4)).astype(np.float32)
+    x[1, 0, 2] = np.nan
+    x[0, 1, 1] = np.inf
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    w = np.array([1.0, 2.0, 0.5], np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    tm, tv = t(rm), t(rv)
+    xt, wt = t(x, True), t(w, True)
+    yt = TF.batch_norm(xt, tm, tv, wt, None, training=training)
+    yt.backward(t(g))
+    y = F.batch_norm(x, rm, rv, w, None, training=training)
+    gx, gw, _ = F.batch_norm_backward(g, x, np.zeros(3), np.ones(3), w, training=training)
+    for ours, theirs in ((y, yt), (rm, tm), (rv, tv), (gx, xt.grad), (gw, wt.grad)):
+        theirs = n(theirs)
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+        fin = np.isfinite(theirs)
+        np.testing.assert_array_equal(np.isfinite(ours), fin)
+        np.testing.assert_allclose(ours[fin], theirs[fin], rtol=1e-5, atol=1e-5)

@@ -905,3 +905,113 @@ def test_max_unpool2d_messages(call, exc, fname, fragments):
 def test_pool1d_messages(call, exc, fname, fragments):
     with raises(exc, fname, *fragments):
         call()
+# batch normalization
+# --------------------------------------------------------------------------
+
+BX = np.zeros((2, 3, 4, 5))
+C3 = np.zeros(3)
+
+
+def bn_stats():
+    return np.zeros(3), np.ones(3)
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3, 4, 5, 6)])
+def test_batch_norm_x_ndim(shape):
+    with raises(ValueError, "batch_norm", "x must be 2-D or 3-D or 4-D", str(shape)):
+        F.batch_norm(np.zeros(shape), *bn_stats(), training=True)
+    with raises(ValueError, "batch_norm_backward", "must be 2-D or 3-D or 4-D"):
+        F.batch_norm_backward(np.zeros(shape), np.zeros(shape), None, None, training=True)
+
+
+@pytest.mark.parametrize("name", ["running_mean", "running_var", "weight", "bias"])
+def test_batch_norm_per_channel_shapes(name):
+    args = dict(running_mean=np.zeros(3), running_var=np.ones(3), weight=C3, bias=C3)
+    args[name] = np.zeros(4)
+    with raises(ValueError, "batch_norm", f"{name} must have shape (3,)", "got (4,)"):
+        F.batch_norm(BX, **args)
+    args[name] = np.zeros((3, 1))
+    with raises(ValueError, "batch_norm", f"{name} must have shape (3,)", "got (3, 1)"):
+        F.batch_norm(BX, **args)
+
+
+def test_batch_norm_channels_last_hint():
+    x = np.zeros((2, 4, 5, 3))  # NHWC with C = 3
+    with raises(ValueError, "batch_norm", "channels-last", "x.transpose(0, 3, 1, 2)"):
+        F.batch_norm(x, *bn_stats())
+    with raises(ValueError, "batch_norm", "channels-last", "x.transpose(0, 2, 1)"):
+        F.batch_norm(np.zeros((2, 5, 3)), *bn_stats())
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5, float("nan"), float("inf")])
+def test_batch_norm_eps_must_be_positive(eps):
+    with raises(ValueError, "batch_norm", "eps must be finite and in (0.0, inf)", repr(eps)):
+        F.batch_norm(BX, *bn_stats(), eps=eps)
+    with raises(ValueError, "batch_norm_backward", "eps"):
+        F.batch_norm_backward(BX, BX, *bn_stats(), eps=eps)
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.5, float("nan")])
+def test_batch_norm_momentum_range(momentum):
+    with raises(ValueError, "batch_norm", "momentum must be finite and in [0.0, 1.0]"):
+        F.batch_norm(BX, *bn_stats(), training=True, momentum=momentum)
+
+
+def test_batch_norm_types():
+    with raises(TypeError, "batch_norm", "training must be a bool", "1"):
+        F.batch_norm(BX, *bn_stats(), training=1)
+    with raises(TypeError, "batch_norm", "momentum must be a real number"):
+        F.batch_norm(BX, *bn_stats(), momentum=None)
+    with raises(TypeError, "batch_norm", "weight must hold real numbers", "complex"):
+        F.batch_norm(BX, *bn_stats(), weight=np.zeros(3, complex))
+    with raises(TypeError, "batch_norm", "x must hold real numbers", "bool"):
+        F.batch_norm(BX.astype(bool), *bn_stats())
+
+
+def test_batch_norm_eval_needs_running_stats():
+    with raises(ValueError, "batch_norm", "running_mean must be given in evaluation mode"):
+        F.batch_norm(BX, None, np.ones(3))
+    with raises(ValueError, "batch_norm", "running_var must be given in evaluation mode"):
+        F.batch_norm(BX, np.zeros(3), None)
+    with raises(ValueError, "batch_norm_backward", "running_mean must be given"):
+        F.batch_norm_backward(BX, BX, None, None)
+
+
+def test_batch_norm_training_running_stats_are_updatable_arrays():
+    rm, rv = bn_stats()
+    with raises(TypeError, "batch_norm", "running_mean must be a numpy.ndarray", "list"):
+        F.batch_norm(BX, [0.0, 0.0, 0.0], rv, training=True)
+    with raises(TypeError, "batch_norm", "running_var must have the compute dtype float64",
+                "float32"):
+        F.batch_norm(BX, rm, rv.astype(np.float32), training=True)
+    ro = np.ones(3)
+    ro.flags.writeable = False
+    with raises(ValueError, "batch_norm", "running_var must be writeable"):
+        F.batch_norm(BX, rm, ro, training=True)
+    with raises(ValueError, "batch_norm", "running_mean and running_var must be different"):
+        F.batch_norm(BX, rm, rm, training=True)
+    w = np.ones(3)
+    with raises(ValueError, "batch_norm", "running_mean (updated in place) must not share "
+                "memory with weight"):
+        F.batch_norm(BX, w, rv, weight=w[::-1], training=True)
+    assert (rm == 0).all() and (rv == 1).all()  # nothing touched on error
+
+
+def test_batch_norm_one_value_per_channel_in_training():
+    with raises(ValueError, "batch_norm", "more than 1 value per channel", "(1, 3, 1, 1)"):
+        F.batch_norm(np.zeros((1, 3, 1, 1)), *bn_stats(), training=True)
+    with raises(ValueError, "batch_norm_backward", "more than 1 value per channel"):
+        F.batch_norm_backward(np.zeros((1, 3)), np.zeros((1, 3)), None, None, training=True)
+
+
+def test_batch_norm_backward_grad_shape():
+    with raises(ValueError, "batch_norm_backward", "grad_out.shape must equal x.shape",
+                "(2, 3, 4, 4)"):
+        F.batch_norm_backward(np.zeros((2, 3, 4, 4)), BX, *bn_stats())
+
+
+def test_batch_norm_none_arrays():
+    with raises(TypeError, "batch_norm", "x must be an array, got None"):
+        F.batch_norm(None, *bn_stats())
+    with raises(TypeError, "batch_norm_backward", "grad_out must be an array, got None"):
+        F.batch_norm_backward(None, BX, *bn_stats())

@@ -37,7 +37,7 @@ class Case:
     ----------
     name : str
         Short name shown in the table (``--cases`` matches against it).
-    kind : {"conv", "maxpool", "avgpool", "gap", "train"}
+    kind : {"conv", "maxpool", "avgpool", "gap", "batchnorm", "train"}
         Also the case's group (``"gap"``: global average pooling, an
         adaptive average pool to 1x1 with ``kernel == H``).
     N, C, H : int
@@ -169,6 +169,10 @@ SUITE = (
     # conv(6->16, 5) relu maxpool2 fc(256->120) relu fc(120->84) relu fc(84->10),
     # softmax cross-entropy, Adam.
     Case("lenet5-train", "train", 64, 1, 28, 10, 5, 1, 0, passes=("step",)),
+    # Batch normalization as in a ResNet training step: nn.BatchNorm2D forward
+    # in training mode (statistics, normalisation, running-statistics update)
+    # and backward; PyTorch: F.batch_norm(training=True) and autograd.
+    Case("batchnorm-train", "batchnorm", 32, 64, 56, 0, 1, 1, 0, passes=("fwd+bwd",)),
     # cnnext.models.resnet8 (batch norm, residual blocks, global average
     # pooling) on MNIST-sized input, softmax cross-entropy, Adam.
     Case("resnet8-train", "train", 64, 1, 28, 10, 3, 1, 1, passes=("step",)),
@@ -216,7 +220,7 @@ QUICK_CASES = ("seed-mnist", "lenet-conv2", "maxpool-2x2", "avgpool-2x2", "lenet
 SCALING_CASES = ("cifar-3x3", "resnet-3x3")
 
 #: The groups ``--cases`` accepts besides case names.
-GROUPS = ("conv", "maxpool", "avgpool", "gap", "train", "small-calls")
+GROUPS = ("conv", "maxpool", "avgpool", "gap", "batchnorm", "train", "small-calls")
 
 
 def select_cases(

@@ -7,7 +7,9 @@
     :mod:`cnnext.reference`, the slow numpy oracle (the training step runs
     the cnnext step under ``cnnext.use_backend("numpy")``).
 ``pytorch``
-    ``torch`` CPU, when it is installed.  ``fwd+bwd`` calls
+    ``torch`` CPU, when it is installed (batch normalization:
+    ``torch.nn.functional.batch_norm`` in training mode and
+    ``torch.autograd.grad``).  ``fwd+bwd`` calls
     ``torch.nn.functional.conv2d`` and then
     ``torch.ops.aten.convolution_backward`` with ``output_mask [True, True,
     True]`` -- the very kernel autograd's ``ConvolutionBackward0`` node runs,
@@ -243,6 +245,49 @@ def _torch_pool_peer(
     return Peer(avg_fb)
 
 
+# ---- batch normalization ---------------------------------------------------
+
+
+def _batchnorm_peers(
+    case: Case, dt: np.dtype[Any], rng: np.random.Generator, torch: ModuleType | None
+) -> dict[str, Peer]:
+    from .. import nn
+    from .. import reference as R
+
+    shape = (case.N, case.C, case.H, case.H)
+    x = rng.standard_normal(shape).astype(dt)
+    g = rng.standard_normal(shape).astype(dt)
+    layer = nn.BatchNorm2D(case.C, dtype=dt)
+
+    # Each returns grad_x (the peers compute the same thing; tests compare).
+    def cn() -> FloatArray:
+        layer.forward(x)
+        return layer.backward(g)
+
+    rm, rv, w = np.zeros(case.C, dt), np.ones(case.C, dt), np.ones(case.C, dt)
+
+    def ref() -> FloatArray:
+        R.batch_norm(x, rm, rv, w, np.zeros(case.C, dt), training=True)
+        return R.batch_norm_backward(g, x, None, None, w, training=True)[0]
+
+    peers = {"cnnext": Peer(cn), "reference": Peer(ref)}
+    if torch is None:
+        peers["pytorch"] = Peer(None, NOT_INSTALLED)
+        return peers
+    xt, gt = torch.from_numpy(x.copy()).requires_grad_(True), torch.from_numpy(g.copy())
+    wt = torch.ones(case.C, dtype=xt.dtype, requires_grad=True)
+    bt = torch.zeros(case.C, dtype=xt.dtype, requires_grad=True)
+    tm, tv = torch.zeros(case.C, dtype=xt.dtype), torch.ones(case.C, dtype=xt.dtype)
+    bn = torch.nn.functional.batch_norm
+
+    def fb() -> Any:
+        y = bn(xt, tm, tv, wt, bt, training=True)
+        return torch.autograd.grad(y, (xt, wt, bt), gt)[0]
+
+    peers["pytorch"] = Peer(fb)
+    return peers
+
+
 # ---- LeNet-5 training step ------------------------------------------------
 
 _LENET_SHAPES = {
@@ -425,6 +470,8 @@ def build_peers(
         return _conv_peers(case, pass_, dt, rng, torch, torch_autograd)
     if case.kind in ("maxpool", "avgpool", "gap"):
         return _pool_peers(case, pass_, dt, rng, torch)
+    if case.kind == "batchnorm":
+        return _batchnorm_peers(case, dt, rng, torch)
     return _train_peers(case, dt, rng, torch)
 
 

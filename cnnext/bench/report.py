@@ -329,7 +329,8 @@ def header(
     if cfg is not None:
         reps = (f"{cfg.repeats}" if cfg.repeats
                 else f"{cfg.min_repeats}-{cfg.max_repeats} (adaptive)")
-        how = "autograd.grad" if torch_autograd else "aten.convolution_backward (no autograd)"
+        how = ("autograd.grad" if torch_autograd else
+               "aten.convolution_backward (no autograd; batch norm: autograd.grad)")
         lines.append(
             f"timing: medians of {reps} interleaved samples (>= {cfg.min_sample * 1e3:g} ms "
             f"each), {cfg.warmup} warm-up calls; reference <= {cfg.ref_max_repeats} samples; "

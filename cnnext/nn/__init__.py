@@ -17,17 +17,20 @@ Conventions
   the input of the *last* ``forward``; the caller's arrays (``x``,
   ``grad_y``) are never modified, so do not modify them between the two
   calls either.
-* Layers with parameters (:class:`Conv2D`, :class:`Dense`) compute in their
-  ``dtype`` (float32 by default): inputs of another dtype are converted (a
-  copy; the caller's array is untouched).  The other layers keep the dtype
-  they receive.
+* Layers with parameters (:class:`Conv2D`, :class:`Dense`, the batch
+  normalizations) compute in their ``dtype`` (float32 by default): inputs
+  of another dtype are converted (a copy; the caller's array is untouched).
+  The other layers keep the dtype they receive.
 * A layer keeps the plan of the input it last saw (see
   :mod:`cnnext.functional`): while the input keeps its shape, dtype and
   memory layout, a call only confirms that and runs the kernels; another
   batch size, dtype or layout simply makes a new plan.  Results are
   bitwise those of the functional call.
-* ``train()``/``eval()`` switch the mode (only :class:`Dropout` behaves
-  differently).
+* ``train()``/``eval()`` switch the mode, in every container (only
+  :class:`Dropout` and the batch normalizations behave differently).
+* Non-trainable state (the running statistics of :class:`BatchNorm2D`, ...)
+  lives in ``layer.buffers``: saved and loaded with the parameters, never
+  returned by ``parameters()``, so optimizers never touch it.
 * :class:`Sequential` exposes the parameters of its layers under
   PyTorch-``state_dict``-style names (``"0.weight"``, ``"3.bias"``, ...);
   ``model.parameters()`` is the list of ``(param, grad)`` pairs optimizers
@@ -57,10 +60,11 @@ rounding.
 """
 from ..losses import MSELoss, SoftmaxCrossEntropy
 from .activation import Dropout, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from .containers import Sequential
+from .containers import Identity, Residual, Sequential
 from .conv import Conv1D, Conv2D, ConvTranspose2D
 from .linear import Dense, Flatten
 from .module import Module
+from .norm import BatchNorm1D, BatchNorm2D
 from .pooling import (
     AdaptiveAvgPool2D,
     AdaptiveMaxPool2D,
@@ -92,6 +96,10 @@ __all__ = [
     "Softmax",
     "Dropout",
     "Sequential",
+    "BatchNorm1D",
+    "BatchNorm2D",
+    "Identity",
+    "Residual",
     "SoftmaxCrossEntropy",
     "MSELoss",
 ]

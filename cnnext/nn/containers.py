@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal, SupportsIndex, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast, overload
 
+import numpy as np
 import numpy.typing as npt
 
+from .. import _validate as V
 from .module import Module
 
 if TYPE_CHECKING:
@@ -15,8 +17,8 @@ if TYPE_CHECKING:
 class Sequential(Module):
     """A chain of layers: ``forward`` runs them in order, ``backward`` in reverse.
 
-    Parameters are exposed under the names ``"<index>.<name>"`` (nested
-    containers add more prefixes), as in PyTorch's ``state_dict``.
+    Parameters and buffers are exposed under the names ``"<index>.<name>"``
+    (nested containers add more prefixes), as in PyTorch's ``state_dict``.
 
     Parameters
     ----------
@@ -85,6 +87,13 @@ class Sequential(Module):
             for name, p, g in layer.named_parameters()
         ]
 
+    def named_buffers(self) -> list[tuple[str, npt.NDArray[Any]]]:
+        return [
+            (f"{i}.{name}", b)
+            for i, layer in enumerate(self.layers)
+            for name, b in layer.named_buffers()
+        ]
+
     def train(self, mode: bool = True) -> Sequential:
         super().train(mode)
         for layer in self.layers:
@@ -127,3 +136,158 @@ class Sequential(Module):
     def __repr__(self) -> str:
         body = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({body}\n)"
+
+
+class Identity(Module):
+    """The identity layer: ``forward`` returns its input, ``backward`` the
+    upstream gradient (as ``torch.nn.Identity``); a placeholder, e.g. the
+    shortcut of a :class:`Residual`.
+
+    Shape
+    -----
+    - Input: any shape.
+    - Output: the input, unchanged.
+
+    Examples
+    --------
+    >>> from cnnext import nn
+    >>> nn.Identity()([1.0, 2.0])
+    array([1., 2.])
+    """
+
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
+        """``x`` as an array (no copy of an ndarray)."""
+        a = V.as_array("Identity.forward", "x", x)
+        self._cache = True
+        return cast("FloatArray", a)
+
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
+        """``grad_y`` as an array (no copy of an ndarray)."""
+        self._saved()
+        return cast("FloatArray", V.as_array("Identity.backward", "grad_y", grad_y))
+
+
+class Residual(Module):
+    """A residual connection: ``y = block(x) + shortcut(x)`` (the shortcut is
+    the identity when None), the building block of ResNets.
+
+    ``backward`` sends the upstream gradient through both branches and sums
+    the two input gradients.  Parameters and buffers are exposed as
+    ``"block.<name>"`` and ``"shortcut.<name>"`` (the names the attributes
+    would give in a PyTorch module), and :meth:`train`/:meth:`eval` reach
+    both branches.
+
+    Parameters
+    ----------
+    block : Module
+        The residual branch (often a :class:`Sequential` of convolutions,
+        batch normalizations and activations).
+    shortcut : Module, optional
+        The projection branch (e.g. a 1x1 strided convolution when the block
+        changes the shape); None is the identity.
+
+    Shape
+    -----
+    - Input: whatever ``block`` and ``shortcut`` accept.
+    - Output: the output shape of ``block``, which must equal that of the
+      shortcut (or the input's, without one).  The result has the dtype of
+      the block's output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import nn
+    >>> res = nn.Residual(nn.Sequential(nn.Dense(2, 2, seed=0), nn.ReLU()))
+    >>> list(res.params)
+    ['block.0.weight', 'block.0.bias']
+    >>> x = np.ones((3, 2), dtype=np.float32)
+    >>> bool(np.allclose(res(x), res.block(x) + x))
+    True
+    """
+
+    _skips_input_grad = True
+
+    def __init__(self, block: Module, shortcut: Module | None = None) -> None:
+        super().__init__()
+        for name, layer in (("block", block), ("shortcut", shortcut)):
+            if layer is not None and not isinstance(layer, Module):
+                raise TypeError(
+                    f"Residual: {name} must be a cnnext.nn.Module, got {type(layer).__name__}"
+                )
+        if shortcut is block:
+            raise ValueError(
+                "Residual: block and shortcut must be different layers (a layer has one "
+                "forward cache and cannot be used at two places)"
+            )
+        self.block = block
+        self.shortcut = shortcut
+
+    def _branches(self) -> list[tuple[str, Module]]:
+        out = [("block", self.block)]
+        if self.shortcut is not None:
+            out.append(("shortcut", self.shortcut))
+        return out
+
+    @property
+    def params(self) -> dict[str, FloatArray]:
+        """All parameters, ``{"block.<name>" or "shortcut.<name>": ndarray}``."""
+        return {name: p for name, p, _ in self.named_parameters()}
+
+    @property
+    def grads(self) -> dict[str, FloatArray]:
+        """All gradients, same names as :attr:`params`."""
+        return {name: g for name, _, g in self.named_parameters()}
+
+    def named_parameters(self) -> list[tuple[str, FloatArray, FloatArray]]:
+        return [(f"{prefix}.{name}", p, g) for prefix, layer in self._branches()
+                for name, p, g in layer.named_parameters()]
+
+    def named_buffers(self) -> list[tuple[str, npt.NDArray[Any]]]:
+        return [(f"{prefix}.{name}", b) for prefix, layer in self._branches()
+                for name, b in layer.named_buffers()]
+
+    def train(self, mode: bool = True) -> Residual:
+        super().train(mode)
+        for _, layer in self._branches():
+            layer.train(mode)
+        return self
+
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
+        """``block(x) + shortcut(x)``."""
+        yb = self.block.forward(x)
+        ys = np.asarray(x) if self.shortcut is None else self.shortcut.forward(x)
+        if yb.shape != ys.shape:
+            what = "the input" if self.shortcut is None else "the shortcut's output"
+            raise ValueError(
+                f"Residual.forward: the block's output shape {yb.shape} must equal the shape "
+                f"of {what} {ys.shape}"
+                + ("; give a shortcut (e.g. a 1x1 convolution) that maps the input to the "
+                   "block's output shape" if self.shortcut is None else "")
+            )
+        self._cache = True
+        return yb + ys.astype(yb.dtype, copy=False)
+
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: Literal[True] = True) -> FloatArray: ...
+    @overload
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool) -> FloatArray | None: ...
+    def backward(self, grad_y: npt.ArrayLike, input_grad: bool = True) -> FloatArray | None:
+        """The gradient through the block plus the gradient through the
+        shortcut (``grad_y`` itself for the identity).  With
+        ``input_grad=False`` only the parameter gradients are computed and
+        None is returned."""
+        self._saved()
+        if not input_grad:
+            for _, layer in self._branches():
+                if getattr(layer, "_skips_input_grad", False):
+                    cast("SkipsInputGrad", layer).backward(grad_y, input_grad=False)
+                else:
+                    layer.backward(grad_y)
+            return None
+        gb = self.block.backward(grad_y)
+        gs = np.asarray(grad_y) if self.shortcut is None else self.shortcut.backward(grad_y)
+        return gb + gs.astype(gb.dtype, copy=False)
+
+    def __repr__(self) -> str:
+        short = "" if self.shortcut is None else f",\n  shortcut={self.shortcut!r}"
+        return f"Residual(\n  block={self.block!r}{short}\n)"

@@ -26,7 +26,9 @@ class Module:
 
     A layer keeps its parameters in ``params`` (name -> ndarray, updated in
     place by optimizers) and their gradients in ``grads`` (same names,
-    shapes and dtypes), implements ``forward(x) -> y`` and
+    shapes and dtypes), its non-trainable state (running statistics) in
+    ``buffers`` (never seen by optimizers, saved with the parameters),
+    implements ``forward(x) -> y`` and
     ``backward(grad_y) -> grad_x``, and keeps one named forward cache,
     replaced on every ``forward``.  ``module(x)`` is ``module.forward(x)``.
 
@@ -43,6 +45,7 @@ class Module:
         self.training = True
         self._params: dict[str, FloatArray] = {}
         self._grads: dict[str, FloatArray] = {}
+        self._buffers: dict[str, npt.NDArray[Any]] = {}
         # What the last forward left for backward; each layer keeps its own kind.
         self._cache: Any = None
 
@@ -65,6 +68,26 @@ class Module:
     def parameters(self) -> list[tuple[FloatArray, FloatArray]]:
         """List of ``(param, grad)`` pairs, the input of the optimizers."""
         return [(p, g) for _, p, g in self.named_parameters()]
+
+    # -- buffers ------------------------------------------------------------
+
+    @property
+    def buffers(self) -> dict[str, npt.NDArray[Any]]:
+        """Non-trainable state by name (running statistics: the live arrays,
+        updated by ``forward`` in training mode)."""
+        return dict(self.named_buffers())
+
+    def named_buffers(self) -> list[tuple[str, npt.NDArray[Any]]]:
+        """List of ``(name, buffer)`` pairs, in a stable order.  Buffers are
+        part of :meth:`state_dict` and of model files, never of
+        :meth:`parameters`, so optimizers never touch them."""
+        return list(self._buffers.items())
+
+    def _state(self) -> dict[str, npt.NDArray[Any]]:
+        """Every saved array by name (live): parameters, then buffers."""
+        state: dict[str, npt.NDArray[Any]] = {n: p for n, p, _ in self.named_parameters()}
+        state.update(self.named_buffers())
+        return state
 
     def zero_grad(self) -> None:
         """Set every gradient to zero (in place)."""
@@ -105,16 +128,16 @@ class Module:
 
     # -- state --------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, FloatArray]:
-        """Copies of the parameters, ``{name: ndarray}``."""
-        return {name: p.copy() for name, p, _ in self.named_parameters()}
+    def state_dict(self) -> dict[str, npt.NDArray[Any]]:
+        """Copies of the parameters and buffers, ``{name: ndarray}``."""
+        return {name: a.copy() for name, a in self._state().items()}
 
     def load_state_dict(self, state: Mapping[str, npt.ArrayLike]) -> None:
-        """Copy ``state`` (name -> array) into the parameters, in place.
+        """Copy ``state`` (name -> array) into the parameters and buffers, in place.
 
         Everything is checked before anything is assigned: the names must be
         exactly those of :meth:`state_dict`, and every array must have the
-        parameter's shape and dtype.  On error (``ValueError``) the module
+        parameter's (or buffer's) shape and dtype.  On error (``ValueError``) the module
         is unchanged.
         """
         fname = f"{type(self).__name__}.load_state_dict"
@@ -127,13 +150,13 @@ class Module:
     def _checked_state(
         self, fname: str, state: dict[str, npt.ArrayLike]
     ) -> dict[str, npt.ArrayLike]:
-        own = {name: p for name, p, _ in self.named_parameters()}
+        own = self._state()
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
         if missing or extra:
             raise ValueError(
-                f"{fname}: parameter names do not match the model: missing {missing}, "
-                f"unexpected {extra}"
+                f"{fname}: parameter and buffer names do not match the model: missing "
+                f"{missing}, unexpected {extra}"
             )
         for name, p in own.items():
             a = state[name]
@@ -147,16 +170,16 @@ class Module:
         return state
 
     def _assign(self, arrays: Mapping[str, npt.ArrayLike]) -> None:
-        for name, p, _ in self.named_parameters():
-            np.copyto(p, arrays[name])
+        for name, a in self._state().items():
+            np.copyto(a, arrays[name])
 
     def save(self, path: StrPath) -> None:
-        """Save the parameters to ``path`` as an uncompressed ``.npz`` file.
+        """Save the parameters and buffers to ``path`` as an uncompressed ``.npz`` file.
 
         The file is written exactly at ``path`` (no suffix is added) and
         atomically: to a temporary file in the same directory, then renamed
         over ``path``, so a crash never leaves a half-written model behind.
-        Keys are the names of :meth:`named_parameters`; no pickle is involved.
+        Keys are the names of :meth:`state_dict`; no pickle is involved.
 
         Examples
         --------
@@ -170,10 +193,10 @@ class Module:
         >>> bool((other.params["2.weight"] == model.params["2.weight"]).all())
         True
         """
-        _io.save_npz(path, {name: p for name, p, _ in self.named_parameters()})
+        _io.save_npz(path, self._state())
 
     def load(self, path: StrPath) -> None:
-        """Load parameters saved by :meth:`save` (never unpickles anything).
+        """Load parameters and buffers saved by :meth:`save` (never unpickles anything).
 
         Raises
         ------
@@ -184,7 +207,7 @@ class Module:
         FileNotFoundError
             If ``path`` does not exist.
         """
-        expected = {name: (p.shape, p.dtype) for name, p, _ in self.named_parameters()}
+        expected = {name: (a.shape, a.dtype) for name, a in self._state().items()}
         self._assign(_io.load_npz(path, expected))
 
     def __repr__(self) -> str:

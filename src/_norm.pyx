@@ -1,0 +1,413 @@
+"""Private batch-normalization kernels (tier 1).
+
+Inputs are C-contiguous ``(N, C, P)`` views (``P`` the product of the
+spatial sizes, 1 for ``(N, C)`` input); channel ``c`` is the ``N`` rows
+``x[n, c, :]``, visited channel by channel (``*_channels``) -- or, when
+``P == 1`` and a channel is one strided column, row by row over a range of
+channels with per-channel float64 accumulators (``*_rows``: contiguous inner
+loops).  Each thread owns a contiguous range of whole channels, so no two
+threads write the same value, and with one thread no OpenMP region is
+entered.  Per-channel statistics (``mean``, ``var``, ``invstd`` and the
+backward sums) are float64 and every sum is accumulated in float64 with
+independent partial sums (pipelined, and vectorised by the compiler); the
+elementwise passes also compute in float64 and round once.  No validation here:
+``cnnext._plan`` is the caller.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
+
+cdef extern from "cnnext_norm.h" nogil:
+    ctypedef struct cnx_norm_kernels:
+        void (*shifted_sums)(const float* r, Py_ssize_t n, double k, double* s1,
+                             double* s2) noexcept nogil
+        void (*grad_sums)(const float* g, const float* x, Py_ssize_t n, double m,
+                          double* sg, double* sgx) noexcept nogil
+        void (*affine)(const float* x, float* y, Py_ssize_t n, double m, double a,
+                       double b) noexcept nogil
+        void (*grad_input)(const float* g, const float* x, float* gx, Py_ssize_t n,
+                           double mg, double m, double k, double s) noexcept nogil
+        const char* name
+    cnx_norm_kernels cnx_norm_select() noexcept nogil
+
+# The float32 loops (vectorised, AVX2 where the CPU has it), chosen once.
+cdef cnx_norm_kernels KER = cnx_norm_select()
+
+
+def isa():
+    """The variant of the float32 loops in use: ``"avx2"`` or ``"generic"``."""
+    return KER.name.decode()
+
+
+cdef inline double _row_sum(const floating* r, Py_ssize_t P) noexcept nogil:
+    cdef double a[8]
+    cdef Py_ssize_t p = 0, j
+    for j in range(8):
+        a[j] = 0
+    while p + 8 <= P:
+        for j in range(8):
+            a[j] += r[p + j]
+        p = p + 8
+    while p < P:
+        a[0] += r[p]
+        p = p + 1
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+
+
+cdef inline double _row_sqdev(const floating* r, Py_ssize_t P, double m) noexcept nogil:
+    """sum_p (r[p] - m)**2: the second pass of the two-pass variance (no
+    cancellation, whatever the mean)."""
+    cdef double a[8]
+    cdef double d
+    cdef Py_ssize_t p = 0, j
+    for j in range(8):
+        a[j] = 0
+    while p + 8 <= P:
+        for j in range(8):
+            d = r[p + j] - m
+            a[j] += d * d
+        p = p + 8
+    while p < P:
+        d = r[p] - m
+        a[0] += d * d
+        p = p + 1
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+
+
+cdef inline void _channel_stats(const floating* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
+                                Py_ssize_t c, double* mean, double* var) noexcept nogil:
+    """Mean and biased variance of channel c.
+
+    float64 data: two passes (the mean, then the squared deviations).
+    float32 data: one pass of float64 sums shifted by the channel's first
+    value k: ``var = (S2 - S1**2 / M) / M``.  The cancellation costs at most
+    ``eps64 * (mean - k)**2 / var <= eps64 * M`` relative (a data value lies
+    within sqrt(M) standard deviations of the mean), far below float32's
+    precision for any M below 10**8.  A non-finite k shifts by 0 instead, so
+    an infinite mean stays infinite, as with a plain sum."""
+    cdef Py_ssize_t n
+    cdef double m = 0, v = 0, k, M = <double>(N * P)
+    if floating is float:
+        k = x[c * P]
+        if not (k - k == 0):  # inf or NaN
+            k = 0
+        for n in range(N):
+            KER.shifted_sums(x + (n * C + c) * P, P, k, &m, &v)
+        v = (v - m * m / M) / M
+        if v < 0:  # rounding; NaN stays NaN
+            v = 0
+        mean[c] = k + m / M
+        var[c] = v
+    else:
+        for n in range(N):
+            m += _row_sum(x + (n * C + c) * P, P)
+        m = m / M
+        for n in range(N):
+            v += _row_sqdev(x + (n * C + c) * P, P, m)
+        mean[c] = m
+        var[c] = v / M
+
+
+cdef inline void _row_sums_bwd(const double* g, const double* x, Py_ssize_t P, double m,
+                               double istd, double* sg, double* sgx) noexcept nogil:
+    """sg += sum_p g[p];  sgx += sum_p g[p] * ((x[p] - m) * istd): the
+    products of g and xhat, which overflow only with the result (float64
+    data; float32 rows go to cnnext_norm.h)."""
+    cdef double a[4]
+    cdef double b[4]
+    cdef double gv
+    cdef Py_ssize_t p = 0, j
+    for j in range(4):
+        a[j] = 0
+        b[j] = 0
+    while p + 4 <= P:
+        for j in range(4):
+            gv = g[p + j]
+            a[j] += gv
+            b[j] += gv * ((x[p + j] - m) * istd)
+        p = p + 4
+    while p < P:
+        gv = g[p]
+        a[0] += gv
+        b[0] += gv * ((x[p] - m) * istd)
+        p = p + 1
+    sg[0] += (a[0] + a[1]) + (a[2] + a[3])
+    sgx[0] += (b[0] + b[1]) + (b[2] + b[3])
+
+
+cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var,
+                       const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
+                       Py_ssize_t P, double eps, bint training,
+                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Channels [c0, c1): statistics (training) then the normalisation."""
+    cdef Py_ssize_t c, n, p
+    cdef double m, istd, wc, bc
+    cdef const floating* xr
+    cdef floating* yr
+    for c in range(c0, c1):
+        if training:
+            _channel_stats(x, N, C, P, c, mean, var)
+        if y == NULL:
+            continue
+        m = mean[c]
+        istd = 1.0 / sqrt(var[c] + eps)
+        wc = w[c] if w != NULL else 1.0
+        bc = b[c] if b != NULL else 0.0
+        for n in range(N):
+            xr = x + (n * C + c) * P
+            yr = y + (n * C + c) * P
+            if floating is float:
+                # float data cannot overflow float64 here: one factor
+                KER.affine(xr, yr, P, m, istd * wc, bc)
+            else:
+                for p in range(P):
+                    yr[p] = (xr[p] - m) * istd * wc + bc
+
+
+cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, double* scr,
+                   const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
+                   double eps, bint training, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """(N, C) input, channels [c0, c1): two-pass float64 statistics (for
+    both dtypes: the rows are short) and the normalisation of fwd_channels,
+    streaming rows; ``scr`` holds 3*C doubles (inverse std, weight, bias
+    per channel)."""
+    cdef Py_ssize_t n, c
+    cdef double d, M = <double>N
+    cdef const floating* xr
+    cdef floating* yr
+    cdef double* istd = scr
+    cdef double* wd = scr + C
+    cdef double* bd = scr + 2 * C
+    if training:
+        for c in range(c0, c1):
+            mean[c] = 0
+            var[c] = 0
+        for n in range(N):
+            xr = x + n * C
+            for c in range(c0, c1):
+                mean[c] += xr[c]
+        for c in range(c0, c1):
+            mean[c] = mean[c] / M
+        for n in range(N):
+            xr = x + n * C
+            for c in range(c0, c1):
+                d = xr[c] - mean[c]
+                var[c] += d * d
+        for c in range(c0, c1):
+            var[c] = var[c] / M
+    if y == NULL:
+        return
+    for c in range(c0, c1):
+        istd[c] = 1.0 / sqrt(var[c] + eps)
+        wd[c] = w[c] if w != NULL else 1.0
+        bd[c] = b[c] if b != NULL else 0.0
+    for n in range(N):
+        xr = x + n * C
+        yr = y + n * C
+        for c in range(c0, c1):
+            yr[c] = <floating>((xr[c] - mean[c]) * istd[c] * wd[c] + bd[c])
+
+
+def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
+                       floating[:, :, ::1] out,         # OUT   (N, C, P), or None: statistics only
+                       double[::1] mean,                # INOUT (C,) out when training, else in
+                       double[::1] var,                 # INOUT (C,) biased variance, likewise
+                       const floating[::1] weight,      # IN    (C,) or None (1)
+                       const floating[::1] bias,        # IN    (C,) or None (0)
+                       double eps,
+                       bint training,
+                       int n_threads):
+    """Training: per channel, the mean and the biased variance (float64
+    sums, see _channel_stats), then the normalisation and affine map in
+    another pass while the channel is still in cache.
+    Otherwise ``mean``/``var`` are given and only the last pass runs.
+    ``out = (x - mean) * invstd * weight + bias`` evaluated in float64, in
+    that order (no cancellation for a large mean, no overflow unless the
+    result overflows).  Needs N*P >= 1."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid
+    cdef int nt = <int>max(1, min(n_threads, C))
+    cdef floating* yp = NULL
+    cdef const floating* wp = NULL
+    cdef const floating* bp = NULL
+    cdef double* scr
+    if C == 0 or N * P == 0:
+        return
+    if out is not None:
+        yp = &out[0, 0, 0]
+    if weight is not None:
+        wp = &weight[0]
+    if bias is not None:
+        bp = &bias[0]
+    if P == 1:
+        scr = <double*>malloc(3 * C * sizeof(double))
+        if scr == NULL:
+            raise MemoryError("batch_norm: could not allocate scratch")
+        with nogil:
+            if nt == 1:
+                fwd_rows(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, eps, training,
+                         0, C)
+            else:
+                for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                    fwd_rows(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, eps,
+                             training, C * tid // nt, C * (tid + 1) // nt)
+        free(scr)
+        return
+    with nogil:
+        if nt == 1:
+            fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps, training,
+                         0, C)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps,
+                             training, C * tid // nt, C * (tid + 1) // nt)
+
+
+cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
+                       const double* invstd, const floating* w, floating* gx,
+                       double* sum_g, double* sum_gx, Py_ssize_t N, Py_ssize_t C,
+                       Py_ssize_t P, bint training,
+                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Channels [c0, c1): the two sums, then grad_x."""
+    cdef Py_ssize_t c, n, p
+    cdef double sg, sgx, istd, mu, mg, k, wc, scale, M = <double>(N * P)
+    cdef const floating* gr
+    cdef const floating* xr
+    cdef floating* gxr
+    for c in range(c0, c1):
+        sg = 0
+        sgx = 0
+        istd = invstd[c]
+        for n in range(N):
+            if floating is float:
+                KER.grad_sums(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], &sg, &sgx)
+            else:
+                _row_sums_bwd(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], istd,
+                              &sg, &sgx)
+        if floating is float:
+            sgx = sgx * istd
+        sum_g[c] = sg
+        sum_gx[c] = sgx
+        if gx == NULL:
+            continue
+        wc = w[c] if w != NULL else 1.0
+        scale = istd * wc  # (float data: no overflow in float64)
+        if training:
+            # dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)),
+            # xhat = (x - mean) * invstd; in float64, in that order.
+            mu = mean[c]
+            mg = sg / M
+            k = sgx / M
+            if floating is float:
+                k = k * istd  # float data cannot overflow float64 here: one factor
+            for n in range(N):
+                gr = g + (n * C + c) * P
+                xr = x + (n * C + c) * P
+                gxr = gx + (n * C + c) * P
+                if floating is float:
+                    KER.grad_input(gr, xr, gxr, P, mg, mu, k, scale)
+                else:
+                    for p in range(P):
+                        gxr[p] = ((gr[p] - mg) - (xr[p] - mu) * istd * k) * istd * wc
+        else:
+            for n in range(N):
+                gr = g + (n * C + c) * P
+                gxr = gx + (n * C + c) * P
+                if floating is float:
+                    KER.affine(gr, gxr, P, 0.0, scale, 0.0)
+                else:
+                    for p in range(P):
+                        gxr[p] = gr[p] * istd * wc
+
+
+cdef void bwd_rows(const floating* g, const floating* x, const double* mean,
+                   const double* invstd, const floating* w, floating* gx, double* sum_g,
+                   double* sum_gx, double* scr, Py_ssize_t N, Py_ssize_t C, bint training,
+                   Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """(N, C) input, channels [c0, c1): bwd_channels streaming rows; ``scr``
+    holds 3*C doubles (mean(g), mean(g * xhat), weight per channel)."""
+    cdef Py_ssize_t n, c
+    cdef double M = <double>N
+    cdef const floating* gr
+    cdef const floating* xr
+    cdef floating* gxr
+    cdef double* mg = scr
+    cdef double* k = scr + C
+    cdef double* wd = scr + 2 * C
+    for c in range(c0, c1):
+        sum_g[c] = 0
+        sum_gx[c] = 0
+    for n in range(N):
+        gr = g + n * C
+        xr = x + n * C
+        for c in range(c0, c1):
+            sum_g[c] += gr[c]
+            sum_gx[c] += gr[c] * ((xr[c] - mean[c]) * invstd[c])
+    if gx == NULL:
+        return
+    for c in range(c0, c1):
+        mg[c] = sum_g[c] / M
+        k[c] = sum_gx[c] / M
+        wd[c] = w[c] if w != NULL else 1.0
+    for n in range(N):
+        gr = g + n * C
+        xr = x + n * C
+        gxr = gx + n * C
+        if training:
+            for c in range(c0, c1):
+                gxr[c] = <floating>(((gr[c] - mg[c]) - (xr[c] - mean[c]) * invstd[c] * k[c])
+                                    * invstd[c] * wd[c])
+        else:  # (the mean plays no part: a NaN there must not leak in)
+            for c in range(c0, c1):
+                gxr[c] = <floating>(gr[c] * invstd[c] * wd[c])
+
+
+def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstream gradient
+                        const floating[:, :, ::1] x,     # IN  (N, C, P) forward input
+                        const double[::1] mean,          # IN  (C,) the mean used forward
+                        const double[::1] invstd,        # IN  (C,) 1 / sqrt(var + eps) used
+                        const floating[::1] weight,      # IN  (C,) or None (1)
+                        floating[:, :, ::1] gx,          # OUT (N, C, P), or None: sums only
+                        double[::1] sum_g,               # OUT (C,) sum of g
+                        double[::1] sum_gx,              # OUT (C,) sum of g * xhat
+                        bint training,
+                        int n_threads):
+    """One fused pass per channel for the sums (grad_bias = sum_g,
+    grad_weight = sum_gx, with xhat = (x - mean) * invstd), then one for grad_x: with batch
+    statistics (training) the full gradient through the mean and variance,
+    otherwise the per-channel scale ``invstd * weight``.  Needs N*P >= 1."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid
+    cdef int nt = <int>max(1, min(n_threads, C))
+    cdef floating* gxp = NULL
+    cdef const floating* wp = NULL
+    cdef double* scr
+    if C == 0 or N * P == 0:
+        return
+    if gx is not None:
+        gxp = &gx[0, 0, 0]
+    if weight is not None:
+        wp = &weight[0]
+    if P == 1:
+        scr = <double*>malloc(3 * C * sizeof(double))
+        if scr == NULL:
+            raise MemoryError("batch_norm_backward: could not allocate scratch")
+        with nogil:
+            if nt == 1:
+                bwd_rows(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp, &sum_g[0],
+                         &sum_gx[0], scr, N, C, training, 0, C)
+            else:
+                for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                    bwd_rows(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
+                             &sum_g[0], &sum_gx[0], scr, N, C, training,
+                             C * tid // nt, C * (tid + 1) // nt)
+        free(scr)
+        return
+    with nogil:
+        if nt == 1:
+            bwd_channels(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp, &sum_g[0],
+                         &sum_gx[0], N, C, P, training, 0, C)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                bwd_channels(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
+                             &sum_g[0], &sum_gx[0], N, C, P, training,
+                             C * tid // nt, C * (tid + 1) // nt)

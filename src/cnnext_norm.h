@@ -1,0 +1,112 @@
+/*
+ * cnnext batch-normalization loops over float32 rows, computed in float64,
+ * with runtime CPU dispatch.
+ *
+ * Loops that accumulate need permission to reassociate before a compiler
+ * vectorizes them (cnnext is not built with -ffast-math); "omp simd
+ * reduction" gives it for these loops only (the build enables OpenMP;
+ * without OpenMP 4 they run as plain loops, with the same results up to the
+ * order of the additions).  As for the GEMM micro-kernels (cnnext_ukernel.h,
+ * whose CPU detection and CNNEXT_ISA rule this file shares), wheels cannot
+ * be built with -march=native: each loop is compiled twice, portable and
+ * with an AVX2 target attribute, and the variant is chosen at run time.
+ */
+#ifndef CNNEXT_NORM_H
+#define CNNEXT_NORM_H
+
+#include <stddef.h>
+
+#include "cnnext_ukernel.h"
+
+#if defined(_OPENMP) && _OPENMP >= 201307
+#define CNX_NORM_SIMD_REDUCE _Pragma("omp simd reduction(+:a, b)")
+#define CNX_NORM_SIMD _Pragma("omp simd")
+#else
+#define CNX_NORM_SIMD_REDUCE
+#define CNX_NORM_SIMD
+#endif
+
+typedef struct {
+    /* *s1 += sum (r[p] - k);  *s2 += sum (r[p] - k)**2 */
+    void (*shifted_sums)(const float *r, ptrdiff_t n, double k, double *s1, double *s2);
+    /* *sg += sum g[p];  *sgx += sum g[p] * (x[p] - m) */
+    void (*grad_sums)(const float *g, const float *x, ptrdiff_t n, double m, double *sg,
+                      double *sgx);
+    /* y[p] = (x[p] - m) * a + b */
+    void (*affine)(const float *x, float *y, ptrdiff_t n, double m, double a, double b);
+    /* gx[p] = ((g[p] - mg) - (x[p] - m) * k) * s */
+    void (*grad_input)(const float *g, const float *x, float *gx, ptrdiff_t n, double mg,
+                       double m, double k, double s);
+    const char *name;
+} cnx_norm_kernels;
+
+#define CNX_NORM_DEF(SUF, TARGET)                                                 \
+    TARGET static void cnx_norm_shifted_sums_##SUF(const float *r, ptrdiff_t n,   \
+                                                   double k, double *s1,          \
+                                                   double *s2) {                  \
+        double a = 0, b = 0;                                                      \
+        ptrdiff_t p;                                                              \
+        CNX_NORM_SIMD_REDUCE                                                      \
+        for (p = 0; p < n; ++p) {                                                 \
+            double d = (double)r[p] - k;                                          \
+            a += d;                                                               \
+            b += d * d;                                                           \
+        }                                                                         \
+        *s1 += a;                                                                 \
+        *s2 += b;                                                                 \
+    }                                                                             \
+    TARGET static void cnx_norm_grad_sums_##SUF(const float *g, const float *x,   \
+                                                ptrdiff_t n, double m, double *sg, \
+                                                double *sgx) {                    \
+        double a = 0, b = 0;                                                      \
+        ptrdiff_t p;                                                              \
+        CNX_NORM_SIMD_REDUCE                                                      \
+        for (p = 0; p < n; ++p) {                                                 \
+            double gv = (double)g[p];                                             \
+            a += gv;                                                              \
+            b += gv * ((double)x[p] - m);                                         \
+        }                                                                         \
+        *sg += a;                                                                 \
+        *sgx += b;                                                                \
+    }                                                                             \
+    TARGET static void cnx_norm_affine_##SUF(const float *x, float *y, ptrdiff_t n, \
+                                             double m, double a, double b) {      \
+        ptrdiff_t p;                                                              \
+        CNX_NORM_SIMD                                                             \
+        for (p = 0; p < n; ++p)                                                   \
+            y[p] = (float)(((double)x[p] - m) * a + b);                           \
+    }                                                                             \
+    TARGET static void cnx_norm_grad_input_##SUF(const float *g, const float *x,  \
+                                                 float *gx, ptrdiff_t n, double mg, \
+                                                 double m, double k, double s) {  \
+        ptrdiff_t p;                                                              \
+        CNX_NORM_SIMD                                                             \
+        for (p = 0; p < n; ++p)                                                   \
+            gx[p] = (float)((((double)g[p] - mg) - ((double)x[p] - m) * k) * s);  \
+    }
+
+CNX_NORM_DEF(generic, )
+#ifdef CNX_X86
+CNX_NORM_DEF(avx2, CNX_TARGET_AVX2)
+#endif
+
+static cnx_norm_kernels cnx_norm_select(void) {
+    cnx_norm_kernels k;
+    k.shifted_sums = cnx_norm_shifted_sums_generic;
+    k.grad_sums = cnx_norm_grad_sums_generic;
+    k.affine = cnx_norm_affine_generic;
+    k.grad_input = cnx_norm_grad_input_generic;
+    k.name = "generic";
+#ifdef CNX_X86
+    if (cnx_isa_from_env(cnx_detect_isa()) >= 1) {
+        k.shifted_sums = cnx_norm_shifted_sums_avx2;
+        k.grad_sums = cnx_norm_grad_sums_avx2;
+        k.affine = cnx_norm_affine_avx2;
+        k.grad_input = cnx_norm_grad_input_avx2;
+        k.name = "avx2";
+    }
+#endif
+    return k;
+}
+
+#endif /* CNNEXT_NORM_H */
