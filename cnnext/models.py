@@ -141,7 +141,7 @@ def resnet8(
     ``2*width`` and ``4*width`` channels at strides 1, 2, 2, each one basic
     block (two 3x3 convolutions with batch norm, a projection shortcut
     where the shape changes); global average pooling; Dense to
-    ``num_classes``.  Eight weighted layers on the main path (78,042
+    ``num_classes``.  Eight weighted layers on the main path (77,754
     parameters at ``width=16``, one input channel and 10 classes).
 
     Parameters

@@ -12,7 +12,7 @@ from cnnext import models, nn, optim
 
 BUILDERS = {"lenet5": models.lenet5, "resnet8": models.resnet8,
             "mobilenet": models.mobilenet_small}
-N_PARAMS = {"lenet5": 61706, "resnet8": 78042, "mobilenet": None}
+N_PARAMS = {"lenet5": 61706, "resnet8": 77754, "mobilenet": 31946}
 
 
 def _n_params(model):
