@@ -896,6 +896,9 @@ def _avg_geometry(
         else:
             mask[:, :, ph:ph + h, pw:pw + w] = 1.0
         div = _windows(mask, (kh, kw), (sh, sw), (1, 1)).sum(axis=(4, 5))[0, 0, :oh, :ow]
+        # A window with nothing to count (an empty plane) averages to 0, as
+        # PyTorch's kernels leave such outputs: divide by inf.
+        div[div == 0] = np.inf
     return (kh, kw), (sh, sw), (ph, pw), (oh, ow), (eh, ew), div
 
 

@@ -97,19 +97,12 @@ def _case_name(case):
 #: (predicate on (case, verdict), minimal reproducer).  A matching outcome
 #: is counted, not failed; ``test_known_bug_still_reproduces`` (strict
 #: xfail) turns red when one is fixed, so its entry can be deleted.
-KNOWN_BUGS = {
-    # conv2d's float32 weight gradient accumulates in float32: partial sums of
-    # huge inputs overflow to inf (or inf - inf = NaN) where the float64
-    # reference's total is finite.  Found through a Residual's 1x1 shortcut.
-    "conv-grad-weight-float32-overflow": (
-        lambda case, verdict: verdict["status"] == "mismatch"
-        and (case.get("cls") in ("Conv2D", "Residual") or case.get("fn") == "conv2d_backward")
-        and any(w in verdict["detail"] for w in ("diff inf", "NaN positions", "infinities")),
-        lambda: call("conv2d_backward",
-                     np.array([[[[1.5, -1.2]]]], np.float32),
-                     np.full((1, 1, 1, 2), np.finfo(np.float32).max, np.float32),
-                     np.ones((1, 1, 1, 1), np.float32)),
-    ),
+KNOWN_BUGS: dict = {
+    # (A float32 weight gradient that overflows in its float32 partial sums
+    # where the float64 reference's total is finite is not listed: PyTorch
+    # accumulates in float32 too, and the worker compares only the positions
+    # both results keep finite when an input is within 16x of the dtype's
+    # maximum.)
 }
 
 #: The reproducers of the fixed bugs: each must now give a good verdict.
