@@ -1,0 +1,456 @@
+"""Private depthwise-convolution kernels (tier 1).
+
+Depthwise convolution is ``conv2d`` with ``groups == C``: weight
+``(C*M, 1, kh, kw)``, output channel ``o`` reads input channel ``o // M``
+(``M`` is the channel multiplier).  Each output plane is a small 2-D
+correlation of one input plane: too little arithmetic per byte for the
+GEMM path, so these kernels work plane by plane, directly.
+
+Stateless, GIL-free, no validation: arrays are C-contiguous NCHW of one
+floating dtype, outputs are allocated by the caller, sizes follow PyTorch's
+output-size formula.
+
+Design:
+
+* **Prepared plane.**  A thread copies the plane it works on into its own
+  scratch, zero-padded and split by column phase (``prepare``):
+  ``prep[r, b*Wq + v] = xpad[r, v*sw + b]``.  Tap ``(i, j)`` of output
+  ``(oh, ow)`` is then ``prep[oh*sh + i*dh, coff[j] + ow]`` with
+  ``coff[j] = ((j*dw) % sw)*Wq + (j*dw) // sw``: contiguous along the output
+  row for every stride and dilation, and the padding is already there, so
+  the row loops have no bounds checks at all.  The plane is small (it stays
+  in cache) and is reused by the ``M`` outputs of its channel.
+* **Row loops** are C (``src/cnnext_depthwise_body.h``), compiled for
+  AVX-512, AVX2+FMA and the baseline and chosen at run time like the GEMM
+  micro-kernels (``CNNEXT_ISA`` applies).  3x3 and 5x5 kernels (any stride,
+  padding and dilation) have fixed-size loops that keep each output in a
+  register; other sizes go tap by tap (the same summation order).
+* **forward**: one (n, c) input plane per work unit, its ``M`` outputs.
+* **input gradient**: stride 1 is the forward kernel on the zero-padded
+  output gradient with the 180-degree-rotated kernel (a full correlation),
+  summed over the ``M`` outputs of each channel; a larger stride
+  scatter-adds each output row into a prepared-layout buffer, which is then
+  cropped into the gradient.  One (n, c) plane per work unit.
+* **weight gradient**: a thread owns whole input channels (and so the ``M``
+  filters reading them) and sums over the batch in order: no partial
+  results to combine and no race; the result does not depend on the thread
+  count.  The reduction runs in vector accumulators along the row.
+
+With one thread every kernel calls its ``*_task`` body directly (no OpenMP
+region); otherwise each thread runs it once in a ``prange``.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free
+from libc.string cimport memcpy, memset
+
+from cnnext._common cimport cdiv, round16
+from cnnext._gemm cimport alloc_scratch
+
+cdef extern from "cnnext_depthwise.h" nogil:
+    ctypedef void (*cnx_dw_fwd_s)(const float* x, int64_t rs, int64_t ts, const int64_t* coff,
+                                  const float* w, float b, float* out, int64_t ldo,
+                                  int64_t nrows, int64_t n, int kh, int kw,
+                                  int accumulate) noexcept nogil
+    ctypedef void (*cnx_dw_fwd_d)(const double* x, int64_t rs, int64_t ts, const int64_t* coff,
+                                  const double* w, double b, double* out, int64_t ldo,
+                                  int64_t nrows, int64_t n, int kh, int kw,
+                                  int accumulate) noexcept nogil
+    ctypedef void (*cnx_dw_scatter_s)(const float* g, int64_t ldg, int64_t nrows, int64_t n,
+                                      const float* w, int kh, int kw, float* y, int64_t rs,
+                                      int64_t ts, const int64_t* coff) noexcept nogil
+    ctypedef void (*cnx_dw_scatter_d)(const double* g, int64_t ldg, int64_t nrows, int64_t n,
+                                      const double* w, int kh, int kw, double* y, int64_t rs,
+                                      int64_t ts, const int64_t* coff) noexcept nogil
+    ctypedef void (*cnx_dw_gw_s)(const float* x, int64_t rs, int64_t ts, const int64_t* coff,
+                                 const float* g, int64_t ldg, int64_t nrows, int64_t n,
+                                 int kh, int kw, float* acc) noexcept nogil
+    ctypedef void (*cnx_dw_gw_d)(const double* x, int64_t rs, int64_t ts, const int64_t* coff,
+                                 const double* g, int64_t ldg, int64_t nrows, int64_t n,
+                                 int kh, int kw, double* acc) noexcept nogil
+    ctypedef struct cnx_dw_kernels:
+        cnx_dw_fwd_s fwd_s
+        cnx_dw_fwd_d fwd_d
+        cnx_dw_scatter_s scatter_s
+        cnx_dw_scatter_d scatter_d
+        cnx_dw_gw_s gw_s
+        cnx_dw_gw_d gw_d
+        int vec_bytes
+        const char* name
+    cnx_dw_kernels cnx_dw_select() noexcept nogil
+
+cdef cnx_dw_kernels DK = cnx_dw_select()
+
+#: The instruction set the row loops were chosen for ("avx512", "avx2" or
+#: "generic").
+ISA = DK.name.decode()
+
+
+# --------------------------------------------------------------------------
+# Prepared planes
+# --------------------------------------------------------------------------
+
+ctypedef struct Prep:
+    # prep[r, b*Wq + v] = src[r - top, v*sw + b - left], zero outside src;
+    # rows x ld elements, ld = sw*Wq.
+    Py_ssize_t top, left, rows, sw, Wq, ld
+
+
+cdef inline Prep make_prep(Py_ssize_t top, Py_ssize_t left, Py_ssize_t rows,
+                           Py_ssize_t sw, Py_ssize_t Wq) noexcept nogil:
+    cdef Prep p
+    p.top = top; p.left = left; p.rows = rows; p.sw = sw; p.Wq = Wq; p.ld = sw * Wq
+    return p
+
+
+cdef void prepare(const floating* src, Py_ssize_t H, Py_ssize_t W, const Prep* p,
+                  floating* dst) noexcept nogil:
+    """Copy the plane src (H, W) into its prepared layout dst (p.rows, p.ld)."""
+    cdef Py_ssize_t r, h, b, v, col, lo, hi, Wq = p.Wq, sw = p.sw
+    cdef floating* d
+    cdef const floating* s
+    for r in range(p.rows):
+        d = dst + r * p.ld
+        h = r - p.top
+        if h < 0 or h >= H:
+            memset(d, 0, p.ld * sizeof(floating))
+            continue
+        s = src + h * W
+        if sw == 1:
+            lo = min(max(p.left, 0), Wq)
+            hi = max(lo, min(p.left + W, Wq))
+            memset(d, 0, lo * sizeof(floating))
+            memcpy(d + lo, s + lo - p.left, (hi - lo) * sizeof(floating))
+            memset(d + hi, 0, (Wq - hi) * sizeof(floating))
+        else:
+            for b in range(sw):
+                for v in range(Wq):
+                    col = v * sw + b - p.left
+                    d[b * Wq + v] = s[col] if 0 <= col < W else 0
+
+
+cdef void tap_columns(int64_t* coff, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw,
+                      Py_ssize_t Wq) noexcept nogil:
+    """Where tap column j starts in a prepared row (see the module docstring)."""
+    cdef Py_ssize_t j
+    for j in range(kw):
+        coff[j] = ((j * dw) % sw) * Wq + (j * dw) // sw
+
+
+ctypedef struct Args:
+    const void* x            # forward, weight gradient: the input (N, C, H, W)
+    const void* g            # input and weight gradient: grad_out (N, C*M, OH, OW)
+    const void* w            # weight (C*M, kh*kw) (rotated for the input gradient)
+    const void* bias         # (C*M,) or NULL
+    void* out                # the output of the kernel
+    void* scr                # per-thread scratch, ``per`` elements each
+    const int64_t* coff      # (kw,) tap column offsets in a prepared row
+    Prep p
+    Py_ssize_t N, C, M, H, W, OH, OW, kh, kw, sh, ph, pw, rs, ts, ldg, per, units
+    int nt
+
+
+cdef inline void fwd_rows(const floating* x, const Args* a, const floating* w, floating b,
+                          floating* out, Py_ssize_t ldo, Py_ssize_t nrows, Py_ssize_t n,
+                          int accumulate) noexcept nogil:
+    if floating is float:
+        DK.fwd_s(x, a.rs, a.ts, a.coff, w, b, out, ldo, nrows, n, <int>a.kh, <int>a.kw,
+                 accumulate)
+    else:
+        DK.fwd_d(x, a.rs, a.ts, a.coff, w, b, out, ldo, nrows, n, <int>a.kh, <int>a.kw,
+                 accumulate)
+
+
+cdef inline int n_workers(Py_ssize_t units, int n_threads) noexcept nogil:
+    """Threads to use: at most one per work unit, at least one."""
+    return <int>max(1, min(<Py_ssize_t>n_threads, units))
+
+
+# --------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------
+
+cdef void fwd_task(const Args* a, int tid, floating* tag) noexcept nogil:
+    """(n, c) input planes [units*tid/nt, units*(tid+1)/nt), M outputs each."""
+    cdef const floating* x = <const floating*>a.x
+    cdef const floating* w = <const floating*>a.w
+    cdef const floating* bias = <const floating*>a.bias
+    cdef floating* out = <floating*>a.out
+    cdef floating* buf = <floating*>a.scr + tid * a.per
+    cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M
+    cdef Py_ssize_t u, m, o, u0 = a.units * tid // a.nt, u1 = a.units * (tid + 1) // a.nt
+    for u in range(u0, u1):
+        prepare(x + u * a.H * a.W, a.H, a.W, &a.p, buf)
+        for m in range(M):
+            o = (u % a.C) * M + m
+            fwd_rows(buf, a, w + o * khw, bias[o] if bias != NULL else 0,
+                     out + (u * M + m) * P, a.OW, a.OH, a.OW, 0)
+
+
+def depthwise_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
+                      const floating[:, :, :, ::1] weight,  # IN  (C*M, 1, kh, kw)
+                      const floating[::1] bias,             # IN  (C*M,) or None
+                      floating[:, :, :, ::1] out,           # OUT (N, C*M, OH, OW)
+                      Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t ph, Py_ssize_t pw,
+                      Py_ssize_t dh, Py_ssize_t dw,
+                      int n_threads):
+    """out[n, o] = bias[o] + correlate(zero_pad(x[n, o // M]), weight[o, 0]),
+    strided and dilated; threads split the (n, c) input planes."""
+    cdef Args a
+    cdef Py_ssize_t tid
+    a.N = x.shape[0]; a.C = x.shape[1]; a.H = x.shape[2]; a.W = x.shape[3]
+    a.M = weight.shape[0] // a.C if a.C > 0 else 1
+    a.kh = weight.shape[2]; a.kw = weight.shape[3]
+    a.OH = out.shape[2]; a.OW = out.shape[3]
+    a.units = a.N * a.C
+    if a.units == 0 or a.OH == 0 or a.OW == 0:
+        return
+    cdef Py_ssize_t Wq = a.OW + (a.kw - 1) * dw // sw
+    a.p = make_prep(ph, pw, (a.OH - 1) * sh + (a.kh - 1) * dh + 1, sw, Wq)
+    a.rs = sh * a.p.ld
+    a.ts = dh * a.p.ld
+    a.nt = n_workers(a.units, n_threads)
+    a.per = round16(a.p.rows * a.p.ld)
+    cdef int64_t* coff = <int64_t*>alloc_scratch(a.kw * sizeof(int64_t))
+    tap_columns(coff, a.kw, sw, dw, Wq)
+    cdef floating* scr
+    try:
+        scr = <floating*>alloc_scratch(a.nt * a.per * sizeof(floating))
+    except MemoryError:
+        free(coff)
+        raise
+    a.coff = coff
+    a.scr = scr
+    a.x = &x[0, 0, 0, 0]
+    a.w = &weight[0, 0, 0, 0]
+    a.bias = &bias[0] if bias is not None else NULL
+    a.out = &out[0, 0, 0, 0]
+    with nogil:
+        if a.nt == 1:
+            fwd_task(&a, 0, <floating*>NULL)
+        else:
+            for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+                fwd_task(&a, <int>tid, <floating*>NULL)
+    free(scr)
+    free(coff)
+
+
+# --------------------------------------------------------------------------
+# Input gradient
+# --------------------------------------------------------------------------
+
+cdef void gx_full_task(const Args* a, int tid, floating* tag) noexcept nogil:
+    """Stride 1: grad_x[n, c] = sum_m correlate(zero_pad(g[n, c*M+m]),
+    rot180(w[c*M+m])), for the (n, c) planes of this thread."""
+    cdef const floating* g = <const floating*>a.g
+    cdef const floating* w = <const floating*>a.w
+    cdef floating* out = <floating*>a.out
+    cdef floating* buf = <floating*>a.scr + tid * a.per
+    cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M
+    cdef Py_ssize_t u, m, o, u0 = a.units * tid // a.nt, u1 = a.units * (tid + 1) // a.nt
+    for u in range(u0, u1):
+        for m in range(M):
+            o = (u % a.C) * M + m
+            prepare(g + (u * M + m) * P, a.OH, a.OW, &a.p, buf)
+            fwd_rows(buf, a, w + o * khw, 0, out + u * a.H * a.W, a.W, a.H, a.W, m > 0)
+
+
+cdef void gx_scatter_task(const Args* a, int tid, floating* tag) noexcept nogil:
+    """Any stride: scatter-add every g row into a prepared-layout buffer
+    (the zero-padded input's geometry), then crop it into grad_x."""
+    cdef const floating* g = <const floating*>a.g
+    cdef const floating* w = <const floating*>a.w
+    cdef floating* out = <floating*>a.out
+    cdef floating* buf = <floating*>a.scr + tid * a.per
+    cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M, H = a.H, W = a.W
+    cdef Py_ssize_t sw = a.p.sw, Wq = a.p.Wq, ld = a.p.ld
+    cdef Py_ssize_t u, m, o, h, r, iw, col, u0 = a.units * tid // a.nt
+    cdef Py_ssize_t u1 = a.units * (tid + 1) // a.nt
+    cdef floating* orow
+    cdef const floating* brow
+    for u in range(u0, u1):
+        memset(buf, 0, a.p.rows * ld * sizeof(floating))
+        for m in range(M):
+            o = (u % a.C) * M + m
+            if floating is float:
+                DK.scatter_s(g + (u * M + m) * P, a.OW, a.OH, a.OW, w + o * khw,
+                             <int>a.kh, <int>a.kw, buf, a.rs, a.ts, a.coff)
+            else:
+                DK.scatter_d(g + (u * M + m) * P, a.OW, a.OH, a.OW, w + o * khw,
+                             <int>a.kh, <int>a.kw, buf, a.rs, a.ts, a.coff)
+        for h in range(H):
+            orow = out + (u * H + h) * W
+            r = h + a.ph
+            if r >= a.p.rows:
+                memset(orow, 0, W * sizeof(floating))
+                continue
+            brow = buf + r * ld
+            for iw in range(W):
+                col = iw + a.pw
+                orow[iw] = brow[(col % sw) * Wq + col // sw] if col // sw < Wq else 0
+
+
+def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, OH, OW)
+                         const floating[:, :, :, ::1] weight,    # IN  (C*M, 1, kh, kw)
+                         floating[:, :, :, ::1] grad_x,          # OUT (N, C, H, W)
+                         Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t ph, Py_ssize_t pw,
+                         Py_ssize_t dh, Py_ssize_t dw,
+                         int n_threads):
+    """grad_x[n, c] = sum over the M outputs o of channel c of the full
+    correlation of grad_out[n, o] with the 180-degree-rotated weight[o, 0];
+    overwrites grad_x.  Threads split the (n, c) planes."""
+    cdef Args a
+    cdef Py_ssize_t tid, o, t, khw
+    a.N = grad_x.shape[0]; a.C = grad_x.shape[1]; a.H = grad_x.shape[2]; a.W = grad_x.shape[3]
+    a.M = weight.shape[0] // a.C if a.C > 0 else 1
+    a.kh = weight.shape[2]; a.kw = weight.shape[3]
+    a.OH = grad_out.shape[2]; a.OW = grad_out.shape[3]
+    a.ph = ph; a.pw = pw
+    a.units = a.N * a.C
+    khw = a.kh * a.kw
+    if a.units == 0 or a.H == 0 or a.W == 0:
+        return
+    cdef bint full = sh == 1 and sw == 1
+    cdef Py_ssize_t Wq
+    if full:
+        # The forward kernel over the output gradient, padded by the
+        # kernel's reach minus the forward padding (negative: cropped).
+        Wq = a.W + (a.kw - 1) * dw
+        a.p = make_prep((a.kh - 1) * dh - ph, (a.kw - 1) * dw - pw,
+                        a.H + (a.kh - 1) * dh, 1, Wq)
+        a.rs = a.p.ld
+    else:
+        Wq = a.OW + (a.kw - 1) * dw // sw
+        a.p = make_prep(0, 0, (a.OH - 1) * sh + (a.kh - 1) * dh + 1, sw, Wq)
+        a.rs = sh * a.p.ld
+    a.ts = dh * a.p.ld
+    a.nt = n_workers(a.units, n_threads)
+    a.per = round16(a.p.rows * a.p.ld)
+    cdef int64_t* coff = <int64_t*>alloc_scratch(a.kw * sizeof(int64_t))
+    tap_columns(coff, a.kw, 1 if full else sw, dw, Wq)
+    cdef floating* scr
+    try:
+        scr = <floating*>alloc_scratch((a.nt * a.per + weight.shape[0] * khw)
+                                       * sizeof(floating))
+    except MemoryError:
+        free(coff)
+        raise
+    cdef floating* wrot = scr + a.nt * a.per
+    cdef const floating* w = &weight[0, 0, 0, 0]
+    if full:
+        for o in range(weight.shape[0]):
+            for t in range(khw):
+                wrot[o * khw + t] = w[o * khw + khw - 1 - t]
+        a.w = wrot
+    else:
+        a.w = w
+    a.coff = coff
+    a.scr = scr
+    a.g = &grad_out[0, 0, 0, 0]
+    a.out = &grad_x[0, 0, 0, 0]
+    with nogil:
+        if a.nt == 1:
+            if full:
+                gx_full_task(&a, 0, <floating*>NULL)
+            else:
+                gx_scatter_task(&a, 0, <floating*>NULL)
+        else:
+            for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+                if full:
+                    gx_full_task(&a, <int>tid, <floating*>NULL)
+                else:
+                    gx_scatter_task(&a, <int>tid, <floating*>NULL)
+    free(scr)
+    free(coff)
+
+
+# --------------------------------------------------------------------------
+# Weight gradient
+# --------------------------------------------------------------------------
+
+cdef void gw_task(const Args* a, int tid, floating* tag) noexcept nogil:
+    """Input channels [C*tid/nt, C*(tid+1)/nt): grad_weight[o] = sum_n
+    correlate(zero_pad(x[n, c]), g[n, o]) for the M filters o of channel c,
+    the batch summed in order."""
+    cdef const floating* x = <const floating*>a.x
+    cdef const floating* g = <const floating*>a.g
+    cdef floating* gw = <floating*>a.out
+    cdef floating* buf = <floating*>a.scr + tid * a.per
+    cdef floating* gbuf = buf + round16(a.p.rows * a.p.ld)
+    cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M, C = a.C, OW = a.OW
+    cdef Py_ssize_t c, n, m, o, r, u0 = a.units * tid // a.nt, u1 = a.units * (tid + 1) // a.nt
+    cdef const floating* gp
+    # Row tails past OW stay zero: the vector loops read whole vectors.
+    memset(gbuf, 0, a.OH * a.ldg * sizeof(floating))
+    for c in range(u0, u1):
+        memset(gw + c * M * khw, 0, M * khw * sizeof(floating))
+        for n in range(a.N):
+            prepare(x + (n * C + c) * a.H * a.W, a.H, a.W, &a.p, buf)
+            for m in range(M):
+                o = c * M + m
+                gp = g + (n * C * M + o) * P
+                for r in range(a.OH):
+                    memcpy(gbuf + r * a.ldg, gp + r * OW, OW * sizeof(floating))
+                if floating is float:
+                    DK.gw_s(buf, a.rs, a.ts, a.coff, gbuf, a.ldg, a.OH, OW,
+                            <int>a.kh, <int>a.kw, gw + o * khw)
+                else:
+                    DK.gw_d(buf, a.rs, a.ts, a.coff, gbuf, a.ldg, a.OH, OW,
+                            <int>a.kh, <int>a.kw, gw + o * khw)
+
+
+def depthwise_grad_weight(const floating[:, :, :, ::1] x,         # IN  (N, C, H, W)
+                          const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, OH, OW)
+                          floating[:, :, :, ::1] grad_weight,     # OUT (C*M, 1, kh, kw)
+                          Py_ssize_t sh, Py_ssize_t sw,
+                          Py_ssize_t ph, Py_ssize_t pw,
+                          Py_ssize_t dh, Py_ssize_t dw,
+                          int n_threads):
+    """grad_weight[o, 0] = sum_n correlate(zero_pad(x[n, o // M]), grad_out[n, o])
+    (strided, dilated); overwrites grad_weight.  Threads own input channels,
+    so the result does not depend on the thread count."""
+    cdef Args a
+    cdef Py_ssize_t tid
+    cdef Py_ssize_t lanes = DK.vec_bytes // sizeof(floating)
+    a.N = x.shape[0]; a.C = x.shape[1]; a.H = x.shape[2]; a.W = x.shape[3]
+    a.M = grad_weight.shape[0] // a.C if a.C > 0 else 1
+    a.kh = grad_weight.shape[2]; a.kw = grad_weight.shape[3]
+    a.OH = grad_out.shape[2]; a.OW = grad_out.shape[3]
+    a.units = a.C
+    if a.C == 0:
+        return
+    if a.N == 0 or a.OH == 0 or a.OW == 0:
+        grad_weight[...] = 0
+        return
+    # Room for the last (partial) vector of every tap's run.
+    a.ldg = cdiv(a.OW, lanes) * lanes
+    cdef Py_ssize_t Wq = a.ldg + (a.kw - 1) * dw // sw
+    a.p = make_prep(ph, pw, (a.OH - 1) * sh + (a.kh - 1) * dh + 1, sw, Wq)
+    a.rs = sh * a.p.ld
+    a.ts = dh * a.p.ld
+    a.nt = n_workers(a.units, n_threads)
+    a.per = round16(a.p.rows * a.p.ld) + round16(a.OH * a.ldg)
+    cdef int64_t* coff = <int64_t*>alloc_scratch(a.kw * sizeof(int64_t))
+    tap_columns(coff, a.kw, sw, dw, Wq)
+    cdef floating* scr
+    try:
+        scr = <floating*>alloc_scratch(a.nt * a.per * sizeof(floating))
+    except MemoryError:
+        free(coff)
+        raise
+    a.coff = coff
+    a.scr = scr
+    a.x = &x[0, 0, 0, 0]
+    a.g = &grad_out[0, 0, 0, 0]
+    a.out = &grad_weight[0, 0, 0, 0]
+    with nogil:
+        if a.nt == 1:
+            gw_task(&a, 0, <floating*>NULL)
+        else:
+            for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+                gw_task(&a, <int>tid, <floating*>NULL)
+    free(scr)
+    free(coff)

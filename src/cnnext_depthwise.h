@@ -1,0 +1,146 @@
+/*
+ * Depthwise-convolution kernels with runtime CPU dispatch (the same
+ * instruction-set choice as the GEMM micro-kernels, CNNEXT_ISA included).
+ *
+ * The loops live in cnnext_depthwise_body.h, compiled here once per
+ * instruction set (AVX-512, AVX2+FMA, baseline) and dtype: wheels cannot be
+ * built with -march=native, so the vector variants get a target region
+ * (GCC/Clang) and are chosen at run time from CPUID.  MSVC builds only the
+ * baseline copy.
+ */
+#ifndef CNNEXT_DEPTHWISE_H
+#define CNNEXT_DEPTHWISE_H
+
+#include <stdint.h>
+#include <string.h>
+#include "cnnext_ukernel.h"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define CNX_RESTRICT __restrict
+#else
+#define CNX_RESTRICT restrict
+#endif
+
+typedef void (*cnx_dw_fwd_s)(const float *x, int64_t rs, int64_t ts, const int64_t *coff,
+                             const float *w, float b, float *out, int64_t ldo,
+                             int64_t nrows, int64_t n, int kh, int kw, int accumulate);
+typedef void (*cnx_dw_fwd_d)(const double *x, int64_t rs, int64_t ts, const int64_t *coff,
+                             const double *w, double b, double *out, int64_t ldo,
+                             int64_t nrows, int64_t n, int kh, int kw, int accumulate);
+typedef void (*cnx_dw_scatter_s)(const float *g, int64_t ldg, int64_t nrows, int64_t n,
+                                 const float *w, int kh, int kw, float *y, int64_t rs,
+                                 int64_t ts, const int64_t *coff);
+typedef void (*cnx_dw_scatter_d)(const double *g, int64_t ldg, int64_t nrows, int64_t n,
+                                 const double *w, int kh, int kw, double *y, int64_t rs,
+                                 int64_t ts, const int64_t *coff);
+typedef void (*cnx_dw_gw_s)(const float *x, int64_t rs, int64_t ts, const int64_t *coff,
+                            const float *g, int64_t ldg, int64_t nrows, int64_t n,
+                            int kh, int kw, float *acc);
+typedef void (*cnx_dw_gw_d)(const double *x, int64_t rs, int64_t ts, const int64_t *coff,
+                            const double *g, int64_t ldg, int64_t nrows, int64_t n,
+                            int kh, int kw, double *acc);
+
+typedef struct {
+    cnx_dw_fwd_s fwd_s;
+    cnx_dw_fwd_d fwd_d;
+    cnx_dw_scatter_s scatter_s;
+    cnx_dw_scatter_d scatter_d;
+    cnx_dw_gw_s gw_s;
+    cnx_dw_gw_d gw_d;
+    int vec_bytes; /* the weight gradient's vector width: rows are padded to it */
+    const char *name;
+} cnx_dw_kernels;
+
+
+/* Baseline (SSE2 on x86-64). */
+#define DW_VB 16
+#define DW_T float
+#define DW_I int32_t
+#define DW_SUF s_generic
+#include "cnnext_depthwise_body.h"
+#undef DW_T
+#undef DW_I
+#undef DW_SUF
+#define DW_T double
+#define DW_I int64_t
+#define DW_SUF d_generic
+#include "cnnext_depthwise_body.h"
+#undef DW_T
+#undef DW_I
+#undef DW_SUF
+#undef DW_VB
+
+#if defined(CNX_X86) && defined(__GNUC__)
+#if defined(__clang__)
+#define DW_PUSH_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma\"))), apply_to = function)")
+#define DW_PUSH_AVX512 _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx512dq,avx512vl,avx2,fma\"))), apply_to = function)")
+#define DW_POP _Pragma("clang attribute pop")
+#else
+#define DW_PUSH_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma\")")
+#define DW_PUSH_AVX512 _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512dq,avx512vl,avx2,fma\")") _Pragma("GCC optimize(\"prefer-vector-width=512\")")
+#define DW_POP _Pragma("GCC pop_options")
+#endif
+#define CNX_DW_X86 1
+
+DW_PUSH_AVX2
+#define DW_VB 32
+#define DW_T float
+#define DW_I int32_t
+#define DW_SUF s_avx2
+#include "cnnext_depthwise_body.h"
+#undef DW_T
+#undef DW_I
+#undef DW_SUF
+#define DW_T double
+#define DW_I int64_t
+#define DW_SUF d_avx2
+#include "cnnext_depthwise_body.h"
+#undef DW_T
+#undef DW_I
+#undef DW_SUF
+#undef DW_VB
+DW_POP
+
+DW_PUSH_AVX512
+#define DW_VB 64
+#define DW_T float
+#define DW_I int32_t
+#define DW_SUF s_avx512
+#include "cnnext_depthwise_body.h"
+#undef DW_T
+#undef DW_I
+#undef DW_SUF
+#define DW_T double
+#define DW_I int64_t
+#define DW_SUF d_avx512
+#include "cnnext_depthwise_body.h"
+#undef DW_T
+#undef DW_I
+#undef DW_SUF
+#undef DW_VB
+DW_POP
+#endif
+
+#define DW_SET(k, SUFS, SUFD, VB, NAME)                                        \
+    k.fwd_s = dw_fwd_##SUFS; k.fwd_d = dw_fwd_##SUFD;                          \
+    k.scatter_s = dw_scatter_##SUFS; k.scatter_d = dw_scatter_##SUFD;          \
+    k.gw_s = dw_gw_##SUFS; k.gw_d = dw_gw_##SUFD;                              \
+    k.vec_bytes = VB; k.name = NAME;
+
+static cnx_dw_kernels cnx_dw_select(void) {
+    cnx_dw_kernels k;
+    int isa = cnx_isa_from_env(cnx_detect_isa());
+    DW_SET(k, s_generic, d_generic, 16, "generic")
+#ifdef CNX_DW_X86
+    if (isa == 2) {
+        DW_SET(k, s_avx512, d_avx512, 64, "avx512")
+    } else if (isa == 1) {
+        DW_SET(k, s_avx2, d_avx2, 32, "avx2")
+    }
+#else
+    (void)isa;
+#endif
+    return k;
+}
+
+#endif /* CNNEXT_DEPTHWISE_H */
