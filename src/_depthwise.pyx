@@ -104,6 +104,18 @@ cdef inline Prep make_prep(Py_ssize_t top, Py_ssize_t left, Py_ssize_t rows,
     return p
 
 
+cdef inline void copy_strided(const floating* s, Py_ssize_t sw, floating* d,
+                              Py_ssize_t n) noexcept nogil:
+    """d[v] = s[v*sw] for v < n (stride 2 as its own loop, which vectorises)."""
+    cdef Py_ssize_t v
+    if sw == 2:
+        for v in range(n):
+            d[v] = s[2 * v]
+    else:
+        for v in range(n):
+            d[v] = s[v * sw]
+
+
 cdef void prepare(const floating* src, Py_ssize_t H, Py_ssize_t W, const Prep* p,
                   floating* dst) noexcept nogil:
     """Copy the plane src (H, W) into its prepared layout dst (p.rows, p.ld)."""
@@ -124,10 +136,24 @@ cdef void prepare(const floating* src, Py_ssize_t H, Py_ssize_t W, const Prep* p
             memcpy(d + lo, s + lo - p.left, (hi - lo) * sizeof(floating))
             memset(d + hi, 0, (Wq - hi) * sizeof(floating))
         else:
+            # Phase b holds columns v*sw + b - left: those in [0, W) are
+            # v in [lo, hi), a strided copy; the rest are zero.
             for b in range(sw):
-                for v in range(Wq):
-                    col = v * sw + b - p.left
-                    d[b * Wq + v] = s[col] if 0 <= col < W else 0
+                lo = min(max(cdiv(p.left - b, sw), 0), Wq)
+                hi = max(lo, min(cdiv(p.left + W - b, sw), Wq))
+                for v in range(lo):
+                    d[v] = 0
+                copy_strided(s + lo * sw + b - p.left, sw, d + lo, hi - lo)
+                for v in range(hi, Wq):
+                    d[v] = 0
+                d = d + Wq
+
+
+cdef inline Py_ssize_t padded_run(Py_ssize_t n, floating* tag) noexcept nogil:
+    """n rounded up to whole vectors: the row loops work in whole vectors,
+    so every tap's run in a prepared row has room for the last one."""
+    cdef Py_ssize_t lanes = DK.vec_bytes // sizeof(floating)
+    return cdiv(n, lanes) * lanes
 
 
 cdef void tap_columns(int64_t* coff, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw,
@@ -207,7 +233,7 @@ def depthwise_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
     a.units = a.N * a.C
     if a.units == 0 or a.OH == 0 or a.OW == 0:
         return
-    cdef Py_ssize_t Wq = a.OW + (a.kw - 1) * dw // sw
+    cdef Py_ssize_t Wq = padded_run(a.OW, <floating*>NULL) + (a.kw - 1) * dw // sw
     a.p = make_prep(ph, pw, (a.OH - 1) * sh + (a.kh - 1) * dh + 1, sw, Wq)
     a.rs = sh * a.p.ld
     a.ts = dh * a.p.ld
@@ -318,7 +344,7 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
     if full:
         # The forward kernel over the output gradient, padded by the
         # kernel's reach minus the forward padding (negative: cropped).
-        Wq = a.W + (a.kw - 1) * dw
+        Wq = padded_run(a.W, <floating*>NULL) + (a.kw - 1) * dw
         a.p = make_prep((a.kh - 1) * dh - ph, (a.kw - 1) * dw - pw,
                         a.H + (a.kh - 1) * dh, 1, Wq)
         a.rs = a.p.ld
@@ -414,7 +440,6 @@ def depthwise_grad_weight(const floating[:, :, :, ::1] x,         # IN  (N, C, H
     so the result does not depend on the thread count."""
     cdef Args a
     cdef Py_ssize_t tid
-    cdef Py_ssize_t lanes = DK.vec_bytes // sizeof(floating)
     a.N = x.shape[0]; a.C = x.shape[1]; a.H = x.shape[2]; a.W = x.shape[3]
     a.M = grad_weight.shape[0] // a.C if a.C > 0 else 1
     a.kh = grad_weight.shape[2]; a.kw = grad_weight.shape[3]
@@ -425,8 +450,7 @@ def depthwise_grad_weight(const floating[:, :, :, ::1] x,         # IN  (N, C, H
     if a.N == 0 or a.OH == 0 or a.OW == 0:
         grad_weight[...] = 0
         return
-    # Room for the last (partial) vector of every tap's run.
-    a.ldg = cdiv(a.OW, lanes) * lanes
+    a.ldg = padded_run(a.OW, <floating*>NULL)
     cdef Py_ssize_t Wq = a.ldg + (a.kw - 1) * dw // sw
     a.p = make_prep(ph, pw, (a.OH - 1) * sh + (a.kh - 1) * dh + 1, sw, Wq)
     a.rs = sh * a.p.ld

@@ -16,6 +16,48 @@
 #define DW_CAT(a, b) DW_CAT_(a, b)
 #define DW_FN(name) DW_CAT(name, DW_SUF)
 
+#if defined(__GNUC__)
+typedef DW_T DW_FN(dw_vec) __attribute__((vector_size(DW_VB)));
+typedef DW_I DW_FN(dw_ivec) __attribute__((vector_size(DW_VB)));
+#define DW_V DW_FN(dw_vec)
+#define DW_IV DW_FN(dw_ivec)
+#define DW_L ((int64_t)(DW_VB / sizeof(DW_T)))
+
+static inline DW_V DW_FN(dw_load)(const DW_T *p) {
+    DW_V v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* out[r*ldo + q] = base + sum_{i,j} w[i*KW+j] * x[r*rs + i*ts + coff[j] + q],
+ * base = out[...] (accumulate) or b; the taps are added in (i, j) order,
+ * each output in a vector register.  Whole vectors throughout: the last one
+ * reads past n (inside the prepared row) and stores only its first lanes. */
+#define DW_FWD_FIXED(NAME, KH, KW)                                             \
+    static void NAME(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,       \
+                     const int64_t *coff, const DW_T *CNX_RESTRICT w, DW_T b,  \
+                     DW_T *CNX_RESTRICT out, int64_t ldo, int64_t nrows,       \
+                     int64_t n, int accumulate) {                              \
+        int64_t r, q, co[KW];                                                  \
+        int i, j;                                                              \
+        DW_T wr[(KH) * (KW)];                                                  \
+        for (i = 0; i < (KH) * (KW); i++) wr[i] = w[i];                        \
+        for (j = 0; j < (KW); j++) co[j] = coff[j];                            \
+        for (r = 0; r < nrows; r++) {                                          \
+            const DW_T *CNX_RESTRICT xr = x + r * rs;                          \
+            DW_T *CNX_RESTRICT o = out + r * ldo;                              \
+            for (q = 0; q < n; q += DW_L) {                                    \
+                int64_t m = n - q < DW_L ? n - q : DW_L;                       \
+                DW_V s = (DW_V){0} + b;                                        \
+                if (accumulate) memcpy(&s, o + q, m * sizeof(DW_T));           \
+                for (i = 0; i < (KH); i++)                                     \
+                    for (j = 0; j < (KW); j++)                                 \
+                        s += wr[i * (KW) + j] * DW_FN(dw_load)(xr + i * ts + co[j] + q); \
+                memcpy(o + q, &s, m * sizeof(DW_T));                           \
+            }                                                                  \
+        }                                                                      \
+    }
+#else
 /* out[r*ldo + q] = base + sum_{i,j} w[i*KW+j] * x[r*rs + i*ts + coff[j] + q],
  * base = out[...] (accumulate) or b; the taps are added in (i, j) order,
  * each output in a register. */
@@ -44,6 +86,9 @@
             }                                                                  \
         }                                                                      \
     }
+
+
+#endif
 
 DW_FWD_FIXED(DW_FN(dw_fwd33), 3, 3)
 DW_FWD_FIXED(DW_FN(dw_fwd55), 5, 5)
@@ -119,18 +164,6 @@ static void DW_FN(dw_gw_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
 }
 
 #if defined(__GNUC__)
-typedef DW_T DW_FN(dw_vec) __attribute__((vector_size(DW_VB)));
-typedef DW_I DW_FN(dw_ivec) __attribute__((vector_size(DW_VB)));
-#define DW_V DW_FN(dw_vec)
-#define DW_IV DW_FN(dw_ivec)
-#define DW_L ((int64_t)(DW_VB / sizeof(DW_T)))
-
-static inline DW_V DW_FN(dw_load)(const DW_T *p) {
-    DW_V v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* Weight gradient with KW vector accumulators along the row.  g rows are
  * zero-padded to a multiple of DW_L (ldg), and x has room for the last
  * vector: the tail lanes of x are masked to zero (they may hold real data,
