@@ -28,9 +28,15 @@ Design:
 * **forward**: one (n, c) input plane per work unit, its ``M`` outputs.
 * **input gradient**: stride 1 is the forward kernel on the zero-padded
   output gradient with the 180-degree-rotated kernel (a full correlation),
-  summed over the ``M`` outputs of each channel; a larger stride
-  scatter-adds each output row into a prepared-layout buffer, which is then
-  cropped into the gradient.  One (n, c) plane per work unit.
+  summed over the ``M`` outputs of each channel; a larger stride (or a
+  non-finite weight, which must never meet the zero padding: inf*0 = NaN
+  where PyTorch gives a finite value) scatter-adds each output row into a
+  prepared-layout buffer, which is then cropped into the gradient.  One
+  (n, c) plane per work unit.
+* **non-finite values**: padding is multiplied like data, as in PyTorch's
+  float64 and ``groups=1`` convolutions (and cnnext's ``conv2d``): a NaN
+  upstream gradient or weight reaches the taps that read padding.
+  (PyTorch's float32 depthwise kernel skips padded taps instead.)
 * **weight gradient**: a thread owns whole input channels (and so the ``M``
   filters reading them) and sums over the batch in order: no partial
   results to combine and no race; the result does not depend on the thread
@@ -116,6 +122,18 @@ cdef inline void copy_strided(const floating* s, Py_ssize_t sw, floating* d,
             d[v] = s[v * sw]
 
 
+cdef inline void store_strided(const floating* s, floating* d, Py_ssize_t sw,
+                               Py_ssize_t n) noexcept nogil:
+    """d[v*sw] = s[v] for v < n."""
+    cdef Py_ssize_t v
+    if sw == 2:
+        for v in range(n):
+            d[2 * v] = s[v]
+    else:
+        for v in range(n):
+            d[v * sw] = s[v]
+
+
 cdef void prepare(const floating* src, Py_ssize_t H, Py_ssize_t W, const Prep* p,
                   floating* dst) noexcept nogil:
     """Copy the plane src (H, W) into its prepared layout dst (p.rows, p.ld)."""
@@ -147,6 +165,14 @@ cdef void prepare(const floating* src, Py_ssize_t H, Py_ssize_t W, const Prep* p
                 for v in range(hi, Wq):
                     d[v] = 0
                 d = d + Wq
+
+
+cdef bint all_finite(const floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef bint ok = True
+    for i in range(n):
+        ok = ok & (a[i] - a[i] == 0)  # False for inf and NaN
+    return ok
 
 
 cdef inline Py_ssize_t padded_run(Py_ssize_t n, floating* tag) noexcept nogil:
@@ -292,7 +318,7 @@ cdef void gx_scatter_task(const Args* a, int tid, floating* tag) noexcept nogil:
     cdef floating* buf = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M, H = a.H, W = a.W
     cdef Py_ssize_t sw = a.p.sw, Wq = a.p.Wq, ld = a.p.ld
-    cdef Py_ssize_t u, m, o, h, r, iw, col, u0 = a.units * tid // a.nt
+    cdef Py_ssize_t u, m, o, h, r, b, lo, hi, u0 = a.units * tid // a.nt
     cdef Py_ssize_t u1 = a.units * (tid + 1) // a.nt
     cdef floating* orow
     cdef const floating* brow
@@ -313,9 +339,15 @@ cdef void gx_scatter_task(const Args* a, int tid, floating* tag) noexcept nogil:
                 memset(orow, 0, W * sizeof(floating))
                 continue
             brow = buf + r * ld
-            for iw in range(W):
-                col = iw + a.pw
-                orow[iw] = brow[(col % sw) * Wq + col // sw] if col // sw < Wq else 0
+            if W + a.pw > ld:  # columns past the last output's reach
+                memset(orow, 0, W * sizeof(floating))
+            # Phase b holds the columns iw = v*sw + b - pw (the inverse of
+            # prepare).
+            for b in range(sw):
+                lo = cdiv(a.pw - b, sw) if a.pw > b else 0
+                hi = min(Wq, cdiv(W + a.pw - b, sw))
+                if hi > lo:
+                    store_strided(brow + b * Wq + lo, orow + lo * sw + b - a.pw, sw, hi - lo)
 
 
 def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, OH, OW)
@@ -339,7 +371,10 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
     khw = a.kh * a.kw
     if a.units == 0 or a.H == 0 or a.W == 0:
         return
-    cdef bint full = sh == 1 and sw == 1
+    # A non-finite weight takes the scatter path at stride 1 too: the full
+    # correlation would multiply it by the gradient's zero padding (inf*0 =
+    # NaN) where PyTorch's result is finite.
+    cdef bint full = sh == 1 and sw == 1 and all_finite(&weight[0, 0, 0, 0], weight.shape[0] * khw)
     cdef Py_ssize_t Wq
     if full:
         # The forward kernel over the output gradient, padded by the
