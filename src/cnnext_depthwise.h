@@ -52,7 +52,8 @@ typedef struct {
 } cnx_dw_kernels;
 
 
-/* Baseline (SSE2 on x86-64). */
+/* Baseline (SSE2 on x86-64): plain loops, as MSVC builds every variant. */
+#define DW_VEXT 0
 #define DW_VB 16
 #define DW_T float
 #define DW_I int32_t
@@ -69,6 +70,7 @@ typedef struct {
 #undef DW_I
 #undef DW_SUF
 #undef DW_VB
+#undef DW_VEXT
 
 #if defined(CNX_X86) && defined(__GNUC__)
 #if defined(__clang__)
@@ -81,6 +83,7 @@ typedef struct {
 #define DW_POP _Pragma("GCC pop_options")
 #endif
 #define CNX_DW_X86 1
+#define DW_VEXT 1
 
 DW_PUSH_AVX2
 #define DW_VB 32
@@ -119,6 +122,7 @@ DW_PUSH_AVX512
 #undef DW_SUF
 #undef DW_VB
 DW_POP
+#undef DW_VEXT
 #endif
 
 #define DW_SET(k, SUFS, SUFD, VB, NAME)                                        \

@@ -2,10 +2,13 @@
  * Depthwise-convolution row kernels, one copy per (instruction set, dtype).
  *
  * Included by src/cnnext_depthwise.h with DW_T (float or double), DW_I (the
- * integer type of DW_T's width), DW_VB (vector bytes) and DW_SUF (the name
- * suffix) defined, inside a region compiled for one instruction set.  The
- * loops are plain C (the compiler vectorises them along the output row) and,
- * on GCC/Clang, vector-extension code for the weight gradient's reductions.
+ * integer type of DW_T's width), DW_VB (vector bytes), DW_SUF (the name
+ * suffix) and DW_VEXT defined, inside a region compiled for one instruction
+ * set.  DW_VEXT = 1 (the AVX2 and AVX-512 copies, GCC/Clang): explicit
+ * vectors (GCC's vector extensions) along the output row, in registers, the
+ * last one partial.  DW_VEXT = 0 (the baseline copy, and every copy MSVC
+ * builds): plain C loops in the same summation order, which the compiler
+ * vectorises where it can.
  *
  * Every kernel reads a "prepared" plane: zero-padded and split by column
  * phase (see _depthwise.pyx), so that tap (i, j) of output column q sits at
@@ -16,7 +19,7 @@
 #define DW_CAT(a, b) DW_CAT_(a, b)
 #define DW_FN(name) DW_CAT(name, DW_SUF)
 
-#if defined(__GNUC__)
+#if DW_VEXT
 typedef DW_T DW_FN(dw_vec) __attribute__((vector_size(DW_VB)));
 typedef DW_I DW_FN(dw_ivec) __attribute__((vector_size(DW_VB)));
 #define DW_V DW_FN(dw_vec)
@@ -29,34 +32,95 @@ static inline DW_V DW_FN(dw_load)(const DW_T *p) {
     return v;
 }
 
+/* Whole vectors of an output row: v = p[0:m] or p[0:m] = v, m <= DW_L lanes
+ * (a constant-size copy for whole vectors, lane by lane for the last one). */
+#define DW_GET(v, p, m)                                                        \
+    do {                                                                       \
+        if ((m) == DW_L) memcpy(&(v), (p), sizeof(v));                         \
+        else for (l_ = 0; l_ < (m); l_++) (v)[l_] = (p)[l_];                   \
+    } while (0)
+#define DW_PUT(p, v, m)                                                        \
+    do {                                                                       \
+        if ((m) == DW_L) memcpy((p), &(v), sizeof(v));                         \
+        else for (l_ = 0; l_ < (m); l_++) (p)[l_] = (v)[l_];                   \
+    } while (0)
+
 /* out[r*ldo + q] = base + sum_{i,j} w[i*KW+j] * x[r*rs + i*ts + coff[j] + q],
  * base = out[...] (accumulate) or b; the taps are added in (i, j) order,
  * each output in a vector register.  Whole vectors throughout: the last one
- * reads past n (inside the prepared row) and stores only its first lanes. */
+ * reads past n (inside the prepared row) and stores only its first lanes.
+ * When consecutive output rows are one input row apart (rs == ts), two rows
+ * are computed together and share every load but the first and last row's
+ * (the same summation order per output). */
 #define DW_FWD_FIXED(NAME, KH, KW)                                             \
     static void NAME(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,       \
                      const int64_t *coff, const DW_T *CNX_RESTRICT w, DW_T b,  \
                      DW_T *CNX_RESTRICT out, int64_t ldo, int64_t nrows,       \
                      int64_t n, int accumulate) {                              \
-        int64_t r, q, co[KW];                                                  \
+        int64_t r = 0, q, m, l_, co[KW];                                       \
         int i, j;                                                              \
         DW_T wr[(KH) * (KW)];                                                  \
         for (i = 0; i < (KH) * (KW); i++) wr[i] = w[i];                        \
         for (j = 0; j < (KW); j++) co[j] = coff[j];                            \
-        for (r = 0; r < nrows; r++) {                                          \
+        if (rs == ts)                                                          \
+            for (; r + 1 < nrows; r += 2) {                                    \
+                const DW_T *CNX_RESTRICT xr = x + r * rs;                      \
+                DW_T *CNX_RESTRICT o0 = out + r * ldo;                         \
+                DW_T *CNX_RESTRICT o1 = o0 + ldo;                              \
+                for (q = 0; q < n; q += DW_L) {                                \
+                    DW_V s0 = (DW_V){0} + b, s1 = s0;                          \
+                    m = n - q < DW_L ? n - q : DW_L;                           \
+                    if (accumulate) {                                          \
+                        DW_GET(s0, o0 + q, m);                                 \
+                        DW_GET(s1, o1 + q, m);                                 \
+                    }                                                          \
+                    for (i = 0; i <= (KH); i++)                                \
+                        for (j = 0; j < (KW); j++) {                           \
+                            DW_V v = DW_FN(dw_load)(xr + i * ts + co[j] + q);  \
+                            if (i < (KH)) s0 += wr[i * (KW) + j] * v;          \
+                            if (i > 0) s1 += wr[(i - 1) * (KW) + j] * v;       \
+                        }                                                      \
+                    DW_PUT(o0 + q, s0, m);                                     \
+                    DW_PUT(o1 + q, s1, m);                                     \
+                }                                                              \
+            }                                                                  \
+        for (; r < nrows; r++) {                                               \
             const DW_T *CNX_RESTRICT xr = x + r * rs;                          \
             DW_T *CNX_RESTRICT o = out + r * ldo;                              \
             for (q = 0; q < n; q += DW_L) {                                    \
-                int64_t m = n - q < DW_L ? n - q : DW_L;                       \
                 DW_V s = (DW_V){0} + b;                                        \
-                if (accumulate) memcpy(&s, o + q, m * sizeof(DW_T));           \
+                m = n - q < DW_L ? n - q : DW_L;                               \
+                if (accumulate) DW_GET(s, o + q, m);                           \
                 for (i = 0; i < (KH); i++)                                     \
                     for (j = 0; j < (KW); j++)                                 \
                         s += wr[i * (KW) + j] * DW_FN(dw_load)(xr + i * ts + co[j] + q); \
-                memcpy(o + q, &s, m * sizeof(DW_T));                           \
+                DW_PUT(o + q, s, m);                                           \
             }                                                                  \
         }                                                                      \
     }
+/* Any kernel size, the same loops with run-time tap counts. */
+static void DW_FN(dw_fwd_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
+                              const int64_t *coff, const DW_T *CNX_RESTRICT w, DW_T b,
+                              DW_T *CNX_RESTRICT out, int64_t ldo, int64_t nrows, int64_t n,
+                              int kh, int kw, int accumulate) {
+    int64_t r, q, m, l_;
+    int i, j;
+    for (r = 0; r < nrows; r++) {
+        const DW_T *CNX_RESTRICT xr = x + r * rs;
+        DW_T *CNX_RESTRICT o = out + r * ldo;
+        for (q = 0; q < n; q += DW_L) {
+            DW_V s = (DW_V){0} + b;
+            m = n - q < DW_L ? n - q : DW_L;
+            if (accumulate) DW_GET(s, o + q, m);
+            for (i = 0; i < kh; i++) {
+                const DW_T *xi = xr + i * ts + q;
+                const DW_T *wi = w + i * kw;
+                for (j = 0; j < kw; j++) s += wi[j] * DW_FN(dw_load)(xi + coff[j]);
+            }
+            DW_PUT(o + q, s, m);
+        }
+    }
+}
 #else
 /* out[r*ldo + q] = base + sum_{i,j} w[i*KW+j] * x[r*rs + i*ts + coff[j] + q],
  * base = out[...] (accumulate) or b; the taps are added in (i, j) order,
@@ -93,21 +157,14 @@ static inline DW_V DW_FN(dw_load)(const DW_T *p) {
 DW_FWD_FIXED(DW_FN(dw_fwd33), 3, 3)
 DW_FWD_FIXED(DW_FN(dw_fwd55), 5, 5)
 
+#if !DW_VEXT
 /* Any kernel size: tap by tap over the row (the same summation order). */
-static void DW_FN(dw_fwd)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
+static void DW_FN(dw_fwd_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
                           const int64_t *coff, const DW_T *CNX_RESTRICT w, DW_T b,
                           DW_T *CNX_RESTRICT out, int64_t ldo, int64_t nrows, int64_t n,
                           int kh, int kw, int accumulate) {
     int64_t r, q;
     int i, j;
-    if (kh == 3 && kw == 3) {
-        DW_FN(dw_fwd33)(x, rs, ts, coff, w, b, out, ldo, nrows, n, accumulate);
-        return;
-    }
-    if (kh == 5 && kw == 5) {
-        DW_FN(dw_fwd55)(x, rs, ts, coff, w, b, out, ldo, nrows, n, accumulate);
-        return;
-    }
     for (r = 0; r < nrows; r++) {
         DW_T *CNX_RESTRICT o = out + r * ldo;
         if (!accumulate)
@@ -119,6 +176,20 @@ static void DW_FN(dw_fwd)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
                 for (q = 0; q < n; q++) o[q] += wv * xr[q];
             }
     }
+}
+
+#endif
+
+static void DW_FN(dw_fwd)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
+                          const int64_t *coff, const DW_T *CNX_RESTRICT w, DW_T b,
+                          DW_T *CNX_RESTRICT out, int64_t ldo, int64_t nrows, int64_t n,
+                          int kh, int kw, int accumulate) {
+    if (kh == 3 && kw == 3)
+        DW_FN(dw_fwd33)(x, rs, ts, coff, w, b, out, ldo, nrows, n, accumulate);
+    else if (kh == 5 && kw == 5)
+        DW_FN(dw_fwd55)(x, rs, ts, coff, w, b, out, ldo, nrows, n, accumulate);
+    else
+        DW_FN(dw_fwd_any)(x, rs, ts, coff, w, b, out, ldo, nrows, n, kh, kw, accumulate);
 }
 
 /* Transposed (scatter) form for the strided input gradient:
@@ -140,6 +211,7 @@ static void DW_FN(dw_scatter)(const DW_T *CNX_RESTRICT g, int64_t ldg, int64_t n
     }
 }
 
+#if !DW_VEXT
 /* Weight gradient of one plane, any kernel size:
  * acc[i*kw+j] += sum_{r<nrows, q<n} g[r*ldg + q] * x[r*rs + i*ts + coff[j] + q],
  * eight partial sums per tap, added in a fixed order. */
@@ -163,15 +235,18 @@ static void DW_FN(dw_gw_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
         }
 }
 
-#if defined(__GNUC__)
-/* Weight gradient with KW vector accumulators along the row.  g rows are
+#endif
+
+#if DW_VEXT
+/* Weight gradient for KW consecutive taps of every kernel row, acc row
+ * stride lda, with KW vector accumulators along the row.  g rows are
  * zero-padded to a multiple of DW_L (ldg), and x has room for the last
  * vector: the tail lanes of x are masked to zero (they may hold real data,
  * possibly NaN, that belongs to no product). */
 #define DW_GW_FIXED(NAME, KW)                                                  \
     static void NAME(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,           \
                      const int64_t *coff, const DW_T *CNX_RESTRICT g, int64_t ldg, \
-                     int64_t nrows, int64_t n, int kh, DW_T *acc) {            \
+                     int64_t nrows, int64_t n, int kh, DW_T *acc, int lda) {   \
         int64_t r, q, nfull = n / DW_L * DW_L, co[KW];                         \
         int i, j, l;                                                           \
         DW_IV mask;                                                            \
@@ -197,12 +272,15 @@ static void DW_FN(dw_gw_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
             for (j = 0; j < (KW); j++) {                                       \
                 DW_T s = 0;                                                    \
                 for (l = 0; l < DW_L; l++) s += a[j][l];                       \
-                acc[i * (KW) + j] += s;                                        \
+                acc[i * lda + j] += s;                                         \
             }                                                                  \
         }                                                                      \
     }
 
+DW_GW_FIXED(DW_FN(dw_gw1), 1)
+DW_GW_FIXED(DW_FN(dw_gw2), 2)
 DW_GW_FIXED(DW_FN(dw_gw3), 3)
+DW_GW_FIXED(DW_FN(dw_gw4), 4)
 DW_GW_FIXED(DW_FN(dw_gw5), 5)
 #undef DW_V
 #undef DW_IV
@@ -212,20 +290,26 @@ DW_GW_FIXED(DW_FN(dw_gw5), 5)
 static void DW_FN(dw_gw)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
                          const int64_t *coff, const DW_T *CNX_RESTRICT g, int64_t ldg,
                          int64_t nrows, int64_t n, int kh, int kw, DW_T *acc) {
-#if defined(__GNUC__)
-    if (kw == 3) {
-        DW_FN(dw_gw3)(x, rs, ts, coff, g, ldg, nrows, n, kh, acc);
-        return;
+#if DW_VEXT
+    /* Up to five taps of a kernel row at a time. */
+    int j0 = 0;
+    for (; kw - j0 > 5; j0 += 4)
+        DW_FN(dw_gw4)(x, rs, ts, coff + j0, g, ldg, nrows, n, kh, acc + j0, kw);
+    switch (kw - j0) {
+    case 1: DW_FN(dw_gw1)(x, rs, ts, coff + j0, g, ldg, nrows, n, kh, acc + j0, kw); break;
+    case 2: DW_FN(dw_gw2)(x, rs, ts, coff + j0, g, ldg, nrows, n, kh, acc + j0, kw); break;
+    case 3: DW_FN(dw_gw3)(x, rs, ts, coff + j0, g, ldg, nrows, n, kh, acc + j0, kw); break;
+    case 4: DW_FN(dw_gw4)(x, rs, ts, coff + j0, g, ldg, nrows, n, kh, acc + j0, kw); break;
+    default: DW_FN(dw_gw5)(x, rs, ts, coff + j0, g, ldg, nrows, n, kh, acc + j0, kw); break;
     }
-    if (kw == 5) {
-        DW_FN(dw_gw5)(x, rs, ts, coff, g, ldg, nrows, n, kh, acc);
-        return;
-    }
-#endif
+#else
     DW_FN(dw_gw_any)(x, rs, ts, coff, g, ldg, nrows, n, kh, kw, acc);
+#endif
 }
 
 #undef DW_FWD_FIXED
+#undef DW_GET
+#undef DW_PUT
 #undef DW_GW_FIXED
 #undef DW_FN
 #undef DW_CAT
