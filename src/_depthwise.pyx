@@ -199,7 +199,7 @@ ctypedef struct Args:
     void* scr                # per-thread scratch, ``per`` elements each
     const int64_t* coff      # (kw,) tap column offsets in a prepared row
     Prep p
-    Py_ssize_t N, C, M, H, W, OH, OW, kh, kw, sh, ph, pw, rs, ts, ldg, per, units
+    Py_ssize_t N, C, M, H, W, OH, OW, kh, kw, ph, pw, rs, ts, per, units
     int nt
 
 
@@ -440,26 +440,19 @@ cdef void gw_task(const Args* a, int tid, floating* tag) noexcept nogil:
     cdef const floating* g = <const floating*>a.g
     cdef floating* gw = <floating*>a.out
     cdef floating* buf = <floating*>a.scr + tid * a.per
-    cdef floating* gbuf = buf + round16(a.p.rows * a.p.ld)
     cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M, C = a.C, OW = a.OW
-    cdef Py_ssize_t c, n, m, o, r, u0 = a.units * tid // a.nt, u1 = a.units * (tid + 1) // a.nt
-    cdef const floating* gp
-    # Row tails past OW stay zero: the vector loops read whole vectors.
-    memset(gbuf, 0, a.OH * a.ldg * sizeof(floating))
+    cdef Py_ssize_t c, n, m, o, u0 = a.units * tid // a.nt, u1 = a.units * (tid + 1) // a.nt
     for c in range(u0, u1):
         memset(gw + c * M * khw, 0, M * khw * sizeof(floating))
         for n in range(a.N):
             prepare(x + (n * C + c) * a.H * a.W, a.H, a.W, &a.p, buf)
             for m in range(M):
                 o = c * M + m
-                gp = g + (n * C * M + o) * P
-                for r in range(a.OH):
-                    memcpy(gbuf + r * a.ldg, gp + r * OW, OW * sizeof(floating))
                 if floating is float:
-                    DK.gw_s(buf, a.rs, a.ts, a.coff, gbuf, a.ldg, a.OH, OW,
+                    DK.gw_s(buf, a.rs, a.ts, a.coff, g + (n * C * M + o) * P, OW, a.OH, OW,
                             <int>a.kh, <int>a.kw, gw + o * khw)
                 else:
-                    DK.gw_d(buf, a.rs, a.ts, a.coff, gbuf, a.ldg, a.OH, OW,
+                    DK.gw_d(buf, a.rs, a.ts, a.coff, g + (n * C * M + o) * P, OW, a.OH, OW,
                             <int>a.kh, <int>a.kw, gw + o * khw)
 
 
@@ -485,13 +478,12 @@ def depthwise_grad_weight(const floating[:, :, :, ::1] x,         # IN  (N, C, H
     if a.N == 0 or a.OH == 0 or a.OW == 0:
         grad_weight[...] = 0
         return
-    a.ldg = padded_run(a.OW, <floating*>NULL)
-    cdef Py_ssize_t Wq = a.ldg + (a.kw - 1) * dw // sw
+    cdef Py_ssize_t Wq = padded_run(a.OW, <floating*>NULL) + (a.kw - 1) * dw // sw
     a.p = make_prep(ph, pw, (a.OH - 1) * sh + (a.kh - 1) * dh + 1, sw, Wq)
     a.rs = sh * a.p.ld
     a.ts = dh * a.p.ld
     a.nt = n_workers(a.units, n_threads)
-    a.per = round16(a.p.rows * a.p.ld) + round16(a.OH * a.ldg)
+    a.per = round16(a.p.rows * a.p.ld)
     cdef int64_t* coff = <int64_t*>alloc_scratch(a.kw * sizeof(int64_t))
     tap_columns(coff, a.kw, sw, dw, Wq)
     cdef floating* scr

@@ -239,15 +239,15 @@ static void DW_FN(dw_gw_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
 
 #if DW_VEXT
 /* Weight gradient for KW consecutive taps of every kernel row, acc row
- * stride lda, with KW vector accumulators along the row.  g rows are
- * zero-padded to a multiple of DW_L (ldg), and x has room for the last
- * vector: the tail lanes of x are masked to zero (they may hold real data,
- * possibly NaN, that belongs to no product). */
+ * stride lda, with KW vector accumulators along the row.  The last vector
+ * of a row is partial: g is read lane by lane (zero beyond n), x whole (the
+ * prepared row has room) with its lanes beyond n masked to zero, since they
+ * may hold real data, possibly NaN, that belongs to no product. */
 #define DW_GW_FIXED(NAME, KW)                                                  \
     static void NAME(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,           \
                      const int64_t *coff, const DW_T *CNX_RESTRICT g, int64_t ldg, \
                      int64_t nrows, int64_t n, int kh, DW_T *acc, int lda) {   \
-        int64_t r, q, nfull = n / DW_L * DW_L, co[KW];                         \
+        int64_t r, q, l_, nfull = n / DW_L * DW_L, co[KW];                     \
         int i, j, l;                                                           \
         DW_IV mask;                                                            \
         for (l = 0; l < DW_L; l++) mask[l] = l < n - nfull ? (DW_I)-1 : 0;     \
@@ -264,7 +264,8 @@ static void DW_FN(dw_gw_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
                         a[j] += gv * DW_FN(dw_load)(xr + co[j] + q);           \
                 }                                                              \
                 if (nfull < n) {                                               \
-                    DW_V gv = DW_FN(dw_load)(gr + q);                          \
+                    DW_V gv = (DW_V){0};                                       \
+                    DW_GET(gv, gr + q, n - nfull);                             \
                     for (j = 0; j < (KW); j++)                                 \
                         a[j] += gv * (DW_V)((DW_IV)DW_FN(dw_load)(xr + co[j] + q) & mask); \
                 }                                                              \
