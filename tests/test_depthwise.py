@@ -24,6 +24,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from cnnext import _depthwise as D
 from cnnext import reference as R
@@ -119,6 +121,28 @@ def test_kernels_match_reference(geom, dtype, rng, close):
           err_msg="forward without bias")
     close(grad_input(g, w, x.shape, geo), want_gx, dtype, err_msg="grad_input")
     close(grad_weight(x, g, w.shape, geo), want_gw, dtype, err_msg="grad_weight")
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_kernels_match_reference_hypothesis(data, dtype, close):
+    """Any geometry: kernel 1..7 per axis, stride 1..3, padding 0..3,
+    dilation 1..2, multiplier 1..3, images up to 24 wide (a partial last
+    vector or a single one) and down to 1x1."""
+    ints = st.integers
+    kh, kw = data.draw(ints(1, 7), label="kh"), data.draw(ints(1, 7), label="kw")
+    sh, sw = data.draw(ints(1, 3), label="sh"), data.draw(ints(1, 3), label="sw")
+    ph, pw = data.draw(ints(0, 3), label="ph"), data.draw(ints(0, 3), label="pw")
+    dh, dw = data.draw(ints(1, 2), label="dh"), data.draw(ints(1, 2), label="dw")
+    H, W = data.draw(ints(1, 12), label="H"), data.draw(ints(1, 24), label="W")
+    assume(_out(H, kh, sh, ph, dh) >= 1 and _out(W, kw, sw, pw, dw) >= 1)
+    geom = ("drawn", data.draw(ints(1, 2), label="N"), data.draw(ints(1, 3), label="C"),
+            data.draw(ints(1, 3), label="M"), H, W, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+    rng = np.random.default_rng(data.draw(ints(0, 2**32 - 1), label="seed"))
+    x, w, b, g, geo = _problem(rng, geom, dtype)
+    want_out, want_gx, want_gw = _reference(x, w, b, g, geo)
+    close(forward(x, w, b, geo, 2), want_out, dtype, err_msg="forward")
+    close(grad_input(g, w, x.shape, geo, 2), want_gx, dtype, err_msg="grad_input")
+    close(grad_weight(x, g, w.shape, geo, 2), want_gw, dtype, err_msg="grad_weight")
 
 
 @pytest.fixture(scope="module")
