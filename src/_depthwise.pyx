@@ -42,11 +42,15 @@ Design:
   results to combine and no race; the result does not depend on the thread
   count.  The reduction runs in vector accumulators along the row.
 
-With one thread every kernel calls its ``*_task`` body directly (no OpenMP
-region); otherwise each thread runs it once in a ``prange``.
+A ``*_task(args, u0, u1, tid)`` body computes work units ``[u0, u1)`` in the
+scratch of thread ``tid``.  With one thread it is called once for all units
+(no OpenMP region); otherwise a ``prange`` with a guided schedule hands the
+units out, so a thread that the operating system holds up (a shared
+machine) does not hold up the call.  A unit is computed the same way
+whichever thread takes it: the results never depend on the thread count.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
@@ -223,15 +227,16 @@ cdef inline int n_workers(Py_ssize_t units, int n_threads) noexcept nogil:
 # Forward
 # --------------------------------------------------------------------------
 
-cdef void fwd_task(const Args* a, int tid, floating* tag) noexcept nogil:
-    """(n, c) input planes [units*tid/nt, units*(tid+1)/nt), M outputs each."""
+cdef void fwd_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
+                   floating* tag) noexcept nogil:
+    """(n, c) input planes [u0, u1), M outputs each."""
     cdef const floating* x = <const floating*>a.x
     cdef const floating* w = <const floating*>a.w
     cdef const floating* bias = <const floating*>a.bias
     cdef floating* out = <floating*>a.out
     cdef floating* buf = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M
-    cdef Py_ssize_t u, m, o, u0 = a.units * tid // a.nt, u1 = a.units * (tid + 1) // a.nt
+    cdef Py_ssize_t u, m, o
     for u in range(u0, u1):
         prepare(x + u * a.H * a.W, a.H, a.W, &a.p, buf)
         for m in range(M):
@@ -251,7 +256,7 @@ def depthwise_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
     """out[n, o] = bias[o] + correlate(zero_pad(x[n, o // M]), weight[o, 0]),
     strided and dilated; threads split the (n, c) input planes."""
     cdef Args a
-    cdef Py_ssize_t tid
+    cdef Py_ssize_t u
     a.N = x.shape[0]; a.C = x.shape[1]; a.H = x.shape[2]; a.W = x.shape[3]
     a.M = weight.shape[0] // a.C if a.C > 0 else 1
     a.kh = weight.shape[2]; a.kw = weight.shape[3]
@@ -281,10 +286,10 @@ def depthwise_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
     a.out = &out[0, 0, 0, 0]
     with nogil:
         if a.nt == 1:
-            fwd_task(&a, 0, <floating*>NULL)
+            fwd_task(&a, 0, a.units, 0, <floating*>NULL)
         else:
-            for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
-                fwd_task(&a, <int>tid, <floating*>NULL)
+            for u in prange(a.units, schedule="guided", num_threads=a.nt):
+                fwd_task(&a, u, u + 1, threadid(), <floating*>NULL)
     free(scr)
     free(coff)
 
@@ -293,15 +298,16 @@ def depthwise_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
 # Input gradient
 # --------------------------------------------------------------------------
 
-cdef void gx_full_task(const Args* a, int tid, floating* tag) noexcept nogil:
+cdef void gx_full_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
+                       floating* tag) noexcept nogil:
     """Stride 1: grad_x[n, c] = sum_m correlate(zero_pad(g[n, c*M+m]),
-    rot180(w[c*M+m])), for the (n, c) planes of this thread."""
+    rot180(w[c*M+m])), for the (n, c) planes [u0, u1)."""
     cdef const floating* g = <const floating*>a.g
     cdef const floating* w = <const floating*>a.w
     cdef floating* out = <floating*>a.out
     cdef floating* buf = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M
-    cdef Py_ssize_t u, m, o, u0 = a.units * tid // a.nt, u1 = a.units * (tid + 1) // a.nt
+    cdef Py_ssize_t u, m, o
     for u in range(u0, u1):
         for m in range(M):
             o = (u % a.C) * M + m
@@ -309,7 +315,8 @@ cdef void gx_full_task(const Args* a, int tid, floating* tag) noexcept nogil:
             fwd_rows(buf, a, w + o * khw, 0, out + u * a.H * a.W, a.W, a.H, a.W, m > 0)
 
 
-cdef void gx_scatter_task(const Args* a, int tid, floating* tag) noexcept nogil:
+cdef void gx_scatter_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
+                          floating* tag) noexcept nogil:
     """Any stride: scatter-add every g row into a prepared-layout buffer
     (the zero-padded input's geometry), then crop it into grad_x."""
     cdef const floating* g = <const floating*>a.g
@@ -318,8 +325,7 @@ cdef void gx_scatter_task(const Args* a, int tid, floating* tag) noexcept nogil:
     cdef floating* buf = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M, H = a.H, W = a.W
     cdef Py_ssize_t sw = a.p.sw, Wq = a.p.Wq, ld = a.p.ld
-    cdef Py_ssize_t u, m, o, h, r, b, lo, hi, u0 = a.units * tid // a.nt
-    cdef Py_ssize_t u1 = a.units * (tid + 1) // a.nt
+    cdef Py_ssize_t u, m, o, h, r, b, lo, hi
     cdef floating* orow
     cdef const floating* brow
     for u in range(u0, u1):
@@ -361,7 +367,7 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
     correlation of grad_out[n, o] with the 180-degree-rotated weight[o, 0];
     overwrites grad_x.  Threads split the (n, c) planes."""
     cdef Args a
-    cdef Py_ssize_t tid, o, t, khw
+    cdef Py_ssize_t u, o, t, khw
     a.N = grad_x.shape[0]; a.C = grad_x.shape[1]; a.H = grad_x.shape[2]; a.W = grad_x.shape[3]
     a.M = weight.shape[0] // a.C if a.C > 0 else 1
     a.kh = weight.shape[2]; a.kw = weight.shape[3]
@@ -415,15 +421,15 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
     with nogil:
         if a.nt == 1:
             if full:
-                gx_full_task(&a, 0, <floating*>NULL)
+                gx_full_task(&a, 0, a.units, 0, <floating*>NULL)
             else:
-                gx_scatter_task(&a, 0, <floating*>NULL)
+                gx_scatter_task(&a, 0, a.units, 0, <floating*>NULL)
         else:
-            for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+            for u in prange(a.units, schedule="guided", num_threads=a.nt):
                 if full:
-                    gx_full_task(&a, <int>tid, <floating*>NULL)
+                    gx_full_task(&a, u, u + 1, threadid(), <floating*>NULL)
                 else:
-                    gx_scatter_task(&a, <int>tid, <floating*>NULL)
+                    gx_scatter_task(&a, u, u + 1, threadid(), <floating*>NULL)
     free(scr)
     free(coff)
 
@@ -432,8 +438,9 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
 # Weight gradient
 # --------------------------------------------------------------------------
 
-cdef void gw_task(const Args* a, int tid, floating* tag) noexcept nogil:
-    """Input channels [C*tid/nt, C*(tid+1)/nt): grad_weight[o] = sum_n
+cdef void gw_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
+                  floating* tag) noexcept nogil:
+    """Input channels [u0, u1): grad_weight[o] = sum_n
     correlate(zero_pad(x[n, c]), g[n, o]) for the M filters o of channel c,
     the batch summed in order."""
     cdef const floating* x = <const floating*>a.x
@@ -441,7 +448,7 @@ cdef void gw_task(const Args* a, int tid, floating* tag) noexcept nogil:
     cdef floating* gw = <floating*>a.out
     cdef floating* buf = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t khw = a.kh * a.kw, P = a.OH * a.OW, M = a.M, C = a.C, OW = a.OW
-    cdef Py_ssize_t c, n, m, o, u0 = a.units * tid // a.nt, u1 = a.units * (tid + 1) // a.nt
+    cdef Py_ssize_t c, n, m, o
     for c in range(u0, u1):
         memset(gw + c * M * khw, 0, M * khw * sizeof(floating))
         for n in range(a.N):
@@ -467,7 +474,7 @@ def depthwise_grad_weight(const floating[:, :, :, ::1] x,         # IN  (N, C, H
     (strided, dilated); overwrites grad_weight.  Threads own input channels,
     so the result does not depend on the thread count."""
     cdef Args a
-    cdef Py_ssize_t tid
+    cdef Py_ssize_t u
     a.N = x.shape[0]; a.C = x.shape[1]; a.H = x.shape[2]; a.W = x.shape[3]
     a.M = grad_weight.shape[0] // a.C if a.C > 0 else 1
     a.kh = grad_weight.shape[2]; a.kw = grad_weight.shape[3]
@@ -499,9 +506,9 @@ def depthwise_grad_weight(const floating[:, :, :, ::1] x,         # IN  (N, C, H
     a.out = &grad_weight[0, 0, 0, 0]
     with nogil:
         if a.nt == 1:
-            gw_task(&a, 0, <floating*>NULL)
+            gw_task(&a, 0, a.units, 0, <floating*>NULL)
         else:
-            for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
-                gw_task(&a, <int>tid, <floating*>NULL)
+            for u in prange(a.units, schedule="guided", num_threads=a.nt):
+                gw_task(&a, u, u + 1, threadid(), <floating*>NULL)
     free(scr)
     free(coff)
