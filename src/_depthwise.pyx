@@ -79,7 +79,19 @@ cdef extern from "cnnext_depthwise.h" nogil:
     ctypedef void (*cnx_dw_gw_d)(const double* x, int64_t rs, int64_t ts, const int64_t* coff,
                                  const double* g, int64_t ldg, int64_t nrows, int64_t n,
                                  int kh, int kw, double* acc) noexcept nogil
+    ctypedef void (*cnx_dw_copy_s)(const float* s, int64_t sw, float* d,
+                                   int64_t n) noexcept nogil
+    ctypedef void (*cnx_dw_copy_d)(const double* s, int64_t sw, double* d,
+                                   int64_t n) noexcept nogil
+    ctypedef void (*cnx_dw_spread_s)(const float* s, float* d, int64_t sw,
+                                     int64_t n) noexcept nogil
+    ctypedef void (*cnx_dw_spread_d)(const double* s, double* d, int64_t sw,
+                                     int64_t n) noexcept nogil
     ctypedef struct cnx_dw_kernels:
+        cnx_dw_copy_s gather_s
+        cnx_dw_copy_d gather_d
+        cnx_dw_spread_s spread_s
+        cnx_dw_spread_d spread_d
         cnx_dw_fwd_s fwd_s
         cnx_dw_fwd_d fwd_d
         cnx_dw_scatter_s scatter_s
@@ -116,26 +128,20 @@ cdef inline Prep make_prep(Py_ssize_t top, Py_ssize_t left, Py_ssize_t rows,
 
 cdef inline void copy_strided(const floating* s, Py_ssize_t sw, floating* d,
                               Py_ssize_t n) noexcept nogil:
-    """d[v] = s[v*sw] for v < n (stride 2 as its own loop, which vectorises)."""
-    cdef Py_ssize_t v
-    if sw == 2:
-        for v in range(n):
-            d[v] = s[2 * v]
+    """d[v] = s[v*sw] for v < n."""
+    if floating is float:
+        DK.gather_s(s, sw, d, n)
     else:
-        for v in range(n):
-            d[v] = s[v * sw]
+        DK.gather_d(s, sw, d, n)
 
 
 cdef inline void store_strided(const floating* s, floating* d, Py_ssize_t sw,
                                Py_ssize_t n) noexcept nogil:
     """d[v*sw] = s[v] for v < n."""
-    cdef Py_ssize_t v
-    if sw == 2:
-        for v in range(n):
-            d[2 * v] = s[v]
+    if floating is float:
+        DK.spread_s(s, d, sw, n)
     else:
-        for v in range(n):
-            d[v * sw] = s[v]
+        DK.spread_d(s, d, sw, n)
 
 
 cdef void prepare(const floating* src, Py_ssize_t H, Py_ssize_t W, const Prep* p,

@@ -40,7 +40,16 @@ typedef void (*cnx_dw_gw_d)(const double *x, int64_t rs, int64_t ts, const int64
                             const double *g, int64_t ldg, int64_t nrows, int64_t n,
                             int kh, int kw, double *acc);
 
+typedef void (*cnx_dw_copy_s)(const float *s, int64_t sw, float *d, int64_t n);
+typedef void (*cnx_dw_copy_d)(const double *s, int64_t sw, double *d, int64_t n);
+typedef void (*cnx_dw_spread_s)(const float *s, float *d, int64_t sw, int64_t n);
+typedef void (*cnx_dw_spread_d)(const double *s, double *d, int64_t sw, int64_t n);
+
 typedef struct {
+    cnx_dw_copy_s gather_s;
+    cnx_dw_copy_d gather_d;
+    cnx_dw_spread_s spread_s;
+    cnx_dw_spread_d spread_d;
     cnx_dw_fwd_s fwd_s;
     cnx_dw_fwd_d fwd_d;
     cnx_dw_scatter_s scatter_s;
@@ -126,6 +135,8 @@ DW_POP
 #endif
 
 #define DW_SET(k, SUFS, SUFD, VB, NAME)                                        \
+    k.gather_s = dw_gather_##SUFS; k.gather_d = dw_gather_##SUFD;              \
+    k.spread_s = dw_spread_##SUFS; k.spread_d = dw_spread_##SUFD;              \
     k.fwd_s = dw_fwd_##SUFS; k.fwd_d = dw_fwd_##SUFD;                          \
     k.scatter_s = dw_scatter_##SUFS; k.scatter_d = dw_scatter_##SUFD;          \
     k.gw_s = dw_gw_##SUFS; k.gw_d = dw_gw_##SUFD;                              \

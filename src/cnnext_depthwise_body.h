@@ -308,6 +308,27 @@ static void DW_FN(dw_gw)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
 #endif
 }
 
+/* Strided copies between a row and its column phases (the prepared
+ * layout): gather d[v] = s[v*sw], spread d[v*sw] = s[v], v < n.  Stride 2
+ * has its own loop, which the compiler vectorises with permutes. */
+static void DW_FN(dw_gather)(const DW_T *CNX_RESTRICT s, int64_t sw, DW_T *CNX_RESTRICT d,
+                             int64_t n) {
+    int64_t v;
+    if (sw == 2)
+        for (v = 0; v < n; v++) d[v] = s[2 * v];
+    else
+        for (v = 0; v < n; v++) d[v] = s[v * sw];
+}
+
+static void DW_FN(dw_spread)(const DW_T *CNX_RESTRICT s, DW_T *CNX_RESTRICT d, int64_t sw,
+                             int64_t n) {
+    int64_t v;
+    if (sw == 2)
+        for (v = 0; v < n; v++) d[2 * v] = s[v];
+    else
+        for (v = 0; v < n; v++) d[v * sw] = s[v];
+}
+
 #undef DW_FWD_FIXED
 #undef DW_GET
 #undef DW_PUT
