@@ -87,7 +87,17 @@ cdef extern from "cnnext_depthwise.h" nogil:
                                      int64_t n) noexcept nogil
     ctypedef void (*cnx_dw_spread_d)(const double* s, double* d, int64_t sw,
                                      int64_t n) noexcept nogil
+    ctypedef void (*cnx_dw_gx_s)(const float* g, int64_t ldg, int64_t nrows, const float* w,
+                                 int kh, int kw, int64_t sh, int64_t dh, const int64_t* jtab,
+                                 int64_t* ir, int64_t sw, int64_t lp, int64_t wq, float* y,
+                                 int64_t ldy, int64_t hy, int accumulate) noexcept nogil
+    ctypedef void (*cnx_dw_gx_d)(const double* g, int64_t ldg, int64_t nrows, const double* w,
+                                 int kh, int kw, int64_t sh, int64_t dh, const int64_t* jtab,
+                                 int64_t* ir, int64_t sw, int64_t lp, int64_t wq, double* y,
+                                 int64_t ldy, int64_t hy, int accumulate) noexcept nogil
     ctypedef struct cnx_dw_kernels:
+        cnx_dw_gx_s gx_rows_s
+        cnx_dw_gx_d gx_rows_d
         cnx_dw_copy_s gather_s
         cnx_dw_copy_d gather_d
         cnx_dw_spread_s spread_s
@@ -192,6 +202,21 @@ cdef inline Py_ssize_t padded_run(Py_ssize_t n, floating* tag) noexcept nogil:
     return cdiv(n, lanes) * lanes
 
 
+cdef void phase_taps(int64_t* jtab, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw) noexcept nogil:
+    """The taps j of each column phase b = (j*dw) % sw, in order: entries
+    jtab[b] to jtab[b+1] - 1 of the (j, (j*dw) // sw) pairs at jtab + sw + 1."""
+    cdef Py_ssize_t b, j, k = 0
+    cdef int64_t* pairs = jtab + sw + 1
+    for b in range(sw):
+        jtab[b] = k
+        for j in range(kw):
+            if (j * dw) % sw == b:
+                pairs[2 * k] = j
+                pairs[2 * k + 1] = (j * dw) // sw
+                k += 1
+    jtab[sw] = k
+
+
 cdef void tap_columns(int64_t* coff, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw,
                       Py_ssize_t Wq) noexcept nogil:
     """Where tap column j starts in a prepared row (see the module docstring)."""
@@ -208,8 +233,12 @@ ctypedef struct Args:
     void* out                # the output of the kernel
     void* scr                # per-thread scratch, ``per`` elements each
     const int64_t* coff      # (kw,) tap column offsets in a prepared row
+    const int64_t* jtab      # gathered input gradient: the taps of each column phase
+    int64_t* ir              # gathered input gradient: 2*kh integers per thread
     Prep p
-    Py_ssize_t N, C, M, H, W, OH, OW, kh, kw, ph, pw, rs, ts, per, units
+    Prep gp                  # strided input gradient: the prepared upstream gradient
+    Py_ssize_t N, C, M, H, W, OH, OW, kh, kw, sh, dh, ph, pw, rs, ts, per, units
+    bint gather              # strided input gradient: gathered (else scattered)
     int nt
 
 
@@ -323,8 +352,10 @@ cdef void gx_full_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
 
 cdef void gx_scatter_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
                           floating* tag) noexcept nogil:
-    """Any stride: scatter-add every g row into a prepared-layout buffer
-    (the zero-padded input's geometry), then crop it into grad_x."""
+    """Any stride: the gradient of the zero-padded input, in the prepared
+    layout, either gathered row by row from the (padded) g planes or, for a
+    non-finite weight, scatter-added from every g row; then cropped into
+    grad_x."""
     cdef const floating* g = <const floating*>a.g
     cdef const floating* w = <const floating*>a.w
     cdef floating* out = <floating*>a.out
@@ -334,11 +365,24 @@ cdef void gx_scatter_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
     cdef Py_ssize_t u, m, o, h, r, b, lo, hi
     cdef floating* orow
     cdef const floating* brow
+    cdef floating* gbuf = buf + round16(a.p.rows * ld)
+    cdef int64_t* ir = a.ir + tid * 2 * a.kh
     for u in range(u0, u1):
-        memset(buf, 0, a.p.rows * ld * sizeof(floating))
+        if not a.gather:
+            memset(buf, 0, a.p.rows * ld * sizeof(floating))
         for m in range(M):
             o = (u % a.C) * M + m
-            if floating is float:
+            if a.gather:
+                prepare(g + (u * M + m) * P, a.OH, a.OW, &a.gp, gbuf)
+                if floating is float:
+                    DK.gx_rows_s(gbuf, a.gp.ld, a.OH, w + o * khw, <int>a.kh, <int>a.kw,
+                                 a.sh, a.dh, a.jtab, ir, sw, a.gp.left, Wq, buf, ld,
+                                 a.p.rows, m > 0)
+                else:
+                    DK.gx_rows_d(gbuf, a.gp.ld, a.OH, w + o * khw, <int>a.kh, <int>a.kw,
+                                 a.sh, a.dh, a.jtab, ir, sw, a.gp.left, Wq, buf, ld,
+                                 a.p.rows, m > 0)
+            elif floating is float:
                 DK.scatter_s(g + (u * M + m) * P, a.OW, a.OH, a.OW, w + o * khw,
                              <int>a.kh, <int>a.kw, buf, a.rs, a.ts, a.coff)
             else:
@@ -387,6 +431,7 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
     # correlation would multiply it by the gradient's zero padding (inf*0 =
     # NaN) where PyTorch's result is finite.
     cdef bint full = sh == 1 and sw == 1 and all_finite(&weight[0, 0, 0, 0], weight.shape[0] * khw)
+    a.gather = False
     cdef Py_ssize_t Wq
     if full:
         # The forward kernel over the output gradient, padded by the
@@ -399,11 +444,23 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
         Wq = a.OW + (a.kw - 1) * dw // sw
         a.p = make_prep(0, 0, (a.OH - 1) * sh + (a.kh - 1) * dh + 1, sw, Wq)
         a.rs = sh * a.p.ld
+        # Gathering reads each g row from (j*dw)//sw columns left of the
+        # output column, in whole vectors: a zero margin on both sides.
+        a.gather = all_finite(&weight[0, 0, 0, 0], weight.shape[0] * khw)
+        a.gp = make_prep(0, (a.kw - 1) * dw // sw, a.OH, 1,
+                         (a.kw - 1) * dw // sw + padded_run(Wq, <floating*>NULL))
+    a.sh = sh; a.dh = dh
     a.ts = dh * a.p.ld
     a.nt = n_workers(a.units, n_threads)
-    a.per = round16(a.p.rows * a.p.ld)
-    cdef int64_t* coff = <int64_t*>alloc_scratch(a.kw * sizeof(int64_t))
+    a.per = round16(a.p.rows * a.p.ld) + (round16(a.gp.rows * a.gp.ld) if a.gather else 0)
+    # coff (kw), jtab (sw + 1 + 2*kw), ir (2*kh per thread)
+    cdef int64_t* coff = <int64_t*>alloc_scratch(
+        (3 * a.kw + sw + 1 + 2 * a.kh * a.nt) * sizeof(int64_t))
     tap_columns(coff, a.kw, 1 if full else sw, dw, Wq)
+    a.jtab = coff + a.kw
+    a.ir = coff + 3 * a.kw + sw + 1
+    if a.gather:
+        phase_taps(coff + a.kw, a.kw, sw, dw)
     cdef floating* scr
     try:
         scr = <floating*>alloc_scratch((a.nt * a.per + weight.shape[0] * khw)

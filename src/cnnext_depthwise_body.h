@@ -32,17 +32,18 @@ static inline DW_V DW_FN(dw_load)(const DW_T *p) {
     return v;
 }
 
-/* Whole vectors of an output row: v = p[0:m] or p[0:m] = v, m <= DW_L lanes
- * (a constant-size copy for whole vectors, lane by lane for the last one). */
+/* Whole vectors of an output row: v = p[0:m] (zero beyond) or p[0:m] = v,
+ * m <= DW_L lanes: a plain load or store for whole vectors, the ISA's
+ * masked one (DW_MLOAD, DW_MSTORE) for the last, partial one. */
 #define DW_GET(v, p, m)                                                        \
     do {                                                                       \
         if ((m) == DW_L) memcpy(&(v), (p), sizeof(v));                         \
-        else for (l_ = 0; l_ < (m); l_++) (v)[l_] = (p)[l_];                   \
+        else (v) = (DW_V)DW_MLOAD((p), (m));                                   \
     } while (0)
 #define DW_PUT(p, v, m)                                                        \
     do {                                                                       \
         if ((m) == DW_L) memcpy((p), &(v), sizeof(v));                         \
-        else for (l_ = 0; l_ < (m); l_++) (p)[l_] = (v)[l_];                   \
+        else DW_MSTORE((p), (v), (m));                                         \
     } while (0)
 
 /* out[r*ldo + q] = base + sum_{i,j} w[i*KW+j] * x[r*rs + i*ts + coff[j] + q],
@@ -57,7 +58,7 @@ static inline DW_V DW_FN(dw_load)(const DW_T *p) {
                      const int64_t *coff, const DW_T *CNX_RESTRICT w, DW_T b,  \
                      DW_T *CNX_RESTRICT out, int64_t ldo, int64_t nrows,       \
                      int64_t n, int accumulate) {                              \
-        int64_t r = 0, q, m, l_, co[KW];                                       \
+        int64_t r = 0, q, m, co[KW];                                       \
         int i, j;                                                              \
         DW_T wr[(KH) * (KW)];                                                  \
         for (i = 0; i < (KH) * (KW); i++) wr[i] = w[i];                        \
@@ -103,7 +104,7 @@ static void DW_FN(dw_fwd_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts
                               const int64_t *coff, const DW_T *CNX_RESTRICT w, DW_T b,
                               DW_T *CNX_RESTRICT out, int64_t ldo, int64_t nrows, int64_t n,
                               int kh, int kw, int accumulate) {
-    int64_t r, q, m, l_;
+    int64_t r, q, m;
     int i, j;
     for (r = 0; r < nrows; r++) {
         const DW_T *CNX_RESTRICT xr = x + r * rs;
@@ -192,6 +193,65 @@ static void DW_FN(dw_fwd)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
         DW_FN(dw_fwd_any)(x, rs, ts, coff, w, b, out, ldo, nrows, n, kh, kw, accumulate);
 }
 
+/* Strided input gradient, gathered: row R, phase b of the prepared-layout
+ * gradient y is
+ *     y[R*ldy + b*wq + v] = sum_{i, j} w[i*kw+j] * g[r*ldg + lp + v - (j*dw)/sw]
+ * over the taps with R = r*sh + i*dh (0 <= r < nrows) and (j*dw) % sw == b,
+ * in (i, j) order, added to y when accumulating.  g is zero-padded: lp
+ * columns on the left, whole vectors on the right.  Rows no tap reaches
+ * are zero.  jtab lists the taps of each phase: entries jtab[b] to
+ * jtab[b+1] - 1 of the pairs at jtab + sw + 1 are (j, (j*dw)/sw); ir is
+ * room for 2*kh integers (the kernel rows that reach row R). */
+static void DW_FN(dw_gx_rows)(const DW_T *CNX_RESTRICT g, int64_t ldg, int64_t nrows,
+                              const DW_T *CNX_RESTRICT w, int kh, int kw, int64_t sh,
+                              int64_t dh, const int64_t *jtab, int64_t *ir, int64_t sw,
+                              int64_t lp, int64_t wq, DW_T *CNX_RESTRICT y, int64_t ldy,
+                              int64_t hy, int accumulate) {
+    const int64_t *pairs = jtab + sw + 1;
+    int64_t R, b, v, t, r, k, p, nir;
+    int i;
+    for (R = 0; R < hy; R++) {
+        nir = 0;
+        for (i = 0; i < kh && (t = R - i * dh) >= 0; i++) {
+            r = t / sh;
+            if (r * sh == t && r < nrows) {
+                ir[2 * nir] = i;
+                ir[2 * nir + 1] = r;
+                nir++;
+            }
+        }
+        for (b = 0; b < sw; b++) {
+            DW_T *CNX_RESTRICT yr = y + R * ldy + b * wq;
+#if DW_VEXT
+            int64_t m;
+            for (v = 0; v < wq; v += DW_L) {
+                DW_V s = (DW_V){0};
+                m = wq - v < DW_L ? wq - v : DW_L;
+                if (accumulate) DW_GET(s, yr + v, m);
+                for (p = 0; p < nir; p++) {
+                    const DW_T *gr = g + ir[2 * p + 1] * ldg + lp + v;
+                    const DW_T *wi = w + ir[2 * p] * kw;
+                    for (k = jtab[b]; k < jtab[b + 1]; k++)
+                        s += wi[pairs[2 * k]] * DW_FN(dw_load)(gr - pairs[2 * k + 1]);
+                }
+                DW_PUT(yr + v, s, m);
+            }
+#else
+            if (!accumulate)
+                for (v = 0; v < wq; v++) yr[v] = 0;
+            for (p = 0; p < nir; p++) {
+                const DW_T *wi = w + ir[2 * p] * kw;
+                for (k = jtab[b]; k < jtab[b + 1]; k++) {
+                    const DW_T *CNX_RESTRICT gr = g + ir[2 * p + 1] * ldg + lp - pairs[2 * k + 1];
+                    DW_T wv = wi[pairs[2 * k]];
+                    for (v = 0; v < wq; v++) yr[v] += wv * gr[v];
+                }
+            }
+#endif
+        }
+    }
+}
+
 /* Transposed (scatter) form for the strided input gradient:
  * y[r*rs + i*ts + coff[j] + q] += w[i*kw+j] * g[r*ldg + q]. */
 static void DW_FN(dw_scatter)(const DW_T *CNX_RESTRICT g, int64_t ldg, int64_t nrows, int64_t n,
@@ -247,7 +307,7 @@ static void DW_FN(dw_gw_any)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
     static void NAME(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,           \
                      const int64_t *coff, const DW_T *CNX_RESTRICT g, int64_t ldg, \
                      int64_t nrows, int64_t n, int kh, DW_T *acc, int lda) {   \
-        int64_t r, q, l_, nfull = n / DW_L * DW_L, co[KW];                     \
+        int64_t r, q, nfull = n / DW_L * DW_L, co[KW];                     \
         int i, j, l;                                                           \
         DW_IV mask;                                                            \
         for (l = 0; l < DW_L; l++) mask[l] = l < n - nfull ? (DW_I)-1 : 0;     \
