@@ -22,17 +22,23 @@ Design:
   in cache) and is reused by the ``M`` outputs of its channel.
 * **Row loops** are C (``src/cnnext_depthwise_body.h``), compiled for
   AVX-512, AVX2+FMA and the baseline and chosen at run time like the GEMM
-  micro-kernels (``CNNEXT_ISA`` applies).  3x3 and 5x5 kernels (any stride,
-  padding and dilation) have fixed-size loops that keep each output in a
-  register; other sizes go tap by tap (the same summation order).
+  micro-kernels (``CNNEXT_ISA`` applies).  They keep a whole vector of
+  outputs in a register while adding the taps in (i, j) order; rows are
+  padded to whole vectors and the last vector of a row is a masked
+  load/store.  3x3 and 5x5 kernels (any stride, padding and dilation) have
+  fully unrolled loops, and at a unit row step (``sh == dh``) compute two
+  output rows per pass that share their loads; other sizes loop over the
+  taps.
 * **forward**: one (n, c) input plane per work unit, its ``M`` outputs.
-* **input gradient**: stride 1 is the forward kernel on the zero-padded
-  output gradient with the 180-degree-rotated kernel (a full correlation),
-  summed over the ``M`` outputs of each channel; a larger stride (or a
-  non-finite weight, which must never meet the zero padding: inf*0 = NaN
-  where PyTorch gives a finite value) scatter-adds each output row into a
-  prepared-layout buffer, which is then cropped into the gradient.  One
-  (n, c) plane per work unit.
+* **input gradient**, one (n, c) plane per work unit, summed over the ``M``
+  outputs of channel c: at stride 1, the forward kernel on the zero-padded
+  upstream gradient with the 180-degree-rotated kernel (a full
+  correlation); at a larger stride, each row and column phase of the
+  padded input's gradient gathers its taps from a zero-padded copy of the
+  upstream gradient plane, and is then cropped into ``grad_x``.  A
+  non-finite weight must never meet that zero padding (inf*0 = NaN where
+  PyTorch's result is finite): it takes a scatter form instead, which adds
+  ``w * g`` for the real upstream values only.
 * **non-finite values**: padding is multiplied like data, as in PyTorch's
   float64 and ``groups=1`` convolutions (and cnnext's ``conv2d``): a NaN
   upstream gradient or weight reaches the taps that read padding.
@@ -350,12 +356,12 @@ cdef void gx_full_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
             fwd_rows(buf, a, w + o * khw, 0, out + u * a.H * a.W, a.W, a.H, a.W, m > 0)
 
 
-cdef void gx_scatter_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
-                          floating* tag) noexcept nogil:
+cdef void gx_padded_task(const Args* a, Py_ssize_t u0, Py_ssize_t u1, int tid,
+                         floating* tag) noexcept nogil:
     """Any stride: the gradient of the zero-padded input, in the prepared
-    layout, either gathered row by row from the (padded) g planes or, for a
-    non-finite weight, scatter-added from every g row; then cropped into
-    grad_x."""
+    layout, either gathered row by row from the zero-padded g planes or,
+    for a non-finite weight, scatter-added from every g row; then cropped
+    into grad_x, for the (n, c) planes [u0, u1)."""
     cdef const floating* g = <const floating*>a.g
     cdef const floating* w = <const floating*>a.w
     cdef floating* out = <floating*>a.out
@@ -486,13 +492,13 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
             if full:
                 gx_full_task(&a, 0, a.units, 0, <floating*>NULL)
             else:
-                gx_scatter_task(&a, 0, a.units, 0, <floating*>NULL)
+                gx_padded_task(&a, 0, a.units, 0, <floating*>NULL)
         else:
             for u in prange(a.units, schedule="guided", num_threads=a.nt):
                 if full:
                     gx_full_task(&a, u, u + 1, threadid(), <floating*>NULL)
                 else:
-                    gx_scatter_task(&a, u, u + 1, threadid(), <floating*>NULL)
+                    gx_padded_task(&a, u, u + 1, threadid(), <floating*>NULL)
     free(scr)
     free(coff)
 
