@@ -302,6 +302,10 @@ def depthwise_forward(const floating[:, :, :, ::1] x,       # IN  (N, C, H, W)
     a.M = weight.shape[0] // a.C if a.C > 0 else 1
     a.kh = weight.shape[2]; a.kw = weight.shape[3]
     a.OH = out.shape[2]; a.OW = out.shape[3]
+    # A single output along an axis never uses the stride (a huge one would
+    # only blow up the prepared plane).
+    sh = 1 if a.OH == 1 else sh
+    sw = 1 if a.OW == 1 else sw
     a.units = a.N * a.C
     if a.units == 0 or a.OH == 0 or a.OW == 0:
         return
@@ -428,6 +432,10 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
     a.M = weight.shape[0] // a.C if a.C > 0 else 1
     a.kh = weight.shape[2]; a.kw = weight.shape[3]
     a.OH = grad_out.shape[2]; a.OW = grad_out.shape[3]
+    # A single output along an axis never uses the stride (a huge one would
+    # only blow up the prepared plane).
+    sh = 1 if a.OH == 1 else sh
+    sw = 1 if a.OW == 1 else sw
     a.ph = ph; a.pw = pw
     a.units = a.N * a.C
     khw = a.kh * a.kw
@@ -548,6 +556,10 @@ def depthwise_grad_weight(const floating[:, :, :, ::1] x,         # IN  (N, C, H
     a.M = grad_weight.shape[0] // a.C if a.C > 0 else 1
     a.kh = grad_weight.shape[2]; a.kw = grad_weight.shape[3]
     a.OH = grad_out.shape[2]; a.OW = grad_out.shape[3]
+    # A single output along an axis never uses the stride (a huge one would
+    # only blow up the prepared plane).
+    sh = 1 if a.OH == 1 else sh
+    sw = 1 if a.OW == 1 else sw
     a.units = a.C
     if a.C == 0:
         return
