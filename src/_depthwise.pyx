@@ -459,10 +459,11 @@ def depthwise_grad_input(const floating[:, :, :, ::1] grad_out,  # IN  (N, C*M, 
         a.p = make_prep(0, 0, (a.OH - 1) * sh + (a.kh - 1) * dh + 1, sw, Wq)
         a.rs = sh * a.p.ld
         # Gathering reads each g row from (j*dw)//sw columns left of the
-        # output column, in whole vectors: a zero margin on both sides.
+        # output column, in whole pairs of vectors: a zero margin on both
+        # sides.
         a.gather = all_finite(&weight[0, 0, 0, 0], weight.shape[0] * khw)
         a.gp = make_prep(0, (a.kw - 1) * dw // sw, a.OH, 1,
-                         (a.kw - 1) * dw // sw + padded_run(Wq, <floating*>NULL))
+                         (a.kw - 1) * dw // sw + 2 * padded_run(cdiv(Wq, 2), <floating*>NULL))
     a.sh = sh; a.dh = dh
     a.ts = dh * a.p.ld
     a.nt = n_workers(a.units, n_threads)

@@ -198,7 +198,7 @@ static void DW_FN(dw_fwd)(const DW_T *CNX_RESTRICT x, int64_t rs, int64_t ts,
  *     y[R*ldy + b*wq + v] = sum_{i, j} w[i*kw+j] * g[r*ldg + lp + v - (j*dw)/sw]
  * over the taps with R = r*sh + i*dh (0 <= r < nrows) and (j*dw) % sw == b,
  * in (i, j) order, added to y when accumulating.  g is zero-padded: lp
- * columns on the left, whole vectors on the right.  Rows no tap reaches
+ * columns on the left, whole pairs of vectors on the right.  Rows no tap reaches
  * are zero.  jtab lists the taps of each phase: entries jtab[b] to
  * jtab[b+1] - 1 of the pairs at jtab + sw + 1 are (j, (j*dw)/sw); ir is
  * room for 2*kh integers (the kernel rows that reach row R). */
@@ -223,18 +223,28 @@ static void DW_FN(dw_gx_rows)(const DW_T *CNX_RESTRICT g, int64_t ldg, int64_t n
         for (b = 0; b < sw; b++) {
             DW_T *CNX_RESTRICT yr = y + R * ldy + b * wq;
 #if DW_VEXT
-            int64_t m;
-            for (v = 0; v < wq; v += DW_L) {
-                DW_V s = (DW_V){0};
-                m = wq - v < DW_L ? wq - v : DW_L;
-                if (accumulate) DW_GET(s, yr + v, m);
+            /* Two vectors per step (few taps per row: halve the loop
+             * overhead); g has room for both. */
+            int64_t m0, m1;
+            for (v = 0; v < wq; v += 2 * DW_L) {
+                DW_V s0 = (DW_V){0}, s1 = s0;
+                m0 = wq - v < DW_L ? wq - v : DW_L;
+                m1 = wq - v - DW_L < DW_L ? wq - v - DW_L : DW_L;
+                if (accumulate) {
+                    DW_GET(s0, yr + v, m0);
+                    if (m1 > 0) DW_GET(s1, yr + v + DW_L, m1);
+                }
                 for (p = 0; p < nir; p++) {
                     const DW_T *gr = g + ir[2 * p + 1] * ldg + lp + v;
                     const DW_T *wi = w + ir[2 * p] * kw;
-                    for (k = jtab[b]; k < jtab[b + 1]; k++)
-                        s += wi[pairs[2 * k]] * DW_FN(dw_load)(gr - pairs[2 * k + 1]);
+                    for (k = jtab[b]; k < jtab[b + 1]; k++) {
+                        DW_T wv = wi[pairs[2 * k]];
+                        s0 += wv * DW_FN(dw_load)(gr - pairs[2 * k + 1]);
+                        s1 += wv * DW_FN(dw_load)(gr - pairs[2 * k + 1] + DW_L);
+                    }
                 }
-                DW_PUT(yr + v, s, m);
+                DW_PUT(yr + v, s0, m0);
+                if (m1 > 0) DW_PUT(yr + v + DW_L, s1, m1);
             }
 #else
             if (!accumulate)
