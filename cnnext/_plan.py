@@ -20,8 +20,12 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     cannot be allocated (padding near 2**31); numpy einsum.
 ``empty``
     nothing to read (an empty batch, image or channel axis): zeros or bias.
+``depthwise``
+    ``groups == C_in`` with one input channel per filter: the direct
+    per-plane kernels of ``_depthwise`` (forward, input and weight
+    gradients), no GEMM.
 ``grouped``
-    ``groups > 1``: the plan of one group's convolution (``plan.group_plan``)
+    any other ``groups > 1``: the plan of one group's convolution (``plan.group_plan``)
     run on each group's channels of the batch, forward and backward (in
     place: the kernels take channel windows).  :func:`_conv_method` makes
     every ``method`` choice.
@@ -45,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
-from . import _config, _conv, _eltwise, _gemm, _norm, _pool
+from . import _config, _conv, _depthwise, _eltwise, _gemm, _norm, _pool
 from . import _validate as V
 
 if TYPE_CHECKING:
@@ -315,6 +319,9 @@ class ConvPlan:
         if self.method == "direct":
             y = np.empty(self.out4, dtype=self.dtype)
             _conv.conv2d_forward(x4, weight, bias, y, *self.kernel_args)
+        elif self.method == "depthwise":
+            y = np.empty(self.out4, dtype=self.dtype)
+            _depthwise.depthwise_forward(x4, weight, bias, y, *self.kernel_args)
         elif self.method == "grouped":
             y = self._grouped_forward(x4, weight, bias)
         elif self.method == "gather":
@@ -349,6 +356,13 @@ class ConvPlan:
         elif self.method == "empty":
             gx = np.zeros(x4.shape, dtype=self.dtype) if need_input else None
             gw = np.zeros(self.weight_shape, dtype=self.dtype)
+        elif self.method == "depthwise":
+            gw = np.empty(self.weight_shape, dtype=self.dtype)
+            _depthwise.depthwise_grad_weight(x4, g4, gw, *self.kernel_args)
+            gx = None
+            if need_input:
+                gx = np.empty(x4.shape, dtype=self.dtype)
+                _depthwise.depthwise_grad_input(g4, weight, gx, *self.kernel_args)
         elif self.method == "grouped":
             gx, gw = self._grouped_backward(g4, x4, weight, need_input)
         else:
@@ -482,6 +496,10 @@ def _conv_method(
     Co, Cw, kh, kw = weight_shape
     if N == 0 or Co == 0 or Cw * kh * kw == 0 or H == 0 or W == 0:
         return "empty", "nothing to read: the result is zeros (or the bias)"
+    if groups > 1 and groups == C and Cw == 1 and not _needs_gather(1, H, W, stride, padding,
+                                                                    itemsize):
+        return "depthwise", (f"groups = C_in = {C}: one filter plane per channel "
+                             f"(x{Co // C}), the direct per-plane kernels")
     if groups > 1:
         return "grouped", (f"groups = {groups}: the plan of one group's convolution on each "
                            f"group's channel slice")
@@ -546,6 +564,13 @@ def conv2d_plan(
     scratch = (tasks * (KC * NR + -(-Co // MR) * MR * NR + prepared) + -(-Co // MR) * MR * K)
     scratch *= dtype.itemsize
     group_plan = None
+    if method == "depthwise":
+        gi = gw = "depthwise"
+        gi_why = gw_why = "the depthwise kernels, one channel plane per task"
+        tasks = max(1, min(threads, N * C))
+        rows = (OH - 1) * ks[0] + (kh - 1) * d[0] + 1
+        cols = ks[1] * (-(-OW // 16) * 16 + (kw - 1) * d[1] // ks[1])
+        scratch = tasks * rows * cols * dtype.itemsize
     if method == "grouped":
         group_plan = conv2d_plan(fname, (N, C // groups, H, W), (Co // groups, Cw, kh, kw),
                                  None, dtype, s, p, d)

@@ -1260,10 +1260,6 @@ def max_unpool2d_backward(
     return cast("FloatArray", gx.reshape(idx.shape))
 
 
-def _single(v: IntOrSingle) -> int:
-    return int(v[0]) if isinstance(v, tuple) else int(v)
-
-
 def max_pool1d(
     x: FloatArray, kernel_size: IntOrSingle, stride: IntOrSingle | None = None,
     padding: IntOrSingle = 0, dilation: IntOrSingle = 1, ceil_mode: bool = False,

@@ -102,11 +102,21 @@ def test_grouped_plans_run_one_group_plan_per_channel_block():
     # short rows (8x12 positions) keep the packed gradient
     assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5)).grad_weight == "transposed"
     assert plan.threads == gp.threads and plan.scratch_bytes == gp.scratch_bytes
-    # depthwise is a grouped plan too, its group a one-channel convolution
-    dw = _plan.conv2d_plan("conv2d", (2, 8, 9, 9), (8, 1, 3, 3), None, F32, (2, 2), (1, 1),
-                           (1, 1), 8)
-    assert dw.method == "grouped" and dw.group_plan.weight_shape == (1, 1, 3, 3)
-    assert dw.group_plan.grad_input == "phases"
+    # depthwise (groups == C_in, one input channel per filter) has its own
+    # kernels, with any channel multiplier; a huge padding falls back to the
+    # grouped plan, whose groups take the gather path
+    for co in (8, 16):
+        dw = _plan.conv2d_plan("conv2d", (2, 8, 9, 9), (co, 1, 3, 3), None, F32, (2, 2),
+                               (1, 1), (1, 1), 8)
+        assert (dw.method, dw.grad_input, dw.grad_weight) == ("depthwise",) * 3
+        assert dw.group_plan is None and "groups = C_in = 8" in dw.reason
+        assert dw.scratch_bytes > 0
+    huge = _plan.conv2d_plan("conv2d", (1, 2, 3, 3), (2, 1, 1, 1), None, F32,
+                             (2**31 - 1, 2**31 - 1), (2**31 - 1, 2**31 - 1), (1, 1), 2)
+    assert huge.method == "grouped" and huge.group_plan.method == "gather"
+    # groups that are not depthwise stay grouped, even with one channel per group
+    assert _plan.conv2d_plan("conv2d", (2, 8, 9, 9), (4, 2, 3, 3), None, F32, (1, 1), (1, 1),
+                             (1, 1), 4).method == "grouped"
     # nothing to read beats groups; groups=1 never groups
     assert _plan.conv2d_plan("conv2d", (0, 4, 5, 5), (4, 2, 3, 3), None, F32, (1, 1), (0, 0),
                              (1, 1), 2).method == "empty"
