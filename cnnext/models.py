@@ -180,11 +180,13 @@ def mobilenet_small(
 ) -> nn.Sequential:
     """A MobileNet-style network of depthwise-separable blocks.
 
-    stem: conv 3x3 16 -> batch norm -> ReLU; separable blocks
-    16->32 (stride 2), 32->64, 64->128 (stride 2), 128->128; global average
-    pooling; Dense to ``num_classes``.  A separable block is a depthwise
-    3x3 convolution (``groups`` equal to its channels) and a pointwise 1x1
-    convolution, each followed by batch norm and ReLU.
+    stem: conv 3x3 32 -> batch norm -> ReLU; separable blocks 32->64,
+    64->128 (stride 2), 128->128, 128->256 (stride 2), 256->256 (the first
+    blocks of MobileNet v1); global average pooling; Dense to
+    ``num_classes``.  A separable block is a depthwise 3x3 convolution
+    (``groups`` equal to its channels) and a pointwise 1x1 convolution, each
+    followed by batch norm and ReLU (136,202 parameters for one input
+    channel and 10 classes).
 
     Parameters
     ----------
@@ -202,13 +204,14 @@ def mobilenet_small(
     """
     make = _Layers("mobilenet_small", in_channels, num_classes, seed, dtype)
     return nn.Sequential(
-        *make.conv_bn(in_channels, 16, 3, 1),
+        *make.conv_bn(in_channels, 32, 3, 1),
         nn.ReLU(),
-        *make.separable(16, 32, 2),
         *make.separable(32, 64, 1),
         *make.separable(64, 128, 2),
         *make.separable(128, 128, 1),
+        *make.separable(128, 256, 2),
+        *make.separable(256, 256, 1),
         nn.AdaptiveAvgPool2D(1),
         nn.Flatten(),
-        make.dense(128, num_classes, init="torch"),
+        make.dense(256, num_classes, init="torch"),
     )

@@ -1,11 +1,13 @@
-"""The two MNIST examples reach their accuracy on the real test split.
+"""The MNIST examples and models reach their accuracy on the real test split.
 
 Skipped without the MNIST test split (see the ``mnist_dir`` fixture):
 
 * the tiny network of Victor Zhou's "CNNs, Part 2: Training a Convolutional
   Neural Network" (https://victorzhou.com/blog/intro-to-cnns-part-2/), SGD
   lr 0.005, batch 1, 3 epochs on [0, 1000): accuracy >= 0.85 on [5000, 6000);
-* LeNet-5, Adam, 3 epochs on [0, 8000): accuracy >= 0.96 on [8000, 10000).
+* LeNet-5, Adam, 3 epochs on [0, 8000): accuracy >= 0.96 on [8000, 10000);
+* ``cnnext train --model resnet8`` and ``--model mobilenet`` (same recipe):
+  accuracy >= 0.98 on [8000, 10000).
 
 The example scripts run in a subprocess with one kernel thread and one BLAS
 thread: on a shared 2-core machine, multi-threaded kernels and BLAS at these
@@ -128,3 +130,19 @@ def test_tiny_network_trains_like_pytorch(mnist_dir, one_thread):
         np.testing.assert_allclose(
             model.params[name], p.detach().numpy(), rtol=0, atol=2e-4, err_msg=name
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet8", "mobilenet"])
+def test_resnet8_and_mobilenet_reach_098(mnist_dir, model):
+    """``cnnext train --model resnet8|mobilenet``: Adam, batch 32, 3 epochs on
+    test-split images [0, 8000), tested on [8000, 10000)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnext", "train", "--model", model, "--data", str(mnist_dir),
+         "--split", "test", "--no-progress", "--threads", "1"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    acc = float(re.search(r"^test accuracy ([0-9.]+)", proc.stdout, re.M).group(1))
+    assert acc >= 0.98, proc.stdout

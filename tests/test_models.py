@@ -12,7 +12,7 @@ from cnnext import models, nn, optim
 
 BUILDERS = {"lenet5": models.lenet5, "resnet8": models.resnet8,
             "mobilenet": models.mobilenet_small}
-N_PARAMS = {"lenet5": 61706, "resnet8": 77754, "mobilenet": 31946}
+N_PARAMS = {"lenet5": 61706, "resnet8": 77754, "mobilenet": 136202}
 
 
 def _n_params(model):
@@ -53,7 +53,7 @@ def test_resnet8_has_projection_shortcuts_where_the_shape_changes():
 def test_mobilenet_convolutions_are_depthwise_separable():
     convs = [m for m in _walk(models.mobilenet_small(seed=0)) if isinstance(m, nn.Conv2D)]
     depthwise = [c for c in convs if c.groups > 1]
-    assert len(depthwise) == 4
+    assert len(depthwise) == 5
     assert all(c.groups == c.in_channels == c.out_channels for c in depthwise)
 
 
