@@ -314,7 +314,7 @@ def _lenet_nn_step(
     ``model.backward``, ``optim.Adam.step`` -- what a user of the layer API
     runs.  Returns ``(step, state)``; ``state()`` gives the live parameters.
     """
-    from .. import nn, optim
+    from .. import nn
 
     dt = x.dtype
     model = nn.Sequential(
@@ -327,16 +327,7 @@ def _lenet_nn_step(
     for i, layer in enumerate(layers, start=1):
         layer.params["weight"][...] = init[f"w{i}"]
         layer.params["bias"][...] = init[f"b{i}"]
-    loss = nn.SoftmaxCrossEntropy()
-    opt = optim.Adam(model, lr=1e-3)
-
-    def step() -> None:
-        opt.zero_grad()
-        loss(model.forward(x), labels)
-        # As cnnext.train.fit does (and PyTorch, whose input needs no
-        # gradient): the first layer's input gradient is not computed.
-        model.backward(loss.backward(), input_grad=False)
-        opt.step()
+    step = _model_step(model, x, labels)
 
     def state() -> Params:
         out = {}
@@ -424,6 +415,8 @@ def _model_step(model: Any, x: FloatArray, labels: npt.NDArray[np.int64]) -> Thu
     def step() -> None:
         opt.zero_grad()
         loss(model.forward(x), labels)
+        # As fit does (and PyTorch, whose input needs no gradient): the
+        # first layer's input gradient is not computed.
         model.backward(loss.backward(), input_grad=False)
         opt.step()
 
