@@ -380,7 +380,7 @@ def test_suite_geometry():
         "resnet-3x3": (8, 128, 28, 128, 3, 1, 1),
         "strided": (32, 16, 32, 32, 3, 2, 1),
         "cifar-grouped-g4": (32, 64, 32, 64, 3, 1, 1),
-        "mobilenet-dw3x3": (32, 64, 56, 64, 3, 1, 1),
+        "depthwise-c64": (32, 64, 56, 64, 3, 1, 1),
     }
     conv = {c.name: (c.N, c.C, c.H, c.C_out, c.kernel, c.stride, c.padding)
             for c in bench.SUITE if c.kind == "conv"}

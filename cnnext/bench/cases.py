@@ -161,7 +161,7 @@ SUITE = (
     Case("strided", "conv", 32, 16, 32, 32, 3, 2, 1),
     Case("cifar-grouped-g4", "conv", 32, 64, 32, 64, 3, 1, 1, groups=4),
     # A MobileNet depthwise layer: groups == C.
-    Case("mobilenet-dw3x3", "conv", 32, 64, 56, 64, 3, 1, 1, groups=64),
+    Case("depthwise-c64", "conv", 32, 64, 56, 64, 3, 1, 1, groups=64),
     Case("maxpool-2x2", "maxpool", *_POOL_SHAPE, 0, 2, 2, 0),
     Case("maxpool-3x3s2p1", "maxpool", *_POOL_SHAPE, 0, 3, 2, 1),
     Case("avgpool-2x2", "avgpool", *_POOL_SHAPE, 0, 2, 2, 0),
