@@ -143,8 +143,10 @@ class Identity(Module):
     upstream gradient (as ``torch.nn.Identity``); a placeholder, e.g. the
     shortcut of a :class:`Residual`.
 
-    Shape
+    Notes
     -----
+    Shape:
+
     - Input: any shape.
     - Output: the input, unchanged.
 
@@ -186,8 +188,10 @@ class Residual(Module):
         The projection branch (e.g. a 1x1 strided convolution when the block
         changes the shape); None is the identity.
 
-    Shape
+    Notes
     -----
+    Shape:
+
     - Input: whatever ``block`` and ``shortcut`` accept.
     - Output: the output shape of ``block``, which must equal that of the
       shortcut (or the input's, without one).  The result has the dtype of

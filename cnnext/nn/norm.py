@@ -201,8 +201,10 @@ _DOC = """Batch normalization over the channel axis of {shapes}, as
     dtype : float32 or float64
         The dtype of the parameters, buffers and computation.
 
-    Shape
+    Notes
     -----
+    Shape:
+
     - Input: {shapes}.
     - Output: the shape of the input.
 
