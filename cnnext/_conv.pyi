@@ -51,6 +51,18 @@ def conv2d_grad_weight(
     g_c0: int = 0,
     co_n: int = -1,
 ) -> None: ...
+def conv2d_grad_input_phases(
+    gout: _Float,
+    weight: _Float,
+    out: _Float,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    n_threads: int,
+    g_c0: int = 0,
+    out_c0: int = 0,
+) -> None: ...
 def conv_grad_input(
     gout: _Float,
     wmat: _Float,

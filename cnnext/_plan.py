@@ -33,8 +33,10 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     input gradient at stride 1: the full convolution of the output gradient
     with the 180-degree-rotated kernel, on the forward kernel.
 ``phases``
-    input gradient at stride s > 1: s*s such full convolutions, one per
-    stride phase.
+    input gradient at stride s > 1 (undilated): such a full convolution
+    per stride phase (the taps ``a::s, b::s``), all in one kernel call
+    (``_conv.conv2d_grad_input_phases``) that writes each phase's rows and
+    columns of the result directly.
 ``col2im``
     input gradient by ``Wmat^T @ g`` scattered back (any geometry).
 ``dot`` / ``transposed`` / ``packed``
@@ -178,53 +180,16 @@ def grad_input(
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
         return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W,
                                threads, out, g_c0, out_c0)
-    if method == "phases":
-        if Cg != Co:
-            g = np.ascontiguousarray(g[:, g_c0 : g_c0 + Co])
-        gxp = _grad_input_phases(g, weight, H, W, s, p, threads)
-        if out is None:
-            return gxp
-        out[:, out_c0 : out_c0 + C] = gxp
-        return out
     gx = np.empty((N, C, H, W), dtype=g.dtype) if out is None else out
+    if method == "phases":
+        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, g_c0,
+                                       out_c0)
+        return gx
     _conv.conv_grad_input(
         g.reshape(N, Cg, OH * OW), weight.reshape(Co, C * kh * kw), gx,
         kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads, g_c0, out_c0,
     )
     return gx
-
-
-def _grad_input_phases(
-    g: FloatArray, weight: FloatArray, H: int, W: int, s: Pair, p: Pair, threads: int
-) -> FloatArray:
-    """Strided input gradient as s_h*s_w stride-1 full convolutions.
-
-    Padded input row ``hp = u*s + a`` receives ``sum_t W[a + s*t] g[u - t]``:
-    for each phase (a, b) a full convolution of ``g`` with the sub-kernel of
-    taps ``a::s, b::s`` (rotated), computed by the forward kernel and written
-    to rows ``a::s``, columns ``b::s`` of the padded gradient.
-    """
-    N, Co, OH, OW = g.shape
-    _, C, kh, kw = weight.shape
-    Hp, Wp = H + 2 * p[0], W + 2 * p[1]
-    gxp = np.zeros((N, C, Hp, Wp), dtype=g.dtype)
-    for a in range(min(s[0], Hp)):
-        ka = -(-(kh - a) // s[0]) if kh > a else 0
-        U = -(-(Hp - a) // s[0])
-        for b in range(min(s[1], Wp)):
-            kb = -(-(kw - b) // s[1]) if kw > b else 0
-            Vb = -(-(Wp - b) // s[1])
-            if ka == 0 or kb == 0:
-                continue  # no tap lands on this phase: its gradient is zero
-            Ph, Pw = max(ka - 1, U - OH, 0), max(kb - 1, Vb - OW, 0)
-            R, S = OH + 2 * Ph - ka + 1, OW + 2 * Pw - kb + 1
-            y = _forward_kernel(
-                g, _rotated_transposed(weight[:, :, a :: s[0], b :: s[1]]), None,
-                (1, 1), (Ph, Pw), (1, 1), R, S, threads,
-            )
-            r0, c0 = Ph - ka + 1, Pw - kb + 1
-            gxp[:, :, a :: s[0], b :: s[1]] = y[:, :, r0 : r0 + U, c0 : c0 + Vb]
-    return np.ascontiguousarray(gxp[:, :, p[0] : p[0] + H, p[1] : p[1] + W])
 
 
 def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:

@@ -18,11 +18,14 @@ micro-kernels of ``_gemm``):
   the threads, each accumulating into its own partial ``dW`` (summed by the
   caller in a fixed order, so a given thread count gives bitwise-reproducible
   results).
-* **input gradient** (any stride), ``conv_transpose2d``: per sample,
-  ``col = Wmat^T @ g_n`` one position block at a time, then ``col2im``
-  scatter-adds each column into the window it came from; one thread owns a
-  sample.  (Where it can, the plan instead runs the forward kernel as a full
-  convolution with the 180-degree-rotated kernel.)
+* **input gradient**: at stride 1 the plan runs the forward kernel as a
+  full convolution with the 180-degree-rotated kernel; at stride s
+  (undilated) ``conv2d_grad_input_phases`` runs the forward kernel's tiles
+  once per stride phase, each phase's sub-kernel on the once-padded
+  gradient, storing straight into the phase's rows and columns.  Any stride
+  and dilation, and ``conv_transpose2d``: per sample, ``col = Wmat^T @ g_n``
+  one position block at a time, then ``col2im`` scatter-adds each column
+  into the window it came from; one thread owns a sample.
 
 Every kernel body is a ``*_task(args, tid)`` function: with one thread it is
 called directly (no OpenMP region), otherwise once per thread in a
@@ -190,54 +193,77 @@ cdef int64_t* tap_offsets(const Geom* g, Py_ssize_t* toff_max) except NULL:
 
 
 # --------------------------------------------------------------------------
-# Forward
+# Forward, and the strided input gradient by stride phases
+#
+# Both run "passes" over the prepared sample: a pass is one GEMM of packed
+# weight panels with the taps' runs (its own tap offsets and depth K) over
+# ``rows`` x Wq padded-width positions, storing the ``cols`` valid columns
+# of each row to ``out`` with its own row/column strides.  The forward is a
+# single pass; the input gradient at stride s is one pass per stride phase.
 # --------------------------------------------------------------------------
 
+ctypedef struct Pass:
+    const void* apw          # weight packed in MR-row panels, K columns
+    const int64_t* toff      # K tap offsets (from the pass's first position)
+    Py_ssize_t K, rows, cols, ntp
+    Py_ssize_t o0, orow, ocol  # result (r, c) of a channel at out + o0 + r*orow + c*ocol
+
+
 ctypedef struct FwdArgs:
-    Geom g
+    Geom g                   # geometry of the prepared sample (x's channels)
     const void* x            # (N, C, H, W)
-    const void* apw          # weight packed in MR-row panels
     const void* bias         # (Co,) or NULL
-    void* out                # (N, Co, OH, OW)
+    void* out                # (N, Co, ...)
     void* scr                # per-thread scratch, ``per`` elements each
-    const int64_t* toff
-    Py_ssize_t toff_max, per, s_c, MR, NR, npanel, ntp, T
-    Py_ssize_t xs, os          # elements between samples of x and out
+    const Pass* passes
+    Py_ssize_t npass, Co, ntp  # passes, result channels, tiles per sample (all passes)
+    Py_ssize_t per, s_c, MR, NR, npanel, T
+    Py_ssize_t xs, os, ocs     # elements between samples of x, of out, channels of out
     cnx_ukr_s fs
     cnx_ukr_d fd
     int nt
 
 
 cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
-    """Output tiles [T*tid/nt, T*(tid+1)/nt) of NR padded-width positions."""
-    cdef const Geom* g = &a.g
+    """Tiles [T*tid/nt, T*(tid+1)/nt) of NR padded-width positions; a
+    sample's tiles are its passes' tiles, pass after pass."""
     cdef const floating* x = <const floating*>a.x
-    cdef const floating* apw = <const floating*>a.apw
     cdef const floating* bias = <const floating*>a.bias
     cdef floating* out = <floating*>a.out
-    cdef Py_ssize_t NR = a.NR, MR = a.MR, K = g.K, Co = g.Co
-    cdef Py_ssize_t Wq = g.Wq, OW = g.OW, P = g.OH * g.OW, Pp = g.OH * g.Wq
+    cdef Py_ssize_t NR = a.NR, MR = a.MR, Co = a.Co, Wq = a.g.Wq
     cdef floating* ct = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
-    cdef Py_ssize_t t, n, cur = -1, p0, pc, kc, kk, panel, co0, pp, oh, ow, run, q
+    cdef Py_ssize_t t, n, j, cur = -1, p0, pc, kc, K, kk, panel, co0, pp, r, c, run, q
+    cdef Py_ssize_t ocol
+    cdef const Pass* ps
+    cdef const floating* apw
     cdef const floating* src = NULL
     cdef const floating* bsrc
     cdef const floating* bptr
+    cdef const floating* crow
     cdef const int64_t* boff
+    cdef floating* obase
     cdef floating* orow
     for t in range(t0, t1):
         n = t // a.ntp
-        p0 = (t - n * a.ntp) * NR
+        j = t - n * a.ntp
+        ps = a.passes
+        while j >= ps.ntp:
+            j = j - ps.ntp
+            ps = ps + 1
+        p0 = j * NR
         if n != cur:
             cur = n
-            src = sample_src(x, n, a.xs, g, ct + a.s_c)
+            src = sample_src(x, n, a.xs, &a.g, ct + a.s_c)
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
         bsrc = src + p0
+        apw = <const floating*>ps.apw
+        K = ps.K
         pc = 0
         while pc < K:
             kc = min(<Py_ssize_t>KC, K - pc)
-            boff = a.toff + pc
+            boff = ps.toff + pc
             for panel in range(a.npanel):
                 co0 = panel * MR
                 bptr = NULL
@@ -250,19 +276,59 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                     a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
                          ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
             pc = pc + KC
-        # Store the valid columns (ow < OW) of the tile, run by run.
+        # Store the valid columns (c < cols) of the tile, run by run.
+        ocol = ps.ocol
         pp = p0
-        while pp < min(p0 + NR, Pp):
-            oh = pp // Wq
-            ow = pp - oh * Wq
-            run = min(Wq - ow, p0 + NR - pp)
-            if ow < OW:
-                q = min(run, OW - ow)
+        while pp < min(p0 + NR, ps.rows * Wq):
+            r = pp // Wq
+            c = pp - r * Wq
+            run = min(Wq - c, p0 + NR - pp)
+            if c < ps.cols:
+                q = min(run, ps.cols - c)
+                obase = out + n * a.os + ps.o0 + r * ps.orow + c * ocol
                 for co0 in range(Co):
-                    orow = out + n * a.os + co0 * P + oh * OW + ow
-                    for kk in range(q):
-                        orow[kk] = ct[co0 * NR + pp - p0 + kk]
+                    orow = obase + co0 * a.ocs
+                    crow = ct + co0 * NR + pp - p0
+                    if ocol == 1:
+                        for kk in range(q):
+                            orow[kk] = crow[kk]
+                    else:
+                        for kk in range(q):
+                            orow[kk * ocol] = crow[kk]
             pp = pp + run
+
+
+cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
+    """Set the micro-kernel, its MR and NR, and the panels of Co result channels.
+    Few channels (e.g. the input gradient of a grayscale or RGB layer): a
+    kernel with fewer rows instead of mostly-empty 8-row tiles."""
+    cdef int small
+    a.Co = Co
+    a.fs = KER.s_ind
+    a.fd = KER.d_ind
+    a.MR = mr_of(<floating*>NULL)
+    a.NR = nr_of(<floating*>NULL)
+    if Co <= 4:
+        small = 0 if Co == 1 else (1 if Co == 2 else 2)
+        if floating is float:
+            if KER.s_ind_small[small] != NULL:
+                a.fs = KER.s_ind_small[small]
+                a.MR = 1 << small
+        else:
+            if KER.d_ind_small[small] != NULL:
+                a.fd = KER.d_ind_small[small]
+                a.MR = 1 << small
+    a.npanel = cdiv(Co, a.MR)
+
+
+cdef void fwd_run(FwdArgs* a, floating* tag) noexcept nogil:
+    """Run the tasks of ``a`` (its scratch, passes and arrays set)."""
+    cdef Py_ssize_t tid
+    if a.nt == 1:
+        fwd_task(a, 0, <floating*>NULL)
+    else:
+        for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+            fwd_task(a, <int>tid, <floating*>NULL)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C_x, H, W)
@@ -278,35 +344,29 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C_x, H, W)
     Wmat = weight as (Cout, C*kh*kw) (the whole arrays by default); tiles of
     NR positions split into contiguous ranges, one per thread."""
     cdef FwdArgs a
-    cdef Py_ssize_t tid, small, oh_n = out.shape[2]
+    cdef Pass ps
+    cdef Py_ssize_t toff_max, oh_n = out.shape[2], ow_n = out.shape[3]
     a.g = make_geom(x.shape[0], weight.shape[1], x.shape[2], x.shape[3], weight.shape[0],
-                    weight.shape[2], weight.shape[3], sh, sw, ph, pw, dh, dw, oh_n, out.shape[3])
+                    weight.shape[2], weight.shape[3], sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
-    a.fs = KER.s_ind
-    a.fd = KER.d_ind
-    a.MR = mr_of(<floating*>NULL)
-    a.NR = nr_of(<floating*>NULL)
-    # Few output channels (e.g. the input gradient of a grayscale or RGB
-    # layer): a kernel with fewer rows instead of mostly-empty 8-row tiles.
-    if Co <= 4:
-        small = 0 if Co == 1 else (1 if Co == 2 else 2)
-        if floating is float:
-            if KER.s_ind_small[small] != NULL:
-                a.fs = KER.s_ind_small[small]
-                a.MR = 1 << small
-        else:
-            if KER.d_ind_small[small] != NULL:
-                a.fd = KER.d_ind_small[small]
-                a.MR = 1 << small
-    a.ntp = cdiv(oh_n * a.g.Wq, a.NR)
-    a.npanel = cdiv(Co, a.MR)
+    fwd_kernel(&a, Co, <floating*>NULL)
+    ps.K = K
+    ps.rows = oh_n
+    ps.cols = ow_n
+    ps.ntp = cdiv(oh_n * a.g.Wq, a.NR)
+    ps.o0 = 0
+    ps.orow = ow_n
+    ps.ocol = 1
+    a.passes = &ps
+    a.npass = 1
+    a.ntp = ps.ntp
     a.T = a.g.N * a.ntp
     a.nt = <int>max(1, min(n_threads, a.T))
     if a.T == 0 or K == 0:
         return
     cdef floating* apw = NULL
-    cdef int64_t* toff = tap_offsets(&a.g, &a.toff_max)
-    reach(&a.g, a.toff_max + a.ntp * a.NR)
+    cdef int64_t* toff = tap_offsets(&a.g, &toff_max)
+    reach(&a.g, toff_max + ps.ntp * a.NR)
     # Per thread: C tile for all panels, prepared sample.
     a.s_c = round16(a.npanel * a.MR * a.NR)
     a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
@@ -315,23 +375,203 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C_x, H, W)
     except MemoryError:
         free(toff)
         raise
+    ps.apw = apw
+    ps.toff = toff
     a.xs = x.shape[1] * x.shape[2] * x.shape[3]
-    a.os = out.shape[1] * oh_n * out.shape[3]
+    a.os = out.shape[1] * oh_n * ow_n
+    a.ocs = oh_n * ow_n
     a.x = &x[0, 0, 0, 0] + x_c0 * x.shape[2] * x.shape[3]
-    a.apw = apw
     a.bias = &bias[0] if bias is not None else NULL
-    a.out = &out[0, 0, 0, 0] + out_c0 * oh_n * out.shape[3]
+    a.out = &out[0, 0, 0, 0] + out_c0 * oh_n * ow_n
     a.scr = apw + a.npanel * a.MR * K
-    a.toff = toff
     with nogil:
         pack_a(&weight[0, 0, 0, 0], K, 1, Co, K, a.MR, apw)
-        if a.nt == 1:
-            fwd_task(&a, 0, <floating*>NULL)
-        else:
-            for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
-                fwd_task(&a, <int>tid, <floating*>NULL)
+        fwd_run(&a, <floating*>NULL)
     free(apw)
     free(toff)
+
+
+# --------------------------------------------------------------------------
+# Input gradient at stride > 1 by stride phases (undilated)
+# --------------------------------------------------------------------------
+
+
+cdef void pack_phase(const floating* w, Py_ssize_t Cg, Py_ssize_t Cx, Py_ssize_t kh,
+                     Py_ssize_t kw, Py_ssize_t a, Py_ssize_t b, Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t ka, Py_ssize_t kb, Py_ssize_t MR, floating* dst) noexcept nogil:
+    """Pack the phase-(a, b) sub-kernel of w (Cg, Cx, kh, kw), transposed and
+    rotated by 180 degrees, as A(Cx, Cg*ka*kb) in MR-row panels (as pack_a):
+    A[c, (o, i, j)] = w[o, c, a + sh*(ka-1-i), b + sw*(kb-1-j)]."""
+    cdef Py_ssize_t K = Cg * ka * kb, panel, r, c, o, i, j, k
+    cdef floating* d
+    cdef const floating* wc
+    for panel in range(cdiv(Cx, MR)):
+        d = dst + panel * K * MR
+        for r in range(MR):
+            c = panel * MR + r
+            if c >= Cx:
+                for k in range(K):
+                    d[k * MR + r] = 0
+                continue
+            k = 0
+            for o in range(Cg):
+                wc = w + (o * Cx + c) * kh * kw
+                for i in range(ka):
+                    for j in range(kb):
+                        d[k * MR + r] = wc[(a + sh * (ka - 1 - i)) * kw + b + sw * (kb - 1 - j)]
+                        k = k + 1
+
+
+ctypedef struct Phase:
+    # Phase i of one axis: input indices u*s + i - p, u = first .. first+count-1,
+    # inside [0, L) receive taps i, i+s, ... (``taps`` of them) from
+    # gradient indices u, u-1, ...; ``pad``: the gradient padding that keeps
+    # every tap read inside the padded gradient.
+    Py_ssize_t taps, first, count, pad
+
+
+cdef inline Phase phase_axis(Py_ssize_t i, Py_ssize_t s, Py_ssize_t p, Py_ssize_t k,
+                             Py_ssize_t L, Py_ssize_t O) noexcept nogil:
+    """Phase i < min(s, k) of an axis of input size L, gradient size O."""
+    cdef Phase f
+    f.taps = cdiv(k - i, s)
+    f.first = cdiv(p - i, s) if p > i else 0
+    f.count = max(0, (L - 1 + p - i) // s + 1 - f.first) if L - 1 + p - i >= 0 else 0
+    f.pad = max(0, f.taps - 1 - f.first, f.first + f.count - O) if f.count > 0 else 0
+    return f
+
+
+cdef void zero_windows(const FwdArgs* a, Py_ssize_t N, Py_ssize_t size,
+                       floating* tag) noexcept nogil:
+    """Zero ``size`` elements of each sample of a.out, over a.nt threads."""
+    cdef Py_ssize_t n
+    if a.nt == 1:
+        for n in range(N):
+            memset(<floating*>a.out + n * a.os, 0, size * sizeof(floating))
+    else:
+        for n in prange(N, schedule="static", num_threads=a.nt):
+            memset(<floating*>a.out + n * a.os, 0, size * sizeof(floating))
+
+
+def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, C_g, OH, OW)
+                             const floating[:, :, :, ::1] weight,  # IN  (Cg, Cx, kh, kw)
+                             floating[:, :, :, ::1] out,           # OUT (N, C_out, H, W);
+                                                                   #     its window overwritten
+                             Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t ph, Py_ssize_t pw,
+                             int n_threads,
+                             Py_ssize_t g_c0=0, Py_ssize_t out_c0=0):
+    """out[n, out_c0:out_c0+Cx] = the input gradient of the undilated
+    convolution with ``weight`` at stride (sh, sw) and padding (ph, pw), for
+    the upstream gradient gout[n, g_c0:g_c0+Cg] (any stride and padding).
+
+    Input row h = u*sh + a - ph (columns likewise, phase b) receives
+    sum_t weight[:, :, a + sh*t] @ gout[u - t]: for each stride phase (a, b)
+    with taps, one pass of the forward kernel -- the stride-1 correlation of
+    the zero-padded gradient with the phase's rotated sub-kernel -- stores
+    its results straight to rows a::sh, columns b::sw of the window, cropped
+    to the input.  Each sample's gradient is padded once for all passes;
+    phases without taps (stride > kernel) are zeros.  Tiles split into
+    contiguous ranges, one per thread."""
+    cdef FwdArgs a
+    cdef Py_ssize_t N = gout.shape[0], OH = gout.shape[2], OW = gout.shape[3]
+    cdef Py_ssize_t Cg = weight.shape[0], Cx = weight.shape[1], kh = weight.shape[2]
+    cdef Py_ssize_t kw = weight.shape[3], H = out.shape[2], W = out.shape[3]
+    cdef Py_ssize_t na = min(sh, kh), nb = min(sw, kw), i, j, o, ii, jj, k
+    cdef Py_ssize_t PT = 0, PL = 0, end = 0, ntot = 0, koff = 0, r0, c0
+    cdef bint reads = Cg * OH * OW > 0
+    cdef bint zero = sh > kh or sw > kw or not reads
+    if N == 0 or Cx * H * W == 0:
+        return
+    # The passes, then the row phases (fr) and column phases (fc).
+    cdef Pass* ps
+    cdef Pass* passes = <Pass*>alloc_scratch(max(1, na * nb) * sizeof(Pass)
+                                             + (na + nb) * sizeof(Phase))
+    cdef Phase* fr = <Phase*>(passes + na * nb)
+    cdef Phase* fc = fr + na
+    for i in range(na):
+        fr[i] = phase_axis(i, sh, ph, kh, H, OH)
+        PT = max(PT, fr[i].pad)
+    for j in range(nb):
+        fc[j] = phase_axis(j, sw, pw, kw, W, OW)
+        PL = max(PL, fc[j].pad)
+    # The prepared sample: the gradient zero-padded by (PT, PL).
+    a.g = make_geom(N, Cg, OH, OW, Cx, 1, 1, 1, 1, PT, PL, 1, 1, OH, OW)
+    cdef Py_ssize_t Hq = a.g.Hq, Wq = a.g.Wq
+    fwd_kernel(&a, Cx, <floating*>NULL)
+    cdef int64_t* toff = NULL
+    cdef floating* apw = NULL
+    cdef floating* scr = NULL
+    try:
+        toff = <int64_t*>alloc_scratch(max(1, Cg * kh * kw) * sizeof(int64_t))
+        apw = <floating*>alloc_scratch(max(1, a.npanel * a.MR * Cg * kh * kw)
+                                       * sizeof(floating))
+    except MemoryError:
+        free(passes)
+        free(toff)
+        raise
+    a.passes = passes
+    a.npass = 0
+    for i in range(na if reads else 0):
+        for j in range(nb):
+            if fr[i].count == 0 or fc[j].count == 0:
+                continue  # no input row (column) in this phase
+            ps = passes + a.npass
+            ps.K = Cg * fr[i].taps * fc[j].taps
+            ps.rows = fr[i].count
+            ps.cols = fc[j].count
+            ps.ntp = cdiv(ps.rows * Wq, a.NR)
+            ps.o0 = (fr[i].first * sh + i - ph) * W + fc[j].first * sw + j - pw
+            ps.orow = sh * W
+            ps.ocol = sw
+            ps.apw = apw + a.npanel * a.MR * koff
+            pack_phase(&weight[0, 0, 0, 0], Cg, Cx, kh, kw, i, j, sh, sw, fr[i].taps,
+                       fc[j].taps, a.MR, apw + a.npanel * a.MR * koff)
+            # Result (r, c) reads padded-gradient row r + r0 + ii, column
+            # c + c0 + jj for rotated tap (ii, jj) of gradient channel o.
+            r0 = fr[i].first - fr[i].taps + 1 + PT
+            c0 = fc[j].first - fc[j].taps + 1 + PL
+            ps.toff = toff + koff
+            k = koff
+            for o in range(Cg):
+                for ii in range(fr[i].taps):
+                    for jj in range(fc[j].taps):
+                        toff[k] = (o * Hq + r0 + ii) * Wq + c0 + jj
+                        k = k + 1
+            koff = k
+            # The furthest run starts at the last tap's offset (the largest).
+            end = max(end, toff[k - 1] + ps.ntp * a.NR)
+            ntot = ntot + ps.ntp
+            a.npass = a.npass + 1
+    reach(&a.g, end)
+    a.ntp = ntot
+    a.T = N * ntot
+    a.nt = <int>max(1, min(n_threads, max(a.T, N)))
+    a.s_c = round16(a.npanel * a.MR * a.NR)
+    a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
+    try:
+        scr = <floating*>alloc_scratch(max(1, a.nt * a.per) * sizeof(floating))
+    except MemoryError:
+        free(passes)
+        free(toff)
+        free(apw)
+        raise
+    a.xs = gout.shape[1] * OH * OW
+    a.os = out.shape[1] * H * W
+    a.ocs = H * W
+    a.x = &gout[0, 0, 0, 0] + g_c0 * OH * OW if reads else NULL
+    a.bias = NULL
+    a.out = &out[0, 0, 0, 0] + out_c0 * H * W
+    a.scr = scr
+    with nogil:
+        if zero:
+            zero_windows(&a, N, Cx * H * W, <floating*>NULL)
+        if a.T > 0:
+            fwd_run(&a, <floating*>NULL)
+    free(scr)
+    free(apw)
+    free(toff)
+    free(passes)
 
 
 # --------------------------------------------------------------------------

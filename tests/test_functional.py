@@ -256,6 +256,90 @@ def test_conv2d_backward_satisfies_adjoint_identity(dtype, rng):
 
 
 # --------------------------------------------------------------------------
+# strided input gradient by stride phases: the kernel entry point
+# --------------------------------------------------------------------------
+
+# (N, Cg, Cx, H, W, kernel, stride, padding): non-square kernels, stride
+# larger than the kernel (phases without taps), padding beyond the kernel
+# (stride 1 included), prime sizes, N=1, C=1, few result channels (the
+# small micro-kernels), a phase depth past one KC block (Cg*taps > 256).
+PHASE_GEOMS = [
+    (2, 3, 4, 9, 9, (3, 3), (2, 2), (1, 1)),
+    (1, 1, 1, 7, 5, (2, 3), (2, 3), (0, 1)),
+    (3, 5, 2, 11, 13, (5, 5), (2, 2), (2, 2)),
+    (2, 4, 6, 12, 12, (1, 1), (2, 2), (0, 0)),
+    (2, 3, 3, 10, 9, (3, 3), (3, 3), (1, 1)),
+    (1, 2, 3, 9, 9, (3, 3), (1, 1), (3, 3)),
+    (2, 3, 9, 8, 8, (2, 2), (4, 4), (0, 0)),
+    (2, 3, 4, 8, 7, (3, 2), (5, 1), (2, 0)),
+    (2, 2, 3, 6, 6, (4, 4), (2, 2), (3, 1)),
+    (1, 70, 17, 13, 11, (3, 3), (2, 2), (1, 1)),
+    (2, 3, 2, 3, 3, (3, 3), (7, 7), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", PHASE_GEOMS, ids=[str(g) for g in PHASE_GEOMS])
+def test_grad_input_phases_kernel_matches_reference(geom, dtype, rng, close):
+    """conv2d_grad_input_phases writes every element of its channel window
+    (a NaN sentinel elsewhere stays), equal to the reference input gradient,
+    bitwise the same on 1 and 2 threads."""
+    from cnnext import _conv
+
+    N, Cg, Cx, H, W, k, s, p = geom
+    OH, OW = (conv_out(n, k_i, s_i, p_i, 1) for n, k_i, s_i, p_i in zip((H, W), k, s, p))
+    w = randn(rng, (Cg, Cx) + k, dtype)
+    g = randn(rng, (N, Cg + 3, OH, OW), dtype)  # the gradient's channels 1 .. Cg
+    want = R.conv2d_backward(*f64(g[:, 1 : 1 + Cg], np.zeros((N, Cx, H, W)), w),
+                             stride=s, padding=p)[0]
+    results = []
+    for threads in (1, 2):
+        out = np.full((N, Cx + 2, H, W), np.nan, dtype)
+        _conv.conv2d_grad_input_phases(g, w, out, *s, *p, threads, 1, 2)
+        assert np.isnan(out[:, :2]).all()
+        close(out[:, 2:], want, dtype)
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grad_input_phases_kernel_nonfinite_gradient_and_no_channels(dtype, rng):
+    """An inf/NaN upstream gradient reaches exactly the input positions the
+    reference gives it (never through the padding); no gradient channels or
+    an empty batch give zeros or nothing."""
+    from cnnext import _conv
+
+    w = randn(rng, (3, 2, 3, 3), dtype)
+    g = randn(rng, (2, 3, 5, 5), dtype)
+    g[0, 1, 0, 0], g[1, 2, 4, 3] = np.inf, np.nan
+    out = np.empty((2, 2, 10, 10), dtype)
+    _conv.conv2d_grad_input_phases(g, w, out, 2, 2, 1, 1, 1)
+    want = R.conv2d_backward(*f64(g, np.zeros((2, 2, 10, 10)), w), stride=2, padding=1)[0]
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(want))
+    assert np.isfinite(out).sum() > 0
+    out = np.full((2, 2, 10, 10), np.nan, dtype)
+    _conv.conv2d_grad_input_phases(np.empty((2, 0, 5, 5), dtype), w[:0], out, 2, 2, 1, 1, 2)
+    assert not out.any()
+    _conv.conv2d_grad_input_phases(g[:0], w, out[:0], 2, 2, 1, 1, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [(10**6, 2), (3, 10**6)])
+def test_strided_backward_huge_stride_and_unbatched(stride, dtype, rng, close):
+    """A stride larger than the input (one output along that axis) and an
+    unbatched sample through the public function."""
+    x = randn(rng, (2, 7, 8), dtype)
+    w = randn(rng, (5, 2, 3, 2), dtype)
+    go = randn(rng, F.conv2d(x, w, stride=stride, padding=1).shape, dtype)
+    gx, gw, _ = F.conv2d_backward(go, x, w, stride=stride, padding=1)
+    rx, rw, _ = R.conv2d_backward(*f64(go[None], x[None], w), stride=stride, padding=1)
+    assert gx.shape == x.shape
+    close(gx, rx[0], dtype)
+    close(gw, rw, dtype)
+
+
+# --------------------------------------------------------------------------
 # full convolution
 # --------------------------------------------------------------------------
 
