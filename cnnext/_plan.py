@@ -198,8 +198,9 @@ def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:
     if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
         return "full-rotated", "stride 1: full convolution with the rotated kernel"
     if d == (1, 1):
-        return "phases", "stride > 1: one full convolution per stride phase"
-    return "col2im", "dilation with stride, or padding beyond the kernel: col2im scatter"
+        why = "stride > 1" if s != (1, 1) else "padding beyond the kernel"
+        return "phases", f"{why}: one full convolution per stride phase, in one kernel pass"
+    return "col2im", "dilation with stride or with padding beyond the kernel: col2im scatter"
 
 
 def _gather_taps(
