@@ -52,6 +52,24 @@ def _geom(g):
 # --------------------------------------------------------------------------
 
 
+def _agrees_with_torch(name, x, w, b, kw, dtype, rng, close):
+    """``F.<name>`` and ``F.<name>_backward`` (for a random upstream gradient)
+    against torch's op and autograd: output, grad_x, grad_weight, grad_bias."""
+    tx, tw, tb = t(x, True), t(w, True), t(b, True)
+    with warnings.catch_warnings():  # "same" with an even kernel: a padded copy
+        warnings.simplefilter("ignore", UserWarning)
+        ty = getattr(TF, name)(tx, tw, tb, **kw)
+    y = getattr(F, name)(x, w, b, **kw)
+    assert y.shape == tuple(ty.shape) and y.dtype == dtype
+    close(y, n(ty), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    gx, gw, gb = getattr(F, f"{name}_backward")(go, x, w, **kw)
+    close(gx, n(tx.grad), dtype, err_msg="grad_x")
+    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
+    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", CONV_GEOMS, ids=CONV_IDS)
 def test_conv2d_and_backward(g, dtype, rng, close):
@@ -59,18 +77,7 @@ def test_conv2d_and_backward(g, dtype, rng, close):
     x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
     w = rng.standard_normal((Co, Ci) + k).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
-    tx, tw, tb = t(x, True), t(w, True), t(b, True)
-    ty = TF.conv2d(tx, tw, tb, **kw)
-    y = F.conv2d(x, w, b, **kw)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype
-    close(y, n(ty), dtype)
-
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
-    close(gx, n(tx.grad), dtype, err_msg="grad_x")
-    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
-    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+    _agrees_with_torch("conv2d", x, w, b, kw, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -115,19 +122,7 @@ def test_grouped_and_padded_conv2d_and_backward(g, dtype, rng, close):
     x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
     w = rng.standard_normal((Co, Ci // G) + k).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
-    tx, tw, tb = t(x, True), t(w, True), t(b, True)
-    with warnings.catch_warnings():  # "same" with an even kernel: a padded copy
-        warnings.simplefilter("ignore", UserWarning)
-        ty = TF.conv2d(tx, tw, tb, **kw)
-    y = F.conv2d(x, w, b, **kw)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype
-    close(y, n(ty), dtype)
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
-    close(gx, n(tx.grad), dtype, err_msg="grad_x")
-    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
-    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+    _agrees_with_torch("conv2d", x, w, b, kw, dtype, rng, close)
 
 
 # (id, N, C_in, C_out, groups, H, W, kernel, stride, padding, output_padding, dilation)
@@ -147,17 +142,7 @@ def test_grouped_conv_transpose2d_and_backward(g, dtype, rng, close):
     x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
     w = rng.standard_normal((Ci, Co // G) + k).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
-    tx, tw, tb = t(x, True), t(w, True), t(b, True)
-    ty = TF.conv_transpose2d(tx, tw, tb, **kw)
-    y = F.conv_transpose2d(x, w, b, **kw)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype
-    close(y, n(ty), dtype)
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx, gw, gb = F.conv_transpose2d_backward(go, x, w, **kw)
-    close(gx, n(tx.grad), dtype, err_msg="grad_x")
-    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
-    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+    _agrees_with_torch("conv_transpose2d", x, w, b, kw, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -171,19 +156,7 @@ def test_conv1d_and_backward(groups, k, s, p, d, dtype, rng, close):
     w = rng.standard_normal((8, 4 // groups, k)).astype(dtype)
     b = rng.standard_normal(8).astype(dtype)
     kw = dict(stride=s, padding=p, dilation=d, groups=groups)
-    tx, tw, tb = t(x, True), t(w, True), t(b, True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        ty = TF.conv1d(tx, tw, tb, **kw)
-    y = F.conv1d(x, w, b, **kw)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype
-    close(y, n(ty), dtype)
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx, gw, gb = F.conv1d_backward(go, x, w, **kw)
-    close(gx, n(tx.grad), dtype, err_msg="grad_x")
-    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
-    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+    _agrees_with_torch("conv1d", x, w, b, kw, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
