@@ -144,17 +144,33 @@ def check_conv2d(g, dtype, rng, close):
     close(y0, R.conv2d(*f64(x, w), **kw), dtype)
 
 
+def check_grads_match_reference(name, go, x, w, kw, dtype, close):
+    """``F.<name>_backward`` against the reference's: dtypes, shapes and the
+    three gradients; returns the reference's (grad_x, grad_weight)."""
+    gx, gw, gb = getattr(F, f"{name}_backward")(go, x, w, **kw)
+    rx, rw, rb = getattr(R, f"{name}_backward")(*f64(go, x, w), **kw)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == rb.shape
+    close(gx, rx, dtype, err_msg="grad_x")
+    close(gw, rw, dtype, err_msg="grad_weight")
+    close(gb, rb, dtype, err_msg="grad_bias")
+    return rx, rw
+
+
+def check_unbatched_backward(name, go, x, w, kw):
+    """An unbatched sample's gradients are the batched call's for it alone."""
+    backward = getattr(F, f"{name}_backward")
+    gx3, gw3, _ = backward(go[0], x[0], w, **kw)
+    gx1, gw1, _ = backward(go[:1], x[:1], w, **kw)
+    np.testing.assert_array_equal(gx3, gx1[0])
+    np.testing.assert_array_equal(gw3, gw1)
+
+
 def check_conv2d_backward(g, dtype, rng, close):
     x, w, _ = conv_arrays(g, dtype, rng)
     kw = conv_kwargs(g)
     go = randn(rng, conv_out_shape(g), dtype)
-    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
-    rx, rw, rb = R.conv2d_backward(*f64(go, x, w), **kw)
-    assert gx.dtype == gw.dtype == gb.dtype == dtype
-    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (g.cout,)
-    close(gx, rx, dtype, err_msg="grad_x")
-    close(gw, rw, dtype, err_msg="grad_weight")
-    close(gb, rb, dtype, err_msg="grad_bias")
+    rx, rw = check_grads_match_reference("conv2d", go, x, w, kw, dtype, close)
     gx2, gw2, gb2 = F.conv2d_backward(go, x, w, bias=False, **kw)
     assert gb2 is None
     close(gx2, rx, dtype)
@@ -369,19 +385,10 @@ def test_grouped_and_padded_conv2d_and_backward_cases(g, dtype, rng, close):
     close(y, want, dtype)
     close(F.conv2d(x, w, **kw), R.conv2d(*f64(x, w), **kw), dtype)
     go = randn(rng, y.shape, dtype)
-    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
-    rx, rw, rb = R.conv2d_backward(*f64(go, x, w), **kw)
-    assert gx.dtype == gw.dtype == gb.dtype == dtype
-    assert gx.shape == x.shape and gw.shape == w.shape
-    close(gx, rx, dtype, err_msg="grad_x")
-    close(gw, rw, dtype, err_msg="grad_weight")
-    close(gb, rb, dtype, err_msg="grad_bias")
+    check_grads_match_reference("conv2d", go, x, w, kw, dtype, close)
     # unbatched input: the batched result's first sample
     np.testing.assert_array_equal(F.conv2d(x[0], w, b, **kw), F.conv2d(x[:1], w, b, **kw)[0])
-    gx3, gw3, _ = F.conv2d_backward(go[0], x[0], w, **kw)
-    gx1, gw1, _ = F.conv2d_backward(go[:1], x[:1], w, **kw)
-    np.testing.assert_array_equal(gx3, gx1[0])
-    np.testing.assert_array_equal(gw3, gw1)
+    check_unbatched_backward("conv2d", go, x, w, kw)
 
 
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
@@ -479,18 +486,9 @@ def test_grouped_conv_transpose2d_and_backward_cases(g, op, dtype, rng, close):
     assert y.dtype == dtype and y.shape == want.shape
     close(y, want, dtype)
     go = randn(rng, y.shape, dtype)
-    gx, gw, gb = F.conv_transpose2d_backward(go, x, w, **kw)
-    rx, rw, rb = R.conv_transpose2d_backward(*f64(go, x, w), **kw)
-    assert gx.dtype == gw.dtype == gb.dtype == dtype
-    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (g.cout,)
-    close(gx, rx, dtype, err_msg="grad_x")
-    close(gw, rw, dtype, err_msg="grad_weight")
-    close(gb, rb, dtype, err_msg="grad_bias")
+    check_grads_match_reference("conv_transpose2d", go, x, w, kw, dtype, close)
     assert F.conv_transpose2d_backward(go, x, w, bias=False, **kw)[2] is None
-    gx3, gw3, gb3 = F.conv_transpose2d_backward(go[0], x[0], w, **kw)
-    gx1, gw1, gb1 = F.conv_transpose2d_backward(go[:1], x[:1], w, **kw)
-    np.testing.assert_array_equal(gx3, gx1[0])
-    np.testing.assert_array_equal(gw3, gw1)
+    check_unbatched_backward("conv_transpose2d", go, x, w, kw)
 
 
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
@@ -554,17 +552,11 @@ def test_conv1d_and_backward_cases(g, dtype, rng, close):
         y, F.conv2d(x[:, :, None], w[:, :, None], b, (1, g.s),
                     g.p if isinstance(g.p, str) else (0, g.p), (1, g.d), g.groups)[:, :, 0])
     go = randn(rng, y.shape, dtype)
-    gx, gw, gb = F.conv1d_backward(go, x, w, **kw)
-    rx, rw, rb = R.conv1d_backward(*f64(go, x, w), **kw)
-    assert gx.shape == x.shape and gw.shape == w.shape and gx.dtype == gw.dtype == dtype
-    close(gx, rx, dtype, err_msg="grad_x")
-    close(gw, rw, dtype, err_msg="grad_weight")
-    close(gb, rb, dtype, err_msg="grad_bias")
+    check_grads_match_reference("conv1d", go, x, w, kw, dtype, close)
     y2 = F.conv1d(x[0], w, b, **kw)
     assert y2.ndim == 2
     np.testing.assert_array_equal(y2, F.conv1d(x[:1], w, b, **kw)[0])
-    gx2, gw2, _ = F.conv1d_backward(go[0], x[0], w, **kw)
-    np.testing.assert_array_equal(gx2, F.conv1d_backward(go[:1], x[:1], w, **kw)[0][0])
+    check_unbatched_backward("conv1d", go, x, w, kw)
 
 
 def test_conv1d_accepts_one_element_sequences():
