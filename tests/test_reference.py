@@ -100,32 +100,6 @@ def naive_avg_pool2d(x, k, s, p):
     return y
 
 
-def torch_max_pool_loop(x, k, s, p):
-    """Transcription of PyTorch's CPU max_pool2d loop (NCHW, no dilation)."""
-    (kh, kw), (sh, sw), (ph, pw) = _pair(k), _pair(s), _pair(p)
-    n, c, h, w = x.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    y = np.empty((n, c, oh, ow), dtype=x.dtype)
-    ind = np.empty((n, c, oh, ow), dtype=np.int64)
-    for a in range(n):
-        for b in range(c):
-            plane = x[a, b].ravel()
-            for r in range(oh):
-                for q in range(ow):
-                    ih0, iw0 = r * sh - ph, q * sw - pw
-                    ih1, iw1 = min(ih0 + kh, h), min(iw0 + kw, w)
-                    ih0, iw0 = max(ih0, 0), max(iw0, 0)
-                    maxindex = ih0 * w + iw0
-                    maxval = -np.inf
-                    for ih in range(ih0, ih1):
-                        for iw in range(iw0, iw1):
-                            val = plane[ih * w + iw]
-                            if val > maxval or np.isnan(val):
-                                maxval, maxindex = val, ih * w + iw
-                    y[a, b, r, q], ind[a, b, r, q] = maxval, maxindex
-    return y, ind
-
-
 def rand(rng, *shape):
     return rng.standard_normal(shape)
 
@@ -704,7 +678,7 @@ def test_max_pool2d_matches_torch_loop_on_distinct_values(k, s, p, dtype):
     rng = np.random.default_rng(12)
     x = rand(rng, 2, 3, 7, 8).astype(dtype)
     y, idx = R.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
-    ry, ridx = torch_max_pool_loop(x, k, k if s is None else s, p)
+    ry, ridx = torch_pool_loops(x, k, k if s is None else s, p)
     assert y.dtype == dtype and idx.dtype == np.int64
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
@@ -763,7 +737,7 @@ def pool1(plane, k, s=None, p=0):
     """max_pool2d of one 2-D plane; returns (values, indices) as 2-D."""
     x = np.asarray(plane, dtype=np.float64)[None, None]
     y, idx = R.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
-    ry, ridx = torch_max_pool_loop(x, k, k if s is None else s, p)
+    ry, ridx = torch_pool_loops(x, k, k if s is None else s, p)
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
     return y[0, 0], idx[0, 0]
@@ -853,7 +827,7 @@ def test_max_pool2d_tie_heavy_random_matches_torch_loop(data):
     x = np.array(flat).reshape(1, 2, h, w)
     y, idx = R.max_pool2d(x, (kh, kw), stride=(sh, sw), padding=(ph, pw),
                           return_indices=True)
-    ry, ridx = torch_max_pool_loop(x, (kh, kw), (sh, sw), (ph, pw))
+    ry, ridx = torch_pool_loops(x, (kh, kw), (sh, sw), (ph, pw))
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
 
