@@ -224,13 +224,20 @@ def test_conv2d_backward_hypothesis(data, dtype, close):
     check_conv2d_backward(g, dtype, rng, close)
 
 
-@given(data=st.data(), dtype=st.sampled_from(DTYPES))
-def test_conv_transpose2d_hypothesis(data, dtype, close):
-    g = draw_conv(data, max_hw=6)
+def draw_output_padding(data, g):
+    """A transposed convolution's output padding for ``g`` (below the stride
+    or the dilation), assuming a non-empty output."""
     oph = data.draw(st.integers(0, max(g.s[0], g.d[0]) - 1), label="output_padding_h")
     opw = data.draw(st.integers(0, max(g.s[1], g.d[1]) - 1), label="output_padding_w")
     for size, k, s, p, d, op in zip((g.h, g.w), g.k, g.s, g.p, g.d, (oph, opw)):
         assume((size - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1)
+    return oph, opw
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_conv_transpose2d_hypothesis(data, dtype, close):
+    g = draw_conv(data, max_hw=6)
+    oph, opw = draw_output_padding(data, g)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     check_conv_transpose2d(g, dtype, rng, close, op=(oph, opw))
 
@@ -495,10 +502,7 @@ def test_grouped_conv_transpose2d_and_backward_cases(g, op, dtype, rng, close):
 def test_conv_transpose2d_backward_hypothesis(data, dtype, close):
     groups = data.draw(st.integers(1, 3), label="groups")
     g = draw_conv(data, max_hw=6)
-    oph = data.draw(st.integers(0, max(g.s[0], g.d[0]) - 1), label="output_padding_h")
-    opw = data.draw(st.integers(0, max(g.s[1], g.d[1]) - 1), label="output_padding_w")
-    for size, k, s, p, d, op in zip((g.h, g.w), g.k, g.s, g.p, g.d, (oph, opw)):
-        assume((size - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1)
+    oph, opw = draw_output_padding(data, g)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     x = randn(rng, (g.n, g.cin * groups, g.h, g.w), dtype)
     w = randn(rng, (g.cin * groups, g.cout) + g.k, dtype)
