@@ -51,6 +51,20 @@ def fd_grad(f, arr, g, eps=1e-6):
     return out
 
 
+def check_backward_fd(name, g, x, wt, b, kw):
+    """``R.<name>_backward`` (upstream ``g``) against central differences of
+    ``R.<name>`` in x, weight and bias; returns the three gradients."""
+    op = getattr(R, name)
+    gx, gw, gb = getattr(R, f"{name}_backward")(g, x, wt, **kw)
+    fx = fd_grad(lambda v: op(v, wt, b, **kw), x, g)
+    fw = fd_grad(lambda v: op(x, v, b, **kw), wt, g)
+    fb = fd_grad(lambda v: op(x, wt, v, **kw), b, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fw, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fb, rtol=1e-6, atol=1e-7)
+    return gx, gw, gb
+
+
 def conv_out(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
@@ -198,14 +212,8 @@ def test_conv2d_backward_matches_finite_differences(n, c_in, h, w, c_out, k,
     x, wt, b = conv_case(rng, n, c_in, h, w, c_out, k)
     y = R.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
     g = rand(rng, *y.shape)
-    gx, gw, gb = R.conv2d_backward(g, x, wt, stride=s, padding=p, dilation=d)
     kw_ = dict(stride=s, padding=p, dilation=d)
-    fx = fd_grad(lambda v: R.conv2d(v, wt, b, **kw_), x, g)
-    fw = fd_grad(lambda v: R.conv2d(x, v, b, **kw_), wt, g)
-    fb = fd_grad(lambda v: R.conv2d(x, wt, v, **kw_), b, g)
-    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, fw, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, fb, rtol=1e-6, atol=1e-7)
+    gx, gw, gb = check_backward_fd("conv2d", g, x, wt, b, kw_)
     np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), rtol=1e-12)
     assert gx.shape == x.shape and gw.shape == wt.shape
 
@@ -478,13 +486,7 @@ def test_grouped_conv_transpose2d_is_adjoint_and_its_backward_matches_finite_dif
     y0 = R.conv_transpose2d(x, wt, None, **kw_)
     conv = R.conv2d(g, wt, stride=s, padding=p, dilation=d, groups=groups)
     np.testing.assert_allclose(np.vdot(y0, g), np.vdot(x, conv[:, :, :h, :w]), rtol=1e-10)
-    gx, gw, gb = R.conv_transpose2d_backward(g, x, wt, **kw_)
-    fx = fd_grad(lambda v: R.conv_transpose2d(v, wt, b, **kw_), x, g)
-    fw = fd_grad(lambda v: R.conv_transpose2d(x, v, b, **kw_), wt, g)
-    fb = fd_grad(lambda v: R.conv_transpose2d(x, wt, v, **kw_), b, g)
-    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, fw, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, fb, rtol=1e-6, atol=1e-7)
+    check_backward_fd("conv_transpose2d", g, x, wt, b, kw_)
     assert R.conv_transpose2d_backward(g, x, wt, bias=False, **kw_)[2] is None
 
 
