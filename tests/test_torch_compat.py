@@ -210,20 +210,26 @@ def _pool_input(rng, mode, dtype, shape=(2, 3, 9, 11)):
 POOL_MODES = ["distinct", "small_int", "relu", "nan", "neginf", "constant"]
 
 
+def _max_pool_agrees_with_torch(name, x, args, dtype, rng, close):
+    """``F.<name>(x, *args)``: values and indices exactly as torch's (NaN
+    positions too), and its backward (a random upstream gradient) as
+    autograd's."""
+    tx = t(x, True)
+    ty, tidx = getattr(TF, name)(tx, *args, return_indices=True)
+    y, idx = getattr(F, name)(x, *args, return_indices=True)
+    np.testing.assert_array_equal(y, n(ty))
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    close(getattr(F, f"{name}_backward")(go, idx, x.shape), n(tx.grad), dtype)
+
+
 @pytest.mark.parametrize("mode", POOL_MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k,s,p", POOL_GEOMS)
 def test_max_pool2d_values_and_indices_exact(k, s, p, dtype, mode, rng, close):
     x = _pool_input(rng, mode, dtype)
-    tx = t(x, True)
-    ty, tidx = TF.max_pool2d(tx, k, s, p, return_indices=True)
-    y, idx = F.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
-    np.testing.assert_array_equal(y, n(ty))  # NaN positions must agree too
-    np.testing.assert_array_equal(idx, tidx.numpy())
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx = F.max_pool2d_backward(go, idx, x.shape)
-    close(gx, n(tx.grad), dtype)
+    _max_pool_agrees_with_torch("max_pool2d", x, (k, s, p), dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -266,14 +272,7 @@ FULL_POOL_GEOMS = [
 @pytest.mark.parametrize("k,s,p,d,cm", FULL_POOL_GEOMS)
 def test_max_pool2d_dilation_ceil_mode_exact(k, s, p, d, cm, dtype, mode, rng, close):
     x = _pool_input(rng, mode, dtype, shape=(2, 3, 9, 10))
-    tx = t(x, True)
-    ty, tidx = TF.max_pool2d(tx, k, s, p, d, cm, return_indices=True)
-    y, idx = F.max_pool2d(x, k, s, p, d, cm, return_indices=True)
-    np.testing.assert_array_equal(y, n(ty))
-    np.testing.assert_array_equal(idx, tidx.numpy())
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    close(F.max_pool2d_backward(go, idx, x.shape), n(tx.grad), dtype)
+    _max_pool_agrees_with_torch("max_pool2d", x, (k, s, p, d, cm), dtype, rng, close)
 
 
 @pytest.mark.parametrize("cip,dov", [(True, None), (False, None), (True, 3), (False, -2)])
@@ -336,14 +335,7 @@ def test_max_unpool2d_and_backward(hw, out, dtype, rng, close):
                                         (4, 3, 2, 1, True), (1, 3, 0, 1, True)])
 def test_pool1d(k, s, p, d, cm, dtype, mode, rng, close):
     x = _pool_input(rng, mode, dtype, shape=(2, 3, 13))
-    tx = t(x, True)
-    ty, tidx = TF.max_pool1d(tx, k, s, p, d, cm, return_indices=True)
-    y, idx = F.max_pool1d(x, k, s, p, d, cm, return_indices=True)
-    np.testing.assert_array_equal(y, n(ty))
-    np.testing.assert_array_equal(idx, tidx.numpy())
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    close(F.max_pool1d_backward(go, idx, x.shape), n(tx.grad), dtype)
+    _max_pool_agrees_with_torch("max_pool1d", x, (k, s, p, d, cm), dtype, rng, close)
     xa = rng.standard_normal((3, 13)).astype(dtype)  # unbatched (C, L)
     for cip in (True, False):
         ta = t(xa, True)
