@@ -990,25 +990,21 @@ def test_pool1d_is_pool2d_of_height_one(rng):
 
 
 def test_new_pools_bitwise_independent_of_thread_count(rng, restore_threads):
-    x = np.round(rng.standard_normal((4, 5, 17, 13)) * 2).astype(np.float32)
-    x[0, 0, :3, :3] = np.nan
-    results = []
-    for n in (1, 2):
-        cnnext.set_num_threads(n)
+    x = pool_threads_input(rng)
+
+    def run():
         y, idx = F.max_pool2d(x, 3, 2, 1, 2, True, return_indices=True)
         ya, ida = F.adaptive_max_pool2d(x, (5, 4), return_indices=True)
         yp, idp = F.max_pool2d(x, 2, return_indices=True)
         g = np.linspace(-1, 1, ya.size, dtype=np.float32).reshape(ya.shape)
-        results.append(
-            (y, idx, F.avg_pool2d(x, 3, 2, 1, True, False, None), ya, ida,
-             F.adaptive_avg_pool2d(x, (5, 4)), F.adaptive_avg_pool2d(x, 1),
-             F.adaptive_avg_pool2d_backward(g, x.shape),
-             F.adaptive_avg_pool2d_backward(g[..., :1, :1], x.shape),
-             F.max_unpool2d(yp, idp, 2, output_size=x.shape[2:]),
-             F.max_unpool2d_backward(x, idp))
-        )
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+        return (y, idx, F.avg_pool2d(x, 3, 2, 1, True, False, None), ya, ida,
+                F.adaptive_avg_pool2d(x, (5, 4)), F.adaptive_avg_pool2d(x, 1),
+                F.adaptive_avg_pool2d_backward(g, x.shape),
+                F.adaptive_avg_pool2d_backward(g[..., :1, :1], x.shape),
+                F.max_unpool2d(yp, idp, 2, output_size=x.shape[2:]),
+                F.max_unpool2d_backward(x, idp))
+
+    assert_same_at_1_and_2_threads(run)
 
 
 # --------------------------------------------------------------------------
@@ -1637,22 +1633,35 @@ def restore_threads():
     cnnext.set_num_threads(old)
 
 
-def test_pooling_bitwise_independent_of_thread_count(rng, restore_threads):
+def pool_threads_input(rng):
+    """Small integers (ties) with a NaN corner, float32, (4, 5, 17, 13)."""
     x = np.round(rng.standard_normal((4, 5, 17, 13)) * 2).astype(np.float32)
     x[0, 0, :3, :3] = np.nan
+    return x
+
+
+def assert_same_at_1_and_2_threads(run):
+    """``run()`` returns the same arrays, bit for bit, at one and two threads."""
     results = []
     for n in (1, 2):
         cnnext.set_num_threads(n)
         assert cnnext.get_num_threads() in (n, 1)
-        y, idx = F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
-        g = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)[..., ::-1]
-        results.append(
-            (y, idx, F.max_pool2d_backward(g, idx, x.shape),
-             F.avg_pool2d(x, (2, 3), stride=1, padding=1),
-             F.avg_pool2d_backward(g, x.shape, 3, stride=2, padding=1))
-        )
+        results.append(run())
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pooling_bitwise_independent_of_thread_count(rng, restore_threads):
+    x = pool_threads_input(rng)
+
+    def run():
+        y, idx = F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+        g = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)[..., ::-1]
+        return (y, idx, F.max_pool2d_backward(g, idx, x.shape),
+                F.avg_pool2d(x, (2, 3), stride=1, padding=1),
+                F.avg_pool2d_backward(g, x.shape, 3, stride=2, padding=1))
+
+    assert_same_at_1_and_2_threads(run)
 
 
 def test_conv_close_across_thread_counts(rng, close, restore_threads):
@@ -2057,15 +2066,14 @@ def test_batch_norm_empty_batch_keeps_running_stats():
 def test_batch_norm_close_across_thread_counts(shape, rng, close, restore_threads):
     x, w, b, rm, rv = bn_arrays(rng, shape, np.float32)
     g = randn(rng, x.shape, np.float32)
-    results = []
-    for n in (1, 2):
-        cnnext.set_num_threads(n)
+
+    def run():
         r1, v1 = rm.copy(), rv.copy()
         y = F.batch_norm(x, r1, v1, w, b, training=True)
-        results.append((y, r1, v1) + F.batch_norm_backward(g, x, None, None, w, training=True))
-    for a, b2 in zip(*results):
-        # channels are independent: the same arithmetic whatever the split
-        np.testing.assert_array_equal(a, b2)
+        return (y, r1, v1) + F.batch_norm_backward(g, x, None, None, w, training=True)
+
+    # channels are independent: the same arithmetic whatever the split
+    assert_same_at_1_and_2_threads(run)
 
 
 def test_batch_norm_float32_statistics_with_an_outlier_first(close):
