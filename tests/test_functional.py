@@ -1626,13 +1626,6 @@ def test_every_function_agrees_across_backends(name, close):
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def restore_threads():
-    old = cnnext.get_num_threads()
-    yield
-    cnnext.set_num_threads(old)
-
-
 def pool_threads_input(rng):
     """Small integers (ties) with a NaN corner, float32, (4, 5, 17, 13)."""
     x = np.round(rng.standard_normal((4, 5, 17, 13)) * 2).astype(np.float32)
