@@ -175,6 +175,29 @@ def _conv_params(
     )
 
 
+def _grad_operands(
+    fname: str, grad_out: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike,
+    ndims: tuple[tuple[int, ...], ...],
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatDType]:
+    """A convolution backward's checked (grad_out, x, weight, dtype):
+    ``grad_out`` and ``x`` both batched or both unbatched."""
+    (g, xa, w), dt = _operands(fname, (grad_out, x, weight), _GXW, ndims)
+    if g.ndim != xa.ndim:
+        batched = max(ndims[1])
+        raise ValueError(
+            f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
+            f"batched ({batched}-D) or both unbatched ({batched - 1}-D)"
+        )
+    return g, xa, w, dt
+
+
+def _as_grads(
+    gx: FloatArray, gw: FloatArray, gb: FloatArray | None, dt: FloatDType, bias: bool
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """The reference's (grad_x, grad_weight, grad_bias or None) in ``dt``."""
+    return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
+
+
 def _conv2d_plan(
     fname: str, x: FloatArray, w: FloatArray, bias: FloatArray | None, dt: FloatDType,
     stride: IntOrPair, padding: str | IntOrPair, dilation: IntOrPair, groups: int = 1,
@@ -399,12 +422,7 @@ def conv2d_backward(
     """
     fname = "conv2d_backward"
     bias = V.boolean(fname, "bias", bias)
-    (g, xa, w), dt = _operands(fname, (grad_out, x, weight), _GXW, _CONV_GRAD_NDIM)
-    if g.ndim != xa.ndim:
-        raise ValueError(
-            f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
-            f"batched (4-D) or both unbatched (3-D)"
-        )
+    g, xa, w, dt = _grad_operands(fname, grad_out, x, weight, _CONV_GRAD_NDIM)
     plan = _conv2d_plan(fname, xa, w, None, dt, stride, padding, dilation, groups)
     if g.shape != plan.out_shape:
         raise ValueError(
@@ -415,7 +433,7 @@ def conv2d_backward(
     if _numpy_backend():
         gx, gw, gb = _ref.conv2d_backward(g, xa, w, stride=stride, padding=padding,
                                           dilation=dilation, groups=groups, bias=bias)
-        return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
+        return _as_grads(gx, gw, gb, dt, bias)
     return plan.backward(g, xa, w, bias)
 
 
@@ -544,12 +562,7 @@ def conv_transpose2d_backward(
     """
     fname = "conv_transpose2d_backward"
     bias = V.boolean(fname, "bias", bias)
-    (g, xa, w), dt = _operands(fname, (grad_out, x, weight), _GXW, _CONV_GRAD_NDIM)
-    if g.ndim != xa.ndim:
-        raise ValueError(
-            f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
-            f"batched (4-D) or both unbatched (3-D)"
-        )
+    g, xa, w, dt = _grad_operands(fname, grad_out, x, weight, _CONV_GRAD_NDIM)
     plan = _conv_transpose2d_plan(fname, xa, w, None, dt, stride, padding, output_padding,
                                   groups, dilation)
     if g.shape != plan.out_shape:
@@ -563,7 +576,7 @@ def conv_transpose2d_backward(
         gx, gw, gb = _ref.conv_transpose2d_backward(
             g, xa, w, stride=stride, padding=padding, output_padding=output_padding,
             groups=groups, dilation=dilation, bias=bias)
-        return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
+        return _as_grads(gx, gw, gb, dt, bias)
     return plan.backward(g, xa, w, bias)
 
 
@@ -678,12 +691,7 @@ def conv1d_backward(
     """
     fname = "conv1d_backward"
     bias = V.boolean(fname, "bias", bias)
-    (g, xa, w), dt = _operands(fname, (grad_out, x, weight), _GXW, _CONV1D_GRAD_NDIM)
-    if g.ndim != xa.ndim:
-        raise ValueError(
-            f"{fname}: grad_out ({g.ndim}-D) and x ({xa.ndim}-D) must both be "
-            f"batched (3-D) or both unbatched (2-D)"
-        )
+    g, xa, w, dt = _grad_operands(fname, grad_out, x, weight, _CONV1D_GRAD_NDIM)
     plan = _conv1d_plan(fname, xa, w, None, dt, stride, padding, dilation, groups)
     if g.shape != plan.out_shape:
         p2 = plan.plan2d
@@ -695,7 +703,7 @@ def conv1d_backward(
     if _numpy_backend():
         gx, gw, gb = _ref.conv1d_backward(g, xa, w, stride, padding, dilation,
                                           groups, bias)
-        return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
+        return _as_grads(gx, gw, gb, dt, bias)
     return plan.backward(g, xa, w, bias)
 
 
@@ -1650,7 +1658,7 @@ def linear_backward(
         )
     if _numpy_backend():
         gx, gw, gb = _ref.linear_backward(g, xa, w, bias=bias)
-        return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
+        return _as_grads(gx, gw, gb, dt, bias)
     return plan.backward(g, xa, w, bias)
 
 

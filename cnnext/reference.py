@@ -38,7 +38,9 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 if TYPE_CHECKING:
-    from ._typing import AdaptiveSize, FloatArray, IndexArray, IntOrPair, IntOrSingle, Pair
+    from ._typing import (
+        AdaptiveSize, FloatArray, IndexArray, IntOrPair, IntOrSingle, Pair, Shape,
+    )
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -171,6 +173,25 @@ def _split(a: FloatArray, groups: int, axis: int) -> FloatArray:
 def _single(v: int | Sequence[int]) -> int:
     """A 1-D option (int or 1-sequence) as an int."""
     return int(np.asarray(v).reshape(-1)[0])
+
+
+def _h1(a: npt.ArrayLike) -> npt.NDArray[Any]:
+    """A 1-D array ``(..., L)`` as the ``(..., 1, L)`` image (a view)."""
+    return np.asarray(a)[..., None, :]
+
+
+def _h1_shape(shape: Sequence[int]) -> Shape:
+    """A 1-D shape ``(..., L)`` as the ``(..., 1, L)`` image's."""
+    return tuple(shape[:-1]) + (1, shape[-1])
+
+
+def _pool1d_window(
+    kernel_size: IntOrSingle, stride: IntOrSingle | None, padding: IntOrSingle
+) -> tuple[Pair, Pair, Pair]:
+    """A 1-D pool's (kernel, stride, padding) as the 2-D pool's of height 1."""
+    k = _single(kernel_size)
+    s = k if stride is None else _single(stride)
+    return (1, k), (1, s), (0, _single(padding))
 
 
 def _as_2d_option(v: str | int | Sequence[int], fill: int) -> str | Pair:
@@ -601,8 +622,7 @@ def conv1d(
     >>> conv1d(np.array([[[1.0, 2.0, 3.0]]]), np.array([[[1.0, 10.0]]]))
     array([[[21., 32.]]])
     """
-    x4 = np.asarray(x)[..., None, :]
-    y = conv2d(x4, np.asarray(weight)[:, :, None, :], bias, (1, _single(stride)),
+    y = conv2d(_h1(x), np.asarray(weight)[:, :, None, :], bias, (1, _single(stride)),
                _as_2d_option(padding, 0), (1, _single(dilation)), groups)
     return y[..., 0, :]
 
@@ -639,9 +659,8 @@ def conv1d_backward(
     (array([[[ 1., 11., 10.]]]), array([[[2., 2.]]]), array([2.]))
     """
     gx, gw, gb = conv2d_backward(
-        np.asarray(grad_out)[..., None, :], np.asarray(x)[..., None, :],
-        np.asarray(weight)[:, :, None, :], (1, _single(stride)), _as_2d_option(padding, 0),
-        (1, _single(dilation)), groups, bias)
+        _h1(grad_out), _h1(x), np.asarray(weight)[:, :, None, :], (1, _single(stride)),
+        _as_2d_option(padding, 0), (1, _single(dilation)), groups, bias)
     return gx[..., 0, :], gw[:, :, 0, :], gb
 
 
@@ -1287,10 +1306,8 @@ def max_pool1d(
     >>> max_pool1d(np.array([[[1.0, 4.0, 2.0]]]), 2, ceil_mode=True)
     array([[[4., 2.]]])
     """
-    k = _single(kernel_size)
-    s = k if stride is None else _single(stride)
-    y, idx = max_pool2d(np.asarray(x)[..., None, :], (1, k), (1, s), (0, _single(padding)),
-                        (1, _single(dilation)), ceil_mode, True)
+    k, s, p = _pool1d_window(kernel_size, stride, padding)
+    y, idx = max_pool2d(_h1(x), k, s, p, (1, _single(dilation)), ceil_mode, True)
     return (y[..., 0, :], idx[..., 0, :]) if return_indices else y[..., 0, :]
 
 
@@ -1318,9 +1335,7 @@ def max_pool1d_backward(
     >>> max_pool1d_backward(np.array([[[5.0]]]), np.array([[[1]]]), (1, 1, 2))
     array([[[0., 5.]]])
     """
-    shape = tuple(input_shape)
-    gx = max_pool2d_backward(np.asarray(grad_out)[..., None, :],
-                             np.asarray(indices)[..., None, :], shape[:-1] + (1, shape[-1]))
+    gx = max_pool2d_backward(_h1(grad_out), _h1(indices), _h1_shape(input_shape))
     return gx[..., 0, :]
 
 
@@ -1349,10 +1364,8 @@ def avg_pool1d(
     >>> avg_pool1d(np.array([[[1.0, 3.0, 5.0]]]), 2, ceil_mode=True)
     array([[[2., 5.]]])
     """
-    k = _single(kernel_size)
-    s = k if stride is None else _single(stride)
-    y = avg_pool2d(np.asarray(x)[..., None, :], (1, k), (1, s), (0, _single(padding)),
-                   ceil_mode, count_include_pad)
+    k, s, p = _pool1d_window(kernel_size, stride, padding)
+    y = avg_pool2d(_h1(x), k, s, p, ceil_mode, count_include_pad)
     return y[..., 0, :]
 
 
@@ -1383,11 +1396,8 @@ def avg_pool1d_backward(
     >>> avg_pool1d_backward(np.array([[[2.0, 4.0]]]), (1, 1, 4), 2)
     array([[[1., 1., 2., 2.]]])
     """
-    k = _single(kernel_size)
-    s = k if stride is None else _single(stride)
-    shape = tuple(input_shape)
-    gx = avg_pool2d_backward(np.asarray(grad_out)[..., None, :], shape[:-1] + (1, shape[-1]),
-                             (1, k), (1, s), (0, _single(padding)), ceil_mode,
+    k, s, p = _pool1d_window(kernel_size, stride, padding)
+    gx = avg_pool2d_backward(_h1(grad_out), _h1_shape(input_shape), k, s, p, ceil_mode,
                              count_include_pad)
     return gx[..., 0, :]
 

@@ -120,3 +120,13 @@ def rng(request):
     """A numpy Generator seeded from the test's node id (reproducible, distinct per test)."""
     seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def restore_threads():
+    """Put the kernel thread count back as it was after the test."""
+    import cnnext
+
+    old = cnnext.get_num_threads()
+    yield
+    cnnext.set_num_threads(old)

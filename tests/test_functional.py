@@ -144,17 +144,33 @@ def check_conv2d(g, dtype, rng, close):
     close(y0, R.conv2d(*f64(x, w), **kw), dtype)
 
 
+def check_grads_match_reference(name, go, x, w, kw, dtype, close):
+    """``F.<name>_backward`` against the reference's: dtypes, shapes and the
+    three gradients; returns the reference's (grad_x, grad_weight)."""
+    gx, gw, gb = getattr(F, f"{name}_backward")(go, x, w, **kw)
+    rx, rw, rb = getattr(R, f"{name}_backward")(*f64(go, x, w), **kw)
+    assert gx.dtype == gw.dtype == gb.dtype == dtype
+    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == rb.shape
+    close(gx, rx, dtype, err_msg="grad_x")
+    close(gw, rw, dtype, err_msg="grad_weight")
+    close(gb, rb, dtype, err_msg="grad_bias")
+    return rx, rw
+
+
+def check_unbatched_backward(name, go, x, w, kw):
+    """An unbatched sample's gradients are the batched call's for it alone."""
+    backward = getattr(F, f"{name}_backward")
+    gx3, gw3, _ = backward(go[0], x[0], w, **kw)
+    gx1, gw1, _ = backward(go[:1], x[:1], w, **kw)
+    np.testing.assert_array_equal(gx3, gx1[0])
+    np.testing.assert_array_equal(gw3, gw1)
+
+
 def check_conv2d_backward(g, dtype, rng, close):
     x, w, _ = conv_arrays(g, dtype, rng)
     kw = conv_kwargs(g)
     go = randn(rng, conv_out_shape(g), dtype)
-    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
-    rx, rw, rb = R.conv2d_backward(*f64(go, x, w), **kw)
-    assert gx.dtype == gw.dtype == gb.dtype == dtype
-    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (g.cout,)
-    close(gx, rx, dtype, err_msg="grad_x")
-    close(gw, rw, dtype, err_msg="grad_weight")
-    close(gb, rb, dtype, err_msg="grad_bias")
+    rx, rw = check_grads_match_reference("conv2d", go, x, w, kw, dtype, close)
     gx2, gw2, gb2 = F.conv2d_backward(go, x, w, bias=False, **kw)
     assert gb2 is None
     close(gx2, rx, dtype)
@@ -208,13 +224,20 @@ def test_conv2d_backward_hypothesis(data, dtype, close):
     check_conv2d_backward(g, dtype, rng, close)
 
 
-@given(data=st.data(), dtype=st.sampled_from(DTYPES))
-def test_conv_transpose2d_hypothesis(data, dtype, close):
-    g = draw_conv(data, max_hw=6)
+def draw_output_padding(data, g):
+    """A transposed convolution's output padding for ``g`` (below the stride
+    or the dilation), assuming a non-empty output."""
     oph = data.draw(st.integers(0, max(g.s[0], g.d[0]) - 1), label="output_padding_h")
     opw = data.draw(st.integers(0, max(g.s[1], g.d[1]) - 1), label="output_padding_w")
     for size, k, s, p, d, op in zip((g.h, g.w), g.k, g.s, g.p, g.d, (oph, opw)):
         assume((size - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1)
+    return oph, opw
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_conv_transpose2d_hypothesis(data, dtype, close):
+    g = draw_conv(data, max_hw=6)
+    oph, opw = draw_output_padding(data, g)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     check_conv_transpose2d(g, dtype, rng, close, op=(oph, opw))
 
@@ -453,19 +476,10 @@ def test_grouped_and_padded_conv2d_and_backward_cases(g, dtype, rng, close):
     close(y, want, dtype)
     close(F.conv2d(x, w, **kw), R.conv2d(*f64(x, w), **kw), dtype)
     go = randn(rng, y.shape, dtype)
-    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
-    rx, rw, rb = R.conv2d_backward(*f64(go, x, w), **kw)
-    assert gx.dtype == gw.dtype == gb.dtype == dtype
-    assert gx.shape == x.shape and gw.shape == w.shape
-    close(gx, rx, dtype, err_msg="grad_x")
-    close(gw, rw, dtype, err_msg="grad_weight")
-    close(gb, rb, dtype, err_msg="grad_bias")
+    check_grads_match_reference("conv2d", go, x, w, kw, dtype, close)
     # unbatched input: the batched result's first sample
     np.testing.assert_array_equal(F.conv2d(x[0], w, b, **kw), F.conv2d(x[:1], w, b, **kw)[0])
-    gx3, gw3, _ = F.conv2d_backward(go[0], x[0], w, **kw)
-    gx1, gw1, _ = F.conv2d_backward(go[:1], x[:1], w, **kw)
-    np.testing.assert_array_equal(gx3, gx1[0])
-    np.testing.assert_array_equal(gw3, gw1)
+    check_unbatched_backward("conv2d", go, x, w, kw)
 
 
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
@@ -563,28 +577,16 @@ def test_grouped_conv_transpose2d_and_backward_cases(g, op, dtype, rng, close):
     assert y.dtype == dtype and y.shape == want.shape
     close(y, want, dtype)
     go = randn(rng, y.shape, dtype)
-    gx, gw, gb = F.conv_transpose2d_backward(go, x, w, **kw)
-    rx, rw, rb = R.conv_transpose2d_backward(*f64(go, x, w), **kw)
-    assert gx.dtype == gw.dtype == gb.dtype == dtype
-    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (g.cout,)
-    close(gx, rx, dtype, err_msg="grad_x")
-    close(gw, rw, dtype, err_msg="grad_weight")
-    close(gb, rb, dtype, err_msg="grad_bias")
+    check_grads_match_reference("conv_transpose2d", go, x, w, kw, dtype, close)
     assert F.conv_transpose2d_backward(go, x, w, bias=False, **kw)[2] is None
-    gx3, gw3, gb3 = F.conv_transpose2d_backward(go[0], x[0], w, **kw)
-    gx1, gw1, gb1 = F.conv_transpose2d_backward(go[:1], x[:1], w, **kw)
-    np.testing.assert_array_equal(gx3, gx1[0])
-    np.testing.assert_array_equal(gw3, gw1)
+    check_unbatched_backward("conv_transpose2d", go, x, w, kw)
 
 
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
 def test_conv_transpose2d_backward_hypothesis(data, dtype, close):
     groups = data.draw(st.integers(1, 3), label="groups")
     g = draw_conv(data, max_hw=6)
-    oph = data.draw(st.integers(0, max(g.s[0], g.d[0]) - 1), label="output_padding_h")
-    opw = data.draw(st.integers(0, max(g.s[1], g.d[1]) - 1), label="output_padding_w")
-    for size, k, s, p, d, op in zip((g.h, g.w), g.k, g.s, g.p, g.d, (oph, opw)):
-        assume((size - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1)
+    oph, opw = draw_output_padding(data, g)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     x = randn(rng, (g.n, g.cin * groups, g.h, g.w), dtype)
     w = randn(rng, (g.cin * groups, g.cout) + g.k, dtype)
@@ -638,17 +640,11 @@ def test_conv1d_and_backward_cases(g, dtype, rng, close):
         y, F.conv2d(x[:, :, None], w[:, :, None], b, (1, g.s),
                     g.p if isinstance(g.p, str) else (0, g.p), (1, g.d), g.groups)[:, :, 0])
     go = randn(rng, y.shape, dtype)
-    gx, gw, gb = F.conv1d_backward(go, x, w, **kw)
-    rx, rw, rb = R.conv1d_backward(*f64(go, x, w), **kw)
-    assert gx.shape == x.shape and gw.shape == w.shape and gx.dtype == gw.dtype == dtype
-    close(gx, rx, dtype, err_msg="grad_x")
-    close(gw, rw, dtype, err_msg="grad_weight")
-    close(gb, rb, dtype, err_msg="grad_bias")
+    check_grads_match_reference("conv1d", go, x, w, kw, dtype, close)
     y2 = F.conv1d(x[0], w, b, **kw)
     assert y2.ndim == 2
     np.testing.assert_array_equal(y2, F.conv1d(x[:1], w, b, **kw)[0])
-    gx2, gw2, _ = F.conv1d_backward(go[0], x[0], w, **kw)
-    np.testing.assert_array_equal(gx2, F.conv1d_backward(go[:1], x[:1], w, **kw)[0][0])
+    check_unbatched_backward("conv1d", go, x, w, kw)
 
 
 def test_conv1d_accepts_one_element_sequences():
@@ -1078,25 +1074,21 @@ def test_pool1d_is_pool2d_of_height_one(rng):
 
 
 def test_new_pools_bitwise_independent_of_thread_count(rng, restore_threads):
-    x = np.round(rng.standard_normal((4, 5, 17, 13)) * 2).astype(np.float32)
-    x[0, 0, :3, :3] = np.nan
-    results = []
-    for n in (1, 2):
-        cnnext.set_num_threads(n)
+    x = pool_threads_input(rng)
+
+    def run():
         y, idx = F.max_pool2d(x, 3, 2, 1, 2, True, return_indices=True)
         ya, ida = F.adaptive_max_pool2d(x, (5, 4), return_indices=True)
         yp, idp = F.max_pool2d(x, 2, return_indices=True)
         g = np.linspace(-1, 1, ya.size, dtype=np.float32).reshape(ya.shape)
-        results.append(
-            (y, idx, F.avg_pool2d(x, 3, 2, 1, True, False, None), ya, ida,
-             F.adaptive_avg_pool2d(x, (5, 4)), F.adaptive_avg_pool2d(x, 1),
-             F.adaptive_avg_pool2d_backward(g, x.shape),
-             F.adaptive_avg_pool2d_backward(g[..., :1, :1], x.shape),
-             F.max_unpool2d(yp, idp, 2, output_size=x.shape[2:]),
-             F.max_unpool2d_backward(x, idp))
-        )
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+        return (y, idx, F.avg_pool2d(x, 3, 2, 1, True, False, None), ya, ida,
+                F.adaptive_avg_pool2d(x, (5, 4)), F.adaptive_avg_pool2d(x, 1),
+                F.adaptive_avg_pool2d_backward(g, x.shape),
+                F.adaptive_avg_pool2d_backward(g[..., :1, :1], x.shape),
+                F.max_unpool2d(yp, idp, 2, output_size=x.shape[2:]),
+                F.max_unpool2d_backward(x, idp))
+
+    assert_same_at_1_and_2_threads(run)
 
 
 # --------------------------------------------------------------------------
@@ -1718,29 +1710,35 @@ def test_every_function_agrees_across_backends(name, close):
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def restore_threads():
-    old = cnnext.get_num_threads()
-    yield
-    cnnext.set_num_threads(old)
-
-
-def test_pooling_bitwise_independent_of_thread_count(rng, restore_threads):
+def pool_threads_input(rng):
+    """Small integers (ties) with a NaN corner, float32, (4, 5, 17, 13)."""
     x = np.round(rng.standard_normal((4, 5, 17, 13)) * 2).astype(np.float32)
     x[0, 0, :3, :3] = np.nan
+    return x
+
+
+def assert_same_at_1_and_2_threads(run):
+    """``run()`` returns the same arrays, bit for bit, at one and two threads."""
     results = []
     for n in (1, 2):
         cnnext.set_num_threads(n)
         assert cnnext.get_num_threads() in (n, 1)
-        y, idx = F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
-        g = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)[..., ::-1]
-        results.append(
-            (y, idx, F.max_pool2d_backward(g, idx, x.shape),
-             F.avg_pool2d(x, (2, 3), stride=1, padding=1),
-             F.avg_pool2d_backward(g, x.shape, 3, stride=2, padding=1))
-        )
+        results.append(run())
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pooling_bitwise_independent_of_thread_count(rng, restore_threads):
+    x = pool_threads_input(rng)
+
+    def run():
+        y, idx = F.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+        g = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)[..., ::-1]
+        return (y, idx, F.max_pool2d_backward(g, idx, x.shape),
+                F.avg_pool2d(x, (2, 3), stride=1, padding=1),
+                F.avg_pool2d_backward(g, x.shape, 3, stride=2, padding=1))
+
+    assert_same_at_1_and_2_threads(run)
 
 
 def test_conv_close_across_thread_counts(rng, close, restore_threads):
@@ -2145,15 +2143,14 @@ def test_batch_norm_empty_batch_keeps_running_stats():
 def test_batch_norm_close_across_thread_counts(shape, rng, close, restore_threads):
     x, w, b, rm, rv = bn_arrays(rng, shape, np.float32)
     g = randn(rng, x.shape, np.float32)
-    results = []
-    for n in (1, 2):
-        cnnext.set_num_threads(n)
+
+    def run():
         r1, v1 = rm.copy(), rv.copy()
         y = F.batch_norm(x, r1, v1, w, b, training=True)
-        results.append((y, r1, v1) + F.batch_norm_backward(g, x, None, None, w, training=True))
-    for a, b2 in zip(*results):
-        # channels are independent: the same arithmetic whatever the split
-        np.testing.assert_array_equal(a, b2)
+        return (y, r1, v1) + F.batch_norm_backward(g, x, None, None, w, training=True)
+
+    # channels are independent: the same arithmetic whatever the split
+    assert_same_at_1_and_2_threads(run)
 
 
 def test_batch_norm_float32_statistics_with_an_outlier_first(close):

@@ -665,6 +665,17 @@ def _pool_out(size, k, s, p, d, ceil_mode):
     return max(1, out)
 
 
+def _pool_input(draw, shape):
+    """A pooling input of ``shape`` (float or int), sometimes with ties (as
+    after a ReLU), sometimes one unbatched sample; and whether it is."""
+    dt = draw(st.sampled_from([np.float32, np.float64, np.int64]))
+    x = arr(draw, shape, dt, "x")
+    if draw(st.booleans()):
+        x = np.maximum(np.round(x), 0).astype(x.dtype)
+    unbatched = shape[0] > 0 and draw(st.booleans())
+    return (x[0] if unbatched else x), unbatched
+
+
 @st.composite
 def pool_case(draw, fn):
     one_d = fn in ("max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward")
@@ -685,14 +696,7 @@ def pool_case(draw, fn):
     dov = draw(st.sampled_from([None, None, 3, -2]))
     N, C = draw(st.integers(0, 2)), draw(st.integers(1, 3))
     H, W = (1 if one_d else draw(st.integers(1, 7))), draw(st.integers(1, 9))
-    dt = draw(st.sampled_from([np.float32, np.float64, np.int64]))
-    x = arr(draw, (N, C, H, W), dt, "x")
-    if draw(st.booleans()):
-        # ties, as after a ReLU
-        x = np.maximum(np.round(x), 0).astype(x.dtype)
-    unbatched = N > 0 and draw(st.booleans())
-    if unbatched:
-        x = x[0]
+    x, unbatched = _pool_input(draw, (N, C, H, W))
     if one_d:
         x = x[..., 0, :]
     kk = (1, k if isinstance(k, int) else k[0]) if one_d else _pair2(k)
@@ -740,13 +744,7 @@ def adaptive_case(draw, fn):
                                  st.one_of(st.none(), st.integers(1, 9)))))
     oh, ow = (o, o) if isinstance(o, int) else (H if o[0] is None else o[0],
                                                  W if o[1] is None else o[1])
-    dt = draw(st.sampled_from([np.float32, np.float64, np.int64]))
-    x = arr(draw, (N, C, H, W), dt, "x")
-    if draw(st.booleans()):
-        x = np.maximum(np.round(x), 0).astype(x.dtype)
-    unbatched = N > 0 and draw(st.booleans())
-    if unbatched:
-        x = x[0]
+    x, unbatched = _pool_input(draw, (N, C, H, W))
     gshape = (N, C, oh, ow)[1 if unbatched else 0:]
     if fn == "adaptive_avg_pool2d":
         args, kinds = dict(x=x, output_size=o), {"x": "array", "output_size": "size"}

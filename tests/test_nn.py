@@ -425,6 +425,22 @@ def _numeric_grad(f, a, eps=1e-6):
     return grad
 
 
+def _check_model_gradients(model, x, upstream):
+    """The model's input and parameter gradients (for the random ``upstream``)
+    against float64 central differences."""
+
+    def objective():
+        return float(np.sum(model.forward(x) * upstream))
+
+    objective()
+    model.zero_grad()
+    gx = model.backward(upstream)
+    np.testing.assert_allclose(gx, _numeric_grad(objective, x), rtol=1e-5, atol=1e-8)
+    for name, p, g in model.named_parameters():
+        np.testing.assert_allclose(g, _numeric_grad(objective, p), rtol=1e-5, atol=1e-8,
+                                   err_msg=name)
+
+
 def test_chain_gradients_match_central_differences(rng):
     f64 = np.float64
     model = nn.Sequential(
@@ -442,17 +458,7 @@ def test_chain_gradients_match_central_differences(rng):
     )
     x = rng.standard_normal((2, 2, 4, 8))
     upstream = rng.standard_normal((2, 4))
-
-    def objective():
-        return float(np.sum(model.forward(x) * upstream))
-
-    objective()
-    model.zero_grad()
-    gx = model.backward(upstream)
-    np.testing.assert_allclose(gx, _numeric_grad(objective, x), rtol=1e-5, atol=1e-8)
-    for name, p, g in model.named_parameters():
-        num = _numeric_grad(objective, p)
-        np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8, err_msg=name)
+    _check_model_gradients(model, x, upstream)
 
 
 def test_grads_accumulate_until_zero_grad(rng, close):
@@ -1036,17 +1042,7 @@ def test_residual_gradients_match_central_differences(rng):
     model = _residual_model(rng)
     x = rng.standard_normal((3, 2, 4, 5))
     upstream = rng.standard_normal((3, 2))
-
-    def objective():
-        return float(np.sum(model.forward(x) * upstream))
-
-    objective()
-    model.zero_grad()
-    gx = model.backward(upstream)
-    np.testing.assert_allclose(gx, _numeric_grad(objective, x), rtol=1e-5, atol=1e-8)
-    for name, p, g in model.named_parameters():
-        np.testing.assert_allclose(g, _numeric_grad(objective, p), rtol=1e-5, atol=1e-8,
-                                   err_msg=name)
+    _check_model_gradients(model, x, upstream)
 
 
 def test_residual_first_in_sequential_without_input_grad(rng, close):

@@ -542,13 +542,6 @@ def test_batch_norm_plan_geometry_and_method(x_shape, x3, method):
         plan.method = "other"
 
 
-@pytest.fixture
-def restore_threads():
-    old = cnnext.get_num_threads()
-    yield
-    cnnext.set_num_threads(old)
-
-
 def test_batch_norm_plan_threads_and_one_value_rule(restore_threads):
     cnnext.set_num_threads(2)
     assert _plan.batch_norm_plan("bn", (2, 3, 4, 4), F32, True).threads == 1  # small

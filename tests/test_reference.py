@@ -51,6 +51,20 @@ def fd_grad(f, arr, g, eps=1e-6):
     return out
 
 
+def check_backward_fd(name, g, x, wt, b, kw):
+    """``R.<name>_backward`` (upstream ``g``) against central differences of
+    ``R.<name>`` in x, weight and bias; returns the three gradients."""
+    op = getattr(R, name)
+    gx, gw, gb = getattr(R, f"{name}_backward")(g, x, wt, **kw)
+    fx = fd_grad(lambda v: op(v, wt, b, **kw), x, g)
+    fw = fd_grad(lambda v: op(x, v, b, **kw), wt, g)
+    fb = fd_grad(lambda v: op(x, wt, v, **kw), b, g)
+    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fw, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fb, rtol=1e-6, atol=1e-7)
+    return gx, gw, gb
+
+
 def conv_out(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
@@ -98,32 +112,6 @@ def naive_avg_pool2d(x, k, s, p):
                                 acc += x[a, b, hh, ww]
                     y[a, b, r, q] = acc / (kh * kw)
     return y
-
-
-def torch_max_pool_loop(x, k, s, p):
-    """Transcription of PyTorch's CPU max_pool2d loop (NCHW, no dilation)."""
-    (kh, kw), (sh, sw), (ph, pw) = _pair(k), _pair(s), _pair(p)
-    n, c, h, w = x.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    y = np.empty((n, c, oh, ow), dtype=x.dtype)
-    ind = np.empty((n, c, oh, ow), dtype=np.int64)
-    for a in range(n):
-        for b in range(c):
-            plane = x[a, b].ravel()
-            for r in range(oh):
-                for q in range(ow):
-                    ih0, iw0 = r * sh - ph, q * sw - pw
-                    ih1, iw1 = min(ih0 + kh, h), min(iw0 + kw, w)
-                    ih0, iw0 = max(ih0, 0), max(iw0, 0)
-                    maxindex = ih0 * w + iw0
-                    maxval = -np.inf
-                    for ih in range(ih0, ih1):
-                        for iw in range(iw0, iw1):
-                            val = plane[ih * w + iw]
-                            if val > maxval or np.isnan(val):
-                                maxval, maxindex = val, ih * w + iw
-                    y[a, b, r, q], ind[a, b, r, q] = maxval, maxindex
-    return y, ind
 
 
 def rand(rng, *shape):
@@ -224,14 +212,8 @@ def test_conv2d_backward_matches_finite_differences(n, c_in, h, w, c_out, k,
     x, wt, b = conv_case(rng, n, c_in, h, w, c_out, k)
     y = R.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
     g = rand(rng, *y.shape)
-    gx, gw, gb = R.conv2d_backward(g, x, wt, stride=s, padding=p, dilation=d)
     kw_ = dict(stride=s, padding=p, dilation=d)
-    fx = fd_grad(lambda v: R.conv2d(v, wt, b, **kw_), x, g)
-    fw = fd_grad(lambda v: R.conv2d(x, v, b, **kw_), wt, g)
-    fb = fd_grad(lambda v: R.conv2d(x, wt, v, **kw_), b, g)
-    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, fw, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, fb, rtol=1e-6, atol=1e-7)
+    gx, gw, gb = check_backward_fd("conv2d", g, x, wt, b, kw_)
     np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), rtol=1e-12)
     assert gx.shape == x.shape and gw.shape == wt.shape
 
@@ -504,13 +486,7 @@ def test_grouped_conv_transpose2d_is_adjoint_and_its_backward_matches_finite_dif
     y0 = R.conv_transpose2d(x, wt, None, **kw_)
     conv = R.conv2d(g, wt, stride=s, padding=p, dilation=d, groups=groups)
     np.testing.assert_allclose(np.vdot(y0, g), np.vdot(x, conv[:, :, :h, :w]), rtol=1e-10)
-    gx, gw, gb = R.conv_transpose2d_backward(g, x, wt, **kw_)
-    fx = fd_grad(lambda v: R.conv_transpose2d(v, wt, b, **kw_), x, g)
-    fw = fd_grad(lambda v: R.conv_transpose2d(x, v, b, **kw_), wt, g)
-    fb = fd_grad(lambda v: R.conv_transpose2d(x, wt, v, **kw_), b, g)
-    np.testing.assert_allclose(gx, fx, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, fw, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, fb, rtol=1e-6, atol=1e-7)
+    check_backward_fd("conv_transpose2d", g, x, wt, b, kw_)
     assert R.conv_transpose2d_backward(g, x, wt, bias=False, **kw_)[2] is None
 
 
@@ -704,7 +680,7 @@ def test_max_pool2d_matches_torch_loop_on_distinct_values(k, s, p, dtype):
     rng = np.random.default_rng(12)
     x = rand(rng, 2, 3, 7, 8).astype(dtype)
     y, idx = R.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
-    ry, ridx = torch_max_pool_loop(x, k, k if s is None else s, p)
+    ry, ridx = torch_pool_loops(x, k, k if s is None else s, p)
     assert y.dtype == dtype and idx.dtype == np.int64
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
@@ -763,7 +739,7 @@ def pool1(plane, k, s=None, p=0):
     """max_pool2d of one 2-D plane; returns (values, indices) as 2-D."""
     x = np.asarray(plane, dtype=np.float64)[None, None]
     y, idx = R.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
-    ry, ridx = torch_max_pool_loop(x, k, k if s is None else s, p)
+    ry, ridx = torch_pool_loops(x, k, k if s is None else s, p)
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
     return y[0, 0], idx[0, 0]
@@ -853,7 +829,7 @@ def test_max_pool2d_tie_heavy_random_matches_torch_loop(data):
     x = np.array(flat).reshape(1, 2, h, w)
     y, idx = R.max_pool2d(x, (kh, kw), stride=(sh, sw), padding=(ph, pw),
                           return_indices=True)
-    ry, ridx = torch_max_pool_loop(x, (kh, kw), (sh, sw), (ph, pw))
+    ry, ridx = torch_pool_loops(x, (kh, kw), (sh, sw), (ph, pw))
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(idx, ridx)
 

@@ -27,13 +27,6 @@ N_THREADS = 8
 ROUNDS = 6
 
 
-@pytest.fixture
-def kernel_threads():
-    old = cnnext.get_num_threads()
-    yield
-    cnnext.set_num_threads(old)
-
-
 def _inputs():
     rng = np.random.default_rng(1234)
     x = rng.standard_normal((4, 3, 21, 17)).astype(np.float32)
@@ -89,7 +82,7 @@ def _run_threads(target, n=N_THREADS):
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
-def test_concurrent_functional_calls_are_bitwise_serial(kernel_threads, nthreads):
+def test_concurrent_functional_calls_are_bitwise_serial(restore_threads, nthreads):
     cnnext.set_num_threads(nthreads)
     args = _inputs()
     serial = _work(*args)
@@ -128,7 +121,7 @@ def _train_steps(seed, x, gy):
     return outs
 
 
-def test_separate_layer_instances_in_threads_match_serial(kernel_threads):
+def test_separate_layer_instances_in_threads_match_serial(restore_threads):
     cnnext.set_num_threads(2)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((5, 3, 20, 18)).astype(np.float32)
@@ -146,7 +139,7 @@ def test_separate_layer_instances_in_threads_match_serial(kernel_threads):
                 assert u.tobytes() == v.tobytes(), f"model {i}, step {step}, array {j}"
 
 
-def test_set_num_threads_from_other_threads_is_safe(kernel_threads):
+def test_set_num_threads_from_other_threads_is_safe(restore_threads):
     """A thread flips set_num_threads between 1 and 2 while 8 threads compute.
 
     Each result must be bitwise one of the serial results at 1 or 2 threads
@@ -188,7 +181,7 @@ def test_set_num_threads_from_other_threads_is_safe(kernel_threads):
                 assert b in (one[k].tobytes(), two[k].tobytes()), f"thread {i}: {k}"
 
 
-def test_what_is_bitwise_reproducible_across_thread_counts(kernel_threads):
+def test_what_is_bitwise_reproducible_across_thread_counts(restore_threads):
     """The documented guarantees: everything except the conv weight gradient
     is bitwise identical at 1 and 2 kernel threads."""
     args = _inputs()

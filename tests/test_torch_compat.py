@@ -52,6 +52,24 @@ def _geom(g):
 # --------------------------------------------------------------------------
 
 
+def _agrees_with_torch(name, x, w, b, kw, dtype, rng, close):
+    """``F.<name>`` and ``F.<name>_backward`` (for a random upstream gradient)
+    against torch's op and autograd: output, grad_x, grad_weight, grad_bias."""
+    tx, tw, tb = t(x, True), t(w, True), t(b, True)
+    with warnings.catch_warnings():  # "same" with an even kernel: a padded copy
+        warnings.simplefilter("ignore", UserWarning)
+        ty = getattr(TF, name)(tx, tw, tb, **kw)
+    y = getattr(F, name)(x, w, b, **kw)
+    assert y.shape == tuple(ty.shape) and y.dtype == dtype
+    close(y, n(ty), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    gx, gw, gb = getattr(F, f"{name}_backward")(go, x, w, **kw)
+    close(gx, n(tx.grad), dtype, err_msg="grad_x")
+    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
+    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", CONV_GEOMS, ids=CONV_IDS)
 def test_conv2d_and_backward(g, dtype, rng, close):
@@ -59,18 +77,7 @@ def test_conv2d_and_backward(g, dtype, rng, close):
     x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
     w = rng.standard_normal((Co, Ci) + k).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
-    tx, tw, tb = t(x, True), t(w, True), t(b, True)
-    ty = TF.conv2d(tx, tw, tb, **kw)
-    y = F.conv2d(x, w, b, **kw)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype
-    close(y, n(ty), dtype)
-
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
-    close(gx, n(tx.grad), dtype, err_msg="grad_x")
-    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
-    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+    _agrees_with_torch("conv2d", x, w, b, kw, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -115,19 +122,7 @@ def test_grouped_and_padded_conv2d_and_backward(g, dtype, rng, close):
     x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
     w = rng.standard_normal((Co, Ci // G) + k).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
-    tx, tw, tb = t(x, True), t(w, True), t(b, True)
-    with warnings.catch_warnings():  # "same" with an even kernel: a padded copy
-        warnings.simplefilter("ignore", UserWarning)
-        ty = TF.conv2d(tx, tw, tb, **kw)
-    y = F.conv2d(x, w, b, **kw)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype
-    close(y, n(ty), dtype)
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
-    close(gx, n(tx.grad), dtype, err_msg="grad_x")
-    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
-    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+    _agrees_with_torch("conv2d", x, w, b, kw, dtype, rng, close)
 
 
 # (id, N, C_in, C_out, groups, H, W, kernel, stride, padding, output_padding, dilation)
@@ -147,17 +142,7 @@ def test_grouped_conv_transpose2d_and_backward(g, dtype, rng, close):
     x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
     w = rng.standard_normal((Ci, Co // G) + k).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
-    tx, tw, tb = t(x, True), t(w, True), t(b, True)
-    ty = TF.conv_transpose2d(tx, tw, tb, **kw)
-    y = F.conv_transpose2d(x, w, b, **kw)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype
-    close(y, n(ty), dtype)
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx, gw, gb = F.conv_transpose2d_backward(go, x, w, **kw)
-    close(gx, n(tx.grad), dtype, err_msg="grad_x")
-    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
-    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+    _agrees_with_torch("conv_transpose2d", x, w, b, kw, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -171,19 +156,7 @@ def test_conv1d_and_backward(groups, k, s, p, d, dtype, rng, close):
     w = rng.standard_normal((8, 4 // groups, k)).astype(dtype)
     b = rng.standard_normal(8).astype(dtype)
     kw = dict(stride=s, padding=p, dilation=d, groups=groups)
-    tx, tw, tb = t(x, True), t(w, True), t(b, True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        ty = TF.conv1d(tx, tw, tb, **kw)
-    y = F.conv1d(x, w, b, **kw)
-    assert y.shape == tuple(ty.shape) and y.dtype == dtype
-    close(y, n(ty), dtype)
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx, gw, gb = F.conv1d_backward(go, x, w, **kw)
-    close(gx, n(tx.grad), dtype, err_msg="grad_x")
-    close(gw, n(tw.grad), dtype, err_msg="grad_weight")
-    close(gb, n(tb.grad), dtype, err_msg="grad_bias")
+    _agrees_with_torch("conv1d", x, w, b, kw, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -237,20 +210,26 @@ def _pool_input(rng, mode, dtype, shape=(2, 3, 9, 11)):
 POOL_MODES = ["distinct", "small_int", "relu", "nan", "neginf", "constant"]
 
 
+def _max_pool_agrees_with_torch(name, x, args, dtype, rng, close):
+    """``F.<name>(x, *args)``: values and indices exactly as torch's (NaN
+    positions too), and its backward (a random upstream gradient) as
+    autograd's."""
+    tx = t(x, True)
+    ty, tidx = getattr(TF, name)(tx, *args, return_indices=True)
+    y, idx = getattr(F, name)(x, *args, return_indices=True)
+    np.testing.assert_array_equal(y, n(ty))
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    go = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(t(go))
+    close(getattr(F, f"{name}_backward")(go, idx, x.shape), n(tx.grad), dtype)
+
+
 @pytest.mark.parametrize("mode", POOL_MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k,s,p", POOL_GEOMS)
 def test_max_pool2d_values_and_indices_exact(k, s, p, dtype, mode, rng, close):
     x = _pool_input(rng, mode, dtype)
-    tx = t(x, True)
-    ty, tidx = TF.max_pool2d(tx, k, s, p, return_indices=True)
-    y, idx = F.max_pool2d(x, k, stride=s, padding=p, return_indices=True)
-    np.testing.assert_array_equal(y, n(ty))  # NaN positions must agree too
-    np.testing.assert_array_equal(idx, tidx.numpy())
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    gx = F.max_pool2d_backward(go, idx, x.shape)
-    close(gx, n(tx.grad), dtype)
+    _max_pool_agrees_with_torch("max_pool2d", x, (k, s, p), dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -293,14 +272,7 @@ FULL_POOL_GEOMS = [
 @pytest.mark.parametrize("k,s,p,d,cm", FULL_POOL_GEOMS)
 def test_max_pool2d_dilation_ceil_mode_exact(k, s, p, d, cm, dtype, mode, rng, close):
     x = _pool_input(rng, mode, dtype, shape=(2, 3, 9, 10))
-    tx = t(x, True)
-    ty, tidx = TF.max_pool2d(tx, k, s, p, d, cm, return_indices=True)
-    y, idx = F.max_pool2d(x, k, s, p, d, cm, return_indices=True)
-    np.testing.assert_array_equal(y, n(ty))
-    np.testing.assert_array_equal(idx, tidx.numpy())
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    close(F.max_pool2d_backward(go, idx, x.shape), n(tx.grad), dtype)
+    _max_pool_agrees_with_torch("max_pool2d", x, (k, s, p, d, cm), dtype, rng, close)
 
 
 @pytest.mark.parametrize("cip,dov", [(True, None), (False, None), (True, 3), (False, -2)])
@@ -363,14 +335,7 @@ def test_max_unpool2d_and_backward(hw, out, dtype, rng, close):
                                         (4, 3, 2, 1, True), (1, 3, 0, 1, True)])
 def test_pool1d(k, s, p, d, cm, dtype, mode, rng, close):
     x = _pool_input(rng, mode, dtype, shape=(2, 3, 13))
-    tx = t(x, True)
-    ty, tidx = TF.max_pool1d(tx, k, s, p, d, cm, return_indices=True)
-    y, idx = F.max_pool1d(x, k, s, p, d, cm, return_indices=True)
-    np.testing.assert_array_equal(y, n(ty))
-    np.testing.assert_array_equal(idx, tidx.numpy())
-    go = rng.standard_normal(y.shape).astype(dtype)
-    ty.backward(t(go))
-    close(F.max_pool1d_backward(go, idx, x.shape), n(tx.grad), dtype)
+    _max_pool_agrees_with_torch("max_pool1d", x, (k, s, p, d, cm), dtype, rng, close)
     xa = rng.standard_normal((3, 13)).astype(dtype)  # unbatched (C, L)
     for cip in (True, False):
         ta = t(xa, True)

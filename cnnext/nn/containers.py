@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -14,7 +14,52 @@ if TYPE_CHECKING:
     from .._typing import FloatArray, SkipsInputGrad
 
 
-class Sequential(Module):
+_ContainerT = TypeVar("_ContainerT", bound="_Container")
+
+
+class _Container(Module):
+    """What the containers share: their parameters, buffers and mode are
+    those of their child layers, named ``"<child>.<name>"``."""
+
+    def _children(self) -> list[tuple[str, Module]]:  # pragma: no cover - abstract
+        """The child layers with the prefix of their names, in order."""
+        raise NotImplementedError
+
+    @property
+    def params(self) -> dict[str, FloatArray]:
+        """All parameters, ``{"<child>.<name>": ndarray}`` (live arrays)."""
+        return {name: p for name, p, _ in self.named_parameters()}
+
+    @property
+    def grads(self) -> dict[str, FloatArray]:
+        """All gradients, same names as :attr:`params`."""
+        return {name: g for name, _, g in self.named_parameters()}
+
+    def named_parameters(self) -> list[tuple[str, FloatArray, FloatArray]]:
+        return [(f"{prefix}.{name}", p, g) for prefix, layer in self._children()
+                for name, p, g in layer.named_parameters()]
+
+    def named_buffers(self) -> list[tuple[str, npt.NDArray[Any]]]:
+        return [(f"{prefix}.{name}", b) for prefix, layer in self._children()
+                for name, b in layer.named_buffers()]
+
+    def train(self: _ContainerT, mode: bool = True) -> _ContainerT:
+        super().train(mode)
+        for _, layer in self._children():
+            layer.train(mode)
+        return self
+
+
+def _backward_params_only(layer: Module, grad_y: npt.ArrayLike) -> None:
+    """``layer``'s backward for its parameter gradients only (the input
+    gradient skipped where the layer can)."""
+    if getattr(layer, "_skips_input_grad", False):
+        cast("SkipsInputGrad", layer).backward(grad_y, input_grad=False)
+    else:
+        layer.backward(grad_y)
+
+
+class Sequential(_Container):
     """A chain of layers: ``forward`` runs them in order, ``backward`` in reverse.
 
     Parameters and buffers are exposed under the names ``"<index>.<name>"``
@@ -70,35 +115,8 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
 
-    @property
-    def params(self) -> dict[str, FloatArray]:
-        """All parameters, ``{"<index>.<name>": ndarray}`` (live arrays)."""
-        return {name: p for name, p, _ in self.named_parameters()}
-
-    @property
-    def grads(self) -> dict[str, FloatArray]:
-        """All gradients, same names as :attr:`params`."""
-        return {name: g for name, _, g in self.named_parameters()}
-
-    def named_parameters(self) -> list[tuple[str, FloatArray, FloatArray]]:
-        return [
-            (f"{i}.{name}", p, g)
-            for i, layer in enumerate(self.layers)
-            for name, p, g in layer.named_parameters()
-        ]
-
-    def named_buffers(self) -> list[tuple[str, npt.NDArray[Any]]]:
-        return [
-            (f"{i}.{name}", b)
-            for i, layer in enumerate(self.layers)
-            for name, b in layer.named_buffers()
-        ]
-
-    def train(self, mode: bool = True) -> Sequential:
-        super().train(mode)
-        for layer in self.layers:
-            layer.train(mode)
-        return self
+    def _children(self) -> list[tuple[str, Module]]:
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """Run the layers in order."""
@@ -125,10 +143,7 @@ class Sequential(Module):
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if i == 0 and not input_grad:
-                if getattr(layer, "_skips_input_grad", False):
-                    cast("SkipsInputGrad", layer).backward(g, input_grad=False)
-                else:
-                    layer.backward(g)
+                _backward_params_only(layer, g)
                 return None
             g = layer.backward(g)
         return cast("FloatArray", g)  # (with no layers, grad_y as given)
@@ -169,7 +184,7 @@ class Identity(Module):
         return cast("FloatArray", V.as_array("Identity.backward", "grad_y", grad_y))
 
 
-class Residual(Module):
+class Residual(_Container):
     """A residual connection: ``y = block(x) + shortcut(x)`` (the shortcut is
     the identity when None), the building block of ResNets.
 
@@ -226,35 +241,11 @@ class Residual(Module):
         self.block = block
         self.shortcut = shortcut
 
-    def _branches(self) -> list[tuple[str, Module]]:
+    def _children(self) -> list[tuple[str, Module]]:
         out = [("block", self.block)]
         if self.shortcut is not None:
             out.append(("shortcut", self.shortcut))
         return out
-
-    @property
-    def params(self) -> dict[str, FloatArray]:
-        """All parameters, ``{"block.<name>" or "shortcut.<name>": ndarray}``."""
-        return {name: p for name, p, _ in self.named_parameters()}
-
-    @property
-    def grads(self) -> dict[str, FloatArray]:
-        """All gradients, same names as :attr:`params`."""
-        return {name: g for name, _, g in self.named_parameters()}
-
-    def named_parameters(self) -> list[tuple[str, FloatArray, FloatArray]]:
-        return [(f"{prefix}.{name}", p, g) for prefix, layer in self._branches()
-                for name, p, g in layer.named_parameters()]
-
-    def named_buffers(self) -> list[tuple[str, npt.NDArray[Any]]]:
-        return [(f"{prefix}.{name}", b) for prefix, layer in self._branches()
-                for name, b in layer.named_buffers()]
-
-    def train(self, mode: bool = True) -> Residual:
-        super().train(mode)
-        for _, layer in self._branches():
-            layer.train(mode)
-        return self
 
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """``block(x) + shortcut(x)``."""
@@ -282,11 +273,8 @@ class Residual(Module):
         None is returned."""
         self._saved()
         if not input_grad:
-            for _, layer in self._branches():
-                if getattr(layer, "_skips_input_grad", False):
-                    cast("SkipsInputGrad", layer).backward(grad_y, input_grad=False)
-                else:
-                    layer.backward(grad_y)
+            for _, layer in self._children():
+                _backward_params_only(layer, grad_y)
             return None
         gb = self.block.backward(grad_y)
         gs = np.asarray(grad_y) if self.shortcut is None else self.shortcut.backward(grad_y)

@@ -8,13 +8,13 @@ import numpy.typing as npt
 
 from .. import _validate as V
 from .. import functional as F
-from .module import Weighted, check_init, init_bias, init_weight
+from .module import Weighted, init_params
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .._plan import Conv1dPlan, ConvPlan, ConvTransposePlan
-    from .._typing import FloatArray, Init, IntOrPair, Seed, Shape
+    from .._typing import FloatArray, Init, IntOrPair, Seed
 
 
 class Conv2D(Weighted):
@@ -66,8 +66,6 @@ class Conv2D(Weighted):
     ((2, 8, 26, 26), (2, 1, 28, 28))
     """
 
-    init: str
-
     def __init__(
         self,
         in_channels: int,
@@ -97,7 +95,7 @@ class Conv2D(Weighted):
         has_bias = V.boolean(fname, "bias", bias)
         kh, kw = self.kernel_size
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
-        _init_params(self, fname, init, dtype, seed, shape, has_bias)
+        init_params(self, fname, init, dtype, seed, shape, self.out_channels if has_bias else 0)
 
     def _call_forward(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> FloatArray:
         if x.ndim in (3, 4):  # the layer's own terms: in_channels
@@ -118,30 +116,7 @@ class Conv2D(Weighted):
                               self.dilation, self.groups)
 
     def __repr__(self) -> str:
-        return (
-            f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
-            f"groups={self.groups}, bias={self.bias is not None})"
-        )
-
-
-def _init_params(
-    layer: Conv2D | ConvTranspose2D | Conv1D, fname: str, init: Init, dtype: npt.DTypeLike,
-    seed: Seed, shape: Shape, has_bias: bool,
-) -> None:
-    """Draw a convolution layer's weight of ``shape`` and its bias, with
-    PyTorch's fans: ``fan_in = shape[1]*k``, ``fan_out = shape[0]*k`` (k the
-    kernel's size)."""
-    layer.init = check_init(fname, init)
-    layer.dtype = V.float_dtype(fname, dtype)
-    rng = V.rng(fname, seed)
-    taps = int(np.prod(shape[2:]))
-    fan_in, fan_out = shape[1] * taps, shape[0] * taps
-    layer._params["weight"] = init_weight(fname, rng, init, shape, fan_in, fan_out, layer.dtype)
-    if has_bias:
-        n_out = layer.out_channels
-        layer._params["bias"] = init_bias(rng, init, n_out, fan_in, layer.dtype)
-    layer._grads = {k: np.zeros_like(v) for k, v in layer._params.items()}
+        return _conv_repr("Conv2D", self)
 
 
 class ConvTranspose2D(Weighted):
@@ -190,8 +165,6 @@ class ConvTranspose2D(Weighted):
     ((1, 2, 10, 10), (1, 4, 5, 5))
     """
 
-    init: str
-
     def __init__(
         self,
         in_channels: int,
@@ -229,7 +202,7 @@ class ConvTranspose2D(Weighted):
         has_bias = V.boolean(fname, "bias", bias)
         kh, kw = self.kernel_size
         shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
-        _init_params(self, fname, init, dtype, seed, shape, has_bias)
+        init_params(self, fname, init, dtype, seed, shape, self.out_channels if has_bias else 0)
 
     def _call_forward(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> FloatArray:
         if x.ndim in (3, 4):
@@ -305,8 +278,6 @@ class Conv1D(Weighted):
     ((2, 8, 50), (2, 4, 50))
     """
 
-    init: str
-
     def __init__(
         self,
         in_channels: int,
@@ -337,7 +308,7 @@ class Conv1D(Weighted):
                               (self.dilation,))
         has_bias = V.boolean(fname, "bias", bias)
         shape = (self.out_channels, self.in_channels // self.groups, self.kernel_size)
-        _init_params(self, fname, init, dtype, seed, shape, has_bias)
+        init_params(self, fname, init, dtype, seed, shape, self.out_channels if has_bias else 0)
 
     def _call_forward(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> FloatArray:
         if x.ndim in (2, 3):
@@ -361,8 +332,12 @@ class Conv1D(Weighted):
                               self.dilation, self.groups)
 
     def __repr__(self) -> str:
-        return (
-            f"Conv1D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
-            f"groups={self.groups}, bias={self.bias is not None})"
-        )
+        return _conv_repr("Conv1D", self)
+
+
+def _conv_repr(name: str, layer: Conv2D | Conv1D) -> str:
+    return (
+        f"{name}({layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+        f"stride={layer.stride}, padding={layer.padding!r}, dilation={layer.dilation}, "
+        f"groups={layer.groups}, bias={layer.bias is not None})"
+    )

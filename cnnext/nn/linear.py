@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from .. import _validate as V
 from .. import functional as F
-from .module import Module, Weighted, check_init, init_bias, init_weight
+from .module import Module, Weighted, init_params
 
 if TYPE_CHECKING:
     from .._plan import LinearPlan
@@ -73,18 +73,8 @@ class Dense(Weighted):
         self.in_features = V.as_int(fname, "in_features", in_features, 1)
         self.out_features = V.as_int(fname, "out_features", out_features, 1)
         has_bias = V.boolean(fname, "bias", bias)
-        self.init = check_init(fname, init)
-        self.dtype = V.float_dtype(fname, dtype)
-        rng = V.rng(fname, seed)
         shape = (self.out_features, self.in_features)
-        self._params["weight"] = init_weight(
-            fname, rng, init, shape, self.in_features, self.out_features, self.dtype
-        )
-        if has_bias:
-            self._params["bias"] = init_bias(
-                rng, init, self.out_features, self.in_features, self.dtype
-            )
-        self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+        init_params(self, fname, init, dtype, seed, shape, self.out_features if has_bias else 0)
 
     def _call_forward(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> FloatArray:
         self._check_input(x)

@@ -1,6 +1,7 @@
 """The layer contract (:class:`Module`) and what every layer shares."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar, overload
 
@@ -12,7 +13,7 @@ from .. import _validate as V
 
 if TYPE_CHECKING:
     from .._plan import Conv1dPlan, ConvPlan, ConvTransposePlan, LinearPlan
-    from .._typing import FloatArray, FloatDType, Shape, StrPath
+    from .._typing import FloatArray, FloatDType, Seed, Shape, StrPath
 
     LayerPlan = ConvPlan | LinearPlan | ConvTransposePlan | Conv1dPlan
 
@@ -227,6 +228,7 @@ class Weighted(Module):
     """
 
     dtype: FloatDType
+    init: str
     _skips_input_grad = True
 
     def __init__(self) -> None:
@@ -326,6 +328,25 @@ def init_weight(
         a = 1.0 / np.sqrt(fan_in)
         w = rng.uniform(-a, a, size=shape)
     return w.astype(dtype)
+
+
+def init_params(
+    layer: Weighted, fname: str, init: str, dtype: npt.DTypeLike, seed: Seed, shape: Shape,
+    n_bias: int,
+) -> None:
+    """Set a layer's ``init``, ``dtype``, a weight of ``shape``, a bias of
+    ``n_bias`` entries (none when 0) and zero gradients, with PyTorch's fans:
+    ``fan_in = shape[1]*k``, ``fan_out = shape[0]*k`` (k the kernel's size,
+    1 for a dense layer)."""
+    layer.init = check_init(fname, init)
+    layer.dtype = V.float_dtype(fname, dtype)
+    rng = V.rng(fname, seed)
+    taps = math.prod(shape[2:])
+    fan_in, fan_out = shape[1] * taps, shape[0] * taps
+    layer._params["weight"] = init_weight(fname, rng, init, shape, fan_in, fan_out, layer.dtype)
+    if n_bias:
+        layer._params["bias"] = init_bias(rng, init, n_bias, fan_in, layer.dtype)
+    layer._grads = {k: np.zeros_like(v) for k, v in layer._params.items()}
 
 
 def init_bias(

@@ -1,8 +1,8 @@
 """Pooling layers."""
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -14,28 +14,103 @@ from .module import Module, steady
 
 if TYPE_CHECKING:
     from .._plan import PoolPlan
-    from .._typing import AdaptiveSize, FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape
+    from .._typing import (
+        AdaptiveSize, FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape,
+    )
+
+_A = TypeVar("_A", bound="np.ndarray[Any, Any]")
+_K = TypeVar("_K", int, tuple[int, int])  # a 1-D or 2-D window option
 
 
 class _KeepsPlan(Module):
-    """What the pooling layers share: the plan of the last input, kept."""
+    """What the pooling layers share: the plan of the last input, kept, and
+    the steady-state forward/backward.
+
+    While the input (and upstream gradient) is the kind of array the kept
+    plan expects, ``forward``/``backward`` run the plan; otherwise they call
+    the functional op (``_call_forward``/``_call_backward``, the subclass's)
+    and keep a new plan (``_new_plan``).  The cache is ``(indices, x.shape,
+    plan)``; ``indices`` (the argmax positions) is None for average pooling.
+    """
+
+    _ndims = (3, 4)
 
     def __init__(self) -> None:
         super().__init__()
         self._plan: PoolPlan | None = None
         self._plan_threads = 0
 
-    def _steady_plan(self, x: object) -> PoolPlan | None:
-        """The kept plan if ``x`` is what it expects, else None."""
-        plan = self._plan
-        if plan is not None and steady(x, plan.x_shape, plan.dtype, self._plan_threads):
-            return plan
-        return None
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
+        """The pooled windows of ``x`` (see the class's Notes); caches what
+        backward needs (for max pooling, the argmax positions)."""
+        plan = self._steady_plan(x)
+        if plan is not None:
+            x = cast("FloatArray", x)  # what _steady_plan checked
+            y, idx = _split(plan.forward(self._lift(x)))
+            y, idx = self._drop(y), None if idx is None else self._drop(idx)
+        else:
+            x = V.as_array(f"{type(self).__name__}.forward", "x", x)
+            y, idx = self._call_forward(x)
+            self._keep_plan(x)
+            plan = self._plan
+        self._cache = (idx, x.shape, plan)
+        return y
+
+    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
+        """Each upstream value routed to its window's argmax (max pooling) or
+        spread over its window (average pooling); overlapping windows
+        accumulate."""
+        idx: IndexArray | None
+        shape: Shape
+        plan: PoolPlan | None
+        idx, shape, plan = self._saved()
+        plan = self._steady_grad(grad_y, plan)
+        if plan is not None:
+            g = self._lift(cast("FloatArray", grad_y))
+            return self._drop(plan.backward(g, None if idx is None else self._lift(idx)))
+        return self._call_backward(grad_y, idx, shape)
+
+    def _call_forward(
+        self, x: FloatArray
+    ) -> tuple[FloatArray, IndexArray | None]:  # pragma: no cover - abstract
+        """The functional op's output (and argmax positions, or None)."""
+        raise NotImplementedError
+
+    def _call_backward(
+        self, grad_y: npt.ArrayLike, idx: IndexArray | None, shape: Shape
+    ) -> FloatArray:  # pragma: no cover - abstract
+        """The functional op's input gradient."""
+        raise NotImplementedError
 
     def _new_plan(self, x: FloatArray) -> PoolPlan:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    _ndims = (3, 4)
+    # A 1-D layer runs a 2-D plan of height 1: how its arrays and shapes map.
+    def _lift(self, a: _A) -> _A:
+        """A layer array as the plan sees it."""
+        return a
+
+    def _drop(self, a: _A) -> _A:
+        """A plan array as the layer returns it."""
+        return a
+
+    def _layer_shape(self, shape: Shape) -> Shape:
+        """A plan shape as the layer sees it."""
+        return shape
+
+    def _steady_plan(self, x: object) -> PoolPlan | None:
+        """The kept plan if ``x`` is what it expects, else None."""
+        plan = self._plan
+        if plan is not None and steady(x, self._layer_shape(plan.x_shape), plan.dtype,
+                                       self._plan_threads):
+            return plan
+        return None
+
+    def _steady_grad(self, grad_y: object, plan: PoolPlan | None) -> PoolPlan | None:
+        if plan is not None and steady(grad_y, self._layer_shape(plan.out_shape), plan.dtype,
+                                       self._plan_threads):
+            return plan
+        return None
 
     def _keep_plan(self, x: npt.ArrayLike) -> None:
         if _config.get_backend() != "cython":
@@ -45,33 +120,51 @@ class _KeepsPlan(Module):
         self._plan = self._new_plan(xa)
         self._plan_threads = _config.get_num_threads()
 
-    def _steady_grad(self, grad_y: object, plan: PoolPlan | None) -> PoolPlan | None:
-        if plan is not None and steady(grad_y, plan.out_shape, plan.dtype, self._plan_threads):
-            return plan
-        return None
+
+def _split(out: FloatArray | tuple[FloatArray, IndexArray | None]
+           ) -> tuple[FloatArray, IndexArray | None]:
+    """A plan's forward output as ``(y, indices or None)``."""
+    return out if isinstance(out, tuple) else (out, None)
 
 
-class _Pool2D(_KeepsPlan):
-    """What max and average pooling share: window options, plan keeping, repr."""
+class _Indices(Module):
+    """The ``indices`` of the max pools (the first item of their cache)."""
 
-    _kind = ""
+    @property
+    def indices(self) -> IndexArray:
+        """The argmax positions of the last forward (flat ``h*W + w`` per plane)."""
+        return cast("IndexArray", self._saved()[0])
 
-    def __init__(
-        self, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
-        ceil_mode: bool = False,
-    ) -> None:
-        super().__init__()
-        fname = type(self).__name__
-        self.kernel_size = V.pair(fname, "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else V.pair(fname, "stride", stride, 1)
-        self.padding = V.pair(fname, "padding", padding, 0)
-        for axis in range(2):
-            if 2 * self.padding[axis] > self.kernel_size[axis]:
-                raise ValueError(
-                    f"{fname}: padding must be at most half the kernel size, got "
-                    f"kernel_size {self.kernel_size}, padding {self.padding}"
-                )
-        self.ceil_mode = V.boolean(fname, "ceil_mode", ceil_mode)
+
+def _window(
+    fname: str, arg: Callable[[str, str, object, int], _K], kernel_size: object,
+    stride: object, padding: object,
+) -> tuple[_K, _K, _K]:
+    """A window pool's checked ``(kernel_size, stride, padding)``: ``arg`` is
+    :func:`~cnnext._validate.pair` or :func:`~cnnext._validate.single`."""
+    k = arg(fname, "kernel_size", kernel_size, 1)
+    s = k if stride is None else arg(fname, "stride", stride, 1)
+    p = arg(fname, "padding", padding, 0)
+    if any(2 * pa > ka for pa, ka in zip(_axes(p), _axes(k))):
+        raise ValueError(
+            f"{fname}: padding must be at most half the kernel size, got "
+            f"kernel_size {k}, padding {p}"
+        )
+    return k, s, p
+
+
+def _axes(v: int | tuple[int, int]) -> tuple[int, ...]:
+    return v if isinstance(v, tuple) else (v,)
+
+
+class _WindowPool(_KeepsPlan, Generic[_K]):
+    """What the max and average pools share: window options (``_K`` is a
+    pair in 2-D, an int in 1-D) and the repr."""
+
+    kernel_size: _K
+    stride: _K
+    padding: _K
+    ceil_mode: bool
 
     def _options(self) -> str:
         return ""
@@ -82,7 +175,21 @@ class _Pool2D(_KeepsPlan):
                 f"{self._options()}, ceil_mode={self.ceil_mode})")
 
 
-class MaxPool2D(_Pool2D):
+class _Pool2D(_WindowPool[tuple[int, int]]):
+    """What 2-D max and average pooling share: window options."""
+
+    def __init__(
+        self, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        fname = type(self).__name__
+        self.kernel_size, self.stride, self.padding = _window(
+            fname, V.pair, kernel_size, stride, padding)
+        self.ceil_mode = V.boolean(fname, "ceil_mode", ceil_mode)
+
+
+class MaxPool2D(_Indices, _Pool2D):
     """2-D max pooling, as ``torch.nn.MaxPool2d``.
 
     Parameters
@@ -137,36 +244,14 @@ class MaxPool2D(_Pool2D):
         return F._pool_plan("max_pool2d", "max", x, x.dtype, self.kernel_size, self.stride,
                             self.padding, self.dilation, self.ceil_mode)
 
-    @property
-    def indices(self) -> IndexArray:
-        """The argmax positions of the last forward (flat ``h*W + w`` per plane)."""
-        return cast("IndexArray", self._saved()[0])
+    def _call_forward(self, x: FloatArray) -> tuple[FloatArray, IndexArray]:
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode, return_indices=True)
 
-    def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """The maximum of each window; caches the argmax positions."""
-        plan = self._steady_plan(x)
-        if plan is not None:
-            x = cast("FloatArray", x)  # what _steady_plan checked
-            y, idx = cast("tuple[FloatArray, IndexArray]", plan.forward(x))
-        else:
-            x = V.as_array("MaxPool2D.forward", "x", x)
-            y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                  self.dilation, self.ceil_mode, return_indices=True)
-            self._keep_plan(x)
-            plan = self._plan
-        self._cache = (idx, x.shape, plan)
-        return y
-
-    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
-        """Each upstream value routed to its window's argmax (accumulating)."""
-        idx: IndexArray
-        shape: Shape
-        plan: PoolPlan | None
-        idx, shape, plan = self._saved()
-        plan = self._steady_grad(grad_y, plan)
-        if plan is not None:
-            return plan.backward(cast("FloatArray", grad_y), idx)
-        return F.max_pool2d_backward(grad_y, idx, shape)
+    def _call_backward(
+        self, grad_y: npt.ArrayLike, idx: IndexArray | None, shape: Shape
+    ) -> FloatArray:
+        return F.max_pool2d_backward(grad_y, cast("IndexArray", idx), shape)
 
 
 class AvgPool2D(_Pool2D):
@@ -225,41 +310,20 @@ class AvgPool2D(_Pool2D):
                             self.padding, 1, self.ceil_mode, self.count_include_pad,
                             self.divisor_override)
 
-    def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """The mean of each window."""
-        plan = self._steady_plan(x)
-        if plan is not None:
-            x = cast("FloatArray", x)  # what _steady_plan checked
-            y = cast("FloatArray", plan.forward(x))
-        else:
-            x = V.as_array("AvgPool2D.forward", "x", x)
-            y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                             self.count_include_pad, self.divisor_override)
-            self._keep_plan(x)
-            plan = self._plan
-        self._cache = (x.shape, plan)
-        return y
+    def _call_forward(self, x: FloatArray) -> tuple[FloatArray, None]:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override), None
 
-    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
-        """Each upstream value spread evenly over its window (accumulating)."""
-        shape: Shape
-        plan: PoolPlan | None
-        shape, plan = self._saved()
-        plan = self._steady_grad(grad_y, plan)
-        if plan is not None:
-            return plan.backward(cast("FloatArray", grad_y))
+    def _call_backward(
+        self, grad_y: npt.ArrayLike, idx: IndexArray | None, shape: Shape
+    ) -> FloatArray:
         return F.avg_pool2d_backward(grad_y, shape, self.kernel_size, self.stride, self.padding,
                                      self.ceil_mode, self.count_include_pad,
                                      self.divisor_override)
 
 
-def _drop_h(shape: Shape) -> Shape:
-    """(N, C, 1, L) -> (N, C, L): a 1-D pool's shape from its 2-D plan's."""
-    return shape[:-2] + shape[-1:]
-
-
-class _Pool1D(_KeepsPlan):
-    """What the 1-D pools share: options, repr, and a kept 2-D plan of height 1."""
+class _Pool1D(_WindowPool[int]):
+    """What the 1-D pools share: options, and a kept 2-D plan of height 1."""
 
     _ndims = (2, 3)
     _kind = ""
@@ -270,15 +334,8 @@ class _Pool1D(_KeepsPlan):
     ) -> None:
         super().__init__()
         fname = type(self).__name__
-        self.kernel_size = V.single(fname, "kernel_size", kernel_size, 1)
-        self.stride = (self.kernel_size if stride is None
-                       else V.single(fname, "stride", stride, 1))
-        self.padding = V.single(fname, "padding", padding, 0)
-        if 2 * self.padding > self.kernel_size:
-            raise ValueError(
-                f"{fname}: padding must be at most half the kernel size, got kernel_size "
-                f"{self.kernel_size}, padding {self.padding}"
-            )
+        self.kernel_size, self.stride, self.padding = _window(
+            fname, V.single, kernel_size, stride, padding)
         self.ceil_mode = V.boolean(fname, "ceil_mode", ceil_mode)
         self.dilation = 1
         self.count_include_pad = True
@@ -290,24 +347,15 @@ class _Pool1D(_KeepsPlan):
             self.ceil_mode, self.count_include_pad,
         )
 
-    def _steady_plan(self, x: object) -> PoolPlan | None:
-        plan = self._plan
-        if plan is not None and steady(x, _drop_h(plan.x_shape), plan.dtype, self._plan_threads):
-            return plan
-        return None
+    def _lift(self, a: _A) -> _A:
+        return cast("_A", a[..., None, :])
 
-    def _steady_grad(self, grad_y: object, plan: PoolPlan | None) -> PoolPlan | None:
-        if plan is not None and steady(grad_y, _drop_h(plan.out_shape), plan.dtype,
-                                       self._plan_threads):
-            return plan
-        return None
+    def _drop(self, a: _A) -> _A:
+        return cast("_A", a[..., 0, :])
 
-    def _options(self) -> str:
-        return ""
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}{self._options()}, ceil_mode={self.ceil_mode})")
+    def _layer_shape(self, shape: Shape) -> Shape:
+        """(N, C, 1, L) -> (N, C, L): a 1-D pool's shape from its 2-D plan's."""
+        return shape[:-2] + shape[-1:]
 
 
 class MaxPool1D(_Pool1D):
@@ -348,33 +396,14 @@ class MaxPool1D(_Pool1D):
     def _options(self) -> str:
         return f", dilation={self.dilation}"
 
-    def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """The maximum of each window; caches the argmax positions."""
-        plan = self._steady_plan(x)
-        if plan is not None:
-            x = cast("FloatArray", x)  # what _steady_plan checked
-            y2, idx2 = cast("tuple[FloatArray, IndexArray]", plan.forward(x[..., None, :]))
-            y, idx = y2[..., 0, :], idx2[..., 0, :]
-        else:
-            x = V.as_array("MaxPool1D.forward", "x", x)
-            y, idx = F.max_pool1d(x, self.kernel_size, self.stride, self.padding,
-                                  self.dilation, self.ceil_mode, return_indices=True)
-            self._keep_plan(x)
-            plan = self._plan
-        self._cache = (idx, x.shape, plan)
-        return y
+    def _call_forward(self, x: FloatArray) -> tuple[FloatArray, IndexArray]:
+        return F.max_pool1d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode, return_indices=True)
 
-    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
-        """Each upstream value routed to its window's argmax (accumulating)."""
-        idx: IndexArray
-        shape: Shape
-        plan: PoolPlan | None
-        idx, shape, plan = self._saved()
-        plan = self._steady_grad(grad_y, plan)
-        if plan is not None:
-            g = cast("FloatArray", grad_y)
-            return plan.backward(g[..., None, :], idx[..., None, :])[..., 0, :]
-        return F.max_pool1d_backward(grad_y, idx, shape)
+    def _call_backward(
+        self, grad_y: npt.ArrayLike, idx: IndexArray | None, shape: Shape
+    ) -> FloatArray:
+        return F.max_pool1d_backward(grad_y, cast("IndexArray", idx), shape)
 
 
 class AvgPool1D(_Pool1D):
@@ -412,29 +441,13 @@ class AvgPool1D(_Pool1D):
     def _options(self) -> str:
         return f", count_include_pad={self.count_include_pad}"
 
-    def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """The mean of each window."""
-        plan = self._steady_plan(x)
-        if plan is not None:
-            x = cast("FloatArray", x)  # what _steady_plan checked
-            y = cast("FloatArray", plan.forward(x[..., None, :]))[..., 0, :]
-        else:
-            x = V.as_array("AvgPool1D.forward", "x", x)
-            y = F.avg_pool1d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                             self.count_include_pad)
-            self._keep_plan(x)
-            plan = self._plan
-        self._cache = (x.shape, plan)
-        return y
+    def _call_forward(self, x: FloatArray) -> tuple[FloatArray, None]:
+        return F.avg_pool1d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad), None
 
-    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
-        """Each upstream value spread over its window (accumulating)."""
-        shape: Shape
-        plan: PoolPlan | None
-        shape, plan = self._saved()
-        plan = self._steady_grad(grad_y, plan)
-        if plan is not None:
-            return plan.backward(cast("FloatArray", grad_y)[..., None, :])[..., 0, :]
+    def _call_backward(
+        self, grad_y: npt.ArrayLike, idx: IndexArray | None, shape: Shape
+    ) -> FloatArray:
         return F.avg_pool1d_backward(grad_y, shape, self.kernel_size, self.stride,
                                      self.padding, self.ceil_mode, self.count_include_pad)
 
@@ -450,7 +463,24 @@ def _output_size(fname: str, output_size: AdaptiveSize) -> AdaptiveSize:
     return int(output_size)
 
 
-class AdaptiveAvgPool2D(_KeepsPlan):
+class _Adaptive2D(_KeepsPlan):
+    """What the adaptive pools share: the output size, its plan, the repr."""
+
+    _kind = ""
+
+    def __init__(self, output_size: AdaptiveSize) -> None:
+        super().__init__()
+        self.output_size = _output_size(type(self).__name__, output_size)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(output_size={self.output_size})"
+
+    def _new_plan(self, x: FloatArray) -> PoolPlan:
+        return F._adaptive_plan(f"{self._kind}_pool2d", self._kind, x.shape, x.dtype,
+                                self.output_size)
+
+
+class AdaptiveAvgPool2D(_Adaptive2D):
     """2-D adaptive average pooling, as ``torch.nn.AdaptiveAvgPool2d``.
 
     Parameters
@@ -476,43 +506,18 @@ class AdaptiveAvgPool2D(_KeepsPlan):
            [[[5.5]]]])
     """
 
-    def __init__(self, output_size: AdaptiveSize) -> None:
-        super().__init__()
-        self.output_size = _output_size(type(self).__name__, output_size)
+    _kind = "adaptive_avg"
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(output_size={self.output_size})"
+    def _call_forward(self, x: FloatArray) -> tuple[FloatArray, None]:
+        return F.adaptive_avg_pool2d(x, self.output_size), None
 
-    def _new_plan(self, x: FloatArray) -> PoolPlan:
-        return F._adaptive_plan("adaptive_avg_pool2d", "adaptive_avg", x.shape, x.dtype,
-                                self.output_size)
-
-    def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """The mean of each adaptive window."""
-        plan = self._steady_plan(x)
-        if plan is not None:
-            x = cast("FloatArray", x)  # what _steady_plan checked
-            y = cast("FloatArray", plan.forward(x))
-        else:
-            x = V.as_array("AdaptiveAvgPool2D.forward", "x", x)
-            y = F.adaptive_avg_pool2d(x, self.output_size)
-            self._keep_plan(x)
-            plan = self._plan
-        self._cache = (x.shape, plan)
-        return y
-
-    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
-        """Each upstream value spread evenly over its window (accumulating)."""
-        shape: Shape
-        plan: PoolPlan | None
-        shape, plan = self._saved()
-        plan = self._steady_grad(grad_y, plan)
-        if plan is not None:
-            return plan.backward(cast("FloatArray", grad_y))
+    def _call_backward(
+        self, grad_y: npt.ArrayLike, idx: IndexArray | None, shape: Shape
+    ) -> FloatArray:
         return F.adaptive_avg_pool2d_backward(grad_y, shape)
 
 
-class AdaptiveMaxPool2D(_KeepsPlan):
+class AdaptiveMaxPool2D(_Indices, _Adaptive2D):
     """2-D adaptive max pooling, as ``torch.nn.AdaptiveMaxPool2d``.
 
     Parameters
@@ -533,46 +538,15 @@ class AdaptiveMaxPool2D(_KeepsPlan):
     array([[[[4., 5.]]]])
     """
 
-    def __init__(self, output_size: AdaptiveSize) -> None:
-        super().__init__()
-        self.output_size = _output_size(type(self).__name__, output_size)
+    _kind = "adaptive_max"
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(output_size={self.output_size})"
+    def _call_forward(self, x: FloatArray) -> tuple[FloatArray, IndexArray]:
+        return F.adaptive_max_pool2d(x, self.output_size, return_indices=True)
 
-    def _new_plan(self, x: FloatArray) -> PoolPlan:
-        return F._adaptive_plan("adaptive_max_pool2d", "adaptive_max", x.shape, x.dtype,
-                                self.output_size)
-
-    @property
-    def indices(self) -> IndexArray:
-        """The argmax positions of the last forward (flat ``h*W + w`` per plane)."""
-        return cast("IndexArray", self._saved()[0])
-
-    def forward(self, x: npt.ArrayLike) -> FloatArray:
-        """The maximum of each adaptive window; caches the argmax positions."""
-        plan = self._steady_plan(x)
-        if plan is not None:
-            x = cast("FloatArray", x)  # what _steady_plan checked
-            y, idx = cast("tuple[FloatArray, IndexArray]", plan.forward(x))
-        else:
-            x = V.as_array("AdaptiveMaxPool2D.forward", "x", x)
-            y, idx = F.adaptive_max_pool2d(x, self.output_size, return_indices=True)
-            self._keep_plan(x)
-            plan = self._plan
-        self._cache = (idx, x.shape, plan)
-        return y
-
-    def backward(self, grad_y: npt.ArrayLike) -> FloatArray:
-        """Each upstream value routed to its window's argmax (accumulating)."""
-        idx: IndexArray
-        shape: Shape
-        plan: PoolPlan | None
-        idx, shape, plan = self._saved()
-        plan = self._steady_grad(grad_y, plan)
-        if plan is not None:
-            return plan.backward(cast("FloatArray", grad_y), idx)
-        return F.adaptive_max_pool2d_backward(grad_y, idx, shape)
+    def _call_backward(
+        self, grad_y: npt.ArrayLike, idx: IndexArray | None, shape: Shape
+    ) -> FloatArray:
+        return F.adaptive_max_pool2d_backward(grad_y, cast("IndexArray", idx), shape)
 
 
 class MaxUnpool2D(Module):
