@@ -250,6 +250,10 @@ def index_array(fname: str, name: str, value: object, shape: Shape | None = None
 
 def shape_tuple(fname: str, name: str, value: object, ndim: int) -> Shape:
     """A tuple of ``ndim`` ints >= 0 (an input shape given to a backward pass)."""
+    if type(value) is tuple and len(value) == ndim and all(
+        type(v) is int and v >= 0 for v in value
+    ):
+        return value  # an ndarray's .shape, as layers pass it
     if not isinstance(value, (tuple, list)) and not (
         isinstance(value, np.ndarray) and value.ndim == 1
     ):

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import numpy.typing as npt
 
+from .. import _gemm
 from .. import functional as F
 from . import _util as U
 
@@ -335,6 +336,12 @@ class Softmax:
             )
         d_L_d_t = F.softmax_backward(g, out)
         d_L_d_input = self.weights @ d_L_d_t
-        self.weights -= lr * np.outer(cast("npt.NDArray[np.float64]", self.last_input), d_L_d_t)
-        self.biases -= lr * d_L_d_t
+        step = -lr * d_L_d_t
+        if self.weights.flags.c_contiguous and self.weights.dtype == np.float64:
+            # weights += last_input (column) @ step (row): one pass, no temporaries
+            _gemm.gemm(cast("npt.NDArray[np.float64]", self.last_input)[:, None], step[None, :],
+                       self.weights, False, False, True, 1)
+        else:  # weights replaced by the user with another kind of array
+            self.weights += np.outer(cast("npt.NDArray[np.float64]", self.last_input), step)
+        self.biases += step
         return d_L_d_input.reshape(self.last_input_shape)
