@@ -45,7 +45,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
     COL_ELEMS, KC, MC, Geom, cdiv, cnx_kernels, cnx_ukr_d, cnx_ukr_s, make_geom, reach,
@@ -96,6 +96,23 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
     cdef Py_ssize_t ph_sz = g.C * Hq * Wq
     cdef floating* d
     cdef const floating* s
+    if sh == 1 and sw == 1:
+        # Plain zero padding: each row copied once and only the border and
+        # the tail zeroed (the input is read once, the buffer written once).
+        for c in range(g.C):
+            d = dst + c * Hq * Wq
+            memset(d, 0, g.ph * Wq * sizeof(floating))
+            for h in range(g.H):
+                d = dst + c * Hq * Wq + (g.ph + h) * Wq
+                for w in range(pw):
+                    d[w] = 0
+                memcpy(d + pw, xn + (c * g.H + h) * W, W * sizeof(floating))
+                for w in range(pw + W, Wq):
+                    d[w] = 0
+            memset(dst + c * Hq * Wq + (g.ph + g.H) * Wq, 0,
+                   (Hq - g.ph - g.H) * Wq * sizeof(floating))
+        memset(dst + g.L, 0, (g.Lbuf - g.L) * sizeof(floating))
+        return
     memset(dst, 0, g.Lbuf * sizeof(floating))
     for c in range(g.C):
         for h in range(g.H):
@@ -725,14 +742,16 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
         # Gradient rows in padded-width layout, junk columns zero.
         for co in range(Co):
             grad_run(gout + n * a.gs + co * P, pb, kc, Wq, OW, gb + co * DB, 1)
-        for k0 in range(0, K, 4):
-            nb = min(4, K - k0)
+        # Four gradient rows against every tap: the rows stay in L1 while
+        # the taps (shifted runs of a few image rows) stream through it.
+        for co in range(0, Co, 4):
+            ma = min(4, Co - co)
             for i in range(4):
-                pbp[i] = src + a.toff[k0 + min(i, nb - 1)] + pb
-            for co in range(0, Co, 4):
-                ma = min(4, Co - co)
+                pa[i] = gb + (co + min(i, ma - 1)) * DB
+            for k0 in range(0, K, 4):
+                nb = min(4, K - k0)
                 for i in range(4):
-                    pa[i] = gb + (co + min(i, ma - 1)) * DB
+                    pbp[i] = src + a.toff[k0 + min(i, nb - 1)] + pb
                 if floating is float:
                     KER.dot_s(kc, <const float* const*>pa, <int>ma,
                               <const float* const*>pbp, <int>nb, gw + co * K + k0, K)
