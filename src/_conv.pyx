@@ -219,12 +219,18 @@ cdef int64_t* tap_offsets(const Geom* g, Py_ssize_t* toff_max) except NULL:
 # ``rows`` x Wq padded-width positions, storing the ``cols`` valid columns
 # of each row to ``out`` with its own row/column strides.  The forward is a
 # single pass; the input gradient at stride s is one pass per stride phase.
+# A pass's tiles are NR padded-width positions, computed in a scratch tile
+# whose valid columns are then stored, or -- when the results of a row are
+# contiguous and row tiles waste no more columns than the Wq - cols junk
+# ones (e.g. cols a multiple of NR) -- up to NR columns of one row, which
+# the micro-kernel writes in place (``tpr``, tiles per row).
 # --------------------------------------------------------------------------
 
 ctypedef struct Pass:
     const void* apw          # weight packed in MR-row panels, K columns
     const int64_t* toff      # K tap offsets (from the pass's first position)
     Py_ssize_t K, rows, cols, ntp
+    Py_ssize_t tpr             # tiles per row (0: padded-width tiles)
     Py_ssize_t o0, orow, ocol  # result (r, c) of a channel at out + o0 + r*orow + c*ocol
 
 
@@ -245,8 +251,10 @@ ctypedef struct FwdArgs:
 
 
 cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
-    """Tiles [T*tid/nt, T*(tid+1)/nt) of NR padded-width positions, ``ntp``
-    per (sample, group) pair: the pair's passes' tiles, pass after pass."""
+    """Tiles [T*tid/nt, T*(tid+1)/nt), ``ntp`` per (sample, group) pair: the
+    pair's passes' tiles, pass after pass (NR padded-width positions computed
+    in ``ct`` and their valid columns stored, or, ``tpr`` > 0, up to NR
+    positions of one result row computed in place)."""
     cdef const floating* x = <const floating*>a.x
     cdef const floating* bias = <const floating*>a.bias
     cdef floating* out = <floating*>a.out
@@ -254,7 +262,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef floating* ct = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
     cdef Py_ssize_t t, n, ng, grp = 0, j, cur = -1, p0, pc, kc, K, kk, panel, co0, pp, r, c
-    cdef Py_ssize_t run, q, ocol
+    cdef Py_ssize_t run, q, ocol, nr, ldc
     cdef const Pass* ps
     cdef const floating* apw
     cdef const floating* src = NULL
@@ -264,6 +272,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef const int64_t* boff
     cdef floating* obase
     cdef floating* orow
+    cdef floating* cdst
     for t in range(t0, t1):
         ng = t // a.ntp
         j = t - ng * a.ntp
@@ -272,7 +281,6 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
         while j >= ps.ntp:
             j = j - ps.ntp
             ps = ps + 1
-        p0 = j * NR
         if ng != cur:
             cur = ng
             grp = ng - n * a.G
@@ -281,7 +289,18 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                 bias = <const floating*>a.bias + grp * Co
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
-        bsrc = src + p0
+        if ps.tpr > 0:
+            r = j // ps.tpr
+            c = (j - r * ps.tpr) * NR
+            nr = min(NR, ps.cols - c)
+            bsrc = src + r * Wq + c
+            cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
+            ldc = a.ocs
+        else:
+            p0 = j * NR
+            bsrc = src + p0
+            cdst = ct
+            nr = ldc = NR
         apw = <const floating*>ps.apw + grp * a.wg
         K = ps.K
         pc = 0
@@ -295,11 +314,15 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                     bptr = bias + co0
                 if floating is float:
                     a.fs(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
-                         ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
+                         cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                         bptr)
                 else:
                     a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
-                         ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
+                         cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                         bptr)
             pc = pc + KC
+        if ps.tpr > 0:
+            continue
         # Store the valid columns (c < cols) of the tile, run by run.
         ocol = ps.ocol
         pp = p0
@@ -320,6 +343,19 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                         for kk in range(q):
                             orow[kk * ocol] = crow[kk]
             pp = pp + run
+
+
+cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR) noexcept nogil:
+    """Set the pass's tiles (``tpr``, ``ntp``); return how far past its
+    first position a tap's runs reach."""
+    cdef Py_ssize_t R = cdiv(ps.cols, NR) * NR
+    ps.tpr = 0
+    if ps.ocol == 1 and ps.cols > 0 and (R - ps.cols) * Wq <= (Wq - ps.cols) * R:
+        ps.tpr = R // NR
+        ps.ntp = ps.rows * ps.tpr
+        return (ps.rows - 1) * Wq + R if ps.rows > 0 else 0
+    ps.ntp = cdiv(ps.rows * Wq, NR)
+    return ps.ntp * NR
 
 
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
@@ -380,10 +416,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     ps.K = K
     ps.rows = oh_n
     ps.cols = ow_n
-    ps.ntp = cdiv(oh_n * a.g.Wq, a.NR)
     ps.o0 = 0
     ps.orow = ow_n
     ps.ocol = 1
+    cdef Py_ssize_t span = pass_tiles(&ps, a.g.Wq, a.NR)
     a.passes = &ps
     a.npass = 1
     a.ntp = ps.ntp
@@ -394,7 +430,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
         return
     cdef floating* apw = NULL
     cdef int64_t* toff = tap_offsets(&a.g, &toff_max)
-    reach(&a.g, toff_max + ps.ntp * a.NR)
+    reach(&a.g, toff_max + span)
     # Per thread: C tile for all panels, prepared sample.
     a.s_c = round16(a.npanel * a.MR * a.NR)
     a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
@@ -511,7 +547,7 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     cdef Py_ssize_t Cg = weight.shape[0] // groups, Cx = weight.shape[1], kh = weight.shape[2]
     cdef Py_ssize_t kw = weight.shape[3], H = out.shape[2], W = out.shape[3]
     cdef Py_ssize_t na = min(sh, kh), nb = min(sw, kw), i, j, o, ii, jj, k, grp
-    cdef Py_ssize_t PT = 0, PL = 0, end = 0, ntot = 0, koff = 0, r0, c0
+    cdef Py_ssize_t PT = 0, PL = 0, end = 0, ntot = 0, koff = 0, r0, c0, span
     cdef bint reads = Cg * OH * OW > 0
     cdef bint zero = sh > kh or sw > kw or not reads
     if N == 0 or Cx * H * W == 0:
@@ -555,10 +591,10 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
             ps.K = Cg * fr[i].taps * fc[j].taps
             ps.rows = fr[i].count
             ps.cols = fc[j].count
-            ps.ntp = cdiv(ps.rows * Wq, a.NR)
             ps.o0 = (fr[i].first * sh + i - ph) * W + fc[j].first * sw + j - pw
             ps.orow = sh * W
             ps.ocol = sw
+            span = pass_tiles(ps, Wq, a.NR)
             ps.apw = apw + a.npanel * a.MR * koff
             for grp in range(groups):
                 pack_phase(&weight[0, 0, 0, 0] + grp * Cg * Cx * kh * kw, Cg, Cx, kh, kw,
@@ -577,7 +613,7 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
                         k = k + 1
             koff = k
             # The furthest run starts at the last tap's offset (the largest).
-            end = max(end, toff[k - 1] + ps.ntp * a.NR)
+            end = max(end, toff[k - 1] + span)
             ntot = ntot + ps.ntp
             a.npass = a.npass + 1
     reach(&a.g, end)

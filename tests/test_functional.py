@@ -298,6 +298,9 @@ PHASE_GEOMS = [
     (2, 2, 3, 6, 6, (4, 4), (2, 2), (3, 1)),
     (1, 70, 17, 13, 11, (3, 3), (2, 2), (1, 1)),
     (2, 3, 2, 3, 3, (3, 3), (7, 7), (0, 0)),
+    # column stride 1, rows a multiple of the micro-kernel width: row tiles
+    (2, 3, 5, 7, 32, (3, 3), (2, 1), (1, 1)),
+    (1, 2, 3, 4, 16, (2, 2), (1, 1), (3, 3)),
 ]
 
 
@@ -546,6 +549,29 @@ def test_conv_kernels_run_every_group_in_one_call(k, s, p, d, dtype, rng, close)
             gw = runs[0].sum(axis=0)
             gw = gw.transpose(0, 2, 1) if transposed else gw
             close(gw.reshape(w.shape), want_gw, dtype, err_msg=schedule)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
+    (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row
+    (1, 2, 2, 3, 64, (1, 3), (0, 1), 1),    # two full tiles per row, 2 output channels
+    (2, 30, 9, 3, 32, (3, 3), (1, 1), 1),   # K = 270 > one reduction block, in place
+    (2, 8, 12, 5, 16, (2, 3), (1, 1), 4),   # groups, a float64 tile per row
+])
+def test_conv2d_tiles_along_output_rows(n, c, co, h, w, k, p, groups, dtype, rng, close):
+    """Output rows as wide as (or just under) a multiple of the micro-kernel
+    width are tiled row by row and written in place: forward (with a bias)
+    and the input gradient (the forward kernel at stride 1) as the reference."""
+    x = randn(rng, (n, c, h, w), dtype)
+    wt = randn(rng, (co, c // groups) + k, dtype)
+    b = randn(rng, (co,), dtype)
+    kw = dict(padding=p, groups=groups)
+    y = F.conv2d(x, wt, b, **kw)
+    close(y, R.conv2d(*f64(x, wt, b), **kw), dtype)
+    go = randn(rng, y.shape, dtype)
+    got = F.conv2d_backward(go, x, wt, **kw)
+    for a, ref in zip(got, R.conv2d_backward(*f64(go, x, wt), **kw)):
+        close(a, ref, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
