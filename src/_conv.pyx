@@ -281,6 +281,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
         while j >= ps.ntp:
             j = j - ps.ntp
             ps = ps + 1
+        p0 = j * NR
         if ng != cur:
             cur = ng
             grp = ng - n * a.G
@@ -297,7 +298,6 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
             ldc = a.ocs
         else:
-            p0 = j * NR
             bsrc = src + p0
             cdst = ct
             nr = ldc = NR
