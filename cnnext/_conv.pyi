@@ -28,8 +28,7 @@ def conv2d_forward(
     dh: int,
     dw: int,
     n_threads: int,
-    x_c0: int = 0,
-    out_c0: int = 0,
+    groups: int = 1,
 ) -> None: ...
 def conv2d_grad_weight(
     x: _Float,
@@ -46,10 +45,6 @@ def conv2d_grad_weight(
     dw: int,
     oh_n: int,
     ow_n: int,
-    x_c0: int = 0,
-    c_n: int = -1,
-    g_c0: int = 0,
-    co_n: int = -1,
 ) -> None: ...
 def conv2d_grad_input_phases(
     gout: _Float,
@@ -60,8 +55,7 @@ def conv2d_grad_input_phases(
     ph: int,
     pw: int,
     n_threads: int,
-    g_c0: int = 0,
-    out_c0: int = 0,
+    groups: int = 1,
 ) -> None: ...
 def conv_grad_input(
     gout: _Float,

@@ -25,10 +25,12 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     per-plane kernels of ``_depthwise`` (forward, input and weight
     gradients), no GEMM.
 ``grouped``
-    any other ``groups > 1``: the plan of one group's convolution (``plan.group_plan``)
-    run on each group's channels of the batch, forward and backward (in
-    place: the kernels take channel windows).  :func:`_conv_method` makes
-    every ``method`` choice.
+    any other ``groups > 1``: the algorithms of one group's convolution
+    (``plan.group_plan``) run on every group at once, forward and backward:
+    one kernel call whose (sample, group) units share the threads, each
+    group read in place in its channels of the batch (a ``gather`` group
+    plan runs group by group on copies).  :func:`_conv_method` makes every
+    ``method`` choice.
 ``full-rotated``
     input gradient at stride 1: the full convolution of the output gradient
     with the 180-degree-rotated kernel, on the forward kernel.
@@ -140,55 +142,57 @@ def _effective_stride(s: Pair, out: Pair, padded: Pair, k: Pair, d: Pair) -> Pai
 
 def _forward_kernel(
     x: FloatArray, weight: FloatArray, bias: FloatArray | None, s: Pair, p: Pair, d: Pair,
-    OH: int, OW: int, threads: int, out: FloatArray | None = None, x_c0: int = 0,
-    out_c0: int = 0,
+    OH: int, OW: int, threads: int, groups: int = 1,
 ) -> FloatArray:
-    """y (N, Co, OH, OW) = conv2d(x, weight) by the fused-im2col kernel; with
-    ``out``, into its channels from ``out_c0``, reading x's from ``x_c0``."""
-    if out is None:
-        out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
+    """y (N, Co, OH, OW) = conv2d(x, weight, groups=groups) by the
+    fused-im2col kernel."""
+    out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
     _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads,
-                         x_c0, out_c0)
+                         groups)
     return out
 
 
-def _rotated_transposed(weight: FloatArray) -> FloatArray:
-    """(A, B, kH, kW) -> (B, A, kH, kW), rotated by 180 degrees, contiguous."""
-    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
+    """(G*A, B, kH, kW) -> (G*B, A, kH, kW), each group's filters transposed
+    and rotated by 180 degrees, contiguous."""
+    GA, B, kh, kw = weight.shape
+    w5 = weight.reshape(groups, GA // groups, B, kh, kw).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(w5[..., ::-1, ::-1]).reshape(groups * B, GA // groups, kh, kw)
 
 
 def grad_input(
     g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, method: str,
-    threads: int, out: FloatArray | None = None, g_c0: int = 0, out_c0: int = 0,
+    threads: int, groups: int = 1,
 ) -> FloatArray:
-    """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) for upstream
-    ``g`` (N, Co, OH, OW), into an (N, C, H, W) array, by ``method``.
-
-    A group's: the upstream channels ``g[:, g_c0:g_c0+Co]`` and the result
-    into ``out[:, out_c0:out_c0+C]`` of the whole batch's arrays.
+    """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) and ``groups``
+    for upstream ``g`` (N, Co, OH, OW): an (N, groups*C, H, W) array, by
+    ``method`` (every group in one kernel call, but ``col2im``: one call per
+    group, on its channel windows).
 
     ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
     weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
     valid taps only) gives a number, so such weights take ``col2im``.
     """
-    N, Cg, OH, OW = g.shape
+    N, _, OH, OW = g.shape
     Co, C, kh, kw = weight.shape
     H, W = out_hw
+    G = groups
     if method != "col2im" and not _eltwise.all_finite(weight.reshape(-1)):
         method = "col2im"
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-        return _forward_kernel(g, _rotated_transposed(weight), None, (1, 1), pf, d, H, W,
-                               threads, out, g_c0, out_c0)
-    gx = np.empty((N, C, H, W), dtype=g.dtype) if out is None else out
+        return _forward_kernel(g, _rotated_transposed(weight, G), None, (1, 1), pf, d, H, W,
+                               threads, G)
+    gx = np.empty((N, G * C, H, W), dtype=g.dtype)
     if method == "phases":
-        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, g_c0,
-                                       out_c0)
+        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G)
         return gx
-    _conv.conv_grad_input(
-        g.reshape(N, Cg, OH * OW), weight.reshape(Co, C * kh * kw), gx,
-        kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads, g_c0, out_c0,
-    )
+    Cog = Co // G
+    for i in range(G):  # each group's channel windows, in place
+        _conv.conv_grad_input(
+            g.reshape(N, Co, OH * OW), weight[i * Cog : (i + 1) * Cog].reshape(Cog, C * kh * kw),
+            gx, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads, i * Cog, i * C,
+        )
     return gx
 
 
@@ -354,75 +358,75 @@ class ConvPlan:
     def _grouped_forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
     ) -> FloatArray:
-        """The group plan on each group's channels of x, weight, bias and the
-        output: in place (channel windows) for the direct kernel, else on
-        copies."""
+        """Every group in one direct-kernel call, or the (gather) group plan
+        on copies of each group's channels."""
         G, gp = self.groups, cast("ConvPlan", self.group_plan)
-        Cog, Cg = self.weight_shape[0] // G, self.x4[1] // G
-        OH, OW = self.out4[2:]
+        if gp.method == "direct":
+            OH, OW = self.out4[2:]
+            return _forward_kernel(x, weight, bias, self.kernel_stride, self.padding,
+                                   self.dilation, OH, OW, self.threads, G)
         y = np.empty(self.out4, dtype=self.dtype)
+        Cog, Cg = self.weight_shape[0] // G, self.x4[1] // G
         for i in range(G):
             sl, xsl = slice(i * Cog, (i + 1) * Cog), slice(i * Cg, (i + 1) * Cg)
             b = None if bias is None else bias[sl]
-            if gp.method == "direct":
-                _forward_kernel(x, weight[sl], b, gp.kernel_stride, gp.padding, gp.dilation,
-                                OH, OW, gp.threads, y, i * Cg, i * Cog)
-            else:
-                y[:, sl] = gp.forward(np.ascontiguousarray(x[:, xsl]), weight[sl], b)
+            y[:, sl] = gp.forward(np.ascontiguousarray(x[:, xsl]), weight[sl], b)
         return y
 
     def _grouped_backward(
         self, g: FloatArray, x: FloatArray, weight: FloatArray, need_input: bool
     ) -> tuple[FloatArray | None, FloatArray]:
-        """The group plan's backward on each group's channels (in place for the
-        direct kernels, else on copies); (grad_x or None, grad_w)."""
+        """(grad_x or None, grad_w): every group at once by the group plan's
+        algorithms, or the (gather) group plan on copies of each group's
+        channels."""
         G, gp = self.groups, cast("ConvPlan", self.group_plan)
+        gx: FloatArray | None = None
+        if gp.method == "direct":
+            if need_input:
+                gx = grad_input(g, weight, x.shape[2:], self.kernel_stride, self.padding,
+                                self.dilation, gp.grad_input, self.threads, G)
+            return gx, self._grad_weight(g, x)
         Cog, Cg = self.weight_shape[0] // G, self.x4[1] // G
         gw = np.empty(self.weight_shape, dtype=self.dtype)
         gx = np.empty(x.shape, dtype=self.dtype) if need_input else None
         for i in range(G):
             sl, xsl = slice(i * Cog, (i + 1) * Cog), slice(i * Cg, (i + 1) * Cg)
-            if gp.method == "direct":
-                gw[sl] = gp._grad_weight(g, x, i * Cog, i * Cg)
-                if gx is not None:
-                    grad_input(g, weight[sl], x.shape[2:], gp.kernel_stride, gp.padding,
-                               gp.dilation, gp.grad_input, gp.threads, gx, i * Cog, i * Cg)
-            else:
-                gxi, gw[sl], _ = gp.backward(np.ascontiguousarray(g[:, sl]),
-                                             np.ascontiguousarray(x[:, xsl]), weight[sl],
-                                             False, need_input)
-                if gx is not None:
-                    gx[:, xsl] = gxi
+            gxi, gw[sl], _ = gp.backward(np.ascontiguousarray(g[:, sl]),
+                                         np.ascontiguousarray(x[:, xsl]), weight[sl],
+                                         False, need_input)
+            if gx is not None:
+                gx[:, xsl] = gxi
         return gx, gw
 
-    def _grad_weight(
-        self, g: FloatArray, x: FloatArray, g_c0: int = 0, x_c0: int = 0
-    ) -> FloatArray:
-        """The weight gradient; a group's: from the channels of ``g`` and
-        ``x`` (the whole batch's arrays) that start at ``g_c0``/``x_c0``."""
+    def _grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
+        """The weight gradient (of every group, by the group plan's schedule)."""
+        G = self.groups
         Co, C, kh, kw = self.weight_shape
-        K = C * kh * kw
-        N, Cg, OH, OW = g.shape
+        N, _, OH, OW = g.shape
         s, p, d = self.kernel_stride, self.padding, self.dilation
-        geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, x_c0, C, g_c0, Co)
-        g3 = g.reshape(N, Cg, OH * OW)
-        schedule = self.grad_weight
-        gw = self._grad_weight_run(x, g3, schedule, geom, K)
+        geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
+        g3 = g.reshape(N, Co, OH * OW)
+        schedule = self.grad_weight if G == 1 else cast("ConvPlan", self.group_plan).grad_weight
+        gw = self._grad_weight_run(x, g3, schedule, geom)
         if schedule != "packed" and not _eltwise.all_finite(gw.reshape(-1)):
             # The fast schedules pair junk positions' image values with a
             # zero gradient: an inf/NaN input can turn 0*inf into NaN there.
-            gw = self._grad_weight_run(x, g3, "packed", geom, K)
-        return gw.reshape(self.weight_shape)
+            gw = self._grad_weight_run(x, g3, "packed", geom)
+        return gw
 
     def _grad_weight_run(
-        self, x: FloatArray, g3: FloatArray, schedule: str, geom: tuple[int, ...], K: int
+        self, x: FloatArray, g3: FloatArray, schedule: str, geom: tuple[int, ...]
     ) -> FloatArray:
-        T, Co = self.grad_weight_tasks, self.weight_shape[0]
+        T, G = self.grad_weight_tasks, self.groups
+        Co, C, kh, kw = self.weight_shape
+        K, Cog = C * kh * kw, Co // G
         transposed = schedule == "transposed"
-        gwp = np.empty((T, K, Co) if transposed else (T, Co, K), dtype=self.dtype)
+        gwp = np.empty((T, G, K, Cog) if transposed else (T, G, Cog, K), dtype=self.dtype)
         _conv.conv2d_grad_weight(x, g3, gwp, schedule, *geom)
-        gw = gwp[0] if T == 1 else gwp.sum(axis=0)
-        return np.ascontiguousarray(gw.T) if transposed else gw
+        gw: FloatArray = gwp[0] if T == 1 else gwp.sum(axis=0)
+        if transposed:
+            gw = np.ascontiguousarray(gw.transpose(0, 2, 1))
+        return gw.reshape(self.weight_shape)
 
     def _gather_forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
@@ -467,8 +471,8 @@ def _conv_method(
         return "depthwise", (f"groups = C_in = {C}: one filter plane per channel "
                              f"(x{Co // C}), the direct per-plane kernels")
     if groups > 1:
-        return "grouped", (f"groups = {groups}: the plan of one group's convolution on each "
-                           f"group's channel slice")
+        return "grouped", (f"groups = {groups}: the algorithms of one group's convolution, "
+                           f"every group at once")
     if _needs_gather(C, H, W, stride, padding, itemsize):
         return "gather", "the padded input would not fit in memory"
     return "direct", "fused-im2col GEMM on the micro-kernels"
@@ -516,7 +520,8 @@ def conv2d_plan(
     MR, NR, KC = _gemm.block_sizes(dtype)
     Wq = -(-(W + 2 * p[1]) // ks[1])
     Hq = -(-(H + 2 * p[0]) // ks[0])
-    units = N * -(-(OH * Wq) // KC)
+    Cgi, Cgo = C // groups, Co // groups  # one group's channels
+    units = N * groups * -(-(OH * Wq) // KC)
     tasks = max(1, min(threads, units))
     if K <= 64 or Co <= NR // 4:
         gw, gw_why = "dot", (f"few taps (K = {K}) or output channels (C_out = {Co}): "
@@ -526,8 +531,9 @@ def conv2d_plan(
                              f"long rows ({OH * Wq} positions per sample): dot products")
     else:
         gw, gw_why = "transposed", "taps read in place, only the gradient packed"
-    prepared = ks[0] * ks[1] * C * Hq * Wq if (p != (0, 0) or ks != (1, 1)) else 0
-    scratch = (tasks * (KC * NR + -(-Co // MR) * MR * NR + prepared) + -(-Co // MR) * MR * K)
+    prepared = ks[0] * ks[1] * Cgi * Hq * Wq if (p != (0, 0) or ks != (1, 1)) else 0
+    scratch = (tasks * (KC * NR + -(-Cgo // MR) * MR * NR + prepared)
+               + groups * -(-Cgo // MR) * MR * K)
     scratch *= dtype.itemsize
     group_plan = None
     if method == "depthwise":
@@ -541,9 +547,11 @@ def conv2d_plan(
         group_plan = conv2d_plan(fname, (N, C // groups, H, W), (Co // groups, Cw, kh, kw),
                                  None, dtype, s, p, d)
         gi = gw = "grouped"
-        gi_why = gw_why = "per group: see group_plan"
-        tasks, threads = group_plan.grad_weight_tasks, group_plan.threads
-        scratch = group_plan.scratch_bytes  # the groups run one after the other
+        gi_why = gw_why = "every group at once by group_plan's algorithms"
+        if group_plan.method != "direct":  # the groups run one after the other
+            gi_why = gw_why = "group by group: see group_plan"
+            tasks, threads = group_plan.grad_weight_tasks, group_plan.threads
+            scratch = group_plan.scratch_bytes
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
     kernel_args = (ks[0], ks[1], p[0], p[1], d[0], d[1], threads)
     return ConvPlan(
@@ -558,8 +566,8 @@ def conv2d_plan(
 class ConvTransposePlan:
     """How one ``conv_transpose2d`` (or ``full_conv2d``) geometry runs: the
     input gradient of the convolution whose weight it shares, ``grad_input``
-    naming the algorithm as for :class:`ConvPlan` (run on each group's
-    channel slice when ``groups > 1``).  ``adjoint`` is the plan of that
+    naming the algorithm as for :class:`ConvPlan` (every group in one kernel
+    call when ``groups > 1``; ``col2im`` group by group).  ``adjoint`` is the plan of that
     convolution applied to this op's output: its forward is this op's input
     gradient and its weight gradient this op's (see :meth:`backward`)."""
 
@@ -585,17 +593,9 @@ class ConvTransposePlan:
         x4 = x[None] if unb else x
         if self.grad_input == "empty":
             y = np.zeros(out4, dtype=self.dtype)
-        elif self.groups == 1:
+        else:
             y = grad_input(x4, weight, out4[2:], self.stride, self.padding, self.dilation,
-                           self.grad_input, self.threads)
-        else:  # each group's channel slices, in place
-            G = self.groups
-            Cig, Cog = self.weight_shape[0] // G, out4[1] // G
-            y = np.empty(out4, dtype=self.dtype)
-            for i in range(G):
-                grad_input(x4, weight[i * Cig : (i + 1) * Cig], out4[2:], self.stride,
-                           self.padding, self.dilation, self.grad_input, self.threads, y,
-                           i * Cig, i * Cog)
+                           self.grad_input, self.threads, self.groups)
         if bias is not None:
             y += bias[:, None, None]
         return y[0] if unb else y
@@ -684,7 +684,8 @@ def conv_transpose2d_plan(
     else:
         method, why = _grad_input_method(s, p, d, (kh, kw))
     if groups > 1:
-        why += f", on each of the {groups} groups' channel slices"
+        why += (f", group by group on the {groups} groups' channels" if method == "col2im"
+                else f", the {groups} groups in one kernel call")
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
     threads = threads_for(N * Ci * Cog * kh * kw * H * W)
     adjoint = None

@@ -32,20 +32,22 @@ called directly (no OpenMP region), otherwise once per thread in a
 ``prange``.  All scratch is allocated per call and is bounded by the block
 sizes, independent of the batch size.
 
-Each kernel can work on a *channel window* of its activation arrays
-(``x_c0``/``out_c0``/``g_c0``: the first channel; the count comes from the
-weight): a grouped convolution runs each group on its channels of the whole
-batch, without copying them.  Samples are then ``C_total*H*W`` elements
-apart.  A tap's run may read past the end of a window into the memory that
+The forward, phases input-gradient and weight-gradient kernels take
+``groups``: a grouped convolution runs as one call, its work units (sample,
+group, block of positions) shared by the threads, each group read in place
+in its channels of the whole batch (``conv_grad_input``, the col2im input
+gradient, takes one group's *channel window* instead: ``g_c0``/``out_c0``,
+its first channel).  Samples are then ``C_total*H*W`` elements apart.  A
+tap's run may read past the end of a group's channels into the memory that
 follows it (junk positions, never stored, or multiplied by a zero
 gradient); the last sample gets a prepared copy when its runs would leave
-the window (``reach``).
+the array (``reach``).
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
     COL_ELEMS, KC, MC, Geom, cdiv, cnx_kernels, cnx_ukr_d, cnx_ukr_s, make_geom, reach,
@@ -96,6 +98,23 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
     cdef Py_ssize_t ph_sz = g.C * Hq * Wq
     cdef floating* d
     cdef const floating* s
+    if sh == 1 and sw == 1:
+        # Plain zero padding: each row copied once and only the border and
+        # the tail zeroed (the input is read once, the buffer written once).
+        for c in range(g.C):
+            d = dst + c * Hq * Wq
+            memset(d, 0, g.ph * Wq * sizeof(floating))
+            for h in range(g.H):
+                d = dst + c * Hq * Wq + (g.ph + h) * Wq
+                for w in range(pw):
+                    d[w] = 0
+                memcpy(d + pw, xn + (c * g.H + h) * W, W * sizeof(floating))
+                for w in range(pw + W, Wq):
+                    d[w] = 0
+            memset(dst + c * Hq * Wq + (g.ph + g.H) * Wq, 0,
+                   (Hq - g.ph - g.H) * Wq * sizeof(floating))
+        memset(dst + g.L, 0, (g.Lbuf - g.L) * sizeof(floating))
+        return
     memset(dst, 0, g.Lbuf * sizeof(floating))
     for c in range(g.C):
         for h in range(g.H):
@@ -200,12 +219,18 @@ cdef int64_t* tap_offsets(const Geom* g, Py_ssize_t* toff_max) except NULL:
 # ``rows`` x Wq padded-width positions, storing the ``cols`` valid columns
 # of each row to ``out`` with its own row/column strides.  The forward is a
 # single pass; the input gradient at stride s is one pass per stride phase.
+# A pass's tiles are NR padded-width positions, computed in a scratch tile
+# whose valid columns are then stored, or -- when the results of a row are
+# contiguous and row tiles waste no more columns than the Wq - cols junk
+# ones (e.g. cols a multiple of NR) -- up to NR columns of one row, which
+# the micro-kernel writes in place (``tpr``, tiles per row).
 # --------------------------------------------------------------------------
 
 ctypedef struct Pass:
     const void* apw          # weight packed in MR-row panels, K columns
     const int64_t* toff      # K tap offsets (from the pass's first position)
     Py_ssize_t K, rows, cols, ntp
+    Py_ssize_t tpr             # tiles per row (0: padded-width tiles)
     Py_ssize_t o0, orow, ocol  # result (r, c) of a channel at out + o0 + r*orow + c*ocol
 
 
@@ -219,22 +244,25 @@ ctypedef struct FwdArgs:
     Py_ssize_t npass, Co, ntp  # passes, result channels, tiles per sample (all passes)
     Py_ssize_t per, s_c, MR, NR, npanel, T
     Py_ssize_t xs, os, ocs     # elements between samples of x, of out, channels of out
+    Py_ssize_t G, xg, og, wg   # groups; elements between groups of x, out, packed weights
     cnx_ukr_s fs
     cnx_ukr_d fd
     int nt
 
 
 cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
-    """Tiles [T*tid/nt, T*(tid+1)/nt) of NR padded-width positions; a
-    sample's tiles are its passes' tiles, pass after pass."""
+    """Tiles [T*tid/nt, T*(tid+1)/nt), ``ntp`` per (sample, group) pair: the
+    pair's passes' tiles, pass after pass (NR padded-width positions computed
+    in ``ct`` and their valid columns stored, or, ``tpr`` > 0, up to NR
+    positions of one result row computed in place)."""
     cdef const floating* x = <const floating*>a.x
     cdef const floating* bias = <const floating*>a.bias
     cdef floating* out = <floating*>a.out
     cdef Py_ssize_t NR = a.NR, MR = a.MR, Co = a.Co, Wq = a.g.Wq
     cdef floating* ct = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
-    cdef Py_ssize_t t, n, j, cur = -1, p0, pc, kc, K, kk, panel, co0, pp, r, c, run, q
-    cdef Py_ssize_t ocol
+    cdef Py_ssize_t t, n, ng, grp = 0, j, cur = -1, p0, pc, kc, K, kk, panel, co0, pp, r, c
+    cdef Py_ssize_t run, q, ocol, nr, ldc
     cdef const Pass* ps
     cdef const floating* apw
     cdef const floating* src = NULL
@@ -244,21 +272,36 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef const int64_t* boff
     cdef floating* obase
     cdef floating* orow
+    cdef floating* cdst
     for t in range(t0, t1):
-        n = t // a.ntp
-        j = t - n * a.ntp
+        ng = t // a.ntp
+        j = t - ng * a.ntp
+        n = ng // a.G
         ps = a.passes
         while j >= ps.ntp:
             j = j - ps.ntp
             ps = ps + 1
         p0 = j * NR
-        if n != cur:
-            cur = n
-            src = sample_src(x, n, a.xs, &a.g, ct + a.s_c)
+        if ng != cur:
+            cur = ng
+            grp = ng - n * a.G
+            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, ct + a.s_c)
+            if a.bias != NULL:
+                bias = <const floating*>a.bias + grp * Co
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
-        bsrc = src + p0
-        apw = <const floating*>ps.apw
+        if ps.tpr > 0:
+            r = j // ps.tpr
+            c = (j - r * ps.tpr) * NR
+            nr = min(NR, ps.cols - c)
+            bsrc = src + r * Wq + c
+            cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
+            ldc = a.ocs
+        else:
+            bsrc = src + p0
+            cdst = ct
+            nr = ldc = NR
+        apw = <const floating*>ps.apw + grp * a.wg
         K = ps.K
         pc = 0
         while pc < K:
@@ -271,11 +314,15 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                     bptr = bias + co0
                 if floating is float:
                     a.fs(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
-                         ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
+                         cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                         bptr)
                 else:
                     a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
-                         ct + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
+                         cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                         bptr)
             pc = pc + KC
+        if ps.tpr > 0:
+            continue
         # Store the valid columns (c < cols) of the tile, run by run.
         ocol = ps.ocol
         pp = p0
@@ -285,7 +332,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             run = min(Wq - c, p0 + NR - pp)
             if c < ps.cols:
                 q = min(run, ps.cols - c)
-                obase = out + n * a.os + ps.o0 + r * ps.orow + c * ocol
+                obase = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c * ocol
                 for co0 in range(Co):
                     orow = obase + co0 * a.ocs
                     crow = ct + co0 * NR + pp - p0
@@ -296,6 +343,19 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                         for kk in range(q):
                             orow[kk * ocol] = crow[kk]
             pp = pp + run
+
+
+cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR) noexcept nogil:
+    """Set the pass's tiles (``tpr``, ``ntp``); return how far past its
+    first position a tap's runs reach."""
+    cdef Py_ssize_t R = cdiv(ps.cols, NR) * NR
+    ps.tpr = 0
+    if ps.ocol == 1 and ps.cols > 0 and (R - ps.cols) * Wq <= (Wq - ps.cols) * R:
+        ps.tpr = R // NR
+        ps.ntp = ps.rows * ps.tpr
+        return (ps.rows - 1) * Wq + R if ps.rows > 0 else 0
+    ps.ntp = cdiv(ps.rows * Wq, NR)
+    return ps.ntp * NR
 
 
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
@@ -331,47 +391,52 @@ cdef void fwd_run(FwdArgs* a, floating* tag) noexcept nogil:
             fwd_task(a, <int>tid, <floating*>NULL)
 
 
-def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C_x, H, W)
+def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                    const floating[:, :, :, ::1] weight,  # IN  (Cout, C, kh, kw)
                    const floating[::1] bias,             # IN  (Cout,) or None
-                   floating[:, :, :, ::1] out,           # OUT (N, C_out, OH, OW)
+                   floating[:, :, :, ::1] out,           # OUT (N, Cout, OH, OW)
                    Py_ssize_t sh, Py_ssize_t sw,
                    Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw,
                    int n_threads,
-                   Py_ssize_t x_c0=0, Py_ssize_t out_c0=0):
-    """out[n, out_c0:out_c0+Cout] = Wmat @ im2col(x[n, x_c0:x_c0+C]) (+ bias),
-    Wmat = weight as (Cout, C*kh*kw) (the whole arrays by default); tiles of
-    NR positions split into contiguous ranges, one per thread."""
+                   Py_ssize_t groups=1):
+    """out[n] = Wmat @ im2col(x[n]) (+ bias), Wmat = weight as (Cout, C*kh*kw);
+    with ``groups`` G, group i's output channels from its weight rows and
+    input channels ``[i*C, (i+1)*C)`` (C = weight.shape[1]).  Tiles of NR
+    positions of every (sample, group) pair split into contiguous ranges, one
+    per thread."""
     cdef FwdArgs a
     cdef Pass ps
-    cdef Py_ssize_t toff_max, oh_n = out.shape[2], ow_n = out.shape[3]
-    a.g = make_geom(x.shape[0], weight.shape[1], x.shape[2], x.shape[3], weight.shape[0],
-                    weight.shape[2], weight.shape[3], sh, sw, ph, pw, dh, dw, oh_n, ow_n)
+    cdef Py_ssize_t grp, toff_max, oh_n = out.shape[2], ow_n = out.shape[3]
+    a.g = make_geom(x.shape[0], weight.shape[1], x.shape[2], x.shape[3],
+                    weight.shape[0] // groups, weight.shape[2], weight.shape[3],
+                    sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
     fwd_kernel(&a, Co, <floating*>NULL)
     ps.K = K
     ps.rows = oh_n
     ps.cols = ow_n
-    ps.ntp = cdiv(oh_n * a.g.Wq, a.NR)
     ps.o0 = 0
     ps.orow = ow_n
     ps.ocol = 1
+    cdef Py_ssize_t span = pass_tiles(&ps, a.g.Wq, a.NR)
     a.passes = &ps
     a.npass = 1
     a.ntp = ps.ntp
-    a.T = a.g.N * a.ntp
+    a.G = groups
+    a.T = a.g.N * groups * a.ntp
     a.nt = <int>max(1, min(n_threads, a.T))
     if a.T == 0 or K == 0:
         return
     cdef floating* apw = NULL
     cdef int64_t* toff = tap_offsets(&a.g, &toff_max)
-    reach(&a.g, toff_max + ps.ntp * a.NR)
+    reach(&a.g, toff_max + span)
     # Per thread: C tile for all panels, prepared sample.
     a.s_c = round16(a.npanel * a.MR * a.NR)
     a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
+    a.wg = a.npanel * a.MR * K
     try:
-        apw = <floating*>alloc_scratch((a.npanel * a.MR * K + a.nt * a.per) * sizeof(floating))
+        apw = <floating*>alloc_scratch((groups * a.wg + a.nt * a.per) * sizeof(floating))
     except MemoryError:
         free(toff)
         raise
@@ -380,12 +445,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, C_x, H, W)
     a.xs = x.shape[1] * x.shape[2] * x.shape[3]
     a.os = out.shape[1] * oh_n * ow_n
     a.ocs = oh_n * ow_n
-    a.x = &x[0, 0, 0, 0] + x_c0 * x.shape[2] * x.shape[3]
+    a.xg = a.g.C * x.shape[2] * x.shape[3]
+    a.og = Co * a.ocs
+    a.x = &x[0, 0, 0, 0]
     a.bias = &bias[0] if bias is not None else NULL
-    a.out = &out[0, 0, 0, 0] + out_c0 * oh_n * ow_n
-    a.scr = apw + a.npanel * a.MR * K
+    a.out = &out[0, 0, 0, 0]
+    a.scr = apw + groups * a.wg
     with nogil:
-        pack_a(&weight[0, 0, 0, 0], K, 1, Co, K, a.MR, apw)
+        for grp in range(groups):
+            pack_a(&weight[0, 0, 0, 0] + grp * Co * K, K, 1, Co, K, a.MR, apw + grp * a.wg)
         fwd_run(&a, <floating*>NULL)
     free(apw)
     free(toff)
@@ -441,44 +509,45 @@ cdef inline Phase phase_axis(Py_ssize_t i, Py_ssize_t s, Py_ssize_t p, Py_ssize_
     return f
 
 
-cdef void zero_windows(const FwdArgs* a, Py_ssize_t N, Py_ssize_t size,
-                       floating* tag) noexcept nogil:
-    """Zero ``size`` elements of each sample of a.out, over a.nt threads."""
+cdef void zero_samples(const FwdArgs* a, Py_ssize_t N, floating* tag) noexcept nogil:
+    """Zero the N samples of a.out, over a.nt threads."""
     cdef Py_ssize_t n
     if a.nt == 1:
         for n in range(N):
-            memset(<floating*>a.out + n * a.os, 0, size * sizeof(floating))
+            memset(<floating*>a.out + n * a.os, 0, a.os * sizeof(floating))
     else:
         for n in prange(N, schedule="static", num_threads=a.nt):
-            memset(<floating*>a.out + n * a.os, 0, size * sizeof(floating))
+            memset(<floating*>a.out + n * a.os, 0, a.os * sizeof(floating))
 
 
-def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, C_g, OH, OW)
-                             const floating[:, :, :, ::1] weight,  # IN  (Cg, Cx, kh, kw)
-                             floating[:, :, :, ::1] out,           # OUT (N, C_out, H, W);
-                                                                   #     its window overwritten
+def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*Cg, OH, OW)
+                             const floating[:, :, :, ::1] weight,  # IN  (G*Cg, Cx, kh, kw)
+                             floating[:, :, :, ::1] out,           # OUT (N, G*Cx, H, W)
                              Py_ssize_t sh, Py_ssize_t sw,
                              Py_ssize_t ph, Py_ssize_t pw,
                              int n_threads,
-                             Py_ssize_t g_c0=0, Py_ssize_t out_c0=0):
-    """out[n, out_c0:out_c0+Cx] = the input gradient of the undilated
-    convolution with ``weight`` at stride (sh, sw) and padding (ph, pw), for
-    the upstream gradient gout[n, g_c0:g_c0+Cg] (any stride and padding).
+                             Py_ssize_t groups=1):
+    """out = the input gradient of the undilated convolution with ``weight``
+    and ``groups`` at stride (sh, sw) and padding (ph, pw), for the upstream
+    gradient gout (any stride and padding): group i's input channels
+    ``[i*Cx, (i+1)*Cx)`` from its weight rows and gradient channels
+    ``[i*Cg, (i+1)*Cg)``.
 
     Input row h = u*sh + a - ph (columns likewise, phase b) receives
     sum_t weight[:, :, a + sh*t] @ gout[u - t]: for each stride phase (a, b)
     with taps, one pass of the forward kernel -- the stride-1 correlation of
     the zero-padded gradient with the phase's rotated sub-kernel -- stores
-    its results straight to rows a::sh, columns b::sw of the window, cropped
-    to the input.  Each sample's gradient is padded once for all passes;
-    phases without taps (stride > kernel) are zeros.  Tiles split into
-    contiguous ranges, one per thread."""
+    its results straight to rows a::sh, columns b::sw of the group's
+    channels, cropped to the input.  Each (sample, group)'s gradient is
+    padded once for all passes; phases without taps (stride > kernel) are
+    zeros.  Tiles of every (sample, group) pair split into contiguous
+    ranges, one per thread."""
     cdef FwdArgs a
     cdef Py_ssize_t N = gout.shape[0], OH = gout.shape[2], OW = gout.shape[3]
-    cdef Py_ssize_t Cg = weight.shape[0], Cx = weight.shape[1], kh = weight.shape[2]
+    cdef Py_ssize_t Cg = weight.shape[0] // groups, Cx = weight.shape[1], kh = weight.shape[2]
     cdef Py_ssize_t kw = weight.shape[3], H = out.shape[2], W = out.shape[3]
-    cdef Py_ssize_t na = min(sh, kh), nb = min(sw, kw), i, j, o, ii, jj, k
-    cdef Py_ssize_t PT = 0, PL = 0, end = 0, ntot = 0, koff = 0, r0, c0
+    cdef Py_ssize_t na = min(sh, kh), nb = min(sw, kw), i, j, o, ii, jj, k, grp
+    cdef Py_ssize_t PT = 0, PL = 0, end = 0, ntot = 0, koff = 0, r0, c0, span
     cdef bint reads = Cg * OH * OW > 0
     cdef bint zero = sh > kh or sw > kw or not reads
     if N == 0 or Cx * H * W == 0:
@@ -504,7 +573,7 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, C_g
     cdef floating* scr = NULL
     try:
         toff = <int64_t*>alloc_scratch(max(1, Cg * kh * kw) * sizeof(int64_t))
-        apw = <floating*>alloc_scratch(max(1, a.npanel * a.MR * Cg * kh * kw)
+        apw = <floating*>alloc_scratch(max(1, groups * a.npanel * a.MR * Cg * kh * kw)
                                        * sizeof(floating))
     except MemoryError:
         free(passes)
@@ -512,6 +581,8 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, C_g
         raise
     a.passes = passes
     a.npass = 0
+    a.G = groups
+    a.wg = a.npanel * a.MR * Cg * kh * kw
     for i in range(na if reads else 0):
         for j in range(nb):
             if fr[i].count == 0 or fc[j].count == 0:
@@ -520,13 +591,15 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, C_g
             ps.K = Cg * fr[i].taps * fc[j].taps
             ps.rows = fr[i].count
             ps.cols = fc[j].count
-            ps.ntp = cdiv(ps.rows * Wq, a.NR)
             ps.o0 = (fr[i].first * sh + i - ph) * W + fc[j].first * sw + j - pw
             ps.orow = sh * W
             ps.ocol = sw
+            span = pass_tiles(ps, Wq, a.NR)
             ps.apw = apw + a.npanel * a.MR * koff
-            pack_phase(&weight[0, 0, 0, 0], Cg, Cx, kh, kw, i, j, sh, sw, fr[i].taps,
-                       fc[j].taps, a.MR, apw + a.npanel * a.MR * koff)
+            for grp in range(groups):
+                pack_phase(&weight[0, 0, 0, 0] + grp * Cg * Cx * kh * kw, Cg, Cx, kh, kw,
+                           i, j, sh, sw, fr[i].taps, fc[j].taps, a.MR,
+                           apw + grp * a.wg + a.npanel * a.MR * koff)
             # Result (r, c) reads padded-gradient row r + r0 + ii, column
             # c + c0 + jj for rotated tap (ii, jj) of gradient channel o.
             r0 = fr[i].first - fr[i].taps + 1 + PT
@@ -540,12 +613,12 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, C_g
                         k = k + 1
             koff = k
             # The furthest run starts at the last tap's offset (the largest).
-            end = max(end, toff[k - 1] + ps.ntp * a.NR)
+            end = max(end, toff[k - 1] + span)
             ntot = ntot + ps.ntp
             a.npass = a.npass + 1
     reach(&a.g, end)
     a.ntp = ntot
-    a.T = N * ntot
+    a.T = N * groups * ntot
     a.nt = <int>max(1, min(n_threads, max(a.T, N)))
     a.s_c = round16(a.npanel * a.MR * a.NR)
     a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
@@ -557,15 +630,17 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, C_g
         free(apw)
         raise
     a.xs = gout.shape[1] * OH * OW
+    a.xg = Cg * OH * OW
     a.os = out.shape[1] * H * W
     a.ocs = H * W
-    a.x = &gout[0, 0, 0, 0] + g_c0 * OH * OW if reads else NULL
+    a.og = Cx * a.ocs
+    a.x = &gout[0, 0, 0, 0] if reads else NULL
     a.bias = NULL
-    a.out = &out[0, 0, 0, 0] + out_c0 * H * W
+    a.out = &out[0, 0, 0, 0]
     a.scr = scr
     with nogil:
         if zero:
-            zero_windows(&a, N, Cx * H * W, <floating*>NULL)
+            zero_samples(&a, N, <floating*>NULL)
         if a.T > 0:
             fwd_run(&a, <floating*>NULL)
     free(scr)
@@ -575,20 +650,30 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, C_g
 
 
 # --------------------------------------------------------------------------
-# Weight gradient: three schedules over (sample, position block) units
+# Weight gradient: three schedules over (sample, group, position block) units
 # --------------------------------------------------------------------------
 
 ctypedef struct GwArgs:
     Geom g
-    const void* x            # (N, C, H, W)
-    const void* gout         # (N, Co, OH*OW)
-    void* gwp                # (T, ...) partial sums, one per task
+    const void* x            # (N, G*C, H, W)
+    const void* gout         # (N, G*Co, OH*OW)
+    void* gwp                # (T, G, ...) partial sums, one per task
     void* scr
     const int64_t* toff
     const void** ptrs        # dot schedule: 8 row pointers per task
     Py_ssize_t toff_max, per, s_a, s_b, MR, NR, nblk, units, block
     Py_ssize_t xs, gs          # elements between samples of x and gout
+    Py_ssize_t G, xg, gg       # groups; elements between groups of x and gout
     int T
+
+
+cdef inline Py_ssize_t gw_unit(const GwArgs* a, Py_ssize_t u, Py_ssize_t* ng,
+                               Py_ssize_t* n, Py_ssize_t* grp) noexcept nogil:
+    """Unit u's (sample, group) pair ``ng`` = n*G + grp; returns its block."""
+    ng[0] = u // a.nblk
+    n[0] = ng[0] // a.G
+    grp[0] = ng[0] - n[0] * a.G
+    return u - ng[0] * a.nblk
 
 
 cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
@@ -600,22 +685,24 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
     cdef Py_ssize_t npanel = cdiv(Co, MR)
     cdef floating* ap = <floating*>a.scr + task * a.per
     cdef floating* bp = ap + a.s_a
-    cdef floating* gw = <floating*>a.gwp + task * Co * K
+    cdef floating* gw0 = <floating*>a.gwp + task * a.G * Co * K
+    cdef floating* gw = gw0
     cdef const floating* gout = <const floating*>a.gout
     cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
-    cdef Py_ssize_t n, cur = -1, pb, kc, jc, nr, panel, co0, q, ow, tt, filled = 0
+    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, nr, panel, co0, q, ow, tt, filled = 0
     cdef floating* arow
     cdef const floating* src = NULL
-    memset(gw, 0, Co * K * sizeof(floating))
+    memset(gw0, 0, a.G * Co * K * sizeof(floating))
     memset(bp, 0, KC * NR * sizeof(floating))
     for u in range(u0, u1):
-        n = u // a.nblk
-        pb = (u - n * a.nblk) * KC
+        pb = gw_unit(a, u, &ng, &n, &grp) * KC
         kc = min(<Py_ssize_t>KC, Pp - pb)
-        if n != cur:
-            cur = n
-            src = sample_src(x, n, a.xs, g, bp + a.s_b)
+        if ng != cur:
+            cur = ng
+            src = sample_src(x + grp * a.xg, n, a.xs, g, bp + a.s_b)
+            gout = <const floating*>a.gout + grp * a.gg
+            gw = gw0 + grp * Co * K
         # A panels: gradient rows in padded-width layout, junk = 0.
         for panel in range(npanel):
             for tt in range(MR):
@@ -664,21 +751,23 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
     cdef Py_ssize_t ncp = cdiv(Co, NR), ntp = cdiv(K, MR)
     cdef floating* bp = <floating*>a.scr + task * a.per
     cdef floating* ap = bp + a.s_b
-    cdef floating* gwt = <floating*>a.gwp + task * K * Co
+    cdef floating* gw0 = <floating*>a.gwp + task * a.G * K * Co
+    cdef floating* gwt = gw0
     cdef const floating* gout = <const floating*>a.gout
     cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
-    cdef Py_ssize_t n, cur = -1, pb, kc, jc, ip, q, j, mr, nr
+    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, q, j, mr, nr
     cdef floating* bcol
     cdef const floating* src = NULL
-    memset(gwt, 0, K * Co * sizeof(floating))
+    memset(gw0, 0, a.G * K * Co * sizeof(floating))
     for u in range(u0, u1):
-        n = u // a.nblk
-        pb = (u - n * a.nblk) * KC
+        pb = gw_unit(a, u, &ng, &n, &grp) * KC
         kc = min(<Py_ssize_t>KC, Pp - pb)
-        if n != cur:
-            cur = n
-            src = sample_src(x, n, a.xs, g, ap + a.s_a)
+        if ng != cur:
+            cur = ng
+            src = sample_src(x + grp * a.xg, n, a.xs, g, ap + a.s_a)
+            gout = <const floating*>a.gout + grp * a.gg
+            gwt = gw0 + grp * K * Co
         # B panels: gradient block transposed, padded-width positions (junk
         # columns zero), NR output channels per panel.
         for jc in range(ncp):
@@ -708,31 +797,35 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
     cdef floating* sbuf = gb + a.s_a
     cdef const floating** pa = <const floating**>(a.ptrs + task * 8)
     cdef const floating** pbp = pa + 4
-    cdef floating* gw = <floating*>a.gwp + task * Co * K
+    cdef floating* gw0 = <floating*>a.gwp + task * a.G * Co * K
+    cdef floating* gw = gw0
     cdef const floating* gout = <const floating*>a.gout
     cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
-    cdef Py_ssize_t n, cur = -1, pb, kc, co, k0, i, ma, nb
+    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, co, k0, i, ma, nb
     cdef const floating* src = NULL
-    memset(gw, 0, Co * K * sizeof(floating))
+    memset(gw0, 0, a.G * Co * K * sizeof(floating))
     for u in range(u0, u1):
-        n = u // a.nblk
-        pb = (u - n * a.nblk) * DB
+        pb = gw_unit(a, u, &ng, &n, &grp) * DB
         kc = min(DB, Pp - pb)
-        if n != cur:
-            cur = n
-            src = sample_src(x, n, a.xs, g, sbuf)
+        if ng != cur:
+            cur = ng
+            src = sample_src(x + grp * a.xg, n, a.xs, g, sbuf)
+            gout = <const floating*>a.gout + grp * a.gg
+            gw = gw0 + grp * Co * K
         # Gradient rows in padded-width layout, junk columns zero.
         for co in range(Co):
             grad_run(gout + n * a.gs + co * P, pb, kc, Wq, OW, gb + co * DB, 1)
-        for k0 in range(0, K, 4):
-            nb = min(4, K - k0)
+        # Four gradient rows against every tap: the rows stay in L1 while
+        # the taps (shifted runs of a few image rows) stream through it.
+        for co in range(0, Co, 4):
+            ma = min(4, Co - co)
             for i in range(4):
-                pbp[i] = src + a.toff[k0 + min(i, nb - 1)] + pb
-            for co in range(0, Co, 4):
-                ma = min(4, Co - co)
+                pa[i] = gb + (co + min(i, ma - 1)) * DB
+            for k0 in range(0, K, 4):
+                nb = min(4, K - k0)
                 for i in range(4):
-                    pa[i] = gb + (co + min(i, ma - 1)) * DB
+                    pbp[i] = src + a.toff[k0 + min(i, nb - 1)] + pb
                 if floating is float:
                     KER.dot_s(kc, <const float* const*>pa, <int>ma,
                               <const float* const*>pbp, <int>nb, gw + co * K + k0, K)
@@ -748,26 +841,26 @@ cdef Py_ssize_t DOT_BLOCK = 2048
 SCHEDULES = ("packed", "transposed", "dot")
 
 
-def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C_x, H, W)
-                       const floating[:, :, ::1] gout,    # IN  (N, C_g, OH*OW)
-                       floating[:, :, ::1] gwp,           # OUT (T, Cout, K) or (T, K, Cout)
+def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
+                       const floating[:, :, ::1] gout,    # IN  (N, G*Cout, OH*OW)
+                       floating[:, :, :, ::1] gwp,        # OUT (T, G, Cout, K) or
+                                                          #     (T, G, K, Cout)
                        str schedule,
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw,
-                       Py_ssize_t oh_n, Py_ssize_t ow_n,
-                       Py_ssize_t x_c0=0, Py_ssize_t c_n=-1,
-                       Py_ssize_t g_c0=0, Py_ssize_t co_n=-1):
+                       Py_ssize_t oh_n, Py_ssize_t ow_n):
     """gwp[task] = the task's share of the weight gradient, T = gwp.shape[0]
     tasks (one thread each); the caller sums gwp over axis 0 in a fixed
-    order.  The input channels are ``x[:, x_c0:x_c0+c_n]`` and the output
-    channels ``gout[:, g_c0:g_c0+co_n]`` (a count of -1: all).  ``schedule``:
+    order.  G = gwp.shape[1] groups: group i's gradient from the input
+    channels ``[i*C, (i+1)*C)`` and output channels ``[i*Cout, (i+1)*Cout)``
+    (C = x.shape[1] // G, Cout = gout.shape[1] // G).  ``schedule``:
 
-    ``"packed"``      (Co, K) partials; both operands packed; any input.
-    ``"transposed"``  (K, Co) partials; only the gradient packed (C_out
+    ``"packed"``      (Cout, K) partials; both operands packed; any input.
+    ``"transposed"``  (K, Cout) partials; only the gradient packed (C_out
                       filling a micro-kernel panel).  Finite x only.
-    ``"dot"``         (Co, K) partials; dot products, nothing packed (few
+    ``"dot"``         (Cout, K) partials; dot products, nothing packed (few
                       taps).  Finite x only.
 
     The last two pair junk positions' image values with a zero gradient, so
@@ -775,9 +868,11 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C_x, H, W)
     cdef GwArgs a
     cdef int kind = SCHEDULES.index(schedule)
     cdef int task
-    a.g = make_geom(x.shape[0], c_n if c_n >= 0 else x.shape[1], x.shape[2], x.shape[3],
-                    co_n if co_n >= 0 else gout.shape[1], kh, kw,
-                    sh, sw, ph, pw, dh, dw, oh_n, ow_n)
+    if gwp.shape[0] == 0 or gwp.shape[1] == 0:
+        return
+    a.G = gwp.shape[1]
+    a.g = make_geom(x.shape[0], x.shape[1] // a.G, x.shape[2], x.shape[3],
+                    gout.shape[1] // a.G, kh, kw, sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     a.T = <int>gwp.shape[0]
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
@@ -790,7 +885,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C_x, H, W)
     cdef Py_ssize_t s_x = round16(a.g.Lbuf) if a.g.prepared else 0
     a.block = KC if kind != 2 else min(DOT_BLOCK, Pp)
     a.nblk = cdiv(Pp, a.block)
-    a.units = a.g.N * a.nblk
+    a.units = a.g.N * a.G * a.nblk
     if kind == 0:
         a.s_a = round16(cdiv(a.g.Co, a.MR) * a.MR * KC)
         a.s_b = round16(KC * a.NR)
@@ -811,11 +906,13 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, C_x, H, W)
         free(toff)
         free(scr)
         raise
-    a.x = &x[0, 0, 0, 0] + x_c0 * x.shape[2] * x.shape[3]
+    a.x = &x[0, 0, 0, 0]
     a.xs = x.shape[1] * x.shape[2] * x.shape[3]
-    a.gout = &gout[0, 0, 0] + g_c0 * gout.shape[2]
+    a.xg = a.g.C * x.shape[2] * x.shape[3]
+    a.gout = &gout[0, 0, 0]
     a.gs = gout.shape[1] * gout.shape[2]
-    a.gwp = &gwp[0, 0, 0]
+    a.gg = a.g.Co * gout.shape[2]
+    a.gwp = &gwp[0, 0, 0, 0]
     a.scr = scr
     a.toff = toff
     with nogil:

@@ -298,29 +298,32 @@ PHASE_GEOMS = [
     (2, 2, 3, 6, 6, (4, 4), (2, 2), (3, 1)),
     (1, 70, 17, 13, 11, (3, 3), (2, 2), (1, 1)),
     (2, 3, 2, 3, 3, (3, 3), (7, 7), (0, 0)),
+    # column stride 1, rows a multiple of the micro-kernel width: row tiles
+    (2, 3, 5, 7, 32, (3, 3), (2, 1), (1, 1)),
+    (1, 2, 3, 4, 16, (2, 2), (1, 1), (3, 3)),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("geom", PHASE_GEOMS, ids=[str(g) for g in PHASE_GEOMS])
-def test_grad_input_phases_kernel_matches_reference(geom, dtype, rng, close):
-    """conv2d_grad_input_phases writes every element of its channel window
-    (a NaN sentinel elsewhere stays), equal to the reference input gradient,
+def test_grad_input_phases_kernel_matches_reference(geom, groups, dtype, rng, close):
+    """conv2d_grad_input_phases writes every element of its output (a NaN
+    sentinel before), equal to the reference input gradient of every group,
     bitwise the same on 1 and 2 threads."""
     from cnnext import _conv
 
     N, Cg, Cx, H, W, k, s, p = geom
     OH, OW = (conv_out(n, k_i, s_i, p_i, 1) for n, k_i, s_i, p_i in zip((H, W), k, s, p))
-    w = randn(rng, (Cg, Cx) + k, dtype)
-    g = randn(rng, (N, Cg + 3, OH, OW), dtype)  # the gradient's channels 1 .. Cg
-    want = R.conv2d_backward(*f64(g[:, 1 : 1 + Cg], np.zeros((N, Cx, H, W)), w),
-                             stride=s, padding=p)[0]
+    w = randn(rng, (groups * Cg, Cx) + k, dtype)
+    g = randn(rng, (N, groups * Cg, OH, OW), dtype)
+    want = R.conv2d_backward(*f64(g, np.zeros((N, groups * Cx, H, W)), w),
+                             stride=s, padding=p, groups=groups)[0]
     results = []
     for threads in (1, 2):
-        out = np.full((N, Cx + 2, H, W), np.nan, dtype)
-        _conv.conv2d_grad_input_phases(g, w, out, *s, *p, threads, 1, 2)
-        assert np.isnan(out[:, :2]).all()
-        close(out[:, 2:], want, dtype)
+        out = np.full((N, groups * Cx, H, W), np.nan, dtype)
+        _conv.conv2d_grad_input_phases(g, w, out, *s, *p, threads, groups)
+        close(out, want, dtype)
         results.append(out)
     np.testing.assert_array_equal(results[0], results[1])
 
@@ -507,6 +510,68 @@ def test_grouped_conv2d_is_one_conv2d_per_group(rng):
     y = F.conv2d(x, w, b, groups=2, **kw)
     np.testing.assert_allclose(y[:, :2], F.conv2d(x[:, :3], w[:2], b[:2], **kw), rtol=1e-13)
     np.testing.assert_allclose(y[:, 2:], F.conv2d(x[:, 3:], w[2:], b[2:], **kw), rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p,d", [((2, 3), (1, 1), (1, 1), (1, 1)),
+                                     ((3, 2), (2, 3), (1, 0), (1, 2)),
+                                     ((1, 1), (1, 1), (0, 0), (1, 1))])
+def test_conv_kernels_run_every_group_in_one_call(k, s, p, d, dtype, rng, close):
+    """The compiled kernels' ``groups``: one call equals the reference's
+    grouped convolution, forward (with a bias) and every weight-gradient
+    schedule, on one and two threads, and a repeat is bitwise the same."""
+    from cnnext import _conv
+    G, N, Cg, Cog, H, W = 3, 2, 2, 5, 7, 6
+    x = randn(rng, (N, G * Cg, H, W), dtype)
+    w = randn(rng, (G * Cog, Cg) + k, dtype)
+    b = randn(rng, (G * Cog,), dtype)
+    kw = dict(stride=s, padding=p, dilation=d, groups=G)
+    want = R.conv2d(*f64(x, w, b), **kw)
+    OH, OW = want.shape[2:]
+    go = randn(rng, want.shape, dtype)
+    want_gw = R.conv2d_backward(*f64(go, x, w), **kw)[1]
+    geo = (s[0], s[1], p[0], p[1], d[0], d[1])
+    K = Cg * k[0] * k[1]
+    for threads in (1, 2):
+        y = np.full(want.shape, np.nan, dtype)
+        _conv.conv2d_forward(x, w, b, y, *geo, threads, G)
+        close(y, want, dtype)
+        for schedule in _conv.SCHEDULES:
+            transposed = schedule == "transposed"
+            runs = []
+            for _ in range(2):
+                gwp = np.full((threads, G) + ((K, Cog) if transposed else (Cog, K)), np.nan,
+                              dtype)
+                _conv.conv2d_grad_weight(x, go.reshape(N, G * Cog, OH * OW), gwp, schedule,
+                                         *k, *geo, OH, OW)
+                runs.append(gwp)
+            np.testing.assert_array_equal(runs[0], runs[1])
+            gw = runs[0].sum(axis=0)
+            gw = gw.transpose(0, 2, 1) if transposed else gw
+            close(gw.reshape(w.shape), want_gw, dtype, err_msg=schedule)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
+    (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row
+    (1, 2, 2, 3, 64, (1, 3), (0, 1), 1),    # two full tiles per row, 2 output channels
+    (2, 30, 9, 3, 32, (3, 3), (1, 1), 1),   # K = 270 > one reduction block, in place
+    (2, 8, 12, 5, 16, (2, 3), (1, 1), 4),   # groups, a float64 tile per row
+])
+def test_conv2d_tiles_along_output_rows(n, c, co, h, w, k, p, groups, dtype, rng, close):
+    """Output rows as wide as (or just under) a multiple of the micro-kernel
+    width are tiled row by row and written in place: forward (with a bias)
+    and the input gradient (the forward kernel at stride 1) as the reference."""
+    x = randn(rng, (n, c, h, w), dtype)
+    wt = randn(rng, (co, c // groups) + k, dtype)
+    b = randn(rng, (co,), dtype)
+    kw = dict(padding=p, groups=groups)
+    y = F.conv2d(x, wt, b, **kw)
+    close(y, R.conv2d(*f64(x, wt, b), **kw), dtype)
+    go = randn(rng, y.shape, dtype)
+    got = F.conv2d_backward(go, x, wt, **kw)
+    for a, ref in zip(got, R.conv2d_backward(*f64(go, x, wt), **kw)):
+        close(a, ref, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

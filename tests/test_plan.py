@@ -83,7 +83,7 @@ def test_algorithm_choice_is_named_and_explained():
         assert plan.scratch_bytes >= 0
 
 
-def test_grouped_plans_run_one_group_plan_per_channel_block():
+def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     plan = _plan.conv2d_plan("conv2d", (32, 64, 32, 32), (64, 16, 3, 3), None, F32, (1, 1),
                              (1, 1), (1, 1), 4)
     assert (plan.method, plan.grad_input, plan.grad_weight) == ("grouped",) * 3
@@ -101,7 +101,10 @@ def test_grouped_plans_run_one_group_plan_per_channel_block():
     assert g64.grad_weight == "transposed"
     # short rows (8x12 positions) keep the packed gradient
     assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5)).grad_weight == "transposed"
-    assert plan.threads == gp.threads and plan.scratch_bytes == gp.scratch_bytes
+    # every group in one call: the group's scratch, and each group's packed
+    # weight (16 rows x K = 144)
+    assert plan.threads == gp.threads and "every group at once" in plan.grad_weight_reason
+    assert plan.scratch_bytes == gp.scratch_bytes + 3 * 16 * 144 * 4
     # depthwise (groups == C_in, one input channel per filter) has its own
     # kernels, with any channel multiplier; a huge padding falls back to the
     # grouped plan, whose groups take the gather path
