@@ -764,6 +764,7 @@ def conv1d_plan(
 
 
 _MAX_KINDS = ("max", "adaptive_max")
+_INT64 = np.dtype(np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -798,11 +799,15 @@ class PoolPlan:
         self, x: FloatArray, indices: bool = True
     ) -> FloatArray | tuple[FloatArray, IndexArray | None]:
         """max: (y, indices), or (y, None) with ``indices=False``; avg: y."""
-        unb = len(self.x_shape) == 3
         y = np.empty(self.out_shape, dtype=self.dtype)
+        if self.kind == "max" and len(self.x_shape) == 4 and self.method == "windows":
+            idx = np.empty(self.out_shape, dtype=_INT64) if indices else None
+            _pool.max_pool2d_forward(x, y, idx, *self.kernel_args)
+            return y, idx  # (the common case, first)
+        unb = len(self.x_shape) == 3
         x4, y4 = (x[None], y[None]) if unb else (x, y)
         if self.kind in _MAX_KINDS:
-            idx = np.empty(self.out_shape, dtype=np.int64) if indices else None
+            idx = np.empty(self.out_shape, dtype=_INT64) if indices else None
             i4 = idx[None] if unb and idx is not None else idx
             if self.method == "windows":
                 _pool.max_pool2d_forward(x4, y4, i4, *self.kernel_args)

@@ -245,6 +245,11 @@ def _pool_params(
     return k, s, p
 
 
+# The defaults of the pooling options, compared by identity on the hot path
+# (an int 0 or 1 is one object; True and 1.0 are other objects).
+_ZERO, _ONE = 0, 1
+
+
 def _pool_plan(
     fname: str, kind: str, x: FloatArray, dt: FloatDType, kernel_size: IntOrPair,
     stride: IntOrPair | None, padding: IntOrPair, dilation: IntOrPair = 1,
@@ -253,9 +258,12 @@ def _pool_plan(
 ) -> _plan.PoolPlan:
     nt = _config._kernel_threads
     plain = (
-        type(kernel_size) is int and type(padding) is int and type(dilation) is int
-        and (stride is None or type(stride) is int) and type(ceil_mode) is bool
-        and type(count_include_pad) is bool
+        type(kernel_size) is int
+        and (padding is _ZERO or type(padding) is int)
+        and (dilation is _ONE or type(dilation) is int)
+        and (stride is None or type(stride) is int)
+        and (ceil_mode is False or ceil_mode is True)
+        and (count_include_pad is True or count_include_pad is False)
         and (divisor_override is None or type(divisor_override) is int)
     )
     opts = (ceil_mode, count_include_pad, divisor_override)
