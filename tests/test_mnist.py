@@ -134,14 +134,14 @@ def test_tiny_network_trains_like_pytorch(mnist_dir, one_thread):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["resnet8", "mobilenet"])
-def test_resnet8_and_mobilenet_reach_098(mnist_dir, model):
+def test_resnet8_and_mobilenet_reach_098(mnist_dir, model, tmp_path):
     """``cnnext train --model resnet8|mobilenet``: Adam, batch 32, 3 epochs on
     test-split images [0, 8000), tested on [8000, 10000)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run(
+    proc = subprocess.run(  # (outside the source tree: the installed package runs)
         [sys.executable, "-m", "cnnext", "train", "--model", model, "--data", str(mnist_dir),
          "--split", "test", "--no-progress", "--threads", "1"],
-        capture_output=True, text=True, env=env, timeout=900,
+        capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     acc = float(re.search(r"^test accuracy ([0-9.]+)", proc.stdout, re.M).group(1))
