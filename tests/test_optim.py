@@ -163,15 +163,17 @@ def test_matches_torch_optim(kind, rng):
     "make",
     [
         lambda pairs: Adam(pairs, lr=1e-2, weight_decay=0.1),
+        lambda pairs: Adam(pairs, lr=1e-2),
         lambda pairs: SGD(pairs, lr=0.1, momentum=0.9, weight_decay=0.01),
         lambda pairs: SGD(pairs, lr=0.1),
     ],
 )
-def test_one_pass_update_equals_the_numpy_expressions(make, dtype):
+@pytest.mark.parametrize("shape", [(6, 5), (37, 29)])  # vector loops and their tails
+def test_one_pass_update_equals_the_numpy_expressions(make, dtype, shape):
     """Contiguous float parameters take the one-pass kernels; other layouts
     the numpy expressions.  Both compute the same updates."""
     rng = np.random.default_rng(0)
-    p0 = rng.standard_normal((6, 5)).astype(dtype)
+    p0 = rng.standard_normal(shape).astype(dtype)
     fast_p, slow_p = p0.copy(), np.asfortranarray(p0)
     fast_g, slow_g = np.zeros_like(fast_p), np.asfortranarray(np.zeros_like(p0))
     fast, slow = make([(fast_p, fast_g)]), make([(slow_p, slow_g)])
