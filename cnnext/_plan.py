@@ -799,11 +799,11 @@ class PoolPlan:
         self, x: FloatArray, indices: bool = True
     ) -> FloatArray | tuple[FloatArray, IndexArray | None]:
         """max: (y, indices), or (y, None) with ``indices=False``; avg: y."""
-        y = np.empty(self.out_shape, dtype=self.dtype)
         if self.kind == "max" and len(self.x_shape) == 4 and self.method == "windows":
-            idx = np.empty(self.out_shape, dtype=_INT64) if indices else None
-            _pool.max_pool2d_forward(x, y, idx, *self.kernel_args)
-            return y, idx  # (the common case, first)
+            # (the common case first; outputs allocated by the kernel module)
+            _, _, oh, ow = self.out_shape
+            return _pool.max_pool2d_forward_new(x, oh, ow, indices, *self.kernel_args)
+        y = np.empty(self.out_shape, dtype=self.dtype)
         unb = len(self.x_shape) == 3
         x4, y4 = (x[None], y[None]) if unb else (x, y)
         if self.kind in _MAX_KINDS:

@@ -29,6 +29,21 @@ def max_pool2d_forward(
     dw: int,
     n_threads: int,
 ) -> None: ...
+def max_pool2d_forward_new(
+    x: _Float,
+    oh: int,
+    ow: int,
+    indices: bool,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    n_threads: int,
+) -> tuple[_Float, _Index | None]: ...
 def max_pool2d_backward(
     gout: _Float,
     idx: _Index,

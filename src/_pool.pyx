@@ -18,6 +18,10 @@ from libc.stdlib cimport free, malloc
 from libc.math cimport INFINITY
 from libc.string cimport memset
 
+cimport numpy as cnp
+
+cnp.import_array()
+
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
     """The smallest tap ``i >= 0`` with ``start + i*d >= 0``."""
@@ -163,27 +167,58 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     last, clipped window (``ceil_mode``)."""
     cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], out.shape[2],
                                 out.shape[3], kh, kw, sh, sw, ph, pw)
-    cdef int nt = <int>max(1, min(n_threads, g.planes))
-    cdef Py_ssize_t tid, per = g.OW + 16
-    cdef int32_t* scratch
-    cdef int64_t* ip = NULL
     g.dh = dh
     g.dw = dw
     if g.planes == 0 or g.OH == 0 or g.OW == 0:
         return
-    if idx is not None:
-        ip = &idx[0, 0, 0, 0]
-    scratch = <int32_t*>malloc(nt * per * sizeof(int32_t))
+    max_run(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &idx[0, 0, 0, 0] if idx is not None else NULL,
+            &g, n_threads)
+
+
+def max_pool2d_forward_new(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                           Py_ssize_t oh, Py_ssize_t ow, bint indices,
+                           Py_ssize_t kh, Py_ssize_t kw,
+                           Py_ssize_t sh, Py_ssize_t sw,
+                           Py_ssize_t ph, Py_ssize_t pw,
+                           Py_ssize_t dh, Py_ssize_t dw,
+                           int n_threads):
+    """``(out, idx or None)``: :func:`max_pool2d_forward` into new (N, C, oh,
+    ow) arrays (allocated here, without numpy's Python-level call)."""
+    cdef cnp.npy_intp dims[4]
+    dims[0] = x.shape[0]
+    dims[1] = x.shape[1]
+    dims[2] = oh
+    dims[3] = ow
+    cdef int typenum = cnp.NPY_FLOAT32 if floating is float else cnp.NPY_FLOAT64
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(4, dims, typenum, 0)
+    cdef cnp.ndarray idx = cnp.PyArray_EMPTY(4, dims, cnp.NPY_INT64, 0) if indices else None
+    cdef PoolGeom g = pool_geom(x.shape[0] * x.shape[1], x.shape[2], x.shape[3], oh, ow,
+                                kh, kw, sh, sw, ph, pw)
+    g.dh = dh
+    g.dw = dw
+    if g.planes != 0 and g.OH != 0 and g.OW != 0:
+        max_run(&x[0, 0, 0, 0], <floating*>cnp.PyArray_DATA(out),
+                <int64_t*>cnp.PyArray_DATA(idx) if indices else NULL, &g, n_threads)
+    return out, idx
+
+
+cdef int max_run(const floating* x, floating* out, int64_t* ip, const PoolGeom* g,
+                 int n_threads) except -1:
+    """Max pooling of g.planes planes (see max_pool2d_forward), over threads."""
+    cdef int nt = <int>max(1, min(n_threads, g.planes))
+    cdef Py_ssize_t tid, per = g.OW + 16
+    cdef int32_t* scratch = <int32_t*>malloc(nt * per * sizeof(int32_t))
     if scratch == NULL:
         raise MemoryError("max_pool2d: could not allocate scratch")
     with nogil:
         if nt == 1:
-            max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], ip, scratch, &g, 0, g.planes)
+            max_planes(x, out, ip, scratch, g, 0, g.planes)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                max_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], ip, scratch + tid * per,
-                           &g, g.planes * tid // nt, g.planes * (tid + 1) // nt)
+                max_planes(x, out, ip, scratch + tid * per,
+                           g, g.planes * tid // nt, g.planes * (tid + 1) // nt)
     free(scratch)
+    return 0
 
 
 cdef void max_bwd_planes(const floating* gout, const int64_t* idx, floating* gx,

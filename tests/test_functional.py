@@ -2270,3 +2270,22 @@ def test_batch_norm_every_loop_variant(isa, tmp_path):
     name, worst = proc.stdout.split()
     assert name == isa
     assert float(worst) <= 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_max_pool_kernel_allocating_its_outputs_equals_the_in_place_kernel(dtype, n, rng):
+    from cnnext import _pool
+
+    x = np.round(rng.standard_normal((n, 3, 9, 8)) * 2).astype(dtype)  # ties
+    args = (3, 2, 2, 2, 1, 0, 1, 2, 2)  # kernel, stride, padding, dilation, threads
+    for indices in (True, False):
+        y, idx = _pool.max_pool2d_forward_new(x, 5, 3, indices, *args)
+        want_y, want_i = np.empty((n, 3, 5, 3), dtype), np.empty((n, 3, 5, 3), np.int64)
+        _pool.max_pool2d_forward(x, want_y, want_i, *args)
+        assert y.dtype == dtype and y.flags.c_contiguous and y.flags.writeable
+        np.testing.assert_array_equal(y, want_y)
+        if indices:
+            np.testing.assert_array_equal(idx, want_i)
+        else:
+            assert idx is None
