@@ -82,7 +82,8 @@ __all__ = [
 ]
 
 def _numpy_backend() -> bool:
-    return not _config.compiled_backend()
+    # (_config.compiled_backend() inlined: this runs on every call)
+    return (_config._backend_override.get() or _config._default_backend) != "cython"
 
 
 def _as(a: npt.ArrayLike, dt: FloatDType) -> FloatArray:
@@ -198,6 +199,11 @@ def _as_grads(
     return _as(gx, dt), _as(gw, dt), _as(cast("FloatArray", gb), dt) if bias else None
 
 
+# Default option values, compared by identity on the hot paths (an int 0 or
+# 1 is one object; True and 1.0 are other objects).
+_ZERO, _ONE = 0, 1
+
+
 def _conv2d_plan(
     fname: str, x: FloatArray, w: FloatArray, bias: FloatArray | None, dt: FloatDType,
     stride: IntOrPair, padding: str | IntOrPair, dilation: IntOrPair, groups: int = 1,
@@ -207,8 +213,10 @@ def _conv2d_plan(
     nt = _config._kernel_threads
     # Plain ints (never bool, never float) are their own normal form: a
     # steady-state call finds its plan before normalising anything.
-    plain = (type(stride) is int and type(padding) is int and type(dilation) is int
-             and type(groups) is int)
+    plain = ((stride is _ONE or type(stride) is int)
+             and (padding is _ZERO or type(padding) is int)
+             and (dilation is _ONE or type(dilation) is int)
+             and (groups is _ONE or type(groups) is int))
     if plain:
         key: Hashable = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, groups,
                          nt)
@@ -243,11 +251,6 @@ def _pool_params(
     s = k if stride is None else V.pair(fname, "stride", stride, 1)
     p = V.pair(fname, "padding", padding, 0)
     return k, s, p
-
-
-# The defaults of the pooling options, compared by identity on the hot path
-# (an int 0 or 1 is one object; True and 1.0 are other objects).
-_ZERO, _ONE = 0, 1
 
 
 def _pool_plan(
