@@ -286,15 +286,34 @@ cdef inline Py_ssize_t _avg_window(const PoolGeom* g, Py_ssize_t oh, Py_ssize_t 
     return (h1[0] - h0[0]) * (w1[0] - w0[0])
 
 
+cdef inline bint _whole_2x2(const PoolGeom* g) noexcept nogil:
+    """2x2 windows at stride 2, unpadded, all inside the input (no clipped
+    last window), divided by 4: every output is one whole window."""
+    return (g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
+            and 2 * g.OH <= g.H and 2 * g.OW <= g.W and (g.divisor == 0 or g.divisor == 4))
+
+
 cdef void avg_planes(const floating* x, floating* out, const PoolGeom* g,
                      Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
     cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw, div
     cdef floating s
     cdef const floating* xq
+    cdef const floating* r0
+    cdef floating* o
+    cdef bint whole2x2 = _whole_2x2(g)
     for q in range(q0, q1):
         xq = x + q * H * W
         for oh in range(OH):
+            if whole2x2:
+                # The same sums in the same order as below (from 0, so a
+                # zero's sign is the same); / 4 is * 0.25, exactly.
+                r0 = xq + 2 * oh * W
+                o = out + (q * OH + oh) * OW
+                for ow in range(OW):
+                    o[ow] = ((((<floating>0 + r0[2 * ow]) + r0[2 * ow + 1]) + r0[W + 2 * ow])
+                             + r0[W + 2 * ow + 1]) * <floating>0.25
+                continue
             for ow in range(OW):
                 div = _avg_window(g, oh, ow, &h0, &h1, &w0, &w1)
                 s = 0
@@ -337,10 +356,24 @@ cdef void avg_bwd_planes(const floating* gout, floating* gx, const PoolGeom* g,
     cdef Py_ssize_t q, oh, ow, h0, h1, w0, w1, ih, iw, div
     cdef floating gv
     cdef floating* gq
+    cdef floating* r0
+    cdef const floating* go
+    cdef bint whole2x2 = _whole_2x2(g)
     for q in range(q0, q1):
         gq = gx + q * H * W
         memset(gq, 0, H * W * sizeof(floating))
         for oh in range(OH):
+            if whole2x2:
+                # Disjoint windows: each input gets its window's gout / 4.
+                r0 = gq + 2 * oh * W
+                go = gout + (q * OH + oh) * OW
+                for ow in range(OW):
+                    gv = <floating>0 + go[ow] * <floating>0.25  # (0 + as below)
+                    r0[2 * ow] = gv
+                    r0[2 * ow + 1] = gv
+                    r0[W + 2 * ow] = gv
+                    r0[W + 2 * ow + 1] = gv
+                continue
             for ow in range(OW):
                 div = _avg_window(g, oh, ow, &h0, &h1, &w0, &w1)
                 gv = gout[(q * OH + oh) * OW + ow] / <floating>div
