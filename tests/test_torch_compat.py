@@ -575,3 +575,22 @@ def test_batch_norm_nonfinite_as_torch(training):
         fin = np.isfinite(theirs)
         np.testing.assert_array_equal(np.isfinite(ours), fin)
         np.testing.assert_allclose(ours[fin], theirs[fin], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 9, 7)])  # whole 2x2 windows, odd rest
+def test_avg_pool_2x2_equals_torch_bitwise_with_zero_signs(dtype, shape):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, :2, :2] = -0.0
+    y = F.avg_pool2d(x, 2)
+    xt = t(x, True)
+    yt = TF.avg_pool2d(xt, 2)
+    np.testing.assert_array_equal(y, n(yt))
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(n(yt)))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g[0, 0, 0, 0] = -0.0
+    yt.backward(t(g))
+    gx = F.avg_pool2d_backward(g, x.shape, 2)
+    np.testing.assert_array_equal(gx, n(xt.grad))
+    np.testing.assert_array_equal(np.signbit(gx), np.signbit(n(xt.grad)))
