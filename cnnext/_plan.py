@@ -799,20 +799,21 @@ class PoolPlan:
         self, x: FloatArray, indices: bool = True
     ) -> FloatArray | tuple[FloatArray, IndexArray | None]:
         """max: (y, indices), or (y, None) with ``indices=False``; avg: y."""
-        if self.kind == "max" and len(self.x_shape) == 4 and self.method == "windows":
-            # (the common case first; outputs allocated by the kernel module)
-            _, _, oh, ow = self.out_shape
-            return _pool.max_pool2d_forward_new(x, oh, ow, indices, *self.kernel_args)
-        y = np.empty(self.out_shape, dtype=self.dtype)
         unb = len(self.x_shape) == 3
+        if self.kind == "max" and self.method == "windows":
+            # (the common case first; outputs allocated by the kernel module)
+            oh, ow = self.out_shape[-2:]
+            y, idx = _pool.max_pool2d_forward_new(x[None] if unb else x, oh, ow, indices,
+                                                  *self.kernel_args)
+            if unb:
+                return y[0], None if idx is None else idx[0]
+            return y, idx
+        y = np.empty(self.out_shape, dtype=self.dtype)
         x4, y4 = (x[None], y[None]) if unb else (x, y)
-        if self.kind in _MAX_KINDS:
+        if self.kind == "adaptive_max":
             idx = np.empty(self.out_shape, dtype=_INT64) if indices else None
             i4 = idx[None] if unb and idx is not None else idx
-            if self.method == "windows":
-                _pool.max_pool2d_forward(x4, y4, i4, *self.kernel_args)
-            else:
-                _pool.adaptive_max_pool2d_forward(x4, y4, i4, *self.kernel_args)
+            _pool.adaptive_max_pool2d_forward(x4, y4, i4, *self.kernel_args)
             return y, idx
         if self.method == "windows":
             _pool.avg_pool2d_forward(x4, y4, *self.kernel_args)
