@@ -1,0 +1,151 @@
+"""Data-parallel training throughput: ranks x threads against one process.
+
+Trains LeNet-5 (float32, Adam) for one epoch on 8,000 MNIST images at a
+global batch of 64 in three configurations, interleaved and repeated:
+
+* one process, 1 thread;
+* one process, 2 threads;
+* 2 ranks (``mpiexec -n 2``), 1 thread each (``fit(..., distributed=True)``).
+
+Reports the median epoch time of each (training only: :func:`cnnext.train.fit`'s
+``history["time"]``, after a warm-up epoch on 640 images), the speed-ups of
+the 2-rank run, the median time of one in-place ``Allreduce`` of LeNet-5's
+gradients between the 2 ranks, and the load average before each run.
+
+Usage::
+
+    python benchmarks/distributed.py [--repeat 3] [--images 8000] [--batch-size 64]
+
+Needs mpi4py and an MPI implementation (``pip install "cnnext[mpi]" mpich``)
+and uses the MNIST test split when present (``--data``, default
+``$CNNEXT_MNIST`` or :func:`cnnext.datasets.default_root`), random images
+otherwise (the time does not depend on the pixels).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _data(root: str | None, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    from cnnext import datasets
+
+    root = root or os.environ.get("CNNEXT_MNIST") or datasets.default_root()
+    try:
+        x, y = datasets.load_mnist(root, "test")
+        x, y, what = x[:n], y[:n], f"MNIST test split [0, {n})"
+    except (FileNotFoundError, ValueError):
+        rng = np.random.default_rng(0)
+        x, y = rng.random((n, 1, 28, 28), np.float32), rng.integers(0, 10, n)
+        what = f"{n} random images"
+    return (x - np.float32(0.1307)) / np.float32(0.3081), y, what
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One run (one rank of a distributed run): prints a JSON record (rank 0)."""
+    import cnnext
+    from cnnext import models, nn, optim
+    from cnnext.train import fit
+
+    comm = None
+    if args.distributed:
+        from cnnext import distributed
+
+        comm = distributed.init(threads=args.threads)
+    else:
+        cnnext.set_num_threads(args.threads)
+    x, y, what = _data(args.data, args.images)
+    model = models.lenet5(seed=0)
+    opt = optim.Adam(model, lr=1e-3)
+    loss = nn.SoftmaxCrossEntropy()
+    kw = dict(batch_size=args.batch_size, seed=0, progress=False, comm=comm)
+    fit(model, loss, opt, x[:640], y[:640], epochs=1, **kw)  # warm-up: plans, caches
+    history = fit(model, loss, opt, x, y, epochs=1, **kw)
+    record = {"epoch": history["time"][0], "data": what,
+              "threads": cnnext.get_num_threads()}
+    if comm is not None:
+        from mpi4py import MPI
+
+        grads = np.zeros(sum(p.size for p, _ in model.parameters()) + 1, np.float32)
+        times = []
+        for _ in range(200):
+            comm.Barrier()
+            t = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
+            times.append(time.perf_counter() - t)
+        record["allreduce_us"] = statistics.median(times) * 1e6
+        record["gradients"] = int(grads.size - 1)
+        if comm.Get_rank() != 0:
+            return
+    print(json.dumps(record), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--images", type=int, default=8000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--data", default=None)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    launcher = str(mpiexec) if mpiexec.exists() else shutil.which("mpiexec")
+    if launcher is None:
+        sys.exit("needs mpiexec (pip install \"cnnext[mpi]\" mpich)")
+    me = [sys.executable, __file__, "--worker", "--images", str(args.images),
+          "--batch-size", str(args.batch_size)] + (["--data", args.data] if args.data else [])
+    configs = {
+        "1 process x 1 thread": me + ["--threads", "1"],
+        "1 process x 2 threads": me + ["--threads", "2"],
+        "2 ranks x 1 thread": [launcher, "-n", "2"] + me + ["--distributed", "--threads", "1"],
+    }
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    loads: list[float] = []
+    allreduce: list[float] = []
+    what = ""
+    names = list(configs)
+    for rep in range(args.repeat):
+        for name in names[rep % 3:] + names[:rep % 3]:  # rotate the order
+            loads.append(os.getloadavg()[0])
+            out = subprocess.run(configs[name], capture_output=True, text=True, env=env,
+                                 timeout=600, check=True).stdout
+            record = json.loads(out.strip().splitlines()[-1])
+            times[name].append(record["epoch"])
+            what = record["data"]
+            if "allreduce_us" in record:
+                allreduce.append(record["allreduce_us"])
+                grads = record["gradients"]
+            print(f"  {name:<24} {record['epoch']:.3f} s  (load {loads[-1]:.2f})", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    steps = -(-args.images // args.batch_size)
+    print(f"\nLeNet-5 float32, Adam, one epoch on {what}, global batch {args.batch_size} "
+          f"({steps} steps); median of {args.repeat}; load average {min(loads):.2f}-"
+          f"{max(loads):.2f}")
+    for k, v in med.items():
+        print(f"  {k:<24} {v:.3f} s  ({v / steps * 1e3:.2f} ms/step)")
+    two = med["2 ranks x 1 thread"]
+    for other in ("1 process x 1 thread", "1 process x 2 threads"):
+        print(f"  2 ranks x 1 thread vs {other}: {med[other] / two:.2f}x")
+    print(f"  Allreduce of {grads} float32 gradients, 2 ranks: "
+          f"{statistics.median(allreduce):.0f} us (median)")
+
+
+if __name__ == "__main__":
+    main()
