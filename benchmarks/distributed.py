@@ -12,9 +12,15 @@ Reports the median epoch time of each (training only: :func:`cnnext.train.fit`'s
 the 2-rank run, the median time of one in-place ``Allreduce`` of LeNet-5's
 gradients between the 2 ranks, and the load average before each run.
 
+With ``--weights`` it instead compares the weights after the epoch: the
+float32 difference between one process with 1 and with 2 threads (the
+kernels' own thread-count variation: a convolution's weight gradient adds
+per-thread partial sums) and between 2 or 3 ranks and one process.
+
 Usage::
 
     python benchmarks/distributed.py [--repeat 3] [--images 8000] [--batch-size 64]
+    python benchmarks/distributed.py --weights
 
 Needs mpi4py and an MPI implementation (``pip install "cnnext[mpi]" mpich``)
 and uses the MNIST test split when present (``--data``, default
@@ -72,6 +78,8 @@ def worker(args: argparse.Namespace) -> None:
     history = fit(model, loss, opt, x, y, epochs=1, **kw)
     record = {"epoch": history["time"][0], "data": what,
               "threads": cnnext.get_num_threads()}
+    if args.save and (comm is None or comm.Get_rank() == 0):
+        model.save(args.save)
     if comm is not None:
         from mpi4py import MPI
 
@@ -95,7 +103,10 @@ def main() -> None:
     p.add_argument("--images", type=int, default=8000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--data", default=None)
+    p.add_argument("--weights", action="store_true",
+                   help="compare the float32 weights after the epoch instead of timing")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--save", default=None, help=argparse.SUPPRESS)
     p.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -116,6 +127,11 @@ def main() -> None:
     }
     env = dict(os.environ)
     env.pop("OMP_NUM_THREADS", None)
+    if args.weights:
+        configs["3 ranks x 1 thread"] = [launcher, "-n", "3"] + me + ["--distributed",
+                                                                     "--threads", "1"]
+        compare_weights(configs, env)
+        return
     times: dict[str, list[float]] = {k: [] for k in configs}
     loads: list[float] = []
     allreduce: list[float] = []
@@ -145,6 +161,26 @@ def main() -> None:
         print(f"  2 ranks x 1 thread vs {other}: {med[other] / two:.2f}x")
     print(f"  Allreduce of {grads} float32 gradients, 2 ranks: "
           f"{statistics.median(allreduce):.0f} us (median)")
+
+
+def compare_weights(configs: dict[str, list[str]], env: dict[str, str]) -> None:
+    """Run each configuration once and print how far their weights are apart."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        w = {}
+        for i, (name, cmd) in enumerate(configs.items()):
+            path = os.path.join(tmp, f"{i}.npz")
+            subprocess.run(cmd + ["--save", path], capture_output=True, env=env, timeout=600,
+                           check=True)
+            with np.load(path) as f:
+                w[name] = {k: f[k].astype(np.float64) for k in f.files}
+    ref = w["1 process x 1 thread"]
+    scale = max(float(np.abs(a).max()) for a in ref.values())
+    print(f"float32 weights after one epoch (max |w| = {scale:.3g}):")
+    for name in ("1 process x 2 threads", "2 ranks x 1 thread", "3 ranks x 1 thread"):
+        diff = max(float(np.abs(w[name][k] - ref[k]).max()) for k in ref)
+        print(f"  {name} vs 1 process x 1 thread: max |difference| {diff:.3g}")
 
 
 if __name__ == "__main__":

@@ -124,9 +124,11 @@ def init(comm: Any = None, threads: int | None = None, exit_timeout: float = 10.
     comm : mpi4py communicator, optional
         The ranks that train together (default ``MPI.COMM_WORLD``).
     threads : int >= 1, optional
-        Kernel threads of this rank.  Default: the machine's cores divided
-        by the ranks running on it (at least 1), unless ``OMP_NUM_THREADS``
-        is set, which then counts.
+        Kernel threads of this rank.  Default: the cores this rank may run
+        on divided by the ranks of this machine that may run on them too (at
+        least 1): all cores / ranks per machine when the launcher does not
+        bind ranks to cores, the rank's own cores when it does.  With
+        ``OMP_NUM_THREADS`` set, that count instead.
     exit_timeout : float > 0
         Seconds a rank that exits waits for the other ranks to exit too
         before it ends the whole job.
@@ -150,7 +152,7 @@ def init(comm: Any = None, threads: int | None = None, exit_timeout: float = 10.
     if threads is not None:
         _config.set_num_threads(V.as_int("init", "threads", threads, 1))
     elif "OMP_NUM_THREADS" not in os.environ:
-        _config.set_num_threads(_cores() // _local_ranks(MPI, _comm) or 1)
+        _config.set_num_threads(_default_threads(MPI, _comm))
     if first:
         previous = sys.excepthook
 
@@ -165,20 +167,19 @@ def init(comm: Any = None, threads: int | None = None, exit_timeout: float = 10.
     return _comm
 
 
-def _cores() -> int:
-    """Cores this process may run on."""
+def _default_threads(MPI: ModuleType, comm: Any) -> int:
+    """This rank's cores divided by the ranks of this machine sharing them."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _local_ranks(MPI: ModuleType, comm: Any) -> int:
-    """How many ranks of ``comm`` run on this machine."""
+        mine = frozenset(os.sched_getaffinity(0))
+    else:
+        mine = frozenset(range(os.cpu_count() or 1))
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return int(local.Get_size())
+        sets = local.allgather(mine)
     finally:
         local.Free()
+    sharing = sum(1 for other in sets if other & mine)
+    return max(1, len(mine) // max(1, sharing))
 
 
 def _abort(status: int) -> None:
