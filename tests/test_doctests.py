@@ -26,6 +26,7 @@ MODULES = (
     "losses",
     "optim",
     "train",
+    "distributed",
     "datasets",
     "models",
     "compat",
@@ -33,7 +34,7 @@ MODULES = (
     "viz",
 )
 # Optional third-party packages a module's examples need.
-NEEDS = {"viz": "matplotlib"}
+NEEDS = {"viz": "matplotlib", "distributed": "mpi4py"}
 
 
 def _modules(modname):
