@@ -131,7 +131,9 @@ def init(comm: Any = None, threads: int | None = None, exit_timeout: float = 10.
         ``OMP_NUM_THREADS`` set, that count instead.
     exit_timeout : float > 0
         Seconds a rank that exits waits for the other ranks to exit too
-        before it ends the whole job.
+        before it ends the whole job.  Raise it when one rank works alone
+        for longer at the end of the program (or have the others wait for
+        it in ``comm.Barrier()``).
 
     Returns
     -------
@@ -208,7 +210,7 @@ def _exit_together() -> None:
         if time.monotonic() > deadline:
             print(
                 f"cnnext.distributed: rank {_comm.Get_rank()} exits while other ranks are "
-                f"still running (none reached its exit within {_exit_timeout:g} s); "
+                f"still running (not all reached their exit within {_exit_timeout:g} s); "
                 "ending the whole job",
                 file=sys.stderr,
             )
@@ -218,8 +220,9 @@ def _exit_together() -> None:
 
 def _abort_on(exc: BaseException) -> None:
     """End the whole job because ``exc`` escapes one rank's part of a
-    collective computation: print its traceback (a non-zero ``SystemExit``
-    only its code), then ``MPI_Abort`` with the exit status it stands for."""
+    collective computation: print its traceback (for ``SystemExit``, its
+    code), then ``MPI_Abort`` with the exit status it stands for (1 for an
+    exception or a zero exit)."""
     comm = _world(None)
     status = 1
     if isinstance(exc, SystemExit):
