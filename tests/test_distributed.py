@@ -35,7 +35,10 @@ JOB_TIMEOUT = 120.0  # seconds for any mpiexec job
 
 
 def _mpiexec():
-    if importlib.util.find_spec("mpi4py") is None:
+    try:
+        if importlib.util.find_spec("mpi4py") is None:
+            return None
+    except ValueError:  # sys.modules["mpi4py"] is None: imports of it are blocked
         return None
     local = Path(sys.executable).with_name("mpiexec")
     return str(local) if local.exists() else shutil.which("mpiexec")
