@@ -56,6 +56,17 @@ def build(kind, dtype, seed=0):
             nn.ReLU(),
             nn.Dense(16, 10, **kw),
         )
+    if kind == "seq":  # 1-D layers and a residual block, on (N, 4, 28) inputs
+        kw = dict(seed=rng, dtype=dtype)
+        return nn.Sequential(
+            nn.Conv1D(4, 6, 3, padding=1, **kw),
+            nn.Residual(nn.Sequential(nn.Conv1D(6, 6, 3, padding=1, **kw), nn.ReLU())),
+            nn.MaxPool1D(2),
+            nn.Conv1D(6, 6, 5, stride=2, dilation=2, **kw),
+            nn.AvgPool1D(2),
+            nn.Flatten(),
+            nn.Dense(6, 10, **kw),
+        )
     if kind == "dense":
         kw = dict(seed=rng, dtype=dtype)
         return nn.Sequential(nn.Flatten(), nn.Dense(784, 32, **kw), nn.ReLU(),
@@ -69,12 +80,13 @@ def make_optimizer(kind, model):
     return optim.SGD(model, lr=0.05, momentum=0.9, weight_decay=1e-4)
 
 
-def problem(n, dtype, seed=1):
-    """Inputs (n, 1, 28, 28) and labels that depend on them."""
+def problem(n, dtype, seed=1, kind="lenet5"):
+    """Inputs (n, 1, 28, 28) ((n, 4, 28) for the 1-D model) and labels that
+    depend on them."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 1, 28, 28)).astype(dtype)
-    y = (x[:, 0, :4, :].sum(axis=(1, 2)) > 0).astype(np.int64) * 3 + rng.integers(0, 3, n)
-    return x, y
+    x = rng.normal(size=(n, 4, 28) if kind == "seq" else (n, 1, 28, 28)).astype(dtype)
+    y = (x[:, 0, :4].sum(axis=tuple(range(1, x.ndim - 1))) > 0).astype(np.int64)
+    return x, y * 3 + rng.integers(0, 3, n)
 
 
 def main():
@@ -98,7 +110,7 @@ def main():
     dtype = np.dtype(args.dtype)
     model = build(args.model, dtype, seed=10 + r)  # different weights: rank 0's must win
     opt = make_optimizer(args.optimizer, model)
-    x, y = problem(args.n, dtype)
+    x, y = problem(args.n, dtype, kind=args.model)
     loss = nn.SoftmaxCrossEntropy()
 
     if args.mode in ("fail", "exit-loop"):

@@ -109,7 +109,7 @@ def _single(model="lenet5", optimizer="adam", dtype="float64", n=200, batch_size
     cnnext.set_num_threads(threads)
     try:
         m = W.build(model, np.dtype(dtype), seed=10)
-        x, y = W.problem(n, np.dtype(dtype))
+        x, y = W.problem(n, np.dtype(dtype), kind=model)
         hist = fit(m, W.nn.SoftmaxCrossEntropy(), W.make_optimizer(optimizer, m), x, y,
                    epochs=epochs, batch_size=batch_size, seed=3, progress=False,
                    validation_data=(x[: n // 3], y[: n // 3]))
@@ -188,6 +188,7 @@ def test_fit_checks_distributed_before_starting_mpi():
         (3, "lenet5", "sgd", 194),  # unequal shares, an empty one in the last batch
         (3, "mixed", "adam", 150),  # most layer kinds
         (2, "mixed", "sgd", 129),
+        (3, "seq", "adam", 100),  # 1-D layers, a residual block
     ],
 )
 def test_float64_weights_equal_one_process(tmp_path, ranks, model, optimizer, n):
