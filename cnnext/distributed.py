@@ -283,7 +283,16 @@ def broadcast_parameters(model: Any, root: int = 0, comm: Any = None) -> None:
     >>> distributed.broadcast_parameters(model)  # every rank now holds rank 0's weights
     """
     comm = _world(comm)
-    for _, a in _named_state(model):
+    state = _named_state(model)
+    mine = [(name, a.shape, a.dtype.str) for name, a in state]
+    theirs = comm.bcast(mine, root=root)
+    if theirs != mine:
+        diff = sorted(set(mine) ^ set(theirs), key=str)[:4]
+        raise ValueError(
+            f"broadcast_parameters: the model of rank {comm.Get_rank()} is not rank {root}'s "
+            f"(names, shapes or dtypes differ: {diff})"
+        )
+    for _, a in state:
         comm.Bcast(a, root=root)
 
 

@@ -17,6 +17,8 @@ Modes
 ``exit-loop``
     A loop of one's own (no ``fit``) in which rank 1 calls ``sys.exit(0)``
     at its ``--step``-th batch.
+``mismatch``
+    ``fit`` with a model whose layer sizes differ between the ranks.
 """
 from __future__ import annotations
 
@@ -109,6 +111,8 @@ def main():
     r = distributed.rank()
     dtype = np.dtype(args.dtype)
     model = build(args.model, dtype, seed=10 + r)  # different weights: rank 0's must win
+    if args.mode == "mismatch":
+        model = nn.Sequential(nn.Flatten(), nn.Dense(784, 10 + r, dtype=dtype))
     opt = make_optimizer(args.optimizer, model)
     x, y = problem(args.n, dtype, kind=args.model)
     loss = nn.SoftmaxCrossEntropy()
@@ -131,7 +135,7 @@ def main():
         loss.forward = failing_forward
 
     history = None
-    if args.mode in ("fit", "fail"):
+    if args.mode in ("fit", "fail", "mismatch"):
         history = fit(model, loss, opt, x, y, epochs=args.epochs, batch_size=args.batch_size,
                       seed=3, progress=False, distributed=True,
                       validation_data=(x[: args.n // 3], y[: args.n // 3]))

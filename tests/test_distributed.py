@@ -277,6 +277,14 @@ def test_a_rank_leaving_its_own_loop_ends_the_job(tmp_path):
     assert re.search(r"rank 1 exits while other ranks are still running", proc.stderr)
 
 
+@needs_mpi
+def test_different_models_on_the_ranks_are_an_error(tmp_path):
+    proc, elapsed, left = mpirun(2, "mismatch", str(tmp_path / "w.npz"))
+    assert proc.returncode != 0
+    assert "broadcast_parameters: the model of rank 1 is not rank 0's" in proc.stderr
+    assert elapsed < 30 and not left
+
+
 # --------------------------------------------------------------------------
 # the command line
 # --------------------------------------------------------------------------
