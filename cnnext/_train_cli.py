@@ -215,8 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distributed",
         action="store_true",
-        help="data-parallel training over MPI: start with mpiexec -n N (needs "
-        '"pip install cnnext[mpi]" and an MPI implementation); --batch-size is the global '
+        help="data-parallel training over MPI: start with mpiexec -n N (needs mpi4py and an "
+        'MPI implementation: pip install "cnnext[mpi]" mpich); --batch-size is the global '
         "batch, --threads each rank's (default: cores / ranks); only rank 0 prints and saves",
     )
     return p
