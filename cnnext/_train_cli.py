@@ -37,6 +37,13 @@ train files are present.  When only the test split is present, or with
 ``--train-range 0:1000 --test-range 5000:6000`` for ``tiny`` and ``0:8000`` /
 ``8000:10000`` for the others.
 
+Several processes
+-----------------
+``mpiexec -n N cnnext train ... --distributed`` trains data-parallel over MPI
+(:mod:`cnnext.distributed`): ``--batch-size`` is the global batch, each rank
+uses its cores divided by the ranks sharing them (``--threads`` sets it), and
+only rank 0 prints, shows progress, saves and plots.
+
 Exit status: 0 on success, 2 for bad arguments or a missing/corrupt dataset
 (a one-line message, no traceback).
 """
