@@ -19,6 +19,7 @@ pieces are public for a training loop of one's own:
   share the machine's cores among its ranks;
 * :func:`rank`, :func:`size`;
 * :func:`broadcast_parameters` -- rank 0's weights and buffers to all ranks;
+* :func:`average_buffers` -- the running statistics averaged over the ranks;
 * :class:`DistributedOptimizer` -- reduce the gradients, then step;
 * :class:`ShardedSampler` -- this rank's share of every global batch of one
   shared permutation.
