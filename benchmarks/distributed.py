@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,8 @@ def worker(args: argparse.Namespace) -> None:
               "threads": cnnext.get_num_threads()}
     if args.save and (comm is None or comm.Get_rank() == 0):
         model.save(args.save)
+    if comm is None and args.threads == 1:
+        record["step_ms"] = _step_times(model, loss, opt, x, y, args.batch_size)
     if comm is not None:
         from mpi4py import MPI
 
@@ -95,6 +98,37 @@ def worker(args: argparse.Namespace) -> None:
         if comm.Get_rank() != 0:
             return
     print(json.dumps(record), flush=True)
+
+
+def _step_times(model: Any, loss: Any, opt: Any, x: np.ndarray, y: np.ndarray,
+                batch_size: int) -> dict[str, float]:
+    """Median ms per step at the global batch and at half of it (what each
+    of 2 ranks computes), interleaved in this process, and of the gradient
+    packing a distributed step adds (scale into the flat buffer and back)."""
+    from cnnext.train import fit
+
+    half = batch_size // 2
+    per: dict[int, list[float]] = {batch_size: [], half: []}
+    for _ in range(5):
+        for bs in (batch_size, half):
+            n = 20 * bs
+            h = fit(model, loss, opt, x[:n], y[:n], epochs=1, batch_size=bs, seed=0,
+                    progress=False)
+            per[bs].append(h["time"][0] / 20 * 1e3)
+    grads = [g for _, g in model.parameters()]
+    flat = np.empty(sum(g.size for g in grads), grads[0].dtype)
+    views = np.split(flat, np.cumsum([g.size for g in grads])[:-1])
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        for g, v in zip(grads, views):
+            np.multiply(g.reshape(-1), half, out=v)
+        for g, v in zip(grads, views):
+            np.divide(v, batch_size, out=g.reshape(-1))
+        times.append(time.perf_counter() - t)
+    out = {str(k): statistics.median(v) for k, v in per.items()}
+    out["pack"] = statistics.median(times) * 1e3
+    return out
 
 
 def main() -> None:
@@ -135,6 +169,7 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in configs}
     loads: list[float] = []
     allreduce: list[float] = []
+    steps_ms: list[dict[str, float]] = []
     what = ""
     names = list(configs)
     for rep in range(args.repeat):
@@ -148,6 +183,8 @@ def main() -> None:
             if "allreduce_us" in record:
                 allreduce.append(record["allreduce_us"])
                 grads = record["gradients"]
+            if "step_ms" in record:
+                steps_ms.append(record["step_ms"])
             print(f"  {name:<24} {record['epoch']:.3f} s  (load {loads[-1]:.2f})", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     steps = -(-args.images // args.batch_size)
@@ -159,8 +196,16 @@ def main() -> None:
     two = med["2 ranks x 1 thread"]
     for other in ("1 process x 1 thread", "1 process x 2 threads"):
         print(f"  2 ranks x 1 thread vs {other}: {med[other] / two:.2f}x")
-    print(f"  Allreduce of {grads} float32 gradients, 2 ranks: "
-          f"{statistics.median(allreduce):.0f} us (median)")
+    ar = statistics.median(allreduce)
+    print(f"  Allreduce of {grads} float32 gradients, 2 ranks: {ar:.0f} us (median)")
+    full, half = (statistics.median(s[str(b)] for s in steps_ms)
+                  for b in (args.batch_size, args.batch_size // 2))
+    pack = statistics.median(s["pack"] for s in steps_ms)
+    print(f"  one process x 1 thread, interleaved: {full:.2f} ms/step at batch "
+          f"{args.batch_size}, {half:.2f} ms/step at batch {args.batch_size // 2}; "
+          f"gradient packing {pack * 1e3:.0f} us")
+    print(f"  expected 2 ranks x 1 thread vs 1 process x 1 thread with 2 idle cores: "
+          f"{full / (half + pack + ar / 1e3):.2f}x")
 
 
 def compare_weights(configs: dict[str, list[str]], env: dict[str, str]) -> None:
