@@ -10,7 +10,11 @@ global batch of 64 in three configurations, interleaved and repeated:
 Reports the median epoch time of each (training only: :func:`cnnext.train.fit`'s
 ``history["time"]``, after a warm-up epoch on 640 images), the speed-ups of
 the 2-rank run, the median time of one in-place ``Allreduce`` of LeNet-5's
-gradients between the 2 ranks, and the load average before each run.
+gradients between the 2 ranks, and the load average before each run.  On a
+busy machine the 2 ranks rarely get 2 cores at once, so it also prints the
+speed-up to expect on 2 idle cores, from times that do not need them: one
+process's step time at the global batch and at half of it (what each rank
+computes), measured interleaved, plus the Allreduce and the gradient packing.
 
 With ``--weights`` it instead compares the weights after the epoch: the
 float32 difference between one process with 1 and with 2 threads (the
