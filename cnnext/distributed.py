@@ -197,6 +197,9 @@ def _abort(status: int) -> None:
             stream.flush()
         except (AttributeError, ValueError, OSError):
             pass
+    # The launcher forwards the ranks' output asynchronously and drops what
+    # is still in flight when the job is torn down: give it a moment.
+    time.sleep(0.25)
     (_comm if _comm is not None else _mpi().COMM_WORLD).Abort(status)
 
 
