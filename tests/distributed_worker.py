@@ -109,6 +109,7 @@ def main():
 
     comm = distributed.init(threads=args.threads, exit_timeout=3.0)
     r = distributed.rank()
+    cores = comm.allgather(sorted(os.sched_getaffinity(0)))
     dtype = np.dtype(args.dtype)
     model = build(args.model, dtype, seed=10 + r)  # different weights: rank 0's must win
     if args.mode == "mismatch":
@@ -158,7 +159,7 @@ def main():
     if r == 0:
         np.savez(args.out, **state)
         with open(args.out + ".json", "w") as fh:
-            json.dump({"history": history, "size": comm.Get_size()}, fh)
+            json.dump({"history": history, "size": comm.Get_size(), "cores": cores}, fh)
 
 
 if __name__ == "__main__":

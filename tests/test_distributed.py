@@ -204,6 +204,12 @@ def test_float64_weights_equal_one_process(tmp_path, ranks, model, optimizer, n)
         assert _max_diff(dict(np.load(f"{out}.rank{r}.npz")), got) == 0
     job = json.load(open(out + ".json"))
     assert job["size"] == ranks
+    ours = sorted(os.sched_getaffinity(0))
+    if ranks <= len(ours):  # each rank pinned to its own share of the cores
+        share = len(ours) // ranks
+        assert job["cores"] == [ours[r * share:(r + 1) * share] for r in range(ranks)]
+    else:  # more ranks than cores: left as the launcher started them
+        assert job["cores"] == [ours] * ranks
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(job["history"][key], hist[key], rtol=1e-12)
 
