@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def _import_torch(fname: str) -> ModuleType:
         raise ImportError(
             f"{fname} needs PyTorch (pip install torch); cnnext itself does not"
         ) from exc
-    return torch
+    return cast("ModuleType", torch)
 
 
 # --------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def _from_torch(m: Any, path: str, torch: ModuleType) -> nn.Module:
         short = None if down is None else _from_torch(down, f"{path}.downsample", torch)
         return nn.Sequential(nn.Residual(block, short), nn.ReLU())
     convert = _CONVERTERS.get(name)
-    if convert is None or not isinstance(m, getattr(tnn, name, ())):
+    if convert is None or type(m) is not getattr(tnn, name, None):
         raise _unsupported(path, m)
     layer = convert(m, path)
     state = {k: v.detach().cpu().numpy() for k, v in m.state_dict().items()}
