@@ -6,36 +6,33 @@ dependency of cnnext).  Weights need neither: a cnnext model's
 ``model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()})``
 moves the weights of a PyTorch model into the matching cnnext model.
 
-The layers that convert, both ways:
+The layers that convert, both ways (cnnext -- PyTorch):
 
-======================================  ======================================
-cnnext                                  PyTorch
-======================================  ======================================
-:class:`~cnnext.nn.Sequential`          ``torch.nn.Sequential``
-:class:`~cnnext.nn.Residual`            a module with children ``block`` (and
-                                        ``shortcut``) computing
-                                        ``block(x) + shortcut(x)`` (what
-                                        :func:`to_torch` makes), or
-                                        torchvision's ``BasicBlock`` /
-                                        ``Bottleneck`` (from PyTorch only)
-:class:`~cnnext.nn.Conv1D`,             ``Conv1d``, ``Conv2d`` (zero padding),
-:class:`~cnnext.nn.Conv2D`,             ``ConvTranspose2d``
-:class:`~cnnext.nn.ConvTranspose2D`
-:class:`~cnnext.nn.Dense`               ``Linear``
-:class:`~cnnext.nn.BatchNorm1D`,        ``BatchNorm1d``, ``BatchNorm2d``
-:class:`~cnnext.nn.BatchNorm2D`
-:class:`~cnnext.nn.ReLU`, ``LeakyReLU``, ``ReLU``, ``LeakyReLU``, ``Sigmoid``,
-``Sigmoid``, ``Tanh``, ``Softmax``      ``Tanh``, ``Softmax``
-:class:`~cnnext.nn.MaxPool1D`,          ``MaxPool1d``, ``MaxPool2d``,
-:class:`~cnnext.nn.MaxPool2D`,          ``AvgPool1d``, ``AvgPool2d``,
-``AvgPool1D``, ``AvgPool2D``,           ``AdaptiveAvgPool2d``,
-``AdaptiveAvgPool2D``,                  ``AdaptiveMaxPool2d`` (without
-``AdaptiveMaxPool2D``                   ``return_indices``)
-:class:`~cnnext.nn.Flatten`             ``Flatten()`` (``start_dim=1``,
-                                        ``end_dim=-1``)
-:class:`~cnnext.nn.Dropout`,            ``Dropout``, ``Identity``
-:class:`~cnnext.nn.Identity`
-======================================  ======================================
+* :class:`~cnnext.nn.Sequential` -- ``torch.nn.Sequential``;
+* :class:`~cnnext.nn.Residual` -- a module with the children ``block``
+  (and ``shortcut``) computing ``block(x) + shortcut(x)`` (what
+  :func:`to_torch` makes); from PyTorch also torchvision's ``BasicBlock``
+  and ``Bottleneck`` (see :func:`from_torch`);
+* :class:`~cnnext.nn.Conv1D`, :class:`~cnnext.nn.Conv2D`,
+  :class:`~cnnext.nn.ConvTranspose2D` -- ``Conv1d``, ``Conv2d``,
+  ``ConvTranspose2d`` (zero padding);
+* :class:`~cnnext.nn.Dense` -- ``Linear``;
+* :class:`~cnnext.nn.BatchNorm1D`, :class:`~cnnext.nn.BatchNorm2D` --
+  ``BatchNorm1d``, ``BatchNorm2d``;
+* :class:`~cnnext.nn.ReLU`, :class:`~cnnext.nn.LeakyReLU`,
+  :class:`~cnnext.nn.Sigmoid`, :class:`~cnnext.nn.Tanh`,
+  :class:`~cnnext.nn.Softmax` -- ``ReLU``, ``LeakyReLU``, ``Sigmoid``,
+  ``Tanh``, ``Softmax``;
+* :class:`~cnnext.nn.MaxPool1D`, :class:`~cnnext.nn.MaxPool2D`,
+  :class:`~cnnext.nn.AvgPool1D`, :class:`~cnnext.nn.AvgPool2D`,
+  :class:`~cnnext.nn.AdaptiveAvgPool2D`,
+  :class:`~cnnext.nn.AdaptiveMaxPool2D` -- ``MaxPool1d``, ``MaxPool2d``,
+  ``AvgPool1d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``,
+  ``AdaptiveMaxPool2d`` (without ``return_indices``);
+* :class:`~cnnext.nn.Flatten` -- ``Flatten()`` (``start_dim=1``,
+  ``end_dim=-1``);
+* :class:`~cnnext.nn.Dropout`, :class:`~cnnext.nn.Identity` --
+  ``Dropout``, ``Identity``.
 
 Anything else raises ``TypeError`` naming the first module that does not
 convert (by its path in the model, as in ``state_dict`` names).

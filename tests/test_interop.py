@@ -381,3 +381,32 @@ def test_interop_needs_torch_only_when_called(monkeypatch):
         interop.to_torch(nn.ReLU())
     with pytest.raises(ImportError, match="needs PyTorch"):
         interop.from_torch(object())
+
+
+def test_worked_example_script(tmp_path):
+    """examples/pytorch_onnx.py (the documentation's worked example) runs and
+    both engines agree."""
+    import importlib.util
+    from pathlib import Path
+
+    for peer in ("torch", "onnx", "onnxruntime"):
+        pytest.importorskip(peer)
+    path = Path(__file__).resolve().parent.parent / "examples" / "pytorch_onnx.py"
+    if not path.exists():
+        pytest.skip("the examples are not shipped with this copy of the tests")
+    spec = importlib.util.spec_from_file_location("pytorch_onnx_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    from_torch_err, onnx_err = example.main(["--out", str(tmp_path), "--seed", "1"])
+    assert from_torch_err <= 1e-5 and onnx_err <= 1e-5
+    assert (tmp_path / "resnet8.onnx").is_file()
+
+
+def test_onnx_is_needed_only_by_export(monkeypatch, tmp_path):
+    import sys
+
+    from cnnext.onnx import export
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ImportError, match=r'pip install "cnnext\[onnx\]"'):
+        export(nn.ReLU(), tmp_path / "m.onnx", (1, 2))

@@ -3,7 +3,6 @@ to cnnext's outputs (float32: 1e-5 relative), for every layer with an ONNX
 form and for the ready-made models; float64 graphs are checked with onnx's
 reference evaluator (ONNX Runtime's CPU convolutions are float32 only).
 Skipped without onnx / onnxruntime."""
-import sys
 
 import numpy as np
 import pytest
@@ -199,9 +198,3 @@ def test_errors_name_the_layer_and_write_nothing(tmp_path):
     with pytest.raises(ValueError, match="opset must be at most"):
         export(nn.ReLU(), path, (1, 2), opset=onnx.defs.onnx_opset_version() + 1)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_onnx_is_needed_only_by_export(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ImportError, match=r'pip install "cnnext\[onnx\]"'):
-        export(nn.ReLU(), tmp_path / "m.onnx", (1, 2))
