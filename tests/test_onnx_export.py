@@ -50,12 +50,19 @@ LAYERS = [
      (1, 2, 6, 7)),
     ("avgpool-ceil-pad", nn.AvgPool2D(3, 2, 1, ceil_mode=True), (1, 2, 6, 7)),
     ("avgpool-divisor", nn.AvgPool2D((3, 2), 2, 1, divisor_override=5), (1, 2, 7, 7)),
+    ("avgpool-divisor-ceil", nn.AvgPool2D(3, 2, 1, ceil_mode=True, divisor_override=-4),
+     (1, 3, 6, 8)),
+    ("avgpool-divisor-ceil-rule", nn.AvgPool2D(2, 2, 1, ceil_mode=True, divisor_override=3),
+     (1, 2, 5, 5)),
     ("maxpool1d", nn.MaxPool1D(3, 2, 1, dilation=2, ceil_mode=True), (2, 3, 10)),
     ("avgpool1d", nn.AvgPool1D(3, 2, 1, ceil_mode=True, count_include_pad=False), (2, 3, 10)),
     ("avgpool1d-ceil-rule", nn.AvgPool1D(2, 2, 1, ceil_mode=True), (2, 3, 5)),
     ("adaptive-avg-bins", nn.AdaptiveAvgPool2D((2, 3)), (2, 3, 8, 9)),
     ("adaptive-max-global", nn.AdaptiveMaxPool2D(1), (2, 3, 8, 9)),
     ("adaptive-max-bins", nn.AdaptiveMaxPool2D((4, None)), (2, 3, 8, 5)),
+    ("adaptive-avg-uneven", nn.AdaptiveAvgPool2D((3, 4)), (2, 3, 7, 10)),
+    ("adaptive-max-uneven", nn.AdaptiveMaxPool2D((5, 2)), (2, 3, 7, 3)),
+    ("adaptive-avg-grow", nn.AdaptiveAvgPool2D((9, 2)), (2, 3, 7, 5)),
     ("conv1d-same-softmax", nn.Sequential(nn.Conv1D(3, 4, 4, padding="same", seed=0),
                                           nn.Flatten(), nn.Dense(40, 5, seed=1),
                                           nn.Softmax(1)), (2, 3, 10)),
@@ -95,6 +102,18 @@ def test_every_layer_runs_in_onnxruntime_as_in_cnnext(ort, tmp_path, name, model
     for n in (shape[0], 3):  # the batch axis is free
         x = rng.standard_normal((n, *shape[1:])).astype(np.float32)
         assert _rel(_ort_run(ort, path, x), model(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 21])
+def test_uneven_adaptive_pools_at_every_opset(ort, tmp_path, opset):
+    """ReduceMean/ReduceMax take their axes as an attribute before opset 18,
+    as an input from 18 on."""
+    rng = np.random.default_rng(5)
+    for layer in (nn.AdaptiveAvgPool2D((3, 4)), nn.AdaptiveMaxPool2D((4, 3))):
+        path = tmp_path / "pool.onnx"
+        export(layer, path, (1, 2, 7, 10), opset=opset)
+        x = rng.standard_normal((2, 2, 7, 10)).astype(np.float32)
+        assert _rel(_ort_run(ort, path, x), layer(x)) <= 1e-5
 
 
 def test_ceil_mode_windows_pytorch_drops_are_cropped(tmp_path):
@@ -180,9 +199,6 @@ def test_errors_name_the_layer_and_write_nothing(tmp_path):
          r"layer 1 \(MaxUnpool2D\) has no ONNX form"),
         (nn.Sequential(nn.Residual(nn.BatchNorm2D(2, track_running_stats=False))),
          (1, 2, 3, 3), ValueError, r"layer 0\.block \(BatchNorm2D.*running statistics"),
-        (nn.AdaptiveAvgPool2D(3), (1, 1, 7, 7), ValueError, r"uneven bins"),
-        (nn.AvgPool2D(2, ceil_mode=True, divisor_override=3), (1, 1, 5, 5), ValueError,
-         r"divisor_override and ceil_mode"),
         (nn.Sequential(nn.Dense(2, 2), nn.Dense(2, 2, dtype=np.float64)), (1, 2), ValueError,
          r"one dtype"),
         (nn.ReLU(), (1, 0), ValueError, r"input_shape\[1\]"),

@@ -43,9 +43,11 @@ def export(
     ``Conv``/``ConvTranspose``, :class:`~cnnext.nn.Dense` ``Gemm``, batch
     normalization (with its running statistics, as in evaluation mode)
     ``BatchNormalization``, max and average pools ``MaxPool``/
-    ``AveragePool`` with all their options, adaptive pools ``GlobalAveragePool``/
-    ``GlobalMaxPool`` (output size 1) or a window pool (input sizes
-    divisible by the output size), :class:`~cnnext.nn.Flatten`
+    ``AveragePool`` with all their options (``divisor_override`` as a
+    window sum divided), adaptive pools ``GlobalAveragePool``/
+    ``GlobalMaxPool`` (output size 1), a window pool (input sizes
+    divisible by the output size) or one reduction per bin,
+    :class:`~cnnext.nn.Flatten`
     ``Flatten``, :class:`~cnnext.nn.Residual` its two branches and
     ``Add``, activations ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``,
     ``Softmax``, and :class:`~cnnext.nn.Dropout`/:class:`~cnnext.nn.Identity`
@@ -84,8 +86,7 @@ def export(
         Naming the first layer (by its path) that has no ONNX form.
     ValueError
         Naming the first layer whose options have no ONNX form (batch
-        normalization without running statistics, an adaptive pool whose
-        bins are uneven, ...), or a bad argument.
+        normalization without running statistics), or a bad argument.
 
     Notes
     -----
@@ -127,7 +128,7 @@ def export(
         )
     dtype = _model_dtype(fname, model)
     V.check_alloc(fname, shape, dtype.itemsize, what="input")
-    graph = _Graph(onnx, dtype)
+    graph = _Graph(onnx, dtype, opset)
     modes = [(m, m.training) for m in _modules(model)]
     try:
         model.eval()
@@ -167,9 +168,10 @@ def _layer_error(path: str, layer: nn.Module, why: str) -> ValueError:
 class _Graph:
     """The nodes and initializers of the graph being built."""
 
-    def __init__(self, onnx: ModuleType, dtype: np.dtype[Any]) -> None:
+    def __init__(self, onnx: ModuleType, dtype: np.dtype[Any], opset: int) -> None:
         self.onnx = onnx
         self.dtype = dtype
+        self.opset = opset
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.names: set[str] = {"input"}
@@ -183,9 +185,10 @@ class _Graph:
         self.names.add(name)
         return name
 
-    def const(self, name: str, value: npt.ArrayLike) -> str:
-        """An initializer named ``name`` (made unique) holding ``value``."""
-        name = self._unique(name)
+    def const(self, path: str, key: str, value: npt.ArrayLike) -> str:
+        """An initializer holding ``value``, named ``"<path>.<key>"`` (as in
+        ``state_dict``; made unique)."""
+        name = self._unique(f"{path}.{key}" if path else key)
         self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(value), name))
         return name
 
@@ -265,17 +268,17 @@ def _conv(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape) -> s
     k, s, d = _pair(layer.kernel_size, n), _pair(layer.stride, n), _pair(layer.dilation, n)
     pad = layer.padding if isinstance(layer.padding, str) else _pair(layer.padding, n)
     before, extra = V.resolve_padding("export", pad, s, k, d)
-    inputs = [x, g.const(f"{path}.weight", layer.weight)]
+    inputs = [x, g.const(path, "weight", layer.weight)]
     if layer.bias is not None:
-        inputs.append(g.const(f"{path}.bias", layer.bias))
+        inputs.append(g.const(path, "bias", layer.bias))
     return g.node(path, "Conv", inputs, kernel_shape=k, strides=s, dilations=d,
                   group=layer.groups, pads=list(before) + [b + e for b, e in zip(before, extra)])
 
 
 def _conv_transpose(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape) -> str:
-    inputs = [x, g.const(f"{path}.weight", layer.weight)]
+    inputs = [x, g.const(path, "weight", layer.weight)]
     if layer.bias is not None:
-        inputs.append(g.const(f"{path}.bias", layer.bias))
+        inputs.append(g.const(path, "bias", layer.bias))
     p = list(layer.padding)
     return g.node(path, "ConvTranspose", inputs, kernel_shape=list(layer.kernel_size),
                   strides=list(layer.stride), dilations=list(layer.dilation),
@@ -283,9 +286,9 @@ def _conv_transpose(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _S
 
 
 def _dense(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape) -> str:
-    inputs = [x, g.const(f"{path}.weight", layer.weight)]
+    inputs = [x, g.const(path, "weight", layer.weight)]
     if layer.bias is not None:
-        inputs.append(g.const(f"{path}.bias", layer.bias))
+        inputs.append(g.const(path, "bias", layer.bias))
     return g.node(path, "Gemm", inputs, transB=1)
 
 
@@ -297,9 +300,9 @@ def _batch_norm(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape
     c = layer.num_features
     scale = layer.weight if layer.affine else np.ones(c, g.dtype)
     shift = layer.bias if layer.affine else np.zeros(c, g.dtype)
-    inputs = [x, g.const(f"{path}.weight", scale), g.const(f"{path}.bias", shift),
-              g.const(f"{path}.running_mean", layer.running_mean),
-              g.const(f"{path}.running_var", layer.running_var)]
+    inputs = [x, g.const(path, "weight", scale), g.const(path, "bias", shift),
+              g.const(path, "running_mean", layer.running_mean),
+              g.const(path, "running_var", layer.running_var)]
     return g.node(path, "BatchNormalization", inputs, epsilon=layer.eps)
 
 
@@ -311,9 +314,9 @@ def _crop(g: _Graph, path: str, y: str, onnx_shape: list[int], ys: _Shape) -> st
         return y
     ends = [ys[a] for a in axes]
     starts = [0] * len(axes)
-    return g.node(path, "Slice", [y, g.const(f"{path}.starts", np.array(starts, np.int64)),
-                                  g.const(f"{path}.ends", np.array(ends, np.int64)),
-                                  g.const(f"{path}.axes", np.array(axes, np.int64))])
+    return g.node(path, "Slice", [y, g.const(path, "starts", np.array(starts, np.int64)),
+                                  g.const(path, "ends", np.array(ends, np.int64)),
+                                  g.const(path, "axes", np.array(axes, np.int64))])
 
 
 def _pool(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape) -> str:
@@ -333,31 +336,60 @@ def _pool(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape) -> s
         y = g.node(path, "MaxPool", [x], dilations=d, **attrs)
         return _crop(g, path, y, onnx_shape, ys)
     div = getattr(layer, "divisor_override", None)
-    if div is not None and layer.ceil_mode:
-        raise _layer_error(path, layer, "has both divisor_override and ceil_mode, which "
-                                        "ONNX's AveragePool cannot express")
-    y = g.node(path, "AveragePool", [x], count_include_pad=int(layer.count_include_pad
-                                                               or div is not None), **attrs)
-    y = _crop(g, path, y, onnx_shape, ys)
-    if div is None:
-        return y
-    return g.node(path, "Mul", [y, g.const(f"{path}.scale",
-                                           np.array(math.prod(k) / div, g.dtype))])
+    if div is not None:
+        return _window_sum(g, path, x, xs, ys, k, s, p, div)
+    y = g.node(path, "AveragePool", [x], count_include_pad=int(layer.count_include_pad),
+               **attrs)
+    return _crop(g, path, y, onnx_shape, ys)
+
+
+def _window_sum(g: _Graph, path: str, x: str, xs: _Shape, ys: _Shape, k: list[int],
+                s: list[int], p: list[int], div: int) -> str:
+    """An average pool with ``divisor_override``: each window's sum (a
+    depthwise convolution with a kernel of ones over the zero-padded input,
+    padded at the end as far as PyTorch's last window reaches) divided by
+    ``div``."""
+    n = len(k)
+    end = [max(p[i], (ys[2 + i] - 1) * s[i] + k[i] - xs[2 + i] - p[i]) for i in range(n)]
+    ones = g.const(path, "ones", np.ones((xs[1], 1, *k), g.dtype))
+    y = g.node(path, "Conv", [x, ones], kernel_shape=k, strides=s, pads=p + end,
+               group=xs[1])
+    return g.node(path, "Div", [y, g.const(path, "divisor", np.array(div, g.dtype))])
 
 
 def _adaptive(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape) -> str:
+    """A global pool (output 1x1), a window pool (even bins), else each axis
+    in turn: one reduction per bin (PyTorch's bins ``[floor(i*H/OH),
+    ceil((i+1)*H/OH))``), concatenated.  Averages of averages over equal-size
+    rows are the average over the rectangle, and a max is a max of maxes."""
     kind = "Max" if isinstance(layer, nn.AdaptiveMaxPool2D) else "Average"
     if len(xs) != 4:
         raise _layer_error(path, layer, f"got a {len(xs)}-D input; the export needs "
                                         f"(N, C, H, W)")
     if ys[2:] == (1, 1):
         return g.node(path, f"Global{kind}Pool", [x])
-    if any(i % o for i, o in zip(xs[2:], ys[2:])):
-        raise _layer_error(path, layer, f"maps {xs[2:]} to {ys[2:]}: uneven bins, which no "
-                                        f"ONNX pool computes (export with an input size "
-                                        f"divisible by the output size)")
-    k = [i // o for i, o in zip(xs[2:], ys[2:])]
-    return g.node(path, f"{kind}Pool", [x], kernel_shape=k, strides=k)
+    if not any(i % o for i, o in zip(xs[2:], ys[2:])):
+        k = [i // o for i, o in zip(xs[2:], ys[2:])]
+        return g.node(path, f"{kind}Pool", [x], kernel_shape=k, strides=k)
+    reduce = "ReduceMax" if kind == "Max" else "ReduceMean"
+    for axis in (2, 3):
+        size, out = xs[axis], ys[axis]
+        if size == out:
+            continue
+        parts = []
+        for i in range(out):
+            start, end = (i * size) // out, -(-((i + 1) * size) // out)
+            part = g.node(path, "Slice", [
+                x, g.const(path, "starts", np.array([start], np.int64)),
+                g.const(path, "ends", np.array([end], np.int64)),
+                g.const(path, "axes", np.array([axis], np.int64))])
+            if g.opset >= 18:  # the axes became an input
+                axes = g.const(path, "reduce_axes", np.array([axis], np.int64))
+                parts.append(g.node(path, reduce, [part, axes], keepdims=1))
+            else:
+                parts.append(g.node(path, reduce, [part], axes=[axis], keepdims=1))
+        x = g.node(path, "Concat", parts, axis=axis)
+    return x
 
 
 def _simple(op: str) -> Any:
