@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from .. import _io, nn
+from .. import __version__, _io, nn
 from .. import _validate as V
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class _Graph:
         self.opset = opset
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
-        self.names: set[str] = {"input"}
+        self.names: set[str] = {"input", "output"}
 
     # -- helpers ------------------------------------------------------------
 
@@ -236,6 +236,7 @@ class _Graph:
         if out == "input":  # a model that returns its input
             out = self.node("", "Identity", ["input"])
         for node in self.nodes:  # the last tensor is named "output"
+            node.input[:] = ["output" if i == out else i for i in node.input]
             node.output[:] = ["output" if o == out else o for o in node.output]
         elem = helper.np_dtype_to_tensor_dtype(self.dtype)
         batch: list[int | str] = ["batch"] if dynamic_batch else [in_shape[0]]
@@ -243,8 +244,6 @@ class _Graph:
         outp = helper.make_tensor_value_info("output", elem, batch + list(y.shape[1:]))
         graph = helper.make_graph(self.nodes, "cnnext", [inp], [outp], self.inits)
         opsets = [helper.make_opsetid("", opset)]
-        from .. import __version__
-
         return helper.make_model(
             graph, opset_imports=opsets, producer_name="cnnext", producer_version=__version__,
             ir_version=onnx.helper.find_min_ir_version_for(opsets),
