@@ -35,7 +35,7 @@ def import_onnx(fname: str) -> ModuleType:
 
 def export(
     model: nn.Module, path: StrPath, input_shape: Sequence[int], opset: int = DEFAULT_OPSET,
-    *, dynamic_batch: bool = True,
+    *, dynamic_batch: bool = True, dtype: npt.DTypeLike | None = None,
 ) -> None:
     """Write ``model`` (evaluation mode) to ``path`` as an ONNX model.
 
@@ -73,6 +73,9 @@ def export(
     dynamic_batch : bool
         Make the batch axis a named, free dimension (``"batch"``); else it
         is fixed to ``input_shape[0]``.
+    dtype : float32, float64 or None
+        The graph's dtype: None for the parameters' (float32 for a model
+        without parameters).  A model with parameters must have this dtype.
 
     Returns
     -------
@@ -126,7 +129,7 @@ def export(
             f"{fname}: opset must be at most {top} (the newest the installed onnx "
             f"{onnx.__version__} knows), got {opset}"
         )
-    dtype = _model_dtype(fname, model)
+    dtype = _model_dtype(fname, model, None if dtype is None else V.float_dtype(fname, dtype))
     V.check_alloc(fname, shape, dtype.itemsize, what="input")
     graph = _Graph(onnx, dtype, opset)
     modes = [(m, m.training) for m in _modules(model)]
@@ -151,13 +154,21 @@ def _modules(model: nn.Module) -> list[nn.Module]:
     return out
 
 
-def _model_dtype(fname: str, model: nn.Module) -> np.dtype[Any]:
+def _model_dtype(
+    fname: str, model: nn.Module, dtype: np.dtype[Any] | None
+) -> np.dtype[Any]:
+    """The graph's dtype: ``dtype``, or the parameters' (float32 without
+    parameters); ValueError when the parameters disagree with it or among
+    themselves."""
     dtypes = sorted({str(a.dtype) for n, a in model.state_dict().items()
                      if not n.endswith("num_batches_tracked")})
-    if len(dtypes) > 1:
+    if len(dtypes) > 1 or (dtype is not None and dtypes and dtypes != [str(dtype)]):
         raise ValueError(
-            f"{fname}: the model's parameters must all have one dtype, got {dtypes}"
+            f"{fname}: the model's parameters must all have one dtype"
+            + ("" if dtype is None else f", {dtype}") + f"; got {dtypes}"
         )
+    if dtype is not None:
+        return dtype
     return np.dtype(dtypes[0] if dtypes else np.float32)
 
 
@@ -299,10 +310,14 @@ def _batch_norm(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape
     c = layer.num_features
     scale = layer.weight if layer.affine else np.ones(c, g.dtype)
     shift = layer.bias if layer.affine else np.zeros(c, g.dtype)
+    # ONNX's float attributes are float32: the rest of eps goes into the variance
+    # (exact in float64, nothing in float32).
+    eps32 = float(np.float32(layer.eps))
+    var = layer.running_var + np.asarray(layer.eps - eps32, g.dtype)
     inputs = [x, g.const(path, "weight", scale), g.const(path, "bias", shift),
               g.const(path, "running_mean", layer.running_mean),
-              g.const(path, "running_var", layer.running_var)]
-    return g.node(path, "BatchNormalization", inputs, epsilon=layer.eps)
+              g.const(path, "running_var", var)]
+    return g.node(path, "BatchNormalization", inputs, epsilon=eps32)
 
 
 def _crop(g: _Graph, path: str, y: str, onnx_shape: list[int], ys: _Shape) -> str:
@@ -398,6 +413,16 @@ def _simple(op: str) -> Any:
     return emit
 
 
+def _leaky_relu(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape) -> str:
+    """``LeakyRelu``, whose float32 ``alpha`` attribute holds the slope, or
+    ``PRelu`` with the slope as a tensor of the model's dtype (float64
+    slopes that float32 does not hold exactly)."""
+    alpha = layer.alpha
+    if g.dtype == np.float32 or float(np.float32(alpha)) == alpha:
+        return g.node(path, "LeakyRelu", [x], alpha=alpha)
+    return g.node(path, "PRelu", [x, g.const(path, "slope", np.array([alpha], g.dtype))])
+
+
 def _flatten(g: _Graph, layer: Any, path: str, x: str, xs: _Shape, ys: _Shape) -> str:
     return g.node(path, "Flatten", [x], axis=1)
 
@@ -421,8 +446,7 @@ _EMITTERS: dict[type, Any] = {
     nn.Tanh: _simple("Tanh"),
     nn.Dropout: _simple("Identity"),
     nn.Identity: _simple("Identity"),
-    nn.LeakyReLU: lambda g, layer, path, x, xs, ys: g.node(path, "LeakyRelu", [x],
-                                                           alpha=layer.alpha),
+    nn.LeakyReLU: _leaky_relu,
     nn.Softmax: lambda g, layer, path, x, xs, ys: g.node(path, "Softmax", [x],
                                                          axis=layer.axis),
 }
