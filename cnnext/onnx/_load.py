@@ -252,6 +252,11 @@ class _Window:
                 raise _bad(f"{at.op}: {name} must be >= 1, got {v}")
         if self.pads is not None and any(p < 0 for p in self.pads):
             raise _bad(f"{at.op}: pads must be >= 0, got {self.pads}")
+        if pool and self.pads is not None and self.kernel is not None and (
+                len(self.pads) != 2 * len(self.kernel)
+                or any(p >= k for p, k in zip(self.pads, 2 * self.kernel))):
+            raise _bad(f"{at.op}: pads must have 2 entries per kernel axis, each smaller than "
+                       f"the kernel: pads {self.pads}, kernel_shape {self.kernel}")
 
     def geometry(self, size: Sequence[int], kernel: Sequence[int], ceil_mode: bool = False,
                  ) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
@@ -892,8 +897,8 @@ class _Value:
                 raise _bad(f"{where} {vi.name!r} has no type")
             return
         if kind != "tensor_type":
-            raise _unsupported(f"{where} {vi.name!r} is a {kind.replace('_type', '')}, not a "
-                               "tensor")
+            raise _unsupported(f"{where} {vi.name!r} has {kind.replace('_type', '')} type "
+                               "(cnnext runs graphs of tensors only)")
         tt = vi.type.tensor_type
         if tt.elem_type:
             self.dtype = _dtype(tt.elem_type, f"{where} {vi.name!r}")
