@@ -290,8 +290,11 @@ class _Window:
         return s, d, pb, pe, out
 
 
-def _pair(v: Sequence[int]) -> tuple[int, int]:
-    return int(v[0]), int(v[1])
+def _pair(v: Sequence[int]) -> int | tuple[int, int]:
+    """A 2-D option as cnnext takes it: one int when both axes agree (the
+    functional API's fast path), else the pair."""
+    h, w = int(v[0]), int(v[1])
+    return h if h == w else (h, w)
 
 
 def _is_float(a: Array) -> bool:
@@ -312,6 +315,7 @@ def _conv(at: _Attrs, const: list[Array | None]) -> Step:
     group = at.integer("group", 1)
     if group < 1:
         raise _bad(f"Conv: group must be >= 1, got {group}")
+    plans: dict[tuple[tuple[int, ...], tuple[int, ...]], Any] = {}
 
     def run(v: list[Array | None]) -> list[Array | None]:
         x, w, b = v[0], v[1], v[2] if len(v) > 2 else None
@@ -324,14 +328,18 @@ def _conv(at: _Attrs, const: list[Array | None]) -> Step:
         if win.kernel is not None and list(win.kernel) != kernel:
             raise ValueError(f"cnnext.onnx: Conv kernel_shape {win.kernel} does not match the "
                              f"weight's {kernel}")
-        s, d, pb, pe, _ = win.geometry(x.shape[2:], kernel)
+        key = (x.shape, w.shape)
+        geo = plans.get(key)
+        if geo is None:
+            geo = plans[key] = win.geometry(x.shape[2:], kernel)
+        s, d, pb, pe, _ = geo
         if n == 1:
             x, w = x[:, :, None, :], w[:, :, None, :]
             s, d, pb, pe = [1, *s], [1, *d], [0, *pb], [0, *pe]
         if pb != pe:
-            x, pad = _pad(x, pb, pe), (0, 0)
+            x, pad = _pad(x, pb, pe), _pair((0, 0))
         else:
-            pad = (pb[0], pb[1])
+            pad = _pair(pb)
         y = F.conv2d(x, w, b, _pair(s), pad, _pair(d), group)
         return [y[:, :, 0, :] if n == 1 else y]
 
@@ -463,11 +471,12 @@ def _max_pool(at: _Attrs, const: list[Array | None]) -> Step:
         if n <= 2 and _is_float(x) and pb == pe and all(2 * p <= k for p, k in zip(pb, kernel)):
             k2, s2, d2 = ([1] * (2 - n) + list(a) for a in (kernel, s, d))
             p2 = [0] * (2 - n) + list(pb)
-            x2 = x.reshape(*x.shape[:2], *([1] * (2 - n)), *x.shape[2:])
+            x2 = x if n == 2 else x.reshape(*x.shape[:2], 1, *x.shape[2:])
+            if not want_idx:
+                y = F.max_pool2d(x2, _pair(k2), _pair(s2), _pair(p2), _pair(d2), ceil)
+                return [y.reshape(*x.shape[:2], *out)]
             y, i = F.max_pool2d(x2, _pair(k2), _pair(s2), _pair(p2), _pair(d2), ceil, True)
             y = y.reshape(*x.shape[:2], *out)
-            if not want_idx:
-                return [y]
             i = i.reshape(y.shape)
             sp = x.shape[2:]
             coords = [i // sp[1], i % sp[1]] if n == 2 else [i]
@@ -613,6 +622,9 @@ def _gemm(at: _Attrs, const: list[Array | None]) -> Step:
         a2 = a.T if ta else a
         if _is_float(a) and a.dtype == b.dtype:
             w = w_const if w_const is not None else (b if tb else b.T)
+            if (alpha == 1.0 and beta == 1.0 and c is not None and c.dtype == a.dtype
+                    and c.size == w.shape[0] and c.shape[-1:] == (c.size,) and c.ndim <= 2):
+                return [F.linear(a2, w, c.reshape(-1))]  # the common case: a bias vector
             y = F.linear(a2, w)
         else:
             y = a2 @ (b.T if tb else b)
