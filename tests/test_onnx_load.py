@@ -4,6 +4,7 @@ the backend interface, and the rejection of malformed or hostile files.
 Skipped without the ``onnx`` package (the PyTorch round trips also need
 torch).
 """
+import doctest
 import os
 import sys
 
@@ -336,6 +337,10 @@ def test_unsupported_names_what():
     with pytest.raises(UnsupportedModelError, match="opset 6"):
         cnnext.onnx.load(_model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x")], [_vi("y")],
                                 opset=6))
+    unpool = _model([helper.make_node("MaxUnpool", ["x", "x"], ["y"], kernel_shape=[2, 2])],
+                    [_vi("x")], [_vi("y")], opset=8)
+    with pytest.raises(ValueError, match="'MaxUnpool' is not defined at opset 8"):
+        cnnext.onnx.load(unpool)
     wrong = _model([helper.make_node("Conv", ["x", "x"], ["y"], group=2.0)], [_vi("x")],
                    [_vi("y")])
     with pytest.raises(ValueError, match="'group' must be INT"):
@@ -396,3 +401,19 @@ def test_loading_never_writes_outside(tmp_path):
     path = _external_model(tmp_path, "w.bin")
     cnnext.onnx.load(path)
     assert set(os.listdir(tmp_path)) == before | {"w.bin", "m.onnx"}
+
+
+def test_docstring_examples():
+    import cnnext.onnx._load as mod
+    res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0
+
+
+def test_operator_versions_newer_than_known_are_refused(monkeypatch):
+    import cnnext.onnx._load as mod
+    monkeypatch.setitem(mod._VERSIONS, "Relu", 6)
+    relu = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x")], [_vi("y")], opset=14)
+    with pytest.raises(UnsupportedModelError, match="version 14, newer than the version 6"):
+        cnnext.onnx.load(relu)
+    cnnext.onnx.load(_model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x")], [_vi("y")],
+                            opset=12))

@@ -31,7 +31,17 @@ __all__ = ["MAX_TENSOR_BYTES", "OnnxModel", "UnsupportedModelError", "load"]
 #: allocated.  ``load(..., max_tensor_bytes=...)`` changes it per call.
 MAX_TENSOR_BYTES = 1 << 31
 _MAX_RANK = 16
-_MIN_OPSET, _MAX_OPSET = 7, 25
+_MIN_OPSET = 7
+# The newest version of each operator whose definition cnnext implements (an
+# operator's version is the opset that last changed it): a model whose opset
+# resolves an operator to a newer definition is refused, not guessed at.
+_VERSIONS = {
+    "Conv": 22, "ConvTranspose": 22, "MaxPool": 22, "AveragePool": 22,
+    "GlobalAveragePool": 22, "GlobalMaxPool": 22, "MaxUnpool": 22, "Gemm": 13, "MatMul": 13,
+    "Add": 14, "Mul": 14, "Relu": 14, "LeakyRelu": 16, "Sigmoid": 13, "Tanh": 13,
+    "Softmax": 13, "LogSoftmax": 13, "Flatten": 25, "Reshape": 25, "BatchNormalization": 15,
+    "Dropout": 22, "Identity": 25, "Constant": 25,
+}
 _INSTALL = 'reading ONNX models needs the onnx package: pip install "cnnext[onnx]"'
 
 Array = npt.NDArray[Any]
@@ -1061,10 +1071,18 @@ def _opset(m: Any) -> int:
         if m.opset_import:
             raise _unsupported("the model imports no default-domain (ai.onnx) opset")
         version = 1
-    if not _MIN_OPSET <= version <= _MAX_OPSET:
+    if version < _MIN_OPSET:
         raise _unsupported(f"opset {version} of the default domain (supported: "
-                           f"{_MIN_OPSET} to {_MAX_OPSET})")
+                           f"{_MIN_OPSET} and later)")
     return version
+
+
+def _since(onnx: ModuleType, op: str, opset: int) -> int:
+    """The version of ``op``'s definition in effect at ``opset``."""
+    try:
+        return int(onnx.defs.get_schema(op, opset, "").since_version)
+    except onnx.defs.SchemaError:
+        raise _bad(f"operator {op!r} is not defined at opset {opset}") from None
 
 
 def _order(nodes: Sequence[Any], known: set[str]) -> list[Any]:
@@ -1144,7 +1162,8 @@ def load(model: str | os.PathLike[str] | bytes | Any, *,
 
     Examples
     --------
-    >>> import numpy as np, onnx
+    >>> import numpy as np
+    >>> import cnnext.onnx
     >>> from onnx import helper, TensorProto
     >>> g = helper.make_graph(
     ...     [helper.make_node("Relu", ["x"], ["y"])], "g",
@@ -1192,6 +1211,11 @@ def load(model: str | os.PathLike[str] | bytes | Any, *,
             raise _unsupported(f"operator {node.op_type!r} (node {_label(node)}) is not "
                                f"supported; supported: {', '.join(sorted(_OPS))}")
         allowed, build = _OPS[node.op_type]
+        since = _since(onnx, node.op_type, opset)
+        if since > _VERSIONS[node.op_type]:
+            raise _unsupported(f"operator {node.op_type!r} (node {_label(node)}) at opset "
+                               f"{opset} is version {since}, newer than the version "
+                               f"{_VERSIONS[node.op_type]} cnnext implements")
         ins, outs = list(node.input), list(node.output)
         need = _REQUIRED.get(node.op_type, 1)
         if len(ins) < need or any(not n for n in ins[:need]) or len(ins) > _MAX_INPUTS.get(

@@ -20,6 +20,7 @@ import numpy as np
 from ._load import _CODES, _INSTALL, OnnxModel, load
 
 try:
+    import onnx
     from onnx import helper
     from onnx.backend.base import Backend, BackendRep
 except ImportError as e:  # pragma: no cover - exercised without onnx
@@ -80,10 +81,8 @@ class CnnextBackend(Backend):  # type: ignore[misc]
         """Run one NodeProto on ``inputs`` (arrays for its inputs, in order).
 
         ``opset_version`` (keyword) selects the default-domain opset
-        (default: the newest cnnext supports).
+        (default: the newest the installed onnx package knows).
         """
-        from ._load import _MAX_OPSET
-
         arrays = [np.asarray(a) for a in inputs]
         names = [n for n in node.input]
         if len(arrays) > len(names):
@@ -100,7 +99,7 @@ class CnnextBackend(Backend):  # type: ignore[misc]
             feeds[name] = a
         outs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
         graph = helper.make_graph([node], "node", vis, outs)
-        opset = int(kwargs.get("opset_version", _MAX_OPSET))
+        opset = int(kwargs.get("opset_version", onnx.defs.onnx_opset_version()))
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         return CnnextRep(load(model)).run(feeds)
 
