@@ -4,6 +4,6 @@
 :func:`load` builds a runnable model from an ONNX file; the
 :mod:`cnnext.onnx.backend` module implements ONNX's backend interface.
 """
-from ._load import UnsupportedModelError, load
+from ._load import OnnxModel, UnsupportedModelError, load
 
-__all__ = ["UnsupportedModelError", "load"]
+__all__ = ["OnnxModel", "UnsupportedModelError", "load"]
