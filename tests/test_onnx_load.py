@@ -417,3 +417,19 @@ def test_operator_versions_newer_than_known_are_refused(monkeypatch):
         cnnext.onnx.load(relu)
     cnnext.onnx.load(_model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x")], [_vi("y")],
                             opset=12))
+
+
+def test_relu_overwrites_only_what_nothing_else_reads():
+    rng = np.random.default_rng(10)
+    w = numpy_helper.from_array(rng.standard_normal((2, 2, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Relu", ["c"], ["r"]),         # c is a graph output: kept
+             helper.make_node("Conv", ["x", "w"], ["d"]),
+             helper.make_node("Relu", ["d"], ["s"]),         # d read only here: overwritten
+             helper.make_node("Relu", ["x"], ["t"])]         # x is the caller's: kept
+    m = _model(nodes, [_vi("x")], [_vi("c"), _vi("r"), _vi("s"), _vi("t")], [w])
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    x0 = x.copy()
+    got = _agree(m, {"x": x})
+    assert (got["c"] < 0).any() and (got["s"] >= 0).all()
+    np.testing.assert_array_equal(x, x0)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from .. import _config, _eltwise, _plan
 from .. import functional as F
 
 if TYPE_CHECKING:
@@ -697,6 +698,17 @@ def _unary(f: Callable[[Array], Array], g: Callable[[Array], Array]) -> Callable
     return build
 
 
+def _relu_in_place(x: Array) -> Array:
+    """``relu`` overwriting ``x``, an intermediate result nothing else reads
+    (the executor owns it): the compiled kernel with out = x, no new array."""
+    if (x.dtype not in (np.float32, np.float64) or not x.flags.c_contiguous
+            or not x.flags.writeable or not _config.compiled_backend()):
+        return F.relu(x)
+    flat = x.reshape(-1)
+    _eltwise.relu(flat, flat, _plan.threads_for(x.size, _plan.PARALLEL_MIN_ELEMENTS))
+    return x
+
+
 def _leaky_relu(at: _Attrs, const: list[Array | None]) -> Step:
     alpha = at.real("alpha", 0.01)
 
@@ -1231,4 +1243,32 @@ def load(model: str | os.PathLike[str] | bytes | Any, *,
     for name in outputs:
         if name not in known:
             raise _bad(f"graph output {name!r} is not computed by any node")
+    _relus_in_place(nodes, steps, set(outputs))
     return OnnxModel(inputs, outputs, steps, consts, opset)
+
+
+# Operators whose outputs are always new arrays (never views of an input).
+_FRESH = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
+          "GlobalMaxPool", "MaxUnpool", "Gemm", "MatMul", "Add", "Mul", "BatchNormalization"}
+
+
+def _relus_in_place(nodes: Sequence[Any], steps: list[tuple[Step, list[str], list[str]]],
+                    outputs: set[str]) -> None:
+    """Let each Relu overwrite its input when that is a new array of a node
+    no one else reads (a convolution's output, typically)."""
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    fresh = {o for node in nodes if node.op_type in _FRESH for o in node.output[:1]}
+    for i, node in enumerate(nodes):
+        src = node.input[0] if node.input else ""
+        if (node.op_type == "Relu" and src in fresh and readers[src] == 1
+                and src not in outputs):
+            steps[i] = (_relu_step, steps[i][1], steps[i][2])
+
+
+def _relu_step(v: list[Array | None]) -> list[Array | None]:
+    x = v[0]
+    assert x is not None
+    return [_relu_in_place(x)]
