@@ -356,7 +356,7 @@ def test_select_cases_patterns():
                                                  + onnx_names)
     assert names("seed-mnist") == ["seed-mnist"]
     assert names("lenet") == ["lenet-conv1", "lenet-conv2", "lenet5-train", "onnx-lenet5-b1",
-                              "onnx-lenet5-b64"]
+                              "onnx-lenet5-b64", "onnx-mobilenet-b1", "onnx-mobilenet-b64"]
     assert names("onnx") == onnx_names
     assert names("*-3x3") == ["cifar-3x3", "resnet-3x3"]
     assert names("avgpool,strided") == ["strided", "avgpool-2x2"]

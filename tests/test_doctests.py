@@ -31,9 +31,10 @@ MODULES = (
     "compat",
     "bench",
     "viz",
+    "onnx",
 )
 # Optional third-party packages a module's examples need.
-NEEDS = {"viz": "matplotlib"}
+NEEDS = {"viz": "matplotlib", "onnx": "onnx"}
 
 
 def _modules(modname):

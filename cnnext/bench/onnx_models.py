@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import get_num_threads, models
+from .._config import get_num_threads
 from .harness import Peer
-from .twin import torch_twin
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -74,6 +73,9 @@ def build_onnx_peers(
         return {"cnnext": Peer(None, "needs the onnx package"),
                 "onnxruntime": Peer(None, "needs the onnx package"),
                 "pytorch": Peer(None, "needs the onnx package")}
+    from .. import models  # (imported here: importing cnnext.bench stays cheap)
+    from .twin import torch_twin
+
     model = getattr(models, _MODELS[short])(seed=int(rng.integers(1 << 31)))
     model.eval()
     twin = torch_twin(model, torch)

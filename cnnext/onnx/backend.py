@@ -1,14 +1,21 @@
 """cnnext as an ONNX backend (``onnx.backend.base.Backend``).
 
 Runs ONNX models and single nodes on the CPU with cnnext's kernels, through
-:func:`cnnext.onnx.load`; the interface ONNX's own test runner drives::
+:func:`cnnext.onnx.load`; the interface ONNX's own test runner drives:
+``prepare(model)`` loads a model once, ``rep.run(inputs)`` returns its
+outputs in graph order.  Importing this module needs the ``onnx`` package
+(``pip install "cnnext[onnx]"``).
 
-    from cnnext.onnx import backend
-    rep = backend.prepare(model)          # load once
-    outputs = rep.run([x])                # outputs in graph order
-
-Importing this module needs the ``onnx`` package (``pip install
-"cnnext[onnx]"``).
+Examples
+--------
+>>> import numpy as np
+>>> from onnx import helper
+>>> from cnnext.onnx import backend
+>>> backend.supports_device("CPU")
+True
+>>> relu = helper.make_node("Relu", ["x"], ["y"])
+>>> backend.run_node(relu, [np.array([-1.0, 2.0], dtype=np.float32)])
+(array([0., 2.], dtype=float32),)
 """
 from __future__ import annotations
 
