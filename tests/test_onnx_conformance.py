@@ -28,7 +28,6 @@ OPERATORS = frozenset(
 UNSUPPORTED = {
     "test_batchnorm_example_training_mode": "training_mode=1 is not supported",
     "test_batchnorm_epsilon_training_mode": "training_mode=1 is not supported",
-    "test_convtranspose_3d": "ConvTranspose on 3-D spatial input",
     "test_training_dropout": "training_mode=True with a nonzero ratio",
     "test_training_dropout_default": "training_mode=True with a nonzero ratio",
     "test_training_dropout_default_mask": "training_mode=True with a nonzero ratio",

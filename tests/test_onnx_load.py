@@ -105,6 +105,48 @@ def test_conv_transpose(geom):
     _agree(m, {"x": rng.standard_normal(xs).astype(np.float32)})
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_3d_and_float16_convolutions_in_numpy(op, dtype):
+    rng = np.random.default_rng(11)
+    # (the reference evaluator adds a grouped ConvTranspose's bias wrongly: 1 group there)
+    group, ws, nb = (2, (4, 2, 2, 3, 2), 4) if op == "Conv" else (1, (4, 2, 2, 3, 2), 2)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(nb).astype(dtype)
+    node = helper.make_node(op, ["x", "w", "b"], ["y"], group=group, strides=[2, 1, 2],
+                            dilations=[1, 2, 1], pads=[1, 0, 1, 0, 2, 1])
+    code = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.DOUBLE
+    m = _model([node], [helper.make_tensor_value_info("x", code, None)],
+               [helper.make_tensor_value_info("y", code, None)],
+               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    x = rng.standard_normal((2, 4, 5, 7, 6)).astype(dtype)
+    tol = 2e-2 if dtype == np.float16 else 1e-12
+    _agree(m, {"x": x}, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_grouped_3d_numpy_path_matches_the_2d_kernels(op):
+    # depth-1 kernel taps: each depth slice is the 2-D op (the compiled kernel)
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal((4, 2, 1, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    x = rng.standard_normal((2, 4, 3, 6, 5)).astype(np.float32)
+    attrs = dict(group=2, strides=[2, 3], pads=[1, 0, 1, 1])
+
+    def run(xx, ww):
+        node = helper.make_node(op, ["x", "w", "b"], ["y"], **{
+            k: (v if k == "group" else [1, *v] if k == "strides" else [0, *v[:2], 0, *v[2:]])
+            for k, v in attrs.items()} if ww.ndim == 5 else attrs)
+        m = _model([node], [_vi("x")], [_vi("y")],
+                   [numpy_helper.from_array(ww, "w"), numpy_helper.from_array(b, "b")])
+        return cnnext.onnx.load(m)(xx)
+
+    y3 = run(x, w)
+    for depth in range(x.shape[2]):
+        np.testing.assert_allclose(y3[:, :, depth], run(x[:, :, depth], w[:, :, 0]),
+                                   rtol=1e-5, atol=1e-5)
+
+
 POOLS = [  # attributes shared by MaxPool and AveragePool
     ("kernel-path", dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 1, 1, 1])),
     ("asym-pads", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 2, 0])),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import heapq
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -332,9 +332,7 @@ def _conv(at: _Attrs, const: list[Array | None]) -> Step:
         x, w, b = v[0], v[1], v[2] if len(v) > 2 else None
         assert x is not None and w is not None
         n = _spatial(x, "Conv")
-        if n > 2 or not _is_float(x):
-            raise _unsupported(f"Conv on {n}-D spatial input of {x.dtype} (cnnext runs 1-D "
-                               "and 2-D float32/float64 convolutions)", "run")
+        _conv_operands("Conv", x, w, b, group, False)
         kernel = list(w.shape[2:])
         if win.kernel is not None and list(win.kernel) != kernel:
             raise ValueError(f"cnnext.onnx: Conv kernel_shape {win.kernel} does not match the "
@@ -344,6 +342,12 @@ def _conv(at: _Attrs, const: list[Array | None]) -> Step:
         if geo is None:
             geo = plans[key] = win.geometry(x.shape[2:], kernel)
         s, d, pb, pe, _ = geo
+        if n > 2 or not _is_float(x):  # numpy, in float32 at least
+            dt = x.dtype
+            y = _conv_nd(_pad(_widen(x), pb, pe), _widen(w), s, d, group)
+            if b is not None:
+                y += b.reshape(-1, *([1] * n))
+            return [y.astype(dt, copy=False)]
         if n == 1:
             x, w = x[:, :, None, :], w[:, :, None, :]
             s, d, pb, pe = [1, *s], [1, *d], [0, *pb], [0, *pe]
@@ -369,9 +373,7 @@ def _conv_transpose(at: _Attrs, const: list[Array | None]) -> Step:
         x, w, b = v[0], v[1], v[2] if len(v) > 2 else None
         assert x is not None and w is not None
         n = _spatial(x, "ConvTranspose")
-        if n > 2 or not _is_float(x):
-            raise _unsupported(f"ConvTranspose on {n}-D spatial input of {x.dtype} (cnnext runs "
-                               "1-D and 2-D float32/float64 transposed convolutions)", "run")
+        _conv_operands("ConvTranspose", x, w, b, group, True)
         size = list(x.shape[2:])
         kernel = list(w.shape[2:])
         s = _per_axis(win.strides, n, 1, "strides", "ConvTranspose")
@@ -392,10 +394,14 @@ def _conv_transpose(at: _Attrs, const: list[Array | None]) -> Step:
                 f + o - p0 - p1 for f, o, p0, p1 in zip(full, op, pads[:n], pads[n:])]
         if any(t < 1 for t in want):
             raise ValueError(f"cnnext.onnx: ConvTranspose output size {want} is not positive")
-        if n == 1:
-            x, w = x[:, :, None, :], w[:, :, None, :]
-            s, d, pb, want, full = [1, *s], [1, *d], [0, *pb], [1, *want], [1, *full]
-        y = F.conv_transpose2d(x, w, None, _pair(s), 0, 0, group, _pair(d))
+        dt = x.dtype
+        if n > 2 or not _is_float(x):  # numpy, in float32 at least
+            y = _conv_transpose_nd(_widen(x), _widen(w), s, d, group, full)
+        else:
+            if n == 1:
+                x, w = x[:, :, None, :], w[:, :, None, :]
+                s, d, pb, want, full = [1, *s], [1, *d], [0, *pb], [1, *want], [1, *full]
+            y = F.conv_transpose2d(x, w, None, _pair(s), 0, 0, group, _pair(d))
         out = np.zeros((*y.shape[:2], *want), dtype=y.dtype)
         src, dst = [], []
         for p, f, t in zip(pb, full, want):
@@ -405,9 +411,68 @@ def _conv_transpose(at: _Attrs, const: list[Array | None]) -> Step:
         out[(slice(None), slice(None), *dst)] = y[(slice(None), slice(None), *src)]
         if b is not None:
             out += b.reshape(-1, *([1] * len(want)))
+        out = out.astype(dt, copy=False)
         return [out[:, :, 0, :] if n == 1 else out]
 
     return run
+
+
+def _conv_operands(op: str, x: Array, w: Array, b: Array | None, group: int,
+                   transposed: bool) -> None:
+    """ValueError unless X, W and B fit together (ONNX's shape rules)."""
+    if x.dtype.kind != "f" or w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+        raise ValueError(f"cnnext.onnx: {op} needs floating X, W and B of one type, got "
+                         f"{x.dtype}, {w.dtype}, {None if b is None else b.dtype}")
+    cin = w.shape[0] if transposed else w.shape[1] * group
+    cout = w.shape[1] * group if transposed else w.shape[0]
+    if (w.ndim != x.ndim or x.shape[1] != cin or w.shape[0] % group
+            or (b is not None and b.shape != (cout,))):
+        raise ValueError(f"cnnext.onnx: {op} shapes do not fit: X {x.shape}, W {w.shape}, "
+                         f"B {None if b is None else b.shape}, group {group}")
+
+
+def _widen(a: Array) -> Array:
+    """float16 (and other narrow floats) as float32 for the numpy paths."""
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+
+
+def _taps(kernel: Sequence[int], d: Sequence[int], s: Sequence[int],
+          out: Sequence[int]) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """Each kernel tap and the strided slice of input positions it meets."""
+    for tap in np.ndindex(*kernel):
+        yield tap, tuple(slice(t * dd, t * dd + (o - 1) * ss + 1, ss)
+                         for t, dd, o, ss in zip(tap, d, out, s))
+
+
+def _conv_nd(x: Array, w: Array, s: Sequence[int], d: Sequence[int], group: int) -> Array:
+    """Convolution of a padded (N, C, *spatial) input in numpy, one kernel
+    tap at a time (any number of spatial axes)."""
+    kernel = w.shape[2:]
+    out = [(h - (k - 1) * dd - 1) // ss + 1 for h, k, dd, ss in zip(x.shape[2:], kernel, d, s)]
+    m, cg = w.shape[0], w.shape[1]
+    mg = m // group
+    y = np.zeros((x.shape[0], m, *out), dtype=x.dtype)
+    for tap, sl in _taps(kernel, d, s, out):
+        patch = x[(slice(None), slice(None), *sl)]
+        for g in range(group):
+            taps: tuple[slice | int, ...] = (slice(g * mg, (g + 1) * mg), slice(None), *tap)
+            y[:, g * mg:(g + 1) * mg] += np.einsum(
+                "nc...,mc->nm...", patch[:, g * cg:(g + 1) * cg], w[taps])
+    return y
+
+
+def _conv_transpose_nd(x: Array, w: Array, s: Sequence[int], d: Sequence[int], group: int,
+                       full: Sequence[int]) -> Array:
+    """Transposed convolution in numpy before cropping (output ``full``), one
+    kernel tap at a time (any number of spatial axes)."""
+    cg, mg = w.shape[0] // group, w.shape[1]
+    y = np.zeros((x.shape[0], mg * group, *full), dtype=x.dtype)
+    for tap, sl in _taps(w.shape[2:], d, s, x.shape[2:]):
+        for g in range(group):
+            taps: tuple[slice | int, ...] = (slice(g * cg, (g + 1) * cg), slice(None), *tap)
+            y[(slice(None), slice(g * mg, (g + 1) * mg), *sl)] += np.einsum(
+                "nc...,cm->nm...", x[:, g * cg:(g + 1) * cg], w[taps])
+    return y
 
 
 def _windows(x: Array, kernel: Sequence[int], s: Sequence[int], d: Sequence[int],
