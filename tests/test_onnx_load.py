@@ -189,6 +189,52 @@ def test_average_pool(geom, include):
     _agree(_model([node], [_vi("x")], [_vi("y")], opset=19), {"x": x})
 
 
+@pytest.mark.parametrize("geom", POOLS, ids=[c[0] for c in POOLS])
+def test_numpy_pooling_matches_the_kernels(geom, monkeypatch):
+    """The numpy path (3-D, integer tensors) against the kernel path, 2-D float64."""
+    import cnnext.onnx._load as mod
+    x = np.random.default_rng(13).standard_normal((2, 3, 7, 9))
+    x[0, 0, :3, :3] = x[0, 0, 0, 0]  # ties
+
+    def run(op, **extra):
+        outs = ["y", "i"] if op == "MaxPool" else ["y"]
+        node = helper.make_node(op, ["x"], outs, **geom[1], **extra)
+        m = _model([node], [_vi("x", np.float64)], [helper.make_tensor_value_info(
+            o, TensorProto.UNDEFINED, None) for o in outs], opset=19)
+        return list(cnnext.onnx.load(m).run({"x": x}).values())
+
+    kernel = {op: run(op) for op in ("MaxPool", "AveragePool")}
+    kernel["AveragePool1"] = run("AveragePool", count_include_pad=1)
+    monkeypatch.setattr(mod, "_is_float", lambda a: False)  # every call takes numpy
+    for key, got in [("MaxPool", run("MaxPool")), ("AveragePool", run("AveragePool")),
+                     ("AveragePool1", run("AveragePool", count_include_pad=1))]:
+        for g, k in zip(got, kernel[key]):
+            np.testing.assert_allclose(g, k, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float64])
+def test_3d_and_integer_pooling(dtype):
+    x = np.random.default_rng(14).integers(0, 200, (2, 2, 5, 6, 7)).astype(dtype)
+    attrs = dict(kernel_shape=[2, 3, 2], strides=[2, 2, 1], pads=[1, 0, 1, 0, 2, 1])
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)
+    code = {np.uint8: TensorProto.UINT8, np.int32: TensorProto.INT32,
+            np.float64: TensorProto.DOUBLE}[dtype]
+    m = _model([node], [helper.make_tensor_value_info("x", code, None)],
+               [helper.make_tensor_value_info("y", code, None),
+                helper.make_tensor_value_info("i", TensorProto.INT64, None)], opset=19)
+    got = cnnext.onnx.load(m).run({"x": x})
+    want = ReferenceEvaluator(_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)],
+                                     [helper.make_tensor_value_info("x", code, None)],
+                                     [helper.make_tensor_value_info("y", code, None)],
+                                     opset=19)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got["y"], want)
+    np.testing.assert_array_equal(x.reshape(-1)[got["i"]], want)
+    if dtype == np.float64:
+        avg = helper.make_node("AveragePool", ["x"], ["y"], count_include_pad=1, **attrs)
+        _agree(_model([avg], [_vi("x", dtype)], [_vi("y", dtype)], opset=19), {"x": x},
+               rtol=1e-12)
+
+
 def test_max_unpool_inverts_max_pool():
     x = np.random.default_rng(4).standard_normal((2, 3, 6, 8)).astype(np.float32)
     nodes = [helper.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2]),

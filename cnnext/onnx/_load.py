@@ -475,31 +475,64 @@ def _conv_transpose_nd(x: Array, w: Array, s: Sequence[int], d: Sequence[int], g
     return y
 
 
-def _windows(x: Array, kernel: Sequence[int], s: Sequence[int], d: Sequence[int],
-             pb: Sequence[int], pe: Sequence[int], out: Sequence[int],
-             ) -> tuple[Array, Array, Array, list[Array]]:
-    """(windows (N, C, *out, K), real mask, inside-declared-padding mask,
-    per-axis input coordinates) of every pooling window, by gathering."""
+def _kernel_input(x: Array, kernel: Sequence[int], s: Sequence[int], d: Sequence[int],
+                  pb: Sequence[int], pe: Sequence[int], out: Sequence[int], ceil: bool,
+                  fill: float) -> tuple[Array, list[int], bool, list[int]]:
+    """(input, symmetric padding, ceil_mode, offset of the input in it) for a
+    PyTorch-style pooling kernel computing ONNX's windows: ``x`` itself when
+    the padding is symmetric and at most half the kernel, else ``x`` padded
+    explicitly with ``fill`` (``pe`` extended to cover the last window)."""
+    if list(pb) == list(pe) and all(2 * p <= k for p, k in zip(pb, kernel)):
+        return x, list(pb), ceil, [0] * len(pb)
+    end = [max(b, (o - 1) * ss + (k - 1) * dd + 1 - h - a) for o, ss, k, dd, h, a, b
+           in zip(out, s, kernel, d, x.shape[2:], pb, pe)]
+    return _pad(x, pb, end, fill), [0] * len(pb), False, list(pb)
+
+
+def _tap_pool(x: Array, kernel: Sequence[int], s: Sequence[int], d: Sequence[int],
+              pb: Sequence[int], pe: Sequence[int], out: Sequence[int], kind: str,
+              include: bool = False, order: int | None = None) -> list[Array | None]:
+    """ONNX pooling in numpy, one kernel tap at a time over the padded input
+    (any number of spatial axes, any numeric type; memory of one output).
+    ``order``: also the max's indices, in that storage order."""
     n = len(kernel)
-    coords = [np.arange(o)[:, None] * ss + np.arange(k)[None, :] * dd - p
-              for o, k, ss, dd, p in zip(out, kernel, s, d, pb)]
-    w = x
-    real: Array = np.ones((), dtype=bool)
-    inpad: Array = np.ones((), dtype=bool)
-    for i, c in enumerate(coords):
-        h = x.shape[2 + i]
-        w = np.take(w, np.clip(c, 0, h - 1), axis=2 + 2 * i)
-        shape = [1] * (2 * n)
-        shape[2 * i:2 * i + 2] = c.shape
-        real = real & ((c >= 0) & (c < h)).reshape(shape)
-        inpad = inpad & ((c >= -pb[i]) & (c < h + pe[i])).reshape(shape)
-    # (N, C, o0, k0, o1, k1, ...) -> (N, C, o0, o1, ..., k0 k1 ...)
-    order = [0, 1, *(2 + 2 * i for i in range(n)), *(3 + 2 * i for i in range(n))]
-    w = w.transpose(order).reshape(*x.shape[:2], *out, -1)
-    morder = [2 * i for i in range(n)] + [2 * i + 1 for i in range(n)]
-    real = np.broadcast_to(real, [c for cs in coords for c in cs.shape]).transpose(morder)
-    inpad = np.broadcast_to(inpad, [c for cs in coords for c in cs.shape]).transpose(morder)
-    return w, real.reshape(*out, -1), inpad.reshape(*out, -1), coords
+    end = [max(b, (o - 1) * ss + (k - 1) * dd + 1 - h - a) for o, ss, k, dd, h, a, b
+           in zip(out, s, kernel, d, x.shape[2:], pb, pe)]
+    if kind == "avg":
+        xp = _pad(_widen(x) if x.dtype.kind == "f" else x.astype(np.float64), pb, end)
+        total = np.zeros((*x.shape[:2], *out), dtype=xp.dtype)
+        for _, sl in _taps(kernel, d, s, out):
+            total += xp[(slice(None), slice(None), *sl)]
+        count: Array = np.ones((), dtype=np.int64)
+        for ax in range(n):  # windows are boxes: counts multiply across axes
+            pos = (np.arange(out[ax])[:, None] * s[ax] + np.arange(kernel[ax]) * d[ax]
+                   - pb[ax])
+            lo, hi = (-pb[ax], x.shape[2 + ax] + pe[ax]) if include else (0, x.shape[2 + ax])
+            shape = [1] * n
+            shape[ax] = out[ax]
+            count = count * ((pos >= lo) & (pos < hi)).sum(axis=1).reshape(shape)
+        return [(total / np.maximum(count, 1)).astype(x.dtype)]
+    xp = _pad(x, pb, end, _lowest(x.dtype))
+    y: Array | None = None
+    idx: Array | None = None
+    grid = [np.arange(o).reshape([o if a == ax else 1 for a in range(n)]) * ss
+            for ax, (o, ss) in enumerate(zip(out, s))]
+    for tap, sl in _taps(kernel, d, s, out):
+        patch = xp[(slice(None), slice(None), *sl)]
+        here = None
+        if order is not None:
+            here = _flat_index(x.shape, [g + t * dd - p for g, t, dd, p
+                                         in zip(grid, tap, d, pb)], bool(order))
+        if y is None:
+            y, idx = patch.copy(), here
+            continue
+        better = patch > y  # the first maximum in window order stays; a NaN wins
+        if x.dtype.kind == "f":
+            better |= np.isnan(patch) & ~np.isnan(y)
+        y = np.where(better, patch, y)
+        if here is not None and idx is not None:
+            idx = np.where(better, here, idx)
+    return [y] if order is None else [y, idx]
 
 
 def _lowest(dt: np.dtype[Any]) -> Any:
@@ -544,33 +577,22 @@ def _max_pool(at: _Attrs, const: list[Array | None]) -> Step:
         if geo is None:
             geo = plans[x.shape] = win.geometry(x.shape[2:], kernel, ceil)
         s, d, pb, pe, out = geo
-        if n <= 2 and _is_float(x) and pb == pe and all(2 * p <= k for p, k in zip(pb, kernel)):
+        if n <= 2 and _is_float(x):  # the kernel, after explicit padding if need be
+            xk, pk, ceil_k, off = _kernel_input(x, kernel, s, d, pb, pe, out, ceil, -np.inf)
             k2, s2, d2 = ([1] * (2 - n) + list(a) for a in (kernel, s, d))
-            p2 = [0] * (2 - n) + list(pb)
-            x2 = x if n == 2 else x.reshape(*x.shape[:2], 1, *x.shape[2:])
+            p2 = [0] * (2 - n) + list(pk)
+            x2 = xk if n == 2 else xk.reshape(*xk.shape[:2], 1, *xk.shape[2:])
             if not want_idx:
-                y = F.max_pool2d(x2, _pair(k2), _pair(s2), _pair(p2), _pair(d2), ceil)
+                y = F.max_pool2d(x2, _pair(k2), _pair(s2), _pair(p2), _pair(d2), ceil_k)
                 return [y.reshape(*x.shape[:2], *out)]
-            y, i = F.max_pool2d(x2, _pair(k2), _pair(s2), _pair(p2), _pair(d2), ceil, True)
+            y, i = F.max_pool2d(x2, _pair(k2), _pair(s2), _pair(p2), _pair(d2), ceil_k, True)
             y = y.reshape(*x.shape[:2], *out)
             i = i.reshape(y.shape)
-            sp = x.shape[2:]
-            coords = [i // sp[1], i % sp[1]] if n == 2 else [i]
+            wp = xk.shape[-1]
+            coords = [i // wp - off[0], i % wp - off[1]] if n == 2 else [i - off[0]]
             return [y, _flat_index(x.shape, coords, bool(order))]
-        w, real, _, coords = _windows(x, kernel, s, d, pb, pe, out)
-        w = np.where(real, w, _lowest(x.dtype))
-        if not want_idx:
-            return [w.max(axis=-1)]
-        arg = w.argmax(axis=-1)
-        y = np.take_along_axis(w, arg[..., None], axis=-1)[..., 0]
-        ks = np.unravel_index(arg, tuple(kernel))
-        full = []
-        for ax in range(n):
-            shape = [1] * n
-            shape[ax] = out[ax]
-            o = np.arange(out[ax]).reshape(shape)
-            full.append(o * s[ax] + ks[ax] * d[ax] - pb[ax])
-        return [y, _flat_index(x.shape, full, bool(order))]
+        return _tap_pool(x, kernel, s, d, pb, pe, out, "max",
+                         order=order if want_idx else None)
 
     return run
 
@@ -582,6 +604,7 @@ def _avg_pool(at: _Attrs, const: list[Array | None]) -> Step:
     kernel = win.kernel
     assert kernel is not None
     plans: dict[tuple[int, ...], Any] = {}
+    shares: dict[tuple[tuple[int, ...], str], Array] = {}
 
     def run(v: list[Array | None]) -> list[Array | None]:
         x = v[0]
@@ -594,18 +617,24 @@ def _avg_pool(at: _Attrs, const: list[Array | None]) -> Step:
         if geo is None:
             geo = plans[x.shape] = win.geometry(x.shape[2:], kernel, ceil)
         s, d, pb, pe, out = geo
-        if (n <= 2 and _is_float(x) and pb == pe and all(dd == 1 for dd in d)
-                and all(2 * p <= k for p, k in zip(pb, kernel))):
+        if n <= 2 and _is_float(x) and all(dd == 1 for dd in d):
+            xk, pk, ceil_k, _ = _kernel_input(x, kernel, s, d, pb, pe, out, ceil, 0.0)
             k2, s2 = ([1] * (2 - n) + list(a) for a in (kernel, s))
-            p2 = [0] * (2 - n) + list(pb)
-            x2 = x.reshape(*x.shape[:2], *([1] * (2 - n)), *x.shape[2:])
-            y = F.avg_pool2d(x2, _pair(k2), _pair(s2), _pair(p2), ceil, include)
+            p2 = [0] * (2 - n) + list(pk)
+            x2 = xk if n == 2 else xk.reshape(*xk.shape[:2], 1, *xk.shape[2:])
+            y = F.avg_pool2d(x2, _pair(k2), _pair(s2), _pair(p2), ceil_k, include)
+            if xk is not x:  # explicit padding: divide by the share of counted positions
+                key = (x.shape, x.dtype.char)
+                share = shares.get(key)
+                if share is None:  # counted: the declared padding too, or the input only
+                    mask = np.zeros((1, 1, *x2.shape[2:]), dtype=x.dtype)
+                    counted = [slice(0, a + h + b) if include else slice(a, a + h)
+                               for a, h, b in zip(pb, x.shape[2:], pe)]
+                    mask[(0, 0, *([0] * (2 - n)), *counted)] = 1
+                    share = shares[key] = F.avg_pool2d(mask, _pair(k2), _pair(s2), 0)
+                y = y / share
             return [y.reshape(*x.shape[:2], *out)]
-        w, real, inpad, _ = _windows(x, kernel, s, d, pb, pe, out)
-        acc = np.float64 if x.dtype == np.float64 or x.dtype.kind != "f" else np.float32
-        total = np.where(real, w, 0).sum(axis=-1, dtype=acc)
-        count = (inpad if include else real).sum(axis=-1)
-        return [(total / np.maximum(count, 1)).astype(x.dtype)]
+        return _tap_pool(x, kernel, s, d, pb, pe, out, "avg", include)
 
     return run
 
