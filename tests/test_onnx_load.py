@@ -385,6 +385,13 @@ def test_rejects_bad_tensors():
     short.raw_data = short.raw_data[:10]
     with pytest.raises(ValueError, match="raw data has 10 bytes"):
         cnnext.onnx.load(_with_init(short))
+    wide = TensorProto(name="w", data_type=TensorProto.INT8, dims=[2], int32_data=[1, 300])
+    with pytest.raises(ValueError, match="outside the range of int8"):
+        cnnext.onnx.load(_with_init(wide))
+    half = TensorProto(name="w", data_type=TensorProto.FLOAT16, dims=[1], int32_data=[0x3C00])
+    m = _model([helper.make_node("Identity", ["w"], ["y"])], [],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], [half])
+    assert cnnext.onnx.load(m)() == np.float16(1.0)
     text = helper.make_tensor("w", TensorProto.STRING, [1], [b"a"])
     with pytest.raises(UnsupportedModelError, match="data type 8"):
         cnnext.onnx.load(_with_init(text))
@@ -409,6 +416,17 @@ def test_rejects_bad_graphs():
     missing = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x")], [_vi("z")])
     with pytest.raises(ValueError, match="'z' is not computed"):
         cnnext.onnx.load(missing)
+
+
+def test_attributes_cannot_make_huge_tensors():
+    x = {"x": np.zeros((1, 1, 4, 4), np.float32)}
+    w = numpy_helper.from_array(np.ones((1, 1, 2, 2), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1 << 30, 0, 0, 1 << 30])
+    with pytest.raises(ValueError, match="the padded input of shape"):
+        cnnext.onnx.load(_model([conv], [_vi("x")], [_vi("y")], [w])).run(x)
+    up = helper.make_node("ConvTranspose", ["x", "w"], ["y"], output_shape=[1 << 20, 1 << 20])
+    with pytest.raises(ValueError, match="ConvTranspose's output of shape"):
+        cnnext.onnx.load(_model([up], [_vi("x")], [_vi("y")], [w])).run(x)
 
 
 def test_unsupported_names_what():

@@ -10,9 +10,9 @@ and numpy otherwise.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import os
-import heapq
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -135,7 +135,7 @@ def _external(t: Any, what: str, base_dir: str | None, nbytes: int) -> bytes:
         return f.read(length)
 
 
-def tensor_to_array(t: Any, base_dir: str | None = None, cap: int = MAX_TENSOR_BYTES) -> Array:
+def _tensor_array(t: Any, base_dir: str | None = None, cap: int = MAX_TENSOR_BYTES) -> Array:
     """A TensorProto as a new numpy array, every field checked."""
     what = f"tensor {t.name!r}" if t.name else "a tensor"
     if t.HasField("segment"):
@@ -159,9 +159,14 @@ def tensor_to_array(t: Any, base_dir: str | None = None, cap: int = MAX_TENSOR_B
     values = getattr(t, field)
     if len(values) != n:
         raise _bad(f"{what}: {field} has {len(values)} values, shape {list(shape)} needs {n}")
-    if dt == np.float16:
-        return np.array(values, dtype=np.uint16).view(np.float16).reshape(shape)
-    return np.array(values, dtype=dt).reshape(shape)
+    wide = np.array(values, dtype=np.float64 if dt.kind == "f" and dt != np.float16 else
+                    np.uint64 if dt.kind == "u" else np.int64)
+    store = np.dtype(np.uint16) if dt == np.float16 else dt
+    if store.kind in "iu" and wide.size and (wide.min() < np.iinfo(store).min
+                                             or wide.max() > np.iinfo(store).max):
+        raise _bad(f"{what}: {field} holds values outside the range of {store}")
+    arr = wide.astype(store)
+    return (arr.view(np.float16) if dt == np.float16 else arr).reshape(shape)
 
 
 # ---------------------------------------------------------------- attributes
@@ -217,7 +222,7 @@ class _Attrs:
 
     def tensor(self, name: str) -> Array | None:
         a = self._get(name, 4)
-        return None if a is None else tensor_to_array(a.t, self.base_dir, self.cap)
+        return None if a is None else _tensor_array(a.t, self.base_dir, self.cap)
 
 
 def _label(node: Any) -> str:
@@ -312,9 +317,20 @@ def _is_float(a: Array) -> bool:
     return a.dtype in (np.float32, np.float64)
 
 
+def _room(shape: Sequence[int], dt: np.dtype[Any], what: str) -> None:
+    """ValueError before allocating a tensor an attribute (a padding, an
+    output shape) makes larger than ``MAX_TENSOR_BYTES``."""
+    nbytes = math.prod(shape) * dt.itemsize
+    if nbytes > MAX_TENSOR_BYTES:
+        raise ValueError(f"cnnext.onnx: {what} of shape {tuple(shape)} would take {nbytes} "
+                         f"bytes, more than {MAX_TENSOR_BYTES}")
+
+
 def _pad(x: Array, pb: Sequence[int], pe: Sequence[int], value: float = 0.0) -> Array:
     if not any(pb) and not any(pe):
         return x
+    _room([*x.shape[:2], *(h + a + b for h, a, b in zip(x.shape[2:], pb, pe))], x.dtype,
+          "the padded input")
     return np.pad(x, [(0, 0), (0, 0), *zip(pb, pe)], constant_values=value)
 
 
@@ -402,6 +418,7 @@ def _conv_transpose(at: _Attrs, const: list[Array | None]) -> Step:
                 x, w = x[:, :, None, :], w[:, :, None, :]
                 s, d, pb, want, full = [1, *s], [1, *d], [0, *pb], [1, *want], [1, *full]
             y = F.conv_transpose2d(x, w, None, _pair(s), 0, 0, group, _pair(d))
+        _room([*y.shape[:2], *want], y.dtype, "ConvTranspose's output")
         out = np.zeros((*y.shape[:2], *want), dtype=y.dtype)
         src, dst = [], []
         for p, f, t in zip(pb, full, want):
@@ -687,6 +704,7 @@ def _max_unpool(at: _Attrs, const: list[Array | None]) -> Step:
                                  f"of shape {x.shape} (spatial size at least {sp})")
         if min(sp) < 1:
             raise ValueError(f"cnnext.onnx: MaxUnpool output size {sp} is not positive")
+        _room(out, x.dtype, "MaxUnpool's output")
         plane = math.prod(sp)
         nb, c = x.shape[:2]
         base = ((np.arange(nb)[:, None] * c + np.arange(c)[None, :]) * plane).reshape(
@@ -875,80 +893,65 @@ def _reshape_to(x: Array, shape: Sequence[int], allowzero: bool) -> Array:
     return x.reshape(out)
 
 
-def _reshape(opset: int) -> Callable[[_Attrs, list[Array | None]], Step]:
-    def build(at: _Attrs, const: list[Array | None]) -> Step:
-        allowzero = bool(at.integer("allowzero", 0))
-        fixed = at.ints("shape")
+def _reshape(at: _Attrs, const: list[Array | None]) -> Step:
+    allowzero = bool(at.integer("allowzero", 0))
 
-        def run(v: list[Array | None]) -> list[Array | None]:
-            x = v[0]
-            assert x is not None
-            if fixed is not None:
-                return [_reshape_to(x, fixed, False)]
-            s = v[1] if len(v) > 1 else None
-            if s is None or s.ndim != 1 or s.dtype != np.int64:
-                raise ValueError("cnnext.onnx: Reshape needs a 1-D int64 shape input")
-            return [_reshape_to(x, [int(i) for i in s], allowzero)]
+    def run(v: list[Array | None]) -> list[Array | None]:
+        x = v[0]
+        assert x is not None
+        s = v[1] if len(v) > 1 else None
+        if s is None or s.ndim != 1 or s.dtype != np.int64:
+            raise ValueError("cnnext.onnx: Reshape needs a 1-D int64 shape input")
+        return [_reshape_to(x, [int(i) for i in s], allowzero)]
 
-        return run
-
-    return build
+    return run
 
 
-def _batch_norm(opset: int) -> Callable[[_Attrs, list[Array | None]], Step]:
-    def build(at: _Attrs, const: list[Array | None]) -> Step:
-        eps = at.real("epsilon", 1e-5)
-        at.real("momentum", 0.9)
-        if at.integer("training_mode", 0):
-            raise _unsupported("BatchNormalization: training_mode=1 is not supported "
-                               "(inference only)")
-        if not at.integer("spatial", 1):
-            raise _unsupported("BatchNormalization: spatial=0 is not supported")
-        at.integer("is_test", 1)
-        if sum(1 for o in at.node.output if o) > 1:
-            raise _unsupported("BatchNormalization: the training outputs (running mean and "
-                               "variance) are not supported (inference only)")
+def _batch_norm(at: _Attrs, const: list[Array | None]) -> Step:
+    eps = at.real("epsilon", 1e-5)
+    at.real("momentum", 0.9)
+    if at.integer("training_mode", 0):
+        raise _unsupported("BatchNormalization: training_mode=1 is not supported "
+                           "(inference only)")
+    if not at.integer("spatial", 1):
+        raise _unsupported("BatchNormalization: spatial=0 is not supported")
+    if sum(1 for o in at.node.output if o) > 1:
+        raise _unsupported("BatchNormalization: the training outputs (running mean and "
+                           "variance) are not supported (inference only)")
 
-        def run(v: list[Array | None]) -> list[Array | None]:
-            x, scale, b, mean, var = v[:5]
-            assert x is not None and scale is not None and b is not None
-            assert mean is not None and var is not None
-            if _is_float(x) and x.ndim in (2, 3, 4) and all(
-                    a.dtype == x.dtype for a in (scale, b, mean, var)):
-                return [F.batch_norm(x, mean, var, scale, b, False, 0.1, eps)]
-            shape = (1, -1, *([1] * (x.ndim - 2)))
-            y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
-            return [(y * scale.reshape(shape) + b.reshape(shape)).astype(x.dtype)]
+    def run(v: list[Array | None]) -> list[Array | None]:
+        x, scale, b, mean, var = v[:5]
+        assert x is not None and scale is not None and b is not None
+        assert mean is not None and var is not None
+        if _is_float(x) and x.ndim in (2, 3, 4) and all(
+                a.dtype == x.dtype for a in (scale, b, mean, var)):
+            return [F.batch_norm(x, mean, var, scale, b, False, 0.1, eps)]
+        shape = (1, -1, *([1] * (x.ndim - 2)))
+        y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+        return [(y * scale.reshape(shape) + b.reshape(shape)).astype(x.dtype)]
 
-        return run
-
-    return build
+    return run
 
 
-def _dropout(opset: int) -> Callable[[_Attrs, list[Array | None]], Step]:
-    def build(at: _Attrs, const: list[Array | None]) -> Step:
-        at.real("ratio", 0.5)
-        at.integer("seed", 0)
-        if opset < 7 and not at.integer("is_test", 0):
-            raise _unsupported("Dropout: is_test=0 (training) is not supported")
-        mask = len(at.node.output) > 1 and at.node.output[1] != ""
+def _dropout(at: _Attrs, const: list[Array | None]) -> Step:
+    at.real("ratio", 0.5)
+    at.integer("seed", 0)
+    mask = len(at.node.output) > 1 and at.node.output[1] != ""
 
-        def run(v: list[Array | None]) -> list[Array | None]:
-            x = v[0]
-            assert x is not None
-            ratio = v[1] if len(v) > 1 else None
-            training = v[2] if len(v) > 2 else None
-            if training is not None and bool(training) and (ratio is None or float(ratio) != 0):
-                raise _unsupported("Dropout: training_mode=True with a nonzero ratio is not "
-                                   "supported (inference only)", "run")
-            out: list[Array | None] = [x]
-            if mask:
-                out.append(np.ones(x.shape, dtype=bool))
-            return out
+    def run(v: list[Array | None]) -> list[Array | None]:
+        x = v[0]
+        assert x is not None
+        ratio = v[1] if len(v) > 1 else None
+        training = v[2] if len(v) > 2 else None
+        if training is not None and bool(training) and (ratio is None or float(ratio) != 0):
+            raise _unsupported("Dropout: training_mode=True with a nonzero ratio is not "
+                               "supported (inference only)", "run")
+        out: list[Array | None] = [x]
+        if mask:
+            out.append(np.ones(x.shape, dtype=bool))
+        return out
 
-        return run
-
-    return build
+    return run
 
 
 def _identity(at: _Attrs, const: list[Array | None]) -> Step:
@@ -993,17 +996,17 @@ _OPS: dict[str, tuple[tuple[str, ...], Any]] = {
     "Softmax": (("axis",), lambda opset: _softmax(False, opset)),
     "LogSoftmax": (("axis",), lambda opset: _softmax(True, opset)),
     "Flatten": (("axis",), _flatten),
-    "Reshape": (("shape", "allowzero"), _reshape),
-    "BatchNormalization": (("epsilon", "momentum", "training_mode", "spatial", "is_test"),
+    "Reshape": (("allowzero",), _reshape),
+    "BatchNormalization": (("epsilon", "momentum", "training_mode", "spatial"),
                            _batch_norm),
-    "Dropout": (("ratio", "seed", "is_test"), _dropout),
+    "Dropout": (("ratio", "seed"), _dropout),
     "Identity": ((), _identity),
     "Constant": (("value",), _constant),
 }
-_BY_OPSET = {"Softmax", "LogSoftmax", "Reshape", "BatchNormalization", "Dropout"}
+_BY_OPSET = {"Softmax", "LogSoftmax"}
 # Inputs (by position) that must be given; the rest are optional.
 _REQUIRED = {"Conv": 2, "ConvTranspose": 2, "MaxUnpool": 2, "Gemm": 2, "MatMul": 2, "Add": 2,
-             "Mul": 2, "BatchNormalization": 5, "Constant": 0}
+             "Mul": 2, "BatchNormalization": 5, "Reshape": 2, "Constant": 0}
 _MAX_INPUTS = {"Conv": 3, "ConvTranspose": 3, "MaxUnpool": 3, "Gemm": 3, "MatMul": 2, "Add": 2,
                "Mul": 2, "BatchNormalization": 5, "Dropout": 3, "Reshape": 2, "Constant": 0}
 _MAX_OUTPUTS = {"MaxPool": 2, "Dropout": 2, "BatchNormalization": 5}
@@ -1292,7 +1295,7 @@ def load(model: str | os.PathLike[str] | bytes | Any, *,
             raise _bad("an initializer has no name")
         if t.name in consts:
             raise _bad(f"initializer {t.name!r} is given twice")
-        consts[t.name] = tensor_to_array(t, base, max_tensor_bytes)
+        consts[t.name] = _tensor_array(t, base, max_tensor_bytes)
     for st in g.sparse_initializer:
         raise _unsupported(f"sparse initializer {st.values.name!r}")
     inputs = []
