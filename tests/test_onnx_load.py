@@ -539,3 +539,16 @@ def test_relu_overwrites_only_what_nothing_else_reads():
     got = _agree(m, {"x": x})
     assert (got["c"] < 0).any() and (got["s"] >= 0).all()
     np.testing.assert_array_equal(x, x0)
+
+
+def test_bench_rows():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from cnnext.bench import run_small_calls
+    from cnnext.bench.report import format_onnx_models
+    (row,) = run_small_calls("onnx-lenet5-b1", quick=True, torch=torch, threads=1)
+    assert row["group"] == "onnx" and row["ratio_onnxruntime"] > 0 and row["ratio_pytorch"] > 0
+    text = format_onnx_models([row])
+    assert "onnx-lenet5-b1" in text and "cnnext/ORT" in text
+    (row,) = run_small_calls("onnx-lenet5-b1", quick=True, torch=None, threads=1)
+    assert row["cnnext"] == {"status": "needs torch (not installed)"}

@@ -65,14 +65,14 @@ def build_onnx_peers(
     ``onnx-<model>-b<N>`` (float32)."""
     short, batch = name.removeprefix("onnx-").rsplit("-b", 1)
     if torch is None:
-        why = f"needs PyTorch to export the model (PyTorch {torch_status})"
+        why = f"needs torch ({torch_status})"
         return {p: Peer(None, why) for p in ("cnnext", "onnxruntime", "pytorch")}
     try:
-        from .. import onnx as cnnext_onnx
+        import onnx  # noqa: F401  (what torch.onnx.export and cnnext.onnx.load need)
     except ImportError:
-        return {"cnnext": Peer(None, "needs the onnx package"),
-                "onnxruntime": Peer(None, "needs the onnx package"),
-                "pytorch": Peer(None, "needs the onnx package")}
+        return {p: Peer(None, "needs onnx") for p in ("cnnext", "onnxruntime",
+                                                                  "pytorch")}
+    from .. import onnx as cnnext_onnx
     from .. import models  # (imported here: importing cnnext.bench stays cheap)
     from .twin import torch_twin
 
