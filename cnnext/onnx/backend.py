@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ._load import _CODES, _INSTALL, OnnxModel, load
+from ._load import OnnxModel, load
+from ._proto import _CODES, _INSTALL
 
 try:
     import onnx
