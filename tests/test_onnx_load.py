@@ -292,6 +292,15 @@ def test_residual_graph_and_shared_values():
     np.testing.assert_array_equal(z, loaded.run({"x": x})["z"])
 
 
+def test_absent_optional_inputs():
+    rng = np.random.default_rng(15)
+    w = numpy_helper.from_array(rng.standard_normal((3, 2, 2, 2)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w", ""], ["c"]),
+             helper.make_node("Dropout", ["c", "", ""], ["y"])]
+    m = _model(nodes, [_vi("x")], [_vi("y")], [w])
+    _agree(m, {"x": rng.standard_normal((1, 2, 4, 4)).astype(np.float32)})
+
+
 def test_reshape_flatten_dropout_batchnorm():
     rng = np.random.default_rng(8)
     shape = numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape")

@@ -95,14 +95,17 @@ class OnnxModel:
         self.opset = opset
         self._steps = steps
         self._consts = consts
-        # The last use of every value: freed after it, so a long chain keeps
-        # only live activations.
+        # Each value is dropped after its last reader, so a long chain keeps
+        # only the live activations.
         last: dict[str, int] = {}
         for i, (_, ins, _) in enumerate(steps):
             for name in ins:
                 last[name] = i
-        self._free = [[n for n in set(ins) if last.get(n) == i and n not in outputs]
-                      for i, (_, ins, _) in enumerate(steps)]
+        self._plan = [
+            (step, ins, [(k, name) for k, name in enumerate(outs) if name],
+             [n for n in set(ins) if n and last[n] == i and n not in outputs and n not in consts])
+            for i, (step, ins, outs) in enumerate(steps)
+        ]
 
     def __repr__(self) -> str:
         return (f"OnnxModel(inputs={self.inputs}, outputs={self.outputs}, "
@@ -145,14 +148,12 @@ class OnnxModel:
         env: dict[str, Any] = dict(self._consts)
         for spec in self._inputs:
             env[spec.name] = self._feed(spec, feeds[spec.name])
-        for (step, ins, outs), free in zip(self._steps, self._free):
+        for step, ins, outs, free in self._plan:
             results = step([env[n] if n else None for n in ins])
-            for name, r in zip(outs, results):
-                if name:
-                    env[name] = r
+            for k, name in outs:
+                env[name] = results[k]
             for name in free:
-                if name not in self._consts:
-                    env.pop(name, None)
+                del env[name]
         return {name: env[name] for name in self.outputs}
 
     def __call__(self, *xs: npt.ArrayLike) -> Any:
@@ -170,6 +171,9 @@ class OnnxModel:
         return self(x)
 
 
+_MAX_FILE = (1 << 31) - 1  # protobuf's limit on one message
+
+
 def _parse(onnx: ModuleType, source: object) -> tuple[Any, str | None]:
     if isinstance(source, onnx.ModelProto):
         return source, None
@@ -179,6 +183,9 @@ def _parse(onnx: ModuleType, source: object) -> tuple[Any, str | None]:
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"cnnext.onnx.load: no such file: {path!r}")
+        if os.path.getsize(path) > _MAX_FILE:
+            raise _bad(f"{path!r} is larger than the 2 GiB a protobuf file can hold (larger "
+                       "weights belong in external data files)")
         with open(path, "rb") as f:
             data = f.read()
         base = os.path.dirname(os.path.abspath(path))
