@@ -561,3 +561,13 @@ def test_bench_rows():
     assert "onnx-lenet5-b1" in text and "cnnext/ORT" in text
     (row,) = run_small_calls("onnx-lenet5-b1", quick=True, torch=None, threads=1)
     assert row["cnnext"] == {"status": "needs torch (not installed)"}
+
+
+def test_constants_cannot_be_changed_through_outputs():
+    w = numpy_helper.from_array(np.arange(3, dtype=np.float32), "w")
+    m = cnnext.onnx.load(_model([helper.make_node("Identity", ["w"], ["y"])], [],
+                                [_vi("y")], [w]))
+    y = m()
+    with pytest.raises(ValueError, match="read-only"):
+        y[0] = 5
+    np.testing.assert_array_equal(m(), [0, 1, 2])

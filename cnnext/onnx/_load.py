@@ -327,6 +327,7 @@ def load(model: str | os.PathLike[str] | bytes | Any, *,
         if t.name in consts:
             raise _bad(f"initializer {t.name!r} is given twice")
         consts[t.name] = _tensor_array(t, base, max_tensor_bytes)
+        consts[t.name].flags.writeable = False  # an output may be a constant itself
     for st in g.sparse_initializer:
         raise _unsupported(f"sparse initializer {st.values.name!r}")
     inputs = []

@@ -758,6 +758,7 @@ def _constant(at: _Attrs, const: list[Array | None]) -> Step:
     value = at.tensor("value")
     if value is None:
         raise _bad("Constant without a value")
+    value.flags.writeable = False  # returned on every run: nobody may change it
 
     def run(v: list[Array | None]) -> list[Array | None]:
         return [value]
