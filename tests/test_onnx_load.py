@@ -492,6 +492,16 @@ def test_external_data(tmp_path):
         cnnext.onnx.load(_external_model(tmp_path, "w.bin", b"\x00" * 4))
 
 
+def test_float_only_operators_refuse_integer_tensors():
+    code = TensorProto.INT32
+    for op in ("Sigmoid", "Softmax", "GlobalAveragePool"):
+        m = _model([helper.make_node(op, ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", code, None)],
+                   [helper.make_tensor_value_info("y", code, None)])
+        with pytest.raises(ValueError, match=f"{op} takes floating-point tensors, got int32"):
+            cnnext.onnx.load(m)(np.ones((1, 2, 3, 3), np.int32))
+
+
 def test_feeds_are_checked():
     m = cnnext.onnx.load(_relu_model())
     with pytest.raises(TypeError, match="must be float32, got float64"):

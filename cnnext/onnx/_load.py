@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ._ops import _BY_OPSET, _MAX_INPUTS, _MAX_OUTPUTS, _OPS, _REQUIRED, _relu_in_place
+from ._ops import (_BY_OPSET, _FLOAT_ONLY, _MAX_INPUTS, _MAX_OUTPUTS, _OPS, _REQUIRED,
+                   _float_input, _relu_in_place)
 from ._proto import (_MAX_RANK, MAX_TENSOR_BYTES, Array, Step, UnsupportedModelError, _Attrs,
                      _bad, _dtype, _label, _onnx, _tensor_array, _unsupported)
 
@@ -367,7 +368,10 @@ def load(model: str | os.PathLike[str] | bytes | Any, *,
         at = _Attrs(node, allowed, base, max_tensor_bytes)
         if node.op_type in _BY_OPSET:
             build = build(opset)
-        steps.append((build(at, [consts.get(n) for n in ins]), ins, outs))
+        step = build(at, [consts.get(n) for n in ins])
+        if node.op_type in _FLOAT_ONLY:
+            step = _float_input(node.op_type, step)
+        steps.append((step, ins, outs))
         known.update(o for o in outs if o)
     for name in outputs:
         if name not in known:

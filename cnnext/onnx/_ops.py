@@ -230,12 +230,14 @@ def _conv_operands(op: str, x: Array, w: Array, b: Array | None, group: int,
     if x.dtype.kind != "f" or w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
         raise ValueError(f"cnnext.onnx: {op} needs floating X, W and B of one type, got "
                          f"{x.dtype}, {w.dtype}, {None if b is None else b.dtype}")
+    shapes = (f"cnnext.onnx: {op} shapes do not fit: X {x.shape}, W {w.shape}, "
+              f"B {None if b is None else b.shape}, group {group}")
+    if w.ndim != x.ndim:
+        raise ValueError(shapes)
     cin = w.shape[0] if transposed else w.shape[1] * group
     cout = w.shape[1] * group if transposed else w.shape[0]
-    if (w.ndim != x.ndim or x.shape[1] != cin or w.shape[0] % group
-            or (b is not None and b.shape != (cout,))):
-        raise ValueError(f"cnnext.onnx: {op} shapes do not fit: X {x.shape}, W {w.shape}, "
-                         f"B {None if b is None else b.shape}, group {group}")
+    if x.shape[1] != cin or w.shape[0] % group or (b is not None and b.shape != (cout,)):
+        raise ValueError(shapes)
 
 
 def _widen(a: Array) -> Array:
@@ -635,7 +637,7 @@ def _softmax(log: bool, opset: int) -> Callable[[_Attrs, list[Array | None]], St
             assert x is not None
             if not -x.ndim <= axis < max(x.ndim, 1):
                 raise ValueError(f"cnnext.onnx: {at.op} axis {axis} for a {x.ndim}-D input")
-            xf = x if _is_float(x) else x.astype(np.float32)
+            xf = x if _is_float(x) else _widen(x)
             if opset >= 13:
                 y = fn(xf, axis)
             else:  # before opset 13: over the flattened trailing axes
@@ -762,6 +764,23 @@ def _constant(at: _Attrs, const: list[Array | None]) -> Step:
 
     def run(v: list[Array | None]) -> list[Array | None]:
         return [value]
+
+    return run
+
+
+# Operators ONNX defines for floating-point tensors only.
+_FLOAT_ONLY = {"Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+               "MaxUnpool", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+               "BatchNormalization"}
+
+
+def _float_input(op: str, step: Step) -> Step:
+    """``step`` after checking that its first input is floating-point."""
+    def run(v: list[Array | None]) -> list[Array | None]:
+        x = v[0]
+        if x is not None and x.dtype.kind != "f":
+            raise ValueError(f"cnnext.onnx: {op} takes floating-point tensors, got {x.dtype}")
+        return step(v)
 
     return run
 
