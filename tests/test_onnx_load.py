@@ -581,3 +581,32 @@ def test_constants_cannot_be_changed_through_outputs():
     with pytest.raises(ValueError, match="read-only"):
         y[0] = 5
     np.testing.assert_array_equal(m(), [0, 1, 2])
+
+
+def test_mutated_files_load_and_run_or_fail_cleanly():
+    """Random byte changes to a small CNN file: every outcome is a result or a
+    ValueError/TypeError (never another exception)."""
+    rng = np.random.default_rng(16)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w", (4, 1, 3, 3)), ("b", (4,)), ("g", (10, 36)))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "g"], ["y"], transB=1)]
+    data = _model(nodes, [_vi("x", shape=["N", 1, 12, 12])],
+                  [_vi("y"), helper.make_tensor_value_info("i", TensorProto.INT64, None)],
+                  inits).SerializeToString()
+    x = rng.standard_normal((2, 1, 12, 12)).astype(np.float32)
+    outcomes = set()
+    for _ in range(300):
+        d = bytearray(data)
+        for pos in rng.integers(len(d), size=rng.integers(1, 6)):
+            d[pos] = rng.integers(256)
+        try:
+            m = cnnext.onnx.load(bytes(d))
+            m.run({n: x for n in m.inputs})
+            outcomes.add("ran")
+        except (ValueError, TypeError) as e:
+            outcomes.add(type(e).__name__)
+    assert {"ran", "ValueError"} <= outcomes
