@@ -462,6 +462,16 @@ def test_unsupported_names_what():
         cnnext.onnx.load(wrong)
 
 
+def test_attributes_of_other_opsets_are_refused():
+    avg = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])
+    with pytest.raises(ValueError, match="no attribute 'dilations' at opset 11"):
+        cnnext.onnx.load(_model([avg], [_vi("x")], [_vi("y")], opset=11))
+    cnnext.onnx.load(_model([avg], [_vi("x")], [_vi("y")], opset=19))
+    add = helper.make_node("Add", ["x", "x"], ["y"], broadcast=1)
+    with pytest.raises(UnsupportedModelError, match="attribute 'broadcast' of Add"):
+        cnnext.onnx.load(_model([add], [_vi("x")], [_vi("y")]))
+
+
 def _external_model(tmp_path, location, data=b"\x00" * 12):
     (tmp_path / "w.bin").write_bytes(data)
     t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[3])

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ._ops import (_BY_OPSET, _FLOAT_ONLY, _MAX_INPUTS, _MAX_OUTPUTS, _OPS, _REQUIRED,
-                   _float_input, _relu_in_place)
+from ._ops import (_ATTR_OPSETS, _BY_OPSET, _FLOAT_ONLY, _MAX_INPUTS, _MAX_OUTPUTS, _OPS,
+                   _REQUIRED, _float_input, _relu_in_place)
 from ._proto import (_MAX_RANK, MAX_TENSOR_BYTES, Array, Step, UnsupportedModelError, _Attrs,
                      _bad, _dtype, _label, _onnx, _tensor_array, _unsupported)
 
@@ -366,6 +366,12 @@ def load(model: str | os.PathLike[str] | bytes | Any, *,
         if not outs or not outs[0] or len(outs) > _MAX_OUTPUTS.get(node.op_type, 1):
             raise _bad(f"node {_label(node)} has outputs {outs}")
         at = _Attrs(node, allowed, base, max_tensor_bytes)
+        for name in at.values:
+            first, last = _ATTR_OPSETS.get((node.op_type, name), (None, None))
+            if (first is not None and opset < first) or (last is not None and opset > last):
+                raise _bad(f"node {_label(node)}: {node.op_type} has no attribute {name!r} at "
+                           f"opset {opset} (it exists in opsets {first or _MIN_OPSET} to "
+                           f"{last or 'now'})")
         if node.op_type in _BY_OPSET:
             build = build(opset)
         step = build(at, [consts.get(n) for n in ins])

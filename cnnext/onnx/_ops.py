@@ -521,8 +521,6 @@ def _max_unpool(at: _Attrs, const: list[Array | None]) -> Step:
 def _gemm(at: _Attrs, const: list[Array | None]) -> Step:
     alpha, beta = at.real("alpha", 1.0), at.real("beta", 1.0)
     ta, tb = at.integer("transA", 0), at.integer("transB", 0)
-    if at.values.get("broadcast") is not None and at.integer("broadcast", 0) != 1:
-        raise _unsupported("Gemm: broadcast=0 is not supported")
     # B given as a constant: its (N, K) layout for F.linear made once here.
     wb = const[1]
     w_const = None
@@ -571,9 +569,6 @@ def _matmul(at: _Attrs, const: list[Array | None]) -> Step:
 
 def _binary(fn: Callable[[Array, Array], Array]) -> Callable[[_Attrs, list[Array | None]], Step]:
     def build(at: _Attrs, const: list[Array | None]) -> Step:
-        if at.integer("broadcast", 0) != 0 or at.values.get("axis") is not None:
-            raise _unsupported(f"{at.op}: the legacy broadcast/axis attributes are not supported")
-
         def run(v: list[Array | None]) -> list[Array | None]:
             a, b = v[0], v[1]
             assert a is not None and b is not None
@@ -795,10 +790,10 @@ _OPS: dict[str, tuple[tuple[str, ...], Any]] = {
     "GlobalAveragePool": ((), _global_pool("avg")),
     "GlobalMaxPool": ((), _global_pool("max")),
     "MaxUnpool": (("kernel_shape", "pads", "strides"), _max_unpool),
-    "Gemm": (("alpha", "beta", "transA", "transB", "broadcast"), _gemm),
+    "Gemm": (("alpha", "beta", "transA", "transB"), _gemm),
     "MatMul": ((), _matmul),
-    "Add": (("broadcast", "axis"), _binary(np.add)),
-    "Mul": (("broadcast", "axis"), _binary(np.multiply)),
+    "Add": ((), _binary(np.add)),
+    "Mul": ((), _binary(np.multiply)),
     "Relu": ((), _unary(F.relu, lambda x: np.maximum(x, 0))),
     "LeakyRelu": (("alpha",), _leaky_relu),
     "Sigmoid": ((), _unary(F.sigmoid, lambda x: 1 / (1 + np.exp(-x)))),
@@ -814,6 +809,15 @@ _OPS: dict[str, tuple[tuple[str, ...], Any]] = {
     "Constant": (("value",), _constant),
 }
 _BY_OPSET = {"Softmax", "LogSoftmax"}
+# Attributes that exist only in some versions of their operator: the opsets
+# (first, last) that define them.
+_ATTR_OPSETS = {
+    ("MaxPool", "ceil_mode"): (10, None), ("MaxPool", "dilations"): (10, None),
+    ("AveragePool", "ceil_mode"): (10, None), ("AveragePool", "dilations"): (19, None),
+    ("Reshape", "allowzero"): (14, None), ("Dropout", "seed"): (12, None),
+    ("Dropout", "ratio"): (None, 11), ("BatchNormalization", "spatial"): (None, 8),
+    ("BatchNormalization", "training_mode"): (14, None),
+}
 # Inputs (by position) that must be given; the rest are optional.
 _REQUIRED = {"Conv": 2, "ConvTranspose": 2, "MaxUnpool": 2, "Gemm": 2, "MatMul": 2, "Add": 2,
              "Mul": 2, "BatchNormalization": 5, "Reshape": 2, "Constant": 0}
