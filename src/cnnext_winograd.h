@@ -1,0 +1,96 @@
+/*
+ * Winograd F(2x2, 3x3) tile loops with runtime CPU dispatch (the same
+ * instruction-set choice as the GEMM micro-kernels, CNNEXT_ISA included).
+ *
+ * The loops live in cnnext_winograd_body.h, compiled here once per
+ * instruction set (AVX-512, AVX2+FMA, baseline): plain C along contiguous
+ * lanes that each region's compiler vectorises at its own width.  MSVC
+ * builds only the baseline copy.
+ */
+#ifndef CNNEXT_WINOGRAD_H
+#define CNNEXT_WINOGRAD_H
+
+#include <stdint.h>
+#include "cnnext_ukernel.h"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define CNX_RESTRICT __restrict
+#else
+#define CNX_RESTRICT restrict
+#endif
+
+typedef void (*cnx_wg_gather)(const float *plane, int64_t H, int64_t W, int64_t iy0,
+                              int64_t ix0, int64_t cnt, int P, float *d, int64_t ld);
+typedef void (*cnx_wg_input)(const float *d, int64_t ld, int64_t n, int64_t nr, float *v,
+                             int64_t sxi, int64_t sp);
+typedef void (*cnx_wg_output)(const float *m, int64_t sxi, int64_t n, float *y);
+typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
+                               int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
+typedef void (*cnx_wg_grad_output)(const float *g, int64_t ld, int64_t n, float *gy,
+                                   int64_t sxi);
+
+typedef struct {
+    cnx_wg_gather gather;
+    cnx_wg_input input;
+    cnx_wg_output output;
+    cnx_wg_scatter scatter;
+    cnx_wg_grad_output grad_output;
+    const char *name;
+} cnx_wg_kernels;
+
+#define WG_SUF generic
+#include "cnnext_winograd_body.h"
+#undef WG_SUF
+
+#if defined(CNX_X86) && defined(__GNUC__)
+#define CNX_WG_X86 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define WG_SUF avx2
+#include "cnnext_winograd_body.h"
+#undef WG_SUF
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx2,fma")
+#pragma GCC target("prefer-vector-width=512")
+#endif
+#define WG_SUF avx512
+#include "cnnext_winograd_body.h"
+#undef WG_SUF
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+#define WG_SET(k, SUF)                                                          \
+    k.gather = wg_gather_##SUF; k.input = wg_input_##SUF;                      \
+    k.output = wg_output_##SUF; k.scatter = wg_scatter_##SUF;                  \
+    k.grad_output = wg_grad_output_##SUF; k.name = #SUF;
+
+static cnx_wg_kernels cnx_wg_select(void) {
+    cnx_wg_kernels k;
+    int isa = cnx_isa_from_env(cnx_detect_isa());
+    WG_SET(k, generic)
+#ifdef CNX_WG_X86
+    if (isa == 2) {
+        WG_SET(k, avx512)
+    } else if (isa == 1) {
+        WG_SET(k, avx2)
+    }
+#else
+    (void)isa;
+#endif
+    return k;
+}
+
+#endif /* CNNEXT_WINOGRAD_H */
