@@ -50,24 +50,22 @@ from cnnext._common cimport KC, MC, cnx_kernels, round16
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels
 
 cdef extern from "cnnext_winograd.h" nogil:
-    ctypedef void (*cnx_wg_gather)(const float* plane, int64_t H, int64_t W, int64_t iy0,
-                                   int64_t ix0, int64_t cnt, int P, float* d,
-                                   int64_t ld) noexcept nogil
-    ctypedef void (*cnx_wg_input)(const float* d, int64_t ld, int64_t n, int64_t nr, float* v,
-                                  int64_t sxi, int64_t sp) noexcept nogil
+    ctypedef void (*cnx_wg_rows)(const float* plane, int64_t H, int64_t W, int64_t iy0,
+                                 int64_t ix0, int64_t n, int P, float* p,
+                                 int64_t lp) noexcept nogil
+    ctypedef void (*cnx_wg_input_rows)(const float* p, int64_t lp, int64_t cnt, float* v,
+                                       int64_t sxi) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
                                    float* y) noexcept nogil
     ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
                                     float* out, int64_t OH, int64_t OW, int64_t oy0,
                                     int64_t ox0) noexcept nogil
-    ctypedef void (*cnx_wg_grad_output)(const float* g, int64_t ld, int64_t n, float* gy,
-                                        int64_t sxi) noexcept nogil
     ctypedef struct cnx_wg_kernels:
-        cnx_wg_gather gather
-        cnx_wg_input input
+        cnx_wg_rows rows
+        cnx_wg_input_rows input_rows
+        cnx_wg_input_rows grad_rows
         cnx_wg_output output
         cnx_wg_scatter scatter
-        cnx_wg_grad_output grad_output
         const char* name
     cnx_wg_kernels cnx_wg_select() noexcept nogil
 
@@ -126,18 +124,39 @@ cdef Py_ssize_t segments(const Args* a, Py_ssize_t t0, Py_ssize_t nv,
     return nseg
 
 
-cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* D,
+cdef void zero_tail(float* V, Py_ssize_t sxi, Py_ssize_t sp, Py_ssize_t sr, Py_ssize_t rows,
+                    Py_ssize_t nv, Py_ssize_t tb, Py_ssize_t NR) noexcept nogil:
+    """Lanes [nv, tb) of every point and row of V (point stride sxi, panel
+    stride sp, row stride sr): zeros, so that a block past the last tile
+    adds nothing (and reads no stale inf/NaN)."""
+    cdef Py_ssize_t xi, r, l
+    for xi in range(XI):
+        for r in range(rows):
+            for l in range(nv, tb):
+                V[xi * sxi + (l // NR) * sp + r * sr + l % NR] = 0
+
+
+cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* P,
                           float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
-    """V[xi, c] (lanes of the block, panel stride sp, channel stride sc) =
-    B^T d B of every tile of the block, for every input channel c."""
-    cdef Py_ssize_t c, i
+    """V[xi, c] (lane l at (l // NR)*sp + l % NR, channel stride sc) = B^T d B
+    of every tile of the block, for every input channel c: per run of tiles,
+    the 4 input rows it covers (zero-padded, in P), then the transform."""
+    cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
     for c in range(a.C):
         for i in range(nseg):
+            cnt = seg[5 * i + 3]
+            pos = seg[5 * i + 4]
             plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
-            WG.gather(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
-                      seg[5 * i + 3], 4, D + seg[5 * i + 4], a.tb)
-        WG.input(D, a.tb, a.tb, a.NR, V + c * sc, a.sv, sp)
+            WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
+                    2 * cnt + 2, 4, P, lp)
+            j = 0
+            while j < cnt:  # the run's lanes, cut at panel boundaries
+                l = pos + j
+                n = min(cnt - j, a.NR - l % a.NR)
+                WG.input_rows(P + 2 * j, lp, n, V + c * sc + (l // a.NR) * sp + l % a.NR,
+                              a.sv)
+                j += n
 
 
 cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
@@ -150,13 +169,12 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef float* Y = Mb + XI * a.sm
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
     cdef Py_ssize_t nseg = segments(a, t0, nv, seg)
-    cdef Py_ssize_t xi, pc, kc, mp, p, co, i, r
+    cdef Py_ssize_t xi, pc, kc, mp, p, co, i
     cdef const float* A
     cdef float b
-    if nv < tb:  # lanes past the last tile: zeros (the gather never writes them)
-        for r in range(XI):
-            memset(D + r * tb + nv, 0, (tb - nv) * sizeof(float))
     transform_input(a, nseg, seg, D, V, C * NR, NR)
+    if nv < tb:
+        zero_tail(V, a.sv, C * NR, NR, C, nv, tb, NR)
     for xi in range(XI):
         A = a.upk + xi * a.su
         pc = 0
@@ -189,21 +207,22 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
     cdef float* bpack = apack + round16((min(<Py_ssize_t>MC, Co) + MR) * KC)
     cdef float* dU = a.out + tid * XI * Co * C
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
-    cdef Py_ssize_t blk, t0, nv, nseg, xi, co, i, r
+    cdef Py_ssize_t blk, t0, nv, nseg, xi, co, i, cnt, lp = 2 * tb + 16
     memset(dU, 0, XI * Co * C * sizeof(float))
     for blk in range(b0, b1):
         t0 = blk * tb
         nv = min(tb, a.T - t0)
         nseg = segments(a, t0, nv, seg)
-        for r in range(XI):  # lanes past the last tile: zeros
-            memset(D + r * tb + nv, 0, (tb - nv) * sizeof(float))
         transform_input(a, nseg, seg, D, V, NR, tb)
         for co in range(Co):
             for i in range(nseg):
-                WG.gather(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
-                          seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, seg[5 * i + 3], 2,
-                          D + seg[5 * i + 4], tb)
-            WG.grad_output(D, tb, tb, Gy + co * tb, a.sm)
+                cnt = seg[5 * i + 3]
+                WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
+                        seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt, 2, D, lp)
+                WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
+        if nv < tb:
+            zero_tail(V, a.sv, NR, tb, C, nv, tb, NR)
+            zero_tail(Gy, a.sm, NR, tb, Co, nv, tb, NR)
         for xi in range(XI):
             gemm_st(Co, C, tb, <const float*>(Gy + xi * a.sm), tb, 1,
                     <const float*>(V + xi * a.sv), 1, tb, dU + xi * Co * C, C, True,

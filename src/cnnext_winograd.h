@@ -19,22 +19,20 @@
 #define CNX_RESTRICT restrict
 #endif
 
-typedef void (*cnx_wg_gather)(const float *plane, int64_t H, int64_t W, int64_t iy0,
-                              int64_t ix0, int64_t cnt, int P, float *d, int64_t ld);
-typedef void (*cnx_wg_input)(const float *d, int64_t ld, int64_t n, int64_t nr, float *v,
-                             int64_t sxi, int64_t sp);
 typedef void (*cnx_wg_output)(const float *m, int64_t sxi, int64_t n, float *y);
 typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
                                int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
-typedef void (*cnx_wg_grad_output)(const float *g, int64_t ld, int64_t n, float *gy,
-                                   int64_t sxi);
+typedef void (*cnx_wg_rows)(const float *plane, int64_t H, int64_t W, int64_t iy0,
+                            int64_t ix0, int64_t n, int P, float *p, int64_t lp);
+typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
+                                  int64_t sxi);
 
 typedef struct {
-    cnx_wg_gather gather;
-    cnx_wg_input input;
     cnx_wg_output output;
     cnx_wg_scatter scatter;
-    cnx_wg_grad_output grad_output;
+    cnx_wg_rows rows;
+    cnx_wg_input_rows input_rows;
+    cnx_wg_input_rows grad_rows;
     const char *name;
 } cnx_wg_kernels;
 
@@ -73,9 +71,10 @@ typedef struct {
 #endif
 
 #define WG_SET(k, SUF)                                                          \
-    k.gather = wg_gather_##SUF; k.input = wg_input_##SUF;                      \
     k.output = wg_output_##SUF; k.scatter = wg_scatter_##SUF;                  \
-    k.grad_output = wg_grad_output_##SUF; k.name = #SUF;
+    k.rows = wg_rows_##SUF;                                                    \
+    k.input_rows = wg_input_rows_##SUF; k.grad_rows = wg_grad_rows_##SUF;      \
+    k.name = #SUF;
 
 static cnx_wg_kernels cnx_wg_select(void) {
     cnx_wg_kernels k;

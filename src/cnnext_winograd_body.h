@@ -18,65 +18,62 @@
 #define WG_CAT(a, b) WG_CAT_(a, b)
 #define WG_FN(name) WG_CAT(name, WG_SUF)
 
-/* d[(y*P + k)*ld + j] = plane[(iy0 + y)*W + ix0 + 2*j + k] for j < cnt,
- * y, k < P: the P x P patches of cnt tiles along a row (tile step 2),
- * zero outside the H x W plane. */
-static void WG_FN(wg_gather)(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
-                             int64_t iy0, int64_t ix0, int64_t cnt, int P,
-                             float *CNX_RESTRICT d, int64_t ld) {
+/* p[y*lp + i] = plane[(iy0 + y)*W + ix0 + i] for y < P, i < n: P rows of
+ * the plane from column ix0, zero outside it (the convolution's padding). */
+static void WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
+                           int64_t iy0, int64_t ix0, int64_t n, int P,
+                           float *CNX_RESTRICT p, int64_t lp) {
+    int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < n ? W - ix0 : n, i;
+    if (hi < lo) hi = lo;
     for (int y = 0; y < P; y++) {
+        float *dst = p + y * lp;
         int64_t iy = iy0 + y;
-        for (int k = 0; k < P; k++) {
-            float *dst = d + (int64_t)(y * P + k) * ld;
-            int64_t base = ix0 + k, jlo = 0, jhi = 0, j;
-            if (iy >= 0 && iy < H) {
-                jlo = base >= 0 ? 0 : (1 - base) / 2;
-                jhi = W - base <= 0 ? 0 : (W - base + 1) / 2;
-                if (jlo > cnt) jlo = cnt;
-                if (jhi > cnt) jhi = cnt;
-                if (jhi < jlo) jhi = jlo;
-            }
-            for (j = 0; j < jlo; j++) dst[j] = 0.0f;
-            for (j = jlo; j < jhi; j++) dst[j] = plane[iy * W + base + 2 * j];
-            for (j = jhi; j < cnt; j++) dst[j] = 0.0f;
+        if (iy < 0 || iy >= H) {
+            for (i = 0; i < n; i++) dst[i] = 0.0f;
+            continue;
+        }
+        const float *src = plane + iy * W + ix0;
+        for (i = 0; i < lo; i++) dst[i] = 0.0f;
+        for (i = lo; i < hi; i++) dst[i] = src[i];
+        for (i = hi; i < n; i++) dst[i] = 0.0f;
+    }
+}
+
+/* v[xi*sxi + j] = (B^T d_j B)[xi] for j < cnt, the 4x4 tile d_j[y][k] =
+ * p[y*lp + 2*j + k] (4 rows from wg_rows, tile step 2). */
+static void WG_FN(wg_input_rows)(const float *CNX_RESTRICT p, int64_t lp, int64_t cnt,
+                                 float *CNX_RESTRICT v, int64_t sxi) {
+    const float *p0 = p, *p1 = p + lp, *p2 = p + 2 * lp, *p3 = p + 3 * lp;
+#pragma omp simd
+    for (int64_t j = 0; j < cnt; j++) {
+        float t[4][4];
+        for (int k = 0; k < 4; k++) {
+            float d0 = p0[2 * j + k], d1 = p1[2 * j + k], d2 = p2[2 * j + k], d3 = p3[2 * j + k];
+            t[0][k] = d0 - d2; t[1][k] = d1 + d2; t[2][k] = d2 - d1; t[3][k] = d1 - d3;
+        }
+        for (int a = 0; a < 4; a++) {
+            v[(a * 4 + 0) * sxi + j] = t[a][0] - t[a][2];
+            v[(a * 4 + 1) * sxi + j] = t[a][1] + t[a][2];
+            v[(a * 4 + 2) * sxi + j] = t[a][2] - t[a][1];
+            v[(a * 4 + 3) * sxi + j] = t[a][1] - t[a][3];
         }
     }
 }
 
-/* v[xi*sxi + (l / nr)*sp + l % nr] = (B^T d B)[xi] for lanes l < n (a
- * multiple of nr), d[(y*4 + k)*ld + l] the 4x4 input tiles. */
-static void WG_FN(wg_input)(const float *CNX_RESTRICT d, int64_t ld, int64_t n, int64_t nr,
-                            float *CNX_RESTRICT v, int64_t sxi, int64_t sp) {
-    for (int64_t p = 0; p < n; p += nr) {
-        const float *CNX_RESTRICT s = d + p;
-        float *CNX_RESTRICT o = v + (p / nr) * sp;
-        for (int a = 0; a < 4; a++) {  /* row a of B^T d, then its 4 columns */
-            const float *r0 = s + (a == 0 ? 0 : 4) * ld;
-            const float *r1 = s + (a == 3 ? 12 : 8) * ld;
-            float sg = a == 2 ? -1.0f : 1.0f;
-            float *CNX_RESTRICT o0 = o + (a * 4) * sxi;
-            float *CNX_RESTRICT o1 = o0 + sxi;
-            float *CNX_RESTRICT o2 = o1 + sxi;
-            float *CNX_RESTRICT o3 = o2 + sxi;
-            /* t_k = r0_k - r1_k (a = 0, 3), r0_k + r1_k (a = 1), r1_k - r0_k
-             * (a = 2): sg*(r0 - r1) with r1 negated for a = 1 below. */
-            if (a == 1) {
+/* gy[xi*sxi + j] = (A g_j A^T)[xi] for j < cnt, the 2x2 output-gradient
+ * tile g_j[i][jj] = p[i*lp + 2*j + jj] (2 rows from wg_rows). */
+static void WG_FN(wg_grad_rows)(const float *CNX_RESTRICT p, int64_t lp, int64_t cnt,
+                                float *CNX_RESTRICT gy, int64_t sxi) {
 #pragma omp simd
-                for (int64_t j = 0; j < nr; j++) {
-                    float t0 = r0[j] + r1[j], t1 = r0[ld + j] + r1[ld + j];
-                    float t2 = r0[2 * ld + j] + r1[2 * ld + j];
-                    float t3 = r0[3 * ld + j] + r1[3 * ld + j];
-                    o0[j] = t0 - t2; o1[j] = t1 + t2; o2[j] = t2 - t1; o3[j] = t1 - t3;
-                }
-            } else {
-#pragma omp simd
-                for (int64_t j = 0; j < nr; j++) {
-                    float t0 = sg * (r0[j] - r1[j]), t1 = sg * (r0[ld + j] - r1[ld + j]);
-                    float t2 = sg * (r0[2 * ld + j] - r1[2 * ld + j]);
-                    float t3 = sg * (r0[3 * ld + j] - r1[3 * ld + j]);
-                    o0[j] = t0 - t2; o1[j] = t1 + t2; o2[j] = t2 - t1; o3[j] = t1 - t3;
-                }
-            }
+    for (int64_t j = 0; j < cnt; j++) {
+        float g00 = p[2 * j], g01 = p[2 * j + 1], g10 = p[lp + 2 * j], g11 = p[lp + 2 * j + 1];
+        float s[4][2] = {{g00, g01}, {g00 + g10, g01 + g11}, {g00 - g10, g01 - g11},
+                         {-g10, -g11}};
+        for (int a = 0; a < 4; a++) {
+            gy[(a * 4 + 0) * sxi + j] = s[a][0];
+            gy[(a * 4 + 1) * sxi + j] = s[a][0] + s[a][1];
+            gy[(a * 4 + 2) * sxi + j] = s[a][0] - s[a][1];
+            gy[(a * 4 + 3) * sxi + j] = -s[a][1];
         }
     }
 }
@@ -115,20 +112,3 @@ static void WG_FN(wg_scatter)(const float *CNX_RESTRICT y, int64_t ld, int64_t c
     }
 }
 
-/* gy[xi*sxi + l] = (A g A^T)[xi] for lanes l < n, g[(i*2 + jj)*ld + l] the
- * 2x2 output-gradient tiles (the output transform's adjoint). */
-static void WG_FN(wg_grad_output)(const float *CNX_RESTRICT g, int64_t ld, int64_t n,
-                                  float *CNX_RESTRICT gy, int64_t sxi) {
-#pragma omp simd
-    for (int64_t l = 0; l < n; l++) {
-        float g00 = g[l], g01 = g[ld + l], g10 = g[2 * ld + l], g11 = g[3 * ld + l];
-        float s[4][2] = {{g00, g01}, {g00 + g10, g01 + g11}, {g00 - g10, g01 - g11},
-                         {-g10, -g11}};
-        for (int a = 0; a < 4; a++) {
-            gy[(a * 4 + 0) * sxi + l] = s[a][0];
-            gy[(a * 4 + 1) * sxi + l] = s[a][0] + s[a][1];
-            gy[(a * 4 + 2) * sxi + l] = s[a][0] - s[a][1];
-            gy[(a * 4 + 3) * sxi + l] = -s[a][1];
-        }
-    }
-}
