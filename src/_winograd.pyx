@@ -129,11 +129,14 @@ cdef void zero_tail(float* V, Py_ssize_t sxi, Py_ssize_t sp, Py_ssize_t sr, Py_s
     """Lanes [nv, tb) of every point and row of V (point stride sxi, panel
     stride sp, row stride sr): zeros, so that a block past the last tile
     adds nothing (and reads no stale inf/NaN)."""
-    cdef Py_ssize_t xi, r, l
+    cdef Py_ssize_t xi, r, l, n
     for xi in range(XI):
         for r in range(rows):
-            for l in range(nv, tb):
-                V[xi * sxi + (l // NR) * sp + r * sr + l % NR] = 0
+            l = nv
+            while l < tb:  # one memset per panel
+                n = min(tb - l, NR - l % NR)
+                memset(V + xi * sxi + (l // NR) * sp + r * sr + l % NR, 0, n * sizeof(float))
+                l += n
 
 
 cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* P,
