@@ -127,9 +127,10 @@ def set_conv_algorithm(name: Literal["auto", "direct", "winograd"]) -> None:
 
     Notes
     -----
-    Winograd trades a little float32 accuracy for speed (its rounding error
-    is about 1.3-3 times the direct algorithm's on the forward pass, and
-    smaller on the weight gradient).  ``float64`` always runs direct.
+    Winograd trades a little float32 accuracy for speed: on realistic data
+    (64-512 channels) its relative error measured 0.9-2.6 times the direct
+    algorithm's; ``"auto"`` keeps to cases within 4 times.  ``float64``
+    always runs direct.
 
     Examples
     --------
