@@ -166,23 +166,17 @@ def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
     return np.ascontiguousarray(w5[..., ::-1, ::-1]).reshape(groups * B, GA // groups, kh, kw)
 
 
-def _all_finite(a: FloatArray) -> bool:
-    """No inf or NaN in the C-contiguous array ``a``."""
-    return bool(_eltwise.all_finite(a.reshape(-1)))
-
-
 _WG_MR = _gemm.block_sizes(np.float32)[0]
 
 
-def _winograd_filters(weight: FloatArray) -> FloatArray:
+def _winograd_filters(weight: FloatArray) -> FloatArray | None:
     """The packed Winograd transform of a float32 3x3 ``weight`` (the
     kernel's filter operand): 16 rows (points) of C_out/MR panels of
     (C, MR), a cache line longer than they need (see
-    ``_winograd.winograd_filters``)."""
+    ``_winograd.winograd_filters``); None if the weight holds inf/NaN."""
     Co, C = weight.shape[:2]
     upk = np.empty((16, -(-Co // _WG_MR) * _WG_MR * C + 16), dtype=np.float32)
-    _winograd.winograd_filters(weight, upk)
-    return upk
+    return upk if _winograd.winograd_filters(weight, upk) else None
 
 
 def grad_input(
@@ -437,10 +431,9 @@ class ConvPlan:
         weight holds inf/NaN (Winograd's transforms would spread one to the
         neighbouring outputs, as inf - inf = NaN)."""
         y = np.empty(self.out4, dtype=self.dtype)
-        if _all_finite(x) and _all_finite(weight):
-            _winograd.winograd_forward(x, _winograd_filters(weight), bias, y, self.padding[0],
-                                       self.padding[1], self.threads)
-        else:
+        upk = _winograd_filters(weight)
+        if upk is None or not _winograd.winograd_forward(x, upk, bias, y, self.padding[0],
+                                                         self.padding[1], self.threads):
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
 
@@ -448,23 +441,22 @@ class ConvPlan:
         """grad_x = the full convolution of g with the rotated kernel: the
         Winograd forward kernel with padding 2 - p; the direct algorithm
         when g or the weight holds inf/NaN."""
-        if not (_all_finite(g) and _all_finite(weight)):
+        gx = np.empty(self.x4, dtype=self.dtype)
+        upk = _winograd_filters(_rotated_transposed(weight))
+        if upk is None or not _winograd.winograd_forward(
+                g, upk, None, gx, 2 - self.padding[0], 2 - self.padding[1], self.threads):
             return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,
                               self.dilation, "full-rotated", self.threads)
-        gx = np.empty(self.x4, dtype=self.dtype)
-        _winograd.winograd_forward(g, _winograd_filters(_rotated_transposed(weight)), None, gx,
-                                   2 - self.padding[0], 2 - self.padding[1], self.threads)
         return gx
 
     def _winograd_grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
         """grad_w = G^T (sum over tiles of (A g A^T) (x) (B^T x B)) G, one
         partial per thread added in order; the direct kernels when x or g
         holds inf/NaN."""
-        if not (_all_finite(x) and _all_finite(g)):
-            return self._grad_weight(g, x, "packed")
         Co, C = self.weight_shape[:2]
         dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
-        _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1])
+        if not _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1]):
+            return self._grad_weight(g, x, "packed")
         gw = np.empty(self.weight_shape, dtype=self.dtype)
         _winograd.winograd_filter_grad(dup, gw)
         return gw

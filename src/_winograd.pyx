@@ -46,13 +46,15 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free
 from libc.string cimport memset
 
-from cnnext._common cimport KC, MC, cnx_kernels, round16
-from cnnext._gemm cimport alloc_scratch, gemm_st, kernels
+from cnnext._common cimport KC, cnx_kernels, round16
+from cnnext._gemm cimport alloc_scratch, kernels
 
 cdef extern from "cnnext_winograd.h" nogil:
-    ctypedef void (*cnx_wg_rows)(const float* plane, int64_t H, int64_t W, int64_t iy0,
-                                 int64_t ix0, int64_t n, int P, float* p,
-                                 int64_t lp) noexcept nogil
+    ctypedef float (*cnx_wg_rows)(const float* plane, int64_t H, int64_t W, int64_t iy0,
+                                  int64_t ix0, int64_t n, int P, float* p,
+                                  int64_t lp) noexcept nogil
+    ctypedef void (*cnx_wg_pack_lanes)(const float* src, int64_t ld, int64_t nr, int64_t n,
+                                       int64_t NR, float* dst) noexcept nogil
     ctypedef void (*cnx_wg_input_rows)(const float* p, int64_t lp, int64_t cnt, float* v,
                                        int64_t sxi) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
@@ -62,6 +64,7 @@ cdef extern from "cnnext_winograd.h" nogil:
                                     int64_t ox0) noexcept nogil
     ctypedef struct cnx_wg_kernels:
         cnx_wg_rows rows
+        cnx_wg_pack_lanes pack_lanes
         cnx_wg_input_rows input_rows
         cnx_wg_input_rows grad_rows
         cnx_wg_output output
@@ -98,6 +101,7 @@ ctypedef struct Args:
     Py_ssize_t sv, sm        # point strides of V (C*tb) and of the products, plus a line
     Py_ssize_t per           # scratch floats per thread
     float* scr
+    float* bad               # per thread: sum of x - x over the inputs read (0: finite)
     int64_t* seg             # per thread: 5 * (tb + 1) segment fields
     const cnx_kernels* ker
     int nt
@@ -139,20 +143,22 @@ cdef void zero_tail(float* V, Py_ssize_t sxi, Py_ssize_t sp, Py_ssize_t sr, Py_s
                 l += n
 
 
-cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* P,
-                          float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
+cdef float transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* P,
+                           float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
     """V[xi, c] (lane l at (l // NR)*sp + l % NR, channel stride sc) = B^T d B
     of every tile of the block, for every input channel c: per run of tiles,
-    the 4 input rows it covers (zero-padded, in P), then the transform."""
+    the 4 input rows it covers (zero-padded, in P), then the transform.
+    Returns 0, or NaN if an input value read is inf or NaN."""
     cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
+    cdef float z = 0
     for c in range(a.C):
         for i in range(nseg):
             cnt = seg[5 * i + 3]
             pos = seg[5 * i + 4]
             plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
-            WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
-                    2 * cnt + 2, 4, P, lp)
+            z += WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph,
+                         seg[5 * i + 2] * 2 - a.pw, 2 * cnt + 2, 4, P, lp)
             j = 0
             while j < cnt:  # the run's lanes, cut at panel boundaries
                 l = pos + j
@@ -160,6 +166,7 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
                 WG.input_rows(P + 2 * j, lp, n, V + c * sc + (l // a.NR) * sp + l % a.NR,
                               a.sv)
                 j += n
+    return z
 
 
 cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
@@ -175,7 +182,7 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef Py_ssize_t xi, pc, kc, mp, p, co, i
     cdef const float* A
     cdef float b
-    transform_input(a, nseg, seg, D, V, C * NR, NR)
+    a.bad[tid] += transform_input(a, nseg, seg, D, V, C * NR, NR)
     if nv < tb:
         zero_tail(V, a.sv, C * NR, NR, C, nv, tb, NR)
     for xi in range(XI):
@@ -199,6 +206,30 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
                        seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
 
 
+cdef void gw_products(const Args* a, const float* Gy, const float* V, float* dU,
+                      float* bpack) noexcept nogil:
+    """dU[xi] (Co, C) += Gy[xi] (Co, tb) @ V[xi]^T: Gy's rows read in place
+    by the micro-kernel (its lanes are the reduction), each NR-channel
+    panel of V transposed once into ``bpack`` and used by every row panel."""
+    cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co, MR = a.MR, NR = a.NR
+    cdef Py_ssize_t xi, c0, co0, nr, mr, i
+    cdef int64_t aoff[32]
+    for xi in range(XI):
+        c0 = 0
+        while c0 < C:
+            nr = min(NR, C - c0)
+            WG.pack_lanes(V + xi * a.sv + c0 * tb, tb, nr, tb, NR, bpack)
+            co0 = 0
+            while co0 < Co:
+                mr = min(MR, Co - co0)
+                for i in range(MR):
+                    aoff[i] = (co0 + min(i, mr - 1)) * tb
+                a.ker.s_inda(tb, Gy + xi * a.sm, aoff, bpack, NULL,
+                             dU + xi * Co * C + co0 * C + c0, C, <int>mr, <int>nr, 1, NULL)
+                co0 += MR
+            c0 += NR
+
+
 cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcept nogil:
     """Thread ``tid``'s dU partial (16, Co, C) = sum over blocks [b0, b1) of
     (A g A^T)[xi] @ V[xi]^T."""
@@ -206,8 +237,7 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
     cdef float* D = a.scr + tid * a.per
     cdef float* V = D + XI * tb
     cdef float* Gy = V + XI * a.sv
-    cdef float* apack = Gy + XI * a.sm
-    cdef float* bpack = apack + round16((min(<Py_ssize_t>MC, Co) + MR) * KC)
+    cdef float* bpack = Gy + XI * a.sm
     cdef float* dU = a.out + tid * XI * Co * C
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
     cdef Py_ssize_t blk, t0, nv, nseg, xi, co, i, cnt, lp = 2 * tb + 16
@@ -216,20 +246,17 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         t0 = blk * tb
         nv = min(tb, a.T - t0)
         nseg = segments(a, t0, nv, seg)
-        transform_input(a, nseg, seg, D, V, NR, tb)
+        a.bad[tid] += transform_input(a, nseg, seg, D, V, NR, tb)
         for co in range(Co):
             for i in range(nseg):
                 cnt = seg[5 * i + 3]
-                WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
+                a.bad[tid] += WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
                         seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt, 2, D, lp)
                 WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
         if nv < tb:
             zero_tail(V, a.sv, NR, tb, C, nv, tb, NR)
             zero_tail(Gy, a.sm, NR, tb, Co, nv, tb, NR)
-        for xi in range(XI):
-            gemm_st(Co, C, tb, <const float*>(Gy + xi * a.sm), tb, 1,
-                    <const float*>(V + xi * a.sv), 1, tb, dU + xi * Co * C, C, True,
-                    apack, bpack, MR, NR)
+        gw_products(a, Gy, V, dU, bpack)
 
 
 cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -256,7 +283,10 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.per = round16(XI * a.tb + XI * a.sv + XI * a.sm + per_extra)
     a.scr = NULL
     a.seg = NULL
-    a.scr = <float*>alloc_scratch(a.nt * a.per * sizeof(float))
+    # room for the finiteness sums of every thread, after the scratch
+    a.scr = <float*>alloc_scratch((a.nt * a.per + a.nt) * sizeof(float))
+    a.bad = a.scr + a.nt * a.per
+    memset(a.bad, 0, a.nt * sizeof(float))
     try:
         a.seg = <int64_t*>alloc_scratch(a.nt * 5 * (a.tb + 1) * sizeof(int64_t))
     except MemoryError:
@@ -265,20 +295,32 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     return 0
 
 
+cdef bint finish(Args* a) noexcept:
+    """Free the scratch; True when every thread read finite inputs only."""
+    cdef int t
+    cdef bint finite = True
+    for t in range(a.nt):
+        finite = finite and a.bad[t] == 0
+    free(a.scr)
+    free(a.seg)
+    return finite
+
+
 def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
                      const float[:, ::1] upk,        # IN  (16, >= Cop*C)
                      const float[::1] bias,          # IN  (Co,) or None
                      float[:, :, :, ::1] out,        # OUT (N, Co, OH, OW)
                      Py_ssize_t ph, Py_ssize_t pw, int n_threads):
     """out = conv2d(x, w, bias, stride 1, padding (ph, pw)) for a 3x3 ``w``
-    given as its packed transform ``upk`` (see :mod:`cnnext._plan`)."""
+    given as its packed transform ``upk`` (see :mod:`cnnext._plan`).
+    Returns False (``out`` then unspecified) if ``x`` holds an inf or a NaN."""
     cdef Args a
     cdef Py_ssize_t blk
+    cdef Py_ssize_t MR = kernels().s_mr
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
-        return
+        return True
     setup(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], out.shape[2],
-          out.shape[3], ph, pw, n_threads, (out.shape[1] + kernels().s_mr - 1) // kernels().s_mr * kernels().s_mr,
-          4 * tile_block())
+          out.shape[3], ph, pw, n_threads, (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block())
     a.x = &x[0, 0, 0, 0]
     a.upk = &upk[0, 0]
     a.su = upk.shape[1]
@@ -292,8 +334,7 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
         else:
             for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
                 fwd_block(&a, blk, threadid())
-    free(a.scr)
-    free(a.seg)
+    return finish(&a)
 
 
 def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -303,15 +344,15 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     """dup[t] = thread t's share of dU[xi] = sum over tiles of
     (A g A^T)[xi] (x) (B^T d B)[xi]; the weight gradient is
     G^T (sum_t dup[t]) G.  Uses ``dup.shape[0]`` threads (the caller sizes
-    it with :func:`weight_grad_threads`)."""
+    it with :func:`weight_grad_threads`).  Returns False (``dup`` then
+    unspecified) if ``x`` or ``g`` holds an inf or a NaN."""
     cdef Args a
     cdef Py_ssize_t tid, nt = dup.shape[0]
     cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
     if nt == 0 or Co == 0 or C == 0:
-        return
+        return True
     setup(&a, x.shape[0], C, x.shape[2], x.shape[3], Co, g.shape[2], g.shape[3], ph, pw,
-          <int>nt, Co, round16((min(<Py_ssize_t>MC, Co)
-          + kernels().s_mr) * KC) + KC * kernels().s_nr)
+          <int>nt, Co, tile_block() * kernels().s_nr)
     a.x = &x[0, 0, 0, 0]
     a.g = &g[0, 0, 0, 0]
     a.upk = NULL
@@ -324,8 +365,7 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 gw_range(&a, a.blocks * tid // nt, a.blocks * (tid + 1) // nt, <int>tid)
-    free(a.scr)
-    free(a.seg)
+    return finish(&a)
 
 
 def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_threads):
@@ -361,9 +401,10 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3)
     (MR-row panels of the micro-kernel's A operand), zero for the rows
     co >= Co that fill the last panel.  A row longer than Cop*C (a point
     stride that is not a large power of two) keeps the 16 points out of
-    each other's cache sets."""
+    each other's cache sets.  Returns False if ``w`` holds an inf or a NaN."""
     cdef Py_ssize_t Co = w.shape[0], C = w.shape[1], MR = kernels().s_mr
     cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR, co, c, i, xi
+    cdef double z = 0
     cdef double wd[9]
     cdef double t[12]
     cdef double u[16]
@@ -373,6 +414,7 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3)
                 if co < Co:
                     for i in range(9):
                         wd[i] = w[co, c, i // 3, i % 3]
+                        z += wd[i] - wd[i]
                     for i in range(3):
                         g_apply(&wd[i], 3, &t[i], 3)      # columns: t (4, 3)
                     for i in range(4):
@@ -382,6 +424,7 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3)
                         u[xi] = 0
                 for xi in range(16):
                     upk[xi, ((co // MR) * C + c) * MR + co % MR] = <float>u[xi]
+    return z == 0
 
 
 def winograd_filter_grad(const float[:, :, :, ::1] dup,  # IN  (nt, 16, Co, C)

@@ -19,11 +19,14 @@
 #define WG_FN(name) WG_CAT(name, WG_SUF)
 
 /* p[y*lp + i] = plane[(iy0 + y)*W + ix0 + i] for y < P, i < n: P rows of
- * the plane from column ix0, zero outside it (the convolution's padding). */
-static void WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
-                           int64_t iy0, int64_t ix0, int64_t n, int P,
-                           float *CNX_RESTRICT p, int64_t lp) {
+ * the plane from column ix0, zero outside it (the convolution's padding).
+ * Returns the sum of x - x over the values copied: 0, or NaN when one of
+ * them is inf or NaN (the caller then takes the direct algorithm). */
+static float WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
+                            int64_t iy0, int64_t ix0, int64_t n, int P,
+                            float *CNX_RESTRICT p, int64_t lp) {
     int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < n ? W - ix0 : n, i;
+    float z = 0.0f;
     if (hi < lo) hi = lo;
     for (int y = 0; y < P; y++) {
         float *dst = p + y * lp;
@@ -34,8 +37,28 @@ static void WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t W
         }
         const float *src = plane + iy * W + ix0;
         for (i = 0; i < lo; i++) dst[i] = 0.0f;
-        for (i = lo; i < hi; i++) dst[i] = src[i];
+#pragma omp simd reduction(+ : z)
+        for (i = lo; i < hi; i++) {
+            dst[i] = src[i];
+            z += src[i] - src[i];
+        }
         for (i = hi; i < n; i++) dst[i] = 0.0f;
+    }
+    return z;
+}
+
+/* dst[k*NR + j] = src[j*ld + k] for j < nr, k < n, zero for nr <= j < NR:
+ * nr rows of n lanes transposed into a packed B panel. */
+static void WG_FN(wg_pack_lanes)(const float *CNX_RESTRICT src, int64_t ld, int64_t nr,
+                                 int64_t n, int64_t NR, float *CNX_RESTRICT dst) {
+    for (int64_t k0 = 0; k0 < n; k0 += 8) {
+        int64_t kn = n - k0 < 8 ? n - k0 : 8;
+        for (int64_t j = 0; j < nr; j++) {
+            const float *s = src + j * ld + k0;
+            for (int64_t k = 0; k < kn; k++) dst[(k0 + k) * NR + j] = s[k];
+        }
+        for (int64_t k = 0; k < kn; k++)
+            for (int64_t j = nr; j < NR; j++) dst[(k0 + k) * NR + j] = 0.0f;
     }
 }
 
