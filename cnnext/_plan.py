@@ -169,14 +169,16 @@ def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
 _WG_MR = _gemm.block_sizes(np.float32)[0]
 
 
-def _winograd_filters(weight: FloatArray) -> FloatArray | None:
+def _winograd_filters(weight: FloatArray, adjoint: bool = False) -> FloatArray | None:
     """The packed Winograd transform of a float32 3x3 ``weight`` (the
     kernel's filter operand): 16 rows (points) of C_out/MR panels of
     (C, MR), a cache line longer than they need (see
-    ``_winograd.winograd_filters``); None if the weight holds inf/NaN."""
-    Co, C = weight.shape[:2]
+    ``_winograd.winograd_filters``); with ``adjoint``, of the input
+    gradient's filters (transposed, rotated by 180 degrees); None if the
+    weight holds inf/NaN."""
+    Co, C = weight.shape[1::-1] if adjoint else weight.shape[:2]
     upk = np.empty((16, -(-Co // _WG_MR) * _WG_MR * C + 16), dtype=np.float32)
-    return upk if _winograd.winograd_filters(weight, upk) else None
+    return upk if _winograd.winograd_filters(weight, upk, adjoint) else None
 
 
 def grad_input(
@@ -442,7 +444,7 @@ class ConvPlan:
         Winograd forward kernel with padding 2 - p; the direct algorithm
         when g or the weight holds inf/NaN."""
         gx = np.empty(self.x4, dtype=self.dtype)
-        upk = _winograd_filters(_rotated_transposed(weight))
+        upk = _winograd_filters(weight, adjoint=True)
         if upk is None or not _winograd.winograd_forward(
                 g, upk, None, gx, 2 - self.padding[0], 2 - self.padding[1], self.threads):
             return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,

@@ -179,38 +179,40 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef float* Y = Mb + XI * a.sm
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
     cdef Py_ssize_t nseg = segments(a, t0, nv, seg)
+    cdef Py_ssize_t panels = (nv + NR - 1) // NR  # the last block may be narrower
     cdef Py_ssize_t xi, pc, kc, mp, p, co, i
     cdef const float* A
     cdef float b
     a.bad[tid] += transform_input(a, nseg, seg, D, V, C * NR, NR)
-    if nv < tb:
-        zero_tail(V, a.sv, C * NR, NR, C, nv, tb, NR)
+    if nv < panels * NR:
+        zero_tail(V, a.sv, C * NR, NR, C, nv, panels * NR, NR)
     for xi in range(XI):
         A = a.upk + xi * a.su
         pc = 0
         while pc < C:
             kc = min(<Py_ssize_t>KC, C - pc)
             for mp in range(Cop // MR):
-                for p in range(tb // NR):
+                for p in range(panels):
                     a.ker.s(kc, A + mp * C * MR + pc * MR, NULL,
                             V + xi * a.sv + p * C * NR + pc * NR, NULL,
                             Mb + xi * a.sm + mp * MR * tb + p * NR, tb,
                             <int>MR, <int>NR, pc > 0, NULL)
             pc += KC
     for co in range(a.Co):
-        WG.output(Mb + co * tb, a.sm, tb, Y)
+        WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
         for i in range(nseg):
-            WG.scatter(Y + seg[5 * i + 4], tb, seg[5 * i + 3], b,
+            WG.scatter(Y + seg[5 * i + 4], nv, seg[5 * i + 3], b,
                        a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
                        seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
 
 
-cdef void gw_products(const Args* a, const float* Gy, const float* V, float* dU,
-                      float* bpack) noexcept nogil:
-    """dU[xi] (Co, C) += Gy[xi] (Co, tb) @ V[xi]^T: Gy's rows read in place
-    by the micro-kernel (its lanes are the reduction), each NR-channel
-    panel of V transposed once into ``bpack`` and used by every row panel."""
+cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float* V,
+                      float* dU, float* bpack) noexcept nogil:
+    """dU[xi] (Co, C) += Gy[xi] (Co, nv) @ V[xi]^T (the block's nv lanes):
+    Gy's rows read in place by the micro-kernel (its lanes are the
+    reduction), each NR-channel panel of V transposed once into ``bpack``
+    and used by every row panel."""
     cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co, MR = a.MR, NR = a.NR
     cdef Py_ssize_t xi, c0, co0, nr, mr, i
     cdef int64_t aoff[32]
@@ -218,13 +220,13 @@ cdef void gw_products(const Args* a, const float* Gy, const float* V, float* dU,
         c0 = 0
         while c0 < C:
             nr = min(NR, C - c0)
-            WG.pack_lanes(V + xi * a.sv + c0 * tb, tb, nr, tb, NR, bpack)
+            WG.pack_lanes(V + xi * a.sv + c0 * tb, tb, nr, nv, NR, bpack)
             co0 = 0
             while co0 < Co:
                 mr = min(MR, Co - co0)
                 for i in range(MR):
                     aoff[i] = (co0 + min(i, mr - 1)) * tb
-                a.ker.s_inda(tb, Gy + xi * a.sm, aoff, bpack, NULL,
+                a.ker.s_inda(nv, Gy + xi * a.sm, aoff, bpack, NULL,
                              dU + xi * Co * C + co0 * C + c0, C, <int>mr, <int>nr, 1, NULL)
                 co0 += MR
             c0 += NR
@@ -233,14 +235,14 @@ cdef void gw_products(const Args* a, const float* Gy, const float* V, float* dU,
 cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcept nogil:
     """Thread ``tid``'s dU partial (16, Co, C) = sum over blocks [b0, b1) of
     (A g A^T)[xi] @ V[xi]^T."""
-    cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co, MR = a.MR, NR = a.NR
+    cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co, NR = a.NR
     cdef float* D = a.scr + tid * a.per
     cdef float* V = D + XI * tb
     cdef float* Gy = V + XI * a.sv
     cdef float* bpack = Gy + XI * a.sm
     cdef float* dU = a.out + tid * XI * Co * C
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
-    cdef Py_ssize_t blk, t0, nv, nseg, xi, co, i, cnt, lp = 2 * tb + 16
+    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, lp = 2 * tb + 16
     memset(dU, 0, XI * Co * C * sizeof(float))
     for blk in range(b0, b1):
         t0 = blk * tb
@@ -250,13 +252,11 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         for co in range(Co):
             for i in range(nseg):
                 cnt = seg[5 * i + 3]
-                a.bad[tid] += WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
-                        seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt, 2, D, lp)
+                a.bad[tid] += WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH,
+                                      a.OW, seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt,
+                                      2, D, lp)
                 WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
-        if nv < tb:
-            zero_tail(V, a.sv, NR, tb, C, nv, tb, NR)
-            zero_tail(Gy, a.sm, NR, tb, Co, nv, tb, NR)
-        gw_products(a, Gy, V, dU, bpack)
+        gw_products(a, nv, Gy, V, dU, bpack)
 
 
 cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -395,14 +395,18 @@ cdef inline void gt_apply(const double* u, Py_ssize_t s, double* t, Py_ssize_t t
     t[2 * ts] = 0.5 * (u[s] + u[2 * s]) + u[3 * s]
 
 
-def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3)
-                     float[:, ::1] upk):            # OUT (16, >= Cop*C)
+def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co, 3, 3) if adjoint
+                     float[:, ::1] upk,             # OUT (16, >= Cop*C)
+                     bint adjoint=False):
     """upk[xi, ((co // MR)*C + c)*MR + co % MR] = (G w[co, c] G^T)[xi]
     (MR-row panels of the micro-kernel's A operand), zero for the rows
     co >= Co that fill the last panel.  A row longer than Cop*C (a point
     stride that is not a large power of two) keeps the 16 points out of
-    each other's cache sets.  Returns False if ``w`` holds an inf or a NaN."""
-    cdef Py_ssize_t Co = w.shape[0], C = w.shape[1], MR = kernels().s_mr
+    each other's cache sets.  With ``adjoint``, the filters are those of the
+    input gradient: ``w`` transposed (C and Co swapped) and rotated by 180
+    degrees.  Returns False if ``w`` holds an inf or a NaN."""
+    cdef Py_ssize_t Co = w.shape[1 if adjoint else 0], C = w.shape[0 if adjoint else 1]
+    cdef Py_ssize_t MR = kernels().s_mr
     cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR, co, c, i, xi
     cdef double z = 0
     cdef double wd[9]
@@ -413,7 +417,10 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3)
             for c in range(C):
                 if co < Co:
                     for i in range(9):
-                        wd[i] = w[co, c, i // 3, i % 3]
+                        if adjoint:
+                            wd[i] = w[c, co, 2 - i // 3, 2 - i % 3]
+                        else:
+                            wd[i] = w[co, c, i // 3, i % 3]
                         z += wd[i] - wd[i]
                     for i in range(3):
                         g_apply(&wd[i], 3, &t[i], 3)      # columns: t (4, 3)
