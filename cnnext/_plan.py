@@ -429,38 +429,44 @@ class ConvPlan:
     def _winograd_forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
     ) -> FloatArray:
-        """y by Winograd's F(2x2, 3x3); the direct kernel when x or the
-        weight holds inf/NaN (Winograd's transforms would spread one to the
+        """y by Winograd's F(2x2, 3x3); the direct kernel when the weight
+        holds inf/NaN, or when the result does (an inf/NaN input always
+        reaches it, and Winograd's transforms would spread it to the
         neighbouring outputs, as inf - inf = NaN)."""
         y = np.empty(self.out4, dtype=self.dtype)
         upk = _winograd_filters(weight)
-        if upk is None or not _winograd.winograd_forward(x, upk, bias, y, self.padding[0],
-                                                         self.padding[1], self.threads):
+        if upk is not None:
+            _winograd.winograd_forward(x, upk, bias, y, self.padding[0], self.padding[1],
+                                       self.threads)
+        if upk is None or not _winograd.all_finite(y.reshape(-1)):
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
 
     def _winograd_grad_input(self, g: FloatArray, weight: FloatArray) -> FloatArray:
         """grad_x = the full convolution of g with the rotated kernel: the
         Winograd forward kernel with padding 2 - p; the direct algorithm
-        when g or the weight holds inf/NaN."""
+        when the weight or the result holds inf/NaN (see _winograd_forward)."""
         gx = np.empty(self.x4, dtype=self.dtype)
         upk = _winograd_filters(weight, adjoint=True)
-        if upk is None or not _winograd.winograd_forward(
-                g, upk, None, gx, 2 - self.padding[0], 2 - self.padding[1], self.threads):
+        if upk is not None:
+            _winograd.winograd_forward(g, upk, None, gx, 2 - self.padding[0],
+                                       2 - self.padding[1], self.threads)
+        if upk is None or not _winograd.all_finite(gx.reshape(-1)):
             return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,
                               self.dilation, "full-rotated", self.threads)
         return gx
 
     def _winograd_grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
         """grad_w = G^T (sum over tiles of (A g A^T) (x) (B^T x B)) G, one
-        partial per thread added in order; the direct kernels when x or g
-        holds inf/NaN."""
+        partial per thread added in order; the direct kernels when the
+        result holds inf/NaN (as it does when x or g does)."""
         Co, C = self.weight_shape[:2]
         dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
-        if not _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1]):
-            return self._grad_weight(g, x, "packed")
+        _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1])
         gw = np.empty(self.weight_shape, dtype=self.dtype)
         _winograd.winograd_filter_grad(dup, gw)
+        if not _winograd.all_finite(gw.reshape(-1)):
+            return self._grad_weight(g, x, "packed")
         return gw
 
     def _grad_weight(

@@ -50,9 +50,10 @@ from cnnext._common cimport KC, cnx_kernels, round16
 from cnnext._gemm cimport alloc_scratch, kernels
 
 cdef extern from "cnnext_winograd.h" nogil:
-    ctypedef float (*cnx_wg_rows)(const float* plane, int64_t H, int64_t W, int64_t iy0,
-                                  int64_t ix0, int64_t n, int P, float* p,
-                                  int64_t lp) noexcept nogil
+    ctypedef void (*cnx_wg_rows)(const float* plane, int64_t H, int64_t W, int64_t iy0,
+                                 int64_t ix0, int64_t n, int P, float* p,
+                                 int64_t lp) noexcept nogil
+    ctypedef int (*cnx_wg_finite)(const float* a, int64_t n) noexcept nogil
     ctypedef void (*cnx_wg_pack_lanes)(const float* src, int64_t ld, int64_t nr, int64_t n,
                                        int64_t NR, float* dst) noexcept nogil
     ctypedef void (*cnx_wg_input_rows)(const float* p, int64_t lp, int64_t cnt, float* v,
@@ -64,6 +65,7 @@ cdef extern from "cnnext_winograd.h" nogil:
                                     int64_t ox0) noexcept nogil
     ctypedef struct cnx_wg_kernels:
         cnx_wg_rows rows
+        cnx_wg_finite finite
         cnx_wg_pack_lanes pack_lanes
         cnx_wg_input_rows input_rows
         cnx_wg_input_rows grad_rows
@@ -101,7 +103,6 @@ ctypedef struct Args:
     Py_ssize_t sv, sm        # point strides of V (C*tb) and of the products, plus a line
     Py_ssize_t per           # scratch floats per thread
     float* scr
-    float* bad               # per thread: sum of x - x over the inputs read (0: finite)
     int64_t* seg             # per thread: 5 * (tb + 1) segment fields
     const cnx_kernels* ker
     int nt
@@ -143,22 +144,20 @@ cdef void zero_tail(float* V, Py_ssize_t sxi, Py_ssize_t sp, Py_ssize_t sr, Py_s
                 l += n
 
 
-cdef float transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* P,
-                           float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
+cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* P,
+                          float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
     """V[xi, c] (lane l at (l // NR)*sp + l % NR, channel stride sc) = B^T d B
     of every tile of the block, for every input channel c: per run of tiles,
-    the 4 input rows it covers (zero-padded, in P), then the transform.
-    Returns 0, or NaN if an input value read is inf or NaN."""
+    the 4 input rows it covers (zero-padded, in P), then the transform."""
     cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
-    cdef float z = 0
     for c in range(a.C):
         for i in range(nseg):
             cnt = seg[5 * i + 3]
             pos = seg[5 * i + 4]
             plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
-            z += WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph,
-                         seg[5 * i + 2] * 2 - a.pw, 2 * cnt + 2, 4, P, lp)
+            WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
+                    2 * cnt + 2, 4, P, lp)
             j = 0
             while j < cnt:  # the run's lanes, cut at panel boundaries
                 l = pos + j
@@ -166,7 +165,6 @@ cdef float transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, f
                 WG.input_rows(P + 2 * j, lp, n, V + c * sc + (l // a.NR) * sp + l % a.NR,
                               a.sv)
                 j += n
-    return z
 
 
 cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
@@ -183,7 +181,7 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef Py_ssize_t xi, pc, kc, mp, p, co, i
     cdef const float* A
     cdef float b
-    a.bad[tid] += transform_input(a, nseg, seg, D, V, C * NR, NR)
+    transform_input(a, nseg, seg, D, V, C * NR, NR)
     if nv < panels * NR:
         zero_tail(V, a.sv, C * NR, NR, C, nv, panels * NR, NR)
     for xi in range(XI):
@@ -248,13 +246,12 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         t0 = blk * tb
         nv = min(tb, a.T - t0)
         nseg = segments(a, t0, nv, seg)
-        a.bad[tid] += transform_input(a, nseg, seg, D, V, NR, tb)
+        transform_input(a, nseg, seg, D, V, NR, tb)
         for co in range(Co):
             for i in range(nseg):
                 cnt = seg[5 * i + 3]
-                a.bad[tid] += WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH,
-                                      a.OW, seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt,
-                                      2, D, lp)
+                WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
+                        seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt, 2, D, lp)
                 WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
         gw_products(a, nv, Gy, V, dU, bpack)
 
@@ -283,10 +280,7 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.per = round16(XI * a.tb + XI * a.sv + XI * a.sm + per_extra)
     a.scr = NULL
     a.seg = NULL
-    # room for the finiteness sums of every thread, after the scratch
-    a.scr = <float*>alloc_scratch((a.nt * a.per + a.nt) * sizeof(float))
-    a.bad = a.scr + a.nt * a.per
-    memset(a.bad, 0, a.nt * sizeof(float))
+    a.scr = <float*>alloc_scratch(a.nt * a.per * sizeof(float))
     try:
         a.seg = <int64_t*>alloc_scratch(a.nt * 5 * (a.tb + 1) * sizeof(int64_t))
     except MemoryError:
@@ -295,30 +289,18 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     return 0
 
 
-cdef bint finish(Args* a) noexcept:
-    """Free the scratch; True when every thread read finite inputs only."""
-    cdef int t
-    cdef bint finite = True
-    for t in range(a.nt):
-        finite = finite and a.bad[t] == 0
-    free(a.scr)
-    free(a.seg)
-    return finite
-
-
 def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
                      const float[:, ::1] upk,        # IN  (16, >= Cop*C)
                      const float[::1] bias,          # IN  (Co,) or None
                      float[:, :, :, ::1] out,        # OUT (N, Co, OH, OW)
                      Py_ssize_t ph, Py_ssize_t pw, int n_threads):
     """out = conv2d(x, w, bias, stride 1, padding (ph, pw)) for a 3x3 ``w``
-    given as its packed transform ``upk`` (see :mod:`cnnext._plan`).
-    Returns False (``out`` then unspecified) if ``x`` holds an inf or a NaN."""
+    given as its packed transform ``upk`` (see :mod:`cnnext._plan`)."""
     cdef Args a
     cdef Py_ssize_t blk
     cdef Py_ssize_t MR = kernels().s_mr
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
-        return True
+        return
     setup(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], out.shape[2],
           out.shape[3], ph, pw, n_threads, (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block())
     a.x = &x[0, 0, 0, 0]
@@ -334,7 +316,8 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
         else:
             for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
                 fwd_block(&a, blk, threadid())
-    return finish(&a)
+    free(a.scr)
+    free(a.seg)
 
 
 def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -344,13 +327,12 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     """dup[t] = thread t's share of dU[xi] = sum over tiles of
     (A g A^T)[xi] (x) (B^T d B)[xi]; the weight gradient is
     G^T (sum_t dup[t]) G.  Uses ``dup.shape[0]`` threads (the caller sizes
-    it with :func:`weight_grad_threads`).  Returns False (``dup`` then
-    unspecified) if ``x`` or ``g`` holds an inf or a NaN."""
+    it with :func:`weight_grad_threads`)."""
     cdef Args a
     cdef Py_ssize_t tid, nt = dup.shape[0]
     cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
     if nt == 0 or Co == 0 or C == 0:
-        return True
+        return
     setup(&a, x.shape[0], C, x.shape[2], x.shape[3], Co, g.shape[2], g.shape[3], ph, pw,
           <int>nt, Co, tile_block() * kernels().s_nr)
     a.x = &x[0, 0, 0, 0]
@@ -365,7 +347,18 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 gw_range(&a, a.blocks * tid // nt, a.blocks * (tid + 1) // nt, <int>tid)
-    return finish(&a)
+    free(a.scr)
+    free(a.seg)
+
+
+def all_finite(const float[::1] a):  # IN
+    """True when ``a`` holds no inf or NaN (one vectorised pass)."""
+    cdef bint ok
+    if a.shape[0] == 0:
+        return True
+    with nogil:
+        ok = WG.finite(&a[0], a.shape[0])
+    return ok
 
 
 def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_threads):

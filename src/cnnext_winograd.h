@@ -22,8 +22,9 @@
 typedef void (*cnx_wg_output)(const float *m, int64_t sxi, int64_t n, float *y);
 typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
                                int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
-typedef float (*cnx_wg_rows)(const float *plane, int64_t H, int64_t W, int64_t iy0,
-                             int64_t ix0, int64_t n, int P, float *p, int64_t lp);
+typedef void (*cnx_wg_rows)(const float *plane, int64_t H, int64_t W, int64_t iy0,
+                            int64_t ix0, int64_t n, int P, float *p, int64_t lp);
+typedef int (*cnx_wg_finite)(const float *a, int64_t n);
 typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int64_t n,
                                   int64_t NR, float *dst);
 typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
@@ -33,6 +34,7 @@ typedef struct {
     cnx_wg_output output;
     cnx_wg_scatter scatter;
     cnx_wg_rows rows;
+    cnx_wg_finite finite;
     cnx_wg_pack_lanes pack_lanes;
     cnx_wg_input_rows input_rows;
     cnx_wg_input_rows grad_rows;
@@ -76,6 +78,7 @@ typedef struct {
 #define WG_SET(k, SUF)                                                          \
     k.output = wg_output_##SUF; k.scatter = wg_scatter_##SUF;                  \
     k.rows = wg_rows_##SUF; k.pack_lanes = wg_pack_lanes_##SUF;                \
+    k.finite = wg_finite_##SUF;                                                \
     k.input_rows = wg_input_rows_##SUF; k.grad_rows = wg_grad_rows_##SUF;      \
     k.name = #SUF;
 

@@ -19,14 +19,11 @@
 #define WG_FN(name) WG_CAT(name, WG_SUF)
 
 /* p[y*lp + i] = plane[(iy0 + y)*W + ix0 + i] for y < P, i < n: P rows of
- * the plane from column ix0, zero outside it (the convolution's padding).
- * Returns the sum of x - x over the values copied: 0, or NaN when one of
- * them is inf or NaN (the caller then takes the direct algorithm). */
-static float WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
+ * the plane from column ix0, zero outside it (the convolution's padding). */
+static void WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
                             int64_t iy0, int64_t ix0, int64_t n, int P,
                             float *CNX_RESTRICT p, int64_t lp) {
     int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < n ? W - ix0 : n, i;
-    float z = 0.0f;
     if (hi < lo) hi = lo;
     for (int y = 0; y < P; y++) {
         float *dst = p + y * lp;
@@ -37,14 +34,17 @@ static float WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t 
         }
         const float *src = plane + iy * W + ix0;
         for (i = 0; i < lo; i++) dst[i] = 0.0f;
-#pragma omp simd reduction(+ : z)
-        for (i = lo; i < hi; i++) {
-            dst[i] = src[i];
-            z += src[i] - src[i];
-        }
+        for (i = lo; i < hi; i++) dst[i] = src[i];
         for (i = hi; i < n; i++) dst[i] = 0.0f;
     }
-    return z;
+}
+
+/* 1 when a[0:n] holds no inf or NaN (the sum of a - a is then 0). */
+static int WG_FN(wg_finite)(const float *CNX_RESTRICT a, int64_t n) {
+    float z = 0.0f;
+#pragma omp simd reduction(+ : z)
+    for (int64_t i = 0; i < n; i++) z += a[i] - a[i];
+    return z == 0.0f;
 }
 
 /* dst[k*NR + j] = src[j*ld + k] for j < nr, k < n, zero for nr <= j < NR:
