@@ -400,52 +400,57 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
     degrees.  Returns False if ``w`` holds an inf or a NaN."""
     cdef Py_ssize_t Co = w.shape[1 if adjoint else 0], C = w.shape[0 if adjoint else 1]
     cdef Py_ssize_t MR = kernels().s_mr
-    cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR, co, c, i, xi
+    cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR, co, c, i, xi, p0
     cdef double z = 0
     cdef double wd[9]
     cdef double t[12]
     cdef double u[16]
     with nogil:
-        for co in range(Cop):
+        for p0 in range(Cop // MR):  # a panel's MR rows are adjacent in upk
             for c in range(C):
-                if co < Co:
-                    for i in range(9):
-                        if adjoint:
-                            wd[i] = w[c, co, 2 - i // 3, 2 - i % 3]
-                        else:
-                            wd[i] = w[co, c, i // 3, i % 3]
-                        z += wd[i] - wd[i]
-                    for i in range(3):
-                        g_apply(&wd[i], 3, &t[i], 3)      # columns: t (4, 3)
-                    for i in range(4):
-                        g_apply(&t[3 * i], 1, &u[4 * i], 1)  # rows: u (4, 4)
-                else:
+                for co in range(p0 * MR, p0 * MR + MR):
+                    if co < Co:
+                        for i in range(9):
+                            if adjoint:
+                                wd[i] = w[c, co, 2 - i // 3, 2 - i % 3]
+                            else:
+                                wd[i] = w[co, c, i // 3, i % 3]
+                            z += wd[i] - wd[i]
+                        for i in range(3):
+                            g_apply(&wd[i], 3, &t[i], 3)         # columns: t (4, 3)
+                        for i in range(4):
+                            g_apply(&t[3 * i], 1, &u[4 * i], 1)  # rows: u (4, 4)
+                    else:
+                        for xi in range(16):
+                            u[xi] = 0
                     for xi in range(16):
-                        u[xi] = 0
-                for xi in range(16):
-                    upk[xi, ((co // MR) * C + c) * MR + co % MR] = <float>u[xi]
+                        upk[xi, (p0 * C + c) * MR + co - p0 * MR] = <float>u[xi]
     return z == 0
 
 
 def winograd_filter_grad(const float[:, :, :, ::1] dup,  # IN  (nt, 16, Co, C)
                          float[:, :, :, ::1] gw):         # OUT (Co, C, 3, 3)
     """gw[co, c] = G^T (sum_t dup[t, :, co, c]) G, the partials added in
-    order."""
+    order (each output row's 16 x C sums gathered first, in contiguous
+    runs)."""
     cdef Py_ssize_t nt = dup.shape[0], Co = gw.shape[0], C = gw.shape[1]
     cdef Py_ssize_t co, c, i, xi, tt
-    cdef double u[16]
+    cdef double* u = <double*>alloc_scratch(16 * max(C, 1) * sizeof(double))
     cdef double t[12]
     cdef double r[9]
     with nogil:
         for co in range(Co):
+            for xi in range(16):
+                for c in range(C):
+                    u[xi * C + c] = dup[0, xi, co, c]
+                for tt in range(1, nt):
+                    for c in range(C):
+                        u[xi * C + c] += dup[tt, xi, co, c]
             for c in range(C):
-                for xi in range(16):
-                    u[xi] = 0
-                    for tt in range(nt):
-                        u[xi] += dup[tt, xi, co, c]
                 for i in range(4):
-                    gt_apply(&u[i], 4, &t[i], 4)          # columns: t (3, 4)
+                    gt_apply(&u[i * C + c], 4 * C, &t[i], 4)  # columns: t (3, 4)
                 for i in range(3):
-                    gt_apply(&t[4 * i], 1, &r[3 * i], 1)  # rows: r (3, 3)
+                    gt_apply(&t[4 * i], 1, &r[3 * i], 1)      # rows: r (3, 3)
                 for i in range(9):
                     gw[co, c, i // 3, i % 3] = <float>r[i]
+    free(u)
