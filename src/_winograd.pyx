@@ -63,7 +63,11 @@ cdef extern from "cnnext_winograd.h" nogil:
     ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
                                     float* out, int64_t OH, int64_t OW, int64_t oy0,
                                     int64_t ox0) noexcept nogil
+    ctypedef void (*cnx_wg_ukr)(int64_t kc, const float* a, const float* b, float* c,
+                                int64_t ldc, int accumulate) noexcept nogil
     ctypedef struct cnx_wg_kernels:
+        cnx_wg_ukr ukr
+        int pn
         cnx_wg_rows rows
         cnx_wg_finite finite
         cnx_wg_pack_lanes pack_lanes
@@ -86,9 +90,14 @@ def isa():
     return WG.name.decode()
 
 
-def tile_block(Py_ssize_t n_panels=4):
-    """Tiles per work unit (``n_panels`` micro-kernel panels of NR tiles)."""
-    return n_panels * kernels().s_nr
+cdef Py_ssize_t panel_lanes() noexcept nogil:
+    """Tiles in one panel of the products: the columns of their micro-kernel."""
+    return WG.pn if WG.ukr != NULL else kernels().s_nr
+
+
+def tile_block():
+    """Tiles per work unit: a few panels of the products."""
+    return (3 if WG.ukr != NULL else 4) * panel_lanes()
 
 
 ctypedef struct Args:
@@ -100,6 +109,7 @@ ctypedef struct Args:
     float* out               # forward: (N, Co, OH, OW); weight gradient: (nt, 16, Co, C)
     Py_ssize_t N, C, H, W, Co, Cop, OH, OW, ph, pw
     Py_ssize_t th, tw, T, tb, blocks, MR, NR
+    Py_ssize_t PN            # tiles per panel of the forward products
     Py_ssize_t sv, sm        # point strides of V (C*tb) and of the products, plus a line
     Py_ssize_t per           # scratch floats per thread
     float* scr
@@ -161,15 +171,15 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
             j = 0
             while j < cnt:  # the run's lanes, cut at panel boundaries
                 l = pos + j
-                n = min(cnt - j, a.NR - l % a.NR)
-                WG.input_rows(P + 2 * j, lp, n, V + c * sc + (l // a.NR) * sp + l % a.NR,
+                n = min(cnt - j, a.PN - l % a.PN)
+                WG.input_rows(P + 2 * j, lp, n, V + c * sc + (l // a.PN) * sp + l % a.PN,
                               a.sv)
                 j += n
 
 
 cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     """Output tiles of block ``blk``: transform, 16 products, inverse transform."""
-    cdef Py_ssize_t tb = a.tb, C = a.C, Cop = a.Cop, MR = a.MR, NR = a.NR
+    cdef Py_ssize_t tb = a.tb, C = a.C, Cop = a.Cop, MR = a.MR, NR = a.PN
     cdef Py_ssize_t t0 = blk * tb, nv = min(tb, a.T - t0)
     cdef float* D = a.scr + tid * a.per
     cdef float* V = D + XI * tb
@@ -191,10 +201,15 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
             kc = min(<Py_ssize_t>KC, C - pc)
             for mp in range(Cop // MR):
                 for p in range(panels):
-                    a.ker.s(kc, A + mp * C * MR + pc * MR, NULL,
-                            V + xi * a.sv + p * C * NR + pc * NR, NULL,
-                            Mb + xi * a.sm + mp * MR * tb + p * NR, tb,
-                            <int>MR, <int>NR, pc > 0, NULL)
+                    if WG.ukr != NULL:
+                        WG.ukr(kc, A + mp * C * MR + pc * MR,
+                               V + xi * a.sv + p * C * NR + pc * NR,
+                               Mb + xi * a.sm + mp * MR * tb + p * NR, tb, pc > 0)
+                    else:
+                        a.ker.s(kc, A + mp * C * MR + pc * MR, NULL,
+                                V + xi * a.sv + p * C * NR + pc * NR, NULL,
+                                Mb + xi * a.sm + mp * MR * tb + p * NR, tb,
+                                <int>MR, <int>NR, pc > 0, NULL)
             pc += KC
     for co in range(a.Co):
         WG.output(Mb + co * tb, a.sm, nv, Y)
@@ -233,7 +248,7 @@ cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float
 cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcept nogil:
     """Thread ``tid``'s dU partial (16, Co, C) = sum over blocks [b0, b1) of
     (A g A^T)[xi] @ V[xi]^T."""
-    cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co, NR = a.NR
+    cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co
     cdef float* D = a.scr + tid * a.per
     cdef float* V = D + XI * tb
     cdef float* Gy = V + XI * a.sv
@@ -246,7 +261,7 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         t0 = blk * tb
         nv = min(tb, a.T - t0)
         nseg = segments(a, t0, nv, seg)
-        transform_input(a, nseg, seg, D, V, NR, tb)
+        transform_input(a, nseg, seg, D, V, a.PN, tb)
         for co in range(Co):
             for i in range(nseg):
                 cnt = seg[5 * i + 3]
@@ -266,6 +281,7 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.ker = kernels()
     a.MR = a.ker.s_mr
     a.NR = a.ker.s_nr
+    a.PN = panel_lanes()
     a.N = N; a.C = C; a.H = H; a.W = W; a.Co = Co; a.OH = OH; a.OW = OW
     a.ph = ph; a.pw = pw
     a.Cop = (Co + a.MR - 1) // a.MR * a.MR

@@ -30,7 +30,15 @@ typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int6
 typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
                                   int64_t sxi);
 
+/* c[i*ldc + j] (+)= sum_k a[k*8 + i] * b[k*48 + j], i < 8, j < 48: the
+ * products' micro-kernel where the instruction set has one (NULL: the GEMM
+ * micro-kernel instead). */
+typedef void (*cnx_wg_ukr)(int64_t kc, const float *a, const float *b, float *c,
+                           int64_t ldc, int accumulate);
+
 typedef struct {
+    cnx_wg_ukr ukr;
+    int pn; /* the lanes of one panel of the products (ukr's columns), 0: GEMM's NR */
     cnx_wg_output output;
     cnx_wg_scatter scatter;
     cnx_wg_rows rows;
@@ -68,6 +76,36 @@ typedef struct {
 #define WG_SUF avx512
 #include "cnnext_winograd_body.h"
 #undef WG_SUF
+
+/* 8 rows x 48 columns: 24 accumulators, three B vectors and one broadcast
+ * A value per row and step (more FMAs per load than the GEMM's 8 x 32). */
+static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
+                          int64_t ldc, int accumulate) {
+    __m512 acc[8][3];
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 3; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        const float *bk = b + k * 48, *ak = a + k * 8;
+        __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16),
+               b2 = _mm512_loadu_ps(bk + 32);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m512 t = _mm512_set1_ps(ak[i]);
+            acc[i][0] = _mm512_fmadd_ps(t, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(t, b1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(t, b2, acc[i][2]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        float *row = c + i * ldc;
+        for (int j = 0; j < 3; j++) {
+            __m512 v = acc[i][j];
+            if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(row + 16 * j));
+            _mm512_storeu_ps(row + 16 * j, v);
+        }
+    }
+}
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -86,9 +124,13 @@ static cnx_wg_kernels cnx_wg_select(void) {
     cnx_wg_kernels k;
     int isa = cnx_isa_from_env(cnx_detect_isa());
     WG_SET(k, generic)
+    k.ukr = NULL;
+    k.pn = 0;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
+        k.ukr = wg_ukr_avx512;
+        k.pn = 48;
     } else if (isa == 1) {
         WG_SET(k, avx2)
     }
