@@ -23,23 +23,31 @@ Design:
   wrote, from cache.
 * **Transforms** (``src/cnnext_winograd_body.h``, compiled per instruction
   set and chosen at run time like the GEMM micro-kernels) run along the
-  block's tiles, vectorised: a gather copies each channel's 4x4 patches
-  (zero outside the image: the padding) into 16 rows of TB lanes, and the
-  input transform writes them straight in the micro-kernel's packed-B
-  layout; the output transform and scatter undo it per output channel.
-* **Products** run on the GEMM micro-kernels of ``_gemm`` with the filters
-  packed once per call (``upk``: 16 points x C_out/MR panels x C x MR).
+  block's tiles, vectorised: per run of tiles along a tile row, the 4
+  input rows it covers are copied once (zero outside the image: the
+  padding) and transformed in one pass straight into the micro-kernel's
+  packed-B layout; the output transform and scatter undo it per output
+  channel.
+* **Products**: the filters are packed once per call (``upk``: 16 points x
+  C_out/MR panels x C x MR); with AVX-512 an 8x48 micro-kernel of this
+  module (``src/cnnext_winograd.h``) multiplies them by the transformed
+  input, elsewhere the GEMM micro-kernel of ``_gemm``.
 * **Forward** blocks are handed out by a ``prange`` (guided); each block is
   computed the same way whichever thread takes it, so the result does not
   depend on the thread count.  The input gradient is the forward kernel on
   the upstream gradient with the rotated, transposed filters.
+* **Inf and NaN** are not handled here: the caller checks the result
+  (:func:`all_finite`) and recomputes a non-finite one with the direct
+  algorithm.
 * **Weight gradient**: ``dU[xi] = sum over tiles of (A g A^T)[xi] (x)
-  V[xi]``, one product per point and block; thread ``tid`` sums a fixed,
+  V[xi]``, one product per point and block (the transformed gradient's
+  rows read in place by the micro-kernel, the transformed input
+  transposed into panels); thread ``tid`` sums a fixed,
   contiguous range of blocks into its own ``dU`` partial (reproducible for
   a given thread count; the caller adds the partials in order).
 
-With one thread the ``*_block`` bodies are called directly, entering no
-OpenMP region.
+With one thread the block bodies (``fwd_block``, ``gw_range``) are called
+directly, entering no OpenMP region.
 """
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t

@@ -21,8 +21,8 @@
 /* p[y*lp + i] = plane[(iy0 + y)*W + ix0 + i] for y < P, i < n: P rows of
  * the plane from column ix0, zero outside it (the convolution's padding). */
 static void WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
-                            int64_t iy0, int64_t ix0, int64_t n, int P,
-                            float *CNX_RESTRICT p, int64_t lp) {
+                           int64_t iy0, int64_t ix0, int64_t n, int P,
+                           float *CNX_RESTRICT p, int64_t lp) {
     int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < n ? W - ix0 : n, i;
     if (hi < lo) hi = lo;
     for (int y = 0; y < P; y++) {

@@ -298,3 +298,46 @@ def test_winograd_error_within_4x_direct(c, hw, rng):
         err[alg] = [np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)) for a, b in zip(got, want)]
     for what, e_w, e_d in zip(("forward", "grad_x", "grad_w"), err["winograd"], err["direct"]):
         assert e_w <= 4 * e_d, (what, e_w, e_d)
+
+
+_ISA_SCRIPT = """
+import sys
+import numpy as np
+import cnnext
+from cnnext import _winograd, functional as F, reference as R
+
+rng = np.random.default_rng(0)
+worst = 0.0
+for n, c, co, h, w, p in [(2, 3, 5, 7, 9, 1), (5, 9, 11, 19, 23, 1), (2, 33, 17, 10, 11, 2)]:
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((co, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    g = rng.standard_normal((n, co, h + 2 * p - 2, w + 2 * p - 2)).astype(np.float32)
+    with cnnext.use_conv_algorithm("winograd"):
+        got = (F.conv2d(x, wt, padding=p),) + F.conv2d_backward(g, x, wt, padding=p)[:2]
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, g))
+    want = (R.conv2d(x64, w64, padding=p),) + R.conv2d_backward(g64, x64, w64, padding=p)[:2]
+    for a, b in zip(got, want):
+        worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
+print(_winograd.isa(), worst)
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_winograd_every_isa(isa, tmp_path):
+    """CNNEXT_ISA selects each variant of the transform loops (and, with
+    AVX-512, Winograd's own micro-kernel) the CPU supports."""
+    import os
+    import subprocess
+    import sys
+
+    from cnnext import _gemm
+
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa) > order.index(_gemm.isa()):
+        pytest.skip(f"this CPU runs {_gemm.isa()}, not {isa}")
+    proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=dict(os.environ, CNNEXT_ISA=isa))
+    assert proc.returncode == 0, proc.stderr
+    name, worst = proc.stdout.split()
+    assert name == isa
+    assert float(worst) < 1e-5
