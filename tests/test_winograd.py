@@ -214,25 +214,30 @@ def test_forced_winograd_falls_back_for_other_kernel_sizes(rng):
 
 
 def test_auto_rule():
-    """``auto``: Winograd for float32 3x3 stride-1 layers with >= 32 input and
-    output channels and >= 64 output positions per image; direct otherwise;
-    ``direct`` never Winograd."""
+    """``auto``: Winograd for float32 3x3 stride-1 layers with >= 64 input and
+    output channels and >= 64 2x2 output tiles over the batch; direct
+    otherwise; ``direct`` never Winograd, ``winograd`` wherever it can."""
     def method(x_shape, co, alg, dtype=np.float32, padding=(1, 1)):
         return _plan.conv2d_plan("conv2d", x_shape, (co, x_shape[1], 3, 3), None,
                                  np.dtype(dtype), (1, 1), padding, (1, 1), 1, alg).method
     assert method((8, 128, 28, 28), 128, "auto") == "winograd"
-    assert method((1, 32, 8, 8), 32, "auto") == "winograd"
-    assert method((8, 31, 28, 28), 128, "auto") == "direct"
-    assert method((8, 128, 28, 28), 16, "auto") == "direct"
-    assert method((8, 128, 7, 7), 128, "auto") == "direct"
+    assert method((8, 512, 7, 7), 512, "auto") == "winograd"  # 8 * 16 tiles
+    assert method((1, 64, 16, 16), 64, "auto") == "winograd"  # 64 tiles
+    assert method((1, 64, 15, 15), 64, "auto") == "winograd"  # 8 * 8 partial tiles
+    assert method((1, 64, 14, 14), 64, "auto") == "direct"    # 49 tiles
+    assert method((1, 256, 8, 8), 256, "auto") == "direct"
+    assert method((16, 32, 32, 32), 32, "auto") == "direct"
+    assert method((8, 63, 28, 28), 128, "auto") == "direct"
+    assert method((8, 128, 28, 28), 63, "auto") == "direct"
     assert method((8, 128, 28, 28), 128, "auto", np.float64) == "direct"
+    assert method((8, 128, 28, 28), 128, "auto", padding=(3, 3)) == "direct"
     assert method((8, 128, 28, 28), 128, "direct") == "direct"
     assert method((1, 3, 5, 5), 2, "winograd") == "winograd"
 
 
 def test_plan_records_algorithm_and_cache_follows_setting(rng):
-    x = rng.standard_normal((1, 32, 8, 8)).astype(np.float32)
-    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, 64, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     plans = {}
     for alg in ("auto", "direct", "winograd"):
         with cnnext.use_conv_algorithm(alg):
