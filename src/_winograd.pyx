@@ -103,9 +103,20 @@ cdef Py_ssize_t panel_lanes() noexcept nogil:
     return WG.pn if WG.ukr != NULL else kernels().s_nr
 
 
+cdef Py_ssize_t max_panels() noexcept nogil:
+    return 3 if WG.ukr != NULL else 4
+
+
+cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt) noexcept nogil:
+    """Tiles per work unit for T tiles and nt threads: up to ``max_panels``
+    panels, fewer when the batch is small, so that each thread gets about
+    two blocks (and little of the last panel is padding)."""
+    return max(1, min(max_panels(), T // (2 * nt * panel_lanes()))) * panel_lanes()
+
+
 def tile_block():
-    """Tiles per work unit: a few panels of the products."""
-    return (3 if WG.ukr != NULL else 4) * panel_lanes()
+    """The most tiles a work unit holds: a few panels of the products."""
+    return max_panels() * panel_lanes()
 
 
 ctypedef struct Args:
@@ -296,7 +307,7 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.th = (OH + 1) // 2
     a.tw = (OW + 1) // 2
     a.T = N * a.th * a.tw
-    a.tb = tile_block()
+    a.tb = block_tiles(a.T, n_threads)
     a.blocks = (a.T + a.tb - 1) // a.tb
     a.nt = <int>max(1, min(n_threads, a.blocks))
     a.sv = C * a.tb + 16
@@ -389,7 +400,8 @@ def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_thread
     """Threads (and so dU partials) :func:`winograd_grad_weight` uses: at
     most one per tile block."""
     cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
-    return <int>max(1, min(n_threads, (T + tile_block() - 1) // tile_block()))
+    cdef Py_ssize_t tb = block_tiles(T, n_threads)
+    return <int>max(1, min(n_threads, (T + tb - 1) // tb))
 
 
 # --------------------------------------------------------------------------
