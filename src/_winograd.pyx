@@ -364,7 +364,7 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     G^T (sum_t dup[t]) G.  Uses ``dup.shape[0]`` threads (the caller sizes
     it with :func:`weight_grad_threads`)."""
     cdef Args a
-    cdef Py_ssize_t tid, nt = dup.shape[0]
+    cdef Py_ssize_t tid, run, nt = dup.shape[0]
     cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
     if nt == 0 or Co == 0 or C == 0:
         return
@@ -375,13 +375,15 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     a.upk = NULL
     a.bias = NULL
     a.out = &dup[0, 0, 0, 0]
-    a.nt = <int>nt
+    run = a.nt  # partials beyond the block count stay zero
     with nogil:
-        if nt == 1:
+        for tid in range(run, nt):
+            memset(a.out + tid * XI * Co * C, 0, XI * Co * C * sizeof(float))
+        if run == 1:
             gw_range(&a, 0, a.blocks, 0)
         else:
-            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                gw_range(&a, a.blocks * tid // nt, a.blocks * (tid + 1) // nt, <int>tid)
+            for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
+                gw_range(&a, a.blocks * tid // run, a.blocks * (tid + 1) // run, <int>tid)
     free(a.scr)
     free(a.seg)
 

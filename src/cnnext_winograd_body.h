@@ -51,14 +51,11 @@ static int WG_FN(wg_finite)(const float *CNX_RESTRICT a, int64_t n) {
  * nr rows of n lanes transposed into a packed B panel. */
 static void WG_FN(wg_pack_lanes)(const float *CNX_RESTRICT src, int64_t ld, int64_t nr,
                                  int64_t n, int64_t NR, float *CNX_RESTRICT dst) {
-    for (int64_t k0 = 0; k0 < n; k0 += 8) {
-        int64_t kn = n - k0 < 8 ? n - k0 : 8;
-        for (int64_t j = 0; j < nr; j++) {
-            const float *s = src + j * ld + k0;
-            for (int64_t k = 0; k < kn; k++) dst[(k0 + k) * NR + j] = s[k];
-        }
-        for (int64_t k = 0; k < kn; k++)
-            for (int64_t j = nr; j < NR; j++) dst[(k0 + k) * NR + j] = 0.0f;
+    for (int64_t k = 0; k < n; k++) {
+        float *d = dst + k * NR;
+#pragma omp simd
+        for (int64_t j = 0; j < nr; j++) d[j] = src[j * ld + k];
+        for (int64_t j = nr; j < NR; j++) d[j] = 0.0f;
     }
 }
 
