@@ -77,6 +77,52 @@ typedef struct {
 #include "cnnext_winograd_body.h"
 #undef WG_SUF
 
+/* dst[i*ldd + j] = src[j*ld + i] for i, j < 16: a 16 x 16 transpose in
+ * registers (pairs of rows interleaved by 32 bits, then 64 bits, then the
+ * 128-bit lanes gathered). */
+static void wg_transpose16_avx512(const float *src, int64_t ld, float *dst, int64_t ldd) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ld);
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* r[4i + q], 128-bit lane L: column 4L + q of rows 4i .. 4i + 3 */
+    for (int i = 0; i < 4; i++) {
+        __m512d a0 = _mm512_castps_pd(t[4 * i]), a1 = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d a2 = _mm512_castps_pd(t[4 * i + 2]), a3 = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+    for (int q = 0; q < 4; q++) {
+        __m512 u0 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88);
+        __m512 u1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xDD);
+        __m512 v0 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88);
+        __m512 v1 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xDD);
+        _mm512_storeu_ps(dst + q * ldd, _mm512_shuffle_f32x4(u0, v0, 0x88));
+        _mm512_storeu_ps(dst + (4 + q) * ldd, _mm512_shuffle_f32x4(u1, v1, 0x88));
+        _mm512_storeu_ps(dst + (8 + q) * ldd, _mm512_shuffle_f32x4(u0, v0, 0xDD));
+        _mm512_storeu_ps(dst + (12 + q) * ldd, _mm512_shuffle_f32x4(u1, v1, 0xDD));
+    }
+}
+
+/* wg_pack_lanes by 16 x 16 transposes where the panel is full. */
+static void wg_pack_lanes_avx512_t(const float *src, int64_t ld, int64_t nr, int64_t n,
+                                   int64_t NR, float *dst) {
+    int64_t n16 = n / 16 * 16, k, j;
+    if (nr != NR || NR % 16 != 0) {
+        wg_pack_lanes_avx512(src, ld, nr, n, NR, dst);
+        return;
+    }
+    for (k = 0; k < n16; k += 16)
+        for (j = 0; j < NR; j += 16)
+            wg_transpose16_avx512(src + j * ld + k, ld, dst + k * NR + j, NR);
+    for (k = n16; k < n; k++)
+        for (j = 0; j < NR; j++) dst[k * NR + j] = src[j * ld + k];
+}
+
 /* 8 rows x 48 columns: 24 accumulators, three B vectors and one broadcast
  * A value per row and step (more FMAs per load than the GEMM's 8 x 32). */
 static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
@@ -131,6 +177,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         WG_SET(k, avx512)
         k.ukr = wg_ukr_avx512;
         k.pn = 48;
+        k.pack_lanes = wg_pack_lanes_avx512_t;
     } else if (isa == 1) {
         WG_SET(k, avx2)
     }
