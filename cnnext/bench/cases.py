@@ -201,7 +201,7 @@ SUITE = (
     # stride-2 upsampling (transposed), a ResNet bottleneck's 1x1 reduction
     # and an ImageNet network's 7x7 stride-2 stem.
     Case("conv-5x5", "conv", 32, 32, 32, 64, 5, 1, 2),
-    Case("dilated-3x3", "conv", 16, 64, 32, 64, 3, 1, 2, dilation=2),
+    Case("3x3-dilated", "conv", 16, 64, 32, 64, 3, 1, 2, dilation=2),
     Case("transposed-4x4s2", "conv", 16, 64, 16, 32, 4, 2, 1, transposed=True),
     Case("pointwise-1x1", "conv", 32, 256, 28, 64, 1, 1, 0),
     Case("stem-7x7s2", "conv", 8, 3, 112, 64, 7, 2, 3),
