@@ -162,12 +162,14 @@ def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
 
 def grad_input(
     g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, method: str,
-    threads: int, groups: int = 1,
+    threads: int, groups: int = 1, bias: FloatArray | None = None,
 ) -> FloatArray:
     """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) and ``groups``
     for upstream ``g`` (N, Co, OH, OW): an (N, groups*C, H, W) array, by
     ``method`` (every group in one kernel call, but ``col2im``: one call per
-    group, on its channel windows).
+    group, on its channel windows); plus ``bias`` (groups*C,) per channel
+    when given (a transposed convolution's: the kernels add it as the
+    forward kernel does, before the first block of taps).
 
     ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
     weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
@@ -181,11 +183,11 @@ def grad_input(
         method = "col2im"
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-        return _forward_kernel(g, _rotated_transposed(weight, G), None, (1, 1), pf, d, H, W,
+        return _forward_kernel(g, _rotated_transposed(weight, G), bias, (1, 1), pf, d, H, W,
                                threads, G)
     gx = np.empty((N, G * C, H, W), dtype=g.dtype)
     if method == "phases":
-        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G)
+        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G, bias)
         return gx
     Cog = Co // G
     for i in range(G):  # each group's channel windows, in place
@@ -193,6 +195,8 @@ def grad_input(
             g.reshape(N, Co, OH * OW), weight[i * Cog : (i + 1) * Cog].reshape(Cog, C * kh * kw),
             gx, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads, i * Cog, i * C,
         )
+    if bias is not None:
+        gx += bias[:, None, None]
     return gx
 
 
@@ -593,11 +597,11 @@ class ConvTransposePlan:
         x4 = x[None] if unb else x
         if self.grad_input == "empty":
             y = np.zeros(out4, dtype=self.dtype)
+            if bias is not None:
+                y += bias[:, None, None]
         else:
             y = grad_input(x4, weight, out4[2:], self.stride, self.padding, self.dilation,
-                           self.grad_input, self.threads, self.groups)
-        if bias is not None:
-            y += bias[:, None, None]
+                           self.grad_input, self.threads, self.groups, bias)
         return y[0] if unb else y
 
     @overload
