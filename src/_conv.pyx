@@ -431,6 +431,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                     sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
     fwd_kernel(&a, Co, <floating*>NULL)
+    if a.g.kh * a.g.kw == 1 and a.MR == mr_of(<floating*>NULL):
+        # 1x1: every tap's run is a plane away from the last (prefetch them)
+        a.fs = KER.s_ind_pf
+        a.fd = KER.d_ind_pf
     ps.K = K
     ps.rows = oh_n
     ps.cols = ow_n
