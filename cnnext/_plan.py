@@ -168,8 +168,9 @@ def grad_input(
     for upstream ``g`` (N, Co, OH, OW): an (N, groups*C, H, W) array, by
     ``method`` (every group in one kernel call, but ``col2im``: one call per
     group, on its channel windows); plus ``bias`` (groups*C,) per channel
-    when given (a transposed convolution's: the kernels add it as the
-    forward kernel does, before the first block of taps).
+    when given (a transposed convolution's: the kernels add it before the
+    taps' sum when that is one block of taps, so the result is bitwise the
+    sum plus the bias either way).
 
     ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
     weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
@@ -181,22 +182,42 @@ def grad_input(
     G = groups
     if method != "col2im" and not _eltwise.all_finite(weight.reshape(-1)):
         method = "col2im"
+    # The kernels add the bias before the taps' sum; with more taps than one
+    # block (KC) the later blocks would round differently from sum + bias.
+    in_kernel = (bias is not None and method != "col2im"
+                 and (Co // G) * -(-kh // s[0]) * -(-kw // s[1])
+                 <= _gemm.block_sizes(g.dtype)[2])
+    kbias = bias if in_kernel else None
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-        return _forward_kernel(g, _rotated_transposed(weight, G), bias, (1, 1), pf, d, H, W,
-                               threads, G)
+        gx = _forward_kernel(g, _rotated_transposed(weight, G), kbias, (1, 1), pf, d, H, W,
+                             threads, G)
+    elif method == "phases":
+        gx = np.empty((N, G * C, H, W), dtype=g.dtype)
+        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G, kbias)
+    else:
+        gx = _grad_input_col2im(g, weight, (H, W), s, p, d, threads, G)
+    if bias is not None and not in_kernel:
+        gx += bias[:, None, None]
+    return gx
+
+
+def _grad_input_col2im(
+    g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, threads: int,
+    G: int,
+) -> FloatArray:
+    """grad_input by ``col2im``: one kernel call per group, on its channel
+    windows."""
+    N, Co, OH, OW = g.shape
+    _, C, kh, kw = weight.shape
+    H, W = out_hw
     gx = np.empty((N, G * C, H, W), dtype=g.dtype)
-    if method == "phases":
-        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G, bias)
-        return gx
     Cog = Co // G
     for i in range(G):  # each group's channel windows, in place
         _conv.conv_grad_input(
             g.reshape(N, Co, OH * OW), weight[i * Cog : (i + 1) * Cog].reshape(Cog, C * kh * kw),
             gx, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, threads, i * Cog, i * C,
         )
-    if bias is not None:
-        gx += bias[:, None, None]
     return gx
 
 

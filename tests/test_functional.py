@@ -2289,3 +2289,18 @@ def test_max_pool_kernel_allocating_its_outputs_equals_the_in_place_kernel(dtype
             np.testing.assert_array_equal(idx, want_i)
         else:
             assert idx is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ci,k,s,G", [(8, 4, 2, 1), (6, 2, 3, 2), (12, 3, 1, 1),
+                                      (80, 4, 2, 1), (30, 3, 1, 1), (64, 3, 1, 2)])
+def test_conv_transpose2d_bias_is_bitwise_sum_plus_bias(ci, k, s, G, dtype, rng):
+    """The kernels add a transposed convolution's bias themselves when the
+    taps of an output phase fit one block; the result is bitwise the sum
+    plus the bias, as with more taps (where it is added afterwards)."""
+    x = rng.standard_normal((3, ci, 7, 6)).astype(dtype)
+    w = rng.standard_normal((ci, 4 // G, k, k)).astype(dtype)
+    b = rng.standard_normal(w.shape[1] * G).astype(dtype)
+    y = F.conv_transpose2d(x, w, b, s, 1, 0, G)
+    want = F.conv_transpose2d(x, w, None, s, 1, 0, G) + b[:, None, None]
+    np.testing.assert_array_equal(y, want)
