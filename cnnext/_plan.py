@@ -32,13 +32,14 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     plan runs group by group on copies).  :func:`_conv_method` makes every
     ``method`` choice.
 ``full-rotated``
-    input gradient at stride 1: the full convolution of the output gradient
-    with the 180-degree-rotated kernel, on the forward kernel.
+    input gradient of a dilated convolution at stride 1: the full
+    convolution of the output gradient with the 180-degree-rotated kernel,
+    on the forward kernel.
 ``phases``
-    input gradient at stride s > 1 (undilated): such a full convolution
-    per stride phase (the taps ``a::s, b::s``), all in one kernel call
-    (``_conv.conv2d_grad_input_phases``) that writes each phase's rows and
-    columns of the result directly.
+    input gradient of an undilated convolution at stride s: such a full
+    convolution per stride phase (the taps ``a::s, b::s``; one phase at
+    stride 1), all in one kernel call (``_conv.conv2d_grad_input_phases``)
+    that writes each phase's rows and columns of the result directly.
 ``col2im``
     input gradient by ``Wmat^T @ g`` scattered back (any geometry).
 ``dot`` / ``transposed`` / ``packed``
@@ -224,11 +225,12 @@ def _grad_input_col2im(
 def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:
     """(name, reason) of the input-gradient algorithm for this geometry."""
     pf = (d[0] * (k[0] - 1) - p[0], d[1] * (k[1] - 1) - p[1])
-    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
-        return "full-rotated", "stride 1: full convolution with the rotated kernel"
     if d == (1, 1):
-        why = "stride > 1" if s != (1, 1) else "padding beyond the kernel"
-        return "phases", f"{why}: one full convolution per stride phase, in one kernel pass"
+        # At stride 1 this is the full convolution with the rotated kernel,
+        # bitwise, without rotating a copy of the weight first.
+        return "phases", "undilated: one full convolution per stride phase, in one kernel pass"
+    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
+        return "full-rotated", "stride 1: full convolution with the rotated (dilated) kernel"
     return "col2im", "dilation with stride or with padding beyond the kernel: col2im scatter"
 
 
