@@ -2304,3 +2304,22 @@ def test_conv_transpose2d_bias_is_bitwise_sum_plus_bias(ci, k, s, G, dtype, rng)
     y = F.conv_transpose2d(x, w, b, s, 1, 0, G)
     want = F.conv_transpose2d(x, w, None, s, 1, 0, G) + b[:, None, None]
     np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("Co,C,k,out,p", [(16, 6, (5, 5), (8, 8), (0, 0)),
+                                          (300, 5, (3, 2), (6, 5), (1, 0)),
+                                          (8, 3, (7, 7), (10, 10), (3, 3)),
+                                          (20, 40, (1, 1), (9, 7), (0, 0))])
+def test_stride1_input_gradient_phases_equal_the_rotated_full_convolution(Co, C, k, out, p,
+                                                                          dtype, rng):
+    """At stride 1 the plans take the one-phase kernel for the input gradient;
+    it is bitwise the full convolution with the rotated kernel it replaced."""
+    from cnnext import _plan
+
+    g = rng.standard_normal((3, Co) + out).astype(dtype)
+    w = rng.standard_normal((Co, C) + k).astype(dtype)
+    hw = (out[0] + k[0] - 1 - 2 * p[0], out[1] + k[1] - 1 - 2 * p[1])
+    args = (hw, (1, 1), p, (1, 1))
+    np.testing.assert_array_equal(_plan.grad_input(g, w, *args, "phases", 1),
+                                  _plan.grad_input(g, w, *args, "full-rotated", 1))
