@@ -12,14 +12,16 @@ from ._check_build import check_build as _check_build
 
 
 def _openmp_runtime_loaded() -> bool:
-    """True when this process has already loaded an OpenMP runtime (Linux;
-    False where that cannot be read)."""
+    """True when this process has already loaded an OpenMP runtime under a
+    name the kernels' own would resolve to (Linux; False where that cannot
+    be read).  A runtime bundled under a private name (``libgomp-<hash>``)
+    is a separate copy and does not count."""
     try:
         with open("/proc/self/maps") as maps:
-            return any(name in line for line in maps
-                       for name in ("libgomp", "libiomp", "libomp"))
+            names = {line.rsplit("/", 1)[-1].strip() for line in maps if "/" in line}
     except OSError:
         return False
+    return any(n.startswith(("libgomp.so", "libiomp5.so", "libomp.so")) for n in names)
 
 
 # Idle OpenMP workers sleep instead of spinning, unless the user chose
