@@ -21,6 +21,12 @@ __all__ = [
     "get_num_threads",
 ]
 
+#: The idle-worker policy of the OpenMP runtime cnnext's kernels run on:
+#: the user's ``OMP_WAIT_POLICY``, ``"PASSIVE"`` (set by cnnext while its
+#: runtime loaded), or None: a runtime loaded before cnnext (PyTorch's, when
+#: torch is imported first) keeps its own default, spinning for a while.
+OMP_WAIT_POLICY: str | None = None
+
 _BACKENDS = ("cython", "numpy")
 # A ContextVar: ``use_backend`` in one thread (or asyncio task) never changes
 # what another one computes with.  ``set_backend`` sets the default for

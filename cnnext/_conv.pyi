@@ -56,6 +56,7 @@ def conv2d_grad_input_phases(
     pw: int,
     n_threads: int,
     groups: int = 1,
+    bias: _Float | None = None,
 ) -> None: ...
 def conv_grad_input(
     gout: _Float,

@@ -38,13 +38,14 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     and the weight gradient; chosen by :func:`_conv_method` from the
     :func:`cnnext.set_conv_algorithm` setting in force (``plan.algorithm``).
 ``full-rotated``
-    input gradient at stride 1: the full convolution of the output gradient
-    with the 180-degree-rotated kernel, on the forward kernel.
+    input gradient of a dilated convolution at stride 1: the full
+    convolution of the output gradient with the 180-degree-rotated kernel,
+    on the forward kernel.
 ``phases``
-    input gradient at stride s > 1 (undilated): such a full convolution
-    per stride phase (the taps ``a::s, b::s``), all in one kernel call
-    (``_conv.conv2d_grad_input_phases``) that writes each phase's rows and
-    columns of the result directly.
+    input gradient of an undilated convolution at stride s: such a full
+    convolution per stride phase (the taps ``a::s, b::s``; one phase at
+    stride 1), all in one kernel call (``_conv.conv2d_grad_input_phases``)
+    that writes each phase's rows and columns of the result directly.
 ``col2im``
     input gradient by ``Wmat^T @ g`` scattered back (any geometry).
 ``dot`` / ``transposed`` / ``packed``
@@ -183,12 +184,15 @@ def _winograd_filters(weight: FloatArray, adjoint: bool = False) -> FloatArray |
 
 def grad_input(
     g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, method: str,
-    threads: int, groups: int = 1,
+    threads: int, groups: int = 1, bias: FloatArray | None = None,
 ) -> FloatArray:
     """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) and ``groups``
     for upstream ``g`` (N, Co, OH, OW): an (N, groups*C, H, W) array, by
     ``method`` (every group in one kernel call, but ``col2im``: one call per
-    group, on its channel windows).
+    group, on its channel windows); plus ``bias`` (groups*C,) per channel
+    when given (a transposed convolution's: the kernels add it before the
+    taps' sum when that is one block of taps, so the result is bitwise the
+    sum plus the bias either way).
 
     ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
     weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
@@ -200,14 +204,36 @@ def grad_input(
     G = groups
     if method != "col2im" and not _eltwise.all_finite(weight.reshape(-1)):
         method = "col2im"
+    # The kernels add the bias before the taps' sum; with more taps than one
+    # block (KC) the later blocks would round differently from sum + bias.
+    in_kernel = (bias is not None and method != "col2im"
+                 and (Co // G) * -(-kh // s[0]) * -(-kw // s[1])
+                 <= _gemm.block_sizes(g.dtype)[2])
+    kbias = bias if in_kernel else None
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-        return _forward_kernel(g, _rotated_transposed(weight, G), None, (1, 1), pf, d, H, W,
-                               threads, G)
+        gx = _forward_kernel(g, _rotated_transposed(weight, G), kbias, (1, 1), pf, d, H, W,
+                             threads, G)
+    elif method == "phases":
+        gx = np.empty((N, G * C, H, W), dtype=g.dtype)
+        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G, kbias)
+    else:
+        gx = _grad_input_col2im(g, weight, (H, W), s, p, d, threads, G)
+    if bias is not None and not in_kernel:
+        gx += bias[:, None, None]
+    return gx
+
+
+def _grad_input_col2im(
+    g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, threads: int,
+    G: int,
+) -> FloatArray:
+    """grad_input by ``col2im``: one kernel call per group, on its channel
+    windows."""
+    N, Co, OH, OW = g.shape
+    _, C, kh, kw = weight.shape
+    H, W = out_hw
     gx = np.empty((N, G * C, H, W), dtype=g.dtype)
-    if method == "phases":
-        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G)
-        return gx
     Cog = Co // G
     for i in range(G):  # each group's channel windows, in place
         _conv.conv_grad_input(
@@ -220,11 +246,12 @@ def grad_input(
 def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:
     """(name, reason) of the input-gradient algorithm for this geometry."""
     pf = (d[0] * (k[0] - 1) - p[0], d[1] * (k[1] - 1) - p[1])
-    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
-        return "full-rotated", "stride 1: full convolution with the rotated kernel"
     if d == (1, 1):
-        why = "stride > 1" if s != (1, 1) else "padding beyond the kernel"
-        return "phases", f"{why}: one full convolution per stride phase, in one kernel pass"
+        # At stride 1 this is the full convolution with the rotated kernel,
+        # bitwise, without rotating a copy of the weight first.
+        return "phases", "undilated: one full convolution per stride phase, in one kernel pass"
+    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
+        return "full-rotated", "stride 1: full convolution with the rotated (dilated) kernel"
     return "col2im", "dilation with stride or with padding beyond the kernel: col2im scatter"
 
 
@@ -722,11 +749,11 @@ class ConvTransposePlan:
         x4 = x[None] if unb else x
         if self.grad_input == "empty":
             y = np.zeros(out4, dtype=self.dtype)
+            if bias is not None:
+                y += bias[:, None, None]
         else:
             y = grad_input(x4, weight, out4[2:], self.stride, self.padding, self.dilation,
-                           self.grad_input, self.threads, self.groups)
-        if bias is not None:
-            y += bias[:, None, None]
+                           self.grad_input, self.threads, self.groups, bias)
         return y[0] if unb else y
 
     @overload

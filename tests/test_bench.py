@@ -387,6 +387,11 @@ def test_suite_geometry():
         "strided": (32, 16, 32, 32, 3, 2, 1),
         "cifar-grouped-g4": (32, 64, 32, 64, 3, 1, 1),
         "depthwise-c64": (32, 64, 56, 64, 3, 1, 1),
+        "conv-5x5": (32, 32, 32, 64, 5, 1, 2),
+        "3x3-dilated": (16, 64, 32, 64, 3, 1, 2),
+        "transposed-4x4s2": (16, 64, 16, 32, 4, 2, 1),
+        "pointwise-1x1": (32, 256, 28, 64, 1, 1, 0),
+        "stem-7x7s2": (8, 3, 112, 64, 7, 2, 3),
     }
     conv = {c.name: (c.N, c.C, c.H, c.C_out, c.kernel, c.stride, c.padding)
             for c in bench.SUITE if c.kind == "conv"}
@@ -397,6 +402,40 @@ def test_suite_geometry():
     assert cs.flops("fwd+bwd") == 3 * cs.flops("fwd")
     gr = next(c for c in bench.SUITE if c.name == "cifar-grouped-g4")
     assert gr.groups == 4 and gr.flops("fwd") == 2 * 32 * 64 * 32 * 32 * 16 * 9
+    dil = next(c for c in bench.SUITE if c.name == "3x3-dilated")
+    assert dil.dilation == 2 and dil.out_size == 32  # (32 + 4 - 5) // 1 + 1
+    tr = next(c for c in bench.SUITE if c.name == "transposed-4x4s2")
+    assert tr.transposed and tr.out_size == 32  # (16 - 1) * 2 - 2 + 4
+    assert tr.flops("fwd") == 2 * 16 * 64 * 16 * 16 * 32 * 16
+
+
+@pytest.mark.parametrize("case", ["3x3-dilated", "transposed-4x4s2"])
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+def test_dilated_and_transposed_rows_time_the_same_work_as_pytorch(case, pass_):
+    """The peers of the dilated and transposed rows compute what PyTorch
+    computes (the cnnext forward equals torch's on the row's inputs)."""
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    c = dataclasses.replace(next(c for c in bench.SUITE if c.name == case), N=2)
+    fns = bench.make_peers(c, pass_, "float64", torch=torch)
+    fns["cnnext"]()
+    fns["pytorch"]()
+    from cnnext import functional as F
+    from cnnext.bench.peers import _conv_inputs
+
+    x, w, b, _ = _conv_inputs(c, np.dtype("float64"), np.random.default_rng(0))
+    tf = torch.nn.functional
+    if c.transposed:
+        want = tf.conv_transpose2d(*(torch.from_numpy(a) for a in (x, w, b)), c.stride,
+                                   c.padding).numpy()
+        got = F.conv_transpose2d(x, w, b, c.stride, c.padding)
+    else:
+        want = tf.conv2d(*(torch.from_numpy(a) for a in (x, w, b)), c.stride, c.padding,
+                         c.dilation).numpy()
+        got = F.conv2d(x, w, b, c.stride, c.padding, c.dilation)
+    assert got.shape == (2, c.C_out, c.out_size, c.out_size)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -51,6 +51,11 @@ class Case:
         ``"fwd"``, ``"fwd+bwd"`` or ``"step"`` (training step).
     groups : int
         Channel groups of a convolution (weight ``(C_out, C/groups, k, k)``).
+    dilation : int
+        Dilation of a convolution's kernel.
+    transposed : bool
+        A transposed convolution (``conv_transpose2d``, weight
+        ``(C, C_out, k, k)``; ``fwd+bwd`` adds ``conv_transpose2d_backward``).
 
     Examples
     --------
@@ -71,6 +76,8 @@ class Case:
     padding: int
     passes: tuple[str, ...] = ("fwd", "fwd+bwd")
     groups: int = 1
+    dilation: int = 1
+    transposed: bool = False
 
     @property
     def group(self) -> str:
@@ -80,19 +87,28 @@ class Case:
     @property
     def out_size(self) -> int:
         """Output height (= width)."""
-        return (self.H + 2 * self.padding - self.kernel) // self.stride + 1
+        span = self.dilation * (self.kernel - 1) + 1
+        if self.transposed:
+            return (self.H - 1) * self.stride - 2 * self.padding + span
+        return (self.H + 2 * self.padding - span) // self.stride + 1
 
     def flops(self, pass_: str) -> int | None:
         """Floating-point operations of one call (convolutions), else None.
 
         ``2 * N * C_out * OH * OW * (C_in/groups) * kH * kW`` for the
         forward pass; the backward pass (``grad_x`` and ``grad_weight``)
-        costs twice that, so ``fwd+bwd`` counts three times the forward.
+        costs twice that, so ``fwd+bwd`` counts three times the forward.  A
+        transposed convolution counts its input positions instead of its
+        output positions (``2 * N * C * H * W * (C_out/groups) * kH * kW``).
         """
         if self.kind != "conv":
             return None
-        fwd = (2 * self.N * self.C_out * self.out_size**2 * (self.C // self.groups)
-               * self.kernel**2)
+        if self.transposed:
+            fwd = (2 * self.N * self.C * self.H**2 * (self.C_out // self.groups)
+                   * self.kernel**2)
+        else:
+            fwd = (2 * self.N * self.C_out * self.out_size**2 * (self.C // self.groups)
+                   * self.kernel**2)
         return fwd * (3 if pass_ == "fwd+bwd" else 1)
 
     def describe(self) -> dict[str, str | int]:
@@ -108,6 +124,8 @@ class Case:
             "stride": self.stride,
             "padding": self.padding,
             "groups": self.groups,
+            "dilation": self.dilation,
+            "transposed": int(self.transposed),
         }
 
 
@@ -186,6 +204,15 @@ SUITE = (
     # cnnext.models.resnet8 (batch norm, residual blocks, global average
     # pooling) on MNIST-sized input, softmax cross-entropy, Adam.
     Case("resnet8-train", "train", 64, 1, 28, 10, 3, 1, 1, passes=("step",)),
+    # Kernel shapes beyond 3x3: a 5x5 "same" layer, a dilated 3x3 (the
+    # context module of a segmentation network), a DCGAN generator's 4x4
+    # stride-2 upsampling (transposed), a ResNet bottleneck's 1x1 reduction
+    # and an ImageNet network's 7x7 stride-2 stem.
+    Case("conv-5x5", "conv", 32, 32, 32, 64, 5, 1, 2),
+    Case("3x3-dilated", "conv", 16, 64, 32, 64, 3, 1, 2, dilation=2),
+    Case("transposed-4x4s2", "conv", 16, 64, 16, 32, 4, 2, 1, transposed=True),
+    Case("pointwise-1x1", "conv", 32, 256, 28, 64, 1, 1, 0),
+    Case("stem-7x7s2", "conv", 8, 3, 112, 64, 7, 2, 3),
 )
 
 _SEED_NET = "Conv2D(1, 8, 3, bias=False), MaxPool2D(2), Flatten(), Dense(1352, 10)"

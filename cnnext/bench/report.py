@@ -385,6 +385,10 @@ def header(
                  else f"{small_cfg.min_repeats}-{small_cfg.max_repeats}")
         lines.append(f"small calls: medians of {sreps} interleaved samples of "
                      f">= {small_cfg.min_sample * 1e6:g} us")
+    if "omp_wait_policy" in t and t["omp_wait_policy"] is None:
+        lines.append("OpenMP: a runtime loaded before cnnext keeps its default idle-worker "
+                     "policy (spinning); set OMP_WAIT_POLICY=passive for timings like "
+                     "cnnext's own")
     lines.append("ratios are cnnext time / peer time (< 1: cnnext faster)")
     return "\n".join(lines + _load_warning(info, t["cnnext"]))
 

@@ -32,9 +32,11 @@ cdef extern from "cnnext_ukernel.h" nogil:
         cnx_ukr_d d_ind_small[3]
         cnx_ukr_s s
         cnx_ukr_s s_ind
+        cnx_ukr_s s_ind_pf
         cnx_ukr_s s_inda
         cnx_ukr_d d
         cnx_ukr_d d_ind
+        cnx_ukr_d d_ind_pf
         cnx_ukr_d d_inda
         int s_mr, s_nr, d_mr, d_nr
         const char *name
