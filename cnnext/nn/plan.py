@@ -25,7 +25,9 @@ adaptive pools, other activations, ...) run through their own
 """
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["NetPlan"]
 
 _INT64 = np.dtype(np.int64)
+_LAYERS = operator.attrgetter("layers")
+_BRANCHES = operator.attrgetter("block", "shortcut")
+_TRAINING = operator.attrgetter("training")
 _ACT_NONE, _ACT_RELU, _ACT_LEAKY = 0, 1, 2
 
 
@@ -362,41 +367,40 @@ class NetPlan:
     # -- validity ----------------------------------------------------------
 
     def _snapshot(self, model: Module) -> tuple[Any, ...]:
-        containers: list[tuple[Any, Any]] = []
-
-        def walk(m: Module) -> None:
-            if isinstance(m, Sequential):
-                containers.append((m, list(m.layers)))
-                for sub in m.layers:
-                    walk(sub)
-            elif isinstance(m, Residual):
-                containers.append((m, (m.block, m.shortcut)))
-                for _, sub in m._children():
-                    walk(sub)
-
-        walk(model)
+        """What :attr:`valid` compares, as flat lists (the checks are C-level
+        ``map`` calls).  The parameter arrays are held here, so their ids
+        cannot be reused while the plan lives."""
+        seqs: list[Sequential] = []
+        res: list[Residual] = []
         mods = _modules(model)
-        params = [(d, dict(d)) for m in mods for d in (m._params, m._grads)]
-        return containers, params, [(m, m.training) for m in mods]
+        for m in mods:
+            if isinstance(m, Sequential):
+                seqs.append(m)
+            elif isinstance(m, Residual):
+                res.append(m)
+        alld = [d for m in mods for d in (m._params, m._grads)]
+        full = [d for d in alld if d]
+        arrays = list(itertools.chain.from_iterable(map(dict.values, full)))
+        return (seqs, [list(c.layers) for c in seqs], res,
+                [(c.block, c.shortcut) for c in res],
+                mods, [m.training for m in mods], alld, list(map(len, alld)), full, arrays)
 
     @property
     def valid(self) -> bool:
         """True while the model is the one this plan was made for (same
-        layers, parameter arrays, mode, thread count and backend)."""
+        layers, parameter and gradient arrays, mode, thread count and
+        backend)."""
         if self._threads != _config._kernel_threads or not _config.compiled_backend():
             return False
-        containers, params, modes = self._check
-        for c, snap in containers:
-            now = c.layers if isinstance(c, Sequential) else (c.block, c.shortcut)
-            if len(now) != len(snap) or any(a is not b for a, b in zip(now, snap)):
-                return False
-        for d, snap in params:
-            if len(d) != len(snap):
-                return False
-            for k, v in snap.items():
-                if d.get(k) is not v:
-                    return False
-        return all(m.training == mode for m, mode in modes)
+        seqs, layers, res, branches, mods, modes, alld, sizes, full, arrays = self._check
+        return (
+            list(map(_LAYERS, seqs)) == layers
+            and list(map(_BRANCHES, res)) == branches
+            and list(map(_TRAINING, mods)) == modes
+            and list(map(len, alld)) == sizes
+            and all(map(operator.is_, itertools.chain.from_iterable(map(dict.values, full)),
+                        arrays))
+        )
 
     def _input(self, fname: str, x: npt.ArrayLike) -> FloatArray:
         if not self.valid:
