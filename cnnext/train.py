@@ -257,9 +257,9 @@ def evaluate(
 
 
 def _layered_step(
-    model: TrainableModel, loss: TrainableLoss, optimizer: Optimizer, xb: npt.ArrayLike,
-    yb: npt.ArrayLike,
-) -> tuple[float, npt.ArrayLike]:
+    model: TrainableModel, loss: TrainableLoss, optimizer: Optimizer, xb: npt.NDArray[Any],
+    yb: npt.NDArray[Any],
+) -> tuple[float, npt.NDArray[Any]]:
     """(batch loss, output) of one step through the model's own forward and backward."""
     optimizer.zero_grad()
     out = model.forward(xb)
@@ -270,7 +270,7 @@ def _layered_step(
     else:
         model.backward(loss.backward())
     optimizer.step()
-    return batch_loss, out
+    return batch_loss, np.asarray(out)
 
 
 def predict(model: Model, x: npt.ArrayLike, batch_size: int = 256) -> npt.NDArray[Any]:
@@ -434,6 +434,7 @@ def fit(
                         idx = order[start : start + batch_size]
                         xb, yb = x[idx], y[idx]
                     plan = _net_plan(model, xb.shape, True)
+                    out: npt.NDArray[Any]
                     if plan is not None:
                         batch_loss, out = plan._step(fname, xb, yb, loss, optimizer)
                     else:

@@ -124,7 +124,7 @@ class _WeightedStep(_Step):
         elif isinstance(layer, Conv2D):
             cp = cast("ConvPlan", self.plan)
             if cp.method == "direct" and cp.pad_extra is None and len(x_shape) == 4:
-                self.kernel = (_conv.conv2d_forward, cp.kernel_args)
+                self.kernel = (_conv.conv2d_forward, *cp.kernel_args)
 
     def forward(self, x: FloatArray) -> FloatArray:
         y, k = self.y, self.kernel
@@ -137,7 +137,9 @@ class _WeightedStep(_Step):
         elif k[0] is _gemm.gemm:
             _gemm.gemm(x, self.w, y, False, True, False, k[2], self.b, self.act, self.alpha)
         else:
-            _conv.conv2d_forward(x, self.w, self.b, y, *k[1], 1, self.act, self.alpha)
+            _, sh, sw, ph, pw, dh, dw, nt = k
+            _conv.conv2d_forward(x, self.w, self.b, y, sh, sw, ph, pw, dh, dw, nt, 1, self.act,
+                                 self.alpha)
         return y
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
@@ -478,7 +480,7 @@ class NetPlan:
         first = self._first_param
         steps = self.steps
         for k in range(len(steps) - 1, first - 1, -1):
-            g = steps[k].backward(g, k != first)
+            g = cast("FloatArray", steps[k].backward(g, k != first))  # None only at first
         optimizer.step()
         return value, out
 

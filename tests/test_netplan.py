@@ -1,0 +1,411 @@
+"""Whole-network plans (cnnext.nn.plan): planned vs layer-by-layer, bit for
+bit, for every layer type, both dtypes, training and inference; the fused
+activation epilogues of the kernels; invalidation; no aliasing."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import cnnext
+from cnnext import _conv, _gemm, models, nn, optim
+from cnnext import functional as F
+from cnnext.train import evaluate, fit, predict
+
+DTYPES = (np.float32, np.float64)
+
+
+# ---- the models: every layer type ------------------------------------------
+
+
+def _fused(dt, rng):
+    """Conv2D/Dense followed by ReLU and LeakyReLU (fused), max pools, Flatten."""
+    return nn.Sequential(
+        nn.Conv2D(2, 5, (2, 3), padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.MaxPool2D(2), nn.Conv2D(5, 4, 3, stride=2, bias=False, dtype=dt, seed=rng),
+        nn.LeakyReLU(0.1), nn.Flatten(), nn.Dense(4 * 2 * 1, 7, dtype=dt, seed=rng),
+        nn.LeakyReLU(0.2), nn.Dense(7, 3, bias=False, dtype=dt, seed=rng),
+    ), (3, 2, 11, 9)
+
+
+def _grouped(dt, rng):
+    """Grouped and depthwise convolutions, "same" padding with an even
+    kernel, a negative slope (not fused in training), average pools."""
+    return nn.Sequential(
+        nn.Conv2D(4, 6, 3, padding=1, groups=2, dtype=dt, seed=rng), nn.LeakyReLU(-0.2),
+        nn.Conv2D(6, 6, 3, groups=6, dtype=dt, seed=rng), nn.ReLU(),
+        nn.Conv2D(6, 4, 2, padding="same", dtype=dt, seed=rng), nn.ReLU(),
+        nn.AvgPool2D(2, ceil_mode=True), nn.AdaptiveAvgPool2D(1), nn.Flatten(),
+        nn.Dense(4, 3, dtype=dt, seed=rng),
+    ), (2, 4, 9, 8)
+
+
+def _transposed(dt, rng):
+    """Transposed convolution, adaptive max pool, batch norm, sigmoid, tanh,
+    dropout, softmax."""
+    return nn.Sequential(
+        nn.ConvTranspose2D(3, 4, 3, stride=2, dtype=dt, seed=rng), nn.ReLU(),
+        nn.AdaptiveMaxPool2D((3, 2)), nn.BatchNorm2D(4, dtype=dt), nn.Sigmoid(),
+        nn.Flatten(), nn.Dropout(0.3, seed=rng), nn.Dense(24, 5, dtype=dt, seed=rng),
+        nn.Tanh(), nn.Dense(5, 4, dtype=dt, seed=rng), nn.Softmax(),
+    ), (4, 3, 5, 4)
+
+
+def _one_d(dt, rng):
+    """Conv1D, 1-D pools, BatchNorm1D, a nested Sequential, a ReLU first."""
+    return nn.Sequential(
+        nn.ReLU(), nn.Conv1D(3, 4, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.MaxPool1D(2), nn.AvgPool1D(2),
+        nn.Sequential(nn.BatchNorm1D(4, dtype=dt), nn.Flatten(),
+                      nn.Dense(12, 3, dtype=dt, seed=rng)),
+    ), (5, 3, 13)
+
+
+def _residual(dt, rng):
+    """Residual blocks with and without projection, batch norm, identity."""
+    return nn.Sequential(
+        nn.Conv2D(1, 4, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2D(4, 4, 3, padding=1, dtype=dt, seed=rng),
+                                  nn.BatchNorm2D(4, dtype=dt), nn.ReLU())),
+        nn.Residual(nn.Conv2D(4, 6, 3, stride=2, padding=1, dtype=dt, seed=rng),
+                    nn.Sequential(nn.Conv2D(4, 6, 1, stride=2, dtype=dt, seed=rng))),
+        nn.Identity(), nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Dense(6, 3, dtype=dt, seed=rng),
+    ), (3, 1, 7, 7)
+
+
+MODELS = {"fused": _fused, "grouped": _grouped, "transposed": _transposed, "one_d": _one_d,
+          "residual": _residual}
+
+
+def _pair(name, dt, seed=0):
+    """Two equal models and the input shape."""
+    a, shape = MODELS[name](dt, np.random.default_rng(seed))
+    b, _ = MODELS[name](dt, np.random.default_rng(seed))
+    return a, b, shape
+
+
+def _state(model):
+    return {**model.params, **{k: v.copy() for k, v in model.named_buffers()}}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# ---- planned == layer by layer ---------------------------------------------
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_inference_equals_layers(name, dt):
+    a, b, shape = _pair(name, dt)
+    a.eval(), b.eval()
+    rng = np.random.default_rng(1)
+    plan = b.plan(shape)
+    for _ in range(2):
+        x = rng.standard_normal(shape).astype(dt)
+        x[0].flat[0] = np.nan if name == "fused" else x[0].flat[0]  # NaN propagates alike
+        np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_training_step_equals_layers(name, dt, opt):
+    a, b, shape = _pair(name, dt)
+    make = (lambda m: optim.SGD(m, lr=0.05, momentum=0.9)) if opt == "sgd" else (
+        lambda m: optim.Adam(m, lr=0.01))
+    oa, ob = make(a), make(b)
+    la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+    plan = b.plan(shape, training=True)
+    _assert_same(_state(a), _state(b))  # planning changed nothing (running statistics)
+    rng = np.random.default_rng(2)
+    n_out = plan.out_shape[1]
+    for _ in range(3):
+        x = rng.standard_normal(shape).astype(dt)
+        y = rng.integers(0, n_out, shape[0])
+        oa.zero_grad()
+        va = la.forward(a.forward(x), y)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        vb = plan.train_step(x, y, lb, ob)
+        assert va == vb
+        _assert_same(_state(a), _state(b))
+        _assert_same(a.grads, b.grads)
+        np.testing.assert_array_equal(la.backward(), lb.backward())
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_training_step_generic_loss(dt):
+    """A loss other than SoftmaxCrossEntropy runs through its own forward/backward."""
+    a, b, shape = _pair("fused", dt)
+    oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+    la, lb = nn.MSELoss(), nn.MSELoss()
+    rng = np.random.default_rng(3)
+    plan = b.plan(shape, training=True)
+    for _ in range(2):
+        x = rng.standard_normal(shape).astype(dt)
+        t = rng.standard_normal((shape[0], 3)).astype(dt)
+        oa.zero_grad()
+        va = la.forward(a.forward(x), t)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        assert plan.train_step(x, t, lb, ob) == va
+        _assert_same(a.params, b.params)
+
+
+def test_lenet5_and_resnet8_equal_layers():
+    for make, shape in ((models.lenet5, (2, 1, 28, 28)), (models.resnet8, (2, 1, 12, 12))):
+        a, b = make(seed=0), make(seed=0)
+        oa, ob = optim.Adam(a), optim.Adam(b)
+        x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+        y = np.array([1, 7])
+        l1, l2 = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+        oa.zero_grad()
+        l1.forward(a.forward(x), y)
+        a.backward(l1.backward(), input_grad=False)
+        oa.step()
+        b.plan(shape).train_step(x, y, l2, ob)
+        _assert_same(_state(a), _state(b))
+        a.eval(), b.eval()
+        np.testing.assert_array_equal(b.plan(shape).forward(x), a.forward(x))
+
+
+def test_fit_evaluate_predict_equal_layers(monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 2, 11, 9)).astype(np.float32)
+    y = rng.integers(0, 3, 37)
+    a, b, _ = _pair("fused", np.float32)
+    ha = _fit_layered(a, x, y)
+    hb = fit(b, nn.SoftmaxCrossEntropy(), optim.SGD(b, lr=0.1), x, y, epochs=2, batch_size=8,
+             seed=0, progress=False)
+    assert ha == hb["loss"]
+    _assert_same(a.params, b.params)
+    assert b.__dict__["_netplans"]  # the planned path ran
+    assert b.training
+    a.eval()
+    np.testing.assert_array_equal(predict(b, x, batch_size=10), a.forward(x))
+    assert b.training
+    r = evaluate(b, nn.SoftmaxCrossEntropy(), x, y, batch_size=10)
+    ref = sum(nn.SoftmaxCrossEntropy().forward(a.forward(x[i:i + 10]), y[i:i + 10])
+              * len(y[i:i + 10]) for i in range(0, 37, 10)) / 37
+    assert r["loss"] == ref
+
+
+def _fit_layered(model, x, y):
+    """fit's loop, layer by layer: the mean loss of each of 2 epochs."""
+    loss, opt = nn.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.1)
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(2):
+        order = rng.permutation(len(x))
+        total = 0.0
+        for s in range(0, len(x), 8):
+            idx = order[s:s + 8]
+            opt.zero_grad()
+            total += float(loss.forward(model.forward(x[idx]), y[idx])) * len(idx)
+            model.backward(loss.backward(), input_grad=False)
+            opt.step()
+        out.append(total / len(x))
+    return out
+
+
+def test_predict_layer_by_layer_for_other_models():
+    model = nn.Sequential(nn.ReLU())  # no parameters: the input's dtype is kept
+    x = np.array([[-1.0, 2.0]])
+    out = predict(model, x)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, [[0.0, 2.0]])
+    assert "_netplans" not in model.__dict__
+    with pytest.raises(ValueError, match="predict: batch_size"):
+        predict(model, x, batch_size=0)
+
+
+# ---- fused epilogues in the kernels ------------------------------------------
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("geom", [
+    ((2, 3, 9, 31), (5, 3, 3, 3), (1, 1), (1, 1), (1, 1)),    # long rows
+    ((1, 2, 7, 5), (9, 2, 2, 3), (2, 3), (0, 1), (1, 1)),     # strided, few columns
+    ((3, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2), (1, 1)),   # LeNet's first layer
+    ((2, 4, 11, 13), (4, 4, 3, 3), (1, 2), (1, 0), (2, 1)),   # dilated
+])
+@pytest.mark.parametrize("act,alpha", [(1, 0.0), (2, 0.1), (2, -0.3), (2, 0.0)])
+def test_conv_epilogue_equals_activation(dt, geom, act, alpha):
+    xs, ws, s, p, d = geom
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(xs).astype(dt)
+    x[0, 0, 0, :3] = [np.nan, -0.0, np.inf]
+    w = rng.standard_normal(ws).astype(dt)
+    b = rng.standard_normal(ws[0]).astype(dt)
+    ref = F.conv2d(x, w, b, s, p, d)
+    want = F.relu(ref) if act == 1 else F.leaky_relu(ref, alpha)
+    out = np.empty_like(ref)
+    for threads in (1, 2):
+        _conv.conv2d_forward(x, w, b, out, *s, *p, *d, threads, 1, act, alpha)
+        np.testing.assert_array_equal(out, want)
+        assert (np.signbit(out) == np.signbit(want)).all()
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("m", [1, 5, 70])
+@pytest.mark.parametrize("act,alpha", [(0, 0.0), (1, 0.0), (2, 0.01)])
+def test_gemm_epilogue_equals_activation(dt, m, act, alpha):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((m, 33)).astype(dt)
+    w = rng.standard_normal((19, 33)).astype(dt)
+    b = rng.standard_normal(19).astype(dt)
+    ref = F.linear(x, w, b)
+    want = ref if act == 0 else F.relu(ref) if act == 1 else F.leaky_relu(ref, alpha)
+    out = np.empty_like(ref)
+    _gemm.gemm(x, w, out, False, True, False, 2, b, act, alpha)
+    np.testing.assert_array_equal(out, want)
+
+
+# ---- invalidation ------------------------------------------------------------
+
+
+def _planned():
+    model, _, shape = _pair("fused", np.float32)
+    model.eval()
+    return model, model.plan(shape), np.random.default_rng(8).standard_normal(shape)
+
+
+def test_plan_is_kept_while_valid():
+    model, plan, x = _planned()
+    assert plan.valid and model.plan(x.shape) is plan
+    assert "steps=[WeightedStep, MaxPoolStep, WeightedStep, FlattenStep" in repr(plan)
+
+
+def test_in_place_updates_keep_the_plan():
+    model, plan, x = _planned()
+    model.load_state_dict({k: v * 2 for k, v in model.state_dict().items()})
+    assert plan.valid
+    np.testing.assert_array_equal(plan.forward(x), model.forward(x))
+
+
+@pytest.mark.parametrize("change", ["param", "grad", "dtype", "append", "replace_layer",
+                                    "mode", "layer_mode", "threads", "backend", "residual"])
+def test_model_changes_invalidate(change):
+    model, plan, x = _planned()
+    conv = model[0]
+    if change == "param":
+        conv.params["weight"] = conv.weight * 3
+    elif change == "grad":
+        conv._grads["weight"] = np.zeros_like(conv.weight)
+    elif change == "dtype":
+        for k in ("weight", "bias"):
+            conv.params[k] = conv.params[k].astype(np.float64)
+        conv.dtype = np.dtype(np.float64)
+    elif change == "append":
+        model.layers.append(nn.ReLU())
+    elif change == "replace_layer":
+        model.layers[1] = nn.LeakyReLU(0.5)
+    elif change == "mode":
+        model.train()
+    elif change == "layer_mode":
+        model[6].training = True
+    elif change == "residual":
+        model, _, shape = _pair("residual", np.float32)
+        model.eval()
+        plan, x = model.plan(shape), np.zeros(shape)
+        model[2].block = nn.Sequential(nn.Identity())
+    if change == "threads":
+        n = cnnext.get_num_threads()
+        cnnext.set_num_threads(n % 2 + 1)
+        try:
+            assert not plan.valid
+        finally:
+            cnnext.set_num_threads(n)
+        assert plan.valid
+        return
+    if change == "backend":
+        with cnnext.use_backend("numpy"):
+            assert not plan.valid
+        assert plan.valid
+        return
+    assert not plan.valid
+    with pytest.raises(RuntimeError, match="NetPlan.forward: the model changed"):
+        plan.forward(x)
+    if change in ("mode", "layer_mode"):
+        return
+    if change == "dtype":
+        with pytest.raises(ValueError, match="Sequential.plan: layer 0"):
+            model.plan(x.shape, dtype=np.float32)
+        return
+    new = model.eval().plan(x.shape)  # (new layers start in training mode)
+    assert new is not plan and new.valid
+    np.testing.assert_array_equal(new.forward(x), model.forward(x.astype(np.float32)))
+
+
+# ---- arguments and aliasing ---------------------------------------------------
+
+
+def test_outputs_and_inputs_are_never_aliased():
+    model, plan, x = _planned()
+    x = x.astype(np.float32)
+    y1 = plan.forward(x)
+    keep = y1.copy()
+    y2 = plan.forward(x)
+    assert y1 is not y2 and not np.shares_memory(y1, y2)
+    y2[...] = 123
+    np.testing.assert_array_equal(plan.forward(x), keep)
+    x[...] = 0  # the caller's later writes change nothing kept
+    np.testing.assert_array_equal(plan.forward(x), model.forward(x))
+    np.testing.assert_array_equal(y1, keep)
+
+
+def test_training_step_keeps_no_caller_array():
+    model, _, shape = _pair("fused", np.float32)
+    plan = model.plan(shape, training=True)
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal(shape).astype(np.float32), np.array([0, 1, 2])
+    loss, opt = nn.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.1)
+    plan.train_step(x, y, loss, opt)
+    before = copy.deepcopy(model.state_dict())
+    x[...] = 7
+    y[...] = 0
+    _assert_same(model.state_dict(), before)
+
+
+def test_input_conversion_and_errors():
+    model, plan, x = _planned()
+    ref = model.forward(x.astype(np.float32))
+    np.testing.assert_array_equal(plan.forward(x), ref)                  # float64 -> float32
+    np.testing.assert_array_equal(plan.forward(np.asfortranarray(x)), ref)
+    np.testing.assert_array_equal(plan.forward(x.tolist()), ref)
+    ro = x.astype(np.float32)
+    ro.flags.writeable = False
+    np.testing.assert_array_equal(plan.forward(ro), ref)
+    with pytest.raises(ValueError, match=r"NetPlan.forward: x.shape must be \(3, 2, 11, 9\)"):
+        plan.forward(x[:2])
+    with pytest.raises(TypeError, match="NetPlan.forward"):
+        plan.forward(np.zeros(x.shape, complex))
+    with pytest.raises(RuntimeError, match="made for inference"):
+        plan.train_step(x, np.zeros(3, np.int64), nn.SoftmaxCrossEntropy(), optim.SGD(model,
+                                                                                       lr=1))
+    with pytest.raises(ValueError, match="Sequential.plan: training=True but the model is in "
+                                         "evaluation mode"):
+        model.plan(x.shape, training=True)
+    with pytest.raises(ValueError, match="Sequential.plan: input_shape"):
+        model.plan((3, -2, 11, 9))
+    with pytest.raises(ValueError, match="Conv2D"):
+        model.plan((3, 5, 11, 9))  # the layer's own message: in_channels
+
+
+def test_bad_labels_in_a_training_step():
+    model, _, shape = _pair("fused", np.float32)
+    plan = model.plan(shape, training=True)
+    x = np.zeros(shape, np.float32)
+    opt = optim.SGD(model, lr=0.1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        plan.train_step(x, np.array([0, 1, 3]), nn.SoftmaxCrossEntropy(), opt)
+
+
+def test_numpy_backend_has_no_plans():
+    model, _, shape = _pair("fused", np.float32)
+    with cnnext.use_backend("numpy"), pytest.raises(RuntimeError, match="compiled backend"):
+        model.plan(shape)
