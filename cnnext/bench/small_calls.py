@@ -399,7 +399,9 @@ def build_small_peers(
     >>> list(peers), peers["cnnext"].fn().shape
     (['cnnext', 'numpy'], (1, 10))
     """
-    built = _BUILDERS[call.name](dt, rng, torch)
+    from .netplan_rows import NETPLAN_BUILDERS
+
+    built = (_BUILDERS.get(call.name) or NETPLAN_BUILDERS[call.name])(dt, rng, torch)
     out = {"cnnext": built["cnnext"]}
     for name in call.peers:
         out[name] = built.get(name) or Peer(None, torch_status)
