@@ -409,3 +409,37 @@ def test_numpy_backend_has_no_plans():
     model, _, shape = _pair("fused", np.float32)
     with cnnext.use_backend("numpy"), pytest.raises(RuntimeError, match="compiled backend"):
         model.plan(shape)
+
+
+# ---- bench rows ----------------------------------------------------------------
+
+
+def test_bench_rows_skip_absent_peers(monkeypatch):
+    from cnnext import bench
+    from cnnext.bench import netplan_rows
+
+    monkeypatch.setattr(netplan_rows, "_optional", lambda name: None)
+    rows = bench.run_small_calls("seed-step-plan,lenet5-infer-b1", quick=True, torch=None,
+                                 threads=1, progress=False)
+    assert [r["case"] for r in rows] == ["lenet5-infer-b1", "seed-step-plan"]
+    assert rows[0]["onnxruntime"]["status"] == "not installed (onnxruntime, an optional " \
+                                               "benchmark peer)"
+    assert rows[1]["jax"]["status"].startswith("not installed (jax")
+    assert rows[1]["cnnext"]["median"] > 0 and rows[1]["ratio_jax"] is None
+    text = bench.format_small_calls(rows)
+    assert "cnnext/ONNX Runtime" in text and "cnnext/JAX" in text
+
+
+def test_bench_jax_peer_trains_like_cnnext():
+    """The JAX peer (when installed) computes the same SGD step."""
+    pytest.importorskip("jax")
+    from cnnext.bench.netplan_rows import NETPLAN_BUILDERS
+
+    peers = NETPLAN_BUILDERS["seed-step-plan"](np.dtype(np.float32),
+                                               np.random.default_rng(0), None)
+    after_one = peers["jax"].state()  # the peer ran one step when it compiled
+    peers["cnnext"].fn()
+    mine = peers["cnnext"].state()
+    assert after_one.keys() == mine.keys()
+    for k in mine:
+        np.testing.assert_allclose(after_one[k], mine[k], rtol=1e-5, atol=1e-6, err_msg=k)

@@ -185,10 +185,11 @@ def _jax_peer(model: Sequential, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any
         z = forward(params, xb)
         return jnp.mean(-jax.nn.log_softmax(z)[jnp.arange(z.shape[0]), yb])
 
-    @jax.jit
-    def step(params: list[Any], xb: Any, yb: Any) -> Any:
+    def sgd(params: list[Any], xb: Any, yb: Any) -> Any:
         value, grads = jax.value_and_grad(loss)(params, xb, yb)
         return [p - _LR * g for p, g in zip(params, grads)], value
+
+    step = jax.jit(sgd)
 
     state = {"p": [jnp.asarray(p) for p in model.params.values()]}
     xj, yj = jnp.asarray(x), jnp.asarray(y)
@@ -197,8 +198,10 @@ def _jax_peer(model: Sequential, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any
         state["p"], value = step(state["p"], xj, yj)
         value.block_until_ready()
 
-    run()  # compile
-    return Peer(run, impl=f"jax {jax.__version__}: jit(value_and_grad + SGD update)")
+    run()  # compile (and one step: the state after it is the peer's ``state``)
+    names = list(model.params)
+    return Peer(run, impl=f"jax {jax.__version__}: jit(value_and_grad + SGD update)",
+                state=lambda: {n: np.asarray(p) for n, p in zip(names, state["p"])})
 
 
 def _train(make: Callable[[Any, Any], Sequential], shape: tuple[int, ...]) -> Builder:
