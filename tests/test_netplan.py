@@ -443,3 +443,19 @@ def test_bench_jax_peer_trains_like_cnnext():
     assert after_one.keys() == mine.keys()
     for k in mine:
         np.testing.assert_allclose(after_one[k], mine[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_layers_that_change_the_dtype():
+    """A parameter-free model keeps float64 through float32 layers' outputs
+    as the layers do; a Dense converts what it receives to its dtype."""
+    rng = np.random.default_rng(10)
+    a = nn.Sequential(nn.Dense(3, 4, seed=0), nn.Sigmoid(), nn.Dense(4, 2, dtype=np.float32,
+                                                                     seed=1)).eval()
+    x = rng.standard_normal((2, 3))
+    plan = a.plan((2, 3))
+    np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+    b = nn.Sequential(nn.ReLU(), nn.Tanh()).eval()
+    plan = b.plan((2, 3), dtype=np.float64)
+    out = plan.forward(x)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, b.forward(x))

@@ -78,16 +78,15 @@ class _LayerStep(_Step):
     """Any layer, through its own ``forward``/``backward`` (which keep their
     own per-layer plans)."""
 
-    def __init__(self, layer: Module, out_shape: Shape, dtype: FloatDType) -> None:
+    def __init__(self, layer: Module, out_shape: Shape) -> None:
         self.layer = layer
         self.out_shape = out_shape
-        self.dtype = dtype
         self.params = bool(layer.named_parameters())
 
     def forward(self, x: FloatArray) -> FloatArray:
         y = self.layer.forward(x)
-        if y.dtype != self.dtype or not y.flags.c_contiguous:  # what the next step reads
-            y = np.ascontiguousarray(y, self.dtype)
+        if type(y) is not np.ndarray or not y.flags.c_contiguous:  # what kernels read
+            y = np.ascontiguousarray(y)
         return y
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
@@ -128,8 +127,8 @@ class _WeightedStep(_Step):
 
     def forward(self, x: FloatArray) -> FloatArray:
         y, k = self.y, self.kernel
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
+        if x.dtype != y.dtype or not x.flags.c_contiguous:  # as the layer converts
+            x = np.ascontiguousarray(x, y.dtype)
         self.x = x
         if k is None:
             np.copyto(y, self.plan.forward(x, self.w, self.b))
@@ -252,8 +251,9 @@ def _modules(model: Module) -> list[Module]:
     return out
 
 
-def _shape_of(layer: Module, shape: Shape, dtype: FloatDType) -> Shape:
-    """The output shape of ``layer`` for inputs of ``shape``: its forward on
+def _shape_of(layer: Module, shape: Shape, dtype: FloatDType) -> tuple[Shape, FloatDType]:
+    """The output shape and dtype of ``layer`` for inputs of ``shape`` and
+    ``dtype``: its forward on
     zeros in evaluation mode (no running statistics updated, no random mask
     drawn), its modes restored after."""
     mods = _modules(layer)
@@ -261,7 +261,8 @@ def _shape_of(layer: Module, shape: Shape, dtype: FloatDType) -> Shape:
     try:
         for m in mods:
             m.training = False
-        return cast("Shape", layer.forward(np.zeros(shape, dtype)).shape)
+        y = np.asarray(layer.forward(np.zeros(shape, dtype)))
+        return y.shape, y.dtype
     finally:
         for m, mode in zip(mods, modes):
             m.training = mode
@@ -327,7 +328,7 @@ class NetPlan:
         self._threads = _config.get_num_threads()
         self._check = self._snapshot(model)
         self.steps: list[_Step] = []
-        shape = input_shape
+        shape, cur = input_shape, dtype  # what the next step receives
         i = 0
         while i < len(leaves):
             layer = leaves[i]
@@ -342,13 +343,14 @@ class NetPlan:
                 fuse = nxt is not None and (nxt[1] >= 0 or not training)
                 act, alpha = nxt if fuse and nxt is not None else (_ACT_NONE, 0.0)
                 step = _WeightedStep(layer, shape, dtype, act, alpha)
+                cur = dtype
                 i += 2 if fuse else 1
             elif _act_of(layer) is not None:
                 act, alpha = cast("tuple[int, float]", _act_of(layer))
-                step = _ActStep(shape, dtype, act, alpha)
+                step = _ActStep(shape, cur, act, alpha)
                 i += 1
             elif type(layer) is MaxPool2D and len(shape) == 4:
-                probe = np.zeros(shape, dtype)
+                probe = np.zeros(shape, cur)
                 layer._call_forward(probe)  # validates the geometry, as the layer does
                 step = _MaxPoolStep(layer._new_plan(probe), training)
                 i += 1
@@ -356,7 +358,8 @@ class NetPlan:
                 step = _FlattenStep(shape)
                 i += 1
             else:
-                step = _LayerStep(layer, _shape_of(layer, shape, dtype), dtype)
+                out_shape, cur = _shape_of(layer, shape, cur)
+                step = _LayerStep(layer, out_shape)
                 i += 1
             self.steps.append(step)
             shape = step.out_shape
@@ -364,7 +367,8 @@ class NetPlan:
         first = [k for k, s in enumerate(self.steps) if s.params]
         #: Index of the first step with parameters: backward stops there.
         self._first_param = first[0] if first else len(self.steps)
-        self._grad = np.empty(shape, dtype)
+        self.out_dtype = cur
+        self._grad = np.empty(shape, cur)
 
     # -- validity ----------------------------------------------------------
 
@@ -497,7 +501,7 @@ class NetPlan:
             return value, g
         value = float(loss.forward(out, y))
         return value, np.ascontiguousarray(as_dtype("NetPlan.train_step", "loss gradient",
-                                                    loss.backward(), self.dtype))
+                                                    loss.backward(), self.out_dtype))
 
     def __repr__(self) -> str:
         names = ", ".join(type(s).__name__.strip("_") for s in self.steps)
