@@ -277,6 +277,7 @@ def _planned():
 def test_plan_is_kept_while_valid():
     model, plan, x = _planned()
     assert plan.valid and model.plan(x.shape) is plan
+    assert plan._calls is not None  # every step one prebound kernel call
     assert "steps=[WeightedStep, MaxPoolStep, WeightedStep, FlattenStep" in repr(plan)
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
+from functools import partial
 
 from .. import _config, _conv, _eltwise, _gemm, _pool
 from .. import _validate as V
@@ -43,6 +44,8 @@ from .module import Module, Weighted, as_dtype
 from .pooling import MaxPool2D
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._plan import ConvPlan, LinearPlan, PoolPlan
     from .._typing import FloatArray, FloatDType, IndexArray, Shape
 
@@ -72,6 +75,12 @@ class _Step:
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:  # pragma: no cover
         raise NotImplementedError
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        """(the step's forward as one kernel call on the buffer ``x`` -- None:
+        nothing to call --, its output), or None when the step cannot be
+        prebound (it allocates its output)."""
+        return None
 
 
 class _LayerStep(_Step):
@@ -141,6 +150,17 @@ class _WeightedStep(_Step):
                                  self.alpha)
         return y
 
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        k = self.kernel
+        if k is None or x.dtype != self.y.dtype:
+            return None
+        if k[0] is _gemm.gemm:
+            return partial(_gemm.gemm, x, self.w, self.y, False, True, False, k[2], self.b,
+                           self.act, self.alpha), self.y
+        _, sh, sw, ph, pw, dh, dw, nt = k
+        return partial(_conv.conv2d_forward, x, self.w, self.b, self.y, sh, sw, ph, pw, dh,
+                       dw, nt, 1, self.act, self.alpha), self.y
+
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         if self.act != _ACT_NONE:
             _activation_grad(g, self.y, g, self.act, self.alpha)
@@ -176,6 +196,11 @@ class _ActStep(_Step):
         _activation_grad(g, cast("FloatArray", self.x), self.gx, self.act, self.alpha)
         return self.gx
 
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if self.act != _ACT_RELU:
+            return None
+        return partial(_eltwise.relu, x.reshape(-1), self.y.reshape(-1), self.threads), self.y
+
 
 class _MaxPoolStep(_Step):
     """A 2-D max pool by its window kernel: without indices at inference."""
@@ -190,6 +215,10 @@ class _MaxPoolStep(_Step):
     def forward(self, x: FloatArray) -> FloatArray:
         _pool.max_pool2d_forward(x, self.y, self.idx, *self.plan.kernel_args)
         return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        return partial(_pool.max_pool2d_forward, x, self.y, self.idx,
+                       *self.plan.kernel_args), self.y
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         gx = cast("FloatArray", self.gx)
@@ -209,6 +238,9 @@ class _FlattenStep(_Step):
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         return g.reshape(self.x_shape)
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        return None, x.reshape(self.out_shape)
 
 
 def _threads(n: int) -> int:
@@ -369,6 +401,26 @@ class NetPlan:
         self._first_param = first[0] if first else len(self.steps)
         self.out_dtype = cur
         self._grad = np.empty(shape, cur)
+        self._calls, self._xbuf, self._out = self._prebind()
+
+    def _prebind(self) -> tuple[list[Callable[[], object]] | None, Any, Any]:
+        """Inference with every step a kernel call on kept buffers: the
+        calls, prebound (``functools.partial``: no Python frame per step),
+        the input buffer they start from and the output buffer; (None, None,
+        None) when a step allocates its output."""
+        if self.training:
+            return None, None, None
+        xbuf = np.empty(self.input_shape, self.dtype)
+        calls: list[Callable[[], object]] = []
+        cur = xbuf
+        for step in self.steps:
+            bound = step.bind(cur)
+            if bound is None:
+                return None, None, None
+            call, cur = bound
+            if call is not None:
+                calls.append(call)
+        return calls, xbuf, cur
 
     # -- validity ----------------------------------------------------------
 
@@ -445,7 +497,14 @@ class NetPlan:
         -------
         ndarray of shape :attr:`out_shape`
         """
-        return np.array(self._forward(self._input("NetPlan.forward", x)))
+        xa = self._input("NetPlan.forward", x)
+        calls = self._calls
+        if calls is None:
+            return np.array(self._forward(xa))
+        np.copyto(self._xbuf, xa)  # (the caller's array is never kept)
+        for call in calls:
+            call()
+        return self._out.copy()  # type: ignore[no-any-return]
 
     __call__ = forward
 
