@@ -460,3 +460,14 @@ def test_layers_that_change_the_dtype():
     out = plan.forward(x)
     assert out.dtype == np.float64
     np.testing.assert_array_equal(out, b.forward(x))
+
+
+def test_copies_and_pickles_of_a_planned_model_plan_afresh():
+    import pickle
+
+    model, plan, x = _planned()
+    ref = plan.forward(x)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not other.__dict__["_netplans"]
+        np.testing.assert_array_equal(other.plan(x.shape).forward(x), ref)
+    assert model.plan(x.shape) is plan

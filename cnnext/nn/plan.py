@@ -568,6 +568,18 @@ class NetPlan:
                 f"training={self.training}, steps=[{names}])")
 
 
+class _Kept(dict[Any, NetPlan]):
+    """A model's kept plans.  Copies and pickles of the model start without
+    any (a plan's buffers are views of one another, which a deep copy would
+    not preserve; they are rebuilt on first use)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Kept:
+        return _Kept()
+
+    def __reduce__(self) -> tuple[type[_Kept], tuple[()]]:
+        return _Kept, ()
+
+
 def plan_of(model: Sequential, fname: str, input_shape: Any, dtype: Any,
             training: bool | None) -> NetPlan:
     """The model's kept plan for these arguments, or a new one (kept)."""
@@ -589,7 +601,7 @@ def plan_of(model: Sequential, fname: str, input_shape: Any, dtype: Any,
         raise RuntimeError(f"{fname}: whole-network plans need the compiled backend "
                            f"(cnnext.set_backend('cython'))")
     key = (shape, dt, mode)
-    kept: dict[Any, NetPlan] = model.__dict__.setdefault("_netplans", {})
+    kept: _Kept = model.__dict__.setdefault("_netplans", _Kept())
     plan = kept.get(key)
     if plan is None or not plan.valid:
         if len(kept) >= 8:
