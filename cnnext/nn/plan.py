@@ -113,7 +113,6 @@ class _WeightedStep(_Step):
 
     def __init__(self, layer: Weighted, x_shape: Shape, dtype: FloatDType, act: int,
                  alpha: float) -> None:
-        self.layer = layer
         w, b = layer._params["weight"], layer._params.get("bias")
         probe = np.zeros(x_shape, dtype)
         y = layer._call_forward(probe, w, b)  # validates the shapes, as the layer does
@@ -326,8 +325,9 @@ class NetPlan:
     replaced, the train/eval mode, the thread count or the backend changed.
     Running an invalid plan raises RuntimeError.
 
-    A plan never keeps a caller's array: its input is read during the call
-    only, and :meth:`forward` returns a new array.
+    A plan never shares memory with a caller's array in a way that lets
+    later writes change results: the input is only read during the call,
+    and :meth:`forward` returns a new array each call.
 
     Notes
     -----
