@@ -471,3 +471,17 @@ def test_copies_and_pickles_of_a_planned_model_plan_afresh():
         assert not other.__dict__["_netplans"]
         np.testing.assert_array_equal(other.plan(x.shape).forward(x), ref)
     assert model.plan(x.shape) is plan
+
+
+def test_empty_batch_and_unbatched_input():
+    model = models.lenet5(seed=0).eval()
+    assert model.plan((0, 1, 28, 28)).forward(np.zeros((0, 1, 28, 28))).shape == (0, 10)
+    model.train()
+    plan = model.plan((0, 1, 28, 28), training=True)
+    assert plan.train_step(np.zeros((0, 1, 28, 28)), np.zeros(0, np.int64),
+                           nn.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.1)) == 0.0
+    rng = np.random.default_rng(11)
+    conv = nn.Sequential(nn.Conv2D(1, 2, 3, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+                         nn.Flatten(), nn.Dense(169, 3, seed=rng)).eval()
+    x = rng.standard_normal((1, 28, 28)).astype(np.float32)  # (C, H, W): Flatten keeps C
+    np.testing.assert_array_equal(conv.plan(x.shape).forward(x), conv.forward(x))
