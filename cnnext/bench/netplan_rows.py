@@ -7,7 +7,9 @@ inference or training step against ONNX Runtime, JAX and PyTorch.
     ReLU, max-pool 2, conv 32->64 3x3 pad 1, ReLU, max-pool 2, dense
     4096->10) on 32x32 RGB images; peers: ONNX Runtime running the PyTorch
     twin exported with ``torch.onnx.export`` (on as many intra-op threads as
-    cnnext), and the twin itself under ``torch.no_grad()``.
+    cnnext, which do not spin between runs: they would take the cores of the
+    next peer in the interleaved round), and the twin itself under
+    ``torch.no_grad()``.
 ``seed-step-plan``, ``smallcnn-step-b128``
     One SGD training step (forward, softmax cross-entropy, backward,
     update) through ``model.plan(shape, training=True).train_step``: the
@@ -95,12 +97,15 @@ def _ort_peer(model: Sequential, x: np.ndarray[Any, Any], torch: ModuleType | No
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = cnnext.get_num_threads()
     opts.inter_op_num_threads = 1
+    # Its pool's threads would otherwise spin after each run, on the cores
+    # the next peer of the interleaved round needs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
     feed = {"x": x}
     run = sess.run
     return Peer(lambda: run(None, feed),
                 impl=f"onnxruntime {ort.__version__} InferenceSession.run, "
-                     f"{opts.intra_op_num_threads} intra-op thread(s)")
+                     f"{opts.intra_op_num_threads} intra-op thread(s), no spinning")
 
 
 def _infer(make: Callable[[Any, Any], Sequential], shape: tuple[int, ...]) -> Builder:
