@@ -56,7 +56,8 @@ __all__ = [
 
 # Higher-level modules are imported on first use, so ``import cnnext`` stays
 # cheap and a problem in one of them cannot break the kernels.
-_LAZY = ("nn", "losses", "optim", "train", "datasets", "models", "compat", "bench", "viz")
+_LAZY = ("nn", "losses", "optim", "train", "datasets", "models", "compat", "bench", "viz",
+         "interop", "onnx")
 
 
 if _typing.TYPE_CHECKING:  # the lazily imported modules, for type checkers
@@ -65,9 +66,11 @@ if _typing.TYPE_CHECKING:  # the lazily imported modules, for type checkers
     from . import bench as bench
     from . import compat as compat
     from . import datasets as datasets
+    from . import interop as interop
     from . import losses as losses
     from . import models as models
     from . import nn as nn
+    from . import onnx as onnx
     from . import optim as optim
     from . import train as train
     from . import viz as viz

@@ -352,12 +352,15 @@ def test_select_cases_patterns():
     names = lambda pats: [c.name for c in bench.select_cases(pats)]  # noqa: E731
     assert names(None) == [c.name for c in bench.ALL_CASES]
     netplan = [c.name for c in bench.cases.NETPLAN_CALLS]
+    onnx_names = [c.name for c in bench.cases.ONNX_CALLS]
     assert [c.name for c in bench.ALL_CASES] == ([c.name for c in bench.SUITE] + SMALL_NAMES
-                                                 + netplan)
+                                                 + netplan + onnx_names)
     assert names("netplan") == netplan
     assert names("seed-mnist") == ["seed-mnist"]
     assert names("lenet") == ["lenet-conv1", "lenet-conv2", "lenet5-train", "lenet5-infer-b1",
-                              "lenet5-infer-b64"]
+                              "lenet5-infer-b64", "onnx-lenet5-b1", "onnx-lenet5-b64",
+                              "onnx-mobilenet-b1", "onnx-mobilenet-b64"]
+    assert names("onnx") == onnx_names
     assert names("*-3x3") == ["cifar-3x3", "resnet-3x3"]
     assert names("avgpool,strided") == ["strided", "avgpool-2x2"]
     assert names("small-calls") == SMALL_NAMES

@@ -31,9 +31,11 @@ MODULES = (
     "compat",
     "bench",
     "viz",
+    "interop",
+    "onnx",
 )
 # Optional third-party packages a module's examples need.
-NEEDS = {"viz": "matplotlib"}
+NEEDS = {"viz": "matplotlib", "interop": "torch", "onnx": "onnx"}
 
 
 def _modules(modname):

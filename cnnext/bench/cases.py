@@ -22,6 +22,7 @@ __all__ = [
     "SUITE",
     "SMALL_CALLS",
     "NETPLAN_CALLS",
+    "ONNX_CALLS",
     "ALL_CASES",
     "QUICK_CASES",
     "SCALING_CASES",
@@ -129,6 +130,9 @@ class SmallCall:
     dtype : str or None
         The dtype the row always computes in (the tutorial adapter works in
         float64); None: the dtype selected on the command line.
+    kind : str
+        The row's group: ``"small-calls"``, or ``"onnx"`` (an imported ONNX
+        model against ONNX Runtime and PyTorch).
 
     Examples
     --------
@@ -231,8 +235,20 @@ NETPLAN_CALLS = (
               f"{_SMALL_CNN}", ("jax", "pytorch"), kind="netplan"),
 )
 
+#: The onnx group: inference of cnnext's model zoo through an imported ONNX
+#: model (the PyTorch twin exported by ``torch.onnx.export``, loaded by
+#: ``cnnext.onnx.load``) against ONNX Runtime and PyTorch on the same file
+#: and weights; needs torch and onnx (and onnxruntime for its peer).
+ONNX_CALLS = tuple(
+    SmallCall(f"onnx-{short}-b{n}", f"cnnext.onnx.load(torch.onnx.export({model})) forward "
+              f"at batch {n} on (N, 1, 28, 28)", ("onnxruntime", "pytorch"), "float32", "onnx")
+    for short, model in (("lenet5", "lenet5"), ("resnet8", "resnet8"),
+                         ("mobilenet", "mobilenet_small"))
+    for n in (1, 64)
+)
+
 #: Every row ``cnnext bench`` runs by default, layer cases first.
-ALL_CASES = SUITE + SMALL_CALLS + NETPLAN_CALLS
+ALL_CASES = SUITE + SMALL_CALLS + NETPLAN_CALLS + ONNX_CALLS
 
 #: The rows of ``cnnext bench --quick`` (a smoke run): one cheap case per
 #: code path, and the small calls.
@@ -243,7 +259,8 @@ QUICK_CASES = ("seed-mnist", "lenet-conv2", "maxpool-2x2", "avgpool-2x2", "lenet
 SCALING_CASES = ("cifar-3x3", "resnet-3x3")
 
 #: The groups ``--cases`` accepts besides case names.
-GROUPS = ("conv", "maxpool", "avgpool", "gap", "batchnorm", "train", "small-calls", "netplan")
+GROUPS = ("conv", "maxpool", "avgpool", "gap", "batchnorm", "train", "small-calls", "netplan",
+          "onnx")
 
 
 def select_cases(

@@ -18,6 +18,7 @@ __all__ = [
     "summarize",
     "format_summary",
     "format_small_calls",
+    "format_onnx_models",
     "format_scaling",
     "json_document",
     "plot",
@@ -272,6 +273,50 @@ def format_small_calls(
         notes.append(_NOISY_NOTE)
     errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}",
                      ("cnnext", "pytorch", "numpy", "onnxruntime", "jax"))
+    if errors:
+        notes += ["errors:"] + errors
+    return "\n".join(out + notes)
+
+
+def format_onnx_models(
+    rows: Sequence[Record], others: float | None = None, cores: int | None = None
+) -> str:
+    """The onnx group's rows (imported ONNX models against ONNX Runtime and
+    PyTorch) as a text table, with the load during them.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`~cnnext.bench.run_small_calls` on the onnx group.
+    others : float, optional
+        Cores other processes kept busy meanwhile (``cpu_snapshot``).
+    cores : int, optional
+
+    Returns
+    -------
+    str
+    """
+    if not rows:
+        return ""
+    threads = rows[0]["threads"]
+    head = ["case", "dtype", "cnnext", "ONNX Runtime", "cnnext/ORT", "PyTorch",
+            "cnnext/PyTorch", "note"]
+    lines = [[
+        r["case"], r["dtype"], _fmt_cell(r["cnnext"]), _fmt_cell(r["onnxruntime"]),
+        _fmt_ratio(r["ratio_onnxruntime"]), _fmt_cell(r["pytorch"]),
+        _fmt_ratio(r["ratio_pytorch"]), "noisy" if r["noisy"] else "",
+    ] for r in rows]
+    plural = "s" if threads != 1 else ""
+    out = [f"imported ONNX models, inference ({threads} thread{plural}; times per forward, "
+           "cnnext and its peers interleaved on the same file and input):",
+           _format_cells(head, lines, left=2)]
+    notes = []
+    if others is not None:
+        notes.append(_load_line(others, cores, threads, "these rows"))
+    if any(r["noisy"] for r in rows):
+        notes.append(_NOISY_NOTE)
+    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}",
+                     ("cnnext", "onnxruntime", "pytorch"))
     if errors:
         notes += ["errors:"] + errors
     return "\n".join(out + notes)

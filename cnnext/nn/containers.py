@@ -44,6 +44,12 @@ class _Container(Module):
         return [(f"{prefix}.{name}", b) for prefix, layer in self._children()
                 for name, b in layer.named_buffers()]
 
+    def _state(self) -> dict[str, npt.NDArray[Any]]:
+        """Every saved array by name (live), child by child, each child's
+        parameters before its buffers: the order of PyTorch's ``state_dict``."""
+        return {f"{prefix}.{name}": a for prefix, layer in self._children()
+                for name, a in layer._state().items()}
+
     def train(self: _ContainerT, mode: bool = True) -> _ContainerT:
         super().train(mode)
         for _, layer in self._children():
