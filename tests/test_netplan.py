@@ -295,8 +295,11 @@ def test_model_changes_invalidate(change):
     conv = model[0]
     if change == "param":
         conv.params["weight"] = conv.weight * 3
-    elif change == "grad":
+    elif change == "grad":  # (a training plan's: inference uses no gradient)
+        plan = model.train().plan(x.shape, training=True)
         conv._grads["weight"] = np.zeros_like(conv.weight)
+        assert model.eval().plan(x.shape).valid
+        model.train()
     elif change == "dtype":
         for k in ("weight", "bias"):
             conv.params[k] = conv.params[k].astype(np.float64)
@@ -307,8 +310,13 @@ def test_model_changes_invalidate(change):
         model.layers[1] = nn.LeakyReLU(0.5)
     elif change == "mode":
         model.train()
-    elif change == "layer_mode":
-        model[6].training = True
+    elif change == "layer_mode":  # a layer whose results depend on the mode
+        model[6].training = True  # a Dense: they do not
+        assert plan.valid
+        model, _, shape = _pair("transposed", np.float32)
+        model.eval()
+        plan, x = model.plan(shape), np.zeros(shape)
+        model[3].training = True  # the BatchNorm2D
     elif change == "residual":
         model, _, shape = _pair("residual", np.float32)
         model.eval()
@@ -331,7 +339,7 @@ def test_model_changes_invalidate(change):
     assert not plan.valid
     with pytest.raises(RuntimeError, match="NetPlan.forward: the model changed"):
         plan.forward(x)
-    if change in ("mode", "layer_mode"):
+    if change in ("mode", "layer_mode", "grad"):
         return
     if change == "dtype":
         with pytest.raises(ValueError, match="Sequential.plan: layer 0"):
@@ -485,3 +493,30 @@ def test_empty_batch_and_unbatched_input():
                          nn.Flatten(), nn.Dense(169, 3, seed=rng)).eval()
     x = rng.standard_normal((1, 28, 28)).astype(np.float32)  # (C, H, W): Flatten keeps C
     np.testing.assert_array_equal(conv.plan(x.shape).forward(x), conv.forward(x))
+
+
+def test_subclasses_run_their_own_forward():
+    class Doubled(nn.Dense):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+        def backward(self, grad_y, input_grad=True):
+            return super().backward(2 * np.asarray(grad_y), input_grad)
+
+    def make():
+        rng = np.random.default_rng(12)
+        return nn.Sequential(nn.Dense(3, 4, seed=rng), nn.ReLU(), Doubled(4, 2, seed=rng))
+
+    a, b = make(), make()
+    x = np.random.default_rng(13).standard_normal((5, 3)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 1])
+    oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+    la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+    oa.zero_grad()
+    va = la.forward(a.forward(x), y)
+    a.backward(la.backward(), input_grad=False)
+    oa.step()
+    assert b.plan(x.shape).train_step(x, y, lb, ob) == va
+    _assert_same(a.params, b.params)
+    a.eval(), b.eval()
+    np.testing.assert_array_equal(b.plan(x.shape).forward(x), a.forward(x))

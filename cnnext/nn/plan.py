@@ -36,12 +36,14 @@ from functools import partial
 
 from .. import _config, _conv, _eltwise, _gemm, _pool
 from .. import _validate as V
-from .activation import LeakyReLU, ReLU
-from .containers import Residual, Sequential
-from .conv import Conv2D
+from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .containers import Identity, Residual, Sequential
+from .conv import Conv1D, Conv2D, ConvTranspose2D
 from .linear import Dense, Flatten
 from .module import Module, Weighted, as_dtype
-from .pooling import MaxPool2D
+from .pooling import (
+    AdaptiveAvgPool2D, AdaptiveMaxPool2D, AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,6 +54,14 @@ if TYPE_CHECKING:
 __all__ = ["NetPlan"]
 
 _INT64 = np.dtype(np.int64)
+#: The layers a plan runs by their kept plans (exact types: a subclass may
+#: compute something else, and runs through its own forward/backward).
+_WEIGHTED = (Conv2D, ConvTranspose2D, Conv1D, Dense)
+#: Layers whose results do not depend on the train/eval mode (exact types):
+#: :attr:`NetPlan.valid` watches the mode of every other module.
+_MODE_FREE = frozenset((*_WEIGHTED, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Identity,
+                        MaxPool2D, AvgPool2D, MaxPool1D, AvgPool1D, AdaptiveAvgPool2D,
+                        AdaptiveMaxPool2D))
 _LAYERS = operator.attrgetter("layers")
 _BRANCHES = operator.attrgetter("block", "shortcut")
 _TRAINING = operator.attrgetter("training")
@@ -113,6 +123,7 @@ class _WeightedStep(_Step):
 
     def __init__(self, layer: Weighted, x_shape: Shape, dtype: FloatDType, act: int,
                  alpha: float) -> None:
+        self.layer = layer
         w, b = layer._params["weight"], layer._params.get("bias")
         probe = np.zeros(x_shape, dtype)
         y = layer._call_forward(probe, w, b)  # validates the shapes, as the layer does
@@ -125,10 +136,10 @@ class _WeightedStep(_Step):
         self.x: FloatArray | None = None
         # The kernel call with the epilogue, when the plan's forward is that call.
         self.kernel: tuple[Any, ...] | None = None
-        if isinstance(layer, Dense):
+        if type(layer) is Dense:
             lp = cast("LinearPlan", self.plan)
             self.kernel = (_gemm.gemm, x_shape, lp.threads)
-        elif isinstance(layer, Conv2D):
+        elif type(layer) is Conv2D:
             cp = cast("ConvPlan", self.plan)
             if cp.method == "direct" and cp.pad_extra is None and len(x_shape) == 4:
                 self.kernel = (_conv.conv2d_forward, *cp.kernel_args)
@@ -322,7 +333,8 @@ class NetPlan:
     A plan keeps working while the model is unchanged; :attr:`valid` is
     False (and :meth:`Sequential.plan <cnnext.nn.Sequential.plan>` builds a
     new one) once a layer was added, removed or replaced, a parameter array
-    replaced, the train/eval mode, the thread count or the backend changed.
+    (for a training plan, a gradient array) replaced, the train/eval mode,
+    the thread count or the backend changed.
     Running an invalid plan raises RuntimeError.
 
     A plan never shares memory with a caller's array in a way that lets
@@ -358,7 +370,6 @@ class NetPlan:
         self.training = training
         leaves = _leaves(model)
         self._threads = _config.get_num_threads()
-        self._check = self._snapshot(model)
         self.steps: list[_Step] = []
         shape, cur = input_shape, dtype  # what the next step receives
         i = 0
@@ -366,15 +377,16 @@ class NetPlan:
             layer = leaves[i]
             nxt = _act_of(leaves[i + 1]) if i + 1 < len(leaves) else None
             step: _Step
-            if isinstance(layer, Weighted):
-                if getattr(layer, "dtype", dtype) != dtype:
+            if type(layer) in _WEIGHTED:
+                wl = cast("Weighted", layer)
+                if wl.dtype != dtype:
                     raise ValueError(
-                        f"{fname}: layer {i} ({layer!r}) computes in {layer.dtype}, the plan's "
-                        f"dtype is {dtype}; plan with dtype={layer.dtype}"
+                        f"{fname}: layer {i} ({wl!r}) computes in {wl.dtype}, the plan's "
+                        f"dtype is {dtype}; plan with dtype={wl.dtype}"
                     )
                 fuse = nxt is not None and (nxt[1] >= 0 or not training)
                 act, alpha = nxt if fuse and nxt is not None else (_ACT_NONE, 0.0)
-                step = _WeightedStep(layer, shape, dtype, act, alpha)
+                step = _WeightedStep(wl, shape, dtype, act, alpha)
                 cur = dtype
                 i += 2 if fuse else 1
             elif _act_of(layer) is not None:
@@ -402,6 +414,7 @@ class NetPlan:
         self.out_dtype = cur
         self._grad = np.empty(shape, cur)
         self._calls, self._xbuf, self._out = self._prebind()
+        self._check = self._snapshot(model)
 
     def _prebind(self) -> tuple[list[Callable[[], object]] | None, Any, Any]:
         """Inference with every step a kernel call on kept buffers: the
@@ -426,8 +439,9 @@ class NetPlan:
 
     def _snapshot(self, model: Module) -> tuple[Any, ...]:
         """What :attr:`valid` compares, as flat lists (the checks are C-level
-        ``map`` calls).  The parameter arrays are held here, so their ids
-        cannot be reused while the plan lives."""
+        ``map`` calls): the containers' layers, every module's mode, and the
+        parameter (in training, also gradient) arrays the steps hold -- the
+        other layers read theirs when they run."""
         seqs: list[Sequential] = []
         res: list[Residual] = []
         mods = _modules(model)
@@ -436,26 +450,29 @@ class NetPlan:
                 seqs.append(m)
             elif isinstance(m, Residual):
                 res.append(m)
-        alld = [d for m in mods for d in (m._params, m._grads)]
-        full = [d for d in alld if d]
+        held = [s.layer for s in self.steps if isinstance(s, _WeightedStep)]
+        # The model's own mode, and that of every layer whose results depend on it.
+        watched = [model] + [m for m in mods[1:] if type(m) not in _MODE_FREE]
+        full = [d for m in held for d in ((m._params, m._grads) if self.training
+                                          else (m._params,))]
         arrays = list(itertools.chain.from_iterable(map(dict.values, full)))
         return (seqs, [list(c.layers) for c in seqs], res,
                 [(c.block, c.shortcut) for c in res],
-                mods, [m.training for m in mods], alld, list(map(len, alld)), full, arrays)
+                watched, [m.training for m in watched], full, list(map(len, full)), arrays)
 
     @property
     def valid(self) -> bool:
         """True while the model is the one this plan was made for (same
-        layers, parameter and gradient arrays, mode, thread count and
-        backend)."""
+        layers, parameter arrays -- and gradient arrays for training --,
+        modes, thread count and backend)."""
         if self._threads != _config._kernel_threads or not _config.compiled_backend():
             return False
-        seqs, layers, res, branches, mods, modes, alld, sizes, full, arrays = self._check
+        seqs, layers, res, branches, watched, modes, full, sizes, arrays = self._check
         return (
             list(map(_LAYERS, seqs)) == layers
             and list(map(_BRANCHES, res)) == branches
-            and list(map(_TRAINING, mods)) == modes
-            and list(map(len, alld)) == sizes
+            and list(map(_TRAINING, watched)) == modes
+            and list(map(len, full)) == sizes
             and all(map(operator.is_, itertools.chain.from_iterable(map(dict.values, full)),
                         arrays))
         )
