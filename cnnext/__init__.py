@@ -31,10 +31,13 @@ del _check_build, _WAIT, _user_wait, _os
 
 from ._config import (  # noqa: E402
     get_backend,
+    get_conv_algorithm,
     get_num_threads,
     set_backend,
+    set_conv_algorithm,
     set_num_threads,
     use_backend,
+    use_conv_algorithm,
 )
 from . import functional  # noqa: E402
 from . import functional as F  # noqa: E402
@@ -49,6 +52,9 @@ __all__ = [
     "set_backend",
     "get_backend",
     "use_backend",
+    "set_conv_algorithm",
+    "get_conv_algorithm",
+    "use_conv_algorithm",
     "set_num_threads",
     "get_num_threads",
     "__version__",

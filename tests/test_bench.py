@@ -361,7 +361,7 @@ def test_select_cases_patterns():
                               "lenet5-infer-b64", "onnx-lenet5-b1", "onnx-lenet5-b64",
                               "onnx-mobilenet-b1", "onnx-mobilenet-b64"]
     assert names("onnx") == onnx_names
-    assert names("*-3x3") == ["cifar-3x3", "resnet-3x3"]
+    assert names("*-3x3") == ["cifar-3x3", "resnet-3x3", "vgg-3x3", "vgg-c256-3x3"]
     assert names("avgpool,strided") == ["strided", "avgpool-2x2"]
     assert names("small-calls") == SMALL_NAMES
     assert names("small") == SMALL_NAMES + [n for n in netplan if "small" in n]
@@ -385,6 +385,8 @@ def test_suite_geometry():
         "cs231n": (100, 3, 31, 25, 3, 2, 1),
         "cifar-3x3": (32, 64, 32, 64, 3, 1, 1),
         "resnet-3x3": (8, 128, 28, 128, 3, 1, 1),
+        "vgg-3x3": (8, 64, 56, 64, 3, 1, 1),
+        "vgg-c256-3x3": (8, 256, 14, 256, 3, 1, 1),
         "strided": (32, 16, 32, 32, 3, 2, 1),
         "cifar-grouped-g4": (32, 64, 32, 64, 3, 1, 1),
         "depthwise-c64": (32, 64, 56, 64, 3, 1, 1),

@@ -163,6 +163,10 @@ SUITE = (
     Case("cs231n", "conv", 100, 3, 31, 25, 3, 2, 1),
     Case("cifar-3x3", "conv", 32, 64, 32, 64, 3, 1, 1),
     Case("resnet-3x3", "conv", 8, 128, 28, 128, 3, 1, 1),
+    # VGG-style 3x3 layers: many channels on a mid-sized (56) and a small
+    # (14) image.
+    Case("vgg-3x3", "conv", 8, 64, 56, 64, 3, 1, 1),
+    Case("vgg-c256-3x3", "conv", 8, 256, 14, 256, 3, 1, 1),
     Case("strided", "conv", 32, 16, 32, 32, 3, 2, 1),
     Case("cifar-grouped-g4", "conv", 32, 64, 32, 64, 3, 1, 1, groups=4),
     # A MobileNet depthwise layer: groups == C.
@@ -287,7 +291,7 @@ def select_cases(
     --------
     >>> from cnnext.bench import select_cases
     >>> [c.name for c in select_cases("*-3x3")]
-    ['cifar-3x3', 'resnet-3x3']
+    ['cifar-3x3', 'resnet-3x3', 'vgg-3x3', 'vgg-c256-3x3']
     >>> [c.name for c in select_cases("maxpool")]
     ['maxpool-2x2', 'maxpool-3x3s2p1']
     >>> [c.name for c in select_cases("seed-step")]

@@ -291,6 +291,8 @@ class Weighted(Module):
         super().__init__()
         self._plan: LayerPlan | None = None
         self._plan_threads = 0
+        # The convolution-algorithm setting the kept plan was made under.
+        self._plan_algorithm = ""
 
     @property
     def weight(self) -> FloatArray:
@@ -305,7 +307,11 @@ class Weighted(Module):
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """The layer's output for ``x`` (see the class's Notes); caches ``x``."""
         plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
-        if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
+        if (
+            plan is not None
+            and steady(x, plan.x_shape, self.dtype, self._plan_threads)
+            and self._plan_algorithm == _config.get_conv_algorithm()
+        ):
             y = plan.forward(x, w, b)
         else:
             name = type(self).__name__
@@ -313,6 +319,7 @@ class Weighted(Module):
             y = self._call_forward(x, w, b)
             self._plan = self._plan_of(x, w, b) if _config.compiled_backend() else None
             self._plan_threads = _config.get_num_threads()
+            self._plan_algorithm = _config.get_conv_algorithm()
         self._cache = x
         return y
 
@@ -331,6 +338,7 @@ class Weighted(Module):
             plan is not None
             and x.shape == plan.x_shape
             and steady(grad_y, plan.out_shape, self.dtype, self._plan_threads)
+            and self._plan_algorithm == _config.get_conv_algorithm()
         ):
             gx, gw, gb = plan.backward(grad_y, x, w, has_bias, input_grad)
         else:
