@@ -289,7 +289,8 @@ def test_in_place_updates_keep_the_plan():
 
 
 @pytest.mark.parametrize("change", ["param", "grad", "dtype", "append", "replace_layer",
-                                    "mode", "layer_mode", "threads", "backend", "residual"])
+                                    "mode", "layer_mode", "threads", "backend", "residual",
+                                    "algorithm"])
 def test_model_changes_invalidate(change):
     model, plan, x = _planned()
     conv = model[0]
@@ -329,6 +330,11 @@ def test_model_changes_invalidate(change):
             assert not plan.valid
         finally:
             cnnext.set_num_threads(n)
+        assert plan.valid
+        return
+    if change == "algorithm":
+        with cnnext.use_conv_algorithm("winograd"):
+            assert not plan.valid
         assert plan.valid
         return
     if change == "backend":
@@ -520,3 +526,25 @@ def test_subclasses_run_their_own_forward():
     _assert_same(a.params, b.params)
     a.eval(), b.eval()
     np.testing.assert_array_equal(b.plan(x.shape).forward(x), a.forward(x))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_winograd_convolutions_equal_layers(training):
+    """A convolution whose plan is not the direct kernel (here Winograd's) gets
+    its activation as a separate pass: the same numbers."""
+    with cnnext.use_conv_algorithm("winograd"):
+        a, b, shape = _pair("residual", np.float32)
+        x = np.random.default_rng(14).standard_normal(shape).astype(np.float32)
+        if not training:
+            a.eval(), b.eval()
+            np.testing.assert_array_equal(b.plan(shape).forward(x), a.forward(x))
+            return
+        y = np.array([0, 2, 1])
+        oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+        la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+        oa.zero_grad()
+        va = la.forward(a.forward(x), y)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        assert b.plan(shape).train_step(x, y, lb, ob) == va
+        _assert_same(_state(a), _state(b))

@@ -334,7 +334,8 @@ class NetPlan:
     False (and :meth:`Sequential.plan <cnnext.nn.Sequential.plan>` builds a
     new one) once a layer was added, removed or replaced, a parameter array
     (for a training plan, a gradient array) replaced, the train/eval mode,
-    the thread count or the backend changed.
+    the thread count, the backend or the convolution algorithm setting
+    changed.
     Running an invalid plan raises RuntimeError.
 
     A plan never shares memory with a caller's array in a way that lets
@@ -370,6 +371,7 @@ class NetPlan:
         self.training = training
         leaves = _leaves(model)
         self._threads = _config.get_num_threads()
+        self._algorithm = _config.get_conv_algorithm()
         self.steps: list[_Step] = []
         shape, cur = input_shape, dtype  # what the next step receives
         i = 0
@@ -464,8 +466,9 @@ class NetPlan:
     def valid(self) -> bool:
         """True while the model is the one this plan was made for (same
         layers, parameter arrays -- and gradient arrays for training --,
-        modes, thread count and backend)."""
-        if self._threads != _config._kernel_threads or not _config.compiled_backend():
+        modes, thread count, backend and convolution algorithm setting)."""
+        if (self._threads != _config._kernel_threads or not _config.compiled_backend()
+                or self._algorithm != _config.get_conv_algorithm()):
             return False
         seqs, layers, res, branches, watched, modes, full, sizes, arrays = self._check
         return (
@@ -481,8 +484,8 @@ class NetPlan:
         if not self.valid:
             raise RuntimeError(
                 f"{fname}: the model changed since this plan was made (layers, parameter "
-                f"arrays, train/eval mode, thread count or backend); make a new plan with "
-                f"model.plan(...)"
+                f"arrays, train/eval mode, thread count, backend or convolution algorithm); "
+                f"make a new plan with model.plan(...)"
             )
         if (type(x) is np.ndarray and x.shape == self.input_shape and x.dtype == self.dtype
                 and x.flags.c_contiguous):
