@@ -29,6 +29,8 @@ def conv2d_forward(
     dw: int,
     n_threads: int,
     groups: int = 1,
+    act: int = 0,
+    alpha: float = 0.0,
 ) -> None: ...
 def conv2d_grad_weight(
     x: _Float,

@@ -50,8 +50,8 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
-    COL_ELEMS, KC, MC, Geom, cdiv, cnx_kernels, cnx_ukr_d, cnx_ukr_s, make_geom, reach,
-    round16, ukr, ukr_inda,
+    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, act_value, cdiv, cnx_kernels, cnx_ukr_d,
+    cnx_ukr_s, make_geom, reach, round16, ukr, ukr_inda,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
@@ -258,6 +258,8 @@ ctypedef struct FwdArgs:
     cnx_ukr_s fs
     cnx_ukr_d fd
     int nt
+    int act                  # epilogue on the result (ACT_*; ACT_NONE elsewhere than forward)
+    double alpha             # its slope (ACT_LEAKY)
 
 
 cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
@@ -332,6 +334,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                          bptr)
             pc = pc + KC
         if ps.tpr > 0:
+            act_rows(cdst, Co, nr, ldc, a.act, <floating>a.alpha)
             continue
         # Store the valid columns (c < cols) of the tile, run by run.
         ocol = ps.ocol
@@ -346,7 +349,10 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                 for co0 in range(Co):
                     orow = obase + co0 * a.ocs
                     crow = ct + co0 * NR + pp - p0
-                    if ocol == 1:
+                    if a.act != ACT_NONE:
+                        for kk in range(q):
+                            orow[kk * ocol] = act_value(crow[kk], a.act, <floating>a.alpha)
+                    elif ocol == 1:
                         for kk in range(q):
                             orow[kk] = crow[kk]
                     else:
@@ -382,6 +388,8 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     kernel with fewer rows instead of mostly-empty 8-row tiles."""
     cdef int small
     a.Co = Co
+    a.act = ACT_NONE
+    a.alpha = 0.0
     a.fs = KER.s_ind
     a.fd = KER.d_ind
     a.MR = mr_of(<floating*>NULL)
@@ -417,12 +425,14 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                    Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw,
                    int n_threads,
-                   Py_ssize_t groups=1):
+                   Py_ssize_t groups=1,
+                   int act=0, double alpha=0.0):
     """out[n] = Wmat @ im2col(x[n]) (+ bias), Wmat = weight as (Cout, C*kh*kw);
     with ``groups`` G, group i's output channels from its weight rows and
     input channels ``[i*C, (i+1)*C)`` (C = weight.shape[1]).  Tiles of NR
     positions of every (sample, group) pair split into contiguous ranges, one
-    per thread."""
+    per thread.  ``act`` (``_common`` ACT_*: 0 none, 1 ReLU, 2 leaky ReLU of
+    slope ``alpha``) is applied to each tile as it is stored."""
     cdef FwdArgs a
     cdef Pass ps
     cdef Py_ssize_t grp, toff_max, oh_n = out.shape[2], ow_n = out.shape[3]
@@ -446,6 +456,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     a.npass = 1
     a.ntp = ps.ntp
     a.G = groups
+    a.act = act
+    a.alpha = alpha
     a.T = a.g.N * groups * a.ntp
     a.nt = <int>max(1, min(n_threads, a.T))
     if a.T == 0 or K == 0:

@@ -351,21 +351,24 @@ def test_runs_without_scipy(outside):
 def test_select_cases_patterns():
     names = lambda pats: [c.name for c in bench.select_cases(pats)]  # noqa: E731
     assert names(None) == [c.name for c in bench.ALL_CASES]
+    netplan = [c.name for c in bench.cases.NETPLAN_CALLS]
     onnx_names = [c.name for c in bench.cases.ONNX_CALLS]
     assert [c.name for c in bench.ALL_CASES] == ([c.name for c in bench.SUITE] + SMALL_NAMES
-                                                 + onnx_names)
+                                                 + netplan + onnx_names)
+    assert names("netplan") == netplan
     assert names("seed-mnist") == ["seed-mnist"]
-    assert names("lenet") == ["lenet-conv1", "lenet-conv2", "lenet5-train", "onnx-lenet5-b1",
-                              "onnx-lenet5-b64", "onnx-mobilenet-b1", "onnx-mobilenet-b64"]
+    assert names("lenet") == ["lenet-conv1", "lenet-conv2", "lenet5-train", "lenet5-infer-b1",
+                              "lenet5-infer-b64", "onnx-lenet5-b1", "onnx-lenet5-b64",
+                              "onnx-mobilenet-b1", "onnx-mobilenet-b64"]
     assert names("onnx") == onnx_names
     assert names("*-3x3") == ["cifar-3x3", "resnet-3x3", "vgg-3x3", "vgg-c256-3x3"]
     assert names("avgpool,strided") == ["strided", "avgpool-2x2"]
     assert names("small-calls") == SMALL_NAMES
-    assert names("small") == SMALL_NAMES
+    assert names("small") == SMALL_NAMES + [n for n in netplan if "small" in n]
     assert names("small-calls,lenet5-train") == ["lenet5-train"] + SMALL_NAMES
     # A case name or group is matched exactly; other patterns as substrings.
     assert names("seed-step") == ["seed-step"]
-    assert names("seed-step*") == ["seed-step", "seed-step-compat"]
+    assert names("seed-step*") == ["seed-step", "seed-step-compat", "seed-step-plan"]
     assert names("conv") == [c.name for c in bench.SUITE if c.kind == "conv"]
     assert names("maxpool") == ["maxpool-2x2", "maxpool-3x3s2p1"]
     assert names("pool") == ["maxpool-2x2", "maxpool-3x3s2p1", "avgpool-2x2", "maxpool-seed",

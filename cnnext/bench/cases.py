@@ -21,6 +21,7 @@ __all__ = [
     "SmallCall",
     "SUITE",
     "SMALL_CALLS",
+    "NETPLAN_CALLS",
     "ONNX_CALLS",
     "ALL_CASES",
     "QUICK_CASES",
@@ -138,7 +139,7 @@ class SmallCall:
     name : str
     what : str
         What cnnext runs, in one line.
-    peers : tuple of {"pytorch", "numpy", "inner", "onnxruntime"}
+    peers : tuple of {"pytorch", "numpy", "inner", "onnxruntime", "jax"}
         The peers timed against cnnext, interleaved with it.  ``"numpy"`` is
         plain numpy code doing the same thing (for ``seed-step-compat``: the
         tutorial's own numpy classes); ``"inner"`` is the call one level
@@ -245,6 +246,26 @@ SMALL_CALLS = (
               "F.linear_backward and the gradient accumulation)", ("inner",)),
 )
 
+_SMALL_CNN = ("the small CNN (conv 3->32 3x3 pad 1, ReLU, max-pool 2, conv 32->64, ReLU, "
+              "max-pool 2, dense 4096->10)")
+
+#: The whole-network rows (group ``netplan``): a model's plan against ONNX
+#: Runtime, JAX and PyTorch (see :mod:`cnnext.bench.netplan_rows`).
+NETPLAN_CALLS = (
+    SmallCall("lenet5-infer-b1", "LeNet-5 planned inference, batch 1",
+              ("onnxruntime", "pytorch"), kind="netplan"),
+    SmallCall("lenet5-infer-b64", "LeNet-5 planned inference, batch 64",
+              ("onnxruntime", "pytorch"), kind="netplan"),
+    SmallCall("smallcnn-infer-b1", f"{_SMALL_CNN} planned inference, batch 1",
+              ("onnxruntime", "pytorch"), kind="netplan"),
+    SmallCall("smallcnn-infer-b64", f"{_SMALL_CNN} planned inference, batch 64",
+              ("onnxruntime", "pytorch"), kind="netplan"),
+    SmallCall("seed-step-plan", f"one planned SGD training step at batch 1 of {_SEED_NET}",
+              ("jax", "pytorch"), kind="netplan"),
+    SmallCall("smallcnn-step-b128", f"one planned SGD training step at batch 128 of "
+              f"{_SMALL_CNN}", ("jax", "pytorch"), kind="netplan"),
+)
+
 #: The onnx group: inference of cnnext's model zoo through an imported ONNX
 #: model (the PyTorch twin exported by ``torch.onnx.export``, loaded by
 #: ``cnnext.onnx.load``) against ONNX Runtime and PyTorch on the same file
@@ -258,7 +279,7 @@ ONNX_CALLS = tuple(
 )
 
 #: Every row ``cnnext bench`` runs by default, layer cases first.
-ALL_CASES = SUITE + SMALL_CALLS + ONNX_CALLS
+ALL_CASES = SUITE + SMALL_CALLS + NETPLAN_CALLS + ONNX_CALLS
 
 #: The rows of ``cnnext bench --quick`` (a smoke run): one cheap case per
 #: code path, and the small calls.
@@ -269,7 +290,8 @@ QUICK_CASES = ("seed-mnist", "lenet-conv2", "maxpool-2x2", "avgpool-2x2", "lenet
 SCALING_CASES = ("cifar-3x3", "resnet-3x3")
 
 #: The groups ``--cases`` accepts besides case names.
-GROUPS = ("conv", "maxpool", "avgpool", "gap", "batchnorm", "train", "small-calls", "onnx")
+GROUPS = ("conv", "maxpool", "avgpool", "gap", "batchnorm", "train", "small-calls", "netplan",
+          "onnx")
 
 
 def select_cases(

@@ -236,17 +236,24 @@ def format_small_calls(
     threads = rows[0]["threads"]
     head = ["case", "dtype", "cnnext", "PyTorch", "cnnext/PyTorch", "numpy", "cnnext/numpy",
             "inner call", "cnnext - inner", "note"]
+    # The optional peers of the whole-network rows, as columns when present.
+    extra = [(p, name) for p, name in (("onnxruntime", "ONNX Runtime"), ("jax", "JAX"))
+             if any(p in r for r in rows)]
+    for _, name in extra:
+        head[-1:-1] = [name, f"cnnext/{name}"]
     lines = []
     for r in rows:
         over = r.get("overhead")
-        lines.append([
+        cells = [
             r["case"], r["dtype"], _fmt_cell(r["cnnext"]),
             _fmt_cell(r["pytorch"]) if "pytorch" in r else "-", _fmt_ratio(r["ratio_pytorch"]),
             _fmt_cell(r["numpy"]) if "numpy" in r else "-", _fmt_ratio(r["ratio_numpy"]),
             _fmt_cell(r["inner"]) if "inner" in r else "-",
             f"{over * 1e6:+.2f} us" if over is not None else "-",
-            "noisy" if r["noisy"] else "",
-        ])
+        ]
+        for p, _ in extra:
+            cells += [_fmt_cell(r[p]) if p in r else "-", _fmt_ratio(r.get(f"ratio_{p}"))]
+        lines.append(cells + ["noisy" if r["noisy"] else ""])
     plural = "s" if threads != 1 else ""
     out = [f"small calls, one image at a time ({threads} thread{plural}; times per call, "
            "cnnext and its peers interleaved):", _format_cells(head, lines, left=2)]
@@ -264,7 +271,8 @@ def format_small_calls(
         notes.append(_load_line(others, cores, threads, "these rows"))
     if any(r["noisy"] for r in rows):
         notes.append(_NOISY_NOTE)
-    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}", ("cnnext", "pytorch", "numpy"))
+    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}",
+                     ("cnnext", "pytorch", "numpy", "onnxruntime", "jax"))
     if errors:
         notes += ["errors:"] + errors
     return "\n".join(out + notes)

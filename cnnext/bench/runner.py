@@ -300,7 +300,7 @@ def _small_row(
     row = {"case": call.name, "group": call.group, "dtype": dt, "threads": threads,
            "what": call.what, **{n: res[n] for n in names}}
     cn = res["cnnext"].get("median")
-    for peer in ("pytorch", "numpy", "onnxruntime"):
+    for peer in ("pytorch", "numpy", "onnxruntime", "jax"):
         row[f"ratio_{peer}"] = _ratio(cn, res.get(peer, {}).get("median"))
     inner = res.get("inner", {}).get("median")
     row["overhead"] = cn - inner if cn is not None and inner is not None else None

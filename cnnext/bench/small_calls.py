@@ -402,6 +402,10 @@ def build_small_peers(
     """
     if call.group == "onnx":
         built = build_onnx_peers(call.name, rng, torch, torch_status)
+    elif call.group == "netplan":
+        from .netplan_rows import NETPLAN_BUILDERS
+
+        built = NETPLAN_BUILDERS[call.name](dt, rng, torch)
     else:
         built = _BUILDERS[call.name](dt, rng, torch)
     out = {"cnnext": built["cnnext"]}
