@@ -29,6 +29,8 @@ def conv2d_forward(
     dw: int,
     n_threads: int,
     groups: int = 1,
+    act: int = 0,
+    alpha: float = 0.0,
 ) -> None: ...
 def conv2d_grad_weight(
     x: _Float,
@@ -56,6 +58,7 @@ def conv2d_grad_input_phases(
     pw: int,
     n_threads: int,
     groups: int = 1,
+    bias: _Float | None = None,
 ) -> None: ...
 def conv_grad_input(
     gout: _Float,

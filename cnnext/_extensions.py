@@ -7,4 +7,6 @@ runs it without importing the package).
 """
 
 #: ``cnnext.<name>`` is compiled from ``src/<name>.pyx``.
-EXTENSIONS = ("_gemm", "_conv", "_depthwise", "_pool", "_eltwise", "_openmp", "_norm")
+EXTENSIONS = (
+    "_gemm", "_conv", "_depthwise", "_pool", "_eltwise", "_openmp", "_norm", "_winograd",
+)

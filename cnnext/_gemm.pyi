@@ -26,4 +26,6 @@ def gemm(
     accumulate: bool,
     n_threads: int,
     bias: _Float | None = ...,
+    act: int = ...,
+    alpha: float = ...,
 ) -> None: ...

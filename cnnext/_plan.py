@@ -31,14 +31,21 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     group read in place in its channels of the batch (a ``gather`` group
     plan runs group by group on copies).  :func:`_conv_method` makes every
     ``method`` choice.
+``winograd``
+    float32 3x3 convolutions at stride 1 (``_winograd``): Winograd's
+    F(2x2, 3x3) for the forward pass, the input gradient (the forward
+    kernel on the upstream gradient with the rotated, transposed filters)
+    and the weight gradient; chosen by :func:`_conv_method` from the
+    :func:`cnnext.set_conv_algorithm` setting in force (``plan.algorithm``).
 ``full-rotated``
-    input gradient at stride 1: the full convolution of the output gradient
-    with the 180-degree-rotated kernel, on the forward kernel.
+    input gradient of a dilated convolution at stride 1: the full
+    convolution of the output gradient with the 180-degree-rotated kernel,
+    on the forward kernel.
 ``phases``
-    input gradient at stride s > 1 (undilated): such a full convolution
-    per stride phase (the taps ``a::s, b::s``), all in one kernel call
-    (``_conv.conv2d_grad_input_phases``) that writes each phase's rows and
-    columns of the result directly.
+    input gradient of an undilated convolution at stride s: such a full
+    convolution per stride phase (the taps ``a::s, b::s``; one phase at
+    stride 1), all in one kernel call (``_conv.conv2d_grad_input_phases``)
+    that writes each phase's rows and columns of the result directly.
 ``col2im``
     input gradient by ``Wmat^T @ g`` scattered back (any geometry).
 ``dot`` / ``transposed`` / ``packed``
@@ -53,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
-from . import _config, _conv, _depthwise, _eltwise, _gemm, _norm, _pool
+from . import _config, _conv, _depthwise, _eltwise, _gemm, _norm, _pool, _winograd
 from . import _validate as V
 
 if TYPE_CHECKING:
@@ -160,14 +167,32 @@ def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
     return np.ascontiguousarray(w5[..., ::-1, ::-1]).reshape(groups * B, GA // groups, kh, kw)
 
 
+_WG_MR = _gemm.block_sizes(np.float32)[0]
+
+
+def _winograd_filters(weight: FloatArray, adjoint: bool = False) -> FloatArray | None:
+    """The packed Winograd transform of a float32 3x3 ``weight`` (the
+    kernel's filter operand): 16 rows (points) of C_out/MR panels of
+    (C, MR), a cache line longer than they need (see
+    ``_winograd.winograd_filters``); with ``adjoint``, of the input
+    gradient's filters (transposed, rotated by 180 degrees); None if the
+    weight holds inf/NaN."""
+    Co, C = weight.shape[1::-1] if adjoint else weight.shape[:2]
+    upk = np.empty((16, -(-Co // _WG_MR) * _WG_MR * C + 16), dtype=np.float32)
+    return upk if _winograd.winograd_filters(weight, upk, adjoint) else None
+
+
 def grad_input(
     g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, method: str,
-    threads: int, groups: int = 1,
+    threads: int, groups: int = 1, bias: FloatArray | None = None,
 ) -> FloatArray:
     """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) and ``groups``
     for upstream ``g`` (N, Co, OH, OW): an (N, groups*C, H, W) array, by
     ``method`` (every group in one kernel call, but ``col2im``: one call per
-    group, on its channel windows).
+    group, on its channel windows); plus ``bias`` (groups*C,) per channel
+    when given (a transposed convolution's: the kernels add it before the
+    taps' sum when that is one block of taps, so the result is bitwise the
+    sum plus the bias either way).
 
     ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
     weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
@@ -179,14 +204,36 @@ def grad_input(
     G = groups
     if method != "col2im" and not _eltwise.all_finite(weight.reshape(-1)):
         method = "col2im"
+    # The kernels add the bias before the taps' sum; with more taps than one
+    # block (KC) the later blocks would round differently from sum + bias.
+    in_kernel = (bias is not None and method != "col2im"
+                 and (Co // G) * -(-kh // s[0]) * -(-kw // s[1])
+                 <= _gemm.block_sizes(g.dtype)[2])
+    kbias = bias if in_kernel else None
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
-        return _forward_kernel(g, _rotated_transposed(weight, G), None, (1, 1), pf, d, H, W,
-                               threads, G)
+        gx = _forward_kernel(g, _rotated_transposed(weight, G), kbias, (1, 1), pf, d, H, W,
+                             threads, G)
+    elif method == "phases":
+        gx = np.empty((N, G * C, H, W), dtype=g.dtype)
+        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G, kbias)
+    else:
+        gx = _grad_input_col2im(g, weight, (H, W), s, p, d, threads, G)
+    if bias is not None and not in_kernel:
+        gx += bias[:, None, None]
+    return gx
+
+
+def _grad_input_col2im(
+    g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, threads: int,
+    G: int,
+) -> FloatArray:
+    """grad_input by ``col2im``: one kernel call per group, on its channel
+    windows."""
+    N, Co, OH, OW = g.shape
+    _, C, kh, kw = weight.shape
+    H, W = out_hw
     gx = np.empty((N, G * C, H, W), dtype=g.dtype)
-    if method == "phases":
-        _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G)
-        return gx
     Cog = Co // G
     for i in range(G):  # each group's channel windows, in place
         _conv.conv_grad_input(
@@ -199,11 +246,12 @@ def grad_input(
 def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:
     """(name, reason) of the input-gradient algorithm for this geometry."""
     pf = (d[0] * (k[0] - 1) - p[0], d[1] * (k[1] - 1) - p[1])
-    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
-        return "full-rotated", "stride 1: full convolution with the rotated kernel"
     if d == (1, 1):
-        why = "stride > 1" if s != (1, 1) else "padding beyond the kernel"
-        return "phases", f"{why}: one full convolution per stride phase, in one kernel pass"
+        # At stride 1 this is the full convolution with the rotated kernel,
+        # bitwise, without rotating a copy of the weight first.
+        return "phases", "undilated: one full convolution per stride phase, in one kernel pass"
+    if s == (1, 1) and pf[0] >= 0 and pf[1] >= 0:
+        return "full-rotated", "stride 1: full convolution with the rotated (dilated) kernel"
     return "col2im", "dilation with stride or with padding beyond the kernel: col2im scatter"
 
 
@@ -269,6 +317,8 @@ class ConvPlan:
     pad_extra: Pair | None = None
     #: ``grouped``: the plan of one group's convolution.
     group_plan: ConvPlan | None = None
+    #: The :func:`cnnext.set_conv_algorithm` setting the plan was made for.
+    algorithm: str = "direct"
 
     @property
     def unbatched(self) -> bool:
@@ -289,6 +339,8 @@ class ConvPlan:
         if self.method == "direct":
             y = np.empty(self.out4, dtype=self.dtype)
             _conv.conv2d_forward(x4, weight, bias, y, *self.kernel_args)
+        elif self.method == "winograd":
+            y = self._winograd_forward(x4, weight, bias)
         elif self.method == "depthwise":
             y = np.empty(self.out4, dtype=self.dtype)
             _depthwise.depthwise_forward(x4, weight, bias, y, *self.kernel_args)
@@ -335,6 +387,9 @@ class ConvPlan:
                 _depthwise.depthwise_grad_input(g4, weight, gx, *self.kernel_args)
         elif self.method == "grouped":
             gx, gw = self._grouped_backward(g4, x4, weight, need_input)
+        elif self.method == "winograd":
+            gw = self._winograd_grad_weight(g4, x4)
+            gx = self._winograd_grad_input(g4, weight) if need_input else None
         else:
             gw = self._grad_weight(g4, x4)
             gx = None
@@ -398,15 +453,63 @@ class ConvPlan:
                 gx[:, xsl] = gxi
         return gx, gw
 
-    def _grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
-        """The weight gradient (of every group, by the group plan's schedule)."""
+    def _winograd_forward(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+    ) -> FloatArray:
+        """y by Winograd's F(2x2, 3x3); the direct kernel when the weight
+        holds inf/NaN, or when the result does (an inf/NaN input always
+        reaches it, and Winograd's transforms would spread it to the
+        neighbouring outputs, as inf - inf = NaN)."""
+        y = np.empty(self.out4, dtype=self.dtype)
+        upk = _winograd_filters(weight)
+        if upk is not None:
+            _winograd.winograd_forward(x, upk, bias, y, self.padding[0], self.padding[1],
+                                       self.threads)
+        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+            _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
+        return y
+
+    def _winograd_grad_input(self, g: FloatArray, weight: FloatArray) -> FloatArray:
+        """grad_x = the full convolution of g with the rotated kernel: the
+        Winograd forward kernel with padding 2 - p; the direct algorithm
+        when the weight or the result holds inf/NaN (see _winograd_forward)."""
+        gx = np.empty(self.x4, dtype=self.dtype)
+        upk = _winograd_filters(weight, adjoint=True)
+        if upk is not None:
+            _winograd.winograd_forward(g, upk, None, gx, 2 - self.padding[0],
+                                       2 - self.padding[1], self.threads)
+        if upk is None or not _winograd.all_finite(gx.reshape(-1)):
+            return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,
+                              self.dilation, "full-rotated", self.threads)
+        return gx
+
+    def _winograd_grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
+        """grad_w = G^T (sum over tiles of (A g A^T) (x) (B^T x B)) G, one
+        partial per thread added in order; the direct kernels when the
+        result holds inf/NaN (as it does when x or g does)."""
+        Co, C = self.weight_shape[:2]
+        dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
+        _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1])
+        gw = np.empty(self.weight_shape, dtype=self.dtype)
+        _winograd.winograd_filter_grad(dup, gw)
+        if not _winograd.all_finite(gw.reshape(-1)):
+            return self._grad_weight(g, x, "packed")
+        return gw
+
+    def _grad_weight(
+        self, g: FloatArray, x: FloatArray, schedule: str | None = None
+    ) -> FloatArray:
+        """The weight gradient (of every group, by the group plan's schedule,
+        or by ``schedule``)."""
         G = self.groups
         Co, C, kh, kw = self.weight_shape
         N, _, OH, OW = g.shape
         s, p, d = self.kernel_stride, self.padding, self.dilation
         geom = (kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW)
         g3 = g.reshape(N, Co, OH * OW)
-        schedule = self.grad_weight if G == 1 else cast("ConvPlan", self.group_plan).grad_weight
+        if schedule is None:
+            schedule = (self.grad_weight if G == 1
+                        else cast("ConvPlan", self.group_plan).grad_weight)
         gw = self._grad_weight_run(x, g3, schedule, geom)
         if schedule != "packed" and not _eltwise.all_finite(gw.reshape(-1)):
             # The fast schedules pair junk positions' image values with a
@@ -457,11 +560,41 @@ class ConvPlan:
         return gx, gw
 
 
+#: Channels (in and out) from which ``"auto"`` picks Winograd.
+WINOGRAD_MIN_CHANNELS = 64
+#: 2x2 output tiles (over the whole batch) from which ``"auto"`` picks Winograd.
+WINOGRAD_MIN_TILES = 64
+
+
+def _winograd_obstacle(
+    weight_shape: Shape, groups: int, stride: Pair, padding: Pair, dilation: Pair,
+    itemsize: int,
+) -> str | None:
+    """Why Winograd's F(2x2, 3x3) cannot run this convolution (None: it can)."""
+    if itemsize != 4:
+        return "float64 runs direct"
+    if weight_shape[2:] != (3, 3):
+        return f"a {weight_shape[2]}x{weight_shape[3]} kernel (Winograd needs 3x3)"
+    if groups != 1:
+        return f"groups = {groups} (Winograd needs 1)"
+    if stride != (1, 1) or dilation != (1, 1):
+        return "stride or dilation > 1 (Winograd needs 1)"
+    if max(padding) > 2:
+        return f"padding {padding} (Winograd needs at most 2)"
+    return None
+
+
 def _conv_method(
-    x4: Shape, weight_shape: Shape, groups: int, stride: Pair, padding: Pair, itemsize: int
+    x4: Shape, weight_shape: Shape, groups: int, stride: Pair, padding: Pair, itemsize: int,
+    dilation: Pair = (1, 1), algorithm: str = "direct", out_hw: Pair = (1, 1),
 ) -> tuple[str, str]:
     """(name, reason) of the algorithm of a conv2d geometry: every choice of
-    ``ConvPlan.method`` is made here (one branch per method)."""
+    ``ConvPlan.method`` is made here (one branch per method).  ``algorithm``
+    is the :func:`cnnext.set_conv_algorithm` setting; ``"auto"`` picks
+    Winograd for a float32 3x3 stride-1 convolution (groups 1, padding <= 2)
+    with at least ``WINOGRAD_MIN_CHANNELS`` input and output channels and
+    ``WINOGRAD_MIN_TILES`` 2x2 output tiles over the batch (below either,
+    measured at one thread, the direct kernels were as fast or faster)."""
     N, C, H, W = x4
     Co, Cw, kh, kw = weight_shape
     if N == 0 or Co == 0 or Cw * kh * kw == 0 or H == 0 or W == 0:
@@ -475,19 +608,34 @@ def _conv_method(
                            f"every group at once")
     if _needs_gather(C, H, W, stride, padding, itemsize):
         return "gather", "the padded input would not fit in memory"
+    if algorithm != "direct":
+        obstacle = _winograd_obstacle(weight_shape, groups, stride, padding, dilation,
+                                      itemsize)
+        if algorithm == "winograd":
+            if obstacle is None:
+                return "winograd", "Winograd F(2x2, 3x3), as set by set_conv_algorithm"
+            return "direct", f"fused-im2col GEMM: Winograd was set, but {obstacle}"
+        tiles = N * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
+        if (obstacle is None and min(C, Co) >= WINOGRAD_MIN_CHANNELS
+                and tiles >= WINOGRAD_MIN_TILES):
+            return "winograd", (f"auto: 3x3 stride 1 float32 with {C} -> {Co} channels and "
+                                f"{tiles} 2x2 output tiles: Winograd F(2x2, 3x3)")
     return "direct", "fused-im2col GEMM on the micro-kernels"
 
 
 def conv2d_plan(
     fname: str, x_shape: Shape, weight_shape: Shape, bias_shape: Shape | None,
     dtype: FloatDType, stride: Pair, padding: Pair | str, dilation: Pair, groups: int = 1,
+    algorithm: str = "direct",
 ) -> ConvPlan:
     """Validate a conv2d geometry and decide how it runs (a :class:`ConvPlan`).
 
     ``x_shape`` is 3-D or 4-D and ``weight_shape`` 4-D (checked by the
     caller); ``bias_shape`` is None without a bias; ``stride``/``padding``/
     ``dilation`` are normalised pairs (``padding`` may be ``"same"`` or
-    ``"valid"``) and ``groups`` an int >= 1.
+    ``"valid"``), ``groups`` an int >= 1 and ``algorithm`` the
+    :func:`cnnext.set_conv_algorithm` setting (the callers that do not take
+    it, transposed and 1-D convolutions, run direct).
     """
     Co, Cw, kh, kw = weight_shape
     V.conv_groups(fname, x_shape, len(x_shape) - 3, weight_shape, groups)
@@ -514,7 +662,8 @@ def conv2d_plan(
     macs = N * Co * K * OH * OW
     threads = threads_for(macs)
     gi, gi_why = _grad_input_method(ks, p, d, (kh, kw))
-    method, why = _conv_method((N, C, H, W), weight_shape, groups, ks, p, dtype.itemsize)
+    method, why = _conv_method((N, C, H, W), weight_shape, groups, ks, p, dtype.itemsize, d,
+                               algorithm, (OH, OW))
     if method in ("empty", "gather"):
         gi, gi_why = method, why
     MR, NR, KC = _gemm.block_sizes(dtype)
@@ -536,6 +685,13 @@ def conv2d_plan(
                + groups * -(-Cgo // MR) * MR * K)
     scratch *= dtype.itemsize
     group_plan = None
+    if method == "winograd":
+        gi = gw = "winograd"
+        gi_why = "Winograd F(2x2, 3x3) on g with the rotated, transposed filters"
+        gw_why = "Winograd F(2x2, 3x3): per-point products of transformed g and x"
+        tasks = _winograd.weight_grad_threads(N, OH, OW, threads)
+        tb, Cmax = _winograd.tile_block(), max(C, Co) + MR
+        scratch = (threads * 16 * tb * (1 + 2 * Cmax) + 16 * Cmax * Cmax * (1 + tasks)) * 4
     if method == "depthwise":
         gi = gw = "depthwise"
         gi_why = gw_why = "the depthwise kernels, one channel plane per task"
@@ -558,7 +714,7 @@ def conv2d_plan(
         fname, dtype, tuple(x_shape), tuple(weight_shape), out_shape, has_bias, s, p, d, ks,
         method, why, gi, gi_why, gw, gw_why, tasks, threads, scratch,
         (N, C, H, W), (N, Co, OH, OW), kernel_args,
-        groups=groups, pad_extra=pad_extra, group_plan=group_plan,
+        groups=groups, pad_extra=pad_extra, group_plan=group_plan, algorithm=algorithm,
     )
 
 
@@ -593,11 +749,11 @@ class ConvTransposePlan:
         x4 = x[None] if unb else x
         if self.grad_input == "empty":
             y = np.zeros(out4, dtype=self.dtype)
+            if bias is not None:
+                y += bias[:, None, None]
         else:
             y = grad_input(x4, weight, out4[2:], self.stride, self.padding, self.dilation,
-                           self.grad_input, self.threads, self.groups)
-        if bias is not None:
-            y += bias[:, None, None]
+                           self.grad_input, self.threads, self.groups, bias)
         return y[0] if unb else y
 
     @overload

@@ -211,6 +211,7 @@ def _conv2d_plan(
     """The cached :class:`cnnext._plan.ConvPlan` for these arrays and options."""
     bshape = None if bias is None else bias.shape
     nt = _config._kernel_threads
+    alg = _config.get_conv_algorithm()
     # Plain ints (never bool, never float) are their own normal form: a
     # steady-state call finds its plan before normalising anything.
     plain = ((stride is _ONE or type(stride) is int)
@@ -219,7 +220,7 @@ def _conv2d_plan(
              and (groups is _ONE or type(groups) is int))
     if plain:
         key: Hashable = (fname, x.shape, w.shape, dt, bshape, stride, padding, dilation, groups,
-                         nt)
+                         nt, alg)
         plan: _plan.ConvPlan | None = _plan.lookup(key)
         if plan is not None:
             return plan
@@ -227,11 +228,12 @@ def _conv2d_plan(
     p = V.conv_padding(fname, padding)
     G = V.groups(fname, groups)
     if not plain:
-        key = (fname, x.shape, w.shape, dt, bshape, s, p, d, G, nt)
+        key = (fname, x.shape, w.shape, dt, bshape, s, p, d, G, nt, alg)
         plan = _plan.lookup(key)
         if plan is not None:
             return plan  # type: ignore[no-any-return]  # a conv2d key's plan is a ConvPlan
-    return _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p, d, G))
+    return _plan.store(key, _plan.conv2d_plan(fname, x.shape, w.shape, bshape, dt, s, p, d, G,
+                                              alg))
 
 
 def _linear_plan(

@@ -3,7 +3,11 @@
 The loop is the textbook one -- for each mini-batch: ``optimizer.zero_grad()``,
 ``out = model.forward(xb)``, ``loss.forward(out, yb)``,
 ``model.backward(loss.backward())``, ``optimizer.step()`` -- plus seeded
-shuffling, per-epoch history and an optional progress bar.
+shuffling, per-epoch history and an optional progress bar.  A
+:class:`cnnext.nn.Sequential` model runs each step (and :func:`evaluate`,
+:func:`predict` each batch) through its whole-network plan
+(:meth:`cnnext.nn.Sequential.plan`): the same numbers, with less work
+between the layers.
 
 Progress bar (``progress=``): ``None`` (default) shows one only when standard
 error is a terminal; ``True`` always shows one (on ``sys.stderr``);
@@ -24,6 +28,7 @@ import numpy.typing as npt
 from . import _validate as V
 
 if TYPE_CHECKING:
+    from .nn import NetPlan
     from ._typing import (
         Loss,
         Model,
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
 
         def close(self) -> object: ...
 
-__all__ = ["fit", "evaluate"]
+__all__ = ["fit", "evaluate", "predict"]
 
 
 # --------------------------------------------------------------------------
@@ -158,6 +163,24 @@ def _is_one_hot(y: npt.NDArray[Any]) -> bool:
     return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
 
 
+def _net_plan(model: object, shape: tuple[int, ...], training: bool) -> NetPlan | None:
+    """The model's whole-network plan for batches of ``shape``, or None when
+    the model is not a :class:`~cnnext.nn.Sequential` whose layers are all
+    in the mode ``training`` and whose parameters share one dtype (or the
+    numpy backend is selected): such a model runs layer by layer."""
+    from . import _config
+    from .nn import Sequential
+    from .nn.plan import _modules
+
+    if not (isinstance(model, Sequential) and _config.compiled_backend()):
+        return None
+    if any(m.training != training for m in _modules(model)):
+        return None
+    if len({p.dtype for _, p, _ in model.named_parameters()}) != 1:
+        return None  # no parameters (the input's dtype is kept) or mixed dtypes
+    return model.plan(shape, training=training)
+
+
 def _restore_mode(model: object, was_training: object) -> None:
     if was_training is not None and hasattr(model, "train"):
         model.train(bool(was_training))
@@ -229,7 +252,8 @@ def evaluate(
         for start in range(lo, hi, batch_size):
             stop = min(start + batch_size, hi)
             xb, yb = x[start:stop], y[start:stop]
-            out = model.forward(xb)
+            plan = _net_plan(model, xb.shape, False)
+            out = model.forward(xb) if plan is None else plan.forward(xb)
             total_loss += float(loss.forward(out, yb)) * len(xb)
             c = _n_correct(out, yb)
             if c is not None:
@@ -247,6 +271,73 @@ def evaluate(
         "loss": total_loss / n if n else float("nan"),
         "accuracy": correct / n_acc if n_acc and n_acc == n else float("nan"),
     }
+
+
+def _layered_step(
+    model: TrainableModel, loss: TrainableLoss, optimizer: Optimizer, xb: npt.NDArray[Any],
+    yb: npt.NDArray[Any],
+) -> tuple[float, npt.NDArray[Any]]:
+    """(batch loss, output) of one step through the model's own forward and backward."""
+    optimizer.zero_grad()
+    out = model.forward(xb)
+    batch_loss = float(loss.forward(out, yb))
+    if getattr(model, "_skips_input_grad", False):
+        # Nothing needs the gradient of the data itself.
+        cast("SkipsInputGrad", model).backward(loss.backward(), input_grad=False)
+    else:
+        model.backward(loss.backward())
+    optimizer.step()
+    return batch_loss, np.asarray(out)
+
+
+def predict(model: Model, x: npt.ArrayLike, batch_size: int = 256) -> npt.NDArray[Any]:
+    """The outputs of ``model`` on ``x``, batch by batch, in evaluation mode.
+
+    The model is switched to ``eval()`` for the pass and back to its
+    previous mode afterwards.  A :class:`cnnext.nn.Sequential` runs through
+    its whole-network plan.
+
+    Parameters
+    ----------
+    model : cnnext.nn.Module
+    x : array_like
+        Inputs, samples along the first axis; never modified.
+    batch_size : int >= 1
+
+    Returns
+    -------
+    ndarray
+        The outputs of every batch, concatenated along the first axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import nn
+    >>> from cnnext.train import predict
+    >>> model = nn.Sequential(nn.Dense(2, 3, seed=0), nn.ReLU())
+    >>> predict(model, np.ones((5, 2), np.float32), batch_size=2).shape
+    (5, 3)
+    """
+    fname = "predict"
+    _check_api(fname, "model", model, ("forward",))
+    x = np.asarray(x)
+    if x.ndim < 1:
+        raise ValueError(f"{fname}: x must have a sample axis, got 0-D input")
+    batch_size = V.as_int(fname, "batch_size", batch_size, 1)
+    was_training = getattr(model, "training", None)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        outs = []
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size]
+            plan = _net_plan(model, xb.shape, False)
+            outs.append(np.asarray(model.forward(xb) if plan is None else plan.forward(xb)))
+    finally:
+        _restore_mode(model, was_training)
+    if not outs:
+        return np.asarray(model.forward(x))
+    return np.concatenate(outs)
 
 
 def fit(
@@ -269,7 +360,8 @@ def fit(
 
     Each step runs ``optimizer.zero_grad()``, ``model.forward``,
     ``loss.forward``, ``model.backward(loss.backward())`` and
-    ``optimizer.step()``.  The model is in training mode during the epochs,
+    ``optimizer.step()`` (for a :class:`cnnext.nn.Sequential`, through its
+    whole-network plan: the same arithmetic).  The model is in training mode during the epochs,
     in evaluation mode during validation, and is left in the mode it had
     before the call.
 
@@ -387,15 +479,12 @@ def fit(
                         xb, yb = x[idx], y[idx]
                     if dist is not None and not dist.begin_step(len(xb)):
                         continue  # an empty share of a short last batch
-                    optimizer.zero_grad()
-                    out = model.forward(xb)
-                    batch_loss = float(loss.forward(out, yb))
-                    if getattr(model, "_skips_input_grad", False):
-                        # Nothing needs the gradient of the data itself.
-                        cast("SkipsInputGrad", model).backward(loss.backward(), input_grad=False)
+                    plan = _net_plan(model, xb.shape, True)
+                    out: npt.NDArray[Any]
+                    if plan is not None:
+                        batch_loss, out = plan._step(fname, xb, yb, loss, optimizer)
                     else:
-                        model.backward(loss.backward())
-                    optimizer.step()
+                        batch_loss, out = _layered_step(model, loss, optimizer, xb, yb)
                     total_loss += batch_loss * len(xb)
                     c = _n_correct(out, yb)
                     if c is not None:

@@ -68,6 +68,7 @@ html_title = f"cnnext {release}"
 REPOSITORY_LINKS = {
     "docs/compat.md": "compat.md",
     "docs/robustness.md": "robustness.md",
+    "docs/interop.md": "interop.md",
     "docs/distributed.md": "distributed.md",
     "CONTRIBUTING.md": "contributing.md",
 }

@@ -50,8 +50,8 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
-    COL_ELEMS, KC, MC, Geom, cdiv, cnx_kernels, cnx_ukr_d, cnx_ukr_s, make_geom, reach,
-    round16, ukr, ukr_inda,
+    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, act_value, cdiv, cnx_kernels, cnx_ukr_d,
+    cnx_ukr_s, make_geom, reach, round16, ukr, ukr_inda,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
@@ -89,15 +89,28 @@ cdef inline Py_ssize_t nr_of(floating* tag) noexcept nogil:
 # --------------------------------------------------------------------------
 
 
+cdef inline void strided_copy(const floating* src, Py_ssize_t step, Py_ssize_t n,
+                              floating* dst) noexcept nogil:
+    """dst[q] = src[q*step] for q < n (steps 1 and 2 as their own loops)."""
+    cdef Py_ssize_t q
+    if step == 1:
+        memcpy(dst, src, n * sizeof(floating))
+    elif step == 2:
+        for q in range(n):
+            dst[q] = src[2 * q]
+    else:
+        for q in range(n):
+            dst[q] = src[q * step]
+
+
 cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept nogil:
     """Zero-pad xn (C, H, W) and split it into sh*sw stride phases:
     dst[a, b, c, u, v] = xpad[c, u*sh + a, v*sw + b], each phase (C, Hq, Wq).
     At stride 1 this is plain zero padding."""
-    cdef Py_ssize_t c, h, w, hp, a, b, u, v
+    cdef Py_ssize_t c, h, w, a, b, u, v, n
     cdef Py_ssize_t sh = g.sh, sw = g.sw, pw = g.pw, W = g.W, Hq = g.Hq, Wq = g.Wq
     cdef Py_ssize_t ph_sz = g.C * Hq * Wq
     cdef floating* d
-    cdef const floating* s
     if sh == 1 and sw == 1:
         # Plain zero padding: each row copied once and only the border and
         # the tail zeroed (the input is read once, the buffer written once).
@@ -116,27 +129,24 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
         memset(dst + g.L, 0, (g.Lbuf - g.L) * sizeof(floating))
         return
     memset(dst, 0, g.Lbuf * sizeof(floating))
-    for c in range(g.C):
-        for h in range(g.H):
-            hp = h + g.ph
-            a = hp % sh
-            u = hp // sh
-            s = xn + (c * g.H + h) * W
-            if sw == 1:
-                d = dst + a * ph_sz + (c * Hq + u) * Wq + pw
-                for w in range(W):
-                    d[w] = s[w]
-            else:
-                # Column phase b holds padded columns v*sw + b, i.e. input
-                # columns w = v*sw + b - pw; walk them without division.
-                for b in range(sw):
-                    d = dst + (a * sw + b) * ph_sz + (c * Hq + u) * Wq
-                    v = (pw - b + sw - 1) // sw if pw > b else 0
-                    w = v * sw + b - pw
-                    while w < W:
-                        d[v] = s[w]
-                        v = v + 1
-                        w = w + sw
+    # Column phase b holds padded columns v*sw + b, i.e. input columns
+    # w = v*sw + b - pw, from v on; row h goes to row phase a, row u.
+    for b in range(sw):
+        v = (pw - b + sw - 1) // sw if pw > b else 0
+        w = v * sw + b - pw
+        if w >= W:
+            continue
+        n = (W - 1 - w) // sw + 1
+        for c in range(g.C):
+            a = g.ph % sh
+            u = g.ph // sh
+            for h in range(g.H):
+                strided_copy(xn + (c * g.H + h) * W + w, sw, n,
+                             dst + (a * sw + b) * ph_sz + (c * Hq + u) * Wq + v)
+                a = a + 1
+                if a == sh:
+                    a = 0
+                    u = u + 1
 
 
 cdef inline const floating* sample_src(const floating* x, Py_ssize_t n, Py_ssize_t xs,
@@ -248,6 +258,8 @@ ctypedef struct FwdArgs:
     cnx_ukr_s fs
     cnx_ukr_d fd
     int nt
+    int act                  # epilogue on the result (ACT_*; ACT_NONE elsewhere than forward)
+    double alpha             # its slope (ACT_LEAKY)
 
 
 cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
@@ -322,6 +334,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                          bptr)
             pc = pc + KC
         if ps.tpr > 0:
+            act_rows(cdst, Co, nr, ldc, a.act, <floating>a.alpha)
             continue
         # Store the valid columns (c < cols) of the tile, run by run.
         ocol = ps.ocol
@@ -336,7 +349,10 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                 for co0 in range(Co):
                     orow = obase + co0 * a.ocs
                     crow = ct + co0 * NR + pp - p0
-                    if ocol == 1:
+                    if a.act != ACT_NONE:
+                        for kk in range(q):
+                            orow[kk * ocol] = act_value(crow[kk], a.act, <floating>a.alpha)
+                    elif ocol == 1:
                         for kk in range(q):
                             orow[kk] = crow[kk]
                     else:
@@ -345,12 +361,20 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             pp = pp + run
 
 
+# Storing a scratch tile's valid columns costs about as much per position as
+# this many more taps of the GEMM (measured: a 7x7 stride-2 stem, K = 147,
+# spent 13% of its time in those copies).
+cdef Py_ssize_t STORE_TAPS = 32
+
+
 cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR) noexcept nogil:
     """Set the pass's tiles (``tpr``, ``ntp``); return how far past its
-    first position a tap's runs reach."""
+    first position a tap's runs reach.  Row tiles compute R >= cols columns
+    per row in place; padded-width tiles compute Wq per row and copy the
+    valid ones: row tiles when R*K <= Wq*(K + STORE_TAPS)."""
     cdef Py_ssize_t R = cdiv(ps.cols, NR) * NR
     ps.tpr = 0
-    if ps.ocol == 1 and ps.cols > 0 and (R - ps.cols) * Wq <= (Wq - ps.cols) * R:
+    if ps.ocol == 1 and ps.cols > 0 and R * ps.K <= Wq * (ps.K + STORE_TAPS):
         ps.tpr = R // NR
         ps.ntp = ps.rows * ps.tpr
         return (ps.rows - 1) * Wq + R if ps.rows > 0 else 0
@@ -364,6 +388,8 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     kernel with fewer rows instead of mostly-empty 8-row tiles."""
     cdef int small
     a.Co = Co
+    a.act = ACT_NONE
+    a.alpha = 0.0
     a.fs = KER.s_ind
     a.fd = KER.d_ind
     a.MR = mr_of(<floating*>NULL)
@@ -399,12 +425,14 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                    Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw,
                    int n_threads,
-                   Py_ssize_t groups=1):
+                   Py_ssize_t groups=1,
+                   int act=0, double alpha=0.0):
     """out[n] = Wmat @ im2col(x[n]) (+ bias), Wmat = weight as (Cout, C*kh*kw);
     with ``groups`` G, group i's output channels from its weight rows and
     input channels ``[i*C, (i+1)*C)`` (C = weight.shape[1]).  Tiles of NR
     positions of every (sample, group) pair split into contiguous ranges, one
-    per thread."""
+    per thread.  ``act`` (``_common`` ACT_*: 0 none, 1 ReLU, 2 leaky ReLU of
+    slope ``alpha``) is applied to each tile as it is stored."""
     cdef FwdArgs a
     cdef Pass ps
     cdef Py_ssize_t grp, toff_max, oh_n = out.shape[2], ow_n = out.shape[3]
@@ -413,6 +441,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                     sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
     fwd_kernel(&a, Co, <floating*>NULL)
+    if a.g.kh * a.g.kw == 1 and a.MR == mr_of(<floating*>NULL):
+        # 1x1: every tap's run is a plane away from the last (prefetch them)
+        a.fs = KER.s_ind_pf
+        a.fd = KER.d_ind_pf
     ps.K = K
     ps.rows = oh_n
     ps.cols = ow_n
@@ -424,6 +456,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     a.npass = 1
     a.ntp = ps.ntp
     a.G = groups
+    a.act = act
+    a.alpha = alpha
     a.T = a.g.N * groups * a.ntp
     a.nt = <int>max(1, min(n_threads, a.T))
     if a.T == 0 or K == 0:
@@ -509,15 +543,28 @@ cdef inline Phase phase_axis(Py_ssize_t i, Py_ssize_t s, Py_ssize_t p, Py_ssize_
     return f
 
 
-cdef void zero_samples(const FwdArgs* a, Py_ssize_t N, floating* tag) noexcept nogil:
-    """Zero the N samples of a.out, over a.nt threads."""
+cdef void fill_sample(const FwdArgs* a, Py_ssize_t n, floating* tag) noexcept nogil:
+    """Sample n of a.out: zeros, or each channel's bias."""
+    cdef floating* o = <floating*>a.out + n * a.os
+    cdef const floating* bias = <const floating*>a.bias
+    cdef Py_ssize_t c, q
+    if bias == NULL:
+        memset(o, 0, a.os * sizeof(floating))
+        return
+    for c in range(a.G * a.Co):
+        for q in range(a.ocs):
+            o[c * a.ocs + q] = bias[c]
+
+
+cdef void fill_samples(const FwdArgs* a, Py_ssize_t N, floating* tag) noexcept nogil:
+    """fill_sample the N samples of a.out, over a.nt threads."""
     cdef Py_ssize_t n
     if a.nt == 1:
         for n in range(N):
-            memset(<floating*>a.out + n * a.os, 0, a.os * sizeof(floating))
+            fill_sample(a, n, <floating*>NULL)
     else:
         for n in prange(N, schedule="static", num_threads=a.nt):
-            memset(<floating*>a.out + n * a.os, 0, a.os * sizeof(floating))
+            fill_sample(a, n, <floating*>NULL)
 
 
 def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*Cg, OH, OW)
@@ -526,12 +573,15 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
                              Py_ssize_t sh, Py_ssize_t sw,
                              Py_ssize_t ph, Py_ssize_t pw,
                              int n_threads,
-                             Py_ssize_t groups=1):
+                             Py_ssize_t groups=1,
+                             const floating[::1] bias=None):  # IN (G*Cx,) or None
     """out = the input gradient of the undilated convolution with ``weight``
     and ``groups`` at stride (sh, sw) and padding (ph, pw), for the upstream
     gradient gout (any stride and padding): group i's input channels
     ``[i*Cx, (i+1)*Cx)`` from its weight rows and gradient channels
-    ``[i*Cg, (i+1)*Cg)``.
+    ``[i*Cg, (i+1)*Cg)``; plus ``bias`` per input channel when given (a
+    transposed convolution's), added before the first block of taps as in
+    the forward kernel.
 
     Input row h = u*sh + a - ph (columns likewise, phase b) receives
     sum_t weight[:, :, a + sh*t] @ gout[u - t]: for each stride phase (a, b)
@@ -635,12 +685,12 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     a.ocs = H * W
     a.og = Cx * a.ocs
     a.x = &gout[0, 0, 0, 0] if reads else NULL
-    a.bias = NULL
+    a.bias = &bias[0] if bias is not None else NULL
     a.out = &out[0, 0, 0, 0]
     a.scr = scr
     with nogil:
         if zero:
-            zero_samples(&a, N, <floating*>NULL)
+            fill_samples(&a, N, <floating*>NULL)
         if a.T > 0:
             fwd_run(&a, <floating*>NULL)
     free(scr)

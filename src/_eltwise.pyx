@@ -87,6 +87,36 @@ cdef extern from *:
         }
     CNX_ADAM(cnx_adam_s, float, sqrtf)
     CNX_ADAM(cnx_adam_d, double, sqrt)
+
+    /* One SGD step, the tests of the options outside the loops (so each
+     * loop vectorises); the same operations in the same order as
+     * optim.SGD's formulas. */
+    #define CNX_SGD(NAME, T)                                                   \
+        static void NAME(Py_ssize_t n, T *CNX_RESTRICT p,                      \
+                         const T *CNX_RESTRICT g, T *buf,                       \
+                         T lr, T mu, T wd, int momentum, int decay, int first) { \
+            Py_ssize_t i;                                                      \
+            if (!momentum && !decay) {                                         \
+                for (i = 0; i < n; i++) p[i] = p[i] - lr * g[i];               \
+            } else if (!momentum) {                                            \
+                for (i = 0; i < n; i++) p[i] = p[i] - lr * (g[i] + wd * p[i]); \
+            } else if (first) {                                                \
+                for (i = 0; i < n; i++) {                                      \
+                    T d = decay ? g[i] + wd * p[i] : g[i];                     \
+                    buf[i] = d;                                                \
+                    p[i] = p[i] - lr * d;                                      \
+                }                                                              \
+            } else {                                                           \
+                for (i = 0; i < n; i++) {                                      \
+                    T d = decay ? g[i] + wd * p[i] : g[i];                     \
+                    T b = buf[i] * mu + d;                                     \
+                    buf[i] = b;                                                \
+                    p[i] = p[i] - lr * b;                                      \
+                }                                                              \
+            }                                                                  \
+        }
+    CNX_SGD(cnx_sgd_s, float)
+    CNX_SGD(cnx_sgd_d, double)
     """
     void cnx_relu_fwd_s(Py_ssize_t n, const float* x, float* o) noexcept nogil
     void cnx_relu_fwd_d(Py_ssize_t n, const double* x, double* o) noexcept nogil
@@ -94,6 +124,10 @@ cdef extern from *:
     void cnx_relu_bwd_d(Py_ssize_t n, const double* g, const double* x, double* o) noexcept nogil
     void cnx_lrelu_bwd_s(Py_ssize_t n, const float* g, const float* x, float* o, float a) noexcept nogil
     void cnx_lrelu_bwd_d(Py_ssize_t n, const double* g, const double* x, double* o, double a) noexcept nogil
+    void cnx_sgd_s(Py_ssize_t n, float* p, const float* g, float* buf, float lr, float mu,
+                   float wd, int momentum, int decay, int first) noexcept nogil
+    void cnx_sgd_d(Py_ssize_t n, double* p, const double* g, double* buf, double lr,
+                   double mu, double wd, int momentum, int decay, int first) noexcept nogil
     void cnx_adam_s(Py_ssize_t n, float* p, const float* g, float* m, float* v, float b1,
                     float b2, float c1, float c2, float st, float bc, float ep,
                     float wd) noexcept nogil
@@ -350,18 +384,13 @@ def sgd_update(floating[::1] p,            # INOUT parameter
     """One SGD step in one pass, as ``cnnext.optim.SGD`` writes it:
     d = g + wd*p; with momentum buf = d (first step) or mu*buf + d, d = buf;
     p -= lr*d."""
-    cdef Py_ssize_t i, n = p.shape[0]
+    cdef Py_ssize_t n = p.shape[0]
     cdef floating a = <floating>lr, mu = <floating>momentum, wd = <floating>weight_decay
-    cdef floating d
+    cdef int use_mu = momentum != 0, decay = weight_decay != 0
+    if n == 0:
+        return
     with nogil:
-        for i in range(n):
-            d = g[i]
-            if weight_decay != 0:
-                d = d + wd * p[i]
-            if momentum != 0:
-                if first:
-                    buf[i] = d
-                else:
-                    buf[i] = buf[i] * mu + d
-                d = buf[i]
-            p[i] = p[i] - a * d
+        if floating is float:
+            cnx_sgd_s(n, &p[0], &g[0], &buf[0], a, mu, wd, use_mu, decay, first)
+        else:
+            cnx_sgd_d(n, &p[0], &g[0], &buf[0], a, mu, wd, use_mu, decay, first)

@@ -23,7 +23,7 @@ from libc.stdlib cimport free, malloc
 import numpy as np
 
 from cnnext._common cimport (
-    cnx_kernels, cnx_select_kernels, KC, MC, cdiv, round16, ukr,
+    ACT_NONE, cnx_kernels, cnx_select_kernels, KC, MC, act_rows, cdiv, round16, ukr,
 )
 
 cdef cnx_kernels KER = cnx_select_kernels()
@@ -214,9 +214,22 @@ def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
          const floating[:, ::1] B,      # IN  (K, N), or (N, K) if trans_b
          floating[:, ::1] C,            # OUT (M, N); holds the addend if accumulate
          bint trans_a, bint trans_b, bint accumulate, int n_threads,
-         const floating[::1] bias=None):  # IN  (N,): C = bias + op(A) @ op(B)
+         const floating[::1] bias=None,   # IN  (N,): C = bias + op(A) @ op(B)
+         int act=0, double alpha=0.0):
     """C (+)= op(A) @ op(B) on the micro-kernels, no BLAS; with ``bias``,
-    every row of C starts from it (a dense layer's forward).
+    every row of C starts from it (a dense layer's forward); then the
+    epilogue ``act`` (``_common`` ACT_*: 0 none, 1 ReLU, 2 leaky ReLU of
+    slope ``alpha``) on C, while it is in cache."""
+    gemm_into(A, B, C, trans_a, trans_b, accumulate, n_threads, bias)
+    if act != ACT_NONE and C.shape[0] > 0 and C.shape[1] > 0:
+        with nogil:
+            act_rows(&C[0, 0], C.shape[0], C.shape[1], C.shape[1], act, <floating>alpha)
+
+
+cdef int gemm_into(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
+                   bint trans_a, bint trans_b, bint accumulate, int n_threads,
+                   const floating[::1] bias) except -1:
+    """C (+)= op(A) @ op(B) (+ bias), see :func:`gemm`.
 
     Few rows times a transposed B: dot products.  A short reduction: scaled
     rows.  Otherwise the packed GEMM with the larger of M and N split into
@@ -241,7 +254,7 @@ def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
     cdef floating* scr
     cdef Py_ssize_t i, j
     if M == 0 or N == 0:
-        return
+        return 0
     if bias is not None:
         for i in range(M):
             for j in range(N):
@@ -252,15 +265,15 @@ def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
             for i in range(M):
                 for j in range(N):
                     C[i, j] = 0
-        return
+        return 0
     if trans_b and not trans_a and M <= DOT_MAX_ROWS:
         with nogil:
             gemm_dot_rows(M, N, Kd, &A[0, 0], &B[0, 0], &C[0, 0], accumulate)
-        return
+        return 0
     if not trans_b and Kd <= AXPY_MAX_DEPTH:
         with nogil:
             gemm_scaled_rows(M, N, Kd, &A[0, 0], rsa, csa, &B[0, 0], &C[0, 0], accumulate)
-        return
+        return 0
     scr = <floating*>alloc_scratch(nt * per * sizeof(floating))
     with nogil:
         if nt == 1:
@@ -284,3 +297,4 @@ def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
                                 rsb, csb, &C[0, 0] + lo * N, N, accumulate,
                                 scr + tid * per, scr + tid * per + s_a, MR, NR)
         free(scr)
+    return 0

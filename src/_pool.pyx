@@ -83,6 +83,21 @@ cdef inline void _max_2x2(const floating* r0, Py_ssize_t W, floating* m, int32_t
         b[ow] = bo
 
 
+cdef inline floating _take(floating mo, floating v) noexcept nogil:
+    """The running maximum after tap ``v``: strictly greater or NaN replaces it."""
+    return v if (v > mo) | (v != v) else mo
+
+
+cdef inline void _max_2x2_values(const floating* r0, Py_ssize_t W, floating* m,
+                                 Py_ssize_t OW) noexcept nogil:
+    """:func:`_max_2x2` without the argmax (inference): the same selects in
+    the same order, so the same values, -0.0 and NaN included."""
+    cdef const floating* r1 = r0 + W
+    cdef Py_ssize_t ow
+    for ow in range(OW):
+        m[ow] = _take(_take(_take(r0[2 * ow], r0[2 * ow + 1]), r1[2 * ow]), r1[2 * ow + 1])
+
+
 ctypedef struct PoolGeom:
     Py_ssize_t planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw
     bint include_pad       # average: the divisor counts the padding
@@ -121,6 +136,11 @@ cdef void max_planes(const floating* x, floating* out, int64_t* idx, int32_t* bb
     # kernel is clipped, not iterated); increasing j keeps row-major order.
     j0 = _first_tap((OW - 1) * sw - pw, dw)
     j1 = min(kw, _taps_below(-pw, dw, W))
+    if is2x2 and idx == NULL:
+        for q in range(q0, q1):
+            for oh in range(OH):
+                _max_2x2_values(x + q * H * W + 2 * oh * W, W, out + (q * OH + oh) * OW, OW)
+        return
     for q in range(q0, q1):
         xq = x + q * H * W
         for oh in range(OH):

@@ -64,6 +64,9 @@ typedef void (*cnx_dot1_d)(int64_t n, const double *a, const double *const *b, i
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
+    /* s_ind / d_ind prefetching B rows ahead (for scattered rows). */
+    cnx_ukr_s s_ind_pf;
+    cnx_ukr_d d_ind_pf;
     cnx_dot_s dot_s;
     cnx_dot_d dot_d;
     cnx_dot1_s dot1_s;
@@ -274,7 +277,22 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
         _mm512_mask_storeu_##SUF(row_ + W, m1, hi);                            \
     }
 
-#define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW, APRE, AEL, MRV)   \
+/* Indirect B rows whose runs are scattered over the image (a 1x1
+ * convolution's rows are whole planes apart, no row shares a cache line):
+ * the first panel of a tile would wait on each row's load, so the _pf
+ * kernels prefetch row k + CNX_PF_DIST (both ends of a 2-vector row).
+ * Measured on AVX-512: 1x1 convolution -12% (float32) to -23% (float64)
+ * time; 5x5, whose taps share lines, +1-2%, hence a separate kernel. */
+#define CNX_PF_DIST 12
+#define CNX_PF_PACKED(W)
+#define CNX_PF_IND(W)                                                          \
+    if (k + CNX_PF_DIST < kc) {                                                \
+        const char *pf_ = (const char *)(b + boff[k + CNX_PF_DIST]);          \
+        _mm_prefetch(pf_, _MM_HINT_T0);                                        \
+        _mm_prefetch(pf_ + 2 * (W) * sizeof(T) - 1, _MM_HINT_T0);             \
+    }
+
+#define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW, APRE, AEL, MRV, PF) \
     CNX_TARGET_AVX512                                                          \
     static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
                      const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
@@ -298,6 +316,7 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
             const T *bk = BROW(2 * (W));                                       \
             VT b0 = _mm512_loadu_##SUF(bk), b1 = _mm512_loadu_##SUF(bk + (W)), \
                t;                                                              \
+            PF(W)                                                              \
             CNX_Z_ROW(SUF, 0, r00, r01) CNX_Z_ROW(SUF, 1, r10, r11)            \
             CNX_Z_ROW(SUF, 2, r20, r21) CNX_Z_ROW(SUF, 3, r30, r31)            \
             CNX_Z_ROW(SUF, 4, r40, r41) CNX_Z_ROW(SUF, 5, r50, r51)            \
@@ -311,26 +330,28 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
 
 #define T float
 #define AEL CNX_AEL_PACKED
-CNX_DEF_AVX512(cnx_ukr_s_avx512, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL, 8)
-CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8)
-CNX_DEF_AVX512(cnx_ukr_s_avx512_ind1, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1)
-CNX_DEF_AVX512(cnx_ukr_s_avx512_ind2, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2)
-CNX_DEF_AVX512(cnx_ukr_s_avx512_ind4, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4)
+CNX_DEF_AVX512(cnx_ukr_s_avx512, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL, 8, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind_pf, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_IND)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind1, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind2, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind4, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4, CNX_PF_PACKED)
 #undef AEL
 #define AEL CNX_AEL_IND
-CNX_DEF_AVX512(cnx_ukr_s_avx512_inda, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_inda, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8, CNX_PF_PACKED)
 #undef AEL
 #undef T
 #define T double
 #define AEL CNX_AEL_PACKED
-CNX_DEF_AVX512(cnx_ukr_d_avx512, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL, 8)
-CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8)
-CNX_DEF_AVX512(cnx_ukr_d_avx512_ind1, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1)
-CNX_DEF_AVX512(cnx_ukr_d_avx512_ind2, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2)
-CNX_DEF_AVX512(cnx_ukr_d_avx512_ind4, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4)
+CNX_DEF_AVX512(cnx_ukr_d_avx512, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL, 8, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind_pf, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_IND)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind1, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind2, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind4, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4, CNX_PF_PACKED)
 #undef AEL
 #define AEL CNX_AEL_IND
-CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8, CNX_PF_PACKED)
 #undef AEL
 #undef T
 
@@ -502,6 +523,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.s = cnx_ukr_s_generic; k.d = cnx_ukr_d_generic;
     k.s_ind = cnx_ukr_s_generic_ind; k.d_ind = cnx_ukr_d_generic_ind;
     k.s_inda = cnx_ukr_s_generic_inda; k.d_inda = cnx_ukr_d_generic_inda;
+    k.s_ind_pf = k.s_ind; k.d_ind_pf = k.d_ind;
     k.dot_s = cnx_dot_s_generic; k.dot_d = cnx_dot_d_generic;
     k.dot1_s = cnx_dot1_s_generic; k.dot1_d = cnx_dot1_d_generic;
     k.s_ind_small[0] = k.s_ind_small[1] = k.s_ind_small[2] = NULL;
@@ -514,6 +536,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s = cnx_ukr_s_avx512; k.d = cnx_ukr_d_avx512;
         k.s_ind = cnx_ukr_s_avx512_ind; k.d_ind = cnx_ukr_d_avx512_ind;
         k.s_inda = cnx_ukr_s_avx512_inda; k.d_inda = cnx_ukr_d_avx512_inda;
+        k.s_ind_pf = cnx_ukr_s_avx512_ind_pf; k.d_ind_pf = cnx_ukr_d_avx512_ind_pf;
         k.dot_s = cnx_dot_s_avx512; k.dot_d = cnx_dot_d_avx512;
         k.dot1_s = cnx_dot1_s_avx512; k.dot1_d = cnx_dot1_d_avx512;
         k.s_ind_small[0] = cnx_ukr_s_avx512_ind1; k.s_ind_small[1] = cnx_ukr_s_avx512_ind2;
@@ -526,6 +549,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s = cnx_ukr_s_avx2; k.d = cnx_ukr_d_avx2;
         k.s_ind = cnx_ukr_s_avx2_ind; k.d_ind = cnx_ukr_d_avx2_ind;
         k.s_inda = cnx_ukr_s_avx2_inda; k.d_inda = cnx_ukr_d_avx2_inda;
+        k.s_ind_pf = k.s_ind; k.d_ind_pf = k.d_ind;
         k.dot_s = cnx_dot_s_avx2; k.dot_d = cnx_dot_d_avx2;
         k.dot1_s = cnx_dot1_s_avx2; k.dot1_d = cnx_dot1_d_avx2;
         k.s_mr = 6; k.s_nr = 16; k.d_mr = 6; k.d_nr = 8;

@@ -130,3 +130,30 @@ def restore_threads():
     old = cnnext.get_num_threads()
     yield
     cnnext.set_num_threads(old)
+
+
+#: The convolution-algorithm settings every convolution test runs under.
+CONV_ALGORITHMS = ("auto", "direct", "winograd")
+
+
+def pytest_generate_tests(metafunc):
+    """Run every convolution test (``conv`` in its name) once per
+    :func:`cnnext.set_conv_algorithm` setting, through the autouse
+    ``conv_algorithm`` fixture."""
+    if "conv" in metafunc.function.__name__.lower():
+        metafunc.parametrize("conv_algorithm", CONV_ALGORITHMS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def conv_algorithm(request):
+    """A convolution test's algorithm, in force for the whole test (through
+    :func:`cnnext.use_conv_algorithm`); None for any other test, which runs
+    under the process setting."""
+    import cnnext
+
+    name = getattr(request, "param", None)
+    if name is None:
+        yield None
+        return
+    with cnnext.use_conv_algorithm(name):
+        yield name

@@ -11,12 +11,12 @@ Modes
     The same training with the public pieces in a loop of one's own
     (``ShardedSampler``, ``DistributedOptimizer``, ``broadcast_parameters``).
 ``fail``
-    ``fit`` in which rank 1 fails at its ``--step``-th batch as ``--how``
+    ``fit`` in which rank 1 fails at its ``--step``-th step as ``--how``
     says: ``raise``, ``exit`` (``sys.exit(3)``), ``kill`` (SIGKILL),
     ``term`` (SIGTERM).
 ``exit-loop``
     A loop of one's own (no ``fit``) in which rank 1 calls ``sys.exit(0)``
-    at its ``--step``-th batch.
+    at its ``--step``-th step.
 ``mismatch``
     ``fit`` with a model whose layer sizes differ between the ranks.
 """
@@ -119,10 +119,12 @@ def main():
     loss = nn.SoftmaxCrossEntropy()
 
     if args.mode in ("fail", "exit-loop"):
+        # The failure comes at the start of a step (every step calls the
+        # optimizer's zero_grad, however the model runs it).
         calls = 0
-        forward = loss.forward
+        zero_grad = opt.zero_grad
 
-        def failing_forward(out, target):
+        def failing_zero_grad():
             nonlocal calls
             calls += 1
             if r == 1 and calls == args.step:
@@ -131,9 +133,9 @@ def main():
                 if args.how in ("exit", "exit0"):
                     sys.exit(3 if args.how == "exit" else 0)
                 os.kill(os.getpid(), signal.SIGKILL if args.how == "kill" else signal.SIGTERM)
-            return forward(out, target)
+            zero_grad()
 
-        loss.forward = failing_forward
+        opt.zero_grad = failing_zero_grad
 
     history = None
     if args.mode in ("fit", "fail", "mismatch"):

@@ -351,17 +351,24 @@ def test_runs_without_scipy(outside):
 def test_select_cases_patterns():
     names = lambda pats: [c.name for c in bench.select_cases(pats)]  # noqa: E731
     assert names(None) == [c.name for c in bench.ALL_CASES]
-    assert [c.name for c in bench.ALL_CASES] == [c.name for c in bench.SUITE] + SMALL_NAMES
+    netplan = [c.name for c in bench.cases.NETPLAN_CALLS]
+    onnx_names = [c.name for c in bench.cases.ONNX_CALLS]
+    assert [c.name for c in bench.ALL_CASES] == ([c.name for c in bench.SUITE] + SMALL_NAMES
+                                                 + netplan + onnx_names)
+    assert names("netplan") == netplan
     assert names("seed-mnist") == ["seed-mnist"]
-    assert names("lenet") == ["lenet-conv1", "lenet-conv2", "lenet5-train"]
-    assert names("*-3x3") == ["cifar-3x3", "resnet-3x3"]
+    assert names("lenet") == ["lenet-conv1", "lenet-conv2", "lenet5-train", "lenet5-infer-b1",
+                              "lenet5-infer-b64", "onnx-lenet5-b1", "onnx-lenet5-b64",
+                              "onnx-mobilenet-b1", "onnx-mobilenet-b64"]
+    assert names("onnx") == onnx_names
+    assert names("*-3x3") == ["cifar-3x3", "resnet-3x3", "vgg-3x3", "vgg-c256-3x3"]
     assert names("avgpool,strided") == ["strided", "avgpool-2x2"]
     assert names("small-calls") == SMALL_NAMES
-    assert names("small") == SMALL_NAMES
+    assert names("small") == SMALL_NAMES + [n for n in netplan if "small" in n]
     assert names("small-calls,lenet5-train") == ["lenet5-train"] + SMALL_NAMES
     # A case name or group is matched exactly; other patterns as substrings.
     assert names("seed-step") == ["seed-step"]
-    assert names("seed-step*") == ["seed-step", "seed-step-compat"]
+    assert names("seed-step*") == ["seed-step", "seed-step-compat", "seed-step-plan"]
     assert names("conv") == [c.name for c in bench.SUITE if c.kind == "conv"]
     assert names("maxpool") == ["maxpool-2x2", "maxpool-3x3s2p1"]
     assert names("pool") == ["maxpool-2x2", "maxpool-3x3s2p1", "avgpool-2x2", "maxpool-seed",
@@ -378,9 +385,16 @@ def test_suite_geometry():
         "cs231n": (100, 3, 31, 25, 3, 2, 1),
         "cifar-3x3": (32, 64, 32, 64, 3, 1, 1),
         "resnet-3x3": (8, 128, 28, 128, 3, 1, 1),
+        "vgg-3x3": (8, 64, 56, 64, 3, 1, 1),
+        "vgg-c256-3x3": (8, 256, 14, 256, 3, 1, 1),
         "strided": (32, 16, 32, 32, 3, 2, 1),
         "cifar-grouped-g4": (32, 64, 32, 64, 3, 1, 1),
         "depthwise-c64": (32, 64, 56, 64, 3, 1, 1),
+        "conv-5x5": (32, 32, 32, 64, 5, 1, 2),
+        "3x3-dilated": (16, 64, 32, 64, 3, 1, 2),
+        "transposed-4x4s2": (16, 64, 16, 32, 4, 2, 1),
+        "pointwise-1x1": (32, 256, 28, 64, 1, 1, 0),
+        "stem-7x7s2": (8, 3, 112, 64, 7, 2, 3),
     }
     conv = {c.name: (c.N, c.C, c.H, c.C_out, c.kernel, c.stride, c.padding)
             for c in bench.SUITE if c.kind == "conv"}
@@ -391,6 +405,40 @@ def test_suite_geometry():
     assert cs.flops("fwd+bwd") == 3 * cs.flops("fwd")
     gr = next(c for c in bench.SUITE if c.name == "cifar-grouped-g4")
     assert gr.groups == 4 and gr.flops("fwd") == 2 * 32 * 64 * 32 * 32 * 16 * 9
+    dil = next(c for c in bench.SUITE if c.name == "3x3-dilated")
+    assert dil.dilation == 2 and dil.out_size == 32  # (32 + 4 - 5) // 1 + 1
+    tr = next(c for c in bench.SUITE if c.name == "transposed-4x4s2")
+    assert tr.transposed and tr.out_size == 32  # (16 - 1) * 2 - 2 + 4
+    assert tr.flops("fwd") == 2 * 16 * 64 * 16 * 16 * 32 * 16
+
+
+@pytest.mark.parametrize("case", ["3x3-dilated", "transposed-4x4s2"])
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+def test_dilated_and_transposed_rows_time_the_same_work_as_pytorch(case, pass_):
+    """The peers of the dilated and transposed rows compute what PyTorch
+    computes (the cnnext forward equals torch's on the row's inputs)."""
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    c = dataclasses.replace(next(c for c in bench.SUITE if c.name == case), N=2)
+    fns = bench.make_peers(c, pass_, "float64", torch=torch)
+    fns["cnnext"]()
+    fns["pytorch"]()
+    from cnnext import functional as F
+    from cnnext.bench.peers import _conv_inputs
+
+    x, w, b, _ = _conv_inputs(c, np.dtype("float64"), np.random.default_rng(0))
+    tf = torch.nn.functional
+    if c.transposed:
+        want = tf.conv_transpose2d(*(torch.from_numpy(a) for a in (x, w, b)), c.stride,
+                                   c.padding).numpy()
+        got = F.conv_transpose2d(x, w, b, c.stride, c.padding)
+    else:
+        want = tf.conv2d(*(torch.from_numpy(a) for a in (x, w, b)), c.stride, c.padding,
+                         c.dilation).numpy()
+        got = F.conv2d(x, w, b, c.stride, c.padding, c.dilation)
+    assert got.shape == (2, c.C_out, c.out_size, c.out_size)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -202,3 +202,33 @@ def test_import_leaves_omp_wait_policy_as_the_user_set_it(user_value):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(user_value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@pytest.mark.parametrize("preload,user_value,expected", [
+    (False, None, "PASSIVE"), (True, None, "None"), (True, "active", "active")])
+def test_wait_policy_records_a_runtime_loaded_before_cnnext(preload, user_value, expected):
+    """A runtime already loaded (PyTorch's, say) keeps the policy it started
+    with: cnnext records that it could not set PASSIVE (None), and the bench
+    says so."""
+    import os
+
+    pytest.importorskip("cnnext._openmp")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_value is not None:
+        env["OMP_WAIT_POLICY"] = user_value
+    code = ("import ctypes, sys\n"
+            "if sys.argv[1] == '1':\n"
+            "    try:\n"
+            "        ctypes.CDLL('libgomp.so.1')\n"
+            "    except OSError:\n"
+            "        print('no-libgomp'); sys.exit()\n"
+            "import cnnext\n"
+            "print(cnnext._config.OMP_WAIT_POLICY)\n")
+    proc = subprocess.run([sys.executable, "-c", code, "1" if preload else "0"],
+                          capture_output=True, text=True, timeout=120, env=env,
+                          cwd=Path(cnnext.__file__).parent.parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.strip() == "no-libgomp":
+        pytest.skip("no libgomp.so.1 to load first")
+    assert proc.stdout.strip() == expected

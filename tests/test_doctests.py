@@ -32,9 +32,12 @@ MODULES = (
     "compat",
     "bench",
     "viz",
+    "interop",
+    "onnx",
 )
 # Optional third-party packages a module's examples need.
-NEEDS = {"viz": "matplotlib", "distributed": "mpi4py"}
+NEEDS = {"viz": "matplotlib", "interop": "torch", "onnx": "onnx",
+         "distributed": "mpi4py"}
 
 
 def _modules(modname):

@@ -2289,3 +2289,37 @@ def test_max_pool_kernel_allocating_its_outputs_equals_the_in_place_kernel(dtype
             np.testing.assert_array_equal(idx, want_i)
         else:
             assert idx is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ci,k,s,G", [(8, 4, 2, 1), (6, 2, 3, 2), (12, 3, 1, 1),
+                                      (80, 4, 2, 1), (30, 3, 1, 1), (64, 3, 1, 2)])
+def test_conv_transpose2d_bias_is_bitwise_sum_plus_bias(ci, k, s, G, dtype, rng):
+    """The kernels add a transposed convolution's bias themselves when the
+    taps of an output phase fit one block; the result is bitwise the sum
+    plus the bias, as with more taps (where it is added afterwards)."""
+    x = rng.standard_normal((3, ci, 7, 6)).astype(dtype)
+    w = rng.standard_normal((ci, 4 // G, k, k)).astype(dtype)
+    b = rng.standard_normal(w.shape[1] * G).astype(dtype)
+    y = F.conv_transpose2d(x, w, b, s, 1, 0, G)
+    want = F.conv_transpose2d(x, w, None, s, 1, 0, G) + b[:, None, None]
+    np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("Co,C,k,out,p", [(16, 6, (5, 5), (8, 8), (0, 0)),
+                                          (300, 5, (3, 2), (6, 5), (1, 0)),
+                                          (8, 3, (7, 7), (10, 10), (3, 3)),
+                                          (20, 40, (1, 1), (9, 7), (0, 0))])
+def test_stride1_input_gradient_phases_equal_the_rotated_full_convolution(Co, C, k, out, p,
+                                                                          dtype, rng):
+    """At stride 1 the plans take the one-phase kernel for the input gradient;
+    it is bitwise the full convolution with the rotated kernel it replaced."""
+    from cnnext import _plan
+
+    g = rng.standard_normal((3, Co) + out).astype(dtype)
+    w = rng.standard_normal((Co, C) + k).astype(dtype)
+    hw = (out[0] + k[0] - 1 - 2 * p[0], out[1] + k[1] - 1 - 2 * p[1])
+    args = (hw, (1, 1), p, (1, 1))
+    np.testing.assert_array_equal(_plan.grad_input(g, w, *args, "phases", 1),
+                                  _plan.grad_input(g, w, *args, "full-rotated", 1))

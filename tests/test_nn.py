@@ -878,7 +878,10 @@ def test_buffers_named_like_torch_and_not_parameters():
     assert "1.weight" in model.params and "3.block.0.weight" in model.params
     assert not set(names) & set(model.params)
     state = model.state_dict()
-    assert list(state) == list(model.params) + names
+    # PyTorch's order: layer by layer, each layer's parameters before its buffers
+    assert list(state) == ["0.weight", "0.bias", "1.weight", "1.bias", *names[:3],
+                           "3.block.0.weight", "3.block.0.bias", "3.block.1.weight",
+                           "3.block.1.bias", *names[3:], "5.weight", "5.bias"]
     ids = {id(p) for p, _ in model.parameters()}
     assert not any(id(b) in ids for _, b in model.named_buffers())
     assert model.buffers["1.num_batches_tracked"].dtype == np.int64

@@ -62,8 +62,8 @@ def test_unused_huge_stride_is_clamped_for_the_kernels_only():
 
 def test_algorithm_choice_is_named_and_explained():
     small = conv_plan((1, 1, 28, 28), (8, 1, 3, 3))
-    assert (small.method, small.grad_input, small.grad_weight) == (
-        "direct", "full-rotated", "dot")
+    assert (small.method, small.grad_input, small.grad_weight) == ("direct", "phases", "dot")
+    assert conv_plan((1, 1, 28, 28), (8, 1, 3, 3), d=2).grad_input == "full-rotated"
     assert small.threads == 1  # 48k multiply-adds: one thread
     big = conv_plan((8, 64, 28, 28), (64, 64, 3, 3), p=1)
     assert big.grad_weight == "transposed"
@@ -92,7 +92,7 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     gp = plan.group_plan
     assert gp is not None and gp.groups == 1 and gp.group_plan is None
     assert gp.x_shape == (32, 16, 32, 32) and gp.weight_shape == (16, 16, 3, 3)
-    assert (gp.method, gp.grad_input) == ("direct", "full-rotated")
+    assert (gp.method, gp.grad_input) == ("direct", "phases")
     # 16 output channels fill half a float32 panel (32 columns): dot
     # products; a float64 panel (16 columns) is full: the packed gradient
     assert gp.grad_weight == "dot" and "half" in gp.grad_weight_reason

@@ -194,3 +194,52 @@ def test_what_is_bitwise_reproducible_across_thread_counts(restore_threads):
     np.testing.assert_allclose(two["grad_weight"], one["grad_weight"], rtol=1e-5, atol=1e-5)
     # Repeated calls at one thread count: bitwise identical, weight gradient included.
     _assert_bitwise(_work(*args), two, "repeat at 2 threads")
+
+
+_RUNTIME_PROBE = """
+import hashlib, sys
+if sys.argv[1] == "torch-first":
+    import torch
+    torch.set_num_threads(2)
+    torch.nn.functional.conv2d(torch.ones(2, 4, 9, 9), torch.ones(8, 4, 3, 3))
+import numpy as np
+import cnnext
+from cnnext import functional as F
+rng = np.random.default_rng(7)
+x = rng.standard_normal((6, 12, 19, 23)).astype(np.float32)
+w = rng.standard_normal((16, 12, 3, 5)).astype(np.float32)
+b = rng.standard_normal(16).astype(np.float32)
+wt = rng.standard_normal((12, 8, 4, 4)).astype(np.float32)
+h = hashlib.sha256()
+for n in (1, 2):
+    cnnext.set_num_threads(n)
+    y = F.conv2d(x, w, b, stride=(1, 2), padding=(1, 2), dilation=(2, 1))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    yt = F.conv_transpose2d(x, wt, b[:8], stride=2, padding=1)
+    gt = rng.standard_normal(yt.shape).astype(np.float32)
+    for a in (y, *F.conv2d_backward(g, x, w, (1, 2), (1, 2), (2, 1)), yt,
+              *F.conv_transpose2d_backward(gt, x, wt, 2, 1),
+              F.max_pool2d(x, 3, 2, 1), F.relu(x)):
+        h.update(np.ascontiguousarray(a).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_results_do_not_depend_on_which_openmp_runtime_loaded_first():
+    """With PyTorch imported first, cnnext's kernels run on PyTorch's OpenMP
+    runtime (and its wait policy); every result, at 1 and at 2 threads, is
+    bitwise the one cnnext computes alone."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    out = {}
+    for order in ("cnnext-alone", "torch-first"):
+        proc = subprocess.run([sys.executable, "-c", _RUNTIME_PROBE, order], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        out[order] = proc.stdout.strip()
+    assert len(out["cnnext-alone"]) == 64
+    assert out["cnnext-alone"] == out["torch-first"]

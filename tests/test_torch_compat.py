@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
+import cnnext  # noqa: E402
 from cnnext import functional as F  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -594,3 +595,30 @@ def test_avg_pool_2x2_equals_torch_bitwise_with_zero_signs(dtype, shape):
     gx = F.avg_pool2d_backward(g, x.shape, 2)
     np.testing.assert_array_equal(gx, n(xt.grad))
     np.testing.assert_array_equal(np.signbit(gx), np.signbit(n(xt.grad)))
+
+
+# (id, N, C_in, C_out, groups, H, W, kernel, stride, padding): the kernels add
+# a transposed convolution's bias themselves (stride phases, stride 1, phases
+# without taps, more taps per phase than one block of the micro-kernel).
+BIAS_GEOMS = [
+    ("phases-4x4s2", 3, 8, 6, 1, 7, 5, (4, 4), 2, 1),
+    ("phases-stride-gt-kernel", 2, 5, 4, 1, 4, 6, (2, 3), (3, 4), 0),
+    ("phases-deep", 2, 80, 9, 1, 5, 4, (4, 4), 2, 1),
+    ("phases-groups", 2, 12, 6, 3, 5, 5, (3, 4), 2, (1, 2)),
+    ("stride1", 2, 7, 5, 1, 6, 5, (3, 2), 1, (2, 1)),
+    ("stride1-groups", 1, 6, 4, 2, 5, 7, (3, 3), 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", BIAS_GEOMS, ids=[g[0] for g in BIAS_GEOMS])
+def test_conv_transpose2d_bias_added_by_the_kernels(g, dtype, rng, close):
+    _, N, Ci, Co, G, H, W, k, s, p = g
+    x = rng.standard_normal((N, Ci, H, W)).astype(dtype)
+    w = rng.standard_normal((Ci, Co // G) + k).astype(dtype)
+    b = (10 * rng.standard_normal(Co)).astype(dtype)
+    want = n(TF.conv_transpose2d(t(x), t(w), t(b), s, p, 0, G))
+    close(F.conv_transpose2d(x, w, b, s, p, 0, G), want, dtype)
+    close(F.conv_transpose2d(x[0], w, b, s, p, 0, G), want[0], dtype)
+    with cnnext.use_backend("numpy"):
+        close(F.conv_transpose2d(x, w, b, s, p, 0, G), want, dtype)

@@ -21,6 +21,8 @@ __all__ = [
     "SmallCall",
     "SUITE",
     "SMALL_CALLS",
+    "NETPLAN_CALLS",
+    "ONNX_CALLS",
     "ALL_CASES",
     "QUICK_CASES",
     "SCALING_CASES",
@@ -50,6 +52,11 @@ class Case:
         ``"fwd"``, ``"fwd+bwd"`` or ``"step"`` (training step).
     groups : int
         Channel groups of a convolution (weight ``(C_out, C/groups, k, k)``).
+    dilation : int
+        Dilation of a convolution's kernel.
+    transposed : bool
+        A transposed convolution (``conv_transpose2d``, weight
+        ``(C, C_out, k, k)``; ``fwd+bwd`` adds ``conv_transpose2d_backward``).
 
     Examples
     --------
@@ -70,6 +77,8 @@ class Case:
     padding: int
     passes: tuple[str, ...] = ("fwd", "fwd+bwd")
     groups: int = 1
+    dilation: int = 1
+    transposed: bool = False
 
     @property
     def group(self) -> str:
@@ -79,19 +88,28 @@ class Case:
     @property
     def out_size(self) -> int:
         """Output height (= width)."""
-        return (self.H + 2 * self.padding - self.kernel) // self.stride + 1
+        span = self.dilation * (self.kernel - 1) + 1
+        if self.transposed:
+            return (self.H - 1) * self.stride - 2 * self.padding + span
+        return (self.H + 2 * self.padding - span) // self.stride + 1
 
     def flops(self, pass_: str) -> int | None:
         """Floating-point operations of one call (convolutions), else None.
 
         ``2 * N * C_out * OH * OW * (C_in/groups) * kH * kW`` for the
         forward pass; the backward pass (``grad_x`` and ``grad_weight``)
-        costs twice that, so ``fwd+bwd`` counts three times the forward.
+        costs twice that, so ``fwd+bwd`` counts three times the forward.  A
+        transposed convolution counts its input positions instead of its
+        output positions (``2 * N * C * H * W * (C_out/groups) * kH * kW``).
         """
         if self.kind != "conv":
             return None
-        fwd = (2 * self.N * self.C_out * self.out_size**2 * (self.C // self.groups)
-               * self.kernel**2)
+        if self.transposed:
+            fwd = (2 * self.N * self.C * self.H**2 * (self.C_out // self.groups)
+                   * self.kernel**2)
+        else:
+            fwd = (2 * self.N * self.C_out * self.out_size**2 * (self.C // self.groups)
+                   * self.kernel**2)
         return fwd * (3 if pass_ == "fwd+bwd" else 1)
 
     def describe(self) -> dict[str, str | int]:
@@ -107,6 +125,8 @@ class Case:
             "stride": self.stride,
             "padding": self.padding,
             "groups": self.groups,
+            "dilation": self.dilation,
+            "transposed": int(self.transposed),
         }
 
 
@@ -119,7 +139,7 @@ class SmallCall:
     name : str
     what : str
         What cnnext runs, in one line.
-    peers : tuple of {"pytorch", "numpy", "inner"}
+    peers : tuple of {"pytorch", "numpy", "inner", "onnxruntime", "jax"}
         The peers timed against cnnext, interleaved with it.  ``"numpy"`` is
         plain numpy code doing the same thing (for ``seed-step-compat``: the
         tutorial's own numpy classes); ``"inner"`` is the call one level
@@ -128,6 +148,9 @@ class SmallCall:
     dtype : str or None
         The dtype the row always computes in (the tutorial adapter works in
         float64); None: the dtype selected on the command line.
+    kind : str
+        The row's group: ``"small-calls"``, or ``"onnx"`` (an imported ONNX
+        model against ONNX Runtime and PyTorch).
 
     Examples
     --------
@@ -158,6 +181,10 @@ SUITE = (
     Case("cs231n", "conv", 100, 3, 31, 25, 3, 2, 1),
     Case("cifar-3x3", "conv", 32, 64, 32, 64, 3, 1, 1),
     Case("resnet-3x3", "conv", 8, 128, 28, 128, 3, 1, 1),
+    # VGG-style 3x3 layers: many channels on a mid-sized (56) and a small
+    # (14) image.
+    Case("vgg-3x3", "conv", 8, 64, 56, 64, 3, 1, 1),
+    Case("vgg-c256-3x3", "conv", 8, 256, 14, 256, 3, 1, 1),
     Case("strided", "conv", 32, 16, 32, 32, 3, 2, 1),
     Case("cifar-grouped-g4", "conv", 32, 64, 32, 64, 3, 1, 1, groups=4),
     # A MobileNet depthwise layer: groups == C.
@@ -178,6 +205,15 @@ SUITE = (
     # cnnext.models.resnet8 (batch norm, residual blocks, global average
     # pooling) on MNIST-sized input, softmax cross-entropy, Adam.
     Case("resnet8-train", "train", 64, 1, 28, 10, 3, 1, 1, passes=("step",)),
+    # Kernel shapes beyond 3x3: a 5x5 "same" layer, a dilated 3x3 (the
+    # context module of a segmentation network), a DCGAN generator's 4x4
+    # stride-2 upsampling (transposed), a ResNet bottleneck's 1x1 reduction
+    # and an ImageNet network's 7x7 stride-2 stem.
+    Case("conv-5x5", "conv", 32, 32, 32, 64, 5, 1, 2),
+    Case("3x3-dilated", "conv", 16, 64, 32, 64, 3, 1, 2, dilation=2),
+    Case("transposed-4x4s2", "conv", 16, 64, 16, 32, 4, 2, 1, transposed=True),
+    Case("pointwise-1x1", "conv", 32, 256, 28, 64, 1, 1, 0),
+    Case("stem-7x7s2", "conv", 8, 3, 112, 64, 7, 2, 3),
 )
 
 _SEED_NET = "Conv2D(1, 8, 3, bias=False), MaxPool2D(2), Flatten(), Dense(1352, 10)"
@@ -210,8 +246,40 @@ SMALL_CALLS = (
               "F.linear_backward and the gradient accumulation)", ("inner",)),
 )
 
+_SMALL_CNN = ("the small CNN (conv 3->32 3x3 pad 1, ReLU, max-pool 2, conv 32->64, ReLU, "
+              "max-pool 2, dense 4096->10)")
+
+#: The whole-network rows (group ``netplan``): a model's plan against ONNX
+#: Runtime, JAX and PyTorch (see :mod:`cnnext.bench.netplan_rows`).
+NETPLAN_CALLS = (
+    SmallCall("lenet5-infer-b1", "LeNet-5 planned inference, batch 1",
+              ("onnxruntime", "pytorch"), kind="netplan"),
+    SmallCall("lenet5-infer-b64", "LeNet-5 planned inference, batch 64",
+              ("onnxruntime", "pytorch"), kind="netplan"),
+    SmallCall("smallcnn-infer-b1", f"{_SMALL_CNN} planned inference, batch 1",
+              ("onnxruntime", "pytorch"), kind="netplan"),
+    SmallCall("smallcnn-infer-b64", f"{_SMALL_CNN} planned inference, batch 64",
+              ("onnxruntime", "pytorch"), kind="netplan"),
+    SmallCall("seed-step-plan", f"one planned SGD training step at batch 1 of {_SEED_NET}",
+              ("jax", "pytorch"), kind="netplan"),
+    SmallCall("smallcnn-step-b128", f"one planned SGD training step at batch 128 of "
+              f"{_SMALL_CNN}", ("jax", "pytorch"), kind="netplan"),
+)
+
+#: The onnx group: inference of cnnext's model zoo through an imported ONNX
+#: model (the PyTorch twin exported by ``torch.onnx.export``, loaded by
+#: ``cnnext.onnx.load``) against ONNX Runtime and PyTorch on the same file
+#: and weights; needs torch and onnx (and onnxruntime for its peer).
+ONNX_CALLS = tuple(
+    SmallCall(f"onnx-{short}-b{n}", f"cnnext.onnx.load(torch.onnx.export({model})) forward "
+              f"at batch {n} on (N, 1, 28, 28)", ("onnxruntime", "pytorch"), "float32", "onnx")
+    for short, model in (("lenet5", "lenet5"), ("resnet8", "resnet8"),
+                         ("mobilenet", "mobilenet_small"))
+    for n in (1, 64)
+)
+
 #: Every row ``cnnext bench`` runs by default, layer cases first.
-ALL_CASES = SUITE + SMALL_CALLS
+ALL_CASES = SUITE + SMALL_CALLS + NETPLAN_CALLS + ONNX_CALLS
 
 #: The rows of ``cnnext bench --quick`` (a smoke run): one cheap case per
 #: code path, and the small calls.
@@ -222,7 +290,8 @@ QUICK_CASES = ("seed-mnist", "lenet-conv2", "maxpool-2x2", "avgpool-2x2", "lenet
 SCALING_CASES = ("cifar-3x3", "resnet-3x3")
 
 #: The groups ``--cases`` accepts besides case names.
-GROUPS = ("conv", "maxpool", "avgpool", "gap", "batchnorm", "train", "small-calls")
+GROUPS = ("conv", "maxpool", "avgpool", "gap", "batchnorm", "train", "small-calls", "netplan",
+          "onnx")
 
 
 def select_cases(
@@ -249,7 +318,7 @@ def select_cases(
     --------
     >>> from cnnext.bench import select_cases
     >>> [c.name for c in select_cases("*-3x3")]
-    ['cifar-3x3', 'resnet-3x3']
+    ['cifar-3x3', 'resnet-3x3', 'vgg-3x3', 'vgg-c256-3x3']
     >>> [c.name for c in select_cases("maxpool")]
     ['maxpool-2x2', 'maxpool-3x3s2p1']
     >>> [c.name for c in select_cases("seed-step")]

@@ -13,8 +13,8 @@ from .cases import ALL_CASES, GROUPS, QUICK_CASES, SCALING_CASES, Case, SmallCal
 from .harness import BenchConfig
 from .machine import (BlasThreads, cpu_snapshot, default_threads, import_torch, machine_info,
                       others_cores, pinned_threads)
-from .report import (format_scaling, format_small_calls, format_summary, format_table, header,
-                     json_document, load_line, plot)
+from .report import (format_onnx_models, format_scaling, format_small_calls, format_summary,
+                     format_table, header, json_document, load_line, plot)
 from .runner import run_scaling, run_small_calls, run_suite
 
 if TYPE_CHECKING:
@@ -144,6 +144,8 @@ def _main(argv: Sequence[str] | None) -> int:
         torch, torch_status = import_torch()
     layer = [c for c in cases if isinstance(c, Case)]
     small = [] if args.scaling else [c for c in cases if isinstance(c, SmallCall)]
+    onnx_calls = [c for c in small if c.group == "onnx"]
+    small = [c for c in small if c.group != "onnx"]
     cfg = BenchConfig.quick() if args.quick else BenchConfig()
     cfg.memory, cfg.full_reference = args.memory, args.full_reference
     small_cfg = BenchConfig.small_calls(quick=args.quick)
@@ -159,8 +161,8 @@ def _main(argv: Sequence[str] | None) -> int:
         f"{threads} ({blas.method})" if blas.method
         else "library default (install threadpoolctl to pin)"
     )
-    print(header(info, cfg if layer else None, small_cfg if small else None, torch_status,
-                 args.torch_autograd), flush=True)
+    print(header(info, cfg if layer else None, small_cfg if small or onnx_calls else None,
+                 torch_status, args.torch_autograd), flush=True)
     common: dict[str, Any] = dict(threads=threads, torch=torch, torch_status=torch_status,
                                   seed=args.seed, progress=args.progress)
     cores = info.get("cores_available") or info.get("cores")
@@ -189,6 +191,13 @@ def _main(argv: Sequence[str] | None) -> int:
         small_others = others_cores(s0, cpu_snapshot(), time.perf_counter() - st0)
         print()
         print(format_small_calls(small_rows, small_others, cores))
+    if onnx_calls:
+        s0, st0 = cpu_snapshot(), time.perf_counter()
+        onnx_rows = run_small_calls(onnx_calls, config=small_cfg, **common)
+        print()
+        print(format_onnx_models(onnx_rows, others_cores(s0, cpu_snapshot(),
+                                                         time.perf_counter() - st0), cores))
+        small_rows += onnx_rows
     elapsed = time.perf_counter() - t0
     others = others_cores(cpu0, cpu_snapshot(), elapsed)
     print(f"\n{len(results) + len(small_rows) + len(scaling)} rows in {elapsed:.0f} s")

@@ -148,6 +148,7 @@ def machine_info(torch: ModuleType | Literal["auto"] | None = "auto") -> Record:
             "cnnext": cnnext.get_num_threads(),
             "torch": None if torch is None else torch.get_num_threads(),
             "torch_interop": None if torch is None else torch.get_num_interop_threads(),
+            "omp_wait_policy": cnnext._config.OMP_WAIT_POLICY,
             "env": {
                 k: os.environ[k]
                 for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -64,7 +64,8 @@ def _conv_inputs(
     x = rng.standard_normal((case.N, case.C, case.H, case.H)).astype(dt)
     c_g = case.C // case.groups
     fan_in = c_g * case.kernel**2
-    w = uniform(rng, (case.C_out, c_g, case.kernel, case.kernel), fan_in, dt)
+    w_shape = ((case.C, case.C_out // case.groups) if case.transposed else (case.C_out, c_g))
+    w = uniform(rng, (*w_shape, case.kernel, case.kernel), fan_in, dt)
     b = uniform(rng, (case.C_out,), fan_in, dt)
     g = rng.standard_normal((case.N, case.C_out, case.out_size, case.out_size)).astype(dt)
     return x, w, b, g
@@ -80,22 +81,25 @@ def _conv_peers(
     x, w, b, g = _conv_inputs(case, dt, rng)
     s, p, G = case.stride, case.padding, case.groups
     peers: dict[str, Peer] = {}
+    if case.transposed:
+        return _conv_transpose_peers(case, pass_, x, w, b, g, torch)
+    d = case.dilation
     if pass_ == "fwd":
-        peers["cnnext"] = Peer(lambda: F.conv2d(x, w, b, s, p, 1, G))
+        peers["cnnext"] = Peer(lambda: F.conv2d(x, w, b, s, p, d, G))
 
         # The reference on the batch, or on one sample (probe); gg is unused
         # in the forward pass and the result is ignored.
         def ref(xx: FloatArray = x, gg: Any = None) -> Any:
-            return R.conv2d(xx, w, b, s, p, 1, G)
+            return R.conv2d(xx, w, b, s, p, d, G)
     else:
 
         def cn() -> None:
-            F.conv2d(x, w, b, s, p, 1, G)
-            F.conv2d_backward(g, x, w, s, p, 1, G, bias=True)
+            F.conv2d(x, w, b, s, p, d, G)
+            F.conv2d_backward(g, x, w, s, p, d, G, bias=True)
 
         def ref(xx: FloatArray = x, gg: Any = g) -> Any:
-            R.conv2d(xx, w, b, s, p, 1, G)
-            R.conv2d_backward(gg, xx, w, s, p, 1, G, bias=True)
+            R.conv2d(xx, w, b, s, p, d, G)
+            R.conv2d_backward(gg, xx, w, s, p, d, G, bias=True)
 
         peers["cnnext"] = Peer(cn)
 
@@ -117,27 +121,73 @@ def _torch_conv_peer(
     if torch is None:
         return Peer(None, NOT_INSTALLED)
     tf = torch.nn.functional
-    s, p, G = case.stride, case.padding, case.groups
+    s, p, G, d = case.stride, case.padding, case.groups, case.dilation
     xt, wt, bt, gt = (torch.from_numpy(a.copy()) for a in (x, w, b, g))
     if pass_ == "fwd":
-        return Peer(lambda: tf.conv2d(xt, wt, bt, s, p, 1, G))
+        return Peer(lambda: tf.conv2d(xt, wt, bt, s, p, d, G))
     if torch_autograd:
         xa, wa, ba = (t.clone().requires_grad_(True) for t in (xt, wt, bt))
 
         def fb_autograd() -> None:
-            y = tf.conv2d(xa, wa, ba, s, p, 1, G)
+            y = tf.conv2d(xa, wa, ba, s, p, d, G)
             torch.autograd.grad(y, (xa, wa, ba), gt)
 
         return Peer(fb_autograd)
     conv_bwd = torch.ops.aten.convolution_backward.default
-    bias_sizes, st, pd, dil = [case.C_out], [s, s], [p, p], [1, 1]
+    bias_sizes, st, pd, dil = [case.C_out], [s, s], [p, p], [d, d]
     mask = [True, True, True]
 
     def fb() -> None:
-        tf.conv2d(xt, wt, bt, s, p, 1, G)
+        tf.conv2d(xt, wt, bt, s, p, d, G)
         conv_bwd(gt, xt, wt, bias_sizes, st, pd, dil, False, [0, 0], G, mask)
 
     return Peer(fb)
+
+
+def _conv_transpose_peers(
+    case: Case, pass_: str, x: FloatArray, w: FloatArray, b: FloatArray, g: FloatArray,
+    torch: ModuleType | None,
+) -> dict[str, Peer]:
+    """``conv_transpose2d`` (and ``conv_transpose2d_backward``); PyTorch's
+    backward is ``aten.convolution_backward`` with ``transposed=True``."""
+    from .. import functional as F
+    from .. import reference as R
+
+    s, p, G = case.stride, case.padding, case.groups
+    fwd = pass_ == "fwd"
+
+    def cn() -> None:
+        F.conv_transpose2d(x, w, b, s, p, 0, G)
+        if not fwd:
+            F.conv_transpose2d_backward(g, x, w, s, p, 0, G, bias=True)
+
+    def ref(xx: FloatArray = x, gg: FloatArray = g) -> None:
+        R.conv_transpose2d(xx, w, b, s, p, 0, G)
+        if not fwd:
+            R.conv_transpose2d_backward(gg, xx, w, s, p, 0, G, bias=True)
+
+    def probe() -> float:
+        t0 = time.perf_counter()
+        ref(x[:1], g[:1])
+        return (time.perf_counter() - t0) * case.N
+
+    peers = {"cnnext": Peer(cn), "reference": Peer(ref, probe=probe if case.N > 1 else None)}
+    if torch is None:
+        peers["pytorch"] = Peer(None, NOT_INSTALLED)
+        return peers
+    tf = torch.nn.functional
+    xt, wt, bt, gt = (torch.from_numpy(a.copy()) for a in (x, w, b, g))
+    conv_bwd = torch.ops.aten.convolution_backward.default
+    bias_sizes, st, pd = [case.C_out], [s, s], [p, p]
+
+    def pt() -> None:
+        tf.conv_transpose2d(xt, wt, bt, s, p, 0, G)
+        if not fwd:
+            conv_bwd(gt, xt, wt, bias_sizes, st, pd, [1, 1], True, [0, 0], G,
+                     [True, True, True])
+
+    peers["pytorch"] = Peer(pt)
+    return peers
 
 
 def _pool_peers(

@@ -18,6 +18,7 @@ __all__ = [
     "summarize",
     "format_summary",
     "format_small_calls",
+    "format_onnx_models",
     "format_scaling",
     "json_document",
     "plot",
@@ -235,17 +236,24 @@ def format_small_calls(
     threads = rows[0]["threads"]
     head = ["case", "dtype", "cnnext", "PyTorch", "cnnext/PyTorch", "numpy", "cnnext/numpy",
             "inner call", "cnnext - inner", "note"]
+    # The optional peers of the whole-network rows, as columns when present.
+    extra = [(p, name) for p, name in (("onnxruntime", "ONNX Runtime"), ("jax", "JAX"))
+             if any(p in r for r in rows)]
+    for _, name in extra:
+        head[-1:-1] = [name, f"cnnext/{name}"]
     lines = []
     for r in rows:
         over = r.get("overhead")
-        lines.append([
+        cells = [
             r["case"], r["dtype"], _fmt_cell(r["cnnext"]),
             _fmt_cell(r["pytorch"]) if "pytorch" in r else "-", _fmt_ratio(r["ratio_pytorch"]),
             _fmt_cell(r["numpy"]) if "numpy" in r else "-", _fmt_ratio(r["ratio_numpy"]),
             _fmt_cell(r["inner"]) if "inner" in r else "-",
             f"{over * 1e6:+.2f} us" if over is not None else "-",
-            "noisy" if r["noisy"] else "",
-        ])
+        ]
+        for p, _ in extra:
+            cells += [_fmt_cell(r[p]) if p in r else "-", _fmt_ratio(r.get(f"ratio_{p}"))]
+        lines.append(cells + ["noisy" if r["noisy"] else ""])
     plural = "s" if threads != 1 else ""
     out = [f"small calls, one image at a time ({threads} thread{plural}; times per call, "
            "cnnext and its peers interleaved):", _format_cells(head, lines, left=2)]
@@ -263,7 +271,52 @@ def format_small_calls(
         notes.append(_load_line(others, cores, threads, "these rows"))
     if any(r["noisy"] for r in rows):
         notes.append(_NOISY_NOTE)
-    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}", ("cnnext", "pytorch", "numpy"))
+    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}",
+                     ("cnnext", "pytorch", "numpy", "onnxruntime", "jax"))
+    if errors:
+        notes += ["errors:"] + errors
+    return "\n".join(out + notes)
+
+
+def format_onnx_models(
+    rows: Sequence[Record], others: float | None = None, cores: int | None = None
+) -> str:
+    """The onnx group's rows (imported ONNX models against ONNX Runtime and
+    PyTorch) as a text table, with the load during them.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`~cnnext.bench.run_small_calls` on the onnx group.
+    others : float, optional
+        Cores other processes kept busy meanwhile (``cpu_snapshot``).
+    cores : int, optional
+
+    Returns
+    -------
+    str
+    """
+    if not rows:
+        return ""
+    threads = rows[0]["threads"]
+    head = ["case", "dtype", "cnnext", "ONNX Runtime", "cnnext/ORT", "PyTorch",
+            "cnnext/PyTorch", "note"]
+    lines = [[
+        r["case"], r["dtype"], _fmt_cell(r["cnnext"]), _fmt_cell(r["onnxruntime"]),
+        _fmt_ratio(r["ratio_onnxruntime"]), _fmt_cell(r["pytorch"]),
+        _fmt_ratio(r["ratio_pytorch"]), "noisy" if r["noisy"] else "",
+    ] for r in rows]
+    plural = "s" if threads != 1 else ""
+    out = [f"imported ONNX models, inference ({threads} thread{plural}; times per forward, "
+           "cnnext and its peers interleaved on the same file and input):",
+           _format_cells(head, lines, left=2)]
+    notes = []
+    if others is not None:
+        notes.append(_load_line(others, cores, threads, "these rows"))
+    if any(r["noisy"] for r in rows):
+        notes.append(_NOISY_NOTE)
+    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}",
+                     ("cnnext", "onnxruntime", "pytorch"))
     if errors:
         notes += ["errors:"] + errors
     return "\n".join(out + notes)
@@ -340,6 +393,10 @@ def header(
                  else f"{small_cfg.min_repeats}-{small_cfg.max_repeats}")
         lines.append(f"small calls: medians of {sreps} interleaved samples of "
                      f">= {small_cfg.min_sample * 1e6:g} us")
+    if "omp_wait_policy" in t and t["omp_wait_policy"] is None:
+        lines.append("OpenMP: a runtime loaded before cnnext keeps its default idle-worker "
+                     "policy (spinning); set OMP_WAIT_POLICY=passive for timings like "
+                     "cnnext's own")
     lines.append("ratios are cnnext time / peer time (< 1: cnnext faster)")
     return "\n".join(lines + _load_warning(info, t["cnnext"]))
 

@@ -251,7 +251,7 @@ def run_small_calls(
         Keys: ``case``, ``group`` (``"small-calls"``), ``dtype``,
         ``threads``, ``what``, ``cnnext`` and one entry per peer of the call
         (``pytorch``, ``numpy``, ``inner``; timing stats in seconds per call,
-        or a ``status``), ``ratio_pytorch`` and ``ratio_numpy`` (cnnext
+        or a ``status``), ``ratio_pytorch``, ``ratio_numpy`` and ``ratio_onnxruntime`` (cnnext
         median / peer median, None where not measured), ``overhead`` (cnnext
         median minus the median of ``inner``, the call one level down, in
         seconds; None where the row has no inner call), ``impl``, ``noisy``.
@@ -300,7 +300,7 @@ def _small_row(
     row = {"case": call.name, "group": call.group, "dtype": dt, "threads": threads,
            "what": call.what, **{n: res[n] for n in names}}
     cn = res["cnnext"].get("median")
-    for peer in ("pytorch", "numpy"):
+    for peer in ("pytorch", "numpy", "onnxruntime", "jax"):
         row[f"ratio_{peer}"] = _ratio(cn, res.get(peer, {}).get("median"))
     inner = res.get("inner", {}).get("median")
     row["overhead"] = cn - inner if cn is not None and inner is not None else None

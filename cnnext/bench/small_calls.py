@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from . import _tutorial
 from .harness import Peer
+from .onnx_models import build_onnx_peers
 from .peers import uniform
 
 if TYPE_CHECKING:
@@ -399,7 +400,14 @@ def build_small_peers(
     >>> list(peers), peers["cnnext"].fn().shape
     (['cnnext', 'numpy'], (1, 10))
     """
-    built = _BUILDERS[call.name](dt, rng, torch)
+    if call.group == "onnx":
+        built = build_onnx_peers(call.name, rng, torch, torch_status)
+    elif call.group == "netplan":
+        from .netplan_rows import NETPLAN_BUILDERS
+
+        built = NETPLAN_BUILDERS[call.name](dt, rng, torch)
+    else:
+        built = _BUILDERS[call.name](dt, rng, torch)
     out = {"cnnext": built["cnnext"]}
     for name in call.peers:
         out[name] = built.get(name) or Peer(None, torch_status)

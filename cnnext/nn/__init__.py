@@ -26,6 +26,10 @@ Conventions
   memory layout, a call only confirms that and runs the kernels; another
   batch size, dtype or layout simply makes a new plan.  Results are
   bitwise those of the functional call.
+* :meth:`Sequential.plan` plans a whole model for one input shape
+  (:class:`NetPlan`: every buffer allocated once, bias and ReLU fused into
+  the convolutions' and dense layers' output loops); :func:`cnnext.train.fit`,
+  ``evaluate`` and ``predict`` run through it.
 * ``train()``/``eval()`` switch the mode, in every container (only
   :class:`Dropout` and the batch normalizations behave differently).
 * Non-trainable state (the running statistics of :class:`BatchNorm2D`, ...)
@@ -65,6 +69,7 @@ from .conv import Conv1D, Conv2D, ConvTranspose2D
 from .linear import Dense, Flatten
 from .module import Module
 from .norm import BatchNorm1D, BatchNorm2D
+from .plan import NetPlan
 from .pooling import (
     AdaptiveAvgPool2D,
     AdaptiveMaxPool2D,
@@ -100,6 +105,7 @@ __all__ = [
     "BatchNorm2D",
     "Identity",
     "Residual",
+    "NetPlan",
     "SoftmaxCrossEntropy",
     "MSELoss",
 ]

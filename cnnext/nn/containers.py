@@ -11,7 +11,8 @@ from .. import _validate as V
 from .module import Module
 
 if TYPE_CHECKING:
-    from .._typing import FloatArray, SkipsInputGrad
+    from .._typing import FloatArray, Shape, SkipsInputGrad
+    from .plan import NetPlan
 
 
 _ContainerT = TypeVar("_ContainerT", bound="_Container")
@@ -42,6 +43,12 @@ class _Container(Module):
     def named_buffers(self) -> list[tuple[str, npt.NDArray[Any]]]:
         return [(f"{prefix}.{name}", b) for prefix, layer in self._children()
                 for name, b in layer.named_buffers()]
+
+    def _state(self) -> dict[str, npt.NDArray[Any]]:
+        """Every saved array by name (live), child by child, each child's
+        parameters before its buffers: the order of PyTorch's ``state_dict``."""
+        return {f"{prefix}.{name}": a for prefix, layer in self._children()
+                for name, a in layer._state().items()}
 
     def train(self: _ContainerT, mode: bool = True) -> _ContainerT:
         super().train(mode)
@@ -147,6 +154,47 @@ class Sequential(_Container):
                 return None
             g = layer.backward(g)
         return cast("FloatArray", g)  # (with no layers, grad_y as given)
+
+    def plan(
+        self, input_shape: Shape, dtype: npt.DTypeLike | None = None,
+        training: bool | None = None,
+    ) -> NetPlan:
+        """The whole-network plan of this model for inputs of ``input_shape``.
+
+        Validates every layer against the shape once, fixes their plans,
+        allocates every buffer and fuses what can be fused; see
+        :class:`cnnext.nn.NetPlan`.  The plan is kept: the same arguments
+        return it again while it is :attr:`~cnnext.nn.NetPlan.valid` (a new
+        one once the model changed).
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            The batch's shape, e.g. ``(64, 1, 28, 28)``.
+        dtype : float32 or float64, optional
+            Default: the parameters' dtype.
+        training : bool, optional
+            The mode to plan (default: the model's); it must be the mode the
+            model is in (``model.train()`` / ``model.eval()``).
+
+        Returns
+        -------
+        NetPlan
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from cnnext import nn
+        >>> model = nn.Sequential(nn.Dense(4, 3, seed=0), nn.ReLU(), nn.Dense(3, 2, seed=1))
+        >>> plan = model.eval().plan((5, 4))
+        >>> plan.forward(np.ones((5, 4), np.float32)).shape
+        (5, 2)
+        >>> model.plan((5, 4)) is plan
+        True
+        """
+        from .plan import plan_of
+
+        return plan_of(self, "Sequential.plan", input_shape, dtype, training)
 
     def __repr__(self) -> str:
         body = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeGuard, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     LayerPlan = ConvPlan | LinearPlan | ConvTransposePlan | Conv1dPlan
 
 _ModuleT = TypeVar("_ModuleT", bound="Module")
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` returns (as PyTorch's namesake):
+    the model's names the state lacked, and the state's names the model
+    lacks (both empty after a strict load)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 _INITS = ("he", "glorot", "torch")
 
@@ -130,49 +139,96 @@ class Module:
     # -- state --------------------------------------------------------------
 
     def state_dict(self) -> dict[str, npt.NDArray[Any]]:
-        """Copies of the parameters and buffers, ``{name: ndarray}``."""
+        """Copies of the parameters and buffers, ``{name: ndarray}``.
+
+        The names and layouts are PyTorch's ``state_dict``'s for the layers
+        that have a PyTorch twin (``"0.weight"``, ``"1.running_mean"``,
+        ``"3.block.0.weight"``, ...): a PyTorch model's ``state_dict()``,
+        turned into numpy arrays, loads into the matching cnnext model with
+        :meth:`load_state_dict`, and back.
+        """
         return {name: a.copy() for name, a in self._state().items()}
 
-    def load_state_dict(self, state: Mapping[str, npt.ArrayLike]) -> None:
+    def load_state_dict(
+        self, state: Mapping[str, npt.ArrayLike], strict: bool = True
+    ) -> IncompatibleKeys:
         """Copy ``state`` (name -> array) into the parameters and buffers, in place.
 
-        Everything is checked before anything is assigned: the names must be
-        exactly those of :meth:`state_dict`, and every array must have the
-        parameter's (or buffer's) shape and dtype.  On error (``ValueError``) the module
-        is unchanged.
+        As ``torch.nn.Module.load_state_dict``: every array must have the
+        shape of the parameter (or buffer) of its name and is converted to
+        its dtype (float to float, integer to integer or float; a
+        ``torch.Tensor`` on the CPU is accepted as it is).  With
+        ``strict=True`` the names must be exactly those of
+        :meth:`state_dict`; with ``strict=False`` missing and unexpected
+        names are skipped and returned.  Everything is checked before
+        anything is assigned: on error (``ValueError``, one message naming
+        every missing, unexpected and mis-shaped key) the module is
+        unchanged.
+
+        Parameters
+        ----------
+        state : mapping of str to array
+            E.g. another model's :meth:`state_dict`, or
+            ``{k: v.numpy() for k, v in torch_model.state_dict().items()}``.
+        strict : bool
+            Require the names to match exactly.
+
+        Returns
+        -------
+        IncompatibleKeys
+            The named tuple ``(missing_keys, unexpected_keys)`` (both empty
+            lists after a strict load).
+
+        Examples
+        --------
+        >>> from cnnext import nn
+        >>> src = nn.Sequential(nn.Dense(3, 2, seed=0), nn.BatchNorm1D(2))
+        >>> dst = nn.Sequential(nn.Dense(3, 2, seed=1), nn.BatchNorm1D(2))
+        >>> dst.load_state_dict(src.state_dict())
+        IncompatibleKeys(missing_keys=[], unexpected_keys=[])
+        >>> state = src.state_dict()
+        >>> del state["1.running_var"]
+        >>> dst.load_state_dict(state, strict=False).missing_keys
+        ['1.running_var']
         """
         fname = f"{type(self).__name__}.load_state_dict"
         if not hasattr(state, "keys"):
             raise TypeError(
                 f"{fname}: state must be a mapping name -> array, got {type(state).__name__}"
             )
-        self._assign(self._checked_state(fname, {k: state[k] for k in state.keys()}))
-
-    def _checked_state(
-        self, fname: str, state: dict[str, npt.ArrayLike]
-    ) -> dict[str, npt.ArrayLike]:
+        strict = V.boolean(fname, "strict", strict)
         own = self._state()
-        missing = sorted(set(own) - set(state))
-        extra = sorted(set(state) - set(own))
-        if missing or extra:
-            raise ValueError(
-                f"{fname}: parameter and buffer names do not match the model: missing "
-                f"{missing}, unexpected {extra}"
-            )
+        given = {k: state[k] for k in state.keys()}
+        missing = [k for k in own if k not in given]
+        unexpected = [k for k in given if k not in own]
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        problems = []
+        if strict and missing:
+            problems.append(f"missing {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected {unexpected}")
         for name, p in own.items():
-            a = state[name]
-            if not isinstance(a, np.ndarray):
-                raise ValueError(f"{fname}: {name!r} must be an ndarray, got {type(a).__name__}")
-            if a.dtype != p.dtype or a.shape != p.shape:
-                raise ValueError(
-                    f"{fname}: {name!r} must have shape {p.shape} and dtype {p.dtype}, "
-                    f"got shape {a.shape} and dtype {a.dtype}"
+            if name not in given:
+                continue
+            a = _state_array(fname, name, given[name], p.dtype)
+            if a.shape != p.shape:
+                problems.append(
+                    f"{name!r} must have shape {p.shape}, got shape {a.shape}"
                 )
-        return state
+            arrays[name] = a
+        if problems:
+            raise ValueError(
+                f"{fname}: the state does not match the model: " + "; ".join(problems)
+            )
+        self._assign(arrays)
+        return IncompatibleKeys(missing, unexpected)
 
     def _assign(self, arrays: Mapping[str, npt.ArrayLike]) -> None:
+        """Copy ``arrays`` into the parameters and buffers of their names
+        (names absent from ``arrays`` are left alone)."""
         for name, a in self._state().items():
-            np.copyto(a, arrays[name])
+            if name in arrays:
+                np.copyto(a, arrays[name], casting="unsafe")
 
     def save(self, path: StrPath) -> None:
         """Save the parameters and buffers to ``path`` as an uncompressed ``.npz`` file.
@@ -235,6 +291,8 @@ class Weighted(Module):
         super().__init__()
         self._plan: LayerPlan | None = None
         self._plan_threads = 0
+        # The convolution-algorithm setting the kept plan was made under.
+        self._plan_algorithm = ""
 
     @property
     def weight(self) -> FloatArray:
@@ -249,7 +307,11 @@ class Weighted(Module):
     def forward(self, x: npt.ArrayLike) -> FloatArray:
         """The layer's output for ``x`` (see the class's Notes); caches ``x``."""
         plan, w, b = self._plan, self._params["weight"], self._params.get("bias")
-        if plan is not None and steady(x, plan.x_shape, self.dtype, self._plan_threads):
+        if (
+            plan is not None
+            and steady(x, plan.x_shape, self.dtype, self._plan_threads)
+            and self._plan_algorithm == _config.get_conv_algorithm()
+        ):
             y = plan.forward(x, w, b)
         else:
             name = type(self).__name__
@@ -257,6 +319,7 @@ class Weighted(Module):
             y = self._call_forward(x, w, b)
             self._plan = self._plan_of(x, w, b) if _config.compiled_backend() else None
             self._plan_threads = _config.get_num_threads()
+            self._plan_algorithm = _config.get_conv_algorithm()
         self._cache = x
         return y
 
@@ -275,6 +338,7 @@ class Weighted(Module):
             plan is not None
             and x.shape == plan.x_shape
             and steady(grad_y, plan.out_shape, self.dtype, self._plan_threads)
+            and self._plan_algorithm == _config.get_conv_algorithm()
         ):
             gx, gw, gb = plan.backward(grad_y, x, w, has_bias, input_grad)
         else:
@@ -356,6 +420,27 @@ def init_bias(
         a = 1.0 / np.sqrt(fan_in)
         return rng.uniform(-a, a, size=n).astype(dtype)
     return np.zeros(n, dtype=dtype)
+
+
+def _state_array(
+    fname: str, name: str, value: object, dtype: np.dtype[Any]
+) -> npt.NDArray[Any]:
+    """``value`` (an entry of a state dict) as an array that converts to
+    ``dtype`` without changing kind: TypeError for objects, booleans,
+    complex numbers, and floats for an integer buffer."""
+    try:
+        a = np.asarray(value)
+    except Exception as exc:  # e.g. a tensor that needs .detach() or .cpu() first
+        raise TypeError(
+            f"{fname}: {name!r} must be an array, got {type(value).__name__} ({exc})"
+        ) from None
+    kinds = "iu" if dtype.kind in "iu" else "fiu"
+    if a.dtype.kind not in kinds:
+        raise TypeError(
+            f"{fname}: {name!r} must hold {'integers' if kinds == 'iu' else 'real numbers'} "
+            f"(it is loaded as {dtype}), got dtype {a.dtype}"
+        )
+    return a
 
 
 def as_dtype(fname: str, name: str, x: object, dtype: FloatDType) -> FloatArray:

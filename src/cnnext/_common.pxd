@@ -32,9 +32,11 @@ cdef extern from "cnnext_ukernel.h" nogil:
         cnx_ukr_d d_ind_small[3]
         cnx_ukr_s s
         cnx_ukr_s s_ind
+        cnx_ukr_s s_ind_pf
         cnx_ukr_s s_inda
         cnx_ukr_d d
         cnx_ukr_d d_ind
+        cnx_ukr_d d_ind_pf
         cnx_ukr_d d_inda
         int s_mr, s_nr, d_mr, d_nr
         const char *name
@@ -125,3 +127,34 @@ cdef inline void ukr_inda(const cnx_kernels* ker, Py_ssize_t kc, const floating*
         ker.s_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
     else:
         ker.d_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
+
+
+# Activation epilogues fused into a kernel's output loop (the ``act`` argument
+# of ``_conv.conv2d_forward`` and ``_gemm.gemm``): the same value, bit for bit,
+# as the separate activation on the stored result.
+cdef enum:
+    ACT_NONE = 0
+    ACT_RELU = 1    # max(v, 0); NaN propagates, -0.0 gives 0.0 (as _eltwise.relu)
+    ACT_LEAKY = 2   # v where v > 0, else alpha * v (as functional.leaky_relu)
+
+
+cdef inline floating act_value(floating v, int act, floating alpha) noexcept nogil:
+    if act == ACT_RELU:
+        return v if (v > 0 or v != v) else 0
+    if act == ACT_LEAKY:
+        return v if v > 0 else alpha * v
+    return v
+
+
+cdef inline void act_rows(floating* o, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                          int act, floating alpha) noexcept nogil:
+    """Apply the epilogue ``act`` in place to ``rows`` rows of ``cols``
+    values, ``ld`` apart."""
+    cdef Py_ssize_t r, c
+    cdef floating* row
+    if act == ACT_NONE:
+        return
+    for r in range(rows):
+        row = o + r * ld
+        for c in range(cols):
+            row[c] = act_value(row[c], act, alpha)

@@ -1,0 +1,31 @@
+"""Type stubs for the compiled Winograd kernels (``src/_winograd.pyx``).
+
+Private tier-1 module: C-contiguous float32 arrays (the packed filters may
+have a padded first axis); nothing is validated here.  :mod:`cnnext._plan`
+is the only caller.
+"""
+
+import numpy as np
+import numpy.typing as npt
+
+# Cython's doctest registry, present on every compiled module.
+__test__: dict[str, str]
+
+_F32 = npt.NDArray[np.float32]
+
+def isa() -> str: ...
+def tile_block() -> int: ...
+def winograd_forward(
+    x: _F32,
+    upk: _F32,
+    bias: _F32 | None,
+    out: _F32,
+    ph: int,
+    pw: int,
+    n_threads: int,
+) -> None: ...
+def winograd_grad_weight(x: _F32, g: _F32, dup: _F32, ph: int, pw: int) -> None: ...
+def all_finite(a: _F32) -> bool: ...
+def weight_grad_threads(N: int, OH: int, OW: int, n_threads: int) -> int: ...
+def winograd_filters(w: _F32, upk: _F32, adjoint: bool = ...) -> bool: ...
+def winograd_filter_grad(dup: _F32, gw: _F32) -> None: ...

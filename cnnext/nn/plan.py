@@ -1,0 +1,630 @@
+"""Whole-network plans: a model's inference and training step, planned once.
+
+:meth:`Sequential.plan <cnnext.nn.Sequential.plan>` returns a
+:class:`NetPlan` for one input shape, dtype and mode.  Building it validates
+every layer against the shapes once, fixes every layer's plan, and turns the
+model into a list of *steps*, each a kernel call on buffers allocated at
+build time; running it checks only that the input is the kind of array the
+plan expects and that the model has not changed (prior validation is
+assumed, as for a layer's kept plan).
+
+What the plan saves over the layer-by-layer path:
+
+- a ReLU or LeakyReLU (slope >= 0) right after a convolution or a dense
+  layer is fused into that layer's output loop (the same values, bit for
+  bit: the activation is applied to each value as it is stored);
+- max pooling in evaluation mode computes no argmax indices;
+- ``Flatten`` is a reshape (a view) both ways;
+- outputs, gradients and indices live in buffers allocated once;
+- in a training step, the layers before the first one with parameters run
+  no backward pass, and that one computes no input gradient.
+
+Other layers (batch normalization, residual blocks, dropout, average and
+adaptive pools, other activations, ...) run through their own
+``forward``/``backward`` inside the plan, so every model can be planned.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import numpy.typing as npt
+from functools import partial
+
+from .. import _config, _conv, _eltwise, _gemm, _pool
+from .. import _validate as V
+from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .containers import Identity, Residual, Sequential
+from .conv import Conv1D, Conv2D, ConvTranspose2D
+from .linear import Dense, Flatten
+from .module import Module, Weighted, as_dtype
+from .pooling import (
+    AdaptiveAvgPool2D, AdaptiveMaxPool2D, AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._plan import ConvPlan, LinearPlan, PoolPlan
+    from .._typing import FloatArray, FloatDType, IndexArray, Shape
+
+__all__ = ["NetPlan"]
+
+_INT64 = np.dtype(np.int64)
+#: The layers a plan runs by their kept plans (exact types: a subclass may
+#: compute something else, and runs through its own forward/backward).
+_WEIGHTED = (Conv2D, ConvTranspose2D, Conv1D, Dense)
+#: Layers whose results do not depend on the train/eval mode (exact types):
+#: :attr:`NetPlan.valid` watches the mode of every other module.
+_MODE_FREE = frozenset((*_WEIGHTED, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Identity,
+                        MaxPool2D, AvgPool2D, MaxPool1D, AvgPool1D, AdaptiveAvgPool2D,
+                        AdaptiveMaxPool2D))
+_LAYERS = operator.attrgetter("layers")
+_BRANCHES = operator.attrgetter("block", "shortcut")
+_TRAINING = operator.attrgetter("training")
+_ACT_NONE, _ACT_RELU, _ACT_LEAKY = 0, 1, 2
+
+
+# --------------------------------------------------------------------------
+# Steps: each holds its layer's buffers and runs kernels on them
+# --------------------------------------------------------------------------
+
+
+class _Step:
+    """One layer of the plan: ``forward(x) -> y``, ``backward(g, need_input)
+    -> grad_x``; ``params`` is True for a layer with parameters."""
+
+    params = False
+    out_shape: Shape
+
+    def forward(self, x: FloatArray) -> FloatArray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        """(the step's forward as one kernel call on the buffer ``x`` -- None:
+        nothing to call --, its output), or None when the step cannot be
+        prebound (it allocates its output)."""
+        return None
+
+
+class _LayerStep(_Step):
+    """Any layer, through its own ``forward``/``backward`` (which keep their
+    own per-layer plans)."""
+
+    def __init__(self, layer: Module, out_shape: Shape) -> None:
+        self.layer = layer
+        self.out_shape = out_shape
+        self.params = bool(layer.named_parameters())
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        y = self.layer.forward(x)
+        if type(y) is not np.ndarray or not y.flags.c_contiguous:  # what kernels read
+            y = np.ascontiguousarray(y)
+        return y
+
+    def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
+        layer = self.layer
+        if not need_input and getattr(layer, "_skips_input_grad", False):
+            return cast("Any", layer).backward(g, input_grad=False)  # type: ignore[no-any-return]
+        return layer.backward(g)
+
+
+class _WeightedStep(_Step):
+    """A convolution or dense layer by its kept plan, an activation fused
+    into the forward's output loop where the kernel takes one."""
+
+    params = True
+
+    def __init__(self, layer: Weighted, x_shape: Shape, dtype: FloatDType, act: int,
+                 alpha: float) -> None:
+        self.layer = layer
+        w, b = layer._params["weight"], layer._params.get("bias")
+        probe = np.zeros(x_shape, dtype)
+        y = layer._call_forward(probe, w, b)  # validates the shapes, as the layer does
+        self.plan: Any = layer._plan_of(probe, w, b)
+        self.out_shape = y.shape
+        self.w, self.b = w, b
+        self.gw, self.gb = layer._grads["weight"], layer._grads.get("bias")
+        self.act, self.alpha = act, alpha
+        self.y = np.empty(y.shape, dtype)
+        self.x: FloatArray | None = None
+        # The kernel call with the epilogue, when the plan's forward is that call.
+        self.kernel: tuple[Any, ...] | None = None
+        if type(layer) is Dense:
+            lp = cast("LinearPlan", self.plan)
+            self.kernel = (_gemm.gemm, x_shape, lp.threads)
+        elif type(layer) is Conv2D:
+            cp = cast("ConvPlan", self.plan)
+            if cp.method == "direct" and cp.pad_extra is None and len(x_shape) == 4:
+                self.kernel = (_conv.conv2d_forward, *cp.kernel_args)
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        y, k = self.y, self.kernel
+        if x.dtype != y.dtype or not x.flags.c_contiguous:  # as the layer converts
+            x = np.ascontiguousarray(x, y.dtype)
+        self.x = x
+        if k is None:
+            np.copyto(y, self.plan.forward(x, self.w, self.b))
+            _activate(y, self.act, self.alpha)
+        elif k[0] is _gemm.gemm:
+            _gemm.gemm(x, self.w, y, False, True, False, k[2], self.b, self.act, self.alpha)
+        else:
+            _, sh, sw, ph, pw, dh, dw, nt = k
+            _conv.conv2d_forward(x, self.w, self.b, y, sh, sw, ph, pw, dh, dw, nt, 1, self.act,
+                                 self.alpha)
+        return y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        k = self.kernel
+        if k is None or x.dtype != self.y.dtype:
+            return None
+        if k[0] is _gemm.gemm:
+            return partial(_gemm.gemm, x, self.w, self.y, False, True, False, k[2], self.b,
+                           self.act, self.alpha), self.y
+        _, sh, sw, ph, pw, dh, dw, nt = k
+        return partial(_conv.conv2d_forward, x, self.w, self.b, self.y, sh, sw, ph, pw, dh,
+                       dw, nt, 1, self.act, self.alpha), self.y
+
+    def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
+        if self.act != _ACT_NONE:
+            _activation_grad(g, self.y, g, self.act, self.alpha)
+        gx, gw, gb = self.plan.backward(g, self.x, self.w, self.b is not None, need_input)
+        self.gw += gw
+        if gb is not None:
+            cast("FloatArray", self.gb)[...] += gb
+        return cast("FloatArray | None", gx)
+
+
+class _ActStep(_Step):
+    """A ReLU or LeakyReLU on its own (not after a fusable layer)."""
+
+    def __init__(self, shape: Shape, dtype: FloatDType, act: int, alpha: float) -> None:
+        self.out_shape = shape
+        self.act, self.alpha = act, alpha
+        self.x: FloatArray | None = None
+        self.y = np.empty(shape, dtype)
+        self.gx = np.empty(shape, dtype)
+        self.threads = _threads(math.prod(shape))
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        self.x = x
+        if self.act == _ACT_RELU:
+            _eltwise.relu(x.reshape(-1), self.y.reshape(-1), self.threads)
+        else:
+            a = x.dtype.type(self.alpha)
+            np.multiply(x, a, out=self.y)
+            np.copyto(self.y, x, where=x > 0)
+        return self.y
+
+    def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
+        _activation_grad(g, cast("FloatArray", self.x), self.gx, self.act, self.alpha)
+        return self.gx
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if self.act != _ACT_RELU:
+            return None
+        return partial(_eltwise.relu, x.reshape(-1), self.y.reshape(-1), self.threads), self.y
+
+
+class _MaxPoolStep(_Step):
+    """A 2-D max pool by its window kernel: without indices at inference."""
+
+    def __init__(self, plan: PoolPlan, training: bool) -> None:
+        self.plan = plan
+        self.out_shape = plan.out_shape
+        self.y = np.empty(plan.out_shape, plan.dtype)
+        self.idx: IndexArray | None = np.empty(plan.out_shape, _INT64) if training else None
+        self.gx = np.empty(plan.x_shape, plan.dtype) if training else None
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        _pool.max_pool2d_forward(x, self.y, self.idx, *self.plan.kernel_args)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        return partial(_pool.max_pool2d_forward, x, self.y, self.idx,
+                       *self.plan.kernel_args), self.y
+
+    def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
+        gx = cast("FloatArray", self.gx)
+        _pool.max_pool2d_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
+        return gx
+
+
+class _FlattenStep(_Step):
+    """``Flatten``: a view forward, a view backward."""
+
+    def __init__(self, x_shape: Shape) -> None:
+        self.x_shape = x_shape
+        self.out_shape = (x_shape[0], math.prod(x_shape[1:]))
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        return x.reshape(self.out_shape)
+
+    def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
+        return g.reshape(self.x_shape)
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        return None, x.reshape(self.out_shape)
+
+
+def _threads(n: int) -> int:
+    from .._plan import PARALLEL_MIN_ELEMENTS, threads_for
+
+    return threads_for(n, PARALLEL_MIN_ELEMENTS)
+
+
+def _activate(y: FloatArray, act: int, alpha: float) -> None:
+    """The activation ``act`` on ``y`` in place (the unfused epilogue)."""
+    if act == _ACT_RELU:
+        _eltwise.relu(y.reshape(-1), y.reshape(-1), _threads(y.size))
+    elif act == _ACT_LEAKY:
+        np.copyto(y, y * y.dtype.type(alpha), where=~(y > 0))
+
+
+def _activation_grad(g: FloatArray, ref: FloatArray, out: FloatArray, act: int,
+                     alpha: float) -> None:
+    """out = the activation's input gradient for upstream ``g``; ``ref`` is
+    its input or (fused, slope >= 0) its output: both are > 0 at the same
+    places."""
+    n = _threads(g.size)
+    if act == _ACT_RELU:
+        _eltwise.relu_backward(g.reshape(-1), ref.reshape(-1), out.reshape(-1), n)
+    else:
+        _eltwise.leaky_relu_backward(g.reshape(-1), ref.reshape(-1), out.reshape(-1), alpha, n)
+
+
+# --------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------
+
+
+def _modules(model: Module) -> list[Module]:
+    """``model`` and every layer inside it (containers' children)."""
+    out = [model]
+    if isinstance(model, (Sequential, Residual)):
+        for _, sub in model._children():
+            out += _modules(sub)
+    return out
+
+
+def _shape_of(layer: Module, shape: Shape, dtype: FloatDType) -> tuple[Shape, FloatDType]:
+    """The output shape and dtype of ``layer`` for inputs of ``shape`` and
+    ``dtype``: its forward on
+    zeros in evaluation mode (no running statistics updated, no random mask
+    drawn), its modes restored after."""
+    mods = _modules(layer)
+    modes = [m.training for m in mods]
+    try:
+        for m in mods:
+            m.training = False
+        y = np.asarray(layer.forward(np.zeros(shape, dtype)))
+        return y.shape, y.dtype
+    finally:
+        for m, mode in zip(mods, modes):
+            m.training = mode
+
+
+def _leaves(model: Module) -> list[Module]:
+    """The layers of ``model`` in order, nested Sequentials inlined."""
+    if isinstance(model, Sequential):
+        return [leaf for layer in model.layers for leaf in _leaves(layer)]
+    return [model]
+
+
+def _act_of(layer: Module) -> tuple[int, float] | None:
+    if type(layer) is ReLU:
+        return _ACT_RELU, 0.0
+    if type(layer) is LeakyReLU:
+        return _ACT_LEAKY, float(layer.alpha)
+    return None
+
+
+class NetPlan:
+    """A model's forward pass (and training step) for one input shape,
+    dtype and mode, planned once.
+
+    Made by :meth:`cnnext.nn.Sequential.plan`; see :mod:`cnnext.nn.plan`.
+    A plan keeps working while the model is unchanged; :attr:`valid` is
+    False (and :meth:`Sequential.plan <cnnext.nn.Sequential.plan>` builds a
+    new one) once a layer was added, removed or replaced, a parameter array
+    (for a training plan, a gradient array) replaced, the train/eval mode,
+    the thread count, the backend or the convolution algorithm setting
+    changed.
+    Running an invalid plan raises RuntimeError.
+
+    A plan never shares memory with a caller's array in a way that lets
+    later writes change results: the input is only read during the call,
+    and :meth:`forward` returns a new array each call.
+
+    Notes
+    -----
+    Results equal the layer-by-layer path's bit for bit: fused activations
+    are applied to each value as it is stored, with the separate
+    activation's formula, and the backward passes run the same kernels in
+    the same order.  One difference: after a planned call the layers' own
+    forward caches are not updated (a following ``model.backward`` needs a
+    ``model.forward`` first).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnext import models
+    >>> model = models.lenet5(seed=0).eval()
+    >>> plan = model.plan((2, 1, 28, 28))
+    >>> x = np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype(np.float32)
+    >>> bool((plan.forward(x) == model.forward(x)).all())
+    True
+    """
+
+    def __init__(self, model: Sequential, input_shape: Shape, dtype: FloatDType,
+                 training: bool) -> None:
+        fname = "Sequential.plan"
+        self.model = model
+        self.input_shape = input_shape
+        self.dtype = dtype
+        self.training = training
+        leaves = _leaves(model)
+        self._threads = _config.get_num_threads()
+        self._algorithm = _config.get_conv_algorithm()
+        self.steps: list[_Step] = []
+        shape, cur = input_shape, dtype  # what the next step receives
+        i = 0
+        while i < len(leaves):
+            layer = leaves[i]
+            nxt = _act_of(leaves[i + 1]) if i + 1 < len(leaves) else None
+            step: _Step
+            if type(layer) in _WEIGHTED:
+                wl = cast("Weighted", layer)
+                if wl.dtype != dtype:
+                    raise ValueError(
+                        f"{fname}: layer {i} ({wl!r}) computes in {wl.dtype}, the plan's "
+                        f"dtype is {dtype}; plan with dtype={wl.dtype}"
+                    )
+                fuse = nxt is not None and (nxt[1] >= 0 or not training)
+                act, alpha = nxt if fuse and nxt is not None else (_ACT_NONE, 0.0)
+                step = _WeightedStep(wl, shape, dtype, act, alpha)
+                cur = dtype
+                i += 2 if fuse else 1
+            elif _act_of(layer) is not None:
+                act, alpha = cast("tuple[int, float]", _act_of(layer))
+                step = _ActStep(shape, cur, act, alpha)
+                i += 1
+            elif type(layer) is MaxPool2D and len(shape) == 4:
+                probe = np.zeros(shape, cur)
+                layer._call_forward(probe)  # validates the geometry, as the layer does
+                step = _MaxPoolStep(layer._new_plan(probe), training)
+                i += 1
+            elif type(layer) is Flatten and len(shape) >= 1:
+                step = _FlattenStep(shape)
+                i += 1
+            else:
+                out_shape, cur = _shape_of(layer, shape, cur)
+                step = _LayerStep(layer, out_shape)
+                i += 1
+            self.steps.append(step)
+            shape = step.out_shape
+        self.out_shape = shape
+        first = [k for k, s in enumerate(self.steps) if s.params]
+        #: Index of the first step with parameters: backward stops there.
+        self._first_param = first[0] if first else len(self.steps)
+        self.out_dtype = cur
+        self._grad = np.empty(shape, cur)
+        self._calls, self._xbuf, self._out = self._prebind()
+        self._check = self._snapshot(model)
+
+    def _prebind(self) -> tuple[list[Callable[[], object]] | None, Any, Any]:
+        """Inference with every step a kernel call on kept buffers: the
+        calls, prebound (``functools.partial``: no Python frame per step),
+        the input buffer they start from and the output buffer; (None, None,
+        None) when a step allocates its output."""
+        if self.training:
+            return None, None, None
+        xbuf = np.empty(self.input_shape, self.dtype)
+        calls: list[Callable[[], object]] = []
+        cur = xbuf
+        for step in self.steps:
+            bound = step.bind(cur)
+            if bound is None:
+                return None, None, None
+            call, cur = bound
+            if call is not None:
+                calls.append(call)
+        return calls, xbuf, cur
+
+    # -- validity ----------------------------------------------------------
+
+    def _snapshot(self, model: Module) -> tuple[Any, ...]:
+        """What :attr:`valid` compares, as flat lists (the checks are C-level
+        ``map`` calls): the containers' layers, every module's mode, and the
+        parameter (in training, also gradient) arrays the steps hold -- the
+        other layers read theirs when they run."""
+        seqs: list[Sequential] = []
+        res: list[Residual] = []
+        mods = _modules(model)
+        for m in mods:
+            if isinstance(m, Sequential):
+                seqs.append(m)
+            elif isinstance(m, Residual):
+                res.append(m)
+        held = [s.layer for s in self.steps if isinstance(s, _WeightedStep)]
+        # The model's own mode, and that of every layer whose results depend on it.
+        watched = [model] + [m for m in mods[1:] if type(m) not in _MODE_FREE]
+        full = [d for m in held for d in ((m._params, m._grads) if self.training
+                                          else (m._params,))]
+        arrays = list(itertools.chain.from_iterable(map(dict.values, full)))
+        return (seqs, [list(c.layers) for c in seqs], res,
+                [(c.block, c.shortcut) for c in res],
+                watched, [m.training for m in watched], full, list(map(len, full)), arrays)
+
+    @property
+    def valid(self) -> bool:
+        """True while the model is the one this plan was made for (same
+        layers, parameter arrays -- and gradient arrays for training --,
+        modes, thread count, backend and convolution algorithm setting)."""
+        if (self._threads != _config._kernel_threads or not _config.compiled_backend()
+                or self._algorithm != _config.get_conv_algorithm()):
+            return False
+        seqs, layers, res, branches, watched, modes, full, sizes, arrays = self._check
+        return (
+            list(map(_LAYERS, seqs)) == layers
+            and list(map(_BRANCHES, res)) == branches
+            and list(map(_TRAINING, watched)) == modes
+            and list(map(len, full)) == sizes
+            and all(map(operator.is_, itertools.chain.from_iterable(map(dict.values, full)),
+                        arrays))
+        )
+
+    def _input(self, fname: str, x: npt.ArrayLike) -> FloatArray:
+        if not self.valid:
+            raise RuntimeError(
+                f"{fname}: the model changed since this plan was made (layers, parameter "
+                f"arrays, train/eval mode, thread count, backend or convolution algorithm); "
+                f"make a new plan with model.plan(...)"
+            )
+        if (type(x) is np.ndarray and x.shape == self.input_shape and x.dtype == self.dtype
+                and x.flags.c_contiguous):
+            return x
+        a = np.ascontiguousarray(as_dtype(fname, "x", x, self.dtype))
+        if a.shape != self.input_shape:
+            raise ValueError(
+                f"{fname}: x.shape must be {self.input_shape}, the shape this plan was made "
+                f"for, got {a.shape}"
+            )
+        return a
+
+    # -- running -----------------------------------------------------------
+
+    def _forward(self, x: FloatArray) -> FloatArray:
+        for step in self.steps:
+            x = step.forward(x)
+        return x
+
+    def forward(self, x: npt.ArrayLike) -> FloatArray:
+        """The model's output for ``x`` (a new array).
+
+        Parameters
+        ----------
+        x : array_like of the plan's input shape
+            Converted to the plan's dtype (copied) if needed.
+
+        Returns
+        -------
+        ndarray of shape :attr:`out_shape`
+        """
+        xa = self._input("NetPlan.forward", x)
+        calls = self._calls
+        if calls is None:
+            return np.array(self._forward(xa))
+        np.copyto(self._xbuf, xa)  # (the caller's array is never kept)
+        for call in calls:
+            call()
+        return self._out.copy()  # type: ignore[no-any-return]
+
+    __call__ = forward
+
+    def train_step(self, x: npt.ArrayLike, y: npt.ArrayLike, loss: Any, optimizer: Any) -> float:
+        """One training step: ``optimizer.zero_grad()``, forward, ``loss``,
+        backward, ``optimizer.step()``; returns the batch loss.
+
+        The same arithmetic as the layer-by-layer step, with the
+        plan's savings (the loss :class:`~cnnext.nn.SoftmaxCrossEntropy`
+        writes its gradient into a kept buffer).  The plan must have been
+        made with ``training=True`` (layers in training mode).
+
+        Parameters
+        ----------
+        x : array_like of the plan's input shape
+        y : array_like
+            The targets, as ``loss.forward`` takes them.
+        loss : loss object (``forward(pred, target)``, ``backward()``)
+        optimizer : optimizer over the model's parameters
+
+        Returns
+        -------
+        float
+        """
+        return self._step("NetPlan.train_step", x, y, loss, optimizer)[0]
+
+    def _step(self, fname: str, x: npt.ArrayLike, y: npt.ArrayLike, loss: Any,
+              optimizer: Any) -> tuple[float, FloatArray]:
+        """(batch loss, the output buffer) of one training step."""
+        if not self.training:
+            raise RuntimeError(f"{fname}: this plan was made for inference (training=False)")
+        xa = self._input(fname, x)
+        optimizer.zero_grad()
+        out = self._forward(xa)
+        value, g = self._loss(loss, out, y)
+        first = self._first_param
+        steps = self.steps
+        for k in range(len(steps) - 1, first - 1, -1):
+            g = cast("FloatArray", steps[k].backward(g, k != first))  # None only at first
+        optimizer.step()
+        return value, out
+
+    def _loss(self, loss: Any, out: FloatArray, y: npt.ArrayLike) -> tuple[float, FloatArray]:
+        from ..losses import SoftmaxCrossEntropy
+
+        if (type(loss) is SoftmaxCrossEntropy and type(y) is np.ndarray and y.dtype == _INT64
+                and out.ndim == 2 and y.shape == out.shape[:1] and y.flags.c_contiguous
+                and out.shape[0] > 0
+                and _eltwise.indices_within(y, 0, out.shape[1])):
+            g = self._grad
+            value = float(_eltwise.softmax_cross_entropy(out, y, g))
+            loss._grad = g  # as loss.forward leaves it (backward returns a copy)
+            return value, g
+        value = float(loss.forward(out, y))
+        return value, np.ascontiguousarray(as_dtype("NetPlan.train_step", "loss gradient",
+                                                    loss.backward(), self.out_dtype))
+
+    def __repr__(self) -> str:
+        names = ", ".join(type(s).__name__.strip("_") for s in self.steps)
+        return (f"NetPlan(input_shape={self.input_shape}, dtype={self.dtype}, "
+                f"training={self.training}, steps=[{names}])")
+
+
+class _Kept(dict[Any, NetPlan]):
+    """A model's kept plans.  Copies and pickles of the model start without
+    any (a plan's buffers are views of one another, which a deep copy would
+    not preserve; they are rebuilt on first use)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Kept:
+        return _Kept()
+
+    def __reduce__(self) -> tuple[type[_Kept], tuple[()]]:
+        return _Kept, ()
+
+
+def plan_of(model: Sequential, fname: str, input_shape: Any, dtype: Any,
+            training: bool | None) -> NetPlan:
+    """The model's kept plan for these arguments, or a new one (kept)."""
+    shape = tuple(V.as_int(fname, f"input_shape[{i}]", s, 0) for i, s in
+                  enumerate(input_shape if isinstance(input_shape, (tuple, list)) else
+                            [input_shape]))
+    if dtype is None:
+        dts = {p.dtype for _, p, _ in model.named_parameters()}
+        dtype = dts.pop() if len(dts) == 1 else np.float32
+    dt = V.float_dtype(fname, dtype)
+    mode = model.training if training is None else V.boolean(fname, "training", training)
+    if any(m.training != mode for m in _modules(model)):
+        raise ValueError(
+            f"{fname}: training={mode} but the model is in "
+            f"{'training' if model.training else 'evaluation'} mode (or its layers' modes "
+            f"differ); call model.train() or model.eval() first"
+        )
+    if not _config.compiled_backend():
+        raise RuntimeError(f"{fname}: whole-network plans need the compiled backend "
+                           f"(cnnext.set_backend('cython'))")
+    key = (shape, dt, mode)
+    kept: _Kept = model.__dict__.setdefault("_netplans", _Kept())
+    plan = kept.get(key)
+    if plan is None or not plan.valid:
+        if len(kept) >= 8:
+            kept.clear()
+        plan = kept[key] = NetPlan(model, shape, dt, mode)
+    return plan

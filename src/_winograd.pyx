@@ -1,0 +1,494 @@
+"""Private Winograd convolution kernels (tier 1): 3x3, stride 1, float32.
+
+Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for
+Convolutional Neural Networks", CVPR 2016) computes each 2x2 output tile
+from a 4x4 input tile with 16 multiplications per channel pair instead of
+36: ``Y = A^T [(G w G^T) . (B^T d B)] A``.  Over channels, the element-wise
+products become 16 independent matrix products (one per transform point
+``xi``): ``M[xi] = U[xi] @ V[xi]`` with ``U[xi]`` (C_out, C) the transformed
+filters and ``V[xi]`` (C, tiles) the transformed input tiles.
+
+Stateless, GIL-free, no validation: C-contiguous float32 NCHW arrays,
+outputs allocated by the caller.  The filter transform (and the weight
+gradient's last step, ``G^T dU G``) are small and done by the caller
+(``cnnext._plan``) in float64.
+
+Design:
+
+* **Tile blocks.**  The output tiles of the whole batch, in (n, tile row,
+  tile column) order, are cut into blocks of ``TB`` tiles (a few
+  micro-kernel panels wide).  A block is one work unit: its transformed
+  input (16 x C x TB), its products (16 x C_out x TB) and its output stay
+  in the thread's scratch, so every stage reads what the previous one just
+  wrote, from cache.
+* **Transforms** (``src/cnnext_winograd_body.h``, compiled per instruction
+  set and chosen at run time like the GEMM micro-kernels) run along the
+  block's tiles, vectorised: per run of tiles along a tile row, the 4
+  input rows it covers are copied once (zero outside the image: the
+  padding) and transformed in one pass straight into the micro-kernel's
+  packed-B layout; the output transform and scatter undo it per output
+  channel.
+* **Products**: the filters are packed once per call (``upk``: 16 points x
+  C_out/MR panels x C x MR); with AVX-512 an 8x48 micro-kernel of this
+  module (``src/cnnext_winograd.h``) multiplies them by the transformed
+  input, elsewhere the GEMM micro-kernel of ``_gemm``.
+* **Forward** blocks are handed out by a ``prange`` (guided); each block is
+  computed the same way whichever thread takes it, so the result does not
+  depend on the thread count.  The input gradient is the forward kernel on
+  the upstream gradient with the rotated, transposed filters.
+* **Inf and NaN** are not handled here: the caller checks the result
+  (:func:`all_finite`) and recomputes a non-finite one with the direct
+  algorithm.
+* **Weight gradient**: ``dU[xi] = sum over tiles of (A g A^T)[xi] (x)
+  V[xi]``, one product per point and block (the transformed gradient's
+  rows read in place by the micro-kernel, the transformed input
+  transposed into panels); thread ``tid`` sums a fixed,
+  contiguous range of blocks into its own ``dU`` partial (reproducible for
+  a given thread count; the caller adds the partials in order).
+
+With one thread the block bodies (``fwd_block``, ``gw_range``) are called
+directly, entering no OpenMP region.
+"""
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free
+from libc.string cimport memset
+
+from cnnext._common cimport KC, cnx_kernels, round16
+from cnnext._gemm cimport alloc_scratch, kernels
+
+cdef extern from "cnnext_winograd.h" nogil:
+    ctypedef void (*cnx_wg_rows)(const float* plane, int64_t H, int64_t W, int64_t iy0,
+                                 int64_t ix0, int64_t n, int P, float* p,
+                                 int64_t lp) noexcept nogil
+    ctypedef int (*cnx_wg_finite)(const float* a, int64_t n) noexcept nogil
+    ctypedef void (*cnx_wg_pack_lanes)(const float* src, int64_t ld, int64_t nr, int64_t n,
+                                       int64_t NR, float* dst) noexcept nogil
+    ctypedef void (*cnx_wg_input_rows)(const float* p, int64_t lp, int64_t cnt, float* v,
+                                       int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
+                                   float* y) noexcept nogil
+    ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
+                                    float* out, int64_t OH, int64_t OW, int64_t oy0,
+                                    int64_t ox0) noexcept nogil
+    ctypedef void (*cnx_wg_ukr)(int64_t kc, const float* a, const float* b, float* c,
+                                int64_t ldc, int accumulate) noexcept nogil
+    ctypedef struct cnx_wg_kernels:
+        cnx_wg_ukr ukr
+        int pn
+        cnx_wg_rows rows
+        cnx_wg_finite finite
+        cnx_wg_pack_lanes pack_lanes
+        cnx_wg_input_rows input_rows
+        cnx_wg_input_rows grad_rows
+        cnx_wg_output output
+        cnx_wg_scatter scatter
+        const char* name
+    cnx_wg_kernels cnx_wg_select() noexcept nogil
+
+cdef cnx_wg_kernels WG = cnx_wg_select()
+
+# Transform points of F(2x2, 3x3): a 4x4 tile.
+cdef enum:
+    XI = 16
+
+
+def isa():
+    """Name of the transform-loop variant in use ("avx512", "avx2", "generic")."""
+    return WG.name.decode()
+
+
+cdef Py_ssize_t panel_lanes() noexcept nogil:
+    """Tiles in one panel of the products: the columns of their micro-kernel."""
+    return WG.pn if WG.ukr != NULL else kernels().s_nr
+
+
+cdef Py_ssize_t max_panels() noexcept nogil:
+    return 3 if WG.ukr != NULL else 4
+
+
+cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt) noexcept nogil:
+    """Tiles per work unit for T tiles and nt threads: up to ``max_panels``
+    panels, fewer when the batch is small, so that each thread gets about
+    two blocks (and little of the last panel is padding)."""
+    return max(1, min(max_panels(), T // (2 * nt * panel_lanes()))) * panel_lanes()
+
+
+def tile_block():
+    """The most tiles a work unit holds: a few panels of the products."""
+    return max_panels() * panel_lanes()
+
+
+ctypedef struct Args:
+    const float* x           # (N, C, H, W)
+    const float* upk         # (16, su): per point, Cop/MR panels of (C, MR)
+    Py_ssize_t su            # its point stride (>= Cop*C)
+    const float* bias        # (Co,) or NULL
+    const float* g           # weight gradient: (N, Co, OH, OW)
+    float* out               # forward: (N, Co, OH, OW); weight gradient: (nt, 16, Co, C)
+    Py_ssize_t N, C, H, W, Co, Cop, OH, OW, ph, pw
+    Py_ssize_t th, tw, T, tb, blocks, MR, NR
+    Py_ssize_t PN            # tiles per panel of the forward products
+    Py_ssize_t sv, sm        # point strides of V (C*tb) and of the products, plus a line
+    Py_ssize_t per           # scratch floats per thread
+    float* scr
+    int64_t* seg             # per thread: 5 * (tb + 1) segment fields
+    const cnx_kernels* ker
+    int nt
+
+
+cdef Py_ssize_t segments(const Args* a, Py_ssize_t t0, Py_ssize_t nv,
+                         int64_t* seg) noexcept nogil:
+    """Cut tiles [t0, t0 + nv) into runs along one tile row: seg[5*i:5*i+5] =
+    (n, tile row, first tile column, count, lane).  Returns the run count."""
+    cdef Py_ssize_t t = t0, nseg = 0, n, r, ti, tj, cnt, per_img = a.th * a.tw
+    while t < t0 + nv:
+        n = t // per_img
+        r = t - n * per_img
+        ti = r // a.tw
+        tj = r - ti * a.tw
+        cnt = min(a.tw - tj, t0 + nv - t)
+        seg[5 * nseg] = n
+        seg[5 * nseg + 1] = ti
+        seg[5 * nseg + 2] = tj
+        seg[5 * nseg + 3] = cnt
+        seg[5 * nseg + 4] = t - t0
+        nseg += 1
+        t += cnt
+    return nseg
+
+
+cdef void zero_tail(float* V, Py_ssize_t sxi, Py_ssize_t sp, Py_ssize_t sr, Py_ssize_t rows,
+                    Py_ssize_t nv, Py_ssize_t tb, Py_ssize_t NR) noexcept nogil:
+    """Lanes [nv, tb) of every point and row of V (point stride sxi, panel
+    stride sp, row stride sr): zeros, so that a block past the last tile
+    adds nothing (and reads no stale inf/NaN)."""
+    cdef Py_ssize_t xi, r, l, n
+    for xi in range(XI):
+        for r in range(rows):
+            l = nv
+            while l < tb:  # one memset per panel
+                n = min(tb - l, NR - l % NR)
+                memset(V + xi * sxi + (l // NR) * sp + r * sr + l % NR, 0, n * sizeof(float))
+                l += n
+
+
+cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* P,
+                          float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
+    """V[xi, c] (lane l at (l // NR)*sp + l % NR, channel stride sc) = B^T d B
+    of every tile of the block, for every input channel c: per run of tiles,
+    the 4 input rows it covers (zero-padded, in P), then the transform."""
+    cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
+    cdef const float* plane
+    for c in range(a.C):
+        for i in range(nseg):
+            cnt = seg[5 * i + 3]
+            pos = seg[5 * i + 4]
+            plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
+            WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
+                    2 * cnt + 2, 4, P, lp)
+            j = 0
+            while j < cnt:  # the run's lanes, cut at panel boundaries
+                l = pos + j
+                n = min(cnt - j, a.PN - l % a.PN)
+                WG.input_rows(P + 2 * j, lp, n, V + c * sc + (l // a.PN) * sp + l % a.PN,
+                              a.sv)
+                j += n
+
+
+cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
+    """Output tiles of block ``blk``: transform, 16 products, inverse transform."""
+    cdef Py_ssize_t tb = a.tb, C = a.C, Cop = a.Cop, MR = a.MR, NR = a.PN
+    cdef Py_ssize_t t0 = blk * tb, nv = min(tb, a.T - t0)
+    cdef float* D = a.scr + tid * a.per
+    cdef float* V = D + XI * tb
+    cdef float* Mb = V + XI * a.sv
+    cdef float* Y = Mb + XI * a.sm
+    cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
+    cdef Py_ssize_t nseg = segments(a, t0, nv, seg)
+    cdef Py_ssize_t panels = (nv + NR - 1) // NR  # the last block may be narrower
+    cdef Py_ssize_t xi, pc, kc, mp, p, co, i
+    cdef const float* A
+    cdef float b
+    transform_input(a, nseg, seg, D, V, C * NR, NR)
+    if nv < panels * NR:
+        zero_tail(V, a.sv, C * NR, NR, C, nv, panels * NR, NR)
+    for xi in range(XI):
+        A = a.upk + xi * a.su
+        pc = 0
+        while pc < C:
+            kc = min(<Py_ssize_t>KC, C - pc)
+            for mp in range(Cop // MR):
+                for p in range(panels):
+                    if WG.ukr != NULL:
+                        WG.ukr(kc, A + mp * C * MR + pc * MR,
+                               V + xi * a.sv + p * C * NR + pc * NR,
+                               Mb + xi * a.sm + mp * MR * tb + p * NR, tb, pc > 0)
+                    else:
+                        a.ker.s(kc, A + mp * C * MR + pc * MR, NULL,
+                                V + xi * a.sv + p * C * NR + pc * NR, NULL,
+                                Mb + xi * a.sm + mp * MR * tb + p * NR, tb,
+                                <int>MR, <int>NR, pc > 0, NULL)
+            pc += KC
+    for co in range(a.Co):
+        WG.output(Mb + co * tb, a.sm, nv, Y)
+        b = a.bias[co] if a.bias != NULL else 0
+        for i in range(nseg):
+            WG.scatter(Y + seg[5 * i + 4], nv, seg[5 * i + 3], b,
+                       a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
+                       seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
+
+
+cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float* V,
+                      float* dU, float* bpack) noexcept nogil:
+    """dU[xi] (Co, C) += Gy[xi] (Co, nv) @ V[xi]^T (the block's nv lanes):
+    Gy's rows read in place by the micro-kernel (its lanes are the
+    reduction), each NR-channel panel of V transposed once into ``bpack``
+    and used by every row panel."""
+    cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co, MR = a.MR, NR = a.NR
+    cdef Py_ssize_t xi, c0, co0, nr, mr, i
+    cdef int64_t aoff[32]
+    for xi in range(XI):
+        c0 = 0
+        while c0 < C:
+            nr = min(NR, C - c0)
+            WG.pack_lanes(V + xi * a.sv + c0 * tb, tb, nr, nv, NR, bpack)
+            co0 = 0
+            while co0 < Co:
+                mr = min(MR, Co - co0)
+                for i in range(MR):
+                    aoff[i] = (co0 + min(i, mr - 1)) * tb
+                a.ker.s_inda(nv, Gy + xi * a.sm, aoff, bpack, NULL,
+                             dU + xi * Co * C + co0 * C + c0, C, <int>mr, <int>nr, 1, NULL)
+                co0 += MR
+            c0 += NR
+
+
+cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcept nogil:
+    """Thread ``tid``'s dU partial (16, Co, C) = sum over blocks [b0, b1) of
+    (A g A^T)[xi] @ V[xi]^T."""
+    cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co
+    cdef float* D = a.scr + tid * a.per
+    cdef float* V = D + XI * tb
+    cdef float* Gy = V + XI * a.sv
+    cdef float* bpack = Gy + XI * a.sm
+    cdef float* dU = a.out + tid * XI * Co * C
+    cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
+    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, lp = 2 * tb + 16
+    memset(dU, 0, XI * Co * C * sizeof(float))
+    for blk in range(b0, b1):
+        t0 = blk * tb
+        nv = min(tb, a.T - t0)
+        nseg = segments(a, t0, nv, seg)
+        transform_input(a, nseg, seg, D, V, a.PN, tb)
+        for co in range(Co):
+            for i in range(nseg):
+                cnt = seg[5 * i + 3]
+                WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
+                        seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt, 2, D, lp)
+                WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
+        gw_products(a, nv, Gy, V, dU, bpack)
+
+
+cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+               Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
+               int n_threads, Py_ssize_t rows, Py_ssize_t per_extra) except -1:
+    """Fill the geometry and allocate per-thread scratch (D, V, 16 point
+    blocks of ``rows`` x tb products, then ``per_extra`` floats) for
+    ``n_threads`` (at most one per block).  The point strides are padded by
+    a cache line: 16 streams a power of two apart would share cache sets."""
+    a.ker = kernels()
+    a.MR = a.ker.s_mr
+    a.NR = a.ker.s_nr
+    a.PN = panel_lanes()
+    a.N = N; a.C = C; a.H = H; a.W = W; a.Co = Co; a.OH = OH; a.OW = OW
+    a.ph = ph; a.pw = pw
+    a.Cop = (Co + a.MR - 1) // a.MR * a.MR
+    a.th = (OH + 1) // 2
+    a.tw = (OW + 1) // 2
+    a.T = N * a.th * a.tw
+    a.tb = block_tiles(a.T, n_threads)
+    a.blocks = (a.T + a.tb - 1) // a.tb
+    a.nt = <int>max(1, min(n_threads, a.blocks))
+    a.sv = C * a.tb + 16
+    a.sm = rows * a.tb + 16
+    a.per = round16(XI * a.tb + XI * a.sv + XI * a.sm + per_extra)
+    a.scr = NULL
+    a.seg = NULL
+    a.scr = <float*>alloc_scratch(a.nt * a.per * sizeof(float))
+    try:
+        a.seg = <int64_t*>alloc_scratch(a.nt * 5 * (a.tb + 1) * sizeof(int64_t))
+    except MemoryError:
+        free(a.scr)
+        raise
+    return 0
+
+
+def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                     const float[:, ::1] upk,        # IN  (16, >= Cop*C)
+                     const float[::1] bias,          # IN  (Co,) or None
+                     float[:, :, :, ::1] out,        # OUT (N, Co, OH, OW)
+                     Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """out = conv2d(x, w, bias, stride 1, padding (ph, pw)) for a 3x3 ``w``
+    given as its packed transform ``upk`` (see :mod:`cnnext._plan`)."""
+    cdef Args a
+    cdef Py_ssize_t blk
+    cdef Py_ssize_t MR = kernels().s_mr
+    if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
+        return
+    setup(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], out.shape[2],
+          out.shape[3], ph, pw, n_threads, (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block())
+    a.x = &x[0, 0, 0, 0]
+    a.upk = &upk[0, 0]
+    a.su = upk.shape[1]
+    a.bias = &bias[0] if bias is not None else NULL
+    a.g = NULL
+    a.out = &out[0, 0, 0, 0]
+    with nogil:
+        if a.nt == 1:
+            for blk in range(a.blocks):
+                fwd_block(&a, blk, 0)
+        else:
+            for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
+                fwd_block(&a, blk, threadid())
+    free(a.scr)
+    free(a.seg)
+
+
+def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
+                         const float[:, :, :, ::1] g,  # IN  (N, Co, OH, OW)
+                         float[:, :, :, ::1] dup,      # OUT (nt, 16, Co, C)
+                         Py_ssize_t ph, Py_ssize_t pw):
+    """dup[t] = thread t's share of dU[xi] = sum over tiles of
+    (A g A^T)[xi] (x) (B^T d B)[xi]; the weight gradient is
+    G^T (sum_t dup[t]) G.  Uses ``dup.shape[0]`` threads (the caller sizes
+    it with :func:`weight_grad_threads`)."""
+    cdef Args a
+    cdef Py_ssize_t tid, run, nt = dup.shape[0]
+    cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
+    if nt == 0 or Co == 0 or C == 0:
+        return
+    setup(&a, x.shape[0], C, x.shape[2], x.shape[3], Co, g.shape[2], g.shape[3], ph, pw,
+          <int>nt, Co, tile_block() * kernels().s_nr)
+    a.x = &x[0, 0, 0, 0]
+    a.g = &g[0, 0, 0, 0]
+    a.upk = NULL
+    a.bias = NULL
+    a.out = &dup[0, 0, 0, 0]
+    run = a.nt  # partials beyond the block count stay zero
+    with nogil:
+        for tid in range(run, nt):
+            memset(a.out + tid * XI * Co * C, 0, XI * Co * C * sizeof(float))
+        if run == 1:
+            gw_range(&a, 0, a.blocks, 0)
+        else:
+            for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
+                gw_range(&a, a.blocks * tid // run, a.blocks * (tid + 1) // run, <int>tid)
+    free(a.scr)
+    free(a.seg)
+
+
+def all_finite(const float[::1] a):  # IN
+    """True when ``a`` holds no inf or NaN (one vectorised pass)."""
+    cdef bint ok
+    if a.shape[0] == 0:
+        return True
+    with nogil:
+        ok = WG.finite(&a[0], a.shape[0])
+    return ok
+
+
+def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_threads):
+    """Threads (and so dU partials) :func:`winograd_grad_weight` uses: at
+    most one per tile block."""
+    cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
+    cdef Py_ssize_t tb = block_tiles(T, n_threads)
+    return <int>max(1, min(n_threads, (T + tb - 1) // tb))
+
+
+# --------------------------------------------------------------------------
+# Filter transforms (float64 arithmetic, one rounding per result)
+# --------------------------------------------------------------------------
+
+cdef inline void g_apply(const double* w, Py_ssize_t s, double* t, Py_ssize_t ts) noexcept nogil:
+    """t[0:4] (stride ts) = G w for w[0:3] (stride s), G = [[1, 0, 0],
+    [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]."""
+    t[0] = w[0]
+    t[ts] = 0.5 * (w[0] + w[s] + w[2 * s])
+    t[2 * ts] = 0.5 * (w[0] - w[s] + w[2 * s])
+    t[3 * ts] = w[2 * s]
+
+
+cdef inline void gt_apply(const double* u, Py_ssize_t s, double* t, Py_ssize_t ts) noexcept nogil:
+    """t[0:3] (stride ts) = G^T u for u[0:4] (stride s)."""
+    t[0] = u[0] + 0.5 * (u[s] + u[2 * s])
+    t[ts] = 0.5 * (u[s] - u[2 * s])
+    t[2 * ts] = 0.5 * (u[s] + u[2 * s]) + u[3 * s]
+
+
+def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co, 3, 3) if adjoint
+                     float[:, ::1] upk,             # OUT (16, >= Cop*C)
+                     bint adjoint=False):
+    """upk[xi, ((co // MR)*C + c)*MR + co % MR] = (G w[co, c] G^T)[xi]
+    (MR-row panels of the micro-kernel's A operand), zero for the rows
+    co >= Co that fill the last panel.  A row longer than Cop*C (a point
+    stride that is not a large power of two) keeps the 16 points out of
+    each other's cache sets.  With ``adjoint``, the filters are those of the
+    input gradient: ``w`` transposed (C and Co swapped) and rotated by 180
+    degrees.  Returns False if ``w`` holds an inf or a NaN."""
+    cdef Py_ssize_t Co = w.shape[1 if adjoint else 0], C = w.shape[0 if adjoint else 1]
+    cdef Py_ssize_t MR = kernels().s_mr
+    cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR, co, c, i, xi, p0
+    cdef double z = 0
+    cdef double wd[9]
+    cdef double t[12]
+    cdef double u[16]
+    with nogil:
+        for p0 in range(Cop // MR):  # a panel's MR rows are adjacent in upk
+            for c in range(C):
+                for co in range(p0 * MR, p0 * MR + MR):
+                    if co < Co:
+                        for i in range(9):
+                            if adjoint:
+                                wd[i] = w[c, co, 2 - i // 3, 2 - i % 3]
+                            else:
+                                wd[i] = w[co, c, i // 3, i % 3]
+                            z += wd[i] - wd[i]
+                        for i in range(3):
+                            g_apply(&wd[i], 3, &t[i], 3)         # columns: t (4, 3)
+                        for i in range(4):
+                            g_apply(&t[3 * i], 1, &u[4 * i], 1)  # rows: u (4, 4)
+                    else:
+                        for xi in range(16):
+                            u[xi] = 0
+                    for xi in range(16):
+                        upk[xi, (p0 * C + c) * MR + co - p0 * MR] = <float>u[xi]
+    return z == 0
+
+
+def winograd_filter_grad(const float[:, :, :, ::1] dup,  # IN  (nt, 16, Co, C)
+                         float[:, :, :, ::1] gw):         # OUT (Co, C, 3, 3)
+    """gw[co, c] = G^T (sum_t dup[t, :, co, c]) G, the partials added in
+    order (each output row's 16 x C sums gathered first, in contiguous
+    runs)."""
+    cdef Py_ssize_t nt = dup.shape[0], Co = gw.shape[0], C = gw.shape[1]
+    cdef Py_ssize_t co, c, i, xi, tt
+    cdef double* u = <double*>alloc_scratch(16 * max(C, 1) * sizeof(double))
+    cdef double t[12]
+    cdef double r[9]
+    with nogil:
+        for co in range(Co):
+            for xi in range(16):
+                for c in range(C):
+                    u[xi * C + c] = dup[0, xi, co, c]
+                for tt in range(1, nt):
+                    for c in range(C):
+                        u[xi * C + c] += dup[tt, xi, co, c]
+            for c in range(C):
+                for i in range(4):
+                    gt_apply(&u[i * C + c], 4 * C, &t[i], 4)  # columns: t (3, 4)
+                for i in range(3):
+                    gt_apply(&t[4 * i], 1, &r[3 * i], 1)      # rows: r (3, 3)
+                for i in range(9):
+                    gw[co, c, i // 3, i % 3] = <float>r[i]
+    free(u)

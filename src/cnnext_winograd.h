@@ -1,0 +1,190 @@
+/*
+ * Winograd F(2x2, 3x3) tile loops with runtime CPU dispatch (the same
+ * instruction-set choice as the GEMM micro-kernels, CNNEXT_ISA included).
+ *
+ * The loops live in cnnext_winograd_body.h, compiled here once per
+ * instruction set (AVX-512, AVX2+FMA, baseline): plain C along contiguous
+ * lanes that each region's compiler vectorises at its own width.  MSVC
+ * builds only the baseline copy.
+ */
+#ifndef CNNEXT_WINOGRAD_H
+#define CNNEXT_WINOGRAD_H
+
+#include <stdint.h>
+#include "cnnext_ukernel.h"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define CNX_RESTRICT __restrict
+#else
+#define CNX_RESTRICT restrict
+#endif
+
+typedef void (*cnx_wg_output)(const float *m, int64_t sxi, int64_t n, float *y);
+typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
+                               int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
+typedef void (*cnx_wg_rows)(const float *plane, int64_t H, int64_t W, int64_t iy0,
+                            int64_t ix0, int64_t n, int P, float *p, int64_t lp);
+typedef int (*cnx_wg_finite)(const float *a, int64_t n);
+typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int64_t n,
+                                  int64_t NR, float *dst);
+typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
+                                  int64_t sxi);
+
+/* c[i*ldc + j] (+)= sum_k a[k*8 + i] * b[k*48 + j], i < 8, j < 48: the
+ * products' micro-kernel where the instruction set has one (NULL: the GEMM
+ * micro-kernel instead). */
+typedef void (*cnx_wg_ukr)(int64_t kc, const float *a, const float *b, float *c,
+                           int64_t ldc, int accumulate);
+
+typedef struct {
+    cnx_wg_ukr ukr;
+    int pn; /* the lanes of one panel of the products (ukr's columns), 0: GEMM's NR */
+    cnx_wg_output output;
+    cnx_wg_scatter scatter;
+    cnx_wg_rows rows;
+    cnx_wg_finite finite;
+    cnx_wg_pack_lanes pack_lanes;
+    cnx_wg_input_rows input_rows;
+    cnx_wg_input_rows grad_rows;
+    const char *name;
+} cnx_wg_kernels;
+
+#define WG_SUF generic
+#include "cnnext_winograd_body.h"
+#undef WG_SUF
+
+#if defined(CNX_X86) && defined(__GNUC__)
+#define CNX_WG_X86 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define WG_SUF avx2
+#include "cnnext_winograd_body.h"
+#undef WG_SUF
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx2,fma")
+#pragma GCC target("prefer-vector-width=512")
+#endif
+#define WG_SUF avx512
+#include "cnnext_winograd_body.h"
+#undef WG_SUF
+
+/* dst[i*ldd + j] = src[j*ld + i] for i, j < 16: a 16 x 16 transpose in
+ * registers (pairs of rows interleaved by 32 bits, then 64 bits, then the
+ * 128-bit lanes gathered). */
+static void wg_transpose16_avx512(const float *src, int64_t ld, float *dst, int64_t ldd) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ld);
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* r[4i + q], 128-bit lane L: column 4L + q of rows 4i .. 4i + 3 */
+    for (int i = 0; i < 4; i++) {
+        __m512d a0 = _mm512_castps_pd(t[4 * i]), a1 = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d a2 = _mm512_castps_pd(t[4 * i + 2]), a3 = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+    for (int q = 0; q < 4; q++) {
+        __m512 u0 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88);
+        __m512 u1 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xDD);
+        __m512 v0 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88);
+        __m512 v1 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xDD);
+        _mm512_storeu_ps(dst + q * ldd, _mm512_shuffle_f32x4(u0, v0, 0x88));
+        _mm512_storeu_ps(dst + (4 + q) * ldd, _mm512_shuffle_f32x4(u1, v1, 0x88));
+        _mm512_storeu_ps(dst + (8 + q) * ldd, _mm512_shuffle_f32x4(u0, v0, 0xDD));
+        _mm512_storeu_ps(dst + (12 + q) * ldd, _mm512_shuffle_f32x4(u1, v1, 0xDD));
+    }
+}
+
+/* wg_pack_lanes by 16 x 16 transposes where the panel is full. */
+static void wg_pack_lanes_avx512_t(const float *src, int64_t ld, int64_t nr, int64_t n,
+                                   int64_t NR, float *dst) {
+    int64_t n16 = n / 16 * 16, k, j;
+    if (nr != NR || NR % 16 != 0) {
+        wg_pack_lanes_avx512(src, ld, nr, n, NR, dst);
+        return;
+    }
+    for (k = 0; k < n16; k += 16)
+        for (j = 0; j < NR; j += 16)
+            wg_transpose16_avx512(src + j * ld + k, ld, dst + k * NR + j, NR);
+    for (k = n16; k < n; k++)
+        for (j = 0; j < NR; j++) dst[k * NR + j] = src[j * ld + k];
+}
+
+/* 8 rows x 48 columns: 24 accumulators, three B vectors and one broadcast
+ * A value per row and step (more FMAs per load than the GEMM's 8 x 32). */
+static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
+                          int64_t ldc, int accumulate) {
+    __m512 acc[8][3];
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 3; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        const float *bk = b + k * 48, *ak = a + k * 8;
+        __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16),
+               b2 = _mm512_loadu_ps(bk + 32);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m512 t = _mm512_set1_ps(ak[i]);
+            acc[i][0] = _mm512_fmadd_ps(t, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(t, b1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(t, b2, acc[i][2]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        float *row = c + i * ldc;
+        for (int j = 0; j < 3; j++) {
+            __m512 v = acc[i][j];
+            if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(row + 16 * j));
+            _mm512_storeu_ps(row + 16 * j, v);
+        }
+    }
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+#define WG_SET(k, SUF)                                                          \
+    k.output = wg_output_##SUF; k.scatter = wg_scatter_##SUF;                  \
+    k.rows = wg_rows_##SUF; k.pack_lanes = wg_pack_lanes_##SUF;                \
+    k.finite = wg_finite_##SUF;                                                \
+    k.input_rows = wg_input_rows_##SUF; k.grad_rows = wg_grad_rows_##SUF;      \
+    k.name = #SUF;
+
+static cnx_wg_kernels cnx_wg_select(void) {
+    cnx_wg_kernels k;
+    int isa = cnx_isa_from_env(cnx_detect_isa());
+    WG_SET(k, generic)
+    k.ukr = NULL;
+    k.pn = 0;
+#ifdef CNX_WG_X86
+    if (isa == 2) {
+        WG_SET(k, avx512)
+        k.ukr = wg_ukr_avx512;
+        k.pn = 48;
+        k.pack_lanes = wg_pack_lanes_avx512_t;
+    } else if (isa == 1) {
+        WG_SET(k, avx2)
+    }
+#else
+    (void)isa;
+#endif
+    return k;
+}
+
+#endif /* CNNEXT_WINOGRAD_H */

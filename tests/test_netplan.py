@@ -1,0 +1,550 @@
+"""Whole-network plans (cnnext.nn.plan): planned vs layer-by-layer, bit for
+bit, for every layer type, both dtypes, training and inference; the fused
+activation epilogues of the kernels; invalidation; no aliasing."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import cnnext
+from cnnext import _conv, _gemm, models, nn, optim
+from cnnext import functional as F
+from cnnext.train import evaluate, fit, predict
+
+DTYPES = (np.float32, np.float64)
+
+
+# ---- the models: every layer type ------------------------------------------
+
+
+def _fused(dt, rng):
+    """Conv2D/Dense followed by ReLU and LeakyReLU (fused), max pools, Flatten."""
+    return nn.Sequential(
+        nn.Conv2D(2, 5, (2, 3), padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.MaxPool2D(2), nn.Conv2D(5, 4, 3, stride=2, bias=False, dtype=dt, seed=rng),
+        nn.LeakyReLU(0.1), nn.Flatten(), nn.Dense(4 * 2 * 1, 7, dtype=dt, seed=rng),
+        nn.LeakyReLU(0.2), nn.Dense(7, 3, bias=False, dtype=dt, seed=rng),
+    ), (3, 2, 11, 9)
+
+
+def _grouped(dt, rng):
+    """Grouped and depthwise convolutions, "same" padding with an even
+    kernel, a negative slope (not fused in training), average pools."""
+    return nn.Sequential(
+        nn.Conv2D(4, 6, 3, padding=1, groups=2, dtype=dt, seed=rng), nn.LeakyReLU(-0.2),
+        nn.Conv2D(6, 6, 3, groups=6, dtype=dt, seed=rng), nn.ReLU(),
+        nn.Conv2D(6, 4, 2, padding="same", dtype=dt, seed=rng), nn.ReLU(),
+        nn.AvgPool2D(2, ceil_mode=True), nn.AdaptiveAvgPool2D(1), nn.Flatten(),
+        nn.Dense(4, 3, dtype=dt, seed=rng),
+    ), (2, 4, 9, 8)
+
+
+def _transposed(dt, rng):
+    """Transposed convolution, adaptive max pool, batch norm, sigmoid, tanh,
+    dropout, softmax."""
+    return nn.Sequential(
+        nn.ConvTranspose2D(3, 4, 3, stride=2, dtype=dt, seed=rng), nn.ReLU(),
+        nn.AdaptiveMaxPool2D((3, 2)), nn.BatchNorm2D(4, dtype=dt), nn.Sigmoid(),
+        nn.Flatten(), nn.Dropout(0.3, seed=rng), nn.Dense(24, 5, dtype=dt, seed=rng),
+        nn.Tanh(), nn.Dense(5, 4, dtype=dt, seed=rng), nn.Softmax(),
+    ), (4, 3, 5, 4)
+
+
+def _one_d(dt, rng):
+    """Conv1D, 1-D pools, BatchNorm1D, a nested Sequential, a ReLU first."""
+    return nn.Sequential(
+        nn.ReLU(), nn.Conv1D(3, 4, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.MaxPool1D(2), nn.AvgPool1D(2),
+        nn.Sequential(nn.BatchNorm1D(4, dtype=dt), nn.Flatten(),
+                      nn.Dense(12, 3, dtype=dt, seed=rng)),
+    ), (5, 3, 13)
+
+
+def _residual(dt, rng):
+    """Residual blocks with and without projection, batch norm, identity."""
+    return nn.Sequential(
+        nn.Conv2D(1, 4, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2D(4, 4, 3, padding=1, dtype=dt, seed=rng),
+                                  nn.BatchNorm2D(4, dtype=dt), nn.ReLU())),
+        nn.Residual(nn.Conv2D(4, 6, 3, stride=2, padding=1, dtype=dt, seed=rng),
+                    nn.Sequential(nn.Conv2D(4, 6, 1, stride=2, dtype=dt, seed=rng))),
+        nn.Identity(), nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Dense(6, 3, dtype=dt, seed=rng),
+    ), (3, 1, 7, 7)
+
+
+MODELS = {"fused": _fused, "grouped": _grouped, "transposed": _transposed, "one_d": _one_d,
+          "residual": _residual}
+
+
+def _pair(name, dt, seed=0):
+    """Two equal models and the input shape."""
+    a, shape = MODELS[name](dt, np.random.default_rng(seed))
+    b, _ = MODELS[name](dt, np.random.default_rng(seed))
+    return a, b, shape
+
+
+def _state(model):
+    return {**model.params, **{k: v.copy() for k, v in model.named_buffers()}}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# ---- planned == layer by layer ---------------------------------------------
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_inference_equals_layers(name, dt):
+    a, b, shape = _pair(name, dt)
+    a.eval(), b.eval()
+    rng = np.random.default_rng(1)
+    plan = b.plan(shape)
+    for _ in range(2):
+        x = rng.standard_normal(shape).astype(dt)
+        x[0].flat[0] = np.nan if name == "fused" else x[0].flat[0]  # NaN propagates alike
+        np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_training_step_equals_layers(name, dt, opt):
+    a, b, shape = _pair(name, dt)
+    make = (lambda m: optim.SGD(m, lr=0.05, momentum=0.9)) if opt == "sgd" else (
+        lambda m: optim.Adam(m, lr=0.01))
+    oa, ob = make(a), make(b)
+    la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+    plan = b.plan(shape, training=True)
+    _assert_same(_state(a), _state(b))  # planning changed nothing (running statistics)
+    rng = np.random.default_rng(2)
+    n_out = plan.out_shape[1]
+    for _ in range(3):
+        x = rng.standard_normal(shape).astype(dt)
+        y = rng.integers(0, n_out, shape[0])
+        oa.zero_grad()
+        va = la.forward(a.forward(x), y)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        vb = plan.train_step(x, y, lb, ob)
+        assert va == vb
+        _assert_same(_state(a), _state(b))
+        _assert_same(a.grads, b.grads)
+        np.testing.assert_array_equal(la.backward(), lb.backward())
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_training_step_generic_loss(dt):
+    """A loss other than SoftmaxCrossEntropy runs through its own forward/backward."""
+    a, b, shape = _pair("fused", dt)
+    oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+    la, lb = nn.MSELoss(), nn.MSELoss()
+    rng = np.random.default_rng(3)
+    plan = b.plan(shape, training=True)
+    for _ in range(2):
+        x = rng.standard_normal(shape).astype(dt)
+        t = rng.standard_normal((shape[0], 3)).astype(dt)
+        oa.zero_grad()
+        va = la.forward(a.forward(x), t)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        assert plan.train_step(x, t, lb, ob) == va
+        _assert_same(a.params, b.params)
+
+
+def test_lenet5_and_resnet8_equal_layers():
+    for make, shape in ((models.lenet5, (2, 1, 28, 28)), (models.resnet8, (2, 1, 12, 12))):
+        a, b = make(seed=0), make(seed=0)
+        oa, ob = optim.Adam(a), optim.Adam(b)
+        x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+        y = np.array([1, 7])
+        l1, l2 = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+        oa.zero_grad()
+        l1.forward(a.forward(x), y)
+        a.backward(l1.backward(), input_grad=False)
+        oa.step()
+        b.plan(shape).train_step(x, y, l2, ob)
+        _assert_same(_state(a), _state(b))
+        a.eval(), b.eval()
+        np.testing.assert_array_equal(b.plan(shape).forward(x), a.forward(x))
+
+
+def test_fit_evaluate_predict_equal_layers(monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 2, 11, 9)).astype(np.float32)
+    y = rng.integers(0, 3, 37)
+    a, b, _ = _pair("fused", np.float32)
+    ha = _fit_layered(a, x, y)
+    hb = fit(b, nn.SoftmaxCrossEntropy(), optim.SGD(b, lr=0.1), x, y, epochs=2, batch_size=8,
+             seed=0, progress=False)
+    assert ha == hb["loss"]
+    _assert_same(a.params, b.params)
+    assert b.__dict__["_netplans"]  # the planned path ran
+    assert b.training
+    a.eval()
+    np.testing.assert_array_equal(predict(b, x, batch_size=10), a.forward(x))
+    assert b.training
+    r = evaluate(b, nn.SoftmaxCrossEntropy(), x, y, batch_size=10)
+    ref = sum(nn.SoftmaxCrossEntropy().forward(a.forward(x[i:i + 10]), y[i:i + 10])
+              * len(y[i:i + 10]) for i in range(0, 37, 10)) / 37
+    assert r["loss"] == ref
+
+
+def _fit_layered(model, x, y):
+    """fit's loop, layer by layer: the mean loss of each of 2 epochs."""
+    loss, opt = nn.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.1)
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(2):
+        order = rng.permutation(len(x))
+        total = 0.0
+        for s in range(0, len(x), 8):
+            idx = order[s:s + 8]
+            opt.zero_grad()
+            total += float(loss.forward(model.forward(x[idx]), y[idx])) * len(idx)
+            model.backward(loss.backward(), input_grad=False)
+            opt.step()
+        out.append(total / len(x))
+    return out
+
+
+def test_predict_layer_by_layer_for_other_models():
+    model = nn.Sequential(nn.ReLU())  # no parameters: the input's dtype is kept
+    x = np.array([[-1.0, 2.0]])
+    out = predict(model, x)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, [[0.0, 2.0]])
+    assert "_netplans" not in model.__dict__
+    with pytest.raises(ValueError, match="predict: batch_size"):
+        predict(model, x, batch_size=0)
+
+
+# ---- fused epilogues in the kernels ------------------------------------------
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("geom", [
+    ((2, 3, 9, 31), (5, 3, 3, 3), (1, 1), (1, 1), (1, 1)),    # long rows
+    ((1, 2, 7, 5), (9, 2, 2, 3), (2, 3), (0, 1), (1, 1)),     # strided, few columns
+    ((3, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2), (1, 1)),   # LeNet's first layer
+    ((2, 4, 11, 13), (4, 4, 3, 3), (1, 2), (1, 0), (2, 1)),   # dilated
+])
+@pytest.mark.parametrize("act,alpha", [(1, 0.0), (2, 0.1), (2, -0.3), (2, 0.0)])
+def test_conv_epilogue_equals_activation(dt, geom, act, alpha):
+    xs, ws, s, p, d = geom
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(xs).astype(dt)
+    x[0, 0, 0, :3] = [np.nan, -0.0, np.inf]
+    w = rng.standard_normal(ws).astype(dt)
+    b = rng.standard_normal(ws[0]).astype(dt)
+    ref = F.conv2d(x, w, b, s, p, d)
+    want = F.relu(ref) if act == 1 else F.leaky_relu(ref, alpha)
+    out = np.empty_like(ref)
+    for threads in (1, 2):
+        _conv.conv2d_forward(x, w, b, out, *s, *p, *d, threads, 1, act, alpha)
+        np.testing.assert_array_equal(out, want)
+        assert (np.signbit(out) == np.signbit(want)).all()
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("m", [1, 5, 70])
+@pytest.mark.parametrize("act,alpha", [(0, 0.0), (1, 0.0), (2, 0.01)])
+def test_gemm_epilogue_equals_activation(dt, m, act, alpha):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((m, 33)).astype(dt)
+    w = rng.standard_normal((19, 33)).astype(dt)
+    b = rng.standard_normal(19).astype(dt)
+    ref = F.linear(x, w, b)
+    want = ref if act == 0 else F.relu(ref) if act == 1 else F.leaky_relu(ref, alpha)
+    out = np.empty_like(ref)
+    _gemm.gemm(x, w, out, False, True, False, 2, b, act, alpha)
+    np.testing.assert_array_equal(out, want)
+
+
+# ---- invalidation ------------------------------------------------------------
+
+
+def _planned():
+    model, _, shape = _pair("fused", np.float32)
+    model.eval()
+    return model, model.plan(shape), np.random.default_rng(8).standard_normal(shape)
+
+
+def test_plan_is_kept_while_valid():
+    model, plan, x = _planned()
+    assert plan.valid and model.plan(x.shape) is plan
+    assert plan._calls is not None  # every step one prebound kernel call
+    assert "steps=[WeightedStep, MaxPoolStep, WeightedStep, FlattenStep" in repr(plan)
+
+
+def test_in_place_updates_keep_the_plan():
+    model, plan, x = _planned()
+    model.load_state_dict({k: v * 2 for k, v in model.state_dict().items()})
+    assert plan.valid
+    np.testing.assert_array_equal(plan.forward(x), model.forward(x))
+
+
+@pytest.mark.parametrize("change", ["param", "grad", "dtype", "append", "replace_layer",
+                                    "mode", "layer_mode", "threads", "backend", "residual",
+                                    "algorithm"])
+def test_model_changes_invalidate(change):
+    model, plan, x = _planned()
+    conv = model[0]
+    if change == "param":
+        conv.params["weight"] = conv.weight * 3
+    elif change == "grad":  # (a training plan's: inference uses no gradient)
+        plan = model.train().plan(x.shape, training=True)
+        conv._grads["weight"] = np.zeros_like(conv.weight)
+        assert model.eval().plan(x.shape).valid
+        model.train()
+    elif change == "dtype":
+        for k in ("weight", "bias"):
+            conv.params[k] = conv.params[k].astype(np.float64)
+        conv.dtype = np.dtype(np.float64)
+    elif change == "append":
+        model.layers.append(nn.ReLU())
+    elif change == "replace_layer":
+        model.layers[1] = nn.LeakyReLU(0.5)
+    elif change == "mode":
+        model.train()
+    elif change == "layer_mode":  # a layer whose results depend on the mode
+        model[6].training = True  # a Dense: they do not
+        assert plan.valid
+        model, _, shape = _pair("transposed", np.float32)
+        model.eval()
+        plan, x = model.plan(shape), np.zeros(shape)
+        model[3].training = True  # the BatchNorm2D
+    elif change == "residual":
+        model, _, shape = _pair("residual", np.float32)
+        model.eval()
+        plan, x = model.plan(shape), np.zeros(shape)
+        model[2].block = nn.Sequential(nn.Identity())
+    if change == "threads":
+        n = cnnext.get_num_threads()
+        cnnext.set_num_threads(n % 2 + 1)
+        try:
+            assert not plan.valid
+        finally:
+            cnnext.set_num_threads(n)
+        assert plan.valid
+        return
+    if change == "algorithm":
+        with cnnext.use_conv_algorithm("winograd"):
+            assert not plan.valid
+        assert plan.valid
+        return
+    if change == "backend":
+        with cnnext.use_backend("numpy"):
+            assert not plan.valid
+        assert plan.valid
+        return
+    assert not plan.valid
+    with pytest.raises(RuntimeError, match="NetPlan.forward: the model changed"):
+        plan.forward(x)
+    if change in ("mode", "layer_mode", "grad"):
+        return
+    if change == "dtype":
+        with pytest.raises(ValueError, match="Sequential.plan: layer 0"):
+            model.plan(x.shape, dtype=np.float32)
+        return
+    new = model.eval().plan(x.shape)  # (new layers start in training mode)
+    assert new is not plan and new.valid
+    np.testing.assert_array_equal(new.forward(x), model.forward(x.astype(np.float32)))
+
+
+# ---- arguments and aliasing ---------------------------------------------------
+
+
+def test_outputs_and_inputs_are_never_aliased():
+    model, plan, x = _planned()
+    x = x.astype(np.float32)
+    y1 = plan.forward(x)
+    keep = y1.copy()
+    y2 = plan.forward(x)
+    assert y1 is not y2 and not np.shares_memory(y1, y2)
+    y2[...] = 123
+    np.testing.assert_array_equal(plan.forward(x), keep)
+    x[...] = 0  # the caller's later writes change nothing kept
+    np.testing.assert_array_equal(plan.forward(x), model.forward(x))
+    np.testing.assert_array_equal(y1, keep)
+
+
+def test_training_step_keeps_no_caller_array():
+    model, _, shape = _pair("fused", np.float32)
+    plan = model.plan(shape, training=True)
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal(shape).astype(np.float32), np.array([0, 1, 2])
+    loss, opt = nn.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.1)
+    plan.train_step(x, y, loss, opt)
+    before = copy.deepcopy(model.state_dict())
+    x[...] = 7
+    y[...] = 0
+    _assert_same(model.state_dict(), before)
+
+
+def test_input_conversion_and_errors():
+    model, plan, x = _planned()
+    ref = model.forward(x.astype(np.float32))
+    np.testing.assert_array_equal(plan.forward(x), ref)                  # float64 -> float32
+    np.testing.assert_array_equal(plan.forward(np.asfortranarray(x)), ref)
+    np.testing.assert_array_equal(plan.forward(x.tolist()), ref)
+    ro = x.astype(np.float32)
+    ro.flags.writeable = False
+    np.testing.assert_array_equal(plan.forward(ro), ref)
+    with pytest.raises(ValueError, match=r"NetPlan.forward: x.shape must be \(3, 2, 11, 9\)"):
+        plan.forward(x[:2])
+    with pytest.raises(TypeError, match="NetPlan.forward"):
+        plan.forward(np.zeros(x.shape, complex))
+    with pytest.raises(RuntimeError, match="made for inference"):
+        plan.train_step(x, np.zeros(3, np.int64), nn.SoftmaxCrossEntropy(), optim.SGD(model,
+                                                                                       lr=1))
+    with pytest.raises(ValueError, match="Sequential.plan: training=True but the model is in "
+                                         "evaluation mode"):
+        model.plan(x.shape, training=True)
+    with pytest.raises(ValueError, match="Sequential.plan: input_shape"):
+        model.plan((3, -2, 11, 9))
+    with pytest.raises(ValueError, match="Conv2D"):
+        model.plan((3, 5, 11, 9))  # the layer's own message: in_channels
+
+
+def test_bad_labels_in_a_training_step():
+    model, _, shape = _pair("fused", np.float32)
+    plan = model.plan(shape, training=True)
+    x = np.zeros(shape, np.float32)
+    opt = optim.SGD(model, lr=0.1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        plan.train_step(x, np.array([0, 1, 3]), nn.SoftmaxCrossEntropy(), opt)
+
+
+def test_numpy_backend_has_no_plans():
+    model, _, shape = _pair("fused", np.float32)
+    with cnnext.use_backend("numpy"), pytest.raises(RuntimeError, match="compiled backend"):
+        model.plan(shape)
+
+
+# ---- bench rows ----------------------------------------------------------------
+
+
+def test_bench_rows_skip_absent_peers(monkeypatch):
+    from cnnext import bench
+    from cnnext.bench import netplan_rows
+
+    monkeypatch.setattr(netplan_rows, "_optional", lambda name: None)
+    rows = bench.run_small_calls("seed-step-plan,lenet5-infer-b1", quick=True, torch=None,
+                                 threads=1, progress=False)
+    assert [r["case"] for r in rows] == ["lenet5-infer-b1", "seed-step-plan"]
+    assert rows[0]["onnxruntime"]["status"] == "not installed (onnxruntime, an optional " \
+                                               "benchmark peer)"
+    assert rows[1]["jax"]["status"].startswith("not installed (jax")
+    assert rows[1]["cnnext"]["median"] > 0 and rows[1]["ratio_jax"] is None
+    text = bench.format_small_calls(rows)
+    assert "cnnext/ONNX Runtime" in text and "cnnext/JAX" in text
+
+
+def test_bench_jax_peer_trains_like_cnnext():
+    """The JAX peer (when installed) computes the same SGD step."""
+    pytest.importorskip("jax")
+    from cnnext.bench.netplan_rows import NETPLAN_BUILDERS
+
+    peers = NETPLAN_BUILDERS["seed-step-plan"](np.dtype(np.float32),
+                                               np.random.default_rng(0), None)
+    after_one = peers["jax"].state()  # the peer ran one step when it compiled
+    peers["cnnext"].fn()
+    mine = peers["cnnext"].state()
+    assert after_one.keys() == mine.keys()
+    for k in mine:
+        np.testing.assert_allclose(after_one[k], mine[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_layers_that_change_the_dtype():
+    """A parameter-free model keeps float64 through float32 layers' outputs
+    as the layers do; a Dense converts what it receives to its dtype."""
+    rng = np.random.default_rng(10)
+    a = nn.Sequential(nn.Dense(3, 4, seed=0), nn.Sigmoid(), nn.Dense(4, 2, dtype=np.float32,
+                                                                     seed=1)).eval()
+    x = rng.standard_normal((2, 3))
+    plan = a.plan((2, 3))
+    np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+    b = nn.Sequential(nn.ReLU(), nn.Tanh()).eval()
+    plan = b.plan((2, 3), dtype=np.float64)
+    out = plan.forward(x)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, b.forward(x))
+
+
+def test_copies_and_pickles_of_a_planned_model_plan_afresh():
+    import pickle
+
+    model, plan, x = _planned()
+    ref = plan.forward(x)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not other.__dict__["_netplans"]
+        np.testing.assert_array_equal(other.plan(x.shape).forward(x), ref)
+    assert model.plan(x.shape) is plan
+
+
+def test_empty_batch_and_unbatched_input():
+    model = models.lenet5(seed=0).eval()
+    assert model.plan((0, 1, 28, 28)).forward(np.zeros((0, 1, 28, 28))).shape == (0, 10)
+    model.train()
+    plan = model.plan((0, 1, 28, 28), training=True)
+    assert plan.train_step(np.zeros((0, 1, 28, 28)), np.zeros(0, np.int64),
+                           nn.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.1)) == 0.0
+    rng = np.random.default_rng(11)
+    conv = nn.Sequential(nn.Conv2D(1, 2, 3, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+                         nn.Flatten(), nn.Dense(169, 3, seed=rng)).eval()
+    x = rng.standard_normal((1, 28, 28)).astype(np.float32)  # (C, H, W): Flatten keeps C
+    np.testing.assert_array_equal(conv.plan(x.shape).forward(x), conv.forward(x))
+
+
+def test_subclasses_run_their_own_forward():
+    class Doubled(nn.Dense):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+        def backward(self, grad_y, input_grad=True):
+            return super().backward(2 * np.asarray(grad_y), input_grad)
+
+    def make():
+        rng = np.random.default_rng(12)
+        return nn.Sequential(nn.Dense(3, 4, seed=rng), nn.ReLU(), Doubled(4, 2, seed=rng))
+
+    a, b = make(), make()
+    x = np.random.default_rng(13).standard_normal((5, 3)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 1])
+    oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+    la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+    oa.zero_grad()
+    va = la.forward(a.forward(x), y)
+    a.backward(la.backward(), input_grad=False)
+    oa.step()
+    assert b.plan(x.shape).train_step(x, y, lb, ob) == va
+    _assert_same(a.params, b.params)
+    a.eval(), b.eval()
+    np.testing.assert_array_equal(b.plan(x.shape).forward(x), a.forward(x))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_winograd_convolutions_equal_layers(training):
+    """A convolution whose plan is not the direct kernel (here Winograd's) gets
+    its activation as a separate pass: the same numbers."""
+    with cnnext.use_conv_algorithm("winograd"):
+        a, b, shape = _pair("residual", np.float32)
+        x = np.random.default_rng(14).standard_normal(shape).astype(np.float32)
+        if not training:
+            a.eval(), b.eval()
+            np.testing.assert_array_equal(b.plan(shape).forward(x), a.forward(x))
+            return
+        y = np.array([0, 2, 1])
+        oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+        la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+        oa.zero_grad()
+        va = la.forward(a.forward(x), y)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        assert b.plan(shape).train_step(x, y, lb, ob) == va
+        _assert_same(_state(a), _state(b))

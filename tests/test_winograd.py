@@ -1,0 +1,348 @@
+"""Winograd F(2x2, 3x3) convolutions (``cnnext.set_conv_algorithm``).
+
+The kernels against the float64 reference over the geometry Winograd cuts
+into 2x2 tiles (odd H and W, 1x1 images, padding 0/1/2 and asymmetric, N=1,
+channel counts off the vector and panel widths, several tile blocks, tiles
+of one block spread over several images), memory layouts, thread counts and
+PyTorch; the algorithm setting (plans, cache, layers, context); the
+fallbacks (float64, other geometries, inf/NaN); and the accuracy claim that
+``"auto"`` rests on.
+
+Tolerance: the float32 table of ``conftest.TOLERANCES`` (relative 1e-4,
+absolute 1e-5 of the largest value).  Winograd's measured float32 error on
+these sizes is below 2e-6 of the largest value (forward; the gradients
+less), so the table has a margin of about 5.
+"""
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+import cnnext
+from cnnext import _plan
+from cnnext import functional as F
+from cnnext import nn
+from cnnext import reference as R
+
+W = namedtuple("W", "n cin cout h w p")
+
+# (id, geometry): 3x3 stride 1, every shape the tiling must get right.
+CASES = [
+    ("odd-HW", W(2, 3, 5, 7, 9, (1, 1))),
+    ("1x1-image", W(2, 33, 40, 1, 1, (1, 1))),
+    ("1x1-image-pad2", W(1, 4, 3, 1, 1, (2, 2))),
+    ("pad0", W(3, 8, 17, 6, 5, (0, 0))),
+    ("pad0-3x3-input", W(2, 5, 6, 3, 3, (0, 0))),
+    ("pad2", W(1, 5, 3, 4, 7, (2, 2))),
+    ("pad-asym", W(2, 6, 7, 5, 8, (0, 2))),
+    ("pad-asym-2", W(1, 7, 9, 9, 4, (2, 1))),
+    ("N1-C1", W(1, 1, 1, 7, 5, (1, 1))),
+    ("C-off-width", W(2, 17, 9, 10, 11, (1, 1))),
+    ("row-of-tiles", W(2, 4, 4, 2, 63, (1, 0))),
+    ("column-of-tiles", W(2, 4, 4, 63, 2, (0, 1))),
+    # more tiles than one block, blocks spanning images and tile rows
+    ("blocks", W(5, 9, 11, 19, 23, (1, 1))),
+    ("channels-64", W(2, 64, 64, 12, 12, (1, 1))),
+]
+IDS = [c[0] for c in CASES]
+GEOMS = [c[1] for c in CASES]
+
+
+def arrays(g, rng, dtype=np.float32):
+    x = rng.standard_normal((g.n, g.cin, g.h, g.w)).astype(dtype)
+    w = (rng.standard_normal((g.cout, g.cin, 3, 3)) / np.sqrt(9 * g.cin)).astype(dtype)
+    b = rng.standard_normal(g.cout).astype(dtype)
+    return x, w, b
+
+
+def f64(*a):
+    return [np.asarray(v, dtype=np.float64) for v in a]
+
+
+def winograd_plan(x, w, b, p):
+    return F._conv2d_plan("conv2d", x, w, b, x.dtype, 1, p, 1, 1)
+
+
+@pytest.mark.parametrize("g", GEOMS, ids=IDS)
+def test_winograd_matches_reference(g, rng, close):
+    x, w, b = arrays(g, rng)
+    go = rng.standard_normal((g.n, g.cout, g.h + 2 * g.p[0] - 2, g.w + 2 * g.p[1] - 2))
+    go = go.astype(np.float32)
+    with cnnext.use_conv_algorithm("winograd"):
+        plan = winograd_plan(x, w, b, g.p)
+        assert (plan.method, plan.grad_input, plan.grad_weight) == ("winograd",) * 3
+        y = F.conv2d(x, w, b, padding=g.p)
+        gx, gw, gb = F.conv2d_backward(go, x, w, padding=g.p)
+    close(y, R.conv2d(*f64(x, w, b), padding=g.p), np.float32)
+    rx, rw, rb = R.conv2d_backward(*f64(go, x, w), padding=g.p)
+    close(gx, rx, np.float32, err_msg="grad_x")
+    close(gw, rw, np.float32, err_msg="grad_weight")
+    close(gb, rb, np.float32, err_msg="grad_bias")
+    assert y.dtype == gx.dtype == gw.dtype == np.float32
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_winograd_thread_counts(threads, rng, close, restore_threads):
+    """The forward pass and input gradient do not depend on the thread count
+    (bitwise); the weight gradient matches the reference at every count."""
+    g = W(5, 9, 11, 19, 23, (1, 1))
+    x, w, b = arrays(g, rng)
+    go = rng.standard_normal((g.n, g.cout, g.h, g.w)).astype(np.float32)
+    with cnnext.use_conv_algorithm("winograd"):
+        cnnext.set_num_threads(1)
+        y1 = F.conv2d(x, w, b, padding=1)
+        gx1, _, _ = F.conv2d_backward(go, x, w, padding=1)
+        cnnext.set_num_threads(threads)
+        plan = _plan.conv2d_plan("conv2d", x.shape, w.shape, b.shape, x.dtype, (1, 1), (1, 1),
+                                 (1, 1), 1, "winograd")
+        y = plan.forward(x, w, b)
+        gx, gw, _ = plan.backward(go, x, w, False)
+    np.testing.assert_array_equal(y, y1)
+    np.testing.assert_array_equal(gx, gx1)
+    close(gw, R.conv2d_backward(*f64(go, x, w), padding=1)[1], np.float32)
+
+
+def test_winograd_vs_torch(rng):
+    torch = pytest.importorskip("torch")
+    g = W(2, 32, 48, 15, 14, (1, 1))
+    x, w, b = arrays(g, rng)
+    go = rng.standard_normal((2, 48, 15, 14)).astype(np.float32)
+    with cnnext.use_conv_algorithm("winograd"):
+        y = F.conv2d(x, w, b, padding=1)
+        gx, gw, gb = F.conv2d_backward(go, x, w, padding=1)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    bt = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
+    yt.backward(torch.tensor(go, dtype=torch.float64))
+    for ours, theirs in ((y, yt), (gx, xt.grad), (gw, wt.grad), (gb, bt.grad)):
+        want = theirs.detach().numpy()
+        assert np.abs(ours - want).max() <= 2e-5 * np.abs(want).max()
+
+
+LAYOUTS = {
+    "non-contiguous": lambda a: np.repeat(a, 2, axis=-1)[..., ::2],
+    "fortran": np.asfortranarray,
+    "read-only": lambda a: np.require(a, requirements="C").copy().view(),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_winograd_layouts_and_unbatched(layout, rng):
+    """Every memory layout gives the contiguous result, inputs unchanged; an
+    unbatched sample gives the batched result for it."""
+    g = W(2, 6, 5, 9, 7, (1, 1))
+    x, w, b = arrays(g, rng)
+    go = rng.standard_normal((2, 5, 9, 7)).astype(np.float32)
+    laid = [LAYOUTS[layout](a) for a in (x, w, b, go)]
+    if layout == "read-only":
+        for a in laid:
+            a.flags.writeable = False
+    copies = [a.copy() for a in laid]
+    with cnnext.use_conv_algorithm("winograd"):
+        want_y = F.conv2d(x, w, b, padding=1)
+        want = F.conv2d_backward(go, x, w, padding=1)
+        y = F.conv2d(laid[0], laid[1], laid[2], padding=1)
+        got = F.conv2d_backward(laid[3], laid[0], laid[1], padding=1)
+        y3 = F.conv2d(x[1], w, b, padding=1)
+        gx3, gw3, _ = F.conv2d_backward(go[1], x[1], w, padding=1)
+        gx1, gw1, _ = F.conv2d_backward(go[1:], x[1:], w, padding=1)
+    np.testing.assert_array_equal(y, want_y)
+    for a, b_ in zip(got, want):
+        np.testing.assert_array_equal(a, b_)
+    for a, c in zip(laid, copies):
+        np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(y3, want_y[1])
+    np.testing.assert_array_equal(gx3, gx1[0])
+    np.testing.assert_array_equal(gw3, gw1)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("where", ["x", "weight", "grad"])
+def test_winograd_nonfinite_falls_back_to_direct(bad, where, rng, close):
+    """A result computed from an array holding inf/NaN is exactly the direct
+    algorithm's (the Winograd transforms would spread it to neighbouring
+    outputs); the result that does not read that array stays Winograd's."""
+    g = W(2, 4, 3, 6, 6, (1, 1))
+    x, w, b = arrays(g, rng)
+    go = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    {"x": x, "weight": w, "grad": go}[where][0, 1, 2, 2] = bad
+    results = {}
+    for alg in ("direct", "winograd"):
+        with cnnext.use_conv_algorithm(alg):
+            results[alg] = (F.conv2d(x, w, b, padding=1),) + F.conv2d_backward(
+                go, x, w, padding=1)[:2]
+    untouched = {"x": 1, "weight": 2, "grad": 0}[where]  # y, grad_x, grad_w
+    for i, (a, d) in enumerate(zip(results["winograd"], results["direct"])):
+        if i == untouched:
+            assert np.isfinite(a).all()
+            close(a, d, np.float32)
+        else:
+            assert not np.isfinite(d).all()
+            np.testing.assert_array_equal(a, d)
+
+
+@pytest.mark.parametrize(
+    "kwargs, dtype, why",
+    [
+        ({}, np.float64, "float64"),
+        ({"stride": 2}, np.float32, "stride"),
+        ({"dilation": 2}, np.float32, "dilation"),
+        ({"padding": 3}, np.float32, "padding"),
+        ({"groups": 2}, np.float32, "groups"),
+    ],
+)
+def test_forced_winograd_falls_back_to_direct(kwargs, dtype, why, rng, close):
+    x = rng.standard_normal((2, 4, 9, 9)).astype(dtype)
+    groups = kwargs.get("groups", 1)
+    w = rng.standard_normal((4, 4 // groups, 3, 3)).astype(dtype)
+    with cnnext.use_conv_algorithm("winograd"):
+        y = F.conv2d(x, w, **kwargs)
+        plan = F._conv2d_plan("conv2d", x, w, None, np.dtype(dtype), kwargs.get("stride", 1),
+                              kwargs.get("padding", 0), kwargs.get("dilation", 1), groups)
+    assert plan.method != "winograd"
+    assert groups > 1 or why in plan.reason
+    close(y, R.conv2d(*f64(x, w), **kwargs), dtype)
+
+
+def test_forced_winograd_falls_back_for_other_kernel_sizes(rng):
+    x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 2, 3)).astype(np.float32)
+    with cnnext.use_conv_algorithm("winograd"):
+        plan = F._conv2d_plan("conv2d", x, w, None, x.dtype, 1, 1, 1, 1)
+    assert plan.method == "direct" and "2x3 kernel" in plan.reason
+
+
+def test_auto_rule():
+    """``auto``: Winograd for float32 3x3 stride-1 layers with >= 64 input and
+    output channels and >= 64 2x2 output tiles over the batch; direct
+    otherwise; ``direct`` never Winograd, ``winograd`` wherever it can."""
+    def method(x_shape, co, alg, dtype=np.float32, padding=(1, 1)):
+        return _plan.conv2d_plan("conv2d", x_shape, (co, x_shape[1], 3, 3), None,
+                                 np.dtype(dtype), (1, 1), padding, (1, 1), 1, alg).method
+    assert method((8, 128, 28, 28), 128, "auto") == "winograd"
+    assert method((8, 512, 7, 7), 512, "auto") == "winograd"  # 8 * 16 tiles
+    assert method((1, 64, 16, 16), 64, "auto") == "winograd"  # 64 tiles
+    assert method((1, 64, 15, 15), 64, "auto") == "winograd"  # 8 * 8 partial tiles
+    assert method((1, 64, 14, 14), 64, "auto") == "direct"    # 49 tiles
+    assert method((1, 256, 8, 8), 256, "auto") == "direct"
+    assert method((16, 32, 32, 32), 32, "auto") == "direct"
+    assert method((8, 63, 28, 28), 128, "auto") == "direct"
+    assert method((8, 128, 28, 28), 63, "auto") == "direct"
+    assert method((8, 128, 28, 28), 128, "auto", np.float64) == "direct"
+    assert method((8, 128, 28, 28), 128, "auto", padding=(3, 3)) == "direct"
+    assert method((8, 128, 28, 28), 128, "direct") == "direct"
+    assert method((1, 3, 5, 5), 2, "winograd") == "winograd"
+
+
+def test_plan_records_algorithm_and_cache_follows_setting(rng):
+    x = rng.standard_normal((1, 64, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    plans = {}
+    for alg in ("auto", "direct", "winograd"):
+        with cnnext.use_conv_algorithm(alg):
+            plans[alg] = F._conv2d_plan("conv2d", x, w, None, x.dtype, 1, 1, 1, 1)
+    assert plans["direct"].method == "direct" and plans["direct"].algorithm == "direct"
+    assert plans["winograd"].method == "winograd"
+    assert plans["auto"].method == "winograd" and "auto" in plans["auto"].reason
+    assert "method='winograd'" in repr(plans["winograd"])
+    assert "grad_weight='winograd'" in repr(plans["winograd"])
+
+
+def test_layer_kept_plan_follows_setting(rng):
+    conv = nn.Conv2D(4, 4, 3, padding=1, seed=0)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    with cnnext.use_conv_algorithm("direct"):
+        conv.forward(x)
+        assert conv._plan is not None and conv._plan.method == "direct"
+        conv.forward(x)
+    with cnnext.use_conv_algorithm("winograd"):
+        y = conv.forward(x)
+        assert conv._plan.method == "winograd"
+        gx = conv.backward(np.ones_like(y))
+        y2 = conv.forward(x)  # the kept plan's fast path
+        assert conv._plan.method == "winograd"
+    with cnnext.use_conv_algorithm("direct"):
+        conv.forward(x)
+        assert conv._plan.method == "direct"
+    np.testing.assert_array_equal(y, y2)
+    assert gx.shape == x.shape
+
+
+def test_set_and_use_algorithm_setting():
+    assert cnnext.get_conv_algorithm() == "auto"
+    try:
+        cnnext.set_conv_algorithm("direct")
+        assert cnnext.get_conv_algorithm() == "direct"
+        with cnnext.use_conv_algorithm("winograd"):
+            assert cnnext.get_conv_algorithm() == "winograd"
+        assert cnnext.get_conv_algorithm() == "direct"
+    finally:
+        cnnext.set_conv_algorithm("auto")
+    for bad in ("fast", None, 3):
+        with pytest.raises(ValueError, match="set_conv_algorithm: algorithm must be one of"):
+            cnnext.set_conv_algorithm(bad)
+        with pytest.raises(ValueError, match="use_conv_algorithm: algorithm must be one of"):
+            with cnnext.use_conv_algorithm(bad):
+                pass
+
+
+@pytest.mark.parametrize("c, hw", [(64, 16), (256, 8)])
+def test_winograd_error_within_4x_direct(c, hw, rng):
+    """The rule ``auto`` rests on: on realistic data (unit-variance input,
+    weights scaled by 1/sqrt(fan_in)) Winograd's float32 RMS error against
+    float64 stays within 4x the direct algorithm's, forward and backward."""
+    x = rng.standard_normal((2, c, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    go = rng.standard_normal((2, c, hw, hw)).astype(np.float32)
+    want = (R.conv2d(*f64(x, w), padding=1),) + R.conv2d_backward(*f64(go, x, w), padding=1)[:2]
+    err = {}
+    for alg in ("direct", "winograd"):
+        with cnnext.use_conv_algorithm(alg):
+            got = (F.conv2d(x, w, padding=1),) + F.conv2d_backward(go, x, w, padding=1)[:2]
+        err[alg] = [np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)) for a, b in zip(got, want)]
+    for what, e_w, e_d in zip(("forward", "grad_x", "grad_w"), err["winograd"], err["direct"]):
+        assert e_w <= 4 * e_d, (what, e_w, e_d)
+
+
+_ISA_SCRIPT = """
+import sys
+import numpy as np
+import cnnext
+from cnnext import _winograd, functional as F, reference as R
+
+rng = np.random.default_rng(0)
+worst = 0.0
+for n, c, co, h, w, p in [(2, 3, 5, 7, 9, 1), (5, 9, 11, 19, 23, 1), (2, 33, 17, 10, 11, 2)]:
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((co, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    g = rng.standard_normal((n, co, h + 2 * p - 2, w + 2 * p - 2)).astype(np.float32)
+    with cnnext.use_conv_algorithm("winograd"):
+        got = (F.conv2d(x, wt, padding=p),) + F.conv2d_backward(g, x, wt, padding=p)[:2]
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, g))
+    want = (R.conv2d(x64, w64, padding=p),) + R.conv2d_backward(g64, x64, w64, padding=p)[:2]
+    for a, b in zip(got, want):
+        worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
+print(_winograd.isa(), worst)
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_winograd_every_isa(isa, tmp_path):
+    """CNNEXT_ISA selects each variant of the transform loops (and, with
+    AVX-512, Winograd's own micro-kernel) the CPU supports."""
+    import os
+    import subprocess
+    import sys
+
+    from cnnext import _gemm
+
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa) > order.index(_gemm.isa()):
+        pytest.skip(f"this CPU runs {_gemm.isa()}, not {isa}")
+    proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=dict(os.environ, CNNEXT_ISA=isa))
+    assert proc.returncode == 0, proc.stderr
+    name, worst = proc.stdout.split()
+    assert name == isa
+    assert float(worst) < 1e-5
