@@ -37,6 +37,13 @@ train files are present.  When only the test split is present, or with
 ``--train-range 0:1000 --test-range 5000:6000`` for ``tiny`` and ``0:8000`` /
 ``8000:10000`` for the others.
 
+Several processes
+-----------------
+``mpiexec -n N cnnext train ... --distributed`` trains data-parallel over MPI
+(:mod:`cnnext.distributed`): ``--batch-size`` is the global batch, each rank
+uses its cores divided by the ranks sharing them (``--threads`` sets it), and
+only rank 0 prints, shows progress, saves and plots.
+
 Exit status: 0 on success, 2 for bad arguments or a missing/corrupt dataset
 (a one-line message, no traceback).
 """
@@ -44,6 +51,8 @@ Exit status: 0 on success, 2 for bad arguments or a missing/corrupt dataset
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -210,6 +219,13 @@ def _parser() -> argparse.ArgumentParser:
         '(pip install "cnnext[plot]")',
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training over MPI: start with mpiexec -n N (needs mpi4py and an "
+        'MPI implementation: pip install "cnnext[mpi]" mpich); --batch-size is the global '
+        "batch, --threads each rank's (default: cores / ranks); only rank 0 prints and saves",
+    )
     return p
 
 
@@ -230,25 +246,99 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+# With --distributed: the error messages of this rank, printed once for the
+# whole job by rank 0 (see _Ranks).
+_errors: list[str] | None = None
+
+
 def _fail(msg: str) -> int:
-    print(f"cnnext train: error: {msg}", file=sys.stderr)
+    if _errors is not None:
+        _errors.append(msg)
+    else:
+        print(f"cnnext train: error: {msg}", file=sys.stderr)
     return 2
+
+
+class _Ranks:
+    """The ranks of a --distributed run: they agree once the data is loaded
+    (every rank loads it; any rank's error stops them all) and on the exit
+    status at the end (rank 0's, which alone saves)."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self.passed = self.failed = False
+
+    def ready(self) -> bool:
+        """All ranks have their data (a collective call; False: stop)."""
+        self.passed = True
+        self.failed = self._agree(None) is not None
+        return not self.failed
+
+    def _agree(self, status: int | None) -> int | None:
+        global _errors
+        reports = self.comm.allgather((status, _errors))
+        _errors = []
+        if self.rank == 0:
+            seen: dict[str, list[int]] = {}
+            for r, (_, msgs) in enumerate(reports):
+                for m in msgs or ():
+                    seen.setdefault(m, []).append(r)
+            for m, ranks in seen.items():
+                where = "" if len(ranks) == self.size else f"rank {', '.join(map(str, ranks))}: "
+                print(f"cnnext train: error: {where}{m}", file=sys.stderr)
+        return max((st for st, _ in reports if st is not None), default=None)
+
+    def finish(self, status: int) -> int:
+        """The job's exit status, agreed by every rank."""
+        if not self.passed:  # failed before the data was ready: meet the others' ready()
+            return self._agree(status) or status
+        if self.failed:  # another rank did
+            return status
+        # after training: rank 0's (the others have nothing to report)
+        status = self.comm.bcast(status, root=0)
+        self._agree(None)
+        return int(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cnnext train``; returns the exit status."""
+    global _errors
     parser = _parser()
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 0:
         parser.error(f"--epochs must be >= 0, got {args.epochs}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
+    if not args.distributed:
+        return _run(args, None)
 
+    from cnnext import distributed
+
+    try:
+        comm = distributed.init(threads=args.threads)
+    except ImportError as exc:
+        return _fail(str(exc))
+    ranks = _Ranks(comm)
+    _errors = []
+    try:
+        if ranks.rank == 0:
+            status = _run(args, ranks)
+        else:  # only rank 0 prints
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                status = _run(args, ranks)
+        return ranks.finish(status)
+    finally:
+        _errors = None
+
+
+def _run(args: argparse.Namespace, ranks: _Ranks | None) -> int:
+    """Train as ``args`` say; with ``ranks``, this rank's part of the job."""
     import cnnext
     from cnnext import datasets, nn, optim
     from cnnext.train import evaluate, fit
 
-    if args.threads is not None:
+    comm = None if ranks is None else ranks.comm
+    if args.threads is not None and ranks is None:
         cnnext.set_num_threads(args.threads)
     d = _DEFAULTS[args.model]
     epochs = d["epochs"] if args.epochs is None else args.epochs
@@ -268,9 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(str(exc))
 
     try:
-        if args.download:
+        if args.download and (ranks is None or ranks.rank == 0):
             print(f"downloading MNIST into {root} ...", file=sys.stderr)
             datasets.download_mnist(root)
+        if args.download and comm is not None:  # rank 0 has downloaded
+            comm.Barrier()
         split = args.split
         if split == "auto":
             try:
@@ -302,8 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except (ValueError, datasets.DownloadError) as exc:
         return _fail(str(exc))
+    if ranks is not None and not ranks.ready():
+        return 2
 
-    if args.split == "auto" and split == "test":
+    if args.split == "auto" and split == "test" and (ranks is None or ranks.rank == 0):
         print(
             f"note: no MNIST train split in {root}; training on test-split images "
             f"[{tr.start}, {tr.stop}) and testing on [{te.start}, {te.stop}) (as --split test)",
@@ -323,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"[{tr.start}, {tr.stop})), testing on {len(x_test)} (test split [{te.start}, {te.stop})): "
         f"{_plural(epochs, 'epoch')}, batch size {batch_size}, {type(opt).__name__} lr {lr:g} "
         f"(x{lr_decay:g} per epoch), "
-        f"seed {args.seed}",
+        f"seed {args.seed}"
+        + ("" if ranks is None else
+           f"; {_plural(ranks.size, 'rank')} x {_plural(cnnext.get_num_threads(), 'thread')}"),
         flush=True,
     )
 
@@ -348,13 +444,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         validation_data=(x_test, y_test),
         progress=False if args.no_progress else None,
         on_epoch_end=report,
+        comm=comm,
     )
     wall = time.perf_counter() - start
-    result = evaluate(model, loss, x_test, y_test)
+    result = evaluate(model, loss, x_test, y_test, comm=comm)
     print(
         f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}); "
         f"wall time {wall:.1f} s"
     )
+    if ranks is not None and ranks.rank != 0:  # rank 0 saves and plots
+        return 0
     if args.save:
         try:
             model.save(args.save)

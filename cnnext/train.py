@@ -192,7 +192,8 @@ def _restore_mode(model: object, was_training: object) -> None:
 
 
 def evaluate(
-    model: Model, loss: Loss, x: npt.ArrayLike, y: npt.ArrayLike, batch_size: int = 256
+    model: Model, loss: Loss, x: npt.ArrayLike, y: npt.ArrayLike, batch_size: int = 256,
+    comm: Any = None,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` on ``(x, y)``, in evaluation mode.
 
@@ -207,6 +208,11 @@ def evaluate(
     x, y : array_like
         Inputs and targets, same length.
     batch_size : int >= 1
+    comm : mpi4py communicator, optional
+        Evaluate in parallel: every rank of ``comm`` (each holding the same
+        model and the whole set) evaluates its contiguous part of the set,
+        and every rank returns the result for the whole set
+        (:mod:`cnnext.distributed`).
 
     Returns
     -------
@@ -236,10 +242,16 @@ def evaluate(
     was_training = getattr(model, "training", None)
     if hasattr(model, "eval"):
         model.eval()
+    lo, hi = 0, len(x)
+    if comm is not None:  # this rank's part of the set
+        from .distributed import _share
+
+        lo, hi = _share(0, len(x), comm.Get_rank(), comm.Get_size())
     try:
         total_loss, correct, n_acc = 0.0, 0, 0
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        for start in range(lo, hi, batch_size):
+            stop = min(start + batch_size, hi)
+            xb, yb = x[start:stop], y[start:stop]
             plan = _net_plan(model, xb.shape, False)
             out = model.forward(xb) if plan is None else plan.forward(xb)
             total_loss += float(loss.forward(out, yb)) * len(xb)
@@ -249,6 +261,11 @@ def evaluate(
                 n_acc += len(xb)
     finally:
         _restore_mode(model, was_training)
+    if comm is not None:
+        from .distributed import _sum_over_ranks
+
+        total_loss, n_right, n_acc_all = _sum_over_ranks((total_loss, correct, n_acc), comm)
+        correct, n_acc = int(n_right), int(n_acc_all)
     n = len(x)
     return {
         "loss": total_loss / n if n else float("nan"),
@@ -336,6 +353,8 @@ def fit(
     validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
     progress: bool | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], object] | None = None,
+    distributed: bool = False,
+    comm: Any = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` on ``(x, y)`` with mini-batch gradient descent.
 
@@ -370,6 +389,19 @@ def fit(
         Called as ``on_epoch_end(epoch, logs)`` after each epoch, with the
         1-based epoch number and that epoch's entries of the history (e.g.
         for printing or early checkpoints).
+    distributed : bool
+        Data-parallel training over MPI, one process per rank, all running
+        this same call (:mod:`cnnext.distributed`; needs mpi4py):
+        ``batch_size`` is the global batch, of which each rank computes its
+        share; the gradients are averaged over the ranks before every
+        ``optimizer.step()``; rank 0's order, weights and buffers are used
+        everywhere; the history and validation are over all ranks; only
+        rank 0 shows a progress bar.  An exception escaping on one rank
+        ends the whole job.  With float64 the weights after training equal
+        (to rounding) those of one process with the same global batch.
+    comm : mpi4py communicator, optional
+        The ranks that train together (implies ``distributed``; default
+        ``MPI.COMM_WORLD``).
 
     Returns
     -------
@@ -411,6 +443,14 @@ def fit(
             raise TypeError(f"{fname}: validation_data must be a pair (x_val, y_val)")
         x_val, y_val = _xy(fname, *validation_data, xname="x_val", yname="y_val")
     rng = V.rng(fname, seed)
+    dist = None
+    if V.boolean(fname, "distributed", distributed) or comm is not None:
+        from .distributed import _FitSession
+
+        dist = _FitSession(model, optimizer, comm)
+        optimizer = dist.optimizer
+        if dist.rank != 0:
+            progress = False
 
     n = len(x)
     history: dict[str, list[float]] = {"epoch": [], "loss": [], "accuracy": [], "time": []}
@@ -423,16 +463,22 @@ def fit(
             if hasattr(model, "train"):
                 model.train()
             order = rng.permutation(n) if shuffle else None
-            bar = _make_bar(progress, n, f"epoch {epoch}/{epochs}")
+            if dist is None:
+                spans = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+            else:  # this rank's share of each global batch of rank 0's order
+                order, spans = dist.order(order), dist.spans(n, batch_size)
+            bar = _make_bar(progress, sum(hi - lo for lo, hi in spans), f"epoch {epoch}/{epochs}")
             start_time = time.perf_counter()
-            total_loss, correct, n_acc = 0.0, 0, 0
+            total_loss, correct, n_acc, seen = 0.0, 0, 0, 0
             try:
-                for start in range(0, n, batch_size):
+                for lo, hi in spans:
                     if order is None:
-                        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                        xb, yb = x[lo:hi], y[lo:hi]
                     else:
-                        idx = order[start : start + batch_size]
+                        idx = order[lo:hi]
                         xb, yb = x[idx], y[idx]
+                    if dist is not None and not dist.begin_step(len(xb)):
+                        continue  # an empty share of a short last batch
                     plan = _net_plan(model, xb.shape, True)
                     out: npt.NDArray[Any]
                     if plan is not None:
@@ -444,13 +490,16 @@ def fit(
                     if c is not None:
                         correct += c
                         n_acc += len(xb)
+                    seen += len(xb)
                     if bar is not None:
                         bar.update(len(xb))
-                        seen = start + len(xb)
                         bar.set_postfix_str(f"loss {total_loss / seen:.4f}", refresh=False)
             finally:
                 if bar is not None:
                     bar.close()
+            if dist is not None:
+                total_loss, n_right, n_acc_all = dist.end_epoch(total_loss, correct, n_acc)
+                correct, n_acc = int(n_right), int(n_acc_all)
             elapsed = time.perf_counter() - start_time
             logs = {
                 "epoch": epoch,
@@ -459,12 +508,17 @@ def fit(
                 "time": elapsed,
             }
             if validation_data is not None:
-                r = evaluate(model, loss, x_val, y_val, batch_size=max(batch_size, 256))
+                r = evaluate(model, loss, x_val, y_val, batch_size=max(batch_size, 256),
+                             comm=None if dist is None else dist.comm)
                 logs["val_loss"], logs["val_accuracy"] = r["loss"], r["accuracy"]
             for key, value in logs.items():
                 history[key].append(value)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, dict(logs))
+    except BaseException as exc:
+        if dist is not None:  # the other ranks would wait for this one forever
+            dist.abort(exc)
+        raise
     finally:
         _restore_mode(model, was_training)
     return history

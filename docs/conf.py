@@ -69,6 +69,7 @@ REPOSITORY_LINKS = {
     "docs/compat.md": "compat.md",
     "docs/robustness.md": "robustness.md",
     "docs/interop.md": "interop.md",
+    "docs/distributed.md": "distributed.md",
     "CONTRIBUTING.md": "contributing.md",
 }
 _LINK = re.compile(r"\]\(([^)#\s]+)")

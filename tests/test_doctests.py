@@ -26,6 +26,7 @@ MODULES = (
     "losses",
     "optim",
     "train",
+    "distributed",
     "datasets",
     "models",
     "compat",
@@ -35,7 +36,8 @@ MODULES = (
     "onnx",
 )
 # Optional third-party packages a module's examples need.
-NEEDS = {"viz": "matplotlib", "interop": "torch", "onnx": "onnx"}
+NEEDS = {"viz": "matplotlib", "interop": "torch", "onnx": "onnx",
+         "distributed": "mpi4py"}
 
 
 def _modules(modname):
