@@ -81,8 +81,10 @@ def mpirun(n, *args, timeout=JOB_TIMEOUT, module=None):
     if module is None:
         cmd.append(f"--tag={token}")
     start = time.monotonic()
+    # cwd: tests/, so that ``python -m cnnext`` imports the installed package,
+    # never an uncompiled source tree in the current directory.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), start_new_session=True)
+                            env=_env(), start_new_session=True, cwd=WORKER.parent)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -225,7 +225,7 @@ print(h.hexdigest())
 """
 
 
-def test_results_do_not_depend_on_which_openmp_runtime_loaded_first():
+def test_results_do_not_depend_on_which_openmp_runtime_loaded_first(tmp_path):
     """With PyTorch imported first, cnnext's kernels run on PyTorch's OpenMP
     runtime (and its wait policy); every result, at 1 and at 2 threads, is
     bitwise the one cnnext computes alone."""
@@ -238,7 +238,7 @@ def test_results_do_not_depend_on_which_openmp_runtime_loaded_first():
     out = {}
     for order in ("cnnext-alone", "torch-first"):
         proc = subprocess.run([sys.executable, "-c", _RUNTIME_PROBE, order], capture_output=True,
-                              text=True, timeout=300, env=env)
+                              text=True, timeout=300, env=env, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         out[order] = proc.stdout.strip()
     assert len(out["cnnext-alone"]) == 64
