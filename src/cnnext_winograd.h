@@ -19,6 +19,14 @@
 #define CNX_RESTRICT restrict
 #endif
 
+/* GCC turns plain copy and fill loops into memcpy / memset calls; on rows of
+ * a few dozen floats the call costs more than the inline vector loop. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CNX_NO_LIBCALL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define CNX_NO_LIBCALL
+#endif
+
 typedef void (*cnx_wg_output)(const float *m, int64_t sxi, int64_t n, float *y);
 typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
                                int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
