@@ -85,12 +85,18 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_scatter scatter
         const char* name
     cnx_wg_kernels cnx_wg_select() noexcept nogil
+    void cnx_wg_prefetch(const float* plane, int64_t H, int64_t W, int64_t iy0, int64_t ix0,
+                         int64_t n, int P) noexcept nogil
 
 cdef cnx_wg_kernels WG = cnx_wg_select()
 
 # Transform points of F(2x2, 3x3): a 4x4 tile.
 cdef enum:
     XI = 16
+    # At most these bytes of a forward block's transformed input and
+    # products (measured: 2 panels for 64 channels, 1 for 128 and more
+    # beat 3, the transforms' results then read back from L2).
+    L2_BLOCK = 1 << 20
 
 
 def isa():
@@ -107,11 +113,17 @@ cdef Py_ssize_t max_panels() noexcept nogil:
     return 3 if WG.ukr != NULL else 4
 
 
-cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt) noexcept nogil:
-    """Tiles per work unit for T tiles and nt threads: up to ``max_panels``
-    panels, fewer when the batch is small, so that each thread gets about
-    two blocks (and little of the last panel is padding)."""
-    return max(1, min(max_panels(), T // (2 * nt * panel_lanes()))) * panel_lanes()
+cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t rows) noexcept nogil:
+    """Tiles per work unit for T tiles, nt threads and ``rows`` channels of
+    transformed input plus products per tile (C + Cop; 0 for no limit): up
+    to ``max_panels`` panels, fewer when the batch is small, so that each
+    thread gets about two blocks (and little of the last panel is padding),
+    and fewer when the block's 16 points of V and M would pass L2_BLOCK
+    bytes (they are written and read back from L2)."""
+    cdef Py_ssize_t cap = max_panels()
+    if rows > 0:
+        cap = max(1, min(cap, L2_BLOCK // (XI * rows * panel_lanes() * <Py_ssize_t>sizeof(float))))
+    return max(1, min(cap, T // (2 * nt * panel_lanes()))) * panel_lanes()
 
 
 def tile_block():
@@ -181,6 +193,11 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
     cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
     for c in range(a.C):
+        if c + 1 < a.C:  # the next channel's rows, while this one is transformed
+            for i in range(nseg):
+                cnx_wg_prefetch(a.x + (seg[5 * i] * a.C + c + 1) * a.H * a.W, a.H, a.W,
+                                seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
+                                2 * seg[5 * i + 3] + 2, 4)
         for i in range(nseg):
             cnt = seg[5 * i + 3]
             pos = seg[5 * i + 4]
@@ -292,10 +309,12 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
 
 cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
-               int n_threads, Py_ssize_t rows, Py_ssize_t per_extra) except -1:
+               int n_threads, Py_ssize_t rows, Py_ssize_t per_extra,
+               Py_ssize_t fwd_rows) except -1:
     """Fill the geometry and allocate per-thread scratch (D, V, 16 point
     blocks of ``rows`` x tb products, then ``per_extra`` floats) for
-    ``n_threads`` (at most one per block).  The point strides are padded by
+    ``n_threads`` (at most one per block); ``fwd_rows``: see
+    :func:`block_tiles`.  The point strides are padded by
     a cache line: 16 streams a power of two apart would share cache sets."""
     a.ker = kernels()
     a.MR = a.ker.s_mr
@@ -307,7 +326,7 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.th = (OH + 1) // 2
     a.tw = (OW + 1) // 2
     a.T = N * a.th * a.tw
-    a.tb = block_tiles(a.T, n_threads)
+    a.tb = block_tiles(a.T, n_threads, fwd_rows)
     a.blocks = (a.T + a.tb - 1) // a.tb
     a.nt = <int>max(1, min(n_threads, a.blocks))
     a.sv = C * a.tb + 16
@@ -337,7 +356,8 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
         return
     setup(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], out.shape[2],
-          out.shape[3], ph, pw, n_threads, (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block())
+          out.shape[3], ph, pw, n_threads, (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block(),
+          x.shape[1] + (out.shape[1] + MR - 1) // MR * MR)
     a.x = &x[0, 0, 0, 0]
     a.upk = &upk[0, 0]
     a.su = upk.shape[1]
@@ -369,7 +389,7 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     if nt == 0 or Co == 0 or C == 0:
         return
     setup(&a, x.shape[0], C, x.shape[2], x.shape[3], Co, g.shape[2], g.shape[3], ph, pw,
-          <int>nt, Co, tile_block() * kernels().s_nr)
+          <int>nt, Co, tile_block() * kernels().s_nr, 0)
     a.x = &x[0, 0, 0, 0]
     a.g = &g[0, 0, 0, 0]
     a.upk = NULL
@@ -402,7 +422,7 @@ def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_thread
     """Threads (and so dU partials) :func:`winograd_grad_weight` uses: at
     most one per tile block."""
     cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
-    cdef Py_ssize_t tb = block_tiles(T, n_threads)
+    cdef Py_ssize_t tb = block_tiles(T, n_threads, 0)
     return <int>max(1, min(n_threads, (T + tb - 1) // tb))
 
 

@@ -27,6 +27,24 @@
 #define CNX_NO_LIBCALL
 #endif
 
+/* Prefetch rows [iy0, iy0 + P) x columns [ix0, ix0 + n) of an H x W plane
+ * (the part inside it): the rows a run of tiles reads next, one channel
+ * ahead, where the hardware prefetchers do not follow the jump between
+ * channel planes. */
+static inline void cnx_wg_prefetch(const float *plane, int64_t H, int64_t W, int64_t iy0,
+                                   int64_t ix0, int64_t n, int P) {
+#if defined(__GNUC__)
+    int64_t lo = ix0 < 0 ? 0 : ix0, hi = ix0 + n < W ? ix0 + n : W;
+    for (int64_t iy = iy0 < 0 ? 0 : iy0; iy < iy0 + P && iy < H; iy++) {
+        const char *a = (const char *)(plane + iy * W + lo), *e = (const char *)(plane + iy * W + hi);
+        for (; a < e; a += 64) __builtin_prefetch(a, 0, 3);
+        if (hi > lo) __builtin_prefetch(e - 1, 0, 3);
+    }
+#else
+    (void)plane; (void)H; (void)W; (void)iy0; (void)ix0; (void)n; (void)P;
+#endif
+}
+
 typedef void (*cnx_wg_output)(const float *m, int64_t sxi, int64_t n, float *y);
 typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
                                int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
