@@ -291,7 +291,8 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
     cdef float* bpack = Gy + XI * a.sm
     cdef float* dU = a.out + tid * XI * Co * C
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
-    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, lp = 2 * tb + 16
+    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, oy, ox, lp = 2 * tb + 16
+    cdef const float* plane
     memset(dU, 0, XI * Co * C * sizeof(float))
     for blk in range(b0, b1):
         t0 = blk * tb
@@ -299,11 +300,21 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         nseg = segments(a, t0, nv, seg)
         transform_input(a, nseg, seg, D, V, a.PN, tb)
         for co in range(Co):
+            if co + 1 < Co:  # the next output channel's gradient rows
+                for i in range(nseg):
+                    cnx_wg_prefetch(a.g + (seg[5 * i] * Co + co + 1) * a.OH * a.OW, a.OH, a.OW,
+                                    seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * seg[5 * i + 3], 2)
             for i in range(nseg):
                 cnt = seg[5 * i + 3]
-                WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
-                        seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt, 2, D, lp)
-                WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
+                plane = a.g + (seg[5 * i] * Co + co) * a.OH * a.OW
+                oy = seg[5 * i + 1] * 2
+                ox = seg[5 * i + 2] * 2
+                if oy + 2 <= a.OH and ox + 2 * cnt <= a.OW:  # inside: read in place
+                    WG.grad_rows(plane + oy * a.OW + ox, a.OW, cnt, Gy + co * tb + seg[5 * i + 4],
+                                 a.sm)
+                else:  # an odd last row or column: zero-filled copy
+                    WG.rows(plane, a.OH, a.OW, oy, ox, 2 * cnt, 2, D, lp)
+                    WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
         gw_products(a, nv, Gy, V, dU, bpack)
 
 
