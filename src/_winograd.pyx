@@ -468,9 +468,11 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
     input gradient: ``w`` transposed (C and Co swapped) and rotated by 180
     degrees.  Returns False if ``w`` holds an inf or a NaN."""
     cdef Py_ssize_t Co = w.shape[1 if adjoint else 0], C = w.shape[0 if adjoint else 1]
+    if Co == 0 or C == 0:
+        return True
     cdef Py_ssize_t MR = kernels().s_mr
     cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR, co, c, i, xi, p0
-    cdef double z = 0
+    cdef int ok
     cdef double wd[9]
     cdef double t[12]
     cdef double u[16]
@@ -484,7 +486,6 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
                                 wd[i] = w[c, co, 2 - i // 3, 2 - i % 3]
                             else:
                                 wd[i] = w[co, c, i // 3, i % 3]
-                            z += wd[i] - wd[i]
                         for i in range(3):
                             g_apply(&wd[i], 3, &t[i], 3)         # columns: t (4, 3)
                         for i in range(4):
@@ -494,7 +495,10 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
                             u[xi] = 0
                     for xi in range(16):
                         upk[xi, (p0 * C + c) * MR + co - p0 * MR] = <float>u[xi]
-    return z == 0
+        # one vectorised pass (a sum per filter would be a chain of
+        # dependent additions, the transform's bottleneck)
+        ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9)
+    return ok != 0
 
 
 def winograd_filter_grad(const float[:, :, :, ::1] dup,  # IN  (nt, 16, Co, C)
