@@ -149,6 +149,46 @@ static void wg_pack_lanes_avx512_t(const float *src, int64_t ld, int64_t nr, int
         for (j = 0; j < NR; j++) dst[k * NR + j] = src[j * ld + k];
 }
 
+/* wg_input_rows in 16-tile vectors, the last one masked (the compiler's
+ * loop would finish a run of, say, 28 tiles with 8-lane and scalar
+ * iterations).  The two 16-float loads per row and offset read up to 32
+ * floats past the run's 2*cnt + 2 (inside the caller's row buffer); the
+ * lanes they fill beyond cnt are zeroed by the permutes and never stored.
+ * Same operations in the same order as the generic loop. */
+static void wg_input_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int64_t cnt,
+                                   float *CNX_RESTRICT v, int64_t sxi) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                         29, 31);
+    for (int64_t j = 0; j < cnt; j += 16) {
+        __mmask16 m = cnt - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cnt - j)) - 1);
+        __m512 d[4][4], t[4][4];
+        for (int y = 0; y < 4; y++) {
+            const float *r = p + y * lp + 2 * j;
+            __m512 a0 = _mm512_loadu_ps(r), a1 = _mm512_loadu_ps(r + 16);
+            __m512 b0 = _mm512_loadu_ps(r + 2), b1 = _mm512_loadu_ps(r + 18);
+            d[y][0] = _mm512_maskz_permutex2var_ps(m, a0, ie, a1);
+            d[y][1] = _mm512_maskz_permutex2var_ps(m, a0, io, a1);
+            d[y][2] = _mm512_maskz_permutex2var_ps(m, b0, ie, b1);
+            d[y][3] = _mm512_maskz_permutex2var_ps(m, b0, io, b1);
+        }
+        for (int k = 0; k < 4; k++) {
+            t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+            t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+            t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+            t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+        }
+        for (int a = 0; a < 4; a++) {
+            float *o = v + a * 4 * sxi + j;
+            _mm512_mask_storeu_ps(o, m, _mm512_sub_ps(t[a][0], t[a][2]));
+            _mm512_mask_storeu_ps(o + sxi, m, _mm512_add_ps(t[a][1], t[a][2]));
+            _mm512_mask_storeu_ps(o + 2 * sxi, m, _mm512_sub_ps(t[a][2], t[a][1]));
+            _mm512_mask_storeu_ps(o + 3 * sxi, m, _mm512_sub_ps(t[a][1], t[a][3]));
+        }
+    }
+}
+
 /* 8 rows x 48 columns: 24 accumulators, three B vectors and one broadcast
  * A value per row and step (more FMAs per load than the GEMM's 8 x 32). */
 static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
@@ -204,6 +244,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.ukr = wg_ukr_avx512;
         k.pn = 48;
         k.pack_lanes = wg_pack_lanes_avx512_t;
+        k.input_rows = wg_input_rows_avx512_m;
     } else if (isa == 1) {
         WG_SET(k, avx2)
     }
