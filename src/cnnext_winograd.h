@@ -189,6 +189,35 @@ static void wg_input_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int6
     }
 }
 
+/* wg_scatter with the two columns of 16 tiles interleaved by two permutes,
+ * the last vector masked (as wg_input_rows_avx512_m). */
+static void wg_scatter_avx512_m(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
+                                float *CNX_RESTRICT out, int64_t OH, int64_t OW,
+                                int64_t oy0, int64_t ox0) {
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                         23);
+    const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                         15, 31);
+    const __m512 vb = _mm512_set1_ps(b);
+    int64_t both = (OW - ox0) / 2; /* tiles whose two columns are inside */
+    if (both > cnt) both = cnt;
+    for (int i = 0; i < 2 && oy0 + i < OH; i++) {
+        float *CNX_RESTRICT row = out + (oy0 + i) * OW + ox0;
+        const float *s0 = y + (i * 2) * ld, *s1 = y + (i * 2 + 1) * ld;
+        for (int64_t j = 0; j < both; j += 16) {
+            int64_t n = both - j < 16 ? both - j : 16;
+            __mmask16 m = (__mmask16)((1u << n) - 1);
+            __m512 v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, s0 + j), vb);
+            __m512 v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, s1 + j), vb);
+            __mmask16 ml = n >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * n)) - 1);
+            __mmask16 mh = n <= 8 ? (__mmask16)0 : (__mmask16)((1u << (2 * n - 16)) - 1);
+            _mm512_mask_storeu_ps(row + 2 * j, ml, _mm512_permutex2var_ps(v0, il, v1));
+            _mm512_mask_storeu_ps(row + 2 * j + 16, mh, _mm512_permutex2var_ps(v0, ih, v1));
+        }
+        if (both < cnt && ox0 + 2 * both < OW) row[2 * both] = s0[both] + b;
+    }
+}
+
 /* 8 rows x 48 columns: 24 accumulators, three B vectors and one broadcast
  * A value per row and step (more FMAs per load than the GEMM's 8 x 32). */
 static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
@@ -245,6 +274,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.pn = 48;
         k.pack_lanes = wg_pack_lanes_avx512_t;
         k.input_rows = wg_input_rows_avx512_m;
+        k.scatter = wg_scatter_avx512_m;
     } else if (isa == 1) {
         WG_SET(k, avx2)
     }
