@@ -218,6 +218,44 @@ static void wg_scatter_avx512_m(const float *CNX_RESTRICT y, int64_t ld, int64_t
     }
 }
 
+/* wg_grad_rows in 16-tile vectors, the last one masked; the loads are
+ * masked too (the rows may be the upstream gradient itself, read in place
+ * up to its last element). */
+static void wg_grad_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int64_t cnt,
+                                  float *CNX_RESTRICT gy, int64_t sxi) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                         29, 31);
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t j = 0; j < cnt; j += 16) {
+        int64_t n = cnt - j < 16 ? cnt - j : 16;
+        __mmask16 m = (__mmask16)((1u << n) - 1);
+        __mmask16 ml = n >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * n)) - 1);
+        __mmask16 mh = n <= 8 ? (__mmask16)0 : (__mmask16)((1u << (2 * n - 16)) - 1);
+        __m512 g[2][2], t[4][2];
+        for (int r = 0; r < 2; r++) {
+            const float *q = p + r * lp + 2 * j;
+            __m512 a0 = _mm512_maskz_loadu_ps(ml, q), a1 = _mm512_maskz_loadu_ps(mh, q + 16);
+            g[r][0] = _mm512_permutex2var_ps(a0, ie, a1);
+            g[r][1] = _mm512_permutex2var_ps(a0, io, a1);
+        }
+        for (int k = 0; k < 2; k++) {
+            t[0][k] = g[0][k];
+            t[1][k] = _mm512_add_ps(g[0][k], g[1][k]);
+            t[2][k] = _mm512_sub_ps(g[0][k], g[1][k]);
+            t[3][k] = _mm512_xor_ps(g[1][k], sign);
+        }
+        for (int a = 0; a < 4; a++) {
+            float *o = gy + a * 4 * sxi + j;
+            _mm512_mask_storeu_ps(o, m, t[a][0]);
+            _mm512_mask_storeu_ps(o + sxi, m, _mm512_add_ps(t[a][0], t[a][1]));
+            _mm512_mask_storeu_ps(o + 2 * sxi, m, _mm512_sub_ps(t[a][0], t[a][1]));
+            _mm512_mask_storeu_ps(o + 3 * sxi, m, _mm512_xor_ps(t[a][1], sign));
+        }
+    }
+}
+
 /* 8 rows x 48 columns: 24 accumulators, three B vectors and one broadcast
  * A value per row and step (more FMAs per load than the GEMM's 8 x 32). */
 static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
@@ -275,6 +313,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.pack_lanes = wg_pack_lanes_avx512_t;
         k.input_rows = wg_input_rows_avx512_m;
         k.scatter = wg_scatter_avx512_m;
+        k.grad_rows = wg_grad_rows_avx512_m;
     } else if (isa == 1) {
         WG_SET(k, avx2)
     }
