@@ -75,6 +75,7 @@ cdef extern from "cnnext_winograd.h" nogil:
                                 int64_t ldc, int accumulate) noexcept nogil
     ctypedef struct cnx_wg_kernels:
         cnx_wg_ukr ukr
+        cnx_wg_ukr ukr_n[3]
         int pn
         cnx_wg_rows rows
         cnx_wg_finite finite
@@ -227,9 +228,10 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef Py_ssize_t xi, pc, kc, mp, p, co, i
     cdef const float* A
     cdef float b
+    cdef Py_ssize_t read = panels * NR if WG.ukr == NULL else min(panels * NR, round16(nv))
     transform_input(a, nseg, seg, D, V, C * NR, NR)
-    if nv < panels * NR:
-        zero_tail(V, a.sv, C * NR, NR, C, nv, panels * NR, NR)
+    if nv < read:  # the lanes the products read past the last tile
+        zero_tail(V, a.sv, C * NR, NR, C, nv, read, NR)
     for xi in range(XI):
         A = a.upk + xi * a.su
         pc = 0
@@ -237,10 +239,10 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
             kc = min(<Py_ssize_t>KC, C - pc)
             for mp in range(Cop // MR):
                 for p in range(panels):
-                    if WG.ukr != NULL:
-                        WG.ukr(kc, A + mp * C * MR + pc * MR,
-                               V + xi * a.sv + p * C * NR + pc * NR,
-                               Mb + xi * a.sm + mp * MR * tb + p * NR, tb, pc > 0)
+                    if WG.ukr != NULL:  # the last panel: as few 16-lane columns as it needs
+                        WG.ukr_n[(min(NR, nv - p * NR) + 15) // 16 - 1](
+                            kc, A + mp * C * MR + pc * MR, V + xi * a.sv + p * C * NR + pc * NR,
+                            Mb + xi * a.sm + mp * MR * tb + p * NR, tb, pc > 0)
                     else:
                         a.ker.s(kc, A + mp * C * MR + pc * MR, NULL,
                                 V + xi * a.sv + p * C * NR + pc * NR, NULL,

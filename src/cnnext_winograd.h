@@ -56,14 +56,15 @@ typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int6
 typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
                                   int64_t sxi);
 
-/* c[i*ldc + j] (+)= sum_k a[k*8 + i] * b[k*48 + j], i < 8, j < 48: the
- * products' micro-kernel where the instruction set has one (NULL: the GEMM
- * micro-kernel instead). */
+/* c[i*ldc + j] (+)= sum_k a[k*8 + i] * b[k*48 + j], i < 8, j < 48 (ukr;
+ * j < 16 * n for ukr_n[n - 1]): the products' micro-kernels where the
+ * instruction set has them (NULL: the GEMM micro-kernel instead). */
 typedef void (*cnx_wg_ukr)(int64_t kc, const float *a, const float *b, float *c,
                            int64_t ldc, int accumulate);
 
 typedef struct {
     cnx_wg_ukr ukr;
+    cnx_wg_ukr ukr_n[3]; /* 16, 32, 48 columns (a block's last panel) */
     int pn; /* the lanes of one panel of the products (ukr's columns), 0: GEMM's NR */
     cnx_wg_output output;
     cnx_wg_scatter scatter;
@@ -256,34 +257,47 @@ static void wg_grad_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int64
     }
 }
 
-/* 8 rows x 48 columns: 24 accumulators, three B vectors and one broadcast
- * A value per row and step (more FMAs per load than the GEMM's 8 x 32). */
-static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
-                          int64_t ldc, int accumulate) {
+/* 8 rows x 16*NB columns: 8*NB accumulators, NB B vectors and one
+ * broadcast A value per row and step (with NB = 3, more FMAs per load than
+ * the GEMM's 8 x 32); NB < 3 for a block's last, narrower panel. */
+static inline __attribute__((always_inline)) void
+wg_ukr_avx512_nb(int NB, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                 int accumulate) {
     __m512 acc[8][3];
     for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 3; j++) acc[i][j] = _mm512_setzero_ps();
+        for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
         const float *bk = b + k * 48, *ak = a + k * 8;
-        __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16),
-               b2 = _mm512_loadu_ps(bk + 32);
+        __m512 bv[3];
+        for (int j = 0; j < NB; j++) bv[j] = _mm512_loadu_ps(bk + 16 * j);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
             __m512 t = _mm512_set1_ps(ak[i]);
-            acc[i][0] = _mm512_fmadd_ps(t, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(t, b1, acc[i][1]);
-            acc[i][2] = _mm512_fmadd_ps(t, b2, acc[i][2]);
+            for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(t, bv[j], acc[i][j]);
         }
     }
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         float *row = c + i * ldc;
-        for (int j = 0; j < 3; j++) {
+        for (int j = 0; j < NB; j++) {
             __m512 v = acc[i][j];
             if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(row + 16 * j));
             _mm512_storeu_ps(row + 16 * j, v);
         }
     }
+}
+
+static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                          int accumulate) {
+    wg_ukr_avx512_nb(3, kc, a, b, c, ldc, accumulate);
+}
+static void wg_ukr_avx512_32(int64_t kc, const float *a, const float *b, float *c,
+                             int64_t ldc, int accumulate) {
+    wg_ukr_avx512_nb(2, kc, a, b, c, ldc, accumulate);
+}
+static void wg_ukr_avx512_16(int64_t kc, const float *a, const float *b, float *c,
+                             int64_t ldc, int accumulate) {
+    wg_ukr_avx512_nb(1, kc, a, b, c, ldc, accumulate);
 }
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -304,11 +318,15 @@ static cnx_wg_kernels cnx_wg_select(void) {
     int isa = cnx_isa_from_env(cnx_detect_isa());
     WG_SET(k, generic)
     k.ukr = NULL;
+    k.ukr_n[0] = k.ukr_n[1] = k.ukr_n[2] = NULL;
     k.pn = 0;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
         k.ukr = wg_ukr_avx512;
+        k.ukr_n[0] = wg_ukr_avx512_16;
+        k.ukr_n[1] = wg_ukr_avx512_32;
+        k.ukr_n[2] = wg_ukr_avx512;
         k.pn = 48;
         k.pack_lanes = wg_pack_lanes_avx512_t;
         k.input_rows = wg_input_rows_avx512_m;
