@@ -17,7 +17,8 @@ Design:
 
 * **Tile blocks.**  The output tiles of the whole batch, in (n, tile row,
   tile column) order, are cut into blocks of ``TB`` tiles (a few
-  micro-kernel panels wide).  A block is one work unit: its transformed
+  micro-kernel panels wide; in the forward pass no more than keep the
+  block's transformed input and products within about 1 MB of L2).  A block is one work unit: its transformed
   input (16 x C x TB), its products (16 x C_out x TB) and its output stay
   in the thread's scratch, so every stage reads what the previous one just
   wrote, from cache.
@@ -30,8 +31,9 @@ Design:
   channel.
 * **Products**: the filters are packed once per call (``upk``: 16 points x
   C_out/MR panels x C x MR); with AVX-512 an 8x48 micro-kernel of this
-  module (``src/cnnext_winograd.h``) multiplies them by the transformed
-  input, elsewhere the GEMM micro-kernel of ``_gemm``.
+  module (``src/cnnext_winograd.h``; 8x16 or 8x32 for a block's last,
+  narrower panel) multiplies them by the transformed input, elsewhere the
+  GEMM micro-kernel of ``_gemm``.
 * **Forward** blocks are handed out by a ``prange`` (guided); each block is
   computed the same way whichever thread takes it, so the result does not
   depend on the thread count.  The input gradient is the forward kernel on

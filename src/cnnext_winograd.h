@@ -4,8 +4,12 @@
  *
  * The loops live in cnnext_winograd_body.h, compiled here once per
  * instruction set (AVX-512, AVX2+FMA, baseline): plain C along contiguous
- * lanes that each region's compiler vectorises at its own width.  MSVC
- * builds only the baseline copy.
+ * lanes that each region's compiler vectorises at its own width.  With
+ * AVX-512, the products' micro-kernels and the per-run transforms (input,
+ * upstream gradient, scatter: runs of a few dozen tiles, where a compiled
+ * loop's scalar tail would cost as much as its vector body) are written
+ * here with intrinsics and masked last vectors.  MSVC builds only the
+ * baseline copy.
  */
 #ifndef CNNEXT_WINOGRAD_H
 #define CNNEXT_WINOGRAD_H
