@@ -17,8 +17,8 @@ Design:
 
 * **Tile blocks.**  The output tiles of the whole batch, in (n, tile row,
   tile column) order, are cut into blocks of ``TB`` tiles (a few
-  micro-kernel panels wide; in the forward pass no more than keep the
-  block's transformed input and products within about 1 MB of L2).  A block is one work unit: its transformed
+  micro-kernel panels wide; in the forward pass, few enough that the
+  block's transformed input and products stay within about 1 MB of L2).  A block is one work unit: its transformed
   input (16 x C x TB), its products (16 x C_out x TB) and its output stay
   in the thread's scratch, so every stage reads what the previous one just
   wrote, from cache.

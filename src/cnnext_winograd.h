@@ -154,6 +154,30 @@ static void wg_pack_lanes_avx512_t(const float *src, int64_t ld, int64_t nr, int
         for (j = 0; j < NR; j++) dst[k * NR + j] = src[j * ld + k];
 }
 
+/* wg_rows in 16-float vectors: a masked load (no access outside the
+ * plane's row) and a full store, so the rows are written up to n rounded
+ * up to 16 (the caller's rows have that room). */
+static void wg_rows_avx512_m(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
+                             int64_t iy0, int64_t ix0, int64_t n, int P,
+                             float *CNX_RESTRICT p, int64_t lp) {
+    int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < n ? W - ix0 : n;
+    for (int y = 0; y < P; y++) {
+        float *dst = p + y * lp;
+        int64_t iy = iy0 + y;
+        if (iy < 0 || iy >= H) {
+            for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(dst + i, _mm512_setzero_ps());
+            continue;
+        }
+        const float *src = plane + iy * W + ix0;
+        for (int64_t i = 0; i < n; i += 16) {
+            /* lanes k with lo <= i + k < hi */
+            int64_t a = lo - i < 0 ? 0 : lo - i, e = hi - i > 16 ? 16 : hi - i;
+            uint32_t m = e > a ? ((1u << e) - 1) & ~((1u << a) - 1) : 0;
+            _mm512_storeu_ps(dst + i, _mm512_maskz_loadu_ps((__mmask16)m, src + i));
+        }
+    }
+}
+
 /* wg_input_rows in 16-tile vectors, the last one masked (the compiler's
  * loop would finish a run of, say, 28 tiles with 8-lane and scalar
  * iterations).  The two 16-float loads per row and offset read up to 32
@@ -336,6 +360,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.input_rows = wg_input_rows_avx512_m;
         k.scatter = wg_scatter_avx512_m;
         k.grad_rows = wg_grad_rows_avx512_m;
+        k.rows = wg_rows_avx512_m;
     } else if (isa == 1) {
         WG_SET(k, avx2)
     }
