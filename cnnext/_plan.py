@@ -561,7 +561,7 @@ class ConvPlan:
 
 
 #: Channels (in and out) from which ``"auto"`` picks Winograd.
-WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_CHANNELS = 32
 #: 2x2 output tiles (over the whole batch) from which ``"auto"`` picks Winograd.
 WINOGRAD_MIN_TILES = 64
 

@@ -17,7 +17,8 @@ Design:
 
 * **Tile blocks.**  The output tiles of the whole batch, in (n, tile row,
   tile column) order, are cut into blocks of ``TB`` tiles (a few
-  micro-kernel panels wide).  A block is one work unit: its transformed
+  micro-kernel panels wide; in the forward pass, few enough that the
+  block's transformed input and products stay within about 1 MB of L2).  A block is one work unit: its transformed
   input (16 x C x TB), its products (16 x C_out x TB) and its output stay
   in the thread's scratch, so every stage reads what the previous one just
   wrote, from cache.
@@ -30,8 +31,9 @@ Design:
   channel.
 * **Products**: the filters are packed once per call (``upk``: 16 points x
   C_out/MR panels x C x MR); with AVX-512 an 8x48 micro-kernel of this
-  module (``src/cnnext_winograd.h``) multiplies them by the transformed
-  input, elsewhere the GEMM micro-kernel of ``_gemm``.
+  module (``src/cnnext_winograd.h``; 8x16 or 8x32 for a block's last,
+  narrower panel) multiplies them by the transformed input, elsewhere the
+  GEMM micro-kernel of ``_gemm``.
 * **Forward** blocks are handed out by a ``prange`` (guided); each block is
   computed the same way whichever thread takes it, so the result does not
   depend on the thread count.  The input gradient is the forward kernel on
@@ -75,6 +77,7 @@ cdef extern from "cnnext_winograd.h" nogil:
                                 int64_t ldc, int accumulate) noexcept nogil
     ctypedef struct cnx_wg_kernels:
         cnx_wg_ukr ukr
+        cnx_wg_ukr ukr_n[3]
         int pn
         cnx_wg_rows rows
         cnx_wg_finite finite
@@ -85,12 +88,18 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_scatter scatter
         const char* name
     cnx_wg_kernels cnx_wg_select() noexcept nogil
+    void cnx_wg_prefetch(const float* plane, int64_t H, int64_t W, int64_t iy0, int64_t ix0,
+                         int64_t n, int P) noexcept nogil
 
 cdef cnx_wg_kernels WG = cnx_wg_select()
 
 # Transform points of F(2x2, 3x3): a 4x4 tile.
 cdef enum:
     XI = 16
+    # At most these bytes of a forward block's transformed input and
+    # products (measured: 2 panels for 64 channels, 1 for 128 and more
+    # beat 3, the transforms' results then read back from L2).
+    L2_BLOCK = 1 << 20
 
 
 def isa():
@@ -107,11 +116,17 @@ cdef Py_ssize_t max_panels() noexcept nogil:
     return 3 if WG.ukr != NULL else 4
 
 
-cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt) noexcept nogil:
-    """Tiles per work unit for T tiles and nt threads: up to ``max_panels``
-    panels, fewer when the batch is small, so that each thread gets about
-    two blocks (and little of the last panel is padding)."""
-    return max(1, min(max_panels(), T // (2 * nt * panel_lanes()))) * panel_lanes()
+cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t rows) noexcept nogil:
+    """Tiles per work unit for T tiles, nt threads and ``rows`` channels of
+    transformed input plus products per tile (C + Cop; 0 for no limit): up
+    to ``max_panels`` panels, fewer when the batch is small, so that each
+    thread gets about two blocks (and little of the last panel is padding),
+    and fewer when the block's 16 points of V and M would pass L2_BLOCK
+    bytes (they are written and read back from L2)."""
+    cdef Py_ssize_t cap = max_panels()
+    if rows > 0:
+        cap = max(1, min(cap, L2_BLOCK // (XI * rows * panel_lanes() * <Py_ssize_t>sizeof(float))))
+    return max(1, min(cap, T // (2 * nt * panel_lanes()))) * panel_lanes()
 
 
 def tile_block():
@@ -181,6 +196,11 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
     cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
     for c in range(a.C):
+        if c + 1 < a.C:  # the next channel's rows, while this one is transformed
+            for i in range(nseg):
+                cnx_wg_prefetch(a.x + (seg[5 * i] * a.C + c + 1) * a.H * a.W, a.H, a.W,
+                                seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
+                                2 * seg[5 * i + 3] + 2, 4)
         for i in range(nseg):
             cnt = seg[5 * i + 3]
             pos = seg[5 * i + 4]
@@ -210,9 +230,10 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef Py_ssize_t xi, pc, kc, mp, p, co, i
     cdef const float* A
     cdef float b
+    cdef Py_ssize_t read = panels * NR if WG.ukr == NULL else min(panels * NR, round16(nv))
     transform_input(a, nseg, seg, D, V, C * NR, NR)
-    if nv < panels * NR:
-        zero_tail(V, a.sv, C * NR, NR, C, nv, panels * NR, NR)
+    if nv < read:  # the lanes the products read past the last tile
+        zero_tail(V, a.sv, C * NR, NR, C, nv, read, NR)
     for xi in range(XI):
         A = a.upk + xi * a.su
         pc = 0
@@ -220,10 +241,10 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
             kc = min(<Py_ssize_t>KC, C - pc)
             for mp in range(Cop // MR):
                 for p in range(panels):
-                    if WG.ukr != NULL:
-                        WG.ukr(kc, A + mp * C * MR + pc * MR,
-                               V + xi * a.sv + p * C * NR + pc * NR,
-                               Mb + xi * a.sm + mp * MR * tb + p * NR, tb, pc > 0)
+                    if WG.ukr != NULL:  # the last panel: as few 16-lane columns as it needs
+                        WG.ukr_n[(min(NR, nv - p * NR) + 15) // 16 - 1](
+                            kc, A + mp * C * MR + pc * MR, V + xi * a.sv + p * C * NR + pc * NR,
+                            Mb + xi * a.sm + mp * MR * tb + p * NR, tb, pc > 0)
                     else:
                         a.ker.s(kc, A + mp * C * MR + pc * MR, NULL,
                                 V + xi * a.sv + p * C * NR + pc * NR, NULL,
@@ -274,7 +295,8 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
     cdef float* bpack = Gy + XI * a.sm
     cdef float* dU = a.out + tid * XI * Co * C
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
-    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, lp = 2 * tb + 16
+    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, oy, ox, lp = 2 * tb + 16
+    cdef const float* plane
     memset(dU, 0, XI * Co * C * sizeof(float))
     for blk in range(b0, b1):
         t0 = blk * tb
@@ -282,20 +304,32 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         nseg = segments(a, t0, nv, seg)
         transform_input(a, nseg, seg, D, V, a.PN, tb)
         for co in range(Co):
+            if co + 1 < Co:  # the next output channel's gradient rows
+                for i in range(nseg):
+                    cnx_wg_prefetch(a.g + (seg[5 * i] * Co + co + 1) * a.OH * a.OW, a.OH, a.OW,
+                                    seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * seg[5 * i + 3], 2)
             for i in range(nseg):
                 cnt = seg[5 * i + 3]
-                WG.rows(a.g + (seg[5 * i] * Co + co) * a.OH * a.OW, a.OH, a.OW,
-                        seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * cnt, 2, D, lp)
-                WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
+                plane = a.g + (seg[5 * i] * Co + co) * a.OH * a.OW
+                oy = seg[5 * i + 1] * 2
+                ox = seg[5 * i + 2] * 2
+                if oy + 2 <= a.OH and ox + 2 * cnt <= a.OW:  # inside: read in place
+                    WG.grad_rows(plane + oy * a.OW + ox, a.OW, cnt, Gy + co * tb + seg[5 * i + 4],
+                                 a.sm)
+                else:  # an odd last row or column: zero-filled copy
+                    WG.rows(plane, a.OH, a.OW, oy, ox, 2 * cnt, 2, D, lp)
+                    WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
         gw_products(a, nv, Gy, V, dU, bpack)
 
 
 cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
-               int n_threads, Py_ssize_t rows, Py_ssize_t per_extra) except -1:
+               int n_threads, Py_ssize_t rows, Py_ssize_t per_extra,
+               Py_ssize_t fwd_rows) except -1:
     """Fill the geometry and allocate per-thread scratch (D, V, 16 point
     blocks of ``rows`` x tb products, then ``per_extra`` floats) for
-    ``n_threads`` (at most one per block).  The point strides are padded by
+    ``n_threads`` (at most one per block); ``fwd_rows``: see
+    :func:`block_tiles`.  The point strides are padded by
     a cache line: 16 streams a power of two apart would share cache sets."""
     a.ker = kernels()
     a.MR = a.ker.s_mr
@@ -307,7 +341,7 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.th = (OH + 1) // 2
     a.tw = (OW + 1) // 2
     a.T = N * a.th * a.tw
-    a.tb = block_tiles(a.T, n_threads)
+    a.tb = block_tiles(a.T, n_threads, fwd_rows)
     a.blocks = (a.T + a.tb - 1) // a.tb
     a.nt = <int>max(1, min(n_threads, a.blocks))
     a.sv = C * a.tb + 16
@@ -337,7 +371,8 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
         return
     setup(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], out.shape[2],
-          out.shape[3], ph, pw, n_threads, (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block())
+          out.shape[3], ph, pw, n_threads, (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block(),
+          x.shape[1] + (out.shape[1] + MR - 1) // MR * MR)
     a.x = &x[0, 0, 0, 0]
     a.upk = &upk[0, 0]
     a.su = upk.shape[1]
@@ -369,7 +404,7 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     if nt == 0 or Co == 0 or C == 0:
         return
     setup(&a, x.shape[0], C, x.shape[2], x.shape[3], Co, g.shape[2], g.shape[3], ph, pw,
-          <int>nt, Co, tile_block() * kernels().s_nr)
+          <int>nt, Co, tile_block() * kernels().s_nr, 0)
     a.x = &x[0, 0, 0, 0]
     a.g = &g[0, 0, 0, 0]
     a.upk = NULL
@@ -402,7 +437,7 @@ def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_thread
     """Threads (and so dU partials) :func:`winograd_grad_weight` uses: at
     most one per tile block."""
     cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
-    cdef Py_ssize_t tb = block_tiles(T, n_threads)
+    cdef Py_ssize_t tb = block_tiles(T, n_threads, 0)
     return <int>max(1, min(n_threads, (T + tb - 1) // tb))
 
 
@@ -437,9 +472,11 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
     input gradient: ``w`` transposed (C and Co swapped) and rotated by 180
     degrees.  Returns False if ``w`` holds an inf or a NaN."""
     cdef Py_ssize_t Co = w.shape[1 if adjoint else 0], C = w.shape[0 if adjoint else 1]
+    if Co == 0 or C == 0:
+        return True
     cdef Py_ssize_t MR = kernels().s_mr
     cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR, co, c, i, xi, p0
-    cdef double z = 0
+    cdef int ok
     cdef double wd[9]
     cdef double t[12]
     cdef double u[16]
@@ -453,7 +490,6 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
                                 wd[i] = w[c, co, 2 - i // 3, 2 - i % 3]
                             else:
                                 wd[i] = w[co, c, i // 3, i % 3]
-                            z += wd[i] - wd[i]
                         for i in range(3):
                             g_apply(&wd[i], 3, &t[i], 3)         # columns: t (4, 3)
                         for i in range(4):
@@ -463,7 +499,10 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
                             u[xi] = 0
                     for xi in range(16):
                         upk[xi, (p0 * C + c) * MR + co - p0 * MR] = <float>u[xi]
-    return z == 0
+        # one vectorised pass (a sum per filter would be a chain of
+        # dependent additions, the transform's bottleneck)
+        ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9)
+    return ok != 0
 
 
 def winograd_filter_grad(const float[:, :, :, ::1] dup,  # IN  (nt, 16, Co, C)

@@ -4,8 +4,12 @@
  *
  * The loops live in cnnext_winograd_body.h, compiled here once per
  * instruction set (AVX-512, AVX2+FMA, baseline): plain C along contiguous
- * lanes that each region's compiler vectorises at its own width.  MSVC
- * builds only the baseline copy.
+ * lanes that each region's compiler vectorises at its own width.  With
+ * AVX-512, the products' micro-kernels and the per-run transforms (input,
+ * upstream gradient, scatter: runs of a few dozen tiles, where a compiled
+ * loop's scalar tail would cost as much as its vector body) are written
+ * here with intrinsics and masked last vectors.  MSVC builds only the
+ * baseline copy.
  */
 #ifndef CNNEXT_WINOGRAD_H
 #define CNNEXT_WINOGRAD_H
@@ -19,6 +23,32 @@
 #define CNX_RESTRICT restrict
 #endif
 
+/* GCC turns plain copy and fill loops into memcpy / memset calls; on rows of
+ * a few dozen floats the call costs more than the inline vector loop. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CNX_NO_LIBCALL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define CNX_NO_LIBCALL
+#endif
+
+/* Prefetch rows [iy0, iy0 + P) x columns [ix0, ix0 + n) of an H x W plane
+ * (the part inside it): the rows a run of tiles reads next, one channel
+ * ahead, where the hardware prefetchers do not follow the jump between
+ * channel planes. */
+static inline void cnx_wg_prefetch(const float *plane, int64_t H, int64_t W, int64_t iy0,
+                                   int64_t ix0, int64_t n, int P) {
+#if defined(__GNUC__)
+    int64_t lo = ix0 < 0 ? 0 : ix0, hi = ix0 + n < W ? ix0 + n : W;
+    for (int64_t iy = iy0 < 0 ? 0 : iy0; iy < iy0 + P && iy < H; iy++) {
+        const char *a = (const char *)(plane + iy * W + lo), *e = (const char *)(plane + iy * W + hi);
+        for (; a < e; a += 64) __builtin_prefetch(a, 0, 3);
+        if (hi > lo) __builtin_prefetch(e - 1, 0, 3);
+    }
+#else
+    (void)plane; (void)H; (void)W; (void)iy0; (void)ix0; (void)n; (void)P;
+#endif
+}
+
 typedef void (*cnx_wg_output)(const float *m, int64_t sxi, int64_t n, float *y);
 typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
                                int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
@@ -30,14 +60,15 @@ typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int6
 typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
                                   int64_t sxi);
 
-/* c[i*ldc + j] (+)= sum_k a[k*8 + i] * b[k*48 + j], i < 8, j < 48: the
- * products' micro-kernel where the instruction set has one (NULL: the GEMM
- * micro-kernel instead). */
+/* c[i*ldc + j] (+)= sum_k a[k*8 + i] * b[k*48 + j], i < 8, j < 48 (ukr;
+ * j < 16 * n for ukr_n[n - 1]): the products' micro-kernels where the
+ * instruction set has them (NULL: the GEMM micro-kernel instead). */
 typedef void (*cnx_wg_ukr)(int64_t kc, const float *a, const float *b, float *c,
                            int64_t ldc, int accumulate);
 
 typedef struct {
     cnx_wg_ukr ukr;
+    cnx_wg_ukr ukr_n[3]; /* 16, 32, 48 columns (a block's last panel) */
     int pn; /* the lanes of one panel of the products (ukr's columns), 0: GEMM's NR */
     cnx_wg_output output;
     cnx_wg_scatter scatter;
@@ -123,34 +154,178 @@ static void wg_pack_lanes_avx512_t(const float *src, int64_t ld, int64_t nr, int
         for (j = 0; j < NR; j++) dst[k * NR + j] = src[j * ld + k];
 }
 
-/* 8 rows x 48 columns: 24 accumulators, three B vectors and one broadcast
- * A value per row and step (more FMAs per load than the GEMM's 8 x 32). */
-static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
-                          int64_t ldc, int accumulate) {
+/* wg_rows in 16-float vectors: a masked load (no access outside the
+ * plane's row) and a full store, so the rows are written up to n rounded
+ * up to 16 (the caller's rows have that room). */
+static void wg_rows_avx512_m(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
+                             int64_t iy0, int64_t ix0, int64_t n, int P,
+                             float *CNX_RESTRICT p, int64_t lp) {
+    int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < n ? W - ix0 : n;
+    for (int y = 0; y < P; y++) {
+        float *dst = p + y * lp;
+        int64_t iy = iy0 + y;
+        if (iy < 0 || iy >= H) {
+            for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(dst + i, _mm512_setzero_ps());
+            continue;
+        }
+        const float *src = plane + iy * W + ix0;
+        for (int64_t i = 0; i < n; i += 16) {
+            /* lanes k with lo <= i + k < hi */
+            int64_t a = lo - i < 0 ? 0 : lo - i, e = hi - i > 16 ? 16 : hi - i;
+            uint32_t m = e > a ? ((1u << e) - 1) & ~((1u << a) - 1) : 0;
+            _mm512_storeu_ps(dst + i, _mm512_maskz_loadu_ps((__mmask16)m, src + i));
+        }
+    }
+}
+
+/* wg_input_rows in 16-tile vectors, the last one masked (the compiler's
+ * loop would finish a run of, say, 28 tiles with 8-lane and scalar
+ * iterations).  The two 16-float loads per row and offset read up to 32
+ * floats past the run's 2*cnt + 2 (inside the caller's row buffer); the
+ * lanes they fill beyond cnt are zeroed by the permutes and never stored.
+ * Same operations in the same order as the generic loop. */
+static void wg_input_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int64_t cnt,
+                                   float *CNX_RESTRICT v, int64_t sxi) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                         29, 31);
+    for (int64_t j = 0; j < cnt; j += 16) {
+        __mmask16 m = cnt - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cnt - j)) - 1);
+        __m512 d[4][4], t[4][4];
+        for (int y = 0; y < 4; y++) {
+            const float *r = p + y * lp + 2 * j;
+            __m512 a0 = _mm512_loadu_ps(r), a1 = _mm512_loadu_ps(r + 16);
+            __m512 b0 = _mm512_loadu_ps(r + 2), b1 = _mm512_loadu_ps(r + 18);
+            d[y][0] = _mm512_maskz_permutex2var_ps(m, a0, ie, a1);
+            d[y][1] = _mm512_maskz_permutex2var_ps(m, a0, io, a1);
+            d[y][2] = _mm512_maskz_permutex2var_ps(m, b0, ie, b1);
+            d[y][3] = _mm512_maskz_permutex2var_ps(m, b0, io, b1);
+        }
+        for (int k = 0; k < 4; k++) {
+            t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+            t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+            t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+            t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+        }
+        for (int a = 0; a < 4; a++) {
+            float *o = v + a * 4 * sxi + j;
+            _mm512_mask_storeu_ps(o, m, _mm512_sub_ps(t[a][0], t[a][2]));
+            _mm512_mask_storeu_ps(o + sxi, m, _mm512_add_ps(t[a][1], t[a][2]));
+            _mm512_mask_storeu_ps(o + 2 * sxi, m, _mm512_sub_ps(t[a][2], t[a][1]));
+            _mm512_mask_storeu_ps(o + 3 * sxi, m, _mm512_sub_ps(t[a][1], t[a][3]));
+        }
+    }
+}
+
+/* wg_scatter with the two columns of 16 tiles interleaved by two permutes,
+ * the last vector masked (as wg_input_rows_avx512_m). */
+static void wg_scatter_avx512_m(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
+                                float *CNX_RESTRICT out, int64_t OH, int64_t OW,
+                                int64_t oy0, int64_t ox0) {
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                         23);
+    const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                         15, 31);
+    const __m512 vb = _mm512_set1_ps(b);
+    int64_t both = (OW - ox0) / 2; /* tiles whose two columns are inside */
+    if (both > cnt) both = cnt;
+    for (int i = 0; i < 2 && oy0 + i < OH; i++) {
+        float *CNX_RESTRICT row = out + (oy0 + i) * OW + ox0;
+        const float *s0 = y + (i * 2) * ld, *s1 = y + (i * 2 + 1) * ld;
+        for (int64_t j = 0; j < both; j += 16) {
+            int64_t n = both - j < 16 ? both - j : 16;
+            __mmask16 m = (__mmask16)((1u << n) - 1);
+            __m512 v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, s0 + j), vb);
+            __m512 v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, s1 + j), vb);
+            __mmask16 ml = n >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * n)) - 1);
+            __mmask16 mh = n <= 8 ? (__mmask16)0 : (__mmask16)((1u << (2 * n - 16)) - 1);
+            _mm512_mask_storeu_ps(row + 2 * j, ml, _mm512_permutex2var_ps(v0, il, v1));
+            _mm512_mask_storeu_ps(row + 2 * j + 16, mh, _mm512_permutex2var_ps(v0, ih, v1));
+        }
+        if (both < cnt && ox0 + 2 * both < OW) row[2 * both] = s0[both] + b;
+    }
+}
+
+/* wg_grad_rows in 16-tile vectors, the last one masked; the loads are
+ * masked too (the rows may be the upstream gradient itself, read in place
+ * up to its last element). */
+static void wg_grad_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int64_t cnt,
+                                  float *CNX_RESTRICT gy, int64_t sxi) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                         29, 31);
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t j = 0; j < cnt; j += 16) {
+        int64_t n = cnt - j < 16 ? cnt - j : 16;
+        __mmask16 m = (__mmask16)((1u << n) - 1);
+        __mmask16 ml = n >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * n)) - 1);
+        __mmask16 mh = n <= 8 ? (__mmask16)0 : (__mmask16)((1u << (2 * n - 16)) - 1);
+        __m512 g[2][2], t[4][2];
+        for (int r = 0; r < 2; r++) {
+            const float *q = p + r * lp + 2 * j;
+            __m512 a0 = _mm512_maskz_loadu_ps(ml, q), a1 = _mm512_maskz_loadu_ps(mh, q + 16);
+            g[r][0] = _mm512_permutex2var_ps(a0, ie, a1);
+            g[r][1] = _mm512_permutex2var_ps(a0, io, a1);
+        }
+        for (int k = 0; k < 2; k++) {
+            t[0][k] = g[0][k];
+            t[1][k] = _mm512_add_ps(g[0][k], g[1][k]);
+            t[2][k] = _mm512_sub_ps(g[0][k], g[1][k]);
+            t[3][k] = _mm512_xor_ps(g[1][k], sign);
+        }
+        for (int a = 0; a < 4; a++) {
+            float *o = gy + a * 4 * sxi + j;
+            _mm512_mask_storeu_ps(o, m, t[a][0]);
+            _mm512_mask_storeu_ps(o + sxi, m, _mm512_add_ps(t[a][0], t[a][1]));
+            _mm512_mask_storeu_ps(o + 2 * sxi, m, _mm512_sub_ps(t[a][0], t[a][1]));
+            _mm512_mask_storeu_ps(o + 3 * sxi, m, _mm512_xor_ps(t[a][1], sign));
+        }
+    }
+}
+
+/* 8 rows x 16*NB columns: 8*NB accumulators, NB B vectors and one
+ * broadcast A value per row and step (with NB = 3, more FMAs per load than
+ * the GEMM's 8 x 32); NB < 3 for a block's last, narrower panel. */
+static inline __attribute__((always_inline)) void
+wg_ukr_avx512_nb(int NB, int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                 int accumulate) {
     __m512 acc[8][3];
     for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 3; j++) acc[i][j] = _mm512_setzero_ps();
+        for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
         const float *bk = b + k * 48, *ak = a + k * 8;
-        __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16),
-               b2 = _mm512_loadu_ps(bk + 32);
+        __m512 bv[3];
+        for (int j = 0; j < NB; j++) bv[j] = _mm512_loadu_ps(bk + 16 * j);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
             __m512 t = _mm512_set1_ps(ak[i]);
-            acc[i][0] = _mm512_fmadd_ps(t, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(t, b1, acc[i][1]);
-            acc[i][2] = _mm512_fmadd_ps(t, b2, acc[i][2]);
+            for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(t, bv[j], acc[i][j]);
         }
     }
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         float *row = c + i * ldc;
-        for (int j = 0; j < 3; j++) {
+        for (int j = 0; j < NB; j++) {
             __m512 v = acc[i][j];
             if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(row + 16 * j));
             _mm512_storeu_ps(row + 16 * j, v);
         }
     }
+}
+
+static void wg_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                          int accumulate) {
+    wg_ukr_avx512_nb(3, kc, a, b, c, ldc, accumulate);
+}
+static void wg_ukr_avx512_32(int64_t kc, const float *a, const float *b, float *c,
+                             int64_t ldc, int accumulate) {
+    wg_ukr_avx512_nb(2, kc, a, b, c, ldc, accumulate);
+}
+static void wg_ukr_avx512_16(int64_t kc, const float *a, const float *b, float *c,
+                             int64_t ldc, int accumulate) {
+    wg_ukr_avx512_nb(1, kc, a, b, c, ldc, accumulate);
 }
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -171,13 +346,21 @@ static cnx_wg_kernels cnx_wg_select(void) {
     int isa = cnx_isa_from_env(cnx_detect_isa());
     WG_SET(k, generic)
     k.ukr = NULL;
+    k.ukr_n[0] = k.ukr_n[1] = k.ukr_n[2] = NULL;
     k.pn = 0;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
         k.ukr = wg_ukr_avx512;
+        k.ukr_n[0] = wg_ukr_avx512_16;
+        k.ukr_n[1] = wg_ukr_avx512_32;
+        k.ukr_n[2] = wg_ukr_avx512;
         k.pn = 48;
         k.pack_lanes = wg_pack_lanes_avx512_t;
+        k.input_rows = wg_input_rows_avx512_m;
+        k.scatter = wg_scatter_avx512_m;
+        k.grad_rows = wg_grad_rows_avx512_m;
+        k.rows = wg_rows_avx512_m;
     } else if (isa == 1) {
         WG_SET(k, avx2)
     }

@@ -19,21 +19,25 @@
 #define WG_FN(name) WG_CAT(name, WG_SUF)
 
 /* p[y*lp + i] = plane[(iy0 + y)*W + ix0 + i] for y < P, i < n: P rows of
- * the plane from column ix0, zero outside it (the convolution's padding). */
-static void WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
-                           int64_t iy0, int64_t ix0, int64_t n, int P,
-                           float *CNX_RESTRICT p, int64_t lp) {
+ * the plane from column ix0, zero outside it (the convolution's padding).
+ * Short rows: the copies stay inline loops (CNX_NO_LIBCALL), as a memcpy or
+ * memset call per row costs more than the copy. */
+static CNX_NO_LIBCALL void WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64_t H,
+                                          int64_t W, int64_t iy0, int64_t ix0, int64_t n,
+                                          int P, float *CNX_RESTRICT p, int64_t lp) {
     int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0 < n ? W - ix0 : n, i;
     if (hi < lo) hi = lo;
     for (int y = 0; y < P; y++) {
         float *dst = p + y * lp;
         int64_t iy = iy0 + y;
         if (iy < 0 || iy >= H) {
+#pragma omp simd
             for (i = 0; i < n; i++) dst[i] = 0.0f;
             continue;
         }
         const float *src = plane + iy * W + ix0;
         for (i = 0; i < lo; i++) dst[i] = 0.0f;
+#pragma omp simd
         for (i = lo; i < hi; i++) dst[i] = src[i];
         for (i = hi; i < n; i++) dst[i] = 0.0f;
     }
@@ -117,18 +121,21 @@ static void WG_FN(wg_output)(const float *CNX_RESTRICT m, int64_t sxi, int64_t n
 }
 
 /* out[(oy0 + i)*OW + ox0 + 2*j + jj] = y[(i*2 + jj)*ld + j] + b for j < cnt,
- * inside the OH x OW plane. */
+ * inside the OH x OW plane: the two columns of a tile row interleaved in
+ * one vectorised pass, the odd last column (OW odd) on its own. */
 static void WG_FN(wg_scatter)(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
                               float *CNX_RESTRICT out, int64_t OH, int64_t OW,
                               int64_t oy0, int64_t ox0) {
+    int64_t both = (OW - ox0) / 2; /* tiles whose two columns are inside */
+    if (both > cnt) both = cnt;
     for (int i = 0; i < 2 && oy0 + i < OH; i++) {
-        float *row = out + (oy0 + i) * OW + ox0;
-        for (int jj = 0; jj < 2; jj++) {
-            const float *s = y + (i * 2 + jj) * ld;
-            int64_t jhi = OW - ox0 - jj <= 0 ? 0 : (OW - ox0 - jj + 1) / 2;
-            if (jhi > cnt) jhi = cnt;
-            for (int64_t j = 0; j < jhi; j++) row[2 * j + jj] = s[j] + b;
+        float *CNX_RESTRICT row = out + (oy0 + i) * OW + ox0;
+        const float *s0 = y + (i * 2) * ld, *s1 = y + (i * 2 + 1) * ld;
+#pragma omp simd
+        for (int64_t j = 0; j < both; j++) {
+            row[2 * j] = s0[j] + b;
+            row[2 * j + 1] = s1[j] + b;
         }
+        if (both < cnt && ox0 + 2 * both < OW) row[2 * both] = s0[both] + b;
     }
 }
-

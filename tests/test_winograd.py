@@ -214,7 +214,7 @@ def test_forced_winograd_falls_back_for_other_kernel_sizes(rng):
 
 
 def test_auto_rule():
-    """``auto``: Winograd for float32 3x3 stride-1 layers with >= 64 input and
+    """``auto``: Winograd for float32 3x3 stride-1 layers with >= 32 input and
     output channels and >= 64 2x2 output tiles over the batch; direct
     otherwise; ``direct`` never Winograd, ``winograd`` wherever it can."""
     def method(x_shape, co, alg, dtype=np.float32, padding=(1, 1)):
@@ -226,9 +226,9 @@ def test_auto_rule():
     assert method((1, 64, 15, 15), 64, "auto") == "winograd"  # 8 * 8 partial tiles
     assert method((1, 64, 14, 14), 64, "auto") == "direct"    # 49 tiles
     assert method((1, 256, 8, 8), 256, "auto") == "direct"
-    assert method((16, 32, 32, 32), 32, "auto") == "direct"
-    assert method((8, 63, 28, 28), 128, "auto") == "direct"
-    assert method((8, 128, 28, 28), 63, "auto") == "direct"
+    assert method((16, 32, 32, 32), 32, "auto") == "winograd"
+    assert method((16, 31, 32, 32), 64, "auto") == "direct"
+    assert method((8, 128, 28, 28), 31, "auto") == "direct"
     assert method((8, 128, 28, 28), 128, "auto", np.float64) == "direct"
     assert method((8, 128, 28, 28), 128, "auto", padding=(3, 3)) == "direct"
     assert method((8, 128, 28, 28), 128, "direct") == "direct"
