@@ -50,7 +50,7 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
-    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, act_value, cdiv, cnx_kernels, cnx_ukr_d,
+    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, cdiv, cnx_kernels, cnx_ukr_d,
     cnx_ukr_s, make_geom, reach, round16, ukr, ukr_inda,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
@@ -334,7 +334,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                          bptr)
             pc = pc + KC
         if ps.tpr > 0:
-            act_rows(cdst, Co, nr, ldc, a.act, <floating>a.alpha)
+            act_rows(KER, cdst, ldc, cdst, ldc, Co, nr, a.act, <floating>a.alpha)
             continue
         # Store the valid columns (c < cols) of the tile, run by run.
         ocol = ps.ocol
@@ -346,13 +346,15 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             if c < ps.cols:
                 q = min(run, ps.cols - c)
                 obase = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c * ocol
+                if a.act != ACT_NONE:  # the forward's tiles (ocol 1)
+                    act_rows(KER, ct + pp - p0, NR, obase, a.ocs, Co, q, a.act,
+                             <floating>a.alpha)
+                    pp = pp + run
+                    continue
                 for co0 in range(Co):
                     orow = obase + co0 * a.ocs
                     crow = ct + co0 * NR + pp - p0
-                    if a.act != ACT_NONE:
-                        for kk in range(q):
-                            orow[kk * ocol] = act_value(crow[kk], a.act, <floating>a.alpha)
-                    elif ocol == 1:
+                    if ocol == 1:
                         for kk in range(q):
                             orow[kk] = crow[kk]
                     else:

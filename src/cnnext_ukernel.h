@@ -61,6 +61,17 @@ typedef void (*cnx_dot1_s)(int64_t n, const float *a, const float *const *b, int
 typedef void (*cnx_dot1_d)(int64_t n, const double *a, const double *const *b, int nb,
                            double *c);
 
+/* Activation epilogue over `rows` rows of `cols` values:
+ *     dst[r*ldd + j] = act(src[r*lds + j])       (dst == src: in place)
+ * act 1: ReLU, v if (v > 0 or v is NaN) else +0; act 2: leaky ReLU, v if
+ * v > 0 else alpha*v; other values copy.  The same operations as the
+ * scalar act_value of src/cnnext/_common.pxd, so the results are bitwise
+ * the same, only vectorised. */
+typedef void (*cnx_act_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
+                          int64_t rows, int64_t cols, int act, float alpha);
+typedef void (*cnx_act_d)(const double *src, int64_t lds, double *dst, int64_t ldd,
+                          int64_t rows, int64_t cols, int act, double alpha);
+
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
@@ -75,6 +86,9 @@ typedef struct {
      * NULL where the variant has none (then the full kernel is used). */
     cnx_ukr_s s_ind_small[3];
     cnx_ukr_d d_ind_small[3];
+    /* Fused activation epilogue (see cnx_act_s). */
+    cnx_act_s act_s;
+    cnx_act_d act_d;
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -174,6 +188,23 @@ CNX_DEF_DOT_GENERIC(cnx_dot_d_generic, double)
     }
 CNX_DEF_DOT1_GENERIC(cnx_dot1_s_generic, float)
 CNX_DEF_DOT1_GENERIC(cnx_dot1_d_generic, double)
+
+#define CNX_ACT1(T, v, act, alpha)                                             \
+    ((act) == 1 ? (((v) > 0 || (v) != (v)) ? (v) : (T)0)                       \
+     : (act) == 2 ? ((v) > 0 ? (v) : (alpha) * (v)) : (v))
+
+#define CNX_DEF_ACT_GENERIC(NAME, T)                                           \
+    static void NAME(const T *src, int64_t lds, T *dst, int64_t ldd,          \
+                     int64_t rows, int64_t cols, int act, T alpha) {           \
+        int64_t r, j;                                                          \
+        for (r = 0; r < rows; r++)                                             \
+            for (j = 0; j < cols; j++) {                                       \
+                T v = src[r * lds + j];                                        \
+                dst[r * ldd + j] = CNX_ACT1(T, v, act, alpha);                 \
+            }                                                                  \
+    }
+CNX_DEF_ACT_GENERIC(cnx_act_s_generic, float)
+CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
 
 /* ---------------------------------------------------------------- x86-64 */
 
@@ -468,6 +499,68 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
                  cnx_hsum_pd512, _mm512_setzero_pd)
 }
 
+/* Activation epilogues: full vectors, then the row's tail as scalars. */
+#define CNX_DEF_ACT_VEC(NAME, TARGET, T, VT, W, LOAD, STORE, SET1, ZERO,        \
+                        RELU, LEAKY, GENERIC)                                  \
+    TARGET static void NAME(const T *src, int64_t lds, T *dst, int64_t ldd,   \
+                            int64_t rows, int64_t cols, int act, T alpha) {    \
+        int64_t r, j;                                                          \
+        VT z = ZERO(), va = SET1(alpha);                                       \
+        if (act != 1 && act != 2) {                                            \
+            GENERIC(src, lds, dst, ldd, rows, cols, act, alpha);               \
+            return;                                                            \
+        }                                                                      \
+        (void)va;                                                              \
+        for (r = 0; r < rows; r++) {                                           \
+            const T *s_ = src + r * lds;                                       \
+            T *d_ = dst + r * ldd;                                             \
+            j = 0;                                                             \
+            if (act == 1) {                                                    \
+                for (; j + (W) <= cols; j += (W)) {                            \
+                    VT v = LOAD(s_ + j);                                       \
+                    STORE(d_ + j, RELU(v, z));                                 \
+                }                                                              \
+            } else {                                                           \
+                for (; j + (W) <= cols; j += (W)) {                            \
+                    VT v = LOAD(s_ + j);                                       \
+                    STORE(d_ + j, LEAKY(v, z, va));                            \
+                }                                                              \
+            }                                                                  \
+            for (; j < cols; j++) {                                            \
+                T v = s_[j];                                                   \
+                d_[j] = CNX_ACT1(T, v, act, alpha);                            \
+            }                                                                  \
+        }                                                                      \
+    }
+
+/* ReLU keeps v where !(v <= 0) (true for NaN), else +0; leaky ReLU keeps v
+ * where v > 0, else alpha*v. */
+#define CNX_RELU_Z_S(v, z) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, z, _CMP_NLE_UQ), v)
+#define CNX_LEAKY_Z_S(v, z, va)                                                \
+    _mm512_mask_mov_ps(_mm512_mul_ps(va, v), _mm512_cmp_ps_mask(v, z, _CMP_GT_OQ), v)
+#define CNX_RELU_Z_D(v, z) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, z, _CMP_NLE_UQ), v)
+#define CNX_LEAKY_Z_D(v, z, va)                                                \
+    _mm512_mask_mov_pd(_mm512_mul_pd(va, v), _mm512_cmp_pd_mask(v, z, _CMP_GT_OQ), v)
+#define CNX_RELU_Y_S(v, z) _mm256_and_ps(_mm256_cmp_ps(v, z, _CMP_NLE_UQ), v)
+#define CNX_LEAKY_Y_S(v, z, va)                                                \
+    _mm256_blendv_ps(_mm256_mul_ps(va, v), v, _mm256_cmp_ps(v, z, _CMP_GT_OQ))
+#define CNX_RELU_Y_D(v, z) _mm256_and_pd(_mm256_cmp_pd(v, z, _CMP_NLE_UQ), v)
+#define CNX_LEAKY_Y_D(v, z, va)                                                \
+    _mm256_blendv_pd(_mm256_mul_pd(va, v), v, _mm256_cmp_pd(v, z, _CMP_GT_OQ))
+
+CNX_DEF_ACT_VEC(cnx_act_s_avx512, CNX_TARGET_AVX512, float, __m512, 16, _mm512_loadu_ps,
+                _mm512_storeu_ps, _mm512_set1_ps, _mm512_setzero_ps, CNX_RELU_Z_S,
+                CNX_LEAKY_Z_S, cnx_act_s_generic)
+CNX_DEF_ACT_VEC(cnx_act_d_avx512, CNX_TARGET_AVX512, double, __m512d, 8, _mm512_loadu_pd,
+                _mm512_storeu_pd, _mm512_set1_pd, _mm512_setzero_pd, CNX_RELU_Z_D,
+                CNX_LEAKY_Z_D, cnx_act_d_generic)
+CNX_DEF_ACT_VEC(cnx_act_s_avx2, CNX_TARGET_AVX2, float, __m256, 8, _mm256_loadu_ps,
+                _mm256_storeu_ps, _mm256_set1_ps, _mm256_setzero_ps, CNX_RELU_Y_S,
+                CNX_LEAKY_Y_S, cnx_act_s_generic)
+CNX_DEF_ACT_VEC(cnx_act_d_avx2, CNX_TARGET_AVX2, double, __m256d, 4, _mm256_loadu_pd,
+                _mm256_storeu_pd, _mm256_set1_pd, _mm256_setzero_pd, CNX_RELU_Y_D,
+                CNX_LEAKY_Y_D, cnx_act_d_generic)
+
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -526,6 +619,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.s_ind_pf = k.s_ind; k.d_ind_pf = k.d_ind;
     k.dot_s = cnx_dot_s_generic; k.dot_d = cnx_dot_d_generic;
     k.dot1_s = cnx_dot1_s_generic; k.dot1_d = cnx_dot1_d_generic;
+    k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
     k.s_ind_small[0] = k.s_ind_small[1] = k.s_ind_small[2] = NULL;
     k.d_ind_small[0] = k.d_ind_small[1] = k.d_ind_small[2] = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
@@ -539,6 +633,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_ind_pf = cnx_ukr_s_avx512_ind_pf; k.d_ind_pf = cnx_ukr_d_avx512_ind_pf;
         k.dot_s = cnx_dot_s_avx512; k.dot_d = cnx_dot_d_avx512;
         k.dot1_s = cnx_dot1_s_avx512; k.dot1_d = cnx_dot1_d_avx512;
+        k.act_s = cnx_act_s_avx512; k.act_d = cnx_act_d_avx512;
         k.s_ind_small[0] = cnx_ukr_s_avx512_ind1; k.s_ind_small[1] = cnx_ukr_s_avx512_ind2;
         k.s_ind_small[2] = cnx_ukr_s_avx512_ind4;
         k.d_ind_small[0] = cnx_ukr_d_avx512_ind1; k.d_ind_small[1] = cnx_ukr_d_avx512_ind2;
@@ -552,6 +647,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_ind_pf = k.s_ind; k.d_ind_pf = k.d_ind;
         k.dot_s = cnx_dot_s_avx2; k.dot_d = cnx_dot_d_avx2;
         k.dot1_s = cnx_dot1_s_avx2; k.dot1_d = cnx_dot1_d_avx2;
+        k.act_s = cnx_act_s_avx2; k.act_d = cnx_act_d_avx2;
         k.s_mr = 6; k.s_nr = 16; k.d_mr = 6; k.d_nr = 8;
         k.name = "avx2";
     }
