@@ -207,16 +207,23 @@ cdef inline void grad_run(const floating* grow, Py_ssize_t pb, Py_ssize_t kc,
 
 
 cdef int64_t* tap_offsets(const Geom* g, Py_ssize_t* toff_max) except NULL:
-    """toff[k] for tap k = (c, i, j): start of its run in a prepared sample."""
+    """toff[k] for tap k = (c, i, j): start of its run in a prepared sample.
+    Channel c's taps are channel 0's plus c planes (the divisions once per
+    (i, j), not per tap: they cost as much as a small layer's GEMM)."""
     cdef Py_ssize_t k, c, i, j, plane = g.Hq * g.Wq, khw = g.kh * g.kw
     cdef int64_t* toff = <int64_t*>alloc_scratch(g.K * sizeof(int64_t))
     toff_max[0] = 0
+    if g.K == 0:
+        return toff
+    for i in range(g.kh):
+        for j in range(g.kw):
+            toff[i * g.kw + j] = \
+                (((i * g.dh) % g.sh) * g.sw + (j * g.dw) % g.sw) * g.C * plane \
+                + ((i * g.dh) // g.sh) * g.Wq + (j * g.dw) // g.sw
+    for c in range(1, g.C):
+        for k in range(khw):
+            toff[c * khw + k] = toff[k] + c * plane
     for k in range(g.K):
-        c = k // khw
-        i = (k // g.kw) % g.kh
-        j = k % g.kw
-        toff[k] = ((((i * g.dh) % g.sh) * g.sw + (j * g.dw) % g.sw) * g.C + c) * plane \
-            + ((i * g.dh) // g.sh) * g.Wq + (j * g.dw) // g.sw
         toff_max[0] = max(toff_max[0], toff[k])
     return toff
 

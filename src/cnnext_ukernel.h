@@ -501,7 +501,7 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
 
 /* Activation epilogues: full vectors, then the row's tail as scalars. */
 #define CNX_DEF_ACT_VEC(NAME, TARGET, T, VT, W, LOAD, STORE, SET1, ZERO,        \
-                        RELU, LEAKY, GENERIC)                                  \
+                        RELU, LEAKY, GENERIC, TAIL)                            \
     TARGET static void NAME(const T *src, int64_t lds, T *dst, int64_t ldd,   \
                             int64_t rows, int64_t cols, int act, T alpha) {    \
         int64_t r, j;                                                          \
@@ -520,11 +520,13 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
                     VT v = LOAD(s_ + j);                                       \
                     STORE(d_ + j, RELU(v, z));                                 \
                 }                                                              \
+                TAIL(RELU(v, z))                                               \
             } else {                                                           \
                 for (; j + (W) <= cols; j += (W)) {                            \
                     VT v = LOAD(s_ + j);                                       \
                     STORE(d_ + j, LEAKY(v, z, va));                            \
                 }                                                              \
+                TAIL(LEAKY(v, z, va))                                          \
             }                                                                  \
             for (; j < cols; j++) {                                            \
                 T v = s_[j];                                                   \
@@ -532,6 +534,19 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
             }                                                                  \
         }                                                                      \
     }
+
+/* The last cols % W values of a row: one masked vector (AVX-512), or left
+ * to the scalar loop (AVX2). */
+#define CNX_TAIL_Z(MT, VT, SUF, EXPR)                                            \
+    if (j < cols) {                                                            \
+        MT m_ = (MT)((1u << (cols - j)) - 1u);                                 \
+        VT v = _mm512_maskz_loadu_##SUF(m_, s_ + j);                           \
+        _mm512_mask_storeu_##SUF(d_ + j, m_, EXPR);                            \
+        j = cols;                                                              \
+    }
+#define CNX_TAIL_Z_S(EXPR) CNX_TAIL_Z(__mmask16, __m512, ps, EXPR)
+#define CNX_TAIL_Z_D(EXPR) CNX_TAIL_Z(__mmask8, __m512d, pd, EXPR)
+#define CNX_TAIL_NONE(EXPR)
 
 /* ReLU keeps v where !(v <= 0) (true for NaN), else +0; leaky ReLU keeps v
  * where v > 0, else alpha*v. */
@@ -550,16 +565,16 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
 
 CNX_DEF_ACT_VEC(cnx_act_s_avx512, CNX_TARGET_AVX512, float, __m512, 16, _mm512_loadu_ps,
                 _mm512_storeu_ps, _mm512_set1_ps, _mm512_setzero_ps, CNX_RELU_Z_S,
-                CNX_LEAKY_Z_S, cnx_act_s_generic)
+                CNX_LEAKY_Z_S, cnx_act_s_generic, CNX_TAIL_Z_S)
 CNX_DEF_ACT_VEC(cnx_act_d_avx512, CNX_TARGET_AVX512, double, __m512d, 8, _mm512_loadu_pd,
                 _mm512_storeu_pd, _mm512_set1_pd, _mm512_setzero_pd, CNX_RELU_Z_D,
-                CNX_LEAKY_Z_D, cnx_act_d_generic)
+                CNX_LEAKY_Z_D, cnx_act_d_generic, CNX_TAIL_Z_D)
 CNX_DEF_ACT_VEC(cnx_act_s_avx2, CNX_TARGET_AVX2, float, __m256, 8, _mm256_loadu_ps,
                 _mm256_storeu_ps, _mm256_set1_ps, _mm256_setzero_ps, CNX_RELU_Y_S,
-                CNX_LEAKY_Y_S, cnx_act_s_generic)
+                CNX_LEAKY_Y_S, cnx_act_s_generic, CNX_TAIL_NONE)
 CNX_DEF_ACT_VEC(cnx_act_d_avx2, CNX_TARGET_AVX2, double, __m256d, 4, _mm256_loadu_pd,
                 _mm256_storeu_pd, _mm256_set1_pd, _mm256_setzero_pd, CNX_RELU_Y_D,
-                CNX_LEAKY_Y_D, cnx_act_d_generic)
+                CNX_LEAKY_Y_D, cnx_act_d_generic, CNX_TAIL_NONE)
 
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
