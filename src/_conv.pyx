@@ -392,10 +392,12 @@ cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR) noexcept nogi
 
 
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
-    """Set the micro-kernel, its MR and NR, and the panels of Co result channels.
-    Few channels (e.g. the input gradient of a grayscale or RGB layer): a
-    kernel with fewer rows instead of mostly-empty 8-row tiles."""
-    cdef int small
+    """Set the micro-kernel, its MR and NR, and the panels of Co result channels:
+    as few panels as the full kernel needs, of as few rows as hold Co (e.g. 6
+    channels: one 6-row panel, no FMAs on 2 empty rows of an 8-row one; 12:
+    two of 6) when the variant has a kernel of that many rows.  The rows'
+    sums are the same either way."""
+    cdef Py_ssize_t mr
     a.Co = Co
     a.act = ACT_NONE
     a.alpha = 0.0
@@ -403,16 +405,16 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     a.fd = KER.d_ind
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
-    if Co <= 4:
-        small = 0 if Co == 1 else (1 if Co == 2 else 2)
+    mr = cdiv(Co, max(1, cdiv(Co, a.MR)))
+    if 0 < mr < a.MR:
         if floating is float:
-            if KER.s_ind_small[small] != NULL:
-                a.fs = KER.s_ind_small[small]
-                a.MR = 1 << small
+            if KER.s_ind_mr[mr - 1] != NULL:
+                a.fs = KER.s_ind_mr[mr - 1]
+                a.MR = mr
         else:
-            if KER.d_ind_small[small] != NULL:
-                a.fd = KER.d_ind_small[small]
-                a.MR = 1 << small
+            if KER.d_ind_mr[mr - 1] != NULL:
+                a.fd = KER.d_ind_mr[mr - 1]
+                a.MR = mr
     a.npanel = cdiv(Co, a.MR)
 
 

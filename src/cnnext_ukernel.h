@@ -82,10 +82,11 @@ typedef struct {
     cnx_dot_d dot_d;
     cnx_dot1_s dot1_s;
     cnx_dot1_d dot1_d;
-    /* Indirect-B kernels for few output rows: MR = 1, 2, 4 (index 0..2);
+    /* Indirect-B kernels computing exactly MR = 1..8 rows (index MR - 1):
+     * panels of few or odd output channels without FMAs on empty rows;
      * NULL where the variant has none (then the full kernel is used). */
-    cnx_ukr_s s_ind_small[3];
-    cnx_ukr_d d_ind_small[3];
+    cnx_ukr_s s_ind_mr[8];
+    cnx_ukr_d d_ind_mr[8];
     /* Fused activation epilogue (see cnx_act_s). */
     cnx_act_s act_s;
     cnx_act_d act_d;
@@ -366,7 +367,11 @@ CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, C
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind_pf, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_IND)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind1, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind2, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind3, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 3, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind4, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind5, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 5, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind6, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 6, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind7, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 7, CNX_PF_PACKED)
 #undef AEL
 #define AEL CNX_AEL_IND
 CNX_DEF_AVX512(cnx_ukr_s_avx512_inda, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8, CNX_PF_PACKED)
@@ -379,7 +384,11 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX
 CNX_DEF_AVX512(cnx_ukr_d_avx512_ind_pf, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_IND)
 CNX_DEF_AVX512(cnx_ukr_d_avx512_ind1, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_d_avx512_ind2, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind3, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 3, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_d_avx512_ind4, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind5, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 5, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind6, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 6, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind7, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 7, CNX_PF_PACKED)
 #undef AEL
 #define AEL CNX_AEL_IND
 CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8, CNX_PF_PACKED)
@@ -635,8 +644,8 @@ static cnx_kernels cnx_select_kernels(void) {
     k.dot_s = cnx_dot_s_generic; k.dot_d = cnx_dot_d_generic;
     k.dot1_s = cnx_dot1_s_generic; k.dot1_d = cnx_dot1_d_generic;
     k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
-    k.s_ind_small[0] = k.s_ind_small[1] = k.s_ind_small[2] = NULL;
-    k.d_ind_small[0] = k.d_ind_small[1] = k.d_ind_small[2] = NULL;
+    memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
+    memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
     k.name = "generic";
@@ -649,10 +658,14 @@ static cnx_kernels cnx_select_kernels(void) {
         k.dot_s = cnx_dot_s_avx512; k.dot_d = cnx_dot_d_avx512;
         k.dot1_s = cnx_dot1_s_avx512; k.dot1_d = cnx_dot1_d_avx512;
         k.act_s = cnx_act_s_avx512; k.act_d = cnx_act_d_avx512;
-        k.s_ind_small[0] = cnx_ukr_s_avx512_ind1; k.s_ind_small[1] = cnx_ukr_s_avx512_ind2;
-        k.s_ind_small[2] = cnx_ukr_s_avx512_ind4;
-        k.d_ind_small[0] = cnx_ukr_d_avx512_ind1; k.d_ind_small[1] = cnx_ukr_d_avx512_ind2;
-        k.d_ind_small[2] = cnx_ukr_d_avx512_ind4;
+        k.s_ind_mr[0] = cnx_ukr_s_avx512_ind1; k.s_ind_mr[1] = cnx_ukr_s_avx512_ind2;
+        k.s_ind_mr[2] = cnx_ukr_s_avx512_ind3; k.s_ind_mr[3] = cnx_ukr_s_avx512_ind4;
+        k.s_ind_mr[4] = cnx_ukr_s_avx512_ind5; k.s_ind_mr[5] = cnx_ukr_s_avx512_ind6;
+        k.s_ind_mr[6] = cnx_ukr_s_avx512_ind7; k.s_ind_mr[7] = cnx_ukr_s_avx512_ind;
+        k.d_ind_mr[0] = cnx_ukr_d_avx512_ind1; k.d_ind_mr[1] = cnx_ukr_d_avx512_ind2;
+        k.d_ind_mr[2] = cnx_ukr_d_avx512_ind3; k.d_ind_mr[3] = cnx_ukr_d_avx512_ind4;
+        k.d_ind_mr[4] = cnx_ukr_d_avx512_ind5; k.d_ind_mr[5] = cnx_ukr_d_avx512_ind6;
+        k.d_ind_mr[6] = cnx_ukr_d_avx512_ind7; k.d_ind_mr[7] = cnx_ukr_d_avx512_ind;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {

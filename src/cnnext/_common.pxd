@@ -34,8 +34,8 @@ cdef extern from "cnnext_ukernel.h" nogil:
         cnx_dot_d dot_d
         cnx_dot1_s dot1_s
         cnx_dot1_d dot1_d
-        cnx_ukr_s s_ind_small[3]
-        cnx_ukr_d d_ind_small[3]
+        cnx_ukr_s s_ind_mr[8]
+        cnx_ukr_d d_ind_mr[8]
         cnx_ukr_s s
         cnx_ukr_s s_ind
         cnx_ukr_s s_ind_pf
