@@ -51,7 +51,7 @@ from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
     ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, cdiv, cnx_kernels, cnx_ukr_d,
-    cnx_ukr_s, make_geom, reach, round16, ukr, ukr_inda,
+    cnx_ukr_s, make_geom, reach, round16, ukr,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
@@ -726,6 +726,8 @@ ctypedef struct GwArgs:
     Py_ssize_t xs, gs          # elements between samples of x and gout
     Py_ssize_t G, xg, gg       # groups; elements between groups of x and gout
     int T
+    cnx_ukr_s fs               # transposed schedule: its indirect-A kernel
+    cnx_ukr_d fd
 
 
 cdef inline Py_ssize_t gw_unit(const GwArgs* a, Py_ssize_t u, Py_ssize_t* ng,
@@ -843,8 +845,12 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
             mr = min(MR, K - ip * MR)
             for jc in range(ncp):
                 nr = min(NR, Co - jc * NR)
-                ukr_inda(KER, kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR,
-                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1)
+                if floating is float:
+                    a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
+                else:
+                    a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
 
 
 cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
@@ -937,6 +943,21 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.T = <int>gwp.shape[0]
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
+    a.fs = KER.s_inda
+    a.fd = KER.d_inda
+    if kind == 1 and a.g.Co <= a.NR // 2:
+        # Few output channels (the wide side of the transposed product):
+        # 16 rows of taps by one vector of channels, not half-empty tiles.
+        if floating is float:
+            if KER.s_inda_n1 != NULL:
+                a.fs = KER.s_inda_n1
+                a.MR = 16
+                a.NR = a.NR // 2
+        else:
+            if KER.d_inda_n1 != NULL:
+                a.fd = KER.d_inda_n1
+                a.MR = 16
+                a.NR = a.NR // 2
     cdef Py_ssize_t Pp = oh_n * a.g.Wq
     if a.T == 0:
         return

@@ -87,6 +87,10 @@ typedef struct {
      * NULL where the variant has none (then the full kernel is used). */
     cnx_ukr_s s_ind_mr[8];
     cnx_ukr_d d_ind_mr[8];
+    /* Indirect-A kernels of 16 rows and one vector's columns (s_nr / 2,
+     * d_nr / 2); NULL where the variant has none. */
+    cnx_ukr_s s_inda_n1;
+    cnx_ukr_d d_inda_n1;
     /* Fused activation epilogue (see cnx_act_s). */
     cnx_act_s act_s;
     cnx_act_d act_d;
@@ -395,6 +399,91 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
 #undef AEL
 #undef T
 
+/* AVX-512F, one vector wide: 16 rows x 1 vector (float 16 x 16, double
+ * 16 x 8), A rows read in place (indirect A).  For a product whose wide
+ * side is short: the transposed weight gradient of a layer with at most
+ * 16 (float) / 8 (double) output channels, which would leave half of every
+ * 2-vector tile empty.  Each element's sum runs over k in the same order as
+ * in the 8 x 2-vector kernels. */
+#define CNX_Z1_STORE(SUF, i, r)                                                \
+    if (mr > (i)) {                                                            \
+        T *row_ = c + (i) * ldc;                                               \
+        if (accumulate)                                                        \
+            r = _mm512_add_##SUF(r, _mm512_maskz_loadu_##SUF(m0, row_));       \
+        else if (bias)                                                         \
+            r = _mm512_add_##SUF(r, _mm512_set1_##SUF(bias[i]));               \
+        _mm512_mask_storeu_##SUF(row_, m0, r);                                 \
+    }
+
+#define CNX_DEF_AVX512_N1(NAME, T, VT, SUF, MT, FULL, W)                        \
+    CNX_TARGET_AVX512                                                          \
+    static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
+                     const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
+                     int accumulate, const T *bias) {                          \
+        VT r0 = _mm512_setzero_##SUF();                     \
+        VT r1 = _mm512_setzero_##SUF();                     \
+        VT r2 = _mm512_setzero_##SUF();                     \
+        VT r3 = _mm512_setzero_##SUF();                     \
+        VT r4 = _mm512_setzero_##SUF();                     \
+        VT r5 = _mm512_setzero_##SUF();                     \
+        VT r6 = _mm512_setzero_##SUF();                     \
+        VT r7 = _mm512_setzero_##SUF();                     \
+        VT r8 = _mm512_setzero_##SUF();                     \
+        VT r9 = _mm512_setzero_##SUF();                     \
+        VT r10 = _mm512_setzero_##SUF();                    \
+        VT r11 = _mm512_setzero_##SUF();                    \
+        VT r12 = _mm512_setzero_##SUF();                    \
+        VT r13 = _mm512_setzero_##SUF();                    \
+        VT r14 = _mm512_setzero_##SUF();                    \
+        VT r15 = _mm512_setzero_##SUF();                    \
+        MT m0 = (MT)(nr >= (W) ? FULL : ((1u << nr) - 1u));                    \
+        int64_t k;                                                             \
+        CNX_APRE_IND(16)                                                       \
+        (void)boff;                                                            \
+        for (k = 0; k < kc; k++) {                                             \
+            VT b0 = _mm512_loadu_##SUF(b + k * (W));                           \
+            r0 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[0][k]), b0, r0);  \
+            r1 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[1][k]), b0, r1);  \
+            r2 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[2][k]), b0, r2);  \
+            r3 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[3][k]), b0, r3);  \
+            r4 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[4][k]), b0, r4);  \
+            r5 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[5][k]), b0, r5);  \
+            r6 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[6][k]), b0, r6);  \
+            r7 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[7][k]), b0, r7);  \
+            r8 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[8][k]), b0, r8);  \
+            r9 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[9][k]), b0, r9);  \
+            r10 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[10][k]), b0, r10);  \
+            r11 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[11][k]), b0, r11);  \
+            r12 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[12][k]), b0, r12);  \
+            r13 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[13][k]), b0, r13);  \
+            r14 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[14][k]), b0, r14);  \
+            r15 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[15][k]), b0, r15);  \
+        }                                                                      \
+        CNX_Z1_STORE(SUF, 0, r0)                                  \
+        CNX_Z1_STORE(SUF, 1, r1)                                  \
+        CNX_Z1_STORE(SUF, 2, r2)                                  \
+        CNX_Z1_STORE(SUF, 3, r3)                                  \
+        CNX_Z1_STORE(SUF, 4, r4)                                  \
+        CNX_Z1_STORE(SUF, 5, r5)                                  \
+        CNX_Z1_STORE(SUF, 6, r6)                                  \
+        CNX_Z1_STORE(SUF, 7, r7)                                  \
+        CNX_Z1_STORE(SUF, 8, r8)                                  \
+        CNX_Z1_STORE(SUF, 9, r9)                                  \
+        CNX_Z1_STORE(SUF, 10, r10)                                \
+        CNX_Z1_STORE(SUF, 11, r11)                                \
+        CNX_Z1_STORE(SUF, 12, r12)                                \
+        CNX_Z1_STORE(SUF, 13, r13)                                \
+        CNX_Z1_STORE(SUF, 14, r14)                                \
+        CNX_Z1_STORE(SUF, 15, r15)                                \
+    }
+
+#define T float
+CNX_DEF_AVX512_N1(cnx_ukr_s_avx512_inda_n1, float, __m512, ps, __mmask16, 0xFFFF, 16)
+#undef T
+#define T double
+CNX_DEF_AVX512_N1(cnx_ukr_d_avx512_inda_n1, double, __m512d, pd, __mmask8, 0xFF, 8)
+#undef T
+
 /* Dot-product blocks, 4 x 4 vector accumulators. */
 #define CNX_DOT_BODY(T, VT, SUF, W, LOAD, FMA, REDUCE, ZERO)                   \
     VT acc[16];                                                                \
@@ -646,6 +735,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
     memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
+    k.s_inda_n1 = NULL; k.d_inda_n1 = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
     k.name = "generic";
@@ -666,6 +756,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.d_ind_mr[2] = cnx_ukr_d_avx512_ind3; k.d_ind_mr[3] = cnx_ukr_d_avx512_ind4;
         k.d_ind_mr[4] = cnx_ukr_d_avx512_ind5; k.d_ind_mr[5] = cnx_ukr_d_avx512_ind6;
         k.d_ind_mr[6] = cnx_ukr_d_avx512_ind7; k.d_ind_mr[7] = cnx_ukr_d_avx512_ind;
+        k.s_inda_n1 = cnx_ukr_s_avx512_inda_n1; k.d_inda_n1 = cnx_ukr_d_avx512_inda_n1;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {

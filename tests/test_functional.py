@@ -552,6 +552,25 @@ def test_conv_kernels_run_every_group_in_one_call(k, s, p, d, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("co", [3, 8, 9, 16, 17])
+def test_transposed_weight_gradient_few_channels(co, dtype, rng, close):
+    """The transposed weight-gradient schedule with at most one vector of
+    output channels (16 rows of taps by one vector: K = 150 taps in 10 row
+    blocks, the last partial; 2 x 23 x 23 positions in several reduction
+    blocks) equals the reference, on one and two threads."""
+    from cnnext import _conv
+    x = randn(rng, (2, 6, 27, 27), dtype)
+    w = randn(rng, (co, 6, 5, 5), dtype)
+    go = randn(rng, (2, co, 23, 23), dtype)
+    want = R.conv2d_backward(*f64(go, x, w))[1]
+    for threads in (1, 2):
+        gwp = np.full((threads, 1, 150, co), np.nan, dtype)
+        _conv.conv2d_grad_weight(x, go.reshape(2, co, -1), gwp, "transposed", 5, 5, 1, 1,
+                                 0, 0, 1, 1, 23, 23)
+        close(gwp.sum(axis=0)[0].T.reshape(w.shape), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
     (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row
     (1, 2, 2, 3, 64, (1, 3), (0, 1), 1),    # two full tiles per row, 2 output channels

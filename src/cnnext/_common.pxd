@@ -36,6 +36,8 @@ cdef extern from "cnnext_ukernel.h" nogil:
         cnx_dot1_d dot1_d
         cnx_ukr_s s_ind_mr[8]
         cnx_ukr_d d_ind_mr[8]
+        cnx_ukr_s s_inda_n1
+        cnx_ukr_d d_inda_n1
         cnx_ukr_s s
         cnx_ukr_s s_ind
         cnx_ukr_s s_ind_pf
@@ -123,16 +125,6 @@ cdef inline void ukr(const cnx_kernels* ker, Py_ssize_t kc, const floating* a,
         ker.s(kc, a, NULL, b, NULL, c, ldc, mr, nr, accumulate, bias)
     else:
         ker.d(kc, a, NULL, b, NULL, c, ldc, mr, nr, accumulate, bias)
-
-
-cdef inline void ukr_inda(const cnx_kernels* ker, Py_ssize_t kc, const floating* a,
-                          const int64_t* aoff, const floating* b, floating* c,
-                          Py_ssize_t ldc, int mr, int nr, int accumulate) noexcept nogil:
-    """Micro-kernel reading A rows in place: element (i, k) at a[aoff[i] + k]."""
-    if floating is float:
-        ker.s_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
-    else:
-        ker.d_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
 
 
 # Activation epilogues fused into a kernel's output loop (the ``act`` argument
