@@ -339,9 +339,14 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                     a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
                          cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
                          bptr)
+                if ps.tpr > 0 and pc + KC >= K:
+                    # The epilogue on the panel's rows while they are in L1
+                    # (rows a plane apart share cache sets: after all the
+                    # panels, a large Co's first rows would be evicted).
+                    act_rows(KER, cdst + co0 * ldc, ldc, cdst + co0 * ldc, ldc,
+                             min(MR, Co - co0), nr, a.act, <floating>a.alpha)
             pc = pc + KC
         if ps.tpr > 0:
-            act_rows(KER, cdst, ldc, cdst, ldc, Co, nr, a.act, <floating>a.alpha)
             continue
         # Store the valid columns (c < cols) of the tile, run by run.
         ocol = ps.ocol

@@ -275,9 +275,10 @@ from cnnext import _conv, _gemm
 from cnnext import functional as F
 rng = np.random.default_rng(9)
 # 37 and 21 columns: full vectors and a scalar tail of every variant's width,
+# 20 channels in three 7-row panels,
 # stored from result-row tiles (few taps) and from padded-width tiles (many)
 for dt, (xs, ws) in itertools.product((np.float32, np.float64), (
-        ((2, 3, 9, 37), (5, 3, 3, 3)), ((1, 16, 5, 21), (6, 16, 3, 3)))):
+        ((2, 3, 9, 37), (20, 3, 3, 3)), ((1, 16, 5, 21), (6, 16, 3, 3)))):
     x = rng.standard_normal(xs).astype(dt)
     x[0, 0, 0, :3] = [np.nan, -0.0, np.inf]
     w = rng.standard_normal(ws).astype(dt)
