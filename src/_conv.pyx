@@ -50,8 +50,8 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
-    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, act_value, cdiv, cnx_kernels, cnx_ukr_d,
-    cnx_ukr_s, make_geom, reach, round16, ukr, ukr_inda,
+    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, cdiv, cnx_kernels, cnx_ukr_d,
+    cnx_ukr_s, make_geom, reach, round16, ukr,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
@@ -207,16 +207,23 @@ cdef inline void grad_run(const floating* grow, Py_ssize_t pb, Py_ssize_t kc,
 
 
 cdef int64_t* tap_offsets(const Geom* g, Py_ssize_t* toff_max) except NULL:
-    """toff[k] for tap k = (c, i, j): start of its run in a prepared sample."""
+    """toff[k] for tap k = (c, i, j): start of its run in a prepared sample.
+    Channel c's taps are channel 0's plus c planes (the divisions once per
+    (i, j), not per tap: they cost as much as a small layer's GEMM)."""
     cdef Py_ssize_t k, c, i, j, plane = g.Hq * g.Wq, khw = g.kh * g.kw
     cdef int64_t* toff = <int64_t*>alloc_scratch(g.K * sizeof(int64_t))
     toff_max[0] = 0
+    if g.K == 0:
+        return toff
+    for i in range(g.kh):
+        for j in range(g.kw):
+            toff[i * g.kw + j] = \
+                (((i * g.dh) % g.sh) * g.sw + (j * g.dw) % g.sw) * g.C * plane \
+                + ((i * g.dh) // g.sh) * g.Wq + (j * g.dw) // g.sw
+    for c in range(1, g.C):
+        for k in range(khw):
+            toff[c * khw + k] = toff[k] + c * plane
     for k in range(g.K):
-        c = k // khw
-        i = (k // g.kw) % g.kh
-        j = k % g.kw
-        toff[k] = ((((i * g.dh) % g.sh) * g.sw + (j * g.dw) % g.sw) * g.C + c) * plane \
-            + ((i * g.dh) // g.sh) * g.Wq + (j * g.dw) // g.sw
         toff_max[0] = max(toff_max[0], toff[k])
     return toff
 
@@ -332,9 +339,14 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                     a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
                          cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
                          bptr)
+                if ps.tpr > 0 and pc + KC >= K:
+                    # The epilogue on the panel's rows while they are in L1
+                    # (rows a plane apart share cache sets: after all the
+                    # panels, a large Co's first rows would be evicted).
+                    act_rows(KER, cdst + co0 * ldc, ldc, cdst + co0 * ldc, ldc,
+                             min(MR, Co - co0), nr, a.act, <floating>a.alpha)
             pc = pc + KC
         if ps.tpr > 0:
-            act_rows(cdst, Co, nr, ldc, a.act, <floating>a.alpha)
             continue
         # Store the valid columns (c < cols) of the tile, run by run.
         ocol = ps.ocol
@@ -346,13 +358,15 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             if c < ps.cols:
                 q = min(run, ps.cols - c)
                 obase = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c * ocol
+                if a.act != ACT_NONE:  # the forward's tiles (ocol 1)
+                    act_rows(KER, ct + pp - p0, NR, obase, a.ocs, Co, q, a.act,
+                             <floating>a.alpha)
+                    pp = pp + run
+                    continue
                 for co0 in range(Co):
                     orow = obase + co0 * a.ocs
                     crow = ct + co0 * NR + pp - p0
-                    if a.act != ACT_NONE:
-                        for kk in range(q):
-                            orow[kk * ocol] = act_value(crow[kk], a.act, <floating>a.alpha)
-                    elif ocol == 1:
+                    if ocol == 1:
                         for kk in range(q):
                             orow[kk] = crow[kk]
                     else:
@@ -383,10 +397,12 @@ cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR) noexcept nogi
 
 
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
-    """Set the micro-kernel, its MR and NR, and the panels of Co result channels.
-    Few channels (e.g. the input gradient of a grayscale or RGB layer): a
-    kernel with fewer rows instead of mostly-empty 8-row tiles."""
-    cdef int small
+    """Set the micro-kernel, its MR and NR, and the panels of Co result channels:
+    as few panels as the full kernel needs, of as few rows as hold Co (e.g. 6
+    channels: one 6-row panel, no FMAs on 2 empty rows of an 8-row one; 12:
+    two of 6) when the variant has a kernel of that many rows.  The rows'
+    sums are the same either way."""
+    cdef Py_ssize_t mr
     a.Co = Co
     a.act = ACT_NONE
     a.alpha = 0.0
@@ -394,16 +410,16 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     a.fd = KER.d_ind
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
-    if Co <= 4:
-        small = 0 if Co == 1 else (1 if Co == 2 else 2)
+    mr = cdiv(Co, max(1, cdiv(Co, a.MR)))
+    if 0 < mr < a.MR:
         if floating is float:
-            if KER.s_ind_small[small] != NULL:
-                a.fs = KER.s_ind_small[small]
-                a.MR = 1 << small
+            if KER.s_ind_mr[mr - 1] != NULL:
+                a.fs = KER.s_ind_mr[mr - 1]
+                a.MR = mr
         else:
-            if KER.d_ind_small[small] != NULL:
-                a.fd = KER.d_ind_small[small]
-                a.MR = 1 << small
+            if KER.d_ind_mr[mr - 1] != NULL:
+                a.fd = KER.d_ind_mr[mr - 1]
+                a.MR = mr
     a.npanel = cdiv(Co, a.MR)
 
 
@@ -715,6 +731,8 @@ ctypedef struct GwArgs:
     Py_ssize_t xs, gs          # elements between samples of x and gout
     Py_ssize_t G, xg, gg       # groups; elements between groups of x and gout
     int T
+    cnx_ukr_s fs               # transposed schedule: its indirect-A kernel
+    cnx_ukr_d fd
 
 
 cdef inline Py_ssize_t gw_unit(const GwArgs* a, Py_ssize_t u, Py_ssize_t* ng,
@@ -832,8 +850,12 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
             mr = min(MR, K - ip * MR)
             for jc in range(ncp):
                 nr = min(NR, Co - jc * NR)
-                ukr_inda(KER, kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR,
-                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1)
+                if floating is float:
+                    a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
+                else:
+                    a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
 
 
 cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
@@ -926,6 +948,21 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.T = <int>gwp.shape[0]
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
+    a.fs = KER.s_inda
+    a.fd = KER.d_inda
+    if kind == 1 and a.g.Co <= a.NR // 2:
+        # Few output channels (the wide side of the transposed product):
+        # 16 rows of taps by one vector of channels, not half-empty tiles.
+        if floating is float:
+            if KER.s_inda_n1 != NULL:
+                a.fs = KER.s_inda_n1
+                a.MR = 16
+                a.NR = a.NR // 2
+        else:
+            if KER.d_inda_n1 != NULL:
+                a.fd = KER.d_inda_n1
+                a.MR = 16
+                a.NR = a.NR // 2
     cdef Py_ssize_t Pp = oh_n * a.g.Wq
     if a.T == 0:
         return

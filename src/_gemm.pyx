@@ -223,7 +223,8 @@ def gemm(const floating[:, ::1] A,      # IN  (M, K), or (K, M) if trans_a
     gemm_into(A, B, C, trans_a, trans_b, accumulate, n_threads, bias)
     if act != ACT_NONE and C.shape[0] > 0 and C.shape[1] > 0:
         with nogil:
-            act_rows(&C[0, 0], C.shape[0], C.shape[1], C.shape[1], act, <floating>alpha)
+            act_rows(&KER, &C[0, 0], C.shape[1], &C[0, 0], C.shape[1], C.shape[0], C.shape[1],
+                     act, <floating>alpha)
 
 
 cdef int gemm_into(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,

@@ -61,6 +61,17 @@ typedef void (*cnx_dot1_s)(int64_t n, const float *a, const float *const *b, int
 typedef void (*cnx_dot1_d)(int64_t n, const double *a, const double *const *b, int nb,
                            double *c);
 
+/* Activation epilogue over `rows` rows of `cols` values:
+ *     dst[r*ldd + j] = act(src[r*lds + j])       (dst == src: in place)
+ * act 1: ReLU, v if (v > 0 or v is NaN) else +0; act 2: leaky ReLU, v if
+ * v > 0 else alpha*v; other values copy.  The same operations as the
+ * scalar act_value of src/cnnext/_common.pxd, so the results are bitwise
+ * the same, only vectorised. */
+typedef void (*cnx_act_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
+                          int64_t rows, int64_t cols, int act, float alpha);
+typedef void (*cnx_act_d)(const double *src, int64_t lds, double *dst, int64_t ldd,
+                          int64_t rows, int64_t cols, int act, double alpha);
+
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
@@ -71,10 +82,18 @@ typedef struct {
     cnx_dot_d dot_d;
     cnx_dot1_s dot1_s;
     cnx_dot1_d dot1_d;
-    /* Indirect-B kernels for few output rows: MR = 1, 2, 4 (index 0..2);
+    /* Indirect-B kernels computing exactly MR = 1..8 rows (index MR - 1):
+     * panels of few or odd output channels without FMAs on empty rows;
      * NULL where the variant has none (then the full kernel is used). */
-    cnx_ukr_s s_ind_small[3];
-    cnx_ukr_d d_ind_small[3];
+    cnx_ukr_s s_ind_mr[8];
+    cnx_ukr_d d_ind_mr[8];
+    /* Indirect-A kernels of 16 rows and one vector's columns (s_nr / 2,
+     * d_nr / 2); NULL where the variant has none. */
+    cnx_ukr_s s_inda_n1;
+    cnx_ukr_d d_inda_n1;
+    /* Fused activation epilogue (see cnx_act_s). */
+    cnx_act_s act_s;
+    cnx_act_d act_d;
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -174,6 +193,23 @@ CNX_DEF_DOT_GENERIC(cnx_dot_d_generic, double)
     }
 CNX_DEF_DOT1_GENERIC(cnx_dot1_s_generic, float)
 CNX_DEF_DOT1_GENERIC(cnx_dot1_d_generic, double)
+
+#define CNX_ACT1(T, v, act, alpha)                                             \
+    ((act) == 1 ? (((v) > 0 || (v) != (v)) ? (v) : (T)0)                       \
+     : (act) == 2 ? ((v) > 0 ? (v) : (alpha) * (v)) : (v))
+
+#define CNX_DEF_ACT_GENERIC(NAME, T)                                           \
+    static void NAME(const T *src, int64_t lds, T *dst, int64_t ldd,          \
+                     int64_t rows, int64_t cols, int act, T alpha) {           \
+        int64_t r, j;                                                          \
+        for (r = 0; r < rows; r++)                                             \
+            for (j = 0; j < cols; j++) {                                       \
+                T v = src[r * lds + j];                                        \
+                dst[r * ldd + j] = CNX_ACT1(T, v, act, alpha);                 \
+            }                                                                  \
+    }
+CNX_DEF_ACT_GENERIC(cnx_act_s_generic, float)
+CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
 
 /* ---------------------------------------------------------------- x86-64 */
 
@@ -335,7 +371,11 @@ CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, C
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind_pf, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_IND)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind1, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind2, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind3, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 3, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind4, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind5, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 5, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind6, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 6, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind7, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 7, CNX_PF_PACKED)
 #undef AEL
 #define AEL CNX_AEL_IND
 CNX_DEF_AVX512(cnx_ukr_s_avx512_inda, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8, CNX_PF_PACKED)
@@ -348,11 +388,100 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_ind, double, __m512d, pd, __mmask8, 0xFF, 8, CNX
 CNX_DEF_AVX512(cnx_ukr_d_avx512_ind_pf, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_IND)
 CNX_DEF_AVX512(cnx_ukr_d_avx512_ind1, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_d_avx512_ind2, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind3, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 3, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_d_avx512_ind4, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 4, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind5, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 5, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind6, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 6, CNX_PF_PACKED)
+CNX_DEF_AVX512(cnx_ukr_d_avx512_ind7, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 7, CNX_PF_PACKED)
 #undef AEL
 #define AEL CNX_AEL_IND
 CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 8, CNX_PF_PACKED)
 #undef AEL
+#undef T
+
+/* AVX-512F, one vector wide: 16 rows x 1 vector (float 16 x 16, double
+ * 16 x 8), A rows read in place (indirect A).  For a product whose wide
+ * side is short: the transposed weight gradient of a layer with at most
+ * 16 (float) / 8 (double) output channels, which would leave half of every
+ * 2-vector tile empty.  Each element's sum runs over k in the same order as
+ * in the 8 x 2-vector kernels. */
+#define CNX_Z1_STORE(SUF, i, r)                                                \
+    if (mr > (i)) {                                                            \
+        T *row_ = c + (i) * ldc;                                               \
+        if (accumulate)                                                        \
+            r = _mm512_add_##SUF(r, _mm512_maskz_loadu_##SUF(m0, row_));       \
+        else if (bias)                                                         \
+            r = _mm512_add_##SUF(r, _mm512_set1_##SUF(bias[i]));               \
+        _mm512_mask_storeu_##SUF(row_, m0, r);                                 \
+    }
+
+#define CNX_DEF_AVX512_N1(NAME, T, VT, SUF, MT, FULL, W)                        \
+    CNX_TARGET_AVX512                                                          \
+    static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
+                     const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
+                     int accumulate, const T *bias) {                          \
+        VT r0 = _mm512_setzero_##SUF();                     \
+        VT r1 = _mm512_setzero_##SUF();                     \
+        VT r2 = _mm512_setzero_##SUF();                     \
+        VT r3 = _mm512_setzero_##SUF();                     \
+        VT r4 = _mm512_setzero_##SUF();                     \
+        VT r5 = _mm512_setzero_##SUF();                     \
+        VT r6 = _mm512_setzero_##SUF();                     \
+        VT r7 = _mm512_setzero_##SUF();                     \
+        VT r8 = _mm512_setzero_##SUF();                     \
+        VT r9 = _mm512_setzero_##SUF();                     \
+        VT r10 = _mm512_setzero_##SUF();                    \
+        VT r11 = _mm512_setzero_##SUF();                    \
+        VT r12 = _mm512_setzero_##SUF();                    \
+        VT r13 = _mm512_setzero_##SUF();                    \
+        VT r14 = _mm512_setzero_##SUF();                    \
+        VT r15 = _mm512_setzero_##SUF();                    \
+        MT m0 = (MT)(nr >= (W) ? FULL : ((1u << nr) - 1u));                    \
+        int64_t k;                                                             \
+        CNX_APRE_IND(16)                                                       \
+        (void)boff;                                                            \
+        for (k = 0; k < kc; k++) {                                             \
+            VT b0 = _mm512_loadu_##SUF(b + k * (W));                           \
+            r0 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[0][k]), b0, r0);  \
+            r1 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[1][k]), b0, r1);  \
+            r2 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[2][k]), b0, r2);  \
+            r3 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[3][k]), b0, r3);  \
+            r4 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[4][k]), b0, r4);  \
+            r5 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[5][k]), b0, r5);  \
+            r6 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[6][k]), b0, r6);  \
+            r7 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[7][k]), b0, r7);  \
+            r8 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[8][k]), b0, r8);  \
+            r9 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[9][k]), b0, r9);  \
+            r10 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[10][k]), b0, r10);  \
+            r11 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[11][k]), b0, r11);  \
+            r12 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[12][k]), b0, r12);  \
+            r13 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[13][k]), b0, r13);  \
+            r14 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[14][k]), b0, r14);  \
+            r15 = _mm512_fmadd_##SUF(_mm512_set1_##SUF(pa_[15][k]), b0, r15);  \
+        }                                                                      \
+        CNX_Z1_STORE(SUF, 0, r0)                                  \
+        CNX_Z1_STORE(SUF, 1, r1)                                  \
+        CNX_Z1_STORE(SUF, 2, r2)                                  \
+        CNX_Z1_STORE(SUF, 3, r3)                                  \
+        CNX_Z1_STORE(SUF, 4, r4)                                  \
+        CNX_Z1_STORE(SUF, 5, r5)                                  \
+        CNX_Z1_STORE(SUF, 6, r6)                                  \
+        CNX_Z1_STORE(SUF, 7, r7)                                  \
+        CNX_Z1_STORE(SUF, 8, r8)                                  \
+        CNX_Z1_STORE(SUF, 9, r9)                                  \
+        CNX_Z1_STORE(SUF, 10, r10)                                \
+        CNX_Z1_STORE(SUF, 11, r11)                                \
+        CNX_Z1_STORE(SUF, 12, r12)                                \
+        CNX_Z1_STORE(SUF, 13, r13)                                \
+        CNX_Z1_STORE(SUF, 14, r14)                                \
+        CNX_Z1_STORE(SUF, 15, r15)                                \
+    }
+
+#define T float
+CNX_DEF_AVX512_N1(cnx_ukr_s_avx512_inda_n1, float, __m512, ps, __mmask16, 0xFFFF, 16)
+#undef T
+#define T double
+CNX_DEF_AVX512_N1(cnx_ukr_d_avx512_inda_n1, double, __m512d, pd, __mmask8, 0xFF, 8)
 #undef T
 
 /* Dot-product blocks, 4 x 4 vector accumulators. */
@@ -468,6 +597,83 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
                  cnx_hsum_pd512, _mm512_setzero_pd)
 }
 
+/* Activation epilogues: full vectors, then the row's tail as scalars. */
+#define CNX_DEF_ACT_VEC(NAME, TARGET, T, VT, W, LOAD, STORE, SET1, ZERO,        \
+                        RELU, LEAKY, GENERIC, TAIL)                            \
+    TARGET static void NAME(const T *src, int64_t lds, T *dst, int64_t ldd,   \
+                            int64_t rows, int64_t cols, int act, T alpha) {    \
+        int64_t r, j;                                                          \
+        VT z = ZERO(), va = SET1(alpha);                                       \
+        if (act != 1 && act != 2) {                                            \
+            GENERIC(src, lds, dst, ldd, rows, cols, act, alpha);               \
+            return;                                                            \
+        }                                                                      \
+        (void)va;                                                              \
+        for (r = 0; r < rows; r++) {                                           \
+            const T *s_ = src + r * lds;                                       \
+            T *d_ = dst + r * ldd;                                             \
+            j = 0;                                                             \
+            if (act == 1) {                                                    \
+                for (; j + (W) <= cols; j += (W)) {                            \
+                    VT v = LOAD(s_ + j);                                       \
+                    STORE(d_ + j, RELU(v, z));                                 \
+                }                                                              \
+                TAIL(RELU(v, z))                                               \
+            } else {                                                           \
+                for (; j + (W) <= cols; j += (W)) {                            \
+                    VT v = LOAD(s_ + j);                                       \
+                    STORE(d_ + j, LEAKY(v, z, va));                            \
+                }                                                              \
+                TAIL(LEAKY(v, z, va))                                          \
+            }                                                                  \
+            for (; j < cols; j++) {                                            \
+                T v = s_[j];                                                   \
+                d_[j] = CNX_ACT1(T, v, act, alpha);                            \
+            }                                                                  \
+        }                                                                      \
+    }
+
+/* The last cols % W values of a row: one masked vector (AVX-512), or left
+ * to the scalar loop (AVX2). */
+#define CNX_TAIL_Z(MT, VT, SUF, EXPR)                                            \
+    if (j < cols) {                                                            \
+        MT m_ = (MT)((1u << (cols - j)) - 1u);                                 \
+        VT v = _mm512_maskz_loadu_##SUF(m_, s_ + j);                           \
+        _mm512_mask_storeu_##SUF(d_ + j, m_, EXPR);                            \
+        j = cols;                                                              \
+    }
+#define CNX_TAIL_Z_S(EXPR) CNX_TAIL_Z(__mmask16, __m512, ps, EXPR)
+#define CNX_TAIL_Z_D(EXPR) CNX_TAIL_Z(__mmask8, __m512d, pd, EXPR)
+#define CNX_TAIL_NONE(EXPR)
+
+/* ReLU keeps v where !(v <= 0) (true for NaN), else +0; leaky ReLU keeps v
+ * where v > 0, else alpha*v. */
+#define CNX_RELU_Z_S(v, z) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, z, _CMP_NLE_UQ), v)
+#define CNX_LEAKY_Z_S(v, z, va)                                                \
+    _mm512_mask_mov_ps(_mm512_mul_ps(va, v), _mm512_cmp_ps_mask(v, z, _CMP_GT_OQ), v)
+#define CNX_RELU_Z_D(v, z) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, z, _CMP_NLE_UQ), v)
+#define CNX_LEAKY_Z_D(v, z, va)                                                \
+    _mm512_mask_mov_pd(_mm512_mul_pd(va, v), _mm512_cmp_pd_mask(v, z, _CMP_GT_OQ), v)
+#define CNX_RELU_Y_S(v, z) _mm256_and_ps(_mm256_cmp_ps(v, z, _CMP_NLE_UQ), v)
+#define CNX_LEAKY_Y_S(v, z, va)                                                \
+    _mm256_blendv_ps(_mm256_mul_ps(va, v), v, _mm256_cmp_ps(v, z, _CMP_GT_OQ))
+#define CNX_RELU_Y_D(v, z) _mm256_and_pd(_mm256_cmp_pd(v, z, _CMP_NLE_UQ), v)
+#define CNX_LEAKY_Y_D(v, z, va)                                                \
+    _mm256_blendv_pd(_mm256_mul_pd(va, v), v, _mm256_cmp_pd(v, z, _CMP_GT_OQ))
+
+CNX_DEF_ACT_VEC(cnx_act_s_avx512, CNX_TARGET_AVX512, float, __m512, 16, _mm512_loadu_ps,
+                _mm512_storeu_ps, _mm512_set1_ps, _mm512_setzero_ps, CNX_RELU_Z_S,
+                CNX_LEAKY_Z_S, cnx_act_s_generic, CNX_TAIL_Z_S)
+CNX_DEF_ACT_VEC(cnx_act_d_avx512, CNX_TARGET_AVX512, double, __m512d, 8, _mm512_loadu_pd,
+                _mm512_storeu_pd, _mm512_set1_pd, _mm512_setzero_pd, CNX_RELU_Z_D,
+                CNX_LEAKY_Z_D, cnx_act_d_generic, CNX_TAIL_Z_D)
+CNX_DEF_ACT_VEC(cnx_act_s_avx2, CNX_TARGET_AVX2, float, __m256, 8, _mm256_loadu_ps,
+                _mm256_storeu_ps, _mm256_set1_ps, _mm256_setzero_ps, CNX_RELU_Y_S,
+                CNX_LEAKY_Y_S, cnx_act_s_generic, CNX_TAIL_NONE)
+CNX_DEF_ACT_VEC(cnx_act_d_avx2, CNX_TARGET_AVX2, double, __m256d, 4, _mm256_loadu_pd,
+                _mm256_storeu_pd, _mm256_set1_pd, _mm256_setzero_pd, CNX_RELU_Y_D,
+                CNX_LEAKY_Y_D, cnx_act_d_generic, CNX_TAIL_NONE)
+
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -526,8 +732,10 @@ static cnx_kernels cnx_select_kernels(void) {
     k.s_ind_pf = k.s_ind; k.d_ind_pf = k.d_ind;
     k.dot_s = cnx_dot_s_generic; k.dot_d = cnx_dot_d_generic;
     k.dot1_s = cnx_dot1_s_generic; k.dot1_d = cnx_dot1_d_generic;
-    k.s_ind_small[0] = k.s_ind_small[1] = k.s_ind_small[2] = NULL;
-    k.d_ind_small[0] = k.d_ind_small[1] = k.d_ind_small[2] = NULL;
+    k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
+    memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
+    memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
+    k.s_inda_n1 = NULL; k.d_inda_n1 = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
     k.name = "generic";
@@ -539,10 +747,16 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_ind_pf = cnx_ukr_s_avx512_ind_pf; k.d_ind_pf = cnx_ukr_d_avx512_ind_pf;
         k.dot_s = cnx_dot_s_avx512; k.dot_d = cnx_dot_d_avx512;
         k.dot1_s = cnx_dot1_s_avx512; k.dot1_d = cnx_dot1_d_avx512;
-        k.s_ind_small[0] = cnx_ukr_s_avx512_ind1; k.s_ind_small[1] = cnx_ukr_s_avx512_ind2;
-        k.s_ind_small[2] = cnx_ukr_s_avx512_ind4;
-        k.d_ind_small[0] = cnx_ukr_d_avx512_ind1; k.d_ind_small[1] = cnx_ukr_d_avx512_ind2;
-        k.d_ind_small[2] = cnx_ukr_d_avx512_ind4;
+        k.act_s = cnx_act_s_avx512; k.act_d = cnx_act_d_avx512;
+        k.s_ind_mr[0] = cnx_ukr_s_avx512_ind1; k.s_ind_mr[1] = cnx_ukr_s_avx512_ind2;
+        k.s_ind_mr[2] = cnx_ukr_s_avx512_ind3; k.s_ind_mr[3] = cnx_ukr_s_avx512_ind4;
+        k.s_ind_mr[4] = cnx_ukr_s_avx512_ind5; k.s_ind_mr[5] = cnx_ukr_s_avx512_ind6;
+        k.s_ind_mr[6] = cnx_ukr_s_avx512_ind7; k.s_ind_mr[7] = cnx_ukr_s_avx512_ind;
+        k.d_ind_mr[0] = cnx_ukr_d_avx512_ind1; k.d_ind_mr[1] = cnx_ukr_d_avx512_ind2;
+        k.d_ind_mr[2] = cnx_ukr_d_avx512_ind3; k.d_ind_mr[3] = cnx_ukr_d_avx512_ind4;
+        k.d_ind_mr[4] = cnx_ukr_d_avx512_ind5; k.d_ind_mr[5] = cnx_ukr_d_avx512_ind6;
+        k.d_ind_mr[6] = cnx_ukr_d_avx512_ind7; k.d_ind_mr[7] = cnx_ukr_d_avx512_ind;
+        k.s_inda_n1 = cnx_ukr_s_avx512_inda_n1; k.d_inda_n1 = cnx_ukr_d_avx512_inda_n1;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
@@ -552,6 +766,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_ind_pf = k.s_ind; k.d_ind_pf = k.d_ind;
         k.dot_s = cnx_dot_s_avx2; k.dot_d = cnx_dot_d_avx2;
         k.dot1_s = cnx_dot1_s_avx2; k.dot1_d = cnx_dot1_d_avx2;
+        k.act_s = cnx_act_s_avx2; k.act_d = cnx_act_d_avx2;
         k.s_mr = 6; k.s_nr = 16; k.d_mr = 6; k.d_nr = 8;
         k.name = "avx2";
     }

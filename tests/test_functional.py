@@ -552,6 +552,25 @@ def test_conv_kernels_run_every_group_in_one_call(k, s, p, d, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("co", [3, 8, 9, 16, 17])
+def test_transposed_weight_gradient_few_channels(co, dtype, rng, close):
+    """The transposed weight-gradient schedule with at most one vector of
+    output channels (16 rows of taps by one vector: K = 150 taps in 10 row
+    blocks, the last partial; 2 x 23 x 23 positions in several reduction
+    blocks) equals the reference, on one and two threads."""
+    from cnnext import _conv
+    x = randn(rng, (2, 6, 27, 27), dtype)
+    w = randn(rng, (co, 6, 5, 5), dtype)
+    go = randn(rng, (2, co, 23, 23), dtype)
+    want = R.conv2d_backward(*f64(go, x, w))[1]
+    for threads in (1, 2):
+        gwp = np.full((threads, 1, 150, co), np.nan, dtype)
+        _conv.conv2d_grad_weight(x, go.reshape(2, co, -1), gwp, "transposed", 5, 5, 1, 1,
+                                 0, 0, 1, 1, 23, 23)
+        close(gwp.sum(axis=0)[0].T.reshape(w.shape), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
     (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row
     (1, 2, 2, 3, 64, (1, 3), (0, 1), 1),    # two full tiles per row, 2 output channels
@@ -1915,6 +1934,30 @@ def test_every_microkernel_variant(isa, tmp_path, tolerances):
     assert name == isa
     # worst = largest (|err| - rtol*|want|) / (atol*scale); <= 0 is within rtol
     assert float(worst) <= 1.0, f"{isa}: error {worst} x the allowed tolerance"
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("co", [1, 3, 5, 6, 7, 9, 12, 13, 20])
+def test_conv2d_panel_rows_do_not_change_sums(dt, co, close):
+    """Few or odd output channels run panels of fewer rows (no FMAs on empty
+    rows); each channel's sum is the same as in a full panel: bit for bit the
+    first channels of a 24-channel convolution with the same leading filters,
+    and close to the reference."""
+    rng = np.random.default_rng(co)
+    x = rng.standard_normal((2, 4, 13, 11)).astype(dt)
+    w = rng.standard_normal((24, 4, 3, 2)).astype(dt)
+    b = rng.standard_normal(24).astype(dt)
+    for s, p in (((1, 1), (1, 0)), ((2, 2), (0, 1))):
+        full = F.conv2d(x, w, b, s, p)
+        part = F.conv2d(x, w[:co], b[:co], s, p)
+        np.testing.assert_array_equal(part, full[:, :co])
+        close(part, R.conv2d(*f64(x, w[:co], b[:co]), s, p), dt)
+        # a transposed convolution (the input-gradient kernels) of co channels
+        full = F.conv_transpose2d(x, w.reshape(4, 24, 3, 2), None, s, p)
+        part = F.conv_transpose2d(x, w.reshape(4, 24, 3, 2)[:, :co], None, s, p)
+        np.testing.assert_array_equal(part, full[:, :co])
+        close(part, R.conv_transpose2d(*f64(x, w.reshape(4, 24, 3, 2)[:, :co]), None, s, p),
+              dt)
 
 
 def test_realistic_layer(rng, close):

@@ -3,6 +3,9 @@ bit, for every layer type, both dtypes, training and inference; the fused
 activation epilogues of the kernels; invalidation; no aliasing."""
 
 import copy
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -263,6 +266,45 @@ def test_gemm_epilogue_equals_activation(dt, m, act, alpha):
     out = np.empty_like(ref)
     _gemm.gemm(x, w, out, False, True, False, 2, b, act, alpha)
     np.testing.assert_array_equal(out, want)
+
+
+_EPILOGUE_SCRIPT = """
+import itertools
+import numpy as np
+from cnnext import _conv, _gemm
+from cnnext import functional as F
+rng = np.random.default_rng(9)
+# 37 and 21 columns: full vectors and a scalar tail of every variant's width,
+# 20 channels in three 7-row panels,
+# stored from result-row tiles (few taps) and from padded-width tiles (many)
+for dt, (xs, ws) in itertools.product((np.float32, np.float64), (
+        ((2, 3, 9, 37), (20, 3, 3, 3)), ((1, 16, 5, 21), (6, 16, 3, 3)))):
+    x = rng.standard_normal(xs).astype(dt)
+    x[0, 0, 0, :3] = [np.nan, -0.0, np.inf]
+    w = rng.standard_normal(ws).astype(dt)
+    b = rng.standard_normal(ws[0]).astype(dt)
+    ref = F.conv2d(x, w, b, 1, 1)
+    for act, alpha in ((1, 0.0), (2, 0.1), (2, -0.3)):
+        want = F.relu(ref) if act == 1 else F.leaky_relu(ref, alpha)
+        out = np.empty_like(ref)
+        _conv.conv2d_forward(x, w, b, out, 1, 1, 1, 1, 1, 1, 1, 1, act, alpha)
+        assert (out.view(np.uint8) == want.view(np.uint8)).all(), (dt, act)
+print(_gemm.isa())
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_epilogue_in_every_kernel_variant(isa, tmp_path):
+    """CNNEXT_ISA selects each compiled epilogue the CPU supports: each gives
+    the activation's exact bits (NaN, -0.0 and inf included)."""
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa) > order.index(_gemm.isa()):
+        pytest.skip(f"this CPU runs {_gemm.isa()}, not {isa}")
+    proc = subprocess.run([sys.executable, "-c", _EPILOGUE_SCRIPT], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path,
+                          env=dict(os.environ, CNNEXT_ISA=isa))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [isa]
 
 
 # ---- invalidation ------------------------------------------------------------

@@ -23,13 +23,21 @@ cdef extern from "cnnext_ukernel.h" nogil:
                                 float *c) noexcept nogil
     ctypedef void (*cnx_dot1_d)(int64_t n, const double *a, const double *const *b, int nb,
                                 double *c) noexcept nogil
+    ctypedef void (*cnx_act_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
+                               int64_t rows, int64_t cols, int act, float alpha) noexcept nogil
+    ctypedef void (*cnx_act_d)(const double *src, int64_t lds, double *dst, int64_t ldd,
+                               int64_t rows, int64_t cols, int act, double alpha) noexcept nogil
     ctypedef struct cnx_kernels:
+        cnx_act_s act_s
+        cnx_act_d act_d
         cnx_dot_s dot_s
         cnx_dot_d dot_d
         cnx_dot1_s dot1_s
         cnx_dot1_d dot1_d
-        cnx_ukr_s s_ind_small[3]
-        cnx_ukr_d d_ind_small[3]
+        cnx_ukr_s s_ind_mr[8]
+        cnx_ukr_d d_ind_mr[8]
+        cnx_ukr_s s_inda_n1
+        cnx_ukr_d d_inda_n1
         cnx_ukr_s s
         cnx_ukr_s s_ind
         cnx_ukr_s s_ind_pf
@@ -119,16 +127,6 @@ cdef inline void ukr(const cnx_kernels* ker, Py_ssize_t kc, const floating* a,
         ker.d(kc, a, NULL, b, NULL, c, ldc, mr, nr, accumulate, bias)
 
 
-cdef inline void ukr_inda(const cnx_kernels* ker, Py_ssize_t kc, const floating* a,
-                          const int64_t* aoff, const floating* b, floating* c,
-                          Py_ssize_t ldc, int mr, int nr, int accumulate) noexcept nogil:
-    """Micro-kernel reading A rows in place: element (i, k) at a[aoff[i] + k]."""
-    if floating is float:
-        ker.s_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
-    else:
-        ker.d_inda(kc, a, aoff, b, NULL, c, ldc, mr, nr, accumulate, NULL)
-
-
 # Activation epilogues fused into a kernel's output loop (the ``act`` argument
 # of ``_conv.conv2d_forward`` and ``_gemm.gemm``): the same value, bit for bit,
 # as the separate activation on the stored result.
@@ -146,15 +144,15 @@ cdef inline floating act_value(floating v, int act, floating alpha) noexcept nog
     return v
 
 
-cdef inline void act_rows(floating* o, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+cdef inline void act_rows(const cnx_kernels* ker, const floating* src, Py_ssize_t lds,
+                          floating* dst, Py_ssize_t ldd, Py_ssize_t rows, Py_ssize_t cols,
                           int act, floating alpha) noexcept nogil:
-    """Apply the epilogue ``act`` in place to ``rows`` rows of ``cols``
-    values, ``ld`` apart."""
-    cdef Py_ssize_t r, c
-    cdef floating* row
-    if act == ACT_NONE:
+    """dst = ``act`` of src, ``rows`` rows of ``cols`` values (``lds`` and
+    ``ldd`` apart; dst == src: in place), vectorised: the operations of
+    act_value, so bitwise the same results."""
+    if act == ACT_NONE or rows <= 0 or cols <= 0:
         return
-    for r in range(rows):
-        row = o + r * ld
-        for c in range(cols):
-            row[c] = act_value(row[c], act, alpha)
+    if floating is float:
+        ker.act_s(src, lds, dst, ldd, rows, cols, act, alpha)
+    else:
+        ker.act_d(src, lds, dst, ldd, rows, cols, act, alpha)
