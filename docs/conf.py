@@ -70,6 +70,7 @@ REPOSITORY_LINKS = {
     "docs/robustness.md": "robustness.md",
     "docs/interop.md": "interop.md",
     "docs/distributed.md": "distributed.md",
+    "docs/convolution-algorithms.md": "convolution-algorithms.md",
     "CONTRIBUTING.md": "contributing.md",
 }
 _LINK = re.compile(r"\]\(([^)#\s]+)")
