@@ -267,14 +267,7 @@ def format_small_calls(
     if any(r.get("overhead") is not None for r in rows):
         notes.append("inner call: the call one level down (the compiled kernel under F, the "
                       "F call under a layer); cnnext - inner is what the outer level adds")
-    if others is not None:
-        notes.append(_load_line(others, cores, threads, "these rows"))
-    if any(r["noisy"] for r in rows):
-        notes.append(_NOISY_NOTE)
-    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}",
-                     ("cnnext", "pytorch", "numpy", "onnxruntime", "jax"))
-    if errors:
-        notes += ["errors:"] + errors
+    notes += _rows_notes(rows, others, cores, ("cnnext", "pytorch", "numpy", "onnxruntime", "jax"))
     return "\n".join(out + notes)
 
 
@@ -310,16 +303,23 @@ def format_onnx_models(
     out = [f"imported ONNX models, inference ({threads} thread{plural}; times per forward, "
            "cnnext and its peers interleaved on the same file and input):",
            _format_cells(head, lines, left=2)]
+    return "\n".join(out + _rows_notes(rows, others, cores, ("cnnext", "onnxruntime", "pytorch")))
+
+
+def _rows_notes(
+    rows: Sequence[Record], others: float | None, cores: int | None, peers: Sequence[str]
+) -> list[str]:
+    """The notes under a table of per-call rows: the load during them, the
+    noisy-rows note, and the peers' errors."""
     notes = []
     if others is not None:
-        notes.append(_load_line(others, cores, threads, "these rows"))
+        notes.append(_load_line(others, cores, rows[0]["threads"], "these rows"))
     if any(r["noisy"] for r in rows):
         notes.append(_NOISY_NOTE)
-    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}",
-                     ("cnnext", "onnxruntime", "pytorch"))
+    errors = _errors(rows, lambda r: f"{r['case']} {r['dtype']}", peers)
     if errors:
         notes += ["errors:"] + errors
-    return "\n".join(out + notes)
+    return notes
 
 
 def format_scaling(rows: Sequence[Record]) -> str:
