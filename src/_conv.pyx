@@ -131,6 +131,23 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
     memset(dst, 0, g.Lbuf * sizeof(floating))
     # Column phase b holds padded columns v*sw + b, i.e. input columns
     # w = v*sw + b - pw, from v on; row h goes to row phase a, row u.
+    if floating is float:
+        if sw == 2 and KER.split2_s != NULL:
+            # Input column w goes to column phase (w + pw) % 2, column
+            # (w + pw) // 2: even columns to phase pw % 2 from pw // 2,
+            # odd ones to the other from (pw + 1) // 2.
+            for c in range(g.C):
+                a = g.ph % sh
+                u = g.ph // sh
+                for h in range(g.H):
+                    d = dst + a * sw * ph_sz + (c * Hq + u) * Wq
+                    KER.split2_s(xn + (c * g.H + h) * W, W, d + (pw % 2) * ph_sz + pw // 2,
+                                 d + (1 - pw % 2) * ph_sz + (pw + 1) // 2)
+                    a = a + 1
+                    if a == sh:
+                        a = 0
+                        u = u + 1
+            return
     for b in range(sw):
         v = (pw - b + sw - 1) // sw if pw > b else 0
         w = v * sw + b - pw

@@ -72,6 +72,11 @@ typedef void (*cnx_act_s)(const float *src, int64_t lds, float *dst, int64_t ldd
 typedef void (*cnx_act_d)(const double *src, int64_t lds, double *dst, int64_t ldd,
                           int64_t rows, int64_t cols, int act, double alpha);
 
+/* Column split of a row of n values into its even and odd columns:
+ *     d0[q] = src[2*q] (q < (n + 1) / 2),   d1[q] = src[2*q + 1] (q < n / 2)
+ * (the stride-2 column phases of a convolution's input). */
+typedef void (*cnx_split2_s)(const float *src, int64_t n, float *d0, float *d1);
+
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
@@ -94,6 +99,8 @@ typedef struct {
     /* Fused activation epilogue (see cnx_act_s). */
     cnx_act_s act_s;
     cnx_act_d act_d;
+    /* Column split of a float row in two (NULL: no vector version). */
+    cnx_split2_s split2_s;
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -674,6 +681,32 @@ CNX_DEF_ACT_VEC(cnx_act_d_avx2, CNX_TARGET_AVX2, double, __m256d, 4, _mm256_load
                 _mm256_storeu_pd, _mm256_set1_pd, _mm256_setzero_pd, CNX_RELU_Y_D,
                 CNX_LEAKY_Y_D, cnx_act_d_generic, CNX_TAIL_NONE)
 
+CNX_TARGET_AVX512 static void cnx_split2_s_avx512(const float *src, int64_t n,
+                                                  float *d0, float *d1) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14,
+                                         16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15,
+                                         17, 19, 21, 23, 25, 27, 29, 31);
+    int64_t q = 0, r;
+    __m512 a, b;
+    for (; 2 * q + 32 <= n; q += 16) {
+        a = _mm512_loadu_ps(src + 2 * q);
+        b = _mm512_loadu_ps(src + 2 * q + 16);
+        _mm512_storeu_ps(d0 + q, _mm512_permutex2var_ps(a, ie, b));
+        _mm512_storeu_ps(d1 + q, _mm512_permutex2var_ps(a, io, b));
+    }
+    r = n - 2 * q; /* 0..31 values left: masked loads and stores */
+    if (r > 0) {
+        a = _mm512_maskz_loadu_ps((__mmask16)((1u << (r < 16 ? r : 16)) - 1), src + 2 * q);
+        b = _mm512_maskz_loadu_ps((__mmask16)(r > 16 ? (1u << (r - 16)) - 1 : 0),
+                                  src + 2 * q + 16);
+        _mm512_mask_storeu_ps(d0 + q, (__mmask16)((1u << ((r + 1) / 2)) - 1),
+                              _mm512_permutex2var_ps(a, ie, b));
+        _mm512_mask_storeu_ps(d1 + q, (__mmask16)((1u << (r / 2)) - 1),
+                              _mm512_permutex2var_ps(a, io, b));
+    }
+}
+
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -733,6 +766,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.dot_s = cnx_dot_s_generic; k.dot_d = cnx_dot_d_generic;
     k.dot1_s = cnx_dot1_s_generic; k.dot1_d = cnx_dot1_d_generic;
     k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
+    k.split2_s = NULL;
     memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
     k.s_inda_n1 = NULL; k.d_inda_n1 = NULL;
@@ -748,6 +782,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.dot_s = cnx_dot_s_avx512; k.dot_d = cnx_dot_d_avx512;
         k.dot1_s = cnx_dot1_s_avx512; k.dot1_d = cnx_dot1_d_avx512;
         k.act_s = cnx_act_s_avx512; k.act_d = cnx_act_d_avx512;
+        k.split2_s = cnx_split2_s_avx512;
         k.s_ind_mr[0] = cnx_ukr_s_avx512_ind1; k.s_ind_mr[1] = cnx_ukr_s_avx512_ind2;
         k.s_ind_mr[2] = cnx_ukr_s_avx512_ind3; k.s_ind_mr[3] = cnx_ukr_s_avx512_ind4;
         k.s_ind_mr[4] = cnx_ukr_s_avx512_ind5; k.s_ind_mr[5] = cnx_ukr_s_avx512_ind6;

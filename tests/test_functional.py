@@ -594,6 +594,20 @@ def test_conv2d_tiles_along_output_rows(n, c, co, h, w, k, p, groups, dtype, rng
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("w", [2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65])
+@pytest.mark.parametrize("pw", [0, 1, 2, 3])
+def test_conv2d_stride2_column_phases(w, pw, dtype, rng, close):
+    """At column stride 2 each input row is split into its even and odd
+    columns (vector blocks of 32 values, a masked remainder of 0..31):
+    every width around the blocks, both parities of the padding."""
+    x = randn(rng, (2, 3, 5, w), dtype)
+    wt = randn(rng, (4, 3, 3, 2), dtype)
+    b = randn(rng, (4,), dtype)
+    kw = dict(stride=(2, 2), padding=(1, pw))
+    close(F.conv2d(x, wt, b, **kw), R.conv2d(*f64(x, wt, b), **kw), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_padding_same_and_valid_are_their_explicit_paddings(dtype, rng):
     """'valid' is padding 0; 'same' with an odd total padding equals padding
     the input explicitly, the extra row/column at the bottom/right."""

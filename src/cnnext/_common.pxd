@@ -27,7 +27,10 @@ cdef extern from "cnnext_ukernel.h" nogil:
                                int64_t rows, int64_t cols, int act, float alpha) noexcept nogil
     ctypedef void (*cnx_act_d)(const double *src, int64_t lds, double *dst, int64_t ldd,
                                int64_t rows, int64_t cols, int act, double alpha) noexcept nogil
+    ctypedef void (*cnx_split2_s)(const float *src, int64_t n, float *d0,
+                                  float *d1) noexcept nogil
     ctypedef struct cnx_kernels:
+        cnx_split2_s split2_s
         cnx_act_s act_s
         cnx_act_d act_d
         cnx_dot_s dot_s
