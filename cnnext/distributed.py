@@ -99,7 +99,7 @@ def _mpi() -> ModuleType:
         raise ImportError(f"{_INSTALL} ({exc})") from exc
     except RuntimeError as exc:  # mpi4py present, but no MPI library it can load
         raise ImportError(f"{_INSTALL} ({exc})") from exc
-    return MPI
+    return sys.modules[MPI.__name__]  # typed ModuleType with or without mpi4py's stubs
 
 
 def _world(comm: Any) -> Any:
