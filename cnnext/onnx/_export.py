@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .. import __version__, _io, nn
 from .. import _validate as V
+from ._proto import _onnx
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -20,17 +21,6 @@ __all__ = ["export"]
 
 MIN_OPSET = 13  # Softmax along one axis (earlier opsets flatten the trailing axes)
 DEFAULT_OPSET = 17
-
-
-def import_onnx(fname: str) -> ModuleType:
-    """The ``onnx`` package, or ImportError saying how to install it."""
-    try:
-        import onnx
-    except ImportError as exc:
-        raise ImportError(
-            f'{fname} needs the onnx package: pip install "cnnext[onnx]"'
-        ) from exc
-    return cast("ModuleType", onnx)
 
 
 def export(
@@ -121,7 +111,7 @@ def export(
         )
     shape = tuple(V.as_int(fname, f"input_shape[{i}]", n, 1) for i, n in enumerate(input_shape))
     V.boolean(fname, "dynamic_batch", dynamic_batch)
-    onnx = import_onnx(fname)
+    onnx = _onnx(fname)
     top = int(onnx.defs.onnx_opset_version())
     opset = V.as_int(fname, "opset", opset, MIN_OPSET)
     if opset > top:

@@ -36,11 +36,12 @@ class UnsupportedModelError(ValueError):
     type that cnnext does not run."""
 
 
-def _onnx() -> ModuleType:
+def _onnx(fname: str = "reading ONNX models") -> ModuleType:
+    """The ``onnx`` package, or ImportError saying how to install it."""
     try:
         import onnx
     except ImportError as e:  # pragma: no cover - exercised without onnx
-        raise ImportError(_INSTALL) from e
+        raise ImportError(f'{fname} needs the onnx package: pip install "cnnext[onnx]"') from e
     return cast("ModuleType", onnx)
 
 
