@@ -32,6 +32,7 @@ from scipy import signal
 import cnnext
 from cnnext import functional as F
 from cnnext import reference as R
+from cnnext.functional.conv import _conv2d_plan
 
 DTYPES = [np.float32, np.float64]
 
@@ -646,7 +647,7 @@ def test_grouped_conv2d_keeps_each_groups_non_finite_values_to_itself(k, s, p, d
 def test_grouped_conv2d_with_huge_padding_gathers_each_group(rng):
     x, w = rng.standard_normal((1, 4, 2, 2)), rng.standard_normal((2, 2, 1, 1))
     kw = dict(stride=2**31 - 1, padding=2**31 - 1, groups=2)
-    plan = F._conv2d_plan("conv2d", x, w, None, np.dtype(np.float64), dilation=1, **kw)
+    plan = _conv2d_plan("conv2d", x, w, None, np.dtype(np.float64), dilation=1, **kw)
     assert plan.method == "grouped" and plan.group_plan.method == "gather"
     y = F.conv2d(x, w, **kw)
     np.testing.assert_allclose(y, R.conv2d(x, w, **kw), rtol=1e-12)

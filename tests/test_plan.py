@@ -15,6 +15,8 @@ import pytest
 import cnnext
 from cnnext import _plan, nn
 from cnnext import functional as F
+from cnnext.functional.conv import _conv2d_plan
+from cnnext.functional.pooling import _adaptive_plan, _pool_plan
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -199,12 +201,12 @@ def test_a_steady_call_reuses_its_plan_and_the_thread_count_is_part_of_it():
     x = np.ones((2, 1, 8, 8), np.float32)
     w = np.ones((3, 1, 3, 3), np.float32)
     F.conv2d(x, w)
-    a = F._conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1)
-    assert F._conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1) is a
+    a = _conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1)
+    assert _conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1) is a
     old = cnnext.get_num_threads()
     try:
         cnnext.set_num_threads(old + 1)
-        b = F._conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1)
+        b = _conv2d_plan("conv2d", x, w, None, F32, 1, 0, 1)
     finally:
         cnnext.set_num_threads(old)
     assert b is not a
@@ -417,15 +419,15 @@ def test_adaptive_plans_name_the_global_path():
 
 def test_functional_pools_reuse_their_plans():
     x = np.ones((2, 3, 9, 9), np.float32)
-    a = F._pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, True)
-    assert F._pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, True) is a
-    assert F._pool_plan("max_pool2d", "max", x, F32, (3, 3), (2, 2), (1, 1), (2, 2), True) \
+    a = _pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, True)
+    assert _pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, True) is a
+    assert _pool_plan("max_pool2d", "max", x, F32, (3, 3), (2, 2), (1, 1), (2, 2), True) \
         .out_shape == a.out_shape
-    assert F._pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, False) is not a
-    g = F._adaptive_plan("adaptive_avg_pool2d", "adaptive_avg", x.shape, F32, 1)
-    assert g is F._adaptive_plan("adaptive_avg_pool2d", "adaptive_avg", x.shape, F32, 1)
+    assert _pool_plan("max_pool2d", "max", x, F32, 3, 2, 1, 2, False) is not a
+    g = _adaptive_plan("adaptive_avg_pool2d", "adaptive_avg", x.shape, F32, 1)
+    assert g is _adaptive_plan("adaptive_avg_pool2d", "adaptive_avg", x.shape, F32, 1)
     assert g.method == "global"
-    assert F._adaptive_plan("f", "adaptive_avg", x.shape, F32, (None, 1)).out_shape == (2, 3, 9, 1)
+    assert _adaptive_plan("f", "adaptive_avg", x.shape, F32, (None, 1)).out_shape == (2, 3, 9, 1)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import pytest
 import cnnext
 from cnnext import _plan
 from cnnext import functional as F
+from cnnext.functional.conv import _conv2d_plan
 from cnnext import nn
 from cnnext import reference as R
 
@@ -60,7 +61,7 @@ def f64(*a):
 
 
 def winograd_plan(x, w, b, p):
-    return F._conv2d_plan("conv2d", x, w, b, x.dtype, 1, p, 1, 1)
+    return _conv2d_plan("conv2d", x, w, b, x.dtype, 1, p, 1, 1)
 
 
 @pytest.mark.parametrize("g", GEOMS, ids=IDS)
@@ -198,7 +199,7 @@ def test_forced_winograd_falls_back_to_direct(kwargs, dtype, why, rng, close):
     w = rng.standard_normal((4, 4 // groups, 3, 3)).astype(dtype)
     with cnnext.use_conv_algorithm("winograd"):
         y = F.conv2d(x, w, **kwargs)
-        plan = F._conv2d_plan("conv2d", x, w, None, np.dtype(dtype), kwargs.get("stride", 1),
+        plan = _conv2d_plan("conv2d", x, w, None, np.dtype(dtype), kwargs.get("stride", 1),
                               kwargs.get("padding", 0), kwargs.get("dilation", 1), groups)
     assert plan.method != "winograd"
     assert groups > 1 or why in plan.reason
@@ -209,7 +210,7 @@ def test_forced_winograd_falls_back_for_other_kernel_sizes(rng):
     x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
     w = rng.standard_normal((3, 2, 2, 3)).astype(np.float32)
     with cnnext.use_conv_algorithm("winograd"):
-        plan = F._conv2d_plan("conv2d", x, w, None, x.dtype, 1, 1, 1, 1)
+        plan = _conv2d_plan("conv2d", x, w, None, x.dtype, 1, 1, 1, 1)
     assert plan.method == "direct" and "2x3 kernel" in plan.reason
 
 
@@ -241,7 +242,7 @@ def test_plan_records_algorithm_and_cache_follows_setting(rng):
     plans = {}
     for alg in ("auto", "direct", "winograd"):
         with cnnext.use_conv_algorithm(alg):
-            plans[alg] = F._conv2d_plan("conv2d", x, w, None, x.dtype, 1, 1, 1, 1)
+            plans[alg] = _conv2d_plan("conv2d", x, w, None, x.dtype, 1, 1, 1, 1)
     assert plans["direct"].method == "direct" and plans["direct"].algorithm == "direct"
     assert plans["winograd"].method == "winograd"
     assert plans["auto"].method == "winograd" and "auto" in plans["auto"].reason

@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 from .. import _validate as V
 from .. import functional as F
+from ..functional.conv import _conv1d_plan, _conv2d_plan, _conv_transpose2d_plan
 from .module import Weighted, init_params
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class Conv2D(Weighted):
 
     def _plan_of(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> ConvPlan:
         """The plan ``F.conv2d`` just used."""
-        return F._conv2d_plan("conv2d", x, w, b, self.dtype, self.stride, self.padding,
+        return _conv2d_plan("conv2d", x, w, b, self.dtype, self.stride, self.padding,
                               self.dilation, self.groups)
 
     def __repr__(self) -> str:
@@ -222,7 +223,7 @@ class ConvTranspose2D(Weighted):
         self, x: FloatArray, w: FloatArray, b: FloatArray | None
     ) -> ConvTransposePlan:
         """The plan ``F.conv_transpose2d`` just used."""
-        return F._conv_transpose2d_plan("conv_transpose2d", x, w, b, self.dtype, self.stride,
+        return _conv_transpose2d_plan("conv_transpose2d", x, w, b, self.dtype, self.stride,
                                         self.padding, self.output_padding, self.groups,
                                         self.dilation)
 
@@ -328,7 +329,7 @@ class Conv1D(Weighted):
 
     def _plan_of(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> Conv1dPlan:
         """The plan ``F.conv1d`` just used."""
-        return F._conv1d_plan("conv1d", x, w, b, self.dtype, self.stride, self.padding,
+        return _conv1d_plan("conv1d", x, w, b, self.dtype, self.stride, self.padding,
                               self.dilation, self.groups)
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from .. import _validate as V
 from .. import functional as F
+from ..functional.dense import _linear_plan
 from .module import Module, Weighted, init_params
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class Dense(Weighted):
 
     def _plan_of(self, x: FloatArray, w: FloatArray, b: FloatArray | None) -> LinearPlan:
         """The plan ``F.linear`` just used."""
-        return F._linear_plan("linear", x, w, b, self.dtype)
+        return _linear_plan("linear", x, w, b, self.dtype)
 
     def __repr__(self) -> str:
         return f"Dense({self.in_features}, {self.out_features}, bias={self.bias is not None})"

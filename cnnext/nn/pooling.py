@@ -10,6 +10,7 @@ import numpy.typing as npt
 from .. import _config
 from .. import _validate as V
 from .. import functional as F
+from ..functional.pooling import _adaptive_plan, _pool1d_plan, _pool_plan
 from .module import Module, steady
 
 if TYPE_CHECKING:
@@ -241,7 +242,7 @@ class MaxPool2D(_Indices, _Pool2D):
         return f", dilation={self.dilation}"
 
     def _new_plan(self, x: FloatArray) -> PoolPlan:
-        return F._pool_plan("max_pool2d", "max", x, x.dtype, self.kernel_size, self.stride,
+        return _pool_plan("max_pool2d", "max", x, x.dtype, self.kernel_size, self.stride,
                             self.padding, self.dilation, self.ceil_mode)
 
     def _call_forward(self, x: FloatArray) -> tuple[FloatArray, IndexArray]:
@@ -306,7 +307,7 @@ class AvgPool2D(_Pool2D):
                 f"divisor_override={self.divisor_override}")
 
     def _new_plan(self, x: FloatArray) -> PoolPlan:
-        return F._pool_plan("avg_pool2d", "avg", x, x.dtype, self.kernel_size, self.stride,
+        return _pool_plan("avg_pool2d", "avg", x, x.dtype, self.kernel_size, self.stride,
                             self.padding, 1, self.ceil_mode, self.count_include_pad,
                             self.divisor_override)
 
@@ -341,7 +342,7 @@ class _Pool1D(_WindowPool[int]):
         self.count_include_pad = True
 
     def _new_plan(self, x: FloatArray) -> PoolPlan:
-        return F._pool1d_plan(
+        return _pool1d_plan(
             f"{self._kind}_pool1d", self._kind, x.shape[:-1] + (1, x.shape[-1]), x.dtype,
             (1, self.kernel_size), (1, self.stride), (0, self.padding), (1, self.dilation),
             self.ceil_mode, self.count_include_pad,
@@ -476,7 +477,7 @@ class _Adaptive2D(_KeepsPlan):
         return f"{type(self).__name__}(output_size={self.output_size})"
 
     def _new_plan(self, x: FloatArray) -> PoolPlan:
-        return F._adaptive_plan(f"{self._kind}_pool2d", self._kind, x.shape, x.dtype,
+        return _adaptive_plan(f"{self._kind}_pool2d", self._kind, x.shape, x.dtype,
                                 self.output_size)
 
 
