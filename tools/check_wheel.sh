@@ -110,7 +110,8 @@ names = [m.name.split("/", 1)[1] for m in tarfile.open(sys.argv[1]) if "/" in m.
 mods = runpy.run_path(sys.argv[2])["EXTENSIONS"]
 need = ["pyproject.toml", "setup.py", "README.md", "MANIFEST.in", "src/cnnext_ukernel.h",
         "src/cnnext/_common.pxd", "src/cnnext/_gemm.pxd",
-        "cnnext/__init__.py", "cnnext/functional.py", "cnnext/py.typed",
+        "cnnext/__init__.py", "cnnext/functional/__init__.py", "cnnext/reference/__init__.py",
+        "cnnext/py.typed",
         "tests/conftest.py"]
 need += [f"src/{m}.pyx" for m in mods] + [f"cnnext/{m}.pyi" for m in mods]
 missing = [n for n in need if n not in names]
