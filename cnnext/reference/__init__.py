@@ -32,60 +32,11 @@ importable from here.
 """
 from __future__ import annotations
 
-from .conv import (
-    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, conv1d, conv1d_backward,
-    full_conv2d,
-)
-from .pooling import (
-    max_pool2d, max_pool2d_backward, avg_pool2d, avg_pool2d_backward, adaptive_avg_pool2d,
-    adaptive_avg_pool2d_backward, adaptive_max_pool2d, adaptive_max_pool2d_backward, max_unpool2d,
-    max_unpool2d_backward, max_pool1d, max_pool1d_backward, avg_pool1d, avg_pool1d_backward,
-)
-from .dense import linear, linear_backward
-from .activation import (
-    relu, relu_backward, leaky_relu, leaky_relu_backward, sigmoid, sigmoid_backward, tanh,
-    tanh_backward, softmax, softmax_backward, log_softmax, log_softmax_backward,
-    softmax_cross_entropy,
-)
-from .norm import batch_norm, batch_norm_backward
+from . import activation, conv, dense, norm, pooling
+from .activation import *  # noqa: F403
+from .conv import *  # noqa: F403
+from .dense import *  # noqa: F403
+from .norm import *  # noqa: F403
+from .pooling import *  # noqa: F403
 
-__all__ = [
-    "conv2d",
-    "conv2d_backward",
-    "conv_transpose2d",
-    "conv_transpose2d_backward",
-    "conv1d",
-    "conv1d_backward",
-    "full_conv2d",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "adaptive_avg_pool2d",
-    "adaptive_avg_pool2d_backward",
-    "adaptive_max_pool2d",
-    "adaptive_max_pool2d_backward",
-    "max_unpool2d",
-    "max_unpool2d_backward",
-    "max_pool1d",
-    "max_pool1d_backward",
-    "avg_pool1d",
-    "avg_pool1d_backward",
-    "linear",
-    "linear_backward",
-    "relu",
-    "relu_backward",
-    "leaky_relu",
-    "leaky_relu_backward",
-    "sigmoid",
-    "sigmoid_backward",
-    "tanh",
-    "tanh_backward",
-    "softmax",
-    "softmax_backward",
-    "log_softmax",
-    "log_softmax_backward",
-    "softmax_cross_entropy",
-    "batch_norm",
-    "batch_norm_backward",
-]
+__all__ = conv.__all__ + pooling.__all__ + dense.__all__ + activation.__all__ + norm.__all__
