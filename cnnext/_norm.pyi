@@ -25,6 +25,7 @@ def batch_norm_forward(
     eps: float,
     training: bool,
     n_threads: int,
+    relu: bool = ...,
 ) -> None: ...
 def batch_norm_backward(
     g: _Float,
@@ -37,5 +38,7 @@ def batch_norm_backward(
     sum_gx: _F64,
     training: bool,
     n_threads: int,
+    ref: _Float | None = ...,
+    input_grad: bool = ...,
 ) -> None: ...
 def isa() -> str: ...

@@ -28,6 +28,10 @@ cdef extern from "cnnext_norm.h" nogil:
                        double b) noexcept nogil
         void (*grad_input)(const float* g, const float* x, float* gx, Py_ssize_t n,
                            double mg, double m, double k, double s) noexcept nogil
+        void (*affine_relu)(const float* x, float* y, Py_ssize_t n, double m, double a,
+                            double b) noexcept nogil
+        void (*relu_mask)(const float* g, const float* ref, float* o,
+                          Py_ssize_t n) noexcept nogil
         const char* name
     cnx_norm_kernels cnx_norm_select() noexcept nogil
 
@@ -136,13 +140,26 @@ cdef inline void _row_sums_bwd(const double* g, const double* x, Py_ssize_t P, d
     sgx[0] += (b[0] + b[1]) + (b[2] + b[3])
 
 
+cdef inline void _relu_mask(const floating* g, const floating* ref, floating* o,
+                            Py_ssize_t P) noexcept nogil:
+    """o = g where ref > 0 (or NaN), else 0: a ReLU's backward from its
+    output, as the separate ReLU's."""
+    cdef Py_ssize_t p
+    if floating is float:
+        KER.relu_mask(g, ref, o, P)
+    else:
+        for p in range(P):
+            o[p] = 0 if ref[p] <= 0 else g[p]
+
+
 cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var,
                        const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
-                       Py_ssize_t P, double eps, bint training,
+                       Py_ssize_t P, double eps, bint training, bint relu,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Channels [c0, c1): statistics (training) then the normalisation."""
+    """Channels [c0, c1): statistics (training) then the normalisation
+    (and a ReLU on each stored value with ``relu``)."""
     cdef Py_ssize_t c, n, p
-    cdef double m, istd, wc, bc
+    cdef double m, istd, wc, bc, v
     cdef const floating* xr
     cdef floating* yr
     for c in range(c0, c1):
@@ -159,7 +176,14 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
             yr = y + (n * C + c) * P
             if floating is float:
                 # float data cannot overflow float64 here: one factor
-                KER.affine(xr, yr, P, m, istd * wc, bc)
+                if relu:
+                    KER.affine_relu(xr, yr, P, m, istd * wc, bc)
+                else:
+                    KER.affine(xr, yr, P, m, istd * wc, bc)
+            elif relu:
+                for p in range(P):
+                    v = (xr[p] - m) * istd * wc + bc
+                    yr[p] = v if (v > 0 or v != v) else 0
             else:
                 for p in range(P):
                     yr[p] = (xr[p] - m) * istd * wc + bc
@@ -167,13 +191,15 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
 
 cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, double* scr,
                    const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
-                   double eps, bint training, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+                   double eps, bint training, bint relu, Py_ssize_t c0,
+                   Py_ssize_t c1) noexcept nogil:
     """(N, C) input, channels [c0, c1): two-pass float64 statistics (for
-    both dtypes: the rows are short) and the normalisation of fwd_channels,
-    streaming rows; ``scr`` holds 3*C doubles (inverse std, weight, bias
-    per channel)."""
+    both dtypes: the rows are short) and the normalisation of fwd_channels
+    (and its ReLU), streaming rows; ``scr`` holds 3*C doubles (inverse std,
+    weight, bias per channel)."""
     cdef Py_ssize_t n, c
     cdef double d, M = <double>N
+    cdef floating v
     cdef const floating* xr
     cdef floating* yr
     cdef double* istd = scr
@@ -206,7 +232,8 @@ cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, do
         xr = x + n * C
         yr = y + n * C
         for c in range(c0, c1):
-            yr[c] = <floating>((xr[c] - mean[c]) * istd[c] * wd[c] + bd[c])
+            v = <floating>((xr[c] - mean[c]) * istd[c] * wd[c] + bd[c])
+            yr[c] = v if (not relu or v > 0 or v != v) else 0
 
 
 def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
@@ -217,14 +244,16 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
                        const floating[::1] bias,        # IN    (C,) or None (0)
                        double eps,
                        bint training,
-                       int n_threads):
+                       int n_threads,
+                       bint relu=False):
     """Training: per channel, the mean and the biased variance (float64
     sums, see _channel_stats), then the normalisation and affine map in
     another pass while the channel is still in cache.
     Otherwise ``mean``/``var`` are given and only the last pass runs.
     ``out = (x - mean) * invstd * weight + bias`` evaluated in float64, in
     that order (no cancellation for a large mean, no overflow unless the
-    result overflows).  Needs N*P >= 1."""
+    result overflows).  With ``relu``, a ReLU is applied to each value as
+    it is stored (the separate ReLU's results).  Needs N*P >= 1."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid
     cdef int nt = <int>max(1, min(n_threads, C))
     cdef floating* yp = NULL
@@ -246,29 +275,31 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
         with nogil:
             if nt == 1:
                 fwd_rows(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, eps, training,
-                         0, C)
+                         relu, 0, C)
             else:
                 for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                     fwd_rows(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, eps,
-                             training, C * tid // nt, C * (tid + 1) // nt)
+                             training, relu, C * tid // nt, C * (tid + 1) // nt)
         free(scr)
         return
     with nogil:
         if nt == 1:
             fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps, training,
-                         0, C)
+                         relu, 0, C)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps,
-                             training, C * tid // nt, C * (tid + 1) // nt)
+                             training, relu, C * tid // nt, C * (tid + 1) // nt)
 
 
 cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
                        const double* invstd, const floating* w, floating* gx,
-                       double* sum_g, double* sum_gx, Py_ssize_t N, Py_ssize_t C,
-                       Py_ssize_t P, bint training,
+                       double* sum_g, double* sum_gx, const floating* ref, bint want_gx,
+                       Py_ssize_t N, Py_ssize_t C, Py_ssize_t P, bint training,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Channels [c0, c1): the two sums, then grad_x."""
+    """Channels [c0, c1): the two sums, then grad_x (with ``want_gx``).
+    With ``ref``, each row of g is first masked by a ReLU's output into the
+    row of gx (the separate ReLU's backward), and that row is used as g."""
     cdef Py_ssize_t c, n, p
     cdef double sg, sgx, istd, mu, mg, k, wc, scale, M = <double>(N * P)
     cdef const floating* gr
@@ -279,16 +310,19 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
         sgx = 0
         istd = invstd[c]
         for n in range(N):
+            gr = g + (n * C + c) * P
+            if ref != NULL:
+                _relu_mask(gr, ref + (n * C + c) * P, gx + (n * C + c) * P, P)
+                gr = gx + (n * C + c) * P
             if floating is float:
-                KER.grad_sums(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], &sg, &sgx)
+                KER.grad_sums(gr, x + (n * C + c) * P, P, mean[c], &sg, &sgx)
             else:
-                _row_sums_bwd(g + (n * C + c) * P, x + (n * C + c) * P, P, mean[c], istd,
-                              &sg, &sgx)
+                _row_sums_bwd(gr, x + (n * C + c) * P, P, mean[c], istd, &sg, &sgx)
         if floating is float:
             sgx = sgx * istd
         sum_g[c] = sg
         sum_gx[c] = sgx
-        if gx == NULL:
+        if not want_gx:
             continue
         wc = w[c] if w != NULL else 1.0
         scale = istd * wc  # (float data: no overflow in float64)
@@ -301,7 +335,7 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
             if floating is float:
                 k = k * istd  # float data cannot overflow float64 here: one factor
             for n in range(N):
-                gr = g + (n * C + c) * P
+                gr = (g if ref == NULL else gx) + (n * C + c) * P
                 xr = x + (n * C + c) * P
                 gxr = gx + (n * C + c) * P
                 if floating is float:
@@ -311,7 +345,7 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
                         gxr[p] = ((gr[p] - mg) - (xr[p] - mu) * istd * k) * istd * wc
         else:
             for n in range(N):
-                gr = g + (n * C + c) * P
+                gr = (g if ref == NULL else gx) + (n * C + c) * P
                 gxr = gx + (n * C + c) * P
                 if floating is float:
                     KER.affine(gr, gxr, P, 0.0, scale, 0.0)
@@ -322,7 +356,8 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
 
 cdef void bwd_rows(const floating* g, const floating* x, const double* mean,
                    const double* invstd, const floating* w, floating* gx, double* sum_g,
-                   double* sum_gx, double* scr, Py_ssize_t N, Py_ssize_t C, bint training,
+                   double* sum_gx, const floating* ref, bint want_gx, double* scr,
+                   Py_ssize_t N, Py_ssize_t C, bint training,
                    Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """(N, C) input, channels [c0, c1): bwd_channels streaming rows; ``scr``
     holds 3*C doubles (mean(g), mean(g * xhat), weight per channel)."""
@@ -334,6 +369,11 @@ cdef void bwd_rows(const floating* g, const floating* x, const double* mean,
     cdef double* mg = scr
     cdef double* k = scr + C
     cdef double* wd = scr + 2 * C
+    if ref != NULL:
+        for n in range(N):
+            for c in range(c0, c1):
+                gx[n * C + c] = 0 if ref[n * C + c] <= 0 else g[n * C + c]
+        g = gx
     for c in range(c0, c1):
         sum_g[c] = 0
         sum_gx[c] = 0
@@ -343,7 +383,7 @@ cdef void bwd_rows(const floating* g, const floating* x, const double* mean,
         for c in range(c0, c1):
             sum_g[c] += gr[c]
             sum_gx[c] += gr[c] * ((xr[c] - mean[c]) * invstd[c])
-    if gx == NULL:
+    if not want_gx:
         return
     for c in range(c0, c1):
         mg[c] = sum_g[c] / M
@@ -371,20 +411,35 @@ def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstrea
                         double[::1] sum_g,               # OUT (C,) sum of g
                         double[::1] sum_gx,              # OUT (C,) sum of g * xhat
                         bint training,
-                        int n_threads):
+                        int n_threads,
+                        const floating[:, :, ::1] ref=None,  # IN (N, C, P) a ReLU's output, or None
+                        bint input_grad=True):
     """One fused pass per channel for the sums (grad_bias = sum_g,
     grad_weight = sum_gx, with xhat = (x - mean) * invstd), then one for grad_x: with batch
     statistics (training) the full gradient through the mean and variance,
-    otherwise the per-channel scale ``invstd * weight``.  Needs N*P >= 1."""
+    otherwise the per-channel scale ``invstd * weight``.
+
+    With ``ref`` (the output of a ReLU applied to this batch norm's output,
+    or of a residual sum that a ReLU followed), ``g`` is the ReLU's upstream
+    gradient: it is masked (zero where ``ref <= 0``, as the ReLU's backward)
+    into ``gx`` row by row and the masked rows are used, which needs ``gx``.
+    ``input_grad=False`` computes the sums only (``gx`` then holds the
+    masked gradient, or is untouched without ``ref``).  Needs N*P >= 1."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid
     cdef int nt = <int>max(1, min(n_threads, C))
     cdef floating* gxp = NULL
     cdef const floating* wp = NULL
+    cdef const floating* rp = NULL
+    cdef bint want_gx = input_grad and gx is not None
     cdef double* scr
+    if ref is not None and gx is None:
+        raise ValueError("batch_norm_backward: ref needs gx (the masked gradient's buffer)")
     if C == 0 or N * P == 0:
         return
     if gx is not None:
         gxp = &gx[0, 0, 0]
+    if ref is not None:
+        rp = &ref[0, 0, 0]
     if weight is not None:
         wp = &weight[0]
     if P == 1:
@@ -394,20 +449,20 @@ def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstrea
         with nogil:
             if nt == 1:
                 bwd_rows(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp, &sum_g[0],
-                         &sum_gx[0], scr, N, C, training, 0, C)
+                         &sum_gx[0], rp, want_gx, scr, N, C, training, 0, C)
             else:
                 for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                     bwd_rows(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
-                             &sum_g[0], &sum_gx[0], scr, N, C, training,
+                             &sum_g[0], &sum_gx[0], rp, want_gx, scr, N, C, training,
                              C * tid // nt, C * (tid + 1) // nt)
         free(scr)
         return
     with nogil:
         if nt == 1:
             bwd_channels(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp, &sum_g[0],
-                         &sum_gx[0], N, C, P, training, 0, C)
+                         &sum_gx[0], rp, want_gx, N, C, P, training, 0, C)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 bwd_channels(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
-                             &sum_g[0], &sum_gx[0], N, C, P, training,
+                             &sum_g[0], &sum_gx[0], rp, want_gx, N, C, P, training,
                              C * tid // nt, C * (tid + 1) // nt)

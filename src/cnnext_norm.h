@@ -37,6 +37,12 @@ typedef struct {
     /* gx[p] = ((g[p] - mg) - (x[p] - m) * k) * s */
     void (*grad_input)(const float *g, const float *x, float *gx, ptrdiff_t n, double mg,
                        double m, double k, double s);
+    /* y[p] = relu((float)((x[p] - m) * a + b)): affine, then a ReLU on the
+     * stored value (NaN kept, -0.0 -> 0.0, as the separate ReLU) */
+    void (*affine_relu)(const float *x, float *y, ptrdiff_t n, double m, double a, double b);
+    /* o[p] = ref[p] <= 0 ? 0 : g[p]: a ReLU's backward from its output (a
+     * NaN output passes g, as the separate ReLU's backward) */
+    void (*relu_mask)(const float *g, const float *ref, float *o, ptrdiff_t n);
     const char *name;
 } cnx_norm_kernels;
 
@@ -83,6 +89,24 @@ typedef struct {
         CNX_NORM_SIMD                                                             \
         for (p = 0; p < n; ++p)                                                   \
             gx[p] = (float)((((double)g[p] - mg) - ((double)x[p] - m) * k) * s);  \
+    }                                                                             \
+    TARGET static void cnx_norm_affine_relu_##SUF(const float *x, float *y,       \
+                                                  ptrdiff_t n, double m, double a, \
+                                                  double b) {                     \
+        ptrdiff_t p;                                                              \
+        CNX_NORM_SIMD                                                             \
+        for (p = 0; p < n; ++p) {                                                 \
+            float v = (float)(((double)x[p] - m) * a + b);                        \
+            y[p] = (v > 0.0f || v != v) ? v : 0.0f;                               \
+        }                                                                         \
+    }                                                                             \
+    TARGET static void cnx_norm_relu_mask_##SUF(const float *g, const float *ref, \
+                                                float *o, ptrdiff_t n) {          \
+        ptrdiff_t p;                                                              \
+        for (p = 0; p < n; ++p) {                                                 \
+            float gv = g[p], rv = ref[p];                                         \
+            o[p] = rv <= 0.0f ? 0.0f : gv;                                        \
+        }                                                                         \
     }
 
 CNX_NORM_DEF(generic, )
@@ -96,6 +120,8 @@ static cnx_norm_kernels cnx_norm_select(void) {
     k.grad_sums = cnx_norm_grad_sums_generic;
     k.affine = cnx_norm_affine_generic;
     k.grad_input = cnx_norm_grad_input_generic;
+    k.affine_relu = cnx_norm_affine_relu_generic;
+    k.relu_mask = cnx_norm_relu_mask_generic;
     k.name = "generic";
 #ifdef CNX_X86
     if (cnx_isa_from_env(cnx_detect_isa()) >= 1) {
@@ -103,6 +129,8 @@ static cnx_norm_kernels cnx_norm_select(void) {
         k.grad_sums = cnx_norm_grad_sums_avx2;
         k.affine = cnx_norm_affine_avx2;
         k.grad_input = cnx_norm_grad_input_avx2;
+        k.affine_relu = cnx_norm_affine_relu_avx2;
+        k.relu_mask = cnx_norm_relu_mask_avx2;
         k.name = "avx2";
     }
 #endif
