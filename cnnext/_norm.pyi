@@ -26,6 +26,7 @@ def batch_norm_forward(
     training: bool,
     n_threads: int,
     relu: bool = ...,
+    add: _Float | None = ...,
 ) -> None: ...
 def batch_norm_backward(
     g: _Float,

@@ -32,6 +32,8 @@ cdef extern from "cnnext_norm.h" nogil:
                             double b) noexcept nogil
         void (*relu_mask)(const float* g, const float* ref, float* o,
                           Py_ssize_t n) noexcept nogil
+        void (*affine_add)(const float* x, const float* s, float* y, Py_ssize_t n, double m,
+                           double a, double b, int relu) noexcept nogil
         const char* name
     cnx_norm_kernels cnx_norm_select() noexcept nogil
 
@@ -155,9 +157,9 @@ cdef inline void _relu_mask(const floating* g, const floating* ref, floating* o,
 cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var,
                        const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
                        Py_ssize_t P, double eps, bint training, bint relu,
-                       Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+                       const floating* add, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """Channels [c0, c1): statistics (training) then the normalisation
-    (and a ReLU on each stored value with ``relu``)."""
+    (plus ``add``'s value, then a ReLU on each stored value with ``relu``)."""
     cdef Py_ssize_t c, n, p
     cdef double m, istd, wc, bc, v
     cdef const floating* xr
@@ -174,7 +176,15 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
         for n in range(N):
             xr = x + (n * C + c) * P
             yr = y + (n * C + c) * P
-            if floating is float:
+            if add != NULL:
+                if floating is float:
+                    KER.affine_add(xr, add + (n * C + c) * P, yr, P, m, istd * wc, bc, relu)
+                else:
+                    for p in range(P):
+                        yr[p] = (xr[p] - m) * istd * wc + bc
+                        v = yr[p] + add[(n * C + c) * P + p]
+                        yr[p] = v if (not relu or v > 0 or v != v) else 0
+            elif floating is float:
                 # float data cannot overflow float64 here: one factor
                 if relu:
                     KER.affine_relu(xr, yr, P, m, istd * wc, bc)
@@ -191,8 +201,8 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
 
 cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, double* scr,
                    const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
-                   double eps, bint training, bint relu, Py_ssize_t c0,
-                   Py_ssize_t c1) noexcept nogil:
+                   double eps, bint training, bint relu, const floating* add,
+                   Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """(N, C) input, channels [c0, c1): two-pass float64 statistics (for
     both dtypes: the rows are short) and the normalisation of fwd_channels
     (and its ReLU), streaming rows; ``scr`` holds 3*C doubles (inverse std,
@@ -233,6 +243,8 @@ cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, do
         yr = y + n * C
         for c in range(c0, c1):
             v = <floating>((xr[c] - mean[c]) * istd[c] * wd[c] + bd[c])
+            if add != NULL:
+                v = v + add[n * C + c]
             yr[c] = v if (not relu or v > 0 or v != v) else 0
 
 
@@ -245,23 +257,29 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
                        double eps,
                        bint training,
                        int n_threads,
-                       bint relu=False):
+                       bint relu=False,
+                       const floating[:, :, ::1] add=None):  # IN (N, C, P) or None
     """Training: per channel, the mean and the biased variance (float64
     sums, see _channel_stats), then the normalisation and affine map in
     another pass while the channel is still in cache.
     Otherwise ``mean``/``var`` are given and only the last pass runs.
     ``out = (x - mean) * invstd * weight + bias`` evaluated in float64, in
     that order (no cancellation for a large mean, no overflow unless the
-    result overflows).  With ``relu``, a ReLU is applied to each value as
-    it is stored (the separate ReLU's results).  Needs N*P >= 1."""
+    result overflows).  With ``add``, its value is added to each result
+    (rounded to the dtype first: a residual sum); with ``relu``, a ReLU is
+    applied to each value as it is stored (the separate ReLU's results).
+    Needs N*P >= 1."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid
     cdef int nt = <int>max(1, min(n_threads, C))
     cdef floating* yp = NULL
     cdef const floating* wp = NULL
     cdef const floating* bp = NULL
+    cdef const floating* ap = NULL
     cdef double* scr
     if C == 0 or N * P == 0:
         return
+    if add is not None:
+        ap = &add[0, 0, 0]
     if out is not None:
         yp = &out[0, 0, 0]
     if weight is not None:
@@ -275,21 +293,21 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
         with nogil:
             if nt == 1:
                 fwd_rows(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, eps, training,
-                         relu, 0, C)
+                         relu, ap, 0, C)
             else:
                 for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                     fwd_rows(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, eps,
-                             training, relu, C * tid // nt, C * (tid + 1) // nt)
+                             training, relu, ap, C * tid // nt, C * (tid + 1) // nt)
         free(scr)
         return
     with nogil:
         if nt == 1:
             fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps, training,
-                         relu, 0, C)
+                         relu, ap, 0, C)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps,
-                             training, relu, C * tid // nt, C * (tid + 1) // nt)
+                             training, relu, ap, C * tid // nt, C * (tid + 1) // nt)
 
 
 cdef void bwd_channels(const floating* g, const floating* x, const double* mean,

@@ -43,6 +43,10 @@ typedef struct {
     /* o[p] = ref[p] <= 0 ? 0 : g[p]: a ReLU's backward from its output (a
      * NaN output passes g, as the separate ReLU's backward) */
     void (*relu_mask)(const float *g, const float *ref, float *o, ptrdiff_t n);
+    /* v = (float)((x[p] - m) * a + b) + s[p], then (relu) the ReLU on v: a
+     * residual block's last normalisation, its sum and the ReLU after it */
+    void (*affine_add)(const float *x, const float *s, float *y, ptrdiff_t n, double m,
+                       double a, double b, int relu);
     const char *name;
 } cnx_norm_kernels;
 
@@ -100,6 +104,25 @@ typedef struct {
             y[p] = (v > 0.0f || v != v) ? v : 0.0f;                               \
         }                                                                         \
     }                                                                             \
+    TARGET static void cnx_norm_affine_add_##SUF(const float *x, const float *s,  \
+                                                 float *y, ptrdiff_t n, double m, \
+                                                 double a, double b, int relu) {  \
+        ptrdiff_t p;                                                              \
+        if (relu) {                                                               \
+            CNX_NORM_SIMD                                                         \
+            for (p = 0; p < n; ++p) {                                             \
+                float v = (float)(((double)x[p] - m) * a + b);                    \
+                v = v + s[p];                                                     \
+                y[p] = (v > 0.0f || v != v) ? v : 0.0f;                           \
+            }                                                                     \
+        } else {                                                                  \
+            CNX_NORM_SIMD                                                         \
+            for (p = 0; p < n; ++p) {                                             \
+                float v = (float)(((double)x[p] - m) * a + b);                    \
+                y[p] = v + s[p];                                                  \
+            }                                                                     \
+        }                                                                         \
+    }                                                                             \
     TARGET static void cnx_norm_relu_mask_##SUF(const float *g, const float *ref, \
                                                 float *o, ptrdiff_t n) {          \
         ptrdiff_t p;                                                              \
@@ -122,6 +145,7 @@ static cnx_norm_kernels cnx_norm_select(void) {
     k.grad_input = cnx_norm_grad_input_generic;
     k.affine_relu = cnx_norm_affine_relu_generic;
     k.relu_mask = cnx_norm_relu_mask_generic;
+    k.affine_add = cnx_norm_affine_add_generic;
     k.name = "generic";
 #ifdef CNX_X86
     if (cnx_isa_from_env(cnx_detect_isa()) >= 1) {
@@ -131,6 +155,7 @@ static cnx_norm_kernels cnx_norm_select(void) {
         k.grad_input = cnx_norm_grad_input_avx2;
         k.affine_relu = cnx_norm_affine_relu_avx2;
         k.relu_mask = cnx_norm_relu_mask_avx2;
+        k.affine_add = cnx_norm_affine_add_avx2;
         k.name = "avx2";
     }
 #endif

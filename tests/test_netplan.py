@@ -697,6 +697,10 @@ def _res_model(dt, rng, variant):
         res = nn.Residual(nn.Sequential(inner, nn.ReLU(), nn.Conv2D(C, C, 1, dtype=dt,
                                                                     seed=rng),
                                         nn.BatchNorm2D(C, dtype=dt)))
+    elif variant == "dropout":         # random draws in both branches from one generator:
+        block = _block(dt, rng, C, C, 1, "bn")  # the branches keep their order
+        block.layers.insert(3, nn.Dropout(0.5, seed=rng))
+        res = nn.Residual(block, nn.Dropout(0.3, seed=rng))
     elif variant == "first":           # the first layer: no input gradient
         stem = []
         res = nn.Residual(_block(dt, rng, 2, C, 1, "bn"), nn.Sequential(
@@ -706,7 +710,7 @@ def _res_model(dt, rng, variant):
 
 
 RESIDUALS = ["identity", "projection", "no_relu", "conv_tail", "relu_tail", "leaky", "nested",
-             "first"]
+             "dropout", "first"]
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -720,8 +724,10 @@ def test_residual_steps_equal_layers(dt, variant):
     res = next(s for s in plan.steps if type(s).__name__ == "_ResidualStep")
     assert res.relu == (variant not in ("no_relu", "leaky"))
     assert res.masked == (variant in ("identity", "projection", "nested", "first"))
-    assert (res.gm is not None) == (variant in ("conv_tail", "relu_tail"))
+    assert (res.gm is not None) == (variant in ("conv_tail", "relu_tail", "dropout"))
     assert (res.gcopy is not None) == (variant == "relu_tail")
+    # the sum (and ReLU) in the block's last batch norm pass
+    assert (res.summing is not None) == (variant not in ("conv_tail", "relu_tail", "dropout"))
     if variant == "nested":
         assert type(res.block[0]).__name__ == "_ResidualStep" and res.block[0].relu
 

@@ -289,8 +289,15 @@ class _BatchNormStep(_Step):
         self.gx = np.empty(plan.x_shape, plan.dtype) if training else None
         self.x: FloatArray | None = None
         self.ref3: FloatArray | None = None
+        #: What is added to the result (a residual sum fused in), set per call.
+        self.add3: FloatArray | None = None
         if relu:
             self.mask_by(self.y)
+
+    def sum_into(self, y: FloatArray, relu: bool) -> None:
+        """Write ``result + add3`` (then a ReLU with ``relu``) into ``y``: the
+        last step of a residual block computing the block's sum."""
+        self.y, self.y3, self.relu = y, y.reshape(self.plan.x3), relu
 
     def mask_by(self, ref: FloatArray) -> None:
         """Apply the backward of the ReLU whose output is ``ref`` to the
@@ -306,7 +313,7 @@ class _BatchNormStep(_Step):
         mean, var, buffers = self.mean, self.var, layer._buffers
         if self.use_batch:
             _norm.batch_norm_forward(x.reshape(plan.x3), self.y3, mean, var, w, b, layer.eps,
-                                     True, plan.threads, self.relu)
+                                     True, plan.threads, self.relu, self.add3)
             if self.update:
                 nbt = buffers["num_batches_tracked"]
                 nbt += 1
@@ -317,7 +324,7 @@ class _BatchNormStep(_Step):
             np.copyto(mean, buffers["running_mean"])
             np.copyto(var, buffers["running_var"])
             _norm.batch_norm_forward(x.reshape(plan.x3), self.y3, mean, var, w, b, layer.eps,
-                                     False, plan.threads, self.relu)
+                                     False, plan.threads, self.relu, self.add3)
         if self.training:
             np.divide(1.0, np.sqrt(var + layer.eps), out=self.invstd)  # as the layer saves it
         return self.y
@@ -347,9 +354,11 @@ class _BatchNormStep(_Step):
 class _ResidualStep(_Step):
     """A ``Residual``: its block and shortcut planned as nested step lists
     (so their layers get the fused steps too), the sum and a following ReLU
-    in one pass into a kept buffer.  Backward: the ReLU's mask fused into
-    the branches' last batch normalizations when both branches end in one
-    (and into the final sum for an identity shortcut), else applied once
+    in one pass into a kept buffer -- the pass of the block's last batch
+    normalization when it has one (the shortcut then runs first).
+    Backward: the ReLU's mask fused into the branches' last batch
+    normalizations when both branches end in one (and into the final sum
+    for an identity shortcut), else applied once
     into a kept buffer; the same upstream gradient goes to both branches
     (copied only when the block's last step would overwrite it), and the
     two input gradients are summed into a kept buffer."""
@@ -370,12 +379,31 @@ class _ResidualStep(_Step):
         if self.masked:
             for s in lasts:
                 cast("_BatchNormStep", s).mask_by(self.y)
+        last = block[-1] if block else None
+        # The sum in the block's last normalising pass, when running the
+        # shortcut first changes nothing (every step a kernel call: no
+        # layer's own forward, which might draw random numbers).
+        self.summing: _BatchNormStep | None = None
+        if (isinstance(last, _BatchNormStep) and not last.relu
+                and not any(isinstance(s, _LayerStep) for s in _all_steps(shortcut or []))):
+            self.summing = last
+            last.sum_into(self.y, relu)
         train = training
         self.gm = np.empty(out_shape, dtype) if train and relu and not self.masked else None
         self.gcopy = np.empty(out_shape, dtype) if train and _overwrites_grad(block) else None
         self.gx = np.empty(x_shape, dtype) if train else None
 
     def forward(self, x: FloatArray) -> FloatArray:
+        if self.summing is not None:
+            ys = x
+            for step in self.shortcut or ():
+                ys = step.forward(ys)
+            if not ys.flags.c_contiguous:
+                ys = np.ascontiguousarray(ys)
+            self.summing.add3 = ys.reshape(self.summing.plan.x3)
+            for step in self.block:
+                x = step.forward(x)
+            return self.y
         yb = x
         for step in self.block:
             yb = step.forward(yb)
