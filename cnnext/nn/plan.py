@@ -13,15 +13,23 @@ What the plan saves over the layer-by-layer path:
 - a ReLU or LeakyReLU (slope >= 0) right after a convolution or a dense
   layer is fused into that layer's output loop (the same values, bit for
   bit: the activation is applied to each value as it is stored);
+- batch normalization (``BatchNorm1D``/``BatchNorm2D``) runs its kernels
+  on kept buffers, a ReLU after it applied in its normalising pass and the
+  ReLU's backward in its backward passes;
+- a residual block (``Residual``) is planned recursively (its branches get
+  these steps too); its sum and a ReLU after it take one pass -- the
+  normalising pass of the block's last batch normalization when it ends
+  in one -- and the ReLU's backward is fused into the branches' last batch
+  normalizations;
 - max pooling in evaluation mode computes no argmax indices;
 - ``Flatten`` is a reshape (a view) both ways;
 - outputs, gradients and indices live in buffers allocated once;
 - in a training step, the layers before the first one with parameters run
   no backward pass, and that one computes no input gradient.
 
-Other layers (batch normalization, residual blocks, dropout, average and
-adaptive pools, other activations, ...) run through their own
-``forward``/``backward`` inside the plan, so every model can be planned.
+Other layers (dropout, average and adaptive pools, other activations, ...)
+run through their own ``forward``/``backward`` inside the plan, so every
+model can be planned.
 """
 from __future__ import annotations
 
