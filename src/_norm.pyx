@@ -36,6 +36,10 @@ cdef extern from "cnnext_norm.h" nogil:
                            double a, double b, int relu) noexcept nogil
         const char* name
     cnx_norm_kernels cnx_norm_select() noexcept nogil
+    void cnx_norm_affine_act_d(const double* x, const double* add, double* y, Py_ssize_t n,
+                               double m, double s, double w, double b, int relu) noexcept nogil
+    void cnx_norm_relu_mask_d(const double* g, const double* ref, double* o,
+                              Py_ssize_t n) noexcept nogil
 
 # The float32 loops (vectorised, AVX2 where the CPU has it), chosen once.
 cdef cnx_norm_kernels KER = cnx_norm_select()
@@ -146,12 +150,10 @@ cdef inline void _relu_mask(const floating* g, const floating* ref, floating* o,
                             Py_ssize_t P) noexcept nogil:
     """o = g where ref > 0 (or NaN), else 0: a ReLU's backward from its
     output, as the separate ReLU's."""
-    cdef Py_ssize_t p
     if floating is float:
         KER.relu_mask(g, ref, o, P)
     else:
-        for p in range(P):
-            o[p] = 0 if ref[p] <= 0 else g[p]
+        cnx_norm_relu_mask_d(g, ref, o, P)
 
 
 cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var,
@@ -161,8 +163,9 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
     """Channels [c0, c1): statistics (training) then the normalisation
     (plus ``add``'s value, then a ReLU on each stored value with ``relu``)."""
     cdef Py_ssize_t c, n, p
-    cdef double m, istd, wc, bc, v
+    cdef double m, istd, wc, bc
     cdef const floating* xr
+    cdef const floating* ar
     cdef floating* yr
     for c in range(c0, c1):
         if training:
@@ -176,27 +179,17 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
         for n in range(N):
             xr = x + (n * C + c) * P
             yr = y + (n * C + c) * P
+            ar = NULL
             if add != NULL:
-                if floating is float:
-                    KER.affine_add(xr, add + (n * C + c) * P, yr, P, m, istd * wc, bc, relu)
-                else:
-                    for p in range(P):
-                        yr[p] = (xr[p] - m) * istd * wc + bc
-                        v = yr[p] + add[(n * C + c) * P + p]
-                        yr[p] = v if (not relu or v > 0 or v != v) else 0
-            elif floating is float:
-                # float data cannot overflow float64 here: one factor
-                if relu:
-                    KER.affine_relu(xr, yr, P, m, istd * wc, bc)
-                else:
-                    KER.affine(xr, yr, P, m, istd * wc, bc)
-            elif relu:
-                for p in range(P):
-                    v = (xr[p] - m) * istd * wc + bc
-                    yr[p] = v if (v > 0 or v != v) else 0
+                ar = add + (n * C + c) * P
+            if floating is double:
+                cnx_norm_affine_act_d(xr, ar, yr, P, m, istd, wc, bc, relu)
+            elif ar != NULL:
+                KER.affine_add(xr, ar, yr, P, m, istd * wc, bc, relu)
+            elif relu:  # float data cannot overflow float64 here: one factor
+                KER.affine_relu(xr, yr, P, m, istd * wc, bc)
             else:
-                for p in range(P):
-                    yr[p] = (xr[p] - m) * istd * wc + bc
+                KER.affine(xr, yr, P, m, istd * wc, bc)
 
 
 cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, double* scr,

@@ -137,6 +137,43 @@ CNX_NORM_DEF(generic, )
 CNX_NORM_DEF(avx2, CNX_TARGET_AVX2)
 #endif
 
+/* float64 loops of the fused steps, compiled as the .pyx's own loops are
+ * (no target attribute, so no contraction into FMA that the separate
+ * loops would not also do): y = (x - m) * s * w + b, the sum, the ReLU
+ * and its mask, in the separate ops' order. */
+static void cnx_norm_affine_act_d(const double *x, const double *add, double *y, ptrdiff_t n,
+                                  double m, double s, double w, double b, int relu) {
+    ptrdiff_t p;
+    if (add != NULL && relu) {
+        for (p = 0; p < n; ++p) {
+            double v = (x[p] - m) * s * w + b;
+            v = v + add[p];
+            y[p] = (v > 0.0 || v != v) ? v : 0.0;
+        }
+    } else if (add != NULL) {
+        for (p = 0; p < n; ++p) {
+            double v = (x[p] - m) * s * w + b;
+            y[p] = v + add[p];
+        }
+    } else if (relu) {
+        for (p = 0; p < n; ++p) {
+            double v = (x[p] - m) * s * w + b;
+            y[p] = (v > 0.0 || v != v) ? v : 0.0;
+        }
+    } else {
+        for (p = 0; p < n; ++p)
+            y[p] = (x[p] - m) * s * w + b;
+    }
+}
+
+static void cnx_norm_relu_mask_d(const double *g, const double *ref, double *o, ptrdiff_t n) {
+    ptrdiff_t p;
+    for (p = 0; p < n; ++p) {
+        double gv = g[p], rv = ref[p];
+        o[p] = rv <= 0.0 ? 0.0 : gv;
+    }
+}
+
 static cnx_norm_kernels cnx_norm_select(void) {
     cnx_norm_kernels k;
     k.shifted_sums = cnx_norm_shifted_sums_generic;
