@@ -41,12 +41,13 @@ cdef extern from "cnnext_norm.h" nogil:
     void cnx_norm_relu_mask_d(const double* g, const double* ref, double* o,
                               Py_ssize_t n) noexcept nogil
 
-# The float32 loops (vectorised, AVX2 where the CPU has it), chosen once.
+# The float32 loops (vectorised, AVX-512 or AVX2 where the CPU has it), chosen once.
 cdef cnx_norm_kernels KER = cnx_norm_select()
 
 
 def isa():
-    """The variant of the float32 loops in use: ``"avx2"`` or ``"generic"``."""
+    """The variant of the float32 loops in use: ``"avx512"``, ``"avx2"`` or
+    ``"generic"``."""
     return KER.name.decode()
 
 

@@ -8,8 +8,13 @@
  * without OpenMP 4 they run as plain loops, with the same results up to the
  * order of the additions).  As for the GEMM micro-kernels (cnnext_ukernel.h,
  * whose CPU detection and CNNEXT_ISA rule this file shares), wheels cannot
- * be built with -march=native: each loop is compiled twice, portable and
- * with an AVX2 target attribute, and the variant is chosen at run time.
+ * be built with -march=native: each loop is compiled three times, portable,
+ * with an AVX2 and with an AVX-512 target attribute, and the variant is
+ * chosen at run time.  The variants give the same elementwise results; the
+ * float64 sums (statistics, gradient sums) run over 4 or 8 lanes, so they
+ * differ in the order of the additions -- a few float64 ulps (~1e-15
+ * relative), which reaches a float32 output or gradient only when it lies
+ * at a rounding tie, rarely and by one float32 ulp.
  */
 #ifndef CNNEXT_NORM_H
 #define CNNEXT_NORM_H
@@ -135,6 +140,7 @@ typedef struct {
 CNX_NORM_DEF(generic, )
 #ifdef CNX_X86
 CNX_NORM_DEF(avx2, CNX_TARGET_AVX2)
+CNX_NORM_DEF(avx512, CNX_TARGET_AVX512)
 #endif
 
 /* float64 loops of the fused steps, compiled as the .pyx's own loops are
@@ -194,6 +200,16 @@ static cnx_norm_kernels cnx_norm_select(void) {
         k.relu_mask = cnx_norm_relu_mask_avx2;
         k.affine_add = cnx_norm_affine_add_avx2;
         k.name = "avx2";
+    }
+    if (cnx_isa_from_env(cnx_detect_isa()) >= 2) {
+        k.shifted_sums = cnx_norm_shifted_sums_avx512;
+        k.grad_sums = cnx_norm_grad_sums_avx512;
+        k.affine = cnx_norm_affine_avx512;
+        k.grad_input = cnx_norm_grad_input_avx512;
+        k.affine_relu = cnx_norm_affine_relu_avx512;
+        k.relu_mask = cnx_norm_relu_mask_avx512;
+        k.affine_add = cnx_norm_affine_add_avx512;
+        k.name = "avx512";
     }
 #endif
     return k;

@@ -847,6 +847,10 @@ _norm.batch_norm_forward(x, fused, m, v, w, b, 1e-5, True, 1, True)
 relu = np.empty_like(y)
 _eltwise.relu(y.reshape(-1), relu.reshape(-1), 1)
 assert (fused.view(np.uint8) == relu.view(np.uint8)).all()
+summed = np.empty_like(x)
+_norm.batch_norm_forward(x, summed, m, v, w, b, 1e-5, False, 1, True, g)
+_eltwise.add_relu(y.reshape(-1), g.reshape(-1), relu.reshape(-1), True, 1)
+assert (summed.view(np.uint8) == relu.view(np.uint8)).all()
 gm = np.empty_like(g)
 _eltwise.relu_backward(g.reshape(-1), fused.reshape(-1), gm.reshape(-1), 1)
 istd = 1 / np.sqrt(v + 1e-5)
@@ -859,13 +863,15 @@ print(_norm.isa())
 """
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2"])
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_fused_batch_norm_in_every_kernel_variant(isa, tmp_path):
     """CNNEXT_ISA selects each compiled batch-norm variant the CPU supports:
-    the fused ReLU and its mask give the separate kernels' exact bits."""
+    the fused ReLU, the fused sum and the mask give the separate kernels'
+    exact bits."""
     from cnnext import _norm
 
-    if isa == "avx2" and _norm.isa() != "avx2":
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa) > order.index(_norm.isa()):
         pytest.skip(f"this CPU runs {_norm.isa()}, not {isa}")
     proc = subprocess.run([sys.executable, "-c", _NORM_SCRIPT], capture_output=True,
                           text=True, timeout=120, cwd=tmp_path,
