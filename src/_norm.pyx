@@ -51,6 +51,14 @@ def isa():
     return KER.name.decode()
 
 
+# Rows shorter than this (bytes) are visited in memory order (fwd_stream,
+# bwd_stream): a channel's rows then lie too far apart and are too short
+# for the hardware prefetcher (measured on (64, C, 7, 7) and (64, C, 14, 14)
+# float32: about twice as fast from a cold cache); longer rows channel by
+# channel, while the channel is in cache for the second pass.
+cdef Py_ssize_t STREAM_ROW_BYTES = 2048
+
+
 cdef inline double _row_sum(const floating* r, Py_ssize_t P) noexcept nogil:
     cdef double a[8]
     cdef Py_ssize_t p = 0, j
@@ -193,6 +201,71 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
                 KER.affine(xr, yr, P, m, istd * wc, bc)
 
 
+cdef void fwd_stream(const floating* x, floating* y, double* mean, double* var, double* scr,
+                     const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
+                     Py_ssize_t P, double eps, bint training, bint relu, const floating* add,
+                     Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """fwd_channels in memory order: each pass visits the rows of channels
+    [c0, c1) sample by sample (one stream the prefetcher follows, where a
+    channel's short rows lie a sample apart), accumulating per channel.
+    Each channel's sums take its rows in the same order, with the same row
+    kernels, as fwd_channels: the same numbers.  ``scr`` holds 4*C doubles."""
+    cdef Py_ssize_t c, n, o
+    cdef double M = <double>(N * P), v, kc
+    cdef double* k = scr
+    cdef double* istd = scr + C
+    cdef double* wd = scr + 2 * C
+    cdef double* bd = scr + 3 * C
+    cdef const floating* ar = NULL
+    if training:
+        for c in range(c0, c1):
+            mean[c] = 0
+            var[c] = 0
+            if floating is float:
+                kc = x[c * P]
+                k[c] = kc if kc - kc == 0 else 0  # inf or NaN: no shift
+        if floating is float:
+            for n in range(N):
+                for c in range(c0, c1):
+                    KER.shifted_sums(x + (n * C + c) * P, P, k[c], &mean[c], &var[c])
+            for c in range(c0, c1):
+                v = (var[c] - mean[c] * mean[c] / M) / M
+                if v < 0:  # rounding; NaN stays NaN
+                    v = 0
+                mean[c] = k[c] + mean[c] / M
+                var[c] = v
+        else:
+            for n in range(N):
+                for c in range(c0, c1):
+                    mean[c] += _row_sum(x + (n * C + c) * P, P)
+            for c in range(c0, c1):
+                mean[c] = mean[c] / M
+            for n in range(N):
+                for c in range(c0, c1):
+                    var[c] += _row_sqdev(x + (n * C + c) * P, P, mean[c])
+            for c in range(c0, c1):
+                var[c] = var[c] / M
+    if y == NULL:
+        return
+    for c in range(c0, c1):
+        istd[c] = 1.0 / sqrt(var[c] + eps)
+        wd[c] = w[c] if w != NULL else 1.0
+        bd[c] = b[c] if b != NULL else 0.0
+    for n in range(N):
+        for c in range(c0, c1):
+            o = (n * C + c) * P
+            if add != NULL:
+                ar = add + o
+            if floating is double:
+                cnx_norm_affine_act_d(x + o, ar, y + o, P, mean[c], istd[c], wd[c], bd[c], relu)
+            elif add != NULL:
+                KER.affine_add(x + o, ar, y + o, P, mean[c], istd[c] * wd[c], bd[c], relu)
+            elif relu:
+                KER.affine_relu(x + o, y + o, P, mean[c], istd[c] * wd[c], bd[c])
+            else:
+                KER.affine(x + o, y + o, P, mean[c], istd[c] * wd[c], bd[c])
+
+
 cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, double* scr,
                    const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
                    double eps, bint training, bint relu, const floating* add,
@@ -294,6 +367,20 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
                              training, relu, ap, C * tid // nt, C * (tid + 1) // nt)
         free(scr)
         return
+    if P * <Py_ssize_t>sizeof(floating) < STREAM_ROW_BYTES:
+        scr = <double*>malloc(4 * C * sizeof(double))
+        if scr == NULL:
+            raise MemoryError("batch_norm: could not allocate scratch")
+        with nogil:
+            if nt == 1:
+                fwd_stream(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, P, eps,
+                           training, relu, ap, 0, C)
+            else:
+                for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                    fwd_stream(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, P, eps,
+                               training, relu, ap, C * tid // nt, C * (tid + 1) // nt)
+        free(scr)
+        return
     with nogil:
         if nt == 1:
             fwd_channels(&x[0, 0, 0], yp, &mean[0], &var[0], wp, bp, N, C, P, eps, training,
@@ -364,6 +451,68 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
                 else:
                     for p in range(P):
                         gxr[p] = gr[p] * istd * wc
+
+
+cdef void bwd_stream(const floating* g, const floating* x, const double* mean,
+                     const double* invstd, const floating* w, floating* gx,
+                     double* sum_g, double* sum_gx, const floating* ref, bint want_gx,
+                     double* scr, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P, bint training,
+                     Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """bwd_channels in memory order (see fwd_stream): the same row kernels,
+    each channel's rows in the same order, the same numbers.  ``scr`` holds
+    2*C doubles."""
+    cdef Py_ssize_t c, n, p, o
+    cdef double M = <double>(N * P), istd, wc, mu, mg_, k_
+    cdef const floating* gr
+    cdef const floating* xr
+    cdef floating* gxr
+    cdef double* mg = scr
+    cdef double* k = scr + C
+    for c in range(c0, c1):
+        sum_g[c] = 0
+        sum_gx[c] = 0
+    for n in range(N):
+        for c in range(c0, c1):
+            o = (n * C + c) * P
+            gr = g + o
+            if ref != NULL:
+                _relu_mask(gr, ref + o, gx + o, P)
+                gr = gx + o
+            if floating is float:
+                KER.grad_sums(gr, x + o, P, mean[c], &sum_g[c], &sum_gx[c])
+            else:
+                _row_sums_bwd(gr, x + o, P, mean[c], invstd[c], &sum_g[c], &sum_gx[c])
+    for c in range(c0, c1):
+        if floating is float:
+            sum_gx[c] = sum_gx[c] * invstd[c]
+        mg[c] = sum_g[c] / M
+        k[c] = sum_gx[c] / M
+        if floating is float:
+            k[c] = k[c] * invstd[c]
+    if not want_gx:
+        return
+    for n in range(N):
+        for c in range(c0, c1):
+            o = (n * C + c) * P
+            gr = (g if ref == NULL else gx) + o
+            xr = x + o
+            gxr = gx + o
+            istd = invstd[c]
+            wc = w[c] if w != NULL else 1.0
+            if training:
+                mu = mean[c]
+                mg_ = mg[c]
+                k_ = k[c]
+                if floating is float:
+                    KER.grad_input(gr, xr, gxr, P, mg_, mu, k_, istd * wc)
+                else:
+                    for p in range(P):
+                        gxr[p] = ((gr[p] - mg_) - (xr[p] - mu) * istd * k_) * istd * wc
+            elif floating is float:
+                KER.affine(gr, gxr, P, 0.0, istd * wc, 0.0)
+            else:
+                for p in range(P):
+                    gxr[p] = gr[p] * istd * wc
 
 
 cdef void bwd_rows(const floating* g, const floating* x, const double* mean,
@@ -467,6 +616,21 @@ def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstrea
                     bwd_rows(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
                              &sum_g[0], &sum_gx[0], rp, want_gx, scr, N, C, training,
                              C * tid // nt, C * (tid + 1) // nt)
+        free(scr)
+        return
+    if P * <Py_ssize_t>sizeof(floating) < STREAM_ROW_BYTES:
+        scr = <double*>malloc(2 * C * sizeof(double))
+        if scr == NULL:
+            raise MemoryError("batch_norm_backward: could not allocate scratch")
+        with nogil:
+            if nt == 1:
+                bwd_stream(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
+                           &sum_g[0], &sum_gx[0], rp, want_gx, scr, N, C, P, training, 0, C)
+            else:
+                for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                    bwd_stream(&g[0, 0, 0], &x[0, 0, 0], &mean[0], &invstd[0], wp, gxp,
+                               &sum_g[0], &sum_gx[0], rp, want_gx, scr, N, C, P, training,
+                               C * tid // nt, C * (tid + 1) // nt)
         free(scr)
         return
     with nogil:

@@ -2152,8 +2152,11 @@ def test_empty_operands_never_touch_kernel_pointers():
 # batch normalization
 # --------------------------------------------------------------------------
 
+# Short rows are visited in memory order, long ones channel by channel
+# (2 KiB rows and longer: (2, 3, 23, 29) in both dtypes, (3, 2, 16, 17) in
+# float64 only).
 BN_SHAPES = [(5, 3), (1, 4, 7), (4, 3, 7), (2, 3, 5, 6), (1, 1, 3, 5), (3, 7, 1, 1),
-             (2, 5, 13, 11), (4, 3, 9, 17)]
+             (2, 5, 13, 11), (4, 3, 9, 17), (2, 3, 23, 29), (3, 2, 16, 17)]
 
 
 def bn_arrays(rng, shape, dtype):
@@ -2261,7 +2264,7 @@ def test_batch_norm_empty_batch_keeps_running_stats():
     assert gx.shape == x.shape and (gw == 0).all() and (gb == 0).all()
 
 
-@pytest.mark.parametrize("shape", [(8, 16, 33, 35), (300, 257)])  # channels; rows (N, C)
+@pytest.mark.parametrize("shape", [(8, 16, 33, 35), (8, 16, 7, 7), (300, 257)])
 def test_batch_norm_close_across_thread_counts(shape, rng, close, restore_threads):
     x, w, b, rm, rv = bn_arrays(rng, shape, np.float32)
     g = randn(rng, x.shape, np.float32)

@@ -762,7 +762,8 @@ def test_batch_norm_mode_switch_invalidates_and_running_stats_are_read_each_call
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 37), (2, 3, 5, 7), (1, 1, 2, 1)])
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 37), (2, 3, 5, 7), (1, 1, 2, 1),
+                                   (2, 3, 25, 23)])  # (long rows: channel by channel)
 @pytest.mark.parametrize("training", [True, False])
 def test_fused_batch_norm_kernels_equal_separate_relu(dt, shape, training):
     """batch_norm_forward(relu=True) == the ReLU of its output, and
@@ -836,29 +837,31 @@ _NORM_SCRIPT = """
 import numpy as np
 from cnnext import _eltwise, _norm
 rng = np.random.default_rng(25)
-x = rng.standard_normal((3, 4, 37)).astype(np.float32)
-x[0, 1, :2] = [np.nan, np.inf]
-w, b = rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
-g = rng.standard_normal(x.shape).astype(np.float32)
-m, v = np.zeros(4), np.ones(4)
-y, fused = np.empty_like(x), np.empty_like(x)
-_norm.batch_norm_forward(x, y, m, v, w, b, 1e-5, True, 1)
-_norm.batch_norm_forward(x, fused, m, v, w, b, 1e-5, True, 1, True)
-relu = np.empty_like(y)
-_eltwise.relu(y.reshape(-1), relu.reshape(-1), 1)
-assert (fused.view(np.uint8) == relu.view(np.uint8)).all()
-summed = np.empty_like(x)
-_norm.batch_norm_forward(x, summed, m, v, w, b, 1e-5, False, 1, True, g)
-_eltwise.add_relu(y.reshape(-1), g.reshape(-1), relu.reshape(-1), True, 1)
-assert (summed.view(np.uint8) == relu.view(np.uint8)).all()
-gm = np.empty_like(g)
-_eltwise.relu_backward(g.reshape(-1), fused.reshape(-1), gm.reshape(-1), 1)
-istd = 1 / np.sqrt(v + 1e-5)
-s = [np.zeros(4) for _ in range(4)]
-a, c = np.empty_like(x), np.empty_like(x)
-_norm.batch_norm_backward(gm, x, m, istd, w, a, s[0], s[1], True, 1)
-_norm.batch_norm_backward(g, x, m, istd, w, c, s[2], s[3], True, 1, fused)
-assert (a.view(np.uint8) == c.view(np.uint8)).all() and (s[0] == s[2]).all()
+for shape in ((3, 4, 37), (2, 3, 600)):  # rows in memory order; channel by channel
+  x = rng.standard_normal(shape).astype(np.float32)
+  x[0, 1, :2] = [np.nan, np.inf]
+  C = shape[1]
+  w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+  g = rng.standard_normal(x.shape).astype(np.float32)
+  m, v = np.zeros(shape[1]), np.ones(shape[1])
+  y, fused = np.empty_like(x), np.empty_like(x)
+  _norm.batch_norm_forward(x, y, m, v, w, b, 1e-5, True, 1)
+  _norm.batch_norm_forward(x, fused, m, v, w, b, 1e-5, True, 1, True)
+  relu = np.empty_like(y)
+  _eltwise.relu(y.reshape(-1), relu.reshape(-1), 1)
+  assert (fused.view(np.uint8) == relu.view(np.uint8)).all()
+  summed = np.empty_like(x)
+  _norm.batch_norm_forward(x, summed, m, v, w, b, 1e-5, False, 1, True, g)
+  _eltwise.add_relu(y.reshape(-1), g.reshape(-1), relu.reshape(-1), True, 1)
+  assert (summed.view(np.uint8) == relu.view(np.uint8)).all()
+  gm = np.empty_like(g)
+  _eltwise.relu_backward(g.reshape(-1), fused.reshape(-1), gm.reshape(-1), 1)
+  istd = 1 / np.sqrt(v + 1e-5)
+  s = [np.zeros(shape[1]) for _ in range(4)]
+  a, c = np.empty_like(x), np.empty_like(x)
+  _norm.batch_norm_backward(gm, x, m, istd, w, a, s[0], s[1], True, 1)
+  _norm.batch_norm_backward(g, x, m, istd, w, c, s[2], s[3], True, 1, fused)
+  assert (a.view(np.uint8) == c.view(np.uint8)).all() and (s[0] == s[2]).all()
 print(_norm.isa())
 """
 
