@@ -25,6 +25,8 @@ def batch_norm_forward(
     eps: float,
     training: bool,
     n_threads: int,
+    relu: bool = ...,
+    add: _Float | None = ...,
 ) -> None: ...
 def batch_norm_backward(
     g: _Float,
@@ -37,5 +39,7 @@ def batch_norm_backward(
     sum_gx: _F64,
     training: bool,
     n_threads: int,
+    ref: _Float | None = ...,
+    input_grad: bool = ...,
 ) -> None: ...
 def isa() -> str: ...

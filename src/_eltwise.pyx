@@ -1,5 +1,6 @@
 """Private elementwise and row-wise kernels (tier 1): activation gradients,
-the fused softmax cross-entropy, and finiteness and index-range tests.
+residual sums with their ReLU, the fused softmax cross-entropy, and
+finiteness and index-range tests.
 
 Flat, C-contiguous operands of one floating dtype; no validation.  Large
 arrays are split into chunks over threads; small ones (and one-thread calls)
@@ -52,6 +53,36 @@ cdef extern from *:
     CNX_RELU_BWD(cnx_relu_bwd_d, double)
     CNX_LRELU_BWD(cnx_lrelu_bwd_s, float)
     CNX_LRELU_BWD(cnx_lrelu_bwd_d, double)
+
+    /* A residual sum: o = a + b, then (relu) the ReLU's formula on the
+     * stored sum; and its backward with the ReLU: o = a + (ref <= 0 ? 0 : g)
+     * (a branch's input gradient plus the masked upstream gradient, the
+     * identity shortcut's). */
+    #define CNX_ADD_RELU(NAME, T)                                              \
+        static void NAME(Py_ssize_t n, const T *a, const T *b, T *o, int relu) { \
+            Py_ssize_t i;                                                      \
+            if (relu) {                                                        \
+                for (i = 0; i < n; i++) {                                      \
+                    T v = a[i] + b[i];                                         \
+                    o[i] = (v > (T)0 || v != v) ? v : (T)0;                    \
+                }                                                              \
+            } else {                                                           \
+                for (i = 0; i < n; i++) o[i] = a[i] + b[i];                    \
+            }                                                                  \
+        }
+    #define CNX_ADD_MASKED(NAME, T)                                            \
+        static void NAME(Py_ssize_t n, const T *a, const T *g, const T *r, T *o) { \
+            Py_ssize_t i;                                                      \
+            for (i = 0; i < n; i++) {                                          \
+                T gv = g[i], rv = r[i], av = a[i];                             \
+                T m = rv <= (T)0 ? (T)0 : gv;                                  \
+                o[i] = av + m;                                                 \
+            }                                                                  \
+        }
+    CNX_ADD_RELU(cnx_add_relu_s, float)
+    CNX_ADD_RELU(cnx_add_relu_d, double)
+    CNX_ADD_MASKED(cnx_add_masked_s, float)
+    CNX_ADD_MASKED(cnx_add_masked_d, double)
 
     /* One Adam step.  The operands never overlap (restrict) and the weight
      * decay test is outside the loops, so the loops vectorise (the build
@@ -124,6 +155,14 @@ cdef extern from *:
     void cnx_relu_bwd_d(Py_ssize_t n, const double* g, const double* x, double* o) noexcept nogil
     void cnx_lrelu_bwd_s(Py_ssize_t n, const float* g, const float* x, float* o, float a) noexcept nogil
     void cnx_lrelu_bwd_d(Py_ssize_t n, const double* g, const double* x, double* o, double a) noexcept nogil
+    void cnx_add_relu_s(Py_ssize_t n, const float* a, const float* b, float* o,
+                        int relu) noexcept nogil
+    void cnx_add_relu_d(Py_ssize_t n, const double* a, const double* b, double* o,
+                        int relu) noexcept nogil
+    void cnx_add_masked_s(Py_ssize_t n, const float* a, const float* g, const float* r,
+                          float* o) noexcept nogil
+    void cnx_add_masked_d(Py_ssize_t n, const double* a, const double* g, const double* r,
+                          double* o) noexcept nogil
     void cnx_sgd_s(Py_ssize_t n, float* p, const float* g, float* buf, float lr, float mu,
                    float wd, int momentum, int decay, int first) noexcept nogil
     void cnx_sgd_d(Py_ssize_t n, double* p, const double* g, double* buf, double lr,
@@ -214,6 +253,60 @@ def leaky_relu_backward(const floating[::1] g,
             for c in prange(nchunks, schedule="static", num_threads=n_threads):
                 lo = c * ELT_CHUNK
                 lrelu_bwd_chunk(&g[lo], &x[lo], &out[lo], min(ELT_CHUNK, n - lo), a)
+
+
+cdef inline void add_relu_chunk(const floating* a, const floating* b, floating* o,
+                                Py_ssize_t m, bint relu) noexcept nogil:
+    if floating is float:
+        cnx_add_relu_s(m, a, b, o, relu)
+    else:
+        cnx_add_relu_d(m, a, b, o, relu)
+
+
+def add_relu(const floating[::1] a,       # IN  (flat)
+             const floating[::1] b,       # IN  (flat)
+             floating[::1] out,           # OUT (may be a or b)
+             bint relu,
+             int n_threads):
+    """out = a + b, then (``relu``) max(out, 0) as ``relu`` computes it: a
+    residual sum and the ReLU after it in one pass."""
+    cdef Py_ssize_t n = a.shape[0], c, lo, nchunks = cdiv(n, ELT_CHUNK)
+    if n == 0:
+        return
+    with nogil:
+        if n_threads == 1 or nchunks == 1:
+            add_relu_chunk(&a[0], &b[0], &out[0], n, relu)
+        else:
+            for c in prange(nchunks, schedule="static", num_threads=n_threads):
+                lo = c * ELT_CHUNK
+                add_relu_chunk(&a[lo], &b[lo], &out[lo], min(ELT_CHUNK, n - lo), relu)
+
+
+cdef inline void add_masked_chunk(const floating* a, const floating* g, const floating* r,
+                                  floating* o, Py_ssize_t m) noexcept nogil:
+    if floating is float:
+        cnx_add_masked_s(m, a, g, r, o)
+    else:
+        cnx_add_masked_d(m, a, g, r, o)
+
+
+def add_masked(const floating[::1] a,     # IN  (flat)
+               const floating[::1] g,     # IN  upstream gradient of a ReLU (flat)
+               const floating[::1] ref,   # IN  that ReLU's output (flat)
+               floating[::1] out,         # OUT (may be a)
+               int n_threads):
+    """out = a + relu_backward(g, ref): an input gradient plus the masked
+    gradient of an identity shortcut, in one pass."""
+    cdef Py_ssize_t n = a.shape[0], c, lo, nchunks = cdiv(n, ELT_CHUNK)
+    if n == 0:
+        return
+    with nogil:
+        if n_threads == 1 or nchunks == 1:
+            add_masked_chunk(&a[0], &g[0], &ref[0], &out[0], n)
+        else:
+            for c in prange(nchunks, schedule="static", num_threads=n_threads):
+                lo = c * ELT_CHUNK
+                add_masked_chunk(&a[lo], &g[lo], &ref[lo], &out[lo], min(ELT_CHUNK, n - lo))
 
 
 def all_finite(const floating[::1] a):

@@ -8,8 +8,13 @@
  * without OpenMP 4 they run as plain loops, with the same results up to the
  * order of the additions).  As for the GEMM micro-kernels (cnnext_ukernel.h,
  * whose CPU detection and CNNEXT_ISA rule this file shares), wheels cannot
- * be built with -march=native: each loop is compiled twice, portable and
- * with an AVX2 target attribute, and the variant is chosen at run time.
+ * be built with -march=native: each loop is compiled three times, portable,
+ * with an AVX2 and with an AVX-512 target attribute, and the variant is
+ * chosen at run time.  The variants give the same elementwise results; the
+ * float64 sums (statistics, gradient sums) run over 4 or 8 lanes, so they
+ * differ in the order of the additions -- a few float64 ulps (~1e-15
+ * relative), which reaches a float32 output or gradient only when it lies
+ * at a rounding tie, rarely and by one float32 ulp.
  */
 #ifndef CNNEXT_NORM_H
 #define CNNEXT_NORM_H
@@ -37,6 +42,16 @@ typedef struct {
     /* gx[p] = ((g[p] - mg) - (x[p] - m) * k) * s */
     void (*grad_input)(const float *g, const float *x, float *gx, ptrdiff_t n, double mg,
                        double m, double k, double s);
+    /* y[p] = relu((float)((x[p] - m) * a + b)): affine, then a ReLU on the
+     * stored value (NaN kept, -0.0 -> 0.0, as the separate ReLU) */
+    void (*affine_relu)(const float *x, float *y, ptrdiff_t n, double m, double a, double b);
+    /* o[p] = ref[p] <= 0 ? 0 : g[p]: a ReLU's backward from its output (a
+     * NaN output passes g, as the separate ReLU's backward) */
+    void (*relu_mask)(const float *g, const float *ref, float *o, ptrdiff_t n);
+    /* v = (float)((x[p] - m) * a + b) + s[p], then (relu) the ReLU on v: a
+     * residual block's last normalisation, its sum and the ReLU after it */
+    void (*affine_add)(const float *x, const float *s, float *y, ptrdiff_t n, double m,
+                       double a, double b, int relu);
     const char *name;
 } cnx_norm_kernels;
 
@@ -83,12 +98,87 @@ typedef struct {
         CNX_NORM_SIMD                                                             \
         for (p = 0; p < n; ++p)                                                   \
             gx[p] = (float)((((double)g[p] - mg) - ((double)x[p] - m) * k) * s);  \
+    }                                                                             \
+    TARGET static void cnx_norm_affine_relu_##SUF(const float *x, float *y,       \
+                                                  ptrdiff_t n, double m, double a, \
+                                                  double b) {                     \
+        ptrdiff_t p;                                                              \
+        CNX_NORM_SIMD                                                             \
+        for (p = 0; p < n; ++p) {                                                 \
+            float v = (float)(((double)x[p] - m) * a + b);                        \
+            y[p] = (v > 0.0f || v != v) ? v : 0.0f;                               \
+        }                                                                         \
+    }                                                                             \
+    TARGET static void cnx_norm_affine_add_##SUF(const float *x, const float *s,  \
+                                                 float *y, ptrdiff_t n, double m, \
+                                                 double a, double b, int relu) {  \
+        ptrdiff_t p;                                                              \
+        if (relu) {                                                               \
+            CNX_NORM_SIMD                                                         \
+            for (p = 0; p < n; ++p) {                                             \
+                float v = (float)(((double)x[p] - m) * a + b);                    \
+                v = v + s[p];                                                     \
+                y[p] = (v > 0.0f || v != v) ? v : 0.0f;                           \
+            }                                                                     \
+        } else {                                                                  \
+            CNX_NORM_SIMD                                                         \
+            for (p = 0; p < n; ++p) {                                             \
+                float v = (float)(((double)x[p] - m) * a + b);                    \
+                y[p] = v + s[p];                                                  \
+            }                                                                     \
+        }                                                                         \
+    }                                                                             \
+    TARGET static void cnx_norm_relu_mask_##SUF(const float *g, const float *ref, \
+                                                float *o, ptrdiff_t n) {          \
+        ptrdiff_t p;                                                              \
+        for (p = 0; p < n; ++p) {                                                 \
+            float gv = g[p], rv = ref[p];                                         \
+            o[p] = rv <= 0.0f ? 0.0f : gv;                                        \
+        }                                                                         \
     }
 
 CNX_NORM_DEF(generic, )
 #ifdef CNX_X86
 CNX_NORM_DEF(avx2, CNX_TARGET_AVX2)
+CNX_NORM_DEF(avx512, CNX_TARGET_AVX512)
 #endif
+
+/* float64 loops of the fused steps, compiled as the .pyx's own loops are
+ * (no target attribute, so no contraction into FMA that the separate
+ * loops would not also do): y = (x - m) * s * w + b, the sum, the ReLU
+ * and its mask, in the separate ops' order. */
+static void cnx_norm_affine_act_d(const double *x, const double *add, double *y, ptrdiff_t n,
+                                  double m, double s, double w, double b, int relu) {
+    ptrdiff_t p;
+    if (add != NULL && relu) {
+        for (p = 0; p < n; ++p) {
+            double v = (x[p] - m) * s * w + b;
+            v = v + add[p];
+            y[p] = (v > 0.0 || v != v) ? v : 0.0;
+        }
+    } else if (add != NULL) {
+        for (p = 0; p < n; ++p) {
+            double v = (x[p] - m) * s * w + b;
+            y[p] = v + add[p];
+        }
+    } else if (relu) {
+        for (p = 0; p < n; ++p) {
+            double v = (x[p] - m) * s * w + b;
+            y[p] = (v > 0.0 || v != v) ? v : 0.0;
+        }
+    } else {
+        for (p = 0; p < n; ++p)
+            y[p] = (x[p] - m) * s * w + b;
+    }
+}
+
+static void cnx_norm_relu_mask_d(const double *g, const double *ref, double *o, ptrdiff_t n) {
+    ptrdiff_t p;
+    for (p = 0; p < n; ++p) {
+        double gv = g[p], rv = ref[p];
+        o[p] = rv <= 0.0 ? 0.0 : gv;
+    }
+}
 
 static cnx_norm_kernels cnx_norm_select(void) {
     cnx_norm_kernels k;
@@ -96,6 +186,9 @@ static cnx_norm_kernels cnx_norm_select(void) {
     k.grad_sums = cnx_norm_grad_sums_generic;
     k.affine = cnx_norm_affine_generic;
     k.grad_input = cnx_norm_grad_input_generic;
+    k.affine_relu = cnx_norm_affine_relu_generic;
+    k.relu_mask = cnx_norm_relu_mask_generic;
+    k.affine_add = cnx_norm_affine_add_generic;
     k.name = "generic";
 #ifdef CNX_X86
     if (cnx_isa_from_env(cnx_detect_isa()) >= 1) {
@@ -103,7 +196,20 @@ static cnx_norm_kernels cnx_norm_select(void) {
         k.grad_sums = cnx_norm_grad_sums_avx2;
         k.affine = cnx_norm_affine_avx2;
         k.grad_input = cnx_norm_grad_input_avx2;
+        k.affine_relu = cnx_norm_affine_relu_avx2;
+        k.relu_mask = cnx_norm_relu_mask_avx2;
+        k.affine_add = cnx_norm_affine_add_avx2;
         k.name = "avx2";
+    }
+    if (cnx_isa_from_env(cnx_detect_isa()) >= 2) {
+        k.shifted_sums = cnx_norm_shifted_sums_avx512;
+        k.grad_sums = cnx_norm_grad_sums_avx512;
+        k.affine = cnx_norm_affine_avx512;
+        k.grad_input = cnx_norm_grad_input_avx512;
+        k.affine_relu = cnx_norm_affine_relu_avx512;
+        k.relu_mask = cnx_norm_relu_mask_avx512;
+        k.affine_add = cnx_norm_affine_add_avx512;
+        k.name = "avx512";
     }
 #endif
     return k;

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cnnext
 from cnnext import bench
 from cnnext.bench import harness, machine, report, runner
 from cnnext.bench.small_calls import build_small_peers
@@ -503,6 +504,28 @@ def test_lenet_step_peers_do_the_same_training(dtype):
     names = ["cnnext", "reference"] + (["pytorch"] if torch is not None else [])
     tol = {"float32": dict(rtol=1e-3, atol=1e-5), "float64": dict(rtol=1e-7, atol=1e-10)}[dtype]
     _same_training(peers, names, 2, tol)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resnet8_step_peers_do_the_same_training(threads):
+    """cnnext's planned resnet8 step and PyTorch's start equal and stay equal,
+    also when the thread count is set after the step was made (the plan is
+    made, or made again, at the call)."""
+    c = bench.select_cases("resnet8-train")[0]
+    small = bench.Case(c.name, c.kind, 8, c.C, 12, c.C_out, c.kernel, c.stride, c.padding,
+                       passes=c.passes)
+    torch = _torch_or_none()
+    peers = bench.peers.build_peers(small, "step", np.dtype("float32"),
+                                    np.random.default_rng(1), torch)
+    names = ["cnnext"] + (["pytorch"] if torch is not None else [])
+    before = cnnext.get_num_threads()
+    cnnext.set_num_threads(threads)
+    try:
+        _same_training(peers, names, 2, dict(rtol=1e-3, atol=1e-4))
+    finally:
+        cnnext.set_num_threads(before)
+    peers["cnnext"].fn()  # the thread count changed again: a new plan
+    assert peers["cnnext"].impl.endswith("planned as fit runs it")
 
 
 @pytest.mark.parametrize("name", ["seed-step", "seed-step-compat"])

@@ -3,6 +3,7 @@ bit, for every layer type, both dtypes, training and inference; the fused
 activation epilogues of the kernels; invalidation; no aliasing."""
 
 import copy
+import math
 import os
 import subprocess
 import sys
@@ -590,3 +591,293 @@ def test_winograd_convolutions_equal_layers(training):
         oa.step()
         assert b.plan(shape).train_step(x, y, lb, ob) == va
         _assert_same(_state(a), _state(b))
+
+
+# ---- planned batch norm and residual steps -----------------------------------
+
+
+def _train_and_compare(a, b, shape, dt, steps=3, n_out=None, nan=False):
+    """Adam steps layer by layer on ``a`` and planned on ``b``: losses, outputs,
+    parameters, buffers (running statistics, batch counts) and gradients
+    equal bit for bit; then the same for inference in evaluation mode."""
+    oa, ob = optim.Adam(a, lr=0.01), optim.Adam(b, lr=0.01)
+    la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+    plan = b.plan(shape, training=True)
+    _assert_same(_state(a), _state(b))  # planning changed nothing
+    rng = np.random.default_rng(21)
+    n_out = plan.out_shape[1]
+    for _ in range(steps):
+        x = (3 * rng.standard_normal(shape) + 1).astype(dt)
+        y = rng.integers(0, n_out, shape[0])
+        oa.zero_grad()
+        va = la.forward(a.forward(x), y)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        assert plan.train_step(x, y, lb, ob) == va
+        _assert_same(_state(a), _state(b))
+        _assert_same(a.grads, b.grads)
+    a.eval(), b.eval()
+    plan = b.plan(shape)
+    for _ in range(2):
+        x = rng.standard_normal(shape).astype(dt)
+        if nan:
+            x[0].flat[:2] = [np.nan, -0.0]
+        np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+    a.train(), b.train()
+    return plan
+
+
+def _bn_model(dt, rng, kind, relu, first, **bn):
+    """A batch norm (kind "1d" on (N, C), "1d3" on (N, C, L), "2d"), a ReLU
+    after it or not, first in the model (no input gradient) or after a
+    layer with parameters."""
+    BN = nn.BatchNorm2D if kind == "2d" else nn.BatchNorm1D
+    C = 5
+    head = [] if first else [
+        nn.Dense(6, C, dtype=dt, seed=rng) if kind == "1d" else
+        nn.Conv1D(3, C, 3, padding=1, dtype=dt, seed=rng) if kind == "1d3" else
+        nn.Conv2D(3, C, 3, padding=1, dtype=dt, seed=rng)]
+    shape = {"1d": (7, 6), "1d3": (4, 3, 9), "2d": (3, 3, 5, 7)}[kind]
+    if first:
+        shape = (shape[0], C, *shape[2:])
+    size = C * math.prod(shape[2:])
+    return nn.Sequential(*head, BN(C, dtype=dt, **bn), *([nn.ReLU()] if relu else []),
+                         nn.Flatten(), nn.Dense(size, 3, dtype=dt, seed=rng)), shape
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("kind", ["1d", "1d3", "2d"])
+@pytest.mark.parametrize("relu,first", [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize("bn", [{}, {"affine": False}, {"track_running_stats": False},
+                                {"momentum": None}])
+def test_batch_norm_steps_equal_layers(dt, kind, relu, first, bn):
+    a, shape = _bn_model(dt, np.random.default_rng(0), kind, relu, first, **bn)
+    b, _ = _bn_model(dt, np.random.default_rng(0), kind, relu, first, **bn)
+    plan = _train_and_compare(a, b, shape, dt, nan=True)
+    step = plan.steps[0 if first else 1]
+    assert type(step).__name__ == "_BatchNormStep" and step.relu == relu
+    names = [type(s).__name__ for s in plan.steps]
+    assert ("_ActStep" in names) is False  # the ReLU is fused
+
+
+def _block(dt, rng, c_in, c_out, stride, tail):
+    """A residual branch: conv, BN, ReLU, conv, then ``tail`` ("bn": a batch
+    norm; "conv": nothing more; "relu": a fused ReLU)."""
+    layers = [nn.Conv2D(c_in, c_out, 3, stride=stride, padding=1, bias=False, dtype=dt,
+                        seed=rng), nn.BatchNorm2D(c_out, dtype=dt), nn.ReLU(),
+              nn.Conv2D(c_out, c_out, 3, padding=1, dtype=dt, seed=rng)]
+    if tail == "bn":
+        layers.append(nn.BatchNorm2D(c_out, dtype=dt))
+    elif tail == "relu":
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _res_model(dt, rng, variant):
+    C = 4
+    stem = [nn.Conv2D(2, C, 3, padding=1, dtype=dt, seed=rng), nn.BatchNorm2D(C, dtype=dt),
+            nn.ReLU()]
+    after = [nn.ReLU()]
+    if variant == "identity":          # mask into the block's BN and the final sum
+        res = nn.Residual(_block(dt, rng, C, C, 1, "bn"))
+    elif variant == "projection":      # mask into both branches' BNs
+        res = nn.Residual(_block(dt, rng, C, 6, 2, "bn"), nn.Sequential(
+            nn.Conv2D(C, 6, 1, stride=2, bias=False, dtype=dt, seed=rng),
+            nn.BatchNorm2D(6, dtype=dt)))
+    elif variant == "no_relu":         # a plain sum
+        res, after = nn.Residual(_block(dt, rng, C, C, 1, "bn")), []
+    elif variant == "conv_tail":       # the mask computed once, for both branches
+        res = nn.Residual(_block(dt, rng, C, C, 1, "conv"), nn.Identity())
+    elif variant == "relu_tail":       # the block overwrites its upstream gradient
+        res = nn.Residual(_block(dt, rng, C, C, 1, "relu"))
+    elif variant == "leaky":           # a LeakyReLU after the sum: its own step
+        res, after = nn.Residual(_block(dt, rng, C, C, 1, "bn")), [nn.LeakyReLU(0.1)]
+    elif variant == "nested":          # a residual block inside a residual block
+        inner = nn.Residual(_block(dt, rng, C, C, 1, "bn"))
+        res = nn.Residual(nn.Sequential(inner, nn.ReLU(), nn.Conv2D(C, C, 1, dtype=dt,
+                                                                    seed=rng),
+                                        nn.BatchNorm2D(C, dtype=dt)))
+    elif variant == "dropout":         # random draws in both branches from one generator:
+        block = _block(dt, rng, C, C, 1, "bn")  # the branches keep their order
+        block.layers.insert(3, nn.Dropout(0.5, seed=rng))
+        res = nn.Residual(block, nn.Dropout(0.3, seed=rng))
+    elif variant == "first":           # the first layer: no input gradient
+        stem = []
+        res = nn.Residual(_block(dt, rng, 2, C, 1, "bn"), nn.Sequential(
+            nn.Conv2D(2, C, 1, bias=False, dtype=dt, seed=rng), nn.BatchNorm2D(C, dtype=dt)))
+    return nn.Sequential(*stem, res, *after, nn.AdaptiveAvgPool2D(1), nn.Flatten(),
+                         nn.Dense(6 if variant == "projection" else C, 3, dtype=dt, seed=rng))
+
+
+RESIDUALS = ["identity", "projection", "no_relu", "conv_tail", "relu_tail", "leaky", "nested",
+             "dropout", "first"]
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("variant", RESIDUALS)
+def test_residual_steps_equal_layers(dt, variant):
+    a = _res_model(dt, np.random.default_rng(0), variant)
+    b = _res_model(dt, np.random.default_rng(0), variant)
+    shape = (3, 2, 7, 6)
+    plan = _train_and_compare(a, b, shape, dt)
+    plan = b.plan(shape, training=True)
+    res = next(s for s in plan.steps if type(s).__name__ == "_ResidualStep")
+    assert res.relu == (variant not in ("no_relu", "leaky"))
+    assert res.masked == (variant in ("identity", "projection", "nested", "first"))
+    assert (res.gm is not None) == (variant in ("conv_tail", "relu_tail", "dropout"))
+    assert (res.gcopy is not None) == (variant == "relu_tail")
+    # the sum (and ReLU) in the block's last batch norm pass
+    assert (res.summing is not None) == (variant not in ("conv_tail", "relu_tail", "dropout"))
+    if variant == "nested":
+        assert type(res.block[0]).__name__ == "_ResidualStep" and res.block[0].relu
+
+
+def test_resnet8_and_mobilenet_plans_use_the_fused_steps():
+    for make, shape in ((models.resnet8, (4, 1, 12, 12)), (models.mobilenet_small,
+                                                           (4, 1, 12, 12))):
+        a, b = make(seed=0, dtype=np.float64), make(seed=0, dtype=np.float64)
+        plan = _train_and_compare(a, b, shape, np.float64, steps=2)
+        names = [type(s).__name__ for s in nn.plan._all_steps(plan.steps)]
+        assert "_LayerStep" not in names[:-3] and "_ActStep" not in names, names
+
+
+def test_batch_norm_mode_switch_invalidates_and_running_stats_are_read_each_call():
+    model, _, shape = _pair("residual", np.float32)
+    plan = model.plan(shape, training=True)
+    bn = model[2].block[1]
+    bn.training = False  # one layer's mode: the plan's batch norm step is stale
+    assert not plan.valid
+    model.eval()
+    plan = model.plan(shape)
+    x = np.random.default_rng(22).standard_normal(shape).astype(np.float32)
+    before = plan.forward(x)
+    bn.load_state_dict({"running_mean": np.full(4, 0.5, np.float32),
+                        "running_var": np.full(4, 2.0, np.float32),
+                        "num_batches_tracked": np.array(3), "weight": bn.weight,
+                        "bias": bn.bias})
+    assert plan.valid
+    after = plan.forward(x)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, model.forward(x))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 37), (2, 3, 5, 7), (1, 1, 2, 1),
+                                   (2, 3, 25, 23)])  # (long rows: channel by channel)
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_kernels_equal_separate_relu(dt, shape, training):
+    """batch_norm_forward(relu=True) == the ReLU of its output, and
+    batch_norm_backward(ref=...) == its backward of the ReLU's backward (NaN,
+    -0.0 and exact zeros included), with one and two threads; input_grad=False
+    gives the same sums."""
+    from cnnext import _eltwise, _norm
+
+    rng = np.random.default_rng(23)
+    N, C = shape[:2]
+    x3 = rng.standard_normal(shape).astype(dt).reshape(N, C, -1)
+    x3[0, 0, :1] = np.nan if C > 1 else x3[0, 0, :1]
+    w, b = rng.standard_normal(C).astype(dt), rng.standard_normal(C).astype(dt)
+    g = rng.standard_normal(x3.shape).astype(dt)
+    for threads in (1, 2):
+        mean, var = rng.random(C), rng.random(C) + 0.5
+        m2, v2 = mean.copy(), var.copy()
+        y = np.empty_like(x3)
+        _norm.batch_norm_forward(x3, y, mean, var, w, b, 1e-5, training, threads)
+        want = F.relu(y)
+        fused = np.empty_like(x3)
+        _norm.batch_norm_forward(x3, fused, m2, v2, w, b, 1e-5, training, threads, True)
+        np.testing.assert_array_equal(m2, mean)
+        np.testing.assert_array_equal(v2, var)
+        assert (fused.view(np.uint8) == want.view(np.uint8)).all()  # NaN kept, no -0.0
+        assert x3.size < 4 or ((fused == 0).any() and (fused > 0).any())  # both kinds
+        invstd = 1 / np.sqrt(var + 1e-5)
+        gm = np.empty_like(g)
+        _eltwise.relu_backward(g.reshape(-1), fused.reshape(-1), gm.reshape(-1), 1)
+        sums = [np.zeros(C) for _ in range(4)]
+        gx_want, gx = np.empty_like(x3), np.empty_like(x3)
+        _norm.batch_norm_backward(gm, x3, mean, invstd, w, gx_want, sums[0], sums[1], training,
+                                  threads)
+        _norm.batch_norm_backward(g, x3, mean, invstd, w, gx, sums[2], sums[3], training,
+                                  threads, fused)
+        np.testing.assert_array_equal(gx, gx_want)
+        np.testing.assert_array_equal(sums[2], sums[0])
+        np.testing.assert_array_equal(sums[3], sums[1])
+        _norm.batch_norm_backward(g, x3, mean, invstd, w, gx, sums[2], sums[3], training,
+                                  threads, fused, False)
+        np.testing.assert_array_equal(gx, gm)  # only the masked gradient, no input gradient
+        np.testing.assert_array_equal(sums[3], sums[1])
+    with pytest.raises(ValueError, match="ref needs gx"):
+        _norm.batch_norm_backward(g, x3, mean, invstd, w, None, sums[2], sums[3], training, 1,
+                                  fused)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [5, 70001])
+def test_residual_sum_kernels(dt, n):
+    from cnnext import _eltwise
+
+    rng = np.random.default_rng(24)
+    a, b, g = (rng.standard_normal(n).astype(dt) for _ in range(3))
+    a[:4] = [np.nan, -0.0, 1.0, -1.0]
+    b[:4] = [1.0, 0.0, -1.0, 1.0]
+    ref = F.relu(rng.standard_normal(n).astype(dt))
+    ref[:2] = [np.nan, 0.0]
+    for threads in (1, 2):
+        out = np.empty(n, dt)
+        _eltwise.add_relu(a, b, out, False, threads)
+        np.testing.assert_array_equal(out, a + b)
+        _eltwise.add_relu(a, b, out, True, threads)
+        want = F.relu(a + b)
+        assert (out.view(np.uint8) == want.view(np.uint8)).all()
+        _eltwise.add_masked(a, g, ref, out, threads)
+        np.testing.assert_array_equal(out, a + np.where(ref <= 0, dt(0), g))
+
+
+_NORM_SCRIPT = """
+import numpy as np
+from cnnext import _eltwise, _norm
+rng = np.random.default_rng(25)
+for shape in ((3, 4, 37), (2, 3, 600)):  # rows in memory order; channel by channel
+  x = rng.standard_normal(shape).astype(np.float32)
+  x[0, 1, :2] = [np.nan, np.inf]
+  C = shape[1]
+  w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+  g = rng.standard_normal(x.shape).astype(np.float32)
+  m, v = np.zeros(shape[1]), np.ones(shape[1])
+  y, fused = np.empty_like(x), np.empty_like(x)
+  _norm.batch_norm_forward(x, y, m, v, w, b, 1e-5, True, 1)
+  _norm.batch_norm_forward(x, fused, m, v, w, b, 1e-5, True, 1, True)
+  relu = np.empty_like(y)
+  _eltwise.relu(y.reshape(-1), relu.reshape(-1), 1)
+  assert (fused.view(np.uint8) == relu.view(np.uint8)).all()
+  summed = np.empty_like(x)
+  _norm.batch_norm_forward(x, summed, m, v, w, b, 1e-5, False, 1, True, g)
+  _eltwise.add_relu(y.reshape(-1), g.reshape(-1), relu.reshape(-1), True, 1)
+  assert (summed.view(np.uint8) == relu.view(np.uint8)).all()
+  gm = np.empty_like(g)
+  _eltwise.relu_backward(g.reshape(-1), fused.reshape(-1), gm.reshape(-1), 1)
+  istd = 1 / np.sqrt(v + 1e-5)
+  s = [np.zeros(shape[1]) for _ in range(4)]
+  a, c = np.empty_like(x), np.empty_like(x)
+  _norm.batch_norm_backward(gm, x, m, istd, w, a, s[0], s[1], True, 1)
+  _norm.batch_norm_backward(g, x, m, istd, w, c, s[2], s[3], True, 1, fused)
+  assert (a.view(np.uint8) == c.view(np.uint8)).all() and (s[0] == s[2]).all()
+print(_norm.isa())
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_fused_batch_norm_in_every_kernel_variant(isa, tmp_path):
+    """CNNEXT_ISA selects each compiled batch-norm variant the CPU supports:
+    the fused ReLU, the fused sum and the mask give the separate kernels'
+    exact bits."""
+    from cnnext import _norm
+
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa) > order.index(_norm.isa()):
+        pytest.skip(f"this CPU runs {_norm.isa()}, not {isa}")
+    proc = subprocess.run([sys.executable, "-c", _NORM_SCRIPT], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path,
+                          env=dict(os.environ, CNNEXT_ISA=isa))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [isa]

@@ -407,9 +407,9 @@ def _train_peers(
             ref_inner()
 
     impl = "cnnext.nn + cnnext.optim.Adam"
-    peers = {"cnnext": Peer(cn_step, impl=impl, state=cn_state),
-             "reference": Peer(ref_step, impl=impl + ' under use_backend("numpy")',
-                               state=ref_state)}
+    peers = {"cnnext": Peer(cn_step, impl=impl + ", planned as fit runs it", state=cn_state),
+             "reference": Peer(ref_step, impl=impl + ' under use_backend("numpy") (layer by '
+                                                     'layer)', state=ref_state)}
     peers["pytorch"] = _torch_train_peer(x, labels, init, torch)
     return peers
 
@@ -456,19 +456,27 @@ def _torch_train_peer(
 
 
 def _model_step(model: Any, x: FloatArray, labels: npt.NDArray[np.int64]) -> Thunk:
-    """One Adam training step of a cnnext model, as :func:`cnnext.train.fit` runs it."""
+    """One Adam training step of a cnnext model, as :func:`cnnext.train.fit` runs it.
+
+    Each call asks for the model's whole-network plan as ``fit`` does for
+    each batch (made at the first call, so under the thread count and
+    backend the row runs with, and made again if they change) and runs its
+    ``train_step``; where ``fit`` runs layer by layer (the numpy backend),
+    so does the step.  As in ``fit`` (and PyTorch, whose input needs no
+    gradient), the first layer's input gradient is not computed.
+    """
     from .. import nn, optim
+    from ..train import _layered_step, _net_plan
 
     loss = nn.SoftmaxCrossEntropy()
     opt = optim.Adam(model, lr=1e-3)
 
     def step() -> None:
-        opt.zero_grad()
-        loss(model.forward(x), labels)
-        # As fit does (and PyTorch, whose input needs no gradient): the
-        # first layer's input gradient is not computed.
-        model.backward(loss.backward(), input_grad=False)
-        opt.step()
+        plan = _net_plan(model, x.shape, True)
+        if plan is None:
+            _layered_step(model, loss, opt, x, labels)
+        else:
+            plan.train_step(x, labels, loss, opt)
 
     return step
 
@@ -484,7 +492,8 @@ def _resnet8_peers(
     seed = int(rng.integers(1 << 31))
     model = models.resnet8(case.C, case.C_out, seed=seed, dtype=dt)
     peers = {"cnnext": Peer(_model_step(model, x, labels),
-                            impl="cnnext.models.resnet8 + cnnext.optim.Adam"),
+                            impl="cnnext.models.resnet8 + cnnext.optim.Adam, planned as fit "
+                                 "runs it", state=lambda: model.params),
              # The numpy reference takes minutes per step at this size.
              "reference": Peer(None, "not timed (minutes per step)")}
     if torch is None:
@@ -500,7 +509,11 @@ def _resnet8_peers(
         ce(twin(xt), yt).backward()
         opt.step()
 
-    peers["pytorch"] = Peer(torch_step, impl="the same network in torch.nn + torch.optim.Adam")
+    def torch_state() -> Params:
+        return {k: v.detach().numpy() for k, v in twin.named_parameters()}
+
+    peers["pytorch"] = Peer(torch_step, impl="the same network in torch.nn + torch.optim.Adam",
+                            state=torch_state)
     return peers
 
 

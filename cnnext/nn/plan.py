@@ -13,15 +13,23 @@ What the plan saves over the layer-by-layer path:
 - a ReLU or LeakyReLU (slope >= 0) right after a convolution or a dense
   layer is fused into that layer's output loop (the same values, bit for
   bit: the activation is applied to each value as it is stored);
+- batch normalization (``BatchNorm1D``/``BatchNorm2D``) runs its kernels
+  on kept buffers, a ReLU after it applied in its normalising pass and the
+  ReLU's backward in its backward passes;
+- a residual block (``Residual``) is planned recursively (its branches get
+  these steps too); its sum and a ReLU after it take one pass -- the
+  normalising pass of the block's last batch normalization when it ends
+  in one -- and the ReLU's backward is fused into the branches' last batch
+  normalizations;
 - max pooling in evaluation mode computes no argmax indices;
 - ``Flatten`` is a reshape (a view) both ways;
 - outputs, gradients and indices live in buffers allocated once;
 - in a training step, the layers before the first one with parameters run
   no backward pass, and that one computes no input gradient.
 
-Other layers (batch normalization, residual blocks, dropout, average and
-adaptive pools, other activations, ...) run through their own
-``forward``/``backward`` inside the plan, so every model can be planned.
+Other layers (dropout, average and adaptive pools, other activations, ...)
+run through their own ``forward``/``backward`` inside the plan, so every
+model can be planned.
 """
 from __future__ import annotations
 
@@ -34,13 +42,14 @@ import numpy as np
 import numpy.typing as npt
 from functools import partial
 
-from .. import _config, _conv, _eltwise, _gemm, _pool
+from .. import _config, _conv, _eltwise, _gemm, _norm, _pool
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
 from .conv import Conv1D, Conv2D, ConvTranspose2D
 from .linear import Dense, Flatten
 from .module import Module, Weighted, as_dtype
+from .norm import BatchNorm1D, BatchNorm2D, _BatchNorm
 from .pooling import (
     AdaptiveAvgPool2D, AdaptiveMaxPool2D, AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D,
 )
@@ -48,7 +57,7 @@ from .pooling import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._plan import ConvPlan, LinearPlan, PoolPlan
+    from .._plan import BatchNormPlan, ConvPlan, LinearPlan, PoolPlan
     from .._typing import FloatArray, FloatDType, IndexArray, Shape
 
 __all__ = ["NetPlan"]
@@ -66,6 +75,8 @@ _LAYERS = operator.attrgetter("layers")
 _BRANCHES = operator.attrgetter("block", "shortcut")
 _TRAINING = operator.attrgetter("training")
 _ACT_NONE, _ACT_RELU, _ACT_LEAKY = 0, 1, 2
+#: The batch normalizations a plan runs by its own step (exact types).
+_BATCH_NORMS = (BatchNorm1D, BatchNorm2D)
 
 
 # --------------------------------------------------------------------------
@@ -253,6 +264,237 @@ class _FlattenStep(_Step):
         return None, x.reshape(self.out_shape)
 
 
+class _BatchNormStep(_Step):
+    """A ``BatchNorm1D``/``BatchNorm2D`` by its kernels on kept buffers.
+
+    Forward: one pass per channel for the statistics (training, or without
+    running statistics), one normalising into the output buffer, a
+    following ReLU applied to each value as it is stored; the running
+    statistics are updated as the layer updates them.  Backward: one pass
+    per channel for the two sums (the parameter gradients, accumulated as
+    the layer does) and one for the input gradient; with ``ref`` (the output
+    of a ReLU after this layer, or after the residual sum this layer ends a
+    branch of) the ReLU's backward is applied to each upstream row as it
+    is read.  The same kernels in the same order as the layer's, and the
+    ReLU's formulas: the same numbers."""
+
+    def __init__(self, layer: _BatchNorm, plan: BatchNormPlan, training: bool,
+                 relu: bool) -> None:
+        self.layer = layer
+        self.plan = plan
+        self.out_shape = plan.x_shape
+        self.dtype = plan.dtype
+        self.params = layer.affine
+        self.use_batch = layer.training or not layer.track_running_stats
+        self.update = layer.training and layer.track_running_stats
+        self.relu = relu
+        C = plan.x3[1]
+        self.mean, self.var, self.invstd = np.zeros(C), np.ones(C), np.ones(C)
+        self.sum_g, self.sum_gx = np.zeros(C), np.zeros(C)
+        self.y = np.empty(plan.x_shape, plan.dtype)
+        self.y3 = self.y.reshape(plan.x3)
+        self.training = training
+        self.gx = np.empty(plan.x_shape, plan.dtype) if training else None
+        self.x: FloatArray | None = None
+        self.ref3: FloatArray | None = None
+        #: What is added to the result (a residual sum fused in), set per call.
+        self.add3: FloatArray | None = None
+        if relu:
+            self.mask_by(self.y)
+
+    def sum_into(self, y: FloatArray, relu: bool) -> None:
+        """Write ``result + add3`` (then a ReLU with ``relu``) into ``y``: the
+        last step of a residual block computing the block's sum."""
+        self.y, self.y3, self.relu = y, y.reshape(self.plan.x3), relu
+
+    def mask_by(self, ref: FloatArray) -> None:
+        """Apply the backward of the ReLU whose output is ``ref`` to the
+        upstream gradient (fused into this step's backward)."""
+        self.ref3 = ref.reshape(self.plan.x3)
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        layer, plan = self.layer, self.plan
+        if x.dtype != self.dtype or not x.flags.c_contiguous:  # as the layer converts
+            x = np.ascontiguousarray(x, self.dtype)
+        self.x = x
+        w, b = layer._params.get("weight"), layer._params.get("bias")
+        mean, var, buffers = self.mean, self.var, layer._buffers
+        if self.use_batch:
+            _norm.batch_norm_forward(x.reshape(plan.x3), self.y3, mean, var, w, b, layer.eps,
+                                     True, plan.threads, self.relu, self.add3)
+            if self.update:
+                nbt = buffers["num_batches_tracked"]
+                nbt += 1
+                factor = 1.0 / float(nbt) if layer.momentum is None else layer.momentum
+                plan.update_running(buffers["running_mean"], buffers["running_var"], mean, var,
+                                    factor)
+        else:  # the running statistics, read at each call (they may be loaded in place)
+            np.copyto(mean, buffers["running_mean"])
+            np.copyto(var, buffers["running_var"])
+            _norm.batch_norm_forward(x.reshape(plan.x3), self.y3, mean, var, w, b, layer.eps,
+                                     False, plan.threads, self.relu, self.add3)
+        if self.training:
+            np.divide(1.0, np.sqrt(var + layer.eps), out=self.invstd)  # as the layer saves it
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if x.dtype != self.dtype:
+            return None
+        return partial(self.forward, x), self.y
+
+    def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
+        layer, plan = self.layer, self.plan
+        if g.dtype != self.dtype or not g.flags.c_contiguous:
+            g = np.ascontiguousarray(g, self.dtype)
+        w = layer._params.get("weight")
+        gx = cast("FloatArray", self.gx)
+        _norm.batch_norm_backward(g.reshape(plan.x3), cast("FloatArray", self.x).reshape(plan.x3),
+                                  self.mean, self.invstd, w, gx.reshape(plan.x3), self.sum_g,
+                                  self.sum_gx, self.use_batch, plan.threads, self.ref3,
+                                  need_input)
+        if w is not None:
+            grads = layer._grads
+            grads["weight"] += self.sum_gx.astype(self.dtype)
+            grads["bias"] += self.sum_g.astype(self.dtype)
+        return gx if need_input else None
+
+
+class _ResidualStep(_Step):
+    """A ``Residual``: its block and shortcut planned as nested step lists
+    (so their layers get the fused steps too), the sum and a following ReLU
+    in one pass into a kept buffer -- the pass of the block's last batch
+    normalization when it has one (the shortcut then runs first).
+    Backward: the ReLU's mask fused into the branches' last batch
+    normalizations when both branches end in one (and into the final sum
+    for an identity shortcut), else applied once
+    into a kept buffer; the same upstream gradient goes to both branches
+    (copied only when the block's last step would overwrite it), and the
+    two input gradients are summed into a kept buffer."""
+
+    def __init__(self, block: list[_Step], shortcut: list[_Step] | None, x_shape: Shape,
+                 out_shape: Shape, dtype: FloatDType, training: bool, relu: bool) -> None:
+        self.block, self.shortcut = block, shortcut
+        self.out_shape = out_shape
+        self.params = any(s.params for s in _all_steps([*block, *(shortcut or [])]))
+        self.relu = relu
+        self.threads = _threads(math.prod(out_shape))
+        self.y = np.empty(out_shape, dtype)
+        self.first_b, self.first_s = _first_params(block), _first_params(shortcut or [])
+        lasts = [s[-1] if s else None for s in ([block] if shortcut is None
+                                                else [block, shortcut])]
+        self.masked = relu and training and all(
+            isinstance(s, _BatchNormStep) and s.ref3 is None for s in lasts)
+        if self.masked:
+            for s in lasts:
+                cast("_BatchNormStep", s).mask_by(self.y)
+        last = block[-1] if block else None
+        # The sum in the block's last normalising pass, when running the
+        # shortcut first changes nothing (every step a kernel call: no
+        # layer's own forward, which might draw random numbers).
+        self.summing: _BatchNormStep | None = None
+        if (isinstance(last, _BatchNormStep) and not last.relu
+                and not any(isinstance(s, _LayerStep) for s in _all_steps(shortcut or []))):
+            self.summing = last
+            last.sum_into(self.y, relu)
+        train = training
+        self.gm = np.empty(out_shape, dtype) if train and relu and not self.masked else None
+        self.gcopy = np.empty(out_shape, dtype) if train and _overwrites_grad(block) else None
+        self.gx = np.empty(x_shape, dtype) if train else None
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        if self.summing is not None:
+            ys = x
+            for step in self.shortcut or ():
+                ys = step.forward(ys)
+            if not ys.flags.c_contiguous:
+                ys = np.ascontiguousarray(ys)
+            self.summing.add3 = ys.reshape(self.summing.plan.x3)
+            for step in self.block:
+                x = step.forward(x)
+            return self.y
+        yb = x
+        for step in self.block:
+            yb = step.forward(yb)
+        ys = x
+        for step in self.shortcut or ():
+            ys = step.forward(ys)
+        _eltwise.add_relu(yb.reshape(-1), ys.reshape(-1), self.y.reshape(-1), self.relu,
+                          self.threads)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        return partial(self.forward, x), self.y
+
+    def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
+        gm = g
+        if self.gm is not None:  # the ReLU's mask, once for both branches
+            gm = self.gm
+            _eltwise.relu_backward(g.reshape(-1), self.y.reshape(-1), gm.reshape(-1),
+                                   self.threads)
+        gin = gm
+        if self.gcopy is not None:  # the block would overwrite what the shortcut reads
+            gin = self.gcopy
+            np.copyto(gin, gm)
+        gb = _branch_backward(self.block, gin, need_input, self.first_b)
+        gs = gm
+        if self.shortcut is not None:
+            gs = cast("FloatArray", _branch_backward(self.shortcut, gm, need_input,
+                                                     self.first_s))
+        if not need_input:
+            return None
+        gx = cast("FloatArray", self.gx)
+        gb = cast("FloatArray", gb)
+        if self.shortcut is None and self.masked:
+            _eltwise.add_masked(gb.reshape(-1), g.reshape(-1), self.y.reshape(-1),
+                                gx.reshape(-1), self.threads)
+        else:
+            _eltwise.add_relu(gb.reshape(-1), gs.reshape(-1), gx.reshape(-1), False,
+                              self.threads)
+        return gx
+
+
+def _all_steps(steps: list[_Step]) -> list[_Step]:
+    """``steps`` and the steps nested in residual steps, in order."""
+    out: list[_Step] = []
+    for s in steps:
+        out.append(s)
+        if isinstance(s, _ResidualStep):
+            out += _all_steps([*s.block, *(s.shortcut or [])])
+    return out
+
+
+def _first_params(steps: list[_Step]) -> int:
+    """Index of the first step with parameters (``len(steps)`` without one)."""
+    return next((k for k, s in enumerate(steps) if s.params), len(steps))
+
+
+def _overwrites_grad(steps: list[_Step]) -> bool:
+    """True when the backward of ``steps`` may write into the upstream
+    gradient it receives: a layer with a fused activation computes the
+    activation's gradient in place, reached directly or through steps whose
+    backward passes that array on (a view or the array itself)."""
+    for s in reversed(steps):
+        if isinstance(s, _WeightedStep):
+            return s.act != _ACT_NONE
+        if not isinstance(s, (_FlattenStep, _LayerStep)):
+            return False
+    return False
+
+
+def _branch_backward(steps: list[_Step], g: FloatArray, need_input: bool,
+                     first: int) -> FloatArray | None:
+    """The backward of a residual branch: every step when the input gradient
+    is needed, else down to the first step with parameters (which computes
+    none)."""
+    if need_input:
+        for k in range(len(steps) - 1, -1, -1):
+            g = cast("FloatArray", steps[k].backward(g, True))
+        return g
+    for k in range(len(steps) - 1, first - 1, -1):
+        g = cast("FloatArray", steps[k].backward(g, k != first))
+    return None
+
+
 def _threads(n: int) -> int:
     from .._plan import PARALLEL_MIN_ELEMENTS, threads_for
 
@@ -325,6 +567,86 @@ def _act_of(layer: Module) -> tuple[int, float] | None:
     return None
 
 
+def _build_steps(fname: str, leaves: list[Module], shape: Shape, cur: FloatDType,
+                 dtype: FloatDType, training: bool) -> tuple[list[_Step], Shape, FloatDType]:
+    """The steps of ``leaves`` for inputs of ``shape`` and dtype ``cur`` in a
+    plan of ``dtype``: (steps, output shape, output dtype)."""
+    steps: list[_Step] = []
+    i = 0
+    while i < len(leaves):
+        layer = leaves[i]
+        nxt = _act_of(leaves[i + 1]) if i + 1 < len(leaves) else None
+        step: _Step
+        if type(layer) in _WEIGHTED:
+            wl = cast("Weighted", layer)
+            if wl.dtype != dtype:
+                raise ValueError(
+                    f"{fname}: layer {i} ({wl!r}) computes in {wl.dtype}, the plan's "
+                    f"dtype is {dtype}; plan with dtype={wl.dtype}"
+                )
+            fuse = nxt is not None and (nxt[1] >= 0 or not training)
+            act, alpha = nxt if fuse and nxt is not None else (_ACT_NONE, 0.0)
+            step = _WeightedStep(wl, shape, dtype, act, alpha)
+            cur = dtype
+            i += 2 if fuse else 1
+        elif _act_of(layer) is not None:
+            act, alpha = cast("tuple[int, float]", _act_of(layer))
+            step = _ActStep(shape, cur, act, alpha)
+            i += 1
+        elif type(layer) is MaxPool2D and len(shape) == 4:
+            probe = np.zeros(shape, cur)
+            layer._call_forward(probe)  # validates the geometry, as the layer does
+            step = _MaxPoolStep(layer._new_plan(probe), training)
+            i += 1
+        elif type(layer) is Flatten and len(shape) >= 1:
+            step = _FlattenStep(shape)
+            i += 1
+        elif type(layer) in _BATCH_NORMS and (bn := _bn_plan(layer, shape, cur)) is not None:
+            relu = nxt is not None and nxt[0] == _ACT_RELU
+            step = _BatchNormStep(cast("_BatchNorm", layer), bn, training, relu)
+            cur = bn.dtype
+            i += 2 if relu else 1
+        elif type(layer) is Residual and (res := _residual_step(
+                fname, layer, shape, cur, dtype, training,
+                nxt is not None and nxt[0] == _ACT_RELU)) is not None:
+            step = res
+            i += 2 if res.relu else 1
+        else:
+            out_shape, cur = _shape_of(layer, shape, cur)
+            step = _LayerStep(layer, out_shape)
+            i += 1
+        steps.append(step)
+        shape = step.out_shape
+    return steps, shape, cur
+
+
+def _bn_plan(layer: Module, shape: Shape, cur: FloatDType) -> BatchNormPlan | None:
+    """The kept plan of a batch normalization for inputs of ``shape``
+    (validated as the layer validates them), None when there is no value to
+    normalise (the layer's own forward handles that)."""
+    bn = cast("_BatchNorm", layer)
+    plan = bn._input(np.zeros(shape, cur), bn.training or not bn.track_running_stats)[1]
+    return plan if plan.method == "fused" else None
+
+
+def _residual_step(fname: str, layer: Residual, shape: Shape, cur: FloatDType,
+                   dtype: FloatDType, training: bool, relu: bool) -> _ResidualStep | None:
+    """The planned residual block (with a following ReLU when ``relu``), or
+    None when its branches' outputs differ in dtype from its input (the
+    layer's own forward converts them)."""
+    block, out_shape, bdt = _build_steps(fname, _leaves(layer.block), shape, cur, dtype,
+                                         training)
+    short, s_shape, sdt = None, shape, cur
+    if layer.shortcut is not None:
+        short, s_shape, sdt = _build_steps(fname, _leaves(layer.shortcut), shape, cur, dtype,
+                                           training)
+    if out_shape != s_shape:
+        _shape_of(layer, shape, cur)  # raises the layer's own message
+    if out_shape != s_shape or not cur == bdt == sdt:
+        return None
+    return _ResidualStep(block, short, shape, out_shape, cur, training, relu)
+
+
 class NetPlan:
     """A model's forward pass (and training step) for one input shape,
     dtype and mode, planned once.
@@ -369,46 +691,10 @@ class NetPlan:
         self.input_shape = input_shape
         self.dtype = dtype
         self.training = training
-        leaves = _leaves(model)
         self._threads = _config.get_num_threads()
         self._algorithm = _config.get_conv_algorithm()
-        self.steps: list[_Step] = []
-        shape, cur = input_shape, dtype  # what the next step receives
-        i = 0
-        while i < len(leaves):
-            layer = leaves[i]
-            nxt = _act_of(leaves[i + 1]) if i + 1 < len(leaves) else None
-            step: _Step
-            if type(layer) in _WEIGHTED:
-                wl = cast("Weighted", layer)
-                if wl.dtype != dtype:
-                    raise ValueError(
-                        f"{fname}: layer {i} ({wl!r}) computes in {wl.dtype}, the plan's "
-                        f"dtype is {dtype}; plan with dtype={wl.dtype}"
-                    )
-                fuse = nxt is not None and (nxt[1] >= 0 or not training)
-                act, alpha = nxt if fuse and nxt is not None else (_ACT_NONE, 0.0)
-                step = _WeightedStep(wl, shape, dtype, act, alpha)
-                cur = dtype
-                i += 2 if fuse else 1
-            elif _act_of(layer) is not None:
-                act, alpha = cast("tuple[int, float]", _act_of(layer))
-                step = _ActStep(shape, cur, act, alpha)
-                i += 1
-            elif type(layer) is MaxPool2D and len(shape) == 4:
-                probe = np.zeros(shape, cur)
-                layer._call_forward(probe)  # validates the geometry, as the layer does
-                step = _MaxPoolStep(layer._new_plan(probe), training)
-                i += 1
-            elif type(layer) is Flatten and len(shape) >= 1:
-                step = _FlattenStep(shape)
-                i += 1
-            else:
-                out_shape, cur = _shape_of(layer, shape, cur)
-                step = _LayerStep(layer, out_shape)
-                i += 1
-            self.steps.append(step)
-            shape = step.out_shape
+        self.steps, shape, cur = _build_steps(fname, _leaves(model), input_shape, dtype,
+                                              dtype, training)
         self.out_shape = shape
         first = [k for k, s in enumerate(self.steps) if s.params]
         #: Index of the first step with parameters: backward stops there.
@@ -452,7 +738,7 @@ class NetPlan:
                 seqs.append(m)
             elif isinstance(m, Residual):
                 res.append(m)
-        held = [s.layer for s in self.steps if isinstance(s, _WeightedStep)]
+        held = [s.layer for s in _all_steps(self.steps) if isinstance(s, _WeightedStep)]
         # The model's own mode, and that of every layer whose results depend on it.
         watched = [model] + [m for m in mods[1:] if type(m) not in _MODE_FREE]
         full = [d for m in held for d in ((m._params, m._grads) if self.training
