@@ -43,6 +43,19 @@ typedef void (*cnx_ukr_d)(int64_t kc, const double *a, const int64_t *aoff,
                           int64_t ldc, int mr, int nr, int accumulate,
                           const double *bias);
 
+/* Two-row micro-kernel (float): an MR x (2 x one vector) block whose two
+ * vectors of B row k are b + boff[k] and b + boff[k] + b2, stored to c and
+ * c + c2 (the same rows of two result rows):
+ *     c[i*ldc + j]      = base + sum_k a[k*MR + i] * b[boff[k] + j]       (j < nr)
+ *     c[i*ldc + c2 + j] = base + sum_k a[k*MR + i] * b[boff[k] + b2 + j]  (j < nr2)
+ * with base as for cnx_ukr_s.  Two result rows of at most one vector each
+ * fill one 2-vector tile (a convolution whose output rows are 16 floats or
+ * shorter).  The sums run over k in the same order as in the 2-vector
+ * kernels, so every result is bitwise the same. */
+typedef void (*cnx_ukr2_s)(int64_t kc, const float *a, const float *b, const int64_t *boff,
+                           int64_t b2, float *c, int64_t ldc, int64_t c2, int mr, int nr,
+                           int nr2, int accumulate, const float *bias);
+
 /* Dot-product block: c[i*ldc + j] += sum_{t<n} a[i][t] * b[j][t] for
  * i < ma <= 4, j < nb <= 4 (rows of a/b past ma/nb must still be valid
  * pointers; their results are dropped).  Used for weight gradients of small
@@ -101,6 +114,9 @@ typedef struct {
     cnx_act_d act_d;
     /* Column split of a float row in two (NULL: no vector version). */
     cnx_split2_s split2_s;
+    /* Two-row kernels of MR = 1..8 rows (index MR - 1); NULL where the
+     * variant has none. */
+    cnx_ukr2_s s_ind2r_mr[8];
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -491,6 +507,66 @@ CNX_DEF_AVX512_N1(cnx_ukr_s_avx512_inda_n1, float, __m512, ps, __mmask16, 0xFFFF
 CNX_DEF_AVX512_N1(cnx_ukr_d_avx512_inda_n1, double, __m512d, pd, __mmask8, 0xFF, 8)
 #undef T
 
+/* AVX-512F two-row kernels (see cnx_ukr2_s): the 8 x 2-vector float
+ * kernel with the second vector of each B row b2 further on and stored c2
+ * further on. */
+#define CNX_Z2_STORE(i, lo, hi)                                                \
+    if (mr > i) {                                                              \
+        float *row_ = c + (i) * ldc;                                           \
+        if (accumulate) {                                                      \
+            lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(m0, row_));           \
+            hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(m1, row_ + c2));      \
+        } else if (bias) {                                                     \
+            lo = _mm512_add_ps(lo, _mm512_set1_ps(bias[i]));                   \
+            hi = _mm512_add_ps(hi, _mm512_set1_ps(bias[i]));                   \
+        }                                                                      \
+        _mm512_mask_storeu_ps(row_, m0, lo);                                   \
+        _mm512_mask_storeu_ps(row_ + c2, m1, hi);                              \
+    }
+
+#define CNX_DEF_AVX512_2R(NAME, MRV)                                           \
+    CNX_TARGET_AVX512                                                          \
+    static void NAME(int64_t kc, const float *a, const float *b,               \
+                     const int64_t *boff, int64_t b2, float *c, int64_t ldc,   \
+                     int64_t c2, int mr, int nr, int nr2, int accumulate,      \
+                     const float *bias) {                                      \
+        __m512 r00 = _mm512_setzero_ps(), r01 = _mm512_setzero_ps();           \
+        __m512 r10 = _mm512_setzero_ps(), r11 = _mm512_setzero_ps();           \
+        __m512 r20 = _mm512_setzero_ps(), r21 = _mm512_setzero_ps();           \
+        __m512 r30 = _mm512_setzero_ps(), r31 = _mm512_setzero_ps();           \
+        __m512 r40 = _mm512_setzero_ps(), r41 = _mm512_setzero_ps();           \
+        __m512 r50 = _mm512_setzero_ps(), r51 = _mm512_setzero_ps();           \
+        __m512 r60 = _mm512_setzero_ps(), r61 = _mm512_setzero_ps();           \
+        __m512 r70 = _mm512_setzero_ps(), r71 = _mm512_setzero_ps();           \
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : ((1u << nr) - 1u));     \
+        __mmask16 m1 = (__mmask16)(nr2 >= 16 ? 0xFFFF : ((1u << nr2) - 1u));   \
+        int64_t k;                                                             \
+        enum { MRV_ = MRV };                                                   \
+        for (k = 0; k < kc; k++) {                                             \
+            const float *bk = b + boff[k];                                     \
+            __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + b2), t; \
+            CNX_Z_ROW(ps, 0, r00, r01) CNX_Z_ROW(ps, 1, r10, r11)              \
+            CNX_Z_ROW(ps, 2, r20, r21) CNX_Z_ROW(ps, 3, r30, r31)              \
+            CNX_Z_ROW(ps, 4, r40, r41) CNX_Z_ROW(ps, 5, r50, r51)              \
+            CNX_Z_ROW(ps, 6, r60, r61) CNX_Z_ROW(ps, 7, r70, r71)              \
+        }                                                                      \
+        CNX_Z2_STORE(0, r00, r01) CNX_Z2_STORE(1, r10, r11)                    \
+        CNX_Z2_STORE(2, r20, r21) CNX_Z2_STORE(3, r30, r31)                    \
+        CNX_Z2_STORE(4, r40, r41) CNX_Z2_STORE(5, r50, r51)                    \
+        CNX_Z2_STORE(6, r60, r61) CNX_Z2_STORE(7, r70, r71)                    \
+    }
+
+#define AEL CNX_AEL_PACKED
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r1, 1)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r2, 2)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r3, 3)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r4, 4)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r5, 5)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r6, 6)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r7, 7)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r8, 8)
+#undef AEL
+
 /* Dot-product blocks, 4 x 4 vector accumulators. */
 #define CNX_DOT_BODY(T, VT, SUF, W, LOAD, FMA, REDUCE, ZERO)                   \
     VT acc[16];                                                                \
@@ -769,6 +845,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.split2_s = NULL;
     memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
+    memset(k.s_ind2r_mr, 0, sizeof(k.s_ind2r_mr));
     k.s_inda_n1 = NULL; k.d_inda_n1 = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
@@ -792,6 +869,10 @@ static cnx_kernels cnx_select_kernels(void) {
         k.d_ind_mr[4] = cnx_ukr_d_avx512_ind5; k.d_ind_mr[5] = cnx_ukr_d_avx512_ind6;
         k.d_ind_mr[6] = cnx_ukr_d_avx512_ind7; k.d_ind_mr[7] = cnx_ukr_d_avx512_ind;
         k.s_inda_n1 = cnx_ukr_s_avx512_inda_n1; k.d_inda_n1 = cnx_ukr_d_avx512_inda_n1;
+        k.s_ind2r_mr[0] = cnx_ukr_s_avx512_2r1; k.s_ind2r_mr[1] = cnx_ukr_s_avx512_2r2;
+        k.s_ind2r_mr[2] = cnx_ukr_s_avx512_2r3; k.s_ind2r_mr[3] = cnx_ukr_s_avx512_2r4;
+        k.s_ind2r_mr[4] = cnx_ukr_s_avx512_2r5; k.s_ind2r_mr[5] = cnx_ukr_s_avx512_2r6;
+        k.s_ind2r_mr[6] = cnx_ukr_s_avx512_2r7; k.s_ind2r_mr[7] = cnx_ukr_s_avx512_2r8;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
