@@ -399,9 +399,9 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             if c < ps.cols:
                 q = min(run, ps.cols - c)
                 obase = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c * ocol
-                if a.act != ACT_NONE:  # the forward's tiles (ocol 1)
-                    act_rows(KER, ct + pp - p0, NR, obase, a.ocs, Co, q, a.act,
-                             <floating>a.alpha)
+                if ocol == 1:  # vector copies (with the forward's epilogue)
+                    store_rows(ct + pp - p0, NR, obase, a.ocs, Co, q, a.act,
+                               <floating>a.alpha)
                     pp = pp + run
                     continue
                 for co0 in range(Co):
@@ -418,8 +418,23 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
 
 # Storing a scratch tile's valid columns costs about as much per position as
 # this many more taps of the GEMM (measured: a 7x7 stride-2 stem, K = 147,
-# spent 13% of its time in those copies).
+# spent 13% of its time in those copies when they were scalar; with vector
+# copies, store_rows, padded-width tiles still lost to row tiles there and on
+# 28-wide rows, measured with 4).
 cdef Py_ssize_t STORE_TAPS = 32
+
+
+cdef inline void store_rows(const floating* src, Py_ssize_t lds, floating* dst,
+                            Py_ssize_t ldd, Py_ssize_t rows, Py_ssize_t cols, int act,
+                            floating alpha) noexcept nogil:
+    """dst = ``act`` of src (a copy for ACT_NONE), ``rows`` rows of ``cols``
+    values, vectorised: the same bits as the scalar copy or act_value."""
+    if rows <= 0 or cols <= 0:
+        return
+    if floating is float:
+        KER.act_s(src, lds, dst, ldd, rows, cols, act, alpha)
+    else:
+        KER.act_d(src, lds, dst, ldd, rows, cols, act, alpha)
 
 
 cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR, bint two_row) noexcept nogil:

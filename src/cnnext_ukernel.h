@@ -77,7 +77,8 @@ typedef void (*cnx_dot1_d)(int64_t n, const double *a, const double *const *b, i
 /* Activation epilogue over `rows` rows of `cols` values:
  *     dst[r*ldd + j] = act(src[r*lds + j])       (dst == src: in place)
  * act 1: ReLU, v if (v > 0 or v is NaN) else +0; act 2: leaky ReLU, v if
- * v > 0 else alpha*v; other values copy.  The same operations as the
+ * v > 0 else alpha*v; other values copy (act 0 vectorised: the copy of a
+ * convolution's scratch tile to its result rows).  The same operations as the
  * scalar act_value of src/cnnext/_common.pxd, so the results are bitwise
  * the same, only vectorised. */
 typedef void (*cnx_act_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
@@ -687,7 +688,7 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
                             int64_t rows, int64_t cols, int act, T alpha) {    \
         int64_t r, j;                                                          \
         VT z = ZERO(), va = SET1(alpha);                                       \
-        if (act != 1 && act != 2) {                                            \
+        if (act != 0 && act != 1 && act != 2) {                                \
             GENERIC(src, lds, dst, ldd, rows, cols, act, alpha);               \
             return;                                                            \
         }                                                                      \
@@ -696,7 +697,10 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
             const T *s_ = src + r * lds;                                       \
             T *d_ = dst + r * ldd;                                             \
             j = 0;                                                             \
-            if (act == 1) {                                                    \
+            if (act == 0) {                                                    \
+                for (; j + (W) <= cols; j += (W)) STORE(d_ + j, LOAD(s_ + j)); \
+                TAIL(v)                                                        \
+            } else if (act == 1) {                                             \
                 for (; j + (W) <= cols; j += (W)) {                            \
                     VT v = LOAD(s_ + j);                                       \
                     STORE(d_ + j, RELU(v, z));                                 \
