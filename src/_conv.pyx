@@ -404,6 +404,11 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                                <floating>a.alpha)
                     pp = pp + run
                     continue
+                if floating is float:
+                    if ocol == 2 and KER.merge2_s != NULL:  # stride-2 column phases
+                        KER.merge2_s(ct + pp - p0, NR, obase, a.ocs, Co, q)
+                        pp = pp + run
+                        continue
                 for co0 in range(Co):
                     orow = obase + co0 * a.ocs
                     crow = ct + co0 * NR + pp - p0

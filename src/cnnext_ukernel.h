@@ -91,6 +91,13 @@ typedef void (*cnx_act_d)(const double *src, int64_t lds, double *dst, int64_t l
  * (the stride-2 column phases of a convolution's input). */
 typedef void (*cnx_split2_s)(const float *src, int64_t n, float *d0, float *d1);
 
+/* The inverse, for `rows` rows: every other column of dst from a row of src,
+ *     dst[r*ldd + 2*j] = src[r*lds + j]      (j < cols)
+ * leaving the odd columns as they are (the input gradient's stride-2 column
+ * phases, stored from each phase's tile). */
+typedef void (*cnx_merge2_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
+                             int64_t rows, int64_t cols);
+
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
@@ -115,6 +122,8 @@ typedef struct {
     cnx_act_d act_d;
     /* Column split of a float row in two (NULL: no vector version). */
     cnx_split2_s split2_s;
+    /* Stores to every other column (NULL: no vector version). */
+    cnx_merge2_s merge2_s;
     /* Two-row kernels of MR = 1..8 rows (index MR - 1); NULL where the
      * variant has none. */
     cnx_ukr2_s s_ind2r_mr[8];
@@ -568,8 +577,10 @@ CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r7, 7)
 CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r8, 8)
 #undef AEL
 
-/* Dot-product blocks, 4 x 4 vector accumulators. */
-#define CNX_DOT_BODY(T, VT, SUF, W, LOAD, FMA, REDUCE, ZERO)                   \
+/* Dot-product blocks, 4 x 4 vector accumulators; VTAIL: the last n % W
+ * values as one masked step (or nothing: then a scalar tail added after
+ * each horizontal sum). */
+#define CNX_DOT_BODY(T, VT, SUF, W, LOAD, FMA, REDUCE, ZERO, VTAIL)            \
     VT acc[16];                                                                \
     int i, j;                                                                  \
     int64_t t = 0;                                                             \
@@ -591,6 +602,7 @@ CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r8, 8)
         acc[3] = FMA(a0, bv, acc[3]); acc[7] = FMA(a1, bv, acc[7]);            \
         acc[11] = FMA(a2, bv, acc[11]); acc[15] = FMA(a3, bv, acc[15]);        \
     }                                                                          \
+    VTAIL                                                                      \
     for (i = 0; i < ma; i++)                                                   \
         for (j = 0; j < nb; j++) {                                             \
             T tail = 0;                                                        \
@@ -638,13 +650,13 @@ CNX_TARGET_AVX2 static void cnx_dot_s_avx2(int64_t n, const float *const *a, int
                                            const float *const *b, int nb, float *c,
                                            int64_t ldc) {
     CNX_DOT_BODY(float, __m256, ps, 8, _mm256_loadu_ps, _mm256_fmadd_ps,
-                 cnx_hsum_ps256, _mm256_setzero_ps)
+                 cnx_hsum_ps256, _mm256_setzero_ps, )
 }
 CNX_TARGET_AVX2 static void cnx_dot_d_avx2(int64_t n, const double *const *a, int ma,
                                            const double *const *b, int nb, double *c,
                                            int64_t ldc) {
     CNX_DOT_BODY(double, __m256d, pd, 4, _mm256_loadu_pd, _mm256_fmadd_pd,
-                 cnx_hsum_pd256, _mm256_setzero_pd)
+                 cnx_hsum_pd256, _mm256_setzero_pd, )
 }
 CNX_TARGET_AVX2 static void cnx_dot1_s_avx2(int64_t n, const float *a, const float *const *b,
                                             int nb, float *c) {
@@ -658,11 +670,31 @@ CNX_TARGET_AVX2 static void cnx_dot1_d_avx2(int64_t n, const double *a, const do
 }
 CNX_TARGET_AVX512 static float cnx_hsum_ps512(__m512 v) { return _mm512_reduce_add_ps(v); }
 CNX_TARGET_AVX512 static double cnx_hsum_pd512(__m512d v) { return _mm512_reduce_add_pd(v); }
+/* float32 AVX-512: the last n % 16 values as one masked step, into the
+ * lanes they fall in (masked-off lanes keep their sums): a weight gradient
+ * over rows of 28 + 2 padded positions had a scalar tail of 8 values per
+ * 4 x 4 block, as costly as its last 8 vector steps. */
+#define CNX_DOT_TAIL_Z_S                                                       \
+    if (t < n) {                                                               \
+        __mmask16 m_ = (__mmask16)((1u << (n - t)) - 1u);                      \
+        __m512 a0 = _mm512_maskz_loadu_ps(m_, a[0] + t);                       \
+        __m512 a1 = _mm512_maskz_loadu_ps(m_, a[1] + t);                       \
+        __m512 a2 = _mm512_maskz_loadu_ps(m_, a[2] + t);                       \
+        __m512 a3 = _mm512_maskz_loadu_ps(m_, a[3] + t);                       \
+        for (j = 0; j < 4; j++) {                                              \
+            __m512 bv = _mm512_maskz_loadu_ps(m_, b[j] + t);                   \
+            acc[j] = _mm512_mask3_fmadd_ps(a0, bv, acc[j], m_);                \
+            acc[4 + j] = _mm512_mask3_fmadd_ps(a1, bv, acc[4 + j], m_);        \
+            acc[8 + j] = _mm512_mask3_fmadd_ps(a2, bv, acc[8 + j], m_);        \
+            acc[12 + j] = _mm512_mask3_fmadd_ps(a3, bv, acc[12 + j], m_);      \
+        }                                                                      \
+        t = n;                                                                 \
+    }
 CNX_TARGET_AVX512 static void cnx_dot_s_avx512(int64_t n, const float *const *a, int ma,
                                                const float *const *b, int nb, float *c,
                                                int64_t ldc) {
     CNX_DOT_BODY(float, __m512, ps, 16, _mm512_loadu_ps, _mm512_fmadd_ps,
-                 cnx_hsum_ps512, _mm512_setzero_ps)
+                 cnx_hsum_ps512, _mm512_setzero_ps, CNX_DOT_TAIL_Z_S)
 }
 CNX_TARGET_AVX512 static void cnx_dot1_s_avx512(int64_t n, const float *a,
                                                 const float *const *b, int nb, float *c) {
@@ -678,7 +710,7 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
                                                const double *const *b, int nb, double *c,
                                                int64_t ldc) {
     CNX_DOT_BODY(double, __m512d, pd, 8, _mm512_loadu_pd, _mm512_fmadd_pd,
-                 cnx_hsum_pd512, _mm512_setzero_pd)
+                 cnx_hsum_pd512, _mm512_setzero_pd, )
 }
 
 /* Activation epilogues: full vectors, then the row's tail as scalars. */
@@ -787,6 +819,32 @@ CNX_TARGET_AVX512 static void cnx_split2_s_avx512(const float *src, int64_t n,
     }
 }
 
+CNX_TARGET_AVX512 static void cnx_merge2_s_avx512(const float *src, int64_t lds, float *dst,
+                                                  int64_t ldd, int64_t rows, int64_t cols) {
+    /* Value i of a 16-value block goes to lane 2*i of the first or second
+     * output vector; the stores write the even lanes of the block only. */
+    const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11,
+                                         12, 12, 13, 13, 14, 14, 15, 15);
+    int64_t r, j, m;
+    for (r = 0; r < rows; r++) {
+        const float *s_ = src + r * lds;
+        float *d_ = dst + r * ldd;
+        for (j = 0; j < cols; j += 16) {
+            __m512 v;
+            m = cols - j < 16 ? cols - j : 16;
+            v = _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1u), s_ + j);
+            _mm512_mask_storeu_ps(d_ + 2 * j,
+                                  (__mmask16)(0x5555u & ((1u << (2 * (m < 8 ? m : 8))) - 1u)),
+                                  _mm512_permutexvar_ps(lo, v));
+            if (m > 8)
+                _mm512_mask_storeu_ps(d_ + 2 * j + 16,
+                                      (__mmask16)(0x5555u & ((1u << (2 * (m - 8))) - 1u)),
+                                      _mm512_permutexvar_ps(hi, v));
+        }
+    }
+}
+
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -847,6 +905,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.dot1_s = cnx_dot1_s_generic; k.dot1_d = cnx_dot1_d_generic;
     k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
     k.split2_s = NULL;
+    k.merge2_s = NULL;
     memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
     memset(k.s_ind2r_mr, 0, sizeof(k.s_ind2r_mr));
@@ -864,6 +923,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.dot1_s = cnx_dot1_s_avx512; k.dot1_d = cnx_dot1_d_avx512;
         k.act_s = cnx_act_s_avx512; k.act_d = cnx_act_d_avx512;
         k.split2_s = cnx_split2_s_avx512;
+        k.merge2_s = cnx_merge2_s_avx512;
         k.s_ind_mr[0] = cnx_ukr_s_avx512_ind1; k.s_ind_mr[1] = cnx_ukr_s_avx512_ind2;
         k.s_ind_mr[2] = cnx_ukr_s_avx512_ind3; k.s_ind_mr[3] = cnx_ukr_s_avx512_ind4;
         k.s_ind_mr[4] = cnx_ukr_s_avx512_ind5; k.s_ind_mr[5] = cnx_ukr_s_avx512_ind6;
