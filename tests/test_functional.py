@@ -605,6 +605,7 @@ _TWO_ROW_GEOMS = [
     ((2, 6, 11, 10), (5, 6, 3, 3), (2, 1), 1, 1),  # input gradient: row phases only
     ((1, 2, 1, 5), (3, 2, 1, 3), 1, (0, 1), 1),    # one row
     ((2, 3, 9, 1), (4, 3, 3, 1), 1, (1, 0), 1),    # one column
+    ((2, 4, 9, 75), (6, 4, 3, 3), 2, 1, 1),        # 38 columns; stride-2 phase stores
 ]
 
 
