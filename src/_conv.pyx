@@ -135,14 +135,18 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
         if sw == 2 and KER.split2_s != NULL:
             # Input column w goes to column phase (w + pw) % 2, column
             # (w + pw) // 2: even columns to phase pw % 2 from pw // 2,
-            # odd ones to the other from (pw + 1) // 2.
+            # odd ones to the other from (pw + 1) // 2.  A one-row kernel
+            # (a 1x1 shortcut) reads row phase 0 only: the other rows stay
+            # zero.
             for c in range(g.C):
                 a = g.ph % sh
                 u = g.ph // sh
                 for h in range(g.H):
                     d = dst + a * sw * ph_sz + (c * Hq + u) * Wq
-                    KER.split2_s(xn + (c * g.H + h) * W, W, d + (pw % 2) * ph_sz + pw // 2,
-                                 d + (1 - pw % 2) * ph_sz + (pw + 1) // 2)
+                    if a == 0 or g.kh > 1:
+                        KER.split2_s(xn + (c * g.H + h) * W, W,
+                                     d + (pw % 2) * ph_sz + pw // 2,
+                                     d + (1 - pw % 2) * ph_sz + (pw + 1) // 2)
                     a = a + 1
                     if a == sh:
                         a = 0

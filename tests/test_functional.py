@@ -630,6 +630,29 @@ def test_conv2d_two_row_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_t
             close(got, ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw,s,p,d", [
+    ((28, 28), 2, 0, 1), ((9, 13), 2, 1, 1), ((7, 10), (2, 1), 0, 1), ((11, 6), (3, 2), 1, 1),
+    ((8, 9), 2, (1, 0), (3, 1)),
+])
+def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_threads):
+    """A kernel of one row (a 1x1 shortcut, 1x3) at column stride 2 reads
+    row phase 0 only, so only those rows are prepared: forward and all
+    gradients as the reference, odd sizes and paddings, one and two threads."""
+    x = randn(rng, (3, 5) + hw, dtype)
+    for k in ((1, 1), (1, 3)):
+        wt = randn(rng, (7, 5) + k, dtype)
+        kw = dict(stride=s, padding=p, dilation=d)
+        want = R.conv2d(*f64(x, wt), **kw)
+        go = randn(rng, want.shape, dtype)
+        want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            close(F.conv2d(x, wt, **kw), want, dtype)
+            for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
+                close(got, ref, dtype)
+
+
 _TWO_ROW_SCRIPT = """
 import numpy as np
 import cnnext
