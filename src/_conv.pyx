@@ -50,7 +50,7 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
-    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, cdiv, cnx_kernels, cnx_ukr_d,
+    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, cdiv, cnx_kernels, cnx_ukr2_s, cnx_ukr_d,
     cnx_ukr_s, make_geom, reach, round16, ukr,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
@@ -135,14 +135,18 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
         if sw == 2 and KER.split2_s != NULL:
             # Input column w goes to column phase (w + pw) % 2, column
             # (w + pw) // 2: even columns to phase pw % 2 from pw // 2,
-            # odd ones to the other from (pw + 1) // 2.
+            # odd ones to the other from (pw + 1) // 2.  A one-row kernel
+            # (a 1x1 shortcut) reads row phase 0 only: the other rows stay
+            # zero.
             for c in range(g.C):
                 a = g.ph % sh
                 u = g.ph // sh
                 for h in range(g.H):
                     d = dst + a * sw * ph_sz + (c * Hq + u) * Wq
-                    KER.split2_s(xn + (c * g.H + h) * W, W, d + (pw % 2) * ph_sz + pw // 2,
-                                 d + (1 - pw % 2) * ph_sz + (pw + 1) // 2)
+                    if a == 0 or g.kh > 1:
+                        KER.split2_s(xn + (c * g.H + h) * W, W,
+                                     d + (pw % 2) * ph_sz + pw // 2,
+                                     d + (1 - pw % 2) * ph_sz + (pw + 1) // 2)
                     a = a + 1
                     if a == sh:
                         a = 0
@@ -257,14 +261,18 @@ cdef int64_t* tap_offsets(const Geom* g, Py_ssize_t* toff_max) except NULL:
 # whose valid columns are then stored, or -- when the results of a row are
 # contiguous and row tiles waste no more columns than the Wq - cols junk
 # ones (e.g. cols a multiple of NR) -- up to NR columns of one row, which
-# the micro-kernel writes in place (``tpr``, tiles per row).
+# the micro-kernel writes in place (``tpr``, tiles per row), or (float32,
+# rows of at most NR/2 columns, e.g. 16 or 14) NR/2 columns of each of two
+# rows, written in place by the two-row kernel (``tpr2``, tiles per pair of
+# rows), which wastes no columns on rows of 16.
 # --------------------------------------------------------------------------
 
 ctypedef struct Pass:
     const void* apw          # weight packed in MR-row panels, K columns
     const int64_t* toff      # K tap offsets (from the pass's first position)
     Py_ssize_t K, rows, cols, ntp
-    Py_ssize_t tpr             # tiles per row (0: padded-width tiles)
+    Py_ssize_t tpr             # tiles per row (0: padded-width or two-row tiles)
+    Py_ssize_t tpr2            # tiles per pair of rows (0: not two-row tiles)
     Py_ssize_t o0, orow, ocol  # result (r, c) of a channel at out + o0 + r*orow + c*ocol
 
 
@@ -281,6 +289,7 @@ ctypedef struct FwdArgs:
     Py_ssize_t G, xg, og, wg   # groups; elements between groups of x, out, packed weights
     cnx_ukr_s fs
     cnx_ukr_d fd
+    cnx_ukr2_s f2s             # the two-row kernel of MR rows (NULL: none)
     int nt
     int act                  # epilogue on the result (ACT_*; ACT_NONE elsewhere than forward)
     double alpha             # its slope (ACT_LEAKY)
@@ -298,7 +307,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef floating* ct = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
     cdef Py_ssize_t t, n, ng, grp = 0, j, cur = -1, p0, pc, kc, K, kk, panel, co0, pp, r, c
-    cdef Py_ssize_t run, q, ocol, nr, ldc
+    cdef Py_ssize_t run, q, ocol, nr, nr2 = 0, ldc, H = NR // 2
     cdef const Pass* ps
     cdef const floating* apw
     cdef const floating* src = NULL
@@ -333,6 +342,16 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             bsrc = src + r * Wq + c
             cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
             ldc = a.ocs
+        elif ps.tpr2 > 0:
+            # Rows r and r + 1 (none past the last row), columns [c, c + H).
+            r = j // ps.tpr2
+            c = (j - r * ps.tpr2) * H
+            r = 2 * r
+            nr = min(H, ps.cols - c)
+            nr2 = nr if r + 1 < ps.rows else 0
+            bsrc = src + r * Wq + c
+            cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
+            ldc = a.ocs
         else:
             bsrc = src + p0
             cdst = ct
@@ -349,21 +368,30 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
                 if bias != NULL and pc == 0:
                     bptr = bias + co0
                 if floating is float:
-                    a.fs(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
-                         cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
-                         bptr)
+                    if ps.tpr2 > 0:
+                        a.f2s(kc, apw + panel * K * MR + pc * MR, bsrc, boff, Wq,
+                              cdst + co0 * ldc, ldc, ps.orow, <int>min(MR, Co - co0),
+                              <int>nr, <int>nr2, pc > 0, bptr)
+                    else:
+                        a.fs(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
+                             cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                             bptr)
                 else:
                     a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
                          cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
                          bptr)
-                if ps.tpr > 0 and pc + KC >= K:
+                if (ps.tpr > 0 or ps.tpr2 > 0) and pc + KC >= K:
                     # The epilogue on the panel's rows while they are in L1
                     # (rows a plane apart share cache sets: after all the
                     # panels, a large Co's first rows would be evicted).
                     act_rows(KER, cdst + co0 * ldc, ldc, cdst + co0 * ldc, ldc,
                              min(MR, Co - co0), nr, a.act, <floating>a.alpha)
+                    if ps.tpr2 > 0:
+                        act_rows(KER, cdst + ps.orow + co0 * ldc, ldc,
+                                 cdst + ps.orow + co0 * ldc, ldc,
+                                 min(MR, Co - co0), nr2, a.act, <floating>a.alpha)
             pc = pc + KC
-        if ps.tpr > 0:
+        if ps.tpr > 0 or ps.tpr2 > 0:
             continue
         # Store the valid columns (c < cols) of the tile, run by run.
         ocol = ps.ocol
@@ -375,11 +403,16 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             if c < ps.cols:
                 q = min(run, ps.cols - c)
                 obase = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c * ocol
-                if a.act != ACT_NONE:  # the forward's tiles (ocol 1)
-                    act_rows(KER, ct + pp - p0, NR, obase, a.ocs, Co, q, a.act,
-                             <floating>a.alpha)
+                if ocol == 1:  # vector copies (with the forward's epilogue)
+                    store_rows(ct + pp - p0, NR, obase, a.ocs, Co, q, a.act,
+                               <floating>a.alpha)
                     pp = pp + run
                     continue
+                if floating is float:
+                    if ocol == 2 and KER.merge2_s != NULL:  # stride-2 column phases
+                        KER.merge2_s(ct + pp - p0, NR, obase, a.ocs, Co, q)
+                        pp = pp + run
+                        continue
                 for co0 in range(Co):
                     orow = obase + co0 * a.ocs
                     crow = ct + co0 * NR + pp - p0
@@ -394,21 +427,51 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
 
 # Storing a scratch tile's valid columns costs about as much per position as
 # this many more taps of the GEMM (measured: a 7x7 stride-2 stem, K = 147,
-# spent 13% of its time in those copies).
+# spent 13% of its time in those copies when they were scalar; with vector
+# copies, store_rows, padded-width tiles still lost to row tiles there and on
+# 28-wide rows, measured with 4).
 cdef Py_ssize_t STORE_TAPS = 32
 
 
-cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR) noexcept nogil:
-    """Set the pass's tiles (``tpr``, ``ntp``); return how far past its
-    first position a tap's runs reach.  Row tiles compute R >= cols columns
-    per row in place; padded-width tiles compute Wq per row and copy the
-    valid ones: row tiles when R*K <= Wq*(K + STORE_TAPS)."""
-    cdef Py_ssize_t R = cdiv(ps.cols, NR) * NR
+cdef inline void store_rows(const floating* src, Py_ssize_t lds, floating* dst,
+                            Py_ssize_t ldd, Py_ssize_t rows, Py_ssize_t cols, int act,
+                            floating alpha) noexcept nogil:
+    """dst = ``act`` of src (a copy for ACT_NONE), ``rows`` rows of ``cols``
+    values, vectorised: the same bits as the scalar copy or act_value."""
+    if rows <= 0 or cols <= 0:
+        return
+    if floating is float:
+        KER.act_s(src, lds, dst, ldd, rows, cols, act, alpha)
+    else:
+        KER.act_d(src, lds, dst, ldd, rows, cols, act, alpha)
+
+
+cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR, bint two_row) noexcept nogil:
+    """Set the pass's tiles (``tpr``, ``tpr2``, ``ntp``); return how far past
+    its first position a tap's runs reach.  Row tiles compute R >= cols
+    columns per row in place; padded-width tiles compute Wq per row and copy
+    the valid ones: row tiles when R*K <= Wq*(K + STORE_TAPS).  With
+    ``two_row`` (a two-row kernel exists), two-row tiles compute R2 >= cols
+    columns (R2 a multiple of NR/2) of every row, rounded up to an even
+    number of rows, in place: chosen when that is fewer products than the
+    choice above (counting the copies as STORE_TAPS taps)."""
+    cdef Py_ssize_t R = cdiv(ps.cols, NR) * NR, H = NR // 2
+    cdef Py_ssize_t R2 = cdiv(ps.cols, H) * H, pairs = cdiv(ps.rows, 2)
+    cdef bint rows_ok = ps.ocol == 1 and ps.cols > 0 and ps.rows > 0
+    cdef Py_ssize_t cost = cdiv(ps.rows * Wq, NR) * NR * (ps.K + STORE_TAPS)
     ps.tpr = 0
-    if ps.ocol == 1 and ps.cols > 0 and R * ps.K <= Wq * (ps.K + STORE_TAPS):
+    ps.tpr2 = 0
+    if rows_ok and R * ps.K <= Wq * (ps.K + STORE_TAPS):
         ps.tpr = R // NR
+        cost = ps.rows * R * ps.K
+    if rows_ok and two_row and 2 * pairs * R2 * ps.K < cost:
+        ps.tpr = 0
+        ps.tpr2 = R2 // H
+        ps.ntp = pairs * ps.tpr2
+        return (2 * pairs - 1) * Wq + R2
+    if ps.tpr > 0:
         ps.ntp = ps.rows * ps.tpr
-        return (ps.rows - 1) * Wq + R if ps.rows > 0 else 0
+        return (ps.rows - 1) * Wq + R
     ps.ntp = cdiv(ps.rows * Wq, NR)
     return ps.ntp * NR
 
@@ -425,6 +488,7 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     a.alpha = 0.0
     a.fs = KER.s_ind
     a.fd = KER.d_ind
+    a.f2s = NULL
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
     mr = cdiv(Co, max(1, cdiv(Co, a.MR)))
@@ -437,6 +501,9 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
             if KER.d_ind_mr[mr - 1] != NULL:
                 a.fd = KER.d_ind_mr[mr - 1]
                 a.MR = mr
+    if floating is float:
+        if a.MR <= 8:
+            a.f2s = KER.s_ind2r_mr[a.MR - 1]
     a.npanel = cdiv(Co, a.MR)
 
 
@@ -484,7 +551,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     ps.o0 = 0
     ps.orow = ow_n
     ps.ocol = 1
-    cdef Py_ssize_t span = pass_tiles(&ps, a.g.Wq, a.NR)
+    cdef Py_ssize_t span = pass_tiles(&ps, a.g.Wq, a.NR, a.f2s != NULL)
     a.passes = &ps
     a.npass = 1
     a.ntp = ps.ntp
@@ -677,7 +744,7 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
             ps.o0 = (fr[i].first * sh + i - ph) * W + fc[j].first * sw + j - pw
             ps.orow = sh * W
             ps.ocol = sw
-            span = pass_tiles(ps, Wq, a.NR)
+            span = pass_tiles(ps, Wq, a.NR, a.f2s != NULL)
             ps.apw = apw + a.npanel * a.MR * koff
             for grp in range(groups):
                 pack_phase(&weight[0, 0, 0, 0] + grp * Cg * Cx * kh * kw, Cg, Cx, kh, kw,

@@ -43,6 +43,19 @@ typedef void (*cnx_ukr_d)(int64_t kc, const double *a, const int64_t *aoff,
                           int64_t ldc, int mr, int nr, int accumulate,
                           const double *bias);
 
+/* Two-row micro-kernel (float): an MR x (2 x one vector) block whose two
+ * vectors of B row k are b + boff[k] and b + boff[k] + b2, stored to c and
+ * c + c2 (the same rows of two result rows):
+ *     c[i*ldc + j]      = base + sum_k a[k*MR + i] * b[boff[k] + j]       (j < nr)
+ *     c[i*ldc + c2 + j] = base + sum_k a[k*MR + i] * b[boff[k] + b2 + j]  (j < nr2)
+ * with base as for cnx_ukr_s.  Two result rows of at most one vector each
+ * fill one 2-vector tile (a convolution whose output rows are 16 floats or
+ * shorter).  The sums run over k in the same order as in the 2-vector
+ * kernels, so every result is bitwise the same. */
+typedef void (*cnx_ukr2_s)(int64_t kc, const float *a, const float *b, const int64_t *boff,
+                           int64_t b2, float *c, int64_t ldc, int64_t c2, int mr, int nr,
+                           int nr2, int accumulate, const float *bias);
+
 /* Dot-product block: c[i*ldc + j] += sum_{t<n} a[i][t] * b[j][t] for
  * i < ma <= 4, j < nb <= 4 (rows of a/b past ma/nb must still be valid
  * pointers; their results are dropped).  Used for weight gradients of small
@@ -64,7 +77,8 @@ typedef void (*cnx_dot1_d)(int64_t n, const double *a, const double *const *b, i
 /* Activation epilogue over `rows` rows of `cols` values:
  *     dst[r*ldd + j] = act(src[r*lds + j])       (dst == src: in place)
  * act 1: ReLU, v if (v > 0 or v is NaN) else +0; act 2: leaky ReLU, v if
- * v > 0 else alpha*v; other values copy.  The same operations as the
+ * v > 0 else alpha*v; other values copy (act 0 vectorised: the copy of a
+ * convolution's scratch tile to its result rows).  The same operations as the
  * scalar act_value of src/cnnext/_common.pxd, so the results are bitwise
  * the same, only vectorised. */
 typedef void (*cnx_act_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
@@ -76,6 +90,13 @@ typedef void (*cnx_act_d)(const double *src, int64_t lds, double *dst, int64_t l
  *     d0[q] = src[2*q] (q < (n + 1) / 2),   d1[q] = src[2*q + 1] (q < n / 2)
  * (the stride-2 column phases of a convolution's input). */
 typedef void (*cnx_split2_s)(const float *src, int64_t n, float *d0, float *d1);
+
+/* The inverse, for `rows` rows: every other column of dst from a row of src,
+ *     dst[r*ldd + 2*j] = src[r*lds + j]      (j < cols)
+ * leaving the odd columns as they are (the input gradient's stride-2 column
+ * phases, stored from each phase's tile). */
+typedef void (*cnx_merge2_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
+                             int64_t rows, int64_t cols);
 
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
@@ -101,6 +122,11 @@ typedef struct {
     cnx_act_d act_d;
     /* Column split of a float row in two (NULL: no vector version). */
     cnx_split2_s split2_s;
+    /* Stores to every other column (NULL: no vector version). */
+    cnx_merge2_s merge2_s;
+    /* Two-row kernels of MR = 1..8 rows (index MR - 1); NULL where the
+     * variant has none. */
+    cnx_ukr2_s s_ind2r_mr[8];
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -491,8 +517,70 @@ CNX_DEF_AVX512_N1(cnx_ukr_s_avx512_inda_n1, float, __m512, ps, __mmask16, 0xFFFF
 CNX_DEF_AVX512_N1(cnx_ukr_d_avx512_inda_n1, double, __m512d, pd, __mmask8, 0xFF, 8)
 #undef T
 
-/* Dot-product blocks, 4 x 4 vector accumulators. */
-#define CNX_DOT_BODY(T, VT, SUF, W, LOAD, FMA, REDUCE, ZERO)                   \
+/* AVX-512F two-row kernels (see cnx_ukr2_s): the 8 x 2-vector float
+ * kernel with the second vector of each B row b2 further on and stored c2
+ * further on. */
+#define CNX_Z2_STORE(i, lo, hi)                                                \
+    if (mr > i) {                                                              \
+        float *row_ = c + (i) * ldc;                                           \
+        if (accumulate) {                                                      \
+            lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(m0, row_));           \
+            hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(m1, row_ + c2));      \
+        } else if (bias) {                                                     \
+            lo = _mm512_add_ps(lo, _mm512_set1_ps(bias[i]));                   \
+            hi = _mm512_add_ps(hi, _mm512_set1_ps(bias[i]));                   \
+        }                                                                      \
+        _mm512_mask_storeu_ps(row_, m0, lo);                                   \
+        _mm512_mask_storeu_ps(row_ + c2, m1, hi);                              \
+    }
+
+#define CNX_DEF_AVX512_2R(NAME, MRV)                                           \
+    CNX_TARGET_AVX512                                                          \
+    static void NAME(int64_t kc, const float *a, const float *b,               \
+                     const int64_t *boff, int64_t b2, float *c, int64_t ldc,   \
+                     int64_t c2, int mr, int nr, int nr2, int accumulate,      \
+                     const float *bias) {                                      \
+        __m512 r00 = _mm512_setzero_ps(), r01 = _mm512_setzero_ps();           \
+        __m512 r10 = _mm512_setzero_ps(), r11 = _mm512_setzero_ps();           \
+        __m512 r20 = _mm512_setzero_ps(), r21 = _mm512_setzero_ps();           \
+        __m512 r30 = _mm512_setzero_ps(), r31 = _mm512_setzero_ps();           \
+        __m512 r40 = _mm512_setzero_ps(), r41 = _mm512_setzero_ps();           \
+        __m512 r50 = _mm512_setzero_ps(), r51 = _mm512_setzero_ps();           \
+        __m512 r60 = _mm512_setzero_ps(), r61 = _mm512_setzero_ps();           \
+        __m512 r70 = _mm512_setzero_ps(), r71 = _mm512_setzero_ps();           \
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : ((1u << nr) - 1u));     \
+        __mmask16 m1 = (__mmask16)(nr2 >= 16 ? 0xFFFF : ((1u << nr2) - 1u));   \
+        int64_t k;                                                             \
+        enum { MRV_ = MRV };                                                   \
+        for (k = 0; k < kc; k++) {                                             \
+            const float *bk = b + boff[k];                                     \
+            __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + b2), t; \
+            CNX_Z_ROW(ps, 0, r00, r01) CNX_Z_ROW(ps, 1, r10, r11)              \
+            CNX_Z_ROW(ps, 2, r20, r21) CNX_Z_ROW(ps, 3, r30, r31)              \
+            CNX_Z_ROW(ps, 4, r40, r41) CNX_Z_ROW(ps, 5, r50, r51)              \
+            CNX_Z_ROW(ps, 6, r60, r61) CNX_Z_ROW(ps, 7, r70, r71)              \
+        }                                                                      \
+        CNX_Z2_STORE(0, r00, r01) CNX_Z2_STORE(1, r10, r11)                    \
+        CNX_Z2_STORE(2, r20, r21) CNX_Z2_STORE(3, r30, r31)                    \
+        CNX_Z2_STORE(4, r40, r41) CNX_Z2_STORE(5, r50, r51)                    \
+        CNX_Z2_STORE(6, r60, r61) CNX_Z2_STORE(7, r70, r71)                    \
+    }
+
+#define AEL CNX_AEL_PACKED
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r1, 1)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r2, 2)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r3, 3)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r4, 4)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r5, 5)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r6, 6)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r7, 7)
+CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r8, 8)
+#undef AEL
+
+/* Dot-product blocks, 4 x 4 vector accumulators; VTAIL: the last n % W
+ * values as one masked step (or nothing: then a scalar tail added after
+ * each horizontal sum). */
+#define CNX_DOT_BODY(T, VT, SUF, W, LOAD, FMA, REDUCE, ZERO, VTAIL)            \
     VT acc[16];                                                                \
     int i, j;                                                                  \
     int64_t t = 0;                                                             \
@@ -514,6 +602,7 @@ CNX_DEF_AVX512_N1(cnx_ukr_d_avx512_inda_n1, double, __m512d, pd, __mmask8, 0xFF,
         acc[3] = FMA(a0, bv, acc[3]); acc[7] = FMA(a1, bv, acc[7]);            \
         acc[11] = FMA(a2, bv, acc[11]); acc[15] = FMA(a3, bv, acc[15]);        \
     }                                                                          \
+    VTAIL                                                                      \
     for (i = 0; i < ma; i++)                                                   \
         for (j = 0; j < nb; j++) {                                             \
             T tail = 0;                                                        \
@@ -561,13 +650,13 @@ CNX_TARGET_AVX2 static void cnx_dot_s_avx2(int64_t n, const float *const *a, int
                                            const float *const *b, int nb, float *c,
                                            int64_t ldc) {
     CNX_DOT_BODY(float, __m256, ps, 8, _mm256_loadu_ps, _mm256_fmadd_ps,
-                 cnx_hsum_ps256, _mm256_setzero_ps)
+                 cnx_hsum_ps256, _mm256_setzero_ps, )
 }
 CNX_TARGET_AVX2 static void cnx_dot_d_avx2(int64_t n, const double *const *a, int ma,
                                            const double *const *b, int nb, double *c,
                                            int64_t ldc) {
     CNX_DOT_BODY(double, __m256d, pd, 4, _mm256_loadu_pd, _mm256_fmadd_pd,
-                 cnx_hsum_pd256, _mm256_setzero_pd)
+                 cnx_hsum_pd256, _mm256_setzero_pd, )
 }
 CNX_TARGET_AVX2 static void cnx_dot1_s_avx2(int64_t n, const float *a, const float *const *b,
                                             int nb, float *c) {
@@ -581,11 +670,31 @@ CNX_TARGET_AVX2 static void cnx_dot1_d_avx2(int64_t n, const double *a, const do
 }
 CNX_TARGET_AVX512 static float cnx_hsum_ps512(__m512 v) { return _mm512_reduce_add_ps(v); }
 CNX_TARGET_AVX512 static double cnx_hsum_pd512(__m512d v) { return _mm512_reduce_add_pd(v); }
+/* float32 AVX-512: the last n % 16 values as one masked step, into the
+ * lanes they fall in (masked-off lanes keep their sums): a weight gradient
+ * over rows of 28 + 2 padded positions had a scalar tail of 8 values per
+ * 4 x 4 block, as costly as its last 8 vector steps. */
+#define CNX_DOT_TAIL_Z_S                                                       \
+    if (t < n) {                                                               \
+        __mmask16 m_ = (__mmask16)((1u << (n - t)) - 1u);                      \
+        __m512 a0 = _mm512_maskz_loadu_ps(m_, a[0] + t);                       \
+        __m512 a1 = _mm512_maskz_loadu_ps(m_, a[1] + t);                       \
+        __m512 a2 = _mm512_maskz_loadu_ps(m_, a[2] + t);                       \
+        __m512 a3 = _mm512_maskz_loadu_ps(m_, a[3] + t);                       \
+        for (j = 0; j < 4; j++) {                                              \
+            __m512 bv = _mm512_maskz_loadu_ps(m_, b[j] + t);                   \
+            acc[j] = _mm512_mask3_fmadd_ps(a0, bv, acc[j], m_);                \
+            acc[4 + j] = _mm512_mask3_fmadd_ps(a1, bv, acc[4 + j], m_);        \
+            acc[8 + j] = _mm512_mask3_fmadd_ps(a2, bv, acc[8 + j], m_);        \
+            acc[12 + j] = _mm512_mask3_fmadd_ps(a3, bv, acc[12 + j], m_);      \
+        }                                                                      \
+        t = n;                                                                 \
+    }
 CNX_TARGET_AVX512 static void cnx_dot_s_avx512(int64_t n, const float *const *a, int ma,
                                                const float *const *b, int nb, float *c,
                                                int64_t ldc) {
     CNX_DOT_BODY(float, __m512, ps, 16, _mm512_loadu_ps, _mm512_fmadd_ps,
-                 cnx_hsum_ps512, _mm512_setzero_ps)
+                 cnx_hsum_ps512, _mm512_setzero_ps, CNX_DOT_TAIL_Z_S)
 }
 CNX_TARGET_AVX512 static void cnx_dot1_s_avx512(int64_t n, const float *a,
                                                 const float *const *b, int nb, float *c) {
@@ -601,7 +710,7 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
                                                const double *const *b, int nb, double *c,
                                                int64_t ldc) {
     CNX_DOT_BODY(double, __m512d, pd, 8, _mm512_loadu_pd, _mm512_fmadd_pd,
-                 cnx_hsum_pd512, _mm512_setzero_pd)
+                 cnx_hsum_pd512, _mm512_setzero_pd, )
 }
 
 /* Activation epilogues: full vectors, then the row's tail as scalars. */
@@ -611,7 +720,7 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
                             int64_t rows, int64_t cols, int act, T alpha) {    \
         int64_t r, j;                                                          \
         VT z = ZERO(), va = SET1(alpha);                                       \
-        if (act != 1 && act != 2) {                                            \
+        if (act != 0 && act != 1 && act != 2) {                                \
             GENERIC(src, lds, dst, ldd, rows, cols, act, alpha);               \
             return;                                                            \
         }                                                                      \
@@ -620,7 +729,10 @@ CNX_TARGET_AVX512 static void cnx_dot_d_avx512(int64_t n, const double *const *a
             const T *s_ = src + r * lds;                                       \
             T *d_ = dst + r * ldd;                                             \
             j = 0;                                                             \
-            if (act == 1) {                                                    \
+            if (act == 0) {                                                    \
+                for (; j + (W) <= cols; j += (W)) STORE(d_ + j, LOAD(s_ + j)); \
+                TAIL(v)                                                        \
+            } else if (act == 1) {                                             \
                 for (; j + (W) <= cols; j += (W)) {                            \
                     VT v = LOAD(s_ + j);                                       \
                     STORE(d_ + j, RELU(v, z));                                 \
@@ -707,6 +819,32 @@ CNX_TARGET_AVX512 static void cnx_split2_s_avx512(const float *src, int64_t n,
     }
 }
 
+CNX_TARGET_AVX512 static void cnx_merge2_s_avx512(const float *src, int64_t lds, float *dst,
+                                                  int64_t ldd, int64_t rows, int64_t cols) {
+    /* Value i of a 16-value block goes to lane 2*i of the first or second
+     * output vector; the stores write the even lanes of the block only. */
+    const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11,
+                                         12, 12, 13, 13, 14, 14, 15, 15);
+    int64_t r, j, m;
+    for (r = 0; r < rows; r++) {
+        const float *s_ = src + r * lds;
+        float *d_ = dst + r * ldd;
+        for (j = 0; j < cols; j += 16) {
+            __m512 v;
+            m = cols - j < 16 ? cols - j : 16;
+            v = _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1u), s_ + j);
+            _mm512_mask_storeu_ps(d_ + 2 * j,
+                                  (__mmask16)(0x5555u & ((1u << (2 * (m < 8 ? m : 8))) - 1u)),
+                                  _mm512_permutexvar_ps(lo, v));
+            if (m > 8)
+                _mm512_mask_storeu_ps(d_ + 2 * j + 16,
+                                      (__mmask16)(0x5555u & ((1u << (2 * (m - 8))) - 1u)),
+                                      _mm512_permutexvar_ps(hi, v));
+        }
+    }
+}
+
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -767,8 +905,10 @@ static cnx_kernels cnx_select_kernels(void) {
     k.dot1_s = cnx_dot1_s_generic; k.dot1_d = cnx_dot1_d_generic;
     k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
     k.split2_s = NULL;
+    k.merge2_s = NULL;
     memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
+    memset(k.s_ind2r_mr, 0, sizeof(k.s_ind2r_mr));
     k.s_inda_n1 = NULL; k.d_inda_n1 = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
@@ -783,6 +923,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.dot1_s = cnx_dot1_s_avx512; k.dot1_d = cnx_dot1_d_avx512;
         k.act_s = cnx_act_s_avx512; k.act_d = cnx_act_d_avx512;
         k.split2_s = cnx_split2_s_avx512;
+        k.merge2_s = cnx_merge2_s_avx512;
         k.s_ind_mr[0] = cnx_ukr_s_avx512_ind1; k.s_ind_mr[1] = cnx_ukr_s_avx512_ind2;
         k.s_ind_mr[2] = cnx_ukr_s_avx512_ind3; k.s_ind_mr[3] = cnx_ukr_s_avx512_ind4;
         k.s_ind_mr[4] = cnx_ukr_s_avx512_ind5; k.s_ind_mr[5] = cnx_ukr_s_avx512_ind6;
@@ -792,6 +933,10 @@ static cnx_kernels cnx_select_kernels(void) {
         k.d_ind_mr[4] = cnx_ukr_d_avx512_ind5; k.d_ind_mr[5] = cnx_ukr_d_avx512_ind6;
         k.d_ind_mr[6] = cnx_ukr_d_avx512_ind7; k.d_ind_mr[7] = cnx_ukr_d_avx512_ind;
         k.s_inda_n1 = cnx_ukr_s_avx512_inda_n1; k.d_inda_n1 = cnx_ukr_d_avx512_inda_n1;
+        k.s_ind2r_mr[0] = cnx_ukr_s_avx512_2r1; k.s_ind2r_mr[1] = cnx_ukr_s_avx512_2r2;
+        k.s_ind2r_mr[2] = cnx_ukr_s_avx512_2r3; k.s_ind2r_mr[3] = cnx_ukr_s_avx512_2r4;
+        k.s_ind2r_mr[4] = cnx_ukr_s_avx512_2r5; k.s_ind2r_mr[5] = cnx_ukr_s_avx512_2r6;
+        k.s_ind2r_mr[6] = cnx_ukr_s_avx512_2r7; k.s_ind2r_mr[7] = cnx_ukr_s_avx512_2r8;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {

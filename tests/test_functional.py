@@ -594,6 +594,119 @@ def test_conv2d_tiles_along_output_rows(n, c, co, h, w, k, p, groups, dtype, rng
         close(a, ref, dtype)
 
 
+# Geometries whose output rows (or stride phases) are at most a few
+# half-tiles wide, tiled two rows at a time by the float32 two-row kernel:
+# (x shape, weight shape, stride, padding, groups).
+_TWO_ROW_GEOMS = [
+    ((3, 3, 31, 31), (25, 3, 3, 3), 2, 1, 1),      # 16 x 16, 7-row panels
+    ((2, 4, 9, 13), (8, 4, 3, 3), 1, 1, 1),        # 9 rows: a last row alone
+    ((2, 5, 6, 40), (12, 5, 2, 3), 1, 1, 1),       # 40 columns: 16 + 16 + 8
+    ((2, 30, 8, 14), (9, 30, 3, 3), 1, 1, 1),      # K = 270: two reduction blocks
+    ((2, 8, 7, 9), (12, 2, 3, 3), 2, 1, 4),        # groups, 4 x 5
+    ((2, 6, 11, 10), (5, 6, 3, 3), (2, 1), 1, 1),  # input gradient: row phases only
+    ((1, 2, 1, 5), (3, 2, 1, 3), 1, (0, 1), 1),    # one row
+    ((2, 3, 9, 1), (4, 3, 3, 1), 1, (1, 0), 1),    # one column
+    ((2, 4, 9, 75), (6, 4, 3, 3), 2, 1, 1),        # 38 columns; stride-2 phase stores
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs,ws,s,p,groups", _TWO_ROW_GEOMS)
+def test_conv2d_two_row_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_threads):
+    """Short output rows, tiled two rows at a time (an odd last row alone,
+    partial vectors, several reduction blocks, groups, row-only stride
+    phases of the input gradient): forward with a bias and all gradients
+    as the reference, on one and two threads, from a non-contiguous input."""
+    x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
+    wt = randn(rng, ws, dtype)
+    b = randn(rng, (ws[0],), dtype)
+    kw = dict(stride=s, padding=p, groups=groups)
+    want = R.conv2d(*f64(x, wt, b), **kw)
+    go = randn(rng, want.shape, dtype)
+    want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
+    for threads in (1, 2):
+        cnnext.set_num_threads(threads)
+        close(F.conv2d(x, wt, b, **kw), want, dtype)
+        for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
+            close(got, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw,s,p,d", [
+    ((28, 28), 2, 0, 1), ((9, 13), 2, 1, 1), ((7, 10), (2, 1), 0, 1), ((11, 6), (3, 2), 1, 1),
+    ((8, 9), 2, (1, 0), (3, 1)),
+])
+def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_threads):
+    """A kernel of one row (a 1x1 shortcut, 1x3) at column stride 2 reads
+    row phase 0 only, so only those rows are prepared: forward and all
+    gradients as the reference, odd sizes and paddings, one and two threads."""
+    x = randn(rng, (3, 5) + hw, dtype)
+    for k in ((1, 1), (1, 3)):
+        wt = randn(rng, (7, 5) + k, dtype)
+        kw = dict(stride=s, padding=p, dilation=d)
+        want = R.conv2d(*f64(x, wt), **kw)
+        go = randn(rng, want.shape, dtype)
+        want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            close(F.conv2d(x, wt, **kw), want, dtype)
+            for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
+                close(got, ref, dtype)
+
+
+_TWO_ROW_SCRIPT = """
+import numpy as np
+import cnnext
+from cnnext import _conv, _gemm
+from cnnext import functional as F
+rng = np.random.default_rng(11)
+out = {}
+for i, (xs, ws, s, p, groups) in enumerate(GEOMS):
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    with cnnext.use_conv_algorithm("direct"):
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            y = F.conv2d(x, w, b, s, p, 1, groups)
+            go = rng.standard_normal(y.shape).astype(np.float32)
+            out[f"y{i}-{threads}"] = y
+            out[f"gx{i}-{threads}"] = F.conv2d_backward(go, x, w, s, p, 1, groups)[0]
+            if groups == 1:
+                st = (s, s) if isinstance(s, int) else s
+                pd = (p, p) if isinstance(p, int) else p
+                for act, alpha in ((1, 0.0), (2, 0.1)):
+                    r = np.empty_like(y)
+                    _conv.conv2d_forward(x, w, b, r, *st, *pd, 1, 1, threads, 1, act, alpha)
+                    out[f"a{i}-{act}-{threads}"] = r
+np.savez(PATH, isa=_gemm.isa(), **out)
+"""
+
+
+def test_two_row_tiles_give_the_bits_of_the_other_kernels(tmp_path):
+    """The two-row kernel sums each result in the order of the other tiles:
+    forward (with each fused activation) and input gradient bitwise those of
+    the AVX2 kernels, which have no two-row tiles."""
+    from cnnext import _gemm
+    if _gemm.isa() != "avx512":
+        pytest.skip(f"this CPU runs {_gemm.isa()}: no two-row kernel")
+    got = {}
+    for isa in ("avx512", "avx2"):
+        path = tmp_path / f"{isa}.npz"
+        script = (f"GEOMS = {_TWO_ROW_GEOMS!r}\nPATH = {str(path)!r}\n"
+                  + _TWO_ROW_SCRIPT)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path,
+                              env=dict(os.environ, CNNEXT_ISA=isa))
+        assert proc.returncode == 0, proc.stderr
+        got[isa] = dict(np.load(path))
+    assert str(got["avx512"].pop("isa")) == "avx512"
+    assert str(got["avx2"].pop("isa")) == "avx2"
+    assert got["avx512"].keys() == got["avx2"].keys()
+    for key, value in got["avx512"].items():
+        assert value.tobytes() == got["avx2"][key].tobytes(), key
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("w", [2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65])
 @pytest.mark.parametrize("pw", [0, 1, 2, 3])

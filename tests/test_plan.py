@@ -95,12 +95,18 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     assert gp is not None and gp.groups == 1 and gp.group_plan is None
     assert gp.x_shape == (32, 16, 32, 32) and gp.weight_shape == (16, 16, 3, 3)
     assert (gp.method, gp.grad_input) == ("direct", "phases")
-    # 16 output channels fill half a float32 panel (32 columns): dot
-    # products; a float64 panel (16 columns) is full: the packed gradient
-    assert gp.grad_weight == "dot" and "half" in gp.grad_weight_reason
+    # 16 output channels fill one float32 vector: the packed gradient
+    # (16 x 16 tiles); 12 fill less, with long rows: dot products; a float64
+    # panel (16 columns) is full: the packed gradient
+    assert gp.grad_weight == "transposed"
+    g12 = conv_plan((32, 16, 32, 32), (12, 16, 3, 3), p=1)
+    assert g12.grad_weight == "dot" and "half" in g12.grad_weight_reason
     g64 = _plan.conv2d_plan("conv2d", (32, 64, 32, 32), (64, 16, 3, 3), None, F64, (1, 1),
                             (1, 1), (1, 1), 4).group_plan
     assert g64.grad_weight == "transposed"
+    f64_8 = _plan.conv2d_plan("conv2d", (32, 16, 32, 32), (8, 16, 3, 3), None, F64, (1, 1),
+                              (1, 1), (1, 1))
+    assert f64_8.grad_weight == "dot"
     # short rows (8x12 positions) keep the packed gradient
     assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5)).grad_weight == "transposed"
     # every group in one call: the group's scratch, and each group's packed

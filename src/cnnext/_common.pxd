@@ -29,7 +29,15 @@ cdef extern from "cnnext_ukernel.h" nogil:
                                int64_t rows, int64_t cols, int act, double alpha) noexcept nogil
     ctypedef void (*cnx_split2_s)(const float *src, int64_t n, float *d0,
                                   float *d1) noexcept nogil
+    ctypedef void (*cnx_ukr2_s)(int64_t kc, const float *a, const float *b,
+                                const int64_t *boff, int64_t b2, float *c, int64_t ldc,
+                                int64_t c2, int mr, int nr, int nr2, int accumulate,
+                                const float *bias) noexcept nogil
+    ctypedef void (*cnx_merge2_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
+                                  int64_t rows, int64_t cols) noexcept nogil
     ctypedef struct cnx_kernels:
+        cnx_merge2_s merge2_s
+        cnx_ukr2_s s_ind2r_mr[8]
         cnx_split2_s split2_s
         cnx_act_s act_s
         cnx_act_d act_d
