@@ -19,6 +19,7 @@ of one floating dtype (``cnnext._plan`` is the only Python caller).
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy
 
 import numpy as np
 
@@ -299,3 +300,23 @@ cdef int gemm_into(const floating[:, ::1] A, const floating[:, ::1] B, floating[
                                 scr + tid * per, scr + tid * per + s_a, MR, NR)
         free(scr)
     return 0
+
+
+# --------------------------------------------------------------------------
+# Kept copies (whole-network plans keep what they derive from a weight)
+# --------------------------------------------------------------------------
+
+
+def refresh_copy(const floating[::1] src,  # IN
+                 floating[::1] kept):      # IN/OUT: src's values at the last call
+    """True when ``kept`` differed from ``src`` byte for byte (it now holds
+    ``src``'s values); False, nothing written, when they were the same."""
+    cdef Py_ssize_t nbytes = src.shape[0] * sizeof(floating)
+    cdef bint changed = False
+    if nbytes == 0:
+        return False
+    with nogil:
+        if memcmp(&src[0], &kept[0], nbytes) != 0:
+            memcpy(&kept[0], &src[0], nbytes)
+            changed = True
+    return changed

@@ -590,3 +590,70 @@ def test_winograd_convolutions_equal_layers(training):
         oa.step()
         assert b.plan(shape).train_step(x, y, lb, ob) == va
         _assert_same(_state(a), _state(b))
+
+
+def _winograd_net(dt, rng):
+    """3x3 stride-1 convolutions (Winograd's, when set) followed by ReLU and
+    max pools with and without padding, a LeakyReLU, none, prime sizes."""
+    return nn.Sequential(
+        nn.Conv2D(3, 5, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(5, 6, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.MaxPool2D(3, stride=2, padding=1),
+        nn.Conv2D(6, 4, 3, padding=2, dtype=dt, seed=rng), nn.ReLU(),
+        nn.Conv2D(4, 4, 3, padding=1, dtype=dt, seed=rng), nn.LeakyReLU(0.1),
+        nn.MaxPool2D(2, ceil_mode=True),
+        nn.Conv2D(4, 3, 3, padding=1, bias=False, dtype=dt, seed=rng),
+        nn.Flatten(),
+    )
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [1, 4])
+def test_winograd_inference_steps_equal_layers(dt, n):
+    """Inference keeps each Winograd convolution's transformed filters and
+    moves a ReLU before a max pool (no padding) after it: the same numbers,
+    inf/NaN inputs and weights included, and in-place weight updates seen."""
+    shape = (n, 3, 13, 11)
+    with cnnext.use_conv_algorithm("winograd"):
+        a = _winograd_net(dt, np.random.default_rng(3)).eval()
+        b = _winograd_net(dt, np.random.default_rng(3)).eval()
+        plan = b.plan(shape)
+        assert plan._calls is not None
+        names = repr(plan)
+        if dt == np.float32:
+            assert names.count("WinogradStep") == 5
+            relu = [s.relu for s in plan.steps if type(s).__name__ == "_MaxPoolStep"]
+            assert relu == [True, False, False]  # padding; a LeakyReLU
+        else:
+            assert "WinogradStep" not in names  # float64 runs direct
+        rng = np.random.default_rng(4)
+        for change in ["none", "nan_input", "inf_input", "update", "inf_weight", "restore"]:
+            x = rng.standard_normal(shape).astype(dt)
+            if change == "nan_input":
+                x[0, 1, 5, 4] = np.nan
+            elif change == "inf_input":
+                x[-1, 0, 0, 0] = -np.inf
+            for m in (a, b):
+                w = m.layers[3].params["weight"]
+                if change == "update":
+                    w *= dt(-0.75)
+                elif change == "inf_weight":
+                    w[1, 2, 0, 1] = np.inf
+                elif change == "restore":
+                    w[1, 2, 0, 1] = 0.5
+            np.testing.assert_array_equal(plan.forward(x), a.forward(x), err_msg=change)
+        assert plan.valid
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_refresh_copy(dt):
+    src = np.arange(7, dtype=dt)
+    kept = src.copy()
+    assert not _gemm.refresh_copy(src, kept)
+    src[3] = -0.0 if src[3] == 0 else np.nan
+    assert _gemm.refresh_copy(src, kept)
+    np.testing.assert_array_equal(kept, src)
+    assert not _gemm.refresh_copy(src, kept)  # NaN: the same bytes
+    kept[0] = -0.0
+    assert _gemm.refresh_copy(src, kept) and kept[0] == 0 and not np.signbit(kept[0])
+    assert not _gemm.refresh_copy(src[:0], kept[:0])

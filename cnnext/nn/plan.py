@@ -34,7 +34,8 @@ import numpy as np
 import numpy.typing as npt
 from functools import partial
 
-from .. import _config, _conv, _eltwise, _gemm, _pool
+from .. import _config, _conv, _eltwise, _gemm, _pool, _winograd
+from .._plan import _winograd_filters
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
@@ -181,6 +182,50 @@ class _WeightedStep(_Step):
         return cast("FloatArray | None", gx)
 
 
+class _WinogradStep(_WeightedStep):
+    """An inference convolution by Winograd's F(2x2, 3x3) (its layer's kept
+    plan chose it), the weight's transformed filters kept between calls:
+    each call compares the weight with the copy they were made from (bytes)
+    and transforms it again only when its values changed.  Its fused
+    activation is applied to the output, or (``defer_act``) by the max pool
+    that follows (max and ReLU commute: the same values)."""
+
+    def __init__(self, layer: Weighted, x_shape: Shape, dtype: FloatDType, act: int,
+                 alpha: float) -> None:
+        super().__init__(layer, x_shape, dtype, act, alpha)
+        cp = cast("ConvPlan", self.plan)
+        self.pad = cp.padding
+        self.threads = cp.threads
+        self.args = cp.kernel_args
+        self.wflat = self.w.reshape(-1)  # a view: sees the weight's in-place updates
+        self.kept = self.wflat.copy()    # the values self.upk was made from
+        self.upk = _winograd_filters(self.w)
+        self.defer_act = False
+
+    def run(self, x: FloatArray) -> None:
+        """y = the convolution of ``x`` (+ the activation unless deferred)."""
+        if _gemm.refresh_copy(self.wflat, self.kept):
+            self.upk = _winograd_filters(self.w)
+        upk, y = self.upk, self.y
+        if upk is not None:
+            _winograd.winograd_forward(x, upk, self.b, y, self.pad[0], self.pad[1],
+                                       self.threads)
+        # inf/NaN: the direct kernel (as the layer's plan does, see ConvPlan)
+        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+            _conv.conv2d_forward(x, self.w, self.b, y, *self.args)
+        if not self.defer_act:
+            _activate(y, self.act, self.alpha)
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        if x.dtype != self.y.dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, self.y.dtype)
+        self.run(x)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        return partial(self.run, x), self.y
+
+
 class _ActStep(_Step):
     """A ReLU or LeakyReLU on its own (not after a fusable layer)."""
 
@@ -221,14 +266,27 @@ class _MaxPoolStep(_Step):
         self.y = np.empty(plan.out_shape, plan.dtype)
         self.idx: IndexArray | None = np.empty(plan.out_shape, _INT64) if training else None
         self.gx = np.empty(plan.x_shape, plan.dtype) if training else None
+        #: A ReLU of the step before, applied here to the pooled values
+        #: (ReLU(max) = max(ReLU): the same values, 1/k of the work).
+        self.relu = False
 
     def forward(self, x: FloatArray) -> FloatArray:
         _pool.max_pool2d_forward(x, self.y, self.idx, *self.plan.kernel_args)
+        if self.relu:
+            _activate(self.y, _ACT_RELU, 0.0)
         return self.y
 
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if self.relu:
+            return partial(self.forward, x), self.y
         return partial(_pool.max_pool2d_forward, x, self.y, self.idx,
                        *self.plan.kernel_args), self.y
+
+    def takes_relu(self) -> bool:
+        """Whether a ReLU on this pool's input can be applied to its output
+        instead: every window holds an input value (no padding) -- a window
+        of padding only would give -inf, not 0 -- and no indices are kept."""
+        return self.idx is None and self.plan.padding == (0, 0)
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         gx = cast("FloatArray", self.gx)
@@ -389,6 +447,9 @@ class NetPlan:
                 fuse = nxt is not None and (nxt[1] >= 0 or not training)
                 act, alpha = nxt if fuse and nxt is not None else (_ACT_NONE, 0.0)
                 step = _WeightedStep(wl, shape, dtype, act, alpha)
+                if (not training and type(wl) is Conv2D and len(shape) == 4
+                        and step.plan.method == "winograd"):
+                    step = _WinogradStep(wl, shape, dtype, act, alpha)
                 cur = dtype
                 i += 2 if fuse else 1
             elif _act_of(layer) is not None:
@@ -399,6 +460,10 @@ class NetPlan:
                 probe = np.zeros(shape, cur)
                 layer._call_forward(probe)  # validates the geometry, as the layer does
                 step = _MaxPoolStep(layer._new_plan(probe), training)
+                prev = self.steps[-1] if self.steps else None
+                if (isinstance(prev, _WinogradStep) and prev.act == _ACT_RELU
+                        and step.takes_relu()):
+                    prev.defer_act = step.relu = True
                 i += 1
             elif type(layer) is Flatten and len(shape) >= 1:
                 step = _FlattenStep(shape)
