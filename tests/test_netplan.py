@@ -657,3 +657,67 @@ def test_refresh_copy(dt):
     kept[0] = -0.0
     assert _gemm.refresh_copy(src, kept) and kept[0] == 0 and not np.signbit(kept[0])
     assert not _gemm.refresh_copy(src[:0], kept[:0])
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [3, 5, 37])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_narrow_dense_steps_equal_layers(dt, n, threads):
+    """Inference dense layers to at most one vector of outputs, past the
+    dot-product rows, keep their weight packed: the same numbers (several
+    KC blocks, fused ReLU/LeakyReLU, no bias), and in-place updates seen."""
+    def make():
+        rng = np.random.default_rng(5)
+        return nn.Sequential(
+            nn.Flatten(), nn.Dense(300, 7, dtype=dt, seed=rng), nn.LeakyReLU(0.1),
+            nn.Dense(7, 5, bias=False, dtype=dt, seed=rng), nn.ReLU(),
+            nn.Dense(5, 3, dtype=dt, seed=rng),
+        ).eval()
+    with _threads(threads):
+        a, b = make(), make()
+        plan = b.plan((n, 3, 10, 10))
+        narrow = repr(plan).count("NarrowDenseStep")
+        assert narrow == (3 if n > 4 and _gemm.narrow_width(dt) else 0)
+        rng = np.random.default_rng(6)
+        for update in (False, True, True):
+            if update:
+                for m in (a, b):
+                    m.layers[1].params["weight"][2, ::7] *= dt(-1.5)
+            x = rng.standard_normal((n, 3, 10, 10)).astype(dt)
+            x[0, 0, 0, 0] = np.nan
+            np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+
+
+class _threads:
+    """cnnext's thread count set to ``n`` inside the block."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old = cnnext.get_num_threads()
+        cnnext.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        cnnext.set_num_threads(self.old)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("m,k,n", [(5, 1, 1), (16, 256, 8), (17, 257, 3), (64, 600, 5),
+                                   (33, 0, 2)])
+@pytest.mark.parametrize("act,alpha", [(0, 0.0), (1, 0.0), (2, 0.2)])
+def test_gemm_narrow_equals_gemm(dt, m, k, n, act, alpha):
+    w_ = _gemm.narrow_width(dt)
+    if not w_:
+        pytest.skip("no narrow kernel in this variant")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((m, k)).astype(dt)
+    w = rng.standard_normal((n, k)).astype(dt)
+    bpk = np.full((k, w_), np.nan, dt)
+    _gemm.pack_narrow(w, bpk)
+    for bias in (rng.standard_normal(n).astype(dt), None):
+        for threads in (1, 2):
+            want, got = np.empty((m, n), dt), np.full((m, n), np.nan, dt)
+            _gemm.gemm(x, w, want, False, True, False, 1, bias, act, alpha)
+            _gemm.gemm_narrow(x, bpk, got, bias, threads, act, alpha)
+            np.testing.assert_array_equal(got, want)

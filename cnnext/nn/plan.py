@@ -226,6 +226,47 @@ class _WinogradStep(_WeightedStep):
         return partial(self.run, x), self.y
 
 
+class _NarrowDenseStep(_WeightedStep):
+    """An inference dense layer to at most one vector of outputs (a few
+    classes) over more rows than the dot-product path takes: the weight kept
+    transposed in the narrow kernel's packed panel (packed again only when a
+    byte comparison with a kept copy shows a change), 16 input rows read in
+    place per tile; the sums of the packed GEMM, in its order."""
+
+    def __init__(self, layer: Weighted, x_shape: Shape, dtype: FloatDType, act: int,
+                 alpha: float) -> None:
+        super().__init__(layer, x_shape, dtype, act, alpha)
+        self.threads = cast("LinearPlan", self.plan).threads
+        self.wflat = self.w.reshape(-1)  # a view: sees the weight's in-place updates
+        self.kept = self.wflat.copy()
+        self.bpk = np.empty((self.w.shape[1], _gemm.narrow_width(dtype)), dtype)
+        _gemm.pack_narrow(self.w, self.bpk)
+        self.narrow = _typed(_gemm.gemm_narrow, dtype)
+
+    @staticmethod
+    def fits(step: _WeightedStep) -> bool:
+        """Whether the dense layer's planned forward is the packed GEMM (more
+        rows than the dot products take) to at most one vector."""
+        return (type(step.layer) is Dense and step.plan.method == "gemm"
+                and 0 < step.out_shape[1] <= _gemm.narrow_width(step.y.dtype))
+
+    def run(self, x: FloatArray) -> None:
+        if _gemm.refresh_copy(self.wflat, self.kept):
+            _gemm.pack_narrow(self.w, self.bpk)
+        self.narrow(x, self.bpk, self.y, self.b, self.threads, self.act, self.alpha)
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        if x.dtype != self.y.dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, self.y.dtype)
+        self.run(x)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if x.dtype != self.y.dtype:
+            return None
+        return partial(self.run, x), self.y
+
+
 class _ActStep(_Step):
     """A ReLU or LeakyReLU on its own (not after a fusable layer)."""
 
@@ -459,6 +500,8 @@ class NetPlan:
                 if (not training and type(wl) is Conv2D and len(shape) == 4
                         and step.plan.method == "winograd"):
                     step = _WinogradStep(wl, shape, dtype, act, alpha)
+                elif not training and _NarrowDenseStep.fits(step):
+                    step = _NarrowDenseStep(wl, shape, dtype, act, alpha)
                 cur = dtype
                 i += 2 if fuse else 1
             elif _act_of(layer) is not None:
