@@ -200,20 +200,22 @@ class _WinogradStep(_WeightedStep):
         self.wflat = self.w.reshape(-1)  # a view: sees the weight's in-place updates
         self.kept = self.wflat.copy()    # the values self.upk was made from
         self.upk = _winograd_filters(self.w)
+        self.yflat = self.y.reshape(-1)
+        self.refresh = _typed(_gemm.refresh_copy, dtype)
         self.defer_act = False
 
     def run(self, x: FloatArray) -> None:
         """y = the convolution of ``x`` (+ the activation unless deferred)."""
-        if _gemm.refresh_copy(self.wflat, self.kept):
+        if self.refresh(self.wflat, self.kept):
             self.upk = _winograd_filters(self.w)
         upk, y = self.upk, self.y
         if upk is not None:
             _winograd.winograd_forward(x, upk, self.b, y, self.pad[0], self.pad[1],
                                        self.threads)
         # inf/NaN: the direct kernel (as the layer's plan does, see ConvPlan)
-        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+        if upk is None or not _winograd.all_finite(self.yflat):
             _conv.conv2d_forward(x, self.w, self.b, y, *self.args)
-        if not self.defer_act:
+        if not self.defer_act and self.act != _ACT_NONE:
             _activate(y, self.act, self.alpha)
 
     def forward(self, x: FloatArray) -> FloatArray:
@@ -311,18 +313,27 @@ class _MaxPoolStep(_Step):
         #: A ReLU of the step before, applied here to the pooled values
         #: (ReLU(max) = max(ReLU): the same values, 1/k of the work).
         self.relu = False
+        self.pool = _typed(_pool.max_pool2d_forward, plan.dtype)
+        yflat = self.y.reshape(-1)
+        self.relu_call = partial(_typed(_eltwise.relu, plan.dtype), yflat, yflat,
+                                 _threads(yflat.size))
 
     def forward(self, x: FloatArray) -> FloatArray:
-        _pool.max_pool2d_forward(x, self.y, self.idx, *self.plan.kernel_args)
+        self.pool(x, self.y, self.idx, *self.plan.kernel_args)
         if self.relu:
-            _activate(self.y, _ACT_RELU, 0.0)
+            self.relu_call()
         return self.y
 
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        pool = partial(self.pool, x, self.y, self.idx, *self.plan.kernel_args)
         if self.relu:
-            return partial(self.forward, x), self.y
-        return partial(_typed(_pool.max_pool2d_forward, x.dtype), x, self.y, self.idx,
-                       *self.plan.kernel_args), self.y
+            relu = self.relu_call
+
+            def pool_relu() -> None:
+                pool()
+                relu()
+            return pool_relu, self.y
+        return pool, self.y
 
     def takes_relu(self) -> bool:
         """Whether a ReLU on this pool's input can be applied to its output
