@@ -22,6 +22,21 @@ cimport numpy as cnp
 
 cnp.import_array()
 
+cdef extern from "cnnext_pool.h" nogil:
+    int cnx_pool_avx512() noexcept nogil
+    void cnx_pool2x2_s(const float* r0, int64_t W, float* m, int64_t* idx, int64_t OW,
+                       int64_t base) noexcept nogil
+    void cnx_pool2x2_d(const double* r0, int64_t W, double* m, int64_t* idx, int64_t OW,
+                       int64_t base) noexcept nogil
+
+# The 2x2 stride-2 rows by AVX-512 intrinsics (see cnnext_pool.h).
+cdef bint POOL_AVX512 = cnx_pool_avx512()
+
+
+def pool_isa():
+    """Name of the 2x2 max-pool row variant in use ("avx512" or "generic")."""
+    return "avx512" if POOL_AVX512 else "generic"
+
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
     """The smallest tap ``i >= 0`` with ``start + i*d >= 0``."""
@@ -136,6 +151,18 @@ cdef void max_planes(const floating* x, floating* out, int64_t* idx, int32_t* bb
     # kernel is clipped, not iterated); increasing j keeps row-major order.
     j0 = _first_tap((OW - 1) * sw - pw, dw)
     j1 = min(kw, _taps_below(-pw, dw, W))
+    if is2x2 and POOL_AVX512:
+        for q in range(q0, q1):
+            for oh in range(OH):
+                if floating is float:
+                    cnx_pool2x2_s(x + q * H * W + 2 * oh * W, W, out + (q * OH + oh) * OW,
+                                  idx + (q * OH + oh) * OW if idx != NULL else NULL, OW,
+                                  2 * oh * W)
+                else:
+                    cnx_pool2x2_d(x + q * H * W + 2 * oh * W, W, out + (q * OH + oh) * OW,
+                                  idx + (q * OH + oh) * OW if idx != NULL else NULL, OW,
+                                  2 * oh * W)
+        return
     if is2x2 and idx == NULL:
         for q in range(q0, q1):
             for oh in range(OH):
