@@ -608,13 +608,15 @@ def _winograd_net(dt, rng):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize("n", [1, 4])
-def test_winograd_inference_steps_equal_layers(dt, n):
+@pytest.mark.parametrize("n", [1, 4, 9])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_inference_steps_equal_layers(dt, n, threads):
     """Inference keeps each Winograd convolution's transformed filters and
     moves a ReLU before a max pool (no padding) after it: the same numbers,
-    inf/NaN inputs and weights included, and in-place weight updates seen."""
+    inf/NaN inputs and weights included, and in-place weight updates seen;
+    small batches on one thread (the layers' on two: the same numbers)."""
     shape = (n, 3, 13, 11)
-    with cnnext.use_conv_algorithm("winograd"):
+    with cnnext.use_conv_algorithm("winograd"), _threads(threads):
         a = _winograd_net(dt, np.random.default_rng(3)).eval()
         b = _winograd_net(dt, np.random.default_rng(3)).eval()
         plan = b.plan(shape)
@@ -622,6 +624,8 @@ def test_winograd_inference_steps_equal_layers(dt, n):
         names = repr(plan)
         if dt == np.float32:
             assert names.count("WinogradStep") == 5
+            first = plan.steps[0]
+            assert first.threads == (first.plan.threads if n * 7 * 6 >= 256 else 1)
             relu = [s.relu for s in plan.steps if type(s).__name__ == "_MaxPoolStep"]
             assert relu == [True, False, False]  # padding; a LeakyReLU
         else:
@@ -721,3 +725,21 @@ def test_gemm_narrow_equals_gemm(dt, m, k, n, act, alpha):
             _gemm.gemm(x, w, want, False, True, False, 1, bias, act, alpha)
             _gemm.gemm_narrow(x, bpk, got, bias, threads, act, alpha)
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_small_cnn_plan_on_two_threads_equals_layers(n):
+    """The bench's small CNN (auto: Winograd for its 32->64 layer, which the
+    layer runs on two threads and the plan, at batch 1, on one; a narrow
+    dense head past the dot-product rows) equals the layer-by-layer path."""
+    from cnnext.bench.netplan_rows import small_cnn
+
+    with _threads(2):
+        a, b = small_cnn(seed=0).eval(), small_cnn(seed=0).eval()
+        plan = b.plan((n, 3, 32, 32))
+        wino = [s for s in plan.steps if type(s).__name__ == "_WinogradStep"]
+        if wino and cnnext.get_num_threads() == 2:
+            assert wino[0].plan.threads == 2 and wino[0].threads == (1 if n == 1 else 2)
+        x = np.random.default_rng(9).standard_normal((n, 3, 32, 32)).astype(np.float32)
+        for _ in range(2):
+            np.testing.assert_array_equal(plan.forward(x), a.forward(x))
