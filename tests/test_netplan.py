@@ -727,7 +727,7 @@ def test_gemm_narrow_equals_gemm(dt, m, k, n, act, alpha):
             np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("n", [1, 5])
+@pytest.mark.parametrize("n", [1, 5, 6])
 def test_small_cnn_plan_on_two_threads_equals_layers(n):
     """The bench's small CNN (auto: Winograd for its 32->64 layer, which the
     layer runs on two threads and the plan, at batch 1, on one; a narrow
@@ -743,3 +743,26 @@ def test_small_cnn_plan_on_two_threads_equals_layers(n):
         x = np.random.default_rng(9).standard_normal((n, 3, 32, 32)).astype(np.float32)
         for _ in range(2):
             np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+
+
+@pytest.mark.parametrize("first", ["conv", "flatten", "relu"])
+def test_large_inputs_are_read_in_place(first):
+    """From 64 KB on, the first step reads the caller's array itself (not a
+    copy): the same numbers, the array untouched and not kept; converted
+    inputs and models whose first step is a view (Flatten) as before."""
+    rng = np.random.default_rng(12)
+    layers = {"conv": [nn.Conv2D(2, 3, 3, seed=rng), nn.ReLU(), nn.Flatten()],
+              "flatten": [nn.Flatten()], "relu": [nn.ReLU(), nn.Flatten()]}[first]
+    features = 3 * 62 * 62 if first == "conv" else 2 * 64 * 64
+    model = nn.Sequential(*layers, nn.Dense(features, 4, seed=rng)).eval()
+    shape = (3, 2, 64, 64)  # 96 KB of float32
+    plan = model.plan(shape)
+    assert plan._first_reads_input == (first != "flatten")
+    x = rng.standard_normal(shape).astype(np.float32)
+    keep = x.copy()
+    want = model.forward(x)
+    for arg in (x, x.astype(np.float64), np.asfortranarray(x)):
+        got = plan.forward(arg)
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(x, keep)
+    assert all(c.args[0] is not x for c in plan._calls if hasattr(c, "args") and c.args)
