@@ -555,8 +555,8 @@ class NetPlan:
         self._calls, self._xbuf, self._out = self._prebind()
         # Whether the first prebound call is the first step's (reading the
         # input buffer, writing its own), and the calls after it.
-        first = self.steps[0].bind(self._xbuf) if self._calls and self.steps else None
-        self._first_reads_input = first is not None and first[0] is not None
+        bound0 = self.steps[0].bind(self._xbuf) if self._calls and self.steps else None
+        self._first_reads_input = bound0 is not None and bound0[0] is not None
         self._rest = self._calls[1:] if self._first_reads_input and self._calls else []
         self._check = self._snapshot(model)
 
