@@ -13,7 +13,11 @@ What the plan saves over the layer-by-layer path:
 - a ReLU or LeakyReLU (slope >= 0) right after a convolution or a dense
   layer is fused into that layer's output loop (the same values, bit for
   bit: the activation is applied to each value as it is stored);
-- max pooling in evaluation mode computes no argmax indices;
+- max pooling in evaluation mode computes no argmax indices (and applies
+  a ReLU that precedes it, after a Winograd convolution, to its output);
+- in evaluation mode, Winograd filters and a narrow dense layer's packed
+  weight are kept with the plan (derived again when a byte comparison with
+  a kept copy of the weight shows a change);
 - ``Flatten`` is a reshape (a view) both ways;
 - outputs, gradients and indices live in buffers allocated once;
 - in a training step, the layers before the first one with parameters run
