@@ -111,9 +111,89 @@ static void cnx_pool2x2_d(const double *r0, int64_t W, double *m, int64_t *idx, 
     }
 }
 
+/* Backward of one output row of an exactly tiled 2x2 pool: input rows r0
+ * and r0 + W (2*OW values each) get 0 + g where their position is the
+ * window's argmax (idx, flat plane positions; base = r0's first position)
+ * and +0 elsewhere -- the zero-then-add of max_pool2d_backward's scatter,
+ * bit for bit, when every input belongs to exactly one window. */
+CNX_TARGET_AVX512
+static void cnx_pool2x2_bwd_s(const float *g, const int64_t *idx, float *r0, int64_t W,
+                              int64_t OW, int64_t base) {
+    float *r1 = r0 + W;
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                         23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const __m512i two = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t ow;
+    for (ow = 0; ow < OW; ow += 16) {
+        int64_t n = OW - ow < 16 ? OW - ow : 16, n2 = 2 * n;
+        __mmask16 mk = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1u);
+        __mmask16 ml = (__mmask16)(n2 >= 16 ? 0xFFFF : (1u << n2) - 1u);
+        __mmask16 mh = (__mmask16)(n2 >= 32 ? 0xFFFF : n2 > 16 ? (1u << (n2 - 16)) - 1u : 0);
+        __m512 v = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(mk, g + ow));
+        __m512i p = _mm512_add_epi64(_mm512_set1_epi64(base + 2 * ow), two);
+        __m512i d0 = _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)(mk & 0xFF), idx + ow), p);
+        __m512i d1 = _mm512_sub_epi64(
+            _mm512_maskz_loadu_epi64((__mmask8)(mk >> 8), idx + ow + 8),
+            _mm512_add_epi64(p, _mm512_set1_epi64(16)));
+        __m512i dw = _mm512_set1_epi64(W);
+        __m512i one = _mm512_set1_epi64(1), dw1 = _mm512_set1_epi64(W + 1);
+#define CNX_SEL(dv) ((__mmask16)(_mm512_cmpeq_epi64_mask(d0, (dv)) |                 \
+                                 ((unsigned)_mm512_cmpeq_epi64_mask(d1, (dv)) << 8)))
+        __mmask16 s0 = CNX_SEL(_mm512_setzero_si512()), s1 = CNX_SEL(one);
+        __mmask16 s2 = CNX_SEL(dw), s3 = CNX_SEL(dw1);
+#undef CNX_SEL
+        __m512 e0 = _mm512_mask_blend_ps(s0, zero, v), o0 = _mm512_mask_blend_ps(s1, zero, v);
+        __m512 e1 = _mm512_mask_blend_ps(s2, zero, v), o1 = _mm512_mask_blend_ps(s3, zero, v);
+        _mm512_mask_storeu_ps(r0 + 2 * ow, ml, _mm512_permutex2var_ps(e0, lo, o0));
+        _mm512_mask_storeu_ps(r0 + 2 * ow + 16, mh, _mm512_permutex2var_ps(e0, hi, o0));
+        _mm512_mask_storeu_ps(r1 + 2 * ow, ml, _mm512_permutex2var_ps(e1, lo, o1));
+        _mm512_mask_storeu_ps(r1 + 2 * ow + 16, mh, _mm512_permutex2var_ps(e1, hi, o1));
+    }
+}
+
+CNX_TARGET_AVX512
+static void cnx_pool2x2_bwd_d(const double *g, const int64_t *idx, double *r0, int64_t W,
+                              int64_t OW, int64_t base) {
+    double *r1 = r0 + W;
+    const __m512i lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i hi = _mm512_add_epi64(lo, _mm512_set1_epi64(4));
+    const __m512i two = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512d zero = _mm512_setzero_pd();
+    int64_t ow;
+    for (ow = 0; ow < OW; ow += 8) {
+        int64_t n = OW - ow < 8 ? OW - ow : 8, n2 = 2 * n;
+        __mmask8 mk = (__mmask8)(n == 8 ? 0xFF : (1u << n) - 1u);
+        __mmask8 ml = (__mmask8)(n2 >= 8 ? 0xFF : (1u << n2) - 1u);
+        __mmask8 mh = (__mmask8)(n2 >= 16 ? 0xFF : n2 > 8 ? (1u << (n2 - 8)) - 1u : 0);
+        __m512d v = _mm512_add_pd(zero, _mm512_maskz_loadu_pd(mk, g + ow));
+        __m512i d = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(mk, idx + ow),
+                                     _mm512_add_epi64(_mm512_set1_epi64(base + 2 * ow), two));
+        __mmask8 s0 = _mm512_cmpeq_epi64_mask(d, _mm512_setzero_si512());
+        __mmask8 s1 = _mm512_cmpeq_epi64_mask(d, _mm512_set1_epi64(1));
+        __mmask8 s2 = _mm512_cmpeq_epi64_mask(d, _mm512_set1_epi64(W));
+        __mmask8 s3 = _mm512_cmpeq_epi64_mask(d, _mm512_set1_epi64(W + 1));
+        __m512d e0 = _mm512_mask_blend_pd(s0, zero, v), o0 = _mm512_mask_blend_pd(s1, zero, v);
+        __m512d e1 = _mm512_mask_blend_pd(s2, zero, v), o1 = _mm512_mask_blend_pd(s3, zero, v);
+        _mm512_mask_storeu_pd(r0 + 2 * ow, ml, _mm512_permutex2var_pd(e0, lo, o0));
+        _mm512_mask_storeu_pd(r0 + 2 * ow + 8, mh, _mm512_permutex2var_pd(e0, hi, o0));
+        _mm512_mask_storeu_pd(r1 + 2 * ow, ml, _mm512_permutex2var_pd(e1, lo, o1));
+        _mm512_mask_storeu_pd(r1 + 2 * ow + 8, mh, _mm512_permutex2var_pd(e1, hi, o1));
+    }
+}
+
 #else
 
 static int cnx_pool_avx512(void) { return 0; }
+static void cnx_pool2x2_bwd_s(const float *g, const int64_t *idx, float *r0, int64_t W,
+                              int64_t OW, int64_t base) {
+    (void)g; (void)idx; (void)r0; (void)W; (void)OW; (void)base;
+}
+static void cnx_pool2x2_bwd_d(const double *g, const int64_t *idx, double *r0, int64_t W,
+                              int64_t OW, int64_t base) {
+    (void)g; (void)idx; (void)r0; (void)W; (void)OW; (void)base;
+}
 static void cnx_pool2x2_s(const float *r0, int64_t W, float *m, int64_t *idx, int64_t OW,
                           int64_t base) {
     (void)r0; (void)W; (void)m; (void)idx; (void)OW; (void)base;

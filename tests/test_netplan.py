@@ -766,3 +766,35 @@ def test_large_inputs_are_read_in_place(first):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(x, keep)
     assert all(c.args[0] is not x for c in plan._calls if hasattr(c, "args") and c.args)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [1, 3])
+def test_tiled_max_pool_training_steps_equal_layers(dt, n):
+    """2x2 max pools that tile their input exactly (backward: every input row
+    written once) after a ReLU (ties at zero) and not: training steps equal
+    the layer-by-layer ones."""
+    def make():
+        rng = np.random.default_rng(15)
+        return nn.Sequential(
+            nn.Conv2D(2, 3, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+            nn.Conv2D(3, 4, 3, padding=1, dtype=dt, seed=rng), nn.MaxPool2D(2), nn.Flatten(),
+            nn.Dense(4 * 2 * 3, 5, dtype=dt, seed=rng),
+        )
+    a, b = make(), make()
+    shape = (n, 2, 8, 12)
+    rng = np.random.default_rng(16)
+    oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+    la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+    plan = b.plan(shape, training=True)
+    assert [s.pool_backward.__name__.endswith("2x2") for s in plan.steps
+            if type(s).__name__ == "_MaxPoolStep"] == [True, True]
+    for _ in range(2):
+        x = rng.standard_normal(shape).astype(dt)
+        y = rng.integers(0, 5, n)
+        oa.zero_grad()
+        va = la.forward(a.forward(x), y)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        assert plan.train_step(x, y, lb, ob) == va
+        _assert_same(_state(a), _state(b))

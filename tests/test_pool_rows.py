@@ -41,8 +41,12 @@ for dt in DTYPES:
     for name, x in _inputs(dt):
         y, idx = F.max_pool2d(x, 2, return_indices=True)
         v = F.max_pool2d(x, 2)
+        gx = np.full(x.shape, np.nan, dt)
+        if x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+            g = np.random.default_rng(0).standard_normal(y.shape).astype(dt)
+            _pool.max_pool2d_backward_2x2(g, idx, gx, 1)
         out[f"{{np.dtype(dt).name}}-{{name}}"] = [y.tobytes().hex(), idx.tolist(),
-                                                 v.tobytes().hex()]
+                                                 v.tobytes().hex(), gx.tobytes().hex()]
 print(_pool.pool_isa())
 print(json.dumps(out))
 """
@@ -92,3 +96,26 @@ def test_rows_follow_the_pooling_rules(dt):
         assert (np.signbit(y) == np.signbit(want)).all(), name
         np.testing.assert_array_equal(idx, want_idx, err_msg=name)
         np.testing.assert_array_equal(F.max_pool2d(x, 2), y, err_msg=name)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_backward_2x2_equals_the_scatter(dt, threads):
+    """The exactly tiled 2x2 backward equals the zero-then-scatter kernel bit
+    for bit (+0 where a window's argmax is not, 0 + g -- so -0.0 gives +0.0
+    -- where it is; NaN and infinite gradients), rows around the vector and
+    mask widths."""
+    rng = np.random.default_rng(13)
+    for ow in [1, 2, 5, 7, 8, 9, 14, 15, 16, 17, 31, 33]:
+        for name, x in [("rand", rng.standard_normal((2, 3, 6, 2 * ow))),
+                        ("special", rng.choice(SPECIAL, size=(2, 3, 6, 2 * ow)))]:
+            x = x.astype(dt)
+            y = np.empty((2, 3, 3, ow), dt)
+            idx = np.empty(y.shape, np.int64)
+            _pool.max_pool2d_forward(x, y, idx, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+            g = rng.choice([1.5, -2.0, 0.0, -0.0, np.nan, np.inf], size=y.shape).astype(dt)
+            want = np.full(x.shape, np.nan, dt)
+            got = np.full(x.shape, np.nan, dt)
+            _pool.max_pool2d_backward(g, idx, want, 1)
+            _pool.max_pool2d_backward_2x2(g, idx, got, threads)
+            assert got.tobytes() == want.tobytes(), (ow, name)

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from functools import partial
 
 from .. import _config, _conv, _eltwise, _gemm, _pool, _winograd
-from .._plan import _winograd_filters
+from .._plan import PARALLEL_MIN_ELEMENTS, _winograd_filters, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
@@ -327,6 +327,12 @@ class _MaxPoolStep(_Step):
         #: (ReLU(max) = max(ReLU): the same values, 1/k of the work).
         self.relu = False
         self.pool = _typed(_pool.max_pool2d_forward, plan.dtype)
+        # Windows tiling the input exactly: each input row written once.
+        tiled = (plan.kernel_size == (2, 2) and plan.stride == (2, 2)
+                 and plan.padding == (0, 0) and plan.dilation == (1, 1)
+                 and plan.x_shape[-2:] == (2 * plan.out_shape[-2], 2 * plan.out_shape[-1]))
+        self.pool_backward = _typed(_pool.max_pool2d_backward_2x2 if tiled
+                                    else _pool.max_pool2d_backward, plan.dtype)
         yflat = self.y.reshape(-1)
         self.relu_call = partial(_typed(_eltwise.relu, plan.dtype), yflat, yflat,
                                  _threads(yflat.size))
@@ -356,7 +362,7 @@ class _MaxPoolStep(_Step):
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         gx = cast("FloatArray", self.gx)
-        _pool.max_pool2d_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
+        self.pool_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
         return gx
 
 
@@ -386,8 +392,6 @@ def _typed(kernel: Any, dtype: FloatDType) -> Any:
 
 
 def _threads(n: int) -> int:
-    from .._plan import PARALLEL_MIN_ELEMENTS, threads_for
-
     return threads_for(n, PARALLEL_MIN_ELEMENTS)
 
 
