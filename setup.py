@@ -134,7 +134,7 @@ def extensions():
             [f"src/{name}.pyx"],
             include_dirs=[numpy.get_include(), "src"],
             depends=["src/cnnext_ukernel.h", "src/cnnext_norm.h", "src/cnnext_depthwise.h",
-                     "src/cnnext_depthwise_body.h", "src/cnnext/_common.pxd",
+                     "src/cnnext_depthwise_body.h", "src/cnnext_pool.h", "src/cnnext/_common.pxd",
                      "src/cnnext/_gemm.pxd"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )

@@ -470,6 +470,7 @@ def fit(
             bar = _make_bar(progress, sum(hi - lo for lo, hi in spans), f"epoch {epoch}/{epochs}")
             start_time = time.perf_counter()
             total_loss, correct, n_acc, seen = 0.0, 0, 0, 0
+            plan = None
             try:
                 for lo, hi in spans:
                     if order is None:
@@ -479,10 +480,14 @@ def fit(
                         xb, yb = x[idx], y[idx]
                     if dist is not None and not dist.begin_step(len(xb)):
                         continue  # an empty share of a short last batch
-                    plan = _net_plan(model, xb.shape, True)
+                    # The last batch's plan while it is valid for this one (a plan
+                    # checks the model it was made for: layers, arrays, modes).
+                    if plan is None or plan.input_shape != xb.shape or not plan.valid:
+                        plan = _net_plan(model, xb.shape, True)
                     out: npt.NDArray[Any]
                     if plan is not None:
-                        batch_loss, out = plan._step(fname, xb, yb, loss, optimizer)
+                        batch_loss, out = plan._step(fname, xb, yb, loss, optimizer,
+                                                     checked=True)
                     else:
                         batch_loss, out = _layered_step(model, loss, optimizer, xb, yb)
                     total_loss += batch_loss * len(xb)

@@ -18,7 +18,9 @@ of one floating dtype (``cnnext._plan`` is the only Python caller).
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy
 
 import numpy as np
 
@@ -299,3 +301,114 @@ cdef int gemm_into(const floating[:, ::1] A, const floating[:, ::1] B, floating[
                                 scr + tid * per, scr + tid * per + s_a, MR, NR)
         free(scr)
     return 0
+
+
+# --------------------------------------------------------------------------
+# Kept copies (whole-network plans keep what they derive from a weight)
+# --------------------------------------------------------------------------
+
+
+def refresh_copy(const floating[::1] src,  # IN
+                 floating[::1] kept):      # IN/OUT: src's values at the last call
+    """True when ``kept`` differed from ``src`` byte for byte (it now holds
+    ``src``'s values); False, nothing written, when they were the same."""
+    cdef Py_ssize_t nbytes = src.shape[0] * sizeof(floating)
+    cdef bint changed = False
+    if nbytes == 0:
+        return False
+    with nogil:
+        if memcmp(&src[0], &kept[0], nbytes) != 0:
+            memcpy(&kept[0], &src[0], nbytes)
+            changed = True
+    return changed
+
+
+# --------------------------------------------------------------------------
+# Narrow products: C(M, N) = A(M, K) @ B(N, K)^T with N at most one vector
+# (a dense layer to a few classes), B kept packed by the caller
+# --------------------------------------------------------------------------
+
+
+def narrow_width(dtype):
+    """Columns of one vector of the indirect-A 16-row kernel for ``dtype``
+    (0 when the variant in use has none)."""
+    if np.dtype(dtype) == np.float32:
+        return KER.s_nr // 2 if KER.s_inda_n1 != NULL else 0
+    return KER.d_nr // 2 if KER.d_inda_n1 != NULL else 0
+
+
+def pack_narrow(const floating[:, ::1] B,   # IN  (N, K), N <= W
+                floating[:, ::1] bpk):      # OUT (K, W): bpk[k, j] = B[j, k], 0 past N
+    """B^T as the narrow kernel's one packed panel of W columns."""
+    cdef Py_ssize_t N = B.shape[0], K = B.shape[1], W = bpk.shape[1], k, j
+    with nogil:
+        for k in range(K):
+            for j in range(N):
+                bpk[k, j] = B[j, k]
+            for j in range(N, W):
+                bpk[k, j] = 0
+
+
+cdef void narrow_tiles(const floating* A, const floating* bpk, floating* C,
+                       const floating* bias, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       Py_ssize_t W, Py_ssize_t t0, Py_ssize_t t1, int act,
+                       floating alpha) noexcept nogil:
+    """Row tiles [t0, t1) of 16 rows: C = bias + A @ B^T, KC-deep blocks
+    summed in order (the packed GEMM's order, see gemm_st), then ``act``."""
+    cdef int64_t aoff[16]
+    cdef Py_ssize_t t, r0, i, j, pc, kc
+    cdef int mr
+    cdef floating* c
+    for i in range(16):
+        aoff[i] = i * K
+    for t in range(t0, t1):
+        r0 = t * 16
+        mr = <int>min(16, M - r0)
+        c = C + r0 * N
+        for i in range(mr):
+            for j in range(N):
+                c[i * N + j] = bias[j] if bias != NULL else 0
+        pc = 0
+        while pc < K:
+            kc = min(<Py_ssize_t>KC, K - pc)
+            if floating is float:
+                KER.s_inda_n1(kc, A + r0 * K + pc, aoff, bpk + pc * W, NULL, c, N, mr,
+                              <int>N, 1, NULL)
+            else:
+                KER.d_inda_n1(kc, A + r0 * K + pc, aoff, bpk + pc * W, NULL, c, N, mr,
+                              <int>N, 1, NULL)
+            pc = pc + KC
+        if act != ACT_NONE:
+            act_rows(&KER, c, N, c, N, mr, N, act, alpha)
+
+
+def gemm_narrow(const floating[:, ::1] A,     # IN  (M, K)
+                const floating[:, ::1] bpk,   # IN  (K, W) from pack_narrow
+                floating[:, ::1] C,           # OUT (M, N), N <= W
+                const floating[::1] bias,     # IN  (N,) or None
+                int n_threads, int act=0, double alpha=0.0):
+    """C = bias + A @ B^T, then the epilogue ``act`` (as :func:`gemm` with
+    ``trans_b``, the same sums in the same order as its packed path): tiles of
+    16 rows of A read in place against B's one packed panel, split over
+    threads.  Needs an indirect-A 16-row kernel (:func:`narrow_width` > 0)."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1], K = A.shape[1], W = bpk.shape[1]
+    cdef Py_ssize_t T = cdiv(M, 16), tid, i, j
+    cdef int nt = <int>max(1, min(n_threads, T))
+    cdef const floating* b = &bias[0] if bias is not None else NULL
+    if M == 0 or N == 0:
+        return
+    if K == 0:  # empty reduction: never form a pointer into an empty operand
+        for i in range(M):
+            for j in range(N):
+                C[i, j] = b[j] if b != NULL else 0
+        if act != ACT_NONE:
+            act_rows(&KER, &C[0, 0], N, &C[0, 0], N, M, N, act, <floating>alpha)
+        return
+    with nogil:
+        if nt == 1:
+            narrow_tiles(&A[0, 0], &bpk[0, 0], &C[0, 0], b, M, N, K, W, 0, T, act,
+                         <floating>alpha)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                narrow_tiles(&A[0, 0], &bpk[0, 0], &C[0, 0], b, M, N, K, W, T * tid // nt,
+                             T * (tid + 1) // nt, act, <floating>alpha)

@@ -22,6 +22,25 @@ cimport numpy as cnp
 
 cnp.import_array()
 
+cdef extern from "cnnext_pool.h" nogil:
+    int cnx_pool_avx512() noexcept nogil
+    void cnx_pool2x2_s(const float* r0, int64_t W, float* m, int64_t* idx, int64_t OW,
+                       int64_t base) noexcept nogil
+    void cnx_pool2x2_d(const double* r0, int64_t W, double* m, int64_t* idx, int64_t OW,
+                       int64_t base) noexcept nogil
+    void cnx_pool2x2_bwd_s(const float* g, const int64_t* idx, float* r0, int64_t W,
+                           int64_t OW, int64_t base) noexcept nogil
+    void cnx_pool2x2_bwd_d(const double* g, const int64_t* idx, double* r0, int64_t W,
+                           int64_t OW, int64_t base) noexcept nogil
+
+# The 2x2 stride-2 rows by AVX-512 intrinsics (see cnnext_pool.h).
+cdef bint POOL_AVX512 = cnx_pool_avx512()
+
+
+def pool_isa():
+    """Name of the 2x2 max-pool row variant in use ("avx512" or "generic")."""
+    return "avx512" if POOL_AVX512 else "generic"
+
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
     """The smallest tap ``i >= 0`` with ``start + i*d >= 0``."""
@@ -136,6 +155,18 @@ cdef void max_planes(const floating* x, floating* out, int64_t* idx, int32_t* bb
     # kernel is clipped, not iterated); increasing j keeps row-major order.
     j0 = _first_tap((OW - 1) * sw - pw, dw)
     j1 = min(kw, _taps_below(-pw, dw, W))
+    if is2x2 and POOL_AVX512:
+        for q in range(q0, q1):
+            for oh in range(OH):
+                if floating is float:
+                    cnx_pool2x2_s(x + q * H * W + 2 * oh * W, W, out + (q * OH + oh) * OW,
+                                  idx + (q * OH + oh) * OW if idx != NULL else NULL, OW,
+                                  2 * oh * W)
+                else:
+                    cnx_pool2x2_d(x + q * H * W + 2 * oh * W, W, out + (q * OH + oh) * OW,
+                                  idx + (q * OH + oh) * OW if idx != NULL else NULL, OW,
+                                  2 * oh * W)
+        return
     if is2x2 and idx == NULL:
         for q in range(q0, q1):
             for oh in range(OH):
@@ -254,6 +285,46 @@ cdef void max_bwd_planes(const floating* gout, const int64_t* idx, floating* gx,
         memset(gq, 0, HW * sizeof(floating))
         for p in range(P):
             gq[iq[p]] += goq[p]
+
+
+cdef void max_bwd_2x2_planes(const floating* gout, const int64_t* idx, floating* gx,
+                             Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t q0,
+                             Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t q, oh, W = 2 * OW, o
+    for q in range(q0, q1):
+        for oh in range(OH):
+            o = (q * OH + oh) * OW
+            if floating is float:
+                cnx_pool2x2_bwd_s(gout + o, idx + o, gx + q * 4 * OH * OW + 2 * oh * W, W, OW,
+                                  2 * oh * W)
+            else:
+                cnx_pool2x2_bwd_d(gout + o, idx + o, gx + q * 4 * OH * OW + 2 * oh * W, W, OW,
+                                  2 * oh * W)
+
+
+def max_pool2d_backward_2x2(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW)
+                            const int64_t[:, :, :, ::1] idx,     # IN  same, from a 2x2 pool
+                            floating[:, :, :, ::1] gx,           # OUT (N, C, 2*OH, 2*OW)
+                            int n_threads):
+    """:func:`max_pool2d_backward` (the same values, bit for bit) for the
+    indices of a 2x2, stride-2, unpadded max pool whose windows tile the
+    input exactly: every input row written once, no zeroing pass (AVX-512
+    rows; the scatter loop without AVX-512)."""
+    cdef Py_ssize_t planes = gout.shape[0] * gout.shape[1]
+    cdef Py_ssize_t OH = gout.shape[2], OW = gout.shape[3]
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    cdef Py_ssize_t tid
+    if not POOL_AVX512 or planes == 0 or OH == 0 or OW == 0:
+        max_pool2d_backward(gout, idx, gx, n_threads)
+        return
+    with nogil:
+        if nt == 1:
+            max_bwd_2x2_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], OH, OW,
+                               0, planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                max_bwd_2x2_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], OH,
+                                   OW, planes * tid // nt, planes * (tid + 1) // nt)
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW)

@@ -14,6 +14,7 @@ import pytest
 
 import cnnext
 from cnnext import _train_cli as cli
+from cnnext import nn
 
 
 @pytest.fixture(autouse=True)
@@ -99,11 +100,20 @@ def test_trains_on_test_split_ranges_and_saves(tmp_path, capsys, rng):
     assert "epoch 1/2:" in out and "epoch 2/2:" in out
     assert _accuracy(out) >= 0.9  # the synthetic label is a bright row: easy
     assert f"saved model to {path}" in out
-    model, _ = cli.build_model("tiny", 123)
+    model, transform = cli.build_model("tiny", 123)
     before = model.params["0.weight"].copy()
     model.load(path)
     assert not np.array_equal(model.params["0.weight"], before)
     assert cnnext.get_num_threads() == 1
+    # The final line (the last epoch's validation, not a second pass) equals
+    # a fresh evaluation of the saved model.
+    from cnnext.datasets import load_mnist
+    from cnnext.train import evaluate
+
+    x, y = load_mnist(tmp_path, "test")
+    r = evaluate(model, nn.SoftmaxCrossEntropy(), transform(x[200:300]), y[200:300])
+    last = re.search(r"^test accuracy ([0-9.]+) \(loss ([0-9.]+)\)", out, re.M)
+    assert last.group(1) == f"{r['accuracy']:.4f}" and last.group(2) == f"{r['loss']:.4f}"
 
 
 def test_lenet5_and_train_split_when_present(tmp_path, capsys, rng):

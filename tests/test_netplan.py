@@ -881,3 +881,211 @@ def test_fused_batch_norm_in_every_kernel_variant(isa, tmp_path):
                           env=dict(os.environ, CNNEXT_ISA=isa))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [isa]
+
+
+def _winograd_net(dt, rng):
+    """3x3 stride-1 convolutions (Winograd's, when set) followed by ReLU and
+    max pools with and without padding, a LeakyReLU, none, prime sizes."""
+    return nn.Sequential(
+        nn.Conv2D(3, 5, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(5, 6, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.MaxPool2D(3, stride=2, padding=1),
+        nn.Conv2D(6, 4, 3, padding=2, dtype=dt, seed=rng), nn.ReLU(),
+        nn.Conv2D(4, 4, 3, padding=1, dtype=dt, seed=rng), nn.LeakyReLU(0.1),
+        nn.MaxPool2D(2, ceil_mode=True),
+        nn.Conv2D(4, 3, 3, padding=1, bias=False, dtype=dt, seed=rng),
+        nn.Flatten(),
+    )
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [1, 4, 9])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_inference_steps_equal_layers(dt, n, threads):
+    """Inference keeps each Winograd convolution's transformed filters and
+    moves a ReLU before a max pool (no padding) after it: the same numbers,
+    inf/NaN inputs and weights included, and in-place weight updates seen;
+    small batches on one thread (the layers' on two: the same numbers)."""
+    shape = (n, 3, 13, 11)
+    with cnnext.use_conv_algorithm("winograd"), _threads(threads):
+        a = _winograd_net(dt, np.random.default_rng(3)).eval()
+        b = _winograd_net(dt, np.random.default_rng(3)).eval()
+        plan = b.plan(shape)
+        assert plan._calls is not None
+        names = repr(plan)
+        if dt == np.float32:
+            assert names.count("WinogradStep") == 5
+            first = plan.steps[0]
+            assert first.threads == (first.plan.threads if n * 7 * 6 >= 256 else 1)
+            relu = [s.relu for s in plan.steps if type(s).__name__ == "_MaxPoolStep"]
+            assert relu == [True, False, False]  # padding; a LeakyReLU
+        else:
+            assert "WinogradStep" not in names  # float64 runs direct
+        rng = np.random.default_rng(4)
+        for change in ["none", "nan_input", "inf_input", "update", "inf_weight", "restore"]:
+            x = rng.standard_normal(shape).astype(dt)
+            if change == "nan_input":
+                x[0, 1, 5, 4] = np.nan
+            elif change == "inf_input":
+                x[-1, 0, 0, 0] = -np.inf
+            for m in (a, b):
+                w = m.layers[3].params["weight"]
+                if change == "update":
+                    w *= dt(-0.75)
+                elif change == "inf_weight":
+                    w[1, 2, 0, 1] = np.inf
+                elif change == "restore":
+                    w[1, 2, 0, 1] = 0.5
+            np.testing.assert_array_equal(plan.forward(x), a.forward(x), err_msg=change)
+        assert plan.valid
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_refresh_copy(dt):
+    src = np.arange(7, dtype=dt)
+    kept = src.copy()
+    assert not _gemm.refresh_copy(src, kept)
+    src[3] = -0.0 if src[3] == 0 else np.nan
+    assert _gemm.refresh_copy(src, kept)
+    np.testing.assert_array_equal(kept, src)
+    assert not _gemm.refresh_copy(src, kept)  # NaN: the same bytes
+    kept[0] = -0.0
+    assert _gemm.refresh_copy(src, kept) and kept[0] == 0 and not np.signbit(kept[0])
+    assert not _gemm.refresh_copy(src[:0], kept[:0])
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [3, 5, 37])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_narrow_dense_steps_equal_layers(dt, n, threads):
+    """Inference dense layers to at most one vector of outputs, past the
+    dot-product rows, keep their weight packed: the same numbers (several
+    KC blocks, fused ReLU/LeakyReLU, no bias), and in-place updates seen."""
+    def make():
+        rng = np.random.default_rng(5)
+        return nn.Sequential(
+            nn.Flatten(), nn.Dense(300, 7, dtype=dt, seed=rng), nn.LeakyReLU(0.1),
+            nn.Dense(7, 5, bias=False, dtype=dt, seed=rng), nn.ReLU(),
+            nn.Dense(5, 3, dtype=dt, seed=rng),
+        ).eval()
+    with _threads(threads):
+        a, b = make(), make()
+        plan = b.plan((n, 3, 10, 10))
+        narrow = repr(plan).count("NarrowDenseStep")
+        assert narrow == (3 if n > 4 and _gemm.narrow_width(dt) else 0)
+        rng = np.random.default_rng(6)
+        for update in (False, True, True):
+            if update:
+                for m in (a, b):
+                    m.layers[1].params["weight"][2, ::7] *= dt(-1.5)
+            x = rng.standard_normal((n, 3, 10, 10)).astype(dt)
+            x[0, 0, 0, 0] = np.nan
+            np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+
+
+class _threads:
+    """cnnext's thread count set to ``n`` inside the block."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old = cnnext.get_num_threads()
+        cnnext.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        cnnext.set_num_threads(self.old)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("m,k,n", [(5, 1, 1), (16, 256, 8), (17, 257, 3), (64, 600, 5),
+                                   (33, 0, 2)])
+@pytest.mark.parametrize("act,alpha", [(0, 0.0), (1, 0.0), (2, 0.2)])
+def test_gemm_narrow_equals_gemm(dt, m, k, n, act, alpha):
+    w_ = _gemm.narrow_width(dt)
+    if not w_:
+        pytest.skip("no narrow kernel in this variant")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((m, k)).astype(dt)
+    w = rng.standard_normal((n, k)).astype(dt)
+    bpk = np.full((k, w_), np.nan, dt)
+    _gemm.pack_narrow(w, bpk)
+    for bias in (rng.standard_normal(n).astype(dt), None):
+        for threads in (1, 2):
+            want, got = np.empty((m, n), dt), np.full((m, n), np.nan, dt)
+            _gemm.gemm(x, w, want, False, True, False, 1, bias, act, alpha)
+            _gemm.gemm_narrow(x, bpk, got, bias, threads, act, alpha)
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [1, 5, 6])
+def test_small_cnn_plan_on_two_threads_equals_layers(n):
+    """The bench's small CNN (auto: Winograd for its 32->64 layer, which the
+    layer runs on two threads and the plan, at batch 1, on one; a narrow
+    dense head past the dot-product rows) equals the layer-by-layer path."""
+    from cnnext.bench.netplan_rows import small_cnn
+
+    with _threads(2):
+        a, b = small_cnn(seed=0).eval(), small_cnn(seed=0).eval()
+        plan = b.plan((n, 3, 32, 32))
+        wino = [s for s in plan.steps if type(s).__name__ == "_WinogradStep"]
+        if wino and cnnext.get_num_threads() == 2:
+            assert wino[0].plan.threads == 2 and wino[0].threads == (1 if n == 1 else 2)
+        x = np.random.default_rng(9).standard_normal((n, 3, 32, 32)).astype(np.float32)
+        for _ in range(2):
+            np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+
+
+@pytest.mark.parametrize("first", ["conv", "flatten", "relu"])
+def test_large_inputs_are_read_in_place(first):
+    """From 64 KB on, the first step reads the caller's array itself (not a
+    copy): the same numbers, the array untouched and not kept; converted
+    inputs and models whose first step is a view (Flatten) as before."""
+    rng = np.random.default_rng(12)
+    layers = {"conv": [nn.Conv2D(2, 3, 3, seed=rng), nn.ReLU(), nn.Flatten()],
+              "flatten": [nn.Flatten()], "relu": [nn.ReLU(), nn.Flatten()]}[first]
+    features = 3 * 62 * 62 if first == "conv" else 2 * 64 * 64
+    model = nn.Sequential(*layers, nn.Dense(features, 4, seed=rng)).eval()
+    shape = (3, 2, 64, 64)  # 96 KB of float32
+    plan = model.plan(shape)
+    assert plan._first_reads_input == (first != "flatten")
+    x = rng.standard_normal(shape).astype(np.float32)
+    keep = x.copy()
+    want = model.forward(x)
+    for arg in (x, x.astype(np.float64), np.asfortranarray(x)):
+        got = plan.forward(arg)
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(x, keep)
+    assert all(c.args[0] is not x for c in plan._calls if hasattr(c, "args") and c.args)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [1, 3])
+def test_tiled_max_pool_training_steps_equal_layers(dt, n):
+    """2x2 max pools that tile their input exactly (backward: every input row
+    written once) after a ReLU (ties at zero) and not: training steps equal
+    the layer-by-layer ones."""
+    def make():
+        rng = np.random.default_rng(15)
+        return nn.Sequential(
+            nn.Conv2D(2, 3, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+            nn.Conv2D(3, 4, 3, padding=1, dtype=dt, seed=rng), nn.MaxPool2D(2), nn.Flatten(),
+            nn.Dense(4 * 2 * 3, 5, dtype=dt, seed=rng),
+        )
+    a, b = make(), make()
+    shape = (n, 2, 8, 12)
+    rng = np.random.default_rng(16)
+    oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+    la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+    plan = b.plan(shape, training=True)
+    assert [s.pool_backward.__name__.endswith("2x2") for s in plan.steps
+            if type(s).__name__ == "_MaxPoolStep"] == [True, True]
+    for _ in range(2):
+        x = rng.standard_normal(shape).astype(dt)
+        y = rng.integers(0, 5, n)
+        oa.zero_grad()
+        va = la.forward(a.forward(x), y)
+        a.backward(la.backward(), input_grad=False)
+        oa.step()
+        assert plan.train_step(x, y, lb, ob) == va
+        _assert_same(_state(a), _state(b))

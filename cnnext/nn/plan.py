@@ -21,7 +21,11 @@ What the plan saves over the layer-by-layer path:
   normalising pass of the block's last batch normalization when it ends
   in one -- and the ReLU's backward is fused into the branches' last batch
   normalizations;
-- max pooling in evaluation mode computes no argmax indices;
+- max pooling in evaluation mode computes no argmax indices (and applies
+  a ReLU that precedes it, after a Winograd convolution, to its output);
+- in evaluation mode, Winograd filters and a narrow dense layer's packed
+  weight are kept with the plan (derived again when a byte comparison with
+  a kept copy of the weight shows a change);
 - ``Flatten`` is a reshape (a view) both ways;
 - outputs, gradients and indices live in buffers allocated once;
 - in a training step, the layers before the first one with parameters run
@@ -42,7 +46,8 @@ import numpy as np
 import numpy.typing as npt
 from functools import partial
 
-from .. import _config, _conv, _eltwise, _gemm, _norm, _pool
+from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd
+from .._plan import PARALLEL_MIN_ELEMENTS, _winograd_filters, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
@@ -77,6 +82,13 @@ _TRAINING = operator.attrgetter("training")
 _ACT_NONE, _ACT_RELU, _ACT_LEAKY = 0, 1, 2
 #: The batch normalizations a plan runs by its own step (exact types).
 _BATCH_NORMS = (BatchNorm1D, BatchNorm2D)
+#: Inputs of at least this many bytes are read in place by the first step
+#: (rebinding its call costs about as much as copying 64 KB).
+_READ_IN_PLACE_BYTES = 1 << 16
+#: Output tiles (2x2, over the batch) below which a planned Winograd
+#: convolution runs on one thread: measured on 2 cores, 64 tiles (a 16x16
+#: map at batch 1) ran 10% slower on two, 256 as fast, 512 20% faster.
+_WINOGRAD_PARALLEL_TILES = 256
 
 
 # --------------------------------------------------------------------------
@@ -176,11 +188,11 @@ class _WeightedStep(_Step):
         if k is None or x.dtype != self.y.dtype:
             return None
         if k[0] is _gemm.gemm:
-            return partial(_gemm.gemm, x, self.w, self.y, False, True, False, k[2], self.b,
-                           self.act, self.alpha), self.y
+            return partial(_typed(_gemm.gemm, x.dtype), x, self.w, self.y, False, True, False,
+                           k[2], self.b, self.act, self.alpha), self.y
         _, sh, sw, ph, pw, dh, dw, nt = k
-        return partial(_conv.conv2d_forward, x, self.w, self.b, self.y, sh, sw, ph, pw, dh,
-                       dw, nt, 1, self.act, self.alpha), self.y
+        return partial(_typed(_conv.conv2d_forward, x.dtype), x, self.w, self.b, self.y, sh,
+                       sw, ph, pw, dh, dw, nt, 1, self.act, self.alpha), self.y
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         if self.act != _ACT_NONE:
@@ -190,6 +202,95 @@ class _WeightedStep(_Step):
         if gb is not None:
             cast("FloatArray", self.gb)[...] += gb
         return cast("FloatArray | None", gx)
+
+
+class _WinogradStep(_WeightedStep):
+    """An inference convolution by Winograd's F(2x2, 3x3) (its layer's kept
+    plan chose it), the weight's transformed filters kept between calls:
+    each call compares the weight with the copy they were made from (bytes)
+    and transforms it again only when its values changed.  Its fused
+    activation is applied to the output, or (``defer_act``) by the max pool
+    that follows (max and ReLU commute: the same values)."""
+
+    def __init__(self, layer: Weighted, x_shape: Shape, dtype: FloatDType, act: int,
+                 alpha: float) -> None:
+        super().__init__(layer, x_shape, dtype, act, alpha)
+        cp = cast("ConvPlan", self.plan)
+        self.pad = cp.padding
+        tiles = x_shape[0] * -(-self.out_shape[2] // 2) * -(-self.out_shape[3] // 2)
+        # (the result does not depend on the thread count: tiles are independent)
+        self.threads = 1 if tiles < _WINOGRAD_PARALLEL_TILES else cp.threads
+        self.args = cp.kernel_args
+        self.wflat = self.w.reshape(-1)  # a view: sees the weight's in-place updates
+        self.kept = self.wflat.copy()    # the values self.upk was made from
+        self.upk = _winograd_filters(self.w)
+        self.yflat = self.y.reshape(-1)
+        self.refresh = _typed(_gemm.refresh_copy, dtype)
+        self.defer_act = False
+
+    def run(self, x: FloatArray) -> None:
+        """y = the convolution of ``x`` (+ the activation unless deferred)."""
+        if self.refresh(self.wflat, self.kept):
+            self.upk = _winograd_filters(self.w)
+        upk, y = self.upk, self.y
+        if upk is not None:
+            _winograd.winograd_forward(x, upk, self.b, y, self.pad[0], self.pad[1],
+                                       self.threads)
+        # inf/NaN: the direct kernel (as the layer's plan does, see ConvPlan)
+        if upk is None or not _winograd.all_finite(self.yflat):
+            _conv.conv2d_forward(x, self.w, self.b, y, *self.args)
+        if not self.defer_act and self.act != _ACT_NONE:
+            _activate(y, self.act, self.alpha)
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        if x.dtype != self.y.dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, self.y.dtype)
+        self.run(x)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        return partial(self.run, x), self.y
+
+
+class _NarrowDenseStep(_WeightedStep):
+    """An inference dense layer to at most one vector of outputs (a few
+    classes) over more rows than the dot-product path takes: the weight kept
+    transposed in the narrow kernel's packed panel (packed again only when a
+    byte comparison with a kept copy shows a change), 16 input rows read in
+    place per tile; the sums of the packed GEMM, in its order."""
+
+    def __init__(self, layer: Weighted, x_shape: Shape, dtype: FloatDType, act: int,
+                 alpha: float) -> None:
+        super().__init__(layer, x_shape, dtype, act, alpha)
+        self.threads = cast("LinearPlan", self.plan).threads
+        self.wflat = self.w.reshape(-1)  # a view: sees the weight's in-place updates
+        self.kept = self.wflat.copy()
+        self.bpk = np.empty((self.w.shape[1], _gemm.narrow_width(dtype)), dtype)
+        _gemm.pack_narrow(self.w, self.bpk)
+        self.narrow = _typed(_gemm.gemm_narrow, dtype)
+
+    @staticmethod
+    def fits(step: _WeightedStep) -> bool:
+        """Whether the dense layer's planned forward is the packed GEMM (more
+        rows than the dot products take) to at most one vector."""
+        return (type(step.layer) is Dense and step.plan.method == "gemm"
+                and 0 < step.out_shape[1] <= _gemm.narrow_width(step.y.dtype))
+
+    def run(self, x: FloatArray) -> None:
+        if _gemm.refresh_copy(self.wflat, self.kept):
+            _gemm.pack_narrow(self.w, self.bpk)
+        self.narrow(x, self.bpk, self.y, self.b, self.threads, self.act, self.alpha)
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        if x.dtype != self.y.dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, self.y.dtype)
+        self.run(x)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if x.dtype != self.y.dtype:
+            return None
+        return partial(self.run, x), self.y
 
 
 class _ActStep(_Step):
@@ -220,7 +321,8 @@ class _ActStep(_Step):
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
         if self.act != _ACT_RELU:
             return None
-        return partial(_eltwise.relu, x.reshape(-1), self.y.reshape(-1), self.threads), self.y
+        return partial(_typed(_eltwise.relu, x.dtype), x.reshape(-1), self.y.reshape(-1),
+                       self.threads), self.y
 
 
 class _MaxPoolStep(_Step):
@@ -232,18 +334,46 @@ class _MaxPoolStep(_Step):
         self.y = np.empty(plan.out_shape, plan.dtype)
         self.idx: IndexArray | None = np.empty(plan.out_shape, _INT64) if training else None
         self.gx = np.empty(plan.x_shape, plan.dtype) if training else None
+        #: A ReLU of the step before, applied here to the pooled values
+        #: (ReLU(max) = max(ReLU): the same values, 1/k of the work).
+        self.relu = False
+        self.pool = _typed(_pool.max_pool2d_forward, plan.dtype)
+        # Windows tiling the input exactly: each input row written once.
+        tiled = (plan.kernel_size == (2, 2) and plan.stride == (2, 2)
+                 and plan.padding == (0, 0) and plan.dilation == (1, 1)
+                 and plan.x_shape[-2:] == (2 * plan.out_shape[-2], 2 * plan.out_shape[-1]))
+        self.pool_backward = _typed(_pool.max_pool2d_backward_2x2 if tiled
+                                    else _pool.max_pool2d_backward, plan.dtype)
+        yflat = self.y.reshape(-1)
+        self.relu_call = partial(_typed(_eltwise.relu, plan.dtype), yflat, yflat,
+                                 _threads(yflat.size))
 
     def forward(self, x: FloatArray) -> FloatArray:
-        _pool.max_pool2d_forward(x, self.y, self.idx, *self.plan.kernel_args)
+        self.pool(x, self.y, self.idx, *self.plan.kernel_args)
+        if self.relu:
+            self.relu_call()
         return self.y
 
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
-        return partial(_pool.max_pool2d_forward, x, self.y, self.idx,
-                       *self.plan.kernel_args), self.y
+        pool = partial(self.pool, x, self.y, self.idx, *self.plan.kernel_args)
+        if self.relu:
+            relu = self.relu_call
+
+            def pool_relu() -> None:
+                pool()
+                relu()
+            return pool_relu, self.y
+        return pool, self.y
+
+    def takes_relu(self) -> bool:
+        """Whether a ReLU on this pool's input can be applied to its output
+        instead: every window holds an input value (no padding) -- a window
+        of padding only would give -inf, not 0 -- and no indices are kept."""
+        return self.idx is None and self.plan.padding == (0, 0)
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         gx = cast("FloatArray", self.gx)
-        _pool.max_pool2d_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
+        self.pool_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
         return gx
 
 
@@ -495,9 +625,15 @@ def _branch_backward(steps: list[_Step], g: FloatArray, need_input: bool,
     return None
 
 
-def _threads(n: int) -> int:
-    from .._plan import PARALLEL_MIN_ELEMENTS, threads_for
+def _typed(kernel: Any, dtype: FloatDType) -> Any:
+    """The compiled specialization of a fused-type kernel for ``dtype``:
+    calling it skips the per-call dispatch on the arguments' types (a
+    microsecond or two, as much as a small layer's kernel)."""
+    sigs = getattr(kernel, "__signatures__", None)
+    return sigs["float" if dtype == np.float32 else "double"] if sigs else kernel
 
+
+def _threads(n: int) -> int:
     return threads_for(n, PARALLEL_MIN_ELEMENTS)
 
 
@@ -587,6 +723,11 @@ def _build_steps(fname: str, leaves: list[Module], shape: Shape, cur: FloatDType
             fuse = nxt is not None and (nxt[1] >= 0 or not training)
             act, alpha = nxt if fuse and nxt is not None else (_ACT_NONE, 0.0)
             step = _WeightedStep(wl, shape, dtype, act, alpha)
+            if (not training and type(wl) is Conv2D and len(shape) == 4
+                    and step.plan.method == "winograd"):
+                step = _WinogradStep(wl, shape, dtype, act, alpha)
+            elif not training and _NarrowDenseStep.fits(step):
+                step = _NarrowDenseStep(wl, shape, dtype, act, alpha)
             cur = dtype
             i += 2 if fuse else 1
         elif _act_of(layer) is not None:
@@ -597,6 +738,10 @@ def _build_steps(fname: str, leaves: list[Module], shape: Shape, cur: FloatDType
             probe = np.zeros(shape, cur)
             layer._call_forward(probe)  # validates the geometry, as the layer does
             step = _MaxPoolStep(layer._new_plan(probe), training)
+            prev = steps[-1] if steps else None
+            if (isinstance(prev, _WinogradStep) and prev.act == _ACT_RELU
+                    and step.takes_relu()):
+                prev.defer_act = step.relu = True
             i += 1
         elif type(layer) is Flatten and len(shape) >= 1:
             step = _FlattenStep(shape)
@@ -702,6 +847,11 @@ class NetPlan:
         self.out_dtype = cur
         self._grad = np.empty(shape, cur)
         self._calls, self._xbuf, self._out = self._prebind()
+        # Whether the first prebound call is the first step's (reading the
+        # input buffer, writing its own), and the calls after it.
+        bound0 = self.steps[0].bind(self._xbuf) if self._calls and self.steps else None
+        self._first_reads_input = bound0 is not None and bound0[0] is not None
+        self._rest = self._calls[1:] if self._first_reads_input and self._calls else []
         self._check = self._snapshot(model)
 
     def _prebind(self) -> tuple[list[Callable[[], object]] | None, Any, Any]:
@@ -766,8 +916,10 @@ class NetPlan:
                         arrays))
         )
 
-    def _input(self, fname: str, x: npt.ArrayLike) -> FloatArray:
-        if not self.valid:
+    def _input(self, fname: str, x: npt.ArrayLike, checked: bool = False) -> FloatArray:
+        """``x`` as the plan's input array; ``checked``: the caller has just
+        confirmed :attr:`valid`."""
+        if not checked and not self.valid:
             raise RuntimeError(
                 f"{fname}: the model changed since this plan was made (layers, parameter "
                 f"arrays, train/eval mode, thread count, backend or convolution algorithm); "
@@ -807,7 +959,14 @@ class NetPlan:
         calls = self._calls
         if calls is None:
             return np.array(self._forward(xa))
-        np.copyto(self._xbuf, xa)  # (the caller's array is never kept)
+        if xa.nbytes >= _READ_IN_PLACE_BYTES and self._first_reads_input:
+            # The first step bound to the input itself (only read, during
+            # this call) rather than to a copy of it.
+            first = cast("tuple[Callable[[], object], FloatArray]", self.steps[0].bind(xa))[0]
+            first()
+            calls = self._rest
+        else:
+            np.copyto(self._xbuf, xa)  # (the caller's array is never kept)
         for call in calls:
             call()
         return self._out.copy()  # type: ignore[no-any-return]
@@ -838,11 +997,12 @@ class NetPlan:
         return self._step("NetPlan.train_step", x, y, loss, optimizer)[0]
 
     def _step(self, fname: str, x: npt.ArrayLike, y: npt.ArrayLike, loss: Any,
-              optimizer: Any) -> tuple[float, FloatArray]:
-        """(batch loss, the output buffer) of one training step."""
+              optimizer: Any, checked: bool = False) -> tuple[float, FloatArray]:
+        """(batch loss, the output buffer) of one training step; ``checked``:
+        the caller has just confirmed :attr:`valid`."""
         if not self.training:
             raise RuntimeError(f"{fname}: this plan was made for inference (training=False)")
-        xa = self._input(fname, x)
+        xa = self._input(fname, x, checked)
         optimizer.zero_grad()
         out = self._forward(xa)
         value, g = self._loss(loss, out, y)

@@ -1,0 +1,207 @@
+/*
+ * Max pooling's common window, 2x2 at stride 2 without padding, one output
+ * row at a time, with AVX-512 intrinsics (runtime dispatch: the GEMM
+ * micro-kernels' instruction-set choice, CNNEXT_ISA included).
+ *
+ * A row of OW outputs reads 2*OW values of each of its two input rows; 16
+ * (float) or 8 (double) outputs a step, the last step masked, the even and
+ * odd columns split by permutes.  The taps are taken in row-major order with
+ * src/_pool.pyx's rule -- a value replaces the running maximum when it is
+ * strictly greater or NaN -- so values, argmax indices, -0.0 and NaN are
+ * those of the portable loops (_max_2x2, _max_2x2_values), which run when
+ * these return 0 (no AVX-512).  Rows of a few outputs (LeNet's 14 and 5)
+ * would otherwise leave a compiled loop all scalar tail.
+ */
+#ifndef CNNEXT_POOL_H
+#define CNNEXT_POOL_H
+
+#include <stdint.h>
+#include "cnnext_ukernel.h"
+
+#if defined(CNX_X86) && !(defined(_MSC_VER) && !defined(__clang__))
+
+/* 1 when the AVX-512 row kernels run on this CPU (and CNNEXT_ISA allows). */
+static int cnx_pool_avx512(void) { return cnx_isa_from_env(cnx_detect_isa()) == 2; }
+
+/* take: v replaces the running maximum mo (strictly greater, or NaN). */
+#define CNX_POOL_TAKE_S(v, mo)                                                 \
+    (_mm512_cmp_ps_mask((v), (mo), _CMP_GT_OQ) | _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q))
+#define CNX_POOL_TAKE_D(v, mo)                                                 \
+    (_mm512_cmp_pd_mask((v), (mo), _CMP_GT_OQ) | _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q))
+
+/* Output row m[0:OW] (and idx[0:OW] = flat plane positions, base = the
+ * row's first input position, when idx is not NULL) of input rows r0 and
+ * r0 + W. */
+CNX_TARGET_AVX512
+static void cnx_pool2x2_s(const float *r0, int64_t W, float *m, int64_t *idx, int64_t OW,
+                          int64_t base) {
+    const float *r1 = r0 + W;
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
+    int64_t ow;
+    for (ow = 0; ow < OW; ow += 16) {
+        int64_t n = OW - ow < 16 ? OW - ow : 16, n2 = 2 * n;
+        __mmask16 mk = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1u);
+        __mmask16 ml = (__mmask16)(n2 >= 16 ? 0xFFFF : (1u << n2) - 1u);
+        __mmask16 mh = (__mmask16)(n2 >= 32 ? 0xFFFF : n2 > 16 ? (1u << (n2 - 16)) - 1u : 0);
+        __m512 a0 = _mm512_maskz_loadu_ps(ml, r0 + 2 * ow);
+        __m512 a1 = _mm512_maskz_loadu_ps(mh, r0 + 2 * ow + 16);
+        __m512 b0 = _mm512_maskz_loadu_ps(ml, r1 + 2 * ow);
+        __m512 b1 = _mm512_maskz_loadu_ps(mh, r1 + 2 * ow + 16);
+        __m512 mo = _mm512_permutex2var_ps(a0, ie, a1);
+        __m512 v1 = _mm512_permutex2var_ps(a0, io, a1);
+        __m512 v2 = _mm512_permutex2var_ps(b0, ie, b1);
+        __m512 v3 = _mm512_permutex2var_ps(b0, io, b1);
+        __mmask16 t1 = CNX_POOL_TAKE_S(v1, mo), t2, t3;
+        mo = _mm512_mask_blend_ps(t1, mo, v1);
+        t2 = CNX_POOL_TAKE_S(v2, mo);
+        mo = _mm512_mask_blend_ps(t2, mo, v2);
+        t3 = CNX_POOL_TAKE_S(v3, mo);
+        mo = _mm512_mask_blend_ps(t3, mo, v3);
+        _mm512_mask_storeu_ps(m + ow, mk, mo);
+        if (idx) {
+            /* positions base + 2*ow + 2*lane (+1; + W; + W + 1) */
+            __m512i p = _mm512_add_epi32(_mm512_set1_epi32((int)(base + 2 * ow)), ie);
+            __m512i bo = _mm512_mask_add_epi32(p, t1, p, _mm512_set1_epi32(1));
+            bo = _mm512_mask_add_epi32(bo, t2, p, _mm512_set1_epi32((int)W));
+            bo = _mm512_mask_add_epi32(bo, t3, p, _mm512_set1_epi32((int)W + 1));
+            _mm512_mask_storeu_epi64(idx + ow, (__mmask8)(mk & 0xFF),
+                                     _mm512_cvtepi32_epi64(_mm512_castsi512_si256(bo)));
+            _mm512_mask_storeu_epi64(idx + ow + 8, (__mmask8)(mk >> 8),
+                                     _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(bo, 1)));
+        }
+    }
+}
+
+CNX_TARGET_AVX512
+static void cnx_pool2x2_d(const double *r0, int64_t W, double *m, int64_t *idx, int64_t OW,
+                          int64_t base) {
+    const double *r1 = r0 + W;
+    const __m512i ie = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i io = _mm512_add_epi64(ie, _mm512_set1_epi64(1));
+    int64_t ow;
+    for (ow = 0; ow < OW; ow += 8) {
+        int64_t n = OW - ow < 8 ? OW - ow : 8, n2 = 2 * n;
+        __mmask8 mk = (__mmask8)(n == 8 ? 0xFF : (1u << n) - 1u);
+        __mmask8 ml = (__mmask8)(n2 >= 8 ? 0xFF : (1u << n2) - 1u);
+        __mmask8 mh = (__mmask8)(n2 >= 16 ? 0xFF : n2 > 8 ? (1u << (n2 - 8)) - 1u : 0);
+        __m512d a0 = _mm512_maskz_loadu_pd(ml, r0 + 2 * ow);
+        __m512d a1 = _mm512_maskz_loadu_pd(mh, r0 + 2 * ow + 8);
+        __m512d b0 = _mm512_maskz_loadu_pd(ml, r1 + 2 * ow);
+        __m512d b1 = _mm512_maskz_loadu_pd(mh, r1 + 2 * ow + 8);
+        __m512d mo = _mm512_permutex2var_pd(a0, ie, a1);
+        __m512d v1 = _mm512_permutex2var_pd(a0, io, a1);
+        __m512d v2 = _mm512_permutex2var_pd(b0, ie, b1);
+        __m512d v3 = _mm512_permutex2var_pd(b0, io, b1);
+        __mmask8 t1 = CNX_POOL_TAKE_D(v1, mo), t2, t3;
+        mo = _mm512_mask_blend_pd(t1, mo, v1);
+        t2 = CNX_POOL_TAKE_D(v2, mo);
+        mo = _mm512_mask_blend_pd(t2, mo, v2);
+        t3 = CNX_POOL_TAKE_D(v3, mo);
+        mo = _mm512_mask_blend_pd(t3, mo, v3);
+        _mm512_mask_storeu_pd(m + ow, mk, mo);
+        if (idx) {
+            __m512i p = _mm512_add_epi64(_mm512_set1_epi64(base + 2 * ow), ie);
+            __m512i bo = _mm512_mask_add_epi64(p, t1, p, _mm512_set1_epi64(1));
+            bo = _mm512_mask_add_epi64(bo, t2, p, _mm512_set1_epi64(W));
+            bo = _mm512_mask_add_epi64(bo, t3, p, _mm512_set1_epi64(W + 1));
+            _mm512_mask_storeu_epi64(idx + ow, mk, bo);
+        }
+    }
+}
+
+/* Backward of one output row of an exactly tiled 2x2 pool: input rows r0
+ * and r0 + W (2*OW values each) get 0 + g where their position is the
+ * window's argmax (idx, flat plane positions; base = r0's first position)
+ * and +0 elsewhere -- the zero-then-add of max_pool2d_backward's scatter,
+ * bit for bit, when every input belongs to exactly one window. */
+CNX_TARGET_AVX512
+static void cnx_pool2x2_bwd_s(const float *g, const int64_t *idx, float *r0, int64_t W,
+                              int64_t OW, int64_t base) {
+    float *r1 = r0 + W;
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
+                                         23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const __m512i two = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t ow;
+    for (ow = 0; ow < OW; ow += 16) {
+        int64_t n = OW - ow < 16 ? OW - ow : 16, n2 = 2 * n;
+        __mmask16 mk = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1u);
+        __mmask16 ml = (__mmask16)(n2 >= 16 ? 0xFFFF : (1u << n2) - 1u);
+        __mmask16 mh = (__mmask16)(n2 >= 32 ? 0xFFFF : n2 > 16 ? (1u << (n2 - 16)) - 1u : 0);
+        __m512 v = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(mk, g + ow));
+        __m512i p = _mm512_add_epi64(_mm512_set1_epi64(base + 2 * ow), two);
+        __m512i d0 = _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)(mk & 0xFF), idx + ow), p);
+        __m512i d1 = _mm512_sub_epi64(
+            _mm512_maskz_loadu_epi64((__mmask8)(mk >> 8), idx + ow + 8),
+            _mm512_add_epi64(p, _mm512_set1_epi64(16)));
+        __m512i dw = _mm512_set1_epi64(W);
+        __m512i one = _mm512_set1_epi64(1), dw1 = _mm512_set1_epi64(W + 1);
+#define CNX_SEL(dv) ((__mmask16)(_mm512_cmpeq_epi64_mask(d0, (dv)) |                 \
+                                 ((unsigned)_mm512_cmpeq_epi64_mask(d1, (dv)) << 8)))
+        __mmask16 s0 = CNX_SEL(_mm512_setzero_si512()), s1 = CNX_SEL(one);
+        __mmask16 s2 = CNX_SEL(dw), s3 = CNX_SEL(dw1);
+#undef CNX_SEL
+        __m512 e0 = _mm512_mask_blend_ps(s0, zero, v), o0 = _mm512_mask_blend_ps(s1, zero, v);
+        __m512 e1 = _mm512_mask_blend_ps(s2, zero, v), o1 = _mm512_mask_blend_ps(s3, zero, v);
+        _mm512_mask_storeu_ps(r0 + 2 * ow, ml, _mm512_permutex2var_ps(e0, lo, o0));
+        _mm512_mask_storeu_ps(r0 + 2 * ow + 16, mh, _mm512_permutex2var_ps(e0, hi, o0));
+        _mm512_mask_storeu_ps(r1 + 2 * ow, ml, _mm512_permutex2var_ps(e1, lo, o1));
+        _mm512_mask_storeu_ps(r1 + 2 * ow + 16, mh, _mm512_permutex2var_ps(e1, hi, o1));
+    }
+}
+
+CNX_TARGET_AVX512
+static void cnx_pool2x2_bwd_d(const double *g, const int64_t *idx, double *r0, int64_t W,
+                              int64_t OW, int64_t base) {
+    double *r1 = r0 + W;
+    const __m512i lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i hi = _mm512_add_epi64(lo, _mm512_set1_epi64(4));
+    const __m512i two = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512d zero = _mm512_setzero_pd();
+    int64_t ow;
+    for (ow = 0; ow < OW; ow += 8) {
+        int64_t n = OW - ow < 8 ? OW - ow : 8, n2 = 2 * n;
+        __mmask8 mk = (__mmask8)(n == 8 ? 0xFF : (1u << n) - 1u);
+        __mmask8 ml = (__mmask8)(n2 >= 8 ? 0xFF : (1u << n2) - 1u);
+        __mmask8 mh = (__mmask8)(n2 >= 16 ? 0xFF : n2 > 8 ? (1u << (n2 - 8)) - 1u : 0);
+        __m512d v = _mm512_add_pd(zero, _mm512_maskz_loadu_pd(mk, g + ow));
+        __m512i d = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(mk, idx + ow),
+                                     _mm512_add_epi64(_mm512_set1_epi64(base + 2 * ow), two));
+        __mmask8 s0 = _mm512_cmpeq_epi64_mask(d, _mm512_setzero_si512());
+        __mmask8 s1 = _mm512_cmpeq_epi64_mask(d, _mm512_set1_epi64(1));
+        __mmask8 s2 = _mm512_cmpeq_epi64_mask(d, _mm512_set1_epi64(W));
+        __mmask8 s3 = _mm512_cmpeq_epi64_mask(d, _mm512_set1_epi64(W + 1));
+        __m512d e0 = _mm512_mask_blend_pd(s0, zero, v), o0 = _mm512_mask_blend_pd(s1, zero, v);
+        __m512d e1 = _mm512_mask_blend_pd(s2, zero, v), o1 = _mm512_mask_blend_pd(s3, zero, v);
+        _mm512_mask_storeu_pd(r0 + 2 * ow, ml, _mm512_permutex2var_pd(e0, lo, o0));
+        _mm512_mask_storeu_pd(r0 + 2 * ow + 8, mh, _mm512_permutex2var_pd(e0, hi, o0));
+        _mm512_mask_storeu_pd(r1 + 2 * ow, ml, _mm512_permutex2var_pd(e1, lo, o1));
+        _mm512_mask_storeu_pd(r1 + 2 * ow + 8, mh, _mm512_permutex2var_pd(e1, hi, o1));
+    }
+}
+
+#else
+
+static int cnx_pool_avx512(void) { return 0; }
+static void cnx_pool2x2_bwd_s(const float *g, const int64_t *idx, float *r0, int64_t W,
+                              int64_t OW, int64_t base) {
+    (void)g; (void)idx; (void)r0; (void)W; (void)OW; (void)base;
+}
+static void cnx_pool2x2_bwd_d(const double *g, const int64_t *idx, double *r0, int64_t W,
+                              int64_t OW, int64_t base) {
+    (void)g; (void)idx; (void)r0; (void)W; (void)OW; (void)base;
+}
+static void cnx_pool2x2_s(const float *r0, int64_t W, float *m, int64_t *idx, int64_t OW,
+                          int64_t base) {
+    (void)r0; (void)W; (void)m; (void)idx; (void)OW; (void)base;
+}
+static void cnx_pool2x2_d(const double *r0, int64_t W, double *m, int64_t *idx, int64_t OW,
+                          int64_t base) {
+    (void)r0; (void)W; (void)m; (void)idx; (void)OW; (void)base;
+}
+#endif
+
+#endif /* CNNEXT_POOL_H */
