@@ -684,6 +684,10 @@ def conv2d_plan(
     scratch = (tasks * (KC * NR + -(-Cgo // MR) * MR * NR + prepared)
                + groups * -(-Cgo // MR) * MR * K)
     scratch *= dtype.itemsize
+    if dtype.itemsize == 8 and Cgo * K * 8 > 1 << 20:
+        # the forward's chunks of tiles (a float64 weight over 1 MB): up to
+        # 512 KB of result tiles per thread
+        scratch += tasks * (512 << 10)
     group_plan = None
     if method == "winograd":
         gi = gw = "winograd"
