@@ -278,6 +278,8 @@ ctypedef struct FwdArgs:
     Py_ssize_t npass, Co, ntp  # passes, result channels, tiles per sample (all passes)
     Py_ssize_t per, s_c, MR, NR, npanel, T
     Py_ssize_t tb              # tiles per chunk (fwd_chunk_task when > 1)
+    Py_ssize_t s_b             # packed B of a chunk per thread (0: B read in place)
+    const int64_t* pboff       # its row offsets k*NR (k < KC), or NULL
     Py_ssize_t xs, os, ocs     # elements between samples of x, of out, channels of out
     Py_ssize_t G, xg, og, wg   # groups; elements between groups of x, out, packed weights
     cnx_ukr_s fs
@@ -401,6 +403,8 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
 cdef Py_ssize_t CHUNK_C_BYTES = 512 * 1024
 cdef Py_ssize_t CHUNK_MIN_WEIGHT_BYTES = 1024 * 1024
 cdef Py_ssize_t CHUNK_MAX_TILES = 32
+# A chunk's packed B (fwd_chunk_task with pboff) stays within this (L2).
+cdef Py_ssize_t PACK_B_BYTES = 256 * 1024
 
 
 cdef Py_ssize_t fwd_chunk_tiles(const FwdArgs* a, Py_ssize_t K, floating* tag) noexcept nogil:
@@ -453,7 +457,17 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
     each KC slice of the packed weight is read from memory once per chunk
     instead of once per tile, then reused from L2 (the tiles' B runs stay in
     L1 across the panels, as in fwd_task).  Every result sums the same KC
-    blocks in the same order with the same kernel: bitwise fwd_task's."""
+    blocks in the same order with the same kernel: bitwise fwd_task's.
+
+    With ``pboff``, each KC block of the chunk's B runs is first copied to a
+    packed buffer, row k holding tap k's runs of the chunk's tiles side by
+    side (one copy per tap when the tiles are contiguous positions; tile i's
+    B rows start at i*NR, pboff[k] = k*tb*NR apart): a 1x1 convolution's
+    taps are planes apart, so reading them in place would touch a page per
+    tap in every panel's call (TLB and cache misses, and one short stream
+    per plane from memory), where the copy reads each plane's run once per
+    chunk.  With no junk columns (``flat``), padded-width tiles are result
+    positions and are computed in place."""
     cdef const floating* x = <const floating*>a.x
     cdef const floating* bias = <const floating*>a.bias
     cdef floating* out = <floating*>a.out
@@ -461,7 +475,8 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
     cdef floating* ct0 = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
     cdef Py_ssize_t t, n, ng, grp = 0, j, j0, cur = -1, pc, kc, K, panel, co0, r, c
-    cdef Py_ssize_t nt, i, nr, ldc
+    cdef Py_ssize_t nt, i, nr, ldc, k
+    cdef bint flat
     cdef const Pass* ps
     cdef const floating* apw
     cdef const floating* src = NULL
@@ -469,6 +484,7 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
     cdef const floating* bptr
     cdef const int64_t* boff
     cdef floating* cdst
+    cdef floating* bp = ct0 + a.tb * a.s_c
     t = t0
     while t < t1:
         ng = t // a.ntp
@@ -479,10 +495,13 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
             j0 = j0 - ps.ntp
             ps = ps + 1
         nt = min(a.tb, t1 - t, ps.ntp - j0)
+        # no junk columns and rows back to back: padded-width tiles are
+        # result positions, computed in place
+        flat = ps.tpr == 0 and ps.cols == Wq and ps.ocol == 1 and ps.orow == Wq
         if ng != cur:
             cur = ng
             grp = ng - n * a.G
-            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, ct0 + a.tb * a.s_c)
+            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, bp + a.s_b)
             if a.bias != NULL:
                 bias = <const floating*>a.bias + grp * Co
         apw = <const floating*>ps.apw + grp * a.wg
@@ -491,6 +510,20 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
         while pc < K:
             kc = min(<Py_ssize_t>KC, K - pc)
             boff = ps.toff + pc
+            if a.pboff != NULL:
+                if ps.tpr == 0 or ps.tpr * NR == Wq:  # the chunk's runs are contiguous
+                    for k in range(kc):
+                        memcpy(bp + k * a.tb * NR, src + boff[k] + j0 * NR,
+                               nt * NR * sizeof(floating))
+                else:
+                    for k in range(kc):
+                        for i in range(nt):
+                            j = j0 + i
+                            r = j // ps.tpr
+                            memcpy(bp + (k * a.tb + i) * NR,
+                                   src + boff[k] + r * Wq + (j - r * ps.tpr) * NR,
+                                   NR * sizeof(floating))
+                boff = a.pboff
             for i in range(nt):
                 j = j0 + i
                 if ps.tpr > 0:
@@ -500,10 +533,17 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
                     bsrc = src + r * Wq + c
                     cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
                     ldc = a.ocs
+                elif flat:
+                    bsrc = src + j * NR
+                    cdst = out + n * a.os + grp * a.og + ps.o0 + j * NR
+                    nr = min(NR, ps.rows * Wq - j * NR)
+                    ldc = a.ocs
                 else:
                     bsrc = src + j * NR
                     cdst = ct0 + i * a.s_c
                     nr = ldc = NR
+                if a.pboff != NULL:
+                    bsrc = bp + i * NR
                 for panel in range(a.npanel):
                     co0 = panel * MR
                     bptr = NULL
@@ -517,11 +557,11 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
                         a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
                              cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
                              bptr)
-                    if ps.tpr > 0 and pc + KC >= K:
+                    if (ps.tpr > 0 or flat) and pc + KC >= K:
                         act_rows(KER, cdst + co0 * ldc, ldc, cdst + co0 * ldc, ldc,
                                  min(MR, Co - co0), nr, a.act, <floating>a.alpha)
             pc = pc + KC
-        if ps.tpr == 0:
+        if ps.tpr == 0 and not flat:
             for i in range(nt):
                 fwd_store(a, ps, ct0 + i * a.s_c, n, grp, (j0 + i) * NR, <floating*>NULL)
         t = t + nt
@@ -633,8 +673,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
         # 1x1: every tap's run is a plane away from the last (prefetch them)
         a.fs = KER.s_ind_pf
         a.fd = KER.d_ind_pf
-    elif a.g.kh * a.g.kw == 1 and a.MR > mr_of(<floating*>NULL):
-        a.fd = KER.d_ind_wide_pf[a.MR - 9]  # float64's wide panels, likewise
+    cdef bint packb = a.g.kh * a.g.kw == 1 and a.MR > mr_of(<floating*>NULL)
     ps.K = K
     ps.rows = oh_n
     ps.cols = ow_n
@@ -658,13 +697,28 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     # Per thread: C tile for all panels, prepared sample.
     a.s_c = round16(a.npanel * a.MR * a.NR)
     a.tb = fwd_chunk_tiles(&a, K, <floating*>NULL)
-    a.per = a.tb * a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
+    a.s_b = 0
+    a.pboff = NULL
+    if packb:
+        # float64's wide panels on a 1x1 convolution: chunks of B packed
+        a.tb = max(1, min(CHUNK_MAX_TILES, CHUNK_C_BYTES // (a.s_c * sizeof(floating)),
+                          PACK_B_BYTES // (KC * a.NR * sizeof(floating))))
+        a.s_b = a.tb * KC * a.NR
+    a.per = a.tb * a.s_c + a.s_b + (round16(a.g.Lbuf) if a.g.prepared else 0)
     a.wg = a.npanel * a.MR * K
+    cdef int64_t* pboff = NULL
     try:
         apw = <floating*>alloc_scratch((groups * a.wg + a.nt * a.per) * sizeof(floating))
+        if packb:
+            pboff = <int64_t*>alloc_scratch(KC * sizeof(int64_t))
     except MemoryError:
         free(toff)
+        free(apw)
         raise
+    if packb:
+        for grp in range(KC):
+            pboff[grp] = grp * a.tb * a.NR
+        a.pboff = pboff
     ps.apw = apw
     ps.toff = toff
     a.xs = x.shape[1] * x.shape[2] * x.shape[3]
@@ -682,6 +736,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
         fwd_run(&a, <floating*>NULL)
     free(apw)
     free(toff)
+    free(pboff)
 
 
 # --------------------------------------------------------------------------
@@ -863,6 +918,8 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     a.nt = <int>max(1, min(n_threads, max(a.T, N)))
     a.s_c = round16(a.npanel * a.MR * a.NR)
     a.tb = fwd_chunk_tiles(&a, koff, <floating*>NULL)
+    a.s_b = 0
+    a.pboff = NULL
     a.per = a.tb * a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
     try:
         scr = <floating*>alloc_scratch(max(1, a.nt * a.per) * sizeof(floating))
@@ -1297,4 +1354,5 @@ def conv_grad_input(const floating[:, :, ::1] gout,       # IN  (N, C_g, P)
                 tid = threadid()
                 gi_sample(&a, n, scr + tid * a.per)
     free(scr)
+
 

@@ -2394,8 +2394,14 @@ WIDE_F64_CASES = [
     (2, 128, 256, 5, 14, (3, 3), (1, 1), (1, 1)),
     # stride 2: its input gradient is 4 stride-phase passes, chunks end at each
     (2, 130, 121, 6, 7, (3, 3), (2, 2), (1, 1)),
-    # 1x1 (the prefetching kernels) and odd panel heights (2 x 11 rows)
+    # 1x1: chunks of B packed (here rows back to back, computed in place),
+    # odd panel heights (2 x 11 rows)
     (2, 600, 22, 5, 6, (1, 1), (1, 1), (0, 0)),
+    # 1x1 row tiles of 32 columns in 31 (B packed tile by tile), one 13-row panel
+    (2, 300, 13, 5, 31, (1, 1), (1, 1), (0, 0)),
+    # 1x1 padded (padded-width tiles) and at stride 2 (phases), 3 x 14 rows
+    (2, 200, 40, 3, 7, (1, 1), (1, 1), (1, 1)),
+    (2, 100, 40, 9, 9, (1, 1), (2, 2), (0, 0)),
 ]
 
 
