@@ -96,11 +96,9 @@ typedef struct {
      * d_nr / 2); NULL where the variant has none. */
     cnx_ukr_s s_inda_n1;
     cnx_ukr_d d_inda_n1;
-    /* float64 indirect-B kernels of exactly 9..14 rows (index MR - 9), and
-     * the same prefetching B rows (the 1x1 convolution's); NULL where the
-     * variant has none. */
+    /* float64 indirect-B kernels of exactly 9..14 rows (index MR - 9);
+     * NULL where the variant has none. */
     cnx_ukr_d d_ind_wide[6];
-    cnx_ukr_d d_ind_wide_pf[6];
     /* Fused activation epilogue (see cnx_act_s). */
     cnx_act_s act_s;
     cnx_act_d act_d;
@@ -416,10 +414,10 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
  * registers.  Per step of k, 28 FMAs share the two B loads and the loop's
  * bookkeeping that 16 share in the 8-row kernel (whose 10 loads for 16 FMAs
  * and a tap offset kept float64 forwards at ~60% of the FMA peak).  Indirect
- * B only (the convolution's forward and stride-phase input gradient), with
- * or without the 1x1 prefetch; MRV = 9..14 rows.  Each result is summed over
- * k in the same order as in the 8-row kernels: bitwise the same values. */
-#define CNX_DEF_AVX512_D14(NAME, BROW, MRV, PF)                                \
+ * B only (the convolution's forward and stride-phase input gradient); MRV =
+ * 9..14 rows.  Each result is summed over k in the same order as in the
+ * 8-row kernels: bitwise the same values. */
+#define CNX_DEF_AVX512_D14(NAME, MRV)                                          \
     CNX_TARGET_AVX512                                                          \
     static void NAME(int64_t kc, const double *a, const int64_t *aoff,         \
                      const double *b, const int64_t *boff, double *c,          \
@@ -447,9 +445,8 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
         (void)aoff;                                                            \
         (void)boff;                                                            \
         for (k = 0; k < kc; k++) {                                             \
-            const double *bk = BROW(16);                                       \
+            const double *bk = CNX_BROW_IND(16);                               \
             __m512d b0 = _mm512_loadu_pd(bk), b1 = _mm512_loadu_pd(bk + 8), t; \
-            PF(8)                                                              \
             CNX_Z_ROW(pd, 0, r00, r01) CNX_Z_ROW(pd, 1, r10, r11)              \
             CNX_Z_ROW(pd, 2, r20, r21) CNX_Z_ROW(pd, 3, r30, r31)              \
             CNX_Z_ROW(pd, 4, r40, r41) CNX_Z_ROW(pd, 5, r50, r51)              \
@@ -476,18 +473,12 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
 
 #define T double
 #define AEL CNX_AEL_PACKED
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind9, CNX_BROW_IND, 9, CNX_PF_PACKED)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind10, CNX_BROW_IND, 10, CNX_PF_PACKED)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind11, CNX_BROW_IND, 11, CNX_PF_PACKED)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind12, CNX_BROW_IND, 12, CNX_PF_PACKED)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind13, CNX_BROW_IND, 13, CNX_PF_PACKED)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind14, CNX_BROW_IND, 14, CNX_PF_PACKED)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind9_pf, CNX_BROW_IND, 9, CNX_PF_IND)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind10_pf, CNX_BROW_IND, 10, CNX_PF_IND)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind11_pf, CNX_BROW_IND, 11, CNX_PF_IND)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind12_pf, CNX_BROW_IND, 12, CNX_PF_IND)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind13_pf, CNX_BROW_IND, 13, CNX_PF_IND)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind14_pf, CNX_BROW_IND, 14, CNX_PF_IND)
+CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind9, 9)
+CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind10, 10)
+CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind11, 11)
+CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind12, 12)
+CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind13, 13)
+CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind14, 14)
 #undef AEL
 #undef T
 
@@ -855,7 +846,6 @@ static cnx_kernels cnx_select_kernels(void) {
     memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
     memset(k.d_ind_wide, 0, sizeof(k.d_ind_wide));
-    memset(k.d_ind_wide_pf, 0, sizeof(k.d_ind_wide_pf));
     k.s_inda_n1 = NULL; k.d_inda_n1 = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
@@ -879,12 +869,12 @@ static cnx_kernels cnx_select_kernels(void) {
         k.d_ind_mr[4] = cnx_ukr_d_avx512_ind5; k.d_ind_mr[5] = cnx_ukr_d_avx512_ind6;
         k.d_ind_mr[6] = cnx_ukr_d_avx512_ind7; k.d_ind_mr[7] = cnx_ukr_d_avx512_ind;
         k.s_inda_n1 = cnx_ukr_s_avx512_inda_n1; k.d_inda_n1 = cnx_ukr_d_avx512_inda_n1;
-        k.d_ind_wide[0] = cnx_ukr_d_avx512_ind9; k.d_ind_wide_pf[0] = cnx_ukr_d_avx512_ind9_pf;
-        k.d_ind_wide[1] = cnx_ukr_d_avx512_ind10; k.d_ind_wide_pf[1] = cnx_ukr_d_avx512_ind10_pf;
-        k.d_ind_wide[2] = cnx_ukr_d_avx512_ind11; k.d_ind_wide_pf[2] = cnx_ukr_d_avx512_ind11_pf;
-        k.d_ind_wide[3] = cnx_ukr_d_avx512_ind12; k.d_ind_wide_pf[3] = cnx_ukr_d_avx512_ind12_pf;
-        k.d_ind_wide[4] = cnx_ukr_d_avx512_ind13; k.d_ind_wide_pf[4] = cnx_ukr_d_avx512_ind13_pf;
-        k.d_ind_wide[5] = cnx_ukr_d_avx512_ind14; k.d_ind_wide_pf[5] = cnx_ukr_d_avx512_ind14_pf;
+        k.d_ind_wide[0] = cnx_ukr_d_avx512_ind9;
+        k.d_ind_wide[1] = cnx_ukr_d_avx512_ind10;
+        k.d_ind_wide[2] = cnx_ukr_d_avx512_ind11;
+        k.d_ind_wide[3] = cnx_ukr_d_avx512_ind12;
+        k.d_ind_wide[4] = cnx_ukr_d_avx512_ind13;
+        k.d_ind_wide[5] = cnx_ukr_d_avx512_ind14;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
