@@ -1246,6 +1246,31 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     free(toff)
 
 
+def sum_transposed(const floating[:, :, :, ::1] gwp,   # IN  (T, G, K, Cout) partials
+                   floating[:, :, ::1] out):           # OUT (G, Cout, K)
+    """out[g] = (gwp[0, g] + gwp[1, g] + ...)^T, the partials summed in task
+    order (as numpy's sum over axis 0) and transposed in one pass, 32 x 32
+    blocks at a time: the "transposed" weight-gradient schedule's result in
+    the weight's layout without an intermediate sum or a strided copy."""
+    cdef Py_ssize_t T = gwp.shape[0], G = gwp.shape[1], K = gwp.shape[2], Co = gwp.shape[3]
+    cdef Py_ssize_t grp, k0, c0, k, c, t, k1, c1
+    cdef floating v
+    if T == 0 or G == 0 or K == 0 or Co == 0:
+        return
+    with nogil:
+        for grp in range(G):
+            for k0 in range(0, K, 32):
+                k1 = min(K, k0 + 32)
+                for c0 in range(0, Co, 32):
+                    c1 = min(Co, c0 + 32)
+                    for c in range(c0, c1):
+                        for k in range(k0, k1):
+                            v = gwp[0, grp, k, c]
+                            for t in range(1, T):
+                                v = v + gwp[t, grp, k, c]
+                            out[grp, c, k] = v
+
+
 cdef inline void _gw_task(const GwArgs* a, int task, int kind, floating* tag) noexcept nogil:
     if kind == 0:
         gw_packed_task(a, task, tag)
@@ -1354,5 +1379,6 @@ def conv_grad_input(const floating[:, :, ::1] gout,       # IN  (N, C_g, P)
                 tid = threadid()
                 gi_sample(&a, n, scr + tid * a.per)
     free(scr)
+
 
 

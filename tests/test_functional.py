@@ -2443,3 +2443,17 @@ def test_float64_wide_panels_and_chunks_keep_every_sum(n, c, co, h, w, k, s, p, 
     close(gx, want[0], dt)
     close(gw, want[1], dt)
     close(yt, R.conv_transpose2d(go, wt, None, **kw), dt)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T,G,K,Co", [(1, 1, 31, 33), (2, 1, 64, 32), (3, 2, 65, 7),
+                                      (2, 3, 1, 97)])
+def test_transposed_weight_gradient_partials_summed_in_task_order(T, G, K, Co, dtype, rng):
+    """The transposed schedule's partials (T, G, K, C_out) are summed and
+    transposed in one pass, around its 32 x 32 blocks: bitwise numpy's sum
+    over the tasks, transposed."""
+    from cnnext import _conv
+    gwp = randn(rng, (T, G, K, Co), dtype)
+    out = np.full((G, Co, K), np.nan, dtype)
+    _conv.sum_transposed(gwp, out)
+    np.testing.assert_array_equal(out, gwp.sum(axis=0).transpose(0, 2, 1))
