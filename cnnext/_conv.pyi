@@ -48,6 +48,7 @@ def conv2d_grad_weight(
     oh_n: int,
     ow_n: int,
 ) -> None: ...
+def sum_transposed(gwp: _Float, out: _Float) -> None: ...
 def conv2d_grad_input_phases(
     gout: _Float,
     weight: _Float,

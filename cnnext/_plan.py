@@ -526,9 +526,12 @@ class ConvPlan:
         transposed = schedule == "transposed"
         gwp = np.empty((T, G, K, Cog) if transposed else (T, G, Cog, K), dtype=self.dtype)
         _conv.conv2d_grad_weight(x, g3, gwp, schedule, *geom)
-        gw: FloatArray = gwp[0] if T == 1 else gwp.sum(axis=0)
-        if transposed:
-            gw = np.ascontiguousarray(gw.transpose(0, 2, 1))
+        gw: FloatArray
+        if transposed:  # summed and transposed in one pass
+            gw = np.empty((G, Cog, K), dtype=self.dtype)
+            _conv.sum_transposed(gwp, gw)
+        else:
+            gw = gwp[0] if T == 1 else gwp.sum(axis=0)
         return gw.reshape(self.weight_shape)
 
     def _gather_forward(
@@ -686,6 +689,10 @@ def conv2d_plan(
     scratch = (tasks * (KC * NR + -(-Cgo // MR) * MR * NR + prepared)
                + groups * -(-Cgo // MR) * MR * K)
     scratch *= dtype.itemsize
+    if dtype.itemsize == 8 and Cgo * K * 8 > 1 << 20:
+        # the forward's chunks of tiles (a float64 weight over 1 MB): up to
+        # 512 KB of result tiles per thread
+        scratch += tasks * (512 << 10)
     group_plan = None
     if method == "winograd":
         gi = gw = "winograd"

@@ -285,6 +285,9 @@ ctypedef struct FwdArgs:
     const Pass* passes
     Py_ssize_t npass, Co, ntp  # passes, result channels, tiles per sample (all passes)
     Py_ssize_t per, s_c, MR, NR, npanel, T
+    Py_ssize_t tb              # tiles per chunk (fwd_chunk_task when > 1)
+    Py_ssize_t s_b             # packed B of a chunk per thread (0: B read in place)
+    const int64_t* pboff       # its row offsets k*NR (k < KC), or NULL
     Py_ssize_t xs, os, ocs     # elements between samples of x, of out, channels of out
     Py_ssize_t G, xg, og, wg   # groups; elements between groups of x, out, packed weights
     cnx_ukr_s fs
@@ -425,6 +428,178 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             pp = pp + run
 
 
+# A pass's weight block of one KC slice (npanel*MR*KC elements) is reused
+# across a chunk's tiles while it stays in L2 when the tiles' results (their
+# C tiles, npanel*MR*NR elements each) take at most CHUNK_C_BYTES of it; the
+# chunked order only pays when the whole packed weight would not stay there
+# (over CHUNK_MIN_WEIGHT_BYTES), and holds at most CHUNK_MAX_TILES tiles.
+cdef Py_ssize_t CHUNK_C_BYTES = 512 * 1024
+cdef Py_ssize_t CHUNK_MIN_WEIGHT_BYTES = 1024 * 1024
+cdef Py_ssize_t CHUNK_MAX_TILES = 32
+# A chunk's packed B (fwd_chunk_task with pboff) stays within this (L2).
+cdef Py_ssize_t PACK_B_BYTES = 256 * 1024
+
+
+cdef Py_ssize_t fwd_chunk_tiles(const FwdArgs* a, Py_ssize_t K, floating* tag) noexcept nogil:
+    """Tiles per chunk for a pass of depth K (1: tile by tile, fwd_task).
+    float64 only: its 16-column tiles do half the arithmetic per weight byte
+    of float32's 32, so a weight streamed from L3 once per tile bounds it."""
+    cdef Py_ssize_t tile_c = a.npanel * a.MR * a.NR * sizeof(floating)
+    if floating is double:
+        if a.npanel * a.MR * K * sizeof(floating) > CHUNK_MIN_WEIGHT_BYTES:
+            return max(1, min(CHUNK_MAX_TILES, CHUNK_C_BYTES // tile_c))
+    return 1
+
+
+cdef inline void fwd_store(const FwdArgs* a, const Pass* ps, const floating* ct,
+                           Py_ssize_t n, Py_ssize_t grp, Py_ssize_t p0,
+                           floating* tag) noexcept nogil:
+    """Store the valid columns (c < cols) of the padded-width tile at p0
+    (computed in ``ct``, NR columns per channel), run by run."""
+    cdef floating* out = <floating*>a.out
+    cdef Py_ssize_t NR = a.NR, Wq = a.g.Wq, ocol = ps.ocol, pp = p0, r, c, run, q, co0, kk
+    cdef floating* obase
+    cdef floating* orow
+    cdef const floating* crow
+    while pp < min(p0 + NR, ps.rows * Wq):
+        r = pp // Wq
+        c = pp - r * Wq
+        run = min(Wq - c, p0 + NR - pp)
+        if c < ps.cols:
+            q = min(run, ps.cols - c)
+            obase = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c * ocol
+            if a.act != ACT_NONE:  # the forward's tiles (ocol 1)
+                act_rows(KER, ct + pp - p0, NR, obase, a.ocs, a.Co, q, a.act,
+                         <floating>a.alpha)
+            else:
+                for co0 in range(a.Co):
+                    orow = obase + co0 * a.ocs
+                    crow = ct + co0 * NR + pp - p0
+                    if ocol == 1:
+                        for kk in range(q):
+                            orow[kk] = crow[kk]
+                    else:
+                        for kk in range(q):
+                            orow[kk * ocol] = crow[kk]
+        pp = pp + run
+
+
+cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
+    """fwd_task's tiles in chunks of up to ``tb`` consecutive tiles of one
+    (sample, group) pair and pass, the KC loop outside the chunk's tiles:
+    each KC slice of the packed weight is read from memory once per chunk
+    instead of once per tile, then reused from L2 (the tiles' B runs stay in
+    L1 across the panels, as in fwd_task).  Every result sums the same KC
+    blocks in the same order with the same kernel: bitwise fwd_task's.
+
+    With ``pboff``, each KC block of the chunk's B runs is first copied to a
+    packed buffer, row k holding tap k's runs of the chunk's tiles side by
+    side (one copy per tap when the tiles are contiguous positions; tile i's
+    B rows start at i*NR, pboff[k] = k*tb*NR apart): a 1x1 convolution's
+    taps are planes apart, so reading them in place would touch a page per
+    tap in every panel's call (TLB and cache misses, and one short stream
+    per plane from memory), where the copy reads each plane's run once per
+    chunk.  With no junk columns (``flat``), padded-width tiles are result
+    positions and are computed in place."""
+    cdef const floating* x = <const floating*>a.x
+    cdef const floating* bias = <const floating*>a.bias
+    cdef floating* out = <floating*>a.out
+    cdef Py_ssize_t NR = a.NR, MR = a.MR, Co = a.Co, Wq = a.g.Wq
+    cdef floating* ct0 = <floating*>a.scr + tid * a.per
+    cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
+    cdef Py_ssize_t t, n, ng, grp = 0, j, j0, cur = -1, pc, kc, K, panel, co0, r, c
+    cdef Py_ssize_t nt, i, nr, ldc, k
+    cdef bint flat
+    cdef const Pass* ps
+    cdef const floating* apw
+    cdef const floating* src = NULL
+    cdef const floating* bsrc
+    cdef const floating* bptr
+    cdef const int64_t* boff
+    cdef floating* cdst
+    cdef floating* bp = ct0 + a.tb * a.s_c
+    t = t0
+    while t < t1:
+        ng = t // a.ntp
+        j0 = t - ng * a.ntp
+        n = ng // a.G
+        ps = a.passes
+        while j0 >= ps.ntp:
+            j0 = j0 - ps.ntp
+            ps = ps + 1
+        nt = min(a.tb, t1 - t, ps.ntp - j0)
+        # no junk columns and rows back to back: padded-width tiles are
+        # result positions, computed in place
+        flat = ps.tpr == 0 and ps.cols == Wq and ps.ocol == 1 and ps.orow == Wq
+        if ng != cur:
+            cur = ng
+            grp = ng - n * a.G
+            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, bp + a.s_b)
+            if a.bias != NULL:
+                bias = <const floating*>a.bias + grp * Co
+        apw = <const floating*>ps.apw + grp * a.wg
+        K = ps.K
+        pc = 0
+        while pc < K:
+            kc = min(<Py_ssize_t>KC, K - pc)
+            boff = ps.toff + pc
+            if a.pboff != NULL:
+                if ps.tpr == 0 or ps.tpr * NR == Wq:  # the chunk's runs are contiguous
+                    for k in range(kc):
+                        memcpy(bp + k * a.tb * NR, src + boff[k] + j0 * NR,
+                               nt * NR * sizeof(floating))
+                else:
+                    for k in range(kc):
+                        for i in range(nt):
+                            j = j0 + i
+                            r = j // ps.tpr
+                            memcpy(bp + (k * a.tb + i) * NR,
+                                   src + boff[k] + r * Wq + (j - r * ps.tpr) * NR,
+                                   NR * sizeof(floating))
+                boff = a.pboff
+            for i in range(nt):
+                j = j0 + i
+                if ps.tpr > 0:
+                    r = j // ps.tpr
+                    c = (j - r * ps.tpr) * NR
+                    nr = min(NR, ps.cols - c)
+                    bsrc = src + r * Wq + c
+                    cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
+                    ldc = a.ocs
+                elif flat:
+                    bsrc = src + j * NR
+                    cdst = out + n * a.os + grp * a.og + ps.o0 + j * NR
+                    nr = min(NR, ps.rows * Wq - j * NR)
+                    ldc = a.ocs
+                else:
+                    bsrc = src + j * NR
+                    cdst = ct0 + i * a.s_c
+                    nr = ldc = NR
+                if a.pboff != NULL:
+                    bsrc = bp + i * NR
+                for panel in range(a.npanel):
+                    co0 = panel * MR
+                    bptr = NULL
+                    if bias != NULL and pc == 0:
+                        bptr = bias + co0
+                    if floating is float:
+                        a.fs(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
+                             cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                             bptr)
+                    else:
+                        a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
+                             cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                             bptr)
+                    if (ps.tpr > 0 or flat) and pc + KC >= K:
+                        act_rows(KER, cdst + co0 * ldc, ldc, cdst + co0 * ldc, ldc,
+                                 min(MR, Co - co0), nr, a.act, <floating>a.alpha)
+            pc = pc + KC
+        if ps.tpr == 0 and not flat:
+            for i in range(nt):
+                fwd_store(a, ps, ct0 + i * a.s_c, n, grp, (j0 + i) * NR, <floating*>NULL)
+        t = t + nt
+
+
 # Storing a scratch tile's valid columns costs about as much per position as
 # this many more taps of the GEMM (measured: a 7x7 stride-2 stem, K = 147,
 # spent 13% of its time in those copies when they were scalar; with vector
@@ -505,11 +680,31 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
         if a.MR <= 8:
             a.f2s = KER.s_ind2r_mr[a.MR - 1]
     a.npanel = cdiv(Co, a.MR)
+    fwd_kernel_wide(a, Co, <floating*>NULL)
+
+
+cdef void fwd_kernel_wide(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
+    """float64 with more than 8 result channels: panels of 9..14 rows (as few
+    panels of 14 as hold Co, as few rows each as hold it: 256 channels in 19
+    panels of 14, 64 in 5 of 13) when the variant has those kernels."""
+    cdef Py_ssize_t mr = cdiv(Co, max(1, cdiv(Co, 14)))
+    if floating is double:
+        if Co > 8 and mr >= 9 and KER.d_ind_wide[mr - 9] != NULL:
+            a.fd = KER.d_ind_wide[mr - 9]
+            a.MR = mr
+            a.npanel = cdiv(Co, mr)
 
 
 cdef void fwd_run(FwdArgs* a, floating* tag) noexcept nogil:
     """Run the tasks of ``a`` (its scratch, passes and arrays set)."""
     cdef Py_ssize_t tid
+    if a.tb > 1:
+        if a.nt == 1:
+            fwd_chunk_task(a, 0, <floating*>NULL)
+        else:
+            for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+                fwd_chunk_task(a, <int>tid, <floating*>NULL)
+        return
     if a.nt == 1:
         fwd_task(a, 0, <floating*>NULL)
     else:
@@ -545,6 +740,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
         # 1x1: every tap's run is a plane away from the last (prefetch them)
         a.fs = KER.s_ind_pf
         a.fd = KER.d_ind_pf
+    cdef bint packb = a.g.kh * a.g.kw == 1 and a.MR > mr_of(<floating*>NULL)
     ps.K = K
     ps.rows = oh_n
     ps.cols = ow_n
@@ -567,13 +763,29 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     reach(&a.g, toff_max + span)
     # Per thread: C tile for all panels, prepared sample.
     a.s_c = round16(a.npanel * a.MR * a.NR)
-    a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
+    a.tb = fwd_chunk_tiles(&a, K, <floating*>NULL)
+    a.s_b = 0
+    a.pboff = NULL
+    if packb:
+        # float64's wide panels on a 1x1 convolution: chunks of B packed
+        a.tb = max(1, min(CHUNK_MAX_TILES, CHUNK_C_BYTES // (a.s_c * sizeof(floating)),
+                          PACK_B_BYTES // (KC * a.NR * sizeof(floating))))
+        a.s_b = a.tb * KC * a.NR
+    a.per = a.tb * a.s_c + a.s_b + (round16(a.g.Lbuf) if a.g.prepared else 0)
     a.wg = a.npanel * a.MR * K
+    cdef int64_t* pboff = NULL
     try:
         apw = <floating*>alloc_scratch((groups * a.wg + a.nt * a.per) * sizeof(floating))
+        if packb:
+            pboff = <int64_t*>alloc_scratch(KC * sizeof(int64_t))
     except MemoryError:
         free(toff)
+        free(apw)
         raise
+    if packb:
+        for grp in range(KC):
+            pboff[grp] = grp * a.tb * a.NR
+        a.pboff = pboff
     ps.apw = apw
     ps.toff = toff
     a.xs = x.shape[1] * x.shape[2] * x.shape[3]
@@ -591,6 +803,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
         fwd_run(&a, <floating*>NULL)
     free(apw)
     free(toff)
+    free(pboff)
 
 
 # --------------------------------------------------------------------------
@@ -771,7 +984,10 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     a.T = N * groups * ntot
     a.nt = <int>max(1, min(n_threads, max(a.T, N)))
     a.s_c = round16(a.npanel * a.MR * a.NR)
-    a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
+    a.tb = fwd_chunk_tiles(&a, koff, <floating*>NULL)
+    a.s_b = 0
+    a.pboff = NULL
+    a.per = a.tb * a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
     try:
         scr = <floating*>alloc_scratch(max(1, a.nt * a.per) * sizeof(floating))
     except MemoryError:
@@ -1097,6 +1313,31 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     free(toff)
 
 
+def sum_transposed(const floating[:, :, :, ::1] gwp,   # IN  (T, G, K, Cout) partials
+                   floating[:, :, ::1] out):           # OUT (G, Cout, K)
+    """out[g] = (gwp[0, g] + gwp[1, g] + ...)^T, the partials summed in task
+    order (as numpy's sum over axis 0) and transposed in one pass, 32 x 32
+    blocks at a time: the "transposed" weight-gradient schedule's result in
+    the weight's layout without an intermediate sum or a strided copy."""
+    cdef Py_ssize_t T = gwp.shape[0], G = gwp.shape[1], K = gwp.shape[2], Co = gwp.shape[3]
+    cdef Py_ssize_t grp, k0, c0, k, c, t, k1, c1
+    cdef floating v
+    if T == 0 or G == 0 or K == 0 or Co == 0:
+        return
+    with nogil:
+        for grp in range(G):
+            for k0 in range(0, K, 32):
+                k1 = min(K, k0 + 32)
+                for c0 in range(0, Co, 32):
+                    c1 = min(Co, c0 + 32)
+                    for c in range(c0, c1):
+                        for k in range(k0, k1):
+                            v = gwp[0, grp, k, c]
+                            for t in range(1, T):
+                                v = v + gwp[t, grp, k, c]
+                            out[grp, c, k] = v
+
+
 cdef inline void _gw_task(const GwArgs* a, int task, int kind, floating* tag) noexcept nogil:
     if kind == 0:
         gw_packed_task(a, task, tag)
@@ -1205,3 +1446,6 @@ def conv_grad_input(const floating[:, :, ::1] gout,       # IN  (N, C_g, P)
                 tid = threadid()
                 gi_sample(&a, n, scr + tid * a.per)
     free(scr)
+
+
+

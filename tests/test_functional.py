@@ -2498,3 +2498,80 @@ def test_stride1_input_gradient_phases_equal_the_rotated_full_convolution(Co, C,
     args = (hw, (1, 1), p, (1, 1))
     np.testing.assert_array_equal(_plan.grad_input(g, w, *args, "phases", 1),
                                   _plan.grad_input(g, w, *args, "full-rotated", 1))
+
+
+# float64 layers with many channels run panels of up to 14 rows and, when
+# the packed weight outgrows L2 (over 1 MB), chunks of tiles sharing each
+# reduction block of it.  Every output channel's sum is independent of the
+# panel it falls in and of the tile order: the first 8 channels (8-row
+# panels, tile by tile) are bitwise those of the whole layer.
+WIDE_F64_CASES = [
+    # n, c, co, h, w, k, s, p: padded-width tiles (9 columns in 11)
+    (3, 128, 120, 7, 9, (3, 3), (1, 1), (1, 1)),
+    # row tiles written in place (14 columns in 16), 19 panels of 14 rows
+    (2, 128, 256, 5, 14, (3, 3), (1, 1), (1, 1)),
+    # stride 2: its input gradient is 4 stride-phase passes, chunks end at each
+    (2, 130, 121, 6, 7, (3, 3), (2, 2), (1, 1)),
+    # 1x1: chunks of B packed (here rows back to back, computed in place),
+    # odd panel heights (2 x 11 rows)
+    (2, 600, 22, 5, 6, (1, 1), (1, 1), (0, 0)),
+    # 1x1 row tiles of 32 columns in 31 (B packed tile by tile), one 13-row panel
+    (2, 300, 13, 5, 31, (1, 1), (1, 1), (0, 0)),
+    # 1x1 padded (padded-width tiles) and at stride 2 (phases), 3 x 14 rows
+    (2, 200, 40, 3, 7, (1, 1), (1, 1), (1, 1)),
+    (2, 100, 40, 9, 9, (1, 1), (2, 2), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("n,c,co,h,w,k,s,p", WIDE_F64_CASES)
+def test_float64_wide_panels_and_chunks_keep_every_sum(n, c, co, h, w, k, s, p, rng, close,
+                                                       restore_threads):
+    """Forward (with a bias), input gradient and transposed convolution of a
+    wide float64 layer: bitwise the first channels computed alone and the
+    same on one and two threads, close to the reference; also for a
+    non-contiguous input and with the fused ReLU."""
+    from cnnext import _conv
+    dt = np.float64
+    base = randn(rng, (n, c, h, 2 * w), dt)
+    x = base[:, :, :, ::2]  # non-contiguous
+    wt = randn(rng, (co, c) + k, dt)
+    b = randn(rng, (co,), dt)
+    kw = dict(stride=s, padding=p)
+    res = []
+    for threads in (1, 2):
+        cnnext.set_num_threads(threads)
+        y = F.conv2d(x, wt, b, **kw)
+        go = randn(np.random.default_rng(1), y.shape, dt)
+        gx, gw, _ = F.conv2d_backward(go, x, wt, **kw)
+        yt = F.conv_transpose2d(go, wt, None, **kw)
+        res.append((y, gx, yt))
+        np.testing.assert_array_equal(y, F.conv2d(np.ascontiguousarray(x), wt, b, **kw))
+        np.testing.assert_array_equal(y[:, :8], F.conv2d(x, wt[:8], b[:8], **kw))
+        np.testing.assert_array_equal(gx[:, :8], F.conv2d_backward(go, x[:, :8], wt[:, :8],
+                                                                   **kw)[0])
+        np.testing.assert_array_equal(yt[:, :8], F.conv_transpose2d(go, wt[:, :8], None, **kw))
+        relu = np.empty_like(y)
+        _conv.conv2d_forward(np.ascontiguousarray(x), wt, b, relu, *s, *p, 1, 1, threads, 1, 1)
+        np.testing.assert_array_equal(relu, np.where(y > 0, y, 0.0))
+    for a1, a2 in zip(*res):
+        np.testing.assert_array_equal(a1, a2)
+    y, gx, yt = res[0]
+    close(y, R.conv2d(x, wt, b, **kw), dt)
+    want = R.conv2d_backward(go, x, wt, **kw)
+    close(gx, want[0], dt)
+    close(gw, want[1], dt)
+    close(yt, R.conv_transpose2d(go, wt, None, **kw), dt)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T,G,K,Co", [(1, 1, 31, 33), (2, 1, 64, 32), (3, 2, 65, 7),
+                                      (2, 3, 1, 97)])
+def test_transposed_weight_gradient_partials_summed_in_task_order(T, G, K, Co, dtype, rng):
+    """The transposed schedule's partials (T, G, K, C_out) are summed and
+    transposed in one pass, around its 32 x 32 blocks: bitwise numpy's sum
+    over the tasks, transposed."""
+    from cnnext import _conv
+    gwp = randn(rng, (T, G, K, Co), dtype)
+    out = np.full((G, Co, K), np.nan, dtype)
+    _conv.sum_transposed(gwp, out)
+    np.testing.assert_array_equal(out, gwp.sum(axis=0).transpose(0, 2, 1))

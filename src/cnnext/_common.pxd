@@ -47,6 +47,7 @@ cdef extern from "cnnext_ukernel.h" nogil:
         cnx_dot1_d dot1_d
         cnx_ukr_s s_ind_mr[8]
         cnx_ukr_d d_ind_mr[8]
+        cnx_ukr_d d_ind_wide[6]
         cnx_ukr_s s_inda_n1
         cnx_ukr_d d_inda_n1
         cnx_ukr_s s
