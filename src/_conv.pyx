@@ -309,17 +309,14 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef Py_ssize_t NR = a.NR, MR = a.MR, Co = a.Co, Wq = a.g.Wq
     cdef floating* ct = <floating*>a.scr + tid * a.per
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
-    cdef Py_ssize_t t, n, ng, grp = 0, j, cur = -1, p0, pc, kc, K, kk, panel, co0, pp, r, c
-    cdef Py_ssize_t run, q, ocol, nr, nr2 = 0, ldc, H = NR // 2
+    cdef Py_ssize_t t, n, ng, grp = 0, j, cur = -1, p0, pc, kc, K, panel, co0, r, c
+    cdef Py_ssize_t nr, nr2 = 0, ldc, H = NR // 2
     cdef const Pass* ps
     cdef const floating* apw
     cdef const floating* src = NULL
     cdef const floating* bsrc
     cdef const floating* bptr
-    cdef const floating* crow
     cdef const int64_t* boff
-    cdef floating* obase
-    cdef floating* orow
     cdef floating* cdst
     for t in range(t0, t1):
         ng = t // a.ntp
@@ -396,36 +393,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
             pc = pc + KC
         if ps.tpr > 0 or ps.tpr2 > 0:
             continue
-        # Store the valid columns (c < cols) of the tile, run by run.
-        ocol = ps.ocol
-        pp = p0
-        while pp < min(p0 + NR, ps.rows * Wq):
-            r = pp // Wq
-            c = pp - r * Wq
-            run = min(Wq - c, p0 + NR - pp)
-            if c < ps.cols:
-                q = min(run, ps.cols - c)
-                obase = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c * ocol
-                if ocol == 1:  # vector copies (with the forward's epilogue)
-                    store_rows(ct + pp - p0, NR, obase, a.ocs, Co, q, a.act,
-                               <floating>a.alpha)
-                    pp = pp + run
-                    continue
-                if floating is float:
-                    if ocol == 2 and KER.merge2_s != NULL:  # stride-2 column phases
-                        KER.merge2_s(ct + pp - p0, NR, obase, a.ocs, Co, q)
-                        pp = pp + run
-                        continue
-                for co0 in range(Co):
-                    orow = obase + co0 * a.ocs
-                    crow = ct + co0 * NR + pp - p0
-                    if ocol == 1:
-                        for kk in range(q):
-                            orow[kk] = crow[kk]
-                    else:
-                        for kk in range(q):
-                            orow[kk * ocol] = crow[kk]
-            pp = pp + run
+        fwd_store(a, ps, ct, n, grp, p0, tag)
 
 
 # A pass's weight block of one KC slice (npanel*MR*KC elements) is reused
@@ -468,19 +436,17 @@ cdef inline void fwd_store(const FwdArgs* a, const Pass* ps, const floating* ct,
         if c < ps.cols:
             q = min(run, ps.cols - c)
             obase = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c * ocol
-            if a.act != ACT_NONE:  # the forward's tiles (ocol 1)
-                act_rows(KER, ct + pp - p0, NR, obase, a.ocs, a.Co, q, a.act,
-                         <floating>a.alpha)
+            if ocol == 1:  # vector copies (with the forward's epilogue)
+                store_rows(ct + pp - p0, NR, obase, a.ocs, a.Co, q, a.act,
+                           <floating>a.alpha)
+            elif floating is float and ocol == 2 and KER.merge2_s != NULL:
+                KER.merge2_s(ct + pp - p0, NR, obase, a.ocs, a.Co, q)  # stride-2 phases
             else:
                 for co0 in range(a.Co):
                     orow = obase + co0 * a.ocs
                     crow = ct + co0 * NR + pp - p0
-                    if ocol == 1:
-                        for kk in range(q):
-                            orow[kk] = crow[kk]
-                    else:
-                        for kk in range(q):
-                            orow[kk * ocol] = crow[kk]
+                    for kk in range(q):
+                        orow[kk * ocol] = crow[kk]
         pp = pp + run
 
 
