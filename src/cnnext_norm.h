@@ -180,36 +180,29 @@ static void cnx_norm_relu_mask_d(const double *g, const double *ref, double *o, 
     }
 }
 
+/* The float32 loops of one instruction set (suffix ISA) into k. */
+#define CNX_NORM_SET(ISA)                                                      \
+    do {                                                                       \
+        k.shifted_sums = cnx_norm_shifted_sums_##ISA;                          \
+        k.grad_sums = cnx_norm_grad_sums_##ISA;                                \
+        k.affine = cnx_norm_affine_##ISA;                                      \
+        k.grad_input = cnx_norm_grad_input_##ISA;                              \
+        k.affine_relu = cnx_norm_affine_relu_##ISA;                            \
+        k.relu_mask = cnx_norm_relu_mask_##ISA;                                \
+        k.affine_add = cnx_norm_affine_add_##ISA;                              \
+        k.name = #ISA;                                                         \
+    } while (0)
+
 static cnx_norm_kernels cnx_norm_select(void) {
     cnx_norm_kernels k;
-    k.shifted_sums = cnx_norm_shifted_sums_generic;
-    k.grad_sums = cnx_norm_grad_sums_generic;
-    k.affine = cnx_norm_affine_generic;
-    k.grad_input = cnx_norm_grad_input_generic;
-    k.affine_relu = cnx_norm_affine_relu_generic;
-    k.relu_mask = cnx_norm_relu_mask_generic;
-    k.affine_add = cnx_norm_affine_add_generic;
-    k.name = "generic";
+    CNX_NORM_SET(generic);
 #ifdef CNX_X86
-    if (cnx_isa_from_env(cnx_detect_isa()) >= 1) {
-        k.shifted_sums = cnx_norm_shifted_sums_avx2;
-        k.grad_sums = cnx_norm_grad_sums_avx2;
-        k.affine = cnx_norm_affine_avx2;
-        k.grad_input = cnx_norm_grad_input_avx2;
-        k.affine_relu = cnx_norm_affine_relu_avx2;
-        k.relu_mask = cnx_norm_relu_mask_avx2;
-        k.affine_add = cnx_norm_affine_add_avx2;
-        k.name = "avx2";
-    }
-    if (cnx_isa_from_env(cnx_detect_isa()) >= 2) {
-        k.shifted_sums = cnx_norm_shifted_sums_avx512;
-        k.grad_sums = cnx_norm_grad_sums_avx512;
-        k.affine = cnx_norm_affine_avx512;
-        k.grad_input = cnx_norm_grad_input_avx512;
-        k.affine_relu = cnx_norm_affine_relu_avx512;
-        k.relu_mask = cnx_norm_relu_mask_avx512;
-        k.affine_add = cnx_norm_affine_add_avx512;
-        k.name = "avx512";
+    {
+        int isa = cnx_isa_from_env(cnx_detect_isa());
+        if (isa >= 2)
+            CNX_NORM_SET(avx512);
+        else if (isa >= 1)
+            CNX_NORM_SET(avx2);
     }
 #endif
     return k;
