@@ -298,6 +298,20 @@ ctypedef struct FwdArgs:
     double alpha             # its slope (ACT_LEAKY)
 
 
+cdef inline const Pass* tile_pass(const FwdArgs* a, Py_ssize_t t, Py_ssize_t* ng,
+                                  Py_ssize_t* j) noexcept nogil:
+    """The pass of tile ``t`` (of all samples' tiles, ``ntp`` per (sample,
+    group) pair); sets ``ng`` to the pair and ``j`` to the tile's index in
+    its pass."""
+    cdef const Pass* ps = a.passes
+    ng[0] = t // a.ntp
+    j[0] = t - ng[0] * a.ntp
+    while j[0] >= ps.ntp:
+        j[0] = j[0] - ps.ntp
+        ps = ps + 1
+    return ps
+
+
 cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     """Tiles [T*tid/nt, T*(tid+1)/nt), ``ntp`` per (sample, group) pair: the
     pair's passes' tiles, pass after pass (NR padded-width positions computed
@@ -319,13 +333,8 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef const int64_t* boff
     cdef floating* cdst
     for t in range(t0, t1):
-        ng = t // a.ntp
-        j = t - ng * a.ntp
+        ps = tile_pass(a, t, &ng, &j)
         n = ng // a.G
-        ps = a.passes
-        while j >= ps.ntp:
-            j = j - ps.ntp
-            ps = ps + 1
         p0 = j * NR
         if ng != cur:
             cur = ng
@@ -486,13 +495,8 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
     cdef floating* bp = ct0 + a.tb * a.s_c
     t = t0
     while t < t1:
-        ng = t // a.ntp
-        j0 = t - ng * a.ntp
+        ps = tile_pass(a, t, &ng, &j0)
         n = ng // a.G
-        ps = a.passes
-        while j0 >= ps.ntp:
-            j0 = j0 - ps.ntp
-            ps = ps + 1
         nt = min(a.tb, t1 - t, ps.ntp - j0)
         # no junk columns and rows back to back: padded-width tiles are
         # result positions, computed in place
