@@ -204,7 +204,26 @@ class _WeightedStep(_Step):
         return cast("FloatArray | None", gx)
 
 
-class _WinogradStep(_WeightedStep):
+class _KeptWeightStep(_WeightedStep):
+    """An inference step that keeps something derived from its weight
+    (``run`` refreshes it when the weight changed, then computes ``y``)."""
+
+    def run(self, x: FloatArray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        if x.dtype != self.y.dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, self.y.dtype)
+        self.run(x)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if x.dtype != self.y.dtype:
+            return None
+        return partial(self.run, x), self.y
+
+
+class _WinogradStep(_KeptWeightStep):
     """An inference convolution by Winograd's F(2x2, 3x3) (its layer's kept
     plan chose it), the weight's transformed filters kept between calls:
     each call compares the weight with the copy they were made from (bytes)
@@ -242,17 +261,8 @@ class _WinogradStep(_WeightedStep):
         if not self.defer_act and self.act != _ACT_NONE:
             _activate(y, self.act, self.alpha)
 
-    def forward(self, x: FloatArray) -> FloatArray:
-        if x.dtype != self.y.dtype or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, self.y.dtype)
-        self.run(x)
-        return self.y
 
-    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
-        return partial(self.run, x), self.y
-
-
-class _NarrowDenseStep(_WeightedStep):
+class _NarrowDenseStep(_KeptWeightStep):
     """An inference dense layer to at most one vector of outputs (a few
     classes) over more rows than the dot-product path takes: the weight kept
     transposed in the narrow kernel's packed panel (packed again only when a
@@ -280,17 +290,6 @@ class _NarrowDenseStep(_WeightedStep):
         if _gemm.refresh_copy(self.wflat, self.kept):
             _gemm.pack_narrow(self.w, self.bpk)
         self.narrow(x, self.bpk, self.y, self.b, self.threads, self.act, self.alpha)
-
-    def forward(self, x: FloatArray) -> FloatArray:
-        if x.dtype != self.y.dtype or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, self.y.dtype)
-        self.run(x)
-        return self.y
-
-    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
-        if x.dtype != self.y.dtype:
-            return None
-        return partial(self.run, x), self.y
 
 
 class _ActStep(_Step):
