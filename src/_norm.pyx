@@ -201,6 +201,18 @@ cdef void fwd_channels(const floating* x, floating* y, double* mean, double* var
                 KER.affine(xr, yr, P, m, istd * wc, bc)
 
 
+cdef inline void _affine_coeffs(const double* var, const floating* w, const floating* b,
+                                double eps, Py_ssize_t c0, Py_ssize_t c1, double* istd,
+                                double* wd, double* bd) noexcept nogil:
+    """Per channel of [c0, c1): 1/sqrt(var + eps), the weight (1 without
+    one) and the bias (0 without one), as the normalising loops use them."""
+    cdef Py_ssize_t c
+    for c in range(c0, c1):
+        istd[c] = 1.0 / sqrt(var[c] + eps)
+        wd[c] = w[c] if w != NULL else 1.0
+        bd[c] = b[c] if b != NULL else 0.0
+
+
 cdef void fwd_stream(const floating* x, floating* y, double* mean, double* var, double* scr,
                      const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
                      Py_ssize_t P, double eps, bint training, bint relu, const floating* add,
@@ -247,10 +259,7 @@ cdef void fwd_stream(const floating* x, floating* y, double* mean, double* var, 
                 var[c] = var[c] / M
     if y == NULL:
         return
-    for c in range(c0, c1):
-        istd[c] = 1.0 / sqrt(var[c] + eps)
-        wd[c] = w[c] if w != NULL else 1.0
-        bd[c] = b[c] if b != NULL else 0.0
+    _affine_coeffs(var, w, b, eps, c0, c1, istd, wd, bd)
     for n in range(N):
         for c in range(c0, c1):
             o = (n * C + c) * P
@@ -301,10 +310,7 @@ cdef void fwd_rows(const floating* x, floating* y, double* mean, double* var, do
             var[c] = var[c] / M
     if y == NULL:
         return
-    for c in range(c0, c1):
-        istd[c] = 1.0 / sqrt(var[c] + eps)
-        wd[c] = w[c] if w != NULL else 1.0
-        bd[c] = b[c] if b != NULL else 0.0
+    _affine_coeffs(var, w, b, eps, c0, c1, istd, wd, bd)
     for n in range(N):
         xr = x + n * C
         yr = y + n * C
