@@ -1030,7 +1030,7 @@ def test_small_cnn_plan_on_two_threads_equals_layers(n):
         plan = b.plan((n, 3, 32, 32))
         wino = [s for s in plan.steps if type(s).__name__ == "_WinogradStep"]
         if wino and cnnext.get_num_threads() == 2:
-            assert wino[0].plan.threads == 2 and wino[0].threads == (1 if n == 1 else 2)
+            assert wino[0].plan.threads == wino[0].threads == (1 if n == 1 else 2)
         x = np.random.default_rng(9).standard_normal((n, 3, 32, 32)).astype(np.float32)
         for _ in range(2):
             np.testing.assert_array_equal(plan.forward(x), a.forward(x))

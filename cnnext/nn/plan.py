@@ -85,10 +85,6 @@ _BATCH_NORMS = (BatchNorm1D, BatchNorm2D)
 #: Inputs of at least this many bytes are read in place by the first step
 #: (rebinding its call costs about as much as copying 64 KB).
 _READ_IN_PLACE_BYTES = 1 << 16
-#: Output tiles (2x2, over the batch) below which a planned Winograd
-#: convolution runs on one thread: measured on 2 cores, 64 tiles (a 16x16
-#: map at batch 1) ran 10% slower on two, 256 as fast, 512 20% faster.
-_WINOGRAD_PARALLEL_TILES = 256
 
 
 # --------------------------------------------------------------------------
@@ -236,9 +232,7 @@ class _WinogradStep(_KeptWeightStep):
         super().__init__(layer, x_shape, dtype, act, alpha)
         cp = cast("ConvPlan", self.plan)
         self.pad = cp.padding
-        tiles = x_shape[0] * -(-self.out_shape[2] // 2) * -(-self.out_shape[3] // 2)
-        # (the result does not depend on the thread count: tiles are independent)
-        self.threads = 1 if tiles < _WINOGRAD_PARALLEL_TILES else cp.threads
+        self.threads = cp.threads  # (one below WINOGRAD_PARALLEL_TILES tiles)
         self.args = cp.kernel_args
         self.wflat = self.w.reshape(-1)  # a view: sees the weight's in-place updates
         self.kept = self.wflat.copy()    # the values self.upk was made from
