@@ -1120,10 +1120,10 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
                         bcol[q * NR] = 0
                     continue
                 grad_run(gout + n * a.gs + (jc * NR + j) * P, pb, kc, Wq, OW, bcol, NR)
-        for ip in range(ntp):
-            mr = min(MR, K - ip * MR)
-            for jc in range(ncp):
-                nr = min(NR, Co - jc * NR)
+        for jc in range(ncp):
+            nr = min(NR, Co - jc * NR)
+            for ip in range(ntp):
+                mr = min(MR, K - ip * MR)
                 if floating is float:
                     a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
                          gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
