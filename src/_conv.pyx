@@ -227,6 +227,29 @@ cdef inline void grad_run(const floating* grow, Py_ssize_t pb, Py_ssize_t kc,
         oh = oh + 1
 
 
+cdef void grad_block_t(const float* g0, Py_ssize_t P, Py_ssize_t nch, Py_ssize_t pb,
+                       Py_ssize_t kc, Py_ssize_t Wq, Py_ssize_t ow_n, float* dst,
+                       Py_ssize_t ldd) noexcept nogil:
+    """dst[q*ldd + j] = channel j's gradient row (``g0 + j*P``, OH x OW) at
+    padded-width position pb + q, 0 at junk positions (ow >= OW) and for the
+    channels nch <= j < ldd: grad_run of every channel at once, transposed by
+    the vector kernel one output row's run at a time (the same values)."""
+    cdef Py_ssize_t oh = pb // Wq, ow = pb - (pb // Wq) * Wq, q = 0, run, valid, j
+    while q < kc:
+        run = min(Wq - ow, kc - q)
+        valid = max(0, min(run, ow_n - ow))
+        if valid > 0:
+            KER.tcopy_s(g0 + oh * ow_n + ow, P, nch, valid, dst + q * ldd, ldd)
+        if run > valid:
+            memset(dst + (q + valid) * ldd, 0, (run - valid) * ldd * sizeof(float))
+        if nch < ldd:
+            for j in range(q, q + valid):
+                memset(dst + j * ldd + nch, 0, (ldd - nch) * sizeof(float))
+        q = q + run
+        ow = 0
+        oh = oh + 1
+
+
 cdef int64_t* tap_offsets(const Geom* g, Py_ssize_t* toff_max) except NULL:
     """toff[k] for tap k = (c, i, j): start of its run in a prepared sample.
     Channel c's taps are channel 0's plus c planes (the divisions once per
@@ -1113,6 +1136,11 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
         # B panels: gradient block transposed, padded-width positions (junk
         # columns zero), NR output channels per panel.
         for jc in range(ncp):
+            if floating is float:
+                if KER.tcopy_s != NULL:
+                    grad_block_t(gout + n * a.gs + jc * NR * P, P, min(NR, Co - jc * NR),
+                                 pb, kc, Wq, OW, bp + jc * KC * NR, NR)
+                    continue
             for j in range(NR):
                 bcol = bp + jc * KC * NR + j
                 if jc * NR + j >= Co:

@@ -98,6 +98,13 @@ typedef void (*cnx_split2_s)(const float *src, int64_t n, float *d0, float *d1);
 typedef void (*cnx_merge2_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
                              int64_t rows, int64_t cols);
 
+/* Transposing copy of `rows` rows of `cols` values:
+ *     dst[q*ldd + r] = src[r*lds + q]       (r < rows, q < cols)
+ * (a block of a convolution's output gradient, channels by positions, laid
+ * out as the weight gradient's packed B panel, positions by channels). */
+typedef void (*cnx_tcopy_s)(const float *src, int64_t lds, int64_t rows, int64_t cols,
+                            float *dst, int64_t ldd);
+
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
@@ -130,6 +137,8 @@ typedef struct {
     /* Two-row kernels of MR = 1..8 rows (index MR - 1); NULL where the
      * variant has none. */
     cnx_ukr2_s s_ind2r_mr[8];
+    /* Transposing copy (NULL: no vector version). */
+    cnx_tcopy_s tcopy_s;
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -921,6 +930,34 @@ CNX_TARGET_AVX512 static void cnx_merge2_s_avx512(const float *src, int64_t lds,
     }
 }
 
+/* Sixteen rows at a time: for each column, one gather of the rows' values
+ * (lds apart) and one store of the 16 values; the indices are 32-bit, so
+ * rows farther apart than INT32_MAX / 16 elements take the scalar loop. */
+CNX_TARGET_AVX512 static void cnx_tcopy_s_avx512(const float *src, int64_t lds, int64_t rows,
+                                                 int64_t cols, float *dst, int64_t ldd) {
+    int64_t r0, q, r;
+    if (lds > INT32_MAX / 16) {
+        for (r = 0; r < rows; r++)
+            for (q = 0; q < cols; q++) dst[q * ldd + r] = src[r * lds + q];
+        return;
+    }
+    {
+        const __m512i idx = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32((int)lds));
+        for (r0 = 0; r0 < rows; r0 += 16) {
+            int64_t m = rows - r0 < 16 ? rows - r0 : 16;
+            __mmask16 mk = (__mmask16)((1u << m) - 1u);
+            const float *s_ = src + r0 * lds;
+            float *d_ = dst + r0;
+            for (q = 0; q < cols; q++) {
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, s_ + q, 4);
+                _mm512_mask_storeu_ps(d_ + q * ldd, mk, v);
+            }
+        }
+    }
+}
+
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -982,6 +1019,7 @@ static cnx_kernels cnx_select_kernels(void) {
     k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
     k.split2_s = NULL;
     k.merge2_s = NULL;
+    k.tcopy_s = NULL;
     memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
     memset(k.s_ind2r_mr, 0, sizeof(k.s_ind2r_mr));
@@ -1001,6 +1039,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.act_s = cnx_act_s_avx512; k.act_d = cnx_act_d_avx512;
         k.split2_s = cnx_split2_s_avx512;
         k.merge2_s = cnx_merge2_s_avx512;
+        k.tcopy_s = cnx_tcopy_s_avx512;
         k.s_ind_mr[0] = cnx_ukr_s_avx512_ind1; k.s_ind_mr[1] = cnx_ukr_s_avx512_ind2;
         k.s_ind_mr[2] = cnx_ukr_s_avx512_ind3; k.s_ind_mr[3] = cnx_ukr_s_avx512_ind4;
         k.s_ind_mr[4] = cnx_ukr_s_avx512_ind5; k.s_ind_mr[5] = cnx_ukr_s_avx512_ind6;

@@ -35,7 +35,10 @@ cdef extern from "cnnext_ukernel.h" nogil:
                                 const float *bias) noexcept nogil
     ctypedef void (*cnx_merge2_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
                                   int64_t rows, int64_t cols) noexcept nogil
+    ctypedef void (*cnx_tcopy_s)(const float *src, int64_t lds, int64_t rows, int64_t cols,
+                                 float *dst, int64_t ldd)
     ctypedef struct cnx_kernels:
+        cnx_tcopy_s tcopy_s
         cnx_merge2_s merge2_s
         cnx_ukr2_s s_ind2r_mr[8]
         cnx_split2_s split2_s
