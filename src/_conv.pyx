@@ -45,13 +45,13 @@ the array (``reach``).
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
     ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, cdiv, cnx_kernels, cnx_ukr2_s, cnx_ukr_d,
-    cnx_ukr_s, make_geom, reach, round16, ukr,
+    cnx_ukr_s, cnx_ukrf_s, make_geom, reach, round16, ukr,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
@@ -648,6 +648,113 @@ cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR, bint two_row)
     return ps.ntp * NR
 
 
+# Flat tiles only for passes of at most this many taps: a tile spanning two
+# rows reads about twice the cache lines of a row tile, which stays in L1
+# across the weight panels only for few taps (measured, float32: a 7x7
+# stem, K = 147, ran 5% faster, LeNet's 5x5 on 8-wide rows 11%; 3x3 layers
+# on 56- and 24-wide rows, K = 576 and 288, 10-15% slower).
+cdef Py_ssize_t FLAT_MAX_K = 160
+
+
+cdef bint flat_tiles_pay(const Pass* ps, Py_ssize_t NR) noexcept nogil:
+    """True when the pass (a forward: result rows back to back) runs on
+    fewer products as flat tiles, NR consecutive result positions across
+    row ends (fwd_flat_task), than as the tiles pass_tiles chose: rows whose
+    width is no multiple of NR waste the end of each row's last tile (8 of
+    64 columns on a 7x7 stem's 56-wide rows, 8 of 16 on 8-wide ones).  The
+    flat-tile kernel reads each half-tile vector from at most two image
+    rows: rows of at least NR/2 - 1 columns, or of exactly NR/4."""
+    cdef Py_ssize_t P = ps.rows * ps.cols, H = NR // 2, cur
+    if P == 0 or ps.ocol != 1 or ps.orow != ps.cols or ps.o0 != 0 or ps.K > FLAT_MAX_K:
+        return False
+    if not (ps.cols >= H - 1 or 4 * ps.cols == NR):
+        return False
+    cur = ps.ntp * NR * (ps.K if ps.tpr > 0 or ps.tpr2 > 0 else ps.K + STORE_TAPS)
+    return cdiv(P, NR) * NR * ps.K < cur
+
+
+cdef void fwd_flat_task(const FwdArgs* a, int tid) noexcept nogil:
+    """fwd_task on flat tiles (float32, one pass; see flat_tiles_pay): tile
+    j of a (sample, group) pair is result positions [j*NR, j*NR + NR) of
+    the flattened (rows*cols) result, computed in place by the flat-tile
+    kernel (cnx_ukrf_s), each of its two vectors read from the end of one
+    image row and the start of the next.  Every result sums the same KC
+    blocks in the same order as with fwd_task's kernels: bitwise the same."""
+    cdef const Pass* ps = a.passes
+    cdef const float* x = <const float*>a.x
+    cdef const float* bias = <const float*>a.bias
+    cdef float* out = <float*>a.out
+    cdef Py_ssize_t NR = a.NR, MR = a.MR, Co = a.Co, Wq = a.g.Wq, OW = ps.cols
+    cdef Py_ssize_t P = ps.rows * ps.cols, K = ps.K, H = NR // 2
+    cdef float* buf = <float*>a.scr + tid * a.per
+    cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
+    cdef Py_ssize_t t, n, ng, grp = 0, j, cur = -1, p0, pv, pc, kc, panel, co0, r, c
+    cdef Py_ssize_t nr, cnt, la, v, ldc = a.ocs
+    cdef int64_t off[4]
+    cdef uint32_t ma, mb
+    cdef cnx_ukrf_s f
+    cdef const float* apw = <const float*>ps.apw
+    cdef const float* src = NULL
+    cdef const float* bptr
+    cdef float* cdst
+    for t in range(t0, t1):
+        ng = t // a.ntp
+        j = t - ng * a.ntp
+        n = ng // a.G
+        if ng != cur:
+            cur = ng
+            grp = ng - n * a.G
+            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, buf)
+            if a.bias != NULL:
+                bias = <const float*>a.bias + grp * Co
+            apw = <const float*>ps.apw + grp * a.wg
+        p0 = j * NR
+        nr = min(NR, P - p0)
+        ma = 0
+        mb = 0
+        for v in range(2):
+            pv = p0 + v * H
+            cnt = min(H, nr - v * H)
+            off[2 * v] = 0
+            off[2 * v + 1] = 0
+            if cnt <= 0:
+                continue
+            r = pv // OW
+            c = pv - r * OW
+            la = min(cnt, OW - c)
+            off[2 * v] = r * Wq + c
+            off[2 * v + 1] = (r + 1) * Wq - la if la < cnt else off[2 * v]
+            ma = ma | ((((<uint32_t>1) << la) - 1) << (16 * v))
+            mb = mb | (((((<uint32_t>1) << cnt) - 1) ^ (((<uint32_t>1) << la) - 1)) << (16 * v))
+        # the kernel whose merged loads are those of the spanning vectors
+        f = KER.s_indf_mr[8 * ((mb & 0xFFFF) != 0) + 16 * ((mb >> 16) != 0) + MR - 1]
+        cdst = out + n * a.os + grp * a.og + p0
+        pc = 0
+        while pc < K:
+            kc = min(<Py_ssize_t>KC, K - pc)
+            for panel in range(a.npanel):
+                co0 = panel * MR
+                bptr = NULL
+                if bias != NULL and pc == 0:
+                    bptr = bias + co0
+                f(kc, apw + panel * K * MR + pc * MR, src, ps.toff + pc, off, ma, mb,
+                  cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0, bptr)
+                if pc + KC >= K:
+                    act_rows(KER, cdst + co0 * ldc, ldc, cdst + co0 * ldc, ldc,
+                             min(MR, Co - co0), nr, a.act, <float>a.alpha)
+            pc = pc + KC
+
+
+cdef void fwd_flat_run(FwdArgs* a) noexcept nogil:
+    """Run fwd_flat_task on a.nt threads (as fwd_run)."""
+    cdef Py_ssize_t tid
+    if a.nt == 1:
+        fwd_flat_task(a, 0)
+    else:
+        for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+            fwd_flat_task(a, <int>tid)
+
+
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     """Set the micro-kernel, its MR and NR, and the panels of Co result channels:
     as few panels as the full kernel needs, of as few rows as hold Co (e.g. 6
@@ -745,6 +852,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     ps.orow = ow_n
     ps.ocol = 1
     cdef Py_ssize_t span = pass_tiles(&ps, a.g.Wq, a.NR, a.f2s != NULL)
+    cdef bint flat = False
+    if floating is float:
+        flat = (a.NR == 32 and a.MR <= 8 and KER.s_indf_mr[a.MR - 1] != NULL
+                and a.g.kh * a.g.kw > 1 and flat_tiles_pay(&ps, a.NR))
+    if flat:
+        ps.tpr = 0
+        ps.tpr2 = 0
+        ps.ntp = cdiv(oh_n * ow_n, a.NR)
+        span = (oh_n - 1) * a.g.Wq + ow_n + a.NR // 2  # a last vector's plain load
     a.passes = &ps
     a.npass = 1
     a.ntp = ps.ntp
@@ -797,7 +913,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     with nogil:
         for grp in range(groups):
             pack_a(&weight[0, 0, 0, 0] + grp * Co * K, K, 1, Co, K, a.MR, apw + grp * a.wg)
-        fwd_run(&a, <floating*>NULL)
+        if flat:
+            fwd_flat_run(&a)
+        else:
+            fwd_run(&a, <floating*>NULL)
     free(apw)
     free(toff)
     free(pboff)
