@@ -55,7 +55,14 @@ from cnnext._common cimport (
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
+cdef extern from "cnnext_gw3.h" nogil:
+    int CNX_GW3_MR
+    cnx_ukr_s cnx_gw3_s_select()
+
 cdef const cnx_kernels* KER = kernels()
+# The transposed weight gradient's kernel for taps in threes (float, at
+# most 16 output channels); NULL without AVX-512F.
+cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
 
 
 cdef inline Py_ssize_t mr_of(floating* tag) noexcept nogil:
@@ -1187,6 +1194,19 @@ cdef Py_ssize_t DOT_BLOCK = 2048
 SCHEDULES = ("packed", "transposed", "dot")
 
 
+cdef bint taps_in_threes(const Geom* g, const int64_t* toff) noexcept nogil:
+    """Whether GW3_S can read this geometry's taps: it exists, and every
+    three taps (c, i, 0..2) run from consecutive elements (a 3-wide kernel
+    at column stride and dilation 1)."""
+    cdef Py_ssize_t k
+    if GW3_S == NULL or g.kw != 3:
+        return False
+    for k in range(g.K):
+        if k % 3 != 0 and toff[k] != toff[k - 1] + 1:
+            return False
+    return True
+
+
 def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
                        const floating[:, :, ::1] gout,    # IN  (N, G*Cout, OH*OW)
                        floating[:, :, :, ::1] gwp,        # OUT (T, G, Cout, K) or
@@ -1241,6 +1261,11 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     if a.T == 0:
         return
     cdef int64_t* toff = tap_offsets(&a.g, &a.toff_max)
+    if floating is float:
+        if (kind == 1 and a.fs == KER.s_inda_n1 and a.fs != NULL and a.NR == 16
+                and taps_in_threes(&a.g, toff)):
+            a.fs = GW3_S
+            a.MR = CNX_GW3_MR
     if kind != 0:  # the taps' runs are read in place
         reach(&a.g, a.toff_max + Pp)
     cdef Py_ssize_t s_x = round16(a.g.Lbuf) if a.g.prepared else 0
