@@ -57,12 +57,19 @@ from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
 cdef extern from "cnnext_gw3.h" nogil:
     int CNX_GW3_MR
+    ctypedef void (*cnx_pack_gt16_s)(const float *g, int64_t ldg, int nch, int64_t pb,
+                                     int64_t kc, int64_t Wq, int64_t OW,
+                                     float *dst) noexcept nogil
     cnx_ukr_s cnx_gw3_s_select()
+    cnx_pack_gt16_s cnx_pack_gt16_s_select()
 
 cdef const cnx_kernels* KER = kernels()
 # The transposed weight gradient's kernel for taps in threes (float, at
 # most 16 output channels); NULL without AVX-512F.
 cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
+# Its gradient block, 16 positions at a time (float, one vector of
+# channels); NULL without AVX-512F.
+cdef cnx_pack_gt16_s PACK_GT16_S = cnx_pack_gt16_s_select()
 
 
 cdef inline Py_ssize_t mr_of(floating* tag) noexcept nogil:
@@ -1120,6 +1127,11 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
         # B panels: gradient block transposed, padded-width positions (junk
         # columns zero), NR output channels per panel.
         for jc in range(ncp):
+            if floating is float:
+                if NR == 16 and PACK_GT16_S != NULL:
+                    PACK_GT16_S(gout + n * a.gs + jc * NR * P, P, <int>min(NR, Co - jc * NR),
+                                pb, kc, Wq, OW, bp + jc * KC * NR)
+                    continue
             for j in range(NR):
                 bcol = bp + jc * KC * NR + j
                 if jc * NR + j >= Co:

@@ -17,9 +17,13 @@
  * the other kernels (src/cnnext_ukernel.h), so the results are bitwise
  * the same.
  *
- * cnx_gw3_s_select() returns the kernel, or NULL where AVX-512F is not
- * available (or CNNEXT_ISA asks for less): the caller then keeps the
- * 16-row kernel.
+ * cnx_pack_gt16_s_avx512 packs that product's B panel (the gradient block,
+ * positions x one vector of channels) with vector loads and 16 x 16
+ * transposes instead of one scalar store per value.
+ *
+ * cnx_gw3_s_select() / cnx_pack_gt16_s_select() return them, or NULL where
+ * AVX-512F is not available (or CNNEXT_ISA asks for less): the caller then
+ * keeps the 16-row kernel and the scalar packing.
  */
 #ifndef CNNEXT_GW3_H
 #define CNNEXT_GW3_H
@@ -89,13 +93,104 @@ static void cnx_gw3_s_avx512(int64_t kc, const float *a, const int64_t *aoff,
 #undef CNX_GW3_ROW
 #undef CNX_GW3_STORE
 
+/* The 16 x 16 transpose of r0..r15 in place (r_i becomes column i). */
+#define CNX_T16_PAIR(A, B, lo, hi) \
+    lo = _mm512_unpacklo_ps(A, B); hi = _mm512_unpackhi_ps(A, B);
+#define CNX_T16_SHUF(P, Q, A, B, imm) \
+    A = _mm512_shuffle_ps(P, Q, 0x44); B = _mm512_shuffle_ps(P, Q, 0xEE);
+#define CNX_T16_LANE(P, Q, A, B) \
+    A = _mm512_shuffle_f32x4(P, Q, 0x88); B = _mm512_shuffle_f32x4(P, Q, 0xDD);
+#define CNX_TRANSPOSE16()                                                   \
+    {                                                                       \
+        __m512 t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13,  \
+            t14, t15;                                                       \
+        CNX_T16_PAIR(r0, r1, t0, t1) CNX_T16_PAIR(r2, r3, t2, t3)           \
+        CNX_T16_PAIR(r4, r5, t4, t5) CNX_T16_PAIR(r6, r7, t6, t7)           \
+        CNX_T16_PAIR(r8, r9, t8, t9) CNX_T16_PAIR(r10, r11, t10, t11)       \
+        CNX_T16_PAIR(r12, r13, t12, t13) CNX_T16_PAIR(r14, r15, t14, t15)   \
+        CNX_T16_SHUF(t0, t2, r0, r1, 0) CNX_T16_SHUF(t1, t3, r2, r3, 0)     \
+        CNX_T16_SHUF(t4, t6, r4, r5, 0) CNX_T16_SHUF(t5, t7, r6, r7, 0)     \
+        CNX_T16_SHUF(t8, t10, r8, r9, 0) CNX_T16_SHUF(t9, t11, r10, r11, 0) \
+        CNX_T16_SHUF(t12, t14, r12, r13, 0)                                 \
+        CNX_T16_SHUF(t13, t15, r14, r15, 0)                                 \
+        CNX_T16_LANE(r0, r4, t0, t4) CNX_T16_LANE(r1, r5, t1, t5)           \
+        CNX_T16_LANE(r2, r6, t2, t6) CNX_T16_LANE(r3, r7, t3, t7)           \
+        CNX_T16_LANE(r8, r12, t8, t12) CNX_T16_LANE(r9, r13, t9, t13)       \
+        CNX_T16_LANE(r10, r14, t10, t14) CNX_T16_LANE(r11, r15, t11, t15)   \
+        CNX_T16_LANE(t0, t8, r0, r8) CNX_T16_LANE(t1, t9, r1, r9)           \
+        CNX_T16_LANE(t2, t10, r2, r10) CNX_T16_LANE(t3, t11, r3, r11)       \
+        CNX_T16_LANE(t4, t12, r4, r12) CNX_T16_LANE(t5, t13, r5, r13)       \
+        CNX_T16_LANE(t6, t14, r6, r14) CNX_T16_LANE(t7, t15, r7, r15)       \
+    }
+#define CNX_PK_LOAD(j) \
+    if (nch > (j)) r##j = _mm512_mask_loadu_ps(r##j, m, src + (j) * ldg);
+#define CNX_PK_STORE(i) \
+    if (n > (i)) _mm512_storeu_ps(dst + (q0 + (i)) * 16, r##i);
+
+/* The gradient block of the transposed weight gradient, one vector of
+ * output channels: dst[q*16 + j] = g[j*ldg + oh*OW + ow] for the
+ * padded-width position pb + q = oh*Wq + ow (q < kc), 0 where ow >= OW (a
+ * junk position) or j >= nch.  16 positions at a time: each channel's
+ * values loaded under the mask of the lanes each output row covers, then
+ * transposed (the scalar loop it replaces stores one value at a time). */
+CNX_TARGET_AVX512
+static void cnx_pack_gt16_s_avx512(const float *g, int64_t ldg, int nch, int64_t pb,
+                                   int64_t kc, int64_t Wq, int64_t OW, float *dst) {
+    int64_t q0;
+    for (q0 = 0; q0 < kc; q0 += 16) {
+        int64_t n = kc - q0 < 16 ? kc - q0 : 16, l = 0;
+        __m512 r0 = _mm512_setzero_ps(), r1 = r0, r2 = r0, r3 = r0, r4 = r0, r5 = r0,
+               r6 = r0, r7 = r0, r8 = r0, r9 = r0, r10 = r0, r11 = r0, r12 = r0,
+               r13 = r0, r14 = r0, r15 = r0;
+        while (l < n) { /* lanes [l, e) lie in output row oh */
+            int64_t pos = pb + q0 + l, oh = pos / Wq, ow = pos - oh * Wq;
+            int64_t e = l + (Wq - ow), v = l + (OW - ow);
+            if (e > n) e = n;
+            if (v > e) v = e;
+            if (v > l) {
+                /* lane t reads src[t]: row oh's column ow + t - l */
+                __mmask16 m = (__mmask16)(((1u << v) - 1u) & ~((1u << l) - 1u));
+                const float *src = g + oh * OW + ow - l;
+                CNX_PK_LOAD(0) CNX_PK_LOAD(1) CNX_PK_LOAD(2) CNX_PK_LOAD(3)
+                CNX_PK_LOAD(4) CNX_PK_LOAD(5) CNX_PK_LOAD(6) CNX_PK_LOAD(7)
+                CNX_PK_LOAD(8) CNX_PK_LOAD(9) CNX_PK_LOAD(10) CNX_PK_LOAD(11)
+                CNX_PK_LOAD(12) CNX_PK_LOAD(13) CNX_PK_LOAD(14) CNX_PK_LOAD(15)
+            }
+            l = e;
+        }
+        CNX_TRANSPOSE16()
+        CNX_PK_STORE(0) CNX_PK_STORE(1) CNX_PK_STORE(2) CNX_PK_STORE(3)
+        CNX_PK_STORE(4) CNX_PK_STORE(5) CNX_PK_STORE(6) CNX_PK_STORE(7)
+        CNX_PK_STORE(8) CNX_PK_STORE(9) CNX_PK_STORE(10) CNX_PK_STORE(11)
+        CNX_PK_STORE(12) CNX_PK_STORE(13) CNX_PK_STORE(14) CNX_PK_STORE(15)
+    }
+}
+
+#undef CNX_T16_PAIR
+#undef CNX_T16_SHUF
+#undef CNX_T16_LANE
+#undef CNX_TRANSPOSE16
+#undef CNX_PK_LOAD
+#undef CNX_PK_STORE
+
+typedef void (*cnx_pack_gt16_s)(const float *g, int64_t ldg, int nch, int64_t pb,
+                                int64_t kc, int64_t Wq, int64_t OW, float *dst);
+
 static cnx_ukr_s cnx_gw3_s_select(void) {
     return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_gw3_s_avx512 : NULL;
 }
 
+static cnx_pack_gt16_s cnx_pack_gt16_s_select(void) {
+    return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_pack_gt16_s_avx512 : NULL;
+}
+
 #else
 
+typedef void (*cnx_pack_gt16_s)(const float *g, int64_t ldg, int nch, int64_t pb,
+                                int64_t kc, int64_t Wq, int64_t OW, float *dst);
+
 static cnx_ukr_s cnx_gw3_s_select(void) { return NULL; }
+static cnx_pack_gt16_s cnx_pack_gt16_s_select(void) { return NULL; }
 
 #endif /* CNX_X86 */
 

@@ -610,9 +610,11 @@ np.savez(PATH, isa=_gemm.isa(), **out)
 
 def test_weight_gradient_taps_in_threes_kernel(tmp_path, close):
     """The transposed weight gradient's 24-row kernel for 3-wide kernels
-    (taps read from one pointer per three) equals the reference and gives
-    bitwise the partial sums of the AVX2 kernels (and of the 16-row kernel,
-    where the taps are not in threes), on one and two threads."""
+    (taps read from one pointer per three) and its vector packing of the
+    gradient block (one vector of channels, full or partial, junk positions
+    zero) equal the reference and give bitwise the partial sums of the AVX2
+    kernels (and of the 16-row kernel, where the taps are not in threes), on
+    one and two threads."""
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
         pytest.skip(f"this CPU runs {_gemm.isa()}: no 24-row kernel")
