@@ -1089,3 +1089,70 @@ def test_tiled_max_pool_training_steps_equal_layers(dt, n):
         oa.step()
         assert plan.train_step(x, y, lb, ob) == va
         _assert_same(_state(a), _state(b))
+
+
+@pytest.mark.parametrize("model,n,threads", [
+    ("lenet5", 64, 2), ("lenet5", 29, 3), ("small", 2, 2), ("small", 11, 2), ("small", 23, 4),
+])
+def test_batch_split_inference_equals_layers(model, n, threads):
+    """On several threads an inference batch with enough work runs in
+    contiguous slices, one per thread, each through the whole network on
+    one-thread kernels: the layer-by-layer numbers, uneven slices, a
+    Winograd layer's kept filters (refreshed per slice after an in-place
+    weight update) and a worker's exception included."""
+    from cnnext.bench.netplan_rows import small_cnn
+
+    make = (lambda: models.lenet5(seed=0)) if model == "lenet5" else (lambda: small_cnn(seed=0))
+    shape = (n, 1, 28, 28) if model == "lenet5" else (n, 3, 32, 32)
+    with _threads(threads):
+        a, b = make().eval(), make().eval()
+        plan = b.plan(shape)
+        if cnnext.get_num_threads() < 2:
+            pytest.skip("built without OpenMP: one thread")
+        split = plan._split
+        assert split is not None
+        assert [hi - lo for lo, hi in split.bounds] == [
+            n * (k + 1) // threads - n * k // threads for k in range(threads)]
+        rng = np.random.default_rng(21)
+        for update in (False, True, False):
+            if update:
+                for m in (a, b):
+                    m.layers[3].params["weight"] *= np.float32(-0.5)
+            x = rng.standard_normal(shape).astype(np.float32)
+            got = plan.forward(x)
+            np.testing.assert_array_equal(got, a.forward(x))
+            assert got is not plan.forward(x)  # a new array each call
+        last = split.calls[-1]
+        split.calls[-1] = [*last, _raise_lookup]
+        with pytest.raises(LookupError, match="from a slice"):
+            plan.forward(x)
+        split.calls[-1] = last
+        np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+
+
+def _raise_lookup():
+    raise LookupError("from a slice")
+
+
+def test_batch_split_only_where_it_pays():
+    """No split on one thread, for less work than the hand-over costs, for
+    fewer samples than threads, when a step runs a layer's own forward, or
+    when a slice's steps would take another algorithm than the batch's."""
+    with _threads(2):
+        if cnnext.get_num_threads() < 2:
+            pytest.skip("built without OpenMP: one thread")
+        lenet = models.lenet5(seed=0).eval()
+        assert lenet.plan((64, 1, 28, 28))._split is not None
+        assert lenet.plan((2, 1, 28, 28))._split is None  # too little work
+        drop = nn.Sequential(nn.Conv2D(3, 64, 3, seed=0), nn.Dropout(0.5), nn.Flatten()).eval()
+        assert drop.plan((8, 3, 32, 32))._split is None  # the dropout's own forward
+        wide = nn.Sequential(nn.Conv2D(3, 64, 3, seed=0), nn.Flatten()).eval()
+        assert wide.plan((8, 3, 32, 32))._split is not None
+        with _threads(3):
+            assert wide.plan((2, 3, 32, 32))._split is None  # fewer samples than threads
+        from cnnext.bench.netplan_rows import small_cnn
+
+        # slices of 2 and 3 rows: the dense layer's dot products, not the batch's GEMM
+        assert small_cnn(seed=0).eval().plan((5, 3, 32, 32))._split is None
+    with _threads(1):
+        assert models.lenet5(seed=0).eval().plan((64, 1, 28, 28))._split is None

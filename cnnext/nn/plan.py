@@ -27,6 +27,15 @@ What the plan saves over the layer-by-layer path:
   weight are kept with the plan (derived again when a byte comparison with
   a kept copy of the weight shows a change);
 - ``Flatten`` is a reshape (a view) both ways;
+- in evaluation mode on several threads, a batch with enough work is cut
+  into one contiguous slice per thread, and each slice runs through the
+  whole network on one thread (every step of a slice a one-thread kernel
+  call on its own buffers, the slices at the same time: the kernels
+  release the GIL); this replaces one parallel region per layer -- and
+  its synchronisation -- by one per call.  Done only when every slice's
+  steps use the same algorithms as the whole batch's (the per-sample
+  results of these kernels do not depend on the batch size or the thread
+  count: the same numbers);
 - outputs, gradients and indices live in buffers allocated once;
 - in a training step, the layers before the first one with parameters run
   no backward pass, and that one computes no input gradient.
@@ -40,6 +49,9 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+import os
+import queue
+import threading
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -785,6 +797,147 @@ def _residual_step(fname: str, layer: Residual, shape: Shape, cur: FloatDType,
     return _ResidualStep(block, short, shape, out_shape, cur, training, relu)
 
 
+def _bind_steps(steps: list[_Step], input_shape: Shape, dtype: FloatDType
+                ) -> tuple[list[Callable[[], object]] | None, Any, Any]:
+    """(the prebound calls of ``steps``, the input buffer they read, the
+    output buffer they write), or (None, None, None) when a step cannot be
+    prebound."""
+    xbuf = np.empty(input_shape, dtype)
+    calls: list[Callable[[], object]] = []
+    cur = xbuf
+    for step in steps:
+        bound = step.bind(cur)
+        if bound is None:
+            return None, None, None
+        call, cur = bound
+        if call is not None:
+            calls.append(call)
+    return calls, xbuf, cur
+
+
+# --------------------------------------------------------------------------
+# Batch-split inference: each thread runs a slice of the batch through the
+# whole network
+# --------------------------------------------------------------------------
+
+
+class _Worker:
+    """A daemon thread running batch slices of split plans: ``jobs`` takes
+    (call, done) pairs; ``done`` receives None or the exception raised."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[tuple[Callable[[], object],
+                                           queue.SimpleQueue[BaseException | None]]]
+        self.jobs = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="cnnext-netplan", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            job, done = self.jobs.get()
+            try:
+                job()
+            except BaseException as exc:  # handed to the caller's thread  # noqa: BLE001
+                done.put(exc)
+            else:
+                done.put(None)
+
+
+#: The workers of split plans, shared (started on first use; a forked
+#: child starts its own).
+_WORKERS: list[_Worker] = []
+os.register_at_fork(after_in_child=_WORKERS.clear)
+
+
+def _workers(n: int) -> list[_Worker]:
+    while len(_WORKERS) < n:
+        _WORKERS.append(_Worker())
+    return _WORKERS[:n]
+
+
+def _run_slice(xbuf: FloatArray, x: FloatArray, calls: list[Callable[[], object]]) -> None:
+    np.copyto(xbuf, x)
+    for call in calls:
+        call()
+
+
+def _macs(steps: list[_Step]) -> int:
+    """The multiply-adds of the convolution and dense steps (about)."""
+    return sum(math.prod(s.out_shape) * s.w.size // max(1, s.w.shape[0])
+               for s in _all_steps(steps) if isinstance(s, _WeightedStep))
+
+
+def _algorithms(steps: list[_Step]) -> list[tuple[Any, ...]]:
+    """What decides a step list's arithmetic: each step's kind, algorithm
+    and fused activation."""
+    return [(type(s), getattr(getattr(s, "plan", None), "method", None),
+             getattr(s, "act", None)) for s in _all_steps(steps)]
+
+
+class _BatchSplit:
+    """An inference plan's batch in contiguous slices, one per thread, each
+    run through the whole network by its own one-thread steps: the calling
+    thread runs the first slice, the workers the others."""
+
+    #: Multiply-adds per thread below which a split does not pay for the
+    #: hand-over to the workers (tens of microseconds).
+    MIN_MACS = 1 << 21
+
+    def __init__(self, bounds: list[tuple[int, int]],
+                 bound: list[tuple[list[Callable[[], object]], Any, Any]]) -> None:
+        self.bounds = bounds
+        self.calls = [b[0] for b in bound]
+        self.xbufs = [b[1] for b in bound]
+        self.outs = [b[2] for b in bound]
+        self.done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    @classmethod
+    def build(cls, fname: str, model: Sequential, input_shape: Shape, dtype: FloatDType,
+              steps: list[_Step]) -> _BatchSplit | None:
+        """The split of an inference plan of ``steps``, or None when it
+        would not pay (one thread, too little work, fewer samples than
+        threads) or a slice's steps would compute differently."""
+        threads = _config.get_num_threads()
+        n = input_shape[0] if len(input_shape) >= 2 else 0
+        if threads < 2 or n < threads or _macs(steps) < threads * cls.MIN_MACS:
+            return None
+        edges = [n * k // threads for k in range(threads + 1)]
+        bounds = list(zip(edges[:-1], edges[1:]))
+        kept = _config._kernel_threads
+        _config._kernel_threads = 1  # the slices' steps: one-thread kernel calls
+        try:
+            subs = [_build_steps(fname, _leaves(model), (b - a, *input_shape[1:]), dtype, dtype,
+                                 False)[0] for a, b in bounds]
+        finally:
+            _config._kernel_threads = kept
+        algorithms = _algorithms(steps)
+        bound = []
+        for sub, (a, b) in zip(subs, bounds):
+            calls, xbuf, out = _bind_steps(sub, (b - a, *input_shape[1:]), dtype)
+            if _algorithms(sub) != algorithms or calls is None:
+                return None
+            bound.append((calls, xbuf, out))
+        return cls(bounds, bound)
+
+    def run(self, x: FloatArray) -> FloatArray:
+        """The network's output for ``x`` (a new array)."""
+        done, bounds = self.done, self.bounds
+        workers = _workers(len(bounds) - 1)
+        for k, w in enumerate(workers, 1):
+            a, b = bounds[k]
+            w.jobs.put((partial(_run_slice, self.xbufs[k], x[a:b], self.calls[k]), done))
+        error: BaseException | None = None
+        try:
+            a, b = bounds[0]
+            _run_slice(self.xbufs[0], x[a:b], self.calls[0])
+        except BaseException as exc:  # noqa: BLE001 - the workers are waited for first
+            error = exc
+        for _ in workers:
+            error = done.get() or error
+        if error is not None:
+            raise error
+        return np.concatenate(self.outs)
+
+
 class NetPlan:
     """A model's forward pass (and training step) for one input shape,
     dtype and mode, planned once.
@@ -845,6 +998,8 @@ class NetPlan:
         bound0 = self.steps[0].bind(self._xbuf) if self._calls and self.steps else None
         self._first_reads_input = bound0 is not None and bound0[0] is not None
         self._rest = self._calls[1:] if self._first_reads_input and self._calls else []
+        self._split = (_BatchSplit.build(fname, model, input_shape, dtype, self.steps)
+                       if self._calls is not None else None)
         self._check = self._snapshot(model)
 
     def _prebind(self) -> tuple[list[Callable[[], object]] | None, Any, Any]:
@@ -854,17 +1009,7 @@ class NetPlan:
         None) when a step allocates its output."""
         if self.training:
             return None, None, None
-        xbuf = np.empty(self.input_shape, self.dtype)
-        calls: list[Callable[[], object]] = []
-        cur = xbuf
-        for step in self.steps:
-            bound = step.bind(cur)
-            if bound is None:
-                return None, None, None
-            call, cur = bound
-            if call is not None:
-                calls.append(call)
-        return calls, xbuf, cur
+        return _bind_steps(self.steps, self.input_shape, self.dtype)
 
     # -- validity ----------------------------------------------------------
 
@@ -952,6 +1097,8 @@ class NetPlan:
         calls = self._calls
         if calls is None:
             return np.array(self._forward(xa))
+        if self._split is not None:
+            return self._split.run(xa)
         if xa.nbytes >= _READ_IN_PLACE_BYTES and self._first_reads_input:
             # The first step bound to the input itself (only read, during
             # this call) rather than to a copy of it.
