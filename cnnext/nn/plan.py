@@ -23,6 +23,10 @@ What the plan saves over the layer-by-layer path:
   normalizations;
 - max pooling in evaluation mode computes no argmax indices (and applies
   a ReLU that precedes it, after a Winograd convolution, to its output);
+  on AVX-512 CPUs, a float32 convolution of few taps (a first layer on a
+  few image channels: stride 1, at most 75 taps), its ReLU and a 2x2
+  stride-2 max pool after it run as one kernel, the convolution's output
+  pooled while in registers (the same numbers);
 - in evaluation mode, Winograd filters and a narrow dense layer's packed
   weight are kept with the plan (derived again when a byte comparison with
   a kept copy of the weight shows a change);
@@ -380,6 +384,57 @@ class _MaxPoolStep(_Step):
         gx = cast("FloatArray", self.gx)
         self.pool_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
         return gx
+
+
+class _ConvPoolStep(_WeightedStep):
+    """An inference convolution of few taps (a network's first layer on a
+    few image channels), its ReLU and the 2x2 stride-2 max pool after it by
+    one kernel (``_pool.conv_max_pool2x2``): each sample's convolution rows
+    pooled while in registers, the convolution's output never stored; the
+    numbers of the two steps it replaces (the direct convolution's sums in
+    its order, the pool's rule).  Built from those two steps."""
+
+    #: At most this many taps (C_in * kh * kw): a few-channel first layer,
+    #: where the GEMM's panels are short.
+    MAX_TAPS = 75
+
+    def __init__(self, conv: _WeightedStep, pool: _MaxPoolStep) -> None:
+        vars(self).update(vars(conv))  # the layer, its plan, weight, bias, activation
+        self.out_shape = pool.out_shape
+        self.y = cast("Any", pool.y)
+        self.pad = cast("ConvPlan", conv.plan).padding
+        self.threads = cast("ConvPlan", conv.plan).threads
+
+    @classmethod
+    def fits(cls, conv: _Step | None, pool: _MaxPoolStep) -> bool:
+        """Whether ``conv`` (the step before the max pool ``pool``) and
+        ``pool`` can run as one: a float32 direct convolution of at most
+        MAX_TAPS taps, stride and dilation 1, no groups, no activation or a
+        ReLU, then a 2x2 stride-2 pool without padding, dilation, indices or
+        a clipped last window, on an AVX-512 CPU."""
+        if type(conv) is not _WeightedStep or type(conv.layer) is not Conv2D:
+            return False
+        cp, pp, w = cast("ConvPlan", conv.plan), pool.plan, conv.w
+        x_shape, y_shape = pp.x_shape, conv.out_shape
+        return (conv.kernel is not None and w.dtype == np.float32
+                and _pool.pool_isa() == "avx512" and conv.act in (_ACT_NONE, _ACT_RELU)
+                and math.prod(w.shape[1:]) <= cls.MAX_TAPS
+                and cp.stride == (1, 1) and cp.dilation == (1, 1) and cp.groups == 1
+                and pool.idx is None and pp.kernel_size == (2, 2) and pp.stride == (2, 2)
+                and pp.padding == (0, 0) and pp.dilation == (1, 1) and x_shape == y_shape
+                and pp.out_shape[2:] == (y_shape[2] // 2, y_shape[3] // 2))
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        if x.dtype != self.y.dtype or not x.flags.c_contiguous:  # as the layer converts
+            x = np.ascontiguousarray(x, self.y.dtype)
+        _pool.conv_max_pool2x2(x, self.w, self.b, self.y, *self.pad, self.act, self.threads)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if x.dtype != self.y.dtype:
+            return None
+        return partial(_pool.conv_max_pool2x2, x, self.w, self.b, self.y, *self.pad, self.act,
+                       self.threads), self.y
 
 
 class _FlattenStep(_Step):
@@ -747,6 +802,8 @@ def _build_steps(fname: str, leaves: list[Module], shape: Shape, cur: FloatDType
             if (isinstance(prev, _WinogradStep) and prev.act == _ACT_RELU
                     and step.takes_relu()):
                 prev.defer_act = step.relu = True
+            elif _ConvPoolStep.fits(prev, step):
+                step = _ConvPoolStep(cast("_WeightedStep", steps.pop()), step)
             i += 1
         elif type(layer) is Flatten and len(shape) >= 1:
             step = _FlattenStep(shape)
