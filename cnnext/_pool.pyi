@@ -97,3 +97,6 @@ def conv_max_pool2x2(
     act: int,
     n_threads: int,
 ) -> None: ...
+def max_pool2x2_relu(
+    x: npt.NDArray[np.float32], out: npt.NDArray[np.float32], n_threads: int
+) -> None: ...

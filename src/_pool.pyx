@@ -32,6 +32,7 @@ cdef extern from "cnnext_pool.h" nogil:
                            int64_t OW, int64_t base) noexcept nogil
     void cnx_pool2x2_bwd_d(const double* g, const int64_t* idx, double* r0, int64_t W,
                            int64_t OW, int64_t base) noexcept nogil
+    void cnx_relu_row_s(float* m, int64_t n) noexcept nogil
     void cnx_conv_pool2x2_s(const float* xp, int64_t C, int64_t Hp, int64_t Wp,
                             const float* w, const float* b, int64_t Co, int64_t kh,
                             int64_t kw, int act, float* out, int64_t PH,
@@ -795,6 +796,37 @@ def max_unpool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, 
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 gather_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], P, HW,
                               planes * tid // nt, planes * (tid + 1) // nt)
+
+
+cdef void max_relu_planes(const float* x, float* out, Py_ssize_t H, Py_ssize_t W,
+                          Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t q0,
+                          Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t q, oh
+    for q in range(q0, q1):
+        for oh in range(OH):
+            cnx_pool2x2_s(x + q * H * W + 2 * oh * W, W, out + (q * OH + oh) * OW, NULL, OW, 0)
+        cnx_relu_row_s(out + q * OH * OW, OH * OW)
+
+
+def max_pool2x2_relu(const float[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                     float[:, :, :, ::1] out,       # OUT (N, C, OH, OW), 2*OH <= H, 2*OW <= W
+                     int n_threads):
+    """out = ReLU(2x2 stride-2 max pool of x), no padding, no indices: the
+    values of ``max_pool2d_forward`` then ``_eltwise.relu`` on its output
+    (ReLU(max) = max(ReLU)), each plane's ReLU while it is in cache.
+    AVX-512 only (``pool_isa() == "avx512"``; the caller checks)."""
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3], tid
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    if planes == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        if nt == 1:
+            max_relu_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], H, W, OH, OW, 0, planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                max_relu_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], H, W, OH, OW,
+                                planes * tid // nt, planes * (tid + 1) // nt)
 
 
 # ---- a few-tap convolution, its ReLU and a 2x2 max pool in one pass ----------

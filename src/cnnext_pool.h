@@ -183,6 +183,20 @@ static void cnx_pool2x2_bwd_d(const double *g, const int64_t *idx, double *r0, i
     }
 }
 
+/* m[0:n] = ReLU(m[0:n]) in place: the fused epilogue's CNX_RELU_Z_S (NaN
+ * kept, -0.0 to 0.0), 16 values a step, the last masked. */
+CNX_TARGET_AVX512
+static void cnx_relu_row_s(float *m, int64_t n) {
+    const __m512 z = _mm512_setzero_ps();
+    int64_t j;
+    for (j = 0; j < n; j += 16) {
+        int64_t k = n - j < 16 ? n - j : 16;
+        __mmask16 mk = (__mmask16)(k == 16 ? 0xFFFF : (1u << k) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(mk, m + j);
+        _mm512_mask_storeu_ps(m + j, mk, CNX_RELU_Z_S(v, z));
+    }
+}
+
 /* A convolution of few input taps (K = C*kh*kw, stride 1, no dilation), its
  * bias, an optional ReLU and a 2x2 stride-2 max pool, for one sample, float32:
  *
@@ -290,6 +304,7 @@ static void cnx_conv_pool2x2_s(const float *xp, int64_t C, int64_t Hp, int64_t W
 #else
 
 static int cnx_pool_avx512(void) { return 0; }
+static void cnx_relu_row_s(float *m, int64_t n) { (void)m; (void)n; }
 static void cnx_conv_pool2x2_s(const float *xp, int64_t C, int64_t Hp, int64_t Wp,
                                const float *w, const float *b, int64_t Co, int64_t kh,
                                int64_t kw, int act, float *out, int64_t PH, int64_t PW) {

@@ -1232,3 +1232,26 @@ def test_first_conv_relu_pool_step(n):
         assert "ConvPoolStep" not in repr(plan)
         x = rng.standard_normal((2, 2, 11, 11)).astype(dt)
         np.testing.assert_array_equal(plan.forward(x), model.forward(x))
+
+
+@_AVX512_POOL
+@pytest.mark.parametrize("shape", [(1, 64, 16, 16), (3, 5, 9, 35), (2, 1, 2, 2)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool2x2_relu_equals_pool_then_relu(shape, threads):
+    """The 2x2 pool with its ReLU (the inference step after a Winograd
+    convolution) equals the pool, then the ReLU: NaN kept, -0.0 to 0.0,
+    odd sizes (the last row/column dropped)."""
+    from cnnext import _eltwise, _pool
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[:4] = [np.nan, -0.0, -np.inf, np.inf]
+    x[..., -1, :] = -0.0
+    out_shape = (*shape[:2], shape[2] // 2, shape[3] // 2)
+    want = np.empty(out_shape, np.float32)
+    _pool.max_pool2d_forward(x, want, None, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+    _eltwise.relu(want.reshape(-1), want.reshape(-1), 1)
+    got = np.full(out_shape, 5.0, np.float32)
+    _pool.max_pool2x2_relu(x, got, threads)
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want)).all()

@@ -351,6 +351,7 @@ class _MaxPoolStep(_Step):
         tiled = (plan.kernel_size == (2, 2) and plan.stride == (2, 2)
                  and plan.padding == (0, 0) and plan.dilation == (1, 1)
                  and plan.x_shape[-2:] == (2 * plan.out_shape[-2], 2 * plan.out_shape[-1]))
+        self.tiled = tiled
         self.pool_backward = _typed(_pool.max_pool2d_backward_2x2 if tiled
                                     else _pool.max_pool2d_backward, plan.dtype)
         yflat = self.y.reshape(-1)
@@ -365,6 +366,9 @@ class _MaxPoolStep(_Step):
 
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
         pool = partial(self.pool, x, self.y, self.idx, *self.plan.kernel_args)
+        if self.relu and self.tiled and self.y.dtype == np.float32 and _pool.pool_isa() == "avx512":
+            # one kernel: each plane's ReLU while it is in cache
+            return partial(_pool.max_pool2x2_relu, x, self.y, self.plan.threads), self.y
         if self.relu:
             relu = self.relu_call
 
