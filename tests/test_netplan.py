@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -1099,10 +1100,10 @@ def test_tiled_max_pool_training_steps_equal_layers(dt, n):
 ])
 def test_batch_split_inference_equals_layers(model, n, threads):
     """On several threads an inference batch with enough work runs in
-    contiguous slices, one per thread, each through the whole network on
-    one-thread kernels: the layer-by-layer numbers, uneven slices, a
-    Winograd layer's kept filters (refreshed per slice after an in-place
-    weight update) and a worker's exception included."""
+    contiguous blocks that the threads take in turn, each through the whole
+    network on one-thread kernels: the layer-by-layer numbers, blocks of
+    two sizes, a Winograd layer's kept filters (refreshed per thread after
+    an in-place weight update) and a worker's exception included."""
     from cnnext.bench.netplan_rows import small_cnn
 
     make = (lambda: models.lenet5(seed=0)) if model == "lenet5" else (lambda: small_cnn(seed=0))
@@ -1114,8 +1115,11 @@ def test_batch_split_inference_equals_layers(model, n, threads):
             pytest.skip("built without OpenMP: one thread")
         split = plan._split
         assert split is not None
-        assert [hi - lo for lo, hi in split.bounds] == [
-            n * (k + 1) // threads - n * k // threads for k in range(threads)]
+        sizes = [hi - lo for lo, hi in split.blocks]
+        assert split.blocks[0][0] == 0 and split.blocks[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(split.blocks, split.blocks[1:]))
+        assert len(sizes) % threads == 0 and max(sizes) - min(sizes) <= 1
+        assert len(split.bound) == threads
         rng = np.random.default_rng(21)
         for update in (False, True, False):
             if update:
@@ -1125,16 +1129,29 @@ def test_batch_split_inference_equals_layers(model, n, threads):
             got = plan.forward(x)
             np.testing.assert_array_equal(got, a.forward(x))
             assert got is not plan.forward(x)  # a new array each call
-        last = split.calls[-1]
-        split.calls[-1] = [*last, _raise_lookup]
-        with pytest.raises(LookupError, match="from a slice"):
-            plan.forward(x)
-        split.calls[-1] = last
+        kept = [dict(sets) for sets in split.bound]
+        # a worker's exception (the calling thread slowed down: the workers
+        # take blocks), then the calling thread's own
+        for who, extra in (("workers", _raise_lookup), ("caller", _raise_lookup)):
+            for t, sets in enumerate(split.bound):
+                for size, (calls, xbuf, out) in kept[t].items():
+                    if (t == 0) == (who == "caller"):
+                        sets[size] = ([*calls, extra], xbuf, out)
+                    else:
+                        sets[size] = ([*calls, _pause], xbuf, out)
+            with pytest.raises(LookupError, match="from a slice"):
+                plan.forward(x)
+        for sets, k in zip(split.bound, kept):
+            sets.update(k)
         np.testing.assert_array_equal(plan.forward(x), a.forward(x))
 
 
 def _raise_lookup():
     raise LookupError("from a slice")
+
+
+def _pause():
+    time.sleep(0.02)
 
 
 def test_batch_split_only_where_it_pays():

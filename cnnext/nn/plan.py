@@ -32,14 +32,14 @@ What the plan saves over the layer-by-layer path:
   a kept copy of the weight shows a change);
 - ``Flatten`` is a reshape (a view) both ways;
 - in evaluation mode on several threads, a batch with enough work is cut
-  into one contiguous slice per thread, and each slice runs through the
-  whole network on one thread (every step of a slice a one-thread kernel
-  call on its own buffers, the slices at the same time: the kernels
-  release the GIL); this replaces one parallel region per layer -- and
-  its synchronisation -- by one per call.  Done only when every slice's
-  steps use the same algorithms as the whole batch's (the per-sample
-  results of these kernels do not depend on the batch size or the thread
-  count: the same numbers);
+  into contiguous blocks of samples that the threads take in turn, each
+  block through the whole network on one thread (every step a one-thread
+  kernel call on that thread's own buffers, the threads at the same time:
+  the kernels release the GIL); this replaces one parallel region per
+  layer -- and its synchronisation -- by one hand-over per call.  Done
+  only when every block's steps use the same algorithms as the whole
+  batch's (the per-sample results of these kernels do not depend on the
+  batch size or the thread count: the same numbers);
 - outputs, gradients and indices live in buffers allocated once;
 - in a training step, the layers before the first one with parameters run
   no backward pass, and that one computes no input gradient.
@@ -76,7 +76,7 @@ from .pooling import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from .._plan import BatchNormPlan, ConvPlan, LinearPlan, PoolPlan
     from .._typing import FloatArray, FloatDType, IndexArray, Shape
@@ -915,12 +915,6 @@ def _workers(n: int) -> list[_Worker]:
     return _WORKERS[:n]
 
 
-def _run_slice(xbuf: FloatArray, x: FloatArray, calls: list[Callable[[], object]]) -> None:
-    np.copyto(xbuf, x)
-    for call in calls:
-        call()
-
-
 def _macs(steps: list[_Step]) -> int:
     """The multiply-adds of the convolution and dense steps (about)."""
     return sum(math.prod(s.out_shape) * s.w.size // max(1, s.w.shape[0])
@@ -935,68 +929,113 @@ def _algorithms(steps: list[_Step]) -> list[tuple[Any, ...]]:
 
 
 class _BatchSplit:
-    """An inference plan's batch in contiguous slices, one per thread, each
-    run through the whole network by its own one-thread steps: the calling
-    thread runs the first slice, the workers the others."""
+    """An inference plan's batch in contiguous blocks of samples, each run
+    through the whole network by one-thread steps; the calling thread and
+    the workers (one per further thread) each take the next block not yet
+    taken until none is left, so a thread that the system delays leaves
+    its blocks to the others.  Every thread has its own steps and buffers
+    for the (at most two) block sizes."""
 
     #: Multiply-adds per thread below which a split does not pay for the
     #: hand-over to the workers (tens of microseconds).
     MIN_MACS = 1 << 21
+    #: Multiply-adds per block below which blocks are not cut smaller than
+    #: one per thread (each block costs two copies and a call per step).
+    BLOCK_MACS = 1 << 23
+    #: At most this many blocks per thread.
+    MAX_BLOCKS = 4
 
-    def __init__(self, bounds: list[tuple[int, int]],
-                 bound: list[tuple[list[Callable[[], object]], Any, Any]]) -> None:
-        self.bounds = bounds
-        self.calls = [b[0] for b in bound]
-        self.xbufs = [b[1] for b in bound]
-        self.outs = [b[2] for b in bound]
+    def __init__(self, blocks: list[tuple[int, int]],
+                 bound: list[dict[int, tuple[list[Callable[[], object]], Any, Any]]],
+                 out_shape: Shape, dtype: FloatDType) -> None:
+        self.blocks = blocks
+        self.bound = bound  # per thread: block size -> (calls, input buffer, output buffer)
+        self.out_shape = out_shape
+        self.dtype = dtype
         self.done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
 
     @classmethod
     def build(cls, fname: str, model: Sequential, input_shape: Shape, dtype: FloatDType,
-              steps: list[_Step]) -> _BatchSplit | None:
+              steps: list[_Step], out_shape: Shape) -> _BatchSplit | None:
         """The split of an inference plan of ``steps``, or None when it
         would not pay (one thread, too little work, fewer samples than
-        threads) or a slice's steps would compute differently."""
+        threads) or a block's steps would compute differently."""
         threads = _config.get_num_threads()
         n = input_shape[0] if len(input_shape) >= 2 else 0
-        if threads < 2 or n < threads or _macs(steps) < threads * cls.MIN_MACS:
+        macs = _macs(steps)
+        if threads < 2 or n < threads or macs < threads * cls.MIN_MACS:
             return None
-        edges = [n * k // threads for k in range(threads + 1)]
-        bounds = list(zip(edges[:-1], edges[1:]))
+        most = max(1, min(cls.MAX_BLOCKS, n // threads, macs // (threads * cls.BLOCK_MACS)))
+        algorithms = _algorithms(steps)
         kept = _config._kernel_threads
-        _config._kernel_threads = 1  # the slices' steps: one-thread kernel calls
+        _config._kernel_threads = 1  # the blocks' steps: one-thread kernel calls
         try:
-            subs = [_build_steps(fname, _leaves(model), (b - a, *input_shape[1:]), dtype, dtype,
-                                 False)[0] for a, b in bounds]
+            # the most blocks whose steps take the batch's algorithms
+            for per_thread in range(most, 0, -1):
+                count = threads * per_thread
+                edges = [n * k // count for k in range(count + 1)]
+                blocks = list(zip(edges[:-1], edges[1:]))
+                bound = cls._bind_blocks(fname, model, input_shape, dtype, threads,
+                                         sorted({b - a for a, b in blocks}), algorithms)
+                if bound is not None:
+                    return cls(blocks, bound, out_shape, next(iter(bound[0].values()))[2].dtype)
+            return None
         finally:
             _config._kernel_threads = kept
-        algorithms = _algorithms(steps)
-        bound = []
-        for sub, (a, b) in zip(subs, bounds):
-            calls, xbuf, out = _bind_steps(sub, (b - a, *input_shape[1:]), dtype)
-            if _algorithms(sub) != algorithms or calls is None:
-                return None
-            bound.append((calls, xbuf, out))
-        return cls(bounds, bound)
+
+    @staticmethod
+    def _bind_blocks(fname: str, model: Sequential, input_shape: Shape, dtype: FloatDType,
+                     threads: int, sizes: list[int], algorithms: list[tuple[Any, ...]]
+                     ) -> list[dict[int, tuple[list[Callable[[], object]], Any, Any]]] | None:
+        """Per thread, the prebound steps of each block size, or None when
+        a size's steps take other algorithms than ``algorithms``."""
+        bound: list[dict[int, tuple[list[Callable[[], object]], Any, Any]]] = []
+        for _ in range(threads):
+            sets = {}
+            for size in sizes:
+                shape = (size, *input_shape[1:])
+                sub = _build_steps(fname, _leaves(model), shape, dtype, dtype, False)[0]
+                calls, xbuf, out = _bind_steps(sub, shape, dtype)
+                if _algorithms(sub) != algorithms or calls is None:
+                    return None
+                sets[size] = (calls, xbuf, out)
+            bound.append(sets)
+        return bound
+
+    def _drain(self, taken: Iterator[int], sets: dict[int, tuple[list[Callable[[], object]],
+                                                                Any, Any]],
+               x: FloatArray, y: FloatArray) -> None:
+        """Run blocks until none is left (``next(taken)``: the next block,
+        atomic under the GIL)."""
+        blocks = self.blocks
+        for k in taken:
+            if k >= len(blocks):
+                return
+            a, b = blocks[k]
+            calls, xbuf, out = sets[b - a]
+            np.copyto(xbuf, x[a:b])
+            for call in calls:
+                call()
+            np.copyto(y[a:b], out)
 
     def run(self, x: FloatArray) -> FloatArray:
         """The network's output for ``x`` (a new array)."""
-        done, bounds = self.done, self.bounds
-        workers = _workers(len(bounds) - 1)
-        for k, w in enumerate(workers, 1):
-            a, b = bounds[k]
-            w.jobs.put((partial(_run_slice, self.xbufs[k], x[a:b], self.calls[k]), done))
+        y = np.empty(self.out_shape, self.dtype)
+        taken = itertools.count()
+        done, bound = self.done, self.bound
+        workers = _workers(len(bound) - 1)
+        for w, sets in zip(workers, bound[1:]):
+            w.jobs.put((partial(self._drain, taken, sets, x, y), done))
         error: BaseException | None = None
         try:
-            a, b = bounds[0]
-            _run_slice(self.xbufs[0], x[a:b], self.calls[0])
+            self._drain(taken, bound[0], x, y)
         except BaseException as exc:  # noqa: BLE001 - the workers are waited for first
             error = exc
         for _ in workers:
             error = done.get() or error
         if error is not None:
             raise error
-        return np.concatenate(self.outs)
+        return y
 
 
 class NetPlan:
@@ -1059,8 +1098,8 @@ class NetPlan:
         bound0 = self.steps[0].bind(self._xbuf) if self._calls and self.steps else None
         self._first_reads_input = bound0 is not None and bound0[0] is not None
         self._rest = self._calls[1:] if self._first_reads_input and self._calls else []
-        self._split = (_BatchSplit.build(fname, model, input_shape, dtype, self.steps)
-                       if self._calls is not None else None)
+        self._split = (_BatchSplit.build(fname, model, input_shape, dtype, self.steps,
+                                         shape) if self._calls is not None else None)
         self._check = self._snapshot(model)
 
     def _prebind(self) -> tuple[list[Callable[[], object]] | None, Any, Any]:
