@@ -1163,6 +1163,7 @@ def test_batch_split_only_where_it_pays():
             pytest.skip("built without OpenMP: one thread")
         lenet = models.lenet5(seed=0).eval()
         assert lenet.plan((64, 1, 28, 28))._split is not None
+        assert cnnext.get_num_threads() == 2  # (the blocks' steps are built at one)
         assert lenet.plan((2, 1, 28, 28))._split is None  # too little work
         drop = nn.Sequential(nn.Conv2D(3, 64, 3, seed=0), nn.Dropout(0.5), nn.Flatten()).eval()
         assert drop.plan((8, 3, 32, 32))._split is None  # the dropout's own forward

@@ -909,6 +909,9 @@ _WORKERS: list[_Worker] = []
 os.register_at_fork(after_in_child=_WORKERS.clear)
 
 
+_ONE_THREAD_BUILD = threading.Lock()
+
+
 def _workers(n: int) -> list[_Worker]:
     while len(_WORKERS) < n:
         _WORKERS.append(_Worker())
@@ -967,21 +970,27 @@ class _BatchSplit:
             return None
         most = max(1, min(cls.MAX_BLOCKS, n // threads, macs // (threads * cls.BLOCK_MACS)))
         algorithms = _algorithms(steps)
-        kept = _config._kernel_threads
-        _config._kernel_threads = 1  # the blocks' steps: one-thread kernel calls
-        try:
-            # the most blocks whose steps take the batch's algorithms
-            for per_thread in range(most, 0, -1):
-                count = threads * per_thread
-                edges = [n * k // count for k in range(count + 1)]
-                blocks = list(zip(edges[:-1], edges[1:]))
-                bound = cls._bind_blocks(fname, model, input_shape, dtype, threads,
-                                         sorted({b - a for a, b in blocks}), algorithms)
-                if bound is not None:
-                    return cls(blocks, bound, out_shape, next(iter(bound[0].values()))[2].dtype)
-            return None
-        finally:
-            _config._kernel_threads = kept
+        # The blocks' steps are planned for one-thread kernel calls: the
+        # thread count is 1 while they are built (one build at a time; a
+        # count set meanwhile by another thread is kept).
+        with _ONE_THREAD_BUILD:
+            kept = _config._kernel_threads
+            _config._kernel_threads = 1
+            try:
+                # the most blocks whose steps take the batch's algorithms
+                for per_thread in range(most, 0, -1):
+                    count = threads * per_thread
+                    edges = [n * k // count for k in range(count + 1)]
+                    blocks = list(zip(edges[:-1], edges[1:]))
+                    bound = cls._bind_blocks(fname, model, input_shape, dtype, threads,
+                                             sorted({b - a for a, b in blocks}), algorithms)
+                    if bound is not None:
+                        out = next(iter(bound[0].values()))[2]
+                        return cls(blocks, bound, out_shape, out.dtype)
+                return None
+            finally:
+                if _config._kernel_threads == 1:
+                    _config._kernel_threads = kept
 
     @staticmethod
     def _bind_blocks(fname: str, model: Sequential, input_shape: Shape, dtype: FloatDType,
