@@ -11,6 +11,7 @@ CNNEXT_REQUIRE_OPENMP=1
 CNNEXT_SANITIZE=address
     Build with AddressSanitizer (gcc/clang only) for the sanitizer run.
 """
+import glob
 import os
 import runpy
 import shutil
@@ -133,9 +134,8 @@ def extensions():
             f"cnnext.{name}",
             [f"src/{name}.pyx"],
             include_dirs=[numpy.get_include(), "src"],
-            depends=["src/cnnext_ukernel.h", "src/cnnext_norm.h", "src/cnnext_depthwise.h",
-                     "src/cnnext_depthwise_body.h", "src/cnnext_pool.h", "src/cnnext/_common.pxd",
-                     "src/cnnext/_gemm.pxd"],
+            # every shared header and declaration: editing one rebuilds the modules
+            depends=sorted(glob.glob("src/*.h") + glob.glob("src/cnnext/*.pxd")),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
         for name in MODULES

@@ -87,3 +87,16 @@ def max_unpool2d_forward(x: _Float, idx: _Index, out: _Float, n_threads: int) ->
 def max_unpool2d_backward(gout: _Float, idx: _Index, gx: _Float, n_threads: int) -> None: ...
 def pool_isa() -> str: ...
 def max_pool2d_backward_2x2(gout: _Float, idx: _Index, gx: _Float, n_threads: int) -> None: ...
+def conv_max_pool2x2(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32] | None,
+    out: npt.NDArray[np.float32],
+    ph: int,
+    pw: int,
+    act: int,
+    n_threads: int,
+) -> None: ...
+def max_pool2x2_relu(
+    x: npt.NDArray[np.float32], out: npt.NDArray[np.float32], n_threads: int
+) -> None: ...

@@ -55,7 +55,21 @@ from cnnext._common cimport (
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
+cdef extern from "cnnext_gw3.h" nogil:
+    int CNX_GW3_MR
+    ctypedef void (*cnx_pack_gt16_s)(const float *g, int64_t ldg, int nch, int64_t pb,
+                                     int64_t kc, int64_t Wq, int64_t OW,
+                                     float *dst) noexcept nogil
+    cnx_ukr_s cnx_gw3_s_select()
+    cnx_pack_gt16_s cnx_pack_gt16_s_select()
+
 cdef const cnx_kernels* KER = kernels()
+# The transposed weight gradient's kernel for taps in threes (float, at
+# most 16 output channels); NULL without AVX-512F.
+cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
+# Its gradient block, 16 positions at a time (float, one vector of
+# channels); NULL without AVX-512F.
+cdef cnx_pack_gt16_s PACK_GT16_S = cnx_pack_gt16_s_select()
 
 
 cdef inline Py_ssize_t mr_of(floating* tag) noexcept nogil:
@@ -1256,6 +1270,10 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
         # columns zero), NR output channels per panel.
         for jc in range(ncp):
             if floating is float:
+                if NR == 16 and PACK_GT16_S != NULL:
+                    PACK_GT16_S(gout + n * a.gs + jc * NR * P, P, <int>min(NR, Co - jc * NR),
+                                pb, kc, Wq, OW, bp + jc * KC * NR)
+                    continue
                 if KER.tcopy_s != NULL:
                     grad_block_t(gout + n * a.gs + jc * NR * P, P, min(NR, Co - jc * NR),
                                  pb, kc, Wq, OW, bp + jc * KC * NR, NR)
@@ -1334,6 +1352,19 @@ cdef Py_ssize_t DOT_BLOCK = 2048
 SCHEDULES = ("packed", "transposed", "dot")
 
 
+cdef bint taps_in_threes(const Geom* g, const int64_t* toff) noexcept nogil:
+    """Whether GW3_S can read this geometry's taps: it exists, and every
+    three taps (c, i, 0..2) run from consecutive elements (a 3-wide kernel
+    at column stride and dilation 1)."""
+    cdef Py_ssize_t k
+    if GW3_S == NULL or g.kw != 3:
+        return False
+    for k in range(g.K):
+        if k % 3 != 0 and toff[k] != toff[k - 1] + 1:
+            return False
+    return True
+
+
 def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
                        const floating[:, :, ::1] gout,    # IN  (N, G*Cout, OH*OW)
                        floating[:, :, :, ::1] gwp,        # OUT (T, G, Cout, K) or
@@ -1388,6 +1419,11 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     if a.T == 0:
         return
     cdef int64_t* toff = tap_offsets(&a.g, &a.toff_max)
+    if floating is float:
+        if (kind == 1 and a.fs == KER.s_inda_n1 and a.fs != NULL and a.NR == 16
+                and taps_in_threes(&a.g, toff)):
+            a.fs = GW3_S
+            a.MR = CNX_GW3_MR
     if kind != 0:  # the taps' runs are read in place
         reach(&a.g, a.toff_max + Pp)
     cdef Py_ssize_t s_x = round16(a.g.Lbuf) if a.g.prepared else 0

@@ -14,9 +14,9 @@ average with ``count_include_pad``).  Adaptive windows are
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.math cimport INFINITY
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 
@@ -32,6 +32,11 @@ cdef extern from "cnnext_pool.h" nogil:
                            int64_t OW, int64_t base) noexcept nogil
     void cnx_pool2x2_bwd_d(const double* g, const int64_t* idx, double* r0, int64_t W,
                            int64_t OW, int64_t base) noexcept nogil
+    void cnx_relu_row_s(float* m, int64_t n) noexcept nogil
+    void cnx_conv_pool2x2_s(const float* xp, int64_t C, int64_t Hp, int64_t Wp,
+                            const float* w, const float* b, int64_t Co, int64_t kh,
+                            int64_t kw, int act, float* out, int64_t PH,
+                            int64_t PW) noexcept nogil
 
 # The 2x2 stride-2 rows by AVX-512 intrinsics (see cnnext_pool.h).
 cdef bint POOL_AVX512 = cnx_pool_avx512()
@@ -791,3 +796,90 @@ def max_unpool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, 
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 gather_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], P, HW,
                               planes * tid // nt, planes * (tid + 1) // nt)
+
+
+cdef void max_relu_planes(const float* x, float* out, Py_ssize_t H, Py_ssize_t W,
+                          Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t q0,
+                          Py_ssize_t q1) noexcept nogil:
+    cdef Py_ssize_t q, oh
+    for q in range(q0, q1):
+        for oh in range(OH):
+            cnx_pool2x2_s(x + q * H * W + 2 * oh * W, W, out + (q * OH + oh) * OW, NULL, OW, 0)
+        cnx_relu_row_s(out + q * OH * OW, OH * OW)
+
+
+def max_pool2x2_relu(const float[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                     float[:, :, :, ::1] out,       # OUT (N, C, OH, OW), 2*OH <= H, 2*OW <= W
+                     int n_threads):
+    """out = ReLU(2x2 stride-2 max pool of x), no padding, no indices: the
+    values of ``max_pool2d_forward`` then ``_eltwise.relu`` on its output
+    (ReLU(max) = max(ReLU)), each plane's ReLU while it is in cache.
+    AVX-512 only (``pool_isa() == "avx512"``; the caller checks)."""
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3], tid
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    if planes == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        if nt == 1:
+            max_relu_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], H, W, OH, OW, 0, planes)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                max_relu_planes(&x[0, 0, 0, 0], &out[0, 0, 0, 0], H, W, OH, OW,
+                                planes * tid // nt, planes * (tid + 1) // nt)
+
+
+# ---- a few-tap convolution, its ReLU and a 2x2 max pool in one pass ----------
+
+
+cdef void conv_pool_samples(const float* x, const float* w, const float* b, float* out,
+                            float* xp, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t Co, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
+                            Py_ssize_t pw, int act, Py_ssize_t PH, Py_ssize_t PW,
+                            Py_ssize_t n0, Py_ssize_t n1) noexcept nogil:
+    """Samples [n0, n1): each copied into the padded buffer ``xp`` (its
+    border zeros, written by the caller), then cnx_conv_pool2x2_s."""
+    cdef Py_ssize_t n, c, h, Hp = H + 2 * ph, Wp = W + 2 * pw
+    for n in range(n0, n1):
+        for c in range(C):
+            for h in range(H):
+                memcpy(xp + (c * Hp + h + ph) * Wp + pw, x + ((n * C + c) * H + h) * W,
+                       W * sizeof(float))
+        cnx_conv_pool2x2_s(xp, C, Hp, Wp, w, b, Co, kh, kw, act, out + n * Co * PH * PW,
+                           PH, PW)
+
+
+def conv_max_pool2x2(const float[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                     const float[:, :, :, ::1] weight,   # IN  (Co, C, kh, kw)
+                     const float[::1] bias,   # IN  (Co,) or None
+                     float[:, :, :, ::1] out,   # OUT (N, Co, PH, PW)
+                     Py_ssize_t ph, Py_ssize_t pw, int act, int n_threads):
+    """out = 2x2 stride-2 max pool of act(conv2d(x, weight, bias, stride 1,
+    padding (ph, pw), no dilation)), ``act`` 0 (none) or 1 (ReLU), with
+    ``PH <= (H + 2ph - kh + 1) // 2`` and ``PW`` likewise: the numbers of
+    ``_conv.conv2d_forward`` with that epilogue followed by
+    ``max_pool2d_forward``, for a convolution of few taps (the first layer
+    of an image network), each sample's convolution rows pooled while in
+    registers.  AVX-512 only (``pool_isa() == "avx512"``; the caller
+    checks); samples split over the threads."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Co = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
+    cdef Py_ssize_t PH = out.shape[2], PW = out.shape[3]
+    cdef Py_ssize_t per = C * (H + 2 * ph) * (W + 2 * pw) + 32 + kw, tid
+    cdef int nt = <int>max(1, min(n_threads, N))
+    if N == 0 or Co == 0 or PH == 0 or PW == 0:
+        return
+    cdef float* scratch = <float*>calloc(nt * per, sizeof(float))
+    if scratch == NULL:
+        raise MemoryError("conv_max_pool2x2: could not allocate scratch")
+    cdef const float* bp = &bias[0] if bias is not None else NULL
+    with nogil:
+        if nt == 1:
+            conv_pool_samples(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bp, &out[0, 0, 0, 0],
+                              scratch, C, H, W, Co, kh, kw, ph, pw, act, PH, PW, 0, N)
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                conv_pool_samples(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bp, &out[0, 0, 0, 0],
+                                  scratch + tid * per, C, H, W, Co, kh, kw, ph, pw, act, PH,
+                                  PW, N * tid // nt, N * (tid + 1) // nt)
+    free(scratch)

@@ -183,9 +183,134 @@ static void cnx_pool2x2_bwd_d(const double *g, const int64_t *idx, double *r0, i
     }
 }
 
+/* m[0:n] = ReLU(m[0:n]) in place: the fused epilogue's CNX_RELU_Z_S (NaN
+ * kept, -0.0 to 0.0), 16 values a step, the last masked. */
+CNX_TARGET_AVX512
+static void cnx_relu_row_s(float *m, int64_t n) {
+    const __m512 z = _mm512_setzero_ps();
+    int64_t j;
+    for (j = 0; j < n; j += 16) {
+        int64_t k = n - j < 16 ? n - j : 16;
+        __mmask16 mk = (__mmask16)(k == 16 ? 0xFFFF : (1u << k) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(mk, m + j);
+        _mm512_mask_storeu_ps(m + j, mk, CNX_RELU_Z_S(v, z));
+    }
+}
+
+/* A convolution of few input taps (K = C*kh*kw, stride 1, no dilation), its
+ * bias, an optional ReLU and a 2x2 stride-2 max pool, for one sample, float32:
+ *
+ *     out[co, ph, pw] = max over the 2x2 window at (2ph, 2pw) of
+ *                       act(sum_k w[co, k] * x[k-th tap] + b[co])
+ *
+ * xp is the sample's (C, Hp, Wp) input with its zero padding written out and
+ * at least 32 + kw readable floats after it; w is (Co, K), b (Co,) or NULL,
+ * out (Co, PH, PW) with 2*PH <= Hp - kh + 1 and 2*PW <= Wp - kw + 1.
+ *
+ * Four output channels by two convolution rows by 32 columns (16 pooled
+ * outputs) a block, in 16 accumulators; each tap is 4 row loads and 16
+ * FMAs with the weights broadcast from w itself (so no packed copy to keep
+ * in step with the weight).  The arithmetic of the direct convolution's
+ * micro-kernels: every tap's product accumulated by FMA from zero in tap
+ * order (padding included), then the bias added, then the ReLU epilogue
+ * (CNX_RELU_Z_S); then the pool rows' rule (CNX_POOL_TAKE_S in row-major
+ * window order): the values of the convolution, ReLU and pool run apart.
+ * Columns past the output's (the last block's) read the next row or the
+ * slack and are never stored. */
+#define CNX_CP_FMA4(cb, t)                                                     \
+    a##cb##0 = _mm512_fmadd_ps(t, x0, a##cb##0);                                \
+    a##cb##1 = _mm512_fmadd_ps(t, x1, a##cb##1);                                \
+    a##cb##2 = _mm512_fmadd_ps(t, x2, a##cb##2);                                \
+    a##cb##3 = _mm512_fmadd_ps(t, x3, a##cb##3);
+
+#define CNX_CP_STORE(cb)                                                       \
+    if (co0 + (cb) < Co) {                                                     \
+        __m512 v0 = a##cb##0, v1 = a##cb##1, v2 = a##cb##2, v3 = a##cb##3;      \
+        __m512 mo, e1, e2, e3;                                                 \
+        __mmask16 t_;                                                          \
+        if (b) {                                                               \
+            __m512 bb = _mm512_set1_ps(b[co0 + (cb)]);                         \
+            v0 = _mm512_add_ps(v0, bb); v1 = _mm512_add_ps(v1, bb);            \
+            v2 = _mm512_add_ps(v2, bb); v3 = _mm512_add_ps(v3, bb);            \
+        }                                                                      \
+        if (act) {                                                             \
+            v0 = CNX_RELU_Z_S(v0, z); v1 = CNX_RELU_Z_S(v1, z);                \
+            v2 = CNX_RELU_Z_S(v2, z); v3 = CNX_RELU_Z_S(v3, z);                \
+        }                                                                      \
+        mo = _mm512_permutex2var_ps(v0, ie, v1);                               \
+        e1 = _mm512_permutex2var_ps(v0, io, v1);                               \
+        e2 = _mm512_permutex2var_ps(v2, ie, v3);                               \
+        e3 = _mm512_permutex2var_ps(v2, io, v3);                               \
+        t_ = CNX_POOL_TAKE_S(e1, mo);                                          \
+        mo = _mm512_mask_blend_ps(t_, mo, e1);                                 \
+        t_ = CNX_POOL_TAKE_S(e2, mo);                                          \
+        mo = _mm512_mask_blend_ps(t_, mo, e2);                                 \
+        t_ = CNX_POOL_TAKE_S(e3, mo);                                          \
+        mo = _mm512_mask_blend_ps(t_, mo, e3);                                 \
+        _mm512_mask_storeu_ps(out + ((co0 + (cb)) * PH + ph) * PW + pw0, mk, mo); \
+    }
+
+CNX_TARGET_AVX512
+static void cnx_conv_pool2x2_s(const float *xp, int64_t C, int64_t Hp, int64_t Wp,
+                               const float *w, const float *b, int64_t Co, int64_t kh,
+                               int64_t kw, int act, float *out, int64_t PH, int64_t PW) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
+    const __m512 z = _mm512_setzero_ps();
+    const int64_t K = C * kh * kw, HW = Hp * Wp;
+    int64_t co0, ph, pw0, c, i, j;
+    for (co0 = 0; co0 < Co; co0 += 4) {
+        /* a block's missing channels repeat its last one (never stored) */
+        const float *w0 = w + co0 * K;
+        const float *w1 = w + (co0 + 1 < Co ? co0 + 1 : Co - 1) * K;
+        const float *w2 = w + (co0 + 2 < Co ? co0 + 2 : Co - 1) * K;
+        const float *w3 = w + (co0 + 3 < Co ? co0 + 3 : Co - 1) * K;
+        for (ph = 0; ph < PH; ph++) {
+            for (pw0 = 0; pw0 < PW; pw0 += 16) {
+                int64_t n = PW - pw0 < 16 ? PW - pw0 : 16, k = 0;
+                __mmask16 mk = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1u);
+                __m512 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+                __m512 a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+                const float *base = xp + 2 * ph * Wp + 2 * pw0;
+                for (c = 0; c < C; c++) {
+                    for (i = 0; i < kh; i++) {
+                        const float *r = base + c * HW + i * Wp;
+                        for (j = 0; j < kw; j++, k++) {
+                            __m512 x0 = _mm512_loadu_ps(r + j);
+                            __m512 x1 = _mm512_loadu_ps(r + j + 16);
+                            __m512 x2 = _mm512_loadu_ps(r + Wp + j);
+                            __m512 x3 = _mm512_loadu_ps(r + Wp + j + 16);
+                            __m512 t0 = _mm512_set1_ps(w0[k]), t1 = _mm512_set1_ps(w1[k]);
+                            __m512 t2 = _mm512_set1_ps(w2[k]), t3 = _mm512_set1_ps(w3[k]);
+                            CNX_CP_FMA4(0, t0)
+                            CNX_CP_FMA4(1, t1)
+                            CNX_CP_FMA4(2, t2)
+                            CNX_CP_FMA4(3, t3)
+                        }
+                    }
+                }
+                CNX_CP_STORE(0)
+                CNX_CP_STORE(1)
+                CNX_CP_STORE(2)
+                CNX_CP_STORE(3)
+            }
+        }
+    }
+}
+#undef CNX_CP_FMA4
+#undef CNX_CP_STORE
+
 #else
 
 static int cnx_pool_avx512(void) { return 0; }
+static void cnx_relu_row_s(float *m, int64_t n) { (void)m; (void)n; }
+static void cnx_conv_pool2x2_s(const float *xp, int64_t C, int64_t Hp, int64_t Wp,
+                               const float *w, const float *b, int64_t Co, int64_t kh,
+                               int64_t kw, int act, float *out, int64_t PH, int64_t PW) {
+    (void)xp; (void)C; (void)Hp; (void)Wp; (void)w; (void)b; (void)Co; (void)kh; (void)kw;
+    (void)act; (void)out; (void)PH; (void)PW;
+}
 static void cnx_pool2x2_bwd_s(const float *g, const int64_t *idx, float *r0, int64_t W,
                               int64_t OW, int64_t base) {
     (void)g; (void)idx; (void)r0; (void)W; (void)OW; (void)base;

@@ -571,6 +571,74 @@ def test_transposed_weight_gradient_few_channels(co, dtype, rng, close):
         close(gwp.sum(axis=0)[0].T.reshape(w.shape), want, dtype)
 
 
+# (x shape, weight shape, stride, padding, dilation, groups): float32
+# weight gradients with at most 16 output channels per group, 3-wide kernels
+# (taps in threes: 24-row panels, the last partial) and geometries whose taps
+# are not in threes (column stride or dilation 2, a 2-wide kernel).
+_GW3_GEOMS = [
+    ((32, 64, 32, 32), (64, 16, 3, 3), (1, 1), (1, 1), (1, 1), 4),
+    ((2, 5, 23, 29), (16, 5, 3, 3), (1, 1), (1, 1), (1, 1), 1),    # K = 45: 24 + 21
+    ((3, 6, 11, 13), (9, 2, 3, 3), (1, 1), (0, 0), (1, 1), 3),     # in place, K = 18
+    ((2, 8, 9, 17), (6, 4, 5, 3), (2, 1), (2, 1), (1, 1), 2),      # 5x3, row stride
+    ((2, 4, 9, 11), (16, 4, 3, 3), (1, 2), (1, 1), (1, 1), 1),     # column stride 2
+    ((2, 4, 9, 11), (16, 4, 3, 3), (1, 1), (2, 2), (2, 2), 1),     # dilation 2
+    ((2, 6, 9, 11), (12, 3, 3, 2), (1, 1), (1, 1), (1, 1), 2),     # 3x2
+]
+
+_GW3_SCRIPT = """
+import numpy as np
+from cnnext import _conv, _gemm, reference as R
+rng = np.random.default_rng(5)
+out = {}
+for i, (xs, ws, s, p, d, G) in enumerate(GEOMS):
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    y = R.conv2d(x.astype(np.float64), w.astype(np.float64), None, s, p, d, G)
+    go = rng.standard_normal(y.shape).astype(np.float32)
+    N, Co, OH, OW = y.shape
+    K = ws[1] * ws[2] * ws[3]
+    for threads in (1, 2):
+        gwp = np.full((threads, G, K, Co // G), np.nan, np.float32)
+        _conv.conv2d_grad_weight(x, go.reshape(N, Co, OH * OW), gwp, "transposed",
+                                 ws[2], ws[3], *s, *p, *d, OH, OW)
+        out[f"gw{i}-{threads}"] = gwp
+    out[f"want{i}"] = R.conv2d_backward(go.astype(np.float64), x.astype(np.float64),
+                                        w.astype(np.float64), s, p, d, G)[1]
+np.savez(PATH, isa=_gemm.isa(), **out)
+"""
+
+
+def test_weight_gradient_taps_in_threes_kernel(tmp_path, close):
+    """The transposed weight gradient's 24-row kernel for 3-wide kernels
+    (taps read from one pointer per three) and its vector packing of the
+    gradient block (one vector of channels, full or partial, junk positions
+    zero) equal the reference and give bitwise the partial sums of the AVX2
+    kernels (and of the 16-row kernel, where the taps are not in threes), on
+    one and two threads."""
+    from cnnext import _gemm
+    if _gemm.isa() != "avx512":
+        pytest.skip(f"this CPU runs {_gemm.isa()}: no 24-row kernel")
+    got = {}
+    for isa in ("avx512", "avx2"):
+        path = tmp_path / f"{isa}.npz"
+        script = f"GEOMS = {_GW3_GEOMS!r}\nPATH = {str(path)!r}\n" + _GW3_SCRIPT
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path,
+                              env=dict(os.environ, CNNEXT_ISA=isa))
+        assert proc.returncode == 0, proc.stderr
+        got[isa] = dict(np.load(path))
+    assert str(got["avx512"].pop("isa")) == "avx512"
+    assert str(got["avx2"].pop("isa")) == "avx2"
+    for i, (_, ws, *_rest) in enumerate(_GW3_GEOMS):
+        want = got["avx512"][f"want{i}"]
+        for threads in (1, 2):
+            key = f"gw{i}-{threads}"
+            gwp = got["avx512"][key]
+            assert gwp.tobytes() == got["avx2"][key].tobytes(), key
+            gw = gwp.sum(axis=0).transpose(0, 2, 1).reshape(ws)
+            close(gw, want, np.float32, err_msg=key)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
     (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row

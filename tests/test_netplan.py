@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -321,7 +322,10 @@ def test_plan_is_kept_while_valid():
     model, plan, x = _planned()
     assert plan.valid and model.plan(x.shape) is plan
     assert plan._calls is not None  # every step one prebound kernel call
-    assert "steps=[WeightedStep, MaxPoolStep, WeightedStep, FlattenStep" in repr(plan)
+    from cnnext import _pool
+
+    first = "ConvPoolStep" if _pool.pool_isa() == "avx512" else "WeightedStep, MaxPoolStep"
+    assert f"steps=[{first}, WeightedStep, FlattenStep" in repr(plan)
 
 
 def test_in_place_updates_keep_the_plan():
@@ -1089,3 +1093,183 @@ def test_tiled_max_pool_training_steps_equal_layers(dt, n):
         oa.step()
         assert plan.train_step(x, y, lb, ob) == va
         _assert_same(_state(a), _state(b))
+
+
+@pytest.mark.parametrize("model,n,threads", [
+    ("lenet5", 64, 2), ("lenet5", 29, 3), ("small", 2, 2), ("small", 11, 2), ("small", 23, 4),
+])
+def test_batch_split_inference_equals_layers(model, n, threads):
+    """On several threads an inference batch with enough work runs in
+    contiguous blocks that the threads take in turn, each through the whole
+    network on one-thread kernels: the layer-by-layer numbers, blocks of
+    two sizes, a Winograd layer's kept filters (refreshed per thread after
+    an in-place weight update) and a worker's exception included."""
+    from cnnext.bench.netplan_rows import small_cnn
+
+    make = (lambda: models.lenet5(seed=0)) if model == "lenet5" else (lambda: small_cnn(seed=0))
+    shape = (n, 1, 28, 28) if model == "lenet5" else (n, 3, 32, 32)
+    with _threads(threads):
+        a, b = make().eval(), make().eval()
+        plan = b.plan(shape)
+        if cnnext.get_num_threads() < 2:
+            pytest.skip("built without OpenMP: one thread")
+        split = plan._split
+        assert split is not None
+        sizes = [hi - lo for lo, hi in split.blocks]
+        assert split.blocks[0][0] == 0 and split.blocks[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(split.blocks, split.blocks[1:]))
+        assert len(sizes) % threads == 0 and max(sizes) - min(sizes) <= 1
+        assert len(split.bound) == threads
+        rng = np.random.default_rng(21)
+        for update in (False, True, False):
+            if update:
+                for m in (a, b):
+                    m.layers[3].params["weight"] *= np.float32(-0.5)
+            x = rng.standard_normal(shape).astype(np.float32)
+            got = plan.forward(x)
+            np.testing.assert_array_equal(got, a.forward(x))
+            assert got is not plan.forward(x)  # a new array each call
+        kept = [dict(sets) for sets in split.bound]
+        # a worker's exception (the calling thread slowed down: the workers
+        # take blocks), then the calling thread's own
+        for who, extra in (("workers", _raise_lookup), ("caller", _raise_lookup)):
+            for t, sets in enumerate(split.bound):
+                for size, (calls, xbuf, out) in kept[t].items():
+                    if (t == 0) == (who == "caller"):
+                        sets[size] = ([*calls, extra], xbuf, out)
+                    else:
+                        sets[size] = ([*calls, _pause], xbuf, out)
+            with pytest.raises(LookupError, match="from a slice"):
+                plan.forward(x)
+        for sets, k in zip(split.bound, kept):
+            sets.update(k)
+        np.testing.assert_array_equal(plan.forward(x), a.forward(x))
+
+
+def _raise_lookup():
+    raise LookupError("from a slice")
+
+
+def _pause():
+    time.sleep(0.02)
+
+
+def test_batch_split_only_where_it_pays():
+    """No split on one thread, for less work than the hand-over costs, for
+    fewer samples than threads, when a step runs a layer's own forward, or
+    when a slice's steps would take another algorithm than the batch's."""
+    with _threads(2):
+        if cnnext.get_num_threads() < 2:
+            pytest.skip("built without OpenMP: one thread")
+        lenet = models.lenet5(seed=0).eval()
+        assert lenet.plan((64, 1, 28, 28))._split is not None
+        assert cnnext.get_num_threads() == 2  # (the blocks' steps are built at one)
+        assert lenet.plan((2, 1, 28, 28))._split is None  # too little work
+        drop = nn.Sequential(nn.Conv2D(3, 64, 3, seed=0), nn.Dropout(0.5), nn.Flatten()).eval()
+        assert drop.plan((8, 3, 32, 32))._split is None  # the dropout's own forward
+        wide = nn.Sequential(nn.Conv2D(3, 64, 3, seed=0), nn.Flatten()).eval()
+        assert wide.plan((8, 3, 32, 32))._split is not None
+        with _threads(3):
+            assert wide.plan((2, 3, 32, 32))._split is None  # fewer samples than threads
+        from cnnext.bench.netplan_rows import small_cnn
+
+        # slices of 2 and 3 rows: the dense layer's dot products, not the batch's GEMM
+        assert small_cnn(seed=0).eval().plan((5, 3, 32, 32))._split is None
+    with _threads(1):
+        assert models.lenet5(seed=0).eval().plan((64, 1, 28, 28))._split is None
+
+
+_AVX512_POOL = pytest.mark.skipif(
+    __import__("cnnext._pool", fromlist=["pool_isa"]).pool_isa() != "avx512",
+    reason="the fused convolution + pool kernel runs on AVX-512 CPUs only")
+
+
+@_AVX512_POOL
+@pytest.mark.parametrize("geom", [
+    # N, C, H, W, Co, kh, kw, ph, pw
+    (1, 3, 32, 32, 32, 3, 3, 1, 1), (3, 1, 28, 28, 6, 5, 5, 0, 0), (2, 2, 11, 13, 5, 2, 3, 2, 1),
+    (1, 1, 7, 5, 1, 1, 1, 0, 0), (4, 3, 17, 37, 33, 3, 3, 1, 0), (2, 4, 9, 41, 7, 3, 5, 0, 2),
+])
+@pytest.mark.parametrize("act", [0, 1])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_max_pool2x2_equals_conv_then_pool(geom, act, bias, threads):
+    """The fused few-tap convolution + ReLU + 2x2 pool kernel gives the
+    numbers of the direct convolution (with that epilogue) and the max pool
+    run apart: ties (-0.0, exact zeros after the ReLU), NaN and infinities
+    included; odd sizes (the last row/column dropped), channel counts not a
+    multiple of the kernel's block of four, rows of more than 32 columns."""
+    from cnnext import _pool
+
+    N, C, H, W, Co, kh, kw, ph, pw = geom
+    rng = np.random.default_rng(sum(geom) + 7 * act + bias)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    x[0, 0, 0, :3] = [np.nan, np.inf, -0.0]
+    x[-1, -1, -1, -1] = -np.inf
+    x[:, :, 2] = 0.0
+    w = rng.standard_normal((Co, C, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(Co).astype(np.float32) if bias else None
+    OH, OW = H + 2 * ph - kh + 1, W + 2 * pw - kw + 1
+    y = np.empty((N, Co, OH, OW), np.float32)
+    _conv.conv2d_forward(x, w, b, y, 1, 1, ph, pw, 1, 1, 1, 1, act, 0.0)
+    want = np.empty((N, Co, OH // 2, OW // 2), np.float32)
+    _pool.max_pool2d_forward(y, want, None, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+    got = np.full(want.shape, 7.0, np.float32)
+    keep = x.copy()
+    _pool.conv_max_pool2x2(x, w, b, got, ph, pw, act, threads)
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want)).all()
+    np.testing.assert_array_equal(x, keep)
+
+
+@_AVX512_POOL
+@pytest.mark.parametrize("n", [1, 5])
+def test_first_conv_relu_pool_step(n):
+    """LeNet-5's and the small CNN's first convolution, ReLU and max pool
+    run as one step, equal to the layers; a LeakyReLU, a pool with a clipped
+    last window (ceil_mode), a stride or float64 keep the separate steps."""
+    from cnnext.bench.netplan_rows import small_cnn
+
+    for model, shape in ((models.lenet5(seed=0), (n, 1, 28, 28)),
+                         (small_cnn(seed=0), (n, 3, 32, 32))):
+        plan = model.eval().plan(shape)
+        wino = shape[1] == 3 and cnnext.get_conv_algorithm() == "winograd"  # 3x3: as set
+        assert type(plan.steps[0]).__name__ == ("_WinogradStep" if wino else "_ConvPoolStep")
+        x = np.random.default_rng(n).standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(plan.forward(x), model.forward(x))
+    rng = np.random.default_rng(1)
+    for layers, dt in (([nn.Conv2D(2, 4, 3, seed=rng), nn.LeakyReLU(0.1), nn.MaxPool2D(2)],
+                        np.float32),
+                       ([nn.Conv2D(2, 4, 3, seed=rng), nn.ReLU(), nn.MaxPool2D(2, ceil_mode=True)],
+                        np.float32),
+                       ([nn.Conv2D(2, 4, 3, stride=2, seed=rng), nn.MaxPool2D(2)], np.float32),
+                       ([nn.Conv2D(2, 4, 3, seed=rng, dtype=np.float64), nn.ReLU(),
+                         nn.MaxPool2D(2)], np.float64)):
+        model = nn.Sequential(*layers).eval()
+        plan = model.plan((2, 2, 11, 11), dtype=dt)
+        assert "ConvPoolStep" not in repr(plan)
+        x = rng.standard_normal((2, 2, 11, 11)).astype(dt)
+        np.testing.assert_array_equal(plan.forward(x), model.forward(x))
+
+
+@_AVX512_POOL
+@pytest.mark.parametrize("shape", [(1, 64, 16, 16), (3, 5, 9, 35), (2, 1, 2, 2)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool2x2_relu_equals_pool_then_relu(shape, threads):
+    """The 2x2 pool with its ReLU (the inference step after a Winograd
+    convolution) equals the pool, then the ReLU: NaN kept, -0.0 to 0.0,
+    odd sizes (the last row/column dropped)."""
+    from cnnext import _eltwise, _pool
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[:4] = [np.nan, -0.0, -np.inf, np.inf]
+    x[..., -1, :] = -0.0
+    out_shape = (*shape[:2], shape[2] // 2, shape[3] // 2)
+    want = np.empty(out_shape, np.float32)
+    _pool.max_pool2d_forward(x, want, None, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+    _eltwise.relu(want.reshape(-1), want.reshape(-1), 1)
+    got = np.full(out_shape, 5.0, np.float32)
+    _pool.max_pool2x2_relu(x, got, threads)
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want)).all()

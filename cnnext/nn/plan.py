@@ -23,10 +23,23 @@ What the plan saves over the layer-by-layer path:
   normalizations;
 - max pooling in evaluation mode computes no argmax indices (and applies
   a ReLU that precedes it, after a Winograd convolution, to its output);
+  on AVX-512 CPUs, a float32 convolution of few taps (a first layer on a
+  few image channels: stride 1, at most 75 taps), its ReLU and a 2x2
+  stride-2 max pool after it run as one kernel, the convolution's output
+  pooled while in registers (the same numbers);
 - in evaluation mode, Winograd filters and a narrow dense layer's packed
   weight are kept with the plan (derived again when a byte comparison with
   a kept copy of the weight shows a change);
 - ``Flatten`` is a reshape (a view) both ways;
+- in evaluation mode on several threads, a batch with enough work is cut
+  into contiguous blocks of samples that the threads take in turn, each
+  block through the whole network on one thread (every step a one-thread
+  kernel call on that thread's own buffers, the threads at the same time:
+  the kernels release the GIL); this replaces one parallel region per
+  layer -- and its synchronisation -- by one hand-over per call.  Done
+  only when every block's steps use the same algorithms as the whole
+  batch's (the per-sample results of these kernels do not depend on the
+  batch size or the thread count: the same numbers);
 - outputs, gradients and indices live in buffers allocated once;
 - in a training step, the layers before the first one with parameters run
   no backward pass, and that one computes no input gradient.
@@ -40,6 +53,9 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+import os
+import queue
+import threading
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -60,7 +76,7 @@ from .pooling import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from .._plan import BatchNormPlan, ConvPlan, LinearPlan, PoolPlan
     from .._typing import FloatArray, FloatDType, IndexArray, Shape
@@ -335,6 +351,7 @@ class _MaxPoolStep(_Step):
         tiled = (plan.kernel_size == (2, 2) and plan.stride == (2, 2)
                  and plan.padding == (0, 0) and plan.dilation == (1, 1)
                  and plan.x_shape[-2:] == (2 * plan.out_shape[-2], 2 * plan.out_shape[-1]))
+        self.tiled = tiled
         self.pool_backward = _typed(_pool.max_pool2d_backward_2x2 if tiled
                                     else _pool.max_pool2d_backward, plan.dtype)
         yflat = self.y.reshape(-1)
@@ -349,6 +366,9 @@ class _MaxPoolStep(_Step):
 
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
         pool = partial(self.pool, x, self.y, self.idx, *self.plan.kernel_args)
+        if self.relu and self.tiled and self.y.dtype == np.float32 and _pool.pool_isa() == "avx512":
+            # one kernel: each plane's ReLU while it is in cache
+            return partial(_pool.max_pool2x2_relu, x, self.y, self.plan.threads), self.y
         if self.relu:
             relu = self.relu_call
 
@@ -368,6 +388,57 @@ class _MaxPoolStep(_Step):
         gx = cast("FloatArray", self.gx)
         self.pool_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
         return gx
+
+
+class _ConvPoolStep(_WeightedStep):
+    """An inference convolution of few taps (a network's first layer on a
+    few image channels), its ReLU and the 2x2 stride-2 max pool after it by
+    one kernel (``_pool.conv_max_pool2x2``): each sample's convolution rows
+    pooled while in registers, the convolution's output never stored; the
+    numbers of the two steps it replaces (the direct convolution's sums in
+    its order, the pool's rule).  Built from those two steps."""
+
+    #: At most this many taps (C_in * kh * kw): a few-channel first layer,
+    #: where the GEMM's panels are short.
+    MAX_TAPS = 75
+
+    def __init__(self, conv: _WeightedStep, pool: _MaxPoolStep) -> None:
+        vars(self).update(vars(conv))  # the layer, its plan, weight, bias, activation
+        self.out_shape = pool.out_shape
+        self.y = cast("Any", pool.y)
+        self.pad = cast("ConvPlan", conv.plan).padding
+        self.threads = cast("ConvPlan", conv.plan).threads
+
+    @classmethod
+    def fits(cls, conv: _Step | None, pool: _MaxPoolStep) -> bool:
+        """Whether ``conv`` (the step before the max pool ``pool``) and
+        ``pool`` can run as one: a float32 direct convolution of at most
+        MAX_TAPS taps, stride and dilation 1, no groups, no activation or a
+        ReLU, then a 2x2 stride-2 pool without padding, dilation, indices or
+        a clipped last window, on an AVX-512 CPU."""
+        if type(conv) is not _WeightedStep or type(conv.layer) is not Conv2D:
+            return False
+        cp, pp, w = cast("ConvPlan", conv.plan), pool.plan, conv.w
+        x_shape, y_shape = pp.x_shape, conv.out_shape
+        return (conv.kernel is not None and w.dtype == np.float32
+                and _pool.pool_isa() == "avx512" and conv.act in (_ACT_NONE, _ACT_RELU)
+                and math.prod(w.shape[1:]) <= cls.MAX_TAPS
+                and cp.stride == (1, 1) and cp.dilation == (1, 1) and cp.groups == 1
+                and pool.idx is None and pp.kernel_size == (2, 2) and pp.stride == (2, 2)
+                and pp.padding == (0, 0) and pp.dilation == (1, 1) and x_shape == y_shape
+                and pp.out_shape[2:] == (y_shape[2] // 2, y_shape[3] // 2))
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        if x.dtype != self.y.dtype or not x.flags.c_contiguous:  # as the layer converts
+            x = np.ascontiguousarray(x, self.y.dtype)
+        _pool.conv_max_pool2x2(x, self.w, self.b, self.y, *self.pad, self.act, self.threads)
+        return self.y
+
+    def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
+        if x.dtype != self.y.dtype:
+            return None
+        return partial(_pool.conv_max_pool2x2, x, self.w, self.b, self.y, *self.pad, self.act,
+                       self.threads), self.y
 
 
 class _FlattenStep(_Step):
@@ -735,6 +806,8 @@ def _build_steps(fname: str, leaves: list[Module], shape: Shape, cur: FloatDType
             if (isinstance(prev, _WinogradStep) and prev.act == _ACT_RELU
                     and step.takes_relu()):
                 prev.defer_act = step.relu = True
+            elif _ConvPoolStep.fits(prev, step):
+                step = _ConvPoolStep(cast("_WeightedStep", steps.pop()), step)
             i += 1
         elif type(layer) is Flatten and len(shape) >= 1:
             step = _FlattenStep(shape)
@@ -783,6 +856,195 @@ def _residual_step(fname: str, layer: Residual, shape: Shape, cur: FloatDType,
     if out_shape != s_shape or not cur == bdt == sdt:
         return None
     return _ResidualStep(block, short, shape, out_shape, cur, training, relu)
+
+
+def _bind_steps(steps: list[_Step], input_shape: Shape, dtype: FloatDType
+                ) -> tuple[list[Callable[[], object]] | None, Any, Any]:
+    """(the prebound calls of ``steps``, the input buffer they read, the
+    output buffer they write), or (None, None, None) when a step cannot be
+    prebound."""
+    xbuf = np.empty(input_shape, dtype)
+    calls: list[Callable[[], object]] = []
+    cur = xbuf
+    for step in steps:
+        bound = step.bind(cur)
+        if bound is None:
+            return None, None, None
+        call, cur = bound
+        if call is not None:
+            calls.append(call)
+    return calls, xbuf, cur
+
+
+# --------------------------------------------------------------------------
+# Batch-split inference: each thread runs a slice of the batch through the
+# whole network
+# --------------------------------------------------------------------------
+
+
+class _Worker:
+    """A daemon thread running batch slices of split plans: ``jobs`` takes
+    (call, done) pairs; ``done`` receives None or the exception raised."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[tuple[Callable[[], object],
+                                           queue.SimpleQueue[BaseException | None]]]
+        self.jobs = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="cnnext-netplan", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            job, done = self.jobs.get()
+            try:
+                job()
+            except BaseException as exc:  # handed to the caller's thread  # noqa: BLE001
+                done.put(exc)
+            else:
+                done.put(None)
+
+
+#: The workers of split plans, shared (started on first use; a forked
+#: child starts its own).
+_WORKERS: list[_Worker] = []
+os.register_at_fork(after_in_child=_WORKERS.clear)
+
+
+_ONE_THREAD_BUILD = threading.Lock()
+
+
+def _workers(n: int) -> list[_Worker]:
+    while len(_WORKERS) < n:
+        _WORKERS.append(_Worker())
+    return _WORKERS[:n]
+
+
+def _macs(steps: list[_Step]) -> int:
+    """The multiply-adds of the convolution and dense steps (about)."""
+    return sum(math.prod(s.out_shape) * s.w.size // max(1, s.w.shape[0])
+               for s in _all_steps(steps) if isinstance(s, _WeightedStep))
+
+
+def _algorithms(steps: list[_Step]) -> list[tuple[Any, ...]]:
+    """What decides a step list's arithmetic: each step's kind, algorithm
+    and fused activation."""
+    return [(type(s), getattr(getattr(s, "plan", None), "method", None),
+             getattr(s, "act", None)) for s in _all_steps(steps)]
+
+
+class _BatchSplit:
+    """An inference plan's batch in contiguous blocks of samples, each run
+    through the whole network by one-thread steps; the calling thread and
+    the workers (one per further thread) each take the next block not yet
+    taken until none is left, so a thread that the system delays leaves
+    its blocks to the others.  Every thread has its own steps and buffers
+    for the (at most two) block sizes."""
+
+    #: Multiply-adds per thread below which a split does not pay for the
+    #: hand-over to the workers (tens of microseconds).
+    MIN_MACS = 1 << 21
+    #: Multiply-adds per block below which blocks are not cut smaller than
+    #: one per thread (each block costs two copies and a call per step).
+    BLOCK_MACS = 1 << 23
+    #: At most this many blocks per thread.
+    MAX_BLOCKS = 4
+
+    def __init__(self, blocks: list[tuple[int, int]],
+                 bound: list[dict[int, tuple[list[Callable[[], object]], Any, Any]]],
+                 out_shape: Shape, dtype: FloatDType) -> None:
+        self.blocks = blocks
+        self.bound = bound  # per thread: block size -> (calls, input buffer, output buffer)
+        self.out_shape = out_shape
+        self.dtype = dtype
+        self.done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    @classmethod
+    def build(cls, fname: str, model: Sequential, input_shape: Shape, dtype: FloatDType,
+              steps: list[_Step], out_shape: Shape) -> _BatchSplit | None:
+        """The split of an inference plan of ``steps``, or None when it
+        would not pay (one thread, too little work, fewer samples than
+        threads) or a block's steps would compute differently."""
+        threads = _config.get_num_threads()
+        n = input_shape[0] if len(input_shape) >= 2 else 0
+        macs = _macs(steps)
+        if threads < 2 or n < threads or macs < threads * cls.MIN_MACS:
+            return None
+        most = max(1, min(cls.MAX_BLOCKS, n // threads, macs // (threads * cls.BLOCK_MACS)))
+        algorithms = _algorithms(steps)
+        # The blocks' steps are planned for one-thread kernel calls: the
+        # thread count is 1 while they are built (one build at a time; a
+        # count set meanwhile by another thread is kept).
+        with _ONE_THREAD_BUILD:
+            kept = _config._kernel_threads
+            _config._kernel_threads = 1
+            try:
+                # the most blocks whose steps take the batch's algorithms
+                for per_thread in range(most, 0, -1):
+                    count = threads * per_thread
+                    edges = [n * k // count for k in range(count + 1)]
+                    blocks = list(zip(edges[:-1], edges[1:]))
+                    bound = cls._bind_blocks(fname, model, input_shape, dtype, threads,
+                                             sorted({b - a for a, b in blocks}), algorithms)
+                    if bound is not None:
+                        out = next(iter(bound[0].values()))[2]
+                        return cls(blocks, bound, out_shape, out.dtype)
+                return None
+            finally:
+                if _config._kernel_threads == 1:
+                    _config._kernel_threads = kept
+
+    @staticmethod
+    def _bind_blocks(fname: str, model: Sequential, input_shape: Shape, dtype: FloatDType,
+                     threads: int, sizes: list[int], algorithms: list[tuple[Any, ...]]
+                     ) -> list[dict[int, tuple[list[Callable[[], object]], Any, Any]]] | None:
+        """Per thread, the prebound steps of each block size, or None when
+        a size's steps take other algorithms than ``algorithms``."""
+        bound: list[dict[int, tuple[list[Callable[[], object]], Any, Any]]] = []
+        for _ in range(threads):
+            sets = {}
+            for size in sizes:
+                shape = (size, *input_shape[1:])
+                sub = _build_steps(fname, _leaves(model), shape, dtype, dtype, False)[0]
+                calls, xbuf, out = _bind_steps(sub, shape, dtype)
+                if _algorithms(sub) != algorithms or calls is None:
+                    return None
+                sets[size] = (calls, xbuf, out)
+            bound.append(sets)
+        return bound
+
+    def _drain(self, taken: Iterator[int], sets: dict[int, tuple[list[Callable[[], object]],
+                                                                Any, Any]],
+               x: FloatArray, y: FloatArray) -> None:
+        """Run blocks until none is left (``next(taken)``: the next block,
+        atomic under the GIL)."""
+        blocks = self.blocks
+        for k in taken:
+            if k >= len(blocks):
+                return
+            a, b = blocks[k]
+            calls, xbuf, out = sets[b - a]
+            np.copyto(xbuf, x[a:b])
+            for call in calls:
+                call()
+            np.copyto(y[a:b], out)
+
+    def run(self, x: FloatArray) -> FloatArray:
+        """The network's output for ``x`` (a new array)."""
+        y = np.empty(self.out_shape, self.dtype)
+        taken = itertools.count()
+        done, bound = self.done, self.bound
+        workers = _workers(len(bound) - 1)
+        for w, sets in zip(workers, bound[1:]):
+            w.jobs.put((partial(self._drain, taken, sets, x, y), done))
+        error: BaseException | None = None
+        try:
+            self._drain(taken, bound[0], x, y)
+        except BaseException as exc:  # noqa: BLE001 - the workers are waited for first
+            error = exc
+        for _ in workers:
+            error = done.get() or error
+        if error is not None:
+            raise error
+        return y
 
 
 class NetPlan:
@@ -845,6 +1107,8 @@ class NetPlan:
         bound0 = self.steps[0].bind(self._xbuf) if self._calls and self.steps else None
         self._first_reads_input = bound0 is not None and bound0[0] is not None
         self._rest = self._calls[1:] if self._first_reads_input and self._calls else []
+        self._split = (_BatchSplit.build(fname, model, input_shape, dtype, self.steps,
+                                         shape) if self._calls is not None else None)
         self._check = self._snapshot(model)
 
     def _prebind(self) -> tuple[list[Callable[[], object]] | None, Any, Any]:
@@ -854,17 +1118,7 @@ class NetPlan:
         None) when a step allocates its output."""
         if self.training:
             return None, None, None
-        xbuf = np.empty(self.input_shape, self.dtype)
-        calls: list[Callable[[], object]] = []
-        cur = xbuf
-        for step in self.steps:
-            bound = step.bind(cur)
-            if bound is None:
-                return None, None, None
-            call, cur = bound
-            if call is not None:
-                calls.append(call)
-        return calls, xbuf, cur
+        return _bind_steps(self.steps, self.input_shape, self.dtype)
 
     # -- validity ----------------------------------------------------------
 
@@ -952,6 +1206,8 @@ class NetPlan:
         calls = self._calls
         if calls is None:
             return np.array(self._forward(xa))
+        if self._split is not None:
+            return self._split.run(xa)
         if xa.nbytes >= _READ_IN_PLACE_BYTES and self._first_reads_input:
             # The first step bound to the input itself (only read, during
             # this call) rather than to a copy of it.
