@@ -47,7 +47,7 @@ import numpy.typing as npt
 from functools import partial
 
 from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd
-from .._plan import PARALLEL_MIN_ELEMENTS, _winograd_filters, threads_for
+from .._plan import PARALLEL_MIN_ELEMENTS, _winograd_filters, bias_grad, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._plan import BatchNormPlan, ConvPlan, LinearPlan, PoolPlan
-    from .._typing import FloatArray, FloatDType, IndexArray, Shape
+    from .._typing import FloatArray, FloatDType, IndexArray, Pair, Shape
 
 __all__ = ["NetPlan"]
 
@@ -155,6 +155,11 @@ class _WeightedStep(_Step):
         self.x: FloatArray | None = None
         # The kernel call with the epilogue, when the plan's forward is that call.
         self.kernel: tuple[Any, ...] | None = None
+        #: A direct convolution's input gradient by stride phases into a kept
+        #: buffer (made at the first backward): (the buffer's shape, stride
+        #: and padding); None: the plan's backward allocates it.
+        self.phases: tuple[Shape, Pair, Pair] | None = None
+        self.gx: FloatArray | None = None
         if type(layer) is Dense:
             lp = cast("LinearPlan", self.plan)
             self.kernel = (_gemm.gemm, x_shape, lp.threads)
@@ -162,6 +167,8 @@ class _WeightedStep(_Step):
             cp = cast("ConvPlan", self.plan)
             if cp.method == "direct" and cp.pad_extra is None and len(x_shape) == 4:
                 self.kernel = (_conv.conv2d_forward, *cp.kernel_args)
+                if cp.grad_input == "phases":
+                    self.phases = (x_shape, cp.kernel_stride, cp.padding)
 
     def forward(self, x: FloatArray) -> FloatArray:
         y, k = self.y, self.kernel
@@ -193,11 +200,32 @@ class _WeightedStep(_Step):
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         if self.act != _ACT_NONE:
             _activation_grad(g, self.y, g, self.act, self.alpha)
+        if (need_input and self.phases is not None and g.dtype == self.y.dtype
+                and g.flags.c_contiguous and _eltwise.all_finite(self.w.reshape(-1))):
+            return self._phases_backward(g, self.phases)
         gx, gw, gb = self.plan.backward(g, self.x, self.w, self.b is not None, need_input)
         self.gw += gw
         if gb is not None:
             cast("FloatArray", self.gb)[...] += gb
         return cast("FloatArray | None", gx)
+
+
+    def _phases_backward(self, g: FloatArray, phases: tuple[Shape, Pair, Pair]) -> FloatArray:
+        """The plan's direct backward (the same kernels, the same numbers)
+        with the input gradient written into a kept buffer: a fresh array
+        of a few MB per call costs its page faults at every step.  (A weight
+        with inf/NaN takes the plan's backward, whose input gradient then
+        sums valid taps only.)"""
+        shape, s, p = phases
+        gx = self.gx
+        if gx is None:
+            gx = self.gx = np.empty(shape, self.y.dtype)
+        cp = cast("ConvPlan", self.plan)
+        if self.b is not None:
+            cast("FloatArray", self.gb)[...] += bias_grad(g)
+        self.gw += cp._grad_weight(g, cast("FloatArray", self.x))
+        _conv.conv2d_grad_input_phases(g, self.w, gx, s[0], s[1], p[0], p[1], cp.threads)
+        return gx
 
 
 class _KeptWeightStep(_WeightedStep):
