@@ -27,7 +27,8 @@ What the plan saves over the layer-by-layer path:
   weight are kept with the plan (derived again when a byte comparison with
   a kept copy of the weight shows a change);
 - ``Flatten`` is a reshape (a view) both ways;
-- outputs, gradients and indices live in buffers allocated once;
+- outputs, gradients and indices live in buffers allocated once (a
+  direct convolution's input gradient too, made at the first backward);
 - in a training step, the layers before the first one with parameters run
   no backward pass, and that one computes no input gradient.
 
