@@ -269,7 +269,7 @@ class _WeightedStep(_Step):
             _winograd.winograd_forward(g, upk, None, gx, 2 - cp.padding[0], 2 - cp.padding[1],
                                        cp.threads)
         if upk is None or not _winograd.all_finite(gx.reshape(-1)):
-            return cast("FloatArray", cp._winograd_grad_input(g, self.w))
+            return cp._winograd_grad_input(g, self.w)
         return gx
 
 
