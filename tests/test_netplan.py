@@ -911,6 +911,7 @@ for shape in ((3, 4, 37), (2, 3, 600)):  # rows in memory order; channel by chan
   _norm.batch_norm_backward(gm, x, m, istd, w, a, s[0], s[1], True, 1)
   _norm.batch_norm_backward(g, x, m, istd, w, c, s[2], s[3], True, 1, fused)
   assert (a.view(np.uint8) == c.view(np.uint8)).all() and (s[0] == s[2]).all()
+  assert np.array_equal(s[1], s[3], equal_nan=True)
 print(_norm.isa())
 """
 
