@@ -34,6 +34,11 @@ cdef extern from "cnnext_norm.h" nogil:
                           Py_ssize_t n) noexcept nogil
         void (*affine_add)(const float* x, const float* s, float* y, Py_ssize_t n, double m,
                            double a, double b, int relu) noexcept nogil
+        void (*grad_sums_masked)(const float* g, const float* ref, const float* x, Py_ssize_t n,
+                                 double m, double* sg, double* sgx) noexcept nogil
+        void (*grad_input_masked)(const float* g, const float* ref, const float* x, float* gx,
+                                  Py_ssize_t n, double mg, double m, double k,
+                                  double s) noexcept nogil
         const char* name
     cnx_norm_kernels cnx_norm_select() noexcept nogil
     void cnx_norm_affine_act_d(const double* x, const double* add, double* y, Py_ssize_t n,
@@ -404,18 +409,29 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """Channels [c0, c1): the two sums, then grad_x (with ``want_gx``).
     With ``ref``, each row of g is first masked by a ReLU's output into the
-    row of gx (the separate ReLU's backward), and that row is used as g."""
+    row of gx (the separate ReLU's backward), and that row is used as g;
+    float32 data in training computing grad_x masks each value as both
+    passes read it instead (``masked``: the same values, one store and
+    one read of every masked row fewer)."""
     cdef Py_ssize_t c, n, p
     cdef double sg, sgx, istd, mu, mg, k, wc, scale, M = <double>(N * P)
     cdef const floating* gr
     cdef const floating* xr
     cdef floating* gxr
+    cdef bint masked = False
+    if floating is float:
+        masked = ref != NULL and want_gx and training
     for c in range(c0, c1):
         sg = 0
         sgx = 0
         istd = invstd[c]
         for n in range(N):
             gr = g + (n * C + c) * P
+            if masked:
+                if floating is float:
+                    KER.grad_sums_masked(gr, ref + (n * C + c) * P, x + (n * C + c) * P, P,
+                                         mean[c], &sg, &sgx)
+                continue
             if ref != NULL:
                 _relu_mask(gr, ref + (n * C + c) * P, gx + (n * C + c) * P, P)
                 gr = gx + (n * C + c) * P
@@ -440,11 +456,15 @@ cdef void bwd_channels(const floating* g, const floating* x, const double* mean,
             if floating is float:
                 k = k * istd  # float data cannot overflow float64 here: one factor
             for n in range(N):
-                gr = (g if ref == NULL else gx) + (n * C + c) * P
+                gr = (g if ref == NULL or masked else gx) + (n * C + c) * P
                 xr = x + (n * C + c) * P
                 gxr = gx + (n * C + c) * P
                 if floating is float:
-                    KER.grad_input(gr, xr, gxr, P, mg, mu, k, scale)
+                    if masked:
+                        KER.grad_input_masked(gr, ref + (n * C + c) * P, xr, gxr, P, mg, mu,
+                                              k, scale)
+                    else:
+                        KER.grad_input(gr, xr, gxr, P, mg, mu, k, scale)
                 else:
                     for p in range(P):
                         gxr[p] = ((gr[p] - mg) - (xr[p] - mu) * istd * k) * istd * wc
@@ -465,8 +485,9 @@ cdef void bwd_stream(const floating* g, const floating* x, const double* mean,
                      double* scr, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P, bint training,
                      Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """bwd_channels in memory order (see fwd_stream): the same row kernels,
-    each channel's rows in the same order, the same numbers.  ``scr`` holds
-    2*C doubles."""
+    each channel's rows in the same order, the same numbers.  With ``ref``
+    the masked rows are stored (the second pass, over the whole array, would
+    read ``ref`` again from memory).  ``scr`` holds 2*C doubles."""
     cdef Py_ssize_t c, n, p, o
     cdef double M = <double>(N * P), istd, wc, mu, mg_, k_
     cdef const floating* gr
@@ -589,7 +610,9 @@ def batch_norm_backward(const floating[:, :, ::1] g,     # IN  (N, C, P) upstrea
     With ``ref`` (the output of a ReLU applied to this batch norm's output,
     or of a residual sum that a ReLU followed), ``g`` is the ReLU's upstream
     gradient: it is masked (zero where ``ref <= 0``, as the ReLU's backward)
-    into ``gx`` row by row and the masked rows are used, which needs ``gx``.
+    into ``gx`` row by row and the masked rows are used, which needs ``gx``
+    (float32 in training with the input gradient, on rows of 512 values or
+    more: each value masked as the two passes read it, nothing stored).
     ``input_grad=False`` computes the sums only (``gx`` then holds the
     masked gradient, or is untouched without ``ref``).  Needs N*P >= 1."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], P = x.shape[2], tid

@@ -20,6 +20,7 @@
 #define CNNEXT_NORM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cnnext_ukernel.h"
 
@@ -52,8 +53,23 @@ typedef struct {
      * residual block's last normalisation, its sum and the ReLU after it */
     void (*affine_add)(const float *x, const float *s, float *y, ptrdiff_t n, double m,
                        double a, double b, int relu);
+    /* grad_sums and grad_input of the masked gradient relu_mask(g, ref)
+     * without storing it: each masked value computed as relu_mask stores
+     * it, then used as those loops use g (the same numbers) */
+    void (*grad_sums_masked)(const float *g, const float *ref, const float *x, ptrdiff_t n,
+                             double m, double *sg, double *sgx);
+    void (*grad_input_masked)(const float *g, const float *ref, const float *x, float *gx,
+                              ptrdiff_t n, double mg, double m, double k, double s);
     const char *name;
 } cnx_norm_kernels;
+
+/* ref <= 0 ? +0.0f : g, as bit operations (the select vectorizes) */
+static inline float cnx_norm_masked(float g, float ref) {
+    union { float f; uint32_t u; } v;
+    v.f = g;
+    v.u &= (uint32_t)0 - (uint32_t)!(ref <= 0.0f);
+    return v.f;
+}
 
 #define CNX_NORM_DEF(SUF, TARGET)                                                 \
     TARGET static void cnx_norm_shifted_sums_##SUF(const float *r, ptrdiff_t n,   \
@@ -135,6 +151,31 @@ typedef struct {
             float gv = g[p], rv = ref[p];                                         \
             o[p] = rv <= 0.0f ? 0.0f : gv;                                        \
         }                                                                         \
+    }                                                                             \
+    TARGET static void cnx_norm_grad_sums_masked_##SUF(                           \
+        const float *g, const float *ref, const float *x, ptrdiff_t n, double m,  \
+        double *sg, double *sgx) {                                                \
+        double a = 0, b = 0;                                                      \
+        ptrdiff_t p;                                                              \
+        CNX_NORM_SIMD_REDUCE                                                      \
+        for (p = 0; p < n; ++p) {                                                 \
+            float gm = cnx_norm_masked(g[p], ref[p]);                             \
+            double gv = (double)gm;                                               \
+            a += gv;                                                              \
+            b += gv * ((double)x[p] - m);                                         \
+        }                                                                         \
+        *sg += a;                                                                 \
+        *sgx += b;                                                                \
+    }                                                                             \
+    TARGET static void cnx_norm_grad_input_masked_##SUF(                          \
+        const float *g, const float *ref, const float *x, float *gx, ptrdiff_t n, \
+        double mg, double m, double k, double s) {                                \
+        ptrdiff_t p;                                                              \
+        CNX_NORM_SIMD                                                             \
+        for (p = 0; p < n; ++p) {                                                 \
+            float gm = cnx_norm_masked(g[p], ref[p]);                             \
+            gx[p] = (float)((((double)gm - mg) - ((double)x[p] - m) * k) * s);    \
+        }                                                                         \
     }
 
 CNX_NORM_DEF(generic, )
@@ -190,6 +231,8 @@ static void cnx_norm_relu_mask_d(const double *g, const double *ref, double *o, 
         k.affine_relu = cnx_norm_affine_relu_##ISA;                            \
         k.relu_mask = cnx_norm_relu_mask_##ISA;                                \
         k.affine_add = cnx_norm_affine_add_##ISA;                              \
+        k.grad_sums_masked = cnx_norm_grad_sums_masked_##ISA;                  \
+        k.grad_input_masked = cnx_norm_grad_input_masked_##ISA;                \
         k.name = #ISA;                                                         \
     } while (0)
 

@@ -597,6 +597,55 @@ def test_winograd_convolutions_equal_layers(training):
         _assert_same(_state(a), _state(b))
 
 
+def _conv_train_net(dt, rng):
+    """Convolutions whose input gradients a training step computes into kept
+    buffers: stride phases (stride 1 and 2, 1x1) and Winograd (under
+    use_conv_algorithm("winograd"), the 3x3 stride-1 ones)."""
+    return nn.Sequential(
+        nn.Conv2D(2, 4, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(),
+        nn.Conv2D(4, 5, 3, padding=1, dtype=dt, seed=rng),
+        nn.Conv2D(5, 6, 3, stride=2, padding=1, bias=False, dtype=dt, seed=rng), nn.ReLU(),
+        nn.Conv2D(6, 4, 1, stride=2, dtype=dt, seed=rng),
+        nn.Flatten(), nn.Dense(4 * 3 * 3, 3, dtype=dt, seed=rng),
+    ), (3, 2, 10, 10)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+@pytest.mark.parametrize("change", ["none", "nan_input", "inf_weight"])
+def test_conv_training_steps_with_kept_input_gradients_equal_layers(dt, algorithm, change):
+    """Direct and Winograd convolutions in a training step write their input
+    gradients into kept buffers: over several steps (the buffers reused) the
+    same numbers as layer by layer, inf/NaN inputs and weights included (the
+    plans' fallbacks)."""
+    with cnnext.use_conv_algorithm(algorithm):
+        a, shape = _conv_train_net(dt, np.random.default_rng(5))
+        b, _ = _conv_train_net(dt, np.random.default_rng(5))
+        plan = b.plan(shape, training=True)
+        if algorithm == "winograd" and dt == np.float32:
+            methods = [s.plan.method for s in plan.steps if hasattr(s, "plan")]
+            assert methods.count("winograd") == 2
+        if change == "inf_weight":
+            for m in (a, b):
+                m.layers[2].params["weight"][1, 2, 0, 1] = np.inf
+        oa, ob = optim.SGD(a, lr=0.01), optim.SGD(b, lr=0.01)
+        la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+        rng = np.random.default_rng(6)
+        for _ in range(3):
+            x = rng.standard_normal(shape).astype(dt)
+            if change == "nan_input":
+                x[1, 0, 4, 5] = np.nan
+            y = rng.integers(0, 3, shape[0])
+            oa.zero_grad()
+            va = la.forward(a.forward(x), y)
+            a.backward(la.backward(), input_grad=False)
+            oa.step()
+            vb = plan.train_step(x, y, lb, ob)
+            assert va == vb or (np.isnan(va) and np.isnan(vb))
+            _assert_same(_state(a), _state(b))
+            _assert_same(a.grads, b.grads)
+
+
 # ---- planned batch norm and residual steps -----------------------------------
 
 
@@ -866,6 +915,7 @@ for shape in ((3, 4, 37), (2, 3, 600)):  # rows in memory order; channel by chan
   _norm.batch_norm_backward(gm, x, m, istd, w, a, s[0], s[1], True, 1)
   _norm.batch_norm_backward(g, x, m, istd, w, c, s[2], s[3], True, 1, fused)
   assert (a.view(np.uint8) == c.view(np.uint8)).all() and (s[0] == s[2]).all()
+  assert np.array_equal(s[1], s[3], equal_nan=True)
 print(_norm.isa())
 """
 

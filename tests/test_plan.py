@@ -109,6 +109,14 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     assert f64_8.grad_weight == "dot"
     # short rows (8x12 positions) keep the packed gradient
     assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5)).grad_weight == "transposed"
+    # float32, 32-64 taps: over short rows (a strided 1x1 shortcut to 7x7)
+    # the packed gradient, over long ones (28x28) dot products; fewer taps
+    # or float64: dot products
+    short = conv_plan((64, 32, 14, 14), (64, 32, 1, 1), s=2)
+    assert short.grad_weight == "transposed" and "short rows" in short.grad_weight_reason
+    assert conv_plan((64, 32, 28, 28), (64, 32, 1, 1)).grad_weight == "dot"
+    assert conv_plan((64, 16, 28, 28), (32, 16, 1, 1), s=2).grad_weight == "dot"
+    assert conv_plan((64, 32, 14, 14), (64, 32, 1, 1), s=2, dtype=F64).grad_weight == "dot"
     # every group in one call: the group's scratch, and each group's packed
     # weight (16 rows x K = 144)
     assert plan.threads == gp.threads and "every group at once" in plan.grad_weight_reason

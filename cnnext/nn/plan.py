@@ -40,7 +40,8 @@ What the plan saves over the layer-by-layer path:
   only when every block's steps use the same algorithms as the whole
   batch's (the per-sample results of these kernels do not depend on the
   batch size or the thread count: the same numbers);
-- outputs, gradients and indices live in buffers allocated once;
+- outputs, gradients and indices live in buffers allocated once (a
+  direct convolution's input gradient too, made at the first backward);
 - in a training step, the layers before the first one with parameters run
   no backward pass, and that one computes no input gradient.
 
@@ -63,7 +64,7 @@ import numpy.typing as npt
 from functools import partial
 
 from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd
-from .._plan import PARALLEL_MIN_ELEMENTS, _winograd_filters, threads_for
+from .._plan import PARALLEL_MIN_ELEMENTS, _winograd_filters, bias_grad, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
@@ -79,7 +80,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from .._plan import BatchNormPlan, ConvPlan, LinearPlan, PoolPlan
-    from .._typing import FloatArray, FloatDType, IndexArray, Shape
+    from .._typing import FloatArray, FloatDType, IndexArray, Pair, Shape
 
 __all__ = ["NetPlan"]
 
@@ -171,6 +172,14 @@ class _WeightedStep(_Step):
         self.x: FloatArray | None = None
         # The kernel call with the epilogue, when the plan's forward is that call.
         self.kernel: tuple[Any, ...] | None = None
+        #: A direct convolution's input gradient by stride phases into a kept
+        #: buffer (made at the first backward): (the buffer's shape, stride
+        #: and padding); None: the plan's backward allocates it.
+        self.phases: tuple[Shape, Pair, Pair] | None = None
+        self.gx: FloatArray | None = None
+        #: A Winograd convolution run into the kept output (and, in a
+        #: training step, input gradient) buffers.
+        self.winograd = False
         if type(layer) is Dense:
             lp = cast("LinearPlan", self.plan)
             self.kernel = (_gemm.gemm, x_shape, lp.threads)
@@ -178,13 +187,20 @@ class _WeightedStep(_Step):
             cp = cast("ConvPlan", self.plan)
             if cp.method == "direct" and cp.pad_extra is None and len(x_shape) == 4:
                 self.kernel = (_conv.conv2d_forward, *cp.kernel_args)
+                if cp.grad_input == "phases":
+                    self.phases = (x_shape, cp.kernel_stride, cp.padding)
+            elif cp.method == "winograd" and cp.pad_extra is None and len(x_shape) == 4:
+                self.winograd = True
 
     def forward(self, x: FloatArray) -> FloatArray:
         y, k = self.y, self.kernel
         if x.dtype != y.dtype or not x.flags.c_contiguous:  # as the layer converts
             x = np.ascontiguousarray(x, y.dtype)
         self.x = x
-        if k is None:
+        if self.winograd:
+            self._winograd_forward(x)
+            _activate(y, self.act, self.alpha)
+        elif k is None:
             np.copyto(y, self.plan.forward(x, self.w, self.b))
             _activate(y, self.act, self.alpha)
         elif k[0] is _gemm.gemm:
@@ -209,11 +225,68 @@ class _WeightedStep(_Step):
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         if self.act != _ACT_NONE:
             _activation_grad(g, self.y, g, self.act, self.alpha)
+        if need_input and g.dtype == self.y.dtype and g.flags.c_contiguous:
+            if self.phases is not None and _eltwise.all_finite(self.w.reshape(-1)):
+                return self._phases_backward(g, self.phases)
+            if self.winograd:
+                return self._winograd_backward(g)
         gx, gw, gb = self.plan.backward(g, self.x, self.w, self.b is not None, need_input)
         self.gw += gw
         if gb is not None:
             cast("FloatArray", self.gb)[...] += gb
         return cast("FloatArray | None", gx)
+
+
+    def _phases_backward(self, g: FloatArray, phases: tuple[Shape, Pair, Pair]) -> FloatArray:
+        """The plan's direct backward (the same kernels, the same numbers)
+        with the input gradient written into a kept buffer: a fresh array
+        of a few MB per call costs its page faults at every step.  (A weight
+        with inf/NaN takes the plan's backward, whose input gradient then
+        sums valid taps only.)"""
+        shape, s, p = phases
+        gx = self.gx
+        if gx is None:
+            gx = self.gx = np.empty(shape, self.y.dtype)
+        cp = cast("ConvPlan", self.plan)
+        if self.b is not None:
+            cast("FloatArray", self.gb)[...] += bias_grad(g)
+        self.gw += cp._grad_weight(g, cast("FloatArray", self.x))
+        _conv.conv2d_grad_input_phases(g, self.w, gx, s[0], s[1], p[0], p[1], cp.threads)
+        return gx
+
+
+    def _winograd_forward(self, x: FloatArray) -> None:
+        """y = the plan's Winograd forward, computed in the output buffer
+        (the same kernels and fallback as ConvPlan: the direct kernel when
+        the weight or the result holds inf/NaN)."""
+        cp = cast("ConvPlan", self.plan)
+        y = self.y
+        upk = _winograd_filters(self.w)
+        if upk is not None:
+            _winograd.winograd_forward(x, upk, self.b, y, cp.padding[0], cp.padding[1],
+                                       cp.threads)
+        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+            _conv.conv2d_forward(x, self.w, self.b, y, *cp.kernel_args)
+
+    def _winograd_backward(self, g: FloatArray) -> FloatArray:
+        """The plan's Winograd backward with the input gradient in a kept
+        buffer (the full convolution of g with the adjoint filters; the
+        plan's direct fallback, which allocates, on inf/NaN)."""
+        cp = cast("ConvPlan", self.plan)
+        x = cast("FloatArray", self.x)
+        gx = self.gx
+        if gx is None:
+            gx = self.gx = np.empty(x.shape, self.y.dtype)
+        if self.b is not None:
+            cast("FloatArray", self.gb)[...] += bias_grad(g)
+        self.gw += cp._winograd_grad_weight(g, x)
+        upk = _winograd_filters(self.w, adjoint=True)
+        if upk is not None:
+            _winograd.winograd_forward(g, upk, None, gx, 2 - cp.padding[0], 2 - cp.padding[1],
+                                       cp.threads)
+        if upk is None or not _winograd.all_finite(gx.reshape(-1)):
+            return cp._winograd_grad_input(g, self.w)
+        return gx
 
 
 class _KeptWeightStep(_WeightedStep):
