@@ -947,24 +947,24 @@ cdef void pack_phase(const floating* w, Py_ssize_t Cg, Py_ssize_t Cx, Py_ssize_t
     """Pack the phase-(a, b) sub-kernel of w (Cg, Cx, kh, kw), transposed and
     rotated by 180 degrees, as A(Cx, Cg*ka*kb) in MR-row panels (as pack_a):
     A[c, (o, i, j)] = w[o, c, a + sh*(ka-1-i), b + sw*(kb-1-j)]."""
-    cdef Py_ssize_t K = Cg * ka * kb, panel, r, c, o, i, j, k
+    cdef Py_ssize_t K = Cg * ka * kb, panel, r, rows, o, i, j, t
     cdef floating* d
     cdef const floating* wc
+    # Each k's MR values written side by side (one pass over the panel),
+    # read from the panel's MR filters of gradient channel o (adjacent).
     for panel in range(cdiv(Cx, MR)):
         d = dst + panel * K * MR
-        for r in range(MR):
-            c = panel * MR + r
-            if c >= Cx:
-                for k in range(K):
-                    d[k * MR + r] = 0
-                continue
-            k = 0
-            for o in range(Cg):
-                wc = w + (o * Cx + c) * kh * kw
-                for i in range(ka):
-                    for j in range(kb):
-                        d[k * MR + r] = wc[(a + sh * (ka - 1 - i)) * kw + b + sw * (kb - 1 - j)]
-                        k = k + 1
+        rows = min(MR, Cx - panel * MR)
+        for o in range(Cg):
+            wc = w + (o * Cx + panel * MR) * kh * kw
+            for i in range(ka):
+                for j in range(kb):
+                    t = (a + sh * (ka - 1 - i)) * kw + b + sw * (kb - 1 - j)
+                    for r in range(rows):
+                        d[r] = wc[r * kh * kw + t]
+                    for r in range(rows, MR):
+                        d[r] = 0
+                    d = d + MR
 
 
 ctypedef struct Phase:
