@@ -678,6 +678,19 @@ _TWO_ROW_GEOMS = [
 ]
 
 
+def _conv_as_reference(x, wt, b, kw, dtype, rng, close):
+    """conv2d (with bias ``b`` or None) and conv2d_backward equal the
+    reference on one and two threads."""
+    want = R.conv2d(*f64(x, wt, b), **kw) if b is not None else R.conv2d(*f64(x, wt), **kw)
+    go = randn(rng, want.shape, dtype)
+    want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
+    for threads in (1, 2):
+        cnnext.set_num_threads(threads)
+        close(F.conv2d(x, wt, b, **kw), want, dtype)
+        for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
+            close(got, ref, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs,ws,s,p,groups", _TWO_ROW_GEOMS)
 def test_conv2d_two_row_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_threads):
@@ -688,15 +701,7 @@ def test_conv2d_two_row_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_t
     x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
     wt = randn(rng, ws, dtype)
     b = randn(rng, (ws[0],), dtype)
-    kw = dict(stride=s, padding=p, groups=groups)
-    want = R.conv2d(*f64(x, wt, b), **kw)
-    go = randn(rng, want.shape, dtype)
-    want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
-    for threads in (1, 2):
-        cnnext.set_num_threads(threads)
-        close(F.conv2d(x, wt, b, **kw), want, dtype)
-        for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
-            close(got, ref, dtype)
+    _conv_as_reference(x, wt, b, dict(stride=s, padding=p, groups=groups), dtype, rng, close)
 
 
 # Geometries of few taps (K <= 160) whose output rows are no multiple of the
@@ -727,14 +732,7 @@ def test_conv2d_flat_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_thre
     b = randn(rng, (ws[0],), dtype)
     for d in (1, 2):
         kw = dict(stride=s, padding=p, dilation=d, groups=groups)
-        want = R.conv2d(*f64(x, wt, b), **kw)
-        go = randn(rng, want.shape, dtype)
-        want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
-        for threads in (1, 2):
-            cnnext.set_num_threads(threads)
-            close(F.conv2d(x, wt, b, **kw), want, dtype)
-            for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
-                close(got, ref, dtype)
+        _conv_as_reference(x, wt, b, kw, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -749,15 +747,7 @@ def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_t
     x = randn(rng, (3, 5) + hw, dtype)
     for k in ((1, 1), (1, 3)):
         wt = randn(rng, (7, 5) + k, dtype)
-        kw = dict(stride=s, padding=p, dilation=d)
-        want = R.conv2d(*f64(x, wt), **kw)
-        go = randn(rng, want.shape, dtype)
-        want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
-        for threads in (1, 2):
-            cnnext.set_num_threads(threads)
-            close(F.conv2d(x, wt, **kw), want, dtype)
-            for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
-                close(got, ref, dtype)
+        _conv_as_reference(x, wt, None, dict(stride=s, padding=p, dilation=d), dtype, rng, close)
 
 
 _TWO_ROW_SCRIPT = """
