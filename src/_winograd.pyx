@@ -83,6 +83,7 @@ cdef extern from "cnnext_winograd.h" nogil:
                                     int64_t ox0) noexcept nogil
     ctypedef void (*cnx_wg_ukr)(int64_t kc, const float* a, const float* b, float* c,
                                 int64_t ldc, int accumulate) noexcept nogil
+    ctypedef void (*cnx_wg_store2)(const float* src, int64_t n, float* dst) noexcept nogil
     ctypedef struct cnx_wg_kernels:
         cnx_wg_ukr ukr
         cnx_wg_ukr ukr_n[3]
@@ -94,6 +95,7 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_input_rows grad_rows
         cnx_wg_output output
         cnx_wg_scatter scatter
+        cnx_wg_store2 store2
         const char* name
     cnx_wg_kernels cnx_wg_select() noexcept nogil
     void cnx_wg_prefetch(const float* plane, int64_t H, int64_t W, int64_t iy0, int64_t ix0,
@@ -259,8 +261,11 @@ cdef void phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t
             continue
         row = out + yy * a.OWs + xx
         t = tmp + i * 2 * cnt
-        for m in range(m0, m1):
-            row[dw * m] = t[m]
+        if dw == 2 and WG.store2 != NULL:
+            WG.store2(t + m0, m1 - m0, row + 2 * m0)
+        else:
+            for m in range(m0, m1):
+                row[dw * m] = t[m]
 
 
 cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
