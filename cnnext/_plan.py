@@ -643,6 +643,19 @@ WINOGRAD_MIN_TILES = 64
 WINOGRAD_PARALLEL_TILES = 256
 
 
+#: ``"auto"`` runs a dilated convolution (column dilation 2, AVX-512: its
+#: results are written back every other column by masked stores) on its
+#: phases from this many channels (in and out), or from twice
+#: ``WINOGRAD_MIN_CHANNELS`` with ``WINOGRAD_PHASES_TILES`` 2x2 tiles over
+#: the stacked phases.  Measured at one thread, float32 (phases / direct,
+#: forward and forward plus backward): 128 channels 16x16 batch 8 0.80;
+#: 64 channels 32x32 batch 16 (4096 tiles) 0.90-0.97; 64 channels 16x16
+#: batch 4 (256 tiles) 1.1-1.2; 32 channels 32x32 batch 16 1.3; dilation 3
+#: (written back one value at a time) 1.13.
+WINOGRAD_PHASES_CHANNELS = 128
+WINOGRAD_PHASES_TILES = 2048
+
+
 def _winograd_obstacle(
     weight_shape: Shape, groups: int, stride: Pair, padding: Pair, dilation: Pair,
     itemsize: int,
@@ -688,7 +701,9 @@ def _conv_method(
     Winograd for a float32 3x3 stride-1 convolution (groups 1, padding <= 2)
     with at least ``WINOGRAD_MIN_CHANNELS`` input and output channels and
     ``WINOGRAD_MIN_TILES`` 2x2 output tiles over the batch (below either,
-    measured at one thread, the direct kernels were as fast or faster)."""
+    measured at one thread, the direct kernels were as fast or faster), and
+    Winograd on the dilation phases for a dilated one where
+    ``WINOGRAD_PHASES_CHANNELS`` / ``WINOGRAD_PHASES_TILES`` say."""
     N, C, H, W = x4
     Co, Cw, kh, kw = weight_shape
     if N == 0 or Co == 0 or Cw * kh * kw == 0 or H == 0 or W == 0:
@@ -702,15 +717,23 @@ def _conv_method(
                            f"every group at once")
     if _needs_gather(C, H, W, stride, padding, itemsize):
         return "gather", "the padded input would not fit in memory"
-    if algorithm == "winograd" and dilation != (1, 1):
-        # (not under "auto": on the 64 -> 64 channel, 32x32, dilation 2 case
-        # it ran no faster than the direct kernels, forward or backward)
+    if algorithm != "direct" and dilation != (1, 1):
         obstacle = _winograd_obstacle(weight_shape, groups, stride, (0, 0), (1, 1), itemsize)
         if obstacle is None and out_hw[0] >= dilation[0] and out_hw[1] >= dilation[1]:
-            return "winograd-phases", (
-                f"Winograd F(2x2, 3x3), as set by set_conv_algorithm, on the "
-                f"{dilation[0] * dilation[1]} undilated phase convolutions of a dilation "
-                f"{dilation}")
+            dh, dw = dilation
+            tiles = N * dh * dw * -(-out_hw[0] // (2 * dh)) * -(-out_hw[1] // (2 * dw))
+            phases = (f"on the {dh * dw} undilated phase convolutions of a dilation "
+                      f"{dilation}")
+            if algorithm == "winograd":
+                return "winograd-phases", (
+                    f"Winograd F(2x2, 3x3), as set by set_conv_algorithm, {phases}")
+            if (dw == 2 and _winograd.isa() == "avx512"
+                    and (min(C, Co) >= WINOGRAD_PHASES_CHANNELS
+                         or (min(C, Co) >= WINOGRAD_MIN_CHANNELS * 2
+                             and tiles >= WINOGRAD_PHASES_TILES))):
+                return "winograd-phases", (
+                    f"auto: 3x3 stride 1 float32 with {C} -> {Co} channels and {tiles} 2x2 "
+                    f"output tiles: Winograd F(2x2, 3x3) {phases}")
     if algorithm != "direct":
         obstacle = _winograd_obstacle(weight_shape, groups, stride, padding, dilation,
                                       itemsize)

@@ -35,6 +35,7 @@ CASES = [
     ("d3-p5-large-pad", D(1, 2, 2, 7, 9, (5, 5), (3, 3), True)),
     ("d2x3-asym", D(2, 4, 3, 9, 11, (3, 1), (2, 3), True)),
     ("d1x2", D(2, 3, 5, 8, 9, (1, 2), (1, 2), True)),
+    ("d2x1", D(2, 3, 5, 9, 8, (2, 1), (2, 1), True)),
     ("N1-C1", D(1, 1, 1, 9, 9, (2, 2), (2, 2), True)),
     ("out-equals-dilation", D(1, 3, 2, 6, 6, (0, 0), (2, 2), True)),
     ("channels-64", D(2, 64, 64, 13, 12, (2, 2), (2, 2), True)),
@@ -191,16 +192,34 @@ def test_phases_nonfinite_fall_back_to_direct(bad, where, rng, close):
             np.testing.assert_array_equal(a, d)
 
 
-@pytest.mark.parametrize("alg", ["auto", "direct"])
-def test_other_settings_run_dilated_direct(alg, rng, close):
-    """Only ``"winograd"`` runs the phases (under ``"auto"`` they were
-    measured no faster than the direct kernels)."""
+def test_direct_setting_runs_dilated_direct(rng, close):
     g = D(2, 64, 64, 16, 16, (2, 2), (2, 2), True)
     x, w, b, go = arrays(g, rng)
-    with cnnext.use_conv_algorithm(alg):
+    with cnnext.use_conv_algorithm("direct"):
         assert plan_of(x, w, b, g).method == "direct"
         y = F.conv2d(x, w, b, padding=2, dilation=2)
     close(y, R.conv2d(*f64(x, w, b), padding=2, dilation=2), np.float32)
+
+
+def test_auto_rule_for_dilated():
+    """``auto`` runs the phases for column dilation 2 (with AVX-512) from
+    128 channels, or from 64 with 2048 2x2 tiles over the stacked phases."""
+    from cnnext import _winograd
+
+    def method(x_shape, co, d=(2, 2), alg="auto", dtype=np.float32):
+        return _plan.conv2d_plan("conv2d", x_shape, (co, x_shape[1], 3, 3), None,
+                                 np.dtype(dtype), (1, 1), d, d, 1, alg).method
+    avx512 = _winograd.isa() == "avx512"
+    phases = "winograd-phases" if avx512 else "direct"
+    assert method((16, 64, 32, 32), 64) == phases              # 4096 tiles
+    assert method((8, 128, 16, 16), 128) == phases             # 512 tiles, 128 channels
+    assert method((4, 64, 16, 16), 64) == "direct"             # 256 tiles
+    assert method((16, 32, 32, 32), 32) == "direct"            # 32 channels
+    assert method((16, 64, 32, 32), 64, (3, 3)) == "direct"    # dilation 3
+    assert method((16, 64, 32, 32), 64, (2, 1)) == "direct"    # column dilation 1
+    assert method((16, 64, 32, 32), 64, dtype=np.float64) == "direct"
+    assert method((16, 64, 32, 32), 64, alg="direct") == "direct"
+    assert method((4, 32, 16, 16), 32, (3, 3), "winograd") == "winograd-phases"
 
 
 @pytest.mark.parametrize("kwargs, why", [
