@@ -6,7 +6,8 @@ For 3x3 stride-1 convolutions with 32-512 channels on realistic data
 of the float32 forward pass, input gradient and weight gradient against
 the float64 result (cnnext's float64 direct kernels), for each algorithm,
 and their ratio.  ``cnnext.set_conv_algorithm("auto")`` picks Winograd only
-where this ratio stays within 4.
+where this ratio stays within 4.  The dilated cases (padding = dilation)
+run Winograd on the dilation phases (``set_conv_algorithm("winograd")``).
 
     python benchmarks/winograd_accuracy.py [--seed S]
 """
@@ -17,7 +18,9 @@ import numpy as np
 import cnnext
 from cnnext import functional as F
 
-CASES = [(8, 64, 56), (8, 128, 28), (8, 256, 14), (8, 512, 7), (32, 64, 32), (32, 32, 32)]
+# (N, C, H = W, dilation); padding = dilation
+CASES = [(8, 64, 56, 1), (8, 128, 28, 1), (8, 256, 14, 1), (8, 512, 7, 1), (32, 64, 32, 1),
+         (32, 32, 32, 1), (16, 64, 32, 2), (8, 64, 27, 3)]
 
 
 def rel_rms(a, ref):
@@ -31,22 +34,23 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     print("| N, C, H=W | result | direct | winograd | winograd / direct |")
     print("|---|---|---:|---:|---:|")
-    for n, c, hw in CASES:
+    for n, c, hw, dil in CASES:
+        kw = {"padding": dil, "dilation": dil}
         x = rng.standard_normal((n, c, hw, hw))
         w = rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)
         g = rng.standard_normal((n, c, hw, hw))
         with cnnext.use_conv_algorithm("direct"):
-            ref = (F.conv2d(x, w, padding=1),) + F.conv2d_backward(g, x, w, padding=1)[:2]
+            ref = (F.conv2d(x, w, **kw),) + F.conv2d_backward(g, x, w, **kw)[:2]
         x32, w32, g32 = (a.astype(np.float32) for a in (x, w, g))
         err = {}
         for alg in ("direct", "winograd"):
             with cnnext.use_conv_algorithm(alg):
-                got = (F.conv2d(x32, w32, padding=1),) + F.conv2d_backward(
-                    g32, x32, w32, padding=1)[:2]
+                got = (F.conv2d(x32, w32, **kw),) + F.conv2d_backward(g32, x32, w32, **kw)[:2]
             err[alg] = [rel_rms(a.astype(np.float64), r) for a, r in zip(got, ref)]
         for i, what in enumerate(("forward", "grad_input", "grad_weight")):
             d, wg = err["direct"][i], err["winograd"][i]
-            print(f"| {n}, {c}, {hw} | {what} | {d:.2e} | {wg:.2e} | {wg / d:.2f} |")
+            case = f"{n}, {c}, {hw}" + (f" (dilation {dil})" if dil > 1 else "")
+            print(f"| {case} | {what} | {d:.2e} | {wg:.2e} | {wg / d:.2f} |")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,9 @@ def set_conv_algorithm(name: Literal["auto", "direct", "winograd"]) -> None:
     name : {"auto", "direct", "winograd"}
         ``"direct"``: every convolution on the direct (im2col-GEMM) kernels.
         ``"winograd"``: Winograd's F(2x2, 3x3) algorithm for every float32
-        3x3 convolution with stride 1, dilation 1, ``groups=1`` and padding
-        at most 2, forward and backward; any other convolution (and a call
+        3x3 convolution with stride 1, ``groups=1`` and padding at most 2,
+        forward and backward, and for dilated ones (any padding) on their
+        dilation phases; any other convolution (and a call
         whose input, weight or upstream gradient holds inf or NaN) falls back
         to the direct kernels.  ``"auto"`` (default): Winograd only where it
         is both faster and accurate enough -- the rule is in

@@ -37,6 +37,13 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     kernel on the upstream gradient with the rotated, transposed filters)
     and the weight gradient; chosen by :func:`_conv_method` from the
     :func:`cnnext.set_conv_algorithm` setting in force (``plan.algorithm``).
+``winograd-phases``
+    float32 3x3 convolutions at stride 1 with a dilation ``(dh, dw)`` above
+    1: ``dh * dw`` undilated convolutions, one per phase (the rows ``r::dh``
+    and columns ``c::dw`` of the padded input), stacked along the batch axis
+    (``plan.phase_plan`` describes that convolution), forward and backward,
+    by Winograd kernels that read and write the phases in place
+    (``_winograd.*_phases``).
 ``full-rotated``
     input gradient of a dilated convolution at stride 1: the full
     convolution of the output gradient with the 180-degree-rotated kernel,
@@ -319,6 +326,10 @@ class ConvPlan:
     group_plan: ConvPlan | None = None
     #: The :func:`cnnext.set_conv_algorithm` setting the plan was made for.
     algorithm: str = "direct"
+    #: ``winograd-phases``: the plan of the stacked phases' (undilated)
+    #: convolution, and its padding (see :func:`_phase_axis`).
+    phase_plan: ConvPlan | None = None
+    phase_pad: Pair = (0, 0)
 
     @property
     def unbatched(self) -> bool:
@@ -341,6 +352,8 @@ class ConvPlan:
             _conv.conv2d_forward(x4, weight, bias, y, *self.kernel_args)
         elif self.method == "winograd":
             y = self._winograd_forward(x4, weight, bias)
+        elif self.method == "winograd-phases":
+            y = self._phases_forward(x4, weight, bias)
         elif self.method == "depthwise":
             y = np.empty(self.out4, dtype=self.dtype)
             _depthwise.depthwise_forward(x4, weight, bias, y, *self.kernel_args)
@@ -390,6 +403,8 @@ class ConvPlan:
         elif self.method == "winograd":
             gw = self._winograd_grad_weight(g4, x4)
             gx = self._winograd_grad_input(g4, weight) if need_input else None
+        elif self.method == "winograd-phases":
+            gx, gw = self._phases_backward(g4, x4, weight, need_input)
         else:
             gw = self._grad_weight(g4, x4)
             gx = None
@@ -452,6 +467,60 @@ class ConvPlan:
             if gx is not None:
                 gx[:, xsl] = gxi
         return gx, gw
+
+    def _phase_offset(self) -> Pair:
+        """Where the input's phases start: ``padding - d * P`` for the phase
+        convolutions' padding P."""
+        (dh, dw), (P, Q) = self.dilation, self.phase_pad
+        return self.padding[0] - dh * P, self.padding[1] - dw * Q
+
+    def _phases_forward(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+    ) -> FloatArray:
+        """y by Winograd on the phases of x, read and written in place; the
+        direct kernel when the weight or the result holds inf/NaN (see
+        _winograd_forward)."""
+        pp = cast("ConvPlan", self.phase_plan)
+        (P, Q), (dh, dw), (y0, x0) = self.phase_pad, self.dilation, self._phase_offset()
+        y = np.empty(self.out4, dtype=self.dtype)
+        upk = _winograd_filters(weight)
+        if upk is not None:
+            _winograd.winograd_forward_phases(np.ascontiguousarray(x), upk, bias, y, P, Q, dh, dw,
+                                              y0, x0, 0, 0, pp.out4[2], pp.out4[3], self.threads)
+        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+            _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
+        return y
+
+    def _phases_backward(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray, need_input: bool
+    ) -> tuple[FloatArray | None, FloatArray]:
+        """(grad_x or None, grad_w) by Winograd on the phases of g and x (read
+        in place): the phases' weight gradients summed (they share the
+        weight), their input gradients written in place; the direct algorithm
+        for a result that holds inf/NaN."""
+        pp = cast("ConvPlan", self.phase_plan)
+        (P, Q), (dh, dw), (y0, x0) = self.phase_pad, self.dilation, self._phase_offset()
+        g, x = np.ascontiguousarray(g), np.ascontiguousarray(x)
+        Co, C = self.weight_shape[:2]
+        dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
+        _winograd.winograd_grad_weight_phases(x, g, dup, P, Q, dh, dw, y0, x0, pp.out4[2],
+                                              pp.out4[3])
+        gw = np.empty(self.weight_shape, dtype=self.dtype)
+        _winograd.winograd_filter_grad(dup, gw)
+        if not _winograd.all_finite(gw.reshape(-1)):
+            gw = self._grad_weight(g, x, "packed")
+        if not need_input:
+            return None, gw
+        upk = _winograd_filters(weight, adjoint=True)
+        if upk is not None:
+            gx = np.empty(self.x4, dtype=self.dtype)
+            _winograd.winograd_forward_phases(g, upk, None, gx, 2 - P, 2 - Q, dh, dw, 0, 0,
+                                              y0, x0, pp.x4[2], pp.x4[3], self.threads)
+            if _winograd.all_finite(gx.reshape(-1)):
+                return gx, gw
+        method = _grad_input_method(self.kernel_stride, self.padding, self.dilation, (3, 3))[0]
+        return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,
+                          self.dilation, method, self.threads), gw
 
     def _winograd_forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
@@ -574,6 +643,19 @@ WINOGRAD_MIN_TILES = 64
 WINOGRAD_PARALLEL_TILES = 256
 
 
+#: ``"auto"`` runs a dilated convolution (column dilation 2, AVX-512: its
+#: results are written back every other column by masked stores) on its
+#: phases from this many channels (in and out), or from twice
+#: ``WINOGRAD_MIN_CHANNELS`` with ``WINOGRAD_PHASES_TILES`` 2x2 tiles over
+#: the stacked phases.  Measured at one thread, float32 (phases / direct,
+#: forward and forward plus backward): 128 channels 16x16 batch 8 0.80;
+#: 64 channels 32x32 batch 16 (4096 tiles) 0.90-0.97; 64 channels 16x16
+#: batch 4 (256 tiles) 1.1-1.2; 32 channels 32x32 batch 16 1.3; dilation 3
+#: (written back one value at a time) 1.13.
+WINOGRAD_PHASES_CHANNELS = 128
+WINOGRAD_PHASES_TILES = 2048
+
+
 def _winograd_obstacle(
     weight_shape: Shape, groups: int, stride: Pair, padding: Pair, dilation: Pair,
     itemsize: int,
@@ -592,6 +674,23 @@ def _winograd_obstacle(
     return None
 
 
+def _phase_axis(size: int, out: int, p: int, d: int) -> tuple[int, int]:
+    """(padding P, length) of the phase buffers along one axis of a
+    stride-1 convolution dilated by ``d`` (input ``size``, padding ``p``,
+    ``out`` outputs): phase r's element i is the padded input's ``r + d *
+    (i + P)``, and the phase convolution (undilated, padding P) gives the
+    ``ceil(out / d)`` outputs of the longest phase.  P is the largest (at
+    most 2 and ``p // d``) for which every element a phase's outputs read
+    through that padding is padding of the original input."""
+    om = -(-out // d)
+    for P in range(min(2, p // d), 0, -1):
+        n = om + 2 - 2 * P
+        # the first element past the buffer, for each phase that reads it
+        if all(r + d * (n + P) >= p + size for r in range(d) if len(range(r, out, d)) + P > om):
+            return P, n
+    return 0, om + 2
+
+
 def _conv_method(
     x4: Shape, weight_shape: Shape, groups: int, stride: Pair, padding: Pair, itemsize: int,
     dilation: Pair = (1, 1), algorithm: str = "direct", out_hw: Pair = (1, 1),
@@ -602,7 +701,9 @@ def _conv_method(
     Winograd for a float32 3x3 stride-1 convolution (groups 1, padding <= 2)
     with at least ``WINOGRAD_MIN_CHANNELS`` input and output channels and
     ``WINOGRAD_MIN_TILES`` 2x2 output tiles over the batch (below either,
-    measured at one thread, the direct kernels were as fast or faster)."""
+    measured at one thread, the direct kernels were as fast or faster), and
+    Winograd on the dilation phases for a dilated one where
+    ``WINOGRAD_PHASES_CHANNELS`` / ``WINOGRAD_PHASES_TILES`` say."""
     N, C, H, W = x4
     Co, Cw, kh, kw = weight_shape
     if N == 0 or Co == 0 or Cw * kh * kw == 0 or H == 0 or W == 0:
@@ -616,6 +717,23 @@ def _conv_method(
                            f"every group at once")
     if _needs_gather(C, H, W, stride, padding, itemsize):
         return "gather", "the padded input would not fit in memory"
+    if algorithm != "direct" and dilation != (1, 1):
+        obstacle = _winograd_obstacle(weight_shape, groups, stride, (0, 0), (1, 1), itemsize)
+        if obstacle is None and out_hw[0] >= dilation[0] and out_hw[1] >= dilation[1]:
+            dh, dw = dilation
+            tiles = N * dh * dw * -(-out_hw[0] // (2 * dh)) * -(-out_hw[1] // (2 * dw))
+            phases = (f"on the {dh * dw} undilated phase convolutions of a dilation "
+                      f"{dilation}")
+            if algorithm == "winograd":
+                return "winograd-phases", (
+                    f"Winograd F(2x2, 3x3), as set by set_conv_algorithm, {phases}")
+            if (dw == 2 and _winograd.isa() == "avx512"
+                    and (min(C, Co) >= WINOGRAD_PHASES_CHANNELS
+                         or (min(C, Co) >= WINOGRAD_MIN_CHANNELS * 2
+                             and tiles >= WINOGRAD_PHASES_TILES))):
+                return "winograd-phases", (
+                    f"auto: 3x3 stride 1 float32 with {C} -> {Co} channels and {tiles} 2x2 "
+                    f"output tiles: Winograd F(2x2, 3x3) {phases}")
     if algorithm != "direct":
         obstacle = _winograd_obstacle(weight_shape, groups, stride, padding, dilation,
                                       itemsize)
@@ -704,7 +822,17 @@ def conv2d_plan(
         # the forward's chunks of tiles (a float64 weight over 1 MB): up to
         # 512 KB of result tiles per thread
         scratch += tasks * (512 << 10)
-    group_plan = None
+    group_plan = phase_plan = None
+    phase_pad: Pair = (0, 0)
+    if method == "winograd-phases":
+        (P, Hb), (Q, Wb) = _phase_axis(H, OH, p[0], d[0]), _phase_axis(W, OW, p[1], d[1])
+        phase_pad = (P, Q)
+        phase_plan = conv2d_plan(fname, (N * d[0] * d[1], C, Hb, Wb), weight_shape, bias_shape,
+                                 dtype, (1, 1), phase_pad, (1, 1), 1, "winograd")
+        gi = gw = method
+        gi_why = gw_why = "Winograd F(2x2, 3x3) on the stacked phases: see phase_plan"
+        tasks, threads = phase_plan.grad_weight_tasks, phase_plan.threads
+        scratch = phase_plan.scratch_bytes
     if method == "winograd":
         gi = gw = "winograd"
         gi_why = "Winograd F(2x2, 3x3) on g with the rotated, transposed filters"
@@ -737,6 +865,7 @@ def conv2d_plan(
         method, why, gi, gi_why, gw, gw_why, tasks, threads, scratch,
         (N, C, H, W), (N, Co, OH, OW), kernel_args,
         groups=groups, pad_extra=pad_extra, group_plan=group_plan, algorithm=algorithm,
+        phase_plan=phase_plan, phase_pad=phase_pad,
     )
 
 

@@ -29,3 +29,33 @@ def all_finite(a: _F32) -> bool: ...
 def weight_grad_threads(N: int, OH: int, OW: int, n_threads: int) -> int: ...
 def winograd_filters(w: _F32, upk: _F32, adjoint: bool = ...) -> bool: ...
 def winograd_filter_grad(dup: _F32, gw: _F32) -> None: ...
+def winograd_forward_phases(
+    x: _F32,
+    upk: _F32,
+    bias: _F32 | None,
+    out: _F32,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    y0: int,
+    x0: int,
+    yo: int,
+    xo: int,
+    OH: int,
+    OW: int,
+    n_threads: int,
+) -> None: ...
+def winograd_grad_weight_phases(
+    x: _F32,
+    g: _F32,
+    dup: _F32,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    y0: int,
+    x0: int,
+    OH: int,
+    OW: int,
+) -> None: ...

@@ -83,6 +83,7 @@ cdef extern from "cnnext_winograd.h" nogil:
                                     int64_t ox0) noexcept nogil
     ctypedef void (*cnx_wg_ukr)(int64_t kc, const float* a, const float* b, float* c,
                                 int64_t ldc, int accumulate) noexcept nogil
+    ctypedef void (*cnx_wg_store2)(const float* src, int64_t n, float* dst) noexcept nogil
     ctypedef struct cnx_wg_kernels:
         cnx_wg_ukr ukr
         cnx_wg_ukr ukr_n[3]
@@ -94,6 +95,7 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_input_rows grad_rows
         cnx_wg_output output
         cnx_wg_scatter scatter
+        cnx_wg_store2 store2
         const char* name
     cnx_wg_kernels cnx_wg_select() noexcept nogil
     void cnx_wg_prefetch(const float* plane, int64_t H, int64_t W, int64_t iy0, int64_t ix0,
@@ -158,6 +160,14 @@ ctypedef struct Args:
     int64_t* seg             # per thread: 5 * (tb + 1) segment fields
     const cnx_kernels* ker
     int nt
+    # Dilation phases (dh > 0): x, g and the forward's out are the original
+    # (Ns, C, Hs, Ws), (Ns, Co, OHs, OWs) and (Ns, Co, OHs, OWs) arrays, the
+    # convolution's sample n the phase (r, c) = divmod(n % (dh*dw), dw) of
+    # sample n // (dh*dw) (a sample's phases adjacent: they read and write
+    # the same cache lines), the element [i, j] of x's phase x[., ., dh*i + r - y0,
+    # dw*j + c - x0], of g's g[., ., dh*i + r, dw*j + c] (zero outside) and
+    # of out's out[., ., dh*i + r - yo, dw*j + c - xo] (dropped outside).
+    Py_ssize_t dh, dw, Hs, Ws, OHs, OWs, y0, x0, yo, xo
 
 
 cdef Py_ssize_t segments(const Args* a, Py_ssize_t t0, Py_ssize_t nv,
@@ -204,7 +214,7 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
     cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
     for c in range(a.C):
-        if c + 1 < a.C:  # the next channel's rows, while this one is transformed
+        if c + 1 < a.C and a.dh == 0:  # the next channel's rows, while this one is transformed
             for i in range(nseg):
                 cnx_wg_prefetch(a.x + (seg[5 * i] * a.C + c + 1) * a.H * a.W, a.H, a.W,
                                 seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
@@ -212,9 +222,14 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
         for i in range(nseg):
             cnt = seg[5 * i + 3]
             pos = seg[5 * i + 4]
-            plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
-            WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
-                    2 * cnt + 2, 4, P, lp)
+            if a.dh:
+                phase_rows(a.x, seg[5 * i], c, a.C, a.Hs, a.Ws, a.dh, a.dw,
+                           seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw, 4, 2 * cnt + 2,
+                           a.y0, a.x0, P, lp)
+            else:
+                plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
+                WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
+                        2 * cnt + 2, 4, P, lp)
             j = 0
             while j < cnt:  # the run's lanes, cut at panel boundaries
                 l = pos + j
@@ -222,6 +237,35 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
                 WG.input_rows(P + 2 * j, lp, n, V + c * sc + (l // a.PN) * sp + l % a.PN,
                               a.sv)
                 j += n
+
+
+cdef void phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t cnt, float b,
+                        Py_ssize_t n, Py_ssize_t co, Py_ssize_t oy0, Py_ssize_t ox0,
+                        float* tmp) noexcept nogil:
+    """WG.scatter into a phase of out: the outputs [oy0 + i, ox0 + m] (i < 2,
+    m < 2*cnt) of phase divmod(n % (dh*dw), dw) of sample n // (dh*dw),
+    channel co, plus b, those inside out (see Args): WG.scatter into ``tmp``
+    (2 rows of 2*cnt), then copied with the column stride dw."""
+    cdef Py_ssize_t k = n % (a.dh * a.dw), i, m, yy, xx, m0 = 0, m1 = 2 * cnt, dw = a.dw
+    cdef float* out = a.out + (n // (a.dh * a.dw) * a.Co + co) * a.OHs * a.OWs
+    cdef float* row
+    cdef const float* t
+    WG.scatter(y, ld, cnt, b, tmp, 2, 2 * cnt, 0, 0)
+    xx = dw * ox0 + k % dw - a.xo  # column m's: xx + dw*m
+    if xx < 0 or xx + dw * (m1 - 1) >= a.OWs:
+        m0 = 0 if xx >= 0 else (dw - 1 - xx) // dw
+        m1 = 0 if xx >= a.OWs else min(m1, (a.OWs - xx + dw - 1) // dw)
+    for i in range(2):
+        yy = a.dh * (oy0 + i) + k // dw - a.yo
+        if yy < 0 or yy >= a.OHs:
+            continue
+        row = out + yy * a.OWs + xx
+        t = tmp + i * 2 * cnt
+        if dw == 2 and WG.store2 != NULL:
+            WG.store2(t + m0, m1 - m0, row + 2 * m0)
+        else:
+            for m in range(m0, m1):
+                row[dw * m] = t[m]
 
 
 cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
@@ -263,9 +307,13 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
         WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
         for i in range(nseg):
-            WG.scatter(Y + seg[5 * i + 4], nv, seg[5 * i + 3], b,
-                       a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
-                       seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
+            if a.dh:
+                phase_scatter(a, Y + seg[5 * i + 4], nv, seg[5 * i + 3], b, seg[5 * i], co,
+                              seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, D)
+            else:
+                WG.scatter(Y + seg[5 * i + 4], nv, seg[5 * i + 3], b,
+                           a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
+                           seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
 
 
 cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float* V,
@@ -312,7 +360,7 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         nseg = segments(a, t0, nv, seg)
         transform_input(a, nseg, seg, D, V, a.PN, tb)
         for co in range(Co):
-            if co + 1 < Co:  # the next output channel's gradient rows
+            if co + 1 < Co and a.dh == 0:  # the next output channel's gradient rows
                 for i in range(nseg):
                     cnx_wg_prefetch(a.g + (seg[5 * i] * Co + co + 1) * a.OH * a.OW, a.OH, a.OW,
                                     seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * seg[5 * i + 3], 2)
@@ -321,7 +369,11 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
                 plane = a.g + (seg[5 * i] * Co + co) * a.OH * a.OW
                 oy = seg[5 * i + 1] * 2
                 ox = seg[5 * i + 2] * 2
-                if oy + 2 <= a.OH and ox + 2 * cnt <= a.OW:  # inside: read in place
+                if a.dh:  # a phase of g
+                    phase_rows(a.g, seg[5 * i], co, Co, a.OHs, a.OWs, a.dh, a.dw, oy, ox,
+                               2, 2 * cnt, 0, 0, D, lp)
+                    WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
+                elif oy + 2 <= a.OH and ox + 2 * cnt <= a.OW:  # inside: read in place
                     WG.grad_rows(plane + oy * a.OW + ox, a.OW, cnt, Gy + co * tb + seg[5 * i + 4],
                                  a.sm)
                 else:  # an odd last row or column: zero-filled copy
@@ -345,6 +397,7 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.PN = panel_lanes()
     a.N = N; a.C = C; a.H = H; a.W = W; a.Co = Co; a.OH = OH; a.OW = OW
     a.ph = ph; a.pw = pw
+    a.dh = 0
     a.Cop = (Co + a.MR - 1) // a.MR * a.MR
     a.th = (OH + 1) // 2
     a.tw = (OW + 1) // 2
@@ -413,6 +466,82 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
         return
     setup(&a, x.shape[0], C, x.shape[2], x.shape[3], Co, g.shape[2], g.shape[3], ph, pw,
           <int>nt, Co, tile_block() * kernels().s_nr, 0)
+    a.x = &x[0, 0, 0, 0]
+    a.g = &g[0, 0, 0, 0]
+    a.upk = NULL
+    a.bias = NULL
+    a.out = &dup[0, 0, 0, 0]
+    run = a.nt  # partials beyond the block count stay zero
+    with nogil:
+        for tid in range(run, nt):
+            memset(a.out + tid * XI * Co * C, 0, XI * Co * C * sizeof(float))
+        if run == 1:
+            gw_range(&a, 0, a.blocks, 0)
+        else:
+            for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
+                gw_range(&a, a.blocks * tid // run, a.blocks * (tid + 1) // run, <int>tid)
+    free(a.scr)
+    free(a.seg)
+
+
+def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws)
+                            const float[:, ::1] upk,        # IN  (16, >= Cop*C)
+                            const float[::1] bias,          # IN  (Co,) or None
+                            float[:, :, :, ::1] out,        # OUT (Ns, Co, OHs, OWs)
+                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                            Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t yo, Py_ssize_t xo,
+                            Py_ssize_t OH, Py_ssize_t OW, int n_threads):
+    """:func:`winograd_forward` on the dilation phases, read and written in
+    place: for each phase (r, c) < (dh, dw), the (OH, OW) result of
+    conv2d(x_rc, w, bias, padding (ph, pw)) on the phase x_rc[n, :, i, j] =
+    x[n, :, dh*i + r - y0, dw*j + c - x0] (zero outside x), its [i, j] stored
+    at out[n, :, dh*i + r - yo, dw*j + c - xo] where that is inside out."""
+    cdef Args a
+    cdef Py_ssize_t blk
+    cdef Py_ssize_t MR = kernels().s_mr
+    if out.shape[0] == 0 or out.shape[1] == 0 or OH <= 0 or OW <= 0:
+        return
+    setup(&a, x.shape[0] * dh * dw, x.shape[1], 0, 0, out.shape[1], OH, OW, ph, pw, n_threads,
+          (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block(),
+          x.shape[1] + (out.shape[1] + MR - 1) // MR * MR)
+    a.dh = dh; a.dw = dw; a.Hs = x.shape[2]; a.Ws = x.shape[3]
+    a.OHs = out.shape[2]; a.OWs = out.shape[3]; a.y0 = y0; a.x0 = x0; a.yo = yo; a.xo = xo
+    a.x = &x[0, 0, 0, 0]
+    a.upk = &upk[0, 0]
+    a.su = upk.shape[1]
+    a.bias = &bias[0] if bias is not None else NULL
+    a.g = NULL
+    a.out = &out[0, 0, 0, 0]
+    with nogil:
+        if a.nt == 1:
+            for blk in range(a.blocks):
+                fwd_block(&a, blk, 0)
+        else:
+            for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
+                fwd_block(&a, blk, threadid())
+    free(a.scr)
+    free(a.seg)
+
+
+def winograd_grad_weight_phases(const float[:, :, :, ::1] x,  # IN  (Ns, C, Hs, Ws)
+                                const float[:, :, :, ::1] g,  # IN  (Ns, Co, OHs, OWs)
+                                float[:, :, :, ::1] dup,      # OUT (nt, 16, Co, C)
+                                Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                                Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t OH, Py_ssize_t OW):
+    """:func:`winograd_grad_weight` on the dilation phases of x (as in
+    :func:`winograd_forward_phases`) and of g (phase (r, c)'s [i, j] =
+    g[n, :, dh*i + r, dw*j + c], zero outside g), read in place, the phase
+    convolutions giving (OH, OW) outputs: the sum of the phases' weight
+    gradients."""
+    cdef Args a
+    cdef Py_ssize_t tid, run, nt = dup.shape[0]
+    cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
+    if nt == 0 or Co == 0 or C == 0:
+        return
+    setup(&a, x.shape[0] * dh * dw, C, 0, 0, Co, OH, OW, ph, pw,
+          <int>nt, Co, tile_block() * kernels().s_nr, 0)
+    a.dh = dh; a.dw = dw; a.Hs = x.shape[2]; a.Ws = x.shape[3]
+    a.OHs = g.shape[2]; a.OWs = g.shape[3]; a.y0 = y0; a.x0 = x0
     a.x = &x[0, 0, 0, 0]
     a.g = &g[0, 0, 0, 0]
     a.upk = NULL
@@ -556,3 +685,62 @@ def winograd_filter_grad(const float[:, :, :, ::1] dup,  # IN  (nt, 16, Co, C)
                 for i in range(9):
                     gw[co, c, i // 3, i % 3] = <float>r[i]
     free(u)
+
+
+# --------------------------------------------------------------------------
+# Dilation phases: a stride-1 convolution dilated by (dh, dw) is dh*dw
+# undilated ones on the sub-grids of rows r::dh and columns c::dw (of the
+# padded input), stacked along the batch axis, which the *_phases kernels
+# read (phase_rows) and write (phase_scatter) in place.
+# --------------------------------------------------------------------------
+
+cdef inline void gather2(const float* s, float* d, Py_ssize_t n) noexcept nogil:
+    """d[j] = s[2*j] for j < n."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        d[j] = s[2 * j]
+
+
+cdef void split_plane(const float* src, Py_ssize_t H, Py_ssize_t W, float* dst,
+                      Py_ssize_t Hb, Py_ssize_t Wb, Py_ssize_t ld, Py_ssize_t dh, Py_ssize_t dw,
+                      Py_ssize_t y0, Py_ssize_t x0) noexcept nogil:
+    """dst[i*ld + j] = src[dh*i + y0, dw*j + x0] for i < Hb, j < Wb (zero
+    outside src)."""
+    cdef Py_ssize_t i, j, iy, j0 = 0, j1 = Wb
+    if x0 < 0 or x0 + dw * (Wb - 1) >= W:  # the columns j with 0 <= dw*j + x0 < W
+        j0 = min(Wb, 0 if x0 >= 0 else (dw - 1 - x0) // dw)
+        j1 = max(j0, min(Wb, 0 if x0 >= W else (W - x0 + dw - 1) // dw))
+    cdef const float* row
+    cdef float* out
+    for i in range(Hb):
+        iy = dh * i + y0
+        out = dst + i * ld
+        if iy < 0 or iy >= H:
+            memset(out, 0, Wb * sizeof(float))
+            continue
+        row = src + iy * W + dw * j0 + x0
+        for j in range(j0):
+            out[j] = 0
+        if dw == 2:  # a constant stride the compiler vectorises
+            gather2(row, out + j0, j1 - j0)
+        else:
+            for j in range(j1 - j0):
+                out[j0 + j] = row[dw * j]
+        for j in range(j1, Wb):
+            out[j] = 0
+
+
+cdef inline void phase_rows(const float* base, Py_ssize_t n, Py_ssize_t ch, Py_ssize_t chans,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t dh,
+                            Py_ssize_t dw, Py_ssize_t iy0, Py_ssize_t ix0, Py_ssize_t rows,
+                            Py_ssize_t cols, Py_ssize_t y0, Py_ssize_t x0, float* p,
+                            Py_ssize_t lp) noexcept nogil:
+    """WG.rows on a phase: p[y*lp + i] = element [iy0 + y, ix0 + i] (y <
+    rows, i < cols) of channel ``ch`` of the phase ``divmod(n % (dh*dw), dw)``
+    of sample n // (dh*dw) of ``base`` (., chans, H, W), offset by (y0, x0) (see
+    Args)."""
+    cdef Py_ssize_t k = n % (dh * dw)
+    split_plane(base + (n // (dh * dw) * chans + ch) * H * W, H, W, p, rows, cols, lp, dh, dw,
+                dh * iy0 + k // dw - y0, dw * ix0 + k % dw - x0)
+
+

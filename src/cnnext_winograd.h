@@ -66,6 +66,10 @@ typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float
 typedef void (*cnx_wg_ukr)(int64_t kc, const float *a, const float *b, float *c,
                            int64_t ldc, int accumulate);
 
+/* dst[2*m] = src[m] for m < n, the odd positions untouched (a dilation
+ * phase's results written back at column stride 2); NULL: the caller's loop. */
+typedef void (*cnx_wg_store2)(const float *src, int64_t n, float *dst);
+
 typedef struct {
     cnx_wg_ukr ukr;
     cnx_wg_ukr ukr_n[3]; /* 16, 32, 48 columns (a block's last panel) */
@@ -77,6 +81,7 @@ typedef struct {
     cnx_wg_pack_lanes pack_lanes;
     cnx_wg_input_rows input_rows;
     cnx_wg_input_rows grad_rows;
+    cnx_wg_store2 store2;
     const char *name;
 } cnx_wg_kernels;
 
@@ -218,6 +223,16 @@ static void wg_input_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int6
     }
 }
 
+/* cnx_wg_store2: 8 values per masked store into every other lane. */
+static void wg_store2_avx512(const float *CNX_RESTRICT src, int64_t n, float *CNX_RESTRICT dst) {
+    for (int64_t m = 0; m < n; m += 8) {
+        int k = n - m < 8 ? (int)(n - m) : 8;
+        __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << k) - 1), src + m);
+        __m512 e = _mm512_maskz_expand_ps((__mmask16)0x5555, v);
+        _mm512_mask_storeu_ps(dst + 2 * m, (__mmask16)(0x5555u & ((1u << (2 * k)) - 1)), e);
+    }
+}
+
 /* wg_scatter with the two columns of 16 tiles interleaved by two permutes,
  * the last vector masked (as wg_input_rows_avx512_m). */
 static void wg_scatter_avx512_m(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
@@ -348,6 +363,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
     k.ukr = NULL;
     k.ukr_n[0] = k.ukr_n[1] = k.ukr_n[2] = NULL;
     k.pn = 0;
+    k.store2 = NULL;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
@@ -361,6 +377,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.scatter = wg_scatter_avx512_m;
         k.grad_rows = wg_grad_rows_avx512_m;
         k.rows = wg_rows_avx512_m;
+        k.store2 = wg_store2_avx512;
     } else if (isa == 1) {
         WG_SET(k, avx2)
     }

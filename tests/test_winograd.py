@@ -188,7 +188,7 @@ def test_winograd_nonfinite_falls_back_to_direct(bad, where, rng, close):
     [
         ({}, np.float64, "float64"),
         ({"stride": 2}, np.float32, "stride"),
-        ({"dilation": 2}, np.float32, "dilation"),
+        ({"dilation": 4}, np.float32, "dilation"),  # (dilation 2 runs the phases)
         ({"padding": 3}, np.float32, "padding"),
         ({"groups": 2}, np.float32, "groups"),
     ],
@@ -322,6 +322,19 @@ for n, c, co, h, w, p in [(2, 3, 5, 7, 9, 1), (5, 9, 11, 19, 23, 1), (2, 33, 17,
         got = (F.conv2d(x, wt, padding=p),) + F.conv2d_backward(g, x, wt, padding=p)[:2]
     x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, g))
     want = (R.conv2d(x64, w64, padding=p),) + R.conv2d_backward(g64, x64, w64, padding=p)[:2]
+    for a, b in zip(got, want):
+        worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
+# dilated: Winograd on the dilation phases (odd sizes, padding off the dilation)
+for n, c, co, h, w, p, d in [(2, 5, 7, 11, 13, 2, 2), (2, 3, 4, 10, 11, 1, 2),
+                             (1, 4, 5, 12, 10, 4, 3)]:
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((co, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    g = rng.standard_normal((n, co, h + 2 * p - 2 * d, w + 2 * p - 2 * d)).astype(np.float32)
+    kw = dict(padding=p, dilation=d)
+    with cnnext.use_conv_algorithm("winograd"):
+        got = (F.conv2d(x, wt, **kw),) + F.conv2d_backward(g, x, wt, **kw)[:2]
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, g))
+    want = (R.conv2d(x64, w64, **kw),) + R.conv2d_backward(g64, x64, w64, **kw)[:2]
     for a, b in zip(got, want):
         worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
 print(_winograd.isa(), worst)
