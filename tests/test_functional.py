@@ -2643,3 +2643,84 @@ def test_transposed_weight_gradient_partials_summed_in_task_order(T, G, K, Co, d
     out = np.full((G, Co, K), np.nan, dtype)
     _conv.sum_transposed(gwp, out)
     np.testing.assert_array_equal(out, gwp.sum(axis=0).transpose(0, 2, 1))
+
+
+# (N, C, H, W, C_out, kernel, stride, dilation, groups): geometries of the
+# small convolutions' direct backward kernels -- LeNet's second layer, odd
+# sizes, one sample and one channel, 7 and 4 input channels (blocks of 6 and
+# 3), two vectors of output channels (17), groups.
+_SMALL_GEOMS = [
+    (32, 6, 12, 12, 16, (5, 5), (1, 1), (1, 1), 1),
+    (3, 5, 11, 9, 19, (2, 3), (1, 1), (1, 1), 1),
+    (1, 1, 7, 13, 16, (3, 2), (1, 1), (2, 1), 1),
+    (2, 7, 10, 11, 17, (3, 3), (2, 1), (1, 2), 1),
+    (2, 4, 9, 9, 12, (5, 1), (1, 3), (1, 1), 1),
+    (3, 6, 8, 10, 10, (3, 3), (1, 1), (1, 1), 2),
+]
+
+
+@pytest.mark.skipif(not cnnext._conv.small_kernels(), reason="needs AVX-512F")
+@pytest.mark.parametrize("geom", _SMALL_GEOMS)
+def test_small_backward_kernels_match_reference(geom, rng, close):
+    """The small convolutions' weight gradient (any stride and dilation) and
+    input gradient (stride 1) equal the reference, on one and two threads,
+    run twice with the same bits; the input gradient writes every element."""
+    from cnnext import _conv
+    N, C, H, W, Co, k, s, d, G = geom
+    dt = np.float32
+    x = randn(rng, (N, G * C, H, W), dt)
+    w = randn(rng, (G * Co, C) + k, dt)
+    kw = dict(stride=s, dilation=d, groups=G)
+    OH, OW = R.conv2d(*f64(x, w), **kw).shape[2:]
+    go = randn(rng, (N, G * Co, OH, OW), dt)
+    want_gx, want_gw, _ = R.conv2d_backward(*f64(go, x, w), **kw)
+    K = C * k[0] * k[1]
+    for threads in (1, 2):
+        runs = []
+        for _ in range(2):
+            gwp = np.full((threads, G, K, Co), np.nan, dt)
+            _conv.conv2d_grad_weight_small(x, go.reshape(N, G * Co, -1), gwp, *k, *s, *d,
+                                           OH, OW)
+            runs.append(gwp)
+        np.testing.assert_array_equal(runs[0], runs[1])
+        gw = runs[0].sum(axis=0).transpose(0, 2, 1).reshape(w.shape)
+        close(gw, want_gw, dt)
+        if s == (1, 1):
+            gx = np.full(x.shape, np.nan, dt)
+            _conv.conv2d_grad_input_small(go.reshape(N, G * Co, -1), w, gx, *d, threads)
+            close(gx, want_gx, dt)
+
+
+def test_small_backward_is_planned_and_matches_reference(rng, close, restore_threads):
+    """LeNet's second convolution (6 -> 16 channels, 5x5 on 12x12) through
+    the plan: float32 takes the small kernels where AVX-512F runs them,
+    float64 the general ones; both equal the reference, on 1 and 2 threads,
+    read-only and non-contiguous inputs unchanged; an inf/NaN input gives
+    NaN/inf exactly where the reference does."""
+    from cnnext import _conv
+    for dtype in DTYPES:
+        x = randn(rng, (32, 6, 12, 24), dtype)[..., ::2]  # non-contiguous
+        w = randn(rng, (16, 6, 5, 5), dtype)
+        w.flags.writeable = False
+        go = randn(rng, (32, 16, 8, 8), dtype)
+        x0 = x.copy()
+        plan = _conv2d_plan("conv2d", x, w, None, np.dtype(dtype), 1, 0, 1)
+        small = dtype == np.float32 and _conv.small_kernels()
+        assert (plan.grad_weight == "small") == small
+        assert (plan.grad_input == "small") == small
+        want = R.conv2d_backward(*f64(go, x, w), bias=False)
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            got = F.conv2d_backward(go, x, w, bias=False)
+            close(got[0], want[0], dtype)
+            close(got[1], want[1], dtype)
+        np.testing.assert_array_equal(x, x0)
+        xn = x.copy()
+        xn[3, 2, 5, 7] = np.nan
+        gn = go.copy()
+        gn[1, 4, 2, 3] = np.inf
+        want = R.conv2d_backward(*f64(gn, xn, w), bias=False)
+        gx, gw, _ = F.conv2d_backward(gn, xn, w, bias=False)
+        for a, b in ((gx, want[0]), (gw, want[1])):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            np.testing.assert_array_equal(np.isinf(a), np.isinf(b))
