@@ -100,3 +100,14 @@ def conv2d_grad_weight_small(
 def conv2d_grad_input_small(
     gout: _F32, weight: _F32, gx: _F32, dh: int, dw: int, threads: int
 ) -> None: ...
+def conv2d_grad_weight_pvec(
+    x: _F32,
+    gout: _F32,
+    gwp: _F32,
+    kh: int,
+    kw: int,
+    dh: int,
+    dw: int,
+    oh_n: int,
+    ow_n: int,
+) -> None: ...

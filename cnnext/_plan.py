@@ -256,22 +256,33 @@ SMALL_MAX_POSITIONS = 1024
 
 def _small_backward(
     C: int, Co: int, H: int, W: int, K: int, s: Pair, p: Pair, itemsize: int
-) -> tuple[bool, bool]:
-    """Whether the weight gradient and the input gradient of one group's
-    convolution (C -> Co channels, an H x W input, kernel stride ``s``,
-    padding ``p``) run by the small convolutions' direct kernels
-    (src/cnnext_smallconv.h): float32 on AVX-512F, unpadded, at most
-    ``SMALL_MAX_CHANNELS`` channel pairs and ``SMALL_MAX_POSITIONS`` input
-    positions.  The weight gradient is vectorised over output channels: at
-    least half of its vectors' lanes busy and at least 32 taps ``K`` (LeNet's
-    6 -> 16 channels, 150 taps: 1.4x faster than the packed gradient, at one
-    thread; 1 -> 6 or 8 channels, 9 or 25 taps, stay on dot products); the
-    input gradient, over input positions, at stride 1 (LeNet's 6 -> 16: 1.5x
-    faster than the phases kernel)."""
+) -> tuple[str | None, bool]:
+    """The weight-gradient schedule (None: the general rule's) and whether
+    the input gradient of one group's convolution (C -> Co channels, K taps,
+    an H x W input, kernel stride ``s``, padding ``p``) run by the small
+    convolutions' direct kernels (src/cnnext_smallconv.h): float32 on
+    AVX-512F, unpadded, at most ``SMALL_MAX_CHANNELS`` channel pairs and
+    ``SMALL_MAX_POSITIONS`` input positions.
+
+    * ``small`` weight gradient, vectorised over output channels: at least
+      half of its vectors' lanes busy and at least 32 taps (LeNet's 6 -> 16
+      channels, 150 taps on 12x12: 1.4x faster than the packed gradient at
+      one thread);
+    * ``pvec`` weight gradient, vectorised over positions, at stride 1 with
+      fewer channels or taps (LeNet's 1 -> 6 channels, 25 taps on 28x28:
+      1.5-2x faster than the dot products);
+    * the input gradient, vectorised over input positions, at stride 1
+      (LeNet's 6 -> 16: 1.5x faster than the phases kernel).
+    """
     if (itemsize != 4 or p != (0, 0) or C * Co > SMALL_MAX_CHANNELS
             or H * W > SMALL_MAX_POSITIONS or not _conv.small_kernels()):
-        return False, False
-    return 2 * Co >= 16 * -(-Co // 16) and K >= 32, s == (1, 1)
+        return None, False
+    gw: str | None = None
+    if 2 * Co >= 16 * -(-Co // 16) and K >= 32:
+        gw = "small"
+    elif s == (1, 1) and Co <= 16 and K <= 64:
+        gw = "pvec"
+    return gw, s == (1, 1)
 
 
 def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:
@@ -556,9 +567,11 @@ class ConvPlan:
         K, Cog = C * kh * kw, Co // G
         transposed = schedule in ("transposed", "small")
         gwp = np.empty((T, G, K, Cog) if transposed else (T, G, Cog, K), dtype=self.dtype)
+        kh_, kw_, sh, sw, _, _, dh, dw, OH, OW = geom
         if schedule == "small":
-            kh_, kw_, sh, sw, _, _, dh, dw, OH, OW = geom
             _conv.conv2d_grad_weight_small(x, g3, gwp, kh_, kw_, sh, sw, dh, dw, OH, OW)
+        elif schedule == "pvec":
+            _conv.conv2d_grad_weight_pvec(x, g3, gwp, kh_, kw_, dh, dw, OH, OW)
         else:
             _conv.conv2d_grad_weight(x, g3, gwp, schedule, *geom)
         gw: FloatArray
@@ -733,10 +746,13 @@ def conv2d_plan(
         gw, gw_why = "transposed", "taps read in place, only the gradient packed"
     small_gw, small_gi = _small_backward(Cgi, Cgo, H, W, K, ks, p, dtype.itemsize)
     if method in ("empty", "gather"):
-        small_gw = small_gi = False
-    if small_gw:
+        small_gw, small_gi = None, False
+    if small_gw == "small":
         gw, gw_why = "small", (f"few channels ({Cgi} -> {Cgo}) on a small map: the direct "
                                f"kernel, one vector of output channels per tap")
+    elif small_gw == "pvec":
+        gw, gw_why = "pvec", (f"few channels ({Cgi} -> {Cgo}) and taps ({K}) on a small map: "
+                              f"the direct kernel, vectors of positions")
     if small_gi:
         gi, gi_why = "small", (f"few channels ({Cgi} -> {Cgo}) on a small map, stride 1: "
                                f"the direct kernel over the input's positions")

@@ -1473,6 +1473,8 @@ cdef extern from "cnnext_smallconv.h" nogil:
     void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t sw,
                              int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
                              const float *gt, int nco, float *gwt, int64_t ldc)
+    void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
+                             const float *const *grow, int64_t Co, int64_t Q, float *acc)
     void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co, const float *wt,
                              int64_t ldw, const int64_t *tshift, int64_t KT, float *gx,
                              int64_t C, int64_t HW)
@@ -1662,3 +1664,95 @@ def conv2d_grad_input_small(const float[:, :, ::1] gout,       # IN  (N, G*Cout,
     free(a.scr)
     free(wt)
     free(tsh)
+
+
+cdef void sgp_task(const SmallArgs* a, int task) noexcept nogil:
+    """out[task] (G, Co, K) = the weight gradient of the task's share of the
+    (sample, group) pairs: 16-lane partial sums over every sample (a.KT =
+    the taps rounded up to 4, a.ldw = the channels rounded up to 6), then
+    summed across lanes."""
+    cdef Py_ssize_t units = a.N * a.G, Q = (a.OH - 1) * a.W + a.OW
+    cdef Py_ssize_t u, n, grp, co, oh, ow, k, l
+    cdef Py_ssize_t u0 = units * task // a.T, u1 = units * (task + 1) // a.T
+    cdef float* gp = a.scr + task * a.per
+    cdef float* acc = gp + a.ldw * a.ldg
+    cdef const float** grow = <const float**>(acc + a.G * a.ldw * a.KT * 16)
+    cdef float* gw = a.out + task * a.G * a.Co * a.K
+    cdef const float* gr
+    cdef float sm
+    memset(gp, 0, (a.ldw * a.ldg + a.G * a.ldw * a.KT * 16) * sizeof(float))
+    for co in range(a.ldw):
+        grow[co] = gp + co * a.ldg
+    for u in range(u0, u1):
+        n = u // a.G
+        grp = u - n * a.G
+        for co in range(a.Co):
+            gr = a.gout + ((n * a.G + grp) * a.Co + co) * a.OH * a.OW
+            for oh in range(a.OH):
+                for ow in range(a.OW):
+                    gp[co * a.ldg + oh * a.W + ow] = gr[oh * a.OW + ow]
+        cnx_sgw_pvec_avx512(a.x + (n * a.G + grp) * a.C * a.H * a.W, a.toff, a.KT, grow,
+                            a.ldw, Q, acc + grp * a.ldw * a.KT * 16)
+    for grp in range(a.G):
+        for co in range(a.Co):
+            for k in range(a.K):
+                sm = 0
+                for l in range(16):
+                    sm = sm + acc[((grp * a.ldw + co) * a.KT + k) * 16 + l]
+                gw[(grp * a.Co + co) * a.K + k] = sm
+
+
+def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
+                            const float[:, :, ::1] gout,    # IN  (N, G*Cout, OH*OW)
+                            float[:, :, :, ::1] gwp,        # OUT (T, G, Cout, K)
+                            Py_ssize_t kh, Py_ssize_t kw,
+                            Py_ssize_t dh, Py_ssize_t dw,
+                            Py_ssize_t oh_n, Py_ssize_t ow_n):
+    """gwp[task] = the task's share of the weight gradient of an unpadded
+    stride-1 float32 convolution with few output channels and taps, as the
+    ``"dot"`` schedule's (Cout, K) partials, T = gwp.shape[0] tasks over the
+    (sample, group) pairs: each element's products summed in 16 lanes
+    (positions q mod 16) over the task's samples, then across the lanes.
+    Needs ``small_kernels()``."""
+    cdef SmallArgs a
+    cdef int task
+    cdef Py_ssize_t c, i, j, k
+    if not SMALL_AVX512:
+        raise RuntimeError("conv2d_grad_weight_pvec: AVX-512F is not available")
+    a.T = <int>gwp.shape[0]
+    a.G = gwp.shape[1]
+    if a.T == 0 or a.G == 0:
+        return
+    a.N, a.H, a.W = x.shape[0], x.shape[2], x.shape[3]
+    a.C, a.Co = x.shape[1] // a.G, gout.shape[1] // a.G
+    a.K = a.C * kh * kw
+    a.KT = cdiv(a.K, 4) * 4
+    a.ldw = cdiv(a.Co, 6) * 6
+    a.OH, a.OW = oh_n, ow_n
+    a.ldg = round16(a.OH * a.W)
+    # per task: the gradient rows, the partial sums, the row pointers
+    a.per = round16(a.ldw * a.ldg + a.G * a.ldw * a.KT * 16 + a.ldw * 2)
+    cdef int64_t* toff = <int64_t*>alloc_scratch(a.KT * sizeof(int64_t))
+    for c in range(a.C):
+        for i in range(kh):
+            for j in range(kw):
+                toff[(c * kh + i) * kw + j] = c * a.H * a.W + i * dh * a.W + j * dw
+    for k in range(a.K, a.KT):
+        toff[k] = toff[0]
+    try:
+        a.scr = <float*>alloc_scratch(a.T * a.per * sizeof(float))
+    except MemoryError:
+        free(toff)
+        raise
+    a.toff = toff
+    a.x = &x[0, 0, 0, 0]
+    a.gout = &gout[0, 0, 0]
+    a.out = &gwp[0, 0, 0, 0]
+    with nogil:
+        if a.T == 1:
+            sgp_task(&a, 0)
+        else:
+            for task in prange(a.T, schedule="static", chunksize=1, num_threads=a.T):
+                sgp_task(&a, task)
+    free(a.scr)
+    free(toff)

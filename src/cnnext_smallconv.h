@@ -20,6 +20,12 @@
  * of the previous row.  6 (or 3) channels x 3 vectors of positions per
  * block; each element summed over (co, tap) in order.
  *
+ * cnx_sgw_pvec_avx512: the weight gradient of one sample with few output
+ * channels and taps (LeNet's first layer: 1 -> 6 channels, 25 taps over
+ * 24x24 positions), vectorised over positions: 6 channels x 4 taps of
+ * 16-lane partial sums, kept over the task's samples and summed across
+ * lanes once at the end.
+ *
  * cnx_smallconv_avx512() is 1 when they can run (AVX-512F on this CPU and
  * CNNEXT_ISA allowing it); otherwise the callers keep the general schedules.
  */
@@ -154,6 +160,58 @@ static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
     }
 }
 
+#define CNX_SGP_ROW(c)                                                  \
+    {                                                                   \
+        __m512 g_ = _mm512_maskz_loadu_ps(m, g##c + q);                 \
+        a##c##0 = _mm512_fmadd_ps(g_, x0, a##c##0);                     \
+        a##c##1 = _mm512_fmadd_ps(g_, x1, a##c##1);                     \
+        a##c##2 = _mm512_fmadd_ps(g_, x2, a##c##2);                     \
+        a##c##3 = _mm512_fmadd_ps(g_, x3, a##c##3);                     \
+    }
+#define CNX_SGP_LOAD(c)                                                 \
+    __m512 a##c##0 = _mm512_loadu_ps(acc + ((co0 + (c)) * K + k0) * 16),       \
+           a##c##1 = _mm512_loadu_ps(acc + ((co0 + (c)) * K + k0 + 1) * 16),   \
+           a##c##2 = _mm512_loadu_ps(acc + ((co0 + (c)) * K + k0 + 2) * 16),   \
+           a##c##3 = _mm512_loadu_ps(acc + ((co0 + (c)) * K + k0 + 3) * 16);
+#define CNX_SGP_STORE(c)                                                        \
+    _mm512_storeu_ps(acc + ((co0 + (c)) * K + k0) * 16, a##c##0);               \
+    _mm512_storeu_ps(acc + ((co0 + (c)) * K + k0 + 1) * 16, a##c##1);           \
+    _mm512_storeu_ps(acc + ((co0 + (c)) * K + k0 + 2) * 16, a##c##2);           \
+    _mm512_storeu_ps(acc + ((co0 + (c)) * K + k0 + 3) * 16, a##c##3);
+
+/* acc[(co*K + k)*16 + l] += sum over q < Q, q = l (mod 16), of
+ * g[co*ldg + q] * xn[toff[k] + q]: the weight gradient's dot products over
+ * one sample's positions q (the gradient in the image's row width, junk
+ * columns zero), 16 lanes summed by the caller.  Co and K multiples of 6
+ * and 4 in acc (the caller's rows past Co point g at a zero row, toff past
+ * K repeat tap 0; those sums are never read).  Blocks of 6 channels x 4
+ * taps: 24 accumulators, 4 + 6 loads per 24 multiply-adds. */
+CNX_TARGET_AVX512
+static void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
+                                const float *const *grow, int64_t Co, int64_t Q,
+                                float *acc) {
+    int64_t co0, k0, q;
+    for (co0 = 0; co0 < Co; co0 += 6) {
+        const float *g0 = grow[co0], *g1 = grow[co0 + 1], *g2 = grow[co0 + 2],
+                    *g3 = grow[co0 + 3], *g4 = grow[co0 + 4], *g5 = grow[co0 + 5];
+        for (k0 = 0; k0 < K; k0 += 4) {
+            const float *t0 = xn + toff[k0], *t1 = xn + toff[k0 + 1],
+                        *t2 = xn + toff[k0 + 2], *t3 = xn + toff[k0 + 3];
+            CNX_SGP_LOAD(0) CNX_SGP_LOAD(1) CNX_SGP_LOAD(2)
+            CNX_SGP_LOAD(3) CNX_SGP_LOAD(4) CNX_SGP_LOAD(5)
+            for (q = 0; q < Q; q += 16) {
+                __mmask16 m = (__mmask16)(Q - q >= 16 ? 0xFFFF : ((1u << (Q - q)) - 1u));
+                __m512 x0 = _mm512_maskz_loadu_ps(m, t0 + q), x1 = _mm512_maskz_loadu_ps(m, t1 + q),
+                       x2 = _mm512_maskz_loadu_ps(m, t2 + q), x3 = _mm512_maskz_loadu_ps(m, t3 + q);
+                CNX_SGP_ROW(0) CNX_SGP_ROW(1) CNX_SGP_ROW(2)
+                CNX_SGP_ROW(3) CNX_SGP_ROW(4) CNX_SGP_ROW(5)
+            }
+            CNX_SGP_STORE(0) CNX_SGP_STORE(1) CNX_SGP_STORE(2)
+            CNX_SGP_STORE(3) CNX_SGP_STORE(4) CNX_SGP_STORE(5)
+        }
+    }
+}
+
 #else /* not x86: never selected (cnx_smallconv_avx512() is 0) */
 
 static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t sw,
@@ -161,6 +219,12 @@ static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t 
                                 const float *gt, int nco, float *gwt, int64_t ldc) {
     (void)xn; (void)W; (void)sh; (void)sw; (void)OH; (void)OW; (void)toff; (void)K;
     (void)gt; (void)nco; (void)gwt; (void)ldc;
+}
+
+static void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
+                                const float *const *grow, int64_t Co, int64_t Q,
+                                float *acc) {
+    (void)xn; (void)toff; (void)K; (void)grow; (void)Co; (void)Q; (void)acc;
 }
 
 static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,

@@ -2662,9 +2662,10 @@ _SMALL_GEOMS = [
 @pytest.mark.skipif(not cnnext._conv.small_kernels(), reason="needs AVX-512F")
 @pytest.mark.parametrize("geom", _SMALL_GEOMS)
 def test_small_backward_kernels_match_reference(geom, rng, close):
-    """The small convolutions' weight gradient (any stride and dilation) and
-    input gradient (stride 1) equal the reference, on one and two threads,
-    run twice with the same bits; the input gradient writes every element."""
+    """The small convolutions' weight gradients (``small``: any stride and
+    dilation; ``pvec``: stride 1) and input gradient (stride 1) equal the
+    reference, on one and two threads (``small`` run twice with the same
+    bits); every output element is written."""
     from cnnext import _conv
     N, C, H, W, Co, k, s, d, G = geom
     dt = np.float32
@@ -2689,24 +2690,30 @@ def test_small_backward_kernels_match_reference(geom, rng, close):
             gx = np.full(x.shape, np.nan, dt)
             _conv.conv2d_grad_input_small(go.reshape(N, G * Co, -1), w, gx, *d, threads)
             close(gx, want_gx, dt)
+            gwp = np.full((threads, G, Co, K), np.nan, dt)
+            _conv.conv2d_grad_weight_pvec(x, go.reshape(N, G * Co, -1), gwp, *k, *d, OH, OW)
+            close(gwp.sum(axis=0).reshape(w.shape), want_gw, dt)
 
 
-def test_small_backward_is_planned_and_matches_reference(rng, close, restore_threads):
-    """LeNet's second convolution (6 -> 16 channels, 5x5 on 12x12) through
-    the plan: float32 takes the small kernels where AVX-512F runs them,
-    float64 the general ones; both equal the reference, on 1 and 2 threads,
-    read-only and non-contiguous inputs unchanged; an inf/NaN input gives
-    NaN/inf exactly where the reference does."""
+@pytest.mark.parametrize("lenet", [(6, 12, 16, "small"), (1, 28, 6, "pvec")])
+def test_small_backward_is_planned_and_matches_reference(lenet, rng, close, restore_threads):
+    """LeNet's convolutions (6 -> 16 channels, 5x5 on 12x12; 1 -> 6 on 28x28)
+    through the plan: float32 takes the small kernels where AVX-512F runs
+    them, float64 the general ones; both equal the reference, on 1 and 2
+    threads, read-only and non-contiguous inputs unchanged; an inf/NaN input
+    gives NaN/inf exactly where the reference does."""
     from cnnext import _conv
+    C, H, Co, schedule = lenet
+    OH = H - 4
     for dtype in DTYPES:
-        x = randn(rng, (32, 6, 12, 24), dtype)[..., ::2]  # non-contiguous
-        w = randn(rng, (16, 6, 5, 5), dtype)
+        x = randn(rng, (32, C, H, 2 * H), dtype)[..., ::2]  # non-contiguous
+        w = randn(rng, (Co, C, 5, 5), dtype)
         w.flags.writeable = False
-        go = randn(rng, (32, 16, 8, 8), dtype)
+        go = randn(rng, (32, Co, OH, OH), dtype)
         x0 = x.copy()
         plan = _conv2d_plan("conv2d", x, w, None, np.dtype(dtype), 1, 0, 1)
         small = dtype == np.float32 and _conv.small_kernels()
-        assert (plan.grad_weight == "small") == small
+        assert (plan.grad_weight == schedule) == small
         assert (plan.grad_input == "small") == small
         want = R.conv2d_backward(*f64(go, x, w), bias=False)
         for threads in (1, 2):
@@ -2716,9 +2723,9 @@ def test_small_backward_is_planned_and_matches_reference(rng, close, restore_thr
             close(got[1], want[1], dtype)
         np.testing.assert_array_equal(x, x0)
         xn = x.copy()
-        xn[3, 2, 5, 7] = np.nan
+        xn[3, C - 1, 5, 7] = np.nan
         gn = go.copy()
-        gn[1, 4, 2, 3] = np.inf
+        gn[1, Co - 1, 2, 3] = np.inf
         want = R.conv2d_backward(*f64(gn, xn, w), bias=False)
         gx, gw, _ = F.conv2d_backward(gn, xn, w, bias=False)
         for a, b in ((gx, want[0]), (gw, want[1])):

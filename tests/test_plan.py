@@ -64,10 +64,10 @@ def test_unused_huge_stride_is_clamped_for_the_kernels_only():
 
 def test_algorithm_choice_is_named_and_explained():
     small = conv_plan((1, 1, 28, 28), (8, 1, 3, 3))
-    # (an unpadded stride-1 input gradient with few channels: the small
-    # convolutions' direct kernel, where AVX-512F runs it)
-    gi = "small" if _conv.small_kernels() else "phases"
-    assert (small.method, small.grad_input, small.grad_weight) == ("direct", gi, "dot")
+    # (unpadded, stride 1, few channels: the small convolutions' direct
+    # kernels, where AVX-512F runs them)
+    gi, gw = ("small", "pvec") if _conv.small_kernels() else ("phases", "dot")
+    assert (small.method, small.grad_input, small.grad_weight) == ("direct", gi, gw)
     assert conv_plan((1, 1, 28, 28), (8, 1, 3, 3), p=1, d=2).grad_input == "full-rotated"
     assert small.threads == 1  # 48k multiply-adds: one thread
     big = conv_plan((8, 64, 28, 28), (64, 64, 3, 3), p=1)
