@@ -1476,8 +1476,9 @@ cdef extern from "cnnext_smallconv.h" nogil:
     void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
                              const float *const *grow, int64_t Co, int64_t Q, float *acc)
     void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co, const float *wt,
-                             int64_t ldw, const int64_t *tshift, int64_t KT, float *gx,
-                             int64_t C, int64_t HW)
+                             int64_t ldw, const int64_t *tshift, const int64_t *trow,
+                             int64_t KT, int64_t W, int64_t OH, float *gx, int64_t C,
+                             int64_t HW)
 
 
 # Whether they can run (asked once: the CPU query is slow in a VM).
@@ -1596,8 +1597,8 @@ cdef void sgi_sample(const SmallArgs* a, Py_ssize_t u, float* gp) noexcept nogil
             for ow in range(a.OW):
                 row[oh * a.W + ow] = gr[oh * a.OW + ow]
     cnx_sgi_rows_avx512(gp + a.lead, a.ldg, a.Co, a.x + grp * a.Co * a.KT * a.ldw, a.ldw,
-                        a.toff, a.KT, a.out + (n * a.G + grp) * a.C * a.H * a.W, a.C,
-                        a.H * a.W)
+                        a.toff, a.toff + a.KT, a.KT, a.W, a.OH,
+                        a.out + (n * a.G + grp) * a.C * a.H * a.W, a.C, a.H * a.W)
 
 
 def conv2d_grad_input_small(const float[:, :, ::1] gout,       # IN  (N, G*Cout, OH*OW)
@@ -1627,7 +1628,8 @@ def conv2d_grad_input_small(const float[:, :, ::1] gout,       # IN  (N, G*Cout,
     a.ldg = a.lead + cdiv(a.H * a.W, 48) * 48 + 16
     a.per = round16(a.Co * a.ldg)
     T = <int>max(1, min(threads, a.N * a.G))
-    cdef int64_t* tsh = <int64_t*>alloc_scratch(max(a.KT, 1) * sizeof(int64_t))
+    # tap offsets, then the taps' row offsets
+    cdef int64_t* tsh = <int64_t*>alloc_scratch(max(2 * a.KT, 1) * sizeof(int64_t))
     cdef float* wt = NULL
     try:
         wt = <float*>alloc_scratch(max(1, a.G * a.Co * a.KT * C3) * sizeof(float))
@@ -1639,6 +1641,7 @@ def conv2d_grad_input_small(const float[:, :, ::1] gout,       # IN  (N, G*Cout,
     for i in range(kh):
         for j in range(kw):
             tsh[i * kw + j] = i * dh * a.W + j * dw
+            tsh[a.KT + i * kw + j] = i * dh
     # wt[grp, co, t, c]: the weights of one (output channel, tap) for the
     # channels side by side, padded to a multiple of 3 with zeros.
     memset(wt, 0, a.G * a.Co * a.KT * C3 * sizeof(float))

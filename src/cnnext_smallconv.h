@@ -115,7 +115,7 @@ static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t 
     for (co = 0; co < Co; co++) {                                       \
         const float *g0 = gp + co * ldg + q0;                           \
         const float *w0 = wt + co * KT * ldw + c0;                      \
-        for (t = 0; t < KT; t++) {                                      \
+        for (t = tlo; t < thi; t++) {                                   \
             const float *g = g0 - tshift[t];                            \
             const float *w = w0 + t * ldw;                              \
             __m512 x0 = _mm512_loadu_ps(g), x1 = _mm512_loadu_ps(g + 16), \
@@ -124,19 +124,37 @@ static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t 
         }                                                               \
     }
 
+/* The taps [*tlo, *thi) that reach positions [q0, q0 + 48) of a W-wide
+ * map from some output row: tap t's rows trow[t] (ascending) within
+ * [r - OH + 1, r] for a row r of the block.  The others read zeros only
+ * (junk columns or the lead), so skipping them leaves the sums as they are. */
+static inline void cnx_sgi_taps(const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
+                                int64_t HW, int64_t q0, int64_t *tlo, int64_t *thi) {
+    int64_t last = q0 + 47 < HW ? q0 + 47 : HW - 1, rlo = q0 / W, rhi = last / W;
+    int64_t a = 0, b = KT;
+    while (a < KT && trow[a] < rlo - (OH - 1)) a++;
+    while (b > a && trow[b - 1] > rhi) b--;
+    *tlo = a;
+    *thi = b;
+}
+
 /* gx[c*HW + q] = sum over co < Co, tap t < KT of
  * wt[(co*KT + t)*ldw + c] * gp[co*ldg + q - tshift[t]] for c < C, q < HW;
  * gp[co*ldg + q] readable for q in [-max(tshift), round48(HW)), wt's rows
  * hold ldw = round3(C) channels (the extra ones zero, never stored).
  * Blocks of 6 channels (18 accumulators: 3 + 6 loads per 18 multiply-adds)
- * while more than 3 are left, then of 3. */
+ * while more than 3 are left, then of 3; each block of positions skips the
+ * taps that only read zeros there (trow[t]: tap t's row offset, W the row
+ * width, OH the gradient's rows). */
 CNX_TARGET_AVX512
 static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
                                 const float *wt, int64_t ldw, const int64_t *tshift,
-                                int64_t KT, float *gx, int64_t C, int64_t HW) {
-    int64_t c0 = 0, q0, co, t;
+                                const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
+                                float *gx, int64_t C, int64_t HW) {
+    int64_t c0 = 0, q0, co, t, tlo, thi;
     for (; C - c0 > 3; c0 += 6) {
         for (q0 = 0; q0 < HW; q0 += 48) {
+            cnx_sgi_taps(trow, KT, W, OH, HW, q0, &tlo, &thi);
             CNX_SGI_ZERO(0) CNX_SGI_ZERO(1) CNX_SGI_ZERO(2)
             CNX_SGI_ZERO(3) CNX_SGI_ZERO(4) CNX_SGI_ZERO(5)
             CNX_SGI_LOOP(CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2)
@@ -150,6 +168,7 @@ static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
     }
     for (; c0 < C; c0 += 3) {
         for (q0 = 0; q0 < HW; q0 += 48) {
+            cnx_sgi_taps(trow, KT, W, OH, HW, q0, &tlo, &thi);
             CNX_SGI_ZERO(0) CNX_SGI_ZERO(1) CNX_SGI_ZERO(2)
             CNX_SGI_LOOP(CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2))
             {
@@ -229,8 +248,10 @@ static void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
 
 static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
                                 const float *wt, int64_t ldw, const int64_t *tshift,
-                                int64_t KT, float *gx, int64_t C, int64_t HW) {
-    (void)gp; (void)ldg; (void)Co; (void)wt; (void)ldw; (void)tshift; (void)KT;
+                                const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
+                                float *gx, int64_t C, int64_t HW) {
+    (void)gp; (void)ldg; (void)Co; (void)wt; (void)ldw; (void)tshift; (void)trow; (void)KT;
+    (void)W; (void)OH;
     (void)gx; (void)C; (void)HW;
 }
 
