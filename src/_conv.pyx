@@ -1587,15 +1587,14 @@ cdef void sgi_sample(const SmallArgs* a, Py_ssize_t u, float* gp) noexcept nogil
     caller: its lead, junk columns and tail stay zero), then the
     output-stationary kernel."""
     cdef Py_ssize_t n = u // a.G, grp = u - (u // a.G) * a.G
-    cdef Py_ssize_t co, oh, ow, P = a.OH * a.OW
+    cdef Py_ssize_t co, oh, P = a.OH * a.OW
     cdef const float* gr
     cdef float* row
     for co in range(a.Co):
         gr = a.gout + ((n * a.G + grp) * a.Co + co) * P
         row = gp + co * a.ldg + a.lead
         for oh in range(a.OH):
-            for ow in range(a.OW):
-                row[oh * a.W + ow] = gr[oh * a.OW + ow]
+            memcpy(row + oh * a.W, gr + oh * a.OW, a.OW * sizeof(float))
     cnx_sgi_rows_avx512(gp + a.lead, a.ldg, a.Co, a.x + grp * a.Co * a.KT * a.ldw, a.ldw,
                         a.toff, a.toff + a.KT, a.KT, a.W, a.OH,
                         a.out + (n * a.G + grp) * a.C * a.H * a.W, a.C, a.H * a.W)
@@ -1675,7 +1674,7 @@ cdef void sgp_task(const SmallArgs* a, int task) noexcept nogil:
     the taps rounded up to 4, a.ldw = the channels rounded up to 6), then
     summed across lanes."""
     cdef Py_ssize_t units = a.N * a.G, Q = (a.OH - 1) * a.W + a.OW
-    cdef Py_ssize_t u, n, grp, co, oh, ow, k, l
+    cdef Py_ssize_t u, n, grp, co, oh, k, l
     cdef Py_ssize_t u0 = units * task // a.T, u1 = units * (task + 1) // a.T
     cdef float* gp = a.scr + task * a.per
     cdef float* acc = gp + a.ldw * a.ldg
@@ -1692,8 +1691,7 @@ cdef void sgp_task(const SmallArgs* a, int task) noexcept nogil:
         for co in range(a.Co):
             gr = a.gout + ((n * a.G + grp) * a.Co + co) * a.OH * a.OW
             for oh in range(a.OH):
-                for ow in range(a.OW):
-                    gp[co * a.ldg + oh * a.W + ow] = gr[oh * a.OW + ow]
+                memcpy(gp + co * a.ldg + oh * a.W, gr + oh * a.OW, a.OW * sizeof(float))
         cnx_sgw_pvec_avx512(a.x + (n * a.G + grp) * a.C * a.H * a.W, a.toff, a.KT, grow,
                             a.ldw, Q, acc + grp * a.ldw * a.KT * 16)
     for grp in range(a.G):
