@@ -45,13 +45,13 @@ the array (``reach``).
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
     ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, cdiv, cnx_kernels, cnx_ukr2_s, cnx_ukr_d,
-    cnx_ukr_s, make_geom, reach, round16, ukr,
+    cnx_ukr_s, cnx_ukrf_s, make_geom, reach, round16, ukr,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
@@ -236,6 +236,29 @@ cdef inline void grad_run(const floating* grow, Py_ssize_t pb, Py_ssize_t kc,
                 d[j * dst_stride] = src[j]
             for j in range(valid, run):
                 d[j * dst_stride] = 0
+        q = q + run
+        ow = 0
+        oh = oh + 1
+
+
+cdef void grad_block_t(const float* g0, Py_ssize_t P, Py_ssize_t nch, Py_ssize_t pb,
+                       Py_ssize_t kc, Py_ssize_t Wq, Py_ssize_t ow_n, float* dst,
+                       Py_ssize_t ldd) noexcept nogil:
+    """dst[q*ldd + j] = channel j's gradient row (``g0 + j*P``, OH x OW) at
+    padded-width position pb + q, 0 at junk positions (ow >= OW) and for the
+    channels nch <= j < ldd: grad_run of every channel at once, transposed by
+    the vector kernel one output row's run at a time (the same values)."""
+    cdef Py_ssize_t oh = pb // Wq, ow = pb - (pb // Wq) * Wq, q = 0, run, valid, j
+    while q < kc:
+        run = min(Wq - ow, kc - q)
+        valid = max(0, min(run, ow_n - ow))
+        if valid > 0:
+            KER.tcopy_s(g0 + oh * ow_n + ow, P, nch, valid, dst + q * ldd, ldd)
+        if run > valid:
+            memset(dst + (q + valid) * ldd, 0, (run - valid) * ldd * sizeof(float))
+        if nch < ldd:
+            for j in range(q, q + valid):
+                memset(dst + j * ldd + nch, 0, (ldd - nch) * sizeof(float))
         q = q + run
         ow = 0
         oh = oh + 1
@@ -639,6 +662,113 @@ cdef Py_ssize_t pass_tiles(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR, bint two_row)
     return ps.ntp * NR
 
 
+# Flat tiles only for passes of at most this many taps: a tile spanning two
+# rows reads about twice the cache lines of a row tile, which stays in L1
+# across the weight panels only for few taps (measured, float32: a 7x7
+# stem, K = 147, ran 5% faster, LeNet's 5x5 on 8-wide rows 11%; 3x3 layers
+# on 56- and 24-wide rows, K = 576 and 288, 10-15% slower).
+cdef Py_ssize_t FLAT_MAX_K = 160
+
+
+cdef bint flat_tiles_pay(const Pass* ps, Py_ssize_t NR) noexcept nogil:
+    """True when the pass (a forward: result rows back to back) runs on
+    fewer products as flat tiles, NR consecutive result positions across
+    row ends (fwd_flat_task), than as the tiles pass_tiles chose: rows whose
+    width is no multiple of NR waste the end of each row's last tile (8 of
+    64 columns on a 7x7 stem's 56-wide rows, 8 of 16 on 8-wide ones).  The
+    flat-tile kernel reads each half-tile vector from at most two image
+    rows: rows of at least NR/2 - 1 columns, or of exactly NR/4."""
+    cdef Py_ssize_t P = ps.rows * ps.cols, H = NR // 2, cur
+    if P == 0 or ps.ocol != 1 or ps.orow != ps.cols or ps.o0 != 0 or ps.K > FLAT_MAX_K:
+        return False
+    if not (ps.cols >= H - 1 or 4 * ps.cols == NR):
+        return False
+    cur = ps.ntp * NR * (ps.K if ps.tpr > 0 or ps.tpr2 > 0 else ps.K + STORE_TAPS)
+    return cdiv(P, NR) * NR * ps.K < cur
+
+
+cdef void fwd_flat_task(const FwdArgs* a, int tid) noexcept nogil:
+    """fwd_task on flat tiles (float32, one pass; see flat_tiles_pay): tile
+    j of a (sample, group) pair is result positions [j*NR, j*NR + NR) of
+    the flattened (rows*cols) result, computed in place by the flat-tile
+    kernel (cnx_ukrf_s), each of its two vectors read from the end of one
+    image row and the start of the next.  Every result sums the same KC
+    blocks in the same order as with fwd_task's kernels: bitwise the same."""
+    cdef const Pass* ps = a.passes
+    cdef const float* x = <const float*>a.x
+    cdef const float* bias = <const float*>a.bias
+    cdef float* out = <float*>a.out
+    cdef Py_ssize_t NR = a.NR, MR = a.MR, Co = a.Co, Wq = a.g.Wq, OW = ps.cols
+    cdef Py_ssize_t P = ps.rows * ps.cols, K = ps.K, H = NR // 2
+    cdef float* buf = <float*>a.scr + tid * a.per
+    cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
+    cdef Py_ssize_t t, n, ng, grp = 0, j, cur = -1, p0, pv, pc, kc, panel, co0, r, c
+    cdef Py_ssize_t nr, cnt, la, v, ldc = a.ocs
+    cdef int64_t off[4]
+    cdef uint32_t ma, mb
+    cdef cnx_ukrf_s f
+    cdef const float* apw = <const float*>ps.apw
+    cdef const float* src = NULL
+    cdef const float* bptr
+    cdef float* cdst
+    for t in range(t0, t1):
+        ng = t // a.ntp
+        j = t - ng * a.ntp
+        n = ng // a.G
+        if ng != cur:
+            cur = ng
+            grp = ng - n * a.G
+            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, buf)
+            if a.bias != NULL:
+                bias = <const float*>a.bias + grp * Co
+            apw = <const float*>ps.apw + grp * a.wg
+        p0 = j * NR
+        nr = min(NR, P - p0)
+        ma = 0
+        mb = 0
+        for v in range(2):
+            pv = p0 + v * H
+            cnt = min(H, nr - v * H)
+            off[2 * v] = 0
+            off[2 * v + 1] = 0
+            if cnt <= 0:
+                continue
+            r = pv // OW
+            c = pv - r * OW
+            la = min(cnt, OW - c)
+            off[2 * v] = r * Wq + c
+            off[2 * v + 1] = (r + 1) * Wq - la if la < cnt else off[2 * v]
+            ma = ma | ((((<uint32_t>1) << la) - 1) << (16 * v))
+            mb = mb | (((((<uint32_t>1) << cnt) - 1) ^ (((<uint32_t>1) << la) - 1)) << (16 * v))
+        # the kernel whose merged loads are those of the spanning vectors
+        f = KER.s_indf_mr[8 * ((mb & 0xFFFF) != 0) + 16 * ((mb >> 16) != 0) + MR - 1]
+        cdst = out + n * a.os + grp * a.og + p0
+        pc = 0
+        while pc < K:
+            kc = min(<Py_ssize_t>KC, K - pc)
+            for panel in range(a.npanel):
+                co0 = panel * MR
+                bptr = NULL
+                if bias != NULL and pc == 0:
+                    bptr = bias + co0
+                f(kc, apw + panel * K * MR + pc * MR, src, ps.toff + pc, off, ma, mb,
+                  cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0, bptr)
+                if pc + KC >= K:
+                    act_rows(KER, cdst + co0 * ldc, ldc, cdst + co0 * ldc, ldc,
+                             min(MR, Co - co0), nr, a.act, <float>a.alpha)
+            pc = pc + KC
+
+
+cdef void fwd_flat_run(FwdArgs* a) noexcept nogil:
+    """Run fwd_flat_task on a.nt threads (as fwd_run)."""
+    cdef Py_ssize_t tid
+    if a.nt == 1:
+        fwd_flat_task(a, 0)
+    else:
+        for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+            fwd_flat_task(a, <int>tid)
+
+
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     """Set the micro-kernel, its MR and NR, and the panels of Co result channels:
     as few panels as the full kernel needs, of as few rows as hold Co (e.g. 6
@@ -736,6 +866,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     ps.orow = ow_n
     ps.ocol = 1
     cdef Py_ssize_t span = pass_tiles(&ps, a.g.Wq, a.NR, a.f2s != NULL)
+    cdef bint flat = False
+    if floating is float:
+        flat = (a.NR == 32 and a.MR <= 8 and KER.s_indf_mr[a.MR - 1] != NULL
+                and a.g.kh * a.g.kw > 1 and flat_tiles_pay(&ps, a.NR))
+    if flat:
+        ps.tpr = 0
+        ps.tpr2 = 0
+        ps.ntp = cdiv(oh_n * ow_n, a.NR)
+        span = (oh_n - 1) * a.g.Wq + ow_n + a.NR // 2  # a last vector's plain load
     a.passes = &ps
     a.npass = 1
     a.ntp = ps.ntp
@@ -788,7 +927,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     with nogil:
         for grp in range(groups):
             pack_a(&weight[0, 0, 0, 0] + grp * Co * K, K, 1, Co, K, a.MR, apw + grp * a.wg)
-        fwd_run(&a, <floating*>NULL)
+        if flat:
+            fwd_flat_run(&a)
+        else:
+            fwd_run(&a, <floating*>NULL)
     free(apw)
     free(toff)
     free(pboff)
@@ -805,24 +947,24 @@ cdef void pack_phase(const floating* w, Py_ssize_t Cg, Py_ssize_t Cx, Py_ssize_t
     """Pack the phase-(a, b) sub-kernel of w (Cg, Cx, kh, kw), transposed and
     rotated by 180 degrees, as A(Cx, Cg*ka*kb) in MR-row panels (as pack_a):
     A[c, (o, i, j)] = w[o, c, a + sh*(ka-1-i), b + sw*(kb-1-j)]."""
-    cdef Py_ssize_t K = Cg * ka * kb, panel, r, c, o, i, j, k
+    cdef Py_ssize_t K = Cg * ka * kb, panel, r, rows, o, i, j, t
     cdef floating* d
     cdef const floating* wc
+    # Each k's MR values written side by side (one pass over the panel),
+    # read from the panel's MR filters of gradient channel o (adjacent).
     for panel in range(cdiv(Cx, MR)):
         d = dst + panel * K * MR
-        for r in range(MR):
-            c = panel * MR + r
-            if c >= Cx:
-                for k in range(K):
-                    d[k * MR + r] = 0
-                continue
-            k = 0
-            for o in range(Cg):
-                wc = w + (o * Cx + c) * kh * kw
-                for i in range(ka):
-                    for j in range(kb):
-                        d[k * MR + r] = wc[(a + sh * (ka - 1 - i)) * kw + b + sw * (kb - 1 - j)]
-                        k = k + 1
+        rows = min(MR, Cx - panel * MR)
+        for o in range(Cg):
+            wc = w + (o * Cx + panel * MR) * kh * kw
+            for i in range(ka):
+                for j in range(kb):
+                    t = (a + sh * (ka - 1 - i)) * kw + b + sw * (kb - 1 - j)
+                    for r in range(rows):
+                        d[r] = wc[r * kh * kw + t]
+                    for r in range(rows, MR):
+                        d[r] = 0
+                    d = d + MR
 
 
 ctypedef struct Phase:
@@ -1132,6 +1274,10 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
                     PACK_GT16_S(gout + n * a.gs + jc * NR * P, P, <int>min(NR, Co - jc * NR),
                                 pb, kc, Wq, OW, bp + jc * KC * NR)
                     continue
+                if KER.tcopy_s != NULL:
+                    grad_block_t(gout + n * a.gs + jc * NR * P, P, min(NR, Co - jc * NR),
+                                 pb, kc, Wq, OW, bp + jc * KC * NR, NR)
+                    continue
             for j in range(NR):
                 bcol = bp + jc * KC * NR + j
                 if jc * NR + j >= Co:
@@ -1139,10 +1285,10 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
                         bcol[q * NR] = 0
                     continue
                 grad_run(gout + n * a.gs + (jc * NR + j) * P, pb, kc, Wq, OW, bcol, NR)
-        for ip in range(ntp):
-            mr = min(MR, K - ip * MR)
-            for jc in range(ncp):
-                nr = min(NR, Co - jc * NR)
+        for jc in range(ncp):
+            nr = min(NR, Co - jc * NR)
+            for ip in range(ntp):
+                mr = min(MR, K - ip * MR)
                 if floating is float:
                     a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
                          gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)

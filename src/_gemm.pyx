@@ -85,16 +85,19 @@ cdef void pack_a(const floating* src, Py_ssize_t rs, Py_ssize_t cs,
     cdef Py_ssize_t panel, i, kk, rows
     cdef floating* d
     cdef const floating* s
+    # One pass over each panel, kk by kk (row by row, the panel's writes
+    # were MR elements apart: a 14-row float64 panel's lines were written
+    # 14 times, 2x slower on 256x2304 weights).
     for panel in range(cdiv(m, MR)):
         d = dst + panel * k * MR
+        s = src + panel * MR * rs
         rows = min(MR, m - panel * MR)
-        for i in range(rows):
-            s = src + (panel * MR + i) * rs
-            for kk in range(k):
-                d[kk * MR + i] = s[kk * cs]
-        for i in range(rows, MR):
-            for kk in range(k):
-                d[kk * MR + i] = 0
+        for kk in range(k):
+            for i in range(rows):
+                d[i] = s[i * rs + kk * cs]
+            for i in range(rows, MR):
+                d[i] = 0
+            d = d + MR
 
 
 cdef void pack_b(const floating* src, Py_ssize_t rs, Py_ssize_t cs,

@@ -59,6 +59,14 @@ from libc.string cimport memset
 from cnnext._common cimport KC, cnx_kernels, round16
 from cnnext._gemm cimport alloc_scratch, kernels
 
+cdef extern from "cnnext_wgfilter.h" nogil:
+    ctypedef void (*cnx_wg_filter8_fn)(const float* w, int64_t rs, int nvalid, int adjoint,
+                                       float* dst, int64_t ld) noexcept nogil
+    cnx_wg_filter8_fn cnx_wg_filter8()
+
+cdef cnx_wg_filter8_fn WG_FILTER8 = cnx_wg_filter8()
+
+
 cdef extern from "cnnext_winograd.h" nogil:
     ctypedef void (*cnx_wg_rows)(const float* plane, int64_t H, int64_t W, int64_t iy0,
                                  int64_t ix0, int64_t n, int P, float* p,
@@ -461,6 +469,20 @@ cdef inline void gt_apply(const double* u, Py_ssize_t s, double* t, Py_ssize_t t
     t[2 * ts] = 0.5 * (u[s] + u[2 * s]) + u[3 * s]
 
 
+cdef void filters8(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co, Py_ssize_t C,
+                   bint adjoint) noexcept nogil:
+    """winograd_filters' packing with 8-row panels, a panel's eight filters
+    of one input channel transformed at once (the same bits as the scalar
+    loop: cnnext_wgfilter.h)."""
+    cdef Py_ssize_t rs = 9 if adjoint else w.shape[1] * 9  # between output channels
+    cdef Py_ssize_t cs = w.shape[1] * 9 if adjoint else 9  # between input channels
+    cdef Py_ssize_t p0, c
+    for p0 in range((Co + 7) // 8):
+        for c in range(C):
+            WG_FILTER8(&w[0, 0, 0, 0] + c * cs + p0 * 8 * rs, rs, <int>min(8, Co - p0 * 8),
+                       adjoint, &upk[0, 0] + (p0 * C + c) * 8, upk.shape[1])
+
+
 def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co, 3, 3) if adjoint
                      float[:, ::1] upk,             # OUT (16, >= Cop*C)
                      bint adjoint=False):
@@ -481,24 +503,27 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
     cdef double t[12]
     cdef double u[16]
     with nogil:
-        for p0 in range(Cop // MR):  # a panel's MR rows are adjacent in upk
-            for c in range(C):
-                for co in range(p0 * MR, p0 * MR + MR):
-                    if co < Co:
-                        for i in range(9):
-                            if adjoint:
-                                wd[i] = w[c, co, 2 - i // 3, 2 - i % 3]
-                            else:
-                                wd[i] = w[co, c, i // 3, i % 3]
-                        for i in range(3):
-                            g_apply(&wd[i], 3, &t[i], 3)         # columns: t (4, 3)
-                        for i in range(4):
-                            g_apply(&t[3 * i], 1, &u[4 * i], 1)  # rows: u (4, 4)
-                    else:
+        if MR == 8 and WG_FILTER8 != NULL:
+            filters8(w, upk, Co, C, adjoint)
+        else:
+            for p0 in range(Cop // MR):  # a panel's MR rows are adjacent in upk
+                for c in range(C):
+                    for co in range(p0 * MR, p0 * MR + MR):
+                        if co < Co:
+                            for i in range(9):
+                                if adjoint:
+                                    wd[i] = w[c, co, 2 - i // 3, 2 - i % 3]
+                                else:
+                                    wd[i] = w[co, c, i // 3, i % 3]
+                            for i in range(3):
+                                g_apply(&wd[i], 3, &t[i], 3)         # columns: t (4, 3)
+                            for i in range(4):
+                                g_apply(&t[3 * i], 1, &u[4 * i], 1)  # rows: u (4, 4)
+                        else:
+                            for xi in range(16):
+                                u[xi] = 0
                         for xi in range(16):
-                            u[xi] = 0
-                    for xi in range(16):
-                        upk[xi, (p0 * C + c) * MR + co - p0 * MR] = <float>u[xi]
+                            upk[xi, (p0 * C + c) * MR + co - p0 * MR] = <float>u[xi]
         # one vectorised pass (a sum per filter would be a chain of
         # dependent additions, the transform's bottleneck)
         ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9)

@@ -98,6 +98,25 @@ typedef void (*cnx_split2_s)(const float *src, int64_t n, float *d0, float *d1);
 typedef void (*cnx_merge2_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
                              int64_t rows, int64_t cols);
 
+/* Flat-tile micro-kernel (float): an MR x 2-vector block of consecutive
+ * result positions whose vectors may each span the end of one image row and
+ * the start of the next.  Lane l of vector v (v = 0, 1) of B row k is
+ *     b[boff[k] + off[2v] + l]      for the lanes set in bits 16v..16v+15 of ma
+ *     b[boff[k] + off[2v + 1] + l]  for the lanes set in those of mb
+ * (other lanes 0), and the block is stored as by the 2-vector kernels (c,
+ * ldc, nr columns).  The sums run over k in the same order as in those
+ * kernels: bitwise the same results. */
+typedef void (*cnx_ukrf_s)(int64_t kc, const float *a, const float *b, const int64_t *boff,
+                           const int64_t *off, uint32_t ma, uint32_t mb, float *c,
+                           int64_t ldc, int mr, int nr, int accumulate, const float *bias);
+
+/* Transposing copy of `rows` rows of `cols` values:
+ *     dst[q*ldd + r] = src[r*lds + q]       (r < rows, q < cols)
+ * (a block of a convolution's output gradient, channels by positions, laid
+ * out as the weight gradient's packed B panel, positions by channels). */
+typedef void (*cnx_tcopy_s)(const float *src, int64_t lds, int64_t rows, int64_t cols,
+                            float *dst, int64_t ldd);
+
 typedef struct {
     cnx_ukr_s s, s_ind, s_inda;
     cnx_ukr_d d, d_ind, d_inda;
@@ -130,6 +149,12 @@ typedef struct {
     /* Two-row kernels of MR = 1..8 rows (index MR - 1); NULL where the
      * variant has none. */
     cnx_ukr2_s s_ind2r_mr[8];
+    /* Transposing copy (NULL: no vector version). */
+    cnx_tcopy_s tcopy_s;
+    /* Flat-tile kernels of MR = 1..8 rows whose vectors v with bit v of S
+     * set span two rows (index 8*S + MR - 1); NULL where the variant has
+     * none. */
+    cnx_ukrf_s s_indf_mr[32];
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
 } cnx_kernels;
@@ -651,6 +676,78 @@ CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r5, 5)
 CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r6, 6)
 CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r7, 7)
 CNX_DEF_AVX512_2R(cnx_ukr_s_avx512_2r8, 8)
+
+/* AVX-512F flat-tile kernels (see cnx_ukrf_s): the 8 x 2-vector float
+ * kernel; vector v is one plain load at off[2v] unless bit v of SV is set
+ * (the tile's vector v spans two rows: ma/mb set for it), then two masked
+ * loads merged.  Only the spanning vectors pay the merge (an ALU operation
+ * beside the FMAs), and the masks of at most one such vector stay in
+ * registers when one vector spans. */
+#define CNX_F_LOAD(v, am, bm)                                                  \
+    ((SV_ >> (v)) & 1                                                          \
+         ? _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(am, bk + off[2 * (v)]),  \
+                                bm, bk + off[2 * (v) + 1])                     \
+         : _mm512_loadu_ps(bk + off[2 * (v)]))
+
+#define CNX_DEF_AVX512_F(NAME, MRV, SV)                                        \
+    CNX_TARGET_AVX512                                                          \
+    static void NAME(int64_t kc, const float *a, const float *b,               \
+                     const int64_t *boff, const int64_t *off, uint32_t ma,     \
+                     uint32_t mb, float *c, int64_t ldc, int mr, int nr,       \
+                     int accumulate, const float *bias) {                      \
+        __m512 r00 = _mm512_setzero_ps(), r01 = _mm512_setzero_ps();           \
+        __m512 r10 = _mm512_setzero_ps(), r11 = _mm512_setzero_ps();           \
+        __m512 r20 = _mm512_setzero_ps(), r21 = _mm512_setzero_ps();           \
+        __m512 r30 = _mm512_setzero_ps(), r31 = _mm512_setzero_ps();           \
+        __m512 r40 = _mm512_setzero_ps(), r41 = _mm512_setzero_ps();           \
+        __m512 r50 = _mm512_setzero_ps(), r51 = _mm512_setzero_ps();           \
+        __m512 r60 = _mm512_setzero_ps(), r61 = _mm512_setzero_ps();           \
+        __m512 r70 = _mm512_setzero_ps(), r71 = _mm512_setzero_ps();           \
+        int64_t k;                                                             \
+        enum { MRV_ = MRV, SV_ = SV };                                         \
+        {                                                                      \
+            const __mmask16 a0 = (__mmask16)(ma & 0xFFFFu);                    \
+            const __mmask16 a1 = (__mmask16)(ma >> 16);                        \
+            const __mmask16 c0 = (__mmask16)(mb & 0xFFFFu);                    \
+            const __mmask16 c1 = (__mmask16)(mb >> 16);                        \
+            (void)a0; (void)a1; (void)c0; (void)c1;                            \
+            for (k = 0; k < kc; k++) {                                         \
+                const float *bk = b + boff[k];                                 \
+                __m512 b0 = CNX_F_LOAD(0, a0, c0), b1 = CNX_F_LOAD(1, a1, c1), t; \
+                CNX_Z_ROW(ps, 0, r00, r01) CNX_Z_ROW(ps, 1, r10, r11)          \
+                CNX_Z_ROW(ps, 2, r20, r21) CNX_Z_ROW(ps, 3, r30, r31)          \
+                CNX_Z_ROW(ps, 4, r40, r41) CNX_Z_ROW(ps, 5, r50, r51)          \
+                CNX_Z_ROW(ps, 6, r60, r61) CNX_Z_ROW(ps, 7, r70, r71)          \
+            }                                                                  \
+        }                                                                      \
+        {                                                                      \
+            __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : ((1u << nr) - 1u)); \
+            __mmask16 m1 = (__mmask16)(nr <= 16 ? 0 : (nr >= 32 ? 0xFFFF       \
+                                                   : ((1u << (nr - 16)) - 1u))); \
+            CNX_Z_STORE(ps, float, 0, r00, r01, 16)                            \
+            CNX_Z_STORE(ps, float, 1, r10, r11, 16)                            \
+            CNX_Z_STORE(ps, float, 2, r20, r21, 16)                            \
+            CNX_Z_STORE(ps, float, 3, r30, r31, 16)                            \
+            CNX_Z_STORE(ps, float, 4, r40, r41, 16)                            \
+            CNX_Z_STORE(ps, float, 5, r50, r51, 16)                            \
+            CNX_Z_STORE(ps, float, 6, r60, r61, 16)                            \
+            CNX_Z_STORE(ps, float, 7, r70, r71, 16)                            \
+        }                                                                      \
+    }
+
+#define CNX_DEF_AVX512_F8(SUF, SV)                                             \
+    CNX_DEF_AVX512_F(cnx_ukr_s_avx512_f1##SUF, 1, SV)                          \
+    CNX_DEF_AVX512_F(cnx_ukr_s_avx512_f2##SUF, 2, SV)                          \
+    CNX_DEF_AVX512_F(cnx_ukr_s_avx512_f3##SUF, 3, SV)                          \
+    CNX_DEF_AVX512_F(cnx_ukr_s_avx512_f4##SUF, 4, SV)                          \
+    CNX_DEF_AVX512_F(cnx_ukr_s_avx512_f5##SUF, 5, SV)                          \
+    CNX_DEF_AVX512_F(cnx_ukr_s_avx512_f6##SUF, 6, SV)                          \
+    CNX_DEF_AVX512_F(cnx_ukr_s_avx512_f7##SUF, 7, SV)                          \
+    CNX_DEF_AVX512_F(cnx_ukr_s_avx512_f8##SUF, 8, SV)
+CNX_DEF_AVX512_F8(_s0, 0)
+CNX_DEF_AVX512_F8(_s1, 1)
+CNX_DEF_AVX512_F8(_s2, 2)
+CNX_DEF_AVX512_F8(_s3, 3)
 #undef AEL
 
 /* Dot-product blocks, 4 x 4 vector accumulators; VTAIL: the last n % W
@@ -921,6 +1018,34 @@ CNX_TARGET_AVX512 static void cnx_merge2_s_avx512(const float *src, int64_t lds,
     }
 }
 
+/* Sixteen rows at a time: for each column, one gather of the rows' values
+ * (lds apart) and one store of the 16 values; the indices are 32-bit, so
+ * rows farther apart than INT32_MAX / 16 elements take the scalar loop. */
+CNX_TARGET_AVX512 static void cnx_tcopy_s_avx512(const float *src, int64_t lds, int64_t rows,
+                                                 int64_t cols, float *dst, int64_t ldd) {
+    int64_t r0, q, r;
+    if (lds > INT32_MAX / 16) {
+        for (r = 0; r < rows; r++)
+            for (q = 0; q < cols; q++) dst[q * ldd + r] = src[r * lds + q];
+        return;
+    }
+    {
+        const __m512i idx = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32((int)lds));
+        for (r0 = 0; r0 < rows; r0 += 16) {
+            int64_t m = rows - r0 < 16 ? rows - r0 : 16;
+            __mmask16 mk = (__mmask16)((1u << m) - 1u);
+            const float *s_ = src + r0 * lds;
+            float *d_ = dst + r0;
+            for (q = 0; q < cols; q++) {
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, s_ + q, 4);
+                _mm512_mask_storeu_ps(d_ + q * ldd, mk, v);
+            }
+        }
+    }
+}
+
 /* CPUID / XGETBV: the CPU has the instructions *and* the OS saves the
  * registers. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -982,6 +1107,8 @@ static cnx_kernels cnx_select_kernels(void) {
     k.act_s = cnx_act_s_generic; k.act_d = cnx_act_d_generic;
     k.split2_s = NULL;
     k.merge2_s = NULL;
+    k.tcopy_s = NULL;
+    memset(k.s_indf_mr, 0, sizeof(k.s_indf_mr));
     memset(k.s_ind_mr, 0, sizeof(k.s_ind_mr));
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
     memset(k.s_ind2r_mr, 0, sizeof(k.s_ind2r_mr));
@@ -1001,6 +1128,18 @@ static cnx_kernels cnx_select_kernels(void) {
         k.act_s = cnx_act_s_avx512; k.act_d = cnx_act_d_avx512;
         k.split2_s = cnx_split2_s_avx512;
         k.merge2_s = cnx_merge2_s_avx512;
+        k.tcopy_s = cnx_tcopy_s_avx512;
+#define CNX_SET_F8(S, SUF)                                                     \
+        k.s_indf_mr[8 * S + 0] = cnx_ukr_s_avx512_f1##SUF;                     \
+        k.s_indf_mr[8 * S + 1] = cnx_ukr_s_avx512_f2##SUF;                     \
+        k.s_indf_mr[8 * S + 2] = cnx_ukr_s_avx512_f3##SUF;                     \
+        k.s_indf_mr[8 * S + 3] = cnx_ukr_s_avx512_f4##SUF;                     \
+        k.s_indf_mr[8 * S + 4] = cnx_ukr_s_avx512_f5##SUF;                     \
+        k.s_indf_mr[8 * S + 5] = cnx_ukr_s_avx512_f6##SUF;                     \
+        k.s_indf_mr[8 * S + 6] = cnx_ukr_s_avx512_f7##SUF;                     \
+        k.s_indf_mr[8 * S + 7] = cnx_ukr_s_avx512_f8##SUF;
+        CNX_SET_F8(0, _s0) CNX_SET_F8(1, _s1) CNX_SET_F8(2, _s2) CNX_SET_F8(3, _s3)
+#undef CNX_SET_F8
         k.s_ind_mr[0] = cnx_ukr_s_avx512_ind1; k.s_ind_mr[1] = cnx_ukr_s_avx512_ind2;
         k.s_ind_mr[2] = cnx_ukr_s_avx512_ind3; k.s_ind_mr[3] = cnx_ukr_s_avx512_ind4;
         k.s_ind_mr[4] = cnx_ukr_s_avx512_ind5; k.s_ind_mr[5] = cnx_ukr_s_avx512_ind6;

@@ -678,6 +678,19 @@ _TWO_ROW_GEOMS = [
 ]
 
 
+def _conv_as_reference(x, wt, b, kw, dtype, rng, close):
+    """conv2d (with bias ``b`` or None) and conv2d_backward equal the
+    reference on one and two threads."""
+    want = R.conv2d(*f64(x, wt, b), **kw) if b is not None else R.conv2d(*f64(x, wt), **kw)
+    go = randn(rng, want.shape, dtype)
+    want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
+    for threads in (1, 2):
+        cnnext.set_num_threads(threads)
+        close(F.conv2d(x, wt, b, **kw), want, dtype)
+        for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
+            close(got, ref, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs,ws,s,p,groups", _TWO_ROW_GEOMS)
 def test_conv2d_two_row_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_threads):
@@ -688,15 +701,38 @@ def test_conv2d_two_row_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_t
     x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
     wt = randn(rng, ws, dtype)
     b = randn(rng, (ws[0],), dtype)
-    kw = dict(stride=s, padding=p, groups=groups)
-    want = R.conv2d(*f64(x, wt, b), **kw)
-    go = randn(rng, want.shape, dtype)
-    want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
-    for threads in (1, 2):
-        cnnext.set_num_threads(threads)
-        close(F.conv2d(x, wt, b, **kw), want, dtype)
-        for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
-            close(got, ref, dtype)
+    _conv_as_reference(x, wt, b, dict(stride=s, padding=p, groups=groups), dtype, rng, close)
+
+
+# Geometries of few taps (K <= 160) whose output rows are no multiple of the
+# float32 tile width, run as flat tiles: 32 consecutive output positions
+# across row ends, each half-tile vector read from up to two image rows.
+_FLAT_GEOMS = [
+    ((2, 3, 35, 35), (64, 3, 7, 7), 2, 3, 1),      # 18 x 18 stem-like, stride 2, K = 147
+    ((3, 6, 12, 12), (16, 6, 5, 5), 1, 0, 1),      # 8-wide rows: two rows per vector
+    ((2, 1, 28, 28), (6, 1, 5, 5), 1, 0, 1),       # 24-wide rows, 6-row panels
+    ((2, 5, 9, 21), (13, 5, 3, 3), 1, 1, 1),       # 21-wide rows, two 7-row panels
+    ((1, 4, 10, 40), (3, 4, 2, 3), 1, (0, 1), 1),  # 40-wide rows, 3 channels
+    ((2, 6, 9, 20), (10, 3, 3, 3), 1, 1, 2),       # groups, 20-wide rows
+    ((2, 17, 7, 17), (9, 17, 3, 3), 1, 1, 1),      # K = 153, 17-wide rows: both vectors span
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs,ws,s,p,groups", _FLAT_GEOMS)
+def test_conv2d_flat_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_threads):
+    """Output rows of a width no multiple of the tile's, few taps: float32
+    tiles of consecutive output positions across row ends (every number of
+    spanning vectors, 3..8-row panels, a partial last tile, groups, stride
+    2): forward with a bias and all gradients (the dilated input gradient
+    included) as the reference, on one and two threads, from a
+    non-contiguous input."""
+    x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
+    wt = randn(rng, ws, dtype)
+    b = randn(rng, (ws[0],), dtype)
+    for d in (1, 2):
+        kw = dict(stride=s, padding=p, dilation=d, groups=groups)
+        _conv_as_reference(x, wt, b, kw, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -711,15 +747,7 @@ def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_t
     x = randn(rng, (3, 5) + hw, dtype)
     for k in ((1, 1), (1, 3)):
         wt = randn(rng, (7, 5) + k, dtype)
-        kw = dict(stride=s, padding=p, dilation=d)
-        want = R.conv2d(*f64(x, wt), **kw)
-        go = randn(rng, want.shape, dtype)
-        want_g = R.conv2d_backward(*f64(go, x, wt), **kw)
-        for threads in (1, 2):
-            cnnext.set_num_threads(threads)
-            close(F.conv2d(x, wt, **kw), want, dtype)
-            for got, ref in zip(F.conv2d_backward(go, x, wt, **kw), want_g):
-                close(got, ref, dtype)
+        _conv_as_reference(x, wt, None, dict(stride=s, padding=p, dilation=d), dtype, rng, close)
 
 
 _TWO_ROW_SCRIPT = """
@@ -751,17 +779,18 @@ np.savez(PATH, isa=_gemm.isa(), **out)
 """
 
 
-def test_two_row_tiles_give_the_bits_of_the_other_kernels(tmp_path):
-    """The two-row kernel sums each result in the order of the other tiles:
-    forward (with each fused activation) and input gradient bitwise those of
-    the AVX2 kernels, which have no two-row tiles."""
+@pytest.mark.parametrize("geoms", [_TWO_ROW_GEOMS, _FLAT_GEOMS], ids=["two-row", "flat"])
+def test_two_row_tiles_give_the_bits_of_the_other_kernels(geoms, tmp_path):
+    """The two-row and flat-tile kernels sum each result in the order of
+    the other tiles: forward (with each fused activation) and input gradient
+    bitwise those of the AVX2 kernels, which have neither."""
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
-        pytest.skip(f"this CPU runs {_gemm.isa()}: no two-row kernel")
+        pytest.skip(f"this CPU runs {_gemm.isa()}: no two-row or flat-tile kernel")
     got = {}
     for isa in ("avx512", "avx2"):
         path = tmp_path / f"{isa}.npz"
-        script = (f"GEOMS = {_TWO_ROW_GEOMS!r}\nPATH = {str(path)!r}\n"
+        script = (f"GEOMS = {geoms!r}\nPATH = {str(path)!r}\n"
                   + _TWO_ROW_SCRIPT)
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
                               text=True, timeout=120, cwd=tmp_path,

@@ -347,3 +347,58 @@ def test_winograd_every_isa(isa, tmp_path):
     name, worst = proc.stdout.split()
     assert name == isa
     assert float(worst) < 1e-5
+
+
+_FILTERS_SCRIPT = """
+import numpy as np
+from cnnext import _gemm, _winograd
+
+def transform(w):  # G w G^T in float64, in g_apply's order of operations
+    def g(a, b, c):
+        return [a, 0.5 * ((a + b) + c), 0.5 * ((a - b) + c), c]
+    cols = [g(w[..., 0, j], w[..., 1, j], w[..., 2, j]) for j in range(3)]  # [j][r]
+    rows = [g(cols[0][r], cols[1][r], cols[2][r]) for r in range(4)]        # [r][s]
+    return np.stack([rows[r][s] for r in range(4) for s in range(4)])      # (16, Co, C)
+
+MR = _gemm.block_sizes(np.float32)[0]
+rng = np.random.default_rng(7)
+for co, c in [(13, 7), (8, 3), (5, 9), (64, 64), (256, 33)]:
+    w = rng.standard_normal((co, c, 3, 3)).astype(np.float32)
+    w[0, 0, 1, 1] = -0.0
+    w.reshape(-1)[1::97] *= 1e-39  # subnormal float32 weights
+    for adjoint in (False, True):
+        wt = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if adjoint else w
+        Co, C = wt.shape[:2]
+        Cop = -(-Co // MR) * MR
+        want = np.zeros((16, Cop, C))
+        want[:, :Co] = transform(wt.astype(np.float64))
+        want = want.reshape(16, Cop // MR, MR, C).transpose(0, 1, 3, 2).reshape(16, -1)
+        upk = np.full((16, Cop * C + 16), np.nan, np.float32)
+        assert _winograd.winograd_filters(w, upk, adjoint)
+        got = upk[:, :Cop * C]
+        assert np.array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32)), (
+            co, c, adjoint)
+print(_winograd.isa())
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_winograd_filters_bitwise_every_isa(isa, tmp_path):
+    """Every variant of the filter transform (eight filters at a time with
+    AVX-512, one by one otherwise) packs G w G^T computed in float64 and
+    rounded once, bit for bit, zeros filling the last panel; odd channel
+    counts, the adjoint (input-gradient) filters, -0.0 and subnormals."""
+    import os
+    import subprocess
+    import sys
+
+    from cnnext import _gemm
+
+    order = ["generic", "avx2", "avx512"]
+    if order.index(isa) > order.index(_gemm.isa()):
+        pytest.skip(f"this CPU runs {_gemm.isa()}, not {isa}")
+    proc = subprocess.run([sys.executable, "-c", _FILTERS_SCRIPT], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, CNNEXT_ISA=isa))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [isa]

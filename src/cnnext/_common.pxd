@@ -4,7 +4,7 @@
 # <name>.pxd, which is why the .pxd files live in src/cnnext/ while the .pyx
 # files sit in src/.)
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
 
 cdef extern from "cnnext_ukernel.h" nogil:
     ctypedef void (*cnx_ukr_s)(int64_t kc, const float *a, const int64_t *aoff,
@@ -35,7 +35,15 @@ cdef extern from "cnnext_ukernel.h" nogil:
                                 const float *bias) noexcept nogil
     ctypedef void (*cnx_merge2_s)(const float *src, int64_t lds, float *dst, int64_t ldd,
                                   int64_t rows, int64_t cols) noexcept nogil
+    ctypedef void (*cnx_tcopy_s)(const float *src, int64_t lds, int64_t rows, int64_t cols,
+                                 float *dst, int64_t ldd)
+    ctypedef void (*cnx_ukrf_s)(int64_t kc, const float *a, const float *b,
+                                const int64_t *boff, const int64_t *off, uint32_t ma,
+                                uint32_t mb, float *c, int64_t ldc, int mr, int nr,
+                                int accumulate, const float *bias)
     ctypedef struct cnx_kernels:
+        cnx_ukrf_s s_indf_mr[32]
+        cnx_tcopy_s tcopy_s
         cnx_merge2_s merge2_s
         cnx_ukr2_s s_ind2r_mr[8]
         cnx_split2_s split2_s
