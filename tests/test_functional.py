@@ -753,7 +753,7 @@ def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_t
 _TWO_ROW_SCRIPT = """
 import numpy as np
 import cnnext
-from cnnext import _conv, _gemm
+from cnnext import _conv, _gemm, _plan
 from cnnext import functional as F
 rng = np.random.default_rng(11)
 out = {}
@@ -767,10 +767,13 @@ for i, (xs, ws, s, p, groups) in enumerate(GEOMS):
             y = F.conv2d(x, w, b, s, p, 1, groups)
             go = rng.standard_normal(y.shape).astype(np.float32)
             out[f"y{i}-{threads}"] = y
-            out[f"gx{i}-{threads}"] = F.conv2d_backward(go, x, w, s, p, 1, groups)[0]
+            st = (s, s) if isinstance(s, int) else s
+            pd = (p, p) if isinstance(p, int) else p
+            # the input gradient by stride phases (on the forward's tiles;
+            # the plan may pick a kernel of its own for a small convolution)
+            out[f"gx{i}-{threads}"] = _plan.grad_input(go, w, x.shape[2:], st, pd, (1, 1),
+                                                       "phases", threads, groups)
             if groups == 1:
-                st = (s, s) if isinstance(s, int) else s
-                pd = (p, p) if isinstance(p, int) else p
                 for act, alpha in ((1, 0.0), (2, 0.1)):
                     r = np.empty_like(y)
                     _conv.conv2d_forward(x, w, b, r, *st, *pd, 1, 1, threads, 1, act, alpha)
