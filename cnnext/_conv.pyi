@@ -106,6 +106,8 @@ def conv2d_grad_weight_pvec(
     gwp: _F32,
     kh: int,
     kw: int,
+    ph: int,
+    pw: int,
     dh: int,
     dw: int,
     oh_n: int,

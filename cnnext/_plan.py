@@ -261,28 +261,31 @@ def _small_backward(
     the input gradient of one group's convolution (C -> Co channels, K taps,
     an H x W input, kernel stride ``s``, padding ``p``) run by the small
     convolutions' direct kernels (src/cnnext_smallconv.h): float32 on
-    AVX-512F, unpadded, at most ``SMALL_MAX_CHANNELS`` channel pairs and
-    ``SMALL_MAX_POSITIONS`` input positions.
+    AVX-512F, at most ``SMALL_MAX_CHANNELS`` channel pairs and
+    ``SMALL_MAX_POSITIONS`` (padded) input positions; ``small`` and the input
+    gradient unpadded.
 
     * ``small`` weight gradient, vectorised over output channels: at least
       half of its vectors' lanes busy and at least 32 taps (LeNet's 6 -> 16
       channels, 150 taps on 12x12: 1.4x faster than the packed gradient at
       one thread);
     * ``pvec`` weight gradient, vectorised over positions, at stride 1 with
-      fewer channels or taps (LeNet's 1 -> 6 channels, 25 taps on 28x28:
-      1.5-2x faster than the dot products);
+      fewer channels or taps, any padding (a padded copy of each sample;
+      LeNet's 1 -> 6 channels, 25 taps on 28x28: 1.5-2x faster than the dot
+      products);
     * the input gradient, vectorised over input positions, at stride 1
       (LeNet's 6 -> 16: 1.5x faster than the phases kernel).
     """
-    if (itemsize != 4 or p != (0, 0) or C * Co > SMALL_MAX_CHANNELS
-            or H * W > SMALL_MAX_POSITIONS or not _conv.small_kernels()):
+    if (itemsize != 4 or C * Co > SMALL_MAX_CHANNELS
+            or (H + 2 * p[0]) * (W + 2 * p[1]) > SMALL_MAX_POSITIONS
+            or not _conv.small_kernels()):
         return None, False
     gw: str | None = None
-    if 2 * Co >= 16 * -(-Co // 16) and K >= 32:
+    if 2 * Co >= 16 * -(-Co // 16) and K >= 32 and p == (0, 0):
         gw = "small"
     elif s == (1, 1) and Co <= 16 and K <= 64:
         gw = "pvec"
-    return gw, s == (1, 1)
+    return gw, s == (1, 1) and p == (0, 0)
 
 
 def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:
@@ -567,11 +570,11 @@ class ConvPlan:
         K, Cog = C * kh * kw, Co // G
         transposed = schedule in ("transposed", "small")
         gwp = np.empty((T, G, K, Cog) if transposed else (T, G, Cog, K), dtype=self.dtype)
-        kh_, kw_, sh, sw, _, _, dh, dw, OH, OW = geom
+        kh_, kw_, sh, sw, ph, pw, dh, dw, OH, OW = geom
         if schedule == "small":
             _conv.conv2d_grad_weight_small(x, g3, gwp, kh_, kw_, sh, sw, dh, dw, OH, OW)
         elif schedule == "pvec":
-            _conv.conv2d_grad_weight_pvec(x, g3, gwp, kh_, kw_, dh, dw, OH, OW)
+            _conv.conv2d_grad_weight_pvec(x, g3, gwp, kh_, kw_, ph, pw, dh, dw, OH, OW)
         else:
             _conv.conv2d_grad_weight(x, g3, gwp, schedule, *geom)
         gw: FloatArray

@@ -1644,6 +1644,7 @@ ctypedef struct SmallArgs:
     float* scr
     const int64_t* toff
     Py_ssize_t N, G, C, H, W, Co, K, KT, sh, sw, OH, OW, per, ldg, lead, ldw
+    Py_ssize_t ph, pw        # pvec: the padding (the sample copied into a padded plane)
     int T
 
 
@@ -1818,17 +1819,23 @@ cdef void sgp_task(const SmallArgs* a, int task) noexcept nogil:
     """out[task] (G, Co, K) = the weight gradient of the task's share of the
     (sample, group) pairs: 16-lane partial sums over every sample (a.KT =
     the taps rounded up to 4, a.ldw = the channels rounded up to 6), then
-    summed across lanes."""
-    cdef Py_ssize_t units = a.N * a.G, Q = (a.OH - 1) * a.W + a.OW
-    cdef Py_ssize_t u, n, grp, co, oh, k, l
+    summed across lanes.  With padding, each sample is copied into the
+    interior of a zeroed padded plane first."""
+    cdef Py_ssize_t Hq = a.H + 2 * a.ph, Wq = a.W + 2 * a.pw
+    cdef Py_ssize_t units = a.N * a.G, Q = (a.OH - 1) * Wq + a.OW
+    cdef Py_ssize_t u, n, grp, co, oh, k, l, c, r
     cdef Py_ssize_t u0 = units * task // a.T, u1 = units * (task + 1) // a.T
+    cdef bint padded = a.ph != 0 or a.pw != 0
     cdef float* gp = a.scr + task * a.per
     cdef float* acc = gp + a.ldw * a.ldg
-    cdef const float** grow = <const float**>(acc + a.G * a.ldw * a.KT * 16)
+    cdef float* xp = acc + a.G * a.ldw * a.KT * 16
+    cdef const float** grow = <const float**>(xp + (a.C * Hq * Wq if padded else 0))
     cdef float* gw = a.out + task * a.G * a.Co * a.K
     cdef const float* gr
+    cdef const float* xn
     cdef float sm
-    memset(gp, 0, (a.ldw * a.ldg + a.G * a.ldw * a.KT * 16) * sizeof(float))
+    memset(gp, 0, (a.ldw * a.ldg + a.G * a.ldw * a.KT * 16
+                   + (a.C * Hq * Wq if padded else 0)) * sizeof(float))
     for co in range(a.ldw):
         grow[co] = gp + co * a.ldg
     for u in range(u0, u1):
@@ -1837,9 +1844,15 @@ cdef void sgp_task(const SmallArgs* a, int task) noexcept nogil:
         for co in range(a.Co):
             gr = a.gout + ((n * a.G + grp) * a.Co + co) * a.OH * a.OW
             for oh in range(a.OH):
-                memcpy(gp + co * a.ldg + oh * a.W, gr + oh * a.OW, a.OW * sizeof(float))
-        cnx_sgw_pvec_avx512(a.x + (n * a.G + grp) * a.C * a.H * a.W, a.toff, a.KT, grow,
-                            a.ldw, Q, acc + grp * a.ldw * a.KT * 16)
+                memcpy(gp + co * a.ldg + oh * Wq, gr + oh * a.OW, a.OW * sizeof(float))
+        xn = a.x + (n * a.G + grp) * a.C * a.H * a.W
+        if padded:
+            for c in range(a.C):
+                for r in range(a.H):
+                    memcpy(xp + (c * Hq + r + a.ph) * Wq + a.pw, xn + (c * a.H + r) * a.W,
+                           a.W * sizeof(float))
+            xn = xp
+        cnx_sgw_pvec_avx512(xn, a.toff, a.KT, grow, a.ldw, Q, acc + grp * a.ldw * a.KT * 16)
     for grp in range(a.G):
         for co in range(a.Co):
             for k in range(a.K):
@@ -1853,10 +1866,11 @@ def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
                             const float[:, :, ::1] gout,    # IN  (N, G*Cout, OH*OW)
                             float[:, :, :, ::1] gwp,        # OUT (T, G, Cout, K)
                             Py_ssize_t kh, Py_ssize_t kw,
+                            Py_ssize_t ph, Py_ssize_t pw,
                             Py_ssize_t dh, Py_ssize_t dw,
                             Py_ssize_t oh_n, Py_ssize_t ow_n):
-    """gwp[task] = the task's share of the weight gradient of an unpadded
-    stride-1 float32 convolution with few output channels and taps, as the
+    """gwp[task] = the task's share of the weight gradient of a stride-1
+    float32 convolution with few output channels and taps, as the
     ``"dot"`` schedule's (Cout, K) partials, T = gwp.shape[0] tasks over the
     (sample, group) pairs: each element's products summed in 16 lanes
     (positions q mod 16) over the task's samples, then across the lanes.
@@ -1876,14 +1890,18 @@ def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.KT = cdiv(a.K, 4) * 4
     a.ldw = cdiv(a.Co, 6) * 6
     a.OH, a.OW = oh_n, ow_n
-    a.ldg = round16(a.OH * a.W)
-    # per task: the gradient rows, the partial sums, the row pointers
-    a.per = round16(a.ldw * a.ldg + a.G * a.ldw * a.KT * 16 + a.ldw * 2)
+    a.ph, a.pw = ph, pw
+    cdef Py_ssize_t Hq = a.H + 2 * ph, Wq = a.W + 2 * pw
+    a.ldg = round16(a.OH * Wq)
+    # per task: the gradient rows, the partial sums, the padded sample (with
+    # padding), the row pointers
+    a.per = round16(a.ldw * a.ldg + a.G * a.ldw * a.KT * 16
+                    + (a.C * Hq * Wq if ph != 0 or pw != 0 else 0) + a.ldw * 2)
     cdef int64_t* toff = <int64_t*>alloc_scratch(a.KT * sizeof(int64_t))
     for c in range(a.C):
         for i in range(kh):
             for j in range(kw):
-                toff[(c * kh + i) * kw + j] = c * a.H * a.W + i * dh * a.W + j * dw
+                toff[(c * kh + i) * kw + j] = c * Hq * Wq + i * dh * Wq + j * dw
     for k in range(a.K, a.KT):
         toff[k] = toff[0]
     try:

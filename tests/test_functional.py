@@ -2695,7 +2695,8 @@ _SMALL_GEOMS = [
 @pytest.mark.parametrize("geom", _SMALL_GEOMS)
 def test_small_backward_kernels_match_reference(geom, rng, close):
     """The small convolutions' weight gradients (``small``: any stride and
-    dilation; ``pvec``: stride 1) and input gradient (stride 1) equal the
+    dilation; ``pvec``: stride 1, with and without padding) and input
+    gradient (stride 1) equal the
     reference, on one and two threads (``small`` run twice with the same
     bits); every output element is written."""
     from cnnext import _conv
@@ -2722,9 +2723,15 @@ def test_small_backward_kernels_match_reference(geom, rng, close):
             gx = np.full(x.shape, np.nan, dt)
             _conv.conv2d_grad_input_small(go.reshape(N, G * Co, -1), w, gx, *d, threads)
             close(gx, want_gx, dt)
-            gwp = np.full((threads, G, Co, K), np.nan, dt)
-            _conv.conv2d_grad_weight_pvec(x, go.reshape(N, G * Co, -1), gwp, *k, *d, OH, OW)
-            close(gwp.sum(axis=0).reshape(w.shape), want_gw, dt)
+            for pad in ((0, 0), (2, 1)):
+                wkw = dict(kw, padding=pad)
+                OHp, OWp = R.conv2d(*f64(x, w), **wkw).shape[2:]
+                gop = randn(rng, (N, G * Co, OHp, OWp), dt)
+                want_p = R.conv2d_backward(*f64(gop, x, w), **wkw)[1]
+                gwp = np.full((threads, G, Co, K), np.nan, dt)
+                _conv.conv2d_grad_weight_pvec(x, gop.reshape(N, G * Co, -1), gwp, *k, *pad, *d,
+                                              OHp, OWp)
+                close(gwp.sum(axis=0).reshape(w.shape), want_p, dt)
 
 
 @pytest.mark.parametrize("lenet", [(6, 12, 16, "small"), (1, 28, 6, "pvec")])

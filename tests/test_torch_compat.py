@@ -82,15 +82,16 @@ def test_conv2d_and_backward(g, dtype, rng, close):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("geom", [(32, 1, 6, 28), (32, 6, 16, 12), (1, 5, 12, 9)])
+@pytest.mark.parametrize("geom", [(32, 1, 6, 28, 2), (32, 6, 16, 14, 0), (32, 1, 6, 28, 0),
+                                  (1, 5, 12, 9, 1)])
 def test_small_convolutions_backward_agree_with_torch(geom, dtype, rng, close):
-    """LeNet's convolutions and a smaller odd one (the small convolutions'
+    """LeNet's convolutions and smaller odd ones (the small convolutions'
     direct backward kernels in float32 where AVX-512F runs them)."""
-    N, Ci, Co, H = geom
+    N, Ci, Co, H, p = geom
     x = rng.standard_normal((N, Ci, H, H)).astype(dtype)
     w = rng.standard_normal((Co, Ci, 5, 5)).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
-    _agrees_with_torch("conv2d", x, w, b, {}, dtype, rng, close)
+    _agrees_with_torch("conv2d", x, w, b, {"padding": p}, dtype, rng, close)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
