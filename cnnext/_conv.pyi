@@ -79,3 +79,37 @@ def conv_grad_input(
     g_c0: int = 0,
     out_c0: int = 0,
 ) -> None: ...
+
+# The small convolutions' direct backward kernels (float32 only).
+_F32 = npt.NDArray[np.float32]
+
+def small_kernels() -> bool: ...
+def conv2d_grad_weight_small(
+    x: _F32,
+    gout: _F32,
+    gwp: _F32,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    dh: int,
+    dw: int,
+    oh_n: int,
+    ow_n: int,
+) -> None: ...
+def conv2d_grad_input_small(
+    gout: _F32, weight: _F32, gx: _F32, dh: int, dw: int, threads: int
+) -> None: ...
+def conv2d_grad_weight_pvec(
+    x: _F32,
+    gout: _F32,
+    gwp: _F32,
+    kh: int,
+    kw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    oh_n: int,
+    ow_n: int,
+) -> None: ...

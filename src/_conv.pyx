@@ -1606,3 +1606,318 @@ def conv_grad_input(const floating[:, :, ::1] gout,       # IN  (N, C_g, P)
 
 
 
+
+
+# --------------------------------------------------------------------------
+# Small float32 convolutions' backward (few channels, tiny maps): direct
+# AVX-512 kernels, src/cnnext_smallconv.h.  The plan picks them by
+# ``small_backward_fits`` in cnnext/_plan.py, only where they can run.
+# --------------------------------------------------------------------------
+
+cdef extern from "cnnext_smallconv.h" nogil:
+    int cnx_smallconv_avx512()
+    void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t sw,
+                             int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
+                             const float *gt, int nco, float *gwt, int64_t ldc)
+    void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
+                             const float *const *grow, int64_t Co, int64_t Q, float *acc)
+    void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co, const float *wt,
+                             int64_t ldw, const int64_t *tshift, const int64_t *trow,
+                             int64_t KT, int64_t W, int64_t OH, float *gx, int64_t C,
+                             int64_t HW)
+
+
+# Whether they can run (asked once: the CPU query is slow in a VM).
+cdef bint SMALL_AVX512 = cnx_smallconv_avx512() != 0
+
+
+def small_kernels():
+    """Whether the small convolutions' direct backward kernels can run here
+    (AVX-512F, and CNNEXT_ISA allowing it)."""
+    return SMALL_AVX512
+
+
+ctypedef struct SmallArgs:
+    const float* x           # weight gradient: (N, G*C, H, W); input gradient: packed weights
+    const float* gout        # (N, G*Co, OH*OW)
+    float* out               # (T, G, K, Co) partials / (N, G*C, H, W)
+    float* scr
+    const int64_t* toff
+    Py_ssize_t N, G, C, H, W, Co, K, KT, sh, sw, OH, OW, per, ldg, lead, ldw
+    Py_ssize_t ph, pw        # pvec: the padding (the sample copied into a padded plane)
+    int T
+
+
+cdef void sgw_task(const SmallArgs* a, int task) noexcept nogil:
+    """out[task] (G, K, Co) = the weight gradient of the task's share of the
+    (sample, group) pairs, summed in order."""
+    cdef Py_ssize_t P = a.OH * a.OW, units = a.N * a.G
+    cdef Py_ssize_t u, n, grp, cb, nco, co, p
+    cdef Py_ssize_t u0 = units * task // a.T, u1 = units * (task + 1) // a.T
+    cdef float* gt = a.scr + task * a.per
+    cdef float* gw0 = a.out + task * a.G * a.K * a.Co
+    cdef const float* xn
+    cdef const float* gr
+    memset(gw0, 0, a.G * a.K * a.Co * sizeof(float))
+    for u in range(u0, u1):
+        n = u // a.G
+        grp = u - n * a.G
+        xn = a.x + (n * a.G + grp) * a.C * a.H * a.W
+        for cb in range(0, a.Co, 16):
+            nco = min(16, a.Co - cb)
+            gr = a.gout + ((n * a.G + grp) * a.Co + cb) * P
+            if PACK_GT16_S != NULL:  # 16 x 16 transposes
+                PACK_GT16_S(gr, P, <int>nco, 0, P, a.OW, a.OW, gt)
+            else:
+                if nco < 16:
+                    memset(gt, 0, P * 16 * sizeof(float))
+                for co in range(nco):
+                    for p in range(P):
+                        gt[p * 16 + co] = gr[co * P + p]
+            cnx_sgw_cvec_avx512(xn, a.W, a.sh, a.sw, a.OH, a.OW, a.toff, a.K, gt, <int>nco,
+                                gw0 + grp * a.K * a.Co + cb, a.Co)
+
+
+def conv2d_grad_weight_small(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
+                             const float[:, :, ::1] gout,    # IN  (N, G*Cout, OH*OW)
+                             float[:, :, :, ::1] gwp,        # OUT (T, G, K, Cout)
+                             Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t dh, Py_ssize_t dw,
+                             Py_ssize_t oh_n, Py_ssize_t ow_n):
+    """gwp[task] = the task's share of the weight gradient of an unpadded
+    float32 convolution, transposed (K, Cout) as the ``"transposed"``
+    schedule's partials, T = gwp.shape[0] tasks over the (sample, group)
+    pairs; each element summed over the positions in row-major order, then
+    the task's samples in order.  Needs ``small_kernels()``."""
+    cdef SmallArgs a
+    cdef int task
+    cdef Py_ssize_t c, i, j
+    if not SMALL_AVX512:
+        raise RuntimeError("conv2d_grad_weight_small: AVX-512F is not available")
+    a.T = <int>gwp.shape[0]
+    a.G = gwp.shape[1]
+    if a.T == 0 or a.G == 0:
+        return
+    a.N, a.H, a.W = x.shape[0], x.shape[2], x.shape[3]
+    a.C, a.Co = x.shape[1] // a.G, gout.shape[1] // a.G
+    a.K = a.C * kh * kw
+    a.sh, a.sw, a.OH, a.OW = sh, sw, oh_n, ow_n
+    a.per = cdiv(oh_n * ow_n, 16) * 256  # whole 16 x 16 blocks (PACK_GT16_S)
+    cdef int64_t* toff = <int64_t*>alloc_scratch(max(a.K, 1) * sizeof(int64_t))
+    for c in range(a.C):
+        for i in range(kh):
+            for j in range(kw):
+                toff[(c * kh + i) * kw + j] = c * a.H * a.W + i * dh * a.W + j * dw
+    try:
+        a.scr = <float*>alloc_scratch(a.T * a.per * sizeof(float))
+    except MemoryError:
+        free(toff)
+        raise
+    a.toff = toff
+    a.x = &x[0, 0, 0, 0]
+    a.gout = &gout[0, 0, 0]
+    a.out = &gwp[0, 0, 0, 0]
+    with nogil:
+        if a.T == 1:
+            sgw_task(&a, 0)
+        else:
+            for task in prange(a.T, schedule="static", chunksize=1, num_threads=a.T):
+                sgw_task(&a, task)
+    free(a.scr)
+    free(toff)
+
+
+cdef void sgi_sample(const SmallArgs* a, Py_ssize_t u, float* gp) noexcept nogil:
+    """The input gradient of (sample, group) pair u: the gradient copied
+    into W-wide rows after a lead of zeros (``gp``, zeroed once by the
+    caller: its lead, junk columns and tail stay zero), then the
+    output-stationary kernel."""
+    cdef Py_ssize_t n = u // a.G, grp = u - (u // a.G) * a.G
+    cdef Py_ssize_t co, oh, P = a.OH * a.OW
+    cdef const float* gr
+    cdef float* row
+    for co in range(a.Co):
+        gr = a.gout + ((n * a.G + grp) * a.Co + co) * P
+        row = gp + co * a.ldg + a.lead
+        for oh in range(a.OH):
+            memcpy(row + oh * a.W, gr + oh * a.OW, a.OW * sizeof(float))
+    cnx_sgi_rows_avx512(gp + a.lead, a.ldg, a.Co, a.x + grp * a.Co * a.KT * a.ldw, a.ldw,
+                        a.toff, a.toff + a.KT, a.KT, a.W, a.OH,
+                        a.out + (n * a.G + grp) * a.C * a.H * a.W, a.C, a.H * a.W)
+
+
+def conv2d_grad_input_small(const float[:, :, ::1] gout,       # IN  (N, G*Cout, OH*OW)
+                            const float[:, :, :, ::1] weight,  # IN  (G*Cout, C, kh, kw)
+                            float[:, :, :, ::1] gx,            # OUT (N, G*C, H, W)
+                            Py_ssize_t dh, Py_ssize_t dw, int threads):
+    """gx = the input gradient of an unpadded stride-1 float32 convolution
+    with G = gx.shape[1] // weight.shape[1] groups, one (sample, group) pair
+    per task: each element summed over (output channel, tap) in order.
+    Needs ``small_kernels()``."""
+    cdef SmallArgs a
+    cdef Py_ssize_t u, grp, co, c, i, j, t, C3, kh = weight.shape[2], kw = weight.shape[3]
+    cdef int T
+    if not SMALL_AVX512:
+        raise RuntimeError("conv2d_grad_input_small: AVX-512F is not available")
+    a.N, a.H, a.W = gx.shape[0], gx.shape[2], gx.shape[3]
+    a.C = weight.shape[1]
+    a.G = gx.shape[1] // a.C
+    a.Co = gout.shape[1] // a.G
+    a.OH, a.OW = a.H - (kh - 1) * dh, a.W - (kw - 1) * dw
+    a.KT = kh * kw
+    if a.N == 0 or a.G == 0 or a.C == 0 or a.H * a.W == 0:
+        return
+    C3 = cdiv(a.C, 3) * 3
+    a.ldw = C3
+    a.lead = round16((kh - 1) * dh * a.W + (kw - 1) * dw)
+    a.ldg = a.lead + cdiv(a.H * a.W, 48) * 48 + 16
+    a.per = round16(a.Co * a.ldg)
+    T = <int>max(1, min(threads, a.N * a.G))
+    # tap offsets, then the taps' row offsets
+    cdef int64_t* tsh = <int64_t*>alloc_scratch(max(2 * a.KT, 1) * sizeof(int64_t))
+    cdef float* wt = NULL
+    try:
+        wt = <float*>alloc_scratch(max(1, a.G * a.Co * a.KT * C3) * sizeof(float))
+        a.scr = <float*>alloc_scratch(T * a.per * sizeof(float))
+    except MemoryError:
+        free(tsh)
+        free(wt)
+        raise
+    for i in range(kh):
+        for j in range(kw):
+            tsh[i * kw + j] = i * dh * a.W + j * dw
+            tsh[a.KT + i * kw + j] = i * dh
+    # wt[grp, co, t, c]: the weights of one (output channel, tap) for the
+    # channels side by side, padded to a multiple of 3 with zeros.
+    memset(wt, 0, a.G * a.Co * a.KT * C3 * sizeof(float))
+    for grp in range(a.G):
+        for co in range(a.Co):
+            for c in range(a.C):
+                for t in range(a.KT):
+                    wt[((grp * a.Co + co) * a.KT + t) * C3 + c] = \
+                        weight[grp * a.Co + co, c, t // kw, t % kw]
+    memset(a.scr, 0, T * a.per * sizeof(float))
+    a.toff = tsh
+    a.x = wt
+    a.gout = &gout[0, 0, 0]
+    a.out = &gx[0, 0, 0, 0]
+    a.T = T
+    with nogil:
+        if T == 1:
+            for u in range(a.N * a.G):
+                sgi_sample(&a, u, a.scr)
+        else:
+            for u in prange(a.N * a.G, schedule="static", num_threads=T):
+                sgi_sample(&a, u, a.scr + threadid() * a.per)
+    free(a.scr)
+    free(wt)
+    free(tsh)
+
+
+cdef void sgp_task(const SmallArgs* a, int task) noexcept nogil:
+    """out[task] (G, Co, K) = the weight gradient of the task's share of the
+    (sample, group) pairs: 16-lane partial sums over every sample (a.KT =
+    the taps rounded up to 4, a.ldw = the channels rounded up to 6), then
+    summed across lanes.  With padding, each sample is copied into the
+    interior of a zeroed padded plane first."""
+    cdef Py_ssize_t Hq = a.H + 2 * a.ph, Wq = a.W + 2 * a.pw
+    cdef Py_ssize_t units = a.N * a.G, Q = (a.OH - 1) * Wq + a.OW
+    cdef Py_ssize_t u, n, grp, co, oh, k, l, c, r
+    cdef Py_ssize_t u0 = units * task // a.T, u1 = units * (task + 1) // a.T
+    cdef bint padded = a.ph != 0 or a.pw != 0
+    cdef float* gp = a.scr + task * a.per
+    cdef float* acc = gp + a.ldw * a.ldg
+    cdef float* xp = acc + a.G * a.ldw * a.KT * 16
+    cdef const float** grow = <const float**>(xp + (a.C * Hq * Wq if padded else 0))
+    cdef float* gw = a.out + task * a.G * a.Co * a.K
+    cdef const float* gr
+    cdef const float* xn
+    cdef float sm
+    memset(gp, 0, (a.ldw * a.ldg + a.G * a.ldw * a.KT * 16
+                   + (a.C * Hq * Wq if padded else 0)) * sizeof(float))
+    for co in range(a.ldw):
+        grow[co] = gp + co * a.ldg
+    for u in range(u0, u1):
+        n = u // a.G
+        grp = u - n * a.G
+        for co in range(a.Co):
+            gr = a.gout + ((n * a.G + grp) * a.Co + co) * a.OH * a.OW
+            for oh in range(a.OH):
+                memcpy(gp + co * a.ldg + oh * Wq, gr + oh * a.OW, a.OW * sizeof(float))
+        xn = a.x + (n * a.G + grp) * a.C * a.H * a.W
+        if padded:
+            for c in range(a.C):
+                for r in range(a.H):
+                    memcpy(xp + (c * Hq + r + a.ph) * Wq + a.pw, xn + (c * a.H + r) * a.W,
+                           a.W * sizeof(float))
+            xn = xp
+        cnx_sgw_pvec_avx512(xn, a.toff, a.KT, grow, a.ldw, Q, acc + grp * a.ldw * a.KT * 16)
+    for grp in range(a.G):
+        for co in range(a.Co):
+            for k in range(a.K):
+                sm = 0
+                for l in range(16):
+                    sm = sm + acc[((grp * a.ldw + co) * a.KT + k) * 16 + l]
+                gw[(grp * a.Co + co) * a.K + k] = sm
+
+
+def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
+                            const float[:, :, ::1] gout,    # IN  (N, G*Cout, OH*OW)
+                            float[:, :, :, ::1] gwp,        # OUT (T, G, Cout, K)
+                            Py_ssize_t kh, Py_ssize_t kw,
+                            Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t dh, Py_ssize_t dw,
+                            Py_ssize_t oh_n, Py_ssize_t ow_n):
+    """gwp[task] = the task's share of the weight gradient of a stride-1
+    float32 convolution with few output channels and taps, as the
+    ``"dot"`` schedule's (Cout, K) partials, T = gwp.shape[0] tasks over the
+    (sample, group) pairs: each element's products summed in 16 lanes
+    (positions q mod 16) over the task's samples, then across the lanes.
+    Needs ``small_kernels()``."""
+    cdef SmallArgs a
+    cdef int task
+    cdef Py_ssize_t c, i, j, k
+    if not SMALL_AVX512:
+        raise RuntimeError("conv2d_grad_weight_pvec: AVX-512F is not available")
+    a.T = <int>gwp.shape[0]
+    a.G = gwp.shape[1]
+    if a.T == 0 or a.G == 0:
+        return
+    a.N, a.H, a.W = x.shape[0], x.shape[2], x.shape[3]
+    a.C, a.Co = x.shape[1] // a.G, gout.shape[1] // a.G
+    a.K = a.C * kh * kw
+    a.KT = cdiv(a.K, 4) * 4
+    a.ldw = cdiv(a.Co, 6) * 6
+    a.OH, a.OW = oh_n, ow_n
+    a.ph, a.pw = ph, pw
+    cdef Py_ssize_t Hq = a.H + 2 * ph, Wq = a.W + 2 * pw
+    a.ldg = round16(a.OH * Wq)
+    # per task: the gradient rows, the partial sums, the padded sample (with
+    # padding), the row pointers
+    a.per = round16(a.ldw * a.ldg + a.G * a.ldw * a.KT * 16
+                    + (a.C * Hq * Wq if ph != 0 or pw != 0 else 0) + a.ldw * 2)
+    cdef int64_t* toff = <int64_t*>alloc_scratch(a.KT * sizeof(int64_t))
+    for c in range(a.C):
+        for i in range(kh):
+            for j in range(kw):
+                toff[(c * kh + i) * kw + j] = c * Hq * Wq + i * dh * Wq + j * dw
+    for k in range(a.K, a.KT):
+        toff[k] = toff[0]
+    try:
+        a.scr = <float*>alloc_scratch(a.T * a.per * sizeof(float))
+    except MemoryError:
+        free(toff)
+        raise
+    a.toff = toff
+    a.x = &x[0, 0, 0, 0]
+    a.gout = &gout[0, 0, 0]
+    a.out = &gwp[0, 0, 0, 0]
+    with nogil:
+        if a.T == 1:
+            sgp_task(&a, 0)
+        else:
+            for task in prange(a.T, schedule="static", chunksize=1, num_threads=a.T):
+                sgp_task(&a, task)
+    free(a.scr)
+    free(toff)

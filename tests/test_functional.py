@@ -753,7 +753,7 @@ def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_t
 _TWO_ROW_SCRIPT = """
 import numpy as np
 import cnnext
-from cnnext import _conv, _gemm
+from cnnext import _conv, _gemm, _plan
 from cnnext import functional as F
 rng = np.random.default_rng(11)
 out = {}
@@ -767,10 +767,13 @@ for i, (xs, ws, s, p, groups) in enumerate(GEOMS):
             y = F.conv2d(x, w, b, s, p, 1, groups)
             go = rng.standard_normal(y.shape).astype(np.float32)
             out[f"y{i}-{threads}"] = y
-            out[f"gx{i}-{threads}"] = F.conv2d_backward(go, x, w, s, p, 1, groups)[0]
+            st = (s, s) if isinstance(s, int) else s
+            pd = (p, p) if isinstance(p, int) else p
+            # the input gradient by stride phases (on the forward's tiles;
+            # the plan may pick a kernel of its own for a small convolution)
+            out[f"gx{i}-{threads}"] = _plan.grad_input(go, w, x.shape[2:], st, pd, (1, 1),
+                                                       "phases", threads, groups)
             if groups == 1:
-                st = (s, s) if isinstance(s, int) else s
-                pd = (p, p) if isinstance(p, int) else p
                 for act, alpha in ((1, 0.0), (2, 0.1)):
                     r = np.empty_like(y)
                     _conv.conv2d_forward(x, w, b, r, *st, *pd, 1, 1, threads, 1, act, alpha)
@@ -2672,3 +2675,98 @@ def test_transposed_weight_gradient_partials_summed_in_task_order(T, G, K, Co, d
     out = np.full((G, Co, K), np.nan, dtype)
     _conv.sum_transposed(gwp, out)
     np.testing.assert_array_equal(out, gwp.sum(axis=0).transpose(0, 2, 1))
+
+
+# (N, C, H, W, C_out, kernel, stride, dilation, groups): geometries of the
+# small convolutions' direct backward kernels -- LeNet's second layer, odd
+# sizes, one sample and one channel, 7 and 4 input channels (blocks of 6 and
+# 3), two vectors of output channels (17), groups.
+_SMALL_GEOMS = [
+    (32, 6, 12, 12, 16, (5, 5), (1, 1), (1, 1), 1),
+    (3, 5, 11, 9, 19, (2, 3), (1, 1), (1, 1), 1),
+    (1, 1, 7, 13, 16, (3, 2), (1, 1), (2, 1), 1),
+    (2, 7, 10, 11, 17, (3, 3), (2, 1), (1, 2), 1),
+    (2, 4, 9, 9, 12, (5, 1), (1, 3), (1, 1), 1),
+    (3, 6, 8, 10, 10, (3, 3), (1, 1), (1, 1), 2),
+]
+
+
+@pytest.mark.skipif(not cnnext._conv.small_kernels(), reason="needs AVX-512F")
+@pytest.mark.parametrize("geom", _SMALL_GEOMS)
+def test_small_backward_kernels_match_reference(geom, rng, close):
+    """The small convolutions' weight gradients (``small``: any stride and
+    dilation; ``pvec``: stride 1, with and without padding) and input
+    gradient (stride 1) equal the
+    reference, on one and two threads (``small`` run twice with the same
+    bits); every output element is written."""
+    from cnnext import _conv
+    N, C, H, W, Co, k, s, d, G = geom
+    dt = np.float32
+    x = randn(rng, (N, G * C, H, W), dt)
+    w = randn(rng, (G * Co, C) + k, dt)
+    kw = dict(stride=s, dilation=d, groups=G)
+    OH, OW = R.conv2d(*f64(x, w), **kw).shape[2:]
+    go = randn(rng, (N, G * Co, OH, OW), dt)
+    want_gx, want_gw, _ = R.conv2d_backward(*f64(go, x, w), **kw)
+    K = C * k[0] * k[1]
+    for threads in (1, 2):
+        runs = []
+        for _ in range(2):
+            gwp = np.full((threads, G, K, Co), np.nan, dt)
+            _conv.conv2d_grad_weight_small(x, go.reshape(N, G * Co, -1), gwp, *k, *s, *d,
+                                           OH, OW)
+            runs.append(gwp)
+        np.testing.assert_array_equal(runs[0], runs[1])
+        gw = runs[0].sum(axis=0).transpose(0, 2, 1).reshape(w.shape)
+        close(gw, want_gw, dt)
+        if s == (1, 1):
+            gx = np.full(x.shape, np.nan, dt)
+            _conv.conv2d_grad_input_small(go.reshape(N, G * Co, -1), w, gx, *d, threads)
+            close(gx, want_gx, dt)
+            for pad in ((0, 0), (2, 1)):
+                wkw = dict(kw, padding=pad)
+                OHp, OWp = R.conv2d(*f64(x, w), **wkw).shape[2:]
+                gop = randn(rng, (N, G * Co, OHp, OWp), dt)
+                want_p = R.conv2d_backward(*f64(gop, x, w), **wkw)[1]
+                gwp = np.full((threads, G, Co, K), np.nan, dt)
+                _conv.conv2d_grad_weight_pvec(x, gop.reshape(N, G * Co, -1), gwp, *k, *pad, *d,
+                                              OHp, OWp)
+                close(gwp.sum(axis=0).reshape(w.shape), want_p, dt)
+
+
+@pytest.mark.parametrize("lenet", [(6, 12, 16, "small"), (1, 28, 6, "pvec")])
+def test_small_backward_is_planned_and_matches_reference(lenet, rng, close, restore_threads):
+    """LeNet's convolutions (6 -> 16 channels, 5x5 on 12x12; 1 -> 6 on 28x28)
+    through the plan: float32 takes the small kernels where AVX-512F runs
+    them, float64 the general ones; both equal the reference, on 1 and 2
+    threads, read-only and non-contiguous inputs unchanged; an inf/NaN input
+    gives NaN/inf exactly where the reference does."""
+    from cnnext import _conv
+    C, H, Co, schedule = lenet
+    OH = H - 4
+    for dtype in DTYPES:
+        x = randn(rng, (32, C, H, 2 * H), dtype)[..., ::2]  # non-contiguous
+        w = randn(rng, (Co, C, 5, 5), dtype)
+        w.flags.writeable = False
+        go = randn(rng, (32, Co, OH, OH), dtype)
+        x0 = x.copy()
+        plan = _conv2d_plan("conv2d", x, w, None, np.dtype(dtype), 1, 0, 1)
+        small = dtype == np.float32 and _conv.small_kernels()
+        assert (plan.grad_weight == schedule) == small
+        assert (plan.grad_input == "small") == small
+        want = R.conv2d_backward(*f64(go, x, w), bias=False)
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            got = F.conv2d_backward(go, x, w, bias=False)
+            close(got[0], want[0], dtype)
+            close(got[1], want[1], dtype)
+        np.testing.assert_array_equal(x, x0)
+        xn = x.copy()
+        xn[3, C - 1, 5, 7] = np.nan
+        gn = go.copy()
+        gn[1, Co - 1, 2, 3] = np.inf
+        want = R.conv2d_backward(*f64(gn, xn, w), bias=False)
+        gx, gw, _ = F.conv2d_backward(gn, xn, w, bias=False)
+        for a, b in ((gx, want[0]), (gw, want[1])):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            np.testing.assert_array_equal(np.isinf(a), np.isinf(b))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cnnext
-from cnnext import _plan, nn
+from cnnext import _conv, _plan, nn
 from cnnext import functional as F
 from cnnext.functional.conv import _conv2d_plan
 from cnnext.functional.pooling import _adaptive_plan, _pool_plan
@@ -64,8 +64,11 @@ def test_unused_huge_stride_is_clamped_for_the_kernels_only():
 
 def test_algorithm_choice_is_named_and_explained():
     small = conv_plan((1, 1, 28, 28), (8, 1, 3, 3))
-    assert (small.method, small.grad_input, small.grad_weight) == ("direct", "phases", "dot")
-    assert conv_plan((1, 1, 28, 28), (8, 1, 3, 3), d=2).grad_input == "full-rotated"
+    # (unpadded, stride 1, few channels: the small convolutions' direct
+    # kernels, where AVX-512F runs them)
+    gi, gw = ("small", "pvec") if _conv.small_kernels() else ("phases", "dot")
+    assert (small.method, small.grad_input, small.grad_weight) == ("direct", gi, gw)
+    assert conv_plan((1, 1, 28, 28), (8, 1, 3, 3), p=1, d=2).grad_input == "full-rotated"
     assert small.threads == 1  # 48k multiply-adds: one thread
     big = conv_plan((8, 64, 28, 28), (64, 64, 3, 3), p=1)
     assert big.grad_weight == "transposed"
@@ -107,8 +110,11 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     f64_8 = _plan.conv2d_plan("conv2d", (32, 16, 32, 32), (8, 16, 3, 3), None, F64, (1, 1),
                               (1, 1), (1, 1))
     assert f64_8.grad_weight == "dot"
-    # short rows (8x12 positions) keep the packed gradient
-    assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5)).grad_weight == "transposed"
+    # short rows (8x12 positions) keep the packed gradient (with padding, or
+    # without AVX-512F; unpadded, the small convolutions' direct kernel)
+    assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5), p=1).grad_weight == "transposed"
+    lenet2 = conv_plan((64, 6, 12, 12), (16, 6, 5, 5))
+    assert lenet2.grad_weight == ("small" if _conv.small_kernels() else "transposed")
     # float32, 32-64 taps: over short rows (a strided 1x1 shortcut to 7x7)
     # the packed gradient, over long ones (28x28) dot products; fewer taps
     # or float64: dot products

@@ -82,6 +82,19 @@ def test_conv2d_and_backward(g, dtype, rng, close):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [(32, 1, 6, 28, 2), (32, 6, 16, 14, 0), (32, 1, 6, 28, 0),
+                                  (1, 5, 12, 9, 1)])
+def test_small_convolutions_backward_agree_with_torch(geom, dtype, rng, close):
+    """LeNet's convolutions and smaller odd ones (the small convolutions'
+    direct backward kernels in float32 where AVX-512F runs them)."""
+    N, Ci, Co, H, p = geom
+    x = rng.standard_normal((N, Ci, H, H)).astype(dtype)
+    w = rng.standard_normal((Co, Ci, 5, 5)).astype(dtype)
+    b = rng.standard_normal(Co).astype(dtype)
+    _agrees_with_torch("conv2d", x, w, b, {"padding": p}, dtype, rng, close)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", CONV_GEOMS, ids=CONV_IDS)
 def test_conv_transpose2d_and_its_gradients(g, dtype, rng, close):
     N, Ci, Co, H, W, k, kw = _geom(g)

@@ -1,0 +1,259 @@
+/*
+ * cnnext: direct AVX-512 backward kernels for small float32 convolutions
+ * (few channels, tiny maps: LeNet's 6 -> 16 channel 5x5 layer on 12x12).
+ * There the GEMM-style schedules waste most of a vector's lanes and their
+ * packing costs as much as the products; these kernels keep one sample's
+ * operands in L1 and every lane busy.
+ *
+ * cnx_sgw_cvec_avx512: the weight gradient of one sample, vectorised over
+ * (up to 16) output channels.  For each group of 8 taps it keeps 8
+ * accumulators (tap x one vector of channels) and walks the sample's
+ * output positions: one load of the transposed gradient row, 8 multiply-
+ * adds with a broadcast image value each.  Each element's sum runs over
+ * the positions in row-major order, and is then added to gwt.
+ *
+ * cnx_sgi_rows_avx512: the input gradient of one sample at stride 1 and
+ * padding 0, output-stationary over the flattened input map: gx[c, q] =
+ * sum over (co, i, j) of w[co, c, i, j] * gp[co, q - i*dh*W - j*dw], where
+ * gp is the gradient laid in W-wide rows (columns >= OW zero) after a lead
+ * of zeros; a position whose tap falls left of the map reads a zero column
+ * of the previous row.  6 (or 3) channels x 3 vectors of positions per
+ * block; each element summed over (co, tap) in order.
+ *
+ * cnx_sgw_pvec_avx512: the weight gradient of one sample with few output
+ * channels and taps (LeNet's first layer: 1 -> 6 channels, 25 taps over
+ * 24x24 positions), vectorised over positions: 6 channels x 4 taps of
+ * 16-lane partial sums, kept over the task's samples and summed across
+ * lanes once at the end.
+ *
+ * cnx_smallconv_avx512() is 1 when they can run (AVX-512F on this CPU and
+ * CNNEXT_ISA allowing it); otherwise the callers keep the general schedules.
+ */
+#ifndef CNNEXT_SMALLCONV_H
+#define CNNEXT_SMALLCONV_H
+
+#include "cnnext_ukernel.h"
+
+static int cnx_smallconv_avx512(void) { return cnx_isa_from_env(cnx_detect_isa()) == 2; }
+
+#ifdef CNX_X86
+
+#define CNX_SGW_FMA(t) \
+    r##t = _mm512_fmadd_ps(_mm512_set1_ps(p##t[o]), b, r##t);
+#define CNX_SGW_STORE(t)                                                        \
+    if (nt > (t)) {                                                             \
+        float *row_ = gwt + (k0 + (t)) * ldc;                                   \
+        _mm512_mask_storeu_ps(row_, m, _mm512_add_ps(r##t,                      \
+                              _mm512_maskz_loadu_ps(m, row_)));                 \
+    }
+
+/* gwt[k*ldc + co] += sum over (oh, ow) of xn[toff[k] + oh*sh*W + ow*sw] *
+ * gt[(oh*OW + ow)*16 + co], for k < K, co < nco <= 16. */
+/* GCC's predictive commoning would carry broadcasts over to the next
+ * position (p1[o] is p0[o + 1] at column stride 1) and spill them. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-predictive-commoning")))
+#endif
+CNX_TARGET_AVX512
+static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t sw,
+                                int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
+                                const float *gt, int nco, float *gwt, int64_t ldc) {
+    __mmask16 m = (__mmask16)(nco >= 16 ? 0xFFFF : ((1u << nco) - 1u));
+    int64_t k0, oh, ow;
+    for (k0 = 0; k0 < K; k0 += 8) {
+        int64_t nt = K - k0 < 8 ? K - k0 : 8;
+        const float *p0 = xn + toff[k0];
+        const float *p1 = xn + toff[k0 + (nt > 1 ? 1 : 0)];
+        const float *p2 = xn + toff[k0 + (nt > 2 ? 2 : 0)];
+        const float *p3 = xn + toff[k0 + (nt > 3 ? 3 : 0)];
+        const float *p4 = xn + toff[k0 + (nt > 4 ? 4 : 0)];
+        const float *p5 = xn + toff[k0 + (nt > 5 ? 5 : 0)];
+        const float *p6 = xn + toff[k0 + (nt > 6 ? 6 : 0)];
+        const float *p7 = xn + toff[k0 + (nt > 7 ? 7 : 0)];
+        __m512 r0 = _mm512_setzero_ps(), r1 = _mm512_setzero_ps();
+        __m512 r2 = _mm512_setzero_ps(), r3 = _mm512_setzero_ps();
+        __m512 r4 = _mm512_setzero_ps(), r5 = _mm512_setzero_ps();
+        __m512 r6 = _mm512_setzero_ps(), r7 = _mm512_setzero_ps();
+        const float *gp = gt;
+        for (oh = 0; oh < OH; oh++) {
+            int64_t o = oh * sh * W;
+            for (ow = 0; ow < OW; ow++, o += sw, gp += 16) {
+                __m512 b = _mm512_loadu_ps(gp);
+                CNX_SGW_FMA(0) CNX_SGW_FMA(1) CNX_SGW_FMA(2) CNX_SGW_FMA(3)
+                CNX_SGW_FMA(4) CNX_SGW_FMA(5) CNX_SGW_FMA(6) CNX_SGW_FMA(7)
+            }
+        }
+        CNX_SGW_STORE(0) CNX_SGW_STORE(1) CNX_SGW_STORE(2) CNX_SGW_STORE(3)
+        CNX_SGW_STORE(4) CNX_SGW_STORE(5) CNX_SGW_STORE(6) CNX_SGW_STORE(7)
+    }
+}
+
+#define CNX_SGI_MASKS                                                           \
+    int64_t left = HW - q0;                                                     \
+    __mmask16 m0 = (__mmask16)(left >= 16 ? 0xFFFF : ((1u << left) - 1u));      \
+    __mmask16 m1 = (__mmask16)(left >= 32 ? 0xFFFF                              \
+                               : left <= 16 ? 0 : ((1u << (left - 16)) - 1u));  \
+    __mmask16 m2 = (__mmask16)(left >= 48 ? 0xFFFF                              \
+                               : left <= 32 ? 0 : ((1u << (left - 32)) - 1u));
+#define CNX_SGI_ZERO(c) \
+    __m512 a##c##0 = _mm512_setzero_ps(), a##c##1 = a##c##0, a##c##2 = a##c##0;
+#define CNX_SGI_FMA(c)                                 \
+    {                                                  \
+        __m512 b_ = _mm512_set1_ps(w[c]);              \
+        a##c##0 = _mm512_fmadd_ps(b_, x0, a##c##0);    \
+        a##c##1 = _mm512_fmadd_ps(b_, x1, a##c##1);    \
+        a##c##2 = _mm512_fmadd_ps(b_, x2, a##c##2);    \
+    }
+#define CNX_SGI_STORE(c)                                        \
+    if (c0 + (c) < C) {                                         \
+        float *o_ = gx + (c0 + (c)) * HW + q0;                  \
+        _mm512_mask_storeu_ps(o_, m0, a##c##0);                 \
+        _mm512_mask_storeu_ps(o_ + 16, m1, a##c##1);            \
+        _mm512_mask_storeu_ps(o_ + 32, m2, a##c##2);            \
+    }
+#define CNX_SGI_LOOP(BODY)                                              \
+    for (co = 0; co < Co; co++) {                                       \
+        const float *g0 = gp + co * ldg + q0;                           \
+        const float *w0 = wt + co * KT * ldw + c0;                      \
+        for (t = tlo; t < thi; t++) {                                   \
+            const float *g = g0 - tshift[t];                            \
+            const float *w = w0 + t * ldw;                              \
+            __m512 x0 = _mm512_loadu_ps(g), x1 = _mm512_loadu_ps(g + 16), \
+                   x2 = _mm512_loadu_ps(g + 32);                        \
+            BODY                                                        \
+        }                                                               \
+    }
+
+/* The taps [*tlo, *thi) that reach positions [q0, q0 + 48) of a W-wide
+ * map from some output row: tap t's rows trow[t] (ascending) within
+ * [r - OH + 1, r] for a row r of the block.  The others read zeros only
+ * (junk columns or the lead), so skipping them leaves the sums as they are. */
+static inline void cnx_sgi_taps(const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
+                                int64_t HW, int64_t q0, int64_t *tlo, int64_t *thi) {
+    int64_t last = q0 + 47 < HW ? q0 + 47 : HW - 1, rlo = q0 / W, rhi = last / W;
+    int64_t a = 0, b = KT;
+    while (a < KT && trow[a] < rlo - (OH - 1)) a++;
+    while (b > a && trow[b - 1] > rhi) b--;
+    *tlo = a;
+    *thi = b;
+}
+
+/* gx[c*HW + q] = sum over co < Co, tap t < KT of
+ * wt[(co*KT + t)*ldw + c] * gp[co*ldg + q - tshift[t]] for c < C, q < HW;
+ * gp[co*ldg + q] readable for q in [-max(tshift), round48(HW)), wt's rows
+ * hold ldw = round3(C) channels (the extra ones zero, never stored).
+ * Blocks of 6 channels (18 accumulators: 3 + 6 loads per 18 multiply-adds)
+ * while more than 3 are left, then of 3; each block of positions skips the
+ * taps that only read zeros there (trow[t]: tap t's row offset, W the row
+ * width, OH the gradient's rows). */
+CNX_TARGET_AVX512
+static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
+                                const float *wt, int64_t ldw, const int64_t *tshift,
+                                const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
+                                float *gx, int64_t C, int64_t HW) {
+    int64_t c0 = 0, q0, co, t, tlo, thi;
+    for (; C - c0 > 3; c0 += 6) {
+        for (q0 = 0; q0 < HW; q0 += 48) {
+            cnx_sgi_taps(trow, KT, W, OH, HW, q0, &tlo, &thi);
+            CNX_SGI_ZERO(0) CNX_SGI_ZERO(1) CNX_SGI_ZERO(2)
+            CNX_SGI_ZERO(3) CNX_SGI_ZERO(4) CNX_SGI_ZERO(5)
+            CNX_SGI_LOOP(CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2)
+                         CNX_SGI_FMA(3) CNX_SGI_FMA(4) CNX_SGI_FMA(5))
+            {
+                CNX_SGI_MASKS
+                CNX_SGI_STORE(0) CNX_SGI_STORE(1) CNX_SGI_STORE(2)
+                CNX_SGI_STORE(3) CNX_SGI_STORE(4) CNX_SGI_STORE(5)
+            }
+        }
+    }
+    for (; c0 < C; c0 += 3) {
+        for (q0 = 0; q0 < HW; q0 += 48) {
+            cnx_sgi_taps(trow, KT, W, OH, HW, q0, &tlo, &thi);
+            CNX_SGI_ZERO(0) CNX_SGI_ZERO(1) CNX_SGI_ZERO(2)
+            CNX_SGI_LOOP(CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2))
+            {
+                CNX_SGI_MASKS
+                CNX_SGI_STORE(0) CNX_SGI_STORE(1) CNX_SGI_STORE(2)
+            }
+        }
+    }
+}
+
+#define CNX_SGP_ROW(c)                                                  \
+    {                                                                   \
+        __m512 g_ = _mm512_maskz_loadu_ps(m, g##c + q);                 \
+        a##c##0 = _mm512_fmadd_ps(g_, x0, a##c##0);                     \
+        a##c##1 = _mm512_fmadd_ps(g_, x1, a##c##1);                     \
+        a##c##2 = _mm512_fmadd_ps(g_, x2, a##c##2);                     \
+        a##c##3 = _mm512_fmadd_ps(g_, x3, a##c##3);                     \
+    }
+#define CNX_SGP_LOAD(c)                                                 \
+    __m512 a##c##0 = _mm512_loadu_ps(acc + ((co0 + (c)) * K + k0) * 16),       \
+           a##c##1 = _mm512_loadu_ps(acc + ((co0 + (c)) * K + k0 + 1) * 16),   \
+           a##c##2 = _mm512_loadu_ps(acc + ((co0 + (c)) * K + k0 + 2) * 16),   \
+           a##c##3 = _mm512_loadu_ps(acc + ((co0 + (c)) * K + k0 + 3) * 16);
+#define CNX_SGP_STORE(c)                                                        \
+    _mm512_storeu_ps(acc + ((co0 + (c)) * K + k0) * 16, a##c##0);               \
+    _mm512_storeu_ps(acc + ((co0 + (c)) * K + k0 + 1) * 16, a##c##1);           \
+    _mm512_storeu_ps(acc + ((co0 + (c)) * K + k0 + 2) * 16, a##c##2);           \
+    _mm512_storeu_ps(acc + ((co0 + (c)) * K + k0 + 3) * 16, a##c##3);
+
+/* acc[(co*K + k)*16 + l] += sum over q < Q, q = l (mod 16), of
+ * g[co*ldg + q] * xn[toff[k] + q]: the weight gradient's dot products over
+ * one sample's positions q (the gradient in the image's row width, junk
+ * columns zero), 16 lanes summed by the caller.  Co and K multiples of 6
+ * and 4 in acc (the caller's rows past Co point g at a zero row, toff past
+ * K repeat tap 0; those sums are never read).  Blocks of 6 channels x 4
+ * taps: 24 accumulators, 4 + 6 loads per 24 multiply-adds. */
+CNX_TARGET_AVX512
+static void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
+                                const float *const *grow, int64_t Co, int64_t Q,
+                                float *acc) {
+    int64_t co0, k0, q;
+    for (co0 = 0; co0 < Co; co0 += 6) {
+        const float *g0 = grow[co0], *g1 = grow[co0 + 1], *g2 = grow[co0 + 2],
+                    *g3 = grow[co0 + 3], *g4 = grow[co0 + 4], *g5 = grow[co0 + 5];
+        for (k0 = 0; k0 < K; k0 += 4) {
+            const float *t0 = xn + toff[k0], *t1 = xn + toff[k0 + 1],
+                        *t2 = xn + toff[k0 + 2], *t3 = xn + toff[k0 + 3];
+            CNX_SGP_LOAD(0) CNX_SGP_LOAD(1) CNX_SGP_LOAD(2)
+            CNX_SGP_LOAD(3) CNX_SGP_LOAD(4) CNX_SGP_LOAD(5)
+            for (q = 0; q < Q; q += 16) {
+                __mmask16 m = (__mmask16)(Q - q >= 16 ? 0xFFFF : ((1u << (Q - q)) - 1u));
+                __m512 x0 = _mm512_maskz_loadu_ps(m, t0 + q), x1 = _mm512_maskz_loadu_ps(m, t1 + q),
+                       x2 = _mm512_maskz_loadu_ps(m, t2 + q), x3 = _mm512_maskz_loadu_ps(m, t3 + q);
+                CNX_SGP_ROW(0) CNX_SGP_ROW(1) CNX_SGP_ROW(2)
+                CNX_SGP_ROW(3) CNX_SGP_ROW(4) CNX_SGP_ROW(5)
+            }
+            CNX_SGP_STORE(0) CNX_SGP_STORE(1) CNX_SGP_STORE(2)
+            CNX_SGP_STORE(3) CNX_SGP_STORE(4) CNX_SGP_STORE(5)
+        }
+    }
+}
+
+#else /* not x86: never selected (cnx_smallconv_avx512() is 0) */
+
+static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t sw,
+                                int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
+                                const float *gt, int nco, float *gwt, int64_t ldc) {
+    (void)xn; (void)W; (void)sh; (void)sw; (void)OH; (void)OW; (void)toff; (void)K;
+    (void)gt; (void)nco; (void)gwt; (void)ldc;
+}
+
+static void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
+                                const float *const *grow, int64_t Co, int64_t Q,
+                                float *acc) {
+    (void)xn; (void)toff; (void)K; (void)grow; (void)Co; (void)Q; (void)acc;
+}
+
+static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
+                                const float *wt, int64_t ldw, const int64_t *tshift,
+                                const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
+                                float *gx, int64_t C, int64_t HW) {
+    (void)gp; (void)ldg; (void)Co; (void)wt; (void)ldw; (void)tshift; (void)trow; (void)KT;
+    (void)W; (void)OH;
+    (void)gx; (void)C; (void)HW;
+}
+
+#endif
+#endif
