@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cnnext
-from cnnext import _conv, _plan, nn
+from cnnext import _conv, _gemm, _plan, nn
 from cnnext import functional as F
 from cnnext.functional.conv import _conv2d_plan
 from cnnext.functional.pooling import _adaptive_plan, _pool_plan
@@ -99,17 +99,20 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     assert gp.x_shape == (32, 16, 32, 32) and gp.weight_shape == (16, 16, 3, 3)
     assert (gp.method, gp.grad_input) == ("direct", "phases")
     # 16 output channels fill one float32 vector: the packed gradient
-    # (16 x 16 tiles); 12 fill less, with long rows: dot products; a float64
-    # panel (16 columns) is full: the packed gradient
+    # (16 x 16 tiles); fewer than half a panel (its width depends on the
+    # CPU's vectors), with long rows: dot products; a float64 panel (16
+    # columns) is full: the packed gradient
     assert gp.grad_weight == "transposed"
-    g12 = conv_plan((32, 16, 32, 32), (12, 16, 3, 3), p=1)
-    assert g12.grad_weight == "dot" and "half" in g12.grad_weight_reason
+    nr = _gemm.block_sizes(F32)[1]
+    g_few = conv_plan((32, 16, 32, 32), (nr // 2 - 1, 16, 3, 3), p=1)
+    assert g_few.grad_weight == "dot" and "half" in g_few.grad_weight_reason
     g64 = _plan.conv2d_plan("conv2d", (32, 64, 32, 32), (64, 16, 3, 3), None, F64, (1, 1),
                             (1, 1), (1, 1), 4).group_plan
     assert g64.grad_weight == "transposed"
-    f64_8 = _plan.conv2d_plan("conv2d", (32, 16, 32, 32), (8, 16, 3, 3), None, F64, (1, 1),
-                              (1, 1), (1, 1))
-    assert f64_8.grad_weight == "dot"
+    half64 = _gemm.block_sizes(F64)[1] // 2  # half a float64 panel: dot products
+    f64_half = _plan.conv2d_plan("conv2d", (32, 16, 32, 32), (half64, 16, 3, 3), None, F64,
+                                 (1, 1), (1, 1), (1, 1))
+    assert f64_half.grad_weight == "dot"
     # short rows (8x12 positions) keep the packed gradient (with padding, or
     # without AVX-512F; unpadded, the small convolutions' direct kernel)
     assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5), p=1).grad_weight == "transposed"
@@ -124,9 +127,10 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     assert conv_plan((64, 16, 28, 28), (32, 16, 1, 1), s=2).grad_weight == "dot"
     assert conv_plan((64, 32, 14, 14), (64, 32, 1, 1), s=2, dtype=F64).grad_weight == "dot"
     # every group in one call: the group's scratch, and each group's packed
-    # weight (16 rows x K = 144)
+    # weight (16 rows, rounded up to whole MR-row panels, x K = 144)
     assert plan.threads == gp.threads and "every group at once" in plan.grad_weight_reason
-    assert plan.scratch_bytes == gp.scratch_bytes + 3 * 16 * 144 * 4
+    mr = _gemm.block_sizes(F32)[0]
+    assert plan.scratch_bytes == gp.scratch_bytes + 3 * -(-16 // mr) * mr * 144 * 4
     # depthwise (groups == C_in, one input channel per filter) has its own
     # kernels, with any channel multiplier; a huge padding falls back to the
     # grouped plan, whose groups take the gather path
