@@ -77,13 +77,20 @@ if TYPE_CHECKING:
 
 _PlanT = TypeVar("_PlanT")
 
-#: Below this many multiply-adds a kernel runs on one thread: waking a second
-#: thread costs more than it saves.
-PARALLEL_MIN_MACS = 1 << 20
+#: Below this many multiply-adds a kernel runs on one thread: waking a
+#: sleeping worker costs more than it saves.  (Measured on a 2-core VM at 2
+#: threads, where a wake-up costs about 0.1 ms: convolutions of 8-11 million
+#: multiply-adds ran 20-30% slower on two threads than on one, from 21
+#: million 2x faster.)
+PARALLEL_MIN_MACS = 1 << 24
 
 #: Pooling and elementwise work is memory-bound: one thread below this many
-#: elements.
-PARALLEL_MIN_ELEMENTS = 1 << 16
+#: elements (the same VM: a max pool of 0.8 million elements still ran 25%
+#: slower on two threads, 3.2 million 1.4x faster).
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+#: (PARALLEL_MIN_MACS, PARALLEL_MIN_ELEMENTS) as shipped.
+DEFAULT_PARALLEL_MIN = (PARALLEL_MIN_MACS, PARALLEL_MIN_ELEMENTS)
 
 _CACHE: dict[Hashable, Any] = {}
 _CACHE_MAX = 512
@@ -118,8 +125,10 @@ def forget() -> None:
     _CACHE.clear()
 
 
-def threads_for(work: int, minimum: int = PARALLEL_MIN_MACS) -> int:
-    """The kernel thread count for ``work`` (MACs or elements)."""
+def threads_for(work: int, elements: bool = False) -> int:
+    """The kernel thread count for ``work``: multiply-adds, or with
+    ``elements`` the elements of memory-bound work."""
+    minimum = PARALLEL_MIN_ELEMENTS if elements else PARALLEL_MIN_MACS
     return 1 if work < minimum else _config.get_num_threads()
 
 
@@ -1215,7 +1224,7 @@ def max_pool2d_backward_plan(
 ) -> PoolPlan:
     """The plan of a max-pool backward pass from shapes alone (the argmax
     indices carry the geometry: kernel, dilation, ceil_mode or adaptive)."""
-    threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
+    threads = threads_for(math.prod(x_shape), elements=True)
     return PoolPlan(fname, "max", dtype, tuple(x_shape), tuple(out_shape), None, None, None,
                     threads, (), method="indices", reason="the indices carry the geometry")
 
@@ -1241,7 +1250,7 @@ def pool2d_plan(
             f"{fname}: an input plane must have fewer than 2**31 elements "
             f"(H*W = {H}*{W} = {H * W})"
         )
-    threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
+    threads = threads_for(math.prod(x_shape), elements=True)
     geom = (k[0], k[1], s[0], s[1], p[0], p[1])
     if kind == "max":
         kernel_args: tuple[int, ...] = geom + (d[0], d[1], threads)
@@ -1258,7 +1267,7 @@ def adaptive_pool2d_plan(
     input with non-empty planes (checked by the caller) to ``output_size``."""
     out_shape = tuple(x_shape[:-2]) + tuple(output_size)
     V.check_alloc(fname, out_shape, dtype.itemsize + (8 if kind == "adaptive_max" else 0))
-    threads = threads_for(math.prod(x_shape), PARALLEL_MIN_ELEMENTS)
+    threads = threads_for(math.prod(x_shape), elements=True)
     if kind == "adaptive_avg" and tuple(output_size) == (1, 1):
         method, why = "global", "a 1x1 output: the mean of each plane, one contiguous sum"
     else:
@@ -1302,7 +1311,7 @@ def max_unpool2d_plan(
     """Plan a max unpooling of ``x_shape`` to planes of ``output_size``."""
     out_shape = tuple(x_shape[:-2]) + tuple(output_size)
     V.check_alloc(fname, out_shape, dtype.itemsize)
-    threads = threads_for(max(math.prod(out_shape), math.prod(x_shape)), PARALLEL_MIN_ELEMENTS)
+    threads = threads_for(max(math.prod(out_shape), math.prod(x_shape)), elements=True)
     return UnpoolPlan(fname, dtype, tuple(x_shape), out_shape, threads)
 
 
@@ -1485,5 +1494,5 @@ def batch_norm_plan(
         method, why = "empty", "no value per channel: an empty result"
     else:
         method, why = "fused", "per channel: statistics, then the normalisation, in cache"
-    threads = threads_for(N * C * P, PARALLEL_MIN_ELEMENTS)
+    threads = threads_for(N * C * P, elements=True)
     return BatchNormPlan(fname, dtype, tuple(x_shape), (N, C, P), method, why, threads)

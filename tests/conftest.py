@@ -122,6 +122,27 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
+#: The parallel-work thresholds the tests run under: lower than the
+#: library's, so that the small inputs of the tests reach the kernels'
+#: multi-thread paths whenever a test sets two threads.
+TEST_PARALLEL_MIN_MACS = 1 << 20
+TEST_PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+@pytest.fixture(autouse=True)
+def small_parallel_thresholds(monkeypatch):
+    """Every test plans with the test thresholds (the library's defaults are
+    kept in ``cnnext._plan.DEFAULT_PARALLEL_MIN`` for the tests of the rule
+    itself); plans cached under other thresholds are dropped on both sides."""
+    from cnnext import _plan
+
+    monkeypatch.setattr(_plan, "PARALLEL_MIN_MACS", TEST_PARALLEL_MIN_MACS)
+    monkeypatch.setattr(_plan, "PARALLEL_MIN_ELEMENTS", TEST_PARALLEL_MIN_ELEMENTS)
+    _plan.forget()
+    yield
+    _plan.forget()
+
+
 @pytest.fixture
 def restore_threads():
     """Put the kernel thread count back as it was after the test."""

@@ -592,3 +592,21 @@ def test_batchnorm_layer_keeps_its_plan_per_mode(rng):
     assert bn._plan is not kept  # evaluation mode: another plan (other rules)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bn.train()(x[:1, :, :1, :1])
+
+
+def test_default_parallel_thresholds_keep_small_work_on_one_thread(monkeypatch, restore_threads):
+    """With the thresholds as shipped, a LeNet-sized convolution (batch 32,
+    6 -> 16 channels, 5x5 on 14x14: 7.7 million multiply-adds), dense layer
+    and max pool run on one thread at two threads, where waking the second
+    thread costs more than it saves; a large convolution (200 million) and
+    pool (3.2 million elements) use both."""
+    macs, elements = _plan.DEFAULT_PARALLEL_MIN
+    monkeypatch.setattr(_plan, "PARALLEL_MIN_MACS", macs)
+    monkeypatch.setattr(_plan, "PARALLEL_MIN_ELEMENTS", elements)
+    _plan.forget()
+    cnnext.set_num_threads(2)
+    assert conv_plan((32, 6, 14, 14), (16, 6, 5, 5)).threads == 1
+    assert conv_plan((32, 64, 32, 32), (64, 64, 3, 3), p=1).threads == 2
+    assert _plan.threads_for(32 * 400 * 120) == 1
+    assert _plan.threads_for(32 * 6 * 28 * 28, elements=True) == 1
+    assert _plan.threads_for(32 * 64 * 56 * 28, elements=True) == 2

@@ -99,7 +99,7 @@ def _slope(fname: str, negative_slope: float) -> float:
 
 
 def _elt_threads(n: int) -> int:
-    return _plan.threads_for(n, _plan.PARALLEL_MIN_ELEMENTS)
+    return _plan.threads_for(n, elements=True)
 
 
 @_nan_quiet

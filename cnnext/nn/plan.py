@@ -64,7 +64,7 @@ import numpy.typing as npt
 from functools import partial
 
 from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd
-from .._plan import PARALLEL_MIN_ELEMENTS, _winograd_filters, bias_grad, threads_for
+from .._plan import _winograd_filters, bias_grad, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
@@ -771,7 +771,7 @@ def _typed(kernel: Any, dtype: FloatDType) -> Any:
 
 
 def _threads(n: int) -> int:
-    return threads_for(n, PARALLEL_MIN_ELEMENTS)
+    return threads_for(n, elements=True)
 
 
 def _activate(y: FloatArray, act: int, alpha: float) -> None:

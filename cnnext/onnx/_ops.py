@@ -604,7 +604,7 @@ def _relu_in_place(x: Array) -> Array:
             or not x.flags.writeable or not _config.compiled_backend()):
         return F.relu(x)
     flat = x.reshape(-1)
-    _eltwise.relu(flat, flat, _plan.threads_for(x.size, _plan.PARALLEL_MIN_ELEMENTS))
+    _eltwise.relu(flat, flat, _plan.threads_for(x.size, elements=True))
     return x
 
 
