@@ -316,6 +316,19 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
                            seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
 
 
+cdef void fwd_run(Args* a) noexcept nogil:
+    """Every block of a set-up forward, on a.nt threads; frees the scratch."""
+    cdef Py_ssize_t blk
+    if a.nt == 1:
+        for blk in range(a.blocks):
+            fwd_block(a, blk, 0)
+    else:
+        for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
+            fwd_block(a, blk, threadid())
+    free(a.scr)
+    free(a.seg)
+
+
 cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float* V,
                       float* dU, float* bpack) noexcept nogil:
     """dU[xi] (Co, C) += Gy[xi] (Co, nv) @ V[xi]^T (the block's nv lanes):
@@ -427,7 +440,6 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     """out = conv2d(x, w, bias, stride 1, padding (ph, pw)) for a 3x3 ``w``
     given as its packed transform ``upk`` (see :mod:`cnnext._plan`)."""
     cdef Args a
-    cdef Py_ssize_t blk
     cdef Py_ssize_t MR = kernels().s_mr
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
         return
@@ -441,14 +453,7 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     a.g = NULL
     a.out = &out[0, 0, 0, 0]
     with nogil:
-        if a.nt == 1:
-            for blk in range(a.blocks):
-                fwd_block(&a, blk, 0)
-        else:
-            for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
-                fwd_block(&a, blk, threadid())
-    free(a.scr)
-    free(a.seg)
+        fwd_run(&a)
 
 
 def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -497,7 +502,6 @@ def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws
     x[n, :, dh*i + r - y0, dw*j + c - x0] (zero outside x), its [i, j] stored
     at out[n, :, dh*i + r - yo, dw*j + c - xo] where that is inside out."""
     cdef Args a
-    cdef Py_ssize_t blk
     cdef Py_ssize_t MR = kernels().s_mr
     if out.shape[0] == 0 or out.shape[1] == 0 or OH <= 0 or OW <= 0:
         return
@@ -513,14 +517,7 @@ def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws
     a.g = NULL
     a.out = &out[0, 0, 0, 0]
     with nogil:
-        if a.nt == 1:
-            for blk in range(a.blocks):
-                fwd_block(&a, blk, 0)
-        else:
-            for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
-                fwd_block(&a, blk, threadid())
-    free(a.scr)
-    free(a.seg)
+        fwd_run(&a)
 
 
 def winograd_grad_weight_phases(const float[:, :, :, ::1] x,  # IN  (Ns, C, Hs, Ws)
