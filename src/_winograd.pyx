@@ -395,6 +395,22 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         gw_products(a, nv, Gy, V, dU, bpack)
 
 
+cdef void gw_run(Args* a, Py_ssize_t nt) noexcept nogil:
+    """Every block of a set-up weight gradient into the ``nt`` partials at
+    a.out, on a.nt threads (partials beyond a.nt are zeroed); frees the
+    scratch."""
+    cdef Py_ssize_t tid, run = a.nt, part = XI * a.Co * a.C
+    for tid in range(run, nt):
+        memset(a.out + tid * part, 0, part * sizeof(float))
+    if run == 1:
+        gw_range(a, 0, a.blocks, 0)
+    else:
+        for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
+            gw_range(a, a.blocks * tid // run, a.blocks * (tid + 1) // run, <int>tid)
+    free(a.scr)
+    free(a.seg)
+
+
 cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
                int n_threads, Py_ssize_t rows, Py_ssize_t per_extra,
@@ -465,7 +481,7 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     G^T (sum_t dup[t]) G.  Uses ``dup.shape[0]`` threads (the caller sizes
     it with :func:`weight_grad_threads`)."""
     cdef Args a
-    cdef Py_ssize_t tid, run, nt = dup.shape[0]
+    cdef Py_ssize_t nt = dup.shape[0]
     cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
     if nt == 0 or Co == 0 or C == 0:
         return
@@ -476,17 +492,8 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     a.upk = NULL
     a.bias = NULL
     a.out = &dup[0, 0, 0, 0]
-    run = a.nt  # partials beyond the block count stay zero
     with nogil:
-        for tid in range(run, nt):
-            memset(a.out + tid * XI * Co * C, 0, XI * Co * C * sizeof(float))
-        if run == 1:
-            gw_range(&a, 0, a.blocks, 0)
-        else:
-            for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
-                gw_range(&a, a.blocks * tid // run, a.blocks * (tid + 1) // run, <int>tid)
-    free(a.scr)
-    free(a.seg)
+        gw_run(&a, nt)
 
 
 def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws)
@@ -531,7 +538,7 @@ def winograd_grad_weight_phases(const float[:, :, :, ::1] x,  # IN  (Ns, C, Hs, 
     convolutions giving (OH, OW) outputs: the sum of the phases' weight
     gradients."""
     cdef Args a
-    cdef Py_ssize_t tid, run, nt = dup.shape[0]
+    cdef Py_ssize_t nt = dup.shape[0]
     cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
     if nt == 0 or Co == 0 or C == 0:
         return
@@ -544,17 +551,8 @@ def winograd_grad_weight_phases(const float[:, :, :, ::1] x,  # IN  (Ns, C, Hs, 
     a.upk = NULL
     a.bias = NULL
     a.out = &dup[0, 0, 0, 0]
-    run = a.nt  # partials beyond the block count stay zero
     with nogil:
-        for tid in range(run, nt):
-            memset(a.out + tid * XI * Co * C, 0, XI * Co * C * sizeof(float))
-        if run == 1:
-            gw_range(&a, 0, a.blocks, 0)
-        else:
-            for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
-                gw_range(&a, a.blocks * tid // run, a.blocks * (tid + 1) // run, <int>tid)
-    free(a.scr)
-    free(a.seg)
+        gw_run(&a, nt)
 
 
 def all_finite(const float[::1] a):  # IN
