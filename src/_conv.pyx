@@ -1648,6 +1648,43 @@ ctypedef struct SmallArgs:
     int T
 
 
+ctypedef void (*small_task_t)(const SmallArgs*, int) noexcept nogil
+
+
+cdef int small_setup(SmallArgs* a, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh, Py_ssize_t dw,
+                     Py_ssize_t H, Py_ssize_t W, Py_ssize_t KT) except -1:
+    """a.toff: tap (c, i, j)'s offset in an (a.C, H, W) sample, KT entries
+    (those past a.K repeat tap 0); a.scr: a.T tasks' a.per floats."""
+    cdef Py_ssize_t c, i, j, k
+    cdef int64_t* toff = <int64_t*>alloc_scratch(max(KT, 1) * sizeof(int64_t))
+    for c in range(a.C):
+        for i in range(kh):
+            for j in range(kw):
+                toff[(c * kh + i) * kw + j] = c * H * W + i * dh * W + j * dw
+    for k in range(a.K, KT):
+        toff[k] = toff[0]
+    try:
+        a.scr = <float*>alloc_scratch(a.T * a.per * sizeof(float))
+    except MemoryError:
+        free(toff)
+        raise
+    a.toff = toff
+    return 0
+
+
+cdef void small_run(SmallArgs* a, small_task_t task) noexcept nogil:
+    """task(a, t) for the a.T tasks on a.T threads; frees small_setup's
+    scratch."""
+    cdef int t
+    if a.T == 1:
+        task(a, 0)
+    else:
+        for t in prange(a.T, schedule="static", chunksize=1, num_threads=a.T):
+            task(a, t)
+    free(a.scr)
+    free(<void*>a.toff)
+
+
 cdef void sgw_task(const SmallArgs* a, int task) noexcept nogil:
     """out[task] (G, K, Co) = the weight gradient of the task's share of the
     (sample, group) pairs, summed in order."""
@@ -1691,8 +1728,6 @@ def conv2d_grad_weight_small(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W
     pairs; each element summed over the positions in row-major order, then
     the task's samples in order.  Needs ``small_kernels()``."""
     cdef SmallArgs a
-    cdef int task
-    cdef Py_ssize_t c, i, j
     if not SMALL_AVX512:
         raise RuntimeError("conv2d_grad_weight_small: AVX-512F is not available")
     a.T = <int>gwp.shape[0]
@@ -1704,28 +1739,12 @@ def conv2d_grad_weight_small(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W
     a.K = a.C * kh * kw
     a.sh, a.sw, a.OH, a.OW = sh, sw, oh_n, ow_n
     a.per = cdiv(oh_n * ow_n, 16) * 256  # whole 16 x 16 blocks (PACK_GT16_S)
-    cdef int64_t* toff = <int64_t*>alloc_scratch(max(a.K, 1) * sizeof(int64_t))
-    for c in range(a.C):
-        for i in range(kh):
-            for j in range(kw):
-                toff[(c * kh + i) * kw + j] = c * a.H * a.W + i * dh * a.W + j * dw
-    try:
-        a.scr = <float*>alloc_scratch(a.T * a.per * sizeof(float))
-    except MemoryError:
-        free(toff)
-        raise
-    a.toff = toff
+    small_setup(&a, kh, kw, dh, dw, a.H, a.W, a.K)
     a.x = &x[0, 0, 0, 0]
     a.gout = &gout[0, 0, 0]
     a.out = &gwp[0, 0, 0, 0]
     with nogil:
-        if a.T == 1:
-            sgw_task(&a, 0)
-        else:
-            for task in prange(a.T, schedule="static", chunksize=1, num_threads=a.T):
-                sgw_task(&a, task)
-    free(a.scr)
-    free(toff)
+        small_run(&a, sgw_task)
 
 
 cdef void sgi_sample(const SmallArgs* a, Py_ssize_t u, float* gp) noexcept nogil:
@@ -1876,8 +1895,6 @@ def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     (positions q mod 16) over the task's samples, then across the lanes.
     Needs ``small_kernels()``."""
     cdef SmallArgs a
-    cdef int task
-    cdef Py_ssize_t c, i, j, k
     if not SMALL_AVX512:
         raise RuntimeError("conv2d_grad_weight_pvec: AVX-512F is not available")
     a.T = <int>gwp.shape[0]
@@ -1897,27 +1914,9 @@ def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     # padding), the row pointers
     a.per = round16(a.ldw * a.ldg + a.G * a.ldw * a.KT * 16
                     + (a.C * Hq * Wq if ph != 0 or pw != 0 else 0) + a.ldw * 2)
-    cdef int64_t* toff = <int64_t*>alloc_scratch(a.KT * sizeof(int64_t))
-    for c in range(a.C):
-        for i in range(kh):
-            for j in range(kw):
-                toff[(c * kh + i) * kw + j] = c * Hq * Wq + i * dh * Wq + j * dw
-    for k in range(a.K, a.KT):
-        toff[k] = toff[0]
-    try:
-        a.scr = <float*>alloc_scratch(a.T * a.per * sizeof(float))
-    except MemoryError:
-        free(toff)
-        raise
-    a.toff = toff
+    small_setup(&a, kh, kw, dh, dw, Hq, Wq, a.KT)
     a.x = &x[0, 0, 0, 0]
     a.gout = &gout[0, 0, 0]
     a.out = &gwp[0, 0, 0, 0]
     with nogil:
-        if a.T == 1:
-            sgp_task(&a, 0)
-        else:
-            for task in prange(a.T, schedule="static", chunksize=1, num_threads=a.T):
-                sgp_task(&a, task)
-    free(a.scr)
-    free(toff)
+        small_run(&a, sgp_task)
