@@ -3,10 +3,10 @@
 The kernels against the float64 reference over the geometry Winograd cuts
 into 2x2 tiles (odd H and W, 1x1 images, padding 0/1/2 and asymmetric, N=1,
 channel counts off the vector and panel widths, several tile blocks, tiles
-of one block spread over several images), memory layouts, thread counts and
-PyTorch; the algorithm setting (plans, cache, layers, context); the
-fallbacks (float64, other geometries, inf/NaN); and the accuracy claim that
-``"auto"`` rests on.
+of one block spread over several images), thread counts, memory layouts and
+PyTorch (these two also for the dilation-phase kernel); the algorithm
+setting (plans, cache, layers, context); the fallbacks (float64, other
+geometries, inf/NaN); and the accuracy claim that ``"auto"`` rests on.
 
 Tolerance: the float32 table of ``conftest.TOLERANCES`` (relative 1e-4,
 absolute 1e-5 of the largest value).  Winograd's measured float32 error on
@@ -103,18 +103,39 @@ def test_winograd_thread_counts(threads, rng, close, restore_threads):
     close(gw, R.conv2d_backward(*f64(go, x, w), padding=1)[1], np.float32)
 
 
-def test_winograd_vs_torch(rng):
+# The undilated kernel and the dilation-phase one (``winograd-phases``) share
+# the PyTorch and memory-layout checks: (input shape, conv2d keywords).
+KINDS = {
+    "plain": ((2, 32, 15, 14), {"padding": 1}),
+    "dilated": ((2, 32, 17, 16), {"padding": 2, "dilation": 2}),
+}
+SMALL_KINDS = {
+    "plain": ((2, 6, 9, 7), {"padding": 1}),
+    "dilated": ((2, 6, 11, 9), {"padding": 2, "dilation": 2}),
+}
+
+
+def kind_arrays(shape, cout, rng, kw):
+    """x, weight, bias and an output gradient for a 3x3 convolution."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal((cout, shape[1], 3, 3)) / np.sqrt(9 * shape[1])).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    go = rng.standard_normal(R.conv2d(x, w, **kw).shape).astype(np.float32)
+    return x, w, b, go
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_winograd_vs_torch(kind, rng):
     torch = pytest.importorskip("torch")
-    g = W(2, 32, 48, 15, 14, (1, 1))
-    x, w, b = arrays(g, rng)
-    go = rng.standard_normal((2, 48, 15, 14)).astype(np.float32)
+    shape, kw = KINDS[kind]
+    x, w, b, go = kind_arrays(shape, 48, rng, kw)
     with cnnext.use_conv_algorithm("winograd"):
-        y = F.conv2d(x, w, b, padding=1)
-        gx, gw, gb = F.conv2d_backward(go, x, w, padding=1)
+        y = F.conv2d(x, w, b, **kw)
+        gx, gw, gb = F.conv2d_backward(go, x, w, **kw)
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
     bt = torch.tensor(b, dtype=torch.float64, requires_grad=True)
-    yt = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, **kw)
     yt.backward(torch.tensor(go, dtype=torch.float64))
     for ours, theirs in ((y, yt), (gx, xt.grad), (gw, wt.grad), (gb, bt.grad)):
         want = theirs.detach().numpy()
@@ -128,26 +149,26 @@ LAYOUTS = {
 }
 
 
+@pytest.mark.parametrize("kind", sorted(SMALL_KINDS))
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_winograd_layouts_and_unbatched(layout, rng):
+def test_winograd_layouts_and_unbatched(layout, kind, rng):
     """Every memory layout gives the contiguous result, inputs unchanged; an
     unbatched sample gives the batched result for it."""
-    g = W(2, 6, 5, 9, 7, (1, 1))
-    x, w, b = arrays(g, rng)
-    go = rng.standard_normal((2, 5, 9, 7)).astype(np.float32)
+    shape, kw = SMALL_KINDS[kind]
+    x, w, b, go = kind_arrays(shape, 5, rng, kw)
     laid = [LAYOUTS[layout](a) for a in (x, w, b, go)]
     if layout == "read-only":
         for a in laid:
             a.flags.writeable = False
     copies = [a.copy() for a in laid]
     with cnnext.use_conv_algorithm("winograd"):
-        want_y = F.conv2d(x, w, b, padding=1)
-        want = F.conv2d_backward(go, x, w, padding=1)
-        y = F.conv2d(laid[0], laid[1], laid[2], padding=1)
-        got = F.conv2d_backward(laid[3], laid[0], laid[1], padding=1)
-        y3 = F.conv2d(x[1], w, b, padding=1)
-        gx3, gw3, _ = F.conv2d_backward(go[1], x[1], w, padding=1)
-        gx1, gw1, _ = F.conv2d_backward(go[1:], x[1:], w, padding=1)
+        want_y = F.conv2d(x, w, b, **kw)
+        want = F.conv2d_backward(go, x, w, **kw)
+        y = F.conv2d(laid[0], laid[1], laid[2], **kw)
+        got = F.conv2d_backward(laid[3], laid[0], laid[1], **kw)
+        y3 = F.conv2d(x[1], w, b, **kw)
+        gx3, gw3, _ = F.conv2d_backward(go[1], x[1], w, **kw)
+        gx1, gw1, _ = F.conv2d_backward(go[1:], x[1:], w, **kw)
     np.testing.assert_array_equal(y, want_y)
     for a, b_ in zip(got, want):
         np.testing.assert_array_equal(a, b_)
