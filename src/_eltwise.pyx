@@ -309,6 +309,42 @@ def add_masked(const floating[::1] a,     # IN  (flat)
                 add_masked_chunk(&a[lo], &g[lo], &ref[lo], &out[lo], min(ELT_CHUNK, n - lo))
 
 
+cdef void add_strided_planes(const floating* src, floating* dst, Py_ssize_t h, Py_ssize_t w,
+                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    cdef Py_ssize_t p, i, j
+    cdef const floating* sr
+    cdef floating* dr
+    for p in range(p0, p1):
+        for i in range(h):
+            sr = src + (p * h + i) * w
+            dr = dst + (p * H + i * sh) * W
+            for j in range(w):
+                dr[j * sw] = dr[j * sw] + sr[j]
+
+
+def add_strided(const floating[:, :, :, ::1] src,   # IN    (N, C, h, w)
+                floating[:, :, :, ::1] dst,         # INOUT (N, C, H, W)
+                Py_ssize_t sh, Py_ssize_t sw,
+                int n_threads):
+    """dst[n, c, i*sh, j*sw] += src[n, c, i, j] for every (i, j) of src:
+    the input gradient of a strided 1x1 convolution (nonzero on its stride
+    grid only) added to another.  Needs (h-1)*sh < H and (w-1)*sw < W."""
+    cdef Py_ssize_t planes = src.shape[0] * src.shape[1], h = src.shape[2], w = src.shape[3]
+    cdef Py_ssize_t H = dst.shape[2], W = dst.shape[3], t
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    if planes == 0 or h * w == 0:
+        return
+    with nogil:
+        if nt == 1:
+            add_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw, 0,
+                               planes)
+        else:
+            for t in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                add_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw,
+                                   planes * t // nt, planes * (t + 1) // nt)
+
+
 def all_finite(const floating[::1] a):
     """True when no element is inf or NaN (stops at the first that is)."""
     cdef Py_ssize_t i, n = a.shape[0]

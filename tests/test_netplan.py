@@ -737,6 +737,13 @@ def _res_model(dt, rng, variant):
         res = nn.Residual(_block(dt, rng, C, 6, 2, "bn"), nn.Sequential(
             nn.Conv2D(C, 6, 1, stride=2, bias=False, dtype=dt, seed=rng),
             nn.BatchNorm2D(6, dtype=dt)))
+    elif variant == "projection_32":   # strides (3, 2), a bias: the grid sum at odd strides
+        res = nn.Residual(_block(dt, rng, C, 6, (3, 2), "bn"), nn.Sequential(
+            nn.Conv2D(C, 6, 1, stride=(3, 2), dtype=dt, seed=rng),
+            nn.BatchNorm2D(6, dtype=dt)))
+    elif variant == "projection_conv":  # the shortcut is the strided 1x1 convolution alone
+        res = nn.Residual(_block(dt, rng, C, 6, 2, "conv"),
+                          nn.Conv2D(C, 6, 1, stride=2, bias=False, dtype=dt, seed=rng))
     elif variant == "no_relu":         # a plain sum
         res, after = nn.Residual(_block(dt, rng, C, C, 1, "bn")), []
     elif variant == "conv_tail":       # the mask computed once, for both branches
@@ -759,11 +766,12 @@ def _res_model(dt, rng, variant):
         res = nn.Residual(_block(dt, rng, 2, C, 1, "bn"), nn.Sequential(
             nn.Conv2D(2, C, 1, bias=False, dtype=dt, seed=rng), nn.BatchNorm2D(C, dtype=dt)))
     return nn.Sequential(*stem, res, *after, nn.AdaptiveAvgPool2D(1), nn.Flatten(),
-                         nn.Dense(6 if variant == "projection" else C, 3, dtype=dt, seed=rng))
+                         nn.Dense(6 if variant.startswith("projection") else C, 3, dtype=dt,
+                                  seed=rng))
 
 
-RESIDUALS = ["identity", "projection", "no_relu", "conv_tail", "relu_tail", "leaky", "nested",
-             "dropout", "first"]
+RESIDUALS = ["identity", "projection", "projection_32", "projection_conv", "no_relu",
+             "conv_tail", "relu_tail", "leaky", "nested", "dropout", "first"]
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -776,13 +784,41 @@ def test_residual_steps_equal_layers(dt, variant):
     plan = b.plan(shape, training=True)
     res = next(s for s in plan.steps if type(s).__name__ == "_ResidualStep")
     assert res.relu == (variant not in ("no_relu", "leaky"))
-    assert res.masked == (variant in ("identity", "projection", "nested", "first"))
-    assert (res.gm is not None) == (variant in ("conv_tail", "relu_tail", "dropout"))
+    assert res.masked == (variant in ("identity", "projection", "projection_32", "nested",
+                                      "first"))
+    assert (res.gm is not None) == (variant in ("conv_tail", "relu_tail", "dropout",
+                                                "projection_conv"))
+    # the strided 1x1 shortcut's input gradient added on its grid
+    assert (res.strided is not None) == variant.startswith("projection")
     assert (res.gcopy is not None) == (variant == "relu_tail")
     # the sum (and ReLU) in the block's last batch norm pass
-    assert (res.summing is not None) == (variant not in ("conv_tail", "relu_tail", "dropout"))
+    assert (res.summing is not None) == (variant not in ("conv_tail", "relu_tail", "dropout",
+                                                         "projection_conv"))
     if variant == "nested":
         assert type(res.block[0]).__name__ == "_ResidualStep" and res.block[0].relu
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_strided_shortcut_with_nonfinite_weight_equals_layers(dt):
+    """A shortcut weight holding inf/NaN: the shortcut's own backward (which
+    sums valid taps only) and the separate sum, as layer by layer."""
+    a = _res_model(dt, np.random.default_rng(0), "projection")
+    b = _res_model(dt, np.random.default_rng(0), "projection")
+    for m in (a, b):
+        m[3].shortcut[0].params["weight"][1, 2] = np.inf
+    shape = (3, 2, 7, 6)
+    oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
+    la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
+    x = np.random.default_rng(3).standard_normal(shape).astype(dt)
+    y = np.array([0, 2, 1])
+    oa.zero_grad()
+    va = la.forward(a.forward(x), y)
+    a.backward(la.backward(), input_grad=False)
+    oa.step()
+    vb = b.plan(shape, training=True).train_step(x, y, lb, ob)
+    assert vb == va or np.isnan(va) and np.isnan(vb)
+    _assert_same(a.grads, b.grads)
+    _assert_same(_state(a), _state(b))
 
 
 def test_resnet8_and_mobilenet_plans_use_the_fused_steps():
@@ -884,6 +920,30 @@ def test_residual_sum_kernels(dt, n):
         assert (out.view(np.uint8) == want.view(np.uint8)).all()
         _eltwise.add_masked(a, g, ref, out, threads)
         np.testing.assert_array_equal(out, a + np.where(ref <= 0, dt(0), g))
+
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape,stride", [((2, 3, 7, 6), (2, 2)), ((1, 1, 5, 9), (3, 4)),
+                                          ((3, 5, 4, 1), (3, 1)), ((2, 2, 1, 1), (2, 3))])
+def test_add_strided_kernel(dt, shape, stride):
+    """dst += src on dst's stride grid, any strides, one and two threads;
+    the rest of dst untouched (-0.0 kept)."""
+    from cnnext import _eltwise
+
+    rng = np.random.default_rng(26)
+    N, C, H, W = shape
+    sh, sw = stride
+    src = rng.standard_normal((N, C, -(-H // sh), -(-W // sw))).astype(dt)
+    src.flat[0] = np.nan
+    dst = rng.standard_normal(shape).astype(dt)
+    dst[..., -1] = -0.0
+    for threads in (1, 2):
+        got = dst.copy()
+        _eltwise.add_strided(src, got, sh, sw, threads)
+        want = dst.copy()
+        want[:, :, ::sh, ::sw] += src
+        assert (got.view(np.uint8) == want.view(np.uint8)).all()
 
 
 _NORM_SCRIPT = """

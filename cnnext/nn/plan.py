@@ -177,6 +177,9 @@ class _WeightedStep(_Step):
         #: and padding); None: the plan's backward allocates it.
         self.phases: tuple[Shape, Pair, Pair] | None = None
         self.gx: FloatArray | None = None
+        #: A strided 1x1 convolution's input gradient on its stride grid
+        #: (made at the first add_grad_input).
+        self.g_grid: FloatArray | None = None
         #: A Winograd convolution run into the kept output (and, in a
         #: training step, input gradient) buffers.
         self.winograd = False
@@ -247,12 +250,48 @@ class _WeightedStep(_Step):
         gx = self.gx
         if gx is None:
             gx = self.gx = np.empty(shape, self.y.dtype)
-        cp = cast("ConvPlan", self.plan)
+        self._param_grads(g)
+        _conv.conv2d_grad_input_phases(g, self.w, gx, s[0], s[1], p[0], p[1],
+                                       cast("ConvPlan", self.plan).threads)
+        return gx
+
+    def _param_grads(self, g: FloatArray) -> None:
+        """Accumulate a direct convolution's weight and bias gradients."""
         if self.b is not None:
             cast("FloatArray", self.gb)[...] += bias_grad(g)
-        self.gw += cp._grad_weight(g, cast("FloatArray", self.x))
-        _conv.conv2d_grad_input_phases(g, self.w, gx, s[0], s[1], p[0], p[1], cp.threads)
-        return gx
+        self.gw += cast("ConvPlan", self.plan)._grad_weight(g, cast("FloatArray", self.x))
+
+    def strided_1x1(self) -> bool:
+        """True for a direct strided 1x1 convolution without padding,
+        dilation, groups or a fused activation (a projection shortcut),
+        whose input gradient :meth:`add_grad_input` can add to another."""
+        if self.phases is None or self.act != _ACT_NONE:
+            return False
+        cp = cast("ConvPlan", self.plan)
+        return (cp.weight_shape[2:] == (1, 1) and cp.padding == (0, 0) and cp.groups == 1
+                and cp.dilation == (1, 1) and cp.kernel_stride != (1, 1))
+
+    def add_grad_input(self, g: FloatArray, dst: FloatArray) -> bool:
+        """The backward of a :meth:`strided_1x1` step with its input gradient
+        added to ``dst``: that gradient is zero off the stride grid, so it
+        is computed at the output's size (the phases kernel's one phase, the
+        same numbers) and added on the grid only -- no full-size zeros, no
+        full-size sum.  Returns False, having done nothing, for a gradient
+        the kernels do not take or a weight holding inf/NaN (``backward``
+        then runs as usual)."""
+        if (g.dtype != self.y.dtype or not g.flags.c_contiguous
+                or not _eltwise.all_finite(self.w.reshape(-1))):
+            return False
+        self._param_grads(g)
+        cp = cast("ConvPlan", self.plan)
+        small = self.g_grid
+        if small is None:
+            small = self.g_grid = np.empty((g.shape[0], cp.weight_shape[1], *g.shape[2:]),
+                                           self.y.dtype)
+        _conv.conv2d_grad_input_phases(g, self.w, small, 1, 1, 0, 0, cp.threads)
+        s = cp.kernel_stride
+        _eltwise.add_strided(small, dst, s[0], s[1], _threads(dst.size))
+        return True
 
 
     def _winograd_forward(self, x: FloatArray) -> None:
@@ -636,7 +675,12 @@ class _ResidualStep(_Step):
     for an identity shortcut), else applied once
     into a kept buffer; the same upstream gradient goes to both branches
     (copied only when the block's last step would overwrite it), and the
-    two input gradients are summed into a kept buffer."""
+    two input gradients are summed into a kept buffer -- or, for a
+    shortcut led by a strided 1x1 convolution, that convolution's input
+    gradient (zero off its stride grid) is computed at its output's size
+    and added on the grid to the block's (no full-size zeros and sum; the
+    same values, except that a -0.0 of the block's gradient off the grid
+    stays -0.0 where ``-0.0 + 0.0`` gave +0.0)."""
 
     def __init__(self, block: list[_Step], shortcut: list[_Step] | None, x_shape: Shape,
                  out_shape: Shape, dtype: FloatDType, training: bool, relu: bool) -> None:
@@ -667,6 +711,16 @@ class _ResidualStep(_Step):
         self.gm = np.empty(out_shape, dtype) if train and relu and not self.masked else None
         self.gcopy = np.empty(out_shape, dtype) if train and _overwrites_grad(block) else None
         self.gx = np.empty(x_shape, dtype) if train else None
+        self.gx_shape = x_shape
+        # The block's first step returns its own buffer (or a fresh array)
+        # as the input gradient.
+        self.inplace = bool(block) and isinstance(block[0], (_WeightedStep, _BatchNormStep))
+        #: A projection shortcut led by a strided 1x1 convolution: its input
+        #: gradient added on the stride grid of the block's (training).
+        self.strided: _WeightedStep | None = None
+        head = shortcut[0] if shortcut else None
+        if train and type(head) is _WeightedStep and head.strided_1x1():
+            self.strided = head
 
     def forward(self, x: FloatArray) -> FloatArray:
         if self.summing is not None:
@@ -703,6 +757,19 @@ class _ResidualStep(_Step):
             gin = self.gcopy
             np.copyto(gin, gm)
         gb = _branch_backward(self.block, gin, need_input, self.first_b)
+        if need_input and self.strided is not None:
+            gsc = cast("FloatArray", _branch_backward(cast("list[_Step]", self.shortcut)[1:],
+                                                      gm, True, 0))
+            gb = cast("FloatArray", gb)
+            gx = gb if self._owns(gb, g, gm, gsc) else cast("FloatArray", self.gx)
+            if gx is not gb:
+                np.copyto(gx, gb)
+            if self.strided.add_grad_input(gsc, gx):
+                return gx
+            gs = cast("FloatArray", self.strided.backward(gsc, True))
+            _eltwise.add_relu(gb.reshape(-1), gs.reshape(-1), gx.reshape(-1), False,
+                              self.threads)
+            return gx
         gs = gm
         if self.shortcut is not None:
             gs = cast("FloatArray", _branch_backward(self.shortcut, gm, need_input,
@@ -718,6 +785,14 @@ class _ResidualStep(_Step):
             _eltwise.add_relu(gb.reshape(-1), gs.reshape(-1), gx.reshape(-1), False,
                               self.threads)
         return gx
+
+    def _owns(self, gb: FloatArray, *others: FloatArray) -> bool:
+        """True when the strided shortcut's gradient may be added in place to
+        the block's input gradient ``gb`` (a buffer of the block's first step,
+        or a fresh array, that nothing else reads): no full-size copy."""
+        return (self.inplace and gb.flags.writeable and gb.flags.c_contiguous
+                and gb.shape == self.gx_shape and gb.dtype == self.y.dtype
+                and not any(np.may_share_memory(gb, o) for o in others))
 
 
 def _all_steps(steps: list[_Step]) -> list[_Step]:
