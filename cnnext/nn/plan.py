@@ -23,6 +23,9 @@ What the plan saves over the layer-by-layer path:
   normalizations;
 - max pooling in evaluation mode computes no argmax indices (and applies
   a ReLU that precedes it, after a Winograd convolution, to its output);
+  a Winograd convolution, its ReLU and a 2x2 stride-2 max pool whose
+  windows are the convolution's 2x2 output tiles run as one kernel, each
+  tile pooled as the output transform makes it (the same numbers);
   on AVX-512 CPUs, a float32 convolution of few taps (a first layer on a
   few image channels: stride 1, at most 75 taps), its ReLU and a 2x2
   stride-2 max pool after it run as one kernel, the convolution's output
@@ -343,6 +346,52 @@ class _WinogradStep(_KeptWeightStep):
             _conv.conv2d_forward(x, self.w, self.b, y, *self.args)
         if not self.defer_act and self.act != _ACT_NONE:
             _activate(y, self.act, self.alpha)
+
+
+class _WinogradPoolStep(_WinogradStep):
+    """An inference Winograd convolution, its ReLU and the 2x2 stride-2 max
+    pool after it by one kernel (``_winograd.winograd_relu_pool2x2``) when
+    the convolution's output tiles are the pool's windows: each tile's four
+    outputs pooled as the output transform makes them, the convolution's
+    output never stored; the numbers of the two steps it replaces (on an
+    inf or NaN in the convolution's output, the same direct-kernel fallback,
+    then the pool).  Built from those two steps."""
+
+    def __init__(self, conv: _WinogradStep, pool: _MaxPoolStep) -> None:
+        vars(self).update(vars(conv))  # the layer, its plan, kept filters, activation
+        self.pool = pool
+        pool.relu = True
+        #: The convolution's output shape (its multiply-adds are those of
+        #: the full output) and, made at the first inf/NaN fallback, a buffer.
+        self.conv_shape = conv.out_shape
+        self.full: FloatArray | None = None
+        self.out_shape = pool.out_shape
+        self.y = cast("Any", pool.y)
+
+    @staticmethod
+    def fits(conv: _Step | None, pool: _MaxPoolStep) -> bool:
+        """Whether ``conv`` (the step before the max pool ``pool``) and
+        ``pool`` can run as one: a Winograd convolution with a fused ReLU,
+        then a 2x2 stride-2 pool without padding, dilation or indices whose
+        windows tile the convolution's output exactly."""
+        if type(conv) is not _WinogradStep or conv.act != _ACT_RELU:
+            return False
+        pp = pool.plan
+        return (pool.tiled and pool.idx is None and pp.x_shape == conv.out_shape)
+
+    def run(self, x: FloatArray) -> None:
+        """y = the pooled ReLU of the convolution of ``x``."""
+        if self.refresh(self.wflat, self.kept):
+            self.upk = _winograd_filters(self.w)
+        upk = self.upk
+        if upk is None or not _winograd.winograd_relu_pool2x2(x, upk, self.b, self.y,
+                                                              self.pad[0], self.pad[1],
+                                                              self.threads):
+            full = self.full
+            if full is None:
+                full = self.full = np.empty(self.conv_shape, self.y.dtype)
+            _conv.conv2d_forward(x, self.w, self.b, full, *self.args)
+            self.pool.forward(full)  # the pool and the ReLU into self.y
 
 
 class _NarrowDenseStep(_KeptWeightStep):
@@ -876,7 +925,9 @@ def _build_steps(fname: str, leaves: list[Module], shape: Shape, cur: FloatDType
             layer._call_forward(probe)  # validates the geometry, as the layer does
             step = _MaxPoolStep(layer._new_plan(probe), training)
             prev = steps[-1] if steps else None
-            if (isinstance(prev, _WinogradStep) and prev.act == _ACT_RELU
+            if _WinogradPoolStep.fits(prev, step):
+                step = _WinogradPoolStep(cast("_WinogradStep", steps.pop()), step)
+            elif (isinstance(prev, _WinogradStep) and prev.act == _ACT_RELU
                     and step.takes_relu()):
                 prev.defer_act = step.relu = True
             elif _ConvPoolStep.fits(prev, step):
@@ -993,7 +1044,7 @@ def _workers(n: int) -> list[_Worker]:
 
 def _macs(steps: list[_Step]) -> int:
     """The multiply-adds of the convolution and dense steps (about)."""
-    return sum(math.prod(s.out_shape) * s.w.size // max(1, s.w.shape[0])
+    return sum(math.prod(getattr(s, "conv_shape", s.out_shape)) * s.w.size // max(1, s.w.shape[0])
                for s in _all_steps(steps) if isinstance(s, _WeightedStep))
 
 
