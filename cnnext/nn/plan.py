@@ -91,6 +91,8 @@ _INT64 = np.dtype(np.int64)
 #: The layers a plan runs by their kept plans (exact types: a subclass may
 #: compute something else, and runs through its own forward/backward).
 _WEIGHTED = (Conv2D, ConvTranspose2D, Conv1D, Dense)
+#: The input ndim of a batch for each of those layers.
+_BATCHED_NDIM = {Conv2D: 4, ConvTranspose2D: 4, Conv1D: 3, Dense: 2}
 #: Layers whose results do not depend on the train/eval mode (exact types):
 #: :attr:`NetPlan.valid` watches the mode of every other module.
 _MODE_FREE = frozenset((*_WEIGHTED, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Identity,
@@ -165,13 +167,17 @@ class _WeightedStep(_Step):
         self.layer = layer
         w, b = layer._params["weight"], layer._params.get("bias")
         probe = np.zeros(x_shape, dtype)
-        y = layer._call_forward(probe, w, b)  # validates the shapes, as the layer does
+        # The shapes validated as the layer validates them, on one sample of
+        # a batch (a forward pass over a whole batch of zeros costs as much
+        # as a real one).
+        batched = len(x_shape) == _BATCHED_NDIM[type(layer)]
+        y = layer._call_forward(probe[:1] if batched else probe, w, b)
         self.plan: Any = layer._plan_of(probe, w, b)
-        self.out_shape = y.shape
+        self.out_shape: Shape = (x_shape[0], *y.shape[1:]) if batched else y.shape
         self.w, self.b = w, b
         self.gw, self.gb = layer._grads["weight"], layer._grads.get("bias")
         self.act, self.alpha = act, alpha
-        self.y = np.empty(y.shape, dtype)
+        self.y = np.empty(self.out_shape, dtype)
         self.x: FloatArray | None = None
         # The kernel call with the epilogue, when the plan's forward is that call.
         self.kernel: tuple[Any, ...] | None = None
