@@ -1132,8 +1132,14 @@ def test_tiled_max_pool_training_steps_equal_layers(dt, n):
     oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
     la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
     plan = b.plan(shape, training=True)
-    assert [s.pool_backward.__name__.endswith("2x2") for s in plan.steps
-            if type(s).__name__ == "_MaxPoolStep"] == [True, True]
+    pools = [s for s in plan.steps if type(s).__name__ == "_MaxPoolStep"]
+    assert [s.pool_backward.__name__.endswith("2x2") for s in pools] == [True, True]
+    # the ReLU's backward in the first pool's (float32, AVX-512), not the second's (no ReLU)
+    from cnnext import _pool
+
+    fused = dt == np.float32 and _pool.pool_isa() == "avx512"
+    assert [s.relu_ref is not None for s in pools] == [fused, False]
+    assert plan.steps[0].act_grad_after == fused
     for _ in range(2):
         x = rng.standard_normal(shape).astype(dt)
         y = rng.integers(0, 5, n)
@@ -1448,3 +1454,35 @@ def test_winograd_relu_pool_steps_equal_layers(dt, n, threads):
                     w[1, 2, 0, 1] = 0.5
             np.testing.assert_array_equal(plan.forward(x), a.forward(x), err_msg=change)
         assert plan.valid
+
+
+@_AVX512_POOL
+@pytest.mark.parametrize("shape", [(1, 6, 28, 28), (3, 5, 2, 34), (2, 1, 4, 2)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool2d_backward_2x2_relu_equals_pool_then_relu_backward(shape, threads):
+    """The tiled 2x2 pool's backward with a ReLU's backward fused (a
+    training step's pool after a convolution with a fused ReLU) equals the
+    pool's backward, then relu_backward on the pool's input: +0 where the
+    input is <= 0 (-0.0 and exact zeros), a NaN input passing the gradient,
+    rows of more than 16 outputs."""
+    from cnnext import _eltwise, _pool
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[x < -0.5] = 0.0
+    x.reshape(-1)[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 0.0]
+    out_shape = (*shape[:2], shape[2] // 2, shape[3] // 2)
+    y = np.empty(out_shape, np.float32)
+    idx = np.empty(out_shape, np.int64)
+    _pool.max_pool2d_forward(x, y, idx, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+    g = rng.standard_normal(out_shape).astype(np.float32)
+    g.reshape(-1)[:3] = [-0.0, np.nan, -1.5]
+    want = np.empty(shape, np.float32)
+    _pool.max_pool2d_backward(g, idx, want, 1)
+    _eltwise.relu_backward(want.reshape(-1), x.reshape(-1), want.reshape(-1), 1)
+    got = np.full(shape, 3.0, np.float32)
+    keep = x.copy()
+    _pool.max_pool2d_backward_2x2_relu(g, idx, x, got, threads)
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want)).all()
+    np.testing.assert_array_equal(x, keep)

@@ -46,7 +46,10 @@ What the plan saves over the layer-by-layer path:
 - outputs, gradients and indices live in buffers allocated once (a
   direct convolution's input gradient too, made at the first backward);
 - in a training step, the layers before the first one with parameters run
-  no backward pass, and that one computes no input gradient.
+  no backward pass, and that one computes no input gradient;
+- in a training step on AVX-512 CPUs, a ReLU fused into a float32 layer
+  has its backward applied by the exactly tiled 2x2 max pool after it, in
+  the pool's backward pass (the same values).
 
 Other layers (dropout, average and adaptive pools, other activations, ...)
 run through their own ``forward``/``backward`` inside the plan, so every
@@ -177,6 +180,9 @@ class _WeightedStep(_Step):
         self.w, self.b = w, b
         self.gw, self.gb = layer._grads["weight"], layer._grads.get("bias")
         self.act, self.alpha = act, alpha
+        #: The fused activation's backward runs in the next step's backward
+        #: (a max pool's: see _MaxPoolStep.relu_ref).
+        self.act_grad_after = False
         self.y = np.empty(self.out_shape, dtype)
         self.x: FloatArray | None = None
         # The kernel call with the epilogue, when the plan's forward is that call.
@@ -232,7 +238,7 @@ class _WeightedStep(_Step):
                        sw, ph, pw, dh, dw, nt, 1, self.act, self.alpha), self.y
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
-        if self.act != _ACT_NONE:
+        if self.act != _ACT_NONE and not self.act_grad_after:
             _activation_grad(g, self.y, g, self.act, self.alpha)
         if need_input and g.dtype == self.y.dtype and g.flags.c_contiguous:
             if self.phases is not None and _eltwise.all_finite(self.w.reshape(-1)):
@@ -480,6 +486,10 @@ class _MaxPoolStep(_Step):
                  and plan.padding == (0, 0) and plan.dilation == (1, 1)
                  and plan.x_shape[-2:] == (2 * plan.out_shape[-2], 2 * plan.out_shape[-1]))
         self.tiled = tiled
+        #: In a training step, the output of a ReLU fused into the step
+        #: before (this pool's input): its backward applied here, in the
+        #: pool's backward pass (the same values, one pass less).
+        self.relu_ref: FloatArray | None = None
         self.pool_backward = _typed(_pool.max_pool2d_backward_2x2 if tiled
                                     else _pool.max_pool2d_backward, plan.dtype)
         yflat = self.y.reshape(-1)
@@ -514,8 +524,22 @@ class _MaxPoolStep(_Step):
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         gx = cast("FloatArray", self.gx)
+        if self.relu_ref is not None:
+            _pool.max_pool2d_backward_2x2_relu(g, cast("IndexArray", self.idx), self.relu_ref,
+                                               gx, self.plan.threads)
+            return gx
         self.pool_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
         return gx
+
+    def takes_relu_grad(self, prev: _Step | None) -> bool:
+        """Whether, in a training step, the backward of the ReLU fused into
+        ``prev`` (the step before) can run in this pool's backward: a
+        float32 exactly tiled 2x2 pool on AVX-512 after a convolution or
+        dense step with a fused ReLU (its output, a kept buffer, is this
+        pool's input)."""
+        return (type(prev) is _WeightedStep and prev.act == _ACT_RELU and self.tiled
+                and self.idx is not None and self.y.dtype == np.float32
+                and prev.y.shape == self.plan.x_shape and _pool.pool_isa() == "avx512")
 
 
 class _ConvPoolStep(_WeightedStep):
@@ -938,6 +962,9 @@ def _build_steps(fname: str, leaves: list[Module], shape: Shape, cur: FloatDType
                 prev.defer_act = step.relu = True
             elif _ConvPoolStep.fits(prev, step):
                 step = _ConvPoolStep(cast("_WeightedStep", steps.pop()), step)
+            elif training and step.takes_relu_grad(prev):
+                step.relu_ref = cast("_WeightedStep", prev).y
+                cast("_WeightedStep", prev).act_grad_after = True
             i += 1
         elif type(layer) is Flatten and len(shape) >= 1:
             step = _FlattenStep(shape)
