@@ -62,7 +62,6 @@ from ._config import (  # noqa: E402
 )
 from . import functional  # noqa: E402
 from . import functional as F  # noqa: E402
-from . import reference  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -83,8 +82,8 @@ __all__ = [
 
 # Higher-level modules are imported on first use, so ``import cnnext`` stays
 # cheap and a problem in one of them cannot break the kernels.
-_LAZY = ("nn", "losses", "optim", "train", "datasets", "models", "compat", "bench", "viz",
-         "interop", "onnx")
+_LAZY = ("reference", "nn", "losses", "optim", "train", "datasets", "models", "compat", "bench",
+         "viz", "interop", "onnx")
 
 
 if _typing.TYPE_CHECKING:  # the lazily imported modules, for type checkers
@@ -99,6 +98,7 @@ if _typing.TYPE_CHECKING:  # the lazily imported modules, for type checkers
     from . import nn as nn
     from . import onnx as onnx
     from . import optim as optim
+    from . import reference as reference
     from . import train as train
     from . import viz as viz
 del _typing

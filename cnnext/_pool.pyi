@@ -87,6 +87,13 @@ def max_unpool2d_forward(x: _Float, idx: _Index, out: _Float, n_threads: int) ->
 def max_unpool2d_backward(gout: _Float, idx: _Index, gx: _Float, n_threads: int) -> None: ...
 def pool_isa() -> str: ...
 def max_pool2d_backward_2x2(gout: _Float, idx: _Index, gx: _Float, n_threads: int) -> None: ...
+def max_pool2d_backward_2x2_relu(
+    gout: npt.NDArray[np.float32],
+    idx: _Index,
+    x: npt.NDArray[np.float32],
+    gx: npt.NDArray[np.float32],
+    n_threads: int,
+) -> None: ...
 def conv_max_pool2x2(
     x: npt.NDArray[np.float32],
     weight: npt.NDArray[np.float32],

@@ -14,21 +14,14 @@ The default directory is ``$CNNEXT_DATA/mnist`` when the environment variable
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
-import http.client
 import os
 import struct
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
-
-from . import _io
 
 if TYPE_CHECKING:
     from ._typing import StrPath
@@ -107,6 +100,41 @@ def _is_gzip(path: str) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
+class _Gunzip:
+    """A gzip file's decompressed bytes, read as ``read(n)``: the compressed
+    file read at once and each read one decompression call whose output is
+    bounded by ``n`` (members after the first read on, as ``gzip`` reads
+    them; a stream cut short raises EOFError, a damaged one zlib.error)."""
+
+    def __init__(self, path: str) -> None:
+        with open(path, "rb") as f:
+            self.rest = f.read()
+        self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def __enter__(self) -> _Gunzip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rest = b""
+
+    def read(self, n: int) -> bytes:
+        parts = []
+        while n > 0:
+            if self.d.eof:  # the next member, if any (zero padding skipped, as gzip does)
+                self.rest = self.d.unused_data.lstrip(b"\0")
+                if not self.rest:
+                    break
+                self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = self.d.decompress(self.rest, n)
+            self.rest = self.d.unconsumed_tail
+            if not chunk and not self.rest and not self.d.eof:
+                raise EOFError("Compressed file ended before the end-of-stream marker was "
+                               "reached")
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
+
 def _read_idx(path: str, magic: int, kind: str) -> tuple[npt.NDArray[np.uint8], tuple[int, ...]]:
     """uint8 payload of an IDX file and its dimensions, fully validated."""
     ndim = 3 if magic == _IMAGE_MAGIC else 1
@@ -114,7 +142,7 @@ def _read_idx(path: str, magic: int, kind: str) -> tuple[npt.NDArray[np.uint8], 
     where = f"load_mnist: {path}"
     compressed = _is_gzip(path)
     try:
-        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+        with _Gunzip(path) if compressed else open(path, "rb") as f:
             header = f.read(header_len)
             if len(header) < header_len:
                 raise ValueError(
@@ -134,17 +162,12 @@ def _read_idx(path: str, magic: int, kind: str) -> tuple[npt.NDArray[np.uint8], 
                     f"{dims[1]}x{dims[2]}"
                 )
             expected = int(np.prod(dims, dtype=np.int64))
-            buf: bytearray | None
+            buf: bytes | None
             if compressed:
-                # Read in bounded chunks and stop one byte past the declared
-                # size: an absurd declared count costs only the file's real
-                # length, never an allocation of the declared size.
-                buf = bytearray()
-                while len(buf) <= expected:
-                    chunk = f.read(min(_CHUNK, expected + 1 - len(buf)))
-                    if not chunk:
-                        break
-                    buf += chunk
+                # One byte past the declared size, the output growing with
+                # what the stream holds: an absurd declared count costs only
+                # the file's real length, never an allocation of that size.
+                buf = f.read(expected + 1)
                 actual = len(buf)
             else:
                 actual = os.path.getsize(path) - header_len
@@ -161,9 +184,9 @@ def _read_idx(path: str, magic: int, kind: str) -> tuple[npt.NDArray[np.uint8], 
                     f"but the file holds {holds}"
                 )
             if buf is None:
-                data = np.fromfile(f, dtype=np.uint8, count=expected)
+                data = np.fromfile(cast("BinaryIO", f), dtype=np.uint8, count=expected)
             else:
-                data = np.frombuffer(bytes(buf), dtype=np.uint8)
+                data = np.frombuffer(buf, dtype=np.uint8)
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise
@@ -252,6 +275,11 @@ def load_mnist(
 
 def _fetch(url: str, dest: str, md5: str, timeout: float) -> None:
     """Download ``url`` to ``dest`` atomically if its MD5 is ``md5``; else raise."""
+    import hashlib
+    import urllib.request
+
+    from . import _io
+
     request = urllib.request.Request(url, headers={"User-Agent": "cnnext"})
     with _io.atomic_write(dest, ".gz") as out, urllib.request.urlopen(
         request, timeout=timeout
@@ -273,6 +301,8 @@ def _fetch(url: str, dest: str, md5: str, timeout: float) -> None:
 
 
 def _md5_of(path: str) -> str:
+    import hashlib
+
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -319,6 +349,9 @@ def download_mnist(
     >>> from cnnext.datasets import download_mnist
     >>> paths = download_mnist("~/mnist", splits=("test",))  # doctest: +SKIP
     """
+    import http.client
+    import urllib.error
+
     fname = "download_mnist"
     root = _root(fname, root)
     splits = (splits,) if isinstance(splits, str) else tuple(splits)

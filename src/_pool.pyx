@@ -29,7 +29,7 @@ cdef extern from "cnnext_pool.h" nogil:
     void cnx_pool2x2_d(const double* r0, int64_t W, double* m, int64_t* idx, int64_t OW,
                        int64_t base) noexcept nogil
     void cnx_pool2x2_bwd_s(const float* g, const int64_t* idx, float* r0, int64_t W,
-                           int64_t OW, int64_t base) noexcept nogil
+                           int64_t OW, int64_t base, const float* ref) noexcept nogil
     void cnx_pool2x2_bwd_d(const double* g, const int64_t* idx, double* r0, int64_t W,
                            int64_t OW, int64_t base) noexcept nogil
     void cnx_relu_row_s(float* m, int64_t n) noexcept nogil
@@ -294,14 +294,17 @@ cdef void max_bwd_planes(const floating* gout, const int64_t* idx, floating* gx,
 
 cdef void max_bwd_2x2_planes(const floating* gout, const int64_t* idx, floating* gx,
                              Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t q0,
-                             Py_ssize_t q1) noexcept nogil:
+                             Py_ssize_t q1, const float* ref=NULL) noexcept nogil:
+    """Planes [q0, q1) of max_pool2d_backward_2x2; with ``ref`` (float: the
+    pool's input), each plane's ReLU backward too."""
     cdef Py_ssize_t q, oh, W = 2 * OW, o
     for q in range(q0, q1):
         for oh in range(OH):
             o = (q * OH + oh) * OW
             if floating is float:
                 cnx_pool2x2_bwd_s(gout + o, idx + o, gx + q * 4 * OH * OW + 2 * oh * W, W, OW,
-                                  2 * oh * W)
+                                  2 * oh * W,
+                                  ref + q * 4 * OH * OW + 2 * oh * W if ref != NULL else NULL)
             else:
                 cnx_pool2x2_bwd_d(gout + o, idx + o, gx + q * 4 * OH * OW + 2 * oh * W, W, OW,
                                   2 * oh * W)
@@ -330,6 +333,32 @@ def max_pool2d_backward_2x2(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 max_bwd_2x2_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], OH,
                                    OW, planes * tid // nt, planes * (tid + 1) // nt)
+
+
+def max_pool2d_backward_2x2_relu(const float[:, :, :, ::1] gout,   # IN  (N, C, OH, OW)
+                                 const int64_t[:, :, :, ::1] idx,   # IN  same, from a 2x2 pool
+                                 const float[:, :, :, ::1] x,       # IN  (N, C, 2*OH, 2*OW)
+                                 float[:, :, :, ::1] gx,            # OUT (N, C, 2*OH, 2*OW)
+                                 int n_threads):
+    """:func:`max_pool2d_backward_2x2`, then the backward of a ReLU whose
+    output ``x`` the pool took (``_eltwise.relu_backward(gx, x, gx)``: +0
+    where x <= 0) in the same pass: the same values, bit for bit.  AVX-512
+    only (``pool_isa() == "avx512"``; the caller checks)."""
+    cdef Py_ssize_t planes = gout.shape[0] * gout.shape[1]
+    cdef Py_ssize_t OH = gout.shape[2], OW = gout.shape[3]
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    cdef Py_ssize_t tid
+    if planes == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        if nt == 1:
+            max_bwd_2x2_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], OH, OW,
+                               0, planes, &x[0, 0, 0, 0])
+        else:
+            for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                max_bwd_2x2_planes(&gout[0, 0, 0, 0], &idx[0, 0, 0, 0], &gx[0, 0, 0, 0], OH,
+                                   OW, planes * tid // nt, planes * (tid + 1) // nt,
+                                   &x[0, 0, 0, 0])
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] gout,   # IN  (N, C, OH, OW)

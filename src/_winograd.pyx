@@ -28,7 +28,14 @@ Design:
   input rows it covers are copied once (zero outside the image: the
   padding) and transformed in one pass straight into the micro-kernel's
   packed-B layout; the output transform and scatter undo it per output
-  channel.
+  channel.  On AVX-512, a map of 8 tile columns from at most 16 input
+  columns (16x16 with padding 1) is transformed two tile rows per vector,
+  each input row one vector (``src/cnnext_wgpool.h``): the runs of 8
+  tiles would fill half vectors.
+* **Fused pool** (inference): when the output's 2x2 tiles are the windows
+  of a 2x2 stride-2 max pool, :func:`winograd_relu_pool2x2` pools each
+  tile (and applies the bias and a ReLU) as the output transform makes it
+  and stores the pooled map only.
 * **Products**: the filters are packed once per call (``upk``: 16 points x
   C_out/MR panels x C x MR); with AVX-512 an 8x48 micro-kernel of this
   module (``src/cnnext_winograd.h``; 8x16 or 8x32 for a block's last,
@@ -102,6 +109,19 @@ cdef extern from "cnnext_winograd.h" nogil:
                          int64_t n, int P) noexcept nogil
 
 cdef cnx_wg_kernels WG = cnx_wg_select()
+
+cdef extern from "cnnext_wgpool.h" nogil:
+    ctypedef int (*cnx_wgp_output_pool)(const float* m, int64_t sxi, int64_t n, float b,
+                                        float* out) noexcept nogil
+    cnx_wgp_output_pool cnx_wgp_select() noexcept nogil
+    ctypedef void (*cnx_wgp_input_tw8)(const float* x, int64_t C, int64_t H, int64_t W,
+                                       int64_t ph, int64_t pw, int64_t th, int64_t t0,
+                                       int64_t nv, int64_t PN, float* v, int64_t sp, int64_t sc,
+                                       int64_t sxi) noexcept nogil
+    cnx_wgp_input_tw8 cnx_wgp_select_tw8() noexcept nogil
+
+cdef cnx_wgp_output_pool WGP_OUTPUT_POOL = cnx_wgp_select()
+cdef cnx_wgp_input_tw8 WGP_INPUT_TW8 = cnx_wgp_select_tw8()
 
 # Transform points of F(2x2, 3x3): a 4x4 tile.
 cdef enum:
@@ -268,22 +288,25 @@ cdef void phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t
                 row[dw * m] = t[m]
 
 
-cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
-    """Output tiles of block ``blk``: transform, 16 products, inverse transform."""
+cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
+    """Block ``blk``'s input transform and 16 products (Mb in the thread's
+    scratch, its runs of tiles in seg); returns the run count."""
     cdef Py_ssize_t tb = a.tb, C = a.C, Cop = a.Cop, MR = a.MR, NR = a.PN
     cdef Py_ssize_t t0 = blk * tb, nv = min(tb, a.T - t0)
     cdef float* D = a.scr + tid * a.per
     cdef float* V = D + XI * tb
     cdef float* Mb = V + XI * a.sv
-    cdef float* Y = Mb + XI * a.sm
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
     cdef Py_ssize_t nseg = segments(a, t0, nv, seg)
     cdef Py_ssize_t panels = (nv + NR - 1) // NR  # the last block may be narrower
-    cdef Py_ssize_t xi, pc, kc, mp, p, co, i
+    cdef Py_ssize_t xi, pc, kc, mp, p
     cdef const float* A
-    cdef float b
     cdef Py_ssize_t read = panels * NR if WG.ukr == NULL else min(panels * NR, round16(nv))
-    transform_input(a, nseg, seg, D, V, C * NR, NR)
+    if (WGP_INPUT_TW8 != NULL and a.tw == 8 and a.W <= 16 and a.dh == 0 and tb % 16 == 0
+            and NR % 16 == 0):  # small maps: two tile rows per vector
+        WGP_INPUT_TW8(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, NR, V, C * NR, NR, a.sv)
+    else:
+        transform_input(a, nseg, seg, D, V, C * NR, NR)
     if nv < read:  # the lanes the products read past the last tile
         zero_tail(V, a.sv, C * NR, NR, C, nv, read, NR)
     for xi in range(XI):
@@ -303,6 +326,19 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
                                 Mb + xi * a.sm + mp * MR * tb + p * NR, tb,
                                 <int>MR, <int>NR, pc > 0, NULL)
             pc += KC
+    return nseg
+
+
+cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
+    """Output tiles of block ``blk``: transform, 16 products, inverse transform."""
+    cdef Py_ssize_t tb = a.tb, nv = min(tb, a.T - blk * tb)
+    cdef float* D = a.scr + tid * a.per
+    cdef float* Mb = D + XI * tb + XI * a.sv
+    cdef float* Y = Mb + XI * a.sm
+    cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
+    cdef Py_ssize_t nseg = fwd_products(a, blk, tid)
+    cdef Py_ssize_t co, i
+    cdef float b
     for co in range(a.Co):
         WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
@@ -327,6 +363,29 @@ cdef void fwd_run(Args* a) noexcept nogil:
             fwd_block(a, blk, threadid())
     free(a.scr)
     free(a.seg)
+
+
+cdef int fwd_block_pool(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
+    """fwd_block with the bias, a 2x2 stride-2 max pool and a ReLU fused
+    into the output transform (a tile is a pool window): a.out is the
+    pooled (N, Co, th, tw) output, a sample's tiles contiguous in it.
+    Returns 1 when an output (plus bias) is inf or NaN."""
+    cdef Py_ssize_t tb = a.tb, t0 = blk * tb, nv = min(tb, a.T - t0)
+    cdef Py_ssize_t per_img = a.th * a.tw, t, e, n, co
+    cdef float* Mb = a.scr + tid * a.per + XI * tb + XI * a.sv
+    cdef float b
+    cdef int bad = 0
+    fwd_products(a, blk, tid)
+    for co in range(a.Co):
+        b = a.bias[co] if a.bias != NULL else 0
+        t = t0
+        while t < t0 + nv:  # the block's tiles of one sample at a time
+            n = t // per_img
+            e = min(t0 + nv, (n + 1) * per_img)
+            bad |= WGP_OUTPUT_POOL(Mb + co * tb + t - t0, a.sm, e - t, b,
+                                   a.out + (n * a.Co + co) * per_img + t - n * per_img)
+            t = e
+    return bad
 
 
 cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float* V,
@@ -470,6 +529,49 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     a.out = &out[0, 0, 0, 0]
     with nogil:
         fwd_run(&a)
+
+
+def winograd_relu_pool2x2(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                          const float[:, ::1] upk,        # IN  (16, >= Cop*C)
+                          const float[::1] bias,          # IN  (Co,) or None
+                          float[:, :, :, ::1] out,        # OUT (N, Co, PH, PW)
+                          Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """out = the 2x2 stride-2 max pool of ReLU(conv2d(x, w, bias, stride 1,
+    padding (ph, pw))) for a 3x3 ``w`` given as its packed transform
+    ``upk``, when the convolution's output is (2*PH, 2*PW) (each output
+    tile one pool window): the numbers of :func:`winograd_forward`, a ReLU
+    and ``_pool.max_pool2d_forward``, the convolution's output never
+    stored.  Returns False when one of its values is inf or NaN (``out`` is
+    then incomplete: the caller recomputes with the direct algorithm, as
+    it does after :func:`winograd_forward`)."""
+    cdef Args a
+    cdef Py_ssize_t MR = kernels().s_mr, blk
+    cdef Py_ssize_t OH = x.shape[2] + 2 * ph - 2, OW = x.shape[3] + 2 * pw - 2
+    cdef int bad = 0
+    if OH != 2 * out.shape[2] or OW != 2 * out.shape[3]:
+        raise ValueError(f"winograd_relu_pool2x2: the convolution's output {OH}x{OW} is not "
+                         f"twice the pooled {out.shape[2]}x{out.shape[3]}")
+    if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0:
+        return True
+    setup(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], OH, OW, ph, pw,
+          n_threads, (out.shape[1] + MR - 1) // MR * MR, 0,
+          x.shape[1] + (out.shape[1] + MR - 1) // MR * MR)
+    a.x = &x[0, 0, 0, 0]
+    a.upk = &upk[0, 0]
+    a.su = upk.shape[1]
+    a.bias = &bias[0] if bias is not None else NULL
+    a.g = NULL
+    a.out = &out[0, 0, 0, 0]
+    with nogil:
+        if a.nt == 1:
+            for blk in range(a.blocks):
+                bad += fwd_block_pool(&a, blk, 0)
+        else:
+            for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
+                bad += fwd_block_pool(&a, blk, threadid())
+        free(a.scr)
+        free(a.seg)
+    return bad == 0
 
 
 def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)

@@ -115,10 +115,12 @@ static void cnx_pool2x2_d(const double *r0, int64_t W, double *m, int64_t *idx, 
  * and r0 + W (2*OW values each) get 0 + g where their position is the
  * window's argmax (idx, flat plane positions; base = r0's first position)
  * and +0 elsewhere -- the zero-then-add of max_pool2d_backward's scatter,
- * bit for bit, when every input belongs to exactly one window. */
+ * bit for bit, when every input belongs to exactly one window.  With
+ * ``ref`` (the pool's input rows, laid out as r0's), a ReLU's backward
+ * follows: +0 where ref <= 0 (relu_backward's rule, a NaN ref passing). */
 CNX_TARGET_AVX512
 static void cnx_pool2x2_bwd_s(const float *g, const int64_t *idx, float *r0, int64_t W,
-                              int64_t OW, int64_t base) {
+                              int64_t OW, int64_t base, const float *ref) {
     float *r1 = r0 + W;
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
                                          23);
@@ -146,10 +148,20 @@ static void cnx_pool2x2_bwd_s(const float *g, const int64_t *idx, float *r0, int
 #undef CNX_SEL
         __m512 e0 = _mm512_mask_blend_ps(s0, zero, v), o0 = _mm512_mask_blend_ps(s1, zero, v);
         __m512 e1 = _mm512_mask_blend_ps(s2, zero, v), o1 = _mm512_mask_blend_ps(s3, zero, v);
-        _mm512_mask_storeu_ps(r0 + 2 * ow, ml, _mm512_permutex2var_ps(e0, lo, o0));
-        _mm512_mask_storeu_ps(r0 + 2 * ow + 16, mh, _mm512_permutex2var_ps(e0, hi, o0));
-        _mm512_mask_storeu_ps(r1 + 2 * ow, ml, _mm512_permutex2var_ps(e1, lo, o1));
-        _mm512_mask_storeu_ps(r1 + 2 * ow + 16, mh, _mm512_permutex2var_ps(e1, hi, o1));
+        __m512 a0 = _mm512_permutex2var_ps(e0, lo, o0), a1 = _mm512_permutex2var_ps(e0, hi, o0);
+        __m512 b0 = _mm512_permutex2var_ps(e1, lo, o1), b1 = _mm512_permutex2var_ps(e1, hi, o1);
+        if (ref) {
+#define CNX_REF_POS(p, m) _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps((m), (p)), zero, _CMP_NLE_UQ)
+            a0 = _mm512_maskz_mov_ps(CNX_REF_POS(ref + 2 * ow, ml), a0);
+            a1 = _mm512_maskz_mov_ps(CNX_REF_POS(ref + 2 * ow + 16, mh), a1);
+            b0 = _mm512_maskz_mov_ps(CNX_REF_POS(ref + W + 2 * ow, ml), b0);
+            b1 = _mm512_maskz_mov_ps(CNX_REF_POS(ref + W + 2 * ow + 16, mh), b1);
+#undef CNX_REF_POS
+        }
+        _mm512_mask_storeu_ps(r0 + 2 * ow, ml, a0);
+        _mm512_mask_storeu_ps(r0 + 2 * ow + 16, mh, a1);
+        _mm512_mask_storeu_ps(r1 + 2 * ow, ml, b0);
+        _mm512_mask_storeu_ps(r1 + 2 * ow + 16, mh, b1);
     }
 }
 
@@ -312,8 +324,8 @@ static void cnx_conv_pool2x2_s(const float *xp, int64_t C, int64_t Hp, int64_t W
     (void)act; (void)out; (void)PH; (void)PW;
 }
 static void cnx_pool2x2_bwd_s(const float *g, const int64_t *idx, float *r0, int64_t W,
-                              int64_t OW, int64_t base) {
-    (void)g; (void)idx; (void)r0; (void)W; (void)OW; (void)base;
+                              int64_t OW, int64_t base, const float *ref) {
+    (void)g; (void)idx; (void)r0; (void)W; (void)OW; (void)base; (void)ref;
 }
 static void cnx_pool2x2_bwd_d(const double *g, const int64_t *idx, double *r0, int64_t W,
                               int64_t OW, int64_t base) {

@@ -73,6 +73,23 @@ def test_console_script_and_module_report_missing_data(tmp_path):
     assert proc.returncode == 0 and "--train-range" in proc.stdout and "--download" in proc.stdout
 
 
+def test_training_imports_only_what_it_needs(tmp_path):
+    """`cnnext train` on local files imports no download, archive or numpy
+    reference code: ``import cnnext`` and the modules training uses leave
+    them out (each is imported where it is used)."""
+    code = (
+        "import sys, cnnext, cnnext._train_cli; "
+        "from cnnext import datasets, losses, models, nn, optim, train; "
+        "print(sorted(m for m in ('cnnext.reference', 'urllib.request', 'http.client', "
+        "'hashlib', 'ssl', 'zipfile', 'tempfile', 'gzip', 'cnnext._io', 'cnnext.bench', "
+        "'cnnext.onnx', 'cnnext.compat', 'cnnext.distributed') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_trains_on_test_split_ranges_and_saves(tmp_path, capsys, rng):
     _write_split(tmp_path, "test", 300, rng)
     path = tmp_path / "tiny.npz"

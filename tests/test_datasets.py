@@ -117,6 +117,22 @@ def test_invalid_files_rejected(tmp_path, rng, images, labels, match, compress):
         load_mnist(tmp_path, "test")
 
 
+def test_gzip_members_and_zero_padding(tmp_path, rng):
+    """A .gz of several members, zero-padded after the last (as gzip writes
+    and reads them), holds the bytes of the members one after the other."""
+    pix, lab = _make_split(tmp_path, rng, n=3, compress=False)
+    for base in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        data = (tmp_path / base).read_bytes()
+        cut = len(data) // 3
+        (tmp_path / base).unlink()
+        blob = gzip.compress(data[:cut]) + gzip.compress(data[cut:]) + b"\0" * 7
+        (tmp_path / (base + ".gz")).write_bytes(blob)
+        assert gzip.decompress(blob) == data
+    x, y = load_mnist(tmp_path, "test")
+    np.testing.assert_array_equal(x[:, 0], pix / np.float32(255))
+    np.testing.assert_array_equal(y, lab)
+
+
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
 def test_absurd_declared_count_is_cheap(tmp_path, rng, compress):
     """A header claiming 4 billion images must fail fast, without allocating it."""

@@ -1192,8 +1192,14 @@ def test_tiled_max_pool_training_steps_equal_layers(dt, n):
     oa, ob = optim.SGD(a, lr=0.1), optim.SGD(b, lr=0.1)
     la, lb = nn.SoftmaxCrossEntropy(), nn.SoftmaxCrossEntropy()
     plan = b.plan(shape, training=True)
-    assert [s.pool_backward.__name__.endswith("2x2") for s in plan.steps
-            if type(s).__name__ == "_MaxPoolStep"] == [True, True]
+    pools = [s for s in plan.steps if type(s).__name__ == "_MaxPoolStep"]
+    assert [s.pool_backward.__name__.endswith("2x2") for s in pools] == [True, True]
+    # the ReLU's backward in the first pool's (float32, AVX-512), not the second's (no ReLU)
+    from cnnext import _pool
+
+    fused = dt == np.float32 and _pool.pool_isa() == "avx512"
+    assert [s.relu_ref is not None for s in pools] == [fused, False]
+    assert plan.steps[0].act_grad_after == fused
     for _ in range(2):
         x = rng.standard_normal(shape).astype(dt)
         y = rng.integers(0, 5, n)
@@ -1344,7 +1350,7 @@ def test_first_conv_relu_pool_step(n):
                          (small_cnn(seed=0), (n, 3, 32, 32))):
         plan = model.eval().plan(shape)
         wino = shape[1] == 3 and cnnext.get_conv_algorithm() == "winograd"  # 3x3: as set
-        assert type(plan.steps[0]).__name__ == ("_WinogradStep" if wino else "_ConvPoolStep")
+        assert type(plan.steps[0]).__name__ == ("_WinogradPoolStep" if wino else "_ConvPoolStep")
         x = np.random.default_rng(n).standard_normal(shape).astype(np.float32)
         np.testing.assert_array_equal(plan.forward(x), model.forward(x))
     rng = np.random.default_rng(1)
@@ -1383,3 +1389,160 @@ def test_max_pool2x2_relu_equals_pool_then_relu(shape, threads):
     _pool.max_pool2x2_relu(x, got, threads)
     np.testing.assert_array_equal(got, want)
     assert (np.signbit(got) == np.signbit(want)).all()
+
+
+@pytest.mark.parametrize("geom", [
+    # N, C, H, W, Co, ph, pw: 8 tile columns from 16 or fewer input columns
+    # (two tile rows per vector; an odd number of tile rows: vectors across
+    # samples); other widths; several blocks and a narrow last one
+    (3, 5, 16, 16, 9, 1, 1), (2, 3, 14, 16, 8, 1, 1), (4, 2, 16, 14, 16, 1, 2),
+    (1, 4, 12, 12, 3, 2, 3), (9, 32, 16, 16, 64, 1, 1), (2, 3, 32, 32, 32, 1, 1),
+    (3, 6, 8, 8, 7, 1, 1), (1, 1, 4, 10, 1, 0, 0),
+])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_relu_pool2x2_equals_winograd_then_pool(geom, bias, threads):
+    """The Winograd convolution with its ReLU and 2x2 pool fused into the
+    output transform gives the numbers of winograd_forward, the max pool and
+    the ReLU run apart (exact zeros, -0.0 to 0.0), and reports an inf or NaN
+    in the convolution's output (and only then)."""
+    from cnnext import _eltwise, _plan, _pool, _winograd
+
+    N, C, H, W, Co, ph, pw = geom
+    rng = np.random.default_rng(sum(geom) + bias)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    x[:, :, 1] = 0.0
+    w = rng.standard_normal((Co, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(Co).astype(np.float32) if bias else None
+    upk = _plan._winograd_filters(w)
+    OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
+    for case in ("finite", "nan", "inf", "overflow"):
+        if case == "nan":
+            x[-1, -1, H // 2, W - 1] = np.nan
+        elif case == "inf":
+            x[-1, -1, H // 2, W - 1] = 0.0
+            x[0, 0, 0, 0] = -np.inf
+        elif case == "overflow":
+            x[0, 0, 0, 0] = 3e38
+        y = np.empty((N, Co, OH, OW), np.float32)
+        _winograd.winograd_forward(x, upk, b, y, ph, pw, threads)
+        want = np.empty((N, Co, OH // 2, OW // 2), np.float32)
+        _pool.max_pool2d_forward(y, want, None, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+        _eltwise.relu(want.reshape(-1), want.reshape(-1), 1)
+        got = np.full(want.shape, 7.0, np.float32)
+        keep = x.copy()
+        ok = _winograd.winograd_relu_pool2x2(x, upk, b, got, ph, pw, threads)
+        np.testing.assert_array_equal(x, keep)
+        assert ok == _winograd.all_finite(y.reshape(-1)), case
+        if case != "overflow":  # (an overflow depends on the weights)
+            assert ok == (case == "finite")
+        if ok:
+            np.testing.assert_array_equal(got, want)
+            assert not np.signbit(got).any()
+    with pytest.raises(ValueError, match="not twice the pooled"):
+        _winograd.winograd_relu_pool2x2(x, upk, b, np.empty((N, Co, OH // 2 + 1, OW // 2),
+                                                            np.float32), ph, pw, 1)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_two_tile_rows_input_transform_equals_runs(n, threads):
+    """For maps of 8 tile columns from at most 16 input columns, the input
+    transform takes two tile rows per vector; a map of the same values with
+    a zero column and 16 more columns after it takes the runs of one tile
+    row: each tile's transform and products are those of that tile alone,
+    so the shared outputs are the same bits."""
+    from cnnext import _plan, _winograd
+
+    rng = np.random.default_rng(n)
+    for H, W, ph, pw in ((16, 16, 1, 1), (13, 15, 1, 1), (9, 14, 2, 2)):
+        x = rng.standard_normal((n, 11, H, W)).astype(np.float32)
+        wide = np.zeros((n, 11, H, W + 2 * pw + 16), np.float32)
+        wide[..., :W] = x
+        wide[..., W + 2 * pw:] = rng.standard_normal((n, 11, H, 16))
+        w = rng.standard_normal((20, 11, 3, 3)).astype(np.float32)
+        upk = _plan._winograd_filters(w)
+        OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
+        assert (OW + 1) // 2 == 8
+        got = np.empty((n, 20, OH, OW), np.float32)
+        _winograd.winograd_forward(x, upk, None, got, ph, pw, threads)
+        ref = np.empty((n, 20, OH, wide.shape[3] + 2 * pw - 2), np.float32)
+        _winograd.winograd_forward(wide, upk, None, ref, ph, pw, threads)
+        np.testing.assert_array_equal(got, ref[..., :OW])
+
+
+def _winograd_pool_net(dt, rng):
+    """3x3 convolutions with ReLU and 2x2 pools whose windows are the
+    Winograd tiles: 16x16 (8 tile columns), 8x8, 4x4 without padding."""
+    return nn.Sequential(
+        nn.Conv2D(3, 9, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(9, 8, 3, padding=1, dtype=dt, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(8, 4, 3, bias=False, dtype=dt, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Flatten(),
+    )
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [1, 4, 9])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_relu_pool_steps_equal_layers(dt, n, threads):
+    """A Winograd convolution, its ReLU and a 2x2 max pool tiling its output
+    run as one inference step: the layers' numbers, inf/NaN inputs and
+    weights (the direct fallback) and in-place weight updates included."""
+    shape = (n, 3, 16, 16)
+    with cnnext.use_conv_algorithm("winograd"), _threads(threads):
+        a = _winograd_pool_net(dt, np.random.default_rng(5)).eval()
+        b = _winograd_pool_net(dt, np.random.default_rng(5)).eval()
+        plan = b.plan(shape)
+        names = repr(plan)
+        assert names.count("WinogradPoolStep") == (3 if dt == np.float32 else 0)
+        assert "MaxPoolStep" not in names or dt == np.float64
+        rng = np.random.default_rng(6)
+        for change in ["none", "nan_input", "inf_input", "update", "inf_weight", "restore"]:
+            x = rng.standard_normal(shape).astype(dt)
+            if change == "nan_input":
+                x[0, 1, 5, 4] = np.nan
+            elif change == "inf_input":
+                x[-1, 0, 0, 0] = -np.inf
+            for m in (a, b):
+                w = m.layers[3].params["weight"]
+                if change == "update":
+                    w *= dt(-0.75)
+                elif change == "inf_weight":
+                    w[1, 2, 0, 1] = np.inf
+                elif change == "restore":
+                    w[1, 2, 0, 1] = 0.5
+            np.testing.assert_array_equal(plan.forward(x), a.forward(x), err_msg=change)
+        assert plan.valid
+
+
+@_AVX512_POOL
+@pytest.mark.parametrize("shape", [(1, 6, 28, 28), (3, 5, 2, 34), (2, 1, 4, 2)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool2d_backward_2x2_relu_equals_pool_then_relu_backward(shape, threads):
+    """The tiled 2x2 pool's backward with a ReLU's backward fused (a
+    training step's pool after a convolution with a fused ReLU) equals the
+    pool's backward, then relu_backward on the pool's input: +0 where the
+    input is <= 0 (-0.0 and exact zeros), a NaN input passing the gradient,
+    rows of more than 16 outputs."""
+    from cnnext import _eltwise, _pool
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[x < -0.5] = 0.0
+    x.reshape(-1)[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, 0.0]
+    out_shape = (*shape[:2], shape[2] // 2, shape[3] // 2)
+    y = np.empty(out_shape, np.float32)
+    idx = np.empty(out_shape, np.int64)
+    _pool.max_pool2d_forward(x, y, idx, 2, 2, 2, 2, 0, 0, 1, 1, 1)
+    g = rng.standard_normal(out_shape).astype(np.float32)
+    g.reshape(-1)[:3] = [-0.0, np.nan, -1.5]
+    want = np.empty(shape, np.float32)
+    _pool.max_pool2d_backward(g, idx, want, 1)
+    _eltwise.relu_backward(want.reshape(-1), x.reshape(-1), want.reshape(-1), 1)
+    got = np.full(shape, 3.0, np.float32)
+    keep = x.copy()
+    _pool.max_pool2d_backward_2x2_relu(g, idx, x, got, threads)
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want)).all()
+    np.testing.assert_array_equal(x, keep)

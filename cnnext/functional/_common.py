@@ -19,6 +19,20 @@ if TYPE_CHECKING:
     from .._typing import FloatArray, FloatDType, IntOrPair, Pair, Shape
 
 
+class _Reference:
+    """:mod:`cnnext.reference` (what the numpy backend runs), imported at its
+    first use: the compiled backend never needs it, and ``import cnnext``
+    skips it."""
+
+    def __getattr__(self, name: str) -> object:
+        from .. import reference
+
+        return getattr(reference, name)
+
+
+_reference = _Reference()
+
+
 def _numpy_backend() -> bool:
     # (_config.compiled_backend() inlined: this runs on every call)
     return (_config._backend_override.get() or _config._default_backend) != "cython"

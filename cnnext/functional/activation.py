@@ -10,11 +10,13 @@ import numpy.typing as npt
 
 from .. import _eltwise, _plan
 from .. import _validate as V
-from .. import reference as _ref
 from ._common import _as, _nan_quiet, _numpy_backend, _operands
 
 if TYPE_CHECKING:
+    from .. import reference as _ref
     from .._typing import FloatArray
+else:  # imported at its first use (the numpy backend)
+    from ._common import _reference as _ref
 
 __all__ = [
     "relu",

@@ -8,14 +8,16 @@ import numpy.typing as npt
 
 from .. import _config, _plan
 from .. import _validate as V
-from .. import reference as _ref
 from ._common import (
     _CONV1D_GRAD_NDIM, _CONV1D_NDIM, _CONV_GRAD_NDIM, _CONV_NDIM, _ONE, _XWB, _ZERO, _as,
     _as_grads, _conv_params, _float_operands, _grad_operands, _numpy_backend, _operands, _shape,
 )
 
 if TYPE_CHECKING:
+    from .. import reference as _ref
     from .._typing import FloatArray, FloatDType, IntOrPair
+else:  # imported at its first use (the numpy backend)
+    from ._common import _reference as _ref
 
 __all__ = [
     "conv2d",

@@ -7,14 +7,16 @@ import numpy.typing as npt
 
 from .. import _config, _plan
 from .. import _validate as V
-from .. import reference as _ref
 from ._common import (
     _GXW, _LINEAR_GRAD_NDIM, _LINEAR_LAYOUT, _LINEAR_NDIM, _XWB, _as, _as_grads, _float_operands,
     _numpy_backend, _operands, _shape,
 )
 
 if TYPE_CHECKING:
+    from .. import reference as _ref
     from .._typing import FloatArray, FloatDType
+else:  # imported at its first use (the numpy backend)
+    from ._common import _reference as _ref
 
 __all__ = [
     "linear",

@@ -11,16 +11,18 @@ import numpy.typing as npt
 
 from .. import _config, _eltwise, _plan
 from .. import _validate as V
-from .. import reference as _ref
 from ._common import (
     _GRAD_LAYOUT, _ONE, _POOL_LAYOUT, _POOL_NDIM, _ZERO, _as, _float_operands, _numpy_backend,
     _operands,
 )
 
 if TYPE_CHECKING:
+    from .. import reference as _ref
     from .._typing import (
         AdaptiveSize, FloatArray, FloatDType, IndexArray, IntOrPair, IntOrSingle, Pair, Shape,
     )
+else:  # imported at its first use (the numpy backend)
+    from ._common import _reference as _ref
 
 __all__ = [
     "max_pool2d",

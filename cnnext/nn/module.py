@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeGuard, TypeVar, 
 import numpy as np
 import numpy.typing as npt
 
-from .. import _config, _io
+from .. import _config
 from .. import _validate as V
 
 if TYPE_CHECKING:
@@ -250,6 +250,8 @@ class Module:
         >>> bool((other.params["2.weight"] == model.params["2.weight"]).all())
         True
         """
+        from .. import _io  # (zipfile: imported when a model is saved or loaded)
+
         _io.save_npz(path, self._state())
 
     def load(self, path: StrPath) -> None:
@@ -264,6 +266,8 @@ class Module:
         FileNotFoundError
             If ``path`` does not exist.
         """
+        from .. import _io
+
         expected = {name: (a.shape, a.dtype) for name, a in self._state().items()}
         self._assign(_io.load_npz(path, expected))
 

@@ -23,6 +23,9 @@ What the plan saves over the layer-by-layer path:
   normalizations;
 - max pooling in evaluation mode computes no argmax indices (and applies
   a ReLU that precedes it, after a Winograd convolution, to its output);
+  a Winograd convolution, its ReLU and a 2x2 stride-2 max pool whose
+  windows are the convolution's 2x2 output tiles run as one kernel, each
+  tile pooled as the output transform makes it (the same numbers);
   on AVX-512 CPUs, a float32 convolution of few taps (a first layer on a
   few image channels: stride 1, at most 75 taps), its ReLU and a 2x2
   stride-2 max pool after it run as one kernel, the convolution's output
@@ -43,7 +46,10 @@ What the plan saves over the layer-by-layer path:
 - outputs, gradients and indices live in buffers allocated once (a
   direct convolution's input gradient too, made at the first backward);
 - in a training step, the layers before the first one with parameters run
-  no backward pass, and that one computes no input gradient.
+  no backward pass, and that one computes no input gradient;
+- in a training step on AVX-512 CPUs, a ReLU fused into a float32 layer
+  has its backward applied by the exactly tiled 2x2 max pool after it, in
+  the pool's backward pass (the same values).
 
 Other layers (dropout, average and adaptive pools, other activations, ...)
 run through their own ``forward``/``backward`` inside the plan, so every
@@ -88,6 +94,8 @@ _INT64 = np.dtype(np.int64)
 #: The layers a plan runs by their kept plans (exact types: a subclass may
 #: compute something else, and runs through its own forward/backward).
 _WEIGHTED = (Conv2D, ConvTranspose2D, Conv1D, Dense)
+#: The input ndim of a batch for each of those layers.
+_BATCHED_NDIM = {Conv2D: 4, ConvTranspose2D: 4, Conv1D: 3, Dense: 2}
 #: Layers whose results do not depend on the train/eval mode (exact types):
 #: :attr:`NetPlan.valid` watches the mode of every other module.
 _MODE_FREE = frozenset((*_WEIGHTED, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Flatten, Identity,
@@ -162,13 +170,20 @@ class _WeightedStep(_Step):
         self.layer = layer
         w, b = layer._params["weight"], layer._params.get("bias")
         probe = np.zeros(x_shape, dtype)
-        y = layer._call_forward(probe, w, b)  # validates the shapes, as the layer does
+        # The shapes validated as the layer validates them, on one sample of
+        # a batch (a forward pass over a whole batch of zeros costs as much
+        # as a real one).
+        batched = len(x_shape) == _BATCHED_NDIM[type(layer)]
+        y = layer._call_forward(probe[:1] if batched else probe, w, b)
         self.plan: Any = layer._plan_of(probe, w, b)
-        self.out_shape = y.shape
+        self.out_shape: Shape = (x_shape[0], *y.shape[1:]) if batched else y.shape
         self.w, self.b = w, b
         self.gw, self.gb = layer._grads["weight"], layer._grads.get("bias")
         self.act, self.alpha = act, alpha
-        self.y = np.empty(y.shape, dtype)
+        #: The fused activation's backward runs in the next step's backward
+        #: (a max pool's: see _MaxPoolStep.relu_ref).
+        self.act_grad_after = False
+        self.y = np.empty(self.out_shape, dtype)
         self.x: FloatArray | None = None
         # The kernel call with the epilogue, when the plan's forward is that call.
         self.kernel: tuple[Any, ...] | None = None
@@ -226,7 +241,7 @@ class _WeightedStep(_Step):
                        sw, ph, pw, dh, dw, nt, 1, self.act, self.alpha), self.y
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
-        if self.act != _ACT_NONE:
+        if self.act != _ACT_NONE and not self.act_grad_after:
             _activation_grad(g, self.y, g, self.act, self.alpha)
         if need_input and g.dtype == self.y.dtype and g.flags.c_contiguous:
             if self.phases is not None and _eltwise.all_finite(self.w.reshape(-1)):
@@ -384,6 +399,52 @@ class _WinogradStep(_KeptWeightStep):
             _activate(y, self.act, self.alpha)
 
 
+class _WinogradPoolStep(_WinogradStep):
+    """An inference Winograd convolution, its ReLU and the 2x2 stride-2 max
+    pool after it by one kernel (``_winograd.winograd_relu_pool2x2``) when
+    the convolution's output tiles are the pool's windows: each tile's four
+    outputs pooled as the output transform makes them, the convolution's
+    output never stored; the numbers of the two steps it replaces (on an
+    inf or NaN in the convolution's output, the same direct-kernel fallback,
+    then the pool).  Built from those two steps."""
+
+    def __init__(self, conv: _WinogradStep, pool: _MaxPoolStep) -> None:
+        vars(self).update(vars(conv))  # the layer, its plan, kept filters, activation
+        self.pool = pool
+        pool.relu = True
+        #: The convolution's output shape (its multiply-adds are those of
+        #: the full output) and, made at the first inf/NaN fallback, a buffer.
+        self.conv_shape = conv.out_shape
+        self.full: FloatArray | None = None
+        self.out_shape = pool.out_shape
+        self.y = cast("Any", pool.y)
+
+    @staticmethod
+    def fits(conv: _Step | None, pool: _MaxPoolStep) -> bool:
+        """Whether ``conv`` (the step before the max pool ``pool``) and
+        ``pool`` can run as one: a Winograd convolution with a fused ReLU,
+        then a 2x2 stride-2 pool without padding, dilation or indices whose
+        windows tile the convolution's output exactly."""
+        if type(conv) is not _WinogradStep or conv.act != _ACT_RELU:
+            return False
+        pp = pool.plan
+        return (pool.tiled and pool.idx is None and pp.x_shape == conv.out_shape)
+
+    def run(self, x: FloatArray) -> None:
+        """y = the pooled ReLU of the convolution of ``x``."""
+        if self.refresh(self.wflat, self.kept):
+            self.upk = _winograd_filters(self.w)
+        upk = self.upk
+        if upk is None or not _winograd.winograd_relu_pool2x2(x, upk, self.b, self.y,
+                                                              self.pad[0], self.pad[1],
+                                                              self.threads):
+            full = self.full
+            if full is None:
+                full = self.full = np.empty(self.conv_shape, self.y.dtype)
+            _conv.conv2d_forward(x, self.w, self.b, full, *self.args)
+            self.pool.forward(full)  # the pool and the ReLU into self.y
+
+
 class _NarrowDenseStep(_KeptWeightStep):
     """An inference dense layer to at most one vector of outputs (a few
     classes) over more rows than the dot-product path takes: the weight kept
@@ -464,6 +525,10 @@ class _MaxPoolStep(_Step):
                  and plan.padding == (0, 0) and plan.dilation == (1, 1)
                  and plan.x_shape[-2:] == (2 * plan.out_shape[-2], 2 * plan.out_shape[-1]))
         self.tiled = tiled
+        #: In a training step, the output of a ReLU fused into the step
+        #: before (this pool's input): its backward applied here, in the
+        #: pool's backward pass (the same values, one pass less).
+        self.relu_ref: FloatArray | None = None
         self.pool_backward = _typed(_pool.max_pool2d_backward_2x2 if tiled
                                     else _pool.max_pool2d_backward, plan.dtype)
         yflat = self.y.reshape(-1)
@@ -498,8 +563,22 @@ class _MaxPoolStep(_Step):
 
     def backward(self, g: FloatArray, need_input: bool) -> FloatArray | None:
         gx = cast("FloatArray", self.gx)
+        if self.relu_ref is not None:
+            _pool.max_pool2d_backward_2x2_relu(g, cast("IndexArray", self.idx), self.relu_ref,
+                                               gx, self.plan.threads)
+            return gx
         self.pool_backward(g, cast("IndexArray", self.idx), gx, self.plan.threads)
         return gx
+
+    def takes_relu_grad(self, prev: _Step | None) -> bool:
+        """Whether, in a training step, the backward of the ReLU fused into
+        ``prev`` (the step before) can run in this pool's backward: a
+        float32 exactly tiled 2x2 pool on AVX-512 after a convolution or
+        dense step with a fused ReLU (its output, a kept buffer, is this
+        pool's input)."""
+        return (type(prev) is _WeightedStep and prev.act == _ACT_RELU and self.tiled
+                and self.idx is not None and self.y.dtype == np.float32
+                and prev.y.shape == self.plan.x_shape and _pool.pool_isa() == "avx512")
 
 
 class _ConvPoolStep(_WeightedStep):
@@ -951,11 +1030,16 @@ def _build_steps(fname: str, leaves: list[Module], shape: Shape, cur: FloatDType
             layer._call_forward(probe)  # validates the geometry, as the layer does
             step = _MaxPoolStep(layer._new_plan(probe), training)
             prev = steps[-1] if steps else None
-            if (isinstance(prev, _WinogradStep) and prev.act == _ACT_RELU
+            if _WinogradPoolStep.fits(prev, step):
+                step = _WinogradPoolStep(cast("_WinogradStep", steps.pop()), step)
+            elif (isinstance(prev, _WinogradStep) and prev.act == _ACT_RELU
                     and step.takes_relu()):
                 prev.defer_act = step.relu = True
             elif _ConvPoolStep.fits(prev, step):
                 step = _ConvPoolStep(cast("_WeightedStep", steps.pop()), step)
+            elif training and step.takes_relu_grad(prev):
+                step.relu_ref = cast("_WeightedStep", prev).y
+                cast("_WeightedStep", prev).act_grad_after = True
             i += 1
         elif type(layer) is Flatten and len(shape) >= 1:
             step = _FlattenStep(shape)
@@ -1068,7 +1152,7 @@ def _workers(n: int) -> list[_Worker]:
 
 def _macs(steps: list[_Step]) -> int:
     """The multiply-adds of the convolution and dense steps (about)."""
-    return sum(math.prod(s.out_shape) * s.w.size // max(1, s.w.shape[0])
+    return sum(math.prod(getattr(s, "conv_shape", s.out_shape)) * s.w.size // max(1, s.w.shape[0])
                for s in _all_steps(steps) if isinstance(s, _WeightedStep))
 
 
