@@ -76,6 +76,9 @@ cdef extern from "cnnext_winograd.h" nogil:
                                        int64_t NR, float* dst) noexcept nogil
     ctypedef void (*cnx_wg_input_rows)(const float* p, int64_t lp, int64_t cnt, float* v,
                                        int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_wg_input_plane)(const float* plane, int64_t H, int64_t W, int64_t iy0,
+                                        int64_t ix0, int64_t cnt, float* v,
+                                        int64_t sxi) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
                                    float* y) noexcept nogil
     ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
@@ -93,6 +96,7 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_pack_lanes pack_lanes
         cnx_wg_input_rows input_rows
         cnx_wg_input_rows grad_rows
+        cnx_wg_input_plane input_plane
         cnx_wg_output output
         cnx_wg_scatter scatter
         cnx_wg_store2 store2
@@ -210,7 +214,8 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
                           float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
     """V[xi, c] (lane l at (l // NR)*sp + l % NR, channel stride sc) = B^T d B
     of every tile of the block, for every input channel c: per run of tiles,
-    the 4 input rows it covers (zero-padded, in P), then the transform."""
+    the 4 input rows it covers (zero-padded, in P), then the transform; with
+    AVX-512 (undilated), both in one pass that reads the plane in place."""
     cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
     for c in range(a.C):
@@ -222,6 +227,17 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
         for i in range(nseg):
             cnt = seg[5 * i + 3]
             pos = seg[5 * i + 4]
+            if a.dh == 0 and WG.input_plane != NULL:  # read from the plane, no copy
+                plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
+                j = 0
+                while j < cnt:  # the run's lanes, cut at panel boundaries
+                    l = pos + j
+                    n = min(cnt - j, a.PN - l % a.PN)
+                    WG.input_plane(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph,
+                                   (seg[5 * i + 2] + j) * 2 - a.pw, n,
+                                   V + c * sc + (l // a.PN) * sp + l % a.PN, a.sv)
+                    j += n
+                continue
             if a.dh:
                 phase_rows(a.x, seg[5 * i], c, a.C, a.Hs, a.Ws, a.dh, a.dw,
                            seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw, 4, 2 * cnt + 2,
