@@ -25,18 +25,19 @@ Design:
 * **Transforms** (``src/cnnext_winograd_body.h``, compiled per instruction
   set and chosen at run time like the GEMM micro-kernels) run along the
   block's tiles, vectorised: per run of tiles along a tile row, the 4
-  input rows it covers are copied once (zero outside the image: the
-  padding) and transformed in one pass straight into the micro-kernel's
-  packed-B layout; the output transform and scatter undo it per output
-  channel.
+  input rows it covers are read (with AVX-512, in place by masked loads;
+  elsewhere copied once; zero outside the image: the padding) and
+  transformed in one pass straight into the micro-kernel's packed-B
+  layout; the output transform and scatter undo it per output channel.
 * **Products**: the filters are packed once per call (``upk``: 16 points x
   C_out/MR panels x C x MR); with AVX-512 an 8x48 micro-kernel of this
   module (``src/cnnext_winograd.h``; 8x16 or 8x32 for a block's last,
   narrower panel) multiplies them by the transformed input, elsewhere the
   GEMM micro-kernel of ``_gemm``.
-* **Forward** blocks are handed out by a ``prange`` (guided); each block is
-  computed the same way whichever thread takes it, so the result does not
-  depend on the thread count.  The input gradient is the forward kernel on
+* **Forward** blocks are handed out one at a time by a ``prange``
+  (dynamic: a few blocks over two threads stay balanced, as does a thread
+  that waits for its core); each block is computed the same way whichever
+  thread takes it, so the result does not depend on the thread count.  The input gradient is the forward kernel on
   the upstream gradient with the rotated, transposed filters.
 * **Inf and NaN** are not handled here: the caller checks the result
   (:func:`all_finite`) and recomputes a non-finite one with the direct
@@ -339,7 +340,7 @@ cdef void fwd_run(Args* a) noexcept nogil:
         for blk in range(a.blocks):
             fwd_block(a, blk, 0)
     else:
-        for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
+        for blk in prange(a.blocks, schedule="dynamic", chunksize=1, num_threads=a.nt):
             fwd_block(a, blk, threadid())
     free(a.scr)
     free(a.seg)
