@@ -186,16 +186,26 @@ def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
 _WG_MR = _gemm.block_sizes(np.float32)[0]
 
 
-def _winograd_filters(weight: FloatArray, adjoint: bool = False) -> FloatArray | None:
+def _winograd_filters(
+    weight: FloatArray, adjoint: bool = False, threads: int = 1
+) -> FloatArray | None:
     """The packed Winograd transform of a float32 3x3 ``weight`` (the
     kernel's filter operand): 16 rows (points) of C_out/MR panels of
     (C, MR), a cache line longer than they need (see
     ``_winograd.winograd_filters``); with ``adjoint``, of the input
     gradient's filters (transposed, rotated by 180 degrees); None if the
-    weight holds inf/NaN."""
+    weight holds inf/NaN.  On up to ``threads`` threads from
+    ``WINOGRAD_FILTER_PARALLEL`` filters (the same result)."""
     Co, C = weight.shape[1::-1] if adjoint else weight.shape[:2]
     upk = np.empty((16, -(-Co // _WG_MR) * _WG_MR * C + 16), dtype=np.float32)
-    return upk if _winograd.winograd_filters(weight, upk, adjoint) else None
+    nt = _filter_threads(weight, threads)
+    return upk if _winograd.winograd_filters(weight, upk, adjoint, nt) else None
+
+
+def _filter_threads(weight: FloatArray, threads: int) -> int:
+    """Threads of a Winograd filter step on ``weight``'s filters (see
+    ``WINOGRAD_FILTER_PARALLEL``)."""
+    return threads if weight.shape[0] * weight.shape[1] >= WINOGRAD_FILTER_PARALLEL else 1
 
 
 def grad_input(
@@ -537,7 +547,7 @@ class ConvPlan:
         pp = cast("ConvPlan", self.phase_plan)
         (P, Q), (dh, dw), (y0, x0) = self.phase_pad, self.dilation, self._phase_offset()
         y = np.empty(self.out4, dtype=self.dtype)
-        upk = _winograd_filters(weight)
+        upk = _winograd_filters(weight, threads=self.threads)
         if upk is not None:
             _winograd.winograd_forward_phases(np.ascontiguousarray(x), upk, bias, y, P, Q, dh, dw,
                                               y0, x0, 0, 0, pp.out4[2], pp.out4[3], self.threads)
@@ -560,12 +570,12 @@ class ConvPlan:
         _winograd.winograd_grad_weight_phases(x, g, dup, P, Q, dh, dw, y0, x0, pp.out4[2],
                                               pp.out4[3])
         gw = np.empty(self.weight_shape, dtype=self.dtype)
-        _winograd.winograd_filter_grad(dup, gw)
+        _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
         if not _winograd.all_finite(gw.reshape(-1)):
             gw = self._grad_weight(g, x, "packed")
         if not need_input:
             return None, gw
-        upk = _winograd_filters(weight, adjoint=True)
+        upk = _winograd_filters(weight, adjoint=True, threads=self.threads)
         if upk is not None:
             gx = np.empty(self.x4, dtype=self.dtype)
             _winograd.winograd_forward_phases(g, upk, None, gx, 2 - P, 2 - Q, dh, dw, 0, 0,
@@ -584,7 +594,7 @@ class ConvPlan:
         reaches it, and Winograd's transforms would spread it to the
         neighbouring outputs, as inf - inf = NaN)."""
         y = np.empty(self.out4, dtype=self.dtype)
-        upk = _winograd_filters(weight)
+        upk = _winograd_filters(weight, threads=self.threads)
         if upk is not None:
             _winograd.winograd_forward(x, upk, bias, y, self.padding[0], self.padding[1],
                                        self.threads)
@@ -597,7 +607,7 @@ class ConvPlan:
         Winograd forward kernel with padding 2 - p; the direct algorithm
         when the weight or the result holds inf/NaN (see _winograd_forward)."""
         gx = np.empty(self.x4, dtype=self.dtype)
-        upk = _winograd_filters(weight, adjoint=True)
+        upk = _winograd_filters(weight, adjoint=True, threads=self.threads)
         if upk is not None:
             _winograd.winograd_forward(g, upk, None, gx, 2 - self.padding[0],
                                        2 - self.padding[1], self.threads)
@@ -614,7 +624,7 @@ class ConvPlan:
         dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
         _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1])
         gw = np.empty(self.weight_shape, dtype=self.dtype)
-        _winograd.winograd_filter_grad(dup, gw)
+        _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
         if not _winograd.all_finite(gw.reshape(-1)):
             return self._grad_weight(g, x, "packed")
         return gw
@@ -696,6 +706,11 @@ class ConvPlan:
 WINOGRAD_MIN_CHANNELS = 32
 #: 2x2 output tiles (over the whole batch) from which ``"auto"`` picks Winograd.
 WINOGRAD_MIN_TILES = 64
+#: Filters (C_out * C_in) from which the Winograd filter transforms and the
+#: weight gradient's last step (memory-bound passes over the filters) run on
+#: the plan's threads: on 2 cores, 64 x 64 filters took 0.03 ms on one
+#: thread, 256 x 256 0.4 ms (each transform) and 0.6-0.9 ms (the last step).
+WINOGRAD_FILTER_PARALLEL = 128 * 128
 #: 2x2 output tiles below which a Winograd convolution runs on one thread:
 #: measured on 2 cores, 64 tiles (a 16x16 map at batch 1) ran 10% slower on
 #: two, 256 as fast, 512 20% faster.  (The forward and input gradient do not

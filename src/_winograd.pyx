@@ -25,13 +25,14 @@ Design:
 * **Transforms** (``src/cnnext_winograd_body.h``, compiled per instruction
   set and chosen at run time like the GEMM micro-kernels) run along the
   block's tiles, vectorised: per run of tiles along a tile row, the 4
-  input rows it covers are copied once (zero outside the image: the
-  padding) and transformed in one pass straight into the micro-kernel's
-  packed-B layout; the output transform and scatter undo it per output
-  channel.  On AVX-512, a map of 8 tile columns from at most 16 input
-  columns (16x16 with padding 1) is transformed two tile rows per vector,
-  each input row one vector (``src/cnnext_wgpool.h``): the runs of 8
-  tiles would fill half vectors.
+  input rows it covers are read (with AVX-512, in place by masked loads;
+  elsewhere copied once; zero outside the image: the padding) and
+  transformed in one pass straight into the micro-kernel's packed-B
+  layout; the output transform and scatter undo it per output channel.
+  On AVX-512, a map of 8 tile columns from at most 16 input columns
+  (16x16 with padding 1) is transformed two tile rows per vector, each
+  input row one vector (``src/cnnext_wgpool.h``): the runs of 8 tiles
+  would fill half vectors.
 * **Fused pool** (inference): when the output's 2x2 tiles are the windows
   of a 2x2 stride-2 max pool, :func:`winograd_relu_pool2x2` pools each
   tile (and applies the bias and a ReLU) as the output transform makes it
@@ -41,9 +42,10 @@ Design:
   module (``src/cnnext_winograd.h``; 8x16 or 8x32 for a block's last,
   narrower panel) multiplies them by the transformed input, elsewhere the
   GEMM micro-kernel of ``_gemm``.
-* **Forward** blocks are handed out by a ``prange`` (guided); each block is
-  computed the same way whichever thread takes it, so the result does not
-  depend on the thread count.  The input gradient is the forward kernel on
+* **Forward** blocks are handed out one at a time by a ``prange``
+  (dynamic: a few blocks over two threads stay balanced, as does a thread
+  that waits for its core); each block is computed the same way whichever
+  thread takes it, so the result does not depend on the thread count.  The input gradient is the forward kernel on
   the upstream gradient with the rotated, transposed filters.
 * **Inf and NaN** are not handled here: the caller checks the result
   (:func:`all_finite`) and recomputes a non-finite one with the direct
@@ -83,6 +85,9 @@ cdef extern from "cnnext_winograd.h" nogil:
                                        int64_t NR, float* dst) noexcept nogil
     ctypedef void (*cnx_wg_input_rows)(const float* p, int64_t lp, int64_t cnt, float* v,
                                        int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_wg_input_plane)(const float* plane, int64_t H, int64_t W, int64_t iy0,
+                                        int64_t ix0, int64_t cnt, float* v,
+                                        int64_t sxi) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
                                    float* y) noexcept nogil
     ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
@@ -100,6 +105,7 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_pack_lanes pack_lanes
         cnx_wg_input_rows input_rows
         cnx_wg_input_rows grad_rows
+        cnx_wg_input_plane input_plane
         cnx_wg_output output
         cnx_wg_scatter scatter
         cnx_wg_store2 store2
@@ -230,7 +236,8 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
                           float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
     """V[xi, c] (lane l at (l // NR)*sp + l % NR, channel stride sc) = B^T d B
     of every tile of the block, for every input channel c: per run of tiles,
-    the 4 input rows it covers (zero-padded, in P), then the transform."""
+    the 4 input rows it covers (zero-padded, in P), then the transform; with
+    AVX-512 (undilated), both in one pass that reads the plane in place."""
     cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
     for c in range(a.C):
@@ -242,6 +249,17 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
         for i in range(nseg):
             cnt = seg[5 * i + 3]
             pos = seg[5 * i + 4]
+            if a.dh == 0 and WG.input_plane != NULL:  # read from the plane, no copy
+                plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
+                j = 0
+                while j < cnt:  # the run's lanes, cut at panel boundaries
+                    l = pos + j
+                    n = min(cnt - j, a.PN - l % a.PN)
+                    WG.input_plane(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph,
+                                   (seg[5 * i + 2] + j) * 2 - a.pw, n,
+                                   V + c * sc + (l // a.PN) * sp + l % a.PN, a.sv)
+                    j += n
+                continue
             if a.dh:
                 phase_rows(a.x, seg[5 * i], c, a.C, a.Hs, a.Ws, a.dh, a.dw,
                            seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw, 4, 2 * cnt + 2,
@@ -359,7 +377,7 @@ cdef void fwd_run(Args* a) noexcept nogil:
         for blk in range(a.blocks):
             fwd_block(a, blk, 0)
     else:
-        for blk in prange(a.blocks, schedule="guided", num_threads=a.nt):
+        for blk in prange(a.blocks, schedule="dynamic", chunksize=1, num_threads=a.nt):
             fwd_block(a, blk, threadid())
     free(a.scr)
     free(a.seg)
@@ -695,30 +713,45 @@ cdef inline void gt_apply(const double* u, Py_ssize_t s, double* t, Py_ssize_t t
     t[2 * ts] = 0.5 * (u[s] + u[2 * s]) + u[3 * s]
 
 
-cdef void filters8(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co, Py_ssize_t C,
-                   bint adjoint) noexcept nogil:
-    """winograd_filters' packing with 8-row panels, a panel's eight filters
-    of one input channel transformed at once (the same bits as the scalar
-    loop: cnnext_wgfilter.h)."""
+cdef void filters8_panel(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co,
+                         Py_ssize_t C, bint adjoint, Py_ssize_t p0) noexcept nogil:
+    """Panel ``p0`` (output channels 8*p0 ..) of filters8."""
     cdef Py_ssize_t rs = 9 if adjoint else w.shape[1] * 9  # between output channels
     cdef Py_ssize_t cs = w.shape[1] * 9 if adjoint else 9  # between input channels
-    cdef Py_ssize_t p0, c
-    for p0 in range((Co + 7) // 8):
-        for c in range(C):
-            WG_FILTER8(&w[0, 0, 0, 0] + c * cs + p0 * 8 * rs, rs, <int>min(8, Co - p0 * 8),
-                       adjoint, &upk[0, 0] + (p0 * C + c) * 8, upk.shape[1])
+    cdef Py_ssize_t c
+    for c in range(C):
+        WG_FILTER8(&w[0, 0, 0, 0] + c * cs + p0 * 8 * rs, rs, <int>min(8, Co - p0 * 8),
+                   adjoint, &upk[0, 0] + (p0 * C + c) * 8, upk.shape[1])
+
+
+cdef void filters8(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co, Py_ssize_t C,
+                   bint adjoint, int n_threads) noexcept nogil:
+    """winograd_filters' packing with 8-row panels, a panel's eight filters
+    of one input channel transformed at once (the same bits as the scalar
+    loop: cnnext_wgfilter.h); the panels split between up to ``n_threads``
+    threads."""
+    cdef Py_ssize_t p0, panels = (Co + 7) // 8
+    cdef int run = <int>max(1, min(n_threads, panels))
+    if run == 1:
+        for p0 in range(panels):
+            filters8_panel(w, upk, Co, C, adjoint, p0)
+    else:
+        for p0 in prange(panels, schedule="static", num_threads=run):
+            filters8_panel(w, upk, Co, C, adjoint, p0)
 
 
 def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co, 3, 3) if adjoint
                      float[:, ::1] upk,             # OUT (16, >= Cop*C)
-                     bint adjoint=False):
+                     bint adjoint=False, int n_threads=1):
     """upk[xi, ((co // MR)*C + c)*MR + co % MR] = (G w[co, c] G^T)[xi]
     (MR-row panels of the micro-kernel's A operand), zero for the rows
     co >= Co that fill the last panel.  A row longer than Cop*C (a point
     stride that is not a large power of two) keeps the 16 points out of
     each other's cache sets.  With ``adjoint``, the filters are those of the
     input gradient: ``w`` transposed (C and Co swapped) and rotated by 180
-    degrees.  Returns False if ``w`` holds an inf or a NaN."""
+    degrees.  With AVX-512, the filters are split between up to
+    ``n_threads`` threads (the same bits whatever the count).  Returns
+    False if ``w`` holds an inf or a NaN."""
     cdef Py_ssize_t Co = w.shape[1 if adjoint else 0], C = w.shape[0 if adjoint else 1]
     if Co == 0 or C == 0:
         return True
@@ -730,7 +763,7 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
     cdef double u[16]
     with nogil:
         if MR == 8 and WG_FILTER8 != NULL:
-            filters8(w, upk, Co, C, adjoint)
+            filters8(w, upk, Co, C, adjoint, n_threads)
         else:
             for p0 in range(Cop // MR):  # a panel's MR rows are adjacent in upk
                 for c in range(C):
@@ -756,31 +789,46 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
     return ok != 0
 
 
-def winograd_filter_grad(const float[:, :, :, ::1] dup,  # IN  (nt, 16, Co, C)
-                         float[:, :, :, ::1] gw):         # OUT (Co, C, 3, 3)
-    """gw[co, c] = G^T (sum_t dup[t, :, co, c]) G, the partials added in
-    order (each output row's 16 x C sums gathered first, in contiguous
-    runs)."""
-    cdef Py_ssize_t nt = dup.shape[0], Co = gw.shape[0], C = gw.shape[1]
-    cdef Py_ssize_t co, c, i, xi, tt
-    cdef double* u = <double*>alloc_scratch(16 * max(C, 1) * sizeof(double))
+cdef void filter_grad_row(const float[:, :, :, ::1] dup, float[:, :, :, ::1] gw,
+                          Py_ssize_t co, double* u) noexcept nogil:
+    """Output channel ``co`` of winograd_filter_grad (``u``: 16 x C doubles
+    of scratch)."""
+    cdef Py_ssize_t nt = dup.shape[0], C = gw.shape[1]
+    cdef Py_ssize_t c, i, xi, tt
     cdef double t[12]
     cdef double r[9]
-    with nogil:
-        for co in range(Co):
-            for xi in range(16):
-                for c in range(C):
-                    u[xi * C + c] = dup[0, xi, co, c]
-                for tt in range(1, nt):
-                    for c in range(C):
-                        u[xi * C + c] += dup[tt, xi, co, c]
+    for xi in range(16):
+        for c in range(C):
+            u[xi * C + c] = dup[0, xi, co, c]
+        for tt in range(1, nt):
             for c in range(C):
-                for i in range(4):
-                    gt_apply(&u[i * C + c], 4 * C, &t[i], 4)  # columns: t (3, 4)
-                for i in range(3):
-                    gt_apply(&t[4 * i], 1, &r[3 * i], 1)      # rows: r (3, 3)
-                for i in range(9):
-                    gw[co, c, i // 3, i % 3] = <float>r[i]
+                u[xi * C + c] += dup[tt, xi, co, c]
+    for c in range(C):
+        for i in range(4):
+            gt_apply(&u[i * C + c], 4 * C, &t[i], 4)  # columns: t (3, 4)
+        for i in range(3):
+            gt_apply(&t[4 * i], 1, &r[3 * i], 1)      # rows: r (3, 3)
+        for i in range(9):
+            gw[co, c, i // 3, i % 3] = <float>r[i]
+
+
+def winograd_filter_grad(const float[:, :, :, ::1] dup,  # IN  (nt, 16, Co, C)
+                         float[:, :, :, ::1] gw,          # OUT (Co, C, 3, 3)
+                         int n_threads=1):
+    """gw[co, c] = G^T (sum_t dup[t, :, co, c]) G, the partials added in
+    order (each output row's 16 x C sums gathered first, in contiguous
+    runs); the output channels split between up to ``n_threads`` threads
+    (the same bits whatever the count)."""
+    cdef Py_ssize_t Co = gw.shape[0], C = max(gw.shape[1], 1), co
+    cdef int run = <int>max(1, min(n_threads, Co))
+    cdef double* u = <double*>alloc_scratch(run * 16 * C * sizeof(double))
+    with nogil:
+        if run == 1:
+            for co in range(Co):
+                filter_grad_row(dup, gw, co, u)
+        else:
+            for co in prange(Co, schedule="static", num_threads=run):
+                filter_grad_row(dup, gw, co, u + threadid() * 16 * C)
     free(u)
 
 

@@ -59,6 +59,8 @@ typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int6
                                   int64_t NR, float *dst);
 typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
                                   int64_t sxi);
+typedef void (*cnx_wg_input_plane)(const float *plane, int64_t H, int64_t W, int64_t iy0,
+                                   int64_t ix0, int64_t cnt, float *v, int64_t sxi);
 
 /* c[i*ldc + j] (+)= sum_k a[k*8 + i] * b[k*48 + j], i < 8, j < 48 (ukr;
  * j < 16 * n for ukr_n[n - 1]): the products' micro-kernels where the
@@ -81,6 +83,8 @@ typedef struct {
     cnx_wg_pack_lanes pack_lanes;
     cnx_wg_input_rows input_rows;
     cnx_wg_input_rows grad_rows;
+    /* rows then input_rows in one pass, read from the plane (NULL: the two) */
+    cnx_wg_input_plane input_plane;
     cnx_wg_store2 store2;
     const char *name;
 } cnx_wg_kernels;
@@ -202,6 +206,60 @@ static void wg_input_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int6
             const float *r = p + y * lp + 2 * j;
             __m512 a0 = _mm512_loadu_ps(r), a1 = _mm512_loadu_ps(r + 16);
             __m512 b0 = _mm512_loadu_ps(r + 2), b1 = _mm512_loadu_ps(r + 18);
+            d[y][0] = _mm512_maskz_permutex2var_ps(m, a0, ie, a1);
+            d[y][1] = _mm512_maskz_permutex2var_ps(m, a0, io, a1);
+            d[y][2] = _mm512_maskz_permutex2var_ps(m, b0, ie, b1);
+            d[y][3] = _mm512_maskz_permutex2var_ps(m, b0, io, b1);
+        }
+        for (int k = 0; k < 4; k++) {
+            t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+            t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+            t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+            t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+        }
+        for (int a = 0; a < 4; a++) {
+            float *o = v + a * 4 * sxi + j;
+            _mm512_mask_storeu_ps(o, m, _mm512_sub_ps(t[a][0], t[a][2]));
+            _mm512_mask_storeu_ps(o + sxi, m, _mm512_add_ps(t[a][1], t[a][2]));
+            _mm512_mask_storeu_ps(o + 2 * sxi, m, _mm512_sub_ps(t[a][2], t[a][1]));
+            _mm512_mask_storeu_ps(o + 3 * sxi, m, _mm512_sub_ps(t[a][1], t[a][3]));
+        }
+    }
+}
+
+/* wg_rows followed by wg_input_rows_avx512_m in one pass: the 4 rows of
+ * cnt tiles starting at input row iy0, column ix0 of an H x W plane are
+ * read from the plane by masked loads (zero outside it: the padding) and
+ * transformed, without the zero-padded copy.  The lanes kept (< cnt) see
+ * the values the copy would hold, so the results are the same bits. */
+static void wg_input_plane_avx512_m(const float *CNX_RESTRICT plane, int64_t H, int64_t W,
+                                    int64_t iy0, int64_t ix0, int64_t cnt,
+                                    float *CNX_RESTRICT v, int64_t sxi) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                         29, 31);
+    /* columns ix0 + i with lo <= i < hi are inside the plane */
+    int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0;
+    for (int64_t j = 0; j < cnt; j += 16) {
+        __mmask16 m = cnt - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cnt - j)) - 1);
+        __mmask16 mk[4];
+        for (int q = 0; q < 4; q++) { /* the loads at offsets 2j, 2j + 16, 2j + 2, 2j + 18 */
+            int64_t off = 2 * j + (q & 1) * 16 + (q >> 1) * 2;
+            int64_t a = lo - off < 0 ? 0 : lo - off, e = hi - off > 16 ? 16 : hi - off;
+            mk[q] = e > a ? (__mmask16)(((1u << e) - 1) & ~((1u << a) - 1)) : (__mmask16)0;
+        }
+        __m512 d[4][4], t[4][4];
+        for (int y = 0; y < 4; y++) {
+            int64_t iy = iy0 + y;
+            if (iy < 0 || iy >= H) {
+                for (int k = 0; k < 4; k++) d[y][k] = _mm512_setzero_ps();
+                continue;
+            }
+            const float *r = plane + iy * W + ix0 + 2 * j;
+            __m512 a0 = _mm512_maskz_loadu_ps(mk[0], r), a1 = _mm512_maskz_loadu_ps(mk[1], r + 16);
+            __m512 b0 = _mm512_maskz_loadu_ps(mk[2], r + 2);
+            __m512 b1 = _mm512_maskz_loadu_ps(mk[3], r + 18);
             d[y][0] = _mm512_maskz_permutex2var_ps(m, a0, ie, a1);
             d[y][1] = _mm512_maskz_permutex2var_ps(m, a0, io, a1);
             d[y][2] = _mm512_maskz_permutex2var_ps(m, b0, ie, b1);
@@ -364,6 +422,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
     k.ukr_n[0] = k.ukr_n[1] = k.ukr_n[2] = NULL;
     k.pn = 0;
     k.store2 = NULL;
+    k.input_plane = NULL;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
@@ -374,6 +433,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.pn = 48;
         k.pack_lanes = wg_pack_lanes_avx512_t;
         k.input_rows = wg_input_rows_avx512_m;
+        k.input_plane = wg_input_plane_avx512_m;
         k.scatter = wg_scatter_avx512_m;
         k.grad_rows = wg_grad_rows_avx512_m;
         k.rows = wg_rows_avx512_m;

@@ -83,6 +83,31 @@ def test_winograd_matches_reference(g, rng, close):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
+def test_winograd_filter_grad_bitwise(threads, rng):
+    """The weight gradient's last step, G^T (sum of the partials) G, is the
+    float64 sum of the partials in order, transformed in float64 and rounded
+    once, bit for bit at every thread count (output channels split)."""
+    from cnnext import _winograd
+
+    for nt, co, c in [(1, 13, 7), (2, 9, 33), (3, 40, 5)]:
+        dup = rng.standard_normal((nt, 16, co, c)).astype(np.float32)
+        u = dup[0].astype(np.float64)
+        for t in range(1, nt):
+            u = u + dup[t]
+        u = u.reshape(4, 4, co, c)
+
+        def gt(a, b, c_, d):
+            return [a + 0.5 * (b + c_), 0.5 * (b - c_), 0.5 * (b + c_) + d]
+
+        cols = [gt(*u[:, j]) for j in range(4)]                 # [j][i]: G^T along rows
+        rows = [gt(*[cols[j][i] for j in range(4)]) for i in range(3)]  # [i][k]
+        want = np.stack([np.stack(r, -1) for r in rows], -2)    # (co, c, 3, 3)
+        gw = np.full((co, c, 3, 3), np.nan, np.float32)
+        _winograd.winograd_filter_grad(dup, gw, threads)
+        assert np.array_equal(gw.view(np.uint32), want.astype(np.float32).view(np.uint32))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_winograd_thread_counts(threads, rng, close, restore_threads):
     """The forward pass and input gradient do not depend on the thread count
     (bitwise); the weight gradient matches the reference at every count."""
@@ -412,6 +437,10 @@ for co, c in [(13, 7), (8, 3), (5, 9), (64, 64), (256, 33)]:
         got = upk[:, :Cop * C]
         assert np.array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32)), (
             co, c, adjoint)
+        for threads in (2, 3):  # the panels split between threads: the same bits
+            upk_t = np.full_like(upk, np.nan)
+            assert _winograd.winograd_filters(w, upk_t, adjoint, threads)
+            assert np.array_equal(upk_t[:, :Cop * C].view(np.uint32), got.view(np.uint32))
 print(_winograd.isa())
 """
 
