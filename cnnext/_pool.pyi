@@ -103,6 +103,7 @@ def conv_max_pool2x2(
     pw: int,
     act: int,
     n_threads: int,
+    channel_lanes: bool = ...,
 ) -> None: ...
 def max_pool2x2_relu(
     x: npt.NDArray[np.float32], out: npt.NDArray[np.float32], n_threads: int

@@ -175,6 +175,23 @@ cdef extern from *:
                     double wd) noexcept nogil
 
 
+cdef extern from "cnnext_eltwise.h" nogil:
+    int cnx_elt_avx512() noexcept nogil
+    void cnx_chsum_s(const float* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
+                     float* out) noexcept nogil
+    void cnx_chsum_d(const double* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
+                     double* out) noexcept nogil
+
+# channel_sums by AVX-512 intrinsics, the portable loop's values (see
+# cnnext_eltwise.h).
+cdef bint ELT_AVX512 = cnx_elt_avx512()
+
+
+def eltwise_isa():
+    """Name of the channel-sum loop variant in use ("avx512" or "generic")."""
+    return "avx512" if ELT_AVX512 else "generic"
+
+
 # Elements per chunk of the parallel elementwise loops.
 cdef Py_ssize_t ELT_CHUNK = 1 << 14
 
@@ -463,6 +480,13 @@ def channel_sums(const floating[:, :, ::1] g,   # IN  (N, C, P)
     cdef double acc[8]
     cdef double total
     cdef const floating* row
+    if ELT_AVX512 and N > 0 and C > 0 and P > 0:
+        with nogil:
+            if floating is float:
+                cnx_chsum_s(&g[0, 0, 0], N, C, P, &out[0])
+            else:
+                cnx_chsum_d(&g[0, 0, 0], N, C, P, &out[0])
+        return
     with nogil:
         for c in range(C):
             for j in range(8):

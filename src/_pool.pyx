@@ -37,6 +37,11 @@ cdef extern from "cnnext_pool.h" nogil:
                             const float* w, const float* b, int64_t Co, int64_t kh,
                             int64_t kw, int act, float* out, int64_t PH,
                             int64_t PW) noexcept nogil
+    void cnx_pack_wt_s(const float* w, int64_t Co, int64_t K, float* wt) noexcept nogil
+    void cnx_conv_pool2x2_cv_s(const float* xp, int64_t C, int64_t Hp, int64_t Wp,
+                               const float* wt, const float* b, int64_t Co, int64_t kh,
+                               int64_t kw, int act, float* out, int64_t PH,
+                               int64_t PW) noexcept nogil
 
 # The 2x2 stride-2 rows by AVX-512 intrinsics (see cnnext_pool.h).
 cdef bint POOL_AVX512 = cnx_pool_avx512()
@@ -865,24 +870,30 @@ cdef void conv_pool_samples(const float* x, const float* w, const float* b, floa
                             float* xp, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t Co, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
                             Py_ssize_t pw, int act, Py_ssize_t PH, Py_ssize_t PW,
-                            Py_ssize_t n0, Py_ssize_t n1) noexcept nogil:
+                            Py_ssize_t n0, Py_ssize_t n1, const float* wt) noexcept nogil:
     """Samples [n0, n1): each copied into the padded buffer ``xp`` (its
-    border zeros, written by the caller), then cnx_conv_pool2x2_s."""
+    border zeros, written by the caller), then cnx_conv_pool2x2_s, or with
+    the packed weight ``wt`` (not NULL) cnx_conv_pool2x2_cv_s."""
     cdef Py_ssize_t n, c, h, Hp = H + 2 * ph, Wp = W + 2 * pw
     for n in range(n0, n1):
         for c in range(C):
             for h in range(H):
                 memcpy(xp + (c * Hp + h + ph) * Wp + pw, x + ((n * C + c) * H + h) * W,
                        W * sizeof(float))
-        cnx_conv_pool2x2_s(xp, C, Hp, Wp, w, b, Co, kh, kw, act, out + n * Co * PH * PW,
-                           PH, PW)
+        if wt != NULL:
+            cnx_conv_pool2x2_cv_s(xp, C, Hp, Wp, wt, b, Co, kh, kw, act,
+                                  out + n * Co * PH * PW, PH, PW)
+        else:
+            cnx_conv_pool2x2_s(xp, C, Hp, Wp, w, b, Co, kh, kw, act, out + n * Co * PH * PW,
+                               PH, PW)
 
 
 def conv_max_pool2x2(const float[:, :, :, ::1] x,   # IN  (N, C, H, W)
                      const float[:, :, :, ::1] weight,   # IN  (Co, C, kh, kw)
                      const float[::1] bias,   # IN  (Co,) or None
                      float[:, :, :, ::1] out,   # OUT (N, Co, PH, PW)
-                     Py_ssize_t ph, Py_ssize_t pw, int act, int n_threads):
+                     Py_ssize_t ph, Py_ssize_t pw, int act, int n_threads,
+                     bint channel_lanes=False):
     """out = 2x2 stride-2 max pool of act(conv2d(x, weight, bias, stride 1,
     padding (ph, pw), no dilation)), ``act`` 0 (none) or 1 (ReLU), with
     ``PH <= (H + 2ph - kh + 1) // 2`` and ``PW`` likewise: the numbers of
@@ -890,25 +901,31 @@ def conv_max_pool2x2(const float[:, :, :, ::1] x,   # IN  (N, C, H, W)
     ``max_pool2d_forward``, for a convolution of few taps (the first layer
     of an image network), each sample's convolution rows pooled while in
     registers.  AVX-512 only (``pool_isa() == "avx512"``; the caller
-    checks); samples split over the threads."""
+    checks); samples split over the threads.  ``channel_lanes``: the kernel
+    with 16 output channels in the vector lanes (maps narrower than the row
+    kernel's 32 columns, more taps), the same numbers."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Co = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
     cdef Py_ssize_t PH = out.shape[2], PW = out.shape[3]
     cdef Py_ssize_t per = C * (H + 2 * ph) * (W + 2 * pw) + 32 + kw, tid
+    cdef Py_ssize_t K = C * kh * kw, packed = K * ((Co + 15) // 16 * 16) if channel_lanes else 0
     cdef int nt = <int>max(1, min(n_threads, N))
     if N == 0 or Co == 0 or PH == 0 or PW == 0:
         return
-    cdef float* scratch = <float*>calloc(nt * per, sizeof(float))
+    cdef float* scratch = <float*>calloc(nt * per + packed, sizeof(float))
     if scratch == NULL:
         raise MemoryError("conv_max_pool2x2: could not allocate scratch")
     cdef const float* bp = &bias[0] if bias is not None else NULL
+    cdef float* wt = scratch + nt * per if channel_lanes else NULL
     with nogil:
+        if wt != NULL:
+            cnx_pack_wt_s(&weight[0, 0, 0, 0], Co, K, wt)
         if nt == 1:
             conv_pool_samples(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bp, &out[0, 0, 0, 0],
-                              scratch, C, H, W, Co, kh, kw, ph, pw, act, PH, PW, 0, N)
+                              scratch, C, H, W, Co, kh, kw, ph, pw, act, PH, PW, 0, N, wt)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 conv_pool_samples(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], bp, &out[0, 0, 0, 0],
                                   scratch + tid * per, C, H, W, Co, kh, kw, ph, pw, act, PH,
-                                  PW, N * tid // nt, N * (tid + 1) // nt)
+                                  PW, N * tid // nt, N * (tid + 1) // nt, wt)
     free(scratch)

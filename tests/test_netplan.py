@@ -1305,16 +1305,20 @@ _AVX512_POOL = pytest.mark.skipif(
     # N, C, H, W, Co, kh, kw, ph, pw
     (1, 3, 32, 32, 32, 3, 3, 1, 1), (3, 1, 28, 28, 6, 5, 5, 0, 0), (2, 2, 11, 13, 5, 2, 3, 2, 1),
     (1, 1, 7, 5, 1, 1, 1, 0, 0), (4, 3, 17, 37, 33, 3, 3, 1, 0), (2, 4, 9, 41, 7, 3, 5, 0, 2),
+    (1, 6, 14, 14, 16, 5, 5, 0, 0), (2, 3, 13, 11, 20, 2, 3, 1, 1), (1, 2, 30, 31, 16, 3, 3, 0, 0),
 ])
 @pytest.mark.parametrize("act", [0, 1])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_conv_max_pool2x2_equals_conv_then_pool(geom, act, bias, threads):
-    """The fused few-tap convolution + ReLU + 2x2 pool kernel gives the
-    numbers of the direct convolution (with that epilogue) and the max pool
-    run apart: ties (-0.0, exact zeros after the ReLU), NaN and infinities
+@pytest.mark.parametrize("lanes", [False, True])
+def test_conv_max_pool2x2_equals_conv_then_pool(geom, act, bias, threads, lanes):
+    """The fused few-tap convolution + ReLU + 2x2 pool kernel (and its
+    variant with the output channels in the vector lanes) gives the numbers
+    of the direct convolution (with that epilogue) and the max pool run
+    apart: ties (-0.0, exact zeros after the ReLU), NaN and infinities
     included; odd sizes (the last row/column dropped), channel counts not a
-    multiple of the kernel's block of four, rows of more than 32 columns."""
+    multiple of the kernel's block of four (or of 16 lanes), rows of more
+    than 32 columns, pooled rows of more than one block of six."""
     from cnnext import _pool
 
     N, C, H, W, Co, kh, kw, ph, pw = geom
@@ -1332,7 +1336,7 @@ def test_conv_max_pool2x2_equals_conv_then_pool(geom, act, bias, threads):
     _pool.max_pool2d_forward(y, want, None, 2, 2, 2, 2, 0, 0, 1, 1, 1)
     got = np.full(want.shape, 7.0, np.float32)
     keep = x.copy()
-    _pool.conv_max_pool2x2(x, w, b, got, ph, pw, act, threads)
+    _pool.conv_max_pool2x2(x, w, b, got, ph, pw, act, threads, lanes)
     np.testing.assert_array_equal(got, want)
     assert (np.signbit(got) == np.signbit(want)).all()
     np.testing.assert_array_equal(x, keep)
@@ -1351,6 +1355,9 @@ def test_first_conv_relu_pool_step(n):
         plan = model.eval().plan(shape)
         wino = shape[1] == 3 and cnnext.get_conv_algorithm() == "winograd"  # 3x3: as set
         assert type(plan.steps[0]).__name__ == ("_WinogradPoolStep" if wino else "_ConvPoolStep")
+        if shape[1] == 1:  # LeNet-5's second layer too, channels in the vector lanes
+            assert [type(s).__name__ for s in plan.steps[:2]] == ["_ConvPoolStep"] * 2
+            assert (plan.steps[0].lanes, plan.steps[1].lanes) == (False, True)
         x = np.random.default_rng(n).standard_normal(shape).astype(np.float32)
         np.testing.assert_array_equal(plan.forward(x), model.forward(x))
     rng = np.random.default_rng(1)

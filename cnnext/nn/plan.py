@@ -584,7 +584,9 @@ class _MaxPoolStep(_Step):
 class _ConvPoolStep(_WeightedStep):
     """An inference convolution of few taps (a network's first layer on a
     few image channels), its ReLU and the 2x2 stride-2 max pool after it by
-    one kernel (``_pool.conv_max_pool2x2``): each sample's convolution rows
+    one kernel (``_pool.conv_max_pool2x2``; on narrow maps with 16 or more
+    output channels, such as LeNet-5's second layer, its variant with the
+    output channels in the vector lanes): each sample's convolution rows
     pooled while in registers, the convolution's output never stored; the
     numbers of the two steps it replaces (the direct convolution's sums in
     its order, the pool's rule).  Built from those two steps."""
@@ -592,13 +594,27 @@ class _ConvPoolStep(_WeightedStep):
     #: At most this many taps (C_in * kh * kw): a few-channel first layer,
     #: where the GEMM's panels are short.
     MAX_TAPS = 75
+    #: At most this many taps for the kernel with the output channels in the
+    #: vector lanes (LeNet-5's second layer: 6 * 5 * 5).
+    MAX_LANE_TAPS = 150
 
     def __init__(self, conv: _WeightedStep, pool: _MaxPoolStep) -> None:
         vars(self).update(vars(conv))  # the layer, its plan, weight, bias, activation
         self.out_shape = pool.out_shape
+        self.conv_shape = conv.out_shape  # (the work: the convolution's outputs)
         self.y = cast("Any", pool.y)
         self.pad = cast("ConvPlan", conv.plan).padding
         self.threads = cast("ConvPlan", conv.plan).threads
+        self.lanes = self.channel_lanes(self.w.shape, pool.out_shape[3])
+
+    @staticmethod
+    def channel_lanes(w_shape: Shape, pw: int) -> bool:
+        """Whether the kernel with 16 output channels in the vector lanes
+        runs (rather than the one with 32 convolution columns in them): at
+        least 16 output channels filling more of their lanes than the
+        ``pw`` pooled columns fill the row kernel's 16."""
+        co = w_shape[0]
+        return co >= 16 and co / (-(-co // 16) * 16) > pw / (-(-pw // 16) * 16)
 
     @classmethod
     def fits(cls, conv: _Step | None, pool: _MaxPoolStep) -> bool:
@@ -613,7 +629,9 @@ class _ConvPoolStep(_WeightedStep):
         x_shape, y_shape = pp.x_shape, conv.out_shape
         return (conv.kernel is not None and w.dtype == np.float32
                 and _pool.pool_isa() == "avx512" and conv.act in (_ACT_NONE, _ACT_RELU)
-                and math.prod(w.shape[1:]) <= cls.MAX_TAPS
+                and math.prod(w.shape[1:]) <= (
+                    cls.MAX_LANE_TAPS if cls.channel_lanes(w.shape, pool.out_shape[3])
+                    else cls.MAX_TAPS)
                 and cp.stride == (1, 1) and cp.dilation == (1, 1) and cp.groups == 1
                 and pool.idx is None and pp.kernel_size == (2, 2) and pp.stride == (2, 2)
                 and pp.padding == (0, 0) and pp.dilation == (1, 1) and x_shape == y_shape
@@ -622,14 +640,15 @@ class _ConvPoolStep(_WeightedStep):
     def forward(self, x: FloatArray) -> FloatArray:
         if x.dtype != self.y.dtype or not x.flags.c_contiguous:  # as the layer converts
             x = np.ascontiguousarray(x, self.y.dtype)
-        _pool.conv_max_pool2x2(x, self.w, self.b, self.y, *self.pad, self.act, self.threads)
+        _pool.conv_max_pool2x2(x, self.w, self.b, self.y, *self.pad, self.act, self.threads,
+                               self.lanes)
         return self.y
 
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
         if x.dtype != self.y.dtype:
             return None
         return partial(_pool.conv_max_pool2x2, x, self.w, self.b, self.y, *self.pad, self.act,
-                       self.threads), self.y
+                       self.threads, self.lanes), self.y
 
 
 class _FlattenStep(_Step):
