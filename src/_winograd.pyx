@@ -88,6 +88,10 @@ cdef extern from "cnnext_winograd.h" nogil:
     ctypedef void (*cnx_wg_input_plane)(const float* plane, int64_t H, int64_t W, int64_t iy0,
                                         int64_t ix0, int64_t cnt, float* v,
                                         int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_wg_input_tw4)(const float* x, int64_t C, int64_t H, int64_t W,
+                                      int64_t ph, int64_t pw, int64_t th, int64_t t0,
+                                      int64_t nv, int64_t PN, float* v, int64_t sp, int64_t sc,
+                                      int64_t sxi) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
                                    float* y) noexcept nogil
     ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
@@ -106,6 +110,7 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_input_rows input_rows
         cnx_wg_input_rows grad_rows
         cnx_wg_input_plane input_plane
+        cnx_wg_input_tw4 input_tw4
         cnx_wg_output output
         cnx_wg_scatter scatter
         cnx_wg_store2 store2
@@ -306,6 +311,14 @@ cdef void phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t
                 row[dw * m] = t[m]
 
 
+cdef inline bint tw4(const Args* a) noexcept nogil:
+    """True when WG.input_tw4 transforms this geometry's input: 4 tile
+    columns from rows of at most 8 values, undilated, whole 16-lane vectors
+    in the blocks and panels."""
+    return (WG.input_tw4 != NULL and a.tw == 4 and a.W <= 8 and a.dh == 0 and a.tb % 16 == 0
+            and a.PN % 16 == 0)
+
+
 cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     """Block ``blk``'s input transform and 16 products (Mb in the thread's
     scratch, its runs of tiles in seg); returns the run count."""
@@ -323,6 +336,8 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
     if (WGP_INPUT_TW8 != NULL and a.tw == 8 and a.W <= 16 and a.dh == 0 and tb % 16 == 0
             and NR % 16 == 0):  # small maps: two tile rows per vector
         WGP_INPUT_TW8(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, NR, V, C * NR, NR, a.sv)
+    elif tw4(a):  # 7x7 and 8x8 maps: four tile rows per vector
+        WG.input_tw4(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, NR, V, C * NR, NR, a.sv)
     else:
         transform_input(a, nseg, seg, D, V, C * NR, NR)
     if nv < read:  # the lanes the products read past the last tile
@@ -448,7 +463,10 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
         t0 = blk * tb
         nv = min(tb, a.T - t0)
         nseg = segments(a, t0, nv, seg)
-        transform_input(a, nseg, seg, D, V, a.PN, tb)
+        if tw4(a):
+            WG.input_tw4(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, a.PN, V, a.PN, tb, a.sv)
+        else:
+            transform_input(a, nseg, seg, D, V, a.PN, tb)
         for co in range(Co):
             if co + 1 < Co and a.dh == 0:  # the next output channel's gradient rows
                 for i in range(nseg):

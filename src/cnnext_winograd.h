@@ -59,6 +59,9 @@ typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int6
                                   int64_t NR, float *dst);
 typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
                                   int64_t sxi);
+typedef void (*cnx_wg_input_tw4)(const float *x, int64_t C, int64_t H, int64_t W, int64_t ph,
+                                 int64_t pw, int64_t th, int64_t t0, int64_t nv, int64_t PN,
+                                 float *v, int64_t sp, int64_t sc, int64_t sxi);
 typedef void (*cnx_wg_input_plane)(const float *plane, int64_t H, int64_t W, int64_t iy0,
                                    int64_t ix0, int64_t cnt, float *v, int64_t sxi);
 
@@ -85,6 +88,9 @@ typedef struct {
     cnx_wg_input_rows grad_rows;
     /* rows then input_rows in one pass, read from the plane (NULL: the two) */
     cnx_wg_input_plane input_plane;
+    /* maps of 4 tile columns from rows of <= 8 values, four tile rows per
+     * vector (NULL: input_plane or rows then input_rows) */
+    cnx_wg_input_tw4 input_tw4;
     cnx_wg_store2 store2;
     const char *name;
 } cnx_wg_kernels;
@@ -281,6 +287,75 @@ static void wg_input_plane_avx512_m(const float *CNX_RESTRICT plane, int64_t H, 
     }
 }
 
+/* The input transform of tiles [t0, t0 + nv) (t0 a multiple of 4) for maps
+ * of 4 tile columns and rows of at most 8 values (7x7 or 8x8 with padding
+ * 1): 16 lanes are four tile rows (tile t: sample t / (th*4), tile row
+ * t / 4 % th), the four input rows a y of them reads packed in two vectors,
+ * the tiles' columns picked by two-source permutes (zero outside the map:
+ * the padding) -- the runs of wg_input_plane would fill a quarter vector.
+ * Lane l = t - t0 of point xi and channel c goes to
+ * v[xi*sxi + c*sc + (l / PN)*sp + l % PN] (PN a multiple of 16), the lanes
+ * from nv on untouched.  The same operations in the same order as
+ * wg_input_rows, so the same bits. */
+static void wg_input_tw4_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t H, int64_t W,
+                                int64_t ph, int64_t pw, int64_t th, int64_t t0, int64_t nv,
+                                int64_t PN, float *CNX_RESTRICT v, int64_t sp, int64_t sc,
+                                int64_t sxi) {
+    __m512i idx[4];
+    __mmask16 cols[4];
+    const __mmask8 wm = (__mmask8)((1u << W) - 1);
+    for (int k = 0; k < 4; k++) { /* lane 4q + j: column 2j + k - pw of packed row q */
+        uint32_t m = 0;
+        int32_t id[16];
+        for (int j = 0; j < 16; j++) {
+            int64_t col = 2 * (j % 4) + k - pw;
+            id[j] = (int32_t)((col < 0 || col >= W ? 0 : col) + 8 * (j / 4));
+            if (col >= 0 && col < W) m |= 1u << j;
+        }
+        idx[k] = _mm512_loadu_si512(id);
+        cols[k] = (__mmask16)m;
+    }
+    for (int64_t l = 0; l < nv; l += 16) {
+        __mmask16 lm = nv - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nv - l)) - 1);
+        int64_t off[4], iy0[4], nq = (nv - l + 3) / 4;
+        for (int q = 0; q < 4; q++) { /* the quarters' sample planes and first rows */
+            int64_t r = (t0 + l) / 4 + q, n = r / th;
+            off[q] = n * C * H * W;
+            iy0[q] = q < nq ? 2 * (r - n * th) - ph : -1000;
+        }
+        for (int64_t c = 0; c < C; c++) {
+            const float *xc = x + c * H * W;
+            __m512 d[4][4], t[4][4];
+            for (int y = 0; y < 4; y++) {
+                __m256 rw[4];
+                for (int q = 0; q < 4; q++) {
+                    int64_t iy = iy0[q] + y;
+                    rw[q] = iy >= 0 && iy < H ? _mm256_maskz_loadu_ps(wm, xc + off[q] + iy * W)
+                                              : _mm256_setzero_ps();
+                }
+                __m512 lo = _mm512_insertf32x8(_mm512_castps256_ps512(rw[0]), rw[1], 1);
+                __m512 hi = _mm512_insertf32x8(_mm512_castps256_ps512(rw[2]), rw[3], 1);
+                for (int k = 0; k < 4; k++)
+                    d[y][k] = _mm512_maskz_permutex2var_ps(cols[k], lo, idx[k], hi);
+            }
+            for (int k = 0; k < 4; k++) {
+                t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+                t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+                t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+                t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+            }
+            float *o0 = v + c * sc + (l / PN) * sp + l % PN;
+            for (int a = 0; a < 4; a++) {
+                float *o = o0 + a * 4 * sxi;
+                _mm512_mask_storeu_ps(o, lm, _mm512_sub_ps(t[a][0], t[a][2]));
+                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][1], t[a][2]));
+                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][2], t[a][1]));
+                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_sub_ps(t[a][1], t[a][3]));
+            }
+        }
+    }
+}
+
 /* cnx_wg_store2: 8 values per masked store into every other lane. */
 static void wg_store2_avx512(const float *CNX_RESTRICT src, int64_t n, float *CNX_RESTRICT dst) {
     for (int64_t m = 0; m < n; m += 8) {
@@ -423,6 +498,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
     k.pn = 0;
     k.store2 = NULL;
     k.input_plane = NULL;
+    k.input_tw4 = NULL;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
@@ -434,6 +510,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.pack_lanes = wg_pack_lanes_avx512_t;
         k.input_rows = wg_input_rows_avx512_m;
         k.input_plane = wg_input_plane_avx512_m;
+        k.input_tw4 = wg_input_tw4_avx512;
         k.scatter = wg_scatter_avx512_m;
         k.grad_rows = wg_grad_rows_avx512_m;
         k.rows = wg_rows_avx512_m;
