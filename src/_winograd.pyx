@@ -92,6 +92,9 @@ cdef extern from "cnnext_winograd.h" nogil:
                                       int64_t ph, int64_t pw, int64_t th, int64_t t0,
                                       int64_t nv, int64_t PN, float* v, int64_t sp, int64_t sc,
                                       int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_wg_scatter_tw4)(const float* y, int64_t ld, int64_t nv, float b,
+                                        float* out, int64_t Co, int64_t co, int64_t OH,
+                                        int64_t OW, int64_t th, int64_t t0) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
                                    float* y) noexcept nogil
     ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
@@ -111,6 +114,7 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_input_rows grad_rows
         cnx_wg_input_plane input_plane
         cnx_wg_input_tw4 input_tw4
+        cnx_wg_scatter_tw4 scatter_tw4
         cnx_wg_output output
         cnx_wg_scatter scatter
         cnx_wg_store2 store2
@@ -371,10 +375,14 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
     cdef Py_ssize_t nseg = fwd_products(a, blk, tid)
     cdef Py_ssize_t co, i
+    cdef bint small = tw4(a)
     cdef float b
     for co in range(a.Co):
         WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
+        if small:
+            WG.scatter_tw4(Y, nv, nv, b, a.out, a.Co, co, a.OH, a.OW, a.th, blk * tb)
+            continue
         for i in range(nseg):
             if a.dh:
                 phase_scatter(a, Y + seg[5 * i + 4], nv, seg[5 * i + 3], b, seg[5 * i], co,

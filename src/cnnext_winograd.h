@@ -62,6 +62,9 @@ typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float
 typedef void (*cnx_wg_input_tw4)(const float *x, int64_t C, int64_t H, int64_t W, int64_t ph,
                                  int64_t pw, int64_t th, int64_t t0, int64_t nv, int64_t PN,
                                  float *v, int64_t sp, int64_t sc, int64_t sxi);
+typedef void (*cnx_wg_scatter_tw4)(const float *y, int64_t ld, int64_t nv, float b, float *out,
+                                   int64_t Co, int64_t co, int64_t OH, int64_t OW, int64_t th,
+                                   int64_t t0);
 typedef void (*cnx_wg_input_plane)(const float *plane, int64_t H, int64_t W, int64_t iy0,
                                    int64_t ix0, int64_t cnt, float *v, int64_t sxi);
 
@@ -91,6 +94,7 @@ typedef struct {
     /* maps of 4 tile columns from rows of <= 8 values, four tile rows per
      * vector (NULL: input_plane or rows then input_rows) */
     cnx_wg_input_tw4 input_tw4;
+    cnx_wg_scatter_tw4 scatter_tw4; /* its scatter (set with input_tw4) */
     cnx_wg_store2 store2;
     const char *name;
 } cnx_wg_kernels;
@@ -356,6 +360,43 @@ static void wg_input_tw4_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t 
     }
 }
 
+/* wg_scatter for the tiles [t0, t0 + nv) of output channel co on maps of 4
+ * tile columns (OW <= 8; tiles as in wg_input_tw4_avx512): y[(i*2 + jj)*ld
+ * + l] + b goes to out[((n*Co + co)*OH + 2*(tile row) + i)*OW + 2*(l % 4)
+ * + jj] inside the map, two tile rows' output rows interleaved by one
+ * permute, each stored by a masked 8-float store.  The same additions as
+ * wg_scatter. */
+static void wg_scatter_tw4_avx512(const float *CNX_RESTRICT y, int64_t ld, int64_t nv, float b,
+                                  float *CNX_RESTRICT out, int64_t Co, int64_t co, int64_t OH,
+                                  int64_t OW, int64_t th, int64_t t0) {
+    __m512i idx[2];
+    for (int h = 0; h < 2; h++) { /* lane 8e + 2j + jj: tile row 2h + e, column j, jj */
+        int32_t id[16];
+        for (int e = 0; e < 2; e++)
+            for (int j = 0; j < 4; j++)
+                for (int jj = 0; jj < 2; jj++)
+                    id[8 * e + 2 * j + jj] = 16 * jj + 4 * (2 * h + e) + j;
+        idx[h] = _mm512_loadu_si512(id);
+    }
+    const __mmask8 wm = (__mmask8)((1u << OW) - 1);
+    const __m512 vb = _mm512_set1_ps(b);
+    for (int64_t l = 0; l < nv; l += 16) {
+        __mmask16 lm = nv - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nv - l)) - 1);
+        __m512 s[4];
+        for (int k = 0; k < 4; k++)
+            s[k] = _mm512_add_ps(_mm512_maskz_loadu_ps(lm, y + k * ld + l), vb);
+        for (int q = 0; q < 4 && 4 * q < nv - l; q++) {
+            int64_t r = (t0 + l) / 4 + q, n = r / th, oy = 2 * (r - n * th);
+            float *plane = out + (n * Co + co) * OH * OW;
+            for (int i = 0; i < 2 && oy + i < OH; i++) {
+                __m512 v = _mm512_permutex2var_ps(s[2 * i], idx[q / 2], s[2 * i + 1]);
+                __m256 half = q % 2 ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v);
+                _mm256_mask_storeu_ps(plane + (oy + i) * OW, wm, half);
+            }
+        }
+    }
+}
+
 /* cnx_wg_store2: 8 values per masked store into every other lane. */
 static void wg_store2_avx512(const float *CNX_RESTRICT src, int64_t n, float *CNX_RESTRICT dst) {
     for (int64_t m = 0; m < n; m += 8) {
@@ -499,6 +540,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
     k.store2 = NULL;
     k.input_plane = NULL;
     k.input_tw4 = NULL;
+    k.scatter_tw4 = NULL;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
@@ -511,6 +553,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.input_rows = wg_input_rows_avx512_m;
         k.input_plane = wg_input_plane_avx512_m;
         k.input_tw4 = wg_input_tw4_avx512;
+        k.scatter_tw4 = wg_scatter_tw4_avx512;
         k.scatter = wg_scatter_avx512_m;
         k.grad_rows = wg_grad_rows_avx512_m;
         k.rows = wg_rows_avx512_m;
