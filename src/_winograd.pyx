@@ -95,6 +95,9 @@ cdef extern from "cnnext_winograd.h" nogil:
     ctypedef void (*cnx_wg_scatter_tw4)(const float* y, int64_t ld, int64_t nv, float b,
                                         float* out, int64_t Co, int64_t co, int64_t OH,
                                         int64_t OW, int64_t th, int64_t t0) noexcept nogil
+    ctypedef void (*cnx_wg_grad_tw4)(const float* g, int64_t Co, int64_t OH, int64_t OW,
+                                     int64_t th, int64_t t0, int64_t nv, float* gy, int64_t ld,
+                                     int64_t sxi) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
                                    float* y) noexcept nogil
     ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
@@ -115,6 +118,7 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_input_plane input_plane
         cnx_wg_input_tw4 input_tw4
         cnx_wg_scatter_tw4 scatter_tw4
+        cnx_wg_grad_tw4 grad_tw4
         cnx_wg_output output
         cnx_wg_scatter scatter
         cnx_wg_store2 store2
@@ -470,11 +474,13 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
     for blk in range(b0, b1):
         t0 = blk * tb
         nv = min(tb, a.T - t0)
-        nseg = segments(a, t0, nv, seg)
-        if tw4(a):
+        if tw4(a):  # 7x7 and 8x8 maps: four tile rows per vector
             WG.input_tw4(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, a.PN, V, a.PN, tb, a.sv)
-        else:
-            transform_input(a, nseg, seg, D, V, a.PN, tb)
+            WG.grad_tw4(a.g, Co, a.OH, a.OW, a.th, t0, nv, Gy, tb, a.sm)
+            gw_products(a, nv, Gy, V, dU, bpack)
+            continue
+        nseg = segments(a, t0, nv, seg)
+        transform_input(a, nseg, seg, D, V, a.PN, tb)
         for co in range(Co):
             if co + 1 < Co and a.dh == 0:  # the next output channel's gradient rows
                 for i in range(nseg):

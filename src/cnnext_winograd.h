@@ -65,6 +65,8 @@ typedef void (*cnx_wg_input_tw4)(const float *x, int64_t C, int64_t H, int64_t W
 typedef void (*cnx_wg_scatter_tw4)(const float *y, int64_t ld, int64_t nv, float b, float *out,
                                    int64_t Co, int64_t co, int64_t OH, int64_t OW, int64_t th,
                                    int64_t t0);
+typedef void (*cnx_wg_grad_tw4)(const float *g, int64_t Co, int64_t OH, int64_t OW, int64_t th,
+                                int64_t t0, int64_t nv, float *gy, int64_t ld, int64_t sxi);
 typedef void (*cnx_wg_input_plane)(const float *plane, int64_t H, int64_t W, int64_t iy0,
                                    int64_t ix0, int64_t cnt, float *v, int64_t sxi);
 
@@ -94,7 +96,8 @@ typedef struct {
     /* maps of 4 tile columns from rows of <= 8 values, four tile rows per
      * vector (NULL: input_plane or rows then input_rows) */
     cnx_wg_input_tw4 input_tw4;
-    cnx_wg_scatter_tw4 scatter_tw4; /* its scatter (set with input_tw4) */
+    cnx_wg_scatter_tw4 scatter_tw4; /* its scatter and upstream gradient transform */
+    cnx_wg_grad_tw4 grad_tw4;       /* (set with input_tw4) */
     cnx_wg_store2 store2;
     const char *name;
 } cnx_wg_kernels;
@@ -397,6 +400,63 @@ static void wg_scatter_tw4_avx512(const float *CNX_RESTRICT y, int64_t ld, int64
     }
 }
 
+/* wg_grad_rows for the tiles [t0, t0 + nv) of every output channel on maps
+ * of 4 tile columns (OW <= 8; tiles as in wg_input_tw4_avx512): lane l of
+ * point xi and channel co goes to gy[xi*sxi + co*ld + l], the transform of
+ * the 2x2 tile of g (N, Co, OH, OW) at (2*(tile row), 2*(l % 4)), zero
+ * outside g.  Four tile rows per vector, each gradient row one masked
+ * 8-float load, the tiles' columns picked by permutes; the same operations
+ * as wg_grad_rows on the zero-filled rows, so the same bits. */
+static void wg_grad_tw4_avx512(const float *CNX_RESTRICT g, int64_t Co, int64_t OH, int64_t OW,
+                               int64_t th, int64_t t0, int64_t nv, float *CNX_RESTRICT gy,
+                               int64_t ld, int64_t sxi) {
+    __m512i idx[2];
+    for (int jj = 0; jj < 2; jj++) { /* lane 4q + j: column 2j + jj of packed row q */
+        int32_t id[16];
+        for (int j = 0; j < 16; j++) id[j] = 8 * (j / 4) + 2 * (j % 4) + jj;
+        idx[jj] = _mm512_loadu_si512(id);
+    }
+    const __mmask8 wm = (__mmask8)((1u << OW) - 1);
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t l = 0; l < nv; l += 16) {
+        __mmask16 lm = nv - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nv - l)) - 1);
+        int64_t off[4], oy[4], nq = (nv - l + 3) / 4;
+        for (int q = 0; q < 4; q++) {
+            int64_t r = (t0 + l) / 4 + q, n = r / th;
+            off[q] = n * Co * OH * OW;
+            oy[q] = q < nq ? 2 * (r - n * th) : OH;
+        }
+        for (int64_t co = 0; co < Co; co++) {
+            const float *gc = g + co * OH * OW;
+            __m512 gv[2][2], t[4][2];
+            for (int i = 0; i < 2; i++) {
+                __m256 rw[4];
+                for (int q = 0; q < 4; q++)
+                    rw[q] = oy[q] + i < OH
+                                ? _mm256_maskz_loadu_ps(wm, gc + off[q] + (oy[q] + i) * OW)
+                                : _mm256_setzero_ps();
+                __m512 lo = _mm512_insertf32x8(_mm512_castps256_ps512(rw[0]), rw[1], 1);
+                __m512 hi = _mm512_insertf32x8(_mm512_castps256_ps512(rw[2]), rw[3], 1);
+                gv[i][0] = _mm512_permutex2var_ps(lo, idx[0], hi);
+                gv[i][1] = _mm512_permutex2var_ps(lo, idx[1], hi);
+            }
+            for (int k = 0; k < 2; k++) {
+                t[0][k] = gv[0][k];
+                t[1][k] = _mm512_add_ps(gv[0][k], gv[1][k]);
+                t[2][k] = _mm512_sub_ps(gv[0][k], gv[1][k]);
+                t[3][k] = _mm512_xor_ps(gv[1][k], sign);
+            }
+            for (int a = 0; a < 4; a++) {
+                float *o = gy + a * 4 * sxi + co * ld + l;
+                _mm512_mask_storeu_ps(o, lm, t[a][0]);
+                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][0], t[a][1]));
+                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][0], t[a][1]));
+                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_xor_ps(t[a][1], sign));
+            }
+        }
+    }
+}
+
 /* cnx_wg_store2: 8 values per masked store into every other lane. */
 static void wg_store2_avx512(const float *CNX_RESTRICT src, int64_t n, float *CNX_RESTRICT dst) {
     for (int64_t m = 0; m < n; m += 8) {
@@ -541,6 +601,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
     k.input_plane = NULL;
     k.input_tw4 = NULL;
     k.scatter_tw4 = NULL;
+    k.grad_tw4 = NULL;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
@@ -554,6 +615,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.input_plane = wg_input_plane_avx512_m;
         k.input_tw4 = wg_input_tw4_avx512;
         k.scatter_tw4 = wg_scatter_tw4_avx512;
+        k.grad_tw4 = wg_grad_tw4_avx512;
         k.scatter = wg_scatter_avx512_m;
         k.grad_rows = wg_grad_rows_avx512_m;
         k.rows = wg_rows_avx512_m;
