@@ -32,7 +32,11 @@ Design:
   On AVX-512, a map of 8 tile columns from at most 16 input columns
   (16x16 with padding 1) is transformed two tile rows per vector, each
   input row one vector (``src/cnnext_wgpool.h``): the runs of 8 tiles
-  would fill half vectors.
+  would fill half vectors.  Likewise a map of 4 tile columns from at most
+  8 input columns (7x7 or 8x8 with padding 1) takes four tile rows per
+  vector in the input transform, the scatter and the weight gradient's
+  upstream-gradient transform (``input_tw4``, ``scatter_tw4``,
+  ``grad_tw4``).
 * **Fused pool** (inference): when the output's 2x2 tiles are the windows
   of a 2x2 stride-2 max pool, :func:`winograd_relu_pool2x2` pools each
   tile (and applies the bias and a ReLU) as the output transform makes it
