@@ -67,6 +67,9 @@ typedef void (*cnx_wg_scatter_tw4)(const float *y, int64_t ld, int64_t nv, float
                                    int64_t t0);
 typedef void (*cnx_wg_grad_tw4)(const float *g, int64_t Co, int64_t OH, int64_t OW, int64_t th,
                                 int64_t t0, int64_t nv, float *gy, int64_t ld, int64_t sxi);
+typedef void (*cnx_wg_input_tw16)(const float *x, int64_t C, int64_t H, int64_t W, int64_t ph,
+                                  int64_t pw, int64_t th, int64_t tw, int64_t t0, int64_t nv,
+                                  int64_t PN, float *v, int64_t sp, int64_t sc, int64_t sxi);
 typedef void (*cnx_wg_input_plane)(const float *plane, int64_t H, int64_t W, int64_t iy0,
                                    int64_t ix0, int64_t cnt, float *v, int64_t sxi);
 
@@ -98,6 +101,8 @@ typedef struct {
     cnx_wg_input_tw4 input_tw4;
     cnx_wg_scatter_tw4 scatter_tw4; /* its scatter and upstream gradient transform */
     cnx_wg_grad_tw4 grad_tw4;       /* (set with input_tw4) */
+    /* maps of 6-8 tile columns from rows of <= 16 values (NULL: input_plane) */
+    cnx_wg_input_tw16 input_tw16;
     cnx_wg_store2 store2;
     const char *name;
 } cnx_wg_kernels;
@@ -457,6 +462,81 @@ static void wg_grad_tw4_avx512(const float *CNX_RESTRICT g, int64_t Co, int64_t 
     }
 }
 
+/* The input transform of tiles [t0, t0 + nv) (t0 a multiple of 16) for maps
+ * of 6 to 8 tile columns from rows of at most 16 values (12x12 to 16x16
+ * with padding 1): the 16 tiles of a vector span at most four tile rows
+ * (tile t: sample t / (th*tw), tile row t / tw % th, column t % tw), whose
+ * input rows are one vector each, the tiles' columns picked by two-source
+ * permutes (zero outside the map: the padding) -- the runs of
+ * wg_input_plane would fill 6 to 8 lanes of 16.  Output as
+ * wg_input_tw4_avx512; the same operations as wg_input_rows. */
+static void wg_input_tw16_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t H, int64_t W,
+                                 int64_t ph, int64_t pw, int64_t th, int64_t tw, int64_t t0,
+                                 int64_t nv, int64_t PN, float *CNX_RESTRICT v, int64_t sp,
+                                 int64_t sc, int64_t sxi) {
+    const __mmask16 wm = (__mmask16)((1u << W) - 1);
+    for (int64_t l = 0; l < nv; l += 16) {
+        __mmask16 lm = nv - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nv - l)) - 1);
+        int64_t r0 = (t0 + l) / tw, off[4], iy0[4];
+        int32_t id[4][16];
+        uint32_t cm[4] = {0, 0, 0, 0}, hs = 0;
+        int ns = 1;
+        for (int q = 0; q < 4; q++) { /* slot q: global tile row r0 + q */
+            int64_t r = r0 + q, n = r / th;
+            off[q] = n * C * H * W;
+            iy0[q] = 2 * (r - n * th) - ph;
+        }
+        for (int j = 0; j < 16; j++) {
+            int64_t t = t0 + l + j, q = t / tw - r0, tc = t % tw;
+            if (j < nv - l && q + 1 > ns) ns = (int)(q + 1);
+            if (q >= 2) hs |= 1u << j;
+            for (int k = 0; k < 4; k++) {
+                int64_t col = 2 * tc + k - pw;
+                int ok = j < nv - l && col >= 0 && col < W;
+                id[k][j] = (int32_t)((ok ? col : 0) + 16 * (q % 2));
+                if (ok) cm[k] |= 1u << j;
+            }
+        }
+        __m512i idx[4];
+        for (int k = 0; k < 4; k++) idx[k] = _mm512_loadu_si512(id[k]);
+        for (int64_t c = 0; c < C; c++) {
+            const float *xc = x + c * H * W;
+            __m512 d[4][4], t[4][4];
+            for (int y = 0; y < 4; y++) {
+                __m512 rw[4];
+                for (int q = 0; q < 4; q++) {
+                    int64_t iy = iy0[q] + y;
+                    rw[q] = q < ns && iy >= 0 && iy < H
+                                ? _mm512_maskz_loadu_ps(wm, xc + off[q] + iy * W)
+                                : _mm512_setzero_ps();
+                }
+                for (int k = 0; k < 4; k++) {
+                    __m512 lo = _mm512_maskz_permutex2var_ps((__mmask16)(cm[k] & ~hs), rw[0],
+                                                             idx[k], rw[1]);
+                    if (ns > 2)
+                        lo = _mm512_or_ps(lo, _mm512_maskz_permutex2var_ps(
+                                                  (__mmask16)(cm[k] & hs), rw[2], idx[k], rw[3]));
+                    d[y][k] = lo;
+                }
+            }
+            for (int k = 0; k < 4; k++) {
+                t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+                t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+                t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+                t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+            }
+            float *o0 = v + c * sc + (l / PN) * sp + l % PN;
+            for (int a = 0; a < 4; a++) {
+                float *o = o0 + a * 4 * sxi;
+                _mm512_mask_storeu_ps(o, lm, _mm512_sub_ps(t[a][0], t[a][2]));
+                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][1], t[a][2]));
+                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][2], t[a][1]));
+                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_sub_ps(t[a][1], t[a][3]));
+            }
+        }
+    }
+}
+
 /* cnx_wg_store2: 8 values per masked store into every other lane. */
 static void wg_store2_avx512(const float *CNX_RESTRICT src, int64_t n, float *CNX_RESTRICT dst) {
     for (int64_t m = 0; m < n; m += 8) {
@@ -602,6 +682,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
     k.input_tw4 = NULL;
     k.scatter_tw4 = NULL;
     k.grad_tw4 = NULL;
+    k.input_tw16 = NULL;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
@@ -616,6 +697,7 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.input_tw4 = wg_input_tw4_avx512;
         k.scatter_tw4 = wg_scatter_tw4_avx512;
         k.grad_tw4 = wg_grad_tw4_avx512;
+        k.input_tw16 = wg_input_tw16_avx512;
         k.scatter = wg_scatter_avx512_m;
         k.grad_rows = wg_grad_rows_avx512_m;
         k.rows = wg_rows_avx512_m;

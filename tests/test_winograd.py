@@ -49,6 +49,10 @@ CASES = [
     ("map-7x7", W(5, 9, 10, 7, 7, (1, 1))),
     ("map-5x8", W(3, 4, 5, 5, 8, (1, 1))),
     ("map-6x6-pad2", W(2, 5, 6, 6, 6, (2, 2))),
+    # 6 or 7 tile columns from rows of <= 16 values: up to four tile rows
+    # per vector
+    ("map-14x14", W(3, 6, 7, 14, 14, (1, 1))),
+    ("map-11x13-pad0", W(2, 5, 4, 11, 13, (0, 0))),
 ]
 IDS = [c[0] for c in CASES]
 GEOMS = [c[1] for c in CASES]
@@ -474,16 +478,19 @@ def test_winograd_filters_bitwise_every_isa(isa, tmp_path):
 
 @pytest.mark.parametrize("n", [1, 7])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_winograd_four_tile_rows_forward_equals_runs(n, threads):
+def test_winograd_tile_rows_per_vector_forward_equals_runs(n, threads):
     """For maps of 4 tile columns from at most 8 input columns, the input
-    transform and the scatter take four tile rows per vector; a map of the
+    transform and the scatter take four tile rows per vector, for 6 or 7
+    tile columns from at most 16 the input transform takes the up to four
+    tile rows of 16 consecutive tiles per vector; a map of the
     same values with a zero column and 16 more columns after it takes the
     runs of one tile row: each tile's transform and products are those of
     that tile alone, so the shared outputs are the same bits."""
     from cnnext import _plan, _winograd
 
     rng = np.random.default_rng(n)
-    for H, W, ph, pw in ((7, 7, 1, 1), (8, 8, 1, 1), (5, 7, 1, 1), (6, 6, 2, 2)):
+    for H, W, ph, pw in ((7, 7, 1, 1), (8, 8, 1, 1), (5, 7, 1, 1), (6, 6, 2, 2), (14, 14, 1, 1),
+                         (9, 11, 1, 1), (13, 13, 0, 0), (5, 10, 2, 2)):
         x = rng.standard_normal((n, 11, H, W)).astype(np.float32)
         wide = np.zeros((n, 11, H, W + 2 * pw + 16), np.float32)
         wide[..., :W] = x
@@ -492,7 +499,7 @@ def test_winograd_four_tile_rows_forward_equals_runs(n, threads):
         b = rng.standard_normal(20).astype(np.float32)
         upk = _plan._winograd_filters(w)
         OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
-        assert (OW + 1) // 2 == 4
+        assert (OW + 1) // 2 in (4, 6, 7)
         got = np.full((n, 20, OH, OW), np.nan, np.float32)
         _winograd.winograd_forward(x, upk, b, got, ph, pw, threads)
         ref = np.empty((n, 20, OH, wide.shape[3] + 2 * pw - 2), np.float32)
