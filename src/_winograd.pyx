@@ -32,7 +32,13 @@ Design:
   On AVX-512, a map of 8 tile columns from at most 16 input columns
   (16x16 with padding 1) is transformed two tile rows per vector, each
   input row one vector (``src/cnnext_wgpool.h``): the runs of 8 tiles
-  would fill half vectors.
+  would fill half vectors.  Likewise a map of 4 tile columns from at most
+  8 input columns (7x7 or 8x8 with padding 1) takes four tile rows per
+  vector in the input transform, the scatter and the weight gradient's
+  upstream-gradient transform (``input_tw4``, ``scatter_tw4``,
+  ``grad_tw4``), and one of 6 or 7 tile columns from at most 16 (12x12,
+  14x14) takes the up to four tile rows of 16 consecutive tiles per
+  vector in the input transform (``input_tw16``).
 * **Fused pool** (inference): when the output's 2x2 tiles are the windows
   of a 2x2 stride-2 max pool, :func:`winograd_relu_pool2x2` pools each
   tile (and applies the bias and a ReLU) as the output transform makes it
@@ -88,6 +94,20 @@ cdef extern from "cnnext_winograd.h" nogil:
     ctypedef void (*cnx_wg_input_plane)(const float* plane, int64_t H, int64_t W, int64_t iy0,
                                         int64_t ix0, int64_t cnt, float* v,
                                         int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_wg_input_tw4)(const float* x, int64_t C, int64_t H, int64_t W,
+                                      int64_t ph, int64_t pw, int64_t th, int64_t t0,
+                                      int64_t nv, int64_t PN, float* v, int64_t sp, int64_t sc,
+                                      int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_wg_scatter_tw4)(const float* y, int64_t ld, int64_t nv, float b,
+                                        float* out, int64_t Co, int64_t co, int64_t OH,
+                                        int64_t OW, int64_t th, int64_t t0) noexcept nogil
+    ctypedef void (*cnx_wg_grad_tw4)(const float* g, int64_t Co, int64_t OH, int64_t OW,
+                                     int64_t th, int64_t t0, int64_t nv, float* gy, int64_t ld,
+                                     int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_wg_input_tw16)(const float* x, int64_t C, int64_t H, int64_t W,
+                                       int64_t ph, int64_t pw, int64_t th, int64_t tw,
+                                       int64_t t0, int64_t nv, int64_t PN, float* v, int64_t sp,
+                                       int64_t sc, int64_t sxi) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
                                    float* y) noexcept nogil
     ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
@@ -106,6 +126,10 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_input_rows input_rows
         cnx_wg_input_rows grad_rows
         cnx_wg_input_plane input_plane
+        cnx_wg_input_tw4 input_tw4
+        cnx_wg_scatter_tw4 scatter_tw4
+        cnx_wg_grad_tw4 grad_tw4
+        cnx_wg_input_tw16 input_tw16
         cnx_wg_output output
         cnx_wg_scatter scatter
         cnx_wg_store2 store2
@@ -306,6 +330,22 @@ cdef void phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t
                 row[dw * m] = t[m]
 
 
+cdef inline bint tw4(const Args* a) noexcept nogil:
+    """True when WG.input_tw4 transforms this geometry's input: 4 tile
+    columns from rows of at most 8 values, undilated, whole 16-lane vectors
+    in the blocks and panels."""
+    return (WG.input_tw4 != NULL and a.tw == 4 and a.W <= 8 and a.dh == 0 and a.tb % 16 == 0
+            and a.PN % 16 == 0)
+
+
+cdef inline bint tw16(const Args* a) noexcept nogil:
+    """True when WG.input_tw16 transforms this geometry's input: 6 to 8 tile
+    columns from rows of at most 16 values, undilated, whole 16-lane
+    vectors in the blocks and panels."""
+    return (WG.input_tw16 != NULL and 6 <= a.tw <= 8 and a.W <= 16 and a.dh == 0
+            and a.tb % 16 == 0 and a.PN % 16 == 0)
+
+
 cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     """Block ``blk``'s input transform and 16 products (Mb in the thread's
     scratch, its runs of tiles in seg); returns the run count."""
@@ -323,6 +363,11 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
     if (WGP_INPUT_TW8 != NULL and a.tw == 8 and a.W <= 16 and a.dh == 0 and tb % 16 == 0
             and NR % 16 == 0):  # small maps: two tile rows per vector
         WGP_INPUT_TW8(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, NR, V, C * NR, NR, a.sv)
+    elif tw4(a):  # 7x7 and 8x8 maps: four tile rows per vector
+        WG.input_tw4(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, NR, V, C * NR, NR, a.sv)
+    elif tw16(a):  # 12x12 to 16x16 maps: up to four tile rows per vector
+        WG.input_tw16(a.x, C, a.H, a.W, a.ph, a.pw, a.th, a.tw, t0, nv, NR, V, C * NR, NR,
+                      a.sv)
     else:
         transform_input(a, nseg, seg, D, V, C * NR, NR)
     if nv < read:  # the lanes the products read past the last tile
@@ -356,10 +401,14 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
     cdef Py_ssize_t nseg = fwd_products(a, blk, tid)
     cdef Py_ssize_t co, i
+    cdef bint small = tw4(a)
     cdef float b
     for co in range(a.Co):
         WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
+        if small:
+            WG.scatter_tw4(Y, nv, nv, b, a.out, a.Co, co, a.OH, a.OW, a.th, blk * tb)
+            continue
         for i in range(nseg):
             if a.dh:
                 phase_scatter(a, Y + seg[5 * i + 4], nv, seg[5 * i + 3], b, seg[5 * i], co,
@@ -447,8 +496,17 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
     for blk in range(b0, b1):
         t0 = blk * tb
         nv = min(tb, a.T - t0)
+        if tw4(a):  # 7x7 and 8x8 maps: four tile rows per vector
+            WG.input_tw4(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, a.PN, V, a.PN, tb, a.sv)
+            WG.grad_tw4(a.g, Co, a.OH, a.OW, a.th, t0, nv, Gy, tb, a.sm)
+            gw_products(a, nv, Gy, V, dU, bpack)
+            continue
         nseg = segments(a, t0, nv, seg)
-        transform_input(a, nseg, seg, D, V, a.PN, tb)
+        if tw16(a):
+            WG.input_tw16(a.x, C, a.H, a.W, a.ph, a.pw, a.th, a.tw, t0, nv, a.PN, V, a.PN, tb,
+                          a.sv)
+        else:
+            transform_input(a, nseg, seg, D, V, a.PN, tb)
         for co in range(Co):
             if co + 1 < Co and a.dh == 0:  # the next output channel's gradient rows
                 for i in range(nseg):

@@ -59,6 +59,17 @@ typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int6
                                   int64_t NR, float *dst);
 typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,
                                   int64_t sxi);
+typedef void (*cnx_wg_input_tw4)(const float *x, int64_t C, int64_t H, int64_t W, int64_t ph,
+                                 int64_t pw, int64_t th, int64_t t0, int64_t nv, int64_t PN,
+                                 float *v, int64_t sp, int64_t sc, int64_t sxi);
+typedef void (*cnx_wg_scatter_tw4)(const float *y, int64_t ld, int64_t nv, float b, float *out,
+                                   int64_t Co, int64_t co, int64_t OH, int64_t OW, int64_t th,
+                                   int64_t t0);
+typedef void (*cnx_wg_grad_tw4)(const float *g, int64_t Co, int64_t OH, int64_t OW, int64_t th,
+                                int64_t t0, int64_t nv, float *gy, int64_t ld, int64_t sxi);
+typedef void (*cnx_wg_input_tw16)(const float *x, int64_t C, int64_t H, int64_t W, int64_t ph,
+                                  int64_t pw, int64_t th, int64_t tw, int64_t t0, int64_t nv,
+                                  int64_t PN, float *v, int64_t sp, int64_t sc, int64_t sxi);
 typedef void (*cnx_wg_input_plane)(const float *plane, int64_t H, int64_t W, int64_t iy0,
                                    int64_t ix0, int64_t cnt, float *v, int64_t sxi);
 
@@ -85,6 +96,13 @@ typedef struct {
     cnx_wg_input_rows grad_rows;
     /* rows then input_rows in one pass, read from the plane (NULL: the two) */
     cnx_wg_input_plane input_plane;
+    /* maps of 4 tile columns from rows of <= 8 values, four tile rows per
+     * vector (NULL: input_plane or rows then input_rows) */
+    cnx_wg_input_tw4 input_tw4;
+    cnx_wg_scatter_tw4 scatter_tw4; /* its scatter and upstream gradient transform */
+    cnx_wg_grad_tw4 grad_tw4;       /* (set with input_tw4) */
+    /* maps of 6-8 tile columns from rows of <= 16 values (NULL: input_plane) */
+    cnx_wg_input_tw16 input_tw16;
     cnx_wg_store2 store2;
     const char *name;
 } cnx_wg_kernels;
@@ -281,6 +299,244 @@ static void wg_input_plane_avx512_m(const float *CNX_RESTRICT plane, int64_t H, 
     }
 }
 
+/* The input transform of tiles [t0, t0 + nv) (t0 a multiple of 4) for maps
+ * of 4 tile columns and rows of at most 8 values (7x7 or 8x8 with padding
+ * 1): 16 lanes are four tile rows (tile t: sample t / (th*4), tile row
+ * t / 4 % th), the four input rows a y of them reads packed in two vectors,
+ * the tiles' columns picked by two-source permutes (zero outside the map:
+ * the padding) -- the runs of wg_input_plane would fill a quarter vector.
+ * Lane l = t - t0 of point xi and channel c goes to
+ * v[xi*sxi + c*sc + (l / PN)*sp + l % PN] (PN a multiple of 16), the lanes
+ * from nv on untouched.  The same operations in the same order as
+ * wg_input_rows, so the same bits. */
+static void wg_input_tw4_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t H, int64_t W,
+                                int64_t ph, int64_t pw, int64_t th, int64_t t0, int64_t nv,
+                                int64_t PN, float *CNX_RESTRICT v, int64_t sp, int64_t sc,
+                                int64_t sxi) {
+    __m512i idx[4];
+    __mmask16 cols[4];
+    const __mmask8 wm = (__mmask8)((1u << W) - 1);
+    for (int k = 0; k < 4; k++) { /* lane 4q + j: column 2j + k - pw of packed row q */
+        uint32_t m = 0;
+        int32_t id[16];
+        for (int j = 0; j < 16; j++) {
+            int64_t col = 2 * (j % 4) + k - pw;
+            id[j] = (int32_t)((col < 0 || col >= W ? 0 : col) + 8 * (j / 4));
+            if (col >= 0 && col < W) m |= 1u << j;
+        }
+        idx[k] = _mm512_loadu_si512(id);
+        cols[k] = (__mmask16)m;
+    }
+    for (int64_t l = 0; l < nv; l += 16) {
+        __mmask16 lm = nv - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nv - l)) - 1);
+        int64_t off[4], iy0[4], nq = (nv - l + 3) / 4;
+        for (int q = 0; q < 4; q++) { /* the quarters' sample planes and first rows */
+            int64_t r = (t0 + l) / 4 + q, n = r / th;
+            off[q] = n * C * H * W;
+            iy0[q] = q < nq ? 2 * (r - n * th) - ph : -1000;
+        }
+        for (int64_t c = 0; c < C; c++) {
+            const float *xc = x + c * H * W;
+            __m512 d[4][4], t[4][4];
+            for (int y = 0; y < 4; y++) {
+                __m256 rw[4];
+                for (int q = 0; q < 4; q++) {
+                    int64_t iy = iy0[q] + y;
+                    rw[q] = iy >= 0 && iy < H ? _mm256_maskz_loadu_ps(wm, xc + off[q] + iy * W)
+                                              : _mm256_setzero_ps();
+                }
+                __m512 lo = _mm512_insertf32x8(_mm512_castps256_ps512(rw[0]), rw[1], 1);
+                __m512 hi = _mm512_insertf32x8(_mm512_castps256_ps512(rw[2]), rw[3], 1);
+                for (int k = 0; k < 4; k++)
+                    d[y][k] = _mm512_maskz_permutex2var_ps(cols[k], lo, idx[k], hi);
+            }
+            for (int k = 0; k < 4; k++) {
+                t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+                t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+                t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+                t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+            }
+            float *o0 = v + c * sc + (l / PN) * sp + l % PN;
+            for (int a = 0; a < 4; a++) {
+                float *o = o0 + a * 4 * sxi;
+                _mm512_mask_storeu_ps(o, lm, _mm512_sub_ps(t[a][0], t[a][2]));
+                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][1], t[a][2]));
+                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][2], t[a][1]));
+                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_sub_ps(t[a][1], t[a][3]));
+            }
+        }
+    }
+}
+
+/* wg_scatter for the tiles [t0, t0 + nv) of output channel co on maps of 4
+ * tile columns (OW <= 8; tiles as in wg_input_tw4_avx512): y[(i*2 + jj)*ld
+ * + l] + b goes to out[((n*Co + co)*OH + 2*(tile row) + i)*OW + 2*(l % 4)
+ * + jj] inside the map, two tile rows' output rows interleaved by one
+ * permute, each stored by a masked 8-float store.  The same additions as
+ * wg_scatter. */
+static void wg_scatter_tw4_avx512(const float *CNX_RESTRICT y, int64_t ld, int64_t nv, float b,
+                                  float *CNX_RESTRICT out, int64_t Co, int64_t co, int64_t OH,
+                                  int64_t OW, int64_t th, int64_t t0) {
+    __m512i idx[2];
+    for (int h = 0; h < 2; h++) { /* lane 8e + 2j + jj: tile row 2h + e, column j, jj */
+        int32_t id[16];
+        for (int e = 0; e < 2; e++)
+            for (int j = 0; j < 4; j++)
+                for (int jj = 0; jj < 2; jj++)
+                    id[8 * e + 2 * j + jj] = 16 * jj + 4 * (2 * h + e) + j;
+        idx[h] = _mm512_loadu_si512(id);
+    }
+    const __mmask8 wm = (__mmask8)((1u << OW) - 1);
+    const __m512 vb = _mm512_set1_ps(b);
+    for (int64_t l = 0; l < nv; l += 16) {
+        __mmask16 lm = nv - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nv - l)) - 1);
+        __m512 s[4];
+        for (int k = 0; k < 4; k++)
+            s[k] = _mm512_add_ps(_mm512_maskz_loadu_ps(lm, y + k * ld + l), vb);
+        for (int q = 0; q < 4 && 4 * q < nv - l; q++) {
+            int64_t r = (t0 + l) / 4 + q, n = r / th, oy = 2 * (r - n * th);
+            float *plane = out + (n * Co + co) * OH * OW;
+            for (int i = 0; i < 2 && oy + i < OH; i++) {
+                __m512 v = _mm512_permutex2var_ps(s[2 * i], idx[q / 2], s[2 * i + 1]);
+                __m256 half = q % 2 ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v);
+                _mm256_mask_storeu_ps(plane + (oy + i) * OW, wm, half);
+            }
+        }
+    }
+}
+
+/* wg_grad_rows for the tiles [t0, t0 + nv) of every output channel on maps
+ * of 4 tile columns (OW <= 8; tiles as in wg_input_tw4_avx512): lane l of
+ * point xi and channel co goes to gy[xi*sxi + co*ld + l], the transform of
+ * the 2x2 tile of g (N, Co, OH, OW) at (2*(tile row), 2*(l % 4)), zero
+ * outside g.  Four tile rows per vector, each gradient row one masked
+ * 8-float load, the tiles' columns picked by permutes; the same operations
+ * as wg_grad_rows on the zero-filled rows, so the same bits. */
+static void wg_grad_tw4_avx512(const float *CNX_RESTRICT g, int64_t Co, int64_t OH, int64_t OW,
+                               int64_t th, int64_t t0, int64_t nv, float *CNX_RESTRICT gy,
+                               int64_t ld, int64_t sxi) {
+    __m512i idx[2];
+    for (int jj = 0; jj < 2; jj++) { /* lane 4q + j: column 2j + jj of packed row q */
+        int32_t id[16];
+        for (int j = 0; j < 16; j++) id[j] = 8 * (j / 4) + 2 * (j % 4) + jj;
+        idx[jj] = _mm512_loadu_si512(id);
+    }
+    const __mmask8 wm = (__mmask8)((1u << OW) - 1);
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t l = 0; l < nv; l += 16) {
+        __mmask16 lm = nv - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nv - l)) - 1);
+        int64_t off[4], oy[4], nq = (nv - l + 3) / 4;
+        for (int q = 0; q < 4; q++) {
+            int64_t r = (t0 + l) / 4 + q, n = r / th;
+            off[q] = n * Co * OH * OW;
+            oy[q] = q < nq ? 2 * (r - n * th) : OH;
+        }
+        for (int64_t co = 0; co < Co; co++) {
+            const float *gc = g + co * OH * OW;
+            __m512 gv[2][2], t[4][2];
+            for (int i = 0; i < 2; i++) {
+                __m256 rw[4];
+                for (int q = 0; q < 4; q++)
+                    rw[q] = oy[q] + i < OH
+                                ? _mm256_maskz_loadu_ps(wm, gc + off[q] + (oy[q] + i) * OW)
+                                : _mm256_setzero_ps();
+                __m512 lo = _mm512_insertf32x8(_mm512_castps256_ps512(rw[0]), rw[1], 1);
+                __m512 hi = _mm512_insertf32x8(_mm512_castps256_ps512(rw[2]), rw[3], 1);
+                gv[i][0] = _mm512_permutex2var_ps(lo, idx[0], hi);
+                gv[i][1] = _mm512_permutex2var_ps(lo, idx[1], hi);
+            }
+            for (int k = 0; k < 2; k++) {
+                t[0][k] = gv[0][k];
+                t[1][k] = _mm512_add_ps(gv[0][k], gv[1][k]);
+                t[2][k] = _mm512_sub_ps(gv[0][k], gv[1][k]);
+                t[3][k] = _mm512_xor_ps(gv[1][k], sign);
+            }
+            for (int a = 0; a < 4; a++) {
+                float *o = gy + a * 4 * sxi + co * ld + l;
+                _mm512_mask_storeu_ps(o, lm, t[a][0]);
+                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][0], t[a][1]));
+                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][0], t[a][1]));
+                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_xor_ps(t[a][1], sign));
+            }
+        }
+    }
+}
+
+/* The input transform of tiles [t0, t0 + nv) (t0 a multiple of 16) for maps
+ * of 6 to 8 tile columns from rows of at most 16 values (12x12 to 16x16
+ * with padding 1): the 16 tiles of a vector span at most four tile rows
+ * (tile t: sample t / (th*tw), tile row t / tw % th, column t % tw), whose
+ * input rows are one vector each, the tiles' columns picked by two-source
+ * permutes (zero outside the map: the padding) -- the runs of
+ * wg_input_plane would fill 6 to 8 lanes of 16.  Output as
+ * wg_input_tw4_avx512; the same operations as wg_input_rows. */
+static void wg_input_tw16_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t H, int64_t W,
+                                 int64_t ph, int64_t pw, int64_t th, int64_t tw, int64_t t0,
+                                 int64_t nv, int64_t PN, float *CNX_RESTRICT v, int64_t sp,
+                                 int64_t sc, int64_t sxi) {
+    const __mmask16 wm = (__mmask16)((1u << W) - 1);
+    for (int64_t l = 0; l < nv; l += 16) {
+        __mmask16 lm = nv - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nv - l)) - 1);
+        int64_t r0 = (t0 + l) / tw, off[4], iy0[4];
+        int32_t id[4][16];
+        uint32_t cm[4] = {0, 0, 0, 0}, hs = 0;
+        int ns = 1;
+        for (int q = 0; q < 4; q++) { /* slot q: global tile row r0 + q */
+            int64_t r = r0 + q, n = r / th;
+            off[q] = n * C * H * W;
+            iy0[q] = 2 * (r - n * th) - ph;
+        }
+        for (int j = 0; j < 16; j++) {
+            int64_t t = t0 + l + j, q = t / tw - r0, tc = t % tw;
+            if (j < nv - l && q + 1 > ns) ns = (int)(q + 1);
+            if (q >= 2) hs |= 1u << j;
+            for (int k = 0; k < 4; k++) {
+                int64_t col = 2 * tc + k - pw;
+                int ok = j < nv - l && col >= 0 && col < W;
+                id[k][j] = (int32_t)((ok ? col : 0) + 16 * (q % 2));
+                if (ok) cm[k] |= 1u << j;
+            }
+        }
+        __m512i idx[4];
+        for (int k = 0; k < 4; k++) idx[k] = _mm512_loadu_si512(id[k]);
+        for (int64_t c = 0; c < C; c++) {
+            const float *xc = x + c * H * W;
+            __m512 d[4][4], t[4][4];
+            for (int y = 0; y < 4; y++) {
+                __m512 rw[4];
+                for (int q = 0; q < 4; q++) {
+                    int64_t iy = iy0[q] + y;
+                    rw[q] = q < ns && iy >= 0 && iy < H
+                                ? _mm512_maskz_loadu_ps(wm, xc + off[q] + iy * W)
+                                : _mm512_setzero_ps();
+                }
+                for (int k = 0; k < 4; k++) {
+                    __m512 lo = _mm512_maskz_permutex2var_ps((__mmask16)(cm[k] & ~hs), rw[0],
+                                                             idx[k], rw[1]);
+                    if (ns > 2)
+                        lo = _mm512_or_ps(lo, _mm512_maskz_permutex2var_ps(
+                                                  (__mmask16)(cm[k] & hs), rw[2], idx[k], rw[3]));
+                    d[y][k] = lo;
+                }
+            }
+            for (int k = 0; k < 4; k++) {
+                t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+                t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+                t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+                t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+            }
+            float *o0 = v + c * sc + (l / PN) * sp + l % PN;
+            for (int a = 0; a < 4; a++) {
+                float *o = o0 + a * 4 * sxi;
+                _mm512_mask_storeu_ps(o, lm, _mm512_sub_ps(t[a][0], t[a][2]));
+                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][1], t[a][2]));
+                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][2], t[a][1]));
+                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_sub_ps(t[a][1], t[a][3]));
+            }
+        }
+    }
+}
+
 /* cnx_wg_store2: 8 values per masked store into every other lane. */
 static void wg_store2_avx512(const float *CNX_RESTRICT src, int64_t n, float *CNX_RESTRICT dst) {
     for (int64_t m = 0; m < n; m += 8) {
@@ -423,6 +679,10 @@ static cnx_wg_kernels cnx_wg_select(void) {
     k.pn = 0;
     k.store2 = NULL;
     k.input_plane = NULL;
+    k.input_tw4 = NULL;
+    k.scatter_tw4 = NULL;
+    k.grad_tw4 = NULL;
+    k.input_tw16 = NULL;
 #ifdef CNX_WG_X86
     if (isa == 2) {
         WG_SET(k, avx512)
@@ -434,6 +694,10 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.pack_lanes = wg_pack_lanes_avx512_t;
         k.input_rows = wg_input_rows_avx512_m;
         k.input_plane = wg_input_plane_avx512_m;
+        k.input_tw4 = wg_input_tw4_avx512;
+        k.scatter_tw4 = wg_scatter_tw4_avx512;
+        k.grad_tw4 = wg_grad_tw4_avx512;
+        k.input_tw16 = wg_input_tw16_avx512;
         k.scatter = wg_scatter_avx512_m;
         k.grad_rows = wg_grad_rows_avx512_m;
         k.rows = wg_rows_avx512_m;

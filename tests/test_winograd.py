@@ -44,6 +44,15 @@ CASES = [
     # more tiles than one block, blocks spanning images and tile rows
     ("blocks", W(5, 9, 11, 19, 23, (1, 1))),
     ("channels-64", W(2, 64, 64, 12, 12, (1, 1))),
+    # 4 tile columns from rows of <= 8 values: four tile rows per vector
+    # (blocks spanning images and a ragged last vector; odd rows/columns)
+    ("map-7x7", W(5, 9, 10, 7, 7, (1, 1))),
+    ("map-5x8", W(3, 4, 5, 5, 8, (1, 1))),
+    ("map-6x6-pad2", W(2, 5, 6, 6, 6, (2, 2))),
+    # 6 or 7 tile columns from rows of <= 16 values: up to four tile rows
+    # per vector
+    ("map-14x14", W(3, 6, 7, 14, 14, (1, 1))),
+    ("map-11x13-pad0", W(2, 5, 4, 11, 13, (0, 0))),
 ]
 IDS = [c[0] for c in CASES]
 GEOMS = [c[1] for c in CASES]
@@ -465,3 +474,34 @@ def test_winograd_filters_bitwise_every_isa(isa, tmp_path):
                           env=dict(os.environ, CNNEXT_ISA=isa))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [isa]
+
+
+@pytest.mark.parametrize("n", [1, 7])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_tile_rows_per_vector_forward_equals_runs(n, threads):
+    """For maps of 4 tile columns from at most 8 input columns, the input
+    transform and the scatter take four tile rows per vector, for 6 or 7
+    tile columns from at most 16 the input transform takes the up to four
+    tile rows of 16 consecutive tiles per vector; a map of the
+    same values with a zero column and 16 more columns after it takes the
+    runs of one tile row: each tile's transform and products are those of
+    that tile alone, so the shared outputs are the same bits."""
+    from cnnext import _plan, _winograd
+
+    rng = np.random.default_rng(n)
+    for H, W, ph, pw in ((7, 7, 1, 1), (8, 8, 1, 1), (5, 7, 1, 1), (6, 6, 2, 2), (14, 14, 1, 1),
+                         (9, 11, 1, 1), (13, 13, 0, 0), (5, 10, 2, 2)):
+        x = rng.standard_normal((n, 11, H, W)).astype(np.float32)
+        wide = np.zeros((n, 11, H, W + 2 * pw + 16), np.float32)
+        wide[..., :W] = x
+        wide[..., W + 2 * pw:] = rng.standard_normal((n, 11, H, 16))
+        w = rng.standard_normal((20, 11, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(20).astype(np.float32)
+        upk = _plan._winograd_filters(w)
+        OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
+        assert (OW + 1) // 2 in (4, 6, 7)
+        got = np.full((n, 20, OH, OW), np.nan, np.float32)
+        _winograd.winograd_forward(x, upk, b, got, ph, pw, threads)
+        ref = np.empty((n, 20, OH, wide.shape[3] + 2 * pw - 2), np.float32)
+        _winograd.winograd_forward(wide, upk, b, ref, ph, pw, threads)
+        np.testing.assert_array_equal(got, ref[..., :OW])
