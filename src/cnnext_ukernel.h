@@ -1078,7 +1078,10 @@ static int cnx_detect_isa(void) { /* 0 generic, 1 avx2, 2 avx512 */
     if ((xcr0 & 0x6) != 0x6) return 0; /* XMM and YMM state */
     cnx_cpuid(7, 0, r);
     if (!(r[1] & (1 << 5))) return 0; /* AVX2 */
-    if ((r[1] & (1 << 16)) && (xcr0 & 0xE6) == 0xE6) return 2; /* AVX512F + ZMM state */
+    /* AVX512F, DQ and VL (every AVX-512 kernel is compiled for them) + ZMM state */
+    if ((r[1] & (1 << 16)) && (r[1] & (1 << 17)) && (r[1] & (1u << 31))
+        && (xcr0 & 0xE6) == 0xE6)
+        return 2;
     return 1;
 }
 #else

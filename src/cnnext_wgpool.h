@@ -17,6 +17,7 @@
 
 #include <stdint.h>
 #include "cnnext_ukernel.h"
+#include "cnnext_winograd.h"
 
 /* out[l] = ReLU(max over the 2x2 outputs of tile l of A^T m A, plus b)
  * for lanes l < n, m[xi*sxi + l]; returns 1 when one of those outputs
@@ -52,7 +53,7 @@ static int cnx_wgp_output_pool_generic(const float *m, int64_t sxi, int64_t n, f
 
 #if defined(CNX_X86) && defined(__GNUC__)
 #define CNX_WGP_X86 1
-__attribute__((target("avx512f,avx512dq,avx2,fma")))
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
 static int cnx_wgp_output_pool_avx512(const float *m, int64_t sxi, int64_t n, float b,
                                       float *out) {
     const __m512 vb = _mm512_set1_ps(b), zero = _mm512_setzero_ps();
@@ -94,7 +95,7 @@ typedef void (*cnx_wgp_input_tw8)(const float *x, int64_t C, int64_t H, int64_t 
                                   int64_t ph, int64_t pw, int64_t th, int64_t t0, int64_t nv,
                                   int64_t PN, float *v, int64_t sp, int64_t sc, int64_t sxi);
 
-__attribute__((target("avx512f,avx512dq,avx2,fma")))
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
 static void cnx_wgp_input_tw8_avx512(const float *x, int64_t C, int64_t H, int64_t W,
                                      int64_t ph, int64_t pw, int64_t th, int64_t t0,
                                      int64_t nv, int64_t PN, float *v, int64_t sp, int64_t sc,
@@ -123,7 +124,7 @@ static void cnx_wgp_input_tw8_avx512(const float *x, int64_t C, int64_t H, int64
                 iy0[h] = 2 * (r - n * th) - ph;
             }
             int half2 = nv - l > 8;
-            __m512 d[4][4], t[4][4];
+            __m512 d[4][4];
             for (int y = 0; y < 4; y++) {
                 __m512 ra = _mm512_setzero_ps(), rb = _mm512_setzero_ps();
                 int64_t ya = iy0[0] + y, yb = iy0[1] + y;
@@ -132,20 +133,7 @@ static void cnx_wgp_input_tw8_avx512(const float *x, int64_t C, int64_t H, int64
                 for (int k = 0; k < 4; k++)
                     d[y][k] = _mm512_maskz_permutex2var_ps(cols[k], ra, idx[k], rb);
             }
-            for (int k = 0; k < 4; k++) {
-                t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
-                t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
-                t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
-                t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
-            }
-            float *o0 = v + c * sc + (l / PN) * sp + l % PN;
-            for (int a = 0; a < 4; a++) {
-                float *o = o0 + a * 4 * sxi;
-                _mm512_mask_storeu_ps(o, lm, _mm512_sub_ps(t[a][0], t[a][2]));
-                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][1], t[a][2]));
-                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][2], t[a][1]));
-                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_sub_ps(t[a][1], t[a][3]));
-            }
+            wg_btdb_store_avx512(d, lm, v + c * sc + (l / PN) * sp + l % PN, sxi);
         }
     }
 }

@@ -205,6 +205,27 @@ static void wg_rows_avx512_m(const float *CNX_RESTRICT plane, int64_t H, int64_t
     }
 }
 
+/* B^T d B of 16 tiles at once (d[y][x]: the 4x4 input tile's row y, column
+ * x, one tile per lane), its 16 points stored at o + (4*a + b)*sxi for the
+ * lanes in m: the arithmetic of wg_input_rows, once for every AVX-512
+ * input transform. */
+static inline __attribute__((always_inline)) void
+wg_btdb_store_avx512(__m512 d[4][4], __mmask16 m, float *o, int64_t sxi) {
+    __m512 t[4][4];
+    for (int k = 0; k < 4; k++) {
+        t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+        t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+        t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+        t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+    }
+    for (int a = 0; a < 4; a++, o += 4 * sxi) {
+        _mm512_mask_storeu_ps(o, m, _mm512_sub_ps(t[a][0], t[a][2]));
+        _mm512_mask_storeu_ps(o + sxi, m, _mm512_add_ps(t[a][1], t[a][2]));
+        _mm512_mask_storeu_ps(o + 2 * sxi, m, _mm512_sub_ps(t[a][2], t[a][1]));
+        _mm512_mask_storeu_ps(o + 3 * sxi, m, _mm512_sub_ps(t[a][1], t[a][3]));
+    }
+}
+
 /* wg_input_rows in 16-tile vectors, the last one masked (the compiler's
  * loop would finish a run of, say, 28 tiles with 8-lane and scalar
  * iterations).  The two 16-float loads per row and offset read up to 32
@@ -219,7 +240,7 @@ static void wg_input_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int6
                                          29, 31);
     for (int64_t j = 0; j < cnt; j += 16) {
         __mmask16 m = cnt - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cnt - j)) - 1);
-        __m512 d[4][4], t[4][4];
+        __m512 d[4][4];
         for (int y = 0; y < 4; y++) {
             const float *r = p + y * lp + 2 * j;
             __m512 a0 = _mm512_loadu_ps(r), a1 = _mm512_loadu_ps(r + 16);
@@ -229,19 +250,7 @@ static void wg_input_rows_avx512_m(const float *CNX_RESTRICT p, int64_t lp, int6
             d[y][2] = _mm512_maskz_permutex2var_ps(m, b0, ie, b1);
             d[y][3] = _mm512_maskz_permutex2var_ps(m, b0, io, b1);
         }
-        for (int k = 0; k < 4; k++) {
-            t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
-            t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
-            t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
-            t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
-        }
-        for (int a = 0; a < 4; a++) {
-            float *o = v + a * 4 * sxi + j;
-            _mm512_mask_storeu_ps(o, m, _mm512_sub_ps(t[a][0], t[a][2]));
-            _mm512_mask_storeu_ps(o + sxi, m, _mm512_add_ps(t[a][1], t[a][2]));
-            _mm512_mask_storeu_ps(o + 2 * sxi, m, _mm512_sub_ps(t[a][2], t[a][1]));
-            _mm512_mask_storeu_ps(o + 3 * sxi, m, _mm512_sub_ps(t[a][1], t[a][3]));
-        }
+        wg_btdb_store_avx512(d, m, v + j, sxi);
     }
 }
 
@@ -267,7 +276,7 @@ static void wg_input_plane_avx512_m(const float *CNX_RESTRICT plane, int64_t H, 
             int64_t a = lo - off < 0 ? 0 : lo - off, e = hi - off > 16 ? 16 : hi - off;
             mk[q] = e > a ? (__mmask16)(((1u << e) - 1) & ~((1u << a) - 1)) : (__mmask16)0;
         }
-        __m512 d[4][4], t[4][4];
+        __m512 d[4][4];
         for (int y = 0; y < 4; y++) {
             int64_t iy = iy0 + y;
             if (iy < 0 || iy >= H) {
@@ -283,19 +292,7 @@ static void wg_input_plane_avx512_m(const float *CNX_RESTRICT plane, int64_t H, 
             d[y][2] = _mm512_maskz_permutex2var_ps(m, b0, ie, b1);
             d[y][3] = _mm512_maskz_permutex2var_ps(m, b0, io, b1);
         }
-        for (int k = 0; k < 4; k++) {
-            t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
-            t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
-            t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
-            t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
-        }
-        for (int a = 0; a < 4; a++) {
-            float *o = v + a * 4 * sxi + j;
-            _mm512_mask_storeu_ps(o, m, _mm512_sub_ps(t[a][0], t[a][2]));
-            _mm512_mask_storeu_ps(o + sxi, m, _mm512_add_ps(t[a][1], t[a][2]));
-            _mm512_mask_storeu_ps(o + 2 * sxi, m, _mm512_sub_ps(t[a][2], t[a][1]));
-            _mm512_mask_storeu_ps(o + 3 * sxi, m, _mm512_sub_ps(t[a][1], t[a][3]));
-        }
+        wg_btdb_store_avx512(d, m, v + j, sxi);
     }
 }
 
@@ -337,7 +334,7 @@ static void wg_input_tw4_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t 
         }
         for (int64_t c = 0; c < C; c++) {
             const float *xc = x + c * H * W;
-            __m512 d[4][4], t[4][4];
+            __m512 d[4][4];
             for (int y = 0; y < 4; y++) {
                 __m256 rw[4];
                 for (int q = 0; q < 4; q++) {
@@ -350,20 +347,7 @@ static void wg_input_tw4_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t 
                 for (int k = 0; k < 4; k++)
                     d[y][k] = _mm512_maskz_permutex2var_ps(cols[k], lo, idx[k], hi);
             }
-            for (int k = 0; k < 4; k++) {
-                t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
-                t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
-                t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
-                t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
-            }
-            float *o0 = v + c * sc + (l / PN) * sp + l % PN;
-            for (int a = 0; a < 4; a++) {
-                float *o = o0 + a * 4 * sxi;
-                _mm512_mask_storeu_ps(o, lm, _mm512_sub_ps(t[a][0], t[a][2]));
-                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][1], t[a][2]));
-                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][2], t[a][1]));
-                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_sub_ps(t[a][1], t[a][3]));
-            }
+            wg_btdb_store_avx512(d, lm, v + c * sc + (l / PN) * sp + l % PN, sxi);
         }
     }
 }
@@ -501,7 +485,7 @@ static void wg_input_tw16_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t
         for (int k = 0; k < 4; k++) idx[k] = _mm512_loadu_si512(id[k]);
         for (int64_t c = 0; c < C; c++) {
             const float *xc = x + c * H * W;
-            __m512 d[4][4], t[4][4];
+            __m512 d[4][4];
             for (int y = 0; y < 4; y++) {
                 __m512 rw[4];
                 for (int q = 0; q < 4; q++) {
@@ -519,20 +503,7 @@ static void wg_input_tw16_avx512(const float *CNX_RESTRICT x, int64_t C, int64_t
                     d[y][k] = lo;
                 }
             }
-            for (int k = 0; k < 4; k++) {
-                t[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
-                t[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
-                t[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
-                t[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
-            }
-            float *o0 = v + c * sc + (l / PN) * sp + l % PN;
-            for (int a = 0; a < 4; a++) {
-                float *o = o0 + a * 4 * sxi;
-                _mm512_mask_storeu_ps(o, lm, _mm512_sub_ps(t[a][0], t[a][2]));
-                _mm512_mask_storeu_ps(o + sxi, lm, _mm512_add_ps(t[a][1], t[a][2]));
-                _mm512_mask_storeu_ps(o + 2 * sxi, lm, _mm512_sub_ps(t[a][2], t[a][1]));
-                _mm512_mask_storeu_ps(o + 3 * sxi, lm, _mm512_sub_ps(t[a][1], t[a][3]));
-            }
+            wg_btdb_store_avx512(d, lm, v + c * sc + (l / PN) * sp + l % PN, sxi);
         }
     }
 }
