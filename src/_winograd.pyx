@@ -583,6 +583,25 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     return 0
 
 
+cdef int fwd_setup(Args* a, const float[:, :, :, ::1] x, const float[:, ::1] upk,
+                   const float[::1] bias, float* out, Py_ssize_t Co, Py_ssize_t OH,
+                   Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw, int n_threads,
+                   Py_ssize_t per_extra) except -1:
+    """:func:`setup` for a forward of ``x`` by the packed filter transform
+    ``upk`` (and ``bias``) into ``out`` (Co, OH, OW per sample)."""
+    cdef Py_ssize_t MR = kernels().s_mr
+    cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR
+    setup(a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], Co, OH, OW, ph, pw, n_threads,
+          Cop, per_extra, x.shape[1] + Cop)
+    a.x = &x[0, 0, 0, 0]
+    a.upk = &upk[0, 0]
+    a.su = upk.shape[1]
+    a.bias = &bias[0] if bias is not None else NULL
+    a.g = NULL
+    a.out = out
+    return 0
+
+
 def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
                      const float[:, ::1] upk,        # IN  (16, >= Cop*C)
                      const float[::1] bias,          # IN  (Co,) or None
@@ -591,18 +610,10 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     """out = conv2d(x, w, bias, stride 1, padding (ph, pw)) for a 3x3 ``w``
     given as its packed transform ``upk`` (see :mod:`cnnext._plan`)."""
     cdef Args a
-    cdef Py_ssize_t MR = kernels().s_mr
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
         return
-    setup(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], out.shape[2],
-          out.shape[3], ph, pw, n_threads, (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block(),
-          x.shape[1] + (out.shape[1] + MR - 1) // MR * MR)
-    a.x = &x[0, 0, 0, 0]
-    a.upk = &upk[0, 0]
-    a.su = upk.shape[1]
-    a.bias = &bias[0] if bias is not None else NULL
-    a.g = NULL
-    a.out = &out[0, 0, 0, 0]
+    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], out.shape[1], out.shape[2], out.shape[3],
+              ph, pw, n_threads, 4 * tile_block())
     with nogil:
         fwd_run(&a)
 
@@ -621,7 +632,7 @@ def winograd_relu_pool2x2(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     then incomplete: the caller recomputes with the direct algorithm, as
     it does after :func:`winograd_forward`)."""
     cdef Args a
-    cdef Py_ssize_t MR = kernels().s_mr, blk
+    cdef Py_ssize_t blk
     cdef Py_ssize_t OH = x.shape[2] + 2 * ph - 2, OW = x.shape[3] + 2 * pw - 2
     cdef int bad = 0
     if OH != 2 * out.shape[2] or OW != 2 * out.shape[3]:
@@ -629,15 +640,7 @@ def winograd_relu_pool2x2(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
                          f"twice the pooled {out.shape[2]}x{out.shape[3]}")
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0:
         return True
-    setup(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], OH, OW, ph, pw,
-          n_threads, (out.shape[1] + MR - 1) // MR * MR, 0,
-          x.shape[1] + (out.shape[1] + MR - 1) // MR * MR)
-    a.x = &x[0, 0, 0, 0]
-    a.upk = &upk[0, 0]
-    a.su = upk.shape[1]
-    a.bias = &bias[0] if bias is not None else NULL
-    a.g = NULL
-    a.out = &out[0, 0, 0, 0]
+    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], out.shape[1], OH, OW, ph, pw, n_threads, 0)
     with nogil:
         if a.nt == 1:
             for blk in range(a.blocks):
