@@ -12,7 +12,10 @@ Hypothesis profiles (select with ``HYPOTHESIS_PROFILE=dev pytest``):
 ``dev``
     Many more examples, for a local hunt after touching a kernel.
 """
+import json
 import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -141,6 +144,26 @@ def small_parallel_thresholds(monkeypatch):
     _plan.forget()
     yield
     _plan.forget()
+
+
+@pytest.fixture
+def run_with_isa(tmp_path):
+    """``run(script, isa)``: run ``script`` (Python source; ``{here}`` is the
+    tests directory) in a fresh interpreter with ``CNNEXT_ISA=isa``; it
+    prints the variant a module chose on its first line and a JSON object
+    after it, returned as ``(name, object)``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def run(script, isa):
+        proc = subprocess.run(
+            [sys.executable, "-c", script.format(here=here)], capture_output=True,
+            text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, CNNEXT_ISA=isa),
+        )
+        assert proc.returncode == 0, proc.stderr
+        name, data = proc.stdout.split("\n", 1)
+        return name, json.loads(data)
+
+    return run
 
 
 @pytest.fixture

@@ -4,10 +4,6 @@ CNNEXT_ISA): the same values, bit for bit, over batch, channel and plane
 sizes around the vector and block boundaries, with infinities, NaN and
 signed zeros; and the sums against numpy's float64 sums."""
 
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -55,22 +51,11 @@ print(json.dumps(out))
 """
 
 
-def _run(isa, tmp_path):
-    here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT.format(here=here)], capture_output=True, text=True,
-        timeout=300, cwd=tmp_path, env=dict(os.environ, CNNEXT_ISA=isa),
-    )
-    assert proc.returncode == 0, proc.stderr
-    name, data = proc.stdout.split("\n", 1)
-    return name, json.loads(data)
-
-
-def test_variants_give_the_same_values(tmp_path):
+def test_variants_give_the_same_values(run_with_isa):
     if _eltwise.eltwise_isa() != "avx512":
         pytest.skip("this CPU runs only the portable loop")
-    fast_name, fast = _run("avx512", tmp_path)
-    slow_name, slow = _run("avx2", tmp_path)
+    fast_name, fast = run_with_isa(_SCRIPT, "avx512")
+    slow_name, slow = run_with_isa(_SCRIPT, "avx2")
     assert (fast_name, slow_name) == ("avx512", "generic")
     assert fast.keys() == slow.keys() and len(fast) > 500
     for key in fast:

@@ -3,10 +3,6 @@ intrinsics or portable loops, chosen by CNNEXT_ISA): the same values and
 argmax indices, bit for bit, over row widths around the vector and mask
 boundaries, odd leftovers, ties, signed zeros, infinities and NaN."""
 
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -52,22 +48,11 @@ print(json.dumps(out))
 """
 
 
-def _run(isa, tmp_path):
-    here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT.format(here=here)], capture_output=True, text=True,
-        timeout=300, cwd=tmp_path, env=dict(os.environ, CNNEXT_ISA=isa),
-    )
-    assert proc.returncode == 0, proc.stderr
-    name, data = proc.stdout.split("\n", 1)
-    return name, json.loads(data)
-
-
-def test_variants_give_the_same_values_and_indices(tmp_path):
+def test_variants_give_the_same_values_and_indices(run_with_isa):
     if _pool.pool_isa() != "avx512":
         pytest.skip("this CPU runs only the portable rows")
-    fast_name, fast = _run("avx512", tmp_path)
-    slow_name, slow = _run("generic", tmp_path)
+    fast_name, fast = run_with_isa(_SCRIPT, "avx512")
+    slow_name, slow = run_with_isa(_SCRIPT, "generic")
     assert (fast_name, slow_name) == ("avx512", "generic")
     assert fast.keys() == slow.keys() and len(fast) == 2 * 2 * 3 * len(WIDTHS)
     for key in fast:
