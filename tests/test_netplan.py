@@ -997,6 +997,27 @@ def test_fused_batch_norm_in_every_kernel_variant(isa, tmp_path):
     assert proc.stdout.split() == [isa]
 
 
+def _check_changes(plan, a, b, shape, dt, rng):
+    """``plan`` (of ``b``) gives layer-by-layer ``a``'s numbers with NaN and
+    inf inputs, after in-place updates of both models' second convolution's
+    weight, with an inf in it, and after it is finite again."""
+    for change in ["none", "nan_input", "inf_input", "update", "inf_weight", "restore"]:
+        x = rng.standard_normal(shape).astype(dt)
+        if change == "nan_input":
+            x[0, 1, 5, 4] = np.nan
+        elif change == "inf_input":
+            x[-1, 0, 0, 0] = -np.inf
+        for m in (a, b):
+            w = m.layers[3].params["weight"]
+            if change == "update":
+                w *= dt(-0.75)
+            elif change == "inf_weight":
+                w[1, 2, 0, 1] = np.inf
+            elif change == "restore":
+                w[1, 2, 0, 1] = 0.5
+        np.testing.assert_array_equal(plan.forward(x), a.forward(x), err_msg=change)
+
+
 def _winograd_net(dt, rng):
     """3x3 stride-1 convolutions (Winograd's, when set) followed by ReLU and
     max pools with and without padding, a LeakyReLU, none, prime sizes."""
@@ -1035,22 +1056,7 @@ def test_winograd_inference_steps_equal_layers(dt, n, threads):
             assert relu == [True, False, False]  # padding; a LeakyReLU
         else:
             assert "WinogradStep" not in names  # float64 runs direct
-        rng = np.random.default_rng(4)
-        for change in ["none", "nan_input", "inf_input", "update", "inf_weight", "restore"]:
-            x = rng.standard_normal(shape).astype(dt)
-            if change == "nan_input":
-                x[0, 1, 5, 4] = np.nan
-            elif change == "inf_input":
-                x[-1, 0, 0, 0] = -np.inf
-            for m in (a, b):
-                w = m.layers[3].params["weight"]
-                if change == "update":
-                    w *= dt(-0.75)
-                elif change == "inf_weight":
-                    w[1, 2, 0, 1] = np.inf
-                elif change == "restore":
-                    w[1, 2, 0, 1] = 0.5
-            np.testing.assert_array_equal(plan.forward(x), a.forward(x), err_msg=change)
+        _check_changes(plan, a, b, shape, dt, np.random.default_rng(4))
         assert plan.valid
 
 
@@ -1504,22 +1510,7 @@ def test_winograd_relu_pool_steps_equal_layers(dt, n, threads):
         names = repr(plan)
         assert names.count("WinogradPoolStep") == (3 if dt == np.float32 else 0)
         assert "MaxPoolStep" not in names or dt == np.float64
-        rng = np.random.default_rng(6)
-        for change in ["none", "nan_input", "inf_input", "update", "inf_weight", "restore"]:
-            x = rng.standard_normal(shape).astype(dt)
-            if change == "nan_input":
-                x[0, 1, 5, 4] = np.nan
-            elif change == "inf_input":
-                x[-1, 0, 0, 0] = -np.inf
-            for m in (a, b):
-                w = m.layers[3].params["weight"]
-                if change == "update":
-                    w *= dt(-0.75)
-                elif change == "inf_weight":
-                    w[1, 2, 0, 1] = np.inf
-                elif change == "restore":
-                    w[1, 2, 0, 1] = 0.5
-            np.testing.assert_array_equal(plan.forward(x), a.forward(x), err_msg=change)
+        _check_changes(plan, a, b, shape, dt, np.random.default_rng(6))
         assert plan.valid
 
 
