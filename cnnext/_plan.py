@@ -568,7 +568,7 @@ class ConvPlan:
         Co, C = self.weight_shape[:2]
         dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
         _winograd.winograd_grad_weight_phases(x, g, dup, P, Q, dh, dw, y0, x0, pp.out4[2],
-                                              pp.out4[3])
+                                              pp.out4[3], pp.threads)
         gw = np.empty(self.weight_shape, dtype=self.dtype)
         _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
         if not _winograd.all_finite(gw.reshape(-1)):
@@ -622,7 +622,7 @@ class ConvPlan:
         result holds inf/NaN (as it does when x or g does)."""
         Co, C = self.weight_shape[:2]
         dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
-        _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1])
+        _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1], self.threads)
         gw = np.empty(self.weight_shape, dtype=self.dtype)
         _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
         if not _winograd.all_finite(gw.reshape(-1)):
@@ -926,7 +926,7 @@ def conv2d_plan(
         gw_why = "Winograd F(2x2, 3x3): per-point products of transformed g and x"
         if N * -(-OH // 2) * -(-OW // 2) < WINOGRAD_PARALLEL_TILES:
             threads = 1
-        tasks = _winograd.weight_grad_threads(N, OH, OW, threads)
+        tasks = _winograd.weight_grad_threads(N, OH, OW, threads, Co, C)
         tb, Cmax = _winograd.tile_block(), max(C, Co) + MR
         scratch = (threads * 16 * tb * (1 + 2 * Cmax) + 16 * Cmax * Cmax * (1 + tasks)) * 4
     if method == "depthwise":

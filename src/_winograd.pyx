@@ -160,6 +160,10 @@ cdef enum:
     # products (measured: 2 panels for 64 channels, 1 for 128 and more
     # beat 3, the transforms' results then read back from L2).
     L2_BLOCK = 1 << 20
+    # A weight gradient's dU (16, Co, C) of at least these bytes is split
+    # between threads by output channels rather than summed from one
+    # partial per thread (measured at 256 -> 256 channels, 4 MB).
+    PANEL_SPLIT_BYTES = 2 << 20
 
 
 def isa():
@@ -456,11 +460,12 @@ cdef int fwd_block_pool(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
 
 
 cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float* V,
-                      float* dU, float* bpack) noexcept nogil:
-    """dU[xi] (Co, C) += Gy[xi] (Co, nv) @ V[xi]^T (the block's nv lanes):
-    Gy's rows read in place by the micro-kernel (its lanes are the
-    reduction), each NR-channel panel of V transposed once into ``bpack``
-    and used by every row panel."""
+                      float* dU, float* bpack, Py_ssize_t co_lo, Py_ssize_t co_hi) noexcept nogil:
+    """dU[xi] (rows co_lo .. co_hi of Co, C) += Gy[xi] (those rows, nv) @
+    V[xi]^T (the block's nv lanes): Gy's rows read in place by the
+    micro-kernel (its lanes are the reduction), each NR-channel panel of V
+    transposed once into ``bpack`` and used by every row panel (``co_lo`` a
+    multiple of MR: the panels, and so the bits, of the whole range)."""
     cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co, MR = a.MR, NR = a.NR
     cdef Py_ssize_t xi, c0, co0, nr, mr, i
     cdef int64_t aoff[32]
@@ -469,9 +474,9 @@ cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float
         while c0 < C:
             nr = min(NR, C - c0)
             WG.pack_lanes(V + xi * a.sv + c0 * tb, tb, nr, nv, NR, bpack)
-            co0 = 0
-            while co0 < Co:
-                mr = min(MR, Co - co0)
+            co0 = co_lo
+            while co0 < co_hi:
+                mr = min(MR, co_hi - co0)
                 for i in range(MR):
                     aoff[i] = (co0 + min(i, mr - 1)) * tb
                 a.ker.s_inda(nv, Gy + xi * a.sm, aoff, bpack, NULL,
@@ -480,26 +485,27 @@ cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float
             c0 += NR
 
 
-cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcept nogil:
-    """Thread ``tid``'s dU partial (16, Co, C) = sum over blocks [b0, b1) of
-    (A g A^T)[xi] @ V[xi]^T."""
+cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* dU,
+                   Py_ssize_t co_lo, Py_ssize_t co_hi) noexcept nogil:
+    """Thread ``tid``'s dU (16, Co, C), its rows co_lo .. co_hi (co_lo a
+    multiple of MR) = sum over blocks [b0, b1) of (A g A^T)[xi] @ V[xi]^T."""
     cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co
     cdef float* D = a.scr + tid * a.per
     cdef float* V = D + XI * tb
     cdef float* Gy = V + XI * a.sv
     cdef float* bpack = Gy + XI * a.sm
-    cdef float* dU = a.out + tid * XI * Co * C
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
-    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, oy, ox, lp = 2 * tb + 16
+    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, oy, ox, xi, lp = 2 * tb + 16
     cdef const float* plane
-    memset(dU, 0, XI * Co * C * sizeof(float))
+    for xi in range(XI):
+        memset(dU + (xi * Co + co_lo) * C, 0, (co_hi - co_lo) * C * sizeof(float))
     for blk in range(b0, b1):
         t0 = blk * tb
         nv = min(tb, a.T - t0)
         if tw4(a):  # 7x7 and 8x8 maps: four tile rows per vector
             WG.input_tw4(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, a.PN, V, a.PN, tb, a.sv)
-            WG.grad_tw4(a.g, Co, a.OH, a.OW, a.th, t0, nv, Gy, tb, a.sm)
-            gw_products(a, nv, Gy, V, dU, bpack)
+            WG.grad_tw4(a.g, Co, a.OH, a.OW, a.th, t0, nv, Gy, tb, a.sm)  # every row
+            gw_products(a, nv, Gy, V, dU, bpack, co_lo, co_hi)
             continue
         nseg = segments(a, t0, nv, seg)
         if tw16(a):
@@ -507,8 +513,8 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
                           a.sv)
         else:
             transform_input(a, nseg, seg, D, V, a.PN, tb)
-        for co in range(Co):
-            if co + 1 < Co and a.dh == 0:  # the next output channel's gradient rows
+        for co in range(co_lo, co_hi):
+            if co + 1 < co_hi and a.dh == 0:  # the next output channel's gradient rows
                 for i in range(nseg):
                     cnx_wg_prefetch(a.g + (seg[5 * i] * Co + co + 1) * a.OH * a.OW, a.OH, a.OW,
                                     seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * seg[5 * i + 3], 2)
@@ -527,7 +533,7 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid) noexcep
                 else:  # an odd last row or column: zero-filled copy
                     WG.rows(plane, a.OH, a.OW, oy, ox, 2 * cnt, 2, D, lp)
                     WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
-        gw_products(a, nv, Gy, V, dU, bpack)
+        gw_products(a, nv, Gy, V, dU, bpack, co_lo, co_hi)
 
 
 cdef void gw_run(Args* a, Py_ssize_t nt) noexcept nogil:
@@ -538,10 +544,47 @@ cdef void gw_run(Args* a, Py_ssize_t nt) noexcept nogil:
     for tid in range(run, nt):
         memset(a.out + tid * part, 0, part * sizeof(float))
     if run == 1:
-        gw_range(a, 0, a.blocks, 0)
+        gw_range(a, 0, a.blocks, 0, a.out, 0, a.Co)
     else:
         for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
-            gw_range(a, a.blocks * tid // run, a.blocks * (tid + 1) // run, <int>tid)
+            gw_range(a, a.blocks * tid // run, a.blocks * (tid + 1) // run, <int>tid,
+                     a.out + tid * part, 0, a.Co)
+    free(a.scr)
+    free(a.seg)
+
+
+cdef int gw_panel_threads(Args* a, int n_threads) except -1:
+    """Re-size a weight gradient set up for one thread (its blocks, and so
+    its sums, those of one thread) for up to ``n_threads`` threads that
+    split the output channels' MR-row panels (see :func:`gw_run_panels`)."""
+    cdef int run = <int>max(1, min(n_threads, a.Cop // a.MR))
+    if run == 1:
+        return 0
+    free(a.scr)
+    free(a.seg)
+    a.seg = NULL
+    a.scr = <float*>alloc_scratch(run * a.per * sizeof(float))
+    try:
+        a.seg = <int64_t*>alloc_scratch(run * 5 * (a.tb + 1) * sizeof(int64_t))
+    except MemoryError:
+        free(a.scr)
+        raise
+    a.nt = run
+    return 0
+
+
+cdef void gw_run_panels(Args* a) noexcept nogil:
+    """Every block of a set-up weight gradient into the one dU at a.out, the
+    output channels' MR-row panels split between a.nt threads (each
+    transforms every block's input and its own channels' gradient): the
+    same blocks, panels and so bits as one thread; frees the scratch."""
+    cdef Py_ssize_t tid, run = a.nt, panels = a.Cop // a.MR
+    if run == 1:
+        gw_range(a, 0, a.blocks, 0, a.out, 0, a.Co)
+    else:
+        for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
+            gw_range(a, 0, a.blocks, <int>tid, a.out, panels * tid // run * a.MR,
+                     min(a.Co, panels * (tid + 1) // run * a.MR))
     free(a.scr)
     free(a.seg)
 
@@ -656,11 +699,13 @@ def winograd_relu_pool2x2(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
 def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
                          const float[:, :, :, ::1] g,  # IN  (N, Co, OH, OW)
                          float[:, :, :, ::1] dup,      # OUT (nt, 16, Co, C)
-                         Py_ssize_t ph, Py_ssize_t pw):
+                         Py_ssize_t ph, Py_ssize_t pw, int n_threads=1):
     """dup[t] = thread t's share of dU[xi] = sum over tiles of
     (A g A^T)[xi] (x) (B^T d B)[xi]; the weight gradient is
-    G^T (sum_t dup[t]) G.  Uses ``dup.shape[0]`` threads (the caller sizes
-    it with :func:`weight_grad_threads`)."""
+    G^T (sum_t dup[t]) G.  Uses ``dup.shape[0]`` threads, each summing its
+    share of the tiles, or, for one partial, up to ``n_threads`` threads
+    that split the output channels (the same bits as one thread); the
+    caller sizes ``dup`` with :func:`weight_grad_threads`."""
     cdef Args a
     cdef Py_ssize_t nt = dup.shape[0]
     cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
@@ -673,8 +718,13 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     a.upk = NULL
     a.bias = NULL
     a.out = &dup[0, 0, 0, 0]
+    if nt == 1:
+        gw_panel_threads(&a, n_threads)
     with nogil:
-        gw_run(&a, nt)
+        if nt == 1:
+            gw_run_panels(&a)
+        else:
+            gw_run(&a, nt)
 
 
 def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws)
@@ -712,7 +762,8 @@ def winograd_grad_weight_phases(const float[:, :, :, ::1] x,  # IN  (Ns, C, Hs, 
                                 const float[:, :, :, ::1] g,  # IN  (Ns, Co, OHs, OWs)
                                 float[:, :, :, ::1] dup,      # OUT (nt, 16, Co, C)
                                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                                Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t OH, Py_ssize_t OW):
+                                Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t OH, Py_ssize_t OW,
+                                int n_threads=1):
     """:func:`winograd_grad_weight` on the dilation phases of x (as in
     :func:`winograd_forward_phases`) and of g (phase (r, c)'s [i, j] =
     g[n, :, dh*i + r, dw*j + c], zero outside g), read in place, the phase
@@ -732,8 +783,13 @@ def winograd_grad_weight_phases(const float[:, :, :, ::1] x,  # IN  (Ns, C, Hs, 
     a.upk = NULL
     a.bias = NULL
     a.out = &dup[0, 0, 0, 0]
+    if nt == 1:
+        gw_panel_threads(&a, n_threads)
     with nogil:
-        gw_run(&a, nt)
+        if nt == 1:
+            gw_run_panels(&a)
+        else:
+            gw_run(&a, nt)
 
 
 def all_finite(const float[::1] a):  # IN
@@ -746,9 +802,19 @@ def all_finite(const float[::1] a):  # IN
     return ok
 
 
-def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_threads):
-    """Threads (and so dU partials) :func:`winograd_grad_weight` uses: at
-    most one per tile block."""
+def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_threads,
+                        Py_ssize_t Co=0, Py_ssize_t C=0):
+    """dU partials :func:`winograd_grad_weight` fills with ``n_threads``
+    threads: one per thread (at most one per tile block), or one for a dU
+    of at least PANEL_SPLIT_BYTES (Co x C channels) and at least four
+    MR-row panels of output channels per thread, which the threads split
+    by output channels instead (partials that large would be written and
+    read back from memory; maps with four tile columns excepted: their
+    gradient transform is not split)."""
+    cdef Py_ssize_t MR = kernels().s_mr
+    if (n_threads > 1 and XI * Co * C * <Py_ssize_t>sizeof(float) >= PANEL_SPLIT_BYTES
+            and (Co + MR - 1) // MR >= 4 * n_threads and (OW + 1) // 2 != 4):
+        return 1
     cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
     cdef Py_ssize_t tb = block_tiles(T, n_threads, 0)
     return <int>max(1, min(n_threads, (T + tb - 1) // tb))

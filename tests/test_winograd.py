@@ -137,6 +137,29 @@ def test_winograd_thread_counts(threads, rng, close, restore_threads):
     close(gw, R.conv2d_backward(*f64(go, x, w), padding=1)[1], np.float32)
 
 
+@pytest.mark.parametrize("kind", ["plain", "dilated"])
+def test_winograd_weight_grad_channel_split_same_bits(kind, rng, close, restore_threads):
+    """A weight gradient of many channels (a dU of 2 MB and more) is split
+    between threads by output channels: one partial, the same bits at 1, 2
+    and 3 threads (odd map, output channels off the panel width), and the
+    reference's numbers."""
+    p, d = (1, 1) if kind == "plain" else (2, 2)
+    shape = (5, 128, 15, 13) if kind == "plain" else (3, 128, 19, 17)  # threads for each
+    kw = {"padding": p, "dilation": d}
+    x, w, _, go = kind_arrays(shape, 260, rng, kw)
+    algo = "winograd" if kind == "plain" else "winograd-phases"
+    grads = []
+    for threads in (1, 2, 3):
+        cnnext.set_num_threads(threads)
+        plan = _plan.conv2d_plan("conv2d", x.shape, w.shape, None, x.dtype, (1, 1), (p, p),
+                                 (d, d), 1, algo)
+        assert (plan.grad_weight_tasks, plan.threads) == (1, threads)
+        grads.append(plan.backward(go, x, w, False)[1])
+    np.testing.assert_array_equal(grads[1], grads[0])
+    np.testing.assert_array_equal(grads[2], grads[0])
+    close(grads[0], R.conv2d_backward(*f64(go, x, w), **kw)[1], np.float32)
+
+
 # The undilated kernel and the dilation-phase one (``winograd-phases``) share
 # the PyTorch and memory-layout checks: (input shape, conv2d keywords).
 KINDS = {
