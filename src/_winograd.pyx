@@ -627,15 +627,16 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
 
 
 cdef int fwd_setup(Args* a, const float[:, :, :, ::1] x, const float[:, ::1] upk,
-                   const float[::1] bias, float* out, Py_ssize_t Co, Py_ssize_t OH,
-                   Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw, int n_threads,
-                   Py_ssize_t per_extra) except -1:
-    """:func:`setup` for a forward of ``x`` by the packed filter transform
-    ``upk`` (and ``bias``) into ``out`` (Co, OH, OW per sample)."""
+                   const float[::1] bias, float* out, Py_ssize_t N, Py_ssize_t H,
+                   Py_ssize_t W, Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph,
+                   Py_ssize_t pw, int n_threads, Py_ssize_t per_extra) except -1:
+    """:func:`setup` (N images of H x W) for a forward of ``x`` by the
+    packed filter transform ``upk`` (and ``bias``) into ``out`` (Co, OH, OW
+    per image)."""
     cdef Py_ssize_t MR = kernels().s_mr
     cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR
-    setup(a, x.shape[0], x.shape[1], x.shape[2], x.shape[3], Co, OH, OW, ph, pw, n_threads,
-          Cop, per_extra, x.shape[1] + Cop)
+    setup(a, N, x.shape[1], H, W, Co, OH, OW, ph, pw, n_threads, Cop, per_extra,
+          x.shape[1] + Cop)
     a.x = &x[0, 0, 0, 0]
     a.upk = &upk[0, 0]
     a.su = upk.shape[1]
@@ -655,8 +656,8 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     cdef Args a
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
         return
-    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], out.shape[1], out.shape[2], out.shape[3],
-              ph, pw, n_threads, 4 * tile_block())
+    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
+              out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block())
     with nogil:
         fwd_run(&a)
 
@@ -683,7 +684,8 @@ def winograd_relu_pool2x2(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
                          f"twice the pooled {out.shape[2]}x{out.shape[3]}")
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0:
         return True
-    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], out.shape[1], OH, OW, ph, pw, n_threads, 0)
+    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
+              out.shape[1], OH, OW, ph, pw, n_threads, 0)
     with nogil:
         if a.nt == 1:
             for blk in range(a.blocks):
@@ -694,6 +696,34 @@ def winograd_relu_pool2x2(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
         free(a.scr)
         free(a.seg)
     return bad == 0
+
+
+cdef int gw_setup(Args* a, const float[:, :, :, ::1] x, const float[:, :, :, ::1] g,
+                  float[:, :, :, ::1] dup, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W,
+                  Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw) except -1:
+    """:func:`setup` (N images of H x W) for a weight gradient of ``x`` and
+    ``g`` into the ``dup.shape[0]`` partials ``dup``."""
+    setup(a, N, x.shape[1], H, W, g.shape[1], OH, OW, ph, pw, <int>dup.shape[0], g.shape[1],
+          tile_block() * kernels().s_nr, 0)
+    a.x = &x[0, 0, 0, 0]
+    a.g = &g[0, 0, 0, 0]
+    a.upk = NULL
+    a.bias = NULL
+    a.out = &dup[0, 0, 0, 0]
+    return 0
+
+
+cdef int gw_go(Args* a, Py_ssize_t nt, int n_threads) except -1:
+    """Run a set-up weight gradient: ``nt`` partials, each thread's share of
+    the tiles, or one, its output channels split over up to ``n_threads``."""
+    if nt == 1:
+        gw_panel_threads(a, n_threads)
+    with nogil:
+        if nt == 1:
+            gw_run_panels(a)
+        else:
+            gw_run(a, nt)
+    return 0
 
 
 def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -707,24 +737,10 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
     that split the output channels (the same bits as one thread); the
     caller sizes ``dup`` with :func:`weight_grad_threads`."""
     cdef Args a
-    cdef Py_ssize_t nt = dup.shape[0]
-    cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
-    if nt == 0 or Co == 0 or C == 0:
+    if dup.shape[0] == 0 or g.shape[1] == 0 or x.shape[1] == 0:
         return
-    setup(&a, x.shape[0], C, x.shape[2], x.shape[3], Co, g.shape[2], g.shape[3], ph, pw,
-          <int>nt, Co, tile_block() * kernels().s_nr, 0)
-    a.x = &x[0, 0, 0, 0]
-    a.g = &g[0, 0, 0, 0]
-    a.upk = NULL
-    a.bias = NULL
-    a.out = &dup[0, 0, 0, 0]
-    if nt == 1:
-        gw_panel_threads(&a, n_threads)
-    with nogil:
-        if nt == 1:
-            gw_run_panels(&a)
-        else:
-            gw_run(&a, nt)
+    gw_setup(&a, x, g, dup, x.shape[0], x.shape[2], x.shape[3], g.shape[2], g.shape[3], ph, pw)
+    gw_go(&a, dup.shape[0], n_threads)
 
 
 def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws)
@@ -740,20 +756,12 @@ def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws
     x[n, :, dh*i + r - y0, dw*j + c - x0] (zero outside x), its [i, j] stored
     at out[n, :, dh*i + r - yo, dw*j + c - xo] where that is inside out."""
     cdef Args a
-    cdef Py_ssize_t MR = kernels().s_mr
     if out.shape[0] == 0 or out.shape[1] == 0 or OH <= 0 or OW <= 0:
         return
-    setup(&a, x.shape[0] * dh * dw, x.shape[1], 0, 0, out.shape[1], OH, OW, ph, pw, n_threads,
-          (out.shape[1] + MR - 1) // MR * MR, 4 * tile_block(),
-          x.shape[1] + (out.shape[1] + MR - 1) // MR * MR)
+    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0] * dh * dw, 0, 0, out.shape[1],
+              OH, OW, ph, pw, n_threads, 4 * tile_block())
     a.dh = dh; a.dw = dw; a.Hs = x.shape[2]; a.Ws = x.shape[3]
     a.OHs = out.shape[2]; a.OWs = out.shape[3]; a.y0 = y0; a.x0 = x0; a.yo = yo; a.xo = xo
-    a.x = &x[0, 0, 0, 0]
-    a.upk = &upk[0, 0]
-    a.su = upk.shape[1]
-    a.bias = &bias[0] if bias is not None else NULL
-    a.g = NULL
-    a.out = &out[0, 0, 0, 0]
     with nogil:
         fwd_run(&a)
 
@@ -770,26 +778,12 @@ def winograd_grad_weight_phases(const float[:, :, :, ::1] x,  # IN  (Ns, C, Hs, 
     convolutions giving (OH, OW) outputs: the sum of the phases' weight
     gradients."""
     cdef Args a
-    cdef Py_ssize_t nt = dup.shape[0]
-    cdef Py_ssize_t Co = g.shape[1], C = x.shape[1]
-    if nt == 0 or Co == 0 or C == 0:
+    if dup.shape[0] == 0 or g.shape[1] == 0 or x.shape[1] == 0:
         return
-    setup(&a, x.shape[0] * dh * dw, C, 0, 0, Co, OH, OW, ph, pw,
-          <int>nt, Co, tile_block() * kernels().s_nr, 0)
+    gw_setup(&a, x, g, dup, x.shape[0] * dh * dw, 0, 0, OH, OW, ph, pw)
     a.dh = dh; a.dw = dw; a.Hs = x.shape[2]; a.Ws = x.shape[3]
     a.OHs = g.shape[2]; a.OWs = g.shape[3]; a.y0 = y0; a.x0 = x0
-    a.x = &x[0, 0, 0, 0]
-    a.g = &g[0, 0, 0, 0]
-    a.upk = NULL
-    a.bias = NULL
-    a.out = &dup[0, 0, 0, 0]
-    if nt == 1:
-        gw_panel_threads(&a, n_threads)
-    with nogil:
-        if nt == 1:
-            gw_run_panels(&a)
-        else:
-            gw_run(&a, nt)
+    gw_go(&a, dup.shape[0], n_threads)
 
 
 def all_finite(const float[::1] a):  # IN
