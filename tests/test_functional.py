@@ -754,13 +754,18 @@ _SAME3_GEOMS = [
 def test_conv2d_same3(xs, co, dtype, rng, close, restore_threads):
     """3x3, stride 1, padding 1, few channels: forward with a bias and all
     gradients as the reference, on one and two threads, from a
-    non-contiguous input; float32's forward and input gradient are bitwise
-    those of the fused-im2col kernels on explicitly padded arrays (the same
-    taps summed in the same order), inf and NaN inputs included."""
+    non-contiguous input, and the transposed convolution with a bias (the
+    input gradient's kernel); float32's forward and input gradient are
+    bitwise those of the fused-im2col kernels on explicitly padded arrays
+    (the same taps summed in the same order), inf and NaN inputs included."""
     x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
     wt = randn(rng, (co, xs[1], 3, 3), dtype)
     b = randn(rng, (co,), dtype)
     _conv_as_reference(x, wt, b, dict(stride=1, padding=1), dtype, rng, close)
+    xt = randn(rng, (xs[0], co) + xs[2:], dtype)
+    bt = randn(rng, (xs[1],), dtype)
+    close(F.conv_transpose2d(xt, wt, bt, padding=1),
+          R.conv_transpose2d(*f64(xt, wt, bt), padding=1), dtype)
     xn = np.ascontiguousarray(x)
     xn.flat[rng.choice(xn.size, 3, replace=False)] = [np.inf, np.nan, -np.inf]
     pad = ((0, 0), (0, 0), (1, 1), (1, 1))
