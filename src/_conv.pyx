@@ -45,7 +45,7 @@ the array (``reach``).
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint16_t, uint32_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
@@ -849,6 +849,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     cdef FwdArgs a
     cdef Pass ps
     cdef Py_ssize_t grp, toff_max, oh_n = out.shape[2], ow_n = out.shape[3]
+    if floating is float:
+        if (groups == 1 and act == ACT_NONE and sh == 1 and sw == 1 and dh == 1 and dw == 1
+                and x.shape[0] > 0
+                and same_fits(x.shape[1], weight.shape[0], x.shape[2], x.shape[3],
+                              weight.shape[2], weight.shape[3], ph, pw, oh_n, ow_n)):
+            same_run(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], False,
+                     &bias[0] if bias is not None else NULL, &out[0, 0, 0, 0], x.shape[0],
+                     x.shape[1], weight.shape[0], x.shape[2], x.shape[3], n_threads)
+            return
     a.g = make_geom(x.shape[0], weight.shape[1], x.shape[2], x.shape[3],
                     weight.shape[0] // groups, weight.shape[2], weight.shape[3],
                     sh, sw, ph, pw, dh, dw, oh_n, ow_n)
@@ -1045,6 +1054,13 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     cdef bint zero = sh > kh or sw > kw or not reads
     if N == 0 or Cx * H * W == 0:
         return
+    if floating is float:
+        if (groups == 1 and sh == 1 and sw == 1
+                and same_fits(Cg, Cx, OH, OW, kh, kw, ph, pw, H, W)):
+            same_run(&gout[0, 0, 0, 0], &weight[0, 0, 0, 0], True,
+                     &bias[0] if bias is not None else NULL, &out[0, 0, 0, 0], N, Cg, Cx,
+                     H, W, n_threads)
+            return
     # The passes, then the row phases (fr) and column phases (fc).
     cdef Pass* ps
     cdef Pass* passes = <Pass*>alloc_scratch(max(1, na * nb) * sizeof(Pass)
@@ -1920,3 +1936,101 @@ def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.out = &gwp[0, 0, 0, 0]
     with nogil:
         small_run(&a, sgp_task)
+
+
+# --------------------------------------------------------------------------
+# 3x3 stride-1 convolutions with padding 1 and few channels, read in place:
+# the direct AVX-512 kernel of src/cnnext_sameconv.h for the forward and the
+# stride-1 input gradient (the forward with the rotated, transposed kernel)
+# where same_fits says it beats the fused-im2col kernels.
+# --------------------------------------------------------------------------
+
+cdef extern from "cnnext_sameconv.h" nogil:
+    void cnx_same3_panel_avx512(const float *xn, int64_t HW, int64_t W, int64_t C,
+                                const uint16_t *mt, const float *wp, const float *bias,
+                                int mc, float *out, int64_t ldo)
+
+# The kernel's panels of result channels.
+cdef Py_ssize_t SAME_MR = 8
+
+
+ctypedef struct SameArgs:
+    const float* x           # (N, C, H, W)
+    const float* wp          # npanel panels of (9*C, SAME_MR) weights
+    const float* bias        # (Co,) or NULL
+    float* out               # (N, Co, H, W)
+    const uint16_t* mt       # vector b's lanes that tap t reads inside the map (nvec x 9)
+    Py_ssize_t N, C, Co, HW, W, npanel
+    int nt
+
+
+cdef bint same_fits(Py_ssize_t C, Py_ssize_t Co, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                    Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t OH,
+                    Py_ssize_t OW) noexcept nogil:
+    """True when a float32 convolution of one group at stride 1, undilated,
+    runs on the in-place kernel: a 3x3 kernel with padding 1, 8 to 16 input
+    channels (all taps in one KC block, so the same bits as the GEMM
+    kernels) and 8 or 16 result channels (full panels), on AVX-512F.
+    (Measured at one thread, batch 64: 16 -> 16 channels on 28x28 ran the
+    forward and the input gradient 8-15% faster, on 14x14 and 7x7 10-40%;
+    with 1 or 3 channels on either side, 5x5 kernels or 1x1 ones it was no
+    faster or slower.)"""
+    return (SMALL_AVX512 and 8 <= C <= 16 and (Co == 8 or Co == 16) and 9 * C <= KC
+            and kh == 3 and kw == 3 and ph == 1 and pw == 1
+            and OH == H and OW == W and H * W > 0)
+
+
+cdef void same_task(const SameArgs* a, int tid) noexcept nogil:
+    """The (sample, panel) units of thread tid's contiguous share."""
+    cdef Py_ssize_t T = a.N * a.npanel, t, n, panel
+    cdef Py_ssize_t t0 = T * tid // a.nt, t1 = T * (tid + 1) // a.nt
+    for t in range(t0, t1):
+        n = t // a.npanel
+        panel = t - n * a.npanel
+        cnx_same3_panel_avx512(a.x + n * a.C * a.HW, a.HW, a.W, a.C, a.mt,
+                               a.wp + panel * 9 * a.C * SAME_MR,
+                               a.bias + panel * SAME_MR if a.bias != NULL else NULL,
+                               <int>min(SAME_MR, a.Co - panel * SAME_MR),
+                               a.out + (n * a.Co + panel * SAME_MR) * a.HW, a.HW)
+
+
+cdef int same_run(const float* x, const float* weight, bint rotated, const float* bias,
+                  float* out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Co, Py_ssize_t H,
+                  Py_ssize_t W, int n_threads) except -1:
+    """out (N, Co, H, W) = the convolution of x (N, C, H, W) with the 3x3
+    weight (Co, C, 3, 3) at padding 1, plus bias; with ``rotated``, weight
+    is (C, Co, 3, 3) and the convolution's is its transpose rotated by 180
+    degrees (the input gradient of a convolution with it)."""
+    cdef SameArgs a
+    cdef Py_ssize_t HW = H * W, nvec = cdiv(HW, 16), K = 9 * C, b, l, p, t, i, j, oh, ow
+    cdef uint16_t m
+    a.N, a.C, a.Co, a.HW, a.W = N, C, Co, HW, W
+    a.npanel = cdiv(Co, SAME_MR)
+    a.nt = <int>max(1, min(n_threads, N * a.npanel))
+    cdef float* wp = <float*>alloc_scratch(a.npanel * SAME_MR * K * sizeof(float)
+                                           + nvec * 9 * sizeof(uint16_t))
+    cdef uint16_t* mt = <uint16_t*>(wp + a.npanel * SAME_MR * K)
+    with nogil:
+        if rotated:
+            pack_phase(weight, C, Co, 3, 3, 0, 0, 1, 1, 3, 3, SAME_MR, wp)
+        else:
+            pack_a(weight, K, 1, Co, K, SAME_MR, wp)
+        for b in range(nvec):
+            for i in range(3):
+                for j in range(3):
+                    m = 0
+                    for l in range(min(16, HW - 16 * b)):
+                        p = 16 * b + l
+                        oh = p // W + i - 1
+                        ow = p - (p // W) * W + j - 1
+                        if 0 <= oh < H and 0 <= ow < W:
+                            m = m | <uint16_t>(1 << l)
+                    mt[b * 9 + i * 3 + j] = m
+        a.x, a.wp, a.bias, a.out, a.mt = x, wp, bias, out, mt
+        if a.nt == 1:
+            same_task(&a, 0)
+        else:
+            for t in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+                same_task(&a, <int>t)
+    free(wp)
+    return 0

@@ -735,6 +735,50 @@ def test_conv2d_flat_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_thre
         _conv_as_reference(x, wt, b, kw, dtype, rng, close)
 
 
+# 3x3 convolutions at stride 1 and padding 1 with 8-16 channels each way,
+# run float32 on AVX-512 by the in-place kernel (masked loads for the
+# padding): blocks of three 16-position vectors inside the map and at its
+# top and bottom rows, a last one or two vectors, maps of one row or column.
+_SAME3_GEOMS = [
+    ((2, 16, 28, 28), 16),   # resnet's 16 -> 16 on 28x28
+    ((1, 8, 13, 7), 8),      # N = 1, odd sizes, a last partial vector
+    ((3, 11, 5, 3), 16),     # no block inside rows 1 .. H - 2
+    ((2, 16, 1, 17), 8),     # one row
+    ((2, 9, 17, 1), 16),     # one column
+    ((2, 12, 6, 50), 16),    # 300 positions: 6 blocks and one vector
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs,co", _SAME3_GEOMS)
+def test_conv2d_same3(xs, co, dtype, rng, close, restore_threads):
+    """3x3, stride 1, padding 1, few channels: forward with a bias and all
+    gradients as the reference, on one and two threads, from a
+    non-contiguous input, and the transposed convolution with a bias (the
+    input gradient's kernel); float32's forward and input gradient are
+    bitwise those of the fused-im2col kernels on explicitly padded arrays
+    (the same taps summed in the same order), inf and NaN inputs included."""
+    x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
+    wt = randn(rng, (co, xs[1], 3, 3), dtype)
+    b = randn(rng, (co,), dtype)
+    _conv_as_reference(x, wt, b, dict(stride=1, padding=1), dtype, rng, close)
+    xt = randn(rng, (xs[0], co) + xs[2:], dtype)
+    bt = randn(rng, (xs[1],), dtype)
+    close(F.conv_transpose2d(xt, wt, bt, padding=1),
+          R.conv_transpose2d(*f64(xt, wt, bt), padding=1), dtype)
+    xn = np.ascontiguousarray(x)
+    xn.flat[rng.choice(xn.size, 3, replace=False)] = [np.inf, np.nan, -np.inf]
+    pad = ((0, 0), (0, 0), (1, 1), (1, 1))
+    for threads in (1, 2):
+        cnnext.set_num_threads(threads)
+        np.testing.assert_array_equal(F.conv2d(xn, wt, b, padding=1),
+                                      F.conv2d(np.pad(xn, pad), wt, b, padding=0))
+        go = randn(rng, (xs[0], co) + xs[2:], dtype)
+        rot = np.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        gx = F.conv2d_backward(go, xn, wt, padding=1, bias=False)[0]
+        np.testing.assert_array_equal(gx, F.conv2d(np.pad(go, pad), rot, padding=0))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hw,s,p,d", [
     ((28, 28), 2, 0, 1), ((9, 13), 2, 1, 1), ((7, 10), (2, 1), 0, 1), ((11, 6), (3, 2), 1, 1),
