@@ -60,12 +60,8 @@ cdef extern from "cnnext_gw3.h" nogil:
     ctypedef void (*cnx_pack_gt16_s)(const float *g, int64_t ldg, int nch, int64_t pb,
                                      int64_t kc, int64_t Wq, int64_t OW,
                                      float *dst) noexcept nogil
-    ctypedef void (*cnx_pack_gt_s)(const float *g, int64_t ldg, int nch, int64_t pb,
-                                   int64_t kc, int64_t Wq, int64_t OW, float *dst,
-                                   int64_t ldd) noexcept nogil
     cnx_ukr_s cnx_gw3_s_select()
     cnx_pack_gt16_s cnx_pack_gt16_s_select()
-    cnx_pack_gt_s cnx_pack_gt_s_select()
 
 cdef extern from "cnnext_prep.h" nogil:
     ctypedef void (*cnx_pad_row_s)(const float *src, int64_t W, int64_t pw, float *d,
@@ -89,8 +85,6 @@ cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
 # Its gradient block, 16 positions at a time (float, one vector of
 # channels); NULL without AVX-512F.
 cdef cnx_pack_gt16_s PACK_GT16_S = cnx_pack_gt16_s_select()
-# 16 channels of a wider panel (rows ldd apart); NULL without AVX-512F.
-cdef cnx_pack_gt_s PACK_GT_S = cnx_pack_gt_s_select()
 
 
 cdef inline Py_ssize_t mr_of(floating* tag) noexcept nogil:
@@ -1436,14 +1430,6 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
                 if NR == 16 and PACK_GT16_S != NULL:
                     PACK_GT16_S(gout + n * a.gs + jc * NR * P, P, <int>min(NR, Co - jc * NR),
                                 pb, kc, Wq, OW, bp + jc * KC * NR)
-                    continue
-                if NR == 32 and PACK_GT_S != NULL:
-                    # two halves of 16 channels by transposes (the same
-                    # values as grad_block_t's gathers)
-                    for j in range(2):
-                        PACK_GT_S(gout + n * a.gs + (jc * NR + 16 * j) * P, P,
-                                  <int>min(16, Co - jc * NR - 16 * j), pb, kc, Wq, OW,
-                                  bp + jc * KC * NR + 16 * j, NR)
                     continue
                 if KER.tcopy_s != NULL:
                     grad_block_t(gout + n * a.gs + jc * NR * P, P, min(NR, Co - jc * NR),

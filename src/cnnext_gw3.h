@@ -19,11 +19,9 @@
  *
  * cnx_pack_gt16_s_avx512 packs that product's B panel (the gradient block,
  * positions x one vector of channels) with vector loads and 16 x 16
- * transposes instead of one scalar store per value; cnx_pack_gt_s_avx512
- * packs 16 channels of a wider panel (rows ldd apart).
+ * transposes instead of one scalar store per value.
  *
- * cnx_gw3_s_select() / cnx_pack_gt16_s_select() / cnx_pack_gt_s_select()
- * return them, or NULL where
+ * cnx_gw3_s_select() / cnx_pack_gt16_s_select() return them, or NULL where
  * AVX-512F is not available (or CNNEXT_ISA asks for less): the caller then
  * keeps the 16-row kernel and the scalar packing.
  */
@@ -127,19 +125,17 @@ static void cnx_gw3_s_avx512(int64_t kc, const float *a, const int64_t *aoff,
 #define CNX_PK_LOAD(j) \
     if (nch > (j)) r##j = _mm512_mask_loadu_ps(r##j, m, src + (j) * ldg);
 #define CNX_PK_STORE(i) \
-    if (n > (i)) _mm512_storeu_ps(dst + (q0 + (i)) * ldd, r##i);
+    if (n > (i)) _mm512_storeu_ps(dst + (q0 + (i)) * 16, r##i);
 
 /* The gradient block of the transposed weight gradient, one vector of
- * output channels: dst[q*ldd + j] = g[j*ldg + oh*OW + ow] for the
+ * output channels: dst[q*16 + j] = g[j*ldg + oh*OW + ow] for the
  * padded-width position pb + q = oh*Wq + ow (q < kc), 0 where ow >= OW (a
- * junk position) or j >= nch (nch <= 0: zeros).  16 positions at a time:
- * each channel's values loaded under the mask of the lanes each output row
- * covers, then transposed (the scalar loop it replaces stores one value at
- * a time).  A panel of 32 channels is two calls, ldd = 32. */
+ * junk position) or j >= nch.  16 positions at a time: each channel's
+ * values loaded under the mask of the lanes each output row covers, then
+ * transposed (the scalar loop it replaces stores one value at a time). */
 CNX_TARGET_AVX512
-static void cnx_pack_gt_s_avx512(const float *g, int64_t ldg, int nch, int64_t pb,
-                                 int64_t kc, int64_t Wq, int64_t OW, float *dst,
-                                 int64_t ldd) {
+static void cnx_pack_gt16_s_avx512(const float *g, int64_t ldg, int nch, int64_t pb,
+                                   int64_t kc, int64_t Wq, int64_t OW, float *dst) {
     int64_t q0;
     for (q0 = 0; q0 < kc; q0 += 16) {
         int64_t n = kc - q0 < 16 ? kc - q0 : 16, l = 0;
@@ -170,12 +166,6 @@ static void cnx_pack_gt_s_avx512(const float *g, int64_t ldg, int nch, int64_t p
     }
 }
 
-CNX_TARGET_AVX512
-static void cnx_pack_gt16_s_avx512(const float *g, int64_t ldg, int nch, int64_t pb,
-                                   int64_t kc, int64_t Wq, int64_t OW, float *dst) {
-    cnx_pack_gt_s_avx512(g, ldg, nch, pb, kc, Wq, OW, dst, 16);
-}
-
 #undef CNX_T16_PAIR
 #undef CNX_T16_SHUF
 #undef CNX_T16_LANE
@@ -185,8 +175,6 @@ static void cnx_pack_gt16_s_avx512(const float *g, int64_t ldg, int nch, int64_t
 
 typedef void (*cnx_pack_gt16_s)(const float *g, int64_t ldg, int nch, int64_t pb,
                                 int64_t kc, int64_t Wq, int64_t OW, float *dst);
-typedef void (*cnx_pack_gt_s)(const float *g, int64_t ldg, int nch, int64_t pb,
-                              int64_t kc, int64_t Wq, int64_t OW, float *dst, int64_t ldd);
 
 static cnx_ukr_s cnx_gw3_s_select(void) {
     return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_gw3_s_avx512 : NULL;
@@ -196,20 +184,13 @@ static cnx_pack_gt16_s cnx_pack_gt16_s_select(void) {
     return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_pack_gt16_s_avx512 : NULL;
 }
 
-static cnx_pack_gt_s cnx_pack_gt_s_select(void) {
-    return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_pack_gt_s_avx512 : NULL;
-}
-
 #else
 
 typedef void (*cnx_pack_gt16_s)(const float *g, int64_t ldg, int nch, int64_t pb,
                                 int64_t kc, int64_t Wq, int64_t OW, float *dst);
-typedef void (*cnx_pack_gt_s)(const float *g, int64_t ldg, int nch, int64_t pb,
-                              int64_t kc, int64_t Wq, int64_t OW, float *dst, int64_t ldd);
 
 static cnx_ukr_s cnx_gw3_s_select(void) { return NULL; }
 static cnx_pack_gt16_s cnx_pack_gt16_s_select(void) { return NULL; }
-static cnx_pack_gt_s cnx_pack_gt_s_select(void) { return NULL; }
 
 #endif /* CNX_X86 */
 

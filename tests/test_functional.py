@@ -756,10 +756,9 @@ def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_t
 # Strided 3x3-type layers (resnet8's 16 -> 32 at 28x28 and 32 -> 64 at
 # 14x14, scaled down in the batch): the input gradient's two column phases
 # computed as tile pairs and stored interleaved (equal phase widths) or
-# apart (odd widths), the transposed weight gradient's 32-channel panels
-# packed in halves (24 and 40 channels: a partial and an empty half), and
-# stride-1 padding of rows up to 16 columns (the padded upstream gradient;
-# paddings 1-3).
+# apart (odd widths), the transposed weight gradient with partial
+# 32-channel panels (24 and 40 channels), and stride-1 padding of rows up
+# to 16 columns (the padded upstream gradient; paddings 1-3).
 _STRIDE2_GEOMS = [
     ((2, 16, 28, 28), (32, 16, 3, 3), 2, 1, 1),
     ((1, 32, 14, 14), (64, 32, 3, 3), 2, 1, 1),
@@ -775,10 +774,10 @@ _STRIDE2_GEOMS = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs,ws,s,p,groups", _STRIDE2_GEOMS)
 def test_conv2d_stride2_paired_phases(xs, ws, s, p, groups, dtype, rng, close, restore_threads):
-    """Strided layers whose input gradient pairs its column phases, whose
-    weight gradient packs 32-channel panels in halves, and small padded
-    rows: forward with a bias and all gradients as the reference, on one
-    and two threads, from a non-contiguous input."""
+    """Strided layers whose input gradient pairs its column phases (or
+    cannot), partial weight-gradient panels, and small padded rows: forward
+    with a bias and all gradients as the reference, on one and two
+    threads, from a non-contiguous input."""
     x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
     wt = randn(rng, ws, dtype)
     b = randn(rng, (ws[0],), dtype)
