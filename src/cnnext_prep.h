@@ -91,34 +91,6 @@ static cnx_pad_row_s cnx_pad_row_s_select(void) {
 
 #else
 
-CNX_TARGET_AVX512
-static void cnx_merge2x_s_avx512(const float *s0, const float *s1, int64_t lds, float *dst,
-                                 int64_t ldd, int64_t rows, int64_t cols) {
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19,
-                                         4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27,
-                                         12, 28, 13, 29, 14, 30, 15, 31);
-    int64_t r, k;
-    for (r = 0; r < rows; r++) {
-        const float *a_ = s0 + r * lds, *b_ = s1 + r * lds;
-        float *d_ = dst + r * ldd;
-        for (k = 0; k < cols; k += 16) {
-            int64_t m = cols - k < 16 ? cols - k : 16;
-            __mmask16 mk = (__mmask16)(((uint32_t)1 << m) - 1u);
-            __m512 a = _mm512_maskz_loadu_ps(mk, a_ + k), b = _mm512_maskz_loadu_ps(mk, b_ + k);
-            _mm512_mask_storeu_ps(d_ + 2 * k, cnx_prep_smask(0, 2 * m),
-                                  _mm512_permutex2var_ps(a, lo, b));
-            if (m > 8)
-                _mm512_mask_storeu_ps(d_ + 2 * k + 16, cnx_prep_smask(0, 2 * (m - 8)),
-                                      _mm512_permutex2var_ps(a, hi, b));
-        }
-    }
-}
-
-static cnx_merge2x_s cnx_merge2x_s_select(void) {
-    return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_merge2x_s_avx512 : NULL;
-}
-
 static cnx_pad_row_s cnx_pad_row_s_select(void) { return NULL; }
 static cnx_merge2x_s cnx_merge2x_s_select(void) { return NULL; }
 
