@@ -63,7 +63,22 @@ cdef extern from "cnnext_gw3.h" nogil:
     cnx_ukr_s cnx_gw3_s_select()
     cnx_pack_gt16_s cnx_pack_gt16_s_select()
 
+cdef extern from "cnnext_prep.h" nogil:
+    ctypedef void (*cnx_pad_row_s)(const float *src, int64_t W, int64_t pw, float *d,
+                                   int64_t Wq) noexcept nogil
+    ctypedef void (*cnx_merge2x_s)(const float *s0, const float *s1, int64_t lds,
+                                   float *dst, int64_t ldd, int64_t rows,
+                                   int64_t cols) noexcept nogil
+    cnx_pad_row_s cnx_pad_row_s_select()
+    cnx_merge2x_s cnx_merge2x_s_select()
+
 cdef const cnx_kernels* KER = kernels()
+# Whole padded rows of a prepared float sample (prep_rows); NULL without
+# AVX-512F.
+cdef cnx_pad_row_s PAD_ROW_S = cnx_pad_row_s_select()
+# The two column phases of a stride-2 input gradient stored interleaved
+# (gi_pair_task); NULL without AVX-512F.
+cdef cnx_merge2x_s MERGE2X_S = cnx_merge2x_s_select()
 # The transposed weight gradient's kernel for taps in threes (float, at
 # most 16 output channels); NULL without AVX-512F.
 cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
@@ -117,6 +132,33 @@ cdef inline void strided_copy(const floating* src, Py_ssize_t step, Py_ssize_t n
             dst[q] = src[q * step]
 
 
+# prep_rows pads stride-1 rows only up to this width (longer rows: one
+# library copy per row costs little next to the row).
+cdef Py_ssize_t PREP_ROWS_MAX_WQ = 16
+
+
+cdef bint prep_rows(const float* xn, const Geom* g, float* dst) noexcept nogil:
+    """prep_sample by whole destination rows, padding included (the vector
+    row function of cnnext_prep.h), each element written once: float32 at
+    stride 1 on rows of at most PREP_ROWS_MAX_WQ padded columns.  Returns
+    False, having done nothing, for other geometries or without the vector
+    function."""
+    cdef Py_ssize_t c, u, h, W = g.W, H = g.H, Hq = g.Hq, Wq = g.Wq
+    cdef float* d
+    if g.sh != 1 or g.sw != 1 or Wq > PREP_ROWS_MAX_WQ or PAD_ROW_S == NULL:
+        return False
+    for c in range(g.C):
+        for u in range(Hq):
+            h = u - g.ph
+            d = dst + (c * Hq + u) * Wq
+            if 0 <= h < H:
+                PAD_ROW_S(xn + (c * H + h) * W, W, g.pw, d, Wq)
+            else:
+                memset(d, 0, Wq * sizeof(float))
+    memset(dst + g.L, 0, (g.Lbuf - g.L) * sizeof(float))
+    return True
+
+
 cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept nogil:
     """Zero-pad xn (C, H, W) and split it into sh*sw stride phases:
     dst[a, b, c, u, v] = xpad[c, u*sh + a, v*sw + b], each phase (C, Hq, Wq).
@@ -125,6 +167,9 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
     cdef Py_ssize_t sh = g.sh, sw = g.sw, pw = g.pw, W = g.W, Hq = g.Hq, Wq = g.Wq
     cdef Py_ssize_t ph_sz = g.C * Hq * Wq
     cdef floating* d
+    if floating is float:
+        if prep_rows(xn, g, dst):
+            return
     if sh == 1 and sw == 1:
         # Plain zero padding: each row copied once and only the border and
         # the tail zeroed (the input is read once, the buffer written once).
@@ -1019,6 +1064,109 @@ cdef void fill_samples(const FwdArgs* a, Py_ssize_t N, floating* tag) noexcept n
             fill_sample(a, n, <floating*>NULL)
 
 
+cdef void gi_pair_task(const FwdArgs* a, int tid) noexcept nogil:
+    """fwd_task for the float32 input gradient at column stride 2 whose two
+    column phases are passes of the same tiles (see pair_passes): passes
+    2m and 2m + 1 hold a row phase's phase of the left and of the right
+    result column; tile j of the pair computes both into the scratch tiles
+    ``ca``, ``cb`` (fwd_task's padded-width tiles: the same sums, the same
+    bits) and stores them interleaved, each result row once, contiguous."""
+    cdef const float* x = <const float*>a.x
+    cdef const float* bias = <const float*>a.bias
+    cdef float* out = <float*>a.out
+    cdef Py_ssize_t NR = a.NR, MR = a.MR, Co = a.Co, Wq = a.g.Wq
+    cdef float* ca = <float*>a.scr + tid * a.per
+    cdef float* cb = ca + a.s_c
+    cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
+    cdef Py_ssize_t t, n, ng, grp = 0, j, cur = -1, p0, pc, kc, K, panel, co0, h, pp, r, c, run
+    cdef const Pass* ps
+    cdef const Pass* pq
+    cdef const float* apw
+    cdef const float* src = NULL
+    cdef const float* bptr
+    cdef float* cdst
+    for t in range(t0, t1):
+        ng = t // a.ntp
+        j = t - ng * a.ntp
+        ps = a.passes
+        while j >= ps.ntp:
+            j = j - ps.ntp
+            ps = ps + 2
+        n = ng // a.G
+        p0 = j * NR
+        if ng != cur:
+            cur = ng
+            grp = ng - n * a.G
+            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, cb + a.s_c)
+            if a.bias != NULL:
+                bias = <const float*>a.bias + grp * Co
+        for h in range(2):
+            pq = ps + h
+            cdst = cb if h else ca
+            apw = <const float*>pq.apw + grp * a.wg
+            K = pq.K
+            pc = 0
+            while pc < K:
+                kc = min(<Py_ssize_t>KC, K - pc)
+                for panel in range(a.npanel):
+                    co0 = panel * MR
+                    bptr = NULL
+                    if bias != NULL and pc == 0:
+                        bptr = bias + co0
+                    a.fs(kc, apw + panel * K * MR + pc * MR, NULL, src + p0, pq.toff + pc,
+                         cdst + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
+                pc = pc + KC
+        # the valid columns of each row of the tile, both phases at once
+        pp = p0
+        while pp < min(p0 + NR, ps.rows * Wq):
+            r = pp // Wq
+            c = pp - r * Wq
+            run = min(Wq - c, p0 + NR - pp)
+            if c < ps.cols:
+                MERGE2X_S(ca + pp - p0, cb + pp - p0, NR,
+                          out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + 2 * c, a.ocs,
+                          Co, min(run, ps.cols - c))
+            pp = pp + run
+
+
+cdef bint pair_passes(Pass* passes, Py_ssize_t npass) noexcept nogil:
+    """Whether gi_pair_task can run these input-gradient passes (column
+    stride 2, in row-phase order, two column phases each): every row phase
+    has both column phases, of the same rows, columns and padded-width
+    tiles, their results in adjacent columns.  Orders each pair left column
+    first."""
+    cdef Py_ssize_t m
+    cdef Pass* p
+    cdef Pass tmp
+    if MERGE2X_S == NULL or npass % 2 != 0:
+        return False
+    for m in range(0, npass, 2):
+        p = passes + m
+        if (p[0].rows != p[1].rows or p[0].cols != p[1].cols or p[0].ntp != p[1].ntp
+                or p[0].tpr != 0 or p[0].tpr2 != 0 or p[1].tpr != 0 or p[1].tpr2 != 0
+                or p[0].ocol != 2 or p[0].orow != p[1].orow
+                or p[0].o0 // p[0].orow != p[1].o0 // p[1].orow
+                or (p[0].o0 - p[1].o0 != 1 and p[1].o0 - p[0].o0 != 1)):
+            return False
+    for m in range(0, npass, 2):
+        p = passes + m
+        if p[1].o0 < p[0].o0:
+            tmp = p[0]
+            p[0] = p[1]
+            p[1] = tmp
+    return True
+
+
+cdef void gi_pair_run(FwdArgs* a) noexcept nogil:
+    """Run gi_pair_task on a.nt threads (as fwd_run)."""
+    cdef Py_ssize_t tid
+    if a.nt == 1:
+        gi_pair_task(a, 0)
+    else:
+        for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+            gi_pair_task(a, <int>tid)
+
+
 def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*Cg, OH, OW)
                              const floating[:, :, :, ::1] weight,  # IN  (G*Cg, Cx, kh, kw)
                              floating[:, :, :, ::1] out,           # OUT (N, G*Cx, H, W)
@@ -1126,14 +1274,21 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
             ntot = ntot + ps.ntp
             a.npass = a.npass + 1
     reach(&a.g, end)
+    cdef bint paired = False
+    if floating is float:
+        paired = sw == 2 and pair_passes(passes, a.npass)
+    if paired:  # a pair's tiles, counted once
+        ntot = 0
+        for i in range(0, a.npass, 2):
+            ntot = ntot + passes[i].ntp
     a.ntp = ntot
     a.T = N * groups * ntot
     a.nt = <int>max(1, min(n_threads, max(a.T, N)))
     a.s_c = round16(a.npanel * a.MR * a.NR)
-    a.tb = fwd_chunk_tiles(&a, koff, <floating*>NULL)
+    a.tb = 1 if paired else fwd_chunk_tiles(&a, koff, <floating*>NULL)
     a.s_b = 0
     a.pboff = NULL
-    a.per = a.tb * a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
+    a.per = (a.tb + paired) * a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
     try:
         scr = <floating*>alloc_scratch(max(1, a.nt * a.per) * sizeof(floating))
     except MemoryError:
@@ -1153,7 +1308,9 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     with nogil:
         if zero:
             fill_samples(&a, N, <floating*>NULL)
-        if a.T > 0:
+        if a.T > 0 and paired:
+            gi_pair_run(&a)
+        elif a.T > 0:
             fwd_run(&a, <floating*>NULL)
     free(scr)
     free(apw)

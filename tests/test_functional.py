@@ -299,6 +299,9 @@ PHASE_GEOMS = [
     (2, 2, 3, 6, 6, (4, 4), (2, 2), (3, 1)),
     (1, 70, 17, 13, 11, (3, 3), (2, 2), (1, 1)),
     (2, 3, 2, 3, 3, (3, 3), (7, 7), (0, 0)),
+    # column stride 2, both column phases as wide: stored as pairs
+    (2, 5, 3, 28, 28, (3, 3), (2, 2), (1, 1)),
+    (1, 4, 3, 10, 34, (3, 3), (2, 2), (2, 2)),
     # column stride 1, rows a multiple of the micro-kernel width: row tiles
     (2, 3, 5, 7, 32, (3, 3), (2, 1), (1, 1)),
     (1, 2, 3, 4, 16, (2, 2), (1, 1), (3, 3)),
@@ -794,6 +797,37 @@ def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_t
         _conv_as_reference(x, wt, None, dict(stride=s, padding=p, dilation=d), dtype, rng, close)
 
 
+# Strided 3x3-type layers (resnet8's 16 -> 32 at 28x28 and 32 -> 64 at
+# 14x14, scaled down in the batch): the input gradient's two column phases
+# computed as tile pairs and stored interleaved (equal phase widths) or
+# apart (odd widths), the transposed weight gradient with partial
+# 32-channel panels (24 and 40 channels), and stride-1 padding of rows up
+# to 16 columns (the padded upstream gradient; paddings 1-3).
+_STRIDE2_GEOMS = [
+    ((2, 16, 28, 28), (32, 16, 3, 3), 2, 1, 1),
+    ((1, 32, 14, 14), (64, 32, 3, 3), 2, 1, 1),
+    ((3, 5, 12, 10), (24, 5, 3, 3), 2, 1, 1),      # 24 channels
+    ((2, 8, 13, 15), (40, 8, 3, 3), 2, 1, 1),      # odd width: 8 and 7 columns
+    ((2, 6, 10, 12), (9, 2, 4, 4), 2, 1, 3),       # groups, 4x4 taps
+    ((2, 4, 9, 16), (6, 4, 3, 3), 2, 0, 1),        # no padding
+    ((1, 3, 8, 34), (5, 3, 3, 3), 2, 2, 1),        # 17-column phases: two vectors
+    ((2, 3, 7, 9), (4, 3, 3, 3), 1, (2, 3), 1),    # stride 1, rows of 15 padded columns
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs,ws,s,p,groups", _STRIDE2_GEOMS)
+def test_conv2d_stride2_paired_phases(xs, ws, s, p, groups, dtype, rng, close, restore_threads):
+    """Strided layers whose input gradient pairs its column phases (or
+    cannot), partial weight-gradient panels, and small padded rows: forward
+    with a bias and all gradients as the reference, on one and two
+    threads, from a non-contiguous input."""
+    x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
+    wt = randn(rng, ws, dtype)
+    b = randn(rng, (ws[0],), dtype)
+    _conv_as_reference(x, wt, b, dict(stride=s, padding=p, groups=groups), dtype, rng, close)
+
+
 _TWO_ROW_SCRIPT = """
 import numpy as np
 import cnnext
@@ -826,11 +860,14 @@ np.savez(PATH, isa=_gemm.isa(), **out)
 """
 
 
-@pytest.mark.parametrize("geoms", [_TWO_ROW_GEOMS, _FLAT_GEOMS], ids=["two-row", "flat"])
+@pytest.mark.parametrize("geoms", [_TWO_ROW_GEOMS, _FLAT_GEOMS, _STRIDE2_GEOMS],
+                         ids=["two-row", "flat", "stride-2 pairs"])
 def test_two_row_tiles_give_the_bits_of_the_other_kernels(geoms, tmp_path):
     """The two-row and flat-tile kernels sum each result in the order of
-    the other tiles: forward (with each fused activation) and input gradient
-    bitwise those of the AVX2 kernels, which have neither."""
+    the other tiles, and the paired column phases of a stride-2 input
+    gradient are those tiles' results: forward (with each fused activation)
+    and input gradient bitwise those of the AVX2 kernels, which have none
+    of them."""
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
         pytest.skip(f"this CPU runs {_gemm.isa()}: no two-row or flat-tile kernel")
