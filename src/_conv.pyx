@@ -184,6 +184,17 @@ cdef void prep_sample(const floating* xn, const Geom* g, floating* dst) noexcept
                     u = u + 1
 
 
+# Elements a buffer may need to start on a 64-byte line (line_aligned):
+# 64 bytes of float.
+cdef Py_ssize_t LINE_SLACK = 16
+
+
+cdef inline floating* line_aligned(floating* p) noexcept nogil:
+    """p rounded up to a 64-byte boundary (fewer than LINE_SLACK elements
+    on, for an element-aligned p)."""
+    return <floating*>((<size_t>p + 63) & ~(<size_t>63))
+
+
 cdef inline const floating* sample_src(const floating* x, Py_ssize_t n, Py_ssize_t xs,
                                       const Geom* g, floating* buf) noexcept nogil:
     """The sample n (``xs`` elements apart) the taps' runs index: the input
@@ -529,7 +540,10 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
     cdef const floating* bptr
     cdef const int64_t* boff
     cdef floating* cdst
-    cdef floating* bp = ct0 + a.tb * a.s_c
+    # the packed B on a 64-byte line (malloc's 16-byte alignment split every
+    # vector load of it in two; s_b holds the shift)
+    cdef floating* bp = line_aligned(ct0 + a.tb * a.s_c)
+    cdef floating* sbuf = ct0 + a.tb * a.s_c + a.s_b
     t = t0
     while t < t1:
         ps = tile_pass(a, t, &ng, &j0)
@@ -541,7 +555,7 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
         if ng != cur:
             cur = ng
             grp = ng - n * a.G
-            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, bp + a.s_b)
+            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, sbuf)
             if a.bias != NULL:
                 bias = <const floating*>a.bias + grp * Co
         apw = <const floating*>ps.apw + grp * a.wg
@@ -897,7 +911,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
         # float64's wide panels on a 1x1 convolution: chunks of B packed
         a.tb = max(1, min(CHUNK_MAX_TILES, CHUNK_C_BYTES // (a.s_c * sizeof(floating)),
                           PACK_B_BYTES // (KC * a.NR * sizeof(floating))))
-        a.s_b = a.tb * KC * a.NR
+        a.s_b = a.tb * KC * a.NR + LINE_SLACK
     a.per = a.tb * a.s_c + a.s_b + (round16(a.g.Lbuf) if a.g.prepared else 0)
     a.wg = a.npanel * a.MR * K
     cdef int64_t* pboff = NULL
