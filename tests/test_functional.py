@@ -2701,6 +2701,12 @@ WIDE_F64_CASES = [
     # 1x1 padded (padded-width tiles) and at stride 2 (phases), 3 x 14 rows
     (2, 200, 40, 3, 7, (1, 1), (1, 1), (1, 1)),
     (2, 100, 40, 9, 9, (1, 1), (2, 2), (0, 0)),
+    # 1x1 unpadded on odd 27x27 maps: flat tiles across rows (the last one
+    # partial), chunk ends off the 64-byte lines; results over 4 MB of at
+    # most 128 taps stored with streaming stores: the forward (37 -> 300) and
+    # the input gradient (300 <- 37)
+    (3, 37, 300, 27, 27, (1, 1), (1, 1), (0, 0)),
+    (3, 300, 37, 27, 27, (1, 1), (1, 1), (0, 0)),
 ]
 
 

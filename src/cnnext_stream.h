@@ -1,0 +1,69 @@
+/*
+ * cnnext: storing a float64 convolution's result rows with non-temporal
+ * stores.
+ *
+ * A store to a line that is not in the cache first reads the line from
+ * memory (read for ownership) and holds a fill buffer while it waits: a
+ * 1x1 input gradient whose result is 4x its input (256 <- 64 channels)
+ * spent more time on those reads than on its FMAs.  Streaming stores write
+ * whole lines without reading them.  The forward's chunk of tiles
+ * (src/_conv.pyx, fwd_chunk_task) computes its results in scratch, tile t's
+ * row r at src + t*lds + r*16, then cnx_stream_rows_d writes row r's npos
+ * values to dst + r*ldd: the lines wholly inside the run with streaming
+ * stores, the partial lines at its ends with plain ones (a neighbouring
+ * chunk writes the rest of them).  The values are copied, not computed:
+ * the same bits as stores in place.
+ *
+ * cnx_stream_rows_d_select() returns it, or NULL where AVX-512F is not
+ * available (or CNNEXT_ISA asks for less).
+ */
+#ifndef CNNEXT_STREAM_H
+#define CNNEXT_STREAM_H
+
+#include "cnnext_ukernel.h"
+
+typedef void (*cnx_stream_rows_d)(const double *src, int64_t lds, int64_t rows,
+                                  int64_t npos, double *dst, int64_t ldd);
+
+#ifdef CNX_X86
+
+CNX_TARGET_AVX512
+static void cnx_stream_rows_d_avx512(const double *src, int64_t lds, int64_t rows,
+                                     int64_t npos, double *dst, int64_t ldd) {
+    int64_t r, q;
+    for (r = 0; r < rows; r++) {
+        const double *s = src + r * 16;
+        double *d = dst + r * ldd;
+        int64_t head = (int64_t)(((64 - ((uintptr_t)d & 63)) & 63) / sizeof(double));
+        if (head > npos) head = npos;
+        for (q = 0; q < head; q++) d[q] = s[(q >> 4) * lds + (q & 15)];
+        for (; q + 8 <= npos; q += 8) {
+            const double *p = s + (q >> 4) * lds + (q & 15);
+            int64_t c1 = 16 - (q & 15); /* values left in this tile */
+            __m512d v;
+            if (c1 >= 8) {
+                v = _mm512_loadu_pd(p);
+            } else {
+                __mmask8 m = (__mmask8)((1u << c1) - 1u);
+                v = _mm512_maskz_loadu_pd(m, p);
+                /* lane l >= c1: the next tile's value l - c1 */
+                v = _mm512_mask_loadu_pd(v, (__mmask8)~m, p + lds - 16);
+            }
+            _mm512_stream_pd(d + q, v);
+        }
+        for (; q < npos; q++) d[q] = s[(q >> 4) * lds + (q & 15)];
+    }
+    _mm_sfence();
+}
+
+static cnx_stream_rows_d cnx_stream_rows_d_select(void) {
+    return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_stream_rows_d_avx512 : NULL;
+}
+
+#else
+
+static cnx_stream_rows_d cnx_stream_rows_d_select(void) { return NULL; }
+
+#endif /* CNX_X86 */
+
+#endif /* CNNEXT_STREAM_H */
