@@ -538,13 +538,37 @@ class ConvPlan:
         (dh, dw), (P, Q) = self.dilation, self.phase_pad
         return self.padding[0] - dh * P, self.padding[1] - dw * Q
 
+    def _phases_split(self) -> bool:
+        """True when the phases tile the input and the result exactly (no
+        offset, sizes multiples of the dilation): the phases are then copied
+        out once (split_phases), run as one undilated Winograd convolution
+        of the stacked phases, and copied back (merge_phases), which is
+        faster than reading and writing them in place."""
+        return all(_phases_split_axis(n, o, p, d) for n, o, p, d in zip(
+            self.x4[2:], self.out4[2:], self.padding, self.dilation))
+
+    def _split(self, a: FloatArray) -> FloatArray:
+        """The dilation phases of a (N, C, H, W), stacked: (N*dh*dw, C, H/dh, W/dw)."""
+        (dh, dw), (N, C, H, W) = self.dilation, a.shape
+        out = np.empty((N * dh * dw, C, H // dh, W // dw), dtype=self.dtype)
+        _winograd.split_phases(np.ascontiguousarray(a), out, dh, dw, self.threads)
+        return out
+
+    def _merge(self, a: FloatArray, shape: Shape) -> FloatArray:
+        """The inverse of _split, to an array of ``shape``."""
+        out = np.empty(shape, dtype=self.dtype)
+        _winograd.merge_phases(a, out, *self.dilation, self.threads)
+        return out
+
     def _phases_forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
     ) -> FloatArray:
-        """y by Winograd on the phases of x, read and written in place; the
-        direct kernel when the weight or the result holds inf/NaN (see
-        _winograd_forward)."""
+        """y by Winograd on the phases of x, read and written in place (or
+        copied, see _phases_split); the direct kernel when the weight or the
+        result holds inf/NaN (see _winograd_forward)."""
         pp = cast("ConvPlan", self.phase_plan)
+        if self._phases_split():
+            return self._merge(pp._winograd_forward(self._split(x), weight, bias), self.out4)
         (P, Q), (dh, dw), (y0, x0) = self.phase_pad, self.dilation, self._phase_offset()
         y = np.empty(self.out4, dtype=self.dtype)
         upk = _winograd_filters(weight, threads=self.threads)
@@ -563,6 +587,14 @@ class ConvPlan:
         weight), their input gradients written in place; the direct algorithm
         for a result that holds inf/NaN."""
         pp = cast("ConvPlan", self.phase_plan)
+        if self._phases_split():
+            xs, gs = self._split(x), self._split(g)
+            gw = pp._winograd_dw(gs, xs)
+            if not _winograd.all_finite(gw.reshape(-1)):
+                gw = self._grad_weight(g, x, "packed")
+            if not need_input:
+                return None, gw
+            return self._merge(pp._winograd_grad_input(gs, weight), self.x4), gw
         (P, Q), (dh, dw), (y0, x0) = self.phase_pad, self.dilation, self._phase_offset()
         g, x = np.ascontiguousarray(g), np.ascontiguousarray(x)
         Co, C = self.weight_shape[:2]
@@ -617,16 +649,21 @@ class ConvPlan:
         return gx
 
     def _winograd_grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
+        """grad_w by _winograd_dw; the direct kernels when the result holds
+        inf/NaN (as it does when x or g does)."""
+        gw = self._winograd_dw(g, x)
+        if not _winograd.all_finite(gw.reshape(-1)):
+            return self._grad_weight(g, x, "packed")
+        return gw
+
+    def _winograd_dw(self, g: FloatArray, x: FloatArray) -> FloatArray:
         """grad_w = G^T (sum over tiles of (A g A^T) (x) (B^T x B)) G, one
-        partial per thread added in order; the direct kernels when the
-        result holds inf/NaN (as it does when x or g does)."""
+        partial per thread added in order (inf/NaN as they come)."""
         Co, C = self.weight_shape[:2]
         dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
         _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1], self.threads)
         gw = np.empty(self.weight_shape, dtype=self.dtype)
         _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
-        if not _winograd.all_finite(gw.reshape(-1)):
-            return self._grad_weight(g, x, "packed")
         return gw
 
     def _grad_weight(
@@ -722,13 +759,20 @@ WINOGRAD_PARALLEL_TILES = 256
 #: results are written back every other column by masked stores) on its
 #: phases from this many channels (in and out), or from twice
 #: ``WINOGRAD_MIN_CHANNELS`` with ``WINOGRAD_PHASES_TILES`` 2x2 tiles over
-#: the stacked phases.  Measured at one thread, float32 (phases / direct,
-#: forward and forward plus backward): 128 channels 16x16 batch 8 0.80;
-#: 64 channels 32x32 batch 16 (4096 tiles) 0.90-0.97; 64 channels 16x16
-#: batch 4 (256 tiles) 1.1-1.2; 32 channels 32x32 batch 16 1.3; dilation 3
-#: (written back one value at a time) 1.13.
+#: the stacked phases, or with phases that tile the input and the result
+#: exactly (copied out and back, see ``_phases_split_axis``) of at least
+#: ``WINOGRAD_SPLIT_MIN_MAP`` outputs a side.  Measured at one thread,
+#: float32 (phases / direct, forward and forward plus backward): read in
+#: place, 128 channels 16x16 batch 8 0.80; 64 channels 32x32 batch 16 (4096
+#: tiles) 0.90-0.97; 64 channels 16x16 batch 4 (256 tiles) 1.1-1.2; 32
+#: channels 32x32 batch 16 1.3; dilation 3 (written back one value at a
+#: time) 1.13.  Copied (padding = dilation, even sizes): 64 channels 32x32
+#: batch 16 0.78, 0.68; 16x16 batch 1, 2, 4: 0.86, 0.80; 0.78, 0.69; 0.83,
+#: 0.77; 8x8 batch 4 (4x4 phases) 1.00, 0.94; 32 channels 32x32 1.04, 0.98;
+#: padding 1 (read in place) 64 channels 16x16 batch 4 1.37, 1.44.
 WINOGRAD_PHASES_CHANNELS = 128
 WINOGRAD_PHASES_TILES = 2048
+WINOGRAD_SPLIT_MIN_MAP = 8
 
 
 def _winograd_obstacle(
@@ -766,6 +810,14 @@ def _phase_axis(size: int, out: int, p: int, d: int) -> tuple[int, int]:
     return 0, om + 2
 
 
+def _phases_split_axis(size: int, out: int, p: int, d: int) -> bool:
+    """True when along this axis the phases tile the input and the result
+    exactly: no offset (``p == d * P``, see :func:`_phase_axis`), and input
+    and result lengths multiples of ``d`` filled by the phase buffers."""
+    P, n = _phase_axis(size, out, p, d)
+    return p == d * P and n * d == size and out % d == 0
+
+
 def _conv_method(
     x4: Shape, weight_shape: Shape, groups: int, stride: Pair, padding: Pair, itemsize: int,
     dilation: Pair = (1, 1), algorithm: str = "direct", out_hw: Pair = (1, 1),
@@ -778,7 +830,8 @@ def _conv_method(
     ``WINOGRAD_MIN_TILES`` 2x2 output tiles over the batch (below either,
     measured at one thread, the direct kernels were as fast or faster), and
     Winograd on the dilation phases for a dilated one where
-    ``WINOGRAD_PHASES_CHANNELS`` / ``WINOGRAD_PHASES_TILES`` say."""
+    ``WINOGRAD_PHASES_CHANNELS`` / ``WINOGRAD_PHASES_TILES`` /
+    ``WINOGRAD_SPLIT_MIN_MAP`` say."""
     N, C, H, W = x4
     Co, Cw, kh, kw = weight_shape
     if N == 0 or Co == 0 or Cw * kh * kw == 0 or H == 0 or W == 0:
@@ -802,13 +855,17 @@ def _conv_method(
             if algorithm == "winograd":
                 return "winograd-phases", (
                     f"Winograd F(2x2, 3x3), as set by set_conv_algorithm, {phases}")
+            split = (_phases_split_axis(H, out_hw[0], padding[0], dh)
+                     and _phases_split_axis(W, out_hw[1], padding[1], dw)
+                     and min(out_hw[0] // dh, out_hw[1] // dw) >= WINOGRAD_SPLIT_MIN_MAP)
             if (dw == 2 and _winograd.isa() == "avx512"
                     and (min(C, Co) >= WINOGRAD_PHASES_CHANNELS
                          or (min(C, Co) >= WINOGRAD_MIN_CHANNELS * 2
-                             and tiles >= WINOGRAD_PHASES_TILES))):
+                             and (tiles >= WINOGRAD_PHASES_TILES or split)))):
                 return "winograd-phases", (
                     f"auto: 3x3 stride 1 float32 with {C} -> {Co} channels and {tiles} 2x2 "
-                    f"output tiles: Winograd F(2x2, 3x3) {phases}")
+                    f"output tiles: Winograd F(2x2, 3x3) {phases}"
+                    + (", copied out and back" if split else ""))
     if algorithm != "direct":
         obstacle = _winograd_obstacle(weight_shape, groups, stride, padding, dilation,
                                       itemsize)

@@ -3,11 +3,13 @@
 A stride-1 convolution dilated by (dh, dw) is dh*dw undilated ones, one per
 phase (rows r::dh, columns c::dw of the padded input); under
 ``set_conv_algorithm("winograd")`` each runs Winograd F(2x2, 3x3), read and
-written in place.  Checked against the float64 reference over the geometry
-the phases must get right (dilation 2 and 3 and unequal ones, padding not a
-multiple of the dilation so that phases start at different offsets, odd map
-sizes so that phases differ in size, N=1, C=1, with and without bias),
-thread counts, the fallbacks and the accuracy rule; PyTorch and the memory
+written in place, or, when the phases tile the input and the result
+exactly, copied out once, run as one stacked convolution and copied back.
+Checked against the float64 reference over the geometry the phases must get
+right (dilation 2 and 3 and unequal ones, padding not a multiple of the
+dilation so that phases start at different offsets, odd map sizes so that
+phases differ in size, N=1, C=1, with and without bias), thread counts, the
+fallbacks and the accuracy rule; PyTorch and the memory
 layouts are checked with the undilated kernel in ``tests/test_winograd.py``.
 
 Tolerance: the float32 table of ``conftest.TOLERANCES``, as for
@@ -40,9 +42,16 @@ CASES = [
     ("N1-C1", D(1, 1, 1, 9, 9, (2, 2), (2, 2), True)),
     ("out-equals-dilation", D(1, 3, 2, 6, 6, (0, 0), (2, 2), True)),
     ("channels-64", D(2, 64, 64, 13, 12, (2, 2), (2, 2), True)),
+    # phases that tile the input and the result exactly: copied out and back
+    ("d3-p3-split", D(2, 4, 5, 9, 12, (3, 3), (3, 3), True)),
+    ("d2x3-split", D(1, 3, 4, 8, 9, (2, 3), (2, 3), False)),
+    ("channels-64-split", D(2, 64, 64, 12, 12, (2, 2), (2, 2), True)),
 ]
+# The cases whose phases tile input and result exactly (ConvPlan._phases_split).
+SPLIT = {"d2-p2", "out-equals-dilation", "d3-p3-split", "d2x3-split", "channels-64-split"}
 IDS = [c[0] for c in CASES]
 GEOMS = [c[1] for c in CASES]
+SPLIT_GEOMS = [c[1] for c in CASES if c[0] in SPLIT]
 
 
 def arrays(g, rng):
@@ -70,6 +79,7 @@ def test_phases_match_reference(g, rng, close):
         plan = plan_of(x, w, b, g)
         assert (plan.method, plan.grad_input, plan.grad_weight) == ("winograd-phases",) * 3
         assert plan.phase_plan is not None and plan.phase_plan.method == "winograd"
+        assert plan._phases_split() == (g in SPLIT_GEOMS)
         y = F.conv2d(x, w, b, padding=g.p, dilation=g.d)
         gx, gw, gb = F.conv2d_backward(go, x, w, padding=g.p, dilation=g.d, bias=g.bias)
     close(y, R.conv2d(*f64(x, w, b), padding=g.p, dilation=g.d), np.float32)
@@ -79,6 +89,24 @@ def test_phases_match_reference(g, rng, close):
     if g.bias:
         close(gb, rb, np.float32, err_msg="grad_bias")
     assert y.dtype == gx.dtype == gw.dtype == np.float32
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("d", [(2, 2), (3, 3), (2, 3), (1, 2)])
+def test_split_and_merge_phases(d, threads):
+    """split_phases stacks phase (r, c) of sample n as sample (n*dh + r)*dw
+    + c, the order of the in-place kernels; merge_phases inverts it."""
+    from cnnext import _winograd
+    dh, dw = d
+    x = np.arange(2 * 3 * 6 * dh * 5 * dw, dtype=np.float32).reshape(2, 3, 6 * dh, 5 * dw)
+    want = np.ascontiguousarray(
+        x.reshape(2, 3, 6, dh, 5, dw).transpose(0, 3, 5, 1, 2, 4)).reshape(-1, 3, 6, 5)
+    got = np.full_like(want, np.nan)
+    _winograd.split_phases(x, got, dh, dw, threads)
+    np.testing.assert_array_equal(got, want)
+    back = np.full_like(x, np.nan)
+    _winograd.merge_phases(got, back, dh, dw, threads)
+    np.testing.assert_array_equal(back, x)
 
 
 def test_phase_axis_padding():
@@ -98,10 +126,12 @@ def test_phase_axis_padding():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_phases_thread_counts(threads, rng, close, restore_threads):
+@pytest.mark.parametrize("g", [D(3, 9, 11, 21, 19, (2, 2), (2, 2), True),
+                               D(3, 9, 11, 20, 18, (2, 2), (2, 2), True)],
+                         ids=["in-place", "split"])
+def test_phases_thread_counts(threads, g, rng, close, restore_threads):
     """Forward and input gradient do not depend on the thread count; the
     weight gradient matches the reference at each count."""
-    g = D(3, 9, 11, 21, 19, (2, 2), (2, 2), True)
     x, w, b, go = arrays(g, rng)
     with cnnext.use_conv_algorithm("winograd"):
         cnnext.set_num_threads(1)
@@ -120,10 +150,12 @@ def test_phases_thread_counts(threads, rng, close, restore_threads):
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
 @pytest.mark.parametrize("where", ["x", "weight", "grad"])
-def test_phases_nonfinite_fall_back_to_direct(bad, where, rng, close):
+@pytest.mark.parametrize("g", [D(2, 4, 3, 9, 8, (2, 2), (2, 2), True),
+                               D(2, 4, 3, 10, 8, (2, 2), (2, 2), True)],
+                         ids=["in-place", "split"])
+def test_phases_nonfinite_fall_back_to_direct(bad, where, g, rng, close):
     """A result that reads an array holding inf/NaN is the direct
     algorithm's, exactly; the one that does not stays Winograd's."""
-    g = D(2, 4, 3, 9, 8, (2, 2), (2, 2), True)
     x, w, b, go = arrays(g, rng)
     {"x": x, "weight": w, "grad": go}[where][0, 1, 2, 2] = bad
     results = {}
@@ -152,7 +184,8 @@ def test_direct_setting_runs_dilated_direct(rng, close):
 
 def test_auto_rule_for_dilated():
     """``auto`` runs the phases for column dilation 2 (with AVX-512) from
-    128 channels, or from 64 with 2048 2x2 tiles over the stacked phases."""
+    128 channels, or from 64 with 2048 2x2 tiles over the stacked phases or
+    with phases of at least 8x8 outputs that tile input and result exactly."""
     from cnnext import _winograd
 
     def method(x_shape, co, d=(2, 2), alg="auto", dtype=np.float32):
@@ -162,7 +195,10 @@ def test_auto_rule_for_dilated():
     phases = "winograd-phases" if avx512 else "direct"
     assert method((16, 64, 32, 32), 64) == phases              # 4096 tiles
     assert method((8, 128, 16, 16), 128) == phases             # 512 tiles, 128 channels
-    assert method((4, 64, 16, 16), 64) == "direct"             # 256 tiles
+    assert method((4, 64, 16, 16), 64) == phases               # 256 tiles, 8x8 phases, split
+    assert method((1, 64, 16, 16), 64) == phases               # 64 tiles, split
+    assert method((4, 64, 17, 17), 64) == "direct"             # 400 tiles, not split
+    assert method((4, 64, 8, 8), 64) == "direct"               # 4x4 phases
     assert method((16, 32, 32, 32), 32) == "direct"            # 32 channels
     assert method((16, 64, 32, 32), 64, (3, 3)) == "direct"    # dilation 3
     assert method((16, 64, 32, 32), 64, (2, 1)) == "direct"    # column dilation 1
