@@ -668,7 +668,7 @@ class ConvPlan:
         gw: FloatArray
         if transposed:  # summed and transposed in one pass
             gw = np.empty((G, Cog, K), dtype=self.dtype)
-            _conv.sum_transposed(gwp, gw)
+            _conv.sum_transposed(gwp, gw, self.threads)
         else:
             gw = gwp[0] if T == 1 else gwp.sum(axis=0)
         return gw.reshape(self.weight_shape)

@@ -63,11 +63,18 @@ cdef extern from "cnnext_gw3.h" nogil:
     cnx_ukr_s cnx_gw3_s_select()
     cnx_pack_gt16_s cnx_pack_gt16_s_select()
 
+cdef extern from "cnnext_gw3d.h" nogil:
+    int CNX_GW3D_MR
+    cnx_ukr_d cnx_gw3_d_select()
+
 cdef const cnx_kernels* KER = kernels()
 # The transposed weight gradient's kernel for taps in threes (float, at
 # most 16 output channels); NULL without AVX-512F.
 cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
-# Its gradient block, 16 positions at a time (float, one vector of
+# Its float64 counterpart for more than 8 output channels (12 rows by two
+# vectors); NULL without AVX-512F.
+cdef cnx_ukr_d GW3_D = cnx_gw3_d_select()
+# The float32 kernel's gradient block, 16 positions at a time (float, one vector of
 # channels); NULL without AVX-512F.
 cdef cnx_pack_gt16_s PACK_GT16_S = cnx_pack_gt16_s_select()
 
@@ -1254,10 +1261,12 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
     cdef const floating* gout = <const floating*>a.gout
     cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
-    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, q, j, mr, nr
+    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, q, j, mr, nr, t
+    cdef int acc
     cdef floating* bcol
     cdef const floating* src = NULL
-    memset(gw0, 0, a.G * K * Co * sizeof(floating))
+    if not (floating is double and a.G == 1 and u1 > u0):
+        memset(gw0, 0, a.G * K * Co * sizeof(floating))
     for u in range(u0, u1):
         pb = gw_unit(a, u, &ng, &n, &grp) * KC
         kc = min(<Py_ssize_t>KC, Pp - pb)
@@ -1285,16 +1294,26 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
                         bcol[q * NR] = 0
                     continue
                 grad_run(gout + n * a.gs + (jc * NR + j) * P, pb, kc, Wq, OW, bcol, NR)
-        for jc in range(ncp):
+        # float64: tap panels outer -- the panel's runs stay in L1 while its
+        # row of C tiles (MR whole rows of the partial, megabytes in L3 for
+        # many channels) streams in order; the packed gradient stays in L2.
+        # A thread's first unit writes every tile (one group): no memset.
+        acc = 0 if floating is double and a.G == 1 and u == u0 else 1
+        for t in range(ntp * ncp):
+            if floating is double:
+                ip = t // ncp
+                jc = t - ip * ncp
+            else:
+                jc = t // ntp
+                ip = t - jc * ntp
+            mr = min(MR, K - ip * MR)
             nr = min(NR, Co - jc * NR)
-            for ip in range(ntp):
-                mr = min(MR, K - ip * MR)
-                if floating is float:
-                    a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
-                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
-                else:
-                    a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
-                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
+            if floating is float:
+                a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                     gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+            else:
+                a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                     gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
 
 
 cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
@@ -1353,11 +1372,11 @@ SCHEDULES = ("packed", "transposed", "dot")
 
 
 cdef bint taps_in_threes(const Geom* g, const int64_t* toff) noexcept nogil:
-    """Whether GW3_S can read this geometry's taps: it exists, and every
-    three taps (c, i, 0..2) run from consecutive elements (a 3-wide kernel
-    at column stride and dilation 1)."""
+    """Whether GW3_S / GW3_D can read this geometry's taps: every three
+    taps (c, i, 0..2) run from consecutive elements (a 3-wide kernel at
+    column stride and dilation 1)."""
     cdef Py_ssize_t k
-    if GW3_S == NULL or g.kw != 3:
+    if g.kw != 3:
         return False
     for k in range(g.K):
         if k % 3 != 0 and toff[k] != toff[k - 1] + 1:
@@ -1421,9 +1440,14 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     cdef int64_t* toff = tap_offsets(&a.g, &a.toff_max)
     if floating is float:
         if (kind == 1 and a.fs == KER.s_inda_n1 and a.fs != NULL and a.NR == 16
-                and taps_in_threes(&a.g, toff)):
+                and GW3_S != NULL and taps_in_threes(&a.g, toff)):
             a.fs = GW3_S
             a.MR = CNX_GW3_MR
+    else:
+        if (kind == 1 and a.fd == KER.d_inda and a.NR == 16 and GW3_D != NULL
+                and taps_in_threes(&a.g, toff)):
+            a.fd = GW3_D
+            a.MR = CNX_GW3D_MR
     if kind != 0:  # the taps' runs are read in place
         reach(&a.g, a.toff_max + Pp)
     cdef Py_ssize_t s_x = round16(a.g.Lbuf) if a.g.prepared else 0
@@ -1470,29 +1494,49 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     free(toff)
 
 
+cdef void sum_block(const floating* gwp, Py_ssize_t T, Py_ssize_t G, Py_ssize_t K,
+                    Py_ssize_t Co, Py_ssize_t blk, floating* out) noexcept nogil:
+    """sum_transposed on block ``blk`` of 32 taps (of every group's K/32,
+    rounded up): each of its 32 x 32 tiles summed in task order and
+    transposed."""
+    cdef Py_ssize_t nkb = cdiv(K, 32), grp = blk // nkb, k0 = (blk - grp * nkb) * 32
+    cdef Py_ssize_t k1 = min(K, k0 + 32), c0, c1, c, k, t, step = G * K * Co
+    cdef const floating* src = gwp + grp * K * Co
+    cdef floating* dst = out + grp * Co * K
+    cdef floating v
+    for c0 in range(0, Co, 32):
+        c1 = min(Co, c0 + 32)
+        for c in range(c0, c1):
+            for k in range(k0, k1):
+                v = src[k * Co + c]
+                for t in range(1, T):
+                    v = v + src[t * step + k * Co + c]
+                dst[c * K + k] = v
+
+
 def sum_transposed(const floating[:, :, :, ::1] gwp,   # IN  (T, G, K, Cout) partials
-                   floating[:, :, ::1] out):           # OUT (G, Cout, K)
+                   floating[:, :, ::1] out,            # OUT (G, Cout, K)
+                   int n_threads=1):
     """out[g] = (gwp[0, g] + gwp[1, g] + ...)^T, the partials summed in task
     order (as numpy's sum over axis 0) and transposed in one pass, 32 x 32
     blocks at a time: the "transposed" weight-gradient schedule's result in
-    the weight's layout without an intermediate sum or a strided copy."""
+    the weight's layout without an intermediate sum or a strided copy.
+    Blocks of 32 taps split over up to ``n_threads`` threads (each value
+    summed in the same order: the same bits at any thread count)."""
     cdef Py_ssize_t T = gwp.shape[0], G = gwp.shape[1], K = gwp.shape[2], Co = gwp.shape[3]
-    cdef Py_ssize_t grp, k0, c0, k, c, t, k1, c1
-    cdef floating v
+    cdef Py_ssize_t blk, nblk = G * cdiv(K, 32)
+    cdef int nt = <int>max(1, min(n_threads, nblk))
     if T == 0 or G == 0 or K == 0 or Co == 0:
         return
+    cdef const floating* src = &gwp[0, 0, 0, 0]
+    cdef floating* dst = &out[0, 0, 0]
     with nogil:
-        for grp in range(G):
-            for k0 in range(0, K, 32):
-                k1 = min(K, k0 + 32)
-                for c0 in range(0, Co, 32):
-                    c1 = min(Co, c0 + 32)
-                    for c in range(c0, c1):
-                        for k in range(k0, k1):
-                            v = gwp[0, grp, k, c]
-                            for t in range(1, T):
-                                v = v + gwp[t, grp, k, c]
-                            out[grp, c, k] = v
+        if nt == 1:
+            for blk in range(nblk):
+                sum_block(src, T, G, K, Co, blk, dst)
+        else:
+            for blk in prange(nblk, schedule="static", num_threads=nt):
+                sum_block(src, T, G, K, Co, blk, dst)
 
 
 cdef inline void _gw_task(const GwArgs* a, int task, int kind, floating* tag) noexcept nogil:

@@ -639,6 +639,52 @@ def test_weight_gradient_taps_in_threes_kernel(tmp_path, close):
             close(gw, want, np.float32, err_msg=key)
 
 
+# float64 weight gradients with more than 8 output channels per group:
+# 3-wide kernels (taps in threes: 12-row panels, full and with 3, 6 or 9
+# rows left; partial vectors of channels; groups; one sample, so that the
+# second thread has no work) and geometries whose taps are not in threes.
+_GW3D_GEOMS = [
+    ((2, 20, 9, 11), (40, 20, 3, 3), (1, 1), (1, 1), (1, 1), 1),   # K = 180: 15 x 12
+    ((2, 5, 23, 29), (16, 5, 3, 3), (1, 1), (1, 1), (1, 1), 1),    # K = 45, 3 blocks
+    ((1, 7, 5, 6), (17, 7, 3, 3), (1, 1), (0, 0), (1, 1), 1),      # K = 63, one unit
+    ((3, 12, 11, 13), (36, 6, 3, 3), (1, 1), (1, 1), (1, 1), 2),   # groups, K = 54
+    ((2, 4, 9, 11), (24, 4, 3, 3), (1, 2), (1, 1), (1, 1), 1),     # column stride 2
+    ((2, 4, 9, 11), (24, 4, 3, 3), (1, 1), (2, 2), (2, 2), 1),     # dilation 2
+    ((2, 6, 9, 11), (20, 6, 3, 2), (1, 1), (1, 1), (1, 1), 1),     # 3x2
+]
+
+
+def test_weight_gradient_taps_in_threes_kernel_float64(tmp_path, close):
+    """The float64 transposed weight gradient's 12-row kernel for 3-wide
+    kernels (taps read from one pointer per three) equals the reference and
+    gives bitwise the partial sums of the AVX2 kernels (and of the 8-row
+    kernel, where the taps are not in threes), on one and two threads."""
+    from cnnext import _gemm
+    if _gemm.isa() != "avx512":
+        pytest.skip(f"this CPU runs {_gemm.isa()}: no 12-row kernel")
+    got = {}
+    for isa in ("avx512", "avx2"):
+        path = tmp_path / f"{isa}.npz"
+        script = (f"GEOMS = {_GW3D_GEOMS!r}\nPATH = {str(path)!r}\n"
+                  + _GW3_SCRIPT.replace("np.float32", "np.float64"))
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path,
+                              env=dict(os.environ, CNNEXT_ISA=isa))
+        assert proc.returncode == 0, proc.stderr
+        got[isa] = dict(np.load(path))
+    assert str(got["avx512"].pop("isa")) == "avx512"
+    assert str(got["avx2"].pop("isa")) == "avx2"
+    for i, (_, ws, *_rest) in enumerate(_GW3D_GEOMS):
+        want = got["avx512"][f"want{i}"]
+        for threads in (1, 2):
+            key = f"gw{i}-{threads}"
+            gwp = got["avx512"][key]
+            assert gwp.dtype == np.float64
+            assert gwp.tobytes() == got["avx2"][key].tobytes(), key
+            gw = gwp.sum(axis=0).transpose(0, 2, 1).reshape(ws)
+            close(gw, want, np.float64, err_msg=key)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
     (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row
@@ -2669,12 +2715,13 @@ def test_float64_wide_panels_and_chunks_keep_every_sum(n, c, co, h, w, k, s, p, 
 def test_transposed_weight_gradient_partials_summed_in_task_order(T, G, K, Co, dtype, rng):
     """The transposed schedule's partials (T, G, K, C_out) are summed and
     transposed in one pass, around its 32 x 32 blocks: bitwise numpy's sum
-    over the tasks, transposed."""
+    over the tasks, transposed, on one to three threads."""
     from cnnext import _conv
     gwp = randn(rng, (T, G, K, Co), dtype)
-    out = np.full((G, Co, K), np.nan, dtype)
-    _conv.sum_transposed(gwp, out)
-    np.testing.assert_array_equal(out, gwp.sum(axis=0).transpose(0, 2, 1))
+    for threads in (1, 2, 3):
+        out = np.full((G, Co, K), np.nan, dtype)
+        _conv.sum_transposed(gwp, out, threads)
+        np.testing.assert_array_equal(out, gwp.sum(axis=0).transpose(0, 2, 1))
 
 
 # (N, C, H, W, C_out, kernel, stride, dilation, groups): geometries of the
