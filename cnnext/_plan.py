@@ -273,6 +273,13 @@ def _grad_input_col2im(
     return gx
 
 
+#: A float64 weight gradient of at least this many bytes runs the ``split``
+#: schedule: the transposed schedule's product into one result, each sample's
+#: share split between the threads by rows (taps), instead of one partial
+#: per thread summed afterwards (VGG's 256 -> 256 3x3 at 14x14, 4.7 MB per
+#: partial: measured faster at two threads, and the same bits at any count).
+SPLIT_MIN_BYTES = 1 << 20
+
 #: The small convolutions' direct backward kernels (float32, AVX-512F): at
 #: most this many input x output channels (of a group) ...
 SMALL_MAX_CHANNELS = 256
@@ -656,10 +663,17 @@ class ConvPlan:
         T, G = self.grad_weight_tasks, self.groups
         Co, C, kh, kw = self.weight_shape
         K, Cog = C * kh * kw, Co // G
-        transposed = schedule in ("transposed", "small")
+        if schedule == "split" and G > 1:  # (a group plan's choice)
+            schedule = "transposed"
+        transposed = schedule in ("transposed", "small", "split")
+        if schedule == "split":
+            T = 1
         gwp = np.empty((T, G, K, Cog) if transposed else (T, G, Cog, K), dtype=self.dtype)
         kh_, kw_, sh, sw, ph, pw, dh, dw, OH, OW = geom
-        if schedule == "small":
+        if schedule == "split":
+            _conv.conv2d_grad_weight(x, g3, gwp, schedule, kh_, kw_, sh, sw, ph, pw, dh, dw, OH,
+                                     OW, self.threads)
+        elif schedule == "small":
             _conv.conv2d_grad_weight_small(x, g3, gwp, kh_, kw_, sh, sw, dh, dw, OH, OW)
         elif schedule == "pvec":
             _conv.conv2d_grad_weight_pvec(x, g3, gwp, kh_, kw_, ph, pw, dh, dw, OH, OW)
@@ -889,6 +903,10 @@ def conv2d_plan(
                              f"long rows ({OH * Wq} positions per sample): dot products")
     else:
         gw, gw_why = "transposed", "taps read in place, only the gradient packed"
+    if gw == "transposed" and dtype.itemsize == 8 and Co * K * 8 >= SPLIT_MIN_BYTES:
+        gw, gw_why = "split", (f"taps read in place, only the gradient packed; a {K} x {Co} "
+                               f"float64 result: one, its rows split between the threads "
+                               f"sample by sample")
     small_gw, small_gi = _small_backward(Cgi, Cgo, H, W, K, ks, p, dtype.itemsize)
     if method in ("empty", "gather"):
         small_gw, small_gi = None, False

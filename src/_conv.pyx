@@ -1246,6 +1246,31 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
             jc = jc + NR
 
 
+cdef void grad_panel(const GwArgs* a, const floating* gn, Py_ssize_t jc, Py_ssize_t pb,
+                     Py_ssize_t kc, floating* dst) noexcept nogil:
+    """The transposed schedule's B panel ``jc`` of the gradient block at
+    padded-width position pb (kc positions) of a sample's gradient ``gn``:
+    NR output channels per row, junk positions and channels past Co zero."""
+    cdef Py_ssize_t NR = a.NR, Co = a.g.Co, P = a.g.OH * a.g.OW, j, q
+    cdef floating* bcol
+    if floating is float:
+        if NR == 16 and PACK_GT16_S != NULL:
+            PACK_GT16_S(gn + jc * NR * P, P, <int>min(NR, Co - jc * NR), pb, kc, a.g.Wq,
+                        a.g.OW, dst)
+            return
+        if KER.tcopy_s != NULL:
+            grad_block_t(gn + jc * NR * P, P, min(NR, Co - jc * NR), pb, kc, a.g.Wq, a.g.OW,
+                         dst, NR)
+            return
+    for j in range(NR):
+        bcol = dst + j
+        if jc * NR + j >= Co:
+            for q in range(kc):
+                bcol[q * NR] = 0
+            continue
+        grad_run(gn + (jc * NR + j) * P, pb, kc, a.g.Wq, a.g.OW, bcol, NR)
+
+
 cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
     """gwp[task] (K, Co) += im2col(x_n)[:, block] @ g_n[:, block]^T: the taps
     are read in place by the indirect-A micro-kernel, only the gradient block
@@ -1261,9 +1286,8 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
     cdef const floating* gout = <const floating*>a.gout
     cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
-    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, q, j, mr, nr, t
+    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, mr, nr, t
     cdef int acc
-    cdef floating* bcol
     cdef const floating* src = NULL
     if not (floating is double and a.G == 1 and u1 > u0):
         memset(gw0, 0, a.G * K * Co * sizeof(floating))
@@ -1275,25 +1299,8 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
             src = sample_src(x + grp * a.xg, n, a.xs, g, ap + a.s_a)
             gout = <const floating*>a.gout + grp * a.gg
             gwt = gw0 + grp * K * Co
-        # B panels: gradient block transposed, padded-width positions (junk
-        # columns zero), NR output channels per panel.
         for jc in range(ncp):
-            if floating is float:
-                if NR == 16 and PACK_GT16_S != NULL:
-                    PACK_GT16_S(gout + n * a.gs + jc * NR * P, P, <int>min(NR, Co - jc * NR),
-                                pb, kc, Wq, OW, bp + jc * KC * NR)
-                    continue
-                if KER.tcopy_s != NULL:
-                    grad_block_t(gout + n * a.gs + jc * NR * P, P, min(NR, Co - jc * NR),
-                                 pb, kc, Wq, OW, bp + jc * KC * NR, NR)
-                    continue
-            for j in range(NR):
-                bcol = bp + jc * KC * NR + j
-                if jc * NR + j >= Co:
-                    for q in range(kc):
-                        bcol[q * NR] = 0
-                    continue
-                grad_run(gout + n * a.gs + (jc * NR + j) * P, pb, kc, Wq, OW, bcol, NR)
+            grad_panel(a, gout + n * a.gs, jc, pb, kc, bp + jc * KC * NR)
         # float64: tap panels outer -- the panel's runs stay in L1 while its
         # row of C tiles (MR whole rows of the partial, megabytes in L3 for
         # many channels) streams in order; the packed gradient stays in L2.
@@ -1314,6 +1321,76 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
             else:
                 a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
                      gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+
+
+cdef void split_pack(const GwArgs* a, Py_ssize_t item, Py_ssize_t n, Py_ssize_t pb,
+                     Py_ssize_t kc, floating* tag) noexcept nogil:
+    """The split schedule's first step on a unit, item ``item``: gradient
+    panel ``item`` of the block, or (the item after the last panel) the
+    prepared sample n, into the shared scratch."""
+    cdef floating* bp = <floating*>a.scr
+    cdef Py_ssize_t ncp = cdiv(a.g.Co, a.NR)
+    if item < ncp:
+        grad_panel(a, <const floating*>a.gout + n * a.gs, item, pb, kc, bp + item * KC * a.NR)
+    else:
+        prep_sample(<const floating*>a.x + n * a.xs, &a.g, bp + a.s_b)
+
+
+cdef void split_taps(const GwArgs* a, Py_ssize_t ib, Py_ssize_t per, const floating* src,
+                     Py_ssize_t pb, Py_ssize_t kc, int acc, floating* tag) noexcept nogil:
+    """The split schedule's second step, item ``ib``: the rows of ``per``
+    tap panels of the result (K, Co) += the unit's product, each panel's
+    row of C tiles in order (as gw_transposed_task's float64 order)."""
+    cdef const floating* bp = <const floating*>a.scr
+    cdef floating* gwt = <floating*>a.gwp
+    cdef Py_ssize_t Co = a.g.Co, K = a.g.K, MR = a.MR, NR = a.NR, ip, jc, mr, nr
+    cdef Py_ssize_t ncp = cdiv(Co, NR)
+    for ip in range(ib * per, min(cdiv(K, MR), (ib + 1) * per)):
+        mr = min(MR, K - ip * MR)
+        for jc in range(ncp):
+            nr = min(NR, Co - jc * NR)
+            if floating is float:
+                a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                     gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+            else:
+                a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                     gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+
+
+cdef void split_run(const GwArgs* a, int nt, floating* tag) noexcept nogil:
+    """The split schedule (one group): the units (sample, position block) in
+    order, each in two steps shared by the ``nt`` threads -- pack the
+    gradient block's panels (and prepare the sample) into one scratch, then
+    the result's rows, blocks of tap panels handed out dynamically.  Every
+    result sums the units in order into one (K, Co) array: bitwise
+    gw_transposed_task's single partial, at any thread count."""
+    cdef Py_ssize_t u, n, ng, grp, cur = -1, pb, kc, i, n1, Pp = a.g.OH * a.g.Wq
+    cdef Py_ssize_t ncp = cdiv(a.g.Co, a.NR), ntp = cdiv(a.g.K, a.MR)
+    cdef Py_ssize_t per = max(1, min(4, ntp // (8 * nt))), nib = cdiv(ntp, per)
+    cdef const floating* src = NULL
+    cdef bint prep
+    cdef int acc
+    for u in range(a.units):
+        pb = gw_unit(a, u, &ng, &n, &grp) * KC
+        kc = min(<Py_ssize_t>KC, Pp - pb)
+        prep = False
+        if ng != cur:
+            cur = ng
+            prep = a.g.prepared and not (a.g.tail_only and n < a.g.N - 1)
+            src = (<const floating*>a.scr + a.s_b if prep
+                   else <const floating*>a.x + n * a.xs)
+        n1 = ncp + prep
+        acc = u > 0
+        if nt == 1:
+            for i in range(n1):
+                split_pack(a, i, n, pb, kc, <floating*>NULL)
+            for i in range(nib):
+                split_taps(a, i, per, src, pb, kc, acc, <floating*>NULL)
+        else:
+            for i in prange(n1, schedule="dynamic", num_threads=nt):
+                split_pack(a, i, n, pb, kc, <floating*>NULL)
+            for i in prange(nib, schedule="dynamic", num_threads=nt):
+                split_taps(a, i, per, src, pb, kc, acc, <floating*>NULL)
 
 
 cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
@@ -1393,7 +1470,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw,
-                       Py_ssize_t oh_n, Py_ssize_t ow_n):
+                       Py_ssize_t oh_n, Py_ssize_t ow_n,
+                       int n_threads=1):
     """gwp[task] = the task's share of the weight gradient, T = gwp.shape[0]
     tasks (one thread each); the caller sums gwp over axis 0 in a fixed
     order.  G = gwp.shape[1] groups: group i's gradient from the input
@@ -1405,12 +1483,16 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
                       filling a micro-kernel panel).  Finite x only.
     ``"dot"``         (Cout, K) partials; dot products, nothing packed (few
                       taps).  Finite x only.
+    ``"split"``       The transposed schedule's product, one group, into one
+                      (1, 1, K, Cout) result: the units in order, each
+                      shared by ``n_threads`` threads (split_run).
 
     The last two pair junk positions' image values with a zero gradient, so
     a non-finite x can turn 0*inf into NaN: the caller checks the result."""
     cdef GwArgs a
-    cdef int kind = SCHEDULES.index(schedule)
+    cdef int kind = 3 if schedule == "split" else SCHEDULES.index(schedule)
     cdef int task
+    cdef bint split = False
     if gwp.shape[0] == 0 or gwp.shape[1] == 0:
         return
     a.G = gwp.shape[1]
@@ -1421,6 +1503,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.NR = nr_of(<floating*>NULL)
     a.fs = KER.s_inda
     a.fd = KER.d_inda
+    if kind == 3:
+        kind = 1
+        split = True
     if kind == 1 and a.g.Co <= a.NR // 2:
         # Few output channels (the wide side of the transposed product):
         # 16 rows of taps by one vector of channels, not half-empty tiles.
@@ -1484,7 +1569,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.scr = scr
     a.toff = toff
     with nogil:
-        if a.T == 1:
+        if split:
+            split_run(&a, max(1, n_threads), <floating*>NULL)
+        elif a.T == 1:
             _gw_task(&a, 0, kind, <floating*>NULL)
         else:
             for task in prange(a.T, schedule="static", chunksize=1, num_threads=a.T):

@@ -685,6 +685,79 @@ def test_weight_gradient_taps_in_threes_kernel_float64(tmp_path, close):
             close(gw, want, np.float64, err_msg=key)
 
 
+# (x shape, weight shape, stride, padding, dilation): the split weight
+# gradient on odd geometry -- 12-row panels full and partial, partial
+# vectors of channels (17, 40), one sample, several position blocks per
+# sample, unpadded (read in place), stride 2, dilation 2, a 3x2 kernel (the
+# 8-row kernel), fewer panels than threads.
+_SPLIT_GEOMS = [
+    ((2, 20, 9, 11), (40, 20, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 7, 23, 29), (17, 7, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ((3, 5, 6, 7), (24, 5, 3, 3), (1, 1), (0, 0), (1, 1)),
+    ((2, 6, 13, 11), (32, 6, 3, 3), (2, 2), (1, 1), (1, 1)),
+    ((2, 4, 11, 13), (24, 4, 3, 3), (1, 1), (2, 2), (2, 2)),
+    ((2, 6, 9, 11), (20, 6, 3, 2), (1, 1), (1, 1), (1, 1)),
+    ((2, 1, 5, 5), (16, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("xs,ws,s,p,d", _SPLIT_GEOMS)
+def test_split_weight_gradient_kernel(xs, ws, s, p, d, rng, close):
+    """The split weight-gradient schedule (one result, each sample's rows
+    shared by the threads) equals the reference, and is bitwise the
+    transposed schedule's single partial on one to three threads."""
+    from cnnext import _conv
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    y = R.conv2d(x, w, None, s, p, d)
+    go = rng.standard_normal(y.shape)
+    N, Co, OH, OW = y.shape
+    K = ws[1] * ws[2] * ws[3]
+    geo = (ws[2], ws[3], *s, *p, *d, OH, OW)
+    one = np.full((1, 1, K, Co), np.nan)
+    _conv.conv2d_grad_weight(x, go.reshape(N, Co, -1), one, "transposed", *geo)
+    want = R.conv2d_backward(go, x, w, s, p, d)[1]
+    for threads in (1, 2, 3):
+        gwp = np.full((1, 1, K, Co), np.nan)
+        _conv.conv2d_grad_weight(x, go.reshape(N, Co, -1), gwp, "split", *geo, threads)
+        assert gwp.tobytes() == one.tobytes(), threads
+    close(one[0, 0].T.reshape(ws), want, np.float64)
+
+
+def test_split_weight_gradient_in_the_plan(rng, close, restore_threads):
+    """A float64 weight gradient of at least ``SPLIT_MIN_BYTES`` (64 -> 256
+    channels, 3x3) runs the split schedule: the reference's values, the same
+    bits at one, two and three threads, a Fortran-ordered read-only input
+    left untouched, and an inf in x gives the reference's inf/NaN pattern
+    (the packed schedule's result)."""
+    from cnnext import _plan
+    x = np.asfortranarray(rng.standard_normal((2, 64, 9, 7)))
+    x.flags.writeable = False
+    w = rng.standard_normal((256, 64, 3, 3)) / 24
+    plan = _conv2d_plan("conv2d", x, w, None, np.dtype(np.float64), stride=1, padding=1,
+                        dilation=1, groups=1)
+    assert plan.grad_weight == "split"
+    assert 256 * 576 * 8 >= _plan.SPLIT_MIN_BYTES
+    go = rng.standard_normal((2, 256, 9, 7))
+    x0 = x.copy()
+    want = R.conv2d_backward(go, x, w, padding=1)
+    got = []
+    for threads in (1, 2, 3):
+        cnnext.set_num_threads(threads)
+        got.append(F.conv2d_backward(go, x, w, padding=1))
+    np.testing.assert_array_equal(x, x0)
+    for g in got:
+        assert g[1].tobytes() == got[0][1].tobytes()
+    for a, b in zip(got[0], want):
+        close(a, b, np.float64)
+    xi = np.array(x)
+    xi[1, 5, 4, 3] = np.inf
+    gw = F.conv2d_backward(go, xi, w, padding=1)[1]
+    ref = R.conv2d_backward(go, xi, w, padding=1)[1]
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(gw), np.isinf(ref))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
     (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row
