@@ -758,6 +758,34 @@ def test_split_weight_gradient_in_the_plan(rng, close, restore_threads):
     np.testing.assert_array_equal(np.isinf(gw), np.isinf(ref))
 
 
+def test_split_weight_gradient_beside_the_input_gradient(rng, monkeypatch, restore_threads):
+    """At two threads a split weight gradient runs in a helper thread beside
+    the input gradient: the bits of the two passes one after the other, and
+    an error raised in the helper reaches the caller (the helper keeps
+    serving the next call)."""
+    from cnnext import _plan
+    x = rng.standard_normal((2, 64, 6, 5))
+    w = rng.standard_normal((256, 64, 3, 3))
+    go = rng.standard_normal((2, 256, 6, 5))
+    cnnext.set_num_threads(2)
+    plan = _conv2d_plan("conv2d", x, w, None, np.dtype(np.float64), stride=1, padding=1,
+                        dilation=1, groups=1)
+    assert plan.grad_weight == "split" and plan.threads == 2
+    gx, gw, _ = plan.backward(go, x, w, False)
+    assert gw.tobytes() == plan._grad_weight(go, x).tobytes()
+    want_gx = _plan.grad_input(go, w, x.shape[2:], (1, 1), (1, 1), (1, 1), plan.grad_input, 2)
+    assert gx.tobytes() == want_gx.tobytes()
+
+    def fail(*args, **kwargs):
+        raise MemoryError("no room")
+
+    with monkeypatch.context() as m:
+        m.setattr(_plan.ConvPlan, "_grad_weight", fail)
+        with pytest.raises(MemoryError, match="no room"):
+            plan.backward(go, x, w, False)
+    assert plan.backward(go, x, w, False)[1].tobytes() == gw.tobytes()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
     (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row
