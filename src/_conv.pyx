@@ -71,12 +71,12 @@ cdef const cnx_kernels* KER = kernels()
 # The transposed weight gradient's kernel for taps in threes (float, at
 # most 16 output channels); NULL without AVX-512F.
 cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
-# Its float64 counterpart for more than 8 output channels (12 rows by two
-# vectors); NULL without AVX-512F.
-cdef cnx_ukr_d GW3_D = cnx_gw3_d_select()
-# The float32 kernel's gradient block, 16 positions at a time (float, one vector of
+# Its gradient block, 16 positions at a time (float, one vector of
 # channels); NULL without AVX-512F.
 cdef cnx_pack_gt16_s PACK_GT16_S = cnx_pack_gt16_s_select()
+# The float64 kernel for taps in threes, more than 8 output channels (12
+# rows by two vectors); NULL without AVX-512F.
+cdef cnx_ukr_d GW3_D = cnx_gw3_d_select()
 
 
 cdef inline Py_ssize_t mr_of(floating* tag) noexcept nogil:
@@ -1276,8 +1276,7 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
     are read in place by the indirect-A micro-kernel, only the gradient block
     is packed.  Junk positions pair image values with a zero gradient."""
     cdef const Geom* g = &a.g
-    cdef Py_ssize_t Co = g.Co, K = g.K, Wq = g.Wq, OW = g.OW
-    cdef Py_ssize_t MR = a.MR, NR = a.NR, P = g.OH * g.OW, Pp = g.OH * g.Wq
+    cdef Py_ssize_t Co = g.Co, K = g.K, MR = a.MR, NR = a.NR, Pp = g.OH * g.Wq
     cdef Py_ssize_t ncp = cdiv(Co, NR), ntp = cdiv(K, MR)
     cdef floating* bp = <floating*>a.scr + task * a.per
     cdef floating* ap = bp + a.s_b
