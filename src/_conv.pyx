@@ -1322,25 +1322,49 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
                      gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
 
 
-cdef void split_pack(const GwArgs* a, Py_ssize_t item, Py_ssize_t n, Py_ssize_t pb,
-                     Py_ssize_t kc, floating* tag) noexcept nogil:
-    """The split schedule's first step on a unit, item ``item``: gradient
-    panel ``item`` of the block, or (the item after the last panel) the
-    prepared sample n, into the shared scratch."""
-    cdef floating* bp = <floating*>a.scr
+ctypedef struct SplitUnit:
+    # One unit (sample n, position block at pb of kc positions) of the split
+    # schedule, packed into scratch slot ``slot``; ``src``: its sample's
+    # prepared copy (in the slot) or the input itself.
+    Py_ssize_t n, pb, kc, slot, items
+    bint prep
+    const void* src
+
+
+cdef void split_unit(const GwArgs* a, Py_ssize_t u, SplitUnit* su, floating* tag) noexcept nogil:
+    """Unit u's SplitUnit (slot u % 2; ``items``: its packing items, the
+    gradient panels and, when the sample needs one, its prepared copy --
+    made again for each of its units: the two slots are in use at once)."""
+    cdef Py_ssize_t ng, grp
+    su.pb = gw_unit(a, u, &ng, &su.n, &grp) * KC
+    su.kc = min(<Py_ssize_t>KC, a.g.OH * a.g.Wq - su.pb)
+    su.slot = u % 2
+    su.prep = a.g.prepared and not (a.g.tail_only and su.n < a.g.N - 1)
+    su.items = cdiv(a.g.Co, a.NR) + su.prep
+    su.src = (<const floating*>a.scr + su.slot * a.per + a.s_b if su.prep
+              else <const floating*>a.x + su.n * a.xs)
+
+
+cdef void split_pack(const GwArgs* a, const SplitUnit* su, Py_ssize_t item,
+                     floating* tag) noexcept nogil:
+    """Packing item ``item`` of a unit: its gradient panel ``item``, or (the
+    item after the last panel) its sample's prepared copy, into its slot."""
+    cdef floating* bp = <floating*>a.scr + su.slot * a.per
     cdef Py_ssize_t ncp = cdiv(a.g.Co, a.NR)
     if item < ncp:
-        grad_panel(a, <const floating*>a.gout + n * a.gs, item, pb, kc, bp + item * KC * a.NR)
+        grad_panel(a, <const floating*>a.gout + su.n * a.gs, item, su.pb, su.kc,
+                   bp + item * KC * a.NR)
     else:
-        prep_sample(<const floating*>a.x + n * a.xs, &a.g, bp + a.s_b)
+        prep_sample(<const floating*>a.x + su.n * a.xs, &a.g, bp + a.s_b)
 
 
-cdef void split_taps(const GwArgs* a, Py_ssize_t ib, Py_ssize_t per, const floating* src,
-                     Py_ssize_t pb, Py_ssize_t kc, int acc, floating* tag) noexcept nogil:
-    """The split schedule's second step, item ``ib``: the rows of ``per``
-    tap panels of the result (K, Co) += the unit's product, each panel's
-    row of C tiles in order (as gw_transposed_task's float64 order)."""
-    cdef const floating* bp = <const floating*>a.scr
+cdef void split_taps(const GwArgs* a, const SplitUnit* su, Py_ssize_t ib, Py_ssize_t per,
+                     int acc, floating* tag) noexcept nogil:
+    """Product item ``ib`` of a unit: the rows of ``per`` tap panels of the
+    result (K, Co) += the unit's product, each panel's row of C tiles in
+    order (as gw_transposed_task's float64 order)."""
+    cdef const floating* bp = <const floating*>a.scr + su.slot * a.per
+    cdef const floating* src = <const floating*>su.src + su.pb
     cdef floating* gwt = <floating*>a.gwp
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K, MR = a.MR, NR = a.NR, ip, jc, mr, nr
     cdef Py_ssize_t ncp = cdiv(Co, NR)
@@ -1349,47 +1373,52 @@ cdef void split_taps(const GwArgs* a, Py_ssize_t ib, Py_ssize_t per, const float
         for jc in range(ncp):
             nr = min(NR, Co - jc * NR)
             if floating is float:
-                a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                a.fs(su.kc, src, a.toff + ip * MR, bp + jc * KC * NR, NULL,
                      gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
             else:
-                a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                a.fd(su.kc, src, a.toff + ip * MR, bp + jc * KC * NR, NULL,
                      gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+
+
+cdef void split_item(const GwArgs* a, const SplitUnit* cur, const SplitUnit* nxt,
+                     Py_ssize_t i, Py_ssize_t per, floating* tag) noexcept nogil:
+    """Item i of a step: the next unit's packing items first, then the
+    current unit's product items."""
+    if i < nxt.items:
+        split_pack(a, nxt, i, <floating*>NULL)
+    else:
+        split_taps(a, cur, i - nxt.items, per, cur.pb > 0 or cur.n > 0, <floating*>NULL)
 
 
 cdef void split_run(const GwArgs* a, int nt, floating* tag) noexcept nogil:
     """The split schedule (one group): the units (sample, position block) in
-    order, each in two steps shared by the ``nt`` threads -- pack the
-    gradient block's panels (and prepare the sample) into one scratch, then
-    the result's rows, blocks of tap panels handed out dynamically.  Every
-    result sums the units in order into one (K, Co) array: bitwise
-    gw_transposed_task's single partial, at any thread count."""
-    cdef Py_ssize_t u, n, ng, grp, cur = -1, pb, kc, i, n1, Pp = a.g.OH * a.g.Wq
-    cdef Py_ssize_t ncp = cdiv(a.g.Co, a.NR), ntp = cdiv(a.g.K, a.MR)
+    order, their work shared by the ``nt`` threads one step per unit, items
+    handed out as threads become free: the unit's product, blocks of tap
+    panels writing disjoint rows of the (K, Co) result, and the packing of
+    the next unit (its gradient panels and prepared sample) into the other
+    of two scratch slots.  Every result sums the units in order into one
+    array: bitwise gw_transposed_task's single partial, at any thread
+    count."""
+    cdef Py_ssize_t u, i, n1, ntp = cdiv(a.g.K, a.MR)
     cdef Py_ssize_t per = max(1, min(4, ntp // (8 * nt))), nib = cdiv(ntp, per)
-    cdef const floating* src = NULL
-    cdef bint prep
-    cdef int acc
+    cdef SplitUnit cur, nxt
+    nxt.items = 0
+    split_unit(a, 0, &cur, <floating*>NULL)
+    for i in range(cur.items):
+        split_pack(a, &cur, i, <floating*>NULL)
     for u in range(a.units):
-        pb = gw_unit(a, u, &ng, &n, &grp) * KC
-        kc = min(<Py_ssize_t>KC, Pp - pb)
-        prep = False
-        if ng != cur:
-            cur = ng
-            prep = a.g.prepared and not (a.g.tail_only and n < a.g.N - 1)
-            src = (<const floating*>a.scr + a.s_b if prep
-                   else <const floating*>a.x + n * a.xs)
-        n1 = ncp + prep
-        acc = u > 0
+        if u + 1 < a.units:
+            split_unit(a, u + 1, &nxt, <floating*>NULL)
+        else:
+            nxt.items = 0
+        n1 = nxt.items + nib
         if nt == 1:
             for i in range(n1):
-                split_pack(a, i, n, pb, kc, <floating*>NULL)
-            for i in range(nib):
-                split_taps(a, i, per, src, pb, kc, acc, <floating*>NULL)
+                split_item(a, &cur, &nxt, i, per, <floating*>NULL)
         else:
             for i in prange(n1, schedule="dynamic", num_threads=nt):
-                split_pack(a, i, n, pb, kc, <floating*>NULL)
-            for i in prange(nib, schedule="dynamic", num_threads=nt):
-                split_taps(a, i, per, src, pb, kc, acc, <floating*>NULL)
+                split_item(a, &cur, &nxt, i, per, <floating*>NULL)
+        cur = nxt
 
 
 cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
@@ -1551,7 +1580,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.ptrs = NULL
     cdef floating* scr = NULL
     try:
-        scr = <floating*>alloc_scratch(a.T * a.per * sizeof(floating))
+        scr = <floating*>alloc_scratch((2 if split else a.T) * a.per * sizeof(floating))
         if kind == 2:
             a.ptrs = <const void**>alloc_scratch(a.T * 8 * sizeof(void*))
     except MemoryError:
