@@ -1324,38 +1324,43 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
 
 ctypedef struct SplitUnit:
     # One unit (sample n, position block at pb of kc positions) of the split
-    # schedule, packed into scratch slot ``slot``; ``src``: its sample's
-    # prepared copy (in the slot) or the input itself.
+    # schedule: its gradient panels in scratch slot ``slot``; ``src``: its
+    # sample's prepared copy (in slot n % 2, made with the sample's first
+    # unit when ``prep``) or the input itself.
     Py_ssize_t n, pb, kc, slot, items
     bint prep
     const void* src
 
 
 cdef void split_unit(const GwArgs* a, Py_ssize_t u, SplitUnit* su, floating* tag) noexcept nogil:
-    """Unit u's SplitUnit (slot u % 2; ``items``: its packing items, the
-    gradient panels and, when the sample needs one, its prepared copy --
-    made again for each of its units: the two slots are in use at once)."""
+    """Unit u's SplitUnit (gradient panels in slot u % 2; ``items``: its
+    packing items, the panels and, for the first unit of a sample that needs
+    one, the prepared copy: the next sample's goes to the other slot while
+    this one's is read)."""
     cdef Py_ssize_t ng, grp
+    cdef bint copy
     su.pb = gw_unit(a, u, &ng, &su.n, &grp) * KC
     su.kc = min(<Py_ssize_t>KC, a.g.OH * a.g.Wq - su.pb)
     su.slot = u % 2
-    su.prep = a.g.prepared and not (a.g.tail_only and su.n < a.g.N - 1)
+    copy = a.g.prepared and not (a.g.tail_only and su.n < a.g.N - 1)
+    su.prep = copy and su.pb == 0
     su.items = cdiv(a.g.Co, a.NR) + su.prep
-    su.src = (<const floating*>a.scr + su.slot * a.per + a.s_b if su.prep
+    su.src = (<const floating*>a.scr + (su.n % 2) * a.per + a.s_b if copy
               else <const floating*>a.x + su.n * a.xs)
 
 
 cdef void split_pack(const GwArgs* a, const SplitUnit* su, Py_ssize_t item,
                      floating* tag) noexcept nogil:
-    """Packing item ``item`` of a unit: its gradient panel ``item``, or (the
-    item after the last panel) its sample's prepared copy, into its slot."""
+    """Packing item ``item`` of a unit: its gradient panel ``item`` into its
+    slot, or (the item after the last panel) its sample's prepared copy."""
     cdef floating* bp = <floating*>a.scr + su.slot * a.per
     cdef Py_ssize_t ncp = cdiv(a.g.Co, a.NR)
     if item < ncp:
         grad_panel(a, <const floating*>a.gout + su.n * a.gs, item, su.pb, su.kc,
                    bp + item * KC * a.NR)
     else:
-        prep_sample(<const floating*>a.x + su.n * a.xs, &a.g, bp + a.s_b)
+        prep_sample(<const floating*>a.x + su.n * a.xs, &a.g,
+                    <floating*>a.scr + (su.n % 2) * a.per + a.s_b)
 
 
 cdef void split_taps(const GwArgs* a, const SplitUnit* su, Py_ssize_t ib, Py_ssize_t per,
