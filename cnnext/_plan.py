@@ -55,8 +55,11 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     that writes each phase's rows and columns of the result directly.
 ``col2im``
     input gradient by ``Wmat^T @ g`` scattered back (any geometry).
-``dot`` / ``transposed`` / ``packed``
-    weight-gradient schedules of ``_conv.conv2d_grad_weight``.
+``dot`` / ``transposed`` / ``packed`` / ``split``
+    weight-gradient schedules of ``_conv.conv2d_grad_weight`` (``split``:
+    the transposed product into one result, each unit's rows shared by the
+    threads; a float64 result of at least ``SPLIT_MIN_BYTES``, computed
+    beside the input gradient at two or more threads).
 """
 from __future__ import annotations
 
