@@ -47,8 +47,9 @@ def conv2d_grad_weight(
     dw: int,
     oh_n: int,
     ow_n: int,
+    n_threads: int = 1,
 ) -> None: ...
-def sum_transposed(gwp: _Float, out: _Float) -> None: ...
+def sum_transposed(gwp: _Float, out: _Float, n_threads: int = 1) -> None: ...
 def conv2d_grad_input_phases(
     gout: _Float,
     weight: _Float,

@@ -55,12 +55,18 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     that writes each phase's rows and columns of the result directly.
 ``col2im``
     input gradient by ``Wmat^T @ g`` scattered back (any geometry).
-``dot`` / ``transposed`` / ``packed``
-    weight-gradient schedules of ``_conv.conv2d_grad_weight``.
+``dot`` / ``transposed`` / ``packed`` / ``split``
+    weight-gradient schedules of ``_conv.conv2d_grad_weight`` (``split``:
+    the transposed product into one result, each unit's rows shared by the
+    threads; a float64 result of at least ``SPLIT_MIN_BYTES``, computed
+    beside the input gradient at two or more threads).
 """
 from __future__ import annotations
 
 import math
+import os
+import queue
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
@@ -175,6 +181,39 @@ def _forward_kernel(
     return out
 
 
+class _Beside:
+    """A daemon thread running calls beside the caller's (one at a time):
+    ``jobs`` takes (call, done) pairs; ``done`` receives (the call's
+    result, None) or (None, the exception it raised)."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]]
+        self.jobs = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="cnnext-conv-beside", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            job, done = self.jobs.get()
+            try:
+                done.put((job(), None))
+            except BaseException as exc:  # handed to the caller's thread  # noqa: BLE001
+                done.put((None, exc))
+
+
+#: The helper thread of ConvPlan._gx_beside_gw (started on first use; a
+#: forked child starts its own).
+_BESIDE: list[_Beside] = []
+_BESIDE_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_BESIDE.clear)
+
+
+def _beside() -> _Beside:
+    with _BESIDE_LOCK:
+        if not _BESIDE:
+            _BESIDE.append(_Beside())
+        return _BESIDE[0]
+
+
 def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
     """(G*A, B, kH, kW) -> (G*B, A, kH, kW), each group's filters transposed
     and rotated by 180 degrees, contiguous."""
@@ -272,6 +311,13 @@ def _grad_input_col2im(
         )
     return gx
 
+
+#: A float64 weight gradient of at least this many bytes runs the ``split``
+#: schedule: the transposed schedule's product into one result, each sample's
+#: share split between the threads by rows (taps), instead of one partial
+#: per thread summed afterwards (VGG's 256 -> 256 3x3 at 14x14, 4.7 MB per
+#: partial: measured faster at two threads, and the same bits at any count).
+SPLIT_MIN_BYTES = 1 << 20
 
 #: The small convolutions' direct backward kernels (float32, AVX-512F): at
 #: most this many input x output channels (of a group) ...
@@ -469,6 +515,8 @@ class ConvPlan:
             gx = self._winograd_grad_input(g4, weight) if need_input else None
         elif self.method == "winograd-phases":
             gx, gw = self._phases_backward(g4, x4, weight, need_input)
+        elif need_input and self.grad_weight == "split" and self.threads > 1:
+            gx, gw = self._gx_beside_gw(g4, x4, weight)
         else:
             gw = self._grad_weight(g4, x4)
             gx = None
@@ -481,6 +529,28 @@ class ConvPlan:
         if unb and gx is not None:
             gx = gx[0]
         return gx, gw, gb
+
+    def _gx_beside_gw(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """(grad_x, grad_w) of a ``split`` weight gradient side by side: the
+        weight gradient on half the threads in the helper thread, the input
+        gradient on the others in the caller's.  Each half runs on its own
+        cores without waiting for the other's threads; neither result
+        depends on the thread count, so these are the bits of the two run
+        one after the other."""
+        tw = self.threads // 2
+        done: queue.SimpleQueue[tuple[FloatArray | None, BaseException | None]]
+        done = queue.SimpleQueue()
+        _beside().jobs.put((lambda: self._grad_weight(g, x, threads=tw), done))
+        try:
+            gx = grad_input(g, weight, x.shape[2:], self.kernel_stride, self.padding,
+                            self.dilation, self.grad_input, self.threads - tw)
+        finally:
+            gw, error = done.get()
+        if error is not None:
+            raise error
+        return gx, cast("FloatArray", gw)
 
     def _input4(self, x: FloatArray) -> FloatArray:
         """The kernels' (N, C, H, W) input: batched, with ``pad_extra`` zeros."""
@@ -667,10 +737,12 @@ class ConvPlan:
         return gw
 
     def _grad_weight(
-        self, g: FloatArray, x: FloatArray, schedule: str | None = None
+        self, g: FloatArray, x: FloatArray, schedule: str | None = None,
+        threads: int | None = None,
     ) -> FloatArray:
         """The weight gradient (of every group, by the group plan's schedule,
-        or by ``schedule``)."""
+        or by ``schedule``); a ``split`` schedule on ``threads`` threads when
+        given (the same bits on any number)."""
         G = self.groups
         Co, C, kh, kw = self.weight_shape
         N, _, OH, OW = g.shape
@@ -680,7 +752,7 @@ class ConvPlan:
         if schedule is None:
             schedule = (self.grad_weight if G == 1
                         else cast("ConvPlan", self.group_plan).grad_weight)
-        gw = self._grad_weight_run(x, g3, schedule, geom)
+        gw = self._grad_weight_run(x, g3, schedule, geom, threads or self.threads)
         if schedule != "packed" and not _eltwise.all_finite(gw.reshape(-1)):
             # The fast schedules pair junk positions' image values with a
             # zero gradient: an inf/NaN input can turn 0*inf into NaN there.
@@ -688,15 +760,25 @@ class ConvPlan:
         return gw
 
     def _grad_weight_run(
-        self, x: FloatArray, g3: FloatArray, schedule: str, geom: tuple[int, ...]
+        self, x: FloatArray, g3: FloatArray, schedule: str, geom: tuple[int, ...],
+        threads: int = 1,
     ) -> FloatArray:
+        """The weight gradient by ``schedule`` (``split``: on ``threads``
+        threads, the others on the plan's tasks)."""
         T, G = self.grad_weight_tasks, self.groups
         Co, C, kh, kw = self.weight_shape
         K, Cog = C * kh * kw, Co // G
-        transposed = schedule in ("transposed", "small")
+        if schedule == "split" and G > 1:  # (a group plan's choice)
+            schedule = "transposed"
+        transposed = schedule in ("transposed", "small", "split")
+        if schedule == "split":
+            T = 1
         gwp = np.empty((T, G, K, Cog) if transposed else (T, G, Cog, K), dtype=self.dtype)
         kh_, kw_, sh, sw, ph, pw, dh, dw, OH, OW = geom
-        if schedule == "small":
+        if schedule == "split":
+            _conv.conv2d_grad_weight(x, g3, gwp, schedule, kh_, kw_, sh, sw, ph, pw, dh, dw, OH,
+                                     OW, threads)
+        elif schedule == "small":
             _conv.conv2d_grad_weight_small(x, g3, gwp, kh_, kw_, sh, sw, dh, dw, OH, OW)
         elif schedule == "pvec":
             _conv.conv2d_grad_weight_pvec(x, g3, gwp, kh_, kw_, ph, pw, dh, dw, OH, OW)
@@ -705,7 +787,7 @@ class ConvPlan:
         gw: FloatArray
         if transposed:  # summed and transposed in one pass
             gw = np.empty((G, Cog, K), dtype=self.dtype)
-            _conv.sum_transposed(gwp, gw)
+            _conv.sum_transposed(gwp, gw, threads)
         else:
             gw = gwp[0] if T == 1 else gwp.sum(axis=0)
         return gw.reshape(self.weight_shape)
@@ -946,6 +1028,10 @@ def conv2d_plan(
                              f"long rows ({OH * Wq} positions per sample): dot products")
     else:
         gw, gw_why = "transposed", "taps read in place, only the gradient packed"
+    if gw == "transposed" and dtype.itemsize == 8 and Co * K * 8 >= SPLIT_MIN_BYTES:
+        gw, gw_why = "split", (f"taps read in place, only the gradient packed; a {K} x {Co} "
+                               f"float64 result: one, its rows split between the threads "
+                               f"sample by sample")
     small_gw, small_gi = _small_backward(Cgi, Cgo, H, W, K, ks, p, dtype.itemsize)
     if method in ("empty", "gather"):
         small_gw, small_gi = None, False

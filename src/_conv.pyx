@@ -77,6 +77,10 @@ cdef extern from "cnnext_prep.h" nogil:
     cnx_pad_row_s cnx_pad_row_s_select()
     cnx_merge2x_s cnx_merge2x_s_select()
 
+cdef extern from "cnnext_gw3d.h" nogil:
+    int CNX_GW3D_MR
+    cnx_ukr_d cnx_gw3_d_select()
+
 cdef const cnx_kernels* KER = kernels()
 # Whole padded rows of a prepared float sample (prep_rows); NULL without
 # AVX-512F.
@@ -92,6 +96,9 @@ cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
 # Its gradient block, 16 positions at a time (float, one vector of
 # channels); NULL without AVX-512F.
 cdef cnx_pack_gt16_s PACK_GT16_S = cnx_pack_gt16_s_select()
+# The float64 kernel for taps in threes, more than 8 output channels (12
+# rows by two vectors); NULL without AVX-512F.
+cdef cnx_ukr_d GW3_D = cnx_gw3_d_select()
 
 
 cdef inline Py_ssize_t mr_of(floating* tag) noexcept nogil:
@@ -1489,13 +1496,37 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
             jc = jc + NR
 
 
+cdef void grad_panel(const GwArgs* a, const floating* gn, Py_ssize_t jc, Py_ssize_t pb,
+                     Py_ssize_t kc, floating* dst) noexcept nogil:
+    """The transposed schedule's B panel ``jc`` of the gradient block at
+    padded-width position pb (kc positions) of a sample's gradient ``gn``:
+    NR output channels per row, junk positions and channels past Co zero."""
+    cdef Py_ssize_t NR = a.NR, Co = a.g.Co, P = a.g.OH * a.g.OW, j, q
+    cdef floating* bcol
+    if floating is float:
+        if NR == 16 and PACK_GT16_S != NULL:
+            PACK_GT16_S(gn + jc * NR * P, P, <int>min(NR, Co - jc * NR), pb, kc, a.g.Wq,
+                        a.g.OW, dst)
+            return
+        if KER.tcopy_s != NULL:
+            grad_block_t(gn + jc * NR * P, P, min(NR, Co - jc * NR), pb, kc, a.g.Wq, a.g.OW,
+                         dst, NR)
+            return
+    for j in range(NR):
+        bcol = dst + j
+        if jc * NR + j >= Co:
+            for q in range(kc):
+                bcol[q * NR] = 0
+            continue
+        grad_run(gn + (jc * NR + j) * P, pb, kc, a.g.Wq, a.g.OW, bcol, NR)
+
+
 cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
     """gwp[task] (K, Co) += im2col(x_n)[:, block] @ g_n[:, block]^T: the taps
     are read in place by the indirect-A micro-kernel, only the gradient block
     is packed.  Junk positions pair image values with a zero gradient."""
     cdef const Geom* g = &a.g
-    cdef Py_ssize_t Co = g.Co, K = g.K, Wq = g.Wq, OW = g.OW
-    cdef Py_ssize_t MR = a.MR, NR = a.NR, P = g.OH * g.OW, Pp = g.OH * g.Wq
+    cdef Py_ssize_t Co = g.Co, K = g.K, MR = a.MR, NR = a.NR, Pp = g.OH * g.Wq
     cdef Py_ssize_t ncp = cdiv(Co, NR), ntp = cdiv(K, MR)
     cdef floating* bp = <floating*>a.scr + task * a.per
     cdef floating* ap = bp + a.s_b
@@ -1504,10 +1535,11 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
     cdef const floating* gout = <const floating*>a.gout
     cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
-    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, q, j, mr, nr
-    cdef floating* bcol
+    cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, mr, nr, t
+    cdef int acc
     cdef const floating* src = NULL
-    memset(gw0, 0, a.G * K * Co * sizeof(floating))
+    if not (floating is double and a.G == 1 and u1 > u0):
+        memset(gw0, 0, a.G * K * Co * sizeof(floating))
     for u in range(u0, u1):
         pb = gw_unit(a, u, &ng, &n, &grp) * KC
         kc = min(<Py_ssize_t>KC, Pp - pb)
@@ -1516,35 +1548,132 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
             src = sample_src(x + grp * a.xg, n, a.xs, g, ap + a.s_a)
             gout = <const floating*>a.gout + grp * a.gg
             gwt = gw0 + grp * K * Co
-        # B panels: gradient block transposed, padded-width positions (junk
-        # columns zero), NR output channels per panel.
         for jc in range(ncp):
+            grad_panel(a, gout + n * a.gs, jc, pb, kc, bp + jc * KC * NR)
+        # float64: tap panels outer -- the panel's runs stay in L1 while its
+        # row of C tiles (MR whole rows of the partial, megabytes in L3 for
+        # many channels) streams in order; the packed gradient stays in L2.
+        # A thread's first unit writes every tile (one group): no memset.
+        acc = 0 if floating is double and a.G == 1 and u == u0 else 1
+        for t in range(ntp * ncp):
+            if floating is double:
+                ip = t // ncp
+                jc = t - ip * ncp
+            else:
+                jc = t // ntp
+                ip = t - jc * ntp
+            mr = min(MR, K - ip * MR)
+            nr = min(NR, Co - jc * NR)
             if floating is float:
-                if NR == 16 and PACK_GT16_S != NULL:
-                    PACK_GT16_S(gout + n * a.gs + jc * NR * P, P, <int>min(NR, Co - jc * NR),
-                                pb, kc, Wq, OW, bp + jc * KC * NR)
-                    continue
-                if KER.tcopy_s != NULL:
-                    grad_block_t(gout + n * a.gs + jc * NR * P, P, min(NR, Co - jc * NR),
-                                 pb, kc, Wq, OW, bp + jc * KC * NR, NR)
-                    continue
-            for j in range(NR):
-                bcol = bp + jc * KC * NR + j
-                if jc * NR + j >= Co:
-                    for q in range(kc):
-                        bcol[q * NR] = 0
-                    continue
-                grad_run(gout + n * a.gs + (jc * NR + j) * P, pb, kc, Wq, OW, bcol, NR)
+                a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                     gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+            else:
+                a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                     gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+
+
+ctypedef struct SplitUnit:
+    # One unit (sample n, position block at pb of kc positions) of the split
+    # schedule: its gradient panels in scratch slot ``slot``; ``src``: its
+    # sample's prepared copy (in slot n % 2, made with the sample's first
+    # unit when ``prep``) or the input itself.
+    Py_ssize_t n, pb, kc, slot, items
+    bint prep
+    const void* src
+
+
+cdef void split_unit(const GwArgs* a, Py_ssize_t u, SplitUnit* su, floating* tag) noexcept nogil:
+    """Unit u's SplitUnit (gradient panels in slot u % 2; ``items``: its
+    packing items, the panels and, for the first unit of a sample that needs
+    one, the prepared copy: the next sample's goes to the other slot while
+    this one's is read)."""
+    cdef Py_ssize_t ng, grp
+    cdef bint copy
+    su.pb = gw_unit(a, u, &ng, &su.n, &grp) * KC
+    su.kc = min(<Py_ssize_t>KC, a.g.OH * a.g.Wq - su.pb)
+    su.slot = u % 2
+    copy = a.g.prepared and not (a.g.tail_only and su.n < a.g.N - 1)
+    su.prep = copy and su.pb == 0
+    su.items = cdiv(a.g.Co, a.NR) + su.prep
+    su.src = (<const floating*>a.scr + (su.n % 2) * a.per + a.s_b if copy
+              else <const floating*>a.x + su.n * a.xs)
+
+
+cdef void split_pack(const GwArgs* a, const SplitUnit* su, Py_ssize_t item,
+                     floating* tag) noexcept nogil:
+    """Packing item ``item`` of a unit: its gradient panel ``item`` into its
+    slot, or (the item after the last panel) its sample's prepared copy."""
+    cdef floating* bp = <floating*>a.scr + su.slot * a.per
+    cdef Py_ssize_t ncp = cdiv(a.g.Co, a.NR)
+    if item < ncp:
+        grad_panel(a, <const floating*>a.gout + su.n * a.gs, item, su.pb, su.kc,
+                   bp + item * KC * a.NR)
+    else:
+        prep_sample(<const floating*>a.x + su.n * a.xs, &a.g,
+                    <floating*>a.scr + (su.n % 2) * a.per + a.s_b)
+
+
+cdef void split_taps(const GwArgs* a, const SplitUnit* su, Py_ssize_t ib, Py_ssize_t per,
+                     int acc, floating* tag) noexcept nogil:
+    """Product item ``ib`` of a unit: the rows of ``per`` tap panels of the
+    result (K, Co) += the unit's product, each panel's row of C tiles in
+    order (as gw_transposed_task's float64 order)."""
+    cdef const floating* bp = <const floating*>a.scr + su.slot * a.per
+    cdef const floating* src = <const floating*>su.src + su.pb
+    cdef floating* gwt = <floating*>a.gwp
+    cdef Py_ssize_t Co = a.g.Co, K = a.g.K, MR = a.MR, NR = a.NR, ip, jc, mr, nr
+    cdef Py_ssize_t ncp = cdiv(Co, NR)
+    for ip in range(ib * per, min(cdiv(K, MR), (ib + 1) * per)):
+        mr = min(MR, K - ip * MR)
         for jc in range(ncp):
             nr = min(NR, Co - jc * NR)
-            for ip in range(ntp):
-                mr = min(MR, K - ip * MR)
-                if floating is float:
-                    a.fs(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
-                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
-                else:
-                    a.fd(kc, src + pb, a.toff + ip * MR, bp + jc * KC * NR, NULL,
-                         gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, 1, NULL)
+            if floating is float:
+                a.fs(su.kc, src, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                     gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+            else:
+                a.fd(su.kc, src, a.toff + ip * MR, bp + jc * KC * NR, NULL,
+                     gwt + ip * MR * Co + jc * NR, Co, <int>mr, <int>nr, acc, NULL)
+
+
+cdef void split_item(const GwArgs* a, const SplitUnit* cur, const SplitUnit* nxt,
+                     Py_ssize_t i, Py_ssize_t per, floating* tag) noexcept nogil:
+    """Item i of a step: the next unit's packing items first, then the
+    current unit's product items."""
+    if i < nxt.items:
+        split_pack(a, nxt, i, <floating*>NULL)
+    else:
+        split_taps(a, cur, i - nxt.items, per, cur.pb > 0 or cur.n > 0, <floating*>NULL)
+
+
+cdef void split_run(const GwArgs* a, int nt, floating* tag) noexcept nogil:
+    """The split schedule (one group): the units (sample, position block) in
+    order, their work shared by the ``nt`` threads one step per unit, items
+    handed out as threads become free: the unit's product, blocks of tap
+    panels writing disjoint rows of the (K, Co) result, and the packing of
+    the next unit (its gradient panels and prepared sample) into the other
+    of two scratch slots.  Every result sums the units in order into one
+    array: bitwise gw_transposed_task's single partial, at any thread
+    count."""
+    cdef Py_ssize_t u, i, n1, ntp = cdiv(a.g.K, a.MR)
+    cdef Py_ssize_t per = max(1, min(4, ntp // (8 * nt))), nib = cdiv(ntp, per)
+    cdef SplitUnit cur, nxt
+    nxt.items = 0
+    split_unit(a, 0, &cur, <floating*>NULL)
+    for i in range(cur.items):
+        split_pack(a, &cur, i, <floating*>NULL)
+    for u in range(a.units):
+        if u + 1 < a.units:
+            split_unit(a, u + 1, &nxt, <floating*>NULL)
+        else:
+            nxt.items = 0
+        n1 = nxt.items + nib
+        if nt == 1:
+            for i in range(n1):
+                split_item(a, &cur, &nxt, i, per, <floating*>NULL)
+        else:
+            for i in prange(n1, schedule="dynamic", num_threads=nt):
+                split_item(a, &cur, &nxt, i, per, <floating*>NULL)
+        cur = nxt
 
 
 cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
@@ -1603,11 +1732,11 @@ SCHEDULES = ("packed", "transposed", "dot")
 
 
 cdef bint taps_in_threes(const Geom* g, const int64_t* toff) noexcept nogil:
-    """Whether GW3_S can read this geometry's taps: it exists, and every
-    three taps (c, i, 0..2) run from consecutive elements (a 3-wide kernel
-    at column stride and dilation 1)."""
+    """Whether GW3_S / GW3_D can read this geometry's taps: every three
+    taps (c, i, 0..2) run from consecutive elements (a 3-wide kernel at
+    column stride and dilation 1)."""
     cdef Py_ssize_t k
-    if GW3_S == NULL or g.kw != 3:
+    if g.kw != 3:
         return False
     for k in range(g.K):
         if k % 3 != 0 and toff[k] != toff[k - 1] + 1:
@@ -1624,7 +1753,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
                        Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw,
-                       Py_ssize_t oh_n, Py_ssize_t ow_n):
+                       Py_ssize_t oh_n, Py_ssize_t ow_n,
+                       int n_threads=1):
     """gwp[task] = the task's share of the weight gradient, T = gwp.shape[0]
     tasks (one thread each); the caller sums gwp over axis 0 in a fixed
     order.  G = gwp.shape[1] groups: group i's gradient from the input
@@ -1636,12 +1766,16 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
                       filling a micro-kernel panel).  Finite x only.
     ``"dot"``         (Cout, K) partials; dot products, nothing packed (few
                       taps).  Finite x only.
+    ``"split"``       The transposed schedule's product, one group, into one
+                      (1, 1, K, Cout) result: the units in order, each
+                      shared by ``n_threads`` threads (split_run).
 
     The last two pair junk positions' image values with a zero gradient, so
     a non-finite x can turn 0*inf into NaN: the caller checks the result."""
     cdef GwArgs a
-    cdef int kind = SCHEDULES.index(schedule)
+    cdef int kind = 3 if schedule == "split" else SCHEDULES.index(schedule)
     cdef int task
+    cdef bint split = False
     if gwp.shape[0] == 0 or gwp.shape[1] == 0:
         return
     a.G = gwp.shape[1]
@@ -1652,6 +1786,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.NR = nr_of(<floating*>NULL)
     a.fs = KER.s_inda
     a.fd = KER.d_inda
+    if kind == 3:
+        kind = 1
+        split = True
     if kind == 1 and a.g.Co <= a.NR // 2:
         # Few output channels (the wide side of the transposed product):
         # 16 rows of taps by one vector of channels, not half-empty tiles.
@@ -1671,9 +1808,14 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     cdef int64_t* toff = tap_offsets(&a.g, &a.toff_max)
     if floating is float:
         if (kind == 1 and a.fs == KER.s_inda_n1 and a.fs != NULL and a.NR == 16
-                and taps_in_threes(&a.g, toff)):
+                and GW3_S != NULL and taps_in_threes(&a.g, toff)):
             a.fs = GW3_S
             a.MR = CNX_GW3_MR
+    else:
+        if (kind == 1 and a.fd == KER.d_inda and a.NR == 16 and GW3_D != NULL
+                and taps_in_threes(&a.g, toff)):
+            a.fd = GW3_D
+            a.MR = CNX_GW3D_MR
     if kind != 0:  # the taps' runs are read in place
         reach(&a.g, a.toff_max + Pp)
     cdef Py_ssize_t s_x = round16(a.g.Lbuf) if a.g.prepared else 0
@@ -1693,7 +1835,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.ptrs = NULL
     cdef floating* scr = NULL
     try:
-        scr = <floating*>alloc_scratch(a.T * a.per * sizeof(floating))
+        scr = <floating*>alloc_scratch((2 if split else a.T) * a.per * sizeof(floating))
         if kind == 2:
             a.ptrs = <const void**>alloc_scratch(a.T * 8 * sizeof(void*))
     except MemoryError:
@@ -1710,7 +1852,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.scr = scr
     a.toff = toff
     with nogil:
-        if a.T == 1:
+        if split:
+            split_run(&a, max(1, n_threads), <floating*>NULL)
+        elif a.T == 1:
             _gw_task(&a, 0, kind, <floating*>NULL)
         else:
             for task in prange(a.T, schedule="static", chunksize=1, num_threads=a.T):
@@ -1720,29 +1864,49 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     free(toff)
 
 
+cdef void sum_block(const floating* gwp, Py_ssize_t T, Py_ssize_t G, Py_ssize_t K,
+                    Py_ssize_t Co, Py_ssize_t blk, floating* out) noexcept nogil:
+    """sum_transposed on block ``blk`` of 32 taps (of every group's K/32,
+    rounded up): each of its 32 x 32 tiles summed in task order and
+    transposed."""
+    cdef Py_ssize_t nkb = cdiv(K, 32), grp = blk // nkb, k0 = (blk - grp * nkb) * 32
+    cdef Py_ssize_t k1 = min(K, k0 + 32), c0, c1, c, k, t, step = G * K * Co
+    cdef const floating* src = gwp + grp * K * Co
+    cdef floating* dst = out + grp * Co * K
+    cdef floating v
+    for c0 in range(0, Co, 32):
+        c1 = min(Co, c0 + 32)
+        for c in range(c0, c1):
+            for k in range(k0, k1):
+                v = src[k * Co + c]
+                for t in range(1, T):
+                    v = v + src[t * step + k * Co + c]
+                dst[c * K + k] = v
+
+
 def sum_transposed(const floating[:, :, :, ::1] gwp,   # IN  (T, G, K, Cout) partials
-                   floating[:, :, ::1] out):           # OUT (G, Cout, K)
+                   floating[:, :, ::1] out,            # OUT (G, Cout, K)
+                   int n_threads=1):
     """out[g] = (gwp[0, g] + gwp[1, g] + ...)^T, the partials summed in task
     order (as numpy's sum over axis 0) and transposed in one pass, 32 x 32
     blocks at a time: the "transposed" weight-gradient schedule's result in
-    the weight's layout without an intermediate sum or a strided copy."""
+    the weight's layout without an intermediate sum or a strided copy.
+    Blocks of 32 taps split over up to ``n_threads`` threads (each value
+    summed in the same order: the same bits at any thread count)."""
     cdef Py_ssize_t T = gwp.shape[0], G = gwp.shape[1], K = gwp.shape[2], Co = gwp.shape[3]
-    cdef Py_ssize_t grp, k0, c0, k, c, t, k1, c1
-    cdef floating v
+    cdef Py_ssize_t blk, nblk = G * cdiv(K, 32)
+    cdef int nt = <int>max(1, min(n_threads, nblk))
     if T == 0 or G == 0 or K == 0 or Co == 0:
         return
+    cdef const floating* src = &gwp[0, 0, 0, 0]
+    cdef floating* dst = &out[0, 0, 0]
     with nogil:
-        for grp in range(G):
-            for k0 in range(0, K, 32):
-                k1 = min(K, k0 + 32)
-                for c0 in range(0, Co, 32):
-                    c1 = min(Co, c0 + 32)
-                    for c in range(c0, c1):
-                        for k in range(k0, k1):
-                            v = gwp[0, grp, k, c]
-                            for t in range(1, T):
-                                v = v + gwp[t, grp, k, c]
-                            out[grp, c, k] = v
+        if nt == 1:
+            for blk in range(nblk):
+                sum_block(src, T, G, K, Co, blk, dst)
+        else:
+            for blk in prange(nblk, schedule="static", num_threads=nt):
+                sum_block(src, T, G, K, Co, blk, dst)
 
 
 cdef inline void _gw_task(const GwArgs* a, int task, int kind, floating* tag) noexcept nogil:

@@ -642,6 +642,154 @@ def test_weight_gradient_taps_in_threes_kernel(tmp_path, close):
             close(gw, want, np.float32, err_msg=key)
 
 
+# float64 weight gradients with more than 8 output channels per group:
+# 3-wide kernels (taps in threes: 12-row panels, full and with 3, 6 or 9
+# rows left; partial vectors of channels; groups; one sample, so that the
+# second thread has no work) and geometries whose taps are not in threes.
+_GW3D_GEOMS = [
+    ((2, 20, 9, 11), (40, 20, 3, 3), (1, 1), (1, 1), (1, 1), 1),   # K = 180: 15 x 12
+    ((2, 5, 23, 29), (16, 5, 3, 3), (1, 1), (1, 1), (1, 1), 1),    # K = 45, 3 blocks
+    ((1, 7, 5, 6), (17, 7, 3, 3), (1, 1), (0, 0), (1, 1), 1),      # K = 63, one unit
+    ((3, 12, 11, 13), (36, 6, 3, 3), (1, 1), (1, 1), (1, 1), 2),   # groups, K = 54
+    ((2, 4, 9, 11), (24, 4, 3, 3), (1, 2), (1, 1), (1, 1), 1),     # column stride 2
+    ((2, 4, 9, 11), (24, 4, 3, 3), (1, 1), (2, 2), (2, 2), 1),     # dilation 2
+    ((2, 6, 9, 11), (20, 6, 3, 2), (1, 1), (1, 1), (1, 1), 1),     # 3x2
+]
+
+
+def test_weight_gradient_taps_in_threes_kernel_float64(tmp_path, close):
+    """The float64 transposed weight gradient's 12-row kernel for 3-wide
+    kernels (taps read from one pointer per three) equals the reference and
+    gives bitwise the partial sums of the AVX2 kernels (and of the 8-row
+    kernel, where the taps are not in threes), on one and two threads."""
+    from cnnext import _gemm
+    if _gemm.isa() != "avx512":
+        pytest.skip(f"this CPU runs {_gemm.isa()}: no 12-row kernel")
+    got = {}
+    for isa in ("avx512", "avx2"):
+        path = tmp_path / f"{isa}.npz"
+        script = (f"GEOMS = {_GW3D_GEOMS!r}\nPATH = {str(path)!r}\n"
+                  + _GW3_SCRIPT.replace("np.float32", "np.float64"))
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path,
+                              env=dict(os.environ, CNNEXT_ISA=isa))
+        assert proc.returncode == 0, proc.stderr
+        got[isa] = dict(np.load(path))
+    assert str(got["avx512"].pop("isa")) == "avx512"
+    assert str(got["avx2"].pop("isa")) == "avx2"
+    for i, (_, ws, *_rest) in enumerate(_GW3D_GEOMS):
+        want = got["avx512"][f"want{i}"]
+        for threads in (1, 2):
+            key = f"gw{i}-{threads}"
+            gwp = got["avx512"][key]
+            assert gwp.dtype == np.float64
+            assert gwp.tobytes() == got["avx2"][key].tobytes(), key
+            gw = gwp.sum(axis=0).transpose(0, 2, 1).reshape(ws)
+            close(gw, want, np.float64, err_msg=key)
+
+
+# (x shape, weight shape, stride, padding, dilation): the split weight
+# gradient on odd geometry -- 12-row panels full and partial, partial
+# vectors of channels (17, 40), one sample, several position blocks per
+# sample, unpadded (read in place), stride 2, dilation 2, a 3x2 kernel (the
+# 8-row kernel), fewer panels than threads.
+_SPLIT_GEOMS = [
+    ((2, 20, 9, 11), (40, 20, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 7, 23, 29), (17, 7, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ((3, 4, 17, 19), (20, 4, 3, 3), (1, 1), (1, 1), (1, 1)),       # 2 blocks per sample
+    ((3, 5, 6, 7), (24, 5, 3, 3), (1, 1), (0, 0), (1, 1)),
+    ((2, 6, 13, 11), (32, 6, 3, 3), (2, 2), (1, 1), (1, 1)),
+    ((2, 4, 11, 13), (24, 4, 3, 3), (1, 1), (2, 2), (2, 2)),
+    ((2, 6, 9, 11), (20, 6, 3, 2), (1, 1), (1, 1), (1, 1)),
+    ((2, 1, 5, 5), (16, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("xs,ws,s,p,d", _SPLIT_GEOMS)
+def test_split_weight_gradient_kernel(xs, ws, s, p, d, rng, close):
+    """The split weight-gradient schedule (one result, each sample's rows
+    shared by the threads) equals the reference, and is bitwise the
+    transposed schedule's single partial on one to three threads."""
+    from cnnext import _conv
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    y = R.conv2d(x, w, None, s, p, d)
+    go = rng.standard_normal(y.shape)
+    N, Co, OH, OW = y.shape
+    K = ws[1] * ws[2] * ws[3]
+    geo = (ws[2], ws[3], *s, *p, *d, OH, OW)
+    one = np.full((1, 1, K, Co), np.nan)
+    _conv.conv2d_grad_weight(x, go.reshape(N, Co, -1), one, "transposed", *geo)
+    want = R.conv2d_backward(go, x, w, s, p, d)[1]
+    for threads in (1, 2, 3):
+        gwp = np.full((1, 1, K, Co), np.nan)
+        _conv.conv2d_grad_weight(x, go.reshape(N, Co, -1), gwp, "split", *geo, threads)
+        assert gwp.tobytes() == one.tobytes(), threads
+    close(one[0, 0].T.reshape(ws), want, np.float64)
+
+
+def test_split_weight_gradient_in_the_plan(rng, close, restore_threads):
+    """A float64 weight gradient of at least ``SPLIT_MIN_BYTES`` (64 -> 256
+    channels, 3x3) runs the split schedule: the reference's values, the same
+    bits at one, two and three threads, a Fortran-ordered read-only input
+    left untouched, and an inf in x gives the reference's inf/NaN pattern
+    (the packed schedule's result)."""
+    from cnnext import _plan
+    x = np.asfortranarray(rng.standard_normal((2, 64, 9, 7)))
+    x.flags.writeable = False
+    w = rng.standard_normal((256, 64, 3, 3)) / 24
+    plan = _conv2d_plan("conv2d", x, w, None, np.dtype(np.float64), stride=1, padding=1,
+                        dilation=1, groups=1)
+    assert plan.grad_weight == "split"
+    assert 256 * 576 * 8 >= _plan.SPLIT_MIN_BYTES
+    go = rng.standard_normal((2, 256, 9, 7))
+    x0 = x.copy()
+    want = R.conv2d_backward(go, x, w, padding=1)
+    got = []
+    for threads in (1, 2, 3):
+        cnnext.set_num_threads(threads)
+        got.append(F.conv2d_backward(go, x, w, padding=1))
+    np.testing.assert_array_equal(x, x0)
+    for g in got:
+        assert g[1].tobytes() == got[0][1].tobytes()
+    for a, b in zip(got[0], want):
+        close(a, b, np.float64)
+    xi = np.array(x)
+    xi[1, 5, 4, 3] = np.inf
+    gw = F.conv2d_backward(go, xi, w, padding=1)[1]
+    ref = R.conv2d_backward(go, xi, w, padding=1)[1]
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(gw), np.isinf(ref))
+
+
+def test_split_weight_gradient_beside_the_input_gradient(rng, monkeypatch, restore_threads):
+    """At two threads a split weight gradient runs in a helper thread beside
+    the input gradient: the bits of the two passes one after the other, and
+    an error raised in the helper reaches the caller (the helper keeps
+    serving the next call)."""
+    from cnnext import _plan
+    x = rng.standard_normal((2, 64, 6, 5))
+    w = rng.standard_normal((256, 64, 3, 3))
+    go = rng.standard_normal((2, 256, 6, 5))
+    cnnext.set_num_threads(2)
+    plan = _conv2d_plan("conv2d", x, w, None, np.dtype(np.float64), stride=1, padding=1,
+                        dilation=1, groups=1)
+    assert plan.grad_weight == "split" and plan.threads == 2
+    gx, gw, _ = plan.backward(go, x, w, False)
+    assert gw.tobytes() == plan._grad_weight(go, x).tobytes()
+    want_gx = _plan.grad_input(go, w, x.shape[2:], (1, 1), (1, 1), (1, 1), plan.grad_input, 2)
+    assert gx.tobytes() == want_gx.tobytes()
+
+    def fail(*args, **kwargs):
+        raise MemoryError("no room")
+
+    with monkeypatch.context() as m:
+        m.setattr(_plan.ConvPlan, "_grad_weight", fail)
+        with pytest.raises(MemoryError, match="no room"):
+            plan.backward(go, x, w, False)
+    assert plan.backward(go, x, w, False)[1].tobytes() == gw.tobytes()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,c,co,h,w,k,p,groups", [
     (2, 3, 5, 4, 31, (3, 3), (1, 1), 1),    # one partial tile per output row
@@ -2756,12 +2904,13 @@ def test_float64_wide_panels_and_chunks_keep_every_sum(n, c, co, h, w, k, s, p, 
 def test_transposed_weight_gradient_partials_summed_in_task_order(T, G, K, Co, dtype, rng):
     """The transposed schedule's partials (T, G, K, C_out) are summed and
     transposed in one pass, around its 32 x 32 blocks: bitwise numpy's sum
-    over the tasks, transposed."""
+    over the tasks, transposed, on one to three threads."""
     from cnnext import _conv
     gwp = randn(rng, (T, G, K, Co), dtype)
-    out = np.full((G, Co, K), np.nan, dtype)
-    _conv.sum_transposed(gwp, out)
-    np.testing.assert_array_equal(out, gwp.sum(axis=0).transpose(0, 2, 1))
+    for threads in (1, 2, 3):
+        out = np.full((G, Co, K), np.nan, dtype)
+        _conv.sum_transposed(gwp, out, threads)
+        np.testing.assert_array_equal(out, gwp.sum(axis=0).transpose(0, 2, 1))
 
 
 # (N, C, H, W, C_out, kernel, stride, dilation, groups): geometries of the
