@@ -611,37 +611,6 @@ np.savez(PATH, isa=_gemm.isa(), **out)
 """
 
 
-def test_weight_gradient_taps_in_threes_kernel(tmp_path, close):
-    """The transposed weight gradient's 24-row kernel for 3-wide kernels
-    (taps read from one pointer per three) and its vector packing of the
-    gradient block (one vector of channels, full or partial, junk positions
-    zero) equal the reference and give bitwise the partial sums of the AVX2
-    kernels (and of the 16-row kernel, where the taps are not in threes), on
-    one and two threads."""
-    from cnnext import _gemm
-    if _gemm.isa() != "avx512":
-        pytest.skip(f"this CPU runs {_gemm.isa()}: no 24-row kernel")
-    got = {}
-    for isa in ("avx512", "avx2"):
-        path = tmp_path / f"{isa}.npz"
-        script = f"GEOMS = {_GW3_GEOMS!r}\nPATH = {str(path)!r}\n" + _GW3_SCRIPT
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                              text=True, timeout=300, cwd=tmp_path,
-                              env=dict(os.environ, CNNEXT_ISA=isa))
-        assert proc.returncode == 0, proc.stderr
-        got[isa] = dict(np.load(path))
-    assert str(got["avx512"].pop("isa")) == "avx512"
-    assert str(got["avx2"].pop("isa")) == "avx2"
-    for i, (_, ws, *_rest) in enumerate(_GW3_GEOMS):
-        want = got["avx512"][f"want{i}"]
-        for threads in (1, 2):
-            key = f"gw{i}-{threads}"
-            gwp = got["avx512"][key]
-            assert gwp.tobytes() == got["avx2"][key].tobytes(), key
-            gw = gwp.sum(axis=0).transpose(0, 2, 1).reshape(ws)
-            close(gw, want, np.float32, err_msg=key)
-
-
 # float64 weight gradients with more than 8 output channels per group:
 # 3-wide kernels (taps in threes: 12-row panels, full and with 3, 6 or 9
 # rows left; partial vectors of channels; groups; one sample, so that the
@@ -657,19 +626,24 @@ _GW3D_GEOMS = [
 ]
 
 
-def test_weight_gradient_taps_in_threes_kernel_float64(tmp_path, close):
-    """The float64 transposed weight gradient's 12-row kernel for 3-wide
-    kernels (taps read from one pointer per three) equals the reference and
-    gives bitwise the partial sums of the AVX2 kernels (and of the 8-row
-    kernel, where the taps are not in threes), on one and two threads."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_taps_in_threes_kernel(dtype, tmp_path, close):
+    """The transposed weight gradient's kernels for 3-wide kernels (taps
+    read from one pointer per three: float32 24 rows, with its vector
+    packing of the gradient block -- one vector of channels, full or
+    partial, junk positions zero; float64 12 rows) equal the reference and
+    give bitwise the partial sums of the AVX2 kernels (and of the 16-row /
+    8-row kernels, where the taps are not in threes), on one and two
+    threads."""
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
-        pytest.skip(f"this CPU runs {_gemm.isa()}: no 12-row kernel")
+        pytest.skip(f"this CPU runs {_gemm.isa()}: no taps-in-threes kernels")
+    geoms = _GW3_GEOMS if dtype == np.float32 else _GW3D_GEOMS
     got = {}
     for isa in ("avx512", "avx2"):
         path = tmp_path / f"{isa}.npz"
-        script = (f"GEOMS = {_GW3D_GEOMS!r}\nPATH = {str(path)!r}\n"
-                  + _GW3_SCRIPT.replace("np.float32", "np.float64"))
+        script = (f"GEOMS = {geoms!r}\nPATH = {str(path)!r}\n"
+                  + _GW3_SCRIPT.replace("np.float32", f"np.{np.dtype(dtype).name}"))
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
                               text=True, timeout=300, cwd=tmp_path,
                               env=dict(os.environ, CNNEXT_ISA=isa))
@@ -677,15 +651,16 @@ def test_weight_gradient_taps_in_threes_kernel_float64(tmp_path, close):
         got[isa] = dict(np.load(path))
     assert str(got["avx512"].pop("isa")) == "avx512"
     assert str(got["avx2"].pop("isa")) == "avx2"
-    for i, (_, ws, *_rest) in enumerate(_GW3D_GEOMS):
+    for i, (_, ws, *_rest) in enumerate(geoms):
         want = got["avx512"][f"want{i}"]
         for threads in (1, 2):
             key = f"gw{i}-{threads}"
             gwp = got["avx512"][key]
-            assert gwp.dtype == np.float64
+            assert gwp.dtype == dtype
             assert gwp.tobytes() == got["avx2"][key].tobytes(), key
             gw = gwp.sum(axis=0).transpose(0, 2, 1).reshape(ws)
-            close(gw, want, np.float64, err_msg=key)
+            close(gw, want, dtype, err_msg=key)
+
 
 
 # (x shape, weight shape, stride, padding, dilation): the split weight
