@@ -406,17 +406,29 @@ ctypedef struct FwdArgs:
 
 
 cdef inline const Pass* tile_pass(const FwdArgs* a, Py_ssize_t t, Py_ssize_t* ng,
-                                  Py_ssize_t* j) noexcept nogil:
+                                  Py_ssize_t* j, Py_ssize_t step) noexcept nogil:
     """The pass of tile ``t`` (of all samples' tiles, ``ntp`` per (sample,
-    group) pair); sets ``ng`` to the pair and ``j`` to the tile's index in
-    its pass."""
+    group) pair; every ``step``-th pass holds tiles); sets ``ng`` to the
+    pair and ``j`` to the tile's index in its pass."""
     cdef const Pass* ps = a.passes
     ng[0] = t // a.ntp
     j[0] = t - ng[0] * a.ntp
     while j[0] >= ps.ntp:
         j[0] = j[0] - ps.ntp
-        ps = ps + 1
+        ps = ps + step
     return ps
+
+
+cdef inline const floating* pair_input(const FwdArgs* a, const floating* x, Py_ssize_t ng,
+                                       Py_ssize_t n, floating* buf, Py_ssize_t* grp,
+                                       const floating** bias) noexcept nogil:
+    """The input runs of (sample, group) pair ng (sample n): sample_src of
+    its group's channels, prepared in ``buf`` if need be; sets ``grp`` and,
+    with a bias, ``bias`` to the group's."""
+    grp[0] = ng - n * a.G
+    if a.bias != NULL:
+        bias[0] = <const floating*>a.bias + grp[0] * a.Co
+    return sample_src(x + grp[0] * a.xg, n, a.xs, &a.g, buf)
 
 
 cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
@@ -440,15 +452,12 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef const int64_t* boff
     cdef floating* cdst
     for t in range(t0, t1):
-        ps = tile_pass(a, t, &ng, &j)
+        ps = tile_pass(a, t, &ng, &j, 1)
         n = ng // a.G
         p0 = j * NR
         if ng != cur:
             cur = ng
-            grp = ng - n * a.G
-            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, ct + a.s_c)
-            if a.bias != NULL:
-                bias = <const floating*>a.bias + grp * Co
+            src = pair_input(a, x, ng, n, ct + a.s_c, &grp, &bias)
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
         if ps.tpr > 0:
@@ -649,7 +658,7 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
                   and a.g.N * a.os * sizeof(double) >= STREAM_MIN_BYTES)
     t = t0
     while t < t1:
-        ps = tile_pass(a, t, &ng, &j0)
+        ps = tile_pass(a, t, &ng, &j0, 1)
         n = ng // a.G
         nt = min(a.tb, t1 - t, ps.ntp - j0)
         # no junk columns and rows back to back: padded-width tiles are
@@ -657,10 +666,7 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
         flat = ps.tpr == 0 and ps.cols == Wq and ps.ocol == 1 and ps.orow == Wq
         if ng != cur:
             cur = ng
-            grp = ng - n * a.G
-            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, sbuf)
-            if a.bias != NULL:
-                bias = <const floating*>a.bias + grp * Co
+            src = pair_input(a, x, ng, n, sbuf, &grp, &bias)
         apw = <const floating*>ps.apw + grp * a.wg
         K = ps.K
         pc = 0
@@ -843,10 +849,7 @@ cdef void fwd_flat_task(const FwdArgs* a, int tid) noexcept nogil:
         n = ng // a.G
         if ng != cur:
             cur = ng
-            grp = ng - n * a.G
-            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, buf)
-            if a.bias != NULL:
-                bias = <const float*>a.bias + grp * Co
+            src = pair_input(a, x, ng, n, buf, &grp, &bias)
             apw = <const float*>ps.apw + grp * a.wg
         p0 = j * NR
         nr = min(NR, P - p0)
@@ -1160,20 +1163,12 @@ cdef void gi_pair_task(const FwdArgs* a, int tid) noexcept nogil:
     cdef const float* bptr
     cdef float* cdst
     for t in range(t0, t1):
-        ng = t // a.ntp
-        j = t - ng * a.ntp
-        ps = a.passes
-        while j >= ps.ntp:
-            j = j - ps.ntp
-            ps = ps + 2
+        ps = tile_pass(a, t, &ng, &j, 2)
         n = ng // a.G
         p0 = j * NR
         if ng != cur:
             cur = ng
-            grp = ng - n * a.G
-            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, cb + a.s_c)
-            if a.bias != NULL:
-                bias = <const float*>a.bias + grp * Co
+            src = pair_input(a, x, ng, n, cb + a.s_c, &grp, &bias)
         for h in range(2):
             pq = ps + h
             cdst = cb if h else ca
