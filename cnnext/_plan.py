@@ -611,9 +611,9 @@ class ConvPlan:
     def _phases_split(self) -> bool:
         """True when the phases tile the input and the result exactly (no
         offset, sizes multiples of the dilation): the phases are then copied
-        out once (split_phases), run as one undilated Winograd convolution
-        of the stacked phases, and copied back (merge_phases), which is
-        faster than reading and writing them in place."""
+        out once (copy_phases), run as one undilated Winograd convolution of
+        the stacked phases and copied back, faster than reading and writing
+        them in place."""
         return all(_phases_split_axis(n, o, p, d) for n, o, p, d in zip(
             self.x4[2:], self.out4[2:], self.padding, self.dilation))
 
@@ -621,13 +621,13 @@ class ConvPlan:
         """The dilation phases of a (N, C, H, W), stacked: (N*dh*dw, C, H/dh, W/dw)."""
         (dh, dw), (N, C, H, W) = self.dilation, a.shape
         out = np.empty((N * dh * dw, C, H // dh, W // dw), dtype=self.dtype)
-        _winograd.split_phases(np.ascontiguousarray(a), out, dh, dw, self.threads)
+        _winograd.copy_phases(np.ascontiguousarray(a), out, dh, dw, False, self.threads)
         return out
 
     def _merge(self, a: FloatArray, shape: Shape) -> FloatArray:
         """The inverse of _split, to an array of ``shape``."""
         out = np.empty(shape, dtype=self.dtype)
-        _winograd.merge_phases(a, out, *self.dilation, self.threads)
+        _winograd.copy_phases(a, out, *self.dilation, True, self.threads)
         return out
 
     def _phases_forward(

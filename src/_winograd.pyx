@@ -1010,13 +1010,6 @@ cdef inline void phase_rows(const float* base, Py_ssize_t n, Py_ssize_t ch, Py_s
                 dh * iy0 + k // dw - y0, dw * ix0 + k % dw - x0)
 
 
-cdef inline Py_ssize_t phase_plane(Py_ssize_t p, Py_ssize_t C, Py_ssize_t dd,
-                                   Py_ssize_t ds) noexcept nogil:
-    """Where plane p = n*C + ch of a batch starts in its phase (0, 0) of the
-    stacked phases (dd phases of ds elements per sample)."""
-    return (p // C) * dd * ds + (p % C) * (ds // C)
-
-
 cdef void split_one(const float* s, Py_ssize_t H, Py_ssize_t W, Py_ssize_t dh, Py_ssize_t dw,
                     float* d, Py_ssize_t ds) noexcept nogil:
     """Phase (r, c) of the (H, W) plane s to d + (r*dw + c)*ds: its [i, j] =
@@ -1055,46 +1048,42 @@ cdef void merge_one(const float* s, Py_ssize_t ss, Py_ssize_t H, Py_ssize_t W, P
                     row[dw * j + c] = t[c * ss + j]
 
 
-def split_phases(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
-                 float[:, :, :, ::1] out,      # OUT (N*dh*dw, C, H/dh, W/dw)
-                 Py_ssize_t dh, Py_ssize_t dw, int n_threads):
-    """out[(n*dh + r)*dw + c, ch, i, j] = x[n, ch, dh*i + r, dw*j + c]: the
-    dilation phases of x stacked along the batch axis as the *_phases
-    kernels stack them (H, W multiples of dh, dw), one plane per task."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], p
+cdef inline void phases_plane(const float* a, float* b, Py_ssize_t p, Py_ssize_t C,
+                              Py_ssize_t H, Py_ssize_t W, Py_ssize_t dh, Py_ssize_t dw,
+                              bint merge) noexcept nogil:
+    """Plane p = n*C + ch of a batch (N, C, H, W): split_one from ``a`` (the
+    batch) into ``b`` (the stacked phases), or with ``merge`` merge_one
+    from ``a`` (the stacked phases) into ``b`` (the batch)."""
     cdef Py_ssize_t ds = C * (H // dh) * (W // dw)
+    cdef Py_ssize_t ph = (p // C) * dh * dw * ds + (p % C) * (ds // C)
+    if merge:
+        merge_one(a + ph, ds, H, W, dh, dw, b + p * H * W)
+    else:
+        split_one(a + p * H * W, H, W, dh, dw, b + ph, ds)
+
+
+def copy_phases(const float[:, :, :, ::1] a,  # IN  (N, C, H, W); merge: (N*dh*dw, C, H/dh, W/dw)
+                float[:, :, :, ::1] b,        # OUT (N*dh*dw, C, H/dh, W/dw); merge: (N, C, H, W)
+                Py_ssize_t dh, Py_ssize_t dw, bint merge, int n_threads):
+    """The dilation phases of a batch stacked along the batch axis as the
+    *_phases kernels stack them, b[(n*dh + r)*dw + c, ch, i, j] = a[n, ch,
+    dh*i + r, dw*j + c] (H, W multiples of dh, dw), or with ``merge`` the
+    inverse, b[n, ch, dh*i + r, dw*j + c] = a[(n*dh + r)*dw + c, ch, i, j];
+    one plane per task."""
+    cdef Py_ssize_t N = a.shape[0], C = a.shape[1], H = a.shape[2], W = a.shape[3], p
+    if merge:
+        N, C, H, W = b.shape[0], b.shape[1], b.shape[2], b.shape[3]
     cdef int nt = <int>max(1, min(n_threads, N * C))
     if N * C * H * W == 0:
         return
-    cdef const float* xp = &x[0, 0, 0, 0]
-    cdef float* op = &out[0, 0, 0, 0]
+    cdef const float* ap = &a[0, 0, 0, 0]
+    cdef float* bp = &b[0, 0, 0, 0]
     with nogil:
         if nt == 1:
             for p in range(N * C):
-                split_one(xp + p * H * W, H, W, dh, dw, op + phase_plane(p, C, dh * dw, ds), ds)
+                phases_plane(ap, bp, p, C, H, W, dh, dw, merge)
         else:
             for p in prange(N * C, schedule="static", num_threads=nt):
-                split_one(xp + p * H * W, H, W, dh, dw, op + phase_plane(p, C, dh * dw, ds), ds)
-
-
-def merge_phases(const float[:, :, :, ::1] src,  # IN  (N*dh*dw, C, H/dh, W/dw)
-                 float[:, :, :, ::1] out,        # OUT (N, C, H, W)
-                 Py_ssize_t dh, Py_ssize_t dw, int n_threads):
-    """The inverse of :func:`split_phases`: out[n, ch, dh*i + r, dw*j + c] =
-    src[(n*dh + r)*dw + c, ch, i, j]."""
-    cdef Py_ssize_t N = out.shape[0], C = out.shape[1], H = out.shape[2], W = out.shape[3], p
-    cdef Py_ssize_t ss = C * (H // dh) * (W // dw)
-    cdef int nt = <int>max(1, min(n_threads, N * C))
-    if N * C * H * W == 0:
-        return
-    cdef const float* sp = &src[0, 0, 0, 0]
-    cdef float* op = &out[0, 0, 0, 0]
-    with nogil:
-        if nt == 1:
-            for p in range(N * C):
-                merge_one(sp + phase_plane(p, C, dh * dw, ss), ss, H, W, dh, dw, op + p * H * W)
-        else:
-            for p in prange(N * C, schedule="static", num_threads=nt):
-                merge_one(sp + phase_plane(p, C, dh * dw, ss), ss, H, W, dh, dw, op + p * H * W)
+                phases_plane(ap, bp, p, C, H, W, dh, dw, merge)
 
 

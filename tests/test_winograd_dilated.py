@@ -94,18 +94,18 @@ def test_phases_match_reference(g, rng, close):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("d", [(2, 2), (3, 3), (2, 3), (1, 2)])
 def test_split_and_merge_phases(d, threads):
-    """split_phases stacks phase (r, c) of sample n as sample (n*dh + r)*dw
-    + c, the order of the in-place kernels; merge_phases inverts it."""
+    """copy_phases stacks phase (r, c) of sample n as sample (n*dh + r)*dw
+    + c, the order of the in-place kernels; with merge it inverts that."""
     from cnnext import _winograd
     dh, dw = d
     x = np.arange(2 * 3 * 6 * dh * 5 * dw, dtype=np.float32).reshape(2, 3, 6 * dh, 5 * dw)
     want = np.ascontiguousarray(
         x.reshape(2, 3, 6, dh, 5, dw).transpose(0, 3, 5, 1, 2, 4)).reshape(-1, 3, 6, 5)
     got = np.full_like(want, np.nan)
-    _winograd.split_phases(x, got, dh, dw, threads)
+    _winograd.copy_phases(x, got, dh, dw, False, threads)
     np.testing.assert_array_equal(got, want)
     back = np.full_like(x, np.nan)
-    _winograd.merge_phases(got, back, dh, dw, threads)
+    _winograd.copy_phases(got, back, dh, dw, True, threads)
     np.testing.assert_array_equal(back, x)
 
 
