@@ -64,16 +64,14 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
 from __future__ import annotations
 
 import math
-import os
 import queue
-import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
-from . import _config, _conv, _depthwise, _eltwise, _gemm, _norm, _pool, _winograd
+from . import _config, _conv, _depthwise, _eltwise, _gemm, _norm, _pool, _winograd, _workers
 from . import _validate as V
 
 if TYPE_CHECKING:
@@ -179,39 +177,6 @@ def _forward_kernel(
     _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads,
                          groups)
     return out
-
-
-class _Beside:
-    """A daemon thread running calls beside the caller's (one at a time):
-    ``jobs`` takes (call, done) pairs; ``done`` receives (the call's
-    result, None) or (None, the exception it raised)."""
-
-    def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]]
-        self.jobs = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name="cnnext-conv-beside", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            job, done = self.jobs.get()
-            try:
-                done.put((job(), None))
-            except BaseException as exc:  # handed to the caller's thread  # noqa: BLE001
-                done.put((None, exc))
-
-
-#: The helper thread of ConvPlan._gx_beside_gw (started on first use; a
-#: forked child starts its own).
-_BESIDE: list[_Beside] = []
-_BESIDE_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=_BESIDE.clear)
-
-
-def _beside() -> _Beside:
-    with _BESIDE_LOCK:
-        if not _BESIDE:
-            _BESIDE.append(_Beside())
-        return _BESIDE[0]
 
 
 def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
@@ -540,9 +505,8 @@ class ConvPlan:
         depends on the thread count, so these are the bits of the two run
         one after the other."""
         tw = self.threads // 2
-        done: queue.SimpleQueue[tuple[FloatArray | None, BaseException | None]]
-        done = queue.SimpleQueue()
-        _beside().jobs.put((lambda: self._grad_weight(g, x, threads=tw), done))
+        done: _workers.Done = queue.SimpleQueue()
+        _workers.workers(1)[0].jobs.put((lambda: self._grad_weight(g, x, threads=tw), done))
         try:
             gx = grad_input(g, weight, x.shape[2:], self.kernel_stride, self.padding,
                             self.dilation, self.grad_input, self.threads - tw)

@@ -60,7 +60,6 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-import os
 import queue
 import threading
 from typing import TYPE_CHECKING, Any, cast
@@ -69,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 from functools import partial
 
-from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd
+from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd, _workers
 from .._plan import _winograd_filters, bias_grad, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
@@ -1133,40 +1132,7 @@ def _bind_steps(steps: list[_Step], input_shape: Shape, dtype: FloatDType
 # --------------------------------------------------------------------------
 
 
-class _Worker:
-    """A daemon thread running batch slices of split plans: ``jobs`` takes
-    (call, done) pairs; ``done`` receives None or the exception raised."""
-
-    def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[tuple[Callable[[], object],
-                                           queue.SimpleQueue[BaseException | None]]]
-        self.jobs = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name="cnnext-netplan", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            job, done = self.jobs.get()
-            try:
-                job()
-            except BaseException as exc:  # handed to the caller's thread  # noqa: BLE001
-                done.put(exc)
-            else:
-                done.put(None)
-
-
-#: The workers of split plans, shared (started on first use; a forked
-#: child starts its own).
-_WORKERS: list[_Worker] = []
-os.register_at_fork(after_in_child=_WORKERS.clear)
-
-
 _ONE_THREAD_BUILD = threading.Lock()
-
-
-def _workers(n: int) -> list[_Worker]:
-    while len(_WORKERS) < n:
-        _WORKERS.append(_Worker())
-    return _WORKERS[:n]
 
 
 def _macs(steps: list[_Step]) -> int:
@@ -1206,7 +1172,7 @@ class _BatchSplit:
         self.bound = bound  # per thread: block size -> (calls, input buffer, output buffer)
         self.out_shape = out_shape
         self.dtype = dtype
-        self.done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        self.done: _workers.Done = queue.SimpleQueue()
 
     @classmethod
     def build(cls, fname: str, model: Sequential, input_shape: Shape, dtype: FloatDType,
@@ -1283,7 +1249,7 @@ class _BatchSplit:
         y = np.empty(self.out_shape, self.dtype)
         taken = itertools.count()
         done, bound = self.done, self.bound
-        workers = _workers(len(bound) - 1)
+        workers = _workers.workers(len(bound) - 1)
         for w, sets in zip(workers, bound[1:]):
             w.jobs.put((partial(self._drain, taken, sets, x, y), done))
         error: BaseException | None = None
@@ -1292,7 +1258,7 @@ class _BatchSplit:
         except BaseException as exc:  # noqa: BLE001 - the workers are waited for first
             error = exc
         for _ in workers:
-            error = done.get() or error
+            error = done.get()[1] or error
         if error is not None:
             raise error
         return y
