@@ -66,7 +66,7 @@ Design:
 With one thread the block bodies (``fwd_block``, ``gw_range``) are called
 directly, entering no OpenMP region.
 """
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free
 from libc.string cimport memset
@@ -135,8 +135,6 @@ cdef extern from "cnnext_winograd.h" nogil:
         cnx_wg_store2 store2
         const char* name
     cnx_wg_kernels cnx_wg_select() noexcept nogil
-    int cnx_wg_team()
-    void cnx_wg_barrier()
     void cnx_wg_prefetch(const float* plane, int64_t H, int64_t W, int64_t iy0, int64_t ix0,
                          int64_t n, int P) noexcept nogil
 
@@ -487,52 +485,6 @@ cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float
             c0 += NR
 
 
-cdef Py_ssize_t gw_input(const Args* a, Py_ssize_t blk, int tid, float* V) noexcept nogil:
-    """Block ``blk``'s transformed input into ``V`` (the thread's D and seg
-    as scratch; its runs of tiles left in seg); returns the run count."""
-    cdef Py_ssize_t tb = a.tb, t0 = blk * tb, nv = min(tb, a.T - t0)
-    cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
-    cdef Py_ssize_t nseg = segments(a, t0, nv, seg)
-    if tw16(a):
-        WG.input_tw16(a.x, a.C, a.H, a.W, a.ph, a.pw, a.th, a.tw, t0, nv, a.PN, V, a.PN, tb,
-                      a.sv)
-    else:
-        transform_input(a, nseg, seg, a.scr + tid * a.per, V, a.PN, tb)
-    return nseg
-
-
-cdef void gw_grad(const Args* a, Py_ssize_t blk, int tid, float* Gy, Py_ssize_t co_lo,
-                  Py_ssize_t co_hi) noexcept nogil:
-    """Block ``blk``'s transformed gradient (A g A^T), rows co_lo .. co_hi,
-    into ``Gy`` (the thread's D and seg as scratch)."""
-    cdef Py_ssize_t tb = a.tb, Co = a.Co, t0 = blk * tb, nv = min(tb, a.T - t0)
-    cdef float* D = a.scr + tid * a.per
-    cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
-    cdef Py_ssize_t nseg = segments(a, t0, nv, seg)
-    cdef Py_ssize_t co, i, cnt, oy, ox, lp = 2 * tb + 16
-    cdef const float* plane
-    for co in range(co_lo, co_hi):
-        if co + 1 < co_hi and a.dh == 0:  # the next output channel's gradient rows
-            for i in range(nseg):
-                cnx_wg_prefetch(a.g + (seg[5 * i] * Co + co + 1) * a.OH * a.OW, a.OH, a.OW,
-                                seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * seg[5 * i + 3], 2)
-        for i in range(nseg):
-            cnt = seg[5 * i + 3]
-            plane = a.g + (seg[5 * i] * Co + co) * a.OH * a.OW
-            oy = seg[5 * i + 1] * 2
-            ox = seg[5 * i + 2] * 2
-            if a.dh:  # a phase of g
-                phase_rows(a.g, seg[5 * i], co, Co, a.OHs, a.OWs, a.dh, a.dw, oy, ox,
-                           2, 2 * cnt, 0, 0, D, lp)
-                WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
-            elif oy + 2 <= a.OH and ox + 2 * cnt <= a.OW:  # inside: read in place
-                WG.grad_rows(plane + oy * a.OW + ox, a.OW, cnt, Gy + co * tb + seg[5 * i + 4],
-                             a.sm)
-            else:  # an odd last row or column: zero-filled copy
-                WG.rows(plane, a.OH, a.OW, oy, ox, 2 * cnt, 2, D, lp)
-                WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
-
-
 cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* dU,
                    Py_ssize_t co_lo, Py_ssize_t co_hi) noexcept nogil:
     """Thread ``tid``'s dU (16, Co, C), its rows co_lo .. co_hi (co_lo a
@@ -542,7 +494,9 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* 
     cdef float* V = D + XI * tb
     cdef float* Gy = V + XI * a.sv
     cdef float* bpack = Gy + XI * a.sm
-    cdef Py_ssize_t blk, t0, nv, xi
+    cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
+    cdef Py_ssize_t blk, t0, nv, nseg, co, i, cnt, oy, ox, xi, lp = 2 * tb + 16
+    cdef const float* plane
     for xi in range(XI):
         memset(dU + (xi * Co + co_lo) * C, 0, (co_hi - co_lo) * C * sizeof(float))
     for blk in range(b0, b1):
@@ -551,9 +505,34 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* 
         if tw4(a):  # 7x7 and 8x8 maps: four tile rows per vector
             WG.input_tw4(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, a.PN, V, a.PN, tb, a.sv)
             WG.grad_tw4(a.g, Co, a.OH, a.OW, a.th, t0, nv, Gy, tb, a.sm)  # every row
+            gw_products(a, nv, Gy, V, dU, bpack, co_lo, co_hi)
+            continue
+        nseg = segments(a, t0, nv, seg)
+        if tw16(a):
+            WG.input_tw16(a.x, C, a.H, a.W, a.ph, a.pw, a.th, a.tw, t0, nv, a.PN, V, a.PN, tb,
+                          a.sv)
         else:
-            gw_input(a, blk, tid, V)
-            gw_grad(a, blk, tid, Gy, co_lo, co_hi)
+            transform_input(a, nseg, seg, D, V, a.PN, tb)
+        for co in range(co_lo, co_hi):
+            if co + 1 < co_hi and a.dh == 0:  # the next output channel's gradient rows
+                for i in range(nseg):
+                    cnx_wg_prefetch(a.g + (seg[5 * i] * Co + co + 1) * a.OH * a.OW, a.OH, a.OW,
+                                    seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, 2 * seg[5 * i + 3], 2)
+            for i in range(nseg):
+                cnt = seg[5 * i + 3]
+                plane = a.g + (seg[5 * i] * Co + co) * a.OH * a.OW
+                oy = seg[5 * i + 1] * 2
+                ox = seg[5 * i + 2] * 2
+                if a.dh:  # a phase of g
+                    phase_rows(a.g, seg[5 * i], co, Co, a.OHs, a.OWs, a.dh, a.dw, oy, ox,
+                               2, 2 * cnt, 0, 0, D, lp)
+                    WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
+                elif oy + 2 <= a.OH and ox + 2 * cnt <= a.OW:  # inside: read in place
+                    WG.grad_rows(plane + oy * a.OW + ox, a.OW, cnt, Gy + co * tb + seg[5 * i + 4],
+                                 a.sm)
+                else:  # an odd last row or column: zero-filled copy
+                    WG.rows(plane, a.OH, a.OW, oy, ox, 2 * cnt, 2, D, lp)
+                    WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
         gw_products(a, nv, Gy, V, dU, bpack, co_lo, co_hi)
 
 
@@ -606,44 +585,6 @@ cdef void gw_run_panels(Args* a) noexcept nogil:
         for tid in prange(run, schedule="static", chunksize=1, num_threads=run):
             gw_range(a, 0, a.blocks, <int>tid, a.out, panels * tid // run * a.MR,
                      min(a.Co, panels * (tid + 1) // run * a.MR))
-    free(a.scr)
-    free(a.seg)
-
-
-cdef void gw_shared_thread(const Args* a, int tid, int team) noexcept nogil:
-    """Thread ``tid`` of gw_run_shared (``team`` threads: 1 or 2)."""
-    cdef Py_ssize_t blk, part, xi, lo, hi, nv, panels = a.Cop // a.MR, tb = a.tb
-    cdef float* V = a.scr + XI * tb
-    cdef float* Gy = V + XI * a.sv
-    cdef float* bpack = a.scr + tid * a.per + XI * tb + XI * a.sv + XI * a.sm
-    cdef Py_ssize_t p0 = 0 if team == 1 else tid, p1 = 2 if team == 1 else tid + 1
-    for part in range(p0, p1):
-        lo = panels * part // 2 * a.MR
-        hi = min(a.Co, panels * (part + 1) // 2 * a.MR)
-        for xi in range(XI):
-            memset(a.out + (xi * a.Co + lo) * a.C, 0, (hi - lo) * a.C * sizeof(float))
-    for blk in range(a.blocks):
-        nv = min(tb, a.T - blk * tb)
-        if team == 1 or tid == 0:
-            gw_input(a, blk, tid, V)
-        if team == 1 or tid == 1:
-            gw_grad(a, blk, tid, Gy, 0, a.Co)
-        cnx_wg_barrier()  # V and Gy complete
-        for part in range(p0, p1):
-            lo = panels * part // 2 * a.MR
-            hi = min(a.Co, panels * (part + 1) // 2 * a.MR)
-            gw_products(a, nv, Gy, V, a.out, bpack, lo, hi)
-        cnx_wg_barrier()  # V and Gy read: the next block may overwrite them
-
-
-cdef void gw_run_shared(Args* a) noexcept nogil:
-    """gw_run_panels' result (the same blocks, panels and so bits) on two
-    threads that share each block's transforms: per block, one transforms
-    the input and the other the gradient (into the first thread's V and
-    Gy), then each multiplies its half of the output channels' panels;
-    frees the scratch."""
-    with parallel(num_threads=2):
-        gw_shared_thread(a, threadid(), cnx_wg_team())
     free(a.scr)
     free(a.seg)
 
@@ -778,9 +719,7 @@ cdef int gw_go(Args* a, Py_ssize_t nt, int n_threads) except -1:
     if nt == 1:
         gw_panel_threads(a, n_threads)
     with nogil:
-        if nt == 1 and a.nt == 2 and not tw4(a):
-            gw_run_shared(a)
-        elif nt == 1:
+        if nt == 1:
             gw_run_panels(a)
         else:
             gw_run(a, nt)

@@ -31,25 +31,6 @@
 #define CNX_NO_LIBCALL
 #endif
 
-/* Inside a parallel region: the size of the thread team, and a barrier
- * for all of it (1 and nothing in a build without OpenMP). */
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-static inline int cnx_wg_team(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
-static inline void cnx_wg_barrier(void) {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-}
-
 /* Prefetch rows [iy0, iy0 + P) x columns [ix0, ix0 + n) of an H x W plane
  * (the part inside it): the rows a run of tiles reads next, one channel
  * ahead, where the hardware prefetchers do not follow the jump between
