@@ -475,6 +475,8 @@ class ConvPlan:
                 _depthwise.depthwise_grad_input(g4, weight, gx, *self.kernel_args)
         elif self.method == "grouped":
             gx, gw = self._grouped_backward(g4, x4, weight, need_input)
+        elif self.method == "winograd" and need_input and self._winograd_beside():
+            gx, gw = self._winograd_gx_beside_gw(g4, x4, weight)
         elif self.method == "winograd":
             gw = self._winograd_grad_weight(g4, x4)
             gx = self._winograd_grad_input(g4, weight) if need_input else None
@@ -668,15 +670,19 @@ class ConvPlan:
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
 
-    def _winograd_grad_input(self, g: FloatArray, weight: FloatArray) -> FloatArray:
+    def _winograd_grad_input(
+        self, g: FloatArray, weight: FloatArray, threads: int | None = None
+    ) -> FloatArray:
         """grad_x = the full convolution of g with the rotated kernel: the
-        Winograd forward kernel with padding 2 - p; the direct algorithm
-        when the weight or the result holds inf/NaN (see _winograd_forward)."""
+        Winograd forward kernel with padding 2 - p, on ``threads`` (default:
+        the plan's); the direct algorithm when the weight or the result
+        holds inf/NaN (see _winograd_forward)."""
+        nt = self.threads if threads is None else threads
         gx = np.empty(self.x4, dtype=self.dtype)
-        upk = _winograd_filters(weight, adjoint=True, threads=self.threads)
+        upk = _winograd_filters(weight, adjoint=True, threads=nt)
         if upk is not None:
             _winograd.winograd_forward(g, upk, None, gx, 2 - self.padding[0],
-                                       2 - self.padding[1], self.threads)
+                                       2 - self.padding[1], nt)
         if upk is None or not _winograd.all_finite(gx.reshape(-1)):
             return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,
                               self.dilation, "full-rotated", self.threads)
@@ -685,10 +691,45 @@ class ConvPlan:
     def _winograd_grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
         """grad_w by _winograd_dw; the direct kernels when the result holds
         inf/NaN (as it does when x or g does)."""
-        gw = self._winograd_dw(g, x)
+        return self._winograd_checked(self._winograd_dw(g, x), g, x)
+
+    def _winograd_checked(self, gw: FloatArray, g: FloatArray, x: FloatArray) -> FloatArray:
+        """``gw``, or the direct kernels' weight gradient when it holds inf/NaN."""
         if not _winograd.all_finite(gw.reshape(-1)):
             return self._grad_weight(g, x, "packed")
         return gw
+
+    def _winograd_beside(self) -> bool:
+        """Whether the backward runs the weight gradient beside the input
+        gradient, one thread each: at two threads, when the weight gradient
+        has one dU partial (a dU of 2 MB and more, whose two threads would
+        split the output channels and each transform the whole input; the
+        same bits on any number of threads).  Measured on 2 cores at 256 ->
+        256 channels, 14x14, batch 8: the backward 7.6-8.4 ms instead of
+        8.7-9.9 (alternating runs, minimum of 30)."""
+        return self.threads == 2 and self.grad_weight_tasks == 1
+
+    def _winograd_gx_beside_gw(
+        self, g: FloatArray, x: FloatArray, weight: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """(grad_x, grad_w) side by side on one thread each: the weight
+        gradient's products in the helper thread, the input gradient in the
+        caller's, then the last step of the weight gradient on every
+        thread: the bits of the two run one after the other."""
+        Co, C = self.weight_shape[:2]
+        dup = np.empty((1, 16, Co, C), dtype=self.dtype)
+        done: queue.SimpleQueue[tuple[None, BaseException | None]] = queue.SimpleQueue()
+        _beside().jobs.put((lambda: _winograd.winograd_grad_weight(
+            x, g, dup, self.padding[0], self.padding[1], 1), done))
+        try:
+            gx = self._winograd_grad_input(g, weight, threads=1)
+        finally:
+            _, error = done.get()
+        if error is not None:
+            raise error
+        gw = np.empty(self.weight_shape, dtype=self.dtype)
+        _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
+        return gx, self._winograd_checked(gw, g, x)
 
     def _winograd_dw(self, g: FloatArray, x: FloatArray) -> FloatArray:
         """grad_w = G^T (sum over tiles of (A g A^T) (x) (B^T x B)) G, one

@@ -160,6 +160,35 @@ def test_winograd_weight_grad_channel_split_same_bits(kind, rng, close, restore_
     close(grads[0], R.conv2d_backward(*f64(go, x, w), **kw)[1], np.float32)
 
 
+@pytest.mark.parametrize("shape", [(5, 128, 15, 13), (1, 136, 33, 31)], ids=["odd", "N1"])
+@pytest.mark.parametrize("bad", [False, True], ids=["finite", "nan"])
+def test_winograd_backward_beside_same_bits(shape, bad, rng, close, restore_threads):
+    """At two threads a backward with one weight-gradient partial runs the
+    weight gradient beside the input gradient (one thread each): the same
+    bits as one thread (odd maps, N=1, output channels off the panel
+    width); a NaN in x goes to the direct kernels (the reference's NaNs)."""
+    x, w, _, go = kind_arrays(shape, 260, rng, {"padding": 1})
+    if bad:
+        x[0, 3, 2, 5] = np.nan
+    grads = []
+    for threads in (1, 2):
+        cnnext.set_num_threads(threads)
+        plan = _plan.conv2d_plan("conv2d", x.shape, w.shape, None, x.dtype, (1, 1), (1, 1),
+                                 (1, 1), 1, "winograd")
+        assert plan._winograd_beside() == (threads == 2)
+        grads.append(plan.backward(go, x, w, False)[:2])
+    (gx1, gw1), (gx2, gw2) = grads
+    np.testing.assert_array_equal(gx2, gx1)
+    ref = R.conv2d_backward(*f64(go, x, w), padding=1)
+    if bad:
+        assert np.isnan(gw2).any() and np.array_equal(np.isnan(gw2), np.isnan(ref[1]))
+        assert np.array_equal(np.isnan(gx2), np.isnan(ref[0]))
+    else:
+        np.testing.assert_array_equal(gw2, gw1)
+        close(gx2, ref[0], np.float32)
+        close(gw2, ref[1], np.float32)
+
+
 # The undilated kernel and the dilation-phase one (``winograd-phases``) share
 # the PyTorch and memory-layout checks: (input shape, conv2d keywords).
 KINDS = {
