@@ -64,7 +64,6 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
 from __future__ import annotations
 
 import math
-import queue
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
@@ -507,16 +506,10 @@ class ConvPlan:
         depends on the thread count, so these are the bits of the two run
         one after the other."""
         tw = self.threads // 2
-        done: _workers.Done = queue.SimpleQueue()
-        _workers.workers(1)[0].jobs.put((lambda: self._grad_weight(g, x, threads=tw), done))
-        try:
-            gx = grad_input(g, weight, x.shape[2:], self.kernel_stride, self.padding,
-                            self.dilation, self.grad_input, self.threads - tw)
-        finally:
-            gw, error = done.get()
-        if error is not None:
-            raise error
-        return gx, cast("FloatArray", gw)
+        return cast("tuple[FloatArray, FloatArray]", _workers.beside(
+            lambda: self._grad_weight(g, x, threads=tw),
+            lambda: grad_input(g, weight, x.shape[2:], self.kernel_stride, self.padding,
+                               self.dilation, self.grad_input, self.threads - tw)))
 
     def _input4(self, x: FloatArray) -> FloatArray:
         """The kernels' (N, C, H, W) input: batched, with ``pad_extra`` zeros."""
@@ -718,15 +711,10 @@ class ConvPlan:
         thread: the bits of the two run one after the other."""
         Co, C = self.weight_shape[:2]
         dup = np.empty((1, 16, Co, C), dtype=self.dtype)
-        done: queue.SimpleQueue[tuple[None, BaseException | None]] = queue.SimpleQueue()
-        _beside().jobs.put((lambda: _winograd.winograd_grad_weight(
-            x, g, dup, self.padding[0], self.padding[1], 1), done))
-        try:
-            gx = self._winograd_grad_input(g, weight, threads=1)
-        finally:
-            _, error = done.get()
-        if error is not None:
-            raise error
+        gx, _ = _workers.beside(
+            lambda: _winograd.winograd_grad_weight(x, g, dup, self.padding[0],
+                                                   self.padding[1], 1),
+            lambda: self._winograd_grad_input(g, weight, threads=1))
         gw = np.empty(self.weight_shape, dtype=self.dtype)
         _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
         return gx, self._winograd_checked(gw, g, x)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Worker", "workers"]
+__all__ = ["Worker", "beside", "workers"]
 
 #: What a worker puts on a job's ``done`` queue: (the call's result, None)
 #: or (None, the exception it raised).
@@ -27,7 +27,8 @@ class Worker:
 
     def __init__(self) -> None:
         self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], Done]] = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name="cnnext-worker", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name="cnnext-worker", daemon=True)
+        self.thread.start()
 
     def _loop(self) -> None:
         while True:
@@ -49,3 +50,22 @@ def workers(n: int) -> list[Worker]:
         while len(_WORKERS) < n:
             _WORKERS.append(Worker())
         return _WORKERS[:n]
+
+
+def beside(there: Callable[[], Any], here: Callable[[], Any]) -> tuple[Any, Any]:
+    """(here(), there()), ``there`` run on the first worker while the
+    caller runs ``here`` (one after the other when the caller is that
+    worker); an exception of either reaches the caller once both are
+    done."""
+    worker = workers(1)[0]
+    if threading.current_thread() is worker.thread:
+        return here(), there()
+    done: Done = queue.SimpleQueue()
+    worker.jobs.put((there, done))
+    try:
+        mine = here()
+    finally:
+        theirs, error = done.get()
+    if error is not None:
+        raise error
+    return mine, theirs
