@@ -500,7 +500,7 @@ class ConvPlan:
         self, g: FloatArray, x: FloatArray, weight: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
         """(grad_x, grad_w) of a ``split`` weight gradient side by side: the
-        weight gradient on half the threads in the helper thread, the input
+        weight gradient on half the threads in a worker thread, the input
         gradient on the others in the caller's.  Each half runs on its own
         cores without waiting for the other's threads; neither result
         depends on the thread count, so these are the bits of the two run
@@ -706,7 +706,7 @@ class ConvPlan:
         self, g: FloatArray, x: FloatArray, weight: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
         """(grad_x, grad_w) side by side on one thread each: the weight
-        gradient's products in the helper thread, the input gradient in the
+        gradient's products in a worker thread, the input gradient in the
         caller's, then the last step of the weight gradient on every
         thread: the bits of the two run one after the other."""
         Co, C = self.weight_shape[:2]
