@@ -148,13 +148,15 @@ def small_parallel_thresholds(monkeypatch):
 
 @pytest.fixture
 def run_with_isa(tmp_path):
-    """``run(script, isa)``: run ``script`` (Python source; ``{here}`` is the
-    tests directory) in a fresh interpreter with ``CNNEXT_ISA=isa``; it
-    prints the variant a module chose on its first line and a JSON object
-    after it, returned as ``(name, object)``."""
+    """``run(script, portable)``: run ``script`` (Python source; ``{here}``
+    is the tests directory) in two fresh interpreters, with
+    ``CNNEXT_ISA=avx512`` and with ``CNNEXT_ISA=portable``; it prints the
+    variant a module chose on its first line and a JSON object after it.
+    Checks that the variants were ``avx512`` and ``generic`` and that both
+    objects have the same keys; returns the two objects."""
     here = os.path.dirname(os.path.abspath(__file__))
 
-    def run(script, isa):
+    def one(script, isa):
         proc = subprocess.run(
             [sys.executable, "-c", script.format(here=here)], capture_output=True,
             text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, CNNEXT_ISA=isa),
@@ -162,6 +164,12 @@ def run_with_isa(tmp_path):
         assert proc.returncode == 0, proc.stderr
         name, data = proc.stdout.split("\n", 1)
         return name, json.loads(data)
+
+    def run(script, portable):
+        (fast_name, fast), (slow_name, slow) = one(script, "avx512"), one(script, portable)
+        assert (fast_name, slow_name) == ("avx512", "generic")
+        assert fast.keys() == slow.keys()
+        return fast, slow
 
     return run
 
