@@ -401,9 +401,15 @@ class ConvPlan:
     #: The :func:`cnnext.set_conv_algorithm` setting the plan was made for.
     algorithm: str = "direct"
     #: ``winograd-phases``: the plan of the stacked phases' (undilated)
-    #: convolution, and its padding (see :func:`_phase_axis`).
+    #: convolution, and its padding (see :func:`_phase_axis`); whether the
+    #: phases tile the input and the result exactly (no offset, sizes
+    #: multiples of the dilation), so that they are copied out once
+    #: (copy_phases), run as one undilated Winograd convolution of the
+    #: stacked phases and copied back, faster than reading and writing them
+    #: in place.
     phase_plan: ConvPlan | None = None
     phase_pad: Pair = (0, 0)
+    phase_split: bool = False
 
     @property
     def unbatched(self) -> bool:
@@ -567,15 +573,6 @@ class ConvPlan:
         (dh, dw), (P, Q) = self.dilation, self.phase_pad
         return self.padding[0] - dh * P, self.padding[1] - dw * Q
 
-    def _phases_split(self) -> bool:
-        """True when the phases tile the input and the result exactly (no
-        offset, sizes multiples of the dilation): the phases are then copied
-        out once (copy_phases), run as one undilated Winograd convolution of
-        the stacked phases and copied back, faster than reading and writing
-        them in place."""
-        return all(_phases_split_axis(n, o, p, d) for n, o, p, d in zip(
-            self.x4[2:], self.out4[2:], self.padding, self.dilation))
-
     def _split(self, a: FloatArray) -> FloatArray:
         """The dilation phases of a (N, C, H, W), stacked: (N*dh*dw, C, H/dh, W/dw)."""
         (dh, dw), (N, C, H, W) = self.dilation, a.shape
@@ -593,10 +590,10 @@ class ConvPlan:
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
     ) -> FloatArray:
         """y by Winograd on the phases of x, read and written in place (or
-        copied, see _phases_split); the direct kernel when the weight or the
+        copied, see phase_split); the direct kernel when the weight or the
         result holds inf/NaN (see _winograd_forward)."""
         pp = cast("ConvPlan", self.phase_plan)
-        if self._phases_split():
+        if self.phase_split:
             return self._merge(pp._winograd_forward(self._split(x), weight, bias), self.out4)
         (P, Q), (dh, dw), (y0, x0) = self.phase_pad, self.dilation, self._phase_offset()
         y = np.empty(self.out4, dtype=self.dtype)
@@ -616,7 +613,7 @@ class ConvPlan:
         weight), their input gradients written in place; the direct algorithm
         for a result that holds inf/NaN."""
         pp = cast("ConvPlan", self.phase_plan)
-        if self._phases_split():
+        if self.phase_split:
             xs, gs = self._split(x), self._split(g)
             gw = pp._winograd_dw(gs, xs)
             if not _winograd.all_finite(gw.reshape(-1)):
@@ -1047,9 +1044,12 @@ def conv2d_plan(
         scratch += tasks * (512 << 10)
     group_plan = phase_plan = None
     phase_pad: Pair = (0, 0)
+    phase_split = False
     if method == "winograd-phases":
         (P, Hb), (Q, Wb) = _phase_axis(H, OH, p[0], d[0]), _phase_axis(W, OW, p[1], d[1])
         phase_pad = (P, Q)
+        phase_split = (_phases_split_axis(H, OH, p[0], d[0])
+                       and _phases_split_axis(W, OW, p[1], d[1]))
         phase_plan = conv2d_plan(fname, (N * d[0] * d[1], C, Hb, Wb), weight_shape, bias_shape,
                                  dtype, (1, 1), phase_pad, (1, 1), 1, "winograd")
         gi = gw = method
@@ -1088,7 +1088,7 @@ def conv2d_plan(
         method, why, gi, gi_why, gw, gw_why, tasks, threads, scratch,
         (N, C, H, W), (N, Co, OH, OW), kernel_args,
         groups=groups, pad_extra=pad_extra, group_plan=group_plan, algorithm=algorithm,
-        phase_plan=phase_plan, phase_pad=phase_pad,
+        phase_plan=phase_plan, phase_pad=phase_pad, phase_split=phase_split,
     )
 
 

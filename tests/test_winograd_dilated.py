@@ -47,7 +47,7 @@ CASES = [
     ("d2x3-split", D(1, 3, 4, 8, 9, (2, 3), (2, 3), False)),
     ("channels-64-split", D(2, 64, 64, 12, 12, (2, 2), (2, 2), True)),
 ]
-# The cases whose phases tile input and result exactly (ConvPlan._phases_split).
+# The cases whose phases tile input and result exactly (ConvPlan.phase_split).
 SPLIT = {"d2-p2", "out-equals-dilation", "d3-p3-split", "d2x3-split", "channels-64-split"}
 IDS = [c[0] for c in CASES]
 GEOMS = [c[1] for c in CASES]
@@ -79,7 +79,7 @@ def test_phases_match_reference(g, rng, close):
         plan = plan_of(x, w, b, g)
         assert (plan.method, plan.grad_input, plan.grad_weight) == ("winograd-phases",) * 3
         assert plan.phase_plan is not None and plan.phase_plan.method == "winograd"
-        assert plan._phases_split() == (g in SPLIT_GEOMS)
+        assert plan.phase_split == (g in SPLIT_GEOMS)
         y = F.conv2d(x, w, b, padding=g.p, dilation=g.d)
         gx, gw, gb = F.conv2d_backward(go, x, w, padding=g.p, dilation=g.d, bias=g.bias)
     close(y, R.conv2d(*f64(x, w, b), padding=g.p, dilation=g.d), np.float32)
