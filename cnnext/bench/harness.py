@@ -5,11 +5,14 @@ calibrated: the number of calls that make one *sample* is raised until a
 sample lasts at least ``min_sample`` seconds, so the timer's resolution and
 the loop overhead are negligible even for calls of a microsecond.  The peers
 then run *interleaved*, round-robin, with the order rotated every round
-(cnnext, torch, reference / torch, reference, cnnext / ...) and the garbage
-collector disabled, so a burst of load from another process hits all peers
-alike.  Samples are timed with :func:`time.perf_counter_ns` around a plain
-loop of calls.  Reported times are medians of the per-call time over the
-samples.
+(cnnext, torch, jax / torch, jax, cnnext / ...) and the garbage collector
+disabled, so a burst of load from another process hits all peers alike.
+The slow numpy reference is timed apart, before and after those rounds: its
+matrix products leave OpenBLAS's threads spinning for a while after each
+call, which would slow down whichever peer ran next (a 2-thread
+convolution of 1.7 ms took 3-11 ms right after one).  Samples are timed
+with :func:`time.perf_counter_ns` around a plain loop of calls.  Reported
+times are medians of the per-call time over the samples.
 """
 from __future__ import annotations
 
@@ -184,7 +187,8 @@ def measure(
     ----------
     peers : dict of {str: Peer}
         In display order.  The peer named ``"reference"`` (if any) is the
-        slow one, with its own budget (see :class:`BenchConfig`).
+        slow one, with its own budget (see :class:`BenchConfig`), timed
+        after the interleaved rounds of the others.
     cfg : BenchConfig
     note : callable, optional
         Progress messages.
@@ -199,9 +203,8 @@ def measure(
     out: dict[str, Record] = {}
     est: dict[str, float] = {}
     number: dict[str, int] = {}
-    names = list(peers)
-    for name in names:
-        peer = peers[name]
+    ref_runs = _prepare_reference(peers, cfg, out, est, number, note)
+    for name, peer in peers.items():
         if name == "reference":
             continue
         if peer.fn is None:
@@ -214,40 +217,42 @@ def measure(
             est[name], number[name] = _warm_up(peer.fn, cfg)
         except Exception as exc:
             out[name] = error_status(exc)
-    ref_runs = _prepare_reference(peers, cfg, out, est, number, note)
-    running = [n for n in names if n in number]
+    fast = [n for n in peers if n in number and n != "reference"]
     if cfg.repeats is not None:
         rounds = cfg.repeats
     else:
-        cost = sum(est[n] * number[n] for n in running if n != "reference") or 1e-3
+        cost = sum(est[n] * number[n] for n in fast) or 1e-3
         rounds = int(min(cfg.max_repeats, max(cfg.min_repeats, cfg.row_budget // cost)))
-    ref_runs = min(ref_runs, rounds)
-    samples: dict[str, list[float]] = {n: [] for n in running}
+    samples: dict[str, list[float]] = {n: [] for n in number}
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for r in range(rounds):
             note(f"round {r + 1}/{rounds}")
-            k = r % len(running) if running else 0
-            # The reference takes part in ref_runs rounds spread evenly.
-            with_ref = (r + 1) * ref_runs // rounds > r * ref_runs // rounds
-            for name in running[k:] + running[:k]:
-                if name == "reference" and not with_ref:
-                    continue
-                setup = peers[name].setup
-                if setup is not None:
-                    setup()
-                # A running peer has a fn (one without never got a calibrated number).
-                samples[name].append(_sample(cast("Thunk", peers[name].fn), number[name]))
+            k = r % len(fast) if fast else 0
+            for name in fast[k:] + fast[:k]:
+                _take_sample(peers[name], number[name], samples[name])
+        for r in range(min(ref_runs, rounds)):
+            note(f"reference {r + 1}/{ref_runs}")
+            _take_sample(peers["reference"], number["reference"], samples["reference"])
     finally:
         if gc_was_enabled:
             gc.enable()
-    for name in running:
-        out[name] = _stats(samples[name], number[name])
-        if cfg.memory:
-            out[name].update(_memory(cast("Thunk", peers[name].fn)))
+    for name in peers:
+        if name in number:
+            out[name] = _stats(samples[name], number[name])
+            if cfg.memory:
+                out[name].update(_memory(cast("Thunk", peers[name].fn)))
     return out
+
+
+def _take_sample(peer: Peer, number: int, into: list[float]) -> None:
+    """Run the peer's setup, then append one sample of ``number`` calls."""
+    if peer.setup is not None:
+        peer.setup()
+    # A timed peer has a fn (one without never got a calibrated number).
+    into.append(_sample(cast("Thunk", peer.fn), number))
 
 
 def _prepare_reference(
