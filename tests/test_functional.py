@@ -951,6 +951,33 @@ def test_conv2d_stride2_paired_phases(xs, ws, s, p, groups, dtype, rng, close, r
     _conv_as_reference(x, wt, b, dict(stride=s, padding=p, groups=groups), dtype, rng, close)
 
 
+# Layers at column stride 2 with a multiple of 64 result channels on rows of
+# at most 14 results, run float32 on AVX-512 with the result channels in the
+# vector lanes (blocks of 7 or fewer results by 64 channels): several
+# reduction blocks, two channel groups, a narrower last block, row strides
+# 1 and 3, N = 1, no padding.
+_OCV_GEOMS = [
+    ((2, 32, 14, 14), (64, 32, 3, 3), 2, 1, 1),        # resnet's 32 -> 64, K = 288
+    ((1, 5, 13, 9), (128, 5, 3, 3), 2, 0, 1),          # two groups of 64 channels
+    ((2, 64, 9, 25), (64, 64, 2, 3), (3, 2), 2, 1),    # two blocks of 7, K = 384
+    ((2, 4, 8, 19), (64, 4, 3, 3), (1, 2), 0, 1),      # blocks of 5 and 4
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs,ws,s,p,groups", _OCV_GEOMS)
+def test_conv2d_result_channel_vectors(xs, ws, s, p, groups, dtype, rng, close,
+                                       restore_threads):
+    """Strided layers with many result channels on short rows: forward with
+    a bias and all gradients as the reference, on one and two threads, from
+    a non-contiguous input, and without a bias."""
+    x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
+    wt = randn(rng, ws, dtype)
+    b = randn(rng, (ws[0],), dtype)
+    _conv_as_reference(x, wt, b, dict(stride=s, padding=p, groups=groups), dtype, rng, close)
+    _conv_as_reference(x, wt, None, dict(stride=s, padding=p), dtype, rng, close)
+
+
 _TWO_ROW_SCRIPT = """
 import numpy as np
 import cnnext
@@ -960,6 +987,7 @@ rng = np.random.default_rng(11)
 out = {}
 for i, (xs, ws, s, p, groups) in enumerate(GEOMS):
     x = rng.standard_normal(xs).astype(np.float32)
+    x.flat[::97] = [np.inf, -np.inf, np.nan][i % 3]
     w = rng.standard_normal(ws).astype(np.float32)
     b = rng.standard_normal(ws[0]).astype(np.float32)
     with cnnext.use_conv_algorithm("direct"):
@@ -983,14 +1011,15 @@ np.savez(PATH, isa=_gemm.isa(), **out)
 """
 
 
-@pytest.mark.parametrize("geoms", [_TWO_ROW_GEOMS, _FLAT_GEOMS, _STRIDE2_GEOMS],
-                         ids=["two-row", "flat", "stride-2 pairs"])
+@pytest.mark.parametrize("geoms", [_TWO_ROW_GEOMS, _FLAT_GEOMS, _STRIDE2_GEOMS, _OCV_GEOMS],
+                         ids=["two-row", "flat", "stride-2 pairs", "result-channel vectors"])
 def test_two_row_tiles_give_the_bits_of_the_other_kernels(geoms, tmp_path):
     """The two-row and flat-tile kernels sum each result in the order of
-    the other tiles, and the paired column phases of a stride-2 input
-    gradient are those tiles' results: forward (with each fused activation)
-    and input gradient bitwise those of the AVX2 kernels, which have none
-    of them."""
+    the other tiles, the paired column phases of a stride-2 input gradient
+    are those tiles' results, and the result-channel kernel sums the taps
+    in their order, one reduction block at a time: forward (with each fused
+    activation, inf and NaN inputs included) and input gradient bitwise
+    those of the AVX2 kernels, which have none of them."""
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
         pytest.skip(f"this CPU runs {_gemm.isa()}: no two-row or flat-tile kernel")
