@@ -708,6 +708,25 @@ def test_weight_gradient_valid_positions_kernel(tmp_path, close):
             close(gw, got["avx512"][f"want{i}"], np.float32, err_msg=key)
 
 
+@pytest.mark.parametrize("layout", ["fortran", "sliced", "readonly"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_conv2d_backward_padded_rows_many_channels(n, layout, rng, close):
+    """conv2d_backward in float32 with more than 16 output channels and
+    padding (the weight gradient over valid columns where AVX-512F runs
+    it): the reference's gradients, and the same bits for any memory
+    layout of the arguments (a 5x5 kernel at padding 2 on an odd 13 x 11
+    map, 40 output channels: a partial panel)."""
+    x = randn(rng, (n, 3, 13, 11), np.float32)
+    w = randn(rng, (40, 3, 5, 5), np.float32)
+    go = randn(rng, (n, 40, 13, 11), np.float32)
+    want = F.conv2d_backward(go, x, w, padding=2)
+    for a, b in zip(want, R.conv2d_backward(*f64(go, x, w), padding=2)):
+        close(a, b, np.float32)
+    got = F.conv2d_backward(*(LAYOUTS[layout](a) for a in (go, x, w)), padding=2)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
 # (x shape, weight shape, stride, padding, dilation): the split weight
 # gradient on odd geometry -- 12-row panels full and partial, partial
 # vectors of channels (17, 40), one sample, several position blocks per
