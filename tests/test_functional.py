@@ -663,6 +663,70 @@ def test_weight_gradient_taps_in_threes_kernel(dtype, tmp_path, close):
 
 
 
+# (x shape, weight shape, stride, padding, dilation, groups): float32 weight
+# gradients with more than 16 output channels per group (the 8 x 32 kernel
+# over valid positions): padding and kernel overhang (junk columns), N = 1,
+# a 2x3 kernel, partial panels of taps and of channels, rows longer than a
+# reduction block (blocks starting mid-row), stride 2 with groups, dilation
+# 2 with a 3x2 kernel, short rows.
+_GWV_GEOMS = [
+    ((2, 32, 32, 32), (64, 32, 5, 5), (1, 1), (2, 2), (1, 1), 1),
+    ((1, 5, 11, 13), (40, 5, 2, 3), (1, 1), (1, 2), (1, 1), 1),    # K = 30: 8 x 3 + 6
+    ((3, 4, 9, 300), (33, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1),    # Wq = 302 > 256
+    ((2, 6, 17, 9), (48, 3, 3, 3), (2, 2), (1, 1), (1, 1), 2),     # 24 channels a group
+    ((2, 3, 9, 10), (70, 3, 3, 2), (1, 1), (2, 2), (2, 2), 1),     # dilation 2, 3x2
+    ((2, 8, 7, 7), (32, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1),      # rows of 7 in 9
+]
+
+
+def test_weight_gradient_valid_positions_kernel(tmp_path, close):
+    """The float32 transposed weight gradient's kernel over valid positions
+    (junk columns skipped, its gradient panel holding only the valid
+    positions) equals the reference and gives bitwise the partial sums of
+    the AVX2 kernel (which multiplies the junk columns by zero), on one and
+    two threads."""
+    from cnnext import _gemm
+    if _gemm.isa() != "avx512":
+        pytest.skip(f"this CPU runs {_gemm.isa()}: no valid-positions kernel")
+    got = {}
+    for isa in ("avx512", "avx2"):
+        path = tmp_path / f"{isa}.npz"
+        script = f"GEOMS = {_GWV_GEOMS!r}\nPATH = {str(path)!r}\n" + _GW3_SCRIPT
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path,
+                              env=dict(os.environ, CNNEXT_ISA=isa))
+        assert proc.returncode == 0, proc.stderr
+        got[isa] = dict(np.load(path))
+    assert str(got["avx512"].pop("isa")) == "avx512"
+    assert str(got["avx2"].pop("isa")) == "avx2"
+    for i, (_, ws, *_rest) in enumerate(_GWV_GEOMS):
+        for threads in (1, 2):
+            key = f"gw{i}-{threads}"
+            gwp = got["avx512"][key]
+            assert gwp.tobytes() == got["avx2"][key].tobytes(), key
+            gw = gwp.sum(axis=0).transpose(0, 2, 1).reshape(ws)
+            close(gw, got["avx512"][f"want{i}"], np.float32, err_msg=key)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "sliced", "readonly"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_conv2d_backward_padded_rows_many_channels(n, layout, rng, close):
+    """conv2d_backward in float32 with more than 16 output channels and
+    padding (the weight gradient over valid columns where AVX-512F runs
+    it): the reference's gradients, and the same bits for any memory
+    layout of the arguments (a 5x5 kernel at padding 2 on an odd 13 x 11
+    map, 40 output channels: a partial panel)."""
+    x = randn(rng, (n, 3, 13, 11), np.float32)
+    w = randn(rng, (40, 3, 5, 5), np.float32)
+    go = randn(rng, (n, 40, 13, 11), np.float32)
+    want = F.conv2d_backward(go, x, w, padding=2)
+    for a, b in zip(want, R.conv2d_backward(*f64(go, x, w), padding=2)):
+        close(a, b, np.float32)
+    got = F.conv2d_backward(*(LAYOUTS[layout](a) for a in (go, x, w)), padding=2)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
 # (x shape, weight shape, stride, padding, dilation): the split weight
 # gradient on odd geometry -- 12-row panels full and partial, partial
 # vectors of channels (17, 40), one sample, several position blocks per
