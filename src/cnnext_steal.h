@@ -13,7 +13,8 @@
  *
  * A range is one 64-bit word, its front index in the low half and its back
  * index in the high half (indices below 2**31), changed by compare and
- * swap, alone on its cache line.
+ * swap, padded to 64 bytes (a cache line's size) so that the threads'
+ * ranges seldom share a line.
  */
 #ifndef CNNEXT_STEAL_H
 #define CNNEXT_STEAL_H
