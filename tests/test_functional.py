@@ -925,6 +925,30 @@ def test_conv2d_flat_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_thre
         _conv_as_reference(x, wt, b, kw, dtype, rng, close)
 
 
+@pytest.mark.parametrize("xs,ws,s,p,groups", [
+    ((3, 3, 41, 37), (64, 3, 7, 7), 2, 3, 1),     # stem-like: 21 x 19, 13 tiles a sample
+    ((1, 3, 112, 112), (64, 3, 7, 7), 2, 3, 1),   # the stem itself, N = 1
+    ((7, 6, 40, 20), (10, 3, 3, 3), 1, 1, 2),     # groups: 14 (sample, group) pairs
+])
+def test_conv2d_flat_tiles_any_thread_count(xs, ws, s, p, groups, rng, close,
+                                            restore_threads):
+    """Flat tiles run in groups of eight of a (sample, group) pair's tiles,
+    each thread a contiguous share of the groups: the same bits on 1 to 5
+    threads (more threads than cores; more threads than groups), and the
+    reference's values."""
+    x = randn(rng, xs, np.float32)
+    wt = randn(rng, ws, np.float32)
+    b = randn(rng, (ws[0],), np.float32)
+    kw = dict(stride=s, padding=p, groups=groups)
+    cnnext.set_num_threads(1)
+    want = F.conv2d(x, wt, b, **kw)
+    close(want, R.conv2d(*f64(x, wt, b), **kw), np.float32)
+    for threads in (2, 3, 5):
+        cnnext.set_num_threads(threads)
+        for _ in range(3):
+            np.testing.assert_array_equal(F.conv2d(x, wt, b, **kw), want)
+
+
 # 3x3 convolutions at stride 1 and padding 1 with 8-16 channels each way,
 # run float32 on AVX-512 by the in-place kernel (masked loads for the
 # padding): blocks of three 16-position vectors inside the map and at its
