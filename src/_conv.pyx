@@ -50,8 +50,8 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
-    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, act_value, cdiv, cnx_kernels, cnx_ukr2_s, cnx_ukr_d,
-    cnx_ukr_s, cnx_ukrf_s, make_geom, reach, round16, ukr,
+    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, act_value, cdiv, cnx_kernels, cnx_ukr2_s,
+    cnx_ukr_d, cnx_ukr_s, cnx_ukrf_s, make_geom, reach, round16, ukr,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
@@ -1211,9 +1211,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     try:
         if packb:
             pboff = packed_b_chunks(&a, <floating*>NULL)
-        a.per = a.tb * a.s_c + a.s_b + (round16(a.g.Lbuf) if a.g.prepared else 0)
-        if cv:
-            a.per = a.s_c + (round16(a.g.Lbuf) if a.g.prepared else 0)
+        # (channel-vector tiles: one C tile, whatever the chunk)
+        a.per = ((a.s_c if cv else a.tb * a.s_c + a.s_b)
+                 + (round16(a.g.Lbuf) if a.g.prepared else 0))
         a.wg = a.npanel * wmr * K
         apw = <floating*>alloc_scratch((groups * a.wg + a.nt * a.per + nbias)
                                        * sizeof(floating))
