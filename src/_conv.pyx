@@ -50,8 +50,8 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from cnnext._common cimport (
-    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, cdiv, cnx_kernels, cnx_ukr2_s, cnx_ukr_d,
-    cnx_ukr_s, cnx_ukrf_s, make_geom, reach, round16, ukr,
+    ACT_NONE, COL_ELEMS, KC, MC, Geom, act_rows, act_value, cdiv, cnx_kernels, cnx_ukr2_s,
+    cnx_ukr_d, cnx_ukr_s, cnx_ukrf_s, make_geom, reach, round16, ukr,
 )
 from cnnext._gemm cimport alloc_scratch, gemm_st, kernels, pack_a
 
@@ -88,6 +88,14 @@ cdef extern from "cnnext_gwvalid.h" nogil:
                                    int accumulate) noexcept nogil
     cnx_gwvalid_s cnx_gwvalid_s_select()
 
+cdef extern from "cnnext_cvd.h" nogil:
+    int CNX_CVD_MAXP
+    int CNX_CVD_NCH
+    ctypedef void (*cnx_cvd)(int64_t kc, const double *w, const double *b,
+                             const int64_t *boff, double *c, int accumulate,
+                             const double *bias) noexcept nogil
+    cnx_cvd cnx_cvd_select(int n)
+
 cdef const cnx_kernels* KER = kernels()
 # Whole padded rows of a prepared float sample (prep_rows); NULL without
 # AVX-512F.
@@ -109,6 +117,11 @@ cdef cnx_ukr_d GW3_D = cnx_gw3_d_select()
 # The transposed weight gradient's 8 x 32 kernel over valid positions only
 # (float); NULL without AVX-512F.
 cdef cnx_gwvalid_s GWVALID_S = cnx_gwvalid_s_select()
+# The float64 forward's channel-vector kernels of n = 1..14 positions (index
+# n - 1); NULL without AVX-512F.
+cdef cnx_cvd CVD[14]
+for _n in range(CNX_CVD_MAXP):
+    CVD[_n] = cnx_cvd_select(_n + 1)
 
 
 cdef inline Py_ssize_t mr_of(floating* tag) noexcept nogil:
@@ -629,9 +642,10 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
     """fwd_task's tiles in chunks of up to ``tb`` consecutive tiles of one
     (sample, group) pair and pass, the KC loop outside the chunk's tiles:
     each KC slice of the packed weight is read from memory once per chunk
-    instead of once per tile, then reused from L2 (the tiles' B runs stay in
-    L1 across the panels, as in fwd_task).  Every result sums the same KC
-    blocks in the same order with the same kernel: bitwise fwd_task's.
+    instead of once per tile, then reused from L2, one panel at a time over
+    the chunk's tiles (the panel's KC x MR block stays in L1, the tiles' B
+    runs come from L2).  Every result sums the same KC blocks in the same
+    order with the same kernel: bitwise fwd_task's.
 
     With ``pboff``, each KC block of the chunk's B runs is first copied to a
     packed buffer, row k holding tap k's runs of the chunk's tiles side by
@@ -697,33 +711,38 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
                                    src + boff[k] + r * Wq + (j - r * ps.tpr) * NR,
                                    NR * sizeof(floating))
                 boff = a.pboff
-            for i in range(nt):
-                j = j0 + i
-                if ps.tpr > 0:
-                    r = j // ps.tpr
-                    c = (j - r * ps.tpr) * NR
-                    nr = min(NR, ps.cols - c)
-                    bsrc = src + r * Wq + c
-                    cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
-                    ldc = a.ocs
-                elif flat and stream and K <= STREAM_MAX_K:  # in scratch, streamed below
-                    bsrc = src + j * NR
-                    cdst = ct0 + i * a.s_c
-                    nr = min(NR, ps.rows * Wq - j * NR)
-                    ldc = NR
-                elif flat:
-                    bsrc = src + j * NR
-                    cdst = out + n * a.os + grp * a.og + ps.o0 + j * NR
-                    nr = min(NR, ps.rows * Wq - j * NR)
-                    ldc = a.ocs
-                else:
-                    bsrc = src + j * NR
-                    cdst = ct0 + i * a.s_c
-                    nr = ldc = NR
-                if a.pboff != NULL:
-                    bsrc = bp + i * NR
-                for panel in range(a.npanel):
-                    co0 = panel * MR
+            # panel by panel, each over the chunk's tiles (measured at one
+            # thread against every panel tile by tile: the 256 -> 64 channel
+            # 1x1 forward, batch 32 on 28x28, 12.4-13.4 ms against 12.6-13.5;
+            # a 5x5 64 -> 128 and a 3x3 128 -> 128 on 32x32, batch 8, 2-7%
+            # faster; 512 -> 128 1x1 on 14x14 the same)
+            for panel in range(a.npanel):
+                co0 = panel * MR
+                for i in range(nt):
+                    j = j0 + i
+                    if ps.tpr > 0:
+                        r = j // ps.tpr
+                        c = (j - r * ps.tpr) * NR
+                        nr = min(NR, ps.cols - c)
+                        bsrc = src + r * Wq + c
+                        cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
+                        ldc = a.ocs
+                    elif flat and stream and K <= STREAM_MAX_K:  # in scratch, streamed below
+                        bsrc = src + j * NR
+                        cdst = ct0 + i * a.s_c
+                        nr = min(NR, ps.rows * Wq - j * NR)
+                        ldc = NR
+                    elif flat:
+                        bsrc = src + j * NR
+                        cdst = out + n * a.os + grp * a.og + ps.o0 + j * NR
+                        nr = min(NR, ps.rows * Wq - j * NR)
+                        ldc = a.ocs
+                    else:
+                        bsrc = src + j * NR
+                        cdst = ct0 + i * a.s_c
+                        nr = ldc = NR
+                    if a.pboff != NULL:
+                        bsrc = bp + i * NR
                     bptr = NULL
                     if bias != NULL and pc == 0:
                         bptr = bias + co0
@@ -995,6 +1014,153 @@ cdef void fwd_run(FwdArgs* a, floating* tag) noexcept nogil:
             fwd_task(a, <int>tid, <floating*>NULL)
 
 
+# --------------------------------------------------------------------------
+# float64 forward on channel-vector tiles (cnnext_cvd.h)
+#
+# A tile is up to CNX_CVD_MAXP (14) consecutive positions of one output row
+# by 16 output channels: the positions broadcast from the taps' runs of the
+# prepared sample, the channels on the vectors (the weight packed in
+# 16-channel panels).  No column is computed past the end of a row, so a
+# 14-wide row fills a tile that 16-column tiles filled 14/16 of (and 7-wide
+# rows 7/16); 256 channels are 16 full panels where 14-row panels computed
+# 266 rows.
+# --------------------------------------------------------------------------
+
+# Positions per tile from which the kernels run near the 14-position
+# kernel's rate (measured, AVX-512, K = 2304 in KC blocks: 6 positions 90%
+# of it, 4 positions 70%).
+cdef Py_ssize_t CV_MIN_POSITIONS = 6
+# Storing a result transposed from the position-major tile costs about as
+# much as this many more taps (the cost model of cv_tiles_pay; measured: a
+# stride-2 3x3 layer 16 -> 32 channels, K = 144, ran 12% slower on these
+# tiles, 32 channels against 33 rows of 11-row panels; 3x3 layers with
+# K >= 576 and 64 to 256 channels ran 7-20% faster).
+cdef Py_ssize_t CV_STORE_TAPS = 32
+# A packed weight of at most CV_TILE_WEIGHT_BYTES stays in L2 while the
+# tiles run one after the other, each through every panel.  A larger one is
+# run panel by panel over chunks of tiles (all of one (sample, group) pair)
+# whose input reads at most about CV_CHUNK_BYTES of the prepared sample,
+# which stays in L2 while each panel (K x 16 values) runs over the chunk.
+cdef Py_ssize_t CV_TILE_WEIGHT_BYTES = 512 * 1024
+cdef Py_ssize_t CV_CHUNK_BYTES = 1024 * 1024
+
+
+cdef bint cv_tiles_pay(FwdArgs* a, Pass* ps) noexcept nogil:
+    """Set the pass's channel-vector tiles (``tpr`` per row, ``ntp``) and
+    ``a.MR`` (positions per tile, CV_MIN_POSITIONS to 14, rows split evenly)
+    and return True when they compute fewer products than the tiles
+    pass_tiles chose (counting a padded-width tile's copies as STORE_TAPS
+    taps, a transposed store as CV_STORE_TAPS), for a forward (result rows
+    contiguous) of a kernel with more than one tap: a 1x1 layer's taps are
+    whole planes apart, and its forward reads them best from a packed copy
+    (packed_b_chunks; measured: 256 -> 64 channels on 28x28, batch 32, ran
+    in 22 ms instead of 13 on these tiles reading the input in place).
+    Leaves ``ps`` and ``a`` as they were otherwise."""
+    cdef Py_ssize_t tpr, P, old, new
+    if (CVD[CNX_CVD_MAXP - 1] == NULL or ps.ocol != 1 or ps.rows <= 0 or ps.cols <= 0
+            or a.g.kh * a.g.kw == 1):
+        return False
+    tpr = cdiv(ps.cols, CNX_CVD_MAXP)
+    P = cdiv(ps.cols, tpr)
+    if P < CV_MIN_POSITIONS:
+        return False
+    old = a.npanel * a.MR * ps.ntp * a.NR * (
+        ps.K if ps.tpr > 0 or ps.tpr2 > 0 else ps.K + STORE_TAPS)
+    new = cdiv(a.Co, CNX_CVD_NCH) * CNX_CVD_NCH * ps.rows * tpr * P * (ps.K + CV_STORE_TAPS)
+    if new >= old:
+        return False
+    ps.tpr = tpr
+    ps.tpr2 = 0
+    ps.ntp = ps.rows * tpr
+    a.MR = P
+    a.NR = CNX_CVD_NCH
+    a.npanel = cdiv(a.Co, CNX_CVD_NCH)
+    return True
+
+
+cdef inline void cv_store(const double* ct, Py_ssize_t npos, Py_ssize_t nch, double* dst,
+                          Py_ssize_t ldd, int act, double alpha) noexcept nogil:
+    """dst[j*ldd + q] = ``act`` of ct[q*16 + j] (q < npos, j < nch): a
+    position-major tile stored transposed (the operations of act_value)."""
+    cdef Py_ssize_t j, q
+    for j in range(nch):
+        if act == ACT_NONE:
+            for q in range(npos):
+                dst[j * ldd + q] = ct[q * CNX_CVD_NCH + j]
+        else:
+            for q in range(npos):
+                dst[j * ldd + q] = act_value(ct[q * CNX_CVD_NCH + j], act, alpha)
+
+
+cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
+    """The float64 forward on channel-vector tiles: tile j of a (sample,
+    group) pair is positions [c, c + MR) of result row r (``tpr`` tiles per
+    row; the row's last tile may hold fewer), computed 16 channels at a
+    time in the position-major scratch tile, its KC blocks summed as in
+    fwd_task (the same bits), then stored transposed with the epilogue.
+    Tiles [T*tid/nt, T*(tid+1)/nt) in chunks of up to ``tb`` tiles of one
+    pair: weight panel after weight panel (16 channels by K taps), the
+    chunk's tiles.  ``a.bias`` holds 16 values per panel (zero past
+    Co), ``npanel*16`` per group."""
+    cdef const Pass* ps = a.passes
+    cdef const double* x = <const double*>a.x
+    cdef const double* bias = NULL
+    cdef const double* bptr
+    cdef double* out = <double*>a.out
+    cdef Py_ssize_t MR = a.MR, Co = a.Co, Wq = a.g.Wq, K = ps.K, tpr = ps.tpr
+    cdef double* ct = <double*>a.scr + tid * a.per
+    cdef double* buf = ct + round16(CNX_CVD_MAXP * CNX_CVD_NCH)
+    cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
+    cdef Py_ssize_t t, n, ng, grp = 0, j, j0, cur = -1, nt, i, panel, co0, nch, r, c, npos
+    cdef Py_ssize_t pc
+    cdef const double* apw
+    cdef const double* src = NULL
+    cdef const double* bsrc
+    cdef cnx_cvd f
+    t = t0
+    while t < t1:
+        ng = t // a.ntp
+        j0 = t - ng * a.ntp
+        n = ng // a.G
+        nt = min(a.tb, t1 - t, a.ntp - j0)
+        if ng != cur:
+            cur = ng
+            grp = ng - n * a.G
+            src = sample_src(x + grp * a.xg, n, a.xs, &a.g, buf)
+        apw = <const double*>ps.apw + grp * a.wg
+        if a.bias != NULL:
+            bias = <const double*>a.bias + grp * a.npanel * CNX_CVD_NCH
+        for panel in range(a.npanel):
+            co0 = panel * CNX_CVD_NCH
+            nch = min(CNX_CVD_NCH, Co - co0)
+            for i in range(nt):
+                j = j0 + i
+                r = j // tpr
+                c = (j - r * tpr) * MR
+                npos = min(MR, ps.cols - c)
+                f = CVD[npos - 1]
+                bsrc = src + r * Wq + c
+                pc = 0
+                while pc < K:
+                    bptr = bias + co0 if bias != NULL and pc == 0 else NULL
+                    f(min(<Py_ssize_t>KC, K - pc), apw + panel * K * CNX_CVD_NCH
+                      + pc * CNX_CVD_NCH, bsrc, ps.toff + pc, ct, pc > 0, bptr)
+                    pc = pc + KC
+                cv_store(ct, npos, nch, out + n * a.os + grp * a.og + ps.o0 + co0 * a.ocs
+                         + r * ps.orow + c, a.ocs, a.act, a.alpha)
+        t = t + nt
+
+
+cdef void fwd_cv_run(FwdArgs* a) noexcept nogil:
+    """Run fwd_cv_task on a.nt threads (as fwd_run)."""
+    cdef Py_ssize_t tid
+    if a.nt == 1:
+        fwd_cv_task(a, 0)
+    else:
+        for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
+            fwd_cv_task(a, <int>tid)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                    const floating[:, :, :, ::1] weight,  # IN  (Cout, C, kh, kw)
                    const floating[::1] bias,             # IN  (Cout,) or None
@@ -1058,6 +1224,12 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
         span = (oh_n - 1) * a.g.Wq + ow_n + a.NR // 2  # a last vector's plain load
     if packb:
         span = packed_flat(&ps, a.g.Wq, a.NR, span)
+    cdef bint cv = False
+    if floating is double:
+        cv = not packb and cv_tiles_pay(&a, &ps)
+    cdef Py_ssize_t wmr = CNX_CVD_NCH if cv else a.MR  # rows of a packed weight panel
+    if cv:
+        span = (oh_n - 1) * a.g.Wq + ow_n  # no position past a row's end
     a.passes = &ps
     a.npass = 1
     a.ntp = ps.ntp
@@ -1074,15 +1246,26 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     # Per thread: C tile for all panels, prepared sample.
     a.s_c = round16(a.npanel * a.MR * a.NR)
     a.tb = fwd_chunk_tiles(&a, K, <floating*>NULL)
+    if cv:
+        # one scratch tile; chunks of whole result rows (CV_CHUNK_BYTES)
+        a.s_c = round16(CNX_CVD_MAXP * CNX_CVD_NCH)
+        a.tb = 1
+        if a.npanel * CNX_CVD_NCH * K * sizeof(floating) > CV_TILE_WEIGHT_BYTES:
+            a.tb = ps.tpr * max(1, CV_CHUNK_BYTES
+                                // max(1, a.g.L * sizeof(floating) // oh_n))
     a.s_b = 0
     a.pboff = NULL
     cdef int64_t* pboff = NULL
+    cdef Py_ssize_t nbias = groups * a.npanel * CNX_CVD_NCH if cv and bias is not None else 0
     try:
         if packb:
             pboff = packed_b_chunks(&a, <floating*>NULL)
-        a.per = a.tb * a.s_c + a.s_b + (round16(a.g.Lbuf) if a.g.prepared else 0)
-        a.wg = a.npanel * a.MR * K
-        apw = <floating*>alloc_scratch((groups * a.wg + a.nt * a.per) * sizeof(floating))
+        # (channel-vector tiles: one C tile, whatever the chunk)
+        a.per = ((a.s_c if cv else a.tb * a.s_c + a.s_b)
+                 + (round16(a.g.Lbuf) if a.g.prepared else 0))
+        a.wg = a.npanel * wmr * K
+        apw = <floating*>alloc_scratch((groups * a.wg + a.nt * a.per + nbias)
+                                       * sizeof(floating))
     except MemoryError:
         free(toff)
         free(pboff)
@@ -1098,11 +1281,22 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     a.bias = &bias[0] if bias is not None else NULL
     a.out = &out[0, 0, 0, 0]
     a.scr = apw + groups * a.wg
+    cdef floating* pbias = apw + groups * a.wg + a.nt * a.per
+    cdef Py_ssize_t q
     with nogil:
         for grp in range(groups):
-            pack_a(&weight[0, 0, 0, 0] + grp * Co * K, K, 1, Co, K, a.MR, apw + grp * a.wg)
+            pack_a(&weight[0, 0, 0, 0] + grp * Co * K, K, 1, Co, K, wmr, apw + grp * a.wg)
+        if nbias > 0:
+            # 16 values per panel (zero past Co), as the kernels read them
+            memset(pbias, 0, nbias * sizeof(floating))
+            for grp in range(groups):
+                for q in range(Co):
+                    pbias[grp * a.npanel * CNX_CVD_NCH + q] = bias[grp * Co + q]
+            a.bias = pbias
         if flat:
             fwd_flat_run(&a)
+        elif cv:
+            fwd_cv_run(&a)
         else:
             fwd_run(&a, <floating*>NULL)
     free(apw)

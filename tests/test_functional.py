@@ -1128,6 +1128,98 @@ def test_two_row_tiles_give_the_bits_of_the_other_kernels(geoms, tmp_path):
         assert value.tobytes() == got["avx2"][key].tobytes(), key
 
 
+# float64 layers whose forward (AVX-512) runs on channel-vector tiles: up to
+# 14 positions of one output row by 16 output channels, stored transposed
+# (x shape, weight shape, stride, padding, groups, dilation).
+_CHANNEL_VECTOR_GEOMS = [
+    ((2, 30, 14, 14), (48, 30, 3, 3), 1, 1, 1, 1),   # 14-wide rows, K = 270: two blocks
+    ((1, 30, 14, 14), (47, 30, 3, 3), 1, 1, 1, 1),   # N = 1, a last panel of 15 channels
+    ((2, 32, 7, 7), (32, 32, 3, 3), 1, 1, 1, 1),     # 7 positions per tile
+    ((1, 32, 4, 27), (32, 32, 3, 3), 1, 1, 1, 1),    # 27-wide rows: tiles of 14 and 13
+    ((2, 64, 7, 7), (64, 32, 3, 3), 1, 1, 2, 1),     # groups
+    ((2, 32, 28, 28), (32, 32, 3, 3), 2, 1, 1, 1),   # stride 2
+    ((2, 32, 11, 11), (32, 32, 3, 3), 1, 2, 1, 2),   # dilation 2
+    ((2, 32, 9, 9), (32, 32, 3, 3), 1, 0, 1, 1),     # unpadded: read in place
+    ((1, 64, 9, 14), (128, 64, 3, 3), 1, 1, 1, 1),   # weight over 512 KB: panel by panel
+]
+
+
+@pytest.mark.parametrize("xs,ws,s,p,groups,d", _CHANNEL_VECTOR_GEOMS)
+def test_conv2d_float64_channel_vector_tiles(xs, ws, s, p, groups, d, rng, close,
+                                             restore_threads):
+    """float64 forwards on channel-vector tiles (with a bias, without, and
+    with each fused activation) and all gradients as the reference, on one
+    and two threads, from a non-contiguous input."""
+    from cnnext import _conv
+    dtype = np.float64
+    x = randn(rng, xs[:3] + (2 * xs[3],), dtype)[..., ::2]
+    wt = randn(rng, ws, dtype)
+    b = randn(rng, (ws[0],), dtype)
+    kw = dict(stride=s, padding=p, groups=groups, dilation=d)
+    _conv_as_reference(x, wt, b, kw, dtype, rng, close)
+    want = R.conv2d(*f64(x, wt), **kw)
+    xc = np.ascontiguousarray(x)
+    for threads in (1, 2):
+        cnnext.set_num_threads(threads)
+        close(F.conv2d(x, wt, None, **kw), want, dtype)
+        if groups == 1:
+            for act, alpha in ((1, 0.0), (2, 0.1)):
+                y = np.empty(want.shape)
+                _conv.conv2d_forward(xc, wt, None, y, s, s, p, p, d, d, threads, 1, act, alpha)
+                ref = np.where(want > 0, want, alpha * want)
+                close(y, ref, dtype)
+
+
+_CHANNEL_VECTOR_SCRIPT = """
+import numpy as np
+import cnnext
+from cnnext import _conv, _gemm
+from cnnext import functional as F
+rng = np.random.default_rng(5)
+out = {}
+for i, (xs, ws, s, p, groups, d) in enumerate(GEOMS):
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    with cnnext.use_conv_algorithm("direct"):
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            y = F.conv2d(x, w, b, s, p, d, groups)
+            out[f"y{i}-{threads}"] = y
+            out[f"n{i}-{threads}"] = F.conv2d(x, w, None, s, p, d, groups)
+            if groups == 1:
+                for act, alpha in ((1, 0.0), (2, 0.1)):
+                    r = np.empty_like(y)
+                    _conv.conv2d_forward(x, w, b, r, s, s, p, p, d, d, threads, 1, act, alpha)
+                    out[f"a{i}-{act}-{threads}"] = r
+np.savez(PATH, isa=_gemm.isa(), **out)
+"""
+
+
+def test_channel_vector_tiles_give_the_bits_of_the_other_kernels(tmp_path):
+    """The channel-vector kernels sum each result in the order of the other
+    float64 kernels: forward (with and without a bias, with each fused
+    activation) bitwise that of the AVX2 kernels, which have none of them."""
+    from cnnext import _gemm
+    if _gemm.isa() != "avx512":
+        pytest.skip(f"this CPU runs {_gemm.isa()}: no channel-vector kernel")
+    got = {}
+    for isa in ("avx512", "avx2"):
+        path = tmp_path / f"{isa}.npz"
+        script = (f"GEOMS = {_CHANNEL_VECTOR_GEOMS!r}\nPATH = {str(path)!r}\n"
+                  + _CHANNEL_VECTOR_SCRIPT)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path,
+                              env=dict(os.environ, CNNEXT_ISA=isa))
+        assert proc.returncode == 0, proc.stderr
+        got[isa] = dict(np.load(path))
+    assert str(got["avx512"].pop("isa")) == "avx512"
+    assert str(got["avx2"].pop("isa")) == "avx2"
+    assert got["avx512"].keys() == got["avx2"].keys()
+    for key, value in got["avx512"].items():
+        assert value.tobytes() == got["avx2"][key].tobytes(), key
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("w", [2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65])
 @pytest.mark.parametrize("pw", [0, 1, 2, 3])

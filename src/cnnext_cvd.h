@@ -1,0 +1,135 @@
+/*
+ * cnnext: the float64 forward's channel-vector micro-kernels.
+ *
+ * The forward's general float64 kernels (src/cnnext_ukernel.h) put output
+ * channels on the rows of a tile (broadcast from the packed weight) and
+ * output positions on its two vectors (16 consecutive positions of the
+ * prepared sample).  A row of 14 outputs (a 14x14 map) then fills 14 of the
+ * 16 columns of every tile, 7 fills 7: the FMAs on the other lanes are
+ * wasted.  These kernels turn the tile around: 16 output channels on the two
+ * vectors (the weight packed in 16-channel panels, tap k's 16 values at
+ * w + 16k), and 1..14 consecutive positions of one output row on the rows,
+ * each broadcast from the tap's run of the prepared sample:
+ *
+ *     acc[i][j] = sum_k b[boff[k] + i] * w[16k + j]      (0 <= k < kc)
+ *     c[16i + j] = base + acc[i][j]                       (i < MRV, j < 16)
+ *
+ * with base c[16i + j] when `accumulate`, else bias[j] (or 0 when bias is
+ * NULL; bias holds 16 values).  The result tile is position-major (16
+ * channels per position); the caller transposes it into the output.  With
+ * 14 positions, 28 accumulators, the two weight vectors and the broadcast
+ * take 31 of the 32 registers.  Each result is summed over k in the same
+ * order and with the same operations as in the other kernels (a product,
+ * then the fused add, from zero; then base + sum), so the results are
+ * bitwise the same.
+ *
+ * cnx_cvd_select(n) returns the kernel of n = 1..14 positions, or NULL
+ * where AVX-512F is not available (or CNNEXT_ISA asks for less).
+ */
+#ifndef CNNEXT_CVD_H
+#define CNNEXT_CVD_H
+
+#include "cnnext_ukernel.h"
+
+/* Most positions per tile; channels per tile (two vectors). */
+#define CNX_CVD_MAXP 14
+#define CNX_CVD_NCH 16
+
+typedef void (*cnx_cvd)(int64_t kc, const double *w, const double *b, const int64_t *boff,
+                        double *c, int accumulate, const double *bias);
+
+#ifdef CNX_X86
+
+#define CNX_CVD_ROW(i, lo, hi)                                                 \
+    if (MRV_ > (i)) {                                                          \
+        t = _mm512_set1_pd(bk[i]);                                             \
+        lo = _mm512_fmadd_pd(t, w0, lo);                                       \
+        hi = _mm512_fmadd_pd(t, w1, hi);                                       \
+    }
+
+#define CNX_CVD_STORE(i, lo, hi)                                               \
+    if (MRV_ > (i)) {                                                          \
+        double *row_ = c + 16 * (i);                                           \
+        if (accumulate) {                                                      \
+            lo = _mm512_add_pd(lo, _mm512_loadu_pd(row_));                     \
+            hi = _mm512_add_pd(hi, _mm512_loadu_pd(row_ + 8));                 \
+        } else if (bias) {                                                     \
+            lo = _mm512_add_pd(lo, _mm512_loadu_pd(bias));                     \
+            hi = _mm512_add_pd(hi, _mm512_loadu_pd(bias + 8));                 \
+        }                                                                      \
+        _mm512_storeu_pd(row_, lo);                                            \
+        _mm512_storeu_pd(row_ + 8, hi);                                        \
+    }
+
+#define CNX_DEF_CVD(NAME, MRV)                                                 \
+    CNX_TARGET_AVX512                                                          \
+    static void NAME(int64_t kc, const double *w, const double *b,             \
+                     const int64_t *boff, double *c, int accumulate,           \
+                     const double *bias) {                                     \
+        __m512d r00 = _mm512_setzero_pd(), r01 = _mm512_setzero_pd();          \
+        __m512d r10 = _mm512_setzero_pd(), r11 = _mm512_setzero_pd();          \
+        __m512d r20 = _mm512_setzero_pd(), r21 = _mm512_setzero_pd();          \
+        __m512d r30 = _mm512_setzero_pd(), r31 = _mm512_setzero_pd();          \
+        __m512d r40 = _mm512_setzero_pd(), r41 = _mm512_setzero_pd();          \
+        __m512d r50 = _mm512_setzero_pd(), r51 = _mm512_setzero_pd();          \
+        __m512d r60 = _mm512_setzero_pd(), r61 = _mm512_setzero_pd();          \
+        __m512d r70 = _mm512_setzero_pd(), r71 = _mm512_setzero_pd();          \
+        __m512d r80 = _mm512_setzero_pd(), r81 = _mm512_setzero_pd();          \
+        __m512d r90 = _mm512_setzero_pd(), r91 = _mm512_setzero_pd();          \
+        __m512d ra0 = _mm512_setzero_pd(), ra1 = _mm512_setzero_pd();          \
+        __m512d rb0 = _mm512_setzero_pd(), rb1 = _mm512_setzero_pd();          \
+        __m512d rc0 = _mm512_setzero_pd(), rc1 = _mm512_setzero_pd();          \
+        __m512d rd0 = _mm512_setzero_pd(), rd1 = _mm512_setzero_pd();          \
+        int64_t k;                                                             \
+        enum { MRV_ = MRV };                                                   \
+        for (k = 0; k < kc; k++) {                                             \
+            const double *bk = b + boff[k];                                    \
+            __m512d w0 = _mm512_loadu_pd(w + 16 * k);                          \
+            __m512d w1 = _mm512_loadu_pd(w + 16 * k + 8), t;                   \
+            CNX_CVD_ROW(0, r00, r01) CNX_CVD_ROW(1, r10, r11)                  \
+            CNX_CVD_ROW(2, r20, r21) CNX_CVD_ROW(3, r30, r31)                  \
+            CNX_CVD_ROW(4, r40, r41) CNX_CVD_ROW(5, r50, r51)                  \
+            CNX_CVD_ROW(6, r60, r61) CNX_CVD_ROW(7, r70, r71)                  \
+            CNX_CVD_ROW(8, r80, r81) CNX_CVD_ROW(9, r90, r91)                  \
+            CNX_CVD_ROW(10, ra0, ra1) CNX_CVD_ROW(11, rb0, rb1)                \
+            CNX_CVD_ROW(12, rc0, rc1) CNX_CVD_ROW(13, rd0, rd1)                \
+        }                                                                      \
+        CNX_CVD_STORE(0, r00, r01) CNX_CVD_STORE(1, r10, r11)                  \
+        CNX_CVD_STORE(2, r20, r21) CNX_CVD_STORE(3, r30, r31)                  \
+        CNX_CVD_STORE(4, r40, r41) CNX_CVD_STORE(5, r50, r51)                  \
+        CNX_CVD_STORE(6, r60, r61) CNX_CVD_STORE(7, r70, r71)                  \
+        CNX_CVD_STORE(8, r80, r81) CNX_CVD_STORE(9, r90, r91)                  \
+        CNX_CVD_STORE(10, ra0, ra1) CNX_CVD_STORE(11, rb0, rb1)                \
+        CNX_CVD_STORE(12, rc0, rc1) CNX_CVD_STORE(13, rd0, rd1)                \
+    }
+
+CNX_DEF_CVD(cnx_cvd_1, 1)
+CNX_DEF_CVD(cnx_cvd_2, 2)
+CNX_DEF_CVD(cnx_cvd_3, 3)
+CNX_DEF_CVD(cnx_cvd_4, 4)
+CNX_DEF_CVD(cnx_cvd_5, 5)
+CNX_DEF_CVD(cnx_cvd_6, 6)
+CNX_DEF_CVD(cnx_cvd_7, 7)
+CNX_DEF_CVD(cnx_cvd_8, 8)
+CNX_DEF_CVD(cnx_cvd_9, 9)
+CNX_DEF_CVD(cnx_cvd_10, 10)
+CNX_DEF_CVD(cnx_cvd_11, 11)
+CNX_DEF_CVD(cnx_cvd_12, 12)
+CNX_DEF_CVD(cnx_cvd_13, 13)
+CNX_DEF_CVD(cnx_cvd_14, 14)
+
+static cnx_cvd cnx_cvd_select(int n) {
+    static const cnx_cvd table[CNX_CVD_MAXP] = {
+        cnx_cvd_1, cnx_cvd_2, cnx_cvd_3, cnx_cvd_4, cnx_cvd_5, cnx_cvd_6, cnx_cvd_7,
+        cnx_cvd_8, cnx_cvd_9, cnx_cvd_10, cnx_cvd_11, cnx_cvd_12, cnx_cvd_13, cnx_cvd_14};
+    if (n < 1 || n > CNX_CVD_MAXP || cnx_isa_from_env(cnx_detect_isa()) != 2) return NULL;
+    return table[n - 1];
+}
+
+#else
+
+static cnx_cvd cnx_cvd_select(int n) { (void)n; return NULL; }
+
+#endif /* CNX_X86 */
+
+#endif /* CNNEXT_CVD_H */
