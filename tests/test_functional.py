@@ -626,6 +626,30 @@ _GW3D_GEOMS = [
 ]
 
 
+def _npz_under_isas(tmp_path, script):
+    """Run ``script`` (Python source saving its arrays and ``isa=_gemm.isa()``
+    with ``np.savez(PATH, ...)``) in fresh interpreters under
+    ``CNNEXT_ISA=avx512`` and ``=avx2``; check the variants the kernels
+    chose and return the two runs' arrays."""
+    got = {}
+    for isa in ("avx512", "avx2"):
+        path = tmp_path / f"{isa}.npz"
+        proc = subprocess.run([sys.executable, "-c", f"PATH = {str(path)!r}\n" + script],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env=dict(os.environ, CNNEXT_ISA=isa))
+        assert proc.returncode == 0, proc.stderr
+        got[isa] = dict(np.load(path))
+        assert str(got[isa].pop("isa")) == isa
+    return got["avx512"], got["avx2"]
+
+
+def _assert_same_bytes(fast, slow):
+    """The same arrays, bit for bit, under both names."""
+    assert fast.keys() == slow.keys()
+    for key, value in fast.items():
+        assert value.tobytes() == slow[key].tobytes(), key
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_weight_gradient_taps_in_threes_kernel(dtype, tmp_path, close):
     """The transposed weight gradient's kernels for 3-wide kernels (taps
@@ -639,25 +663,15 @@ def test_weight_gradient_taps_in_threes_kernel(dtype, tmp_path, close):
     if _gemm.isa() != "avx512":
         pytest.skip(f"this CPU runs {_gemm.isa()}: no taps-in-threes kernels")
     geoms = _GW3_GEOMS if dtype == np.float32 else _GW3D_GEOMS
-    got = {}
-    for isa in ("avx512", "avx2"):
-        path = tmp_path / f"{isa}.npz"
-        script = (f"GEOMS = {geoms!r}\nPATH = {str(path)!r}\n"
-                  + _GW3_SCRIPT.replace("np.float32", f"np.{np.dtype(dtype).name}"))
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                              text=True, timeout=300, cwd=tmp_path,
-                              env=dict(os.environ, CNNEXT_ISA=isa))
-        assert proc.returncode == 0, proc.stderr
-        got[isa] = dict(np.load(path))
-    assert str(got["avx512"].pop("isa")) == "avx512"
-    assert str(got["avx2"].pop("isa")) == "avx2"
+    fast, slow = _npz_under_isas(tmp_path, f"GEOMS = {geoms!r}\n" + _GW3_SCRIPT.replace(
+        "np.float32", f"np.{np.dtype(dtype).name}"))
     for i, (_, ws, *_rest) in enumerate(geoms):
-        want = got["avx512"][f"want{i}"]
+        want = fast[f"want{i}"]
         for threads in (1, 2):
             key = f"gw{i}-{threads}"
-            gwp = got["avx512"][key]
+            gwp = fast[key]
             assert gwp.dtype == dtype
-            assert gwp.tobytes() == got["avx2"][key].tobytes(), key
+            assert gwp.tobytes() == slow[key].tobytes(), key
             gw = gwp.sum(axis=0).transpose(0, 2, 1).reshape(ws)
             close(gw, want, dtype, err_msg=key)
 
@@ -688,24 +702,14 @@ def test_weight_gradient_valid_positions_kernel(tmp_path, close):
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
         pytest.skip(f"this CPU runs {_gemm.isa()}: no valid-positions kernel")
-    got = {}
-    for isa in ("avx512", "avx2"):
-        path = tmp_path / f"{isa}.npz"
-        script = f"GEOMS = {_GWV_GEOMS!r}\nPATH = {str(path)!r}\n" + _GW3_SCRIPT
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                              text=True, timeout=300, cwd=tmp_path,
-                              env=dict(os.environ, CNNEXT_ISA=isa))
-        assert proc.returncode == 0, proc.stderr
-        got[isa] = dict(np.load(path))
-    assert str(got["avx512"].pop("isa")) == "avx512"
-    assert str(got["avx2"].pop("isa")) == "avx2"
+    fast, slow = _npz_under_isas(tmp_path, f"GEOMS = {_GWV_GEOMS!r}\n" + _GW3_SCRIPT)
     for i, (_, ws, *_rest) in enumerate(_GWV_GEOMS):
         for threads in (1, 2):
             key = f"gw{i}-{threads}"
-            gwp = got["avx512"][key]
-            assert gwp.tobytes() == got["avx2"][key].tobytes(), key
+            gwp = fast[key]
+            assert gwp.tobytes() == slow[key].tobytes(), key
             gw = gwp.sum(axis=0).transpose(0, 2, 1).reshape(ws)
-            close(gw, got["avx512"][f"want{i}"], np.float32, err_msg=key)
+            close(gw, fast[f"want{i}"], np.float32, err_msg=key)
 
 
 @pytest.mark.parametrize("layout", ["fortran", "sliced", "readonly"])
@@ -1111,21 +1115,7 @@ def test_two_row_tiles_give_the_bits_of_the_other_kernels(geoms, tmp_path):
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
         pytest.skip(f"this CPU runs {_gemm.isa()}: no two-row or flat-tile kernel")
-    got = {}
-    for isa in ("avx512", "avx2"):
-        path = tmp_path / f"{isa}.npz"
-        script = (f"GEOMS = {geoms!r}\nPATH = {str(path)!r}\n"
-                  + _TWO_ROW_SCRIPT)
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                              text=True, timeout=120, cwd=tmp_path,
-                              env=dict(os.environ, CNNEXT_ISA=isa))
-        assert proc.returncode == 0, proc.stderr
-        got[isa] = dict(np.load(path))
-    assert str(got["avx512"].pop("isa")) == "avx512"
-    assert str(got["avx2"].pop("isa")) == "avx2"
-    assert got["avx512"].keys() == got["avx2"].keys()
-    for key, value in got["avx512"].items():
-        assert value.tobytes() == got["avx2"][key].tobytes(), key
+    _assert_same_bytes(*_npz_under_isas(tmp_path, f"GEOMS = {geoms!r}\n" + _TWO_ROW_SCRIPT))
 
 
 # float64 layers whose forward (AVX-512) runs on channel-vector tiles: up to
@@ -1203,21 +1193,8 @@ def test_channel_vector_tiles_give_the_bits_of_the_other_kernels(tmp_path):
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
         pytest.skip(f"this CPU runs {_gemm.isa()}: no channel-vector kernel")
-    got = {}
-    for isa in ("avx512", "avx2"):
-        path = tmp_path / f"{isa}.npz"
-        script = (f"GEOMS = {_CHANNEL_VECTOR_GEOMS!r}\nPATH = {str(path)!r}\n"
-                  + _CHANNEL_VECTOR_SCRIPT)
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                              text=True, timeout=120, cwd=tmp_path,
-                              env=dict(os.environ, CNNEXT_ISA=isa))
-        assert proc.returncode == 0, proc.stderr
-        got[isa] = dict(np.load(path))
-    assert str(got["avx512"].pop("isa")) == "avx512"
-    assert str(got["avx2"].pop("isa")) == "avx2"
-    assert got["avx512"].keys() == got["avx2"].keys()
-    for key, value in got["avx512"].items():
-        assert value.tobytes() == got["avx2"][key].tobytes(), key
+    _assert_same_bytes(*_npz_under_isas(
+        tmp_path, f"GEOMS = {_CHANNEL_VECTOR_GEOMS!r}\n" + _CHANNEL_VECTOR_SCRIPT))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
