@@ -1665,6 +1665,17 @@ cdef inline Py_ssize_t gw_unit(const GwArgs* a, Py_ssize_t u, Py_ssize_t* ng,
     return u - ng[0] * a.nblk
 
 
+cdef inline const floating* gw_pair(const GwArgs* a, Py_ssize_t n, Py_ssize_t grp,
+                                   floating* buf, floating* gw0, const floating** gout,
+                                   floating** gw) noexcept nogil:
+    """The taps' runs of sample n's group grp (sample_src, prepared in
+    ``buf`` if need be); sets ``gout`` to the group's gradient channels and
+    ``gw`` to its block of the partial ``gw0`` (Co*K elements a group)."""
+    gout[0] = <const floating*>a.gout + grp * a.gg
+    gw[0] = gw0 + grp * a.g.Co * a.g.K
+    return sample_src(<const floating*>a.x + grp * a.xg, n, a.xs, &a.g, buf)
+
+
 cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
     """gwp[task] (Co, K) += g_n[:, block] @ im2col(x_n)[:, block]^T, both
     operands packed (junk columns of the gradient packed as zeros)."""
@@ -1677,7 +1688,6 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
     cdef floating* gw0 = <floating*>a.gwp + task * a.G * Co * K
     cdef floating* gw = gw0
     cdef const floating* gout = <const floating*>a.gout
-    cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
     cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, nr, panel, co0, q, ow, tt, filled = 0
     cdef floating* arow
@@ -1689,9 +1699,7 @@ cdef void gw_packed_task(const GwArgs* a, int task, floating* tag) noexcept nogi
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if ng != cur:
             cur = ng
-            src = sample_src(x + grp * a.xg, n, a.xs, g, bp + a.s_b)
-            gout = <const floating*>a.gout + grp * a.gg
-            gw = gw0 + grp * Co * K
+            src = gw_pair(a, n, grp, bp + a.s_b, gw0, &gout, &gw)
         # A panels: gradient rows in padded-width layout, junk = 0.
         for panel in range(npanel):
             for tt in range(MR):
@@ -1767,7 +1775,6 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
     cdef floating* gw0 = <floating*>a.gwp + task * a.G * K * Co
     cdef floating* gwt = gw0
     cdef const floating* gout = <const floating*>a.gout
-    cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
     cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, mr, nr, t
     cdef int acc
@@ -1779,9 +1786,7 @@ cdef void gw_transposed_task(const GwArgs* a, int task, floating* tag) noexcept 
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if ng != cur:
             cur = ng
-            src = sample_src(x + grp * a.xg, n, a.xs, g, ap + a.s_a)
-            gout = <const floating*>a.gout + grp * a.gg
-            gwt = gw0 + grp * K * Co
+            src = gw_pair(a, n, grp, ap + a.s_a, gw0, &gout, &gwt)
         for jc in range(ncp):
             grad_panel(a, gout + n * a.gs, jc, pb, kc, bp + jc * KC * NR)
         # float64: tap panels outer -- the panel's runs stay in L1 while its
@@ -1821,7 +1826,6 @@ cdef void gw_valid_task(const GwArgs* a, int task) noexcept nogil:
     cdef float* gw0 = <float*>a.gwp + task * a.G * K * Co
     cdef float* gwt = gw0
     cdef const float* gout = <const float*>a.gout
-    cdef const float* x = <const float*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
     cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, jc, ip, t, nch, ow0, p0, p1, q
     cdef const float* src = NULL
@@ -1831,9 +1835,7 @@ cdef void gw_valid_task(const GwArgs* a, int task) noexcept nogil:
         kc = min(<Py_ssize_t>KC, Pp - pb)
         if ng != cur:
             cur = ng
-            src = sample_src(x + grp * a.xg, n, a.xs, g, bp + a.s_b)
-            gout = <const float*>a.gout + grp * a.gg
-            gwt = gw0 + grp * K * Co
+            src = gw_pair(a, n, grp, bp + a.s_b, gw0, &gout, &gwt)
         # The valid positions of [pb, pb + kc): gradient positions [p0, p1).
         ow0 = pb - (pb // Wq) * Wq
         p0 = (pb // Wq) * OW + min(ow0, OW)
@@ -1971,7 +1973,6 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
     cdef floating* gw0 = <floating*>a.gwp + task * a.G * Co * K
     cdef floating* gw = gw0
     cdef const floating* gout = <const floating*>a.gout
-    cdef const floating* x = <const floating*>a.x
     cdef Py_ssize_t u, u0 = a.units * task // a.T, u1 = a.units * (task + 1) // a.T
     cdef Py_ssize_t n, ng, grp, cur = -1, pb, kc, co, k0, i, ma, nb
     cdef const floating* src = NULL
@@ -1981,9 +1982,7 @@ cdef void gw_dot_task(const GwArgs* a, int task, floating* tag) noexcept nogil:
         kc = min(DB, Pp - pb)
         if ng != cur:
             cur = ng
-            src = sample_src(x + grp * a.xg, n, a.xs, g, sbuf)
-            gout = <const floating*>a.gout + grp * a.gg
-            gw = gw0 + grp * Co * K
+            src = gw_pair(a, n, grp, sbuf, gw0, &gout, &gw)
         # Gradient rows in padded-width layout, junk columns zero.
         for co in range(Co):
             grad_run(gout + n * a.gs + co * P, pb, kc, Wq, OW, gb + co * DB, 1)
