@@ -852,7 +852,7 @@ cdef bint flat_tiles_pay(const Pass* ps, Py_ssize_t NR) noexcept nogil:
 # the next panel: the panel stays in L1 across the tiles, and the tiles'
 # input runs across the panels (measured on a 7x7 stem, 64 channels in 8
 # panels of 37 KB in all: 2-3% faster than tile by tile at 1 and 2 threads;
-# groups of 4 to 16 alike).  Also the unit of work sharing (fwd_flat_run).
+# groups of 4 to 16 alike).  Also the unit of work sharing (fwd_flat_task).
 cdef enum:
     FLAT_GROUP = 8
 
@@ -943,14 +943,18 @@ cdef void fwd_flat_task(const FwdArgs* a, int tid) noexcept nogil:
         flat_group(a, src, apw, bias, n, grp, j, min(<Py_ssize_t>FLAT_GROUP, a.ntp - j))
 
 
-cdef void fwd_flat_run(FwdArgs* a) noexcept nogil:
-    """Run fwd_flat_task on a.nt threads (as fwd_run)."""
+ctypedef void (*fwd_task_t)(const FwdArgs* a, int tid) noexcept nogil
+
+
+cdef void run_tasks(const FwdArgs* a, fwd_task_t task) noexcept nogil:
+    """Run ``task`` on a.nt threads, once per thread (one thread: no
+    OpenMP region)."""
     cdef Py_ssize_t tid
     if a.nt == 1:
-        fwd_flat_task(a, 0)
+        task(a, 0)
     else:
         for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
-            fwd_flat_task(a, <int>tid)
+            task(a, <int>tid)
 
 
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
@@ -1151,16 +1155,6 @@ cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
         t = t + nt
 
 
-cdef void fwd_cv_run(FwdArgs* a) noexcept nogil:
-    """Run fwd_cv_task on a.nt threads (as fwd_run)."""
-    cdef Py_ssize_t tid
-    if a.nt == 1:
-        fwd_cv_task(a, 0)
-    else:
-        for tid in prange(a.nt, schedule="static", chunksize=1, num_threads=a.nt):
-            fwd_cv_task(a, <int>tid)
-
-
 def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                    const floating[:, :, :, ::1] weight,  # IN  (Cout, C, kh, kw)
                    const floating[::1] bias,             # IN  (Cout,) or None
@@ -1294,9 +1288,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                     pbias[grp * a.npanel * CNX_CVD_NCH + q] = bias[grp * Co + q]
             a.bias = pbias
         if flat:
-            fwd_flat_run(&a)
+            run_tasks(&a, fwd_flat_task)
         elif cv:
-            fwd_cv_run(&a)
+            run_tasks(&a, fwd_cv_task)
         else:
             fwd_run(&a, <floating*>NULL)
     free(apw)
