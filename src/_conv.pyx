@@ -454,6 +454,19 @@ cdef inline const floating* pair_input(const FwdArgs* a, const floating* x, Py_s
     return sample_src(x + grp[0] * a.xg, n, a.xs, &a.g, buf)
 
 
+cdef inline Py_ssize_t row_tile(const Pass* ps, Py_ssize_t j, Py_ssize_t NR,
+                                const floating* src, Py_ssize_t Wq, floating* obase,
+                                const floating** bsrc, floating** cdst) noexcept nogil:
+    """Row tile j of a pass (``tpr`` > 0), up to NR results of one row
+    computed in place: sets ``bsrc`` to its first tap's run in ``src`` and
+    ``cdst`` to its first result (``obase``: the (sample, group) pair's
+    results); returns how many results it has."""
+    cdef Py_ssize_t r = j // ps.tpr, c = (j - r * ps.tpr) * NR
+    bsrc[0] = src + r * Wq + c
+    cdst[0] = obase + ps.o0 + r * ps.orow + c
+    return min(NR, ps.cols - c)
+
+
 cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     """Tiles [T*tid/nt, T*(tid+1)/nt), ``ntp`` per (sample, group) pair: the
     pair's passes' tiles, pass after pass (NR padded-width positions computed
@@ -484,11 +497,7 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
         if ps.tpr > 0:
-            r = j // ps.tpr
-            c = (j - r * ps.tpr) * NR
-            nr = min(NR, ps.cols - c)
-            bsrc = src + r * Wq + c
-            cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
+            nr = row_tile(ps, j, NR, src, Wq, out + n * a.os + grp * a.og, &bsrc, &cdst)
             ldc = a.ocs
         elif ps.tpr2 > 0:
             # Rows r and r + 1 (none past the last row), columns [c, c + H).
@@ -721,11 +730,8 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
                 for i in range(nt):
                     j = j0 + i
                     if ps.tpr > 0:
-                        r = j // ps.tpr
-                        c = (j - r * ps.tpr) * NR
-                        nr = min(NR, ps.cols - c)
-                        bsrc = src + r * Wq + c
-                        cdst = out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + c
+                        nr = row_tile(ps, j, NR, src, Wq, out + n * a.os + grp * a.og, &bsrc,
+                                      &cdst)
                         ldc = a.ocs
                     elif flat and stream and K <= STREAM_MAX_K:  # in scratch, streamed below
                         bsrc = src + j * NR
