@@ -857,7 +857,7 @@ cdef bint flat_tiles_pay(const Pass* ps, Py_ssize_t NR) noexcept nogil:
 # Flat tiles computed together, each weight panel over all of them before
 # the next panel: the panel stays in L1 across the tiles, and the tiles'
 # input runs across the panels (measured on a 7x7 stem, 64 channels in 8
-# panels of 37 KB in all: 2-3% faster than tile by tile at 1 and 2 threads;
+# panels of 37 KB in all: 1-3% faster than tile by tile at 1 and 2 threads;
 # groups of 4 to 16 alike).  Also the unit of work sharing (fwd_flat_task).
 cdef enum:
     FLAT_GROUP = 8
