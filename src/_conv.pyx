@@ -1117,15 +1117,15 @@ cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
     cdef const double* bias = NULL
     cdef const double* bptr
     cdef double* out = <double*>a.out
-    cdef Py_ssize_t MR = a.MR, Co = a.Co, Wq = a.g.Wq, K = ps.K, tpr = ps.tpr
+    cdef Py_ssize_t MR = a.MR, Co = a.Co, Wq = a.g.Wq, K = ps.K
     cdef double* ct = <double*>a.scr + tid * a.per
     cdef double* buf = ct + round16(CNX_CVD_MAXP * CNX_CVD_NCH)
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
-    cdef Py_ssize_t t, n, ng, grp = 0, j, j0, cur = -1, nt, i, panel, co0, nch, r, c, npos
-    cdef Py_ssize_t pc
+    cdef Py_ssize_t t, n, ng, grp = 0, j0, cur = -1, nt, i, panel, co0, nch, npos, pc
     cdef const double* apw
     cdef const double* src = NULL
     cdef const double* bsrc
+    cdef double* cdst
     cdef cnx_cvd f
     t = t0
     while t < t1:
@@ -1144,20 +1144,16 @@ cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
             co0 = panel * CNX_CVD_NCH
             nch = min(CNX_CVD_NCH, Co - co0)
             for i in range(nt):
-                j = j0 + i
-                r = j // tpr
-                c = (j - r * tpr) * MR
-                npos = min(MR, ps.cols - c)
+                npos = row_tile(ps, j0 + i, MR, src, Wq, out + n * a.os + grp * a.og, &bsrc,
+                                &cdst)
                 f = CVD[npos - 1]
-                bsrc = src + r * Wq + c
                 pc = 0
                 while pc < K:
                     bptr = bias + co0 if bias != NULL and pc == 0 else NULL
                     f(min(<Py_ssize_t>KC, K - pc), apw + panel * K * CNX_CVD_NCH
                       + pc * CNX_CVD_NCH, bsrc, ps.toff + pc, ct, pc > 0, bptr)
                     pc = pc + KC
-                cv_store(ct, npos, nch, out + n * a.os + grp * a.og + ps.o0 + co0 * a.ocs
-                         + r * ps.orow + c, a.ocs, a.act, a.alpha)
+                cv_store(ct, npos, nch, cdst + co0 * a.ocs, a.ocs, a.act, a.alpha)
         t = t + nt
 
 
@@ -2814,7 +2810,7 @@ cdef int ocv_run(const float* x, const float* weight, const float* bias, float* 
     (Co, C, kh, kw) at row stride sh and column stride 2, plus bias, then
     ``act`` (see ocv_fits)."""
     cdef OcvArgs a
-    cdef Py_ssize_t K = C * kh * kw, k, co, t, toff_max, nb
+    cdef Py_ssize_t K = C * kh * kw, t, toff_max, nb
     # The padded sample at stride 1: tap (c, i, j) of result (oh, ow) is
     # element toff[k] + oh*sh*Wq + 2*ow.
     a.g = make_geom(N, C, H, W, Co, kh, kw, 1, 1, ph, pw, dh, dw,
@@ -2838,9 +2834,7 @@ cdef int ocv_run(const float* x, const float* weight, const float* bias, float* 
     a.x, a.wp, a.bias, a.out, a.toff = x, wp, bias, out, toff
     a.scr = wp + K * Co
     with nogil:
-        for co in range(Co):
-            for k in range(K):
-                wp[k * Co + co] = weight[co * K + k]
+        pack_a(weight, K, 1, Co, K, Co, wp)  # one panel of all Co rows: wp[k*Co + co]
         if a.nt == 1:
             ocv_task(&a, 0)
         else:
