@@ -181,6 +181,8 @@ cdef extern from "cnnext_eltwise.h" nogil:
                      float* out) noexcept nogil
     void cnx_chsum_d(const double* g, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
                      double* out) noexcept nogil
+    void cnx_take2_s(const float* s, Py_ssize_t W, float* d, Py_ssize_t n) noexcept nogil
+    void cnx_take2_d(const double* s, Py_ssize_t W, double* d, Py_ssize_t n) noexcept nogil
 
 # channel_sums by AVX-512 intrinsics, the portable loop's values (see
 # cnnext_eltwise.h).
@@ -360,6 +362,48 @@ def add_strided(const floating[:, :, :, ::1] src,   # IN    (N, C, h, w)
             for t in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 add_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw,
                                    planes * t // nt, planes * (t + 1) // nt)
+
+
+cdef void take_strided_planes(const floating* src, floating* dst, Py_ssize_t h, Py_ssize_t w,
+                              Py_ssize_t H, Py_ssize_t W, Py_ssize_t sh, Py_ssize_t sw,
+                              Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    cdef Py_ssize_t p, i, j
+    cdef const floating* sr
+    cdef floating* dr
+    cdef bint vec = ELT_AVX512 and sw == 2
+    for p in range(p0, p1):
+        for i in range(h):
+            sr = src + (p * H + i * sh) * W
+            dr = dst + (p * h + i) * w
+            if not vec:
+                for j in range(w):
+                    dr[j] = sr[j * sw]
+            elif floating is float:
+                cnx_take2_s(sr, W, dr, w)
+            else:
+                cnx_take2_d(sr, W, dr, w)
+
+
+def take_strided(const floating[:, :, :, ::1] src,   # IN  (N, C, H, W)
+                 floating[:, :, :, ::1] dst,         # OUT (N, C, h, w)
+                 Py_ssize_t sh, Py_ssize_t sw,
+                 int n_threads):
+    """dst[n, c, i, j] = src[n, c, i*sh, j*sw] for every (i, j) of dst: a
+    strided 1x1 convolution's input at its output's positions (add_strided's
+    counterpart).  Needs (h-1)*sh < H and (w-1)*sw < W."""
+    cdef Py_ssize_t planes = dst.shape[0] * dst.shape[1], h = dst.shape[2], w = dst.shape[3]
+    cdef Py_ssize_t H = src.shape[2], W = src.shape[3], t
+    cdef int nt = <int>max(1, min(n_threads, planes))
+    if planes == 0 or h * w == 0:
+        return
+    with nogil:
+        if nt == 1:
+            take_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw, 0,
+                                planes)
+        else:
+            for t in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+                take_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw,
+                                    planes * t // nt, planes * (t + 1) // nt)
 
 
 def all_finite(const floating[::1] a):

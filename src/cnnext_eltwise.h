@@ -15,6 +15,11 @@
  * sum of a channel is acc[0] alone (the other seven stay +0.0, and adding
  * +0.0 changes no sum that starts at +0.0), so eight channels share a zmm,
  * one lane each, summed over the batch in order.
+ *
+ * cnx_take2_s / cnx_take2_d: one row of take_strided at column stride 2,
+ * d[j] = s[2*j] for j < n of a W-value row, by two vector loads (masked
+ * at the row's end: nothing past it is read) and one permutation keeping
+ * their even lanes, where the portable loop reads one value at a time.
  */
 #ifndef CNNEXT_ELTWISE_H
 #define CNNEXT_ELTWISE_H
@@ -117,6 +122,39 @@ static void cnx_chsum_p1_d(const double *g, ptrdiff_t N, ptrdiff_t C, double *ou
 CNX_CHSUM(s, float)
 CNX_CHSUM(d, double)
 
+/* The lanes [0, n) of a 16-lane (float) or 8-lane (double) vector, n >= 0. */
+#define CNX_TAKE_MASK(n, L) \
+    ((n) >= (L) ? (uint32_t)((1u << (L)) - 1u) : (uint32_t)((1u << ((n) > 0 ? (n) : 0)) - 1u))
+
+CNX_TARGET_AVX512
+static void cnx_take2_s(const float *s, ptrdiff_t W, float *d, ptrdiff_t n) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14,
+                                           16, 18, 20, 22, 24, 26, 28, 30);
+    ptrdiff_t j;
+    for (j = 0; j < n; j += 16) {
+        ptrdiff_t r = W - 2 * j; /* values of the row from s + 2j on */
+        __m512 a = _mm512_maskz_loadu_ps((__mmask16)CNX_TAKE_MASK(r, 16), s + 2 * j);
+        __m512 b = _mm512_maskz_loadu_ps((__mmask16)CNX_TAKE_MASK(r - 16, 16), s + 2 * j + 16);
+        _mm512_mask_storeu_ps(d + j, (__mmask16)CNX_TAKE_MASK(n - j, 16),
+                              _mm512_permutex2var_ps(a, even, b));
+    }
+}
+
+CNX_TARGET_AVX512
+static void cnx_take2_d(const double *s, ptrdiff_t W, double *d, ptrdiff_t n) {
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    ptrdiff_t j;
+    for (j = 0; j < n; j += 8) {
+        ptrdiff_t r = W - 2 * j;
+        __m512d a = _mm512_maskz_loadu_pd((__mmask8)CNX_TAKE_MASK(r, 8), s + 2 * j);
+        __m512d b = _mm512_maskz_loadu_pd((__mmask8)CNX_TAKE_MASK(r - 8, 8), s + 2 * j + 8);
+        _mm512_mask_storeu_pd(d + j, (__mmask8)CNX_TAKE_MASK(n - j, 8),
+                              _mm512_permutex2var_pd(a, even, b));
+    }
+}
+
+#undef CNX_TAKE_MASK
+
 #else
 
 static int cnx_elt_avx512(void) { return 0; }
@@ -125,6 +163,12 @@ static void cnx_chsum_s(const float *g, ptrdiff_t N, ptrdiff_t C, ptrdiff_t P, f
 }
 static void cnx_chsum_d(const double *g, ptrdiff_t N, ptrdiff_t C, ptrdiff_t P, double *out) {
     (void)g; (void)N; (void)C; (void)P; (void)out;
+}
+static void cnx_take2_s(const float *s, ptrdiff_t W, float *d, ptrdiff_t n) {
+    (void)s; (void)W; (void)d; (void)n;
+}
+static void cnx_take2_d(const double *s, ptrdiff_t W, double *d, ptrdiff_t n) {
+    (void)s; (void)W; (void)d; (void)n;
 }
 
 #endif

@@ -946,6 +946,66 @@ def test_add_strided_kernel(dt, shape, stride):
         assert (got.view(np.uint8) == want.view(np.uint8)).all()
 
 
+_TAKE_SHAPES = [(2, 3, 7, W) for W in (1, 2, 3, 15, 16, 17, 31, 32, 33, 34, 47, 65)] + [
+    (1, 2, 9, 9), (3, 1, 1, 5)]
+_TAKE_STRIDES = [(2, 2), (1, 2), (3, 2), (2, 1), (3, 4)]
+
+
+def _take_all(dt):
+    """{key: (got, want)} of take_strided at every shape and stride, one and
+    two threads, each output at its largest size and one row and column
+    smaller (the stride grid's last ones left out)."""
+    from cnnext import _eltwise
+
+    rng = np.random.default_rng(27)
+    out = {}
+    for shape in _TAKE_SHAPES:
+        x = rng.standard_normal(shape).astype(dt)
+        x.flat[::5], x.flat[1::11], x.flat[2::13] = -0.0, np.nan, np.inf
+        for sh, sw in _TAKE_STRIDES:
+            h, w = -(-shape[2] // sh), -(-shape[3] // sw)
+            for hh, ww in {(h, w), (max(1, h - 1), max(1, w - 1))}:
+                for threads in (1, 2):
+                    got = np.full((*shape[:2], hh, ww), 7.0, dt)
+                    _eltwise.take_strided(x, got, sh, sw, threads)
+                    want = x[:, :, : hh * sh : sh, : ww * sw : sw]
+                    out[f"{shape}-{sh}-{sw}-{hh}-{ww}-{threads}"] = (got, want)
+    return out
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_take_strided_kernel(dt):
+    """dst = src on the stride grid, rows of every width around the vector
+    sizes, any strides, one and two threads: the values bit for bit (-0.0
+    and NaN kept), nothing read past a row (a masked load)."""
+    for key, (got, want) in _take_all(dt).items():
+        assert got.tobytes() == np.ascontiguousarray(want).tobytes(), key
+
+
+_TAKE_SCRIPT = """
+import json, sys
+import numpy as np
+from cnnext import _eltwise
+sys.path.insert(0, {here!r})
+from test_netplan import _take_all
+print(_eltwise.eltwise_isa())
+print(json.dumps({{f"{{np.dtype(dt).name}}-{{k}}": got.tobytes() == np.ascontiguousarray(
+    want).tobytes() for dt in (np.float32, np.float64) for k, (got, want) in
+    _take_all(dt).items()}}))
+"""
+
+
+def test_take_strided_portable_loop(run_with_isa):
+    """The portable loop (CNNEXT_ISA=generic) copies the same values as the
+    AVX-512 one."""
+    from cnnext import _eltwise
+
+    if _eltwise.eltwise_isa() != "avx512":
+        pytest.skip("this CPU runs only the portable loop")
+    fast, slow = run_with_isa(_TAKE_SCRIPT, "generic")
+    assert len(fast) > 200 and all(fast.values()) and all(slow.values())
+
+
 _NORM_SCRIPT = """
 import numpy as np
 from cnnext import _eltwise, _norm

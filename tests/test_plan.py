@@ -118,14 +118,26 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5), p=1).grad_weight == "transposed"
     lenet2 = conv_plan((64, 6, 12, 12), (16, 6, 5, 5))
     assert lenet2.grad_weight == ("small" if _conv.small_kernels() else "transposed")
-    # float32, 32-64 taps: over short rows (a strided 1x1 shortcut to 7x7)
-    # the packed gradient, over long ones (28x28) dot products; fewer taps
-    # or float64: dot products
-    short = conv_plan((64, 32, 14, 14), (64, 32, 1, 1), s=2)
+    # float32, 32-64 taps: over short rows (7x7) the packed gradient, over
+    # long ones (28x28) dot products; fewer taps or float64: dot products
+    short = conv_plan((64, 8, 14, 14), (64, 8, 2, 2), s=2)
     assert short.grad_weight == "transposed" and "short rows" in short.grad_weight_reason
-    assert conv_plan((64, 32, 28, 28), (64, 32, 1, 1)).grad_weight == "dot"
-    assert conv_plan((64, 16, 28, 28), (32, 16, 1, 1), s=2).grad_weight == "dot"
-    assert conv_plan((64, 32, 14, 14), (64, 32, 1, 1), s=2, dtype=F64).grad_weight == "dot"
+    assert conv_plan((64, 8, 28, 28), (64, 8, 2, 2)).grad_weight == "dot"
+    assert conv_plan((64, 4, 28, 28), (32, 4, 2, 2), s=2).grad_weight == "dot"
+    assert conv_plan((64, 8, 14, 14), (64, 8, 2, 2), s=2, dtype=F64).grad_weight == "dot"
+    # a 1x1 kernel: each tap a whole plane, read in place (at a stride, of
+    # the input at the output's positions: the ``subsampled`` plan)
+    for dt in (F32, F64):
+        for x_shape, co in (((64, 32, 28, 28), 64), ((64, 16, 28, 28), 32), ((8, 8, 7, 7), 16)):
+            assert conv_plan(x_shape, (co, x_shape[1], 1, 1), dtype=dt).grad_weight == "transposed"
+    shortcut = conv_plan((64, 16, 28, 28), (32, 16, 1, 1), s=2)
+    sub = shortcut.sub_plan
+    assert (shortcut.method, shortcut.grad_input, shortcut.grad_weight) == (
+        "subsampled", "phases", "transposed")
+    assert sub is not None and sub.x_shape == (64, 16, 14, 14) and sub.stride == (1, 1)
+    assert "output's positions" in shortcut.reason and "whole input plane" in (
+        shortcut.grad_weight_reason)
+    assert conv_plan((64, 16, 28, 28), (32, 16, 1, 1), s=2, p=1).method == "direct"
     # every group in one call: the group's scratch, and each group's packed
     # weight (16 rows, rounded up to whole MR-row panels, x K = 144)
     assert plan.threads == gp.threads and "every group at once" in plan.grad_weight_reason

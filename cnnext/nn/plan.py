@@ -197,13 +197,19 @@ class _WeightedStep(_Step):
         #: A Winograd convolution run into the kept output (and, in a
         #: training step, input gradient) buffers.
         self.winograd = False
+        #: A ``subsampled`` convolution's input at its output's positions
+        #: (the forward's, kept for the weight gradient).
+        self.xs: FloatArray | None = None
         if type(layer) is Dense:
             lp = cast("LinearPlan", self.plan)
             self.kernel = (_gemm.gemm, x_shape, lp.threads)
         elif type(layer) is Conv2D:
             cp = cast("ConvPlan", self.plan)
-            if cp.method == "direct" and cp.pad_extra is None and len(x_shape) == 4:
-                self.kernel = (_conv.conv2d_forward, *cp.kernel_args)
+            sp = cp.sub_plan
+            if sp is not None and len(x_shape) == 4:
+                self.xs = np.empty(sp.x4, dtype)
+            if cp.method in ("direct", "subsampled") and cp.pad_extra is None and len(x_shape) == 4:
+                self.kernel = (_conv.conv2d_forward, *(sp or cp).kernel_args)
                 if cp.grad_input == "phases":
                     self.phases = (x_shape, cp.kernel_stride, cp.padding)
             elif cp.method == "winograd" and cp.pad_extra is None and len(x_shape) == 4:
@@ -223,6 +229,8 @@ class _WeightedStep(_Step):
         elif k[0] is _gemm.gemm:
             _gemm.gemm(x, self.w, y, False, True, False, k[2], self.b, self.act, self.alpha)
         else:
+            if self.xs is not None:
+                x = cast("ConvPlan", self.plan).subsample(x, self.xs)
             _, sh, sw, ph, pw, dh, dw, nt = k
             _conv.conv2d_forward(x, self.w, self.b, y, sh, sw, ph, pw, dh, dw, nt, 1, self.act,
                                  self.alpha)
@@ -232,6 +240,8 @@ class _WeightedStep(_Step):
         k = self.kernel
         if k is None or x.dtype != self.y.dtype:
             return None
+        if self.xs is not None:
+            return partial(self.forward, x), self.y
         if k[0] is _gemm.gemm:
             return partial(_typed(_gemm.gemm, x.dtype), x, self.w, self.y, False, True, False,
                            k[2], self.b, self.act, self.alpha), self.y
@@ -273,7 +283,11 @@ class _WeightedStep(_Step):
         """Accumulate a direct convolution's weight and bias gradients."""
         if self.b is not None:
             cast("FloatArray", self.gb)[...] += bias_grad(g)
-        self.gw += cast("ConvPlan", self.plan)._grad_weight(g, cast("FloatArray", self.x))
+        cp = cast("ConvPlan", self.plan)
+        if self.xs is not None:  # the forward's subsampled input
+            self.gw += cast("ConvPlan", cp.sub_plan)._grad_weight(g, self.xs)
+        else:
+            self.gw += cp._grad_weight(g, cast("FloatArray", self.x))
 
     def strided_1x1(self) -> bool:
         """True for a direct strided 1x1 convolution without padding,
