@@ -32,6 +32,28 @@ def conv2d_forward(
     act: int = 0,
     alpha: float = 0.0,
 ) -> None: ...
+
+KERNEL_NAMES: tuple[str, ...]
+
+def forward_kernel(
+    f32: bool,
+    C: int,
+    Co: int,
+    H: int,
+    W: int,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    OH: int,
+    OW: int,
+    groups: int = 1,
+    act: int = 0,
+) -> str: ...
 def conv2d_grad_weight(
     x: _Float,
     gout: _Float,

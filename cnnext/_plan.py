@@ -419,6 +419,12 @@ class ConvPlan:
     #: ``subsampled``: the plan of the stride-1 1x1 convolution of the
     #: input at the output's positions (:meth:`subsample`).
     sub_plan: ConvPlan | None = None
+    #: ``direct``: the kernel of the forward pass (``_conv.KERNEL_NAMES``:
+    #: ``"tiles"`` of the GEMM micro-kernels; ``"in-place 3x3"``, the small
+    #: 3x3 convolutions' kernel reading the input in place; ``"result
+    #: channel"``, the kernel holding output channels in its vector lanes),
+    #: without a fused activation; "" for the other methods.
+    forward_kernel: str = ""
 
     @property
     def unbatched(self) -> bool:
@@ -1123,6 +1129,12 @@ def conv2d_plan(
                                             + sub_plan.grad_weight_reason)
         tasks = sub_plan.grad_weight_tasks
         scratch = sub_plan.scratch_bytes + N * C * OH * OW * dtype.itemsize
+    fk = ""
+    if method == "direct":
+        fk = _conv.forward_kernel(dtype.itemsize == 4, C, Co, H, W, kh, kw, ks[0], ks[1], p[0],
+                                  p[1], d[0], d[1], OH, OW)
+        if fk != "tiles":
+            why += f"; the forward on the {fk} kernel"
     out_shape = (Co, OH, OW) if unb else (N, Co, OH, OW)
     kernel_args = (ks[0], ks[1], p[0], p[1], d[0], d[1], threads)
     return ConvPlan(
@@ -1131,6 +1143,7 @@ def conv2d_plan(
         (N, C, H, W), (N, Co, OH, OW), kernel_args,
         groups=groups, pad_extra=pad_extra, group_plan=group_plan, algorithm=algorithm,
         phase_plan=phase_plan, phase_pad=phase_pad, phase_split=phase_split, sub_plan=sub_plan,
+        forward_kernel=fk,
     )
 
 

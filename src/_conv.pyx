@@ -1157,6 +1157,41 @@ cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
         t = t + nt
 
 
+cdef enum:
+    KERNEL_TILES = 0   # the micro-kernels' tiles (fwd_task and its variants)
+    KERNEL_SAME = 1    # the in-place 3x3 kernel (same_run)
+    KERNEL_OCV = 2     # the result-channel kernel (ocv_run)
+
+KERNEL_NAMES = ("tiles", "in-place 3x3", "result-channel")
+
+
+cdef int kernel_kind(bint f32, Py_ssize_t C, Py_ssize_t Co, Py_ssize_t H, Py_ssize_t W,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                     Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t groups, int act) noexcept nogil:
+    """Which kernel conv2d_forward runs (KERNEL_*), from the geometry: the
+    one rule, shared with forward_kernel (the plans' record of it)."""
+    if not f32 or groups != 1:
+        return KERNEL_TILES
+    if (act == ACT_NONE and sh == 1 and sw == 1 and dh == 1 and dw == 1
+            and same_fits(C, Co, H, W, kh, kw, ph, pw, OH, OW)):
+        return KERNEL_SAME
+    if ocv_fits(Co, kh, kw, sh, sw, OW):
+        return KERNEL_OCV
+    return KERNEL_TILES
+
+
+def forward_kernel(bint f32, Py_ssize_t C, Py_ssize_t Co, Py_ssize_t H, Py_ssize_t W,
+                   Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                   Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t groups=1, int act=0):
+    """The name (KERNEL_NAMES) of the kernel conv2d_forward runs for this
+    geometry (a float32 one when ``f32``; ``act`` the fused activation):
+    "tiles", "in-place 3x3" or "result-channel"."""
+    return KERNEL_NAMES[kernel_kind(f32, C, Co, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW,
+                                    groups, act)]
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                    const floating[:, :, :, ::1] weight,  # IN  (Cout, C, kh, kw)
                    const floating[::1] bias,             # IN  (Cout,) or None
@@ -1176,17 +1211,18 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     cdef FwdArgs a
     cdef Pass ps
     cdef Py_ssize_t grp, toff_max, oh_n = out.shape[2], ow_n = out.shape[3]
+    cdef int kind = KERNEL_TILES
+    if floating is float and x.shape[0] > 0:
+        kind = kernel_kind(True, x.shape[1], weight.shape[0], x.shape[2], x.shape[3],
+                           weight.shape[2], weight.shape[3], sh, sw, ph, pw, dh, dw, oh_n,
+                           ow_n, groups, act)
     if floating is float:
-        if (groups == 1 and act == ACT_NONE and sh == 1 and sw == 1 and dh == 1 and dw == 1
-                and x.shape[0] > 0
-                and same_fits(x.shape[1], weight.shape[0], x.shape[2], x.shape[3],
-                              weight.shape[2], weight.shape[3], ph, pw, oh_n, ow_n)):
+        if kind == KERNEL_SAME:
             same_run(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], False,
                      &bias[0] if bias is not None else NULL, &out[0, 0, 0, 0], x.shape[0],
                      x.shape[1], weight.shape[0], x.shape[2], x.shape[3], n_threads)
             return
-        if (groups == 1 and x.shape[0] > 0
-                and ocv_fits(weight.shape[0], weight.shape[2], weight.shape[3], sh, sw, ow_n)):
+        if kind == KERNEL_OCV:
             ocv_run(&x[0, 0, 0, 0], &weight[0, 0, 0, 0],
                     &bias[0] if bias is not None else NULL, &out[0, 0, 0, 0], x.shape[0],
                     x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],

@@ -88,6 +88,24 @@ def test_algorithm_choice_is_named_and_explained():
         assert plan.scratch_bytes >= 0
 
 
+def test_direct_plans_name_their_forward_kernel():
+    """The in-place 3x3 and result-channel kernels are the plan's record (on
+    AVX-512F; the tiles elsewhere), named in its reason too."""
+    avx512 = _conv.small_kernels()
+    same = conv_plan((64, 16, 28, 28), (16, 16, 3, 3), p=1)
+    assert same.forward_kernel == ("in-place 3x3" if avx512 else "tiles")
+    assert ("in-place 3x3" in same.reason) == avx512
+    ocv = conv_plan((64, 32, 14, 14), (64, 32, 3, 3), s=2, p=1)
+    assert ocv.forward_kernel in (("result-channel",) if avx512 else ("tiles", "result-channel"))
+    assert conv_plan((64, 32, 14, 14), (64, 32, 3, 3), s=2, p=1, dtype=F64).forward_kernel == (
+        "tiles")
+    assert conv_plan((64, 16, 28, 28), (32, 16, 3, 3), s=2, p=1).forward_kernel == "tiles"
+    assert conv_plan((64, 16, 28, 28), (16, 16, 3, 3), p=2).forward_kernel == "tiles"
+    for plan in (conv_plan((64, 16, 28, 28), (32, 16, 1, 1), s=2),
+                 conv_plan((0, 3, 9, 9), (4, 3, 3, 3))):
+        assert plan.forward_kernel == ""
+
+
 def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     plan = _plan.conv2d_plan("conv2d", (32, 64, 32, 32), (64, 16, 3, 3), None, F32, (1, 1),
                              (1, 1), (1, 1), 4)
