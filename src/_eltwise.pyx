@@ -342,28 +342,6 @@ cdef void add_strided_planes(const floating* src, floating* dst, Py_ssize_t h, P
                 dr[j * sw] = dr[j * sw] + sr[j]
 
 
-def add_strided(const floating[:, :, :, ::1] src,   # IN    (N, C, h, w)
-                floating[:, :, :, ::1] dst,         # INOUT (N, C, H, W)
-                Py_ssize_t sh, Py_ssize_t sw,
-                int n_threads):
-    """dst[n, c, i*sh, j*sw] += src[n, c, i, j] for every (i, j) of src:
-    the input gradient of a strided 1x1 convolution (nonzero on its stride
-    grid only) added to another.  Needs (h-1)*sh < H and (w-1)*sw < W."""
-    cdef Py_ssize_t planes = src.shape[0] * src.shape[1], h = src.shape[2], w = src.shape[3]
-    cdef Py_ssize_t H = dst.shape[2], W = dst.shape[3], t
-    cdef int nt = <int>max(1, min(n_threads, planes))
-    if planes == 0 or h * w == 0:
-        return
-    with nogil:
-        if nt == 1:
-            add_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw, 0,
-                               planes)
-        else:
-            for t in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                add_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw,
-                                   planes * t // nt, planes * (t + 1) // nt)
-
-
 cdef void take_strided_planes(const floating* src, floating* dst, Py_ssize_t h, Py_ssize_t w,
                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t sh, Py_ssize_t sw,
                               Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
@@ -384,6 +362,42 @@ cdef void take_strided_planes(const floating* src, floating* dst, Py_ssize_t h, 
                 cnx_take2_d(sr, W, dr, w)
 
 
+cdef void strided_run(bint take, const floating* a, floating* b, Py_ssize_t planes,
+                      Py_ssize_t h, Py_ssize_t w, Py_ssize_t H, Py_ssize_t W, Py_ssize_t sh,
+                      Py_ssize_t sw, int n_threads) noexcept nogil:
+    """take_strided_planes (``take``: a the full planes, b the grid) or
+    add_strided_planes (a the grid, b the full planes) over ``planes``
+    planes, split into contiguous ranges over the threads."""
+    cdef int nt = <int>max(1, min(n_threads, planes)), t
+    if nt == 1:
+        if take:
+            take_strided_planes(a, b, h, w, H, W, sh, sw, 0, planes)
+        else:
+            add_strided_planes(a, b, h, w, H, W, sh, sw, 0, planes)
+        return
+    for t in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+        if take:
+            take_strided_planes(a, b, h, w, H, W, sh, sw, planes * t // nt,
+                                planes * (t + 1) // nt)
+        else:
+            add_strided_planes(a, b, h, w, H, W, sh, sw, planes * t // nt,
+                               planes * (t + 1) // nt)
+
+
+def add_strided(const floating[:, :, :, ::1] src,   # IN    (N, C, h, w)
+                floating[:, :, :, ::1] dst,         # INOUT (N, C, H, W)
+                Py_ssize_t sh, Py_ssize_t sw,
+                int n_threads):
+    """dst[n, c, i*sh, j*sw] += src[n, c, i, j] for every (i, j) of src:
+    the input gradient of a strided 1x1 convolution (nonzero on its stride
+    grid only) added to another.  Needs (h-1)*sh < H and (w-1)*sw < W."""
+    if src.shape[0] * src.shape[1] * src.shape[2] * src.shape[3] == 0:
+        return
+    with nogil:
+        strided_run(False, &src[0, 0, 0, 0], &dst[0, 0, 0, 0], src.shape[0] * src.shape[1],
+                    src.shape[2], src.shape[3], dst.shape[2], dst.shape[3], sh, sw, n_threads)
+
+
 def take_strided(const floating[:, :, :, ::1] src,   # IN  (N, C, H, W)
                  floating[:, :, :, ::1] dst,         # OUT (N, C, h, w)
                  Py_ssize_t sh, Py_ssize_t sw,
@@ -391,19 +405,11 @@ def take_strided(const floating[:, :, :, ::1] src,   # IN  (N, C, H, W)
     """dst[n, c, i, j] = src[n, c, i*sh, j*sw] for every (i, j) of dst: a
     strided 1x1 convolution's input at its output's positions (add_strided's
     counterpart).  Needs (h-1)*sh < H and (w-1)*sw < W."""
-    cdef Py_ssize_t planes = dst.shape[0] * dst.shape[1], h = dst.shape[2], w = dst.shape[3]
-    cdef Py_ssize_t H = src.shape[2], W = src.shape[3], t
-    cdef int nt = <int>max(1, min(n_threads, planes))
-    if planes == 0 or h * w == 0:
+    if dst.shape[0] * dst.shape[1] * dst.shape[2] * dst.shape[3] == 0:
         return
     with nogil:
-        if nt == 1:
-            take_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw, 0,
-                                planes)
-        else:
-            for t in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                take_strided_planes(&src[0, 0, 0, 0], &dst[0, 0, 0, 0], h, w, H, W, sh, sw,
-                                    planes * t // nt, planes * (t + 1) // nt)
+        strided_run(True, &src[0, 0, 0, 0], &dst[0, 0, 0, 0], dst.shape[0] * dst.shape[1],
+                    dst.shape[2], dst.shape[3], src.shape[2], src.shape[3], sh, sw, n_threads)
 
 
 def all_finite(const floating[::1] a):
