@@ -887,8 +887,10 @@ class _ResidualStep(_Step):
                                                      self.first_s))
         if not need_input:
             return None
-        gx = cast("FloatArray", self.gx)
         gb = cast("FloatArray", gb)
+        # The sum in place of the block's gradient when nothing else reads it
+        # (it was just written: no pass over a cold buffer), else into gx.
+        gx = gb if self._owns(gb, g, gm, gs, self.y) else cast("FloatArray", self.gx)
         if self.shortcut is None and self.masked:
             _eltwise.add_masked(gb.reshape(-1), g.reshape(-1), self.y.reshape(-1),
                                 gx.reshape(-1), self.threads)
@@ -898,9 +900,9 @@ class _ResidualStep(_Step):
         return gx
 
     def _owns(self, gb: FloatArray, *others: FloatArray) -> bool:
-        """True when the strided shortcut's gradient may be added in place to
-        the block's input gradient ``gb`` (a buffer of the block's first step,
-        or a fresh array, that nothing else reads): no full-size copy."""
+        """True when the shortcut's gradient may be added in place to the
+        block's input gradient ``gb`` (a buffer of the block's first step, or
+        a fresh array, that nothing else reads): no full-size copy."""
         return (self.inplace and gb.flags.writeable and gb.flags.c_contiguous
                 and gb.shape == self.gx_shape and gb.dtype == self.y.dtype
                 and not any(np.may_share_memory(gb, o) for o in others))
