@@ -136,8 +136,10 @@ def batch_norm(
 
     Notes
     -----
-    The output has the shape of ``x``.  Statistics are computed in float64
-    (two passes over each channel: the mean, then the squared deviations).
+    The output has the shape of ``x``.  Statistics are computed in float64:
+    for float64 data in two passes (the mean, then the squared deviations),
+    for float32 data in one pass of sums shifted by each channel's first
+    value (exact to far below float32's precision).
 
     Examples
     --------
