@@ -921,6 +921,7 @@ def _phases_split_axis(size: int, out: int, p: int, d: int) -> bool:
 def _conv_method(
     x4: Shape, weight_shape: Shape, groups: int, stride: Pair, padding: Pair, itemsize: int,
     dilation: Pair = (1, 1), algorithm: str = "direct", out_hw: Pair = (1, 1),
+    subsample: bool = True,
 ) -> tuple[str, str]:
     """(name, reason) of the algorithm of a conv2d geometry: every choice of
     ``ConvPlan.method`` is made here (one branch per method).  ``algorithm``
@@ -945,7 +946,7 @@ def _conv_method(
                            f"every group at once")
     if _needs_gather(C, H, W, stride, padding, itemsize):
         return "gather", "the padded input would not fit in memory"
-    if (kh, kw) == (1, 1) and padding == (0, 0) and stride != (1, 1):
+    if subsample and (kh, kw) == (1, 1) and padding == (0, 0) and stride != (1, 1):
         return "subsampled", (f"a 1x1 kernel at stride {stride}: the input at the output's "
                               f"positions, then the stride-1 1x1 convolution on it")
     if algorithm != "direct" and dilation != (1, 1):
@@ -987,7 +988,7 @@ def _conv_method(
 def conv2d_plan(
     fname: str, x_shape: Shape, weight_shape: Shape, bias_shape: Shape | None,
     dtype: FloatDType, stride: Pair, padding: Pair | str, dilation: Pair, groups: int = 1,
-    algorithm: str = "direct",
+    algorithm: str = "direct", one_group: bool = False,
 ) -> ConvPlan:
     """Validate a conv2d geometry and decide how it runs (a :class:`ConvPlan`).
 
@@ -996,7 +997,9 @@ def conv2d_plan(
     ``dilation`` are normalised pairs (``padding`` may be ``"same"`` or
     ``"valid"``), ``groups`` an int >= 1 and ``algorithm`` the
     :func:`cnnext.set_conv_algorithm` setting (the callers that do not take
-    it, transposed and 1-D convolutions, run direct).
+    it, transposed and 1-D convolutions, run direct).  ``one_group``: the
+    plan of one group of a grouped convolution, whose groups run together
+    on the direct kernels (never ``subsampled``).
     """
     Co, Cw, kh, kw = weight_shape
     V.conv_groups(fname, x_shape, len(x_shape) - 3, weight_shape, groups)
@@ -1024,7 +1027,7 @@ def conv2d_plan(
     threads = threads_for(macs)
     gi, gi_why = _grad_input_method(ks, p, d, (kh, kw))
     method, why = _conv_method((N, C, H, W), weight_shape, groups, ks, p, dtype.itemsize, d,
-                               algorithm, (OH, OW))
+                               algorithm, (OH, OW), subsample=not one_group)
     if method in ("empty", "gather"):
         gi, gi_why = method, why
     MR, NR, KC = _gemm.block_sizes(dtype)
@@ -1114,7 +1117,7 @@ def conv2d_plan(
         scratch = tasks * rows * cols * dtype.itemsize
     if method == "grouped":
         group_plan = conv2d_plan(fname, (N, C // groups, H, W), (Co // groups, Cw, kh, kw),
-                                 None, dtype, s, p, d)
+                                 None, dtype, s, p, d, one_group=True)
         gi = gw = "grouped"
         gi_why = gw_why = "every group at once by group_plan's algorithms"
         if group_plan.method != "direct":  # the groups run one after the other

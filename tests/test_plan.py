@@ -156,6 +156,11 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     assert "output's positions" in shortcut.reason and "whole input plane" in (
         shortcut.grad_weight_reason)
     assert conv_plan((64, 16, 28, 28), (32, 16, 1, 1), s=2, p=1).method == "direct"
+    # a grouped one runs its groups together on the direct kernels
+    grouped = _plan.conv2d_plan("conv2d", (8, 16, 28, 28), (32, 4, 1, 1), None, F32, (2, 2),
+                                (0, 0), (1, 1), 4)
+    assert grouped.method == "grouped" and grouped.group_plan.method == "direct"
+    assert "every group at once" in grouped.grad_weight_reason
     # every group in one call: the group's scratch, and each group's packed
     # weight (16 rows, rounded up to whole MR-row panels, x K = 144)
     assert plan.threads == gp.threads and "every group at once" in plan.grad_weight_reason
