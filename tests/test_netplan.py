@@ -1010,7 +1010,8 @@ _NORM_SCRIPT = """
 import numpy as np
 from cnnext import _eltwise, _norm
 rng = np.random.default_rng(25)
-for shape in ((3, 4, 37), (2, 3, 600)):  # rows in memory order; channel by channel
+for shape in ((3, 4, 37), (2, 3, 600)):  # short rows in memory order; long rows: the forward in
+  # blocks of channels, the backward channel by channel
   x = rng.standard_normal(shape).astype(np.float32)
   x[0, 1, :2] = [np.nan, np.inf]
   C = shape[1]
