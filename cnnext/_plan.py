@@ -51,7 +51,8 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     by Winograd kernels that read and write the phases in place
     (``_winograd.*_phases``).
 ``full-rotated``
-    input gradient of a dilated convolution at stride 1: the full
+    input gradient of a dilated convolution at stride 1, and of a float64
+    one at stride 1 with many channels (``FULL_ROTATED_MIN_C64``): the full
     convolution of the output gradient with the 180-degree-rotated kernel,
     on the forward kernel.
 ``phases``
@@ -174,11 +175,12 @@ def _effective_stride(s: Pair, out: Pair, padded: Pair, k: Pair, d: Pair) -> Pai
 
 def _forward_kernel(
     x: FloatArray, weight: FloatArray, bias: FloatArray | None, s: Pair, p: Pair, d: Pair,
-    OH: int, OW: int, threads: int, groups: int = 1,
+    OH: int, OW: int, threads: int, groups: int = 1, out: FloatArray | None = None,
 ) -> FloatArray:
     """y (N, Co, OH, OW) = conv2d(x, weight, groups=groups) by the
-    fused-im2col kernel."""
-    out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
+    fused-im2col kernel (into ``out`` when given)."""
+    if out is None:
+        out = np.empty((x.shape[0], weight.shape[0], OH, OW), dtype=x.dtype)
     _conv.conv2d_forward(x, weight, bias, out, s[0], s[1], p[0], p[1], d[0], d[1], threads,
                          groups)
     return out
@@ -220,6 +222,7 @@ def _filter_threads(weight: FloatArray, threads: int) -> int:
 def grad_input(
     g: FloatArray, weight: FloatArray, out_hw: Shape, s: Pair, p: Pair, d: Pair, method: str,
     threads: int, groups: int = 1, bias: FloatArray | None = None,
+    out: FloatArray | None = None,
 ) -> FloatArray:
     """dL/dx of a convolution with ``weight`` (Co, C, kh, kw) and ``groups``
     for upstream ``g`` (N, Co, OH, OW): an (N, groups*C, H, W) array, by
@@ -227,7 +230,9 @@ def grad_input(
     group, on its channel windows); plus ``bias`` (groups*C,) per channel
     when given (a transposed convolution's: the kernels add it before the
     taps' sum when that is one block of taps, so the result is bitwise the
-    sum plus the bias either way).
+    sum plus the bias either way).  ``out``: a C-contiguous array of the
+    result's shape and dtype that ``full-rotated`` and ``phases`` write
+    into (the other methods allocate their result).
 
     ``full-rotated`` and ``phases`` multiply g's implicit zero padding by the
     weight: with an inf/NaN weight that is 0*inf = NaN where PyTorch (summing
@@ -248,9 +253,9 @@ def grad_input(
     if method == "full-rotated":
         pf = (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])
         gx = _forward_kernel(g, _rotated_transposed(weight, G), kbias, (1, 1), pf, d, H, W,
-                             threads, G)
+                             threads, G, out)
     elif method == "phases":
-        gx = np.empty((N, G * C, H, W), dtype=g.dtype)
+        gx = np.empty((N, G * C, H, W), dtype=g.dtype) if out is None else out
         _conv.conv2d_grad_input_phases(g, weight, gx, s[0], s[1], p[0], p[1], threads, G, kbias)
     elif method == "small":
         gx = np.empty((N, G * C, H, W), dtype=g.dtype)
@@ -288,6 +293,15 @@ def _grad_input_col2im(
 #: per thread summed afterwards (VGG's 256 -> 256 3x3 at 14x14, 4.7 MB per
 #: partial: measured faster at two threads, and the same bits at any count).
 SPLIT_MIN_BYTES = 1 << 20
+
+#: A float64 input gradient at stride 1 (undilated, kernel above 1x1) of at
+#: least this many channels per group runs ``full-rotated`` instead of
+#: ``phases``: at stride 1 the two are the same bits, and the forward
+#: kernels' 16-channel tiles fit rows that are no multiple of a vector
+#: (measured at one and two threads, 3x3 and 5x5 kernels, 7x7 to 56x56
+#: maps, 32 to 256 channels: 0.72-1.0x the phase kernel's time; with 3 to
+#: 16 channels 0.97-1.04x).
+FULL_ROTATED_MIN_C64 = 32
 
 #: The small convolutions' direct backward kernels (float32, AVX-512F): at
 #: most this many input x output channels (of a group) ...
@@ -330,9 +344,18 @@ def _small_backward(
     return gw, s == (1, 1) and p == (0, 0)
 
 
-def _grad_input_method(s: Pair, p: Pair, d: Pair, k: Pair) -> tuple[str, str]:
-    """(name, reason) of the input-gradient algorithm for this geometry."""
+def _grad_input_method(
+    s: Pair, p: Pair, d: Pair, k: Pair, itemsize: int = 4, channels: int = 0
+) -> tuple[str, str]:
+    """(name, reason) of the input-gradient algorithm for this geometry
+    (``itemsize`` of the dtype; ``channels``: the input gradient's channels
+    per group)."""
     pf = (d[0] * (k[0] - 1) - p[0], d[1] * (k[1] - 1) - p[1])
+    if (d == (1, 1) and s == (1, 1) and itemsize == 8 and channels >= FULL_ROTATED_MIN_C64
+            and k[0] * k[1] > 1 and pf[0] >= 0 and pf[1] >= 0):
+        return "full-rotated", (f"float64 at stride 1 with {channels} input channels: the "
+                                f"full convolution with the rotated kernel on the forward "
+                                f"kernels (their 16-channel tiles), the phase kernel's bits")
     if d == (1, 1):
         # At stride 1 this is the full convolution with the rotated kernel,
         # bitwise, without rotating a copy of the weight first.
@@ -1025,7 +1048,7 @@ def conv2d_plan(
     K = Cw * kh * kw
     macs = N * Co * K * OH * OW
     threads = threads_for(macs)
-    gi, gi_why = _grad_input_method(ks, p, d, (kh, kw))
+    gi, gi_why = _grad_input_method(ks, p, d, (kh, kw), dtype.itemsize, Cw)
     method, why = _conv_method((N, C, H, W), weight_shape, groups, ks, p, dtype.itemsize, d,
                                algorithm, (OH, OW), subsample=not one_group)
     if method in ("empty", "gather"):
@@ -1270,7 +1293,7 @@ def conv_transpose2d_plan(
     elif op != (0, 0):
         method, why = "col2im", "output_padding: col2im scatter"
     else:
-        method, why = _grad_input_method(s, p, d, (kh, kw))
+        method, why = _grad_input_method(s, p, d, (kh, kw), dtype.itemsize, Cog)
     if groups > 1:
         why += (f", group by group on the {groups} groups' channels" if method == "col2im"
                 else f", the {groups} groups in one kernel call")

@@ -821,6 +821,32 @@ def test_strided_shortcut_with_nonfinite_weight_equals_layers(dt):
     _assert_same(_state(a), _state(b))
 
 
+def test_rotated_input_gradient_into_kept_buffer_equals_layers():
+    """A float64 convolution whose input gradient runs on the rotated kernel
+    (many channels, stride 1) writes it into the step's kept buffer: the same
+    bits as layer by layer, the buffer reused from step to step."""
+    def make():
+        rng = np.random.default_rng(4)
+        return nn.Sequential(nn.Conv2D(3, 32, 3, padding=1, seed=rng, dtype=np.float64),
+                             nn.ReLU(),
+                             nn.Conv2D(32, 8, 3, padding=1, seed=rng, dtype=np.float64),
+                             nn.ReLU(), nn.Flatten(),
+                             nn.Dense(8 * 5 * 6, 3, seed=rng, dtype=np.float64))
+    a, b = make(), make()
+    shape = (2, 3, 5, 6)
+    _train_and_compare(a, b, shape, np.float64, steps=3)
+    plan = b.plan(shape, training=True)
+    step = next(s for s in nn.plan._all_steps(plan.steps)
+                if getattr(s, "layer", None) is b[2])
+    assert step.plan.grad_input == "full-rotated" and step.kept_gi == (2, 32, 5, 6)
+    kept = []
+    for _ in range(2):
+        plan.train_step(np.ones(shape), np.array([0, 1]), nn.SoftmaxCrossEntropy(),
+                        optim.SGD(b, lr=0.1))
+        kept.append(step.gx)
+    assert kept[0] is not None and kept[0] is kept[1]
+
+
 def test_resnet8_and_mobilenet_plans_use_the_fused_steps():
     for make, shape in ((models.resnet8, (4, 1, 12, 12)), (models.mobilenet_small,
                                                            (4, 1, 12, 12))):

@@ -74,6 +74,17 @@ def test_algorithm_choice_is_named_and_explained():
     assert big.grad_weight == "transposed"
     assert big.threads == cnnext.get_num_threads()
     assert conv_plan((2, 3, 9, 9), (4, 3, 3, 3), s=2).grad_input == "phases"
+    # float64 at stride 1 with many channels: the rotated kernel on the
+    # forward kernels (the same bits as the phase kernel, faster there)
+    F64 = np.dtype(np.float64)
+    wide = conv_plan((2, 32, 9, 9), (8, 32, 3, 3), p=1, dtype=F64)
+    assert wide.grad_input == "full-rotated" and "float64" in wide.grad_input_reason
+    for few in (conv_plan((2, 16, 9, 9), (8, 16, 3, 3), p=1, dtype=F64),  # few channels
+                conv_plan((2, 32, 9, 9), (8, 32, 1, 1), dtype=F64),       # 1x1
+                conv_plan((2, 32, 9, 9), (8, 32, 3, 3), p=3, dtype=F64),  # padding > k - 1
+                conv_plan((2, 32, 9, 9), (8, 32, 3, 3), s=2, p=1, dtype=F64),
+                conv_plan((2, 32, 9, 9), (8, 32, 3, 3), p=1)):            # float32
+        assert few.grad_input == "phases"
     assert conv_plan((2, 3, 9, 9), (4, 3, 3, 3), s=2, d=2).grad_input == "col2im"
     # Padding beyond the (effective) kernel: the rotated form would need a
     # negative padding; the phase form crops instead, unless dilated.

@@ -69,7 +69,7 @@ import numpy.typing as npt
 from functools import partial
 
 from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd, _workers
-from .._plan import _winograd_filters, bias_grad, threads_for
+from .._plan import _winograd_filters, bias_grad, grad_input, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
@@ -85,7 +85,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from .._plan import BatchNormPlan, ConvPlan, LinearPlan, PoolPlan
-    from .._typing import FloatArray, FloatDType, IndexArray, Pair, Shape
+    from .._typing import FloatArray, FloatDType, IndexArray, Shape
 
 __all__ = ["NetPlan"]
 
@@ -186,10 +186,11 @@ class _WeightedStep(_Step):
         self.x: FloatArray | None = None
         # The kernel call with the epilogue, when the plan's forward is that call.
         self.kernel: tuple[Any, ...] | None = None
-        #: A direct convolution's input gradient by stride phases into a kept
-        #: buffer (made at the first backward): (the buffer's shape, stride
-        #: and padding); None: the plan's backward allocates it.
-        self.phases: tuple[Shape, Pair, Pair] | None = None
+        #: A direct convolution's input gradient by stride phases or the
+        #: rotated kernel (the plan's ``grad_input``) into a kept buffer (made
+        #: at the first backward) of this shape; None: the plan's backward
+        #: allocates it.
+        self.kept_gi: Shape | None = None
         self.gx: FloatArray | None = None
         #: A strided 1x1 convolution's input gradient on its stride grid
         #: (made at the first add_grad_input).
@@ -210,8 +211,8 @@ class _WeightedStep(_Step):
                 self.xs = np.empty(sp.x4, dtype)
             if cp.method in ("direct", "subsampled") and cp.pad_extra is None and len(x_shape) == 4:
                 self.kernel = (_conv.conv2d_forward, *(sp or cp).kernel_args)
-                if cp.grad_input == "phases":
-                    self.phases = (x_shape, cp.kernel_stride, cp.padding)
+                if cp.grad_input in ("phases", "full-rotated"):
+                    self.kept_gi = x_shape
             elif cp.method == "winograd" and cp.pad_extra is None and len(x_shape) == 4:
                 self.winograd = True
 
@@ -253,8 +254,8 @@ class _WeightedStep(_Step):
         if self.act != _ACT_NONE and not self.act_grad_after:
             _activation_grad(g, self.y, g, self.act, self.alpha)
         if need_input and g.dtype == self.y.dtype and g.flags.c_contiguous:
-            if self.phases is not None and _eltwise.all_finite(self.w.reshape(-1)):
-                return self._phases_backward(g, self.phases)
+            if self.kept_gi is not None and _eltwise.all_finite(self.w.reshape(-1)):
+                return self._kept_backward(g, self.kept_gi)
             if self.winograd:
                 return self._winograd_backward(g)
         gx, gw, gb = self.plan.backward(g, self.x, self.w, self.b is not None, need_input)
@@ -264,20 +265,19 @@ class _WeightedStep(_Step):
         return cast("FloatArray | None", gx)
 
 
-    def _phases_backward(self, g: FloatArray, phases: tuple[Shape, Pair, Pair]) -> FloatArray:
+    def _kept_backward(self, g: FloatArray, shape: Shape) -> FloatArray:
         """The plan's direct backward (the same kernels, the same numbers)
         with the input gradient written into a kept buffer: a fresh array
         of a few MB per call costs its page faults at every step.  (A weight
         with inf/NaN takes the plan's backward, whose input gradient then
         sums valid taps only.)"""
-        shape, s, p = phases
         gx = self.gx
         if gx is None:
             gx = self.gx = np.empty(shape, self.y.dtype)
         self._param_grads(g)
-        _conv.conv2d_grad_input_phases(g, self.w, gx, s[0], s[1], p[0], p[1],
-                                       cast("ConvPlan", self.plan).threads)
-        return gx
+        cp = cast("ConvPlan", self.plan)
+        return grad_input(g, self.w, shape[2:], cp.kernel_stride, cp.padding, cp.dilation,
+                          cp.grad_input, cp.threads, out=gx)
 
     def _param_grads(self, g: FloatArray) -> None:
         """Accumulate a direct convolution's weight and bias gradients."""
@@ -293,7 +293,7 @@ class _WeightedStep(_Step):
         """True for a direct strided 1x1 convolution without padding,
         dilation, groups or a fused activation (a projection shortcut),
         whose input gradient :meth:`add_grad_input` can add to another."""
-        if self.phases is None or self.act != _ACT_NONE:
+        if self.kept_gi is None or self.act != _ACT_NONE:
             return False
         cp = cast("ConvPlan", self.plan)
         return (cp.weight_shape[2:] == (1, 1) and cp.padding == (0, 0) and cp.groups == 1
