@@ -148,11 +148,15 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
     lenet2 = conv_plan((64, 6, 12, 12), (16, 6, 5, 5))
     assert lenet2.grad_weight == ("small" if _conv.small_kernels() else "transposed")
     # float32, 32-64 taps: over short rows (7x7) the packed gradient, over
-    # long ones (28x28) dot products; fewer taps or float64: dot products
+    # long ones (28x28) dot products; fewer taps: the packed gradient into
+    # more than half a panel of output channels, else (or float64) dot products
     short = conv_plan((64, 8, 14, 14), (64, 8, 2, 2), s=2)
     assert short.grad_weight == "transposed" and "short rows" in short.grad_weight_reason
     assert conv_plan((64, 8, 28, 28), (64, 8, 2, 2)).grad_weight == "dot"
-    assert conv_plan((64, 4, 28, 28), (32, 4, 2, 2), s=2).grad_weight == "dot"
+    few_taps = conv_plan((64, 4, 28, 28), (32, 4, 2, 2), s=2)
+    assert few_taps.grad_weight == ("transposed" if nr // 2 < 32 else "dot")
+    assert conv_plan((64, 4, 28, 28), (nr // 2, 4, 2, 2), s=2).grad_weight == "dot"
+    assert conv_plan((64, 4, 28, 28), (32, 4, 2, 2), s=2, dtype=F64).grad_weight == "dot"
     assert conv_plan((64, 8, 14, 14), (64, 8, 2, 2), s=2, dtype=F64).grad_weight == "dot"
     # a 1x1 kernel: each tap a whole plane, read in place (at a stride, of
     # the input at the output's positions: the ``subsampled`` plan)
