@@ -1,13 +1,14 @@
 """Float32 error of the Winograd and direct convolution algorithms.
 
-For 3x3 stride-1 convolutions with 32-512 channels on realistic data
+For 3x3 and 5x5 stride-1 convolutions with 32-512 channels on realistic data
 (unit-variance input and upstream gradient, weights scaled by
 1/sqrt(fan_in)), prints the relative RMS error ``||r - ref|| / ||ref||``
 of the float32 forward pass, input gradient and weight gradient against
 the float64 result (cnnext's float64 direct kernels), for each algorithm,
 and their ratio.  ``cnnext.set_conv_algorithm("auto")`` picks Winograd only
 where this ratio stays within 4.  The dilated cases (padding = dilation)
-run Winograd on the dilation phases (``set_conv_algorithm("winograd")``).
+run Winograd on the dilation phases, the 5x5 ones (padding 2) on four
+shifted views, their weight gradient direct (``set_conv_algorithm("winograd")``).
 
     python benchmarks/winograd_accuracy.py [--seed S]
 """
@@ -18,9 +19,10 @@ import numpy as np
 import cnnext
 from cnnext import functional as F
 
-# (N, C, H = W, dilation); padding = dilation
-CASES = [(8, 64, 56, 1), (8, 128, 28, 1), (8, 256, 14, 1), (8, 512, 7, 1), (32, 64, 32, 1),
-         (32, 32, 32, 1), (16, 64, 32, 2), (8, 64, 27, 3)]
+# (N, C, H = W, dilation, kernel); padding = dilation (3x3) or 2 (5x5)
+CASES = [(8, 64, 56, 1, 3), (8, 128, 28, 1, 3), (8, 256, 14, 1, 3), (8, 512, 7, 1, 3),
+         (32, 64, 32, 1, 3), (32, 32, 32, 1, 3), (16, 64, 32, 2, 3), (8, 64, 27, 3, 3),
+         (8, 64, 32, 1, 5), (8, 128, 16, 1, 5), (8, 256, 14, 1, 5), (4, 512, 8, 1, 5)]
 
 
 def rel_rms(a, ref):
@@ -34,10 +36,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     print("| N, C, H=W | result | direct | winograd | winograd / direct |")
     print("|---|---|---:|---:|---:|")
-    for n, c, hw, dil in CASES:
-        kw = {"padding": dil, "dilation": dil}
+    for n, c, hw, dil, k in CASES:
+        kw = {"padding": dil if k == 3 else 2, "dilation": dil}
         x = rng.standard_normal((n, c, hw, hw))
-        w = rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)
+        w = rng.standard_normal((c, c, k, k)) / np.sqrt(k * k * c)
         g = rng.standard_normal((n, c, hw, hw))
         with cnnext.use_conv_algorithm("direct"):
             ref = (F.conv2d(x, w, **kw),) + F.conv2d_backward(g, x, w, **kw)[:2]
@@ -49,7 +51,8 @@ def main() -> None:
             err[alg] = [rel_rms(a.astype(np.float64), r) for a, r in zip(got, ref)]
         for i, what in enumerate(("forward", "grad_input", "grad_weight")):
             d, wg = err["direct"][i], err["winograd"][i]
-            case = f"{n}, {c}, {hw}" + (f" (dilation {dil})" if dil > 1 else "")
+            case = (f"{n}, {c}, {hw}" + (f" (dilation {dil})" if dil > 1 else "")
+                    + (f" ({k}x{k})" if k != 3 else ""))
             print(f"| {case} | {what} | {d:.2e} | {wg:.2e} | {wg / d:.2f} |")
 
 

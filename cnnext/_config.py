@@ -124,8 +124,10 @@ def set_conv_algorithm(name: Literal["auto", "direct", "winograd"]) -> None:
         ``"direct"``: every convolution on the direct (im2col-GEMM) kernels.
         ``"winograd"``: Winograd's F(2x2, 3x3) algorithm for every float32
         3x3 convolution with stride 1, ``groups=1`` and padding at most 2,
-        forward and backward, and for dilated ones (any padding) on their
-        dilation phases; any other convolution (and a call
+        forward and backward, for dilated ones (any padding) on their
+        dilation phases, and for 5x5 ones (undilated, padding at most 2) on
+        four shifted views (the weight gradient direct); any other
+        convolution (and a call
         whose input, weight or upstream gradient holds inf or NaN) falls back
         to the direct kernels.  ``"auto"`` (default): Winograd only where it
         is both faster and accurate enough -- the rule is in
@@ -136,7 +138,7 @@ def set_conv_algorithm(name: Literal["auto", "direct", "winograd"]) -> None:
     -----
     Winograd trades a little float32 accuracy for speed: on realistic data
     (64-512 channels) its relative error measured 0.9-2.6 times the direct
-    algorithm's; ``"auto"`` keeps to cases within 4 times.  ``float64``
+    algorithm's (1.7 for 5x5 kernels); ``"auto"`` keeps to cases within 4 times.  ``float64``
     always runs direct.
 
     Examples

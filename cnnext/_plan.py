@@ -43,6 +43,13 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     kernel on the upstream gradient with the rotated, transposed filters)
     and the weight gradient; chosen by :func:`_conv_method` from the
     :func:`cnnext.set_conv_algorithm` setting in force (``plan.algorithm``).
+``winograd-5x5``
+    float32 5x5 convolutions at stride 1 (padding at most 2): the 3x3
+    Winograd kernels on four views of the input shifted by 0 or 2 rows and
+    columns, one 3x3 block of the filter each (``_winograd.
+    winograd_forward_quad``: 64 multiplications per 2x2 output tile and
+    channel pair instead of 100); the input gradient likewise when its
+    result has enough channels (``grad_input``), the weight gradient direct.
 ``winograd-phases``
     float32 3x3 convolutions at stride 1 with a dilation ``(dh, dw)`` above
     1: ``dh * dw`` undilated convolutions, one per phase (the rows ``r::dh``
@@ -195,6 +202,20 @@ def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
 
 
 _WG_MR = _gemm.block_sizes(np.float32)[0]
+
+
+def _winograd5_filters(weight: FloatArray, threads: int = 1) -> FloatArray | None:
+    """The packed transform (see _winograd_filters) of a float32 5x5
+    ``weight`` (Co, C, 5, 5) as the (Co, 4C, 3, 3) filters of
+    ``_winograd.winograd_forward_quad``: view (a, b)'s filter the 3x3 block
+    at rows 2a.., columns 2b.., its row (column) shared with view a = 0
+    (b = 0) zeroed; None if the weight holds inf/NaN."""
+    Co, C = weight.shape[:2]
+    views = np.zeros((Co, 4, C, 3, 3), dtype=np.float32)
+    for a in (0, 1):
+        for b in (0, 1):
+            views[:, 2 * a + b, :, a:, b:] = weight[:, :, 2 * a + a:2 * a + 3, 2 * b + b:2 * b + 3]
+    return _winograd_filters(views.reshape(Co, 4 * C, 3, 3), threads=threads)
 
 
 def _winograd_filters(
@@ -470,6 +491,8 @@ class ConvPlan:
             _conv.conv2d_forward(x4, weight, bias, y, *self.kernel_args)
         elif self.method == "winograd":
             y = self._winograd_forward(x4, weight, bias)
+        elif self.method == "winograd-5x5":
+            y = self._winograd5(x4, weight, bias, self.padding, self.out4)
         elif self.method == "winograd-phases":
             y = self._phases_forward(x4, weight, bias)
         elif self.method == "subsampled":
@@ -527,6 +550,15 @@ class ConvPlan:
             gx = self._winograd_grad_input(g4, weight) if need_input else None
         elif self.method == "winograd-phases":
             gx, gw = self._phases_backward(g4, x4, weight, need_input)
+        elif self.method == "winograd-5x5":
+            gw = self._grad_weight(g4, x4)
+            gx = None
+            if need_input and self.grad_input == "winograd-5x5":
+                gx = self._winograd5(g4, weight, None, (4 - self.padding[0],
+                                                        4 - self.padding[1]), self.x4, True)
+            elif need_input:
+                gx = grad_input(g4, weight, x4.shape[2:], self.kernel_stride, self.padding,
+                                self.dilation, self.grad_input, self.threads)
         elif need_input and self.grad_weight == "split" and self.threads > 1:
             gx, gw = self._gx_beside_gw(g4, x4, weight)
         else:
@@ -709,6 +741,30 @@ class ConvPlan:
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
 
+    def _winograd5(
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None, padding: Pair,
+        out_shape: Shape, adjoint: bool = False,
+    ) -> FloatArray:
+        """A 5x5 convolution of x at stride 1 by Winograd on four shifted
+        views (``winograd-5x5``): the forward, or with ``adjoint`` the input
+        gradient (x the upstream gradient, the filters rotated and
+        transposed); the direct kernels when the weight or the result holds
+        inf/NaN (see _winograd_forward)."""
+        y = np.empty(out_shape, dtype=self.dtype)
+        w = _rotated_transposed(weight) if adjoint else weight
+        upk = _winograd5_filters(w, self.threads)
+        if upk is not None:
+            _winograd.winograd_forward_quad(x, upk, bias, y, padding[0], padding[1],
+                                            self.threads)
+        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+            if adjoint:
+                method = _grad_input_method(self.kernel_stride, self.padding, self.dilation,
+                                            (5, 5))[0]
+                return grad_input(x, weight, out_shape[2:], self.kernel_stride, self.padding,
+                                  self.dilation, method, self.threads)
+            _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
+        return y
+
     def _winograd_grad_input(
         self, g: FloatArray, weight: FloatArray, threads: int | None = None
     ) -> FloatArray:
@@ -864,6 +920,23 @@ class ConvPlan:
 
 #: Channels (in and out) from which ``"auto"`` picks Winograd.
 WINOGRAD_MIN_CHANNELS = 32
+#: A 5x5 convolution (``winograd-5x5``): output channels and 2x2 output
+#: tiles from which ``"auto"`` picks it, with WINOGRAD_MIN_CHANNELS input
+#: channels.  Measured at one and two threads, padding 2: 32 -> 64 channels
+#: on 32x32 (batch 32) 0.84-0.88x the direct forward's time, 64 -> 64 on
+#: 28x28 or 56x56 0.67-0.78x, 128 -> 128 on 28x28 0.70-0.72x, 64 -> 64 on
+#: 16x16 (batch 32) 0.83-0.92x; 32 output channels 0.84-1.13x (its four
+#: views' input transforms weigh more), 14x14 maps of up to 784 tiles
+#: 0.88-1.08x, 98 tiles 1.4-2.2x.
+WINOGRAD5_MIN_OUT_CHANNELS = 64
+WINOGRAD5_MIN_TILES = 1024
+
+
+def _winograd5_pays(C: int, Co: int, tiles: int) -> bool:
+    """Whether ``"auto"`` runs a 5x5 convolution of ``C -> Co`` channels and
+    ``tiles`` 2x2 output tiles (Winograd can run it) as ``winograd-5x5``."""
+    return (C >= WINOGRAD_MIN_CHANNELS and Co >= WINOGRAD5_MIN_OUT_CHANNELS
+            and tiles >= WINOGRAD5_MIN_TILES)
 #: 2x2 output tiles (over the whole batch) from which ``"auto"`` picks Winograd.
 WINOGRAD_MIN_TILES = 64
 #: Filters (C_out * C_in) from which the Winograd filter transforms and the
@@ -902,11 +975,12 @@ def _winograd_obstacle(
     weight_shape: Shape, groups: int, stride: Pair, padding: Pair, dilation: Pair,
     itemsize: int,
 ) -> str | None:
-    """Why Winograd's F(2x2, 3x3) cannot run this convolution (None: it can)."""
+    """Why Winograd's F(2x2, 3x3) (on four shifted views for a 5x5 kernel)
+    cannot run this convolution (None: it can)."""
     if itemsize != 4:
         return "float64 runs direct"
-    if weight_shape[2:] != (3, 3):
-        return f"a {weight_shape[2]}x{weight_shape[3]} kernel (Winograd needs 3x3)"
+    if weight_shape[2:] not in ((3, 3), (5, 5)):
+        return f"a {weight_shape[2]}x{weight_shape[3]} kernel (Winograd needs 3x3 or 5x5)"
     if groups != 1:
         return f"groups = {groups} (Winograd needs 1)"
     if stride != (1, 1) or dilation != (1, 1):
@@ -952,7 +1026,8 @@ def _conv_method(
     Winograd for a float32 3x3 stride-1 convolution (groups 1, padding <= 2)
     with at least ``WINOGRAD_MIN_CHANNELS`` input and output channels and
     ``WINOGRAD_MIN_TILES`` 2x2 output tiles over the batch (below either,
-    measured at one thread, the direct kernels were as fast or faster), and
+    measured at one thread, the direct kernels were as fast or faster), a
+    5x5 one where :func:`_winograd5_pays`, and
     Winograd on the dilation phases for a dilated one where
     ``WINOGRAD_PHASES_CHANNELS`` / ``WINOGRAD_PHASES_TILES`` /
     ``WINOGRAD_SPLIT_MIN_MAP`` say."""
@@ -972,7 +1047,7 @@ def _conv_method(
     if subsample and (kh, kw) == (1, 1) and padding == (0, 0) and stride != (1, 1):
         return "subsampled", (f"a 1x1 kernel at stride {stride}: the input at the output's "
                               f"positions, then the stride-1 1x1 convolution on it")
-    if algorithm != "direct" and dilation != (1, 1):
+    if algorithm != "direct" and dilation != (1, 1) and (kh, kw) == (3, 3):
         obstacle = _winograd_obstacle(weight_shape, groups, stride, (0, 0), (1, 1), itemsize)
         if obstacle is None and out_hw[0] >= dilation[0] and out_hw[1] >= dilation[1]:
             dh, dw = dilation
@@ -996,12 +1071,21 @@ def _conv_method(
     if algorithm != "direct":
         obstacle = _winograd_obstacle(weight_shape, groups, stride, padding, dilation,
                                       itemsize)
+        five = (kh, kw) == (5, 5)
         if algorithm == "winograd":
+            if obstacle is None and five:
+                return "winograd-5x5", ("Winograd F(2x2, 3x3) on four shifted views, as set "
+                                        "by set_conv_algorithm")
             if obstacle is None:
                 return "winograd", "Winograd F(2x2, 3x3), as set by set_conv_algorithm"
             return "direct", f"fused-im2col GEMM: Winograd was set, but {obstacle}"
         tiles = N * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
-        if (obstacle is None and min(C, Co) >= WINOGRAD_MIN_CHANNELS
+        if obstacle is None and five:
+            if _winograd5_pays(C, Co, tiles):
+                return "winograd-5x5", (
+                    f"auto: 5x5 stride 1 float32 with {C} -> {Co} channels and {tiles} 2x2 "
+                    f"output tiles: Winograd F(2x2, 3x3) on four shifted views")
+        elif (obstacle is None and min(C, Co) >= WINOGRAD_MIN_CHANNELS
                 and tiles >= WINOGRAD_MIN_TILES):
             return "winograd", (f"auto: 3x3 stride 1 float32 with {C} -> {Co} channels and "
                                 f"{tiles} 2x2 output tiles: Winograd F(2x2, 3x3)")
@@ -1138,6 +1222,14 @@ def conv2d_plan(
         tasks = _winograd.weight_grad_threads(N, OH, OW, threads, Co, C)
         tb, Cmax = _winograd.tile_block(), max(C, Co) + MR
         scratch = (threads * 16 * tb * (1 + 2 * Cmax) + 16 * Cmax * Cmax * (1 + tasks)) * 4
+    if method == "winograd-5x5":
+        gtiles = N * -(-H // 2) * -(-W // 2)
+        if min(p) >= 2 and (algorithm == "winograd" or _winograd5_pays(Co, C, gtiles)):
+            gi = "winograd-5x5"
+            gi_why = ("Winograd F(2x2, 3x3) on four shifted views of g, with the rotated, "
+                      "transposed filters")
+        tb, Cmax = _winograd.tile_block(), 4 * max(C, Co) + max(C, Co) + MR
+        scratch = max(scratch, (threads * 16 * tb * (1 + 2 * Cmax) + 64 * C * Co) * 4)
     if method == "depthwise":
         gi = gw = "depthwise"
         gi_why = gw_why = "the depthwise kernels, one channel plane per task"

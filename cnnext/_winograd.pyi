@@ -24,6 +24,15 @@ def winograd_forward(
     pw: int,
     n_threads: int,
 ) -> None: ...
+def winograd_forward_quad(
+    x: _F32,
+    upk: _F32,
+    bias: _F32 | None,
+    out: _F32,
+    ph: int,
+    pw: int,
+    n_threads: int,
+) -> None: ...
 def winograd_relu_pool2x2(
     x: _F32,
     upk: _F32,

@@ -206,6 +206,12 @@ ctypedef struct Args:
     const float* g           # weight gradient: (N, Co, OH, OW)
     float* out               # forward: (N, Co, OH, OW); weight gradient: (nt, 16, Co, C)
     Py_ssize_t N, C, H, W, Co, Cop, OH, OW, ph, pw
+    # The forward's products run over Cv rows of transformed input: C, or
+    # 4*C for a 5x5 kernel (quad): the 3x3 Winograd convolution of four
+    # views of x shifted by (0, 0), (0, 2), (2, 0) and (2, 2) (see
+    # winograd_forward_quad).
+    Py_ssize_t Cv
+    bint quad
     Py_ssize_t th, tw, T, tb, blocks, MR, NR
     Py_ssize_t PN            # tiles per panel of the forward products
     Py_ssize_t sv, sm        # point strides of V (C*tb) and of the products, plus a line
@@ -261,18 +267,20 @@ cdef void zero_tail(float* V, Py_ssize_t sxi, Py_ssize_t sp, Py_ssize_t sr, Py_s
 
 
 cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* P,
-                          float* V, Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
+                          float* V, Py_ssize_t sp, Py_ssize_t sc, Py_ssize_t ph,
+                          Py_ssize_t pw) noexcept nogil:
     """V[xi, c] (lane l at (l // NR)*sp + l % NR, channel stride sc) = B^T d B
     of every tile of the block, for every input channel c: per run of tiles,
-    the 4 input rows it covers (zero-padded, in P), then the transform; with
-    AVX-512 (undilated), both in one pass that reads the plane in place."""
+    the 4 input rows it covers (at padding (ph, pw): zeros outside the
+    image), then the transform; with AVX-512 (undilated), both in one pass
+    that reads the plane in place."""
     cdef Py_ssize_t c, i, j, n, l, cnt, pos, lp = 2 * a.tb + 16
     cdef const float* plane
     for c in range(a.C):
         if c + 1 < a.C and a.dh == 0:  # the next channel's rows, while this one is transformed
             for i in range(nseg):
                 cnx_wg_prefetch(a.x + (seg[5 * i] * a.C + c + 1) * a.H * a.W, a.H, a.W,
-                                seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
+                                seg[5 * i + 1] * 2 - ph, seg[5 * i + 2] * 2 - pw,
                                 2 * seg[5 * i + 3] + 2, 4)
         for i in range(nseg):
             cnt = seg[5 * i + 3]
@@ -283,18 +291,18 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
                 while j < cnt:  # the run's lanes, cut at panel boundaries
                     l = pos + j
                     n = min(cnt - j, a.PN - l % a.PN)
-                    WG.input_plane(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph,
-                                   (seg[5 * i + 2] + j) * 2 - a.pw, n,
+                    WG.input_plane(plane, a.H, a.W, seg[5 * i + 1] * 2 - ph,
+                                   (seg[5 * i + 2] + j) * 2 - pw, n,
                                    V + c * sc + (l // a.PN) * sp + l % a.PN, a.sv)
                     j += n
                 continue
             if a.dh:
                 phase_rows(a.x, seg[5 * i], c, a.C, a.Hs, a.Ws, a.dh, a.dw,
-                           seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw, 4, 2 * cnt + 2,
+                           seg[5 * i + 1] * 2 - ph, seg[5 * i + 2] * 2 - pw, 4, 2 * cnt + 2,
                            a.y0, a.x0, P, lp)
             else:
                 plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
-                WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - a.ph, seg[5 * i + 2] * 2 - a.pw,
+                WG.rows(plane, a.H, a.W, seg[5 * i + 1] * 2 - ph, seg[5 * i + 2] * 2 - pw,
                         2 * cnt + 2, 4, P, lp)
             j = 0
             while j < cnt:  # the run's lanes, cut at panel boundaries
@@ -339,7 +347,7 @@ cdef inline bint tw4(const Args* a) noexcept nogil:
     columns from rows of at most 8 values, undilated, whole 16-lane vectors
     in the blocks and panels."""
     return (WG.input_tw4 != NULL and a.tw == 4 and a.W <= 8 and a.dh == 0 and a.tb % 16 == 0
-            and a.PN % 16 == 0)
+            and a.PN % 16 == 0 and not a.quad)
 
 
 cdef inline bint tw16(const Args* a) noexcept nogil:
@@ -347,14 +355,14 @@ cdef inline bint tw16(const Args* a) noexcept nogil:
     columns from rows of at most 16 values, undilated, whole 16-lane
     vectors in the blocks and panels."""
     return (WG.input_tw16 != NULL and 6 <= a.tw <= 8 and a.W <= 16 and a.dh == 0
-            and a.tb % 16 == 0 and a.PN % 16 == 0)
+            and a.tb % 16 == 0 and a.PN % 16 == 0 and not a.quad)
 
 
 cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     """Block ``blk``'s input transform and 16 products (Mb in the thread's
     scratch, its runs of tiles in seg); returns the run count."""
-    cdef Py_ssize_t tb = a.tb, C = a.C, Cop = a.Cop, MR = a.MR, NR = a.PN
-    cdef Py_ssize_t t0 = blk * tb, nv = min(tb, a.T - t0)
+    cdef Py_ssize_t tb = a.tb, C = a.Cv, Cop = a.Cop, MR = a.MR, NR = a.PN
+    cdef Py_ssize_t t0 = blk * tb, nv = min(tb, a.T - t0), q
     cdef float* D = a.scr + tid * a.per
     cdef float* V = D + XI * tb
     cdef float* Mb = V + XI * a.sv
@@ -364,7 +372,11 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
     cdef Py_ssize_t xi, pc, kc, mp, p
     cdef const float* A
     cdef Py_ssize_t read = panels * NR if WG.ukr == NULL else min(panels * NR, round16(nv))
-    if (WGP_INPUT_TW8 != NULL and a.tw == 8 and a.W <= 16 and a.dh == 0 and tb % 16 == 0
+    if a.quad:  # the four shifted views, channel blocks of V in view order
+        for q in range(4):
+            transform_input(a, nseg, seg, D, V + q * a.C * NR, C * NR, NR,
+                            a.ph - 2 * (q // 2), a.pw - 2 * (q % 2))
+    elif (WGP_INPUT_TW8 != NULL and a.tw == 8 and a.W <= 16 and a.dh == 0 and tb % 16 == 0
             and NR % 16 == 0):  # small maps: two tile rows per vector
         WGP_INPUT_TW8(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, NR, V, C * NR, NR, a.sv)
     elif tw4(a):  # 7x7 and 8x8 maps: four tile rows per vector
@@ -373,7 +385,7 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
         WG.input_tw16(a.x, C, a.H, a.W, a.ph, a.pw, a.th, a.tw, t0, nv, NR, V, C * NR, NR,
                       a.sv)
     else:
-        transform_input(a, nseg, seg, D, V, C * NR, NR)
+        transform_input(a, nseg, seg, D, V, C * NR, NR, a.ph, a.pw)
     if nv < read:  # the lanes the products read past the last tile
         zero_tail(V, a.sv, C * NR, NR, C, nv, read, NR)
     for xi in range(XI):
@@ -512,7 +524,7 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* 
             WG.input_tw16(a.x, C, a.H, a.W, a.ph, a.pw, a.th, a.tw, t0, nv, a.PN, V, a.PN, tb,
                           a.sv)
         else:
-            transform_input(a, nseg, seg, D, V, a.PN, tb)
+            transform_input(a, nseg, seg, D, V, a.PN, tb, a.ph, a.pw)
         for co in range(co_lo, co_hi):
             if co + 1 < co_hi and a.dh == 0:  # the next output channel's gradient rows
                 for i in range(nseg):
@@ -592,11 +604,11 @@ cdef void gw_run_panels(Args* a) noexcept nogil:
 cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
                int n_threads, Py_ssize_t rows, Py_ssize_t per_extra,
-               Py_ssize_t fwd_rows) except -1:
+               Py_ssize_t fwd_rows, bint quad=False) except -1:
     """Fill the geometry and allocate per-thread scratch (D, V, 16 point
     blocks of ``rows`` x tb products, then ``per_extra`` floats) for
     ``n_threads`` (at most one per block); ``fwd_rows``: see
-    :func:`block_tiles`.  The point strides are padded by
+    :func:`block_tiles`; ``quad``: see Args.  The point strides are padded by
     a cache line: 16 streams a power of two apart would share cache sets."""
     a.ker = kernels()
     a.MR = a.ker.s_mr
@@ -604,6 +616,8 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.PN = panel_lanes()
     a.N = N; a.C = C; a.H = H; a.W = W; a.Co = Co; a.OH = OH; a.OW = OW
     a.ph = ph; a.pw = pw
+    a.quad = quad
+    a.Cv = 4 * C if quad else C
     a.dh = 0
     a.Cop = (Co + a.MR - 1) // a.MR * a.MR
     a.th = (OH + 1) // 2
@@ -612,7 +626,7 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.tb = block_tiles(a.T, n_threads, fwd_rows)
     a.blocks = (a.T + a.tb - 1) // a.tb
     a.nt = <int>max(1, min(n_threads, a.blocks))
-    a.sv = C * a.tb + 16
+    a.sv = a.Cv * a.tb + 16
     a.sm = rows * a.tb + 16
     a.per = round16(XI * a.tb + XI * a.sv + XI * a.sm + per_extra)
     a.scr = NULL
@@ -629,14 +643,16 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
 cdef int fwd_setup(Args* a, const float[:, :, :, ::1] x, const float[:, ::1] upk,
                    const float[::1] bias, float* out, Py_ssize_t N, Py_ssize_t H,
                    Py_ssize_t W, Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph,
-                   Py_ssize_t pw, int n_threads, Py_ssize_t per_extra) except -1:
+                   Py_ssize_t pw, int n_threads, Py_ssize_t per_extra,
+                   bint quad=False) except -1:
     """:func:`setup` (N images of H x W) for a forward of ``x`` by the
     packed filter transform ``upk`` (and ``bias``) into ``out`` (Co, OH, OW
     per image)."""
     cdef Py_ssize_t MR = kernels().s_mr
     cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR
-    setup(a, N, x.shape[1], H, W, Co, OH, OW, ph, pw, n_threads, Cop, per_extra,
-          x.shape[1] + Cop)
+    cdef Py_ssize_t Cv = 4 * x.shape[1] if quad else x.shape[1]
+    setup(a, N, x.shape[1], H, W, Co, OH, OW, ph, pw, n_threads, Cop, per_extra, Cv + Cop,
+          quad)
     a.x = &x[0, 0, 0, 0]
     a.upk = &upk[0, 0]
     a.su = upk.shape[1]
@@ -658,6 +674,30 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
         return
     fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
               out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block())
+    with nogil:
+        fwd_run(&a)
+
+
+def winograd_forward_quad(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                          const float[:, ::1] upk,        # IN  (16, >= Cop*4C)
+                          const float[::1] bias,          # IN  (Co,) or None
+                          float[:, :, :, ::1] out,        # OUT (N, Co, OH, OW)
+                          Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """out = conv2d(x, w, bias, stride 1, padding (ph, pw)) for a 5x5 ``w``
+    as the 3x3 Winograd convolution of four views of x, shifted by (2a, 2b)
+    for a, b in {0, 1}: view (a, b)'s input channel c is channel
+    ``(2a + b)*C + c`` of the products, its filter the 3x3 block of ``w``
+    at rows ``2a..2a+2``, columns ``2b..2b+2`` with the row (column) it
+    shares with block a = 0 (b = 0) zeroed; ``upk`` is the packed
+    transform of those (Co, 4C, 3, 3) filters.  Each tile's input is read
+    once per view, transformed in place: no shifted copies.  ``ph``, ``pw``
+    at most 2."""
+    cdef Args a
+    if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
+        return
+    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
+              out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block(),
+              True)
     with nogil:
         fwd_run(&a)
 

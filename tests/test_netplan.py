@@ -1446,9 +1446,11 @@ def test_first_conv_relu_pool_step(n):
     for model, shape in ((models.lenet5(seed=0), (n, 1, 28, 28)),
                          (small_cnn(seed=0), (n, 3, 32, 32))):
         plan = model.eval().plan(shape)
-        wino = shape[1] == 3 and cnnext.get_conv_algorithm() == "winograd"  # 3x3: as set
-        assert type(plan.steps[0]).__name__ == ("_WinogradPoolStep" if wino else "_ConvPoolStep")
-        if shape[1] == 1:  # LeNet-5's second layer too, channels in the vector lanes
+        wino = cnnext.get_conv_algorithm() == "winograd"  # as set (LeNet-5's 5x5 too)
+        first = ("_ConvPoolStep" if not wino
+                 else "_WinogradPoolStep" if shape[1] == 3 else "_WeightedStep")
+        assert type(plan.steps[0]).__name__ == first
+        if shape[1] == 1 and not wino:  # LeNet-5's second layer too, channels in the lanes
             assert [type(s).__name__ for s in plan.steps[:2]] == ["_ConvPoolStep"] * 2
             assert (plan.steps[0].lanes, plan.steps[1].lanes) == (False, True)
         x = np.random.default_rng(n).standard_normal(shape).astype(np.float32)
