@@ -444,6 +444,17 @@ for n, c, co, h, w, p, d in [(2, 5, 7, 11, 13, 2, 2), (2, 3, 4, 10, 11, 1, 2),
     want = (R.conv2d(x64, w64, **kw),) + R.conv2d_backward(g64, x64, w64, **kw)[:2]
     for a, b in zip(got, want):
         worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
+# 5x5: four shifted views (odd sizes, padding 0 to 2)
+for n, c, co, h, w, p in [(2, 3, 5, 9, 11, 2), (2, 9, 17, 13, 10, 1), (1, 4, 6, 8, 9, 0)]:
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((co, c, 5, 5)) / np.sqrt(25 * c)).astype(np.float32)
+    g = rng.standard_normal((n, co, h + 2 * p - 4, w + 2 * p - 4)).astype(np.float32)
+    with cnnext.use_conv_algorithm("winograd"):
+        got = (F.conv2d(x, wt, padding=p),) + F.conv2d_backward(g, x, wt, padding=p)[:2]
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, g))
+    want = (R.conv2d(x64, w64, padding=p),) + R.conv2d_backward(g64, x64, w64, padding=p)[:2]
+    for a, b in zip(got, want):
+        worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
 print(_winograd.isa(), worst)
 """
 
