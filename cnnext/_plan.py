@@ -46,9 +46,9 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
 ``winograd-5x5``
     float32 5x5 convolutions at stride 1 (padding at most 2): the 3x3
     Winograd kernels on four views of the input shifted by 0 or 2 rows and
-    columns, one 3x3 block of the filter each (``_winograd.
-    winograd_forward_quad``: 64 multiplications per 2x2 output tile and
-    channel pair instead of 100); the input gradient likewise when its
+    columns, one 3x3 block of the filter each
+    (``_winograd.winograd_forward_quad``: 64 multiplications per 2x2 output
+    tile and channel pair instead of 100); the input gradient likewise when its
     result has enough channels (``grad_input``), the weight gradient direct.
 ``winograd-phases``
     float32 3x3 convolutions at stride 1 with a dilation ``(dh, dw)`` above
@@ -920,6 +920,8 @@ class ConvPlan:
 
 #: Channels (in and out) from which ``"auto"`` picks Winograd.
 WINOGRAD_MIN_CHANNELS = 32
+#: 2x2 output tiles (over the whole batch) from which ``"auto"`` picks Winograd.
+WINOGRAD_MIN_TILES = 64
 #: A 5x5 convolution (``winograd-5x5``): output channels and 2x2 output
 #: tiles from which ``"auto"`` picks it, with WINOGRAD_MIN_CHANNELS input
 #: channels.  Measured at one and two threads, padding 2: 32 -> 64 channels
@@ -937,8 +939,8 @@ def _winograd5_pays(C: int, Co: int, tiles: int) -> bool:
     ``tiles`` 2x2 output tiles (Winograd can run it) as ``winograd-5x5``."""
     return (C >= WINOGRAD_MIN_CHANNELS and Co >= WINOGRAD5_MIN_OUT_CHANNELS
             and tiles >= WINOGRAD5_MIN_TILES)
-#: 2x2 output tiles (over the whole batch) from which ``"auto"`` picks Winograd.
-WINOGRAD_MIN_TILES = 64
+
+
 #: Filters (C_out * C_in) from which the Winograd filter transforms and the
 #: weight gradient's last step (memory-bound passes over the filters) run on
 #: the plan's threads: on 2 cores, 64 x 64 filters took 0.03 ms on one

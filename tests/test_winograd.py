@@ -421,38 +421,21 @@ from cnnext import _winograd, functional as F, reference as R
 
 rng = np.random.default_rng(0)
 worst = 0.0
-for n, c, co, h, w, p in [(2, 3, 5, 7, 9, 1), (5, 9, 11, 19, 23, 1), (2, 33, 17, 10, 11, 2)]:
+# 3x3 (odd sizes, padding 1-2); dilated, on the dilation phases (padding off
+# the dilation); 5x5, on four shifted views (padding 0-2)
+for n, c, co, h, w, k, p, d in [
+        (2, 3, 5, 7, 9, 3, 1, 1), (5, 9, 11, 19, 23, 3, 1, 1), (2, 33, 17, 10, 11, 3, 2, 1),
+        (2, 5, 7, 11, 13, 3, 2, 2), (2, 3, 4, 10, 11, 3, 1, 2), (1, 4, 5, 12, 10, 3, 4, 3),
+        (2, 3, 5, 9, 11, 5, 2, 1), (2, 9, 17, 13, 10, 5, 1, 1), (1, 4, 6, 8, 9, 5, 0, 1)]:
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = (rng.standard_normal((co, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
-    g = rng.standard_normal((n, co, h + 2 * p - 2, w + 2 * p - 2)).astype(np.float32)
-    with cnnext.use_conv_algorithm("winograd"):
-        got = (F.conv2d(x, wt, padding=p),) + F.conv2d_backward(g, x, wt, padding=p)[:2]
-    x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, g))
-    want = (R.conv2d(x64, w64, padding=p),) + R.conv2d_backward(g64, x64, w64, padding=p)[:2]
-    for a, b in zip(got, want):
-        worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
-# dilated: Winograd on the dilation phases (odd sizes, padding off the dilation)
-for n, c, co, h, w, p, d in [(2, 5, 7, 11, 13, 2, 2), (2, 3, 4, 10, 11, 1, 2),
-                             (1, 4, 5, 12, 10, 4, 3)]:
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = (rng.standard_normal((co, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
-    g = rng.standard_normal((n, co, h + 2 * p - 2 * d, w + 2 * p - 2 * d)).astype(np.float32)
+    wt = (rng.standard_normal((co, c, k, k)) / np.sqrt(k * k * c)).astype(np.float32)
+    e = d * (k - 1)
+    g = rng.standard_normal((n, co, h + 2 * p - e, w + 2 * p - e)).astype(np.float32)
     kw = dict(padding=p, dilation=d)
     with cnnext.use_conv_algorithm("winograd"):
         got = (F.conv2d(x, wt, **kw),) + F.conv2d_backward(g, x, wt, **kw)[:2]
     x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, g))
     want = (R.conv2d(x64, w64, **kw),) + R.conv2d_backward(g64, x64, w64, **kw)[:2]
-    for a, b in zip(got, want):
-        worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
-# 5x5: four shifted views (odd sizes, padding 0 to 2)
-for n, c, co, h, w, p in [(2, 3, 5, 9, 11, 2), (2, 9, 17, 13, 10, 1), (1, 4, 6, 8, 9, 0)]:
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = (rng.standard_normal((co, c, 5, 5)) / np.sqrt(25 * c)).astype(np.float32)
-    g = rng.standard_normal((n, co, h + 2 * p - 4, w + 2 * p - 4)).astype(np.float32)
-    with cnnext.use_conv_algorithm("winograd"):
-        got = (F.conv2d(x, wt, padding=p),) + F.conv2d_backward(g, x, wt, padding=p)[:2]
-    x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, g))
-    want = (R.conv2d(x64, w64, padding=p),) + R.conv2d_backward(g64, x64, w64, padding=p)[:2]
     for a, b in zip(got, want):
         worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
 print(_winograd.isa(), worst)
