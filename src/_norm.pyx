@@ -231,12 +231,11 @@ cdef void fwd_stream(const floating* x, floating* y, double* mean, double* var, 
 cdef void fwd_blocks(const floating* x, floating* y, double* mean, double* var, double* scr,
                      const floating* w, const floating* b, Py_ssize_t N, Py_ssize_t C,
                      Py_ssize_t P, double eps, bint training, bint relu, const floating* add,
-                     Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """fwd_stream on blocks of channels of [c0, c1) whose rows fit in
-    BLOCK_BYTES: each block's statistics then its normalisation, the second
-    pass reading the block from cache; within a block the rows in memory
-    order (runs of the block's channels, longer than one channel's row)."""
-    cdef Py_ssize_t cb = max(1, BLOCK_BYTES // max(1, N * P * <Py_ssize_t>sizeof(floating)))
+                     Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t cb) noexcept nogil:
+    """fwd_stream on blocks of ``cb`` channels of [c0, c1): each block's
+    statistics then its normalisation, the second pass reading the block
+    from cache; within a block the rows in memory order (runs of the
+    block's channels, longer than one channel's row)."""
     cdef Py_ssize_t k = c0
     while k < c1:
         fwd_stream(x, y, mean, var, scr, w, b, N, C, P, eps, training, relu, add, k,
@@ -343,31 +342,22 @@ def batch_norm_forward(const floating[:, :, ::1] x,     # IN    (N, C, P)
                              training, relu, ap, C * tid // nt, C * (tid + 1) // nt)
         free(scr)
         return
-    if P * <Py_ssize_t>sizeof(floating) < STREAM_ROW_BYTES:
-        scr = <double*>malloc(4 * C * sizeof(double))
-        if scr == NULL:
-            raise MemoryError("batch_norm: could not allocate scratch")
-        with nogil:
-            if nt == 1:
-                fwd_stream(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, P, eps,
-                           training, relu, ap, 0, C)
-            else:
-                for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
-                    fwd_stream(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, P, eps,
-                               training, relu, ap, C * tid // nt, C * (tid + 1) // nt)
-        free(scr)
-        return
+    # Short rows: all of a thread's channels in one stream; longer rows:
+    # blocks of channels of about BLOCK_BYTES.
+    cdef Py_ssize_t cb = C
+    if P * <Py_ssize_t>sizeof(floating) >= STREAM_ROW_BYTES:
+        cb = max(1, BLOCK_BYTES // max(1, N * P * <Py_ssize_t>sizeof(floating)))
     scr = <double*>malloc(4 * C * sizeof(double))
     if scr == NULL:
         raise MemoryError("batch_norm: could not allocate scratch")
     with nogil:
         if nt == 1:
             fwd_blocks(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, P, eps,
-                       training, relu, ap, 0, C)
+                       training, relu, ap, 0, C, cb)
         else:
             for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
                 fwd_blocks(&x[0, 0, 0], yp, &mean[0], &var[0], scr, wp, bp, N, C, P, eps,
-                           training, relu, ap, C * tid // nt, C * (tid + 1) // nt)
+                           training, relu, ap, C * tid // nt, C * (tid + 1) // nt, cb)
     free(scr)
 
 

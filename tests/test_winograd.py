@@ -267,19 +267,23 @@ def test_winograd_layouts_and_unbatched(layout, kind, rng):
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 @pytest.mark.parametrize("where", ["x", "weight", "grad"])
-def test_winograd_nonfinite_falls_back_to_direct(bad, where, rng, close):
+@pytest.mark.parametrize("k", [3, 5])  # 5: Winograd on four shifted views
+def test_winograd_nonfinite_falls_back_to_direct(bad, where, k, rng, close):
     """A result computed from an array holding inf/NaN is exactly the direct
     algorithm's (the Winograd transforms would spread it to neighbouring
     outputs); the result that does not read that array stays Winograd's."""
     g = W(2, 4, 3, 6, 6, (1, 1))
     x, w, b = arrays(g, rng)
+    if k == 5:
+        w = (rng.standard_normal((3, 4, 5, 5)) / np.sqrt(100)).astype(np.float32)
+    p = k // 2  # "same": the input gradient runs on Winograd too
     go = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     {"x": x, "weight": w, "grad": go}[where][0, 1, 2, 2] = bad
     results = {}
     for alg in ("direct", "winograd"):
         with cnnext.use_conv_algorithm(alg):
-            results[alg] = (F.conv2d(x, w, b, padding=1),) + F.conv2d_backward(
-                go, x, w, padding=1)[:2]
+            results[alg] = (F.conv2d(x, w, b, padding=p),) + F.conv2d_backward(
+                go, x, w, padding=p)[:2]
     untouched = {"x": 1, "weight": 2, "grad": 0}[where]  # y, grad_x, grad_w
     for i, (a, d) in enumerate(zip(results["winograd"], results["direct"])):
         if i == untouched:
