@@ -477,8 +477,14 @@ def test_torch_peer_matches_cnnext(case):
     np.testing.assert_allclose(fns["pytorch"]().numpy(), fns["cnnext"](), rtol=1e-10, atol=1e-12)
 
 
-def _same_training(peers, names, steps, tol):
-    """The peers' parameters start equal, move, and stay equal after ``steps`` calls each."""
+def _same_training(peers, names, steps, tol, adam_lr=None):
+    """The peers' parameters start equal, move, and stay equal after ``steps`` calls each.
+
+    With ``adam_lr``, at most 0.1% of a parameter's elements may differ by more than ``tol``,
+    and none by more than two Adam steps each: Adam divides each update by the gradient's own
+    size, so where a gradient is near float32 rounding (a weight the loss hardly depends on) two
+    correct implementations take steps of a different size, up to ``adam_lr`` each.
+    """
     before = {n: {k: np.array(v) for k, v in peers[n].state().items()} for n in names}
     for n in names:
         for _ in range(steps):
@@ -489,7 +495,14 @@ def _same_training(peers, names, steps, tol):
         assert moved > 1e-6, f"{k} did not move ({moved})"
         for n in names[1:]:
             np.testing.assert_array_equal(before[n][k], before[names[0]][k])
-            np.testing.assert_allclose(after[n][k], after[names[0]][k], **tol, err_msg=f"{n} {k}")
+            got, want = np.asarray(after[n][k]), np.asarray(after[names[0]][k])
+            if adam_lr is None:
+                np.testing.assert_allclose(got, want, **tol, err_msg=f"{n} {k}")
+                continue
+            off = ~np.isclose(got, want, **tol)
+            assert off.sum() <= max(1, want.size // 1000), f"{n} {k}: {off.sum()} elements differ"
+            np.testing.assert_allclose(got, want, rtol=0, atol=2 * steps * adam_lr,
+                                       err_msg=f"{n} {k}")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -521,7 +534,7 @@ def test_resnet8_step_peers_do_the_same_training(threads):
     before = cnnext.get_num_threads()
     cnnext.set_num_threads(threads)
     try:
-        _same_training(peers, names, 2, dict(rtol=1e-3, atol=1e-4))
+        _same_training(peers, names, 2, dict(rtol=1e-3, atol=1e-4), adam_lr=1e-3)
     finally:
         cnnext.set_num_threads(before)
     peers["cnnext"].fn()  # the thread count changed again: a new plan
