@@ -287,11 +287,52 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
 #endif
 
 /* AVX2 + FMA: 6 rows x 2 vectors (float 6 x 16, double 6 x 8); 12 ymm
- * accumulators.  Partial tiles go through a stack tile. */
+ * accumulators, stored straight to C (masked loads and stores for partial
+ * tiles, as the AVX-512 kernels). */
 #define CNX_Y_ROW(SUF, BC, i, lo, hi)                                          \
     t = BC(&AEL(6, i));                                                        \
     lo = _mm256_fmadd_##SUF(t, b0, lo);                                        \
     hi = _mm256_fmadd_##SUF(t, b1, hi);
+
+#define CNX_Y_STORE(SUF, i, lo, hi, W)                                         \
+    if (mr > i) {                                                              \
+        T *row_ = c + (i) * ldc;                                               \
+        if (full_) {                                                           \
+            if (accumulate) {                                                  \
+                lo = _mm256_add_##SUF(lo, _mm256_loadu_##SUF(row_));           \
+                hi = _mm256_add_##SUF(hi, _mm256_loadu_##SUF(row_ + W));       \
+            } else if (bias) {                                                 \
+                lo = _mm256_add_##SUF(lo, _mm256_set1_##SUF(bias[i]));         \
+                hi = _mm256_add_##SUF(hi, _mm256_set1_##SUF(bias[i]));         \
+            }                                                                  \
+            _mm256_storeu_##SUF(row_, lo);                                     \
+            _mm256_storeu_##SUF(row_ + W, hi);                                 \
+        } else {                                                               \
+            if (accumulate) {                                                  \
+                lo = _mm256_add_##SUF(lo, _mm256_maskload_##SUF(row_, m0));    \
+                hi = _mm256_add_##SUF(hi, _mm256_maskload_##SUF(row_ + W, m1)); \
+            } else if (bias) {                                                 \
+                lo = _mm256_add_##SUF(lo, _mm256_set1_##SUF(bias[i]));         \
+                hi = _mm256_add_##SUF(hi, _mm256_set1_##SUF(bias[i]));         \
+            }                                                                  \
+            _mm256_maskstore_##SUF(row_, m0, lo);                              \
+            _mm256_maskstore_##SUF(row_ + W, m1, hi);                          \
+        }                                                                      \
+    }
+
+/* Lane masks of the first nr columns: float lanes are 32-bit, double lanes
+ * 64-bit integers. */
+#define CNX_Y_MASK_ps(W)                                                       \
+    __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr),                     \
+                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));\
+    __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr),                     \
+                                    _mm256_setr_epi32(8, 9, 10, 11, 12, 13,    \
+                                                      14, 15));
+#define CNX_Y_MASK_pd(W)                                                       \
+    __m256i m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nr),                    \
+                                    _mm256_setr_epi64x(0, 1, 2, 3));           \
+    __m256i m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nr),                    \
+                                    _mm256_setr_epi64x(4, 5, 6, 7));
 
 #define CNX_DEF_AVX2(NAME, T, VT, SUF, BC, W, BROW, APRE, AEL)                \
     CNX_TARGET_AVX2                                                            \
@@ -304,8 +345,8 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
         VT r30 = _mm256_setzero_##SUF(), r31 = _mm256_setzero_##SUF();         \
         VT r40 = _mm256_setzero_##SUF(), r41 = _mm256_setzero_##SUF();         \
         VT r50 = _mm256_setzero_##SUF(), r51 = _mm256_setzero_##SUF();         \
-        T tile[6 * 2 * (W)];                                                   \
         int64_t k;                                                             \
+        const int full_ = nr == 2 * (W);                                       \
         APRE(6)                                                                \
         (void)boff;                                                            \
         for (k = 0; k < kc; k++) {                                             \
@@ -316,19 +357,12 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
             CNX_Y_ROW(SUF, BC, 2, r20, r21) CNX_Y_ROW(SUF, BC, 3, r30, r31)    \
             CNX_Y_ROW(SUF, BC, 4, r40, r41) CNX_Y_ROW(SUF, BC, 5, r50, r51)    \
         }                                                                      \
-        _mm256_storeu_##SUF(tile + 0 * (W), r00);                              \
-        _mm256_storeu_##SUF(tile + 1 * (W), r01);                              \
-        _mm256_storeu_##SUF(tile + 2 * (W), r10);                              \
-        _mm256_storeu_##SUF(tile + 3 * (W), r11);                              \
-        _mm256_storeu_##SUF(tile + 4 * (W), r20);                              \
-        _mm256_storeu_##SUF(tile + 5 * (W), r21);                              \
-        _mm256_storeu_##SUF(tile + 6 * (W), r30);                              \
-        _mm256_storeu_##SUF(tile + 7 * (W), r31);                              \
-        _mm256_storeu_##SUF(tile + 8 * (W), r40);                              \
-        _mm256_storeu_##SUF(tile + 9 * (W), r41);                              \
-        _mm256_storeu_##SUF(tile + 10 * (W), r50);                             \
-        _mm256_storeu_##SUF(tile + 11 * (W), r51);                             \
-        CNX_STORE_TILE(T, 6, 2 * (W), tile);                                   \
+        {                                                                      \
+            CNX_Y_MASK_##SUF(W)                                                \
+            CNX_Y_STORE(SUF, 0, r00, r01, W) CNX_Y_STORE(SUF, 1, r10, r11, W)  \
+            CNX_Y_STORE(SUF, 2, r20, r21, W) CNX_Y_STORE(SUF, 3, r30, r31, W)  \
+            CNX_Y_STORE(SUF, 4, r40, r41, W) CNX_Y_STORE(SUF, 5, r50, r51, W)  \
+        }                                                                      \
     }
 
 #define T float
