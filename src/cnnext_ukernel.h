@@ -286,21 +286,6 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
 #define CNX_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #endif
 
-/* Indirect B rows whose runs are scattered over the image (a 1x1
- * convolution's rows are whole planes apart, no row shares a cache line):
- * the first panel of a tile would wait on each row's load, so the _pf
- * kernels prefetch row k + CNX_PF_DIST (both ends of a 2-vector row).
- * Measured on AVX-512: 1x1 convolution -12% (float32) to -23% (float64)
- * time; 5x5, whose taps share lines, +1-2%, hence a separate kernel. */
-#define CNX_PF_DIST 12
-#define CNX_PF_PACKED(W)
-#define CNX_PF_IND(W)                                                          \
-    if (k + CNX_PF_DIST < kc) {                                                \
-        const char *pf_ = (const char *)(b + boff[k + CNX_PF_DIST]);          \
-        _mm_prefetch(pf_, _MM_HINT_T0);                                        \
-        _mm_prefetch(pf_ + 2 * (W) * sizeof(T) - 1, _MM_HINT_T0);             \
-    }
-
 /* AVX2 + FMA: 6 rows x 2 vectors (float 6 x 16, double 6 x 8); 12 ymm
  * accumulators, stored straight to C (masked loads and stores for partial
  * tiles, as the AVX-512 kernels). */
@@ -351,7 +336,7 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
     __m256i m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nr),                    \
                                     _mm256_setr_epi64x(4, 5, 6, 7));
 
-#define CNX_DEF_AVX2(NAME, T, VT, SUF, BC, W, BROW, APRE, AEL, MRV, PF)       \
+#define CNX_DEF_AVX2(NAME, T, VT, SUF, BC, W, BROW, APRE, AEL, MRV)           \
     CNX_TARGET_AVX2                                                            \
     static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
                      const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
@@ -371,7 +356,6 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
             const T *bk = BROW(2 * (W));                                       \
             VT b0 = _mm256_loadu_##SUF(bk), b1 = _mm256_loadu_##SUF(bk + (W)), \
                t;                                                              \
-            PF(W)                                                              \
             CNX_Y_ROW(SUF, BC, 0, r00, r01) CNX_Y_ROW(SUF, BC, 1, r10, r11)    \
             CNX_Y_ROW(SUF, BC, 2, r20, r21) CNX_Y_ROW(SUF, BC, 3, r30, r31)    \
             CNX_Y_ROW(SUF, BC, 4, r40, r41) CNX_Y_ROW(SUF, BC, 5, r50, r51)    \
@@ -386,38 +370,36 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
 
 #define T float
 #define AEL CNX_AEL_PACKED
-#define CNX_Y_S(NAME, BROW, MRV, PF)                                           \
+#define CNX_Y_S(NAME, BROW, MRV)                                               \
     CNX_DEF_AVX2(NAME, float, __m256, ps, _mm256_broadcast_ss, 8, BROW,        \
-                 CNX_APRE_PACKED, AEL, MRV, PF)
-CNX_Y_S(cnx_ukr_s_avx2, CNX_BROW_PACKED, 6, CNX_PF_PACKED)
-CNX_Y_S(cnx_ukr_s_avx2_ind, CNX_BROW_IND, 6, CNX_PF_PACKED)
-CNX_Y_S(cnx_ukr_s_avx2_ind_pf, CNX_BROW_IND, 6, CNX_PF_IND)
-CNX_Y_S(cnx_ukr_s_avx2_ind1, CNX_BROW_IND, 1, CNX_PF_PACKED)
-CNX_Y_S(cnx_ukr_s_avx2_ind2, CNX_BROW_IND, 2, CNX_PF_PACKED)
-CNX_Y_S(cnx_ukr_s_avx2_ind3, CNX_BROW_IND, 3, CNX_PF_PACKED)
-CNX_Y_S(cnx_ukr_s_avx2_ind4, CNX_BROW_IND, 4, CNX_PF_PACKED)
-CNX_Y_S(cnx_ukr_s_avx2_ind5, CNX_BROW_IND, 5, CNX_PF_PACKED)
+                 CNX_APRE_PACKED, AEL, MRV)
+CNX_Y_S(cnx_ukr_s_avx2, CNX_BROW_PACKED, 6)
+CNX_Y_S(cnx_ukr_s_avx2_ind, CNX_BROW_IND, 6)
+CNX_Y_S(cnx_ukr_s_avx2_ind1, CNX_BROW_IND, 1)
+CNX_Y_S(cnx_ukr_s_avx2_ind2, CNX_BROW_IND, 2)
+CNX_Y_S(cnx_ukr_s_avx2_ind3, CNX_BROW_IND, 3)
+CNX_Y_S(cnx_ukr_s_avx2_ind4, CNX_BROW_IND, 4)
+CNX_Y_S(cnx_ukr_s_avx2_ind5, CNX_BROW_IND, 5)
 #undef AEL
 #define AEL CNX_AEL_IND
-CNX_DEF_AVX2(cnx_ukr_s_avx2_inda, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 6, CNX_PF_PACKED)
+CNX_DEF_AVX2(cnx_ukr_s_avx2_inda, float, __m256, ps, _mm256_broadcast_ss, 8, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 6)
 #undef AEL
 #undef T
 #define T double
 #define AEL CNX_AEL_PACKED
-#define CNX_Y_D(NAME, BROW, MRV, PF)                                           \
+#define CNX_Y_D(NAME, BROW, MRV)                                               \
     CNX_DEF_AVX2(NAME, double, __m256d, pd, _mm256_broadcast_sd, 4, BROW,      \
-                 CNX_APRE_PACKED, AEL, MRV, PF)
-CNX_Y_D(cnx_ukr_d_avx2, CNX_BROW_PACKED, 6, CNX_PF_PACKED)
-CNX_Y_D(cnx_ukr_d_avx2_ind, CNX_BROW_IND, 6, CNX_PF_PACKED)
-CNX_Y_D(cnx_ukr_d_avx2_ind_pf, CNX_BROW_IND, 6, CNX_PF_IND)
-CNX_Y_D(cnx_ukr_d_avx2_ind1, CNX_BROW_IND, 1, CNX_PF_PACKED)
-CNX_Y_D(cnx_ukr_d_avx2_ind2, CNX_BROW_IND, 2, CNX_PF_PACKED)
-CNX_Y_D(cnx_ukr_d_avx2_ind3, CNX_BROW_IND, 3, CNX_PF_PACKED)
-CNX_Y_D(cnx_ukr_d_avx2_ind4, CNX_BROW_IND, 4, CNX_PF_PACKED)
-CNX_Y_D(cnx_ukr_d_avx2_ind5, CNX_BROW_IND, 5, CNX_PF_PACKED)
+                 CNX_APRE_PACKED, AEL, MRV)
+CNX_Y_D(cnx_ukr_d_avx2, CNX_BROW_PACKED, 6)
+CNX_Y_D(cnx_ukr_d_avx2_ind, CNX_BROW_IND, 6)
+CNX_Y_D(cnx_ukr_d_avx2_ind1, CNX_BROW_IND, 1)
+CNX_Y_D(cnx_ukr_d_avx2_ind2, CNX_BROW_IND, 2)
+CNX_Y_D(cnx_ukr_d_avx2_ind3, CNX_BROW_IND, 3)
+CNX_Y_D(cnx_ukr_d_avx2_ind4, CNX_BROW_IND, 4)
+CNX_Y_D(cnx_ukr_d_avx2_ind5, CNX_BROW_IND, 5)
 #undef AEL
 #define AEL CNX_AEL_IND
-CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 6, CNX_PF_PACKED)
+CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, CNX_BROW_PACKED, CNX_APRE_IND, AEL, 6)
 #undef AEL
 #undef T
 
@@ -443,6 +425,21 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
         }                                                                      \
         _mm512_mask_storeu_##SUF(row_, m0, lo);                                \
         _mm512_mask_storeu_##SUF(row_ + W, m1, hi);                            \
+    }
+
+/* Indirect B rows whose runs are scattered over the image (a 1x1
+ * convolution's rows are whole planes apart, no row shares a cache line):
+ * the first panel of a tile would wait on each row's load, so the _pf
+ * kernels prefetch row k + CNX_PF_DIST (both ends of a 2-vector row).
+ * Measured on AVX-512: 1x1 convolution -12% (float32) to -23% (float64)
+ * time; 5x5, whose taps share lines, +1-2%, hence a separate kernel. */
+#define CNX_PF_DIST 12
+#define CNX_PF_PACKED(W)
+#define CNX_PF_IND(W)                                                          \
+    if (k + CNX_PF_DIST < kc) {                                                \
+        const char *pf_ = (const char *)(b + boff[k + CNX_PF_DIST]);          \
+        _mm_prefetch(pf_, _MM_HINT_T0);                                        \
+        _mm_prefetch(pf_ + 2 * (W) * sizeof(T) - 1, _MM_HINT_T0);             \
     }
 
 #define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW, APRE, AEL, MRV, PF) \
@@ -1224,7 +1221,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s = cnx_ukr_s_avx2; k.d = cnx_ukr_d_avx2;
         k.s_ind = cnx_ukr_s_avx2_ind; k.d_ind = cnx_ukr_d_avx2_ind;
         k.s_inda = cnx_ukr_s_avx2_inda; k.d_inda = cnx_ukr_d_avx2_inda;
-        k.s_ind_pf = cnx_ukr_s_avx2_ind_pf; k.d_ind_pf = cnx_ukr_d_avx2_ind_pf;
+        k.s_ind_pf = k.s_ind; k.d_ind_pf = k.d_ind;
         k.s_ind_mr[0] = cnx_ukr_s_avx2_ind1; k.s_ind_mr[1] = cnx_ukr_s_avx2_ind2;
         k.s_ind_mr[2] = cnx_ukr_s_avx2_ind3; k.s_ind_mr[3] = cnx_ukr_s_avx2_ind4;
         k.s_ind_mr[4] = cnx_ukr_s_avx2_ind5;
