@@ -288,13 +288,18 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
 
 /* AVX2 + FMA: 6 rows x 2 vectors (float 6 x 16, double 6 x 8); 12 ymm
  * accumulators, stored straight to C (masked loads and stores for partial
- * tiles, as the AVX-512 kernels). */
+ * tiles, as the AVX-512 kernels); a tile of at most one vector's columns
+ * (the last of a row of 56 in a 7x7 stem) runs only its first vector's
+ * FMAs. */
 #define CNX_Y_ROW(SUF, BC, i, lo, hi)                                          \
     if (MRV_ > (i)) {                                                          \
         t = BC(&AEL(MRV_, i));                                                 \
         lo = _mm256_fmadd_##SUF(t, b0, lo);                                    \
         hi = _mm256_fmadd_##SUF(t, b1, hi);                                    \
     }
+
+#define CNX_Y_ROW1(SUF, BC, i, lo)                                              \
+    if (MRV_ > (i)) lo = _mm256_fmadd_##SUF(BC(&AEL(MRV_, i)), b0, lo);
 
 #define CNX_Y_STORE(SUF, i, lo, hi, W)                                         \
     if (mr > i) {                                                              \
@@ -352,13 +357,23 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
         enum { MRV_ = MRV };                                                   \
         APRE(MRV)                                                              \
         (void)boff;                                                            \
-        for (k = 0; k < kc; k++) {                                             \
-            const T *bk = BROW(2 * (W));                                       \
-            VT b0 = _mm256_loadu_##SUF(bk), b1 = _mm256_loadu_##SUF(bk + (W)), \
-               t;                                                              \
-            CNX_Y_ROW(SUF, BC, 0, r00, r01) CNX_Y_ROW(SUF, BC, 1, r10, r11)    \
-            CNX_Y_ROW(SUF, BC, 2, r20, r21) CNX_Y_ROW(SUF, BC, 3, r30, r31)    \
-            CNX_Y_ROW(SUF, BC, 4, r40, r41) CNX_Y_ROW(SUF, BC, 5, r50, r51)    \
+        if (nr <= (W)) { /* one vector of columns: half the FMAs */          \
+            for (k = 0; k < kc; k++) {                                         \
+                const T *bk = BROW(2 * (W));                                   \
+                VT b0 = _mm256_loadu_##SUF(bk);                                \
+                CNX_Y_ROW1(SUF, BC, 0, r00) CNX_Y_ROW1(SUF, BC, 1, r10)        \
+                CNX_Y_ROW1(SUF, BC, 2, r20) CNX_Y_ROW1(SUF, BC, 3, r30)        \
+                CNX_Y_ROW1(SUF, BC, 4, r40) CNX_Y_ROW1(SUF, BC, 5, r50)        \
+            }                                                                  \
+        } else {                                                               \
+            for (k = 0; k < kc; k++) {                                         \
+                const T *bk = BROW(2 * (W));                                   \
+                VT b0 = _mm256_loadu_##SUF(bk),                                \
+                   b1 = _mm256_loadu_##SUF(bk + (W)), t;                       \
+                CNX_Y_ROW(SUF, BC, 0, r00, r01) CNX_Y_ROW(SUF, BC, 1, r10, r11) \
+                CNX_Y_ROW(SUF, BC, 2, r20, r21) CNX_Y_ROW(SUF, BC, 3, r30, r31) \
+                CNX_Y_ROW(SUF, BC, 4, r40, r41) CNX_Y_ROW(SUF, BC, 5, r50, r51) \
+            }                                                                  \
         }                                                                      \
         {                                                                      \
             CNX_Y_MASK_##SUF(W)                                                \
