@@ -1590,7 +1590,8 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     a.wg = a.npanel * a.MR * Cg * kh * kw
     # as the forward's: the taps' runs are gradient planes apart (a padded
     # gradient's copy ran 5% slower packed: 256 <- 64 channels, padding 1)
-    cdef bint packb = kh * kw == 1 and a.MR > mr_of(<floating*>NULL) and PT == 0 and PL == 0
+    cdef bint packb = (kh * kw == 1 and (a.MR > mr_of(<floating*>NULL) or mr_of(<floating*>NULL) == 6)
+                       and PT == 0 and PL == 0)
     for i in range(na if reads else 0):
         for j in range(nb):
             if fr[i].count == 0 or fc[j].count == 0:
