@@ -963,6 +963,15 @@ cdef void run_tasks(const FwdArgs* a, fwd_task_t task) noexcept nogil:
             task(a, <int>tid)
 
 
+cdef inline bint copies_1x1_runs(Py_ssize_t taps, Py_ssize_t MR, floating* tag) noexcept nogil:
+    """True when a 1x1 layer's runs (each tap a plane away from the last)
+    are copied a block of positions at a time before the micro-kernel reads
+    them: for AVX-512's wide float64 panels (more rows than its MR), and on
+    AVX2 (6-row kernels), where reading them in place took 1.1-1.9x as long
+    (a Zen 3 core).  AVX-512 otherwise prefetches them (the _pf kernels)."""
+    return taps == 1 and (MR > mr_of(tag) or mr_of(tag) == 6)
+
+
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     """Set the micro-kernel, its MR and NR, and the panels of Co result channels:
     as few panels as the full kernel needs, of as few rows as hold Co (e.g. 6
@@ -1239,13 +1248,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                     sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
     fwd_kernel(&a, Co, <floating*>NULL)
-    # 1x1: every tap's run is a plane away from the last.  AVX-512 prefetches
-    # them (the _pf kernels), but for its wide float64 panels, and AVX2 (6-row
-    # kernels) copies a block of positions first: on a Zen 3 core 0.52-0.93x
-    # the time of reading them in place.
-    cdef bint packb = a.g.kh * a.g.kw == 1 and (a.MR > mr_of(<floating*>NULL)
-                                              or mr_of(<floating*>NULL) == 6)
+    cdef bint packb = copies_1x1_runs(a.g.kh * a.g.kw, a.MR, <floating*>NULL)
     if a.g.kh * a.g.kw == 1 and a.MR == mr_of(<floating*>NULL) and not packb:
+        # 1x1 read in place: prefetch the taps' runs, planes apart
         a.fs = KER.s_ind_pf
         a.fd = KER.d_ind_pf
     ps.K = K
@@ -1588,10 +1593,9 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     a.npass = 0
     a.G = groups
     a.wg = a.npanel * a.MR * Cg * kh * kw
-    # as the forward's: the taps' runs are gradient planes apart (a padded
-    # gradient's copy ran 5% slower packed: 256 <- 64 channels, padding 1)
-    cdef bint packb = (kh * kw == 1 and (a.MR > mr_of(<floating*>NULL) or mr_of(<floating*>NULL) == 6)
-                       and PT == 0 and PL == 0)
+    # as the forward's (a padded gradient's copy ran 5% slower packed: 256 <-
+    # 64 channels, padding 1)
+    cdef bint packb = copies_1x1_runs(kh * kw, a.MR, <floating*>NULL) and PT == 0 and PL == 0
     for i in range(na if reads else 0):
         for j in range(nb):
             if fr[i].count == 0 or fc[j].count == 0:
