@@ -304,24 +304,19 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
 #define CNX_Y_STORE(SUF, i, lo, hi, W)                                         \
     if (mr > i) {                                                              \
         T *row_ = c + (i) * ldc;                                               \
-        if (full_) {                                                           \
-            if (accumulate) {                                                  \
-                lo = _mm256_add_##SUF(lo, _mm256_loadu_##SUF(row_));           \
-                hi = _mm256_add_##SUF(hi, _mm256_loadu_##SUF(row_ + W));       \
-            } else if (bias) {                                                 \
-                lo = _mm256_add_##SUF(lo, _mm256_set1_##SUF(bias[i]));         \
-                hi = _mm256_add_##SUF(hi, _mm256_set1_##SUF(bias[i]));         \
-            }                                                                  \
+        if (accumulate) {                                                      \
+            lo = _mm256_add_##SUF(lo, full_ ? _mm256_loadu_##SUF(row_)         \
+                                            : _mm256_maskload_##SUF(row_, m0)); \
+            hi = _mm256_add_##SUF(hi, full_ ? _mm256_loadu_##SUF(row_ + W)     \
+                                            : _mm256_maskload_##SUF(row_ + W, m1)); \
+        } else if (bias) {                                                     \
+            lo = _mm256_add_##SUF(lo, _mm256_set1_##SUF(bias[i]));             \
+            hi = _mm256_add_##SUF(hi, _mm256_set1_##SUF(bias[i]));             \
+        }                                                                      \
+        if (full_) { /* plain stores: masked ones are slow on some CPUs */     \
             _mm256_storeu_##SUF(row_, lo);                                     \
             _mm256_storeu_##SUF(row_ + W, hi);                                 \
         } else {                                                               \
-            if (accumulate) {                                                  \
-                lo = _mm256_add_##SUF(lo, _mm256_maskload_##SUF(row_, m0));    \
-                hi = _mm256_add_##SUF(hi, _mm256_maskload_##SUF(row_ + W, m1)); \
-            } else if (bias) {                                                 \
-                lo = _mm256_add_##SUF(lo, _mm256_set1_##SUF(bias[i]));         \
-                hi = _mm256_add_##SUF(hi, _mm256_set1_##SUF(bias[i]));         \
-            }                                                                  \
             _mm256_maskstore_##SUF(row_, m0, lo);                              \
             _mm256_maskstore_##SUF(row_ + W, m1, hi);                          \
         }                                                                      \
