@@ -122,6 +122,7 @@ typedef struct {
 #define WG_SUF avx2
 #include "cnnext_winograd_body.h"
 #undef WG_SUF
+#include "cnnext_winograd_avx2.h"
 #if defined(__clang__)
 #pragma clang attribute pop
 #pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))), apply_to = function)
@@ -675,6 +676,14 @@ static cnx_wg_kernels cnx_wg_select(void) {
         k.store2 = wg_store2_avx512;
     } else if (isa == 1) {
         WG_SET(k, avx2)
+        k.pack_lanes = wg_pack_lanes_avx2_t;
+        k.input_rows = wg_input_rows_avx2_m;
+        k.input_plane = wg_input_plane_avx2_m;
+        k.input_tw4 = wg_input_tw4_avx2;
+        k.scatter_tw4 = wg_scatter_tw4_avx2;
+        k.grad_tw4 = wg_grad_tw4_avx2;
+        k.scatter = wg_scatter_avx2_m;
+        k.grad_rows = wg_grad_rows_avx2_m;
     }
 #else
     (void)isa;
