@@ -25,20 +25,24 @@ Design:
 * **Transforms** (``src/cnnext_winograd_body.h``, compiled per instruction
   set and chosen at run time like the GEMM micro-kernels) run along the
   block's tiles, vectorised: per run of tiles along a tile row, the 4
-  input rows it covers are read (with AVX-512, in place by masked loads;
-  elsewhere copied once; zero outside the image: the padding) and
+  input rows it covers are read (with AVX-512 or AVX2, in place by masked
+  loads; elsewhere copied once; zero outside the image: the padding) and
   transformed in one pass straight into the micro-kernel's packed-B
   layout; the output transform and scatter undo it per output channel.
-  On AVX-512, a map of 8 tile columns from at most 16 input columns
-  (16x16 with padding 1) is transformed two tile rows per vector, each
-  input row one vector (``src/cnnext_wgpool.h``): the runs of 8 tiles
-  would fill half vectors.  Likewise a map of 4 tile columns from at most
-  8 input columns (7x7 or 8x8 with padding 1) takes four tile rows per
-  vector in the input transform, the scatter and the weight gradient's
-  upstream-gradient transform (``input_tw4``, ``scatter_tw4``,
-  ``grad_tw4``), and one of 6 or 7 tile columns from at most 16 (12x12,
-  14x14) takes the up to four tile rows of 16 consecutive tiles per
-  vector in the input transform (``input_tw16``).
+  With AVX-512 and AVX2 the per-run transforms are written with
+  intrinsics (``src/cnnext_winograd.h``, ``src/cnnext_winograd_avx2.h``),
+  a run's last vector partial: a compiled loop would run a run of 7 tiles
+  in its scalar tail.  A map of 4 tile columns from at most 8 input
+  columns (7x7 or 8x8 with padding 1) takes four tile rows per vector
+  with AVX-512, two with AVX2, in the input transform, the scatter and
+  the weight gradient's upstream-gradient transform (``input_tw4``,
+  ``scatter_tw4``, ``grad_tw4``).  On AVX-512, a map of 8 tile columns
+  from at most 16 input columns (16x16 with padding 1) is transformed two
+  tile rows per vector, each input row one vector
+  (``src/cnnext_wgpool.h``): the runs of 8 tiles would fill half vectors;
+  and one of 6 or 7 tile columns from at most 16 (12x12, 14x14) takes the
+  up to four tile rows of 16 consecutive tiles per vector in the input
+  transform (``input_tw16``).
 * **Fused pool** (inference): when the output's 2x2 tiles are the windows
   of a 2x2 stride-2 max pool, :func:`winograd_relu_pool2x2` pools each
   tile (and applies the bias and a ReLU) as the output transform makes it

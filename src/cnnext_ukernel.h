@@ -286,11 +286,42 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
 #define CNX_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #endif
 
+/* p[0:n] = v[0:n] for n < one vector's lanes (nothing for n <= 0): stores
+ * of 4, 2 and 1 floats (2 and 1 doubles).  AVX2's masked store is
+ * microcoded on some CPUs (about 20 cycles on AMD Zen 3); its masked load
+ * is not. */
+CNX_TARGET_AVX2 static inline void cnx_store_part_ps(float *p, __m256 v, int64_t n) {
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n <= 0) return;
+    if (n & 4) {
+        _mm_storeu_ps(p, h);
+        h = _mm256_extractf128_ps(v, 1);
+        p += 4;
+    }
+    if (n & 2) {
+        _mm_storel_pi((__m64 *)p, h);
+        h = _mm_movehl_ps(h, h);
+        p += 2;
+    }
+    if (n & 1) _mm_store_ss(p, h);
+}
+CNX_TARGET_AVX2 static inline void cnx_store_part_pd(double *p, __m256d v, int64_t n) {
+    __m128d h = _mm256_castpd256_pd128(v);
+    if (n <= 0) return;
+    if (n & 2) {
+        _mm_storeu_pd(p, h);
+        h = _mm256_extractf128_pd(v, 1);
+        p += 2;
+    }
+    if (n & 1) _mm_store_sd(p, h);
+}
+/* p[0:n] = v[0:n] for n <= W lanes: a full store or cnx_store_part. */
+#define CNX_Y_STORE_N(SUF, p, v, n, W)                                             do {                                                                               if ((n) >= (W)) _mm256_storeu_##SUF(p, v);                                     else cnx_store_part_##SUF(p, v, n);                                        } while (0)
+
 /* AVX2 + FMA: 6 rows x 2 vectors (float 6 x 16, double 6 x 8); 12 ymm
- * accumulators, stored straight to C (masked loads and stores for partial
- * tiles, as the AVX-512 kernels); a tile of at most one vector's columns
- * (the last of a row of 56 in a 7x7 stem) runs only its first vector's
- * FMAs. */
+ * accumulators, stored straight to C (masked loads and partial stores for
+ * partial tiles); a tile of at most one vector's columns (the last of a
+ * row of 56 in a 7x7 stem) runs only its first vector's FMAs. */
 #define CNX_Y_ROW(SUF, BC, i, lo, hi)                                          \
     if (MRV_ > (i)) {                                                          \
         t = BC(&AEL(MRV_, i));                                                 \
@@ -313,12 +344,12 @@ CNX_DEF_ACT_GENERIC(cnx_act_d_generic, double)
             lo = _mm256_add_##SUF(lo, _mm256_set1_##SUF(bias[i]));             \
             hi = _mm256_add_##SUF(hi, _mm256_set1_##SUF(bias[i]));             \
         }                                                                      \
-        if (full_) { /* plain stores: masked ones are slow on some CPUs */     \
+        if (full_) {                                                           \
             _mm256_storeu_##SUF(row_, lo);                                     \
             _mm256_storeu_##SUF(row_ + W, hi);                                 \
         } else {                                                               \
-            _mm256_maskstore_##SUF(row_, m0, lo);                              \
-            _mm256_maskstore_##SUF(row_ + W, m1, hi);                          \
+            CNX_Y_STORE_N(SUF, row_, lo, nr, W);                               \
+            cnx_store_part_##SUF(row_ + W, hi, nr - (W));                      \
         }                                                                      \
     }
 

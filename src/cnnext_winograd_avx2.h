@@ -7,8 +7,8 @@
  * copy each run's input rows to a zero-padded buffer first.  These read
  * the plane in place with masked loads (zero outside it: the padding),
  * split even and odd columns by shuffles, and store a partial last vector
- * lane by lane in halves: AVX2's masked store is microcoded on some CPUs
- * (about 20 cycles on AMD Zen 3), its masked load is not.  Each function
+ * in parts of 4, 2 and 1 (cnx_store_part_ps: AVX2's masked store is slow
+ * on some CPUs).  Each function
  * does the operations of its loop in cnnext_winograd_body.h, in the same
  * order, so the results are the same bits.
  */
@@ -23,25 +23,11 @@ static inline __m256i wg_span_avx2(int64_t lo, int64_t hi, int64_t off) {
                                _mm256_cmpgt_epi32(_mm256_set1_epi32((int)e), iota));
 }
 
-/* p[0:n] = v[0:n] (n <= 8): a full store, or halves of 4, 2 and 1. */
+/* p[0:n] = v[0:n] (n <= 8): a full store, or the stores of
+ * cnx_store_part_ps. */
 static inline __attribute__((always_inline)) void wg_store_n_avx2(float *p, __m256 v,
                                                                    int64_t n) {
-    if (n >= 8) {
-        _mm256_storeu_ps(p, v);
-        return;
-    }
-    __m128 h = _mm256_castps256_ps128(v);
-    if (n & 4) {
-        _mm_storeu_ps(p, h);
-        h = _mm256_extractf128_ps(v, 1);
-        p += 4;
-    }
-    if (n & 2) {
-        _mm_storel_pi((__m64 *)p, h);
-        h = _mm_movehl_ps(h, h);
-        p += 2;
-    }
-    if (n & 1) _mm_store_ss(p, h);
+    CNX_Y_STORE_N(ps, p, v, n, 8);
 }
 
 /* The even (odd) positions of the 16 floats a, b: a0 a2 a4 a6 b0 b2 b4 b6. */
