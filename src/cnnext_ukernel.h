@@ -1086,6 +1086,35 @@ CNX_TARGET_AVX512 static void cnx_split2_s_avx512(const float *src, int64_t n,
     }
 }
 
+/* cnx_split2_s with AVX2: 16 values per step, split by a shuffle and a
+ * lane permute; the last 0..15 by masked loads and partial stores. */
+CNX_TARGET_AVX2 static void cnx_split2_s_avx2(const float *src, int64_t n, float *d0,
+                                              float *d1) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t q = 0, r;
+    __m256 a, b;
+#define CNX_SPLIT2_Y(a, b, d0, d1, n0, n1)                                     \
+    do {                                                                       \
+        __m256d e_ = _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88));          \
+        __m256d o_ = _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD));          \
+        CNX_Y_STORE_N(ps, d0, _mm256_castpd_ps(_mm256_permute4x64_pd(e_, 0xD8)), n0, 8); \
+        CNX_Y_STORE_N(ps, d1, _mm256_castpd_ps(_mm256_permute4x64_pd(o_, 0xD8)), n1, 8); \
+    } while (0)
+    for (; 2 * q + 16 <= n; q += 8) {
+        a = _mm256_loadu_ps(src + 2 * q);
+        b = _mm256_loadu_ps(src + 2 * q + 8);
+        CNX_SPLIT2_Y(a, b, d0 + q, d1 + q, 8, 8);
+    }
+    r = n - 2 * q; /* 0..15 values left */
+    if (r > 0) {
+        a = _mm256_maskload_ps(src + 2 * q, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), iota));
+        b = _mm256_maskload_ps(src + 2 * q + 8,
+                               _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r - 8), iota));
+        CNX_SPLIT2_Y(a, b, d0 + q, d1 + q, (r + 1) / 2, r / 2);
+    }
+#undef CNX_SPLIT2_Y
+}
+
 CNX_TARGET_AVX512 static void cnx_merge2_s_avx512(const float *src, int64_t lds, float *dst,
                                                   int64_t ldd, int64_t rows, int64_t cols) {
     /* Value i of a 16-value block goes to lane 2*i of the first or second
@@ -1259,6 +1288,7 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
+        k.split2_s = cnx_split2_s_avx2;
         k.s = cnx_ukr_s_avx2; k.d = cnx_ukr_d_avx2;
         k.s_ind = cnx_ukr_s_avx2_ind; k.d_ind = cnx_ukr_d_avx2_ind;
         k.s_inda = cnx_ukr_s_avx2_inda; k.d_inda = cnx_ukr_d_avx2_inda;
