@@ -1827,5 +1827,10 @@ def batch_norm_plan(
         method, why = "empty", "no value per channel: an empty result"
     else:
         method, why = "fused", "per channel: statistics, then the normalisation, in cache"
-    threads = threads_for(N * C * P, elements=True)
+    # Two passes over the data each way (the statistics or the sums, then the
+    # normalisation or the input gradient): counted as twice the elements.
+    # On 2 cores, (64, 16, 28, 28) float32 (0.8 million elements) ran its
+    # forward and backward 1.7-1.9x faster on two threads than on one; 0.4
+    # million 1.7x with the workers awake, 0.8x with them asleep.
+    threads = threads_for(2 * N * C * P, elements=True)
     return BatchNormPlan(fname, dtype, tuple(x_shape), (N, C, P), method, why, threads)
