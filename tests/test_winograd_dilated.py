@@ -185,18 +185,22 @@ def test_direct_setting_runs_dilated_direct(rng, close):
 def test_auto_rule_for_dilated():
     """``auto`` runs the phases for column dilation 2 (with AVX-512) from
     128 channels, or from 64 with 2048 2x2 tiles over the stacked phases or
-    with phases of at least 8x8 outputs that tile input and result exactly."""
+    with phases of at least 8x8 outputs that tile input and result exactly;
+    with AVX2, only phases that tile them exactly (copied out and back)."""
     from cnnext import _winograd
 
     def method(x_shape, co, d=(2, 2), alg="auto", dtype=np.float32):
         return _plan.conv2d_plan("conv2d", x_shape, (co, x_shape[1], 3, 3), None,
                                  np.dtype(dtype), (1, 1), d, d, 1, alg).method
-    avx512 = _winograd.isa() == "avx512"
-    phases = "winograd-phases" if avx512 else "direct"
-    assert method((16, 64, 32, 32), 64) == phases              # 4096 tiles
-    assert method((8, 128, 16, 16), 128) == phases             # 512 tiles, 128 channels
-    assert method((4, 64, 16, 16), 64) == phases               # 256 tiles, 8x8 phases, split
-    assert method((1, 64, 16, 16), 64) == phases               # 64 tiles, split
+    isa = _winograd.isa()
+    copied = "winograd-phases" if isa in ("avx512", "avx2") else "direct"
+    in_place = "winograd-phases" if isa == "avx512" else "direct"
+    assert method((16, 64, 32, 32), 64) == copied              # 4096 tiles, split
+    assert method((8, 128, 16, 16), 128) == copied             # 512 tiles, 128 channels
+    assert method((4, 64, 16, 16), 64) == copied               # 256 tiles, 8x8 phases, split
+    assert method((1, 64, 16, 16), 64) == copied               # 64 tiles, split
+    assert method((8, 128, 17, 17), 128) == in_place           # 128 channels, not split
+    assert method((16, 64, 33, 33), 64) == in_place            # 5184 tiles, not split
     assert method((4, 64, 17, 17), 64) == "direct"             # 400 tiles, not split
     assert method((4, 64, 8, 8), 64) == "direct"               # 4x4 phases
     assert method((16, 32, 32, 32), 32) == "direct"            # 32 channels
