@@ -87,9 +87,12 @@ static void wg_input_plane_avx2_m(const float *CNX_RESTRICT plane, int64_t H, in
                                   float *CNX_RESTRICT v, int64_t sxi) {
     int64_t lo = ix0 < 0 ? -ix0 : 0, hi = W - ix0; /* columns ix0 + i inside the plane */
     for (int64_t j = 0; j < cnt; j += 8) {
+        /* the loads read columns 2j .. 2j + 17: plain loads inside the plane */
+        int inside = lo <= 2 * j && 2 * j + 18 <= hi;
         __m256i mk[4];
-        for (int q = 0; q < 4; q++) /* the loads at 2j, 2j + 8, 2j + 2, 2j + 10 */
-            mk[q] = wg_span_avx2(lo, hi, 2 * j + (q & 1) * 8 + (q >> 1) * 2);
+        if (!inside)
+            for (int q = 0; q < 4; q++) /* the loads at 2j, 2j + 8, 2j + 2, 2j + 10 */
+                mk[q] = wg_span_avx2(lo, hi, 2 * j + (q & 1) * 8 + (q >> 1) * 2);
         __m256 d[4][4];
         for (int y = 0; y < 4; y++) {
             int64_t iy = iy0 + y;
@@ -98,8 +101,18 @@ static void wg_input_plane_avx2_m(const float *CNX_RESTRICT plane, int64_t H, in
                 continue;
             }
             const float *r = plane + iy * W + ix0 + 2 * j;
-            __m256 a0 = _mm256_maskload_ps(r, mk[0]), a1 = _mm256_maskload_ps(r + 8, mk[1]);
-            __m256 b0 = _mm256_maskload_ps(r + 2, mk[2]), b1 = _mm256_maskload_ps(r + 10, mk[3]);
+            __m256 a0, a1, b0, b1;
+            if (inside) {
+                a0 = _mm256_loadu_ps(r);
+                a1 = _mm256_loadu_ps(r + 8);
+                b0 = _mm256_loadu_ps(r + 2);
+                b1 = _mm256_loadu_ps(r + 10);
+            } else {
+                a0 = _mm256_maskload_ps(r, mk[0]);
+                a1 = _mm256_maskload_ps(r + 8, mk[1]);
+                b0 = _mm256_maskload_ps(r + 2, mk[2]);
+                b1 = _mm256_maskload_ps(r + 10, mk[3]);
+            }
             d[y][0] = wg_even_avx2(a0, a1);
             d[y][1] = wg_odd_avx2(a0, a1);
             d[y][2] = wg_even_avx2(b0, b1);
@@ -133,11 +146,13 @@ static void wg_input_rows_avx2_m(const float *CNX_RESTRICT p, int64_t lp, int64_
 static void wg_grad_rows_avx2_m(const float *CNX_RESTRICT p, int64_t lp, int64_t cnt,
                                 float *CNX_RESTRICT gy, int64_t sxi) {
     for (int64_t j = 0; j < cnt; j += 8) {
+        int whole = j + 8 <= cnt; /* plain loads */
         __m256i m0 = wg_span_avx2(0, 2 * cnt, 2 * j), m1 = wg_span_avx2(0, 2 * cnt, 2 * j + 8);
         __m256 g[2][2];
         for (int r = 0; r < 2; r++) {
             const float *q = p + r * lp + 2 * j;
-            __m256 a0 = _mm256_maskload_ps(q, m0), a1 = _mm256_maskload_ps(q + 8, m1);
+            __m256 a0 = whole ? _mm256_loadu_ps(q) : _mm256_maskload_ps(q, m0);
+            __m256 a1 = whole ? _mm256_loadu_ps(q + 8) : _mm256_maskload_ps(q + 8, m1);
             g[r][0] = wg_even_avx2(a0, a1);
             g[r][1] = wg_odd_avx2(a0, a1);
         }
