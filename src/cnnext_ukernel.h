@@ -444,6 +444,68 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
 #undef AEL
 #undef T
 
+/* AVX2 two-row kernels (see cnx_ukr2_s): the 6 x 2-vector float kernel
+ * with the second vector of each B row b2 further on (the next row of
+ * the sample) and stored c2 further on (the next output row), for rows of
+ * at most 8 outputs: 12 accumulators where a row tile of one vector would
+ * have 6 (or 4), too few to cover the FMA latency. */
+#define CNX_Y2_STORE(i, lo, hi)                                                \
+    if (mr > i) {                                                              \
+        float *row_ = c + (i) * ldc;                                           \
+        if (accumulate) {                                                      \
+            lo = _mm256_add_ps(lo, _mm256_maskload_ps(row_, m0));              \
+            hi = _mm256_add_ps(hi, _mm256_maskload_ps(row_ + c2, m1));         \
+        } else if (bias) {                                                     \
+            lo = _mm256_add_ps(lo, _mm256_set1_ps(bias[i]));                   \
+            hi = _mm256_add_ps(hi, _mm256_set1_ps(bias[i]));                   \
+        }                                                                      \
+        CNX_Y_STORE_N(ps, row_, lo, nr, 8);                                    \
+        CNX_Y_STORE_N(ps, row_ + c2, hi, nr2, 8);                              \
+    }
+
+#define CNX_DEF_AVX2_2R(NAME, MRV)                                             \
+    CNX_TARGET_AVX2                                                            \
+    static void NAME(int64_t kc, const float *a, const float *b,               \
+                     const int64_t *boff, int64_t b2, float *c, int64_t ldc,   \
+                     int64_t c2, int mr, int nr, int nr2, int accumulate,      \
+                     const float *bias) {                                      \
+        __m256 r00 = _mm256_setzero_ps(), r01 = _mm256_setzero_ps();           \
+        __m256 r10 = _mm256_setzero_ps(), r11 = _mm256_setzero_ps();           \
+        __m256 r20 = _mm256_setzero_ps(), r21 = _mm256_setzero_ps();           \
+        __m256 r30 = _mm256_setzero_ps(), r31 = _mm256_setzero_ps();           \
+        __m256 r40 = _mm256_setzero_ps(), r41 = _mm256_setzero_ps();           \
+        __m256 r50 = _mm256_setzero_ps(), r51 = _mm256_setzero_ps();           \
+        const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);        \
+        __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), iota);          \
+        __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr2), iota);         \
+        int64_t k;                                                             \
+        enum { MRV_ = MRV };                                                   \
+        for (k = 0; k < kc; k++) {                                             \
+            const float *bk = b + boff[k];                                     \
+            __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + b2), t; \
+            CNX_Y_ROW(ps, _mm256_broadcast_ss, 0, r00, r01)                    \
+            CNX_Y_ROW(ps, _mm256_broadcast_ss, 1, r10, r11)                    \
+            CNX_Y_ROW(ps, _mm256_broadcast_ss, 2, r20, r21)                    \
+            CNX_Y_ROW(ps, _mm256_broadcast_ss, 3, r30, r31)                    \
+            CNX_Y_ROW(ps, _mm256_broadcast_ss, 4, r40, r41)                    \
+            CNX_Y_ROW(ps, _mm256_broadcast_ss, 5, r50, r51)                    \
+        }                                                                      \
+        CNX_Y2_STORE(0, r00, r01) CNX_Y2_STORE(1, r10, r11)                    \
+        CNX_Y2_STORE(2, r20, r21) CNX_Y2_STORE(3, r30, r31)                    \
+        CNX_Y2_STORE(4, r40, r41) CNX_Y2_STORE(5, r50, r51)                    \
+    }
+
+#define T float
+#define AEL CNX_AEL_PACKED
+CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r1, 1)
+CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r2, 2)
+CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r3, 3)
+CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r4, 4)
+CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r5, 5)
+CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r6, 6)
+#undef AEL
+#undef T
+
 /* AVX-512F: 8 rows x 2 vectors (float 8 x 32, double 8 x 16); 16 zmm
  * accumulators kept in named registers; rows stored by unrolled,
  * constant-index code with masks for partial tiles. */
@@ -1289,6 +1351,9 @@ static cnx_kernels cnx_select_kernels(void) {
         k.name = "avx512";
     } else if (isa == 1) {
         k.split2_s = cnx_split2_s_avx2;
+        k.s_ind2r_mr[0] = cnx_ukr_s_avx2_2r1; k.s_ind2r_mr[1] = cnx_ukr_s_avx2_2r2;
+        k.s_ind2r_mr[2] = cnx_ukr_s_avx2_2r3; k.s_ind2r_mr[3] = cnx_ukr_s_avx2_2r4;
+        k.s_ind2r_mr[4] = cnx_ukr_s_avx2_2r5; k.s_ind2r_mr[5] = cnx_ukr_s_avx2_2r6;
         k.s = cnx_ukr_s_avx2; k.d = cnx_ukr_d_avx2;
         k.s_ind = cnx_ukr_s_avx2_ind; k.d_ind = cnx_ukr_d_avx2_ind;
         k.s_inda = cnx_ukr_s_avx2_inda; k.d_inda = cnx_ukr_d_avx2_inda;

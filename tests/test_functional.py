@@ -1119,6 +1119,37 @@ def test_two_row_tiles_give_the_bits_of_the_other_kernels(geoms, tmp_path):
     _assert_same_bytes(*_npz_under_isas(tmp_path, f"GEOMS = {geoms!r}\n" + _TWO_ROW_SCRIPT))
 
 
+@pytest.mark.parametrize("xs,ws,s,p", [
+    ((2, 6, 12, 12), (16, 6, 5, 5), 1, 0),     # LeNet-5's second layer: 8 x 8
+    ((3, 32, 14, 14), (64, 32, 3, 3), 2, 1),   # 7 x 7 at stride 2
+    ((2, 5, 9, 8), (7, 5, 3, 3), 1, 1),        # 9 rows: a last row alone
+    ((2, 3, 10, 7), (6, 3, 3, 3), 1, (2, 1)),  # 12 x 7
+])
+def test_two_row_tiles_same_bits_as_wider_rows(xs, ws, s, p, restore_threads):
+    """A float32 forward of rows of at most 8 outputs (two-row tiles where
+    the CPU has the kernel) gives the bits of the same outputs computed in
+    a map of wider rows (row tiles): the same zeros right of the input,
+    other values beyond them."""
+    from cnnext import _conv
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    pw = p if isinstance(p, int) else p[1]
+    wide = np.zeros(xs[:3] + (xs[3] + pw + 24,), np.float32)
+    wide[..., :xs[3]] = x
+    wide[..., xs[3] + pw:] = rng.standard_normal(xs[:3] + (24,))
+    ph = p if isinstance(p, int) else p[0]
+    with cnnext.use_conv_algorithm("direct"):
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            y = F.conv2d(x, w, b, s, p)
+            np.testing.assert_array_equal(y, F.conv2d(wide, w, b, s, p)[..., :y.shape[3]])
+            r = np.empty_like(y)  # with a fused ReLU
+            _conv.conv2d_forward(x, w, b, r, s, s, ph, pw, 1, 1, threads, 1, 1, 0.0)
+            np.testing.assert_array_equal(r, np.maximum(y, 0))
+
+
 # float64 layers whose forward (AVX-512) runs on channel-vector tiles: up to
 # 14 positions of one output row by 16 output channels, stored transposed
 # (x shape, weight shape, stride, padding, groups, dilation).
