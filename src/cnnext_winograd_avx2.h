@@ -40,6 +40,16 @@ static inline __m256 wg_odd_avx2(__m256 a, __m256 b) {
         _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
+/* The 4 columns d[k][j] = row[2j + k] (j < 8) of 8 tiles from the row's
+ * 16 floats at 0 (a0, a1) and at 2 (b0, b1). */
+static inline __attribute__((always_inline)) void
+wg_tile_cols_avx2(__m256 a0, __m256 a1, __m256 b0, __m256 b1, __m256 d[4]) {
+    d[0] = wg_even_avx2(a0, a1);
+    d[1] = wg_odd_avx2(a0, a1);
+    d[2] = wg_even_avx2(b0, b1);
+    d[3] = wg_odd_avx2(b0, b1);
+}
+
 /* B^T d B of 8 tiles (d[y][x]: row y, column x of the 4x4 input tile, one
  * tile per lane), its 16 points stored at o + (4*a + b)*sxi, lanes < n. */
 static inline __attribute__((always_inline)) void
@@ -113,10 +123,7 @@ static void wg_input_plane_avx2_m(const float *CNX_RESTRICT plane, int64_t H, in
                 b0 = _mm256_maskload_ps(r + 2, mk[2]);
                 b1 = _mm256_maskload_ps(r + 10, mk[3]);
             }
-            d[y][0] = wg_even_avx2(a0, a1);
-            d[y][1] = wg_odd_avx2(a0, a1);
-            d[y][2] = wg_even_avx2(b0, b1);
-            d[y][3] = wg_odd_avx2(b0, b1);
+            wg_tile_cols_avx2(a0, a1, b0, b1, d[y]);
         }
         wg_btdb_store_avx2(d, cnt - j, v + j, sxi);
     }
@@ -132,10 +139,7 @@ static void wg_input_rows_avx2_m(const float *CNX_RESTRICT p, int64_t lp, int64_
             const float *r = p + y * lp + 2 * j;
             __m256 a0 = _mm256_loadu_ps(r), a1 = _mm256_loadu_ps(r + 8);
             __m256 b0 = _mm256_loadu_ps(r + 2), b1 = _mm256_loadu_ps(r + 10);
-            d[y][0] = wg_even_avx2(a0, a1);
-            d[y][1] = wg_odd_avx2(a0, a1);
-            d[y][2] = wg_even_avx2(b0, b1);
-            d[y][3] = wg_odd_avx2(b0, b1);
+            wg_tile_cols_avx2(a0, a1, b0, b1, d[y]);
         }
         wg_btdb_store_avx2(d, cnt - j, v + j, sxi);
     }
