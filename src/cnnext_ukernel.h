@@ -316,7 +316,11 @@ CNX_TARGET_AVX2 static inline void cnx_store_part_pd(double *p, __m256d v, int64
     if (n & 1) _mm_store_sd(p, h);
 }
 /* p[0:n] = v[0:n] for n <= W lanes: a full store or cnx_store_part. */
-#define CNX_Y_STORE_N(SUF, p, v, n, W)                                             do {                                                                               if ((n) >= (W)) _mm256_storeu_##SUF(p, v);                                     else cnx_store_part_##SUF(p, v, n);                                        } while (0)
+#define CNX_Y_STORE_N(SUF, p, v, n, W)                                         \
+    do {                                                                       \
+        if ((n) >= (W)) _mm256_storeu_##SUF(p, v);                             \
+        else cnx_store_part_##SUF(p, v, n);                                    \
+    } while (0)
 
 /* AVX2 + FMA: 6 rows x 2 vectors (float 6 x 16, double 6 x 8); 12 ymm
  * accumulators, stored straight to C (masked loads and partial stores for
