@@ -128,6 +128,20 @@ static void cnx_gw3_s_avx512(int64_t kc, const float *a, const int64_t *aoff,
 #define CNX_PK_STORE(i) \
     if (n > (i)) _mm512_storeu_ps(dst + (q0 + (i)) * 16, r##i);
 
+/* The lanes [l, *e) of a packing block (lane l at padded position pos, lanes
+ * below n) that lie in output row *oh, from column *ow; those below *v hold
+ * outputs, the rest padded columns (Wq a row's padded width, OW its
+ * outputs). */
+static inline void cnx_gt16_run(int64_t pos, int64_t l, int64_t n, int64_t Wq, int64_t OW,
+                                int64_t *oh, int64_t *ow, int64_t *e, int64_t *v) {
+    *oh = pos / Wq;
+    *ow = pos - *oh * Wq;
+    *e = l + (Wq - *ow);
+    *v = l + (OW - *ow);
+    if (*e > n) *e = n;
+    if (*v > *e) *v = *e;
+}
+
 /* The gradient block of the transposed weight gradient, one vector of
  * output channels: dst[q*16 + j] = g[j*ldg + oh*OW + ow] for the
  * padded-width position pb + q = oh*Wq + ow (q < kc), 0 where ow >= OW (a
@@ -144,10 +158,8 @@ static void cnx_pack_gt16_s_avx512(const float *g, int64_t ldg, int nch, int64_t
                r6 = r0, r7 = r0, r8 = r0, r9 = r0, r10 = r0, r11 = r0, r12 = r0,
                r13 = r0, r14 = r0, r15 = r0;
         while (l < n) { /* lanes [l, e) lie in output row oh */
-            int64_t pos = pb + q0 + l, oh = pos / Wq, ow = pos - oh * Wq;
-            int64_t e = l + (Wq - ow), v = l + (OW - ow);
-            if (e > n) e = n;
-            if (v > e) v = e;
+            int64_t oh, ow, e, v;
+            cnx_gt16_run(pb + q0 + l, l, n, Wq, OW, &oh, &ow, &e, &v);
             if (v > l) {
                 /* lane t reads src[t]: row oh's column ow + t - l */
                 __mmask16 m = (__mmask16)(((1u << v) - 1u) & ~((1u << l) - 1u));
@@ -177,31 +189,9 @@ static void cnx_pack_gt16_s_avx512(const float *g, int64_t ldg, int nch, int64_t
 /* cnx_pack_gt16_s_avx512 for AVX2: each channel's run of a row loaded
  * under its lanes' masks into a 16 x 16 block (two vectors a row), then
  * four 8 x 8 transposes. */
-#define CNX_T8(r0, r1, r2, r3, r4, r5, r6, r7)                                  \
-    {                                                                           \
-        __m256 u0 = _mm256_unpacklo_ps(r0, r1), u1 = _mm256_unpackhi_ps(r0, r1), \
-               u2 = _mm256_unpacklo_ps(r2, r3), u3 = _mm256_unpackhi_ps(r2, r3), \
-               u4 = _mm256_unpacklo_ps(r4, r5), u5 = _mm256_unpackhi_ps(r4, r5), \
-               u6 = _mm256_unpacklo_ps(r6, r7), u7 = _mm256_unpackhi_ps(r6, r7); \
-        __m256 s0 = _mm256_shuffle_ps(u0, u2, 0x44), s1 = _mm256_shuffle_ps(u0, u2, 0xEE), \
-               s2 = _mm256_shuffle_ps(u1, u3, 0x44), s3 = _mm256_shuffle_ps(u1, u3, 0xEE), \
-               s4 = _mm256_shuffle_ps(u4, u6, 0x44), s5 = _mm256_shuffle_ps(u4, u6, 0xEE), \
-               s6 = _mm256_shuffle_ps(u5, u7, 0x44), s7 = _mm256_shuffle_ps(u5, u7, 0xEE); \
-        r0 = _mm256_permute2f128_ps(s0, s4, 0x20);                              \
-        r1 = _mm256_permute2f128_ps(s1, s5, 0x20);                              \
-        r2 = _mm256_permute2f128_ps(s2, s6, 0x20);                              \
-        r3 = _mm256_permute2f128_ps(s3, s7, 0x20);                              \
-        r4 = _mm256_permute2f128_ps(s0, s4, 0x31);                              \
-        r5 = _mm256_permute2f128_ps(s1, s5, 0x31);                              \
-        r6 = _mm256_permute2f128_ps(s2, s6, 0x31);                              \
-        r7 = _mm256_permute2f128_ps(s3, s7, 0x31);                              \
-    }
-
 CNX_TARGET_AVX2
 static void cnx_pack_gt16_s_avx2(const float *g, int64_t ldg, int nch, int64_t pb,
                                  int64_t kc, int64_t Wq, int64_t OW, float *dst) {
-    const __m256i lane_lo = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i lane_hi = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
     int64_t q0;
     int j, h, i;
     for (q0 = 0; q0 < kc; q0 += 16) {
@@ -209,17 +199,11 @@ static void cnx_pack_gt16_s_avx2(const float *g, int64_t ldg, int nch, int64_t p
         __m256 blk[16][2]; /* blk[channel][half]: lanes = positions */
         for (j = 0; j < 16; j++) blk[j][0] = blk[j][1] = _mm256_setzero_ps();
         while (l < n) { /* lanes [l, e) lie in output row oh */
-            int64_t pos = pb + q0 + l, oh = pos / Wq, ow = pos - oh * Wq;
-            int64_t e = l + (Wq - ow), v = l + (OW - ow);
-            if (e > n) e = n;
-            if (v > e) v = e;
+            int64_t oh, ow, e, v;
+            cnx_gt16_run(pb + q0 + l, l, n, Wq, OW, &oh, &ow, &e, &v);
             if (v > l) {
                 /* lane t reads src[t]: row oh's column ow + t - l */
-                __m256i lo = _mm256_set1_epi32((int)l), hi = _mm256_set1_epi32((int)v);
-                __m256i m0 = _mm256_and_si256(_mm256_cmpgt_epi32(hi, lane_lo),
-                                              _mm256_cmpgt_epi32(_mm256_add_epi32(lane_lo, _mm256_set1_epi32(1)), lo));
-                __m256i m1 = _mm256_and_si256(_mm256_cmpgt_epi32(hi, lane_hi),
-                                              _mm256_cmpgt_epi32(_mm256_add_epi32(lane_hi, _mm256_set1_epi32(1)), lo));
+                __m256i m0 = cnx_lanes_avx2(l, v), m1 = cnx_lanes_avx2(l - 8, v - 8);
                 const float *src = g + oh * OW + ow - l;
                 for (j = 0; j < nch; j++) {
                     blk[j][0] = _mm256_or_ps(blk[j][0], _mm256_maskload_ps(src + j * ldg, m0));
@@ -231,20 +215,15 @@ static void cnx_pack_gt16_s_avx2(const float *g, int64_t ldg, int nch, int64_t p
         /* block (channels 8c.., positions 8h..) transposed: rows are positions */
         for (h = 0; h < 2; h++)
             for (i = 0; i < 2; i++) {
-                __m256 r0 = blk[8 * i][h], r1 = blk[8 * i + 1][h], r2 = blk[8 * i + 2][h],
-                       r3 = blk[8 * i + 3][h], r4 = blk[8 * i + 4][h], r5 = blk[8 * i + 5][h],
-                       r6 = blk[8 * i + 6][h], r7 = blk[8 * i + 7][h];
                 __m256 rr[8];
                 int t;
-                CNX_T8(r0, r1, r2, r3, r4, r5, r6, r7)
-                rr[0] = r0; rr[1] = r1; rr[2] = r2; rr[3] = r3;
-                rr[4] = r4; rr[5] = r5; rr[6] = r6; rr[7] = r7;
+                for (t = 0; t < 8; t++) rr[t] = blk[8 * i + t][h];
+                cnx_transpose8_ps_avx2(rr);
                 for (t = 0; t < 8 && 8 * h + t < n; t++)
                     _mm256_storeu_ps(dst + (q0 + 8 * h + t) * 16 + 8 * i, rr[t]);
             }
     }
 }
-#undef CNX_T8
 
 typedef void (*cnx_pack_gt16_s)(const float *g, int64_t ldg, int nch, int64_t pb,
                                 int64_t kc, int64_t Wq, int64_t OW, float *dst);

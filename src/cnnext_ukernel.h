@@ -315,6 +315,42 @@ CNX_TARGET_AVX2 static inline void cnx_store_part_pd(double *p, __m256d v, int64
     }
     if (n & 1) _mm_store_sd(p, h);
 }
+/* Shared AVX2 helpers of the kernels' packing and transform code. */
+/* An integer mask of the float lanes i < 8 with a <= i < e. */
+CNX_TARGET_AVX2 static inline __m256i cnx_lanes_avx2(int64_t a, int64_t e) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    a = a < 0 ? 0 : a > 8 ? 8 : a;
+    e = e < 0 ? 0 : e > 8 ? 8 : e;
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)a), iota),
+                               _mm256_cmpgt_epi32(_mm256_set1_epi32((int)e), iota));
+}
+/* The even (odd) positions of the 16 floats a, b: a0 a2 a4 a6 b0 b2 b4 b6. */
+CNX_TARGET_AVX2 static inline __m256 cnx_even_ps_avx2(__m256 a, __m256 b) {
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+}
+CNX_TARGET_AVX2 static inline __m256 cnx_odd_ps_avx2(__m256 a, __m256 b) {
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+/* r[i][j] becomes r[j][i] for i, j < 8: an 8 x 8 transpose in registers. */
+CNX_TARGET_AVX2 static inline void cnx_transpose8_ps_avx2(__m256 r[8]) {
+    __m256 u[8], s[8];
+    for (int i = 0; i < 4; i++) {
+        u[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        u[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        s[4 * i] = _mm256_shuffle_ps(u[4 * i], u[4 * i + 2], 0x44);
+        s[4 * i + 1] = _mm256_shuffle_ps(u[4 * i], u[4 * i + 2], 0xEE);
+        s[4 * i + 2] = _mm256_shuffle_ps(u[4 * i + 1], u[4 * i + 3], 0x44);
+        s[4 * i + 3] = _mm256_shuffle_ps(u[4 * i + 1], u[4 * i + 3], 0xEE);
+    }
+    for (int q = 0; q < 4; q++) {
+        r[q] = _mm256_permute2f128_ps(s[q], s[4 + q], 0x20);
+        r[4 + q] = _mm256_permute2f128_ps(s[q], s[4 + q], 0x31);
+    }
+}
 /* p[0:n] = v[0:n] for n <= W lanes: a full store or cnx_store_part. */
 #define CNX_Y_STORE_N(SUF, p, v, n, W)                                         \
     do {                                                                       \
@@ -479,9 +515,7 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
         __m256 r30 = _mm256_setzero_ps(), r31 = _mm256_setzero_ps();           \
         __m256 r40 = _mm256_setzero_ps(), r41 = _mm256_setzero_ps();           \
         __m256 r50 = _mm256_setzero_ps(), r51 = _mm256_setzero_ps();           \
-        const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);        \
-        __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), iota);          \
-        __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr2), iota);         \
+        __m256i m0 = cnx_lanes_avx2(0, nr), m1 = cnx_lanes_avx2(0, nr2);       \
         int64_t k;                                                             \
         enum { MRV_ = MRV };                                                   \
         for (k = 0; k < kc; k++) {                                             \
@@ -1152,33 +1186,25 @@ CNX_TARGET_AVX512 static void cnx_split2_s_avx512(const float *src, int64_t n,
     }
 }
 
-/* cnx_split2_s with AVX2: 16 values per step, split by a shuffle and a
- * lane permute; the last 0..15 by masked loads and partial stores. */
+/* cnx_split2_s with AVX2: 16 values per step into their even and odd
+ * positions; the last 0..15 by masked loads and partial stores. */
 CNX_TARGET_AVX2 static void cnx_split2_s_avx2(const float *src, int64_t n, float *d0,
                                               float *d1) {
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     int64_t q = 0, r;
     __m256 a, b;
-#define CNX_SPLIT2_Y(a, b, d0, d1, n0, n1)                                     \
-    do {                                                                       \
-        __m256d e_ = _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88));          \
-        __m256d o_ = _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD));          \
-        CNX_Y_STORE_N(ps, d0, _mm256_castpd_ps(_mm256_permute4x64_pd(e_, 0xD8)), n0, 8); \
-        CNX_Y_STORE_N(ps, d1, _mm256_castpd_ps(_mm256_permute4x64_pd(o_, 0xD8)), n1, 8); \
-    } while (0)
     for (; 2 * q + 16 <= n; q += 8) {
         a = _mm256_loadu_ps(src + 2 * q);
         b = _mm256_loadu_ps(src + 2 * q + 8);
-        CNX_SPLIT2_Y(a, b, d0 + q, d1 + q, 8, 8);
+        _mm256_storeu_ps(d0 + q, cnx_even_ps_avx2(a, b));
+        _mm256_storeu_ps(d1 + q, cnx_odd_ps_avx2(a, b));
     }
     r = n - 2 * q; /* 0..15 values left */
     if (r > 0) {
-        a = _mm256_maskload_ps(src + 2 * q, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), iota));
-        b = _mm256_maskload_ps(src + 2 * q + 8,
-                               _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r - 8), iota));
-        CNX_SPLIT2_Y(a, b, d0 + q, d1 + q, (r + 1) / 2, r / 2);
+        a = _mm256_maskload_ps(src + 2 * q, cnx_lanes_avx2(0, r));
+        b = _mm256_maskload_ps(src + 2 * q + 8, cnx_lanes_avx2(0, r - 8));
+        CNX_Y_STORE_N(ps, d0 + q, cnx_even_ps_avx2(a, b), (r + 1) / 2, 8);
+        CNX_Y_STORE_N(ps, d1 + q, cnx_odd_ps_avx2(a, b), r / 2, 8);
     }
-#undef CNX_SPLIT2_Y
 }
 
 CNX_TARGET_AVX512 static void cnx_merge2_s_avx512(const float *src, int64_t lds, float *dst,

@@ -13,16 +13,6 @@
  * order, so the results are the same bits.
  */
 
-/* An integer mask of the lanes i < 8 with lo <= off + i < hi. */
-static inline __m256i wg_span_avx2(int64_t lo, int64_t hi, int64_t off) {
-    int64_t a = lo - off, e = hi - off;
-    a = a < 0 ? 0 : a > 8 ? 8 : a;
-    e = e < 0 ? 0 : e > 8 ? 8 : e;
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)a), iota),
-                               _mm256_cmpgt_epi32(_mm256_set1_epi32((int)e), iota));
-}
-
 /* p[0:n] = v[0:n] (n <= 8): a full store, or the stores of
  * cnx_store_part_ps. */
 static inline __attribute__((always_inline)) void wg_store_n_avx2(float *p, __m256 v,
@@ -30,24 +20,14 @@ static inline __attribute__((always_inline)) void wg_store_n_avx2(float *p, __m2
     CNX_Y_STORE_N(ps, p, v, n, 8);
 }
 
-/* The even (odd) positions of the 16 floats a, b: a0 a2 a4 a6 b0 b2 b4 b6. */
-static inline __m256 wg_even_avx2(__m256 a, __m256 b) {
-    return _mm256_castpd_ps(
-        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-}
-static inline __m256 wg_odd_avx2(__m256 a, __m256 b) {
-    return _mm256_castpd_ps(
-        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
-}
-
 /* The 4 columns d[k][j] = row[2j + k] (j < 8) of 8 tiles from the row's
  * 16 floats at 0 (a0, a1) and at 2 (b0, b1). */
 static inline __attribute__((always_inline)) void
 wg_tile_cols_avx2(__m256 a0, __m256 a1, __m256 b0, __m256 b1, __m256 d[4]) {
-    d[0] = wg_even_avx2(a0, a1);
-    d[1] = wg_odd_avx2(a0, a1);
-    d[2] = wg_even_avx2(b0, b1);
-    d[3] = wg_odd_avx2(b0, b1);
+    d[0] = cnx_even_ps_avx2(a0, a1);
+    d[1] = cnx_odd_ps_avx2(a0, a1);
+    d[2] = cnx_even_ps_avx2(b0, b1);
+    d[3] = cnx_odd_ps_avx2(b0, b1);
 }
 
 /* B^T d B of 8 tiles (d[y][x]: row y, column x of the 4x4 input tile, one
@@ -101,8 +81,10 @@ static void wg_input_plane_avx2_m(const float *CNX_RESTRICT plane, int64_t H, in
         int inside = lo <= 2 * j && 2 * j + 18 <= hi;
         __m256i mk[4];
         if (!inside)
-            for (int q = 0; q < 4; q++) /* the loads at 2j, 2j + 8, 2j + 2, 2j + 10 */
-                mk[q] = wg_span_avx2(lo, hi, 2 * j + (q & 1) * 8 + (q >> 1) * 2);
+            for (int q = 0; q < 4; q++) { /* the loads at 2j, 2j + 8, 2j + 2, 2j + 10 */
+                int64_t off = 2 * j + (q & 1) * 8 + (q >> 1) * 2;
+                mk[q] = cnx_lanes_avx2(lo - off, hi - off);
+            }
         __m256 d[4][4];
         for (int y = 0; y < 4; y++) {
             int64_t iy = iy0 + y;
@@ -151,14 +133,15 @@ static void wg_grad_rows_avx2_m(const float *CNX_RESTRICT p, int64_t lp, int64_t
                                 float *CNX_RESTRICT gy, int64_t sxi) {
     for (int64_t j = 0; j < cnt; j += 8) {
         int whole = j + 8 <= cnt; /* plain loads */
-        __m256i m0 = wg_span_avx2(0, 2 * cnt, 2 * j), m1 = wg_span_avx2(0, 2 * cnt, 2 * j + 8);
+        __m256i m0 = cnx_lanes_avx2(0, 2 * (cnt - j));
+        __m256i m1 = cnx_lanes_avx2(0, 2 * (cnt - j) - 8);
         __m256 g[2][2];
         for (int r = 0; r < 2; r++) {
             const float *q = p + r * lp + 2 * j;
             __m256 a0 = whole ? _mm256_loadu_ps(q) : _mm256_maskload_ps(q, m0);
             __m256 a1 = whole ? _mm256_loadu_ps(q + 8) : _mm256_maskload_ps(q + 8, m1);
-            g[r][0] = wg_even_avx2(a0, a1);
-            g[r][1] = wg_odd_avx2(a0, a1);
+            g[r][0] = cnx_even_ps_avx2(a0, a1);
+            g[r][1] = cnx_odd_ps_avx2(a0, a1);
         }
         wg_agat_store_avx2(g, cnt - j, gy + j, sxi);
     }
@@ -176,7 +159,7 @@ static void wg_scatter_avx2_m(const float *CNX_RESTRICT y, int64_t ld, int64_t c
         const float *s0 = y + (i * 2) * ld, *s1 = y + (i * 2 + 1) * ld;
         for (int64_t j = 0; j < both; j += 8) {
             int64_t n = both - j < 8 ? both - j : 8;
-            __m256i m = wg_span_avx2(0, n, 0);
+            __m256i m = cnx_lanes_avx2(0, n);
             __m256 v0 = _mm256_add_ps(_mm256_maskload_ps(s0 + j, m), vb);
             __m256 v1 = _mm256_add_ps(_mm256_maskload_ps(s1 + j, m), vb);
             __m256 lo = _mm256_unpacklo_ps(v0, v1), hi = _mm256_unpackhi_ps(v0, v1);
@@ -211,7 +194,7 @@ static void wg_input_tw4_avx2(const float *CNX_RESTRICT x, int64_t C, int64_t H,
                               int64_t ph, int64_t pw, int64_t th, int64_t t0, int64_t nv,
                               int64_t PN, float *CNX_RESTRICT v, int64_t sp, int64_t sc,
                               int64_t sxi) {
-    const __m256i wm = wg_span_avx2(pw - 1, pw - 1 + W, 0);
+    const __m256i wm = cnx_lanes_avx2(pw - 1, pw - 1 + W);
     for (int64_t l = 0; l < nv; l += 8) {
         int64_t off[2], iy0[2], nq = (nv - l + 3) / 4;
         for (int q = 0; q < 2; q++) { /* the two tile rows' sample planes and first rows */
@@ -242,7 +225,7 @@ static void wg_scatter_tw4_avx2(const float *CNX_RESTRICT y, int64_t ld, int64_t
                                 int64_t OW, int64_t th, int64_t t0) {
     const __m256 vb = _mm256_set1_ps(b);
     for (int64_t l = 0; l < nv; l += 8) {
-        __m256i lm = wg_span_avx2(0, nv - l, 0);
+        __m256i lm = cnx_lanes_avx2(0, nv - l);
         __m256 s[4], rows[2][2];
         for (int k = 0; k < 4; k++)
             s[k] = _mm256_add_ps(_mm256_maskload_ps(y + k * ld + l, lm), vb);
@@ -266,7 +249,7 @@ static void wg_grad_tw4_avx2(const float *CNX_RESTRICT g, int64_t Co, int64_t OH
                              int64_t th, int64_t t0, int64_t nv, float *CNX_RESTRICT gy,
                              int64_t ld, int64_t sxi) {
     const __m256i perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    const __m256i wm = wg_span_avx2(0, OW, 0);
+    const __m256i wm = cnx_lanes_avx2(0, OW);
     for (int64_t l = 0; l < nv; l += 8) {
         int64_t off[2], oy[2], nq = (nv - l + 3) / 4;
         for (int q = 0; q < 2; q++) {
@@ -294,22 +277,10 @@ static void wg_grad_tw4_avx2(const float *CNX_RESTRICT g, int64_t Co, int64_t OH
 
 /* dst[i*ldd + j] = src[j*ld + i] for i, j < 8: an 8 x 8 transpose. */
 static inline void wg_transpose8_avx2(const float *src, int64_t ld, float *dst, int64_t ldd) {
-    __m256 r[8], t[8];
+    __m256 r[8];
     for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * ld);
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; i++) {
-        r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int q = 0; q < 4; q++) {
-        _mm256_storeu_ps(dst + q * ldd, _mm256_permute2f128_ps(r[q], r[4 + q], 0x20));
-        _mm256_storeu_ps(dst + (4 + q) * ldd, _mm256_permute2f128_ps(r[q], r[4 + q], 0x31));
-    }
+    cnx_transpose8_ps_avx2(r);
+    for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * ldd, r[i]);
 }
 
 /* wg_pack_lanes by 8 x 8 transposes where the panel is full. */
