@@ -1262,7 +1262,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     cdef Py_ssize_t span = pass_tiles(&ps, a.g.Wq, a.NR, a.f2s != NULL)
     cdef bint flat = False
     if floating is float:
-        flat = (a.NR == 32 and a.MR <= 8 and KER.s_indf_mr[a.MR - 1] != NULL
+        flat = (a.NR == nr_of(<float*>NULL) and a.MR <= 8 and KER.s_indf_mr[a.MR - 1] != NULL
                 and a.g.kh * a.g.kw > 1 and flat_tiles_pay(&ps, a.NR))
     if flat:
         ps.tpr = 0

@@ -324,6 +324,11 @@ CNX_TARGET_AVX2 static inline __m256i cnx_lanes_avx2(int64_t a, int64_t e) {
     return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)a), iota),
                                _mm256_cmpgt_epi32(_mm256_set1_epi32((int)e), iota));
 }
+/* The lanes i < 8 whose bit i of m is set. */
+CNX_TARGET_AVX2 static inline __m256i cnx_bits_lanes_avx2(uint32_t m) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)m), bit), bit);
+}
 /* The even (odd) positions of the 16 floats a, b: a0 a2 a4 a6 b0 b2 b4 b6. */
 CNX_TARGET_AVX2 static inline __m256 cnx_even_ps_avx2(__m256 a, __m256 b) {
     return _mm256_castpd_ps(
@@ -541,6 +546,74 @@ CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r3, 3)
 CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r4, 4)
 CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r5, 5)
 CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r6, 6)
+#undef AEL
+#undef T
+
+/* AVX2 flat-tile kernels (see cnx_ukrf_s): the 6 x 2-vector float kernel;
+ * vector v is one plain load at off[2v] unless bit v of SV is set (the
+ * tile's vector v spans two rows), then two masked loads (lanes [0, la) of
+ * the first row, [la, cnt) of the next; ma and mb hold them) OR-ed.  On a
+ * 7x7 stem's 56-wide rows no vector spans (8 divides 56): every tile is
+ * 16 full columns where row tiles ran each row's last 8 on one vector. */
+#define CNX_YF_LOAD(v, am, bm)                                                 \
+    ((SV_ >> (v)) & 1                                                          \
+         ? _mm256_or_ps(_mm256_maskload_ps(bk + off[2 * (v)], am),             \
+                        _mm256_maskload_ps(bk + off[2 * (v) + 1], bm))         \
+         : _mm256_loadu_ps(bk + off[2 * (v)]))
+#define CNX_DEF_AVX2_F(NAME, MRV, SV)                                          \
+    CNX_TARGET_AVX2                                                            \
+    static void NAME(int64_t kc, const float *a, const float *b,               \
+                     const int64_t *boff, const int64_t *off, uint32_t ma,     \
+                     uint32_t mb, float *c, int64_t ldc, int mr, int nr,       \
+                     int accumulate, const float *bias) {                      \
+        __m256 r00 = _mm256_setzero_ps(), r01 = _mm256_setzero_ps();           \
+        __m256 r10 = _mm256_setzero_ps(), r11 = _mm256_setzero_ps();           \
+        __m256 r20 = _mm256_setzero_ps(), r21 = _mm256_setzero_ps();           \
+        __m256 r30 = _mm256_setzero_ps(), r31 = _mm256_setzero_ps();           \
+        __m256 r40 = _mm256_setzero_ps(), r41 = _mm256_setzero_ps();           \
+        __m256 r50 = _mm256_setzero_ps(), r51 = _mm256_setzero_ps();           \
+        int64_t k;                                                             \
+        const int full_ = nr == 16;                                            \
+        enum { MRV_ = MRV, SV_ = SV };                                         \
+        {                                                                      \
+            const __m256i a0 = cnx_bits_lanes_avx2(ma);                        \
+            const __m256i a1 = cnx_bits_lanes_avx2(ma >> 16);                  \
+            const __m256i c0 = cnx_bits_lanes_avx2(mb);                        \
+            const __m256i c1 = cnx_bits_lanes_avx2(mb >> 16);                  \
+            (void)a0; (void)a1; (void)c0; (void)c1;                            \
+            for (k = 0; k < kc; k++) {                                         \
+                const float *bk = b + boff[k];                                 \
+                __m256 b0 = CNX_YF_LOAD(0, a0, c0), b1 = CNX_YF_LOAD(1, a1, c1), t; \
+                CNX_Y_ROW(ps, _mm256_broadcast_ss, 0, r00, r01)                \
+                CNX_Y_ROW(ps, _mm256_broadcast_ss, 1, r10, r11)                \
+                CNX_Y_ROW(ps, _mm256_broadcast_ss, 2, r20, r21)                \
+                CNX_Y_ROW(ps, _mm256_broadcast_ss, 3, r30, r31)                \
+                CNX_Y_ROW(ps, _mm256_broadcast_ss, 4, r40, r41)                \
+                CNX_Y_ROW(ps, _mm256_broadcast_ss, 5, r50, r51)                \
+            }                                                                  \
+        }                                                                      \
+        {                                                                      \
+            CNX_Y_MASK_ps(8)                                                   \
+            CNX_Y_STORE(ps, 0, r00, r01, 8) CNX_Y_STORE(ps, 1, r10, r11, 8)    \
+            CNX_Y_STORE(ps, 2, r20, r21, 8) CNX_Y_STORE(ps, 3, r30, r31, 8)    \
+            CNX_Y_STORE(ps, 4, r40, r41, 8) CNX_Y_STORE(ps, 5, r50, r51, 8)    \
+        }                                                                      \
+    }
+
+#define T float
+#define AEL CNX_AEL_PACKED
+#define CNX_DEF_AVX2_F6(SUF, SV)                                               \
+    CNX_DEF_AVX2_F(cnx_ukr_s_avx2_f1##SUF, 1, SV)                              \
+    CNX_DEF_AVX2_F(cnx_ukr_s_avx2_f2##SUF, 2, SV)                              \
+    CNX_DEF_AVX2_F(cnx_ukr_s_avx2_f3##SUF, 3, SV)                              \
+    CNX_DEF_AVX2_F(cnx_ukr_s_avx2_f4##SUF, 4, SV)                              \
+    CNX_DEF_AVX2_F(cnx_ukr_s_avx2_f5##SUF, 5, SV)                              \
+    CNX_DEF_AVX2_F(cnx_ukr_s_avx2_f6##SUF, 6, SV)
+CNX_DEF_AVX2_F6(_s0, 0)
+CNX_DEF_AVX2_F6(_s1, 1)
+CNX_DEF_AVX2_F6(_s2, 2)
+CNX_DEF_AVX2_F6(_s3, 3)
+#undef CNX_DEF_AVX2_F6
 #undef AEL
 #undef T
 
@@ -1381,6 +1454,15 @@ static cnx_kernels cnx_select_kernels(void) {
         k.name = "avx512";
     } else if (isa == 1) {
         k.split2_s = cnx_split2_s_avx2;
+#define CNX_SET_F6(S, SUF)                                                     \
+        k.s_indf_mr[8 * S + 0] = cnx_ukr_s_avx2_f1##SUF;                       \
+        k.s_indf_mr[8 * S + 1] = cnx_ukr_s_avx2_f2##SUF;                       \
+        k.s_indf_mr[8 * S + 2] = cnx_ukr_s_avx2_f3##SUF;                       \
+        k.s_indf_mr[8 * S + 3] = cnx_ukr_s_avx2_f4##SUF;                       \
+        k.s_indf_mr[8 * S + 4] = cnx_ukr_s_avx2_f5##SUF;                       \
+        k.s_indf_mr[8 * S + 5] = cnx_ukr_s_avx2_f6##SUF;
+        CNX_SET_F6(0, _s0) CNX_SET_F6(1, _s1) CNX_SET_F6(2, _s2) CNX_SET_F6(3, _s3)
+#undef CNX_SET_F6
         k.s_ind2r_mr[0] = cnx_ukr_s_avx2_2r1; k.s_ind2r_mr[1] = cnx_ukr_s_avx2_2r2;
         k.s_ind2r_mr[2] = cnx_ukr_s_avx2_2r3; k.s_ind2r_mr[3] = cnx_ukr_s_avx2_2r4;
         k.s_ind2r_mr[4] = cnx_ukr_s_avx2_2r5; k.s_ind2r_mr[5] = cnx_ukr_s_avx2_2r6;

@@ -910,6 +910,7 @@ _FLAT_GEOMS = [
     ((1, 4, 10, 40), (3, 4, 2, 3), 1, (0, 1), 1),  # 40-wide rows, 3 channels
     ((2, 6, 9, 20), (10, 3, 3, 3), 1, 1, 2),       # groups, 20-wide rows
     ((2, 17, 7, 17), (9, 17, 3, 3), 1, 1, 1),      # K = 153, 17-wide rows: both vectors span
+    ((2, 4, 18, 9), (6, 4, 3, 3), 1, 0, 1),        # 7-wide rows: both 8-wide vectors span
 ]
 
 
@@ -928,6 +929,34 @@ def test_conv2d_flat_tiles(xs, ws, s, p, groups, dtype, rng, close, restore_thre
     for d in (1, 2):
         kw = dict(stride=s, padding=p, dilation=d, groups=groups)
         _conv_as_reference(x, wt, b, kw, dtype, rng, close)
+
+
+@pytest.mark.parametrize("xs,ws,s,p,groups", _FLAT_GEOMS)
+def test_flat_tiles_same_bits_as_row_tiles(xs, ws, s, p, groups, restore_threads):
+    """A float32 forward on flat tiles gives the bits of the same outputs
+    computed in a map whose rows are a multiple of 32 outputs wide (row
+    tiles, no row end inside a tile): the same zeros right of the input,
+    other values beyond them."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    ph, pw = (p, p) if isinstance(p, int) else p
+    ow = (xs[3] + 2 * pw - ws[3]) // s + 1
+    wide_ow = -(-ow // 32) * 32
+    while s * (wide_ow - 1) + ws[3] - 2 * pw < xs[3] + pw:
+        wide_ow += 32
+    width = s * (wide_ow - 1) + ws[3] - 2 * pw
+    wide = np.zeros(xs[:3] + (width,), np.float32)
+    wide[..., :xs[3]] = x
+    wide[..., xs[3] + pw:] = rng.standard_normal(xs[:3] + (width - xs[3] - pw,))
+    with cnnext.use_conv_algorithm("direct"):
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            y = F.conv2d(x, w, b, s, p, groups=groups)
+            got = F.conv2d(wide, w, b, s, p, groups=groups)
+            assert got.shape[3] == wide_ow
+            np.testing.assert_array_equal(y, got[..., :ow])
 
 
 @pytest.mark.parametrize("xs,ws,s,p,groups", [
@@ -1112,7 +1141,8 @@ def test_two_row_tiles_give_the_bits_of_the_other_kernels(geoms, tmp_path):
     are those tiles' results, and the result-channel kernel sums the taps
     in their order, one reduction block at a time: forward (with each fused
     activation, inf and NaN inputs included) and input gradient bitwise
-    those of the AVX2 kernels, which have none of them."""
+    those of the AVX2 kernels, whose tiles are half as wide (other tiles,
+    other kernels for the same results)."""
     from cnnext import _gemm
     if _gemm.isa() != "avx512":
         pytest.skip(f"this CPU runs {_gemm.isa()}: no two-row or flat-tile kernel")
