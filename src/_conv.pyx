@@ -101,7 +101,7 @@ cdef const cnx_kernels* KER = kernels()
 # AVX-512F.
 cdef cnx_pad_row_s PAD_ROW_S = cnx_pad_row_s_select()
 # The two column phases of a stride-2 input gradient stored interleaved
-# (gi_pair_task); NULL without AVX-512F.
+# (gi_pair_task); NULL without AVX2.
 cdef cnx_merge2x_s MERGE2X_S = cnx_merge2x_s_select()
 # float64 result rows stored with streaming stores; NULL without AVX-512F.
 cdef cnx_stream_rows_d STREAM_D = cnx_stream_rows_d_select()

@@ -15,9 +15,10 @@
  *     dst[r*ldd + 2k] = s0[r*lds + k], dst[r*ldd + 2k + 1] = s1[r*lds + k]
  * for r < rows, k < cols.
  *
- * The *_select() functions return them, or NULL where AVX-512F is not
- * available (or CNNEXT_ISA asks for less): the callers then keep the
- * general code.  Only values move: the results are the same either way.
+ * The *_select() functions return them, or NULL where AVX-512F (for
+ * cnx_merge2x_s, AVX2) is not available (or CNNEXT_ISA asks for less): the
+ * callers then keep the general code.  Only values move: the results are
+ * the same either way.
  */
 #ifndef CNNEXT_PREP_H
 #define CNNEXT_PREP_H
@@ -81,8 +82,37 @@ static void cnx_merge2x_s_avx512(const float *s0, const float *s1, int64_t lds, 
     }
 }
 
+/* AVX2: 8 values of each phase make two vectors of 16 interleaved ones. */
+CNX_TARGET_AVX2
+static void cnx_merge2x_s_avx2(const float *s0, const float *s1, int64_t lds, float *dst,
+                               int64_t ldd, int64_t rows, int64_t cols) {
+    int64_t r, k;
+    for (r = 0; r < rows; r++) {
+        const float *a_ = s0 + r * lds, *b_ = s1 + r * lds;
+        float *d_ = dst + r * ldd;
+        for (k = 0; k < cols; k += 8) {
+            int64_t m = cols - k < 8 ? cols - k : 8;
+            __m256 a, b, lo, hi;
+            if (m == 8) {
+                a = _mm256_loadu_ps(a_ + k);
+                b = _mm256_loadu_ps(b_ + k);
+            } else {
+                a = _mm256_maskload_ps(a_ + k, cnx_lanes_avx2(0, m));
+                b = _mm256_maskload_ps(b_ + k, cnx_lanes_avx2(0, m));
+            }
+            lo = _mm256_unpacklo_ps(a, b); /* a0 b0 a1 b1 | a4 b4 a5 b5 */
+            hi = _mm256_unpackhi_ps(a, b); /* a2 b2 a3 b3 | a6 b6 a7 b7 */
+            CNX_Y_STORE_N(ps, d_ + 2 * k, _mm256_permute2f128_ps(lo, hi, 0x20), 2 * m, 8);
+            if (m > 4)
+                CNX_Y_STORE_N(ps, d_ + 2 * k + 8, _mm256_permute2f128_ps(lo, hi, 0x31),
+                              2 * m - 8, 8);
+        }
+    }
+}
+
 static cnx_merge2x_s cnx_merge2x_s_select(void) {
-    return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_merge2x_s_avx512 : NULL;
+    int isa = cnx_isa_from_env(cnx_detect_isa());
+    return isa == 2 ? cnx_merge2x_s_avx512 : isa == 1 ? cnx_merge2x_s_avx2 : NULL;
 }
 
 static cnx_pad_row_s cnx_pad_row_s_select(void) {
