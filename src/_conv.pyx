@@ -2675,18 +2675,22 @@ def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
 
 # --------------------------------------------------------------------------
 # 3x3 stride-1 convolutions with padding 1 and few channels, read in place:
-# the direct AVX-512 kernel of src/cnnext_sameconv.h for the forward and the
-# stride-1 input gradient (the forward with the rotated, transposed kernel)
-# where same_fits says it beats the fused-im2col kernels.
+# the direct AVX-512 or AVX2 kernel of src/cnnext_sameconv.h for the forward
+# and the stride-1 input gradient (the forward with the rotated, transposed
+# kernel) where same_fits says it beats the fused-im2col kernels.
 # --------------------------------------------------------------------------
 
 cdef extern from "cnnext_sameconv.h" nogil:
-    void cnx_same3_panel_avx512(const float *xn, int64_t HW, int64_t W, int64_t C,
-                                const uint16_t *mt, const float *wp, const float *bias,
-                                int mc, float *out, int64_t ldo)
+    ctypedef void (*cnx_same3_fn)(const float *xn, int64_t HW, int64_t W, int64_t C,
+                                  const uint16_t *mt, const float *wp, const float *bias,
+                                  int mc, float *out, int64_t ldo)
+    cnx_same3_fn cnx_same3_select()
 
-# The kernel's panels of result channels.
-cdef Py_ssize_t SAME_MR = 8
+# The kernel (NULL: none on this CPU), its panels of result channels and
+# the positions of its vectors: AVX-512 8 and 16, AVX2 4 and 8.
+cdef cnx_same3_fn SAME_FN = cnx_same3_select()
+cdef Py_ssize_t SAME_MR = 8 if SMALL_AVX512 else 4
+cdef Py_ssize_t SAME_VL = 16 if SMALL_AVX512 else 8
 
 
 ctypedef struct SameArgs:
@@ -2705,12 +2709,14 @@ cdef bint same_fits(Py_ssize_t C, Py_ssize_t Co, Py_ssize_t H, Py_ssize_t W, Py_
     """True when a float32 convolution of one group at stride 1, undilated,
     runs on the in-place kernel: a 3x3 kernel with padding 1, 8 to 16 input
     channels (all taps in one KC block, so the same bits as the GEMM
-    kernels) and 8 or 16 result channels (full panels), on AVX-512F.
-    (Measured at one thread, batch 64: 16 -> 16 channels on 28x28 ran the
-    forward and the input gradient 8-15% faster, on 14x14 and 7x7 10-40%;
-    with 1 or 3 channels on either side, 5x5 kernels or 1x1 ones it was no
-    faster or slower.)"""
-    return (SMALL_AVX512 and 8 <= C <= 16 and (Co == 8 or Co == 16) and 9 * C <= KC
+    kernels) and 8 or 16 result channels (full panels), on AVX-512F or AVX2.
+    (Measured at one thread, batch 64, AVX-512: 16 -> 16 channels on 28x28
+    ran the forward and the input gradient 8-15% faster, on 14x14 and 7x7
+    10-40%; with 1 or 3 channels on either side, 5x5 kernels or 1x1 ones it
+    was no faster or slower.  AVX2, a Zen 3 core, the two builds
+    alternating: 16 -> 16 on 28x28 forward 6-8% faster, forward and both
+    gradients 12%, on 14x14 and 7x7 16%, 8 -> 8 on 28x28 18%.)"""
+    return (SAME_FN != NULL and 8 <= C <= 16 and (Co == 8 or Co == 16) and 9 * C <= KC
             and kh == 3 and kw == 3 and ph == 1 and pw == 1
             and OH == H and OW == W and H * W > 0)
 
@@ -2722,7 +2728,7 @@ cdef void same_task(const SameArgs* a, int tid) noexcept nogil:
     for t in range(t0, t1):
         n = t // a.npanel
         panel = t - n * a.npanel
-        cnx_same3_panel_avx512(a.x + n * a.C * a.HW, a.HW, a.W, a.C, a.mt,
+        SAME_FN(a.x + n * a.C * a.HW, a.HW, a.W, a.C, a.mt,
                                a.wp + panel * 9 * a.C * SAME_MR,
                                a.bias + panel * SAME_MR if a.bias != NULL else NULL,
                                <int>min(SAME_MR, a.Co - panel * SAME_MR),
@@ -2737,7 +2743,7 @@ cdef int same_run(const float* x, const float* weight, bint rotated, const float
     is (C, Co, 3, 3) and the convolution's is its transpose rotated by 180
     degrees (the input gradient of a convolution with it)."""
     cdef SameArgs a
-    cdef Py_ssize_t HW = H * W, nvec = cdiv(HW, 16), K = 9 * C, b, l, p, t, i, j, oh, ow
+    cdef Py_ssize_t HW = H * W, nvec = cdiv(HW, SAME_VL), K = 9 * C, b, l, p, t, i, j, oh, ow
     cdef uint16_t m
     a.N, a.C, a.Co, a.HW, a.W = N, C, Co, HW, W
     a.npanel = cdiv(Co, SAME_MR)
@@ -2754,8 +2760,8 @@ cdef int same_run(const float* x, const float* weight, bint rotated, const float
             for i in range(3):
                 for j in range(3):
                     m = 0
-                    for l in range(min(16, HW - 16 * b)):
-                        p = 16 * b + l
+                    for l in range(min(SAME_VL, HW - SAME_VL * b)):
+                        p = SAME_VL * b + l
                         oh = p // W + i - 1
                         ow = p - (p // W) * W + j - 1
                         if 0 <= oh < H and 0 <= ow < W:

@@ -984,9 +984,10 @@ def test_conv2d_flat_tiles_any_thread_count(xs, ws, s, p, groups, rng, close,
 
 
 # 3x3 convolutions at stride 1 and padding 1 with 8-16 channels each way,
-# run float32 on AVX-512 by the in-place kernel (masked loads for the
-# padding): blocks of three 16-position vectors inside the map and at its
-# top and bottom rows, a last one or two vectors, maps of one row or column.
+# run float32 on AVX-512 or AVX2 by the in-place kernel (masked loads for
+# the padding, or plain loads and column masks inside the map): blocks of
+# vectors inside the map and at its top and bottom rows, a last one or two
+# vectors, maps of one row or column.
 _SAME3_GEOMS = [
     ((2, 16, 28, 28), 16),   # resnet's 16 -> 16 on 28x28
     ((1, 8, 13, 7), 8),      # N = 1, odd sizes, a last partial vector

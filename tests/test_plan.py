@@ -100,12 +100,14 @@ def test_algorithm_choice_is_named_and_explained():
 
 
 def test_direct_plans_name_their_forward_kernel():
-    """The in-place 3x3 and result-channel kernels are the plan's record (on
-    AVX-512F; the tiles elsewhere), named in its reason too."""
+    """The in-place 3x3 (AVX-512F or AVX2) and result-channel (AVX-512F)
+    kernels are the plan's record (the tiles elsewhere), named in its
+    reason too."""
     avx512 = _conv.small_kernels()
+    vector = _gemm.isa() in ("avx512", "avx2")
     same = conv_plan((64, 16, 28, 28), (16, 16, 3, 3), p=1)
-    assert same.forward_kernel == ("in-place 3x3" if avx512 else "tiles")
-    assert ("in-place 3x3" in same.reason) == avx512
+    assert same.forward_kernel == ("in-place 3x3" if vector else "tiles")
+    assert ("in-place 3x3" in same.reason) == vector
     ocv = conv_plan((64, 32, 14, 14), (64, 32, 3, 3), s=2, p=1)
     assert ocv.forward_kernel in (("result-channel",) if avx512 else ("tiles", "result-channel"))
     assert conv_plan((64, 32, 14, 14), (64, 32, 3, 3), s=2, p=1, dtype=F64).forward_kernel == (
