@@ -106,8 +106,18 @@ PARALLEL_MIN_MACS = 1 << 24
 #: slower on two threads, 3.2 million 1.4x faster).
 PARALLEL_MIN_ELEMENTS = 1 << 20
 
-#: (PARALLEL_MIN_MACS, PARALLEL_MIN_ELEMENTS) as shipped.
-DEFAULT_PARALLEL_MIN = (PARALLEL_MIN_MACS, PARALLEL_MIN_ELEMENTS)
+#: Batch normalization's two passes each way (counted as twice its
+#: elements) run on one thread below this.  On 2 cores, right after a
+#: convolution on two threads (as in a training step): (64, 16, 28, 28)
+#: float32 ran its forward and backward 1.7-1.9x faster on two threads
+#: than on one; (64, 32, 14, 14) 1.2-1.3x (1.2-1.5x with an OpenMP runtime
+#: whose idle workers spin, PyTorch's); (64, 64, 7, 7) 0.9-1.5x, so it
+#: keeps one thread.
+BATCH_NORM_PARALLEL_MIN = 1 << 19
+
+#: (PARALLEL_MIN_MACS, PARALLEL_MIN_ELEMENTS, BATCH_NORM_PARALLEL_MIN) as
+#: shipped.
+DEFAULT_PARALLEL_MIN = (PARALLEL_MIN_MACS, PARALLEL_MIN_ELEMENTS, BATCH_NORM_PARALLEL_MIN)
 
 _CACHE: dict[Hashable, Any] = {}
 _CACHE_MAX = 512
@@ -1840,8 +1850,5 @@ def batch_norm_plan(
         method, why = "fused", "per channel: statistics, then the normalisation, in cache"
     # Two passes over the data each way (the statistics or the sums, then the
     # normalisation or the input gradient): counted as twice the elements.
-    # On 2 cores, (64, 16, 28, 28) float32 (0.8 million elements) ran its
-    # forward and backward 1.7-1.9x faster on two threads than on one; 0.4
-    # million 1.7x with the workers awake, 0.8x with them asleep.
-    threads = threads_for(2 * N * C * P, elements=True)
+    threads = 1 if 2 * N * C * P < BATCH_NORM_PARALLEL_MIN else _config.get_num_threads()
     return BatchNormPlan(fname, dtype, tuple(x_shape), (N, C, P), method, why, threads)

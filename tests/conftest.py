@@ -141,6 +141,7 @@ def small_parallel_thresholds(monkeypatch):
 
     monkeypatch.setattr(_plan, "PARALLEL_MIN_MACS", TEST_PARALLEL_MIN_MACS)
     monkeypatch.setattr(_plan, "PARALLEL_MIN_ELEMENTS", TEST_PARALLEL_MIN_ELEMENTS)
+    monkeypatch.setattr(_plan, "BATCH_NORM_PARALLEL_MIN", TEST_PARALLEL_MIN_ELEMENTS)
     _plan.forget()
     yield
     _plan.forget()

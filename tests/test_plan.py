@@ -651,10 +651,12 @@ def test_default_parallel_thresholds_keep_small_work_on_one_thread(monkeypatch, 
     6 -> 16 channels, 5x5 on 14x14: 7.7 million multiply-adds), dense layer
     and max pool run on one thread at two threads, where waking the second
     thread costs more than it saves; a large convolution (200 million) and
-    pool (3.2 million elements) use both."""
-    macs, elements = _plan.DEFAULT_PARALLEL_MIN
+    pool (3.2 million elements) use both; batch normalization from 0.26
+    million elements (a ResNet's (64, 32, 14, 14) stage)."""
+    macs, elements, batch_norm = _plan.DEFAULT_PARALLEL_MIN
     monkeypatch.setattr(_plan, "PARALLEL_MIN_MACS", macs)
     monkeypatch.setattr(_plan, "PARALLEL_MIN_ELEMENTS", elements)
+    monkeypatch.setattr(_plan, "BATCH_NORM_PARALLEL_MIN", batch_norm)
     _plan.forget()
     cnnext.set_num_threads(2)
     assert conv_plan((32, 6, 14, 14), (16, 6, 5, 5)).threads == 1
@@ -662,3 +664,5 @@ def test_default_parallel_thresholds_keep_small_work_on_one_thread(monkeypatch, 
     assert _plan.threads_for(32 * 400 * 120) == 1
     assert _plan.threads_for(32 * 6 * 28 * 28, elements=True) == 1
     assert _plan.threads_for(32 * 64 * 56 * 28, elements=True) == 2
+    assert _plan.batch_norm_plan("bn", (64, 32, 14, 14), F32, True).threads == 2
+    assert _plan.batch_norm_plan("bn", (64, 64, 7, 7), F32, True).threads == 1
