@@ -2729,10 +2729,10 @@ cdef void same_task(const SameArgs* a, int tid) noexcept nogil:
         n = t // a.npanel
         panel = t - n * a.npanel
         SAME_FN(a.x + n * a.C * a.HW, a.HW, a.W, a.C, a.mt,
-                               a.wp + panel * 9 * a.C * SAME_MR,
-                               a.bias + panel * SAME_MR if a.bias != NULL else NULL,
-                               <int>min(SAME_MR, a.Co - panel * SAME_MR),
-                               a.out + (n * a.Co + panel * SAME_MR) * a.HW, a.HW)
+                a.wp + panel * 9 * a.C * SAME_MR,
+                a.bias + panel * SAME_MR if a.bias != NULL else NULL,
+                <int>min(SAME_MR, a.Co - panel * SAME_MR),
+                a.out + (n * a.Co + panel * SAME_MR) * a.HW, a.HW)
 
 
 cdef int same_run(const float* x, const float* weight, bint rotated, const float* bias,
