@@ -412,17 +412,26 @@ CNX_TARGET_AVX2 static inline void cnx_transpose8_ps_avx2(__m256 r[8]) {
     __m256i m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nr),                    \
                                     _mm256_setr_epi64x(4, 5, 6, 7));
 
+/* The 6 x 2 accumulators of the AVX2 kernels, and one B row's FMAs into
+ * them (b0, b1 the row's vectors; t a scratch register). */
+#define CNX_Y_ZERO12(VT, SUF)                                                  \
+    VT r00 = _mm256_setzero_##SUF(), r01 = _mm256_setzero_##SUF();             \
+    VT r10 = _mm256_setzero_##SUF(), r11 = _mm256_setzero_##SUF();             \
+    VT r20 = _mm256_setzero_##SUF(), r21 = _mm256_setzero_##SUF();             \
+    VT r30 = _mm256_setzero_##SUF(), r31 = _mm256_setzero_##SUF();             \
+    VT r40 = _mm256_setzero_##SUF(), r41 = _mm256_setzero_##SUF();             \
+    VT r50 = _mm256_setzero_##SUF(), r51 = _mm256_setzero_##SUF();
+#define CNX_Y_ROWS6(SUF, BC)                                                   \
+    CNX_Y_ROW(SUF, BC, 0, r00, r01) CNX_Y_ROW(SUF, BC, 1, r10, r11)            \
+    CNX_Y_ROW(SUF, BC, 2, r20, r21) CNX_Y_ROW(SUF, BC, 3, r30, r31)            \
+    CNX_Y_ROW(SUF, BC, 4, r40, r41) CNX_Y_ROW(SUF, BC, 5, r50, r51)
+
 #define CNX_DEF_AVX2(NAME, T, VT, SUF, BC, W, BROW, APRE, AEL, MRV)           \
     CNX_TARGET_AVX2                                                            \
     static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
                      const int64_t *boff, T *c, int64_t ldc, int mr, int nr,   \
                      int accumulate, const T *bias) {                          \
-        VT r00 = _mm256_setzero_##SUF(), r01 = _mm256_setzero_##SUF();         \
-        VT r10 = _mm256_setzero_##SUF(), r11 = _mm256_setzero_##SUF();         \
-        VT r20 = _mm256_setzero_##SUF(), r21 = _mm256_setzero_##SUF();         \
-        VT r30 = _mm256_setzero_##SUF(), r31 = _mm256_setzero_##SUF();         \
-        VT r40 = _mm256_setzero_##SUF(), r41 = _mm256_setzero_##SUF();         \
-        VT r50 = _mm256_setzero_##SUF(), r51 = _mm256_setzero_##SUF();         \
+        CNX_Y_ZERO12(VT, SUF)                                                  \
         int64_t k;                                                             \
         const int full_ = nr == 2 * (W);                                       \
         enum { MRV_ = MRV };                                                   \
@@ -441,9 +450,7 @@ CNX_TARGET_AVX2 static inline void cnx_transpose8_ps_avx2(__m256 r[8]) {
                 const T *bk = BROW(2 * (W));                                   \
                 VT b0 = _mm256_loadu_##SUF(bk),                                \
                    b1 = _mm256_loadu_##SUF(bk + (W)), t;                       \
-                CNX_Y_ROW(SUF, BC, 0, r00, r01) CNX_Y_ROW(SUF, BC, 1, r10, r11) \
-                CNX_Y_ROW(SUF, BC, 2, r20, r21) CNX_Y_ROW(SUF, BC, 3, r30, r31) \
-                CNX_Y_ROW(SUF, BC, 4, r40, r41) CNX_Y_ROW(SUF, BC, 5, r50, r51) \
+                CNX_Y_ROWS6(SUF, BC)                                           \
             }                                                                  \
         }                                                                      \
         {                                                                      \
@@ -514,24 +521,14 @@ CNX_DEF_AVX2(cnx_ukr_d_avx2_inda, double, __m256d, pd, _mm256_broadcast_sd, 4, C
                      const int64_t *boff, int64_t b2, float *c, int64_t ldc,   \
                      int64_t c2, int mr, int nr, int nr2, int accumulate,      \
                      const float *bias) {                                      \
-        __m256 r00 = _mm256_setzero_ps(), r01 = _mm256_setzero_ps();           \
-        __m256 r10 = _mm256_setzero_ps(), r11 = _mm256_setzero_ps();           \
-        __m256 r20 = _mm256_setzero_ps(), r21 = _mm256_setzero_ps();           \
-        __m256 r30 = _mm256_setzero_ps(), r31 = _mm256_setzero_ps();           \
-        __m256 r40 = _mm256_setzero_ps(), r41 = _mm256_setzero_ps();           \
-        __m256 r50 = _mm256_setzero_ps(), r51 = _mm256_setzero_ps();           \
+        CNX_Y_ZERO12(__m256, ps)                                               \
         __m256i m0 = cnx_lanes_avx2(0, nr), m1 = cnx_lanes_avx2(0, nr2);       \
         int64_t k;                                                             \
         enum { MRV_ = MRV };                                                   \
         for (k = 0; k < kc; k++) {                                             \
             const float *bk = b + boff[k];                                     \
             __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + b2), t; \
-            CNX_Y_ROW(ps, _mm256_broadcast_ss, 0, r00, r01)                    \
-            CNX_Y_ROW(ps, _mm256_broadcast_ss, 1, r10, r11)                    \
-            CNX_Y_ROW(ps, _mm256_broadcast_ss, 2, r20, r21)                    \
-            CNX_Y_ROW(ps, _mm256_broadcast_ss, 3, r30, r31)                    \
-            CNX_Y_ROW(ps, _mm256_broadcast_ss, 4, r40, r41)                    \
-            CNX_Y_ROW(ps, _mm256_broadcast_ss, 5, r50, r51)                    \
+            CNX_Y_ROWS6(ps, _mm256_broadcast_ss)                               \
         }                                                                      \
         CNX_Y2_STORE(0, r00, r01) CNX_Y2_STORE(1, r10, r11)                    \
         CNX_Y2_STORE(2, r20, r21) CNX_Y2_STORE(3, r30, r31)                    \
@@ -566,12 +563,7 @@ CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r6, 6)
                      const int64_t *boff, const int64_t *off, uint32_t ma,     \
                      uint32_t mb, float *c, int64_t ldc, int mr, int nr,       \
                      int accumulate, const float *bias) {                      \
-        __m256 r00 = _mm256_setzero_ps(), r01 = _mm256_setzero_ps();           \
-        __m256 r10 = _mm256_setzero_ps(), r11 = _mm256_setzero_ps();           \
-        __m256 r20 = _mm256_setzero_ps(), r21 = _mm256_setzero_ps();           \
-        __m256 r30 = _mm256_setzero_ps(), r31 = _mm256_setzero_ps();           \
-        __m256 r40 = _mm256_setzero_ps(), r41 = _mm256_setzero_ps();           \
-        __m256 r50 = _mm256_setzero_ps(), r51 = _mm256_setzero_ps();           \
+        CNX_Y_ZERO12(__m256, ps)                                               \
         int64_t k;                                                             \
         const int full_ = nr == 16;                                            \
         enum { MRV_ = MRV, SV_ = SV };                                         \
@@ -584,12 +576,7 @@ CNX_DEF_AVX2_2R(cnx_ukr_s_avx2_2r6, 6)
             for (k = 0; k < kc; k++) {                                         \
                 const float *bk = b + boff[k];                                 \
                 __m256 b0 = CNX_YF_LOAD(0, a0, c0), b1 = CNX_YF_LOAD(1, a1, c1), t; \
-                CNX_Y_ROW(ps, _mm256_broadcast_ss, 0, r00, r01)                \
-                CNX_Y_ROW(ps, _mm256_broadcast_ss, 1, r10, r11)                \
-                CNX_Y_ROW(ps, _mm256_broadcast_ss, 2, r20, r21)                \
-                CNX_Y_ROW(ps, _mm256_broadcast_ss, 3, r30, r31)                \
-                CNX_Y_ROW(ps, _mm256_broadcast_ss, 4, r40, r41)                \
-                CNX_Y_ROW(ps, _mm256_broadcast_ss, 5, r50, r51)                \
+                CNX_Y_ROWS6(ps, _mm256_broadcast_ss)                           \
             }                                                                  \
         }                                                                      \
         {                                                                      \
