@@ -110,8 +110,8 @@ PARALLEL_MIN_ELEMENTS = 1 << 20
 #: elements) run on one thread below this.  On 2 cores, right after a
 #: convolution on two threads (as in a training step): (64, 16, 28, 28)
 #: float32 ran its forward and backward 1.7-1.9x faster on two threads
-#: than on one; (64, 32, 14, 14) 1.2-1.3x (1.2-1.5x with an OpenMP runtime
-#: whose idle workers spin, PyTorch's); (64, 64, 7, 7) 0.9-1.5x, so it
+#: than on one; (64, 32, 14, 14) 1.1-1.3x (1.2-1.5x with an OpenMP runtime
+#: whose idle workers spin, PyTorch's); (64, 64, 7, 7) 0.9-1.6x, so it
 #: keeps one thread.
 BATCH_NORM_PARALLEL_MIN = 1 << 19
 
