@@ -218,26 +218,15 @@ static void cnx_same3_panel_avx2(const float *xn, int64_t HW, int64_t W, int64_t
         cnx_same3_block_avx2(xn, p0, HW, W, C, mt, wp, bias, mc, out, ldo, 1, 1);
 }
 
-#else /* not x86: never selected (cnx_smallconv_avx512() is 0) */
-
-static void cnx_same3_panel_avx512(const float *xn, int64_t HW, int64_t W, int64_t C,
-                                   const uint16_t *mt, const float *wp, const float *bias,
-                                   int mc, float *out, int64_t ldo) {
-    (void)xn; (void)HW; (void)W; (void)C; (void)mt; (void)wp; (void)bias; (void)mc;
-    (void)out; (void)ldo;
-}
-static void cnx_same3_panel_avx2(const float *xn, int64_t HW, int64_t W, int64_t C,
-                                 const uint16_t *mt, const float *wp, const float *bias,
-                                 int mc, float *out, int64_t ldo) {
-    cnx_same3_panel_avx512(xn, HW, W, C, mt, wp, bias, mc, out, ldo);
-}
-
-#endif
-
 /* The kernel of this CPU (and CNNEXT_ISA): AVX-512's, AVX2's or NULL. */
 static cnx_same3_fn cnx_same3_select(void) {
     int isa = cnx_isa_from_env(cnx_detect_isa());
     return isa == 2 ? cnx_same3_panel_avx512 : isa == 1 ? cnx_same3_panel_avx2 : NULL;
 }
 
+#else /* not x86: no kernel */
+
+static cnx_same3_fn cnx_same3_select(void) { return NULL; }
+
+#endif
 #endif
