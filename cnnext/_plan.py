@@ -152,10 +152,12 @@ def forget() -> None:
     _CACHE.clear()
 
 
-def threads_for(work: int, elements: bool = False) -> int:
+def threads_for(work: int, elements: bool = False, minimum: int | None = None) -> int:
     """The kernel thread count for ``work``: multiply-adds, or with
-    ``elements`` the elements of memory-bound work."""
-    minimum = PARALLEL_MIN_ELEMENTS if elements else PARALLEL_MIN_MACS
+    ``elements`` the elements of memory-bound work (``minimum``: a
+    threshold of the caller's own instead)."""
+    if minimum is None:
+        minimum = PARALLEL_MIN_ELEMENTS if elements else PARALLEL_MIN_MACS
     return 1 if work < minimum else _config.get_num_threads()
 
 
@@ -1850,5 +1852,5 @@ def batch_norm_plan(
         method, why = "fused", "per channel: statistics, then the normalisation, in cache"
     # Two passes over the data each way (the statistics or the sums, then the
     # normalisation or the input gradient): counted as twice the elements.
-    threads = 1 if 2 * N * C * P < BATCH_NORM_PARALLEL_MIN else _config.get_num_threads()
+    threads = threads_for(2 * N * C * P, minimum=BATCH_NORM_PARALLEL_MIN)
     return BatchNormPlan(fname, dtype, tuple(x_shape), (N, C, P), method, why, threads)
