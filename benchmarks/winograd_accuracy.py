@@ -5,8 +5,10 @@ For 3x3 and 5x5 stride-1 convolutions with 32-512 channels on realistic data
 1/sqrt(fan_in)), prints the relative RMS error ``||r - ref|| / ||ref||``
 of the float32 forward pass, input gradient and weight gradient against
 the float64 result (cnnext's float64 direct kernels), for each algorithm,
-and their ratio.  ``cnnext.set_conv_algorithm("auto")`` picks Winograd only
-where this ratio stays within 4.  The dilated cases (padding = dilation)
+and their ratio, and the output tile of the Winograd forward pass and input
+gradient (F(2x2, 3x3) or F(4x4, 3x3), as the plan chose it).
+``cnnext.set_conv_algorithm("auto")`` picks Winograd only where this ratio
+stays within 4.  The dilated cases (padding = dilation)
 run Winograd on the dilation phases, the 5x5 ones (padding 2) on four
 shifted views, their weight gradient direct (``set_conv_algorithm("winograd")``).
 
@@ -18,6 +20,7 @@ import numpy as np
 
 import cnnext
 from cnnext import functional as F
+from cnnext.functional.conv import _conv2d_plan
 
 # (N, C, H = W, dilation, kernel); padding = dilation (3x3) or 2 (5x5)
 CASES = [(8, 64, 56, 1, 3), (8, 128, 28, 1, 3), (8, 256, 14, 1, 3), (8, 512, 7, 1, 3),
@@ -29,13 +32,23 @@ def rel_rms(a, ref):
     return float(np.sqrt(np.mean((a - ref) ** 2) / np.mean(ref**2)))
 
 
+def winograd_tiles(x, w, kw):
+    """The plan's F(m x m, 3x3) tiles (forward, input gradient), as text."""
+    with cnnext.use_conv_algorithm("winograd"):
+        plan = _conv2d_plan("conv2d", x, w, None, x.dtype, 1, kw["padding"], kw["dilation"], 1)
+    plan = plan.phase_plan or plan
+    if plan.method != "winograd":
+        return "2x2"  # 5x5: four shifted views of F(2x2, 3x3)
+    return ", ".join(f"{m}x{m}" for m in plan.winograd_tiles)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    print("| N, C, H=W | result | direct | winograd | winograd / direct |")
-    print("|---|---|---:|---:|---:|")
+    print("| N, C, H=W | Winograd tile | result | direct | winograd | winograd / direct |")
+    print("|---|---|---|---:|---:|---:|")
     for n, c, hw, dil, k in CASES:
         kw = {"padding": dil if k == 3 else 2, "dilation": dil}
         x = rng.standard_normal((n, c, hw, hw))
@@ -44,6 +57,7 @@ def main() -> None:
         with cnnext.use_conv_algorithm("direct"):
             ref = (F.conv2d(x, w, **kw),) + F.conv2d_backward(g, x, w, **kw)[:2]
         x32, w32, g32 = (a.astype(np.float32) for a in (x, w, g))
+        tiles = winograd_tiles(x32, w32, kw)
         err = {}
         for alg in ("direct", "winograd"):
             with cnnext.use_conv_algorithm(alg):
@@ -53,7 +67,7 @@ def main() -> None:
             d, wg = err["direct"][i], err["winograd"][i]
             case = (f"{n}, {c}, {hw}" + (f" (dilation {dil})" if dil > 1 else "")
                     + (f" ({k}x{k})" if k != 3 else ""))
-            print(f"| {case} | {what} | {d:.2e} | {wg:.2e} | {wg / d:.2f} |")
+            print(f"| {case} | {tiles} | {what} | {d:.2e} | {wg:.2e} | {wg / d:.2f} |")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     float32 3x3 convolutions at stride 1 (``_winograd``): Winograd's
     F(2x2, 3x3) for the forward pass, the input gradient (the forward
     kernel on the upstream gradient with the rotated, transposed filters)
-    and the weight gradient; chosen by :func:`_conv_method` from the
+    and the weight gradient; F(4x4, 3x3) for the forward pass and the input
+    gradient of layers with enough channels (``plan.winograd_tiles``, see
+    :func:`_winograd_tile`); chosen by :func:`_conv_method` from the
     :func:`cnnext.set_conv_algorithm` setting in force (``plan.algorithm``).
 ``winograd-5x5``
     float32 5x5 convolutions at stride 1 (padding at most 2): the 3x3
@@ -231,19 +233,20 @@ def _winograd5_filters(weight: FloatArray, threads: int = 1) -> FloatArray | Non
 
 
 def _winograd_filters(
-    weight: FloatArray, adjoint: bool = False, threads: int = 1
+    weight: FloatArray, adjoint: bool = False, threads: int = 1, tile: int = 2
 ) -> FloatArray | None:
     """The packed Winograd transform of a float32 3x3 ``weight`` (the
-    kernel's filter operand): 16 rows (points) of C_out/MR panels of
-    (C, MR), a cache line longer than they need (see
-    ``_winograd.winograd_filters``); with ``adjoint``, of the input
-    gradient's filters (transposed, rotated by 180 degrees); None if the
-    weight holds inf/NaN.  On up to ``threads`` threads from
+    kernel's filter operand) for F(tile x tile, 3x3): 16 (36 for tile 4)
+    rows (points) of C_out/MR panels of (C, MR), a cache line longer than
+    they need (see ``_winograd.winograd_filters``); with ``adjoint``, of the
+    input gradient's filters (transposed, rotated by 180 degrees); None if
+    the weight holds inf/NaN.  On up to ``threads`` threads from
     ``WINOGRAD_FILTER_PARALLEL`` filters (the same result)."""
     Co, C = weight.shape[1::-1] if adjoint else weight.shape[:2]
-    upk = np.empty((16, -(-Co // _WG_MR) * _WG_MR * C + 16), dtype=np.float32)
+    upk = np.empty(((tile + 2) ** 2, -(-Co // _WG_MR) * _WG_MR * C + 16), dtype=np.float32)
     nt = _filter_threads(weight, threads)
-    return upk if _winograd.winograd_filters(weight, upk, adjoint, nt) else None
+    transform = _winograd.winograd4_filters if tile == 4 else _winograd.winograd_filters
+    return upk if transform(weight, upk, adjoint, nt) else None
 
 
 def _filter_threads(weight: FloatArray, threads: int) -> int:
@@ -481,6 +484,10 @@ class ConvPlan:
     #: channel"``, the kernel holding output channels in its vector lanes),
     #: without a fused activation; "" for the other methods.
     forward_kernel: str = ""
+    #: ``winograd``: the output tile side m of Winograd's F(m x m, 3x3) in
+    #: the forward pass and in the input gradient (2 or 4, see
+    #: :func:`_winograd_tile`); the weight gradient runs F(2x2, 3x3).
+    winograd_tiles: Pair = (2, 2)
 
     @property
     def unbatched(self) -> bool:
@@ -740,15 +747,16 @@ class ConvPlan:
     def _winograd_forward(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
     ) -> FloatArray:
-        """y by Winograd's F(2x2, 3x3); the direct kernel when the weight
-        holds inf/NaN, or when the result does (an inf/NaN input always
-        reaches it, and Winograd's transforms would spread it to the
-        neighbouring outputs, as inf - inf = NaN)."""
+        """y by Winograd's F(m x m, 3x3), m = ``winograd_tiles[0]``; the
+        direct kernel when the weight holds inf/NaN, or when the result does
+        (an inf/NaN input always reaches it, and Winograd's transforms would
+        spread it to the neighbouring outputs, as inf - inf = NaN)."""
         y = np.empty(self.out4, dtype=self.dtype)
-        upk = _winograd_filters(weight, threads=self.threads)
+        tile = self.winograd_tiles[0]
+        upk = _winograd_filters(weight, threads=self.threads, tile=tile)
         if upk is not None:
-            _winograd.winograd_forward(x, upk, bias, y, self.padding[0], self.padding[1],
-                                       self.threads)
+            run = _winograd.winograd4_forward if tile == 4 else _winograd.winograd_forward
+            run(x, upk, bias, y, self.padding[0], self.padding[1], self.threads)
         if upk is None or not _winograd.all_finite(y.reshape(-1)):
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
@@ -781,15 +789,17 @@ class ConvPlan:
         self, g: FloatArray, weight: FloatArray, threads: int | None = None
     ) -> FloatArray:
         """grad_x = the full convolution of g with the rotated kernel: the
-        Winograd forward kernel with padding 2 - p, on ``threads`` (default:
-        the plan's); the direct algorithm when the weight or the result
-        holds inf/NaN (see _winograd_forward)."""
+        Winograd forward kernel (F(m x m, 3x3), m = ``winograd_tiles[1]``)
+        with padding 2 - p, on ``threads`` (default: the plan's); the direct
+        algorithm when the weight or the result holds inf/NaN (see
+        _winograd_forward)."""
         nt = self.threads if threads is None else threads
         gx = np.empty(self.x4, dtype=self.dtype)
-        upk = _winograd_filters(weight, adjoint=True, threads=nt)
+        tile = self.winograd_tiles[1]
+        upk = _winograd_filters(weight, adjoint=True, threads=nt, tile=tile)
         if upk is not None:
-            _winograd.winograd_forward(g, upk, None, gx, 2 - self.padding[0],
-                                       2 - self.padding[1], nt)
+            run = _winograd.winograd4_forward if tile == 4 else _winograd.winograd_forward
+            run(g, upk, None, gx, 2 - self.padding[0], 2 - self.padding[1], nt)
         if upk is None or not _winograd.all_finite(gx.reshape(-1)):
             return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,
                               self.dilation, "full-rotated", self.threads)
@@ -993,6 +1003,41 @@ WINOGRAD_PARALLEL_TILES = 256
 WINOGRAD_PHASES_CHANNELS = 128
 WINOGRAD_PHASES_TILES = 2048
 WINOGRAD_SPLIT_MIN_MAP = 8
+
+
+#: Winograd F(4x4, 3x3) (36 multiplications per 4x4 output tile and channel
+#: pair, against F(2x2, 3x3)'s 64) runs a ``winograd`` convolution's forward
+#: pass (and its input gradient) with ``WINOGRAD4_MIN_CHANNELS`` to
+#: ``WINOGRAD4_MAX_FILTERS`` filters (input times output channels), maps of
+#: at least ``WINOGRAD4_MIN_MAP`` outputs a side and ``WINOGRAD4_MIN_TILES``
+#: 4x4 output tiles per thread.  Measured on a Zen 3 core, forward time
+#: against F(2x2, 3x3)'s (filter transforms included), one thread: 64 ->
+#: 64 channels on 16x16 (batch 8) 0.88, 28x28 (batch 32) 0.70-0.77, 56x56
+#: (batch 8) 0.71-0.75, 128 -> 128 on 28x28 (batch 8) 0.72-0.77; 14x14
+#: (batch 8) 0.96-1.05, 7x7 to 12x12 1.1-2.0 (F(2x2, 3x3) has kernels for
+#: small maps), 49 tiles (28x28, batch 1) 1.05-1.25; 256 -> 256 on 14x14
+#: 1.06-1.24 (the filter transform, 36 points per filter in float64,
+#: weighs more).  Two threads: 16x16 (batch 8, 128 tiles) 1.15, 20x20
+#: (200 tiles) 0.89, 28x28 (batch 8) 0.81.  Its float32 error is larger
+#: (see ``_winograd.KC4``): on unit-variance data with weights scaled by
+#: 1/sqrt(fan_in), 3.0-3.2x the direct algorithm's relative RMS error at
+#: 64 and 128 channels (``benchmarks/winograd_accuracy.py``), within the
+#: 4x that ``"auto"`` allows; at 32 channels it was 3.9x.
+WINOGRAD4_MIN_CHANNELS = 64
+WINOGRAD4_MAX_FILTERS = 128 * 128
+WINOGRAD4_MIN_MAP = 16
+WINOGRAD4_MIN_TILES = 128
+
+
+def _winograd_tile(N: int, C: int, Co: int, OH: int, OW: int, threads: int) -> int:
+    """The output tile side (2 or 4) of a float32 3x3 stride-1 Winograd
+    convolution of ``C -> Co`` channels onto N ``OH x OW`` maps on
+    ``threads`` threads (see ``WINOGRAD4_MIN_CHANNELS``)."""
+    tiles = N * -(-OH // 4) * -(-OW // 4)
+    if (min(C, Co) >= WINOGRAD4_MIN_CHANNELS and C * Co <= WINOGRAD4_MAX_FILTERS
+            and min(OH, OW) >= WINOGRAD4_MIN_MAP and tiles >= WINOGRAD4_MIN_TILES * threads):
+        return 4
+    return 2
 
 
 def _winograd_obstacle(
@@ -1238,15 +1283,22 @@ def conv2d_plan(
         gi_why = gw_why = "Winograd F(2x2, 3x3) on the stacked phases: see phase_plan"
         tasks, threads = phase_plan.grad_weight_tasks, phase_plan.threads
         scratch = phase_plan.scratch_bytes
+    winograd_tiles: Pair = (2, 2)
     if method == "winograd":
-        gi = gw = "winograd"
-        gi_why = "Winograd F(2x2, 3x3) on g with the rotated, transposed filters"
-        gw_why = "Winograd F(2x2, 3x3): per-point products of transformed g and x"
         if N * -(-OH // 2) * -(-OW // 2) < WINOGRAD_PARALLEL_TILES:
             threads = 1
+        winograd_tiles = (_winograd_tile(N, C, Co, OH, OW, threads),
+                          _winograd_tile(N, Co, C, H, W, threads))
+        if winograd_tiles[0] == 4:
+            why = why.replace("F(2x2, 3x3)", "F(4x4, 3x3)")
+        gi = gw = "winograd"
+        m = winograd_tiles[1]
+        gi_why = f"Winograd F({m}x{m}, 3x3) on g with the rotated, transposed filters"
+        gw_why = "Winograd F(2x2, 3x3): per-point products of transformed g and x"
         tasks = _winograd.weight_grad_threads(N, OH, OW, threads, Co, C)
         tb, Cmax = _winograd.tile_block(), max(C, Co) + MR
-        scratch = (threads * 16 * tb * (1 + 2 * Cmax) + 16 * Cmax * Cmax * (1 + tasks)) * 4
+        xi = 36 if 4 in winograd_tiles else 16
+        scratch = (threads * xi * tb * (1 + 2 * Cmax) + xi * Cmax * Cmax * (1 + tasks)) * 4
     if method == "winograd-5x5":
         gtiles = N * -(-H // 2) * -(-W // 2)
         if min(p) >= 2 and (algorithm == "winograd" or _winograd5_pays(Co, C, gtiles)):
@@ -1293,7 +1345,7 @@ def conv2d_plan(
         (N, C, H, W), (N, Co, OH, OW), kernel_args,
         groups=groups, pad_extra=pad_extra, group_plan=group_plan, algorithm=algorithm,
         phase_plan=phase_plan, phase_pad=phase_pad, phase_split=phase_split, sub_plan=sub_plan,
-        forward_kernel=fk,
+        forward_kernel=fk, winograd_tiles=winograd_tiles,
     )
 
 

@@ -24,6 +24,19 @@ def winograd_forward(
     pw: int,
     n_threads: int,
 ) -> None: ...
+def winograd4_forward(
+    x: _F32,
+    upk: _F32,
+    bias: _F32 | None,
+    out: _F32,
+    ph: int,
+    pw: int,
+    n_threads: int,
+) -> None: ...
+def winograd4_filters(
+    w: _F32, upk: _F32, adjoint: bool = ..., n_threads: int = ...
+) -> bool: ...
+def w4_isa() -> str: ...
 def winograd_forward_quad(
     x: _F32,
     upk: _F32,

@@ -52,6 +52,12 @@ Design:
   module (``src/cnnext_winograd.h``; 8x16 or 8x32 for a block's last,
   narrower panel) multiplies them by the transformed input, elsewhere the
   GEMM micro-kernel of ``_gemm``.
+* **F(4x4, 3x3)** (``winograd4_forward``, ``winograd4_filters``): the
+  same blocks, products and threads with 4x4 output tiles from 6x6 input
+  tiles, 36 points (``src/cnnext_winograd4.h``: per run of tiles, the
+  input transform read in place and the output transform that stores the
+  outputs, no scatter step); the products sum the channels in runs of
+  ``KC4`` (its accuracy).  Forward pass and input gradient only.
 * **Forward** blocks are handed out one at a time by a ``prange``
   (dynamic: a few blocks over two threads stay balanced, as does a thread
   that waits for its core); each block is computed the same way whichever
@@ -144,6 +150,25 @@ cdef extern from "cnnext_winograd.h" nogil:
 
 cdef cnx_wg_kernels WG = cnx_wg_select()
 
+cdef extern from "cnnext_winograd4.h" nogil:
+    ctypedef void (*cnx_w4_input_fn)(const float* plane, int64_t H, int64_t W, int64_t iy0,
+                                     int64_t ix0, int64_t cnt, float* v,
+                                     int64_t sxi) noexcept nogil
+    ctypedef void (*cnx_w4_output_fn)(const float* m, int64_t sxi, int64_t cnt, float b,
+                                      float* out, int64_t OH, int64_t OW, int64_t oy0,
+                                      int64_t ox0) noexcept nogil
+    ctypedef struct cnx_w4_kernels:
+        cnx_w4_input_fn input
+        cnx_w4_output_fn output
+        const char* name
+    cnx_w4_kernels cnx_w4_select() noexcept nogil
+    enum: CNX_W4_FC
+    void cnx_w4_filters(const float* w, int64_t Co, int64_t C, int adjoint, int64_t MR,
+                        int64_t p0, int64_t p1, float* upk, int64_t su,
+                        float* tmp) noexcept nogil
+
+cdef cnx_w4_kernels W4 = cnx_w4_select()
+
 cdef extern from "cnnext_wgpool.h" nogil:
     ctypedef int (*cnx_wgp_output_pool)(const float* m, int64_t sxi, int64_t n, float b,
                                         float* out) noexcept nogil
@@ -168,6 +193,12 @@ cdef enum:
     # between threads by output channels rather than summed from one
     # partial per thread (measured at 256 -> 256 channels, 4 MB).
     PANEL_SPLIT_BYTES = 2 << 20
+    # F(4x4, 3x3)'s products sum at most this many input channels in one
+    # run of the micro-kernel, then add the partial sums: its float32 error
+    # grows with the length of the run (measured on unit-variance data, 64
+    # and 128 channels: 3.0-3.2x the direct algorithm's RMS error with runs
+    # of 32, 3.9-4.2x with 64, 5.3-5.4x with 128), at 5-15% more time.
+    KC4 = 32
 
 
 def isa():
@@ -184,16 +215,17 @@ cdef Py_ssize_t max_panels() noexcept nogil:
     return 3 if WG.ukr != NULL else 4
 
 
-cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t rows) noexcept nogil:
+cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t rows,
+                            Py_ssize_t xi=XI) noexcept nogil:
     """Tiles per work unit for T tiles, nt threads and ``rows`` channels of
     transformed input plus products per tile (C + Cop; 0 for no limit): up
     to ``max_panels`` panels, fewer when the batch is small, so that each
     thread gets about two blocks (and little of the last panel is padding),
-    and fewer when the block's 16 points of V and M would pass L2_BLOCK
+    and fewer when the block's ``xi`` points of V and M would pass L2_BLOCK
     bytes (they are written and read back from L2)."""
     cdef Py_ssize_t cap = max_panels()
     if rows > 0:
-        cap = max(1, min(cap, L2_BLOCK // (XI * rows * panel_lanes() * <Py_ssize_t>sizeof(float))))
+        cap = max(1, min(cap, L2_BLOCK // (xi * rows * panel_lanes() * <Py_ssize_t>sizeof(float))))
     return max(1, min(cap, T // (2 * nt * panel_lanes()))) * panel_lanes()
 
 
@@ -216,6 +248,9 @@ ctypedef struct Args:
     # winograd_forward_quad).
     Py_ssize_t Cv
     bint quad
+    # Output tile side m (2: F(2x2, 3x3); 4: F(4x4, 3x3), forward only) and
+    # transform points xi = (m + 2)**2.
+    Py_ssize_t m, xi
     Py_ssize_t th, tw, T, tb, blocks, MR, NR
     Py_ssize_t PN            # tiles per panel of the forward products
     Py_ssize_t sv, sm        # point strides of V (C*tb) and of the products, plus a line
@@ -256,12 +291,12 @@ cdef Py_ssize_t segments(const Args* a, Py_ssize_t t0, Py_ssize_t nv,
 
 
 cdef void zero_tail(float* V, Py_ssize_t sxi, Py_ssize_t sp, Py_ssize_t sr, Py_ssize_t rows,
-                    Py_ssize_t nv, Py_ssize_t tb, Py_ssize_t NR) noexcept nogil:
-    """Lanes [nv, tb) of every point and row of V (point stride sxi, panel
-    stride sp, row stride sr): zeros, so that a block past the last tile
-    adds nothing (and reads no stale inf/NaN)."""
+                    Py_ssize_t nv, Py_ssize_t tb, Py_ssize_t NR, Py_ssize_t nxi) noexcept nogil:
+    """Lanes [nv, tb) of every point (``nxi``) and row of V (point stride
+    sxi, panel stride sp, row stride sr): zeros, so that a block past the
+    last tile adds nothing (and reads no stale inf/NaN)."""
     cdef Py_ssize_t xi, r, l, n
-    for xi in range(XI):
+    for xi in range(nxi):
         for r in range(rows):
             l = nv
             while l < tb:  # one memset per panel
@@ -317,6 +352,32 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
                 j += n
 
 
+cdef void transform_input4(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* V,
+                           Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
+    """transform_input for F(4x4, 3x3): V[xi, c] = B^T d B of the block's
+    6x6 input tiles (36 points), read from the plane in place."""
+    cdef Py_ssize_t c, i, j, n, l, cnt, pos
+    cdef const float* plane
+    for c in range(a.C):
+        if c + 1 < a.C:  # the next channel's rows, while this one is transformed
+            for i in range(nseg):
+                cnx_wg_prefetch(a.x + (seg[5 * i] * a.C + c + 1) * a.H * a.W, a.H, a.W,
+                                seg[5 * i + 1] * 4 - a.ph, seg[5 * i + 2] * 4 - a.pw,
+                                4 * seg[5 * i + 3] + 2, 6)
+        for i in range(nseg):
+            cnt = seg[5 * i + 3]
+            pos = seg[5 * i + 4]
+            plane = a.x + (seg[5 * i] * a.C + c) * a.H * a.W
+            j = 0
+            while j < cnt:  # the run's lanes, cut at panel boundaries
+                l = pos + j
+                n = min(cnt - j, a.PN - l % a.PN)
+                W4.input(plane, a.H, a.W, seg[5 * i + 1] * 4 - a.ph,
+                         (seg[5 * i + 2] + j) * 4 - a.pw, n,
+                         V + c * sc + (l // a.PN) * sp + l % a.PN, a.sv)
+                j += n
+
+
 cdef void phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t cnt, float b,
                         Py_ssize_t n, Py_ssize_t co, Py_ssize_t oy0, Py_ssize_t ox0,
                         float* tmp) noexcept nogil:
@@ -363,20 +424,22 @@ cdef inline bint tw16(const Args* a) noexcept nogil:
 
 
 cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
-    """Block ``blk``'s input transform and 16 products (Mb in the thread's
+    """Block ``blk``'s input transform and a.xi products (Mb in the thread's
     scratch, its runs of tiles in seg); returns the run count."""
     cdef Py_ssize_t tb = a.tb, C = a.Cv, Cop = a.Cop, MR = a.MR, NR = a.PN
     cdef Py_ssize_t t0 = blk * tb, nv = min(tb, a.T - t0), q
     cdef float* D = a.scr + tid * a.per
-    cdef float* V = D + XI * tb
-    cdef float* Mb = V + XI * a.sv
+    cdef float* V = D + a.xi * tb
+    cdef float* Mb = V + a.xi * a.sv
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
     cdef Py_ssize_t nseg = segments(a, t0, nv, seg)
     cdef Py_ssize_t panels = (nv + NR - 1) // NR  # the last block may be narrower
     cdef Py_ssize_t xi, pc, kc, mp, p
     cdef const float* A
     cdef Py_ssize_t read = panels * NR if WG.ukr == NULL else min(panels * NR, round16(nv))
-    if a.quad:  # the four shifted views, channel blocks of V in view order
+    if a.m == 4:
+        transform_input4(a, nseg, seg, V, C * NR, NR)
+    elif a.quad:  # the four shifted views, channel blocks of V in view order
         for q in range(4):
             transform_input(a, nseg, seg, D, V + q * a.C * NR, C * NR, NR,
                             a.ph - 2 * (q // 2), a.pw - 2 * (q % 2))
@@ -391,12 +454,13 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
     else:
         transform_input(a, nseg, seg, D, V, C * NR, NR, a.ph, a.pw)
     if nv < read:  # the lanes the products read past the last tile
-        zero_tail(V, a.sv, C * NR, NR, C, nv, read, NR)
-    for xi in range(XI):
+        zero_tail(V, a.sv, C * NR, NR, C, nv, read, NR, a.xi)
+    cdef Py_ssize_t kmax = KC4 if a.m == 4 else KC
+    for xi in range(a.xi):
         A = a.upk + xi * a.su
         pc = 0
         while pc < C:
-            kc = min(<Py_ssize_t>KC, C - pc)
+            kc = min(kmax, C - pc)
             for mp in range(Cop // MR):
                 for p in range(panels):
                     if WG.ukr != NULL:  # the last panel: as few 16-lane columns as it needs
@@ -408,21 +472,29 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
                                 V + xi * a.sv + p * C * NR + pc * NR, NULL,
                                 Mb + xi * a.sm + mp * MR * tb + p * NR, tb,
                                 <int>MR, <int>NR, pc > 0, NULL)
-            pc += KC
+            pc += kmax
     return nseg
 
 
 cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
-    """Output tiles of block ``blk``: transform, 16 products, inverse transform."""
+    """Output tiles of block ``blk``: transform, a.xi products, inverse transform."""
     cdef Py_ssize_t tb = a.tb, nv = min(tb, a.T - blk * tb)
     cdef float* D = a.scr + tid * a.per
-    cdef float* Mb = D + XI * tb + XI * a.sv
-    cdef float* Y = Mb + XI * a.sm
+    cdef float* Mb = D + a.xi * tb + a.xi * a.sv
+    cdef float* Y = Mb + a.xi * a.sm
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
     cdef Py_ssize_t nseg = fwd_products(a, blk, tid)
     cdef Py_ssize_t co, i
     cdef bint small = tw4(a)
     cdef float b
+    if a.m == 4:  # F(4x4, 3x3): the output transform stores each run's rows
+        for co in range(a.Co):
+            b = a.bias[co] if a.bias != NULL else 0
+            for i in range(nseg):
+                W4.output(Mb + co * tb + seg[5 * i + 4], a.sm, seg[5 * i + 3], b,
+                          a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
+                          seg[5 * i + 1] * 4, seg[5 * i + 2] * 4)
+        return
     for co in range(a.Co):
         WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
@@ -608,11 +680,11 @@ cdef void gw_run_panels(Args* a) noexcept nogil:
 cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
                int n_threads, Py_ssize_t rows, Py_ssize_t per_extra,
-               Py_ssize_t fwd_rows, bint quad=False) except -1:
-    """Fill the geometry and allocate per-thread scratch (D, V, 16 point
+               Py_ssize_t fwd_rows, bint quad=False, Py_ssize_t m=2) except -1:
+    """Fill the geometry and allocate per-thread scratch (D, V, a.xi point
     blocks of ``rows`` x tb products, then ``per_extra`` floats) for
     ``n_threads`` (at most one per block); ``fwd_rows``: see
-    :func:`block_tiles`; ``quad``: see Args.  The point strides are padded by
+    :func:`block_tiles`; ``quad``, ``m``: see Args.  The point strides are padded by
     a cache line: 16 streams a power of two apart would share cache sets."""
     a.ker = kernels()
     a.MR = a.ker.s_mr
@@ -622,17 +694,19 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.ph = ph; a.pw = pw
     a.quad = quad
     a.Cv = 4 * C if quad else C
+    a.m = m
+    a.xi = (m + 2) * (m + 2)
     a.dh = 0
     a.Cop = (Co + a.MR - 1) // a.MR * a.MR
-    a.th = (OH + 1) // 2
-    a.tw = (OW + 1) // 2
+    a.th = (OH + m - 1) // m
+    a.tw = (OW + m - 1) // m
     a.T = N * a.th * a.tw
-    a.tb = block_tiles(a.T, n_threads, fwd_rows)
+    a.tb = block_tiles(a.T, n_threads, fwd_rows, a.xi)
     a.blocks = (a.T + a.tb - 1) // a.tb
     a.nt = <int>max(1, min(n_threads, a.blocks))
     a.sv = a.Cv * a.tb + 16
     a.sm = rows * a.tb + 16
-    a.per = round16(XI * a.tb + XI * a.sv + XI * a.sm + per_extra)
+    a.per = round16(a.xi * a.tb + a.xi * a.sv + a.xi * a.sm + per_extra)
     a.scr = NULL
     a.seg = NULL
     a.scr = <float*>alloc_scratch(a.nt * a.per * sizeof(float))
@@ -648,7 +722,7 @@ cdef int fwd_setup(Args* a, const float[:, :, :, ::1] x, const float[:, ::1] upk
                    const float[::1] bias, float* out, Py_ssize_t N, Py_ssize_t H,
                    Py_ssize_t W, Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph,
                    Py_ssize_t pw, int n_threads, Py_ssize_t per_extra,
-                   bint quad=False) except -1:
+                   bint quad=False, Py_ssize_t m=2) except -1:
     """:func:`setup` (N images of H x W) for a forward of ``x`` by the
     packed filter transform ``upk`` (and ``bias``) into ``out`` (Co, OH, OW
     per image)."""
@@ -656,7 +730,7 @@ cdef int fwd_setup(Args* a, const float[:, :, :, ::1] x, const float[:, ::1] upk
     cdef Py_ssize_t Cop = (Co + MR - 1) // MR * MR
     cdef Py_ssize_t Cv = 4 * x.shape[1] if quad else x.shape[1]
     setup(a, N, x.shape[1], H, W, Co, OH, OW, ph, pw, n_threads, Cop, per_extra, Cv + Cop,
-          quad)
+          quad, m)
     a.x = &x[0, 0, 0, 0]
     a.upk = &upk[0, 0]
     a.su = upk.shape[1]
@@ -678,6 +752,22 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
         return
     fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
               out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block())
+    with nogil:
+        fwd_run(&a)
+
+
+def winograd4_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                      const float[:, ::1] upk,        # IN  (36, >= Cop*C)
+                      const float[::1] bias,          # IN  (Co,) or None
+                      float[:, :, :, ::1] out,        # OUT (N, Co, OH, OW)
+                      Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """:func:`winograd_forward` by F(4x4, 3x3): 4x4 output tiles from 6x6
+    input tiles, 36 products; ``upk`` from :func:`winograd4_filters`."""
+    cdef Args a
+    if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
+        return
+    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
+              out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 0, False, 4)
     with nogil:
         fwd_run(&a)
 
@@ -952,6 +1042,39 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
         # dependent additions, the transform's bottleneck)
         ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9)
     return ok != 0
+
+
+def winograd4_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co, 3, 3) if adjoint
+                      float[:, ::1] upk,             # OUT (36, >= Cop*C)
+                      bint adjoint=False, int n_threads=1):
+    """:func:`winograd_filters` for F(4x4, 3x3): the 36 points of G w G^T
+    (computed in float64, rounded once), the rows of output channels
+    split between up to ``n_threads`` threads (the same bits whatever the
+    count).  Returns False if ``w`` holds an inf or a NaN."""
+    cdef Py_ssize_t Co = w.shape[1 if adjoint else 0], C = w.shape[0 if adjoint else 1]
+    if Co == 0 or C == 0:
+        return True
+    cdef Py_ssize_t MR = kernels().s_mr
+    cdef Py_ssize_t panels = (Co + MR - 1) // MR, nt = max(1, min(n_threads, panels)), t
+    cdef Py_ssize_t per = 36 * CNX_W4_FC * MR
+    cdef int ok
+    cdef float* tmp = <float*>alloc_scratch(nt * per * sizeof(float))
+    with nogil:
+        if nt == 1:
+            cnx_w4_filters(&w[0, 0, 0, 0], Co, C, adjoint, MR, 0, panels, &upk[0, 0],
+                           upk.shape[1], tmp)
+        else:
+            for t in prange(nt, schedule="static", num_threads=nt):
+                cnx_w4_filters(&w[0, 0, 0, 0], Co, C, adjoint, MR, panels * t // nt,
+                               panels * (t + 1) // nt, &upk[0, 0], upk.shape[1], tmp + t * per)
+        free(tmp)
+        ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9)
+    return ok != 0
+
+
+def w4_isa():
+    """Name of the F(4x4, 3x3) transform variant in use ("avx2", "generic")."""
+    return W4.name.decode()
 
 
 cdef void filter_grad_row(const float[:, :, :, ::1] dup, float[:, :, :, ::1] gw,
