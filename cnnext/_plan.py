@@ -218,7 +218,7 @@ def _rotated_transposed(weight: FloatArray, groups: int = 1) -> FloatArray:
 _WG_MR = _gemm.block_sizes(np.float32)[0]
 
 
-def _winograd5_filters(weight: FloatArray, threads: int = 1) -> FloatArray | None:
+def _winograd5_filters(weight: FloatArray, threads: int = 1, tile: int = 2) -> FloatArray | None:
     """The packed transform (see _winograd_filters) of a float32 5x5
     ``weight`` (Co, C, 5, 5) as the (Co, 4C, 3, 3) filters of
     ``_winograd.winograd_forward_quad``: view (a, b)'s filter the 3x3 block
@@ -229,7 +229,7 @@ def _winograd5_filters(weight: FloatArray, threads: int = 1) -> FloatArray | Non
     for a in (0, 1):
         for b in (0, 1):
             views[:, 2 * a + b, :, a:, b:] = weight[:, :, 2 * a + a:2 * a + 3, 2 * b + b:2 * b + 3]
-    return _winograd_filters(views.reshape(Co, 4 * C, 3, 3), threads=threads)
+    return _winograd_filters(views.reshape(Co, 4 * C, 3, 3), threads=threads, tile=tile)
 
 
 def _winograd_filters(
@@ -484,9 +484,10 @@ class ConvPlan:
     #: channel"``, the kernel holding output channels in its vector lanes),
     #: without a fused activation; "" for the other methods.
     forward_kernel: str = ""
-    #: ``winograd``: the output tile side m of Winograd's F(m x m, 3x3) in
-    #: the forward pass and in the input gradient (2 or 4, see
-    #: :func:`_winograd_tile`); the weight gradient runs F(2x2, 3x3).
+    #: ``winograd`` and ``winograd-5x5``: the output tile side m of
+    #: Winograd's F(m x m, 3x3) in the forward pass and in the input gradient
+    #: (2 or 4, see :func:`_winograd_tile`); the weight gradient runs F(2x2,
+    #: 3x3).
     winograd_tiles: Pair = (2, 2)
 
     @property
@@ -772,8 +773,12 @@ class ConvPlan:
         inf/NaN (see _winograd_forward)."""
         y = np.empty(out_shape, dtype=self.dtype)
         w = _rotated_transposed(weight) if adjoint else weight
-        upk = _winograd5_filters(w, self.threads)
-        if upk is not None:
+        tile = self.winograd_tiles[1 if adjoint else 0]
+        upk = _winograd5_filters(w, self.threads, tile)
+        if upk is not None and tile == 4:
+            _winograd.winograd4_forward(x, upk, bias, y, padding[0], padding[1], self.threads,
+                                        True)
+        elif upk is not None:
             _winograd.winograd_forward_quad(x, upk, bias, y, padding[0], padding[1],
                                             self.threads)
         if upk is None or not _winograd.all_finite(y.reshape(-1)):
@@ -1006,36 +1011,45 @@ WINOGRAD_SPLIT_MIN_MAP = 8
 
 
 #: Winograd F(4x4, 3x3) (36 multiplications per 4x4 output tile and channel
-#: pair, against F(2x2, 3x3)'s 64) runs a ``winograd`` convolution's forward
-#: pass (and its input gradient) with ``WINOGRAD4_MIN_CHANNELS`` to
-#: ``WINOGRAD4_MAX_FILTERS`` filters (input times output channels), maps of
-#: at least ``WINOGRAD4_MIN_MAP`` outputs a side and ``WINOGRAD4_MIN_TILES``
-#: 4x4 output tiles per thread.  Measured on a Zen 3 core, forward time
-#: against F(2x2, 3x3)'s (filter transforms included), one thread: 64 ->
-#: 64 channels on 16x16 (batch 8) 0.88, 28x28 (batch 32) 0.70-0.77, 56x56
-#: (batch 8) 0.71-0.75, 128 -> 128 on 28x28 (batch 8) 0.72-0.77; 14x14
-#: (batch 8) 0.96-1.05, 7x7 to 12x12 1.1-2.0 (F(2x2, 3x3) has kernels for
-#: small maps), 49 tiles (28x28, batch 1) 1.05-1.25; 256 -> 256 on 14x14
-#: 1.06-1.24 (the filter transform, 36 points per filter in float64,
-#: weighs more).  Two threads: 16x16 (batch 8, 128 tiles) 1.15, 20x20
-#: (200 tiles) 0.89, 28x28 (batch 8) 0.81.  Its float32 error is larger
-#: (see ``_winograd.KC4``): on unit-variance data with weights scaled by
-#: 1/sqrt(fan_in), 3.0-3.2x the direct algorithm's relative RMS error at
-#: 64 and 128 channels (``benchmarks/winograd_accuracy.py``), within the
-#: 4x that ``"auto"`` allows; at 32 channels it was 3.9x.
+#: pair, against F(2x2, 3x3)'s 64) runs the forward pass (and the input
+#: gradient) of a ``winograd`` or ``winograd-5x5`` convolution whose products
+#: sum at least ``WINOGRAD4_MIN_CHANNELS`` channels (the input channels; a
+#: 5x5 kernel's four views: 4 times them) into at least
+#: ``WINOGRAD4_MIN_OUT_CHANNELS`` output channels, with at most
+#: ``WINOGRAD4_MAX_FILTERS`` filters (summed times output channels), on maps
+#: of at least ``WINOGRAD4_MIN_MAP`` outputs a side with
+#: ``WINOGRAD4_MIN_TILES`` 4x4 output tiles per thread.  Measured on a Zen 3
+#: core, time against F(2x2, 3x3)'s (filter transforms included), one
+#: thread: 64 -> 64 channels on 16x16 (batch 8) 0.88, 28x28 (batch 32)
+#: 0.70-0.77, 56x56 (batch 8) 0.71-0.75, 128 -> 128 on 28x28 (batch 8)
+#: 0.72-0.77, 64 -> 32 and 128 -> 32 on 32x32 (batch 32) 0.67-0.72; 5x5
+#: 32 -> 64 and 64 -> 64 on 32x32 0.74-0.75, its input gradient (256 -> 32
+#: summed channels) 0.71; 14x14 (batch 8) 0.96-1.05, 7x7 to 12x12 1.1-2.0
+#: (F(2x2, 3x3) has kernels for small maps), 49 tiles (28x28, batch 1)
+#: 1.05-1.25; 256 -> 256 on 14x14 1.06-1.6 and a 5x5 128 -> 128 on 16x16
+#: 1.13 (the filter transform, 36 points per filter, and the transformed
+#: filters read for every block weigh more).  Two threads: 16x16 (batch 8,
+#: 128 tiles) 1.15, 20x20 (200 tiles) 0.89, 28x28 (batch 8) 0.81.  Its
+#: float32 error is larger (see ``_winograd.KC4``): on unit-variance data
+#: with weights scaled by 1/sqrt(fan_in), 3.0-3.4x the direct algorithm's
+#: relative RMS error from 64 summed channels (``benchmarks/
+#: winograd_accuracy.py``), within the 4x that ``"auto"`` allows; summing
+#: 32 channels, 3.9x.
 WINOGRAD4_MIN_CHANNELS = 64
+WINOGRAD4_MIN_OUT_CHANNELS = 32
 WINOGRAD4_MAX_FILTERS = 128 * 128
 WINOGRAD4_MIN_MAP = 16
 WINOGRAD4_MIN_TILES = 128
 
 
-def _winograd_tile(N: int, C: int, Co: int, OH: int, OW: int, threads: int) -> int:
-    """The output tile side (2 or 4) of a float32 3x3 stride-1 Winograd
-    convolution of ``C -> Co`` channels onto N ``OH x OW`` maps on
+def _winograd_tile(N: int, K: int, Co: int, OH: int, OW: int, threads: int) -> int:
+    """The output tile side (2 or 4) of a float32 Winograd convolution
+    whose products sum ``K`` channels into ``Co`` on N ``OH x OW`` maps on
     ``threads`` threads (see ``WINOGRAD4_MIN_CHANNELS``)."""
     tiles = N * -(-OH // 4) * -(-OW // 4)
-    if (min(C, Co) >= WINOGRAD4_MIN_CHANNELS and C * Co <= WINOGRAD4_MAX_FILTERS
-            and min(OH, OW) >= WINOGRAD4_MIN_MAP and tiles >= WINOGRAD4_MIN_TILES * threads):
+    if (K >= WINOGRAD4_MIN_CHANNELS and Co >= WINOGRAD4_MIN_OUT_CHANNELS
+            and K * Co <= WINOGRAD4_MAX_FILTERS and min(OH, OW) >= WINOGRAD4_MIN_MAP
+            and tiles >= WINOGRAD4_MIN_TILES * threads):
         return 4
     return 2
 
@@ -1300,13 +1314,20 @@ def conv2d_plan(
         xi = 36 if 4 in winograd_tiles else 16
         scratch = (threads * xi * tb * (1 + 2 * Cmax) + xi * Cmax * Cmax * (1 + tasks)) * 4
     if method == "winograd-5x5":
+        # the products run over the four views' 4 * C_in channels
+        winograd_tiles = (_winograd_tile(N, 4 * C, Co, OH, OW, threads),
+                          _winograd_tile(N, 4 * Co, C, H, W, threads))
+        if winograd_tiles[0] == 4:
+            why = why.replace("F(2x2, 3x3)", "F(4x4, 3x3)")
         gtiles = N * -(-H // 2) * -(-W // 2)
         if min(p) >= 2 and (algorithm == "winograd" or _winograd5_pays(Co, C, gtiles)):
             gi = "winograd-5x5"
-            gi_why = ("Winograd F(2x2, 3x3) on four shifted views of g, with the rotated, "
-                      "transposed filters")
+            m = winograd_tiles[1]
+            gi_why = (f"Winograd F({m}x{m}, 3x3) on four shifted views of g, with the rotated, "
+                      f"transposed filters")
         tb, Cmax = _winograd.tile_block(), 4 * max(C, Co) + max(C, Co) + MR
-        scratch = max(scratch, (threads * 16 * tb * (1 + 2 * Cmax) + 64 * C * Co) * 4)
+        xi = 36 if 4 in winograd_tiles else 16
+        scratch = max(scratch, (threads * xi * tb * (1 + 2 * Cmax) + 4 * xi * C * Co) * 4)
     if method == "depthwise":
         gi = gw = "depthwise"
         gi_why = gw_why = "the depthwise kernels, one channel plane per task"

@@ -32,6 +32,7 @@ def winograd4_forward(
     ph: int,
     pw: int,
     n_threads: int,
+    quad: bool = ...,
 ) -> None: ...
 def winograd4_filters(
     w: _F32, upk: _F32, adjoint: bool = ..., n_threads: int = ...

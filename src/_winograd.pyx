@@ -353,16 +353,18 @@ cdef void transform_input(const Args* a, Py_ssize_t nseg, const int64_t* seg, fl
 
 
 cdef void transform_input4(const Args* a, Py_ssize_t nseg, const int64_t* seg, float* V,
-                           Py_ssize_t sp, Py_ssize_t sc) noexcept nogil:
+                           Py_ssize_t sp, Py_ssize_t sc, Py_ssize_t ph,
+                           Py_ssize_t pw) noexcept nogil:
     """transform_input for F(4x4, 3x3): V[xi, c] = B^T d B of the block's
-    6x6 input tiles (36 points), read from the plane in place."""
+    6x6 input tiles (36 points) at padding (ph, pw), read from the plane in
+    place."""
     cdef Py_ssize_t c, i, j, n, l, cnt, pos
     cdef const float* plane
     for c in range(a.C):
         if c + 1 < a.C:  # the next channel's rows, while this one is transformed
             for i in range(nseg):
                 cnx_wg_prefetch(a.x + (seg[5 * i] * a.C + c + 1) * a.H * a.W, a.H, a.W,
-                                seg[5 * i + 1] * 4 - a.ph, seg[5 * i + 2] * 4 - a.pw,
+                                seg[5 * i + 1] * 4 - ph, seg[5 * i + 2] * 4 - pw,
                                 4 * seg[5 * i + 3] + 2, 6)
         for i in range(nseg):
             cnt = seg[5 * i + 3]
@@ -372,8 +374,8 @@ cdef void transform_input4(const Args* a, Py_ssize_t nseg, const int64_t* seg, f
             while j < cnt:  # the run's lanes, cut at panel boundaries
                 l = pos + j
                 n = min(cnt - j, a.PN - l % a.PN)
-                W4.input(plane, a.H, a.W, seg[5 * i + 1] * 4 - a.ph,
-                         (seg[5 * i + 2] + j) * 4 - a.pw, n,
+                W4.input(plane, a.H, a.W, seg[5 * i + 1] * 4 - ph,
+                         (seg[5 * i + 2] + j) * 4 - pw, n,
                          V + c * sc + (l // a.PN) * sp + l % a.PN, a.sv)
                 j += n
 
@@ -438,7 +440,9 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
     cdef const float* A
     cdef Py_ssize_t read = panels * NR if WG.ukr == NULL else min(panels * NR, round16(nv))
     if a.m == 4:
-        transform_input4(a, nseg, seg, V, C * NR, NR)
+        for q in range(4 if a.quad else 1):  # quad: the views, channel blocks in view order
+            transform_input4(a, nseg, seg, V + q * a.C * NR, C * NR, NR,
+                             a.ph - 2 * (q // 2), a.pw - 2 * (q % 2))
     elif a.quad:  # the four shifted views, channel blocks of V in view order
         for q in range(4):
             transform_input(a, nseg, seg, D, V + q * a.C * NR, C * NR, NR,
@@ -757,17 +761,19 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
 
 
 def winograd4_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
-                      const float[:, ::1] upk,        # IN  (36, >= Cop*C)
+                      const float[:, ::1] upk,        # IN  (36, >= Cop*C), quad: Cop*4C
                       const float[::1] bias,          # IN  (Co,) or None
                       float[:, :, :, ::1] out,        # OUT (N, Co, OH, OW)
-                      Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+                      Py_ssize_t ph, Py_ssize_t pw, int n_threads, bint quad=False):
     """:func:`winograd_forward` by F(4x4, 3x3): 4x4 output tiles from 6x6
-    input tiles, 36 products; ``upk`` from :func:`winograd4_filters`."""
+    input tiles, 36 products; ``upk`` from :func:`winograd4_filters`.  With
+    ``quad``, :func:`winograd_forward_quad` (a 5x5 kernel as four 3x3 views)
+    by F(4x4, 3x3): each view's tiles read at its shift."""
     cdef Args a
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
         return
     fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
-              out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 0, False, 4)
+              out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 0, quad, 4)
     with nogil:
         fwd_run(&a)
 

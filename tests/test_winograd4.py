@@ -80,6 +80,27 @@ def test_winograd4_kernel_matches_reference(g, rng, close):
               err_msg="grad_x")
 
 
+# 5x5 kernels (padding at most 2): four 3x3 views shifted by 0 or 2
+CASES5 = [
+    ("odd-HW", W(2, 3, 5, 9, 11, (2, 2))),
+    ("pad0", W(1, 5, 6, 11, 8, (0, 0))),
+    ("pad-asym", W(2, 8, 7, 13, 9, (1, 2))),
+    ("small-map", W(2, 4, 3, 2, 3, (2, 2))),
+    ("blocks", W(3, 17, 9, 20, 23, (2, 2))),
+]
+
+
+@pytest.mark.parametrize("g", [c[1] for c in CASES5], ids=[c[0] for c in CASES5])
+def test_winograd4_quad_matches_reference(g, rng, close):
+    x = rng.standard_normal((g.n, g.cin, g.h, g.w)).astype(np.float32)
+    w = (rng.standard_normal((g.cout, g.cin, 5, 5)) / np.sqrt(25 * g.cin)).astype(np.float32)
+    b = rng.standard_normal(g.cout).astype(np.float32)
+    upk = _plan._winograd5_filters(w, 1, 4)
+    y = np.full((g.n, g.cout, g.h + 2 * g.p[0] - 4, g.w + 2 * g.p[1] - 4), np.nan, np.float32)
+    _winograd.winograd4_forward(x, upk, b, y, g.p[0], g.p[1], 1, True)
+    close(y, R.conv2d(*f64(x, w, b), padding=g.p), np.float32)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_winograd4_thread_counts_same_bits(threads, rng):
     x, w, b = arrays(W(5, 9, 11, 19, 37, (1, 1)), rng)
@@ -124,9 +145,10 @@ def conv_plan(x_shape, co, alg="auto", threads=None):
 
 
 def test_winograd4_rule(restore_threads):
-    """F(4x4, 3x3) from 64 channels up to 128 x 128 filters, on maps of at
-    least 16 outputs a side with 128 4x4 tiles per thread; the forward and
-    the input gradient (the input's map, the channels swapped) apart."""
+    """F(4x4, 3x3) for products that sum 64 channels into 32 or more, up to
+    128 x 128 filters, on maps of at least 16 outputs a side with 128 4x4
+    tiles per thread; the forward and the input gradient (the input's map,
+    the channels swapped) apart."""
     assert conv_plan((32, 64, 32, 32), 64, threads=1).winograd_tiles == (4, 4)
     assert conv_plan((32, 64, 32, 32), 64, "winograd", threads=2).winograd_tiles == (4, 4)
     assert conv_plan((8, 128, 28, 28), 128, threads=1).winograd_tiles == (4, 4)
@@ -136,7 +158,9 @@ def test_winograd4_rule(restore_threads):
     assert conv_plan((8, 256, 14, 14), 256, threads=1).winograd_tiles == (2, 2)
     assert conv_plan((8, 128, 28, 28), 256, threads=1).winograd_tiles == (2, 2)
     assert conv_plan((32, 32, 32, 32), 32, threads=1).winograd_tiles == (2, 2)
-    assert conv_plan((32, 32, 32, 32), 64, threads=1).winograd_tiles == (2, 2)
+    # the input gradient sums the 64 output channels into 32
+    assert conv_plan((32, 32, 32, 32), 64, threads=1).winograd_tiles == (2, 4)
+    assert conv_plan((32, 64, 32, 32), 16, threads=1).winograd_tiles == (2, 2)
     assert conv_plan((32, 64, 32, 32), 64, "direct", threads=1).winograd_tiles == (2, 2)
     cnnext.set_num_threads(1)
     plan = _plan.conv2d_plan("conv2d", (8, 64, 17, 17), (64, 64, 3, 3), None,
@@ -146,6 +170,20 @@ def test_winograd4_rule(restore_threads):
     plan = conv_plan((32, 64, 32, 32), 64, threads=1)
     assert "F(4x4, 3x3)" in plan.reason and "F(4x4, 3x3)" in plan.grad_input_reason
     assert "F(2x2, 3x3)" in plan.grad_weight_reason
+
+
+def test_winograd4_rule_5x5(restore_threads):
+    """A 5x5 layer's products run over its four views' 4 * C_in channels:
+    the rule of 3x3 layers on those."""
+    def plan5(x_shape, co, threads):
+        cnnext.set_num_threads(threads)
+        return _plan.conv2d_plan("conv2d", x_shape, (co, x_shape[1], 5, 5), None,
+                                 np.dtype(np.float32), (1, 1), (2, 2), (1, 1), 1, "auto")
+    plan = plan5((32, 32, 32, 32), 64, 2)
+    assert plan.method == "winograd-5x5" and plan.winograd_tiles == (4, 4)
+    assert "F(4x4, 3x3) on four shifted views" in plan.reason
+    assert plan5((8, 64, 32, 32), 64, 1).winograd_tiles == (4, 4)
+    assert plan5((8, 128, 16, 16), 128, 1).winograd_tiles == (2, 2)  # 512 x 128 filters
 
 
 @pytest.mark.parametrize("alg", ["auto", "winograd"])
@@ -205,21 +243,26 @@ def test_winograd4_nonfinite_falls_back_to_direct(where, rng, restore_threads):
             assert np.isfinite(results["auto"][i]).all()
 
 
-@pytest.mark.parametrize("n, c, hw", [(8, 64, 16), (2, 128, 32)])
-def test_winograd4_error_within_4x_direct(n, c, hw, rng, restore_threads):
+@pytest.mark.parametrize("n, c, co, hw, k", [(8, 64, 64, 16, 3), (2, 128, 128, 32, 3),
+                                             (8, 32, 64, 32, 5), (4, 64, 64, 32, 5)])
+def test_winograd4_error_within_4x_direct(n, c, co, hw, k, rng, restore_threads):
     """The rule ``auto`` rests on, for F(4x4, 3x3): on realistic data
     (unit-variance input, weights scaled by 1/sqrt(fan_in)) its float32 RMS
-    error against float64 stays within 4x the direct algorithm's."""
+    error against float64 stays within 4x the direct algorithm's (3x3, and
+    5x5 on four views)."""
     cnnext.set_num_threads(1)
     x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
-    w = (rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
-    go = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
-    assert conv_plan(x.shape, c).winograd_tiles == (4, 4)
-    want = (R.conv2d(*f64(x, w), padding=1), R.conv2d_backward(*f64(go, x, w), padding=1)[0])
+    w = (rng.standard_normal((co, c, k, k)) / np.sqrt(k * k * c)).astype(np.float32)
+    go = rng.standard_normal((n, co, hw, hw)).astype(np.float32)
+    p = k // 2
+    plan = _plan.conv2d_plan("conv2d", x.shape, w.shape, None, x.dtype, (1, 1), (p, p), (1, 1),
+                             1, "auto")
+    assert plan.winograd_tiles[0] == 4
+    want = (R.conv2d(*f64(x, w), padding=p), R.conv2d_backward(*f64(go, x, w), padding=p)[0])
     err = {}
     for alg in ("direct", "auto"):
         with cnnext.use_conv_algorithm(alg):
-            got = (F.conv2d(x, w, padding=1), F.conv2d_backward(go, x, w, padding=1)[0])
+            got = (F.conv2d(x, w, padding=p), F.conv2d_backward(go, x, w, padding=p)[0])
         err[alg] = [np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)) for a, b in zip(got, want)]
     for what, e_w, e_d in zip(("forward", "grad_x"), err["auto"], err["direct"]):
         assert e_w <= 4 * e_d, (what, e_w, e_d)
