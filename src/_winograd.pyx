@@ -248,8 +248,8 @@ ctypedef struct Args:
     # winograd_forward_quad).
     Py_ssize_t Cv
     bint quad
-    # Output tile side m (2: F(2x2, 3x3); 4: F(4x4, 3x3), forward only) and
-    # transform points xi = (m + 2)**2.
+    # Output tile side m (2: F(2x2, 3x3); 4: F(4x4, 3x3), the forward
+    # kernel only) and transform points xi = (m + 2)**2.
     Py_ssize_t m, xi
     Py_ssize_t th, tw, T, tb, blocks, MR, NR
     Py_ssize_t PN            # tiles per panel of the forward products
@@ -439,6 +439,7 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
     cdef Py_ssize_t xi, pc, kc, mp, p
     cdef const float* A
     cdef Py_ssize_t read = panels * NR if WG.ukr == NULL else min(panels * NR, round16(nv))
+    cdef Py_ssize_t kmax = KC4 if a.m == 4 else KC  # channels per run of the products
     if a.m == 4:
         for q in range(4 if a.quad else 1):  # quad: the views, channel blocks in view order
             transform_input4(a, nseg, seg, V + q * a.C * NR, C * NR, NR,
@@ -459,7 +460,6 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
         transform_input(a, nseg, seg, D, V, C * NR, NR, a.ph, a.pw)
     if nv < read:  # the lanes the products read past the last tile
         zero_tail(V, a.sv, C * NR, NR, C, nv, read, NR, a.xi)
-    cdef Py_ssize_t kmax = KC4 if a.m == 4 else KC
     for xi in range(a.xi):
         A = a.upk + xi * a.su
         pc = 0
