@@ -201,11 +201,14 @@ static void cnx_w4_output_generic(const float *m, int64_t sxi, int64_t cnt, floa
         }                                                                      \
     } while (0)
 
-/* The 128-bit chunk of 4 floats at p, lanes outside [lo, hi) zero (or all
- * read when `inside`). */
+/* The 128-bit chunk of 4 floats at p by its kind: 1 all inside the plane
+ * (a plain load), 2 partly (a masked load, lanes outside mk zero), 0 none
+ * (zeros).  Masked loads cost several times a plain one on some CPUs. */
 CNX_TARGET_AVX2 static inline __attribute__((always_inline)) __m128
-cnx_w4_chunk(const float *p, int inside, __m256i mk) {
-    return inside ? _mm_loadu_ps(p) : _mm_maskload_ps(p, _mm256_castsi256_si128(mk));
+cnx_w4_chunk(const float *p, int kind, __m256i mk) {
+    if (kind == 1) return _mm_loadu_ps(p);
+    if (kind == 2) return _mm_maskload_ps(p, _mm256_castsi256_si128(mk));
+    return _mm_setzero_ps();
 }
 
 CNX_TARGET_AVX2 static void cnx_w4_input_avx2(const float *CNX_W4_RESTRICT plane, int64_t H,
@@ -214,10 +217,14 @@ CNX_TARGET_AVX2 static void cnx_w4_input_avx2(const float *CNX_W4_RESTRICT plane
     const __m256 zero = _mm256_setzero_ps();
     for (int64_t j = 0; j < cnt; j += 8) {
         int64_t c0 = ix0 + 4 * j; /* the group's first column: chunks at c0 + 4q, q < 9 */
-        int inside = c0 >= 0 && c0 + 36 <= W;
         __m256i mk[9];
+        int kind[9];
         __m256 h[6][6];
-        for (int q = 0; q < 9; q++) mk[q] = cnx_lanes_avx2(-(c0 + 4 * q), W - (c0 + 4 * q));
+        for (int q = 0; q < 9; q++) {
+            int64_t a = c0 + 4 * q;
+            kind[q] = a >= 0 && a + 4 <= W ? 1 : a + 4 <= 0 || a >= W ? 0 : 2;
+            mk[q] = cnx_lanes_avx2(-a, W - a);
+        }
         for (int y = 0; y < 6; y++) {
             int64_t iy = iy0 + y;
             __m128 q[9];
@@ -227,7 +234,7 @@ CNX_TARGET_AVX2 static void cnx_w4_input_avx2(const float *CNX_W4_RESTRICT plane
                 continue;
             }
             const float *r = plane + iy * W + c0;
-            for (int i = 0; i < 9; i++) q[i] = cnx_w4_chunk(r + 4 * i, inside, mk[i]);
+            for (int i = 0; i < 9; i++) q[i] = cnx_w4_chunk(r + 4 * i, kind[i], mk[i]);
             for (int i = 0; i < 4; i++)
                 yy[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(q[i]), q[i + 4], 1);
             CNX_W4_T4(yy, d, 4);
