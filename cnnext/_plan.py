@@ -249,6 +249,22 @@ def _winograd_filters(
     return upk if transform(weight, upk, adjoint, nt) else None
 
 
+def _winograd_run(
+    tile: int, x: FloatArray, upk: FloatArray, bias: FloatArray | None, y: FloatArray,
+    padding: Pair, threads: int, quad: bool = False,
+) -> bool:
+    """y = the Winograd convolution of x by the packed filters ``upk`` (of
+    F(tile x tile, 3x3); ``quad``: a 5x5 kernel's four views); False when y
+    holds inf or NaN (F(4x4, 3x3) checks its outputs as it stores them, a
+    pass over y checks F(2x2, 3x3)'s)."""
+    if tile == 4:
+        return _winograd.winograd4_forward(x, upk, bias, y, padding[0], padding[1], threads,
+                                           quad)
+    run = _winograd.winograd_forward_quad if quad else _winograd.winograd_forward
+    run(x, upk, bias, y, padding[0], padding[1], threads)
+    return _winograd.all_finite(y.reshape(-1))
+
+
 def _filter_threads(weight: FloatArray, threads: int) -> int:
     """Threads of a Winograd filter step on ``weight``'s filters (see
     ``WINOGRAD_FILTER_PARALLEL``)."""
@@ -755,10 +771,7 @@ class ConvPlan:
         y = np.empty(self.out4, dtype=self.dtype)
         tile = self.winograd_tiles[0]
         upk = _winograd_filters(weight, threads=self.threads, tile=tile)
-        if upk is not None:
-            run = _winograd.winograd4_forward if tile == 4 else _winograd.winograd_forward
-            run(x, upk, bias, y, self.padding[0], self.padding[1], self.threads)
-        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+        if upk is None or not _winograd_run(tile, x, upk, bias, y, self.padding, self.threads):
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
 
@@ -775,13 +788,8 @@ class ConvPlan:
         w = _rotated_transposed(weight) if adjoint else weight
         tile = self.winograd_tiles[1 if adjoint else 0]
         upk = _winograd5_filters(w, self.threads, tile)
-        if upk is not None and tile == 4:
-            _winograd.winograd4_forward(x, upk, bias, y, padding[0], padding[1], self.threads,
-                                        True)
-        elif upk is not None:
-            _winograd.winograd_forward_quad(x, upk, bias, y, padding[0], padding[1],
-                                            self.threads)
-        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+        if upk is None or not _winograd_run(tile, x, upk, bias, y, padding, self.threads,
+                                            quad=True):
             if adjoint:
                 method = _grad_input_method(self.kernel_stride, self.padding, self.dilation,
                                             (5, 5))[0]
@@ -802,10 +810,8 @@ class ConvPlan:
         gx = np.empty(self.x4, dtype=self.dtype)
         tile = self.winograd_tiles[1]
         upk = _winograd_filters(weight, adjoint=True, threads=nt, tile=tile)
-        if upk is not None:
-            run = _winograd.winograd4_forward if tile == 4 else _winograd.winograd_forward
-            run(g, upk, None, gx, 2 - self.padding[0], 2 - self.padding[1], nt)
-        if upk is None or not _winograd.all_finite(gx.reshape(-1)):
+        pad = (2 - self.padding[0], 2 - self.padding[1])
+        if upk is None or not _winograd_run(tile, g, upk, None, gx, pad, nt):
             return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,
                               self.dilation, "full-rotated", self.threads)
         return gx

@@ -154,9 +154,9 @@ cdef extern from "cnnext_winograd4.h" nogil:
     ctypedef void (*cnx_w4_input_fn)(const float* plane, int64_t H, int64_t W, int64_t iy0,
                                      int64_t ix0, int64_t cnt, float* v,
                                      int64_t sxi) noexcept nogil
-    ctypedef void (*cnx_w4_output_fn)(const float* m, int64_t sxi, int64_t cnt, float b,
-                                      float* out, int64_t OH, int64_t OW, int64_t oy0,
-                                      int64_t ox0) noexcept nogil
+    ctypedef int (*cnx_w4_output_fn)(const float* m, int64_t sxi, int64_t cnt, float b,
+                                     float* out, int64_t OH, int64_t OW, int64_t oy0,
+                                     int64_t ox0) noexcept nogil
     ctypedef struct cnx_w4_kernels:
         cnx_w4_input_fn input
         cnx_w4_output_fn output
@@ -480,8 +480,10 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
     return nseg
 
 
-cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
-    """Output tiles of block ``blk``: transform, a.xi products, inverse transform."""
+cdef int fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
+    """Output tiles of block ``blk``: transform, a.xi products, inverse
+    transform.  F(4x4, 3x3) returns 1 when an output is inf or NaN (F(2x2,
+    3x3): 0, its caller checks the result)."""
     cdef Py_ssize_t tb = a.tb, nv = min(tb, a.T - blk * tb)
     cdef float* D = a.scr + tid * a.per
     cdef float* Mb = D + a.xi * tb + a.xi * a.sv
@@ -491,14 +493,15 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     cdef Py_ssize_t co, i
     cdef bint small = tw4(a)
     cdef float b
+    cdef int bad = 0
     if a.m == 4:  # F(4x4, 3x3): the output transform stores each run's rows
         for co in range(a.Co):
             b = a.bias[co] if a.bias != NULL else 0
             for i in range(nseg):
-                W4.output(Mb + co * tb + seg[5 * i + 4], a.sm, seg[5 * i + 3], b,
-                          a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
-                          seg[5 * i + 1] * 4, seg[5 * i + 2] * 4)
-        return
+                bad |= W4.output(Mb + co * tb + seg[5 * i + 4], a.sm, seg[5 * i + 3], b,
+                                 a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH,
+                                 a.OW, seg[5 * i + 1] * 4, seg[5 * i + 2] * 4)
+        return bad
     for co in range(a.Co):
         WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
@@ -515,17 +518,20 @@ cdef void fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
                            seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
 
 
-cdef void fwd_run(Args* a) noexcept nogil:
-    """Every block of a set-up forward, on a.nt threads; frees the scratch."""
+cdef int fwd_run(Args* a) noexcept nogil:
+    """Every block of a set-up forward, on a.nt threads; frees the scratch.
+    Returns fwd_block's flags OR-ed."""
     cdef Py_ssize_t blk
+    cdef int bad = 0
     if a.nt == 1:
         for blk in range(a.blocks):
-            fwd_block(a, blk, 0)
+            bad |= fwd_block(a, blk, 0)
     else:
         for blk in prange(a.blocks, schedule="dynamic", chunksize=1, num_threads=a.nt):
-            fwd_block(a, blk, threadid())
+            bad |= fwd_block(a, blk, threadid())
     free(a.scr)
     free(a.seg)
+    return bad
 
 
 cdef int fwd_block_pool(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
@@ -768,14 +774,17 @@ def winograd4_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     """:func:`winograd_forward` by F(4x4, 3x3): 4x4 output tiles from 6x6
     input tiles, 36 products; ``upk`` from :func:`winograd4_filters`.  With
     ``quad``, :func:`winograd_forward_quad` (a 5x5 kernel as four 3x3 views)
-    by F(4x4, 3x3): each view's tiles read at its shift."""
+    by F(4x4, 3x3): each view's tiles read at its shift.  Returns False when
+    an output is inf or NaN (checked as it is stored: see all_finite)."""
     cdef Args a
+    cdef int bad
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
-        return
+        return True
     fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
               out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 0, quad, 4)
     with nogil:
-        fwd_run(&a)
+        bad = fwd_run(&a)
+    return bad == 0
 
 
 def winograd_forward_quad(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)

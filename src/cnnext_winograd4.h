@@ -12,7 +12,8 @@
  *   input:  v[xi*sxi + j] = (B^T d_j B)[xi], xi = 6a + b, for j < cnt;
  *   output: the 4x4 outputs of tile j, (A^T m_j A) + b, stored into an OH x
  *           OW plane at rows oy0.., columns ox0 + 4j.. (those inside it),
- *           from m[xi*sxi + j].
+ *           from m[xi*sxi + j]; returns 1 when a stored value is inf or NaN
+ *           (the caller then recomputes the result: no pass over it).
  * The AVX2 versions take 8 tiles per vector: a row's stride-4 columns are
  * split by an in-lane 4x4 transpose of 128-bit chunks (chunks q and q + 4
  * in one register), the plane read in place by masked loads (zero outside
@@ -33,8 +34,8 @@
 
 typedef void (*cnx_w4_input_fn)(const float *plane, int64_t H, int64_t W, int64_t iy0,
                                  int64_t ix0, int64_t cnt, float *v, int64_t sxi);
-typedef void (*cnx_w4_output_fn)(const float *m, int64_t sxi, int64_t cnt, float b,
-                                 float *out, int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
+typedef int (*cnx_w4_output_fn)(const float *m, int64_t sxi, int64_t cnt, float b,
+                                float *out, int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
 typedef struct {
     cnx_w4_input_fn input;
     cnx_w4_output_fn output;
@@ -161,9 +162,10 @@ static void cnx_w4_input_generic(const float *plane, int64_t H, int64_t W, int64
     }
 }
 
-static void cnx_w4_output_generic(const float *m, int64_t sxi, int64_t cnt, float b,
-                                  float *out, int64_t OH, int64_t OW, int64_t oy0,
-                                  int64_t ox0) {
+static int cnx_w4_output_generic(const float *m, int64_t sxi, int64_t cnt, float b,
+                                 float *out, int64_t OH, int64_t OW, int64_t oy0,
+                                 int64_t ox0) {
+    int bad = 0;
     for (int64_t j = 0; j < cnt; j++) {
         float t[4][6], col[6], o[4], mm[6];
         for (int k = 0; k < 6; k++) { /* columns: t (4, 6) = A^T m */
@@ -178,10 +180,15 @@ static void cnx_w4_output_generic(const float *m, int64_t sxi, int64_t cnt, floa
             if (oy >= OH) continue;
             for (int k = 0; k < 4; k++) {
                 int64_t ox = ox0 + 4 * j + k;
-                if (ox < OW) out[oy * OW + ox] = o[k] + b;
+                if (ox < OW) {
+                    float y = o[k] + b;
+                    out[oy * OW + ox] = y;
+                    bad |= y - y != 0.0f; /* inf - inf, NaN: NaN */
+                }
             }
         }
     }
+    return bad;
 }
 
 #ifdef CNX_X86
@@ -252,11 +259,21 @@ CNX_TARGET_AVX2 static void cnx_w4_input_avx2(const float *CNX_W4_RESTRICT plane
     }
 }
 
-CNX_TARGET_AVX2 static void cnx_w4_output_avx2(const float *CNX_W4_RESTRICT m, int64_t sxi,
-                                               int64_t cnt, float b, float *CNX_W4_RESTRICT out,
-                                               int64_t OH, int64_t OW, int64_t oy0,
-                                               int64_t ox0) {
+/* Lanes < n of v hold an inf or a NaN: OR-ed into *bad (as lanes). */
+#define CNX_W4_BAD(bad, v, n)                                                  \
+    do {                                                                       \
+        if ((n) > 0)                                                           \
+            bad = _mm256_or_ps(bad, _mm256_and_ps(                             \
+                _mm256_cmp_ps(_mm256_sub_ps(v, v), v, _CMP_UNORD_Q),           \
+                _mm256_castsi256_ps(cnx_lanes_avx2(0, n))));                   \
+    } while (0)
+
+CNX_TARGET_AVX2 static int cnx_w4_output_avx2(const float *CNX_W4_RESTRICT m, int64_t sxi,
+                                              int64_t cnt, float b, float *CNX_W4_RESTRICT out,
+                                              int64_t OH, int64_t OW, int64_t oy0,
+                                              int64_t ox0) {
     const __m256 vb = _mm256_set1_ps(b);
+    __m256 bad = _mm256_setzero_ps();
     for (int64_t j = 0; j < cnt; j += 8) {
         __m256 t[4][6];
         int64_t ox = ox0 + 4 * j;
@@ -274,12 +291,17 @@ CNX_TARGET_AVX2 static void cnx_w4_output_avx2(const float *CNX_W4_RESTRICT m, i
             CNX_W4_AT(__m256, CNX_W4_YFMA, _mm256_add_ps, _mm256_sub_ps, _mm256_set1_ps, t[r], o);
             for (int k = 0; k < 4; k++) o[k] = _mm256_add_ps(o[k], vb);
             CNX_W4_T4(o, u, 4); /* u[i]: tile i's 4 columns, tile i + 4's in the high half */
-            CNX_Y_STORE_N(ps, dst, _mm256_permute2f128_ps(u[0], u[1], 0x20), n, 8);
-            CNX_Y_STORE_N(ps, dst + 8, _mm256_permute2f128_ps(u[2], u[3], 0x20), n - 8, 8);
-            CNX_Y_STORE_N(ps, dst + 16, _mm256_permute2f128_ps(u[0], u[1], 0x31), n - 16, 8);
-            CNX_Y_STORE_N(ps, dst + 24, _mm256_permute2f128_ps(u[2], u[3], 0x31), n - 24, 8);
+            __m256 y[4] = {_mm256_permute2f128_ps(u[0], u[1], 0x20),
+                           _mm256_permute2f128_ps(u[2], u[3], 0x20),
+                           _mm256_permute2f128_ps(u[0], u[1], 0x31),
+                           _mm256_permute2f128_ps(u[2], u[3], 0x31)};
+            for (int q = 0; q < 4; q++) {
+                CNX_Y_STORE_N(ps, dst + 8 * q, y[q], n - 8 * q, 8);
+                CNX_W4_BAD(bad, y[q], n - 8 * q);
+            }
         }
     }
+    return _mm256_movemask_ps(bad) != 0;
 }
 #endif
 

@@ -101,6 +101,23 @@ def test_winograd4_quad_matches_reference(g, rng, close):
     close(y, R.conv2d(*f64(x, w, b), padding=g.p), np.float32)
 
 
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd4_reports_nonfinite_outputs(bad, threads, rng):
+    """The kernel returns False exactly when an output it stored is inf or
+    NaN (it checks them as it stores them), True otherwise."""
+    x, w, b = arrays(W(3, 5, 7, 13, 10, (1, 1)), rng)
+    MRp = -(-7 // MR) * MR
+    upk = np.empty((36, MRp * 5 + 16), np.float32)
+    assert _winograd.winograd4_filters(w, upk)
+    y = np.empty((3, 7, 13, 10), np.float32)
+    assert _winograd.winograd4_forward(x, upk, b, y, 1, 1, threads)
+    x[2, 4, 12, 9] = bad  # the last position: its tile's outputs are partly outside
+    assert not _winograd.winograd4_forward(x, upk, b, y, 1, 1, threads)
+    x[2, 4, 12, 9] = 3e38  # finite input, its transform overflowing
+    assert not _winograd.winograd4_forward(x, upk, b, y, 1, 1, threads)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_winograd4_thread_counts_same_bits(threads, rng):
     x, w, b = arrays(W(5, 9, 11, 19, 37, (1, 1)), rng)
