@@ -1027,8 +1027,8 @@ WINOGRAD_SPLIT_MIN_MAP = 8
 #: ``WINOGRAD4_MIN_TILES`` 4x4 output tiles per thread.  Measured on a Zen 3
 #: core, time against F(2x2, 3x3)'s (filter transforms included), one
 #: thread: 64 -> 64 channels on 16x16 (batch 8) 0.88, 32x32 (batch 32)
-#: 0.70-0.77, 56x56 (batch 8) 0.71-0.75, 128 -> 128 on 28x28 (batch 8)
-#: 0.72-0.77, 64 -> 32 and 128 -> 32 on 32x32 (batch 32) 0.67-0.72; 5x5
+#: 0.72-0.76, 56x56 (batch 8) 0.69-0.81, 128 -> 128 on 28x28 (batch 8)
+#: 0.77-0.86, 64 -> 32 and 128 -> 32 on 32x32 (batch 32) 0.67-0.72; 5x5
 #: 32 -> 64 and 64 -> 64 on 32x32 0.74-0.75, its input gradient (256 -> 32
 #: summed channels) 0.71; 14x14 (batch 8) 0.96-1.05, 7x7 to 12x12 1.1-2.0
 #: (F(2x2, 3x3) has kernels for small maps), 49 tiles (28x28, batch 1)
