@@ -516,6 +516,7 @@ cdef int fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
                 WG.scatter(Y + seg[5 * i + 4], nv, seg[5 * i + 3], b,
                            a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
                            seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
+    return 0
 
 
 cdef int fwd_run(Args* a) noexcept nogil:

@@ -107,8 +107,8 @@ def test_winograd4_reports_nonfinite_outputs(bad, threads, rng):
     """The kernel returns False exactly when an output it stored is inf or
     NaN (it checks them as it stores them), True otherwise."""
     x, w, b = arrays(W(3, 5, 7, 13, 10, (1, 1)), rng)
-    MRp = -(-7 // MR) * MR
-    upk = np.empty((36, MRp * 5 + 16), np.float32)
+    Cop = -(-7 // MR) * MR
+    upk = np.empty((36, Cop * 5 + 16), np.float32)
     assert _winograd.winograd4_filters(w, upk)
     y = np.empty((3, 7, 13, 10), np.float32)
     assert _winograd.winograd4_forward(x, upk, b, y, 1, 1, threads)
