@@ -126,4 +126,30 @@ static cnx_merge2x_s cnx_merge2x_s_select(void) { return NULL; }
 
 #endif /* CNX_X86 */
 
+/* cnx_pack_runs (fwd_chunk_task): a chunk's B runs packed tile by tile,
+ * each tile's kc rows of `run` bytes back to back (one stream for the
+ * micro-kernel, instead of rows a chunk's width apart):
+ *     dst[i*tstride + k*run ...] = src[(boff[k] + tile0[i])*esz ...]
+ * for k < kc, i < nt, read tap by tap (each tap's runs are contiguous
+ * across the chunk's tiles).  The common run sizes copy as constants. */
+#define CNX_PACK_RUNS(RUN)                                                     \
+    for (k = 0; k < kc; k++) {                                                 \
+        const char *s_ = src + boff[k] * esz;                                  \
+        for (i = 0; i < nt; i++)                                               \
+            memcpy(dst + i * tstride + k * (RUN), s_ + tile0[i] * esz, (RUN)); \
+    }
+static inline void cnx_pack_runs(const char *src, const int64_t *boff, const int64_t *tile0,
+                                 int64_t esz, int64_t kc, int64_t nt, int64_t run,
+                                 char *dst, int64_t tstride) {
+    int64_t k, i;
+    if (run == 64) {
+        CNX_PACK_RUNS(64)
+    } else if (run == 128) {
+        CNX_PACK_RUNS(128)
+    } else {
+        CNX_PACK_RUNS(run)
+    }
+}
+#undef CNX_PACK_RUNS
+
 #endif /* CNNEXT_PREP_H */
