@@ -152,4 +152,16 @@ static inline void cnx_pack_runs(const char *src, const int64_t *boff, const int
 }
 #undef CNX_PACK_RUNS
 
+/* Prefetch (into L2) the runs cnx_pack_runs will read for taps k0..k1-1 of
+ * a chunk whose tiles start at element `start`, `bytes` long each. */
+static inline void cnx_prefetch_runs(const char *src, const int64_t *boff, int64_t esz,
+                                     int64_t k0, int64_t k1, int64_t start, int64_t bytes) {
+    int64_t k, b;
+    for (k = k0; k < k1; k++) {
+        const char *s_ = src + (boff[k] + start) * esz;
+        for (b = 0; b < bytes; b += 64)
+            __builtin_prefetch(s_ + b, 0, 2);
+    }
+}
+
 #endif /* CNNEXT_PREP_H */
