@@ -1452,7 +1452,7 @@ cdef void gi_pair_task(const FwdArgs* a, int tid) noexcept nogil:
     column phases are passes of the same tiles (see pair_passes): passes
     2m and 2m + 1 hold a row phase's phase of the left and of the right
     result column; tile j of the pair computes both into the scratch tiles
-    ``ca``, ``cb`` (fwd_task's padded-width tiles: the same sums, the same
+    ``ca``, ``cb`` (padded-width or row tiles: fwd_task's sums, the same
     bits) and stores them interleaved, each result row once, contiguous."""
     cdef const float* x = <const float*>a.x
     cdef const float* bias = <const float*>a.bias
@@ -1472,6 +1472,10 @@ cdef void gi_pair_task(const FwdArgs* a, int tid) noexcept nogil:
         ps = tile_pass(a, t, &ng, &j, 2)
         n = ng // a.G
         p0 = j * NR
+        if ps.tpr > 0:  # row r's tile at column c
+            r = j // ps.tpr
+            c = (j - r * ps.tpr) * NR
+            p0 = r * Wq + c
         if ng != cur:
             cur = ng
             src = pair_input(a, x, ng, n, cb + a.s_c, &grp, &bias)
@@ -1492,6 +1496,10 @@ cdef void gi_pair_task(const FwdArgs* a, int tid) noexcept nogil:
                          cdst + co0 * NR, NR, <int>min(MR, Co - co0), <int>NR, pc > 0, bptr)
                 pc = pc + KC
         # the valid columns of each row of the tile, both phases at once
+        if ps.tpr > 0:
+            MERGE2X_S(ca, cb, NR, out + n * a.os + grp * a.og + ps.o0 + r * ps.orow + 2 * c,
+                      a.ocs, Co, min(NR, ps.cols - c))
+            continue
         pp = p0
         while pp < min(p0 + NR, ps.rows * Wq):
             r = pp // Wq
@@ -1504,13 +1512,14 @@ cdef void gi_pair_task(const FwdArgs* a, int tid) noexcept nogil:
             pp = pp + run
 
 
-cdef bint pair_passes(Pass* passes, Py_ssize_t npass) noexcept nogil:
+cdef bint pair_passes(Pass* passes, Py_ssize_t npass, Py_ssize_t Wq,
+                      Py_ssize_t NR) noexcept nogil:
     """Whether gi_pair_task can run these input-gradient passes (column
     stride 2, in row-phase order, two column phases each): every row phase
     has both column phases, of the same rows, columns and padded-width
     tiles, their results in adjacent columns.  Orders each pair left column
-    first."""
-    cdef Py_ssize_t m
+    first, and gives it row tiles when they are fewer products."""
+    cdef Py_ssize_t m, R
     cdef Pass* p
     cdef Pass tmp
     if MERGE2X_S == NULL or npass % 2 != 0:
@@ -1529,6 +1538,13 @@ cdef bint pair_passes(Pass* passes, Py_ssize_t npass) noexcept nogil:
             tmp = p[0]
             p[0] = p[1]
             p[1] = tmp
+        # row tiles where a row's tiles are fewer columns than the padded
+        # width (16 columns of a 4x4 stride-2 transposed convolution's
+        # phases: 16 tiles per phase instead of 18)
+        R = cdiv(p[0].cols, NR) * NR
+        if R < Wq:
+            p[0].tpr = p[1].tpr = R // NR
+            p[0].ntp = p[1].ntp = p[0].rows * p[0].tpr
     return True
 
 
@@ -1656,7 +1672,7 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     reach(&a.g, end)
     cdef bint paired = False
     if floating is float:
-        paired = sw == 2 and pair_passes(passes, a.npass)
+        paired = sw == 2 and pair_passes(passes, a.npass, Wq, a.NR)
     if paired:  # a pair's tiles, counted once
         ntot = 0
         for i in range(0, a.npass, 2):
