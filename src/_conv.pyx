@@ -730,7 +730,7 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
             if a.pboff != NULL:
                 for i in range(nt):
                     j = j0 + i
-                    if ps.tpr == 0 or ps.tpr * NR == Wq:  # the chunk's runs are contiguous
+                    if ps.tpr == 0 or ps.tpr * NR == Wq:  # tile j's run starts at j*NR
                         tile0[i] = j * NR
                     else:
                         r = j // ps.tpr

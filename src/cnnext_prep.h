@@ -19,6 +19,11 @@
  * cnx_merge2x_s, AVX2) is not available (or CNNEXT_ISA asks for less): the
  * callers then keep the general code.  Only values move: the results are
  * the same either way.
+ *
+ * cnx_pack_runs, cnx_prefetch_runs (fwd_chunk_task, every ISA): a 1x1
+ * layer's input runs, whole planes apart, copied a block of positions at a
+ * time into the micro-kernel's B layout, the next block prefetched
+ * meanwhile.
  */
 #ifndef CNNEXT_PREP_H
 #define CNNEXT_PREP_H
