@@ -79,6 +79,7 @@ cdef extern from "cnnext_prep.h" nogil:
                        int64_t kc, int64_t nt, int64_t run, char* dst, int64_t tstride)
     void cnx_prefetch_runs(const char* src, const int64_t* boff, int64_t esz, int64_t k0,
                            int64_t k1, int64_t start, int64_t bytes)
+    void cnx_prefetch_lines(const char* p, int64_t l0, int64_t l1)
     cnx_merge2x_s cnx_merge2x_s_select()
 
 cdef extern from "cnnext_gw3d.h" nogil:
@@ -172,6 +173,12 @@ cdef inline void strided_copy(const floating* src, Py_ssize_t step, Py_ssize_t n
         for q in range(n):
             dst[q] = src[q * step]
 
+
+# fwd_task prefetches at most this much of the next (sample, group) pair's
+# input (measured, 3x3 layers, float32, batch 32, 16 channels on 32x32 per
+# group, 4 groups: the padded copy read its input from memory in 8-10% of
+# the time).
+cdef Py_ssize_t PREFETCH_PAIR_BYTES = 256 * 1024
 
 # prep_rows pads stride-1 rows only up to this width (longer rows: one
 # library copy per row costs little next to the row).
@@ -491,6 +498,11 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     cdef const floating* bptr
     cdef const int64_t* boff
     cdef floating* cdst
+    # a prepared pair's input (read once, by prep_sample) prefetched during
+    # the previous pair's tiles, a share per tile, up to PREFETCH_PAIR_BYTES
+    cdef Py_ssize_t pf = 0, jt, nxt
+    if a.g.prepared:
+        pf = min(a.g.C * a.g.H * a.g.W * sizeof(floating), PREFETCH_PAIR_BYTES) // 64
     for t in range(t0, t1):
         ps = tile_pass(a, t, &ng, &j, 1)
         n = ng // a.G
@@ -498,6 +510,11 @@ cdef void fwd_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
         if ng != cur:
             cur = ng
             src = pair_input(a, x, ng, n, ct + a.s_c, &grp, &bias)
+        jt = t - ng * a.ntp  # the tile's index among the pair's (all passes)
+        if pf > 0 and (ng + 1) * a.ntp < t1:
+            nxt = ng + 1
+            cnx_prefetch_lines(<const char*>(x + (nxt // a.G) * a.xs + (nxt % a.G) * a.xg),
+                               jt * pf // a.ntp, (jt + 1) * pf // a.ntp)
         # B is read in place: every tap's run of NR positions lies inside the
         # (prepared) sample, see reach().
         if ps.tpr > 0:

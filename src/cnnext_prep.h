@@ -23,7 +23,8 @@
  * cnx_pack_runs, cnx_prefetch_runs (fwd_chunk_task, every ISA): a 1x1
  * layer's input runs, whole planes apart, copied a block of positions at a
  * time into the micro-kernel's B layout, the next block prefetched
- * meanwhile.
+ * meanwhile.  cnx_prefetch_lines (fwd_task): the next sample's input,
+ * prefetched while the current one is multiplied.
  */
 #ifndef CNNEXT_PREP_H
 #define CNNEXT_PREP_H
@@ -156,6 +157,13 @@ static inline void cnx_pack_runs(const char *src, const int64_t *boff, const int
     }
 }
 #undef CNX_PACK_RUNS
+
+/* Prefetch (into L2) cache lines l0..l1-1 from p. */
+static inline void cnx_prefetch_lines(const char *p, int64_t l0, int64_t l1) {
+    int64_t l;
+    for (l = l0; l < l1; l++)
+        __builtin_prefetch(p + 64 * l, 0, 2);
+}
 
 /* Prefetch (into L2) the runs cnx_pack_runs will read for taps k0..k1-1 of
  * a chunk whose tiles start at element `start`, `bytes` long each. */
