@@ -1045,7 +1045,8 @@ def test_conv2d_one_row_kernel_stride2(hw, s, p, d, dtype, rng, close, restore_t
 
 # Strided 3x3-type layers (resnet8's 16 -> 32 at 28x28 and 32 -> 64 at
 # 14x14, scaled down in the batch): the input gradient's two column phases
-# computed as tile pairs and stored interleaved (equal phase widths) or
+# computed as tile pairs and stored interleaved (equal phase widths; row
+# tiles where a row's tiles are fewer columns than the padded width) or
 # apart (odd widths), the transposed weight gradient with partial
 # 32-channel panels (24 and 40 channels), and stride-1 padding of rows up
 # to 16 columns (the padded upstream gradient; paddings 1-3).
@@ -1057,6 +1058,9 @@ _STRIDE2_GEOMS = [
     ((2, 6, 10, 12), (9, 2, 4, 4), 2, 1, 3),       # groups, 4x4 taps
     ((2, 4, 9, 16), (6, 4, 3, 3), 2, 0, 1),        # no padding
     ((1, 3, 8, 34), (5, 3, 3, 3), 2, 2, 1),        # 17-column phases: two vectors
+    ((2, 8, 6, 32), (16, 8, 3, 3), 2, 1, 1),       # 16-column phases: row tiles
+    ((1, 4, 5, 30), (6, 4, 3, 3), 2, 1, 1),        # 15 columns: a partial row tile
+    ((1, 3, 4, 64), (5, 3, 4, 4), 2, 1, 1),        # 4x4: two row tiles per row
     ((2, 3, 7, 9), (4, 3, 3, 3), 1, (2, 3), 1),    # stride 1, rows of 15 padded columns
 ]
 
