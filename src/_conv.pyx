@@ -95,7 +95,7 @@ cdef extern from "cnnext_gwvalid.h" nogil:
 
 cdef extern from "cnnext_cvd.h" nogil:
     int CNX_CVD_MAXP
-    int CNX_CVD_NCH
+    void cnx_cvd_shape(int *nch, int *maxp)
     ctypedef void (*cnx_cvd)(int64_t kc, const double *w, const double *b,
                              const int64_t *boff, double *c, int accumulate,
                              const double *bias) noexcept nogil
@@ -122,9 +122,12 @@ cdef cnx_ukr_d GW3_D = cnx_gw3_d_select()
 # The transposed weight gradient's 8 x 32 kernel over valid positions only
 # (float); NULL without AVX-512F.
 cdef cnx_gwvalid_s GWVALID_S = cnx_gwvalid_s_select()
-# The float64 forward's channel-vector kernels of n = 1..14 positions (index
-# n - 1); NULL without AVX-512F.
-cdef cnx_cvd CVD[14]
+# The float64 forward's channel-vector tiles: CV_NCH channels by up to
+# CV_MAXP positions (16 x 14 with AVX-512F, 8 x 6 with AVX2, 0 x 0
+# otherwise), the kernel of n positions at index n - 1.
+cdef int CV_NCH, CV_MAXP
+cnx_cvd_shape(&CV_NCH, &CV_MAXP)
+cdef cnx_cvd CVD[14]  # CNX_CVD_MAXP
 for _n in range(CNX_CVD_MAXP):
     CVD[_n] = cnx_cvd_select(_n + 1)
 
@@ -1081,38 +1084,43 @@ cdef void fwd_run(FwdArgs* a, floating* tag) noexcept nogil:
 # --------------------------------------------------------------------------
 # float64 forward on channel-vector tiles (cnnext_cvd.h)
 #
-# A tile is up to CNX_CVD_MAXP (14) consecutive positions of one output row
-# by 16 output channels: the positions broadcast from the taps' runs of the
-# prepared sample, the channels on the vectors (the weight packed in
-# 16-channel panels).  No column is computed past the end of a row, so a
-# 14-wide row fills a tile that 16-column tiles filled 14/16 of (and 7-wide
-# rows 7/16); 256 channels are 16 full panels where 14-row panels computed
-# 266 rows.
+# A tile is up to CV_MAXP consecutive positions of one output row by CV_NCH
+# output channels (14 x 16 with AVX-512F, 6 x 8 with AVX2): the positions
+# broadcast from the taps' runs of the prepared sample, the channels on the
+# vectors (the weight packed in CV_NCH-channel panels).  No column is
+# computed past the end of a row, so a 14-wide row fills a tile that
+# 16-column tiles filled 14/16 of (and 7-wide rows 7/16), or three tiles of
+# 5, 5 and 4 positions where 8-column tiles computed 16 columns; 256
+# channels are 16 full panels where 14-row panels computed 266 rows (6-row
+# panels 258).
 # --------------------------------------------------------------------------
 
-# Positions per tile from which the kernels run near the 14-position
-# kernel's rate (measured, AVX-512, K = 2304 in KC blocks: 6 positions 90%
-# of it, 4 positions 70%).
-cdef Py_ssize_t CV_MIN_POSITIONS = 6
+# Positions per tile from which the kernels run near the widest tile's rate
+# (measured, K = 2304 in KC blocks: AVX-512, 6 positions 90% of 14, 4
+# positions 70%; AVX2, an L1-resident K = 256: 5 positions 85-94% of 6, 4
+# positions 71-82%, 3 positions 56-69%).
+cdef Py_ssize_t CV_MIN_POSITIONS = 6 if CV_NCH == 16 else 5
 # Storing a result transposed from the position-major tile costs about as
 # much as this many more taps (the cost model of cv_tiles_pay; measured: a
 # stride-2 3x3 layer 16 -> 32 channels, K = 144, ran 12% slower on these
 # tiles, 32 channels against 33 rows of 11-row panels; 3x3 layers with
 # K >= 576 and 64 to 256 channels ran 7-20% faster).
 cdef Py_ssize_t CV_STORE_TAPS = 32
-# A packed weight of at most CV_TILE_WEIGHT_BYTES stays in L2 while the
-# tiles run one after the other, each through every panel.  A larger one is
-# run panel by panel over chunks of tiles (all of one (sample, group) pair)
-# whose input reads at most about CV_CHUNK_BYTES of the prepared sample,
-# which stays in L2 while each panel (K x 16 values) runs over the chunk.
-cdef Py_ssize_t CV_TILE_WEIGHT_BYTES = 512 * 1024
-cdef Py_ssize_t CV_CHUNK_BYTES = 1024 * 1024
+# A chunk's position-major results (all panels of up to CHUNK_MAX_TILES
+# tiles) take at most CV_CHUNK_BYTES: they stay in L2 from one KC block to
+# the next while that block of the weight streams through (AVX2, 256 -> 256
+# channels on 14x14, batch 8: the tile-by-tile order, each tile through
+# every panel over the whole depth, read the sample from L3 once per panel
+# and took 1.4x the time of the 6 x 8 tiles (with 7-position tiles); this
+# order 0.91x; chunks of 64 to 512 KB within the host's noise of each
+# other).
+cdef Py_ssize_t CV_CHUNK_BYTES = 128 * 1024
 
 
 cdef bint cv_tiles_pay(FwdArgs* a, Pass* ps) noexcept nogil:
     """Set the pass's channel-vector tiles (``tpr`` per row, ``ntp``) and
-    ``a.MR`` (positions per tile, CV_MIN_POSITIONS to 14, rows split evenly)
-    and return True when they compute fewer products than the tiles
+    ``a.MR`` (positions per tile, CV_MIN_POSITIONS to CV_MAXP, rows split
+    evenly) and return True when they compute fewer products than the tiles
     pass_tiles chose (counting a padded-width tile's copies as STORE_TAPS
     taps, a transposed store as CV_STORE_TAPS), for a forward (result rows
     contiguous) of a kernel with more than one tap: a 1x1 layer's taps are
@@ -1121,66 +1129,70 @@ cdef bint cv_tiles_pay(FwdArgs* a, Pass* ps) noexcept nogil:
     in 22 ms instead of 13 on these tiles reading the input in place).
     Leaves ``ps`` and ``a`` as they were otherwise."""
     cdef Py_ssize_t tpr, P, old, new
-    if (CVD[CNX_CVD_MAXP - 1] == NULL or ps.ocol != 1 or ps.rows <= 0 or ps.cols <= 0
+    if (CV_MAXP == 0 or ps.ocol != 1 or ps.rows <= 0 or ps.cols <= 0
             or a.g.kh * a.g.kw == 1):
         return False
-    tpr = cdiv(ps.cols, CNX_CVD_MAXP)
+    tpr = cdiv(ps.cols, CV_MAXP)
     P = cdiv(ps.cols, tpr)
     if P < CV_MIN_POSITIONS:
         return False
     old = a.npanel * a.MR * ps.ntp * a.NR * (
         ps.K if ps.tpr > 0 or ps.tpr2 > 0 else ps.K + STORE_TAPS)
-    new = cdiv(a.Co, CNX_CVD_NCH) * CNX_CVD_NCH * ps.rows * tpr * P * (ps.K + CV_STORE_TAPS)
+    new = cdiv(a.Co, CV_NCH) * CV_NCH * ps.rows * tpr * P * (ps.K + CV_STORE_TAPS)
     if new >= old:
         return False
     ps.tpr = tpr
     ps.tpr2 = 0
     ps.ntp = ps.rows * tpr
     a.MR = P
-    a.NR = CNX_CVD_NCH
-    a.npanel = cdiv(a.Co, CNX_CVD_NCH)
+    a.NR = CV_NCH
+    a.npanel = cdiv(a.Co, CV_NCH)
     return True
 
 
 cdef inline void cv_store(const double* ct, Py_ssize_t npos, Py_ssize_t nch, double* dst,
                           Py_ssize_t ldd, int act, double alpha) noexcept nogil:
-    """dst[j*ldd + q] = ``act`` of ct[q*16 + j] (q < npos, j < nch): a
+    """dst[j*ldd + q] = ``act`` of ct[q*CV_NCH + j] (q < npos, j < nch): a
     position-major tile stored transposed (the operations of act_value)."""
     cdef Py_ssize_t j, q
     for j in range(nch):
         if act == ACT_NONE:
             for q in range(npos):
-                dst[j * ldd + q] = ct[q * CNX_CVD_NCH + j]
+                dst[j * ldd + q] = ct[q * CV_NCH + j]
         else:
             for q in range(npos):
-                dst[j * ldd + q] = act_value(ct[q * CNX_CVD_NCH + j], act, alpha)
+                dst[j * ldd + q] = act_value(ct[q * CV_NCH + j], act, alpha)
 
 
 cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
     """The float64 forward on channel-vector tiles: tile j of a (sample,
     group) pair is positions [c, c + MR) of result row r (``tpr`` tiles per
-    row; the row's last tile may hold fewer), computed 16 channels at a
-    time in the position-major scratch tile, its KC blocks summed as in
-    fwd_task (the same bits), then stored transposed with the epilogue.
-    Tiles [T*tid/nt, T*(tid+1)/nt) in chunks of up to ``tb`` tiles of one
-    pair: weight panel after weight panel (16 channels by K taps), the
-    chunk's tiles.  ``a.bias`` holds 16 values per panel (zero past
-    Co), ``npanel*16`` per group."""
+    row; the row's last tile may hold fewer).  Tiles [T*tid/nt,
+    T*(tid+1)/nt) in chunks of up to ``tb`` tiles of one pair, the KC loop
+    outside the chunk's tiles (as fwd_chunk_task): each KC block of a
+    CV_NCH-channel weight panel is read once per chunk and reused from L1
+    over its tiles, whose results sum in the chunk's position-major scratch
+    tiles (``s_c`` values per tile and panel; the same KC blocks in the same
+    order: fwd_task's bits), then are stored transposed with the epilogue.
+    ``a.bias`` holds CV_NCH values per panel (zero past Co),
+    ``npanel*CV_NCH`` per group."""
     cdef const Pass* ps = a.passes
     cdef const double* x = <const double*>a.x
     cdef const double* bias = NULL
-    cdef const double* bptr
     cdef double* out = <double*>a.out
-    cdef Py_ssize_t MR = a.MR, Co = a.Co, Wq = a.g.Wq, K = ps.K
-    cdef double* ct = <double*>a.scr + tid * a.per
-    cdef double* buf = ct + round16(CNX_CVD_MAXP * CNX_CVD_NCH)
+    cdef Py_ssize_t MR = a.MR, Co = a.Co, Wq = a.g.Wq, K = ps.K, sc = a.s_c
+    cdef double* ct0 = <double*>a.scr + tid * a.per
+    cdef double* buf = ct0 + round16(a.tb * a.npanel * sc)
     cdef Py_ssize_t t0 = a.T * tid // a.nt, t1 = a.T * (tid + 1) // a.nt
-    cdef Py_ssize_t t, n, ng, grp = 0, j0, cur = -1, nt, i, panel, co0, nch, npos, pc
+    cdef Py_ssize_t t, n, ng, grp = 0, j0, cur = -1, nt, i, panel, co0, pc, kc
     cdef const double* apw
     cdef const double* src = NULL
-    cdef const double* bsrc
-    cdef double* cdst
-    cdef cnx_cvd f
+    cdef const double* wp
+    cdef double* ct
+    cdef double* obase
+    cdef const double* bsrc[CHUNK_MAX_TILES]
+    cdef double* cdst[CHUNK_MAX_TILES]
+    cdef Py_ssize_t npos[CHUNK_MAX_TILES]
     t = t0
     while t < t1:
         ng = t // a.ntp
@@ -1193,21 +1205,26 @@ cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
             src = sample_src(x + grp * a.xg, n, a.xs, &a.g, buf)
         apw = <const double*>ps.apw + grp * a.wg
         if a.bias != NULL:
-            bias = <const double*>a.bias + grp * a.npanel * CNX_CVD_NCH
-        for panel in range(a.npanel):
-            co0 = panel * CNX_CVD_NCH
-            nch = min(CNX_CVD_NCH, Co - co0)
-            for i in range(nt):
-                npos = row_tile(ps, j0 + i, MR, src, Wq, out + n * a.os + grp * a.og, &bsrc,
-                                &cdst)
-                f = CVD[npos - 1]
-                pc = 0
-                while pc < K:
-                    bptr = bias + co0 if bias != NULL and pc == 0 else NULL
-                    f(min(<Py_ssize_t>KC, K - pc), apw + panel * K * CNX_CVD_NCH
-                      + pc * CNX_CVD_NCH, bsrc, ps.toff + pc, ct, pc > 0, bptr)
-                    pc = pc + KC
-                cv_store(ct, npos, nch, cdst + co0 * a.ocs, a.ocs, a.act, a.alpha)
+            bias = <const double*>a.bias + grp * a.npanel * CV_NCH
+        obase = out + n * a.os + grp * a.og
+        for i in range(nt):
+            npos[i] = row_tile(ps, j0 + i, MR, src, Wq, obase, &bsrc[i], &cdst[i])
+        pc = 0
+        while pc < K:
+            kc = min(<Py_ssize_t>KC, K - pc)
+            for panel in range(a.npanel):
+                wp = apw + (panel * K + pc) * CV_NCH
+                ct = ct0 + panel * sc
+                for i in range(nt):
+                    CVD[npos[i] - 1](kc, wp, bsrc[i], ps.toff + pc, ct + i * a.npanel * sc,
+                                     pc > 0, bias + panel * CV_NCH
+                                     if bias != NULL and pc == 0 else NULL)
+            pc = pc + KC
+        for i in range(nt):
+            for panel in range(a.npanel):
+                co0 = panel * CV_NCH
+                cv_store(ct0 + (i * a.npanel + panel) * sc, npos[i], min(CV_NCH, Co - co0),
+                         cdst[i] + co0 * a.ocs, a.ocs, a.act, a.alpha)
         t = t + nt
 
 
@@ -1313,7 +1330,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     cdef bint cv = False
     if floating is double:
         cv = not packb and cv_tiles_pay(&a, &ps)
-    cdef Py_ssize_t wmr = CNX_CVD_NCH if cv else a.MR  # rows of a packed weight panel
+    cdef Py_ssize_t wmr = CV_NCH if cv else a.MR  # rows of a packed weight panel
     if cv:
         span = (oh_n - 1) * a.g.Wq + ow_n  # no position past a row's end
     a.passes = &ps
@@ -1333,21 +1350,18 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     a.s_c = round16(a.npanel * a.MR * a.NR)
     a.tb = fwd_chunk_tiles(&a, K, <floating*>NULL)
     if cv:
-        # one scratch tile; chunks of whole result rows (CV_CHUNK_BYTES)
-        a.s_c = round16(CNX_CVD_MAXP * CNX_CVD_NCH)
-        a.tb = 1
-        if a.npanel * CNX_CVD_NCH * K * sizeof(floating) > CV_TILE_WEIGHT_BYTES:
-            a.tb = ps.tpr * max(1, CV_CHUNK_BYTES
-                                // max(1, a.g.L * sizeof(floating) // oh_n))
+        # a scratch tile per panel and tile of a chunk (CV_CHUNK_BYTES)
+        a.s_c = CV_MAXP * CV_NCH
+        a.tb = max(1, min(<Py_ssize_t>CHUNK_MAX_TILES,
+                          CV_CHUNK_BYTES // (a.npanel * a.s_c * sizeof(floating))))
     a.s_b = 0
     a.pboff = NULL
     cdef int64_t* pboff = NULL
-    cdef Py_ssize_t nbias = groups * a.npanel * CNX_CVD_NCH if cv and bias is not None else 0
+    cdef Py_ssize_t nbias = groups * a.npanel * CV_NCH if cv and bias is not None else 0
     try:
         if packb:
             pboff = packed_b_chunks(&a, <floating*>NULL)
-        # (channel-vector tiles: one C tile, whatever the chunk)
-        a.per = ((a.s_c if cv else a.tb * a.s_c + a.s_b)
+        a.per = ((round16(a.tb * a.npanel * a.s_c) if cv else a.tb * a.s_c + a.s_b)
                  + (round16(a.g.Lbuf) if a.g.prepared else 0))
         a.wg = a.npanel * wmr * K
         apw = <floating*>alloc_scratch((groups * a.wg + a.nt * a.per + nbias)
@@ -1373,11 +1387,11 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
         for grp in range(groups):
             pack_a(&weight[0, 0, 0, 0] + grp * Co * K, K, 1, Co, K, wmr, apw + grp * a.wg)
         if nbias > 0:
-            # 16 values per panel (zero past Co), as the kernels read them
+            # CV_NCH values per panel (zero past Co), as the kernels read them
             memset(pbias, 0, nbias * sizeof(floating))
             for grp in range(groups):
                 for q in range(Co):
-                    pbias[grp * a.npanel * CNX_CVD_NCH + q] = bias[grp * Co + q]
+                    pbias[grp * a.npanel * CV_NCH + q] = bias[grp * Co + q]
             a.bias = pbias
         if flat:
             run_tasks(&a, fwd_flat_task)

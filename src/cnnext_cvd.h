@@ -23,15 +23,25 @@
  * then the fused add, from zero; then base + sum), so the results are
  * bitwise the same.
  *
- * cnx_cvd_select(n) returns the kernel of n = 1..14 positions, or NULL
- * where AVX-512F is not available (or CNNEXT_ISA asks for less).
+ * With AVX2 (16 registers) a tile is 8 output channels (two vectors, tap
+ * k's 8 values at w + 8k) by 1..6 positions: 12 accumulators, the two
+ * weight vectors and the broadcast take 15 registers, and each step loads
+ * as many values as the 6 x 8 tiles of src/cnnext_ukernel.h.  A row of 14
+ * outputs takes tiles of 5, 5 and 4 positions where 8-column tiles computed
+ * 16.  (Seven positions, the second weight vector read from memory by each
+ * FMA, ran slower: 16 loads per 14 FMAs.)
+ *
+ * cnx_cvd_shape(&nch, &maxp) gives the selected instruction set's tile
+ * (16 x 14 with AVX-512F, 8 x 6 with AVX2; 0 x 0 without either,
+ * or when CNNEXT_ISA asks for less); cnx_cvd_select(n) returns its kernel of
+ * n = 1..maxp positions, or NULL.
  */
 #ifndef CNNEXT_CVD_H
 #define CNNEXT_CVD_H
 
 #include "cnnext_ukernel.h"
 
-/* Most positions per tile; channels per tile (two vectors). */
+/* Most positions and channels per tile of any instruction set. */
 #define CNX_CVD_MAXP 14
 #define CNX_CVD_NCH 16
 
@@ -118,16 +128,84 @@ CNX_DEF_CVD(cnx_cvd_12, 12)
 CNX_DEF_CVD(cnx_cvd_13, 13)
 CNX_DEF_CVD(cnx_cvd_14, 14)
 
+/* AVX2: 8 channels (two vectors) by up to 6 positions. */
+#define CNX_CVY_MAXP 6
+
+#define CNX_CVY_ROW(i, lo, hi)                                                 \
+    if (MRV_ > (i)) {                                                          \
+        t = _mm256_broadcast_sd(bk + (i));                                     \
+        lo = _mm256_fmadd_pd(t, w0, lo);                                       \
+        hi = _mm256_fmadd_pd(t, w1, hi);                                       \
+    }
+
+#define CNX_CVY_STORE(i, lo, hi)                                               \
+    if (MRV_ > (i)) {                                                          \
+        double *row_ = c + 8 * (i);                                            \
+        if (accumulate) {                                                      \
+            lo = _mm256_add_pd(lo, _mm256_loadu_pd(row_));                     \
+            hi = _mm256_add_pd(hi, _mm256_loadu_pd(row_ + 4));                 \
+        } else if (bias) {                                                     \
+            lo = _mm256_add_pd(lo, _mm256_loadu_pd(bias));                     \
+            hi = _mm256_add_pd(hi, _mm256_loadu_pd(bias + 4));                 \
+        }                                                                      \
+        _mm256_storeu_pd(row_, lo);                                            \
+        _mm256_storeu_pd(row_ + 4, hi);                                        \
+    }
+
+#define CNX_DEF_CVY(NAME, MRV)                                                 \
+    CNX_TARGET_AVX2                                                            \
+    static void NAME(int64_t kc, const double *w, const double *b,             \
+                     const int64_t *boff, double *c, int accumulate,           \
+                     const double *bias) {                                     \
+        __m256d r00 = _mm256_setzero_pd(), r01 = _mm256_setzero_pd();          \
+        __m256d r10 = _mm256_setzero_pd(), r11 = _mm256_setzero_pd();          \
+        __m256d r20 = _mm256_setzero_pd(), r21 = _mm256_setzero_pd();          \
+        __m256d r30 = _mm256_setzero_pd(), r31 = _mm256_setzero_pd();          \
+        __m256d r40 = _mm256_setzero_pd(), r41 = _mm256_setzero_pd();          \
+        __m256d r50 = _mm256_setzero_pd(), r51 = _mm256_setzero_pd();          \
+        int64_t k;                                                             \
+        enum { MRV_ = MRV };                                                   \
+        for (k = 0; k < kc; k++) {                                             \
+            const double *bk = b + boff[k];                                    \
+            __m256d w0 = _mm256_loadu_pd(w + 8 * k);                           \
+            __m256d w1 = _mm256_loadu_pd(w + 8 * k + 4), t;                    \
+            CNX_CVY_ROW(0, r00, r01) CNX_CVY_ROW(1, r10, r11)                  \
+            CNX_CVY_ROW(2, r20, r21) CNX_CVY_ROW(3, r30, r31)                  \
+            CNX_CVY_ROW(4, r40, r41) CNX_CVY_ROW(5, r50, r51)                  \
+        }                                                                      \
+        CNX_CVY_STORE(0, r00, r01) CNX_CVY_STORE(1, r10, r11)                  \
+        CNX_CVY_STORE(2, r20, r21) CNX_CVY_STORE(3, r30, r31)                  \
+        CNX_CVY_STORE(4, r40, r41) CNX_CVY_STORE(5, r50, r51)                  \
+    }
+
+CNX_DEF_CVY(cnx_cvy_1, 1)
+CNX_DEF_CVY(cnx_cvy_2, 2)
+CNX_DEF_CVY(cnx_cvy_3, 3)
+CNX_DEF_CVY(cnx_cvy_4, 4)
+CNX_DEF_CVY(cnx_cvy_5, 5)
+CNX_DEF_CVY(cnx_cvy_6, 6)
+
+static void cnx_cvd_shape(int *nch, int *maxp) {
+    int isa = cnx_isa_from_env(cnx_detect_isa());
+    *nch = isa == 2 ? 16 : isa == 1 ? 8 : 0;
+    *maxp = isa == 2 ? CNX_CVD_MAXP : isa == 1 ? CNX_CVY_MAXP : 0;
+}
+
 static cnx_cvd cnx_cvd_select(int n) {
     static const cnx_cvd table[CNX_CVD_MAXP] = {
         cnx_cvd_1, cnx_cvd_2, cnx_cvd_3, cnx_cvd_4, cnx_cvd_5, cnx_cvd_6, cnx_cvd_7,
         cnx_cvd_8, cnx_cvd_9, cnx_cvd_10, cnx_cvd_11, cnx_cvd_12, cnx_cvd_13, cnx_cvd_14};
-    if (n < 1 || n > CNX_CVD_MAXP || cnx_isa_from_env(cnx_detect_isa()) != 2) return NULL;
-    return table[n - 1];
+    static const cnx_cvd table2[CNX_CVY_MAXP] = {
+        cnx_cvy_1, cnx_cvy_2, cnx_cvy_3, cnx_cvy_4, cnx_cvy_5, cnx_cvy_6};
+    int nch, maxp;
+    cnx_cvd_shape(&nch, &maxp);
+    if (n < 1 || n > maxp) return NULL;
+    return nch == 16 ? table[n - 1] : table2[n - 1];
 }
 
 #else
 
+static void cnx_cvd_shape(int *nch, int *maxp) { *nch = 0; *maxp = 0; }
 static cnx_cvd cnx_cvd_select(int n) { (void)n; return NULL; }
 
 #endif /* CNX_X86 */

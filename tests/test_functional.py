@@ -1185,19 +1185,28 @@ def test_two_row_tiles_same_bits_as_wider_rows(xs, ws, s, p, restore_threads):
             np.testing.assert_array_equal(r, np.maximum(y, 0))
 
 
-# float64 layers whose forward (AVX-512) runs on channel-vector tiles: up to
-# 14 positions of one output row by 16 output channels, stored transposed
-# (x shape, weight shape, stride, padding, groups, dilation).
-_CHANNEL_VECTOR_GEOMS = [
+# float64 layers whose forward runs on channel-vector tiles: up to 14
+# positions of one output row by 16 output channels with AVX-512, 6 by 8
+# with AVX2, stored transposed (x shape, weight shape, stride, padding,
+# groups, dilation).  AVX2's cost rule takes the tiles for these:
+_CHANNEL_VECTOR_GEOMS_AVX2 = [
+    ((1, 64, 5, 27), (32, 64, 3, 3), 1, 1, 1, 1),    # 27-wide rows: tiles of 14 and 13
+    ((2, 32, 11, 11), (32, 32, 3, 3), 1, 2, 1, 2),   # dilation 2
+    ((1, 64, 9, 14), (128, 64, 3, 3), 1, 1, 1, 1),   # weight over 512 KB, K = 576
+    ((2, 64, 14, 14), (40, 64, 3, 3), 1, 1, 1, 1),   # AVX2: tiles of 5, 5, 4; 5 panels
+    ((2, 64, 28, 28), (32, 64, 3, 3), 2, 1, 1, 1),   # stride 2 to 14x14, K = 576
+    ((1, 64, 5, 28), (32, 64, 3, 3), 1, 1, 1, 1),    # AVX2: tiles of 6, 6, 6, 6, 4
+    ((1, 16, 6, 10), (24, 16, 3, 3), 1, 1, 1, 1),    # 10-wide rows, K = 144
+    ((2, 64, 11, 11), (64, 32, 3, 3), 1, 1, 2, 1),   # groups, 11-wide rows
+]
+# and AVX-512's (only) for these too:
+_CHANNEL_VECTOR_GEOMS = _CHANNEL_VECTOR_GEOMS_AVX2 + [
     ((2, 30, 14, 14), (48, 30, 3, 3), 1, 1, 1, 1),   # 14-wide rows, K = 270: two blocks
     ((1, 30, 14, 14), (47, 30, 3, 3), 1, 1, 1, 1),   # N = 1, a last panel of 15 channels
     ((2, 32, 7, 7), (32, 32, 3, 3), 1, 1, 1, 1),     # 7 positions per tile
-    ((1, 32, 4, 27), (32, 32, 3, 3), 1, 1, 1, 1),    # 27-wide rows: tiles of 14 and 13
     ((2, 64, 7, 7), (64, 32, 3, 3), 1, 1, 2, 1),     # groups
     ((2, 32, 28, 28), (32, 32, 3, 3), 2, 1, 1, 1),   # stride 2
-    ((2, 32, 11, 11), (32, 32, 3, 3), 1, 2, 1, 2),   # dilation 2
     ((2, 32, 9, 9), (32, 32, 3, 3), 1, 0, 1, 1),     # unpadded: read in place
-    ((1, 64, 9, 14), (128, 64, 3, 3), 1, 1, 1, 1),   # weight over 512 KB: panel by panel
 ]
 
 
@@ -1262,6 +1271,42 @@ def test_channel_vector_tiles_give_the_bits_of_the_other_kernels(tmp_path):
         pytest.skip(f"this CPU runs {_gemm.isa()}: no channel-vector kernel")
     _assert_same_bytes(*_npz_under_isas(
         tmp_path, f"GEOMS = {_CHANNEL_VECTOR_GEOMS!r}\n" + _CHANNEL_VECTOR_SCRIPT))
+
+
+@pytest.mark.parametrize("xs,ws,s,p,groups,d", _CHANNEL_VECTOR_GEOMS_AVX2)
+def test_channel_vector_tiles_same_bits_as_wider_rows(xs, ws, s, p, groups, d,
+                                                      restore_threads):
+    """With AVX2 (tiles of 8 channels by up to 6 positions), a float64
+    forward on channel-vector tiles gives the bits of the same outputs
+    computed in a map of 16- or 32-wide rows, which runs the 6 x 8 tiles
+    (checked: scaling the channel-vector store by 1 + 1e-12 fails every
+    geometry of this list): the same
+    zeros right of the input, other values beyond them (with a bias,
+    without, and with a fused ReLU)."""
+    from cnnext import _conv, _gemm
+    if _gemm.isa() != "avx2":
+        pytest.skip(f"this CPU runs {_gemm.isa()}: not the AVX2 channel-vector tiles")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    ow = (xs[3] + 2 * p - d * (ws[3] - 1) - 1) // s + 1
+    wide_ow = 16 if ow < 16 else 32  # rows of whole 8-column tiles
+    width = (wide_ow - 1) * s + d * (ws[3] - 1) + 1 - 2 * p
+    wide = np.zeros(xs[:3] + (width,))
+    wide[..., :xs[3]] = x
+    wide[..., xs[3] + p:] = rng.standard_normal(xs[:3] + (width - xs[3] - p,))
+    kw = dict(stride=s, padding=p, dilation=d, groups=groups)
+    with cnnext.use_conv_algorithm("direct"):
+        for threads in (1, 2):
+            cnnext.set_num_threads(threads)
+            for bias in (b, None):
+                y = F.conv2d(x, w, bias, **kw)
+                np.testing.assert_array_equal(y, F.conv2d(wide, w, bias, **kw)[..., :y.shape[3]])
+            if groups == 1:
+                r = np.empty_like(y)
+                _conv.conv2d_forward(x, w, None, r, s, s, p, p, d, d, threads, 1, 1, 0.0)
+                np.testing.assert_array_equal(r, np.maximum(y, 0))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
