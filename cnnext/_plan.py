@@ -1319,6 +1319,10 @@ def conv2d_plan(
         tb, Cmax = _winograd.tile_block(), max(C, Co) + MR
         xi = 36 if 4 in winograd_tiles else 16
         scratch = (threads * xi * tb * (1 + 2 * Cmax) + xi * Cmax * Cmax * (1 + tasks)) * 4
+        # the weight gradient's blocks may be larger (fewer additions into dU)
+        tbw = _winograd.weight_grad_tiles(N, OH, OW, threads, Co, C)
+        scratch = max(scratch, (threads * 16 * tbw * (1 + 2 * Cmax)
+                                + 16 * Cmax * Cmax * (1 + tasks)) * 4)
     if method == "winograd-5x5":
         # the products run over the four views' 4 * C_in channels
         winograd_tiles = (_winograd_tile(N, 4 * C, Co, OH, OW, threads),

@@ -189,6 +189,14 @@ cdef enum:
     # products (measured: 2 panels for 64 channels, 1 for 128 and more
     # beat 3, the transforms' results then read back from L2).
     L2_BLOCK = 1 << 20
+    # At most these bytes of a weight gradient's block of transformed input
+    # and gradient (16 x (C + Co) x tiles floats) per thread: its products
+    # add into dU, out of cache when large, once per block (measured, AVX2,
+    # 256 -> 256 channels on 14x14, batch 8, 392 tiles: in blocks of 64,
+    # 63% of the products' time went to those additions; two blocks of about
+    # 200: the backward 0.85-0.90x the time).
+    GW_BLOCK_BYTES = 8 << 20
+    GW_DU_CACHED = 512 << 10
     # A weight gradient's dU (16, Co, C) of at least these bytes is split
     # between threads by output channels rather than summed from one
     # partial per thread (measured at 256 -> 256 channels, 4 MB).
@@ -227,6 +235,25 @@ cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t rows,
     if rows > 0:
         cap = max(1, min(cap, L2_BLOCK // (xi * rows * panel_lanes() * <Py_ssize_t>sizeof(float))))
     return max(1, min(cap, T // (2 * nt * panel_lanes()))) * panel_lanes()
+
+
+cdef Py_ssize_t gw_block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t C,
+                               Py_ssize_t Co) noexcept nogil:
+    """Tiles per block of a weight gradient of T tiles into ``nt`` partials
+    (C -> Co channels).  Each block's products add into dU (16 x Co x C)
+    once: where dU is larger than GW_DU_CACHED, blocks of whole panels,
+    about one per partial, of at most GW_BLOCK_BYTES of transformed input
+    and gradient (and at least max_panels panels), the tiles split evenly
+    between them; otherwise the forward's blocks (block_tiles), whose
+    transformed data stay in L2."""
+    cdef Py_ssize_t lanes = panel_lanes()
+    if XI * C * Co * <Py_ssize_t>sizeof(float) <= GW_DU_CACHED:
+        return block_tiles(T, nt, 0)
+    cdef Py_ssize_t cap = max(max_panels(), GW_BLOCK_BYTES // (XI * (C + Co) * lanes
+                                                              * <Py_ssize_t>sizeof(float)))
+    cdef Py_ssize_t per = max(1, min(cap, T // (nt * lanes)))
+    cdef Py_ssize_t nb = (T + per * lanes - 1) // (per * lanes)
+    return ((T + nb - 1) // nb + lanes - 1) // lanes * lanes
 
 
 def tile_block():
@@ -691,7 +718,8 @@ cdef void gw_run_panels(Args* a) noexcept nogil:
 cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
                int n_threads, Py_ssize_t rows, Py_ssize_t per_extra,
-               Py_ssize_t fwd_rows, bint quad=False, Py_ssize_t m=2) except -1:
+               Py_ssize_t fwd_rows, bint quad=False, Py_ssize_t m=2,
+               Py_ssize_t tb=0) except -1:
     """Fill the geometry and allocate per-thread scratch (D, V, a.xi point
     blocks of ``rows`` x tb products, then ``per_extra`` floats) for
     ``n_threads`` (at most one per block); ``fwd_rows``: see
@@ -712,7 +740,7 @@ cdef int setup(Args* a, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     a.th = (OH + m - 1) // m
     a.tw = (OW + m - 1) // m
     a.T = N * a.th * a.tw
-    a.tb = block_tiles(a.T, n_threads, fwd_rows, a.xi)
+    a.tb = tb if tb > 0 else block_tiles(a.T, n_threads, fwd_rows, a.xi)
     a.blocks = (a.T + a.tb - 1) // a.tb
     a.nt = <int>max(1, min(n_threads, a.blocks))
     a.sv = a.Cv * a.tb + 16
@@ -853,8 +881,10 @@ cdef int gw_setup(Args* a, const float[:, :, :, ::1] x, const float[:, :, :, ::1
                   Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw) except -1:
     """:func:`setup` (N images of H x W) for a weight gradient of ``x`` and
     ``g`` into the ``dup.shape[0]`` partials ``dup``."""
+    cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
+    cdef Py_ssize_t tb = gw_block_tiles(T, dup.shape[0], x.shape[1], g.shape[1])
     setup(a, N, x.shape[1], H, W, g.shape[1], OH, OW, ph, pw, <int>dup.shape[0], g.shape[1],
-          tile_block() * kernels().s_nr, 0)
+          tb * kernels().s_nr, 0, False, 2, tb)
     a.x = &x[0, 0, 0, 0]
     a.g = &g[0, 0, 0, 0]
     a.upk = NULL
@@ -960,8 +990,17 @@ def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_thread
             and (Co + MR - 1) // MR >= 4 * n_threads and (OW + 1) // 2 != 4):
         return 1
     cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
-    cdef Py_ssize_t tb = block_tiles(T, n_threads, 0)
+    cdef Py_ssize_t tb = gw_block_tiles(T, n_threads, C, Co)
     return <int>max(1, min(n_threads, (T + tb - 1) // tb))
+
+
+def weight_grad_tiles(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_threads,
+                      Py_ssize_t Co, Py_ssize_t C):
+    """Tiles per block of :func:`winograd_grad_weight` with ``n_threads``
+    threads (C -> Co channels): its scratch per thread is about 16 x (C +
+    Co + 1) floats per tile."""
+    cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
+    return gw_block_tiles(T, weight_grad_threads(N, OH, OW, n_threads, Co, C), C, Co)
 
 
 # --------------------------------------------------------------------------
