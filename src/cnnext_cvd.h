@@ -192,15 +192,15 @@ static void cnx_cvd_shape(int *nch, int *maxp) {
 }
 
 static cnx_cvd cnx_cvd_select(int n) {
-    static const cnx_cvd table[CNX_CVD_MAXP] = {
+    static const cnx_cvd avx512[CNX_CVD_MAXP] = {
         cnx_cvd_1, cnx_cvd_2, cnx_cvd_3, cnx_cvd_4, cnx_cvd_5, cnx_cvd_6, cnx_cvd_7,
         cnx_cvd_8, cnx_cvd_9, cnx_cvd_10, cnx_cvd_11, cnx_cvd_12, cnx_cvd_13, cnx_cvd_14};
-    static const cnx_cvd table2[CNX_CVY_MAXP] = {
+    static const cnx_cvd avx2[CNX_CVY_MAXP] = {
         cnx_cvy_1, cnx_cvy_2, cnx_cvy_3, cnx_cvy_4, cnx_cvy_5, cnx_cvy_6};
     int nch, maxp;
     cnx_cvd_shape(&nch, &maxp);
     if (n < 1 || n > maxp) return NULL;
-    return nch == 16 ? table[n - 1] : table2[n - 1];
+    return nch == 16 ? avx512[n - 1] : avx2[n - 1];
 }
 
 #else
