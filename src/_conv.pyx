@@ -1190,6 +1190,7 @@ cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
     cdef const double* apw
     cdef const double* src = NULL
     cdef const double* wp
+    cdef const double* bp
     cdef double* ct
     cdef double* obase
     cdef const double* bsrc[CHUNK_MAX_TILES]
@@ -1216,11 +1217,11 @@ cdef void fwd_cv_task(const FwdArgs* a, int tid) noexcept nogil:
             kc = min(<Py_ssize_t>KC, K - pc)
             for panel in range(a.npanel):
                 wp = apw + (panel * K + pc) * CV_NCH
+                bp = bias + panel * CV_NCH if bias != NULL and pc == 0 else NULL
                 ct = ct0 + panel * sc
                 for i in range(nt):
                     CVD[npos[i] - 1](kc, wp, bsrc[i], ps.toff + pc, ct + i * a.npanel * sc,
-                                     pc > 0, bias + panel * CV_NCH
-                                     if bias != NULL and pc == 0 else NULL)
+                                     pc > 0, bp)
             pc = pc + KC
         for i in range(nt):
             for panel in range(a.npanel):
@@ -1353,7 +1354,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
     a.tb = fwd_chunk_tiles(&a, K, <floating*>NULL)
     if cv:
         # a scratch tile per panel and tile of a chunk (CV_CHUNK_BYTES)
-        a.s_c = CV_MAXP * CV_NCH
+        a.s_c = a.MR * a.NR
         a.tb = max(1, min(<Py_ssize_t>CHUNK_MAX_TILES,
                           CV_CHUNK_BYTES // (a.npanel * a.s_c * sizeof(floating))))
     a.s_b = 0

@@ -243,16 +243,16 @@ cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t rows,
     return max(1, min(cap, T // (2 * nt * panel_lanes()))) * panel_lanes()
 
 
-cdef Py_ssize_t gw_block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t C,
-                               Py_ssize_t Co) noexcept nogil:
-    """Tiles per block of a weight gradient of T tiles into ``nt`` partials
-    (C -> Co channels).  Each block's products add into dU (16 x Co x C)
+cdef Py_ssize_t gw_block_tiles(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t nt,
+                               Py_ssize_t C, Py_ssize_t Co) noexcept nogil:
+    """Tiles per block of a weight gradient of N samples' OH x OW outputs
+    (T 2x2 tiles) into ``nt`` partials (C -> Co channels).  Each block's products add into dU (16 x Co x C)
     once: where dU is larger than GW_DU_CACHED, blocks of whole panels,
     about one per partial, of at most GW_BLOCK_BYTES of transformed input
     and gradient (and at least max_panels panels), the tiles split evenly
     between them; otherwise the forward's blocks (block_tiles), whose
     transformed data stay in L2."""
-    cdef Py_ssize_t lanes = panel_lanes()
+    cdef Py_ssize_t lanes = panel_lanes(), T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
     if XI * C * Co * <Py_ssize_t>sizeof(float) <= GW_DU_CACHED:
         return block_tiles(T, nt, 0)
     cdef Py_ssize_t cap = max(max_panels(), GW_BLOCK_BYTES // (XI * (C + Co) * lanes
@@ -894,8 +894,7 @@ cdef int gw_setup(Args* a, const float[:, :, :, ::1] x, const float[:, :, :, ::1
                   Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw) except -1:
     """:func:`setup` (N images of H x W) for a weight gradient of ``x`` and
     ``g`` into the ``dup.shape[0]`` partials ``dup``."""
-    cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
-    cdef Py_ssize_t tb = gw_block_tiles(T, dup.shape[0], x.shape[1], g.shape[1])
+    cdef Py_ssize_t tb = gw_block_tiles(N, OH, OW, dup.shape[0], x.shape[1], g.shape[1])
     setup(a, N, x.shape[1], H, W, g.shape[1], OH, OW, ph, pw, <int>dup.shape[0], g.shape[1],
           tb * kernels().s_nr, 0, False, 2, tb)
     a.x = &x[0, 0, 0, 0]
@@ -1003,7 +1002,7 @@ def weight_grad_threads(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_thread
             and (Co + MR - 1) // MR >= 4 * n_threads and (OW + 1) // 2 != 4):
         return 1
     cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
-    cdef Py_ssize_t tb = gw_block_tiles(T, n_threads, C, Co)
+    cdef Py_ssize_t tb = gw_block_tiles(N, OH, OW, n_threads, C, Co)
     return <int>max(1, min(n_threads, (T + tb - 1) // tb))
 
 
@@ -1012,8 +1011,7 @@ def weight_grad_tiles(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, int n_threads,
     """Tiles per block of :func:`winograd_grad_weight` with ``n_threads``
     threads (C -> Co channels): its scratch per thread is about 16 x (C +
     Co + 1) floats per tile."""
-    cdef Py_ssize_t T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
-    return gw_block_tiles(T, weight_grad_threads(N, OH, OW, n_threads, Co, C), C, Co)
+    return gw_block_tiles(N, OH, OW, weight_grad_threads(N, OH, OW, n_threads, Co, C), C, Co)
 
 
 # --------------------------------------------------------------------------
