@@ -355,45 +355,62 @@ SPLIT_MIN_BYTES = 1 << 20
 #: 16 channels 0.97-1.04x).
 FULL_ROTATED_MIN_C64 = 32
 
-#: The small convolutions' direct backward kernels (float32, AVX-512F): at
-#: most this many input x output channels (of a group) ...
+#: The small convolutions' direct backward kernels (float32, AVX-512F or
+#: AVX2): at most this many input x output channels (of a group) ...
 SMALL_MAX_CHANNELS = 256
 #: ... and input positions per sample (their scratch per sample stays in L1).
 SMALL_MAX_POSITIONS = 1024
+#: With AVX2 (8-lane vectors), the input gradient's kernel at most this many
+#: output channels, and the channel-vector weight gradient at least this
+#: many taps per channel: measured on a Zen 3 core at one and two threads,
+#: against the general kernels -- input gradient 0.45-0.9x with 6 to 16
+#: output channels, 0.8-1.4x with 4 -> 64 (its 6-channel blocks a third
+#: empty); weight gradient 0.83-0.89x with 5x5 kernels (6 -> 16 on 12x12,
+#: 16 -> 16 at stride 2), 0.9-1.2x with 3x3 ones (16 -> 16 on 8x8 and 16x16,
+#: 4 -> 64) where the packed gradient fills its 16-column panels.
+SMALL_AVX2_MAX_OUT_CHANNELS = 16
+SMALL_AVX2_MIN_TAPS = 25
 
 
 def _small_backward(
-    C: int, Co: int, H: int, W: int, K: int, s: Pair, p: Pair, itemsize: int
+    C: int, Co: int, H: int, W: int, k: Pair, s: Pair, p: Pair, itemsize: int
 ) -> tuple[str | None, bool]:
     """The weight-gradient schedule (None: the general rule's) and whether
-    the input gradient of one group's convolution (C -> Co channels, K taps,
-    an H x W input, kernel stride ``s``, padding ``p``) run by the small
-    convolutions' direct kernels (src/cnnext_smallconv.h): float32 on
-    AVX-512F, at most ``SMALL_MAX_CHANNELS`` channel pairs and
-    ``SMALL_MAX_POSITIONS`` (padded) input positions; ``small`` and the input
-    gradient unpadded.
+    the input gradient of one group's convolution (C -> Co channels, a
+    ``k`` kernel over an H x W input, kernel stride ``s``, padding ``p``)
+    run by the small convolutions' direct kernels (src/cnnext_smallconv.h):
+    float32 on AVX-512F or AVX2, at most ``SMALL_MAX_CHANNELS`` channel pairs
+    and ``SMALL_MAX_POSITIONS`` (padded) input positions; ``small`` and the
+    input gradient unpadded.
 
     * ``small`` weight gradient, vectorised over output channels: at least
-      half of its vectors' lanes busy and at least 32 taps (LeNet's 6 -> 16
-      channels, 150 taps on 12x12: 1.4x faster than the packed gradient at
-      one thread);
+      half of its 16-channel tiles' lanes busy and at least 32 taps (LeNet's
+      6 -> 16 channels, 150 taps on 12x12: 1.4x faster than the packed
+      gradient at one thread with AVX-512F, 1.15x with AVX2), with AVX2 a
+      kernel of at least ``SMALL_AVX2_MIN_TAPS`` taps;
     * ``pvec`` weight gradient, vectorised over positions, at stride 1 with
-      fewer channels or taps, any padding (a padded copy of each sample;
-      LeNet's 1 -> 6 channels, 25 taps on 28x28: 1.5-2x faster than the dot
-      products);
+      fewer channels or taps -- output channels filling at most half of the
+      general kernels' panel, where those take dot products -- any padding
+      (a padded copy of each sample; LeNet's 1 -> 6 channels, 25 taps on
+      28x28: 1.5-2x faster than the dot products);
     * the input gradient, vectorised over input positions, at stride 1
-      (LeNet's 6 -> 16: 1.5x faster than the phases kernel).
+      (LeNet's 6 -> 16: 1.5x faster than the phases kernel with AVX-512F,
+      2x with AVX2), with AVX2 into at most ``SMALL_AVX2_MAX_OUT_CHANNELS``.
     """
     if (itemsize != 4 or C * Co > SMALL_MAX_CHANNELS
             or (H + 2 * p[0]) * (W + 2 * p[1]) > SMALL_MAX_POSITIONS
             or not _conv.small_kernels()):
         return None, False
+    avx2 = _gemm.isa() != "avx512"
+    taps = k[0] * k[1]
     gw: str | None = None
-    if 2 * Co >= 16 * -(-Co // 16) and K >= 32 and p == (0, 0):
+    if (2 * Co >= 16 * -(-Co // 16) and C * taps >= 32 and p == (0, 0)
+            and (not avx2 or taps >= SMALL_AVX2_MIN_TAPS)):
         gw = "small"
-    elif s == (1, 1) and Co <= 16 and K <= 64:
+    elif s == (1, 1) and 2 * Co <= _gemm.block_sizes(np.dtype(np.float32))[1] and C * taps <= 64:
         gw = "pvec"
-    return gw, s == (1, 1) and p == (0, 0)
+    gi = s == (1, 1) and p == (0, 0) and (not avx2 or Co <= SMALL_AVX2_MAX_OUT_CHANNELS)
+    return gw, gi
 
 
 def _grad_input_method(
@@ -1267,7 +1284,7 @@ def conv2d_plan(
         gw, gw_why = "split", (f"taps read in place, only the gradient packed; a {K} x {Co} "
                                f"float64 result: one, its rows split between the threads "
                                f"sample by sample")
-    small_gw, small_gi = _small_backward(Cgi, Cgo, H, W, K, ks, p, dtype.itemsize)
+    small_gw, small_gi = _small_backward(Cgi, Cgo, H, W, (kh, kw), ks, p, dtype.itemsize)
     if method in ("empty", "gather"):
         small_gw, small_gi = None, False
     if planes:

@@ -2433,31 +2433,37 @@ def conv_grad_input(const floating[:, :, ::1] gout,       # IN  (N, C_g, P)
 
 # --------------------------------------------------------------------------
 # Small float32 convolutions' backward (few channels, tiny maps): direct
-# AVX-512 kernels, src/cnnext_smallconv.h.  The plan picks them by
-# ``small_backward_fits`` in cnnext/_plan.py, only where they can run.
+# AVX-512 or AVX2 kernels, src/cnnext_smallconv.h.  The plan picks them by
+# ``_small_backward`` in cnnext/_plan.py, only where they can run.
 # --------------------------------------------------------------------------
 
 cdef extern from "cnnext_smallconv.h" nogil:
-    int cnx_smallconv_avx512()
-    void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t sw,
-                             int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
-                             const float *gt, int nco, float *gwt, int64_t ldc)
-    void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
-                             const float *const *grow, int64_t Co, int64_t Q, float *acc)
-    void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co, const float *wt,
-                             int64_t ldw, const int64_t *tshift, const int64_t *trow,
-                             int64_t KT, int64_t W, int64_t OH, float *gx, int64_t C,
-                             int64_t HW)
+    ctypedef void (*cnx_sgw_cvec_fn)(const float *xn, int64_t W, int64_t sh, int64_t sw,
+                                     int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
+                                     const float *gt, int nco, float *gwt, int64_t ldc)
+    ctypedef void (*cnx_sgw_pvec_fn)(const float *xn, const int64_t *toff, int64_t K,
+                                     const float *const *grow, int64_t Co, int64_t Q,
+                                     float *acc)
+    ctypedef void (*cnx_sgi_rows_fn)(const float *gp, int64_t ldg, int64_t Co, const float *wt,
+                                     int64_t ldw, const int64_t *tshift, const int64_t *trow,
+                                     int64_t KT, int64_t W, int64_t OH, float *gx, int64_t C,
+                                     int64_t HW)
+    ctypedef struct cnx_smallconv:
+        int isa, lanes
+        cnx_sgw_cvec_fn cvec
+        cnx_sgw_pvec_fn pvec
+        cnx_sgi_rows_fn rows
+    cnx_smallconv cnx_smallconv_select()
 
 
-# Whether they can run (asked once: the CPU query is slow in a VM).
-cdef bint SMALL_AVX512 = cnx_smallconv_avx512() != 0
+# This CPU's kernels (asked once: the CPU query is slow in a VM); isa 0: none.
+cdef cnx_smallconv SMALL = cnx_smallconv_select()
 
 
 def small_kernels():
     """Whether the small convolutions' direct backward kernels can run here
-    (AVX-512F, and CNNEXT_ISA allowing it)."""
-    return SMALL_AVX512
+    (AVX-512F or AVX2, and CNNEXT_ISA allowing it)."""
+    return SMALL.isa != 0
 
 
 ctypedef struct SmallArgs:
@@ -2534,8 +2540,8 @@ cdef void sgw_task(const SmallArgs* a, int task) noexcept nogil:
                 for co in range(nco):
                     for p in range(P):
                         gt[p * 16 + co] = gr[co * P + p]
-            cnx_sgw_cvec_avx512(xn, a.W, a.sh, a.sw, a.OH, a.OW, a.toff, a.K, gt, <int>nco,
-                                gw0 + grp * a.K * a.Co + cb, a.Co)
+            SMALL.cvec(xn, a.W, a.sh, a.sw, a.OH, a.OW, a.toff, a.K, gt, <int>nco,
+                       gw0 + grp * a.K * a.Co + cb, a.Co)
 
 
 def conv2d_grad_weight_small(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
@@ -2551,8 +2557,8 @@ def conv2d_grad_weight_small(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W
     pairs; each element summed over the positions in row-major order, then
     the task's samples in order.  Needs ``small_kernels()``."""
     cdef SmallArgs a
-    if not SMALL_AVX512:
-        raise RuntimeError("conv2d_grad_weight_small: AVX-512F is not available")
+    if SMALL.isa == 0:
+        raise RuntimeError("conv2d_grad_weight_small: needs AVX-512F or AVX2")
     a.T = <int>gwp.shape[0]
     a.G = gwp.shape[1]
     if a.T == 0 or a.G == 0:
@@ -2584,9 +2590,9 @@ cdef void sgi_sample(const SmallArgs* a, Py_ssize_t u, float* gp) noexcept nogil
         row = gp + co * a.ldg + a.lead
         for oh in range(a.OH):
             memcpy(row + oh * a.W, gr + oh * a.OW, a.OW * sizeof(float))
-    cnx_sgi_rows_avx512(gp + a.lead, a.ldg, a.Co, a.x + grp * a.Co * a.KT * a.ldw, a.ldw,
-                        a.toff, a.toff + a.KT, a.KT, a.W, a.OH,
-                        a.out + (n * a.G + grp) * a.C * a.H * a.W, a.C, a.H * a.W)
+    SMALL.rows(gp + a.lead, a.ldg, a.Co, a.x + grp * a.Co * a.KT * a.ldw, a.ldw,
+               a.toff, a.toff + a.KT, a.KT, a.W, a.OH,
+               a.out + (n * a.G + grp) * a.C * a.H * a.W, a.C, a.H * a.W)
 
 
 def conv2d_grad_input_small(const float[:, :, ::1] gout,       # IN  (N, G*Cout, OH*OW)
@@ -2600,8 +2606,8 @@ def conv2d_grad_input_small(const float[:, :, ::1] gout,       # IN  (N, G*Cout,
     cdef SmallArgs a
     cdef Py_ssize_t u, grp, co, c, i, j, t, C3, kh = weight.shape[2], kw = weight.shape[3]
     cdef int T
-    if not SMALL_AVX512:
-        raise RuntimeError("conv2d_grad_input_small: AVX-512F is not available")
+    if SMALL.isa == 0:
+        raise RuntimeError("conv2d_grad_input_small: needs AVX-512F or AVX2")
     a.N, a.H, a.W = gx.shape[0], gx.shape[2], gx.shape[3]
     a.C = weight.shape[1]
     a.G = gx.shape[1] // a.C
@@ -2659,25 +2665,27 @@ def conv2d_grad_input_small(const float[:, :, ::1] gout,       # IN  (N, G*Cout,
 
 cdef void sgp_task(const SmallArgs* a, int task) noexcept nogil:
     """out[task] (G, Co, K) = the weight gradient of the task's share of the
-    (sample, group) pairs: 16-lane partial sums over every sample (a.KT =
-    the taps rounded up to 4, a.ldw = the channels rounded up to 6), then
-    summed across lanes.  With padding, each sample is copied into the
-    interior of a zeroed padded plane first."""
+    (sample, group) pairs, summed in order: each pair's sums in one vector's
+    L lanes (a.KT = the taps rounded up to 4, a.ldw = the channels rounded
+    up to 6), summed across the lanes (short per-lane sums: less rounding
+    error than one sum per lane over every sample).  With padding, each
+    sample is copied into the interior of a zeroed padded plane first."""
     cdef Py_ssize_t Hq = a.H + 2 * a.ph, Wq = a.W + 2 * a.pw
     cdef Py_ssize_t units = a.N * a.G, Q = (a.OH - 1) * Wq + a.OW
-    cdef Py_ssize_t u, n, grp, co, oh, k, l, c, r
+    cdef Py_ssize_t u, n, grp, co, oh, k, l, c, r, L = SMALL.lanes
     cdef Py_ssize_t u0 = units * task // a.T, u1 = units * (task + 1) // a.T
     cdef bint padded = a.ph != 0 or a.pw != 0
     cdef float* gp = a.scr + task * a.per
     cdef float* acc = gp + a.ldw * a.ldg
-    cdef float* xp = acc + a.G * a.ldw * a.KT * 16
+    cdef float* xp = acc + a.ldw * a.KT * L
     cdef const float** grow = <const float**>(xp + (a.C * Hq * Wq if padded else 0))
     cdef float* gw = a.out + task * a.G * a.Co * a.K
     cdef const float* gr
     cdef const float* xn
     cdef float sm
-    memset(gp, 0, (a.ldw * a.ldg + a.G * a.ldw * a.KT * 16
-                   + (a.C * Hq * Wq if padded else 0)) * sizeof(float))
+    memset(gp, 0, a.ldw * a.ldg * sizeof(float))
+    memset(xp, 0, (a.C * Hq * Wq if padded else 0) * sizeof(float))
+    memset(gw, 0, a.G * a.Co * a.K * sizeof(float))
     for co in range(a.ldw):
         grow[co] = gp + co * a.ldg
     for u in range(u0, u1):
@@ -2694,14 +2702,14 @@ cdef void sgp_task(const SmallArgs* a, int task) noexcept nogil:
                     memcpy(xp + (c * Hq + r + a.ph) * Wq + a.pw, xn + (c * a.H + r) * a.W,
                            a.W * sizeof(float))
             xn = xp
-        cnx_sgw_pvec_avx512(xn, a.toff, a.KT, grow, a.ldw, Q, acc + grp * a.ldw * a.KT * 16)
-    for grp in range(a.G):
+        memset(acc, 0, a.ldw * a.KT * L * sizeof(float))
+        SMALL.pvec(xn, a.toff, a.KT, grow, a.ldw, Q, acc)
         for co in range(a.Co):
             for k in range(a.K):
                 sm = 0
-                for l in range(16):
-                    sm = sm + acc[((grp * a.ldw + co) * a.KT + k) * 16 + l]
-                gw[(grp * a.Co + co) * a.K + k] = sm
+                for l in range(L):
+                    sm = sm + acc[(co * a.KT + k) * L + l]
+                gw[(grp * a.Co + co) * a.K + k] += sm
 
 
 def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
@@ -2714,12 +2722,13 @@ def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     """gwp[task] = the task's share of the weight gradient of a stride-1
     float32 convolution with few output channels and taps, as the
     ``"dot"`` schedule's (Cout, K) partials, T = gwp.shape[0] tasks over the
-    (sample, group) pairs: each element's products summed in 16 lanes
-    (positions q mod 16) over the task's samples, then across the lanes.
+    (sample, group) pairs: each element's products of one pair summed in
+    one vector's lanes (positions q mod 16 with AVX-512F, mod 8 with AVX2),
+    then across the lanes, then over the task's pairs in order.
     Needs ``small_kernels()``."""
     cdef SmallArgs a
-    if not SMALL_AVX512:
-        raise RuntimeError("conv2d_grad_weight_pvec: AVX-512F is not available")
+    if SMALL.isa == 0:
+        raise RuntimeError("conv2d_grad_weight_pvec: needs AVX-512F or AVX2")
     a.T = <int>gwp.shape[0]
     a.G = gwp.shape[1]
     if a.T == 0 or a.G == 0:
@@ -2735,7 +2744,7 @@ def conv2d_grad_weight_pvec(const float[:, :, :, ::1] x,    # IN  (N, G*C, H, W)
     a.ldg = round16(a.OH * Wq)
     # per task: the gradient rows, the partial sums, the padded sample (with
     # padding), the row pointers
-    a.per = round16(a.ldw * a.ldg + a.G * a.ldw * a.KT * 16
+    a.per = round16(a.ldw * a.ldg + a.ldw * a.KT * SMALL.lanes
                     + (a.C * Hq * Wq if ph != 0 or pw != 0 else 0) + a.ldw * 2)
     small_setup(&a, kh, kw, dh, dw, Hq, Wq, a.KT)
     a.x = &x[0, 0, 0, 0]
@@ -2761,8 +2770,8 @@ cdef extern from "cnnext_sameconv.h" nogil:
 # The kernel (NULL: none on this CPU), its panels of result channels and
 # the positions of its vectors: AVX-512 8 and 16, AVX2 4 and 8.
 cdef cnx_same3_fn SAME_FN = cnx_same3_select()
-cdef Py_ssize_t SAME_MR = 8 if SMALL_AVX512 else 4
-cdef Py_ssize_t SAME_VL = 16 if SMALL_AVX512 else 8
+cdef Py_ssize_t SAME_MR = 8 if SMALL.isa == 2 else 4
+cdef Py_ssize_t SAME_VL = 16 if SMALL.isa == 2 else 8
 
 
 ctypedef struct SameArgs:

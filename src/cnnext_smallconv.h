@@ -1,40 +1,62 @@
 /*
- * cnnext: direct AVX-512 backward kernels for small float32 convolutions
- * (few channels, tiny maps: LeNet's 6 -> 16 channel 5x5 layer on 12x12).
- * There the GEMM-style schedules waste most of a vector's lanes and their
- * packing costs as much as the products; these kernels keep one sample's
- * operands in L1 and every lane busy.
+ * cnnext: direct AVX-512 and AVX2 backward kernels for small float32
+ * convolutions (few channels, tiny maps: LeNet's 6 -> 16 channel 5x5 layer
+ * on 12x12).  There the GEMM-style schedules waste most of a vector's lanes
+ * and their packing costs as much as the products; these kernels keep one
+ * sample's operands in L1 and every lane busy.
  *
- * cnx_sgw_cvec_avx512: the weight gradient of one sample, vectorised over
- * (up to 16) output channels.  For each group of 8 taps it keeps 8
- * accumulators (tap x one vector of channels) and walks the sample's
- * output positions: one load of the transposed gradient row, 8 multiply-
- * adds with a broadcast image value each.  Each element's sum runs over
- * the positions in row-major order, and is then added to gwt.
+ * cnx_sgw_cvec_*: the weight gradient of one sample, vectorised over (up
+ * to 16) output channels.  For each group of taps it keeps one accumulator
+ * per (tap, vector of channels) -- AVX-512: 8 taps x 16 channels; AVX2: 6
+ * taps x 16 or 12 taps x 8 channels -- and walks the sample's output
+ * positions: one load of the transposed gradient row, a multiply-add per
+ * accumulator with a broadcast image value.  Each element's sum runs over
+ * the positions in row-major order, and is then added to gwt (the same
+ * bits on either instruction set).
  *
- * cnx_sgi_rows_avx512: the input gradient of one sample at stride 1 and
+ * cnx_sgi_rows_*: the input gradient of one sample at stride 1 and
  * padding 0, output-stationary over the flattened input map: gx[c, q] =
  * sum over (co, i, j) of w[co, c, i, j] * gp[co, q - i*dh*W - j*dw], where
  * gp is the gradient laid in W-wide rows (columns >= OW zero) after a lead
  * of zeros; a position whose tap falls left of the map reads a zero column
- * of the previous row.  6 (or 3) channels x 3 vectors of positions per
- * block; each element summed over (co, tap) in order.
+ * of the previous row.  AVX-512: 6 (or 3) channels x 3 vectors of
+ * positions per block; AVX2: 6 channels x 2 vectors, or 3 x 3; each element
+ * summed over (co, tap) in order (the same bits on either).
  *
- * cnx_sgw_pvec_avx512: the weight gradient of one sample with few output
+ * cnx_sgw_pvec_*: the weight gradient of one sample with few output
  * channels and taps (LeNet's first layer: 1 -> 6 channels, 25 taps over
- * 24x24 positions), vectorised over positions: 6 channels x 4 taps of
- * 16-lane partial sums, kept over the task's samples and summed across
- * lanes once at the end.
+ * 24x24 positions), vectorised over positions: 6 channels x 4 taps (AVX2:
+ * x 2 taps) of one-vector partial sums, kept over the task's samples and
+ * summed across the lanes (16 or 8) once at the end.
  *
- * cnx_smallconv_avx512() is 1 when they can run (AVX-512F on this CPU and
- * CNNEXT_ISA allowing it); otherwise the callers keep the general schedules.
+ * cnx_smallconv_select() returns the kernels of this CPU (AVX-512F, else
+ * AVX2 + FMA, as CNNEXT_ISA allows) with their instruction set, or isa 0:
+ * then the callers keep the general schedules.
  */
 #ifndef CNNEXT_SMALLCONV_H
 #define CNNEXT_SMALLCONV_H
 
 #include "cnnext_ukernel.h"
 
-static int cnx_smallconv_avx512(void) { return cnx_isa_from_env(cnx_detect_isa()) == 2; }
+typedef void (*cnx_sgw_cvec_fn)(const float *xn, int64_t W, int64_t sh, int64_t sw,
+                                int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
+                                const float *gt, int nco, float *gwt, int64_t ldc);
+typedef void (*cnx_sgw_pvec_fn)(const float *xn, const int64_t *toff, int64_t K,
+                                const float *const *grow, int64_t Co, int64_t Q,
+                                float *acc);
+typedef void (*cnx_sgi_rows_fn)(const float *gp, int64_t ldg, int64_t Co,
+                                const float *wt, int64_t ldw, const int64_t *tshift,
+                                const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
+                                float *gx, int64_t C, int64_t HW);
+
+/* The kernels of one instruction set (isa 2: AVX-512F, 1: AVX2, 0: none;
+ * lanes: the pvec kernel's partial sums per (channel, tap)). */
+typedef struct {
+    int isa, lanes;
+    cnx_sgw_cvec_fn cvec;
+    cnx_sgw_pvec_fn pvec;
+    cnx_sgi_rows_fn rows;
+} cnx_smallconv;
 
 #ifdef CNX_X86
 
@@ -124,13 +146,15 @@ static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t 
         }                                                               \
     }
 
-/* The taps [*tlo, *thi) that reach positions [q0, q0 + 48) of a W-wide
+/* The taps [*tlo, *thi) that reach positions [q0, q0 + width) of a W-wide
  * map from some output row: tap t's rows trow[t] (ascending) within
  * [r - OH + 1, r] for a row r of the block.  The others read zeros only
  * (junk columns or the lead), so skipping them leaves the sums as they are. */
 static inline void cnx_sgi_taps(const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
-                                int64_t HW, int64_t q0, int64_t *tlo, int64_t *thi) {
-    int64_t last = q0 + 47 < HW ? q0 + 47 : HW - 1, rlo = q0 / W, rhi = last / W;
+                                int64_t HW, int64_t q0, int64_t width, int64_t *tlo,
+                                int64_t *thi) {
+    int64_t last = q0 + width - 1 < HW ? q0 + width - 1 : HW - 1;
+    int64_t rlo = q0 / W, rhi = last / W;
     int64_t a = 0, b = KT;
     while (a < KT && trow[a] < rlo - (OH - 1)) a++;
     while (b > a && trow[b - 1] > rhi) b--;
@@ -154,7 +178,7 @@ static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
     int64_t c0 = 0, q0, co, t, tlo, thi;
     for (; C - c0 > 3; c0 += 6) {
         for (q0 = 0; q0 < HW; q0 += 48) {
-            cnx_sgi_taps(trow, KT, W, OH, HW, q0, &tlo, &thi);
+            cnx_sgi_taps(trow, KT, W, OH, HW, q0, 48, &tlo, &thi);
             CNX_SGI_ZERO(0) CNX_SGI_ZERO(1) CNX_SGI_ZERO(2)
             CNX_SGI_ZERO(3) CNX_SGI_ZERO(4) CNX_SGI_ZERO(5)
             CNX_SGI_LOOP(CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2)
@@ -168,7 +192,7 @@ static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
     }
     for (; c0 < C; c0 += 3) {
         for (q0 = 0; q0 < HW; q0 += 48) {
-            cnx_sgi_taps(trow, KT, W, OH, HW, q0, &tlo, &thi);
+            cnx_sgi_taps(trow, KT, W, OH, HW, q0, 48, &tlo, &thi);
             CNX_SGI_ZERO(0) CNX_SGI_ZERO(1) CNX_SGI_ZERO(2)
             CNX_SGI_LOOP(CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2))
             {
@@ -231,28 +255,232 @@ static void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
     }
 }
 
-#else /* not x86: never selected (cnx_smallconv_avx512() is 0) */
+/* ---- AVX2 + FMA: the same sums on 8-lane vectors (16 registers) ---- */
 
-static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t sw,
-                                int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
-                                const float *gt, int nco, float *gwt, int64_t ldc) {
-    (void)xn; (void)W; (void)sh; (void)sw; (void)OH; (void)OW; (void)toff; (void)K;
-    (void)gt; (void)nco; (void)gwt; (void)ldc;
+/* Lanes l < n of an 8-lane mask (n clamped to [0, 8]). */
+CNX_TARGET_AVX2
+static inline __m256i cnx_sc_mask8(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 0 ? 0 : n > 8 ? 8 : n)),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-static void cnx_sgw_pvec_avx512(const float *xn, const int64_t *toff, int64_t K,
-                                const float *const *grow, int64_t Co, int64_t Q,
-                                float *acc) {
-    (void)xn; (void)toff; (void)K; (void)grow; (void)Co; (void)Q; (void)acc;
+#define CNX_SGW2_FMA2(t)                                        \
+    {                                                           \
+        __m256 v_ = _mm256_broadcast_ss(p##t + o);              \
+        r##t = _mm256_fmadd_ps(v_, b0, r##t);                   \
+        s##t = _mm256_fmadd_ps(v_, b1, s##t);                   \
+    }
+#define CNX_SGW2_FMA1(t) r##t = _mm256_fmadd_ps(_mm256_broadcast_ss(p##t + o), b0, r##t);
+#define CNX_SGW2_ACC(t) __m256 r##t = _mm256_setzero_ps(), s##t = r##t;
+#define CNX_SGW2_PTR(t) const float *p##t = xn + toff[k0 + (nt > (t) ? (t) : 0)];
+#define CNX_SGW2_ADD(v, m, row)                                                 \
+    _mm256_maskstore_ps((row), (m), _mm256_add_ps((v), _mm256_maskload_ps((row), (m))));
+#define CNX_SGW2_STORE2(t)                                                      \
+    if (nt > (t)) {                                                             \
+        float *row_ = gwt + (k0 + (t)) * ldc;                                   \
+        CNX_SGW2_ADD(r##t, m0, row_) CNX_SGW2_ADD(s##t, m1, row_ + 8)           \
+    }
+#define CNX_SGW2_STORE1(t)                                                      \
+    if (nt > (t)) {                                                             \
+        float *row_ = gwt + (k0 + (t)) * ldc;                                   \
+        CNX_SGW2_ADD(r##t, m0, row_)                                            \
+    }
+
+/* As cnx_sgw_cvec_avx512: 6 taps x two vectors of channels (more than 8
+ * channels), else 12 taps x one vector. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-predictive-commoning")))
+#endif
+CNX_TARGET_AVX2
+static void cnx_sgw_cvec_avx2(const float *xn, int64_t W, int64_t sh, int64_t sw,
+                              int64_t OH, int64_t OW, const int64_t *toff, int64_t K,
+                              const float *gt, int nco, float *gwt, int64_t ldc) {
+    __m256i m0 = cnx_sc_mask8(nco), m1 = cnx_sc_mask8(nco - 8);
+    int64_t k0, oh, ow;
+    if (nco > 8) {
+        for (k0 = 0; k0 < K; k0 += 6) {
+            int64_t nt = K - k0 < 6 ? K - k0 : 6;
+            CNX_SGW2_PTR(0) CNX_SGW2_PTR(1) CNX_SGW2_PTR(2)
+            CNX_SGW2_PTR(3) CNX_SGW2_PTR(4) CNX_SGW2_PTR(5)
+            CNX_SGW2_ACC(0) CNX_SGW2_ACC(1) CNX_SGW2_ACC(2)
+            CNX_SGW2_ACC(3) CNX_SGW2_ACC(4) CNX_SGW2_ACC(5)
+            const float *gp = gt;
+            for (oh = 0; oh < OH; oh++) {
+                int64_t o = oh * sh * W;
+                for (ow = 0; ow < OW; ow++, o += sw, gp += 16) {
+                    __m256 b0 = _mm256_loadu_ps(gp), b1 = _mm256_loadu_ps(gp + 8);
+                    CNX_SGW2_FMA2(0) CNX_SGW2_FMA2(1) CNX_SGW2_FMA2(2)
+                    CNX_SGW2_FMA2(3) CNX_SGW2_FMA2(4) CNX_SGW2_FMA2(5)
+                }
+            }
+            CNX_SGW2_STORE2(0) CNX_SGW2_STORE2(1) CNX_SGW2_STORE2(2)
+            CNX_SGW2_STORE2(3) CNX_SGW2_STORE2(4) CNX_SGW2_STORE2(5)
+        }
+        return;
+    }
+    for (k0 = 0; k0 < K; k0 += 12) {
+        int64_t nt = K - k0 < 12 ? K - k0 : 12;
+        CNX_SGW2_PTR(0) CNX_SGW2_PTR(1) CNX_SGW2_PTR(2) CNX_SGW2_PTR(3)
+        CNX_SGW2_PTR(4) CNX_SGW2_PTR(5) CNX_SGW2_PTR(6) CNX_SGW2_PTR(7)
+        CNX_SGW2_PTR(8) CNX_SGW2_PTR(9) CNX_SGW2_PTR(10) CNX_SGW2_PTR(11)
+        __m256 r0 = _mm256_setzero_ps(), r1 = r0, r2 = r0, r3 = r0, r4 = r0, r5 = r0;
+        __m256 r6 = r0, r7 = r0, r8 = r0, r9 = r0, r10 = r0, r11 = r0;
+        const float *gp = gt;
+        for (oh = 0; oh < OH; oh++) {
+            int64_t o = oh * sh * W;
+            for (ow = 0; ow < OW; ow++, o += sw, gp += 16) {
+                __m256 b0 = _mm256_loadu_ps(gp);
+                CNX_SGW2_FMA1(0) CNX_SGW2_FMA1(1) CNX_SGW2_FMA1(2) CNX_SGW2_FMA1(3)
+                CNX_SGW2_FMA1(4) CNX_SGW2_FMA1(5) CNX_SGW2_FMA1(6) CNX_SGW2_FMA1(7)
+                CNX_SGW2_FMA1(8) CNX_SGW2_FMA1(9) CNX_SGW2_FMA1(10) CNX_SGW2_FMA1(11)
+            }
+        }
+        CNX_SGW2_STORE1(0) CNX_SGW2_STORE1(1) CNX_SGW2_STORE1(2) CNX_SGW2_STORE1(3)
+        CNX_SGW2_STORE1(4) CNX_SGW2_STORE1(5) CNX_SGW2_STORE1(6) CNX_SGW2_STORE1(7)
+        CNX_SGW2_STORE1(8) CNX_SGW2_STORE1(9) CNX_SGW2_STORE1(10) CNX_SGW2_STORE1(11)
+    }
 }
 
-static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
-                                const float *wt, int64_t ldw, const int64_t *tshift,
-                                const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
-                                float *gx, int64_t C, int64_t HW) {
-    (void)gp; (void)ldg; (void)Co; (void)wt; (void)ldw; (void)tshift; (void)trow; (void)KT;
-    (void)W; (void)OH;
-    (void)gx; (void)C; (void)HW;
+#define CNX_SGI2_ZERO2(c) __m256 a##c##0 = _mm256_setzero_ps(), a##c##1 = a##c##0;
+#define CNX_SGI2_ZERO3(c) __m256 a##c##0 = _mm256_setzero_ps(), a##c##1 = a##c##0, \
+                                 a##c##2 = a##c##0;
+#define CNX_SGI2_FMA2(c)                               \
+    {                                                  \
+        __m256 b_ = _mm256_broadcast_ss(w + (c));      \
+        a##c##0 = _mm256_fmadd_ps(b_, x0, a##c##0);    \
+        a##c##1 = _mm256_fmadd_ps(b_, x1, a##c##1);    \
+    }
+#define CNX_SGI2_FMA3(c)                               \
+    {                                                  \
+        __m256 b_ = _mm256_broadcast_ss(w + (c));      \
+        a##c##0 = _mm256_fmadd_ps(b_, x0, a##c##0);    \
+        a##c##1 = _mm256_fmadd_ps(b_, x1, a##c##1);    \
+        a##c##2 = _mm256_fmadd_ps(b_, x2, a##c##2);    \
+    }
+#define CNX_SGI2_LOOP(LOADS, BODY)                                      \
+    for (co = 0; co < Co; co++) {                                       \
+        const float *g0 = gp + co * ldg + q0;                           \
+        const float *w0 = wt + co * KT * ldw + c0;                      \
+        for (t = tlo; t < thi; t++) {                                   \
+            const float *g = g0 - tshift[t];                            \
+            const float *w = w0 + t * ldw;                              \
+            LOADS                                                       \
+            BODY                                                        \
+        }                                                               \
+    }
+#define CNX_SGI2_LOAD2 __m256 x0 = _mm256_loadu_ps(g), x1 = _mm256_loadu_ps(g + 8);
+#define CNX_SGI2_LOAD3 __m256 x0 = _mm256_loadu_ps(g), x1 = _mm256_loadu_ps(g + 8), \
+                              x2 = _mm256_loadu_ps(g + 16);
+#define CNX_SGI2_STORE(c, v, m)                                         \
+    if (c0 + (c) < C)                                                   \
+        _mm256_maskstore_ps(gx + (c0 + (c)) * HW + q0 + 8 * (v), (m), a##c##v);
+
+/* As cnx_sgi_rows_avx512: blocks of 6 channels x 16 positions (12
+ * accumulators: 2 + 6 loads per 12 multiply-adds) while more than 3
+ * channels are left, then of 3 channels x 24 positions. */
+CNX_TARGET_AVX2
+static void cnx_sgi_rows_avx2(const float *gp, int64_t ldg, int64_t Co,
+                              const float *wt, int64_t ldw, const int64_t *tshift,
+                              const int64_t *trow, int64_t KT, int64_t W, int64_t OH,
+                              float *gx, int64_t C, int64_t HW) {
+    int64_t c0 = 0, q0, co, t, tlo, thi;
+    for (; C - c0 > 3; c0 += 6) {
+        for (q0 = 0; q0 < HW; q0 += 16) {
+            __m256i m0 = cnx_sc_mask8(HW - q0), m1 = cnx_sc_mask8(HW - q0 - 8);
+            cnx_sgi_taps(trow, KT, W, OH, HW, q0, 16, &tlo, &thi);
+            CNX_SGI2_ZERO2(0) CNX_SGI2_ZERO2(1) CNX_SGI2_ZERO2(2)
+            CNX_SGI2_ZERO2(3) CNX_SGI2_ZERO2(4) CNX_SGI2_ZERO2(5)
+            CNX_SGI2_LOOP(CNX_SGI2_LOAD2,
+                          CNX_SGI2_FMA2(0) CNX_SGI2_FMA2(1) CNX_SGI2_FMA2(2)
+                          CNX_SGI2_FMA2(3) CNX_SGI2_FMA2(4) CNX_SGI2_FMA2(5))
+            CNX_SGI2_STORE(0, 0, m0) CNX_SGI2_STORE(0, 1, m1)
+            CNX_SGI2_STORE(1, 0, m0) CNX_SGI2_STORE(1, 1, m1)
+            CNX_SGI2_STORE(2, 0, m0) CNX_SGI2_STORE(2, 1, m1)
+            CNX_SGI2_STORE(3, 0, m0) CNX_SGI2_STORE(3, 1, m1)
+            CNX_SGI2_STORE(4, 0, m0) CNX_SGI2_STORE(4, 1, m1)
+            CNX_SGI2_STORE(5, 0, m0) CNX_SGI2_STORE(5, 1, m1)
+        }
+    }
+    for (; c0 < C; c0 += 3) {
+        for (q0 = 0; q0 < HW; q0 += 24) {
+            __m256i m0 = cnx_sc_mask8(HW - q0), m1 = cnx_sc_mask8(HW - q0 - 8),
+                    m2 = cnx_sc_mask8(HW - q0 - 16);
+            cnx_sgi_taps(trow, KT, W, OH, HW, q0, 24, &tlo, &thi);
+            CNX_SGI2_ZERO3(0) CNX_SGI2_ZERO3(1) CNX_SGI2_ZERO3(2)
+            CNX_SGI2_LOOP(CNX_SGI2_LOAD3,
+                          CNX_SGI2_FMA3(0) CNX_SGI2_FMA3(1) CNX_SGI2_FMA3(2))
+            CNX_SGI2_STORE(0, 0, m0) CNX_SGI2_STORE(0, 1, m1) CNX_SGI2_STORE(0, 2, m2)
+            CNX_SGI2_STORE(1, 0, m0) CNX_SGI2_STORE(1, 1, m1) CNX_SGI2_STORE(1, 2, m2)
+            CNX_SGI2_STORE(2, 0, m0) CNX_SGI2_STORE(2, 1, m1) CNX_SGI2_STORE(2, 2, m2)
+        }
+    }
+}
+
+#define CNX_SGP2_ROW(c, LOAD)                                           \
+    {                                                                   \
+        __m256 g_ = LOAD(g##c + q);                                     \
+        a##c##0 = _mm256_fmadd_ps(g_, x0, a##c##0);                     \
+        a##c##1 = _mm256_fmadd_ps(g_, x1, a##c##1);                     \
+    }
+#define CNX_SGP2_LOAD(c)                                                        \
+    __m256 a##c##0 = _mm256_loadu_ps(acc + ((co0 + (c)) * K + k0) * 8),        \
+           a##c##1 = _mm256_loadu_ps(acc + ((co0 + (c)) * K + k0 + 1) * 8);
+#define CNX_SGP2_STORE(c)                                                       \
+    _mm256_storeu_ps(acc + ((co0 + (c)) * K + k0) * 8, a##c##0);                \
+    _mm256_storeu_ps(acc + ((co0 + (c)) * K + k0 + 1) * 8, a##c##1);
+#define CNX_SGP2_FULL(p) _mm256_loadu_ps(p)
+#define CNX_SGP2_TAIL(p) _mm256_maskload_ps((p), m)
+#define CNX_SGP2_STEP(LOAD)                                                     \
+    {                                                                           \
+        __m256 x0 = LOAD(t0 + q), x1 = LOAD(t1 + q);                            \
+        CNX_SGP2_ROW(0, LOAD) CNX_SGP2_ROW(1, LOAD) CNX_SGP2_ROW(2, LOAD)       \
+        CNX_SGP2_ROW(3, LOAD) CNX_SGP2_ROW(4, LOAD) CNX_SGP2_ROW(5, LOAD)       \
+    }
+
+/* As cnx_sgw_pvec_avx512 with 8 lanes: acc[(co*K + k)*8 + l] += sum over
+ * q < Q, q = l (mod 8); K a multiple of 2 (the caller's, of 4).  Blocks of
+ * 6 channels x 2 taps: 12 accumulators, 2 + 6 loads per 12 multiply-adds. */
+CNX_TARGET_AVX2
+static void cnx_sgw_pvec_avx2(const float *xn, const int64_t *toff, int64_t K,
+                              const float *const *grow, int64_t Co, int64_t Q,
+                              float *acc) {
+    int64_t co0, k0, q, Qf = Q & ~(int64_t)7;
+    __m256i m = cnx_sc_mask8(Q - Qf);
+    for (co0 = 0; co0 < Co; co0 += 6) {
+        const float *g0 = grow[co0], *g1 = grow[co0 + 1], *g2 = grow[co0 + 2],
+                    *g3 = grow[co0 + 3], *g4 = grow[co0 + 4], *g5 = grow[co0 + 5];
+        for (k0 = 0; k0 < K; k0 += 2) {
+            const float *t0 = xn + toff[k0], *t1 = xn + toff[k0 + 1];
+            CNX_SGP2_LOAD(0) CNX_SGP2_LOAD(1) CNX_SGP2_LOAD(2)
+            CNX_SGP2_LOAD(3) CNX_SGP2_LOAD(4) CNX_SGP2_LOAD(5)
+            for (q = 0; q < Qf; q += 8)
+                CNX_SGP2_STEP(CNX_SGP2_FULL)
+            if (q < Q)
+                CNX_SGP2_STEP(CNX_SGP2_TAIL)
+            CNX_SGP2_STORE(0) CNX_SGP2_STORE(1) CNX_SGP2_STORE(2)
+            CNX_SGP2_STORE(3) CNX_SGP2_STORE(4) CNX_SGP2_STORE(5)
+        }
+    }
+}
+
+static cnx_smallconv cnx_smallconv_select(void) {
+    cnx_smallconv k = {0, 0, NULL, NULL, NULL};
+    int isa = cnx_isa_from_env(cnx_detect_isa());
+    if (isa == 2) {
+        k.isa = 2; k.lanes = 16;
+        k.cvec = cnx_sgw_cvec_avx512; k.pvec = cnx_sgw_pvec_avx512; k.rows = cnx_sgi_rows_avx512;
+    } else if (isa == 1) {
+        k.isa = 1; k.lanes = 8;
+        k.cvec = cnx_sgw_cvec_avx2; k.pvec = cnx_sgw_pvec_avx2; k.rows = cnx_sgi_rows_avx2;
+    }
+    return k;
+}
+
+#else /* not x86: none */
+
+static cnx_smallconv cnx_smallconv_select(void) {
+    cnx_smallconv k = {0, 0, NULL, NULL, NULL};
+    return k;
 }
 
 #endif

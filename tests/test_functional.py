@@ -3200,7 +3200,8 @@ _SMALL_GEOMS = [
 ]
 
 
-@pytest.mark.skipif(not cnnext._conv.small_kernels(), reason="needs AVX-512F")
+@pytest.mark.skipif(not cnnext._conv.small_kernels(),
+                    reason="needs AVX-512F or AVX2")
 @pytest.mark.parametrize("geom", _SMALL_GEOMS)
 def test_small_backward_kernels_match_reference(geom, rng, close):
     """The small convolutions' weight gradients (``small``: any stride and
@@ -3246,8 +3247,8 @@ def test_small_backward_kernels_match_reference(geom, rng, close):
 @pytest.mark.parametrize("lenet", [(6, 12, 16, "small"), (1, 28, 6, "pvec")])
 def test_small_backward_is_planned_and_matches_reference(lenet, rng, close, restore_threads):
     """LeNet's convolutions (6 -> 16 channels, 5x5 on 12x12; 1 -> 6 on 28x28)
-    through the plan: float32 takes the small kernels where AVX-512F runs
-    them, float64 the general ones; both equal the reference, on 1 and 2
+    through the plan: float32 takes the small kernels where AVX-512F or
+    AVX2 runs them, float64 the general ones; both equal the reference, on 1 and 2
     threads, read-only and non-contiguous inputs unchanged; an inf/NaN input
     gives NaN/inf exactly where the reference does."""
     from cnnext import _conv

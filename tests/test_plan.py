@@ -65,7 +65,7 @@ def test_unused_huge_stride_is_clamped_for_the_kernels_only():
 def test_algorithm_choice_is_named_and_explained():
     small = conv_plan((1, 1, 28, 28), (8, 1, 3, 3))
     # (unpadded, stride 1, few channels: the small convolutions' direct
-    # kernels, where AVX-512F runs them)
+    # kernels, where AVX-512F or AVX2 runs them)
     gi, gw = ("small", "pvec") if _conv.small_kernels() else ("phases", "dot")
     assert (small.method, small.grad_input, small.grad_weight) == ("direct", gi, gw)
     assert conv_plan((1, 1, 28, 28), (8, 1, 3, 3), p=1, d=2).grad_input == "full-rotated"
@@ -103,7 +103,7 @@ def test_direct_plans_name_their_forward_kernel():
     """The in-place 3x3 (AVX-512F or AVX2) and result-channel (AVX-512F)
     kernels are the plan's record (the tiles elsewhere), named in its
     reason too."""
-    avx512 = _conv.small_kernels()
+    avx512 = _gemm.isa() == "avx512"
     vector = _gemm.isa() in ("avx512", "avx2")
     same = conv_plan((64, 16, 28, 28), (16, 16, 3, 3), p=1)
     assert same.forward_kernel == ("in-place 3x3" if vector else "tiles")
@@ -145,7 +145,8 @@ def test_grouped_plans_run_the_group_plans_algorithms_on_every_group():
                                  (1, 1), (1, 1), (1, 1))
     assert f64_half.grad_weight == "dot"
     # short rows (8x12 positions) keep the packed gradient (with padding, or
-    # without AVX-512F; unpadded, the small convolutions' direct kernel)
+    # without AVX-512F and AVX2; unpadded, the small convolutions' direct
+    # kernel)
     assert conv_plan((64, 6, 12, 12), (16, 6, 5, 5), p=1).grad_weight == "transposed"
     lenet2 = conv_plan((64, 6, 12, 12), (16, 6, 5, 5))
     assert lenet2.grad_weight == ("small" if _conv.small_kernels() else "transposed")
