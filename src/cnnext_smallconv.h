@@ -60,6 +60,20 @@ typedef struct {
 
 #ifdef CNX_X86
 
+/* The cvec kernels' walk over one sample's output positions: o is the
+ * position's offset in the sample, gp its row of the transposed gradient
+ * (16 floats a position); the body multiplies it into the accumulators. */
+#define CNX_SGW_WALK(...) /* the body */                                        \
+    {                                                                           \
+        const float *gp = gt;                                                   \
+        for (oh = 0; oh < OH; oh++) {                                           \
+            int64_t o = oh * sh * W;                                            \
+            for (ow = 0; ow < OW; ow++, o += sw, gp += 16) {                    \
+                __VA_ARGS__                                                     \
+            }                                                                   \
+        }                                                                       \
+    }
+
 #define CNX_SGW_FMA(t) \
     r##t = _mm512_fmadd_ps(_mm512_set1_ps(p##t[o]), b, r##t);
 #define CNX_SGW_STORE(t)                                                        \
@@ -96,15 +110,9 @@ static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t 
         __m512 r2 = _mm512_setzero_ps(), r3 = _mm512_setzero_ps();
         __m512 r4 = _mm512_setzero_ps(), r5 = _mm512_setzero_ps();
         __m512 r6 = _mm512_setzero_ps(), r7 = _mm512_setzero_ps();
-        const float *gp = gt;
-        for (oh = 0; oh < OH; oh++) {
-            int64_t o = oh * sh * W;
-            for (ow = 0; ow < OW; ow++, o += sw, gp += 16) {
-                __m512 b = _mm512_loadu_ps(gp);
-                CNX_SGW_FMA(0) CNX_SGW_FMA(1) CNX_SGW_FMA(2) CNX_SGW_FMA(3)
-                CNX_SGW_FMA(4) CNX_SGW_FMA(5) CNX_SGW_FMA(6) CNX_SGW_FMA(7)
-            }
-        }
+        CNX_SGW_WALK(__m512 b = _mm512_loadu_ps(gp);
+                     CNX_SGW_FMA(0) CNX_SGW_FMA(1) CNX_SGW_FMA(2) CNX_SGW_FMA(3)
+                     CNX_SGW_FMA(4) CNX_SGW_FMA(5) CNX_SGW_FMA(6) CNX_SGW_FMA(7))
         CNX_SGW_STORE(0) CNX_SGW_STORE(1) CNX_SGW_STORE(2) CNX_SGW_STORE(3)
         CNX_SGW_STORE(4) CNX_SGW_STORE(5) CNX_SGW_STORE(6) CNX_SGW_STORE(7)
     }
@@ -133,18 +141,19 @@ static void cnx_sgw_cvec_avx512(const float *xn, int64_t W, int64_t sh, int64_t 
         _mm512_mask_storeu_ps(o_ + 16, m1, a##c##1);            \
         _mm512_mask_storeu_ps(o_ + 32, m2, a##c##2);            \
     }
-#define CNX_SGI_LOOP(BODY)                                              \
+#define CNX_SGI_LOOP(LOADS, BODY)                                       \
     for (co = 0; co < Co; co++) {                                       \
         const float *g0 = gp + co * ldg + q0;                           \
         const float *w0 = wt + co * KT * ldw + c0;                      \
         for (t = tlo; t < thi; t++) {                                   \
             const float *g = g0 - tshift[t];                            \
             const float *w = w0 + t * ldw;                              \
-            __m512 x0 = _mm512_loadu_ps(g), x1 = _mm512_loadu_ps(g + 16), \
-                   x2 = _mm512_loadu_ps(g + 32);                        \
+            LOADS                                                       \
             BODY                                                        \
         }                                                               \
     }
+#define CNX_SGI_LOAD48 __m512 x0 = _mm512_loadu_ps(g), x1 = _mm512_loadu_ps(g + 16), \
+                              x2 = _mm512_loadu_ps(g + 32);
 
 /* The taps [*tlo, *thi) that reach positions [q0, q0 + width) of a W-wide
  * map from some output row: tap t's rows trow[t] (ascending) within
@@ -181,7 +190,8 @@ static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
             cnx_sgi_taps(trow, KT, W, OH, HW, q0, 48, &tlo, &thi);
             CNX_SGI_ZERO(0) CNX_SGI_ZERO(1) CNX_SGI_ZERO(2)
             CNX_SGI_ZERO(3) CNX_SGI_ZERO(4) CNX_SGI_ZERO(5)
-            CNX_SGI_LOOP(CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2)
+            CNX_SGI_LOOP(CNX_SGI_LOAD48,
+                         CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2)
                          CNX_SGI_FMA(3) CNX_SGI_FMA(4) CNX_SGI_FMA(5))
             {
                 CNX_SGI_MASKS
@@ -194,7 +204,7 @@ static void cnx_sgi_rows_avx512(const float *gp, int64_t ldg, int64_t Co,
         for (q0 = 0; q0 < HW; q0 += 48) {
             cnx_sgi_taps(trow, KT, W, OH, HW, q0, 48, &tlo, &thi);
             CNX_SGI_ZERO(0) CNX_SGI_ZERO(1) CNX_SGI_ZERO(2)
-            CNX_SGI_LOOP(CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2))
+            CNX_SGI_LOOP(CNX_SGI_LOAD48, CNX_SGI_FMA(0) CNX_SGI_FMA(1) CNX_SGI_FMA(2))
             {
                 CNX_SGI_MASKS
                 CNX_SGI_STORE(0) CNX_SGI_STORE(1) CNX_SGI_STORE(2)
@@ -304,15 +314,9 @@ static void cnx_sgw_cvec_avx2(const float *xn, int64_t W, int64_t sh, int64_t sw
             CNX_SGW2_PTR(3) CNX_SGW2_PTR(4) CNX_SGW2_PTR(5)
             CNX_SGW2_ACC(0) CNX_SGW2_ACC(1) CNX_SGW2_ACC(2)
             CNX_SGW2_ACC(3) CNX_SGW2_ACC(4) CNX_SGW2_ACC(5)
-            const float *gp = gt;
-            for (oh = 0; oh < OH; oh++) {
-                int64_t o = oh * sh * W;
-                for (ow = 0; ow < OW; ow++, o += sw, gp += 16) {
-                    __m256 b0 = _mm256_loadu_ps(gp), b1 = _mm256_loadu_ps(gp + 8);
-                    CNX_SGW2_FMA2(0) CNX_SGW2_FMA2(1) CNX_SGW2_FMA2(2)
-                    CNX_SGW2_FMA2(3) CNX_SGW2_FMA2(4) CNX_SGW2_FMA2(5)
-                }
-            }
+            CNX_SGW_WALK(__m256 b0 = _mm256_loadu_ps(gp), b1 = _mm256_loadu_ps(gp + 8);
+                         CNX_SGW2_FMA2(0) CNX_SGW2_FMA2(1) CNX_SGW2_FMA2(2)
+                         CNX_SGW2_FMA2(3) CNX_SGW2_FMA2(4) CNX_SGW2_FMA2(5))
             CNX_SGW2_STORE2(0) CNX_SGW2_STORE2(1) CNX_SGW2_STORE2(2)
             CNX_SGW2_STORE2(3) CNX_SGW2_STORE2(4) CNX_SGW2_STORE2(5)
         }
@@ -325,16 +329,10 @@ static void cnx_sgw_cvec_avx2(const float *xn, int64_t W, int64_t sh, int64_t sw
         CNX_SGW2_PTR(8) CNX_SGW2_PTR(9) CNX_SGW2_PTR(10) CNX_SGW2_PTR(11)
         __m256 r0 = _mm256_setzero_ps(), r1 = r0, r2 = r0, r3 = r0, r4 = r0, r5 = r0;
         __m256 r6 = r0, r7 = r0, r8 = r0, r9 = r0, r10 = r0, r11 = r0;
-        const float *gp = gt;
-        for (oh = 0; oh < OH; oh++) {
-            int64_t o = oh * sh * W;
-            for (ow = 0; ow < OW; ow++, o += sw, gp += 16) {
-                __m256 b0 = _mm256_loadu_ps(gp);
-                CNX_SGW2_FMA1(0) CNX_SGW2_FMA1(1) CNX_SGW2_FMA1(2) CNX_SGW2_FMA1(3)
-                CNX_SGW2_FMA1(4) CNX_SGW2_FMA1(5) CNX_SGW2_FMA1(6) CNX_SGW2_FMA1(7)
-                CNX_SGW2_FMA1(8) CNX_SGW2_FMA1(9) CNX_SGW2_FMA1(10) CNX_SGW2_FMA1(11)
-            }
-        }
+        CNX_SGW_WALK(__m256 b0 = _mm256_loadu_ps(gp);
+                     CNX_SGW2_FMA1(0) CNX_SGW2_FMA1(1) CNX_SGW2_FMA1(2) CNX_SGW2_FMA1(3)
+                     CNX_SGW2_FMA1(4) CNX_SGW2_FMA1(5) CNX_SGW2_FMA1(6) CNX_SGW2_FMA1(7)
+                     CNX_SGW2_FMA1(8) CNX_SGW2_FMA1(9) CNX_SGW2_FMA1(10) CNX_SGW2_FMA1(11))
         CNX_SGW2_STORE1(0) CNX_SGW2_STORE1(1) CNX_SGW2_STORE1(2) CNX_SGW2_STORE1(3)
         CNX_SGW2_STORE1(4) CNX_SGW2_STORE1(5) CNX_SGW2_STORE1(6) CNX_SGW2_STORE1(7)
         CNX_SGW2_STORE1(8) CNX_SGW2_STORE1(9) CNX_SGW2_STORE1(10) CNX_SGW2_STORE1(11)
@@ -356,17 +354,6 @@ static void cnx_sgw_cvec_avx2(const float *xn, int64_t W, int64_t sh, int64_t sw
         a##c##0 = _mm256_fmadd_ps(b_, x0, a##c##0);    \
         a##c##1 = _mm256_fmadd_ps(b_, x1, a##c##1);    \
         a##c##2 = _mm256_fmadd_ps(b_, x2, a##c##2);    \
-    }
-#define CNX_SGI2_LOOP(LOADS, BODY)                                      \
-    for (co = 0; co < Co; co++) {                                       \
-        const float *g0 = gp + co * ldg + q0;                           \
-        const float *w0 = wt + co * KT * ldw + c0;                      \
-        for (t = tlo; t < thi; t++) {                                   \
-            const float *g = g0 - tshift[t];                            \
-            const float *w = w0 + t * ldw;                              \
-            LOADS                                                       \
-            BODY                                                        \
-        }                                                               \
     }
 #define CNX_SGI2_LOAD2 __m256 x0 = _mm256_loadu_ps(g), x1 = _mm256_loadu_ps(g + 8);
 #define CNX_SGI2_LOAD3 __m256 x0 = _mm256_loadu_ps(g), x1 = _mm256_loadu_ps(g + 8), \
@@ -390,9 +377,9 @@ static void cnx_sgi_rows_avx2(const float *gp, int64_t ldg, int64_t Co,
             cnx_sgi_taps(trow, KT, W, OH, HW, q0, 16, &tlo, &thi);
             CNX_SGI2_ZERO2(0) CNX_SGI2_ZERO2(1) CNX_SGI2_ZERO2(2)
             CNX_SGI2_ZERO2(3) CNX_SGI2_ZERO2(4) CNX_SGI2_ZERO2(5)
-            CNX_SGI2_LOOP(CNX_SGI2_LOAD2,
-                          CNX_SGI2_FMA2(0) CNX_SGI2_FMA2(1) CNX_SGI2_FMA2(2)
-                          CNX_SGI2_FMA2(3) CNX_SGI2_FMA2(4) CNX_SGI2_FMA2(5))
+            CNX_SGI_LOOP(CNX_SGI2_LOAD2,
+                         CNX_SGI2_FMA2(0) CNX_SGI2_FMA2(1) CNX_SGI2_FMA2(2)
+                         CNX_SGI2_FMA2(3) CNX_SGI2_FMA2(4) CNX_SGI2_FMA2(5))
             CNX_SGI2_STORE(0, 0, m0) CNX_SGI2_STORE(0, 1, m1)
             CNX_SGI2_STORE(1, 0, m0) CNX_SGI2_STORE(1, 1, m1)
             CNX_SGI2_STORE(2, 0, m0) CNX_SGI2_STORE(2, 1, m1)
@@ -407,8 +394,8 @@ static void cnx_sgi_rows_avx2(const float *gp, int64_t ldg, int64_t Co,
                     m2 = cnx_sc_mask8(HW - q0 - 16);
             cnx_sgi_taps(trow, KT, W, OH, HW, q0, 24, &tlo, &thi);
             CNX_SGI2_ZERO3(0) CNX_SGI2_ZERO3(1) CNX_SGI2_ZERO3(2)
-            CNX_SGI2_LOOP(CNX_SGI2_LOAD3,
-                          CNX_SGI2_FMA3(0) CNX_SGI2_FMA3(1) CNX_SGI2_FMA3(2))
+            CNX_SGI_LOOP(CNX_SGI2_LOAD3,
+                         CNX_SGI2_FMA3(0) CNX_SGI2_FMA3(1) CNX_SGI2_FMA3(2))
             CNX_SGI2_STORE(0, 0, m0) CNX_SGI2_STORE(0, 1, m1) CNX_SGI2_STORE(0, 2, m2)
             CNX_SGI2_STORE(1, 0, m0) CNX_SGI2_STORE(1, 1, m1) CNX_SGI2_STORE(1, 2, m2)
             CNX_SGI2_STORE(2, 0, m0) CNX_SGI2_STORE(2, 1, m1) CNX_SGI2_STORE(2, 2, m2)
