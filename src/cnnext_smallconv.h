@@ -26,8 +26,8 @@
  * cnx_sgw_pvec_*: the weight gradient of one sample with few output
  * channels and taps (LeNet's first layer: 1 -> 6 channels, 25 taps over
  * 24x24 positions), vectorised over positions: 6 channels x 4 taps (AVX2:
- * x 2 taps) of one-vector partial sums, kept over the task's samples and
- * summed across the lanes (16 or 8) once at the end.
+ * x 2 taps) of one-vector partial sums, which the caller sums across the
+ * lanes (16 or 8) after each sample.
  *
  * cnx_smallconv_select() returns the kernels of this CPU (AVX-512F, else
  * AVX2 + FMA, as CNNEXT_ISA allows) with their instruction set, or isa 0:
