@@ -50,26 +50,31 @@ typedef void (*cnx_cvd)(int64_t kc, const double *w, const double *b, const int6
 
 #ifdef CNX_X86
 
-#define CNX_CVD_ROW(i, lo, hi)                                                 \
+/* One position's FMAs into its two accumulators and its store, for either
+ * instruction set: V the intrinsics' prefix (_mm512, _mm256), L the
+ * doubles per vector (a tile row holds 2*L channels). */
+#define CNX_CV_ROW(V, i, lo, hi)                                               \
     if (MRV_ > (i)) {                                                          \
-        t = _mm512_set1_pd(bk[i]);                                             \
-        lo = _mm512_fmadd_pd(t, w0, lo);                                       \
-        hi = _mm512_fmadd_pd(t, w1, hi);                                       \
+        t = V##_set1_pd(bk[i]);                                                \
+        lo = V##_fmadd_pd(t, w0, lo);                                          \
+        hi = V##_fmadd_pd(t, w1, hi);                                          \
     }
 
-#define CNX_CVD_STORE(i, lo, hi)                                               \
+#define CNX_CV_STORE(V, L, i, lo, hi)                                          \
     if (MRV_ > (i)) {                                                          \
-        double *row_ = c + 16 * (i);                                           \
+        double *row_ = c + 2 * (L) * (i);                                      \
         if (accumulate) {                                                      \
-            lo = _mm512_add_pd(lo, _mm512_loadu_pd(row_));                     \
-            hi = _mm512_add_pd(hi, _mm512_loadu_pd(row_ + 8));                 \
+            lo = V##_add_pd(lo, V##_loadu_pd(row_));                           \
+            hi = V##_add_pd(hi, V##_loadu_pd(row_ + (L)));                     \
         } else if (bias) {                                                     \
-            lo = _mm512_add_pd(lo, _mm512_loadu_pd(bias));                     \
-            hi = _mm512_add_pd(hi, _mm512_loadu_pd(bias + 8));                 \
+            lo = V##_add_pd(lo, V##_loadu_pd(bias));                           \
+            hi = V##_add_pd(hi, V##_loadu_pd(bias + (L)));                     \
         }                                                                      \
-        _mm512_storeu_pd(row_, lo);                                            \
-        _mm512_storeu_pd(row_ + 8, hi);                                        \
+        V##_storeu_pd(row_, lo);                                               \
+        V##_storeu_pd(row_ + (L), hi);                                         \
     }
+#define CNX_CVD_ROW(i, lo, hi) CNX_CV_ROW(_mm512, i, lo, hi)
+#define CNX_CVD_STORE(i, lo, hi) CNX_CV_STORE(_mm512, 8, i, lo, hi)
 
 #define CNX_DEF_CVD(NAME, MRV)                                                 \
     CNX_TARGET_AVX512                                                          \
@@ -131,26 +136,8 @@ CNX_DEF_CVD(cnx_cvd_14, 14)
 /* AVX2: 8 channels (two vectors) by up to 6 positions. */
 #define CNX_CVY_MAXP 6
 
-#define CNX_CVY_ROW(i, lo, hi)                                                 \
-    if (MRV_ > (i)) {                                                          \
-        t = _mm256_broadcast_sd(bk + (i));                                     \
-        lo = _mm256_fmadd_pd(t, w0, lo);                                       \
-        hi = _mm256_fmadd_pd(t, w1, hi);                                       \
-    }
-
-#define CNX_CVY_STORE(i, lo, hi)                                               \
-    if (MRV_ > (i)) {                                                          \
-        double *row_ = c + 8 * (i);                                            \
-        if (accumulate) {                                                      \
-            lo = _mm256_add_pd(lo, _mm256_loadu_pd(row_));                     \
-            hi = _mm256_add_pd(hi, _mm256_loadu_pd(row_ + 4));                 \
-        } else if (bias) {                                                     \
-            lo = _mm256_add_pd(lo, _mm256_loadu_pd(bias));                     \
-            hi = _mm256_add_pd(hi, _mm256_loadu_pd(bias + 4));                 \
-        }                                                                      \
-        _mm256_storeu_pd(row_, lo);                                            \
-        _mm256_storeu_pd(row_ + 4, hi);                                        \
-    }
+#define CNX_CVY_ROW(i, lo, hi) CNX_CV_ROW(_mm256, i, lo, hi)
+#define CNX_CVY_STORE(i, lo, hi) CNX_CV_STORE(_mm256, 4, i, lo, hi)
 
 #define CNX_DEF_CVY(NAME, MRV)                                                 \
     CNX_TARGET_AVX2                                                            \
