@@ -857,16 +857,21 @@ class ConvPlan:
     def _winograd_gx_beside_gw(
         self, g: FloatArray, x: FloatArray, weight: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
-        """(grad_x, grad_w) side by side on one thread each: the weight
-        gradient's products in a worker thread, the input gradient in the
-        caller's, then the last step of the weight gradient on every
-        thread: the bits of the two run one after the other."""
+        """(grad_x, grad_w) side by side: the weight gradient's products in
+        a worker thread, the input gradient in the caller's, which then
+        joins the weight gradient's last products (whole transform points
+        of a block each), then the last step of the weight gradient on
+        every thread: the bits of the two run one after the other."""
         Co, C = self.weight_shape[:2]
         dup = np.empty((1, 16, Co, C), dtype=self.dtype)
-        gx, _ = _workers.beside(
-            lambda: _winograd.winograd_grad_weight(x, g, dup, self.padding[0],
-                                                   self.padding[1], 1),
-            lambda: self._winograd_grad_input(g, weight, threads=1))
+        job = _winograd.SharedWeightGrad(x, g, dup, self.padding[0], self.padding[1])
+
+        def grad_input_then_help() -> FloatArray:
+            gx = self._winograd_grad_input(g, weight, threads=1)
+            job.help()
+            return gx
+
+        gx, _ = _workers.beside(job.run, grad_input_then_help)
         gw = np.empty(self.weight_shape, dtype=self.dtype)
         _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
         return gx, self._winograd_checked(gw, g, x)

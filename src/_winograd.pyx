@@ -150,6 +150,13 @@ cdef extern from "cnnext_winograd.h" nogil:
 
 cdef cnx_wg_kernels WG = cnx_wg_select()
 
+cdef extern from "cnnext_atomic.h" nogil:
+    int64_t cnx_atomic_load(int64_t* p)
+    void cnx_atomic_store(int64_t* p, int64_t v)
+    bint cnx_atomic_cas(int64_t* p, int64_t expected, int64_t v)
+    int64_t cnx_atomic_add(int64_t* p, int64_t v)
+    void cnx_relax()
+
 cdef extern from "cnnext_winograd4.h" nogil:
     ctypedef void (*cnx_w4_input_fn)(const float* plane, int64_t H, int64_t W, int64_t iy0,
                                      int64_t ix0, int64_t cnt, float* v,
@@ -300,6 +307,18 @@ ctypedef struct Args:
     # dw*j + c - x0], of g's g[., ., dh*i + r, dw*j + c] (zero outside) and
     # of out's out[., ., dh*i + r - yo, dw*j + c - xo] (dropped outside).
     Py_ssize_t dh, dw, Hs, Ws, OHs, OWs, y0, x0, yo, xo
+
+
+ctypedef struct Share:
+    # A one-partial weight gradient's products shared with a helper thread
+    # (see SharedWeightGrad): each block's XI points handed out one at a
+    # time, the same products into the same dU rows whichever thread runs
+    # them.
+    int64_t state            # 0: not started; (block + 1) << 8 | next point; -1: done
+    int64_t done             # the current block's points done
+    Py_ssize_t nv            # its tiles
+    float* bpack             # the helper's panel of V (tb x NR)
+    int64_t helped           # points the helper took
 
 
 cdef Py_ssize_t segments(const Args* a, Py_ssize_t t0, Py_ssize_t nv,
@@ -591,8 +610,8 @@ cdef int fwd_block_pool(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     return bad
 
 
-cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float* V,
-                      float* dU, float* bpack, Py_ssize_t co_lo, Py_ssize_t co_hi) noexcept nogil:
+cdef void gw_point(const Args* a, Py_ssize_t nv, const float* Gy, const float* V, float* dU,
+                   float* bpack, Py_ssize_t co_lo, Py_ssize_t co_hi, Py_ssize_t xi) noexcept nogil:
     """dU[xi] (rows co_lo .. co_hi of Co, C) += Gy[xi] (those rows, nv) @
     V[xi]^T (the block's nv lanes): Gy's rows read in place by the
     micro-kernel (its lanes are the reduction), each NR-channel panel of V
@@ -602,32 +621,57 @@ cdef void gw_products(const Args* a, Py_ssize_t nv, const float* Gy, const float
     error grows with the length of a run), the tile in L1 after the
     first."""
     cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co, MR = a.MR, NR = a.NR
-    cdef Py_ssize_t xi, c0, co0, nr, mr, i, k0
+    cdef Py_ssize_t c0 = 0, co0, nr, mr, i, k0
     cdef int64_t aoff[32]
-    for xi in range(XI):
-        c0 = 0
-        while c0 < C:
-            nr = min(NR, C - c0)
-            WG.pack_lanes(V + xi * a.sv + c0 * tb, tb, nr, nv, NR, bpack)
-            co0 = co_lo
-            while co0 < co_hi:
-                mr = min(MR, co_hi - co0)
-                for i in range(MR):
-                    aoff[i] = (co0 + min(i, mr - 1)) * tb
-                k0 = 0
-                while k0 < nv:
-                    a.ker.s_inda(min(<Py_ssize_t>GW_RUN, nv - k0), Gy + xi * a.sm + k0, aoff,
-                                 bpack + k0 * NR, NULL, dU + xi * Co * C + co0 * C + c0, C,
-                                 <int>mr, <int>nr, 1, NULL)
-                    k0 += GW_RUN
-                co0 += MR
-            c0 += NR
+    while c0 < C:
+        nr = min(NR, C - c0)
+        WG.pack_lanes(V + xi * a.sv + c0 * tb, tb, nr, nv, NR, bpack)
+        co0 = co_lo
+        while co0 < co_hi:
+            mr = min(MR, co_hi - co0)
+            for i in range(MR):
+                aoff[i] = (co0 + min(i, mr - 1)) * tb
+            k0 = 0
+            while k0 < nv:
+                a.ker.s_inda(min(<Py_ssize_t>GW_RUN, nv - k0), Gy + xi * a.sm + k0, aoff,
+                             bpack + k0 * NR, NULL, dU + xi * Co * C + co0 * C + c0, C,
+                             <int>mr, <int>nr, 1, NULL)
+                k0 += GW_RUN
+            co0 += MR
+        c0 += NR
+
+
+cdef void gw_products(const Args* a, Share* sh, Py_ssize_t blk, Py_ssize_t nv, const float* Gy,
+                      const float* V, float* dU, float* bpack, Py_ssize_t co_lo,
+                      Py_ssize_t co_hi) noexcept nogil:
+    """A block's products (:func:`gw_point`) at every point; with a share
+    (``sh`` not NULL), the points handed out one at a time to this thread
+    and a helper (:func:`gw_help`), returning once both are done."""
+    cdef Py_ssize_t xi
+    cdef int64_t s
+    if sh == NULL:
+        for xi in range(XI):
+            gw_point(a, nv, Gy, V, dU, bpack, co_lo, co_hi, xi)
+        return
+    sh.nv = nv
+    cnx_atomic_store(&sh.done, 0)
+    cnx_atomic_store(&sh.state, (blk + 1) << 8)
+    while True:
+        s = cnx_atomic_load(&sh.state)
+        if (s & 255) >= XI:
+            break
+        if cnx_atomic_cas(&sh.state, s, s + 1):
+            gw_point(a, nv, Gy, V, dU, bpack, co_lo, co_hi, s & 255)
+            cnx_atomic_add(&sh.done, 1)
+    while cnx_atomic_load(&sh.done) < XI:
+        cnx_relax()
 
 
 cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* dU,
-                   Py_ssize_t co_lo, Py_ssize_t co_hi) noexcept nogil:
+                   Py_ssize_t co_lo, Py_ssize_t co_hi, Share* sh=NULL) noexcept nogil:
     """Thread ``tid``'s dU (16, Co, C), its rows co_lo .. co_hi (co_lo a
-    multiple of MR) = sum over blocks [b0, b1) of (A g A^T)[xi] @ V[xi]^T."""
+    multiple of MR) = sum over blocks [b0, b1) of (A g A^T)[xi] @ V[xi]^T;
+    the products shared with a helper when ``sh`` is not NULL."""
     cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co
     cdef float* D = a.scr + tid * a.per
     cdef float* V = D + XI * tb
@@ -644,7 +688,7 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* 
         if tw4(a):  # 7x7 and 8x8 maps: four tile rows per vector
             WG.input_tw4(a.x, C, a.H, a.W, a.ph, a.pw, a.th, t0, nv, a.PN, V, a.PN, tb, a.sv)
             WG.grad_tw4(a.g, Co, a.OH, a.OW, a.th, t0, nv, Gy, tb, a.sm)  # every row
-            gw_products(a, nv, Gy, V, dU, bpack, co_lo, co_hi)
+            gw_products(a, sh, blk, nv, Gy, V, dU, bpack, co_lo, co_hi)
             continue
         nseg = segments(a, t0, nv, seg)
         if tw16(a):
@@ -672,7 +716,7 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* 
                 else:  # an odd last row or column: zero-filled copy
                     WG.rows(plane, a.OH, a.OW, oy, ox, 2 * cnt, 2, D, lp)
                     WG.grad_rows(D, lp, cnt, Gy + co * tb + seg[5 * i + 4], a.sm)
-        gw_products(a, nv, Gy, V, dU, bpack, co_lo, co_hi)
+        gw_products(a, sh, blk, nv, Gy, V, dU, bpack, co_lo, co_hi)
 
 
 cdef void gw_run(Args* a, Py_ssize_t nt) noexcept nogil:
@@ -933,6 +977,83 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
         return
     gw_setup(&a, x, g, dup, x.shape[0], x.shape[2], x.shape[3], g.shape[2], g.shape[3], ph, pw)
     gw_go(&a, dup.shape[0], n_threads)
+
+
+cdef void gw_help(const Args* a, Share* sh) noexcept nogil:
+    """Take points of the blocks a :func:`gw_range` with share ``sh`` has
+    transformed, until it is done (at once if it has not started)."""
+    cdef const float* V = a.scr + XI * a.tb
+    cdef const float* Gy = V + XI * a.sv
+    cdef int64_t s
+    while True:
+        s = cnx_atomic_load(&sh.state)
+        if s <= 0:
+            return
+        if (s & 255) >= XI:
+            cnx_relax()
+        elif cnx_atomic_cas(&sh.state, s, s + 1):
+            gw_point(a, sh.nv, Gy, V, a.out, sh.bpack, 0, a.Co, s & 255)
+            sh.helped += 1
+            cnx_atomic_add(&sh.done, 1)
+
+
+cdef class SharedWeightGrad:
+    """:func:`winograd_grad_weight` into one partial ``dup`` (1, 16, Co, C)
+    by :meth:`run` on one thread, which another thread may join by calling
+    :meth:`help` (say, once its own part of a backward pass is done): the
+    helper takes whole points of each block's products, so the result has
+    the bits of one thread."""
+    cdef Args a
+    cdef Share sh
+    cdef object keep
+
+    def __cinit__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] g,
+                  float[:, :, :, ::1] dup, Py_ssize_t ph, Py_ssize_t pw):
+        self.a.scr = NULL
+        self.a.seg = NULL
+        self.sh.bpack = NULL
+        self.sh.state = 0
+        self.sh.done = 0
+        self.sh.helped = 0
+        if dup.shape[0] != 1:
+            raise ValueError(f"SharedWeightGrad: dup holds {dup.shape[0]} partials, not 1")
+        self.keep = (x, g, dup)
+        if g.shape[1] == 0 or x.shape[1] == 0:
+            self.sh.state = -1
+            return
+        gw_setup(&self.a, x, g, dup, x.shape[0], x.shape[2], x.shape[3], g.shape[2],
+                 g.shape[3], ph, pw)
+        self.sh.bpack = <float*>alloc_scratch(self.a.tb * self.a.NR * sizeof(float))
+
+    def __dealloc__(self):
+        free(self.a.scr)
+        free(self.a.seg)
+        free(self.sh.bpack)
+
+    def run(self):
+        """Compute the weight gradient's partial (once)."""
+        if cnx_atomic_load(&self.sh.state) != 0:
+            return
+        with nogil:
+            cnx_atomic_store(&self.sh.state, XI)  # started, no block yet
+            gw_range(&self.a, 0, self.a.blocks, 0, self.a.out, 0, self.a.Co, &self.sh)
+            cnx_atomic_store(&self.sh.state, -1)
+
+    def help(self):
+        """Share :meth:`run`'s products until it is done; returns at once if
+        it has not started."""
+        with nogil:
+            gw_help(&self.a, &self.sh)
+
+    @property
+    def started(self):
+        """Whether :meth:`run` has started."""
+        return cnx_atomic_load(&self.sh.state) != 0
+
+    @property
+    def helped(self):
+        """How many products (one point of one block each) :meth:`help` took."""
+        return self.sh.helped
 
 
 def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws)

@@ -376,7 +376,8 @@ def test_every_source_module_is_installed():
 
 @pytest.mark.parametrize("name", COMPILED)
 def test_stub_matches_compiled_module(name):
-    """A quick stubtest: same public functions, same parameter names."""
+    """A quick stubtest: same public functions and classes, the functions'
+    parameter names, the classes' methods."""
     pkg = Path(cnnext.__file__).parent
     stub = ast.parse((pkg / f"{name}.pyi").read_text(encoding="utf-8"))
     stub_funcs = {
@@ -384,11 +385,20 @@ def test_stub_matches_compiled_module(name):
         for node in stub.body
         if isinstance(node, ast.FunctionDef)
     }
+    stub_classes = {
+        node.name: {m.name for m in node.body if isinstance(m, ast.FunctionDef)} - {"__init__"}
+        for node in stub.body
+        if isinstance(node, ast.ClassDef)
+    }
     mod = importlib.import_module(f"cnnext.{name}")
     runtime = {
         n: obj for n, obj in vars(mod).items() if not n.startswith("_") and callable(obj)
     }
-    assert set(stub_funcs) == set(runtime), (sorted(stub_funcs), sorted(runtime))
+    assert set(stub_funcs) | set(stub_classes) == set(runtime), (
+        sorted(stub_funcs), sorted(stub_classes), sorted(runtime))
+    for cname, methods in stub_classes.items():
+        public = {m for m in vars(runtime[cname]) if not m.startswith("_")}
+        assert methods == public, f"{name}.{cname}: {sorted(public)} vs stub {sorted(methods)}"
     for fname, params in stub_funcs.items():
         sig = inspect.signature(runtime[fname])
         assert list(sig.parameters) == params, f"{name}.{fname}: {sig} vs stub {params}"

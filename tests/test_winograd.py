@@ -13,6 +13,7 @@ absolute 1e-5 of the largest value).  Winograd's measured float32 error on
 these sizes is below 2e-6 of the largest value (forward; the gradients
 less), so the table has a margin of about 5.
 """
+import threading
 from collections import namedtuple
 
 import numpy as np
@@ -212,6 +213,38 @@ def test_winograd_backward_beside_same_bits(shape, bad, rng, close, restore_thre
         np.testing.assert_array_equal(gw2, gw1)
         close(gx2, ref[0], np.float32)
         close(gw2, ref[1], np.float32)
+
+
+@pytest.mark.parametrize("shape,cout", [((5, 128, 15, 13), 260), ((4, 96, 7, 7), 100),
+                                         ((1, 136, 33, 31), 70)], ids=["odd", "7x7", "N1"])
+def test_shared_weight_grad_same_bits(shape, cout, rng):
+    """A helper thread that joins a one-partial weight gradient takes whole
+    points of its blocks' products: the bits of one thread (several blocks,
+    the 7x7 maps' four-tile-column transforms, output channels off the
+    panel width); help before the run has started returns at once, and a
+    second run does nothing."""
+    from cnnext import _winograd
+
+    x, w, _, go = kind_arrays(shape, cout, rng, {"padding": 1})
+    one = np.empty((1, 16, cout, shape[1]), np.float32)
+    _winograd.winograd_grad_weight(x, go, one, 1, 1, 1)
+    for _attempt in range(5):
+        dup = np.full_like(one, np.nan)
+        job = _winograd.SharedWeightGrad(x, go, dup, 1, 1)
+        job.help()  # not started: returns
+        assert not job.started and job.helped == 0
+        worker = threading.Thread(target=job.run)
+        worker.start()
+        while not job.started:
+            pass
+        job.help()
+        worker.join()
+        np.testing.assert_array_equal(dup, one)
+        if job.helped:
+            break
+    assert 0 < job.helped < 16 * 100
+    job.run()
+    np.testing.assert_array_equal(dup, one)
 
 
 # The undilated kernel and the dilation-phase one (``winograd-phases``) share
