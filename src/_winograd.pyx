@@ -85,11 +85,11 @@ from cnnext._common cimport KC, cnx_kernels, round16
 from cnnext._gemm cimport alloc_scratch, kernels
 
 cdef extern from "cnnext_wgfilter.h" nogil:
-    ctypedef void (*cnx_wg_filter8_fn)(const float* w, int64_t rs, int nvalid, int adjoint,
-                                       float* dst, int64_t ld) noexcept nogil
-    cnx_wg_filter8_fn cnx_wg_filter8()
+    ctypedef void (*cnx_wg_filter_fn)(const float* w, int64_t rs, int nvalid, int adjoint,
+                                      float* dst, int64_t ld, int lanes) noexcept nogil
+    cnx_wg_filter_fn cnx_wg_filter(int64_t mr)
 
-cdef cnx_wg_filter8_fn WG_FILTER8 = cnx_wg_filter8()
+cdef cnx_wg_filter_fn WG_FILTER = cnx_wg_filter(kernels().s_mr)
 
 
 cdef extern from "cnnext_winograd.h" nogil:
@@ -1155,31 +1155,31 @@ cdef inline void gt_apply(const double* u, Py_ssize_t s, double* t, Py_ssize_t t
     t[2 * ts] = 0.5 * (u[s] + u[2 * s]) + u[3 * s]
 
 
-cdef void filters8_panel(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co,
-                         Py_ssize_t C, bint adjoint, Py_ssize_t p0) noexcept nogil:
-    """Panel ``p0`` (output channels 8*p0 ..) of filters8."""
+cdef void filters_panel(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co,
+                        Py_ssize_t C, bint adjoint, Py_ssize_t MR, Py_ssize_t p0) noexcept nogil:
+    """Panel ``p0`` (output channels MR*p0 ..) of filters_simd."""
     cdef Py_ssize_t rs = 9 if adjoint else w.shape[1] * 9  # between output channels
     cdef Py_ssize_t cs = w.shape[1] * 9 if adjoint else 9  # between input channels
     cdef Py_ssize_t c
     for c in range(C):
-        WG_FILTER8(&w[0, 0, 0, 0] + c * cs + p0 * 8 * rs, rs, <int>min(8, Co - p0 * 8),
-                   adjoint, &upk[0, 0] + (p0 * C + c) * 8, upk.shape[1])
+        WG_FILTER(&w[0, 0, 0, 0] + c * cs + p0 * MR * rs, rs, <int>min(MR, Co - p0 * MR),
+                  adjoint, &upk[0, 0] + (p0 * C + c) * MR, upk.shape[1], <int>MR)
 
 
-cdef void filters8(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co, Py_ssize_t C,
-                   bint adjoint, int n_threads) noexcept nogil:
-    """winograd_filters' packing with 8-row panels, a panel's eight filters
-    of one input channel transformed at once (the same bits as the scalar
-    loop: cnnext_wgfilter.h); the panels split between up to ``n_threads``
+cdef void filters_simd(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co,
+                       Py_ssize_t C, bint adjoint, Py_ssize_t MR, int n_threads) noexcept nogil:
+    """winograd_filters' packing, a panel's MR filters of one input channel
+    transformed at once (the same bits as the scalar loop:
+    cnnext_wgfilter.h); the panels split between up to ``n_threads``
     threads."""
-    cdef Py_ssize_t p0, panels = (Co + 7) // 8
+    cdef Py_ssize_t p0, panels = (Co + MR - 1) // MR
     cdef int run = <int>max(1, min(n_threads, panels))
     if run == 1:
         for p0 in range(panels):
-            filters8_panel(w, upk, Co, C, adjoint, p0)
+            filters_panel(w, upk, Co, C, adjoint, MR, p0)
     else:
         for p0 in prange(panels, schedule="static", num_threads=run):
-            filters8_panel(w, upk, Co, C, adjoint, p0)
+            filters_panel(w, upk, Co, C, adjoint, MR, p0)
 
 
 def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co, 3, 3) if adjoint
@@ -1191,7 +1191,7 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
     stride that is not a large power of two) keeps the 16 points out of
     each other's cache sets.  With ``adjoint``, the filters are those of the
     input gradient: ``w`` transposed (C and Co swapped) and rotated by 180
-    degrees.  With AVX-512, the filters are split between up to
+    degrees.  With AVX2 or AVX-512, the filters are split between up to
     ``n_threads`` threads (the same bits whatever the count).  Returns
     False if ``w`` holds an inf or a NaN."""
     cdef Py_ssize_t Co = w.shape[1 if adjoint else 0], C = w.shape[0 if adjoint else 1]
@@ -1204,8 +1204,8 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
     cdef double t[12]
     cdef double u[16]
     with nogil:
-        if MR == 8 and WG_FILTER8 != NULL:
-            filters8(w, upk, Co, C, adjoint, n_threads)
+        if WG_FILTER != NULL:
+            filters_simd(w, upk, Co, C, adjoint, MR, n_threads)
         else:
             for p0 in range(Cop // MR):  # a panel's MR rows are adjacent in upk
                 for c in range(C):

@@ -564,8 +564,8 @@ print(_winograd.isa())
 
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_winograd_filters_bitwise_every_isa(isa, tmp_path):
-    """Every variant of the filter transform (eight filters at a time with
-    AVX-512, one by one otherwise) packs G w G^T computed in float64 and
+    """Every variant of the filter transform (a panel's filters at a time
+    with AVX-512 and AVX2, one by one otherwise) packs G w G^T computed in float64 and
     rounded once, bit for bit, zeros filling the last panel; odd channel
     counts, the adjoint (input-gradient) filters, -0.0 and subnormals."""
     import os
