@@ -319,6 +319,7 @@ ctypedef struct Share:
     Py_ssize_t nv            # its tiles
     float* bpack             # the helper's panel of V (tb x NR)
     int64_t helped           # points the helper took
+    int64_t joined           # 1 once a helper is in gw_help
 
 
 cdef Py_ssize_t segments(const Args* a, Py_ssize_t t0, Py_ssize_t nv,
@@ -985,6 +986,7 @@ cdef void gw_help(const Args* a, Share* sh) noexcept nogil:
     cdef const float* V = a.scr + XI * a.tb
     cdef const float* Gy = V + XI * a.sv
     cdef int64_t s
+    cnx_atomic_store(&sh.joined, 1)
     while True:
         s = cnx_atomic_load(&sh.state)
         if s <= 0:
@@ -1015,6 +1017,7 @@ cdef class SharedWeightGrad:
         self.sh.state = 0
         self.sh.done = 0
         self.sh.helped = 0
+        self.sh.joined = 0
         if dup.shape[0] != 1:
             raise ValueError(f"SharedWeightGrad: dup holds {dup.shape[0]} partials, not 1")
         self.keep = (x, g, dup)
@@ -1030,12 +1033,15 @@ cdef class SharedWeightGrad:
         free(self.a.seg)
         free(self.sh.bpack)
 
-    def run(self):
-        """Compute the weight gradient's partial (once)."""
-        if cnx_atomic_load(&self.sh.state) != 0:
+    def run(self, bint wait_for_helper=False):
+        """Compute the weight gradient's partial (once); with
+        ``wait_for_helper``, only once a thread has called :meth:`help` (the
+        caller makes sure one will)."""
+        if not cnx_atomic_cas(&self.sh.state, 0, XI):  # started, no block yet
             return
         with nogil:
-            cnx_atomic_store(&self.sh.state, XI)  # started, no block yet
+            while wait_for_helper and not cnx_atomic_load(&self.sh.joined):
+                cnx_relax()
             gw_range(&self.a, 0, self.a.blocks, 0, self.a.out, 0, self.a.Co, &self.sh)
             cnx_atomic_store(&self.sh.state, -1)
 
