@@ -320,6 +320,7 @@ ctypedef struct Share:
     float* bpack             # the helper's panel of V (tb x NR)
     int64_t helped           # points the helper took
     int64_t joined           # 1 once a helper is in gw_help
+    bint wait                # leave each block's first point to the helper
 
 
 cdef Py_ssize_t segments(const Args* a, Py_ssize_t t0, Py_ssize_t nv,
@@ -657,6 +658,8 @@ cdef void gw_products(const Args* a, Share* sh, Py_ssize_t blk, Py_ssize_t nv, c
     sh.nv = nv
     cnx_atomic_store(&sh.done, 0)
     cnx_atomic_store(&sh.state, (blk + 1) << 8)
+    while sh.wait and (cnx_atomic_load(&sh.state) & 255) == 0:
+        cnx_relax()
     while True:
         s = cnx_atomic_load(&sh.state)
         if (s & 255) >= XI:
@@ -1018,6 +1021,7 @@ cdef class SharedWeightGrad:
         self.sh.done = 0
         self.sh.helped = 0
         self.sh.joined = 0
+        self.sh.wait = False
         if dup.shape[0] != 1:
             raise ValueError(f"SharedWeightGrad: dup holds {dup.shape[0]} partials, not 1")
         self.keep = (x, g, dup)
@@ -1036,9 +1040,11 @@ cdef class SharedWeightGrad:
     def run(self, bint wait_for_helper=False):
         """Compute the weight gradient's partial (once); with
         ``wait_for_helper``, only once a thread has called :meth:`help` (the
-        caller makes sure one will)."""
+        caller makes sure one will), leaving each block's first point to
+        it."""
         if not cnx_atomic_cas(&self.sh.state, 0, XI):  # started, no block yet
             return
+        self.sh.wait = wait_for_helper
         with nogil:
             while wait_for_helper and not cnx_atomic_load(&self.sh.joined):
                 cnx_relax()
