@@ -846,7 +846,8 @@ class ConvPlan:
 
     def _winograd_beside(self) -> bool:
         """Whether the backward runs the weight gradient beside the input
-        gradient, one thread each: at two threads, when the weight gradient
+        gradient, one thread each (the input gradient's then joining the
+        weight gradient's products): at two threads, when the weight gradient
         has one dU partial (a dU of 2 MB and more, whose two threads would
         split the output channels and each transform the whole input; the
         same bits on any number of threads).  Measured on 2 cores at 256 ->

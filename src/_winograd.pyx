@@ -671,6 +671,14 @@ cdef void gw_products(const Args* a, Share* sh, Py_ssize_t blk, Py_ssize_t nv, c
         cnx_relax()
 
 
+cdef inline float* gw_V(const Args* a, int tid) noexcept nogil:
+    """Thread ``tid``'s transformed input V (XI rows of stride a.sv) in the
+    weight gradient's scratch, after its staging rows D (XI x tb); the
+    transformed gradient Gy follows at V + XI*a.sv, the panel of V at
+    Gy + XI*a.sm."""
+    return a.scr + tid * a.per + XI * a.tb
+
+
 cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* dU,
                    Py_ssize_t co_lo, Py_ssize_t co_hi, Share* sh=NULL) noexcept nogil:
     """Thread ``tid``'s dU (16, Co, C), its rows co_lo .. co_hi (co_lo a
@@ -678,7 +686,7 @@ cdef void gw_range(const Args* a, Py_ssize_t b0, Py_ssize_t b1, int tid, float* 
     the products shared with a helper when ``sh`` is not NULL."""
     cdef Py_ssize_t tb = a.tb, C = a.C, Co = a.Co
     cdef float* D = a.scr + tid * a.per
-    cdef float* V = D + XI * tb
+    cdef float* V = gw_V(a, tid)
     cdef float* Gy = V + XI * a.sv
     cdef float* bpack = Gy + XI * a.sm
     cdef int64_t* seg = a.seg + tid * 5 * (tb + 1)
@@ -986,7 +994,7 @@ def winograd_grad_weight(const float[:, :, :, ::1] x,  # IN  (N, C, H, W)
 cdef void gw_help(const Args* a, Share* sh) noexcept nogil:
     """Take points of the blocks a :func:`gw_range` with share ``sh`` has
     transformed, until it is done (at once if it has not started)."""
-    cdef const float* V = a.scr + XI * a.tb
+    cdef const float* V = gw_V(a, 0)  # the run's buffers (thread 0)
     cdef const float* Gy = V + XI * a.sv
     cdef int64_t s
     cnx_atomic_store(&sh.joined, 1)

@@ -90,7 +90,7 @@ CNX_TARGET_AVX2 static void cnx_wg_filter_avx2(const float *w, int64_t rs, int n
     __m256d lo[12], hi[12];
     int i, k;
     cnx_wg_filter_half_avx2(w, rs, nvalid, adjoint, lo);
-    /* lanes 4.. (all masked, reading nothing, when nvalid <= 4) */
+    /* lanes 4..: zeros, reading nothing of w, when nvalid <= 4 */
     cnx_wg_filter_half_avx2(nvalid > 4 ? w + 4 * rs : w, rs, nvalid - 4, adjoint, hi);
     for (i = 0; i < 4; i++) { /* rows: (G wd) G^T */
         __m256 u[4];
