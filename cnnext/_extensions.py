@@ -9,4 +9,5 @@ runs it without importing the package).
 #: ``cnnext.<name>`` is compiled from ``src/<name>.pyx``.
 EXTENSIONS = (
     "_gemm", "_conv", "_depthwise", "_pool", "_eltwise", "_openmp", "_norm", "_winograd",
+    "_winograd64",
 )

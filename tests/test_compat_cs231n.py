@@ -19,6 +19,7 @@ import doctest
 import numpy as np
 import pytest
 
+import cnnext
 from cnnext.compat import _cs231n_layers as L_layers
 from cnnext.compat import cs231n as L
 
@@ -166,6 +167,16 @@ def test_relu_forward_matches_notebook():
 # --------------------------------------------------------------------------
 
 
+def conv_grad_limit():
+    """The notebooks' 1e-8 bound on a convolution's input and weight
+    gradients against the numerical ones; 5e-8 with Winograd forced for
+    these 3-channel layers (float64 Winograd, as ``"winograd"`` runs it,
+    rounds its transforms' sums: the forward differs from the exact one by
+    ~1e-15, which the central difference, step 1e-5, carries into the
+    numerical gradients)."""
+    return 5e-8 if cnnext.get_conv_algorithm() == "winograd" else 1e-8
+
+
 @pytest.mark.parametrize("variant", ["naive", "fast"])
 def test_conv_backward_gradient_check_notebook(variant):
     forward = getattr(L, f"conv_forward_{variant}")
@@ -183,8 +194,8 @@ def test_conv_backward_gradient_check_notebook(variant):
     dx, dw, db = backward(dout, cache)
     # "Your errors should be around e-8 or less."
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == b.shape
-    assert rel_error(dx, dx_num) < 1e-8
-    assert rel_error(dw, dw_num) < 1e-8
+    assert rel_error(dx, dx_num) < conv_grad_limit()
+    assert rel_error(dw, dw_num) < conv_grad_limit()
     assert rel_error(db, db_num) < 1e-8
 
 
@@ -319,8 +330,8 @@ def test_conv_relu_pool_gradient_check_notebook():
     dw_num = eval_numerical_gradient_array(lambda w: fwd(x, w, b, conv_param, POOL2)[0], w, dout)
     db_num = eval_numerical_gradient_array(lambda b: fwd(x, w, b, conv_param, POOL2)[0], b, dout)
     # "Relative errors should be around e-8 or less."
-    assert rel_error(dx_num, dx) < 1e-8
-    assert rel_error(dw_num, dw) < 1e-8
+    assert rel_error(dx_num, dx) < conv_grad_limit()
+    assert rel_error(dw_num, dw) < conv_grad_limit()
     assert rel_error(db_num, db) < 1e-8
     conv_cache, relu_cache, pool_cache = cache
     assert len(conv_cache) == 4 and len(pool_cache) == 2

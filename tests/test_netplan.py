@@ -1142,7 +1142,7 @@ def test_winograd_inference_steps_equal_layers(dt, n, threads):
             relu = [s.relu for s in plan.steps if type(s).__name__ == "_MaxPoolStep"]
             assert relu == [True, False, False]  # padding; a LeakyReLU
         else:
-            assert "WinogradStep" not in names  # float64 runs direct
+            assert "WinogradStep" not in names  # float64: Winograd in the layer steps
         _check_changes(plan, a, b, shape, dt, np.random.default_rng(4))
         assert plan.valid
 

@@ -5,8 +5,9 @@ into 2x2 tiles (odd H and W, 1x1 images, padding 0/1/2 and asymmetric, N=1,
 channel counts off the vector and panel widths, several tile blocks, tiles
 of one block spread over several images), thread counts, memory layouts and
 PyTorch (these two also for the dilation-phase kernel); the algorithm
-setting (plans, cache, layers, context); the fallbacks (float64, other
-geometries, inf/NaN); and the accuracy claim that ``"auto"`` rests on.
+setting (plans, cache, layers, context); the fallbacks (other geometries,
+inf/NaN); and the accuracy claim that ``"auto"`` rests on.  Float64
+Winograd: test_winograd64.py.
 
 Tolerance: the float32 table of ``conftest.TOLERANCES`` (relative 1e-4,
 absolute 1e-5 of the largest value).  Winograd's measured float32 error on
@@ -357,8 +358,8 @@ def test_winograd_nonfinite_falls_back_to_direct(bad, where, k, rng, close):
 @pytest.mark.parametrize(
     "kwargs, dtype, why",
     [
-        ({}, np.float64, "float64"),
         ({"stride": 2}, np.float32, "stride"),
+        ({"stride": 2}, np.float64, "stride"),
         ({"dilation": 4}, np.float32, "dilation"),  # (dilation 2 runs the phases)
         ({"padding": 3}, np.float32, "padding"),
         ({"groups": 2}, np.float32, "groups"),
@@ -401,7 +402,7 @@ def test_auto_rule():
     assert method((16, 32, 32, 32), 32, "auto") == "winograd"
     assert method((16, 31, 32, 32), 64, "auto") == "direct"
     assert method((8, 128, 28, 28), 31, "auto") == "direct"
-    assert method((8, 128, 28, 28), 128, "auto", np.float64) == "direct"
+    assert method((8, 128, 28, 28), 128, "auto", np.float64) == "winograd-float64"
     assert method((8, 128, 28, 28), 128, "auto", padding=(3, 3)) == "direct"
     assert method((8, 128, 28, 28), 128, "direct") == "direct"
     assert method((1, 3, 5, 5), 2, "winograd") == "winograd"

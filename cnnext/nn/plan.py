@@ -68,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 from functools import partial
 
-from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd, _workers
+from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd, _winograd64, _workers
 from .._plan import _winograd_filters, bias_grad, grad_input, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
@@ -198,6 +198,9 @@ class _WeightedStep(_Step):
         #: A Winograd convolution run into the kept output (and, in a
         #: training step, input gradient) buffers.
         self.winograd = False
+        #: A float64 Winograd convolution (``winograd-float64``) run into the
+        #: kept output (and input gradient) buffers.
+        self.winograd64 = False
         #: A ``subsampled`` convolution's input at its output's positions
         #: (the forward's, kept for the weight gradient).
         self.xs: FloatArray | None = None
@@ -215,6 +218,9 @@ class _WeightedStep(_Step):
                     self.kept_gi = x_shape
             elif cp.method == "winograd" and cp.pad_extra is None and len(x_shape) == 4:
                 self.winograd = True
+            elif (cp.method == "winograd-float64" and cp.pad_extra is None
+                  and len(x_shape) == 4):
+                self.winograd64 = True
 
     def forward(self, x: FloatArray) -> FloatArray:
         y, k = self.y, self.kernel
@@ -224,6 +230,8 @@ class _WeightedStep(_Step):
         if self.winograd:
             self._winograd_forward(x)
             _activate(y, self.act, self.alpha)
+        elif self.winograd64:
+            self._winograd64_forward(x)
         elif k is None:
             np.copyto(y, self.plan.forward(x, self.w, self.b))
             _activate(y, self.act, self.alpha)
@@ -239,6 +247,8 @@ class _WeightedStep(_Step):
 
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
         k = self.kernel
+        if self.winograd64 and x.dtype == self.y.dtype:
+            return partial(self._winograd64_forward, x), self.y
         if k is None or x.dtype != self.y.dtype:
             return None
         if self.xs is not None:
@@ -258,6 +268,8 @@ class _WeightedStep(_Step):
                 return self._kept_backward(g, self.kept_gi)
             if self.winograd:
                 return self._winograd_backward(g)
+            if self.winograd64:
+                return self._winograd64_backward(g)
         gx, gw, gb = self.plan.backward(g, self.x, self.w, self.b is not None, need_input)
         self.gw += gw
         if gb is not None:
@@ -353,6 +365,30 @@ class _WeightedStep(_Step):
                                        cp.threads)
         if upk is None or not _winograd.all_finite(gx.reshape(-1)):
             return cp._winograd_grad_input(g, self.w)
+        return gx
+
+
+    def _winograd64_forward(self, x: FloatArray) -> None:
+        """y = the plan's float64 Winograd forward and the fused activation,
+        in the output buffer (the direct kernel when y holds inf/NaN)."""
+        cp = cast("ConvPlan", self.plan)
+        if not _winograd64.winograd64_forward(x, self.w, self.b, self.y, *cp.padding, False,
+                                              cp.threads):
+            _conv.conv2d_forward(x, self.w, self.b, self.y, *cp.kernel_args)
+        _activate(self.y, self.act, self.alpha)
+
+    def _winograd64_backward(self, g: FloatArray) -> FloatArray:
+        """The weight and bias gradients (direct), and the input gradient by
+        float64 Winograd into a kept buffer (the plan's direct fallback,
+        which allocates, on inf/NaN)."""
+        cp = cast("ConvPlan", self.plan)
+        self._param_grads(g)
+        gx = self.gx
+        if gx is None:
+            gx = self.gx = np.empty(cast("FloatArray", self.x).shape, self.y.dtype)
+        if not _winograd64.winograd64_forward(g, self.w, None, gx, 2 - cp.padding[0],
+                                              2 - cp.padding[1], True, cp.threads):
+            return cp._winograd64_grad_input(g, self.w)
         return gx
 
 
