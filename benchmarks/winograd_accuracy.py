@@ -12,11 +12,17 @@ stays within 4.  The dilated cases (padding = dilation)
 run Winograd on the dilation phases, the 5x5 ones (padding 2) on four
 shifted views, their weight gradient direct (``set_conv_algorithm("winograd")``).
 
-    python benchmarks/winograd_accuracy.py [--seed S]
+With ``--float64``: the float64 forward pass and input gradient of 3x3
+convolutions with 64-512 channels (padding 1) against a long-double
+reference (``np.longdouble``, an extended 64-bit mantissa on x86), direct
+and Winograd (the weight gradient runs direct in float64).
+
+    python benchmarks/winograd_accuracy.py [--seed S] [--float64]
 """
 import argparse
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 import cnnext
 from cnnext import functional as F
@@ -32,6 +38,35 @@ def rel_rms(a, ref):
     return float(np.sqrt(np.mean((a - ref) ** 2) / np.mean(ref**2)))
 
 
+def conv_longdouble(x, w, p):
+    """conv2d of x by the 3x3 filters w, padding p, stride 1, in long double."""
+    xp = np.pad(x.astype(np.longdouble), ((0, 0), (0, 0), (p, p), (p, p)))
+    cols = sliding_window_view(xp, (3, 3), axis=(2, 3))
+    n, c, oh, ow = cols.shape[:4]
+    a = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * 9)
+    y = a @ w.astype(np.longdouble).reshape(w.shape[0], -1).T
+    return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+def float64_table(rng) -> None:
+    print("| N, C = C_out, H = W | result | direct | Winograd | Winograd / direct |")
+    print("|---|---|---:|---:|---:|")
+    for n, c, hw in [(2, 64, 32), (2, 128, 28), (2, 256, 14), (1, 512, 14)]:
+        x = rng.standard_normal((n, c, hw, hw))
+        w = rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)
+        g = rng.standard_normal((n, c, hw, hw))
+        adjoint = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        ref = (conv_longdouble(x, w, 1), conv_longdouble(g, adjoint, 1))
+        err = {}
+        for alg in ("direct", "winograd"):
+            with cnnext.use_conv_algorithm(alg):
+                got = (F.conv2d(x, w, padding=1), F.conv2d_backward(g, x, w, padding=1)[0])
+            err[alg] = [rel_rms(a, r) for a, r in zip(got, ref)]
+        for i, what in enumerate(("forward", "input gradient")):
+            d, wg = err["direct"][i], err["winograd"][i]
+            print(f"| {n}, {c}, {hw} | {what} | {d:.2e} | {wg:.2e} | {wg / d:.2f} |")
+
+
 def winograd_tiles(x, w, kw):
     """The plan's F(m x m, 3x3) tiles (forward, input gradient), as text."""
     with cnnext.use_conv_algorithm("winograd"):
@@ -45,8 +80,13 @@ def winograd_tiles(x, w, kw):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float64", action="store_true",
+                        help="the float64 table (against a long-double reference)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
+    if args.float64:
+        float64_table(rng)
+        return
     print("| N, C, H=W | Winograd tile | result | direct | winograd | winograd / direct |")
     print("|---|---|---|---:|---:|---:|")
     for n, c, hw, dil, k in CASES:
