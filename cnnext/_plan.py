@@ -61,9 +61,8 @@ Algorithm names (``plan.method``, ``plan.grad_input``, ``plan.grad_weight``):
     (``_winograd.*_phases``).
 ``winograd-float64``
     float64 3x3 convolutions at stride 1 (``_winograd64``): F(2x2, 3x3) for
-    the forward pass and the input gradient (the rotated, transposed
-    filters), on the float64 GEMM micro-kernel; the weight gradient direct
-    (``grad_weight``).
+    the forward pass, the input gradient (the rotated, transposed filters)
+    and the weight gradient, on the float64 GEMM micro-kernel.
 ``full-rotated``
     input gradient of a dilated convolution at stride 1, and of a float64
     one at stride 1 with many channels (``FULL_ROTATED_MIN_C64``): the full
@@ -614,7 +613,7 @@ class ConvPlan:
             gx, gw = self._phases_backward(g4, x4, weight, need_input)
         elif self.method == "winograd-float64":
             gx = self._winograd64_grad_input(g4, weight) if need_input else None
-            gw = self._grad_weight(g4, x4)
+            gw = self._winograd64_grad_weight(g4, x4)
         elif self.method == "winograd-5x5":
             gw = self._grad_weight(g4, x4)
             gx = None
@@ -827,6 +826,14 @@ class ConvPlan:
                               self.dilation, method, self.threads)
         return gx
 
+    def _winograd64_grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
+        """grad_w by float64 Winograd; the direct kernels when it holds
+        inf/NaN (as it does when x or g does)."""
+        gw = np.empty(self.weight_shape, dtype=self.dtype)
+        if not _winograd64.winograd64_grad_weight(x, g, gw, *self.padding, self.threads):
+            return self._grad_weight(g, x, "packed")
+        return gw
+
     def _winograd5(
         self, x: FloatArray, weight: FloatArray, bias: FloatArray | None, padding: Pair,
         out_shape: Shape, adjoint: bool = False,
@@ -1036,13 +1043,16 @@ WINOGRAD5_MIN_OUT_CHANNELS_AVX2 = 32
 #: ``WINOGRAD64_MAX_FILTERS`` channel pairs (its transformed filters, 128
 #: bytes a pair, are read once per block of tiles) and at least
 #: ``WINOGRAD64_MIN_TILES`` 2x2 output tiles.  Measured on a Zen 3 core,
-#: forward at one thread, minimum of 8 interleaved calls, time over the
-#: direct kernels': 256 -> 256 on 14x14 (batch 8) 0.66, 128 -> 128 on
-#: 28x28 0.79; 64 -> 64 on 32x32 and 56x56 0.95-0.97, 32 -> 32 1.4,
-#: 512 -> 512 on 7x7 1.1, 256 -> 256 on one 14x14 sample (49 tiles) 1.05.
-WINOGRAD64_MIN_CHANNELS = 128
+#: minimum of 8 interleaved calls, time over the direct kernels' (forward,
+#: backward) at one thread: 256 -> 256 on 14x14, batch 8: 0.69, 0.69; batch
+#: 2 (98 tiles) 0.74, 0.67; 128 -> 128 on 28x28 0.70, 0.67; 64 -> 64 on
+#: 32x32 (batch 32) 0.81, 0.73, on 56x56 0.68, 0.77, on 14x14 0.80, 0.82;
+#: 48 -> 48 0.96, 0.96; 32 -> 32 1.05, 1.11; 512 -> 512 on 7x7 1.27, 0.94;
+#: one 14x14 sample of 256 -> 256 (49 tiles) 1.14, 0.82.  At two threads:
+#: 0.66-0.82.
+WINOGRAD64_MIN_CHANNELS = 64
 WINOGRAD64_MAX_FILTERS = 256 * 256
-WINOGRAD64_MIN_TILES = 128
+WINOGRAD64_MIN_TILES = 96
 
 
 def _winograd64_pays(C: int, Co: int, tiles: int) -> bool:
@@ -1415,9 +1425,13 @@ def conv2d_plan(
                                 + 16 * Cmax * Cmax * (1 + tasks)) * 4)
     if method == "winograd-float64":
         gi, gi_why = method, "Winograd F(2x2, 3x3) on g with the rotated, transposed filters"
-        tb = _winograd64.block_tiles(N * -(-OH // 2) * -(-OW // 2), threads)
-        scratch = (16 * -(-max(C, Co) // MR) * MR * max(C, Co)
-                   + threads * 16 * tb * (C + Co)) * 8
+        gw, gw_why = method, "Winograd F(2x2, 3x3): per-point products of transformed g and x"
+        tasks = max(1, min(threads, -(-C // NR)))
+        T = N * -(-OH // 2) * -(-OW // 2)
+        tb, tbw = _winograd64.block_tiles(T, threads), _winograd64.grad_weight_tiles(T)
+        Cmax = -(-max(C, Co) // MR) * MR + NR
+        scratch = 16 * 8 * max(Cmax * Cmax + threads * tb * 2 * Cmax,
+                               Co * C + tasks * tbw * 2 * Cmax)
     if method == "winograd-5x5":
         # the products run over the four views' 4 * C_in channels
         winograd_tiles = (_winograd_tile(N, 4 * C, Co, OH, OW, threads),

@@ -26,3 +26,12 @@ def winograd64_forward(
     adjoint: bool,
     n_threads: int,
 ) -> bool: ...
+def grad_weight_tiles(T: int) -> int: ...
+def winograd64_grad_weight(
+    x: _F64,
+    g: _F64,
+    gw: _F64,
+    ph: int,
+    pw: int,
+    n_threads: int,
+) -> bool: ...

@@ -1,12 +1,12 @@
 """Float64 Winograd F(2x2, 3x3) (``winograd-float64``).
 
-The forward pass and the input gradient against the float64 reference over
+The forward pass, the input and the weight gradient against the float64 reference over
 the geometry the 2x2 tiles, the micro-kernel's 6 x 8 panels, its 256-deep
 blocks of channels and the blocks of tiles cut (odd H and W, 1x1 images,
 padding 0/1/2 and asymmetric, N=1, unbatched input); thread counts (the same
 bits); the ``"auto"`` rule and its fallbacks; inf/NaN; and the accuracy
-claim (against a long-double reference).  The weight gradient stays on the
-direct kernels.  Tolerance: the float64 table of ``conftest.TOLERANCES``.
+claim (against a long-double reference).  Tolerance: the float64 table of
+``conftest.TOLERANCES``.
 """
 import numpy as np
 import pytest
@@ -46,7 +46,7 @@ def test_winograd64_matches_reference(geom, rng, close):
     p = geom[-1]
     with cnnext.use_conv_algorithm("winograd"):
         plan = _conv2d_plan("conv2d", x, w, b, x.dtype, 1, p, 1, 1)
-        assert (plan.method, plan.grad_input) == ("winograd-float64",) * 2
+        assert (plan.method, plan.grad_input, plan.grad_weight) == ("winograd-float64",) * 3
         y = F.conv2d(x, w, b, padding=p)
         gx, gw, gb = F.conv2d_backward(g, x, w, padding=p, bias=True)
     close(y, R.conv2d(x, w, b, padding=p), np.float64)
@@ -73,16 +73,18 @@ def test_winograd64_unbatched_and_layouts(rng, close):
 
 
 def test_winograd64_same_bits_at_every_thread_count(rng, restore_threads):
-    """Blocks of tiles are the threads' units and never split: the forward
-    pass and the input gradient are the same bits at 1, 2 and 3 threads."""
+    """Blocks of tiles are the threads' units and never split (the weight
+    gradient's threads split the input channels, each summing over every
+    tile in the same blocks): the same bits at 1, 2 and 3 threads."""
     x, w, b, g = arrays(rng, 5, 20, 14, 19, 23, (1, 1))
     got = []
     with cnnext.use_conv_algorithm("winograd"):
         for threads in (1, 2, 3):
             cnnext.set_num_threads(threads)
-            got.append((F.conv2d(x, w, b, padding=1), F.conv2d_backward(g, x, w, padding=1)[0]))
-    for y, gx in got[1:]:
-        assert np.array_equal(y, got[0][0]) and np.array_equal(gx, got[0][1])
+            got.append((F.conv2d(x, w, b, padding=1),) + F.conv2d_backward(g, x, w, padding=1)[:2])
+    for other in got[1:]:
+        for a, want in zip(other, got[0]):
+            assert np.array_equal(a, want)
 
 
 def test_winograd64_auto_rule():
@@ -94,8 +96,10 @@ def test_winograd64_auto_rule():
 
     assert method((8, 256, 14, 14), 256) == "winograd-float64"  # 392 tiles
     assert method((8, 128, 28, 28), 128) == "winograd-float64"
-    assert method((8, 128, 28, 28), 64) == "direct"             # 64 output channels
-    assert method((8, 64, 32, 32), 64) == "direct"
+    assert method((8, 64, 32, 32), 64) == "winograd-float64"
+    assert method((2, 256, 14, 14), 256) == "winograd-float64"  # 98 tiles
+    assert method((8, 128, 28, 28), 48) == "direct"             # 48 output channels
+    assert method((8, 48, 32, 32), 64) == "direct"              # 48 input channels
     assert method((1, 256, 14, 14), 256) == "direct"            # 49 tiles
     assert method((8, 512, 7, 7), 512) == "direct"              # 512 x 512 filters
     assert method((8, 256, 14, 14), 256, "direct") == "direct"
@@ -120,7 +124,7 @@ def test_winograd64_nonfinite_as_direct(where, rng):
     for alg, out in (("winograd", got), ("direct", want)):
         with cnnext.use_conv_algorithm(alg):
             out["y"] = F.conv2d(x, w, b, padding=1)
-            out["gx"] = F.conv2d_backward(g, x, w, padding=1)[0]
+            out["gx"], out["gw"], _ = F.conv2d_backward(g, x, w, padding=1)
     for k in got:
         assert np.array_equal(np.isfinite(got[k]), np.isfinite(want[k])), k
         assert np.array_equal(np.isnan(got[k]), np.isnan(want[k])), k
@@ -133,6 +137,10 @@ def test_winograd64_empty_reduction_writes_bias():
     ok = _winograd64.winograd64_forward(np.empty((1, 0, 3, 3)), np.empty((2, 0, 3, 3)),
                                         np.ones(2), y, 1, 1, False, 1)
     assert ok is False
+    gw = np.full((2, 3, 3, 3), np.nan)  # no tiles: nothing summed
+    ok = _winograd64.winograd64_grad_weight(np.empty((0, 3, 4, 4)), np.empty((0, 2, 4, 4)),
+                                            gw, 1, 1, 1)
+    assert ok is False
 
 
 def _conv_longdouble(x, w, p):
@@ -144,23 +152,33 @@ def _conv_longdouble(x, w, p):
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
 
 
+def _grad_weight_longdouble(x, g, p):
+    xp = np.pad(x.astype(np.longdouble), ((0, 0), (0, 0), (p, p), (p, p)))
+    cols = sliding_window_view(xp, g.shape[2:], axis=(2, 3))  # N C 3 3 OH OW
+    n, c = cols.shape[:2]
+    a = cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * 9, -1)
+    gg = g.astype(np.longdouble).transpose(1, 0, 2, 3).reshape(g.shape[1], -1)
+    return (gg @ a.T).reshape(g.shape[1], c, 3, 3)
+
+
 @pytest.mark.skipif(np.finfo(np.longdouble).nmant < 60, reason="needs an extended long double")
 def test_winograd64_error_within_4x_direct(rng):
     """The rule ``auto`` rests on: on realistic data the float64 Winograd
     RMS error against a long-double reference stays within 4x the direct
-    algorithm's, forward and input gradient."""
+    algorithm's, forward, input and weight gradients."""
     c, hw = 128, 8
     x = rng.standard_normal((1, c, hw, hw))
     w = rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)
     g = rng.standard_normal((1, c, hw, hw))
     want = (_conv_longdouble(x, w, 1),
             _conv_longdouble(g, np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]),
-                             1))
+                             1),
+            _grad_weight_longdouble(x, g, 1))
     err = {}
     for alg in ("direct", "winograd"):
         with cnnext.use_conv_algorithm(alg):
-            got = (F.conv2d(x, w, padding=1), F.conv2d_backward(g, x, w, padding=1)[0])
+            got = (F.conv2d(x, w, padding=1),) + F.conv2d_backward(g, x, w, padding=1)[:2]
         err[alg] = [float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b ** 2)))
                     for a, b in zip(got, want)]
-    for what, e_w, e_d in zip(("forward", "grad_x"), err["winograd"], err["direct"]):
+    for what, e_w, e_d in zip(("forward", "grad_x", "grad_w"), err["winograd"], err["direct"]):
         assert 0 < e_w <= 4 * e_d, (what, e_w, e_d)

@@ -378,11 +378,13 @@ class _WeightedStep(_Step):
         _activate(self.y, self.act, self.alpha)
 
     def _winograd64_backward(self, g: FloatArray) -> FloatArray:
-        """The weight and bias gradients (direct), and the input gradient by
-        float64 Winograd into a kept buffer (the plan's direct fallback,
-        which allocates, on inf/NaN)."""
+        """The weight and bias gradients, and the input gradient into a kept
+        buffer, by float64 Winograd (the plan's direct fallbacks, which
+        allocate, on inf/NaN)."""
         cp = cast("ConvPlan", self.plan)
-        self._param_grads(g)
+        if self.b is not None:
+            cast("FloatArray", self.gb)[...] += bias_grad(g)
+        self.gw += cp._winograd64_grad_weight(g, cast("FloatArray", self.x))
         gx = self.gx
         if gx is None:
             gx = self.gx = np.empty(cast("FloatArray", self.x).shape, self.y.dtype)
