@@ -12,10 +12,10 @@ stays within 4.  The dilated cases (padding = dilation)
 run Winograd on the dilation phases, the 5x5 ones (padding 2) on four
 shifted views, their weight gradient direct (``set_conv_algorithm("winograd")``).
 
-With ``--float64``: the float64 forward pass and input gradient of 3x3
-convolutions with 64-512 channels (padding 1) against a long-double
+With ``--float64``: the float64 forward pass, input and weight gradients of
+3x3 convolutions with 64-512 channels (padding 1) against a long-double
 reference (``np.longdouble``, an extended 64-bit mantissa on x86), direct
-and Winograd (the weight gradient runs direct in float64).
+and Winograd.
 
     python benchmarks/winograd_accuracy.py [--seed S] [--float64]
 """
@@ -48,6 +48,15 @@ def conv_longdouble(x, w, p):
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
 
 
+def grad_weight_longdouble(x, g, p):
+    """The weight gradient of conv2d(x, w) (3x3, padding p) for g, in long double."""
+    xp = np.pad(x.astype(np.longdouble), ((0, 0), (0, 0), (p, p), (p, p)))
+    cols = sliding_window_view(xp, g.shape[2:], axis=(2, 3))  # (N, C, 3, 3, OH, OW)
+    a = cols.transpose(1, 2, 3, 0, 4, 5).reshape(x.shape[1] * 9, -1)
+    gg = g.astype(np.longdouble).transpose(1, 0, 2, 3).reshape(g.shape[1], -1)
+    return (gg @ a.T).reshape(g.shape[1], x.shape[1], 3, 3)
+
+
 def float64_table(rng) -> None:
     print("| N, C = C_out, H = W | result | direct | Winograd | Winograd / direct |")
     print("|---|---|---:|---:|---:|")
@@ -56,13 +65,14 @@ def float64_table(rng) -> None:
         w = rng.standard_normal((c, c, 3, 3)) / np.sqrt(9 * c)
         g = rng.standard_normal((n, c, hw, hw))
         adjoint = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        ref = (conv_longdouble(x, w, 1), conv_longdouble(g, adjoint, 1))
+        ref = (conv_longdouble(x, w, 1), conv_longdouble(g, adjoint, 1),
+               grad_weight_longdouble(x, g, 1))
         err = {}
         for alg in ("direct", "winograd"):
             with cnnext.use_conv_algorithm(alg):
-                got = (F.conv2d(x, w, padding=1), F.conv2d_backward(g, x, w, padding=1)[0])
+                got = (F.conv2d(x, w, padding=1),) + F.conv2d_backward(g, x, w, padding=1)[:2]
             err[alg] = [rel_rms(a, r) for a, r in zip(got, ref)]
-        for i, what in enumerate(("forward", "input gradient")):
+        for i, what in enumerate(("forward", "input gradient", "weight gradient")):
             d, wg = err["direct"][i], err["winograd"][i]
             print(f"| {n}, {c}, {hw} | {what} | {d:.2e} | {wg:.2e} | {wg / d:.2f} |")
 
