@@ -56,7 +56,8 @@ cdef void transform_filters(const double* w, Py_ssize_t Cout, Py_ssize_t Cin, bi
                             double* upk) noexcept nogil:
     """U[p][o][k] = (G g G^T)[p] for outputs o0 <= o < o1, into upk: per
     point ``p`` (Cop*Cin values, Cop = Cout rounded up to MR), per KC block
-    of inputs ``pc``, MR-row panels of ``kc`` columns (pack_a's layout)."""
+    of inputs ``pc``, MR-row panels of ``kc`` columns (pack_a's layout);
+    zero for the panel rows o >= Cout."""
     cdef Py_ssize_t Cop = cdiv(Cout, MR) * MR, o, k, i, p, pc, kc
     cdef const double* wv
     cdef double g[9]
@@ -64,6 +65,12 @@ cdef void transform_filters(const double* w, Py_ssize_t Cout, Py_ssize_t Cin, bi
     cdef double u[16]
     for o in range(o0, o1):
         for k in range(Cin):
+            if o >= Cout:
+                pc = k // KC * KC
+                kc = min(<Py_ssize_t>KC, Cin - pc)
+                for p in range(16):
+                    upk[p * Cop * Cin + pc * Cop + o // MR * kc * MR + (k - pc) * MR + o % MR] = 0
+                continue
             if adjoint:  # the weight is (Cin, Cout, 3, 3): rotated, transposed
                 wv = w + (k * Cout + o) * 9
                 for i in range(9):
@@ -329,10 +336,9 @@ def winograd64_forward(const double[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef Layout lay
     lay.NR, lay.lp, lay.ll, lay.cp, lay.cl = NR, C * NR, 1, NR * NR, NR
     with nogil:
-        memset(upk, 0, 16 * Cop * C * sizeof(double))
         for tid in prange(nt, schedule="static", chunksize=1, num_threads=nt):
             transform_filters(&w[0, 0, 0, 0], Co, C, adjoint, MR, Co * tid // nt,
-                              Co * (tid + 1) // nt, upk)
+                              Cop if tid == nt - 1 else Co * (tid + 1) // nt, upk)
         for blk in prange(nblk, schedule="static", num_threads=nt):
             tid = threadid()
             vpk = scr + tid * per
