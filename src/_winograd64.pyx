@@ -127,6 +127,25 @@ cdef inline void patch(const double* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize
                                           if 0 <= yy < H and 0 <= xx < W else 0.0)
 
 
+cdef inline void store_lanes(const double* u, double* out, Py_ssize_t so,
+                             Py_ssize_t n) noexcept nogil:
+    """out[k*so + q] = u[8k + q] for k < 16, q < n (the usual counts
+    constant: vector moves, not a string copy)."""
+    cdef Py_ssize_t k, q
+    if n == 8:
+        for k in range(16):
+            for q in range(8):
+                out[k * so + q] = u[8 * k + q]
+    elif n == 6:
+        for k in range(16):
+            for q in range(6):
+                out[k * so + q] = u[8 * k + q]
+    else:
+        for k in range(16):
+            for q in range(n):
+                out[k * so + q] = u[8 * k + q]
+
+
 cdef inline void input_lanes(const double* d, double* out, Py_ssize_t sv,
                              Py_ssize_t n) noexcept nogil:
     """out[k*sv + q] = (B^T d B)[k] of lane q of d (d[8k + q]), q < n: the
@@ -146,14 +165,7 @@ cdef inline void input_lanes(const double* d, double* out, Py_ssize_t sv,
             v[8 * (4 * i + 1) + q] = e[8 * (4 * i + 1) + q] + e[8 * (4 * i + 2) + q]
             v[8 * (4 * i + 2) + q] = e[8 * (4 * i + 2) + q] - e[8 * (4 * i + 1) + q]
             v[8 * (4 * i + 3) + q] = e[8 * (4 * i + 1) + q] - e[8 * (4 * i + 3) + q]
-    if n == 8:  # (a constant count: vector moves, not a string copy)
-        for i in range(16):
-            for q in range(8):
-                out[i * sv + q] = v[8 * i + q]
-    else:
-        for i in range(16):
-            for q in range(n):
-                out[i * sv + q] = v[8 * i + q]
+    store_lanes(v, out, sv, n)
 
 
 cdef void transform_input(const double* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -354,25 +366,6 @@ def winograd64_forward(const double[:, :, :, ::1] x,   # IN  (N, C, H, W)
     for tid in range(nt):
         finite = finite and ok[tid % 64] != 0
     return finite
-
-
-cdef inline void store_lanes(const double* u, double* out, Py_ssize_t so,
-                             Py_ssize_t n) noexcept nogil:
-    """out[k*so + q] = u[8k + q] for k < 16, q < n (the usual counts
-    constant: vector moves, not a string copy)."""
-    cdef Py_ssize_t k, q
-    if n == 8:
-        for k in range(16):
-            for q in range(8):
-                out[k * so + q] = u[8 * k + q]
-    elif n == 6:
-        for k in range(16):
-            for q in range(6):
-                out[k * so + q] = u[8 * k + q]
-    else:
-        for k in range(16):
-            for q in range(n):
-                out[k * so + q] = u[8 * k + q]
 
 
 cdef void transform_grad(const double* g, Py_ssize_t Co, Py_ssize_t OH, Py_ssize_t OW,

@@ -10,7 +10,6 @@ claim (against a long-double reference).  Tolerance: the float64 table of
 """
 import numpy as np
 import pytest
-from numpy.lib.stride_tricks import sliding_window_view
 
 import cnnext
 from cnnext import _winograd64
@@ -144,21 +143,21 @@ def test_winograd64_empty_reduction_writes_bias():
 
 
 def _conv_longdouble(x, w, p):
+    """conv2d (3x3, padding p) in long double, as a sum over the taps."""
     xp = np.pad(x.astype(np.longdouble), ((0, 0), (0, 0), (p, p), (p, p)))
-    cols = sliding_window_view(xp, (3, 3), axis=(2, 3))
-    n, c, oh, ow = cols.shape[:4]
-    a = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * 9)
-    y = a @ w.astype(np.longdouble).reshape(w.shape[0], -1).T
-    return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+    return sum(np.einsum("nchw,oc->nohw", xp[:, :, i:i + oh, j:j + ow],
+                         w[:, :, i, j].astype(np.longdouble))
+               for i in range(3) for j in range(3))
 
 
 def _grad_weight_longdouble(x, g, p):
+    """The weight gradient of that convolution for g, tap by tap."""
     xp = np.pad(x.astype(np.longdouble), ((0, 0), (0, 0), (p, p), (p, p)))
-    cols = sliding_window_view(xp, g.shape[2:], axis=(2, 3))  # N C 3 3 OH OW
-    n, c = cols.shape[:2]
-    a = cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * 9, -1)
-    gg = g.astype(np.longdouble).transpose(1, 0, 2, 3).reshape(g.shape[1], -1)
-    return (gg @ a.T).reshape(g.shape[1], c, 3, 3)
+    oh, ow = g.shape[2:]
+    taps = [np.einsum("nohw,nchw->oc", g.astype(np.longdouble), xp[:, :, i:i + oh, j:j + ow])
+            for i in range(3) for j in range(3)]
+    return np.stack(taps, -1).reshape(g.shape[1], x.shape[1], 3, 3)
 
 
 @pytest.mark.skipif(np.finfo(np.longdouble).nmant < 60, reason="needs an extended long double")
