@@ -367,7 +367,6 @@ class _WeightedStep(_Step):
             return cp._winograd_grad_input(g, self.w)
         return gx
 
-
     def _winograd64_forward(self, x: FloatArray) -> None:
         """y = the plan's float64 Winograd forward and the fused activation,
         in the output buffer (the direct kernel when y holds inf/NaN)."""
