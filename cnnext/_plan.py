@@ -804,20 +804,24 @@ class ConvPlan:
         return y
 
     def _winograd64_forward(
-        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None,
+        out: FloatArray | None = None,
     ) -> FloatArray:
-        """y by float64 Winograd F(2x2, 3x3); the direct kernel when the
-        result holds inf/NaN (see _winograd_forward)."""
-        y = np.empty(self.out4, dtype=self.dtype)
+        """y (into ``out`` when given) by float64 Winograd F(2x2, 3x3); the
+        direct kernel when the result holds inf/NaN (see _winograd_forward)."""
+        y = np.empty(self.out4, dtype=self.dtype) if out is None else out
         if not _winograd64.winograd64_forward(x, weight, bias, y, *self.padding, False,
                                               self.threads):
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
 
-    def _winograd64_grad_input(self, g: FloatArray, weight: FloatArray) -> FloatArray:
-        """grad_x by float64 Winograd on g with the rotated, transposed
-        filters (padding 2 - p); the direct kernels when it holds inf/NaN."""
-        gx = np.empty(self.x4, dtype=self.dtype)
+    def _winograd64_grad_input(
+        self, g: FloatArray, weight: FloatArray, out: FloatArray | None = None
+    ) -> FloatArray:
+        """grad_x (into ``out`` when given) by float64 Winograd on g with the
+        rotated, transposed filters (padding 2 - p); the direct kernels,
+        into a new array, when it holds inf/NaN."""
+        gx = np.empty(self.x4, dtype=self.dtype) if out is None else out
         if not _winograd64.winograd64_forward(g, weight, None, gx, 2 - self.padding[0],
                                               2 - self.padding[1], True, self.threads):
             method = _grad_input_method(self.kernel_stride, self.padding, self.dilation, (3, 3),
@@ -1270,7 +1274,7 @@ def _conv_method(
             if obstacle is None:
                 return "winograd", "Winograd F(2x2, 3x3), as set by set_conv_algorithm"
             return "direct", f"fused-im2col GEMM: Winograd was set, but {obstacle}"
-        elif obstacle is None and five:
+        if obstacle is None and five:
             if _winograd5_pays(C, Co, tiles):
                 return "winograd-5x5", (
                     f"auto: 5x5 stride 1 float32 with {C} -> {Co} channels and {tiles} 2x2 "

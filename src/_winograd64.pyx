@@ -46,9 +46,35 @@ from cnnext._gemm cimport alloc_scratch, kernels
 # U (output channels) whose KC-deep panels one pass over a block's columns
 # reads from L2.
 cdef Py_ssize_t BLOCK_TILES = 64
+cdef Py_ssize_t ROW_BLOCK = 96
 # Tiles per block of the weight gradient: the depth of its products.
 cdef Py_ssize_t GW_BLOCK_TILES = 128
-cdef Py_ssize_t ROW_BLOCK = 96
+
+
+cdef inline Py_ssize_t tile_at(Py_ssize_t t, Py_ssize_t TT, Py_ssize_t TW, Py_ssize_t* oy,
+                               Py_ssize_t* ox) noexcept nogil:
+    """Tile t's sample (returned) and its first output row and column (TT
+    tiles per sample, TW per row of tiles)."""
+    cdef Py_ssize_t n = t // TT, r = t - n * TT
+    oy[0] = r // TW * 2
+    ox[0] = r % TW * 2
+    return n
+
+
+cdef inline void filter_point(const double* g, double* u) noexcept nogil:
+    """u (4 x 4) = G g G^T of one 3x3 filter g."""
+    cdef double t[12]
+    cdef Py_ssize_t i
+    for i in range(3):  # T = G g (4 x 3)
+        t[i] = g[i]
+        t[3 + i] = 0.5 * (g[i] + g[3 + i] + g[6 + i])
+        t[6 + i] = 0.5 * (g[i] - g[3 + i] + g[6 + i])
+        t[9 + i] = g[6 + i]
+    for i in range(4):  # U = T G^T (4 x 4)
+        u[4 * i] = t[3 * i]
+        u[4 * i + 1] = 0.5 * (t[3 * i] + t[3 * i + 1] + t[3 * i + 2])
+        u[4 * i + 2] = 0.5 * (t[3 * i] - t[3 * i + 1] + t[3 * i + 2])
+        u[4 * i + 3] = t[3 * i + 2]
 
 
 cdef void transform_filters(const double* w, Py_ssize_t Cout, Py_ssize_t Cin, bint adjoint,
@@ -56,39 +82,27 @@ cdef void transform_filters(const double* w, Py_ssize_t Cout, Py_ssize_t Cin, bi
                             double* upk) noexcept nogil:
     """U[p][o][k] = (G g G^T)[p] for outputs o0 <= o < o1, into upk: per
     point ``p`` (Cop*Cin values, Cop = Cout rounded up to MR), per KC block
-    of inputs ``pc``, MR-row panels of ``kc`` columns (pack_a's layout);
-    zero for the panel rows o >= Cout."""
+    of inputs ``pc``, MR-row panels of ``kc`` columns (pack_a's layout,
+    written in place of a second pass over U); zero for the panel rows
+    o >= Cout."""
     cdef Py_ssize_t Cop = cdiv(Cout, MR) * MR, o, k, i, p, pc, kc
     cdef const double* wv
     cdef double g[9]
-    cdef double t[12]
     cdef double u[16]
     for o in range(o0, o1):
         for k in range(Cin):
             if o >= Cout:
-                pc = k // KC * KC
-                kc = min(<Py_ssize_t>KC, Cin - pc)
-                for p in range(16):
-                    upk[p * Cop * Cin + pc * Cop + o // MR * kc * MR + (k - pc) * MR + o % MR] = 0
-                continue
-            if adjoint:  # the weight is (Cin, Cout, 3, 3): rotated, transposed
-                wv = w + (k * Cout + o) * 9
-                for i in range(9):
-                    g[i] = wv[8 - i]
+                memset(u, 0, sizeof(u))
             else:
-                wv = w + (o * Cin + k) * 9
-                for i in range(9):
-                    g[i] = wv[i]
-            for i in range(3):  # T = G g (4 x 3)
-                t[i] = g[i]
-                t[3 + i] = 0.5 * (g[i] + g[3 + i] + g[6 + i])
-                t[6 + i] = 0.5 * (g[i] - g[3 + i] + g[6 + i])
-                t[9 + i] = g[6 + i]
-            for i in range(4):  # U = T G^T (4 x 4)
-                u[4 * i] = t[3 * i]
-                u[4 * i + 1] = 0.5 * (t[3 * i] + t[3 * i + 1] + t[3 * i + 2])
-                u[4 * i + 2] = 0.5 * (t[3 * i] - t[3 * i + 1] + t[3 * i + 2])
-                u[4 * i + 3] = t[3 * i + 2]
+                if adjoint:  # the weight is (Cin, Cout, 3, 3): rotated, transposed
+                    wv = w + (k * Cout + o) * 9
+                    for i in range(9):
+                        g[i] = wv[8 - i]
+                else:
+                    wv = w + (o * Cin + k) * 9
+                    for i in range(9):
+                        g[i] = wv[i]
+                filter_point(g, u)
             pc = k // KC * KC
             kc = min(<Py_ssize_t>KC, Cin - pc)
             for p in range(16):
@@ -179,48 +193,39 @@ cdef void transform_input(const double* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_
     Eight values contiguous in the layout at a time: eight tiles of one
     channel (``o.ll == 1``) or eight channels of one tile (``o.cl == 1``;
     NR is a multiple of 8)."""
-    cdef Py_ssize_t l, t, n, r, c, i, q, cnt
+    cdef Py_ssize_t l, n, c, i, q, cnt, oy, ox
     cdef Py_ssize_t iy[8]
     cdef Py_ssize_t ix[8]
     cdef Py_ssize_t smp[8]
     cdef double d[128]
     memset(d, 0, sizeof(d))
-    for l in range(lpad):
-        for c in range(c0, cpad):
-            if l >= nb or c >= c1:
-                for i in range(16):
-                    vpk[i * sv + at(o, l, c - c0)] = 0
-    l = 0
-    while l < nb:
-        cnt = min(8, nb - l) if o.ll == 1 else 1
-        for q in range(cnt):
-            t = t0 + l + q
-            n = t // TT
-            r = t - n * TT
-            smp[q] = n
-            iy[q] = r // TW * 2 - ph
-            ix[q] = r % TW * 2 - pw
-        if o.ll == 1:  # lanes: tiles
+    for l in range(lpad):  # the padding: whole tiles, then channels past c1
+        for c in range(c0 if l >= nb else c1, cpad):
+            for i in range(16):
+                vpk[i * sv + at(o, l, c - c0)] = 0
+    if o.ll == 1:  # lanes: eight tiles of one channel
+        l = 0
+        while l < nb:
+            cnt = min(8, nb - l)
+            for q in range(cnt):
+                smp[q] = tile_at(t0 + l + q, TT, TW, &oy, &ox)
+                iy[q] = oy - ph
+                ix[q] = ox - pw
             for c in range(c0, c1):
                 for q in range(cnt):
                     patch(x + (smp[q] * C + c) * H * W, H, W, iy[q], ix[q], d, q)
                 input_lanes(d, vpk + at(o, l, c - c0), sv, cnt)
-        else:          # lanes: channels (below)
-            break
-        l = l + cnt
-    if o.ll == 1:
-        return
-    c = c0
-    while c < c1:  # eight channels of every tile in turn: each point's values in order
-        for l in range(nb):
-            t = t0 + l
-            n = t // TT
-            r = t - n * TT
-            for q in range(min(8, c1 - c)):
-                patch(x + (n * C + c + q) * H * W, H, W, r // TW * 2 - ph, r % TW * 2 - pw,
-                      d, q)
-            input_lanes(d, vpk + at(o, l, c - c0), sv, min(8, c1 - c))
-        c = c + 8
+            l = l + cnt
+    else:          # lanes: eight channels of every tile in turn (each point's values in order)
+        c = c0
+        while c < c1:
+            cnt = min(8, c1 - c)
+            for l in range(nb):
+                n = tile_at(t0 + l, TT, TW, &oy, &ox)
+                for q in range(cnt):
+                    patch(x + (n * C + c + q) * H * W, H, W, oy - ph, ox - pw, d, q)
+                input_lanes(d, vpk + at(o, l, c - c0), sv, cnt)
+            c = c + 8
 
 
 cdef void products(const cnx_kernels* ker, const double* upk, const double* vpk,
@@ -255,7 +260,7 @@ cdef bint transform_output(const double* m, Py_ssize_t Co, Py_ssize_t ldm, Py_ss
     """y's 2x2 blocks = A^T M A (+ bias) for tiles [t0, t0 + nb), up to 8
     tiles' arithmetic at once (a point's values of consecutive tiles are
     contiguous in m); False if any of them is inf or NaN."""
-    cdef Py_ssize_t co, l0, t, n, r, oy, ox, q, k, cnt, sp = Co * ldm
+    cdef Py_ssize_t co, l0, n, oy, ox, q, k, cnt, sp = Co * ldm
     cdef double s0[32]
     cdef double s1[32]
     cdef double v[32]
@@ -283,11 +288,7 @@ cdef bint transform_output(const double* m, Py_ssize_t Co, Py_ssize_t ldm, Py_ss
                 if not (v[q] - v[q] == 0 and v[8 + q] - v[8 + q] == 0
                         and v[16 + q] - v[16 + q] == 0 and v[24 + q] - v[24 + q] == 0):
                     finite = False
-                t = t0 + l0 + q
-                n = t // TT
-                r = t - n * TT
-                oy = r // TW * 2
-                ox = r % TW * 2
+                n = tile_at(t0 + l0 + q, TT, TW, &oy, &ox)
                 o = y + ((n * Co + co) * OH + oy) * OW + ox
                 o[0] = v[q]
                 if ox + 1 < OW:
@@ -377,34 +378,25 @@ cdef void transform_grad(const double* g, Py_ssize_t Co, Py_ssize_t OH, Py_ssize
     past Co zero).  Outputs past the map's edge count as zeros.  Panel by
     panel, so that each point's values are written in order; the
     arithmetic on 8 lanes (channels) at once."""
-    cdef Py_ssize_t l, t, n, r, oy, ox, co0, k, q, cnt
+    cdef Py_ssize_t l, n, oy, ox, co0, q, cnt
     cdef const double* pl
     cdef double a[8]
     cdef double b[8]
     cdef double c[8]
     cdef double d[8]
     cdef double u[128]
-    cdef double p, s
-    memset(a, 0, sizeof(a))
-    memset(b, 0, sizeof(b))
-    memset(c, 0, sizeof(c))
-    memset(d, 0, sizeof(d))
     co0 = 0
     while co0 < Co:
         cnt = min(MR, Co - co0)
         for l in range(nb):
-            t = t0 + l
-            n = t // TT
-            r = t - n * TT
-            oy = r // TW * 2
-            ox = r % TW * 2
+            n = tile_at(t0 + l, TT, TW, &oy, &ox)
             for q in range(cnt):
                 pl = g + ((n * Co + co0 + q) * OH + oy) * OW + ox
                 a[q] = pl[0]
                 b[q] = pl[1] if ox + 1 < OW else 0.0
                 c[q] = pl[OW] if oy + 1 < OH else 0.0
                 d[q] = pl[OW + 1] if ox + 1 < OW and oy + 1 < OH else 0.0
-            for q in range(cnt, 8):
+            for q in range(cnt, 8):  # a last panel's missing channels
                 a[q] = b[q] = c[q] = d[q] = 0
             for q in range(8):  # A dY: rows (p, s); then (p, s) -> p, p + s, p - s, -s
                 u[q] = a[q]
@@ -420,9 +412,9 @@ cdef void transform_grad(const double* g, Py_ssize_t Co, Py_ssize_t OH, Py_ssize
                 u[80 + q] = (a[q] - c[q]) - (b[q] - d[q])
                 u[88 + q] = -(b[q] - d[q])
                 u[96 + q] = -c[q]
-                u[104 + q] = -c[q] + -d[q]
-                u[112 + q] = -c[q] - -d[q]
-                u[120 + q] = -(-d[q])
+                u[104 + q] = -(c[q] + d[q])
+                u[112 + q] = d[q] - c[q]
+                u[120 + q] = d[q]
             store_lanes(u, gpk + co0 * nb + l * MR, sg, MR)
         co0 = co0 + MR
 

@@ -68,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 from functools import partial
 
-from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd, _winograd64, _workers
+from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd, _workers
 from .._plan import _winograd_filters, bias_grad, grad_input, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
@@ -292,11 +292,14 @@ class _WeightedStep(_Step):
                           cp.grad_input, cp.threads, out=gx)
 
     def _param_grads(self, g: FloatArray) -> None:
-        """Accumulate a direct convolution's weight and bias gradients."""
+        """Accumulate a direct (or float64 Winograd) convolution's weight and
+        bias gradients."""
         if self.b is not None:
             cast("FloatArray", self.gb)[...] += bias_grad(g)
         cp = cast("ConvPlan", self.plan)
-        if self.xs is not None:  # the forward's subsampled input
+        if self.winograd64:
+            self.gw += cp._winograd64_grad_weight(g, cast("FloatArray", self.x))
+        elif self.xs is not None:  # the forward's subsampled input
             self.gw += cast("ConvPlan", cp.sub_plan)._grad_weight(g, self.xs)
         else:
             self.gw += cp._grad_weight(g, cast("FloatArray", self.x))
@@ -368,29 +371,19 @@ class _WeightedStep(_Step):
         return gx
 
     def _winograd64_forward(self, x: FloatArray) -> None:
-        """y = the plan's float64 Winograd forward and the fused activation,
-        in the output buffer (the direct kernel when y holds inf/NaN)."""
-        cp = cast("ConvPlan", self.plan)
-        if not _winograd64.winograd64_forward(x, self.w, self.b, self.y, *cp.padding, False,
-                                              cp.threads):
-            _conv.conv2d_forward(x, self.w, self.b, self.y, *cp.kernel_args)
+        """y = the plan's float64 Winograd forward, in the output buffer,
+        and the fused activation."""
+        cast("ConvPlan", self.plan)._winograd64_forward(x, self.w, self.b, self.y)
         _activate(self.y, self.act, self.alpha)
 
     def _winograd64_backward(self, g: FloatArray) -> FloatArray:
         """The weight and bias gradients, and the input gradient into a kept
-        buffer, by float64 Winograd (the plan's direct fallbacks, which
-        allocate, on inf/NaN)."""
-        cp = cast("ConvPlan", self.plan)
-        if self.b is not None:
-            cast("FloatArray", self.gb)[...] += bias_grad(g)
-        self.gw += cp._winograd64_grad_weight(g, cast("FloatArray", self.x))
-        gx = self.gx
-        if gx is None:
-            gx = self.gx = np.empty(cast("FloatArray", self.x).shape, self.y.dtype)
-        if not _winograd64.winograd64_forward(g, self.w, None, gx, 2 - cp.padding[0],
-                                              2 - cp.padding[1], True, cp.threads):
-            return cp._winograd64_grad_input(g, self.w)
-        return gx
+        buffer, by the plan's float64 Winograd (its direct fallback, which
+        allocates, on inf/NaN)."""
+        self._param_grads(g)
+        if self.gx is None:
+            self.gx = np.empty(cast("FloatArray", self.x).shape, self.y.dtype)
+        return cast("ConvPlan", self.plan)._winograd64_grad_input(g, self.w, out=self.gx)
 
 
 class _KeptWeightStep(_WeightedStep):
