@@ -261,14 +261,12 @@ def _winograd_run(
 ) -> bool:
     """y = the Winograd convolution of x by the packed filters ``upk`` (of
     F(tile x tile, 3x3); ``quad``: a 5x5 kernel's four views); False when y
-    holds inf or NaN (F(4x4, 3x3) checks its outputs as it stores them, a
-    pass over y checks F(2x2, 3x3)'s)."""
+    holds inf or NaN (the kernels check their outputs as they store them)."""
     if tile == 4:
         return _winograd.winograd4_forward(x, upk, bias, y, padding[0], padding[1], threads,
                                            quad)
     run = _winograd.winograd_forward_quad if quad else _winograd.winograd_forward
-    run(x, upk, bias, y, padding[0], padding[1], threads)
-    return _winograd.all_finite(y.reshape(-1))
+    return run(x, upk, bias, y, padding[0], padding[1], threads)
 
 
 def _filter_threads(weight: FloatArray, threads: int) -> int:

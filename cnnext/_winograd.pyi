@@ -23,7 +23,7 @@ def winograd_forward(
     ph: int,
     pw: int,
     n_threads: int,
-) -> None: ...
+) -> bool: ...
 def winograd4_forward(
     x: _F32,
     upk: _F32,
@@ -46,7 +46,7 @@ def winograd_forward_quad(
     ph: int,
     pw: int,
     n_threads: int,
-) -> None: ...
+) -> bool: ...
 def winograd_relu_pool2x2(
     x: _F32,
     upk: _F32,

@@ -96,7 +96,7 @@ cdef extern from "cnnext_winograd.h" nogil:
     ctypedef void (*cnx_wg_rows)(const float* plane, int64_t H, int64_t W, int64_t iy0,
                                  int64_t ix0, int64_t n, int P, float* p,
                                  int64_t lp) noexcept nogil
-    ctypedef int (*cnx_wg_finite)(const float* a, int64_t n) noexcept nogil
+    ctypedef int (*cnx_wg_finite)(const float* a, int64_t n, float b) noexcept nogil
     ctypedef void (*cnx_wg_pack_lanes)(const float* src, int64_t ld, int64_t nr, int64_t n,
                                        int64_t NR, float* dst) noexcept nogil
     ctypedef void (*cnx_wg_input_rows)(const float* p, int64_t lp, int64_t cnt, float* v,
@@ -192,10 +192,6 @@ cdef cnx_wgp_input_tw8 WGP_INPUT_TW8 = cnx_wgp_select_tw8()
 # Transform points of F(2x2, 3x3): a 4x4 tile.
 cdef enum:
     XI = 16
-    # At most these bytes of a forward block's transformed input and
-    # products (measured: 2 panels for 64 channels, 1 for 128 and more
-    # beat 3, the transforms' results then read back from L2).
-    L2_BLOCK = 1 << 20
     # At most these bytes of a weight gradient's block of transformed input
     # and gradient (16 x (C + Co) x tiles floats) per thread: its products
     # add into dU, out of cache when large, once per block (measured, AVX2,
@@ -220,6 +216,18 @@ cdef enum:
     # and 128 channels: 3.0-3.2x the direct algorithm's RMS error with runs
     # of 32, 3.9-4.2x with 64, 5.3-5.4x with 128), at 5-15% more time.
     KC4 = 32
+
+
+# At most these bytes of a forward block's transformed input and products
+# (measured with AVX2 on a Zen 3 core, 512 KB of L2: 2 panels for 64
+# channels, 1 for 128 and more beat 3, the transforms' results then read
+# back from L2).  With AVX-512 (48-tile panels; a Xeon's L2 of 2 MB) three
+# times as much: 2 panels for 256 channels, where the block re-reads the
+# whole transformed filter (4 MB) from L3; measured on 2 cores, 256 -> 256
+# channels on 14x14 (batch 8), 30 alternating runs: the backward (its input
+# gradient on one thread beside the weight gradient) 0.93x the time, the
+# forward the same; 64 and 128 channels within 1-2%.
+cdef Py_ssize_t L2_BLOCK = (3 if WG.pn == 48 else 1) << 20
 
 
 def isa():
@@ -536,8 +544,9 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
 
 cdef int fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     """Output tiles of block ``blk``: transform, a.xi products, inverse
-    transform.  F(4x4, 3x3) returns 1 when an output is inf or NaN (F(2x2,
-    3x3): 0, its caller checks the result)."""
+    transform.  Returns 1 when an output is inf or NaN (checked in cache,
+    as it is stored; F(2x2, 3x3) also counts the unstored positions of
+    tiles past an odd edge: the caller's direct recomputation is exact)."""
     cdef Py_ssize_t tb = a.tb, nv = min(tb, a.T - blk * tb)
     cdef float* D = a.scr + tid * a.per
     cdef float* Mb = D + a.xi * tb + a.xi * a.sv
@@ -559,6 +568,8 @@ cdef int fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     for co in range(a.Co):
         WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
+        if not WG.finite(Y, 4 * nv, b):
+            bad = 1
         if small:
             WG.scatter_tw4(Y, nv, nv, b, a.out, a.Co, co, a.OH, a.OW, a.th, blk * tb)
             continue
@@ -570,7 +581,7 @@ cdef int fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
                 WG.scatter(Y + seg[5 * i + 4], nv, seg[5 * i + 3], b,
                            a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
                            seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
-    return 0
+    return bad
 
 
 cdef int fwd_run(Args* a) noexcept nogil:
@@ -854,14 +865,17 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
                      float[:, :, :, ::1] out,        # OUT (N, Co, OH, OW)
                      Py_ssize_t ph, Py_ssize_t pw, int n_threads):
     """out = conv2d(x, w, bias, stride 1, padding (ph, pw)) for a 3x3 ``w``
-    given as its packed transform ``upk`` (see :mod:`cnnext._plan`)."""
+    given as its packed transform ``upk`` (see :mod:`cnnext._plan`).
+    Returns False when an output is inf or NaN (checked as it is stored)."""
     cdef Args a
+    cdef int bad
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
-        return
+        return True
     fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
               out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block())
     with nogil:
-        fwd_run(&a)
+        bad = fwd_run(&a)
+    return bad == 0
 
 
 def winograd4_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
@@ -898,15 +912,17 @@ def winograd_forward_quad(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     shares with block a = 0 (b = 0) zeroed; ``upk`` is the packed
     transform of those (Co, 4C, 3, 3) filters.  Each tile's input is read
     once per view, transformed in place: no shifted copies.  ``ph``, ``pw``
-    at most 2."""
+    at most 2.  Returns False when an output is inf or NaN."""
     cdef Args a
+    cdef int bad
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
-        return
+        return True
     fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
               out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block(),
               True)
     with nogil:
-        fwd_run(&a)
+        bad = fwd_run(&a)
+    return bad == 0
 
 
 def winograd_relu_pool2x2(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
@@ -1125,7 +1141,7 @@ def all_finite(const float[::1] a):  # IN
     if a.shape[0] == 0:
         return True
     with nogil:
-        ok = WG.finite(&a[0], a.shape[0])
+        ok = WG.finite(&a[0], a.shape[0], 0)
     return ok
 
 
@@ -1247,7 +1263,7 @@ def winograd_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co,
                             upk[xi, (p0 * C + c) * MR + co - p0 * MR] = <float>u[xi]
         # one vectorised pass (a sum per filter would be a chain of
         # dependent additions, the transform's bottleneck)
-        ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9)
+        ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9, 0)
     return ok != 0
 
 
@@ -1275,7 +1291,7 @@ def winograd4_filters(const float[:, :, :, ::1] w,   # IN  (Co, C, 3, 3), (C, Co
                 cnx_w4_filters(&w[0, 0, 0, 0], Co, C, adjoint, MR, panels * t // nt,
                                panels * (t + 1) // nt, &upk[0, 0], upk.shape[1], tmp + t * per)
         free(tmp)
-        ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9)
+        ok = WG.finite(&w[0, 0, 0, 0], w.shape[0] * w.shape[1] * 9, 0)
     return ok != 0
 
 

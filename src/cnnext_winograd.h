@@ -54,7 +54,7 @@ typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b,
                                int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
 typedef void (*cnx_wg_rows)(const float *plane, int64_t H, int64_t W, int64_t iy0,
                             int64_t ix0, int64_t n, int P, float *p, int64_t lp);
-typedef int (*cnx_wg_finite)(const float *a, int64_t n);
+typedef int (*cnx_wg_finite)(const float *a, int64_t n, float b);
 typedef void (*cnx_wg_pack_lanes)(const float *src, int64_t ld, int64_t nr, int64_t n,
                                   int64_t NR, float *dst);
 typedef void (*cnx_wg_input_rows)(const float *p, int64_t lp, int64_t cnt, float *v,

@@ -43,11 +43,15 @@ static CNX_NO_LIBCALL void WG_FN(wg_rows)(const float *CNX_RESTRICT plane, int64
     }
 }
 
-/* 1 when a[0:n] holds no inf or NaN (the sum of a - a is then 0). */
-static int WG_FN(wg_finite)(const float *CNX_RESTRICT a, int64_t n) {
+/* 1 when a[0:n] + b (each sum rounded as a float, as the scatters store
+ * it) holds no inf or NaN: the sum of (a + b) - (a + b) is then 0. */
+static int WG_FN(wg_finite)(const float *CNX_RESTRICT a, int64_t n, float b) {
     float z = 0.0f;
 #pragma omp simd reduction(+ : z)
-    for (int64_t i = 0; i < n; i++) z += a[i] - a[i];
+    for (int64_t i = 0; i < n; i++) {
+        float v = a[i] + b;
+        z += v - v;
+    }
     return z == 0.0f;
 }
 

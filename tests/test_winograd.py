@@ -357,6 +357,22 @@ def test_winograd_nonfinite_falls_back_to_direct(bad, where, k, rng, close):
             np.testing.assert_array_equal(a, d)
 
 
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_bias_overflow_falls_back_to_direct(k, rng):
+    """Finite x, weight and bias whose sum overflows to inf in the stored
+    output (the kernels check the outputs plus bias as they store them):
+    the direct algorithm's result, inf where it has inf."""
+    x = (rng.standard_normal((2, 4, 7, 7)) * 1e32).astype(np.float32)
+    w = (rng.standard_normal((3, 4, k, k)) / np.sqrt(4 * k * k)).astype(np.float32)
+    b = np.array([np.finfo(np.float32).max, 0, -1], np.float32)
+    ys = {}
+    for alg in ("direct", "winograd"):
+        with cnnext.use_conv_algorithm(alg):
+            ys[alg] = F.conv2d(x, w, b, padding=k // 2)
+    assert np.isinf(ys["direct"]).any() and np.isfinite(ys["direct"][:, 1:]).all()
+    np.testing.assert_array_equal(ys["winograd"], ys["direct"])
+
+
 @pytest.mark.parametrize(
     "kwargs, dtype, why",
     [

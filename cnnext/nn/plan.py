@@ -344,10 +344,8 @@ class _WeightedStep(_Step):
         cp = cast("ConvPlan", self.plan)
         y = self.y
         upk = _winograd_filters(self.w)
-        if upk is not None:
-            _winograd.winograd_forward(x, upk, self.b, y, cp.padding[0], cp.padding[1],
-                                       cp.threads)
-        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+        if upk is None or not _winograd.winograd_forward(x, upk, self.b, y, cp.padding[0],
+                                                         cp.padding[1], cp.threads):
             _conv.conv2d_forward(x, self.w, self.b, y, *cp.kernel_args)
 
     def _winograd_backward(self, g: FloatArray) -> FloatArray:
@@ -363,10 +361,8 @@ class _WeightedStep(_Step):
             cast("FloatArray", self.gb)[...] += bias_grad(g)
         self.gw += cp._winograd_grad_weight(g, x)
         upk = _winograd_filters(self.w, adjoint=True)
-        if upk is not None:
-            _winograd.winograd_forward(g, upk, None, gx, 2 - cp.padding[0], 2 - cp.padding[1],
-                                       cp.threads)
-        if upk is None or not _winograd.all_finite(gx.reshape(-1)):
+        if upk is None or not _winograd.winograd_forward(g, upk, None, gx, 2 - cp.padding[0],
+                                                         2 - cp.padding[1], cp.threads):
             return cp._winograd_grad_input(g, self.w)
         return gx
 
@@ -423,7 +419,6 @@ class _WinogradStep(_KeptWeightStep):
         self.wflat = self.w.reshape(-1)  # a view: sees the weight's in-place updates
         self.kept = self.wflat.copy()    # the values self.upk was made from
         self.upk = _winograd_filters(self.w)
-        self.yflat = self.y.reshape(-1)
         self.refresh = _typed(_gemm.refresh_copy, dtype)
         self.defer_act = False
 
@@ -432,11 +427,9 @@ class _WinogradStep(_KeptWeightStep):
         if self.refresh(self.wflat, self.kept):
             self.upk = _winograd_filters(self.w)
         upk, y = self.upk, self.y
-        if upk is not None:
-            _winograd.winograd_forward(x, upk, self.b, y, self.pad[0], self.pad[1],
-                                       self.threads)
         # inf/NaN: the direct kernel (as the layer's plan does, see ConvPlan)
-        if upk is None or not _winograd.all_finite(self.yflat):
+        if upk is None or not _winograd.winograd_forward(x, upk, self.b, y, self.pad[0],
+                                                         self.pad[1], self.threads):
             _conv.conv2d_forward(x, self.w, self.b, y, *self.args)
         if not self.defer_act and self.act != _ACT_NONE:
             _activate(y, self.act, self.alpha)
