@@ -66,7 +66,10 @@ cdef extern from "cnnext_gw3.h" nogil:
 cdef extern from "cnnext_stream.h" nogil:
     ctypedef void (*cnx_stream_rows_d)(const double* src, int64_t lds, int64_t rows,
                                        int64_t npos, double* dst, int64_t ldd) noexcept nogil
+    ctypedef void (*cnx_stream_rows_s)(const float* src, int64_t lds, int64_t rows,
+                                       int64_t npos, float* dst, int64_t ldd) noexcept nogil
     cnx_stream_rows_d cnx_stream_rows_d_select()
+    cnx_stream_rows_s cnx_stream_rows_s_select()
 
 cdef extern from "cnnext_prep.h" nogil:
     ctypedef void (*cnx_pad_row_s)(const float *src, int64_t W, int64_t pw, float *d,
@@ -108,8 +111,9 @@ cdef cnx_pad_row_s PAD_ROW_S = cnx_pad_row_s_select()
 # The two column phases of a stride-2 input gradient stored interleaved
 # (gi_pair_task); NULL without AVX2.
 cdef cnx_merge2x_s MERGE2X_S = cnx_merge2x_s_select()
-# float64 result rows stored with streaming stores; NULL without AVX-512F.
+# Result rows stored with streaming stores; NULL without AVX-512F.
 cdef cnx_stream_rows_d STREAM_D = cnx_stream_rows_d_select()
+cdef cnx_stream_rows_s STREAM_S = cnx_stream_rows_s_select()
 # The transposed weight gradient's kernel for taps in threes (float, at
 # most 16 output channels); NULL without AVX-512F.
 cdef cnx_ukr_s GW3_S = cnx_gw3_s_select()
@@ -597,7 +601,7 @@ cdef enum:
 cdef bint AVX512_KER = KER.d_nr == 16
 cdef Py_ssize_t PACK_B_BYTES = (512 if AVX512_KER else 128) * 1024
 cdef bint PACK_PREFETCH = not AVX512_KER
-# fwd_chunk_task with packed B streams a float64 result of at least
+# fwd_chunk_task with packed B streams a result of at least
 # STREAM_MIN_BYTES to memory (cnnext_stream.h) when its flat tiles' passes
 # have at most STREAM_MAX_K taps: a 1x1 input gradient 64 -> 256 channels
 # on 28x28 (N=32, 51 MB) ran in 15 ms instead of 35 into a reused array,
@@ -667,7 +671,7 @@ cdef Py_ssize_t packed_flat(Pass* ps, Py_ssize_t Wq, Py_ssize_t NR,
 
 cdef int64_t* packed_b_chunks(FwdArgs* a, floating* tag) except? NULL:
     """Set ``a`` to run chunks of B packed (fwd_chunk_task with ``pboff``:
-    float64's wide panels on a 1x1 convolution, its forward and its input
+    a 1x1 convolution (see copies_1x1_runs), its forward and its input
     gradient): the tiles per chunk, the packed chunk's scratch per thread
     and its row offsets, returned (the caller frees them); ``s_c`` set."""
     cdef Py_ssize_t k
@@ -724,10 +728,8 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
     # vector load of it in two; s_b holds the shift)
     cdef floating* bp = line_aligned(ct0 + a.tb * a.s_c)
     cdef floating* sbuf = ct0 + a.tb * a.s_c + a.s_b
-    cdef bint stream = False
-    if floating is double:
-        stream = (a.pboff != NULL and STREAM_D != NULL
-                  and a.g.N * a.os * sizeof(double) >= STREAM_MIN_BYTES)
+    cdef bint stream = (a.pboff != NULL and a.g.N * a.os * sizeof(floating) >= STREAM_MIN_BYTES
+                        and (STREAM_D != NULL if floating is double else STREAM_S != NULL))
     t = t0
     while t < t1:
         ps = tile_pass(a, t, &ng, &j0, 1)
@@ -816,6 +818,9 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
         if flat and stream and K <= STREAM_MAX_K:
             if floating is double:
                 STREAM_D(ct0, a.s_c, Co, min(nt * NR, ps.rows * Wq - j0 * NR),
+                         out + n * a.os + grp * a.og + ps.o0 + j0 * NR, a.ocs)
+            else:
+                STREAM_S(ct0, a.s_c, Co, min(nt * NR, ps.rows * Wq - j0 * NR),
                          out + n * a.os + grp * a.og + ps.o0 + j0 * NR, a.ocs)
         elif ps.tpr == 0 and not flat:
             for i in range(nt):
@@ -1012,13 +1017,36 @@ cdef void run_tasks(const FwdArgs* a, fwd_task_t task) noexcept nogil:
             task(a, <int>tid)
 
 
-cdef inline bint copies_1x1_runs(Py_ssize_t taps, Py_ssize_t MR, floating* tag) noexcept nogil:
+# A float32 1x1 layer with AVX-512 whose input and result take at least
+# these bytes copies its runs (and streams a result of K <= STREAM_MAX_K
+# taps) instead of reading them in place (measured on 2 cores of a Xeon, 2
+# MB of L2 each: 256 -> 64 channels on 28x28, batch 32, the forward 0.83x
+# the time at one thread, 0.90x at two, the backward 0.69x and 0.68x (its
+# input gradient's 26 MB result streamed); 512 -> 128 on 14x14, batch 8,
+# and 32 -> 64 on 56x56, batch 4, 0.80-0.95x; 2.5 MB (128 -> 32 on 16x16,
+# batch 16, in cache): 1.15x, so in place).
+cdef Py_ssize_t PACK_1X1_S_BYTES = 3 << 20
+
+
+cdef inline Py_ssize_t elems4(const floating[:, :, :, ::1] a) noexcept nogil:
+    return a.shape[0] * a.shape[1] * a.shape[2] * a.shape[3]
+
+
+cdef inline bint copies_1x1_runs(Py_ssize_t taps, Py_ssize_t MR, Py_ssize_t nbytes,
+                                 floating* tag) noexcept nogil:
     """True when a 1x1 layer's runs (each tap a plane away from the last)
     are copied a block of positions at a time before the micro-kernel reads
-    them: for AVX-512's wide float64 panels (more rows than its MR), and on
-    AVX2 (6-row kernels), where reading them in place took 1.1-1.9x as long
-    (a Zen 3 core).  AVX-512 otherwise prefetches them (the _pf kernels)."""
-    return taps == 1 and (MR > mr_of(tag) or mr_of(tag) == 6)
+    them (its input and result ``nbytes`` long): for AVX-512's wide float64
+    panels (more rows than its MR), and on AVX2 (6-row kernels), where
+    reading them in place took 1.1-1.9x as long (a Zen 3 core); AVX-512's
+    float32 from PACK_1X1_S_BYTES.  AVX-512 otherwise prefetches them (the
+    _pf kernels)."""
+    if taps != 1:
+        return False
+    if floating is float:
+        if AVX512_KER:
+            return nbytes >= PACK_1X1_S_BYTES
+    return MR > mr_of(tag) or mr_of(tag) == 6
 
 
 cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
@@ -1314,7 +1342,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,       # IN  (N, G*C, H, W)
                     sh, sw, ph, pw, dh, dw, oh_n, ow_n)
     cdef Py_ssize_t Co = a.g.Co, K = a.g.K
     fwd_kernel(&a, Co, <floating*>NULL)
-    cdef bint packb = copies_1x1_runs(a.g.kh * a.g.kw, a.MR, <floating*>NULL)
+    cdef bint packb = copies_1x1_runs(a.g.kh * a.g.kw, a.MR,
+                                      (elems4(x) + elems4(out)) * sizeof(floating),
+                                      <floating*>NULL)
     if a.g.kh * a.g.kw == 1 and a.MR == mr_of(<floating*>NULL) and not packb:
         # 1x1 read in place: prefetch the taps' runs, planes apart
         a.fs = KER.s_ind_pf
@@ -1674,7 +1704,9 @@ def conv2d_grad_input_phases(const floating[:, :, :, ::1] gout,    # IN  (N, G*C
     a.wg = a.npanel * a.MR * Cg * kh * kw
     # as the forward's (a padded gradient's copy ran 5% slower packed: 256 <-
     # 64 channels, padding 1)
-    cdef bint packb = copies_1x1_runs(kh * kw, a.MR, <floating*>NULL) and PT == 0 and PL == 0
+    cdef bint packb = copies_1x1_runs(kh * kw, a.MR,
+                                      (elems4(gout) + elems4(out)) * sizeof(floating),
+                                      <floating*>NULL) and PT == 0 and PL == 0
     for i in range(na if reads else 0):
         for j in range(nb):
             if fr[i].count == 0 or fc[j].count == 0:

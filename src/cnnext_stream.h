@@ -1,6 +1,6 @@
 /*
- * cnnext: storing a float64 convolution's result rows with non-temporal
- * stores.
+ * cnnext: storing a convolution's result rows (float64 and float32) with
+ * non-temporal stores.
  *
  * A store to a line that is not in the cache first reads the line from
  * memory (read for ownership) and holds a fill buffer while it waits: a
@@ -14,8 +14,10 @@
  * chunk writes the rest of them).  The values are copied, not computed:
  * the same bits as stores in place.
  *
- * cnx_stream_rows_d_select() returns it, or NULL where AVX-512F is not
- * available (or CNNEXT_ISA asks for less).
+ * cnx_stream_rows_s does the same for float32's 32-column tiles.
+ *
+ * cnx_stream_rows_d_select() and cnx_stream_rows_s_select() return them,
+ * or NULL where AVX-512F is not available (or CNNEXT_ISA asks for less).
  */
 #ifndef CNNEXT_STREAM_H
 #define CNNEXT_STREAM_H
@@ -24,6 +26,8 @@
 
 typedef void (*cnx_stream_rows_d)(const double *src, int64_t lds, int64_t rows,
                                   int64_t npos, double *dst, int64_t ldd);
+typedef void (*cnx_stream_rows_s)(const float *src, int64_t lds, int64_t rows,
+                                  int64_t npos, float *dst, int64_t ldd);
 
 #ifdef CNX_X86
 
@@ -56,13 +60,49 @@ static void cnx_stream_rows_d_avx512(const double *src, int64_t lds, int64_t row
     _mm_sfence();
 }
 
+/* cnx_stream_rows_d for float32's 32-column tiles: row r of tile t at
+ * src + t*lds + r*32. */
+CNX_TARGET_AVX512
+static void cnx_stream_rows_s_avx512(const float *src, int64_t lds, int64_t rows,
+                                     int64_t npos, float *dst, int64_t ldd) {
+    int64_t r, q;
+    for (r = 0; r < rows; r++) {
+        const float *s = src + r * 32;
+        float *d = dst + r * ldd;
+        int64_t head = (int64_t)(((64 - ((uintptr_t)d & 63)) & 63) / sizeof(float));
+        if (head > npos) head = npos;
+        for (q = 0; q < head; q++) d[q] = s[(q >> 5) * lds + (q & 31)];
+        for (; q + 16 <= npos; q += 16) {
+            const float *p = s + (q >> 5) * lds + (q & 31);
+            int64_t c1 = 32 - (q & 31); /* values left in this tile */
+            __m512 v;
+            if (c1 >= 16) {
+                v = _mm512_loadu_ps(p);
+            } else {
+                __mmask16 m = (__mmask16)((1u << c1) - 1u);
+                v = _mm512_maskz_loadu_ps(m, p);
+                /* lane l >= c1: the next tile's value l - c1 */
+                v = _mm512_mask_loadu_ps(v, (__mmask16)~m, p + lds - 32);
+            }
+            _mm512_stream_ps(d + q, v);
+        }
+        for (; q < npos; q++) d[q] = s[(q >> 5) * lds + (q & 31)];
+    }
+    _mm_sfence();
+}
+
 static cnx_stream_rows_d cnx_stream_rows_d_select(void) {
     return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_stream_rows_d_avx512 : NULL;
+}
+
+static cnx_stream_rows_s cnx_stream_rows_s_select(void) {
+    return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_stream_rows_s_avx512 : NULL;
 }
 
 #else
 
 static cnx_stream_rows_d cnx_stream_rows_d_select(void) { return NULL; }
+static cnx_stream_rows_s cnx_stream_rows_s_select(void) { return NULL; }
 
 #endif /* CNX_X86 */
 

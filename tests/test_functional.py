@@ -3171,6 +3171,54 @@ def test_float64_wide_panels_and_chunks_keep_every_sum(n, c, co, h, w, k, s, p, 
     close(yt, R.conv_transpose2d(go, wt, None, **kw), dt)
 
 
+# float32 1x1 layers of 3 MB and more (input plus result) copy their runs
+# to packed chunks with AVX-512 (elsewhere they take the in-place path): the
+# same sums in the same order, so the first 8 channels computed alone (a
+# small layer, read in place) are bitwise those of the whole layer.
+PACKED_1X1_F32_CASES = [
+    # n, c, co, h, w, p: the forward's 4.4 MB result (37 taps) streamed
+    (5, 37, 300, 27, 27, 0),
+    # the input gradient's 4.4 MB result (37 taps) streamed, the forward's
+    # 300 taps not
+    (5, 300, 37, 27, 27, 0),
+    # padded: the forward's runs packed tile by tile (padded-width tiles)
+    (4, 150, 60, 40, 41, 1),
+]
+
+
+@pytest.mark.parametrize("n,c,co,h,w,p", PACKED_1X1_F32_CASES)
+def test_float32_packed_1x1_keeps_every_sum(n, c, co, h, w, p, rng, close, restore_threads):
+    """Forward (with a bias and with the fused ReLU) and input gradient of a
+    large float32 1x1 layer: bitwise the first channels computed alone and
+    the same on one and two threads, close to the reference; a
+    non-contiguous input gives the same bits."""
+    from cnnext import _conv
+    dt = np.float32
+    x = randn(rng, (n, c, h, 2 * w), dt)[:, :, :, ::2]
+    wt = randn(rng, (co, c, 1, 1), dt)
+    b = randn(rng, (co,), dt)
+    go = randn(rng, (n, co, h + 2 * p, w + 2 * p), dt)
+    res = []
+    for threads in (1, 2):
+        cnnext.set_num_threads(threads)
+        y = F.conv2d(x, wt, b, padding=p)
+        gx = F.conv2d_backward(go, x, wt, padding=p)[0]
+        res.append((y, gx))
+        np.testing.assert_array_equal(y, F.conv2d(np.ascontiguousarray(x), wt, b, padding=p))
+        np.testing.assert_array_equal(y[:, :8], F.conv2d(x, wt[:8], b[:8], padding=p))
+        np.testing.assert_array_equal(
+            gx[:, :8], F.conv2d_backward(go, x[:, :8], wt[:, :8], padding=p)[0])
+        relu = np.empty_like(y)
+        _conv.conv2d_forward(np.ascontiguousarray(x), wt, b, relu, 1, 1, p, p, 1, 1, threads,
+                             1, 1)
+        np.testing.assert_array_equal(relu, np.where(y > 0, y, 0.0))
+    for a1, a2 in zip(*res):
+        np.testing.assert_array_equal(a1, a2)
+    y, gx = res[0]
+    close(y, R.conv2d(*f64(x, wt, b), padding=p), dt)
+    close(gx, R.conv2d_backward(*f64(go, x, wt), padding=p)[0], dt)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("T,G,K,Co", [(1, 1, 31, 33), (2, 1, 64, 32), (3, 2, 65, 7),
                                       (2, 3, 1, 97)])
