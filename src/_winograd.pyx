@@ -219,15 +219,11 @@ cdef enum:
 
 
 # At most these bytes of a forward block's transformed input and products
-# (measured with AVX2 on a Zen 3 core, 512 KB of L2: 2 panels for 64
-# channels, 1 for 128 and more beat 3, the transforms' results then read
-# back from L2).  With AVX-512 (48-tile panels; a Xeon's L2 of 2 MB) three
-# times as much: 2 panels for 256 channels, where the block re-reads the
-# whole transformed filter (4 MB) from L3; measured on 2 cores, 256 -> 256
-# channels on 14x14 (batch 8), 30 alternating runs: the backward (its input
-# gradient on one thread beside the weight gradient) 0.93x the time, the
-# forward the same; 64 and 128 channels within 1-2%.
-cdef Py_ssize_t L2_BLOCK = (3 if WG.pn == 48 else 1) << 20
+# (measured with AVX2 on a Zen 3 core: 2 panels for 64 channels, 1 for 128
+# and more beat 3, the transforms' results then read back from L2; with
+# AVX-512 on a 2 MB-L2 Xeon, 3 MB made F(4x4, 3x3)'s forward on 64
+# channels (32x32, batch 32) take 1.7x the time).
+cdef Py_ssize_t L2_BLOCK = 1 << 20
 
 
 def isa():
