@@ -593,8 +593,8 @@ cdef enum:
 # A chunk's packed B (fwd_chunk_task with pboff) stays within this: with
 # AVX2, a quarter of a Zen 3 core's L2, where the next chunk's input,
 # prefetched, and the weight's panels stay too.  With AVX-512 (L2 of 1-2 MB)
-# four times as much, and no prefetch: on a Xeon (Sapphire Rapids class, 2
-# MB L2), 256 -> 64 channels on 28x28, batch 32, the forward took 19.5 ms
+# four times as much, and no prefetch: on a Xeon with 2 MB of L2 per core,
+# float64 256 -> 64 channels on 28x28, batch 32, the forward took 19.5 ms
 # with 128 KB chunks, 17.4 with 512 KB, 16.8 with 512 KB unprefetched (the
 # prefetches, issued between kernel calls, waited on the reads they
 # requested instead of overlapping them; 1 MB chunks no faster).
@@ -1023,8 +1023,8 @@ cdef void run_tasks(const FwdArgs* a, fwd_task_t task) noexcept nogil:
 # MB of L2 each: 256 -> 64 channels on 28x28, batch 32, the forward 0.83x
 # the time at one thread, 0.90x at two, the backward 0.69x and 0.68x (its
 # input gradient's 26 MB result streamed); 512 -> 128 on 14x14, batch 8,
-# and 32 -> 64 on 56x56, batch 4, 0.80-0.95x; 2.5 MB (128 -> 32 on 16x16,
-# batch 16, in cache): 1.15x, so in place).
+# and 32 -> 64 on 56x56, batch 4, 0.80-0.95x; a layer that stays in L2,
+# 128 -> 32 on 16x16, batch 16 (2.5 MB), no faster: in place).
 cdef Py_ssize_t PACK_1X1_S_BYTES = 3 << 20
 
 
