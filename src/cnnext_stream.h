@@ -31,65 +31,41 @@ typedef void (*cnx_stream_rows_s)(const float *src, int64_t lds, int64_t rows,
 
 #ifdef CNX_X86
 
-CNX_TARGET_AVX512
-static void cnx_stream_rows_d_avx512(const double *src, int64_t lds, int64_t rows,
-                                     int64_t npos, double *dst, int64_t ldd) {
-    int64_t r, q;
-    for (r = 0; r < rows; r++) {
-        const double *s = src + r * 16;
-        double *d = dst + r * ldd;
-        int64_t head = (int64_t)(((64 - ((uintptr_t)d & 63)) & 63) / sizeof(double));
-        if (head > npos) head = npos;
-        for (q = 0; q < head; q++) d[q] = s[(q >> 4) * lds + (q & 15)];
-        for (; q + 8 <= npos; q += 8) {
-            const double *p = s + (q >> 4) * lds + (q & 15);
-            int64_t c1 = 16 - (q & 15); /* values left in this tile */
-            __m512d v;
-            if (c1 >= 8) {
-                v = _mm512_loadu_pd(p);
-            } else {
-                __mmask8 m = (__mmask8)((1u << c1) - 1u);
-                v = _mm512_maskz_loadu_pd(m, p);
-                /* lane l >= c1: the next tile's value l - c1 */
-                v = _mm512_mask_loadu_pd(v, (__mmask8)~m, p + lds - 16);
-            }
-            _mm512_stream_pd(d + q, v);
-        }
-        for (; q < npos; q++) d[q] = s[(q >> 4) * lds + (q & 15)];
+/* One function per type: tiles of TW values (T, vectors VT of W lanes,
+ * intrinsics suffix SUF, masks MT); row r of tile t at src + t*lds + r*TW. */
+#define CNX_DEF_STREAM_ROWS(NAME, T, VT, SUF, MT, W, TW)                        \
+    CNX_TARGET_AVX512                                                          \
+    static void NAME(const T *src, int64_t lds, int64_t rows, int64_t npos,   \
+                     T *dst, int64_t ldd) {                                    \
+        int64_t r, q;                                                          \
+        for (r = 0; r < rows; r++) {                                           \
+            const T *s = src + r * (TW);                                       \
+            T *d = dst + r * ldd;                                              \
+            int64_t head = (int64_t)(((64 - ((uintptr_t)d & 63)) & 63) / sizeof(T)); \
+            if (head > npos) head = npos;                                      \
+            for (q = 0; q < head; q++) d[q] = s[(q / (TW)) * lds + q % (TW)];  \
+            for (; q + (W) <= npos; q += (W)) {                                \
+                const T *p = s + (q / (TW)) * lds + q % (TW);                  \
+                int64_t c1 = (TW) - q % (TW); /* values left in this tile */   \
+                VT v;                                                          \
+                if (c1 >= (W)) {                                               \
+                    v = _mm512_loadu_##SUF(p);                                 \
+                } else {                                                       \
+                    MT m = (MT)((1u << c1) - 1u);                              \
+                    v = _mm512_maskz_loadu_##SUF(m, p);                        \
+                    /* lane l >= c1: the next tile's value l - c1 */           \
+                    v = _mm512_mask_loadu_##SUF(v, (MT)~m, p + lds - (TW));    \
+                }                                                              \
+                _mm512_stream_##SUF(d + q, v);                                 \
+            }                                                                  \
+            for (; q < npos; q++) d[q] = s[(q / (TW)) * lds + q % (TW)];       \
+        }                                                                      \
+        _mm_sfence();                                                          \
     }
-    _mm_sfence();
-}
 
-/* cnx_stream_rows_d for float32's 32-column tiles: row r of tile t at
- * src + t*lds + r*32. */
-CNX_TARGET_AVX512
-static void cnx_stream_rows_s_avx512(const float *src, int64_t lds, int64_t rows,
-                                     int64_t npos, float *dst, int64_t ldd) {
-    int64_t r, q;
-    for (r = 0; r < rows; r++) {
-        const float *s = src + r * 32;
-        float *d = dst + r * ldd;
-        int64_t head = (int64_t)(((64 - ((uintptr_t)d & 63)) & 63) / sizeof(float));
-        if (head > npos) head = npos;
-        for (q = 0; q < head; q++) d[q] = s[(q >> 5) * lds + (q & 31)];
-        for (; q + 16 <= npos; q += 16) {
-            const float *p = s + (q >> 5) * lds + (q & 31);
-            int64_t c1 = 32 - (q & 31); /* values left in this tile */
-            __m512 v;
-            if (c1 >= 16) {
-                v = _mm512_loadu_ps(p);
-            } else {
-                __mmask16 m = (__mmask16)((1u << c1) - 1u);
-                v = _mm512_maskz_loadu_ps(m, p);
-                /* lane l >= c1: the next tile's value l - c1 */
-                v = _mm512_mask_loadu_ps(v, (__mmask16)~m, p + lds - 32);
-            }
-            _mm512_stream_ps(d + q, v);
-        }
-        for (; q < npos; q++) d[q] = s[(q >> 5) * lds + (q & 31)];
-    }
-    _mm_sfence();
-}
+CNX_DEF_STREAM_ROWS(cnx_stream_rows_d_avx512, double, __m512d, pd, __mmask8, 8, 16)
+CNX_DEF_STREAM_ROWS(cnx_stream_rows_s_avx512, float, __m512, ps, __mmask16, 16, 32)
+#undef CNX_DEF_STREAM_ROWS
 
 static cnx_stream_rows_d cnx_stream_rows_d_select(void) {
     return cnx_isa_from_env(cnx_detect_isa()) == 2 ? cnx_stream_rows_d_avx512 : NULL;
