@@ -788,13 +788,15 @@ class ConvPlan:
                           self.dilation, method, self.threads), gw
 
     def _winograd_forward(
-        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None
+        self, x: FloatArray, weight: FloatArray, bias: FloatArray | None,
+        out: FloatArray | None = None,
     ) -> FloatArray:
-        """y by Winograd's F(m x m, 3x3), m = ``winograd_tiles[0]``; the
-        direct kernel when the weight holds inf/NaN, or when the result does
-        (an inf/NaN input always reaches it, and Winograd's transforms would
-        spread it to the neighbouring outputs, as inf - inf = NaN)."""
-        y = np.empty(self.out4, dtype=self.dtype)
+        """y (into ``out`` when given) by Winograd's F(m x m, 3x3), m =
+        ``winograd_tiles[0]``; the direct kernel when the weight holds
+        inf/NaN, or when the result does (an inf/NaN input always reaches it,
+        and Winograd's transforms would spread it to the neighbouring
+        outputs, as inf - inf = NaN)."""
+        y = np.empty(self.out4, dtype=self.dtype) if out is None else out
         tile = self.winograd_tiles[0]
         upk = _winograd_filters(weight, threads=self.threads, tile=tile)
         if upk is None or not _winograd_run(tile, x, upk, bias, y, self.padding, self.threads):
@@ -860,15 +862,16 @@ class ConvPlan:
         return y
 
     def _winograd_grad_input(
-        self, g: FloatArray, weight: FloatArray, threads: int | None = None
+        self, g: FloatArray, weight: FloatArray, threads: int | None = None,
+        out: FloatArray | None = None,
     ) -> FloatArray:
-        """grad_x = the full convolution of g with the rotated kernel: the
-        Winograd forward kernel (F(m x m, 3x3), m = ``winograd_tiles[1]``)
-        with padding 2 - p, on ``threads`` (default: the plan's); the direct
-        algorithm when the weight or the result holds inf/NaN (see
-        _winograd_forward)."""
+        """grad_x (into ``out`` when given) = the full convolution of g with
+        the rotated kernel: the Winograd forward kernel (F(m x m, 3x3), m =
+        ``winograd_tiles[1]``) with padding 2 - p, on ``threads`` (default:
+        the plan's); the direct algorithm, into a new array, when the weight
+        or the result holds inf/NaN (see _winograd_forward)."""
         nt = self.threads if threads is None else threads
-        gx = np.empty(self.x4, dtype=self.dtype)
+        gx = np.empty(self.x4, dtype=self.dtype) if out is None else out
         tile = self.winograd_tiles[1]
         upk = _winograd_filters(weight, adjoint=True, threads=nt, tile=tile)
         pad = (2 - self.padding[0], 2 - self.padding[1])

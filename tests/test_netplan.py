@@ -597,6 +597,28 @@ def test_winograd_convolutions_equal_layers(training):
         _assert_same(_state(a), _state(b))
 
 
+def test_winograd_4x4_steps_equal_layers(restore_threads):
+    """A convolution whose plan runs F(4x4, 3x3) (64 -> 64 channels on 16x16
+    maps, one thread): a training step's forward, input gradient and weight
+    gradient, and an inference step (its filters kept), are its plan's: the
+    numbers of the layers."""
+    cnnext.set_num_threads(1)
+
+    def net():
+        r = np.random.default_rng(3)
+        return nn.Sequential(nn.Conv2D(64, 64, 3, padding=1, seed=r), nn.ReLU(),
+                             nn.Conv2D(64, 64, 3, padding=1, seed=r), nn.Flatten(),
+                             nn.Dense(64 * 16 * 16, 3, seed=r))
+
+    a, b = net(), net()
+    shape = (8, 64, 16, 16)
+    tiles = [s.plan.winograd_tiles for s in b.plan(shape, training=True).steps
+             if getattr(getattr(s, "plan", None), "method", None) == "winograd"]
+    assert tiles == [(4, 4), (4, 4)]
+    infer = _train_and_compare(a, b, shape, np.float32, steps=2)
+    assert [s.tile for s in infer.steps if hasattr(s, "tile")] == [4, 4]
+
+
 def _conv_train_net(dt, rng):
     """Convolutions whose input gradients a training step computes into kept
     buffers: stride phases (stride 1 and 2, 1x1) and Winograd (under

@@ -69,7 +69,7 @@ import numpy.typing as npt
 from functools import partial
 
 from .. import _config, _conv, _eltwise, _gemm, _norm, _pool, _winograd, _workers
-from .._plan import _winograd_filters, bias_grad, grad_input, threads_for
+from .._plan import _winograd_filters, _winograd_run, bias_grad, grad_input, threads_for
 from .. import _validate as V
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .containers import Identity, Residual, Sequential
@@ -86,6 +86,10 @@ if TYPE_CHECKING:
 
     from .._plan import BatchNormPlan, ConvPlan, LinearPlan, PoolPlan
     from .._typing import FloatArray, FloatDType, IndexArray, Shape
+
+    #: A Winograd convolution plan's forward, input and weight gradients.
+    _WinogradCalls = tuple[Callable[..., FloatArray], Callable[..., FloatArray],
+                           Callable[[FloatArray, FloatArray], FloatArray]]
 
 __all__ = ["NetPlan"]
 
@@ -195,12 +199,11 @@ class _WeightedStep(_Step):
         #: A strided 1x1 convolution's input gradient on its stride grid
         #: (made at the first add_grad_input).
         self.g_grid: FloatArray | None = None
-        #: A Winograd convolution run into the kept output (and, in a
-        #: training step, input gradient) buffers.
-        self.winograd = False
-        #: A float64 Winograd convolution (``winograd-float64``) run into the
-        #: kept output (and input gradient) buffers.
-        self.winograd64 = False
+        #: A Winograd convolution (float32 ``winograd`` or
+        #: ``winograd-float64``) run by its plan into the kept output (and, in
+        #: a training step, input gradient) buffers: the plan's forward,
+        #: input and weight gradients (None otherwise).
+        self.winograd: _WinogradCalls | None = None
         #: A ``subsampled`` convolution's input at its output's positions
         #: (the forward's, kept for the weight gradient).
         self.xs: FloatArray | None = None
@@ -216,22 +219,21 @@ class _WeightedStep(_Step):
                 self.kernel = (_conv.conv2d_forward, *(sp or cp).kernel_args)
                 if cp.grad_input in ("phases", "full-rotated"):
                     self.kept_gi = x_shape
-            elif cp.method == "winograd" and cp.pad_extra is None and len(x_shape) == 4:
-                self.winograd = True
-            elif (cp.method == "winograd-float64" and cp.pad_extra is None
-                  and len(x_shape) == 4):
-                self.winograd64 = True
+            elif cp.pad_extra is None and len(x_shape) == 4:
+                if cp.method == "winograd":
+                    self.winograd = (cp._winograd_forward, cp._winograd_grad_input,
+                                     cp._winograd_grad_weight)
+                elif cp.method == "winograd-float64":
+                    self.winograd = (cp._winograd64_forward, cp._winograd64_grad_input,
+                                     cp._winograd64_grad_weight)
 
     def forward(self, x: FloatArray) -> FloatArray:
         y, k = self.y, self.kernel
         if x.dtype != y.dtype or not x.flags.c_contiguous:  # as the layer converts
             x = np.ascontiguousarray(x, y.dtype)
         self.x = x
-        if self.winograd:
+        if self.winograd is not None:
             self._winograd_forward(x)
-            _activate(y, self.act, self.alpha)
-        elif self.winograd64:
-            self._winograd64_forward(x)
         elif k is None:
             np.copyto(y, self.plan.forward(x, self.w, self.b))
             _activate(y, self.act, self.alpha)
@@ -247,8 +249,8 @@ class _WeightedStep(_Step):
 
     def bind(self, x: FloatArray) -> tuple[Callable[[], object] | None, FloatArray] | None:
         k = self.kernel
-        if self.winograd64 and x.dtype == self.y.dtype:
-            return partial(self._winograd64_forward, x), self.y
+        if self.winograd is not None and x.dtype == self.y.dtype:
+            return partial(self._winograd_forward, x), self.y
         if k is None or x.dtype != self.y.dtype:
             return None
         if self.xs is not None:
@@ -266,10 +268,8 @@ class _WeightedStep(_Step):
         if need_input and g.dtype == self.y.dtype and g.flags.c_contiguous:
             if self.kept_gi is not None and _eltwise.all_finite(self.w.reshape(-1)):
                 return self._kept_backward(g, self.kept_gi)
-            if self.winograd:
+            if self.winograd is not None:
                 return self._winograd_backward(g)
-            if self.winograd64:
-                return self._winograd64_backward(g)
         gx, gw, gb = self.plan.backward(g, self.x, self.w, self.b is not None, need_input)
         self.gw += gw
         if gb is not None:
@@ -292,13 +292,13 @@ class _WeightedStep(_Step):
                           cp.grad_input, cp.threads, out=gx)
 
     def _param_grads(self, g: FloatArray) -> None:
-        """Accumulate a direct (or float64 Winograd) convolution's weight and
-        bias gradients."""
+        """Accumulate a direct (or Winograd) convolution's weight and bias
+        gradients."""
         if self.b is not None:
             cast("FloatArray", self.gb)[...] += bias_grad(g)
         cp = cast("ConvPlan", self.plan)
-        if self.winograd64:
-            self.gw += cp._winograd64_grad_weight(g, cast("FloatArray", self.x))
+        if self.winograd is not None:
+            self.gw += self.winograd[2](g, cast("FloatArray", self.x))
         elif self.xs is not None:  # the forward's subsampled input
             self.gw += cast("ConvPlan", cp.sub_plan)._grad_weight(g, self.xs)
         else:
@@ -338,48 +338,19 @@ class _WeightedStep(_Step):
 
 
     def _winograd_forward(self, x: FloatArray) -> None:
-        """y = the plan's Winograd forward, computed in the output buffer
-        (the same kernels and fallback as ConvPlan: the direct kernel when
-        the weight or the result holds inf/NaN)."""
-        cp = cast("ConvPlan", self.plan)
-        y = self.y
-        upk = _winograd_filters(self.w)
-        if upk is None or not _winograd.winograd_forward(x, upk, self.b, y, cp.padding[0],
-                                                         cp.padding[1], cp.threads):
-            _conv.conv2d_forward(x, self.w, self.b, y, *cp.kernel_args)
-
-    def _winograd_backward(self, g: FloatArray) -> FloatArray:
-        """The plan's Winograd backward with the input gradient in a kept
-        buffer (the full convolution of g with the adjoint filters; the
-        plan's direct fallback, which allocates, on inf/NaN)."""
-        cp = cast("ConvPlan", self.plan)
-        x = cast("FloatArray", self.x)
-        gx = self.gx
-        if gx is None:
-            gx = self.gx = np.empty(x.shape, self.y.dtype)
-        if self.b is not None:
-            cast("FloatArray", self.gb)[...] += bias_grad(g)
-        self.gw += cp._winograd_grad_weight(g, x)
-        upk = _winograd_filters(self.w, adjoint=True)
-        if upk is None or not _winograd.winograd_forward(g, upk, None, gx, 2 - cp.padding[0],
-                                                         2 - cp.padding[1], cp.threads):
-            return cp._winograd_grad_input(g, self.w)
-        return gx
-
-    def _winograd64_forward(self, x: FloatArray) -> None:
-        """y = the plan's float64 Winograd forward, in the output buffer,
-        and the fused activation."""
-        cast("ConvPlan", self.plan)._winograd64_forward(x, self.w, self.b, self.y)
+        """y = the plan's Winograd forward (its kernels and inf/NaN fallback),
+        in the output buffer, and the fused activation."""
+        cast("_WinogradCalls", self.winograd)[0](x, self.w, self.b, out=self.y)
         _activate(self.y, self.act, self.alpha)
 
-    def _winograd64_backward(self, g: FloatArray) -> FloatArray:
+    def _winograd_backward(self, g: FloatArray) -> FloatArray:
         """The weight and bias gradients, and the input gradient into a kept
-        buffer, by the plan's float64 Winograd (its direct fallback, which
-        allocates, on inf/NaN)."""
+        buffer, by the plan's Winograd (its direct fallback, which allocates,
+        on inf/NaN)."""
         self._param_grads(g)
         if self.gx is None:
             self.gx = np.empty(cast("FloatArray", self.x).shape, self.y.dtype)
-        return cast("ConvPlan", self.plan)._winograd64_grad_input(g, self.w, out=self.gx)
+        return cast("_WinogradCalls", self.winograd)[1](g, self.w, out=self.gx)
 
 
 class _KeptWeightStep(_WeightedStep):
@@ -402,8 +373,8 @@ class _KeptWeightStep(_WeightedStep):
 
 
 class _WinogradStep(_KeptWeightStep):
-    """An inference convolution by Winograd's F(2x2, 3x3) (its layer's kept
-    plan chose it), the weight's transformed filters kept between calls:
+    """An inference convolution by Winograd's F(m x m, 3x3) (its layer's kept
+    plan chose it, and m), the weight's transformed filters kept between calls:
     each call compares the weight with the copy they were made from (bytes)
     and transforms it again only when its values changed.  Its fused
     activation is applied to the output, or (``defer_act``) by the max pool
@@ -416,20 +387,21 @@ class _WinogradStep(_KeptWeightStep):
         self.pad = cp.padding
         self.threads = cp.threads  # (one below WINOGRAD_PARALLEL_TILES tiles)
         self.args = cp.kernel_args
+        self.tile = cp.winograd_tiles[0]
         self.wflat = self.w.reshape(-1)  # a view: sees the weight's in-place updates
         self.kept = self.wflat.copy()    # the values self.upk was made from
-        self.upk = _winograd_filters(self.w)
+        self.upk = _winograd_filters(self.w, tile=self.tile)
         self.refresh = _typed(_gemm.refresh_copy, dtype)
         self.defer_act = False
 
     def run(self, x: FloatArray) -> None:
         """y = the convolution of ``x`` (+ the activation unless deferred)."""
         if self.refresh(self.wflat, self.kept):
-            self.upk = _winograd_filters(self.w)
+            self.upk = _winograd_filters(self.w, tile=self.tile)
         upk, y = self.upk, self.y
         # inf/NaN: the direct kernel (as the layer's plan does, see ConvPlan)
-        if upk is None or not _winograd.winograd_forward(x, upk, self.b, y, self.pad[0],
-                                                         self.pad[1], self.threads):
+        if upk is None or not _winograd_run(self.tile, x, upk, self.b, y, self.pad,
+                                            self.threads):
             _conv.conv2d_forward(x, self.w, self.b, y, *self.args)
         if not self.defer_act and self.act != _ACT_NONE:
             _activate(y, self.act, self.alpha)
@@ -458,10 +430,10 @@ class _WinogradPoolStep(_WinogradStep):
     @staticmethod
     def fits(conv: _Step | None, pool: _MaxPoolStep) -> bool:
         """Whether ``conv`` (the step before the max pool ``pool``) and
-        ``pool`` can run as one: a Winograd convolution with a fused ReLU,
-        then a 2x2 stride-2 pool without padding, dilation or indices whose
+        ``pool`` can run as one: a Winograd F(2x2, 3x3) convolution with a
+        fused ReLU, then a 2x2 stride-2 pool without padding, dilation or indices whose
         windows tile the convolution's output exactly."""
-        if type(conv) is not _WinogradStep or conv.act != _ACT_RELU:
+        if type(conv) is not _WinogradStep or conv.act != _ACT_RELU or conv.tile != 2:
             return False
         pp = pool.plan
         return (pool.tiled and pool.idx is None and pp.x_shape == conv.out_shape)
@@ -469,7 +441,7 @@ class _WinogradPoolStep(_WinogradStep):
     def run(self, x: FloatArray) -> None:
         """y = the pooled ReLU of the convolution of ``x``."""
         if self.refresh(self.wflat, self.kept):
-            self.upk = _winograd_filters(self.w)
+            self.upk = _winograd_filters(self.w, tile=self.tile)
         upk = self.upk
         if upk is None or not _winograd.winograd_relu_pool2x2(x, upk, self.b, self.y,
                                                               self.pad[0], self.pad[1],
