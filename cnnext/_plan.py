@@ -741,10 +741,9 @@ class ConvPlan:
         (P, Q), (dh, dw), (y0, x0) = self.phase_pad, self.dilation, self._phase_offset()
         y = np.empty(self.out4, dtype=self.dtype)
         upk = _winograd_filters(weight, threads=self.threads)
-        if upk is not None:
-            _winograd.winograd_forward_phases(np.ascontiguousarray(x), upk, bias, y, P, Q, dh, dw,
-                                              y0, x0, 0, 0, pp.out4[2], pp.out4[3], self.threads)
-        if upk is None or not _winograd.all_finite(y.reshape(-1)):
+        if upk is None or not _winograd.winograd_forward_phases(
+                np.ascontiguousarray(x), upk, bias, y, P, Q, dh, dw, y0, x0, 0, 0, pp.out4[2],
+                pp.out4[3], self.threads):
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
 
@@ -779,9 +778,8 @@ class ConvPlan:
         upk = _winograd_filters(weight, adjoint=True, threads=self.threads)
         if upk is not None:
             gx = np.empty(self.x4, dtype=self.dtype)
-            _winograd.winograd_forward_phases(g, upk, None, gx, 2 - P, 2 - Q, dh, dw, 0, 0,
-                                              y0, x0, pp.x4[2], pp.x4[3], self.threads)
-            if _winograd.all_finite(gx.reshape(-1)):
+            if _winograd.winograd_forward_phases(g, upk, None, gx, 2 - P, 2 - Q, dh, dw, 0, 0,
+                                                 y0, x0, pp.x4[2], pp.x4[3], self.threads):
                 return gx, gw
         method = _grad_input_method(self.kernel_stride, self.padding, self.dilation, (3, 3))[0]
         return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,

@@ -95,7 +95,7 @@ def winograd_forward_phases(
     OH: int,
     OW: int,
     n_threads: int,
-) -> None: ...
+) -> bool: ...
 def winograd_grad_weight_phases(
     x: _F32,
     g: _F32,

@@ -192,6 +192,12 @@ cdef cnx_wgp_input_tw8 WGP_INPUT_TW8 = cnx_wgp_select_tw8()
 # Transform points of F(2x2, 3x3): a 4x4 tile.
 cdef enum:
     XI = 16
+    # At most these bytes of a forward block's transformed input and
+    # products (measured with AVX2 on a Zen 3 core: 2 panels for 64
+    # channels, 1 for 128 and more beat 3, the transforms' results then read
+    # back from L2; with AVX-512 on a 2 MB-L2 Xeon, 3 MB made F(4x4, 3x3)'s
+    # forward on 64 channels (32x32, batch 32) take 1.7x the time).
+    L2_BLOCK = 1 << 20
     # At most these bytes of a weight gradient's block of transformed input
     # and gradient (16 x (C + Co) x tiles floats) per thread: its products
     # add into dU, out of cache when large, once per block (measured, AVX2,
@@ -216,14 +222,6 @@ cdef enum:
     # and 128 channels: 3.0-3.2x the direct algorithm's RMS error with runs
     # of 32, 3.9-4.2x with 64, 5.3-5.4x with 128), at 5-15% more time.
     KC4 = 32
-
-
-# At most these bytes of a forward block's transformed input and products
-# (measured with AVX2 on a Zen 3 core: 2 panels for 64 channels, 1 for 128
-# and more beat 3, the transforms' results then read back from L2; with
-# AVX-512 on a 2 MB-L2 Xeon, 3 MB made F(4x4, 3x3)'s forward on 64
-# channels (32x32, batch 32) take 1.7x the time).
-cdef Py_ssize_t L2_BLOCK = 1 << 20
 
 
 def isa():
@@ -1099,16 +1097,19 @@ def winograd_forward_phases(const float[:, :, :, ::1] x,    # IN  (Ns, C, Hs, Ws
     place: for each phase (r, c) < (dh, dw), the (OH, OW) result of
     conv2d(x_rc, w, bias, padding (ph, pw)) on the phase x_rc[n, :, i, j] =
     x[n, :, dh*i + r - y0, dw*j + c - x0] (zero outside x), its [i, j] stored
-    at out[n, :, dh*i + r - yo, dw*j + c - xo] where that is inside out."""
+    at out[n, :, dh*i + r - yo, dw*j + c - xo] where that is inside out.
+    Returns False when an output is inf or NaN (see fwd_block)."""
     cdef Args a
+    cdef int bad
     if out.shape[0] == 0 or out.shape[1] == 0 or OH <= 0 or OW <= 0:
-        return
+        return True
     fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0] * dh * dw, 0, 0, out.shape[1],
               OH, OW, ph, pw, n_threads, 4 * tile_block())
     a.dh = dh; a.dw = dw; a.Hs = x.shape[2]; a.Ws = x.shape[3]
     a.OHs = out.shape[2]; a.OWs = out.shape[3]; a.y0 = y0; a.x0 = x0; a.yo = yo; a.xo = xo
     with nogil:
-        fwd_run(&a)
+        bad = fwd_run(&a)
+    return bad == 0
 
 
 def winograd_grad_weight_phases(const float[:, :, :, ::1] x,  # IN  (Ns, C, Hs, Ws)
