@@ -758,7 +758,7 @@ class ConvPlan:
         if self.phase_split:
             xs, gs = self._split(x), self._split(g)
             gw = pp._winograd_dw(gs, xs)
-            if not _winograd.all_finite(gw.reshape(-1)):
+            if gw is None:
                 gw = self._grad_weight(g, x, "packed")
             if not need_input:
                 return None, gw
@@ -770,8 +770,7 @@ class ConvPlan:
         _winograd.winograd_grad_weight_phases(x, g, dup, P, Q, dh, dw, y0, x0, pp.out4[2],
                                               pp.out4[3], pp.threads)
         gw = np.empty(self.weight_shape, dtype=self.dtype)
-        _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
-        if not _winograd.all_finite(gw.reshape(-1)):
+        if not _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads)):
             gw = self._grad_weight(g, x, "packed")
         if not need_input:
             return None, gw
@@ -881,13 +880,8 @@ class ConvPlan:
     def _winograd_grad_weight(self, g: FloatArray, x: FloatArray) -> FloatArray:
         """grad_w by _winograd_dw; the direct kernels when the result holds
         inf/NaN (as it does when x or g does)."""
-        return self._winograd_checked(self._winograd_dw(g, x), g, x)
-
-    def _winograd_checked(self, gw: FloatArray, g: FloatArray, x: FloatArray) -> FloatArray:
-        """``gw``, or the direct kernels' weight gradient when it holds inf/NaN."""
-        if not _winograd.all_finite(gw.reshape(-1)):
-            return self._grad_weight(g, x, "packed")
-        return gw
+        gw = self._winograd_dw(g, x)
+        return self._grad_weight(g, x, "packed") if gw is None else gw
 
     def _winograd_beside(self) -> bool:
         """Whether the backward runs the weight gradient beside the input
@@ -919,18 +913,19 @@ class ConvPlan:
 
         gx, _ = _workers.beside(job.run, grad_input_then_help)
         gw = np.empty(self.weight_shape, dtype=self.dtype)
-        _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
-        return gx, self._winograd_checked(gw, g, x)
+        if not _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads)):
+            gw = self._grad_weight(g, x, "packed")
+        return gx, gw
 
-    def _winograd_dw(self, g: FloatArray, x: FloatArray) -> FloatArray:
+    def _winograd_dw(self, g: FloatArray, x: FloatArray) -> FloatArray | None:
         """grad_w = G^T (sum over tiles of (A g A^T) (x) (B^T x B)) G, one
-        partial per thread added in order (inf/NaN as they come)."""
+        partial per thread added in order; None when it holds inf/NaN."""
         Co, C = self.weight_shape[:2]
         dup = np.empty((self.grad_weight_tasks, 16, Co, C), dtype=self.dtype)
         _winograd.winograd_grad_weight(x, g, dup, self.padding[0], self.padding[1], self.threads)
         gw = np.empty(self.weight_shape, dtype=self.dtype)
-        _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
-        return gw
+        ok = _winograd.winograd_filter_grad(dup, gw, _filter_threads(gw, self.threads))
+        return gw if ok else None
 
     def _grad_weight(
         self, g: FloatArray, x: FloatArray, schedule: str | None = None,

@@ -1557,7 +1557,7 @@ def test_winograd_relu_pool2x2_equals_winograd_then_pool(geom, bias, threads):
         keep = x.copy()
         ok = _winograd.winograd_relu_pool2x2(x, upk, b, got, ph, pw, threads)
         np.testing.assert_array_equal(x, keep)
-        assert ok == _winograd.all_finite(y.reshape(-1)), case
+        assert ok == bool(np.isfinite(y).all()), case
         if case != "overflow":  # (an overflow depends on the weights)
             assert ok == (case == "finite")
         if ok:

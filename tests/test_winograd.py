@@ -93,29 +93,22 @@ def test_winograd_matches_reference(g, rng, close):
     assert y.dtype == gx.dtype == gw.dtype == np.float32
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_winograd_filter_grad_bitwise(threads, rng):
-    """The weight gradient's last step, G^T (sum of the partials) G, is the
-    float64 sum of the partials in order, transformed in float64 and rounded
-    once, bit for bit at every thread count (output channels split)."""
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("value", [np.nan, np.inf, 3e38])
+@pytest.mark.parametrize("where", [(0, 3, 1, 3), (1, 15, 2, 16), (1, 0, 0, 0)])
+def test_winograd_filter_grad_reports_non_finite(threads, value, where, rng):
+    """The last step returns False when a result is inf or NaN (an inf/NaN
+    partial, or finite partials whose transform overflows float32), for an
+    input channel in a vector of eight and in the tail."""
     from cnnext import _winograd
 
-    for nt, co, c in [(1, 13, 7), (2, 9, 33), (3, 40, 5)]:
-        dup = rng.standard_normal((nt, 16, co, c)).astype(np.float32)
-        u = dup[0].astype(np.float64)
-        for t in range(1, nt):
-            u = u + dup[t]
-        u = u.reshape(4, 4, co, c)
-
-        def gt(a, b, c_, d):
-            return [a + 0.5 * (b + c_), 0.5 * (b - c_), 0.5 * (b + c_) + d]
-
-        cols = [gt(*u[:, j]) for j in range(4)]                 # [j][i]: G^T along rows
-        rows = [gt(*[cols[j][i] for j in range(4)]) for i in range(3)]  # [i][k]
-        want = np.stack([np.stack(r, -1) for r in rows], -2)    # (co, c, 3, 3)
-        gw = np.full((co, c, 3, 3), np.nan, np.float32)
-        _winograd.winograd_filter_grad(dup, gw, threads)
-        assert np.array_equal(gw.view(np.uint32), want.astype(np.float32).view(np.uint32))
+    dup = rng.standard_normal((2, 16, 3, 17)).astype(np.float32)
+    gw = np.empty((3, 17, 3, 3), np.float32)
+    assert _winograd.winograd_filter_grad(dup, gw, threads)
+    dup[where] = value
+    dup[(1 - where[0],) + where[1:]] = value  # (a corner point: 6e38 overflows)
+    assert not _winograd.winograd_filter_grad(dup, gw, threads)
+    assert not np.isfinite(gw).all()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -579,6 +572,31 @@ for co, c in [(13, 7), (8, 3), (5, 9), (64, 64), (256, 33)]:
             upk_t = np.full_like(upk, np.nan)
             assert _winograd.winograd_filters(w, upk_t, adjoint, threads)
             assert np.array_equal(upk_t[:, :Cop * C].view(np.uint32), got.view(np.uint32))
+        for bad in (np.inf, np.nan):  # an inf/NaN weight, in the last panel's last filter
+            w_bad = w.copy()
+            w_bad[-1, -1, 2, 0] = bad
+            assert not _winograd.winograd_filters(w_bad, upk, adjoint)
+            assert not _winograd.winograd_filters(w_bad, upk, adjoint, 3)
+
+# The weight gradient's last step, G^T (sum of the partials) G: the float64
+# sum of the partials in order, transformed in float64 (along the columns
+# first) and rounded once, at every thread count (output channels split).
+def gt(a, b, c, d):
+    return [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d]
+
+for nt, co, c in [(1, 13, 7), (2, 9, 33), (3, 40, 5), (3, 4, 17)]:
+    dup = rng.standard_normal((nt, 16, co, c)).astype(np.float32)
+    u = dup[0].astype(np.float64)
+    for t in range(1, nt):
+        u = u + dup[t]
+    u = u.reshape(4, 4, co, c)
+    cols = [gt(*u[:, j]) for j in range(4)]                         # [j][i]
+    rows = [gt(*[cols[j][i] for j in range(4)]) for i in range(3)]  # [i][k]
+    want = np.stack([np.stack(r, -1) for r in rows], -2).astype(np.float32)
+    for threads in (1, 2, 3):
+        gw = np.full((co, c, 3, 3), np.nan, np.float32)
+        assert _winograd.winograd_filter_grad(dup, gw, threads)
+        assert np.array_equal(gw.view(np.uint32), want.view(np.uint32)), (nt, co, c, threads)
 print(_winograd.isa())
 """
 
@@ -588,7 +606,10 @@ def test_winograd_filters_bitwise_every_isa(isa, tmp_path):
     """Every variant of the filter transform (a panel's filters at a time
     with AVX-512 and AVX2, one by one otherwise) packs G w G^T computed in float64 and
     rounded once, bit for bit, zeros filling the last panel; odd channel
-    counts, the adjoint (input-gradient) filters, -0.0 and subnormals."""
+    counts, the adjoint (input-gradient) filters, -0.0 and subnormals; an
+    inf/NaN weight reported.  Every variant of the weight gradient's last
+    step (eight input channels at a time with AVX-512) gives its float64
+    result rounded once, bit for bit."""
     import os
     import subprocess
     import sys
