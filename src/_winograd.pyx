@@ -210,11 +210,17 @@ cdef enum:
     L2_BLOCK = 1 << 20
     # At most these bytes of a weight gradient's block of transformed input
     # and gradient (16 x (C + Co) x tiles floats) per thread: its products
-    # add into dU, out of cache when large, once per block (measured, AVX2,
-    # 256 -> 256 channels on 14x14, batch 8, 392 tiles: in blocks of 64,
-    # 63% of the products' time went to those additions; two blocks of about
-    # 200: the backward 0.85-0.90x the time).
-    GW_BLOCK_BYTES = 8 << 20
+    # add into dU, out of cache when large, once per block (measured, AVX2
+    # on a Zen 3 core, 256 -> 256 channels on 14x14, batch 8, 392 tiles: in
+    # blocks of 64, 63% of the products' time went to those additions; two
+    # blocks of about 200: the backward 0.85-0.90x the time).  With AVX-512
+    # (48-tile panels) on a 2 MB-L2 Xeon, one thread, the same layer's
+    # backward in three blocks of 131 tiles (4 MB) took 0.87-0.93x the time
+    # of two of 196, and 128 -> 128 channels on 28x28 (batch 8) in seven
+    # blocks of 224 0.92x that of four of 392 (builds alternated in one
+    # process); blocks of 96 or 48 tiles were no faster.
+    GW_BLOCK_BYTES_AVX2 = 8 << 20
+    GW_BLOCK_BYTES_AVX512 = 4 << 20
     GW_DU_CACHED = 512 << 10
     # The weight gradient's products add at most this many tiles in one run
     # of the micro-kernel, then add the run into dU (measured, relative RMS
@@ -270,17 +276,19 @@ cdef Py_ssize_t block_tiles(Py_ssize_t T, Py_ssize_t nt, Py_ssize_t rows,
 cdef Py_ssize_t gw_block_tiles(Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t nt,
                                Py_ssize_t C, Py_ssize_t Co) noexcept nogil:
     """Tiles per block of a weight gradient of N samples' OH x OW outputs
-    (T 2x2 tiles) into ``nt`` partials (C -> Co channels).  Each block's products add into dU (16 x Co x C)
-    once: where dU is larger than GW_DU_CACHED, blocks of whole panels,
-    about one per partial, of at most GW_BLOCK_BYTES of transformed input
-    and gradient (and at least max_panels panels), the tiles split evenly
-    between them; otherwise the forward's blocks (block_tiles), whose
-    transformed data stay in L2."""
+    (T 2x2 tiles) into ``nt`` partials (C -> Co channels).  Each block's
+    products add into dU (16 x Co x C) once: where dU is larger than
+    GW_DU_CACHED, blocks of whole panels, about one per partial, of at most
+    GW_BLOCK_BYTES_AVX512 (with Winograd's AVX-512 micro-kernel; else
+    GW_BLOCK_BYTES_AVX2) of transformed input and gradient (and at least
+    max_panels panels), the tiles split evenly between them; otherwise the
+    forward's blocks (block_tiles), whose transformed data stay in L2."""
     cdef Py_ssize_t lanes = panel_lanes(), T = N * ((OH + 1) // 2) * ((OW + 1) // 2)
     if XI * C * Co * <Py_ssize_t>sizeof(float) <= GW_DU_CACHED:
         return block_tiles(T, nt, 0)
-    cdef Py_ssize_t cap = max(max_panels(), GW_BLOCK_BYTES // (XI * (C + Co) * lanes
-                                                              * <Py_ssize_t>sizeof(float)))
+    cdef Py_ssize_t limit = GW_BLOCK_BYTES_AVX512 if WG.ukr != NULL else GW_BLOCK_BYTES_AVX2
+    cdef Py_ssize_t cap = max(max_panels(), limit // (XI * (C + Co) * lanes
+                                                      * <Py_ssize_t>sizeof(float)))
     cdef Py_ssize_t per = max(1, min(cap, T // (nt * lanes)))
     cdef Py_ssize_t nb = (T + per * lanes - 1) // (per * lanes)
     return ((T + nb - 1) // nb + lanes - 1) // lanes * lanes
