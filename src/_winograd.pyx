@@ -130,7 +130,7 @@ cdef extern from "cnnext_winograd.h" nogil:
                                        int64_t sc, int64_t sxi) noexcept nogil
     ctypedef void (*cnx_wg_output)(const float* m, int64_t sxi, int64_t n,
                                    float* y) noexcept nogil
-    ctypedef void (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
+    ctypedef int (*cnx_wg_scatter)(const float* y, int64_t ld, int64_t cnt, float b,
                                     float* out, int64_t OH, int64_t OW, int64_t oy0,
                                     int64_t ox0) noexcept nogil
     ctypedef void (*cnx_wg_ukr)(int64_t kc, const float* a, const float* b, float* c,
@@ -299,6 +299,12 @@ def tile_block():
     return max_panels() * panel_lanes()
 
 
+def panel_tiles():
+    """Tiles in one panel of the products (the weight gradient's blocks
+    hold whole panels)."""
+    return panel_lanes()
+
+
 ctypedef struct Args:
     const float* x           # (N, C, H, W)
     const float* upk         # (16, su): per point, Cop/MR panels of (C, MR)
@@ -459,18 +465,20 @@ cdef void transform_input4(const Args* a, Py_ssize_t nseg, const int64_t* seg, f
                 j += n
 
 
-cdef void phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t cnt, float b,
-                        Py_ssize_t n, Py_ssize_t co, Py_ssize_t oy0, Py_ssize_t ox0,
-                        float* tmp) noexcept nogil:
+cdef int phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t cnt, float b,
+                       Py_ssize_t n, Py_ssize_t co, Py_ssize_t oy0, Py_ssize_t ox0,
+                       float* tmp) noexcept nogil:
     """WG.scatter into a phase of out: the outputs [oy0 + i, ox0 + m] (i < 2,
     m < 2*cnt) of phase divmod(n % (dh*dw), dw) of sample n // (dh*dw),
     channel co, plus b, those inside out (see Args): WG.scatter into ``tmp``
-    (2 rows of 2*cnt), then copied with the column stride dw."""
+    (2 rows of 2*cnt), then copied with the column stride dw.  Returns 1
+    when a value of ``tmp`` (those dropped outside out included) is inf or
+    NaN."""
     cdef Py_ssize_t k = n % (a.dh * a.dw), i, m, yy, xx, m0 = 0, m1 = 2 * cnt, dw = a.dw
     cdef float* out = a.out + (n // (a.dh * a.dw) * a.Co + co) * a.OHs * a.OWs
     cdef float* row
     cdef const float* t
-    WG.scatter(y, ld, cnt, b, tmp, 2, 2 * cnt, 0, 0)
+    cdef int bad = WG.scatter(y, ld, cnt, b, tmp, 2, 2 * cnt, 0, 0)
     xx = dw * ox0 + k % dw - a.xo  # column m's: xx + dw*m
     if xx < 0 or xx + dw * (m1 - 1) >= a.OWs:
         m0 = 0 if xx >= 0 else (dw - 1 - xx) // dw
@@ -486,6 +494,7 @@ cdef void phase_scatter(const Args* a, const float* y, Py_ssize_t ld, Py_ssize_t
         else:
             for m in range(m0, m1):
                 row[dw * m] = t[m]
+    return bad
 
 
 cdef inline bint tw4(const Args* a) noexcept nogil:
@@ -562,8 +571,9 @@ cdef Py_ssize_t fwd_products(const Args* a, Py_ssize_t blk, int tid) noexcept no
 cdef int fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     """Output tiles of block ``blk``: transform, a.xi products, inverse
     transform.  Returns 1 when an output is inf or NaN (checked in cache,
-    as it is stored; F(2x2, 3x3) also counts the unstored positions of
-    tiles past an odd edge: the caller's direct recomputation is exact)."""
+    as it is stored; F(2x2, 3x3) on 4-tile-column maps and on dilation
+    phases also counts the unstored positions of tiles past an edge: the
+    caller's direct recomputation is exact)."""
     cdef Py_ssize_t tb = a.tb, nv = min(tb, a.T - blk * tb)
     cdef float* D = a.scr + tid * a.per
     cdef float* Mb = D + a.xi * tb + a.xi * a.sv
@@ -585,19 +595,19 @@ cdef int fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     for co in range(a.Co):
         WG.output(Mb + co * tb, a.sm, nv, Y)
         b = a.bias[co] if a.bias != NULL else 0
-        if not WG.finite(Y, 4 * nv, b):
-            bad = 1
         if small:
+            if not WG.finite(Y, 4 * nv, b):
+                bad = 1
             WG.scatter_tw4(Y, nv, nv, b, a.out, a.Co, co, a.OH, a.OW, a.th, blk * tb)
             continue
         for i in range(nseg):
             if a.dh:
-                phase_scatter(a, Y + seg[5 * i + 4], nv, seg[5 * i + 3], b, seg[5 * i], co,
-                              seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, D)
-            else:
-                WG.scatter(Y + seg[5 * i + 4], nv, seg[5 * i + 3], b,
-                           a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
-                           seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
+                bad |= phase_scatter(a, Y + seg[5 * i + 4], nv, seg[5 * i + 3], b, seg[5 * i],
+                                     co, seg[5 * i + 1] * 2, seg[5 * i + 2] * 2, D)
+            else:  # (the values it stores)
+                bad |= WG.scatter(Y + seg[5 * i + 4], nv, seg[5 * i + 3], b,
+                                  a.out + (seg[5 * i] * a.Co + co) * a.OH * a.OW, a.OH, a.OW,
+                                  seg[5 * i + 1] * 2, seg[5 * i + 2] * 2)
     return bad
 
 

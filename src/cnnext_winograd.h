@@ -50,8 +50,9 @@ static inline void cnx_wg_prefetch(const float *plane, int64_t H, int64_t W, int
 }
 
 typedef void (*cnx_wg_output)(const float *m, int64_t sxi, int64_t n, float *y);
-typedef void (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
-                               int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
+/* The scatters return 1 when a value they store is inf or NaN. */
+typedef int (*cnx_wg_scatter)(const float *y, int64_t ld, int64_t cnt, float b, float *out,
+                              int64_t OH, int64_t OW, int64_t oy0, int64_t ox0);
 typedef void (*cnx_wg_rows)(const float *plane, int64_t H, int64_t W, int64_t iy0,
                             int64_t ix0, int64_t n, int P, float *p, int64_t lp);
 typedef int (*cnx_wg_finite)(const float *a, int64_t n, float b);
@@ -521,14 +522,16 @@ static void wg_store2_avx512(const float *CNX_RESTRICT src, int64_t n, float *CN
 
 /* wg_scatter with the two columns of 16 tiles interleaved by two permutes,
  * the last vector masked (as wg_input_rows_avx512_m). */
-static void wg_scatter_avx512_m(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
-                                float *CNX_RESTRICT out, int64_t OH, int64_t OW,
-                                int64_t oy0, int64_t ox0) {
+static int wg_scatter_avx512_m(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
+                               float *CNX_RESTRICT out, int64_t OH, int64_t OW,
+                               int64_t oy0, int64_t ox0) {
     const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7,
                                          23);
     const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
                                          15, 31);
     const __m512 vb = _mm512_set1_ps(b);
+    __m512 z = _mm512_setzero_ps();
+    float last = 0.0f;
     int64_t both = (OW - ox0) / 2; /* tiles whose two columns are inside */
     if (both > cnt) both = cnt;
     for (int i = 0; i < 2 && oy0 + i < OH; i++) {
@@ -539,13 +542,19 @@ static void wg_scatter_avx512_m(const float *CNX_RESTRICT y, int64_t ld, int64_t
             __mmask16 m = (__mmask16)((1u << n) - 1);
             __m512 v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, s0 + j), vb);
             __m512 v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, s1 + j), vb);
+            z = _mm512_add_ps(z, _mm512_add_ps(_mm512_sub_ps(v0, v0), _mm512_sub_ps(v1, v1)));
             __mmask16 ml = n >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * n)) - 1);
             __mmask16 mh = n <= 8 ? (__mmask16)0 : (__mmask16)((1u << (2 * n - 16)) - 1);
             _mm512_mask_storeu_ps(row + 2 * j, ml, _mm512_permutex2var_ps(v0, il, v1));
             _mm512_mask_storeu_ps(row + 2 * j + 16, mh, _mm512_permutex2var_ps(v0, ih, v1));
         }
-        if (both < cnt && ox0 + 2 * both < OW) row[2 * both] = s0[both] + b;
+        if (both < cnt && ox0 + 2 * both < OW) {
+            float v = s0[both] + b;
+            row[2 * both] = v;
+            last += v - v;
+        }
     }
+    return _mm512_reduce_add_ps(z) + last != 0.0f;
 }
 
 /* wg_grad_rows in 16-tile vectors, the last one masked; the loads are

@@ -148,10 +148,12 @@ static void wg_grad_rows_avx2_m(const float *CNX_RESTRICT p, int64_t lp, int64_t
 }
 
 /* wg_scatter with the two columns of 8 tiles interleaved by unpacks. */
-static void wg_scatter_avx2_m(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
-                              float *CNX_RESTRICT out, int64_t OH, int64_t OW, int64_t oy0,
-                              int64_t ox0) {
+static int wg_scatter_avx2_m(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
+                             float *CNX_RESTRICT out, int64_t OH, int64_t OW, int64_t oy0,
+                             int64_t ox0) {
     const __m256 vb = _mm256_set1_ps(b);
+    __m256 z = _mm256_setzero_ps();
+    float last = 0.0f;
     int64_t both = (OW - ox0) / 2; /* tiles whose two columns are inside */
     if (both > cnt) both = cnt;
     for (int i = 0; i < 2 && oy0 + i < OH; i++) {
@@ -163,12 +165,23 @@ static void wg_scatter_avx2_m(const float *CNX_RESTRICT y, int64_t ld, int64_t c
             __m256 v0 = _mm256_add_ps(_mm256_maskload_ps(s0 + j, m), vb);
             __m256 v1 = _mm256_add_ps(_mm256_maskload_ps(s1 + j, m), vb);
             __m256 lo = _mm256_unpacklo_ps(v0, v1), hi = _mm256_unpackhi_ps(v0, v1);
+            z = _mm256_add_ps(z, _mm256_add_ps(_mm256_sub_ps(v0, v0), _mm256_sub_ps(v1, v1)));
             wg_store_n_avx2(row + 2 * j, _mm256_permute2f128_ps(lo, hi, 0x20),
                             2 * n < 8 ? 2 * n : 8);
             if (n > 4) wg_store_n_avx2(row + 2 * j + 8, _mm256_permute2f128_ps(lo, hi, 0x31),
                                        2 * n - 8);
         }
-        if (both < cnt && ox0 + 2 * both < OW) row[2 * both] = s0[both] + b;
+        if (both < cnt && ox0 + 2 * both < OW) {
+            float v = s0[both] + b;
+            row[2 * both] = v;
+            last += v - v;
+        }
+    }
+    {
+        __m128 q = _mm_add_ps(_mm256_castps256_ps128(z), _mm256_extractf128_ps(z, 1));
+        q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_add_ss(q, _mm_movehdup_ps(q));
+        return _mm_cvtss_f32(q) + last != 0.0f;
     }
 }
 

@@ -126,20 +126,30 @@ static void WG_FN(wg_output)(const float *CNX_RESTRICT m, int64_t sxi, int64_t n
 
 /* out[(oy0 + i)*OW + ox0 + 2*j + jj] = y[(i*2 + jj)*ld + j] + b for j < cnt,
  * inside the OH x OW plane: the two columns of a tile row interleaved in
- * one vectorised pass, the odd last column (OW odd) on its own. */
-static void WG_FN(wg_scatter)(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
-                              float *CNX_RESTRICT out, int64_t OH, int64_t OW,
-                              int64_t oy0, int64_t ox0) {
+ * one vectorised pass, the odd last column (OW odd) on its own.  Returns 1
+ * when a stored value is inf or NaN (the sum of v - v over them is then
+ * NaN, else 0). */
+static int WG_FN(wg_scatter)(const float *CNX_RESTRICT y, int64_t ld, int64_t cnt, float b,
+                             float *CNX_RESTRICT out, int64_t OH, int64_t OW,
+                             int64_t oy0, int64_t ox0) {
+    float z = 0.0f;
     int64_t both = (OW - ox0) / 2; /* tiles whose two columns are inside */
     if (both > cnt) both = cnt;
     for (int i = 0; i < 2 && oy0 + i < OH; i++) {
         float *CNX_RESTRICT row = out + (oy0 + i) * OW + ox0;
         const float *s0 = y + (i * 2) * ld, *s1 = y + (i * 2 + 1) * ld;
-#pragma omp simd
+#pragma omp simd reduction(+ : z)
         for (int64_t j = 0; j < both; j++) {
-            row[2 * j] = s0[j] + b;
-            row[2 * j + 1] = s1[j] + b;
+            float v0 = s0[j] + b, v1 = s1[j] + b;
+            row[2 * j] = v0;
+            row[2 * j + 1] = v1;
+            z += (v0 - v0) + (v1 - v1);
         }
-        if (both < cnt && ox0 + 2 * both < OW) row[2 * both] = s0[both] + b;
+        if (both < cnt && ox0 + 2 * both < OW) {
+            float v = s0[both] + b;
+            row[2 * both] = v;
+            z += v - v;
+        }
     }
+    return z != 0.0f;
 }
