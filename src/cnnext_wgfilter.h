@@ -1,6 +1,7 @@
 /*
  * Winograd F(2x2, 3x3) filter transform, a micro-kernel panel's filters at
- * a time (AVX-512F: 8; AVX2: up to 8, as two halves of 4 doubles).
+ * a time (AVX-512F: 8; AVX2: up to 8, as two halves of 4 doubles), and the
+ * weight gradient's last step, G^T dU G (see cnx_wg_filter_grad_one).
  *
  * For the filters w_l = w + l*rs (3x3 floats, l < nvalid; rotated by 180
  * degrees when `adjoint`), stores dst[xi*ld + l] = (G w_l G^T)[xi] for
@@ -128,14 +129,16 @@ CNX_TARGET_AVX2 static int cnx_wg_filter_avx2(const float *w, int64_t rs, int nv
 }
 #endif
 
-/* The weight gradient's last step for one output channel: for c < C,
+/* The weight gradient's last step, one input channel (cnx_wg_filter_grad_one)
+ * or one output channel's C of them (cnx_wg_filter_grad_avx512):
  * gw[9c + 3i + j] = (G^T u G)[i, j] with u (4 x 4) = the float64 sum, in
  * order t = 0, 1, .., nt - 1, of dup[t*ts + xi*xs + c] (the 16 points xi
  * of the nt partials), G^T applied down the columns of u first, then
- * along the rows (the operations of the scalar loop of the tests, in that
- * order: G^T's products are by 1/2, exact), rounded once.  AVX-512: 8
- * input channels at a time, their 72 results gathered in order from the 9
- * vectors of a small buffer; the last C % 8 one at a time.  Returns
+ * along the rows, rounded once (G^T's products are by 1/2, exact: a fused
+ * multiply-add could not change a result).  AVX-512: 8 input channels at
+ * a time, lane by lane the operations of the one-channel function in the
+ * same order (the same bits), their 72 results gathered in order from the
+ * 9 vectors of a small buffer; the last C % 8 one at a time.  Both return
  * nonzero when a result is inf or NaN. */
 static inline void cnx_wg_gt(const double *u, int64_t s, double *t, int64_t ts) {
     t[0] = u[0] + 0.5 * (u[s] + u[2 * s]);
