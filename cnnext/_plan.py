@@ -248,11 +248,33 @@ def _winograd_filters(
     input gradient's filters (transposed, rotated by 180 degrees); None if
     the weight holds inf/NaN.  On up to ``threads`` threads from
     ``WINOGRAD_FILTER_PARALLEL`` filters (the same result)."""
-    Co, C = weight.shape[1::-1] if adjoint else weight.shape[:2]
-    upk = np.empty(((tile + 2) ** 2, -(-Co // _WG_MR) * _WG_MR * C + 16), dtype=np.float32)
+    upk = _winograd_upk(weight, adjoint, tile)
     nt = _filter_threads(weight, threads)
     transform = _winograd.winograd4_filters if tile == 4 else _winograd.winograd_filters
     return upk if transform(weight, upk, adjoint, nt) else None
+
+
+def _winograd_upk(weight: FloatArray, adjoint: bool, tile: int) -> FloatArray:
+    """An empty array for _winograd_filters' result."""
+    Co, C = weight.shape[1::-1] if adjoint else weight.shape[:2]
+    return np.empty(((tile + 2) ** 2, -(-Co // _WG_MR) * _WG_MR * C + 16), dtype=np.float32)
+
+
+def _winograd_apply(
+    tile: int, x: FloatArray, weight: FloatArray, bias: FloatArray | None, y: FloatArray,
+    padding: Pair, threads: int, adjoint: bool = False,
+) -> bool:
+    """y = the Winograd convolution (F(tile x tile, 3x3)) of x by the 3x3
+    float32 ``weight`` (with ``adjoint``, by the input gradient's filters:
+    see _winograd_filters); False when the weight or y holds inf/NaN.
+    F(2x2, 3x3) transforms the filters in the kernel's own parallel region
+    (one wake-up of the threads instead of two)."""
+    if tile == 2:
+        return _winograd.winograd_forward_filters(x, weight, _winograd_upk(weight, adjoint, 2),
+                                                  bias, y, padding[0], padding[1], threads,
+                                                  adjoint)
+    upk = _winograd_filters(weight, adjoint, threads, tile)
+    return upk is not None and _winograd_run(tile, x, upk, bias, y, padding, threads)
 
 
 def _winograd_run(
@@ -794,9 +816,8 @@ class ConvPlan:
         and Winograd's transforms would spread it to the neighbouring
         outputs, as inf - inf = NaN)."""
         y = np.empty(self.out4, dtype=self.dtype) if out is None else out
-        tile = self.winograd_tiles[0]
-        upk = _winograd_filters(weight, threads=self.threads, tile=tile)
-        if upk is None or not _winograd_run(tile, x, upk, bias, y, self.padding, self.threads):
+        if not _winograd_apply(self.winograd_tiles[0], x, weight, bias, y, self.padding,
+                               self.threads):
             _conv.conv2d_forward(x, weight, bias, y, *self.kernel_args)
         return y
 
@@ -869,10 +890,8 @@ class ConvPlan:
         or the result holds inf/NaN (see _winograd_forward)."""
         nt = self.threads if threads is None else threads
         gx = np.empty(self.x4, dtype=self.dtype) if out is None else out
-        tile = self.winograd_tiles[1]
-        upk = _winograd_filters(weight, adjoint=True, threads=nt, tile=tile)
         pad = (2 - self.padding[0], 2 - self.padding[1])
-        if upk is None or not _winograd_run(tile, g, upk, None, gx, pad, nt):
+        if not _winograd_apply(self.winograd_tiles[1], g, weight, None, gx, pad, nt, True):
             return grad_input(g, weight, self.x4[2:], self.kernel_stride, self.padding,
                               self.dilation, "full-rotated", self.threads)
         return gx

@@ -25,6 +25,17 @@ def winograd_forward(
     pw: int,
     n_threads: int,
 ) -> bool: ...
+def winograd_forward_filters(
+    x: _F32,
+    w: _F32,
+    upk: _F32,
+    bias: _F32 | None,
+    out: _F32,
+    ph: int,
+    pw: int,
+    n_threads: int,
+    adjoint: bool = ...,
+) -> bool: ...
 def winograd4_forward(
     x: _F32,
     upk: _F32,

@@ -76,7 +76,7 @@ Design:
 With one thread the block bodies (``fwd_block``, ``gw_range``) are called
 directly, entering no OpenMP region.
 """
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free
 from libc.string cimport memset
@@ -354,6 +354,17 @@ ctypedef struct Share:
     bint wait                # leave each block's first point to the helper
 
 
+ctypedef struct Filters:
+    # A filter transform run in a forward's parallel region (see fwd_run):
+    # w (Co, C, 3, 3), or (C, Co, 3, 3) when adjoint, into the packed upk.
+    const float* w
+    Py_ssize_t w1            # w.shape[1]
+    float* upk
+    Py_ssize_t su            # upk's point stride
+    Py_ssize_t Co, C, MR
+    bint adjoint
+
+
 cdef Py_ssize_t segments(const Args* a, Py_ssize_t t0, Py_ssize_t nv,
                          int64_t* seg) noexcept nogil:
     """Cut tiles [t0, t0 + nv) into runs along one tile row: seg[5*i:5*i+5] =
@@ -611,17 +622,30 @@ cdef int fwd_block(const Args* a, Py_ssize_t blk, int tid) noexcept nogil:
     return bad
 
 
-cdef int fwd_run(Args* a) noexcept nogil:
-    """Every block of a set-up forward, on a.nt threads; frees the scratch.
-    Returns fwd_block's flags OR-ed."""
-    cdef Py_ssize_t blk
+cdef int fwd_run(Args* a, const Filters* f=NULL) noexcept nogil:
+    """Every block of a set-up forward, on a.nt threads; with ``f``, its
+    filter transform first, its panels split between the same threads in
+    the same parallel region (a region costs tens of microseconds to wake
+    sleeping threads); frees the scratch.  Returns fwd_block's and the
+    filter transform's flags OR-ed."""
+    cdef Py_ssize_t blk, p0, panels = (f.Co + f.MR - 1) // f.MR if f != NULL else 0
     cdef int bad = 0
+    cdef int64_t shared = 0
+    cdef int64_t* flag = &shared
     if a.nt == 1:
+        for p0 in range(panels):
+            bad |= filters_panel(f.w, f.w1, f.upk, f.su, f.Co, f.C, f.adjoint, f.MR, p0)
         for blk in range(a.blocks):
             bad |= fwd_block(a, blk, 0)
     else:
-        for blk in prange(a.blocks, schedule="dynamic", chunksize=1, num_threads=a.nt):
-            bad |= fwd_block(a, blk, threadid())
+        with parallel(num_threads=a.nt):
+            for p0 in prange(panels, schedule="static"):
+                if filters_panel(f.w, f.w1, f.upk, f.su, f.Co, f.C, f.adjoint, f.MR, p0):
+                    cnx_atomic_store(flag, 1)
+            for blk in prange(a.blocks, schedule="dynamic", chunksize=1):
+                if fwd_block(a, blk, threadid()):
+                    cnx_atomic_store(flag, 1)
+        bad = <int>shared
     free(a.scr)
     free(a.seg)
     return bad
@@ -902,6 +926,40 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
               out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block())
     with nogil:
         bad = fwd_run(&a)
+    return bad == 0
+
+
+def winograd_forward_filters(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                             const float[:, :, :, ::1] w,    # IN  (Co, C, 3, 3), (C, Co, 3, 3) if adjoint
+                             float[:, ::1] upk,              # OUT (16, >= Cop*C)
+                             const float[::1] bias,          # IN  (Co,) or None
+                             float[:, :, :, ::1] out,        # OUT (N, Co, OH, OW)
+                             Py_ssize_t ph, Py_ssize_t pw, int n_threads,
+                             bint adjoint=False):
+    """:func:`winograd_filters` (``w`` into ``upk``) then
+    :func:`winograd_forward` by ``upk``, in one parallel region.  Returns
+    False when ``w`` or an output holds an inf or a NaN (``out`` is then
+    to be recomputed)."""
+    cdef Args a
+    cdef Filters f
+    cdef int bad
+    if (WG_FILTER == NULL or w.shape[0] == 0 or w.shape[1] == 0 or out.shape[0] == 0
+            or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0):
+        # (the portable transform, filter by filter; or nothing to compute)
+        return (winograd_filters(w, upk, adjoint, n_threads)
+                and winograd_forward(x, upk, bias, out, ph, pw, n_threads))
+    f.w = &w[0, 0, 0, 0]
+    f.w1 = w.shape[1]
+    f.upk = &upk[0, 0]
+    f.su = upk.shape[1]
+    f.Co = w.shape[1 if adjoint else 0]
+    f.C = w.shape[0 if adjoint else 1]
+    f.MR = kernels().s_mr
+    f.adjoint = adjoint
+    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
+              out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block())
+    with nogil:
+        bad = fwd_run(&a, &f)
     return bad == 0
 
 
@@ -1204,23 +1262,23 @@ cdef inline void g_apply(const double* w, Py_ssize_t s, double* t, Py_ssize_t ts
     t[3 * ts] = w[2 * s]
 
 
-cdef int filters_panel(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t Co,
+cdef int filters_panel(const float* w, Py_ssize_t w1, float* upk, Py_ssize_t su, Py_ssize_t Co,
                        Py_ssize_t C, bint adjoint, Py_ssize_t MR, Py_ssize_t p0) noexcept nogil:
     """Panel ``p0`` (output channels MR*p0 ..) of filters_simd; nonzero if
     one of its filters holds inf/NaN.  The adjoint's input channels are a
     row of w apart (Co*9 floats, too far for the hardware prefetcher): each
     step prefetches the filters FILTER_AHEAD channels on."""
-    cdef Py_ssize_t rs = 9 if adjoint else w.shape[1] * 9  # between output channels
-    cdef Py_ssize_t cs = w.shape[1] * 9 if adjoint else 9  # between input channels
+    cdef Py_ssize_t rs = 9 if adjoint else w1 * 9  # between output channels
+    cdef Py_ssize_t cs = w1 * 9 if adjoint else 9  # between input channels
     cdef Py_ssize_t c, nv = min(MR, Co - p0 * MR)
-    cdef const float* base = &w[0, 0, 0, 0] + p0 * MR * rs
+    cdef const float* base = w + p0 * MR * rs
     cdef int bad = 0
     for c in range(C):
         if adjoint and c + FILTER_AHEAD < C:
             cnx_prefetch_lines(<const char*>(base + (c + FILTER_AHEAD) * cs), 0,
                                (nv * 9 * <Py_ssize_t>sizeof(float) + 63) // 64 + 1)
-        bad |= WG_FILTER(base + c * cs, rs, <int>nv, adjoint, &upk[0, 0] + (p0 * C + c) * MR,
-                         upk.shape[1], <int>MR)
+        bad |= WG_FILTER(base + c * cs, rs, <int>nv, adjoint, upk + (p0 * C + c) * MR, su,
+                         <int>MR)
     return bad
 
 
@@ -1235,10 +1293,12 @@ cdef int filters_simd(const float[:, :, :, ::1] w, float[:, ::1] upk, Py_ssize_t
     cdef int bad = 0
     if run == 1:
         for p0 in range(panels):
-            bad |= filters_panel(w, upk, Co, C, adjoint, MR, p0)
+            bad |= filters_panel(&w[0, 0, 0, 0], w.shape[1], &upk[0, 0], upk.shape[1], Co, C,
+                                 adjoint, MR, p0)
     else:
         for p0 in prange(panels, schedule="static", num_threads=run):
-            bad |= filters_panel(w, upk, Co, C, adjoint, MR, p0)
+            bad |= filters_panel(&w[0, 0, 0, 0], w.shape[1], &upk[0, 0], upk.shape[1], Co, C,
+                                 adjoint, MR, p0)
     return bad
 
 

@@ -354,6 +354,37 @@ def test_winograd_nonfinite_falls_back_to_direct(bad, where, k, rng, close):
             np.testing.assert_array_equal(a, d)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_winograd_filters_in_the_forward_region(threads, adjoint, rng):
+    """winograd_forward_filters (the filter transform in the forward's own
+    parallel region) gives the filters and outputs of the transform and
+    then the forward, bit for bit, at every thread count, and reports an
+    inf/NaN weight in any panel."""
+    from cnnext import _winograd
+
+    N, C, Co, H = 4, 24, 40, 16  # 5 panels of output channels, 256 tiles
+    cin, cout = (Co, C) if adjoint else (C, Co)
+    x = rng.standard_normal((N, cin, H, H)).astype(np.float32)
+    w = rng.standard_normal((Co, C, 3, 3)).astype(np.float32)
+    b = None if adjoint else rng.standard_normal(cout).astype(np.float32)
+    width = _plan._winograd_upk(w, adjoint, 2).shape[1]
+    upk = np.empty((16, width), np.float32)
+    assert _winograd.winograd_filters(w, upk, adjoint, threads)
+    want = np.empty((N, cout, H, H), np.float32)
+    assert _winograd.winograd_forward(x, upk, b, want, 1, 1, threads)
+    got_upk = np.full_like(upk, np.nan)
+    got = np.full_like(want, np.nan)
+    assert _winograd.winograd_forward_filters(x, w, got_upk, b, got, 1, 1, threads, adjoint)
+    assert np.array_equal(got_upk[:, :-16], upk[:, :-16])
+    assert got.tobytes() == want.tobytes()
+    for where in [(0, 0, 0, 0), (Co - 1, C - 1, 2, 1), (17, 9, 1, 1)]:
+        w_bad = w.copy()
+        w_bad[where] = np.nan if where[0] % 2 else np.inf
+        assert not _winograd.winograd_forward_filters(x, w_bad, got_upk, b, got, 1, 1, threads,
+                                                      adjoint)
+
+
 @pytest.mark.parametrize("k", [3, 5])
 def test_winograd_bias_overflow_falls_back_to_direct(k, rng):
     """Finite x, weight and bias whose sum overflows to inf in the stored
