@@ -61,11 +61,13 @@ Design:
 * **Forward** blocks are handed out one at a time by a ``prange``
   (dynamic: a few blocks over two threads stay balanced, as does a thread
   that waits for its core); each block is computed the same way whichever
-  thread takes it, so the result does not depend on the thread count.  The input gradient is the forward kernel on
-  the upstream gradient with the rotated, transposed filters.
-* **Inf and NaN** are not handled here: the caller checks the result
-  (:func:`all_finite`) and recomputes a non-finite one with the direct
-  algorithm.
+  thread takes it, so the result does not depend on the thread count.
+  The input gradient is the forward kernel on the upstream gradient with
+  the rotated, transposed filters.
+* **Inf and NaN** are not handled here: the kernels report them (the
+  filter transforms in the weight, the forward's stores and the weight
+  gradient's last step in their results, each as it reads or writes the
+  values) and the caller recomputes the result with the direct algorithm.
 * **Weight gradient**: ``dU[xi] = sum over tiles of (A g A^T)[xi] (x)
   V[xi]``, one product per point and block (the transformed gradient's
   rows read in place by the micro-kernel, the transformed input
@@ -972,7 +974,7 @@ def winograd4_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     input tiles, 36 products; ``upk`` from :func:`winograd4_filters`.  With
     ``quad``, :func:`winograd_forward_quad` (a 5x5 kernel as four 3x3 views)
     by F(4x4, 3x3): each view's tiles read at its shift.  Returns False when
-    an output is inf or NaN (checked as it is stored: see all_finite)."""
+    an output is inf or NaN (checked as it is stored)."""
     cdef Args a
     cdef int bad
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
