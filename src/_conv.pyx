@@ -440,6 +440,8 @@ ctypedef struct FwdArgs:
     Py_ssize_t G, xg, og, wg   # groups; elements between groups of x, out, packed weights
     cnx_ukr_s fs
     cnx_ukr_d fd
+    cnx_ukr_s fsl              # fs, fd prefetching the next chunk's lines (NULL: none)
+    cnx_ukr_d fdl
     cnx_ukr2_s f2s             # the two-row kernel of MR rows (NULL: none)
     int nt
     int act                  # epilogue on the result (ACT_*; ACT_NONE elsewhere than forward)
@@ -592,12 +594,18 @@ cdef enum:
     CHUNK_MAX_TILES = 32
 # A chunk's packed B (fwd_chunk_task with pboff) stays within this: with
 # AVX2, a quarter of a Zen 3 core's L2, where the next chunk's input,
-# prefetched, and the weight's panels stay too.  With AVX-512 (L2 of 1-2 MB)
-# four times as much, and no prefetch: on a Xeon with 2 MB of L2 per core,
-# float64 256 -> 64 channels on 28x28, batch 32, the forward took 19.5 ms
-# with 128 KB chunks, 17.4 with 512 KB, 16.8 with 512 KB unprefetched (the
-# prefetches, issued between kernel calls, waited on the reads they
-# requested instead of overlapping them; 1 MB chunks no faster).
+# prefetched between kernel calls, and the weight's panels stay too.  With
+# AVX-512 (L2 of 1-2 MB) four times as much: on a Xeon with 2 MB of L2 per
+# core, float64 256 -> 64 channels on 28x28, batch 32, the forward took
+# 19.5 ms with 128 KB chunks, 17.4 with 512 KB, 16.8 with 512 KB and no
+# prefetch (prefetches issued between kernel calls waited on the reads they
+# requested instead of overlapping them; 1 MB chunks no faster).  The
+# AVX-512 kernels instead prefetch the next chunk's lines themselves, one
+# per step of k (the _pfl kernels, next_chunk_lines): on a Xeon (Emerald
+# Rapids, 2 MB of L2), that forward 15.3 -> 13.2-13.3 ms at one thread,
+# 7.2 -> 6.5 at two; float32 7.1 -> 6.5 and 3.5-3.7 -> 3.4; 64 -> 256
+# channels 0.94-0.95x, float64 128 -> 32 on 16x16 0.92x, smaller layers
+# the same.
 cdef bint AVX512_KER = KER.d_nr == 16
 cdef Py_ssize_t PACK_B_BYTES = (512 if AVX512_KER else 128) * 1024
 cdef bint PACK_PREFETCH = not AVX512_KER
@@ -685,6 +693,40 @@ cdef int64_t* packed_b_chunks(FwdArgs* a, floating* tag) except? NULL:
     return pboff
 
 
+cdef inline Py_ssize_t even_chunk(Py_ssize_t tb, Py_ssize_t left) noexcept nogil:
+    """Tiles of the next chunk of ``left`` tiles in chunks of at most ``tb``,
+    as even as can be (49 tiles in 13, 12, 12, 12 rather than 16, 16, 16, 1,
+    whose last chunk reads the weight for one tile)."""
+    return cdiv(left, cdiv(left, tb))
+
+
+cdef Py_ssize_t next_chunk_lines(const FwdArgs* a, Py_ssize_t t, Py_ssize_t t1,
+                                 Py_ssize_t esz, int64_t* pfd) noexcept nogil:
+    """Describe in ``pfd`` (CNX_PFL_DECL's aoff) the cache lines of the
+    input runs that the chunk starting at tile ``t`` (a thread's tiles end
+    at ``t1``) will pack, when it is a 1x1 layer's chunk of flat tiles read
+    from the input itself (elements ``esz`` bytes); returns how many lines
+    (0: none to prefetch)."""
+    cdef Py_ssize_t ng, j, n, grp, nt
+    cdef const Pass* ps
+    cdef size_t first, last
+    if t >= t1 or a.g.kh * a.g.kw != 1:
+        return 0
+    ps = tile_pass(a, t, &ng, &j, 1)
+    n = ng // a.G
+    if ps.tpr != 0 or ps.K > KC or ps.K < 1 or (
+            a.g.prepared and not (a.g.tail_only and n < a.g.N - 1)):  # as sample_src
+        return 0
+    grp = ng - n * a.G
+    nt = even_chunk(a.tb, min(t1 - t, ps.ntp - j))
+    first = <size_t>a.x + <size_t>((grp * a.xg + n * a.xs + ps.toff[0] + j * a.NR) * esz)
+    last = first + <size_t>(nt * a.NR * esz) - 1
+    pfd[0] = <int64_t>(first & ~(<size_t>63))
+    pfd[1] = (ps.toff[1] - ps.toff[0]) * esz if ps.K > 1 else 0
+    pfd[2] = <int64_t>((last >> 6) - (first >> 6) + 1)
+    return ps.K * pfd[2]
+
+
 cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogil:
     """fwd_task's tiles in chunks of up to ``tb`` consecutive tiles of one
     (sample, group) pair and pass, the KC loop outside the chunk's tiles:
@@ -730,11 +772,18 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
     cdef floating* sbuf = ct0 + a.tb * a.s_c + a.s_b
     cdef bint stream = (a.pboff != NULL and a.g.N * a.os * sizeof(floating) >= STREAM_MIN_BYTES
                         and (STREAM_D != NULL if floating is double else STREAM_S != NULL))
+    cdef int64_t pfd[5]
+    cdef Py_ssize_t pf_lines = 0, pf_per = 0, q
     t = t0
     while t < t1:
         ps = tile_pass(a, t, &ng, &j0, 1)
         n = ng // a.G
-        nt = min(a.tb, t1 - t, ps.ntp - j0)
+        nt = even_chunk(a.tb, min(t1 - t, ps.ntp - j0))
+        pf_lines = 0
+        if ((a.fsl != NULL if floating is float else a.fdl != NULL) and a.pboff != NULL
+                and ps.tpr == 0 and ps.K <= KC):
+            pf_lines = next_chunk_lines(a, t + nt, t1, sizeof(floating), pfd)
+            pf_per = min(ps.K, cdiv(pf_lines, a.npanel * nt))
         # no junk columns and rows back to back: padded-width tiles are
         # result positions, computed in place
         flat = ps.tpr == 0 and ps.cols == Wq and ps.ocol == 1 and ps.orow == Wq
@@ -803,10 +852,18 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
                     bptr = NULL
                     if bias != NULL and pc == 0:
                         bptr = bias + co0
+                    if pf_lines > 0:  # a share of the next chunk's lines prefetched
+                        q = (panel * nt + i) * pf_per
+                        pfd[3] = q
+                        pfd[4] = max(0, min(pf_per, pf_lines - q))
                     if floating is float:
-                        a.fs(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
-                             cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
-                             bptr)
+                        (a.fsl if pf_lines > 0 else a.fs)(
+                            kc, apw + panel * K * MR + pc * MR, pfd, bsrc, boff,
+                            cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0, bptr)
+                    elif pf_lines > 0:
+                        a.fdl(kc, apw + panel * K * MR + pc * MR, pfd, bsrc, boff,
+                              cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                              bptr)
                     else:
                         a.fd(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
                              cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
@@ -1062,6 +1119,8 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     a.alpha = 0.0
     a.fs = KER.s_ind
     a.fd = KER.d_ind
+    a.fsl = NULL
+    a.fdl = NULL
     a.f2s = NULL
     a.MR = mr_of(<floating*>NULL)
     a.NR = nr_of(<floating*>NULL)
@@ -1083,6 +1142,8 @@ cdef void fwd_kernel(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nogil:
     if floating is float:
         if a.MR <= 8:
             a.f2s = KER.s_ind2r_mr[a.MR - 1]
+        if a.fs == KER.s_ind:
+            a.fsl = KER.s_ind_pfl
     a.npanel = cdiv(Co, a.MR)
     fwd_kernel_wide(a, Co, <floating*>NULL)
 
@@ -1095,6 +1156,7 @@ cdef void fwd_kernel_wide(FwdArgs* a, Py_ssize_t Co, floating* tag) noexcept nog
     if floating is double:
         if Co > 8 and mr >= 9 and KER.d_ind_wide[mr - 9] != NULL:
             a.fd = KER.d_ind_wide[mr - 9]
+            a.fdl = KER.d_ind_wide_pfl[mr - 9]
             a.MR = mr
             a.npanel = cdiv(Co, mr)
 

@@ -157,6 +157,10 @@ typedef struct {
     cnx_ukrf_s s_indf_mr[32];
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
+    /* s_ind and d_ind_wide prefetching lines described by aoff (see
+     * CNX_PFL_DECL); NULL where the variant has none. */
+    cnx_ukr_s s_ind_pfl;
+    cnx_ukr_d d_ind_wide_pfl[6];
 } cnx_kernels;
 
 #define CNX_BROW_PACKED(NR_) (b + k * (NR_))
@@ -643,6 +647,31 @@ CNX_DEF_AVX2_F6(_s3, 3)
         _mm_prefetch(pf_ + 2 * (W) * sizeof(T) - 1, _MM_HINT_T0);             \
     }
 
+/* The _pfl variants also prefetch (into L2) one cache line per step of k,
+ * from runs of lines described by aoff (the indirect-B kernels read no A
+ * through it): the first line of the first run at address aoff[0], runs
+ * aoff[1] bytes apart, aoff[2] >= 1 lines each; the kernel prefetches
+ * lines aoff[3] to aoff[3] + aoff[4] - 1 of them, counted run after run
+ * (the next chunk of a 1x1 convolution's input, read from memory while
+ * this chunk's products run instead of when it is packed). */
+#define CNX_PFL_NONE (void)aoff;
+#define CNX_PFL_DECL                                                           \
+    int64_t pfs_ = aoff[1], pfr_ = aoff[2], pfn_ = aoff[4];                    \
+    const char *pfp_ = (const char *)(intptr_t)aoff[0] + aoff[3] / pfr_ * pfs_; \
+    int64_t pfl_ = aoff[3] % pfr_;
+#define CNX_PFL_STEP                                                           \
+    if (pfn_ > 0) {                                                            \
+        _mm_prefetch(pfp_ + 64 * pfl_, _MM_HINT_T1);                           \
+        pfn_--;                                                                \
+        if (++pfl_ == pfr_) {                                                  \
+            pfl_ = 0;                                                          \
+            pfp_ += pfs_;                                                      \
+        }                                                                      \
+    }
+#define CNX_PFL_NOSTEP
+#define CNX_APRE_PFL(MR_) CNX_PFL_DECL
+#define CNX_PF_PFL(W) CNX_PFL_STEP
+
 #define CNX_DEF_AVX512(NAME, T, VT, SUF, MT, FULL, W, BROW, APRE, AEL, MRV, PF) \
     CNX_TARGET_AVX512                                                          \
     static void NAME(int64_t kc, const T *a, const int64_t *aoff, const T *b,  \
@@ -684,6 +713,7 @@ CNX_DEF_AVX2_F6(_s3, 3)
 CNX_DEF_AVX512(cnx_ukr_s_avx512, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_PACKED, CNX_APRE_PACKED, AEL, 8, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind_pf, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 8, CNX_PF_IND)
+CNX_DEF_AVX512(cnx_ukr_s_avx512_ind_pfl, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PFL, AEL, 8, CNX_PF_PFL)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind1, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 1, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind2, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 2, CNX_PF_PACKED)
 CNX_DEF_AVX512(cnx_ukr_s_avx512_ind3, float, __m512, ps, __mmask16, 0xFFFF, 16, CNX_BROW_IND, CNX_APRE_PACKED, AEL, 3, CNX_PF_PACKED)
@@ -722,7 +752,8 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
  * B only (the convolution's forward and stride-phase input gradient); MRV =
  * 9..14 rows.  Each result is summed over k in the same order as in the
  * 8-row kernels: bitwise the same values. */
-#define CNX_DEF_AVX512_D14(NAME, MRV)                                          \
+
+#define CNX_DEF_AVX512_D14(NAME, MRV, PFDECL, PFSTEP)                          \
     CNX_TARGET_AVX512                                                          \
     static void NAME(int64_t kc, const double *a, const int64_t *aoff,         \
                      const double *b, const int64_t *boff, double *c,          \
@@ -747,11 +778,12 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
                                                 : ((1u << (nr - 8)) - 1u)));    \
         int64_t k;                                                             \
         enum { MRV_ = MRV };                                                   \
-        (void)aoff;                                                            \
+        PFDECL                                                                 \
         (void)boff;                                                            \
         for (k = 0; k < kc; k++) {                                             \
             const double *bk = CNX_BROW_IND(16);                               \
             __m512d b0 = _mm512_loadu_pd(bk), b1 = _mm512_loadu_pd(bk + 8), t; \
+            PFSTEP                                                             \
             CNX_Z_ROW(pd, 0, r00, r01) CNX_Z_ROW(pd, 1, r10, r11)              \
             CNX_Z_ROW(pd, 2, r20, r21) CNX_Z_ROW(pd, 3, r30, r31)              \
             CNX_Z_ROW(pd, 4, r40, r41) CNX_Z_ROW(pd, 5, r50, r51)              \
@@ -778,12 +810,16 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
 
 #define T double
 #define AEL CNX_AEL_PACKED
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind9, 9)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind10, 10)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind11, 11)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind12, 12)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind13, 13)
-CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind14, 14)
+#define CNX_D14(MRV)                                                           \
+    CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind##MRV, MRV, CNX_PFL_NONE, CNX_PFL_NOSTEP) \
+    CNX_DEF_AVX512_D14(cnx_ukr_d_avx512_ind##MRV##_pfl, MRV, CNX_PFL_DECL, CNX_PFL_STEP)
+CNX_D14(9)
+CNX_D14(10)
+CNX_D14(11)
+CNX_D14(12)
+CNX_D14(13)
+CNX_D14(14)
+#undef CNX_D14
 #undef AEL
 #undef T
 
@@ -1391,6 +1427,8 @@ static cnx_kernels cnx_select_kernels(void) {
     memset(k.d_ind_mr, 0, sizeof(k.d_ind_mr));
     memset(k.s_ind2r_mr, 0, sizeof(k.s_ind2r_mr));
     memset(k.d_ind_wide, 0, sizeof(k.d_ind_wide));
+    memset(k.d_ind_wide_pfl, 0, sizeof(k.d_ind_wide_pfl));
+    k.s_ind_pfl = NULL;
     k.s_inda_n1 = NULL; k.d_inda_n1 = NULL;
     k.s_mr = CNX_GEN_MR; k.s_nr = CNX_GEN_NR_S;
     k.d_mr = CNX_GEN_MR; k.d_nr = CNX_GEN_NR_D;
@@ -1437,6 +1475,13 @@ static cnx_kernels cnx_select_kernels(void) {
         k.d_ind_wide[3] = cnx_ukr_d_avx512_ind12;
         k.d_ind_wide[4] = cnx_ukr_d_avx512_ind13;
         k.d_ind_wide[5] = cnx_ukr_d_avx512_ind14;
+        k.s_ind_pfl = cnx_ukr_s_avx512_ind_pfl;
+        k.d_ind_wide_pfl[0] = cnx_ukr_d_avx512_ind9_pfl;
+        k.d_ind_wide_pfl[1] = cnx_ukr_d_avx512_ind10_pfl;
+        k.d_ind_wide_pfl[2] = cnx_ukr_d_avx512_ind11_pfl;
+        k.d_ind_wide_pfl[3] = cnx_ukr_d_avx512_ind12_pfl;
+        k.d_ind_wide_pfl[4] = cnx_ukr_d_avx512_ind13_pfl;
+        k.d_ind_wide_pfl[5] = cnx_ukr_d_avx512_ind14_pfl;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {

@@ -56,6 +56,8 @@ cdef extern from "cnnext_ukernel.h" nogil:
         cnx_ukr_s s_ind_mr[8]
         cnx_ukr_d d_ind_mr[8]
         cnx_ukr_d d_ind_wide[6]
+        cnx_ukr_d d_ind_wide_pfl[6]
+        cnx_ukr_s s_ind_pfl
         cnx_ukr_s s_inda_n1
         cnx_ukr_d d_inda_n1
         cnx_ukr_s s
