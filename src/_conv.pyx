@@ -856,10 +856,14 @@ cdef void fwd_chunk_task(const FwdArgs* a, int tid, floating* tag) noexcept nogi
                         q = (panel * nt + i) * pf_per
                         pfd[3] = q
                         pfd[4] = max(0, min(pf_per, pf_lines - q))
-                    if floating is float:
-                        (a.fsl if pf_lines > 0 else a.fs)(
-                            kc, apw + panel * K * MR + pc * MR, pfd, bsrc, boff,
-                            cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0, bptr)
+                    if floating is float and pf_lines > 0:
+                        a.fsl(kc, apw + panel * K * MR + pc * MR, pfd, bsrc, boff,
+                              cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                              bptr)
+                    elif floating is float:
+                        a.fs(kc, apw + panel * K * MR + pc * MR, NULL, bsrc, boff,
+                             cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
+                             bptr)
                     elif pf_lines > 0:
                         a.fdl(kc, apw + panel * K * MR + pc * MR, pfd, bsrc, boff,
                               cdst + co0 * ldc, ldc, <int>min(MR, Co - co0), <int>nr, pc > 0,
