@@ -139,6 +139,10 @@ typedef struct {
     /* float64 indirect-B kernels of exactly 9..14 rows (index MR - 9);
      * NULL where the variant has none. */
     cnx_ukr_d d_ind_wide[6];
+    /* s_ind and d_ind_wide prefetching lines described by aoff (see
+     * CNX_PFL_DECL); NULL where the variant has none. */
+    cnx_ukr_s s_ind_pfl;
+    cnx_ukr_d d_ind_wide_pfl[6];
     /* Fused activation epilogue (see cnx_act_s). */
     cnx_act_s act_s;
     cnx_act_d act_d;
@@ -157,10 +161,6 @@ typedef struct {
     cnx_ukrf_s s_indf_mr[32];
     int s_mr, s_nr, d_mr, d_nr;
     const char *name;
-    /* s_ind and d_ind_wide prefetching lines described by aoff (see
-     * CNX_PFL_DECL); NULL where the variant has none. */
-    cnx_ukr_s s_ind_pfl;
-    cnx_ukr_d d_ind_wide_pfl[6];
 } cnx_kernels;
 
 #define CNX_BROW_PACKED(NR_) (b + k * (NR_))
@@ -750,9 +750,9 @@ CNX_DEF_AVX512(cnx_ukr_d_avx512_inda, double, __m512d, pd, __mmask8, 0xFF, 8, CN
  * bookkeeping that 16 share in the 8-row kernel (whose 10 loads for 16 FMAs
  * and a tap offset kept float64 forwards at ~60% of the FMA peak).  Indirect
  * B only (the convolution's forward and stride-phase input gradient); MRV =
- * 9..14 rows.  Each result is summed over k in the same order as in the
- * 8-row kernels: bitwise the same values. */
-
+ * 9..14 rows; the _pfl variants prefetch as CNX_PFL_DECL says.  Each
+ * result is summed over k in the same order as in the 8-row kernels:
+ * bitwise the same values. */
 #define CNX_DEF_AVX512_D14(NAME, MRV, PFDECL, PFSTEP)                          \
     CNX_TARGET_AVX512                                                          \
     static void NAME(int64_t kc, const double *a, const int64_t *aoff,         \
