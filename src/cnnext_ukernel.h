@@ -1469,19 +1469,13 @@ static cnx_kernels cnx_select_kernels(void) {
         k.s_ind2r_mr[2] = cnx_ukr_s_avx512_2r3; k.s_ind2r_mr[3] = cnx_ukr_s_avx512_2r4;
         k.s_ind2r_mr[4] = cnx_ukr_s_avx512_2r5; k.s_ind2r_mr[5] = cnx_ukr_s_avx512_2r6;
         k.s_ind2r_mr[6] = cnx_ukr_s_avx512_2r7; k.s_ind2r_mr[7] = cnx_ukr_s_avx512_2r8;
-        k.d_ind_wide[0] = cnx_ukr_d_avx512_ind9;
-        k.d_ind_wide[1] = cnx_ukr_d_avx512_ind10;
-        k.d_ind_wide[2] = cnx_ukr_d_avx512_ind11;
-        k.d_ind_wide[3] = cnx_ukr_d_avx512_ind12;
-        k.d_ind_wide[4] = cnx_ukr_d_avx512_ind13;
-        k.d_ind_wide[5] = cnx_ukr_d_avx512_ind14;
+#define CNX_SET_WIDE(MRV)                                                      \
+        k.d_ind_wide[MRV - 9] = cnx_ukr_d_avx512_ind##MRV;                     \
+        k.d_ind_wide_pfl[MRV - 9] = cnx_ukr_d_avx512_ind##MRV##_pfl;
+        CNX_SET_WIDE(9) CNX_SET_WIDE(10) CNX_SET_WIDE(11)
+        CNX_SET_WIDE(12) CNX_SET_WIDE(13) CNX_SET_WIDE(14)
+#undef CNX_SET_WIDE
         k.s_ind_pfl = cnx_ukr_s_avx512_ind_pfl;
-        k.d_ind_wide_pfl[0] = cnx_ukr_d_avx512_ind9_pfl;
-        k.d_ind_wide_pfl[1] = cnx_ukr_d_avx512_ind10_pfl;
-        k.d_ind_wide_pfl[2] = cnx_ukr_d_avx512_ind11_pfl;
-        k.d_ind_wide_pfl[3] = cnx_ukr_d_avx512_ind12_pfl;
-        k.d_ind_wide_pfl[4] = cnx_ukr_d_avx512_ind13_pfl;
-        k.d_ind_wide_pfl[5] = cnx_ukr_d_avx512_ind14_pfl;
         k.s_mr = 8; k.s_nr = 32; k.d_mr = 8; k.d_nr = 16;
         k.name = "avx512";
     } else if (isa == 1) {
