@@ -920,14 +920,23 @@ def winograd_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     """out = conv2d(x, w, bias, stride 1, padding (ph, pw)) for a 3x3 ``w``
     given as its packed transform ``upk`` (see :mod:`cnnext._plan`).
     Returns False when an output is inf or NaN (checked as it is stored)."""
-    cdef Args a
-    cdef int bad
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0:
         return True
+    return forward_run(x, upk, bias, out, ph, pw, n_threads) == 1
+
+
+cdef int forward_run(const float[:, :, :, ::1] x, const float[:, ::1] upk,
+                     const float[::1] bias, float[:, :, :, ::1] out, Py_ssize_t ph,
+                     Py_ssize_t pw, int n_threads, const Filters* f=NULL) except -1:
+    """Set up and run the F(2x2, 3x3) forward of a non-empty ``out`` (with
+    ``f``, its filter transform into ``upk`` first, in the same parallel
+    region): 1, or 0 when a filter or an output is inf or NaN."""
+    cdef Args a
+    cdef int bad
     fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
               out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block())
     with nogil:
-        bad = fwd_run(&a)
+        bad = fwd_run(&a, f)
     return bad == 0
 
 
@@ -942,9 +951,7 @@ def winograd_forward_filters(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     :func:`winograd_forward` by ``upk``, in one parallel region.  Returns
     False when ``w`` or an output holds an inf or a NaN (``out`` is then
     to be recomputed)."""
-    cdef Args a
     cdef Filters f
-    cdef int bad
     if (WG_FILTER == NULL or w.shape[0] == 0 or w.shape[1] == 0 or out.shape[0] == 0
             or out.shape[1] == 0 or out.shape[2] == 0 or out.shape[3] == 0):
         # (the portable transform, filter by filter; or nothing to compute)
@@ -958,11 +965,7 @@ def winograd_forward_filters(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
     f.C = w.shape[0 if adjoint else 1]
     f.MR = kernels().s_mr
     f.adjoint = adjoint
-    fwd_setup(&a, x, upk, bias, &out[0, 0, 0, 0], x.shape[0], x.shape[2], x.shape[3],
-              out.shape[1], out.shape[2], out.shape[3], ph, pw, n_threads, 4 * tile_block())
-    with nogil:
-        bad = fwd_run(&a, &f)
-    return bad == 0
+    return forward_run(x, upk, bias, out, ph, pw, n_threads, &f) == 1
 
 
 def winograd4_forward(const float[:, :, :, ::1] x,    # IN  (N, C, H, W)
